@@ -1,0 +1,41 @@
+# mdops: `make up` runs the local stack, `make test` runs every test.
+# Everything runs from a virtualenv in .venv and a control plane built into ~/.cache/mdops.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DETACH ?=
+detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
+
+.PHONY: help venv k8s lint test cluster down
+
+help:
+	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus)"
+	@echo "make test      lint and run every test"
+	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
+	@echo "make down      stop what DETACH=1 started"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+k8s:
+	tools/build-k8s.sh >/dev/null
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint k8s
+	$(PY) -m pytest
+
+cluster: venv
+	$(PY) -m devcluster up $(detach_flag)
+
+down: venv
+	$(PY) -m devcluster down

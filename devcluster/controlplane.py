@@ -1,0 +1,205 @@
+"""A real, local Kubernetes control plane: etcd, kube-apiserver,
+kube-controller-manager and a simulated kubelet, on random loopback ports.
+
+Used by the test fixtures, ``make cluster`` and ``make up``::
+
+    with ControlPlane(workdir) as cluster:
+        cluster.kubectl("get", "namespaces")
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devcluster import pki
+from devcluster.kubeconfig import loopback_kubeconfig, write_kubeconfig
+from devcluster.processes import Process, free_port, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = REPO / "tools" / "build-k8s.sh"
+
+CONTROLLERS = "job,garbagecollector,namespace,serviceaccount,serviceaccount-token,ttl-after-finished"
+
+
+def binaries() -> Path:
+    """Build (or find in the cache) the control plane's binaries; return their directory."""
+    out = subprocess.run([BUILD_SCRIPT], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def _get(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class ControlPlane:
+    def __init__(self, workdir: Path, bin_dir: Path | None = None):
+        self.workdir = Path(workdir)
+        self.bin = bin_dir or binaries()
+        self.logs = self.workdir / "logs"
+        self.pki = self.workdir / "pki"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.kubectl_path = self.bin / "kubectl"
+        self.processes: list[Process] = []
+        self.server = ""
+        self.started_in = 0.0
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self, timeout: float = 90.0) -> ControlPlane:
+        began = time.monotonic()
+        for directory in (self.logs, self.pki, self.workdir / "etcd"):
+            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - began
+        return self
+
+    def _start(self, timeout: float) -> None:
+        ca = pki.Authority(self.pki)
+        serving = ca.issue("apiserver", "kube-apiserver", server=True)
+        admin = ca.issue("admin", "mdops-admin", organization="system:masters")
+        sa = pki.service_account_keys(self.pki)
+
+        etcd_port, etcd_peer, api_port, kcm_port = (free_port() for _ in range(4))
+        etcd = self._run(
+            "etcd",
+            [
+                self.bin / "etcd",
+                "--data-dir",
+                self.workdir / "etcd",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            ],
+        )
+        wait_until(lambda: _get(f"http://127.0.0.1:{etcd_port}/health"), timeout, "etcd", [etcd])
+
+        self.server = f"https://127.0.0.1:{api_port}"
+        apiserver = self._run(
+            "kube-apiserver",
+            [
+                self.bin / "kube-apiserver",
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={self.pki}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={ca.cert_path}",
+                f"--service-account-key-file={sa.cert}",
+                f"--service-account-signing-key-file={sa.key}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+            ],
+        )
+        write_kubeconfig(self.kubeconfig, self.server, ca.cert_path, admin, "mdops-admin")
+        context = ssl.create_default_context(cafile=ca.cert_path)
+        context.load_cert_chain(admin.cert, admin.key)
+        wait_until(
+            lambda: _get(f"{self.server}/readyz", context),
+            timeout,
+            "kube-apiserver /readyz",
+            [etcd, apiserver],
+        )
+
+        self._run(
+            "kube-controller-manager",
+            [
+                self.bin / "kube-controller-manager",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--controllers={CONTROLLERS}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={sa.key}",
+                f"--root-ca-file={ca.cert_path}",
+                "--use-service-account-credentials=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={self.pki / 'kcm'}",
+                "--concurrent-job-syncs=10",
+            ],
+        )
+        self._run(
+            "podsim",
+            [
+                sys.executable,
+                "-m",
+                "devcluster.podsim",
+                "--kubeconfig",
+                self.kubeconfig,
+            ],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        insecure = ssl._create_unverified_context()  # the controller-manager's self-signed health port
+        wait_until(
+            lambda: _get(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+            timeout,
+            "kube-controller-manager /healthz",
+            self.processes,
+        )
+        wait_until(self._node_ready, timeout, "the simulated node to be Ready", self.processes)
+
+    def _run(self, name: str, argv: list, env: dict[str, str] | None = None) -> Process:
+        process = Process(name, argv, self.logs, env=env)
+        self.processes.append(process)
+        return process
+
+    def _node_ready(self) -> bool:
+        result = self.kubectl(
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+        )
+        return result.returncode == 0 and "True" in result.stdout
+
+    def stop(self) -> None:
+        """Stop every process, newest first (no orphans)."""
+        while self.processes:
+            self.processes.pop().stop()
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def dead(self) -> list[Process]:
+        return [p for p in self.processes if not p.alive()]
+
+    # -- clients ---------------------------------------------------------
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        """Run the project's kubectl against this control plane only."""
+        loopback_kubeconfig(self.kubeconfig)
+        return subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.workdir)},
+        )

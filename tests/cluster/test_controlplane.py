@@ -1,0 +1,170 @@
+"""The local control plane is a real one: CRDs, watches, status, Jobs, pods and garbage collection."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from devcluster.processes import wait_until
+
+CRD = textwrap.dedent("""
+    apiVersion: apiextensions.k8s.io/v1
+    kind: CustomResourceDefinition
+    metadata: {name: widgets.test.mdops.io}
+    spec:
+      group: test.mdops.io
+      scope: Namespaced
+      names: {plural: widgets, singular: widget, kind: Widget}
+      versions:
+        - name: v1
+          served: true
+          storage: true
+          subresources: {status: {}}
+          schema:
+            openAPIV3Schema:
+              type: object
+              properties:
+                spec:
+                  type: object
+                  required: [size]
+                  properties:
+                    size: {type: integer, minimum: 1, maximum: 10}
+                status:
+                  type: object
+                  properties:
+                    phase: {type: string}
+""")
+
+
+@pytest.fixture(scope="module")
+def widgets(cluster):
+    cluster.kubectl("apply", "-f", "-", input=CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.test.mdops.io", "--timeout=30s")
+    return client.CustomObjectsApi
+
+
+def _widget(name: str, size) -> dict:
+    return {
+        "apiVersion": "test.mdops.io/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"size": size},
+    }
+
+
+def test_custom_resource_is_served_watched_and_its_status_patched(widgets, api_client, namespace):
+    api = widgets(api_client)
+    args = ("test.mdops.io", "v1", namespace, "widgets")
+    created = api.create_namespaced_custom_object(*args, _widget("w1", 3))
+
+    events = watch.Watch().stream(
+        api.list_namespaced_custom_object, *args, resource_version="0", timeout_seconds=20
+    )
+    seen = next(e for e in events if e["object"]["metadata"]["name"] == "w1")
+    assert seen["type"] == "ADDED"
+    assert seen["object"]["spec"] == {"size": 3}
+
+    api.patch_namespaced_custom_object_status(*args, "w1", {"status": {"phase": "Ready"}})
+    current = api.get_namespaced_custom_object(*args, "w1")
+    assert current["status"] == {"phase": "Ready"}
+    # The status subresource is separate: patching status did not bump the generation.
+    assert current["metadata"]["generation"] == created["metadata"]["generation"]
+
+
+def test_api_server_rejects_an_object_that_violates_the_schema(widgets, cluster, namespace):
+    manifest = json.dumps(_widget("too-big", 11))
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0
+    assert "spec.size" in result.stderr
+    assert "should be less than or equal to 10" in result.stderr
+    missing = cluster.kubectl("get", "widget", "too-big", "-n", namespace, check=False)
+    assert "NotFound" in missing.stderr
+
+
+def _job(name: str, annotations: dict[str, str], command: list[str] | None = None, env=()) -> dict:
+    container = {"name": "main", "image": "example.invalid/job:1", "env": [dict(e) for e in env]}
+    if command:
+        container["command"] = command
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {"restartPolicy": "Never", "containers": [container]},
+            },
+        },
+    }
+
+
+def _job_condition(batch: client.BatchV1Api, name: str, namespace: str):
+    job = batch.read_namespaced_job_status(name, namespace)
+    done = [
+        c.type for c in job.status.conditions or [] if c.type in ("Complete", "Failed") and c.status == "True"
+    ]
+    return done[0] if done else None
+
+
+def _terminated(core: client.CoreV1Api, job: str, namespace: str):
+    pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    assert len(pods) == 1
+    return pods[0].status.container_statuses[0].state.terminated
+
+
+def test_job_whose_pod_exits_zero_completes(api_client, namespace):
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    batch.create_namespaced_job(namespace, _job("ok", {"podsim.mdops.io/termination-message": "all good"}))
+    assert wait_until(lambda: _job_condition(batch, "ok", namespace), 60, "job ok to finish") == "Complete"
+    terminated = _terminated(core, "ok", namespace)
+    assert (terminated.exit_code, terminated.message) == (0, "all good")
+
+
+def test_job_whose_pod_exits_three_fails_with_its_exit_code_and_message(api_client, namespace):
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    annotations = {"podsim.mdops.io/exit-code": "3", "podsim.mdops.io/termination-message": "gate failed"}
+    batch.create_namespaced_job(namespace, _job("bad", annotations))
+    assert wait_until(lambda: _job_condition(batch, "bad", namespace), 60, "job bad to finish") == "Failed"
+    terminated = _terminated(core, "bad", namespace)
+    assert (terminated.exit_code, terminated.message) == (3, "gate failed")
+    pod = core.list_namespaced_pod(namespace, label_selector="job-name=bad").items[0]
+    assert pod.status.phase == "Failed"
+
+
+def test_exec_pod_runs_its_command_and_reports_the_termination_message(api_client, namespace):
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    # The container finds its termination message path through an env value: podsim rewrites it.
+    script = 'echo "ran as $0" > "$MESSAGE"; exit 7'
+    env = [{"name": "MESSAGE", "value": "/dev/termination-log"}]
+    job = _job("exec", {"podsim.mdops.io/run": "exec"}, ["sh", "-c", script, "podsim-test"], env)
+    batch.create_namespaced_job(namespace, job)
+    assert wait_until(lambda: _job_condition(batch, "exec", namespace), 60, "job exec to finish") == "Failed"
+    terminated = _terminated(core, "exec", namespace)
+    assert (terminated.exit_code, terminated.message.strip()) == (7, "ran as podsim-test")
+
+
+def test_deleting_a_job_garbage_collects_its_pod(api_client, namespace):
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    batch.create_namespaced_job(namespace, _job("gc", {"podsim.mdops.io/duration-seconds": "600"}))
+
+    def pod_running():
+        pods = core.list_namespaced_pod(namespace, label_selector="job-name=gc").items
+        return pods and pods[0].status.phase == "Running" and pods[0]
+
+    pod = wait_until(pod_running, 60, "the job's pod to run")
+    assert pod.metadata.owner_references[0].kind == "Job"
+    batch.delete_namespaced_job("gc", namespace, propagation_policy="Background")
+
+    def pod_gone():
+        try:
+            core.read_namespaced_pod(pod.metadata.name, namespace)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_until(pod_gone, 60, "the garbage collector to delete the pod")

@@ -1,0 +1,37 @@
+import pytest
+
+from devcluster.kubeconfig import NotLoopbackError, is_loopback, loopback_kubeconfig
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("https://127.0.0.1:6443", True),
+        ("https://127.8.9.10:443", True),
+        ("https://[::1]:6443", True),
+        ("https://localhost:6443", True),
+        ("https://10.0.0.1:6443", False),
+        ("https://kubernetes.default.svc", False),
+        ("https://127.0.0.1.example.com:6443", False),
+        ("", False),
+    ],
+)
+def test_loopback_servers(server, expected):
+    assert is_loopback(server) is expected
+
+
+def test_kubeconfig_naming_a_remote_cluster_is_refused(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "clusters:\n"
+        "- name: local\n  cluster: {server: 'https://127.0.0.1:1'}\n"
+        "- name: prod\n  cluster: {server: 'https://prod.example.com'}\n"
+    )
+    with pytest.raises(NotLoopbackError, match=r"prod\.example\.com"):
+        loopback_kubeconfig(path)
+
+
+def test_loopback_kubeconfig_is_handed_out(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text("clusters:\n- name: local\n  cluster: {server: 'https://127.0.0.1:6443'}\n")
+    assert loopback_kubeconfig(path) == path
