@@ -8,13 +8,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s lint test cluster down
+.PHONY: help venv k8s lint generate test cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus)"
 	@echo "make test      lint and run every test"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
+	@echo "make generate  regenerate the CRD from runbooks/models.py"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ venv: $(STAMP)
 
 k8s:
 	tools/build-k8s.sh >/dev/null
+
+generate: venv
+	$(PY) -m runbooks.crd > manifests/crd.yaml
 
 lint: venv
 	$(VENV)/bin/ruff check .

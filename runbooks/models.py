@@ -1,0 +1,137 @@
+"""The Runbook resource, typed: the one source of its CRD, the controller's and the API's view.
+
+Field names are snake_case in Python and camelCase in Kubernetes (``dry_run`` is ``dryRun``).
+Descriptions become the CRD's, so ``kubectl explain runbook.spec`` shows them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "ops.mdops.io"
+VERSION = "v1alpha1"
+KIND = "Runbook"
+PLURAL = "runbooks"
+SINGULAR = "runbook"
+SHORT_NAMES = ["rb"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class Command(StrEnum):
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    DRILL = "drill"
+    HEALTH_CHECK = "health_check"
+
+    @property
+    def mutating(self) -> bool:
+        """Whether the command changes the platform (and so takes the target's lock)."""
+        return self is not Command.HEALTH_CHECK
+
+    @property
+    def gated(self) -> bool:
+        """Whether the health gate is checked after the command."""
+        return self is not Command.STOP
+
+
+Window = Literal["day", "night"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_k8s(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class RunbookSpec(_Model):
+    """What to run. Immutable once created: to run again, create a new Runbook."""
+
+    command: Command = Field(description="The runbook command to run.")
+    mode: str = Field(
+        "live", max_length=63, pattern=NAME_PATTERN, description="Environment mode, e.g. live or uat."
+    )
+    window: Literal["day", "night", "auto"] = Field(
+        "auto", description="Trading window; auto resolves it from the session calendar when the run starts."
+    )
+    profile: str = Field(
+        "primary", max_length=63, pattern=NAME_PATTERN, description="Feed profile, e.g. primary or backup."
+    )
+    config: str = Field(
+        "", max_length=253, description="Configuration set the script should use, e.g. backup."
+    )
+    request_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="Idempotency key: a request id runs at most once. Defaults to the Runbook's name.",
+    )
+    enforce: bool = Field(False, description="Fail the run when the health gate fails (otherwise only warn).")
+    dry_run: bool = Field(
+        False, description="Validate and plan only: the script runs in dry-run mode and changes nothing."
+    )
+    reason: str = Field("", max_length=1024, description="Why this runbook is run (kept for the audit).")
+    timeout_seconds: int = Field(300, ge=1, le=86400, description="Stop the run and fail it after this long.")
+    requested_by: str = Field("", max_length=253, description="Who asked for the run (set by the REST API).")
+
+
+class Condition(_Model):
+    type: str = Field(description="Condition type: Succeeded, Running, Queued, Ready, Reconciling, Stalled.")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="The generation this condition was set for.")
+
+
+class LogLine(_Model):
+    time: str
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    message: str = Field(max_length=1024)
+
+
+class EnvironmentState(_Model):
+    environment_mode: str | None = None
+    active_profile: str | None = None
+    active_window: str | None = None
+
+
+class Execution(_Model):
+    executor: Literal["local", "job"] = Field(description="How the run executes.")
+    name: str = Field(description="The Job's name, or the local process id.")
+
+
+class RunbookStatus(_Model):
+    """Written only by the controller, through the status subresource."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    request_id: str | None = Field(None, description="The request id in effect (spec.requestId or the name).")
+    window: Window | None = Field(None, description="The trading window the run used (auto resolved).")
+    target: str | None = Field(None, description="The lock target this run is serialised on.")
+    exit_code: int | None = Field(None, description="Runner exit code: 0, 1, 2, 3, 124, 125 or 130.")
+    result: Literal["success", "failed"] | None = None
+    message: str | None = Field(None, max_length=1024, description="Summary of the outcome.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    logs: list[LogLine] = Field(default_factory=list, max_length=100, description="The run's last log lines.")
+    health: dict[str, Any] | None = Field(
+        None, description="The health report, when the command produced one."
+    )
+    state: EnvironmentState | None = Field(
+        None, description="Environment state after the run (not for dry runs)."
+    )
+    execution: Execution | None = None
+    attempts: int = Field(0, ge=0, description="How many times an execution was started (at most 1).")
+    duplicate_of: str | None = Field(
+        None, description="The earlier Runbook (namespace/name) that already ran this request id."
+    )

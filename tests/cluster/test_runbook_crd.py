@@ -1,0 +1,76 @@
+"""The API server itself validates Runbooks: schema, bounds, unknown fields and an immutable spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runbooks import crd
+
+
+@pytest.fixture(scope="module")
+def runbook_crd(cluster):
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=crd.render())
+    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
+    return cluster
+
+
+def _apply(cluster, namespace, spec: dict, name: str = "rb1"):
+    manifest = {
+        "apiVersion": "ops.mdops.io/v1alpha1",
+        "kind": "Runbook",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
+
+
+def test_valid_runbook_gets_its_defaults(runbook_crd, namespace):
+    assert _apply(runbook_crd, namespace, {"command": "health_check"}).returncode == 0
+    got = json.loads(runbook_crd.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
+    assert got["spec"] == {
+        "command": "health_check",
+        "mode": "live",
+        "window": "auto",
+        "profile": "primary",
+        "config": "",
+        "enforce": False,
+        "dryRun": False,
+        "reason": "",
+        "timeoutSeconds": 300,
+        "requestedBy": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"command": "reboot"}, 'spec.command: Unsupported value: "reboot"'),
+        ({"command": "start", "timeoutSeconds": -5}, "spec.timeoutSeconds: Invalid value: -5"),
+        ({"command": "start", "window": "lunch"}, 'spec.window: Unsupported value: "lunch"'),
+        ({"command": "start", "colour": "red"}, 'unknown field "spec.colour"'),
+        ({"mode": "live"}, "spec.command: Required value"),
+        ({"command": "start", "requestId": "../etc"}, "spec.requestId: Invalid value"),
+    ],
+)
+def test_api_server_refuses_invalid_runbooks(runbook_crd, namespace, spec, message):
+    result = _apply(runbook_crd, namespace, spec)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_spec_is_immutable(runbook_crd, namespace):
+    assert _apply(runbook_crd, namespace, {"command": "failover"}).returncode == 0
+    changed = _apply(runbook_crd, namespace, {"command": "failback"})
+    assert changed.returncode != 0
+    assert crd.SPEC_IMMUTABLE in changed.stderr
+
+
+def test_printer_columns_and_explain(runbook_crd, namespace):
+    _apply(runbook_crd, namespace, {"command": "drill", "profile": "backup"})
+    table = runbook_crd.kubectl("get", "rb", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "COMMAND", "PROFILE", "WINDOW", "RESULT", "EXIT", "AGE"]
+    assert table[1].split()[:3] == ["rb1", "drill", "backup"]
+    explain = runbook_crd.kubectl("explain", "runbook.spec.dryRun").stdout
+    assert "changes nothing" in explain
