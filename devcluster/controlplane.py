@@ -18,8 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from devcluster import pki
-from devcluster.kubeconfig import loopback_kubeconfig, write_kubeconfig
+from devcluster.kubeconfig import write_kubeconfig
 from devcluster.processes import Process, free_port, wait_until
+from runbooks.kube import loopback_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "tools" / "build-k8s.sh"

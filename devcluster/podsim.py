@@ -35,11 +35,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from devcluster.kubeconfig import loopback_kubeconfig
 from devcluster.processes import die_with_parent
+from runbooks.kube import api_client
 
 log = logging.getLogger("podsim")
 
@@ -307,7 +307,7 @@ def main() -> None:
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the local control plane")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    api = config.new_client_from_config(config_file=str(loopback_kubeconfig(args.kubeconfig)))
+    api = api_client(args.kubeconfig)
     sim = PodSim(api)
 
     def stop(*_):

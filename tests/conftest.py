@@ -6,10 +6,10 @@ import re
 import uuid
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from devcluster.controlplane import ControlPlane
-from devcluster.kubeconfig import loopback_kubeconfig
+from runbooks.kube import api_client as new_api_client
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def cluster(tmp_path_factory) -> ControlPlane:
 
 @pytest.fixture(scope="session")
 def api_client(cluster) -> client.ApiClient:
-    api = config.new_client_from_config(config_file=str(loopback_kubeconfig(cluster.kubeconfig)))
+    api = new_api_client(cluster.kubeconfig)
     yield api
     api.close()
 

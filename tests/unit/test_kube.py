@@ -1,6 +1,6 @@
 import pytest
 
-from devcluster.kubeconfig import NotLoopbackError, is_loopback, loopback_kubeconfig
+from runbooks.kube import NotLoopbackError, is_loopback, loopback_kubeconfig
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,63 @@
+"""The one way mdops reaches the Kubernetes API.
+
+A client comes from a kubeconfig given by explicit path, whose API servers must all
+be on loopback (the local control plane), or from the pod's service account when
+in-cluster mode is asked for explicitly. Nothing reads ``~/.kube/config``,
+``$KUBECONFIG`` or in-cluster credentials by default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from kubernetes import client, config
+
+
+class NotLoopbackError(RuntimeError):
+    """A kubeconfig points at an API server that is not on this machine's loopback."""
+
+
+def is_loopback(server: str) -> bool:
+    host = urlsplit(server).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_kubeconfig(path: str | Path) -> Path:
+    """Return ``path`` if every cluster it names is on loopback; raise otherwise."""
+    path = Path(path)
+    kubeconfig = yaml.safe_load(path.read_text()) or {}
+    clusters = kubeconfig.get("clusters") or []
+    if not clusters:
+        raise NotLoopbackError(f"{path}: names no cluster")
+    for entry in clusters:
+        server = (entry.get("cluster") or {}).get("server", "")
+        if not is_loopback(server):
+            raise NotLoopbackError(
+                f"{path}: refusing API server {server!r}: "
+                "mdops dev tools only talk to a control plane on loopback"
+            )
+    return path
+
+
+def configuration(kubeconfig: str | Path | None, in_cluster: bool = False) -> client.Configuration:
+    """Client configuration from an explicit loopback kubeconfig, or the pod's service account."""
+    cfg = client.Configuration()
+    if in_cluster:
+        config.load_incluster_config(client_configuration=cfg)
+    elif kubeconfig:
+        config.load_kube_config(config_file=str(loopback_kubeconfig(kubeconfig)), client_configuration=cfg)
+    else:
+        raise ValueError("no Kubernetes credentials: set MDOPS_KUBECONFIG (a path) or MDOPS_IN_CLUSTER=true")
+    return cfg
+
+
+def api_client(kubeconfig: str | Path | None, in_cluster: bool = False) -> client.ApiClient:
+    return client.ApiClient(configuration(kubeconfig, in_cluster))
