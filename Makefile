@@ -31,9 +31,12 @@ k8s:
 generate: venv
 	$(PY) -m runbooks.crd > manifests/crd.yaml
 
+# The reference scripts are Python without a .py suffix: name them explicitly.
+SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' examples/scripts/* 2>/dev/null)
+
 lint: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . $(SCRIPTS)
+	$(VENV)/bin/ruff format --check . $(SCRIPTS)
 
 test: lint k8s
 	$(PY) -m pytest
