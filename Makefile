@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s lint generate test cluster down
+.PHONY: help venv k8s prometheus lint generate test cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus)"
@@ -38,7 +38,11 @@ lint: venv
 	$(VENV)/bin/ruff check . $(SCRIPTS)
 	$(VENV)/bin/ruff format --check . $(SCRIPTS)
 
-test: lint k8s
+# Debian's prometheus package, installed once (the tests start their own servers).
+prometheus:
+	tools/install-prometheus.sh >/dev/null
+
+test: lint k8s prometheus
 	$(PY) -m pytest
 
 cluster: venv

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Prometheus server from Debian's package `prometheus`, idempotently:
+# nothing happens when a `prometheus` binary is already on PATH (or in /usr/bin).
+# Runs `apt-get update` first only when apt's package lists do not know the package.
+# Needs root (or sudo) on a Debian/Ubuntu machine. Progress goes to stderr; the
+# binary's path is printed on stdout.
+#
+# The package's own service is not used (devcluster/prometheus.py starts Prometheus
+# with its own configuration on a random port); recommends (node exporter) are skipped.
+set -euo pipefail
+
+log() { printf '[install-prometheus %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+found() { command -v prometheus 2>/dev/null || { [ -x /usr/bin/prometheus ] && echo /usr/bin/prometheus; }; }
+
+if bin=$(found); then
+	log "already installed: $bin ($("$bin" --version 2>&1 | head -1))"
+	echo "$bin"
+	exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || { log "need root (or sudo) to install the Debian package prometheus"; exit 1; }
+	sudo="sudo"
+fi
+command -v apt-get >/dev/null || { log "apt-get not found: install Prometheus (>= 2.x) by other means"; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+candidate() { apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}'; }
+if [ -z "$(candidate)" ] || [ "$(candidate)" = "(none)" ]; then
+	log "apt does not know the package yet: apt-get update"
+	$sudo apt-get update -q >&2
+fi
+log "installing prometheus $(candidate) (apt-get install --no-install-recommends)"
+$sudo apt-get install -y -q --no-install-recommends prometheus >&2
+
+bin=$(found) || { log "prometheus installed but not found on PATH"; exit 1; }
+log "installed: $bin ($("$bin" --version 2>&1 | head -1))"
+echo "$bin"
