@@ -1,0 +1,37 @@
+"""``python -m api``: serve the Ops Console REST API with uvicorn (settings from the environment)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from api.main import create_app
+from api.settings import get_settings
+
+
+def main() -> int:
+    try:
+        settings = get_settings()
+    except Exception as error:  # a settings error: say which, without a traceback
+        print(f"python -m api: invalid settings: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.api_log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # uvicorn's access log shows method, path and status: never headers, so never a token.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.api_log_level,
+        proxy_headers=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Bearer tokens: who a token is, and what it may do.
+
+``OPS_API_TOKEN`` is the admin token (every permission). A tokens file adds named tokens, each with
+its permissions::
+
+    tokens:
+      - name: console
+        token_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+        permissions: [status:read, metrics:read]
+      - name: ci
+        token: s3cret
+        permissions: [status:read, "runbooks:execute:health_check"]
+
+A presented token is compared, in constant time, with every configured one (no early exit), and is
+never logged or kept beyond the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from runbooks.models import Command
+
+STATUS_READ = "status:read"
+METRICS_READ = "metrics:read"
+EXECUTE = "runbooks:execute"
+PERMISSIONS = frozenset({STATUS_READ, METRICS_READ, EXECUTE} | {f"{EXECUTE}:{c.value}" for c in Command})
+ADMIN = "admin"
+
+
+def execute_permission(command: Command | str) -> str:
+    return f"{EXECUTE}:{Command(command).value}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The identity behind a token: a name (recorded as the Runbook's requestedBy) and permissions."""
+
+    name: str
+    permissions: frozenset[str]
+
+    def allows(self, permission: str) -> bool:
+        if permission in self.permissions:
+            return True
+        # runbooks:execute grants every runbooks:execute:<command>
+        return permission.startswith(f"{EXECUTE}:") and EXECUTE in self.permissions
+
+    def may_execute_something(self) -> bool:
+        return any(p == EXECUTE or p.startswith(f"{EXECUTE}:") for p in self.permissions)
+
+
+class TokenEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=253)
+    token: SecretStr | None = Field(None, min_length=1)
+    token_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    permissions: list[str] = Field(default_factory=list)
+
+    @field_validator("permissions")
+    @classmethod
+    def _known(cls, permissions: list[str]) -> list[str]:
+        unknown = sorted(set(permissions) - PERMISSIONS)
+        if unknown:
+            raise ValueError(f"unknown permission(s) {unknown}; known: {sorted(PERMISSIONS)}")
+        return permissions
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenEntry:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"token {self.name!r}: give exactly one of token and token_sha256")
+        return self
+
+    def digest(self) -> bytes:
+        if self.token_sha256 is not None:
+            return bytes.fromhex(self.token_sha256)
+        assert self.token is not None
+        return hashlib.sha256(self.token.get_secret_value().encode()).digest()
+
+
+class TokensFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: list[TokenEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TokensFile:
+        names = [t.name for t in self.tokens]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate token name(s): {duplicates}")
+        return self
+
+
+class TokenStore:
+    """The configured tokens, kept as SHA-256 digests; ``authenticate`` is constant time in the token."""
+
+    def __init__(self, entries: list[tuple[bytes, Principal]]):
+        self._entries = entries
+
+    @classmethod
+    def load(cls, admin_token: SecretStr | None, tokens_file: Path | None) -> TokenStore:
+        entries: list[tuple[bytes, Principal]] = []
+        if admin_token is not None and admin_token.get_secret_value():
+            digest = hashlib.sha256(admin_token.get_secret_value().encode()).digest()
+            entries.append((digest, Principal(ADMIN, PERMISSIONS)))
+        if tokens_file is not None:
+            raw = yaml.safe_load(Path(tokens_file).read_text()) or {}
+            for entry in TokensFile.model_validate(raw).tokens:
+                entries.append((entry.digest(), Principal(entry.name, frozenset(entry.permissions))))
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal whose token this is, or None. Every entry is compared, matched or not."""
+        presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        found = None
+        for digest, principal in self._entries:
+            if hmac.compare_digest(presented, digest) and found is None:
+                found = principal
+        return found

@@ -1,0 +1,300 @@
+"""A watch-fed, in-memory cache of the Runbooks in one namespace.
+
+A background thread lists the Runbooks (paginated) and then watches from the list's resourceVersion.
+When the API server ends a watch normally (its ``timeoutSeconds``) the thread resumes from the last
+resourceVersion seen (bookmarks keep it fresh); on 410 Gone, on any error (the API server restarting,
+a dropped connection) it backs off and lists again, replacing the whole cache, so that objects deleted
+while it was not watching disappear too. The event loop only reads: requests never list.
+
+Every change bumps :attr:`RunbookCache.version`, so a reader can tell whether what it computed from the
+cache is still current, and wakes the coroutines waiting on that object (``execute`` waits for a run's
+end this way, without polling the API server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubernetes import client
+
+from api.views import RunbookRecord, record_of
+from runbooks import models
+
+log = logging.getLogger("api.cache")
+
+PAGE_SIZE = 500
+
+
+class _Gone(Exception):
+    """The resourceVersion we watch from is too old (HTTP 410): list again."""
+
+
+class _Interrupted(Exception):
+    """The watch connection was closed on purpose (see :meth:`RunbookCache.interrupt`)."""
+
+
+class RunbookCache:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        *,
+        watch_timeout_seconds: int = 240,
+        max_backoff_seconds: float = 5.0,
+    ):
+        self._objects = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.watch_timeout_seconds = watch_timeout_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+
+        self._lock = threading.Lock()
+        self._records: dict[str, RunbookRecord] = {}
+        self._by_request: dict[str, set[str]] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self.version = 0
+        self.resource_version: str | None = None
+
+        self.synced = threading.Event()
+        self.connected = False
+        self.lists = 0
+        self.watches = 0
+        self.events = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+        self._stopping = threading.Event()
+        self._response: Any = None
+        self._interrupting = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> RunbookCache:
+        self._thread = threading.Thread(target=self._run, name="runbook-cache", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._close_response()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def interrupt(self) -> None:
+        """Drop the current watch connection, as a network failure would: the cache lists again."""
+        self._interrupting = True
+        self._close_response()
+
+    def _close_response(self) -> None:
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # already closed
+                response.shutdown()
+
+    # -- reading (any thread) --------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, name: str) -> RunbookRecord | None:
+        return self._records.get(name)
+
+    def find(self, request_id: str) -> RunbookRecord | None:
+        """The Runbook that carries ``request_id``: the original one if it was re-created."""
+        with self._lock:
+            names = self._by_request.get(request_id)
+            if not names:
+                return None
+            candidates = [self._records[n] for n in names]
+        return min(candidates, key=lambda r: (r.duplicate_of is not None, r.created_key))
+
+    def snapshot(self) -> tuple[int, list[RunbookRecord]]:
+        with self._lock:
+            return self.version, list(self._records.values())
+
+    async def wait_synced(self, timeout: float) -> bool:
+        if self.synced.is_set():
+            return True
+        return await asyncio.to_thread(self.synced.wait, timeout)
+
+    async def wait_for(
+        self, name: str, done: Callable[[RunbookRecord], bool], timeout: float
+    ) -> RunbookRecord | None:
+        """Wait until the cached ``name`` satisfies ``done`` or ``timeout`` passes; return what is cached."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = asyncio.Event()
+            waiter = (loop, event)
+            with self._lock:
+                self._waiters.setdefault(name, set()).add(waiter)
+            try:
+                record = self._records.get(name)
+                remaining = deadline - loop.time()
+                if (record is not None and done(record)) or remaining <= 0:
+                    return record
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+            finally:
+                with self._lock:
+                    waiters = self._waiters.get(name)
+                    if waiters is not None:
+                        waiters.discard(waiter)
+                        if not waiters:
+                            del self._waiters[name]
+
+    # -- the watch thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                if self.resource_version is None:
+                    self._list()
+                    backoff = 0.2
+                self._watch()
+            except _Gone:
+                log.info(
+                    "watch of Runbooks: resourceVersion %s is gone; listing again", self.resource_version
+                )
+                self.resource_version = None
+            except Exception as error:
+                self.connected = False
+                if self._stopping.is_set():
+                    break
+                self.errors += 1
+                self.last_error = f"{type(error).__name__}: {error}"
+                if not isinstance(error, _Interrupted):
+                    log.warning(
+                        "watch of Runbooks failed (%s); listing again in %.1fs", self.last_error, backoff
+                    )
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_seconds)
+                self.resource_version = None
+        self.connected = False
+
+    def _list(self) -> None:
+        records: dict[str, RunbookRecord] = {}
+        token = None
+        while True:
+            page = self._objects.list_namespaced_custom_object(
+                models.GROUP,
+                models.VERSION,
+                self.namespace,
+                models.PLURAL,
+                limit=PAGE_SIZE,
+                _continue=token,
+                _request_timeout=(5, 60),
+            )
+            for obj in page.get("items", []):
+                record = record_of(obj)
+                records[record.name] = record
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                resource_version = page["metadata"]["resourceVersion"]
+                break
+        with self._lock:
+            changed = {
+                name
+                for name in self._records.keys() | records.keys()
+                if (old := self._records.get(name)) is None
+                or (new := records.get(name)) is None
+                or old.resource_version != new.resource_version
+            }
+            self._records = records
+            self._by_request = {}
+            for record in records.values():
+                self._by_request.setdefault(record.request_id, set()).add(record.name)
+            self.version += 1
+            self._wake(changed)
+        self.resource_version = resource_version
+        self.lists += 1
+        self.synced.set()
+        log.info(
+            "listed %d Runbooks in %s at resourceVersion %s", len(records), self.namespace, resource_version
+        )
+
+    def _watch(self) -> None:
+        self._interrupting = False
+        try:
+            response = self._objects.list_namespaced_custom_object(
+                models.GROUP,
+                models.VERSION,
+                self.namespace,
+                models.PLURAL,
+                watch=True,
+                resource_version=self.resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self.watch_timeout_seconds,
+                _preload_content=False,
+                _request_timeout=(5, self.watch_timeout_seconds + 30),
+            )
+        except client.ApiException as error:
+            if error.status == 410:
+                raise _Gone(str(error.reason)) from error
+            raise
+        self._response = response
+        self.watches += 1
+        self.connected = True
+        try:
+            if self._stopping.is_set():
+                return
+            for line in _lines(response):
+                self._apply(json.loads(line))
+            if self._interrupting:
+                raise _Interrupted("watch connection closed")
+        finally:
+            self._response = None
+            self.connected = False
+            response.release_conn()
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise _Gone(obj.get("message", ""))
+            raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+        resource_version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            self.resource_version = resource_version
+            return
+        record = record_of(obj)
+        with self._lock:
+            old = self._records.pop(record.name, None)
+            if old is not None:
+                names = self._by_request.get(old.request_id, set())
+                names.discard(old.name)
+                if not names:
+                    self._by_request.pop(old.request_id, None)
+            if kind != "DELETED":
+                self._records[record.name] = record
+                self._by_request.setdefault(record.request_id, set()).add(record.name)
+            self.version += 1
+            self._wake({record.name})
+        self.resource_version = resource_version
+        self.events += 1
+
+    def _wake(self, names: set[str]) -> None:
+        """Wake the waiters of ``names`` (called with the lock held)."""
+        for name in names & self._waiters.keys():
+            for loop, event in self._waiters[name]:
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(event.set)
+
+
+def _lines(response: Any) -> Iterator[str]:
+    """The newline-delimited JSON events of a watch response."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        while (end := buffer.find(b"\n")) != -1:
+            line, buffer = buffer[:end], buffer[end + 1 :]
+            if line.strip():
+                yield line.decode("utf-8", errors="replace")

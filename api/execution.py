@@ -1,0 +1,165 @@
+"""Executing a runbook through the API: create the Runbook (idempotently), then wait for its end.
+
+- The object's name is the request id when that is a valid DNS-1123 label, else ``req-`` and the first
+  20 hex digits of its SHA-256, so the same request id always names the same object.
+- A request id already known (to the cache, or to the API server when the create answers 409
+  AlreadyExists: a concurrent identical request won) is the same run, not a second one; with other
+  parameters it is a conflict.
+- The wait is on the watch cache (woken by its events), bounded by ``MDOPS_API_EXECUTE_WAIT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from api.auth import Principal
+from api.cache import RunbookCache
+from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
+from api.schemas import ExecuteRequest
+from api.settings import ApiSettings
+from api.views import REQUESTED_AT, RunbookRecord, record_of
+from runbooks import models
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# The spec fields that make a request: the same request id with another value of any is a conflict.
+COMPARED = ("command", "mode", "window", "profile", "config", "enforce", "dryRun", "reason", "timeoutSeconds")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def object_name(request_id: str) -> str:
+    if len(request_id) <= 63 and DNS_LABEL.match(request_id):
+        return request_id
+    return "req-" + hashlib.sha256(request_id.encode()).hexdigest()[:20]
+
+
+def runbook_spec(body: ExecuteRequest, settings: ApiSettings, principal: Principal) -> dict[str, Any]:
+    """The Runbook's spec (camelCase), every field given: the body's, else the settings' defaults."""
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    spec = models.RunbookSpec(
+        command=body.command,
+        mode=pick(body.mode, settings.api_default_mode),
+        window=pick(body.window, settings.api_default_window),
+        profile=pick(body.profile, settings.api_default_profile),
+        config=pick(body.config, settings.api_default_config),
+        request_id=body.request_id or str(uuid.uuid4()),
+        enforce=pick(body.enforce, settings.api_default_enforce),
+        dry_run=pick(body.dry_run, False),
+        reason=pick(body.reason, ""),
+        timeout_seconds=pick(body.timeout_seconds, settings.api_default_timeout_seconds),
+        requested_by=principal.name,
+    )
+    return spec.to_k8s()
+
+
+def differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    defaults = models.RunbookSpec(command=wanted["command"]).to_k8s()
+    return [
+        key for key in COMPARED if existing.get(key, defaults.get(key)) != wanted.get(key, defaults.get(key))
+    ]
+
+
+@dataclass
+class Outcome:
+    record: RunbookRecord
+    created: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.record.finished
+
+
+class Executor:
+    def __init__(self, api: client.ApiClient, cache: RunbookCache, settings: ApiSettings):
+        self.objects = client.CustomObjectsApi(api)
+        self.cache = cache
+        self.settings = settings
+
+    async def execute(self, body: ExecuteRequest, principal: Principal) -> Outcome:
+        if not await self.cache.wait_synced(self.settings.api_sync_wait_seconds):
+            raise NotReady("the Runbook cache has not synced with the Kubernetes API yet")
+        spec = runbook_spec(body, self.settings, principal)
+        request_id = spec["requestId"]
+        name = object_name(request_id)
+        created = False
+        existing = self.cache.find(request_id)
+        if existing is not None:
+            record = existing
+        else:
+            manifest = {
+                "apiVersion": models.API_VERSION,
+                "kind": models.KIND,
+                "metadata": {
+                    "name": name,
+                    "labels": {"app.kubernetes.io/managed-by": "mdops-api"},
+                    "annotations": {REQUESTED_AT: _now()},
+                },
+                "spec": spec,
+            }
+            try:
+                obj = await asyncio.to_thread(self._create, manifest)
+                created = True
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise
+                obj = await asyncio.to_thread(self._read, name)  # a concurrent request created it
+            record = record_of(obj)
+            if record.request_id != request_id:
+                raise Conflict(
+                    f"request_id {request_id!r}: the Runbook {name!r} exists for another request "
+                    f"({record.request_id!r})"
+                )
+        changed = differences(record.spec, spec)
+        if changed:
+            raise Conflict(
+                f"request_id {request_id!r} was already used with other parameters "
+                f"(differs in: {', '.join(changed)}); use a new request_id to run again"
+            )
+        final = await self.cache.wait_for(
+            record.name, lambda r: r.finished, self.settings.api_execute_wait_seconds
+        )
+        record = final or record
+        if record.execution_error:
+            raise ScriptExecutionError(
+                f"script execution error (exit code 125) for request {request_id!r}, command "
+                f"{record.command!r}: {record.message or 'the runner could not execute the script'}"
+            )
+        return Outcome(record, created)
+
+    def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self.objects.create_namespaced_custom_object(
+            models.GROUP,
+            models.VERSION,
+            self.cache.namespace,
+            models.PLURAL,
+            manifest,
+            _request_timeout=(5, 30),
+        )
+
+    def _read(self, name: str) -> dict[str, Any]:
+        try:
+            return self.objects.get_namespaced_custom_object(
+                models.GROUP,
+                models.VERSION,
+                self.cache.namespace,
+                models.PLURAL,
+                name,
+                _request_timeout=(5, 30),
+            )
+        except client.ApiException as error:
+            raise KubernetesUnavailable(
+                f"cannot read Runbook {name!r}: {error.status} {error.reason}"
+            ) from error

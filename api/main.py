@@ -1,0 +1,105 @@
+"""The Ops Console REST API: ``create_app()`` builds it; its lifespan creates the clients and the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import urllib3.exceptions
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from kubernetes import client
+
+from api.auth import TokenStore
+from api.cache import RunbookCache
+from api.deps import Clients
+from api.errors import ApiError
+from api.execution import Executor
+from api.prometheus import MetricsSource
+from api.routes import health, metrics, runbooks, status
+from api.settings import ApiSettings, get_settings
+from api.telemetry import ApiMetrics, MetricsMiddleware
+from runbooks.kube import api_client
+
+log = logging.getLogger("api")
+
+DESCRIPTION = """The Ops Console REST API of mdops (`spec/ops-console-api.md`).
+
+Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`: 401 without a valid
+token, 403 without the permission. Timestamps are ISO 8601 with the configured zone's offset."""
+
+
+def _settings_of(app: FastAPI) -> ApiSettings:
+    """The settings, honouring a test's ``app.dependency_overrides[get_settings]``."""
+    return app.dependency_overrides.get(get_settings, get_settings)()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = _settings_of(app)
+    tokens = TokenStore.load(settings.api_token, settings.api_tokens_file)
+    if not len(tokens):
+        log.warning("no token configured (OPS_API_TOKEN, MDOPS_API_TOKENS_FILE): every request gets 401")
+    kube_requests = api_client(settings.kubeconfig, settings.in_cluster)
+    kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
+    cache = RunbookCache(kube_watch, settings.namespace).start()
+    prometheus = MetricsSource(settings.prometheus_url, settings.prometheus_timeout_seconds)
+    app.state.clients = Clients(
+        settings=settings,
+        tokens=tokens,
+        cache=cache,
+        executor=Executor(kube_requests, cache, settings),
+        prometheus=prometheus,
+        metrics=app.state.metrics,
+    )
+    log.info(
+        "serving Runbooks of namespace %s, metrics of %s, %d token(s)",
+        settings.namespace,
+        settings.prometheus_url,
+        len(tokens),
+    )
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(cache.stop)
+        prometheus.close()
+        kube_requests.close()
+        kube_watch.close()
+
+
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, client.ApiException):
+        detail = f"Kubernetes API error: {error.status} {error.reason}"
+    else:
+        detail = f"Kubernetes API unreachable: {type(error).__name__}"
+    log.warning("%s %s: %s", request.method, request.url.path, detail)
+    return JSONResponse({"detail": detail}, status_code=503)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="mdops Ops Console API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    app.state.metrics = ApiMetrics()
+    app.state.metrics.watch_cache(lambda: getattr(getattr(app.state, "clients", None), "cache", None))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(client.ApiException, _kubernetes_error)
+    app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
+    for router in (status.router, metrics.router, runbooks.router, health.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

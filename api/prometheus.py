@@ -1,0 +1,165 @@
+"""Platform metrics from Prometheus, through ``prometheus-api-client``.
+
+Its calls block, so each query runs in a worker thread and the summary's queries run concurrently.
+A query fails fast (no retries, a short timeout): an unreachable Prometheus makes the summary's
+metrics stale, not the request slow. Where a query returns several series (several exporters), the
+summary reports their maximum and says so in the metric's ``context``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from api.errors import PrometheusUnavailable
+from api.views import iso
+
+NO_SAMPLE = "no exporter sample"
+MAX_POINTS = 11000  # Prometheus refuses range queries of more points
+
+# The metrics a chart may ask for (never raw PromQL), with their units.
+TIMESERIES_UNITS: dict[str, str | None] = {
+    "md_subscription_coverage_ratio": None,
+    "md_subscription_expected_total": "instruments",
+    "md_subscription_active_total": "instruments",
+    "md_subscription_matched_total": "instruments",
+    "md_subscription_ignored_total": "instruments",
+    "md_throughput_mps": "msg/s",
+    "md_failover_latency_ms": "ms",
+    "consumer_backlog_messages": "messages",
+    "md_feed_up": None,
+    "md_runbook_exit_code": None,
+}
+
+COVERAGE_TOTALS = ("expected_total", "active_total", "matched_total", "ignored_total")
+THROUGHPUT_WINDOW = "max_over_time[1m]"
+
+
+@dataclass(frozen=True)
+class SummaryMetric:
+    key: str
+    metric: str
+    query: str
+    unit: str | None
+    context: dict[str, Any] | None = None
+
+
+SUMMARY = (
+    SummaryMetric("coverage_ratio", "md_subscription_coverage_ratio", "md_subscription_coverage_ratio", None),
+    SummaryMetric(
+        "throughput_mps",
+        "md_throughput_mps",
+        "max_over_time(md_throughput_mps[1m])",
+        "msg/s",
+        {"window": THROUGHPUT_WINDOW},
+    ),
+    SummaryMetric("failover_latency_ms", "md_failover_latency_ms", "md_failover_latency_ms", "ms"),
+    # The exit code of the most recently finished runbook, whatever its command.
+    SummaryMetric(
+        "runbook_exit_code",
+        "md_runbook_exit_code",
+        "md_runbook_exit_code and on(command) topk(1, md_runbook_last_run_timestamp_seconds)",
+        None,
+    ),
+    SummaryMetric(
+        "consumer_backlog_messages", "consumer_backlog_messages", "consumer_backlog_messages", "messages"
+    ),
+)
+COVERAGE_CONTEXT_QUERY = (
+    'max by (__name__) ({__name__=~"md_subscription_(expected|active|matched|ignored)_total"})'
+)
+
+
+def number(text: Any) -> float | int | None:
+    """A Prometheus sample value as JSON: an int when integral, None for NaN and infinities."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value):
+        return None
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _failure_note(error: BaseException) -> str:
+    if isinstance(error, PrometheusApiClientException):
+        return f"prometheus query failed: {str(error)[:200]}"
+    return f"prometheus unreachable: {type(error).__name__}"
+
+
+class MetricsSource:
+    def __init__(self, url: str, timeout: float):
+        self.url = url.rstrip("/")
+        self.client = PrometheusConnect(
+            url=self.url, retry=Retry(total=0, raise_on_status=False), timeout=timeout
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def _query(self, promql: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.client.custom_query, promql)
+
+    async def summary(self) -> dict[str, dict[str, Any]]:
+        queries = [m.query for m in SUMMARY] + [COVERAGE_CONTEXT_QUERY]
+        results = await asyncio.gather(*(self._query(q) for q in queries), return_exceptions=True)
+        *answers, totals = results
+        out = {m.key: self._sample(m, answer) for m, answer in zip(SUMMARY, answers, strict=True)}
+        coverage = out["coverage_ratio"]
+        if not coverage["stale"]:
+            context = {name: None for name in COVERAGE_TOTALS}
+            if not isinstance(totals, BaseException):
+                for series in totals:
+                    name = series["metric"].get("__name__", "").removeprefix("md_subscription_")
+                    if name in context:
+                        context[name] = number(series["value"][1])
+            coverage["context"] = {**context, **(coverage.get("context") or {})}
+        return out
+
+    @staticmethod
+    def _sample(metric: SummaryMetric, answer: list[dict[str, Any]] | BaseException) -> dict[str, Any]:
+        sample: dict[str, Any] = {"metric": metric.metric, "value": None, "unit": metric.unit, "stale": True}
+        if isinstance(answer, BaseException):
+            sample["context"] = {"note": _failure_note(answer)}
+            return sample
+        values = [v for v in (number(series["value"][1]) for series in answer) if v is not None]
+        if not values:
+            sample["context"] = {"note": NO_SAMPLE}
+            return sample
+        sample["value"] = max(values)
+        sample["stale"] = False
+        context = dict(metric.context or {})
+        if len(values) > 1:
+            context.update({"aggregation": "max", "series": len(values)})
+        if context:
+            sample["context"] = context
+        return sample
+
+    async def timeseries(
+        self, metric: str, minutes: int, step_seconds: int, zone: datetime.tzinfo
+    ) -> list[dict[str, Any]]:
+        """Samples of ``metric`` (its maximum over series) over the last ``minutes``."""
+        end = datetime.datetime.now(datetime.UTC)
+        start = end - datetime.timedelta(minutes=minutes)
+        try:
+            result = await asyncio.to_thread(
+                self.client.custom_query_range, f"max({metric})", start, end, f"{step_seconds}s"
+            )
+        except (requests.RequestException, PrometheusApiClientException) as error:
+            raise PrometheusUnavailable(f"Prometheus at {self.url}: {_failure_note(error)}") from error
+        if not result:
+            return []
+        return [
+            {
+                "timestamp": iso(datetime.datetime.fromtimestamp(float(t), datetime.UTC), zone),
+                "value": number(v),
+            }
+            for t, v in result[0]["values"]
+        ]

@@ -1,0 +1,33 @@
+"""``/healthz`` (the process answers), ``/readyz`` (the cache has synced) and ``/metrics`` (the API's own)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import ClientsDep, MetricsReader
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive (no token)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The Runbook cache has synced (no token)")
+def readyz(clients: ClientsDep) -> JSONResponse:
+    cache = clients.cache
+    ready = cache.synced.is_set()
+    body = {
+        "status": "ready" if ready else "not ready",
+        "runbooks": len(cache),
+        "watch_connected": cache.connected,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="The API's own metrics, Prometheus text format (metrics:read)")
+def metrics(clients: ClientsDep, principal: MetricsReader) -> Response:
+    return Response(generate_latest(clients.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,22 @@
+"""``GET /api/ops/status``: served from the watch cache, recomputed only when the cache changed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import CacheDep, ClientsDep, StatusReader
+from api.schemas import ErrorResponse, StatusResponse
+
+router = APIRouter(prefix="/api/ops", tags=["status"])
+
+
+@router.get(
+    "/status",
+    response_model=StatusResponse,
+    summary="Current environment state, recent runbooks, last health report and audit entries",
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def get_status(clients: ClientsDep, cache: CacheDep, principal: StatusReader) -> Response:
+    settings = clients.settings
+    body = await clients.status_memo.get(cache, settings.zone, settings.api_history)
+    return Response(body, media_type="application/json")

@@ -1,0 +1,50 @@
+"""The API's settings, read once from the environment (``MDOPS_*``, and ``OPS_API_TOKEN`` without prefix)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from runbooks.models import NAME_PATTERN
+from runbooks.settings import CommonSettings
+
+
+class ApiSettings(CommonSettings):
+    api_token: SecretStr | None = Field(
+        None,
+        validation_alias="OPS_API_TOKEN",
+        description="The admin bearer token (every permission, name 'admin'). Env: OPS_API_TOKEN.",
+    )
+    api_tokens_file: Path | None = Field(
+        None, description="YAML file of named tokens with permissions (see the README)."
+    )
+    prometheus_url: str = Field("http://127.0.0.1:9090", description="Prometheus the metrics come from.")
+    prometheus_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Timeout of one Prometheus query (no retries)."
+    )
+    api_host: str = Field("127.0.0.1", description="Address uvicorn listens on.")
+    api_port: int = Field(8080, ge=0, le=65535, description="Port uvicorn listens on.")
+    api_execute_wait_seconds: float = Field(
+        30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
+    )
+    api_default_mode: str = Field("live", max_length=63, pattern=NAME_PATTERN)
+    api_default_profile: str = Field("primary", max_length=63, pattern=NAME_PATTERN)
+    api_default_config: str = Field("", max_length=253)
+    api_default_window: Literal["day", "night", "auto"] = Field(
+        "auto", description="Window when the request names none; auto: the controller resolves it."
+    )
+    api_default_enforce: bool = False
+    api_default_timeout_seconds: int = Field(300, ge=1, le=86400)
+    api_history: int = Field(20, ge=1, le=1000, description="Entries in status' history, audit and health.")
+    api_sync_wait_seconds: float = Field(
+        10.0, ge=0, description="How long a request waits for the Runbook cache's first sync before a 503."
+    )
+    api_log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()
