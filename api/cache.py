@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 from kubernetes import client
 
-from api.views import RunbookRecord, record_of
+from api.views import RunbookRecord, order, record_of
 from runbooks import models
 
 log = logging.getLogger("api.cache")
@@ -58,6 +59,7 @@ class RunbookCache:
         self._by_request: dict[str, set[str]] = {}
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self.version = 0
+        self._seen = itertools.count(1)
         self.resource_version: str | None = None
 
         self.synced = threading.Event()
@@ -66,6 +68,7 @@ class RunbookCache:
         self.watches = 0
         self.events = 0
         self.errors = 0
+        self.gone = 0
         self.last_error: str | None = None
 
         self._stopping = threading.Event()
@@ -160,6 +163,7 @@ class RunbookCache:
                     backoff = 0.2
                 self._watch()
             except _Gone:
+                self.gone += 1
                 log.info(
                     "watch of Runbooks: resourceVersion %s is gone; listing again", self.resource_version
                 )
@@ -207,6 +211,9 @@ class RunbookCache:
                 or (new := records.get(name)) is None
                 or old.resource_version != new.resource_version
             }
+            for name, record in records.items():  # list order is by name: keep the order already seen
+                known = self._records.get(name)
+                order(record, known.seen if known is not None else next(self._seen))
             self._records = records
             self._by_request = {}
             for record in records.values():
@@ -274,6 +281,7 @@ class RunbookCache:
                 if not names:
                     self._by_request.pop(old.request_id, None)
             if kind != "DELETED":
+                order(record, old.seen if old is not None else next(self._seen))
                 self._records[record.name] = record
                 self._by_request.setdefault(record.request_id, set()).add(record.name)
             self.version += 1

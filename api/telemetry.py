@@ -63,6 +63,9 @@ class _CacheCollector(Collector):
         yield CounterMetricFamily("mdops_api_cache_lists", "Full lists of the Runbooks.", value=cache.lists)
         yield CounterMetricFamily("mdops_api_cache_watches", "Watch connections opened.", value=cache.watches)
         yield CounterMetricFamily("mdops_api_cache_errors", "List or watch failures.", value=cache.errors)
+        yield CounterMetricFamily(
+            "mdops_api_cache_gone", "Watches refused with 410 Gone (then listed again).", value=cache.gone
+        )
 
 
 class MetricsMiddleware:

@@ -71,6 +71,8 @@ class RunbookRecord:
     window: str | None
     duplicate_of: str | None
     updated: datetime.datetime
+    requested: datetime.datetime | None = field(repr=False, default=None)
+    seen: int = field(repr=False, default=0)
     created_key: tuple = field(repr=False, default=())
     finished_key: tuple = field(repr=False, default=())
 
@@ -139,11 +141,18 @@ def record_of(obj: dict[str, Any]) -> RunbookRecord:
         duplicate_of=status.get("duplicateOf"),
         updated=updated,
     )
-    # creationTimestamp has a resolution of one second: the API's own annotation orders runs within it.
-    requested = parse_time((metadata.get("annotations") or {}).get(REQUESTED_AT)) or created
-    record.created_key = (created, requested, name)
-    record.finished_key = (finished_at or created, created, name)
+    record.requested = parse_time((metadata.get("annotations") or {}).get(REQUESTED_AT)) or created
+    order(record, 0)
     return record
+
+
+def order(record: RunbookRecord, seen: int) -> None:
+    """Set the record's sort keys. ``creationTimestamp`` has a resolution of one second: within a second,
+    the API's own annotation (microseconds), then ``seen``, the order in which the cache first saw the
+    objects (a watch delivers creations in the order the API server made them), break ties."""
+    record.seen = seen
+    record.created_key = (record.created, record.requested, seen, record.name)
+    record.finished_key = (record.finished_at or record.created, record.created_key)
 
 
 # -- rendering -------------------------------------------------------------------------------------

@@ -1,0 +1,293 @@
+"""POST /api/ops/runbooks/execute and GET /api/ops/runbooks/{request_id}, on the real control plane.
+
+The runs are finished by writing their status as the controller's contract says (see conftest);
+the end-to-end tests with the real controller complement these.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import uuid
+
+import pytest
+
+from api.execution import object_name
+from devcluster.processes import wait_until
+from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, auth
+
+EXECUTE = "/api/ops/runbooks/execute"
+HEALTH = {
+    "coverage_ratio": 0.999,
+    "expected_total": 1280,
+    "active_total": 1278,
+    "matched_total": 1276,
+    "ignored_total": 2,
+    "consumer_backlog_messages": 0,
+    "failover_latency_ms": 1800,
+    "generated_at": "2025-09-22T00:00:00Z",
+    "gate": {"passed": True, "enforced": False, "failures": []},
+}
+
+
+def test_a_finished_run_is_200_with_the_spec_shape(api, runbooks):
+    runbooks.finish_when_created(
+        "fo-1",
+        "success",
+        exit_code=0,
+        logs=[("INFO", "Failover completed")],
+        health=HEALTH,
+        env_state={"environment_mode": "live", "active_profile": "backup", "active_window": "day"},
+    )
+    body = {
+        "command": "failover",
+        "mode": "live",
+        "window": "day",
+        "profile": "live",
+        "config": "backup",
+        "request_id": "fo-1",
+        "enforce": False,
+        "dry_run": False,
+        "reason": "manual failover",
+    }
+    response = api.post(EXECUTE, json=body, headers=auth())
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["runbook"]["request_id"] == "fo-1"
+    assert got["runbook"]["command"] == "failover"
+    assert got["runbook"]["exit_code"] == 0
+    assert got["runbook"]["status"] == "success"
+    assert got["runbook"]["finished_at"].endswith("+08:00")
+    assert got["runbook"]["logs"] == [{"level": "INFO", "message": "Failover completed"}]
+    assert got["health"]["coverage_ratio"] == 0.999
+    assert got["health"]["generated_at"] == "2025-09-22T08:00:00+08:00"
+    assert response.headers["location"] == "/api/ops/runbooks/fo-1"
+
+    spec = runbooks.get("fo-1")["spec"]
+    assert spec == {
+        "command": "failover",
+        "mode": "live",
+        "window": "day",
+        "profile": "live",
+        "config": "backup",
+        "requestId": "fo-1",
+        "enforce": False,
+        "dryRun": False,
+        "reason": "manual failover",
+        "timeoutSeconds": 300,
+        "requestedBy": "admin",
+    }
+
+
+def test_a_script_that_failed_is_200_status_failed(api, runbooks):
+    runbooks.finish_when_created("hc-failed", "failed", exit_code=3, logs=[("ERROR", "coverage 0.5 < 0.99")])
+    response = api.post(EXECUTE, json={"command": "health_check", "request_id": "hc-failed"}, headers=auth())
+    assert response.status_code == 200, response.text
+    assert response.json()["runbook"]["status"] == "failed"
+    assert response.json()["runbook"]["exit_code"] == 3
+    assert response.json()["health"] is None
+
+
+def test_a_script_execution_error_is_500_with_detail(api, runbooks):
+    runbooks.finish_when_created(
+        "start-125", "failed", exit_code=125, message="script /etc/mdops/scripts/start is not executable"
+    )
+    response = api.post(EXECUTE, json={"command": "start", "request_id": "start-125"}, headers=auth())
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert "script execution error" in detail and "not executable" in detail
+    # Reading it back is a successful read of a failed run.
+    got = api.get("/api/ops/runbooks/start-125", headers=auth())
+    assert got.status_code == 200
+    assert got.json()["runbook"] | {"finished_at": None} == {
+        "request_id": "start-125",
+        "command": "start",
+        "exit_code": 125,
+        "status": "failed",
+        "finished_at": None,
+        "logs": [],
+    }
+
+
+def test_past_the_wait_it_is_202_with_the_current_state_then_the_run_can_be_read(start_api, runbooks):
+    api = start_api(api_execute_wait_seconds=0.5)
+    response = api.post(EXECUTE, json={"command": "restart", "request_id": "slow-1"}, headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json() == {
+        "runbook": {
+            "request_id": "slow-1",
+            "command": "restart",
+            "exit_code": None,
+            "status": "pending",
+            "finished_at": None,
+            "logs": [],
+        },
+        "health": None,
+    }
+    runbooks.set_status("slow-1", "running", logs=[("INFO", "restarting")])
+    again = api.post(EXECUTE, json={"command": "restart", "request_id": "slow-1"}, headers=auth())
+    assert again.status_code == 202
+    assert again.json()["runbook"]["status"] == "running"
+
+    runbooks.set_status("slow-1", "success", exit_code=0)
+
+    def finished() -> dict | None:
+        got = api.get("/api/ops/runbooks/slow-1", headers=auth()).json()
+        return got if got["runbook"]["status"] == "success" else None
+
+    assert wait_until(finished, 10, "the run to show as finished")["runbook"]["exit_code"] == 0
+    assert len(runbooks.list()) == 1
+
+
+@pytest.mark.parametrize("state", ["queued", "running"])
+def test_202_reports_queued_and_running(start_api, runbooks, state):
+    api = start_api(api_execute_wait_seconds=0.3)
+    runbooks.create("waiting", command="drill", request_id="waiting")
+    runbooks.set_status("waiting", state)
+    response = api.post(EXECUTE, json={"command": "drill", "request_id": "waiting"}, headers=auth())
+    assert response.status_code == 202
+    assert response.json()["runbook"]["status"] == state
+
+
+def test_the_same_request_id_is_the_same_run(api, runbooks):
+    runbooks.finish_when_created("once", "success", exit_code=0)
+    first = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth())
+    second = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth(EXECUTOR_TOKEN))
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["once"]
+
+
+def test_the_same_request_id_with_other_parameters_is_409(start_api, runbooks):
+    api = start_api(api_execute_wait_seconds=0.2)
+    assert (
+        api.post(EXECUTE, json={"command": "failover", "request_id": "x-1"}, headers=auth()).status_code
+        == 202
+    )
+    for change in ({"command": "failback"}, {"profile": "backup"}, {"dry_run": True}, {"window": "night"}):
+        response = api.post(
+            EXECUTE, json={"command": "failover", "request_id": "x-1", **change}, headers=auth()
+        )
+        assert response.status_code == 409, change
+        assert "other parameters" in response.json()["detail"]
+        assert next(iter(change)).replace("dry_run", "dryRun") in response.json()["detail"]
+    assert len(runbooks.list()) == 1
+
+
+def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks):
+    """A Runbook applied by an operator with the same requestId is the same request (no second run)."""
+    api = start_api(api_execute_wait_seconds=0.2)
+    runbooks.create("applied-by-hand", command="health_check", request_id="shared-id")
+    response = api.post(EXECUTE, json={"command": "health_check", "request_id": "shared-id"}, headers=auth())
+    assert response.status_code == 202
+    assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["applied-by-hand"]
+
+
+def test_fifty_concurrent_identical_requests_make_one_runbook(start_api, runbooks):
+    api = start_api(api_execute_wait_seconds=20)
+    request_id = f"burst-{uuid.uuid4().hex[:8]}"
+    runbooks.finish_when_created(request_id, "success", exit_code=0, logs=[("INFO", "started")])
+    body = {"command": "start", "request_id": request_id, "reason": "burst"}
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(lambda _: api.post(EXECUTE, json=body, headers=auth()), range(50)))
+    assert {r.status_code for r in responses} == {200}
+    assert {r.text for r in responses} == {responses[0].text}
+    assert [rb["metadata"]["name"] for rb in runbooks.list()] == [request_id]
+
+
+def test_defaults_come_from_the_settings(start_api, runbooks):
+    api = start_api(
+        api_execute_wait_seconds=0.2,
+        api_default_mode="uat",
+        api_default_profile="backup",
+        api_default_config="night-set",
+        api_default_enforce=True,
+        api_default_timeout_seconds=42,
+    )
+    response = api.post(EXECUTE, json={"command": "health_check"}, headers=auth(HEALTH_CHECKER_TOKEN))
+    assert response.status_code == 202
+    request_id = response.json()["runbook"]["request_id"]
+    assert uuid.UUID(request_id).version == 4
+    (runbook,) = runbooks.list()
+    assert runbook["metadata"]["name"] == request_id
+    assert runbook["spec"] == {
+        "command": "health_check",
+        "mode": "uat",
+        "window": "auto",
+        "profile": "backup",
+        "config": "night-set",
+        "requestId": request_id,
+        "enforce": True,
+        "dryRun": False,
+        "reason": "",
+        "timeoutSeconds": 42,
+        "requestedBy": "health-checker",
+    }
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    ["Upper-Case-Id", "with.dots", "x" * 64, "under_score"],
+)
+def test_a_request_id_that_is_no_dns_label_gets_a_hashed_name(start_api, runbooks, request_id):
+    api = start_api(api_execute_wait_seconds=0.1)
+    response = api.post(EXECUTE, json={"command": "start", "request_id": request_id}, headers=auth())
+    assert response.status_code == 202
+    (runbook,) = runbooks.list()
+    expected = "req-" + hashlib.sha256(request_id.encode()).hexdigest()[:20]
+    assert runbook["metadata"]["name"] == expected == object_name(request_id)
+    assert runbook["spec"]["requestId"] == request_id
+    assert (
+        api.get(f"/api/ops/runbooks/{request_id}", headers=auth()).json()["runbook"]["request_id"]
+        == request_id
+    )
+
+
+def test_a_dns_label_request_id_is_the_name():
+    assert object_name("6f1c2d9e-2b7a-4c8e-9d51-3f0e8a7b1c22") == "6f1c2d9e-2b7a-4c8e-9d51-3f0e8a7b1c22"
+    assert object_name("a" * 63) == "a" * 63
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"command": "reboot"}, "command"),
+        ({}, "command"),
+        ({"command": "start", "colour": "red"}, "colour"),
+        ({"command": "start", "enforce": "yes"}, "enforce"),
+        ({"command": "start", "dry_run": 1}, "dry_run"),
+        ({"command": "start", "window": "lunch"}, "window"),
+        ({"command": "start", "mode": 7}, "mode"),
+        ({"command": "start", "profile": "../etc"}, "profile"),
+        ({"command": "start", "request_id": "a/b"}, "request_id"),
+        ({"command": "start", "request_id": ""}, "request_id"),
+        ({"command": "start", "timeout_seconds": 0}, "timeout_seconds"),
+        ({"command": "start", "timeout_seconds": "60"}, "timeout_seconds"),
+        ({"command": "start", "reason": "r" * 1025}, "reason"),
+    ],
+)
+def test_invalid_bodies_are_422_naming_the_field(api, runbooks, body, field):
+    response = api.post(EXECUTE, json=body, headers=auth())
+    assert response.status_code == 422, response.text
+    assert field in [str(part) for error in response.json()["detail"] for part in error["loc"]]
+    assert runbooks.list() == []
+
+
+def test_a_body_that_is_not_json_is_422(api):
+    response = api.post(EXECUTE, content=b"command=start", headers={**auth(), "content-type": "text/plain"})
+    assert response.status_code == 422
+
+
+def test_an_unknown_request_id_is_404(api):
+    response = api.get("/api/ops/runbooks/never-seen", headers=auth())
+    assert response.status_code == 404
+    assert "never-seen" in response.json()["detail"]
+
+
+def test_a_dry_run_is_created_as_one(start_api, runbooks):
+    api = start_api(api_execute_wait_seconds=0.1)
+    response = api.post(
+        EXECUTE, json={"command": "drill", "dry_run": True, "request_id": "dry"}, headers=auth()
+    )
+    assert response.status_code == 202
+    assert runbooks.get("dry")["spec"]["dryRun"] is True

@@ -1,0 +1,331 @@
+"""GET /api/ops/status from the watch-fed cache, on the real control plane.
+
+Runs are finished by writing their status as the controller would (status subresource); end-to-end
+tests with the real controller complement these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import statistics
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from kubernetes import client
+
+from api.cache import RunbookCache
+from api.main import create_app
+from devcluster.processes import free_port, wait_until
+from runbooks.kube import api_client as new_api_client
+from tests.api.conftest import READER_TOKEN, Runbooks, auth, now_utc, running_app
+
+STATUS = "/api/ops/status"
+
+
+def status_when(api, check, what: str, timeout: float = 15) -> dict:
+    """The status once ``check(status)`` holds (the cache follows the API server within moments)."""
+
+    def current():
+        body = api.get(STATUS, headers=auth(READER_TOKEN)).json()
+        return body if check(body) else None
+
+    return wait_until(current, timeout, what)
+
+
+def minutes_ago(n: float) -> datetime.datetime:
+    return now_utc() - datetime.timedelta(minutes=n)
+
+
+LIVE_BACKUP = {"environment_mode": "live", "active_profile": "backup", "active_window": "night"}
+LIVE_PRIMARY = {"environment_mode": "live", "active_profile": "primary", "active_window": "day"}
+
+
+def test_empty_namespace(api):
+    response = api.get(STATUS, headers=auth())
+    assert response.status_code == 200
+    assert response.json() == {
+        "environment_mode": None,
+        "active_profile": None,
+        "active_window": None,
+        "last_runbook": None,
+        "runbook_history": [],
+        "health_by_request": {},
+        "last_health": None,
+        "last_exit_codes": {},
+        "last_updated_at": None,
+        "audit": [],
+    }
+
+
+def test_status_follows_the_runbooks(api, runbooks):
+    runbooks.create("start-1", command="start", reason="open of day", requested_by="alice")
+    runbooks.set_status(
+        "start-1",
+        "success",
+        exit_code=0,
+        finished_at=minutes_ago(30),
+        env_state=LIVE_PRIMARY,
+        health={"coverage_ratio": 0.999, "generated_at": "2025-09-22T00:00:00Z"},
+    )
+    runbooks.create("fo-1", command="failover", profile="backup", reason="primary down", requested_by="bob")
+    runbooks.set_status(
+        "fo-1",
+        "success",
+        exit_code=0,
+        finished_at=minutes_ago(20),
+        env_state=LIVE_BACKUP,
+        health={"coverage_ratio": 0.98, "generated_at": "2025-09-22T01:00:00Z"},
+        logs=[("INFO", "Failover completed")],
+    )
+    runbooks.create("hc-1", command="health_check")
+    runbooks.set_status("hc-1", "failed", exit_code=3, finished_at=minutes_ago(10))
+
+    status = status_when(api, lambda s: s["last_exit_codes"].get("health_check") == 3, "three runs")
+    assert status["environment_mode"] == "live"
+    assert status["active_profile"] == "backup"
+    assert status["active_window"] == "night"
+    assert status["last_exit_codes"] == {"start": 0, "failover": 0, "health_check": 3}
+    assert status["last_health"] == {"coverage_ratio": 0.98, "generated_at": "2025-09-22T09:00:00+08:00"}
+    assert status["health_by_request"] == {
+        "start-1": {"coverage_ratio": 0.999, "generated_at": "2025-09-22T08:00:00+08:00"},
+        "fo-1": {"coverage_ratio": 0.98, "generated_at": "2025-09-22T09:00:00+08:00"},
+    }
+    assert {r["request_id"] for r in status["runbook_history"]} == {"start-1", "fo-1", "hc-1"}
+    fo = next(r for r in status["runbook_history"] if r["request_id"] == "fo-1")
+    assert fo["status"] == "success" and fo["logs"] == [{"level": "INFO", "message": "Failover completed"}]
+    assert fo["finished_at"].endswith("+08:00")
+    audit = {entry["request_id"]: entry for entry in status["audit"]}
+    assert audit["fo-1"]["who"] == "bob"
+    assert audit["fo-1"]["why"] == "primary down"
+    assert audit["fo-1"]["what"].startswith("failover profile=backup")
+    assert audit["fo-1"]["outcome"] == "success (exit code 0)"
+    assert audit["hc-1"]["who"] == "unknown"
+    assert audit["hc-1"]["outcome"] == "failed (exit code 3)"
+    assert status["last_updated_at"].endswith("+08:00")
+
+    # A run still going is the last runbook, and changes no state until it finishes.
+    runbooks.create("fb-1", command="failback")
+    runbooks.set_status("fb-1", "running")
+    status = status_when(
+        api,
+        lambda s: s["last_runbook"]["request_id"] == "fb-1" and s["last_runbook"]["status"] == "running",
+        "the running run",
+    )
+    assert status["last_runbook"]["exit_code"] is None
+    assert status["active_profile"] == "backup"
+    assert "failback" not in status["last_exit_codes"]
+    runbooks.set_status("fb-1", "success", exit_code=0, env_state=LIVE_PRIMARY)
+    status = status_when(api, lambda s: s["active_profile"] == "primary", "the failback's state")
+    assert status["last_exit_codes"]["failback"] == 0
+
+    # A deleted Runbook leaves the status.
+    runbooks.delete("hc-1")
+    status = status_when(api, lambda s: "health_check" not in s["last_exit_codes"], "the deletion")
+    assert "hc-1" not in {r["request_id"] for r in status["runbook_history"]}
+
+
+def test_dry_runs_change_no_reported_state(api, runbooks):
+    runbooks.create("real", command="start")
+    runbooks.set_status(
+        "real",
+        "success",
+        exit_code=0,
+        finished_at=minutes_ago(5),
+        env_state=LIVE_PRIMARY,
+        health={"coverage_ratio": 1.0},
+    )
+    status_when(api, lambda s: s["active_profile"] == "primary", "the real run")
+    runbooks.create("dry", command="failover", profile="backup", dry_run=True)
+    runbooks.set_status("dry", "failed", exit_code=1, health={"coverage_ratio": 0.5})  # finished after "real"
+    status = status_when(api, lambda s: s["last_runbook"]["status"] == "failed", "the dry run")
+    assert status["last_runbook"]["request_id"] == "dry" and status["last_runbook"]["dry_run"] is True
+    assert status["active_profile"] == "primary"
+    assert status["last_exit_codes"] == {"start": 0}
+    assert status["last_health"] == {"coverage_ratio": 1.0}
+    assert status["health_by_request"]["dry"] == {"coverage_ratio": 0.5}  # its own report, by request
+    assert status["audit"][0]["what"].endswith("dry_run")
+
+
+def test_history_is_bounded_and_newest_first(start_api, runbooks):
+    api = start_api(api_history=3, api_execute_wait_seconds=0)
+    for i in range(5):
+        response = api.post(
+            "/api/ops/runbooks/execute",
+            json={"command": "health_check", "request_id": f"h-{i}"},
+            headers=auth(),
+        )
+        assert response.status_code == 202
+    status = status_when(
+        api, lambda s: s["last_runbook"] and s["last_runbook"]["request_id"] == "h-4", "5 runs"
+    )
+    assert [r["request_id"] for r in status["runbook_history"]] == ["h-4", "h-3", "h-2"]
+    assert [e["request_id"] for e in status["audit"]] == ["h-4", "h-3", "h-2"]
+    assert {e["who"] for e in status["audit"]} == {"admin"}
+
+
+def test_timestamps_use_the_configured_zone(start_api, runbooks):
+    runbooks.create("utc", command="stop")
+    runbooks.set_status(
+        "utc", "success", exit_code=0, finished_at=datetime.datetime(2025, 9, 22, 0, 2, tzinfo=datetime.UTC)
+    )
+    for zone, expected in (
+        ("Asia/Shanghai", "2025-09-22T08:02:00+08:00"),
+        ("UTC", "2025-09-22T00:02:00+00:00"),
+    ):
+        api = start_api(timezone=zone)
+        status = api.get(STATUS, headers=auth()).json()
+        assert status["last_runbook"]["finished_at"] == expected
+
+
+def test_the_status_is_the_same_after_an_api_restart(make_settings, runbooks):
+    settings = make_settings()
+    with running_app(settings) as api:
+        runbooks.create("before", command="start")
+        runbooks.set_status("before", "success", exit_code=0, env_state=LIVE_PRIMARY)
+        before = status_when(api, lambda s: s["active_profile"] == "primary", "the first run")
+    # While no API runs, Runbooks change: the new process lists them.
+    runbooks.create("between", command="failover", profile="backup")
+    runbooks.set_status("between", "success", exit_code=0, env_state=LIVE_BACKUP)
+    runbooks.delete("before")
+    with running_app(settings) as api:
+        after = api.get(STATUS, headers=auth()).json()
+    assert before["last_exit_codes"] == {"start": 0}
+    assert after["last_exit_codes"] == {"failover": 0}
+    assert after["active_profile"] == "backup"
+    assert [r["request_id"] for r in after["runbook_history"]] == ["between"]
+
+
+def test_the_watch_reconnects_after_its_connection_drops(api, runbooks):
+    cache = api.app.state.clients.cache
+    lists, watches = cache.lists, cache.watches
+    cache.interrupt()  # as if the network or the API server dropped the watch
+    runbooks.create("after-drop", command="stop")
+    runbooks.set_status("after-drop", "success", exit_code=0)
+    status = status_when(api, lambda s: s["last_exit_codes"].get("stop") == 0, "the run made after the drop")
+    assert status["last_runbook"]["request_id"] == "after-drop"
+    assert cache.lists == lists + 1 and cache.watches > watches  # it listed again, then watched again
+    wait_until(lambda: cache.connected, 10, "the watch to be connected again")
+
+
+def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, namespace, runbooks):
+    """410 Gone from the real API server: a watch resumed from a resourceVersion it no longer keeps."""
+    runbooks.create("seen", command="start")
+    api = new_api_client(cluster.kubeconfig)
+    cache = RunbookCache(api, namespace)
+    cache.resource_version = "1"  # as a watcher that remembered a very old position
+    cache.start()
+    try:
+        wait_until(cache.synced.is_set, 15, "the cache to list after 410 Gone")
+        assert (cache.gone, cache.lists, cache.errors) == (1, 1, 0)
+        assert cache.get("seen") is not None
+        runbooks.create("later", command="stop")
+        wait_until(lambda: cache.get("later") is not None, 10, "the watch to follow")
+    finally:
+        cache.stop()
+        api.close()
+
+
+def test_a_namespace_that_does_not_exist_yet_syncs_empty(make_settings):
+    with running_app(make_settings(namespace=f"absent-{uuid.uuid4().hex[:8]}")) as api:
+        assert api.get("/readyz").json()["runbooks"] == 0
+        assert api.get(STATUS, headers=auth()).json()["runbook_history"] == []
+
+
+def test_status_and_execute_are_503_until_the_cache_syncs(make_settings, cluster):
+    """A cache that cannot list (connection refused, as while the API server restarts) is not ready."""
+    bad = cluster.workdir / "refused-kubeconfig"
+    port = cluster.server.rsplit(":", 1)[1]
+    bad.write_text(cluster.kubeconfig.read_text().replace(f":{port}", f":{free_port()}"))
+    with running_app(make_settings(kubeconfig=bad, api_sync_wait_seconds=0.5), ready=False) as api:
+        assert api.get("/readyz").status_code == 503
+        response = api.get(STATUS, headers=auth())
+        assert response.status_code == 503
+        assert "not synced" in response.json()["detail"]
+        execute = api.post("/api/ops/runbooks/execute", json={"command": "start"}, headers=auth())
+        assert execute.status_code == 503
+        assert api.get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def ten_thousand_runbooks(objects, cluster, api_crd, request) -> Runbooks:
+    """10,000 Runbooks in the real API server, a fifth of them finished (about half a minute to make)."""
+    name = f"bench-{int(time.time())}"
+    cluster.kubectl("create", "namespace", name)
+    request.addfinalizer(lambda: cluster.kubectl("delete", "namespace", name, "--wait=false", check=False))
+    objects.api_client.configuration.connection_pool_maxsize = 32
+    made = Runbooks(client.CustomObjectsApi(objects.api_client), name)
+    commands = ["start", "stop", "restart", "failover", "failback", "drill", "health_check"]
+
+    def make(i: int) -> None:
+        made.create(f"rb-{i:05d}", command=commands[i % 7], reason=f"load {i}", requested_by="bench")
+        if i % 5 == 0:
+            made.set_status(
+                f"rb-{i:05d}",
+                "success" if i % 3 else "failed",
+                exit_code=0 if i % 3 else 1,
+                logs=[("INFO", f"line {n}") for n in range(5)],
+                health={"coverage_ratio": 0.99, "generated_at": "2025-09-22T00:00:00Z"},
+                env_state=LIVE_PRIMARY,
+            )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(make, range(10_000)))
+    return made
+
+
+def test_status_p99_under_20ms_with_10000_runbooks(make_settings, ten_thousand_runbooks):
+    """Measured in-process (httpx over ASGI, the app's lifespan running): the server's time, not a
+    client's. The cache's watch thread keeps running meanwhile."""
+    app = create_app(make_settings(namespace=ten_thousand_runbooks.namespace))
+
+    async def measure() -> tuple[float, float, dict]:
+        async with app.router.lifespan_context(app):
+            cache = app.state.clients.cache
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+                deadline = time.monotonic() + 60
+                while sum(r.finished for r in cache.snapshot()[1]) < 2_000 or len(cache) < 10_000:
+                    assert time.monotonic() < deadline, "10,000 Runbooks, 2,000 finished, in the cache"
+                    await asyncio.sleep(0.1)  # the cache fills from its own thread
+                steady = cache.version
+                first = (await http.get(STATUS, headers=auth())).json()  # computed once for this version
+                timings = []
+                for _ in range(500):
+                    began = time.perf_counter()
+                    response = await http.get(STATUS, headers=auth())
+                    timings.append(time.perf_counter() - began)
+                    assert response.status_code == 200
+                assert cache.version == steady, "the cache changed while measuring"
+                # The worst case of one request: the first after a change recomputes.
+                version = cache.version
+                await asyncio.to_thread(ten_thousand_runbooks.create, "one-more", command="start")
+                while cache.version == version:
+                    await asyncio.sleep(0.01)
+                began = time.perf_counter()
+                assert (await http.get(STATUS, headers=auth())).json()["last_runbook"][
+                    "request_id"
+                ] == "one-more"
+                recompute = time.perf_counter() - began
+        return statistics.median(timings), statistics.quantiles(timings, n=100)[98], recompute, first
+
+    median, p99, recompute, first = asyncio.run(measure())
+    print(
+        f"status over 500 requests: median {median * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms; "
+        f"first after a change (recomputes) {recompute * 1000:.1f} ms"
+    )
+    assert len(first["runbook_history"]) == 20
+    assert set(first["last_exit_codes"]) == {
+        "start",
+        "stop",
+        "restart",
+        "failover",
+        "failback",
+        "drill",
+        "health_check",
+    }
+    assert p99 < 0.020
+    assert recompute < 1.0
