@@ -1,0 +1,237 @@
+"""GET /api/ops/metrics/summary and /timeseries with a real Prometheus scraping the real simulator.
+
+``md_runbook_exit_code`` comes from a real exporter standing in for the controller's (see conftest);
+the end-to-end tests with the real controller complement that part.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import time
+
+import pytest
+
+from devcluster.processes import free_port, wait_until
+from devcluster.prometheus import Prometheus, ScrapeTarget
+from sim.process import run_sim
+from tests.api.conftest import METRICS_TOKEN, auth
+
+SUMMARY = "/api/ops/metrics/summary"
+TIMESERIES = "/api/ops/metrics/timeseries"
+
+
+def summary_when(api, check, what: str, timeout: float = 30) -> dict:
+    def current():
+        body = api.get(SUMMARY, headers=auth(METRICS_TOKEN)).json()
+        return body if check(body) else None
+
+    return wait_until(current, timeout, what)
+
+
+@pytest.fixture
+def metrics_api(start_api, prometheus):
+    return start_api(prometheus_url=prometheus.url)
+
+
+def test_summary_reports_the_simulator(metrics_api, sim, prometheus):
+    summary = summary_when(metrics_api, lambda s: not s["coverage_ratio"]["stale"], "a coverage sample")
+    state = sim.status()
+    coverage = summary["coverage_ratio"]
+    assert coverage == {
+        "metric": "md_subscription_coverage_ratio",
+        "value": pytest.approx(state["coverage_ratio"]),
+        "unit": None,
+        "stale": False,
+        "context": {
+            "expected_total": state["expected_total"],
+            "active_total": state["active_total"],
+            "matched_total": state["matched_total"],
+            "ignored_total": state["ignored_total"],
+        },
+    }
+    throughput = summary["throughput_mps"]
+    assert throughput["metric"] == "md_throughput_mps"
+    assert throughput["unit"] == "msg/s"
+    assert throughput["stale"] is False
+    assert throughput["context"] == {"window": "max_over_time[1m]"}
+    assert throughput["value"] == pytest.approx(state["throughput_mps"], rel=0.25)
+    backlog = summary["consumer_backlog_messages"]
+    assert backlog == {
+        "metric": "consumer_backlog_messages",
+        "value": state["consumer_backlog_messages"],
+        "unit": "messages",
+        "stale": False,
+    }
+
+
+def test_summary_follows_a_failover_of_the_simulator(start_api, tmp_path):
+    """Its own simulator and Prometheus: before any switch there is no latency sample (stale)."""
+    with (
+        run_sim(args=["--failover-ms", "400", "--failover-jitter", "0"]) as sim,
+        Prometheus(tmp_path / "prom", [ScrapeTarget("sim", f"127.0.0.1:{sim.port}")]) as prometheus,
+    ):
+        api = start_api(prometheus_url=prometheus.url)
+        summary = summary_when(api, lambda s: not s["throughput_mps"]["stale"], "a first scrape")
+        assert summary["failover_latency_ms"] == {
+            "metric": "md_failover_latency_ms",
+            "value": None,
+            "unit": "ms",
+            "stale": True,
+            "context": {"note": "no exporter sample"},
+        }
+        assert summary["runbook_exit_code"]["stale"] is True  # no controller scraped here
+
+        code, state = sim.request("POST", "/admin/failover?wait=true")
+        assert code == 200 and state["active_source"] == "backup"
+        summary = summary_when(api, lambda s: not s["failover_latency_ms"]["stale"], "the failover's latency")
+        assert summary["failover_latency_ms"]["value"] == pytest.approx(state["failover_latency_ms"], abs=1)
+
+        # A slower failback: the reported latency changes with it.
+        sim.request("POST", "/admin/faults", {"lose_instruments": 128})
+        code, state = sim.request("POST", "/admin/failback?wait=true", {"latency_ms": 900})
+        assert code == 200
+        summary = summary_when(
+            api,
+            lambda s: (
+                s["failover_latency_ms"]["value"] is not None and s["failover_latency_ms"]["value"] > 800
+            ),
+            "the failback's latency",
+        )
+        assert summary["failover_latency_ms"]["value"] == pytest.approx(state["failover_latency_ms"], abs=1)
+        summary = summary_when(api, lambda s: s["coverage_ratio"]["value"] < 1, "the lost instruments")
+        assert summary["coverage_ratio"]["context"]["matched_total"] == state["matched_total"]
+        assert summary["coverage_ratio"]["value"] == pytest.approx(state["coverage_ratio"])
+
+
+def test_runbook_exit_code_is_the_most_recent_runs(metrics_api, runbook_exporter):
+    now = time.time()
+    runbook_exporter.finished("start", 0, now - 60)
+    runbook_exporter.finished("failover", 3, now)
+    summary = summary_when(metrics_api, lambda s: s["runbook_exit_code"]["value"] == 3, "the failover's code")
+    assert summary["runbook_exit_code"] == {
+        "metric": "md_runbook_exit_code",
+        "value": 3,
+        "unit": None,
+        "stale": False,
+    }
+    runbook_exporter.finished("health_check", 0, now + 1)
+    summary_when(metrics_api, lambda s: s["runbook_exit_code"]["value"] == 0, "the health check's code")
+
+
+def test_several_series_report_their_maximum_and_say_so(start_api, tmp_path):
+    with (
+        run_sim(args=["--seed", "1"]) as first,
+        run_sim(args=["--seed", "2", "--stopped"]) as second,
+        Prometheus(
+            tmp_path / "prom",
+            [ScrapeTarget("a", f"127.0.0.1:{first.port}"), ScrapeTarget("b", f"127.0.0.1:{second.port}")],
+        ) as prometheus,
+    ):
+        wait_until(prometheus.targets_up, 60, "both simulators scraped")
+        api = start_api(prometheus_url=prometheus.url)
+        summary = summary_when(
+            api, lambda s: (s["coverage_ratio"].get("context") or {}).get("series") == 2, "two series"
+        )
+        assert summary["coverage_ratio"]["value"] == pytest.approx(first.status()["coverage_ratio"])
+        assert summary["coverage_ratio"]["context"]["aggregation"] == "max"
+        assert summary["throughput_mps"]["context"] == {
+            "window": "max_over_time[1m]",
+            "aggregation": "max",
+            "series": 2,
+        }
+
+
+def test_prometheus_down_makes_every_metric_stale_not_an_error(start_api, tmp_path, sim):
+    with Prometheus(tmp_path / "prom", [ScrapeTarget("sim", f"127.0.0.1:{sim.port}")]) as prometheus:
+        api = start_api(prometheus_url=prometheus.url)
+        summary_when(api, lambda s: not s["coverage_ratio"]["stale"], "a sample while Prometheus runs")
+        prometheus.stop()
+        response = api.get(SUMMARY, headers=auth(METRICS_TOKEN))
+    assert response.status_code == 200
+    for key, metric in response.json().items():
+        assert metric["stale"] is True, key
+        assert metric["value"] is None, key
+        assert metric["context"]["note"].startswith("prometheus unreachable"), key
+    series = api.get(TIMESERIES, params={"metric": "md_throughput_mps"}, headers=auth(METRICS_TOKEN))
+    assert series.status_code == 503
+    assert "prometheus unreachable" in series.json()["detail"]
+
+
+def test_a_closed_port_is_stale_too(start_api):
+    api = start_api(prometheus_url=f"http://127.0.0.1:{free_port()}")
+    began = time.monotonic()
+    response = api.get(SUMMARY, headers=auth(METRICS_TOKEN))
+    assert response.status_code == 200
+    assert time.monotonic() - began < 2  # no retries with back-off
+    assert all(m["stale"] for m in response.json().values())
+
+
+def test_timeseries_returns_points_in_the_configured_zone(metrics_api):
+    def points():
+        response = metrics_api.get(
+            TIMESERIES,
+            params={"metric": "md_throughput_mps", "minutes": 1, "step_seconds": 1},
+            headers=auth(METRICS_TOKEN),
+        )
+        assert response.status_code == 200
+        body = response.json()
+        return body if len([p for p in body["points"] if p["value"] is not None]) >= 3 else None
+
+    body = wait_until(points, 30, "three seconds of throughput samples")
+    assert body["metric"] == "md_throughput_mps"
+    assert body["unit"] == "msg/s"
+    stamps = [datetime.datetime.fromisoformat(p["timestamp"]) for p in body["points"]]
+    assert all(p["timestamp"].endswith("+08:00") for p in body["points"])
+    assert stamps == sorted(stamps)
+    assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(stamps))
+    assert all(isinstance(p["value"], int | float) and p["value"] > 0 for p in body["points"])
+    assert len(body["points"]) <= 61
+
+
+def test_timeseries_units_are_per_metric(metrics_api):
+    for metric, unit in (("md_subscription_ignored_total", "instruments"), ("md_feed_up", None)):
+        response = metrics_api.get(
+            TIMESERIES, params={"metric": metric, "minutes": 5}, headers=auth(METRICS_TOKEN)
+        )
+        assert response.status_code == 200
+        assert (response.json()["metric"], response.json()["unit"]) == (metric, unit)
+
+
+def test_timeseries_of_a_metric_without_samples_has_no_points(start_api, tmp_path):
+    with Prometheus(tmp_path / "prom", []) as empty:
+        api = start_api(prometheus_url=empty.url)
+        response = api.get(TIMESERIES, params={"metric": "md_throughput_mps"}, headers=auth(METRICS_TOKEN))
+    assert response.status_code == 200
+    assert response.json() == {"metric": "md_throughput_mps", "unit": "msg/s", "points": []}
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({}, "metric"),
+        ({"metric": "up"}, "allowed metrics: md_subscription_coverage_ratio"),
+        ({"metric": "sum(md_throughput_mps)"}, "is not allowed"),
+        ({"metric": 'md_throughput_mps{job="sim"}'}, "is not allowed"),
+        ({"metric": "md_throughput_mps", "minutes": 0}, "minutes"),
+        ({"metric": "md_throughput_mps", "minutes": 10081}, "minutes"),
+        ({"metric": "md_throughput_mps", "minutes": "an hour"}, "minutes"),
+        ({"metric": "md_throughput_mps", "step_seconds": 0}, "step_seconds"),
+        ({"metric": "md_throughput_mps", "step_seconds": 3601}, "step_seconds"),
+        ({"metric": "md_throughput_mps", "minutes": 10080, "step_seconds": 1}, "at most 11000"),
+        ({"metric": "md_throughput_mps", "minutes": 184, "step_seconds": 1}, "at most 11000"),
+    ],
+)
+def test_timeseries_validation_is_422(api, params, fragment):
+    response = api.get(TIMESERIES, params=params, headers=auth(METRICS_TOKEN))
+    assert response.status_code == 422, response.text
+    assert fragment in response.text
+
+
+def test_the_largest_allowed_range_is_accepted(metrics_api):
+    """10080 minutes at 60 s, and 183 minutes at 1 s (10980 points): within Prometheus' limit."""
+    for params in ({"minutes": 10080, "step_seconds": 60}, {"minutes": 183, "step_seconds": 1}):
+        response = metrics_api.get(
+            TIMESERIES, params={"metric": "md_throughput_mps", **params}, headers=auth(METRICS_TOKEN)
+        )
+        assert response.status_code == 200, response.text
