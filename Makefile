@@ -15,7 +15,7 @@ help:
 	@echo "make test      lint and run every test"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
-	@echo "make generate  regenerate the CRD from runbooks/models.py"
+	@echo "make generate  regenerate the CRD from runbooks/models.py, and the chart's generated files"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ venv: $(STAMP)
 k8s:
 	tools/build-k8s.sh >/dev/null
 
+# helm, for the packaging tests (charts/mdops), from tools/helm/ into ~/.cache/mdops/helm.
+helm:
+	tools/build-helm.sh >/dev/null
+
 generate: venv
 	$(PY) -m runbooks.crd > manifests/crd.yaml
+	$(PY) charts/generate.py
 
 # The reference scripts are Python without a .py suffix: name them explicitly.
 SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' examples/scripts/* 2>/dev/null)
@@ -42,7 +47,7 @@ lint: venv
 prometheus:
 	tools/install-prometheus.sh >/dev/null
 
-test: lint k8s prometheus
+test: lint k8s helm prometheus
 	$(PY) -m pytest
 
 cluster: venv

@@ -1,0 +1,142 @@
+"""Fixtures for the packaging tests: the chart rendered by a pinned Helm, the kustomize output, CRDs
+installed for real, and credentials of the controller's own ServiceAccount (``sa_kubeconfig``)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from pkgtools import (
+    BUILD_HELM,
+    HELM_VERSION,
+    MANIFESTS,
+    SERVICEMONITOR_CRD,
+    Docs,
+    Helm,
+    controller_rbac_docs,
+    find,
+    load_all,
+)
+
+from devcluster.controlplane import ControlPlane, binaries
+from runbooks.kube import loopback_kubeconfig
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory) -> Helm:
+    """helm, built from the pinned wrapper module tools/helm/ (cached in ~/.cache/mdops/helm)."""
+    out = subprocess.run([BUILD_HELM], check=True, stdout=subprocess.PIPE, text=True).stdout
+    binary = Path(out.strip().splitlines()[-1]) / "helm"
+    tool = Helm(binary, tmp_path_factory.mktemp("helm-home"))
+    version = tool.run("version", "--template", "{{.Version}}").stdout.strip()
+    assert version == HELM_VERSION, f"{binary} is helm {version}, not the pinned {HELM_VERSION}"
+    return tool
+
+
+@pytest.fixture(scope="session")
+def kubectl_bin() -> Path:
+    """The project's kubectl (kustomize is built in); needs no running control plane."""
+    return binaries() / "kubectl"
+
+
+@pytest.fixture(scope="session")
+def kustomize_dir(kubectl_bin) -> Callable[[Path], Docs]:
+    """``kubectl kustomize`` of any folder."""
+
+    def build(path: Path) -> Docs:
+        result = subprocess.run(
+            [str(kubectl_bin), "kustomize", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return load_all(result.stdout)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def kustomize(kustomize_dir, tmp_path_factory) -> Callable[..., Docs]:
+    """``kustomize(namespace=None, components=())``: the output of ``kubectl kustomize manifests``, or of
+    an overlay of it that adds components and moves everything to another namespace."""
+    overlays = tmp_path_factory.mktemp("overlays")
+
+    def build(namespace: str | None = None, components: tuple[Path, ...] = ()) -> Docs:
+        target = MANIFESTS
+        if namespace or components:
+            target = overlays / f"{namespace or 'mdops'}-{len(list(overlays.iterdir()))}"
+            target.mkdir()
+            overlay = {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(MANIFESTS, target)],
+                "components": [os.path.relpath(c, target) for c in components],
+            }
+            if namespace:
+                overlay["namespace"] = namespace
+            (target / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+        return kustomize_dir(target)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ControlPlane) -> ControlPlane:
+    """The CRDs the rendered objects need, installed for real: the Runbook CRD (as generated), kopf's
+    KopfPeering and, for the ServiceMonitors, a subset of prometheus-operator's (see its file)."""
+    cluster.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "crd.yaml"))
+    cluster.kubectl(
+        "apply", "--server-side", "-f", str(MANIFESTS / "components/peering/kopfpeering-crd.yaml")
+    )
+    cluster.kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
+    names = ["runbooks.ops.mdops.io", "kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"]
+    cluster.kubectl("wait", "--for=condition=Established", *(f"crd/{n}" for n in names), "--timeout=30s")
+    return cluster
+
+
+@pytest.fixture
+def controller_rbac(crds, kustomize, namespace) -> str:
+    """The controller's ServiceAccount and RBAC (from manifests/) in this test's namespace; its name."""
+    docs = controller_rbac_docs(kustomize, namespace)
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    return find(docs, "ServiceAccount")["metadata"]["name"]
+
+
+@pytest.fixture
+def sa_kubeconfig(cluster: ControlPlane, tmp_path) -> Callable[..., Path]:
+    """``sa_kubeconfig(namespace, service_account="mdops")``: a kubeconfig that authenticates as the
+    ServiceAccount with a token from the TokenRequest API, for the loopback API server only. For
+    ``MDOPS_KUBECONFIG`` of a controller that must run with its own credentials, not the admin's."""
+
+    def write(namespace: str, service_account: str = "mdops", duration: str = "1h") -> Path:
+        token = cluster.kubectl(
+            "create", "token", service_account, "-n", namespace, f"--duration={duration}"
+        ).stdout.strip()
+        admin = yaml.safe_load(cluster.kubeconfig.read_text())
+        ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+        assert base64.b64decode(ca), "the admin kubeconfig has no CA"
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": cluster.server, "certificate-authority-data": ca},
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {"name": "sa", "context": {"cluster": "local", "user": user, "namespace": namespace}}
+            ],
+            "current-context": "sa",
+        }
+        path = tmp_path / f"kubeconfig-{namespace}-{service_account}"
+        path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+        path.chmod(0o600)
+        return loopback_kubeconfig(path)
+
+    return write

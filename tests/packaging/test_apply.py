@@ -1,0 +1,136 @@
+"""What the chart and manifests/ produce is accepted by the real API server, and the chart installs,
+upgrades (keeping its generated token) and uninstalls (keeping the CRD) for real."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from pkgtools import CHART, CI_VALUES, COMPONENTS, dry_run
+
+pytestmark = pytest.mark.cluster
+
+CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
+RUNBOOK_CRD = "runbooks.ops.mdops.io"
+
+
+def restricted(cluster, namespace: str) -> None:
+    """Enforce the restricted Pod Security Standard in the namespace: a dry run then refuses pods that
+    break it and warns about workloads that would."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+
+
+def assert_accepted(result) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "would violate PodSecurity" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("components", [(), tuple(COMPONENTS)], ids=["base", "all-components"])
+def test_kustomize_output_is_accepted_by_the_api_server(crds, kustomize, namespace, components):
+    restricted(crds, namespace)
+    docs = kustomize(namespace=namespace, components=components)
+    result = dry_run(crds, namespace, docs)
+    assert_accepted(result)
+    assert result.stdout.count("(server dry run)") == len(docs)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_rendered_chart_is_accepted_by_the_api_server(crds, helm, namespace, values):
+    restricted(crds, namespace)
+    docs = helm.template("-f", str(values), namespace=namespace)
+    result = dry_run(crds, namespace, docs)
+    assert_accepted(result)
+    assert result.stdout.count("(server dry run)") == len(docs)
+
+
+def test_the_api_server_refuses_what_the_schema_of_a_cr_refuses(crds, namespace):
+    """The dry runs above are worth something: a misplaced field in a custom resource is refused."""
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "typo"},
+        "spec": {"selector": {}, "endpoints": [{"port": "metrics", "intervall": "30s"}]},
+    }
+    result = dry_run(crds, namespace, [monitor])
+    assert result.returncode != 0 and "intervall" in result.stderr
+
+
+def test_restricted_pod_security_is_enforced_in_these_dry_runs(crds, namespace):
+    """...and the restricted Pod Security Standard is checked by them: a root pod is refused."""
+    restricted(crds, namespace)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": "mdops:0.1.0"}]},
+    }
+    result = dry_run(crds, namespace, [pod])
+    assert result.returncode != 0 and "violates PodSecurity" in result.stderr
+
+
+def _token(cluster, namespace: str) -> str:
+    secret = json.loads(
+        cluster.kubectl("get", "secret", "mdops-api-token", "-n", namespace, "-o", "json").stdout
+    )
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def test_install_upgrade_uninstall(crds, helm, namespace):
+    cluster = crds
+    # The CRD is installed already (by the fixtures): let the release adopt it, as Helm does with an object
+    # that carries its ownership metadata, so that uninstalling shows whether it is kept.
+    cluster.kubectl("label", "crd", RUNBOOK_CRD, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    cluster.kubectl(
+        "annotate",
+        "crd",
+        RUNBOOK_CRD,
+        "meta.helm.sh/release-name=mdops",
+        f"meta.helm.sh/release-namespace={namespace}",
+        "--overwrite",
+    )
+    try:
+        helm.run("install", "mdops", str(CHART), "-n", namespace, kubeconfig=cluster.kubeconfig)
+        token = _token(cluster, namespace)
+        assert len(token) == 48
+        runbook = {
+            "apiVersion": "ops.mdops.io/v1alpha1",
+            "kind": "Runbook",
+            "metadata": {"name": "kept"},
+            "spec": {"command": "health_check"},
+        }
+        cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(runbook))
+
+        helm.run(
+            "upgrade",
+            "mdops",
+            str(CHART),
+            "-n",
+            namespace,
+            "--set",
+            "controller.jobTtlSeconds=60",
+            kubeconfig=cluster.kubeconfig,
+        )
+        assert _token(cluster, namespace) == token, "the upgrade replaced the generated API token"
+        env = cluster.kubectl(
+            "get",
+            "deployment",
+            "mdops",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[?(@.name=='MDOPS_JOB_TTL_SECONDS')].value}",
+        ).stdout
+        assert env == "60"
+
+        helm.run("uninstall", "mdops", "-n", namespace, kubeconfig=cluster.kubeconfig)
+        gone = cluster.kubectl("get", "deployment,secret,role", "-n", namespace, "-o", "name").stdout
+        assert "mdops" not in gone
+        # The CRD and the Runbooks stay.
+        cluster.kubectl("get", "crd", RUNBOOK_CRD)
+        cluster.kubectl("get", "runbook", "kept", "-n", namespace)
+    finally:
+        cluster.kubectl(
+            "annotate", "crd", RUNBOOK_CRD, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-"
+        )
+        cluster.kubectl("label", "crd", RUNBOOK_CRD, "app.kubernetes.io/managed-by-")

@@ -1,0 +1,231 @@
+"""charts/mdops: lint, render, values schema, and agreement with manifests/ (CRD, RBAC, workload)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, find
+
+from runbooks import crd
+
+CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
+PEERING = next(c for c in COMPONENTS if c.name == "peering")
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    specs = []
+    for doc in docs:
+        if doc["kind"] == "Pod":
+            specs.append((doc["metadata"]["name"], doc["spec"]))
+        elif doc["kind"] in ("Deployment", "Job"):
+            specs.append((doc["metadata"]["name"], doc["spec"]["template"]["spec"]))
+    return specs
+
+
+def normalised_rules(role: dict[str, Any]) -> set[tuple]:
+    """A Role's permissions as (group, resource, verb, resourceName) tuples: rule layout does not matter."""
+    return {
+        (group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or ["*"]
+    }
+
+
+def test_ci_values_cover_the_required_configurations():
+    assert {"default", "job-custom-image", "existing-secret", "servicemonitor", "peering"} <= set(CI_IDS)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_lint_strict(helm, values):
+    result = helm.run("lint", str(CHART), "--strict", "-f", str(values))
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_rendered_objects_are_labelled_and_pods_are_restricted(helm, values):
+    docs = helm.template("-f", str(values))
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == "mdops", doc["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm"
+        assert len(doc["metadata"]["name"]) <= 63
+    specs = pod_specs(docs)
+    assert specs
+    for name, spec in specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert container["resources"]["limits"]["memory"]
+
+
+def test_default_install(helm):
+    docs = helm.template()
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Pod",  # the helm test
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    deployment = find(docs, "Deployment", "mdops")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    controller, api = pod["containers"]
+    assert (controller["name"], controller["command"]) == ("controller", ["python", "-m", "controller"])
+    assert (api["name"], api["command"]) == ("api", ["python", "-m", "api"])
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in controller["env"]}
+    assert env["MDOPS_EXECUTOR"] == "job" and env["MDOPS_IN_CLUSTER"] == "true"
+    assert env["MDOPS_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["MDOPS_RUNNER_IMAGE"] == "mdops:0.1.0" and env["MDOPS_SCRIPTS_CONFIGMAP"] == "mdops-scripts"
+    assert controller["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {p["name"]: p["containerPort"] for p in controller["ports"]} == {"metrics": 9102, "healthz": 8081}
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    token_ref = next(e for e in api["env"] if e["name"] == "OPS_API_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert token_ref == {"name": "mdops-api-token", "key": "token"}
+    secret = find(docs, "Secret", "mdops-api-token")
+    assert len(base64.b64decode(secret["data"]["token"])) == 48
+    service = find(docs, "Service", "mdops")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "metrics": 9102}
+    test_pod = find(docs, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "/healthz" in test_pod["spec"]["containers"][0]["command"][-1]
+
+
+def test_crd_is_the_generated_one_and_kept_on_uninstall(helm):
+    rendered = find(helm.template(), "CustomResourceDefinition")
+    assert rendered["spec"] == crd.build()["spec"]
+    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    not_kept = find(helm.template("--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert "annotations" not in not_kept["metadata"]
+    without = helm.template("--set", "crds.enabled=false")
+    assert not [d for d in without if d["kind"] == "CustomResourceDefinition"]
+
+
+def test_existing_secret_is_used_and_none_is_generated(helm):
+    docs = helm.template("-f", str(CHART / "ci" / "existing-secret-values.yaml"))
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    api = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][1]
+    env = {e["name"]: e for e in api["env"]}
+    assert env["OPS_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ops-console-token",
+        "key": "admin-token",
+    }
+    assert env["MDOPS_API_TOKENS_FILE"]["value"] == "/etc/mdops/api/tokens.yaml"
+    assert env["MDOPS_PROMETHEUS_URL"]["value"] == "http://prometheus.monitoring.svc:9090"
+
+
+def test_job_executor_with_custom_images(helm):
+    docs = helm.template("-f", str(CHART / "ci" / "job-custom-image-values.yaml"))
+    controller = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert controller["image"] == f"registry.example.com/platform/mdops@sha256:{'0' * 64}"
+    env = {e["name"]: e.get("value") for e in controller["env"]}
+    assert env["MDOPS_RUNNER_IMAGE"] == "registry.example.com/platform/mdops-runner:0.1.0-scripts"
+    assert env["MDOPS_SCRIPTS_CONFIGMAP"] == "platform-runbook-scripts"
+    assert env["MDOPS_SCRIPT_ENV"] == '{"MDOPS_SIM_URL":"http://feed-admin.market-data.svc:9100"}'
+    assert env["MDOPS_JOB_SERVICE_ACCOUNT"] == "runbook-runner"
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]
+
+
+def test_servicemonitor(helm):
+    docs = helm.template("-f", str(CHART / "ci" / "servicemonitor-values.yaml"))
+    monitor = find(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    service = find(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_values_schema_refuses_mistakes(helm):
+    for args, message in [
+        (("--set", "controller.executor=podman"), "value must be one of 'job', 'local'"),
+        (("--set", "controler.executor=job"), "additional properties 'controler' not allowed"),
+        (("--set", "service.port=http"), "/service/port"),
+        (("--set", "replicaCount=2"), "replicaCount > 1 needs peering.enabled"),
+    ]:
+        result = helm.run("template", "mdops", str(CHART), *args, check=False)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+
+
+def test_fullname_is_cut_at_63_characters(helm):
+    release = "a-release-name-as-long-as-helm-allows-53-characters-x"
+    docs = helm.template("--set", "nameOverride=market-data-ops", release=release)
+    names = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "Service")}
+    assert names and all(len(n) <= 63 and not n.endswith("-") for n in names)
+    assert len(release) == 53 and max(len(n) for n in names) == 63
+
+
+def test_chart_and_kustomize_agree_on_the_crd_and_the_scripts(helm, kustomize):
+    chart, kustomized = helm.template(), kustomize()
+    chart_crd, kustomize_crd = (
+        find(chart, "CustomResourceDefinition"),
+        find(kustomized, "CustomResourceDefinition"),
+    )
+    assert chart_crd["spec"] == kustomize_crd["spec"] == crd.build()["spec"]
+    assert chart_crd["metadata"]["name"] == kustomize_crd["metadata"]["name"]
+    chart_scripts, kustomize_scripts = find(chart, "ConfigMap"), find(kustomized, "ConfigMap")
+    assert kustomize_scripts["metadata"]["name"] == "mdops-scripts"
+    assert chart_scripts["data"] == kustomize_scripts["data"]
+    assert set(chart_scripts["data"]) >= {"start", "stop", "failover", "failback", "drill", "health_check"}
+
+
+@pytest.mark.parametrize("peering", [False, True], ids=["default", "peering"])
+def test_chart_and_kustomize_agree_on_rbac(helm, kustomize, peering):
+    chart = helm.template(*(["-f", str(CHART / "ci" / "peering-values.yaml")] if peering else []))
+    kustomized = kustomize(components=(PEERING,) if peering else ())
+    assert normalised_rules(find(chart, "Role")) == normalised_rules(find(kustomized, "Role"))
+    for docs in (chart, kustomized):
+        assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+        binding, account = find(docs, "RoleBinding"), find(docs, "ServiceAccount")
+        assert binding["roleRef"]["name"] == find(docs, "Role")["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "mdops"}
+        ]
+    if peering:
+        assert (
+            find(chart, "Deployment")["spec"]["replicas"]
+            == find(kustomized, "Deployment")["spec"]["replicas"]
+            == 2
+        )
+        assert {d["kind"] for d in chart} >= {"KopfPeering", "CustomResourceDefinition"}
+        assert len([d for d in kustomized if d["kind"] == "CustomResourceDefinition"]) == 2
+
+
+def test_chart_and_kustomize_agree_on_the_workload(helm, kustomize):
+    chart_pod = find(helm.template(), "Deployment")["spec"]["template"]["spec"]
+    kustomize_pod = find(kustomize(), "Deployment")["spec"]["template"]["spec"]
+    assert chart_pod["securityContext"] == kustomize_pod["securityContext"]
+    assert chart_pod["volumes"] == kustomize_pod["volumes"]
+    pairs = zip(chart_pod["containers"], kustomize_pod["containers"], strict=True)
+    for chart_container, kustomize_container in pairs:
+        for key in ("name", "image", "command", "ports", "livenessProbe", "readinessProbe", "resources"):
+            assert chart_container.get(key) == kustomize_container.get(key), key
+        assert chart_container["securityContext"] == kustomize_container["securityContext"]
+        chart_env = {e["name"]: e for e in chart_container["env"]}
+        for env in kustomize_container["env"]:
+            assert chart_env[env["name"]] == env, env["name"]
+
+
+def test_manifests_have_no_namespace_of_their_own_but_mdops(kustomize):
+    docs = kustomize()
+    assert find(docs, "Namespace")["metadata"]["name"] == "mdops"
+    for doc in docs:
+        if doc["kind"] not in ("Namespace", "CustomResourceDefinition"):
+            assert doc["metadata"]["namespace"] == "mdops", doc["metadata"]["name"]
+    assert (MANIFESTS / "crd.yaml").read_text() == crd.render()

@@ -1,0 +1,200 @@
+"""The controller's ServiceAccount with its own token (not the admin's): it can do what the controller and
+its API sidecar need, in its namespace, and is refused everything else, Secrets above all."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from pkgtools import kubectl_as
+
+from runbooks import models
+from runbooks.kube import api_client
+
+pytestmark = pytest.mark.cluster
+
+# What the controller and the API do, as (verb, group, resource, subresource).
+NEEDED = [
+    *((verb, models.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create")),
+    *((verb, models.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
+    *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "delete")),
+    *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
+    ("get", "", "pods", "log"),
+    *((verb, group, "events", "") for verb in ("create", "patch") for group in ("", "events.k8s.io")),
+    *(
+        (verb, "coordination.k8s.io", "leases", "")
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
+    ),
+]
+REFUSED = [
+    *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
+    ("delete", models.GROUP, "runbooks", ""),
+    ("update", models.GROUP, "runbooks", ""),
+    ("create", "", "pods", ""),
+    ("create", "", "pods", "exec"),
+    ("patch", "batch", "jobs", ""),
+    ("get", "", "configmaps", ""),
+    ("create", "rbac.authorization.k8s.io", "roles", ""),
+    ("create", "rbac.authorization.k8s.io", "rolebindings", ""),
+    ("patch", "kopf.dev", "kopfpeerings", ""),  # only with the peering component
+]
+
+
+def allowed(
+    api: client.ApiClient, namespace: str | None, verb: str, group: str, resource: str, sub: str
+) -> bool:
+    review = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace, verb=verb, group=group, resource=resource, subresource=sub or None
+            )
+        )
+    )
+    return client.AuthorizationV1Api(api).create_self_subject_access_review(review).status.allowed
+
+
+def status_of(call) -> int:
+    try:
+        call()
+    except ApiException as error:
+        return error.status
+    return 200
+
+
+@pytest.fixture
+def sa(controller_rbac, sa_kubeconfig, namespace):
+    kubeconfig = sa_kubeconfig(namespace, controller_rbac)
+    api = api_client(kubeconfig)
+    yield kubeconfig, api
+    api.close()
+
+
+@pytest.fixture
+def other_namespace(cluster):
+    name = f"other-workload-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_the_token_is_the_service_accounts(cluster, sa, namespace, controller_rbac):
+    kubeconfig, _ = sa
+    whoami = kubectl_as(cluster, kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == f"system:serviceaccount:{namespace}:{controller_rbac}"
+
+
+def test_can_i_list_shows_what_the_controller_needs_and_no_secrets(cluster, sa, namespace):
+    kubeconfig, _ = sa
+    result = kubectl_as(cluster, kubeconfig, "auth", "can-i", "--list", "-n", namespace)
+    assert result.returncode == 0, result.stderr
+    granted: dict[str, set[str]] = {}
+    for line in result.stdout.splitlines()[1:]:
+        match = re.match(r"^(\S+)\s+\[.*?\]\s+\[(.*?)\]\s+\[(.*?)\]$", line)
+        if match:
+            resource, names, verbs = match.groups()
+            assert not names, f"{resource}: unexpected resourceNames {names}"
+            granted.setdefault(resource, set()).update(verbs.split())
+    needed: dict[str, set[str]] = {}
+    for verb, group, resource, sub in NEEDED:
+        key = f"{resource}.{group}" if group else resource
+        needed.setdefault(f"{key}/{sub}" if sub else key, set()).add(verb)
+    # Every authenticated user may review its own access; beyond that, exactly what is needed.
+    own = {r: v for r, v in granted.items() if not r.startswith("selfsubject")}
+    assert own == needed
+
+
+def test_access_reviews_allow_exactly_the_needed_verbs(sa, namespace, other_namespace):
+    _, api = sa
+    for verb, group, resource, sub in NEEDED:
+        assert allowed(api, namespace, verb, group, resource, sub), (verb, group, resource, sub)
+        assert not allowed(api, other_namespace, verb, group, resource, sub), (
+            "other namespace",
+            verb,
+            resource,
+        )
+    for verb, group, resource, sub in REFUSED:
+        assert not allowed(api, namespace, verb, group, resource, sub), (verb, group, resource, sub)
+    # Nothing cluster-wide.
+    assert not allowed(api, None, "list", "apiextensions.k8s.io", "customresourcedefinitions", "")
+    assert not allowed(api, None, "list", "", "namespaces", "")
+    assert not allowed(api, None, "list", models.GROUP, "runbooks", "")
+
+
+def test_real_requests_of_the_controller_and_the_api_succeed(sa, namespace):
+    _, api = sa
+    custom = client.CustomObjectsApi(api)
+    runbook = {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "metadata": {"name": "by-the-api"},
+        "spec": {"command": "health_check", "reason": "ServiceAccount test"},
+    }
+    args = (models.GROUP, models.VERSION, namespace, models.PLURAL)
+    custom.create_namespaced_custom_object(*args, runbook)
+    assert [i["metadata"]["name"] for i in custom.list_namespaced_custom_object(*args)["items"]] == [
+        "by-the-api"
+    ]
+    custom.patch_namespaced_custom_object(
+        *args, "by-the-api", {"metadata": {"finalizers": ["ops.mdops.io/runbook"]}}
+    )
+    custom.patch_namespaced_custom_object_status(*args, "by-the-api", {"status": {"attempts": 1}})
+    custom.patch_namespaced_custom_object(*args, "by-the-api", {"metadata": {"finalizers": None}})
+
+    coordination = client.CoordinationV1Api(api)
+    lease = coordination.create_namespaced_lease(
+        namespace, {"metadata": {"name": "mdops-lock-test"}, "spec": {"holderIdentity": "by-the-api"}}
+    )
+    lease.spec.holder_identity = "someone-else"
+    coordination.replace_namespaced_lease("mdops-lock-test", namespace, lease)
+    coordination.delete_namespaced_lease("mdops-lock-test", namespace)
+
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    job = {
+        "metadata": {"name": "runner-test"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "runner", "image": "mdops:0.1.0", "command": ["true"]}],
+                }
+            },
+        },
+    }
+    batch.create_namespaced_job(namespace, job)
+    core.list_namespaced_pod(namespace, label_selector="job-name=runner-test")
+    # Authorised (404: no such pod), where a refusal would be a 403.
+    assert status_of(lambda: core.read_namespaced_pod_log("no-such-pod", namespace)) == 404
+    core.create_namespaced_event(
+        namespace,
+        {
+            "metadata": {"generateName": "by-the-api."},
+            "involvedObject": {"kind": models.KIND, "name": "by-the-api", "namespace": namespace},
+            "reason": "Test",
+            "message": "an Event from the controller's ServiceAccount",
+            "type": "Normal",
+        },
+    )
+    batch.delete_namespaced_job("runner-test", namespace, propagation_policy="Background")
+
+
+def test_secrets_of_other_workloads_are_refused(cluster, sa, namespace, other_namespace):
+    _, api = sa
+    for where in (namespace, other_namespace):
+        cluster.kubectl(
+            "create", "secret", "generic", "payments-db", "-n", where, "--from-literal=password=hunter2"
+        )
+    core = client.CoreV1Api(api)
+    for where in (namespace, other_namespace):
+        assert status_of(lambda w=where: core.read_namespaced_secret("payments-db", w)) == 403
+        assert status_of(lambda w=where: core.list_namespaced_secret(w)) == 403
+    assert status_of(core.list_secret_for_all_namespaces) == 403
+    # And its reach ends at its namespace.
+    custom = client.CustomObjectsApi(api)
+    args = (models.GROUP, models.VERSION, other_namespace, models.PLURAL)
+    assert status_of(lambda: custom.list_namespaced_custom_object(*args)) == 403
+    assert status_of(lambda: client.ApiextensionsV1Api(api).list_custom_resource_definition()) == 403
