@@ -1,0 +1,97 @@
+"""The report file a script may write: ``{"health": {...}, "state": {...}}``, checked against the contract."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HEALTH_NUMBERS = (
+    "coverage_ratio",
+    "expected_total",
+    "active_total",
+    "matched_total",
+    "ignored_total",
+    "consumer_backlog_messages",
+    "failover_latency_ms",
+)
+HEALTH_KEYS = (*HEALTH_NUMBERS, "generated_at")
+STATE_KEYS = ("environment_mode", "active_profile", "active_window")
+MAX_REPORT_BYTES = 1024 * 1024
+
+
+class ReportError(ValueError):
+    """The report file breaks the contract."""
+
+
+@dataclass(frozen=True)
+class Report:
+    health: dict[str, Any] | None = None
+    state: dict[str, str | None] | None = None
+
+
+def read_report(path: Path) -> Report:
+    """The script's report; an empty ``Report`` when the script wrote none."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        return Report()
+    if len(data) > MAX_REPORT_BYTES:
+        raise ReportError(f"larger than {MAX_REPORT_BYTES} bytes")
+    try:
+        document = json.loads(data.decode(), parse_constant=_reject_constant)
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise ReportError(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ReportError(f"expected a JSON object, got {type(document).__name__}")
+    unknown = sorted(set(document) - {"health", "state"})
+    if unknown:
+        raise ReportError(f"unknown keys {unknown} (expected 'health' and/or 'state')")
+    return Report(health=_health(document.get("health")), state=_state(document.get("state")))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _health(health: Any) -> dict[str, Any] | None:
+    if health is None:
+        return None
+    if not isinstance(health, dict):
+        raise ReportError(f"'health' must be an object, got {type(health).__name__}")
+    for key in HEALTH_NUMBERS:
+        if not _is_number_or_null(health.get(key)):
+            raise ReportError(f"health.{key} must be a number or null")
+    if not 0 <= (health.get("coverage_ratio") or 0) <= 1:
+        raise ReportError("health.coverage_ratio must be between 0 and 1")
+    if not isinstance(health.get("generated_at"), str | None):
+        raise ReportError("health.generated_at must be a string or null")
+    return health
+
+
+def _state(state: Any) -> dict[str, str | None] | None:
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise ReportError(f"'state' must be an object, got {type(state).__name__}")
+    unknown = sorted(set(state) - set(STATE_KEYS))
+    if unknown:
+        raise ReportError(f"unknown state keys {unknown} (expected {list(STATE_KEYS)})")
+    for key, value in state.items():
+        if not isinstance(value, str | None):
+            raise ReportError(f"state.{key} must be a string or null")
+    return state
+
+
+def _is_number_or_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
