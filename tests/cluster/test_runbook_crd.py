@@ -9,13 +9,6 @@ import pytest
 from runbooks import crd
 
 
-@pytest.fixture(scope="module")
-def runbook_crd(cluster):
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=crd.render())
-    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
-    return cluster
-
-
 def _apply(cluster, namespace, spec: dict, name: str = "rb1"):
     manifest = {
         "apiVersion": "ops.mdops.io/v1alpha1",

@@ -1,0 +1,37 @@
+"""``python -m controller``: the Runbook controller; settings from ``MDOPS_*`` (controller/settings.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+from pydantic import ValidationError
+
+from controller.settings import get_settings
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"invalid controller settings:\n{error}", file=sys.stderr)
+        return 2
+    import controller.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=False,
+        namespaces=[settings.namespace],
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        priority=settings.priority,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"
+        if settings.liveness_port
+        else None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""How a run executes: as a local process or as a Kubernetes Job. Both run the runner (``runner/``).
+
+An executor's ``start`` is idempotent: a run it already started (before a controller restart) is
+adopted, never started twice. ``wait`` returns the runner's result JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller.settings import ControllerSettings
+from controller.status import now
+
+LogCallback = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    namespace: str
+    name: str
+    uid: str
+    request_id: str
+    command: str
+    window: str
+    spec: dict[str, Any]  # the Runbook's spec, camelCase, defaults applied by the API server
+
+    def runner_args(self, settings: ControllerSettings) -> list[str]:
+        spec = self.spec
+        args = [
+            "--command", self.command,
+            "--request-id", self.request_id,
+            "--mode", spec.get("mode", "live"),
+            "--window", self.window,
+            "--profile", spec.get("profile", "primary"),
+            "--config", spec.get("config", ""),
+            "--reason", spec.get("reason", ""),
+            "--requested-by", spec.get("requestedBy", ""),
+            "--timeout", str(spec.get("timeoutSeconds", 300)),
+            "--min-coverage", str(settings.gate_min_coverage),
+            "--max-backlog", str(settings.gate_max_backlog),
+            "--max-failover-latency-ms", str(settings.gate_max_failover_latency_ms),
+        ]  # fmt: skip
+        if spec.get("enforce"):
+            args.append("--enforce")
+        if spec.get("dryRun"):
+            args.append("--dry-run")
+        return args
+
+
+def failure(code: int, message: str) -> dict[str, Any]:
+    """A result for a run that produced none of its own (could not start, lost, timed out)."""
+    stamp = now()
+    line = {"time": stamp, "level": "ERROR", "message": message}
+    return {"exitCode": code, "result": "failed", "message": message, "finishedAt": stamp, "logs": [line]}
+
+
+class Run(Protocol):
+    name: str
+
+    async def wait(self, on_logs: LogCallback) -> dict[str, Any]: ...
+
+    async def cancel(self) -> None: ...
+
+
+class Executor(Protocol):
+    kind: str
+
+    async def start(self, request: RunRequest) -> Run: ...

@@ -1,0 +1,158 @@
+"""The local executor: the runner as a child process (the local stack's default).
+
+Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
+is never started twice. The runner runs in its own session and outlives the controller: a controller
+killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
+lines go to ``runner.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.executors import LogCallback, RunRequest, failure
+from controller.settings import ControllerSettings
+from runner.result import parse_log_line, parse_result
+
+POLL_SECONDS = 0.05
+LOG_EVERY_SECONDS = 1.0
+KILL_GRACE_SECONDS = 10.0
+
+
+class LocalRun:
+    def __init__(
+        self,
+        folder: Path,
+        timeout: float,
+        process: asyncio.subprocess.Process | None = None,
+        slot: asyncio.Semaphore | None = None,
+    ):
+        self.folder = folder
+        self.timeout = timeout
+        self.process = process
+        self.slot = slot
+        self.name = f"pid/{self.pid}" if self.pid else "pid/unknown"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.folder / "pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _alive(self) -> bool:
+        if self.process is not None:
+            return self.process.returncode is None
+        pid = self.pid
+        if pid is None:
+            return False
+        try:  # the pid is ours only while its command line names this run's folder
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        return str(self.folder).encode() in cmdline and state != "Z"
+
+    def _logs(self) -> list[dict[str, Any]]:
+        try:
+            lines = (self.folder / "runner.log").read_text(errors="replace").splitlines()[-200:]
+        except FileNotFoundError:
+            return []
+        return [entry for entry in map(parse_log_line, lines) if entry is not None]
+
+    async def wait(self, on_logs: LogCallback) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout + 30  # the runner enforces the timeout; this is a backstop
+        next_logs = loop.time() + LOG_EVERY_SECONDS
+        shown = 0
+        try:
+            while self._alive():
+                if self.process is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(self.process.wait()), LOG_EVERY_SECONDS)
+                else:
+                    await asyncio.sleep(POLL_SECONDS * 4)
+                if loop.time() >= next_logs:
+                    next_logs = loop.time() + LOG_EVERY_SECONDS
+                    logs = self._logs()
+                    if len(logs) != shown:
+                        shown = len(logs)
+                        await on_logs(logs)
+                if loop.time() > deadline:
+                    await self.cancel()
+                    return failure(124, f"runner did not stop after its {self.timeout:.0f}s timeout; killed")
+            return self._result()
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+                self.slot = None
+
+    def _result(self) -> dict[str, Any]:
+        try:
+            return parse_result((self.folder / "result.json").read_text())
+        except FileNotFoundError:
+            tail = "; ".join(line["message"] for line in self._logs()[-3:])
+            return failure(125, f"runner exited without a result{': ' + tail if tail else ''}")
+        except ValueError as error:
+            return failure(125, f"runner wrote an invalid result: {error}")
+
+    async def cancel(self) -> None:
+        pid = self.pid
+        if pid is None or not self._alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)  # the runner stops its script and reports "cancelled"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KILL_GRACE_SECONDS
+        while self._alive() and loop.time() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+        if self._alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+class LocalExecutor:
+    kind = "local"
+
+    def __init__(self, settings: ControllerSettings):
+        self.settings = settings
+        self.slots = asyncio.Semaphore(settings.max_parallel)
+
+    def folder(self, request: RunRequest) -> Path:
+        return self.settings.state_dir / request.namespace / request.uid
+
+    async def start(self, request: RunRequest) -> LocalRun:
+        folder = self.folder(request)
+        timeout = float(request.spec.get("timeoutSeconds", 300))
+        if folder.exists():  # started before (by us or a controller before a restart): adopt
+            return LocalRun(folder, timeout)
+        await self.slots.acquire()
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir()  # the claim: exists means started
+            argv = [
+                sys.executable, "-m", "runner", *request.runner_args(self.settings),
+                "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
+            ]  # fmt: skip
+            with (folder / "runner.log").open("wb") as log:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=folder,
+                    env={**os.environ, **self.settings.script_env},
+                    start_new_session=True,
+                )
+            (folder / "pid").write_text(str(process.pid))
+        except BaseException:
+            self.slots.release()
+            raise
+        return LocalRun(folder, timeout, process, self.slots)

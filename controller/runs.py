@@ -1,0 +1,273 @@
+"""One Runbook, from accepted to finished: the controller's domain logic, free of kopf.
+
+Level-based: ``reconcile`` looks at the Runbook's status and the world (ledger, lock, executor) and
+moves it forward; run again after a restart, it picks up where the last controller stopped. Every
+request id runs at most once: the ledger claim decides who may run, the executor's idempotent start
+adopts a run that already started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from controller import metrics, status
+from controller.executors import Executor, Run, RunRequest, failure
+from controller.kubeapi import KubeApi
+from controller.ledger import Ledger
+from controller.lock import TargetLock
+from controller.settings import ControllerSettings
+from runbooks.models import Command
+
+log = logging.getLogger(__name__)
+
+LOCK_POLL_SECONDS = 1.0
+DUPLICATE_POLL_SECONDS = 1.0
+
+
+class Stopped(Exception):
+    """The controller is stopping or pausing: leave the run to the next controller."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    created: str
+    name: str
+    uid: str
+
+
+def lock_group(settings: ControllerSettings, profile: str) -> str:
+    return settings.lock_groups.get(profile, "default")
+
+
+def needs_lock(spec: dict[str, Any]) -> bool:
+    return Command(spec["command"]).mutating and not spec.get("dryRun", False)
+
+
+def queue_key(namespace: str, group: str) -> str:
+    return f"{namespace}/{group}"
+
+
+def queue_entry(body: dict[str, Any]) -> QueueEntry:
+    meta = body["metadata"]
+    return QueueEntry(meta["creationTimestamp"], meta["name"], meta["uid"])
+
+
+@dataclass
+class Services:
+    settings: ControllerSettings
+    kube: KubeApi
+    ledger: Ledger
+    lock: TargetLock
+    executor: Executor
+    event: Callable[[dict, str, str, str], None]  # (body, type, reason, message)
+    wakeups: dict[str, asyncio.Event]
+
+    def wakeup(self, key: str) -> asyncio.Event:
+        return self.wakeups.setdefault(key, asyncio.Event())
+
+
+class RunbookRun:
+    def __init__(self, services: Services, body: dict[str, Any]):
+        self.s = services
+        self.body = body
+        meta = body["metadata"]
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.generation = meta.get("generation", 1)
+        self.spec = body["spec"]
+        self.status: dict[str, Any] = dict(body.get("status") or {})
+        self.command = self.spec["command"]
+        self.request_id = self.spec.get("requestId") or self.name
+        self.group = lock_group(self.s.settings, self.spec.get("profile", "primary"))
+        self.dry_run = bool(self.spec.get("dryRun"))
+
+    async def _patch(self, patch: dict[str, Any]) -> None:
+        updated = await self.s.kube.patch_status(self.namespace, self.name, patch)
+        self.status = (updated or {}).get("status") or {**self.status, **patch}
+
+    # -- the whole life ----------------------------------------------------
+    async def reconcile(
+        self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
+    ) -> None:
+        """Move the Runbook to its end; raise Stopped if the controller stops first."""
+        if status.is_finished(self.status):
+            return
+        try:
+            await self._reconcile(queue, stopped, deleted)
+        except Stopped:
+            if deleted() and not self.status.get("execution"):  # never ran: the request id is free again
+                await self.s.ledger.release(self.namespace, self.request_id, self.uid)
+            raise
+
+    async def _reconcile(
+        self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
+    ) -> None:
+        window = self.status.get("window") or self._resolve_window()
+        resolved = {
+            "requestId": self.request_id,
+            "window": window,
+            "target": queue_key(self.namespace, self.group),
+        }
+        if not self.status.get("conditions"):
+            await self._patch(status.pending(self.status, self.generation, resolved))
+            self.s.event(
+                self.body, "Normal", "Accepted", f"{self.command} accepted as request {self.request_id}"
+            )
+
+        owner = await self.s.ledger.claim(self.namespace, self.request_id, self.uid, self.name)
+        if owner.uid != self.uid:
+            await self._duplicate(owner, resolved, stopped)
+            return
+
+        locked = needs_lock(self.spec)
+        if locked and not self.status.get("execution"):
+            await self._wait_for_lock(queue, stopped)
+        try:
+            run = await self._start(window)
+            if run is None:
+                return
+            result = await self._wait(run, stopped, deleted)
+            await self._finish(result)
+        finally:
+            if locked and (status.is_finished(self.status) or deleted()):
+                await self.s.lock.release(self.namespace, self.group, self.uid)
+                self.s.wakeup(queue_key(self.namespace, self.group)).set()
+
+    def _resolve_window(self) -> str:
+        window = self.spec.get("window", "auto")
+        if window == "auto":
+            return self.s.settings.calendar.window(datetime.datetime.now(datetime.UTC))
+        return window
+
+    # -- duplicates ----------------------------------------------------------
+    async def _duplicate(self, owner, resolved: dict[str, Any], stopped: asyncio.Event) -> None:
+        while owner.result is None:
+            earlier_ns, _, earlier_name = owner.runbook.partition("/")
+            earlier = await self.s.kube.get_runbook(earlier_ns, earlier_name)
+            if earlier is None or earlier["metadata"]["uid"] != owner.uid:
+                owner = type(owner)(
+                    owner.uid, owner.runbook, failure(130, "the earlier run was deleted unfinished")
+                )
+                break
+            if not self.status.get("duplicateOf"):
+                message = (
+                    f"request id {self.request_id} is running as {owner.runbook}; waiting for its result"
+                )
+                await self._patch(
+                    {**status.queued(self.status, self.generation, message), "duplicateOf": owner.runbook}
+                )
+            if await _wait(stopped, DUPLICATE_POLL_SECONDS):
+                raise Stopped
+            owner = await self.s.ledger.lookup(self.namespace, self.request_id) or owner
+        earlier = {"runbook": owner.runbook, "result": owner.result}
+        await self._patch(status.duplicate(self.status, self.generation, earlier, resolved))
+        self.s.event(
+            self.body, "Normal", "Duplicate", f"request id {self.request_id} already ran as {owner.runbook}"
+        )
+
+    # -- the lock ------------------------------------------------------------
+    async def _wait_for_lock(self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event) -> None:
+        key = queue_key(self.namespace, self.group)
+        shown = ""
+        while True:
+            waiting = sorted(queue(), key=lambda e: (e.created, e.name))
+            mine = next((i for i, e in enumerate(waiting) if e.uid == self.uid), len(waiting))
+            ahead = [e.name for e in waiting[:mine]]
+            holder = (
+                None if ahead else await self.s.lock.acquire(self.namespace, self.group, self.uid, self.name)
+            )
+            if not ahead and holder is None:
+                metrics.QUEUE_DEPTH.set(max(0, len(waiting) - 1))
+                return
+            blocker = holder or ahead[0]
+            message = f"waiting for {blocker} to finish on target {key} ({len(ahead) or 1} ahead)"
+            if message != shown:
+                shown = message
+                await self._patch(status.queued(self.status, self.generation, message))
+                self.s.event(self.body, "Normal", "Queued", message)
+            metrics.QUEUE_DEPTH.set(len(waiting))
+            wakeup = self.s.wakeup(key)
+            wakeup.clear()
+            if await _wait(stopped, LOCK_POLL_SECONDS, wakeup):
+                raise Stopped
+
+    # -- running -------------------------------------------------------------
+    async def _start(self, window: str) -> Run | None:
+        request = RunRequest(
+            self.namespace, self.name, self.uid, self.request_id, self.command, window, self.spec
+        )
+        try:
+            run = await self.s.executor.start(request)
+        except (ApiException, OSError) as error:
+            detail = getattr(error, "reason", None) or str(error)
+            await self._finish(failure(125, f"could not start the run: {detail}"))
+            return None
+        if not self.status.get("execution"):
+            execution = {"executor": self.s.executor.kind, "name": run.name}
+            await self._patch(status.running(self.status, self.generation, execution, status.now()))
+            self.s.event(self.body, "Normal", "Started", f"{self.command} started ({run.name})")
+        return run
+
+    async def _wait(self, run: Run, stopped: asyncio.Event, deleted: Callable[[], bool]) -> dict[str, Any]:
+        async def on_logs(lines: list[dict[str, Any]]) -> None:
+            await self._patch(status.progress_logs(lines))
+
+        metrics.RUNNING.inc()
+        waiting = asyncio.ensure_future(run.wait(on_logs))
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                return waiting.result()
+            if not deleted():
+                waiting.cancel()
+                raise Stopped
+            await run.cancel()  # the Runbook was deleted: stop its run
+            result = await waiting
+            return (
+                result
+                if result.get("exitCode") == 130
+                else failure(130, "cancelled: the Runbook was deleted")
+            )
+        finally:
+            stop.cancel()
+            metrics.RUNNING.dec()
+
+    async def _finish(self, result: dict[str, Any]) -> None:
+        await self._patch(status.finished(self.status, self.generation, result, dry_run=self.dry_run))
+        await self.s.ledger.finish(self.namespace, self.request_id, self.uid, {**result, **self.status})
+        started = _parse_time(self.status.get("startedAt"))
+        finished = _parse_time(self.status.get("finishedAt"))
+        metrics.record_finish(
+            self.command, result, (finished - started) if started and finished else 0.0, dry_run=self.dry_run
+        )
+        code = self.status.get("exitCode")
+        kind = "Normal" if code == 0 else "Warning"
+        reason = "Succeeded" if code == 0 else status.FAILURE_REASONS.get(code, "Failed")
+        self.s.event(self.body, kind, reason, self.status.get("message") or f"exit code {code}")
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+async def _wait(stopped: asyncio.Event, timeout: float, *others: asyncio.Event) -> bool:
+    """Sleep up to ``timeout`` or until an event is set; True if ``stopped`` was set."""
+    tasks = [asyncio.ensure_future(e.wait()) for e in (stopped, *others)]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return stopped.is_set()

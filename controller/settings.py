@@ -1,0 +1,49 @@
+"""The controller's settings, read once at start-up from ``MDOPS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from runbooks.settings import CommonSettings
+
+
+class ControllerSettings(CommonSettings):
+    executor: Literal["local", "job"] = Field("local", description="Run as a local process or as a Job.")
+    scripts_dir: Path = Field(Path("/etc/mdops/scripts"), description="Folder of scripts, one per command.")
+    state_dir: Path = Field(
+        Path("/var/lib/mdops"), description="Local executor: where runs keep their files."
+    )
+    max_parallel: int = Field(8, ge=1, description="Local executor: runs executing at once.")
+
+    runner_image: str = Field("mdops:0.1.0", description="Job executor: image with the runner.")
+    runner_command: list[str] = Field(["python", "-m", "runner"], description="Job executor: the runner.")
+    scripts_configmap: str = Field("mdops-scripts", description="Job executor: ConfigMap of scripts.")
+    job_service_account: str = Field("", description="Job executor: service account of Job pods.")
+    job_ttl_seconds: int = Field(3600, ge=0, description="Job executor: ttlSecondsAfterFinished.")
+    job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
+
+    script_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for scripts.")
+    gate_min_coverage: float = Field(0.99, ge=0, le=1, description="Health gate: lowest coverage ratio.")
+    gate_max_backlog: int = Field(10000, ge=0, description="Health gate: largest consumer backlog.")
+    gate_max_failover_latency_ms: int = Field(5000, ge=0, description="Health gate: slowest failover.")
+
+    lock_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="Profile -> lock group; profiles not listed share the group 'default'.",
+    )
+    ledger_size: int = Field(1000, ge=10, description="Finished request ids remembered per namespace.")
+    metrics_port: int = Field(9102, ge=0, description="Port of /metrics (0: none).")
+    metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
+    peering: str = Field("", description="kopf peering name; empty: standalone (one replica).")
+    peering_lifetime: int = Field(60, ge=1, description="Seconds before a silent peer is considered dead.")
+    priority: int = Field(0, description="kopf peering priority of this replica.")
+    liveness_port: int = Field(0, ge=0, description="Port of kopf's /healthz liveness endpoint (0: none).")
+
+
+@cache
+def get_settings() -> ControllerSettings:
+    return ControllerSettings()

@@ -1,0 +1,77 @@
+"""Helpers for tests that create Runbooks and wait for their status (polling with a deadline)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from devcluster.processes import wait_until
+from runbooks import models
+
+
+def write_script(folder: Path, command: str, body: str) -> Path:
+    """An executable shell script for ``command`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / command
+    path.write_text("#!/bin/sh\nset -e\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+def runbook(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": name}, "spec": spec}
+
+
+class Runbooks:
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def _args(self):
+        return models.GROUP, models.VERSION, self.namespace, models.PLURAL
+
+    def create(self, name: str, **spec: Any) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(*self._args(), runbook(name, **spec))
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(*self._args(), name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(*self._args(), name)
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        body = self.get(name) or {}
+        for entry in (body.get("status") or {}).get("conditions") or []:
+            if entry["type"] == kind:
+                return entry
+        return None
+
+    def wait_for(self, name: str, kind: str, value: str, timeout: float = 60) -> dict[str, Any]:
+        def check():
+            entry = self.condition(name, kind)
+            return entry is not None and entry["status"] == value and self.get(name)
+
+        return wait_until(check, timeout, f"runbook {name} condition {kind}={value}")
+
+    def wait_finished(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        def check():
+            entry = self.condition(name, "Succeeded")
+            return entry is not None and entry["status"] in ("True", "False") and self.get(name)
+
+        return wait_until(check, timeout, f"runbook {name} to finish")
+
+    def gone(self, name: str) -> bool:
+        return self.get(name) is None
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

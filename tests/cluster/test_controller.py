@@ -1,0 +1,142 @@
+"""The controller runs Runbooks on the real control plane: results, conditions, events and metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from devcluster.processes import wait_until
+from tests.cluster.runbooks import Runbooks, lines, write_script
+
+HEALTHY = """
+    echo "INFO: checking $MDOPS_COMMAND for $MDOPS_PROFILE in $MDOPS_WINDOW"
+    echo "$MDOPS_REQUEST_ID dry=$MDOPS_DRY_RUN" >> "$RUNS"
+    cat > "$MDOPS_REPORT_FILE" <<JSON
+    {"health": {"coverage_ratio": ${COVERAGE:-0.999}, "consumer_backlog_messages": 12},
+     "state": {"environment_mode": "$MDOPS_MODE", "active_profile": "backup",
+               "active_window": "$MDOPS_WINDOW"}}
+    JSON
+"""
+
+
+@pytest.fixture
+def scripts(tmp_path):
+    folder = tmp_path / "scripts"
+    for command in ("health_check", "failover", "failback", "start", "drill"):
+        write_script(folder, command, HEALTHY)
+    return folder
+
+
+@pytest.fixture
+def runs_file(tmp_path):
+    return tmp_path / "runs.log"
+
+
+@pytest.fixture
+def controller(start_controller, scripts, runs_file):
+    return start_controller(MDOPS_SCRIPTS_DIR=str(scripts), MDOPS_SCRIPT_ENV=f'{{"RUNS": "{runs_file}"}}')
+
+
+@pytest.fixture
+def rbs(api_client, namespace):
+    return Runbooks(api_client, namespace)
+
+
+def test_successful_run_records_result_health_state_and_conditions(
+    controller, rbs, runs_file, cluster, namespace
+):
+    rbs.create("check-1", command="health_check", window="day", reason="morning check")
+    body = rbs.wait_finished("check-1")
+    status = body["status"]
+    assert (status["exitCode"], status["result"], status["requestId"], status["window"]) == (
+        0,
+        "success",
+        "check-1",
+        "day",
+    )
+    assert status["health"]["coverage_ratio"] == 0.999
+    assert status["health"]["gate"]["passed"] is True
+    assert status["state"] == {"environmentMode": "live", "activeProfile": "backup", "activeWindow": "day"}
+    assert any("checking health_check for primary in day" in line["message"] for line in status["logs"])
+    assert status["startedAt"] <= status["finishedAt"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Succeeded"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Reconciling"]["status"] == "False"
+    assert all(c["observedGeneration"] == body["metadata"]["generation"] for c in conditions.values())
+    assert lines(runs_file) == ["check-1 dry=0"]
+    # kubectl wait works on the condition, and each transition left an Event.
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "rb/check-1", "--timeout=5s")
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
+    ).stdout.split()
+    assert {"Accepted", "Started", "Succeeded"} <= set(events)
+
+
+@pytest.mark.parametrize(
+    ("script", "spec", "code", "reason"),
+    [
+        ("echo 'ERROR: feed refused'; exit 1", {}, 1, "Failed"),
+        ("exit 2", {}, 2, "InvalidArguments"),
+        ("sleep 30", {"timeoutSeconds": 1}, 124, "TimedOut"),
+        (None, {}, 125, "ExecutionError"),
+    ],
+    ids=["script-fails", "invalid-arguments", "timeout", "script-missing"],
+)
+def test_failed_runs_record_exit_code_and_reason(start_controller, rbs, tmp_path, script, spec, code, reason):
+    folder = tmp_path / "failing"
+    folder.mkdir()
+    if script is not None:
+        write_script(folder, "restart", script)
+    start_controller(MDOPS_SCRIPTS_DIR=str(folder))
+    rbs.create("rb", command="restart", **spec)
+    status = rbs.wait_finished("rb")["status"]
+    assert (status["exitCode"], status["result"]) == (code, "failed")
+    succeeded = {c["type"]: c for c in status["conditions"]}["Succeeded"]
+    assert (succeeded["status"], succeeded["reason"]) == ("False", reason)
+    assert {c["type"]: c for c in status["conditions"]}["Stalled"]["status"] == "True"
+
+
+def test_enforced_health_gate_fails_the_run_and_unenforced_only_warns(start_controller, rbs, tmp_path):
+    folder = tmp_path / "degraded"
+    write_script(folder, "health_check", HEALTHY)
+    # The default gate wants coverage >= 0.99; this platform reports 0.5.
+    env = f'{{"RUNS": "{tmp_path / "runs"}", "COVERAGE": "0.5"}}'
+    start_controller(MDOPS_SCRIPTS_DIR=str(folder), MDOPS_SCRIPT_ENV=env)
+    rbs.create("enforced", command="health_check", enforce=True)
+    rbs.create("warned", command="health_check")
+    enforced = rbs.wait_finished("enforced")["status"]
+    assert (enforced["exitCode"], enforced["result"]) == (3, "failed")
+    assert {c["type"]: c for c in enforced["conditions"]}["Succeeded"]["reason"] == "HealthGateFailed"
+    assert enforced["health"]["gate"] == {
+        "passed": False,
+        "enforced": True,
+        "failures": ["coverage_ratio 0.5 < 0.99"],
+    }
+    warned = rbs.wait_finished("warned")["status"]
+    assert (warned["exitCode"], warned["result"]) == (0, "success")
+    assert any(line["level"] == "WARNING" and "gate" in line["message"] for line in warned["logs"])
+
+
+def test_dry_run_changes_no_reported_state_and_no_exit_code_metric(controller, rbs, runs_file):
+    rbs.create("dry", command="failover", dryRun=True)
+    status = rbs.wait_finished("dry")["status"]
+    assert status["result"] == "success"
+    assert "state" not in status
+    assert lines(runs_file) == ["dry dry=1"]
+    counted = 'md_runbook_runs_total{command="failover",result="success"} 1.0'
+    metrics = wait_until(
+        lambda: counted in (text := controller.metrics()) and text, 10, "the run to be counted"
+    )
+    assert 'md_runbook_exit_code{command="failover"}' not in metrics
+
+
+def test_metrics_report_last_exit_code_counts_and_durations(controller, rbs):
+    rbs.create("m1", command="health_check")
+    rbs.wait_finished("m1")
+    recorded = 'md_runbook_exit_code{command="health_check"} 0.0'
+    metrics = wait_until(
+        lambda: recorded in (text := controller.metrics()) and text, 10, "the exit code metric"
+    )
+    assert 'md_runbook_runs_total{command="health_check",result="success"} 1.0' in metrics
+    assert 'md_runbook_duration_seconds_count{command="health_check",result="success"} 1.0' in metrics
+    assert "md_runbook_queue_depth" in metrics

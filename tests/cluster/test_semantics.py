@@ -1,0 +1,142 @@
+"""What users rely on: at most one run per request id, one mutating run per target, and cancellation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from devcluster.processes import wait_until
+from tests.cluster.runbooks import Runbooks, lines, runbook, write_script
+
+# Each run appends "<request id> start <epoch ns>" and "... end ..." to $RUNS; $HOLD seconds in between.
+RECORDING = """
+    echo "$MDOPS_REQUEST_ID start $(date +%s%N)" >> "$RUNS"
+    echo $$ > "$PIDS/$MDOPS_REQUEST_ID"
+    sleep "${HOLD:-0}"
+    echo "$MDOPS_REQUEST_ID end $(date +%s%N)" >> "$RUNS"
+"""
+
+
+@pytest.fixture
+def rbs(api_client, namespace):
+    return Runbooks(api_client, namespace)
+
+
+@pytest.fixture
+def env(tmp_path):
+    (tmp_path / "pids").mkdir()
+    folder = tmp_path / "scripts"
+    for command in ("failover", "failback", "drill", "stop"):
+        write_script(folder, command, RECORDING)
+    write_script(folder, "health_check", "HOLD=0\n" + RECORDING)  # quick, whatever $HOLD says
+    return tmp_path
+
+
+def script_env(tmp_path: Path, hold: float) -> dict[str, str]:
+    values = {"RUNS": str(tmp_path / "runs.log"), "PIDS": str(tmp_path / "pids"), "HOLD": str(hold)}
+    return {"MDOPS_SCRIPTS_DIR": str(tmp_path / "scripts"), "MDOPS_SCRIPT_ENV": json.dumps(values)}
+
+
+def started(tmp_path: Path) -> list[str]:
+    return [line.split()[0] for line in lines(tmp_path / "runs.log") if line.split()[1] == "start"]
+
+
+def test_reapplying_a_finished_manifest_does_not_run_it_again(start_controller, rbs, env, cluster, namespace):
+    start_controller(**script_env(env, 0))
+    manifest = json.dumps(runbook("failover-1", command="failover", reason="switch"))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    first = rbs.wait_finished("failover-1")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    again = rbs.get("failover-1")
+    assert again["status"] == first["status"]
+    assert started(env) == ["failover-1"]
+
+
+def test_recreated_runbook_with_a_finished_request_id_is_a_duplicate(start_controller, rbs, env):
+    start_controller(**script_env(env, 0))
+    rbs.create("first", command="failover", requestId="req-42")
+    earlier = rbs.wait_finished("first")["status"]
+    rbs.delete("first")
+    wait_until(lambda: rbs.gone("first"), 30, "the Runbook to be deleted")
+    rbs.create("first", command="failover", requestId="req-42")
+    rbs.create("second", command="failover", requestId="req-42")
+    for name in ("first", "second"):
+        status = rbs.wait_finished(name)["status"]
+        assert status["duplicateOf"].endswith("/first")
+        assert (status["exitCode"], status["result"]) == (earlier["exitCode"], earlier["result"])
+        assert {c["type"]: c for c in status["conditions"]}["Succeeded"]["reason"] == "Duplicate"
+    assert started(env) == ["req-42"]
+
+
+def test_same_request_id_at_once_runs_once(start_controller, rbs, env):
+    start_controller(**script_env(env, 1))
+    for index in range(5):
+        rbs.create(f"twin-{index}", command="drill", requestId="req-twin")
+    results = [rbs.wait_finished(f"twin-{index}")["status"] for index in range(5)]
+    assert started(env) == ["req-twin"]
+    assert sum(1 for status in results if "duplicateOf" not in status) == 1
+
+
+def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_controller, rbs, env):
+    start_controller(**script_env(env, 1.5))
+    rbs.create("a-failover", command="failover")
+    rbs.wait_for("a-failover", "Running", "True")
+    rbs.create("b-failback", command="failback")
+    rbs.create("c-drill", command="drill")
+    queued = rbs.wait_for("b-failback", "Queued", "True")
+    message = {c["type"]: c for c in queued["status"]["conditions"]}["Queued"]["message"]
+    assert "waiting for a-failover" in message
+    # health_check takes no lock: it runs while the failover holds it.
+    rbs.create("d-check", command="health_check")
+    assert rbs.wait_finished("d-check")["status"]["result"] == "success"
+    assert rbs.get("a-failover")["status"].get("result") is None
+    for name in ("a-failover", "b-failback", "c-drill"):
+        assert rbs.wait_finished(name)["status"]["result"] == "success"
+    spans = {}
+    for line in lines(env / "runs.log"):
+        request, edge, stamp = line.split()
+        spans.setdefault(request, {})[edge] = int(stamp)
+    order = ["a-failover", "b-failback", "c-drill"]
+    for earlier, later in itertools.pairwise(order):
+        assert spans[earlier]["end"] <= spans[later]["start"], f"{later} overlapped {earlier}"
+
+
+def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_controller, rbs, env):
+    start_controller(**script_env(env, 60))
+    rbs.create("long", command="failover")
+    rbs.wait_for("long", "Running", "True")
+    pid = int(
+        wait_until(
+            lambda: (env / "pids" / "long").exists() and (env / "pids" / "long").read_text(), 30, "pid"
+        )
+    )
+    rbs.delete("long")
+    wait_until(lambda: rbs.gone("long"), 30, "the Runbook to be deleted")
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the script to be stopped")
+    # The lock was released: the next mutating runbook on the target starts.
+    rbs.create("next", command="failback", reason="after the deleted one")
+    rbs.wait_for("next", "Running", "True", timeout=30)
+    # The cancelled run is remembered: re-creating it does not run it again.
+    rbs.create("long", command="failover")
+    status = rbs.wait_finished("long")["status"]
+    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{rbs.namespace}/long")
+    assert started(env) == ["long", "next"]
+
+
+def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(start_controller, rbs, env):
+    first = start_controller("first", **script_env(env, 3))
+    rbs.create("adopted", command="drill")
+    rbs.wait_for("adopted", "Running", "True")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    first.process.popen.wait()
+    # The new controller uses the same state folder, as a restarted pod or process would.
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env, 3))
+    status = rbs.wait_finished("adopted", timeout=60)["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1)
+    assert started(env) == ["adopted"]
