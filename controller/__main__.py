@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 
 import kopf
@@ -25,7 +26,7 @@ def main() -> int:
         namespaces=[settings.namespace],
         standalone=not settings.peering,
         peering_name=settings.peering or None,
-        priority=settings.priority,
+        priority=settings.priority if settings.priority is not None else secrets.randbelow(2**31),
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"
         if settings.liveness_port
         else None,

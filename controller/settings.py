@@ -40,7 +40,11 @@ class ControllerSettings(CommonSettings):
     metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
     peering: str = Field("", description="kopf peering name; empty: standalone (one replica).")
     peering_lifetime: int = Field(60, ge=1, description="Seconds before a silent peer is considered dead.")
-    priority: int = Field(0, description="kopf peering priority of this replica.")
+    priority: int | None = Field(
+        None,
+        description="kopf peering priority of this replica; unset: random. Replicas with equal priorities "
+        "all pause (kopf's rule), so replicas of one Deployment must not share one.",
+    )
     liveness_port: int = Field(0, ge=0, description="Port of kopf's /healthz liveness endpoint (0: none).")
 
 

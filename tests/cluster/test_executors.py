@@ -1,0 +1,132 @@
+"""The Job executor on simulated pods, and two controller replicas with kopf peering."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import pytest
+from kubernetes import client
+
+from devcluster.controlplane import REPO
+from devcluster.processes import wait_until
+from tests.cluster.runbooks import Runbooks, write_script
+
+REPORTING = """
+    echo "INFO: $MDOPS_COMMAND in a Job"
+    sleep "${HOLD:-0}"
+    echo '{"health": {"coverage_ratio": 0.997}}' > "$MDOPS_REPORT_FILE"
+    exit "${EXIT:-0}"
+"""
+
+
+@pytest.fixture
+def rbs(api_client, namespace):
+    return Runbooks(api_client, namespace)
+
+
+def job_settings(cluster, namespace: str, tmp_path, **script_env: str) -> dict[str, str]:
+    """Settings of a controller using the Job executor; podsim runs the runner the Job describes."""
+    folder = tmp_path / "scripts"
+    write_script(folder, "health_check", REPORTING)
+    write_script(folder, "failover", REPORTING)
+    cluster.kubectl("create", "configmap", "mdops-scripts", "-n", namespace, f"--from-file={folder}")
+    return {
+        "MDOPS_EXECUTOR": "job",
+        "MDOPS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "runner"]),
+        "MDOPS_JOB_POD_ANNOTATIONS": json.dumps({"podsim.mdops.io/run": "exec"}),
+        "MDOPS_SCRIPT_ENV": json.dumps(script_env),
+    }
+
+
+def jobs(api_client, namespace: str) -> list[client.V1Job]:
+    return client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+
+
+def test_job_executor_runs_the_runner_in_an_owned_job_and_reads_its_termination_message(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    start_controller(**job_settings(cluster, namespace, tmp_path))
+    created = rbs.create("in-a-job", command="health_check", timeoutSeconds=90)
+    status = rbs.wait_finished("in-a-job")["status"]
+    assert (status["exitCode"], status["result"]) == (0, "success")
+    assert status["health"]["coverage_ratio"] == 0.997
+    assert any(line["message"] == "health_check in a Job" for line in status["logs"])
+    [job] = jobs(api_client, namespace)
+    assert status["execution"] == {"executor": "job", "name": job.metadata.name}
+    owner = job.metadata.owner_references[0]
+    assert (owner.kind, owner.uid, owner.controller) == ("Runbook", created["metadata"]["uid"], True)
+    assert (job.spec.backoff_limit, job.spec.active_deadline_seconds) == (0, 120)
+    assert (job.spec.pod_replacement_policy, job.spec.ttl_seconds_after_finished) == ("Failed", 3600)
+
+
+def test_job_executor_reports_a_failing_script(start_controller, cluster, namespace, rbs, tmp_path):
+    start_controller(**job_settings(cluster, namespace, tmp_path, EXIT="1"))
+    rbs.create("fails", command="failover")
+    status = rbs.wait_finished("fails")["status"]
+    assert (status["exitCode"], status["result"]) == (1, "failed")
+
+
+def test_deleting_a_runbook_deletes_its_job_and_pod(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    start_controller(**job_settings(cluster, namespace, tmp_path, HOLD="120"))
+    rbs.create("doomed", command="failover")
+    rbs.wait_for("doomed", "Running", "True")
+    rbs.delete("doomed")
+    core = client.CoreV1Api(api_client)
+    wait_until(lambda: not jobs(api_client, namespace), 30, "the Job to be deleted")
+    wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to be deleted")
+
+
+def test_restarted_controller_adopts_the_job_instead_of_creating_another(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    settings = job_settings(cluster, namespace, tmp_path, HOLD="3")
+    first = start_controller("first", **settings)
+    rbs.create("adopt-job", command="failover")
+    rbs.wait_for("adopt-job", "Running", "True")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    start_controller("second", **settings)
+    status = rbs.wait_finished("adopt-job")["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1)
+    assert len(jobs(api_client, namespace)) == 1
+
+
+def test_two_replicas_with_peering_only_one_acts_and_the_other_takes_over(
+    start_controller, cluster, namespace, rbs, tmp_path
+):
+    peering = REPO / "manifests" / "components" / "peering"
+    cluster.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
+    cluster.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "health_check", "echo ok")
+    common = {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": "4", "MDOPS_SCRIPTS_DIR": str(scripts)}
+    low = start_controller("low", MDOPS_PRIORITY="10", **common)
+    high = start_controller("high", MDOPS_PRIORITY="20", **common)
+
+    def ran_in(controller) -> set[str]:
+        folder = controller.workdir / "state" / namespace
+        return {path.name for path in folder.iterdir()} if folder.exists() else set()
+
+    # Wait until the low-priority replica has seen the high one and paused: a run then goes to "high" only.
+    for attempt in range(30):
+        name = f"check-{attempt}"
+        uid = rbs.create(name, command="health_check")["metadata"]["uid"]
+        rbs.wait_finished(name)
+        if uid in ran_in(high) and uid not in ran_in(low):
+            break
+    else:
+        pytest.fail("the high-priority replica never took over alone")
+    for later in range(attempt + 1, attempt + 4):
+        uid = rbs.create(f"check-{later}", command="health_check")["metadata"]["uid"]
+        rbs.wait_finished(f"check-{later}")
+        assert uid in ran_in(high) and uid not in ran_in(low)
+
+    os.kill(high.process.popen.pid, signal.SIGKILL)
+    uid = rbs.create("after-failover", command="health_check")["metadata"]["uid"]
+    rbs.wait_finished("after-failover", timeout=60)
+    assert uid in ran_in(low)
