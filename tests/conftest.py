@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
-from devcluster.processes import Process, free_port
 from runbooks.kube import api_client as new_api_client
 
 
@@ -49,41 +45,18 @@ def runbook_crd(cluster) -> ControlPlane:
     return cluster
 
 
-class Controller:
-    """``python -m controller`` as a real process, with its own state and metrics port."""
-
-    def __init__(self, cluster: ControlPlane, namespace: str, workdir: Path, env: dict[str, str]):
-        self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "MDOPS_KUBECONFIG": str(cluster.kubeconfig),
-            "MDOPS_NAMESPACE": namespace,
-            "MDOPS_STATE_DIR": str(workdir / "state"),
-            "MDOPS_METRICS_HOST": "127.0.0.1",
-            "MDOPS_METRICS_PORT": str(self.metrics_port),
-            **env,
-        }
-        self.workdir = workdir
-        self.process = Process("controller", [sys.executable, "-m", "controller"], workdir, env=self.env)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return response.read().decode()
-
-
 @pytest.fixture
 def start_controller(runbook_crd, namespace, tmp_path):
     """Start controllers for this test's namespace; each is stopped (SIGTERM) at the end."""
-    started: list[Controller] = []
+    started: list[ControllerProcess] = []
 
-    def start(name: str = "controller", **env: str) -> Controller:
+    def start(name: str = "controller", **env: str) -> ControllerProcess:
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
-        controller = Controller(runbook_crd, namespace, workdir, env)
+        controller = ControllerProcess(runbook_crd.kubeconfig, namespace, workdir, env)
         started.append(controller)
         return controller
 
     yield start
     for controller in started:
-        controller.process.stop()
+        controller.stop()

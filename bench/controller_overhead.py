@@ -1,0 +1,152 @@
+"""Benchmark: the controller's overhead per Runbook, its throughput, and its memory.
+
+Starts its own control plane and controller (local executor, a trivial script), then measures
+
+1. overhead: for Runbooks created one after another, the time from the create call to the moment a
+   watch sees the Runbook finished (p50, p99);
+2. throughput: 200 Runbooks created at once, the time until every one has finished;
+3. the controller's peak resident memory (VmHWM).
+
+Targets on a 2-core machine: p50 < 300 ms, 200 Runbooks in < 60 s, memory < 200 MB.
+
+    python -m bench.controller_overhead [--sequential 50] [--burst 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kubernetes import client, watch
+
+from devcluster.components import ControllerProcess
+from devcluster.controlplane import REPO, ControlPlane
+from devcluster.processes import wait_until
+from runbooks import models
+from runbooks.kube import api_client
+
+NAMESPACE = "bench"
+
+
+class Finishes:
+    """Records, from a watch, when each Runbook was first seen finished."""
+
+    def __init__(self, api: client.ApiClient):
+        self.custom = client.CustomObjectsApi(api)
+        self.seen: dict[str, float] = {}
+        self.ready = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        stream = watch.Watch().stream(
+            self.custom.list_namespaced_custom_object, models.GROUP, models.VERSION, NAMESPACE, models.PLURAL,
+            timeout_seconds=3600,
+        )  # fmt: skip
+        self.ready.set()
+        with contextlib.suppress(Exception):  # the control plane stops at the end of the run
+            for event in stream:
+                body = event["object"]
+                conditions = (body.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Succeeded" and c["status"] in ("True", "False") for c in conditions):
+                    with self.lock:
+                        self.seen.setdefault(body["metadata"]["name"], time.monotonic())
+
+    def at(self, name: str) -> float | None:
+        with self.lock:
+            return self.seen.get(name)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequential", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=200)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mdops-bench-"))
+    scripts = work / "scripts"
+    scripts.mkdir()
+    (scripts / "health_check").write_text("#!/bin/sh\nexit 0\n")
+    (scripts / "health_check").chmod(0o755)
+    with ControlPlane(work / "cluster") as cluster:
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        controller = ControllerProcess(
+            cluster.kubeconfig, NAMESPACE, work, {"MDOPS_SCRIPTS_DIR": str(scripts)}
+        )
+        try:
+            api = api_client(cluster.kubeconfig)
+            custom = client.CustomObjectsApi(api)
+            finishes = Finishes(api)
+            finishes.ready.wait(10)
+
+            def create(name: str) -> float:
+                body = {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": name},
+                        "spec": {"command": "health_check", "window": "day"}}  # fmt: skip
+                started = time.monotonic()
+                custom.create_namespaced_custom_object(
+                    models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, body
+                )
+                return started
+
+            # Warm-up: the controller is up and has run once.
+            create("warmup")
+            wait_until(lambda: finishes.at("warmup"), 60, "the warm-up run")
+
+            overheads = []
+            for index in range(args.sequential):
+                name = f"seq-{index}"
+                started = create(name)
+                done = wait_until(lambda name=name: finishes.at(name), 60, name)
+                overheads.append((done - started) * 1000)
+
+            names = [f"burst-{index}" for index in range(args.burst)]
+            began = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(create, names))
+            created_in = time.monotonic() - began
+            wait_until(lambda: all(finishes.at(n) for n in names), 600, "the burst to finish", interval=0.2)
+            burst = max(finishes.at(n) for n in names) - began
+            memory = peak_rss_mb(controller.process.popen.pid)
+        finally:
+            controller.stop()
+
+    report = {
+        "overhead_ms": {
+            "runs": len(overheads),
+            "p50": round(statistics.median(overheads), 1),
+            "p99": round(percentile(overheads, 0.99), 1),
+            "max": round(max(overheads), 1),
+        },
+        "burst": {
+            "runbooks": args.burst,
+            "created_s": round(created_in, 2),
+            "all_finished_s": round(burst, 2),
+        },
+        "controller_peak_rss_mb": round(memory, 1),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""mdops's own processes (the controller, the API), started for tests, benchmarks and the local stack."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from devcluster.processes import Process, free_port
+
+
+class ControllerProcess:
+    """``python -m controller`` as a real process, with its own state folder and metrics port."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, env: dict[str, str] | None = None,
+                 name: str = "controller"):  # fmt: skip
+        self.metrics_port = free_port()
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "MDOPS_KUBECONFIG": str(kubeconfig),
+            "MDOPS_NAMESPACE": namespace,
+            "MDOPS_STATE_DIR": str(workdir / "state"),
+            "MDOPS_METRICS_HOST": "127.0.0.1",
+            "MDOPS_METRICS_PORT": str(self.metrics_port),
+            **(env or {}),
+        }
+        self.process = Process(name, [sys.executable, "-m", "controller"], workdir, env=self.env)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return response.read().decode()
+
+    def stop(self) -> None:
+        self.process.stop()
