@@ -94,7 +94,9 @@ def require(permission: str):
 
 async def require_any_execute(principal: PrincipalDep) -> Principal:
     if not principal.may_execute_something():
-        raise Forbidden(f"token {principal.name!r} lacks every {auth.EXECUTE}[:<command>] permission")
+        raise Forbidden(
+            f"token {principal.name!r} lacks the permission {auth.EXECUTE!r} (or {auth.EXECUTE}:<command>)"
+        )
     return principal
 
 

@@ -1,0 +1,208 @@
+"""Bearer tokens: 401 without a valid one, 403 without the permission, permissions per command."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from api.auth import TokenStore
+from tests.api.conftest import (
+    ADMIN_TOKEN,
+    EXECUTOR_TOKEN,
+    HASHED_TOKEN,
+    HEALTH_CHECKER_TOKEN,
+    METRICS_TOKEN,
+    NOTHING_TOKEN,
+    READER_TOKEN,
+    auth,
+    running_app,
+)
+
+EXECUTE = "/api/ops/runbooks/execute"
+PROTECTED = [
+    ("GET", "/api/ops/status", None),
+    ("GET", "/api/ops/metrics/summary", None),
+    ("GET", "/api/ops/metrics/timeseries?metric=md_throughput_mps", None),
+    ("POST", EXECUTE, {"command": "health_check"}),
+    ("GET", "/api/ops/runbooks/some-id", None),
+    ("GET", "/metrics", None),
+]
+
+
+def call(api, method, path, body, headers):
+    return api.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PROTECTED)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": ADMIN_TOKEN},
+        {"X-Api-Token": ADMIN_TOKEN},
+    ],
+    ids=["none", "wrong", "longer", "shorter", "empty", "basic", "no-scheme", "other-header"],
+)
+def test_no_valid_token_is_401_with_a_bearer_challenge(api, runbooks, method, path, body, headers):
+    response = call(api, method, path, body, headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "detail" in response.json()
+    assert runbooks.list() == []  # nothing got through
+
+
+def test_a_missing_token_wins_over_an_invalid_body(api):
+    response = api.post(EXECUTE, json={"command": "reboot", "colour": "red"})
+    assert response.status_code == 401
+
+
+def test_open_endpoints_need_no_token(api):
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/readyz").status_code == 200
+
+
+# (token, method, path, body) -> expected status when the token is valid
+ALLOWED = {
+    READER_TOKEN: {"status", "runbook"},
+    METRICS_TOKEN: {"summary", "timeseries", "metrics"},
+    HEALTH_CHECKER_TOKEN: {"execute:health_check", "execute:drill", "runbook"},
+    EXECUTOR_TOKEN: {f"execute:{c}" for c in ("start", "failover", "health_check", "drill")} | {"runbook"},
+    HASHED_TOKEN: {"status", "summary", "timeseries", "metrics", "runbook"},
+    NOTHING_TOKEN: set(),
+    ADMIN_TOKEN: {"status", "summary", "timeseries", "metrics", "runbook"}
+    | {f"execute:{c}" for c in ("start", "failover", "health_check", "drill")},
+}
+REQUESTS = {
+    "status": ("GET", "/api/ops/status", None),
+    "summary": ("GET", "/api/ops/metrics/summary", None),
+    "timeseries": ("GET", "/api/ops/metrics/timeseries?metric=nope", None),  # 422 once allowed
+    "metrics": ("GET", "/metrics", None),
+    "runbook": ("GET", "/api/ops/runbooks/unknown-id", None),  # 404 once allowed
+    **{
+        f"execute:{c}": ("POST", EXECUTE, {"command": c, "request_id": f"perm-{c}"})
+        for c in ("start", "failover", "health_check", "drill")
+    },  # 202 once allowed
+}
+
+
+@pytest.mark.parametrize("token", list(ALLOWED), ids=lambda t: t.split("-")[0])
+def test_permissions_per_token(start_api, runbooks, token):
+    api = start_api(api_execute_wait_seconds=0)
+    for what, (method, path, body) in REQUESTS.items():
+        response = call(api, method, path, body, auth(token))
+        if what in ALLOWED[token]:
+            assert response.status_code in (200, 202, 404, 422), (what, response.text)
+        else:
+            assert response.status_code == 403, (what, response.text)
+            assert "lacks the permission" in response.json()["detail"]
+    executed = {f"execute:{rb['spec']['command']}" for rb in runbooks.list()}
+    assert executed == {what for what in ALLOWED[token] if what.startswith("execute:")}
+
+
+def test_a_command_permission_is_checked_once_the_body_is_valid(api):
+    """401 (no token), then 403 (no execute permission at all), then 422 (body), then 403 (command)."""
+    invalid = {"command": "start", "dry_run": "no"}
+    assert api.post(EXECUTE, json=invalid).status_code == 401
+    assert api.post(EXECUTE, json=invalid, headers=auth(READER_TOKEN)).status_code == 403
+    assert api.post(EXECUTE, json=invalid, headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 422
+    valid = {"command": "start"}
+    assert api.post(EXECUTE, json=valid, headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 403
+
+
+def test_a_per_command_permission_allows_that_command_only(start_api, runbooks):
+    api = start_api(api_execute_wait_seconds=0)
+    allowed = api.post(
+        EXECUTE, json={"command": "health_check", "request_id": "hc"}, headers=auth(HEALTH_CHECKER_TOKEN)
+    )
+    assert allowed.status_code == 202
+    refused = api.post(
+        EXECUTE, json={"command": "failover", "request_id": "fo"}, headers=auth(HEALTH_CHECKER_TOKEN)
+    )
+    assert refused.status_code == 403
+    assert "runbooks:execute:failover" in refused.json()["detail"]
+    assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["hc"]
+    assert runbooks.get("hc")["spec"]["requestedBy"] == "health-checker"
+    # Following one's own run needs no status:read.
+    assert api.get("/api/ops/runbooks/hc", headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 200
+    assert api.get("/api/ops/status", headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 403
+
+
+def test_the_openapi_document_declares_the_bearer_scheme(api):
+    document = api.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "OPS_API_TOKEN, or a token of the tokens file (MDOPS_API_TOKENS_FILE).",
+    }
+    for path, method in [
+        ("/api/ops/status", "get"),
+        ("/api/ops/metrics/summary", "get"),
+        ("/api/ops/metrics/timeseries", "get"),
+        ("/api/ops/runbooks/execute", "post"),
+        ("/api/ops/runbooks/{request_id}", "get"),
+        ("/metrics", "get"),
+    ]:
+        assert document["paths"][path][method]["security"] == [{"bearer": []}], path
+    for path in ("/healthz", "/readyz"):
+        assert "security" not in document["paths"][path]["get"]
+
+
+def test_tokens_are_never_logged(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    for token in (ADMIN_TOKEN, "a-wrong-token-0123", READER_TOKEN, HASHED_TOKEN):
+        for method, path, body in PROTECTED:
+            call(api, method, path, body, auth(token))
+    for token in (ADMIN_TOKEN, "a-wrong-token-0123", READER_TOKEN, HASHED_TOKEN):
+        assert token not in caplog.text
+
+
+def test_only_the_admin_token_without_a_file(start_api):
+    api = start_api(api_tokens_file=None)
+    assert api.get("/api/ops/status", headers=auth()).status_code == 200
+    assert api.get("/api/ops/status", headers=auth(READER_TOKEN)).status_code == 401
+
+
+def test_no_token_configured_refuses_everything(make_settings):
+    with running_app(make_settings(OPS_API_TOKEN=None, api_tokens_file=None)) as api:
+        assert api.get("/api/ops/status", headers=auth()).status_code == 401
+        assert api.get("/api/ops/status", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tokens: [{name: a, token: x, permissions: [root]}]", "unknown permission"),
+        ("tokens: [{name: a, token: x, permissions: ['runbooks:execute:reboot']}]", "unknown permission"),
+        ("tokens: [{name: a, permissions: [status:read]}]", "exactly one of token and token_sha256"),
+        ("tokens: [{name: a, token: x, token_sha256: '" + "0" * 64 + "'}]", "exactly one of token"),
+        ("tokens: [{name: a, token_sha256: abc}]", "token_sha256"),
+        ("tokens: [{name: a, token: x}, {name: a, token: y}]", "duplicate token name"),
+        ("tokens: [{name: a, token: x, colour: red}]", "colour"),
+    ],
+)
+def test_an_invalid_tokens_file_is_refused_at_start(tmp_path, text, error):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    with pytest.raises(ValidationError, match=error):
+        TokenStore.load(None, path)
+
+
+def test_an_invalid_tokens_file_stops_the_app(make_settings, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("tokens: [{name: a, token: x, permissions: [everything]}]")
+    with pytest.raises(ValidationError), running_app(make_settings(api_tokens_file=path)):
+        pass
+
+
+def test_the_token_store_matches_exactly():
+    store = TokenStore.load(SecretStr("s3cret"), None)
+    assert store.authenticate("s3cret").name == "admin"
+    for other in ("s3cre", "s3cret ", "S3CRET", "", "s3cret\x00"):
+        assert store.authenticate(other) is None
