@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s prometheus lint generate test cluster down
+.PHONY: help venv k8s helm prometheus lint generate test up demo cluster down
 
 help:
-	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus)"
+	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
+	@echo "               DETACH=1 returns once it is ready"
 	@echo "make test      lint and run every test"
+	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
 	@echo "make generate  regenerate the CRD from runbooks/models.py, and the chart's generated files"
@@ -50,8 +52,14 @@ prometheus:
 test: lint k8s helm prometheus
 	$(PY) -m pytest
 
-cluster: venv
+up: venv
 	$(PY) -m devcluster up $(detach_flag)
+
+cluster: venv
+	$(PY) -m devcluster up --cluster-only $(detach_flag)
+
+demo: venv
+	$(PY) -m devcluster.demo
 
 down: venv
 	$(PY) -m devcluster down

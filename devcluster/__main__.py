@@ -1,4 +1,4 @@
-"""``python -m devcluster {up,down}``: the local control plane alone (``make cluster``)."""
+"""``python -m devcluster {up,down}``: the local stack (make up) or the control plane (make cluster)."""
 
 from __future__ import annotations
 
@@ -9,47 +9,100 @@ import sys
 from pathlib import Path
 
 from devcluster.controlplane import REPO, ControlPlane, binaries
-from devcluster.supervisor import AlreadyRunning, detach, down, foreground
+from devcluster.prometheus import binary as prometheus_binary
+from devcluster.stack import Stack
+from devcluster.supervisor import AlreadyRunning, detach, down, foreground, running_pid
 
 STATE = Path(os.environ.get("MDOPS_STATE_DIR", REPO / ".mdops"))
-NAME = "cluster"
+NAMES = ("stack", "cluster")
 
 
-def _start() -> ControlPlane:
-    workdir = STATE / NAME
+def _fresh(name: str) -> Path:
+    workdir = STATE / name
     shutil.rmtree(workdir, ignore_errors=True)
-    print("building or finding the control plane binaries ...", flush=True)
+    return workdir
+
+
+def _cluster() -> ControlPlane:
+    print("[mdops] building or finding the control plane binaries ...", flush=True)
     bin_dir = binaries()
-    print("starting etcd, kube-apiserver, kube-controller-manager and podsim ...", flush=True)
-    return ControlPlane(workdir, bin_dir)
+    print("[mdops] starting etcd, kube-apiserver, kube-controller-manager and podsim ...", flush=True)
+    return ControlPlane(_fresh("cluster"), bin_dir)
 
 
-def _describe(cluster: ControlPlane) -> dict[str, str]:
+def _cluster_banner(cluster: ControlPlane) -> str:
+    return (
+        f"control plane ready in {cluster.started_in:.1f}s at {cluster.server}\n"
+        f"  logs:     {cluster.logs}\n"
+        f"  try:      {cluster.kubectl_path} --kubeconfig={cluster.kubeconfig} get nodes\n"
+        f"  settings: {STATE / 'cluster.env'}"
+    )
+
+
+def _cluster_env(cluster: ControlPlane) -> dict[str, str]:
     return {"MDOPS_KUBECONFIG": str(cluster.kubeconfig), "MDOPS_KUBECTL": str(cluster.kubectl_path)}
 
 
-def _banner(cluster: ControlPlane) -> str:
-    return (
-        f"control plane ready in {cluster.started_in:.1f}s at {cluster.server}\n"
-        f"  logs:       {cluster.logs}\n"
-        f"  try:        {cluster.kubectl_path} --kubeconfig={cluster.kubeconfig} get nodes\n"
-        f"  settings:   {STATE / (NAME + '.env')}"
-    )
+def _stack() -> Stack:
+    print("[mdops] building or finding the control plane binaries ...", flush=True)
+    bin_dir = binaries()
+    print("[mdops] installing or finding Prometheus ...", flush=True)
+    prometheus_binary()
+    return Stack(_fresh("stack"), bin_dir)
+
+
+def _stack_banner(stack: Stack) -> str:
+    env = STATE / "stack.env"
+    kubectl = "$MDOPS_KUBECTL --kubeconfig=$MDOPS_KUBECONFIG -n $MDOPS_NAMESPACE"
+    auth = '-H "Authorization: Bearer $MDOPS_API_TOKEN"'
+    return f"""
+mdops is up.
+  REST API     {stack.api_url}   (docs: {stack.api_url}/docs)
+  token        {stack.admin_token}
+  viewer token {stack.viewer_token}   (may read, not execute)
+  Prometheus   {stack.prometheus.url}
+  simulator    {stack.sim_url}/admin/status
+  logs         {stack.logs}/ and {stack.cluster.logs}/
+  settings     {env}
+
+Try (in another shell):
+  . {env}
+  curl -s {auth} -X POST $MDOPS_API_URL/api/ops/runbooks/execute -d '{{"command": "health_check"}}'
+  {kubectl} apply -f examples/runbooks/drill.yaml
+  {kubectl} wait --for=condition=Succeeded rb/drill-2026-11-26
+  curl -s {auth} $MDOPS_API_URL/api/ops/metrics/summary
+
+Ctrl-C (or `make down`, when started with DETACH=1) stops everything."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
-    up = sub.add_parser("up", help="start the control plane (foreground; Ctrl-C stops it)")
+    up = sub.add_parser("up", help="start the local stack (foreground; Ctrl-C stops it)")
+    up.add_argument("--cluster-only", action="store_true", help="only the control plane (make cluster)")
     up.add_argument("--detach", action="store_true", help="return once it is ready")
-    sub.add_parser("down", help="stop a detached control plane")
+    sub.add_parser("down", help="stop what `up --detach` started")
     args = parser.parse_args(argv)
     if args.action == "down":
-        return down(NAME, STATE)
+        running = [name for name in NAMES if running_pid(STATE / f"{name}.pid")]
+        if not running:
+            print("nothing is running")
+        return max((down(name, STATE) for name in running), default=0)
+    name = "cluster" if args.cluster_only else "stack"
+    other = NAMES[1 - NAMES.index(name)]
+    if running_pid(STATE / f"{other}.pid"):
+        print(f"the {other} is running; `make down` stops it first", file=sys.stderr)
+        return 1
     if args.detach:
-        return detach(NAME, STATE, [sys.executable, "-m", "devcluster", "up"], timeout=3600)
+        argv = [sys.executable, "-m", "devcluster", "up", *(["--cluster-only"] if args.cluster_only else [])]
+        return detach(name, STATE, argv, timeout=3600)
+    start, describe, banner = (
+        (_cluster, _cluster_env, _cluster_banner)
+        if args.cluster_only
+        else (_stack, Stack.settings, _stack_banner)
+    )
     try:
-        return foreground(NAME, STATE, _start, _describe, _banner)
+        return foreground(name, STATE, start, describe, banner)
     except AlreadyRunning as error:
         print(error, file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ def _all_gone(pids: list[int]) -> bool:
 def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
     env = {**os.environ, "MDOPS_STATE_DIR": str(tmp_path)}
     up = subprocess.run(
-        [sys.executable, "-m", "devcluster", "up", "--detach"],
+        [sys.executable, "-m", "devcluster", "up", "--cluster-only", "--detach"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -52,7 +52,7 @@ def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
     assert nodes.stdout.strip() == "node/podsim"
 
     again = subprocess.run(
-        [sys.executable, "-m", "devcluster", "up", "--detach"],
+        [sys.executable, "-m", "devcluster", "up", "--cluster-only", "--detach"],
         env=env,
         cwd=REPO,
         capture_output=True,

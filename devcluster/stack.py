@@ -1,0 +1,168 @@
+"""The local stack: control plane, market-data simulator, controller, Prometheus and the REST API.
+
+``make up`` runs it (``python -m devcluster up``); the end-to-end tests start the same thing::
+
+    with Stack(workdir) as stack:
+        stack.api_url, stack.admin_token, stack.prometheus.url, ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from devcluster.components import ControllerProcess
+from devcluster.controlplane import REPO, ControlPlane
+from devcluster.processes import Process, free_port, wait_until
+from devcluster.prometheus import Prometheus, ScrapeTarget
+
+NAMESPACE = "mdops"
+SCRIPTS = REPO / "examples" / "scripts"
+# Ports a newcomer can remember; a busy one is replaced by a free one.
+PREFERRED_PORTS = {"api": 8080, "prometheus": 9090, "sim": 9200}
+
+
+def port(preferred: int | None) -> int:
+    if preferred:
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+    return free_port()
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class Stack:
+    def __init__(self, workdir: Path, bin_dir: Path | None = None, fixed_ports: bool = True,
+                 sim_args: tuple[str, ...] = ()):  # fmt: skip
+        self.workdir = Path(workdir)
+        self.logs = self.workdir / "logs"
+        self.cluster = ControlPlane(self.workdir / "cluster", bin_dir)
+        self.ports = {name: port(p if fixed_ports else None) for name, p in PREFERRED_PORTS.items()}
+        self.sim_args = sim_args
+        self.admin_token = secrets.token_urlsafe(24)
+        self.viewer_token = secrets.token_urlsafe(24)
+        self.processes: list[Process] = []
+        self.controller: ControllerProcess | None = None
+        self.prometheus: Prometheus | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['sim']}"
+
+    def start(self) -> Stack:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _step(self, message: str) -> None:
+        print(f"[mdops] {message}", flush=True)
+
+    def _start(self) -> None:
+        self._step("starting the control plane (etcd, kube-apiserver, kube-controller-manager, podsim)")
+        self.cluster.start()
+        self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
+        self.cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
+        self.cluster.kubectl("create", "namespace", NAMESPACE)
+
+        self._step(f"starting the market-data simulator on {self.sim_url}")
+        sim = self._run(
+            "sim", [sys.executable, "-m", "sim", "--port", str(self.ports["sim"]), *self.sim_args]
+        )
+        wait_until(lambda: _ok(f"{self.sim_url}/healthz"), 30, "the simulator", [sim])
+
+        self._step("starting the controller (local executor, reference scripts)")
+        self.controller = ControllerProcess(
+            self.cluster.kubeconfig,
+            NAMESPACE,
+            self.workdir,
+            {
+                "MDOPS_SCRIPTS_DIR": str(SCRIPTS),
+                "MDOPS_SCRIPT_ENV": json.dumps({"MDOPS_SIM_URL": self.sim_url}),
+            },
+        )
+        self.processes.append(self.controller.process)
+        wait_until(lambda: _ok(self.controller.metrics_url), 30, "the controller", [self.controller.process])
+
+        self._step(f"starting Prometheus on 127.0.0.1:{self.ports['prometheus']}")
+        self.prometheus = Prometheus(
+            self.workdir / "prometheus",
+            [
+                ScrapeTarget("sim", f"127.0.0.1:{self.ports['sim']}"),
+                ScrapeTarget("controller", f"127.0.0.1:{self.controller.metrics_port}"),
+                ScrapeTarget("api", f"127.0.0.1:{self.ports['api']}", bearer_token=self.admin_token),
+            ],
+            scrape_interval="2s",
+            port=self.ports["prometheus"],
+        ).start()
+        self.processes.append(self.prometheus.process)
+
+        self._step(f"starting the REST API on {self.api_url}")
+        tokens = self.workdir / "tokens.yaml"
+        tokens.write_text(yaml.safe_dump({"tokens": [
+            {"name": "viewer", "token": self.viewer_token, "permissions": ["status:read", "metrics:read"]},
+        ]}))  # fmt: skip
+        tokens.chmod(0o600)
+        api = self._run("api", [sys.executable, "-m", "api"], {
+            "MDOPS_KUBECONFIG": str(self.cluster.kubeconfig),
+            "MDOPS_NAMESPACE": NAMESPACE,
+            "OPS_API_TOKEN": self.admin_token,
+            "MDOPS_API_TOKENS_FILE": str(tokens),
+            "MDOPS_PROMETHEUS_URL": self.prometheus.url,
+            "MDOPS_API_PORT": str(self.ports["api"]),
+        })  # fmt: skip
+        wait_until(lambda: _ok(f"{self.api_url}/readyz"), 60, "the API", [api])
+
+    def _run(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        process = Process(name, argv, self.logs, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        while self.processes:
+            self.processes.pop().stop()
+        self.cluster.stop()
+
+    def dead(self) -> list[Process]:
+        return [p for p in self.processes if not p.alive()] + self.cluster.dead()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def settings(self) -> dict[str, str]:
+        """What ``.mdops/stack.env`` holds."""
+        return {
+            "MDOPS_KUBECONFIG": str(self.cluster.kubeconfig),
+            "MDOPS_KUBECTL": str(self.cluster.kubectl_path),
+            "MDOPS_NAMESPACE": NAMESPACE,
+            "MDOPS_API_URL": self.api_url,
+            "MDOPS_API_TOKEN": self.admin_token,
+            "MDOPS_API_VIEWER_TOKEN": self.viewer_token,
+            "MDOPS_PROMETHEUS_URL": self.prometheus.url if self.prometheus else "",
+            "MDOPS_SIM_URL": self.sim_url,
+        }
