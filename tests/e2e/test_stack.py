@@ -1,0 +1,134 @@
+"""The local stack end to end: the session `make demo` runs, asserted on Runbook status, the API's status,
+the metrics summary (as Prometheus scrapes the simulator) and timeseries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import httpx
+import pytest
+
+from devcluster.processes import wait_until
+from devcluster.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, cluster):  # the session's control plane: its binaries are built
+    with Stack(
+        tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    with httpx.Client(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=60
+    ) as c:
+        yield c
+
+
+def execute(api, **body):
+    response = api.post(
+        "/api/ops/runbooks/execute", json={"request_id": f"e2e-{uuid.uuid4().hex[:8]}", **body}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def kubectl_run(stack, name: str, **spec) -> dict:
+    kubectl = [str(stack.cluster.kubectl_path), f"--kubeconfig={stack.cluster.kubeconfig}", "-n", "mdops"]
+    manifest = {
+        "apiVersion": "ops.mdops.io/v1alpha1",
+        "kind": "Runbook",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True)
+    subprocess.run([*kubectl, "wait", f"rb/{name}", "--for=condition=Succeeded", "--timeout=60s"], check=True)
+    return json.loads(subprocess.run([*kubectl, "get", f"rb/{name}", "-o", "json"], capture_output=True,
+                                      text=True, check=True).stdout)  # fmt: skip
+
+
+def summary(api) -> dict:
+    response = api.get("/api/ops/metrics/summary")
+    assert response.status_code == 200
+    return response.json()
+
+
+def sim_status(stack) -> dict:
+    return httpx.get(f"{stack.sim_url}/admin/status").json()
+
+
+def test_operating_the_platform_through_the_api_and_kubectl(stack, api):
+    # Prometheus has scraped the healthy simulator.
+    healthy = wait_until(
+        lambda: (s := summary(api))["coverage_ratio"]["value"] == 1 and s, 30, "a first scrape"
+    )
+    assert healthy["coverage_ratio"]["context"]["expected_total"] == sim_status(stack)["expected_total"]
+    assert healthy["throughput_mps"]["value"] > 0
+
+    check = execute(api, command="health_check", reason="e2e")
+    assert check["runbook"]["status"] == "success" and check["health"]["coverage_ratio"] == 1
+
+    drill = kubectl_run(stack, "e2e-drill", command="drill", enforce=True)["status"]
+    assert drill["result"] == "success" and drill["health"]["failover_latency_ms"] > 0
+    assert sim_status(stack)["active_source"] == "primary"
+
+    failover = execute(api, command="failover", reason="e2e failover")
+    assert failover["runbook"]["status"] == "success"
+    latency = sim_status(stack)["failover_latency_ms"]
+    assert api.get("/api/ops/status").json()["active_profile"] == "backup"
+    # The summary follows the simulator through Prometheus.
+    wait_until(
+        lambda: abs((summary(api)["failover_latency_ms"]["value"] or 0) - latency) < 1, 30,
+        "Prometheus to report the new failover latency",
+    )  # fmt: skip
+
+    kubectl_run(stack, "e2e-failback", command="failback")
+    assert api.get("/api/ops/status").json()["active_profile"] == "primary"
+
+    httpx.post(f"{stack.sim_url}/admin/faults", json={"lose_instruments": 200})
+    try:
+        gate = api.post("/api/ops/runbooks/execute", json={"command": "health_check", "enforce": True})
+        assert gate.status_code == 200
+        assert (gate.json()["runbook"]["status"], gate.json()["runbook"]["exit_code"]) == ("failed", 3)
+        assert gate.json()["health"]["gate"]["passed"] is False
+        wait_until(
+            lambda: summary(api)["coverage_ratio"]["value"] < 0.99, 30, "Prometheus to see lost coverage"
+        )
+        wait_until(lambda: summary(api)["runbook_exit_code"]["value"] == 3, 30, "the exit code metric")
+    finally:
+        httpx.delete(f"{stack.sim_url}/admin/faults")
+
+    before = api.get("/api/ops/status").json()
+    plan = execute(api, command="failover", dry_run=True)
+    assert plan["runbook"]["status"] == "success"
+    after = api.get("/api/ops/status").json()
+    assert sim_status(stack)["active_source"] == "primary"
+    for field in ("environment_mode", "active_profile", "active_window", "last_exit_codes", "last_health"):
+        assert after[field] == before[field], field
+    assert after["last_exit_codes"]["health_check"] == 3
+
+
+def test_timeseries_has_points_in_exchange_time(stack, api):
+    wait_until(lambda: summary(api)["throughput_mps"]["value"], 30, "a throughput sample")
+    params = {"metric": "md_throughput_mps", "minutes": 5, "step_seconds": 1}
+
+    def points():
+        response = api.get("/api/ops/metrics/timeseries", params=params).json()
+        return response["points"] and response
+
+    body = wait_until(points, 30, "timeseries points")
+    assert body["unit"] == "msg/s"
+    assert all(point["timestamp"].endswith("+08:00") for point in body["points"])
+    assert any(point["value"] > 0 for point in body["points"])
+
+
+def test_the_viewer_token_reads_but_may_not_execute(stack):
+    viewer = {"Authorization": f"Bearer {stack.viewer_token}"}
+    assert httpx.get(f"{stack.api_url}/api/ops/status", headers=viewer).status_code == 200
+    denied = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", headers=viewer, json={"command": "stop"})
+    assert denied.status_code == 403
