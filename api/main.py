@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 import urllib3.exceptions
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kubernetes import client
 
@@ -82,6 +84,14 @@ async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503)
 
 
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, made JSON-safe: an undecodable body is shown by its repr, not decoded (which
+    would fail and turn a client's error into a 500)."""
+    return JSONResponse(
+        {"detail": jsonable_encoder(error.errors(), custom_encoder={bytes: repr})}, status_code=422
+    )
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="mdops Ops Console API",
@@ -95,6 +105,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics.watch_cache(lambda: getattr(getattr(app.state, "clients", None), "cache", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
     for router in (status.router, metrics.router, runbooks.router, health.router):
