@@ -1,0 +1,112 @@
+"""``python -m api`` as a real uvicorn process, configured by the environment only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from devcluster.controlplane import REPO
+from devcluster.processes import Process, free_port, wait_until
+from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, auth
+
+
+def http(
+    method: str, url: str, body: dict | None = None, headers: dict | None = None
+) -> tuple[int, Any, str]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+    except OSError:
+        return 0, {}, ""
+
+
+@pytest.fixture
+def server(cluster, api_crd, namespace, tokens_file, prometheus, tmp_path):
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MDOPS_") and k != "OPS_API_TOKEN"},
+        "PYTHONUNBUFFERED": "1",
+        "MDOPS_KUBECONFIG": str(cluster.kubeconfig),
+        "MDOPS_NAMESPACE": namespace,
+        "OPS_API_TOKEN": ADMIN_TOKEN,
+        "MDOPS_API_TOKENS_FILE": str(tokens_file),
+        "MDOPS_PROMETHEUS_URL": prometheus.url,
+        "MDOPS_API_PORT": str(port),
+        "MDOPS_API_EXECUTE_WAIT_SECONDS": "10",
+        "MDOPS_API_LOG_LEVEL": "debug",
+    }
+    process = Process("api", [sys.executable, "-m", "api"], tmp_path, env=env)
+    process.url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http("GET", process.url + "/readyz")[0] == 200, 30, "the API's /readyz", [process])
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_api_serves_through_uvicorn(server, runbooks, prometheus):
+    url = server.url
+    assert http("GET", url + "/healthz")[0] == 200
+    code, headers, _ = http("GET", url + "/api/ops/status")
+    assert code == 401 and headers["www-authenticate"].startswith("Bearer")
+    code, _, body = http("GET", url + "/api/ops/status", headers=auth(READER_TOKEN))
+    assert code == 200 and json.loads(body)["runbook_history"] == []
+
+    runbooks.finish_when_created("via-uvicorn", "success", exit_code=0, logs=[("INFO", "done")])
+    code, _, body = http(
+        "POST", url + "/api/ops/runbooks/execute", {"command": "start", "request_id": "via-uvicorn"}, auth()
+    )
+    assert code == 200, body
+    assert json.loads(body)["runbook"]["status"] == "success"
+
+    def fresh_summary():
+        code, _, body = http("GET", url + "/api/ops/metrics/summary", headers=auth(METRICS_TOKEN))
+        return code == 200 and not json.loads(body)["throughput_mps"]["stale"]
+
+    wait_until(fresh_summary, 30, "a fresh summary")
+
+    code, headers, text = http("GET", url + "/metrics", headers=auth(METRICS_TOKEN))
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    assert 'mdops_api_requests_total{method="GET",route="/api/ops/status",status="401"} 1.0' in text
+    assert (
+        'mdops_api_requests_total{method="POST",route="/api/ops/runbooks/execute",status="200"} 1.0' in text
+    )
+    assert "mdops_api_cache_runbooks 1.0" in text
+    assert http("GET", url + "/metrics", headers=auth(READER_TOKEN))[0] == 403
+
+    server.stop()  # SIGTERM: a graceful stop (uvicorn then re-raises the signal: exit status -15)
+    assert server.popen.returncode in (0, -signal.SIGTERM)
+    log = server.log.read_text()
+    assert "Application shutdown complete" in log
+    assert "GET /api/ops/status HTTP/1.1" in log  # the access log is on
+    for token in (ADMIN_TOKEN, READER_TOKEN, METRICS_TOKEN):
+        assert token not in log
+
+
+def test_invalid_settings_stop_the_process_with_a_message(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "api"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "MDOPS_KUBECONFIG" in result.stderr
+
+
+def test_sigint_stops_it_too(server):
+    server.popen.send_signal(signal.SIGINT)
+    server.popen.wait(15)
+    assert "Application shutdown complete" in server.log.read_text()
