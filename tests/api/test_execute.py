@@ -291,3 +291,13 @@ def test_a_dry_run_is_created_as_one(start_api, runbooks):
     )
     assert response.status_code == 202
     assert runbooks.get("dry")["spec"]["dryRun"] is True
+
+
+def test_a_name_taken_by_another_request_is_409(start_api, runbooks):
+    """An operator's Runbook named like this request id, for another request id: not this run."""
+    api = start_api(api_execute_wait_seconds=0.1)
+    runbooks.create("taken", command="start", request_id="someone-else")
+    response = api.post(EXECUTE, json={"command": "start", "request_id": "taken"}, headers=auth())
+    assert response.status_code == 409
+    assert "another request" in response.json()["detail"]
+    assert len(runbooks.list()) == 1
