@@ -30,6 +30,7 @@ from runbooks import models
 log = logging.getLogger("api.cache")
 
 PAGE_SIZE = 500
+_SYNCED = ""  # the waiters' key for the first sync (no object has an empty name)
 
 
 class _Gone(Exception):
@@ -122,9 +123,22 @@ class RunbookCache:
             return self.version, list(self._records.values())
 
     async def wait_synced(self, timeout: float) -> bool:
+        """Wait (woken by the first list, without holding a worker thread) until the cache has synced."""
         if self.synced.is_set():
             return True
-        return await asyncio.to_thread(self.synced.wait, timeout)
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        with self._lock:
+            self._waiters.setdefault(_SYNCED, set()).add(waiter)
+        try:
+            if not self.synced.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout)
+            return self.synced.is_set()
+        finally:
+            with self._lock:
+                self._waiters.get(_SYNCED, set()).discard(waiter)
 
     async def wait_for(
         self, name: str, done: Callable[[RunbookRecord], bool], timeout: float
@@ -223,6 +237,8 @@ class RunbookCache:
         self.resource_version = resource_version
         self.lists += 1
         self.synced.set()
+        with self._lock:
+            self._wake({_SYNCED})
         log.info(
             "listed %d Runbooks in %s at resourceVersion %s", len(records), self.namespace, resource_version
         )

@@ -19,9 +19,12 @@ from kubernetes import client
 
 from api.cache import RunbookCache
 from api.main import create_app
-from devcluster.processes import free_port, wait_until
+from api.settings import ApiSettings
+from devcluster.controlplane import ControlPlane
+from devcluster.processes import Process, free_port, wait_until
+from runbooks import crd
 from runbooks.kube import api_client as new_api_client
-from tests.api.conftest import READER_TOKEN, Runbooks, auth, now_utc, running_app
+from tests.api.conftest import ADMIN_TOKEN, READER_TOKEN, Runbooks, auth, now_utc, running_app
 
 STATUS = "/api/ops/status"
 
@@ -227,6 +230,75 @@ def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, na
     finally:
         cache.stop()
         api.close()
+
+
+def test_waiting_for_the_first_sync_is_woken_by_it(cluster, api_crd, namespace):
+    api = new_api_client(cluster.kubeconfig)
+    cache = RunbookCache(api, namespace)
+
+    async def wait_then_start() -> bool:
+        waiting = asyncio.ensure_future(cache.wait_synced(30))
+        await asyncio.sleep(0)  # the waiter is registered before the cache starts
+        cache.start()
+        return await waiting
+
+    try:
+        assert asyncio.run(wait_then_start()) is True
+    finally:
+        cache.stop()
+        api.close()
+
+
+def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_file):
+    """A control plane of this test's own, whose kube-apiserver is stopped and started again (etcd keeps
+    the data): status answers from the cache meanwhile, and the watch comes back by itself."""
+    with ControlPlane(tmp_path / "cp") as plane:
+        plane.kubectl("apply", "--server-side", "-f", "-", input=crd.render())
+        plane.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
+        plane.kubectl("create", "namespace", "restart")
+        kube = new_api_client(plane.kubeconfig)
+        made = Runbooks(client.CustomObjectsApi(kube), "restart")
+        settings = ApiSettings(
+            kubeconfig=plane.kubeconfig,
+            namespace="restart",
+            OPS_API_TOKEN=ADMIN_TOKEN,
+            api_tokens_file=tokens_file,
+        )
+        try:
+            with running_app(settings) as api:
+                cache = api.app.state.clients.cache
+                made.create("before", command="start")
+                made.set_status("before", "success", exit_code=0, env_state=LIVE_PRIMARY)
+                status_when(api, lambda s: s["active_profile"] == "primary", "the first run")
+
+                apiserver = next(p for p in plane.processes if p.name == "kube-apiserver")
+                argv = apiserver.popen.args
+                apiserver.stop()
+                wait_until(lambda: not cache.connected, 30, "the watch to notice")
+                during = api.get(STATUS, headers=auth())
+                assert during.status_code == 200 and during.json()["last_exit_codes"] == {"start": 0}
+
+                restarted = Process("kube-apiserver", argv, plane.logs)
+                plane.processes[plane.processes.index(apiserver)] = restarted  # stopped with the plane
+                wait_until(
+                    lambda: plane.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+                    60,
+                    "the kube-apiserver to be ready again",
+                    [restarted],
+                )
+                made.create("after", command="failover", profile="backup")
+                made.set_status("after", "success", exit_code=0, env_state=LIVE_BACKUP)
+                made.delete("before")
+                status = status_when(
+                    api,
+                    lambda s: s["active_profile"] == "backup" and "start" not in s["last_exit_codes"],
+                    "the runs made after the restart",
+                    timeout=30,
+                )
+                assert [r["request_id"] for r in status["runbook_history"]] == ["after"]
+                assert cache.lists >= 2 and cache.errors >= 1
+        finally:
+            kube.close()
 
 
 def test_a_namespace_that_does_not_exist_yet_syncs_empty(make_settings):
