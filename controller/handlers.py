@@ -27,7 +27,10 @@ def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo | None:
     if settings.in_cluster:
         return kopf.login_with_service_account(logger=logger, settings=None)
     cfg = kube.configuration(settings.kubeconfig)
-    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+    keys = cfg.api_key or {}  # the client keeps a kubeconfig's token under "BearerToken"
+    token = (keys.get("BearerToken") or keys.get("authorization") or "").removeprefix(
+        "Bearer "
+    ).strip() or None
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,
@@ -49,6 +52,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.mandatory = bool(config.peering)
     settings.watching.server_timeout = 300
+    # No cluster-wide discovery: the controller's role is namespaced; the CRD is installed before it.
+    settings.scanning.disabled = True
     settings.execution.max_workers = max(20, config.max_parallel * 4)
 
     api = KubeApi(kube.api_client(config.kubeconfig, config.in_cluster))

@@ -49,7 +49,13 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
         "env": [{"name": k, "value": v} for k, v in sorted(settings.script_env.items())],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True},
+            {
+                "name": "tmp",
+                "mountPath": "/tmp",
+            },  # the root filesystem is read-only; the runner needs a temp dir
+        ],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -63,7 +69,8 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
         "automountServiceAccountToken": False,
         "containers": [container],
         "volumes": [
-            {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}}
+            {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     }
