@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,14 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
 
 async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, client.ApiException):
+        if error.status in (400, 422):  # the API server refused the Runbook: the request's fault
+            try:
+                message = json.loads(error.body)["message"]
+            except (TypeError, ValueError, KeyError):
+                message = str(error.reason)
+            return JSONResponse(
+                {"detail": f"the Kubernetes API refused the Runbook: {message}"}, status_code=422
+            )
         detail = f"Kubernetes API error: {error.status} {error.reason}"
     else:
         detail = f"Kubernetes API unreachable: {type(error).__name__}"

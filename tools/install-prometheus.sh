@@ -36,5 +36,10 @@ log "installing prometheus $(candidate) (apt-get install --no-install-recommends
 $sudo apt-get install -y -q --no-install-recommends prometheus >&2
 
 bin=$(found) || { log "prometheus installed but not found on PATH"; exit 1; }
+# Where systemd runs, the package starts its own server on :9090; mdops starts its own instead.
+if [ -d /run/systemd/system ] && systemctl is-active --quiet prometheus 2>/dev/null; then
+	log "stopping and disabling the package's prometheus.service (not used by mdops)"
+	$sudo systemctl disable --now prometheus >&2 || true
+fi
 log "installed: $bin ($("$bin" --version 2>&1 | head -1))"
 echo "$bin"
