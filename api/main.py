@@ -107,6 +107,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_url=None,  # served by api.routes.health for a valid token; no interactive docs
+        docs_url=None,
+        redoc_url=None,
     )
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings

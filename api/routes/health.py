@@ -1,12 +1,13 @@
-"""``/healthz`` (the process answers), ``/readyz`` (the cache has synced) and ``/metrics`` (the API's own)."""
+"""``/healthz`` (the process answers), ``/readyz`` (the cache has synced), ``/metrics`` (the API's own)
+and ``/openapi.json`` (for any valid token: only the health endpoints are open)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ClientsDep, MetricsReader
+from api.deps import ClientsDep, MetricsReader, PrincipalDep
 
 router = APIRouter(tags=["health"])
 
@@ -31,3 +32,8 @@ def readyz(clients: ClientsDep) -> JSONResponse:
 @router.get("/metrics", summary="The API's own metrics, Prometheus text format (metrics:read)")
 def metrics(clients: ClientsDep, principal: MetricsReader) -> Response:
     return Response(generate_latest(clients.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request, principal: PrincipalDep) -> JSONResponse:
+    return JSONResponse(request.app.openapi())

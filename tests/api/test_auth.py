@@ -28,6 +28,7 @@ PROTECTED = [
     ("POST", EXECUTE, {"command": "health_check"}),
     ("GET", "/api/ops/runbooks/some-id", None),
     ("GET", "/metrics", None),
+    ("GET", "/openapi.json", None),
 ]
 
 
@@ -135,7 +136,9 @@ def test_a_per_command_permission_allows_that_command_only(start_api, runbooks):
 
 
 def test_the_openapi_document_declares_the_bearer_scheme(api):
-    document = api.get("/openapi.json").json()
+    assert api.get("/openapi.json").status_code == 401
+    assert api.get("/docs").status_code == 404
+    document = api.get("/openapi.json", headers=auth(NOTHING_TOKEN)).json()  # any valid token
     assert document["components"]["securitySchemes"]["bearer"] == {
         "type": "http",
         "scheme": "bearer",
