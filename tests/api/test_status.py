@@ -232,6 +232,22 @@ def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, na
         api.close()
 
 
+def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, api_crd, namespace, runbooks):
+    """The API server closes a watch after its timeoutSeconds: the cache resumes from the last
+    resourceVersion (no list, nothing missed)."""
+    api = new_api_client(cluster.kubeconfig)
+    cache = RunbookCache(api, namespace, watch_timeout_seconds=1).start()
+    try:
+        wait_until(cache.synced.is_set, 15, "the first list")
+        wait_until(lambda: cache.watches >= 3, 15, "the server to end two watches")
+        runbooks.create("while-resuming", command="start")
+        wait_until(lambda: cache.get("while-resuming") is not None, 10, "the Runbook in the cache")
+        assert (cache.lists, cache.errors, cache.gone) == (1, 0, 0)
+    finally:
+        cache.stop()
+        api.close()
+
+
 def test_waiting_for_the_first_sync_is_woken_by_it(cluster, api_crd, namespace):
     api = new_api_client(cluster.kubeconfig)
     cache = RunbookCache(api, namespace)
