@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -171,11 +172,12 @@ class RunbookCache:
     def _run(self) -> None:
         backoff = 0.2
         while not self._stopping.is_set():
+            began = time.monotonic()
             try:
                 if self.resource_version is None:
                     self._list()
-                    backoff = 0.2
                 self._watch()
+                backoff = 0.2  # the API server ended the watch: resume at once
             except _Gone:
                 self.gone += 1
                 log.info(
@@ -188,6 +190,8 @@ class RunbookCache:
                     break
                 self.errors += 1
                 self.last_error = f"{type(error).__name__}: {error}"
+                if time.monotonic() - began > 30:  # it had worked for a while: retry soon
+                    backoff = 0.2
                 if not isinstance(error, _Interrupted):
                     log.warning(
                         "watch of Runbooks failed (%s); listing again in %.1fs", self.last_error, backoff
