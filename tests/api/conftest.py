@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,6 +60,14 @@ tokens:
 
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _settings_from_the_tests_only():
+    """The settings come from the tests, not from a developer's shell (e.g. a sourced stack.env)."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MDOPS_") or k == "OPS_API_TOKEN"}
+    yield
+    os.environ.update(saved)
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------
