@@ -57,7 +57,7 @@ def _stack_banner(stack: Stack) -> str:
     auth = '-H "Authorization: Bearer $MDOPS_API_TOKEN"'
     return f"""
 mdops is up.
-  REST API     {stack.api_url}   (docs: {stack.api_url}/docs)
+  REST API     {stack.api_url}   (OpenAPI: {stack.api_url}/openapi.json, with the token)
   token        {stack.admin_token}
   viewer token {stack.viewer_token}   (may read, not execute)
   Prometheus   {stack.prometheus.url}
