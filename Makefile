@@ -37,6 +37,7 @@ helm:
 generate: venv
 	$(PY) -m runbooks.crd > manifests/crd.yaml
 	$(PY) charts/generate.py
+	$(PY) -m devcluster.settings_doc
 
 # The reference scripts are Python without a .py suffix: name them explicitly.
 SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' examples/scripts/* 2>/dev/null)

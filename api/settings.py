@@ -16,7 +16,7 @@ class ApiSettings(CommonSettings):
     api_token: SecretStr | None = Field(
         None,
         validation_alias="OPS_API_TOKEN",
-        description="The admin bearer token (every permission, name 'admin'). Env: OPS_API_TOKEN.",
+        description="The admin bearer token (every permission, name 'admin').",
     )
     api_tokens_file: Path | None = Field(
         None, description="YAML file of named tokens with permissions (see the README)."
@@ -30,19 +30,25 @@ class ApiSettings(CommonSettings):
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
     )
-    api_default_mode: str = Field("live", max_length=63, pattern=NAME_PATTERN)
-    api_default_profile: str = Field("primary", max_length=63, pattern=NAME_PATTERN)
-    api_default_config: str = Field("", max_length=253)
+    api_default_mode: str = Field(
+        "live", max_length=63, pattern=NAME_PATTERN, description="Mode when the request names none."
+    )
+    api_default_profile: str = Field(
+        "primary", max_length=63, pattern=NAME_PATTERN, description="Profile when the request names none."
+    )
+    api_default_config: str = Field("", max_length=253, description="Config set when the request names none.")
     api_default_window: Literal["day", "night", "auto"] = Field(
         "auto", description="Window when the request names none; auto: the controller resolves it."
     )
-    api_default_enforce: bool = False
-    api_default_timeout_seconds: int = Field(300, ge=1, le=86400)
+    api_default_enforce: bool = Field(False, description="enforce when the request does not say.")
+    api_default_timeout_seconds: int = Field(
+        300, ge=1, le=86400, description="timeoutSeconds of the Runbook when the request names none."
+    )
     api_history: int = Field(20, ge=1, le=1000, description="Entries in status' history, audit and health.")
     api_sync_wait_seconds: float = Field(
         10.0, ge=0, description="How long a request waits for the Runbook cache's first sync before a 503."
     )
-    api_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
 
 @cache
