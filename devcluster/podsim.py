@@ -16,6 +16,9 @@ How a pod "runs" is chosen by its annotations:
     (and the container's ``terminationMessagePath``) found in the command, the
     arguments or an env value is rewritten to its local copy. The exit code
     and termination message are the process's own.
+    Since paths are matched by name, a volume mounted at a path this machine
+    uses itself (``/tmp``) would capture that machine path too: mount
+    elsewhere and point to it (``TMPDIR``).
 
 otherwise (the default)
     ``podsim.mdops.io/exit-code`` (default 0), ``podsim.mdops.io/termination-message``

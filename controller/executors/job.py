@@ -18,6 +18,7 @@ from runner.result import parse_result
 
 SCRIPTS_MOUNT = "/etc/mdops/scripts"
 TERMINATION_LOG = "/dev/termination-log"
+TMP_MOUNT = "/run/mdops/tmp"  # not /tmp: podsim maps mount paths onto this machine by their names
 POLL_SECONDS = 0.5
 DEADLINE_GRACE_SECONDS = 30
 
@@ -46,15 +47,16 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
             "--result-file",
             TERMINATION_LOG,
         ],
-        "env": [{"name": k, "value": v} for k, v in sorted(settings.script_env.items())],
+        # The root filesystem is read-only; the runner and the scripts get a writable temp dir.
+        "env": [
+            {"name": "TMPDIR", "value": TMP_MOUNT},
+            *({"name": k, "value": v} for k, v in sorted(settings.script_env.items())),
+        ],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True},
-            {
-                "name": "tmp",
-                "mountPath": "/tmp",
-            },  # the root filesystem is read-only; the runner needs a temp dir
+            {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {
