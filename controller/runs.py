@@ -9,6 +9,7 @@ adopts a run that already started.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from kubernetes.client.rest import ApiException
 from controller import metrics, status
 from controller.executors import Executor, Run, RunRequest, failure
 from controller.kubeapi import KubeApi
-from controller.ledger import Ledger
+from controller.ledger import Entry, Ledger
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
 from runbooks.models import Command
@@ -146,13 +147,13 @@ class RunbookRun:
         return window
 
     # -- duplicates ----------------------------------------------------------
-    async def _duplicate(self, owner, resolved: dict[str, Any], stopped: asyncio.Event) -> None:
+    async def _duplicate(self, owner: Entry, resolved: dict[str, Any], stopped: asyncio.Event) -> None:
         while owner.result is None:
             earlier_ns, _, earlier_name = owner.runbook.partition("/")
             earlier = await self.s.kube.get_runbook(earlier_ns, earlier_name)
             if earlier is None or earlier["metadata"]["uid"] != owner.uid:
-                owner = type(owner)(
-                    owner.uid, owner.runbook, failure(130, "the earlier run was deleted unfinished")
+                owner = dataclasses.replace(
+                    owner, result=failure(130, "the earlier run was deleted unfinished")
                 )
                 break
             if not self.status.get("duplicateOf"):
