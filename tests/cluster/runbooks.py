@@ -1,4 +1,7 @@
-"""Helpers for tests that create Runbooks and wait for their status (polling with a deadline)."""
+"""Helpers for tests that create Runbooks and wait for their status (polling with a deadline).
+
+Shared by the controller's tests (tests/cluster/, tests/packaging/) and the REST API's (tests/api/).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ from kubernetes.client.rest import ApiException
 from devcluster.processes import wait_until
 from runbooks import models
 
+# Python's names of the spec's fields to the Runbook's (``dry_run`` -> ``dryRun``).
+SPEC_KEYS = {name: field.alias or name for name, field in models.RunbookSpec.model_fields.items()}
+
 
 def write_script(folder: Path, command: str, body: str) -> Path:
     """An executable shell script for ``command`` in ``folder``."""
@@ -23,6 +29,9 @@ def write_script(folder: Path, command: str, body: str) -> Path:
 
 
 def runbook(name: str, **spec: Any) -> dict[str, Any]:
+    """A Runbook manifest; the spec's keys as the Runbook names them (``dryRun``) or as Python does
+    (``dry_run``). Values are not checked: the API server does that."""
+    spec = {SPEC_KEYS.get(key, key): value for key, value in spec.items()}
     return {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": name}, "spec": spec}
 
 
@@ -45,8 +54,15 @@ class Runbooks:
                 return None
             raise
 
+    def list(self) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object(*self._args())["items"]
+
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(*self._args(), name)
+
+    def set_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Write ``status`` as only the controller does: for states that no real run makes cheaply."""
+        return self.custom.patch_namespaced_custom_object_status(*self._args(), name, {"status": status})
 
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         body = self.get(name) or {}
