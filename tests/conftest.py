@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 
 import pytest
@@ -45,9 +46,20 @@ def runbook_crd(cluster) -> ControlPlane:
     return cluster
 
 
+@pytest.fixture(scope="session")
+def stopping_controllers():
+    """Controllers that tests are done with, stopping in the background (SIGTERM, then kopf's shutdown,
+    about two seconds) while the next tests run; the session waits for them at its end."""
+    threads: list[threading.Thread] = []
+    yield threads
+    for thread in threads:
+        thread.join()
+
+
 @pytest.fixture
-def start_controller(runbook_crd, namespace, tmp_path):
-    """Start controllers for this test's namespace; each is stopped (SIGTERM) at the end."""
+def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
+    """Start controllers for this test's namespace; each is stopped (SIGTERM) after the test, in the
+    background (its namespace is never reused)."""
     started: list[ControllerProcess] = []
 
     def start(name: str = "controller", **env: str) -> ControllerProcess:
@@ -59,4 +71,6 @@ def start_controller(runbook_crd, namespace, tmp_path):
 
     yield start
     for controller in started:
-        controller.stop()
+        stopping = threading.Thread(target=controller.stop, name=f"stop controller of {namespace}")
+        stopping.start()
+        stopping_controllers.append(stopping)
