@@ -178,6 +178,10 @@ def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks
     """A Runbook applied by an operator with the same requestId is the same request (no second run)."""
     api = start_api(api_execute_wait_seconds=0.2)
     runbooks.create("applied-by-hand", command="health_check", request_id="shared-id")
+    # Once the API has seen it (its cache follows the API server within moments).
+    wait_until(
+        lambda: api.get("/api/ops/runbooks/shared-id", headers=auth()).status_code == 200, 10, "the cache"
+    )
     response = api.post(EXECUTE, json={"command": "health_check", "request_id": "shared-id"}, headers=auth())
     assert response.status_code == 202
     assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["applied-by-hand"]
