@@ -1,31 +1,33 @@
-"""Fixtures of the REST API tests: the app on the real control plane, real Prometheus, real simulator.
+"""Fixtures of the REST API tests: the app on the real control plane, with the real controller, real
+Prometheus and the real simulator.
 
-The controller is not part of these tests: where a test needs a finished run, it writes the Runbook's
-status through the status subresource, in the shape the controller's contract gives it
-(:func:`runbook_status`). End-to-end tests with the real controller complement those.
+Runs are real: a test that needs a finished run starts the controller on its own namespace (the API's)
+with small shell scripts it writes (:class:`Scripts`, the ``controller`` fixture).
+The runbook metrics still come from a stand-in exporter (:class:`RunbookExporter`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
+import json
 import os
-import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from api.main import create_app
 from api.settings import ApiSettings
+from devcluster.components import ControllerProcess
 from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
-from runbooks import crd, models
+from runbooks import crd
 from sim.process import run_sim
+from tests.cluster.runbooks import Runbooks, lines, write_script
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 READER_TOKEN = "reader-token-for-tests"
@@ -82,133 +84,72 @@ def api_crd(cluster):
 
 
 @pytest.fixture
-def objects(api_client) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client)
+def runbooks(api_client, namespace, api_crd) -> Runbooks:
+    """The Runbooks of this test's namespace (the API's and the controller's)."""
+    return Runbooks(api_client, namespace)
 
 
-def now_utc() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+# -- the real controller -------------------------------------------------------------------------
+
+# Script lines: record the run in $RUNS (so a test can count executions); hold the run until the test
+# calls ``Scripts.release()`` (at most 20 s, so a failed test leaves no script behind for long).
+RECORD = 'echo "$MDOPS_REQUEST_ID dry=$MDOPS_DRY_RUN" >> "$RUNS"\n'
+HOLD = 'i=0; while [ ! -e "$RELEASE" ] && [ "$i" -lt 400 ]; do sleep 0.05; i=$((i + 1)); done\n'
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def reporting(report: dict[str, Any]) -> str:
+    """Script lines that write ``report`` (``{"health": ..., "state": ...}``) to the run's report file."""
+    return f"cat > \"$MDOPS_REPORT_FILE\" <<'JSON'\n{json.dumps(report)}\nJSON\n"
 
 
-def runbook_status(
-    state: str,
-    *,
-    request_id: str,
-    exit_code: int | None = None,
-    finished_at: datetime.datetime | None = None,
-    logs: list[tuple[str, str]] = (),
-    health: dict[str, Any] | None = None,
-    env_state: dict[str, str] | None = None,
-    message: str | None = None,
-) -> dict[str, Any]:
-    """A status in the controller's contract: ``state`` is pending, queued, running, success or failed."""
-    now = rfc3339(now_utc())
-    reasons = {"pending": "Pending", "queued": "Queued", "running": "Running", "success": "Succeeded"}
-    reason = reasons.get(state) or {125: "ExecutionError", 124: "TimedOut", 3: "HealthGateFailed"}.get(
-        exit_code, "Failed"
-    )
-    succeeded = {"success": "True", "failed": "False"}.get(state, "Unknown")
-    conditions = [
-        models.Condition(
-            type="Succeeded", status=succeeded, reason=reason, message=message or "", last_transition_time=now
-        ),
-        models.Condition(
-            type="Running",
-            status="True" if state == "running" else "False",
-            reason=reason,
-            last_transition_time=now,
-        ),
-    ]
-    status = models.RunbookStatus(
-        conditions=conditions,
-        request_id=request_id,
-        window="day",
-        target="default",
-        exit_code=exit_code,
-        result=state if state in ("success", "failed") else None,
-        message=message,
-        started_at=now if state in ("running", "success", "failed") else None,
-        finished_at=rfc3339(finished_at or now_utc()) if state in ("success", "failed") else None,
-        logs=[models.LogLine(time=now, level=level, message=text) for level, text in logs],
-        health=health,
-        state=models.EnvironmentState(**env_state) if env_state else None,
-        execution=models.Execution(executor="local", name="4242") if state != "pending" else None,
-        attempts=1 if state in ("running", "success", "failed") else 0,
-    )
-    return status.to_k8s()
+class Scripts:
+    """The scripts folder of this test's controller, one script per command written by the test (the
+    runner looks a script up when a run starts, so they may be written after the controller started),
+    and the files the scripts see: ``$RUNS`` (see ``RECORD``) and ``$RELEASE`` (see ``HOLD``)."""
 
+    def __init__(self, workdir: Path):
+        self.folder = workdir / "scripts"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.runs_file = workdir / "runs.log"
+        self.release_file = workdir / "release"
 
-class Runbooks:
-    """Create Runbooks and write their status as the controller would (status subresource)."""
+    def write(self, command: str, body: str) -> Path:
+        return write_script(self.folder, command, body)
 
-    def __init__(self, objects: client.CustomObjectsApi, namespace: str):
-        self.objects = objects
-        self.namespace = namespace
+    def runs(self) -> list[str]:
+        """One line per execution: ``<request id> dry=<0|1>``."""
+        return lines(self.runs_file)
 
-    def create(self, name: str, **spec: Any) -> dict[str, Any]:
-        body = {
-            "apiVersion": models.API_VERSION,
-            "kind": models.KIND,
-            "metadata": {"name": name},
-            "spec": models.RunbookSpec(**spec).to_k8s(),
-        }
-        return self.objects.create_namespaced_custom_object(
-            models.GROUP, models.VERSION, self.namespace, models.PLURAL, body
-        )
+    def release(self) -> None:
+        self.release_file.touch()
 
-    def get(self, name: str) -> dict[str, Any]:
-        return self.objects.get_namespaced_custom_object(
-            models.GROUP, models.VERSION, self.namespace, models.PLURAL, name
-        )
-
-    def delete(self, name: str) -> None:
-        self.objects.delete_namespaced_custom_object(
-            models.GROUP, models.VERSION, self.namespace, models.PLURAL, name
-        )
-
-    def list(self) -> list[dict[str, Any]]:
-        return self.objects.list_namespaced_custom_object(
-            models.GROUP, models.VERSION, self.namespace, models.PLURAL
-        )["items"]
-
-    def set_status(self, name: str, state: str, **kwargs: Any) -> dict[str, Any]:
-        obj = self.get(name)
-        request_id = obj["spec"].get("requestId") or name
-        status = runbook_status(state, request_id=request_id, **kwargs)
-        return self.objects.patch_namespaced_custom_object_status(
-            models.GROUP, models.VERSION, self.namespace, models.PLURAL, name, {"status": status}
-        )
-
-    def finish_when_created(
-        self, name: str, state: str, timeout: float = 30, **kwargs: Any
-    ) -> threading.Thread:
-        """In a thread: wait for ``name`` to exist, then finish it (a stand-in for the controller)."""
-
-        def exists() -> bool:
-            try:
-                self.get(name)
-                return True
-            except client.ApiException as error:
-                if error.status == 404:
-                    return False
-                raise
-
-        def run() -> None:
-            wait_until(exists, timeout, f"Runbook {name} to be created", interval=0.02)
-            self.set_status(name, state, **kwargs)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
+    def controller_env(self) -> dict[str, str]:
+        env = {"RUNS": str(self.runs_file), "RELEASE": str(self.release_file)}
+        return {"MDOPS_SCRIPTS_DIR": str(self.folder), "MDOPS_SCRIPT_ENV": json.dumps(env)}
 
 
 @pytest.fixture
-def runbooks(objects, namespace, api_crd) -> Runbooks:
-    return Runbooks(objects, namespace)
+def scripts(tmp_path) -> Iterator[Scripts]:
+    made = Scripts(tmp_path)
+    yield made
+    made.release()  # nothing held outlives the test
+
+
+@pytest.fixture
+def controller(start_controller, scripts) -> ControllerProcess:
+    """The real controller (``python -m controller``, local executor) on this test's namespace, the one
+    the API under test watches, running ``scripts``; started up (a run takes well under a second from
+    then, inside the tests' default wait of execute)."""
+    started = start_controller(**scripts.controller_env())
+
+    def serving() -> bool:  # /metrics is served once the controller has started up
+        try:
+            return bool(started.metrics())
+        except OSError:
+            return False
+
+    wait_until(serving, 30, "the controller to start", [started.process])
+    return started
 
 
 # -- the app -------------------------------------------------------------------------------------

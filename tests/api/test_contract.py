@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devcluster.processes import free_port, wait_until
-from tests.api.conftest import auth
+from tests.api.conftest import RECORD, auth, reporting
 
 STATUS_EXAMPLE = {
     "environment_mode": "live",
@@ -121,13 +121,14 @@ def same_shape(example: Any, actual: Any, path: str = "$", data_keys: frozenset[
             same_shape(value, actual[key], f"{path}.{key}", data_keys)
 
 
-def test_status_has_the_spec_shape(api, runbooks):
+def test_status_has_the_spec_shape(api, runbooks, controller, scripts):
     health = {"coverage_ratio": 0.999, "generated_at": "2025-09-22T00:00:00Z"}
     state = {"environment_mode": "live", "active_profile": "primary", "active_window": "day"}
+    for command in ("start", "health_check"):
+        scripts.write(command, RECORD + reporting({"health": health, "state": state}))
     runbooks.create("req-123", command="start")
-    runbooks.set_status("req-123", "success", exit_code=0, health=health, env_state=state)
+    runbooks.wait_finished("req-123")
     runbooks.create("hc", command="health_check")
-    runbooks.set_status("hc", "success", exit_code=0, health=health, env_state=state)
 
     def full():
         body = api.get("/api/ops/status", headers=auth()).json()
@@ -141,8 +142,10 @@ def test_status_has_the_spec_shape(api, runbooks):
     assert TIMESTAMP.match(status["audit"][0]["when"])
 
 
-def test_execute_accepts_the_spec_request_and_answers_its_shape(api, runbooks):
-    runbooks.finish_when_created("uuid", "success", exit_code=0, logs=[("INFO", "Failover completed")])
+def test_execute_accepts_the_spec_request_and_answers_its_shape(api, controller, scripts):
+    # A health report that passes the gate: the run's logs are the script's one line, as in the example.
+    report = {"health": {"coverage_ratio": 0.999, "generated_at": "2025-09-22T00:00:00Z"}}
+    scripts.write("failover", RECORD + "echo 'INFO: Failover completed'\n" + reporting(report))
     response = api.post("/api/ops/runbooks/execute", json=EXECUTE_REQUEST_EXAMPLE, headers=auth())
     assert response.status_code == 200, response.text
     body = response.json()
@@ -150,7 +153,7 @@ def test_execute_accepts_the_spec_request_and_answers_its_shape(api, runbooks):
     assert set(body) == set(EXECUTE_RESPONSE_EXAMPLE)
     assert set(body["runbook"]) == set(EXECUTE_RESPONSE_EXAMPLE["runbook"])
     assert set(body["runbook"]["logs"][0]) == {"level", "message"}
-    assert body["health"] is None
+    assert body["health"]["coverage_ratio"] == 0.999  # the example's null: a run that reported none
     assert body["runbook"] == EXECUTE_RESPONSE_EXAMPLE["runbook"] | {
         "finished_at": body["runbook"]["finished_at"]
     }
@@ -158,8 +161,8 @@ def test_execute_accepts_the_spec_request_and_answers_its_shape(api, runbooks):
     assert api.get("/api/ops/runbooks/uuid", headers=auth()).json() == body
 
 
-def test_error_responses_carry_a_detail(api, runbooks):
-    runbooks.finish_when_created("exec-error", "failed", exit_code=125, message="script missing")
+def test_error_responses_carry_a_detail(api, controller):
+    """The 500: the controller finds no script for ``start`` (none is written), exit code 125."""
     for response, code in (
         (api.get("/api/ops/status"), 401),
         (api.get("/api/ops/status", headers=auth("token-with-no-permission")), 403),

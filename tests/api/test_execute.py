@@ -1,7 +1,6 @@
 """POST /api/ops/runbooks/execute and GET /api/ops/runbooks/{request_id}, on the real control plane.
 
-The runs are finished by writing their status as the controller's contract says (see conftest);
-the end-to-end tests with the real controller complement these.
+Runs are real: the controller runs the test's scripts in the API's namespace (see conftest).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import pytest
 
 from api.execution import object_name
 from devcluster.processes import wait_until
-from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, auth
+from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, HOLD, RECORD, auth, reporting
 
 EXECUTE = "/api/ops/runbooks/execute"
 HEALTH = {
@@ -26,19 +25,12 @@ HEALTH = {
     "consumer_backlog_messages": 0,
     "failover_latency_ms": 1800,
     "generated_at": "2025-09-22T00:00:00Z",
-    "gate": {"passed": True, "enforced": False, "failures": []},
 }
+PASSED = {"gate": {"passed": True, "enforced": False, "failures": []}}
 
 
-def test_a_finished_run_is_200_with_the_spec_shape(api, runbooks):
-    runbooks.finish_when_created(
-        "fo-1",
-        "success",
-        exit_code=0,
-        logs=[("INFO", "Failover completed")],
-        health=HEALTH,
-        env_state={"environment_mode": "live", "active_profile": "backup", "active_window": "day"},
-    )
+def test_a_finished_run_is_200_with_the_spec_shape(api, runbooks, controller, scripts):
+    scripts.write("failover", RECORD + "echo 'INFO: Failover completed'\n" + reporting({"health": HEALTH}))
     body = {
         "command": "failover",
         "mode": "live",
@@ -59,9 +51,9 @@ def test_a_finished_run_is_200_with_the_spec_shape(api, runbooks):
     assert got["runbook"]["status"] == "success"
     assert got["runbook"]["finished_at"].endswith("+08:00")
     assert got["runbook"]["logs"] == [{"level": "INFO", "message": "Failover completed"}]
-    assert got["health"]["coverage_ratio"] == 0.999
-    assert got["health"]["generated_at"] == "2025-09-22T08:00:00+08:00"
+    assert got["health"] == HEALTH | PASSED | {"generated_at": "2025-09-22T08:00:00+08:00"}
     assert response.headers["location"] == "/api/ops/runbooks/fo-1"
+    assert scripts.runs() == ["fo-1 dry=0"]
 
     spec = runbooks.get("fo-1")["spec"]
     assert spec == {
@@ -79,40 +71,50 @@ def test_a_finished_run_is_200_with_the_spec_shape(api, runbooks):
     }
 
 
-def test_a_script_that_failed_is_200_status_failed(api, runbooks):
-    runbooks.finish_when_created("hc-failed", "failed", exit_code=3, logs=[("ERROR", "coverage 0.5 < 0.99")])
+def test_a_script_that_failed_is_200_status_failed(api, controller, scripts):
+    scripts.write("health_check", "echo 'ERROR: coverage 0.5 < 0.99'\nexit 1\n")
     response = api.post(EXECUTE, json={"command": "health_check", "request_id": "hc-failed"}, headers=auth())
     assert response.status_code == 200, response.text
     assert response.json()["runbook"]["status"] == "failed"
-    assert response.json()["runbook"]["exit_code"] == 3
+    assert response.json()["runbook"]["exit_code"] == 1
+    assert response.json()["runbook"]["logs"] == [
+        {"level": "ERROR", "message": "coverage 0.5 < 0.99"},
+        {"level": "ERROR", "message": "script exited with code 1"},
+    ]
     assert response.json()["health"] is None
 
 
-def test_a_script_execution_error_is_500_with_detail(api, runbooks):
-    runbooks.finish_when_created(
-        "start-125", "failed", exit_code=125, message="script /etc/mdops/scripts/start is not executable"
-    )
+def test_a_script_execution_error_is_500_with_detail(api, controller, scripts):
+    scripts.write("start", RECORD).chmod(0o644)  # the runner cannot execute it: exit code 125
     response = api.post(EXECUTE, json={"command": "start", "request_id": "start-125"}, headers=auth())
-    assert response.status_code == 500
+    assert response.status_code == 500, response.text
     detail = response.json()["detail"]
     assert "script execution error" in detail and "not executable" in detail
+    assert scripts.runs() == []
     # Reading it back is a successful read of a failed run.
     got = api.get("/api/ops/runbooks/start-125", headers=auth())
     assert got.status_code == 200
-    assert got.json()["runbook"] | {"finished_at": None} == {
+    runbook = got.json()["runbook"]
+    assert runbook | {"finished_at": None, "logs": None} == {
         "request_id": "start-125",
         "command": "start",
         "exit_code": 125,
         "status": "failed",
         "finished_at": None,
-        "logs": [],
+        "logs": None,
     }
+    assert runbook["finished_at"].endswith("+08:00")
+    assert [line["level"] for line in runbook["logs"]] == ["ERROR"]
+    assert "not executable" in runbook["logs"][0]["message"]
 
 
-def test_past_the_wait_it_is_202_with_the_current_state_then_the_run_can_be_read(start_api, runbooks):
+def test_past_the_wait_it_is_202_with_the_current_state_then_the_run_can_be_read(
+    start_api, runbooks, start_controller, scripts
+):
     api = start_api(api_execute_wait_seconds=0.5)
+    scripts.write("restart", RECORD + "echo 'INFO: restarting'\n" + HOLD)
     response = api.post(EXECUTE, json={"command": "restart", "request_id": "slow-1"}, headers=auth())
-    assert response.status_code == 202, response.text
+    assert response.status_code == 202, response.text  # no controller runs yet: pending
     assert response.json() == {
         "runbook": {
             "request_id": "slow-1",
@@ -124,46 +126,58 @@ def test_past_the_wait_it_is_202_with_the_current_state_then_the_run_can_be_read
         },
         "health": None,
     }
-    runbooks.set_status("slow-1", "running", logs=[("INFO", "restarting")])
+    start_controller(**scripts.controller_env())
+    runbooks.wait_for("slow-1", "Running", "True")
     again = api.post(EXECUTE, json={"command": "restart", "request_id": "slow-1"}, headers=auth())
     assert again.status_code == 202
     assert again.json()["runbook"]["status"] == "running"
+    assert again.json()["runbook"]["exit_code"] is None
 
-    runbooks.set_status("slow-1", "success", exit_code=0)
+    scripts.release()
 
     def finished() -> dict | None:
         got = api.get("/api/ops/runbooks/slow-1", headers=auth()).json()
         return got if got["runbook"]["status"] == "success" else None
 
-    assert wait_until(finished, 10, "the run to show as finished")["runbook"]["exit_code"] == 0
+    got = wait_until(finished, 15, "the run to show as finished")
+    assert got["runbook"]["exit_code"] == 0
+    assert {"level": "INFO", "message": "restarting"} in got["runbook"]["logs"]
     assert len(runbooks.list()) == 1
+    assert scripts.runs() == ["slow-1 dry=0"]
 
 
-@pytest.mark.parametrize("state", ["queued", "running"])
-def test_202_reports_queued_and_running(start_api, runbooks, state):
+def test_202_reports_running_and_queued(start_api, runbooks, controller, scripts):
+    """A drill held by its script runs; a second one on the same target waits for it (queued)."""
     api = start_api(api_execute_wait_seconds=0.3)
-    runbooks.create("waiting", command="drill", request_id="waiting")
-    runbooks.set_status("waiting", state)
-    response = api.post(EXECUTE, json={"command": "drill", "request_id": "waiting"}, headers=auth())
-    assert response.status_code == 202
-    assert response.json()["runbook"]["status"] == state
+    scripts.write("drill", RECORD + HOLD)
+    runbooks.create("holding", command="drill")
+    runbooks.wait_for("holding", "Running", "True")
+    runbooks.create("waiting", command="drill")
+    runbooks.wait_for("waiting", "Queued", "True")
+    for request_id, state in (("holding", "running"), ("waiting", "queued")):
+        response = api.post(EXECUTE, json={"command": "drill", "request_id": request_id}, headers=auth())
+        assert response.status_code == 202, request_id
+        assert response.json()["runbook"]["status"] == state
+    scripts.release()
+    runbooks.wait_finished("waiting")
+    assert scripts.runs() == ["holding dry=0", "waiting dry=0"]
 
 
-def test_the_same_request_id_is_the_same_run(api, runbooks):
-    runbooks.finish_when_created("once", "success", exit_code=0)
+def test_the_same_request_id_is_the_same_run(api, runbooks, controller, scripts):
+    scripts.write("stop", RECORD)
     first = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth())
     second = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth(EXECUTOR_TOKEN))
-    assert first.status_code == second.status_code == 200
+    assert first.status_code == second.status_code == 200, first.text
     assert first.json() == second.json()
+    assert first.json()["runbook"]["status"] == "success"
     assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["once"]
+    assert scripts.runs() == ["once dry=0"]  # executed once
 
 
-def test_the_same_request_id_with_other_parameters_is_409(start_api, runbooks):
-    api = start_api(api_execute_wait_seconds=0.2)
-    assert (
-        api.post(EXECUTE, json={"command": "failover", "request_id": "x-1"}, headers=auth()).status_code
-        == 202
-    )
+def test_the_same_request_id_with_other_parameters_is_409(api, runbooks, controller, scripts):
+    scripts.write("failover", RECORD)
+    first = api.post(EXECUTE, json={"command": "failover", "request_id": "x-1"}, headers=auth())
+    assert first.status_code == 200, first.text
     for change in ({"command": "failback"}, {"profile": "backup"}, {"dry_run": True}, {"window": "night"}):
         response = api.post(
             EXECUTE, json={"command": "failover", "request_id": "x-1", **change}, headers=auth()
@@ -172,6 +186,7 @@ def test_the_same_request_id_with_other_parameters_is_409(start_api, runbooks):
         assert "other parameters" in response.json()["detail"]
         assert next(iter(change)).replace("dry_run", "dryRun") in response.json()["detail"]
     assert len(runbooks.list()) == 1
+    assert scripts.runs() == ["x-1 dry=0"]
 
 
 def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks):
@@ -187,16 +202,17 @@ def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks
     assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["applied-by-hand"]
 
 
-def test_fifty_concurrent_identical_requests_make_one_runbook(start_api, runbooks):
-    api = start_api(api_execute_wait_seconds=20)
+def test_fifty_concurrent_identical_requests_make_one_runbook(api, runbooks, controller, scripts):
+    scripts.write("start", RECORD + "echo 'INFO: started'\n")
     request_id = f"burst-{uuid.uuid4().hex[:8]}"
-    runbooks.finish_when_created(request_id, "success", exit_code=0, logs=[("INFO", "started")])
     body = {"command": "start", "request_id": request_id, "reason": "burst"}
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         responses = list(pool.map(lambda _: api.post(EXECUTE, json=body, headers=auth()), range(50)))
     assert {r.status_code for r in responses} == {200}
     assert {r.text for r in responses} == {responses[0].text}
+    assert responses[0].json()["runbook"]["status"] == "success"
     assert [rb["metadata"]["name"] for rb in runbooks.list()] == [request_id]
+    assert scripts.runs() == [f"{request_id} dry=0"]  # executed once
 
 
 def test_defaults_come_from_the_settings(start_api, runbooks):

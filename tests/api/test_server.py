@@ -15,7 +15,7 @@ import pytest
 
 from devcluster.controlplane import REPO
 from devcluster.processes import Process, free_port, wait_until
-from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, auth
+from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, RECORD, auth
 
 
 def http(
@@ -58,7 +58,7 @@ def server(cluster, api_crd, namespace, tokens_file, prometheus, tmp_path):
         process.stop()
 
 
-def test_the_api_serves_through_uvicorn(server, runbooks, prometheus):
+def test_the_api_serves_through_uvicorn(server, controller, scripts):
     url = server.url
     assert http("GET", url + "/healthz")[0] == 200
     code, headers, _ = http("GET", url + "/api/ops/status")
@@ -66,12 +66,14 @@ def test_the_api_serves_through_uvicorn(server, runbooks, prometheus):
     code, _, body = http("GET", url + "/api/ops/status", headers=auth(READER_TOKEN))
     assert code == 200 and json.loads(body)["runbook_history"] == []
 
-    runbooks.finish_when_created("via-uvicorn", "success", exit_code=0, logs=[("INFO", "done")])
+    scripts.write("stop", RECORD + "echo 'INFO: done'\n")
     code, _, body = http(
-        "POST", url + "/api/ops/runbooks/execute", {"command": "start", "request_id": "via-uvicorn"}, auth()
+        "POST", url + "/api/ops/runbooks/execute", {"command": "stop", "request_id": "via-uvicorn"}, auth()
     )
     assert code == 200, body
     assert json.loads(body)["runbook"]["status"] == "success"
+    assert json.loads(body)["runbook"]["logs"] == [{"level": "INFO", "message": "done"}]
+    assert scripts.runs() == ["via-uvicorn dry=0"]
 
     def fresh_summary():
         code, _, body = http("GET", url + "/api/ops/metrics/summary", headers=auth(METRICS_TOKEN))

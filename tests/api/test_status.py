@@ -1,7 +1,6 @@
 """GET /api/ops/status from the watch-fed cache, on the real control plane.
 
-Runs are finished by writing their status as the controller would (status subresource); end-to-end
-tests with the real controller complement these.
+Runs are real: the controller runs the test's scripts in the API's namespace (see conftest).
 """
 
 from __future__ import annotations
@@ -15,16 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from kubernetes import client
 
 from api.cache import RunbookCache
 from api.main import create_app
 from api.settings import ApiSettings
+from devcluster.components import ControllerProcess
 from devcluster.controlplane import ControlPlane
 from devcluster.processes import Process, free_port, wait_until
-from runbooks import crd
+from runbooks import crd, models
 from runbooks.kube import api_client as new_api_client
-from tests.api.conftest import ADMIN_TOKEN, READER_TOKEN, Runbooks, auth, now_utc, running_app
+from tests.api.conftest import (
+    ADMIN_TOKEN,
+    HOLD,
+    READER_TOKEN,
+    RECORD,
+    Scripts,
+    auth,
+    reporting,
+    running_app,
+)
+from tests.cluster.runbooks import Runbooks
 
 STATUS = "/api/ops/status"
 
@@ -39,12 +48,13 @@ def status_when(api, check, what: str, timeout: float = 15) -> dict:
     return wait_until(current, timeout, what)
 
 
-def minutes_ago(n: float) -> datetime.datetime:
-    return now_utc() - datetime.timedelta(minutes=n)
+def run(runbooks, name: str, **spec) -> dict:
+    """Create a Runbook and wait for the controller to finish it."""
+    runbooks.create(name, **spec)
+    return runbooks.wait_finished(name, timeout=30)
 
 
-LIVE_BACKUP = {"environment_mode": "live", "active_profile": "backup", "active_window": "night"}
-LIVE_PRIMARY = {"environment_mode": "live", "active_profile": "primary", "active_window": "day"}
+PASSED = {"gate": {"passed": True, "enforced": False, "failures": []}}
 
 
 def test_empty_namespace(api):
@@ -64,38 +74,41 @@ def test_empty_namespace(api):
     }
 
 
-def test_status_follows_the_runbooks(api, runbooks):
-    runbooks.create("start-1", command="start", reason="open of day", requested_by="alice")
-    runbooks.set_status(
-        "start-1",
-        "success",
-        exit_code=0,
-        finished_at=minutes_ago(30),
-        env_state=LIVE_PRIMARY,
-        health={"coverage_ratio": 0.999, "generated_at": "2025-09-22T00:00:00Z"},
+def test_status_follows_the_runbooks(api, runbooks, controller, scripts):
+    start_health = {"coverage_ratio": 0.999, "generated_at": "2025-09-22T00:00:00Z"}
+    failover_health = {"coverage_ratio": 0.995, "generated_at": "2025-09-22T01:00:00Z"}
+    scripts.write("start", RECORD + reporting({"health": start_health}))
+    scripts.write(
+        "failover", RECORD + "echo 'INFO: Failover completed'\n" + reporting({"health": failover_health})
     )
-    runbooks.create("fo-1", command="failover", profile="backup", reason="primary down", requested_by="bob")
-    runbooks.set_status(
+    scripts.write("health_check", RECORD + "exit 1\n")
+    scripts.write("failback", RECORD + HOLD)
+    # One after the other, so that they finish in this order.
+    run(runbooks, "start-1", command="start", window="day", reason="open of day", requested_by="alice")
+    run(
+        runbooks,
         "fo-1",
-        "success",
-        exit_code=0,
-        finished_at=minutes_ago(20),
-        env_state=LIVE_BACKUP,
-        health={"coverage_ratio": 0.98, "generated_at": "2025-09-22T01:00:00Z"},
-        logs=[("INFO", "Failover completed")],
+        command="failover",
+        profile="backup",
+        window="night",
+        reason="primary down",
+        requested_by="bob",
     )
-    runbooks.create("hc-1", command="health_check")
-    runbooks.set_status("hc-1", "failed", exit_code=3, finished_at=minutes_ago(10))
+    run(runbooks, "hc-1", command="health_check")
 
-    status = status_when(api, lambda s: s["last_exit_codes"].get("health_check") == 3, "three runs")
+    status = status_when(api, lambda s: s["last_exit_codes"].get("health_check") == 1, "three runs")
     assert status["environment_mode"] == "live"
     assert status["active_profile"] == "backup"
     assert status["active_window"] == "night"
-    assert status["last_exit_codes"] == {"start": 0, "failover": 0, "health_check": 3}
-    assert status["last_health"] == {"coverage_ratio": 0.98, "generated_at": "2025-09-22T09:00:00+08:00"}
+    assert status["last_exit_codes"] == {"start": 0, "failover": 0, "health_check": 1}
+    assert status["last_health"] == {
+        "coverage_ratio": 0.995,
+        "generated_at": "2025-09-22T09:00:00+08:00",
+        **PASSED,
+    }
     assert status["health_by_request"] == {
-        "start-1": {"coverage_ratio": 0.999, "generated_at": "2025-09-22T08:00:00+08:00"},
-        "fo-1": {"coverage_ratio": 0.98, "generated_at": "2025-09-22T09:00:00+08:00"},
+        "start-1": {"coverage_ratio": 0.999, "generated_at": "2025-09-22T08:00:00+08:00", **PASSED},
+        "fo-1": {"coverage_ratio": 0.995, "generated_at": "2025-09-22T09:00:00+08:00", **PASSED},
     }
     assert {r["request_id"] for r in status["runbook_history"]} == {"start-1", "fo-1", "hc-1"}
     fo = next(r for r in status["runbook_history"] if r["request_id"] == "fo-1")
@@ -107,12 +120,11 @@ def test_status_follows_the_runbooks(api, runbooks):
     assert audit["fo-1"]["what"].startswith("failover profile=backup")
     assert audit["fo-1"]["outcome"] == "success (exit code 0)"
     assert audit["hc-1"]["who"] == "unknown"
-    assert audit["hc-1"]["outcome"] == "failed (exit code 3)"
+    assert audit["hc-1"]["outcome"] == "failed (exit code 1)"
     assert status["last_updated_at"].endswith("+08:00")
 
-    # A run still going is the last runbook, and changes no state until it finishes.
-    runbooks.create("fb-1", command="failback")
-    runbooks.set_status("fb-1", "running")
+    # A run still going (its script holds) is the last runbook, and changes no state until it finishes.
+    runbooks.create("fb-1", command="failback", window="day")
     status = status_when(
         api,
         lambda s: s["last_runbook"]["request_id"] == "fb-1" and s["last_runbook"]["status"] == "running",
@@ -121,36 +133,32 @@ def test_status_follows_the_runbooks(api, runbooks):
     assert status["last_runbook"]["exit_code"] is None
     assert status["active_profile"] == "backup"
     assert "failback" not in status["last_exit_codes"]
-    runbooks.set_status("fb-1", "success", exit_code=0, env_state=LIVE_PRIMARY)
+    scripts.release()
     status = status_when(api, lambda s: s["active_profile"] == "primary", "the failback's state")
     assert status["last_exit_codes"]["failback"] == 0
+    assert status["active_window"] == "day"
 
     # A deleted Runbook leaves the status.
     runbooks.delete("hc-1")
     status = status_when(api, lambda s: "health_check" not in s["last_exit_codes"], "the deletion")
     assert "hc-1" not in {r["request_id"] for r in status["runbook_history"]}
+    assert scripts.runs() == ["start-1 dry=0", "fo-1 dry=0", "hc-1 dry=0", "fb-1 dry=0"]
 
 
-def test_dry_runs_change_no_reported_state(api, runbooks):
-    runbooks.create("real", command="start")
-    runbooks.set_status(
-        "real",
-        "success",
-        exit_code=0,
-        finished_at=minutes_ago(5),
-        env_state=LIVE_PRIMARY,
-        health={"coverage_ratio": 1.0},
-    )
+def test_dry_runs_change_no_reported_state(api, runbooks, controller, scripts):
+    scripts.write("start", RECORD + reporting({"health": {"coverage_ratio": 1.0}}))
+    scripts.write("failover", RECORD + reporting({"health": {"coverage_ratio": 0.5}}) + "exit 1\n")
+    run(runbooks, "real", command="start")
     status_when(api, lambda s: s["active_profile"] == "primary", "the real run")
-    runbooks.create("dry", command="failover", profile="backup", dry_run=True)
-    runbooks.set_status("dry", "failed", exit_code=1, health={"coverage_ratio": 0.5})  # finished after "real"
+    run(runbooks, "dry", command="failover", profile="backup", dry_run=True)  # finished after "real"
     status = status_when(api, lambda s: s["last_runbook"]["status"] == "failed", "the dry run")
     assert status["last_runbook"]["request_id"] == "dry" and status["last_runbook"]["dry_run"] is True
     assert status["active_profile"] == "primary"
     assert status["last_exit_codes"] == {"start": 0}
-    assert status["last_health"] == {"coverage_ratio": 1.0}
-    assert status["health_by_request"]["dry"] == {"coverage_ratio": 0.5}  # its own report, by request
+    assert status["last_health"]["coverage_ratio"] == 1.0
+    assert status["health_by_request"]["dry"]["coverage_ratio"] == 0.5  # its own report, by request
     assert status["audit"][0]["what"].endswith("dry_run")
+    assert scripts.runs() == ["real dry=0", "dry dry=1"]
 
 
 def test_history_is_bounded_and_newest_first(start_api, runbooks):
@@ -170,30 +178,28 @@ def test_history_is_bounded_and_newest_first(start_api, runbooks):
     assert {e["who"] for e in status["audit"]} == {"admin"}
 
 
-def test_timestamps_use_the_configured_zone(start_api, runbooks):
-    runbooks.create("utc", command="stop")
-    runbooks.set_status(
-        "utc", "success", exit_code=0, finished_at=datetime.datetime(2025, 9, 22, 0, 2, tzinfo=datetime.UTC)
-    )
-    for zone, expected in (
-        ("Asia/Shanghai", "2025-09-22T08:02:00+08:00"),
-        ("UTC", "2025-09-22T00:02:00+00:00"),
-    ):
+def test_timestamps_use_the_configured_zone(start_api, runbooks, controller, scripts):
+    scripts.write("stop", RECORD)
+    finished = run(runbooks, "stop-1", command="stop")["status"]["finishedAt"]  # UTC
+    for zone, offset in (("Asia/Shanghai", "+08:00"), ("UTC", "+00:00")):
         api = start_api(timezone=zone)
-        status = api.get(STATUS, headers=auth()).json()
-        assert status["last_runbook"]["finished_at"] == expected
+        shown = api.get(STATUS, headers=auth()).json()["last_runbook"]["finished_at"]
+        assert shown.endswith(offset), shown
+        moment = datetime.datetime.fromisoformat(finished).replace(microsecond=0)
+        assert datetime.datetime.fromisoformat(shown) == moment
 
 
-def test_the_status_is_the_same_after_an_api_restart(make_settings, runbooks):
+def test_the_status_is_the_same_after_an_api_restart(make_settings, runbooks, controller, scripts):
+    scripts.write("start", RECORD)
+    scripts.write("failover", RECORD)
     settings = make_settings()
     with running_app(settings) as api:
         runbooks.create("before", command="start")
-        runbooks.set_status("before", "success", exit_code=0, env_state=LIVE_PRIMARY)
         before = status_when(api, lambda s: s["active_profile"] == "primary", "the first run")
     # While no API runs, Runbooks change: the new process lists them.
-    runbooks.create("between", command="failover", profile="backup")
-    runbooks.set_status("between", "success", exit_code=0, env_state=LIVE_BACKUP)
+    run(runbooks, "between", command="failover", profile="backup")
     runbooks.delete("before")
+    wait_until(lambda: runbooks.gone("before"), 15, "the controller to let the deleted Runbook go")
     with running_app(settings) as api:
         after = api.get(STATUS, headers=auth()).json()
     assert before["last_exit_codes"] == {"start": 0}
@@ -202,12 +208,12 @@ def test_the_status_is_the_same_after_an_api_restart(make_settings, runbooks):
     assert [r["request_id"] for r in after["runbook_history"]] == ["between"]
 
 
-def test_the_watch_reconnects_after_its_connection_drops(api, runbooks):
+def test_the_watch_reconnects_after_its_connection_drops(api, runbooks, controller, scripts):
+    scripts.write("stop", RECORD)
     cache = api.app.state.clients.cache
     lists, watches = cache.lists, cache.watches
     cache.interrupt()  # as if the network or the API server dropped the watch
     runbooks.create("after-drop", command="stop")
-    runbooks.set_status("after-drop", "success", exit_code=0)
     status = status_when(api, lambda s: s["last_exit_codes"].get("stop") == 0, "the run made after the drop")
     assert status["last_runbook"]["request_id"] == "after-drop"
     assert cache.lists == lists + 1 and cache.watches > watches  # it listed again, then watched again
@@ -267,13 +273,21 @@ def test_waiting_for_the_first_sync_is_woken_by_it(cluster, api_crd, namespace):
 
 def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_file):
     """A control plane of this test's own, whose kube-apiserver is stopped and started again (etcd keeps
-    the data): status answers from the cache meanwhile, and the watch comes back by itself."""
+    the data): status answers from the cache meanwhile, and the watch comes back by itself. The real
+    controller runs the Runbooks there (and reconnects too)."""
+    scripts = Scripts(tmp_path)
+    scripts.write("start", RECORD)
+    scripts.write("failover", RECORD)
+    (tmp_path / "controller").mkdir()
     with ControlPlane(tmp_path / "cp") as plane:
         plane.kubectl("apply", "--server-side", "-f", "-", input=crd.render())
         plane.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
         plane.kubectl("create", "namespace", "restart")
+        controller = ControllerProcess(
+            plane.kubeconfig, "restart", tmp_path / "controller", scripts.controller_env()
+        )
         kube = new_api_client(plane.kubeconfig)
-        made = Runbooks(client.CustomObjectsApi(kube), "restart")
+        made = Runbooks(kube, "restart")
         settings = ApiSettings(
             kubeconfig=plane.kubeconfig,
             namespace="restart",
@@ -284,7 +298,6 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
             with running_app(settings) as api:
                 cache = api.app.state.clients.cache
                 made.create("before", command="start")
-                made.set_status("before", "success", exit_code=0, env_state=LIVE_PRIMARY)
                 status_when(api, lambda s: s["active_profile"] == "primary", "the first run")
 
                 apiserver = next(p for p in plane.processes if p.name == "kube-apiserver")
@@ -303,7 +316,6 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
                     [restarted],
                 )
                 made.create("after", command="failover", profile="backup")
-                made.set_status("after", "success", exit_code=0, env_state=LIVE_BACKUP)
                 made.delete("before")
                 status = status_when(
                     api,
@@ -313,7 +325,9 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
                 )
                 assert [r["request_id"] for r in status["runbook_history"]] == ["after"]
                 assert cache.lists >= 2 and cache.errors >= 1
+                assert scripts.runs() == ["before dry=0", "after dry=0"]
         finally:
+            controller.stop()
             kube.close()
 
 
@@ -338,27 +352,50 @@ def test_status_and_execute_are_503_until_the_cache_syncs(make_settings, cluster
         assert api.get("/healthz").status_code == 200
 
 
+def finished_status(request_id: str, exit_code: int) -> dict:
+    """A finished run's status in the controller's contract, written by hand (see its one user)."""
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    reason, result = ("Succeeded", "success") if exit_code == 0 else ("Failed", "failed")
+    status = models.RunbookStatus(
+        conditions=[
+            models.Condition(
+                type="Succeeded",
+                status="True" if exit_code == 0 else "False",
+                reason=reason,
+                last_transition_time=now,
+            )
+        ],
+        request_id=request_id,
+        window="day",
+        target="default",
+        exit_code=exit_code,
+        result=result,
+        started_at=now,
+        finished_at=now,
+        logs=[models.LogLine(time=now, level="INFO", message=f"line {n}") for n in range(5)],
+        health={"coverage_ratio": 0.99, "generated_at": "2025-09-22T00:00:00Z"},
+        state=models.EnvironmentState(environment_mode="live", active_profile="primary", active_window="day"),
+        execution=models.Execution(executor="local", name="4242"),
+        attempts=1,
+    )
+    return status.to_k8s()
+
+
 @pytest.fixture
-def ten_thousand_runbooks(objects, cluster, api_crd, request) -> Runbooks:
-    """10,000 Runbooks in the real API server, a fifth of them finished (about half a minute to make)."""
+def ten_thousand_runbooks(api_client, cluster, api_crd, request) -> Runbooks:
+    """10,000 Runbooks in the real API server, a fifth of them finished (about half a minute to make).
+    Their statuses are written by hand: 2,000 real runs would take far longer than the test."""
     name = f"bench-{int(time.time())}"
     cluster.kubectl("create", "namespace", name)
     request.addfinalizer(lambda: cluster.kubectl("delete", "namespace", name, "--wait=false", check=False))
-    objects.api_client.configuration.connection_pool_maxsize = 32
-    made = Runbooks(client.CustomObjectsApi(objects.api_client), name)
+    api_client.configuration.connection_pool_maxsize = 32
+    made = Runbooks(api_client, name)
     commands = ["start", "stop", "restart", "failover", "failback", "drill", "health_check"]
 
     def make(i: int) -> None:
         made.create(f"rb-{i:05d}", command=commands[i % 7], reason=f"load {i}", requested_by="bench")
         if i % 5 == 0:
-            made.set_status(
-                f"rb-{i:05d}",
-                "success" if i % 3 else "failed",
-                exit_code=0 if i % 3 else 1,
-                logs=[("INFO", f"line {n}") for n in range(5)],
-                health={"coverage_ratio": 0.99, "generated_at": "2025-09-22T00:00:00Z"},
-                env_state=LIVE_PRIMARY,
-            )
+            made.set_status(f"rb-{i:05d}", finished_status(f"rb-{i:05d}", 0 if i % 3 else 1))
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(make, range(10_000)))
