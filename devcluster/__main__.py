@@ -67,7 +67,8 @@ mdops is up.
 
 Try (in another shell):
   . {env}
-  curl -s {auth} -X POST $MDOPS_API_URL/api/ops/runbooks/execute -d '{{"command": "health_check"}}'
+  curl -s {auth} -H 'Content-Type: application/json' -X POST $MDOPS_API_URL/api/ops/runbooks/execute \\
+       -d '{{"command": "health_check"}}'
   {kubectl} apply -f examples/runbooks/drill.yaml
   {kubectl} wait --for=condition=Succeeded rb/drill-2026-11-26
   curl -s {auth} $MDOPS_API_URL/api/ops/metrics/summary
