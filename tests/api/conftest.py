@@ -3,7 +3,6 @@ Prometheus and the real simulator.
 
 Runs are real: a test that needs a finished run starts the controller on its own namespace (the API's)
 with small shell scripts it writes (:class:`Scripts`, the ``controller`` fixture).
-The runbook metrics still come from a stand-in exporter (:class:`RunbookExporter`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from api.main import create_app
 from api.settings import ApiSettings
@@ -205,34 +203,7 @@ def api(start_api) -> TestClient:
     return start_api()
 
 
-# -- metrics: a real simulator, a real exporter of the controller's gauges, real Prometheus ------
-
-
-class RunbookExporter:
-    """A real Prometheus exporter of the controller's runbook gauges (``md_runbook_exit_code{command}``,
-    ``md_runbook_last_run_timestamp_seconds{command}``), standing in until the controller exports them."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.exit_code = Gauge(
-            "md_runbook_exit_code", "Exit code of the last run.", ["command"], registry=self.registry
-        )
-        self.last_run = Gauge(
-            "md_runbook_last_run_timestamp_seconds",
-            "When the last run finished.",
-            ["command"],
-            registry=self.registry,
-        )
-        self.port = free_port()
-        self.server, self.thread = start_http_server(self.port, "127.0.0.1", registry=self.registry)
-
-    def finished(self, command: str, exit_code: int, at: float) -> None:
-        self.exit_code.labels(command).set(exit_code)
-        self.last_run.labels(command).set(at)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# -- metrics: a real simulator, the real controller's /metrics, real Prometheus ---------------------
 
 
 @pytest.fixture(scope="session")
@@ -242,18 +213,27 @@ def sim():
 
 
 @pytest.fixture(scope="session")
-def runbook_exporter():
-    exporter = RunbookExporter()
-    yield exporter
-    exporter.close()
+def prometheus(tmp_path_factory, sim) -> Iterator[Prometheus]:
+    """Prometheus scraping the simulator, shared by the tests that need no runbook metrics."""
+    targets = [ScrapeTarget("sim", f"127.0.0.1:{sim.port}")]
+    with Prometheus(tmp_path_factory.mktemp("prometheus"), targets, scrape_interval="1s") as server:
+        wait_until(server.targets_up, 60, "Prometheus to scrape the simulator")
+        yield server
 
 
-@pytest.fixture(scope="session")
-def prometheus(tmp_path_factory, sim, runbook_exporter) -> Iterator[Prometheus]:
+@pytest.fixture
+def controller_prometheus(tmp_path, sim, controller) -> Iterator[Prometheus]:
+    """This test's Prometheus, scraping the simulator and this test's real controller (whose /metrics
+    has ``md_runbook_exit_code`` once a run has finished)."""
     targets = [
         ScrapeTarget("sim", f"127.0.0.1:{sim.port}"),
-        ScrapeTarget("controller", f"127.0.0.1:{runbook_exporter.port}"),
+        ScrapeTarget("controller", f"127.0.0.1:{controller.metrics_port}"),
     ]
-    with Prometheus(tmp_path_factory.mktemp("prometheus"), targets, scrape_interval="1s") as server:
-        wait_until(server.targets_up, 60, "Prometheus to scrape the simulator and the exporter")
+    with Prometheus(tmp_path / "prometheus", targets, scrape_interval="1s") as server:
+        wait_until(
+            server.targets_up,
+            60,
+            "Prometheus to scrape the simulator and the controller",
+            [controller.process],
+        )
         yield server

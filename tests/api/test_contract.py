@@ -8,7 +8,6 @@ compared; values only where the spec fixes them (metric names, units, windows).
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
@@ -205,9 +204,12 @@ def expect_summary_shape(summary: dict) -> None:
             assert isinstance(metric["value"], int | float)
 
 
-def test_summary_has_the_spec_shape(start_api, prometheus, runbook_exporter):
-    runbook_exporter.finished("start", 0, time.time())
-    api = start_api(prometheus_url=prometheus.url)
+def test_summary_has_the_spec_shape(start_api, controller_prometheus, scripts):
+    """Prometheus scrapes the simulator and the real controller, after a real run (exit code 0)."""
+    scripts.write("start", RECORD)
+    api = start_api(prometheus_url=controller_prometheus.url)
+    ran = api.post("/api/ops/runbooks/execute", json={"command": "start"}, headers=auth())
+    assert ran.status_code == 200 and ran.json()["runbook"]["exit_code"] == 0, ran.text
 
     def fresh():
         body = api.get("/api/ops/metrics/summary", headers=auth()).json()
@@ -217,6 +219,7 @@ def test_summary_has_the_spec_shape(start_api, prometheus, runbook_exporter):
 
     summary = wait_until(fresh, 30, "fresh samples")
     expect_summary_shape(summary)
+    assert summary["runbook_exit_code"]["value"] == 0
     assert set(summary["coverage_ratio"]["context"]) == set(SUMMARY_EXAMPLE["coverage_ratio"]["context"])
     assert summary["throughput_mps"]["context"] == SUMMARY_EXAMPLE["throughput_mps"]["context"]
 

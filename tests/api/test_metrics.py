@@ -1,7 +1,5 @@
-"""GET /api/ops/metrics/summary and /timeseries with a real Prometheus scraping the real simulator.
-
-``md_runbook_exit_code`` comes from a real exporter standing in for the controller's (see conftest);
-the end-to-end tests with the real controller complement that part.
+"""GET /api/ops/metrics/summary and /timeseries with a real Prometheus scraping the real simulator
+and, for ``md_runbook_exit_code``, the real controller's /metrics after real runs.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import pytest
 from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from sim.process import run_sim
-from tests.api.conftest import METRICS_TOKEN, auth
+from tests.api.conftest import METRICS_TOKEN, RECORD, auth, reporting
 
 SUMMARY = "/api/ops/metrics/summary"
 TIMESERIES = "/api/ops/metrics/timeseries"
@@ -104,19 +102,28 @@ def test_summary_follows_a_failover_of_the_simulator(start_api, tmp_path):
         assert summary["coverage_ratio"]["value"] == pytest.approx(state["coverage_ratio"])
 
 
-def test_runbook_exit_code_is_the_most_recent_runs(metrics_api, runbook_exporter):
-    now = time.time()
-    runbook_exporter.finished("start", 0, now - 60)
-    runbook_exporter.finished("failover", 3, now)
-    summary = summary_when(metrics_api, lambda s: s["runbook_exit_code"]["value"] == 3, "the failover's code")
+def test_runbook_exit_code_is_the_most_recent_runs(start_api, controller_prometheus, scripts):
+    """Real runs, one after the other; the failover fails its enforced health gate (exit code 3)."""
+    scripts.write("start", RECORD)
+    scripts.write("failover", RECORD + reporting({"health": {"coverage_ratio": 0.5}}))
+    scripts.write("health_check", RECORD)
+    api = start_api(prometheus_url=controller_prometheus.url)
+
+    def execute(exit_code: int, **body) -> None:
+        response = api.post("/api/ops/runbooks/execute", json=body, headers=auth())
+        assert response.status_code == 200 and response.json()["runbook"]["exit_code"] == exit_code
+
+    execute(0, command="start")
+    execute(3, command="failover", enforce=True)
+    summary = summary_when(api, lambda s: s["runbook_exit_code"]["value"] == 3, "the failover's code")
     assert summary["runbook_exit_code"] == {
         "metric": "md_runbook_exit_code",
         "value": 3,
         "unit": None,
         "stale": False,
     }
-    runbook_exporter.finished("health_check", 0, now + 1)
-    summary_when(metrics_api, lambda s: s["runbook_exit_code"]["value"] == 0, "the health check's code")
+    execute(0, command="health_check")
+    summary_when(api, lambda s: s["runbook_exit_code"]["value"] == 0, "the health check's code")
 
 
 def test_several_series_report_their_maximum_and_say_so(start_api, tmp_path):
