@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -382,13 +381,13 @@ def finished_status(request_id: str, exit_code: int) -> dict:
 
 
 @pytest.fixture
-def ten_thousand_runbooks(api_client, cluster, api_crd, request) -> Runbooks:
-    """10,000 Runbooks in the real API server, a fifth of them finished (about half a minute to make).
-    Their statuses are written by hand: 2,000 real runs would take far longer than the test."""
-    name = f"bench-{int(time.time())}"
+def many_runbooks(api_client, cluster, api_crd, request) -> Runbooks:
+    """700 Runbooks in the real API server, a fifth of them finished. Their statuses are written by hand:
+    a large population is the input here, not runs (latency with 10,000 is bench/api_latency.py's)."""
+    name = f"many-{int(time.time())}"
     cluster.kubectl("create", "namespace", name)
     request.addfinalizer(lambda: cluster.kubectl("delete", "namespace", name, "--wait=false", check=False))
-    api_client.configuration.connection_pool_maxsize = 32
+    api_client.configuration.connection_pool_maxsize = 16
     made = Runbooks(api_client, name)
     commands = ["start", "stop", "restart", "failover", "failback", "drill", "health_check"]
 
@@ -398,50 +397,34 @@ def ten_thousand_runbooks(api_client, cluster, api_crd, request) -> Runbooks:
             made.set_status(f"rb-{i:05d}", finished_status(f"rb-{i:05d}", 0 if i % 3 else 1))
 
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(make, range(10_000)))
+        list(pool.map(make, range(700)))
     return made
 
 
-def test_status_p99_under_20ms_with_10000_runbooks(make_settings, ten_thousand_runbooks):
-    """Measured in-process (httpx over ASGI, the app's lifespan running): the server's time, not a
-    client's. The cache's watch thread keeps running meanwhile."""
-    app = create_app(make_settings(namespace=ten_thousand_runbooks.namespace))
+def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_settings, many_runbooks):
+    """The cache holds every Runbook; the answer keeps MDOPS_API_HISTORY entries and is recomputed when
+    the cache changes."""
+    app = create_app(make_settings(namespace=many_runbooks.namespace))
 
-    async def measure() -> tuple[float, float, dict]:
+    async def check() -> tuple[dict, dict]:
         async with app.router.lifespan_context(app):
             cache = app.state.clients.cache
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
                 deadline = time.monotonic() + 60
-                while sum(r.finished for r in cache.snapshot()[1]) < 2_000 or len(cache) < 10_000:
-                    assert time.monotonic() < deadline, "10,000 Runbooks, 2,000 finished, in the cache"
+                while sum(r.finished for r in cache.snapshot()[1]) < 140 or len(cache) < 700:
+                    assert time.monotonic() < deadline, "700 Runbooks, 140 finished, in the cache"
                     await asyncio.sleep(0.1)  # the cache fills from its own thread
-                steady = cache.version
-                first = (await http.get(STATUS, headers=auth())).json()  # computed once for this version
-                timings = []
-                for _ in range(500):
-                    began = time.perf_counter()
-                    response = await http.get(STATUS, headers=auth())
-                    timings.append(time.perf_counter() - began)
-                    assert response.status_code == 200
-                assert cache.version == steady, "the cache changed while measuring"
-                # The worst case of one request: the first after a change recomputes.
+                first = (await http.get(STATUS, headers=auth())).json()
                 version = cache.version
-                await asyncio.to_thread(ten_thousand_runbooks.create, "one-more", command="start")
+                await asyncio.to_thread(many_runbooks.create, "one-more", command="start")
                 while cache.version == version:
+                    assert time.monotonic() < deadline, "the new Runbook in the cache"
                     await asyncio.sleep(0.01)
-                began = time.perf_counter()
-                assert (await http.get(STATUS, headers=auth())).json()["last_runbook"][
-                    "request_id"
-                ] == "one-more"
-                recompute = time.perf_counter() - began
-        return statistics.median(timings), statistics.quantiles(timings, n=100)[98], recompute, first
+                after = (await http.get(STATUS, headers=auth())).json()
+        return first, after
 
-    median, p99, recompute, first = asyncio.run(measure())
-    print(
-        f"status over 500 requests: median {median * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms; "
-        f"first after a change (recomputes) {recompute * 1000:.1f} ms"
-    )
+    first, after = asyncio.run(check())
     assert len(first["runbook_history"]) == 20
     assert set(first["last_exit_codes"]) == {
         "start",
@@ -452,5 +435,5 @@ def test_status_p99_under_20ms_with_10000_runbooks(make_settings, ten_thousand_r
         "drill",
         "health_check",
     }
-    assert p99 < 0.020
-    assert recompute < 1.0
+    assert after["last_runbook"]["request_id"] == "one-more"
+    assert len(after["runbook_history"]) == 20
