@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from devcluster.processes import wait_until
 from runner.cli import main
 from runner.gate import Thresholds, evaluate
 from runner.logs import LEVELS, MAX_MESSAGE_CHARS, dumps
@@ -119,14 +120,6 @@ def run_runner(scripts: Path | None, *args: str, env: dict[str, str] | None = No
         timeout=120,
     )
     return parse_output(completed.returncode, completed.stdout, completed.stderr)
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def process_gone(pid: int) -> bool:
@@ -335,7 +328,7 @@ def test_timeout_exits_124_and_kills_the_script_process_group(tmp_path: Path, ki
     assert run.result["message"] == "timed out after 1 s"
     assert run.levelled() == [("INFO", "child started"), ("ERROR", "timed out after 1 s")]
     assert elapsed >= 1
-    wait_until(lambda: process_gone(child), "the script's child to die")
+    wait_until(lambda: process_gone(child), 15, "the script's child to die")
 
 
 def test_timeout_escalates_to_sigkill_after_the_grace_period(tmp_path: Path, kill_after: list[int]) -> None:
@@ -356,7 +349,7 @@ def test_timeout_escalates_to_sigkill_after_the_grace_period(tmp_path: Path, kil
     kill_after.append(child)
     assert run.returncode == 124
     assert elapsed < 1 + 5  # the 0.5 s grace, not the default 5 s
-    wait_until(lambda: process_gone(child), "the TERM-ignoring child to be killed")
+    wait_until(lambda: process_gone(child), 15, "the TERM-ignoring child to be killed")
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
@@ -373,7 +366,7 @@ def test_signal_to_the_runner_cancels_the_run(tmp_path: Path, kill_after: list[i
         encoding="utf-8",
     )
     try:
-        wait_until(lambda: read_pid(pidfile) is not None, "the script to start its child")
+        wait_until(lambda: read_pid(pidfile) is not None, 15, "the script to start its child")
         child = read_pid(pidfile)
         assert child is not None
         kill_after.append(child)
@@ -388,7 +381,7 @@ def test_signal_to_the_runner_cancels_the_run(tmp_path: Path, kill_after: list[i
     assert run.returncode == 130
     assert run.result["message"] == f"cancelled by {name}"
     assert run.levelled()[-1] == ("ERROR", f"cancelled by {name}")
-    wait_until(lambda: process_gone(child), "the script's child to die")
+    wait_until(lambda: process_gone(child), 15, "the script's child to die")
 
 
 def test_background_process_holding_the_output_does_not_hang_the_run(

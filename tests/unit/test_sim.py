@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devcluster.processes import wait_until
 from sim.metrics import METRIC_NAMES, make_registry
 from sim.model import Config, FeedModel, SimError
 from sim.process import SimProcess, run_sim
@@ -227,18 +228,6 @@ def sim() -> Iterator[SimProcess]:
         yield proc
 
 
-def poll(predicate: Callable[[], T], timeout: float = 10.0) -> T:
-    """Wait until ``predicate()`` is truthy (with a deadline) and return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.02)
-
-
 def scrape(sim: SimProcess) -> dict[str, list]:
     code, text = sim.request("GET", "/metrics")
     assert code == 200
@@ -259,7 +248,7 @@ def test_server_failover_and_failback(sim: SimProcess) -> None:
     assert code == 202
     assert status["state"] == "failing_over"
     assert status["transition"]["target"] == "backup"
-    final = poll(lambda: (s := sim.status())["state"] == "running" and s)
+    final = wait_until(lambda: (s := sim.status())["state"] == "running" and s, 10, "the restart to finish")
     assert final["active_source"] == "backup"
     assert 160 <= final["failover_latency_ms"] <= 240
     assert scrape(sim)["md_failover_latency_ms"][0].value == pytest.approx(
@@ -292,7 +281,7 @@ def test_server_controls_and_faults(sim: SimProcess) -> None:
     assert code == 200
     assert status["faults"] == {"lose_instruments": 96, "stall_source": None, "grow_backlog": 50000}
     assert status["coverage_ratio"] == pytest.approx(800 / 896, abs=1e-6)
-    poll(lambda: sim.status()["consumer_backlog_messages"] > 0)
+    wait_until(lambda: sim.status()["consumer_backlog_messages"] > 0, 10, "a backlog")
     code, status = sim.request("POST", "/admin/faults", {"stall_source": "primary"})
     assert (status["matched_total"], status["faults"]["lose_instruments"]) == (0, 96)
     code, status = sim.request("DELETE", "/admin/faults")
