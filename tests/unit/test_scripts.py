@@ -14,20 +14,12 @@ from typing import Any
 
 import pytest
 
+from runner import report
 from sim.process import SimProcess, run_sim
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "scripts"
 COMMANDS = ("start", "stop", "restart", "failover", "failback", "drill", "health_check")
-HEALTH_KEYS = {
-    "coverage_ratio",
-    "expected_total",
-    "active_total",
-    "matched_total",
-    "ignored_total",
-    "consumer_backlog_messages",
-    "failover_latency_ms",
-    "generated_at",
-}
+HEALTH_KEYS = set(report.HEALTH_KEYS)  # the runner's contract is what the scripts must report
 LINE = re.compile(r"^(INFO|WARNING|ERROR|DEBUG): ")
 # the parts of the simulator's status that only an action changes (throughput and backlog move by themselves)
 STABLE_KEYS = (
