@@ -157,6 +157,12 @@ def main() -> None:
             # client: what concurrency buys, without the HTTP layer on one side only.
             source = MetricsSource(prometheus.url, timeout=5)
             in_process = describe(async_timings(source.summary, args.requests // 5))
+
+            async def one_by_one() -> None:
+                for query in SUMMARY_QUERIES:
+                    await source._query(query)
+
+            serial = describe(async_timings(one_by_one, args.requests // 5))
             alone = {
                 q: describe(async_timings(lambda q=q: source._query(q), args.requests // 5))
                 for q in SUMMARY_QUERIES
@@ -176,6 +182,7 @@ def main() -> None:
         "status_speedup_p50": round(listing["p50_ms"] / status["p50_ms"], 1),
         "summary_over_http": summary,
         "summary_in_process": in_process,
+        "summary_queries_one_by_one": serial,
         "slowest_query_alone": slowest,
         "summary_over_slowest_p50": round(in_process["p50_ms"] / slowest["p50_ms"], 2),
         "queries_alone": alone,
