@@ -112,6 +112,9 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.96.0.0/24",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                # Beta in 1.34, off by default: lets a policy record who created a Runbook.
+                "--feature-gates=MutatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             ],
         )
         write_kubeconfig(self.kubeconfig, self.server, ca.cert_path, admin, "mdops-admin")

@@ -86,6 +86,10 @@ class Stack:
         self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
         self.cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
         self.cluster.kubectl("create", "namespace", NAMESPACE)
+        requested_by = REPO / "manifests" / "components" / "requested-by"
+        self.cluster.kubectl(
+            "apply", "-f", str(requested_by / "policy.yaml"), "-f", str(requested_by / "binding.yaml")
+        )
 
         self._step(f"starting the market-data simulator on {self.sim_url}")
         sim = self._run(

@@ -73,8 +73,10 @@ def test_operating_the_platform_through_the_api_and_kubectl(stack, api):
     check = execute(api, command="health_check", reason="e2e")
     assert check["runbook"]["status"] == "success" and check["health"]["coverage_ratio"] == 1
 
-    drill = kubectl_run(stack, "e2e-drill", command="drill", enforce=True)["status"]
+    applied = kubectl_run(stack, "e2e-drill", command="drill", enforce=True)
+    drill = applied["status"]
     assert drill["result"] == "success" and drill["health"]["failover_latency_ms"] > 0
+    assert applied["spec"]["requestedBy"] == "mdops-admin"  # the kubectl user, recorded by the policy
     assert sim_status(stack)["active_source"] == "primary"
 
     failover = execute(api, command="failover", reason="e2e failover")
