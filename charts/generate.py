@@ -6,8 +6,8 @@
   ``additionalProperties`` is free-form (its keys are examples, not schema); every other map is closed
   (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
 - ``charts/mdops/files/crd.yaml``, the Runbook CRD (as ``python -m runbooks.crd`` writes to manifests/),
-  and ``charts/mdops/files/kopfpeering-crd.yaml``, from ``manifests/components/peering/``: Helm only reads
-  files inside the chart.
+  ``charts/mdops/files/kopfpeering-crd.yaml`` and ``requested-by-policy.yaml``, from
+  ``manifests/components/``: Helm only reads files inside the chart.
 - the runbook scripts, copied from ``examples/scripts/`` into ``manifests/scripts/`` (kustomize may only
   read files below its own folder) and ``charts/mdops/files/scripts/`` (Helm only packages the chart's).
 
@@ -31,6 +31,7 @@ CHART = REPO / "charts" / "mdops"
 SCRIPTS = REPO / "examples" / "scripts"
 SCRIPT_COPIES = (REPO / "manifests" / "scripts", CHART / "files" / "scripts")
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
+REQUESTED_BY_POLICY = REPO / "manifests" / "components" / "requested-by" / "policy.yaml"
 SCHEMA_MARK = "@schema"
 
 
@@ -111,6 +112,7 @@ def expected() -> dict[Path, bytes]:
         CHART / "values.schema.json": render_schema().encode(),
         CHART / "files" / "crd.yaml": crd.render().encode(),
         CHART / "files" / "kopfpeering-crd.yaml": PEERING_CRD.read_bytes(),
+        CHART / "files" / "requested-by-policy.yaml": REQUESTED_BY_POLICY.read_bytes(),
     }
     for copy in SCRIPT_COPIES:
         for source in script_files():
