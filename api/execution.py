@@ -99,16 +99,12 @@ class Executor:
         if existing is not None:
             record = existing
         else:
-            manifest = {
-                "apiVersion": models.API_VERSION,
-                "kind": models.KIND,
-                "metadata": {
-                    "name": name,
-                    "labels": {"app.kubernetes.io/managed-by": "mdops-api"},
-                    "annotations": {REQUESTED_AT: _now()},
-                },
-                "spec": spec,
-            }
+            manifest = models.manifest(
+                name,
+                spec,
+                labels={"app.kubernetes.io/managed-by": "mdops-api"},
+                annotations={REQUESTED_AT: _now()},
+            )
             try:
                 obj = await asyncio.to_thread(self._create, manifest)
                 created = True

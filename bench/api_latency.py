@@ -77,8 +77,7 @@ def create_history(custom: client.CustomObjectsApi, count: int) -> None:
     def one(index: int) -> None:
         name = f"hist-{index:05d}"
         command = COMMANDS[index % len(COMMANDS)]
-        body = {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": name},
-                "spec": {"command": command, "reason": "bench history", "requestedBy": "bench"}}  # fmt: skip
+        body = models.manifest(name, {"command": command, "reason": "bench history", "requestedBy": "bench"})
         custom.create_namespaced_custom_object(models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, body)
         stamp = f"2026-11-26T{index // 3600 % 24:02d}:{index // 60 % 60:02d}:{index % 60:02d}Z"
         status = {"status": {

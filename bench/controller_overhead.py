@@ -101,8 +101,7 @@ def main() -> None:
             finishes.ready.wait(10)
 
             def create(name: str) -> float:
-                body = {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": name},
-                        "spec": {"command": "health_check", "window": "day"}}  # fmt: skip
+                body = models.manifest(name, {"command": "health_check", "window": "day"})
                 started = time.monotonic()
                 custom.create_namespaced_custom_object(
                     models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, body

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.controlplane import REPO
+from runbooks import models
 from runbooks.kube import loopback_kubeconfig
 
 STACK_ENV = REPO / ".mdops" / "stack.env"
@@ -82,14 +83,8 @@ class Demo:
 
     def via_kubectl(self, title: str, **spec: Any) -> dict[str, Any]:
         name = f"demo-{title}-{self.suffix}"
-        manifest = {
-            "apiVersion": "ops.mdops.io/v1alpha1",
-            "kind": "Runbook",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
         began = time.monotonic()
-        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        self.kubectl("apply", "-f", "-", input=json.dumps(models.manifest(name, spec)))
         self.kubectl("wait", f"rb/{name}", "--for=jsonpath={.status.result}", "--timeout=120s")
         status = json.loads(self.kubectl("get", f"rb/{name}", "-o", "json"))["status"]
         took, health = f"{time.monotonic() - began:.1f}s", _health(status.get("health") or {})

@@ -21,6 +21,11 @@ SHORT_NAMES = ["rb"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
+def manifest(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    """A Runbook object; ``spec`` as Kubernetes names it (camelCase), ``metadata`` beside the name."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, **metadata}, "spec": spec}
+
+
 class Command(StrEnum):
     START = "start"
     STOP = "stop"

@@ -32,7 +32,7 @@ def runbook(name: str, **spec: Any) -> dict[str, Any]:
     """A Runbook manifest; the spec's keys as the Runbook names them (``dryRun``) or as Python does
     (``dry_run``). Values are not checked: the API server does that."""
     spec = {SPEC_KEYS.get(key, key): value for key, value in spec.items()}
-    return {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": name}, "spec": spec}
+    return models.manifest(name, spec)
 
 
 class Runbooks:

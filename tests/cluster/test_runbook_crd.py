@@ -8,17 +8,12 @@ import pytest
 
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
-from runbooks import crd
+from runbooks import crd, models
 
 
 def _apply(cluster, namespace, spec: dict, name: str = "rb1"):
-    manifest = {
-        "apiVersion": "ops.mdops.io/v1alpha1",
-        "kind": "Runbook",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
+    manifest = json.dumps(models.manifest(name, spec))
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
 
 
 def test_valid_runbook_gets_its_defaults(runbook_crd, namespace):

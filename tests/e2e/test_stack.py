@@ -12,6 +12,7 @@ import pytest
 
 from devcluster.processes import wait_until
 from devcluster.stack import Stack
+from runbooks import models
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +41,8 @@ def execute(api, **body):
 
 def kubectl_run(stack, name: str, **spec) -> dict:
     kubectl = [str(stack.cluster.kubectl_path), f"--kubeconfig={stack.cluster.kubeconfig}", "-n", "mdops"]
-    manifest = {
-        "apiVersion": "ops.mdops.io/v1alpha1",
-        "kind": "Runbook",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True)
+    manifest = json.dumps(models.manifest(name, spec))
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=manifest, text=True, check=True)
     subprocess.run([*kubectl, "wait", f"rb/{name}", "--for=condition=Succeeded", "--timeout=60s"], check=True)
     return json.loads(subprocess.run([*kubectl, "get", f"rb/{name}", "-o", "json"], capture_output=True,
                                       text=True, check=True).stdout)  # fmt: skip

@@ -9,6 +9,8 @@ import json
 import pytest
 from pkgtools import CHART, CI_VALUES, COMPONENTS, dry_run
 
+from runbooks import models
+
 pytestmark = pytest.mark.cluster
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
@@ -93,12 +95,7 @@ def test_install_upgrade_uninstall(crds, helm, namespace):
         helm.run("install", "mdops", str(CHART), "-n", namespace, kubeconfig=cluster.kubeconfig)
         token = _token(cluster, namespace)
         assert len(token) == 48
-        runbook = {
-            "apiVersion": "ops.mdops.io/v1alpha1",
-            "kind": "Runbook",
-            "metadata": {"name": "kept"},
-            "spec": {"command": "health_check"},
-        }
+        runbook = models.manifest("kept", {"command": "health_check"})
         cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(runbook))
 
         helm.run(

@@ -126,12 +126,7 @@ def test_access_reviews_allow_exactly_the_needed_verbs(sa, namespace, other_name
 def test_real_requests_of_the_controller_and_the_api_succeed(sa, namespace):
     _, api = sa
     custom = client.CustomObjectsApi(api)
-    runbook = {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": "by-the-api"},
-        "spec": {"command": "health_check", "reason": "ServiceAccount test"},
-    }
+    runbook = models.manifest("by-the-api", {"command": "health_check", "reason": "ServiceAccount test"})
     args = (models.GROUP, models.VERSION, namespace, models.PLURAL)
     custom.create_namespaced_custom_object(*args, runbook)
     assert [i["metadata"]["name"] for i in custom.list_namespaced_custom_object(*args)["items"]] == [
