@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,7 @@ from kubernetes import client
 
 from api.prometheus import SUMMARY_QUERIES, MetricsSource
 from devcluster.controlplane import REPO, ControlPlane
-from devcluster.processes import Process, free_port, wait_until
+from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from runbooks import models
 from runbooks.kube import api_client
@@ -129,14 +128,7 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{api_port}"
 
-            def ready() -> bool:
-                try:
-                    with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
-                        return response.status == 200
-                except OSError:
-                    return False
-
-            wait_until(ready, 300, "the API's cache to sync", [api])
+            wait_until(lambda: answers_200(f"{base}/readyz"), 300, "the API's cache to sync", [api])
             wait_until(lambda: prometheus.query("md_throughput_mps"), 60, "a first scrape", [sim])
             with httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60

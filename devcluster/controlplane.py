@@ -14,12 +14,11 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from devcluster import pki
 from devcluster.kubeconfig import write_kubeconfig
-from devcluster.processes import Process, free_port, wait_until
+from devcluster.processes import Process, answers_200, free_port, wait_until
 from runbooks.kube import loopback_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,14 +31,6 @@ def binaries() -> Path:
     """Build (or find in the cache) the control plane's binaries; return their directory."""
     out = subprocess.run([BUILD_SCRIPT], check=True, stdout=subprocess.PIPE, text=True).stdout
     return Path(out.strip().splitlines()[-1])
-
-
-def _get(url: str, context: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class ControlPlane:
@@ -89,7 +80,7 @@ class ControlPlane:
                 f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
             ],
         )
-        wait_until(lambda: _get(f"http://127.0.0.1:{etcd_port}/health"), timeout, "etcd", [etcd])
+        wait_until(lambda: answers_200(f"http://127.0.0.1:{etcd_port}/health"), timeout, "etcd", [etcd])
 
         self.server = f"https://127.0.0.1:{api_port}"
         apiserver = self._run(
@@ -117,11 +108,13 @@ class ControlPlane:
                 "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             ],
         )
+        # Checked once, here: every client of this control plane uses this file.
         write_kubeconfig(self.kubeconfig, self.server, ca.cert_path, admin, "mdops-admin")
+        loopback_kubeconfig(self.kubeconfig)
         context = ssl.create_default_context(cafile=ca.cert_path)
         context.load_cert_chain(admin.cert, admin.key)
         wait_until(
-            lambda: _get(f"{self.server}/readyz", context),
+            lambda: answers_200(f"{self.server}/readyz", context),
             timeout,
             "kube-apiserver /readyz",
             [etcd, apiserver],
@@ -156,7 +149,7 @@ class ControlPlane:
         )
         insecure = ssl._create_unverified_context()  # the controller-manager's self-signed health port
         wait_until(
-            lambda: _get(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+            lambda: answers_200(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
             timeout,
             "kube-controller-manager /healthz",
             self.processes,
@@ -196,8 +189,7 @@ class ControlPlane:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess:
-        """Run the project's kubectl against this control plane only."""
-        loopback_kubeconfig(self.kubeconfig)
+        """Run the project's kubectl against this control plane only (its loopback kubeconfig)."""
         return subprocess.run(
             [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
             input=input,

@@ -12,8 +12,10 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -69,6 +71,15 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+def answers_200(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` answers 200 now (a readiness probe for ``wait_until``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def wait_until(

@@ -14,14 +14,13 @@ import os
 import secrets
 import socket
 import sys
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
-from devcluster.processes import Process, free_port, wait_until
+from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 
 NAMESPACE = "mdops"
@@ -36,14 +35,6 @@ def port(preferred: int | None) -> int:
             sock.bind(("127.0.0.1", preferred))
             return preferred
     return free_port()
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class Stack:
@@ -95,7 +86,7 @@ class Stack:
         sim = self._run(
             "sim", [sys.executable, "-m", "sim", "--port", str(self.ports["sim"]), *self.sim_args]
         )
-        wait_until(lambda: _ok(f"{self.sim_url}/healthz"), 30, "the simulator", [sim])
+        wait_until(lambda: answers_200(f"{self.sim_url}/healthz"), 30, "the simulator", [sim])
 
         self._step("starting the controller (local executor, reference scripts)")
         self.controller = ControllerProcess(
@@ -108,7 +99,9 @@ class Stack:
             },
         )
         self.processes.append(self.controller.process)
-        wait_until(lambda: _ok(self.controller.metrics_url), 30, "the controller", [self.controller.process])
+        wait_until(
+            lambda: answers_200(self.controller.metrics_url), 30, "the controller", [self.controller.process]
+        )
 
         self._step(f"starting Prometheus on 127.0.0.1:{self.ports['prometheus']}")
         self.prometheus = Prometheus(
@@ -137,7 +130,7 @@ class Stack:
             "MDOPS_PROMETHEUS_URL": self.prometheus.url,
             "MDOPS_API_PORT": str(self.ports["api"]),
         })  # fmt: skip
-        wait_until(lambda: _ok(f"{self.api_url}/readyz"), 60, "the API", [api])
+        wait_until(lambda: answers_200(f"{self.api_url}/readyz"), 60, "the API", [api])
 
     def _run(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process(name, argv, self.logs, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
