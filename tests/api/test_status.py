@@ -258,10 +258,9 @@ def test_waiting_for_the_first_sync_is_woken_by_it(cluster, api_crd, namespace):
     cache = RunbookCache(api, namespace)
 
     async def wait_then_start() -> bool:
-        waiting = asyncio.ensure_future(cache.wait_synced(30))
-        await asyncio.sleep(0)  # the waiter is registered before the cache starts
-        cache.start()
-        return await waiting
+        # call_soon runs start() only once wait_synced below has registered its waiter and suspended.
+        asyncio.get_running_loop().call_soon(cache.start)
+        return await cache.wait_synced(30)
 
     try:
         assert asyncio.run(wait_then_start()) is True

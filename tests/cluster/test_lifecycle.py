@@ -80,11 +80,11 @@ def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
 
 def test_components_die_with_a_killed_parent(tmp_path):
     program = textwrap.dedent(f"""
-        import json, sys, time
+        import json, signal
         from devcluster.controlplane import ControlPlane
         cluster = ControlPlane({str(tmp_path)!r}).start()
         print(json.dumps([p.popen.pid for p in cluster.processes]), flush=True)
-        time.sleep(3600)
+        signal.pause()  # until the test kills this parent
     """)
     parent = subprocess.Popen([sys.executable, "-c", program], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
