@@ -48,8 +48,12 @@ def loopback_kubeconfig(path: str | Path) -> Path:
 
 
 def configuration(kubeconfig: str | Path | None, in_cluster: bool = False) -> client.Configuration:
-    """Client configuration from an explicit loopback kubeconfig, or the pod's service account."""
+    """Client configuration from an explicit loopback kubeconfig, or, only when a deployment asks for it
+    with ``in_cluster`` (MDOPS_IN_CLUSTER=true, set by the chart and the manifests), the pod's service
+    account. Never both, and never a fallback from one to the other."""
     cfg = client.Configuration()
+    if in_cluster and kubeconfig:
+        raise ValueError("MDOPS_KUBECONFIG and MDOPS_IN_CLUSTER=true both given: choose one")
     if in_cluster:
         config.load_incluster_config(client_configuration=cfg)
     elif kubeconfig:

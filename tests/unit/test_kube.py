@@ -1,6 +1,6 @@
 import pytest
 
-from runbooks.kube import NotLoopbackError, is_loopback, loopback_kubeconfig
+from runbooks.kube import NotLoopbackError, configuration, is_loopback, loopback_kubeconfig
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,14 @@ def test_loopback_kubeconfig_is_handed_out(tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text("clusters:\n- name: local\n  cluster: {server: 'https://127.0.0.1:6443'}\n")
     assert loopback_kubeconfig(path) == path
+
+
+def test_no_ambient_credentials_without_an_explicit_choice(tmp_path, monkeypatch):
+    # What a pod or a developer's shell would offer: none of it is used unless asked for.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "ambient"))
+    with pytest.raises(ValueError, match="no Kubernetes credentials"):
+        configuration(None)
+    with pytest.raises(ValueError, match="choose one"):
+        configuration(tmp_path / "kubeconfig", in_cluster=True)
