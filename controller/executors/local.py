@@ -24,6 +24,7 @@ from runner.result import parse_log_line, parse_result
 POLL_SECONDS = 0.05
 LOG_EVERY_SECONDS = 1.0
 KILL_GRACE_SECONDS = 10.0
+LOG_TAIL_BYTES = 64 * 1024
 
 
 class LocalRun:
@@ -60,18 +61,30 @@ class LocalRun:
             return False
         return str(self.folder).encode() in cmdline and state != "Z"
 
-    def _logs(self) -> list[dict[str, Any]]:
+    def _log_size(self) -> int:
         try:
-            lines = (self.folder / "runner.log").read_text(errors="replace").splitlines()[-200:]
+            return (self.folder / "runner.log").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _logs(self) -> list[dict[str, Any]]:
+        """The log lines at the end of ``runner.log``; only its tail is read (a chatty log is long)."""
+        try:
+            with (self.folder / "runner.log").open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(0, size - LOG_TAIL_BYTES))
+                lines = log.read().decode(errors="replace").splitlines()
         except FileNotFoundError:
             return []
+        if size > LOG_TAIL_BYTES:
+            lines = lines[1:]  # the first may be cut
         return [entry for entry in map(parse_log_line, lines) if entry is not None]
 
     async def wait(self, on_logs: LogCallback) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout + 30  # the runner enforces the timeout; this is a backstop
         next_logs = loop.time() + LOG_EVERY_SECONDS
-        shown = 0
+        shown = 0  # the log's size when last shown
         try:
             while self._alive():
                 if self.process is not None:
@@ -81,10 +94,10 @@ class LocalRun:
                     await asyncio.sleep(POLL_SECONDS * 4)
                 if loop.time() >= next_logs:
                     next_logs = loop.time() + LOG_EVERY_SECONDS
-                    logs = self._logs()
-                    if len(logs) != shown:
-                        shown = len(logs)
-                        await on_logs(logs)
+                    size = self._log_size()
+                    if size != shown:
+                        shown = size
+                        await on_logs(self._logs())
                 if loop.time() > deadline:
                     await self.cancel()
                     return failure(124, f"runner did not stop after its {self.timeout:.0f}s timeout; killed")

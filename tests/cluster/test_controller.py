@@ -140,3 +140,22 @@ def test_metrics_report_last_exit_code_counts_and_durations(controller, rbs):
     assert 'md_runbook_runs_total{command="health_check",result="success"} 1.0' in metrics
     assert 'md_runbook_duration_seconds_count{command="health_check",result="success"} 1.0' in metrics
     assert "md_runbook_queue_depth" in metrics
+
+
+def test_logs_of_a_running_run_show_in_its_status(start_controller, rbs, tmp_path):
+    folder = tmp_path / "chatty"
+    # Far more lines than the status keeps, shown once; a later line must still reach the status.
+    script = 'for i in $(seq 300); do echo "step $i"; done\nsleep 2\necho "INFO: halfway"\nsleep 30\n'
+    write_script(folder, "drill", script)
+    start_controller(MDOPS_SCRIPTS_DIR=str(folder))
+    rbs.create("chatty", command="drill")
+
+    def halfway_shown():
+        body = rbs.get("chatty")
+        logs = (body.get("status") or {}).get("logs") or []
+        return any(line["message"] == "halfway" for line in logs) and body
+
+    body = wait_until(halfway_shown, 30, "the running run's log lines in its status")
+    assert body["status"].get("result") is None  # still running
+    assert len(body["status"]["logs"]) == 50
+    rbs.delete("chatty")
