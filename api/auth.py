@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from runbooks.models import Command
+from runbooks.contract import Command
 
 STATUS_READ = "status:read"
 METRICS_READ = "metrics:read"

@@ -26,7 +26,7 @@ from typing import Any
 from kubernetes import client
 
 from api.views import RunbookRecord, order, record_of
-from runbooks import models
+from runbooks import keys
 
 log = logging.getLogger("api.cache")
 
@@ -206,10 +206,10 @@ class RunbookCache:
         token = None
         while True:
             page = self._objects.list_namespaced_custom_object(
-                models.GROUP,
-                models.VERSION,
+                keys.GROUP,
+                keys.VERSION,
                 self.namespace,
-                models.PLURAL,
+                keys.PLURAL,
                 limit=PAGE_SIZE,
                 _continue=token,
                 _request_timeout=(5, 60),
@@ -251,10 +251,10 @@ class RunbookCache:
         self._interrupting = False
         try:
             response = self._objects.list_namespaced_custom_object(
-                models.GROUP,
-                models.VERSION,
+                keys.GROUP,
+                keys.VERSION,
                 self.namespace,
-                models.PLURAL,
+                keys.PLURAL,
                 watch=True,
                 resource_version=self.resource_version,
                 allow_watch_bookmarks=True,

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import re
 import uuid
@@ -25,16 +24,13 @@ from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
 from api.schemas import ExecuteRequest
 from api.settings import ApiSettings
-from api.views import REQUESTED_AT, RunbookRecord, record_of
-from runbooks import models
+from api.views import RunbookRecord, record_of
+from runbooks import keys, models
+from runbooks.contract import ExitCode, now
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # The spec fields that make a request: the same request id with another value of any is a conflict.
 COMPARED = ("command", "mode", "window", "profile", "config", "enforce", "dryRun", "reason", "timeoutSeconds")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def object_name(request_id: str) -> str:
@@ -102,8 +98,8 @@ class Executor:
             manifest = models.manifest(
                 name,
                 spec,
-                labels={"app.kubernetes.io/managed-by": "mdops-api"},
-                annotations={REQUESTED_AT: _now()},
+                labels={keys.MANAGED_BY: keys.API_MANAGER},
+                annotations={keys.REQUESTED_AT: now()},
             )
             try:
                 obj = await asyncio.to_thread(self._create, manifest)
@@ -130,17 +126,17 @@ class Executor:
         record = final or record
         if record.execution_error:
             raise ScriptExecutionError(
-                f"script execution error (exit code 125) for request {request_id!r}, command "
-                f"{record.command!r}: {record.message or 'the runner could not execute the script'}"
+                f"script execution error (exit code {ExitCode.NOT_EXECUTED}) for request {request_id!r}, "
+                f"command {record.command!r}: {record.message or 'the runner could not execute the script'}"
             )
         return Outcome(record, created)
 
     def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         return self.objects.create_namespaced_custom_object(
-            models.GROUP,
-            models.VERSION,
+            keys.GROUP,
+            keys.VERSION,
             self.cache.namespace,
-            models.PLURAL,
+            keys.PLURAL,
             manifest,
             _request_timeout=(5, 30),
         )
@@ -148,10 +144,10 @@ class Executor:
     def _read(self, name: str) -> dict[str, Any]:
         try:
             return self.objects.get_namespaced_custom_object(
-                models.GROUP,
-                models.VERSION,
+                keys.GROUP,
+                keys.VERSION,
                 self.cache.namespace,
-                models.PLURAL,
+                keys.PLURAL,
                 name,
                 _request_timeout=(5, 30),
             )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
-from runbooks.models import NAME_PATTERN, Command
-
-RunState = Literal["pending", "queued", "running", "success", "failed"]
-
+from runbooks.contract import Command, RunState
+from runbooks.models import ConfigSet, Name, ReasonText, RequestId, TimeoutSeconds, WindowChoice
 
 # -- execute ---------------------------------------------------------------------------------------
 
@@ -37,24 +35,20 @@ class ExecuteRequest(BaseModel):
     )
 
     command: Command = Field(description="The runbook command.")
-    mode: StrictStr | None = Field(None, max_length=63, pattern=NAME_PATTERN, description="Environment mode.")
-    window: Literal["day", "night", "auto"] | None = Field(
+    mode: Annotated[Name, Strict()] | None = Field(None, description="Environment mode.")
+    window: WindowChoice | None = Field(
         None, description="Trading window; auto: resolved from the session calendar when the run starts."
     )
-    profile: StrictStr | None = Field(None, max_length=63, pattern=NAME_PATTERN, description="Feed profile.")
-    config: StrictStr | None = Field(None, max_length=253, description="Configuration set.")
-    request_id: StrictStr | None = Field(
-        None,
-        min_length=1,
-        max_length=128,
-        pattern=NAME_PATTERN,
-        description="Idempotency key: the same id returns the same run. Default: a new UUID4.",
+    profile: Annotated[Name, Strict()] | None = Field(None, description="Feed profile.")
+    config: Annotated[ConfigSet, Strict()] | None = Field(None, description="Configuration set.")
+    request_id: Annotated[RequestId, Strict()] | None = Field(
+        None, description="Idempotency key: the same id returns the same run. Default: a new UUID4."
     )
     enforce: StrictBool | None = Field(None, description="Fail the run when the health gate fails.")
     dry_run: StrictBool | None = Field(None, description="Plan only; changes nothing.")
-    reason: StrictStr | None = Field(None, max_length=1024, description="Why (kept in the audit).")
-    timeout_seconds: StrictInt | None = Field(
-        None, ge=1, le=86400, description="Stop and fail the run after this."
+    reason: Annotated[ReasonText, Strict()] | None = Field(None, description="Why (kept in the audit).")
+    timeout_seconds: Annotated[TimeoutSeconds, Strict()] | None = Field(
+        None, description="Stop and fail the run after this."
     )
 
 

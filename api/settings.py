@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from runbooks.models import NAME_PATTERN
+from runbooks.models import ConfigSet, Name, TimeoutSeconds, WindowChoice
 from runbooks.settings import CommonSettings
 
 
@@ -30,19 +30,15 @@ class ApiSettings(CommonSettings):
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
     )
-    api_default_mode: str = Field(
-        "live", max_length=63, pattern=NAME_PATTERN, description="Mode when the request names none."
-    )
-    api_default_profile: str = Field(
-        "primary", max_length=63, pattern=NAME_PATTERN, description="Profile when the request names none."
-    )
-    api_default_config: str = Field("", max_length=253, description="Config set when the request names none.")
-    api_default_window: Literal["day", "night", "auto"] = Field(
+    api_default_mode: Name = Field("live", description="Mode when the request names none.")
+    api_default_profile: Name = Field("primary", description="Profile when the request names none.")
+    api_default_config: ConfigSet = Field("", description="Config set when the request names none.")
+    api_default_window: WindowChoice = Field(
         "auto", description="Window when the request names none; auto: the controller resolves it."
     )
     api_default_enforce: bool = Field(False, description="enforce when the request does not say.")
-    api_default_timeout_seconds: int = Field(
-        300, ge=1, le=86400, description="timeoutSeconds of the Runbook when the request names none."
+    api_default_timeout_seconds: TimeoutSeconds = Field(
+        300, description="timeoutSeconds of the Runbook when the request names none."
     )
     api_history: int = Field(20, ge=1, le=1000, description="Entries in status' history, audit and health.")
     api_sync_wait_seconds: float = Field(

@@ -11,24 +11,11 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbooks.models import Command
+from runbooks import keys
+from runbooks.contract import Command, ExitCode, parse_time
+from runbooks.models import RunbookStatus
 
-FINISHED = {"True": "success", "False": "failed"}
-WAITING = {"Pending": "pending", "Queued": "queued", "Running": "running"}
-EXECUTION_ERROR = 125
-REQUESTED_AT = "ops.mdops.io/requested-at"
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-def parse_time(value: Any) -> datetime.datetime | None:
-    """An RFC 3339 / ISO 8601 timestamp as an aware datetime (UTC when it names no zone), or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
@@ -58,7 +45,7 @@ class RunbookRecord:
     request_id: str
     spec: dict[str, Any]
     created: datetime.datetime
-    status: str  # pending | queued | running | success | failed
+    status: str  # a RunState: pending | queued | running | success | failed
     reason: str | None
     finished: bool
     exit_code: int | None
@@ -86,39 +73,20 @@ class RunbookRecord:
 
     @property
     def execution_error(self) -> bool:
-        return self.finished and self.exit_code == EXECUTION_ERROR
-
-
-def _succeeded(status: dict[str, Any]) -> dict[str, Any] | None:
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, dict) and condition.get("type") == "Succeeded":
-            return condition
-    return None
+        return self.finished and self.exit_code == ExitCode.NOT_EXECUTED
 
 
 def record_of(obj: dict[str, Any]) -> RunbookRecord:
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    succeeded = _succeeded(status) or {}
-    reason = succeeded.get("reason")
-    finished = succeeded.get("status") in FINISHED
-    state_name = FINISHED[succeeded["status"]] if finished else WAITING.get(reason or "", "pending")
-    exit_code = status.get("exitCode")
-    if not isinstance(exit_code, int) or isinstance(exit_code, bool):
-        exit_code = None
+    status = RunbookStatus.read(obj.get("status"))
+    succeeded = status.succeeded
+    finished = status.finished
     created = parse_time(metadata.get("creationTimestamp")) or _EPOCH
-    started_at = parse_time(status.get("startedAt"))
-    finished_at = parse_time(status.get("finishedAt")) if finished else None
-    transitions = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
+    started_at = parse_time(status.started_at)
+    finished_at = parse_time(status.finished_at) if finished else None
+    transitions = [parse_time(c.last_transition_time) for c in status.conditions]
     updated = max(t for t in (created, started_at, finished_at, *transitions) if t is not None)
-    logs = [
-        {"level": str(line.get("level", "INFO")), "message": str(line.get("message", ""))}
-        for line in status.get("logs") or []
-        if isinstance(line, dict)
-    ]
-    health = status.get("health") if isinstance(status.get("health"), dict) else None
-    state = status.get("state") if isinstance(status.get("state"), dict) else None
     name = metadata.get("name", "")
     record = RunbookRecord(
         name=name,
@@ -127,21 +95,21 @@ def record_of(obj: dict[str, Any]) -> RunbookRecord:
         request_id=request_id_of(obj),
         spec=spec,
         created=created,
-        status=state_name,
-        reason=reason,
+        status=status.run_state.value,
+        reason=succeeded.reason if succeeded else None,
         finished=finished,
-        exit_code=exit_code,
-        message=status.get("message") or succeeded.get("message") or None,
+        exit_code=status.exit_code,
+        message=status.message or (succeeded.message if succeeded else None) or None,
         started_at=started_at,
         finished_at=finished_at,
-        logs=logs,
-        health=health,
-        state=state,
-        window=status.get("window"),
-        duplicate_of=status.get("duplicateOf"),
+        logs=[{"level": line.level, "message": line.message} for line in status.logs],
+        health=status.health,
+        state=status.state.model_dump(by_alias=True) if status.state else None,
+        window=status.window,
+        duplicate_of=status.duplicate_of,
         updated=updated,
     )
-    record.requested = parse_time((metadata.get("annotations") or {}).get(REQUESTED_AT)) or created
+    record.requested = parse_time((metadata.get("annotations") or {}).get(keys.REQUESTED_AT)) or created
     order(record, 0)
     return record
 

@@ -33,7 +33,7 @@ from api.prometheus import SUMMARY_QUERIES, MetricsSource
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
-from runbooks import models
+from runbooks import keys, models
 from runbooks.kube import api_client
 
 NAMESPACE = "bench"
@@ -77,7 +77,7 @@ def create_history(custom: client.CustomObjectsApi, count: int) -> None:
         name = f"hist-{index:05d}"
         command = COMMANDS[index % len(COMMANDS)]
         body = models.manifest(name, {"command": command, "reason": "bench history", "requestedBy": "bench"})
-        custom.create_namespaced_custom_object(models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, body)
+        custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, body)
         stamp = f"2026-11-26T{index // 3600 % 24:02d}:{index // 60 % 60:02d}:{index % 60:02d}Z"
         status = {"status": {
             "requestId": name, "window": "day", "exitCode": 0, "result": "success", "message": "ok",
@@ -89,7 +89,7 @@ def create_history(custom: client.CustomObjectsApi, count: int) -> None:
                             "lastTransitionTime": stamp, "observedGeneration": 1}],
         }}  # fmt: skip
         custom.patch_namespaced_custom_object_status(
-            models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, name, status
+            keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, name, status
         )
 
     with ThreadPoolExecutor(16) as pool:
@@ -137,7 +137,7 @@ def main() -> None:
                 history = len(http.get("/api/ops/status").json()["runbook_history"])
                 list_ms = timings(
                     lambda: custom.list_namespaced_custom_object(
-                        models.GROUP, models.VERSION, NAMESPACE, models.PLURAL
+                        keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL
                     ),
                     args.lists,
                 )

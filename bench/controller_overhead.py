@@ -29,7 +29,7 @@ from kubernetes import client, watch
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import wait_until
-from runbooks import models
+from runbooks import keys, models
 from runbooks.kube import api_client
 
 NAMESPACE = "bench"
@@ -47,7 +47,7 @@ class Finishes:
 
     def _watch(self) -> None:
         stream = watch.Watch().stream(
-            self.custom.list_namespaced_custom_object, models.GROUP, models.VERSION, NAMESPACE, models.PLURAL,
+            self.custom.list_namespaced_custom_object, keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL,
             timeout_seconds=3600,
         )  # fmt: skip
         self.ready.set()
@@ -103,9 +103,7 @@ def main() -> None:
             def create(name: str) -> float:
                 body = models.manifest(name, {"command": "health_check", "window": "day"})
                 started = time.monotonic()
-                custom.create_namespaced_custom_object(
-                    models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, body
-                )
+                custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, body)
                 return started
 
             # Warm-up: the controller is up and has run once.

@@ -8,17 +8,17 @@ from typing import Any
 
 import kopf
 
-from controller import metrics, runs, status
+from controller import metrics, runs
 from controller.executors.job import JobExecutor
 from controller.executors.local import LocalExecutor
 from controller.kubeapi import KubeApi
 from controller.ledger import Ledger
 from controller.lock import TargetLock
 from controller.settings import get_settings
-from runbooks import kube, models
+from runbooks import keys, kube
+from runbooks.models import RunbookStatus
 
-RUNBOOKS = (models.GROUP, models.VERSION, models.PLURAL)
-PREFIX = "ops.mdops.io"
+RUNBOOKS = (keys.GROUP, keys.VERSION, keys.PLURAL)
 
 
 @kopf.on.login()
@@ -45,9 +45,9 @@ def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = get_settings()
-    settings.persistence.finalizer = f"{PREFIX}/runbook"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
+    settings.persistence.finalizer = keys.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=keys.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=keys.KOPF_PREFIX)
     settings.posting.level = logging.WARNING  # transitions are posted as Events explicitly
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.mandatory = bool(config.peering)
@@ -61,7 +61,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     async def holder_active(namespace: str, name: str, uid: str) -> bool:
         body = await api.get_runbook(namespace, name)
-        return bool(body) and body["metadata"]["uid"] == uid and not status.is_finished(body.get("status"))
+        return bool(body) and body["metadata"]["uid"] == uid and not _status(body).finished
 
     memo.services = runs.Services(
         settings=config,
@@ -80,17 +80,21 @@ def waiting(body: kopf.Body, namespace: str, **_: Any) -> dict[str, runs.QueueEn
     """Runbooks that need their target's lock and have not finished, by target: the FIFO queues.
 
     An empty dict (not None, which kopf ignores) removes a Runbook that left its queue."""
-    spec, current = body.get("spec") or {}, body.get("status") or {}
+    spec, current = body.get("spec") or {}, _status(body)
     if "command" not in spec or not runs.needs_lock(spec):
         return {}
-    if status.is_finished(current) or current.get("duplicateOf"):  # duplicates never take the lock
+    if current.finished or current.duplicate_of:  # duplicates never take the lock
         return {}
     group = runs.lock_group(get_settings(), spec.get("profile", "primary"))
     return {runs.queue_key(namespace, group): runs.queue_entry(body)}
 
 
-def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return not runs.status.is_finished(dict(status))
+def _status(body: kopf.Body | dict[str, Any]) -> RunbookStatus:
+    return RunbookStatus.read(body.get("status") or {})
+
+
+def _unfinished(body: kopf.Body, **_: Any) -> bool:
+    return not _status(body).finished
 
 
 @kopf.daemon(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runbooks import models
+from runbooks import keys
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class KubeApi:
     def get_runbook(self, namespace: str, name: str) -> dict | None:
         try:
             return self.custom.get_namespaced_custom_object(
-                models.GROUP, models.VERSION, namespace, models.PLURAL, name
+                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name
             )
         except ApiException as error:
             if error.status == 404:
@@ -56,7 +56,7 @@ class KubeApi:
         """Merge-patch the status subresource; None if the Runbook is gone."""
         try:
             return self.custom.patch_namespaced_custom_object_status(
-                models.GROUP, models.VERSION, namespace, models.PLURAL, name, {"status": status}
+                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name, {"status": status}
             )
         except ApiException as error:
             if error.status == 404:
@@ -133,6 +133,4 @@ class KubeApi:
 
     @_threaded
     def job_pods(self, namespace: str, job: str) -> list[client.V1Pod]:
-        return self.core.list_namespaced_pod(
-            namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
-        ).items
+        return self.core.list_namespaced_pod(namespace, label_selector=f"{keys.JOB_NAME_LABEL}={job}").items

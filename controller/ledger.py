@@ -15,14 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.kubeapi import Conflict, KubeApi
+from runbooks import keys
+from runbooks.models import RunbookStatus
 
-LABEL = "ops.mdops.io/ledger"
-A_REQUEST, A_RUNBOOK, A_RESULT, A_FINISHED = (
-    "ops.mdops.io/request-id",
-    "ops.mdops.io/runbook",
-    "ops.mdops.io/result",
-    "ops.mdops.io/finished-at",
-)
+# What the ledger keeps of a run's status: enough for a duplicate to show the result.
+KEPT = ("exit_code", "result", "message", "started_at", "finished_at", "health")
 
 
 def lease_name(request_id: str) -> str:
@@ -38,10 +35,10 @@ class Entry:
     @classmethod
     def from_lease(cls, lease) -> Entry:
         annotations = lease.metadata.annotations or {}
-        result = annotations.get(A_RESULT)
+        result = annotations.get(keys.RESULT)
         return cls(
             lease.spec.holder_identity or "",
-            annotations.get(A_RUNBOOK, ""),
+            annotations.get(keys.RUNBOOK, ""),
             json.loads(result) if result else None,
         )
 
@@ -57,8 +54,8 @@ class Ledger:
         body = {
             "metadata": {
                 "name": lease_name(request_id),
-                "labels": {LABEL: "true", "app.kubernetes.io/managed-by": "mdops"},
-                "annotations": {A_REQUEST: request_id, A_RUNBOOK: f"{namespace}/{name}"},
+                "labels": {keys.LEDGER_LABEL: "true", keys.MANAGED_BY: keys.MANAGER},
+                "annotations": {keys.REQUEST_ID: request_id, keys.RUNBOOK: f"{namespace}/{name}"},
             },
             "spec": {"holderIdentity": uid},
         }
@@ -80,18 +77,16 @@ class Ledger:
         if entry is not None and entry.uid == uid and entry.result is None:
             await self.kube.delete_lease(namespace, lease_name(request_id))
 
-    async def finish(self, namespace: str, request_id: str, uid: str, result: dict[str, Any]) -> None:
-        summary = {
-            k: result.get(k) for k in ("exitCode", "result", "message", "startedAt", "finishedAt", "health")
-        }
+    async def finish(self, namespace: str, request_id: str, uid: str, status: RunbookStatus) -> None:
+        summary = status.model_dump(by_alias=True, include=set(KEPT), mode="json")
         while True:
             lease = await self.kube.get_lease(namespace, lease_name(request_id))
             if lease is None or lease.spec.holder_identity != uid:
                 return
             lease.metadata.annotations = {
                 **(lease.metadata.annotations or {}),
-                A_RESULT: json.dumps(summary, separators=(",", ":")),
-                A_FINISHED: summary["finishedAt"] or "",
+                keys.RESULT: json.dumps(summary, separators=(",", ":")),
+                keys.FINISHED_AT: summary["finishedAt"] or "",
             }
             try:
                 await self.kube.replace_lease(namespace, lease)
@@ -105,12 +100,19 @@ class Ledger:
 
     async def trim(self, namespace: str) -> int:
         """Delete the oldest finished entries beyond ``size``; return how many were deleted."""
-        leases = await self.kube.list_leases(namespace, f"{LABEL}=true")
-        excess = len(leases) - self.size
-        if excess <= 0:
-            return 0
-        done = [lease for lease in leases if (lease.metadata.annotations or {}).get(A_FINISHED)]
-        done.sort(key=lambda lease: lease.metadata.annotations[A_FINISHED])
-        for lease in done[:excess]:
+        leases = await self.kube.list_leases(namespace, f"{keys.LEDGER_LABEL}=true")
+        doomed = oldest_finished(leases, self.size)
+        for lease in doomed:
             await self.kube.delete_lease(namespace, lease.metadata.name)
-        return min(excess, len(done))
+        return len(doomed)
+
+
+def oldest_finished(leases: list, size: int) -> list:
+    """The entries to delete so that at most ``size`` remain: the finished ones, oldest first. Unfinished
+    entries are never deleted (their runs may still be going on)."""
+    excess = len(leases) - size
+    if excess <= 0:
+        return []
+    done = [lease for lease in leases if (lease.metadata.annotations or {}).get(keys.FINISHED_AT)]
+    done.sort(key=lambda lease: lease.metadata.annotations[keys.FINISHED_AT])
+    return done[:excess]

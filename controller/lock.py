@@ -14,8 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from controller.kubeapi import Conflict, KubeApi
-
-A_RUNBOOK = "ops.mdops.io/runbook"
+from runbooks import keys
 
 
 def lease_name(group: str) -> str:
@@ -40,8 +39,8 @@ class TargetLock:
             body = {
                 "metadata": {
                     "name": lease_name(group),
-                    "labels": {"app.kubernetes.io/managed-by": "mdops", "ops.mdops.io/lock": "true"},
-                    "annotations": {A_RUNBOOK: name, "ops.mdops.io/group": group},
+                    "labels": {keys.MANAGED_BY: keys.MANAGER, keys.LOCK_LABEL: "true"},
+                    "annotations": {keys.RUNBOOK: name, keys.LOCK_GROUP: group},
                 },
                 "spec": {"holderIdentity": uid, "acquireTime": _now()},
             }
@@ -51,14 +50,14 @@ class TargetLock:
             except Conflict:
                 return "another runbook (just now)"
         holder = lease.spec.holder_identity
-        holder_name = (lease.metadata.annotations or {}).get(A_RUNBOOK, "")
+        holder_name = (lease.metadata.annotations or {}).get(keys.RUNBOOK, "")
         if holder == uid:
             return None
         if holder and await self.holder_active(namespace, holder_name, holder):
             return holder_name
         lease.spec.holder_identity = uid
         lease.spec.acquire_time = _now()
-        lease.metadata.annotations = {**(lease.metadata.annotations or {}), A_RUNBOOK: name}
+        lease.metadata.annotations = {**(lease.metadata.annotations or {}), keys.RUNBOOK: name}
         try:
             await self.kube.replace_lease(namespace, lease)
             return None

@@ -18,13 +18,14 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from controller import metrics, status
+from controller import metrics, transitions
 from controller.executors import Executor, Run, RunRequest, failure
 from controller.kubeapi import KubeApi
 from controller.ledger import Entry, Ledger
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
-from runbooks.models import Command
+from runbooks.contract import Command, ExitCode, now, parse_time, reason_of
+from runbooks.models import Execution, RunbookStatus
 
 log = logging.getLogger(__name__)
 
@@ -82,41 +83,46 @@ class RunbookRun:
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.generation = meta.get("generation", 1)
         self.spec = body["spec"]
-        self.status: dict[str, Any] = dict(body.get("status") or {})
+        self.status = RunbookStatus.read(body.get("status") or {})
         self.command = self.spec["command"]
         self.request_id = self.spec.get("requestId") or self.name
         self.group = lock_group(self.s.settings, self.spec.get("profile", "primary"))
         self.dry_run = bool(self.spec.get("dryRun"))
 
-    async def _patch(self, patch: dict[str, Any]) -> None:
-        updated = await self.s.kube.patch_status(self.namespace, self.name, patch)
-        self.status = (updated or {}).get("status") or {**self.status, **patch}
+    async def _patch(self, change: RunbookStatus) -> None:
+        updated = await self.s.kube.patch_status(self.namespace, self.name, transitions.patch(change))
+        if updated is not None:
+            self.status = RunbookStatus.read(updated.get("status") or {})
+        else:  # the Runbook is gone: keep what we meant to write
+            self.status = self.status.model_copy(
+                update={k: getattr(change, k) for k in change.model_fields_set}
+            )
 
     # -- the whole life ----------------------------------------------------
     async def reconcile(
         self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
     ) -> None:
         """Move the Runbook to its end; raise Stopped if the controller stops first."""
-        if status.is_finished(self.status):
+        if self.status.finished:
             return
         try:
             await self._reconcile(queue, stopped, deleted)
         except Stopped:
-            if deleted() and not self.status.get("execution"):  # never ran: the request id is free again
+            if deleted() and not self.status.execution:  # never ran: the request id is free again
                 await self.s.ledger.release(self.namespace, self.request_id, self.uid)
             raise
 
     async def _reconcile(
         self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
     ) -> None:
-        window = self.status.get("window") or self._resolve_window()
+        window = self.status.window or self._resolve_window()
         resolved = {
-            "requestId": self.request_id,
+            "request_id": self.request_id,
             "window": window,
             "target": queue_key(self.namespace, self.group),
         }
-        if not self.status.get("conditions"):
-            await self._patch(status.pending(self.status, self.generation, resolved))
+        if not self.status.conditions:
+            await self._patch(transitions.pending(self.status, self.generation, **resolved))
             self.s.event(
                 self.body, "Normal", "Accepted", f"{self.command} accepted as request {self.request_id}"
             )
@@ -127,7 +133,7 @@ class RunbookRun:
             return
 
         locked = needs_lock(self.spec)
-        if locked and not self.status.get("execution"):
+        if locked and not self.status.execution:
             await self._wait_for_lock(queue, stopped)
         try:
             run = await self._start(window)
@@ -136,7 +142,7 @@ class RunbookRun:
             result = await self._wait(run, stopped, deleted)
             await self._finish(result)
         finally:
-            if locked and (status.is_finished(self.status) or deleted()):
+            if locked and (self.status.finished or deleted()):
                 await self.s.lock.release(self.namespace, self.group, self.uid)
                 self.s.wakeup(queue_key(self.namespace, self.group)).set()
 
@@ -153,21 +159,23 @@ class RunbookRun:
             earlier = await self.s.kube.get_runbook(earlier_ns, earlier_name)
             if earlier is None or earlier["metadata"]["uid"] != owner.uid:
                 owner = dataclasses.replace(
-                    owner, result=failure(130, "the earlier run was deleted unfinished")
+                    owner, result=failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
                 )
                 break
-            if not self.status.get("duplicateOf"):
-                message = (
-                    f"request id {self.request_id} is running as {owner.runbook}; waiting for its result"
-                )
+            if not self.status.duplicate_of:
                 await self._patch(
-                    {**status.queued(self.status, self.generation, message), "duplicateOf": owner.runbook}
+                    transitions.waiting_for_original(
+                        self.status, self.generation, owner.runbook, self.request_id
+                    )
                 )
             if await _wait(stopped, DUPLICATE_POLL_SECONDS):
                 raise Stopped
             owner = await self.s.ledger.lookup(self.namespace, self.request_id) or owner
-        earlier = {"runbook": owner.runbook, "result": owner.result}
-        await self._patch(status.duplicate(self.status, self.generation, earlier, resolved))
+        await self._patch(
+            transitions.duplicate(
+                self.status, self.generation, earlier=owner.runbook, result=owner.result, **resolved
+            )
+        )
         self.s.event(
             self.body, "Normal", "Duplicate", f"request id {self.request_id} already ran as {owner.runbook}"
         )
@@ -190,7 +198,7 @@ class RunbookRun:
             message = f"waiting for {blocker} to finish on target {key} ({len(ahead) or 1} ahead)"
             if message != shown:
                 shown = message
-                await self._patch(status.queued(self.status, self.generation, message))
+                await self._patch(transitions.queued(self.status, self.generation, message))
                 self.s.event(self.body, "Normal", "Queued", message)
             metrics.QUEUE_DEPTH.set(len(waiting))
             wakeup = self.s.wakeup(key)
@@ -207,17 +215,17 @@ class RunbookRun:
             run = await self.s.executor.start(request)
         except (ApiException, OSError) as error:
             detail = getattr(error, "reason", None) or str(error)
-            await self._finish(failure(125, f"could not start the run: {detail}"))
+            await self._finish(failure(ExitCode.NOT_EXECUTED, f"could not start the run: {detail}"))
             return None
-        if not self.status.get("execution"):
-            execution = {"executor": self.s.executor.kind, "name": run.name}
-            await self._patch(status.running(self.status, self.generation, execution, status.now()))
+        if not self.status.execution:
+            execution = Execution(executor=self.s.executor.kind, name=run.name)
+            await self._patch(transitions.running(self.status, self.generation, execution, now()))
             self.s.event(self.body, "Normal", "Started", f"{self.command} started ({run.name})")
         return run
 
     async def _wait(self, run: Run, stopped: asyncio.Event, deleted: Callable[[], bool]) -> dict[str, Any]:
         async def on_logs(lines: list[dict[str, Any]]) -> None:
-            await self._patch(status.progress_logs(lines))
+            await self._patch(transitions.progress_logs(lines))
 
         metrics.RUNNING.inc()
         waiting = asyncio.ensure_future(run.wait(on_logs))
@@ -231,36 +239,22 @@ class RunbookRun:
                 raise Stopped
             await run.cancel()  # the Runbook was deleted: stop its run
             result = await waiting
-            return (
-                result
-                if result.get("exitCode") == 130
-                else failure(130, "cancelled: the Runbook was deleted")
-            )
+            if result.get("exitCode") == ExitCode.CANCELLED:
+                return result
+            return failure(ExitCode.CANCELLED, "cancelled: the Runbook was deleted")
         finally:
             stop.cancel()
             metrics.RUNNING.dec()
 
     async def _finish(self, result: dict[str, Any]) -> None:
-        await self._patch(status.finished(self.status, self.generation, result, dry_run=self.dry_run))
-        await self.s.ledger.finish(self.namespace, self.request_id, self.uid, {**result, **self.status})
-        started = _parse_time(self.status.get("startedAt"))
-        finished = _parse_time(self.status.get("finishedAt"))
-        metrics.record_finish(
-            self.command, result, (finished - started) if started and finished else 0.0, dry_run=self.dry_run
-        )
-        code = self.status.get("exitCode")
-        kind = "Normal" if code == 0 else "Warning"
-        reason = "Succeeded" if code == 0 else status.FAILURE_REASONS.get(code, "Failed")
-        self.s.event(self.body, kind, reason, self.status.get("message") or f"exit code {code}")
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+        await self._patch(transitions.finished(self.status, self.generation, result, dry_run=self.dry_run))
+        await self.s.ledger.finish(self.namespace, self.request_id, self.uid, self.status)
+        started, finished = parse_time(self.status.started_at), parse_time(self.status.finished_at)
+        duration = (finished - started).total_seconds() if started and finished else 0.0
+        metrics.record_finish(self.command, result, duration, dry_run=self.dry_run)
+        code = self.status.exit_code
+        kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
+        self.s.event(self.body, kind, reason_of(code), self.status.message or f"exit code {code}")
 
 
 async def _wait(stopped: asyncio.Event, timeout: float, *others: asyncio.Event) -> bool:

@@ -28,7 +28,6 @@ otherwise (the default)
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
 import shutil
@@ -42,6 +41,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from devcluster.processes import die_with_parent
+from runbooks.contract import now
 from runbooks.kube import api_client
 
 log = logging.getLogger("podsim")
@@ -49,10 +49,6 @@ log = logging.getLogger("podsim")
 NODE = "podsim"
 PREFIX = "podsim.mdops.io/"
 MESSAGE_LIMIT = 4096
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PodRun(threading.Thread):
@@ -70,7 +66,7 @@ class PodRun(threading.Thread):
         return self.pod.metadata.annotations or {}
 
     def run(self) -> None:
-        started = _now()
+        started = now()
         self.sim.set_status(self.pod, "Running", {"running": {"startedAt": started}}, started)
         try:
             if self.annotations.get(PREFIX + "run") == "exec":
@@ -87,7 +83,7 @@ class PodRun(threading.Thread):
             "reason": "Completed" if code == 0 else "Error",
             "message": message,
             "startedAt": started,
-            "finishedAt": _now(),
+            "finishedAt": now(),
         }
         self.sim.set_status(
             self.pod, "Succeeded" if code == 0 else "Failed", {"terminated": terminated}, started
@@ -189,8 +185,8 @@ class PodSim:
                         "status": "True",
                         "reason": "PodSimReady",
                         "message": "simulated kubelet",
-                        "lastHeartbeatTime": _now(),
-                        "lastTransitionTime": _now(),
+                        "lastHeartbeatTime": now(),
+                        "lastTransitionTime": now(),
                     }
                 ]
             }
@@ -207,7 +203,7 @@ class PodSim:
                 "hostIP": "127.0.0.1",
                 "podIP": "127.0.0.1",
                 "conditions": [
-                    {"type": t, "status": s, "lastTransitionTime": _now()}
+                    {"type": t, "status": s, "lastTransitionTime": now()}
                     for t, s in (
                         ("PodScheduled", "True"),
                         ("Initialized", "True"),

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from runbooks import models
+from runbooks import keys, models
 
 SPEC_IMMUTABLE = "spec is immutable: create a new Runbook (with a new name) to run again"
 
@@ -93,20 +93,20 @@ def build() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{models.PLURAL}.{models.GROUP}"},
+        "metadata": {"name": f"{keys.PLURAL}.{keys.GROUP}"},
         "spec": {
-            "group": models.GROUP,
+            "group": keys.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": models.KIND,
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": models.SHORT_NAMES,
+                "kind": keys.KIND,
+                "plural": keys.PLURAL,
+                "singular": keys.SINGULAR,
+                "shortNames": keys.SHORT_NAMES,
                 "categories": ["mdops"],
             },
             "versions": [
                 {
-                    "name": models.VERSION,
+                    "name": keys.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},

@@ -1,53 +1,40 @@
 """The Runbook resource, typed: the one source of its CRD, the controller's and the API's view.
 
 Field names are snake_case in Python and camelCase in Kubernetes (``dry_run`` is ``dryRun``).
-Descriptions become the CRD's, so ``kubectl explain runbook.spec`` shows them.
+Descriptions become the CRD's, so ``kubectl explain runbook.spec`` shows them. The constrained field types
+below are declared once and shared by the CRD, the REST API's request schema and the settings.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-GROUP = "ops.mdops.io"
-VERSION = "v1alpha1"
-KIND = "Runbook"
-PLURAL = "runbooks"
-SINGULAR = "runbook"
-SHORT_NAMES = ["rb"]
-API_VERSION = f"{GROUP}/{VERSION}"
+from runbooks import keys
+from runbooks.contract import LOG_LEVELS, Command, ConditionType, RunState, finished, run_state
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+# -- field types shared by the CRD, the REST API and the settings -----------------------------------------
+Name = Annotated[str, Field(max_length=63, pattern=NAME_PATTERN)]  # an environment mode or a feed profile
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+ConfigSet = Annotated[str, Field(max_length=253)]
+ReasonText = Annotated[str, Field(max_length=1024)]
+TimeoutSeconds = Annotated[int, Field(ge=1, le=86400)]
+WindowChoice = Literal["day", "night", "auto"]
+Window = Literal["day", "night"]
 
 
 def manifest(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
     """A Runbook object; ``spec`` as Kubernetes names it (camelCase), ``metadata`` beside the name."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, **metadata}, "spec": spec}
-
-
-class Command(StrEnum):
-    START = "start"
-    STOP = "stop"
-    RESTART = "restart"
-    FAILOVER = "failover"
-    FAILBACK = "failback"
-    DRILL = "drill"
-    HEALTH_CHECK = "health_check"
-
-    @property
-    def mutating(self) -> bool:
-        """Whether the command changes the platform (and so takes the target's lock)."""
-        return self is not Command.HEALTH_CHECK
-
-    @property
-    def gated(self) -> bool:
-        """Whether the health gate is checked after the command."""
-        return self is not Command.STOP
-
-
-Window = Literal["day", "night"]
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    return {
+        "apiVersion": keys.API_VERSION,
+        "kind": keys.KIND,
+        "metadata": {"name": name, **metadata},
+        "spec": spec,
+    }
 
 
 class _Model(BaseModel):
@@ -61,31 +48,21 @@ class RunbookSpec(_Model):
     """What to run. Immutable once created: to run again, create a new Runbook."""
 
     command: Command = Field(description="The runbook command to run.")
-    mode: str = Field(
-        "live", max_length=63, pattern=NAME_PATTERN, description="Environment mode, e.g. live or uat."
-    )
-    window: Literal["day", "night", "auto"] = Field(
+    mode: Name = Field("live", description="Environment mode, e.g. live or uat.")
+    window: WindowChoice = Field(
         "auto", description="Trading window; auto resolves it from the session calendar when the run starts."
     )
-    profile: str = Field(
-        "primary", max_length=63, pattern=NAME_PATTERN, description="Feed profile, e.g. primary or backup."
-    )
-    config: str = Field(
-        "", max_length=253, description="Configuration set the script should use, e.g. backup."
-    )
-    request_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=128,
-        pattern=NAME_PATTERN,
-        description="Idempotency key: a request id runs at most once. Defaults to the Runbook's name.",
+    profile: Name = Field("primary", description="Feed profile, e.g. primary or backup.")
+    config: ConfigSet = Field("", description="Configuration set the script should use, e.g. backup.")
+    request_id: RequestId | None = Field(
+        None, description="Idempotency key: a request id runs at most once. Defaults to the Runbook's name."
     )
     enforce: bool = Field(False, description="Fail the run when the health gate fails (otherwise only warn).")
     dry_run: bool = Field(
         False, description="Validate and plan only: the script runs in dry-run mode and changes nothing."
     )
-    reason: str = Field("", max_length=1024, description="Why this runbook is run (kept for the audit).")
-    timeout_seconds: int = Field(300, ge=1, le=86400, description="Stop the run and fail it after this long.")
+    reason: ReasonText = Field("", description="Why this runbook is run (kept for the audit).")
+    timeout_seconds: TimeoutSeconds = Field(300, description="Stop the run and fail it after this long.")
     requested_by: str = Field("", max_length=253, description="Who asked for the run (set by the REST API).")
 
 
@@ -100,7 +77,7 @@ class Condition(_Model):
 
 class LogLine(_Model):
     time: str
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    level: Literal[LOG_LEVELS]  # type: ignore[valid-type]
     message: str = Field(max_length=1024)
 
 
@@ -116,7 +93,7 @@ class Execution(_Model):
 
 
 class RunbookStatus(_Model):
-    """Written only by the controller, through the status subresource."""
+    """Written only by the controller, through the status subresource; read by the REST API."""
 
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
@@ -140,3 +117,34 @@ class RunbookStatus(_Model):
     duplicate_of: str | None = Field(
         None, description="The earlier Runbook (namespace/name) that already ran this request id."
     )
+
+    @classmethod
+    def read(cls, data: Any) -> RunbookStatus:
+        """A status as stored, for readers that must not fail on one odd object: a top-level field that does
+        not validate (strictly: no coercion) is left out, the rest is kept."""
+        fields = dict(data) if isinstance(data, dict) else {}
+        while True:
+            try:
+                return cls.model_validate(fields, strict=True)
+            except ValidationError as error:
+                bad = {e["loc"][0] for e in error.errors() if e["loc"]}
+                if not bad & fields.keys():
+                    return cls()
+                fields = {key: value for key, value in fields.items() if key not in bad}
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+    @property
+    def succeeded(self) -> Condition | None:
+        return self.condition(ConditionType.SUCCEEDED)
+
+    @property
+    def finished(self) -> bool:
+        succeeded = self.succeeded
+        return succeeded is not None and finished(succeeded.status)
+
+    @property
+    def run_state(self) -> RunState:
+        succeeded = self.succeeded
+        return run_state(succeeded.status, succeeded.reason) if succeeded else RunState.PENDING

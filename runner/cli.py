@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from runbooks.contract import Command, ExitCode, now
 from runner.execute import KILL_GRACE_SECONDS, Cancellation, run_script
-from runner.gate import GATED_COMMANDS, Thresholds, evaluate
-from runner.logs import LogSink, dumps, now_iso
+from runner.gate import Thresholds, evaluate
+from runner.logs import LogSink, dumps
 from runner.report import Report, ReportError, read_report
-from runner.result import RESULT_PREFIX, ExitCode, build_result, write_result_file
+from runner.result import RESULT_PREFIX, build_result, write_result_file
 
 PROG = "python -m runner"
-COMMANDS = ("start", "stop", "restart", "failover", "failback", "drill", "health_check")
 
 
 class UsageError(Exception):
@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command's script and print the result line; the exit code is the result's ``exitCode``."""
-    started_at = now_iso()
+    started_at = now()
     out = sys.stdout.buffer
     log = LogSink(out)
     with Cancellation() as cancel:
@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run one runbook command's script.", allow_abbrev=False)
-    parser.add_argument("--command", required=True, choices=COMMANDS, help="the runbook command")
+    parser.add_argument(
+        "--command", required=True, choices=[c.value for c in Command], help="the runbook command"
+    )
     parser.add_argument(
         "--scripts",
         metavar="DIR",
@@ -187,7 +189,7 @@ def _run(args: argparse.Namespace, log: LogSink, cancel: Cancellation, started_a
         state = {"environment_mode": args.mode, "active_profile": args.profile, "active_window": args.window}
         state |= report.state or {}
         exit_code, message = _gate(args, health, log)
-    finished_at = now_iso()
+    finished_at = now()
     if health is not None and health.get("generated_at") is None:
         health["generated_at"] = finished_at
     return build_result(
@@ -205,7 +207,7 @@ def _run(args: argparse.Namespace, log: LogSink, cancel: Cancellation, started_a
 def _gate(args: argparse.Namespace, health: dict[str, Any] | None, log: LogSink) -> tuple[ExitCode, str]:
     """The exit code and message of a script that succeeded, after the health gate."""
     succeeded = f"{args.command} succeeded"
-    if args.command not in GATED_COMMANDS:
+    if not Command(args.command).gated:
         return ExitCode.SUCCESS, succeeded
     if health is None:
         log.emit("WARNING", "no health report; gate not evaluated")
@@ -247,7 +249,7 @@ def _ended(code: ExitCode, message: str, log: LogSink, started_at: str) -> dict[
         exit_code=code,
         message=message,
         started_at=started_at,
-        finished_at=now_iso(),
+        finished_at=now(),
         dry_run=False,
         health=None,
         state=None,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from runbooks.contract import ExitCode
 from runner.logs import LogSink
-from runner.result import ExitCode
 
 KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL to the script's process group
 DRAIN_SECONDS = 2.0  # how long to read output left in the pipes once the script has exited

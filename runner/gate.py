@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-GATED_COMMANDS = frozenset({"start", "restart", "failover", "failback", "drill", "health_check"})
-
 
 @dataclass(frozen=True)
 class Thresholds:

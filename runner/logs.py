@@ -7,10 +7,10 @@ import json
 import re
 import threading
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+from runbooks.contract import now
+
 MAX_MESSAGE_CHARS = 500
 # The result (4 KiB) never holds more than about 60 lines, so keeping more would only cost memory.
 KEPT_LINES = 100
@@ -21,11 +21,6 @@ _LEVEL_PREFIX = re.compile(r"(DEBUG|INFO|WARNING|ERROR): ?")
 def dumps(value: Any) -> str:
     """Compact JSON, UTF-8 characters kept as they are (escapes would cost bytes of the 4 KiB)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def now_iso() -> str:
-    """The current time, ISO 8601 in UTC with its offset and milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def classify(text: str, default_level: str) -> tuple[str, str]:
@@ -53,7 +48,7 @@ class LogSink:
         with self._lock:  # timestamps in the order the lines are streamed
             if self._closed:
                 return
-            entry = {"time": now_iso(), "level": level, "message": message[:MAX_MESSAGE_CHARS]}
+            entry = {"time": now(), "level": level, "message": message[:MAX_MESSAGE_CHARS]}
             data = (dumps(entry) + "\n").encode()
             self._kept.append(entry)
             # If nobody reads our stdout any more, keep the run (and the result file) going.

@@ -8,11 +8,10 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from enum import IntEnum
 from typing import Any
 
-from runner.logs import LEVELS, dumps
+from runbooks.contract import LOG_LEVELS, ExitCode, parse_time
+from runner.logs import dumps
 from runner.report import HEALTH_KEYS
 
 RESULT_PREFIX = "MDOPS_RESULT "
@@ -30,16 +29,6 @@ _RESULT_KEYS = {
     "state",
     "logs",
 }
-
-
-class ExitCode(IntEnum):
-    SUCCESS = 0
-    SCRIPT_FAILED = 1
-    INVALID_ARGUMENTS = 2
-    GATE_FAILED = 3
-    TIMEOUT = 124
-    NOT_EXECUTED = 125
-    CANCELLED = 130
 
 
 def build_result(
@@ -170,7 +159,7 @@ def parse_result(text: str) -> dict[str, Any]:
     if not isinstance(result["message"], str):
         raise ValueError("result message is not a string")
     for key in ("startedAt", "finishedAt"):
-        if not _is_timestamp(result[key]):
+        if not parse_time(result[key]) is not None:
             raise ValueError(f"result {key} is not an ISO 8601 timestamp: {result[key]!r}")
     if not isinstance(result["dryRun"], bool):
         raise ValueError("result dryRun is not a boolean")
@@ -189,20 +178,10 @@ def parse_result(text: str) -> dict[str, Any]:
 def _log_problem(entry: Any) -> str | None:
     if not isinstance(entry, dict) or set(entry) != _LOG_KEYS:
         return "not a {time, level, message} object"
-    if entry["level"] not in LEVELS:
+    if entry["level"] not in LOG_LEVELS:
         return f"unknown level {entry['level']!r}"
     if not isinstance(entry["message"], str):
         return "message is not a string"
-    if not _is_timestamp(entry["time"]):
+    if not parse_time(entry["time"]) is not None:
         return f"time is not an ISO 8601 timestamp: {entry['time']!r}"
     return None
-
-
-def _is_timestamp(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.settings import ControllerSettings
-from controller.status import now
+from runbooks.contract import now
 
 LogCallback = Callable[[list[dict[str, Any]]], Awaitable[None]]
 

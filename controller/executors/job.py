@@ -13,7 +13,8 @@ from typing import Any
 from controller.executors import LogCallback, RunRequest, failure
 from controller.kubeapi import KubeApi
 from controller.settings import ControllerSettings
-from runbooks import models
+from runbooks import keys
+from runbooks.contract import ExitCode
 from runner.result import parse_result
 
 SCRIPTS_MOUNT = "/etc/mdops/scripts"
@@ -31,10 +32,10 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
     """The Job for a run: a pure function of the request and the settings."""
     timeout = int(request.spec.get("timeoutSeconds", 300))
     labels = {
-        "app.kubernetes.io/name": "mdops-runner",
-        "app.kubernetes.io/managed-by": "mdops",
-        "ops.mdops.io/runbook": request.name,
-        "ops.mdops.io/command": request.command,
+        keys.APP_NAME: keys.RUNNER_NAME,
+        keys.MANAGED_BY: keys.MANAGER,
+        keys.RUNBOOK_LABEL: request.name,
+        keys.COMMAND_LABEL: request.command,
     }
     container = {
         "name": "runner",
@@ -86,8 +87,8 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
             "labels": labels,
             "ownerReferences": [
                 {
-                    "apiVersion": models.API_VERSION,
-                    "kind": models.KIND,
+                    "apiVersion": keys.API_VERSION,
+                    "kind": keys.KIND,
                     "name": request.name,
                     "uid": request.uid,
                     "controller": True,
@@ -118,7 +119,7 @@ class JobRun:
         while True:
             job = await self.kube.get_job(self.namespace, self.name)
             if job is None:
-                return failure(125, f"Job {self.name} disappeared before it finished")
+                return failure(ExitCode.NOT_EXECUTED, f"Job {self.name} disappeared before it finished")
             done = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
             if "Complete" in done or "Failed" in done:
                 return await self._result(done.get("Failed"))
@@ -136,11 +137,13 @@ class JobRun:
                     message = (terminated.message or "").strip()[
                         -500:
                     ] or "no result in the termination message"
-                    return failure(terminated.exit_code or 125, f"runner gave no result: {message}")
+                    return failure(
+                        terminated.exit_code or ExitCode.NOT_EXECUTED, f"runner gave no result: {message}"
+                    )
         if failed is not None and failed.reason == "DeadlineExceeded":
-            return failure(124, f"Job {self.name} exceeded its deadline")
+            return failure(ExitCode.TIMEOUT, f"Job {self.name} exceeded its deadline")
         reason = failed.message if failed is not None else "no pod ran"
-        return failure(125, f"Job {self.name} could not run: {reason}")
+        return failure(ExitCode.NOT_EXECUTED, f"Job {self.name} could not run: {reason}")
 
     async def cancel(self) -> None:
         await self.kube.delete_job(self.namespace, self.name)

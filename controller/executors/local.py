@@ -19,6 +19,7 @@ from typing import Any
 
 from controller.executors import LogCallback, RunRequest, failure
 from controller.settings import ControllerSettings
+from runbooks.contract import ExitCode
 from runner.result import parse_log_line, parse_result
 
 POLL_SECONDS = 0.05
@@ -100,7 +101,9 @@ class LocalRun:
                         await on_logs(self._logs())
                 if loop.time() > deadline:
                     await self.cancel()
-                    return failure(124, f"runner did not stop after its {self.timeout:.0f}s timeout; killed")
+                    return failure(
+                        ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
+                    )
             return self._result()
         finally:
             if self.slot is not None:
@@ -112,9 +115,11 @@ class LocalRun:
             return parse_result((self.folder / "result.json").read_text())
         except FileNotFoundError:
             tail = "; ".join(line["message"] for line in self._logs()[-3:])
-            return failure(125, f"runner exited without a result{': ' + tail if tail else ''}")
+            return failure(
+                ExitCode.NOT_EXECUTED, f"runner exited without a result{': ' + tail if tail else ''}"
+            )
         except ValueError as error:
-            return failure(125, f"runner wrote an invalid result: {error}")
+            return failure(ExitCode.NOT_EXECUTED, f"runner wrote an invalid result: {error}")
 
     async def cancel(self) -> None:
         pid = self.pid

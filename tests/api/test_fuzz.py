@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from api.prometheus import TIMESERIES_UNITS
 from api.settings import ApiSettings
-from runbooks.models import Command
+from runbooks.contract import Command
 from tests.api.conftest import (
     ADMIN_TOKEN,
     EXECUTOR_TOKEN,

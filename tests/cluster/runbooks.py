@@ -13,7 +13,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devcluster.processes import wait_until
-from runbooks import models
+from runbooks import keys, models
+from runbooks.contract import ConditionType, finished
 
 # Python's names of the spec's fields to the Runbook's (``dry_run`` -> ``dryRun``).
 SPEC_KEYS = {name: field.alias or name for name, field in models.RunbookSpec.model_fields.items()}
@@ -41,7 +42,7 @@ class Runbooks:
         self.namespace = namespace
 
     def _args(self):
-        return models.GROUP, models.VERSION, self.namespace, models.PLURAL
+        return keys.GROUP, keys.VERSION, self.namespace, keys.PLURAL
 
     def create(self, name: str, **spec: Any) -> dict[str, Any]:
         return self.custom.create_namespaced_custom_object(*self._args(), runbook(name, **spec))
@@ -80,8 +81,8 @@ class Runbooks:
 
     def wait_finished(self, name: str, timeout: float = 60) -> dict[str, Any]:
         def check():
-            entry = self.condition(name, "Succeeded")
-            return entry is not None and entry["status"] in ("True", "False") and self.get(name)
+            entry = self.condition(name, ConditionType.SUCCEEDED)
+            return entry is not None and finished(entry["status"]) and self.get(name)
 
         return wait_until(check, timeout, f"runbook {name} to finish")
 

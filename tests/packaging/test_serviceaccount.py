@@ -11,15 +11,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pkgtools import kubectl_as
 
-from runbooks import models
+from runbooks import keys, models
 from runbooks.kube import api_client
 
 pytestmark = pytest.mark.cluster
 
 # What the controller and the API do, as (verb, group, resource, subresource).
 NEEDED = [
-    *((verb, models.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create")),
-    *((verb, models.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
+    *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create")),
+    *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
     *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "delete")),
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
     ("get", "", "pods", "log"),
@@ -31,8 +31,8 @@ NEEDED = [
 ]
 REFUSED = [
     *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
-    ("delete", models.GROUP, "runbooks", ""),
-    ("update", models.GROUP, "runbooks", ""),
+    ("delete", keys.GROUP, "runbooks", ""),
+    ("update", keys.GROUP, "runbooks", ""),
     ("create", "", "pods", ""),
     ("create", "", "pods", "exec"),
     ("patch", "batch", "jobs", ""),
@@ -120,14 +120,14 @@ def test_access_reviews_allow_exactly_the_needed_verbs(sa, namespace, other_name
     # Nothing cluster-wide.
     assert not allowed(api, None, "list", "apiextensions.k8s.io", "customresourcedefinitions", "")
     assert not allowed(api, None, "list", "", "namespaces", "")
-    assert not allowed(api, None, "list", models.GROUP, "runbooks", "")
+    assert not allowed(api, None, "list", keys.GROUP, "runbooks", "")
 
 
 def test_real_requests_of_the_controller_and_the_api_succeed(sa, namespace):
     _, api = sa
     custom = client.CustomObjectsApi(api)
     runbook = models.manifest("by-the-api", {"command": "health_check", "reason": "ServiceAccount test"})
-    args = (models.GROUP, models.VERSION, namespace, models.PLURAL)
+    args = (keys.GROUP, keys.VERSION, namespace, keys.PLURAL)
     custom.create_namespaced_custom_object(*args, runbook)
     assert [i["metadata"]["name"] for i in custom.list_namespaced_custom_object(*args)["items"]] == [
         "by-the-api"
@@ -168,7 +168,7 @@ def test_real_requests_of_the_controller_and_the_api_succeed(sa, namespace):
         namespace,
         {
             "metadata": {"generateName": "by-the-api."},
-            "involvedObject": {"kind": models.KIND, "name": "by-the-api", "namespace": namespace},
+            "involvedObject": {"kind": keys.KIND, "name": "by-the-api", "namespace": namespace},
             "reason": "Test",
             "message": "an Event from the controller's ServiceAccount",
             "type": "Normal",
@@ -190,6 +190,6 @@ def test_secrets_of_other_workloads_are_refused(cluster, sa, namespace, other_na
     assert status_of(core.list_secret_for_all_namespaces) == 403
     # And its reach ends at its namespace.
     custom = client.CustomObjectsApi(api)
-    args = (models.GROUP, models.VERSION, other_namespace, models.PLURAL)
+    args = (keys.GROUP, keys.VERSION, other_namespace, keys.PLURAL)
     assert status_of(lambda: custom.list_namespaced_custom_object(*args)) == 403
     assert status_of(lambda: client.ApiextensionsV1Api(api).list_custom_resource_definition()) == 403

@@ -22,21 +22,21 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from devcluster.processes import wait_until
+from runbooks.contract import LOG_LEVELS, ExitCode
 from runner.cli import main
 from runner.gate import Thresholds, evaluate
-from runner.logs import LEVELS, MAX_MESSAGE_CHARS, dumps
+from runner.logs import MAX_MESSAGE_CHARS, dumps
 from runner.report import HEALTH_KEYS, HEALTH_NUMBERS, STATE_KEYS
 from runner.result import (
     MAX_RESULT_BYTES,
     RESULT_PREFIX,
-    ExitCode,
     build_result,
     parse_log_line,
     parse_result,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # runbooks.contract's format
 REQUEST_STATE = {"environment_mode": "live", "active_profile": "primary", "active_window": "day"}
 UAT_BACKUP_NIGHT = {"environment_mode": "uat", "active_profile": "backup", "active_window": "night"}
 
@@ -719,7 +719,7 @@ def test_runner_crash_still_gives_a_result(
 
 # --- the Python API: building, bounding and parsing results ------------------------------------------------
 
-STAMP = "2026-11-26T08:00:00.123+00:00"
+STAMP = "2026-11-26T08:00:00.123Z"
 
 
 def _result(**overrides: Any) -> dict[str, Any]:
@@ -795,7 +795,7 @@ _messages = st.text(max_size=MAX_MESSAGE_CHARS) | st.integers(0, MAX_MESSAGE_CHA
 def _logs(draw: st.DrawFn) -> list[dict[str, str]]:
     """Up to 120 distinct lines (numbered), often long, so that the oldest ones often do not fit."""
     count = draw(st.integers(0, 120))
-    levels = st.sampled_from(LEVELS)
+    levels = st.sampled_from(LOG_LEVELS)
     return [
         {"time": STAMP, "level": draw(levels), "message": f"{index}:{draw(_messages)}"[:MAX_MESSAGE_CHARS]}
         for index in range(count)
@@ -891,3 +891,15 @@ def test_parse_result_accepts_the_printed_line_and_the_bare_json() -> None:
 
     assert parse_result(RESULT_PREFIX + dumps(result) + "\n") == result
     assert parse_result(dumps(result)) == result
+
+
+def test_the_runner_needs_only_the_standard_library_and_the_contract() -> None:
+    """The runner runs wherever Python does: it imports the standard library and runbooks.contract (itself
+    standard library only), so the exit codes, commands and time format have one definition."""
+    probe = "import sys; before = set(sys.modules); import runner.cli; print(*(set(sys.modules) - before))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split()
+    assert {name for name in loaded if name.startswith("runbooks.")} == {"runbooks.contract"}
+    others = {name.split(".")[0] for name in loaded} - sys.stdlib_module_names - {"runner", "runbooks"}
+    assert others == set(), f"the runner imports more than the standard library: {sorted(others)}"

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from runbooks.contract import Command
 from runner import report
 from sim.process import SimProcess, run_sim
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "scripts"
-COMMANDS = ("start", "stop", "restart", "failover", "failback", "drill", "health_check")
+COMMANDS = [c.value for c in Command]
 HEALTH_KEYS = set(report.HEALTH_KEYS)  # the runner's contract is what the scripts must report
 LINE = re.compile(r"^(INFO|WARNING|ERROR|DEBUG): ")
 # the parts of the simulator's status that only an action changes (throughput and backlog move by themselves)

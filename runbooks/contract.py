@@ -1,0 +1,144 @@
+"""The contract between the runner, the controller and the API, in one place.
+
+The commands, the runner's exit codes, the condition types and reasons of a Runbook's status, the run states
+the REST API shows, the log levels, and one time format. Standard library only: the runner (which has no
+other dependency) imports it too.
+"""
+
+from __future__ import annotations
+
+import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Command(StrEnum):
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    DRILL = "drill"
+    HEALTH_CHECK = "health_check"
+
+    @property
+    def mutating(self) -> bool:
+        """Whether the command changes the platform (and so takes the target's lock)."""
+        return self is not Command.HEALTH_CHECK
+
+    @property
+    def gated(self) -> bool:
+        """Whether the health gate is checked after the command."""
+        return self is not Command.STOP
+
+
+class ConditionType(StrEnum):
+    """``Succeeded`` is the one users wait on; ``Queued`` and ``Running`` say what happens now; ``Ready``,
+    ``Reconciling`` and ``Stalled`` are the summary kstatus (Flux) and Argo CD understand."""
+
+    SUCCEEDED = "Succeeded"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Reason(StrEnum):
+    """CamelCase reasons of the conditions' transitions."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    NOT_QUEUED = "NotQueued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    INVALID_ARGUMENTS = "InvalidArguments"
+    HEALTH_GATE_FAILED = "HealthGateFailed"
+    TIMED_OUT = "TimedOut"
+    EXECUTION_ERROR = "ExecutionError"
+    CANCELLED = "Cancelled"
+    DUPLICATE = "Duplicate"
+
+
+class ExitCode(IntEnum):
+    """The runner's exit codes (see runner/README.md)."""
+
+    SUCCESS = 0
+    SCRIPT_FAILED = 1
+    INVALID_ARGUMENTS = 2
+    GATE_FAILED = 3
+    TIMEOUT = 124
+    NOT_EXECUTED = 125  # the script could not be executed: the REST API's 500
+    CANCELLED = 130
+
+
+_REASONS = {
+    ExitCode.SUCCESS: Reason.SUCCEEDED,
+    ExitCode.SCRIPT_FAILED: Reason.FAILED,
+    ExitCode.INVALID_ARGUMENTS: Reason.INVALID_ARGUMENTS,
+    ExitCode.GATE_FAILED: Reason.HEALTH_GATE_FAILED,
+    ExitCode.TIMEOUT: Reason.TIMED_OUT,
+    ExitCode.NOT_EXECUTED: Reason.EXECUTION_ERROR,
+    ExitCode.CANCELLED: Reason.CANCELLED,
+}
+
+
+def reason_of(exit_code: int) -> Reason:
+    """The ``Succeeded`` condition's reason for a run that ended with ``exit_code``."""
+    return _REASONS.get(exit_code, Reason.FAILED)  # type: ignore[call-overload]
+
+
+class RunState(StrEnum):
+    """A run's state as the REST API shows it."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+def run_state(succeeded: str | None, reason: str | None) -> RunState:
+    """The run state from the ``Succeeded`` condition's status and reason."""
+    if succeeded == "True":
+        return RunState.SUCCESS
+    if succeeded == "False":
+        return RunState.FAILED
+    if reason == Reason.QUEUED:
+        return RunState.QUEUED
+    if reason == Reason.RUNNING:
+        return RunState.RUNNING
+    return RunState.PENDING
+
+
+def finished(succeeded: str | None) -> bool:
+    """Whether a run has ended, from its ``Succeeded`` condition's status."""
+    return succeeded in ("True", "False")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+# -- time ---------------------------------------------------------------------------------------------
+# Every timestamp mdops writes (status, conditions, logs, results, annotations) is RFC 3339 in UTC with
+# milliseconds and a ``Z``: ``2026-11-26T08:00:00.123Z``. The REST API shows them in the exchange's zone.
+
+
+def format_time(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now() -> str:
+    return format_time(datetime.datetime.now(datetime.UTC))
+
+
+def parse_time(value: Any) -> datetime.datetime | None:
+    """An RFC 3339 / ISO 8601 timestamp as an aware datetime (UTC when it names no zone), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)

@@ -1,0 +1,38 @@
+"""The names mdops gives things in Kubernetes: its API group and resource, finalizer, labels and annotations.
+
+Every key is spelled here once; the controller, the API, the tests and the manifests' generators use these.
+"""
+
+from __future__ import annotations
+
+GROUP = "ops.mdops.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Runbook"
+PLURAL = "runbooks"
+SINGULAR = "runbook"
+SHORT_NAMES = ["rb"]
+
+# kopf keeps its own state under this prefix (progress and diff-base annotations).
+KOPF_PREFIX = GROUP
+FINALIZER = f"{GROUP}/runbook"
+
+# -- labels -----------------------------------------------------------------------------------------------
+MANAGED_BY = "app.kubernetes.io/managed-by"
+APP_NAME = "app.kubernetes.io/name"
+MANAGER = "mdops"  # the controller's objects (Leases, Jobs)
+API_MANAGER = "mdops-api"  # Runbooks the REST API created
+RUNNER_NAME = "mdops-runner"
+RUNBOOK_LABEL = f"{GROUP}/runbook"  # on a Job and its pods: the Runbook's name
+COMMAND_LABEL = f"{GROUP}/command"
+LEDGER_LABEL = f"{GROUP}/ledger"  # "true" on the ledger's Leases
+LOCK_LABEL = f"{GROUP}/lock"  # "true" on the target locks' Leases
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by Kubernetes on a Job's pods
+
+# -- annotations ------------------------------------------------------------------------------------------
+REQUEST_ID = f"{GROUP}/request-id"
+RUNBOOK = f"{GROUP}/runbook"  # on a Lease: the Runbook (namespace/name or name) that holds it
+RESULT = f"{GROUP}/result"
+FINISHED_AT = f"{GROUP}/finished-at"
+LOCK_GROUP = f"{GROUP}/group"
+REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering
