@@ -25,7 +25,7 @@ from typing import Any
 
 from kubernetes import client
 
-from api.views import RunbookRecord, order, record_of
+from api.records import RunbookRecord, order, record_of
 from runbooks import keys
 
 log = logging.getLogger("api.cache")

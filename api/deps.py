@@ -1,8 +1,9 @@
-"""Dependencies, as ``Annotated`` aliases: settings, the clients the lifespan created, and auth."""
+"""Dependencies, as ``Annotated`` aliases: the settings, what the lifespan made (kept on ``app.state``: the
+tokens, the Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics),
+and authentication and permissions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,55 +13,50 @@ from api import auth
 from api.auth import Principal, TokenStore
 from api.cache import RunbookCache
 from api.errors import Forbidden, NotReady, Unauthorized
-from api.execution import Executor
 from api.prometheus import MetricsSource
+from api.render import StatusMemo
 from api.settings import ApiSettings, get_settings
-from api.status import StatusMemo
+from api.submission import Submitter
 from api.telemetry import ApiMetrics
 
 
-@dataclass
-class Clients:
-    """What the lifespan creates, kept on ``app.state.clients``."""
-
-    settings: ApiSettings
-    tokens: TokenStore
-    cache: RunbookCache
-    executor: Executor
-    prometheus: MetricsSource
-    metrics: ApiMetrics
-    status_memo: StatusMemo = field(default_factory=StatusMemo)
+async def get_tokens(request: Request) -> TokenStore:
+    return request.app.state.tokens
 
 
-async def get_clients(request: Request) -> Clients:
-    return request.app.state.clients
+async def get_cache(request: Request) -> RunbookCache:
+    return request.app.state.cache
+
+
+async def get_synced_cache(cache: Annotated[RunbookCache, Depends(get_cache)]) -> RunbookCache:
+    if not cache.synced.is_set():
+        raise NotReady("the Runbook cache has not synced with the Kubernetes API yet")
+    return cache
+
+
+async def get_submitter(request: Request) -> Submitter:
+    return request.app.state.submitter
+
+
+async def get_prometheus(request: Request) -> MetricsSource:
+    return request.app.state.prometheus
+
+
+async def get_status_memo(request: Request) -> StatusMemo:
+    return request.app.state.status_memo
+
+
+async def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
-ClientsDep = Annotated[Clients, Depends(get_clients)]
-
-
-async def get_cache(clients: ClientsDep) -> RunbookCache:
-    return clients.cache
-
-
-async def get_synced_cache(clients: ClientsDep) -> RunbookCache:
-    if not clients.cache.synced.is_set():
-        raise NotReady("the Runbook cache has not synced with the Kubernetes API yet")
-    return clients.cache
-
-
-async def get_prometheus(clients: ClientsDep) -> MetricsSource:
-    return clients.prometheus
-
-
-async def get_executor(clients: ClientsDep) -> Executor:
-    return clients.executor
-
-
+AnyCacheDep = Annotated[RunbookCache, Depends(get_cache)]  # synced or not (readiness)
 CacheDep = Annotated[RunbookCache, Depends(get_synced_cache)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 PrometheusDep = Annotated[MetricsSource, Depends(get_prometheus)]
-ExecutorDep = Annotated[Executor, Depends(get_executor)]
+StatusMemoDep = Annotated[StatusMemo, Depends(get_status_memo)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -70,11 +66,12 @@ bearer = HTTPBearer(
 
 
 async def current_principal(
-    clients: ClientsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    tokens: Annotated[TokenStore, Depends(get_tokens)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    principal = clients.tokens.authenticate(credentials.credentials)
+    principal = tokens.authenticate(credentials.credentials)
     if principal is None:
         raise Unauthorized("invalid bearer token", error="invalid_token")
     return principal

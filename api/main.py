@@ -17,12 +17,12 @@ from kubernetes import client
 
 from api.auth import TokenStore
 from api.cache import RunbookCache
-from api.deps import Clients
 from api.errors import ApiError
-from api.execution import Executor
 from api.prometheus import MetricsSource
+from api.render import StatusMemo
 from api.routes import health, metrics, runbooks, status
 from api.settings import ApiSettings, get_settings
+from api.submission import Submitter
 from api.telemetry import ApiMetrics, MetricsMiddleware
 from runbooks.kube import api_client
 
@@ -49,14 +49,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
     cache = RunbookCache(kube_watch, settings.namespace).start()
     prometheus = MetricsSource(settings.prometheus_url, settings.prometheus_timeout_seconds)
-    app.state.clients = Clients(
-        settings=settings,
-        tokens=tokens,
-        cache=cache,
-        executor=Executor(kube_requests, cache, settings),
-        prometheus=prometheus,
-        metrics=app.state.metrics,
-    )
+    app.state.tokens = tokens
+    app.state.cache = cache
+    app.state.submitter = Submitter(kube_requests, cache, settings)
+    app.state.prometheus = prometheus
+    app.state.status_memo = StatusMemo()
     log.info(
         "serving Runbooks of namespace %s, metrics of %s, %d token(s)",
         settings.namespace,
@@ -114,7 +111,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.metrics = ApiMetrics()
-    app.state.metrics.watch_cache(lambda: getattr(getattr(app.state, "clients", None), "cache", None))
+    app.state.metrics.watch_cache(lambda: getattr(app.state, "cache", None))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

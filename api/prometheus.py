@@ -19,7 +19,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from api.errors import PrometheusUnavailable
-from api.views import iso
+from api.render import iso
 
 NO_SAMPLE = "no exporter sample"
 MAX_POINTS = 11000  # Prometheus refuses range queries of more points

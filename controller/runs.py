@@ -77,7 +77,7 @@ class Services:
 
 class RunbookRun:
     def __init__(self, services: Services, body: dict[str, Any]):
-        self.s = services
+        self.services = services
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
@@ -86,11 +86,11 @@ class RunbookRun:
         self.status = RunbookStatus.read(body.get("status") or {})
         self.command = self.spec["command"]
         self.request_id = self.spec.get("requestId") or self.name
-        self.group = lock_group(self.s.settings, self.spec.get("profile", "primary"))
+        self.group = lock_group(self.services.settings, self.spec.get("profile", "primary"))
         self.dry_run = bool(self.spec.get("dryRun"))
 
     async def _patch(self, change: RunbookStatus) -> None:
-        updated = await self.s.kube.patch_status(self.namespace, self.name, transitions.patch(change))
+        updated = await self.services.kube.patch_status(self.namespace, self.name, transitions.patch(change))
         if updated is not None:
             self.status = RunbookStatus.read(updated.get("status") or {})
         else:  # the Runbook is gone: keep what we meant to write
@@ -109,7 +109,7 @@ class RunbookRun:
             await self._reconcile(queue, stopped, deleted)
         except Stopped:
             if deleted() and not self.status.execution:  # never ran: the request id is free again
-                await self.s.ledger.release(self.namespace, self.request_id, self.uid)
+                await self.services.ledger.release(self.namespace, self.request_id, self.uid)
             raise
 
     async def _reconcile(
@@ -123,11 +123,11 @@ class RunbookRun:
         }
         if not self.status.conditions:
             await self._patch(transitions.pending(self.status, self.generation, **resolved))
-            self.s.event(
+            self.services.event(
                 self.body, "Normal", "Accepted", f"{self.command} accepted as request {self.request_id}"
             )
 
-        owner = await self.s.ledger.claim(self.namespace, self.request_id, self.uid, self.name)
+        owner = await self.services.ledger.claim(self.namespace, self.request_id, self.uid, self.name)
         if owner.uid != self.uid:
             await self._duplicate(owner, resolved, stopped)
             return
@@ -143,20 +143,20 @@ class RunbookRun:
             await self._finish(result)
         finally:
             if locked and (self.status.finished or deleted()):
-                await self.s.lock.release(self.namespace, self.group, self.uid)
-                self.s.wakeup(queue_key(self.namespace, self.group)).set()
+                await self.services.lock.release(self.namespace, self.group, self.uid)
+                self.services.wakeup(queue_key(self.namespace, self.group)).set()
 
     def _resolve_window(self) -> str:
         window = self.spec.get("window", "auto")
         if window == "auto":
-            return self.s.settings.calendar.window(datetime.datetime.now(datetime.UTC))
+            return self.services.settings.calendar.window(datetime.datetime.now(datetime.UTC))
         return window
 
     # -- duplicates ----------------------------------------------------------
     async def _duplicate(self, owner: Entry, resolved: dict[str, Any], stopped: asyncio.Event) -> None:
         while owner.result is None:
             earlier_ns, _, earlier_name = owner.runbook.partition("/")
-            earlier = await self.s.kube.get_runbook(earlier_ns, earlier_name)
+            earlier = await self.services.kube.get_runbook(earlier_ns, earlier_name)
             if earlier is None or earlier["metadata"]["uid"] != owner.uid:
                 owner = dataclasses.replace(
                     owner, result=failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
@@ -170,13 +170,13 @@ class RunbookRun:
                 )
             if await _wait(stopped, DUPLICATE_POLL_SECONDS):
                 raise Stopped
-            owner = await self.s.ledger.lookup(self.namespace, self.request_id) or owner
+            owner = await self.services.ledger.lookup(self.namespace, self.request_id) or owner
         await self._patch(
             transitions.duplicate(
                 self.status, self.generation, earlier=owner.runbook, result=owner.result, **resolved
             )
         )
-        self.s.event(
+        self.services.event(
             self.body, "Normal", "Duplicate", f"request id {self.request_id} already ran as {owner.runbook}"
         )
 
@@ -189,7 +189,9 @@ class RunbookRun:
             mine = next((i for i, e in enumerate(waiting) if e.uid == self.uid), len(waiting))
             ahead = [e.name for e in waiting[:mine]]
             holder = (
-                None if ahead else await self.s.lock.acquire(self.namespace, self.group, self.uid, self.name)
+                None
+                if ahead
+                else await self.services.lock.acquire(self.namespace, self.group, self.uid, self.name)
             )
             if not ahead and holder is None:
                 metrics.QUEUE_DEPTH.set(max(0, len(waiting) - 1))
@@ -199,9 +201,9 @@ class RunbookRun:
             if message != shown:
                 shown = message
                 await self._patch(transitions.queued(self.status, self.generation, message))
-                self.s.event(self.body, "Normal", "Queued", message)
+                self.services.event(self.body, "Normal", "Queued", message)
             metrics.QUEUE_DEPTH.set(len(waiting))
-            wakeup = self.s.wakeup(key)
+            wakeup = self.services.wakeup(key)
             wakeup.clear()
             if await _wait(stopped, LOCK_POLL_SECONDS, wakeup):
                 raise Stopped
@@ -212,15 +214,15 @@ class RunbookRun:
             self.namespace, self.name, self.uid, self.request_id, self.command, window, self.spec
         )
         try:
-            run = await self.s.executor.start(request)
+            run = await self.services.executor.start(request)
         except (ApiException, OSError) as error:
             detail = getattr(error, "reason", None) or str(error)
             await self._finish(failure(ExitCode.NOT_EXECUTED, f"could not start the run: {detail}"))
             return None
         if not self.status.execution:
-            execution = Execution(executor=self.s.executor.kind, name=run.name)
+            execution = Execution(executor=self.services.executor.kind, name=run.name)
             await self._patch(transitions.running(self.status, self.generation, execution, now()))
-            self.s.event(self.body, "Normal", "Started", f"{self.command} started ({run.name})")
+            self.services.event(self.body, "Normal", "Started", f"{self.command} started ({run.name})")
         return run
 
     async def _wait(self, run: Run, stopped: asyncio.Event, deleted: Callable[[], bool]) -> dict[str, Any]:
@@ -248,13 +250,13 @@ class RunbookRun:
 
     async def _finish(self, result: dict[str, Any]) -> None:
         await self._patch(transitions.finished(self.status, self.generation, result, dry_run=self.dry_run))
-        await self.s.ledger.finish(self.namespace, self.request_id, self.uid, self.status)
+        await self.services.ledger.finish(self.namespace, self.request_id, self.uid, self.status)
         started, finished = parse_time(self.status.started_at), parse_time(self.status.finished_at)
         duration = (finished - started).total_seconds() if started and finished else 0.0
         metrics.record_finish(self.command, result, duration, dry_run=self.dry_run)
         code = self.status.exit_code
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
-        self.s.event(self.body, kind, reason_of(code), self.status.message or f"exit code {code}")
+        self.services.event(self.body, kind, reason_of(code), self.status.message or f"exit code {code}")
 
 
 async def _wait(stopped: asyncio.Event, timeout: float, *others: asyncio.Event) -> bool:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ClientsDep, MetricsReader, PrincipalDep
+from api.deps import AnyCacheDep, MetricsDep, MetricsReader, PrincipalDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,8 +18,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The Runbook cache has synced (no token)")
-def readyz(clients: ClientsDep) -> JSONResponse:
-    cache = clients.cache
+def readyz(cache: AnyCacheDep) -> JSONResponse:
     ready = cache.synced.is_set()
     body = {
         "status": "ready" if ready else "not ready",
@@ -30,8 +29,8 @@ def readyz(clients: ClientsDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="The API's own metrics, Prometheus text format (metrics:read)")
-def metrics(clients: ClientsDep, principal: MetricsReader) -> Response:
-    return Response(generate_latest(clients.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(own_metrics: MetricsDep, principal: MetricsReader) -> Response:
+    return Response(generate_latest(own_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import ClientsDep, MetricsReader, PrometheusDep
+from api.deps import MetricsReader, PrometheusDep, SettingsDep
 from api.errors import ApiError
 from api.prometheus import MAX_POINTS, TIMESERIES_UNITS
 from api.schemas import ErrorResponse, SummaryResponse, TimeseriesResponse
@@ -37,7 +37,7 @@ async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> JSONRe
     responses={**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "Prometheus unreachable"}},
 )
 async def timeseries(
-    clients: ClientsDep,
+    settings: SettingsDep,
     prometheus: PrometheusDep,
     principal: MetricsReader,
     metric: Annotated[str, Query(description=f"One of: {', '.join(TIMESERIES_UNITS)}.", max_length=100)],
@@ -53,5 +53,5 @@ async def timeseries(
             f"minutes={minutes} with step_seconds={step_seconds} asks for {minutes * 60 // step_seconds} "
             f"points; at most {MAX_POINTS}: use a step of at least {-(-minutes * 60 // MAX_POINTS)} seconds"
         )
-    points = await prometheus.timeseries(metric, minutes, step_seconds, clients.settings.zone)
+    points = await prometheus.timeseries(metric, minutes, step_seconds, settings.zone)
     return JSONResponse({"metric": metric, "unit": TIMESERIES_UNITS[metric], "points": points})

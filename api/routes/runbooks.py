@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from http import HTTPStatus
+
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api import auth
-from api.deps import CacheDep, ClientsDep, Executing, ExecutorDep, RunbookReader
+from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, SubmitterDep
 from api.errors import Forbidden, NotFound
-from api.execution import object_name
+from api.render import execute_response
 from api.schemas import ErrorResponse, ExecuteRequest, ExecuteResponse
-from api.views import execute_response
+from api.submission import object_name
 
 router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"])
 
@@ -29,16 +31,15 @@ router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"])
     },
 )
 async def execute(
-    body: ExecuteRequest, clients: ClientsDep, executor: ExecutorDep, principal: Executing
+    body: ExecuteRequest, settings: SettingsDep, submitter: SubmitterDep, principal: Executing
 ) -> JSONResponse:
     permission = auth.execute_permission(body.command)
     if not principal.allows(permission):
         raise Forbidden(f"token {principal.name!r} lacks the permission {permission!r}")
-    outcome = await executor.execute(body, principal)
-    record = outcome.record
-    code = status.HTTP_200_OK if record.finished else status.HTTP_202_ACCEPTED
+    record = await submitter.submit(body, principal)
+    code = HTTPStatus.OK if record.finished else HTTPStatus.ACCEPTED
     headers = {"Location": f"/api/ops/runbooks/{record.request_id}"}
-    return JSONResponse(execute_response(record, clients.settings.zone), status_code=code, headers=headers)
+    return JSONResponse(execute_response(record, settings.zone), status_code=code, headers=headers)
 
 
 @router.get(
@@ -48,7 +49,7 @@ async def execute(
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 async def get_runbook(
-    request_id: str, clients: ClientsDep, cache: CacheDep, principal: RunbookReader
+    request_id: str, settings: SettingsDep, cache: CacheDep, principal: RunbookReader
 ) -> JSONResponse:
     record = cache.find(request_id)
     if record is None:
@@ -56,4 +57,4 @@ async def get_runbook(
         record = byname if byname is not None and byname.request_id == request_id else None
     if record is None:
         raise NotFound(f"no runbook with request_id {request_id!r}")
-    return JSONResponse(execute_response(record, clients.settings.zone))
+    return JSONResponse(execute_response(record, settings.zone))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import CacheDep, ClientsDep, StatusReader
+from api.deps import CacheDep, SettingsDep, StatusMemoDep, StatusReader
 from api.schemas import ErrorResponse, StatusResponse
 
 router = APIRouter(prefix="/api/ops", tags=["status"])
@@ -16,7 +16,8 @@ router = APIRouter(prefix="/api/ops", tags=["status"])
     summary="Current environment state, recent runbooks, last health report and audit entries",
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
-async def get_status(clients: ClientsDep, cache: CacheDep, principal: StatusReader) -> Response:
-    settings = clients.settings
-    body = await clients.status_memo.get(cache, settings.zone, settings.api_history)
+async def get_status(
+    settings: SettingsDep, cache: CacheDep, memo: StatusMemoDep, principal: StatusReader
+) -> Response:
+    body = await memo.get(cache, settings.zone, settings.api_history)
     return Response(body, media_type="application/json")

@@ -25,7 +25,7 @@ from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from runbooks import crd
 from sim.process import run_sim
-from tests.cluster.runbooks import Runbooks, lines, write_script
+from tests.runbook_client import Runbooks, lines, write_script
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 READER_TOKEN = "reader-token-for-tests"

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from api.execution import object_name
+from api.submission import object_name
 from devcluster.processes import wait_until
 from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, HOLD, RECORD, auth, reporting
 

@@ -32,7 +32,7 @@ from tests.api.conftest import (
     reporting,
     running_app,
 )
-from tests.cluster.runbooks import Runbooks
+from tests.runbook_client import Runbooks
 
 STATUS = "/api/ops/status"
 
@@ -209,7 +209,7 @@ def test_the_status_is_the_same_after_an_api_restart(make_settings, runbooks, co
 
 def test_the_watch_reconnects_after_its_connection_drops(api, runbooks, controller, scripts):
     scripts.write("stop", RECORD)
-    cache = api.app.state.clients.cache
+    cache = api.app.state.cache
     lists, watches = cache.lists, cache.watches
     cache.interrupt()  # as if the network or the API server dropped the watch
     runbooks.create("after-drop", command="stop")
@@ -294,7 +294,7 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
         )
         try:
             with running_app(settings) as api:
-                cache = api.app.state.clients.cache
+                cache = api.app.state.cache
                 made.create("before", command="start")
                 status_when(api, lambda s: s["active_profile"] == "primary", "the first run")
 
@@ -407,7 +407,7 @@ def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_setting
 
     async def check() -> tuple[dict, dict]:
         async with app.router.lifespan_context(app):
-            cache = app.state.clients.cache
+            cache = app.state.cache
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
                 deadline = time.monotonic() + 60

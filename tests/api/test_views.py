@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from api.auth import PERMISSIONS, Principal
-from api.execution import differences
 from api.prometheus import number
-from api.views import execute_response, iso, record_of, status_response
+from api.records import record_of
+from api.render import execute_response, iso, status_response
+from api.submission import differences
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

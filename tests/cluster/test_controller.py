@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devcluster.processes import wait_until
-from tests.cluster.runbooks import Runbooks, lines, write_script
+from tests.runbook_client import Runbooks, lines, write_script
 
 HEALTHY = """
     echo "INFO: checking $MDOPS_COMMAND for $MDOPS_PROFILE in $MDOPS_WINDOW"

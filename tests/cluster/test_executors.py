@@ -12,7 +12,7 @@ from kubernetes import client
 
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
-from tests.cluster.runbooks import Runbooks, write_script
+from tests.runbook_client import Runbooks, write_script
 
 REPORTING = """
     echo "INFO: $MDOPS_COMMAND in a Job"

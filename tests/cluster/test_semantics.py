@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.processes import wait_until
-from tests.cluster.runbooks import Runbooks, lines, runbook, write_script
+from tests.runbook_client import Runbooks, lines, runbook, write_script
 
 # Each run appends "<request id> start <epoch ns>" and "... end ..." to $RUNS; $HOLD seconds in between.
 RECORDING = """

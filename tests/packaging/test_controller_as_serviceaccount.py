@@ -1,7 +1,7 @@
 """The controller runs with its ServiceAccount's own credentials (the packaged Role), not the admin's."""
 
-from tests.cluster.runbooks import Runbooks
 from tests.cluster.test_executors import job_settings
+from tests.runbook_client import Runbooks
 
 
 def test_controller_runs_a_job_with_its_own_serviceaccount(

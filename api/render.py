@@ -1,21 +1,21 @@
-"""Pure functions from Runbook objects (as the Kubernetes API returns them) to what the REST API shows.
+"""What the REST API answers, rendered from :class:`~api.records.RunbookRecord`s: pure functions (and the
+status body kept encoded for the cache version it was computed from).
 
-A :class:`RunbookRecord` is extracted once per object version (by the cache's watch thread), so that
-requests only render. Nothing here does I/O.
+Timestamps are shown in the configured zone, with its offset.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import heapq
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbooks import keys
-from runbooks.contract import Command, ExitCode, parse_time
-from runbooks.models import RunbookStatus
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+from api.cache import RunbookCache
+from api.records import RunbookRecord
+from runbooks.contract import Command, parse_time
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
@@ -27,103 +27,6 @@ def zoned(value: Any, zone: datetime.tzinfo) -> Any:
     """A timestamp string moved to ``zone``; anything that is not a timestamp is returned unchanged."""
     parsed = parse_time(value)
     return value if parsed is None else iso(parsed, zone)
-
-
-def request_id_of(obj: dict[str, Any]) -> str:
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    return spec.get("requestId") or status.get("requestId") or obj["metadata"]["name"]
-
-
-@dataclass(slots=True)
-class RunbookRecord:
-    """What the API needs of one Runbook, extracted once per version of the object."""
-
-    name: str
-    uid: str
-    resource_version: str
-    request_id: str
-    spec: dict[str, Any]
-    created: datetime.datetime
-    status: str  # a RunState: pending | queued | running | success | failed
-    reason: str | None
-    finished: bool
-    exit_code: int | None
-    message: str | None
-    started_at: datetime.datetime | None
-    finished_at: datetime.datetime | None
-    logs: list[dict[str, str]]
-    health: dict[str, Any] | None
-    state: dict[str, Any] | None
-    window: str | None
-    duplicate_of: str | None
-    updated: datetime.datetime
-    requested: datetime.datetime | None = field(repr=False, default=None)
-    seen: int = field(repr=False, default=0)
-    created_key: tuple = field(repr=False, default=())
-    finished_key: tuple = field(repr=False, default=())
-
-    @property
-    def command(self) -> str:
-        return self.spec.get("command", "")
-
-    @property
-    def dry_run(self) -> bool:
-        return bool(self.spec.get("dryRun", False))
-
-    @property
-    def execution_error(self) -> bool:
-        return self.finished and self.exit_code == ExitCode.NOT_EXECUTED
-
-
-def record_of(obj: dict[str, Any]) -> RunbookRecord:
-    metadata = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = RunbookStatus.read(obj.get("status"))
-    succeeded = status.succeeded
-    finished = status.finished
-    created = parse_time(metadata.get("creationTimestamp")) or _EPOCH
-    started_at = parse_time(status.started_at)
-    finished_at = parse_time(status.finished_at) if finished else None
-    transitions = [parse_time(c.last_transition_time) for c in status.conditions]
-    updated = max(t for t in (created, started_at, finished_at, *transitions) if t is not None)
-    name = metadata.get("name", "")
-    record = RunbookRecord(
-        name=name,
-        uid=metadata.get("uid", ""),
-        resource_version=metadata.get("resourceVersion", ""),
-        request_id=request_id_of(obj),
-        spec=spec,
-        created=created,
-        status=status.run_state.value,
-        reason=succeeded.reason if succeeded else None,
-        finished=finished,
-        exit_code=status.exit_code,
-        message=status.message or (succeeded.message if succeeded else None) or None,
-        started_at=started_at,
-        finished_at=finished_at,
-        logs=[{"level": line.level, "message": line.message} for line in status.logs],
-        health=status.health,
-        state=status.state.model_dump(by_alias=True) if status.state else None,
-        window=status.window,
-        duplicate_of=status.duplicate_of,
-        updated=updated,
-    )
-    record.requested = parse_time((metadata.get("annotations") or {}).get(keys.REQUESTED_AT)) or created
-    order(record, 0)
-    return record
-
-
-def order(record: RunbookRecord, seen: int) -> None:
-    """Set the record's sort keys. ``creationTimestamp`` has a resolution of one second: within a second,
-    the API's own annotation (microseconds), then ``seen``, the order in which the cache first saw the
-    objects (a watch delivers creations in the order the API server made them), break ties."""
-    record.seen = seen
-    record.created_key = (record.created, record.requested, seen, record.name)
-    record.finished_key = (record.finished_at or record.created, record.created_key)
-
-
-# -- rendering -------------------------------------------------------------------------------------
 
 
 def health_view(health: dict[str, Any] | None, zone: datetime.tzinfo) -> dict[str, Any] | None:
@@ -238,3 +141,28 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
         "last_updated_at": iso(updated, zone),
         "audit": [audit_entry(r, zone) for r in recent],
     }
+
+
+@dataclass
+class StatusMemo:
+    """``GET /api/ops/status`` is recomputed only when the Runbook cache changed (its version moved);
+    otherwise the body encoded last time is answered as is."""
+
+    version: int = -1
+    body: bytes = b""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def get(self, cache: RunbookCache, zone: datetime.tzinfo, history: int) -> bytes:
+        if self.version == cache.version:
+            return self.body
+        async with self.lock:  # one recomputation at a time; the requests queued behind it reuse it
+            if self.version != cache.version:
+                # CPU work over every cached Runbook: off the event loop.
+                self.version, self.body = await asyncio.to_thread(_render, cache, zone, history)
+        return self.body
+
+
+def _render(cache: RunbookCache, zone: datetime.tzinfo, history: int) -> tuple[int, bytes]:
+    version, records = cache.snapshot()
+    body = status_response(records, zone, history)
+    return version, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,4 +1,4 @@
-"""Executing a runbook through the API: create the Runbook (idempotently), then wait for its end.
+"""Submitting a runbook request through the API: create the Runbook (idempotently), then wait for its end.
 
 - The object's name is the request id when that is a valid DNS-1123 label, else ``req-`` and the first
   20 hex digits of its SHA-256, so the same request id always names the same object.
@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -22,9 +21,9 @@ from kubernetes import client
 from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
+from api.records import RunbookRecord, record_of
 from api.schemas import ExecuteRequest
 from api.settings import ApiSettings
-from api.views import RunbookRecord, record_of
 from runbooks import keys, models
 from runbooks.contract import ExitCode, now
 
@@ -68,29 +67,21 @@ def differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     ]
 
 
-@dataclass
-class Outcome:
-    record: RunbookRecord
-    created: bool
+class Submitter:
+    """Turns an execute request into its Runbook and waits, bounded, for the run's end."""
 
-    @property
-    def finished(self) -> bool:
-        return self.record.finished
-
-
-class Executor:
     def __init__(self, api: client.ApiClient, cache: RunbookCache, settings: ApiSettings):
         self.objects = client.CustomObjectsApi(api)
         self.cache = cache
         self.settings = settings
 
-    async def execute(self, body: ExecuteRequest, principal: Principal) -> Outcome:
+    async def submit(self, body: ExecuteRequest, principal: Principal) -> RunbookRecord:
+        """The run of this request: created now, or the one already made for its request id."""
         if not await self.cache.wait_synced(self.settings.api_sync_wait_seconds):
             raise NotReady("the Runbook cache has not synced with the Kubernetes API yet")
         spec = runbook_spec(body, self.settings, principal)
         request_id = spec["requestId"]
         name = object_name(request_id)
-        created = False
         existing = self.cache.find(request_id)
         if existing is not None:
             record = existing
@@ -103,7 +94,6 @@ class Executor:
             )
             try:
                 obj = await asyncio.to_thread(self._create, manifest)
-                created = True
             except client.ApiException as error:
                 if error.status != 409:
                     raise
@@ -129,7 +119,7 @@ class Executor:
                 f"script execution error (exit code {ExitCode.NOT_EXECUTED}) for request {request_id!r}, "
                 f"command {record.command!r}: {record.message or 'the runner could not execute the script'}"
             )
-        return Outcome(record, created)
+        return record
 
     def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         return self.objects.create_namespaced_custom_object(

@@ -1,0 +1,111 @@
+"""The API's read model: what it needs of a Runbook, extracted once per object version.
+
+The cache's watch thread turns each Runbook (as the Kubernetes API returns it) into a :class:`RunbookRecord`,
+so that requests only render (:mod:`api.render`). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from runbooks import keys
+from runbooks.contract import ExitCode, parse_time
+from runbooks.models import RunbookStatus
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def request_id_of(obj: dict[str, Any]) -> str:
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return spec.get("requestId") or status.get("requestId") or obj["metadata"]["name"]
+
+
+@dataclass(slots=True)
+class RunbookRecord:
+    """What the API needs of one Runbook, extracted once per version of the object."""
+
+    name: str
+    uid: str
+    resource_version: str
+    request_id: str
+    spec: dict[str, Any]
+    created: datetime.datetime
+    status: str  # a RunState: pending | queued | running | success | failed
+    reason: str | None
+    finished: bool
+    exit_code: int | None
+    message: str | None
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    logs: list[dict[str, str]]
+    health: dict[str, Any] | None
+    state: dict[str, Any] | None
+    window: str | None
+    duplicate_of: str | None
+    updated: datetime.datetime
+    requested: datetime.datetime | None = field(repr=False, default=None)
+    seen: int = field(repr=False, default=0)
+    created_key: tuple = field(repr=False, default=())
+    finished_key: tuple = field(repr=False, default=())
+
+    @property
+    def command(self) -> str:
+        return self.spec.get("command", "")
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.spec.get("dryRun", False))
+
+    @property
+    def execution_error(self) -> bool:
+        return self.finished and self.exit_code == ExitCode.NOT_EXECUTED
+
+
+def record_of(obj: dict[str, Any]) -> RunbookRecord:
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = RunbookStatus.read(obj.get("status"))
+    succeeded = status.succeeded
+    finished = status.finished
+    created = parse_time(metadata.get("creationTimestamp")) or _EPOCH
+    started_at = parse_time(status.started_at)
+    finished_at = parse_time(status.finished_at) if finished else None
+    transitions = [parse_time(c.last_transition_time) for c in status.conditions]
+    updated = max(t for t in (created, started_at, finished_at, *transitions) if t is not None)
+    name = metadata.get("name", "")
+    record = RunbookRecord(
+        name=name,
+        uid=metadata.get("uid", ""),
+        resource_version=metadata.get("resourceVersion", ""),
+        request_id=request_id_of(obj),
+        spec=spec,
+        created=created,
+        status=status.run_state.value,
+        reason=succeeded.reason if succeeded else None,
+        finished=finished,
+        exit_code=status.exit_code,
+        message=status.message or (succeeded.message if succeeded else None) or None,
+        started_at=started_at,
+        finished_at=finished_at,
+        logs=[{"level": line.level, "message": line.message} for line in status.logs],
+        health=status.health,
+        state=status.state.model_dump(by_alias=True) if status.state else None,
+        window=status.window,
+        duplicate_of=status.duplicate_of,
+        updated=updated,
+    )
+    record.requested = parse_time((metadata.get("annotations") or {}).get(keys.REQUESTED_AT)) or created
+    order(record, 0)
+    return record
+
+
+def order(record: RunbookRecord, seen: int) -> None:
+    """Set the record's sort keys. ``creationTimestamp`` has a resolution of one second: within a second,
+    the API's own annotation (microseconds), then ``seen``, the order in which the cache first saw the
+    objects (a watch delivers creations in the order the API server made them), break ties."""
+    record.seen = seen
+    record.created_key = (record.created, record.requested, seen, record.name)
+    record.finished_key = (record.finished_at or record.created, record.created_key)
