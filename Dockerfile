@@ -41,7 +41,8 @@ RUN groupadd --system --gid 10001 mdops \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin mdops
 COPY --from=build /opt/mdops /opt/mdops
-# The reference scripts, for the local executor; the job executor mounts the mdops-scripts ConfigMap.
+# The reference scripts, run by both executors unless a ConfigMap of your own scripts is mounted over
+# them (MDOPS_SCRIPTS_CONFIGMAP, the chart's scripts.configMapName).
 COPY --chmod=0755 examples/scripts/ /etc/mdops/scripts/
 ENV PATH=/opt/mdops/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -1,4 +1,4 @@
-"""Generated parts of the chart and of manifests/, from their one source each.
+"""Generated parts of the chart, from their one source each (Helm only reads files inside the chart).
 
 - ``charts/mdops/values.schema.json`` from ``charts/mdops/values.yaml``: types from the defaults,
   descriptions from the comment above each key, and extra JSON-schema keywords from a
@@ -7,9 +7,7 @@
   (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
 - ``charts/mdops/files/crd.yaml``, the Runbook CRD (as ``python -m runbooks.crd`` writes to manifests/),
   ``charts/mdops/files/kopfpeering-crd.yaml`` and ``requested-by-policy.yaml``, from
-  ``manifests/components/``: Helm only reads files inside the chart.
-- the runbook scripts, copied from ``examples/scripts/`` into ``manifests/scripts/`` (kustomize may only
-  read files below its own folder) and ``charts/mdops/files/scripts/`` (Helm only packages the chart's).
+  ``manifests/components/``.
 
 ``python charts/generate.py`` writes them (``make generate``); ``--check`` only reports drift (the tests).
 """
@@ -28,18 +26,9 @@ from runbooks import crd
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mdops"
-SCRIPTS = REPO / "examples" / "scripts"
-SCRIPT_COPIES = (REPO / "manifests" / "scripts", CHART / "files" / "scripts")
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
 REQUESTED_BY_POLICY = REPO / "manifests" / "components" / "requested-by" / "policy.yaml"
 SCHEMA_MARK = "@schema"
-
-
-def script_files() -> list[Path]:
-    """The files a scripts ConfigMap holds: every file of examples/scripts/ but its README."""
-    return sorted(
-        p for p in SCRIPTS.iterdir() if p.is_file() and p.name != "README.md" and not p.name.endswith(".pyc")
-    )
 
 
 def _comment_above(lines: list[str], line: int) -> tuple[str, dict[str, Any]]:
@@ -108,20 +97,16 @@ def render_schema() -> str:
 
 def expected() -> dict[Path, bytes]:
     """Every generated file and its content."""
-    files = {
+    return {
         CHART / "values.schema.json": render_schema().encode(),
         CHART / "files" / "crd.yaml": crd.render().encode(),
         CHART / "files" / "kopfpeering-crd.yaml": PEERING_CRD.read_bytes(),
         CHART / "files" / "requested-by-policy.yaml": REQUESTED_BY_POLICY.read_bytes(),
     }
-    for copy in SCRIPT_COPIES:
-        for source in script_files():
-            files[copy / source.name] = source.read_bytes()
-    return files
 
 
 def drift() -> list[str]:
-    """What differs from the sources: stale, missing and extra files."""
+    """What differs from the sources: stale and missing files."""
     files = expected()
     problems = [
         f"{p.relative_to(REPO)} is stale"
@@ -129,23 +114,13 @@ def drift() -> list[str]:
         if p.exists() and p.read_bytes() != data
     ]
     problems += [f"{p.relative_to(REPO)} is missing" for p in files if not p.exists()]
-    for copy in SCRIPT_COPIES:
-        if copy.exists():
-            problems += [f"{p.relative_to(REPO)} is extra" for p in copy.iterdir() if p not in files]
     return problems
 
 
 def write() -> None:
-    files = expected()
-    for copy in SCRIPT_COPIES:
-        if copy.exists():
-            for extra in (p for p in copy.iterdir() if p not in files):
-                extra.unlink()
-    for path, data in files.items():
+    for path, data in expected().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        if path.parent in SCRIPT_COPIES:
-            path.chmod(0o755 if (SCRIPTS / path.name).stat().st_mode & 0o111 else 0o644)
 
 
 def main() -> int:

@@ -1,7 +1,10 @@
 """``make demo``: a scripted session against a running local stack (``make up DETACH=1``).
 
-health_check, drill, failover, failback, a failed gate with ``enforce`` and a dry run, through the
-REST API and kubectl, then a table of what happened and the platform's metrics before and after.
+First a known state, whatever ran before (the README's walkthrough leaves the feed on the backup): no
+faults, and through the REST API a ``start`` and a ``failback``, which do nothing when the feed already
+runs on the primary. Then health_check, drill, failover, failback, a failed gate with ``enforce`` and a
+dry run, through the REST API and kubectl, and a table of what happened, each step against its expected
+outcome, and the platform's metrics before and after. The exit status is 1 when a step missed its outcome.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +34,48 @@ METRICS = (
 )
 
 
+SUCCESS = ("success", 0)
+
+
+@dataclass
+class Row:
+    """One step of the session: its outcome (result, exit code) and the outcome it should have."""
+
+    step: str
+    via: str
+    command: str
+    answer: str
+    outcome: tuple[Any, Any]
+    took: float
+    health: dict[str, Any]
+    expected: tuple[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == self.expected
+
+    def cells(self) -> tuple[str, ...]:
+        result, exit_code = self.outcome
+        verdict = "yes" if self.ok else f"NO: expected {self.expected[0]}, exit {self.expected[1]}"
+        took, health = f"{self.took:.1f}s", _health(self.health)
+        return (
+            self.step,
+            self.via,
+            self.command,
+            self.answer,
+            str(result),
+            str(exit_code),
+            took,
+            health,
+            verdict,
+        )
+
+
 class Demo:
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.suffix = uuid.uuid4().hex[:6]
-        self.rows: list[tuple[str, ...]] = []
+        self.rows: list[Row] = []
         loopback_kubeconfig(env["MDOPS_KUBECONFIG"])
 
     def http(self, method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
@@ -67,42 +108,44 @@ class Demo:
             name: metric["value"] for name, metric in self.api("GET", "/api/ops/metrics/summary")[1].items()
         }
 
-    def via_api(self, title: str, **body: Any) -> dict[str, Any]:
+    def via_api(self, step: str, expected: tuple[str, int] = SUCCESS, **body: Any) -> None:
         began = time.monotonic()
         code, answer = self.api(
-            "POST", "/api/ops/runbooks/execute", {"request_id": f"demo-{title}-{self.suffix}", **body}
+            "POST", "/api/ops/runbooks/execute", {"request_id": f"demo-{step}-{self.suffix}", **body}
         )
-        runbook = answer.get("runbook", {}) if isinstance(answer, dict) else {}
-        health = (answer or {}).get("health") or {}
-        took = f"{time.monotonic() - began:.1f}s"
-        result, exit_code = str(runbook.get("status")), str(runbook.get("exit_code"))
-        self.rows.append(
-            (title, "REST", body["command"], f"HTTP {code}", result, exit_code, took, _health(health))
-        )
-        return answer
+        answer = answer if isinstance(answer, dict) else {}
+        runbook = answer.get("runbook") or {}
+        outcome = (runbook.get("status"), runbook.get("exit_code"))
+        took, health = time.monotonic() - began, answer.get("health") or {}
+        self.rows.append(Row(step, "REST", body["command"], f"HTTP {code}", outcome, took, health, expected))
 
-    def via_kubectl(self, title: str, **spec: Any) -> dict[str, Any]:
-        name = f"demo-{title}-{self.suffix}"
+    def via_kubectl(self, step: str, expected: tuple[str, int] = SUCCESS, **spec: Any) -> None:
+        name = f"demo-{step}-{self.suffix}"
         began = time.monotonic()
         self.kubectl("apply", "-f", "-", input=json.dumps(models.manifest(name, spec)))
         self.kubectl("wait", f"rb/{name}", "--for=jsonpath={.status.result}", "--timeout=120s")
         status = json.loads(self.kubectl("get", f"rb/{name}", "-o", "json"))["status"]
-        took, health = f"{time.monotonic() - began:.1f}s", _health(status.get("health") or {})
-        self.rows.append(
-            (
-                title,
-                "kubectl",
-                spec["command"],
-                "applied",
-                status["result"],
-                str(status["exitCode"]),
-                took,
-                health,
-            )
-        )
-        return status
+        outcome = (status["result"], status["exitCode"])
+        took, health = time.monotonic() - began, status.get("health") or {}
+        self.rows.append(Row(step, "kubectl", spec["command"], "applied", outcome, took, health, expected))
 
-    def run(self) -> None:
+    def known_state(self) -> None:
+        """The state every step below assumes: the feed running on the primary source, no faults. The
+        simulator's faults are the demo's own tool (it injects one below); the feed is set through the
+        platform, by runbooks that do nothing when it is there already."""
+        sim = self.env["MDOPS_SIM_URL"]
+        found = self.http("GET", f"{sim}/admin/status")[1]
+        print(
+            f"Known state first: the feed running on primary, no faults (found: {found['state']} on "
+            f"{found['active_source']}, faults {json.dumps(found['faults'])}).",
+            flush=True,
+        )
+        self.http("DELETE", f"{sim}/admin/faults")
+        self.via_api("ready", command="start", reason="demo: known state, the feed running")
+        self.via_api("on-primary", command="failback", reason="demo: known state, on the primary source")
+
+    def run(self) -> int:
+        self.known_state()
         before = self.summary()
         self.via_api("check", command="health_check", reason="demo: morning check")
         self.via_kubectl("drill", command="drill", enforce=True, reason="demo: failover drill")
@@ -111,7 +154,8 @@ class Demo:
         sim = self.env["MDOPS_SIM_URL"]
         self.http("POST", f"{sim}/admin/faults", {"lose_instruments": 200})
         try:
-            self.via_api("gate", command="health_check", enforce=True, reason="demo: coverage below the gate")
+            gate = {"enforce": True, "reason": "demo: coverage below the gate"}
+            self.via_api("gate", ("failed", 3), command="health_check", **gate)
         finally:
             self.http("DELETE", f"{sim}/admin/faults")
         self.via_api("plan", command="failover", dry_run=True, reason="demo: plan only")
@@ -121,8 +165,8 @@ class Demo:
         while (after := self.summary())["runbook_exit_code"] != 3 and time.monotonic() < deadline:
             time.sleep(1)
 
-        header = ("step", "via", "command", "answer", "result", "exit", "took", "health")
-        print(_table(header, self.rows))
+        header = ("step", "via", "command", "answer", "result", "exit", "took", "health", "as expected")
+        print(_table(header, [row.cells() for row in self.rows]))
         print()
         print(
             _table(
@@ -133,6 +177,14 @@ class Demo:
         mode, profile, window = status["environment_mode"], status["active_profile"], status["active_window"]
         print(f"reported state: mode={mode} profile={profile} window={window} (the dry run changed nothing)")
         print(f"last exit codes: {json.dumps(status['last_exit_codes'])}")
+        missed = [row.step for row in self.rows if not row.ok]
+        if missed:
+            print(
+                f"{len(missed)} of {len(self.rows)} steps missed their expected outcome: {', '.join(missed)}."
+            )
+            return 1
+        print(f"every step ({len(self.rows)}) had its expected outcome")
+        return 0
 
 
 def _health(health: dict[str, Any]) -> str:
@@ -165,8 +217,7 @@ def main() -> int:
         print(f"no running stack ({env_file} is missing): start one with `make up DETACH=1`", file=sys.stderr)
         return 1
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    Demo(env).run()
-    return 0
+    return Demo(env).run()
 
 
 if __name__ == "__main__":

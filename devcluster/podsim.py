@@ -19,6 +19,12 @@ How a pod "runs" is chosen by its annotations:
     Since paths are matched by name, a volume mounted at a path this machine
     uses itself (``/tmp``) would capture that machine path too: mount
     elsewhere and point to it (``TMPDIR``).
+    The command runs with this checkout's Python code, as if the image were
+    built from it; the image's own files are this checkout's too: the paths of
+    ``IMAGE_FILES`` (where the Dockerfile copies them) are rewritten to their
+    folders in the repository, unless a volume is mounted over them, as in a
+    container. So a Job pod without a scripts ConfigMap runs the image's
+    reference scripts, ``examples/scripts/``.
 
 otherwise (the default)
     ``podsim.mdops.io/exit-code`` (default 0), ``podsim.mdops.io/termination-message``
@@ -40,6 +46,7 @@ from pathlib import Path
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from devcluster.controlplane import REPO
 from devcluster.processes import die_with_parent
 from runbooks.contract import now
 from runbooks.kube import api_client
@@ -49,6 +56,18 @@ log = logging.getLogger("podsim")
 NODE = "podsim"
 PREFIX = "podsim.mdops.io/"
 MESSAGE_LIMIT = 4096
+# Paths in the image built by the Dockerfile -> what it copies there from the repository.
+IMAGE_FILES = {"/etc/mdops/scripts": REPO / "examples" / "scripts"}
+
+
+def image_files(mounts: list[client.V1VolumeMount]) -> dict[str, str]:
+    """The image's paths that no volume hides, and their folders in this checkout."""
+    hidden = [mount.mount_path.rstrip("/") for mount in mounts]
+    return {
+        path: str(local)
+        for path, local in IMAGE_FILES.items()
+        if not any(path == top or path.startswith(top + "/") for top in hidden)
+    }
 
 
 class PodRun(threading.Thread):
@@ -102,7 +121,7 @@ class PodRun(threading.Thread):
             return 128, "podsim: exec needs the container's command (images are not run here)"
         root = Path(tempfile.mkdtemp(prefix="podsim-"))
         try:
-            rewrites = self._materialise(container, root)
+            rewrites = {**image_files(container.volume_mounts or []), **self._materialise(container, root)}
             message_file = root / "termination-log"
             message_file.touch()
             rewrites[container.termination_message_path or "/dev/termination-log"] = str(message_file)

@@ -32,7 +32,8 @@ def running_pid(pid_file: Path) -> int | None:
     return pid
 
 
-def _write_env(env_file: Path, values: dict[str, str]) -> None:
+def write_env(env_file: Path, values: dict[str, str]) -> None:
+    """``KEY=value`` lines, as ``. <env file>`` in a shell and ``make demo`` read them; written atomically."""
     tmp = env_file.with_suffix(".tmp")
     tmp.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     tmp.replace(env_file)
@@ -63,7 +64,7 @@ def foreground(
     signal.signal(signal.SIGINT, on_signal)
     try:
         with start() as env:
-            _write_env(env_file, describe(env))
+            write_env(env_file, describe(env))
             print(banner(env), flush=True)
             while not stopping:
                 dead = env.dead()

@@ -17,6 +17,8 @@ from runbooks import keys
 from runbooks.contract import ExitCode
 from runner.result import parse_result
 
+# Where the image has its reference scripts (the Dockerfile copies examples/scripts/ there), and where a
+# ConfigMap of the operator's own scripts (MDOPS_SCRIPTS_CONFIGMAP) is mounted over them.
 SCRIPTS_MOUNT = "/etc/mdops/scripts"
 TERMINATION_LOG = "/dev/termination-log"
 TMP_MOUNT = "/run/mdops/tmp"  # not /tmp: podsim maps mount paths onto this machine by their names
@@ -29,7 +31,11 @@ def job_name(request: RunRequest) -> str:
 
 
 def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, Any]:
-    """The Job for a run: a pure function of the request and the settings."""
+    """The Job for a run: a pure function of the request and the settings.
+
+    The runner always reads the scripts at ``SCRIPTS_MOUNT``: the image's own, or the ConfigMap named by
+    ``settings.scripts_configmap`` mounted there (so that no copy of the reference scripts is needed).
+    """
     timeout = int(request.spec.get("timeoutSeconds", 300))
     labels = {
         keys.APP_NAME: keys.RUNNER_NAME,
@@ -55,10 +61,7 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
         ],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": TMP_MOUNT},
-        ],
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP_MOUNT}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -71,12 +74,14 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "containers": [container],
-        "volumes": [
-            {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     }
+    if settings.scripts_configmap:  # the operator's own scripts, over the image's
+        container["volumeMounts"].append({"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True})
+        pod_spec["volumes"].append(
+            {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}}
+        )
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account
     return {

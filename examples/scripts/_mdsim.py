@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 COMMANDS = ("start", "stop", "restart", "failover", "failback", "drill", "health_check")
 WINDOWS = ("day", "night")
+# The simulator's two switch actions and the source each one makes active.
+SWITCHES = {"failover": "backup", "failback": "primary"}
 WAIT_HTTP_TIMEOUT = 40.0  # the simulator bounds a ?wait=true call to 30 s
 HTTP_TIMEOUT = 10.0
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -290,13 +292,56 @@ def main(command: str, run: Callable[[Context], int | None], with_health: bool =
     sys.exit(code)
 
 
-def switch_refusal(status: dict[str, Any], action: str) -> str | None:
-    """Why the simulator would refuse ``action`` (failover/failback) in this state; None if it would not."""
-    target = "backup" if action == "failover" else "primary"
+def switch_to(source: str) -> str:
+    """The switch action that makes ``source`` active: ``failover`` to the backup, ``failback`` to the
+    primary."""
+    return next(action for action, target in SWITCHES.items() if target == source)
+
+
+def other_source(source: str) -> str:
+    return "backup" if source == "primary" else "primary"
+
+
+def switch_refusal(status: dict[str, Any]) -> str | None:
+    """Why the simulator would refuse any switch in this state; None if it would not. (A switch to the
+    source that is active already is not refused by the scripts: it has nothing to do.)"""
     if status.get("transition") is not None:
         return f"a {status['transition'].get('action')} is in progress"
     if status.get("state") == "stopped":
         return "the feed is stopped; start it first"
-    if status.get("active_source") == target:
-        return f"the active source is already {target}"
     return None
+
+
+def run_switch(ctx: Context, action: str) -> int:
+    """``failover`` or ``failback``: make the action's source active and report health and latency.
+
+    When that source is active already there is nothing to switch: the run says so and succeeds (exit 0)
+    with a report of the unchanged state, so a repeated or retried request is harmless. A stopped feed or a
+    switch in progress is refused, as the simulator refuses it (exit 1).
+    """
+    target = SWITCHES[action]
+    verb = {"failover": "fail over", "failback": "fail back"}[action]
+    status = ctx.status()
+    source = status["active_source"]
+    refusal = switch_refusal(status)
+    if ctx.dry_run:
+        ctx.report_status(status)
+        if refusal:
+            error(f"dry run: {action} would be refused: {refusal}")
+            return EXIT_FAILED
+        if source == target:
+            info(f"dry run: would do nothing: the active source is already {target}")
+        else:
+            info(f"dry run: would {verb} from {source} to {target}")
+        return EXIT_OK
+    if source == target and refusal is None:
+        info(f"{action}: nothing to do: the active source is already {target} ({describe(status)})")
+        ctx.report_status(status)
+        return EXIT_OK
+    info(f"{action}: switching from {source} to {target}")
+    status = ctx.switch(action)
+    info(f"{action} completed in {status['failover_latency_ms']} ms: {describe(status)}")
+    if status["matched_total"] == 0:
+        warning(f"the {target} source delivers no data")
+    ctx.report_status(status)
+    return EXIT_OK

@@ -12,6 +12,7 @@ from kubernetes import client
 
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
+from sim.process import run_sim
 from tests.runbook_client import Runbooks, write_script
 
 REPORTING = """
@@ -28,11 +29,18 @@ def rbs(api_client, namespace):
 
 
 def job_settings(cluster, namespace: str, tmp_path, **script_env: str) -> dict[str, str]:
-    """Settings of a controller using the Job executor; podsim runs the runner the Job describes."""
+    """Settings of a controller using the Job executor with the test's scripts in a ConfigMap; podsim
+    runs the runner the Job describes."""
     folder = tmp_path / "scripts"
     write_script(folder, "health_check", REPORTING)
     write_script(folder, "failover", REPORTING)
-    cluster.kubectl("create", "configmap", "mdops-scripts", "-n", namespace, f"--from-file={folder}")
+    cluster.kubectl("create", "configmap", "test-scripts", "-n", namespace, f"--from-file={folder}")
+    return {**image_job_settings(**script_env), "MDOPS_SCRIPTS_CONFIGMAP": "test-scripts"}
+
+
+def image_job_settings(**script_env: str) -> dict[str, str]:
+    """Settings of a controller using the Job executor with the image's scripts (no ConfigMap): podsim
+    runs the Job's runner on this checkout, whose examples/scripts/ are what the image holds."""
     return {
         "MDOPS_EXECUTOR": "job",
         "MDOPS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "runner"]),
@@ -56,10 +64,30 @@ def test_job_executor_runs_the_runner_in_an_owned_job_and_reads_its_termination_
     assert any(line["message"] == "health_check in a Job" for line in status["logs"])
     [job] = jobs(api_client, namespace)
     assert status["execution"] == {"executor": "job", "name": job.metadata.name}
+    volumes = {volume.name: volume for volume in job.spec.template.spec.volumes}
+    assert volumes["scripts"].config_map.name == "test-scripts"
     owner = job.metadata.owner_references[0]
     assert (owner.kind, owner.uid, owner.controller) == ("Runbook", created["metadata"]["uid"], True)
     assert (job.spec.backoff_limit, job.spec.active_deadline_seconds) == (0, 120)
     assert (job.spec.pod_replacement_policy, job.spec.ttl_seconds_after_finished) == ("Failed", 3600)
+
+
+def test_job_executor_runs_the_images_reference_scripts_unless_a_configmap_is_named(
+    start_controller, api_client, namespace, rbs
+):
+    with run_sim() as sim:
+        start_controller(**image_job_settings(MDOPS_SIM_URL=sim.url))
+        rbs.create("reference", command="failover", timeoutSeconds=90)
+        status = rbs.wait_finished("reference")["status"]
+        assert (status["exitCode"], status["result"]) == (0, "success"), status.get("logs")
+        # The witness: the simulator itself was switched by the reference failover script.
+        assert sim.status()["active_source"] == "backup"
+    assert status["state"]["activeProfile"] == "backup"
+    assert any(line["message"].startswith("failover completed in") for line in status["logs"])
+    [job] = jobs(api_client, namespace)
+    pod = job.spec.template.spec
+    assert [v.name for v in pod.volumes] == ["tmp"]
+    assert "/etc/mdops/scripts" in pod.containers[0].args
 
 
 def test_job_executor_reports_a_failing_script(start_controller, cluster, namespace, rbs, tmp_path):

@@ -11,16 +11,7 @@ import httpx
 import pytest
 
 from devcluster.processes import wait_until
-from devcluster.stack import Stack
 from runbooks import models
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, cluster):  # the session's control plane: its binaries are built
-    with Stack(
-        tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
-    ) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -60,19 +60,22 @@ def kustomize_dir(kubectl_bin) -> Callable[[Path], Docs]:
 
 @pytest.fixture(scope="session")
 def kustomize(kustomize_dir, tmp_path_factory) -> Callable[..., Docs]:
-    """``kustomize(namespace=None, components=())``: the output of ``kubectl kustomize manifests``, or of
-    an overlay of it that adds components and moves everything to another namespace."""
+    """``kustomize(namespace=None, components=(), resources=())``: the output of ``kubectl kustomize
+    manifests``, or of an overlay of it that adds components and other kustomizations' folders (resources)
+    and moves everything to another namespace."""
     overlays = tmp_path_factory.mktemp("overlays")
 
-    def build(namespace: str | None = None, components: tuple[Path, ...] = ()) -> Docs:
+    def build(
+        namespace: str | None = None, components: tuple[Path, ...] = (), resources: tuple[Path, ...] = ()
+    ) -> Docs:
         target = MANIFESTS
-        if namespace or components:
+        if namespace or components or resources:
             target = overlays / f"{namespace or 'mdops'}-{len(list(overlays.iterdir()))}"
             target.mkdir()
             overlay = {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": [os.path.relpath(MANIFESTS, target)],
+                "resources": [os.path.relpath(r, target) for r in (MANIFESTS, *resources)],
                 "components": [os.path.relpath(c, target) for c in components],
             }
             if namespace:

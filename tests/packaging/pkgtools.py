@@ -21,6 +21,7 @@ from runbooks.kube import loopback_kubeconfig
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mdops"
 MANIFESTS = REPO / "manifests"
+SCRIPTS = REPO / "examples" / "scripts"
 COMPONENTS = sorted(p for p in (MANIFESTS / "components").iterdir() if p.is_dir())
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 BUILD_HELM = REPO / "tools" / "build-helm.sh"

@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from pkgtools import CHART, CI_VALUES, COMPONENTS, dry_run
+from pkgtools import CHART, CI_VALUES, COMPONENTS, SCRIPTS, dry_run
 
 from runbooks import models
 
@@ -28,10 +28,14 @@ def assert_accepted(result) -> None:
     assert "would violate PodSecurity" not in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("components", [(), tuple(COMPONENTS)], ids=["base", "all-components"])
-def test_kustomize_output_is_accepted_by_the_api_server(crds, kustomize, namespace, components):
+@pytest.mark.parametrize(
+    ("components", "resources"),
+    [((), ()), (tuple(COMPONENTS), (SCRIPTS,))],
+    ids=["base", "all-components-and-the-scripts-configmap"],
+)
+def test_kustomize_output_is_accepted_by_the_api_server(crds, kustomize, namespace, components, resources):
     restricted(crds, namespace)
-    docs = kustomize(namespace=namespace, components=components)
+    docs = kustomize(namespace=namespace, components=components, resources=resources)
     result = dry_run(crds, namespace, docs)
     assert_accepted(result)
     assert result.stdout.count("(server dry run)") == len(docs)

@@ -6,12 +6,13 @@ import base64
 from typing import Any
 
 import pytest
-from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, find
+from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, SCRIPTS, find
 
 from runbooks import crd
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 PEERING = next(c for c in COMPONENTS if c.name == "peering")
+SCRIPTS_COMPONENT = next(c for c in COMPONENTS if c.name == "scripts")
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -72,7 +73,6 @@ def test_default_install(helm):
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         [
-            "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
             "Pod",  # the helm test
@@ -92,7 +92,9 @@ def test_default_install(helm):
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in controller["env"]}
     assert env["MDOPS_EXECUTOR"] == "job" and env["MDOPS_IN_CLUSTER"] == "true"
     assert env["MDOPS_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert env["MDOPS_RUNNER_IMAGE"] == "mdops:0.1.0" and env["MDOPS_SCRIPTS_CONFIGMAP"] == "mdops-scripts"
+    assert env["MDOPS_RUNNER_IMAGE"] == "mdops:0.1.0"
+    assert "MDOPS_SCRIPTS_CONFIGMAP" not in env  # the image's own scripts
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
     assert controller["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in controller["ports"]} == {"metrics": 9102, "healthz": 8081}
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -158,6 +160,8 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "controler.executor=job"), "additional properties 'controler' not allowed"),
         (("--set", "service.port=http"), "/service/port"),
         (("--set", "replicaCount=2"), "replicaCount > 1 needs peering.enabled"),
+        (("--set", "scripts.configMapName=My_Scripts"), "/scripts/configMapName"),
+        (("--set", "scripts.create=false"), "additional properties 'create' not allowed"),
     ]:
         result = helm.run("template", "mdops", str(CHART), *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
@@ -171,7 +175,7 @@ def test_fullname_is_cut_at_63_characters(helm):
     assert len(release) == 53 and max(len(n) for n in names) == 63
 
 
-def test_chart_and_kustomize_agree_on_the_crd_and_the_scripts(helm, kustomize):
+def test_chart_and_kustomize_agree_on_the_crd(helm, kustomize):
     chart, kustomized = helm.template(), kustomize()
     chart_crd, kustomize_crd = (
         find(chart, "CustomResourceDefinition"),
@@ -179,10 +183,44 @@ def test_chart_and_kustomize_agree_on_the_crd_and_the_scripts(helm, kustomize):
     )
     assert chart_crd["spec"] == kustomize_crd["spec"] == crd.build()["spec"]
     assert chart_crd["metadata"]["name"] == kustomize_crd["metadata"]["name"]
-    chart_scripts, kustomize_scripts = find(chart, "ConfigMap"), find(kustomized, "ConfigMap")
-    assert kustomize_scripts["metadata"]["name"] == "mdops-scripts"
-    assert chart_scripts["data"] == kustomize_scripts["data"]
-    assert set(chart_scripts["data"]) >= {"start", "stop", "failover", "failback", "drill", "health_check"}
+
+
+def controller_env(docs) -> dict[str, str]:
+    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    return {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+
+
+def test_chart_and_kustomize_run_the_images_scripts_unless_a_configmap_is_named(helm, kustomize):
+    for docs in (helm.template(), kustomize()):
+        assert not [d for d in docs if d["kind"] == "ConfigMap"]
+        assert "MDOPS_SCRIPTS_CONFIGMAP" not in controller_env(docs)
+    # Your own scripts: the chart takes the ConfigMap's name; kustomize builds it from a folder with its own
+    # kustomization.yaml (here the reference scripts') and the component points the controller at it.
+    chart = helm.template("--set", "scripts.configMapName=mdops-scripts")
+    kustomized = kustomize(components=(SCRIPTS_COMPONENT,), resources=(SCRIPTS,))
+    assert controller_env(chart)["MDOPS_SCRIPTS_CONFIGMAP"] == "mdops-scripts"
+    assert controller_env(kustomized)["MDOPS_SCRIPTS_CONFIGMAP"] == "mdops-scripts"
+    assert not [d for d in chart if d["kind"] == "ConfigMap"]
+    scripts = find(kustomized, "ConfigMap", "mdops-scripts")
+    assert scripts["metadata"]["namespace"] == "mdops"
+    commands = {"start", "stop", "restart", "failover", "failback", "drill", "health_check"}
+    assert set(scripts["data"]) == commands | {"_mdsim.py"}
+    for key, text in scripts["data"].items():
+        assert text == (SCRIPTS / key).read_text(), key
+
+
+@pytest.mark.parametrize("configmap", ["", "platform-runbook-scripts"], ids=["image-scripts", "configmap"])
+def test_local_executor_mounts_the_scripts_configmap_only_when_named(helm, configmap):
+    docs = helm.template("--set", "controller.executor=local", "--set", f"scripts.configMapName={configmap}")
+    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert controller_env(docs)["MDOPS_SCRIPTS_DIR"] == "/etc/mdops/scripts"
+    if configmap:
+        assert mounts["scripts"] == "/etc/mdops/scripts"
+        assert volumes["scripts"]["configMap"] == {"name": configmap, "defaultMode": 0o755}
+    else:
+        assert "scripts" not in mounts and "scripts" not in volumes
 
 
 @pytest.mark.parametrize("peering", [False, True], ids=["default", "peering"])

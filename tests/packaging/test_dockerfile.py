@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pkgtools import REPO
+from pkgtools import REPO, SCRIPTS
+
+from controller.executors.job import SCRIPTS_MOUNT
+from devcluster.podsim import IMAGE_FILES
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -35,9 +38,13 @@ def _ignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def test_the_build_context_holds_what_the_dockerfile_copies():
+def _dockerignore() -> list[str]:
     lines = (REPO / ".dockerignore").read_text().splitlines()
-    patterns = [p.strip() for p in lines if p.strip() and not p.startswith("#")]
+    return [p.strip() for p in lines if p.strip() and not p.startswith("#")]
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies():
+    patterns = _dockerignore()
     sources = []
     for line in DOCKERFILE.read_text().splitlines():
         words = line.split()
@@ -57,3 +64,12 @@ def test_final_stage_runs_as_a_numeric_non_root_user_without_build_tools():
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
     assert not re.search(r"apt-get|gcc|build-essential|pip install", final)
     assert 'CMD ["python", "-m", "controller"]' in final
+
+
+def test_the_image_holds_the_reference_scripts_where_job_pods_and_podsim_look_for_them():
+    copies = re.findall(r"^COPY (?:--\S+ )*examples/scripts/ (\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert [c.rstrip("/") for c in copies] == [SCRIPTS_MOUNT]
+    assert IMAGE_FILES == {SCRIPTS_MOUNT: SCRIPTS}
+    patterns = _dockerignore()
+    assert not _ignored("examples/scripts/drill", patterns)
+    assert _ignored("examples/scripts/kustomization.yaml", patterns)

@@ -1,13 +1,20 @@
-"""Generated copies (CRD, values schema, scripts) match their sources."""
+"""Generated copies (CRD, values schema) match their sources; the scripts have no copies at all."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
-from pkgtools import CHART, MANIFESTS, REPO
+from pkgtools import CHART, REPO, SCRIPTS
+
+
+def script_files() -> list[Path]:
+    """What a scripts ConfigMap holds: the files of examples/scripts/ but its README and kustomization."""
+    skip = {"README.md", "kustomization.yaml"}
+    return sorted(p for p in SCRIPTS.iterdir() if p.is_file() and p.name not in skip)
 
 
 def test_generated_files_are_up_to_date():
@@ -17,12 +24,29 @@ def test_generated_files_are_up_to_date():
     assert result.returncode == 0, result.stderr
 
 
-def test_the_kustomize_scripts_configmap_lists_every_script():
-    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+def test_the_scripts_configmap_lists_every_script():
+    kustomization = yaml.safe_load((SCRIPTS / "kustomization.yaml").read_text())
     (generator,) = kustomization["configMapGenerator"]
-    scripts = sorted(p.name for p in (REPO / "examples" / "scripts").iterdir() if p.name != "README.md")
     assert generator["name"] == "mdops-scripts"
-    assert sorted(f.removeprefix("scripts/") for f in generator["files"]) == scripts
+    assert sorted(generator["files"]) == [p.name for p in script_files()]
+
+
+def test_no_script_is_committed_twice():
+    """The image, the kustomization beside the scripts and the chart (by a ConfigMap's name) all use
+    examples/scripts/ itself: no file elsewhere in the repository holds a copy of a script."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    scripts = {path.read_bytes() for path in script_files()}
+    copies = [
+        name
+        for name in listed.split("\0")
+        if name
+        and not name.startswith("examples/scripts/")
+        and (REPO / name).is_file()
+        and (REPO / name).read_bytes() in scripts
+    ]
+    assert copies == []
 
 
 def _keys(values: dict, schema: dict, prefix: str = "") -> tuple[set[str], set[str]]:

@@ -87,6 +87,14 @@ def stable(status: dict[str, Any]) -> dict[str, Any]:
     return {key: status[key] for key in STABLE_KEYS}
 
 
+def activate(sim: SimProcess, source: str) -> None:
+    """Make ``source`` the simulator's active source (directly, through its admin API)."""
+    if sim.status()["active_source"] != source:
+        action = "failover" if source == "backup" else "failback"
+        assert sim.request("POST", f"/admin/{action}?wait=true")[0] == 200
+    assert sim.status()["active_source"] == source
+
+
 def assert_health(run: Run, sim: SimProcess) -> dict[str, Any]:
     assert run.report is not None, run.output
     health = run.report["health"]
@@ -127,37 +135,72 @@ def test_failover_then_failback(sim: SimProcess, tmp_path: Path) -> None:
     assert 160 <= health["failover_latency_ms"] <= 240
     assert sim.status()["active_source"] == "backup"
 
-    again = run_script("failover", tmp_path, sim.url)
-    assert again.code == 1
-    assert any("already backup" in line for line in again.lines("ERROR")), again.output
-    assert again.report is not None and again.report["state"]["active_profile"] == "backup"
-
     back = run_script("failback", tmp_path, sim.url)
     assert back.code == 0, back.output
     assert assert_health(back, sim)["failover_latency_ms"] is not None
     assert sim.status()["active_source"] == "primary"
+    assert "INFO: failback: switching from backup to primary" in back.output.splitlines()
 
 
-def test_drill_ends_on_primary_with_the_failover_latency(sim: SimProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "source"), [("failover", "backup"), ("failback", "primary")])
+def test_a_switch_to_the_active_source_is_a_successful_no_op(
+    sim: SimProcess, tmp_path: Path, command: str, source: str
+) -> None:
+    activate(sim, source)
+    before = stable(sim.status())
+    run = run_script(command, tmp_path, sim.url)
+    assert run.code == 0, run.output
+    assert any(f"nothing to do: the active source is already {source}" in line for line in run.lines("INFO"))
+    assert stable(sim.status()) == before
+    assert_health(run, sim)
+    assert run.report is not None and run.report["state"]["active_profile"] == source
+
+
+@pytest.mark.parametrize("command", ["failover", "failback", "drill"])
+def test_a_switch_on_a_stopped_feed_is_refused(sim: SimProcess, tmp_path: Path, command: str) -> None:
+    assert sim.request("POST", "/admin/stop")[0] == 200
+    for dry_run in ("1", "0"):
+        run = run_script(command, tmp_path, sim.url, MDOPS_DRY_RUN=dry_run)
+        assert run.code == 1, run.output
+        assert any("the feed is stopped" in line for line in run.lines("ERROR")), run.output
+    assert sim.status()["state"] == "stopped"
+
+
+# From either source the drill goes to the other one and back: (start, first switch, other, second switch).
+DRILLS = [("primary", "failover", "backup", "failback"), ("backup", "failback", "primary", "failover")]
+
+
+@pytest.mark.parametrize(("home", "out", "away", "back"), DRILLS, ids=["from-primary", "from-backup"])
+def test_drill_ends_where_it_started_with_the_first_switchs_latency(
+    sim: SimProcess, tmp_path: Path, home: str, out: str, away: str, back: str
+) -> None:
+    activate(sim, home)
     run = run_script("drill", tmp_path, sim.url)
     assert run.code == 0, run.output
     health = assert_health(run, sim)
     status = sim.status()
-    assert status["active_source"] == "primary"
-    assert status["last_switch"]["action"] == "failback"
-    (leg,) = [line for line in run.lines("INFO") if "failover completed in" in line]
+    assert status["active_source"] == home
+    assert status["last_switch"]["action"] == back
+    info = run.lines("INFO")
+    plan = f"switch from {home} to {away} ({out}), check coverage, then back to {home} ({back})"
+    assert f"INFO: drill: {plan}" in info
+    (leg,) = [line for line in info if f"drill: {out} completed in" in line]
     assert f"in {health['failover_latency_ms']} ms" in leg
     assert 160 <= health["failover_latency_ms"] <= 240
     assert health["coverage_ratio"] == 1.0
 
 
-def test_drill_fails_when_the_backup_delivers_nothing(sim: SimProcess, tmp_path: Path) -> None:
-    assert sim.request("POST", "/admin/faults", {"stall_source": "backup"})[0] == 200
+@pytest.mark.parametrize(("home", "out", "away", "back"), DRILLS, ids=["from-primary", "from-backup"])
+def test_drill_fails_when_the_other_source_delivers_nothing(
+    sim: SimProcess, tmp_path: Path, home: str, out: str, away: str, back: str
+) -> None:
+    activate(sim, home)
+    assert sim.request("POST", "/admin/faults", {"stall_source": away})[0] == 200
     run = run_script("drill", tmp_path, sim.url)
     assert run.code == 1, run.output
-    assert any("backup source delivers no data" in line for line in run.lines("ERROR"))
-    assert sim.status()["active_source"] == "primary"  # failed back anyway
-    assert run.report is not None and run.report["state"]["active_profile"] == "primary"
+    assert any(f"{away} source delivers no data" in line for line in run.lines("ERROR"))
+    assert sim.status()["active_source"] == home  # switched back anyway
+    assert run.report is not None and run.report["state"]["active_profile"] == home
 
 
 def test_stop_start_restart(sim: SimProcess, tmp_path: Path) -> None:
@@ -179,29 +222,41 @@ def test_stop_start_restart(sim: SimProcess, tmp_path: Path) -> None:
     assert sim.status()["window"] == "night"
 
 
+@pytest.mark.parametrize("source", ["primary", "backup"])
 @pytest.mark.parametrize("command", COMMANDS)
-def test_dry_run_changes_nothing(sim: SimProcess, tmp_path: Path, command: str) -> None:
+def test_dry_run_changes_nothing(sim: SimProcess, tmp_path: Path, command: str, source: str) -> None:
+    activate(sim, source)
     before = stable(sim.status())
     run = run_script(command, tmp_path, sim.url, MDOPS_DRY_RUN="1", MDOPS_WINDOW="night")
-    refused = command == "failback"  # already on primary: the dry run says the real run would fail
-    assert run.code == (1 if refused else 0), run.output
+    assert run.code == 0, run.output
     assert "dry run:" in run.output
     assert stable(sim.status()) == before
     assert run.report is not None
-    assert run.report["state"]["active_profile"] == "primary"
+    assert run.report["state"]["active_profile"] == source
     if command != "stop":
         assert_health(run, sim)
 
 
-def test_dry_run_plans_the_switch(sim: SimProcess, tmp_path: Path) -> None:
-    run = run_script("failover", tmp_path, sim.url, MDOPS_DRY_RUN="1")
-    assert "INFO: dry run: would fail over from primary to backup" in run.output.splitlines()
-    assert sim.request("POST", "/admin/failover?wait=true")[0] == 200
-    before = stable(sim.status())
-    run = run_script("failback", tmp_path, sim.url, MDOPS_DRY_RUN="1")
+@pytest.mark.parametrize(
+    ("source", "command", "plan"),
+    [
+        ("primary", "failover", "would fail over from primary to backup"),
+        ("primary", "failback", "would do nothing: the active source is already primary"),
+        ("backup", "failback", "would fail back from backup to primary"),
+        ("backup", "failover", "would do nothing: the active source is already backup"),
+        ("primary", "drill", "would switch from primary to backup (failover), check coverage, then back to "
+                             "primary (failback)"),
+        ("backup", "drill", "would switch from backup to primary (failback), check coverage, then back to "
+                            "backup (failover)"),
+    ],
+)  # fmt: skip
+def test_dry_run_plans_the_switch(
+    sim: SimProcess, tmp_path: Path, source: str, command: str, plan: str
+) -> None:
+    activate(sim, source)
+    run = run_script(command, tmp_path, sim.url, MDOPS_DRY_RUN="1")
     assert run.code == 0, run.output
-    assert "INFO: dry run: would fail back from backup to primary" in run.output.splitlines()
-    assert stable(sim.status()) == before
+    assert f"INFO: dry run: {plan}" in run.output.splitlines()
 
 
 @pytest.mark.parametrize("command", COMMANDS)

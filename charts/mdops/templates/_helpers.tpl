@@ -70,10 +70,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-api-token" (include "mdops.fullname" .)) .Values.api.existingSecret }}
 {{- end }}
 
-{{- define "mdops.scriptsConfigMap" -}}
-{{- default (printf "%s-scripts" (include "mdops.fullname" .)) .Values.scripts.configMapName }}
-{{- end }}
-
 {{- define "mdops.simulatorName" -}}
 {{- printf "%s-sim" (include "mdops.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

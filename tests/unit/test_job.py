@@ -1,0 +1,71 @@
+"""The Job executor's ``build_job``, a pure function: where a Job pod finds its scripts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from controller.executors import RunRequest
+from controller.executors.job import SCRIPTS_MOUNT, build_job
+from controller.settings import ControllerSettings
+
+REQUEST = RunRequest(
+    namespace="mdops",
+    name="failover-42",
+    uid="0123456789abcdef",
+    request_id="req-42",
+    command="failover",
+    window="day",
+    spec={"command": "failover", "timeoutSeconds": 60},
+)
+
+
+@pytest.fixture
+def settings(monkeypatch):
+    """``settings(**values)``: the controller's settings from these values only, not from this
+    machine's ``MDOPS_*`` environment."""
+    for name in [n for n in os.environ if n.startswith("MDOPS_")]:
+        monkeypatch.delenv(name)
+
+    def make(**values) -> ControllerSettings:
+        return ControllerSettings(in_cluster=True, executor="job", **values)
+
+    return make
+
+
+def pod_of(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("configmap", "volumes", "mounts"),
+    [
+        # The default: the image's own reference scripts, no volume for them.
+        ("", {"tmp": {"emptyDir": {"sizeLimit": "64Mi"}}}, {"tmp": "/run/mdops/tmp"}),
+        # The operator's own scripts: that ConfigMap, executable, read-only, over the image's.
+        (
+            "platform-scripts",
+            {
+                "tmp": {"emptyDir": {"sizeLimit": "64Mi"}},
+                "scripts": {"configMap": {"name": "platform-scripts", "defaultMode": 0o755}},
+            },
+            {"tmp": "/run/mdops/tmp", "scripts": SCRIPTS_MOUNT},
+        ),
+    ],
+    ids=["image-scripts", "configmap"],
+)
+def test_the_scripts_are_the_images_unless_a_configmap_is_named(settings, configmap, volumes, mounts):
+    pod = pod_of(build_job(REQUEST, settings(scripts_configmap=configmap)))
+    (container,) = pod["containers"]
+    assert {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in pod["volumes"]} == volumes
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]} == mounts
+    assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] == "scripts")
+    # Either way the runner reads them at the image's path.
+    args = container["args"]
+    assert args[args.index("--scripts") + 1] == SCRIPTS_MOUNT == "/etc/mdops/scripts"
+
+
+def test_the_image_scripts_are_the_default(settings):
+    assert settings().scripts_configmap == ""
+    assert [v["name"] for v in pod_of(build_job(REQUEST, settings()))["volumes"]] == ["tmp"]
