@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s helm prometheus lint generate test up demo cluster down
+.PHONY: help venv k8s helm prometheus lint generate test test-fast up demo cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
 	@echo "               DETACH=1 returns once it is ready"
 	@echo "make test      lint and run every test"
+	@echo "make test-fast the unit tier only: pure logic, no control plane (seconds)"
 	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
@@ -52,6 +53,10 @@ prometheus:
 
 test: lint k8s helm prometheus
 	$(PY) -m pytest
+
+# The unit tier (tests/unit): no control plane, no Prometheus, no Helm.
+test-fast: venv
+	$(PY) -m pytest -m unit -q
 
 up: venv
 	$(PY) -m devcluster up $(detach_flag)

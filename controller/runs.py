@@ -56,6 +56,14 @@ def queue_key(namespace: str, group: str) -> str:
     return f"{namespace}/{group}"
 
 
+def ahead_of(queue: Iterable[QueueEntry], uid: str) -> list[QueueEntry]:
+    """The Runbooks ahead of ``uid`` in its target's queue, first come first served (all of them when ``uid``
+    is not in the queue yet)."""
+    waiting = sorted(queue, key=lambda e: (e.created, e.name))
+    mine = next((i for i, e in enumerate(waiting) if e.uid == uid), len(waiting))
+    return waiting[:mine]
+
+
 def queue_entry(body: dict[str, Any]) -> QueueEntry:
     meta = body["metadata"]
     return QueueEntry(meta["creationTimestamp"], meta["name"], meta["uid"])
@@ -185,9 +193,8 @@ class RunbookRun:
         key = queue_key(self.namespace, self.group)
         shown = ""
         while True:
-            waiting = sorted(queue(), key=lambda e: (e.created, e.name))
-            mine = next((i for i, e in enumerate(waiting) if e.uid == self.uid), len(waiting))
-            ahead = [e.name for e in waiting[:mine]]
+            waiting = list(queue())
+            ahead = [e.name for e in ahead_of(waiting, self.uid)]
             holder = (
                 None
                 if ahead

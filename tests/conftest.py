@@ -1,10 +1,12 @@
-"""Fixtures shared by every test: one real control plane per session, one namespace per test."""
+"""Fixtures shared by every test: one real control plane per session, one namespace per test; and the
+test tiers, marked by folder (``make test-fast`` runs the unit tier, ``make test`` everything)."""
 
 from __future__ import annotations
 
 import re
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -12,6 +14,31 @@ from kubernetes import client
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from runbooks.kube import api_client as new_api_client
+
+TESTS = Path(__file__).parent
+# The tier of each folder. Every test that uses the control plane (the ``cluster`` fixture, directly or
+# through another fixture) is also marked ``cluster``, so ``-m "not cluster"`` never starts one.
+TIERS = {
+    "unit": "unit",  # pure functions and local processes (runner, simulator): no control plane
+    "packaging": "packaging",  # the chart, the manifests and the Dockerfile
+    "cluster": "cluster",  # the controller on the real control plane
+    "api": "cluster",  # the REST API with the real controller, Prometheus and simulator
+    "e2e": "e2e",  # the local stack, as `make up` runs it
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(item.fspath).relative_to(TESTS).parts[0]
+        if folder not in TIERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests/{folder}/ has no tier: add it to TIERS in {__file__}"
+            )
+        item.add_marker(TIERS[folder])
+        if "cluster" in getattr(item, "fixturenames", ()):
+            if TIERS[folder] == "unit":
+                raise pytest.UsageError(f"{item.nodeid}: a unit test must not need the control plane")
+            item.add_marker("cluster")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,10 @@ from devcluster.processes import wait_until
 from runbooks import keys, models
 from runbooks.contract import ConditionType, finished
 
+# Script lines that hold a run until the test releases it (creates the file ``$RELEASE``): tests hold a run
+# on a state they set, never for a time. At most a minute, so that a failed test leaves no script behind.
+HOLD = 'i=0; while [ ! -e "$RELEASE" ] && [ "$i" -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done\n'
+
 # Python's names of the spec's fields to the Runbook's (``dry_run`` -> ``dryRun``).
 SPEC_KEYS = {name: field.alias or name for name, field in models.RunbookSpec.model_fields.items()}
 

@@ -89,10 +89,9 @@ def runbooks(api_client, namespace, api_crd) -> Runbooks:
 
 # -- the real controller -------------------------------------------------------------------------
 
-# Script lines: record the run in $RUNS (so a test can count executions); hold the run until the test
-# calls ``Scripts.release()`` (at most 20 s, so a failed test leaves no script behind for long).
+# Script lines that record the run in $RUNS (so a test can count executions); HOLD holds it until the test
+# calls ``Scripts.release()``.
 RECORD = 'echo "$MDOPS_REQUEST_ID dry=$MDOPS_DRY_RUN" >> "$RUNS"\n'
-HOLD = 'i=0; while [ ! -e "$RELEASE" ] && [ "$i" -lt 400 ]; do sleep 0.05; i=$((i + 1)); done\n'
 
 
 def reporting(report: dict[str, Any]) -> str:

@@ -13,7 +13,8 @@ import pytest
 
 from api.submission import object_name
 from devcluster.processes import wait_until
-from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, HOLD, RECORD, auth, reporting
+from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, RECORD, auth, reporting
+from tests.runbook_client import HOLD
 
 EXECUTE = "/api/ops/runbooks/execute"
 HEALTH = {

@@ -24,7 +24,6 @@ from runbooks import crd, models
 from runbooks.kube import api_client as new_api_client
 from tests.api.conftest import (
     ADMIN_TOKEN,
-    HOLD,
     READER_TOKEN,
     RECORD,
     Scripts,
@@ -32,7 +31,7 @@ from tests.api.conftest import (
     reporting,
     running_app,
 )
-from tests.runbook_client import Runbooks
+from tests.runbook_client import HOLD, Runbooks
 
 STATUS = "/api/ops/status"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from devcluster.processes import wait_until
-from tests.runbook_client import Runbooks, lines, write_script
+from tests.runbook_client import HOLD, Runbooks, lines, write_script
 
 HEALTHY = """
     echo "INFO: checking $MDOPS_COMMAND for $MDOPS_PROFILE in $MDOPS_WINDOW"
@@ -144,18 +146,27 @@ def test_metrics_report_last_exit_code_counts_and_durations(controller, rbs):
 
 def test_logs_of_a_running_run_show_in_its_status(start_controller, rbs, tmp_path):
     folder = tmp_path / "chatty"
-    # Far more lines than the status keeps, shown once; a later line must still reach the status.
-    script = 'for i in $(seq 300); do echo "step $i"; done\nsleep 2\necho "INFO: halfway"\nsleep 30\n'
+    # Far more lines than the status keeps, shown; then a later line must still reach the status. The script
+    # holds after the 300 lines until the test has seen them, and again (until deleted) after the last one.
+    script = (
+        f'for i in $(seq 300); do echo "step $i"; done\n{HOLD}echo "INFO: halfway"\nRELEASE=/none\n{HOLD}'
+    )
     write_script(folder, "drill", script)
-    start_controller(MDOPS_SCRIPTS_DIR=str(folder))
+    seen = tmp_path / "seen"
+    start_controller(MDOPS_SCRIPTS_DIR=str(folder), MDOPS_SCRIPT_ENV=json.dumps({"RELEASE": str(seen)}))
     rbs.create("chatty", command="drill")
 
-    def halfway_shown():
-        body = rbs.get("chatty")
-        logs = (body.get("status") or {}).get("logs") or []
-        return any(line["message"] == "halfway" for line in logs) and body
+    def shown(message: str):
+        def check():
+            body = rbs.get("chatty")
+            logs = (body.get("status") or {}).get("logs") or []
+            return any(line["message"] == message for line in logs) and body
 
-    body = wait_until(halfway_shown, 30, "the running run's log lines in its status")
+        return check
+
+    wait_until(shown("step 300"), 30, "the first log lines in the running run's status")
+    seen.touch()
+    body = wait_until(shown("halfway"), 30, "a later log line in the running run's status")
     assert body["status"].get("result") is None  # still running
     assert len(body["status"]["logs"]) == 50
     rbs.delete("chatty")

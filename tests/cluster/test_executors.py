@@ -11,15 +11,17 @@ import pytest
 from kubernetes import client
 
 from devcluster.controlplane import REPO
-from devcluster.processes import wait_until
+from devcluster.processes import answers_200, wait_until
 from sim.process import run_sim
-from tests.runbook_client import Runbooks, write_script
+from tests.runbook_client import HOLD, Runbooks, write_script
 
-REPORTING = """
+# Held (see HOLD) only when the test gives the script a $RELEASE file to wait for.
+REPORTING = f"""
     echo "INFO: $MDOPS_COMMAND in a Job"
-    sleep "${HOLD:-0}"
-    echo '{"health": {"coverage_ratio": 0.997}}' > "$MDOPS_REPORT_FILE"
-    exit "${EXIT:-0}"
+    RELEASE="${{RELEASE:-/}}"
+    {HOLD}
+    echo '{{"health": {{"coverage_ratio": 0.997}}}}' > "$MDOPS_REPORT_FILE"
+    exit "${{EXIT:-0}}"
 """
 
 
@@ -100,7 +102,7 @@ def test_job_executor_reports_a_failing_script(start_controller, cluster, namesp
 def test_deleting_a_runbook_deletes_its_job_and_pod(
     start_controller, cluster, api_client, namespace, rbs, tmp_path
 ):
-    start_controller(**job_settings(cluster, namespace, tmp_path, HOLD="120"))
+    start_controller(**job_settings(cluster, namespace, tmp_path, RELEASE=str(tmp_path / "never")))
     rbs.create("doomed", command="failover")
     rbs.wait_for("doomed", "Running", "True")
     rbs.delete("doomed")
@@ -112,12 +114,14 @@ def test_deleting_a_runbook_deletes_its_job_and_pod(
 def test_restarted_controller_adopts_the_job_instead_of_creating_another(
     start_controller, cluster, api_client, namespace, rbs, tmp_path
 ):
-    settings = job_settings(cluster, namespace, tmp_path, HOLD="3")
+    settings = job_settings(cluster, namespace, tmp_path, RELEASE=str(tmp_path / "go"))
     first = start_controller("first", **settings)
     rbs.create("adopt-job", command="failover")
     rbs.wait_for("adopt-job", "Running", "True")
     os.kill(first.process.popen.pid, signal.SIGKILL)
-    start_controller("second", **settings)
+    second = start_controller("second", **settings)
+    wait_until(lambda: answers_200(second.metrics_url), 30, "the second controller", [second.process])
+    (tmp_path / "go").touch()  # the Job, still running, ends now
     status = rbs.wait_finished("adopt-job")["status"]
     assert (status["result"], status["attempts"]) == ("success", 1)
     assert len(jobs(api_client, namespace)) == 1

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from devcluster.processes import wait_until
-from tests.runbook_client import Runbooks, lines, runbook, write_script
+from devcluster.processes import answers_200, wait_until
+from tests.runbook_client import HOLD, Runbooks, lines, runbook, write_script
 
-# Each run appends "<request id> start <epoch ns>" and "... end ..." to $RUNS; $HOLD seconds in between.
-RECORDING = """
+# Each run appends "<request id> start <epoch ns>" and "... end ..." to $RUNS, and is held in between until
+# the test releases the runs (see HOLD).
+RECORDING = f"""
     echo "$MDOPS_REQUEST_ID start $(date +%s%N)" >> "$RUNS"
     echo $$ > "$PIDS/$MDOPS_REQUEST_ID"
-    sleep "${HOLD:-0}"
+    {HOLD}
     echo "$MDOPS_REQUEST_ID end $(date +%s%N)" >> "$RUNS"
 """
 
@@ -33,21 +34,36 @@ def env(tmp_path):
     folder = tmp_path / "scripts"
     for command in ("failover", "failback", "drill", "stop"):
         write_script(folder, command, RECORDING)
-    write_script(folder, "health_check", "HOLD=0\n" + RECORDING)  # quick, whatever $HOLD says
-    return tmp_path
+    write_script(folder, "health_check", "RELEASE=/\n" + RECORDING)  # never held
+    yield tmp_path
+    release(tmp_path)  # nothing held outlives the test
 
 
-def script_env(tmp_path: Path, hold: float) -> dict[str, str]:
-    values = {"RUNS": str(tmp_path / "runs.log"), "PIDS": str(tmp_path / "pids"), "HOLD": str(hold)}
+def script_env(tmp_path: Path) -> dict[str, str]:
+    values = {
+        "RUNS": str(tmp_path / "runs.log"),
+        "PIDS": str(tmp_path / "pids"),
+        "RELEASE": str(tmp_path / "go"),
+    }
     return {"MDOPS_SCRIPTS_DIR": str(tmp_path / "scripts"), "MDOPS_SCRIPT_ENV": json.dumps(values)}
+
+
+def release(tmp_path: Path) -> None:
+    """Let every held run go on (and every later one run through)."""
+    (tmp_path / "go").touch()
 
 
 def started(tmp_path: Path) -> list[str]:
     return [line.split()[0] for line in lines(tmp_path / "runs.log") if line.split()[1] == "start"]
 
 
+def wait_started(tmp_path: Path, request_id: str) -> None:
+    wait_until(lambda: request_id in started(tmp_path), 30, f"the script of {request_id} to start")
+
+
 def test_reapplying_a_finished_manifest_does_not_run_it_again(start_controller, rbs, env, cluster, namespace):
-    start_controller(**script_env(env, 0))
+    release(env)
+    start_controller(**script_env(env))
     manifest = json.dumps(runbook("failover-1", command="failover", reason="switch"))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
     first = rbs.wait_finished("failover-1")
@@ -59,7 +75,8 @@ def test_reapplying_a_finished_manifest_does_not_run_it_again(start_controller, 
 
 
 def test_recreated_runbook_with_a_finished_request_id_is_a_duplicate(start_controller, rbs, env):
-    start_controller(**script_env(env, 0))
+    release(env)
+    start_controller(**script_env(env))
     rbs.create("first", command="failover", requestId="req-42")
     earlier = rbs.wait_finished("first")["status"]
     rbs.delete("first")
@@ -75,16 +92,18 @@ def test_recreated_runbook_with_a_finished_request_id_is_a_duplicate(start_contr
 
 
 def test_same_request_id_at_once_runs_once(start_controller, rbs, env):
-    start_controller(**script_env(env, 1))
+    start_controller(**script_env(env))
     for index in range(5):
         rbs.create(f"twin-{index}", command="drill", requestId="req-twin")
+    wait_started(env, "req-twin")
+    release(env)
     results = [rbs.wait_finished(f"twin-{index}")["status"] for index in range(5)]
     assert started(env) == ["req-twin"]
     assert sum(1 for status in results if "duplicateOf" not in status) == 1
 
 
 def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_controller, rbs, env):
-    start_controller(**script_env(env, 1.5))
+    start_controller(**script_env(env))
     rbs.create("a-failover", command="failover")
     rbs.wait_for("a-failover", "Running", "True")
     rbs.create("b-failback", command="failback")
@@ -92,10 +111,12 @@ def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_contro
     queued = rbs.wait_for("b-failback", "Queued", "True")
     message = {c["type"]: c for c in queued["status"]["conditions"]}["Queued"]["message"]
     assert "waiting for a-failover" in message
-    # health_check takes no lock: it runs while the failover holds it.
+    # health_check takes no lock: it runs (to its end) while the failover, held, holds the lock.
     rbs.create("d-check", command="health_check")
     assert rbs.wait_finished("d-check")["status"]["result"] == "success"
     assert rbs.get("a-failover")["status"].get("result") is None
+    assert started(env) == ["a-failover", "d-check"]
+    release(env)
     for name in ("a-failover", "b-failback", "c-drill"):
         assert rbs.wait_finished(name)["status"]["result"] == "success"
     spans = {}
@@ -108,7 +129,7 @@ def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_contro
 
 
 def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_controller, rbs, env):
-    start_controller(**script_env(env, 60))
+    start_controller(**script_env(env))
     rbs.create("long", command="failover")
     rbs.wait_for("long", "Running", "True")
     pid = int(
@@ -122,6 +143,7 @@ def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_co
     # The lock was released: the next mutating runbook on the target starts.
     rbs.create("next", command="failback", reason="after the deleted one")
     rbs.wait_for("next", "Running", "True", timeout=30)
+    wait_started(env, "next")
     # The cancelled run is remembered: re-creating it does not run it again.
     rbs.create("long", command="failover")
     status = rbs.wait_finished("long")["status"]
@@ -130,13 +152,16 @@ def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_co
 
 
 def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(start_controller, rbs, env):
-    first = start_controller("first", **script_env(env, 3))
+    first = start_controller("first", **script_env(env))
     rbs.create("adopted", command="drill")
     rbs.wait_for("adopted", "Running", "True")
+    wait_started(env, "adopted")
     os.kill(first.process.popen.pid, signal.SIGKILL)
     first.process.popen.wait()
     # The new controller uses the same state folder, as a restarted pod or process would.
-    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env, 3))
+    second = start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    wait_until(lambda: answers_200(second.metrics_url), 30, "the second controller", [second.process])
+    release(env)
     status = rbs.wait_finished("adopted", timeout=60)["status"]
     assert (status["result"], status["attempts"]) == ("success", 1)
     assert started(env) == ["adopted"]

@@ -11,8 +11,6 @@ from pkgtools import CHART, CI_VALUES, COMPONENTS, SCRIPTS, dry_run
 
 from runbooks import models
 
-pytestmark = pytest.mark.cluster
-
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 RUNBOOK_CRD = "runbooks.ops.mdops.io"
 

@@ -78,7 +78,6 @@ def test_argocd_and_flux_apply_the_runbooks_folder():
     assert (GITOPS / "runbooks" / "kustomization.yaml").exists()
 
 
-@pytest.mark.cluster
 def test_gitops_runbooks_are_accepted_by_the_api_server(crds, kustomize_dir, namespace):
     docs = kustomize_dir(GITOPS / "runbooks")
     assert {d["kind"] for d in docs} == {"Runbook"}

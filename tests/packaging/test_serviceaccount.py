@@ -14,8 +14,6 @@ from pkgtools import kubectl_as
 from runbooks import keys, models
 from runbooks.kube import api_client
 
-pytestmark = pytest.mark.cluster
-
 # What the controller and the API do, as (verb, group, resource, subresource).
 NEEDED = [
     *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create")),
