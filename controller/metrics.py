@@ -26,7 +26,10 @@ DURATION = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge("md_runbook_queue_depth", "Runbooks waiting for their target's lock.", registry=REGISTRY)
+# One series per lock target (namespace/lock group): bounded by the lock groups the settings name.
+QUEUE_DEPTH = Gauge(
+    "md_runbook_queue_depth", "Runbooks waiting for their target's lock.", ["target"], registry=REGISTRY
+)
 RUNNING = Gauge("md_runbook_running", "Runs executing now.", registry=REGISTRY)
 
 

@@ -42,6 +42,7 @@ class QueueEntry:
     created: str
     name: str
     uid: str
+    started: bool = False  # it holds (or held) the lock and runs: no longer waiting
 
 
 def lock_group(settings: ControllerSettings, profile: str) -> str:
@@ -66,7 +67,13 @@ def ahead_of(queue: Iterable[QueueEntry], uid: str) -> list[QueueEntry]:
 
 def queue_entry(body: dict[str, Any]) -> QueueEntry:
     meta = body["metadata"]
-    return QueueEntry(meta["creationTimestamp"], meta["name"], meta["uid"])
+    started = bool((body.get("status") or {}).get("execution"))
+    return QueueEntry(meta["creationTimestamp"], meta["name"], meta["uid"], started)
+
+
+def queue_depth(queue: Iterable[QueueEntry]) -> int:
+    """How many Runbooks of a target's queue wait for its lock (the one running is not waiting)."""
+    return sum(1 for entry in queue if not entry.started)
 
 
 @dataclass
@@ -201,7 +208,7 @@ class RunbookRun:
                 else await self.services.lock.acquire(self.namespace, self.group, self.uid, self.name)
             )
             if not ahead and holder is None:
-                metrics.QUEUE_DEPTH.set(max(0, len(waiting) - 1))
+                metrics.QUEUE_DEPTH.labels(key).set(max(0, queue_depth(waiting) - 1))  # minus this one
                 return
             blocker = holder or ahead[0]
             message = f"waiting for {blocker} to finish on target {key} ({len(ahead) or 1} ahead)"
@@ -209,7 +216,7 @@ class RunbookRun:
                 shown = message
                 await self._patch(transitions.queued(self.status, self.generation, message))
                 self.services.event(self.body, "Normal", "Queued", message)
-            metrics.QUEUE_DEPTH.set(len(waiting))
+            metrics.QUEUE_DEPTH.labels(key).set(queue_depth(waiting))
             wakeup = self.services.wakeup(key)
             wakeup.clear()
             if await _wait(stopped, LOCK_POLL_SECONDS, wakeup):

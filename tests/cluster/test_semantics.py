@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -126,6 +127,31 @@ def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_contro
     order = ["a-failover", "b-failback", "c-drill"]
     for earlier, later in itertools.pairwise(order):
         assert spans[earlier]["end"] <= spans[later]["start"], f"{later} overlapped {earlier}"
+
+
+def test_the_queue_depth_is_reported_per_target(start_controller, rbs, env):
+    groups = json.dumps({"backup": "feed-b"})
+    controller = start_controller(MDOPS_LOCK_GROUPS=groups, **script_env(env))
+    rbs.create("a1", command="failover")
+    rbs.create("b1", command="failover", profile="backup")
+    for name in ("a1", "b1"):
+        rbs.wait_for(name, "Running", "True")
+    rbs.create("a2", command="failback")
+    rbs.create("a3", command="drill")
+    rbs.create("b2", command="failback", profile="backup")
+    for name in ("a2", "a3", "b2"):
+        rbs.wait_for(name, "Queued", "True")
+
+    def depths() -> dict[str, float]:
+        found = re.findall(r'^md_runbook_queue_depth\{target="([^"]+)"\} (\S+)$', controller.metrics(), re.M)
+        return {target: float(value) for target, value in found}
+
+    expected = {f"{rbs.namespace}/default": 2.0, f"{rbs.namespace}/feed-b": 1.0}
+    wait_until(lambda: depths() == expected, 30, f"queue depths {expected}")
+    release(env)
+    for name in ("a1", "a2", "a3", "b1", "b2"):
+        rbs.wait_finished(name)
+    wait_until(lambda: set(depths().values()) == {0.0}, 30, "empty queues")
 
 
 def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_controller, rbs, env):

@@ -49,6 +49,12 @@ def test_the_queue_is_first_come_first_served():
     assert [e.name for e in runs.ahead_of(queue, "uid-unknown")] == ["a", "b", "c"]
 
 
+def test_the_queue_depth_counts_only_the_runbooks_that_have_not_started():
+    queue = [runs.QueueEntry("t", "running", "u1", started=True), entry("t", "a"), entry("t", "b")]
+    assert runs.queue_depth(queue) == 2
+    assert runs.queue_depth([]) == 0
+
+
 @pytest.mark.parametrize("make", [lock.lease_name, ledger.lease_name])
 def test_lease_names_are_valid_stable_and_distinct(make):
     names = {make(text) for text in ("default", "Feed/B", "x" * 300, "feed-b", "req-42")}
