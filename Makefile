@@ -18,7 +18,7 @@ help:
 	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
-	@echo "make generate  regenerate the CRD from runbooks/models.py, and the chart's generated files"
+	@echo "make generate  regenerate the CRDs from their models, and the chart's generated files"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ helm:
 	tools/build-helm.sh >/dev/null
 
 generate: venv
-	$(PY) -m runbooks.crd > manifests/crd.yaml
+	$(PY) -m runbooks.crd --write manifests
 	$(PY) charts/generate.py
 	$(PY) -m devcluster.settings_doc
 

@@ -13,6 +13,7 @@ from kubernetes import client
 
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
+from runbooks import crd, keys
 from runbooks.kube import api_client as new_api_client
 
 TESTS = Path(__file__).parent
@@ -70,6 +71,18 @@ def runbook_crd(cluster) -> ControlPlane:
     """The Runbook CRD, installed from its generated manifest."""
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def trading_crds(cluster) -> ControlPlane:
+    """The RunbookPolicy, RunbookApproval and RunbookSchedule CRDs, installed from their generated
+    manifests."""
+    kinds = [kind for kind in crd.KINDS if kind is not crd.RUNBOOK]
+    for kind in kinds:
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
+    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in kinds]
+    cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
     return cluster
 
 
