@@ -21,7 +21,7 @@ class CommonSettings(BaseSettings):
     namespace: str = Field("mdops", description="Namespace the Runbooks live in.")
     timezone: str = Field(
         "Asia/Shanghai",
-        description="Time zone of the times shown (API timestamps, sessions) and of cron schedules by default.",
+        description="Time zone of the times shown (API timestamps, sessions) and of cron triggers.",
     )
     venue: str = Field(
         "XHKG",
