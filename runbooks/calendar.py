@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import version
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 UTC = datetime.UTC
@@ -302,13 +302,12 @@ class VenueCalendar:
         self,
         venue: str,
         *,
-        pre_open: datetime.timedelta = DEFAULT_PRE_OPEN,
-        windows: Mapping[State, Window] = DEFAULT_WINDOWS,
-        zone: datetime.tzinfo = DEFAULT_ZONE,
         loader: Callable[[str, datetime.date, datetime.date], SessionTable] = load_table,
+        **options: Any,
     ):
+        """``options``: the keyword arguments of :class:`SessionCalendar` (pre_open, windows, zone)."""
         self.venue = venue
-        self._options = {"pre_open": pre_open, "windows": dict(windows), "zone": zone}
+        self._options = options
         self._loader = loader
         self._lock = threading.Lock()
         self._current: SessionCalendar | None = None

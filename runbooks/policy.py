@@ -34,6 +34,11 @@ SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 Name = Annotated[str, StringConstraints(max_length=63, pattern=NAME_PATTERN)]
 
 
+def states_field(description: str) -> Any:
+    """An optional set of session states (left out: every state)."""
+    return Field(None, min_length=1, max_length=len(State), json_schema_extra=SET, description=description)
+
+
 class Match(_Model):
     """Which Runbooks a rule applies to: all of the given lists must contain the Runbook's value; a
     list left out matches every value."""
@@ -81,13 +86,8 @@ class Approvals(_Model):
     """Four eyes: distinct people other than the requester who must approve before the run starts."""
 
     required: int = Field(1, ge=1, le=5, description="Approvals needed, each from a different person.")
-    in_states: list[State] | None = Field(
-        None,
-        min_length=1,
-        max_length=5,
-        json_schema_extra=SET,
-        description="Session states in which approvals are needed (at the time the run may start); "
-        "left out: always.",
+    in_states: list[State] | None = states_field(
+        "Session states in which approvals are needed (at the time the run may start); left out: always."
     )
     expire_after_seconds: int = Field(
         3600,
@@ -104,13 +104,9 @@ class Approvals(_Model):
 class Rule(_Model):
     name: str = Field(max_length=63, pattern=RULE_NAME_PATTERN, description="Unique within the policy.")
     match: Match = Field(default_factory=Match, description="Which Runbooks the rule applies to.")
-    allowed_states: list[State] | None = Field(
-        None,
-        min_length=1,
-        max_length=5,
-        json_schema_extra=SET,
-        description="Session states in which matched Runbooks may start: pre_open, open, lunch_break, "
-        "closed, holiday. Left out: any.",
+    allowed_states: list[State] | None = states_field(
+        "Session states in which matched Runbooks may start: pre_open, open, lunch_break, closed, "
+        "holiday. Left out: any."
     )
     blackouts: list[Blackout] = Field(
         default_factory=list, max_length=64, description="Periods in which matched Runbooks may not start."

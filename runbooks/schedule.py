@@ -32,6 +32,7 @@ from pydantic import ConfigDict, Field, create_model, field_validator
 from runbooks import keys, models
 from runbooks.calendar import UTC, SessionCalendar, State
 from runbooks.models import Condition, RunbookSpec, _Model
+from runbooks.policy import states_field
 
 KIND = "RunbookSchedule"
 PLURAL = "runbookschedules"
@@ -50,7 +51,6 @@ DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 SESSION_PATTERN = r"^(open|close)([+-][0-9]{1,4}[hm])?$"
 ZONE_PATTERN = r"^([+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
 CRON_PATTERN = r"^\S+( \S+){4}$"
-SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
 TRIGGER_RULES = [
     {
@@ -113,12 +113,8 @@ class Trigger(_Model):
         pattern=DURATION_PATTERN,
         description="A slot at each multiple of this interval (5s..24h, e.g. 5m) since the Unix epoch.",
     )
-    during: list[State] | None = Field(
-        None,
-        min_length=1,
-        max_length=5,
-        json_schema_extra=SET,
-        description="With every: slots only while the venue is in one of these session states.",
+    during: list[State] | None = states_field(
+        "With every: slots only while the venue is in one of these session states."
     )
     session: str | None = Field(
         None,
