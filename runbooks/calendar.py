@@ -133,43 +133,44 @@ def build_table(venue: str, first: datetime.date, last: datetime.date) -> Sessio
     import warnings
 
     import exchange_calendars
+    import pandas
+
+    def instant(value: pandas.Timestamp) -> datetime.datetime | None:
+        return None if pandas.isna(value) else value.to_pydatetime().astimezone(UTC)
 
     with warnings.catch_warnings():
         # exchange_calendars 4.13 still uses pandas APIs that pandas announces it will remove
-        # (Pandas4Warning); pandas is pinned, so these are not ours to act on.
+        # (Pandas4Warning); pandas is pinned with it, so these are not ours to act on.
         warnings.simplefilter("ignore")
         try:
             calendar = exchange_calendars.get_calendar(venue, start=first, end=last)
         except exchange_calendars.errors.InvalidCalendarName as error:
             raise CalendarError(f"unknown venue {venue!r}: not a calendar of {library_version()}") from error
-        schedule = calendar.schedule
-
-        def instant(value) -> datetime.datetime | None:
-            return None if value is None or value != value else value.to_pydatetime()  # NaT != NaT
-
         sessions = tuple(
             Session(
-                day.date(),
+                row.Index.date(),
                 instant(row.open),
                 instant(row.close),
                 instant(row.break_start),
                 instant(row.break_end),
             )
-            for day, row in zip(schedule.index, schedule.itertuples(), strict=True)
+            for row in calendar.schedule.itertuples()
         )
-        weekmask = calendar.weekmask
-    return SessionTable(venue, str(calendar.tz), weekmask, first, last, library_version(), sessions)
+    return SessionTable(venue, str(calendar.tz), calendar.weekmask, first, last, library_version(), sessions)
 
 
 def load_table(venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
     """The table, built by exchange_calendars in a child process, so that pandas never loads here."""
-    result = subprocess.run(
-        [sys.executable, "-m", "runbooks.calendar", venue, first.isoformat(), last.isoformat()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "runbooks.calendar", venue, first.isoformat(), last.isoformat()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CalendarError(f"the {venue} calendar took more than {error.timeout} s to build") from error
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
         raise CalendarError(f"the {venue} calendar could not be built: {lines[-1]}")
@@ -221,7 +222,8 @@ class SessionCalendar:
     def covers(self, at: datetime.datetime) -> bool:
         return self.table.first <= self.venue_day(at) <= self.table.last
 
-    def _check(self, at: datetime.datetime) -> None:
+    def check(self, at: datetime.datetime) -> None:
+        """Raise unless the table answers for ``at`` (an aware instant)."""
         if at.tzinfo is None:
             raise ValueError(f"{at!r} has no time zone")
         if not self.covers(at):
@@ -235,7 +237,7 @@ class SessionCalendar:
         return self._days.get(day)
 
     def state(self, at: datetime.datetime) -> State:
-        self._check(at)
+        self.check(at)
         index = bisect.bisect_right(self._starts, at) - 1
         if index >= 0:
             s = self.table.sessions[index]
@@ -260,7 +262,7 @@ class SessionCalendar:
         return self._first_after(at, self._closes)
 
     def _first_after(self, at: datetime.datetime, times: list[datetime.datetime]) -> datetime.datetime | None:
-        self._check(at)
+        self.check(at)
         index = bisect.bisect_right(times, at)
         return times[index].astimezone(self.zone) if index < len(times) else None
 

@@ -230,8 +230,12 @@ def slots_between(
     trigger: Trigger, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
 ) -> Iterator[Slot]:
     """The slots in (``after``, ``until``], in order, in the calendar's zone. ``calendar`` must cover
-    that range when the trigger depends on sessions (its zone is cron's default time zone)."""
+    that range when the trigger depends on sessions (CalendarError otherwise); its zone is cron's
+    default time zone."""
     zone = calendar.zone
+    if trigger.kind != "cron" or trigger.trading_days_only:
+        calendar.check(after)  # never a slot silently missing or skipped for want of sessions
+        calendar.check(until)
     if trigger.kind == "cron":
         cron_zone = parse_zone(trigger.time_zone) if trigger.time_zone else zone
         times: Iterator[datetime.datetime] = (

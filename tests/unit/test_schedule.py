@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from runbooks.calendar import CalendarError
 from runbooks.models import RunbookSpec
 from runbooks.schedule import (
     MAX_NAME_LENGTH,
@@ -89,6 +90,13 @@ def test_cron_slots_on_days_without_trading_are_skipped(xhkg):
 def test_cron_in_another_time_zone_answers_in_the_calendar_zone(xhkg):
     trigger = Trigger(cron="0 9 * * 1", time_zone="Asia/Tokyo")
     assert _slots(trigger, "2026-01-04 00:00", "2026-01-06 00:00", xhkg) == [("01-05 08:00", False)]
+
+
+def test_session_slots_outside_the_calendar_are_an_error_not_a_gap(xhkg):
+    with pytest.raises(CalendarError, match="outside the loaded XHKG calendar"):
+        list(slots_between(Trigger(session="open-30m"), at("2027-01-20 00:00"), at("2027-02-20 00:00"), xhkg))
+    plain_cron = Trigger(cron="0 10 * * 6")  # needs no sessions
+    assert len(list(slots_between(plain_cron, at("2030-01-01 00:00"), at("2030-01-08 00:00"), xhkg))) == 1
 
 
 def test_slots_are_after_the_start_and_up_to_the_end(xhkg):
