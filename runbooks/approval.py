@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from runbooks.models import RunbookSpec, _Model
+from runbooks.models import RequestId, _Model
 
 KIND = "RunbookApproval"
 PLURAL = "runbookapprovals"
@@ -26,17 +26,9 @@ SHORT_NAMES = ["rba"]
 SPEC_IMMUTABLE = "spec is immutable: a decision is not changed; create another approval"
 APPROVED, PENDING, REJECTED, EXPIRED = "Approved", "AwaitingApproval", "Rejected", "ApprovalExpired"
 
-RequestId = Annotated[str, *RunbookSpec.model_fields["request_id"].metadata]
-
 
 class RunbookApprovalSpec(_Model):
     """One decision on one request. Immutable."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}]
-        }
-    )
 
     request_id: RequestId = Field(description="The request id (of the Runbook) decided on.")
     decision: Literal["Approve", "Reject"] = Field(description="Approve, or Reject (the run then fails).")

@@ -32,14 +32,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import version
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from runbooks.models import Window
 
 UTC = datetime.UTC
 LIBRARY = "exchange_calendars"
 DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")  # +08:00
 DEFAULT_PRE_OPEN = datetime.timedelta(minutes=30)  # XHKG's pre-opening session: 09:00-09:30
-Window = Literal["day", "night"]
 
 
 class State(StrEnum):

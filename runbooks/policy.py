@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from runbooks.calendar import SessionCalendar, State
-from runbooks.models import NAME_PATTERN, Command, RunbookSpec, _Model
+from runbooks.contract import Command
+from runbooks.models import Name, RunbookSpec, _Model
 
 KIND = "RunbookPolicy"
 PLURAL = "runbookpolicies"
@@ -30,8 +31,6 @@ SHORT_NAMES = ["rbp"]
 OUTSIDE_CHANGE_WINDOW = "OutsideChangeWindow"
 RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
-
-Name = Annotated[str, StringConstraints(max_length=63, pattern=NAME_PATTERN)]
 
 
 def states_field(description: str) -> Any:

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar, Window
+from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar
+from runbooks.models import Window
 
 
 class CommonSettings(BaseSettings):
