@@ -43,7 +43,11 @@ class Match(_Model):
     list left out matches every value."""
 
     commands: list[Command] | None = Field(
-        None, min_length=1, max_length=7, json_schema_extra=SET, description="Commands, e.g. [failover]."
+        None,
+        min_length=1,
+        max_length=len(Command),
+        json_schema_extra=SET,
+        description="Commands, e.g. [failover].",
     )
     modes: list[Name] | None = Field(
         None, min_length=1, max_length=32, json_schema_extra=SET, description="Environment modes."
