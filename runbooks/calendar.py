@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import datetime
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from runbooks.models import Window
 
+log = logging.getLogger(__name__)
 UTC = datetime.UTC
 LIBRARY = "exchange_calendars"
 DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")  # +08:00
@@ -333,6 +335,21 @@ class VenueCalendar:
 
     def window(self, at: datetime.datetime) -> Window:
         return self.at(at).window(at)
+
+    def prefetch(self, at: datetime.datetime) -> threading.Thread:
+        """Load the table now, in the background, so that the first question (the first run's
+        ``window: auto``) does not wait seconds for it; that question waits for this load instead of
+        starting another. A failure is logged here and raised again to whoever asks next."""
+
+        def load() -> None:
+            try:
+                self.at(at)
+            except CalendarError as error:
+                log.error("%s", error)
+
+        thread = threading.Thread(target=load, name=f"{self.venue} calendar", daemon=True)
+        thread.start()
+        return thread
 
 
 def main(argv: list[str]) -> int:

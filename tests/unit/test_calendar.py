@@ -166,3 +166,25 @@ def test_the_venue_calendar_loads_once_and_again_only_outside_its_range(xhkg_tab
     venue.at(at("2027-01-20 10:00"))  # the weeks after it are no longer covered
     assert len(loads) == 2
     assert loads[1][0] <= datetime.date(2026, 12, 16)
+
+
+def test_a_prefetched_table_is_the_one_the_first_question_gets():
+    loads: list[datetime.date] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append(first)
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", zone=HK, loader=loader)
+    prefetching = venue.prefetch(at("2026-01-05 08:00"))
+    assert venue.window(at("2026-01-05 10:00")) == "day"  # waits for the prefetch, or loads first
+    prefetching.join()
+    assert len(loads) == 1
+
+
+def test_a_failed_prefetch_is_raised_to_the_next_question(caplog):
+    venue = VenueCalendar("XXXX", loader=load_table)
+    venue.prefetch(at("2026-01-05 08:00")).join()
+    assert "unknown venue 'XXXX'" in caplog.text
+    with pytest.raises(CalendarError, match="unknown venue"):
+        venue.window(at("2026-01-05 10:00"))
