@@ -69,6 +69,13 @@ class CalendarError(Exception):
     """The calendar cannot answer: an unknown venue, or an instant outside the loaded range."""
 
 
+class UnknownVenue(CalendarError):
+    """The venue is not one of the library's calendars: asking again will not help."""
+
+
+UNKNOWN_VENUE_EXIT = 3  # the child's exit code for an unknown venue
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """One trading session; times are aware datetimes in UTC."""
@@ -148,7 +155,7 @@ def build_table(venue: str, first: datetime.date, last: datetime.date) -> Sessio
         try:
             calendar = exchange_calendars.get_calendar(venue, start=first, end=last)
         except exchange_calendars.errors.InvalidCalendarName as error:
-            raise CalendarError(f"unknown venue {venue!r}: not a calendar of {library_version()}") from error
+            raise UnknownVenue(f"unknown venue {venue!r}: not a calendar of {library_version()}") from error
         sessions = tuple(
             Session(
                 row.Index.date(),
@@ -176,7 +183,8 @@ def load_table(venue: str, first: datetime.date, last: datetime.date) -> Session
         raise CalendarError(f"the {venue} calendar took more than {error.timeout} s to build") from error
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
-        raise CalendarError(f"the {venue} calendar could not be built: {lines[-1]}")
+        kind = UnknownVenue if result.returncode == UNKNOWN_VENUE_EXIT else CalendarError
+        raise kind(f"the {venue} calendar could not be built: {lines[-1]}")
     return SessionTable.from_json(result.stdout)
 
 
@@ -316,15 +324,23 @@ class VenueCalendar:
         self._loader = loader
         self._lock = threading.Lock()
         self._current: SessionCalendar | None = None
+        self._unknown: UnknownVenue | None = None  # remembered: no child process per question
 
     def covering(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar:
         """A calendar that answers for every instant from ``start`` to ``end``."""
         with self._lock:
+            if self._unknown is not None:
+                raise self._unknown
             current = self._current
             if current is None or not (current.covers(start) and current.covers(end)):
                 first = start.date() - datetime.timedelta(days=1)
                 last = max(end, start + self.AHEAD).date() + datetime.timedelta(days=1)
-                current = SessionCalendar(self._loader(self.venue, first, last), **self._options)
+                try:
+                    table = self._loader(self.venue, first, last)
+                except UnknownVenue as error:
+                    self._unknown = error
+                    raise
+                current = SessionCalendar(table, **self._options)
                 self._current = current
             return current
 
@@ -360,6 +376,9 @@ def main(argv: list[str]) -> int:
     venue, first, last = argv
     try:
         table = build_table(venue, datetime.date.fromisoformat(first), datetime.date.fromisoformat(last))
+    except UnknownVenue as error:
+        print(error, file=sys.stderr)
+        return UNKNOWN_VENUE_EXIT
     except (CalendarError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1

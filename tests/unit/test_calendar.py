@@ -12,6 +12,7 @@ from runbooks.calendar import (
     CalendarError,
     SessionCalendar,
     State,
+    UnknownVenue,
     VenueCalendar,
     build_table,
     library_version,
@@ -145,7 +146,7 @@ def test_the_child_process_builds_the_same_table(xhkg_table):
 
 
 def test_an_unknown_venue_is_named_in_the_error():
-    with pytest.raises(CalendarError, match="unknown venue 'XXXX'"):
+    with pytest.raises(UnknownVenue, match="unknown venue 'XXXX'"):
         load_table("XXXX", FIRST, LAST)
 
 
@@ -182,9 +183,17 @@ def test_a_prefetched_table_is_the_one_the_first_question_gets():
     assert len(loads) == 1
 
 
-def test_a_failed_prefetch_is_raised_to_the_next_question(caplog):
-    venue = VenueCalendar("XXXX", loader=load_table)
+def test_a_failed_prefetch_is_raised_to_the_next_question_without_loading_again(caplog):
+    loads: list[str] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append(venue)
+        return load_table(venue, first, last)
+
+    venue = VenueCalendar("XXXX", loader=loader)
     venue.prefetch(at("2026-01-05 08:00")).join()
     assert "unknown venue 'XXXX'" in caplog.text
-    with pytest.raises(CalendarError, match="unknown venue"):
-        venue.window(at("2026-01-05 10:00"))
+    for _ in range(2):
+        with pytest.raises(UnknownVenue, match="unknown venue"):
+            venue.window(at("2026-01-05 10:00"))
+    assert loads == ["XXXX"]  # an unknown venue stays unknown: one child process, not one per run
