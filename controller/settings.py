@@ -21,7 +21,10 @@ class ControllerSettings(CommonSettings):
 
     runner_image: str = Field("mdops:0.1.0", description="Job executor: image with the runner.")
     runner_command: list[str] = Field(["python", "-m", "runner"], description="Job executor: the runner.")
-    scripts_configmap: str = Field("mdops-scripts", description="Job executor: ConfigMap of scripts.")
+    scripts_configmap: str = Field(
+        "mdops-scripts",
+        description="Job executor: ConfigMap of scripts, mounted over the image's; empty: the image's own.",
+    )
     job_service_account: str = Field("", description="Job executor: service account of Job pods.")
     job_ttl_seconds: int = Field(3600, ge=0, description="Job executor: ttlSecondsAfterFinished.")
     job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")

@@ -54,10 +54,7 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
         ],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": TMP_MOUNT},
-        ],
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP_MOUNT}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -70,12 +67,15 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "containers": [container],
-        "volumes": [
-            {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     }
+    # A ConfigMap of scripts hides the image's own (its reference scripts) at the same path.
+    if settings.scripts_configmap:
+        container["volumeMounts"].append({"name": "scripts", "mountPath": SCRIPTS_MOUNT, "readOnly": True})
+        pod_spec["volumes"].append(
+            {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}}
+        )
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account
     return {
