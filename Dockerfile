@@ -16,6 +16,15 @@
 # mmdebstrap and `make image` passes it as --build-arg PYTHON_IMAGE=localhost/mdops-base:<recipe>.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# -- requirements: the pinned dependencies of pyproject.toml, alone ------------------------------
+# The build stage copies this file, so its dependency layer is rebuilt only when they change, not
+# when anything else in pyproject.toml does (the version, the tools' settings).
+FROM ${PYTHON_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    > requirements.txt
+
 # -- build: the package and its pinned dependencies, in a venv -----------------------------------
 # pip reaches PyPI from here only. Behind a TLS-inspecting proxy, give the build the host's CA bundle
 # as the secret ca-bundle (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`, as
@@ -27,17 +36,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/mdops
 WORKDIR /src
-# Dependencies first (pinned in pyproject.toml), so a change of code or docs reuses this layer.
-# The kubernetes client ships an asyncio copy of itself (kubernetes/aio, about 70 MB with its
-# bytecode) that nothing imports: it is removed, or the image would exceed its size budget.
-COPY pyproject.toml ./
+# Dependencies first, so a change of code or docs reuses this layer. The kubernetes client ships an
+# asyncio copy of itself (kubernetes/aio, about 70 MB with its bytecode) that nothing imports: it is
+# removed, or the image would exceed its size budget.
+COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-    > /tmp/requirements.txt \
     && /opt/mdops/bin/pip install --requirement /tmp/requirements.txt \
     && rm -r /opt/mdops/lib/python3.*/site-packages/kubernetes/aio
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY runbooks/ runbooks/
 COPY controller/ controller/
 COPY api/ api/
