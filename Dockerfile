@@ -16,47 +16,60 @@
 # mmdebstrap and `make image` passes it as --build-arg PYTHON_IMAGE=localhost/mdops-base:<recipe>.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# -- requirements: the pinned dependencies of pyproject.toml, alone ------------------------------
-# The build stage copies this file, so its dependency layer is rebuilt only when they change, not
-# when anything else in pyproject.toml does (the version, the tools' settings).
+# -- requirements: what pyproject.toml pins, alone --------------------------------------------
+# The stages below copy these files, so their layers are rebuilt only when the pins change, not when
+# anything else in pyproject.toml does (the version, the tools' settings).
 FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-    > requirements.txt
+RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb')); \
+    open('requirements.txt', 'w').write('\\n'.join(project['project']['dependencies'])); \
+    open('build-requirements.txt', 'w').write('\\n'.join(project['build-system']['requires']))"
 
-# -- build: the package and its pinned dependencies, in a venv -----------------------------------
-# pip reaches PyPI from here only. Behind a TLS-inspecting proxy, give the build the host's CA bundle
-# as the secret ca-bundle (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`, as
-# tools/build-image.sh does): a secret is mounted for one RUN and never stored in a layer. Without
-# it, pip trusts its own bundle.
-FROM ${PYTHON_IMAGE} AS build
+# pip reaches PyPI in the two stages below only. Behind a TLS-inspecting proxy, give the build the
+# host's CA bundle as the secret ca-bundle, as tools/build-image.sh does:
+#   --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt
+# A secret is mounted for one RUN and never stored in a layer. Without it, pip trusts its own bundle.
+
+# -- dependencies: the runtime's venv with the pinned dependencies, compiled -------------------
+# The kubernetes client ships an asyncio copy of itself (kubernetes/aio, about 70 MB with its
+# bytecode) that nothing imports: it is removed, or the image would exceed its size budget. No build
+# tools in the image: pip and setuptools are removed. The venv finds mdops itself in /opt/mdops/app
+# (a .pth file), which the build stage fills: a code change leaves this stage, and its 200 MB layer
+# in the image, as they were.
+FROM ${PYTHON_IMAGE} AS dependencies
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/mdops
-WORKDIR /src
-# Dependencies first, so a change of code or docs reuses this layer. The kubernetes client ships an
-# asyncio copy of itself (kubernetes/aio, about 70 MB with its bytecode) that nothing imports: it is
-# removed, or the image would exceed its size budget.
 COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
     && /opt/mdops/bin/pip install --requirement /tmp/requirements.txt \
-    && rm -r /opt/mdops/lib/python3.*/site-packages/kubernetes/aio
+    && rm -r /opt/mdops/lib/python3.*/site-packages/kubernetes/aio \
+    && /opt/mdops/bin/pip uninstall --yes pip setuptools \
+    && /opt/mdops/bin/python -m compileall -q /opt/mdops/lib \
+    && /opt/mdops/bin/python -c "import site; open(site.getsitepackages()[0] + '/mdops.pth', 'w').write('/opt/mdops/app\\n')"
+
+# -- build: mdops itself, built with the pinned build backend into /opt/mdops/app, compiled ------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/build
+COPY --from=requirements /src/build-requirements.txt /tmp/build-requirements.txt
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    && /opt/build/bin/pip install --requirement /tmp/build-requirements.txt
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runbooks/ runbooks/
 COPY controller/ controller/
 COPY api/ api/
 COPY runner/ runner/
 COPY sim/ sim/
-# The build backend (setuptools, from PyPI: build isolation) is fetched here too. No build tools in
-# the final image: pip and setuptools stay in this stage.
-RUN --mount=type=secret,id=ca-bundle \
-    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && /opt/mdops/bin/pip install --no-deps . \
-    && /opt/mdops/bin/pip uninstall --yes pip setuptools \
-    && /opt/mdops/bin/python -m compileall -q /opt/mdops/lib
+RUN /opt/build/bin/pip install --no-deps --no-build-isolation --target /opt/mdops/app . \
+    && /opt/build/bin/python -m compileall -q /opt/mdops/app
 
 # -- runtime: the venv, the reference scripts, a non-root user -----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -66,7 +79,8 @@ LABEL org.opencontainers.image.title="mdops" \
 RUN groupadd --system --gid 10001 mdops \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin mdops
-COPY --from=build /opt/mdops /opt/mdops
+COPY --from=dependencies /opt/mdops /opt/mdops
+COPY --from=build /opt/mdops/app /opt/mdops/app
 # The reference scripts: the local executor's, and the Job pods' unless a ConfigMap of scripts is
 # mounted over them.
 COPY --chmod=0755 examples/scripts/ /etc/mdops/scripts/

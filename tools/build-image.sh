@@ -6,6 +6,7 @@
 # else a Debian bookworm base bootstrapped locally by tools/debian-base.sh (cached per recipe).
 # $MDOPS_BASE_IMAGE chooses one explicitly. podman's layer cache keeps the dependency layers, so a
 # rebuild after a code change takes seconds, and one with nothing changed reuses every layer.
+# $MDOPS_IMAGE names the image (default localhost/mdops:<version>).
 #
 # The build's RUN steps use the host's network (pip reaches PyPI; no container network needed), and
 # get the host's CA bundle ($MDOPS_CA_BUNDLE, default Debian's) as a build secret, for pip behind a
@@ -43,6 +44,7 @@ secret=()
 [ -s "$ca" ] && secret=(--secret "id=ca-bundle,src=$ca")
 
 log "building $tag on $base"
+previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 began=$(date +%s)
 podman build --layers --network=host --pull=never "${secret[@]}" \
 	--build-arg "PYTHON_IMAGE=$base" \
@@ -54,6 +56,11 @@ seconds=$(($(date +%s) - began))
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 mb=$((size / 1000000))
 id=$(podman image inspect --format '{{.Id}}' "$tag")
+# The image the tag named before is dead weight (unless a container still uses it). Not `podman
+# image prune`: it would remove the build cache too.
+if [ -n "$previous" ] && [ "$previous" != "$id" ]; then
+	podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 log "built $tag (image ${id:0:12}) in $seconds s: $mb MB, budget $budget_mb MB"
 if [ "$mb" -gt "$budget_mb" ]; then
 	log "the image is over its size budget: $mb MB > $budget_mb MB"
