@@ -25,24 +25,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
 	exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || { log "need root (or sudo) to install ${missing[*]}"; exit 1; }
-	sudo="sudo"
-fi
-command -v apt-get >/dev/null || { log "apt-get not found: install ${missing[*]} by other means"; exit 1; }
-
-export DEBIAN_FRONTEND=noninteractive
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'; }
-for package in "${missing[@]}"; do
-	if [ -z "$(candidate "$package")" ] || [ "$(candidate "$package")" = "(none)" ]; then
-		log "apt does not know $package yet: apt-get update"
-		$sudo apt-get update -q >&2
-		break
-	fi
-done
-log "installing ${missing[*]} (apt-get install --no-install-recommends)"
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+"$(dirname "$0")/apt-install.sh" "${missing[@]}"
 
 for package in "${packages[@]}"; do
 	command -v "$package" >/dev/null || { log "$package installed but not found on PATH"; exit 1; }
