@@ -1,13 +1,15 @@
 """A simulated kubelet (and scheduler) for the local control plane.
 
-There is no container runtime on the machines mdops is developed on, so this
-process stands in for the node: it registers one Ready node, binds every
-unscheduled pod to it, and runs each pod's containers to completion, writing
-the pod status a kubelet would write (phase, container state, exit code,
-termination message). It finalises pod deletion the way a kubelet does, so
-Jobs, ``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
+No kubelet runs on the machines mdops is developed on, so this process stands
+in for the node: it registers one Ready node, binds every unscheduled pod to
+it, and runs each pod's first container to completion, writing the pod status a
+kubelet would write (phase, container state, exit code, termination message).
+It finalises pod deletion the way a kubelet does, so Jobs,
+``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
 
-How a pod "runs" is chosen by its annotations:
+How a pod "runs" is chosen by its annotations: a local process (fast, for the
+controller's logic), a podman container of its image (where the image is the
+point), or a scripted outcome.
 
 ``podsim.mdops.io/run: exec``
     The first container's ``command`` + ``args`` run as a process on this
