@@ -8,6 +8,7 @@ manifest (as the API server serves it) and the host folders of its volumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -43,10 +44,12 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 
 def build_image() -> str:
-    """Build the image (``make image``'s script: cached, seconds when nothing changed); its id."""
-    result = subprocess.run(
-        [str(BUILD_IMAGE)], capture_output=True, text=True, timeout=1800, env=environment()
-    )
+    """Build the image (``make image``'s script: cached, seconds when nothing changed); its id. It is
+    tagged for this checkout alone (podman's storage is the machine's), so that a build from another
+    checkout neither moves the tag nor removes the image a test session uses."""
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+    env = {**environment(), "MDOPS_IMAGE": f"localhost/mdops:checkout-{checkout}"}
+    result = subprocess.run([str(BUILD_IMAGE)], capture_output=True, text=True, timeout=1800, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD_IMAGE} exited {result.returncode}:\n{result.stderr[-4000:]}")
     tag = result.stdout.strip().splitlines()[-1]

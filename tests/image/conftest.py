@@ -37,7 +37,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def image() -> str:
-    """The id of the image built from this worktree (``make image``: tools/build-image.sh)."""
+    """The id of the image built from this checkout by ``make image``'s script (tools/build-image.sh),
+    under this checkout's own tag."""
     return podman.build_image()
 
 
