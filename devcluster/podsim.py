@@ -174,16 +174,19 @@ class PodRun(threading.Thread):
                 options = podman.container_options(pod["spec"], container, volumes, network)
             except podman.Unsupported as error:
                 return 128, f"podsim: cannot run this pod in a container: {error}"
-            labels = [f"--label={LABEL}={self.pod.metadata.namespace}/{self.pod.metadata.name}"]
-            podman.podman(
+            created = podman.podman(
                 "create",
                 f"--name={self.container}",
                 f"--hostname={self.pod.metadata.name}",
                 f"--timeout={CONTAINER_TIMEOUT_SECONDS}",
-                *labels,
+                f"--label={LABEL}={self.pod.metadata.namespace}/{self.pod.metadata.name}",
                 f"--volume={message_file}:{message_path}",
                 *options,
+                check=False,
             )
+            if created.returncode != 0:  # a kubelet would keep the pod waiting (ErrImageNeverPull, ...)
+                reason = created.stderr.strip()[-LOG_FALLBACK_BYTES:]
+                return 128, f"podsim: podman could not create the container: {reason}"
             if self.cancelled.is_set():  # deleted while being created: cancel() found nothing to remove
                 return 137, ""
             output = root / "output.log"

@@ -126,3 +126,12 @@ def test_deleting_a_running_runbook_removes_its_container(
     wait_until(containers, 60, "the Job pod's container")
     rbs.delete("held")
     wait_until(lambda: not containers(), 60, "the container to be removed")
+
+
+def test_a_job_pod_whose_image_is_missing_fails_with_podman_s_reason(start_controller, namespace, rbs):
+    start_controller(**in_containers("localhost/mdops:no-such-tag", "", "none"))
+    rbs.create("no-image", command="health_check", timeoutSeconds=60)
+    status = rbs.wait_finished("no-image", timeout=120)["status"]
+    assert status["result"] == "failed"
+    assert "podman could not create the container" in status["message"], status["message"]
+    assert "localhost/mdops:no-such-tag" in status["message"], status["message"]
