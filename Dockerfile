@@ -4,6 +4,7 @@
 #   python -m api          the Ops Console REST API (a sidecar of the controller)
 #   python -m runner       the runner, in the Job pods of the job executor
 #   python -m sim          the market-data simulator (demo only)
+#   mdops                  the command line of the REST API
 #
 # The base is pinned by tag. For production, pin it by digest too
 # (python:3.11-slim-bookworm@sha256:...): the digest cannot be looked up from the
@@ -27,6 +28,7 @@ COPY controller/ controller/
 COPY api/ api/
 COPY runner/ runner/
 COPY sim/ sim/
+COPY cli/ cli/
 # No build tools in the final image: pip and setuptools stay here.
 RUN /opt/mdops/bin/pip install --no-deps . \
     && /opt/mdops/bin/pip uninstall --yes pip setuptools \
