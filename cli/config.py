@@ -120,7 +120,7 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
     elif env.get(URL_ENV):
         found = Connection(env[URL_ENV], env.get(TOKEN_ENV, ""), f"{URL_ENV} and {TOKEN_ENV}")
     elif url is not None and token is not None:
-        return Connection(url, token, "--url and --token")
+        found = None
     else:
         config = Config.load(config_path(env))
         current = config.file.current_context
@@ -134,12 +134,22 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
                 Exit.CONFIG,
                 "`. .mdops/stack.env` for the local stack, or `mdops config set-context` and `use-context`",
             )
-    overrides = [flag for flag, value in (("--url", url), ("--token", token)) if value is not None]
-    connection = Connection(
-        url or found.url,
-        token if token is not None else found.token,
-        found.source + (f"; {' and '.join(overrides)} from the command line" if overrides else ""),
-    )
+    if found is None:
+        connection = Connection(url, token, "--url and --token")
+    else:
+        overrides = " and ".join(
+            flag for flag, value in (("--url", url), ("--token", token)) if value is not None
+        )
+        connection = Connection(
+            url or found.url,
+            token if token is not None else found.token,
+            found.source + (f"; {overrides} from the command line" if overrides else ""),
+        )
+    if not connection.url.startswith(("http://", "https://")):
+        raise CliError(
+            f"the API URL {connection.url!r} ({connection.source}) is not an http:// or https:// URL",
+            Exit.CONFIG,
+        )
     if not connection.token:
         raise _no_token(connection.url, connection.source)
     return connection

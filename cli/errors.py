@@ -7,12 +7,13 @@ codes instead, taken from the BSD ``sysexits`` range so that they never collide 
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any
 
 import click
 
-from runner.result import ExitCode as RunbookExit
+from runbooks.contract import ExitCode, reason_of
 
 
 class Exit(IntEnum):
@@ -36,15 +37,12 @@ MEANINGS = {
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
     Exit.CONFIG: "configuration: no API URL or token, an unknown context, or an unsafe config file",
 }
-RUNBOOK_CODES = ", ".join(str(int(code)) for code in RunbookExit)
+RUNBOOK_CODES = ", ".join(str(int(code)) for code in ExitCode)
 
 
 def runbook_meaning(code: int) -> str:
-    """``3`` -> ``gate failed``: the runner's name of an exit code, in words."""
-    try:
-        return RunbookExit(code).name.lower().replace("_", " ")
-    except ValueError:
-        return "unknown exit code"
+    """``3`` -> ``health gate failed``: the reason of a run that ended with this exit code, in words."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", reason_of(code)).lower()
 
 
 def help_table() -> str:

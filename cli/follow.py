@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 from cli.client import Api
 from cli.errors import CliError, Exit
+from runbooks.contract import RunState
 
 T = TypeVar("T")
 View = dict[str, Any]  # the execute response's shape: {"runbook": {...}, "health": ...}
-FINISHED = ("success", "failed")
+FINISHED = (RunState.SUCCESS, RunState.FAILED)
 POLL_SECONDS = 1.0
 
 

@@ -26,10 +26,9 @@ from cli.errors import CliError, Exit, help_table
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
 from cli.follow import watch
-from runbooks.models import Command
+from runbooks.contract import Command, RunState, parse_time
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
-RESULTS = ("success", "failed", "pending", "queued", "running")
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -299,10 +298,7 @@ def select(
         for run in runs
         if (command is None or run["command"] == command)
         and (result is None or run["status"] == result)
-        and (
-            since is None
-            or (run["created_at"] and datetime.datetime.fromisoformat(run["created_at"]) >= since)
-        )
+        and (since is None or ((created := parse_time(run["created_at"])) is not None and created >= since))
     ]
     return chosen[:limit]
 
@@ -315,7 +311,7 @@ Examples:
   mdops runs --since 2h -o json | jq -r '.[].request_id'"""
 )
 @click.option("--command", type=click.Choice([c.value for c in Command]), help="Only runs of this command.")
-@click.option("--result", type=click.Choice(RESULTS), help="Only runs in this state.")
+@click.option("--result", type=click.Choice([s.value for s in RunState]), help="Only runs in this state.")
 @click.option(
     "--since",
     metavar="WHEN",

@@ -6,7 +6,6 @@ terminal, never with ``NO_COLOR``) is Rich's business. ``-o json|yaml`` bypasses
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -14,8 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import runbook_meaning
+from runbooks.contract import RunState, parse_time
 
-STATUS_STYLES = {"success": "green", "failed": "bold red", "running": "cyan", "queued": "yellow"}
+STATUS_STYLES = {
+    RunState.SUCCESS: "green",
+    RunState.FAILED: "bold red",
+    RunState.RUNNING: "cyan",
+    RunState.QUEUED: "yellow",
+}
 LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red"}
 
 
@@ -177,6 +182,6 @@ def chart(series: dict[str, Any], width: int, height: int) -> Text:
     plt.theme("clear")  # the terminal's own background
     plt.title(f"{series['metric']}{unit}")
     plt.date_form("Y-m-d H:M:S", "H:M:S")
-    times = [datetime.datetime.fromisoformat(p["timestamp"]).strftime("%Y-%m-%d %H:%M:%S") for p in points]
+    times = [parse_time(p["timestamp"]).strftime("%Y-%m-%d %H:%M:%S") for p in points]
     plt.plot(times, [p["value"] for p in points], marker="braille")
     return Text.from_ansi(plt.build())  # its colours are Rich's to show or not

@@ -224,6 +224,7 @@ ENV = {"MDOPS_API_URL": "http://env", "MDOPS_API_TOKEN": "env-token"}
         ("http://flag", "flag-token", None, {}, ("http://flag", "flag-token")),
         # A URL from the environment never takes the context's token, nor the reverse.
         (None, None, None, {"MDOPS_API_URL": "http://env"}, Exit.CONFIG),
+        ("127.0.0.1:8080", "flag-token", None, {}, Exit.CONFIG),  # no scheme
     ],
 )
 def test_the_connection_comes_from_one_source_then_the_flags(
@@ -320,10 +321,11 @@ def test_a_failed_gate_reads_in_words():
         },
     }
     text = _text(render.run_view(view))
-    assert "failed (exit code 3: gate failed)" in text
+    assert "failed (exit code 3: health gate failed)" in text
     assert "gate FAILED: coverage_ratio 0.9 < 0.99 (enforced)" in text
     assert "ERROR   health gate failed" in text
-    assert _text(render.result_line(view)).strip() == "health_check hc-1: failed (exit code 3: gate failed)"
+    ended = "health_check hc-1: failed (exit code 3: health gate failed)"
+    assert _text(render.result_line(view)).strip() == ended
 
 
 def test_the_metrics_tiles_say_which_are_stale():
