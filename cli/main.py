@@ -474,7 +474,7 @@ def config() -> None:
 
     Contexts are like kubeconfig's. The file is $MDOPS_CONFIG, else ~/.config/mdops/config.yaml. It
     holds tokens: mdops writes it with mode 0600 and refuses to use it when others may read or change
-    it. A context is used when neither --url nor MDOPS_API_URL is given (or with --context NAME).
+    it. The current context is used when MDOPS_API_URL is not set; --context NAME picks another.
     """
 
 
