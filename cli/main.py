@@ -18,6 +18,7 @@ import yaml
 from click.shell_completion import get_completion_class
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.table import Table
 
 from cli import render
 from cli.client import Api
@@ -43,6 +44,8 @@ def _usage_is_64() -> Iterator[None]:
 
 
 class Mdops(click.Group):
+    """The top command: click's own failures get mdops's codes (usage: 64; Ctrl-C: 130)."""
+
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _usage_is_64():
             return super().make_context(*args, **kwargs)
@@ -263,7 +266,7 @@ def run(
             f"interrupted; the run {body['request_id']} goes on", 130, f"mdops logs {body['request_id']} -f"
         ) from None
     if view is None:
-        out.item({"request_id": body["request_id"]}, lambda body: body["request_id"])
+        out.item({"request_id": body["request_id"]}, lambda started: started["request_id"])
         return
     out.show(view, render.result_line if follow else render.run_view)
     code = view["runbook"]["exit_code"]
@@ -527,7 +530,7 @@ def current_context() -> None:
 def get_contexts() -> None:
     """List the contexts (the current one marked *)."""
     settings = _config()
-    table = render.Table(box=None, header_style="bold", pad_edge=False)
+    table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("CURRENT", "NAME", "URL"):
         table.add_column(column)
     for name, entry in sorted(settings.file.contexts.items()):
