@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from devcluster.private import write_private
 from devcluster.processes import Process, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,9 +94,7 @@ class Prometheus:
                 "static_configs": [{"targets": [target.address]}],
             }
             if target.bearer_token:
-                secret = self.workdir / f"{target.job}.token"
-                secret.write_text(target.bearer_token)
-                secret.chmod(0o600)
+                secret = write_private(self.workdir / f"{target.job}.token", target.bearer_token)
                 job["authorization"] = {"type": "Bearer", "credentials_file": str(secret)}
             jobs.append(job)
         interval = self.scrape_interval

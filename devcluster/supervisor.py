@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from devcluster.private import open_private, write_private
+
 
 class AlreadyRunning(RuntimeError):
     pass
@@ -33,10 +35,9 @@ def running_pid(pid_file: Path) -> int | None:
 
 
 def write_env(env_file: Path, values: dict[str, str]) -> None:
-    """``KEY=value`` lines, as ``. <env file>`` in a shell and ``make demo`` read them; written atomically."""
-    tmp = env_file.with_suffix(".tmp")
-    tmp.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    tmp.replace(env_file)
+    """``KEY=value`` lines, as ``. <env file>`` in a shell and ``make demo`` read them; written atomically,
+    for its owner only (it holds the API's tokens)."""
+    write_private(env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
 
 
 def foreground(
@@ -90,7 +91,7 @@ def detach(name: str, state: Path, argv: list[str], timeout: float) -> int:
         print(f"{name} is already running (pid {pid}); its settings are in {env_file}; `make down` stops it")
         return 0
     env_file.unlink(missing_ok=True)
-    with log.open("w") as out:
+    with open_private(log, append=False) as out:  # it shows the banner, tokens included
         process = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
