@@ -72,6 +72,29 @@ def test_empty_namespace(api):
     }
 
 
+def test_one_runbook_with_an_odd_time_never_fails_the_status(server, runbooks):
+    """A status written by hand (as anyone allowed to write a status may) with times near the year 9999 that
+    overflow once moved to +08:00: the real process still answers, with the other runs as usual."""
+    odd = "9999-12-31T23:59:59-12:00"
+    finished = {"type": "Succeeded", "status": "True", "reason": "Succeeded", "lastTransitionTime": odd}
+    runbooks.create("odd", command="health_check")
+    runbooks.set_status(
+        "odd", {"conditions": [finished], "exitCode": 0, "finishedAt": odd, "health": {"generated_at": odd}}
+    )
+    runbooks.create("fine", command="start")
+
+    def both():
+        code, _, text = http("GET", server.url + STATUS, headers=auth(READER_TOKEN))
+        assert code == 200, text
+        body = json.loads(text)
+        return body if len(body["runbook_history"]) == 2 and body["last_exit_codes"] else None
+
+    body = wait_until(both, 15, "both Runbooks in the status")
+    assert body["last_runbook"]["request_id"] == "fine"
+    assert body["health_by_request"]["odd"]["generated_at"] == odd
+    assert body["last_exit_codes"] == {"health_check": 0}
+
+
 def test_status_follows_the_runbooks(api, runbooks, controller, scripts):
     start_health = {"coverage_ratio": 0.999, "generated_at": "2025-09-22T00:00:00Z"}
     failover_health = {"coverage_ratio": 0.995, "generated_at": "2025-09-22T01:00:00Z"}
