@@ -152,11 +152,16 @@ def controller(start_controller, scripts) -> ControllerProcess:
 # -- the app -------------------------------------------------------------------------------------
 
 
+def write_tokens(path: Path, text: str = TOKENS_FILE) -> Path:
+    """A tokens file as the API accepts it: readable by its owner only, from its creation."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(text)
+    return path
+
+
 @pytest.fixture
 def tokens_file(tmp_path):
-    path = tmp_path / "tokens.yaml"
-    path.write_text(TOKENS_FILE)
-    return path
+    return write_tokens(tmp_path / "tokens.yaml")
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from tests.api.conftest import (
     HEALTH_CHECKER_TOKEN,
     METRICS_TOKEN,
     READER_TOKEN,
-    TOKENS_FILE,
     running_app,
+    write_tokens,
 )
 
 FUZZ = settings(
@@ -45,7 +45,7 @@ def fuzz_api(cluster, api_crd, prometheus, tmp_path_factory):
     namespace = f"fuzz-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", namespace)
     tokens = tmp_path_factory.mktemp("fuzz") / "tokens.yaml"
-    tokens.write_text(TOKENS_FILE)
+    write_tokens(tokens)
     settings_ = ApiSettings(
         kubeconfig=cluster.kubeconfig,
         namespace=namespace,
