@@ -48,7 +48,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     kube_requests = api_client(settings.kubeconfig, settings.in_cluster)
     kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
     cache = RunbookCache(kube_watch, settings.namespace).start()
-    prometheus = MetricsSource(settings.prometheus_url, settings.prometheus_timeout_seconds)
+    prometheus = MetricsSource(
+        settings.prometheus_url, settings.prometheus_timeout_seconds, settings.api_summary_max_age_seconds
+    )
+    app.state.settings = settings
     app.state.tokens = tokens
     app.state.cache = cache
     app.state.submitter = Submitter(kube_requests, cache, settings)

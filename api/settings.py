@@ -25,8 +25,18 @@ class ApiSettings(CommonSettings):
     prometheus_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="Timeout of one Prometheus query (no retries)."
     )
+    api_summary_max_age_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long a metrics summary is reused for every client (concurrent requests share one "
+        "set of queries anyway); keep it at most Prometheus' scrape interval. 0: computed for each request.",
+    )
     api_host: str = Field("127.0.0.1", description="Address uvicorn listens on.")
     api_port: int = Field(8080, ge=0, le=65535, description="Port uvicorn listens on.")
+    api_max_body_bytes: int = Field(
+        32768, ge=1024, le=16 * 1024 * 1024, description="Largest request body; a larger one is a 413."
+    )
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
     )

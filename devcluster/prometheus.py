@@ -158,6 +158,18 @@ class Prometheus:
             raise RuntimeError(f"prometheus query {promql!r} answered {status}: {body[:200]!r}")
         return json.loads(body)["data"]["result"]
 
+    def queries_answered(self) -> float:
+        """How many instant queries this Prometheus has answered (its own request counter): what the API's
+        clients cost it."""
+        status, body = _get(f"{self.url}/metrics")
+        if status != 200:
+            raise RuntimeError(f"prometheus /metrics answered {status}")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines()
+            if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
+        )
+
     def targets_up(self) -> bool:
         """Whether every configured target has been scraped successfully at least once."""
         status, body = _get(f"{self.url}/api/v1/targets?state=active")
