@@ -18,7 +18,8 @@ help:
 	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
-	@echo "make generate  regenerate the CRD from runbooks/models.py, and the chart's generated files"
+	@echo "make generate  regenerate the CRD from runbooks/models.py, the chart's generated files, the"
+	@echo "               README's settings tables and the API's OpenAPI document (docs/openapi.json)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,7 @@ generate: venv
 	$(PY) -m runbooks.crd > manifests/crd.yaml
 	$(PY) charts/generate.py
 	$(PY) -m devcluster.settings_doc
+	$(PY) -m api.openapi > docs/openapi.json
 
 # The reference scripts are Python without a .py suffix: name them explicitly.
 SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' examples/scripts/* 2>/dev/null)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +29,11 @@ from tests.api.conftest import (
     RECORD,
     Scripts,
     auth,
+    http,
     reporting,
     running_app,
 )
+from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD, Runbooks
 
 STATUS = "/api/ops/status"
@@ -353,7 +356,7 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
 
 def test_a_namespace_that_does_not_exist_yet_syncs_empty(make_settings):
     with running_app(make_settings(namespace=f"absent-{uuid.uuid4().hex[:8]}")) as api:
-        assert api.get("/readyz").json()["runbooks"] == 0
+        assert api.get("/readyz").json() == {"status": "ready"}  # nothing about the Runbooks
         assert api.get(STATUS, headers=auth()).json()["runbook_history"] == []
 
 
@@ -458,3 +461,27 @@ def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_setting
     }
     assert after["last_runbook"]["request_id"] == "one-more"
     assert len(after["runbook_history"]) == 20
+
+
+def test_readyz_says_nothing_of_the_runbooks_and_fails_while_the_watch_is_broken(
+    start_server, cluster, runbooks, tmp_path
+):
+    """Open to probes: no counts. The API server unreachable past MDOPS_API_WATCH_GRACE_SECONDS: 503, and
+    ready again once it is back; status keeps answering from the cache meanwhile."""
+    runbooks.create("before", command="start")
+    with Proxy(cluster.server) as proxy:
+        server = start_server(
+            MDOPS_KUBECONFIG=str(proxy.kubeconfig(cluster.kubeconfig, tmp_path / "proxied")),
+            MDOPS_API_WATCH_GRACE_SECONDS="1",
+        )
+        code, _, text = http("GET", server.url + "/readyz")
+        assert (code, json.loads(text)) == (200, {"status": "ready"})
+        proxy.cut()
+        code, _, text = wait_until(
+            lambda: (answer := http("GET", server.url + "/readyz"))[0] == 503 and answer, 30, "readyz to fail"
+        )
+        assert json.loads(text)["reason"].startswith("the Runbook watch has been down for")
+        code, _, text = http("GET", server.url + STATUS, headers=auth(READER_TOKEN))
+        assert code == 200 and json.loads(text)["last_runbook"]["request_id"] == "before"
+        proxy.resume()
+        wait_until(lambda: http("GET", server.url + "/readyz")[0] == 200, 30, "readyz to recover")
