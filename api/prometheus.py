@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,7 @@ class MetricsSource:
         self.client = PrometheusConnect(
             url=url.rstrip("/"), retry=Retry(total=0, raise_on_status=False), timeout=timeout
         )
-        self.summary = alru_cache(maxsize=1, ttl=summary_max_age)(self.query_summary)
+        self.summary = alru_cache(maxsize=1, ttl=summary_max_age)(self._encoded_summary)
 
     def close(self) -> None:
         self.client.close()
@@ -115,8 +116,12 @@ class MetricsSource:
     async def _query(self, promql: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.client.custom_query, promql)
 
+    async def _encoded_summary(self) -> bytes:
+        """The summary as the answer's body: encoded once, however many clients it is reused for."""
+        return json.dumps(await self.query_summary(), separators=(",", ":")).encode()
+
     async def query_summary(self) -> dict[str, dict[str, Any]]:
-        """The summary's queries, run now and concurrently (``summary``: shared and reused)."""
+        """The summary's queries, run now and concurrently (``summary``: shared and reused, encoded)."""
         gauges, *answers = await asyncio.gather(
             *(self._query(q) for q in SUMMARY_QUERIES), return_exceptions=True
         )

@@ -41,6 +41,7 @@ from runbooks import keys, models
 from runbooks.kube import api_client
 
 NAMESPACE = "bench"
+INSTANT = {"query": "md_throughput_mps"}  # one instant query, what a console would send without the API
 COMMANDS = [c.value for c in models.Command]
 
 
@@ -172,15 +173,15 @@ def main() -> None:
                     args.lists,
                 )
                 with httpx.Client(base_url=prometheus.url, timeout=60) as direct:
-                    instant_ms = timings(
-                        lambda: direct.get(
-                            "/api/v1/query", params={"query": "md_throughput_mps"}
-                        ).raise_for_status(),
-                        args.requests // 5,
-                    )
-                summary_ms = timings(
-                    lambda: http.get("/api/ops/metrics/summary").raise_for_status(), args.requests // 5
-                )
+                    instant_ms, summary_ms, floor_ms = [], [], []
+                    for _ in range(args.requests):  # one of each in turn: all see the same load
+                        instant_ms += timings(
+                            lambda: direct.get("/api/v1/query", params=INSTANT).raise_for_status(), 1
+                        )
+                        summary_ms += timings(
+                            lambda: http.get("/api/ops/metrics/summary").raise_for_status(), 1
+                        )
+                        floor_ms += timings(lambda: http.get("/healthz").raise_for_status(), 1)
                 polling = poll(http, prometheus, args.pollers, args.poll_seconds)
             # The summary's queries concurrently against each alone, in process, through the API's own
             # client: what concurrency buys, without the HTTP layer on one side only.
@@ -213,6 +214,7 @@ def main() -> None:
         "summary_over_http": summary,
         "instant_query_straight_to_prometheus": instant,
         "summary_over_instant_query_p50": round(summary["p50_ms"] / instant["p50_ms"], 2),
+        "healthz_over_http": describe(floor_ms),  # the API's own floor: the smallest answer it gives
         "summary_max_age_seconds": args.summary_max_age,
         "pollers": polling,
         "summary_in_process": in_process,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -23,8 +23,8 @@ router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=Stri
     summary="The console overview's metrics; stale (value null) when there is no sample or no Prometheus",
     responses=responses(*PROTECTED),
 )
-async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> JSONResponse:
-    return JSONResponse(await prometheus.summary())
+async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> Response:
+    return Response(await prometheus.summary(), media_type="application/json")
 
 
 @router.get(
