@@ -7,28 +7,48 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import AnyCacheDep, MetricsDep, MetricsReader, PrincipalDep
+from api.deps import AnyCacheDep, MetricsDep, MetricsReader, PrincipalDep, SettingsDep
+from api.jsonbody import StrictJSONRoute
+from api.openapi import COMMON, PROTECTED, responses
+from api.schemas import Readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
 
-@router.get("/healthz", summary="The process is alive (no token)")
+@router.get("/healthz", summary="The process is alive (no token)", responses=responses(*COMMON))
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The Runbook cache has synced (no token)")
-def readyz(cache: AnyCacheDep) -> JSONResponse:
-    ready = cache.synced.is_set()
-    body = {
-        "status": "ready" if ready else "not ready",
-        "runbooks": len(cache),
-        "watch_connected": cache.connected,
-    }
-    return JSONResponse(body, status_code=200 if ready else 503)
+@router.get(
+    "/readyz",
+    summary="The Runbook cache has synced and its watch is open (no token)",
+    response_model=Readiness,
+    responses={**responses(*COMMON), 503: {"model": Readiness, "description": "Not ready, and why."}},
+)
+def readyz(cache: AnyCacheDep, settings: SettingsDep) -> JSONResponse:
+    """Open to probes, so it says nothing about the Runbooks themselves."""
+    if not cache.synced.is_set():
+        reason = "the Runbook cache has not listed the Runbooks yet"
+    elif cache.down_for() > settings.api_watch_grace_seconds:
+        reason = f"the Runbook watch has been down for {cache.down_for():.0f}s"
+    else:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
 
-@router.get("/metrics", summary="The API's own metrics, Prometheus text format (metrics:read)")
+@router.get(
+    "/metrics",
+    summary="The API's own metrics, Prometheus text format (metrics:read)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **responses(*PROTECTED),
+    },
+)
 def metrics(own_metrics: MetricsDep, principal: MetricsReader) -> Response:
     return Response(generate_latest(own_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
