@@ -6,7 +6,8 @@ Used by ``python -m bench.controller_scale --heapdump DIR``, which starts the co
 ``$MDOPS_HEAPDUMP_DIR/heap-<n>.json`` (n = 1, 2, ... per process), holds the resident memory, the live
 objects the garbage collector tracks by type (count and shallow size), the asyncio tasks by coroutine,
 the threads by name, and, when ``MDOPS_HEAPDUMP_FRAMES`` > 0 (tracemalloc's frames per allocation,
-default 1), the allocations still held, grouped by file and by line (and the largest by traceback).
+default 1), the allocations made after the controller's imports and still held, grouped by file and
+by line (and the largest by traceback).
 
 tracemalloc slows the controller down and the report stops it for seconds: figures measured with it are
 for finding where memory goes, not for the benchmark's tables.
@@ -107,6 +108,13 @@ def install(folder: Path) -> None:
 
 
 def main() -> None:
+    # The controller's imports first (the Kubernetes client's API classes are imported lazily, when
+    # KubeApi makes them): traced, they take minutes, and they are not what grows.
+    from kubernetes import client
+
+    from controller.kubeapi import KubeApi
+
+    KubeApi(client.ApiClient())
     frames = int(os.environ.get("MDOPS_HEAPDUMP_FRAMES", "1"))
     if frames > 0:
         tracemalloc.start(frames)
