@@ -70,14 +70,14 @@ def describe(samples: list[float]) -> dict[str, float]:
     }
 
 
-def create_history(custom: client.CustomObjectsApi, count: int) -> None:
+def create_history(custom: client.CustomObjectsApi, count: int, namespace: str = NAMESPACE) -> None:
     """``count`` finished Runbooks, as the controller would have left them."""
 
     def one(index: int) -> None:
         name = f"hist-{index:05d}"
         command = COMMANDS[index % len(COMMANDS)]
         body = models.manifest(name, {"command": command, "reason": "bench history", "requestedBy": "bench"})
-        custom.create_namespaced_custom_object(models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, body)
+        custom.create_namespaced_custom_object(models.GROUP, models.VERSION, namespace, models.PLURAL, body)
         stamp = f"2026-11-26T{index // 3600 % 24:02d}:{index // 60 % 60:02d}:{index % 60:02d}Z"
         status = {"status": {
             "requestId": name, "window": "day", "exitCode": 0, "result": "success", "message": "ok",
@@ -89,7 +89,7 @@ def create_history(custom: client.CustomObjectsApi, count: int) -> None:
                             "lastTransitionTime": stamp, "observedGeneration": 1}],
         }}  # fmt: skip
         custom.patch_namespaced_custom_object_status(
-            models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, name, status
+            models.GROUP, models.VERSION, namespace, models.PLURAL, name, status
         )
 
     with ThreadPoolExecutor(16) as pool:

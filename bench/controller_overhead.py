@@ -37,7 +37,8 @@ NAMESPACE = "bench"
 
 
 class Finishes:
-    """Records, from a list and a watch, when each Runbook of a namespace was first seen finished.
+    """Records, from a list and a watch, when each Runbook of a namespace was first seen finished, and
+    how (the reason of its Succeeded condition).
 
     Listed first, then watched from the list's resourceVersion (watched again when a watch ends, listed
     again after 410 Gone), so that no finish is missed however long the benchmark runs."""
@@ -46,15 +47,17 @@ class Finishes:
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.seen: dict[str, float] = {}
+        self.reasons: dict[str, str] = {}
         self.ready = threading.Event()
         self.lock = threading.Lock()
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _record(self, body: dict) -> None:
         conditions = (body.get("status") or {}).get("conditions") or []
-        if any(c["type"] == "Succeeded" and c["status"] in ("True", "False") for c in conditions):
+        for done in (c for c in conditions if c["type"] == "Succeeded" and c["status"] in ("True", "False")):
             with self.lock:
                 self.seen.setdefault(body["metadata"]["name"], time.monotonic())
+                self.reasons.setdefault(body["metadata"]["name"], done.get("reason", ""))
 
     def _follow(self) -> None:
         args = (models.GROUP, models.VERSION, self.namespace, models.PLURAL)
