@@ -5,8 +5,9 @@ Each executor gets its own local control plane (etcd, kube-apiserver, kube-contr
 the real controller process; every Runbook is a trivial health_check:
 
 - local: the runner runs ``health_check`` (``exit 0``) from a scripts folder, as the controller's child;
-- job: the controller creates a Job per run (ttlSecondsAfterFinished ``--ttl``, so that the TTL controller
-  deletes them); podsim runs its pod in its default mode: the pod exits 0 at once, and its termination
+- job: the controller creates a Job per run (ttlSecondsAfterFinished ``--ttl``, 60 s, so that the TTL
+  controller deletes them; with 5 s it deleted Jobs and pods before the controller had read their result,
+  and runs failed); podsim runs its pod in its default mode: the pod exits 0 at once, and its termination
   message, which the controller reads as the runner's result, is the pod annotation
   ``podsim.mdops.io/termination-message`` that the controller puts on every Job pod
   (``MDOPS_JOB_POD_ANNOTATIONS``): a valid runner result (success, one log line), built here. The Job,
@@ -544,7 +545,7 @@ def main() -> None:
     )
     parser.add_argument("--max-rss-mb", type=float, default=4096, help="stop a burst past this memory")
     parser.add_argument("--settle", type=float, default=30, help="seconds after a burst before measuring")
-    parser.add_argument("--ttl", type=int, default=5, help="the Job executor's ttlSecondsAfterFinished")
+    parser.add_argument("--ttl", type=int, default=60, help="the Job executor's ttlSecondsAfterFinished")
     parser.add_argument("--heapdump", type=Path, help="write heap reports (bench.heapdump) here")
     parser.add_argument("--heapdump-frames", type=int, default=1, help="tracemalloc frames (0: off)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
