@@ -3,7 +3,8 @@ in this process and writes a report of its heap each time it gets SIGUSR1.
 
 Used by ``python -m bench.controller_scale --heapdump DIR``, which starts the controller this way (with
 ``MDOPS_HEAPDUMP_DIR`` set) and signals it at the points it measures. Each report,
-``$MDOPS_HEAPDUMP_DIR/heap-<n>.json`` (n = 1, 2, ... per process), holds the resident memory, the live
+``$MDOPS_HEAPDUMP_DIR/heap-<n>.json`` (n = 1, 2, ... per process), holds the resident memory, how many
+unreachable objects a full collection then freed (and the resident memory after it), the live
 objects the garbage collector tracks by type (count and shallow size), the asyncio tasks by coroutine,
 the threads by name, and, when ``MDOPS_HEAPDUMP_FRAMES`` > 0 (tracemalloc's frames per allocation,
 default 1), the allocations made after the controller's imports and still held, grouped by file and
@@ -91,10 +92,14 @@ def install(folder: Path) -> None:
     def report(_signum: int, _frame: object) -> None:
         nonlocal written
         written += 1
+        rss = _resident_mb()
+        garbage = gc.collect()  # what only the cyclic collector frees is not what holds memory
         by_type, tasks = _objects_by_type()
         threads = collections.Counter(t.name.rstrip("0123456789_") for t in threading.enumerate())
         data = {
-            "rss_mb": _resident_mb(),
+            "rss_mb": rss,
+            "gc_collected": garbage,
+            "rss_mb_after_collect": _resident_mb(),
             "gc_objects_by_type": by_type,
             "asyncio_tasks_by_coroutine": tasks,
             "threads_by_name": threads.most_common(),
