@@ -113,13 +113,9 @@ def install(folder: Path) -> None:
 
 
 def main() -> None:
-    # The controller's imports first (the Kubernetes client's API classes are imported lazily, when
-    # KubeApi makes them): traced, they take minutes, and they are not what grows.
-    from kubernetes import client
+    # The controller's imports first: traced, they take long, and they are not what grows.
+    import controller.handlers  # noqa: F401
 
-    from controller.kubeapi import KubeApi
-
-    KubeApi(client.ApiClient())
     frames = int(os.environ.get("MDOPS_HEAPDUMP_FRAMES", "1"))
     if frames > 0:
         tracemalloc.start(frames)

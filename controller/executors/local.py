@@ -3,7 +3,10 @@
 Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
 is never started twice. The runner runs in its own session and outlives the controller: a controller
 killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
-lines go to ``runner.log``.
+lines go to ``runner.log``, which is watched (its size, every ``POLL_SECONDS``) for new lines.
+
+No thread per run: the process is polled from the event loop (``Popen.poll``, or ``/proc`` for an
+adopted one), which also notices its log growing.
 """
 
 from __future__ import annotations
@@ -23,23 +26,15 @@ from runbooks.contract import ExitCode
 from runner.result import parse_log_line, parse_result
 
 POLL_SECONDS = 0.05
-LOG_EVERY_SECONDS = 1.0
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_BYTES = 64 * 1024
 
 
 class LocalRun:
-    def __init__(
-        self,
-        folder: Path,
-        timeout: float,
-        process: asyncio.subprocess.Process | None = None,
-        slot: asyncio.Semaphore | None = None,
-    ):
+    def __init__(self, folder: Path, timeout: float, process: subprocess.Popen | None = None):
         self.folder = folder
         self.timeout = timeout
         self.process = process
-        self.slot = slot
         self.name = f"pid/{self.pid}" if self.pid else "pid/unknown"
 
     @property
@@ -51,7 +46,7 @@ class LocalRun:
 
     def _alive(self) -> bool:
         if self.process is not None:
-            return self.process.returncode is None
+            return self.process.poll() is None
         pid = self.pid
         if pid is None:
             return False
@@ -68,7 +63,7 @@ class LocalRun:
         except FileNotFoundError:
             return 0
 
-    def _logs(self) -> list[dict[str, Any]]:
+    def logs(self) -> list[dict[str, Any]]:
         """The log lines at the end of ``runner.log``; only its tail is read (a chatty log is long)."""
         try:
             with (self.folder / "runner.log").open("rb") as log:
@@ -84,37 +79,27 @@ class LocalRun:
     async def wait(self, on_logs: LogCallback) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout + 30  # the runner enforces the timeout; this is a backstop
-        next_logs = loop.time() + LOG_EVERY_SECONDS
-        shown = 0  # the log's size when last shown
-        try:
-            while self._alive():
-                if self.process is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(self.process.wait()), LOG_EVERY_SECONDS)
-                else:
-                    await asyncio.sleep(POLL_SECONDS * 4)
-                if loop.time() >= next_logs:
-                    next_logs = loop.time() + LOG_EVERY_SECONDS
-                    size = self._log_size()
-                    if size != shown:
-                        shown = size
-                        await on_logs(self._logs())
-                if loop.time() > deadline:
-                    await self.cancel()
-                    return failure(
-                        ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
-                    )
-            return self._result()
-        finally:
-            if self.slot is not None:
-                self.slot.release()
-                self.slot = None
+        shown = 0  # the log's size when last announced
+        while True:
+            alive = self._alive()
+            size = self._log_size()
+            if size != shown:
+                shown = size
+                on_logs()
+            if not alive:
+                return self._result()
+            if loop.time() > deadline:
+                await self.cancel()
+                return failure(
+                    ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
+                )
+            await asyncio.sleep(POLL_SECONDS)
 
     def _result(self) -> dict[str, Any]:
         try:
             return parse_result((self.folder / "result.json").read_text())
         except FileNotFoundError:
-            tail = "; ".join(line["message"] for line in self._logs()[-3:])
+            tail = "; ".join(line["message"] for line in self.logs()[-3:])
             return failure(
                 ExitCode.NOT_EXECUTED, f"runner exited without a result{': ' + tail if tail else ''}"
             )
@@ -135,42 +120,41 @@ class LocalRun:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
+    async def release(self) -> None:
+        """Nothing to give up: the run's folder stays (its log and result)."""
+
 
 class LocalExecutor:
     kind = "local"
 
     def __init__(self, settings: ControllerSettings):
         self.settings = settings
-        self.slots = asyncio.Semaphore(settings.max_parallel)
 
     def folder(self, request: RunRequest) -> Path:
         return self.settings.state_dir / request.namespace / request.uid
 
+    def handle(self, request: RunRequest) -> LocalRun:
+        return LocalRun(self.folder(request), float(request.spec.get("timeoutSeconds", 300)))
+
     async def start(self, request: RunRequest) -> LocalRun:
         folder = self.folder(request)
-        timeout = float(request.spec.get("timeoutSeconds", 300))
         if folder.exists():  # started before (by us or a controller before a restart): adopt
-            return LocalRun(folder, timeout)
-        await self.slots.acquire()
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            folder.mkdir()  # the claim: exists means started
-            argv = [
-                sys.executable, "-m", "runner", *request.runner_args(self.settings),
-                "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
-            ]  # fmt: skip
-            with (folder / "runner.log").open("wb") as log:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=folder,
-                    env={**os.environ, **self.settings.script_env},
-                    start_new_session=True,
-                )
-            (folder / "pid").write_text(str(process.pid))
-        except BaseException:
-            self.slots.release()
-            raise
-        return LocalRun(folder, timeout, process, self.slots)
+            return self.handle(request)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()  # the claim: exists means started
+        argv = [
+            sys.executable, "-m", "runner", *request.runner_args(self.settings),
+            "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
+        ]  # fmt: skip
+        with (folder / "runner.log").open("wb") as log:
+            process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=folder,
+                env={**os.environ, **self.settings.script_env},
+                start_new_session=True,
+            )
+        (folder / "pid").write_text(str(process.pid))
+        return LocalRun(folder, float(request.spec.get("timeoutSeconds", 300)), process)
