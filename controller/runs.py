@@ -99,26 +99,34 @@ class LogPublisher:
     def __init__(self, publish: Callable[[], Awaitable[None]]):
         self.publish = publish
         self.dirty = False
+        self.closed = False
+        self.sleeping = False
         self.task: asyncio.Task | None = None
 
     def changed(self) -> None:
         self.dirty = True
-        if self.task is None or self.task.done():
+        if not self.closed and (self.task is None or self.task.done()):
             self.task = asyncio.ensure_future(self._loop())
 
     async def _loop(self) -> None:
-        while self.dirty:
+        while self.dirty and not self.closed:
+            self.sleeping = True
             await asyncio.sleep(LOG_DEBOUNCE_SECONDS)
+            self.sleeping = False
             self.dirty = False
             with contextlib.suppress(ApiError):  # the next change, or the finished status, shows them
                 await self.publish()
 
     async def close(self) -> None:
-        """Stop publishing (the finished status carries the last lines)."""
-        if self.task is not None:
+        """Stop publishing (the finished status carries the last lines); a patch in flight completes
+        first, so that it never lands after the status that follows."""
+        self.closed = True
+        if self.task is None:
+            return
+        if self.sleeping:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 class Runs:
