@@ -1,21 +1,22 @@
-"""The local executor: the runner as a child process (the local stack's default).
+"""The local executor: the runner as a process of its own (the local stack's default).
 
 Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
 is never started twice. The runner runs in its own session and outlives the controller: a controller
 killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
 lines go to ``runner.log``, which is watched (its size, every ``POLL_SECONDS``) for new lines.
 
-No thread per run: the process is polled from the event loop (``Popen.poll``, or ``/proc`` for an
-adopted one), which also notices its log growing.
+Runners are forked by the launcher (:mod:`controller.executors.launcher`), which has the runner imported
+already, rather than started as new interpreters. No thread per run: each is polled from the event loop
+through ``/proc``, which also notices its log growing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,9 @@ LOG_TAIL_BYTES = 64 * 1024
 
 
 class LocalRun:
-    def __init__(self, folder: Path, timeout: float, process: subprocess.Popen | None = None):
+    def __init__(self, folder: Path, timeout: float):
         self.folder = folder
         self.timeout = timeout
-        self.process = process
         self.name = f"pid/{self.pid}" if self.pid else "pid/unknown"
 
     @property
@@ -45,17 +45,15 @@ class LocalRun:
             return None
 
     def _alive(self) -> bool:
-        if self.process is not None:
-            return self.process.poll() is None
         pid = self.pid
         if pid is None:
             return False
-        try:  # the pid is ours only while its command line names this run's folder
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        try:  # the pid is ours only while it works in this run's folder
+            cwd = os.readlink(f"/proc/{pid}/cwd")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
             return False
-        return str(self.folder).encode() in cmdline and state != "Z"
+        return cwd == str(self.folder) and state != "Z"
 
     def _log_size(self) -> int:
         try:
@@ -124,11 +122,39 @@ class LocalRun:
         """Nothing to give up: the run's folder stays (its log and result)."""
 
 
+class Launcher:
+    """The launcher process (started at the first run, again if it ever exits), one request at a time."""
+
+    def __init__(self) -> None:
+        self.process: asyncio.subprocess.Process | None = None
+        self.lock = asyncio.Lock()
+
+    async def launch(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "log": str(log)}
+        async with self.lock:
+            if self.process is None or self.process.returncode is not None:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "controller.executors.launcher",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+            assert self.process.stdin is not None and self.process.stdout is not None
+            try:
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                await self.process.stdin.drain()
+                answer = json.loads(await self.process.stdout.readline() or b"{}")
+            except (OSError, ValueError) as error:
+                raise OSError(f"the launcher failed: {error}") from error
+        if "pid" not in answer:
+            raise OSError(f"the launcher could not start the runner: {answer.get('error', 'it exited')}")
+        return int(answer["pid"])
+
+
 class LocalExecutor:
     kind = "local"
 
     def __init__(self, settings: ControllerSettings):
         self.settings = settings
+        self.launcher = Launcher()
 
     def folder(self, request: RunRequest) -> Path:
         return self.settings.state_dir / request.namespace / request.uid
@@ -143,18 +169,10 @@ class LocalExecutor:
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # the claim: exists means started
         argv = [
-            sys.executable, "-m", "runner", *request.runner_args(self.settings),
+            *request.runner_args(self.settings),
             "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
         ]  # fmt: skip
-        with (folder / "runner.log").open("wb") as log:
-            process = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=folder,
-                env={**os.environ, **self.settings.script_env},
-                start_new_session=True,
-            )
-        (folder / "pid").write_text(str(process.pid))
-        return LocalRun(folder, float(request.spec.get("timeoutSeconds", 300)), process)
+        env = {**os.environ, **self.settings.script_env}
+        pid = await self.launcher.launch(argv, folder, env, folder / "runner.log")
+        (folder / "pid").write_text(str(pid))
+        return self.handle(request)
