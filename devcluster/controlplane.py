@@ -134,6 +134,10 @@ class ControlPlane:
                 f"--secure-port={kcm_port}",
                 f"--cert-dir={self.pki / 'kcm'}",
                 "--concurrent-job-syncs=10",
+                # Its client's default rate (20 requests/s, bursts of 30) caps Jobs at about 4 a second
+                # (each costs the job controller some 5 writes): a real cluster's nodes run more.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
             ],
         )
         self._run(
