@@ -34,8 +34,8 @@ API calls are counted by a witness outside the controller: the kube-apiserver's 
 ``apiserver_request_total`` (its /metrics, read with the admin client certificate), by verb, resource and
 subresource, before and after. Only the controller writes Runbook status, Runbook patches, Leases and Jobs
 here (the benchmark's own creates are taken off; the API server renews its own identity Lease every 10 s,
-which counts as noise); Events are counted as the Event objects whose source is the controller (kopf), as
-the controller-manager posts Events about Jobs too.
+which counts as noise); Events are counted as the Event objects whose source is the controller
+(``mdops-controller``), as the controller-manager posts Events about Jobs too.
 
 Every figure is printed next to the goal of the scale issue and next to the figure measured before its
 fix (``bench/controller_scale_baseline.json``, written by ``--record-baseline``: date, commit, command).
@@ -68,6 +68,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.api_latency import create_history
 from bench.controller_overhead import Finishes, create_runbook, install_crd, memory_mb, trivial_scripts
+from controller.events import COMPONENT
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import wait_until
@@ -186,6 +187,8 @@ class Bench:
         self.batch = client.BatchV1Api(self.api)
         self.calls = ApiServerCalls(self.api)
         self.env = {"MDOPS_SCRIPTS_DIR": str(trivial_scripts(work)), "MDOPS_EXECUTOR": executor}
+        if args.max_parallel:
+            self.env["MDOPS_MAX_PARALLEL"] = str(args.max_parallel)
         if executor == "job":
             annotations = {"podsim.mdops.io/termination-message": job_result_message()}
             self.env |= {"MDOPS_JOB_TTL_SECONDS": str(args.ttl),
@@ -224,11 +227,11 @@ class Bench:
         return not self.batch.list_namespaced_job(self.namespace, limit=1).items
 
     def controller_events(self) -> int:
-        """Events in the namespace posted by the controller (kopf's source), counted from the objects."""
+        """Events in the namespace posted by the controller, counted from the objects."""
         total, token = 0, None
         while True:
             response = self.core.list_namespaced_event(
-                self.namespace, field_selector="source=kopf", limit=5000, _continue=token,
+                self.namespace, field_selector=f"source={COMPONENT}", limit=5000, _continue=token,
                 _preload_content=False,
             )  # fmt: skip
             page = json.loads(response.data)
@@ -402,7 +405,7 @@ ROWS: list[tuple[str, str, str, str, Callable[[float], bool] | None, int | None]
     ("throughput", "failed", "runs that failed (all succeed when run alone)", "0", lambda v: v == 0, None),
     ("throughput", "peak_rss_mb", "controller peak RSS (MB)", "< 200", lambda v: v < 200, None),
     ("throughput", "status_patches_per_run", "status patches per run", "few", None, None),
-    ("throughput", "runbook_patches_per_run", "Runbook patches per run (kopf)", "few", None, None),
+    ("throughput", "runbook_patches_per_run", "Runbook patches per run (finalizer)", "few", None, None),
     ("throughput", "events_per_run", "Events per run", "few", None, None),
     ("throughput", "lease_writes_per_run", "Lease writes per run", "few", None, None),
     ("throughput", "jobs_created_per_run", "Jobs created per run", "", None, None),
@@ -546,6 +549,7 @@ def main() -> None:
     parser.add_argument("--max-rss-mb", type=float, default=4096, help="stop a burst past this memory")
     parser.add_argument("--settle", type=float, default=30, help="seconds after a burst before measuring")
     parser.add_argument("--ttl", type=int, default=60, help="the Job executor's ttlSecondsAfterFinished")
+    parser.add_argument("--max-parallel", type=int, help="MDOPS_MAX_PARALLEL (default: the controller's)")
     parser.add_argument("--heapdump", type=Path, help="write heap reports (bench.heapdump) here")
     parser.add_argument("--heapdump-frames", type=int, default=1, help="tracemalloc frames (0: off)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
