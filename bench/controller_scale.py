@@ -31,8 +31,8 @@ A burst stops early (and the report says where and why) past ``--timeout`` secon
 a restart past ``--restart-timeout``.
 
 API calls are counted by a witness outside the controller: the kube-apiserver's own
-``apiserver_request_total`` (its /metrics, read with the admin client certificate), by verb, resource and
-subresource, before and after. Only the controller writes Runbook status, Runbook patches, Leases and Jobs
+``apiserver_request_total`` (:meth:`devcluster.controlplane.ControlPlane.request_counts`), by verb, resource
+and subresource, before and after. Only the controller writes Runbook status, Runbook patches, Leases and Jobs
 here (the benchmark's own creates are taken off; the API server renews its own identity Lease every 10 s,
 which counts as noise); Events are counted as the Event objects whose source is the controller
 (``mdops-controller``), as the controller-manager posts Events about Jobs too.
@@ -64,7 +64,6 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.api_latency import create_history
 from bench.controller_overhead import Finishes, create_runbook, install_crd, memory_mb, trivial_scripts
@@ -78,7 +77,7 @@ from runner.result import build_result
 
 BASELINE = Path(__file__).with_name("controller_scale_baseline.json")
 SAMPLE_SECONDS = 0.5
-# The controller's writes, as "VERB resource[/subresource]" (the start of an ApiServerCalls key).
+# The controller's writes, as "VERB resource[/subresource]" (the start of a ControlPlane.request_counts key).
 STATUS_PATCHES, RUNBOOK_PATCHES, JOBS_CREATED = "PATCH runbooks/status", "PATCH runbooks", "POST jobs"
 LEASE_WRITES = ("POST leases", "PUT leases", "PATCH leases", "DELETE leases")
 # Calls that only the controller makes here (the start-up count): Runbooks, Leases, Job reads, pod lists.
@@ -126,34 +125,8 @@ class Sampler(threading.Thread):
         return self.samples[-1][1] if self.samples else float("nan")
 
 
-class ApiServerCalls:
-    """The kube-apiserver's own request counter (apiserver_request_total), by "VERB resource[/sub]", with
-    " <code>" after it for the calls that failed (e.g. "DELETE leases 404")."""
-
-    def __init__(self, api: client.ApiClient):
-        self.api = api
-
-    def snapshot(self) -> Counter[str]:
-        response = self.api.call_api("GET", f"{self.api.configuration.host}/metrics")
-        response.read()
-        lines = [
-            line
-            for line in response.data.decode().splitlines()
-            if line.startswith("apiserver_request_total{")
-        ]
-        counts: Counter[str] = Counter()
-        for family in text_string_to_metric_families("\n".join(lines) + "\n"):
-            for sample in family.samples:
-                labels = sample.labels
-                if labels.get("resource"):
-                    sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
-                    failed = "" if labels["code"].startswith("2") else f" {labels['code']}"
-                    counts[f"{labels['verb']} {labels['resource']}{sub}{failed}"] += int(sample.value)
-        return counts
-
-
 def call(key: str) -> str:
-    """ "VERB resource[/sub]" of an ApiServerCalls key, whatever its outcome."""
+    """ "VERB resource[/sub]" of a ControlPlane.request_counts key, whatever its outcome."""
     return " ".join(key.split(" ")[:2])
 
 
@@ -185,7 +158,6 @@ class Bench:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
-        self.calls = ApiServerCalls(self.api)
         self.env = {"MDOPS_SCRIPTS_DIR": str(trivial_scripts(work)), "MDOPS_EXECUTOR": executor}
         if args.max_parallel:
             self.env["MDOPS_MAX_PARALLEL"] = str(args.max_parallel)
@@ -266,7 +238,7 @@ class Bench:
                 "load": os.getloadavg(),
             }
             self.heapdump(controller, "before")
-            calls_before, cpu_before = self.calls.snapshot(), cpu_seconds(pid)
+            calls_before, cpu_before = self.cluster.request_counts(), cpu_seconds(pid)
             events_before = self.controller_events()
 
             names = [f"rb-{index:05d}" for index in range(count)]
@@ -301,7 +273,7 @@ class Bench:
                 "settle_s": round(time.monotonic() - settle_from, 1),
             }
             self.heapdump(controller, "settled")
-            calls = self.calls.snapshot() - calls_before
+            calls = self.cluster.request_counts() - calls_before
             calls["POST runbooks"] -= count  # the benchmark's own creates
             events = self.controller_events() - events_before
             result |= self._writes(controller_calls(calls), events, count)
@@ -316,7 +288,7 @@ class Bench:
     def restart(self, namespace: str, finished: int, run_cost: float) -> dict[str, Any]:
         finishes = self.use_namespace(namespace, create=False)
         wait_until(lambda: finishes.count() >= finished, 120, f"the finished Runbooks of {namespace}")
-        calls_before = self.calls.snapshot()
+        calls_before = self.cluster.request_counts()
         began = time.monotonic()
         controller = self.start_controller(f"controller-{namespace}-restart")
         try:
@@ -329,7 +301,7 @@ class Bench:
                 return result | {"stopped": str(error), "load": os.getloadavg()}
             result |= {"probe_finished_s": round(done - began, 2), "load": os.getloadavg()}
             result["quiet_after_s"] = round(self._until_quiet(controller) - began, 1)
-            calls = controller_calls(self.calls.snapshot() - calls_before)
+            calls = controller_calls(self.cluster.request_counts() - calls_before)
             calls["POST runbooks"] -= 1  # the benchmark's create
             calls = +calls
             # The list and the watch are the Runbooks' place in the watch; the rest, less what the new
@@ -384,7 +356,7 @@ class Bench:
         they stopped (the end of the controller's start-up work)."""
 
         def runbook_calls() -> Counter[str]:
-            return Counter({k: n for k, n in self.calls.snapshot().items() if " runbooks" in k})
+            return Counter({k: n for k, n in self.cluster.request_counts().items() if " runbooks" in k})
 
         last, same, since = runbook_calls(), 0, time.monotonic()
         deadline = since + limit
