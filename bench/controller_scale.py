@@ -25,7 +25,11 @@ Phases, for each executor (each in its own namespace, with its own controller):
    made until the controller is quiet (per finished Runbook, after taking off what one run costs);
 4. with ``--restart-history N``: the same restart over N finished Runbooks written directly (created, then
    their status written as a finished run's; ``bench.api_latency.create_history``), which measures the
-   restart at a size the burst may not reach.
+   restart at a size the burst may not reach;
+5. live logs (local executor, ``--log-runs``, 4): dry-run drills whose script prints a line with its own
+   clock (``tick <ns>``) every 0.25 s, twenty times, then 2,000 lines at once; a watch notes when each
+   tick first shows in the Runbook's status: the script-write to status latency, and the status patches
+   a run costs (the burst of lines must not cost one patch each).
 
 A burst stops early (and the report says where and why) past ``--timeout`` seconds or ``--max-rss-mb``,
 a restart past ``--restart-timeout``.
@@ -51,6 +55,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,7 +68,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 
 from bench.api_latency import create_history
 from bench.controller_overhead import Finishes, create_runbook, install_crd, memory_mb, trivial_scripts
@@ -71,11 +76,19 @@ from controller.events import COMPONENT
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import wait_until
-from runbooks import kube
+from runbooks import keys, kube, models
 from runner.logs import dumps
 from runner.result import build_result
 
 BASELINE = Path(__file__).with_name("controller_scale_baseline.json")
+TICKS = 20
+# The live-log drill: a line with the script's own clock every 0.25 s, then a burst of 2,000 lines.
+LOG_SCRIPT = f"""#!/bin/sh
+for i in $(seq {TICKS}); do echo "tick $(date +%s%N)"; sleep 0.25; done
+seq 2000
+sleep 1
+"""
+TICK = re.compile(r"tick (\d+)")
 SAMPLE_SECONDS = 0.5
 # The controller's writes, as "VERB resource[/subresource]" (the start of a ControlPlane.request_counts key).
 STATUS_PATCHES, RUNBOOK_PATCHES, JOBS_CREATED = "PATCH runbooks/status", "PATCH runbooks", "POST jobs"
@@ -158,7 +171,10 @@ class Bench:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
-        self.env = {"MDOPS_SCRIPTS_DIR": str(trivial_scripts(work)), "MDOPS_EXECUTOR": executor}
+        scripts = trivial_scripts(work)
+        (scripts / "drill").write_text(LOG_SCRIPT)
+        (scripts / "drill").chmod(0o755)
+        self.env = {"MDOPS_SCRIPTS_DIR": str(scripts), "MDOPS_EXECUTOR": executor}
         if args.max_parallel:
             self.env["MDOPS_MAX_PARALLEL"] = str(args.max_parallel)
         if executor == "job":
@@ -318,6 +334,57 @@ class Bench:
         finally:
             controller.stop()
 
+    def log_latency(self, runs: int) -> dict[str, Any]:
+        """How soon a script's log line shows in its Runbook's status (the script's clock is the witness)."""
+        self.use_namespace("logs", create=True)
+        controller = self.start_controller("controller-logs")
+        seen: dict[int, float] = {}
+        names = [f"logs-{index}" for index in range(runs)]
+        stop = threading.Event()
+        args = (keys.GROUP, keys.VERSION, "logs", keys.PLURAL)
+
+        def follow() -> None:
+            for event in watch.Watch().stream(self.custom.list_namespaced_custom_object, *args):
+                now = time.time()
+                for line in (event["object"].get("status") or {}).get("logs") or []:
+                    tick = TICK.fullmatch(line["message"])
+                    if tick:
+                        seen.setdefault(int(tick.group(1)), now)
+                if stop.is_set():
+                    return
+
+        threading.Thread(target=follow, daemon=True).start()
+        try:
+            calls_before = self.cluster.request_counts()
+            for name in names:
+                body = models.manifest(name, {"command": "drill", "dryRun": True, "window": "day"})
+                self.custom.create_namespaced_custom_object(*args, body)
+            finishes = Finishes(self.api, "logs")
+            watched = [controller.process]
+            wait_until(lambda: all(map(finishes.at, names)), 300, "the drills", watched, interval=0.5)
+            calls = self.cluster.request_counts() - calls_before
+        finally:
+            stop.set()
+            controller.stop()
+        latencies = sorted(1000 * (at - ns / 1e9) for ns, at in seen.items())
+
+        def at(fraction: float) -> float | None:
+            return (
+                round(latencies[min(len(latencies) - 1, int(len(latencies) * fraction))], 1)
+                if latencies
+                else None
+            )
+
+        return {
+            "count": runs,
+            "ticks_seen": len(latencies),
+            "ticks_written": runs * TICKS,
+            "log_latency_p50_ms": at(0.5),
+            "log_latency_p95_ms": at(0.95),
+            "log_latency_max_ms": at(1.0),
+            "status_patches_per_run": round(total(calls, STATUS_PATCHES) / runs, 1),
+        }
+
     def _wait_for_finishes(self, finishes: Finishes, names: list[str], began: float, sampler: Sampler,
                            controller: ControllerProcess) -> str | None:  # fmt: skip
         """Wait until every Runbook finished; or say why the burst stopped early."""
@@ -371,6 +438,13 @@ class Bench:
 # -- the report ---------------------------------------------------------------------------
 # (phase, key, label, goal text, check, the count the goal is stated for)
 ROWS: list[tuple[str, str, str, str, Callable[[float], bool] | None, int | None]] = [
+    ("logs", "log_latency_p50_ms", "script writes a line -> in the status, p50 (ms)", "≤ 300",
+     lambda v: v <= 300, None),
+    ("logs", "log_latency_p95_ms", "script writes a line -> in the status, p95 (ms)", "", None, None),
+    ("logs", "log_latency_max_ms", "script writes a line -> in the status, max (ms)", "", None, None),
+    ("logs", "ticks_seen", "ticks seen in the status (20 a run)", "all", None, None),
+    ("logs", "status_patches_per_run", "status patches per run (20 lines, then 2,000 at once)", "few",
+     None, None),
     ("throughput", "created_s", "created in (s)", "", None, None),
     ("throughput", "all_finished_s", "all finished after (s)", "≤ 100", lambda v: v <= 100, 2000),
     ("throughput", "runs_per_s", "runs per second", "≥ 20", lambda v: v >= 20, 2000),
@@ -478,6 +552,9 @@ def run(args: argparse.Namespace, executor: str, work: Path) -> dict[str, Any]:
     with ControlPlane(work / "cluster") as cluster:
         install_crd(cluster)
         bench = Bench(args, executor, cluster, work)
+        if executor == "local" and args.log_runs:
+            results["logs"] = bench.log_latency(args.log_runs)
+            print(json.dumps({executor: {"logs": results["logs"]}}), flush=True)
         for phase, count in (("throughput", args.throughput), ("burst", args.count)):
             if not count:
                 continue
@@ -522,6 +599,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=30, help="seconds after a burst before measuring")
     parser.add_argument("--ttl", type=int, default=60, help="the Job executor's ttlSecondsAfterFinished")
     parser.add_argument("--max-parallel", type=int, help="MDOPS_MAX_PARALLEL (default: the controller's)")
+    parser.add_argument("--log-runs", type=int, default=4, help="runs of the live-log phase (0: none)")
     parser.add_argument("--heapdump", type=Path, help="write heap reports (bench.heapdump) here")
     parser.add_argument("--heapdump-frames", type=int, default=1, help="tracemalloc frames (0: off)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
