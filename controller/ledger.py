@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 KEPT = ("exitCode", "result", "message", "startedAt", "finishedAt", "health")
 # The duplicates a ledger entry remembers (they protect it from the trimmer while they exist).
 DUPLICATES_KEPT = 16
-TRIM_INTERVAL_SECONDS = 30.0
+TRIM_INTERVAL_SECONDS = 60.0
 
 
 def lease_name(request_id: str) -> str:
@@ -186,7 +186,6 @@ class Trimmer:
         self.named = named
         self.finished = 0
         self.due = asyncio.Event()
-        self.due.set()  # one pass at start: a ledger left beyond its bound by an earlier controller
 
     def note_finished(self) -> None:
         self.finished += 1
@@ -194,6 +193,9 @@ class Trimmer:
             self.due.set()
 
     async def run(self) -> None:
+        # A first pass once the start is over: a ledger left beyond its bound by an earlier controller.
+        await asyncio.sleep(TRIM_INTERVAL_SECONDS)
+        self.due.set()
         while True:
             await self.due.wait()
             self.due.clear()
