@@ -229,7 +229,7 @@ class Runs:
         started = self.status(entry).execution is not None
         if not started:
             try:
-                window = self.status(entry).window or await asyncio.to_thread(self._window, entry)
+                window = self.status(entry).window or await self._window(entry)
             except CalendarError as error:
                 log.error("%s/%s cannot start: %s", entry.namespace, entry.name, error)
                 return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
@@ -238,6 +238,8 @@ class Runs:
                 if entry.needs_lock:
                     await self.services.lock.release(entry.namespace, entry.group, entry.uid)
                 return Next(Outcome.GONE)
+            if stopping.is_set():  # paused meanwhile: the active controller starts it
+                return Next(Outcome.STOPPED)
         else:
             window = self.status(entry).window or "day"
         try:
@@ -261,11 +263,14 @@ class Runs:
             entry.namespace, entry.name, entry.uid, entry.request_id, entry.command, window, entry.spec
         )
 
-    def _window(self, entry: Entry) -> str:
+    async def _window(self, entry: Entry) -> str:
+        """The spec's window, or the one the venue's calendar gives now (its first use may load it: in
+        a thread)."""
         window = entry.spec.get("window", "auto")
-        if window == "auto":
-            return self.services.settings.calendar.window(datetime.datetime.now(datetime.UTC))
-        return window
+        if window != "auto":
+            return window
+        calendar = self.services.settings.calendar
+        return await asyncio.to_thread(calendar.window, datetime.datetime.now(datetime.UTC))
 
     async def _protect(self, entry: Entry) -> bool:
         """Add the finalizer before the run starts; False if the Runbook is gone."""
@@ -322,7 +327,7 @@ class Runs:
             if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
                 entry.finalizers = finalizers
         entry.finishing = True
-        if not entry.gone:
+        if not (entry.gone or entry.deleting):  # a deleted one is gone with its finalizer
             await self.patch(entry, change)
         if entry.needs_lock:
             await self.services.lock.release(entry.namespace, entry.group, entry.uid)
@@ -331,6 +336,6 @@ class Runs:
         metrics.record_finish(entry.command, result, duration, dry_run=dry_run)
         code = final.exit_code
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
-        if not entry.gone:
+        if not (entry.gone or entry.deleting):
             self.event(entry, kind, reason_of(code), final.message or f"exit code {code}")
         return Next(Outcome.SETTLED)
