@@ -46,17 +46,33 @@ class Process:
         self, name: str, argv: Sequence[str | os.PathLike], logs: Path, env: dict[str, str] | None = None
     ):
         self.name = name
+        self.argv = [str(a) for a in argv]
+        self.env = env
         self.log = logs / f"{name}.log"
+        self.popen = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        self.started = time.monotonic()
         with open_private(self.log) as out:  # a log may show what it was given: owner only
-            self.popen = subprocess.Popen(
-                [str(a) for a in argv],
+            return subprocess.Popen(
+                self.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=self.env,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+
+    def restart(self, marker: str) -> None:
+        """Start the exited process again as it was started (command, environment, so its ports too); its
+        log goes on after a line that says so. The kernel kills the new process when the *thread* that
+        calls this ends (``PR_SET_PDEATHSIG`` follows the thread): call it from one that outlives it."""
+        if self.alive():
+            raise RuntimeError(f"{self.name} is running (pid {self.popen.pid}): not restarting it")
+        with open_private(self.log) as out:
+            out.write(f"----- {marker} -----\n".encode())
+        self.popen = self._spawn()
 
     def alive(self) -> bool:
         return self.popen.poll() is None
