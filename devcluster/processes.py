@@ -25,12 +25,35 @@ from devcluster.private import open_private
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent() -> None:
     """For ``preexec_fn``: the kernel kills the child when its parent dies."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def adopt_orphans() -> None:
+    """Make this process the one that its descendants' orphans are given to, instead of init (a "child
+    subreaper"): what a child started in a session of its own and left behind when it died (a run of a
+    killed controller) stays this process's to stop."""
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def adopts_orphans() -> bool:
+    flag = ctypes.c_int(0)
+    _libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag))
+    return bool(flag.value)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (of all its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def free_port() -> int:

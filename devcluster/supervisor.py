@@ -12,6 +12,7 @@ env file exists); ``make down`` signals it through its pid file and waits until 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.private import open_private, write_private
-from devcluster.processes import Process
+from devcluster.processes import Process, adopt_orphans, adopts_orphans, children
 from runbooks.contract import format_time, now
 
 RECORD = "components.json"
@@ -140,9 +141,15 @@ class Supervisor:
     """Restarts each component that exits, until :meth:`stop`, from a thread of its own (in the process that
     started the components: ``make up``'s, or a test's), which also stops them in the end: a process it
     restarted dies when that thread ends (``PR_SET_PDEATHSIG`` follows the thread that started it). Each
-    exit and restart is said (``say``) and written to ``record`` (atomically, for ``devcluster status``)."""
+    exit and restart is said (``say``) and written to ``record`` (atomically, for ``devcluster status``).
+
+    In a process that adopts orphans (``make up``'s: :func:`devcluster.processes.adopt_orphans`) every
+    other child is an orphan of a component, such as the run of a controller that was killed (it outlives
+    the controller so that the restarted one adopts it): the supervisor reaps those that end and, once the
+    components are stopped, stops those left (SIGTERM to their process group, later SIGKILL)."""
 
     POLL_SECONDS = 0.1
+    ORPHANS_GRACE_SECONDS = 10.0
 
     def __init__(self, processes: Sequence[Process], record: Path, backoff: Backoff | None = None,
                  say: Callable[[str], None] = _say):  # fmt: skip
@@ -150,6 +157,7 @@ class Supervisor:
         self.record = record
         self.backoff = backoff or Backoff()
         self.say = say
+        self.adopts = adopts_orphans()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"supervisor of {record.parent}", daemon=True)
 
@@ -175,12 +183,49 @@ class Supervisor:
             while not self._stopping.wait(self.POLL_SECONDS):
                 for component in self.components:
                     self._check(component)
+                self._reap_orphans()
         except Exception:
             self.say(f"the supervisor failed; stopping every component\n{traceback.format_exc()}")
         finally:
             for component in reversed(self.components):
                 component.process.stop()
+            self._stop_orphans()
             self._write(stopped=True)
+
+    def _orphans(self) -> list[int]:
+        """This process's children that are no component: orphans it adopted (it starts nothing else
+        once the components run)."""
+        if not self.adopts:
+            return []
+        components = {component.process.popen.pid for component in self.components}
+        return [pid for pid in children(os.getpid()) if pid not in components]
+
+    def _reap_orphans(self) -> list[int]:
+        """Reap the orphans that ended; those still running."""
+        running = []
+        for pid in self._orphans():
+            try:
+                if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    running.append(pid)
+            except ChildProcessError:
+                pass
+        return running
+
+    def _stop_orphans(self) -> None:
+        for sig, grace in ((signal.SIGTERM, self.ORPHANS_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+            orphans = self._reap_orphans()
+            if not orphans:
+                return
+            self.say(f"stopping {len(orphans)} process(es) the components left behind: {orphans}")
+            for pid in orphans:
+                try:
+                    os.killpg(pid, sig)  # a run's runner leads its own process group, its script in it
+                except ProcessLookupError:  # not a group leader (or gone)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while self._reap_orphans() and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     def _check(self, component: Component) -> None:
         process = component.process
@@ -285,6 +330,7 @@ def foreground(
         raise AlreadyRunning(f"{name} is already running (pid {pid}); `make down` stops it")
     env_file.unlink(missing_ok=True)
     pid_file.write_text(str(os.getpid()))
+    adopt_orphans()  # a run that outlives its killed controller stays ours to stop
     stopping = False
 
     def on_signal(signum, _frame):

@@ -5,14 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def children(pid: int) -> list[int]:
-    """The pids of ``pid``'s child processes (of all its threads)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def all_gone(pids: list[int]) -> bool:
     """Whether every one of ``pids`` has exited (a zombie has: only its exit status is left)."""
     alive = []

@@ -10,9 +10,9 @@ import sys
 import textwrap
 
 from devcluster.controlplane import REPO
-from devcluster.processes import wait_until
+from devcluster.processes import children, wait_until
 from devcluster.supervisor import RECORD, read_env
-from tests.pids import all_gone, children
+from tests.pids import all_gone
 
 
 def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
