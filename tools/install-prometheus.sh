@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Prometheus server from Debian's package `prometheus`, idempotently:
-# nothing happens when a `prometheus` binary is already on PATH (or in /usr/bin).
-# Runs `apt-get update` first only when apt's package lists do not know the package.
-# Needs root (or sudo) on a Debian/Ubuntu machine. Progress goes to stderr; the
-# binary's path is printed on stdout.
+# Installs the Prometheus server from Debian's package `prometheus`, idempotently (tools/apt-install.sh:
+# nothing happens when a `prometheus` binary is already there). The binary's path is printed on stdout.
 #
 # The package's own service is not used (devcluster/prometheus.py starts Prometheus
 # with its own configuration on a random port); recommends (node exporter) are skipped.
@@ -11,35 +8,13 @@ set -euo pipefail
 
 log() { printf '[install-prometheus %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-found() { command -v prometheus 2>/dev/null || { [ -x /usr/bin/prometheus ] && echo /usr/bin/prometheus; }; }
-
-if bin=$(found); then
-	log "already installed: $bin ($("$bin" --version 2>&1 | head -1))"
-	echo "$bin"
-	exit 0
-fi
-
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || { log "need root (or sudo) to install the Debian package prometheus"; exit 1; }
-	sudo="sudo"
-fi
-command -v apt-get >/dev/null || { log "apt-get not found: install Prometheus (>= 2.x) by other means"; exit 1; }
-
-export DEBIAN_FRONTEND=noninteractive
-candidate() { apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}'; }
-if [ -z "$(candidate)" ] || [ "$(candidate)" = "(none)" ]; then
-	log "apt does not know the package yet: apt-get update"
-	$sudo apt-get update -q >&2
-fi
-log "installing prometheus $(candidate) (apt-get install --no-install-recommends)"
-$sudo apt-get install -y -q --no-install-recommends prometheus >&2
-
-bin=$(found) || { log "prometheus installed but not found on PATH"; exit 1; }
+bin=$("$(dirname "$0")/apt-install.sh" prometheus prometheus)
 # Where systemd runs, the package starts its own server on :9090; mdops starts its own instead.
 if [ -d /run/systemd/system ] && systemctl is-active --quiet prometheus 2>/dev/null; then
 	log "stopping and disabling the package's prometheus.service (not used by mdops)"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	$sudo systemctl disable --now prometheus >&2 || true
 fi
-log "installed: $bin ($("$bin" --version 2>&1 | head -1))"
+log "$bin: $("$bin" --version 2>&1 | head -1)"
 echo "$bin"
