@@ -1,6 +1,9 @@
 """Platform metrics from Prometheus, through ``prometheus-api-client``.
 
 Its calls block, so each query runs in a worker thread and the summary's queries run concurrently.
+An answer is reused for ``reuse_seconds`` (``MDOPS_API_METRICS_CACHE_SECONDS``), and requests that arrive
+while it is computed wait for it (``async-lru``): however many consoles are open, the summary is computed
+at most once per refresh interval.
 A query fails fast (no retries, a short timeout): an unreachable Prometheus makes the summary's
 metrics stale, not the request slow. Where a query returns several series (several exporters), the
 summary reports their maximum and says so in the metric's ``context``.
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from async_lru import alru_cache
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -97,11 +101,17 @@ def _failure_note(error: BaseException) -> str:
 
 
 class MetricsSource:
-    def __init__(self, url: str, timeout: float):
+    def __init__(self, url: str, timeout: float, reuse_seconds: float):
         self.url = url.rstrip("/")
         self.client = PrometheusConnect(
             url=self.url, retry=Retry(total=0, raise_on_status=False), timeout=timeout
         )
+        self.reuse_seconds = reuse_seconds
+        self.summary = self._summary
+        self.timeseries = self._timeseries
+        if reuse_seconds > 0:  # failures (timeseries' 503) are not kept: the next request tries again
+            self.summary = alru_cache(maxsize=1, ttl=reuse_seconds)(self._summary)
+            self.timeseries = alru_cache(maxsize=64, ttl=reuse_seconds)(self._timeseries)
 
     def close(self) -> None:
         self.client.close()
@@ -109,7 +119,7 @@ class MetricsSource:
     async def _query(self, promql: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.client.custom_query, promql)
 
-    async def summary(self) -> dict[str, dict[str, Any]]:
+    async def _summary(self) -> dict[str, dict[str, Any]]:
         gauges, *answers = await asyncio.gather(
             *(self._query(q) for q in SUMMARY_QUERIES), return_exceptions=True
         )
@@ -153,7 +163,7 @@ class MetricsSource:
             sample["context"] = context
         return sample
 
-    async def timeseries(
+    async def _timeseries(
         self, metric: str, minutes: int, step_seconds: int, zone: datetime.tzinfo
     ) -> list[dict[str, Any]]:
         """Samples of ``metric`` (its maximum over series) over the last ``minutes``."""

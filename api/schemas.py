@@ -145,3 +145,23 @@ class TimeseriesResponse(BaseModel):
     metric: str
     unit: str | None
     points: list[TimeseriesPoint]
+
+
+# -- the console -----------------------------------------------------------------------------------
+
+
+class ExecuteDefaults(BaseModel):
+    mode: str
+    window: str
+    profile: str
+    config: str
+    enforce: bool
+    timeout_seconds: int
+
+
+class WhoamiResponse(BaseModel):
+    name: str = Field(description="The token's name (recorded as requestedBy).")
+    permissions: list[str]
+    commands: list[Command] = Field(description="The commands this token may execute.")
+    execute_defaults: ExecuteDefaults = Field(description="What execute fills in for a field left out.")
+    time_zone: str = Field(description="The exchange's time zone (IANA name): the API's times are in it.")

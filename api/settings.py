@@ -44,6 +44,22 @@ class ApiSettings(CommonSettings):
     api_sync_wait_seconds: float = Field(
         10.0, ge=0, description="How long a request waits for the Runbook cache's first sync before a 503."
     )
+    api_metrics_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a metrics summary or timeseries answer is reused (the console refreshes this "
+        "often); 0: computed for every request.",
+    )
+    api_events_buffer: int = Field(
+        1000, ge=10, le=100000, description="Live-update events kept for clients that resume (Last-Event-ID)."
+    )
+    api_events_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300, description="Seconds between heartbeats of an idle event stream."
+    )
+    api_events_streams_per_token: int = Field(
+        8, ge=1, le=1000, description="Event streams one token may hold open at once (429 past it)."
+    )
     api_log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
 

@@ -124,6 +124,7 @@ def main() -> None:
             **os.environ, "MDOPS_KUBECONFIG": str(cluster.kubeconfig), "MDOPS_NAMESPACE": NAMESPACE,
             "OPS_API_TOKEN": token, "MDOPS_PROMETHEUS_URL": prometheus.url, "MDOPS_API_PORT": str(api_port),
             "MDOPS_API_LOG_LEVEL": "warning",
+            "MDOPS_API_METRICS_CACHE_SECONDS": "0",  # time the summary's computation, not its reuse
         })  # fmt: skip
         try:
             base = f"http://127.0.0.1:{api_port}"
@@ -146,7 +147,7 @@ def main() -> None:
                 )
             # The summary's queries concurrently against each alone, in process, through the API's own
             # client: what concurrency buys, without the HTTP layer on one side only.
-            source = MetricsSource(prometheus.url, timeout=5)
+            source = MetricsSource(prometheus.url, timeout=5, reuse_seconds=0)
             in_process = describe(async_timings(source.summary, args.requests // 5))
 
             async def one_by_one() -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import MetricsReader, PrometheusDep, SettingsDep
 from api.errors import ApiError
-from api.prometheus import MAX_POINTS, TIMESERIES_UNITS
+from api.prometheus import MAX_POINTS, TIMESERIES_UNITS, MetricsSource
 from api.schemas import ErrorResponse, SummaryResponse, TimeseriesResponse
 
 router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"])
@@ -27,7 +27,7 @@ class InvalidQuery(ApiError):
     responses=AUTH_ERRORS,
 )
 async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> JSONResponse:
-    return JSONResponse(await prometheus.summary())
+    return JSONResponse(await prometheus.summary(), headers=_reused(prometheus))
 
 
 @router.get(
@@ -54,4 +54,10 @@ async def timeseries(
             f"points; at most {MAX_POINTS}: use a step of at least {-(-minutes * 60 // MAX_POINTS)} seconds"
         )
     points = await prometheus.timeseries(metric, minutes, step_seconds, settings.zone)
-    return JSONResponse({"metric": metric, "unit": TIMESERIES_UNITS[metric], "points": points})
+    body = {"metric": metric, "unit": TIMESERIES_UNITS[metric], "points": points}
+    return JSONResponse(body, headers=_reused(prometheus))
+
+
+def _reused(prometheus: MetricsSource) -> dict[str, str]:
+    """How long this answer stays current (the API reuses it that long): the console refreshes then."""
+    return {"Cache-Control": f"private, max-age={prometheus.reuse_seconds:g}"}
