@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s helm prometheus lint generate test test-fast up demo cluster down
+.PHONY: help venv k8s helm prometheus chromium console screenshots lint generate test test-fast up demo cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
@@ -19,6 +19,8 @@ help:
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
 	@echo "make generate  regenerate the CRD from runbooks/models.py, and the chart's generated files"
+	@echo "make console   the Ops Console's front-end libraries (npm ci, copied into api/console/vendor/)"
+	@echo "make screenshots  the README's pictures of the console (docs/*.png), from the browser tests"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,14 +53,31 @@ lint: venv
 prometheus:
 	tools/install-prometheus.sh >/dev/null
 
-test: lint k8s helm prometheus
+# Debian's chromium, for the browser tests (tests/browser; never a browser download of Playwright's own).
+chromium:
+	tools/apt-install.sh chromium chromium >/dev/null
+
+# The console's libraries, pinned by package-lock.json, copied where the API serves them; again only when
+# package.json or the lockfile changed.
+CONSOLE_STAMP := api/console/vendor/.built
+$(CONSOLE_STAMP): package.json package-lock.json tools/build-console.sh
+	tools/build-console.sh
+	@touch $@
+
+console: $(CONSOLE_STAMP)
+
+# docs/console-*.png, as the browser tests see the console (they save them when MDOPS_SCREENSHOTS is set).
+screenshots: venv k8s prometheus chromium console
+	MDOPS_SCREENSHOTS=docs $(PY) -m pytest tests/browser -q
+
+test: lint k8s helm prometheus chromium console
 	$(PY) -m pytest
 
 # The unit tier (tests/unit): no control plane, no Prometheus, no Helm.
-test-fast: venv
+test-fast: venv console
 	$(PY) -m pytest -m unit -q
 
-up: venv
+up: venv console
 	$(PY) -m devcluster up $(detach_flag)
 
 cluster: venv
