@@ -13,6 +13,7 @@ from kubernetes import client
 
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
+from devcluster.stack import Stack
 from runbooks.kube import api_client as new_api_client
 
 TESTS = Path(__file__).parent
@@ -24,6 +25,7 @@ TIERS = {
     "cluster": "cluster",  # the controller on the real control plane
     "api": "cluster",  # the REST API with the real controller, Prometheus and simulator
     "e2e": "e2e",  # the local stack, as `make up` runs it
+    "browser": "e2e",  # the Ops Console in Debian's chromium, on the local stack
 }
 
 
@@ -101,3 +103,13 @@ def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
         stopping = threading.Thread(target=controller.stop, name=f"stop controller of {namespace}")
         stopping.start()
         stopping_controllers.append(stopping)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, cluster):  # the session's control plane: its binaries are built
+    """The local stack, a fresh one for each module, as `make up` starts it (a shorter failover, so that
+    the simulator's switches take 0.4 s instead of 1.5 s)."""
+    with Stack(
+        tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
+    ) as s:
+        yield s
