@@ -10,6 +10,20 @@
 # machine this file is written and linted on, which has no registry access.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# -- console: the Ops Console's front-end libraries (npm, pinned by package-lock.json)
+# Debian's nodejs and npm; tools/build-console.sh copies the files the API serves into
+# api/console/vendor/. Versions of nodejs/npm are Debian's (npm ci checks the packages'
+# integrity against the lockfile).
+FROM ${PYTHON_IMAGE} AS console
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY tools/apt-install.sh tools/build-console.sh tools/
+RUN tools/build-console.sh --omit=dev
+
 # -- build: install the package and its pinned dependencies into a venv ------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,6 +39,7 @@ RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.tom
 COPY runbooks/ runbooks/
 COPY controller/ controller/
 COPY api/ api/
+COPY --from=console /src/api/console/vendor/ api/console/vendor/
 COPY runner/ runner/
 COPY sim/ sim/
 # No build tools in the final image: pip and setuptools stay here.

@@ -131,17 +131,23 @@ def test_an_id_it_cannot_resume_from_gets_a_reset_then_the_run_as_it_is(server, 
         close(response)
         assert [e["event"] for e in received] == ["reset", "runbook"]
         assert received[1]["data"]["runbook"]["status"] == "success"
-        assert [line["message"] for line in received[1]["data"]["lines"]][0] == "fine"
+        assert received[1]["data"]["lines"][0]["message"] == "fine"
         assert received[0]["id"] == received[1]["id"]  # both as of the same event: resume after it
 
 
-def test_a_quiet_stream_sends_heartbeats(start_server):
+def test_a_quiet_stream_sends_heartbeats_and_the_openapi_document_describes_it(start_server):
     server = start_server(MDOPS_API_EVENTS_HEARTBEAT_SECONDS="0.3")
     response = stream(server.url + EVENTS, READER_TOKEN)
     source = events(response)
     beats = [next(source), next(source)]  # no run: only heartbeats come, each within the read timeout
     close(response)
     assert all(b["comment"].startswith("ping") for b in beats)
+
+    _, _, text = http("GET", server.url + "/openapi.json", headers=auth(READER_TOKEN))
+    operation = json.loads(text)["paths"][EVENTS]["get"]
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    assert {p["name"].lower() for p in operation["parameters"]} == {"request_id", "last-event-id"}
+    assert "Last-Event-ID" in operation["description"] and "429" in operation["responses"]
 
 
 def test_streams_are_limited_per_token_and_follow_the_runbook_permissions(start_server):
