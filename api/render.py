@@ -87,7 +87,13 @@ def state_view(record: RunbookRecord) -> dict[str, Any] | None:
 
 
 def log_view(lines: list[dict[str, str]] | tuple[dict[str, str], ...], zone: datetime.tzinfo) -> list[dict]:
-    return [{**line, "time": zoned(line["time"], zone)} for line in lines]
+    """Log lines with their times in the zone, to the millisecond (lines come many a second)."""
+    return [{**line, "time": _millis(line["time"], zone)} for line in lines]
+
+
+def _millis(value: str, zone: datetime.tzinfo) -> str:
+    parsed = parse_time(value)
+    return value if parsed is None else parsed.astimezone(zone).isoformat(timespec="milliseconds")
 
 
 def run_detail(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:

@@ -15,20 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from devcluster import browser as chromium
 from devcluster.controlplane import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Root needs --no-sandbox; the rest keep chromium off the network (this machine's is closed: without them
-# it stalls on refused connections at start).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 # `make screenshots` sets this to docs/: the README's pictures; otherwise the test's own folder.
 SCREENSHOTS = os.environ.get("MDOPS_SCREENSHOTS")
@@ -36,10 +25,8 @@ SCREENSHOTS = os.environ.get("MDOPS_SCREENSHOTS")
 
 @pytest.fixture(scope="module")
 def browser() -> Browser:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make chromium` (Debian's package chromium)"
     with sync_playwright() as playwright:
-        # Playwright gives each launch a fresh, empty user data directory of its own.
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = chromium.launch(playwright)
         yield launched
         launched.close()
 

@@ -95,7 +95,7 @@ def test_event_data_shows_times_in_the_zone():
     assert event_data(log_event, SHANGHAI) == {
         "request_id": "req-1",
         "name": "rb",
-        "lines": [{"time": "2026-11-26T16:00:01+08:00", "level": "INFO", "message": "line 1"}],
+        "lines": [{"time": "2026-11-26T16:00:01.000+08:00", "level": "INFO", "message": "line 1"}],
     }
     detail = event_data(events.Change(2, events.RUNBOOK, done), SHANGHAI)
     assert detail["runbook"]["status"] == "success" and detail["runbook"]["exit_code"] == 0

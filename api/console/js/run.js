@@ -48,7 +48,7 @@ export function panel(zone, onChange = () => {}) {
   function showLines() {
     logs.replaceChildren(
       ...lines.map((l) =>
-        el("li", { class: `level-${l.level}` }, el("time", {}, clock(l.time, zone)), " ", el("span", { class: "level" }, l.level), " ", l.message),
+        el("li", { class: `level-${l.level}` }, el("time", { datetime: l.time }, clock(l.time, zone)), " ", el("span", { class: "level" }, l.level), " ", l.message),
       ),
     );
     if (!lines.length) logs.append(el("li", { class: "none" }, "No log lines yet."));
