@@ -60,11 +60,16 @@ function chart(spec, zone) {
   const id = `chart-${spec.metric}`;
   const plot = el("div", { class: "plot" });
   const message = el("p", { class: "note" });
-  const figure = el("figure", { class: "chart", "aria-labelledby": id }, el("figcaption", { id }, spec.title), plot, message);
+  const caption = el("figcaption", { id }, spec.title);
+  const figure = el("figure", { class: "chart", "aria-labelledby": id }, caption, plot, message);
   let made = null;
+  let span = [0, 1]; // the x scale: the chosen range, however few samples there are in it
   return {
     figure,
-    show(body) {
+    show(body, minutes, label) {
+      const now = Date.now() / 1000;
+      span = [now - minutes * 60, now];
+      caption.textContent = `${spec.title}, last ${label}`;
       const unit = spec.unit || body.unit;
       const xs = body.points.map((p) => Date.parse(p.timestamp) / 1000);
       const ys = body.points.map((p) => p.value);
@@ -80,9 +85,12 @@ function chart(spec, zone) {
           tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), zone),
           legend: { show: false },
           cursor: { show: true },
-          scales: { x: { time: true } },
+          scales: { x: { time: true, range: () => span } },
           series: [{}, { label: spec.title, stroke: "#1d4ed8", width: 2, value: (u, v) => quantity(v, unit) }],
-          axes: [{}, { label: unit === "ratio" ? "ratio" : unit || "", size: 70 }],
+          axes: [
+            { values: (u, splits) => splits.map((ts) => clock(new Date(ts * 1000), zone).slice(0, 5)) },
+            { label: unit === "ratio" ? "ratio" : unit || "", size: 70 },
+          ],
         },
         [xs, ys],
         plot,
@@ -119,8 +127,8 @@ export function show(container, ctx) {
     problem,
     el("section", { class: "tiles", "aria-label": "Platform metrics" }, ...tiles.map((t) => t.section)),
     el(
-      "section",
-      { class: "charts-head", "aria-label": "Chart range" },
+      "div",
+      { class: "charts-head" },
       el("h2", {}, `Charts (times in ${offset(zone)})`),
       el("label", { for: "range" }, "Range"),
       range,
@@ -132,32 +140,35 @@ export function show(container, ctx) {
   let stopped = false;
   async function refresh() {
     clearTimeout(timer);
-    const [minutes, step] = RANGES.find(([m]) => String(m) === range.value);
+    const [minutes, step, label] = RANGES.find(([m]) => String(m) === range.value);
     let refreshSeconds = DEFAULT_REFRESH_SECONDS;
-    try {
-      const summary = await call("/api/ops/metrics/summary");
-      const maxAge = /max-age=([\d.]+)/.exec(summary.headers.get("Cache-Control") || "");
-      if (maxAge && Number(maxAge[1]) > 0) refreshSeconds = Number(maxAge[1]);
-      TILES.forEach((spec, i) => tiles[i].show(summary.data[spec.key]));
-      problem.textContent = "";
-    } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
-      problem.textContent = error.message;
-    }
-    await Promise.all(
-      CHARTS.map(async (spec, i) => {
-        try {
-          const query = new URLSearchParams({ metric: spec.metric, minutes, step_seconds: step });
-          charts[i].show((await call(`/api/ops/metrics/timeseries?${query}`)).data);
-        } catch (error) {
-          if (!(error instanceof ApiError)) throw error;
-          charts[i].fail(error);
-        }
-      }),
-    );
+    // The summary and the four charts at once: the overview is drawn after the slowest of them.
+    const summary = (async () => {
+      try {
+        const answer = await call("/api/ops/metrics/summary");
+        const maxAge = /max-age=([\d.]+)/.exec(answer.headers.get("Cache-Control") || "");
+        if (maxAge && Number(maxAge[1]) > 0) refreshSeconds = Number(maxAge[1]);
+        TILES.forEach((spec, i) => tiles[i].show(answer.data[spec.key]));
+        problem.textContent = "";
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        problem.textContent = error.message;
+      }
+    })();
+    const series = CHARTS.map(async (spec, i) => {
+      try {
+        const query = new URLSearchParams({ metric: spec.metric, minutes, step_seconds: step });
+        charts[i].show((await call(`/api/ops/metrics/timeseries?${query}`)).data, minutes, label);
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        charts[i].fail(error);
+      }
+    });
+    await Promise.all([summary, ...series]);
     ctx.refreshEnvironment();
     if (stopped) return;
     updated.textContent = `Last updated at ${clock(new Date(), zone)} (${offset(zone)}); refreshed every ${refreshSeconds} s`;
+    clearTimeout(timer); // a range change may have started another refresh meanwhile
     timer = setTimeout(refresh, refreshSeconds * 1000);
   }
   range.addEventListener("change", refresh);
