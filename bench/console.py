@@ -25,7 +25,6 @@ import re
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
@@ -45,7 +44,6 @@ CHARTS = (
     "consumer_backlog_messages",
     "md_failover_latency_ms",
 )
-QUERIES = re.compile(r'^prometheus_http_requests_total\{code="200",handler="/api/v1/query"\} (\S+)$', re.M)
 
 # Records when each log line first shows in the page, with the time the line carries.
 OBSERVE_LOGS = """() => {
@@ -57,11 +55,6 @@ OBSERVE_LOGS = """() => {
     }
   }).observe(document.body, {childList: true, subtree: true});
 }"""
-
-
-def instant_queries(prometheus_url: str) -> float:
-    with urllib.request.urlopen(f"{prometheus_url}/metrics", timeout=10) as response:
-        return float(QUERIES.search(response.read().decode())[1])
 
 
 # Records (performance.now(): since the navigation started) when the overview is first drawn.
@@ -120,11 +113,11 @@ def many_consoles(stack: Stack, count: int, intervals: int) -> dict:
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
     answer = httpx.get(f"{stack.api_url}/api/ops/metrics/summary", headers=headers)
     interval = float(re.search(r"max-age=([\d.]+)", answer.headers["cache-control"])[1])
-    before = instant_queries(stack.prometheus.url)
+    before = stack.prometheus.instant_queries()
     began = time.monotonic()
     asyncio.run(consoles(stack, count, interval, intervals))
     elapsed = time.monotonic() - began
-    computations = (instant_queries(stack.prometheus.url) - before) / len(SUMMARY_QUERIES)
+    computations = (stack.prometheus.instant_queries() - before) / len(SUMMARY_QUERIES)
     return {
         "consoles": count,
         "refresh_interval_s": interval,

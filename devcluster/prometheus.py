@@ -12,6 +12,7 @@ targets it is given (job name, ``host:port``, optional bearer token) every ``scr
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -158,6 +159,17 @@ class Prometheus:
         if status != 200:
             raise RuntimeError(f"prometheus query {promql!r} answered {status}: {body[:200]!r}")
         return json.loads(body)["data"]["result"]
+
+    def instant_queries(self) -> float:
+        """How many instant queries this Prometheus has answered (200), by its own count: what its clients
+        cost it, without a query of its own to ask."""
+        status, body = _get(f"{self.url}/metrics")
+        if status != 200:
+            raise RuntimeError(f"prometheus /metrics answered {status}")
+        match = re.search(
+            rb'^prometheus_http_requests_total\{code="200",handler="/api/v1/query"\} (\S+)$', body, re.M
+        )
+        return float(match[1]) if match else 0.0
 
     def targets_up(self) -> bool:
         """Whether every configured target has been scraped successfully at least once."""

@@ -4,12 +4,14 @@ and, for ``md_runbook_exit_code``, the real controller's /metrics after real run
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import itertools
 import time
 
 import pytest
 
+from api.prometheus import SUMMARY_QUERIES
 from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from sim.process import run_sim
@@ -242,3 +244,15 @@ def test_the_largest_allowed_range_is_accepted(metrics_api):
             TIMESERIES, params={"metric": "md_throughput_mps", **params}, headers=auth(METRICS_TOKEN)
         )
         assert response.status_code == 200, response.text
+
+
+def test_many_readers_cost_one_summary_per_interval(start_api, prometheus):
+    """Concurrent and repeated summaries within the reuse interval: one computation, by Prometheus' count."""
+    api = start_api(prometheus_url=prometheus.url, api_metrics_cache_seconds=60)
+    before = prometheus.instant_queries()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: api.get(SUMMARY, headers=auth(METRICS_TOKEN)), range(24)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers}) == 1
+    assert answers[0].headers["cache-control"] == "private, max-age=60"
+    assert prometheus.instant_queries() - before == len(SUMMARY_QUERIES)
