@@ -136,6 +136,21 @@ def test_a_double_click_runs_once(page, stack):
     assert len(history(stack)) == before + 1
 
 
+def test_the_apis_refusal_is_shown_in_words(page, stack):
+    """A request id used before with other parameters: the API's 409, as its message."""
+    used = next(r["request_id"] for r in history(stack) if r["command"] == "health_check")
+    sign_in(page, stack.admin_token)
+    page.goto("/console/#/run")
+    page.get_by_label("Command", exact=True).select_option("health_check")
+    page.get_by_label("Request id").fill(used)
+    page.get_by_label("Reason").fill("another reason")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        re.compile(f"^Conflict: request_id '{used}' was already used with other parameters")
+    )
+    expect(page.get_by_role("region", name="Run")).to_have_count(0)
+
+
 def test_a_viewer_token_sees_no_run_controls(page, stack):
     sign_in(page, stack.viewer_token)
     expect(page.get_by_text("Signed in as viewer")).to_be_visible()
