@@ -39,3 +39,21 @@ def test_the_page_loads_only_its_own_files():
         for imported in re.findall(r'^import .* from "([^"]+)";$', module.read_text(), re.MULTILINE):
             assert imported.startswith("./") or imported.startswith("../vendor/"), (module.name, imported)
             assert (module.parent / imported).resolve().exists(), (module.name, imported)
+
+
+def test_every_module_the_page_imports_is_preloaded():
+    """index.html names each module main.js reaches (the browser fetches them at once), no more, no less."""
+    reached, todo = set(), [CONSOLE_DIR / "js" / "main.js"]
+    while todo:
+        module = todo.pop()
+        text = module.read_text()  # the page's modules use double quotes, the vendored ones single
+        for imported in re.findall(r"""^(?:import|export) .* from ["']([^"']+)["'];?$""", text, re.MULTILINE):
+            path = (module.parent / imported).resolve()
+            if path not in reached:
+                reached.add(path)
+                todo.append(path)
+    html = (CONSOLE_DIR / "index.html").read_text()
+    preloaded = {
+        (CONSOLE_DIR / href).resolve() for href in re.findall(r'rel="modulepreload" href="([^"]+)"', html)
+    }
+    assert preloaded == reached
