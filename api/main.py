@@ -32,7 +32,8 @@ log = logging.getLogger("api")
 DESCRIPTION = """The Ops Console REST API of mdops (`spec/ops-console-api.md`).
 
 Every endpoint but `/healthz`, `/readyz` and the Ops Console's files (`/console/`) needs
-`Authorization: Bearer <token>`: 401 without a valid token, 403 without the permission. Timestamps are ISO 8601 with the configured zone's offset."""
+`Authorization: Bearer <token>`: 401 without a valid token, 403 without the permission. Timestamps are
+ISO 8601 with the configured zone's offset."""
 
 
 def _settings_of(app: FastAPI) -> ApiSettings:
