@@ -57,6 +57,7 @@ async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
         "name": principal.name,
         "permissions": sorted(principal.permissions),
         "commands": [c.value for c in Command if principal.allows(auth.execute_permission(c))],
+        "mutating_commands": [c.value for c in Command if c.mutating],
         "execute_defaults": {
             "mode": settings.api_default_mode,
             "window": settings.api_default_window,

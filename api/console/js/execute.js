@@ -18,7 +18,6 @@ const LABELS = {
   reason: "Reason",
   timeout_seconds: "Timeout (seconds)",
 };
-const READ_ONLY_COMMANDS = ["health_check"]; // the one command that changes nothing (no plan needed)
 
 // A UUID4 from the browser's random numbers (crypto.randomUUID needs a secure context; this page may be
 // served over plain HTTP inside a cluster).
@@ -99,7 +98,7 @@ export function show(container, ctx) {
   let stopFollowing = () => {};
 
   const value = (name) => read(fields.find((f) => f.name === name));
-  const mutating = () => !READ_ONLY_COMMANDS.includes(value("command"));
+  const mutating = () => me.mutating_commands.includes(value("command")); // planned first
 
   function showButtons() {
     plan.hidden = !mutating();
