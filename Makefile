@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s helm prometheus chromium console screenshots lint generate test test-fast up demo cluster down
+.PHONY: help venv k8s helm prometheus podman image chromium console screenshots lint generate test test-fast up demo cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
@@ -18,7 +18,8 @@ help:
 	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
-	@echo "make generate  regenerate the CRD from runbooks/models.py, and the chart's generated files"
+	@echo "make generate  regenerate the CRDs from their models, and the chart's generated files"
+	@echo "make image     build the image with podman (mdops:<version>); prints its tag and size"
 	@echo "make console   the Ops Console's front-end libraries (npm ci, copied into api/console/vendor/)"
 	@echo "make screenshots  the README's pictures of the console (docs/*.png), from the browser tests"
 
@@ -38,7 +39,7 @@ helm:
 	tools/build-helm.sh >/dev/null
 
 generate: venv
-	$(PY) -m runbooks.crd > manifests/crd.yaml
+	$(PY) -m runbooks.crd --write manifests
 	$(PY) charts/generate.py
 	$(PY) -m devcluster.settings_doc
 
@@ -53,9 +54,19 @@ lint: venv
 prometheus:
 	tools/install-prometheus.sh >/dev/null
 
+# Debian's podman, buildah, runc and mmdebstrap, installed once: the image tests build and run the image.
+podman:
+	tools/install-podman.sh >/dev/null
+
+# The image, built with podman on the official Python base, or on a Debian base bootstrapped here
+# when no registry is reachable (both cached); tools/build-image.sh prints the tag, the size and
+# the time it took.
+image:
+	tools/build-image.sh
+
 # Debian's chromium, for the browser tests (tests/browser; never a browser download of Playwright's own).
 chromium:
-	tools/apt-install.sh chromium chromium >/dev/null
+	command -v chromium >/dev/null || tools/apt-install.sh chromium
 
 # The console's libraries, pinned by package-lock.json, copied where the API serves them; again only when
 # package.json or the lockfile changed.
@@ -70,7 +81,7 @@ console: $(CONSOLE_STAMP)
 screenshots: venv k8s prometheus chromium console
 	MDOPS_SCREENSHOTS=docs $(PY) -m pytest tests/browser -q
 
-test: lint k8s helm prometheus chromium console
+test: lint k8s helm prometheus podman chromium console
 	$(PY) -m pytest
 
 # The unit tier (tests/unit): no control plane, no Prometheus, no Helm.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import secrets
 import sys
@@ -19,6 +20,7 @@ def main() -> int:
     except ValidationError as error:
         print(f"invalid controller settings:\n{error}", file=sys.stderr)
         return 2
+    settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # window: auto needs it, in seconds
     import controller.handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(

@@ -130,7 +130,8 @@ class RunbookRun:
     async def _reconcile(
         self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
     ) -> None:
-        window = self.status.window or self._resolve_window()
+        # The first auto window loads the venue's calendar (a child process): off the event loop.
+        window = self.status.window or await asyncio.to_thread(self._resolve_window)
         resolved = {
             "request_id": self.request_id,
             "window": window,

@@ -1,18 +1,24 @@
-"""The Runbook CustomResourceDefinition, generated from :mod:`runbooks.models`.
+"""The CustomResourceDefinitions of mdops, generated from their typed models: the Runbook
+(:mod:`runbooks.models`), RunbookPolicy, RunbookApproval and RunbookSchedule.
 
-``python -m runbooks.crd`` prints it; ``make generate`` writes it to
-``manifests/`` (and the chart), and a test fails when those copies drift.
+``python -m runbooks.crd`` prints them all; ``python -m runbooks.crd --write manifests`` (``make
+generate``) writes each to its file there (the Runbook's also to the chart), and a test fails when
+those copies drift. Nested CEL rules live on the models (``json_schema_extra``); the rules on a whole
+spec or object, and the printer columns, live here with the rest of each kind's CRD.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from runbooks import keys, models
+from runbooks import approval, keys, models, policy, schedule
 
 SPEC_IMMUTABLE = "spec is immutable: create a new Runbook (with a new name) to run again"
 
@@ -33,6 +39,36 @@ PRINTER_COLUMNS = [
     {"name": "By", "type": "string", "priority": 1, "jsonPath": ".spec.requestedBy"},
 ]
 
+POLICY_PRINTER_COLUMNS = [
+    {"name": "Rules", "type": "string", "jsonPath": ".spec.rules[*].name"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+APPROVAL_PRINTER_COLUMNS = [
+    {"name": "Request", "type": "string", "jsonPath": ".spec.requestId"},
+    {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
+    {"name": "Approver", "type": "string", "jsonPath": ".spec.approver"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Comment", "type": "string", "priority": 1, "jsonPath": ".spec.comment"},
+]
+
+# NEXT is a string: kubectl shows a future "date" as <invalid>.
+SCHEDULE_PRINTER_COLUMNS = [
+    {"name": "Schedule", "type": "string", "jsonPath": ".status.schedule"},
+    {"name": "Next", "type": "string", "jsonPath": ".status.nextSlot"},
+    {"name": "Last", "type": "date", "jsonPath": ".status.lastSlot"},
+    {"name": "Result", "type": "string", "jsonPath": ".status.lastResult"},
+    {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Runbook", "type": "string", "priority": 1, "jsonPath": ".status.lastRunbook"},
+    {"name": "Missed", "type": "integer", "priority": 1, "jsonPath": ".status.missedSlots"},
+    {"name": "Skipped", "type": "integer", "priority": 1, "jsonPath": ".status.skippedSlots"},
+]
+SCHEDULE_NAME = (
+    f"a schedule's name is at most {schedule.MAX_NAME_LENGTH} characters: "
+    "its slots' Runbooks are named <schedule>-<yyyymmddhhmmss>"
+)
+
 _KEEP = {
     "type",
     "description",
@@ -43,12 +79,17 @@ _KEEP = {
     "minLength",
     "maxLength",
     "pattern",
+    "minItems",
     "maxItems",
     "items",
     "properties",
     "required",
     "format",
 }
+
+
+def _kept(key: str) -> bool:
+    return key in _KEEP or key.startswith("x-kubernetes-")
 
 
 def openapi(model: type[BaseModel]) -> dict[str, Any]:
@@ -64,13 +105,13 @@ def openapi(model: type[BaseModel]) -> dict[str, Any]:
         if "anyOf" in node:
             options = [o for o in node["anyOf"] if o.get("type") != "null"]
             assert len(options) == 1, f"unsupported union: {node}"
-            merged = {**convert(options[0]), **{k: v for k, v in node.items() if k in _KEEP}}
+            merged = {**convert(options[0]), **{k: v for k, v in node.items() if _kept(k)}}
             if node.get("default", "missing") is None:
                 merged.pop("default", None)
             return merged
         if "const" in node:
             node = {**node, "enum": [node["const"]]}
-        out = {k: v for k, v in node.items() if k in _KEEP}
+        out = {k: v for k, v in node.items() if _kept(k)}
         if out.get("default", "missing") is None or out.get("default") == []:
             out.pop("default")
         if "properties" in out:
@@ -84,57 +125,143 @@ def openapi(model: type[BaseModel]) -> dict[str, Any]:
     return convert(schema)
 
 
-def build() -> dict[str, Any]:
-    spec = openapi(models.RunbookSpec)
-    spec["x-kubernetes-validations"] = [{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}]
-    status = openapi(models.RunbookStatus)
-    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+@dataclass(frozen=True)
+class Kind:
+    """One custom resource: its names, models, CRD-level rules and printer columns."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    description: str
+    spec: type[BaseModel]
+    file: str  # under manifests/
+    status: type[BaseModel] | None = None
+    printer_columns: list[dict[str, Any]] = field(default_factory=list)
+    spec_rules: list[dict[str, str]] = field(default_factory=list)
+    rules: list[dict[str, str]] = field(default_factory=list)  # on the object: may read metadata.name
+    selectable_fields: list[str] = field(default_factory=list)
+
+    def manifest(self, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+        """An object of this kind; ``spec`` as Kubernetes names it (camelCase)."""
+        return {**models.manifest(name, spec, **metadata), "kind": self.kind}
+
+
+RUNBOOK = Kind(
+    keys.KIND,
+    keys.PLURAL,
+    keys.SINGULAR,
+    keys.SHORT_NAMES,
+    "A request to run one market-data runbook command, exactly once.",
+    models.RunbookSpec,
+    "crd.yaml",
+    models.RunbookStatus,
+    PRINTER_COLUMNS,
+    spec_rules=[{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}],
+)
+POLICY = Kind(
+    policy.KIND,
+    policy.PLURAL,
+    policy.SINGULAR,
+    policy.SHORT_NAMES,
+    "Change windows and approvals for the Runbooks of this namespace.",
+    policy.RunbookPolicySpec,
+    "crd-runbookpolicy.yaml",
+    printer_columns=POLICY_PRINTER_COLUMNS,
+)
+APPROVAL = Kind(
+    approval.KIND,
+    approval.PLURAL,
+    approval.SINGULAR,
+    approval.SHORT_NAMES,
+    "One person's decision, approve or reject, on one Runbook request.",
+    approval.RunbookApprovalSpec,
+    "crd-runbookapproval.yaml",
+    printer_columns=APPROVAL_PRINTER_COLUMNS,
+    spec_rules=[{"rule": "self == oldSelf", "message": approval.SPEC_IMMUTABLE}],
+    selectable_fields=[".spec.requestId"],
+)
+SCHEDULE = Kind(
+    schedule.KIND,
+    schedule.PLURAL,
+    schedule.SINGULAR,
+    schedule.SHORT_NAMES,
+    "Runbooks at the venue's session rhythm or on a cron schedule: one Runbook per slot, at most once.",
+    schedule.RunbookScheduleSpec,
+    "crd-runbookschedule.yaml",
+    schedule.RunbookScheduleStatus,
+    SCHEDULE_PRINTER_COLUMNS,
+    rules=[{"rule": f"self.metadata.name.size() <= {schedule.MAX_NAME_LENGTH}", "message": SCHEDULE_NAME}],
+)
+KINDS = (RUNBOOK, POLICY, APPROVAL, SCHEDULE)
+
+
+def build(kind: Kind = RUNBOOK) -> dict[str, Any]:
+    spec = openapi(kind.spec)
+    if kind.spec_rules:
+        spec["x-kubernetes-validations"] = kind.spec_rules
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec,
+    }
+    version: dict[str, Any] = {"name": keys.VERSION, "served": True, "storage": True}
+    if kind.status is not None:
+        status = openapi(kind.status)
+        status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+        status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+        properties["status"] = status
+        version["subresources"] = {"status": {}}
+    if kind.printer_columns:
+        version["additionalPrinterColumns"] = kind.printer_columns
+    if kind.selectable_fields:
+        version["selectableFields"] = [{"jsonPath": path} for path in kind.selectable_fields]
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": properties,
+    }
+    if kind.rules:
+        root["x-kubernetes-validations"] = kind.rules
+    version["schema"] = {"openAPIV3Schema": root}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{keys.PLURAL}.{keys.GROUP}"},
+        "metadata": {"name": f"{kind.plural}.{keys.GROUP}"},
         "spec": {
             "group": keys.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": keys.KIND,
-                "plural": keys.PLURAL,
-                "singular": keys.SINGULAR,
-                "shortNames": keys.SHORT_NAMES,
+                "kind": kind.kind,
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": kind.short_names,
                 "categories": ["mdops"],
             },
-            "versions": [
-                {
-                    "name": keys.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A request to run one market-data runbook command, exactly once.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
-                }
-            ],
+            "versions": [version],
         },
     }
 
 
-def render() -> str:
-    header = "# Generated by `python -m runbooks.crd` from runbooks/models.py. Do not edit.\n"
-    return header + yaml.safe_dump(build(), sort_keys=False, width=120)
+def render(kind: Kind = RUNBOOK) -> str:
+    source = "runbooks/models.py" if kind is RUNBOOK else f"{kind.spec.__module__.replace('.', '/')}.py"
+    header = f"# Generated by `python -m runbooks.crd` from {source}. Do not edit.\n"
+    return header + yaml.safe_dump(build(kind), sort_keys=False, width=120)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runbooks.crd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", type=Path, metavar="DIR", help="write each CRD to its file in DIR")
+    args = parser.parse_args(argv)
+    for kind in KINDS:
+        if args.write:
+            (args.write / kind.file).write_text(render(kind))
+        else:
+            sys.stdout.write("---\n" + render(kind))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.exit(main(sys.argv[1:]))

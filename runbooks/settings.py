@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runbooks.calendar import SessionCalendar
+from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar
+from runbooks.models import Window
 
 
 class CommonSettings(BaseSettings):
@@ -18,9 +20,31 @@ class CommonSettings(BaseSettings):
     kubeconfig: Path | None = Field(None, description="Kubeconfig of a loopback API server (local use).")
     in_cluster: bool = Field(False, description="Use the pod's service account instead of a kubeconfig.")
     namespace: str = Field("mdops", description="Namespace the Runbooks live in.")
-    timezone: str = Field("Asia/Shanghai", description="Exchange time zone: windows and API timestamps.")
-    day_session: str = Field("09:00-15:00", description="Day trading window, HH:MM-HH:MM exchange time.")
-    night_session: str = Field("21:00-02:30", description="Night trading window; may cross midnight.")
+    timezone: str = Field(
+        "Asia/Shanghai",
+        description="Time zone of the times shown (API timestamps, sessions) and of cron triggers.",
+    )
+    venue: str = Field(
+        "XHKG",
+        pattern=r"^[A-Za-z0-9/]{1,16}$",
+        description="Venue whose sessions count: an exchange_calendars name (XHKG, XSHG, XSES, XTKS...).",
+    )
+    pre_open_minutes: int = Field(
+        30, ge=0, le=720, description="Minutes before a session's open that are its pre-open."
+    )
+    session_windows: dict[State, Window] = Field(
+        default_factory=lambda: dict(DEFAULT_WINDOWS),
+        description="The window (day or night) that window: auto resolves to in each session state; "
+        "give all five states.",
+    )
+
+    @field_validator("session_windows")
+    @classmethod
+    def _every_state(cls, value: dict[State, Window]) -> dict[State, Window]:
+        missing = [state.value for state in State if state not in value]
+        if missing:
+            raise ValueError(f"give a window for every session state; missing: {', '.join(missing)}")
+        return value
 
     @model_validator(mode="after")
     def _credentials(self):
@@ -34,6 +58,12 @@ class CommonSettings(BaseSettings):
     def zone(self) -> datetime.tzinfo:
         return ZoneInfo(self.timezone)
 
-    @property
-    def calendar(self) -> SessionCalendar:
-        return SessionCalendar.parse(self.day_session, self.night_session, self.zone)
+    @cached_property
+    def calendar(self) -> VenueCalendar:
+        """The venue's sessions, loaded at first use (see runbooks.calendar) and kept for the process."""
+        return VenueCalendar(
+            self.venue,
+            pre_open=datetime.timedelta(minutes=self.pre_open_minutes),
+            windows=self.session_windows,
+            zone=self.zone,
+        )

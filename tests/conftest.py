@@ -1,5 +1,6 @@
-"""Fixtures shared by every test: one real control plane per session, one namespace per test; and the
-test tiers, marked by folder (``make test-fast`` runs the unit tier, ``make test`` everything)."""
+"""Fixtures shared by every test: one real control plane per session, one namespace per test, the local
+stack per module that asks for it; and the test tiers, marked by folder (``make test-fast`` runs the unit
+tier, ``make test`` everything)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kubernetes import client
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.stack import Stack
+from runbooks import crd, keys
 from runbooks.kube import api_client as new_api_client
 
 TESTS = Path(__file__).parent
@@ -25,6 +27,8 @@ TIERS = {
     "cluster": "cluster",  # the controller on the real control plane
     "api": "cluster",  # the REST API with the real controller, Prometheus and simulator
     "e2e": "e2e",  # the local stack, as `make up` runs it
+    "image": "image",  # the image built and run with podman
+    "cli": "e2e",  # the installed mdops command against the local stack
     "browser": "e2e",  # the Ops Console in Debian's chromium, on the local stack
 }
 
@@ -50,6 +54,17 @@ def cluster(tmp_path_factory) -> ControlPlane:
         yield control_plane
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, cluster) -> Stack:
+    """The local stack as ``make up`` starts it (its own control plane, the simulator, the controller,
+    Prometheus and the API), a fresh one for each module of tests/e2e, tests/cli and tests/browser; the binaries are the
+    session's. A shorter failover: the simulator's switches take 0.4 s instead of 1.5 s."""
+    with Stack(
+        tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
+    ) as started:
+        yield started
+
+
 @pytest.fixture(scope="session")
 def api_client(cluster) -> client.ApiClient:
     api = new_api_client(cluster.kubeconfig)
@@ -72,6 +87,18 @@ def runbook_crd(cluster) -> ControlPlane:
     """The Runbook CRD, installed from its generated manifest."""
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def trading_crds(cluster) -> ControlPlane:
+    """The RunbookPolicy, RunbookApproval and RunbookSchedule CRDs, installed from their generated
+    manifests."""
+    kinds = [kind for kind in crd.KINDS if kind is not crd.RUNBOOK]
+    for kind in kinds:
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
+    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in kinds]
+    cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
     return cluster
 
 
@@ -104,12 +131,3 @@ def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
         stopping.start()
         stopping_controllers.append(stopping)
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, cluster):  # the session's control plane: its binaries are built
-    """The local stack, a fresh one for each module, as `make up` starts it (a shorter failover, so that
-    the simulator's switches take 0.4 s instead of 1.5 s)."""
-    with Stack(
-        tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
-    ) as s:
-        yield s

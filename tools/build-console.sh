@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-"$(dirname "$0")/apt-install.sh" npm nodejs npm >/dev/null
+command -v npm >/dev/null || "$(dirname "$0")/apt-install.sh" nodejs npm
 npm ci --no-audit --no-fund --loglevel=error "$@" >&2
 node - <<'JS'
 const fs = require("fs");

@@ -170,3 +170,24 @@ def test_logs_of_a_running_run_show_in_its_status(start_controller, rbs, tmp_pat
     assert body["status"].get("result") is None  # still running
     assert len(body["status"]["logs"]) == 50
     rbs.delete("chatty")
+
+
+@pytest.mark.parametrize("window", ["day", "night"])
+def test_auto_window_comes_from_the_venue_calendar_and_its_mapping(
+    start_controller, scripts, runs_file, rbs, window
+):
+    """The controller loads the venue's sessions (a child process of its own) and maps whatever state
+    the venue is in now to the window this mapping gives every state: the script gets it too."""
+    mapping = dict.fromkeys(("pre_open", "open", "lunch_break", "closed", "holiday"), window)
+    start_controller(
+        MDOPS_SCRIPTS_DIR=str(scripts),
+        MDOPS_SCRIPT_ENV=f'{{"RUNS": "{runs_file}"}}',
+        MDOPS_SESSION_WINDOWS=json.dumps(mapping),
+    )
+    rbs.create("auto-1", command="health_check")
+    status = rbs.wait_finished("auto-1")["status"]
+    assert (status["result"], status["window"], status["state"]["activeWindow"]) == (
+        "success",
+        window,
+        window,
+    )

@@ -84,8 +84,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       fieldPath: metadata.namespace
 - name: MDOPS_TIMEZONE
   value: {{ .Values.calendar.timezone | quote }}
-- name: MDOPS_DAY_SESSION
-  value: {{ .Values.calendar.daySession | quote }}
-- name: MDOPS_NIGHT_SESSION
-  value: {{ .Values.calendar.nightSession | quote }}
+- name: MDOPS_VENUE
+  value: {{ .Values.calendar.venue | quote }}
+- name: MDOPS_PRE_OPEN_MINUTES
+  value: {{ .Values.calendar.preOpenMinutes | quote }}
+- name: MDOPS_SESSION_WINDOWS
+  value: {{ .Values.calendar.sessionWindows | toJson | quote }}
 {{- end }}

@@ -1,0 +1,253 @@
+"""``RunbookPolicy``: change windows and approval requirements, and their evaluation for one run.
+
+A desk commits its policies with its runbooks. Each policy holds rules; a rule matches Runbooks by
+command, mode and profile, and says in which session states of the venue they may start, which periods
+are blacked out, what happens outside (``Wait`` for the next allowed time, or ``Reject``), and how many
+approvals they need in which states.
+
+Every rule that matches a Runbook applies, across all the policies of its namespace: a run may start
+only when each of them allows it (the most restrictive wins, whatever the order of the rules or of the
+files), and it needs the largest number of approvals any of them asks for. Dry runs are never held.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, ConfigDict, Field
+
+from runbooks.calendar import SessionCalendar, State
+from runbooks.contract import Command
+from runbooks.models import Name, RunbookSpec, _Model
+
+KIND = "RunbookPolicy"
+PLURAL = "runbookpolicies"
+SINGULAR = "runbookpolicy"
+SHORT_NAMES = ["rbp"]
+
+OUTSIDE_CHANGE_WINDOW = "OutsideChangeWindow"
+RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+
+
+def states_field(description: str) -> Any:
+    """An optional set of session states (left out: every state)."""
+    return Field(None, min_length=1, max_length=len(State), json_schema_extra=SET, description=description)
+
+
+class Match(_Model):
+    """Which Runbooks a rule applies to: all of the given lists must contain the Runbook's value; a
+    list left out matches every value."""
+
+    commands: list[Command] | None = Field(
+        None,
+        min_length=1,
+        max_length=len(Command),
+        json_schema_extra=SET,
+        description="Commands, e.g. [failover].",
+    )
+    modes: list[Name] | None = Field(
+        None, min_length=1, max_length=32, json_schema_extra=SET, description="Environment modes."
+    )
+    profiles: list[Name] | None = Field(
+        None, min_length=1, max_length=32, json_schema_extra=SET, description="Feed profiles."
+    )
+
+    def matches(self, spec: RunbookSpec) -> bool:
+        return (
+            (self.commands is None or spec.command in self.commands)
+            and (self.modes is None or spec.mode in self.modes)
+            and (self.profiles is None or spec.profile in self.profiles)
+        )
+
+
+class Blackout(_Model):
+    """A period in which matched runbooks may not start, whatever the session."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.end > self.start", "message": "end must be after start"}
+            ]
+        }
+    )
+
+    start: AwareDatetime = Field(
+        description="Start (RFC 3339 with an offset, e.g. 2026-12-24T00:00:00+08:00)."
+    )
+    end: AwareDatetime = Field(description="End, excluded.")
+    reason: str = Field("", max_length=256, description="Why, for the message of a held run.")
+
+    def covers(self, at: datetime.datetime) -> bool:
+        return self.start <= at < self.end
+
+
+class Approvals(_Model):
+    """Four eyes: distinct people other than the requester who must approve before the run starts."""
+
+    required: int = Field(1, ge=1, le=5, description="Approvals needed, each from a different person.")
+    in_states: list[State] | None = states_field(
+        "Session states in which approvals are needed (at the time the run may start); left out: always."
+    )
+    expire_after_seconds: int = Field(
+        3600,
+        ge=60,
+        le=604800,
+        description="An approval counts for this long after it is given, and a run that has not "
+        "gathered its approvals this long after it began to wait for them fails (ApprovalExpired).",
+    )
+
+    def needed_in(self, state: State) -> bool:
+        return self.in_states is None or state in self.in_states
+
+
+class Rule(_Model):
+    name: str = Field(max_length=63, pattern=RULE_NAME_PATTERN, description="Unique within the policy.")
+    match: Match = Field(default_factory=Match, description="Which Runbooks the rule applies to.")
+    allowed_states: list[State] | None = states_field(
+        "Session states in which matched Runbooks may start: pre_open, open, lunch_break, closed, "
+        "holiday. Left out: any."
+    )
+    blackouts: list[Blackout] = Field(
+        default_factory=list, max_length=64, description="Periods in which matched Runbooks may not start."
+    )
+    outside: Literal["Wait", "Reject"] = Field(
+        "Wait",
+        description="Outside the allowed times: Wait (queued, holding no lock) until the next allowed "
+        "time, or Reject (the run fails at once).",
+    )
+    approvals: Approvals | None = Field(None, description="Approvals needed before the run starts.")
+
+    def allows(self, calendar: SessionCalendar, at: datetime.datetime) -> bool:
+        in_state = self.allowed_states is None or calendar.state(at) in self.allowed_states
+        return in_state and not any(b.covers(at) for b in self.blackouts)
+
+    def next_allowed(self, calendar: SessionCalendar, at: datetime.datetime) -> datetime.datetime | None:
+        """The first instant at or after ``at`` that this rule allows; None if not within the calendar."""
+        states = self.allowed_states or list(State)
+        candidate = calendar.next_start(at, states)
+        for _ in range(len(self.blackouts) + 1):  # each turn moves past one blackout's end
+            if candidate is None:
+                return None
+            blackout = next((b for b in self.blackouts if b.covers(candidate)), None)
+            if blackout is None:
+                return candidate
+            candidate = calendar.next_start(blackout.end, states) if calendar.covers(blackout.end) else None
+        return None
+
+
+class RunbookPolicySpec(_Model):
+    """Change windows and approvals for the Runbooks of this namespace."""
+
+    rules: list[Rule] = Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Every rule that matches a Runbook applies to it.",
+    )
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The run may start now, once it has ``approvals`` approvals (0: at once)."""
+
+    approvals: int = 0
+    expire_after: datetime.timedelta | None = None
+    rules: tuple[str, ...] = ()  # "policy/rule" of every rule that matched
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The run waits, holding no lock, until ``until`` (then it is evaluated again)."""
+
+    until: datetime.datetime
+    message: str
+    reason: str = OUTSIDE_CHANGE_WINDOW
+
+
+@dataclass(frozen=True)
+class Reject:
+    """The run fails at once."""
+
+    message: str
+    reason: str = OUTSIDE_CHANGE_WINDOW
+
+
+Decision = Allowed | Wait | Reject
+MAX_ROUNDS = 1000  # rounds of the search for a time every matched rule allows
+
+
+def evaluate(
+    policies: Mapping[str, RunbookPolicySpec],
+    spec: RunbookSpec,
+    at: datetime.datetime,
+    calendar: SessionCalendar,
+) -> Decision:
+    """What the policies (by name) say about starting the run of ``spec`` at ``at``."""
+    if spec.dry_run:
+        return Allowed()
+    matched = [
+        (f"{name}/{rule.name}", rule)
+        for name, policy in sorted(policies.items())
+        for rule in policy.rules
+        if rule.match.matches(spec)
+    ]
+    names = tuple(name for name, _ in matched)
+    blocking = [(name, rule) for name, rule in matched if not rule.allows(calendar, at)]
+    if not blocking:
+        state = calendar.state(at)
+        needing = [
+            r.approvals for _, r in matched if r.approvals is not None and r.approvals.needed_in(state)
+        ]
+        if not needing:
+            return Allowed(rules=names)
+        return Allowed(
+            approvals=max(a.required for a in needing),
+            expire_after=datetime.timedelta(seconds=min(a.expire_after_seconds for a in needing)),
+            rules=names,
+        )
+    why = _why(blocking, calendar, at)
+    if any(rule.outside == "Reject" for _, rule in blocking):
+        return Reject(f"{spec.command} may not start now: {why}")
+    until = _next_common(matched, calendar, at)
+    if until is None:
+        return Reject(
+            f"{spec.command} may not start now and no time until {calendar.table.last} allows it: {why}"
+        )
+    return Wait(until, f"{spec.command} waits until {until.isoformat()}: {why}")
+
+
+def _why(blocking: list[tuple[str, Rule]], calendar: SessionCalendar, at: datetime.datetime) -> str:
+    state = calendar.state(at)
+    reasons = []
+    for name, rule in blocking:
+        blackout = next((b for b in rule.blackouts if b.covers(at)), None)
+        if blackout is not None:
+            until = blackout.end.astimezone(calendar.zone).isoformat()
+            reasons.append(
+                f"{name}: blackout until {until}" + (f" ({blackout.reason})" if blackout.reason else "")
+            )
+        else:
+            allowed = ", ".join(rule.allowed_states or [])
+            reasons.append(f"{name}: allowed while {allowed}; {calendar.venue} is {state}")
+    return "; ".join(reasons)
+
+
+def _next_common(
+    rules: list[tuple[str, Rule]], calendar: SessionCalendar, at: datetime.datetime
+) -> datetime.datetime | None:
+    """The first instant at or after ``at`` that every rule allows: each rule's next allowed instant
+    from a candidate is never later than that common one, so moving to the latest of them converges."""
+    candidate = at
+    for _ in range(MAX_ROUNDS):
+        nexts = [rule.next_allowed(calendar, candidate) for _, rule in rules]
+        if any(n is None for n in nexts):
+            return None
+        latest = max(nexts)
+        if latest == candidate:
+            return latest.astimezone(calendar.zone)
+        candidate = latest
+    return None

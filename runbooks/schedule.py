@@ -1,0 +1,352 @@
+"""``RunbookSchedule``: runbooks at the session's rhythm, each slot run at most once.
+
+A schedule is a template of a Runbook spec and a trigger, which is one of
+
+- ``cron``: a cron expression (five fields, Debian cron's meaning, evaluated by cronsim) in
+  ``timeZone`` (default: the processes' ``MDOPS_TIMEZONE``, +08:00);
+- ``every``: an interval (``30s``, ``5m``, ``1h``), slots at its multiples since the Unix epoch, only
+  while the venue is in one of the ``during`` states if given (``every: 5m, during: [open]``);
+- ``session``: an event of the venue's sessions, ``open`` or ``close`` with an offset (``open-30m``,
+  ``close+15m``), on trading days only (a day without a session has no such event).
+
+With ``tradingDaysOnly``, a cron or every slot on a venue-local day without a session is *skipped*
+(recorded, not run). A slot is *missed* when it cannot run on time: past its starting deadline, while
+the schedule is suspended, or superseded by a later slot that is also due (at most one slot runs at a
+time, never a burst of late ones). The Runbook of a slot has a request id derived from the schedule's
+name and the slot's instant, so the ledger refuses a second run of a slot whatever happens.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import ConfigDict, Field, create_model, field_validator
+
+from runbooks import keys, models
+from runbooks.calendar import UTC, SessionCalendar, State
+from runbooks.models import Condition, RunbookSpec, _Model
+from runbooks.policy import states_field
+
+KIND = "RunbookSchedule"
+PLURAL = "runbookschedules"
+SINGULAR = "runbookschedule"
+SHORT_NAMES = ["rbs"]
+
+# A slot's Runbook is named <schedule>-<yyyymmddhhmmss, UTC>: 48 + 1 + 14 = 63, a DNS label.
+MAX_NAME_LENGTH = 48
+SLOT_FORMAT = "%Y%m%d%H%M%S"
+SCHEDULE_LABEL = f"{keys.GROUP}/schedule"
+SLOT_ANNOTATION = f"{keys.GROUP}/slot"
+MAX_SLOTS = 10_000  # slots one call of `due` looks at: a long outage is caught up in bounded steps
+NEXT_HORIZON = datetime.timedelta(days=31)  # how far ahead the next slot is looked for
+
+DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+SESSION_PATTERN = r"^(open|close)([+-][0-9]{1,4}[hm])?$"
+ZONE_PATTERN = r"^([+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
+CRON_PATTERN = r"^\S+( \S+){4}$"
+
+TRIGGER_RULES = [
+    {
+        "rule": "[has(self.cron), has(self.every), has(self.session)].filter(x, x).size() == 1",
+        "message": "give exactly one of cron, every and session",
+    },
+    {"rule": "!has(self.timeZone) || has(self.cron)", "message": "timeZone goes with cron only"},
+    {"rule": "!has(self.during) || has(self.every)", "message": "during goes with every only"},
+    {
+        "rule": "!has(self.every) || (duration(self.every) >= duration('5s') "
+        "&& duration(self.every) <= duration('24h'))",
+        "message": "every is from 5s to 24h",
+    },
+]
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """``1h30m``, ``5m``, ``45s`` (the subset of Go's durations that the schema allows)."""
+    match = re.fullmatch(DURATION_PATTERN, text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
+    hours, minutes, seconds = (int(part[:-1]) if part else 0 for part in match.groups())
+    return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def parse_zone(text: str) -> datetime.tzinfo:
+    """``+08:00`` or an IANA name such as ``Asia/Hong_Kong``."""
+    if text[:1] in "+-":
+        hours, minutes = int(text[1:3]), int(text[4:6])
+        offset = datetime.timedelta(hours=hours, minutes=minutes) * (-1 if text[0] == "-" else 1)
+        return datetime.timezone(offset)
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"{text!r} is not a known time zone") from error
+
+
+class Trigger(_Model):
+    """When the slots are: exactly one of cron, every and session."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": TRIGGER_RULES})
+
+    cron: str | None = Field(
+        None,
+        max_length=128,
+        pattern=CRON_PATTERN,
+        description="A cron expression, five fields (minute hour day-of-month month day-of-week), in "
+        "timeZone. Checked in full by the controller, not by the API server.",
+    )
+    time_zone: str | None = Field(
+        None,
+        max_length=64,
+        pattern=ZONE_PATTERN,
+        description="The cron expression's time zone: +08:00 or an IANA name. Default: MDOPS_TIMEZONE.",
+    )
+    every: str | None = Field(
+        None,
+        min_length=2,
+        max_length=16,
+        pattern=DURATION_PATTERN,
+        description="A slot at each multiple of this interval (5s..24h, e.g. 5m) since the Unix epoch.",
+    )
+    during: list[State] | None = states_field(
+        "With every: slots only while the venue is in one of these session states."
+    )
+    session: str | None = Field(
+        None,
+        max_length=16,
+        pattern=SESSION_PATTERN,
+        description="A session event of the venue, on trading days: open or close, with an offset "
+        "(open-30m, close+15m, open+1h).",
+    )
+    trading_days_only: bool = Field(
+        False, description="With cron or every: a slot on a day the venue does not trade is skipped."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronSim(value, datetime.datetime(2000, 1, 1, tzinfo=UTC))
+            except CronSimError as error:
+                raise ValueError(f"cron {value!r}: {error}") from error
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_zone(value)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | None) -> str | None:
+        if value is not None and not (
+            datetime.timedelta(seconds=5) <= parse_duration(value) <= datetime.timedelta(hours=24)
+        ):
+            raise ValueError("every is from 5s to 24h")
+        return value
+
+    @property
+    def kind(self) -> Literal["cron", "every", "session"]:
+        given = [k for k in ("cron", "every", "session") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of cron, every and session")
+        return given[0]
+
+    def describe(self) -> str:
+        """The trigger in a few words, for the SCHEDULE column."""
+        if self.kind == "cron":
+            text = f"{self.cron} ({self.time_zone})" if self.time_zone else self.cron
+        elif self.kind == "every":
+            text = f"every {self.every}" + (f" during {','.join(self.during)}" if self.during else "")
+        else:
+            return str(self.session)
+        return f"{text}, trading days" if self.trading_days_only else text
+
+
+RunbookTemplate = create_model(
+    "RunbookTemplate",
+    __base__=_Model,
+    __doc__="The spec of each slot's Runbook: a Runbook's spec without requestId and requestedBy, "
+    "which the controller sets.",
+    **{
+        name: (field.annotation, field)
+        for name, field in RunbookSpec.model_fields.items()
+        if name not in ("request_id", "requested_by")
+    },
+)
+
+
+class RunbookScheduleSpec(_Model):
+    """A Runbook template and when to run it."""
+
+    template: RunbookTemplate = Field(description="The spec of each slot's Runbook.")
+    trigger: Trigger
+    suspend: bool = Field(False, description="No slot runs while suspended; the slots that pass are missed.")
+    starting_deadline_seconds: int = Field(
+        60, ge=1, le=86400, description="A slot that cannot start within this long after its time is missed."
+    )
+    concurrency_policy: Literal["Forbid", "Queue"] = Field(
+        "Forbid",
+        description="Forbid: skip a slot while the previous run is unfinished. Queue: create it anyway "
+        "(it waits for its target's lock like any Runbook).",
+    )
+    successful_history_limit: int = Field(
+        3, ge=0, le=100, description="Succeeded Runbooks of this schedule to keep."
+    )
+    failed_history_limit: int = Field(
+        1, ge=0, le=100, description="Failed Runbooks of this schedule to keep."
+    )
+
+
+class RunbookScheduleStatus(_Model):
+    """Written only by the controller."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=8)
+    schedule: str | None = Field(None, description="The trigger in words.")
+    last_slot: str | None = Field(None, description="The latest slot handled: run, missed or skipped.")
+    next_slot: str | None = Field(None, description="The next slot that will run (within 31 days).")
+    last_runbook: str | None = Field(None, description="The Runbook of the latest slot run.")
+    last_result: Literal["success", "failed"] | None = Field(None, description="Its result, once finished.")
+    missed_slots: int = Field(0, ge=0, description="Slots missed so far.")
+    skipped_slots: int = Field(0, ge=0, description="Slots skipped so far.")
+
+
+@dataclass(frozen=True)
+class Slot:
+    at: datetime.datetime
+    skipped: bool = False  # on a day the venue does not trade (tradingDaysOnly)
+
+
+def slots_between(
+    trigger: Trigger, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
+) -> Iterator[Slot]:
+    """The slots in (``after``, ``until``], in order, in the calendar's zone. ``calendar`` must cover
+    that range when the trigger depends on sessions (CalendarError otherwise); its zone is cron's
+    default time zone."""
+    zone = calendar.zone
+    if trigger.kind != "cron" or trigger.trading_days_only:
+        calendar.check(after)  # never a slot silently missing or skipped for want of sessions
+        calendar.check(until)
+    if trigger.kind == "cron":
+        cron_zone = parse_zone(trigger.time_zone) if trigger.time_zone else zone
+        times: Iterator[datetime.datetime] = (
+            t.astimezone(zone) for t in CronSim(str(trigger.cron), after.astimezone(cron_zone))
+        )
+    elif trigger.kind == "every":
+        times = _every(trigger, after, until, calendar)
+    else:
+        times = _session_events(str(trigger.session), after, until, calendar)
+    for at in times:
+        if at > until:
+            return
+        skipped = trigger.trading_days_only and calendar.session(calendar.venue_day(at)) is None
+        yield Slot(at, skipped)
+
+
+def _every(
+    trigger: Trigger, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
+) -> Iterator[datetime.datetime]:
+    step = int(parse_duration(str(trigger.every)).total_seconds())
+    epoch = int(after.timestamp()) // step * step + step  # the first multiple after `after`
+    while epoch <= until.timestamp():
+        at = datetime.datetime.fromtimestamp(epoch, calendar.zone)
+        if trigger.during is None or calendar.state(at) in trigger.during:
+            yield at
+            epoch += step
+            continue
+        # Outside the states: jump to the next time they begin, then to the multiple at or after it.
+        start = calendar.next_start(at, trigger.during)
+        if start is None:
+            return
+        epoch = -(-int(start.timestamp()) // step) * step
+
+
+def _session_events(
+    event: str, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
+) -> Iterator[datetime.datetime]:
+    name, offset = re.fullmatch(r"(open|close)(.*)", event).groups()
+    delta = datetime.timedelta(0)
+    if offset:
+        amount = int(offset[1:-1]) * (-1 if offset[0] == "-" else 1)
+        delta = datetime.timedelta(hours=amount) if offset[-1] == "h" else datetime.timedelta(minutes=amount)
+    margin = abs(delta) + datetime.timedelta(days=1)  # an offset may move the event to another day
+    for s in calendar.sessions_between(after - margin, until + margin):
+        at = (s.open if name == "open" else s.close) + delta
+        if after < at:
+            yield at.astimezone(calendar.zone)
+
+
+@dataclass(frozen=True)
+class Due:
+    """What to do about a schedule now; see :func:`due`."""
+
+    run: datetime.datetime | None  # the slot to run now
+    missed: int  # slots missed in this step
+    skipped: int  # slots skipped in this step
+    last_slot: datetime.datetime  # the latest slot handled: the next step's last_slot
+    next_slot: datetime.datetime | None  # the first slot after now that would run, within NEXT_HORIZON
+    complete: bool = True  # False: more than MAX_SLOTS slots were behind; step again
+
+
+def due(
+    spec: RunbookScheduleSpec,
+    last_slot: datetime.datetime,
+    now: datetime.datetime,
+    calendar: SessionCalendar,
+    *,
+    active: bool = False,
+) -> Due:
+    """The slots after ``last_slot`` (the latest slot handled; for a new schedule, its creation) up to
+    ``now``: at most one to run, the others missed or skipped.
+
+    - Skipped: on a day the venue does not trade (``tradingDaysOnly``); and, with ``Forbid``, the slot
+      that would run while the previous run is ``active``.
+    - Missed: while suspended; past the starting deadline; superseded by a later due slot.
+    - The clock going back never runs a slot twice: nothing after ``now`` is due, and nothing at or
+      before ``last_slot`` is looked at again.
+
+    ``calendar`` must cover ``last_slot`` .. ``now`` + NEXT_HORIZON for triggers that use sessions.
+    """
+    slots = list(islice(slots_between(spec.trigger, last_slot, now, calendar), MAX_SLOTS + 1))
+    complete = len(slots) <= MAX_SLOTS
+    slots = slots[:MAX_SLOTS]
+    skipped = sum(1 for s in slots if s.skipped)
+    runnable = [s.at for s in slots if not s.skipped]
+    run = runnable[-1] if runnable and complete else None
+    missed = len(runnable) - (run is not None)
+    deadline = datetime.timedelta(seconds=spec.starting_deadline_seconds)
+    if run is not None and (spec.suspend or now - run > deadline):
+        run, missed = None, missed + 1
+    if run is not None and active and spec.concurrency_policy == "Forbid":
+        run, skipped = None, skipped + 1
+    handled = slots[-1].at if slots else last_slot
+    horizon = max(handled, now)
+    upcoming = slots_between(spec.trigger, horizon, horizon + NEXT_HORIZON, calendar)
+    next_slot = next((s.at for s in upcoming if not s.skipped), None) if complete else None
+    return Due(run, missed, skipped, handled, next_slot, complete)
+
+
+def slot_request_id(schedule: str, slot: datetime.datetime) -> str:
+    """The request id (and name) of a slot's Runbook: the schedule's name and the slot in UTC, so that
+    every replica and every restart derives the same one, and the ledger refuses a second run."""
+    return f"{schedule}-{slot.astimezone(UTC).strftime(SLOT_FORMAT)}"
+
+
+def slot_runbook(schedule: str, spec: RunbookScheduleSpec, slot: datetime.datetime) -> dict[str, Any]:
+    """The Runbook of one slot, named after its request id and labelled with its schedule."""
+    request_id = slot_request_id(schedule, slot)
+    return models.manifest(
+        request_id,
+        {**spec.template.to_k8s(), "requestId": request_id},
+        labels={SCHEDULE_LABEL: schedule},
+        annotations={SLOT_ANNOTATION: slot.isoformat()},
+    )

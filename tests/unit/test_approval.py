@@ -1,0 +1,82 @@
+"""Counting approvals: distinct people, never the requester, fresh ones only, a rejection wins, and a
+request that waits too long expires."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from runbooks.approval import APPROVED, EXPIRED, PENDING, REJECTED, Vote, tally
+from tests.unit.conftest import at
+
+REQUESTED = at("2026-01-05 10:00")
+HOUR = datetime.timedelta(hours=1)
+
+
+def _vote(approver: str, minute: int, decision: str = "Approve") -> Vote:
+    return Vote(approver, decision, REQUESTED + datetime.timedelta(minutes=minute))
+
+
+def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED):
+    now = REQUESTED + datetime.timedelta(minutes=minute)
+    return tally(
+        votes,
+        requester=requester,
+        required=required,
+        requested_at=REQUESTED,
+        waiting_since=since,
+        now=now,
+        expire_after=HOUR,
+    )
+
+
+@pytest.mark.parametrize(
+    ("votes", "kwargs", "state", "counted"),
+    [
+        ([_vote("bob", 1), _vote("carol", 2)], {}, APPROVED, ["bob", "carol"]),
+        ([_vote("bob", 1)], {}, PENDING, ["bob"]),
+        ([_vote("bob", 1), _vote("bob", 2)], {}, PENDING, ["bob"]),  # one person, one approval
+        ([_vote("alice", 1), _vote("bob", 2)], {}, PENDING, ["bob"]),  # not the requester
+        ([_vote("bob", -1), _vote("carol", 2)], {}, PENDING, ["carol"]),  # given before the request
+        # bob's approval is an hour old: it no longer counts (the request waits since half an hour)
+        (
+            [_vote("bob", 1), _vote("carol", 2)],
+            {"minute": 61, "since": REQUESTED + HOUR / 2},
+            PENDING,
+            ["carol"],
+        ),
+        ([_vote("bob", 1)], {"minute": 60}, EXPIRED, ["bob"]),  # waited an hour without enough
+        ([_vote("bob", 5)], {"minute": 61, "since": REQUESTED + HOUR / 2}, PENDING, ["bob"]),
+        ([_vote("bob", 1), _vote("carol", 2), _vote("dave", 3, "Reject")], {}, REJECTED, ["bob", "carol"]),
+        ([_vote("alice", 3, "Reject")], {}, REJECTED, []),  # the requester may withdraw
+        ([_vote("bob", 1)], {"required": 1, "requester": ""}, PENDING, []),  # no requester, no approval
+        ([], {"required": 1}, PENDING, []),
+    ],
+)
+def test_tally(votes, kwargs, state, counted):
+    result = _tally(votes, **kwargs)
+    assert result.state == state
+    assert [v.approver for v in result.approved_by] == counted
+
+
+def test_why_votes_did_not_count():
+    result = _tally([_vote("alice", 1), _vote("bob", -5), _vote("carol", 1), _vote("carol", 2)])
+    reasons = {(vote.approver, vote.at.minute): why for vote, why in result.ignored}
+    assert reasons == {
+        ("alice", 1): "the requester cannot approve their own request",
+        ("bob", 55): "given before the request",
+        ("carol", 1): "repeated by the same person",
+    }
+
+
+def test_the_first_rejection_is_the_one_recorded():
+    result = _tally([_vote("dave", 4, "Reject"), _vote("erin", 3, "Reject")])
+    assert result.rejected_by == _vote("erin", 3, "Reject")
+
+
+def test_summary_and_expiry_time():
+    pending = _tally([_vote("bob", 1)])
+    assert pending.summary == "1 of 2 approvals (bob)"
+    assert pending.expires_at == REQUESTED + HOUR
+    assert _tally([], required=1).summary == "0 of 1 approvals"

@@ -1,0 +1,199 @@
+"""The session calendar at fixed instants in +08:00: a holiday, a lunch break, an early close, the
+minutes around the open, weekends; the day/night mapping; loading in a child process."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from runbooks.calendar import (
+    DEFAULT_WINDOWS,
+    CalendarError,
+    SessionCalendar,
+    State,
+    UnknownVenue,
+    VenueCalendar,
+    build_table,
+    library_version,
+    load_table,
+)
+from tests.unit.conftest import FIRST, HK, LAST, at
+
+
+@pytest.mark.parametrize(
+    ("instant", "state"),
+    [
+        ("2026-01-05 08:59:59", State.CLOSED),  # Monday, before the pre-open
+        ("2026-01-05 09:00", State.PRE_OPEN),  # the pre-open: 30 minutes before the open
+        ("2026-01-05 09:29", State.PRE_OPEN),  # the minute before the open
+        ("2026-01-05 09:30", State.OPEN),  # the open itself
+        ("2026-01-05 09:31", State.OPEN),  # the minute after
+        ("2026-01-05 11:59:59", State.OPEN),
+        ("2026-01-05 12:00", State.LUNCH_BREAK),
+        ("2026-01-05 12:59:59", State.LUNCH_BREAK),
+        ("2026-01-05 13:00", State.OPEN),
+        ("2026-01-05 15:59:59", State.OPEN),
+        ("2026-01-05 16:00", State.CLOSED),
+        ("2025-12-24 11:59", State.OPEN),  # Christmas Eve closes early, at 12:00, without a lunch break
+        ("2025-12-24 12:00", State.CLOSED),
+        ("2025-12-24 13:30", State.CLOSED),
+        ("2025-12-25 00:00", State.HOLIDAY),  # Christmas: the whole day
+        ("2025-12-25 10:00", State.HOLIDAY),
+        ("2025-12-26 23:59:59", State.HOLIDAY),
+        ("2025-12-27 10:00", State.CLOSED),  # Saturday: closed, not a holiday
+        ("2025-12-28 10:00", State.CLOSED),  # Sunday
+        ("2026-02-16 11:00", State.OPEN),  # Lunar New Year's Eve, an early close
+        ("2026-02-16 12:30", State.CLOSED),
+        ("2026-02-18 10:00", State.HOLIDAY),  # Lunar New Year
+    ],
+)
+def test_state_at_fixed_instants(xhkg, instant, state):
+    assert xhkg.state(at(instant)) == state
+
+
+def test_the_same_instant_in_another_zone_is_the_same_state(xhkg):
+    utc = at("2026-01-05 09:30").astimezone(datetime.UTC)
+    assert utc.hour == 1 and xhkg.state(utc) == State.OPEN
+
+
+@pytest.mark.parametrize(
+    ("instant", "window"),
+    [
+        ("2026-01-05 08:59", "night"),
+        ("2026-01-05 09:00", "day"),
+        ("2026-01-05 12:30", "day"),
+        ("2026-01-05 16:00", "night"),
+        ("2025-12-25 10:00", "night"),
+        ("2025-12-27 10:00", "night"),
+    ],
+)
+def test_window_by_the_default_mapping(xhkg, instant, window):
+    assert xhkg.window(at(instant)) == window
+
+
+def test_the_mapping_and_the_pre_open_are_configurable(xhkg_table):
+    calendar = SessionCalendar(
+        xhkg_table,
+        pre_open=datetime.timedelta(minutes=15),
+        windows={**DEFAULT_WINDOWS, State.LUNCH_BREAK: "night"},
+    )
+    assert calendar.state(at("2026-01-05 09:14")) == State.CLOSED
+    assert calendar.state(at("2026-01-05 09:15")) == State.PRE_OPEN
+    assert calendar.window(at("2026-01-05 12:30")) == "night"
+
+
+@pytest.mark.parametrize(
+    ("instant", "next_open", "next_close"),
+    [
+        ("2026-01-05 09:00", "2026-01-05 09:30", "2026-01-05 16:00"),
+        ("2026-01-05 09:30", "2026-01-06 09:30", "2026-01-05 16:00"),  # strictly after
+        ("2025-12-24 09:00", "2025-12-24 09:30", "2025-12-24 12:00"),  # the early close
+        ("2025-12-24 12:00", "2025-12-29 09:30", "2025-12-29 16:00"),  # over Christmas and a weekend
+        ("2026-02-16 13:00", "2026-02-20 09:30", "2026-02-20 16:00"),  # over Lunar New Year
+    ],
+)
+def test_next_open_and_close(xhkg, instant, next_open, next_close):
+    assert xhkg.next_open(at(instant)) == at(next_open)
+    assert xhkg.next_close(at(instant)) == at(next_close)
+    assert xhkg.next_open(at(instant)).utcoffset() == datetime.timedelta(hours=8)
+
+
+@pytest.mark.parametrize(
+    ("instant", "states", "start"),
+    [
+        ("2026-01-05 10:00", {State.OPEN}, "2026-01-05 10:00"),  # already: now
+        ("2026-01-05 10:00", {State.LUNCH_BREAK}, "2026-01-05 12:00"),
+        ("2026-01-05 10:00", {State.CLOSED, State.HOLIDAY}, "2026-01-05 16:00"),
+        ("2025-12-24 10:00", {State.CLOSED, State.HOLIDAY}, "2025-12-24 12:00"),  # the early close
+        ("2025-12-24 10:00", {State.HOLIDAY}, "2025-12-25 00:00"),
+        ("2025-12-24 10:00", {State.LUNCH_BREAK}, "2025-12-29 12:00"),  # no break on a half day
+        ("2025-12-24 12:00", {State.PRE_OPEN, State.OPEN}, "2025-12-29 09:00"),
+        ("2026-01-02 16:30", {State.OPEN}, "2026-01-05 09:30"),  # Friday evening to Monday's open
+    ],
+)
+def test_next_start_of_a_set_of_states(xhkg, instant, states, start):
+    assert xhkg.next_start(at(instant), states) == at(start)
+
+
+def test_next_start_is_none_when_it_does_not_happen_within_the_table(xhkg):
+    assert xhkg.next_start(at("2027-01-04 10:00"), {State.HOLIDAY}) is None
+
+
+def test_instants_outside_the_table_or_without_a_zone_are_refused(xhkg):
+    with pytest.raises(CalendarError, match="outside the loaded XHKG calendar"):
+        xhkg.state(at("2030-01-02 10:00"))
+    with pytest.raises(ValueError, match="no time zone"):
+        xhkg.state(datetime.datetime(2026, 1, 5, 10, 0))
+
+
+def test_a_venue_in_another_zone(xhkg):
+    """XTKS trades 09:00-15:30 in Tokyo (+09:00): its days are Tokyo days, the answers in +08:00."""
+    tokyo = SessionCalendar(build_table("XTKS", datetime.date(2026, 12, 28), datetime.date(2027, 1, 8)))
+    assert tokyo.state(at("2027-01-04 08:00")) == State.OPEN  # 09:00 in Tokyo
+    # 30 December in +08:00 (a Tokyo trading day, after its close) but 31 December, 00:30, in Tokyo:
+    # the venue's own day counts, and the exchange is closed for the New Year.
+    assert tokyo.state(at("2026-12-30 23:30")) == State.HOLIDAY
+    assert tokyo.next_open(at("2026-12-30 16:00")) == at("2027-01-04 08:00")
+
+
+def test_the_child_process_builds_the_same_table(xhkg_table):
+    first, last = datetime.date(2025, 12, 20), datetime.date(2026, 1, 10)
+    loaded = load_table("XHKG", first, last)
+    assert loaded == build_table("XHKG", first, last)
+    assert loaded.library == library_version() == "exchange_calendars 4.13.2"
+    assert loaded.sessions == tuple(s for s in xhkg_table.sessions if first <= s.day <= last)
+
+
+def test_an_unknown_venue_is_named_in_the_error():
+    with pytest.raises(UnknownVenue, match="unknown venue 'XXXX'"):
+        load_table("XXXX", FIRST, LAST)
+
+
+def test_the_venue_calendar_loads_once_and_again_only_outside_its_range(xhkg_table):
+    loads: list[tuple[datetime.date, datetime.date]] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append((first, last))
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", zone=HK, loader=loader)
+    assert loads == []  # nothing until the first question
+    assert venue.window(at("2026-01-05 10:00")) == "day"
+    assert venue.at(at("2026-06-01 10:00")).state(at("2026-06-01 10:00")) == State.OPEN
+    assert len(loads) == 1
+    first, last = loads[0]
+    assert first <= datetime.date(2025, 12, 1) and last >= datetime.date(2027, 1, 1)
+    venue.at(at("2027-01-20 10:00"))  # the weeks after it are no longer covered
+    assert len(loads) == 2
+    assert loads[1][0] <= datetime.date(2026, 12, 16)
+
+
+def test_a_prefetched_table_is_the_one_the_first_question_gets():
+    loads: list[datetime.date] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append(first)
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", zone=HK, loader=loader)
+    prefetching = venue.prefetch(at("2026-01-05 08:00"))
+    assert venue.window(at("2026-01-05 10:00")) == "day"  # waits for the prefetch, or loads first
+    prefetching.join()
+    assert len(loads) == 1
+
+
+def test_a_failed_prefetch_is_raised_to_the_next_question_without_loading_again(caplog):
+    loads: list[str] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append(venue)
+        return load_table(venue, first, last)
+
+    venue = VenueCalendar("XXXX", loader=loader)
+    venue.prefetch(at("2026-01-05 08:00")).join()
+    assert "unknown venue 'XXXX'" in caplog.text
+    for _ in range(2):
+        with pytest.raises(UnknownVenue, match="unknown venue"):
+            venue.window(at("2026-01-05 10:00"))
+    assert loads == ["XXXX"]  # an unknown venue stays unknown: one child process, not one per run

@@ -1,0 +1,149 @@
+"""Policy evaluation at fixed instants, with the three example policies of examples/policies/ and a
+few rules of our own for what they do not show (several rules at once, blackouts)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runbooks.models import RunbookSpec
+from runbooks.policy import OUTSIDE_CHANGE_WINDOW, Allowed, Reject, RunbookPolicySpec, Wait, evaluate
+from tests.unit.conftest import at
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+
+
+def _examples() -> dict[str, RunbookPolicySpec]:
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
+    return {
+        d["metadata"]["name"]: RunbookPolicySpec.model_validate(d["spec"])
+        for d in docs
+        if d["kind"] == "RunbookPolicy"
+    }
+
+
+EXAMPLE_POLICIES = _examples()
+
+
+def _spec(command: str, **fields) -> RunbookSpec:
+    return RunbookSpec(command=command, **fields)
+
+
+@pytest.mark.parametrize(
+    ("command", "fields", "instant", "expected"),
+    [
+        # drills only while closed: wait for the close, or go at once when closed
+        ("drill", {}, "2026-01-05 10:00", Wait(at("2026-01-05 16:00"), "")),
+        ("drill", {}, "2026-01-05 12:30", Wait(at("2026-01-05 16:00"), "")),  # lunch is not closed
+        ("drill", {}, "2025-12-24 11:00", Wait(at("2025-12-24 12:00"), "")),  # the early close
+        ("drill", {}, "2026-01-05 08:00", Allowed(rules=("drills-while-closed/drills",))),
+        ("drill", {}, "2025-12-25 10:00", Allowed(rules=("drills-while-closed/drills",))),  # holiday
+        ("drill", {"dry_run": True}, "2026-01-05 10:00", Allowed()),  # dry runs are never held
+        # live restarts at lunch or closed, refused otherwise, and never in the year-end freeze
+        ("restart", {}, "2026-01-05 12:30", Allowed(rules=("restarts-at-lunch-or-closed/live-restarts",))),
+        ("restart", {}, "2026-01-05 10:00", Reject("")),
+        ("restart", {}, "2026-12-31 12:30", Reject("")),  # a lunch break inside the blackout
+        ("restart", {"mode": "uat"}, "2026-01-05 10:00", Allowed()),  # not matched
+        # failover at any time; while open with a second person's approval, valid for 15 minutes
+        (
+            "failover",
+            {},
+            "2026-01-05 10:00",
+            Allowed(1, datetime.timedelta(minutes=15), ("failover-four-eyes/failover",)),
+        ),
+        ("failover", {}, "2026-01-05 12:30", Allowed(rules=("failover-four-eyes/failover",))),
+        ("failback", {}, "2026-01-05 20:00", Allowed(rules=("failover-four-eyes/failover",))),
+        ("health_check", {}, "2026-01-05 10:00", Allowed()),
+    ],
+)
+def test_the_example_policies(xhkg, command, fields, instant, expected):
+    decision = evaluate(EXAMPLE_POLICIES, _spec(command, **fields), at(instant), xhkg)
+    assert type(decision) is type(expected)
+    if isinstance(expected, Allowed):
+        assert decision == expected
+    else:
+        assert decision.reason == OUTSIDE_CHANGE_WINDOW
+    if isinstance(expected, Wait):
+        assert decision.until == expected.until
+
+
+def test_messages_say_why_and_until_when(xhkg):
+    waiting = evaluate(EXAMPLE_POLICIES, _spec("drill"), at("2026-01-05 10:00"), xhkg)
+    assert waiting.message == (
+        "drill waits until 2026-01-05T16:00:00+08:00: drills-while-closed/drills: allowed while closed, "
+        "holiday; XHKG is open"
+    )
+    frozen = evaluate(EXAMPLE_POLICIES, _spec("restart"), at("2026-12-31 12:30"), xhkg)
+    assert "blackout until 2027-01-02T00:00:00+08:00 (year-end freeze)" in frozen.message
+
+
+def test_no_policy_allows_everything(xhkg):
+    assert evaluate({}, _spec("restart"), at("2026-01-05 10:00"), xhkg) == Allowed()
+
+
+def _policy(*rules: dict) -> RunbookPolicySpec:
+    return RunbookPolicySpec.model_validate({"rules": list(rules)})
+
+
+def test_every_matching_rule_must_allow_the_start(xhkg):
+    """Closed only, and not between 16:00 and 18:00 that day: the first time both allow is 18:00."""
+    policies = {
+        "desk": _policy({"name": "closed", "allowedStates": ["closed"]}),
+        "ops": _policy(
+            {
+                "name": "evening",
+                "match": {"commands": ["drill"]},
+                "blackouts": [{"start": "2026-01-05T15:00:00+08:00", "end": "2026-01-05T18:00:00+08:00"}],
+            }
+        ),
+    }
+    decision = evaluate(policies, _spec("drill"), at("2026-01-05 10:00"), xhkg)
+    assert isinstance(decision, Wait)
+    assert decision.until == at("2026-01-05 18:00")
+    assert "desk/closed" in decision.message and "ops/evening" not in decision.message  # not yet blocking
+
+
+def test_a_blackout_over_a_whole_window_moves_the_wait_to_the_next_one(xhkg):
+    policy = _policy(
+        {
+            "name": "lunch",
+            "allowedStates": ["lunch_break"],
+            "blackouts": [{"start": "2026-01-05T00:00:00+08:00", "end": "2026-01-06T12:30:00+08:00"}],
+        }
+    )
+    decision = evaluate({"p": policy}, _spec("restart"), at("2026-01-05 10:00"), xhkg)
+    assert decision.until == at("2026-01-06 12:30")  # the rest of the next day's lunch break
+
+
+def test_rules_that_never_agree_reject(xhkg):
+    policy = _policy(
+        {"name": "open", "allowedStates": ["open"]}, {"name": "closed", "allowedStates": ["closed"]}
+    )
+    decision = evaluate({"p": policy}, _spec("start"), at("2026-01-05 10:00"), xhkg)
+    assert isinstance(decision, Reject)
+    assert "no time until 2027-01-31 allows it" in decision.message
+
+
+def test_reject_wins_over_wait(xhkg):
+    policy = _policy(
+        {"name": "wait", "allowedStates": ["closed"], "outside": "Wait"},
+        {"name": "reject", "allowedStates": ["lunch_break", "closed"], "outside": "Reject"},
+    )
+    assert isinstance(evaluate({"p": policy}, _spec("stop"), at("2026-01-05 10:00"), xhkg), Reject)
+    assert isinstance(evaluate({"p": policy}, _spec("stop"), at("2026-01-05 12:30"), xhkg), Wait)
+
+
+def test_the_most_approvals_and_the_shortest_expiry_apply(xhkg):
+    policy = _policy(
+        {"name": "one", "approvals": {"required": 1, "inStates": ["open"], "expireAfterSeconds": 600}},
+        {"name": "two", "match": {"profiles": ["backup"]}, "approvals": {"required": 2}},
+    )
+    primary = evaluate({"p": policy}, _spec("failover"), at("2026-01-05 10:00"), xhkg)
+    assert (primary.approvals, primary.expire_after) == (1, datetime.timedelta(minutes=10))
+    backup = evaluate({"p": policy}, _spec("failover", profile="backup"), at("2026-01-05 10:00"), xhkg)
+    assert (backup.approvals, backup.expire_after) == (2, datetime.timedelta(minutes=10))
+    closed = evaluate({"p": policy}, _spec("failover", profile="backup"), at("2026-01-05 20:00"), xhkg)
+    assert (closed.approvals, closed.expire_after) == (2, datetime.timedelta(hours=1))

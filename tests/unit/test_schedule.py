@@ -1,0 +1,282 @@
+"""Slots of the four example schedules at fixed instants (a holiday, a weekend, an early close), what is
+due after a controller was down or the clock jumped, and the request id of a slot."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from runbooks.calendar import CalendarError
+from runbooks.models import RunbookSpec
+from runbooks.schedule import (
+    MAX_NAME_LENGTH,
+    MAX_SLOTS,
+    RunbookScheduleSpec,
+    RunbookTemplate,
+    Trigger,
+    due,
+    parse_duration,
+    slot_request_id,
+    slot_runbook,
+    slots_between,
+)
+from tests.unit.conftest import at
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "schedules"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _example(name: str) -> RunbookScheduleSpec:
+    return RunbookScheduleSpec.model_validate(yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())["spec"])
+
+
+def _slots(trigger: Trigger, after: str, until: str, calendar) -> list[tuple[str, bool]]:
+    return [
+        (s.at.strftime("%m-%d %H:%M"), s.skipped)
+        for s in slots_between(trigger, at(after), at(until), calendar)
+    ]
+
+
+def test_start_before_the_open_on_trading_days_only(xhkg):
+    slots = _slots(_example("start-before-open").trigger, "2025-12-22 00:00", "2025-12-29 23:59", xhkg)
+    # Christmas and Boxing Day are holidays, the 27th and 28th a weekend: no session, no slot.
+    assert slots == [
+        ("12-22 09:00", False),
+        ("12-23 09:00", False),
+        ("12-24 09:00", False),
+        ("12-29 09:00", False),
+    ]
+
+
+def test_stop_after_the_close_follows_an_early_close(xhkg):
+    slots = _slots(_example("stop-after-close").trigger, "2025-12-23 00:00", "2025-12-24 23:59", xhkg)
+    assert slots == [("12-23 16:15", False), ("12-24 12:15", False)]
+
+
+def test_health_checks_every_five_minutes_while_open(xhkg):
+    trigger = _example("health-check-while-open").trigger
+    day = [s for s, _ in _slots(trigger, "2026-01-04 23:59", "2026-01-05 23:59", xhkg)]
+    assert len(day) == 30 + 36  # 09:30-11:55 and 13:00-15:55: not at the lunch break, not at 16:00
+    assert (day[0], day[29], day[30], day[-1]) == ("01-05 09:30", "01-05 11:55", "01-05 13:00", "01-05 15:55")
+    assert len(_slots(trigger, "2025-12-23 23:59", "2025-12-24 23:59", xhkg)) == 30  # early close
+    assert _slots(trigger, "2025-12-24 23:59", "2025-12-28 23:59", xhkg) == []  # holidays, weekend
+
+
+def test_the_saturday_drill(xhkg):
+    trigger = _example("drill-saturday").trigger
+    assert _slots(trigger, "2025-12-22 00:00", "2026-01-05 00:00", xhkg) == [
+        ("12-27 10:00", False),
+        ("01-03 10:00", False),
+    ]
+
+
+def test_cron_slots_on_days_without_trading_are_skipped(xhkg):
+    trigger = Trigger(cron="0 8 * * *", trading_days_only=True)
+    assert _slots(trigger, "2025-12-24 00:00", "2025-12-29 23:59", xhkg) == [
+        ("12-24 08:00", False),
+        ("12-25 08:00", True),  # Christmas
+        ("12-26 08:00", True),  # Boxing Day
+        ("12-27 08:00", True),  # Saturday
+        ("12-28 08:00", True),
+        ("12-29 08:00", False),
+    ]
+
+
+def test_cron_in_another_time_zone_answers_in_the_calendar_zone(xhkg):
+    trigger = Trigger(cron="0 9 * * 1", time_zone="Asia/Tokyo")
+    assert _slots(trigger, "2026-01-04 00:00", "2026-01-06 00:00", xhkg) == [("01-05 08:00", False)]
+
+
+def test_session_slots_outside_the_calendar_are_an_error_not_a_gap(xhkg):
+    with pytest.raises(CalendarError, match="outside the loaded XHKG calendar"):
+        list(slots_between(Trigger(session="open-30m"), at("2027-01-20 00:00"), at("2027-02-20 00:00"), xhkg))
+    plain_cron = Trigger(cron="0 10 * * 6")  # needs no sessions
+    assert len(list(slots_between(plain_cron, at("2030-01-01 00:00"), at("2030-01-08 00:00"), xhkg))) == 1
+
+
+def test_slots_are_after_the_start_and_up_to_the_end(xhkg):
+    trigger = Trigger(every="5m")
+    assert _slots(trigger, "2026-01-05 10:00", "2026-01-05 10:10", xhkg) == [
+        ("01-05 10:05", False),
+        ("01-05 10:10", False),
+    ]
+
+
+# -- due -----------------------------------------------------------------------------------------
+
+EVERY_5M = RunbookScheduleSpec.model_validate(
+    {"template": {"command": "health_check"}, "trigger": {"every": "5m"}}
+)
+
+
+def _spec(**changes) -> RunbookScheduleSpec:
+    return EVERY_5M.model_copy(update=changes)
+
+
+def test_a_slot_runs_once(xhkg):
+    first = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:05:02"), xhkg)
+    assert (first.run, first.missed, first.skipped) == (at("2026-01-05 10:05"), 0, 0)
+    assert (first.last_slot, first.next_slot) == (at("2026-01-05 10:05"), at("2026-01-05 10:10"))
+    again = due(EVERY_5M, first.last_slot, at("2026-01-05 10:05:30"), xhkg)  # the next reconcile
+    assert (again.run, again.missed, again.last_slot) == (None, 0, at("2026-01-05 10:05"))
+
+
+def test_nothing_is_due_before_the_first_slot(xhkg):
+    result = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:04:59"), xhkg)
+    assert (result.run, result.missed, result.skipped, result.last_slot) == (
+        None,
+        0,
+        0,
+        at("2026-01-05 10:00"),
+    )
+    assert result.next_slot == at("2026-01-05 10:05")
+
+
+def test_a_controller_down_across_two_slots_runs_only_the_latest_in_time(xhkg):
+    back_in_time = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:10:30"), xhkg)
+    assert (back_in_time.run, back_in_time.missed) == (at("2026-01-05 10:10"), 1)
+    too_late = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:11:30"), xhkg)  # deadline 60 s
+    assert (too_late.run, too_late.missed, too_late.last_slot) == (None, 2, at("2026-01-05 10:10"))
+    assert too_late.next_slot == at("2026-01-05 10:15")
+
+
+def test_the_starting_deadline_is_the_schedules(xhkg):
+    result = due(_spec(starting_deadline_seconds=600), at("2026-01-05 10:00"), at("2026-01-05 10:19"), xhkg)
+    assert (result.run, result.missed) == (at("2026-01-05 10:15"), 2)
+
+
+def test_a_holiday_slot_is_skipped_not_run(xhkg):
+    spec = _spec(trigger=Trigger(cron="0 8 * * *", trading_days_only=True))
+    christmas = due(spec, at("2025-12-24 08:00"), at("2025-12-25 08:00:10"), xhkg)
+    assert (christmas.run, christmas.skipped, christmas.missed) == (None, 1, 0)
+    assert christmas.next_slot == at("2025-12-29 08:00")  # past the holidays and the weekend
+
+
+def test_suspended_slots_are_missed_and_resuming_runs_no_late_burst(xhkg):
+    suspended = due(_spec(suspend=True), at("2026-01-05 10:00"), at("2026-01-05 10:20:05"), xhkg)
+    assert (suspended.run, suspended.missed, suspended.last_slot) == (None, 4, at("2026-01-05 10:20"))
+    resumed = due(EVERY_5M, suspended.last_slot, at("2026-01-05 10:21"), xhkg)
+    assert (resumed.run, resumed.missed) == (None, 0)
+    assert due(EVERY_5M, resumed.last_slot, at("2026-01-05 10:25:01"), xhkg).run == at("2026-01-05 10:25")
+
+
+@pytest.mark.parametrize(("policy", "runs"), [("Forbid", False), ("Queue", True)])
+def test_concurrency_while_the_previous_run_is_unfinished(xhkg, policy, runs):
+    spec = _spec(concurrency_policy=policy)
+    result = due(spec, at("2026-01-05 10:00"), at("2026-01-05 10:05:01"), xhkg, active=True)
+    assert (result.run is not None, result.skipped) == (runs, 0 if runs else 1)
+    assert result.last_slot == at("2026-01-05 10:05")  # a skipped slot is handled too
+
+
+def test_a_clock_that_jumps_back_never_reruns_a_slot(xhkg):
+    result = due(EVERY_5M, at("2026-01-05 10:10"), at("2026-01-05 10:01"), xhkg)
+    assert (result.run, result.missed, result.skipped) == (None, 0, 0)
+    assert (result.last_slot, result.next_slot) == (at("2026-01-05 10:10"), at("2026-01-05 10:15"))
+
+
+def test_a_clock_that_jumps_forward_misses_what_it_skipped_over(xhkg):
+    result = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 13:00:30"), xhkg)
+    assert (result.run, result.missed) == (at("2026-01-05 13:00"), 35)
+
+
+def test_a_long_outage_is_caught_up_in_bounded_steps(xhkg):
+    spec = _spec(trigger=Trigger(every="5s"))
+    last, now, steps, missed = at("2026-01-05 00:00"), at("2026-01-06 00:00:01"), 0, 0
+    while True:
+        step = due(spec, last, now, xhkg)
+        steps, missed, last = steps + 1, missed + step.missed, step.last_slot
+        if step.complete:
+            break
+        assert step.run is None and step.missed == MAX_SLOTS
+    assert (steps, missed, step.run) == (2, 17280 - 1, at("2026-01-06 00:00"))
+
+
+def test_every_during_jumps_over_closed_time(xhkg):
+    spec = _example("health-check-while-open")
+    result = due(spec, at("2026-01-02 15:55"), at("2026-01-05 09:30:10"), xhkg)  # a weekend later
+    assert (result.run, result.missed, result.next_slot) == (
+        at("2026-01-05 09:30"),
+        0,
+        at("2026-01-05 09:35"),
+    )
+
+
+# -- request ids, models -------------------------------------------------------------------------
+
+
+def test_the_request_id_of_a_slot_is_derived_from_the_name_and_the_instant():
+    slot = at("2026-01-05 09:00")
+    assert slot_request_id("start-before-open", slot) == "start-before-open-20260105010000"
+    assert slot_request_id("start-before-open", slot.astimezone(datetime.UTC)) == slot_request_id(
+        "start-before-open", slot
+    )
+    assert slot_request_id("s", slot) != slot_request_id("s", slot + datetime.timedelta(seconds=5))
+
+
+def test_the_longest_request_id_is_a_valid_runbook_name_and_request_id():
+    name = "a" * MAX_NAME_LENGTH
+    request_id = slot_request_id(name, at("2026-01-05 09:00"))
+    assert len(request_id) == 63 and DNS_LABEL.match(request_id)
+    assert RunbookSpec(command="start", request_id=request_id).request_id == request_id
+    manifest = slot_runbook(name, _example("start-before-open"), at("2026-01-05 09:00"))
+    assert manifest["metadata"]["name"] == manifest["spec"]["requestId"] == request_id
+    assert manifest["metadata"]["labels"] == {"ops.mdops.io/schedule": name}
+    assert manifest["spec"]["command"] == "start" and manifest["spec"]["enforce"] is True
+
+
+def test_the_template_is_a_runbook_spec_without_what_the_controller_sets():
+    assert set(RunbookTemplate.model_fields) == set(RunbookSpec.model_fields) - {"request_id", "requested_by"}
+    template = RunbookTemplate.model_json_schema(by_alias=True)["properties"]
+    spec = RunbookSpec.model_json_schema(by_alias=True)["properties"]
+    assert template == {name: schema for name, schema in spec.items() if name in template}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "error"),
+    [
+        ({"cron": "61 * * * *"}, "Bad minute"),
+        ({"cron": "0 0 * * * *"}, "should match pattern"),  # no seconds field: use every
+        ({"cron": "0 10 * * 6", "timeZone": "Mars/Base"}, "not a known time zone"),
+        ({"every": "2s"}, "every is from 5s to 24h"),
+        ({"session": "lunch+5m"}, "should match pattern"),
+    ],
+)
+def test_triggers_the_model_refuses(trigger, error):
+    with pytest.raises(ValidationError, match=error):
+        Trigger.model_validate(trigger)
+
+
+def test_a_trigger_of_two_kinds_has_no_kind():
+    with pytest.raises(ValueError, match="exactly one of cron, every and session"):
+        Trigger(cron="0 10 * * 6", every="5m").kind  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5s", 5), ("5m", 300), ("1h30m", 5400), ("2h", 7200), ("1h1m1s", 3661)]
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == datetime.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "m5", "5d", "1m1h"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [
+        ("start-before-open", "open-30m"),
+        ("stop-after-close", "close+15m"),
+        ("health-check-while-open", "every 5m during open"),
+        ("drill-saturday", "0 10 * * 6 (+08:00)"),
+    ],
+)
+def test_the_schedule_column_text(name, schedule):
+    assert _example(name).trigger.describe() == schedule
