@@ -130,4 +130,3 @@ def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
         stopping = threading.Thread(target=controller.stop, name=f"stop controller of {namespace}")
         stopping.start()
         stopping_controllers.append(stopping)
-
