@@ -119,6 +119,7 @@ class Stack:
                 "MDOPS_SCRIPTS_DIR": str(self.scripts),
                 "MDOPS_SCRIPT_ENV": json.dumps({"MDOPS_SIM_URL": self.sim_url, **self.script_env}),
             },
+            logs=self.logs,
         )
         self.processes.append(self.controller.process)
         wait_until(
@@ -135,6 +136,7 @@ class Stack:
             ],
             scrape_interval="2s",
             port=self.ports["prometheus"],
+            logs=self.logs,
         ).start()
         self.processes.append(self.prometheus.process)
 
