@@ -175,9 +175,6 @@ class Supervisor:
         if self._thread.is_alive():
             self._thread.join()
 
-    def component(self, name: str) -> Component:
-        return next(c for c in self.components if c.process.name == name)
-
     def _run(self) -> None:
         try:
             while not self._stopping.wait(self.POLL_SECONDS):
