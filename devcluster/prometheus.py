@@ -110,7 +110,8 @@ class Prometheus:
         }
 
     def start(self, timeout: float = 60.0) -> Prometheus:
-        self.logs.mkdir(parents=True, exist_ok=True)
+        for folder in (self.workdir, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         argv = [
             self.bin or binary(),
