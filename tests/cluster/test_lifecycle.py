@@ -81,11 +81,11 @@ def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
     assert states == {"stopped"}
 
 
-def test_components_die_with_a_killed_parent(tmp_path):
+def test_components_die_with_a_killed_parent_those_its_supervisor_restarted_too(tmp_path):
     program = textwrap.dedent(f"""
         import json, signal
         from devcluster.controlplane import ControlPlane
-        cluster = ControlPlane({str(tmp_path)!r}).start()
+        cluster = ControlPlane({str(tmp_path)!r}, supervise=True).start()
         print(json.dumps([p.popen.pid for p in cluster.processes]), flush=True)
         signal.pause()  # until the test kills this parent
     """)
@@ -93,6 +93,15 @@ def test_components_die_with_a_killed_parent(tmp_path):
     try:
         pids = json.loads(parent.stdout.readline())
         assert len(pids) == 4 and not all_gone(pids)
+        # One restarted by the supervisor's thread: PR_SET_PDEATHSIG follows that thread, which lives on.
+        os.kill(pids[-1], signal.SIGKILL)
+
+        def restarted():
+            entry = json.loads((tmp_path / RECORD).read_text())["components"]["podsim"]
+            return entry["restarts"] == 1 and entry["state"] == "running" and entry["pid"]
+
+        pids.append(wait_until(restarted, 30, "podsim to be restarted"))
+        assert not all_gone(pids[-1:])
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         wait_until(lambda: all_gone(pids), 30, "the components to die with their parent")
