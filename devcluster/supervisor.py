@@ -115,9 +115,10 @@ class Component:
     restart_at_text: str | None = None
     exits: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
     message: str = ""
+    held: bool = False  # stopped on purpose (Supervisor.hold): not restarted
 
     def record(self, stopped: bool) -> dict[str, Any]:
-        if stopped:
+        if stopped or self.held:
             state = "stopped"
         elif self.restart_at is not None:
             state = "waiting to restart"
@@ -175,6 +176,14 @@ class Supervisor:
         if self._thread.is_alive():
             self._thread.join()
 
+    def hold(self, name: str) -> None:
+        """Stop the component ``name`` and leave it stopped (as when a person stops a part on purpose, to see
+        what the others do without it): it is not restarted."""
+        component = next(c for c in self.components if c.process.name == name)
+        component.held = True  # before it stops, so that the supervisor's thread does not restart it
+        component.process.stop()
+        self._write(stopped=False)
+
     def _run(self) -> None:
         try:
             while not self._stopping.wait(self.POLL_SECONDS):
@@ -226,6 +235,8 @@ class Supervisor:
 
     def _check(self, component: Component) -> None:
         process = component.process
+        if component.held:
+            return
         if component.restart_at is None:
             if process.alive():
                 return

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from devcluster.controlplane import REPO
-from devcluster.processes import wait_until
-from devcluster.supervisor import RECORD, Backoff, exit_text, restart_message, status_table
+from devcluster.processes import Process, wait_until
+from devcluster.supervisor import RECORD, Backoff, Supervisor, exit_text, restart_message, status_table
 from tests.pids import all_gone
 from tests.runbook_client import lines
 
@@ -123,3 +123,23 @@ def test_a_supervisor_that_adopts_orphans_stops_them_with_the_components(tmp_pat
         for pid in left():  # should the test fail: no sleep 600 left behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_held_component_stays_stopped_while_the_others_are_restarted(tmp_path):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    held, other = (Process(name, sleeper, tmp_path) for name in ("held", "other"))
+    supervisor = Supervisor(
+        [held, other], tmp_path / RECORD, Backoff(initial=0.1), say=lambda _: None
+    ).start()
+    try:
+        supervisor.hold("held")
+        assert not held.alive()
+        os.kill(other.popen.pid, signal.SIGKILL)
+        wait_until(
+            lambda: other.alive() and supervisor.components[1].restarts == 1, 30, "the other's restart"
+        )
+        record = json.loads((tmp_path / RECORD).read_text())["components"]
+        assert (record["held"]["state"], record["held"]["restarts"]) == ("stopped", 0)
+        assert not held.alive()
+    finally:
+        supervisor.stop()
