@@ -308,8 +308,10 @@ def _over_stream(stream: EventStream, follower: Follower, execution: Execution |
         elif waiting:
             held.append((kind, data))
         else:
-            if kind == RESET and follower.run is not None and stream.api.find(follower.request_id) is None:
-                raise CliError(f"the run {follower.request_id} no longer exists", Exit.NOT_FOUND)
+            if kind == RESET:
+                stream.say(f"event stream of {follower.request_id} reset ({data['reason']}): joining the run")
+                if follower.run is not None and stream.api.find(follower.request_id) is None:
+                    raise CliError(f"the run {follower.request_id} no longer exists", Exit.NOT_FOUND)
             follower.event(kind, data)
     return True
 
