@@ -41,12 +41,17 @@ def port(preferred: int | None) -> int:
 
 class Stack:
     def __init__(self, workdir: Path, bin_dir: Path | None = None, fixed_ports: bool = True,
-                 sim_args: tuple[str, ...] = ()):  # fmt: skip
+                 sim_args: tuple[str, ...] = (), scripts: Path = SCRIPTS,
+                 script_env: dict[str, str] | None = None):  # fmt: skip
+        """``scripts`` (the runbook scripts) and ``script_env`` (more of their environment) are for tests;
+        ``make up`` keeps the defaults."""
         self.workdir = Path(workdir)
         self.logs = self.workdir / "logs"
         self.cluster = ControlPlane(self.workdir / "cluster", bin_dir)
         self.ports = {name: port(p if fixed_ports else None) for name, p in PREFERRED_PORTS.items()}
         self.sim_args = sim_args
+        self.scripts = scripts
+        self.script_env = script_env or {}
         self.admin_token = secrets.token_urlsafe(24)
         self.viewer_token = secrets.token_urlsafe(24)
         self.processes: list[Process] = []
@@ -101,8 +106,8 @@ class Stack:
             NAMESPACE,
             self.workdir,
             {
-                "MDOPS_SCRIPTS_DIR": str(SCRIPTS),
-                "MDOPS_SCRIPT_ENV": json.dumps({"MDOPS_SIM_URL": self.sim_url}),
+                "MDOPS_SCRIPTS_DIR": str(self.scripts),
+                "MDOPS_SCRIPT_ENV": json.dumps({"MDOPS_SIM_URL": self.sim_url, **self.script_env}),
             },
         )
         self.processes.append(self.controller.process)
