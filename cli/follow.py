@@ -213,14 +213,14 @@ class EventStream:
                             self.inbox.put((event.event, _data(event)))
                         lost = "the API ended the stream"
             except httpx.TransportError as error:
-                if self._stopped.is_set():
-                    return
                 if not opened:
                     self.inbox.put((POLL, self.api.unreachable(error).message))
                     return
                 if isinstance(error, httpx.ReadTimeout):  # open all along, only silent: not a failure
                     failures = 0
                 lost = self.api.unreachable(error).message
+            if self._stopped.is_set():  # closed by the thread that followed the run, at its end
+                return
             failures += 1
             if failures > RECONNECTS:
                 raise CliError(
