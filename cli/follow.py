@@ -194,6 +194,7 @@ class EventStream:
         opened = False
         failures = 0
         while not self._stopped.is_set():
+            reading = False  # this connection's stream was open
             try:
                 with self.api.events(self.request_id, self.last_id) as source:
                     self._response = response = source.response
@@ -207,6 +208,7 @@ class EventStream:
                         if not opened:
                             opened = True
                             self.inbox.put((OPENED, None))
+                        reading = True
                         for event in source.iter_sse():
                             failures = 0
                             self.last_id = event.id or self.last_id
@@ -218,7 +220,7 @@ class EventStream:
                     return
                 if isinstance(error, httpx.ReadTimeout):  # open all along, only silent: not a failure
                     failures = 0
-                lost = self.api.unreachable(error).message
+                lost = f"the stream broke ({error})" if reading else self.api.unreachable(error).message
             if self._stopped.is_set():  # closed by the thread that followed the run, at its end
                 return
             failures += 1
