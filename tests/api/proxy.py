@@ -1,13 +1,12 @@
 """A TCP proxy in front of a server that a test can slow down or cut, as a network would: in front of the
 kube-apiserver, the API's view of the cluster falls behind (its watch stalls) or breaks, while everything
-else goes on; in front of the REST API, mdops loses its event stream (or finds another API process).
+else goes on; in front of the REST API, mdops loses its event stream.
 
     with Proxy(cluster.server) as proxy:
         kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "through-proxy")
         proxy.stall()   # connections open now stop passing bytes; new ones flow
         proxy.resume()
         proxy.cut()     # every connection is closed and new ones are refused, until resume()
-        proxy.point_to(other.server)  # new connections go to another server (behind the same address)
 """
 
 from __future__ import annotations
@@ -34,12 +33,6 @@ class Proxy:
         self._refusing = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
-
-    def point_to(self, server: str) -> None:
-        """New connections go to ``server``: another process behind the same address, as after a restart."""
-        target = urllib.parse.urlsplit(server)
-        with self._lock:
-            self.target = (target.hostname, target.port)
 
     def kubeconfig(self, original: Path, path: Path) -> Path:
         """A copy of ``original`` whose API server is this proxy (on loopback, as the API requires)."""

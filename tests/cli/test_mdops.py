@@ -27,9 +27,9 @@ from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.errors import Exit
-from devcluster.processes import Process, answers_200, free_port, wait_until
-from devcluster.stack import NAMESPACE, SCRIPTS
-from devcluster.supervisor import write_env
+from devcluster.processes import wait_until
+from devcluster.stack import SCRIPTS
+from devcluster.supervisor import RECORD, write_env
 from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD, lines, write_script
 
@@ -370,49 +370,24 @@ def test_a_followed_run_loses_no_line_when_the_stream_drops_and_it_is_not_polled
     assert api_requests(stack, RUNBOOK) - reads <= 2  # polling reads it once a second for ~4 s and more
 
 
-@pytest.fixture
-def second_api(stack, tmp_path) -> str:
-    """Another API process on the stack's cluster: events numbered in an epoch of its own, as after a
-    restart of the API (or on another replica)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "MDOPS_KUBECONFIG": str(stack.cluster.kubeconfig),
-        "MDOPS_NAMESPACE": NAMESPACE,
-        "OPS_API_TOKEN": stack.admin_token,
-        "MDOPS_PROMETHEUS_URL": stack.prometheus.url,
-        "MDOPS_API_PORT": str(port),
-    }
-    api = Process("api-2", [sys.executable, "-m", "api"], tmp_path, env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: answers_200(f"{url}/readyz"), 60, "the second API", [api])
-        yield url
-    finally:
-        api.stop()
-
-
-def test_a_followed_run_joins_another_api_process_after_its_reset_without_repeats(
-    stack, admin, files, second_api
-):
-    """The stream comes back from another API process: it cannot resume after the last event id, sends
-    `reset` and the run as it is now; mdops shows only the lines it had not shown."""
+def test_a_followed_run_loses_and_repeats_no_line_when_the_api_restarts(stack, admin, files):
+    """The API is killed mid-run and its supervisor starts it again: mdops reconnects, the new process
+    cannot resume after the last event id (its ids have another epoch), sends `reset` and the run as it is
+    now, and mdops shows only the lines it had not shown. The exit status is still the runbook's."""
     rid = request_id()
-    with Proxy(stack.api_url) as proxy:
-        following = Following(behind(proxy, admin), "run", "restart", "--request-id", rid, "--follow", "-v")
-        wait_until(lambda: len(following.script_lines()) >= 3, 60, "mdops to show the first lines")
-        proxy.cut()
-        proxy.point_to(second_api)
-        (files / f"{rid}.go").touch()
-        witness = files / f"{rid}.lines"
-        wait_until(lambda: len(lines(witness)) == WRITTEN, 60, "the script to write its lines")
-        proxy.resume()
-        code, stderr = following.end()
+    following = Following(admin, "run", "restart", "--request-id", rid, "--follow", "-v")
+    wait_until(lambda: len(following.script_lines()) >= 3, 60, "mdops to show the first lines")
+    api = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+    os.kill(api["pid"], signal.SIGKILL)
+    (files / f"{rid}.go").touch()  # the script goes on while the API is down
+    code, stderr = following.end()
     assert code == 0, stderr
-    assert following.script_lines() == lines(witness)
+    assert following.script_lines() == lines(files / f"{rid}.lines")
+    assert following.printed[-1] == f"restart {rid}: success (exit code 0)"
     assert f"event stream of {rid} reset (cannot resume after that event id)" in stderr
     assert "may be missing" not in stderr
+    restarted = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+    assert restarted["restarts"] == api["restarts"] + 1  # the witness that it was a new process
 
 
 def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, admin, files):
