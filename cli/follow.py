@@ -15,6 +15,8 @@ log lines and their times), then sends each new line once, in order (``log`` eve
   and message. Two lines equal in all three cannot be told apart (the longest match wins: a repeat is taken
   as shown); and when more lines came while the stream was away than the API keeps, those between are lost:
   nothing joins the new lines to the last one shown, and mdops says that lines may be missing there.
+  (Lines that a script writes faster than the controller's updates keep, more than 50 in about a second,
+  never reach the API at all.)
 - Where the stream cannot be had (an API without ``/api/ops/events``, 404; too many streams for the token,
   429; a permission or any other error of the stream alone; an answer that is not an event stream), the run
   is polled with ``GET /api/ops/runbooks/{request_id}`` once a second (:func:`_poll`), and ``-v`` says why.
