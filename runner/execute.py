@@ -62,7 +62,7 @@ class Cancellation:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.signal_name = _signal_name(signum)
+        self.signal_name = signal_name(signum)
 
 
 class _NotRunnable(Exception):
@@ -220,7 +220,7 @@ def _exited(returncode: int, log: LogSink) -> Outcome:
     if returncode == ExitCode.INVALID_ARGUMENTS:
         return _failed(ExitCode.INVALID_ARGUMENTS, "script exited with code 2 (invalid arguments)", log)
     if returncode < 0:
-        return _failed(ExitCode.SCRIPT_FAILED, f"script killed by {_signal_name(-returncode)}", log)
+        return _failed(ExitCode.SCRIPT_FAILED, f"script killed by {signal_name(-returncode)}", log)
     return _failed(ExitCode.SCRIPT_FAILED, f"script exited with code {returncode}", log)
 
 
@@ -233,7 +233,7 @@ def _failed(code: ExitCode, message: str, log: LogSink, *, script_ran: bool = Tr
     return Outcome(code, message, script_ran=script_ran)
 
 
-def _signal_name(signum: int) -> str:
+def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
     except ValueError:
