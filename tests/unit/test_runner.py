@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from devcluster.processes import wait_until
+from devcluster.processes import process_gone, wait_until
 from runbooks.contract import LOG_LEVELS, ExitCode
 from runner.cli import main
 from runner.gate import Thresholds, evaluate
@@ -126,15 +126,6 @@ def run_runner(scripts: Path | None, *args: str, env: dict[str, str] | None = No
         timeout=120,
     )
     return parse_output(completed.returncode, completed.stdout, completed.stderr)
-
-
-def process_gone(pid: int) -> bool:
-    """Gone, or a zombie (dead, waiting for whoever reaps orphans here)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return status.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def read_pid(path: Path) -> int | None:
