@@ -296,6 +296,46 @@ def test_invalid_bodies_are_422_naming_the_field(api, runbooks, body, field):
     assert runbooks.list() == []
 
 
+@pytest.mark.parametrize(
+    ("field", "text", "refused"),
+    [
+        ("reason", "a\u0001b", "U+0001 at position 1"),
+        ("reason", "line\r\n", "U+000D at position 4"),
+        ("reason", "\u001b[2J", "U+001B at position 0"),
+        ("reason", "del\u007f", "U+007F at position 3"),
+        ("reason", "c1\u0085", "U+0085 at position 2"),
+        ("config", "a\tb", "U+0009 at position 1"),
+        ("config", "a\nb", "U+000A at position 1"),
+    ],
+)
+def test_control_characters_in_free_text_are_422_saying_so(api, runbooks, field, text, refused):
+    response = api.post(EXECUTE, json={"command": "start", field: text}, headers=auth())
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    allowed = " (tab and newline are allowed)" if field == "reason" else ""
+    assert error == {
+        "loc": ["body", field],
+        "msg": f"must not contain control characters{allowed}: {refused}",
+        "type": "control_character",
+    }
+    assert runbooks.list() == []
+
+
+def test_free_text_reaches_the_script_exactly_as_written(api, controller, scripts):
+    """A reason or config that command-line arguments would have taken for options (exit 2, or 125 and a
+    500 before) is data: the script's own record of its environment shows it as sent."""
+    scripts.write("drill", 'cat /proc/$$/environ > "$RUNS.$MDOPS_REQUEST_ID"\n')
+    texts = ["--dry-run", "-x", "--", "$(id) `id` ${HOME} $$ 'q' \"qq\"", "Ünïcödé ✓ 日本語 \U0001f680"]
+    for index, text in enumerate(texts):
+        reason = f"{text}\ttab\nnewline"
+        body = {"command": "drill", "request_id": f"text-{index}", "reason": reason, "config": text}
+        response = api.post(EXECUTE, json=body, headers=auth())
+        assert (response.status_code, response.json()["runbook"]["status"]) == (200, "success"), response.text
+        record = scripts.runs_file.with_name(f"runs.log.text-{index}").read_bytes().split(b"\0")
+        env = dict(item.decode().split("=", 1) for item in record if item)
+        assert (env["MDOPS_REASON"], env["MDOPS_CONFIG"]) == (reason, text)
+
+
 def test_a_body_that_is_not_json_is_422(api):
     response = api.post(EXECUTE, content=b"command=start", headers={**auth(), "content-type": "text/plain"})
     assert response.status_code == 422
