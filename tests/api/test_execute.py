@@ -16,7 +16,7 @@ from api.submission import object_name
 from devcluster.processes import wait_until
 from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
 from tests.api.proxy import Proxy
-from tests.runbook_client import HOLD
+from tests.runbook_client import AWKWARD_TEXTS, HOLD, recorded_environ
 
 EXECUTE = "/api/ops/runbooks/execute"
 HEALTH = {
@@ -325,14 +325,12 @@ def test_free_text_reaches_the_script_exactly_as_written(api, controller, script
     """A reason or config that command-line arguments would have taken for options (exit 2, or 125 and a
     500 before) is data: the script's own record of its environment shows it as sent."""
     scripts.write("drill", 'cat /proc/$$/environ > "$RUNS.$MDOPS_REQUEST_ID"\n')
-    texts = ["--dry-run", "-x", "--", "$(id) `id` ${HOME} $$ 'q' \"qq\"", "Ünïcödé ✓ 日本語 \U0001f680"]
-    for index, text in enumerate(texts):
+    for index, text in enumerate(AWKWARD_TEXTS):
         reason = f"{text}\ttab\nnewline"
         body = {"command": "drill", "request_id": f"text-{index}", "reason": reason, "config": text}
         response = api.post(EXECUTE, json=body, headers=auth())
         assert (response.status_code, response.json()["runbook"]["status"]) == (200, "success"), response.text
-        record = scripts.runs_file.with_name(f"runs.log.text-{index}").read_bytes().split(b"\0")
-        env = dict(item.decode().split("=", 1) for item in record if item)
+        env = recorded_environ(scripts.runs_file.with_name(f"runs.log.text-{index}"))
         assert (env["MDOPS_REASON"], env["MDOPS_CONFIG"]) == (reason, text)
 
 

@@ -14,7 +14,7 @@ from devcluster.controlplane import REPO
 from devcluster.processes import answers_200, wait_until
 from runner.request import BASE_ENV, Request, contract_env
 from sim.process import run_sim
-from tests.runbook_client import HOLD, Runbooks, write_script
+from tests.runbook_client import AWKWARD_TEXTS, HOLD, Runbooks, recorded_environ, write_script
 
 # Held (see HOLD) only when the test gives the script a $RELEASE file to wait for.
 REPORTING = f"""
@@ -103,14 +103,13 @@ def test_a_job_script_gets_the_request_text_verbatim_and_a_minimal_environment(
     write_script(folder, "health_check", 'cat /proc/$$/environ > "$SEEN/$MDOPS_REQUEST_ID"\n')
     cluster.kubectl("create", "configmap", "env-scripts", "-n", namespace, f"--from-file={folder}")
     start_controller(**image_job_settings(SEEN=str(seen)), MDOPS_SCRIPTS_CONFIGMAP="env-scripts")
-    reasons = {"dash": "--dry-run", "all": "-x -- $(TMPDIR) $$ `id` 'q' \"qq\" Ünï ✓\ttab\nnewline"}
+    reasons = {"dash": "--dry-run", "all": " ".join(AWKWARD_TEXTS) + "\ttab\nnewline"}
     for name, reason in reasons.items():
         rbs.create(name, command="health_check", reason=reason, config="-x", timeoutSeconds=90)
     for name, reason in reasons.items():
         status = rbs.wait_finished(name, timeout=90)["status"]
         assert status["result"] == "success", status
-        items = [item.decode() for item in (seen / name).read_bytes().split(b"\0") if item]
-        script = dict(item.split("=", 1) for item in items)
+        script = recorded_environ(seen / name)
         assert (script["MDOPS_REASON"], script["MDOPS_CONFIG"]) == (reason, "-x")
         contract = set(contract_env(Request("stop", "r", "day"), tmp_path))
         assert set(script) - set(BASE_ENV) == {"SEEN"} | contract  # nothing of the pod's own environment

@@ -12,7 +12,7 @@ import pytest
 
 from runner.logs import LOG_FILE_MAX_BYTES
 from runner.request import BASE_ENV, Request, contract_env
-from tests.runbook_client import Runbooks, write_script
+from tests.runbook_client import AWKWARD_TEXTS, Runbooks, recorded_environ, write_script
 
 SECRET = "s3cret-the-scripts-must-never-see"
 CONTRACT = set(contract_env(Request("stop", "r", "day"), Path("report.json")))
@@ -23,18 +23,6 @@ RECORDS = """
     cat /proc/$PPID/environ > "$SEEN/$MDOPS_REQUEST_ID.runner-env"
     pwd > "$SEEN/$MDOPS_REQUEST_ID.cwd"
 """
-# Text that arguments, a shell or a kubelet would not pass on as it is (no control characters: the API
-# server refuses them, but tab and newline in a reason).
-AWKWARD = [
-    "--dry-run",
-    "-x",
-    "--",
-    "--enforce --timeout=1",
-    "it's \"quoted\" 'twice'",
-    "$(touch /tmp/mdops-never) `id` ${HOME} $$ $(TMPDIR)",
-    "Ünïcödé ✓ 日本語 \U0001f680",
-    " spaces around ",
-]
 
 
 @pytest.fixture
@@ -47,12 +35,6 @@ def seen(tmp_path) -> Path:
     folder = tmp_path / "seen"
     folder.mkdir()
     return folder
-
-
-def environ(path: Path) -> dict[str, str]:
-    """A process's environment as ``/proc/<pid>/environ`` showed it."""
-    items = [item.decode() for item in path.read_bytes().split(b"\0") if item]
-    return dict(item.split("=", 1) for item in items)
 
 
 def local_settings(tmp_path: Path, seen: Path, **controller_env: str) -> dict[str, str]:
@@ -82,29 +64,28 @@ def test_scripts_and_their_runner_get_none_of_the_controllers_environment(
     rbs.create("env-check", command="health_check")
     assert rbs.wait_finished("env-check")["status"]["result"] == "success"
 
-    script = environ(seen / "env-check.env")
+    script = recorded_environ(seen / "env-check.env")
     inherited = {name for name in BASE_ENV if name in os.environ}  # the controller's are the test's
     assert set(script) == inherited | {"PASSED", "SEEN"} | CONTRACT
     assert (script["PASSED"], script["MDOPS_REASON"]) == ("asked for", "")
-    runner = environ(seen / "env-check.runner-env")
+    runner = recorded_environ(seen / "env-check.runner-env")
     assert set(runner) == inherited | {"PASSED", "MDOPS_REQUEST", "MDOPS_SCRIPT_ENV", "MDOPS_SCRIPT_PASS_ENV"}
     assert not any(SECRET in value for value in (*script.values(), *runner.values()))
 
 
 def test_the_requests_text_reaches_the_script_exactly_as_written(start_controller, rbs, tmp_path, seen):
     start_controller(**local_settings(tmp_path, seen))
-    reasons = [*AWKWARD, "tab\tand\nnewline"]
-    for index, reason in enumerate(reasons):
-        config = AWKWARD[index % len(AWKWARD)][::-1]
-        rbs.create(
-            f"text-{index}", command="health_check", reason=reason, config=config, requestedBy=reason[:9]
-        )
-    for index, reason in enumerate(reasons):
+    reasons = [*AWKWARD_TEXTS, "tab\tand\nnewline"]
+    # (config, requestedBy) of each: no control character at all there
+    others = [(text[::-1], text[:24]) for text in AWKWARD_TEXTS[1:] + AWKWARD_TEXTS[:2]]
+    for index, (reason, (config, who)) in enumerate(zip(reasons, others, strict=True)):
+        rbs.create(f"text-{index}", command="health_check", reason=reason, config=config, requestedBy=who)
+    for index, (reason, (config, who)) in enumerate(zip(reasons, others, strict=True)):
         status = rbs.wait_finished(f"text-{index}")["status"]
         assert status["result"] == "success", status
-        script = environ(seen / f"text-{index}.env")
-        expected = (reason, AWKWARD[index % len(AWKWARD)][::-1], reason[:9])
-        assert (script["MDOPS_REASON"], script["MDOPS_CONFIG"], script["MDOPS_REQUESTED_BY"]) == expected
+        script = recorded_environ(seen / f"text-{index}.env")
+        got = (script["MDOPS_REASON"], script["MDOPS_CONFIG"], script["MDOPS_REQUESTED_BY"])
+        assert got == (reason, config, who)
     assert not Path("/tmp/mdops-never").exists()
 
 

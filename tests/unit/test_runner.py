@@ -34,7 +34,7 @@ from runner.result import (
     parse_log_line,
     parse_result,
 )
-from tests.runbook_client import lines
+from tests.runbook_client import AWKWARD_TEXTS, lines
 
 REPO = Path(__file__).resolve().parents[2]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # runbooks.contract's format
@@ -798,21 +798,6 @@ def test_an_invalid_environment_for_the_script_exits_2(
     assert not marker.exists()
 
 
-# Free text that command-line arguments, a shell or a kubelet would not pass on as it is.
-AWKWARD_TEXTS = [
-    "--dry-run",
-    "-x",
-    "--",
-    "--enforce --timeout=1",
-    "it's \"quoted\" 'twice'",
-    "$(touch /tmp/mdops-never) `id` ${HOME} $$ $(TMPDIR)",
-    "Ünïcödé ✓ 日本語 \U0001f680",
-    "tab\tand\nnewline",
-    " leading and trailing spaces ",
-    "",
-]
-
-
 def json_request(**fields: Any) -> dict[str, Any]:
     return {"command": "failover", "requestId": "req-1", "window": "day", **fields}
 
@@ -843,7 +828,7 @@ def run_request(scripts: Path, request: Any, *args: str, via: str = "env", **scr
 def test_a_json_request_reaches_the_script_verbatim(tmp_path: Path, via: str) -> None:
     scripts = tmp_path / "scripts"
     write_script(scripts, "failover", RECORDS_WHAT_IT_GOT)
-    for index, text in enumerate(AWKWARD_TEXTS):
+    for index, text in enumerate([*AWKWARD_TEXTS, "tab\tand\nnewline", ""]):
         seen = tmp_path / f"seen-{index}.json"
         request = json_request(reason=text, config=text[::-1], requestedBy=text, mode="uat", dryRun=True)
 
