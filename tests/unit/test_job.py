@@ -101,3 +101,15 @@ def test_a_job_passes_the_request_as_data_that_the_kubelet_leaves_as_it_is(setti
     }
     assert json.loads(env["MDOPS_SCRIPT_ENV"]) == {"NOTE": "$(HOME) $$"}
     assert json.loads(env["MDOPS_SCRIPT_PASS_ENV"]) == ["HTTP_PROXY"]
+
+
+def test_a_job_pod_holds_no_credentials_and_its_runner_is_pid_1(settings):
+    """What the README promises for scripts run as Jobs: no ServiceAccount token unless an account is named
+    for them, and the runner as the container's first process (its death ends every process of the
+    container: no process namespace shared with another container)."""
+    pod = pod_of(build_job(REQUEST, settings()))
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod and "shareProcessNamespace" not in pod
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "runner"]  # no init or shell in front of it
+    assert "serviceAccountName" in pod_of(build_job(REQUEST, settings(job_service_account="runner")))
