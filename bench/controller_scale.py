@@ -191,7 +191,7 @@ class Bench:
             module = "bench.heapdump"
             env |= {"MDOPS_HEAPDUMP_DIR": str(self.args.heapdump / f"{self.executor}-{name}"),
                     "MDOPS_HEAPDUMP_FRAMES": str(self.args.heapdump_frames)}  # fmt: skip
-        return ControllerProcess(self.cluster.kubeconfig, self.namespace, self.work, env, name, module)
+        return ControllerProcess(self.cluster.kubeconfig, self.namespace, self.work, env, name, module=module)
 
     def heapdump(self, controller: ControllerProcess, label: str) -> None:
         """With --heapdump: have the controller write a heap report, named after ``label``."""
