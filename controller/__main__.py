@@ -15,15 +15,20 @@ from controller.settings import get_settings
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf says "Handler 'runbook' succeeded" for every watch event: thousands of lines in a burst.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         settings = get_settings()
     except ValidationError as error:
         print(f"invalid controller settings:\n{error}", file=sys.stderr)
         return 2
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # window: auto needs it, in seconds
-    import controller.handlers  # noqa: F401  (registers the handlers)
+    from controller import handlers  # (registers the handlers)
+
+    handlers.register(settings)
 
     kopf.run(
+        memories=handlers.MEMORIES,
         clusterwide=False,
         namespaces=[settings.namespace],
         standalone=not settings.peering,

@@ -19,7 +19,7 @@ class ControllerSettings(CommonSettings):
     state_dir: Path = Field(
         Path("/var/lib/mdops"), description="Local executor: where runs keep their files."
     )
-    max_parallel: int = Field(8, ge=1, description="Local executor: runs executing at once.")
+    max_parallel: int = Field(8, ge=1, description="Runs executing at once (local processes or Jobs).")
 
     runner_image: str = Field("mdops:0.1.0", description="Job executor: image with the runner.")
     runner_command: list[str] = Field(["python", "-m", "runner"], description="Job executor: the runner.")

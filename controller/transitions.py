@@ -122,10 +122,11 @@ def duplicate(
     earlier: str,
     result: dict[str, Any],
     request_id: str,
-    window: str,
+    window: str | None,
     target: str,
 ) -> RunbookStatus:
-    """A Runbook whose request id already ran as ``earlier``: it shows that result and never runs."""
+    """A Runbook whose request id already ran as ``earlier``: it shows that result and never runs (so it
+    resolves no ``window: auto``)."""
     message = f"request id already ran as {earlier}; not run again"
     change = finished(old, generation, {**result, "message": message}, dry_run=True)
     for condition in change.conditions:

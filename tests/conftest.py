@@ -114,6 +114,17 @@ def trading_crds(cluster) -> ControlPlane:
     return cluster
 
 
+@pytest.fixture
+def kopf_peering(runbook_crd, namespace) -> str:
+    """kopf's peering CRD and the peering object ``mdops`` in the test's namespace, as the chart's
+    peering component installs them; its name, for ``MDOPS_PEERING``."""
+    peering = REPO / "manifests" / "components" / "peering"
+    runbook_crd.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
+    runbook_crd.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
+    runbook_crd.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
+    return "mdops"
+
+
 @pytest.fixture(scope="session")
 def stopping_controllers():
     """Controllers that tests are done with, stopping in the background (SIGTERM, then kopf's shutdown,

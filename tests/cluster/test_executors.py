@@ -10,7 +10,6 @@ import sys
 import pytest
 from kubernetes import client
 
-from devcluster.controlplane import REPO
 from devcluster.processes import answers_200, wait_until
 from runner.request import BASE_ENV, Request, contract_env
 from sim.process import run_sim
@@ -151,15 +150,11 @@ def test_restarted_controller_adopts_the_job_instead_of_creating_another(
 
 
 def test_two_replicas_with_peering_only_one_acts_and_the_other_takes_over(
-    start_controller, cluster, namespace, rbs, tmp_path
+    start_controller, kopf_peering, namespace, rbs, tmp_path
 ):
-    peering = REPO / "manifests" / "components" / "peering"
-    cluster.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
-    cluster.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
     scripts = tmp_path / "scripts"
     write_script(scripts, "health_check", "echo ok")
-    common = {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": "4", "MDOPS_SCRIPTS_DIR": str(scripts)}
+    common = {"MDOPS_PEERING": kopf_peering, "MDOPS_PEERING_LIFETIME": "4", "MDOPS_SCRIPTS_DIR": str(scripts)}
     low = start_controller("low", MDOPS_PRIORITY="10", **common)
     high = start_controller("high", MDOPS_PRIORITY="20", **common)
 
