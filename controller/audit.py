@@ -37,16 +37,16 @@ def line(
     spec: dict[str, Any],
     status: RunbookStatus | None,
     message: str,
-    when: str,
+    when: str = "",
 ) -> dict[str, Any]:
     """One audit line's fields: ``transition`` is the reason the Runbook's condition or Event shows
     (``Queued``, ``Started``, ``Succeeded``, ``Failed``..., ``Duplicate``, ``QuotaExceeded``) or
-    ``Deleted`` (by retention)."""
+    ``Deleted`` (by retention); ``when``: now, unless given."""
     finished = status is not None and status.finished
     succeeded = status.succeeded if status is not None else None
     return {
         "logger": LOGGER,
-        "when": when,
+        "when": when or now(),
         "transition": transition,
         "who": spec.get("requestedBy") or "",
         "command": spec.get("command", ""),
@@ -63,12 +63,6 @@ def line(
     }
 
 
-def record(
-    transition: str,
-    namespace: str,
-    name: str,
-    spec: dict[str, Any],
-    status: RunbookStatus | None,
-    message: str,
-) -> None:
-    log.info(json.dumps(line(transition, namespace, name, spec, status, message, now()), ensure_ascii=False))
+def write(fields: dict[str, Any]) -> None:
+    """Write one :func:`line`."""
+    log.info(json.dumps(fields, ensure_ascii=False))

@@ -161,5 +161,7 @@ class Retention:
             if await self.kube.delete_runbook(namespace, runbook.name, runbook.uid, runbook.version):
                 deleted += 1
                 message = f"deleted by retention ({why})"
-                audit.record("Deleted", namespace, runbook.name, runbook.spec, runbook.status, message)
+                audit.write(
+                    audit.line("Deleted", namespace, runbook.name, runbook.spec, runbook.status, message)
+                )
         return deleted

@@ -160,7 +160,9 @@ class Runs:
     ) -> None:
         """A transition: its audit line (``status``: the one it ends with, if not the one last written)
         and, if ``post``, its Event."""
-        audit.record(reason, entry.namespace, entry.name, entry.spec, status or self.status(entry), message)
+        audit.write(
+            audit.line(reason, entry.namespace, entry.name, entry.spec, status or self.status(entry), message)
+        )
         if post:
             self.services.events.post(Ref(entry.namespace, entry.name, entry.uid), kind, reason, message)
 
@@ -201,7 +203,11 @@ class Runs:
             if not await self.patch(entry, change):
                 return Next(Outcome.GONE)
             message = change.succeeded.message if change.succeeded else ""
-            audit.record(Reason.QUEUED, entry.namespace, entry.name, entry.spec, self.status(entry), message)
+            audit.write(
+                audit.line(
+                    Reason.QUEUED, entry.namespace, entry.name, entry.spec, self.status(entry), message
+                )
+            )
         return Next(Outcome.PARKED, owner=claim.uid)
 
     async def settle_duplicate(
