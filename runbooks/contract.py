@@ -59,6 +59,7 @@ class Reason(StrEnum):
     EXECUTION_ERROR = "ExecutionError"
     CANCELLED = "Cancelled"
     DUPLICATE = "Duplicate"
+    QUOTA_EXCEEDED = "QuotaExceeded"  # created beyond the namespace's cap of unfinished Runbooks: never run
 
 
 class ExitCode(IntEnum):
