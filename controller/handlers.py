@@ -39,6 +39,10 @@ MANAGED = {keys.MANAGED_BY: keys.MANAGER}
 # An object's kopf worker lingers this long after its last event (kopf's default: 5 s); a burst's
 # thousands of Runbooks each have one, and each event is handled at once.
 IDLE_WORKER_SECONDS = 0.5
+# kopf's retries of a failed request (an API server restarting, overloaded or unreachable): kopf's own
+# delays grow to 13 and 21 s, so a watch found the restarted API server up to 21 s late (a failover waited
+# that long); these retry every 2 s, for about a minute, as long as before.
+ERROR_BACKOFFS = (0.5, 1.0, *(2.0,) * 30)
 
 
 class Memories(ResourceMemories):
@@ -99,6 +103,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.mandatory = bool(config.peering)
     settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = ERROR_BACKOFFS
     settings.watching.field_selectors[keys.GROUP, keys.PLURAL] = UNFINISHED
     settings.watching.label_selectors["batch", "jobs"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
     settings.watching.label_selectors["", "pods"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
