@@ -222,6 +222,9 @@ class KubeApi:
         with contextlib.suppress(Conflict):
             await self.request("POST", f"{JOBS}/namespaces/{namespace}/jobs", body)
 
+    async def get_job(self, namespace: str, name: str) -> dict | None:
+        return await self.request("GET", f"{JOBS}/namespaces/{namespace}/jobs/{name}", missing_ok=True)
+
     async def patch_job(self, namespace: str, name: str, patch: dict) -> None:
         path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
         await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)

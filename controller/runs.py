@@ -39,7 +39,7 @@ from controller.lock import TargetLock
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.calendar import CalendarError
-from runbooks.contract import ExitCode, now, parse_time, reason_of
+from runbooks.contract import ExitCode, Reason, now, parse_time, reason_of
 from runbooks.models import Execution, RunbookStatus
 
 if TYPE_CHECKING:
@@ -240,12 +240,17 @@ class Runs:
                 return Next(Outcome.GONE)
             if stopping.is_set():  # paused meanwhile: the active controller starts it
                 return Next(Outcome.STOPPED)
+        if started:  # never started again: adopted, or lost (an API error: tried again)
+            adopted = await self.services.executor.adopt(self.request(entry))
+            if isinstance(adopted, dict):
+                return await self.finish(entry, None, adopted)
+            run = adopted
         else:
-            window = self.status(entry).window or "day"
-        try:
-            run = await self.services.executor.start(self.request(entry, window))
-        except (ApiError, OSError) as error:
-            return await self.finish(entry, None, failure(ExitCode.NOT_EXECUTED, f"could not start: {error}"))
+            try:
+                run = await self.services.executor.start(self.request(entry, window))
+            except (ApiError, OSError) as error:
+                failed = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+                return await self.finish(entry, None, failed)
         if not started:
             execution = Execution(executor=self.services.executor.kind, name=run.name)
             change = transitions.running(self.status(entry), entry.generation, execution, now())
@@ -337,5 +342,6 @@ class Runs:
         code = final.exit_code
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
         if not (entry.gone or entry.deleting):
-            self.event(entry, kind, reason_of(code), final.message or f"exit code {code}")
+            reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
+            self.event(entry, kind, reason, final.message or f"exit code {code}")
         return Next(Outcome.SETTLED)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.settings import ControllerSettings
-from runbooks.contract import now
+from runbooks.contract import ExitCode, Reason, now
 
 LogCallback = Callable[[], None]
 
@@ -59,6 +59,12 @@ def failure(code: int, message: str) -> dict[str, Any]:
     return {"exitCode": code, "result": "failed", "message": message, "finishedAt": stamp, "logs": [line]}
 
 
+def lost(what: str) -> dict[str, Any]:
+    """The result of a run whose Job or folder vanished (``what``: which, and how): it may have run, so
+    it is never started again; its status says ``Lost`` (exit code 125: no result of its own)."""
+    return {**failure(ExitCode.NOT_EXECUTED, f"lost: {what}; not started again"), "reason": Reason.LOST}
+
+
 class Run(Protocol):
     name: str
 
@@ -75,6 +81,11 @@ class Executor(Protocol):
     kind: str
 
     async def start(self, request: RunRequest) -> Run: ...
+
+    async def adopt(self, request: RunRequest) -> Run | dict[str, Any]:
+        """The run of a request that started before (its status says so), or, if what it ran in is
+        gone, its :func:`lost` result: a started run is never started again."""
+        ...
 
     def handle(self, request: RunRequest) -> Run:
         """The run of a request that started before, without starting anything."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from controller.executors import LogCallback, RunRequest, failure
+from controller.executors import LogCallback, RunRequest, failure, lost
 from controller.kubeapi import KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -192,6 +192,15 @@ class JobExecutor:
         await self.kube.create_job(request.namespace, body)
         return self.handle(request)
 
+    async def adopt(self, request: RunRequest) -> JobRun | dict[str, Any]:
+        run = self.handle(request)
+        if await self.kube.get_job(request.namespace, run.name) is None:
+            return lost(
+                f"its Job {run.name} is gone (deleted, by a person, a TTL or a drain, while no "
+                "controller watched it)"
+            )
+        return run
+
     async def outcome(self, namespace: str, name: str) -> dict[str, Any]:
         key = (namespace, name)
         if key in self.results:
@@ -230,9 +239,7 @@ class JobExecutor:
         if kind == "DELETED":
             self.results.pop(key, None)
             if key in self.waiters:
-                self._ended(
-                    key, failure(ExitCode.NOT_EXECUTED, f"Job {key[1]} disappeared before it finished")
-                )
+                self._ended(key, lost(f"its Job {key[1]} was deleted before it finished"))
         elif key in self.waiters and job_failure(job) is not None:
             # Ended without a pod's result in the watch yet: the pod says why, if there is one.
             task = asyncio.ensure_future(self._from_pods(key, job))

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.executors import LogCallback, RunRequest, failure
+from controller.executors import LogCallback, RunRequest, failure, lost
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
 from runner.result import parse_log_line, parse_result
@@ -161,6 +161,15 @@ class LocalExecutor:
 
     def handle(self, request: RunRequest) -> LocalRun:
         return LocalRun(self.folder(request), float(request.spec.get("timeoutSeconds", 300)))
+
+    async def adopt(self, request: RunRequest) -> LocalRun | dict[str, Any]:
+        folder = self.folder(request)
+        if not folder.is_dir():
+            return lost(
+                f"its run folder {folder} is gone (a state folder emptied or replaced while no "
+                "controller watched it)"
+            )
+        return self.handle(request)
 
     async def start(self, request: RunRequest) -> LocalRun:
         folder = self.folder(request)

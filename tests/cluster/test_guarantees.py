@@ -1,0 +1,112 @@
+"""The controller's guarantees under the faults it meets (issue 10): a request id runs at most once, mutating
+runs on one target never overlap, nothing the script did is lost. Each test trusts the scripts' own records
+(see ``RECORDING``), not the controller's status."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from kubernetes import client
+
+from controller.ledger import lease_name
+from devcluster.processes import wait_until
+from runbooks import keys
+from tests.cluster import test_semantics
+from tests.cluster.test_executors import image_job_settings, jobs
+from tests.cluster.test_semantics import release, script_env, started, wait_started
+
+# The recording scripts and the Runbooks client of the semantics tests.
+env, rbs = test_semantics.env, test_semantics.rbs
+
+
+def kill(first) -> None:
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    first.process.popen.wait()
+
+
+def job_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """A Job executor's settings with the recording scripts (a ConfigMap) and their variables."""
+    cluster.kubectl(
+        "create", "configmap", "test-scripts", "-n", namespace, f"--from-file={tmp_path / 'scripts'}"
+    )
+    values = json.loads(script_env(tmp_path)["MDOPS_SCRIPT_ENV"])
+    return {**image_job_settings(**values), "MDOPS_SCRIPTS_CONFIGMAP": "test-scripts"}
+
+
+def ledger_result(api_client, namespace: str, request_id: str) -> dict | None:
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease(lease_name(request_id), namespace)
+    recorded = (lease.metadata.annotations or {}).get(keys.RESULT)
+    return json.loads(recorded) if recorded else None
+
+
+def succeeded(status: dict) -> dict:
+    return {c["type"]: c for c in status["conditions"]}["Succeeded"]
+
+
+def script_pid(tmp_path: Path, request_id: str) -> int:
+    path = tmp_path / "pids" / request_id
+    return int(wait_until(lambda: path.exists() and path.read_text().strip(), 30, f"the pid of {request_id}"))
+
+
+def stop_process_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+# -- 1. a run once started is never started again -------------------------------------------------------
+def test_a_local_run_whose_folder_vanished_while_no_controller_ran_is_lost_not_run_again(
+    start_controller,
+    rbs,
+    env,
+    api_client,
+    namespace,
+):
+    first = start_controller("first", **script_env(env))
+    uid = rbs.create("vanish", command="failover")["metadata"]["uid"]
+    wait_started(env, "vanish")
+    kill(first)
+    # What an emptyDir's loss after a pod restart does: the run and its folder are gone.
+    folder = Path(first.env["MDOPS_STATE_DIR"]) / namespace / uid
+    runner = int((folder / "pid").read_text())
+    stop_process_group(runner)
+    stop_process_group(script_pid(env, "vanish"))
+    shutil.rmtree(folder)
+    release(env)  # a run started again would run through
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    status = rbs.wait_finished("vanish")["status"]
+    assert started(env) == ["vanish"]
+    assert (status["result"], succeeded(status)["reason"]) == ("failed", "Lost")
+    assert "run folder" in status["message"] and "not started again" in status["message"]
+    assert ledger_result(api_client, namespace, "vanish")["message"] == status["message"]
+
+
+def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
+    start_controller,
+    cluster,
+    rbs,
+    env,
+    api_client,
+    namespace,
+):
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("vanish-job", command="failover")
+    wait_started(env, "vanish-job")
+    kill(first)
+    [job] = jobs(api_client, namespace)
+    cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=foreground")
+    wait_until(lambda: not jobs(api_client, namespace), 30, "the Job to be deleted")
+    stop_process_group(script_pid(env, "vanish-job"))
+    release(env)
+    start_controller("second", **settings)
+    status = rbs.wait_finished("vanish-job")["status"]
+    assert started(env) == ["vanish-job"]
+    assert (status["result"], succeeded(status)["reason"]) == ("failed", "Lost")
+    assert f"Job {job.metadata.name}" in status["message"]
+    assert ledger_result(api_client, namespace, "vanish-job")["message"] == status["message"]
+    assert not jobs(api_client, namespace)
