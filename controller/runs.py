@@ -241,16 +241,14 @@ class Runs:
             if stopping.is_set():  # paused meanwhile: the active controller starts it
                 return Next(Outcome.STOPPED)
         if started:  # never started again: adopted, or lost (an API error: tried again)
-            adopted = await self.services.executor.adopt(self.request(entry))
-            if isinstance(adopted, dict):
-                return await self.finish(entry, None, adopted)
-            run = adopted
+            run = await self.services.executor.adopt(self.request(entry))
         else:
             try:
                 run = await self.services.executor.start(self.request(entry, window))
             except (ApiError, OSError) as error:
-                failed = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
-                return await self.finish(entry, None, failed)
+                run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+        if isinstance(run, dict):  # lost, never started, or could not start
+            return await self.finish(entry, None, run)
         if not started:
             execution = Execution(executor=self.services.executor.kind, name=run.name)
             change = transitions.running(self.status(entry), entry.generation, execution, now())

@@ -80,7 +80,10 @@ class Run(Protocol):
 class Executor(Protocol):
     kind: str
 
-    async def start(self, request: RunRequest) -> Run: ...
+    async def start(self, request: RunRequest) -> Run | dict[str, Any]:
+        """Start the run (or adopt it, if it was started before); or the result of a run that cannot
+        be adopted and is provably never started."""
+        ...
 
     async def adopt(self, request: RunRequest) -> Run | dict[str, Any]:
         """The run of a request that started before (its status says so), or, if what it ran in is

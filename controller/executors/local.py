@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.executors import LogCallback, RunRequest, failure, lost
+from controller.executors.launcher import NEVER_STARTED, PID_FILE, claim
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
 from runner.result import parse_log_line, parse_result
@@ -40,7 +41,7 @@ class LocalRun:
     @property
     def pid(self) -> int | None:
         try:
-            return int((self.folder / "pid").read_text())
+            return int((self.folder / PID_FILE).read_text())
         except (FileNotFoundError, ValueError):
             return None
 
@@ -169,12 +170,19 @@ class LocalExecutor:
                 f"its run folder {folder} is gone (a state folder emptied or replaced while no "
                 "controller watched it)"
             )
-        return self.handle(request)
+        try:  # no pid yet: a runner on its way, or none ever (see controller.executors.launcher)
+            claim(str(folder / PID_FILE), NEVER_STARTED)
+        except FileExistsError:
+            return self.handle(request)
+        return failure(
+            ExitCode.NOT_EXECUTED,
+            "never started: a controller stopped between making the run's folder and starting its runner",
+        )
 
-    async def start(self, request: RunRequest) -> LocalRun:
+    async def start(self, request: RunRequest) -> LocalRun | dict[str, Any]:
         folder = self.folder(request)
         if folder.exists():  # started before (by us or a controller before a restart): adopt
-            return self.handle(request)
+            return await self.adopt(request)
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # the claim: exists means started
         argv = [
@@ -182,6 +190,5 @@ class LocalExecutor:
             "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
         ]  # fmt: skip
         env = {**os.environ, **self.settings.script_env}
-        pid = await self.launcher.launch(argv, folder, env, folder / "runner.log")
-        (folder / "pid").write_text(str(pid))
+        await self.launcher.launch(argv, folder, env, folder / "runner.log")  # it wrote the pid file
         return self.handle(request)

@@ -4,6 +4,7 @@ runs on one target never overlap, nothing the script did is lost. Each test trus
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,9 +12,13 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
 from kubernetes import client
 
+from controller.executors import RunRequest
+from controller.executors.local import Launcher
 from controller.ledger import lease_name
+from controller.settings import ControllerSettings
 from devcluster.processes import wait_until
 from runbooks import keys
 from tests.cluster import test_semantics
@@ -110,3 +115,51 @@ def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
     assert f"Job {job.metadata.name}" in status["message"]
     assert ledger_result(api_client, namespace, "vanish-job")["message"] == status["message"]
     assert not jobs(api_client, namespace)
+
+
+# -- 7. the local executor's crash window ---------------------------------------------------------------
+def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None:
+    """What a controller killed right after asking its launcher for a run leaves behind: the launcher
+    forking the run's runner, with no controller left to record its pid."""
+    meta, spec = body["metadata"], body["spec"]
+    request = RunRequest(
+        meta["namespace"], meta["name"], meta["uid"], meta["name"], spec["command"], "day", spec
+    )
+    argv = [
+        *request.runner_args(ControllerSettings(kubeconfig=kubeconfig)),
+        "--scripts", str(env / "scripts"), "--result-file", str(folder / "result.json"),
+    ]  # fmt: skip
+    values = json.loads(script_env(env)["MDOPS_SCRIPT_ENV"])
+    asyncio.run(Launcher().launch(argv, folder, {**os.environ, **values}, folder / "runner.log"))
+
+
+def test_a_runner_started_just_before_the_controller_died_is_adopted(
+    start_controller, cluster, rbs, env, namespace
+):
+    body = rbs.create("crash-window", command="failover")
+    folder = env / "state" / namespace / body["metadata"]["uid"]
+    folder.mkdir(parents=True)
+    launch_runner(env, folder, body, cluster.kubeconfig)
+    wait_started(env, "crash-window")
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    rbs.wait_for("crash-window", "Running", "True")
+    release(env)
+    status = rbs.wait_finished("crash-window")["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["crash-window"]
+
+
+def test_a_run_whose_runner_never_started_is_never_started_late(
+    start_controller, cluster, rbs, env, namespace
+):
+    body = rbs.create("never", command="failover")
+    folder = env / "state" / namespace / body["metadata"]["uid"]
+    folder.mkdir(parents=True)  # a controller died right after making the run's folder
+    release(env)
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    status = rbs.wait_finished("never")["status"]
+    assert status["result"] == "failed" and status["message"].startswith("never started"), status["message"]
+    # The dead controller's launcher, late, finds the run declared never started: it runs nothing.
+    with pytest.raises(OSError, match="not started"):
+        launch_runner(env, folder, body, cluster.kubeconfig)
+    assert started(env) == []
