@@ -230,7 +230,8 @@ class KubeApi:
         await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        body = {"propagationPolicy": "Background"}
+        """Delete the Job; it is gone (its DELETED event) only once its pods are (foreground)."""
+        body = {"propagationPolicy": "Foreground"}
         await self.request("DELETE", f"{JOBS}/namespaces/{namespace}/jobs/{name}", body, missing_ok=True)
 
     async def job_pods(self, namespace: str, job: str) -> list[dict]:

@@ -166,7 +166,9 @@ class JobRun:
         return []
 
     async def cancel(self) -> None:
-        await self.executor.kube.delete_job(self.namespace, self.name)
+        """Delete the Job and wait until it is gone, and with it every pod of the run (its pods are
+        deleted first, each once it has stopped): only then may the run's lock go."""
+        await self.executor.delete(self.namespace, self.name)
 
     async def release(self) -> None:
         """The result is recorded: the Job may now go after its TTL."""
@@ -183,6 +185,7 @@ class JobExecutor:
         self.results: dict[tuple[str, str], dict[str, Any]] = {}  # ended Jobs' results, until taken
         self.waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.checks: set[asyncio.Task] = set()
+        self.deletions: dict[tuple[str, str], asyncio.Future] = {}  # Jobs being deleted, until gone
 
     def handle(self, request: RunRequest) -> JobRun:
         return JobRun(self, request.namespace, job_name(request))
@@ -200,6 +203,19 @@ class JobExecutor:
                 "controller watched it)"
             )
         return run
+
+    async def delete(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        gone = self.deletions.get(key) or asyncio.get_running_loop().create_future()
+        self.deletions[key] = gone
+        try:
+            await self.kube.delete_job(namespace, name)
+            if await self.kube.get_job(namespace, name) is None:
+                return
+            await gone
+        finally:
+            if self.deletions.get(key) is gone:
+                del self.deletions[key]
 
     async def outcome(self, namespace: str, name: str) -> dict[str, Any]:
         key = (namespace, name)
@@ -238,6 +254,9 @@ class JobExecutor:
         key = (meta["namespace"], meta["name"])
         if kind == "DELETED":
             self.results.pop(key, None)
+            gone = self.deletions.get(key)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
             if key in self.waiters:
                 self._ended(key, lost(f"its Job {key[1]} was deleted before it finished"))
         elif key in self.waiters and job_failure(job) is not None:

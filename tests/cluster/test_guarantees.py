@@ -24,6 +24,7 @@ from runbooks import keys
 from tests.cluster import test_semantics
 from tests.cluster.test_executors import image_job_settings, jobs
 from tests.cluster.test_semantics import release, script_env, started, wait_started
+from tests.runbook_client import lines, write_script
 
 # The recording scripts and the Runbooks client of the semantics tests.
 env, rbs = test_semantics.env, test_semantics.rbs
@@ -163,3 +164,69 @@ def test_a_run_whose_runner_never_started_is_never_started_late(
     with pytest.raises(OSError, match="not started"):
         launch_runner(env, folder, body, cluster.kubeconfig)
     assert started(env) == []
+
+
+# -- 2. a deletion always stops the run, also while no controller runs ----------------------------------
+STUBBORN = """
+    trap '' TERM
+    echo "$MDOPS_REQUEST_ID start $(date +%s%N)" >> "$RUNS"
+    echo $$ > "$PIDS/$MDOPS_REQUEST_ID"
+    i=0
+    while [ "$i" -lt 600 ]; do
+        echo "$MDOPS_REQUEST_ID beat $(date +%s%N)" >> "$RUNS"; sleep 0.1; i=$((i + 1))
+    done
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def spans(tmp_path: Path) -> dict[str, dict[str, int]]:
+    """Each request id's first and last record (start, beats, end), in ns, from the scripts' own file."""
+    found: dict[str, dict[str, int]] = {}
+    for line in lines(tmp_path / "runs.log"):
+        request, _, stamp = line.split()
+        span = found.setdefault(request, {"first": int(stamp), "last": int(stamp)})
+        span["last"] = max(span["last"], int(stamp))
+    return found
+
+
+def test_a_runbook_deleted_while_no_controller_ran_has_its_run_stopped_before_the_lock_is_free(
+    start_controller, rbs, env, api_client, namespace
+):
+    write_script(env / "scripts", "failover", STUBBORN)  # ignores SIGTERM: the runner kills it after 5 s
+    first = start_controller("first", **script_env(env))
+    rbs.create("deleted", command="failover")
+    pid = script_pid(env, "deleted")
+    kill(first)
+    rbs.delete("deleted")  # our finalizer keeps it until its run is stopped
+    rbs.create("after", command="failback")
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    wait_until(lambda: rbs.gone("deleted"), 60, "the deleted Runbook to go")
+    assert not alive(pid)
+    wait_started(env, "after")
+    release(env)
+    assert rbs.wait_finished("after")["status"]["result"] == "success"
+    found = spans(env)
+    assert found["deleted"]["last"] < found["after"]["first"], "the next run overlapped the deleted one"
+    assert ledger_result(api_client, namespace, "deleted")["exitCode"] == 130  # remembered as cancelled
+
+
+# -- 4. cancelling a Job frees the lock only once no pod of the run runs ---------------------------------
+def test_a_deleted_jobs_lock_is_free_only_once_its_pod_has_stopped(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    write_script(env / "scripts", "failover", STUBBORN)  # ignores SIGTERM: the runner kills it after 5 s
+    start_controller(**job_env(cluster, namespace, env))
+    rbs.create("stubborn", command="failover")
+    wait_started(env, "stubborn")
+    rbs.delete("stubborn")
+    rbs.create("after", command="failback")
+    release(env)
+    assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
+    found = spans(env)
+    assert found["stubborn"]["last"] < found["after"]["first"], "the next run overlapped the deleted one"
