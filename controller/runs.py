@@ -162,7 +162,9 @@ class Runs:
     # -- 1. admission --------------------------------------------------------------------------
     async def admit(self, entry: Entry, in_view: Callable[[str], bool]) -> Next:
         """Claim the request id; settle or park a duplicate."""
-        claim = await self.services.ledger.claim(entry.namespace, entry.request_id, entry.uid, entry.name)
+        claim = await self.services.ledger.claim(
+            entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq
+        )
         if claim.uid == entry.uid:
             entry.claim = claim
             return Next(Outcome.OWNER)

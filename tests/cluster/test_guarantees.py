@@ -230,3 +230,27 @@ def test_a_deleted_jobs_lock_is_free_only_once_its_pod_has_stopped(
     assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
     found = spans(env)
     assert found["stubborn"]["last"] < found["after"]["first"], "the next run overlapped the deleted one"
+
+
+# -- 5. first come, first served: within one second and across restarts ---------------------------------
+def test_the_queue_keeps_the_arrival_order_within_a_second_across_a_restart(start_controller, rbs, env):
+    first = start_controller("first", **script_env(env))
+    rbs.create("holder", command="failover")
+    wait_started(env, "holder")
+    for attempt in range(5):  # two Runbooks created in one second, the later one's name sorting first
+        early = rbs.create(f"z-early-{attempt}", command="failback")["metadata"]["creationTimestamp"]
+        late = rbs.create(f"a-late-{attempt}", command="drill")["metadata"]["creationTimestamp"]
+        if early == late:
+            break
+    else:
+        pytest.fail("no two Runbooks were created within one second")
+    for name in (f"z-early-{attempt}", f"a-late-{attempt}"):
+        rbs.wait_for(name, "Queued", "True")
+    kill(first)
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    release(env)
+    for index in range(attempt + 1):
+        for name in (f"z-early-{index}", f"a-late-{index}"):
+            assert rbs.wait_finished(name)["status"]["result"] == "success"
+    order = started(env)
+    assert order.index(f"z-early-{attempt}") < order.index(f"a-late-{attempt}"), order
