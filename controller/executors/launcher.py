@@ -4,8 +4,8 @@ trivial run costs the machine.
 
 ``python -m controller.executors.launcher`` reads requests on its standard input, one JSON object per
 line: ``{"argv": [...], "cwd": "...", "env": {...}, "log": "..."}``, and answers each on its standard
-output with a line ``{"pid": N}`` (or ``{"error": "..."}``). Each child starts a new session (its
-process group is the run's), changes to ``cwd``, writes its standard output and error to ``log``, takes
+output with a line ``{"pid": N}`` (or ``{"error": "..."}``). Each child is forked in ``cwd``, starts a new
+session (its process group is the run's), writes its standard output and error to ``log``, takes
 ``env`` as its whole environment and runs ``runner.cli.main(argv)``: what ``python -m runner ARGV`` in
 that folder would do. Nobody waits for the children (the kernel reaps them: the launcher ignores
 SIGCHLD); a run's outcome is its result file. The launcher exits when its standard input closes (the
@@ -39,8 +39,7 @@ def child(request: dict[str, Any], ready: int) -> int:
     """In the forked child: claim the run's ``pid`` file, say so on ``ready``, become the run's runner."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the runner waits for its script
     os.setsid()
-    os.chdir(request["cwd"])
-    claim(PID_FILE, str(os.getpid()))  # raises if a controller declared the run never started
+    claim(PID_FILE, str(os.getpid()))  # in the run's folder; raises if it was declared never started
     os.write(ready, b"1")
     os.close(ready)
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -68,6 +67,9 @@ def claim(path: str, content: str) -> None:
 def launch(request: dict[str, Any]) -> int:
     """Fork the runner; its pid once it has claimed the run's ``pid`` file (OSError if it could not)."""
     ready, told = os.pipe()
+    # The child is born in the run's folder: the controller knows a run's process by its working folder
+    # (``LocalRun._alive``), and may look before a child that changed folder itself was ever scheduled.
+    os.chdir(request["cwd"])
     pid = os.fork()
     if pid:
         os.close(told)
