@@ -30,6 +30,37 @@ from runner.result import parse_log_line, parse_result
 POLL_SECONDS = 0.05
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_BYTES = 64 * 1024
+# In a run's folder: the pid of the launcher asked to start its runner, written before the request is sent.
+LAUNCHER_FILE = "launcher"
+# How long an adopting controller waits for a dead controller's launcher, still alive, to start the run.
+LAUNCH_WAIT_SECONDS = 60.0
+
+
+def launcher_alive(pid: int) -> bool:
+    """Whether ``pid`` is a launcher still running (not a zombie, not another process given its pid)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+        return False
+    return b"controller.executors.launcher" in command and state != "Z"
+
+
+async def launch_settled(folder: Path) -> None:
+    """Wait while the launcher asked to start this run may still fork its runner: a controller killed
+    right after asking leaves a launcher that, just spawned, may take a second or two to import the
+    runner before it reads the request. Claiming the run never started meanwhile would be safe (its
+    runner, late, would run nothing) but fails a run that was about to start; the soak
+    (bench/soak.py) saw that in one run of six killed controllers."""
+    try:
+        pid = int((folder / LAUNCHER_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return  # no launcher was asked: the request was never sent
+    deadline = asyncio.get_running_loop().time() + LAUNCH_WAIT_SECONDS
+    while launcher_alive(pid) and not (folder / PID_FILE).exists():
+        if asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(POLL_SECONDS)
 
 
 class LocalRun:
@@ -139,6 +170,7 @@ class Launcher:
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 )  # fmt: skip
             assert self.process.stdin is not None and self.process.stdout is not None
+            (cwd / LAUNCHER_FILE).write_text(str(self.process.pid))  # before the request: see launch_settled
             try:
                 self.process.stdin.write(json.dumps(request).encode() + b"\n")
                 await self.process.stdin.drain()
@@ -170,6 +202,7 @@ class LocalExecutor:
                 f"its run folder {folder} is gone (a state folder emptied or replaced while no "
                 "controller watched it)"
             )
+        await launch_settled(folder)
         try:  # no pid yet: a runner on its way, or none ever (see controller.executors.launcher)
             claim(str(folder / PID_FILE), NEVER_STARTED)
         except FileExistsError:

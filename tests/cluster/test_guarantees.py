@@ -10,13 +10,15 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from controller.executors import RunRequest
-from controller.executors.local import Launcher
+from controller.executors.local import LAUNCHER_FILE, Launcher
 from controller.ledger import lease_name
 from controller.settings import ControllerSettings
 from devcluster.processes import wait_until
@@ -119,9 +121,8 @@ def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
 
 
 # -- 7. the local executor's crash window ---------------------------------------------------------------
-def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None:
-    """What a controller killed right after asking its launcher for a run leaves behind: the launcher
-    forking the run's runner, with no controller left to record its pid."""
+def runner_argv(env: Path, folder: Path, body: dict, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
+    """The runner's arguments and environment, as the controller asks its launcher for them."""
     meta, spec = body["metadata"], body["spec"]
     request = RunRequest(
         meta["namespace"], meta["name"], meta["uid"], meta["name"], spec["command"], "day", spec
@@ -130,8 +131,14 @@ def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None
         *request.runner_args(ControllerSettings(kubeconfig=kubeconfig)),
         "--scripts", str(env / "scripts"), "--result-file", str(folder / "result.json"),
     ]  # fmt: skip
-    values = json.loads(script_env(env)["MDOPS_SCRIPT_ENV"])
-    asyncio.run(Launcher().launch(argv, folder, {**os.environ, **values}, folder / "runner.log"))
+    return argv, {**os.environ, **json.loads(script_env(env)["MDOPS_SCRIPT_ENV"])}
+
+
+def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None:
+    """What a controller killed right after asking its launcher for a run leaves behind: the launcher
+    forking the run's runner, with no controller left to record its pid."""
+    argv, variables = runner_argv(env, folder, body, kubeconfig)
+    asyncio.run(Launcher().launch(argv, folder, variables, folder / "runner.log"))
 
 
 def test_a_runner_started_just_before_the_controller_died_is_adopted(
@@ -148,6 +155,39 @@ def test_a_runner_started_just_before_the_controller_died_is_adopted(
     status = rbs.wait_finished("crash-window")["status"]
     assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
     assert started(env) == ["crash-window"]
+
+
+def test_a_run_whose_launcher_was_still_starting_when_the_controller_died_is_adopted(
+    start_controller, cluster, rbs, env, namespace
+):
+    body = rbs.create("slow-launcher", command="failover")
+    folder = env / "state" / namespace / body["metadata"]["uid"]
+    folder.mkdir(parents=True)
+    # A controller spawned its launcher, wrote the request and died; the launcher is still importing the
+    # runner (stopped here, to hold it there) when the next controller looks at the run.
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "controller.executors.launcher"], stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.kill(launcher.pid, signal.SIGSTOP)
+    (folder / LAUNCHER_FILE).write_text(str(launcher.pid))
+    argv, variables = runner_argv(env, folder, body, cluster.kubeconfig)
+    request = {"argv": argv, "cwd": str(folder), "env": variables, "log": str(folder / "runner.log")}
+    launcher.stdin.write(json.dumps(request).encode() + b"\n")
+    launcher.stdin.close()
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+
+    def at_the_start() -> bool:  # the controller holds the lock and put its finalizer on (or gave up)
+        found = rbs.get("slow-launcher")
+        return bool(found["metadata"].get("finalizers") or (found.get("status") or {}).get("result"))
+
+    wait_until(at_the_start, 30, "the controller to reach the run's start")
+    os.kill(launcher.pid, signal.SIGCONT)
+    release(env)
+    status = rbs.wait_finished("slow-launcher")["status"]
+    launcher.wait(10)
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["slow-launcher"]
 
 
 def test_a_run_whose_runner_never_started_is_never_started_late(
