@@ -178,8 +178,9 @@ class Runs:
             cancelled = failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
             return await self.settle_duplicate(entry, claim, cancelled)
         status = RunbookStatus.read(earlier.get("status") or {})
-        if status.finished:  # finished, but its result never reached the ledger
-            return await self.settle_duplicate(entry, claim, ledger.summary(status.to_k8s()))
+        if status.finished:  # finished, but its result never reached the ledger: it does now
+            claim = await self.services.ledger.finish(claim, entry.namespace, status.to_k8s())
+            return await self.settle_duplicate(entry, claim)
         return await self._park(entry, claim)  # it comes into view soon
 
     async def _park(self, entry: Entry, claim: ledger.Entry) -> Next:

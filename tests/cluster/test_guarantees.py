@@ -294,3 +294,36 @@ def test_the_queue_keeps_the_arrival_order_within_a_second_across_a_restart(star
             assert rbs.wait_finished(name)["status"]["result"] == "success"
     order = started(env)
     assert order.index(f"z-early-{attempt}") < order.index(f"a-late-{attempt}"), order
+
+
+# -- 6. a crash between the status and the ledger's result ----------------------------------------------
+def test_status_and_ledger_reconcile_after_a_crash_between_them(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    release(env)
+    first = start_controller("first", **script_env(env))
+    rbs.create("status-only", command="failover", requestId="req-status")
+    rbs.create("ledger-only", command="failback", requestId="req-ledger")
+    finished = {name: rbs.wait_finished(name)["status"] for name in ("status-only", "ledger-only")}
+    kill(first)
+    # The status was patched, the ledger's result never written ...
+    cluster.kubectl("annotate", "lease", lease_name("req-status"), "-n", namespace, f"{keys.RESULT}-")
+    # ... and the ledger's result written, the finished status never patched (it still says running).
+    rbs.set_status("ledger-only", {"result": None, "exitCode": None, "finishedAt": None})
+    rbs.create("status-twin", command="failover", requestId="req-status")
+    rbs.create("ledger-twin", command="failback", requestId="req-ledger")
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    again = wait_until(
+        lambda: (found := rbs.get("ledger-only"))["status"].get("result") and found["status"],
+        60, "the status finished from the ledger",
+    )  # fmt: skip
+    assert (again["result"], again["exitCode"]) == ("success", 0)
+    for twin, original in (("status-twin", "status-only"), ("ledger-twin", "ledger-only")):
+        status = rbs.wait_finished(twin)["status"]
+        assert status["duplicateOf"] == f"{namespace}/{original}"
+        assert (status["result"], status["exitCode"]) == ("success", 0)
+    recorded = wait_until(
+        lambda: ledger_result(api_client, namespace, "req-status"), 30, "the ledger's result"
+    )
+    assert recorded["finishedAt"] == finished["status-only"]["finishedAt"]
+    assert started(env) == ["req-status", "req-ledger"]  # neither ran again
