@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,37 @@ def test_status_and_ledger_reconcile_after_a_crash_between_them(
     )
     assert recorded["finishedAt"] == finished["status-only"]["finishedAt"]
     assert started(env) == ["req-status", "req-ledger"]  # neither ran again
+
+
+# -- 11. the standby replica takes over within 15 s -----------------------------------------------------
+TAKEOVER_SECONDS = 15  # the README's promise, with MDOPS_PEERING_LIFETIME at its default (10)
+TAKEOVER_MARGIN_SECONDS = 5  # a loaded machine: kopf lists again as it resumes, then the run starts
+
+
+def test_the_standby_replica_runs_a_new_runbook_within_15_seconds_of_the_active_ones_death(
+    start_controller, kopf_peering, rbs, env, namespace
+):
+    release(env)
+    common = {"MDOPS_PEERING": kopf_peering, **script_env(env)}
+    standby = start_controller("standby", MDOPS_PRIORITY="10", **common)
+    active = start_controller("active", MDOPS_PRIORITY="20", **common)
+
+    def ran_in(controller) -> set[str]:
+        folder = Path(controller.env["MDOPS_STATE_DIR"]) / namespace
+        return {path.name for path in folder.iterdir()} if folder.exists() else set()
+
+    wait_until(lambda: "Pausing operations" in standby.process.log.read_text(), 60, "the standby to pause")
+    uid = rbs.create("before", command="health_check")["metadata"]["uid"]
+    assert rbs.wait_finished("before")["status"]["result"] == "success"
+    assert uid in ran_in(active) and uid not in ran_in(standby)
+    kill(active)
+    killed_at = time.time_ns()
+    uid = rbs.create("after", command="failover")["metadata"]["uid"]
+    wait_until(lambda: "after" in started(env), TAKEOVER_SECONDS + 30, "the standby to run it")
+    [start] = [int(line.split()[2]) for line in lines(env / "runs.log") if line.startswith("after start")]
+    takeover = (start - killed_at) / 1e9
+    assert rbs.wait_finished("after")["status"]["result"] == "success"
+    assert uid in ran_in(standby) and uid not in ran_in(active)
+    assert started(env) == ["before", "after"]
+    assert takeover <= TAKEOVER_SECONDS + TAKEOVER_MARGIN_SECONDS, f"took over after {takeover:.1f}s"
+    print(f"the standby ran the new Runbook {takeover:.1f}s after the active replica was killed")
