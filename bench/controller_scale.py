@@ -174,7 +174,14 @@ class Bench:
         scripts = trivial_scripts(work)
         (scripts / "drill").write_text(LOG_SCRIPT)
         (scripts / "drill").chmod(0o755)
-        self.env = {"MDOPS_SCRIPTS_DIR": str(scripts), "MDOPS_EXECUTOR": executor}
+        # Bursts beyond the namespace's cap of unfinished Runbooks, and finished Runbooks counted as they
+        # were written: no cap, no retention.
+        self.env = {
+            "MDOPS_SCRIPTS_DIR": str(scripts),
+            "MDOPS_EXECUTOR": executor,
+            "MDOPS_MAX_UNFINISHED_PER_NAMESPACE": "0",
+            "MDOPS_RETENTION_INTERVAL_SECONDS": "0",
+        }
         if args.max_parallel:
             self.env["MDOPS_MAX_PARALLEL"] = str(args.max_parallel)
         if executor == "job":
@@ -191,7 +198,7 @@ class Bench:
             module = "bench.heapdump"
             env |= {"MDOPS_HEAPDUMP_DIR": str(self.args.heapdump / f"{self.executor}-{name}"),
                     "MDOPS_HEAPDUMP_FRAMES": str(self.args.heapdump_frames)}  # fmt: skip
-        return ControllerProcess(self.cluster.kubeconfig, self.namespace, self.work, env, name, module)
+        return ControllerProcess(self.cluster.kubeconfig, self.namespace, self.work, env, name, module=module)
 
     def heapdump(self, controller: ControllerProcess, label: str) -> None:
         """With --heapdump: have the controller write a heap report, named after ``label``."""

@@ -10,6 +10,7 @@ import sys
 import kopf
 from pydantic import ValidationError
 
+from controller import audit
 from controller.settings import get_settings
 
 
@@ -17,6 +18,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf says "Handler 'runbook' succeeded" for every watch event: thousands of lines in a burst.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    audit.configure()
     try:
         settings = get_settings()
     except ValidationError as error:

@@ -7,7 +7,8 @@ seen, and where it stands. Finished Runbooks are not in the watch at all (its fi
 The dispatcher is driven by events (a watch event, the end of a step), never by polling:
 
 - each new Runbook is admitted (:meth:`controller.runs.Runs.admit`: the ledger claim), a few at a time,
-  oldest first; a duplicate is settled there or parked until its original has finished;
+  oldest first; a duplicate is settled there or parked until its original has finished; one beyond the
+  namespace's cap of unfinished Runbooks fails instead (:mod:`controller.quota`);
 - the Runbooks that need their target's lock wait in that target's lane, in order of arrival (oldest
   ``creationTimestamp`` first; within one second, the order in which a controller first saw them, its
   arrival stamp, which the ledger claim keeps across restarts); only the lane's head may take the lock,
@@ -38,6 +39,7 @@ from typing import Any
 from controller import metrics
 from controller.ledger import Entry as Claim
 from controller.ledger import Trimmer
+from controller.quota import Cap
 from controller.runs import Next, Outcome, Runs, lock_group, queue_key
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -204,6 +206,7 @@ class Dispatcher:
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
         self.trimmer = Trimmer(runs.services.kube, settings.namespace, settings.ledger_size, self.named)
+        self.cap = Cap(settings.max_unfinished_per_namespace)
 
     def arrival(self) -> int:
         """A new arrival stamp: the time in microseconds, later than every one given before (and than
@@ -289,6 +292,7 @@ class Dispatcher:
         self.ready.clear()
         self.parked.clear()
         self.request_ids.clear()
+        self.cap.clear()
         self.writes.clear()
         self.dirty.clear()
 
@@ -321,7 +325,10 @@ class Dispatcher:
             if entry is not None and entry.stage is Stage.NEW and self._idle(uid):
                 entry.stage = Stage.ADMITTING
                 self.admitting += 1
-                self._spawn(entry, self.runs.admit(entry, self.in_view))
+                if self.cap.admit(entry):
+                    self._spawn(entry, self.runs.admit(entry, self.in_view))
+                else:
+                    self._spawn(entry, self.cap.refuse(self.runs, entry))
         for target in self.dirty:
             self._advance(target)
         self.dirty.clear()
@@ -462,6 +469,7 @@ class Dispatcher:
 
     def _settle(self, entry: Entry, gone: bool) -> None:
         """The entry is done: out of its lane, and its duplicates get their result (or their turn)."""
+        self.cap.left(entry.uid)
         if entry.stage is not Stage.SETTLED:
             self.request_ids[entry.request_id] -= 1
             if self.request_ids[entry.request_id] <= 0:

@@ -28,6 +28,7 @@ from controller.executors.local import LocalExecutor
 from controller.kubeapi import KubeApi
 from controller.ledger import Ledger
 from controller.lock import TargetLock
+from controller.retention import Retention
 from controller.runs import Runs, Services
 from controller.settings import ControllerSettings, get_settings
 from runbooks import keys, kube
@@ -116,6 +117,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(dispatcher.trimmer.run(), name="ledger trimmer"),
+        asyncio.create_task(Retention(api, config, lambda: dispatcher.paused).run(), name="retention"),
         asyncio.create_task(events.run(), name="events"),
     ]
     metrics.serve(config.metrics_host, config.metrics_port)

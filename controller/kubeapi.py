@@ -184,6 +184,16 @@ class KubeApi:
                 raise  # the change itself is invalid
             return False
 
+    async def delete_runbook(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:
+        """Delete the Runbook ``uid`` as it was at ``resource_version``; False if it is gone or changed
+        (or was replaced by another of the same name) meanwhile."""
+        body = {"preconditions": {"uid": uid, "resourceVersion": resource_version}}
+        try:
+            path = self.runbook_path(namespace, name)
+            return await self.request("DELETE", path, body, missing_ok=True) is not None
+        except Conflict:
+            return False
+
     async def runbook_uids(self, namespace: str) -> set[str]:
         """The uids of every Runbook in the namespace, finished or not, from their metadata only."""
         uids: set[str] = set()

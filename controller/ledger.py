@@ -5,9 +5,12 @@ claim: whoever creates it first owns the request id, and every later Runbook wit
 re-apply under another name, a re-creation after deletion) is a duplicate that shows the recorded
 result instead of running. The result is written into the Lease the claim returned (no read first).
 
-The ledger is bounded by one trimmer (:class:`Trimmer`), never by the runs themselves: it deletes only
-finished entries beyond the newest ``size``, oldest first, each once, and never an entry whose request
-id a Runbook still names (its owner or a duplicate of it still exists, or an unfinished Runbook names it).
+The ledger is bounded by one trimmer (:class:`Trimmer`), never by the runs themselves: it never deletes an
+entry whose request id a Runbook still names (its owner or a duplicate of it still exists, or an unfinished
+Runbook names it), and of the others (their Runbooks were deleted: by hand, or by retention, see
+:mod:`controller.retention`) it keeps the newest ``size`` finished ones and deletes the older, each once.
+So a Runbook that retention deleted and a GitOps tool re-creates is a duplicate, not a second run, as long
+as fewer than ``size`` newer deleted request ids came after it; retention itself bounds the rest.
 """
 
 from __future__ import annotations
@@ -170,13 +173,20 @@ class Row:
 
 
 def trimmable(rows: list[Row], size: int, existing: set[str], named: Callable[[str], bool]) -> list[Row]:
-    """The entries to delete, oldest first: the finished ones beyond the newest ``size`` finished ones,
-    except those whose owner or a duplicate still exists (``existing``: the uids of the Runbooks) or
-    whose request id an unfinished Runbook names (``named``). Unfinished entries are never deleted
-    (their runs may be going on) and do not count towards ``size``."""
-    finished = sorted((row for row in rows if row.finished_at), key=lambda row: row.finished_at)
-    beyond = finished[: max(0, len(finished) - size)]
-    return [row for row in beyond if not (row.owners & existing) and not named(row.request_id)]
+    """The entries to delete, oldest first: of the finished entries that no Runbook names, those beyond
+    the newest ``size``. An entry is named while its owner or a duplicate still exists (``existing``: the
+    uids of the Runbooks, finished or not) or an unfinished Runbook names its request id (``named``); named
+    entries are kept and do not count towards ``size``, so retained Runbooks never push out the request
+    ids of deleted ones. Unfinished entries are never deleted (their runs may be going on)."""
+    forgotten = sorted(
+        (
+            row
+            for row in rows
+            if row.finished_at and not (row.owners & existing) and not named(row.request_id)
+        ),
+        key=lambda row: row.finished_at,
+    )
+    return forgotten[: max(0, len(forgotten) - size)]
 
 
 class Trimmer:

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller import ledger, metrics, transitions
+from controller import audit, ledger, metrics, transitions
 from controller.events import Events, Ref
 from controller.executors import Executor, Run, RunRequest, failure
 from controller.kubeapi import ApiError, KubeApi
@@ -148,8 +148,23 @@ class Runs:
         entry.gone = entry.gone or not ok
         return ok
 
-    def event(self, entry: Entry, kind: str, reason: str, message: str) -> None:
-        self.services.events.post(Ref(entry.namespace, entry.name, entry.uid), kind, reason, message)
+    def event(
+        self,
+        entry: Entry,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        status: RunbookStatus | None = None,
+        post: bool = True,
+    ) -> None:
+        """A transition: its audit line (``status``: the one it ends with, if not the one last written)
+        and, if ``post``, its Event."""
+        audit.write(
+            audit.line(reason, entry.namespace, entry.name, entry.spec, status or self.status(entry), message)
+        )
+        if post:
+            self.services.events.post(Ref(entry.namespace, entry.name, entry.uid), kind, reason, message)
 
     async def show_queued(self, entry: Entry, behind: str) -> None:
         """A Runbook waiting for its target's lock shows which Runbook it waits behind."""
@@ -190,6 +205,12 @@ class Runs:
             )
             if not await self.patch(entry, change):
                 return Next(Outcome.GONE)
+            message = change.succeeded.message if change.succeeded else ""
+            audit.write(
+                audit.line(
+                    Reason.QUEUED, entry.namespace, entry.name, entry.spec, self.status(entry), message
+                )
+            )
         return Next(Outcome.PARKED, owner=claim.uid)
 
     async def settle_duplicate(
@@ -342,7 +363,8 @@ class Runs:
         metrics.record_finish(entry.command, result, duration, dry_run=dry_run)
         code = final.exit_code
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
-        if not (entry.gone or entry.deleting):
-            reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
-            self.event(entry, kind, reason, final.message or f"exit code {code}")
+        message = final.message or f"exit code {code}"
+        gone = entry.gone or entry.deleting  # no Event (it would name nothing), but its audit line
+        reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
+        self.event(entry, kind, reason, message, status=final, post=not gone)
         return Next(Outcome.SETTLED)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from runbooks.settings import CommonSettings
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class ControllerSettings(CommonSettings):
@@ -30,7 +32,16 @@ class ControllerSettings(CommonSettings):
     job_ttl_seconds: int = Field(3600, ge=0, description="Job executor: ttlSecondsAfterFinished.")
     job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
 
-    script_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for scripts.")
+    script_env: dict[EnvName, str] = Field(
+        default_factory=dict,
+        description="Variables for the scripts, beside the contract's MDOPS_* (which win over them).",
+    )
+    script_pass_env: list[EnvName] = Field(
+        default_factory=list,
+        description="Names of variables the scripts get from the runner's environment (the controller's "
+        "with the local executor, the Job pod's with the Job executor), beside PATH, HOME, LANG, TZ and "
+        "TMPDIR; nothing else of it reaches them.",
+    )
     gate_min_coverage: float = Field(0.99, ge=0, le=1, description="Health gate: lowest coverage ratio.")
     gate_max_backlog: int = Field(10000, ge=0, description="Health gate: largest consumer backlog.")
     gate_max_failover_latency_ms: int = Field(5000, ge=0, description="Health gate: slowest failover.")
@@ -39,7 +50,37 @@ class ControllerSettings(CommonSettings):
         default_factory=dict,
         description="Profile -> lock group; profiles not listed share the group 'default'.",
     )
-    ledger_size: int = Field(1000, ge=10, description="Finished request ids remembered per namespace.")
+    ledger_size: int = Field(
+        1000,
+        ge=10,
+        description="Finished request ids remembered per namespace beyond those an existing Runbook names "
+        "(the ids of deleted Runbooks: newest first).",
+    )
+    max_unfinished_per_namespace: int = Field(
+        500,
+        ge=0,
+        description="Unfinished Runbooks the namespace may hold; one created beyond it fails at once "
+        "(reason QuotaExceeded) without using its request id. 0: no cap.",
+    )
+    retention_interval_seconds: int = Field(
+        300,
+        ge=0,
+        description="Retention: seconds between passes over the finished Runbooks (the first one a pass "
+        "after the start). 0: retention off, finished Runbooks stay.",
+    )
+    retention_ttl_seconds: int = Field(
+        604800,
+        ge=0,
+        description="Retention: a finished Runbook is deleted this long after it finished. 0: never by age.",
+    )
+    retention_successful_per_command: int = Field(
+        100,
+        ge=0,
+        description="Retention: successful Runbooks kept per command (the newest). 0: no limit.",
+    )
+    retention_failed_per_command: int = Field(
+        100, ge=0, description="Retention: failed Runbooks kept per command (the newest). 0: no limit."
+    )
     metrics_port: int = Field(9102, ge=0, description="Port of /metrics (0: none).")
     metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
     peering: str = Field("", description="kopf peering name; empty: standalone (one replica).")

@@ -136,6 +136,21 @@ def duplicate(
     return change
 
 
+def over_quota(old: RunbookStatus, generation: int, *, unfinished: int, cap: int) -> RunbookStatus:
+    """A Runbook created while its namespace holds ``cap`` unfinished Runbooks already: it fails at once,
+    never runs, and leaves its request id unused (deleted and created again later, it runs)."""
+    message = (
+        f"not run: {unfinished} Runbooks in this namespace are unfinished, at the cap of {cap} "
+        "(MDOPS_MAX_UNFINISHED_PER_NAMESPACE); create it again once fewer are"
+    )
+    result = {"exitCode": ExitCode.NOT_EXECUTED, "message": message}
+    change = finished(old, generation, result, dry_run=True)
+    for condition in change.conditions:
+        if condition.reason == reason_of(ExitCode.NOT_EXECUTED):
+            condition.reason = Reason.QUOTA_EXCEEDED
+    return change
+
+
 def waiting_for_original(
     old: RunbookStatus, generation: int, original: str, request_id: str
 ) -> RunbookStatus:

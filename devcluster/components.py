@@ -16,7 +16,8 @@ class ControllerProcess:
     ``module`` runs another module instead that runs the controller in its process (``bench.heapdump``)."""
 
     def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, env: dict[str, str] | None = None,
-                 name: str = "controller", module: str = "controller"):  # fmt: skip
+                 name: str = "controller", logs: Path | None = None, module: str = "controller"):  # fmt: skip
+        """Its state folder is ``<workdir>/state``, its log ``<logs or workdir>/<name>.log``."""
         self.metrics_port = free_port()
         self.workdir = workdir
         self.env = {
@@ -29,7 +30,7 @@ class ControllerProcess:
             "MDOPS_METRICS_PORT": str(self.metrics_port),
             **(env or {}),
         }
-        self.process = Process(name, [sys.executable, "-m", module], workdir, env=self.env)
+        self.process = Process(name, [sys.executable, "-m", module], logs or workdir, env=self.env)
 
     @property
     def metrics_url(self) -> str:

@@ -3,13 +3,14 @@ run, where a new interpreter per run (``python -m runner``) costs some 60 ms of 
 trivial run costs the machine.
 
 ``python -m controller.executors.launcher`` reads requests on its standard input, one JSON object per
-line: ``{"argv": [...], "cwd": "...", "env": {...}, "log": "..."}``, and answers each on its standard
+line: ``{"argv": [...], "cwd": "...", "env": {...}, "errors": "..."}``, and answers each on its standard
 output with a line ``{"pid": N}`` (or ``{"error": "..."}``). Each child is forked in ``cwd``, starts a new
-session (its process group is the run's), writes its standard output and error to ``log``, takes
-``env`` as its whole environment and runs ``runner.cli.main(argv)``: what ``python -m runner ARGV`` in
-that folder would do. Nobody waits for the children (the kernel reaps them: the launcher ignores
-SIGCHLD); a run's outcome is its result file. The launcher exits when its standard input closes (the
-controller stopped); the runs go on, and a restarted controller adopts them.
+session (its process group is the run's), writes its standard error to ``errors`` (its log lines go to
+the runner's ``--log-file``), takes ``env`` as its whole environment and runs ``runner.cli.main(argv)``:
+what ``python -m runner ARGV`` in that folder would do. A run's outcome is its result file; the launcher
+reaps each child as it ends and writes its exit status (negative: killed by that signal) to ``exit`` in
+its folder, which tells how a runner that wrote no result died. The launcher exits when its standard
+input closes (the controller stopped); the runs go on, and a restarted controller adopts them.
 
 Each child first creates the run's ``pid`` file (exclusively) and only then runs anything; the launcher
 answers once it has. A controller that finds a run's folder without a ``pid`` (it stopped between making
@@ -21,11 +22,13 @@ Standard library and the runner only: this process stays small.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import runner.cli
@@ -42,11 +45,11 @@ def child(request: dict[str, Any], ready: int) -> int:
     claim(PID_FILE, str(os.getpid()))  # in the run's folder; raises if it was declared never started
     os.write(ready, b"1")
     os.close(ready)
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
+    errors = os.open(request["errors"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    os.dup2(null, 1)  # the same lines as the log file, unbounded
+    os.dup2(errors, 2)
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     os.environ.clear()
     os.environ.update(request["env"])
@@ -64,13 +67,44 @@ def claim(path: str, content: str) -> None:
         os.close(descriptor)
 
 
+# The run folders of the children that have not ended yet, by pid.
+children: dict[int, str] = {}
+
+
+def reap(_signum: int = 0, _frame: object = None) -> None:
+    """Write the exit status of each child that ended to ``exit`` in its folder (while it is still a
+    zombie, so the file is there once the process is gone), then reap it. Python may run this handler
+    again within itself: a child is reaped, and forgotten, only after its status is written, and once."""
+    while True:
+        try:
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if ended is None:
+            return
+        folder = children.get(ended.si_pid)
+        code = ended.si_status if ended.si_code == os.CLD_EXITED else -ended.si_status
+        if folder is not None:
+            with contextlib.suppress(OSError):  # its folder is gone: nobody asks any more
+                Path(folder, "exit").write_text(str(code))
+        with contextlib.suppress(ChildProcessError):  # reaped by the handler run within this one
+            os.waitpid(ended.si_pid, 0)
+        children.pop(ended.si_pid, None)
+
+
 def launch(request: dict[str, Any]) -> int:
     """Fork the runner; its pid once it has claimed the run's ``pid`` file (OSError if it could not)."""
     ready, told = os.pipe()
     # The child is born in the run's folder: the controller knows a run's process by its working folder
     # (``LocalRun._alive``), and may look before a child that changed folder itself was ever scheduled.
     os.chdir(request["cwd"])
-    pid = os.fork()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # reaped only once its folder is known
+    try:
+        pid = os.fork()
+        if pid:
+            children[pid] = request["cwd"]
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     if pid:
         os.close(told)
         with os.fdopen(ready, "rb") as answer:
@@ -90,9 +124,9 @@ def launch(request: dict[str, Any]) -> int:
 
 
 def main() -> None:
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller's Ctrl-C is for the controller
-    answers = os.dup(1)  # the children's standard output is their log: answers go to a copy
+    answers = os.dup(1)  # a copy that the children close: their standard output is /dev/null
     for line in sys.stdin.buffer:
         try:
             answer: dict[str, Any] = {"pid": launch(json.loads(line))}

@@ -2,12 +2,20 @@
 
 Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
 is never started twice. The runner runs in its own session and outlives the controller: a controller
-killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
-lines go to ``runner.log``, which is watched (its size, every ``POLL_SECONDS``) for new lines.
+killed mid-run adopts it on restart through ``pid`` (which the runner claims itself before it runs
+anything, and the launcher's own pid, in ``launcher``, written before it is asked: see ``adopt``) and
+waits for ``result.json``. Its streamed log
+lines go to ``runner.log`` (at most 1 MiB, the older lines in ``runner.log.1``), which is watched (its
+size, every ``POLL_SECONDS``) for new lines; its own errors go to ``runner.err``.
+
+A runner that dies without a result (``kill -9``, the OOM killer) takes its script with it (the kernel
+kills it: ``PR_SET_PDEATHSIG``); what the script started is still in the runner's session, and is killed,
+and seen gone, before the run ends (and so before its lock is released): ``end_session``.
 
 Runners are forked by the launcher (:mod:`controller.executors.launcher`), which has the runner imported
 already, rather than started as new interpreters. No thread per run: each is polled from the event loop
-through ``/proc``, which also notices its log growing.
+through ``/proc``, which also notices its log growing. The launcher writes how each runner ended (its
+exit status) to ``exit`` in the run's folder.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +35,11 @@ from controller.executors import LogCallback, RunRequest, failure, lost
 from controller.executors.launcher import NEVER_STARTED, PID_FILE, claim
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
+from runner.execute import signal_name
+from runner.request import BASE_ENV
 from runner.result import parse_log_line, parse_result
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 KILL_GRACE_SECONDS = 10.0
@@ -34,6 +48,11 @@ LOG_TAIL_BYTES = 64 * 1024
 LAUNCHER_FILE = "launcher"
 # How long an adopting controller waits for a dead controller's launcher, still alive, to start the run.
 LAUNCH_WAIT_SECONDS = 60.0
+# A process killed with SIGKILL is gone at once, unless it is in an uninterruptible sleep (a hung disk): it
+# then dies when that ends, and can run nothing of its own before. Past this, the run ends all the same.
+SESSION_END_SECONDS = 30.0
+# The launcher writes a runner's exit status as it reaps it, a moment after the runner is seen gone.
+EXIT_STATUS_SECONDS = 1.0
 
 
 def launcher_alive(pid: int) -> bool:
@@ -94,15 +113,21 @@ class LocalRun:
             return 0
 
     def logs(self) -> list[dict[str, Any]]:
-        """The log lines at the end of ``runner.log``; only its tail is read (a chatty log is long)."""
-        try:
-            with (self.folder / "runner.log").open("rb") as log:
-                size = log.seek(0, os.SEEK_END)
-                log.seek(max(0, size - LOG_TAIL_BYTES))
-                lines = log.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-        if size > LOG_TAIL_BYTES:
+        """The log lines at the end of ``runner.log`` (and of ``runner.log.1`` when that is short): only
+        their last ``LOG_TAIL_BYTES`` are read."""
+        tail = b""
+        for name in ("runner.log", "runner.log.1"):
+            try:
+                with (self.folder / name).open("rb") as file:
+                    size = file.seek(0, os.SEEK_END)
+                    file.seek(max(0, size - (LOG_TAIL_BYTES - len(tail))))
+                    tail = file.read() + tail
+            except FileNotFoundError:
+                continue
+            if len(tail) >= LOG_TAIL_BYTES:
+                break
+        lines = tail.decode(errors="replace").splitlines()
+        if len(tail) >= LOG_TAIL_BYTES:
             lines = lines[1:]  # the first may be cut
         return [entry for entry in map(parse_log_line, lines) if entry is not None]
 
@@ -117,24 +142,62 @@ class LocalRun:
                 shown = size
                 on_logs()
             if not alive:
-                return self._result()
+                return await self._result()
             if loop.time() > deadline:
                 await self.cancel()
+                await self._end_session()
                 return failure(
                     ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
                 )
             await asyncio.sleep(POLL_SECONDS)
 
-    def _result(self) -> dict[str, Any]:
+    async def _result(self) -> dict[str, Any]:
         try:
             return parse_result((self.folder / "result.json").read_text())
         except FileNotFoundError:
-            tail = "; ".join(line["message"] for line in self.logs()[-3:])
-            return failure(
-                ExitCode.NOT_EXECUTED, f"runner exited without a result{': ' + tail if tail else ''}"
-            )
+            return await self._lost()
         except ValueError as error:
             return failure(ExitCode.NOT_EXECUTED, f"runner wrote an invalid result: {error}")
+
+    async def _lost(self) -> dict[str, Any]:
+        """The result of a run whose runner is gone without one: what the run left is killed first."""
+        killed = await self._end_session()
+        code = await self._exit_code()
+        if code is None:  # adopted: it ended while no controller watched it
+            message = "the runner ended without writing a result"
+        elif code < 0:
+            message = f"the runner died (killed by {signal_name(-code)}) without writing a result"
+        else:
+            message = f"the runner exited with code {code} without writing a result"
+        if killed:
+            message += f"; killed what its script had left ({len(killed)} process{'es' * (len(killed) > 1)})"
+        said = [line["message"] for line in self.logs()[-3:]] + self._errors()[-1:]
+        return failure(ExitCode.NOT_EXECUTED, message + (": " + "; ".join(said) if said else ""))
+
+    async def _exit_code(self) -> int | None:
+        """The runner's exit status as the launcher wrote it (negative: killed by that signal); None when
+        no launcher saw it end (a run adopted after a restart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_STATUS_SECONDS
+        while True:
+            try:
+                return int((self.folder / "exit").read_text())
+            except (FileNotFoundError, ValueError):
+                if loop.time() > deadline:
+                    return None
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _errors(self) -> list[str]:
+        """The runner's own error output (a traceback when it crashed), non-blank lines."""
+        try:
+            text = (self.folder / "runner.err").read_bytes()[-LOG_TAIL_BYTES:]
+        except FileNotFoundError:
+            return []
+        return [line for line in text.decode(errors="replace").splitlines() if line.strip()]
+
+    async def _end_session(self) -> list[int]:
+        pid = self.pid
+        return await end_session(pid) if pid is not None else []
 
     async def cancel(self) -> None:
         pid = self.pid
@@ -161,13 +224,13 @@ class Launcher:
         self.process: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
 
-    async def launch(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
-        request = {"argv": argv, "cwd": str(cwd), "env": env, "log": str(log)}
+    async def launch(self, argv: list[str], cwd: Path, env: dict[str, str], errors: Path) -> int:
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "errors": str(errors)}
         async with self.lock:
             if self.process is None or self.process.returncode is not None:
                 self.process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "controller.executors.launcher",
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=launcher_environment(),
                 )  # fmt: skip
             assert self.process.stdin is not None and self.process.stdout is not None
             (cwd / LAUNCHER_FILE).write_text(str(self.process.pid))  # before the request: see launch_settled
@@ -221,7 +284,63 @@ class LocalExecutor:
         argv = [
             *request.runner_args(self.settings),
             "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
+            "--log-file", str(folder / "runner.log"),
         ]  # fmt: skip
-        env = {**os.environ, **self.settings.script_env}
-        await self.launcher.launch(argv, folder, env, folder / "runner.log")  # it wrote the pid file
+        env = runner_environment(request, self.settings, os.environ)
+        await self.launcher.launch(argv, folder, env, folder / "runner.err")  # it wrote the pid file
         return self.handle(request)
+
+
+def launcher_environment() -> dict[str, str]:
+    """The launcher's environment: ``BASE_ENV`` (and ``PYTHONPATH``, to import what the controller does),
+    none of the controller's credentials. A forked runner's environment as the kernel shows it
+    (``/proc/<pid>/environ``, readable by its scripts) is its launcher's, whatever it runs with."""
+    return {name: os.environ[name] for name in (*BASE_ENV, "PYTHONPATH") if name in os.environ}
+
+
+def runner_environment(
+    request: RunRequest, settings: ControllerSettings, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The runner's whole environment: of the controller's (``environ``, which may hold its credentials)
+    only what the scripts may have (``BASE_ENV`` and the names of ``MDOPS_SCRIPT_PASS_ENV``), and the run's
+    variables; the runner hands its script no more than that either."""
+    names = [*BASE_ENV, *settings.script_pass_env]
+    return {name: environ[name] for name in names if name in environ} | request.runner_env(settings)
+
+
+def session_members(session: int) -> list[int]:
+    """The live processes of ``session`` (a zombie is dead already), from ``/proc``."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _, _, sid = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:4]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if int(sid) == session and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+async def end_session(session: int) -> list[int]:
+    """Kill (SIGKILL) every process left in the session of a runner that is gone, and wait until they are
+    gone; their pids. A session whose leader lives is not a dead runner's (its pid was used again): left
+    alone."""
+    if session <= 1 or session == os.getsid(0):
+        return []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SESSION_END_SECONDS
+    killed: set[int] = set()
+    while members := await asyncio.to_thread(session_members, session):
+        if session in members and not killed:
+            return []
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(members)
+        if loop.time() > deadline:
+            log.warning("session %d: %s survive SIGKILL; the run ends all the same", session, members)
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    return sorted(killed)

@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 
 from controller.executors import RunRequest
-from controller.executors.local import LAUNCHER_FILE, Launcher
+from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
 from controller.ledger import lease_name
 from controller.settings import ControllerSettings
 from devcluster.processes import wait_until
@@ -128,18 +128,22 @@ def runner_argv(env: Path, folder: Path, body: dict, kubeconfig: Path) -> tuple[
     request = RunRequest(
         meta["namespace"], meta["name"], meta["uid"], meta["name"], spec["command"], "day", spec
     )
+    settings = ControllerSettings(
+        kubeconfig=kubeconfig, script_env=json.loads(script_env(env)["MDOPS_SCRIPT_ENV"])
+    )
     argv = [
-        *request.runner_args(ControllerSettings(kubeconfig=kubeconfig)),
+        *request.runner_args(settings),
         "--scripts", str(env / "scripts"), "--result-file", str(folder / "result.json"),
+        "--log-file", str(folder / "runner.log"),
     ]  # fmt: skip
-    return argv, {**os.environ, **json.loads(script_env(env)["MDOPS_SCRIPT_ENV"])}
+    return argv, runner_environment(request, settings, os.environ)
 
 
 def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None:
     """What a controller killed right after asking its launcher for a run leaves behind: the launcher
     forking the run's runner, with no controller left to record its pid."""
     argv, variables = runner_argv(env, folder, body, kubeconfig)
-    asyncio.run(Launcher().launch(argv, folder, variables, folder / "runner.log"))
+    asyncio.run(Launcher().launch(argv, folder, variables, folder / "runner.err"))
 
 
 def test_a_runner_started_just_before_the_controller_died_is_adopted(
@@ -173,7 +177,7 @@ def test_a_run_whose_launcher_was_still_starting_when_the_controller_died_is_ado
     os.kill(launcher.pid, signal.SIGSTOP)
     (folder / LAUNCHER_FILE).write_text(str(launcher.pid))
     argv, variables = runner_argv(env, folder, body, cluster.kubeconfig)
-    request = {"argv": argv, "cwd": str(folder), "env": variables, "log": str(folder / "runner.log")}
+    request = {"argv": argv, "cwd": str(folder), "env": variables, "errors": str(folder / "runner.err")}
     launcher.stdin.write(json.dumps(request).encode() + b"\n")
     launcher.stdin.close()
     start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))

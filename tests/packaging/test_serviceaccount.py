@@ -16,9 +16,11 @@ from runbooks.kube import api_client
 
 # What the controller and the API do, as (verb, group, resource, subresource).
 NEEDED = [
-    *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create")),
+    # delete: retention of finished Runbooks.
+    *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create", "delete")),
     *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
-    *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "delete")),
+    # patch: a Job's TTL, once its result is recorded.
+    *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "patch", "delete")),
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
     ("get", "", "pods", "log"),
     *((verb, group, "events", "") for verb in ("create", "patch") for group in ("", "events.k8s.io")),
@@ -29,11 +31,9 @@ NEEDED = [
 ]
 REFUSED = [
     *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
-    ("delete", keys.GROUP, "runbooks", ""),
     ("update", keys.GROUP, "runbooks", ""),
     ("create", "", "pods", ""),
     ("create", "", "pods", "exec"),
-    ("patch", "batch", "jobs", ""),
     ("get", "", "configmaps", ""),
     ("create", "rbac.authorization.k8s.io", "roles", ""),
     ("create", "rbac.authorization.k8s.io", "rolebindings", ""),

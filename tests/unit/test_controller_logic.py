@@ -1,15 +1,18 @@
-"""The controller's pure decisions: which Runbooks need a lock, in which order they queue for it, and which
-ledger entries are trimmed. Data in, data out: no control plane."""
+"""The controller's pure decisions: which Runbooks need a lock, in which order they queue for it, which
+ledger entries are trimmed, which Runbooks the namespace's cap refuses, which finished ones retention
+deletes, and what an audit line says. Data in, data out: no control plane."""
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
 
-from controller import ledger, lock, runs
+from controller import audit, ledger, lock, quota, retention, runs
 from controller.dispatcher import Entry, Lane
 from controller.settings import ControllerSettings
+from runbooks.models import RunbookStatus
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SETTINGS = ControllerSettings(kubeconfig="/dev/null", lock_groups={"backup": "feed-b"})
@@ -113,3 +116,153 @@ def test_the_ledger_keeps_an_entry_while_a_runbook_names_its_request_id():
 
     doomed = ledger.trimmable(rows, 0, existing, unfinished.__contains__)
     assert [r.name for r in doomed] == ["d"]
+
+
+def test_request_ids_no_runbook_names_count_towards_the_size_and_named_ones_never_do():
+    """Retained Runbooks never push out the request ids of deleted ones: retention deletes a Runbook, a
+    GitOps tool creates it again, and its request id must still be in the ledger."""
+    rows = [row(name, f"2026-11-26T08:00:0{i}.000Z") for i, name in enumerate("abcdef")]
+    existing = {"uid-d", "uid-e", "uid-f"}  # the three newest are retained; a, b and c were deleted
+    doomed = ledger.trimmable(rows, 2, existing, lambda _: False)
+    assert [r.name for r in doomed] == ["a"]  # the newest two deleted ones are remembered
+
+
+def finished_runbook(name: str, minute: int, command: str = "drill", succeeded: bool = True):
+    moment = datetime.datetime(2026, 11, 26, 8, minute, tzinfo=datetime.UTC)
+    return retention.Finished(
+        name, f"uid-{name}", "1", command, succeeded, moment, {"command": command}, RunbookStatus()
+    )
+
+
+NOW = datetime.datetime(2026, 11, 26, 9, 0, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "successful", "failed", "expected"),
+    [
+        (0, 0, 0, []),  # everything off
+        (3600, 0, 0, ["d1"]),  # d1 finished at 08:00: an hour ago
+        (0, 2, 0, ["d1", "d2"]),  # the two newest successful drills stay; failed and other commands too
+        (0, 0, 1, ["f1"]),
+        (3600, 2, 1, [("d1", "TTLExpired"), ("f1", "HistoryLimit"), ("d2", "HistoryLimit")]),
+    ],
+)
+def test_retention_deletes_by_age_and_beyond_each_commands_history_oldest_first(
+    ttl, successful, failed, expected
+):
+    runbooks = [
+        finished_runbook("d3", 30),
+        finished_runbook("d1", 0),
+        finished_runbook("d4", 40),
+        finished_runbook("d2", 10),
+        finished_runbook("f1", 5, succeeded=False),
+        finished_runbook("f2", 6, succeeded=False),
+        finished_runbook("s1", 1, command="start"),
+    ]
+    chosen = retention.doomed(runbooks, NOW, ttl, successful, failed)
+    if expected and isinstance(expected[0], tuple):
+        assert [(r.name, why) for r, why in chosen] == expected
+    else:
+        assert [r.name for r, _ in chosen] == expected
+
+
+def test_retention_times_a_runbook_from_its_own_finish_so_a_recreated_duplicate_is_not_deleted_at_once():
+    body = {
+        "metadata": {
+            "name": "again",
+            "uid": "u",
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-11-26T08:59:00Z",
+        },
+        "spec": {"command": "drill", "requestId": "req-1", "requestedBy": "ci"},
+        "status": {
+            "result": "success",
+            "exitCode": 0,
+            "finishedAt": "2026-11-20T08:00:00.000Z",  # the original's, shown by the duplicate
+            "logs": [{"time": "t", "level": "INFO", "message": "kept out"}],
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "True",
+                    "reason": "Duplicate",
+                    "message": "",
+                    "lastTransitionTime": "2026-11-26T08:59:30Z",
+                }
+            ],
+        },
+    }
+    runbook = retention.Finished.from_body(body)
+    assert runbook is not None and runbook.succeeded and runbook.status.logs == []
+    assert runbook.finished_at == datetime.datetime(2026, 11, 26, 8, 59, 30, tzinfo=datetime.UTC)
+    assert retention.doomed([runbook], NOW, 3600, 0, 0) == []
+    unfinished = {
+        **body,
+        "status": {"conditions": [{**body["status"]["conditions"][0], "status": "Unknown"}]},
+    }
+    assert retention.Finished.from_body(unfinished) is None
+    deleting = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-26T09:00:00Z"}}
+    assert retention.Finished.from_body(deleting) is None
+
+
+def test_the_namespace_cap_lets_in_the_oldest_and_never_refuses_what_an_earlier_controller_let_in():
+    cap = quota.Cap(2)
+    a, b, c = entry("a", seq=0), entry("b", seq=1), entry("c", seq=2)
+    queued_before = entry("q", seq=3, status={"requestId": "q"})
+    assert cap.admit(a) and cap.admit(b)
+    assert not cap.admit(c)
+    assert cap.admit(a)  # asked again (a retried admission): still in
+    assert cap.admit(queued_before)  # admitted before a restart: counted, not refused
+    cap.left("uid-a")
+    cap.left("uid-q")
+    assert cap.admit(c)
+    assert quota.Cap(0).admit(c)  # 0: no cap
+
+
+def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
+    spec = {
+        "command": "failover",
+        "requestId": "req-9",
+        "requestedBy": "alice",
+        "mode": "live",
+        "profile": "backup",
+    }
+    status = RunbookStatus.read(
+        {
+            "result": "failed",
+            "exitCode": 3,
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "False",
+                    "reason": "HealthGateFailed",
+                    "message": "gate",
+                    "lastTransitionTime": "2026-11-26T08:00:00.000Z",
+                }
+            ],
+        }
+    )
+    line = audit.line("HealthGateFailed", "ops", "fo-9", spec, status, "gate", "2026-11-26T08:00:01.000Z")
+    assert line == {
+        "logger": "mdops.audit",
+        "when": "2026-11-26T08:00:01.000Z",
+        "transition": "HealthGateFailed",
+        "who": "alice",
+        "command": "failover",
+        "namespace": "ops",
+        "name": "fo-9",
+        "requestId": "req-9",
+        "mode": "live",
+        "profile": "backup",
+        "dryRun": False,
+        "result": "failed",
+        "exitCode": 3,
+        "reason": "HealthGateFailed",
+        "message": "gate",
+    }
+    started = audit.line("Started", "ops", "fo-9", {"command": "drill"}, RunbookStatus(), "", "t")
+    assert (started["requestId"], started["result"], started["exitCode"], started["reason"]) == (
+        "fo-9",
+        None,
+        None,
+        None,
+    )
