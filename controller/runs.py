@@ -238,6 +238,18 @@ class Runs:
         if entry.claim is not None and not self.status(entry).execution:
             await self.services.ledger.release(entry.claim, entry.namespace)
 
+    async def forget(self, entry: Entry) -> Next:
+        """The Runbook was deleted (or is gone) and no run of it was ever started: its request id, its
+        lock and its finalizer go."""
+        await self.release_claim(entry)
+        if entry.needs_lock:
+            await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+        if keys.FINALIZER in entry.finalizers and not entry.gone:
+            finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
+            if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
+                entry.finalizers = finalizers
+        return Next(Outcome.GONE)
+
     # -- 2. the run ----------------------------------------------------------------------------
     async def run(self, entry: Entry, stopping: asyncio.Event) -> Next:
         """Start (or adopt) the run, wait for it and finish it."""
@@ -250,35 +262,35 @@ class Runs:
             if holder is not None:
                 log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
-        started = self.status(entry).execution is not None
-        if not started:
+        run: Run | dict[str, Any] | None
+        if self.status(entry).execution is not None:  # never started again: adopted, or lost
+            run = await self.services.executor.adopt(self.request(entry))
+        elif entry.deleting:  # a controller may have started it, and died before its status said so
+            run = await self.services.executor.find(self.request(entry))
+            if run is None:
+                return await self.forget(entry)
+        else:
             try:
                 window = self.status(entry).window or await self._window(entry)
             except CalendarError as error:
                 log.error("%s/%s cannot start: %s", entry.namespace, entry.name, error)
                 return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
-            if entry.deleting or not await self._protect(entry):
-                await self.release_claim(entry)
-                if entry.needs_lock:
-                    await self.services.lock.release(entry.namespace, entry.group, entry.uid)
-                return Next(Outcome.GONE)
+            if not await self._protect(entry):
+                return await self.forget(entry)
             if stopping.is_set():  # paused meanwhile: the active controller starts it
                 return Next(Outcome.STOPPED)
-        if started:  # never started again: adopted, or lost (an API error: tried again)
-            run = await self.services.executor.adopt(self.request(entry))
-        else:
             try:
                 run = await self.services.executor.start(self.request(entry, window))
             except (ApiError, OSError) as error:
                 run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+            if not isinstance(run, dict):
+                execution = Execution(executor=self.services.executor.kind, name=run.name)
+                change = transitions.running(self.status(entry), entry.generation, execution, now())
+                change.request_id, change.window, change.target = entry.request_id, window, entry.target
+                await self.patch(entry, change)
+                self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
         if isinstance(run, dict):  # lost, never started, or could not start
             return await self.finish(entry, None, run)
-        if not started:
-            execution = Execution(executor=self.services.executor.kind, name=run.name)
-            change = transitions.running(self.status(entry), entry.generation, execution, now())
-            change.request_id, change.window, change.target = entry.request_id, window, entry.target
-            await self.patch(entry, change)
-            self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
         result = await self._wait(entry, run, stopping)
         if result is None:
             return Next(Outcome.STOPPED)

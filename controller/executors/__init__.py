@@ -98,6 +98,11 @@ class Executor(Protocol):
         gone, its :func:`lost` result: a started run is never started again."""
         ...
 
+    async def find(self, request: RunRequest) -> Run | None:
+        """The run of a request whose status does not say it started, if one was (a controller may
+        have died between starting it and writing its status); None if provably none was."""
+        ...
+
     def handle(self, request: RunRequest) -> Run:
         """The run of a request that started before, without starting anything."""
         ...

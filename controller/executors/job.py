@@ -205,6 +205,10 @@ class JobExecutor:
             )
         return run
 
+    async def find(self, request: RunRequest) -> JobRun | None:
+        run = self.handle(request)
+        return run if await self.kube.get_job(request.namespace, run.name) is not None else None
+
     async def delete(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         gone = self.deletions.get(key) or asyncio.get_running_loop().create_future()

@@ -275,6 +275,14 @@ class LocalExecutor:
             "never started: a controller stopped between making the run's folder and starting its runner",
         )
 
+    async def find(self, request: RunRequest) -> LocalRun | None:
+        if not self.folder(request).is_dir():
+            return None  # the folder is made before anything runs
+        run = await self.adopt(request)
+        if isinstance(run, dict) or run.pid is None:  # declared never started, now or before
+            return None
+        return run
+
     async def start(self, request: RunRequest) -> LocalRun | dict[str, Any]:
         folder = self.folder(request)
         if folder.exists():  # started before (by us or a controller before a restart): adopt

@@ -211,6 +211,27 @@ def test_a_run_whose_runner_never_started_is_never_started_late(
     assert started(env) == []
 
 
+def test_a_runbook_deleted_before_its_status_said_running_has_its_found_run_stopped_and_remembered(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A controller killed after it started a run but before its status said Running leaves the Runbook
+    with the finalizer and no execution in its status (the soak found one): deleted then, the next
+    controller asks the executor, finds the run, stops it and records it as cancelled before the
+    Runbook goes."""
+    body = rbs.create("unseen", command="failover")
+    rbs.set_finalizers("unseen", [keys.FINALIZER])
+    folder = env / "state" / namespace / body["metadata"]["uid"]
+    folder.mkdir(parents=True)
+    launch_runner(env, folder, body, cluster.kubeconfig)
+    pid = script_pid(env, "unseen")
+    rbs.delete("unseen")
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    wait_until(lambda: rbs.gone("unseen"), 60, "the deleted Runbook to go")
+    assert not alive(pid)
+    assert started(env) == ["unseen"]
+    assert ledger_result(api_client, namespace, "unseen")["exitCode"] == 130  # remembered as cancelled
+
+
 # -- 2. a deletion always stops the run, also while no controller runs ----------------------------------
 STUBBORN = """
     trap '' TERM
