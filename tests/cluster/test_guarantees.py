@@ -146,12 +146,18 @@ def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None
     asyncio.run(Launcher().launch(argv, folder, variables, folder / "runner.err"))
 
 
+def left_folder(rbs, env: Path, namespace: str, name: str) -> tuple[dict, Path]:
+    """A new failover Runbook, and the run folder that a controller made for it before it died."""
+    body = rbs.create(name, command="failover")
+    folder = env / "state" / namespace / body["metadata"]["uid"]
+    folder.mkdir(parents=True)
+    return body, folder
+
+
 def test_a_runner_started_just_before_the_controller_died_is_adopted(
     start_controller, cluster, rbs, env, namespace
 ):
-    body = rbs.create("crash-window", command="failover")
-    folder = env / "state" / namespace / body["metadata"]["uid"]
-    folder.mkdir(parents=True)
+    body, folder = left_folder(rbs, env, namespace, "crash-window")
     launch_runner(env, folder, body, cluster.kubeconfig)
     wait_started(env, "crash-window")
     start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
@@ -165,9 +171,7 @@ def test_a_runner_started_just_before_the_controller_died_is_adopted(
 def test_a_run_whose_launcher_was_still_starting_when_the_controller_died_is_adopted(
     start_controller, cluster, rbs, env, namespace
 ):
-    body = rbs.create("slow-launcher", command="failover")
-    folder = env / "state" / namespace / body["metadata"]["uid"]
-    folder.mkdir(parents=True)
+    body, folder = left_folder(rbs, env, namespace, "slow-launcher")
     # A controller spawned its launcher, wrote the request and died; the launcher is still importing the
     # runner (stopped here, to hold it there) when the next controller looks at the run.
     launcher = subprocess.Popen(
@@ -198,9 +202,7 @@ def test_a_run_whose_launcher_was_still_starting_when_the_controller_died_is_ado
 def test_a_run_whose_runner_never_started_is_never_started_late(
     start_controller, cluster, rbs, env, namespace
 ):
-    body = rbs.create("never", command="failover")
-    folder = env / "state" / namespace / body["metadata"]["uid"]
-    folder.mkdir(parents=True)  # a controller died right after making the run's folder
+    body, folder = left_folder(rbs, env, namespace, "never")  # and died right after making it
     release(env)
     start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
     status = rbs.wait_finished("never")["status"]
@@ -218,10 +220,8 @@ def test_a_runbook_deleted_before_its_status_said_running_has_its_found_run_stop
     with the finalizer and no execution in its status (the soak found one): deleted then, the next
     controller asks the executor, finds the run, stops it and records it as cancelled before the
     Runbook goes."""
-    body = rbs.create("unseen", command="failover")
+    body, folder = left_folder(rbs, env, namespace, "unseen")
     rbs.set_finalizers("unseen", [keys.FINALIZER])
-    folder = env / "state" / namespace / body["metadata"]["uid"]
-    folder.mkdir(parents=True)
     launch_runner(env, folder, body, cluster.kubeconfig)
     pid = script_pid(env, "unseen")
     rbs.delete("unseen")
