@@ -265,6 +265,9 @@ class Runs:
         run: Run | dict[str, Any] | None
         if self.status(entry).execution is not None:  # never started again: adopted, or lost
             run = await self.services.executor.adopt(self.request(entry))
+            if entry.deleting and isinstance(run, dict) and run.get("reason") == Reason.LOST:
+                # a controller stopping it (its Job deleted in the foreground, so its pods first) died
+                run = failure(ExitCode.CANCELLED, f"cancelled: the Runbook was deleted; {run['message']}")
         elif entry.deleting:  # a controller may have started it, and died before its status said so
             run = await self.services.executor.find(self.request(entry))
             if run is None:

@@ -121,6 +121,26 @@ def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
     assert not jobs(api_client, namespace)
 
 
+def test_a_deleted_runbook_whose_job_a_dead_controller_deleted_is_remembered_as_cancelled(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A controller killed while it stopped a deleted Runbook's run, its Job already gone (the soak found
+    three): the run was cancelled, not lost."""
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("cancelled-job", command="failover")
+    wait_started(env, "cancelled-job")
+    kill(first)
+    rbs.delete("cancelled-job")  # our finalizer keeps it
+    [job] = jobs(api_client, namespace)
+    cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=foreground")
+    wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to be deleted")
+    start_controller("second", **settings)
+    wait_until(lambda: rbs.gone("cancelled-job"), 60, "the deleted Runbook to go")
+    assert started(env) == ["cancelled-job"]
+    assert ledger_result(api_client, namespace, "cancelled-job")["exitCode"] == 130
+
+
 # -- 7. the local executor's crash window ---------------------------------------------------------------
 def runner_argv(env: Path, folder: Path, body: dict, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
     """The runner's arguments and environment, as the controller asks its launcher for them."""
