@@ -10,8 +10,10 @@ The dispatcher is driven by events (a watch event, the end of a step), never by 
   oldest first; a duplicate is settled there or parked until its original has finished; one beyond the
   namespace's cap of unfinished Runbooks fails instead (:mod:`controller.quota`);
 - the Runbooks that need their target's lock wait in that target's lane, in order of arrival (oldest
-  ``creationTimestamp`` first; within one second, the order in which the watch brought them); only the
-  lane's head may take the lock, and each of the others shows, once, the Runbook it waits behind;
+  ``creationTimestamp`` first; within one second, the order in which a controller first saw them, its
+  arrival stamp, which the ledger claim keeps across restarts); only the lane's head may take the lock,
+  once no Runbook of its second behind it is still being admitted (its claim may place it earlier), and
+  each of the others shows, once, the Runbook it waits behind;
 - at most ``max_parallel`` runs go on at once (local processes or Jobs alike), oldest first; a run that
   was going on before a restart is adopted first, whatever the limit.
 
@@ -29,6 +31,7 @@ import enum
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +75,7 @@ class Entry:
     name: str
     namespace: str
     created: str
-    seq: int
+    seq: int  # arrival stamp: microseconds, strictly increasing (:meth:`Dispatcher.arrival`)
     spec: dict[str, Any]
     generation: int
     group: str
@@ -163,6 +166,16 @@ class Lane:
             self.busy = None
         return self.entries[index] if 0 < index < len(self.entries) else None
 
+    def unsettled(self, head: Entry) -> bool:
+        """Whether a Runbook of the head's second is still being admitted: its claim (made before a
+        restart) may put it ahead."""
+        for entry in itertools.islice(self.entries, 1, None):
+            if entry.created != head.created or entry.started != head.started:
+                return False
+            if entry.stage in (Stage.NEW, Stage.ADMITTING):
+                return True
+        return False
+
     def ahead(self, entry: Entry) -> Entry | None:
         index = self.entries.index(entry)
         return self.entries[index - 1] if index else None
@@ -188,12 +201,18 @@ class Dispatcher:
         self.tasks: dict[str, asyncio.Task] = {}  # uid -> its step in progress
         self.running = 0
         self.admitting = 0
-        self.seq = itertools.count()
+        self.last_arrival = 0
         self.paused = False
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
         self.trimmer = Trimmer(runs.services.kube, settings.namespace, settings.ledger_size, self.named)
         self.cap = Cap(settings.max_unfinished_per_namespace)
+
+    def arrival(self) -> int:
+        """A new arrival stamp: the time in microseconds, later than every one given before (and than
+        those of a controller before a restart, whose clock was earlier)."""
+        self.last_arrival = max(self.last_arrival + 1, time.time_ns() // 1000)
+        return self.last_arrival
 
     # -- what the other parts ask ----------------------------------------------------------------
     def named(self, request_id: str) -> bool:
@@ -220,7 +239,7 @@ class Dispatcher:
         elif "command" in (body.get("spec") or {}):
             if meta.get("deletionTimestamp") and keys.FINALIZER not in (meta.get("finalizers") or ()):
                 return  # deleted before it ran: it is gone in a moment
-            entry = Entry.from_body(body, next(self.seq), self.settings)
+            entry = Entry.from_body(body, self.arrival(), self.settings)
             self.entries[entry.uid] = entry
             self.request_ids[entry.request_id] += 1
             if entry.needs_lock:
@@ -345,7 +364,7 @@ class Dispatcher:
             return
         if lane.busy is None and lane.entries:
             head = lane.entries[0]
-            if head.stage is Stage.WAITING and self._idle(head.uid):
+            if head.stage is Stage.WAITING and self._idle(head.uid) and not lane.unsettled(head):
                 lane.busy = head
                 self._make_ready(head)
         metrics.QUEUE_DEPTH.labels(target).set(lane.waiting())
@@ -394,6 +413,7 @@ class Dispatcher:
         outcome = task.result()
         if outcome.outcome is Outcome.OWNER:
             entry.stage = Stage.WAITING
+            self._place(entry)
             if not entry.needs_lock:
                 self._make_ready(entry)
             else:
@@ -413,6 +433,20 @@ class Dispatcher:
             self._retry(entry, stage, outcome.delay)
         if entry.left and not entry.finishing and self._idle(entry.uid):
             self._check(entry)
+
+    def _place(self, entry: Entry) -> None:
+        """An admitted entry takes the arrival its claim recorded (a controller before a restart saw
+        it first)."""
+        arrival = entry.claim.arrival if entry.claim is not None else 0
+        if not arrival or arrival == entry.seq:
+            return
+        lane = self.lanes.get(entry.target) if entry.needs_lock else None
+        if lane is not None and entry in lane.entries:
+            lane.remove(entry)
+            entry.seq = arrival
+            lane.add(entry)
+        else:
+            entry.seq = arrival
 
     def _retry(self, entry: Entry, stage: Stage, delay: float) -> None:
         entry.stage = Stage.NEW if stage is Stage.ADMITTING else Stage.WAITING

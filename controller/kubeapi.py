@@ -232,12 +232,16 @@ class KubeApi:
         with contextlib.suppress(Conflict):
             await self.request("POST", f"{JOBS}/namespaces/{namespace}/jobs", body)
 
+    async def get_job(self, namespace: str, name: str) -> dict | None:
+        return await self.request("GET", f"{JOBS}/namespaces/{namespace}/jobs/{name}", missing_ok=True)
+
     async def patch_job(self, namespace: str, name: str, patch: dict) -> None:
         path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
         await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        body = {"propagationPolicy": "Background"}
+        """Delete the Job; it is gone (its DELETED event) only once its pods are (foreground)."""
+        body = {"propagationPolicy": "Foreground"}
         await self.request("DELETE", f"{JOBS}/namespaces/{namespace}/jobs/{name}", body, missing_ok=True)
 
     async def job_pods(self, namespace: str, job: str) -> list[dict]:

@@ -46,6 +46,7 @@ class Entry:
     runbook: str  # namespace/name
     result: dict[str, Any] | None
     lease: dict[str, Any]  # as last read or written: the next write goes to its resourceVersion
+    arrival: int  # its Runbook's place in the queue, as the controller that first claimed it saw it
 
     @classmethod
     def from_lease(cls, lease: dict[str, Any]) -> Entry:
@@ -56,6 +57,7 @@ class Entry:
             annotations.get(keys.RUNBOOK, ""),
             json.loads(result) if result else None,
             lease,
+            int(annotations.get(keys.ARRIVAL) or 0),
         )
 
 
@@ -68,13 +70,18 @@ class Ledger:
     def __init__(self, kube: KubeApi):
         self.kube = kube
 
-    async def claim(self, namespace: str, request_id: str, uid: str, name: str) -> Entry:
-        """Claim ``request_id`` for the Runbook ``uid``; return the entry of whoever owns it."""
+    async def claim(self, namespace: str, request_id: str, uid: str, name: str, arrival: int) -> Entry:
+        """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival``; return the entry of
+        whoever owns it (a claim made before a restart keeps its arrival)."""
         body = {
             "metadata": {
                 "name": lease_name(request_id),
                 "labels": {keys.LEDGER_LABEL: "true", keys.MANAGED_BY: keys.MANAGER},
-                "annotations": {keys.REQUEST_ID: request_id, keys.RUNBOOK: f"{namespace}/{name}"},
+                "annotations": {
+                    keys.REQUEST_ID: request_id,
+                    keys.RUNBOOK: f"{namespace}/{name}",
+                    keys.ARRIVAL: str(arrival),
+                },
             },
             "spec": {"holderIdentity": uid},
         }

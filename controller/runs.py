@@ -177,7 +177,9 @@ class Runs:
     # -- 1. admission --------------------------------------------------------------------------
     async def admit(self, entry: Entry, in_view: Callable[[str], bool]) -> Next:
         """Claim the request id; settle or park a duplicate."""
-        claim = await self.services.ledger.claim(entry.namespace, entry.request_id, entry.uid, entry.name)
+        claim = await self.services.ledger.claim(
+            entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq
+        )
         if claim.uid == entry.uid:
             entry.claim = claim
             return Next(Outcome.OWNER)
@@ -191,8 +193,9 @@ class Runs:
             cancelled = failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
             return await self.settle_duplicate(entry, claim, cancelled)
         status = RunbookStatus.read(earlier.get("status") or {})
-        if status.finished:  # finished, but its result never reached the ledger
-            return await self.settle_duplicate(entry, claim, ledger.summary(status.to_k8s()))
+        if status.finished:  # finished, but its result never reached the ledger: it does now
+            claim = await self.services.ledger.finish(claim, entry.namespace, status.to_k8s())
+            return await self.settle_duplicate(entry, claim)
         return await self._park(entry, claim)  # it comes into view soon
 
     async def _park(self, entry: Entry, claim: ledger.Entry) -> Next:
@@ -235,6 +238,18 @@ class Runs:
         if entry.claim is not None and not self.status(entry).execution:
             await self.services.ledger.release(entry.claim, entry.namespace)
 
+    async def forget(self, entry: Entry) -> Next:
+        """The Runbook was deleted (or is gone) and no run of it was ever started: its request id, its
+        lock and its finalizer go."""
+        await self.release_claim(entry)
+        if entry.needs_lock:
+            await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+        if keys.FINALIZER in entry.finalizers and not entry.gone:
+            finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
+            if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
+                entry.finalizers = finalizers
+        return Next(Outcome.GONE)
+
     # -- 2. the run ----------------------------------------------------------------------------
     async def run(self, entry: Entry, stopping: asyncio.Event) -> Next:
         """Start (or adopt) the run, wait for it and finish it."""
@@ -247,32 +262,38 @@ class Runs:
             if holder is not None:
                 log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
-        started = self.status(entry).execution is not None
-        if not started:
+        run: Run | dict[str, Any] | None
+        if self.status(entry).execution is not None:  # never started again: adopted, or lost
+            run = await self.services.executor.adopt(self.request(entry))
+            if entry.deleting and isinstance(run, dict) and run.get("reason") == Reason.LOST:
+                # a controller stopping it (its Job deleted in the foreground, so its pods first) died
+                run = failure(ExitCode.CANCELLED, f"cancelled: the Runbook was deleted; {run['message']}")
+        elif entry.deleting:  # a controller may have started it, and died before its status said so
+            run = await self.services.executor.find(self.request(entry))
+            if run is None:
+                return await self.forget(entry)
+        else:
             try:
                 window = self.status(entry).window or await self._window(entry)
             except CalendarError as error:
                 log.error("%s/%s cannot start: %s", entry.namespace, entry.name, error)
                 return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
-            if entry.deleting or not await self._protect(entry):
-                await self.release_claim(entry)
-                if entry.needs_lock:
-                    await self.services.lock.release(entry.namespace, entry.group, entry.uid)
-                return Next(Outcome.GONE)
+            if not await self._protect(entry):
+                return await self.forget(entry)
             if stopping.is_set():  # paused meanwhile: the active controller starts it
                 return Next(Outcome.STOPPED)
-        else:
-            window = self.status(entry).window or "day"
-        try:
-            run = await self.services.executor.start(self.request(entry, window))
-        except (ApiError, OSError) as error:
-            return await self.finish(entry, None, failure(ExitCode.NOT_EXECUTED, f"could not start: {error}"))
-        if not started:
-            execution = Execution(executor=self.services.executor.kind, name=run.name)
-            change = transitions.running(self.status(entry), entry.generation, execution, now())
-            change.request_id, change.window, change.target = entry.request_id, window, entry.target
-            await self.patch(entry, change)
-            self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
+            try:
+                run = await self.services.executor.start(self.request(entry, window))
+            except (ApiError, OSError) as error:
+                run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+            if not isinstance(run, dict):
+                execution = Execution(executor=self.services.executor.kind, name=run.name)
+                change = transitions.running(self.status(entry), entry.generation, execution, now())
+                change.request_id, change.window, change.target = entry.request_id, window, entry.target
+                await self.patch(entry, change)
+                self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
+        if isinstance(run, dict):  # lost, never started, or could not start
+            return await self.finish(entry, None, run)
         result = await self._wait(entry, run, stopping)
         if result is None:
             return Next(Outcome.STOPPED)
@@ -359,5 +380,6 @@ class Runs:
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
         message = final.message or f"exit code {code}"
         gone = entry.gone or entry.deleting  # no Event (it would name nothing), but its audit line
-        self.event(entry, kind, reason_of(code), message, status=final, post=not gone)
+        reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
+        self.event(entry, kind, reason, message, status=final, post=not gone)
         return Next(Outcome.SETTLED)

@@ -84,7 +84,9 @@ class ControllerSettings(CommonSettings):
     metrics_port: int = Field(9102, ge=0, description="Port of /metrics (0: none).")
     metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
     peering: str = Field("", description="kopf peering name; empty: standalone (one replica).")
-    peering_lifetime: int = Field(60, ge=1, description="Seconds before a silent peer is considered dead.")
+    peering_lifetime: int = Field(
+        10, ge=1, description="Seconds before a silent peer is considered dead (the standby takes over)."
+    )
     priority: int | None = Field(
         None,
         description="kopf peering priority of this replica; unset: random. Replicas with equal priorities "

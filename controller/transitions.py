@@ -88,7 +88,7 @@ def finished(old: RunbookStatus, generation: int, result: dict[str, Any], *, dry
     """The terminal status from a runner result (see runner/README.md)."""
     code = int(result["exitCode"])
     success = code == ExitCode.SUCCESS
-    reason = reason_of(code)
+    reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
     message = result.get("message") or ("succeeded" if success else f"failed with exit code {code}")
     return RunbookStatus(
         observed_generation=generation,

@@ -4,7 +4,7 @@ No kubelet runs on the machines mdops is developed on, so this process stands
 in for the node: it registers one Ready node, binds every unscheduled pod to
 it, and runs each pod's first container to completion, writing the pod status a
 kubelet would write (phase, container state, exit code, termination message).
-It finalises pod deletion the way a kubelet does, so Jobs,
+It finalises pod deletion the way a kubelet does (SIGTERM, the grace period, SIGKILL), so Jobs,
 ``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
 A pod still ``Running`` when podsim starts ran under an earlier podsim that died
 (its process died too): it fails with exit code 137 and reason
@@ -50,6 +50,7 @@ otherwise (the default)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -280,6 +281,16 @@ class PodRun(threading.Thread):
             folders[volume.name] = local
         return folders
 
+    def stop(self, grace: float) -> None:
+        """Stop the pod as a kubelet does: SIGTERM, then (after ``grace`` seconds) SIGKILL."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace)
+        self.cancel()
+
     def cancel(self) -> None:
         self.cancelled.set()
         if self.process is not None and self.process.poll() is None:
@@ -292,6 +303,7 @@ class PodSim:
     def __init__(self, api: client.ApiClient):
         self.core = client.CoreV1Api(api)
         self.runs: dict[str, PodRun] = {}
+        self.terminating: set[str] = set()  # pods being stopped after their deletion
 
     def register_node(self) -> None:
         capacity = {"cpu": "32", "memory": "64Gi", "pods": "500"}
@@ -411,9 +423,28 @@ class PodSim:
                 raise
 
     def _finalise_deletion(self, key: str, pod: client.V1Pod) -> None:
+        """A deleted pod's processes get its grace period to stop (in a thread of their own); the pod is
+        removed once they are gone, as a kubelet does."""
+        if key in self.terminating:
+            return
         run = self.runs.pop(key, None)
+        if run is not None and run.is_alive():
+            self.terminating.add(key)
+            grace = pod.metadata.deletion_grace_period_seconds or 0
+            threading.Thread(target=self._terminate, args=(key, run, pod, grace), daemon=True).start()
+            return
         if run is not None:
             run.cancel()
+        self._remove(pod)
+
+    def _terminate(self, key: str, run: PodRun, pod: client.V1Pod, grace: float) -> None:
+        try:
+            run.stop(grace)
+            self._remove(pod)
+        finally:
+            self.terminating.discard(key)
+
+    def _remove(self, pod: client.V1Pod) -> None:
         if pod.spec.node_name == NODE:
             try:
                 self.core.delete_namespaced_pod(

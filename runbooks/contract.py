@@ -59,6 +59,7 @@ class Reason(StrEnum):
     EXECUTION_ERROR = "ExecutionError"
     CANCELLED = "Cancelled"
     DUPLICATE = "Duplicate"
+    LOST = "Lost"  # what the run ran in (its Job, its folder) vanished: it is never started again
     QUOTA_EXCEEDED = "QuotaExceeded"  # created beyond the namespace's cap of unfinished Runbooks: never run
 
 

@@ -33,6 +33,7 @@ REQUEST_ID = f"{GROUP}/request-id"
 RUNBOOK = f"{GROUP}/runbook"  # on a Lease: the Runbook (namespace/name or name) that holds it
 RESULT = f"{GROUP}/result"
 FINISHED_AT = f"{GROUP}/finished-at"
+ARRIVAL = f"{GROUP}/arrival"  # on a ledger entry: when its Runbook first arrived (microseconds), its place
 DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks that showed its result
 LOCK_GROUP = f"{GROUP}/group"
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering

@@ -78,6 +78,12 @@ class Runbooks:
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(*self._args(), name)
 
+    def set_finalizers(self, name: str, finalizers: list[str]) -> None:
+        """Write the finalizers as only the controller does: what one that died mid-way leaves."""
+        self.custom.patch_namespaced_custom_object(
+            *self._args(), name, {"metadata": {"finalizers": finalizers}}
+        )
+
     def set_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Write ``status`` as only the controller does: for states that no real run makes cheaply."""
         return self.custom.patch_namespaced_custom_object_status(*self._args(), name, {"status": status})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.settings import ControllerSettings
-from runbooks.contract import now
+from runbooks.contract import ExitCode, Reason, now
 from runner.request import EXTRA_ENV, KEYS, PASS_ENV, REQUEST_ENV, dumps_for_env
 
 LogCallback = Callable[[], None]
@@ -67,6 +67,12 @@ def failure(code: int, message: str) -> dict[str, Any]:
     return {"exitCode": code, "result": "failed", "message": message, "finishedAt": stamp, "logs": [line]}
 
 
+def lost(what: str) -> dict[str, Any]:
+    """The result of a run whose Job or folder vanished (``what``: which, and how): it may have run, so
+    it is never started again; its status says ``Lost`` (exit code 125: no result of its own)."""
+    return {**failure(ExitCode.NOT_EXECUTED, f"lost: {what}; not started again"), "reason": Reason.LOST}
+
+
 class Run(Protocol):
     name: str
 
@@ -82,7 +88,20 @@ class Run(Protocol):
 class Executor(Protocol):
     kind: str
 
-    async def start(self, request: RunRequest) -> Run: ...
+    async def start(self, request: RunRequest) -> Run | dict[str, Any]:
+        """Start the run (or adopt it, if it was started before); or the result of a run that cannot
+        be adopted and is provably never started."""
+        ...
+
+    async def adopt(self, request: RunRequest) -> Run | dict[str, Any]:
+        """The run of a request that started before (its status says so), or, if what it ran in is
+        gone, its :func:`lost` result: a started run is never started again."""
+        ...
+
+    async def find(self, request: RunRequest) -> Run | None:
+        """The run of a request whose status does not say it started, if one was (a controller may
+        have died between starting it and writing its status); None if provably none was."""
+        ...
 
     def handle(self, request: RunRequest) -> Run:
         """The run of a request that started before, without starting anything."""

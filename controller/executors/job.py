@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from controller.executors import LogCallback, RunRequest, failure
+from controller.executors import LogCallback, RunRequest, failure, lost
 from controller.kubeapi import KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -167,7 +167,9 @@ class JobRun:
         return []
 
     async def cancel(self) -> None:
-        await self.executor.kube.delete_job(self.namespace, self.name)
+        """Delete the Job and wait until it is gone, and with it every pod of the run (its pods are
+        deleted first, each once it has stopped): only then may the run's lock go."""
+        await self.executor.delete(self.namespace, self.name)
 
     async def release(self) -> None:
         """The result is recorded: the Job may now go after its TTL."""
@@ -184,6 +186,7 @@ class JobExecutor:
         self.results: dict[tuple[str, str], dict[str, Any]] = {}  # ended Jobs' results, until taken
         self.waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.checks: set[asyncio.Task] = set()
+        self.deletions: dict[tuple[str, str], asyncio.Future] = {}  # Jobs being deleted, until gone
 
     def handle(self, request: RunRequest) -> JobRun:
         return JobRun(self, request.namespace, job_name(request))
@@ -192,6 +195,32 @@ class JobExecutor:
         body = build_job(request, self.settings)
         await self.kube.create_job(request.namespace, body)
         return self.handle(request)
+
+    async def adopt(self, request: RunRequest) -> JobRun | dict[str, Any]:
+        run = self.handle(request)
+        if await self.kube.get_job(request.namespace, run.name) is None:
+            return lost(
+                f"its Job {run.name} is gone (deleted, by a person, a TTL or a drain, while no "
+                "controller watched it)"
+            )
+        return run
+
+    async def find(self, request: RunRequest) -> JobRun | None:
+        run = self.handle(request)
+        return run if await self.kube.get_job(request.namespace, run.name) is not None else None
+
+    async def delete(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        gone = self.deletions.get(key) or asyncio.get_running_loop().create_future()
+        self.deletions[key] = gone
+        try:
+            await self.kube.delete_job(namespace, name)
+            if await self.kube.get_job(namespace, name) is None:
+                return
+            await gone
+        finally:
+            if self.deletions.get(key) is gone:
+                del self.deletions[key]
 
     async def outcome(self, namespace: str, name: str) -> dict[str, Any]:
         key = (namespace, name)
@@ -230,10 +259,11 @@ class JobExecutor:
         key = (meta["namespace"], meta["name"])
         if kind == "DELETED":
             self.results.pop(key, None)
+            gone = self.deletions.get(key)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
             if key in self.waiters:
-                self._ended(
-                    key, failure(ExitCode.NOT_EXECUTED, f"Job {key[1]} disappeared before it finished")
-                )
+                self._ended(key, lost(f"its Job {key[1]} was deleted before it finished"))
         elif key in self.waiters and job_failure(job) is not None:
             # Ended without a pod's result in the watch yet: the pod says why, if there is one.
             task = asyncio.ensure_future(self._from_pods(key, job))

@@ -12,6 +12,11 @@ reaps each child as it ends and writes its exit status (negative: killed by that
 its folder, which tells how a runner that wrote no result died. The launcher exits when its standard
 input closes (the controller stopped); the runs go on, and a restarted controller adopts them.
 
+Each child first creates the run's ``pid`` file (exclusively) and only then runs anything; the launcher
+answers once it has. A controller that finds a run's folder without a ``pid`` (it stopped between making
+the folder and recording the pid) creates that file itself, saying ``never started``: whichever is first
+wins, so such a run is either adopted or provably never started, never both.
+
 Standard library and the runner only: this process stays small.
 """
 
@@ -29,11 +34,17 @@ from typing import Any
 import runner.cli
 from runbooks.contract import ExitCode
 
+PID_FILE = "pid"  # in the run's folder: the runner's pid, or NEVER_STARTED
+NEVER_STARTED = "never started"
 
-def child(request: dict[str, Any]) -> int:
-    """In the forked child: become the run's runner."""
+
+def child(request: dict[str, Any], ready: int) -> int:
+    """In the forked child: claim the run's ``pid`` file, say so on ``ready``, become the run's runner."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the runner waits for its script
     os.setsid()
+    claim(PID_FILE, str(os.getpid()))  # in the run's folder; raises if it was declared never started
+    os.write(ready, b"1")
+    os.close(ready)
     errors = os.open(request["errors"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -44,6 +55,16 @@ def child(request: dict[str, Any]) -> int:
     os.environ.update(request["env"])
     sys.argv = [sys.executable, "-m", "runner", *request["argv"]]
     return runner.cli.main(request["argv"])
+
+
+def claim(path: str, content: str) -> None:
+    """Create ``path`` holding ``content``, only if it does not exist (FileExistsError otherwise): the one
+    atomic step that decides between a runner and a controller that finds the run without one."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(descriptor, content.encode())
+    finally:
+        os.close(descriptor)
 
 
 # The run folders of the children that have not ended yet, by pid.
@@ -72,6 +93,8 @@ def reap(_signum: int = 0, _frame: object = None) -> None:
 
 
 def launch(request: dict[str, Any]) -> int:
+    """Fork the runner; its pid once it has claimed the run's ``pid`` file (OSError if it could not)."""
+    ready, told = os.pipe()
     # The child is born in the run's folder: the controller knows a run's process by its working folder
     # (``LocalRun._alive``), and may look before a child that changed folder itself was ever scheduled.
     os.chdir(request["cwd"])
@@ -83,10 +106,15 @@ def launch(request: dict[str, Any]) -> int:
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     if pid:
+        os.close(told)
+        with os.fdopen(ready, "rb") as answer:
+            if answer.read(1) != b"1":
+                raise OSError(f"the run in {request['cwd']} was not started: its pid file was taken")
         return pid
+    os.close(ready)
     code = ExitCode.NOT_EXECUTED
     try:
-        code = child(request)
+        code = child(request, told)
     except BaseException:  # whatever happens, the child must not return into the loop
         traceback.print_exc()
     finally:

@@ -2,7 +2,9 @@
 
 Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
 is never started twice. The runner runs in its own session and outlives the controller: a controller
-killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
+killed mid-run adopts it on restart through ``pid`` (which the runner claims itself before it runs
+anything, and the launcher's own pid, in ``launcher``, written before it is asked: see ``adopt``) and
+waits for ``result.json``. Its streamed log
 lines go to ``runner.log`` (at most 1 MiB, the older lines in ``runner.log.1``), which is watched (its
 size, every ``POLL_SECONDS``) for new lines; its own errors go to ``runner.err``.
 
@@ -29,7 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from controller.executors import LogCallback, RunRequest, failure
+from controller.executors import LogCallback, RunRequest, failure, lost
+from controller.executors.launcher import NEVER_STARTED, PID_FILE, claim
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
 from runner.execute import signal_name
@@ -41,11 +44,42 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_BYTES = 64 * 1024
+# In a run's folder: the pid of the launcher asked to start its runner, written before the request is sent.
+LAUNCHER_FILE = "launcher"
+# How long an adopting controller waits for a dead controller's launcher, still alive, to start the run.
+LAUNCH_WAIT_SECONDS = 60.0
 # A process killed with SIGKILL is gone at once, unless it is in an uninterruptible sleep (a hung disk): it
 # then dies when that ends, and can run nothing of its own before. Past this, the run ends all the same.
 SESSION_END_SECONDS = 30.0
 # The launcher writes a runner's exit status as it reaps it, a moment after the runner is seen gone.
 EXIT_STATUS_SECONDS = 1.0
+
+
+def launcher_alive(pid: int) -> bool:
+    """Whether ``pid`` is a launcher still running (not a zombie, not another process given its pid)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+        return False
+    return b"controller.executors.launcher" in command and state != "Z"
+
+
+async def launch_settled(folder: Path) -> None:
+    """Wait while the launcher asked to start this run may still fork its runner: a controller killed
+    right after asking leaves a launcher that, just spawned, may take a second or two to import the
+    runner before it reads the request. Claiming the run never started meanwhile would be safe (its
+    runner, late, would run nothing) but fails a run that was about to start; the soak
+    (bench/soak.py) saw that in one run of six killed controllers."""
+    try:
+        pid = int((folder / LAUNCHER_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return  # no launcher was asked: the request was never sent
+    deadline = asyncio.get_running_loop().time() + LAUNCH_WAIT_SECONDS
+    while launcher_alive(pid) and not (folder / PID_FILE).exists():
+        if asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(POLL_SECONDS)
 
 
 class LocalRun:
@@ -57,7 +91,7 @@ class LocalRun:
     @property
     def pid(self) -> int | None:
         try:
-            return int((self.folder / "pid").read_text())
+            return int((self.folder / PID_FILE).read_text())
         except (FileNotFoundError, ValueError):
             return None
 
@@ -199,6 +233,7 @@ class Launcher:
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=launcher_environment(),
                 )  # fmt: skip
             assert self.process.stdin is not None and self.process.stdout is not None
+            (cwd / LAUNCHER_FILE).write_text(str(self.process.pid))  # before the request: see launch_settled
             try:
                 self.process.stdin.write(json.dumps(request).encode() + b"\n")
                 await self.process.stdin.drain()
@@ -223,10 +258,35 @@ class LocalExecutor:
     def handle(self, request: RunRequest) -> LocalRun:
         return LocalRun(self.folder(request), float(request.spec.get("timeoutSeconds", 300)))
 
-    async def start(self, request: RunRequest) -> LocalRun:
+    async def adopt(self, request: RunRequest) -> LocalRun | dict[str, Any]:
+        folder = self.folder(request)
+        if not folder.is_dir():
+            return lost(
+                f"its run folder {folder} is gone (a state folder emptied or replaced while no "
+                "controller watched it)"
+            )
+        await launch_settled(folder)
+        try:  # no pid yet: a runner on its way, or none ever (see controller.executors.launcher)
+            claim(str(folder / PID_FILE), NEVER_STARTED)
+        except FileExistsError:
+            return self.handle(request)
+        return failure(
+            ExitCode.NOT_EXECUTED,
+            "never started: a controller stopped between making the run's folder and starting its runner",
+        )
+
+    async def find(self, request: RunRequest) -> LocalRun | None:
+        if not self.folder(request).is_dir():
+            return None  # the folder is made before anything runs
+        run = await self.adopt(request)
+        if isinstance(run, dict) or run.pid is None:  # declared never started, now or before
+            return None
+        return run
+
+    async def start(self, request: RunRequest) -> LocalRun | dict[str, Any]:
         folder = self.folder(request)
         if folder.exists():  # started before (by us or a controller before a restart): adopt
-            return self.handle(request)
+            return await self.adopt(request)
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # the claim: exists means started
         argv = [
@@ -235,8 +295,7 @@ class LocalExecutor:
             "--log-file", str(folder / "runner.log"),
         ]  # fmt: skip
         env = runner_environment(request, self.settings, os.environ)
-        pid = await self.launcher.launch(argv, folder, env, folder / "runner.err")
-        (folder / "pid").write_text(str(pid))
+        await self.launcher.launch(argv, folder, env, folder / "runner.err")  # it wrote the pid file
         return self.handle(request)
 
 

@@ -120,6 +120,7 @@ def test_a_chatty_script_in_its_own_folder_leaves_the_runs_files_alone(
     assert status["execution"]["name"] == f"pid/{(folder / 'pid').read_text()}"
     assert json.loads((folder / "result.json").read_text())["exitCode"] == 1
     sizes = {path.name: path.stat().st_size for path in folder.iterdir()}
-    assert set(sizes) == {"pid", "exit", "result.json", "runner.err", "runner.log", "runner.log.1"}
+    run_files = {"pid", "launcher", "exit", "result.json", "runner.err", "runner.log", "runner.log.1"}
+    assert set(sizes) == run_files
     assert max(sizes["runner.log"], sizes["runner.log.1"]) <= LOG_FILE_MAX_BYTES
     assert sizes["runner.err"] == 0

@@ -1,0 +1,379 @@
+"""Benchmark: the controller's guarantees under repeated SIGKILLs (issue 10's soak), for both executors.
+
+A real control plane and the real controller, SIGKILLed after a random 0.5-5 s of life (seeded) and started
+again each time, while ``--count`` request ids (100) go through it:
+
+- mutating runs (failover, failback, drill, restart) on ``--targets`` targets (profiles ``p0``, ``p1``, …,
+  each its own lock group), health checks and dry-run drills (no lock); each script beats for 0.2-1 s and
+  exits 0, or 7 (a failed run) for about one in eight;
+- about one in twelve, long (3 s), deleted as soon as its script has started (deleted mid-run);
+- about one in ten, once finished, deleted and created again with its name and request id, and once more
+  under a new name with the same request id (both must be duplicates: the script does not run again).
+
+The local executor runs the scripts from a folder, the Job executor from a ConfigMap in Jobs whose pods
+podsim runs (``podsim.mdops.io/run: exec``: the runner really runs, on this machine).
+
+The witness is the scripts' own file (``$WITNESS``): every script appends ``<target> <request id> start
+<ns>``, a ``beat`` every 0.1 s and ``end <ns> <exit code>``, from its own clock. From it, and from what the
+Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report gives:
+
+- runs per request id: the most starts of one request id (must be ≤ 1), and the finished successes whose
+  request id did not start exactly once (must be 0);
+- overlaps: pairs of mutating runs on one target whose records interleave (must be 0; a run's span is its
+  first to its last record, so an overlap shorter than a beat can go unseen);
+- results lost: a Runbook whose result disagrees with its script's exit code, a started run with no
+  result (never finished, or no ``end`` record while its Runbook says it ended), a deleted run that the
+  ledger does not remember as cancelled or as what its script did (must be 0);
+- not run: request ids that never started and ended failed (``never started``, ``Lost``): allowed (at most
+  once), counted;
+- the time from the first create to the last result, and the number of SIGKILLs.
+
+    python -m bench.soak [--executors local,job] [--count 100] [--seed 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from bench.controller_overhead import install_crd
+from controller.ledger import lease_name
+from devcluster.components import ControllerProcess
+from devcluster.controlplane import ControlPlane
+from devcluster.processes import wait_until
+from runbooks import keys, models
+from runbooks.kube import api_client
+
+NAMESPACE = "soak"
+FAILED_EXIT = 7
+# $MDOPS_REASON is "<beats> <exit code>": the plan of the run, which the script follows.
+SCRIPT = """#!/bin/sh
+set -- $MDOPS_REASON
+record() { echo "$MDOPS_PROFILE $MDOPS_REQUEST_ID $* $(date +%s%N)" >> "$WITNESS"; }
+record start
+i=0
+while [ "$i" -lt "$1" ]; do sleep 0.1; record beat; i=$((i + 1)); done
+echo "$MDOPS_PROFILE $MDOPS_REQUEST_ID end $(date +%s%N) $2" >> "$WITNESS"
+exit "$2"
+"""
+COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
+
+
+@dataclass
+class Planned:
+    name: str
+    request_id: str
+    command: str
+    target: str
+    dry_run: bool
+    beats: int
+    exit_code: int
+    delete_mid_run: bool = False
+    recreate: bool = False
+
+    @property
+    def mutating(self) -> bool:
+        return self.command != "health_check" and not self.dry_run
+
+    def manifest(self, name: str | None = None) -> dict[str, Any]:
+        return models.manifest(name or self.name, {
+            "command": self.command, "window": "day", "profile": self.target, "requestId": self.request_id,
+            "dryRun": self.dry_run, "reason": f"{self.beats} {self.exit_code}", "timeoutSeconds": 60,
+        })  # fmt: skip
+
+
+def plan(rng: random.Random, count: int, targets: int) -> list[Planned]:
+    runs = []
+    for index in range(count):
+        command = rng.choice(COMMANDS)
+        dry_run = command == "drill" and rng.random() < 0.3
+        delete = command != "health_check" and not dry_run and rng.random() < 0.08
+        runs.append(Planned(
+            name=f"soak-{index:03d}", request_id=f"req-{index:03d}", command=command,
+            target=f"p{rng.randrange(targets)}", dry_run=dry_run, beats=30 if delete else rng.randint(2, 10),
+            exit_code=FAILED_EXIT if rng.random() < 0.12 else 0, delete_mid_run=delete,
+            recreate=not delete and rng.random() < 0.1,
+        ))  # fmt: skip
+    return runs
+
+
+class Killer(threading.Thread):
+    """Starts the controller, SIGKILLs it after a random 0.5-5 s, starts it again, until stopped; the
+    controller it leaves running then goes on alone."""
+
+    def __init__(self, rng: random.Random, start: Any):
+        super().__init__(daemon=True)
+        self.rng, self.start_controller = rng, start
+        self.stopped = threading.Event()
+        self.kills = 0
+        self.controller: ControllerProcess = start(0)
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rng.uniform(0.5, 5.0)):
+            os.kill(self.controller.process.popen.pid, signal.SIGKILL)
+            self.controller.process.popen.wait()
+            self.kills += 1
+            self.controller = self.start_controller(self.kills)
+
+    def stop(self) -> ControllerProcess:
+        self.stopped.set()
+        self.join()
+        return self.controller
+
+
+class Witness:
+    """The scripts' own records: ``target request-id edge ns [exit code]``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def records(self) -> list[list[str]]:
+        return [line.split() for line in self.path.read_text().splitlines()] if self.path.exists() else []
+
+    def started(self) -> set[str]:
+        return {fields[1] for fields in self.records() if fields[2] == "start"}
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, executor: str, cluster: ControlPlane, work: Path):
+        self.args, self.executor, self.cluster, self.work = args, executor, cluster, work
+        self.custom = client.CustomObjectsApi(api_client(cluster.kubeconfig))
+        self.leases = client.CoordinationV1Api(self.custom.api_client)
+        self.witness = Witness(work / "witness.log")
+        scripts = work / "scripts"
+        scripts.mkdir()
+        for command in COMMANDS:
+            (scripts / command).write_text(SCRIPT)
+            (scripts / command).chmod(0o755)
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        groups = {f"p{index}": f"t{index}" for index in range(args.targets)}
+        self.env = {
+            "MDOPS_SCRIPT_ENV": json.dumps({"WITNESS": str(self.witness.path)}),
+            "MDOPS_LOCK_GROUPS": json.dumps(groups),
+            "MDOPS_SCRIPTS_DIR": str(scripts),
+        }
+        if executor == "job":
+            cluster.kubectl("create", "configmap", "soak-scripts", "-n", NAMESPACE, f"--from-file={scripts}")
+            self.env |= {
+                "MDOPS_EXECUTOR": "job",
+                "MDOPS_SCRIPTS_CONFIGMAP": "soak-scripts",
+                "MDOPS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "runner"]),
+                "MDOPS_JOB_POD_ANNOTATIONS": json.dumps({"podsim.mdops.io/run": "exec"}),
+            }
+
+    def controller(self, generation: int) -> ControllerProcess:
+        return ControllerProcess(
+            self.cluster.kubeconfig, NAMESPACE, self.work, self.env, name=f"controller-{generation}"
+        )
+
+    def _args(self) -> tuple[str, str, str, str]:
+        return keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL
+
+    def runbooks(self) -> dict[str, dict[str, Any]]:
+        return {
+            rb["metadata"]["name"]: rb
+            for rb in self.custom.list_namespaced_custom_object(*self._args())["items"]
+        }
+
+    def create(self, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(*self._args(), body)
+
+    def delete(self, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(*self._args(), name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def settled(self, present: set[str], gone: set[str]) -> bool:
+        """Whether every Runbook of ``present`` has a result and every one of ``gone`` is gone."""
+        listed = self.runbooks()
+        return not gone & listed.keys() and all(
+            (listed.get(name, {}).get("status") or {}).get("result") for name in present
+        )
+
+    def ledger(self, request_id: str) -> dict[str, Any] | None:
+        try:
+            lease = self.leases.read_namespaced_lease(lease_name(request_id), NAMESPACE)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        recorded = (lease.metadata.annotations or {}).get(keys.RESULT)
+        return json.loads(recorded) if recorded else None
+
+    def run(self) -> dict[str, Any]:
+        rng = random.Random(self.args.seed)
+        runs = plan(rng, self.args.count, self.args.targets)
+        killer = Killer(random.Random(self.args.seed + 1), self.controller)
+        began = time.monotonic()
+        to_delete = [run for run in runs if run.delete_mid_run]
+        deleted_before_start = 0
+        for run in runs:
+            self.create(run.manifest())
+            time.sleep(rng.uniform(0, 0.3))
+            deleted_before_start += self._delete_started(to_delete, force=False)
+        deadline = time.monotonic() + 180
+        while to_delete:
+            deleted_before_start += self._delete_started(to_delete, force=time.monotonic() > deadline)
+            time.sleep(0.2)
+        kept = {run.name for run in runs if not run.delete_mid_run}
+        gone = {run.name for run in runs if run.delete_mid_run}
+        wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the first round", interval=1)
+        again = [run for run in runs if run.recreate]
+        for run in again:
+            self.delete(run.name)
+        wait_until(lambda: not {run.name for run in again} & self.runbooks().keys(), 120, "the deletions")
+        for run in again:
+            self.create(run.manifest())
+            self.create(run.manifest(f"{run.name}-again"))
+        kept |= {f"{run.name}-again" for run in again}
+        wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the second round", interval=1)
+        took = time.monotonic() - began
+        final = killer.stop()
+        try:
+            return {
+                "kills": killer.kills, "duration_s": round(took, 1),
+                "deleted_before_start": deleted_before_start, **self.check(runs, self.runbooks()),
+            }  # fmt: skip
+        finally:
+            final.stop()
+
+    def _delete_started(self, pending: list[Planned], force: bool) -> int:
+        """Delete the pending Runbooks whose script has started (all of them when ``force``); return how
+        many were deleted before their start."""
+        started = self.witness.started()
+        before = 0
+        for run in list(pending):
+            if run.request_id in started or force:
+                before += run.request_id not in started
+                self.delete(run.name)
+                pending.remove(run)
+        return before
+
+    def check(self, runs: list[Planned], listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        records = self.witness.records()
+        starts = Counter(fields[1] for fields in records if fields[2] == "start")
+        ends = {fields[1]: int(fields[4]) for fields in records if fields[2] == "end"}
+        spans: dict[str, list[int]] = {}
+        for fields in records:
+            span = spans.setdefault(fields[1], [int(fields[3]), int(fields[3])])
+            span[1] = max(span[1], int(fields[3]))
+        problems: list[str] = []
+        lost = not_run = duplicates = 0
+        not_run_why: Counter[str] = Counter()
+
+        def expected(code: int) -> tuple[str, int]:
+            return ("success", 0) if code == 0 else ("failed", 1)
+
+        for run in runs:
+            names = [run.name, f"{run.name}-again"] if run.recreate else [run.name]
+            if run.delete_mid_run:
+                result = self.ledger(run.request_id)
+                if starts[run.request_id] and run.request_id not in ends:
+                    if not result or result.get("exitCode") != 130:
+                        lost += 1
+                        problems.append(f"{run.name}: deleted mid-run, ledger says {result}")
+                elif (
+                    run.request_id in ends
+                    and result
+                    and result.get("exitCode") != expected(ends[run.request_id])[1]
+                ):
+                    lost += 1
+                    problems.append(f"{run.name}: ended {ends[run.request_id]}, ledger says {result}")
+                continue
+            for name in names:
+                status = (listed.get(name) or {}).get("status") or {}
+                duplicates += bool(status.get("duplicateOf"))
+                if not status.get("result"):
+                    lost += 1
+                    problems.append(f"{name}: no result")
+                elif starts[run.request_id] == 0:
+                    not_run += name == run.name
+                    not_run_why[status.get("message", "")[:60]] += name == run.name
+                    if status["result"] != "failed":
+                        lost += 1
+                        problems.append(f"{name}: never ran, yet {status['result']}")
+                elif run.request_id not in ends:
+                    lost += 1
+                    problems.append(f"{name}: its script has no end, the Runbook says {status['result']}")
+                elif (status["result"], status.get("exitCode")) != expected(ends[run.request_id]):
+                    lost += 1
+                    said = f"{status['result']} ({status.get('exitCode')}): {status.get('message')}"
+                    problems.append(f"{name}: script exited {ends[run.request_id]}, the Runbook says {said}")
+                if status.get("result") == "success" and starts[run.request_id] != 1:
+                    problems.append(f"{name}: success with {starts[run.request_id]} runs")
+        by_target: dict[str, list[list[int]]] = {}
+        mutating = {run.request_id for run in runs if run.mutating}
+        targets = {fields[1]: fields[0] for fields in records}
+        for request_id, span in spans.items():
+            if request_id in mutating:
+                by_target.setdefault(targets[request_id], []).append(span)
+        overlaps, overlap_ms = 0, 0.0
+        for target_spans in by_target.values():
+            target_spans.sort()
+            for (_, earlier_end), (later_start, _) in itertools.pairwise(target_spans):
+                if later_start < earlier_end:
+                    overlaps += 1
+                    overlap_ms += (earlier_end - later_start) / 1e6
+        successes = [
+            run
+            for run in runs
+            if ((listed.get(run.name) or {}).get("status") or {}).get("result") == "success"
+        ]
+        return {
+            "request_ids": len(runs),
+            "runbooks": len(runs) + sum(run.recreate for run in runs),
+            "runs": sum(starts.values()),
+            "max_runs_per_request_id": max(starts.values(), default=0),
+            "successes_not_run_exactly_once": sum(starts[run.request_id] != 1 for run in successes),
+            "mutating_runs": sum(starts[rid] for rid in mutating),
+            "overlaps": overlaps,
+            "overlap_ms": round(overlap_ms, 1),
+            "lost": lost,
+            "not_run": not_run,
+            "not_run_why": dict(not_run_why),
+            "duplicates": duplicates,
+            "deleted_mid_run": sum(run.delete_mid_run for run in runs),
+            "problems": problems,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--executors", default="local,job", help="comma-separated: local, job")
+    parser.add_argument("--count", type=int, default=100, help="request ids")
+    parser.add_argument("--targets", type=int, default=3, help="targets (lock groups)")
+    parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a round may take")
+    args = parser.parse_args()
+    results = {}
+    for executor in args.executors.split(","):
+        work = Path(tempfile.mkdtemp(prefix=f"mdops-soak-{executor}-"))
+        with ControlPlane(work / "cluster") as cluster:
+            install_crd(cluster)
+            results[executor] = Soak(args, executor, cluster, work).run()
+        print(json.dumps({executor: results[executor]}, indent=1), flush=True)
+    failed = [e for e, r in results.items() if r["max_runs_per_request_id"] > 1 or r["overlaps"] or r["lost"]
+              or r["successes_not_run_exactly_once"]]  # fmt: skip
+    sys.exit(f"guarantees broken under {', '.join(failed)}" if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""The controller's guarantees under the faults it meets (issue 10): a request id runs at most once, mutating
+runs on one target never overlap, nothing the script did is lost. Each test trusts the scripts' own records
+(see ``RECORDING``), not the controller's status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from controller.executors import RunRequest
+from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
+from controller.ledger import lease_name
+from controller.settings import ControllerSettings
+from devcluster.processes import wait_until
+from runbooks import keys
+from tests.cluster import test_semantics
+from tests.cluster.test_executors import image_job_settings, jobs
+from tests.cluster.test_semantics import release, script_env, started, wait_started
+from tests.runbook_client import lines, write_script
+
+# The recording scripts and the Runbooks client of the semantics tests.
+env, rbs = test_semantics.env, test_semantics.rbs
+
+
+def kill(first) -> None:
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    first.process.popen.wait()
+
+
+def job_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """A Job executor's settings with the recording scripts (a ConfigMap) and their variables."""
+    cluster.kubectl(
+        "create", "configmap", "test-scripts", "-n", namespace, f"--from-file={tmp_path / 'scripts'}"
+    )
+    values = json.loads(script_env(tmp_path)["MDOPS_SCRIPT_ENV"])
+    return {**image_job_settings(**values), "MDOPS_SCRIPTS_CONFIGMAP": "test-scripts"}
+
+
+def ledger_result(api_client, namespace: str, request_id: str) -> dict | None:
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease(lease_name(request_id), namespace)
+    recorded = (lease.metadata.annotations or {}).get(keys.RESULT)
+    return json.loads(recorded) if recorded else None
+
+
+def succeeded(status: dict) -> dict:
+    return {c["type"]: c for c in status["conditions"]}["Succeeded"]
+
+
+def script_pid(tmp_path: Path, request_id: str) -> int:
+    path = tmp_path / "pids" / request_id
+    return int(wait_until(lambda: path.exists() and path.read_text().strip(), 30, f"the pid of {request_id}"))
+
+
+def stop_process_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+# -- 1. a run once started is never started again -------------------------------------------------------
+def test_a_local_run_whose_folder_vanished_while_no_controller_ran_is_lost_not_run_again(
+    start_controller,
+    rbs,
+    env,
+    api_client,
+    namespace,
+):
+    first = start_controller("first", **script_env(env))
+    uid = rbs.create("vanish", command="failover")["metadata"]["uid"]
+    wait_started(env, "vanish")
+    kill(first)
+    # What an emptyDir's loss after a pod restart does: the run and its folder are gone.
+    folder = Path(first.env["MDOPS_STATE_DIR"]) / namespace / uid
+    runner = int((folder / "pid").read_text())
+    stop_process_group(runner)
+    stop_process_group(script_pid(env, "vanish"))
+    shutil.rmtree(folder)
+    release(env)  # a run started again would run through
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    status = rbs.wait_finished("vanish")["status"]
+    assert started(env) == ["vanish"]
+    assert (status["result"], succeeded(status)["reason"]) == ("failed", "Lost")
+    assert "run folder" in status["message"] and "not started again" in status["message"]
+    assert ledger_result(api_client, namespace, "vanish")["message"] == status["message"]
+
+
+def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
+    start_controller,
+    cluster,
+    rbs,
+    env,
+    api_client,
+    namespace,
+):
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("vanish-job", command="failover")
+    wait_started(env, "vanish-job")
+    kill(first)
+    [job] = jobs(api_client, namespace)
+    cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=foreground")
+    wait_until(lambda: not jobs(api_client, namespace), 30, "the Job to be deleted")
+    stop_process_group(script_pid(env, "vanish-job"))
+    release(env)
+    start_controller("second", **settings)
+    status = rbs.wait_finished("vanish-job")["status"]
+    assert started(env) == ["vanish-job"]
+    assert (status["result"], succeeded(status)["reason"]) == ("failed", "Lost")
+    assert f"Job {job.metadata.name}" in status["message"]
+    assert ledger_result(api_client, namespace, "vanish-job")["message"] == status["message"]
+    assert not jobs(api_client, namespace)
+
+
+def test_a_deleted_runbook_whose_job_a_dead_controller_deleted_is_remembered_as_cancelled(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A controller killed while it stopped a deleted Runbook's run, its Job already gone (the soak found
+    three): the run was cancelled, not lost."""
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("cancelled-job", command="failover")
+    wait_started(env, "cancelled-job")
+    kill(first)
+    rbs.delete("cancelled-job")  # our finalizer keeps it
+    [job] = jobs(api_client, namespace)
+    cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=foreground")
+    wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to be deleted")
+    start_controller("second", **settings)
+    wait_until(lambda: rbs.gone("cancelled-job"), 60, "the deleted Runbook to go")
+    assert started(env) == ["cancelled-job"]
+    assert ledger_result(api_client, namespace, "cancelled-job")["exitCode"] == 130
+
+
+# -- 7. the local executor's crash window ---------------------------------------------------------------
+def runner_argv(env: Path, folder: Path, body: dict, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
+    """The runner's arguments and environment, as the controller asks its launcher for them."""
+    meta, spec = body["metadata"], body["spec"]
+    request = RunRequest(
+        meta["namespace"], meta["name"], meta["uid"], meta["name"], spec["command"], "day", spec
+    )
+    settings = ControllerSettings(
+        kubeconfig=kubeconfig, script_env=json.loads(script_env(env)["MDOPS_SCRIPT_ENV"])
+    )
+    argv = [
+        *request.runner_args(settings),
+        "--scripts", str(env / "scripts"), "--result-file", str(folder / "result.json"),
+        "--log-file", str(folder / "runner.log"),
+    ]  # fmt: skip
+    return argv, runner_environment(request, settings, os.environ)
+
+
+def launch_runner(env: Path, folder: Path, body: dict, kubeconfig: Path) -> None:
+    """What a controller killed right after asking its launcher for a run leaves behind: the launcher
+    forking the run's runner, with no controller left to record its pid."""
+    argv, variables = runner_argv(env, folder, body, kubeconfig)
+    asyncio.run(Launcher().launch(argv, folder, variables, folder / "runner.err"))
+
+
+def left_folder(rbs, env: Path, namespace: str, name: str) -> tuple[dict, Path]:
+    """A new failover Runbook, and the run folder that a controller made for it before it died."""
+    body = rbs.create(name, command="failover")
+    folder = env / "state" / namespace / body["metadata"]["uid"]
+    folder.mkdir(parents=True)
+    return body, folder
+
+
+def test_a_runner_started_just_before_the_controller_died_is_adopted(
+    start_controller, cluster, rbs, env, namespace
+):
+    body, folder = left_folder(rbs, env, namespace, "crash-window")
+    launch_runner(env, folder, body, cluster.kubeconfig)
+    wait_started(env, "crash-window")
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    rbs.wait_for("crash-window", "Running", "True")
+    release(env)
+    status = rbs.wait_finished("crash-window")["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["crash-window"]
+
+
+def test_a_run_whose_launcher_was_still_starting_when_the_controller_died_is_adopted(
+    start_controller, cluster, rbs, env, namespace
+):
+    body, folder = left_folder(rbs, env, namespace, "slow-launcher")
+    # A controller spawned its launcher, wrote the request and died; the launcher is still importing the
+    # runner (stopped here, to hold it there) when the next controller looks at the run.
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "controller.executors.launcher"], stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.kill(launcher.pid, signal.SIGSTOP)
+    (folder / LAUNCHER_FILE).write_text(str(launcher.pid))
+    argv, variables = runner_argv(env, folder, body, cluster.kubeconfig)
+    request = {"argv": argv, "cwd": str(folder), "env": variables, "errors": str(folder / "runner.err")}
+    launcher.stdin.write(json.dumps(request).encode() + b"\n")
+    launcher.stdin.close()
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+
+    def at_the_start() -> bool:  # the controller holds the lock and put its finalizer on (or gave up)
+        found = rbs.get("slow-launcher")
+        return bool(found["metadata"].get("finalizers") or (found.get("status") or {}).get("result"))
+
+    wait_until(at_the_start, 30, "the controller to reach the run's start")
+    os.kill(launcher.pid, signal.SIGCONT)
+    release(env)
+    status = rbs.wait_finished("slow-launcher")["status"]
+    launcher.wait(10)
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["slow-launcher"]
+
+
+def test_a_run_whose_runner_never_started_is_never_started_late(
+    start_controller, cluster, rbs, env, namespace
+):
+    body, folder = left_folder(rbs, env, namespace, "never")  # and died right after making it
+    release(env)
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    status = rbs.wait_finished("never")["status"]
+    assert status["result"] == "failed" and status["message"].startswith("never started"), status["message"]
+    # The dead controller's launcher, late, finds the run declared never started: it runs nothing.
+    with pytest.raises(OSError, match="not started"):
+        launch_runner(env, folder, body, cluster.kubeconfig)
+    assert started(env) == []
+
+
+def test_a_runbook_deleted_before_its_status_said_running_has_its_found_run_stopped_and_remembered(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A controller killed after it started a run but before its status said Running leaves the Runbook
+    with the finalizer and no execution in its status (the soak found one): deleted then, the next
+    controller asks the executor, finds the run, stops it and records it as cancelled before the
+    Runbook goes."""
+    body, folder = left_folder(rbs, env, namespace, "unseen")
+    rbs.set_finalizers("unseen", [keys.FINALIZER])
+    launch_runner(env, folder, body, cluster.kubeconfig)
+    pid = script_pid(env, "unseen")
+    rbs.delete("unseen")
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    wait_until(lambda: rbs.gone("unseen"), 60, "the deleted Runbook to go")
+    assert not alive(pid)
+    assert started(env) == ["unseen"]
+    assert ledger_result(api_client, namespace, "unseen")["exitCode"] == 130  # remembered as cancelled
+
+
+# -- 2. a deletion always stops the run, also while no controller runs ----------------------------------
+STUBBORN = """
+    trap '' TERM
+    echo "$MDOPS_REQUEST_ID start $(date +%s%N)" >> "$RUNS"
+    echo $$ > "$PIDS/$MDOPS_REQUEST_ID"
+    i=0
+    while [ "$i" -lt 600 ]; do
+        echo "$MDOPS_REQUEST_ID beat $(date +%s%N)" >> "$RUNS"; sleep 0.1; i=$((i + 1))
+    done
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def spans(tmp_path: Path) -> dict[str, dict[str, int]]:
+    """Each request id's first and last record (start, beats, end), in ns, from the scripts' own file."""
+    found: dict[str, dict[str, int]] = {}
+    for line in lines(tmp_path / "runs.log"):
+        request, _, stamp = line.split()
+        span = found.setdefault(request, {"first": int(stamp), "last": int(stamp)})
+        span["last"] = max(span["last"], int(stamp))
+    return found
+
+
+def test_a_runbook_deleted_while_no_controller_ran_has_its_run_stopped_before_the_lock_is_free(
+    start_controller, rbs, env, api_client, namespace
+):
+    write_script(env / "scripts", "failover", STUBBORN)  # ignores SIGTERM: the runner kills it after 5 s
+    first = start_controller("first", **script_env(env))
+    rbs.create("deleted", command="failover")
+    pid = script_pid(env, "deleted")
+    kill(first)
+    rbs.delete("deleted")  # our finalizer keeps it until its run is stopped
+    rbs.create("after", command="failback")
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    wait_until(lambda: rbs.gone("deleted"), 60, "the deleted Runbook to go")
+    assert not alive(pid)
+    wait_started(env, "after")
+    release(env)
+    assert rbs.wait_finished("after")["status"]["result"] == "success"
+    found = spans(env)
+    assert found["deleted"]["last"] < found["after"]["first"], "the next run overlapped the deleted one"
+    assert ledger_result(api_client, namespace, "deleted")["exitCode"] == 130  # remembered as cancelled
+
+
+# -- 4. cancelling a Job frees the lock only once no pod of the run runs ---------------------------------
+def test_a_deleted_jobs_lock_is_free_only_once_its_pod_has_stopped(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    write_script(env / "scripts", "failover", STUBBORN)  # ignores SIGTERM: the runner kills it after 5 s
+    start_controller(**job_env(cluster, namespace, env))
+    rbs.create("stubborn", command="failover")
+    wait_started(env, "stubborn")
+    rbs.delete("stubborn")
+    rbs.create("after", command="failback")
+    release(env)
+    assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
+    found = spans(env)
+    assert found["stubborn"]["last"] < found["after"]["first"], "the next run overlapped the deleted one"
+
+
+# -- 5. first come, first served: within one second and across restarts ---------------------------------
+def test_the_queue_keeps_the_arrival_order_within_a_second_across_a_restart(start_controller, rbs, env):
+    first = start_controller("first", **script_env(env))
+    rbs.create("holder", command="failover")
+    wait_started(env, "holder")
+    for attempt in range(5):  # two Runbooks created in one second, the later one's name sorting first
+        early = rbs.create(f"z-early-{attempt}", command="failback")["metadata"]["creationTimestamp"]
+        late = rbs.create(f"a-late-{attempt}", command="drill")["metadata"]["creationTimestamp"]
+        if early == late:
+            break
+    else:
+        pytest.fail("no two Runbooks were created within one second")
+    for name in (f"z-early-{attempt}", f"a-late-{attempt}"):
+        rbs.wait_for(name, "Queued", "True")
+    kill(first)
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    release(env)
+    for index in range(attempt + 1):
+        for name in (f"z-early-{index}", f"a-late-{index}"):
+            assert rbs.wait_finished(name)["status"]["result"] == "success"
+    order = started(env)
+    assert order.index(f"z-early-{attempt}") < order.index(f"a-late-{attempt}"), order
+
+
+# -- 6. a crash between the status and the ledger's result ----------------------------------------------
+def test_status_and_ledger_reconcile_after_a_crash_between_them(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    release(env)
+    first = start_controller("first", **script_env(env))
+    rbs.create("status-only", command="failover", requestId="req-status")
+    rbs.create("ledger-only", command="failback", requestId="req-ledger")
+    finished = {name: rbs.wait_finished(name)["status"] for name in ("status-only", "ledger-only")}
+    kill(first)
+    # The status was patched, the ledger's result never written ...
+    cluster.kubectl("annotate", "lease", lease_name("req-status"), "-n", namespace, f"{keys.RESULT}-")
+    # ... and the ledger's result written, the finished status never patched (it still says running).
+    rbs.set_status("ledger-only", {"result": None, "exitCode": None, "finishedAt": None})
+    rbs.create("status-twin", command="failover", requestId="req-status")
+    rbs.create("ledger-twin", command="failback", requestId="req-ledger")
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    again = wait_until(
+        lambda: (found := rbs.get("ledger-only"))["status"].get("result") and found["status"],
+        60, "the status finished from the ledger",
+    )  # fmt: skip
+    assert (again["result"], again["exitCode"]) == ("success", 0)
+    for twin, original in (("status-twin", "status-only"), ("ledger-twin", "ledger-only")):
+        status = rbs.wait_finished(twin)["status"]
+        assert status["duplicateOf"] == f"{namespace}/{original}"
+        assert (status["result"], status["exitCode"]) == ("success", 0)
+    recorded = wait_until(
+        lambda: ledger_result(api_client, namespace, "req-status"), 30, "the ledger's result"
+    )
+    assert recorded["finishedAt"] == finished["status-only"]["finishedAt"]
+    assert sorted(started(env)) == ["req-ledger", "req-status"]  # each ran once, neither again
+
+
+# -- 11. the standby replica takes over within 15 s -----------------------------------------------------
+TAKEOVER_SECONDS = 15  # the README's promise, with MDOPS_PEERING_LIFETIME at its default (10)
+TAKEOVER_MARGIN_SECONDS = 5  # a loaded machine: kopf lists again as it resumes, then the run starts
+
+
+def test_the_standby_replica_runs_a_new_runbook_within_15_seconds_of_the_active_ones_death(
+    start_controller, kopf_peering, rbs, env, namespace
+):
+    release(env)
+    common = {"MDOPS_PEERING": kopf_peering, **script_env(env)}
+    standby = start_controller("standby", MDOPS_PRIORITY="10", **common)
+    active = start_controller("active", MDOPS_PRIORITY="20", **common)
+
+    def ran_in(controller) -> set[str]:
+        folder = Path(controller.env["MDOPS_STATE_DIR"]) / namespace
+        return {path.name for path in folder.iterdir()} if folder.exists() else set()
+
+    wait_until(lambda: "Pausing operations" in standby.process.log.read_text(), 60, "the standby to pause")
+    uid = rbs.create("before", command="health_check")["metadata"]["uid"]
+    assert rbs.wait_finished("before")["status"]["result"] == "success"
+    assert uid in ran_in(active) and uid not in ran_in(standby)
+    kill(active)
+    killed_at = time.time_ns()
+    uid = rbs.create("after", command="failover")["metadata"]["uid"]
+    wait_until(lambda: "after" in started(env), TAKEOVER_SECONDS + 30, "the standby to run it")
+    [start] = [int(line.split()[2]) for line in lines(env / "runs.log") if line.startswith("after start")]
+    takeover = (start - killed_at) / 1e9
+    assert rbs.wait_finished("after")["status"]["result"] == "success"
+    assert uid in ran_in(standby) and uid not in ran_in(active)
+    assert started(env) == ["before", "after"]
+    assert takeover <= TAKEOVER_SECONDS + TAKEOVER_MARGIN_SECONDS, f"took over after {takeover:.1f}s"
+    print(f"the standby ran the new Runbook {takeover:.1f}s after the active replica was killed")
