@@ -31,11 +31,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from importlib.metadata import version
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from runbooks.contract import SessionState as State  # kept with the rest of the vocabulary
 from runbooks.models import Window
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,6 @@ UTC = datetime.UTC
 LIBRARY = "exchange_calendars"
 DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")  # +08:00
 DEFAULT_PRE_OPEN = datetime.timedelta(minutes=30)  # XHKG's pre-opening session: 09:00-09:30
-
-
-class State(StrEnum):
-    PRE_OPEN = "pre_open"
-    OPEN = "open"
-    LUNCH_BREAK = "lunch_break"
-    CLOSED = "closed"
-    HOLIDAY = "holiday"
 
 
 # The spec's ``day``/``night`` windows from the session state: ``day`` is the venue's trading day from

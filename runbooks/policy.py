@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, Field
 
 from runbooks.calendar import SessionCalendar, State
-from runbooks.contract import Command
+from runbooks.contract import Command, Reason
 from runbooks.models import Name, RunbookSpec, _Model
 
 KIND = "RunbookPolicy"
@@ -28,7 +28,6 @@ PLURAL = "runbookpolicies"
 SINGULAR = "runbookpolicy"
 SHORT_NAMES = ["rbp"]
 
-OUTSIDE_CHANGE_WINDOW = "OutsideChangeWindow"
 RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
@@ -165,7 +164,7 @@ class Wait:
 
     until: datetime.datetime
     message: str
-    reason: str = OUTSIDE_CHANGE_WINDOW
+    reason: Reason = Reason.OUTSIDE_CHANGE_WINDOW
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ class Reject:
     """The run fails at once."""
 
     message: str
-    reason: str = OUTSIDE_CHANGE_WINDOW
+    reason: Reason = Reason.OUTSIDE_CHANGE_WINDOW
 
 
 Decision = Allowed | Wait | Reject
