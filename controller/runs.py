@@ -24,8 +24,9 @@ from controller.kubeapi import KubeApi
 from controller.ledger import Entry, Ledger
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
+from runbooks.calendar import CalendarError
 from runbooks.contract import Command, ExitCode, now, parse_time, reason_of
-from runbooks.models import Execution, RunbookStatus
+from runbooks.models import Execution, RunbookStatus, RunSession
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,16 @@ class RunbookRun:
         self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
     ) -> None:
         # The first auto window loads the venue's calendar (a child process): off the event loop.
-        window = self.status.window or await asyncio.to_thread(self._resolve_window)
+        window, session = (
+            (self.status.window, self.status.session)
+            if self.status.window
+            else await asyncio.to_thread(self._resolve_window)
+        )
         resolved = {
             "request_id": self.request_id,
             "window": window,
             "target": queue_key(self.namespace, self.group),
+            "session": session,
         }
         if not self.status.conditions:
             await self._patch(transitions.pending(self.status, self.generation, **resolved))
@@ -162,11 +168,19 @@ class RunbookRun:
                 await self.services.lock.release(self.namespace, self.group, self.uid)
                 self.services.wakeup(queue_key(self.namespace, self.group)).set()
 
-    def _resolve_window(self) -> str:
-        window = self.spec.get("window", "auto")
-        if window == "auto":
-            return self.services.settings.calendar.window(datetime.datetime.now(datetime.UTC))
-        return window
+    def _resolve_window(self) -> tuple[str, RunSession | None]:
+        """The window (auto: from the venue's session now) and that session; an explicit window runs
+        without the calendar, so its session is recorded only when the calendar can tell."""
+        window, at = self.spec.get("window", "auto"), datetime.datetime.now(datetime.UTC)
+        try:
+            calendar = self.services.settings.calendar.at(at)
+            state = calendar.state(at)
+        except CalendarError:
+            if window == "auto":
+                raise
+            return window, None
+        session = RunSession(venue=calendar.venue, state=state)
+        return (calendar.windows[state] if window == "auto" else window), session
 
     # -- duplicates ----------------------------------------------------------
     async def _duplicate(self, owner: Entry, resolved: dict[str, Any], stopped: asyncio.Event) -> None:
