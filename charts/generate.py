@@ -5,8 +5,8 @@
   ``# @schema {...}`` comment line. A map that is empty or whose ``@schema`` sets
   ``additionalProperties`` is free-form (its keys are examples, not schema); every other map is closed
   (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
-- ``charts/mdops/files/crd.yaml``, the Runbook CRD (as ``python -m runbooks.crd`` writes to manifests/),
-  ``charts/mdops/files/kopfpeering-crd.yaml`` and ``requested-by-policy.yaml``, from
+- ``charts/mdops/files/crd*.yaml``, the CRDs of mdops (as ``python -m runbooks.crd`` writes them to
+  manifests/), ``charts/mdops/files/kopfpeering-crd.yaml`` and ``requested-by-policy.yaml``, from
   ``manifests/components/``.
 
 ``python charts/generate.py`` writes them (``make generate``); ``--check`` only reports drift (the tests).
@@ -99,7 +99,7 @@ def expected() -> dict[Path, bytes]:
     """Every generated file and its content."""
     return {
         CHART / "values.schema.json": render_schema().encode(),
-        CHART / "files" / "crd.yaml": crd.render().encode(),
+        **{CHART / "files" / kind.file: crd.render(kind).encode() for kind in crd.KINDS},
         CHART / "files" / "kopfpeering-crd.yaml": PEERING_CRD.read_bytes(),
         CHART / "files" / "requested-by-policy.yaml": REQUESTED_BY_POLICY.read_bytes(),
     }

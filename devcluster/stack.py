@@ -22,7 +22,7 @@ from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
-from runbooks import models
+from runbooks import crd, keys, models
 
 NAMESPACE = "mdops"
 SCRIPTS = REPO / "examples" / "scripts"
@@ -75,8 +75,11 @@ class Stack:
     def _start(self) -> None:
         self._step("starting the control plane (etcd, kube-apiserver, kube-controller-manager, podsim)")
         self.cluster.start()
-        self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-        self.cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
+        for kind in crd.KINDS:
+            self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
+        self.cluster.kubectl(
+            "wait", "--for=condition=Established", *(f"crd/{k.plural}.{keys.GROUP}" for k in crd.KINDS)
+        )
         self.cluster.kubectl("create", "namespace", NAMESPACE)
         requested_by = REPO / "manifests" / "components" / "requested-by"
         self.cluster.kubectl(

@@ -67,21 +67,14 @@ def namespace(cluster, request) -> str:
 
 
 @pytest.fixture(scope="session")
-def runbook_crd(cluster) -> ControlPlane:
-    """The Runbook CRD, installed from its generated manifest."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
-    return cluster
-
-
-@pytest.fixture(scope="session")
-def trading_crds(cluster) -> ControlPlane:
-    """The RunbookPolicy, RunbookApproval and RunbookSchedule CRDs, installed from their generated
-    manifests."""
-    kinds = [kind for kind in crd.KINDS if kind is not crd.RUNBOOK]
-    for kind in kinds:
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
-    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in kinds]
+def mdops_crds(cluster) -> ControlPlane:
+    """The CRDs of mdops (Runbook, RunbookPolicy, RunbookApproval, RunbookSchedule), installed from their
+    generated manifests, as manifests/ and the chart install them."""
+    for kind in crd.KINDS:  # forced: the packaging tests' Helm release may have owned them last
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests" / kind.file)
+        )
+    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
     cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
     return cluster
 
@@ -97,7 +90,7 @@ def stopping_controllers():
 
 
 @pytest.fixture
-def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
+def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers):
     """Start controllers for this test's namespace; each is stopped (SIGTERM) after the test, in the
     background (its namespace is never reused)."""
     started: list[ControllerProcess] = []
@@ -105,7 +98,7 @@ def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
     def start(name: str = "controller", **env: str) -> ControllerProcess:
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
-        controller = ControllerProcess(runbook_crd.kubeconfig, namespace, workdir, env)
+        controller = ControllerProcess(mdops_crds.kubeconfig, namespace, workdir, env)
         started.append(controller)
         return controller
 

@@ -35,7 +35,7 @@ def http(
 
 
 @pytest.fixture
-def server(cluster, api_crd, namespace, tokens_file, prometheus, tmp_path):
+def server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_path):
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MDOPS_") and k != "OPS_API_TOKEN"},

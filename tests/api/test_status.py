@@ -218,7 +218,7 @@ def test_the_watch_reconnects_after_its_connection_drops(api, runbooks, controll
     wait_until(lambda: cache.connected, 10, "the watch to be connected again")
 
 
-def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, namespace, runbooks):
+def test_a_gone_resource_version_makes_the_cache_list_again(cluster, mdops_crds, namespace, runbooks):
     """410 Gone from the real API server: a watch resumed from a resourceVersion it no longer keeps."""
     runbooks.create("seen", command="start")
     api = new_api_client(cluster.kubeconfig)
@@ -236,7 +236,7 @@ def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, na
         api.close()
 
 
-def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, api_crd, namespace, runbooks):
+def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, mdops_crds, namespace, runbooks):
     """The API server closes a watch after its timeoutSeconds: the cache resumes from the last
     resourceVersion (no list, nothing missed)."""
     api = new_api_client(cluster.kubeconfig)
@@ -252,7 +252,7 @@ def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, api_c
         api.close()
 
 
-def test_waiting_for_the_first_sync_is_woken_by_it(cluster, api_crd, namespace):
+def test_waiting_for_the_first_sync_is_woken_by_it(cluster, mdops_crds, namespace):
     api = new_api_client(cluster.kubeconfig)
     cache = RunbookCache(api, namespace)
 
@@ -379,7 +379,7 @@ def finished_status(request_id: str, exit_code: int) -> dict:
 
 
 @pytest.fixture
-def many_runbooks(api_client, cluster, api_crd, request) -> Runbooks:
+def many_runbooks(api_client, cluster, mdops_crds, request) -> Runbooks:
     """700 Runbooks in the real API server, a fifth of them finished. Their statuses are written by hand:
     a large population is the input here, not runs (latency with 10,000 is bench/api_latency.py's)."""
     name = f"many-{int(time.time())}"

@@ -16,9 +16,9 @@ def _apply(cluster, namespace, spec: dict, name: str = "rb1"):
     return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
 
 
-def test_valid_runbook_gets_its_defaults(runbook_crd, namespace):
-    assert _apply(runbook_crd, namespace, {"command": "health_check"}).returncode == 0
-    got = json.loads(runbook_crd.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
+def test_valid_runbook_gets_its_defaults(mdops_crds, namespace):
+    assert _apply(mdops_crds, namespace, {"command": "health_check"}).returncode == 0
+    got = json.loads(mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
     assert got["spec"] == {
         "command": "health_check",
         "mode": "live",
@@ -44,33 +44,33 @@ def test_valid_runbook_gets_its_defaults(runbook_crd, namespace):
         ({"command": "start", "requestId": "../etc"}, "spec.requestId: Invalid value"),
     ],
 )
-def test_api_server_refuses_invalid_runbooks(runbook_crd, namespace, spec, message):
-    result = _apply(runbook_crd, namespace, spec)
+def test_api_server_refuses_invalid_runbooks(mdops_crds, namespace, spec, message):
+    result = _apply(mdops_crds, namespace, spec)
     assert result.returncode != 0
     assert message in result.stderr
 
 
-def test_spec_is_immutable(runbook_crd, namespace):
-    assert _apply(runbook_crd, namespace, {"command": "failover"}).returncode == 0
-    changed = _apply(runbook_crd, namespace, {"command": "failback"})
+def test_spec_is_immutable(mdops_crds, namespace):
+    assert _apply(mdops_crds, namespace, {"command": "failover"}).returncode == 0
+    changed = _apply(mdops_crds, namespace, {"command": "failback"})
     assert changed.returncode != 0
     assert crd.SPEC_IMMUTABLE in changed.stderr
 
 
-def test_printer_columns_and_explain(runbook_crd, namespace):
-    _apply(runbook_crd, namespace, {"command": "drill", "profile": "backup"})
-    table = runbook_crd.kubectl("get", "rb", "-n", namespace).stdout.splitlines()
+def test_printer_columns_and_explain(mdops_crds, namespace):
+    _apply(mdops_crds, namespace, {"command": "drill", "profile": "backup"})
+    table = mdops_crds.kubectl("get", "rb", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "COMMAND", "PROFILE", "WINDOW", "RESULT", "EXIT", "AGE"]
     assert table[1].split()[:3] == ["rb1", "drill", "backup"]
-    explain = runbook_crd.kubectl("explain", "runbook.spec.dryRun").stdout
+    explain = mdops_crds.kubectl("explain", "runbook.spec.dryRun").stdout
     assert "changes nothing" in explain
 
 
-def test_requested_by_policy_records_the_kubectl_user(runbook_crd, namespace):
+def test_requested_by_policy_records_the_kubectl_user(mdops_crds, namespace):
     """The optional MutatingAdmissionPolicy of manifests/components/requested-by, bound to this test's
     namespace only (a binding for all namespaces would change every other test's Runbooks)."""
     policy = REPO / "manifests" / "components" / "requested-by" / "policy.yaml"
-    runbook_crd.kubectl("apply", "-f", str(policy))
+    mdops_crds.kubectl("apply", "-f", str(policy))
     binding = {
         "apiVersion": "admissionregistration.k8s.io/v1beta1",
         "kind": "MutatingAdmissionPolicyBinding",
@@ -82,15 +82,13 @@ def test_requested_by_policy_records_the_kubectl_user(runbook_crd, namespace):
             },
         },
     }
-    runbook_crd.kubectl("apply", "-f", "-", input=json.dumps(binding))
+    mdops_crds.kubectl("apply", "-f", "-", input=json.dumps(binding))
     try:
 
         def recorded(name: str, spec: dict) -> str:
-            _apply(runbook_crd, namespace, spec, name=name)
-            got = runbook_crd.kubectl(
-                "get", "rb", name, "-n", namespace, "-o", "jsonpath={.spec.requestedBy}"
-            )
-            runbook_crd.kubectl("delete", "rb", name, "-n", namespace, "--wait=false")
+            _apply(mdops_crds, namespace, spec, name=name)
+            got = mdops_crds.kubectl("get", "rb", name, "-n", namespace, "-o", "jsonpath={.spec.requestedBy}")
+            mdops_crds.kubectl("delete", "rb", name, "-n", namespace, "--wait=false")
             return got.stdout
 
         # The policy takes effect a moment after it is created.
@@ -103,4 +101,4 @@ def test_requested_by_policy_records_the_kubectl_user(runbook_crd, namespace):
         given = {"command": "health_check", "requestedBy": "ops-console"}
         assert recorded("told", given) == "ops-console"
     finally:
-        runbook_crd.kubectl("delete", "mutatingadmissionpolicybinding", f"requested-by-{namespace}")
+        mdops_crds.kubectl("delete", "mutatingadmissionpolicybinding", f"requested-by-{namespace}")

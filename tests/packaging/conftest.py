@@ -87,15 +87,15 @@ def kustomize(kustomize_dir, tmp_path_factory) -> Callable[..., Docs]:
 
 
 @pytest.fixture(scope="session")
-def crds(cluster: ControlPlane) -> ControlPlane:
-    """The CRDs the rendered objects need, installed for real: the Runbook CRD (as generated), kopf's
-    KopfPeering and, for the ServiceMonitors, a subset of prometheus-operator's (see its file)."""
-    cluster.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "crd.yaml"))
+def crds(mdops_crds: ControlPlane) -> ControlPlane:
+    """The CRDs the rendered objects need, installed for real: mdops's (as generated), kopf's KopfPeering
+    and, for the ServiceMonitors, a subset of prometheus-operator's (see its file)."""
+    cluster = mdops_crds
     cluster.kubectl(
         "apply", "--server-side", "-f", str(MANIFESTS / "components/peering/kopfpeering-crd.yaml")
     )
     cluster.kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
-    names = ["runbooks.ops.mdops.io", "kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"]
+    names = ["kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"]
     cluster.kubectl("wait", "--for=condition=Established", *(f"crd/{n}" for n in names), "--timeout=30s")
     return cluster
 

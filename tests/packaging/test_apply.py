@@ -9,10 +9,10 @@ import json
 import pytest
 from pkgtools import CHART, CI_VALUES, COMPONENTS, SCRIPTS, dry_run
 
-from runbooks import models
+from runbooks import crd, keys, models
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
-RUNBOOK_CRD = "runbooks.ops.mdops.io"
+CRDS = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
 
 
 def restricted(cluster, namespace: str) -> None:
@@ -82,13 +82,12 @@ def _token(cluster, namespace: str) -> str:
 
 def test_install_upgrade_uninstall(crds, helm, namespace):
     cluster = crds
-    # The CRD is installed already (by the fixtures): let the release adopt it, as Helm does with an object
-    # that carries its ownership metadata, so that uninstalling shows whether it is kept.
-    cluster.kubectl("label", "crd", RUNBOOK_CRD, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    # The CRDs are installed already (by the fixtures): let the release adopt them, as Helm does with objects
+    # that carry its ownership metadata, so that uninstalling shows whether they are kept.
+    cluster.kubectl("label", *CRDS, "app.kubernetes.io/managed-by=Helm", "--overwrite")
     cluster.kubectl(
         "annotate",
-        "crd",
-        RUNBOOK_CRD,
+        *CRDS,
         "meta.helm.sh/release-name=mdops",
         f"meta.helm.sh/release-namespace={namespace}",
         "--overwrite",
@@ -125,11 +124,9 @@ def test_install_upgrade_uninstall(crds, helm, namespace):
         helm.run("uninstall", "mdops", "-n", namespace, kubeconfig=cluster.kubeconfig)
         gone = cluster.kubectl("get", "deployment,secret,role", "-n", namespace, "-o", "name").stdout
         assert "mdops" not in gone
-        # The CRD and the Runbooks stay.
-        cluster.kubectl("get", "crd", RUNBOOK_CRD)
+        # The CRDs and the Runbooks stay.
+        cluster.kubectl("get", *CRDS)
         cluster.kubectl("get", "runbook", "kept", "-n", namespace)
     finally:
-        cluster.kubectl(
-            "annotate", "crd", RUNBOOK_CRD, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-"
-        )
-        cluster.kubectl("label", "crd", RUNBOOK_CRD, "app.kubernetes.io/managed-by-")
+        cluster.kubectl("annotate", *CRDS, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-")
+        cluster.kubectl("label", *CRDS, "app.kubernetes.io/managed-by-")

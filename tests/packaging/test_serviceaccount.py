@@ -16,8 +16,12 @@ from runbooks.kube import api_client
 
 # What the controller and the API do, as (verb, group, resource, subresource).
 NEEDED = [
-    *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create")),
+    *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create", "delete")),
     *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
+    *((verb, keys.GROUP, "runbookpolicies", "") for verb in ("get", "list", "watch")),
+    *((verb, keys.GROUP, "runbookapprovals", "") for verb in ("get", "list", "watch", "create")),
+    *((verb, keys.GROUP, "runbookschedules", "") for verb in ("get", "list", "watch", "patch")),
+    ("patch", keys.GROUP, "runbookschedules", "status"),
     *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "delete")),
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
     ("get", "", "pods", "log"),
@@ -29,8 +33,13 @@ NEEDED = [
 ]
 REFUSED = [
     *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
-    ("delete", keys.GROUP, "runbooks", ""),
     ("update", keys.GROUP, "runbooks", ""),
+    # Policies are the desk's (GitOps), approvals are decisions: the controller only reads them, and a
+    # decision once made is never changed or withdrawn by mdops.
+    *((verb, keys.GROUP, "runbookpolicies", "") for verb in ("create", "patch", "delete")),
+    *((verb, keys.GROUP, "runbookapprovals", "") for verb in ("patch", "update", "delete")),
+    # Schedules are the desk's too: mdops writes their status only.
+    *((verb, keys.GROUP, "runbookschedules", "") for verb in ("create", "update", "delete")),
     ("create", "", "pods", ""),
     ("create", "", "pods", "exec"),
     ("patch", "batch", "jobs", ""),
