@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from devcluster.controlplane import REPO
-from devcluster.processes import wait_until
 from runbooks import crd, models
 
 
@@ -64,41 +62,3 @@ def test_printer_columns_and_explain(mdops_crds, namespace):
     assert table[1].split()[:3] == ["rb1", "drill", "backup"]
     explain = mdops_crds.kubectl("explain", "runbook.spec.dryRun").stdout
     assert "changes nothing" in explain
-
-
-def test_requested_by_policy_records_the_kubectl_user(mdops_crds, namespace):
-    """The optional MutatingAdmissionPolicy of manifests/components/requested-by, bound to this test's
-    namespace only (a binding for all namespaces would change every other test's Runbooks)."""
-    policy = REPO / "manifests" / "components" / "requested-by" / "policy.yaml"
-    mdops_crds.kubectl("apply", "-f", str(policy))
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1beta1",
-        "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": f"requested-by-{namespace}"},
-        "spec": {
-            "policyName": "mdops-requested-by",
-            "matchResources": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-            },
-        },
-    }
-    mdops_crds.kubectl("apply", "-f", "-", input=json.dumps(binding))
-    try:
-
-        def recorded(name: str, spec: dict) -> str:
-            _apply(mdops_crds, namespace, spec, name=name)
-            got = mdops_crds.kubectl("get", "rb", name, "-n", namespace, "-o", "jsonpath={.spec.requestedBy}")
-            mdops_crds.kubectl("delete", "rb", name, "-n", namespace, "--wait=false")
-            return got.stdout
-
-        # The policy takes effect a moment after it is created.
-        attempts = iter(range(1000))
-        assert wait_until(
-            lambda: recorded(f"who-{next(attempts)}", {"command": "health_check"}) == "mdops-admin",
-            30,
-            "the policy to fill in requestedBy",
-        )
-        given = {"command": "health_check", "requestedBy": "ops-console"}
-        assert recorded("told", given) == "ops-console"
-    finally:
-        mdops_crds.kubectl("delete", "mutatingadmissionpolicybinding", f"requested-by-{namespace}")

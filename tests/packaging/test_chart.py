@@ -81,6 +81,7 @@ def test_default_install(helm):
             "Secret",
             "Service",
             "ServiceAccount",
+            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2,
         ]
     )
     deployment = find(docs, "Deployment", "mdops")
@@ -186,6 +187,16 @@ def test_chart_and_kustomize_agree_on_the_crds(helm, kustomize):
     assert chart.keys() == kustomized.keys() and len(chart) == len(crd.KINDS)
     for name in chart:
         assert chart[name]["spec"] == kustomized[name]["spec"], name
+
+
+def admission_policies(docs) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d["spec"] for d in docs if d["kind"].startswith("Validating")}
+
+
+def test_chart_and_kustomize_agree_on_the_identity_policies(helm, kustomize):
+    chart, kustomized = admission_policies(helm.template()), admission_policies(kustomize())
+    assert chart == kustomized and len(chart) == 4
+    assert not admission_policies(helm.template("--set", "identities.enabled=false"))
 
 
 def controller_env(docs) -> dict[str, str]:
