@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s helm prometheus lint generate test test-fast up demo cluster down
+.PHONY: help venv k8s helm prometheus podman image lint generate test test-fast up demo cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
@@ -19,6 +19,7 @@ help:
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
 	@echo "make generate  regenerate the CRDs from their models, and the chart's generated files"
+	@echo "make image     build the image with podman (mdops:<version>); prints its tag and size"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,7 +52,17 @@ lint: venv
 prometheus:
 	tools/install-prometheus.sh >/dev/null
 
-test: lint k8s helm prometheus
+# Debian's podman, buildah, runc and mmdebstrap, installed once: the image tests build and run the image.
+podman:
+	tools/install-podman.sh >/dev/null
+
+# The image, built with podman on the official Python base, or on a Debian base bootstrapped here
+# when no registry is reachable (both cached); tools/build-image.sh prints the tag, the size and
+# the time it took.
+image:
+	tools/build-image.sh
+
+test: lint k8s helm prometheus podman
 	$(PY) -m pytest
 
 # The unit tier (tests/unit): no control plane, no Prometheus, no Helm.

@@ -1,13 +1,15 @@
 """A simulated kubelet (and scheduler) for the local control plane.
 
-There is no container runtime on the machines mdops is developed on, so this
-process stands in for the node: it registers one Ready node, binds every
-unscheduled pod to it, and runs each pod's containers to completion, writing
-the pod status a kubelet would write (phase, container state, exit code,
-termination message). It finalises pod deletion the way a kubelet does, so
-Jobs, ``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
+No kubelet runs on the machines mdops is developed on, so this process stands
+in for the node: it registers one Ready node, binds every unscheduled pod to
+it, and runs each pod's first container to completion, writing the pod status a
+kubelet would write (phase, container state, exit code, termination message).
+It finalises pod deletion the way a kubelet does, so Jobs,
+``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
 
-How a pod "runs" is chosen by its annotations:
+How a pod "runs" is chosen by its annotations: a local process (fast, for the
+controller's logic), a podman container of its image (where the image is the
+point), or a scripted outcome.
 
 ``podsim.mdops.io/run: exec``
     The first container's ``command`` + ``args`` run as a process on this
@@ -26,6 +28,17 @@ How a pod "runs" is chosen by its annotations:
     container. So a Job pod without a scripts ConfigMap runs the image's
     reference scripts, ``examples/scripts/``.
 
+``podsim.mdops.io/run: container``
+    The first container runs in podman (:mod:`devcluster.podman`), from its image (never pulled),
+    the way a kubelet runs it: command and args, env, ConfigMap and emptyDir volumes (materialised
+    as above and bind-mounted), the security context (user, read-only root filesystem, ...) and the
+    memory and CPU limits. A host file is mounted at the ``terminationMessagePath``; the exit code
+    and termination message are the container's (the end of its output with
+    ``FallbackToLogsOnError``). Deleting the pod removes the container. Its network is none, or the
+    host's with ``hostNetwork: true`` or ``podsim.mdops.io/network: host`` (to reach a service on
+    this machine's loopback). A container runs at most an hour (``podman --timeout``), so that one
+    left behind by a killed podsim stops by itself.
+
 otherwise (the default)
     ``podsim.mdops.io/exit-code`` (default 0), ``podsim.mdops.io/termination-message``
     and ``podsim.mdops.io/duration-seconds`` (default 0) decide the outcome.
@@ -34,6 +47,7 @@ otherwise (the default)
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -46,6 +60,7 @@ from pathlib import Path
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from devcluster import podman
 from devcluster.controlplane import REPO
 from devcluster.processes import die_with_parent
 from runbooks.contract import now
@@ -58,6 +73,9 @@ PREFIX = "podsim.mdops.io/"
 MESSAGE_LIMIT = 4096
 # Paths in the image built by the Dockerfile -> what it copies there from the repository.
 IMAGE_FILES = {"/etc/mdops/scripts": REPO / "examples" / "scripts"}
+LOG_FALLBACK_BYTES = 2048
+CONTAINER_TIMEOUT_SECONDS = 3600
+LABEL = "io.mdops.podsim"
 
 
 def image_files(mounts: list[client.V1VolumeMount]) -> dict[str, str]:
@@ -79,6 +97,7 @@ class PodRun(threading.Thread):
         self.pod = pod
         self.cancelled = threading.Event()
         self.process: subprocess.Popen | None = None
+        self.container = f"podsim-{pod.metadata.uid}"
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -88,8 +107,11 @@ class PodRun(threading.Thread):
         started = now()
         self.sim.set_status(self.pod, "Running", {"running": {"startedAt": started}}, started)
         try:
-            if self.annotations.get(PREFIX + "run") == "exec":
+            mode = self.annotations.get(PREFIX + "run")
+            if mode == "exec":
                 code, message = self._exec()
+            elif mode == "container":
+                code, message = self._container()
             else:
                 code, message = self._scripted()
         except Exception as error:  # report instead of leaving the pod Running forever
@@ -121,9 +143,13 @@ class PodRun(threading.Thread):
             return 128, "podsim: exec needs the container's command (images are not run here)"
         root = Path(tempfile.mkdtemp(prefix="podsim-"))
         try:
-            rewrites = {**image_files(container.volume_mounts or []), **self._materialise(container, root)}
-            message_file = root / "termination-log"
-            message_file.touch()
+            volumes = self._materialise(root)
+            mounts = container.volume_mounts or []
+            rewrites = {
+                **image_files(mounts),
+                **{m.mount_path.rstrip("/"): str(volumes[m.name]) for m in mounts},
+            }
+            message_file = self._message_file(root)
             rewrites[container.termination_message_path or "/dev/termination-log"] = str(message_file)
 
             def rewrite(value: str) -> str:
@@ -148,22 +174,93 @@ class PodRun(threading.Thread):
                 code = self.process.wait()
             if code < 0:  # killed by a signal, as a container runtime reports it
                 code = 128 - code
-            message = message_file.read_text(errors="replace")
-            if not message and code != 0 and container.termination_message_policy == "FallbackToLogsOnError":
-                message = output.read_text(errors="replace")[-2048:]
-            return code, message[:MESSAGE_LIMIT]
+            return code, self._message(code, container.termination_message_policy, message_file, output)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    def _materialise(self, container: client.V1Container, root: Path) -> dict[str, str]:
-        """Write ConfigMap and emptyDir volumes under ``root``; map mount paths to them."""
-        volumes = {v.name: v for v in self.pod.spec.volumes or []}
-        rewrites: dict[str, str] = {}
-        for mount in container.volume_mounts or []:
-            volume = volumes.get(mount.name)
-            local = root / "volumes" / mount.name
-            local.mkdir(parents=True, exist_ok=True)
-            if volume is not None and volume.config_map is not None:
+    def _container(self) -> tuple[int, str]:
+        pod = self.sim.core.api_client.sanitize_for_serialization(self.pod)
+        container = pod["spec"]["containers"][0]
+        network = self.annotations.get(PREFIX + "network", "none")
+        if pod["spec"].get("hostNetwork"):
+            network = "host"
+        root = Path(tempfile.mkdtemp(prefix="podsim-"))
+        try:
+            volumes = self._materialise(root)
+            message_file = self._message_file(root)
+            message_path = container.get("terminationMessagePath") or "/dev/termination-log"
+            try:
+                options = podman.container_options(pod["spec"], container, volumes, network)
+            except podman.Unsupported as error:
+                return 128, f"podsim: cannot run this pod in a container: {error}"
+            created = podman.podman(
+                "create",
+                f"--name={self.container}",
+                f"--hostname={self.pod.metadata.name}",
+                f"--timeout={CONTAINER_TIMEOUT_SECONDS}",
+                f"--label={LABEL}={self.pod.metadata.namespace}/{self.pod.metadata.name}",
+                f"--volume={message_file}:{message_path}",
+                *options,
+                check=False,
+            )
+            if created.returncode != 0:  # a kubelet would keep the pod waiting (ErrImageNeverPull, ...)
+                reason = created.stderr.strip()[-LOG_FALLBACK_BYTES:]
+                return 128, f"podsim: podman could not create the container: {reason}"
+            if self.cancelled.is_set():  # deleted while being created: cancel() found nothing to remove
+                return 137, ""
+            output = root / "output.log"
+            with output.open("wb") as out:
+                subprocess.run(
+                    ["podman", "start", "--attach", self.container],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=podman.environment(),
+                    check=False,
+                )
+            state = podman.podman(
+                "inspect", "--format", "{{json .State}}", self.container, check=False
+            ).stdout
+            if not state:  # removed: the pod was deleted
+                return 137, ""
+            state = json.loads(state)
+            if state["Status"] != "exited" or state.get("Error"):
+                detail = state.get("Error") or output.read_text(errors="replace")[-LOG_FALLBACK_BYTES:]
+                return 128, f"podsim: podman could not run the container: {detail}"[:MESSAGE_LIMIT]
+            # podman 4.3 reports -1 for a container it killed at its --timeout: SIGKILL's code then.
+            code = state["ExitCode"] if state["ExitCode"] >= 0 else 137
+            policy = container.get("terminationMessagePolicy")
+            return code, self._message(code, policy, message_file, output)
+        finally:
+            podman.podman("rm", "--force", "--time=0", self.container, check=False)
+            shutil.rmtree(root, ignore_errors=True)
+
+    @staticmethod
+    def _message_file(root: Path) -> Path:
+        """The host file behind the termination message path, writable by any uid (a kubelet
+        creates it for the container's user)."""
+        message_file = root / "termination-log"
+        message_file.touch()
+        message_file.chmod(0o666)
+        return message_file
+
+    @staticmethod
+    def _message(code: int, policy: str | None, message_file: Path, output: Path) -> str:
+        """The termination message, or with FallbackToLogsOnError the end of the output of a
+        container that failed without writing one."""
+        message = message_file.read_text(errors="replace")
+        if not message and code != 0 and policy == "FallbackToLogsOnError":
+            message = output.read_text(errors="replace")[-LOG_FALLBACK_BYTES:]
+        return message[:MESSAGE_LIMIT]
+
+    def _materialise(self, root: Path) -> dict[str, Path]:
+        """Write the pod's ConfigMap volumes and make its emptyDir volumes (writable by any uid, as a
+        kubelet makes them) under ``root``; their folders by volume name."""
+        folders: dict[str, Path] = {}
+        for volume in self.pod.spec.volumes or []:
+            local = root / "volumes" / volume.name
+            local.mkdir(parents=True)
+            if volume.config_map is not None:
                 config_map = self.sim.core.read_namespaced_config_map(
                     volume.config_map.name, self.pod.metadata.namespace
                 )
@@ -171,13 +268,17 @@ class PodRun(threading.Thread):
                 for key, value in (config_map.data or {}).items():
                     (local / key).write_text(value)
                     (local / key).chmod(mode)
-            rewrites[mount.mount_path.rstrip("/")] = str(local)
-        return rewrites
+            elif volume.empty_dir is not None:
+                local.chmod(0o777)
+            folders[volume.name] = local
+        return folders
 
     def cancel(self) -> None:
         self.cancelled.set()
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
+        if self.annotations.get(PREFIX + "run") == "container":
+            podman.podman("rm", "--force", "--time=0", self.container, check=False)
 
 
 class PodSim:

@@ -25,6 +25,7 @@ TIERS = {
     "cluster": "cluster",  # the controller on the real control plane
     "api": "cluster",  # the REST API with the real controller, Prometheus and simulator
     "e2e": "e2e",  # the local stack, as `make up` runs it
+    "image": "image",  # the image built and run with podman
 }
 
 

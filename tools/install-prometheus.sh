@@ -19,27 +19,13 @@ if bin=$(found); then
 	exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || { log "need root (or sudo) to install the Debian package prometheus"; exit 1; }
-	sudo="sudo"
-fi
-command -v apt-get >/dev/null || { log "apt-get not found: install Prometheus (>= 2.x) by other means"; exit 1; }
-
-export DEBIAN_FRONTEND=noninteractive
-candidate() { apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}'; }
-if [ -z "$(candidate)" ] || [ "$(candidate)" = "(none)" ]; then
-	log "apt does not know the package yet: apt-get update"
-	$sudo apt-get update -q >&2
-fi
-log "installing prometheus $(candidate) (apt-get install --no-install-recommends)"
-$sudo apt-get install -y -q --no-install-recommends prometheus >&2
+"$(dirname "$0")/apt-install.sh" prometheus
 
 bin=$(found) || { log "prometheus installed but not found on PATH"; exit 1; }
 # Where systemd runs, the package starts its own server on :9090; mdops starts its own instead.
 if [ -d /run/systemd/system ] && systemctl is-active --quiet prometheus 2>/dev/null; then
 	log "stopping and disabling the package's prometheus.service (not used by mdops)"
-	$sudo systemctl disable --now prometheus >&2 || true
+	if [ "$(id -u)" -eq 0 ]; then systemctl disable --now prometheus >&2; else sudo systemctl disable --now prometheus >&2; fi || true
 fi
 log "installed: $bin ($("$bin" --version 2>&1 | head -1))"
 echo "$bin"

@@ -1,4 +1,4 @@
-"""The Dockerfile, linted (no image can be built here: the kind walkthrough builds it)."""
+"""The Dockerfile, linted (tests/image/ builds the image and runs it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,196 @@
+"""The manifests' Deployment run from the image: the controller (with the local executor, as the chart's
+``controller.executor=local`` runs it) and its API sidecar, with the manifests' security context,
+environment and mounts, next to the demo simulator (as the chart's ``simulator.enabled`` runs it). Each
+is a container of the image; a real Prometheus scrapes the simulator and the controller.
+
+The containers use this machine's network (``--network host``): the controller and the API reach the
+control plane on loopback, the reference scripts reach the simulator, the test reaches all three.
+Nothing else would reach them: every address they listen on is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from devcluster.processes import free_port, wait_until
+from devcluster.prometheus import Prometheus, ScrapeTarget
+from tests.image.conftest import (
+    KUBECONFIG_DIR,
+    UID,
+    Container,
+    Containers,
+    deployment,
+    kubeconfig_volume,
+    uid_of_pid_1,
+    with_env,
+    writable_places,
+)
+from tests.runbook_client import Runbooks
+
+TOKEN = "image-test-admin-token"
+STATE = "/var/lib/mdops"
+
+
+@dataclass
+class Deployed:
+    namespace: str
+    sim: Container
+    controller: Container
+    api: Container
+    sim_url: str
+    api_url: str
+
+    def sim_status(self) -> dict:
+        return httpx.get(f"{self.sim_url}/admin/status").json()
+
+
+def _kubeconfig_mounted(pod: dict, container: dict) -> tuple[dict, dict]:
+    """``pod`` and ``container`` with the test's kubeconfig volume (read-only) added."""
+    pod = {**pod, "volumes": [*pod["volumes"], {"name": "kubeconfig", "configMap": {"name": "kubeconfig"}}]}
+    mount = {"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True}
+    return pod, {**container, "volumeMounts": [*container["volumeMounts"], mount]}
+
+
+@pytest.fixture(scope="module")
+def deployed(image, cluster, runbook_crd, tmp_path_factory) -> Iterator[Deployed]:
+    workdir = tmp_path_factory.mktemp("deployed")
+    namespace = f"image-deployment-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    containers = Containers(image, workdir)
+    kubeconfig = kubeconfig_volume(cluster.kubeconfig, workdir)
+    pod = deployment()
+    manifest = {c["name"]: c for c in pod["containers"]}
+    ports = {name: free_port() for name in ("sim", "metrics", "liveness", "api")}
+    sim_url = f"http://127.0.0.1:{ports['sim']}"
+    common = {"MDOPS_KUBECONFIG": f"{KUBECONFIG_DIR}/kubeconfig", "MDOPS_NAMESPACE": namespace}
+    try:
+        simulator = {
+            "name": "simulator",
+            "command": ["python", "-m", "sim", "--host", "127.0.0.1", "--port", str(ports["sim"])],
+            "args": ["--failover-ms", "300", "--failover-jitter", "0"],
+            "resources": {"limits": {"memory": "128Mi"}},
+            "securityContext": manifest["controller"]["securityContext"],
+        }
+        sim = containers.run("sim", {"securityContext": pod["securityContext"]}, simulator)
+
+        # The local executor: its runs' state in an emptyDir, the image's own reference scripts.
+        controller_pod = {**pod, "volumes": [*pod["volumes"], {"name": "state", "emptyDir": {}}]}
+        controller = with_env(
+            manifest["controller"],
+            **common,
+            MDOPS_EXECUTOR="local",
+            MDOPS_METRICS_HOST="127.0.0.1",
+            MDOPS_METRICS_PORT=str(ports["metrics"]),
+            MDOPS_LIVENESS_PORT=str(ports["liveness"]),
+            MDOPS_SCRIPT_ENV=json.dumps({"MDOPS_SIM_URL": sim_url}),
+        )
+        controller["volumeMounts"] = [*controller["volumeMounts"], {"name": "state", "mountPath": STATE}]
+        controller = containers.run(
+            "controller", *_kubeconfig_mounted(controller_pod, controller), volumes={"kubeconfig": kubeconfig}
+        )
+
+        targets = [
+            ScrapeTarget("sim", f"127.0.0.1:{ports['sim']}"),
+            ScrapeTarget("controller", f"127.0.0.1:{ports['metrics']}"),
+        ]
+        with Prometheus(workdir / "prometheus", targets, scrape_interval="1s") as prometheus:
+            api = with_env(
+                manifest["api"],
+                **common,
+                MDOPS_API_HOST="127.0.0.1",
+                MDOPS_API_PORT=str(ports["api"]),
+                MDOPS_PROMETHEUS_URL=prometheus.url,
+                OPS_API_TOKEN=TOKEN,
+            )
+            api = containers.run("api", *_kubeconfig_mounted(pod, api), volumes={"kubeconfig": kubeconfig})
+            api_url = f"http://127.0.0.1:{ports['api']}"
+            wait_until(lambda: sim.answers(f"{sim_url}/healthz"), 60, "the simulator container")
+            wait_until(
+                lambda: controller.answers(f"http://127.0.0.1:{ports['metrics']}/metrics"),
+                60,
+                "the controller container",
+            )
+            wait_until(lambda: api.answers(f"{api_url}/readyz"), 60, "the API container to be ready")
+            wait_until(prometheus.targets_up, 60, "Prometheus to scrape the simulator and the controller")
+            yield Deployed(namespace, sim, controller, api, sim_url, api_url)
+    finally:
+        containers.remove()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def api(deployed) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=deployed.api_url, headers=headers, timeout=60) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("program", "writable"),
+    [("sim", set()), ("controller", {"/tmp", STATE}), ("api", {"/tmp"})],
+)
+def test_each_program_runs_as_uid_10001_on_a_read_only_root_writing_only_to_its_mounts(
+    deployed, program, writable
+):
+    container = getattr(deployed, program)
+    assert uid_of_pid_1(container) == {UID}
+    places = writable_places(container)
+    assert places["/"] == "EROFS", "the root filesystem is read-only"
+    assert {place for place, outcome in places.items() if outcome == "ok"} == writable, places
+
+
+def test_the_api_answers_health_and_readiness_without_a_token(deployed):
+    for path in ("/healthz", "/readyz"):
+        response = httpx.get(deployed.api_url + path)
+        assert response.status_code == 200, response.text
+
+
+def test_execute_runs_a_health_check_in_the_controller_container_with_the_image_s_scripts(deployed, api):
+    request_id = f"hc-{uuid.uuid4().hex[:8]}"
+    body = {"command": "health_check", "request_id": request_id}
+    response = api.post("/api/ops/runbooks/execute", json=body)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["runbook"]["status"], body["runbook"]["exit_code"]) == ("success", 0), body
+    sim = deployed.sim_status()
+    assert body["health"]["expected_total"] == sim["expected_total"]
+    assert body["health"]["active_total"] == sim["active_total"]
+    assert body["health"]["gate"]["passed"] is True
+
+    looked_up = api.get(f"/api/ops/runbooks/{request_id}")
+    assert looked_up.status_code == 200 and looked_up.json()["runbook"] == body["runbook"]
+    status = api.get("/api/ops/status")
+    assert status.status_code == 200
+    assert status.json()["last_exit_codes"]["health_check"] == 0
+    assert request_id in status.json()["health_by_request"]
+
+
+def test_the_metrics_endpoints_serve_what_prometheus_scraped_from_the_containers(deployed, api):
+    def summary_with_a_run():
+        body = api.get("/api/ops/metrics/summary").json()
+        fresh = not body["coverage_ratio"]["stale"] and not body["runbook_exit_code"]["stale"]
+        return body if fresh else None
+
+    api.post("/api/ops/runbooks/execute", json={"command": "health_check"}).raise_for_status()
+    summary = wait_until(summary_with_a_run, 60, "the summary to show the simulator and a finished run")
+    assert summary["coverage_ratio"]["context"]["expected_total"] == deployed.sim_status()["expected_total"]
+    assert summary["runbook_exit_code"]["value"] == 0
+    series = api.get("/api/ops/metrics/timeseries", params={"metric": "md_feed_up", "minutes": 5})
+    assert series.status_code == 200, series.text
+    assert series.json()["points"], "Prometheus has samples of the simulator"
+
+
+def test_the_controller_runs_a_kubectl_runbook_with_the_local_executor(deployed, api_client):
+    runbooks = Runbooks(api_client, deployed.namespace)
+    created = runbooks.create("failover-in-the-image", command="failover", reason="image test")
+    status = runbooks.wait_finished("failover-in-the-image")["status"]
+    assert (status["result"], status["exitCode"], status["execution"]["executor"]) == ("success", 0, "local")
+    assert deployed.sim_status()["active_source"] == "backup", "the reference script failed the feed over"
+    run = deployed.controller.volumes["state"] / deployed.namespace / created["metadata"]["uid"]
+    assert (run / "result.json").stat().st_uid == UID, "the run's files are the image user's"

@@ -1,0 +1,42 @@
+"""What the image holds, read from its filesystem (``podman image mount``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devcluster.podman import podman
+
+CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\n(.+?)\n-----END CERTIFICATE-----", re.DOTALL)
+
+
+@pytest.fixture
+def root(image) -> Iterator[Path]:
+    """The image's root filesystem, mounted read-only on this machine for the test."""
+    yield Path(podman("image", "mount", image).stdout.strip())
+    podman("image", "unmount", image)
+
+
+def files(root: Path) -> Iterator[Path]:
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def test_the_ca_bundle_given_to_the_build_is_in_no_file_of_the_image(root):
+    """tools/build-image.sh gives pip this machine's CA bundle as a build secret: certificates of it
+    that Debian's bundle lacks (a TLS-inspecting proxy's) must not be anywhere in the image."""
+    bundle = Path(os.environ.get("MDOPS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
+    image_bundle = (root / "etc/ssl/certs/ca-certificates.crt").read_text()
+    extra = set(CERTIFICATE.findall(bundle.read_text())) - set(CERTIFICATE.findall(image_bundle))
+    # The first line of each certificate's base64 text: enough to recognise a copy.
+    needles = {certificate.split("\n", 1)[0].encode() for certificate in extra}
+    holders = [path for path in files(root) if any(map(path.read_bytes().__contains__, needles))]
+    assert not holders, f"the build's CA bundle was copied into {holders}"
+    assert not (root / "run" / "secrets").exists()
