@@ -21,7 +21,7 @@ def main() -> int:
         print(f"invalid controller settings:\n{error}", file=sys.stderr)
         return 2
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # window: auto needs it, in seconds
-    import controller.handlers  # noqa: F401  (registers the handlers)
+    from controller import handlers, schedules  # noqa: F401  (registers the Runbooks' and schedules' handlers)
 
     kopf.run(
         clusterwide=False,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runbooks import keys
+from runbooks import keys, schedule
 
 T = TypeVar("T")
 
@@ -60,6 +60,46 @@ class KubeApi:
             )
         except ApiException as error:
             if error.status == 404:
+                return None
+            raise
+
+    @_threaded
+    def create_runbook(self, namespace: str, body: dict) -> bool:
+        """Create the Runbook; False if it exists already (its name is its identity: a schedule's slot)."""
+        try:
+            self.custom.create_namespaced_custom_object(
+                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, body
+            )
+            return True
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+
+    @_threaded
+    def delete_runbook(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # -- RunbookSchedules ------------------------------------------------
+    @_threaded
+    def patch_schedule_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict | None:
+        """Merge-patch a schedule's status if it is still at ``resource_version``; None if it changed
+        meanwhile (409) or is gone (404)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            return self.custom.patch_namespaced_custom_object_status(
+                keys.GROUP, keys.VERSION, namespace, schedule.PLURAL, name, body
+            )
+        except ApiException as error:
+            if error.status in (404, 409):
                 return None
             raise
 

@@ -51,9 +51,12 @@ def patch(change: RunbookStatus) -> dict[str, Any]:
     return change.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
-def _conditions(old: RunbookStatus, generation: int, updates: dict[ConditionType, Update]) -> list[Condition]:
-    """Merge ``updates`` into the old conditions; lastTransitionTime moves only when a status changes."""
-    by_type = {c.type: c for c in old.conditions}
+def conditions(
+    old: list[Condition], generation: int, updates: dict[ConditionType, Update]
+) -> list[Condition]:
+    """Merge ``updates`` into the old conditions (of a Runbook, or a schedule); lastTransitionTime moves only
+    when a status changes."""
+    by_type = {c.type: c for c in old}
     stamp = now()
     for kind, (status, reason, message) in updates.items():
         previous = by_type.get(kind)
@@ -86,7 +89,7 @@ def _waiting(old: RunbookStatus, generation: int, reason: Reason, message: str) 
     for the window only: it is cleared when the run waits for anything else."""
     change = RunbookStatus(
         observed_generation=generation,
-        conditions=_conditions(old, generation, _in_progress(reason, message)),
+        conditions=conditions(old.conditions, generation, _in_progress(reason, message)),
     )
     if old.waiting_until is not None:
         change.waiting_until = None
@@ -96,8 +99,8 @@ def _waiting(old: RunbookStatus, generation: int, reason: Reason, message: str) 
 def _ended(
     old: RunbookStatus, generation: int, success: bool, reason: Reason, message: str
 ) -> list[Condition]:
-    return _conditions(
-        old,
+    return conditions(
+        old.conditions,
         generation,
         {
             ConditionType.SUCCEEDED: ("True" if success else "False", reason, message),
@@ -125,7 +128,7 @@ def pending(
         window=window,
         target=target,
         session=session,
-        conditions=_conditions(old, generation, _in_progress(Reason.PENDING, "accepted")),
+        conditions=conditions(old.conditions, generation, _in_progress(Reason.PENDING, "accepted")),
     )
 
 
