@@ -4,6 +4,7 @@
 #   python -m api          the Ops Console REST API (a sidecar of the controller)
 #   python -m runner       the runner, in the Job pods of the job executor
 #   python -m sim          the market-data simulator (demo only)
+#   mdops                  the command line of the REST API
 #
 # Built and run for real by `make image` (tools/build-image.sh) with Debian's podman 4.3 and
 # buildah 1.28, and exercised by tests/image/ (the four programs as uid 10001 on a read-only root
@@ -59,11 +60,11 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/build
+RUN python -m venv /opt/mdops
 COPY --from=requirements /src/build-requirements.txt /tmp/build-requirements.txt
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && /opt/build/bin/pip install --requirement /tmp/build-requirements.txt
+    && /opt/mdops/bin/pip install --requirement /tmp/build-requirements.txt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runbooks/ runbooks/
@@ -71,8 +72,11 @@ COPY controller/ controller/
 COPY api/ api/
 COPY runner/ runner/
 COPY sim/ sim/
-RUN /opt/build/bin/pip install --no-deps --no-build-isolation --target /opt/mdops/app . \
-    && /opt/build/bin/python -m compileall -q /opt/mdops/app
+COPY cli/ cli/
+# The build venv sits where the runtime's does, so that the commands pip writes (mdops, kubectl-mdops, in
+# /opt/mdops/app/bin) name the runtime's interpreter, /opt/mdops/bin/python.
+RUN /opt/mdops/bin/pip install --no-deps --no-build-isolation --target /opt/mdops/app . \
+    && /opt/mdops/bin/python -m compileall -q /opt/mdops/app
 
 # -- runtime: the venv, the reference scripts, a non-root user -----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -87,7 +91,7 @@ COPY --from=build /opt/mdops/app /opt/mdops/app
 # The reference scripts: the local executor's, and the Job pods' unless a ConfigMap of scripts is
 # mounted over them.
 COPY --chmod=0755 examples/scripts/ /etc/mdops/scripts/
-ENV PATH=/opt/mdops/bin:$PATH \
+ENV PATH=/opt/mdops/app/bin:/opt/mdops/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MDOPS_SCRIPTS_DIR=/etc/mdops/scripts

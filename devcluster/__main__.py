@@ -67,6 +67,7 @@ mdops is up.
 
 Try (in another shell):
   . {env}
+  .venv/bin/mdops status && .venv/bin/mdops run health_check --follow      (mdops --help)
   curl -s {auth} -H 'Content-Type: application/json' -X POST $MDOPS_API_URL/api/ops/runbooks/execute \\
        -d '{{"command": "health_check"}}'
   {kubectl} apply -f examples/runbooks/drill.yaml

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.controlplane import REPO
+from devcluster.supervisor import read_env
 from runbooks import models
 from runbooks.kube import loopback_kubeconfig
 
@@ -216,8 +217,7 @@ def main() -> int:
     if not env_file.exists():
         print(f"no running stack ({env_file} is missing): start one with `make up DETACH=1`", file=sys.stderr)
         return 1
-    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    return Demo(env).run()
+    return Demo(read_env(env_file)).run()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ it is gone.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -33,10 +34,17 @@ def running_pid(pid_file: Path) -> int | None:
 
 
 def write_env(env_file: Path, values: dict[str, str]) -> None:
-    """``KEY=value`` lines, as ``. <env file>`` in a shell and ``make demo`` read them; written atomically."""
+    """``export KEY=value`` lines, written atomically: ``. <env file>`` gives them to the shell and to the
+    programs it starts (``mdops`` reads ``MDOPS_API_URL`` and ``MDOPS_API_TOKEN``); :func:`read_env` reads
+    them back (``make demo``)."""
     tmp = env_file.with_suffix(".tmp")
-    tmp.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
     tmp.replace(env_file)
+
+
+def read_env(env_file: Path) -> dict[str, str]:
+    words = (shlex.split(line)[1] for line in env_file.read_text().splitlines() if line.strip())
+    return dict(word.split("=", 1) for word in words)
 
 
 def foreground(

@@ -109,18 +109,20 @@ def write_result_file(path: str, text: str) -> None:
         regular = True
     if regular:
         with contextlib.suppress(OSError):
-            _write_atomically(path, text)
+            write_atomically(path, text)
             return
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to a new file beside ``path`` (created 0600), give it ``mode``, rename it over
+    ``path``: readers see the old or the new file, never a part, and never a mode wider than ``mode``."""
     descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".mdops-")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(text)
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except OSError:
         with contextlib.suppress(OSError):

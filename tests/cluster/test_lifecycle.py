@@ -12,6 +12,7 @@ from pathlib import Path
 
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
+from devcluster.supervisor import read_env
 
 
 def _children(pid: int) -> list[int]:
@@ -44,7 +45,7 @@ def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
         timeout=600,
     )
     assert up.returncode == 0, up.stdout + up.stderr
-    settings = dict(line.split("=", 1) for line in (tmp_path / "cluster.env").read_text().splitlines())
+    settings = read_env(tmp_path / "cluster.env")
     kubectl = [settings["MDOPS_KUBECTL"], f"--kubeconfig={settings['MDOPS_KUBECONFIG']}"]
     nodes = subprocess.run(
         [*kubectl, "get", "nodes", "-o", "name"], capture_output=True, text=True, check=True

@@ -5,9 +5,11 @@ so each of its steps still has its expected outcome."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -20,6 +22,15 @@ KUBECTL = [
     "wait --for=condition=Succeeded rb/drill-2026-11-26",
     "get rb",
     "describe rb drill-2026-11-26",
+]
+# Its `mdops ...` lines: the installed command line (the venv's), over the REST API.
+MDOPS = Path(sys.executable).parent / "mdops"
+MDOPS_LINES = [
+    "status",
+    "run health_check --follow",
+    "runs",
+    "metrics",
+    "chart md_throughput_mps --minutes 15",
 ]
 FAILOVER = '{"command": "failover", "reason": "manual"}'
 DEMO_STEPS = ("ready", "on-primary", "check", "drill", "failover", "failback", "gate", "plan")
@@ -51,6 +62,19 @@ def test_the_readme_walkthrough_then_the_demo(stack, tmp_path):
     run_k(KUBECTL[1])
     assert "drill-2026-11-26" in run_k(KUBECTL[2])
     assert "Succeeded" in run_k(KUBECTL[3])
+    assert sim_source() == "primary"
+
+    # The command line, with what `. .mdops/stack.env` exports.
+    shell = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MDOPS_API_URL": env["MDOPS_API_URL"],
+             "MDOPS_API_TOKEN": env["MDOPS_API_TOKEN"]}  # fmt: skip
+    for line in MDOPS_LINES:
+        assert f"\nmdops {line} " in readme, f"the README's walkthrough no longer runs `mdops {line}`"
+        done = subprocess.run(
+            [MDOPS, *shlex.split(line)], env=shell, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        if line.startswith("run "):
+            assert done.stdout.splitlines()[-1].endswith(": success (exit code 0)")
     assert sim_source() == "primary"
 
     # The Ops Console's way: the same requests as the README's curl lines.

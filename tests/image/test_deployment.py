@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from devcluster import podman
 from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from tests.image.conftest import (
@@ -194,3 +195,11 @@ def test_the_controller_runs_a_kubectl_runbook_with_the_local_executor(deployed,
     assert deployed.sim_status()["active_source"] == "backup", "the reference script failed the feed over"
     run = deployed.controller.volumes["state"] / deployed.namespace / created["metadata"]["uid"]
     assert (run / "result.json").stat().st_uid == UID, "the run's files are the image user's"
+
+
+def test_the_image_s_mdops_command_speaks_to_the_api(deployed):
+    """The console scripts the image installs (mdops, kubectl-mdops) run with the runtime's interpreter."""
+    env = ("--env", f"MDOPS_API_URL={deployed.api_url}", "--env", f"MDOPS_API_TOKEN={TOKEN}")
+    for command in ("mdops", "kubectl-mdops"):
+        answer = podman.podman("exec", *env, deployed.api.name, command, "status", "-o", "json").stdout
+        assert set(json.loads(answer)) >= {"environment_mode", "last_runbook", "audit"}

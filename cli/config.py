@@ -1,0 +1,163 @@
+"""Where mdops connects to: the API's URL and a token, from flags, the environment or a named context.
+
+The config file (``$MDOPS_CONFIG``, else ``config.yaml`` in the user's config folder, ``~/.config/mdops``
+on Linux) holds named contexts, like a kubeconfig::
+
+    current-context: local
+    contexts:
+      local: {url: "http://127.0.0.1:8080", token: "..."}
+
+It holds tokens: it is written 0600 (a new file made 0600 and renamed over the old one, so it is never
+readable by others, not even for a moment) and refused when its mode lets anyone else read or write it.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cli.errors import CliError, Exit
+from runner.result import write_atomically
+
+URL_ENV, TOKEN_ENV, CONFIG_ENV = "MDOPS_API_URL", "MDOPS_API_TOKEN", "MDOPS_CONFIG"
+REDACTED = "REDACTED"
+
+
+class ContextEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    token: str = ""
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    current_context: str | None = Field(None, alias="current-context")
+    contexts: dict[str, ContextEntry] = {}
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    token: str = field(repr=False)
+    source: str  # where url and token came from, in words, for messages
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else Path(click.get_app_dir("mdops")) / "config.yaml"
+
+
+@dataclass
+class Config:
+    path: Path
+    file: ConfigFile
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """The config file; an empty one when there is none. Refused when others may read or change it."""
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            return cls(path, ConfigFile())
+        if mode & 0o077:
+            raise CliError(
+                f"the config file {path} is open to others (mode {mode:04o}) and holds tokens: not used",
+                Exit.CONFIG,
+                f"chmod 600 {path}",
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            return cls(path, ConfigFile.model_validate(data))
+        except (OSError, yaml.YAMLError) as error:
+            raise CliError(f"cannot read the config file {path}: {error}", Exit.CONFIG) from error
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+            )
+            raise CliError(f"the config file {path} is malformed: {problems}", Exit.CONFIG) from error
+
+    def save(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.dump(), sort_keys=False)
+        write_atomically(str(self.path), text, mode=0o600)
+
+    def dump(self, redact: bool = False) -> dict:
+        data = self.file.model_dump(by_alias=True, exclude_none=True)
+        if redact:
+            for entry in data["contexts"].values():
+                entry["token"] = REDACTED if entry["token"] else ""
+        return data
+
+    def context(self, name: str) -> Connection:
+        entry = self.file.contexts.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.file.contexts)) or "none"
+            raise CliError(
+                f"no context {name!r} in {self.path} (contexts: {known})",
+                Exit.CONFIG,
+                "`mdops config set-context NAME --url URL --token TOKEN` adds one",
+            )
+        return Connection(entry.url, entry.token, f"context {name!r} of {self.path}")
+
+
+def resolve(url: str | None, token: str | None, context: str | None, env: Mapping[str, str]) -> Connection:
+    """The connection, from (first that applies):
+
+    1. the context named by ``--context``;
+    2. ``MDOPS_API_URL`` and ``MDOPS_API_TOKEN`` (what ``. .mdops/stack.env`` sets);
+    3. the config file's current context;
+
+    then ``--url`` and ``--token`` replace what they give. A URL and a token are taken together from one
+    source, so that a token is never sent to another source's server unless the command line says so.
+    """
+    if context is not None:
+        found = Config.load(config_path(env)).context(context)
+    elif env.get(URL_ENV):
+        found = Connection(env[URL_ENV], env.get(TOKEN_ENV, ""), f"{URL_ENV} and {TOKEN_ENV}")
+    elif url is not None and token is not None:
+        found = None
+    else:
+        config = Config.load(config_path(env))
+        current = config.file.current_context
+        if current is not None:
+            found = config.context(current)
+        elif url is not None:
+            raise _no_token(url, "--url")
+        else:
+            raise CliError(
+                "no API to talk to: no --url, no MDOPS_API_URL and no current context",
+                Exit.CONFIG,
+                "`. .mdops/stack.env` for the local stack, or `mdops config set-context` and `use-context`",
+            )
+    if found is None:
+        connection = Connection(url, token, "--url and --token")
+    else:
+        overrides = " and ".join(
+            flag for flag, value in (("--url", url), ("--token", token)) if value is not None
+        )
+        connection = Connection(
+            url or found.url,
+            token if token is not None else found.token,
+            found.source + (f"; {overrides} from the command line" if overrides else ""),
+        )
+    if not connection.url.startswith(("http://", "https://")):
+        raise CliError(
+            f"the API URL {connection.url!r} ({connection.source}) is not an http:// or https:// URL",
+            Exit.CONFIG,
+        )
+    if not connection.token:
+        raise _no_token(connection.url, connection.source)
+    return connection
+
+
+def _no_token(url: str, source: str) -> CliError:
+    return CliError(
+        f"no token for {url} ({source})",
+        Exit.CONFIG,
+        f"give --token, set {TOKEN_ENV} or add a token to the context",
+    )

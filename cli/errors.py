@@ -1,0 +1,120 @@
+"""mdops's exit codes and its one error type.
+
+``mdops run`` exits with the runbook's exit code (0, 1, 2, 3, 124, 125, 130: the runner's contract), so a
+pipeline can branch on it. When mdops could not get an answer about a run, it exits with one of its own
+codes instead, taken from the BSD ``sysexits`` range so that they never collide with a runbook's.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+from typing import Any
+
+import click
+
+from runbooks.contract import ExitCode, reason_of
+
+
+class Exit(IntEnum):
+    USAGE = 64
+    INVALID = 65
+    NOT_FOUND = 66
+    UNAVAILABLE = 69
+    API_FAILED = 70
+    CONFLICT = 73
+    NOT_ALLOWED = 77
+    CONFIG = 78
+
+
+MEANINGS = {
+    Exit.USAGE: "usage: an unknown option or a bad value on mdops's command line",
+    Exit.INVALID: "the API refused the request as invalid (422)",
+    Exit.NOT_FOUND: "not found (404): no run has that request id",
+    Exit.UNAVAILABLE: "the API cannot be reached, timed out, or is not ready (503)",
+    Exit.API_FAILED: "the API failed (500) or gave an answer mdops does not understand",
+    Exit.CONFLICT: "conflict (409): the request id was already used with other parameters",
+    Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
+    Exit.CONFIG: "configuration: no API URL or token, an unknown context, or an unsafe config file",
+}
+RUNBOOK_CODES = ", ".join(str(int(code)) for code in ExitCode)
+
+
+def runbook_meaning(code: int) -> str:
+    """``3`` -> ``health gate failed``: the reason of a run that ended with this exit code, in words."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", reason_of(code)).lower()
+
+
+def help_table() -> str:
+    """The table at the end of ``mdops --help`` (click keeps the lines of a paragraph marked ``\\b``)."""
+    rows = [f"  {RUNBOOK_CODES}  mdops run: the runbook's exit code"]
+    rows += [f"  {int(code):<{len(RUNBOOK_CODES)}}  {meaning}" for code, meaning in MEANINGS.items()]
+    return "\b\nExit codes:\n" + "\n".join(rows)
+
+
+def markdown_table() -> str:
+    """The same table for the README (``make generate``)."""
+    rows = ["| code | meaning |", "|-----:|---------|"]
+    rows.append(f"| {RUNBOOK_CODES} | `mdops run`: the runbook's exit code ([Exit codes](#exit-codes)) |")
+    rows += [f"| {int(code)} | {meaning} |" for code, meaning in MEANINGS.items()]
+    return "\n".join(rows)
+
+
+class CliError(click.ClickException):
+    """Every failure mdops reports: one line in words (with the API's own message), a hint, an exit code.
+
+    Messages are built from what the API answered and from the connection's URL and source; never from
+    the token."""
+
+    def __init__(self, message: str, code: int, hint: str | None = None):
+        super().__init__(message)
+        self.exit_code = int(code)
+        self.hint = hint
+
+    def line(self) -> str:
+        return f"mdops: {self.message}" + (f"; hint: {self.hint}" if self.hint else "")
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.line(), err=True, file=file)
+
+
+def detail_of(body: Any) -> str:
+    """The API's ``detail`` in words: a string as it is; FastAPI's list of validation errors as
+    ``field: message`` pairs."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for error in detail:
+            if isinstance(error, dict):
+                where = ".".join(str(p) for p in error.get("loc", []) if p != "body")
+                parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
+        return "; ".join(parts)
+    return ""
+
+
+# What each HTTP status of the API means for mdops: exit code, words, hint.
+_ANSWERS: dict[int, tuple[Exit, str, str]] = {
+    401: (Exit.NOT_ALLOWED, "the API refused the token", "check the token ({source})"),
+    403: (Exit.NOT_ALLOWED, "not allowed", "use a token that has the permission (--context, --token)"),
+    404: (Exit.NOT_FOUND, "not found", "`mdops runs` lists the recent request ids"),
+    409: (Exit.CONFLICT, "conflict", "give a new --request-id to run again"),
+    422: (Exit.INVALID, "the API refused the request", "see the command's --help"),
+    503: (Exit.UNAVAILABLE, "the API is not ready", "try again in a moment; `mdops status` shows when it is"),
+}
+
+
+def answer_error(status: int, body: Any, source: str) -> CliError:
+    """The error for an API answer that is not a success (pure: status and body in, error out)."""
+    detail = detail_of(body) or f"HTTP {status}"
+    if status in _ANSWERS:
+        code, words, hint = _ANSWERS[status]
+        return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source))
+    if status in (429, 502, 504):
+        return CliError(f"the API is unavailable ({status}): {detail}", Exit.UNAVAILABLE, "try again later")
+    if 400 <= status < 500:
+        return CliError(f"the API refused the request ({status}): {detail}", Exit.INVALID)
+    return CliError(
+        f"the API failed ({status}): {detail}", Exit.API_FAILED, "the API's log says more; try again later"
+    )

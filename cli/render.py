@@ -1,0 +1,187 @@
+"""What people see: the API's shapes as Rich tables and text, and a chart drawn by plotext.
+
+Pure functions from API bodies to renderables; printing (and whether there is colour: only on a
+terminal, never with ``NO_COLOR``) is Rich's business. ``-o json|yaml`` bypasses all of this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cli.errors import runbook_meaning
+from runbooks.contract import RunState, parse_time
+
+STATUS_STYLES = {
+    RunState.SUCCESS: "green",
+    RunState.FAILED: "bold red",
+    RunState.RUNNING: "cyan",
+    RunState.QUEUED: "yellow",
+}
+LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red"}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def state(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, "dim"))
+
+
+def outcome(runbook: dict[str, Any]) -> Text:
+    """``failed (exit code 3: gate failed)``, ``success (exit code 0)``, ``running``."""
+    text = state(runbook["status"])
+    code = runbook.get("exit_code")
+    if code is not None:
+        text.append(f" (exit code {code}" + ("" if code == 0 else f": {runbook_meaning(code)}") + ")")
+    return text
+
+
+def result_line(view: dict[str, Any]) -> Text:
+    """``health_check hc-1: success (exit code 0)``: the end of a followed run."""
+    runbook = view["runbook"]
+    return Text.assemble(f"{runbook['command']} {runbook['request_id']}: ", outcome(runbook))
+
+
+def log_line(line: dict[str, str]) -> Text:
+    level = line.get("level", "INFO")
+    # Never wrapped by Rich (a terminal wraps it; a pipe gets it whole).
+    return Text.assemble(
+        (f"{level:<8}", LEVEL_STYLES.get(level, "")), line.get("message", ""), no_wrap=True, overflow="ignore"
+    )
+
+
+def _fields(rows: list[tuple[str, RenderableType | str]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+def _inline(mapping: dict[str, Any] | None) -> str:
+    """``key value · key value``; a health report's gate as ``gate passed`` or its failures."""
+    if not mapping:
+        return "-"
+    parts = []
+    for key, value in mapping.items():
+        if key == "note":
+            parts.append(_text(value))
+        elif key == "gate" and isinstance(value, dict):
+            verdict = "passed" if value.get("passed") else "FAILED: " + ", ".join(value.get("failures", []))
+            parts.append(f"gate {verdict}" + (" (enforced)" if value.get("enforced") else ""))
+        else:
+            parts.append(f"{key} {_text(value)}")
+    return " · ".join(parts)
+
+
+def run_view(view: dict[str, Any]) -> RenderableType:
+    """One run (the execute response's shape): what, how it ended, health, logs."""
+    runbook = view["runbook"]
+    fields = _fields(
+        [
+            ("request id", runbook["request_id"]),
+            ("command", runbook["command"]),
+            ("result", outcome(runbook)),
+            ("finished", _text(runbook.get("finished_at"))),
+            ("health", _inline(view.get("health"))),
+        ]
+    )
+    logs = [log_line(line) for line in runbook.get("logs", [])]
+    return Group(fields, Text("logs", style="bold"), *logs) if logs else fields
+
+
+def runs_table(runs: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("REQUEST ID", "COMMAND", "RESULT", "EXIT", "PROFILE", "WINDOW", "BY", "CREATED", "NOTE"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        note = ", ".join(
+            flag for flag, on in (("dry run", run["dry_run"]), ("enforce", run["enforce"])) if on
+        )
+        table.add_row(
+            run["request_id"],
+            run["command"],
+            state(run["status"]),
+            _text(run.get("exit_code")),
+            _text(run.get("profile")),
+            _text(run.get("window")),
+            _text(run.get("requested_by")),
+            _text(run.get("created_at")),
+            note,
+        )
+    return table
+
+
+def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
+    last = status.get("last_runbook")
+    environment = " / ".join(
+        _text(status.get(k)) for k in ("environment_mode", "active_profile", "active_window")
+    )
+    codes = " · ".join(f"{command} {code}" for command, code in status.get("last_exit_codes", {}).items())
+    fields = _fields(
+        [
+            ("environment", f"{environment}   (mode / profile / window)"),
+            (
+                "last runbook",
+                Text.assemble(f"{last['command']} {last['request_id']}  ", outcome(last)) if last else "-",
+            ),
+            ("exit codes", codes or "-"),
+            ("health", _inline(status.get("last_health"))),
+            ("updated", _text(status.get("last_updated_at"))),
+        ]
+    )
+    history = status.get("runbook_history", [])[:recent]
+    if not history:
+        return fields
+    return Group(
+        fields,
+        Text(""),
+        Text(f"recent runs (mdops runs lists up to {len(status['runbook_history'])})", style="bold"),
+        runs_table(history),
+    )
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.1f}".removesuffix(".0")
+    return f"{value:,}" if isinstance(value, int) else _text(value)
+
+
+def metrics_table(summary: dict[str, Any]) -> Table:
+    """The console overview's five tiles."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("METRIC", "VALUE", "UNIT", "NOTE"):
+        table.add_column(column, justify="right" if column == "VALUE" else "left")
+    for name, sample in summary.items():
+        stale, context = sample.get("stale"), sample.get("context")
+        value = Text(_number(sample.get("value")), style="yellow" if stale else "")
+        note = "; ".join((["stale"] if stale else []) + ([_inline(context)] if context else []))
+        table.add_row(name, value, _text(sample.get("unit")), note)
+    return table
+
+
+def chart(series: dict[str, Any], width: int, height: int) -> Text:
+    """The timeseries response's points (some, with values) drawn as a line; its time axis in the API's
+    zone (exchange time)."""
+    import plotext as plt  # only `mdops chart` needs it
+
+    points = [p for p in series["points"] if p.get("value") is not None]
+    unit = f" ({series['unit']})" if series.get("unit") else ""
+    plt.clf()
+    plt.plotsize(width, height)
+    plt.theme("clear")  # the terminal's own background
+    plt.title(f"{series['metric']}{unit}")
+    plt.date_form("Y-m-d H:M:S", "H:M:S")
+    times = [parse_time(p["timestamp"]).strftime("%Y-%m-%d %H:%M:%S") for p in points]
+    plt.plot(times, [p["value"] for p in points], marker="braille")
+    return Text.from_ansi(plt.build())  # its colours are Rich's to show or not

@@ -1,0 +1,364 @@
+"""mdops's parts that need no API: exit codes of the API's answers, errors in one line, the config file
+and its contexts, new log lines, run filters and rendering; commands run with click's CliRunner.
+
+tests/cli/test_mdops.py runs the installed mdops against the local stack."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import stat
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from rich.console import Console
+
+from cli import render
+from cli.config import REDACTED, resolve
+from cli.errors import MEANINGS, CliError, Exit, answer_error
+from cli.follow import new_lines
+from cli.main import cli, select
+from devcluster.processes import free_port
+
+SECRET = "s3cret-token-never-shown"
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    return tmp_path / "mdops" / "config.yaml"
+
+
+@pytest.fixture
+def invoke(config_file):
+    """Run mdops in-process with a config file of the test's own and none of the developer's settings."""
+
+    def invoke(*args: str, input: str | None = None, **env: str):
+        environment = {
+            "MDOPS_API_URL": None,
+            "MDOPS_API_TOKEN": None,
+            "MDOPS_CONFIG": str(config_file),
+            **env,
+        }
+        return CliRunner().invoke(cli, list(args), input=input, env=environment, prog_name="mdops")
+
+    return invoke
+
+
+# -- errors and exit codes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "words"),
+    [
+        (
+            401,
+            {"detail": "invalid bearer token"},
+            Exit.NOT_ALLOWED,
+            "the API refused the token (401): invalid",
+        ),
+        (
+            403,
+            {"detail": "token 'viewer' lacks"},
+            Exit.NOT_ALLOWED,
+            "not allowed (403): token 'viewer' lacks",
+        ),
+        (404, {"detail": "no runbook"}, Exit.NOT_FOUND, "not found (404): no runbook"),
+        (409, {"detail": "already used"}, Exit.CONFLICT, "conflict (409): already used"),
+        (
+            422,
+            {"detail": [{"loc": ["body", "window"], "msg": "Input should be 'day'", "type": "enum"}]},
+            Exit.INVALID,
+            "the API refused the request (422): window: Input should be 'day'",
+        ),
+        (400, None, Exit.INVALID, "the API refused the request (400): HTTP 400"),
+        (429, {"detail": "slow down"}, Exit.UNAVAILABLE, "the API is unavailable (429): slow down"),
+        (500, {"detail": "boom"}, Exit.API_FAILED, "the API failed (500): boom"),
+        (503, {"detail": "not synced"}, Exit.UNAVAILABLE, "the API is not ready (503): not synced"),
+        (502, None, Exit.UNAVAILABLE, "the API is unavailable (502): HTTP 502"),
+    ],
+)
+def test_an_api_answer_becomes_an_exit_code_and_words(status, body, code, words):
+    error = answer_error(status, body, "the test")
+    assert error.exit_code == code
+    assert error.line().startswith(f"mdops: {words}")
+    assert "\n" not in error.line()
+
+
+def test_mdops_codes_never_collide_with_a_runbooks():
+    runbook_codes = {0, 1, 2, 3, 124, 125, 130}
+    assert not runbook_codes & {int(code) for code in Exit}
+
+
+def test_an_unreachable_api_is_one_line_that_never_shows_the_token(invoke):
+    result = invoke("status", "--url", f"http://127.0.0.1:{free_port()}", "--token", SECRET)
+    assert result.exit_code == Exit.UNAVAILABLE
+    assert result.stderr.startswith("mdops: cannot reach the API at http://127.0.0.1:")
+    assert "hint: " in result.stderr and result.stderr.count("\n") == 1
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [("run", "nope"), ("runs", "--since", "yesterday"), ("bogus",), ("run", "stop", "--timeout", "0")]
+)
+def test_a_usage_error_exits_64_not_a_runbooks_2(invoke, args):
+    result = invoke(*args)
+    assert result.exit_code == Exit.USAGE, result.output
+    assert "Usage: mdops" in result.stderr
+
+
+def test_help_has_the_exit_codes_and_every_command_examples(invoke):
+    main = invoke("--help")
+    assert main.exit_code == 0
+    assert "0, 1, 2, 3, 124, 125, 130  mdops run: the runbook's exit code" in main.stdout
+    rows = [line.split(maxsplit=1) for line in main.stdout.splitlines()]
+    for code, meaning in MEANINGS.items():
+        assert [str(int(code)), meaning] in rows
+    for name, command in cli.commands.items():
+        helped = invoke(name, "--help")
+        assert helped.exit_code == 0 and "Examples:" in helped.stdout, name
+        for sub in getattr(command, "commands", {}):
+            assert invoke(name, sub, "--help").exit_code == 0, f"{name} {sub}"
+
+
+def test_completion_scripts_are_generated_for_each_shell(invoke):
+    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete")):
+        result = invoke("completion", shell)
+        assert result.exit_code == 0 and marker in result.stdout and "_MDOPS_COMPLETE" in result.stdout
+
+
+# -- the config file ------------------------------------------------------------------------------
+
+
+def test_set_context_writes_the_file_0600_even_with_a_permissive_umask(invoke, config_file):
+    previous = os.umask(0)
+    try:
+        result = invoke(
+            "config",
+            "set-context",
+            "local",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--token",
+            "-",
+            input=f"{SECRET}\n",
+        )
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config_file.parent.stat().st_mode) == 0o700
+    assert yaml.safe_load(config_file.read_text()) == {
+        "contexts": {"local": {"url": "http://127.0.0.1:8080", "token": SECRET}}
+    }
+    assert SECRET not in result.output
+    assert [p.name for p in config_file.parent.iterdir()] == ["config.yaml"]  # no temporary file left
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o660, 0o644])
+def test_a_config_file_others_may_read_or_change_is_refused(invoke, config_file, mode):
+    assert (
+        invoke("config", "set-context", "a", "--url", "http://127.0.0.1:1", "--token", SECRET).exit_code == 0
+    )
+    assert invoke("config", "use-context", "a").exit_code == 0
+    config_file.chmod(mode)
+    for args in (("status",), ("config", "view"), ("config", "use-context", "a")):
+        result = invoke(*args)
+        assert result.exit_code == Exit.CONFIG, args
+        assert f"is open to others (mode {mode:04o})" in result.stderr
+        assert f"hint: chmod 600 {config_file}" in result.stderr
+    assert stat.S_IMODE(config_file.stat().st_mode) == mode  # left as it was
+
+
+def test_contexts_switch_and_view_redacts_the_tokens(invoke):
+    for name, token in (("admin", SECRET), ("viewer", "viewer-" + SECRET)):
+        assert (
+            invoke("config", "set-context", name, "--url", "http://127.0.0.1:1", "--token", token).exit_code
+            == 0
+        )
+    assert invoke("config", "current-context").exit_code == Exit.CONFIG  # none yet
+    assert invoke("config", "use-context", "viewer").exit_code == 0
+    assert invoke("config", "current-context").stdout == "viewer\n"
+    listed = invoke("config", "get-contexts").stdout.splitlines()
+    assert listed[0].split() == ["CURRENT", "NAME", "URL"] and listed[2].split()[:2] == ["*", "viewer"]
+    view = invoke("config", "view")
+    assert yaml.safe_load(view.stdout)["contexts"]["admin"]["token"] == REDACTED
+    assert SECRET not in view.stdout
+    unknown = invoke("config", "use-context", "nope")
+    assert unknown.exit_code == Exit.CONFIG and "contexts: admin, viewer" in unknown.stderr
+    assert invoke("config", "delete-context", "viewer").exit_code == 0
+    assert invoke("config", "current-context").exit_code == Exit.CONFIG
+
+
+def test_a_malformed_config_file_is_refused_naming_the_problem(invoke, config_file):
+    config_file.parent.mkdir()
+    config_file.write_text("contexts:\n  local: {token: x}\n")
+    config_file.chmod(0o600)
+    result = invoke("config", "view")
+    assert result.exit_code == Exit.CONFIG
+    assert "is malformed: contexts.local.url: Field required" in result.stderr
+
+
+# -- where the connection comes from ----------------------------------------------------------------
+
+
+@pytest.fixture
+def contexts(invoke):
+    invoke("config", "set-context", "current", "--url", "http://current", "--token", "current-token")
+    invoke("config", "set-context", "other", "--url", "http://other", "--token", "other-token")
+    invoke("config", "use-context", "current")
+
+
+ENV = {"MDOPS_API_URL": "http://env", "MDOPS_API_TOKEN": "env-token"}
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "context", "env", "expected"),
+    [
+        (None, None, None, {}, ("http://current", "current-token")),
+        (None, None, None, ENV, ("http://env", "env-token")),
+        (None, None, "other", ENV, ("http://other", "other-token")),
+        (None, "flag-token", None, ENV, ("http://env", "flag-token")),
+        ("http://flag", None, "other", {}, ("http://flag", "other-token")),
+        ("http://flag", "flag-token", None, {}, ("http://flag", "flag-token")),
+        # A URL from the environment never takes the context's token, nor the reverse.
+        (None, None, None, {"MDOPS_API_URL": "http://env"}, Exit.CONFIG),
+        ("127.0.0.1:8080", "flag-token", None, {}, Exit.CONFIG),  # no scheme
+    ],
+)
+def test_the_connection_comes_from_one_source_then_the_flags(
+    contexts, config_file, url, token, context, env, expected
+):
+    environment = {"MDOPS_CONFIG": str(config_file), **env}
+    if isinstance(expected, Exit):
+        with pytest.raises(CliError) as raised:
+            resolve(url, token, context, environment)
+        assert raised.value.exit_code == expected
+    else:
+        connection = resolve(url, token, context, environment)
+        assert (connection.url, connection.token) == expected
+        assert connection.token not in repr(connection)
+
+
+def test_no_api_at_all_is_a_configuration_error_with_a_hint(invoke):
+    result = invoke("status")
+    assert result.exit_code == Exit.CONFIG
+    assert "no API to talk to" in result.stderr and ". .mdops/stack.env" in result.stderr
+
+
+# -- following, filtering, rendering ---------------------------------------------------------------
+
+
+def _lines(*messages: str) -> list[dict]:
+    return [{"level": "INFO", "message": m} for m in messages]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "new"),
+    [
+        ("", "ab", "ab"),
+        ("ab", "abc", "c"),
+        ("abc", "bcd", "d"),  # the window of the last lines moved on
+        ("abc", "cdef", "def"),
+        ("ab", "cd", "cd"),  # more new lines than the window holds: all of it is new
+        ("ab", "ab", ""),
+        ("xx", "xxx", "x"),
+        ("abab", "ababab", "ab"),
+    ],
+)
+def test_new_lines_are_those_a_poll_added(before, after, new):
+    assert new_lines(_lines(*before), _lines(*after)) == _lines(*new)
+
+
+RUNS = [
+    {"request_id": "c", "command": "drill", "status": "failed", "created_at": "2026-01-03T10:00+08:00"},
+    {
+        "request_id": "b",
+        "command": "health_check",
+        "status": "success",
+        "created_at": "2026-01-02T10:00+08:00",
+    },
+    {"request_id": "a", "command": "drill", "status": "success", "created_at": "2026-01-01T10:00+08:00"},
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "result", "since", "limit", "ids"),
+    [
+        (None, None, None, None, "cba"),
+        ("drill", None, None, None, "ca"),
+        (None, "success", None, None, "ba"),
+        ("drill", "success", None, None, "a"),
+        (None, None, "2026-01-02T02:00:00+00:00", None, "cb"),
+        (None, None, None, 2, "cb"),
+    ],
+)
+def test_runs_are_filtered_by_every_option_given(command, result, since, limit, ids):
+    when = datetime.datetime.fromisoformat(since) if since else None
+    assert "".join(r["request_id"] for r in select(RUNS, command, result, when, limit)) == ids
+
+
+def _text(renderable) -> str:
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def test_a_failed_gate_reads_in_words():
+    view = {
+        "runbook": {
+            "request_id": "hc-1",
+            "command": "health_check",
+            "exit_code": 3,
+            "status": "failed",
+            "finished_at": "2026-01-01T10:00:00+08:00",
+            "logs": [{"level": "ERROR", "message": "health gate failed: coverage_ratio 0.9 < 0.99"}],
+        },
+        "health": {
+            "coverage_ratio": 0.9,
+            "gate": {"passed": False, "enforced": True, "failures": ["coverage_ratio 0.9 < 0.99"]},
+        },
+    }
+    text = _text(render.run_view(view))
+    assert "failed (exit code 3: health gate failed)" in text
+    assert "gate FAILED: coverage_ratio 0.9 < 0.99 (enforced)" in text
+    assert "ERROR   health gate failed" in text
+    ended = "health_check hc-1: failed (exit code 3: health gate failed)"
+    assert _text(render.result_line(view)).strip() == ended
+
+
+def test_the_metrics_tiles_say_which_are_stale():
+    summary = {
+        "coverage_ratio": {
+            "metric": "m",
+            "value": 0.999,
+            "unit": None,
+            "stale": False,
+            "context": {"expected_total": 1280},
+        },
+        "failover_latency_ms": {
+            "metric": "m",
+            "value": None,
+            "unit": "ms",
+            "stale": True,
+            "context": {"note": "no exporter sample"},
+        },
+    }
+    rows = _text(render.metrics_table(summary)).splitlines()
+    assert rows[1].split() == ["coverage_ratio", "0.999", "-", "expected_total", "1280"]
+    assert rows[2].split() == ["failover_latency_ms", "-", "ms", "stale;", "no", "exporter", "sample"]
+
+
+def test_a_chart_is_drawn_with_its_title_and_times():
+    series = {
+        "metric": "md_throughput_mps",
+        "unit": "msg/s",
+        "points": [
+            {"timestamp": f"2026-01-01T10:0{i}:00+08:00", "value": v} for i, v in enumerate([5, 7, None, 6])
+        ],
+    }
+    text = _text(render.chart(series, 60, 12))
+    assert "md_throughput_mps (msg/s)" in text
+    assert "10:00:00" in text and "┤" in text
+    assert "\x1b[" not in text  # no colour when the console has none
