@@ -27,7 +27,7 @@ from cli.errors import CliError, Exit, help_table
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
 from cli.follow import watch
-from runbooks.contract import Command, RunState, parse_time
+from runbooks.contract import Command, ExitCode, RunState, parse_time
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -270,6 +270,8 @@ def run(
         return
     out.show(view, render.result_line if follow else render.run_view)
     code = view["runbook"]["exit_code"]
+    if code is None and view["runbook"]["status"] == "failed":  # refused without executing: its log says why
+        code = ExitCode.SCRIPT_FAILED
     if code is None:
         raise CliError(f"the run {body['request_id']} finished without an exit code", Exit.API_FAILED)
     click.get_current_context().exit(code)

@@ -37,11 +37,13 @@ def state(status: str) -> Text:
 
 
 def outcome(runbook: dict[str, Any]) -> Text:
-    """``failed (exit code 3: gate failed)``, ``success (exit code 0)``, ``running``."""
+    """``failed (exit code 3: gate failed)``, ``success (exit code 0)``, ``running``, ``failed (not run)``."""
     text = state(runbook["status"])
     code = runbook.get("exit_code")
     if code is not None:
         text.append(f" (exit code {code}" + ("" if code == 0 else f": {runbook_meaning(code)}") + ")")
+    elif runbook["status"] == "failed":  # refused by a change window or a person: its log says why
+        text.append(" (not run)")
     return text
 
 

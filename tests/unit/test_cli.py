@@ -362,3 +362,20 @@ def test_a_chart_is_drawn_with_its_title_and_times():
     assert "md_throughput_mps (msg/s)" in text
     assert "10:00:00" in text and "┤" in text
     assert "\x1b[" not in text  # no colour when the console has none
+
+
+def test_a_run_refused_without_executing_reads_as_not_run():
+    """A run its change window or a person refused has no exit code (no script ran): failed, not run."""
+    view = {
+        "runbook": {
+            "request_id": "rs-1",
+            "command": "restart",
+            "exit_code": None,
+            "status": "failed",
+            "finished_at": "2026-01-01T10:00:00+08:00",
+            "logs": [{"level": "ERROR", "message": "rejected by bob: not during the auction"}],
+        },
+        "health": None,
+    }
+    assert _text(render.result_line(view)).strip() == "restart rs-1: failed (not run)"
+    assert "ERROR   rejected by bob" in _text(render.run_view(view))
