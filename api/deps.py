@@ -1,6 +1,6 @@
 """Dependencies, as ``Annotated`` aliases: the settings, what the lifespan made (kept on ``app.state``: the
-tokens, the Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics),
-and authentication and permissions."""
+tokens, the Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics, the
+custom objects client of approvals and schedules), and authentication and permissions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kubernetes import client
 
 from api import auth
 from api.auth import Principal, TokenStore
@@ -50,6 +51,10 @@ async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
+async def get_objects(request: Request) -> client.CustomObjectsApi:
+    return request.app.state.objects
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 AnyCacheDep = Annotated[RunbookCache, Depends(get_cache)]  # synced or not (readiness)
 CacheDep = Annotated[RunbookCache, Depends(get_synced_cache)]
@@ -57,6 +62,7 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 PrometheusDep = Annotated[MetricsSource, Depends(get_prometheus)]
 StatusMemoDep = Annotated[StatusMemo, Depends(get_status_memo)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+ObjectsDep = Annotated[client.CustomObjectsApi, Depends(get_objects)]  # approvals, schedules
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -106,5 +112,6 @@ async def require_runbook_read(principal: PrincipalDep) -> Principal:
 
 StatusReader = Annotated[Principal, Depends(require(auth.STATUS_READ))]
 MetricsReader = Annotated[Principal, Depends(require(auth.METRICS_READ))]
+Approving = Annotated[Principal, Depends(require(auth.APPROVE))]
 Executing = Annotated[Principal, Depends(require_any_execute)]
 RunbookReader = Annotated[Principal, Depends(require_runbook_read)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from api.cache import RunbookCache
 from api.errors import ApiError
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
-from api.routes import health, metrics, runbooks, status
+from api.routes import approvals, health, metrics, runbooks, schedules, status
 from api.settings import ApiSettings, get_settings
 from api.submission import Submitter
 from api.telemetry import ApiMetrics, MetricsMiddleware
@@ -54,6 +55,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.submitter = Submitter(kube_requests, cache, settings)
     app.state.prometheus = prometheus
     app.state.status_memo = StatusMemo()
+    app.state.objects = client.CustomObjectsApi(kube_requests)
+    settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # status' session, schedules' slots
     log.info(
         "serving Runbooks of namespace %s, metrics of %s, %d token(s)",
         settings.namespace,
@@ -117,7 +120,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
-    for router in (status.router, metrics.router, runbooks.router, health.router):
+    routers = (status, metrics, runbooks, approvals, schedules, health)
+    for router in (module.router for module in routers):
         app.include_router(router)
     return app
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import functools
 import json
 import logging
 import subprocess
@@ -124,6 +125,7 @@ class SessionTable:
         )
 
 
+@functools.cache
 def library_version() -> str:
     """The pinned calendar library, e.g. ``exchange_calendars 4.13.2``, without importing it."""
     return f"{LIBRARY} {version('exchange-calendars')}"
@@ -317,6 +319,8 @@ class VenueCalendar:
         self._lock = threading.Lock()
         self._current: SessionCalendar | None = None
         self._unknown: UnknownVenue | None = None  # remembered: no child process per question
+        self._prefetching: threading.Thread | None = None
+        self._prefetch_lock = threading.Lock()  # never held during a load: prefetch() does not wait
 
     def covering(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar:
         """A calendar that answers for every instant from ``start`` to ``end``."""
@@ -344,10 +348,27 @@ class VenueCalendar:
     def window(self, at: datetime.datetime) -> Window:
         return self.at(at).window(at)
 
+    def loaded(self, at: datetime.datetime) -> SessionCalendar | None:
+        """The calendar already loaded, if it answers for ``at``, without loading one: for readers that
+        must not wait seconds for a child process (the REST API's status). None otherwise: then a load
+        is started in the background, unless one is under way or the venue is unknown."""
+        current = self._current
+        if current is not None and current.covers(at):
+            return current
+        if self._unknown is None:
+            self.prefetch(at)
+        return None
+
+    @property
+    def unknown(self) -> str | None:
+        """Why the venue cannot be loaded at all (an unknown venue), or None."""
+        return None if self._unknown is None else str(self._unknown)
+
     def prefetch(self, at: datetime.datetime) -> threading.Thread:
         """Load the table now, in the background, so that the first question (the first run's
         ``window: auto``) does not wait seconds for it; that question waits for this load instead of
-        starting another. A failure is logged here and raised again to whoever asks next."""
+        starting another. A failure is logged here and raised again to whoever asks next. While a
+        prefetch is under way, asking for another returns it."""
 
         def load() -> None:
             try:
@@ -355,7 +376,12 @@ class VenueCalendar:
             except CalendarError as error:
                 log.error("%s", error)
 
-        thread = threading.Thread(target=load, name=f"{self.venue} calendar", daemon=True)
+        with self._prefetch_lock:
+            if self._prefetching is not None and self._prefetching.is_alive():
+                return self._prefetching
+            thread = self._prefetching = threading.Thread(
+                target=load, name=f"{self.venue} calendar", daemon=True
+            )
         thread.start()
         return thread
 

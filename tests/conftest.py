@@ -94,6 +94,15 @@ def mdops_crds(cluster) -> ControlPlane:
     return cluster
 
 
+@pytest.fixture(scope="session")
+def identities(mdops_crds) -> ControlPlane:
+    """The identity policies (manifests/identities.yaml), as manifests/ installs them: for every namespace.
+    The admin, who runs the other tests' controllers and APIs, may name anyone, as a cluster admin may do
+    anything; so they change nothing for tests that do not ask for them."""
+    mdops_crds.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
+    return mdops_crds
+
+
 @pytest.fixture
 def peering(cluster, namespace) -> dict[str, str]:
     """kopf peering in this test's namespace (the KopfPeering CRD and object of manifests/components/peering);

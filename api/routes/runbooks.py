@@ -8,8 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api import auth
+from api.cache import RunbookCache
 from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, SubmitterDep
 from api.errors import Forbidden, NotFound
+from api.records import RunbookRecord
 from api.render import execute_response
 from api.schemas import ErrorResponse, ExecuteRequest, ExecuteResponse
 from api.submission import object_name
@@ -51,10 +53,15 @@ async def execute(
 async def get_runbook(
     request_id: str, settings: SettingsDep, cache: CacheDep, principal: RunbookReader
 ) -> JSONResponse:
+    return JSONResponse(execute_response(lookup(cache, request_id), settings.zone))
+
+
+def lookup(cache: RunbookCache, request_id: str) -> RunbookRecord:
+    """The run of ``request_id``, or a 404."""
     record = cache.find(request_id)
     if record is None:
         byname = cache.get(object_name(request_id))
         record = byname if byname is not None and byname.request_id == request_id else None
     if record is None:
         raise NotFound(f"no runbook with request_id {request_id!r}")
-    return JSONResponse(execute_response(record, settings.zone))
+    return record

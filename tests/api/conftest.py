@@ -11,6 +11,9 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import ApiSettings
 from devcluster.components import ControllerProcess
-from devcluster.processes import free_port, wait_until
+from devcluster.processes import Process, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from sim.process import run_sim
 from tests.runbook_client import Runbooks, lines, write_script
@@ -141,6 +144,52 @@ def controller(start_controller, scripts) -> ControllerProcess:
 
 
 # -- the app -------------------------------------------------------------------------------------
+
+
+def http(
+    method: str, url: str, body: dict | None = None, headers: dict | None = None
+) -> tuple[int, Any, str]:
+    """One request with the standard library: (status, headers, text); status 0 when nothing answers."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+    except OSError:
+        return 0, {}, ""
+
+
+@pytest.fixture
+def start_server(cluster, mdops_crds, namespace, tmp_path) -> Iterator[Callable[..., Process]]:
+    """``start_server(**env)``: ``python -m api`` as a real uvicorn process on this test's namespace,
+    configured by the environment only (``env`` over the admin's kubeconfig and token), ready (its
+    ``url`` set); stopped at the end."""
+    started: list[Process] = []
+
+    def start(**env: str) -> Process:
+        port = free_port()
+        settings = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MDOPS_") and k != "OPS_API_TOKEN"},
+            "PYTHONUNBUFFERED": "1",
+            "MDOPS_KUBECONFIG": str(cluster.kubeconfig),
+            "MDOPS_NAMESPACE": namespace,
+            "OPS_API_TOKEN": ADMIN_TOKEN,
+            "MDOPS_API_PORT": str(port),
+            **env,
+        }
+        process = Process(f"api-{len(started)}", [sys.executable, "-m", "api"], tmp_path, env=settings)
+        started.append(process)
+        process.url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http("GET", process.url + "/readyz")[0] == 200, 30, "the API's /readyz", [process])
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 @pytest.fixture

@@ -7,55 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from typing import Any
 
 import pytest
 
 from devcluster.controlplane import REPO
-from devcluster.processes import Process, free_port, wait_until
-from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, RECORD, auth
-
-
-def http(
-    method: str, url: str, body: dict | None = None, headers: dict | None = None
-) -> tuple[int, Any, str]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode()
-    except OSError:
-        return 0, {}, ""
+from devcluster.processes import wait_until
+from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, RECORD, auth, http
 
 
 @pytest.fixture
-def server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_path):
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MDOPS_") and k != "OPS_API_TOKEN"},
-        "PYTHONUNBUFFERED": "1",
-        "MDOPS_KUBECONFIG": str(cluster.kubeconfig),
-        "MDOPS_NAMESPACE": namespace,
-        "OPS_API_TOKEN": ADMIN_TOKEN,
-        "MDOPS_API_TOKENS_FILE": str(tokens_file),
-        "MDOPS_PROMETHEUS_URL": prometheus.url,
-        "MDOPS_API_PORT": str(port),
-        "MDOPS_API_EXECUTE_WAIT_SECONDS": "10",
-        "MDOPS_API_LOG_LEVEL": "debug",
-    }
-    process = Process("api", [sys.executable, "-m", "api"], tmp_path, env=env)
-    process.url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http("GET", process.url + "/readyz")[0] == 200, 30, "the API's /readyz", [process])
-        yield process
-    finally:
-        process.stop()
+def server(start_server, tokens_file, prometheus):
+    return start_server(
+        MDOPS_API_TOKENS_FILE=str(tokens_file),
+        MDOPS_PROMETHEUS_URL=prometheus.url,
+        MDOPS_API_EXECUTE_WAIT_SECONDS="10",
+        MDOPS_API_LOG_LEVEL="debug",
+    )
 
 
 def test_the_api_serves_through_uvicorn(server, controller, scripts):

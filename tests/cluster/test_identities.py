@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from devcluster.components import install_rbac
-from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
 from runbooks import crd, keys, models
 
@@ -35,14 +34,6 @@ def _role(name: str, verbs: list[str], resources: list[str], users) -> list[dict
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
     }
     return [role, binding]
-
-
-@pytest.fixture(scope="session")
-def identities(mdops_crds):
-    """The policies, as manifests/ installs them: for every namespace (the admin, who runs the other
-    tests' controllers and APIs, may name anyone, as a cluster admin may do anything)."""
-    mdops_crds.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
-    return mdops_crds
 
 
 @pytest.fixture

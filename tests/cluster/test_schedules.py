@@ -233,3 +233,19 @@ def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
     # None of the slots that passed while suspended ran after the resume: no burst of late runs.
     assert not [rb for rb in runbooks if suspended < slot_of(rb).timestamp() < resumed]
     assert schedules.status("paused")["missedSlots"] >= 3
+
+
+def test_the_controller_says_why_a_schedule_does_not_run(start_controller, controller_env, schedules):
+    """A cron expression that only the models refuse (the API server cannot parse cron): the schedule's
+    Ready condition says so, and no slot is computed."""
+    start_controller(**controller_env)
+    schedules.create("broken", trigger={"cron": "61 * * * *"})
+
+    def ready():
+        status = schedules.status("broken")
+        return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    condition = wait_until(ready, 30, "the Ready condition of the broken schedule")
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert "Bad minute" in condition["message"]
+    assert "nextSlot" not in schedules.status("broken")

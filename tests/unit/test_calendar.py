@@ -4,6 +4,7 @@ minutes around the open, weekends; the day/night mapping; loading in a child pro
 from __future__ import annotations
 
 import datetime
+import threading
 
 import pytest
 
@@ -197,3 +198,36 @@ def test_a_failed_prefetch_is_raised_to_the_next_question_without_loading_again(
         with pytest.raises(UnknownVenue, match="unknown venue"):
             venue.window(at("2026-01-05 10:00"))
     assert loads == ["XXXX"]  # an unknown venue stays unknown: one child process, not one per run
+
+
+def test_loaded_never_waits_and_starts_one_load_in_the_background():
+    """The REST API's status asks without waiting: nothing until the table is loaded, then the table; one
+    load however often it asks meanwhile."""
+    loads: list[datetime.date] = []
+    release = threading.Event()
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append(first)
+        release.wait(30)
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", zone=HK, loader=loader)
+    assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(5)] == [None] * 5
+    release.set()
+    venue.prefetch(at("2026-01-05 10:00")).join()
+    assert venue.loaded(at("2026-01-05 10:00")).state(at("2026-01-05 10:00")) == "open"
+    assert len(loads) == 1 and venue.unknown is None
+
+
+def test_an_unknown_venue_is_said_and_never_loaded_again_by_loaded(caplog):
+    loads: list[str] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append(venue)
+        return load_table(venue, first, last)
+
+    venue = VenueCalendar("XXXX", loader=loader)
+    venue.prefetch(at("2026-01-05 08:00")).join()
+    assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(3)] == [None] * 3
+    assert "unknown venue 'XXXX'" in venue.unknown
+    assert loads == ["XXXX"]
