@@ -17,6 +17,7 @@ import time
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.processes import wait_until
 from runbooks import crd, keys, schedule
@@ -50,10 +51,38 @@ class Schedules:
     def status(self, name: str) -> dict:
         return self.custom.get_namespaced_custom_object(*self._args(), name).get("status") or {}
 
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(*self._args(), name)
+
+    def gone(self, name: str) -> bool:
+        return not [
+            s
+            for s in self.custom.list_namespaced_custom_object(*self._args())["items"]
+            if s["metadata"]["name"] == name
+        ]
+
     def suspend(self, name: str, suspended: bool = True) -> float:
         """Suspend or resume; the time it was done."""
         self.custom.patch_namespaced_custom_object(*self._args(), name, {"spec": {"suspend": suspended}})
         return time.time()
+
+
+def event_reasons(api_client: client.ApiClient, namespace: str, name: str) -> set[str]:
+    """The reasons of the Events on the schedule ``name``."""
+    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+    return {
+        e.reason for e in events if e.involved_object.kind == schedule.KIND and e.involved_object.name == name
+    }
+
+
+def schedule_series(controller, name: str) -> dict[str, float]:
+    """The controller's md_schedule_* samples of the schedule ``name``, by metric and outcome."""
+    found = {}
+    for family in text_string_to_metric_families(controller.metrics()):
+        for sample in family.samples:
+            if sample.name.startswith("md_schedule_") and sample.labels.get("schedule") == name:
+                found[sample.name + ":" + sample.labels.get("outcome", "")] = sample.value
+    return found
 
 
 @pytest.fixture
@@ -187,7 +216,7 @@ def test_one_runbook_per_slot_while_two_replicas_run_and_one_takes_over(
 
 
 def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
-    start_controller, holding_env, rbs, schedules, witness, release
+    start_controller, holding_env, rbs, schedules, witness, release, api_client, namespace
 ):
     start_controller(**holding_env)
     schedules.create("held")
@@ -199,6 +228,7 @@ def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
     wait_until(lambda: clock_past(middle), 4 * EVERY, "three more slots")
     assert [rb["metadata"]["name"] for rb in slot_runbooks(rbs, "held")] == [first["metadata"]["name"]]
     assert schedules.status("held")["skippedSlots"] >= 2
+    assert {"SlotCreated", "SlotsSkipped"} <= event_reasons(api_client, namespace, "held")
     released = time.time()
     release.touch()
     runs_after(rbs, "held", 1, released)
@@ -209,9 +239,9 @@ def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
 
 
 def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
-    start_controller, controller_env, rbs, schedules, witness
+    start_controller, controller_env, rbs, schedules, witness, api_client, namespace
 ):
-    start_controller(**controller_env)
+    controller = start_controller(**controller_env)
     schedules.create("paused")
     runs_after(rbs, "paused", 1, 0)
     next_runbook(rbs, "paused")  # suspended right after a slot: the next one is a whole interval away
@@ -233,6 +263,14 @@ def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
     # None of the slots that passed while suspended ran after the resume: no burst of late runs.
     assert not [rb for rb in runbooks if suspended < slot_of(rb).timestamp() < resumed]
     assert schedules.status("paused")["missedSlots"] >= 3
+    # Events and metrics say the same, per schedule; the metrics go with the schedule.
+    assert {"SlotCreated", "SlotsMissed"} <= event_reasons(api_client, namespace, "paused")
+    series = schedule_series(controller, "paused")
+    assert series["md_schedule_slots_total:created"] == len(runbooks)
+    assert series["md_schedule_slots_total:missed"] >= 3 and series["md_schedule_last_result:"] == 1
+    schedules.delete("paused")
+    wait_until(lambda: schedules.gone("paused"), 30, "the schedule to be deleted")
+    assert schedule_series(controller, "paused") == {}
 
 
 def test_the_controller_says_why_a_schedule_does_not_run(start_controller, controller_env, schedules):
