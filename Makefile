@@ -18,7 +18,8 @@ help:
 	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
-	@echo "make generate  regenerate the CRDs from their models, and the chart's generated files"
+	@echo "make generate  regenerate the CRDs from their models, the chart's generated files, the"
+	@echo "               README's settings tables and the API's OpenAPI document (docs/openapi.json)"
 	@echo "make image     build the image with podman (mdops:<version>); prints its tag and size"
 
 $(STAMP): pyproject.toml
@@ -40,6 +41,7 @@ generate: venv
 	$(PY) -m runbooks.crd --write manifests
 	$(PY) charts/generate.py
 	$(PY) -m devcluster.settings_doc
+	$(PY) -m api.openapi > docs/openapi.json
 
 # The reference scripts are Python without a .py suffix: name them explicitly.
 SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' examples/scripts/* 2>/dev/null)

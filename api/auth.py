@@ -12,13 +12,17 @@ its permissions::
         permissions: [status:read, "runbooks:execute:health_check"]
 
 A presented token is compared, in constant time, with every configured one (no early exit), and is
-never logged or kept beyond the request.
+never logged or kept beyond the request. Refused at start: a token shorter than :data:`MIN_TOKEN_LENGTH`,
+two entries (or the admin token and an entry) with the same secret, and a tokens file that others may
+read (:func:`check_private`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,11 @@ PERMISSIONS = frozenset(
     {STATUS_READ, METRICS_READ, EXECUTE, APPROVE} | {f"{EXECUTE}:{c.value}" for c in Command}
 )
 ADMIN = "admin"
+MIN_TOKEN_LENGTH = 16
+
+
+class TokensFileError(ValueError):
+    """The tokens file may not be used as it is."""
 
 
 def execute_permission(command: Command | str) -> str:
@@ -62,7 +71,7 @@ class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=253)
-    token: SecretStr | None = Field(None, min_length=1)
+    token: SecretStr | None = Field(None, min_length=MIN_TOKEN_LENGTH)
     token_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     permissions: list[str] = Field(default_factory=list)
 
@@ -101,6 +110,20 @@ class TokensFile(BaseModel):
         return self
 
 
+def check_private(path: Path) -> None:
+    """Refuse a tokens file that others may read or change. Owner-only (0600 or less), as ssh asks of its
+    keys; group read is allowed only for a file owned by root read by another user, as PostgreSQL allows
+    for its keys: how Kubernetes mounts a Secret (root, the pod's fsGroup, ``defaultMode: 0440``)."""
+    info = os.stat(path)
+    mode = stat.S_IMODE(info.st_mode)
+    allowed = 0o640 if info.st_uid == 0 and os.geteuid() != 0 else 0o600
+    if mode & ~allowed:
+        raise TokensFileError(
+            f"{path}: mode {mode:04o} lets others read or change the tokens; allowed: {allowed:04o} or less "
+            f"(chmod {allowed:o} {path})"
+        )
+
+
 class TokenStore:
     """The configured tokens, kept as SHA-256 digests; ``authenticate`` is constant time in the token."""
 
@@ -111,12 +134,20 @@ class TokenStore:
     def load(cls, admin_token: SecretStr | None, tokens_file: Path | None) -> TokenStore:
         entries: list[tuple[bytes, Principal]] = []
         if admin_token is not None and admin_token.get_secret_value():
-            digest = hashlib.sha256(admin_token.get_secret_value().encode()).digest()
-            entries.append((digest, Principal(ADMIN, PERMISSIONS)))
+            secret = admin_token.get_secret_value()
+            if len(secret) < MIN_TOKEN_LENGTH:
+                raise TokensFileError(f"OPS_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters")
+            entries.append((hashlib.sha256(secret.encode()).digest(), Principal(ADMIN, PERMISSIONS)))
         if tokens_file is not None:
+            check_private(Path(tokens_file))
             raw = yaml.safe_load(Path(tokens_file).read_text()) or {}
             for entry in TokensFile.model_validate(raw).tokens:
                 entries.append((entry.digest(), Principal(entry.name, frozenset(entry.permissions))))
+        owners: dict[bytes, str] = {}
+        for digest, principal in entries:
+            if digest in owners:
+                raise TokensFileError(f"tokens {owners[digest]!r} and {principal.name!r} are the same secret")
+            owners[digest] = principal.name
         return cls(entries)
 
     def __len__(self) -> int:

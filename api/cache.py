@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,13 +60,14 @@ class RunbookCache:
         self._lock = threading.Lock()
         self._records: dict[str, RunbookRecord] = {}
         self._by_request: dict[str, set[str]] = {}
+        self._unfinished: Counter[str] = Counter()  # by requestedBy
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self.version = 0
         self._seen = itertools.count(1)
         self.resource_version: str | None = None
 
         self.synced = threading.Event()
-        self.connected = False
+        self._down_since: float | None = time.monotonic()  # None while the watch is open
         self.lists = 0
         self.watches = 0
         self.events = 0
@@ -102,6 +104,24 @@ class RunbookCache:
             with contextlib.suppress(Exception):  # already closed
                 response.shutdown()
 
+    # -- the watch's health ------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._down_since is None
+
+    def down_for(self) -> float:
+        """Seconds since the watch was last open (0 while it is): a resumed watch is down for moments, a
+        broken one (the API server unreachable, refusing) for longer."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = time.monotonic()
+
     # -- reading (any thread) --------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -118,6 +138,10 @@ class RunbookCache:
                 return None
             candidates = [self._records[n] for n in names]
         return min(candidates, key=lambda r: (r.duplicate_of is not None, r.created_key))
+
+    def unfinished(self, requested_by: str) -> int:
+        """How many Runbooks requested by ``requested_by`` have not finished (pending, queued, running)."""
+        return self._unfinished[requested_by]
 
     def snapshot(self) -> tuple[int, list[RunbookRecord]]:
         with self._lock:
@@ -185,7 +209,7 @@ class RunbookCache:
                 )
                 self.resource_version = None
             except Exception as error:
-                self.connected = False
+                self._set_connected(False)
                 if self._stopping.is_set():
                     break
                 self.errors += 1
@@ -199,7 +223,7 @@ class RunbookCache:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, self.max_backoff_seconds)
                 self.resource_version = None
-        self.connected = False
+        self._set_connected(False)
 
     def _list(self) -> None:
         records: dict[str, RunbookRecord] = {}
@@ -232,10 +256,11 @@ class RunbookCache:
             for name, record in records.items():  # list order is by name: keep the order already seen
                 known = self._records.get(name)
                 order(record, known.seen if known is not None else next(self._seen))
-            self._records = records
+            self._records = {}
             self._by_request = {}
+            self._unfinished = Counter()
             for record in records.values():
-                self._by_request.setdefault(record.request_id, set()).add(record.name)
+                self._add(record)
             self.version += 1
             self._wake(changed)
         self.resource_version = resource_version
@@ -268,7 +293,7 @@ class RunbookCache:
             raise
         self._response = response
         self.watches += 1
-        self.connected = True
+        self._set_connected(True)
         try:
             if self._stopping.is_set():
                 return
@@ -278,7 +303,7 @@ class RunbookCache:
                 raise _Interrupted("watch connection closed")
         finally:
             self._response = None
-            self.connected = False
+            self._set_connected(False)
             response.release_conn()
 
     def _apply(self, event: dict[str, Any]) -> None:
@@ -294,20 +319,35 @@ class RunbookCache:
             return
         record = record_of(obj)
         with self._lock:
-            old = self._records.pop(record.name, None)
+            old = self._records.get(record.name)
             if old is not None:
-                names = self._by_request.get(old.request_id, set())
-                names.discard(old.name)
-                if not names:
-                    self._by_request.pop(old.request_id, None)
+                self._remove(old)
             if kind != "DELETED":
                 order(record, old.seen if old is not None else next(self._seen))
-                self._records[record.name] = record
-                self._by_request.setdefault(record.request_id, set()).add(record.name)
+                self._add(record)
             self.version += 1
             self._wake({record.name})
         self.resource_version = resource_version
         self.events += 1
+
+    def _add(self, record: RunbookRecord) -> None:
+        """Index ``record`` (called with the lock held)."""
+        self._records[record.name] = record
+        self._by_request.setdefault(record.request_id, set()).add(record.name)
+        if not record.finished:
+            self._unfinished[record.requested_by] += 1
+
+    def _remove(self, record: RunbookRecord) -> None:
+        """Forget ``record`` (called with the lock held)."""
+        del self._records[record.name]
+        names = self._by_request.get(record.request_id, set())
+        names.discard(record.name)
+        if not names:
+            self._by_request.pop(record.request_id, None)
+        if not record.finished:
+            self._unfinished[record.requested_by] -= 1
+            if not self._unfinished[record.requested_by]:
+                del self._unfinished[record.requested_by]
 
     def _wake(self, names: set[str]) -> None:
         """Wake the waiters of ``names`` (called with the lock held)."""

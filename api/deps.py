@@ -1,6 +1,7 @@
 """Dependencies, as ``Annotated`` aliases: the settings, what the lifespan made (kept on ``app.state``: the
-tokens, the Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics, the
-custom objects client of approvals and schedules), and authentication and permissions."""
+Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics, the custom
+objects client of approvals and schedules), and the principal the edge authenticated (:mod:`api.edge`) with
+its permissions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kubernetes import client
 
 from api import auth
-from api.auth import Principal, TokenStore
+from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Forbidden, NotReady, Unauthorized
 from api.prometheus import MetricsSource
@@ -19,10 +20,6 @@ from api.render import StatusMemo
 from api.settings import ApiSettings, get_settings
 from api.submission import Submitter
 from api.telemetry import ApiMetrics
-
-
-async def get_tokens(request: Request) -> TokenStore:
-    return request.app.state.tokens
 
 
 async def get_cache(request: Request) -> RunbookCache:
@@ -72,14 +69,13 @@ bearer = HTTPBearer(
 
 
 async def current_principal(
-    tokens: Annotated[TokenStore, Depends(get_tokens)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    if credentials is None or not credentials.credentials:
+    """Who the edge (:mod:`api.edge`) authenticated, before the body was read. ``credentials`` is not read
+    again: it declares the bearer scheme in the OpenAPI document."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:  # a route outside the edge's protected paths asked for a principal
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    principal = tokens.authenticate(credentials.credentials)
-    if principal is None:
-        raise Unauthorized("invalid bearer token", error="invalid_token")
     return principal
 
 

@@ -6,18 +6,20 @@ import asyncio
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import urllib3.exceptions
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kubernetes import client
 
 from api.auth import TokenStore
 from api.cache import RunbookCache
+from api.edge import EdgeMiddleware
 from api.errors import ApiError
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
@@ -29,7 +31,7 @@ from runbooks.kube import api_client
 
 log = logging.getLogger("api")
 
-DESCRIPTION = """The Ops Console REST API of mdops (`spec/ops-console-api.md`).
+DESCRIPTION = """The Ops Console REST API of mdops (`docs/ops-console-api.md`).
 
 Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`: 401 without a valid
 token, 403 without the permission. Timestamps are ISO 8601 with the configured zone's offset."""
@@ -49,7 +51,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     kube_requests = api_client(settings.kubeconfig, settings.in_cluster)
     kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
     cache = RunbookCache(kube_watch, settings.namespace).start()
-    prometheus = MetricsSource(settings.prometheus_url, settings.prometheus_timeout_seconds)
+    prometheus = MetricsSource(
+        settings.prometheus_url, settings.prometheus_timeout_seconds, settings.api_summary_max_age_seconds
+    )
+    app.state.settings = settings
     app.state.tokens = tokens
     app.state.cache = cache
     app.state.submitter = Submitter(kube_requests, cache, settings)
@@ -60,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info(
         "serving Runbooks of namespace %s, metrics of %s, %d token(s)",
         settings.namespace,
-        settings.prometheus_url,
+        without_credentials(settings.prometheus_url),
         len(tokens),
     )
     try:
@@ -70,6 +75,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prometheus.close()
         kube_requests.close()
         kube_watch.close()
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a user and password, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
 
 
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -83,9 +95,8 @@ async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
                 message = json.loads(error.body)["message"]
             except (TypeError, ValueError, KeyError):
                 message = str(error.reason)
-            return JSONResponse(
-                {"detail": f"the Kubernetes API refused the Runbook: {message}"}, status_code=422
-            )
+            issue = {"loc": ["body"], "msg": f"the Kubernetes API refused the Runbook: {message}"}
+            return JSONResponse({"detail": [{**issue, "type": "kubernetes_refused"}]}, status_code=422)
         detail = f"Kubernetes API error: {error.status} {error.reason}"
     else:
         detail = f"Kubernetes API unreachable: {type(error).__name__}"
@@ -93,12 +104,27 @@ async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503)
 
 
+def issues(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as the 422's ``detail``: where (``loc``), what (``msg``) and which kind (``type``).
+    The client's input is never echoed back, so no input can make the answer fail to encode."""
+    out = []
+    for error in errors:
+        message = str(error.get("msg", ""))
+        reason = (error.get("ctx") or {}).get("error")
+        if isinstance(reason, str):  # e.g. why the JSON did not parse
+            message = f"{message}: {reason}"
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        out.append({"loc": loc, "msg": message, "type": str(error.get("type", ""))})
+    return out
+
+
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, made JSON-safe: an undecodable body is shown by its repr, not decoded (which
-    would fail and turn a client's error into a 500)."""
-    return JSONResponse(
-        {"detail": jsonable_encoder(error.errors(), custom_encoder={bytes: repr})}, status_code=422
-    )
+    return JSONResponse({"detail": issues(error.errors())}, status_code=422)
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    """Any other failure: a 500 with the usual JSON body (uvicorn logs the traceback)."""
+    return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -115,11 +141,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.metrics = ApiMetrics()
     app.state.metrics.watch_cache(lambda: getattr(app.state, "cache", None))
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(EdgeMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # the outermost: counts the edge's too
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
+    app.add_exception_handler(Exception, _internal_error)
     routers = (status, metrics, runbooks, approvals, schedules, health)
     for router in (module.router for module in routers):
         app.include_router(router)

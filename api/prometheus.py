@@ -4,17 +4,24 @@ Its calls block, so each query runs in a worker thread and the summary's queries
 A query fails fast (no retries, a short timeout): an unreachable Prometheus makes the summary's
 metrics stale, not the request slow. Where a query returns several series (several exporters), the
 summary reports their maximum and says so in the metric's ``context``.
+
+Consoles poll the summary: requests that arrive while its queries run share them (single flight), and the
+answer is reused for ``MDOPS_API_SUMMARY_MAX_AGE_SECONDS`` after it was computed (at most a scrape interval,
+so that it is never older than the samples it shows), so that many consoles cost Prometheus what one does.
+Both come from ``async-lru`` (``alru_cache``: one shielded task per key, awaited by every caller; its TTL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import requests
+from async_lru import alru_cache
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -97,11 +104,11 @@ def _failure_note(error: BaseException) -> str:
 
 
 class MetricsSource:
-    def __init__(self, url: str, timeout: float):
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, timeout: float, summary_max_age: float = 0.0):
         self.client = PrometheusConnect(
-            url=self.url, retry=Retry(total=0, raise_on_status=False), timeout=timeout
+            url=url.rstrip("/"), retry=Retry(total=0, raise_on_status=False), timeout=timeout
         )
+        self.summary = alru_cache(maxsize=1, ttl=summary_max_age)(self._encoded_summary)
 
     def close(self) -> None:
         self.client.close()
@@ -109,7 +116,12 @@ class MetricsSource:
     async def _query(self, promql: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.client.custom_query, promql)
 
-    async def summary(self) -> dict[str, dict[str, Any]]:
+    async def _encoded_summary(self) -> bytes:
+        """The summary as the answer's body: encoded once, however many clients it is reused for."""
+        return json.dumps(await self.query_summary(), separators=(",", ":")).encode()
+
+    async def query_summary(self) -> dict[str, dict[str, Any]]:
+        """The summary's queries, run now and concurrently (``summary``: shared and reused, encoded)."""
         gauges, *answers = await asyncio.gather(
             *(self._query(q) for q in SUMMARY_QUERIES), return_exceptions=True
         )
@@ -164,7 +176,8 @@ class MetricsSource:
                 self.client.custom_query_range, f"max({metric})", start, end, f"{step_seconds}s"
             )
         except (requests.RequestException, PrometheusApiClientException) as error:
-            raise PrometheusUnavailable(f"Prometheus at {self.url}: {_failure_note(error)}") from error
+            # Never Prometheus' URL: it may hold a password.
+            raise PrometheusUnavailable(_failure_note(error)) from error
         if not result:
             return []
         return [

@@ -56,6 +56,10 @@ class RunbookRecord:
         return self.spec.get("command", "")
 
     @property
+    def requested_by(self) -> str:
+        return self.spec.get("requestedBy") or ""
+
+    @property
     def dry_run(self) -> bool:
         return bool(self.spec.get("dryRun", False))
 

@@ -20,8 +20,15 @@ from runbooks.contract import Command, parse_time
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
-    """ISO 8601 in the configured zone, with its offset (``2025-09-22T08:02:00+08:00``)."""
-    return None if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")
+    """ISO 8601 in the configured zone, with its offset (``2025-09-22T08:02:00+08:00``). A time no zone can
+    hold (near the years 1 and 9999, which any writer of a status may put there) is shown as written:
+    one odd Runbook never fails the answer."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(zone).isoformat(timespec="seconds")
+    except OverflowError:
+        return moment.isoformat(timespec="seconds")
 
 
 def zoned(value: Any, zone: datetime.tzinfo) -> Any:

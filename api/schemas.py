@@ -1,10 +1,11 @@
-"""The REST shapes of ``spec/ops-console-api.md`` (separate from the Runbook CRD models)."""
+"""The REST shapes of the Ops Console contract, ``docs/ops-console-api.md`` (separate from the Runbook CRD
+models), and of the API's errors."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
 
 from runbooks.contract import Command, RunState, SessionState
 from runbooks.models import (
@@ -18,6 +19,11 @@ from runbooks.models import (
 )
 
 # -- execute ---------------------------------------------------------------------------------------
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one kind of number: 300.0 is the integer 300 (so says JSON Schema's integer); 300.5 is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class ExecuteRequest(BaseModel):
@@ -55,7 +61,7 @@ class ExecuteRequest(BaseModel):
     enforce: StrictBool | None = Field(None, description="Fail the run when the health gate fails.")
     dry_run: StrictBool | None = Field(None, description="Plan only; changes nothing.")
     reason: Annotated[ReasonText, Strict()] | None = Field(None, description="Why (kept in the audit).")
-    timeout_seconds: Annotated[TimeoutSeconds, Strict()] | None = Field(
+    timeout_seconds: Annotated[TimeoutSeconds, Strict(), BeforeValidator(_integral)] | None = Field(
         None, description="Stop and fail the run after this."
     )
 
@@ -80,7 +86,21 @@ class ExecuteResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error but a 422."""
+
     detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where: body, query or path, then the field.")
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """A 422: what in the request is invalid (the request's values are never echoed back)."""
+
+    detail: list[ValidationIssue]
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -165,6 +185,17 @@ class TimeseriesResponse(BaseModel):
     metric: str
     unit: str | None
     points: list[TimeseriesPoint]
+
+
+# -- probes ----------------------------------------------------------------------------------------
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready, or not ready")
+    reason: str | None = Field(None, description="Why it is not ready.")
+    venue: str = Field(description="The venue whose sessions count (MDOPS_VENUE).")
+    session: SessionState | None = Field(description="Its state now; null until its calendar is loaded.")
+    calendar: str = Field(description="The calendar library and its version.")
 
 
 # -- approvals (four eyes) -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 
 from runbooks.models import ConfigSet, Name, TimeoutSeconds, WindowChoice
 from runbooks.settings import CommonSettings
@@ -25,8 +26,18 @@ class ApiSettings(CommonSettings):
     prometheus_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="Timeout of one Prometheus query (no retries)."
     )
+    api_summary_max_age_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long a metrics summary is reused for every client (concurrent requests share one "
+        "set of queries anyway); keep it at most Prometheus' scrape interval. 0: computed for each request.",
+    )
     api_host: str = Field("127.0.0.1", description="Address uvicorn listens on.")
     api_port: int = Field(8080, ge=0, le=65535, description="Port uvicorn listens on.")
+    api_max_body_bytes: int = Field(
+        32768, ge=1024, le=16 * 1024 * 1024, description="Largest request body; a larger one is a 413."
+    )
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
     )
@@ -40,11 +51,29 @@ class ApiSettings(CommonSettings):
     api_default_timeout_seconds: TimeoutSeconds = Field(
         300, description="timeoutSeconds of the Runbook when the request names none."
     )
+    api_execute_rate: str = Field(
+        "30/minute",
+        description="Per token: how many Runbooks execute may create, in the notation of the limits library "
+        "('30/minute', '10/minute;200/day'); past it a 429 with Retry-After. Empty: no limit.",
+    )
+    api_max_unfinished_per_token: int = Field(
+        20, ge=0, description="Per token: Runbooks it may have unfinished at once; past it a 429. 0: no cap."
+    )
     api_history: int = Field(20, ge=1, le=1000, description="Entries in status' history, audit and health.")
     api_sync_wait_seconds: float = Field(
         10.0, ge=0, description="How long a request waits for the Runbook cache's first sync before a 503."
     )
+    api_watch_grace_seconds: float = Field(
+        15.0, ge=0, description="How long the Runbook watch may be down before /readyz answers 503."
+    )
     api_log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("api_execute_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value.strip():
+            parse_many(value)  # a ValueError names what it could not parse
+        return value
 
 
 @cache

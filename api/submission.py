@@ -5,7 +5,12 @@
 - A request id already known (to the cache, or to the API server when the create answers 409
   AlreadyExists: a concurrent identical request won) is the same run, not a second one; with other
   parameters it is a conflict.
+- A new Runbook is made within the token's quota (:mod:`api.quota`), one at a time per token, and the token's
+  next request waits until the cache holds it, so that what the cap counts is never behind.
 - The wait is on the watch cache (woken by its events), bounded by ``MDOPS_API_EXECUTE_WAIT_SECONDS``.
+- The answer is always the original run's: when a Runbook with the same request id was created moments
+  before (by kubectl, unseen by the cache yet), the controller's ledger makes ours a duplicate of it, and the
+  answer follows it there.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from kubernetes import client
 from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
+from api.quota import Quota
 from api.records import RunbookRecord, record_of
 from api.schemas import ExecuteRequest
 from api.settings import ApiSettings
@@ -74,6 +80,8 @@ class Submitter:
         self.objects = client.CustomObjectsApi(api)
         self.cache = cache
         self.settings = settings
+        self.quota = Quota(settings.api_execute_rate, settings.api_max_unfinished_per_token, cache)
+        self._creating: dict[str, asyncio.Lock] = {}  # by token name: one Runbook made at a time
 
     async def submit(self, body: ExecuteRequest, principal: Principal) -> RunbookRecord:
         """The run of this request: created now, or the one already made for its request id."""
@@ -81,45 +89,59 @@ class Submitter:
             raise NotReady("the Runbook cache has not synced with the Kubernetes API yet")
         spec = runbook_spec(body, self.settings, principal)
         request_id = spec["requestId"]
-        name = object_name(request_id)
-        existing = self.cache.find(request_id)
-        if existing is not None:
-            record = existing
-        else:
-            manifest = models.manifest(
-                name,
-                spec,
-                labels={keys.MANAGED_BY: keys.API_MANAGER},
-                annotations={keys.REQUESTED_AT: now()},
-            )
-            try:
-                obj = await asyncio.to_thread(self._create, manifest)
-            except client.ApiException as error:
-                if error.status != 409:
-                    raise
-                obj = await asyncio.to_thread(self._read, name)  # a concurrent request created it
-            record = record_of(obj)
-            if record.request_id != request_id:
-                raise Conflict(
-                    f"request_id {request_id!r}: the Runbook {name!r} exists for another request "
-                    f"({record.request_id!r})"
-                )
-        changed = differences(record.spec, spec)
-        if changed:
-            raise Conflict(
-                f"request_id {request_id!r} was already used with other parameters "
-                f"(differs in: {', '.join(changed)}); use a new request_id to run again"
-            )
+        record = self.cache.find(request_id)
+        if record is None:
+            async with self._creating.setdefault(principal.name, asyncio.Lock()):
+                record = self.cache.find(request_id) or await self._create_within_quota(spec, principal)
+        self._check_same_request(record, spec)
         final = await self.cache.wait_for(
             record.name, lambda r: r.finished, self.settings.api_execute_wait_seconds
         )
         record = final or record
+        original = self.cache.find(request_id)
+        if original is not None and original.name != record.name:  # ours turned out a duplicate of it
+            self._check_same_request(original, spec)
+            record = original
         if record.execution_error:
             raise ScriptExecutionError(
                 f"script execution error (exit code {ExitCode.NOT_EXECUTED}) for request {request_id!r}, "
                 f"command {record.command!r}: {record.message or 'the runner could not execute the script'}"
             )
         return record
+
+    async def _create_within_quota(self, spec: dict[str, Any], principal: Principal) -> RunbookRecord:
+        """Create the Runbook of ``spec`` (or find the one a concurrent request made) within the quota."""
+        self.quota.check(principal)
+        request_id = spec["requestId"]
+        name = object_name(request_id)
+        manifest = models.manifest(
+            name, spec, labels={keys.MANAGED_BY: keys.API_MANAGER}, annotations={keys.REQUESTED_AT: now()}
+        )
+        try:
+            obj = await asyncio.to_thread(self._create, manifest)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            obj = await asyncio.to_thread(self._read, name)  # a concurrent request created it
+        else:
+            self.quota.spend(principal)
+            await self.cache.wait_for(name, lambda r: True, self.settings.api_sync_wait_seconds)
+        record = record_of(obj)
+        if record.request_id != request_id:
+            raise Conflict(
+                f"request_id {request_id!r}: the Runbook {name!r} exists for another request "
+                f"({record.request_id!r})"
+            )
+        return record
+
+    @staticmethod
+    def _check_same_request(record: RunbookRecord, spec: dict[str, Any]) -> None:
+        changed = differences(record.spec, spec)
+        if changed:
+            raise Conflict(
+                f"request_id {spec['requestId']!r} was already used with other parameters "
+                f"(differs in: {', '.join(changed)}); use a new request_id to run again"
+            )
 
     def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         return self.objects.create_namespaced_custom_object(

@@ -1,7 +1,8 @@
 """The API's own Prometheus metrics (``GET /metrics``), on a registry of its own.
 
-Requests are counted by method, route template (not the raw path: bounded cardinality) and status;
-their latency goes to a histogram. The Runbook cache's counters are read at scrape time.
+Requests are counted by method (a known one, else ``other``), route template (not the raw path) and
+status, so the label values are bounded whatever clients send; their latency goes to a histogram. The
+Runbook cache's counters are read at scrape time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-UNMATCHED = "unmatched"
+from api.edge import method_label, route_label
 
 
 class ApiMetrics:
@@ -90,8 +91,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            method = scope.get("method", "")
+            template = route_label(scope["app"].routes, scope)
+            method = method_label(scope["method"])
             self.metrics.requests.labels(method, template, str(status["code"])).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - began)

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from devcluster.pki import Pair
+from devcluster.private import write_private
 
 
 def _b64(path: Path) -> str:
@@ -30,6 +31,4 @@ def write_kubeconfig(path: Path, server: str, ca: Path, credentials: Pair | str,
         "contexts": [{"name": "mdops-local", "context": {"cluster": "mdops-local", "user": user}}],
         "current-context": "mdops-local",
     }
-    path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
-    path.chmod(0o600)
-    return path
+    return write_private(path, yaml.safe_dump(kubeconfig, sort_keys=False))

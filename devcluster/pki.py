@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devcluster.private import write_private
+
 VALIDITY = datetime.timedelta(days=7)
 
 
@@ -107,8 +109,7 @@ class Authority:
         cert = builder.sign(self._key, hashes.SHA256())
         pair = Pair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        pair.key.write_bytes(_key_pem(key))
-        pair.key.chmod(0o600)
+        write_private(pair.key, _key_pem(key))
         return pair
 
 
@@ -116,8 +117,7 @@ def service_account_keys(directory: Path) -> Pair:
     """The key pair kube-apiserver signs and verifies service-account tokens with."""
     key = _key()
     pair = Pair(directory / "sa.pub", directory / "sa.key")
-    pair.key.write_bytes(_key_pem(key))
-    pair.key.chmod(0o600)
+    write_private(pair.key, _key_pem(key))
     pair.cert.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

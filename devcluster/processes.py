@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from devcluster.private import open_private
+
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
@@ -45,7 +47,7 @@ class Process:
     ):
         self.name = name
         self.log = logs / f"{name}.log"
-        with self.log.open("ab") as out:
+        with open_private(self.log) as out:  # a log may show what it was given: owner only
             self.popen = subprocess.Popen(
                 [str(a) for a in argv],
                 stdout=out,

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from devcluster.private import write_private
 from devcluster.processes import Process, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,9 +94,7 @@ class Prometheus:
                 "static_configs": [{"targets": [target.address]}],
             }
             if target.bearer_token:
-                secret = self.workdir / f"{target.job}.token"
-                secret.write_text(target.bearer_token)
-                secret.chmod(0o600)
+                secret = write_private(self.workdir / f"{target.job}.token", target.bearer_token)
                 job["authorization"] = {"type": "Bearer", "credentials_file": str(secret)}
             jobs.append(job)
         interval = self.scrape_interval
@@ -158,6 +157,18 @@ class Prometheus:
         if status != 200:
             raise RuntimeError(f"prometheus query {promql!r} answered {status}: {body[:200]!r}")
         return json.loads(body)["data"]["result"]
+
+    def queries_answered(self) -> float:
+        """How many instant queries this Prometheus has answered (its own request counter): what the API's
+        clients cost it."""
+        status, body = _get(f"{self.url}/metrics")
+        if status != 200:
+            raise RuntimeError(f"prometheus /metrics answered {status}")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines()
+            if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
+        )
 
     def targets_up(self) -> bool:
         """Whether every configured target has been scraped successfully at least once."""

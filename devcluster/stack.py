@@ -20,6 +20,7 @@ import yaml
 
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
+from devcluster.private import write_private
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from runbooks import crd, keys
@@ -121,10 +122,9 @@ class Stack:
 
         self._step(f"starting the REST API on {self.api_url}")
         tokens = self.workdir / "tokens.yaml"
-        tokens.write_text(yaml.safe_dump({"tokens": [
+        write_private(tokens, yaml.safe_dump({"tokens": [
             {"name": "viewer", "token": self.viewer_token, "permissions": ["status:read", "metrics:read"]},
         ]}))  # fmt: skip
-        tokens.chmod(0o600)
         api = self._run("api", [sys.executable, "-m", "api"], {
             "MDOPS_KUBECONFIG": str(self.cluster.kubeconfig),
             "MDOPS_NAMESPACE": NAMESPACE,

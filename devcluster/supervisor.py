@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from devcluster.private import open_private, write_private
+
 
 class AlreadyRunning(RuntimeError):
     pass
@@ -34,12 +36,10 @@ def running_pid(pid_file: Path) -> int | None:
 
 
 def write_env(env_file: Path, values: dict[str, str]) -> None:
-    """``export KEY=value`` lines, written atomically: ``. <env file>`` gives them to the shell and to the
-    programs it starts (``mdops`` reads ``MDOPS_API_URL`` and ``MDOPS_API_TOKEN``); :func:`read_env` reads
-    them back (``make demo``)."""
-    tmp = env_file.with_suffix(".tmp")
-    tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
-    tmp.replace(env_file)
+    """``export KEY=value`` lines, written atomically and for its owner only (it holds the API's tokens):
+    ``. <env file>`` gives them to the shell and to the programs it starts (``mdops`` reads ``MDOPS_API_URL``
+    and ``MDOPS_API_TOKEN``); :func:`read_env` reads them back (``make demo``)."""
+    write_private(env_file, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
 
 
 def read_env(env_file: Path) -> dict[str, str]:
@@ -98,7 +98,7 @@ def detach(name: str, state: Path, argv: list[str], timeout: float) -> int:
         print(f"{name} is already running (pid {pid}); its settings are in {env_file}; `make down` stops it")
         return 0
     env_file.unlink(missing_ok=True)
-    with log.open("w") as out:
+    with open_private(log, append=False) as out:  # it shows the banner, tokens included
         process = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )

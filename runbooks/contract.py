@@ -159,6 +159,12 @@ def now() -> str:
     return format_time(datetime.datetime.now(datetime.UTC))
 
 
+# The times a run may report (a health report's ``generated_at``): any real clock is in this range, and every
+# zone can show them (near the years 1 and 9999 a conversion to another offset overflows).
+EARLIEST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC)
+
+
 def parse_time(value: Any) -> datetime.datetime | None:
     """An RFC 3339 / ISO 8601 timestamp as an aware datetime (UTC when it names no zone), or None."""
     if not isinstance(value, str) or not value:

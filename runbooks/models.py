@@ -16,12 +16,14 @@ from runbooks import keys
 from runbooks.contract import LOG_LEVELS, Command, ConditionType, RunState, SessionState, finished, run_state
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Free text reaches scripts through their environment, which cannot carry a NUL character.
+TEXT_PATTERN = r"^[^\x00]*$"
 
 # -- field types shared by the CRD, the REST API and the settings -----------------------------------------
 Name = Annotated[str, Field(max_length=63, pattern=NAME_PATTERN)]  # an environment mode or a feed profile
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
-ConfigSet = Annotated[str, Field(max_length=253)]
-ReasonText = Annotated[str, Field(max_length=1024)]
+ConfigSet = Annotated[str, Field(max_length=253, pattern=TEXT_PATTERN)]
+ReasonText = Annotated[str, Field(max_length=1024, pattern=TEXT_PATTERN)]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=86400)]
 WindowChoice = Literal["day", "night", "auto"]
 Window = Literal["day", "night"]

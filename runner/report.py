@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runbooks.contract import EARLIEST, LATEST, parse_time
+
 HEALTH_NUMBERS = (
     "coverage_ratio",
     "expected_total",
@@ -67,9 +69,23 @@ def _health(health: Any) -> dict[str, Any] | None:
             raise ReportError(f"health.{key} must be a number or null")
     if not 0 <= (health.get("coverage_ratio") or 0) <= 1:
         raise ReportError("health.coverage_ratio must be between 0 and 1")
-    if not isinstance(health.get("generated_at"), str | None):
-        raise ReportError("health.generated_at must be a string or null")
+    _timestamp(health.get("generated_at"))
     return health
+
+
+def _timestamp(value: Any) -> None:
+    """``generated_at``: null, or an ISO 8601 time between :data:`EARLIEST` and :data:`LATEST`."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ReportError("health.generated_at must be a string or null")
+    moment = parse_time(value)
+    if moment is None:
+        raise ReportError(f"health.generated_at {value[:64]!r} is not an ISO 8601 time")
+    if not EARLIEST <= moment < LATEST:
+        raise ReportError(
+            f"health.generated_at {value[:64]!r} is not between {EARLIEST.year} and {LATEST.year}"
+        )
 
 
 def _state(state: Any) -> dict[str, str | None] | None:

@@ -12,34 +12,37 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
 from kubernetes import client
 
 from api.cache import RunbookCache
 from api.deps import Approving, CacheDep, ObjectsDep, SettingsDep
 from api.errors import Conflict, Forbidden
+from api.jsonbody import StrictJSONRoute
+from api.openapi import PROTECTED, responses
 from api.render import iso
 from api.routes.runbooks import lookup
-from api.schemas import DecisionRequest, DecisionResponse, ErrorResponse
+from api.schemas import DecisionRequest, DecisionResponse
 from runbooks import approval, crd, keys
 from runbooks.contract import RunState, parse_time
-from runbooks.models import ApprovalDecision
+from runbooks.models import ApprovalDecision, RequestId
 
-router = APIRouter(prefix="/api/ops/runbooks", tags=["approvals"])
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse, "description": "Lacks runbooks:approve, or approves their own request"},
-    404: {"model": ErrorResponse, "description": "No run with this request id"},
-    409: {
-        "model": ErrorResponse,
-        "description": "Too late (the run started or finished), already decided by this token, or the run "
-        "names no requester",
-    },
-    503: {"model": ErrorResponse},
-}
+router = APIRouter(prefix="/api/ops/runbooks", tags=["approvals"], route_class=StrictJSONRoute)
+RESPONSES = responses(
+    *PROTECTED,
+    404,
+    409,
+    422,
+    503,
+    c403="The token lacks runbooks:approve, or approves a run it asked for.",
+    c404="No run has this request_id.",
+    c409="Too late (the run has started or finished), already decided by this token, or the run names no "
+    "requester.",
+)
+RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
 
 
@@ -57,7 +60,7 @@ def approval_name(request_id: str, approver: str) -> str:
     responses=RESPONSES,
 )
 async def approve(
-    request_id: str,
+    request_id: RequestIdPath,
     settings: SettingsDep,
     cache: CacheDep,
     objects: ObjectsDep,
@@ -75,7 +78,7 @@ async def approve(
     responses=RESPONSES,
 )
 async def reject(
-    request_id: str,
+    request_id: RequestIdPath,
     settings: SettingsDep,
     cache: CacheDep,
     objects: ObjectsDep,

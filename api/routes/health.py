@@ -10,33 +10,56 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import AnyCacheDep, MetricsDep, MetricsReader, PrincipalDep, SettingsDep
+from api.jsonbody import StrictJSONRoute
+from api.openapi import COMMON, PROTECTED, responses
+from api.schemas import Readiness
 from runbooks.calendar import library_version
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
 
-@router.get("/healthz", summary="The process is alive (no token)")
+@router.get("/healthz", summary="The process is alive (no token)", responses=responses(*COMMON))
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The Runbook cache has synced (no token); the venue's session beside")
+@router.get(
+    "/readyz",
+    summary="The Runbook cache has synced and its watch is open (no token); the venue's session beside",
+    response_model=Readiness,
+    responses={**responses(*COMMON), 503: {"model": Readiness, "description": "Not ready, and why."}},
+)
 def readyz(cache: AnyCacheDep, settings: SettingsDep) -> JSONResponse:
-    ready = cache.synced.is_set()
+    """Open to probes, so it says nothing about the Runbooks themselves. The venue's session is detail:
+    the API is ready without it (the status says why it is missing)."""
     now, venue = datetime.datetime.now(datetime.UTC), settings.calendar
     calendar = venue.loaded(now)
-    body = {
-        "status": "ready" if ready else "not ready",
-        "runbooks": len(cache),
-        "watch_connected": cache.connected,
+    session = {
         "venue": venue.venue,
-        "session": calendar.state(now).value if calendar is not None else None,  # not needed to be ready
+        "session": calendar.state(now).value if calendar is not None else None,
         "calendar": library_version(),
     }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if not cache.synced.is_set():
+        reason = "the Runbook cache has not listed the Runbooks yet"
+    elif cache.down_for() > settings.api_watch_grace_seconds:
+        reason = f"the Runbook watch has been down for {cache.down_for():.0f}s"
+    else:
+        return JSONResponse({"status": "ready", **session})
+    return JSONResponse({"status": "not ready", "reason": reason, **session}, status_code=503)
 
 
-@router.get("/metrics", summary="The API's own metrics, Prometheus text format (metrics:read)")
+@router.get(
+    "/metrics",
+    summary="The API's own metrics, Prometheus text format (metrics:read)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **responses(*PROTECTED),
+    },
+)
 def metrics(own_metrics: MetricsDep, principal: MetricsReader) -> Response:
     return Response(generate_latest(own_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -4,54 +4,57 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.deps import MetricsReader, PrometheusDep, SettingsDep
-from api.errors import ApiError
+from api.jsonbody import StrictJSONRoute
+from api.openapi import PROTECTED, responses
 from api.prometheus import MAX_POINTS, TIMESERIES_UNITS
-from api.schemas import ErrorResponse, SummaryResponse, TimeseriesResponse
+from api.schemas import SummaryResponse, TimeseriesResponse
 
-router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"])
-AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}}
-
-
-class InvalidQuery(ApiError):
-    status_code = 422
+router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=StrictJSONRoute)
 
 
 @router.get(
     "/summary",
     response_model=SummaryResponse,
     summary="The console overview's metrics; stale (value null) when there is no sample or no Prometheus",
-    responses=AUTH_ERRORS,
+    responses=responses(*PROTECTED),
 )
-async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> JSONResponse:
-    return JSONResponse(await prometheus.summary())
+async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> Response:
+    return Response(await prometheus.summary(), media_type="application/json")
 
 
 @router.get(
     "/timeseries",
     response_model=TimeseriesResponse,
     summary="Samples of one allowed metric (its maximum over series) for charts",
-    responses={**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "Prometheus unreachable"}},
+    responses=responses(*PROTECTED, 422, 503, c503="Prometheus cannot be reached."),
 )
 async def timeseries(
     settings: SettingsDep,
     prometheus: PrometheusDep,
     principal: MetricsReader,
-    metric: Annotated[str, Query(description=f"One of: {', '.join(TIMESERIES_UNITS)}.", max_length=100)],
+    metric: Annotated[
+        str,
+        Query(description="A metric name (never PromQL).", json_schema_extra={"enum": [*TIMESERIES_UNITS]}),
+    ],
     minutes: Annotated[int, Query(ge=1, le=10080, description="Lookback window.")] = 60,
-    step_seconds: Annotated[int, Query(ge=1, le=3600, description="Sampling step.")] = 60,
+    step_seconds: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=3600,
+            description=f"Sampling step; raised to minutes * 60 / {MAX_POINTS} (rounded up) when it would "
+            f"ask for more than {MAX_POINTS} points, Prometheus' limit.",
+        ),
+    ] = 60,
 ) -> JSONResponse:
     if metric not in TIMESERIES_UNITS:
-        raise InvalidQuery(
-            f"metric {metric!r} is not allowed; allowed metrics: {', '.join(TIMESERIES_UNITS)}"
-        )
-    if minutes * 60 / step_seconds > MAX_POINTS:
-        raise InvalidQuery(
-            f"minutes={minutes} with step_seconds={step_seconds} asks for {minutes * 60 // step_seconds} "
-            f"points; at most {MAX_POINTS}: use a step of at least {-(-minutes * 60 // MAX_POINTS)} seconds"
-        )
-    points = await prometheus.timeseries(metric, minutes, step_seconds, settings.zone)
+        message = f"metric {metric!r} is not allowed; allowed metrics: {', '.join(TIMESERIES_UNITS)}"
+        raise RequestValidationError([{"loc": ("query", "metric"), "msg": message, "type": "enum"}])
+    step = max(step_seconds, -(-minutes * 60 // MAX_POINTS))  # every valid query has an answer
+    points = await prometheus.timeseries(metric, minutes, step, settings.zone)
     return JSONResponse({"metric": metric, "unit": TIMESERIES_UNITS[metric], "points": points})

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from api import auth
 from api.cache import RunbookCache
 from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, SubmitterDep
 from api.errors import Forbidden, NotFound
+from api.jsonbody import StrictJSONRoute
+from api.openapi import LOCATION, PROTECTED, responses
 from api.records import RunbookRecord
 from api.render import execute_response
-from api.schemas import ErrorResponse, ExecuteRequest, ExecuteResponse
+from api.schemas import ExecuteRequest, ExecuteResponse
 from api.submission import object_name
+from runbooks.models import RequestId
 
-router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"])
+router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"], route_class=StrictJSONRoute)
 
 
 @router.post(
@@ -24,12 +28,13 @@ router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"])
     response_model=ExecuteResponse,
     summary="Run a command (as a Runbook) and wait, bounded, for its end",
     responses={
-        202: {"model": ExecuteResponse, "description": "Still pending, queued or running past the wait"},
-        401: {"model": ErrorResponse},
-        403: {"model": ErrorResponse},
-        409: {"model": ErrorResponse, "description": "request_id already used with other parameters"},
-        500: {"model": ErrorResponse, "description": "Script execution error (runner exit code 125)"},
-        503: {"model": ErrorResponse},
+        200: {"description": "The run has finished (success or failed)", "headers": LOCATION},
+        202: {
+            "model": ExecuteResponse,
+            "description": "Still pending, queued or running past the wait",
+            "headers": LOCATION,
+        },
+        **responses(*PROTECTED, 409, 422, 429, 503),
     },
 )
 async def execute(
@@ -48,10 +53,13 @@ async def execute(
     "/{request_id}",
     response_model=ExecuteResponse,
     summary="One run by request id, in the execute response's shape (a finished 125 is status failed)",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=responses(*PROTECTED, 404, 422, 503, c404="No run has this request_id."),
 )
 async def get_runbook(
-    request_id: str, settings: SettingsDep, cache: CacheDep, principal: RunbookReader
+    request_id: Annotated[RequestId, Path(description="The run's request id.")],
+    settings: SettingsDep,
+    cache: CacheDep,
+    principal: RunbookReader,
 ) -> JSONResponse:
     return JSONResponse(execute_response(lookup(cache, request_id), settings.zone))
 

@@ -18,14 +18,16 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.deps import ObjectsDep, SettingsDep, StatusReader
+from api.jsonbody import StrictJSONRoute
+from api.openapi import PROTECTED, responses
 from api.render import iso, zoned
-from api.schemas import ErrorResponse, SchedulesResponse
+from api.schemas import SchedulesResponse
 from runbooks import keys, schedule
 from runbooks.calendar import CalendarError, SessionCalendar
 from runbooks.contract import ConditionType
 from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
 
-router = APIRouter(prefix="/api/ops", tags=["schedules"])
+router = APIRouter(prefix="/api/ops", tags=["schedules"], route_class=StrictJSONRoute)
 MAX_SCHEDULES = 200
 
 
@@ -33,7 +35,7 @@ MAX_SCHEDULES = 200
     "/schedules",
     response_model=SchedulesResponse,
     summary="The schedules, their last slot and result, and their next slots (status:read)",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=responses(*PROTECTED, 422, 503),
 )
 async def list_schedules(
     settings: SettingsDep,

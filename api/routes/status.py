@@ -8,17 +8,19 @@ import datetime
 from fastapi import APIRouter, Response
 
 from api.deps import CacheDep, SettingsDep, StatusMemoDep, StatusReader
+from api.jsonbody import StrictJSONRoute
+from api.openapi import PROTECTED, responses
 from api.render import session_view
-from api.schemas import ErrorResponse, StatusResponse
+from api.schemas import StatusResponse
 
-router = APIRouter(prefix="/api/ops", tags=["status"])
+router = APIRouter(prefix="/api/ops", tags=["status"], route_class=StrictJSONRoute)
 
 
 @router.get(
     "/status",
     response_model=StatusResponse,
     summary="Current environment state, recent runbooks, last health report and audit entries",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=responses(*PROTECTED, 503),
 )
 async def get_status(
     settings: SettingsDep, cache: CacheDep, memo: StatusMemoDep, principal: StatusReader

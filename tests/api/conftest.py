@@ -146,57 +146,16 @@ def controller(start_controller, scripts) -> ControllerProcess:
 # -- the app -------------------------------------------------------------------------------------
 
 
-def http(
-    method: str, url: str, body: dict | None = None, headers: dict | None = None
-) -> tuple[int, Any, str]:
-    """One request with the standard library: (status, headers, text); status 0 when nothing answers."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode()
-    except OSError:
-        return 0, {}, ""
-
-
-@pytest.fixture
-def start_server(cluster, mdops_crds, namespace, tmp_path) -> Iterator[Callable[..., Process]]:
-    """``start_server(**env)``: ``python -m api`` as a real uvicorn process on this test's namespace,
-    configured by the environment only (``env`` over the admin's kubeconfig and token), ready (its
-    ``url`` set); stopped at the end."""
-    started: list[Process] = []
-
-    def start(**env: str) -> Process:
-        port = free_port()
-        settings = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MDOPS_") and k != "OPS_API_TOKEN"},
-            "PYTHONUNBUFFERED": "1",
-            "MDOPS_KUBECONFIG": str(cluster.kubeconfig),
-            "MDOPS_NAMESPACE": namespace,
-            "OPS_API_TOKEN": ADMIN_TOKEN,
-            "MDOPS_API_PORT": str(port),
-            **env,
-        }
-        process = Process(f"api-{len(started)}", [sys.executable, "-m", "api"], tmp_path, env=settings)
-        started.append(process)
-        process.url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http("GET", process.url + "/readyz")[0] == 200, 30, "the API's /readyz", [process])
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+def write_tokens(path: Path, text: str = TOKENS_FILE) -> Path:
+    """A tokens file as the API accepts it: readable by its owner only, from its creation."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(text)
+    return path
 
 
 @pytest.fixture
 def tokens_file(tmp_path):
-    path = tmp_path / "tokens.yaml"
-    path.write_text(TOKENS_FILE)
-    return path
+    return write_tokens(tmp_path / "tokens.yaml")
 
 
 @pytest.fixture
@@ -276,3 +235,77 @@ def controller_prometheus(tmp_path, sim, controller) -> Iterator[Prometheus]:
             [controller.process],
         )
         yield server
+
+
+# -- the API as a real process (python -m api), for what only a real socket shows ----------------------
+
+
+def http(
+    method: str, url: str, body: dict | None = None, headers: dict | None = None
+) -> tuple[int, Any, str]:
+    """One request with the standard library: (status, headers, text); status 0 when nothing answered."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+    except OSError:
+        return 0, {}, ""
+
+
+class ApiProcess(Process):
+    """``python -m api`` configured by its environment only; ``url`` is where it listens."""
+
+    def __init__(self, env: dict[str, str], workdir: Path):
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_") and k != "OPS_API_TOKEN"}
+        super().__init__(
+            "api", [sys.executable, "-m", "api"], workdir, env={**clean, **env, "MDOPS_API_PORT": str(port)}
+        )
+
+    def rss_kib(self) -> int:
+        """The process's resident memory (VmRSS), in KiB."""
+        status = Path(f"/proc/{self.popen.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+@pytest.fixture
+def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_path):
+    """``start_server(**env)``: ``python -m api`` on this test's namespace, ready; stopped at the end."""
+    started: list[ApiProcess] = []
+
+    def start(**env: str) -> ApiProcess:
+        folder = tmp_path / f"api-{len(started)}"
+        folder.mkdir()
+        process = ApiProcess(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "MDOPS_KUBECONFIG": str(cluster.kubeconfig),
+                "MDOPS_NAMESPACE": namespace,
+                "OPS_API_TOKEN": ADMIN_TOKEN,
+                "MDOPS_API_TOKENS_FILE": str(tokens_file),
+                "MDOPS_PROMETHEUS_URL": prometheus.url,
+                "MDOPS_API_EXECUTE_WAIT_SECONDS": "10",
+                "MDOPS_API_LOG_LEVEL": "debug",
+                **env,
+            },
+            folder,
+        )
+        started.append(process)
+        wait_until(lambda: http("GET", process.url + "/readyz")[0] == 200, 30, "the API's /readyz", [process])
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def server(start_server) -> ApiProcess:
+    return start_server()

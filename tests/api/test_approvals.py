@@ -15,7 +15,7 @@ import pytest
 from devcluster.components import install_rbac
 from devcluster.processes import wait_until
 from runbooks import approval, keys, models
-from tests.api.conftest import http
+from tests.api.conftest import http, write_tokens
 
 TOKENS = {
     "alice": ("alice-token-for-tests", ["runbooks:execute", "runbooks:approve", "status:read"]),
@@ -30,9 +30,8 @@ def token(name: str) -> dict[str, str]:
 
 @pytest.fixture
 def api(start_server, identities, namespace, tmp_path):
-    tokens = tmp_path / "approvers.yaml"
     entries = [{"name": n, "token": t, "permissions": p} for n, (t, p) in TOKENS.items()]
-    tokens.write_text(json.dumps({"tokens": entries}))
+    tokens = write_tokens(tmp_path / "approvers.yaml", json.dumps({"tokens": entries}))
     account = install_rbac(identities, namespace, tmp_path)
     kubeconfig = identities.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
     return start_server(

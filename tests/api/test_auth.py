@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from api.auth import TokenStore
+from api.auth import MIN_TOKEN_LENGTH, TokensFileError, TokenStore
 from tests.api.conftest import (
     ADMIN_TOKEN,
     EXECUTOR_TOKEN,
@@ -18,7 +20,13 @@ from tests.api.conftest import (
     READER_TOKEN,
     auth,
     running_app,
+    write_tokens,
 )
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
 
 EXECUTE = "/api/ops/runbooks/execute"
 PROTECTED = [
@@ -178,34 +186,70 @@ def test_no_token_configured_refuses_everything(make_settings):
         assert api.get("/api/ops/status", headers={"Authorization": "Bearer "}).status_code == 401
 
 
+LONG = "x" * MIN_TOKEN_LENGTH
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ("tokens: [{name: a, token: x, permissions: [root]}]", "unknown permission"),
-        ("tokens: [{name: a, token: x, permissions: ['runbooks:execute:reboot']}]", "unknown permission"),
+        (f"tokens: [{{name: a, token: {LONG}, permissions: [root]}}]", "unknown permission"),
+        (
+            f"tokens: [{{name: a, token: {LONG}, permissions: ['runbooks:execute:reboot']}}]",
+            "unknown permission",
+        ),
         ("tokens: [{name: a, permissions: [status:read]}]", "exactly one of token and token_sha256"),
-        ("tokens: [{name: a, token: x, token_sha256: '" + "0" * 64 + "'}]", "exactly one of token"),
+        (f"tokens: [{{name: a, token: {LONG}, token_sha256: '" + "0" * 64 + "'}]", "exactly one of token"),
         ("tokens: [{name: a, token_sha256: abc}]", "token_sha256"),
-        ("tokens: [{name: a, token: x}, {name: a, token: y}]", "duplicate token name"),
-        ("tokens: [{name: a, token: x, colour: red}]", "colour"),
+        (f"tokens: [{{name: a, token: {LONG}}}, {{name: a, token: {LONG}y}}]", "duplicate token name"),
+        (f"tokens: [{{name: a, token: {LONG}, colour: red}}]", "colour"),
+        ("tokens: [{name: a, token: short-token}]", f"at least {MIN_TOKEN_LENGTH} items"),
     ],
 )
 def test_an_invalid_tokens_file_is_refused_at_start(tmp_path, text, error):
-    path = tmp_path / "tokens.yaml"
-    path.write_text(text)
     with pytest.raises(ValidationError, match=error):
+        TokenStore.load(None, write_tokens(tmp_path / "tokens.yaml", text))
+
+
+@pytest.mark.parametrize(
+    ("admin", "text"),
+    [
+        (None, f"tokens: [{{name: a, token: {LONG}}}, {{name: b, token: {LONG}}}]"),
+        (LONG, f"tokens: [{{name: a, token: {LONG}}}]"),
+        (None, f"tokens: [{{name: a, token: {LONG}}}, {{name: b, token_sha256: {sha256(LONG)}}}]"),
+    ],
+    ids=["two-entries", "admin-and-entry", "plain-and-digest"],
+)
+def test_two_tokens_with_the_same_secret_are_refused(tmp_path, admin, text):
+    with pytest.raises(TokensFileError, match="are the same secret"):
+        TokenStore.load(admin and SecretStr(admin), write_tokens(tmp_path / "tokens.yaml", text))
+
+
+def test_a_short_admin_token_is_refused():
+    with pytest.raises(TokensFileError, match="OPS_API_TOKEN is shorter"):
+        TokenStore.load(SecretStr("s3cret"), None)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o620, 0o602])
+def test_a_tokens_file_others_may_read_or_change_is_refused(tmp_path, mode):
+    path = write_tokens(tmp_path / "tokens.yaml", f"tokens: [{{name: a, token: {LONG}}}]")
+    os.chmod(path, mode)  # as someone's careless chmod: the API checks the file it is given
+    with pytest.raises(TokensFileError, match=f"mode {mode:04o} lets others read or change"):
         TokenStore.load(None, path)
+    os.chmod(path, 0o400)
+    assert len(TokenStore.load(None, path)) == 1
 
 
 def test_an_invalid_tokens_file_stops_the_app(make_settings, tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("tokens: [{name: a, token: x, permissions: [everything]}]")
+    path = write_tokens(
+        tmp_path / "bad.yaml", f"tokens: [{{name: a, token: {LONG}, permissions: [everything]}}]"
+    )
     with pytest.raises(ValidationError), running_app(make_settings(api_tokens_file=path)):
         pass
 
 
 def test_the_token_store_matches_exactly():
-    store = TokenStore.load(SecretStr("s3cret"), None)
-    assert store.authenticate("s3cret").name == "admin"
-    for other in ("s3cre", "s3cret ", "S3CRET", "", "s3cret\x00"):
+    secret = "s3cret-of-sixteen-or-more"
+    store = TokenStore.load(SecretStr(secret), None)
+    assert store.authenticate(secret).name == "admin"
+    for other in (secret[:-1], secret + " ", secret.upper(), "", secret + "\x00"):
         assert store.authenticate(other) is None

@@ -1,7 +1,7 @@
-"""Each response's shape pinned to the examples of the REST spec (spec/ops-console-api.md).
+"""Each response's shape pinned to the examples of the REST spec (docs/ops-console-api.md).
 
-The examples are copied here as literals (the spec may be absent from a checkout); where the spec
-elides with ``...`` only the keys it shows are required. Keys, JSON types and timestamp format are
+The examples are copied here as literals (the spec's own are not JSON: they elide with ``...``); where the
+spec elides, only the keys it shows are required. Keys, JSON types and timestamp format are
 compared; values only where the spec fixes them (metric names, units, windows).
 """
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import uuid
 
 import pytest
 
 from api.submission import object_name
 from devcluster.processes import wait_until
-from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, RECORD, auth, reporting
+from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
+from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD
 
 EXECUTE = "/api/ops/runbooks/execute"
@@ -322,3 +324,34 @@ def test_a_name_taken_by_another_request_is_409(start_api, runbooks):
     assert response.status_code == 409
     assert "another request" in response.json()["detail"]
     assert len(runbooks.list()) == 1
+
+
+def test_an_execute_moments_after_a_kubectl_create_answers_with_the_original_run(
+    start_server, cluster, runbooks, controller, scripts, tmp_path
+):
+    """The API's watch is stalled (a slow network), so it has not seen the Runbook an operator just created
+    with kubectl: it creates its own with the same requestId. The controller's ledger makes that one a
+    duplicate, and the answer is the original run's (its logs), which ran once."""
+    scripts.write("failover", RECORD + "echo 'INFO: the original run'\n" + HOLD)
+    with Proxy(cluster.server) as proxy:
+        server = start_server(
+            MDOPS_KUBECONFIG=str(proxy.kubeconfig(cluster.kubeconfig, tmp_path / "proxied")),
+            MDOPS_API_EXECUTE_WAIT_SECONDS="30",
+        )
+        proxy.stall()  # the API's watch (open now) stops; its requests (new connections) still go through
+        runbooks.create("by-kubectl", command="failover", request_id="shared")
+        runbooks.wait_for("by-kubectl", "Running", "True")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                http, "POST", server.url + EXECUTE, {"command": "failover", "request_id": "shared"}, auth()
+            )
+            wait_until(lambda: len(runbooks.list()) == 2, 15, "the API to create its own Runbook")
+            proxy.resume()
+            scripts.release()
+            code, _, text = answer.result(60)
+    assert code == 200, text
+    runbook = json.loads(text)["runbook"]
+    assert runbook["status"] == "success" and runbook["request_id"] == "shared"
+    assert {"level": "INFO", "message": "the original run"} in runbook["logs"]
+    assert scripts.runs() == ["shared dry=0"]
+    assert runbooks.wait_finished("shared")["status"]["duplicateOf"].endswith("/by-kubectl")

@@ -20,8 +20,8 @@ from tests.api.conftest import (
     HEALTH_CHECKER_TOKEN,
     METRICS_TOKEN,
     READER_TOKEN,
-    TOKENS_FILE,
     running_app,
+    write_tokens,
 )
 
 FUZZ = settings(
@@ -45,7 +45,7 @@ def fuzz_api(cluster, mdops_crds, prometheus, tmp_path_factory):
     namespace = f"fuzz-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", namespace)
     tokens = tmp_path_factory.mktemp("fuzz") / "tokens.yaml"
-    tokens.write_text(TOKENS_FILE)
+    write_tokens(tokens)
     settings_ = ApiSettings(
         kubeconfig=cluster.kubeconfig,
         namespace=namespace,
@@ -142,7 +142,7 @@ def test_execute_never_fails_with_a_server_error(fuzz_api, body, token):
     )
     event(f"status {response.status_code}")
     no_server_error(response)
-    assert response.status_code in (200, 202, 403, 409, 422), response.text
+    assert response.status_code in (200, 202, 403, 409, 422, 429), response.text  # 429: the token's quota
     if response.status_code == 422:
         assert response.json()["detail"]
 
@@ -182,7 +182,7 @@ def test_reading_a_run_never_fails_with_a_server_error(fuzz_api, request_id, tok
     path = "/api/ops/runbooks/" + urllib.parse.quote(request_id, safe="")
     response = fuzz_api.get(path, headers={"Authorization": f"Bearer {token}"})
     no_server_error(response)
-    assert response.status_code in (200, 403, 404), response.text
+    assert response.status_code in (200, 403, 404, 422), response.text  # 422: not a request id at all
 
 
 @FUZZ

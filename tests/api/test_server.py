@@ -8,21 +8,9 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
 from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, RECORD, auth, http
-
-
-@pytest.fixture
-def server(start_server, tokens_file, prometheus):
-    return start_server(
-        MDOPS_API_TOKENS_FILE=str(tokens_file),
-        MDOPS_PROMETHEUS_URL=prometheus.url,
-        MDOPS_API_EXECUTE_WAIT_SECONDS="10",
-        MDOPS_API_LOG_LEVEL="debug",
-    )
 
 
 def test_the_api_serves_through_uvicorn(server, controller, scripts):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime
 import json
 
-import pytest
-
 from devcluster.processes import wait_until
 from runbooks import crd
 from runbooks.calendar import VenueCalendar
@@ -26,11 +24,6 @@ SPEC_KEYS = {
     "last_updated_at",
     "audit",
 }
-
-
-@pytest.fixture
-def server(start_server, tokens_file):
-    return start_server(MDOPS_API_TOKENS_FILE=str(tokens_file))
 
 
 def get(server, path: str, token: str = READER_TOKEN) -> tuple[int, dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +29,11 @@ from tests.api.conftest import (
     RECORD,
     Scripts,
     auth,
+    http,
     reporting,
     running_app,
 )
+from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD, Runbooks
 
 STATUS = "/api/ops/status"
@@ -72,6 +75,29 @@ def test_empty_namespace(api):
         "last_updated_at": None,
         "audit": [],
     }
+
+
+def test_one_runbook_with_an_odd_time_never_fails_the_status(server, runbooks):
+    """A status written by hand (as anyone allowed to write a status may) with times near the year 9999 that
+    overflow once moved to +08:00: the real process still answers, with the other runs as usual."""
+    odd = "9999-12-31T23:59:59-12:00"
+    finished = {"type": "Succeeded", "status": "True", "reason": "Succeeded", "lastTransitionTime": odd}
+    runbooks.create("odd", command="health_check")
+    runbooks.set_status(
+        "odd", {"conditions": [finished], "exitCode": 0, "finishedAt": odd, "health": {"generated_at": odd}}
+    )
+    runbooks.create("fine", command="start")
+
+    def both():
+        code, _, text = http("GET", server.url + STATUS, headers=auth(READER_TOKEN))
+        assert code == 200, text
+        body = json.loads(text)
+        return body if len(body["runbook_history"]) == 2 and body["last_exit_codes"] else None
+
+    body = wait_until(both, 15, "both Runbooks in the status")
+    assert body["last_runbook"]["request_id"] == "fine"
+    assert body["health_by_request"]["odd"]["generated_at"] == odd
+    assert body["last_exit_codes"] == {"health_check": 0}
 
 
 def test_status_follows_the_runbooks(api, runbooks, controller, scripts):
@@ -332,7 +358,7 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
 
 def test_a_namespace_that_does_not_exist_yet_syncs_empty(make_settings):
     with running_app(make_settings(namespace=f"absent-{uuid.uuid4().hex[:8]}")) as api:
-        assert api.get("/readyz").json()["runbooks"] == 0
+        assert api.get("/readyz").json() == {"status": "ready"}  # nothing about the Runbooks
         assert api.get(STATUS, headers=auth()).json()["runbook_history"] == []
 
 
@@ -437,3 +463,27 @@ def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_setting
     }
     assert after["last_runbook"]["request_id"] == "one-more"
     assert len(after["runbook_history"]) == 20
+
+
+def test_readyz_says_nothing_of_the_runbooks_and_fails_while_the_watch_is_broken(
+    start_server, cluster, runbooks, tmp_path
+):
+    """Open to probes: no counts. The API server unreachable past MDOPS_API_WATCH_GRACE_SECONDS: 503, and
+    ready again once it is back; status keeps answering from the cache meanwhile."""
+    runbooks.create("before", command="start")
+    with Proxy(cluster.server) as proxy:
+        server = start_server(
+            MDOPS_KUBECONFIG=str(proxy.kubeconfig(cluster.kubeconfig, tmp_path / "proxied")),
+            MDOPS_API_WATCH_GRACE_SECONDS="1",
+        )
+        code, _, text = http("GET", server.url + "/readyz")
+        assert (code, json.loads(text)) == (200, {"status": "ready"})
+        proxy.cut()
+        code, _, text = wait_until(
+            lambda: (answer := http("GET", server.url + "/readyz"))[0] == 503 and answer, 30, "readyz to fail"
+        )
+        assert json.loads(text)["reason"].startswith("the Runbook watch has been down for")
+        code, _, text = http("GET", server.url + STATUS, headers=auth(READER_TOKEN))
+        assert code == 200 and json.loads(text)["last_runbook"]["request_id"] == "before"
+        proxy.resume()
+        wait_until(lambda: http("GET", server.url + "/readyz")[0] == 200, 30, "readyz to recover")

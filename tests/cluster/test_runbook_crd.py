@@ -40,6 +40,8 @@ def test_valid_runbook_gets_its_defaults(mdops_crds, namespace):
         ({"command": "start", "colour": "red"}, 'unknown field "spec.colour"'),
         ({"mode": "live"}, "spec.command: Required value"),
         ({"command": "start", "requestId": "../etc"}, "spec.requestId: Invalid value"),
+        ({"command": "start", "reason": "a\u0000b"}, "spec.reason: Invalid value"),  # scripts get it in env
+        ({"command": "start", "config": "\u0000"}, "spec.config: Invalid value"),
     ],
 )
 def test_api_server_refuses_invalid_runbooks(mdops_crds, namespace, spec, message):

@@ -121,3 +121,13 @@ def test_the_viewer_token_reads_but_may_not_execute(stack):
     assert httpx.get(f"{stack.api_url}/api/ops/status", headers=viewer).status_code == 200
     denied = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", headers=viewer, json={"command": "stop"})
     assert denied.status_code == 403
+
+
+def test_the_stacks_secrets_are_readable_by_their_owner_only(stack):
+    """What shows a token or a key: the tokens file, Prometheus' bearer token, the logs, the keys."""
+    secrets = [stack.workdir / "tokens.yaml", stack.cluster.kubeconfig, *stack.logs.glob("*.log")]
+    secrets += [*stack.cluster.logs.glob("*.log")]
+    secrets += [*(stack.workdir / "prometheus").glob("*.token"), *stack.cluster.workdir.rglob("*.key")]
+    assert len(secrets) > 5
+    for path in secrets:
+        assert path.stat().st_mode & 0o077 == 0, path

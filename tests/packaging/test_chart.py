@@ -138,6 +138,9 @@ def test_existing_secret_is_used_and_none_is_generated(helm):
     }
     assert env["MDOPS_API_TOKENS_FILE"]["value"] == "/etc/mdops/api/tokens.yaml"
     assert env["MDOPS_PROMETHEUS_URL"]["value"] == "http://prometheus.monitoring.svc:9090"
+    volumes = find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    tokens = next(v for v in volumes if v["name"] == "api-tokens")
+    assert tokens["secret"]["defaultMode"] == 0o440  # the API refuses a tokens file others may read
 
 
 def test_job_executor_with_custom_images(helm):

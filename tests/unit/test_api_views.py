@@ -105,3 +105,25 @@ def test_execute_grants_every_command():
     assert only.allows("runbooks:execute:drill") and not only.allows("runbooks:execute:start")
     assert not only.allows("status:read")
     assert "runbooks:execute:health_check" in PERMISSIONS
+
+
+ODD_TIMES = ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999+00:00"]
+
+
+@pytest.mark.parametrize("odd", ODD_TIMES)
+def test_a_time_no_zone_can_hold_never_fails_the_status(odd):
+    """One odd Runbook (times near the years 1 and 9999, which overflow when moved to +08:00 or to UTC) is
+    shown as written; the others as usual."""
+    finished = {**succeeded("True", "Succeeded"), "exitCode": 0}
+    odd_one = record_of(
+        runbook(
+            "odd", status={**finished, "finishedAt": odd, "startedAt": odd, "health": {"generated_at": odd}}
+        )
+    )
+    fine = record_of(runbook("fine", status={**finished, "health": {"generated_at": "2025-09-22T00:00:00Z"}}))
+    body = status_response([odd_one, fine], SHANGHAI, 20)
+    shown = {r["request_id"]: r for r in body["runbook_history"]}
+    written = datetime.datetime.fromisoformat(odd).isoformat(timespec="seconds")
+    assert shown["odd"]["finished_at"] == written
+    assert body["health_by_request"]["odd"]["generated_at"] == written
+    assert body["health_by_request"]["fine"]["generated_at"] == "2025-09-22T08:00:00+08:00"

@@ -535,6 +535,16 @@ def test_failed_script_reports_only_its_own_state_and_health(tmp_path: Path) -> 
         ('{"health": {"coverage_ratio": 1.5}}', "health.coverage_ratio must be between 0 and 1"),
         ('{"health": {"failover_latency_ms": true}}', "health.failover_latency_ms must be a number or null"),
         ('{"health": {"generated_at": 5}}', "health.generated_at must be a string or null"),
+        ('{"health": {"generated_at": "yesterday"}}', "health.generated_at 'yesterday' is not an ISO 8601"),
+        ('{"health": {"generated_at": "9999-12-31T23:59:59-12:00"}}', "health.generated_at '9999-12-31"),
+        (
+            '{"health": {"generated_at": "0001-01-01T00:00:00+14:00"}}',
+            "health.generated_at '0001-01-01T00:00",
+        ),
+        (
+            '{"health": {"generated_at": "1969-12-31T23:59:59Z"}}',
+            "health.generated_at '1969-12-31T23:59:59Z' is not",
+        ),
         ('{"state": {"active_profile": "backup", "colour": "red"}}', "unknown state keys ['colour']"),
         ('{"state": {"active_profile": 1}}', "state.active_profile must be a string or null"),
         ('{"health": {}, "extra": 1}', "unknown keys ['extra']"),

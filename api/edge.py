@@ -1,0 +1,175 @@
+"""The API's edge: what every HTTP request goes through before FastAPI sees it, as one pure ASGI middleware,
+so that it acts on the headers alone and before anything reads the body:
+
+1. **methods**: a method outside :data:`KNOWN_METHODS` is a 405 (so it never becomes a metric label);
+2. **authentication**: a protected path (:func:`protected`: every ``/api/`` route, ``/metrics`` and
+   ``/openapi.json``) without a valid bearer token is a 401 with ``WWW-Authenticate: Bearer``, before a
+   byte of the body is read; the principal goes to ``scope["state"]`` for the routes' permission checks;
+3. **body size**: a body larger than ``MDOPS_API_MAX_BODY_BYTES`` is a 413, at once when its
+   ``Content-Length`` says so, else as soon as the streamed (chunked) body passes the limit. The body is
+   read here, never more than the limit plus one chunk, and handed on to the route.
+
+A request refused with its body unread is answered with ``Connection: close``: uvicorn would otherwise
+read and discard the rest of it to keep the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi.routing import RouteContext, iter_route_contexts
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
+
+from api.auth import Principal, TokenStore
+from api.errors import ApiError, Unauthorized
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# RFC 9110's methods and PATCH: anything else is refused before routing and counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER = "other"
+UNMATCHED = "unmatched"
+
+
+def protected(path: str) -> bool:
+    """Paths that need a token: the REST API, the API's own metrics and its OpenAPI document. Others (the
+    health probes, unknown paths: 404) are open; a route added under ``/api/`` is protected by being there."""
+    return path.startswith("/api/") or path in ("/metrics", "/openapi.json")
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else OTHER
+
+
+def route_of(routes: list[BaseRoute], scope: Scope) -> RouteContext | None:
+    """The route a request's path belongs to (whatever its method), as the router would find it."""
+    for route in iter_route_contexts(routes):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return route
+    return None
+
+
+def allowed(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """The methods of the request's route; of the whole API when the path is none of its routes'."""
+    route = route_of(routes, scope)
+    chosen = [route] if route is not None else list(iter_route_contexts(routes))
+    return sorted(set().union(*(r.methods or () for r in chosen)))
+
+
+def route_label(routes: list[BaseRoute], scope: Scope) -> str:
+    """The route template of a request (bounded: never the raw path), or ``unmatched``."""
+    route = scope.get("route") or route_of(routes, scope)
+    return getattr(route, "path", None) or UNMATCHED
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length (uvicorn has already refused a malformed one), or None."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def has_body(scope: Scope) -> bool:
+    length = declared_length(scope)
+    if length is not None:
+        return length > 0
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
+
+
+class MethodNotAllowed(ApiError):
+    status_code = 405
+
+
+class ContentTooLarge(ApiError):
+    status_code = 413
+
+    def __init__(self, limit: int):
+        super().__init__(f"request body larger than {limit} bytes (MDOPS_API_MAX_BODY_BYTES)")
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+    headers = dict(error.headers or {})
+    if has_body(scope):
+        headers["Connection"] = "close"
+    response = JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+    await response(scope, receive, send)
+
+
+class EdgeMiddleware:
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["app"]  # the FastAPI application (Starlette puts itself there)
+        try:
+            if scope["method"] not in KNOWN_METHODS:
+                raise MethodNotAllowed("Method Not Allowed", {"Allow": ", ".join(allowed(api.routes, scope))})
+            if protected(scope["path"]):
+                scope.setdefault("state", {})["principal"] = authenticate(api.state.tokens, scope)
+            if has_body(scope):
+                limit = api.state.settings.api_max_body_bytes
+                length = declared_length(scope)
+                body = None if length is not None and length > limit else await read_body(receive, limit)
+                if body is None:
+                    raise ContentTooLarge(limit)
+                receive = replay(body, receive)
+        except ApiError as error:
+            await refuse(scope, receive, send, error)
+            return
+        await self.app(scope, receive, send)
+
+
+def authenticate(tokens: TokenStore, scope: Scope) -> Principal:
+    """The principal of the request's bearer token; 401 without one."""
+    token = bearer_token(scope)
+    if token is None:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    principal = tokens.authenticate(token)
+    if principal is None:
+        raise Unauthorized("invalid bearer token", error="invalid_token")
+    return principal
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is longer than ``limit`` (the rest is left unread)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: let the route see it
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then what the server sends (e.g. a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive_again() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return receive_again

@@ -1,0 +1,188 @@
+"""The API as a hostile client meets it: ``python -m api`` as a real process, raw HTTP over a real socket.
+
+Authentication before the body, bounded bodies (declared or streamed) with the process's memory flat, odd
+JSON answered with a 422 and a JSON body on a connection that stays usable, unknown methods refused and kept
+out of the metrics' labels.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import urllib.parse
+from http import client as httpclient
+
+import pytest
+
+from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, auth, http
+
+EXECUTE = "/api/ops/runbooks/execute"
+MIB = 1024 * 1024
+
+
+def connect(server) -> httpclient.HTTPConnection:
+    parts = urllib.parse.urlsplit(server.url)
+    return httpclient.HTTPConnection(parts.hostname, parts.port, timeout=60)
+
+
+def answer(connection: httpclient.HTTPConnection) -> tuple[int, dict[str, str], dict]:
+    response = connection.getresponse()
+    body = response.read()
+    headers = {k.lower(): v for k, v in response.getheaders()}
+    assert headers["content-type"] == "application/json", (response.status, body)
+    return response.status, headers, json.loads(body)
+
+
+def post_raw(server, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], dict]:
+    connection = connect(server)
+    try:
+        connection.request(
+            "POST", EXECUTE, body=body, headers={"Content-Type": "application/json", **headers}
+        )
+        return answer(connection)
+    finally:
+        connection.close()
+
+
+def stream(server, total: int, headers: dict[str, str], chunk: int = MIB) -> tuple[int, dict[str, str], dict]:
+    """POST ``total`` bytes in chunks (Transfer-Encoding: chunked, no Content-Length), stopping as soon as
+    the server answers; the answer."""
+    connection = connect(server)
+    try:
+        connection.putrequest("POST", EXECUTE)
+        for name, value in {
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+            **headers,
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        data = b"[" + b"0," * (chunk // 2)
+        sent = 0
+        try:
+            while sent < total and not select.select([connection.sock], [], [], 0)[0]:
+                piece = data[: min(chunk, total - sent)]
+                connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            if sent >= total:
+                connection.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered and closed while we were still sending: read what it said
+        return answer(connection)
+    finally:
+        connection.close()
+
+
+def test_no_token_is_401_before_the_body_is_read(server, runbooks):
+    for headers, error in (({}, None), ({"Authorization": "Bearer not-a-token-at-all"}, "invalid_token")):
+        code, answered, body = post_raw(server, b'{"command": "start", "mode": [', headers)
+        assert code == 401, body
+        assert answered["www-authenticate"] == ("Bearer" if error is None else f'Bearer error="{error}"')
+        assert "bearer token" in body["detail"]
+    # A declared 200 MB body is refused from the headers alone: nothing of it is sent.
+    connection = connect(server)
+    connection.putrequest("POST", EXECUTE)
+    connection.putheader("Content-Length", str(200 * MIB))
+    connection.endheaders()
+    code, answered, body = answer(connection)
+    connection.close()
+    assert code == 401 and answered["connection"] == "close"
+    assert runbooks.list() == []
+
+
+@pytest.mark.parametrize("token", [None, ADMIN_TOKEN], ids=["no-token", "admin"])
+def test_a_200_mb_streamed_body_is_refused_with_memory_flat(server, token):
+    """Chunked, without a Content-Length: 401 at once without a token, 413 once past the limit with one.
+    The process's resident memory stays flat either way."""
+    http("GET", server.url + "/healthz")
+    before = server.rss_kib()
+    headers = auth(token) if token else {}
+    code, answered, body = stream(server, 200 * MIB, headers)
+    assert code == (413 if token else 401), body
+    assert answered["connection"] == "close"
+    assert "detail" in body
+    grown = server.rss_kib() - before
+    assert grown < 20 * 1024, f"the API grew by {grown} KiB"
+    assert http("GET", server.url + "/healthz")[0] == 200
+
+
+def test_a_declared_body_over_the_limit_is_413_at_once(start_server):
+    server = start_server(MDOPS_API_MAX_BODY_BYTES="2048")
+    connection = connect(server)
+    connection.putrequest("POST", EXECUTE)
+    connection.putheader("Authorization", f"Bearer {ADMIN_TOKEN}")
+    connection.putheader("Content-Length", "2049")
+    connection.endheaders()  # no byte of the body is sent: the headers are enough
+    code, answered, body = answer(connection)
+    connection.close()
+    assert code == 413 and "2048 bytes" in body["detail"] and answered["connection"] == "close"
+    # Just under the limit: read, and judged on its content.
+    reason = "r" * (2048 - len('{"command":"start","reason":""}'))
+    compact = json.dumps({"command": "start", "reason": reason}, separators=(",", ":")).encode()
+    assert len(compact) == 2048
+    code, _, body = post_raw(server, compact, auth())
+    assert code == 422 and body["detail"][0]["loc"] == ["body", "reason"]  # longer than 1024 characters
+
+
+ODD_BODIES = {
+    "NaN": b'{"command": "start", "timeout_seconds": NaN}',
+    "Infinity": b'{"command": "start", "timeout_seconds": Infinity}',
+    "-Infinity": b'{"command": "start", "timeout_seconds": -Infinity}',
+    "1e999": b'{"command": "start", "timeout_seconds": 1e999}',
+    "lone-surrogate": b'{"command": "start", "reason": "\\ud800"}',
+    "lone-surrogate-key": b'{"command": "start", "\\udfff": 1}',
+    "nul-escaped": b'{"command": "start", "reason": "a\\u0000b"}',
+    "invalid-utf8": b'{"command": "start", "reason": "\xff\xfe"}',
+    "utf16": '{"command": "start"}'.encode("utf-16"),
+    "deep": b"[" * 15000 + b"]" * 15000,
+    "huge-integer": b'{"command": "start", "timeout_seconds": ' + b"9" * 5000 + b"}",
+    "truncated": b'{"command": "sta',
+}
+
+
+def test_odd_json_is_a_422_with_a_json_body_on_a_connection_that_stays_usable(server, runbooks):
+    connection = connect(server)
+    try:
+        for name, raw in ODD_BODIES.items():
+            headers = {"Content-Type": "application/json", **auth()}
+            connection.request("POST", EXECUTE, body=raw, headers=headers)
+            code, _, body = answer(connection)
+            assert code == 422, (name, body)
+            (issue,) = body["detail"]
+            assert issue["loc"][0] == "body" and issue["type"] == "json_invalid", (name, issue)
+        # The same connection still serves.
+        connection.request("GET", "/api/ops/status", headers=auth(READER_TOKEN))
+        assert answer(connection)[0] == 200
+    finally:
+        connection.close()
+    assert runbooks.list() == []
+
+
+def raw_request(server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_unknown_methods_are_405_and_never_a_metric_label(server):
+    for method in ("FOO", "BREW", "PROPFIND", "GETX"):
+        for path in ("/api/ops/status", "/no/such/path", "/healthz"):
+            received = raw_request(
+                server, f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 405"), received
+            assert b"\r\nallow: get" in head.lower(), head
+            assert json.loads(body) == {"detail": "Method Not Allowed"}
+    for path in ("/a", "/b/c", "/api/ops/status/x"):
+        http("GET", server.url + path)
+    _, _, text = http("GET", server.url + "/metrics", headers=auth(METRICS_TOKEN))
+    methods = {line.split('method="')[1].split('"')[0] for line in text.splitlines() if 'method="' in line}
+    routes = {line.split('route="')[1].split('"')[0] for line in text.splitlines() if 'route="' in line}
+    assert methods == {"GET", "other"}
+    assert routes == {"/api/ops/status", "/healthz", "/readyz", "unmatched"}
+    assert 'mdops_api_requests_total{method="other",route="/api/ops/status",status="405"} 4.0' in text
