@@ -52,40 +52,35 @@ def approval_name(request_id: str, approver: str) -> str:
     return f"rba-{digest[:40]}"
 
 
-@router.post(
-    "/{request_id}/approve",
-    status_code=201,
-    response_model=DecisionResponse,
-    summary="Approve another person's run that waits for approvals (runbooks:approve)",
-    responses=RESPONSES,
-)
-async def approve(
-    request_id: RequestIdPath,
-    settings: SettingsDep,
-    cache: CacheDep,
-    objects: ObjectsDep,
-    principal: Approving,
-    body: Comment = None,
-) -> JSONResponse:
-    return await _decide("Approve", request_id, settings.zone, cache, objects, principal.name, body)
+def _route(decision: ApprovalDecision, summary: str) -> None:
+    """``POST /api/ops/runbooks/{request_id}/<decision>``: the same route for both decisions."""
+
+    async def decide(
+        request_id: RequestIdPath,
+        settings: SettingsDep,
+        cache: CacheDep,
+        objects: ObjectsDep,
+        principal: Approving,
+        body: Comment = None,
+    ) -> JSONResponse:
+        return await _decide(decision, request_id, settings.zone, cache, objects, principal.name, body)
+
+    router.add_api_route(
+        f"/{{request_id}}/{decision.lower()}",
+        decide,
+        methods=["POST"],
+        name=decision.lower(),
+        status_code=201,
+        response_model=DecisionResponse,
+        summary=summary,
+        responses=RESPONSES,
+    )
 
 
-@router.post(
-    "/{request_id}/reject",
-    status_code=201,
-    response_model=DecisionResponse,
-    summary="Reject a run that has not started: it ends failed, Rejected (runbooks:approve; also one's own)",
-    responses=RESPONSES,
+_route("Approve", "Approve another person's run that has not started (runbooks:approve)")
+_route(
+    "Reject", "Reject a run that has not started: it ends failed, Rejected (runbooks:approve; also one's own)"
 )
-async def reject(
-    request_id: RequestIdPath,
-    settings: SettingsDep,
-    cache: CacheDep,
-    objects: ObjectsDep,
-    principal: Approving,
-    body: Comment = None,
-) -> JSONResponse:
-    return await _decide("Reject", request_id, settings.zone, cache, objects, principal.name, body)
 
 
 async def _decide(
