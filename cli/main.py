@@ -387,6 +387,19 @@ def status(api: Api, out: Output) -> None:
     out.show(api.status(), render.status_view)
 
 
+@cli.command(
+    epilog="\b\nExamples:\n  mdops schedules\n  mdops schedules --slots 5 -o json | jq '.[].next_slots'"
+)
+@click.option("--slots", type=click.IntRange(0, 20), default=1, show_default=True, help="Next slots shown.")
+@api_options
+def schedules(api: Api, out: Output, slots: int) -> None:
+    """List the RunbookSchedules: their trigger, next slots, last run and result.
+
+    -o json gives the API's list of schedules.
+    """
+    out.show(api.schedules(slots)["schedules"], render.schedules_table)
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 
