@@ -165,21 +165,17 @@ def finished(old: RunbookStatus, generation: int, result: dict[str, Any], *, dry
 # -- change windows and four eyes ---------------------------------------------------------------------
 
 
-def held(old: RunbookStatus, generation: int, wait: Wait, requirement: PolicyRequirement) -> RunbookStatus:
+def held(old: RunbookStatus, generation: int, wait: Wait) -> RunbookStatus:
     """Outside its change window (a rule with ``outside: Wait``): Queued, reason OutsideChangeWindow, until
     ``wait.until``; the run holds no lock meanwhile."""
     change = _waiting(old, generation, Reason.OUTSIDE_CHANGE_WINDOW, wait.message)
-    change.waiting_until, change.policy = format_time(wait.until), requirement
+    change.waiting_until = format_time(wait.until)
     return change
 
 
-def refused(
-    old: RunbookStatus, generation: int, reject: Reject, requirement: PolicyRequirement
-) -> RunbookStatus:
+def refused(old: RunbookStatus, generation: int, reject: Reject) -> RunbookStatus:
     """Outside its change window with ``outside: Reject``: the run ends at once, without executing."""
-    change = not_run(old, generation, Reason.OUTSIDE_CHANGE_WINDOW, reject.message)
-    change.policy = requirement
-    return change
+    return not_run(old, generation, Reason.OUTSIDE_CHANGE_WINDOW, reject.message)
 
 
 def requirement(allowed: Allowed, expires_at: datetime.datetime | None = None) -> PolicyRequirement:
