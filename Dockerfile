@@ -17,6 +17,23 @@
 # mmdebstrap and `make image` passes it as --build-arg PYTHON_IMAGE=localhost/mdops-base:<recipe>.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# -- console: the Ops Console's front-end libraries (npm, pinned by package-lock.json) ------------
+# Debian's nodejs and npm (their versions are Debian's; npm ci checks every package's integrity
+# against the lockfile); tools/build-console.sh copies the files the API serves into
+# api/console/vendor/, which the build stage takes. npm reaches the npm registry here only, and
+# trusts the ca-bundle secret too when there is one (a TLS-inspecting proxy; see below).
+FROM ${PYTHON_IMAGE} AS console
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY tools/apt-install.sh tools/build-console.sh tools/
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca-bundle; fi \
+    && tools/build-console.sh --omit=dev
+
 # -- requirements: what pyproject.toml pins, alone --------------------------------------------
 # The stages below copy these files, so their layers are rebuilt only when the pins change, not when
 # anything else in pyproject.toml does (the version, the tools' settings).
@@ -70,6 +87,7 @@ COPY pyproject.toml README.md ./
 COPY runbooks/ runbooks/
 COPY controller/ controller/
 COPY api/ api/
+COPY --from=console /src/api/console/vendor/ api/console/vendor/
 COPY runner/ runner/
 COPY sim/ sim/
 COPY cli/ cli/

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s helm prometheus podman image lint generate test test-fast up demo cluster down
+.PHONY: help venv k8s helm prometheus podman image chromium console screenshots lint generate test test-fast up demo cluster down
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
@@ -21,6 +21,8 @@ help:
 	@echo "make generate  regenerate the CRDs from their models, the chart's generated files, the"
 	@echo "               README's settings tables and the API's OpenAPI document (docs/openapi.json)"
 	@echo "make image     build the image with podman (mdops:<version>); prints its tag and size"
+	@echo "make console   the Ops Console's front-end libraries (npm ci, copied into api/console/vendor/)"
+	@echo "make screenshots  the README's pictures of the console (docs/*.png), from the browser tests"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +39,7 @@ k8s:
 helm:
 	tools/build-helm.sh >/dev/null
 
-generate: venv
+generate: venv console
 	$(PY) -m runbooks.crd --write manifests
 	$(PY) charts/generate.py
 	$(PY) -m devcluster.settings_doc
@@ -64,14 +66,31 @@ podman:
 image:
 	tools/build-image.sh
 
-test: lint k8s helm prometheus podman
+# Debian's chromium, for the browser tests (tests/browser; never a browser download of Playwright's own).
+chromium:
+	command -v chromium >/dev/null || tools/apt-install.sh chromium
+
+# The console's libraries, pinned by package-lock.json, copied where the API serves them; again only when
+# package.json or the lockfile changed.
+CONSOLE_STAMP := api/console/vendor/.built
+$(CONSOLE_STAMP): package.json package-lock.json tools/build-console.sh
+	tools/build-console.sh
+	@touch $@
+
+console: $(CONSOLE_STAMP)
+
+# docs/console-*.png, as the browser tests see the console (they save them when MDOPS_SCREENSHOTS is set).
+screenshots: venv k8s prometheus chromium console
+	MDOPS_SCREENSHOTS=docs $(PY) -m pytest tests/browser -q
+
+test: lint k8s helm prometheus podman chromium console
 	$(PY) -m pytest
 
 # The unit tier (tests/unit): no control plane, no Prometheus, no Helm.
-test-fast: venv
+test-fast: venv console
 	$(PY) -m pytest -m unit -q
 
-up: venv
+up: venv console
 	$(PY) -m devcluster up $(detach_flag)
 
 cluster: venv

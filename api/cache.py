@@ -8,7 +8,8 @@ while it was not watching disappear too. The event loop only reads: requests nev
 
 Every change bumps :attr:`RunbookCache.version`, so a reader can tell whether what it computed from the
 cache is still current, and wakes the coroutines waiting on that object (``execute`` waits for a run's
-end this way, without polling the API server).
+end this way, without polling the API server). Each new version of a record also goes, with the one it
+replaces, to the :class:`~api.events.EventLog` of the live updates (not the first list's: nothing changed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from kubernetes import client
 
+from api.events import EventLog
 from api.records import RunbookRecord, order, record_of
 from runbooks import keys
 
@@ -51,11 +53,13 @@ class RunbookCache:
         *,
         watch_timeout_seconds: int = 240,
         max_backoff_seconds: float = 5.0,
+        events: EventLog | None = None,
     ):
         self._objects = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.watch_timeout_seconds = watch_timeout_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.event_log = events if events is not None else EventLog()
 
         self._lock = threading.Lock()
         self._records: dict[str, RunbookRecord] = {}
@@ -133,10 +137,19 @@ class RunbookCache:
     def find(self, request_id: str) -> RunbookRecord | None:
         """The Runbook that carries ``request_id``: the original one if it was re-created."""
         with self._lock:
-            names = self._by_request.get(request_id)
-            if not names:
-                return None
-            candidates = [self._records[n] for n in names]
+            return self._find(request_id)
+
+    def follow(self, request_id: str | None) -> tuple[int, RunbookRecord | None]:
+        """The number of the newest event and the Runbook of ``request_id`` (if any) as of that event, read
+        together: a stream shows this record, then the events after that number."""
+        with self._lock:
+            return self.event_log.head, self._find(request_id)
+
+    def _find(self, request_id: str | None) -> RunbookRecord | None:
+        names = self._by_request.get(request_id) if request_id is not None else None
+        if not names:
+            return None
+        candidates = [self._records[n] for n in names]
         return min(candidates, key=lambda r: (r.duplicate_of is not None, r.created_key))
 
     def unfinished(self, requested_by: str) -> int:
@@ -256,6 +269,9 @@ class RunbookCache:
             for name, record in records.items():  # list order is by name: keep the order already seen
                 known = self._records.get(name)
                 order(record, known.seen if known is not None else next(self._seen))
+            if self.lists:  # listed again (after an error or a 410): what changed meanwhile
+                for name in sorted(changed, key=lambda n: (records.get(n) or self._records[n]).created_key):
+                    self.event_log.record(self._records.get(name), records.get(name))
             self._records = {}
             self._by_request = {}
             self._unfinished = Counter()
@@ -325,6 +341,7 @@ class RunbookCache:
             if kind != "DELETED":
                 order(record, old.seen if old is not None else next(self._seen))
                 self._add(record)
+            self.event_log.record(old, None if kind == "DELETED" else record)
             self.version += 1
             self._wake({record.name})
         self.resource_version = resource_version

@@ -21,9 +21,10 @@ from api.auth import TokenStore
 from api.cache import RunbookCache
 from api.edge import EdgeMiddleware
 from api.errors import ApiError
+from api.events import EventLog, StreamLimiter
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
-from api.routes import approvals, health, metrics, runbooks, schedules, status
+from api.routes import approvals, console, events, health, metrics, runbooks, schedules, status
 from api.settings import ApiSettings, get_settings
 from api.submission import Submitter
 from api.telemetry import ApiMetrics, MetricsMiddleware
@@ -33,8 +34,9 @@ log = logging.getLogger("api")
 
 DESCRIPTION = """The Ops Console REST API of mdops (`docs/ops-console-api.md`).
 
-Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`: 401 without a valid
-token, 403 without the permission. Timestamps are ISO 8601 with the configured zone's offset."""
+Every endpoint but `/healthz`, `/readyz` and the Ops Console's files (`/console/`) needs
+`Authorization: Bearer <token>`: 401 without a valid token, 403 without the permission. Timestamps are
+ISO 8601 with the configured zone's offset."""
 
 
 def _settings_of(app: FastAPI) -> ApiSettings:
@@ -50,9 +52,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning("no token configured (OPS_API_TOKEN, MDOPS_API_TOKENS_FILE): every request gets 401")
     kube_requests = api_client(settings.kubeconfig, settings.in_cluster)
     kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
-    cache = RunbookCache(kube_watch, settings.namespace).start()
+    cache = RunbookCache(kube_watch, settings.namespace, events=EventLog(settings.api_events_buffer)).start()
     prometheus = MetricsSource(
-        settings.prometheus_url, settings.prometheus_timeout_seconds, settings.api_summary_max_age_seconds
+        settings.prometheus_url, settings.prometheus_timeout_seconds, settings.api_metrics_max_age_seconds
     )
     app.state.settings = settings
     app.state.tokens = tokens
@@ -60,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.submitter = Submitter(kube_requests, cache, settings)
     app.state.prometheus = prometheus
     app.state.status_memo = StatusMemo()
+    app.state.streams = StreamLimiter(settings.api_events_streams_per_token)
     app.state.objects = client.CustomObjectsApi(kube_requests)
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # status' session, schedules' slots
     log.info(
@@ -148,9 +151,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
     app.add_exception_handler(Exception, _internal_error)
-    routers = (status, metrics, runbooks, approvals, schedules, health)
+    routers = (status, metrics, runbooks, approvals, schedules, events, console, health)
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.mount(console.PATH, console.files(), name="console")
     return app
 
 

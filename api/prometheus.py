@@ -5,10 +5,11 @@ A query fails fast (no retries, a short timeout): an unreachable Prometheus make
 metrics stale, not the request slow. Where a query returns several series (several exporters), the
 summary reports their maximum and says so in the metric's ``context``.
 
-Consoles poll the summary: requests that arrive while its queries run share them (single flight), and the
-answer is reused for ``MDOPS_API_SUMMARY_MAX_AGE_SECONDS`` after it was computed (at most a scrape interval,
-so that it is never older than the samples it shows), so that many consoles cost Prometheus what one does.
-Both come from ``async-lru`` (``alru_cache``: one shielded task per key, awaited by every caller; its TTL).
+Consoles poll the summary and the charts' timeseries: requests that arrive while an answer's queries run
+share them (single flight), and the answer is reused for ``MDOPS_API_METRICS_MAX_AGE_SECONDS`` after it was
+computed (at most a scrape interval, so that it is never older than the samples it shows), so that many
+consoles cost Prometheus what one does. Both come from ``async-lru`` (``alru_cache``: one shielded task per
+key, awaited by every caller; its TTL).
 """
 
 from __future__ import annotations
@@ -104,11 +105,14 @@ def _failure_note(error: BaseException) -> str:
 
 
 class MetricsSource:
-    def __init__(self, url: str, timeout: float, summary_max_age: float = 0.0):
+    def __init__(self, url: str, timeout: float, max_age: float):
         self.client = PrometheusConnect(
             url=url.rstrip("/"), retry=Retry(total=0, raise_on_status=False), timeout=timeout
         )
-        self.summary = alru_cache(maxsize=1, ttl=summary_max_age)(self._encoded_summary)
+        self.max_age = max_age
+        # Failures are not kept (timeseries' 503): the next request tries again.
+        self.summary = alru_cache(maxsize=1, ttl=max_age)(self._encoded_summary)
+        self.timeseries = alru_cache(maxsize=64, ttl=max_age)(self._timeseries)
 
     def close(self) -> None:
         self.client.close()
@@ -165,7 +169,7 @@ class MetricsSource:
             sample["context"] = context
         return sample
 
-    async def timeseries(
+    async def _timeseries(
         self, metric: str, minutes: int, step_seconds: int, zone: datetime.tzinfo
     ) -> list[dict[str, Any]]:
         """Samples of ``metric`` (its maximum over series) over the last ``minutes``."""

@@ -40,7 +40,8 @@ class RunbookRecord:
     message: str | None
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None
-    logs: list[dict[str, str]]
+    lines: list[dict[str, str]]  # the status' last log lines: time, level, message
+    conditions: list[dict[str, Any]]
     health: dict[str, Any] | None
     state: dict[str, Any] | None
     window: str | None
@@ -58,6 +59,11 @@ class RunbookRecord:
     @property
     def requested_by(self) -> str:
         return self.spec.get("requestedBy") or ""
+
+    @property
+    def logs(self) -> list[dict[str, str]]:
+        """The log lines as the REST API shows them (level and message: the spec's shape)."""
+        return [{"level": line["level"], "message": line["message"]} for line in self.lines]
 
     @property
     def dry_run(self) -> bool:
@@ -94,7 +100,17 @@ def record_of(obj: dict[str, Any]) -> RunbookRecord:
         message=status.message or (succeeded.message if succeeded else None) or None,
         started_at=started_at,
         finished_at=finished_at,
-        logs=[{"level": line.level, "message": line.message} for line in status.logs],
+        lines=[{"time": line.time, "level": line.level, "message": line.message} for line in status.logs],
+        conditions=[
+            {
+                "type": c.type,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "last_transition_time": c.last_transition_time,
+            }
+            for c in status.conditions
+        ],
         health=status.health,
         state=status.state.model_dump(by_alias=True) if status.state else None,
         window=status.window,

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import events
 from api.cache import RunbookCache
 from api.records import RunbookRecord
 from runbooks.calendar import SessionCalendar, library_version
@@ -80,6 +81,52 @@ def runbook_summary(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, A
         "started_at": iso(record.started_at, zone),
         "message": record.message,
     }
+
+
+def state_view(record: RunbookRecord) -> dict[str, Any] | None:
+    """The environment state a run reported, named as in status (never for dry runs)."""
+    if record.state is None:
+        return None
+    return {
+        "environment_mode": record.state.get("environmentMode"),
+        "active_profile": record.state.get("activeProfile"),
+        "active_window": record.state.get("activeWindow"),
+    }
+
+
+def log_view(lines: list[dict[str, str]] | tuple[dict[str, str], ...], zone: datetime.tzinfo) -> list[dict]:
+    """Log lines with their times in the zone, to the millisecond (lines come many a second)."""
+    return [{**line, "time": _millis(line["time"], zone)} for line in lines]
+
+
+def _millis(value: str, zone: datetime.tzinfo) -> str:
+    parsed = parse_time(value)
+    return value if parsed is None else parsed.astimezone(zone).isoformat(timespec="milliseconds")
+
+
+def run_detail(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
+    """A run as a ``runbook`` event shows it (the console's run page): execute's shape, its ``runbook``
+    extended as in status' history, with the resulting state, the status' conditions and the log lines
+    with their times (``lines``; execute's ``logs`` has none)."""
+    return {
+        "runbook": runbook_summary(record, zone),
+        "health": health_view(record.health, zone),
+        "state": state_view(record),
+        "conditions": [
+            {**c, "last_transition_time": zoned(c["last_transition_time"], zone)} for c in record.conditions
+        ],
+        "lines": log_view(record.lines, zone),
+    }
+
+
+def event_data(change: events.Change, zone: datetime.tzinfo) -> dict[str, Any]:
+    """The ``data`` of one live-update event."""
+    if change.kind == events.RUNBOOK:
+        return run_detail(change.record, zone)
+    ids = {"request_id": change.record.request_id, "name": change.record.name}
+    if change.kind == events.LOG:
+        return {**ids, "lines": log_view(change.lines, zone)}
+    return ids
 
 
 def audit_entry(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:

@@ -246,3 +246,26 @@ class ScheduleView(BaseModel):
 class SchedulesResponse(BaseModel):
     schedules: list[ScheduleView]
     truncated: bool = Field(description="More schedules exist than one answer lists (see MAX_SCHEDULES).")
+
+
+# -- the console -----------------------------------------------------------------------------------
+
+
+class ExecuteDefaults(BaseModel):
+    mode: str
+    window: str
+    profile: str
+    config: str
+    enforce: bool
+    timeout_seconds: int
+
+
+class WhoamiResponse(BaseModel):
+    name: str = Field(description="The token's name (recorded as requestedBy).")
+    permissions: list[str]
+    commands: list[Command] = Field(description="The commands this token may execute.")
+    mutating_commands: list[Command] = Field(
+        description="The commands that change the platform (the console plans them first)."
+    )
+    execute_defaults: ExecuteDefaults = Field(description="What execute fills in for a field left out.")
+    time_zone: str = Field(description="The exchange's time zone (IANA name): the API's times are in it.")

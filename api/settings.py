@@ -26,12 +26,13 @@ class ApiSettings(CommonSettings):
     prometheus_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="Timeout of one Prometheus query (no retries)."
     )
-    api_summary_max_age_seconds: float = Field(
-        1.0,
+    api_metrics_max_age_seconds: float = Field(
+        2.0,
         ge=0,
-        le=60,
-        description="How long a metrics summary is reused for every client (concurrent requests share one "
-        "set of queries anyway); keep it at most Prometheus' scrape interval. 0: computed for each request.",
+        le=300,
+        description="How long a metrics summary or timeseries answer is reused for every client (concurrent "
+        "requests share one set of queries anyway; the console refreshes this often); keep it at most "
+        "Prometheus' scrape interval. 0: computed for each request.",
     )
     api_host: str = Field("127.0.0.1", description="Address uvicorn listens on.")
     api_port: int = Field(8080, ge=0, le=65535, description="Port uvicorn listens on.")
@@ -65,6 +66,15 @@ class ApiSettings(CommonSettings):
     )
     api_watch_grace_seconds: float = Field(
         15.0, ge=0, description="How long the Runbook watch may be down before /readyz answers 503."
+    )
+    api_events_buffer: int = Field(
+        1000, ge=10, le=100000, description="Live-update events kept for clients that resume (Last-Event-ID)."
+    )
+    api_events_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300, description="Seconds between heartbeats of an idle event stream."
+    )
+    api_events_streams_per_token: int = Field(
+        8, ge=1, le=1000, description="Event streams one token may hold open at once (429 past it)."
     )
     api_log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 

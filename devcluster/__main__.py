@@ -57,6 +57,7 @@ def _stack_banner(stack: Stack) -> str:
     auth = '-H "Authorization: Bearer $MDOPS_API_TOKEN"'
     return f"""
 mdops is up.
+  Ops Console  {stack.console_url}   (sign in with a token below)
   REST API     {stack.api_url}   (OpenAPI: {stack.api_url}/openapi.json, with the token)
   token        {stack.admin_token}
   viewer token {stack.viewer_token}   (may read, not execute)

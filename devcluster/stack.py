@@ -58,6 +58,10 @@ class Stack:
         return f"http://127.0.0.1:{self.ports['api']}"
 
     @property
+    def console_url(self) -> str:
+        return f"{self.api_url}/console/"
+
+    @property
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['sim']}"
 
@@ -161,6 +165,7 @@ class Stack:
             "MDOPS_KUBECTL": str(self.cluster.kubectl_path),
             "MDOPS_NAMESPACE": NAMESPACE,
             "MDOPS_API_URL": self.api_url,
+            "MDOPS_CONSOLE_URL": self.console_url,
             "MDOPS_API_TOKEN": self.admin_token,
             "MDOPS_API_VIEWER_TOKEN": self.viewer_token,
             "MDOPS_PROMETHEUS_URL": self.prometheus.url if self.prometheus else "",

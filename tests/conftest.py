@@ -29,6 +29,7 @@ TIERS = {
     "e2e": "e2e",  # the local stack, as `make up` runs it
     "image": "image",  # the image built and run with podman
     "cli": "e2e",  # the installed mdops command against the local stack
+    "browser": "e2e",  # the Ops Console in Debian's chromium, on the local stack
 }
 
 
@@ -56,8 +57,8 @@ def cluster(tmp_path_factory) -> ControlPlane:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, cluster) -> Stack:
     """The local stack as ``make up`` starts it (its own control plane, the simulator, the controller,
-    Prometheus and the API), a fresh one for each module of tests/e2e and tests/cli; the binaries are the
-    session's. A shorter failover: the simulator's switches take 0.4 s instead of 1.5 s."""
+    Prometheus and the API), a fresh one for each module of tests/e2e, tests/cli and tests/browser; the
+    binaries are the session's. A shorter failover: the simulator's switches take 0.4 s instead of 1.5 s."""
     with Stack(
         tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
     ) as started:

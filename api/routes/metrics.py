@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from api.deps import MetricsReader, PrometheusDep, SettingsDep
 from api.jsonbody import StrictJSONRoute
 from api.openapi import PROTECTED, responses
-from api.prometheus import MAX_POINTS, TIMESERIES_UNITS
+from api.prometheus import MAX_POINTS, TIMESERIES_UNITS, MetricsSource
 from api.schemas import SummaryResponse, TimeseriesResponse
 
 router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=StrictJSONRoute)
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=Stri
     responses=responses(*PROTECTED),
 )
 async def summary(prometheus: PrometheusDep, principal: MetricsReader) -> Response:
-    return Response(await prometheus.summary(), media_type="application/json")
+    return Response(await prometheus.summary(), media_type="application/json", headers=_reused(prometheus))
 
 
 @router.get(
@@ -57,4 +57,10 @@ async def timeseries(
         raise RequestValidationError([{"loc": ("query", "metric"), "msg": message, "type": "enum"}])
     step = max(step_seconds, -(-minutes * 60 // MAX_POINTS))  # every valid query has an answer
     points = await prometheus.timeseries(metric, minutes, step, settings.zone)
-    return JSONResponse({"metric": metric, "unit": TIMESERIES_UNITS[metric], "points": points})
+    body = {"metric": metric, "unit": TIMESERIES_UNITS[metric], "points": points}
+    return JSONResponse(body, headers=_reused(prometheus))
+
+
+def _reused(prometheus: MetricsSource) -> dict[str, str]:
+    """How long this answer stays current (the API reuses it that long): the console refreshes then."""
+    return {"Cache-Control": f"private, max-age={prometheus.max_age:g}"}

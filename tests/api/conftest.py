@@ -169,6 +169,7 @@ def make_settings(cluster, mdops_crds, namespace, tokens_file) -> Callable[..., 
             "prometheus_url": f"http://127.0.0.1:{free_port()}",  # closed: tests that need one say so
             "prometheus_timeout_seconds": 2,
             "api_execute_wait_seconds": 5,
+            "api_metrics_max_age_seconds": 0,  # every request sees Prometheus now; reuse is tested on its own
             **overrides,
         }
         return ApiSettings(**values)

@@ -4,6 +4,7 @@ and, for ``md_runbook_exit_code``, the real controller's /metrics after real run
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import itertools
 import json
@@ -154,7 +155,7 @@ def test_several_series_report_their_maximum_and_say_so(start_api, tmp_path):
 
 def test_prometheus_down_makes_every_metric_stale_not_an_error(start_api, tmp_path, sim):
     with Prometheus(tmp_path / "prom", [ScrapeTarget("sim", f"127.0.0.1:{sim.port}")]) as prometheus:
-        api = start_api(prometheus_url=prometheus.url, api_summary_max_age_seconds=0)  # no answer reused
+        api = start_api(prometheus_url=prometheus.url, api_metrics_max_age_seconds=0)  # no answer reused
         summary_when(api, lambda s: not s["coverage_ratio"]["stale"], "a sample while Prometheus runs")
         prometheus.stop()
         response = api.get(SUMMARY, headers=auth(METRICS_TOKEN))
@@ -179,8 +180,8 @@ def test_a_closed_port_is_stale_too(start_api):
 
 def test_concurrent_summaries_share_one_batch_of_queries_reused_for_the_max_age(start_server, prometheus):
     """50 consoles at once over real sockets: one batch of the summary's queries, then none while it is
-    fresh enough (MDOPS_API_SUMMARY_MAX_AGE_SECONDS)."""
-    server = start_server(MDOPS_API_SUMMARY_MAX_AGE_SECONDS="30")
+    fresh enough (MDOPS_API_METRICS_MAX_AGE_SECONDS)."""
+    server = start_server(MDOPS_API_METRICS_MAX_AGE_SECONDS="30")
     wait_until(lambda: prometheus.query("md_throughput_mps"), 30, "a first scrape")
     before = prometheus.queries_answered()
     with ThreadPoolExecutor(50) as pool:
@@ -195,7 +196,7 @@ def test_concurrent_summaries_share_one_batch_of_queries_reused_for_the_max_age(
 
 
 def test_a_summary_is_never_reused_past_its_max_age(start_api, prometheus):
-    api = start_api(prometheus_url=prometheus.url, api_summary_max_age_seconds=0)
+    api = start_api(prometheus_url=prometheus.url, api_metrics_max_age_seconds=0)
     wait_until(lambda: prometheus.query("md_throughput_mps"), 30, "a first scrape")
     before = prometheus.queries_answered()
     for _ in range(3):
@@ -296,3 +297,15 @@ def test_a_step_too_fine_for_prometheus_is_raised(metrics_api, minutes, step_sec
     points = wait_until(answered, 30, "three points")
     stamps = [datetime.datetime.fromisoformat(p["timestamp"]) for p in points]
     assert {(b - a).total_seconds() for a, b in itertools.pairwise(stamps)} == {step}
+
+
+def test_many_readers_cost_one_summary_per_interval(start_api, prometheus):
+    """Concurrent and repeated summaries within the reuse interval: one computation, by Prometheus' count."""
+    api = start_api(prometheus_url=prometheus.url, api_metrics_max_age_seconds=60)
+    before = prometheus.queries_answered()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: api.get(SUMMARY, headers=auth(METRICS_TOKEN)), range(24)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers}) == 1
+    assert answers[0].headers["cache-control"] == "private, max-age=60"
+    assert prometheus.queries_answered() - before == len(SUMMARY_QUERIES)

@@ -1,0 +1,209 @@
+// Run a command: a form with every field of the execute body, checked with the API's own rules (read
+// from its OpenAPI document, so that they cannot drift). A mutating command is planned first (a dry run,
+// its result shown), then run for real after a confirmation that names the command and the profile.
+// The page makes each request id before sending: a double click or a retry is the same request, never a
+// second run.
+import { ApiError, call } from "./api.js";
+import { el } from "./format.js";
+import { panel } from "./run.js";
+
+const LABELS = {
+  command: "Command",
+  mode: "Mode",
+  window: "Window",
+  profile: "Profile",
+  config: "Config set",
+  request_id: "Request id",
+  enforce: "Enforce the health gate",
+  reason: "Reason",
+  timeout_seconds: "Timeout (seconds)",
+};
+
+// A UUID4 from the browser's random numbers (crypto.randomUUID needs a secure context; this page may be
+// served over plain HTTP inside a cluster).
+function newRequestId() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// The JSON schema of one field of ExecuteRequest, without its "or null".
+function rule(schema, document) {
+  let s = schema.anyOf ? schema.anyOf.find((x) => x.type !== "null") : schema;
+  if (s.$ref) s = document.components.schemas[s.$ref.split("/").pop()];
+  return { ...s, description: schema.description || s.description };
+}
+
+function field(name, r, value) {
+  const id = `field-${name}`;
+  const help = r.description ? el("small", { id: `${id}-help` }, r.description) : null;
+  const common = { id, name, "aria-describedby": help ? `${id}-help` : null };
+  let input;
+  if (r.enum) {
+    input = el("select", common, ...r.enum.map((v) => el("option", { value: v, selected: v === value }, v)));
+  } else if (r.type === "boolean") {
+    input = el("input", { ...common, type: "checkbox", checked: Boolean(value) });
+    return { name, input, row: el("div", { class: "field check" }, input, el("label", { for: id }, LABELS[name]), help) };
+  } else if (r.type === "integer") {
+    input = el("input", { ...common, type: "number", step: 1, min: r.minimum, max: r.maximum, value: value ?? "" });
+  } else if (name === "reason") {
+    input = el("textarea", { ...common, rows: 2, maxlength: r.maxLength });
+  } else {
+    input = el("input", { ...common, type: "text", autocomplete: "off", maxlength: r.maxLength, value: value ?? "" });
+  }
+  if (r.pattern) {
+    const pattern = new RegExp(r.pattern, "u");
+    const check = () => input.setCustomValidity(!input.value || pattern.test(input.value) ? "" : `Letters, digits, '.', '_' and '-' only, starting with a letter or digit (${r.pattern}).`);
+    input.addEventListener("input", check);
+  }
+  if (r.minLength) input.required = true;
+  return { name, input, row: el("div", { class: "field" }, el("label", { for: id }, LABELS[name]), input, help) };
+}
+
+function read(f) {
+  if (f.input.type === "checkbox") return f.input.checked;
+  if (f.input.type === "number") return f.input.value === "" ? null : Number(f.input.value);
+  return f.input.value;
+}
+
+export function show(container, ctx) {
+  ctx.title("Run a command");
+  const me = ctx.me;
+  const problem = el("p", { class: "message", role: "alert" });
+  const form = el("form", { class: "execute", "aria-labelledby": "execute-title", novalidate: true });
+  const actions = el("div", { class: "actions" });
+  const plan = el("button", { type: "button" }, "Plan (dry run)");
+  const real = el("button", { type: "button", class: "danger", hidden: true }, "Run for real");
+  const runNow = el("button", { type: "button" }, "Run");
+  const confirmText = el("p", { id: "confirm-text" });
+  const confirmRun = el("button", { type: "button", class: "danger" }, "Run for real");
+  const cancel = el("button", { type: "button" }, "Cancel");
+  const dialog = el(
+    "dialog",
+    { "aria-labelledby": "confirm-title", "aria-describedby": "confirm-text" },
+    el("h2", { id: "confirm-title" }, "Run for real?"),
+    confirmText,
+    el("div", { class: "actions" }, confirmRun, cancel),
+  );
+  const result = el("div", { class: "result" });
+  container.append(el("h1", { id: "execute-title" }, "Run a command"), form, problem, result, dialog);
+  form.append(el("p", {}, "Loading the request's fields…"));
+
+  let fields = [];
+  let busy = false; // a request is on its way: further clicks do nothing
+  let planId = newRequestId(); // the dry run's own request id, for the parameters as they are
+  let planned = false; // the current parameters have been planned
+  let stopFollowing = () => {};
+
+  const value = (name) => read(fields.find((f) => f.name === name));
+  const mutating = () => me.mutating_commands.includes(value("command")); // planned first
+
+  function showButtons() {
+    plan.hidden = !mutating();
+    runNow.hidden = mutating();
+    real.hidden = !(mutating() && planned);
+    for (const b of [plan, real, runNow, confirmRun]) b.disabled = busy;
+  }
+
+  function body(dryRun) {
+    const out = { dry_run: dryRun };
+    for (const f of fields) {
+      const v = read(f);
+      if (v !== null && v !== "") out[f.name] = v;
+    }
+    if (dryRun) out.request_id = planId;
+    if (!out.reason) delete out.reason;
+    return out;
+  }
+
+  // Send one execute request, following its run live while the API waits for the run's end.
+  async function send(dryRun) {
+    if (busy || !form.reportValidity()) return;
+    busy = true;
+    showButtons();
+    problem.textContent = "";
+    const request = body(dryRun);
+    stopFollowing();
+    const run = panel(me.time_zone, (detail) => detail.state && ctx.refreshEnvironment());
+    result.replaceChildren(
+      el("p", {}, el("a", { href: `#/runbooks/${encodeURIComponent(request.request_id)}` }, "Open this run's page")),
+      run.element,
+    );
+    stopFollowing = run.start(request.request_id); // before sending: no event of the run is missed
+    try {
+      await call("/api/ops/runbooks/execute", { method: "POST", body: request });
+      if (dryRun) planned = true;
+      else {
+        // This request is made: the next one gets a new id (a retry after a failure above keeps it).
+        fields.find((f) => f.name === "request_id").input.value = newRequestId();
+        planned = false;
+        planId = newRequestId();
+      }
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      problem.textContent = error.message;
+      if (error.status !== 0) {
+        stopFollowing();
+        result.replaceChildren();
+      }
+    } finally {
+      busy = false;
+      showButtons();
+    }
+  }
+
+  plan.addEventListener("click", () => send(true));
+  runNow.addEventListener("click", () => send(false));
+  real.addEventListener("click", () => {
+    if (busy || !form.reportValidity()) return;
+    confirmText.textContent = `This runs ${value("command")} for real on profile ${value("profile") || me.execute_defaults.profile} (mode ${value("mode") || me.execute_defaults.mode}). It changes the platform.`;
+    confirmRun.textContent = `Run ${value("command")} for real`;
+    dialog.showModal();
+    cancel.focus();
+  });
+  confirmRun.addEventListener("click", () => {
+    dialog.close();
+    send(false);
+  });
+  cancel.addEventListener("click", () => dialog.close());
+
+  (async () => {
+    let document;
+    try {
+      document = (await call("/openapi.json")).data;
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      form.replaceChildren(el("p", { class: "message" }, error.message));
+      return;
+    }
+    const schema = document.components.schemas.ExecuteRequest;
+    const defaults = { ...me.execute_defaults, request_id: newRequestId() };
+    fields = Object.entries(schema.properties)
+      .filter(([name]) => name !== "dry_run") // the buttons choose it: Plan is a dry run
+      .map(([name, s]) => {
+        const r = rule(s, document);
+        if (name === "command") r.enum = r.enum.filter((c) => me.commands.includes(c));
+        return field(name, r, defaults[name]);
+      });
+    form.replaceChildren(
+      ...fields.map((f) => f.row),
+      el("p", { class: "note" }, "Plan runs the command with dry_run: the script changes nothing and reports what it would do."),
+      actions,
+    );
+    actions.append(plan, real, runNow);
+    for (const f of fields) {
+      if (f.name === "request_id") continue;
+      // Other parameters: what was planned no longer holds.
+      f.input.addEventListener("input", () => {
+        planned = false;
+        planId = newRequestId();
+        showButtons();
+      });
+    }
+    form.addEventListener("submit", (event) => event.preventDefault());
+    showButtons();
+  })();
+  return () => stopFollowing();
+}

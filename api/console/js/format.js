@@ -1,0 +1,66 @@
+// Numbers, times and durations as the console shows them. Times are shown in the API's zone (the
+// exchange's, from /api/ops/whoami), whatever the browser's own zone is.
+
+function parts(zone) {
+  return new Intl.DateTimeFormat("en-CA", {
+    timeZone: zone,
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+    hourCycle: "h23",
+  });
+}
+
+// "+08:00" for Asia/Shanghai.
+export function offset(zone, date = new Date()) {
+  const name = new Intl.DateTimeFormat("en", { timeZone: zone, timeZoneName: "longOffset" })
+    .formatToParts(date)
+    .find((p) => p.type === "timeZoneName").value;
+  return name === "GMT" ? "+00:00" : name.replace("GMT", "");
+}
+
+// "2026-11-26 16:00:01" (a Date, or an ISO 8601 string from the API); "–" for nothing.
+export function when(value, zone) {
+  if (!value) return "–";
+  const date = value instanceof Date ? value : new Date(value);
+  const p = Object.fromEntries(parts(zone).formatToParts(date).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
+}
+
+// "16:00:01"
+export function clock(value, zone) {
+  return when(value, zone).slice(11);
+}
+
+// "1.2 s", "3 min 04 s"; "–" when it has not ended.
+export function duration(start, end) {
+  if (!start || !end) return "–";
+  const seconds = (new Date(end) - new Date(start)) / 1000;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${String(Math.round(seconds % 60)).padStart(2, "0")} s`;
+}
+
+// A metric's value with its unit: "5,400 msg/s", "99.90 %" for a ratio, "–" for none.
+export function quantity(value, unit) {
+  if (value === null || value === undefined) return "–";
+  if (unit === "ratio") return `${(value * 100).toFixed(2)} %`;
+  const text = Number.isInteger(value) ? value.toLocaleString("en") : value.toLocaleString("en", { maximumFractionDigits: 2 });
+  return unit ? `${text} ${unit}` : text;
+}
+
+// An element with text: el("td", {class: "x"}, "text", child, ...).
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (value === true) node.setAttribute(name, "");
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}

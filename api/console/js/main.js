@@ -1,0 +1,85 @@
+// The console's frame: sign-in, the header (environment, who is signed in), the navigation, and the
+// view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/run).
+import { ApiError, call, session } from "./api.js";
+import * as execute from "./execute.js";
+import * as overview from "./overview.js";
+import * as run from "./run.js";
+import * as runbooks from "./runbooks.js";
+import * as signin from "./signin.js";
+
+const $ = (id) => document.getElementById(id);
+const main = $("main");
+let leave = () => {}; // stops the current view's timers and streams
+let me = null; // what /api/ops/whoami said of the session's token
+
+function chrome(visible) {
+  for (const id of ["nav", "who", "environment"]) $(id).hidden = !visible;
+}
+
+function showEnvironment(status) {
+  $("env-mode").textContent = status.environment_mode || "–";
+  $("env-profile").textContent = status.active_profile || "–";
+  $("env-window").textContent = status.active_window || "–";
+}
+
+// Read the environment again (after a run changed it); a token without status:read shows none.
+async function refreshEnvironment() {
+  try {
+    showEnvironment((await call("/api/ops/status")).data);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+  }
+}
+
+function showSignIn(message = "") {
+  leave();
+  leave = () => {};
+  me = null;
+  chrome(false);
+  signin.show(main, message, start);
+}
+
+function route() {
+  leave();
+  const hash = location.hash || "#/overview";
+  const mayRun = me.commands.length > 0;
+  const ctx = { me, showEnvironment, refreshEnvironment, title: (t) => (document.title = `${t} · mdops Ops Console`) };
+  const section = hash.split("/")[1]; // "overview", "runbooks" (a run's page too) or "run"
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.getAttribute("href") === `#/${section}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  main.replaceChildren();
+  const runPage = hash.match(/^#\/runbooks\/(.+)$/);
+  if (runPage) leave = run.show(main, ctx, decodeURIComponent(runPage[1]));
+  else if (hash === "#/runbooks") leave = runbooks.show(main, ctx);
+  else if (hash === "#/run" && mayRun) leave = execute.show(main, ctx);
+  else leave = overview.show(main, ctx);
+  main.focus({ preventScroll: true });
+}
+
+async function start() {
+  if (!session.token()) return showSignIn();
+  try {
+    me = (await call("/api/ops/whoami")).data;
+  } catch (error) {
+    session.signOut();
+    return showSignIn(error.message);
+  }
+  $("who-name").textContent = `Signed in as ${me.name}`;
+  $("nav-run").hidden = me.commands.length === 0;
+  chrome(true);
+  refreshEnvironment();
+  route();
+}
+
+$("sign-out").addEventListener("click", () => {
+  session.signOut();
+  showSignIn("Signed out.");
+});
+window.addEventListener("hashchange", () => me && route());
+window.addEventListener("mdops:unauthorized", (event) => {
+  session.signOut();
+  showSignIn(event.detail);
+});
+start();

@@ -1,0 +1,133 @@
+// One run: its request, state, conditions, health report with the gate's verdict, resulting state and
+// logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
+// command form shows the same panel for the run it started.
+import { follow } from "./api.js";
+import { clock, duration, el, when } from "./format.js";
+
+function pairs(entries) {
+  return el("dl", { class: "pairs" }, ...entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "–")]));
+}
+
+function table(label, columns, rows) {
+  return el(
+    "table",
+    { class: "plain" },
+    el("caption", {}, label),
+    el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
+    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell ?? "–"))))),
+  );
+}
+
+function gate(health) {
+  const verdict = health && health.gate;
+  if (!verdict) return el("p", {}, "Gate: not evaluated.");
+  const text = verdict.passed ? "Gate passed" : `Gate failed: ${verdict.failures.join("; ")}`;
+  return el("p", { class: verdict.passed ? "gate passed" : "gate failed" }, `${text} (${verdict.enforced ? "enforced" : "not enforced"}).`);
+}
+
+// A panel that follows one run; onChange(detail) after each transition (e.g. to update the header).
+export function panel(zone, onChange = () => {}) {
+  const heading = el("h2", {}, "Waiting for the run…");
+  const state = el("p", { class: "run-state", role: "status" });
+  const live = el("p", { class: "live" });
+  const details = el("div", { class: "details" });
+  const logs = el("ol", { class: "logs" });
+  const element = el(
+    "section",
+    { class: "run", "aria-label": "Run" },
+    heading,
+    state,
+    live,
+    details,
+    el("h3", { id: "logs-title" }, "Logs"),
+    logs,
+  );
+  logs.setAttribute("aria-labelledby", "logs-title");
+  let lines = [];
+
+  function showLines() {
+    logs.replaceChildren(
+      ...lines.map((l) =>
+        el("li", { class: `level-${l.level}` }, el("time", { datetime: l.time }, clock(l.time, zone)), " ", el("span", { class: "level" }, l.level), " ", l.message),
+      ),
+    );
+    if (!lines.length) logs.append(el("li", { class: "none" }, "No log lines yet."));
+  }
+
+  function showRun(detail) {
+    const r = detail.runbook;
+    heading.textContent = `${r.command}${r.dry_run ? " (dry run)" : ""} · ${r.request_id}`;
+    state.textContent = `Status: ${r.status}${r.exit_code === null ? "" : `, exit code ${r.exit_code}`}`;
+    state.className = `run-state state-${r.status}`;
+    const s = detail.state;
+    details.replaceChildren(
+      pairs([
+        ["Command", r.command],
+        ["Request id", r.request_id],
+        ["Who", r.requested_by],
+        ["Why", r.reason || "–"],
+        ["Mode", r.mode],
+        ["Profile", r.profile],
+        ["Window", r.window],
+        ["Config", r.config || "–"],
+        ["Enforce", r.enforce ? "yes" : "no"],
+        ["Dry run", r.dry_run ? "yes" : "no"],
+        ["Created", when(r.created_at, zone)],
+        ["Started", when(r.started_at, zone)],
+        ["Finished", when(r.finished_at, zone)],
+        ["Duration", duration(r.started_at, r.finished_at)],
+        ["Message", r.message || "–"],
+      ]),
+      table(
+        "Conditions",
+        ["Type", "Status", "Reason", "Message", "Since"],
+        detail.conditions.map((c) => [c.type, c.status, c.reason, c.message || "–", when(c.last_transition_time, zone)]),
+      ),
+      el("h3", {}, "Health"),
+      gate(detail.health),
+      detail.health
+        ? table(
+            "Health report",
+            ["Measure", "Value"],
+            Object.entries(detail.health)
+              .filter(([k]) => k !== "gate")
+              .map(([k, v]) => [k, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "–")]),
+          )
+        : el("p", {}, "No health report."),
+      el("h3", {}, "Resulting state"),
+      s
+        ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
+        : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : "None reported (yet)."),
+    );
+    lines = detail.lines;
+    showLines();
+    onChange(detail);
+  }
+
+  // Follow the run of requestId; returns stop().
+  function start(requestId, onEvent = () => {}) {
+    lines = [];
+    showLines();
+    return follow(
+      `?request_id=${encodeURIComponent(requestId)}`,
+      (name, data) => {
+        if (name === "runbook") showRun(data);
+        else if (name === "log") {
+          lines = [...lines, ...data.lines].slice(-200);
+          showLines();
+        } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
+        onEvent(name, data);
+      },
+      (s, message) => (live.textContent = s === "live" ? "Live: updated as the run goes on." : `Live updates paused: ${message}`),
+    );
+  }
+
+  return { element, start };
+}
+
+export function show(container, ctx, requestId) {
+  ctx.title(`Run ${requestId}`);
+  const run = panel(ctx.me.time_zone, (detail) => detail.state && ctx.refreshEnvironment());
+  container.append(el("h1", {}, "Run"), el("p", {}, el("a", { href: "#/runbooks" }, "← All runs")), run.element);
+  return run.start(requestId);
+}

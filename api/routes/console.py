@@ -1,0 +1,86 @@
+"""The Ops Console: its files at ``/console/`` (no token: they hold no data) and ``GET /api/ops/whoami``
+(what the signed-in token may do, so that the page offers only that).
+
+The files are package data of ``api`` (``api/console/``): the page's own ES modules and style sheet, and
+in ``api/console/vendor/`` the front-end libraries copied from ``node_modules`` by ``make console``
+(``tools/build-console.sh``; the Dockerfile runs it too). They are served with a strict
+Content-Security-Policy: scripts, styles and connections from this origin only, nothing inline, no framing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from api import auth
+from api.deps import PrincipalDep, SettingsDep
+from api.openapi import PROTECTED, responses
+from api.schemas import WhoamiResponse
+from runbooks.contract import Command
+
+log = logging.getLogger("api.console")
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+PATH = "/console"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",  # revalidated (ETag) on every load: an upgrade reaches every browser
+}
+
+router = APIRouter(tags=["console"])
+
+
+@router.get("/", include_in_schema=False)
+async def home() -> RedirectResponse:
+    return RedirectResponse(f"{PATH}/")
+
+
+@router.get(
+    "/api/ops/whoami",
+    response_model=WhoamiResponse,
+    summary="The token's name and permissions, the commands it may run, execute's defaults, the time zone",
+    responses=responses(*PROTECTED),
+)
+async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
+    return {
+        "name": principal.name,
+        "permissions": sorted(principal.permissions),
+        "commands": [c.value for c in Command if principal.allows(auth.execute_permission(c))],
+        "mutating_commands": [c.value for c in Command if c.mutating],
+        "execute_defaults": {
+            "mode": settings.api_default_mode,
+            "window": settings.api_default_window,
+            "profile": settings.api_default_profile,
+            "config": settings.api_default_config,
+            "enforce": settings.api_default_enforce,
+            "timeout_seconds": settings.api_default_timeout_seconds,
+        },
+        "time_zone": settings.timezone,
+    }
+
+
+class ConsoleFiles(StaticFiles):
+    """The console's files, each answer with the security headers."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+
+def files() -> ConsoleFiles:
+    if not (CONSOLE_DIR / "vendor").is_dir():
+        log.warning("the console's libraries are missing (%s/vendor): run `make console`", CONSOLE_DIR)
+    return ConsoleFiles(directory=CONSOLE_DIR, html=True)

@@ -1,0 +1,41 @@
+"""The console's files (no token, security headers) and ``GET /api/ops/whoami`` (what the page offers)."""
+
+from __future__ import annotations
+
+from api.routes.console import SECURITY_HEADERS
+from tests.api.conftest import HEALTH_CHECKER_TOKEN, READER_TOKEN, auth
+
+
+def test_the_console_is_served_without_a_token_under_a_strict_policy(api):
+    page = api.get("/console/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for name, value in SECURITY_HEADERS.items():
+        assert page.headers[name] == value
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+    script = api.get("/console/js/main.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert api.get("/console/vendor/uPlot.esm.js").status_code == 200  # built by `make console`
+    assert api.get("/console/js/nothing.js").status_code == 404
+    # A path out of the console's folder (the client would normalise a plain "..": send it encoded).
+    assert api.get("/console/%2e%2e/auth.py").status_code == 404
+    assert api.get("/console/%2e%2e/%2e%2e/api/auth.py").status_code == 404
+    assert api.post("/console/").status_code == 405
+    home = api.get("/", follow_redirects=False)
+    assert home.status_code == 307 and home.headers["location"] == "/console/"
+
+
+def test_whoami_says_what_the_token_may_do(api):
+    admin = api.get("/api/ops/whoami", headers=auth()).json()
+    assert admin["name"] == "admin" and "health_check" in admin["commands"] and len(admin["commands"]) == 7
+    assert admin["mutating_commands"] == ["start", "stop", "restart", "failover", "failback", "drill"]
+    assert admin["execute_defaults"] == {
+        "mode": "live", "window": "auto", "profile": "primary", "config": "", "enforce": False,
+        "timeout_seconds": 300,
+    }  # fmt: skip
+    assert admin["time_zone"] == "Asia/Shanghai"
+    reader = api.get("/api/ops/whoami", headers=auth(READER_TOKEN)).json()
+    assert (reader["name"], reader["permissions"], reader["commands"]) == ("reader", ["status:read"], [])
+    checker = api.get("/api/ops/whoami", headers=auth(HEALTH_CHECKER_TOKEN)).json()
+    assert checker["commands"] == ["drill", "health_check"]
+    assert api.get("/api/ops/whoami").status_code == 401

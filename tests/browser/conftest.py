@@ -1,0 +1,84 @@
+"""The Ops Console in a real browser: Debian's chromium (``make chromium``), driven by Playwright from PyPI
+(never a browser download of Playwright's own), against the local stack (the ``stack`` fixture). One
+browser per module; each test gets a fresh browser context (its own sessionStorage).
+
+Tests assert on what a person sees (roles, labels, text). A page that logs an error (a script error, a
+request the Content-Security-Policy refused) fails its test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from devcluster import browser as chromium
+from devcluster.controlplane import REPO
+
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+# `make screenshots` sets this to docs/: the README's pictures; otherwise the test's own folder.
+SCREENSHOTS = os.environ.get("MDOPS_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    with sync_playwright() as playwright:
+        launched = chromium.launch(playwright)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """What the page logged as errors; a test that causes some on purpose removes them."""
+    return []
+
+
+@pytest.fixture
+def page(browser, stack, console_errors) -> Page:
+    context = browser.new_context(viewport={"width": 1200, "height": 860}, base_url=stack.api_url)
+    opened = context.new_page()
+    opened.set_default_timeout(20_000)
+    expect.set_options(timeout=20_000)
+    errors = console_errors
+    opened.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    opened.on("console", lambda m: m.type == "error" and not _expected(m.text) and errors.append(m.text))
+    yield opened
+    context.close()
+    assert not errors, errors
+
+
+def _expected(text: str) -> bool:
+    """Console errors a test causes on purpose: the API's 401 for a wrong token, a 403 or 409 it asks for."""
+    return bool(re.search(r"status of (401|403|409|422)", text))
+
+
+def sign_in(page: Page, token: str) -> None:
+    page.goto("/console/")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("Signed in as")).to_be_visible()
+
+
+def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"console-{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+def axe_violations(page: Page) -> list[dict]:
+    """axe-core's serious and critical violations on the page as it is now. axe is evaluated through the
+    DevTools protocol (the page's Content-Security-Policy refuses an injected script tag, rightly)."""
+    assert AXE.exists(), f"{AXE} is missing: run `make console` (npm ci)"
+    page.evaluate(AXE.read_text())
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]

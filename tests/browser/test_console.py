@@ -1,0 +1,214 @@
+"""The Ops Console as a person on shift uses it, in Debian's chromium against the local stack: sign-in,
+the overview from Prometheus, runs from the form with live logs, plan then failover, permissions, a double
+click, the keyboard and axe-core. The last test stops Prometheus (the stale badges)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from devcluster.processes import wait_until
+from tests.browser.conftest import axe_violations, screenshot, sign_in
+
+EXECUTE = "/api/ops/runbooks/execute"
+NOTHING = "\u2013"  # an en dash: what a tile shows without a value
+
+
+def sim_status(stack) -> dict:
+    return httpx.get(f"{stack.sim_url}/admin/status").json()
+
+
+def history(stack) -> list[dict]:
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    return httpx.get(f"{stack.api_url}/api/ops/status", headers=headers).json()["runbook_history"]
+
+
+def execute_requests(page: Page) -> list[str]:
+    """The execute requests the page sends, as the browser sent them (filled in as they go)."""
+    sent: list[str] = []
+    page.on("request", lambda r: r.url.endswith(EXECUTE) and sent.append(r.post_data or ""))
+    return sent
+
+
+def tile(page: Page, name: str):
+    return page.get_by_role("region", name=name, exact=True)
+
+
+def test_sign_in_keeps_the_token_for_the_tab_only(page, stack):
+    page.goto("/console/")
+    page.get_by_label("API token").fill("not-a-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("status")).to_have_text(
+        re.compile("The API refused the token: invalid bearer token")
+    )
+    expect(page.get_by_role("link", name="Overview")).to_be_hidden()
+
+    sign_in(page, stack.admin_token)
+    expect(page.get_by_text("Signed in as admin")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('mdops.token')") == stack.admin_token
+    assert page.context.cookies() == []
+    assert stack.admin_token not in page.url
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API token")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('mdops.token')") is None
+
+
+def test_the_overview_shows_the_simulators_numbers(page, stack, tmp_path):
+    wait_until(stack.prometheus.targets_up, 60, "Prometheus to scrape its targets")
+    sign_in(page, stack.admin_token)
+    sim = sim_status(stack)
+    coverage = tile(page, "Coverage")
+    expect(coverage.locator(".value")).to_have_text("100.00 %")  # once Prometheus has scraped the simulator
+    expect(coverage).to_contain_text(f"Expected{sim['expected_total']:,}")
+    expect(coverage.get_by_text("Stale")).to_be_hidden()
+    expect(tile(page, "Throughput").locator(".value")).to_have_text(re.compile(r"^[\d,.]+ msg/s$"))
+    expect(tile(page, "Consumer backlog").locator(".value")).to_have_text(
+        f"{sim['consumer_backlog_messages']} messages"
+    )
+    expect(page.get_by_text(re.compile(r"Last updated at \d\d:\d\d:\d\d \(\+08:00\)"))).to_be_visible()
+    for chart in ("Throughput", "Coverage", "Consumer backlog", "Failover latency"):
+        expect(page.get_by_role("figure", name=chart).locator("canvas")).to_have_count(1)
+    expect(page.get_by_role("heading", name="Charts (times in +08:00)")).to_be_visible()
+    page.get_by_label("Range").select_option("15 min")
+    expect(page.get_by_role("figure", name="Throughput, last 15 min").locator("canvas")).to_have_count(1)
+
+
+def test_a_health_check_from_the_form_succeeds_with_its_logs_arriving_live(page, stack, tmp_path):
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Run a command").click()
+    page.get_by_label("Command", exact=True).select_option("health_check")
+    page.get_by_label("Reason").fill("browser test")
+    page.get_by_role("button", name="Run", exact=True).click()
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    # The log lines come from the event stream (their times are only there, not in execute's answer).
+    logs = run.get_by_role("list", name="Logs")
+    expect(logs).to_contain_text(re.compile(r"\d\d:\d\d:\d\d INFO state=running source=primary"))
+    expect(run.get_by_text("Gate passed (not enforced).")).to_be_visible()
+
+    page.get_by_role("link", name="Open this run's page").click()
+    expect(page.get_by_role("heading", name=re.compile("^health_check · "))).to_be_visible()
+    expect(page.get_by_role("table", name="Conditions")).to_contain_text("Succeeded")
+    screenshot(page, "run", tmp_path)
+
+
+def test_a_failover_is_planned_then_run_for_real_after_confirmation(page, stack):
+    sign_in(page, stack.admin_token)
+    assert sim_status(stack)["active_source"] == "primary"
+    page.goto("/console/#/run")
+    page.get_by_label("Command", exact=True).select_option("failover")
+    page.get_by_label("Reason").fill("planned failover")
+    expect(page.get_by_role("button", name="Run for real")).to_be_hidden()
+
+    page.get_by_role("button", name="Plan (dry run)").click()
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("heading", name=re.compile(r"^failover \(dry run\)"))).to_be_visible()
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    expect(run.get_by_text("None: a dry run changes nothing.")).to_be_visible()
+    assert sim_status(stack)["active_source"] == "primary"
+
+    page.get_by_role("button", name="Run for real").click()
+    dialog = page.get_by_role("dialog", name="Run for real?")
+    expect(dialog).to_contain_text("This runs failover for real on profile primary")
+    dialog.get_by_role("button", name="Run failover for real").click()
+    expect(run.get_by_role("heading", name=re.compile(r"^failover · "))).to_be_visible()
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    assert sim_status(stack)["active_source"] == "backup"
+    expect(page.get_by_label("Environment")).to_contain_text("Active profilebackup")
+
+
+def test_a_double_click_runs_once(page, stack):
+    sign_in(page, stack.admin_token)
+    page.goto("/console/#/run")
+    sent = execute_requests(page)
+    before = len(history(stack))
+    page.get_by_label("Command", exact=True).select_option("health_check")
+    page.get_by_role("button", name="Run", exact=True).dblclick()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        re.compile("^Status: success")
+    )
+    assert len(sent) == 1, sent
+    wait_until(lambda: len(history(stack)) == before + 1, 10, "the run in the history")
+    assert len(history(stack)) == before + 1
+
+
+def test_the_apis_refusal_is_shown_in_words(page, stack):
+    """A request id used before with other parameters: the API's 409, as its message."""
+    used = next(r["request_id"] for r in history(stack) if r["command"] == "health_check")
+    sign_in(page, stack.admin_token)
+    page.goto("/console/#/run")
+    page.get_by_label("Command", exact=True).select_option("health_check")
+    page.get_by_label("Request id").fill(used)
+    page.get_by_label("Reason").fill("another reason")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        re.compile(f"^Conflict: request_id '{used}' was already used with other parameters")
+    )
+    expect(page.get_by_role("region", name="Run")).to_have_count(0)
+
+
+def test_a_viewer_token_sees_no_run_controls(page, stack):
+    sign_in(page, stack.viewer_token)
+    expect(page.get_by_text("Signed in as viewer")).to_be_visible()
+    expect(page.get_by_role("link", name="Run a command")).to_be_hidden()
+    page.goto("/console/#/run")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    assert page.get_by_role("button", name=re.compile("Run|Plan")).count() == 0
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_role("table")).to_contain_text("health_check")  # the viewer reads the history
+    assert page.get_by_role("button", name=re.compile("Run|Plan")).count() == 0
+
+
+# Each view, and what shows it is ready.
+VIEWS = {
+    "#/overview": re.compile("Last updated at"),
+    "#/runbooks": re.compile("Live: updated as runs change"),
+    "#/run": re.compile("Plan runs the command with dry_run"),
+}
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_control_is_labelled_and_reachable_with_the_keyboard(page, stack, view):
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/{view}")
+    expect(page.get_by_text(VIEWS[view])).to_be_visible()
+    controls = page.evaluate(
+        """() => [...document.querySelectorAll('a[href], button, input, select, textarea')]
+                 .filter(e => e.offsetParent !== null && !e.disabled).map(e => e.outerHTML.slice(0, 80))"""
+    )
+    reached = set()
+    page.locator("body").focus()
+    for _ in range(len(controls) * 2 + 5):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.outerHTML.slice(0, 80)"))
+    assert set(controls) <= reached, set(controls) - reached
+    assert axe_violations(page) == []
+
+
+def test_a_runs_page_passes_axe_too(page, stack):
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/#/runbooks/{history(stack)[0]['request_id']}")
+    expect(page.get_by_role("table", name="Conditions")).to_be_visible()
+    assert axe_violations(page) == []
+
+
+def test_the_overview_shows_stale_badges_once_prometheus_is_stopped(page, stack, console_errors, tmp_path):
+    """Last in this module: it stops the stack's Prometheus (its picture first: the runs above are in it)."""
+    sign_in(page, stack.admin_token)
+    page.get_by_label("Range").select_option("15 min")
+    expect(page.get_by_role("figure", name="Failover latency, last 15 min")).to_be_visible()
+    expect(tile(page, "Coverage").locator(".value")).to_have_text("100.00 %")
+    expect(tile(page, "Failover latency").get_by_text("Stale", exact=True)).to_be_hidden()
+    screenshot(page, "overview", tmp_path)
+    stack.prometheus.stop()
+    for name in ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code"):
+        expect(tile(page, name).get_by_text("Stale", exact=True)).to_be_visible()
+        expect(tile(page, name)).to_contain_text("prometheus unreachable")
+    expect(tile(page, "Coverage").locator(".value")).to_have_text(NOTHING)
+    expect(page.get_by_role("figure", name="Throughput")).to_contain_text("prometheus unreachable")
+    # the charts' 503 (Prometheus unreachable), shown in words above
+    console_errors[:] = [e for e in console_errors if "status of 503" not in e]
