@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DETACH ?=
 detach_flag := $(if $(filter 1 yes true,$(DETACH)),--detach)
 
-.PHONY: help venv k8s helm prometheus podman image chromium console screenshots lint generate test test-fast up demo cluster down
+.PHONY: help venv k8s helm prometheus podman image chromium console screenshots lint generate test test-fast up demo cluster down status
 
 help:
 	@echo "make up        run the local stack (control plane, controller, API, simulator, Prometheus);"
@@ -18,6 +18,7 @@ help:
 	@echo "make demo      a scripted session against the running stack (after make up DETACH=1)"
 	@echo "make cluster   run the local control plane alone (DETACH=1 to return once ready)"
 	@echo "make down      stop what DETACH=1 started"
+	@echo "make status    each component of the stack (or cluster): pid, state, restarts, last exit"
 	@echo "make generate  regenerate the CRDs from their models, the chart's generated files, the"
 	@echo "               README's settings tables and the API's OpenAPI document (docs/openapi.json)"
 	@echo "make image     build the image with podman (mdops:<version>); prints its tag and size"
@@ -101,3 +102,6 @@ demo: venv
 
 down: venv
 	$(PY) -m devcluster down
+
+status: venv
+	$(PY) -m devcluster status

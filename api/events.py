@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from api.records import RunbookRecord
+from runbooks.contract import new_lines
 
 RUNBOOK = "runbook"  # a transition: the run as it is now
 LOG = "log"  # new log lines of a run
@@ -51,17 +52,6 @@ def _transition(record: RunbookRecord) -> tuple:
         record.window,
         record.duplicate_of,
     )
-
-
-def new_lines(old: list[dict[str, str]], new: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The lines of ``new`` that ``old`` did not show. The status keeps the last lines of a growing log, so
-    ``new`` starts with a tail of ``old`` (the longest one that matches, lines compared whole, their time
-    included); with no overlap, every line of ``new`` is new."""
-    for start in range(max(0, len(old) - len(new)), len(old)):
-        overlap = len(old) - start
-        if old[start:] == new[:overlap]:
-            return new[overlap:]
-    return list(new)
 
 
 def changes(old: RunbookRecord | None, new: RunbookRecord | None) -> list[tuple[str, RunbookRecord, list]]:

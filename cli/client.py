@@ -2,21 +2,28 @@
 
 An answer other than a success becomes a :class:`CliError` with the API's own message
 (:func:`cli.errors.answer_error`); an API that cannot be reached or does not answer within the timeouts
-is ``Exit.UNAVAILABLE``. The token goes in the ``Authorization`` header only, never in a message.
+is ``Exit.UNAVAILABLE``. The token goes in the ``Authorization`` header only (the event stream's too),
+never in a URL or a message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource, connect_sse
 
 from cli.config import Connection
 from cli.errors import CliError, Exit, answer_error
 
 CONNECT_TIMEOUT = 5.0
+# An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
+# heartbeat (every 15 s by default), is taken as lost.
+SILENT_STREAM_SECONDS = 45.0
 
 
 class Api:
@@ -64,28 +71,54 @@ class Api:
         response = self._call("POST", "/api/ops/runbooks/execute", json=body)
         return response.status_code, self._json(response)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    @contextmanager
+    def events(self, request_id: str, last_event_id: str | None) -> Iterator[EventSource]:
+        """``GET /api/ops/events?request_id=``, open and unread whatever its status (the caller reads the
+        events, or decides what an error means); ``Last-Event-ID`` resumes after that event. Raises
+        ``httpx.TransportError`` when the API cannot be reached (:meth:`unreachable` words it)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(
+            self.timeout,
+            connect=min(self.timeout, CONNECT_TIMEOUT),
+            read=max(self.timeout, SILENT_STREAM_SECONDS),
+        )
+        with connect_sse(
+            self.http,
+            "GET",
+            "/api/ops/events",
+            params={"request_id": request_id},
+            headers=headers,
+            timeout=timeout,
+        ) as source:
+            yield source
+
+    def refusal(self, response: httpx.Response) -> CliError:
+        """The error of a streamed answer that is not a success, with the API's own message."""
+        response.read()
+        return answer_error(response.status_code, _body(response), self.connection.source)
+
+    def unreachable(self, error: httpx.HTTPError) -> CliError:
         url = self.connection.url
-        try:
-            return self.http.request(method, path, **kwargs)
-        except httpx.TimeoutException as error:
-            raise CliError(
+        if isinstance(error, httpx.TimeoutException):
+            return CliError(
                 f"no answer from the API at {url} within {self.timeout:g} s ({type(error).__name__})",
                 Exit.UNAVAILABLE,
                 "--request-timeout waits longer",
-            ) from error
+            )
+        return CliError(
+            f"cannot reach the API at {url}: {error}",
+            Exit.UNAVAILABLE,
+            f"is the API running at this URL? ({self.connection.source})",
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise CliError(
-                f"cannot reach the API at {url}: {error}",
-                Exit.UNAVAILABLE,
-                f"is the API running at this URL? ({self.connection.source})",
-            ) from error
+            raise self.unreachable(error) from error
 
     def _json(self, response: httpx.Response) -> Any:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _body(response)
         if not response.is_success:
             raise answer_error(response.status_code, body, self.connection.source)
         if body is None:
@@ -95,6 +128,13 @@ class Api:
                 "is the URL the mdops API's?",
             )
         return body
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _runbook_path(request_id: str) -> str:

@@ -1,44 +1,68 @@
 """Making a run and following it to its end: its new log lines as they come, then its result.
 
-There is no event stream yet, so a run is followed by polling ``GET /api/ops/runbooks/{request_id}``
-(:func:`watch`, the one function to replace when ``GET /api/ops/events`` exists). The API gives a run's
-last 50 log lines, without timestamps: :func:`new_lines` finds what a poll added to the previous one.
+A run is followed over the API's event stream, ``GET /api/ops/events?request_id=`` (:class:`EventStream`,
+read by a thread of its own). The stream starts with the run as it is now (a ``runbook`` event with its last
+log lines and their times), then sends each new line once, in order (``log`` events), and each transition
+(``runbook`` events): the run has ended with the ``runbook`` event whose status is finished.
+:class:`Follower` turns the events into lines shown once each (pure: events in, lines out).
 
-``POST /execute`` itself waits (a bounded time) for the run's end, so :func:`run` sends it in the
-background and watches the run meanwhile: the logs show while the API waits, and ``--no-wait`` can return
-as soon as the run exists.
+- A dropped connection is opened again with ``Last-Event-ID`` (after 0.5, 1, 2, 4, then 8 s; at most
+  ``RECONNECTS`` times in a row without an event): the API sends exactly the events after that one.
+- When it cannot (another API process, after a restart, or an event older than those it keeps), it sends
+  ``reset``, then the run as it is now: its last 50 lines, some of them shown already. mdops checks that the
+  run still exists (``GET /api/ops/runbooks/{request_id}``) and :meth:`Follower.window` shows the lines after
+  the longest tail of those shown that the new lines start with, comparing time (to the millisecond), level
+  and message. Two lines equal in all three cannot be told apart (the longest match wins: a repeat is taken
+  as shown); and when more lines came while the stream was away than the API keeps, those between are lost:
+  nothing joins the new lines to the last one shown, and mdops says that lines may be missing there.
+  (Lines that a script writes faster than the controller's updates keep, more than 50 in about a second,
+  never reach the API at all.)
+- Where the stream cannot be had (an API without ``/api/ops/events``, 404; too many streams for the token,
+  429; a permission or any other error of the stream alone; an answer that is not an event stream), the run
+  is polled with ``GET /api/ops/runbooks/{request_id}`` once a second (:func:`_poll`), and ``-v`` says why.
+  Polled lines have no time: level and message are compared, and a burst of more lines than the API keeps
+  between two polls loses some.
+
+``POST /execute`` itself waits (a bounded time) for the run's end, so :func:`run` opens the stream first (it
+never misses the start), sends execute in the background and follows the run meanwhile: the logs show while
+the API waits, and ``--no-wait`` returns as soon as the API has the run.
 """
 
 from __future__ import annotations
 
+import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
 
+import httpx
+from httpx_sse import ServerSentEvent
+
 from cli.client import Api
 from cli.errors import CliError, Exit
-from runbooks.contract import RunState
+from runbooks.contract import RunState, new_lines
 
 T = TypeVar("T")
 View = dict[str, Any]  # the execute response's shape: {"runbook": {...}, "health": ...}
+Say = Callable[[str], None]
 FINISHED = (RunState.SUCCESS, RunState.FAILED)
 POLL_SECONDS = 1.0
+KEPT_LINES = 100  # lines remembered as shown: a Runbook's status holds at most 100 (the controller writes 50)
+RECONNECTS = 10  # connections in a row that bring no event (about a minute of backoff) before giving up
+MAX_DELAY_SECONDS = 8.0
+
+# The API's events (api/events.py), and what the stream's reader and execute's answer add in the inbox.
+RUNBOOK, LOG, DELETED, RESET = "runbook", "log", "deleted", "reset"
+OPENED, POLL, FAILED, ANSWERED = "mdops:opened", "mdops:poll", "mdops:failed", "mdops:answered"
+# What to do with the answer to GET /api/ops/events (:func:`stream_verdict`).
+READ, RETRY = "read", "retry"
 
 
 def finished(view: View | None) -> bool:
     return view is not None and view["runbook"]["status"] in FINISHED
-
-
-def new_lines(before: list[dict], after: list[dict]) -> list[dict]:
-    """The lines of ``after`` that ``before`` did not have. Both are the last lines of one log (a window
-    that moves on as lines come): the longest end of ``before`` that begins ``after`` is what they share.
-    When a full window repeats itself line for line, new lines cannot be told from old ones."""
-    for shared in range(min(len(before), len(after)), 0, -1):
-        if before[-shared:] == after[:shared]:
-            return after[shared:]
-    return after
 
 
 def watch(fetch: Callable[[], T], interval: float, wake: futures.Future | None = None) -> Iterator[T]:
@@ -52,28 +76,177 @@ def watch(fetch: Callable[[], T], interval: float, wake: futures.Future | None =
             time.sleep(interval)
 
 
-class LogPrinter:
-    """Hands each log line of a run to ``emit`` once."""
+def stream_verdict(status: int, content_type: str) -> str:
+    """What to do with the answer to ``GET /api/ops/events``: read it (an event stream); retry later (the
+    API, or a proxy in front of it, is not ready: 502, 503, 504); or poll the run instead (anything else:
+    an API without the endpoint, 404; too many streams for this token, 429; a permission that the stream
+    does not share with ``GET /api/ops/runbooks/{id}``, 403; an answer that is not an event stream). Polling
+    meets an error of the request itself (401, 422) again, and reports it as any other command does."""
+    if status == 200 and content_type.partition(";")[0].strip() == "text/event-stream":
+        return READ
+    if status in (502, 503, 504):
+        return RETRY
+    return POLL
 
-    def __init__(self, emit: Callable[[dict], None] | None):
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds before the ``failures``-th connection in a row that brought no event is tried again."""
+    return min(0.5 * 2 ** (failures - 1), MAX_DELAY_SECONDS)
+
+
+class Follower:
+    """What has been shown of one run: each of its log lines handed to ``emit`` once, in order (pure).
+
+    ``warn`` is told where lines may be missing."""
+
+    def __init__(self, request_id: str, emit: Callable[[dict], None] | None, warn: Say):
+        self.request_id = request_id
         self.emit = emit
-        self.shown: list[dict] = []
+        self.warn = warn
+        self.run: dict[str, Any] | None = None  # the run's ``runbook`` object, as last seen
+        self.shown: list[dict] = []  # the last lines shown, with their times when the stream gave them
 
-    def show(self, view: View) -> None:
-        logs = view["runbook"]["logs"]
+    @property
+    def finished(self) -> bool:
+        return self.run is not None and self.run["status"] in FINISHED
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """One event of the stream. After a ``reset`` the run as it is now comes next (a ``runbook`` event,
+        if it still exists): :meth:`window` joins its lines to those shown."""
+        if kind == RUNBOOK:
+            self.run = data["runbook"]
+            self.window(data["lines"])
+        elif kind == LOG:
+            self.show(data["lines"])
+        elif kind == DELETED and self.run is not None and data["name"] == self.run["name"]:
+            raise CliError(f"the run {self.request_id} was deleted", Exit.NOT_FOUND)
+
+    def poll(self, view: View) -> None:
+        """One answer of ``GET /api/ops/runbooks/{request_id}`` (its lines have no time)."""
+        self.run = view["runbook"]
+        self.window(view["runbook"]["logs"])
+
+    def window(self, lines: list[dict]) -> None:
+        """The run's last lines (a ``runbook`` event's or a poll's): show those after the lines shown. Lines
+        are compared whole when all have a time, else by level and message."""
+        timed = all("time" in line for line in (*self.shown, *lines))
+        fields = ("time", "level", "message") if timed else ("level", "message")
+
+        def key(line: dict) -> dict:
+            return {name: line.get(name) for name in fields}
+
+        new = new_lines([key(line) for line in self.shown], [key(line) for line in lines])
+        if self.shown and new and len(new) == len(lines):
+            self.warn(f"log lines of {self.request_id} may be missing here: more came than the API keeps")
+        self.show(lines[len(lines) - len(new) :])
+
+    def show(self, lines: list[dict]) -> None:
         if self.emit is not None:
-            for line in new_lines(self.shown, logs):
+            for line in lines:
                 self.emit(line)
-        self.shown = logs
+        self.shown = [*self.shown, *lines][-KEPT_LINES:]
 
 
-def follow(api: Api, request_id: str, emit: Callable[[dict], None], interval: float = POLL_SECONDS) -> View:
-    """``mdops logs -f``: every log line of a run until it has finished; its final view."""
-    printer = LogPrinter(emit)
-    for view in watch(lambda: api.runbook(request_id), interval):
-        printer.show(view)
-        if finished(view):
-            return view
+class EventStream:
+    """One run's events from ``GET /api/ops/events?request_id=``, read by a thread of its own into ``inbox``
+    (where execute's answer also arrives, see :class:`Execution`): first ``(OPENED, None)``, or ``(POLL,
+    why)`` when the stream cannot be had; then ``(event name, data)`` for each event, reconnecting with
+    ``Last-Event-ID`` as needed; ``(POLL, why)`` when a reconnect finds the stream gone, ``(FAILED, error)``
+    when following cannot go on."""
+
+    def __init__(self, api: Api, request_id: str, say: Say):
+        self.api = api
+        self.request_id = request_id
+        self.say = say
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.last_id: str | None = None
+        self._stopped = threading.Event()
+        self._response: httpx.Response | None = None
+
+    def __enter__(self) -> EventStream:
+        threading.Thread(target=self._read, name="events", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        if self._response is not None:
+            self._response.close()  # ends a read waiting for the next event
+
+    def opened(self) -> bool:
+        """Wait until the stream is open (True) or cannot be had (False: poll)."""
+        kind, _ = self.next()
+        return kind == OPENED
+
+    def next(self) -> tuple[str, Any]:
+        """The next item of the inbox; the stream's end as polling is said (``-v``), a failure raised."""
+        kind, data = self.inbox.get()
+        if kind == FAILED:
+            raise data
+        if kind == POLL:
+            self.say(f"no event stream ({data}): following {self.request_id} by polling once a second")
+        return kind, data
+
+    def _read(self) -> None:
+        try:
+            self._connections()
+        except BaseException as error:  # handed to the thread that follows the run
+            self.inbox.put((FAILED, error))
+
+    def _connections(self) -> None:
+        opened = False
+        failures = 0
+        while not self._stopped.is_set():
+            reading = False  # this connection's stream was open
+            try:
+                with self.api.events(self.request_id, self.last_id) as source:
+                    self._response = response = source.response
+                    verdict = stream_verdict(response.status_code, response.headers.get("content-type", ""))
+                    if verdict == POLL or (verdict == RETRY and not opened):
+                        self.inbox.put((POLL, self._refused(response)))
+                        return
+                    if verdict == RETRY:
+                        lost = self._refused(response)
+                    else:
+                        if not opened:
+                            opened = True
+                            self.inbox.put((OPENED, None))
+                        reading = True
+                        for event in source.iter_sse():
+                            failures = 0
+                            self.last_id = event.id or self.last_id
+                            self.inbox.put((event.event, _data(event)))
+                        lost = "the API ended the stream"
+            except httpx.TransportError as error:
+                if not opened:
+                    self.inbox.put((POLL, self.api.unreachable(error).message))
+                    return
+                if isinstance(error, httpx.ReadTimeout):  # open all along, only silent: not a failure
+                    failures = 0
+                lost = f"the stream broke ({error})" if reading else self.api.unreachable(error).message
+            if self._stopped.is_set():  # closed by the thread that followed the run, at its end
+                return
+            failures += 1
+            if failures > RECONNECTS:
+                raise CliError(
+                    f"lost the event stream of the run {self.request_id}: {lost}",
+                    Exit.UNAVAILABLE,
+                    f"mdops logs {self.request_id} -f follows it again",
+                )
+            delay = reconnect_delay(failures)
+            self.say(f"event stream of {self.request_id}: {lost}; reconnecting in {delay:g} s")
+            self._stopped.wait(delay)
+
+    def _refused(self, response: httpx.Response) -> str:
+        if response.is_success:
+            return f"the answer is not an event stream ({response.headers.get('content-type', 'no type')})"
+        return self.api.refusal(response).message
+
+
+def _data(event: ServerSentEvent) -> dict[str, Any]:
+    try:
+        return json.loads(event.data)
+    except ValueError:
+        raise CliError(f"a {event.event!r} event of the API's stream is not JSON", Exit.API_FAILED) from None
 
 
 def in_background(call: Callable[[], T]) -> futures.Future[T]:
@@ -91,44 +264,113 @@ def in_background(call: Callable[[], T]) -> futures.Future[T]:
     return future
 
 
-def _answer(api: Api, request_id: str, answer: futures.Future) -> View | None:
-    """What the finished execute call says: the final view (200), or None to go on watching (202; or the
-    call failed after the run was made: a 500 for exit code 125, a timeout). Raises when no run was made
-    for it (401, 403, 409, 422, ...)."""
-    try:
-        status, body = answer.result()
-    except CliError as error:
-        if error.exit_code in (Exit.API_FAILED, Exit.UNAVAILABLE) and api.find(request_id) is not None:
+class Execution:
+    """``POST /execute``, sent in the background, and what its answer says. A run of this request id that
+    existed before is ours only once the API has answered (the same parameters: the same run; others: a
+    409)."""
+
+    def __init__(
+        self, api: Api, body: dict[str, Any], existed: bool, answered: Callable[[], None] = lambda: None
+    ):
+        self.api = api
+        self.request_id = body["request_id"]
+        self.existed = existed
+        self.final: View | None = None  # the finished run, when execute answered 200
+        self.answer = in_background(lambda: api.execute(body))
+        self.answer.add_done_callback(lambda _: answered())
+
+    def check(self, seen: bool) -> None:
+        """Raise when execute made no run (401, 403, 409, 422, ...). When the call failed after the run was
+        made (a 500 for exit code 125, a timeout, a lost connection) the run is followed on: ``seen``, or
+        the API has it."""
+        try:
+            status, body = self.answer.result()
+        except CliError as error:
+            if error.exit_code in (Exit.API_FAILED, Exit.UNAVAILABLE) and (
+                seen or self.api.find(self.request_id) is not None
+            ):
+                return
+            raise
+        if status == 200:
+            self.final = body
+
+
+def _over_stream(stream: EventStream, follower: Follower, execution: Execution | None = None) -> bool:
+    """Follow the run over the stream until it has finished (True) or the stream is gone (False: poll)."""
+    held: list[tuple[str, Any]] = []  # an earlier run's events, until execute's answer says it is ours
+    waiting = execution is not None and execution.existed
+    while not follower.finished:
+        kind, data = stream.next()
+        if kind == POLL:
+            return False
+        if kind == ANSWERED:
+            execution.check(seen=follower.run is not None)
+            waiting = False
+            for event in held:
+                follower.event(*event)
+            held.clear()
+        elif waiting:
+            held.append((kind, data))
+        else:
+            if kind == RESET:
+                stream.say(f"event stream of {follower.request_id} reset ({data['reason']}): joining the run")
+                if follower.run is not None and stream.api.find(follower.request_id) is None:
+                    raise CliError(f"the run {follower.request_id} no longer exists", Exit.NOT_FOUND)
+            follower.event(kind, data)
+    return True
+
+
+def _poll(
+    fetch: Callable[[], View | None],
+    follower: Follower | None,
+    interval: float,
+    execution: Execution | None = None,
+) -> View | None:
+    """Poll the run until it has finished (its final view) or, without a follower (``--no-wait``), until
+    the API has it (None)."""
+    for view in watch(fetch, interval, execution.answer if execution else None):
+        if execution is not None:
+            if execution.answer.done():
+                execution.check(seen=view is not None)
+                view = execution.final or view
+            elif execution.existed:
+                continue
+        if view is None:
+            continue
+        if follower is None:
             return None
-        raise
-    return body if status == 200 else None
+        follower.poll(view)
+        if follower.finished:
+            return view
+
+
+def follow(api: Api, request_id: str, emit: Callable[[dict], None], say: Say, warn: Say) -> None:
+    """``mdops logs -f``: every log line of a run until it has finished."""
+    view = api.runbook(request_id)  # an unknown request id is an error now: the stream would wait for it
+    follower = Follower(request_id, emit, warn)
+    if finished(view):
+        follower.poll(view)
+        return
+    with EventStream(api, request_id, say) as stream:
+        if stream.opened() and _over_stream(stream, follower):
+            return
+    _poll(lambda: api.runbook(request_id), follower, POLL_SECONDS)
 
 
 def run(
-    api: Api,
-    body: dict[str, Any],
-    wait: bool,
-    emit: Callable[[dict], None] | None,
-    interval: float = POLL_SECONDS,
+    api: Api, body: dict[str, Any], wait: bool, emit: Callable[[dict], None] | None, say: Say, warn: Say
 ) -> View | None:
     """``mdops run``: make the run of ``body`` (which names its request id) and, with ``wait``, follow it
-    to its end (its final view); without, return as soon as the API has it.
-
-    A run of this request id that existed before is ours only once the API has answered the request (the
-    same parameters: the same run; others: a 409)."""
+    to its end (its final view, in execute's shape); without, return as soon as the API has it."""
     request_id = body["request_id"]
     existed = api.find(request_id) is not None
-    answer = in_background(lambda: api.execute(body))
-    printer = LogPrinter(emit)
-    for view in watch(lambda: api.find(request_id), interval if wait else interval / 5, answer):
-        if answer.done():
-            view = _answer(api, request_id, answer) or view
-        elif existed:
-            continue
-        if view is None:
-            continue
-        if not wait:
-            return None
-        printer.show(view)
-        if finished(view):
-            return view
+    if not wait:
+        _poll(lambda: api.find(request_id), None, POLL_SECONDS / 5, Execution(api, body, existed))
+        return None
+    follower = Follower(request_id, emit, warn)
+    with EventStream(api, request_id, say) as stream:
+        streaming = stream.opened()  # before execute: the stream never misses the start
+        execution = Execution(api, body, existed, lambda: stream.inbox.put((ANSWERED, None)))
+        if streaming and _over_stream(stream, follower, execution):
+            return execution.final or api.runbook(request_id)
+    return _poll(lambda: api.find(request_id), follower, POLL_SECONDS, execution)

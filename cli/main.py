@@ -24,9 +24,9 @@ from cli import render
 from cli.client import Api
 from cli.config import CONFIG_ENV, TOKEN_ENV, URL_ENV, Config, ContextEntry, config_path, resolve
 from cli.errors import CliError, Exit, help_table
+from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
-from cli.follow import watch
 from runbooks.contract import Command, ExitCode, RunState, parse_time
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
@@ -103,6 +103,30 @@ class Output:
         with self.console.capture() as captured:
             self.console.print(renderable)
         click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v`` for the commands that follow a run: the command gets ``say`` (how the run is followed, with
+    -v only) and ``warn`` (what could not be shown, always), each a line on standard error."""
+
+    @click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        help="Say on standard error how the run is followed (stream, polling).",
+    )
+    @functools.wraps(command)
+    def with_notices(verbose: bool, **kwargs: Any) -> Any:
+        def warn(message: str) -> None:
+            click.echo(f"mdops: {message}", err=True)
+
+        def quiet(message: str) -> None:
+            pass
+
+        say: Say = warn if verbose else quiet
+        return command(say=say, warn=warn, **kwargs)
+
+    return with_notices
 
 
 def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,10 +240,13 @@ Examples:
     help="Wait for the end, or print the request id as soon as the API has the run.",
 )
 @click.option("-f", "--follow", is_flag=True, help="Print the run's log lines as they come.")
+@verbose_option
 @api_options
 def run(
     api: Api,
     out: Output,
+    say: Say,
+    warn: Say,
     command: str,
     mode: str | None,
     window: str | None,
@@ -258,9 +285,9 @@ def run(
     try:
         if out.human and wait and not follow:
             with console(stderr=True).status(f"{command} {body['request_id']}: waiting for the end"):
-                view = run_and_follow(api, body, wait, emit)
+                view = run_and_follow(api, body, wait, emit, say, warn)
         else:
-            view = run_and_follow(api, body, wait, emit)
+            view = run_and_follow(api, body, wait, emit, say, warn)
     except KeyboardInterrupt:
         raise CliError(
             f"interrupted; the run {body['request_id']} goes on", 130, f"mdops logs {body['request_id']} -f"
@@ -356,8 +383,9 @@ def get(api: Api, out: Output, request_id: str) -> None:
 )
 @click.argument("request_id")
 @click.option("-f", "--follow", is_flag=True, help="Go on printing new lines until the run has finished.")
+@verbose_option
 @api_options
-def logs(api: Api, out: Output, request_id: str, follow: bool) -> None:
+def logs(api: Api, out: Output, say: Say, warn: Say, request_id: str, follow: bool) -> None:
     """Print a run's log lines (-f: until its end).
 
     The API keeps a run's last 50 lines. -o json: one JSON object per line.
@@ -368,7 +396,7 @@ def logs(api: Api, out: Output, request_id: str, follow: bool) -> None:
 
     try:
         if follow:
-            follow_logs(api, request_id, emit)
+            follow_logs(api, request_id, emit, say, warn)
         else:
             for line in api.runbook(request_id)["runbook"]["logs"]:
                 emit(line)

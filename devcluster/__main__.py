@@ -1,8 +1,10 @@
-"""``python -m devcluster {up,down}``: the local stack (make up) or the control plane (make cluster)."""
+"""``python -m devcluster {up,down,status}``: the local stack (make up) or the control plane (make cluster),
+and what their supervisor recorded of each component (make status)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -11,7 +13,15 @@ from pathlib import Path
 from devcluster.controlplane import REPO, ControlPlane, binaries
 from devcluster.prometheus import binary as prometheus_binary
 from devcluster.stack import Stack
-from devcluster.supervisor import AlreadyRunning, detach, down, foreground, running_pid
+from devcluster.supervisor import (
+    RECORD,
+    AlreadyRunning,
+    detach,
+    down,
+    foreground,
+    running_pid,
+    status_table,
+)
 
 STATE = Path(os.environ.get("MDOPS_STATE_DIR", REPO / ".mdops"))
 NAMES = ("stack", "cluster")
@@ -27,7 +37,7 @@ def _cluster() -> ControlPlane:
     print("[mdops] building or finding the control plane binaries ...", flush=True)
     bin_dir = binaries()
     print("[mdops] starting etcd, kube-apiserver, kube-controller-manager and podsim ...", flush=True)
-    return ControlPlane(_fresh("cluster"), bin_dir)
+    return ControlPlane(_fresh("cluster"), bin_dir, supervise=True)
 
 
 def _cluster_banner(cluster: ControlPlane) -> str:
@@ -35,7 +45,8 @@ def _cluster_banner(cluster: ControlPlane) -> str:
         f"control plane ready in {cluster.started_in:.1f}s at {cluster.server}\n"
         f"  logs:     {cluster.logs}\n"
         f"  try:      {cluster.kubectl_path} --kubeconfig={cluster.kubeconfig} get nodes\n"
-        f"  settings: {STATE / 'cluster.env'}"
+        f"  settings: {STATE / 'cluster.env'}\n"
+        f"  a component that exits is restarted; `make status` shows each one's restarts"
     )
 
 
@@ -65,6 +76,7 @@ mdops is up.
   simulator    {stack.sim_url}/admin/status
   logs         {stack.logs}/ and {stack.cluster.logs}/
   settings     {env}
+  restarts     a component that exits is restarted (a line here says so); `make status` shows each one's
 
 Try (in another shell):
   . {env}
@@ -78,6 +90,18 @@ Try (in another shell):
 Ctrl-C (or `make down`, when started with DETACH=1) stops everything."""
 
 
+def _status() -> int:
+    records = [(name, STATE / name / RECORD) for name in NAMES if (STATE / name / RECORD).exists()]
+    if not records:
+        print("nothing has run here yet: `make up` or `make cluster` starts it")
+    for name, record in records:
+        pid = running_pid(STATE / f"{name}.pid")
+        print(f"the {name} is running (pid {pid})" if pid else f"the {name} is not running; as it was left:")
+        print(status_table(json.loads(record.read_text())))
+        print(f"({record})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
@@ -85,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--cluster-only", action="store_true", help="only the control plane (make cluster)")
     up.add_argument("--detach", action="store_true", help="return once it is ready")
     sub.add_parser("down", help="stop what `up --detach` started")
+    sub.add_parser("status", help="each component's pid, state, restarts and last exit")
     args = parser.parse_args(argv)
+    if args.action == "status":
+        return _status()
     if args.action == "down":
         running = [name for name in NAMES if running_pid(STATE / f"{name}.pid")]
         if not running:

@@ -35,7 +35,8 @@ class ControllerProcess:
     """``python -m controller`` as a real process, with its own state folder and metrics port."""
 
     def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, env: dict[str, str] | None = None,
-                 name: str = "controller"):  # fmt: skip
+                 name: str = "controller", logs: Path | None = None):  # fmt: skip
+        """Its state folder is ``<workdir>/state``, its log ``<logs or workdir>/<name>.log``."""
         self.metrics_port = free_port()
         self.workdir = workdir
         self.env = {
@@ -48,7 +49,7 @@ class ControllerProcess:
             "MDOPS_METRICS_PORT": str(self.metrics_port),
             **(env or {}),
         }
-        self.process = Process(name, [sys.executable, "-m", "controller"], workdir, env=self.env)
+        self.process = Process(name, [sys.executable, "-m", "controller"], logs or workdir, env=self.env)
 
     @property
     def metrics_url(self) -> str:

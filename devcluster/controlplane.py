@@ -5,6 +5,10 @@ Used by the test fixtures, ``make cluster`` and ``make up``::
 
     with ControlPlane(workdir) as cluster:
         cluster.kubectl("get", "namespaces")
+
+With ``supervise=True`` (``make cluster``) a component that exits is restarted, with the same data folder,
+ports and certificates, so the kubeconfig stays valid (:class:`devcluster.supervisor.Supervisor`); the
+local stack supervises its control plane with its own components.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from devcluster import pki
 from devcluster.kubeconfig import write_kubeconfig
 from devcluster.processes import Process, answers_200, free_port, wait_until
+from devcluster.supervisor import RECORD, Supervisor
 from runbooks.kube import loopback_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,8 +40,10 @@ def binaries() -> Path:
 
 
 class ControlPlane:
-    def __init__(self, workdir: Path, bin_dir: Path | None = None):
+    def __init__(self, workdir: Path, bin_dir: Path | None = None, supervise: bool = False):
         self.workdir = Path(workdir)
+        self.supervise = supervise
+        self.supervisor: Supervisor | None = None
         self.bin = bin_dir or binaries()
         self.logs = self.workdir / "logs"
         self.pki = self.workdir / "pki"
@@ -57,6 +64,8 @@ class ControlPlane:
             self.stop()
             raise
         self.started_in = time.monotonic() - began
+        if self.supervise:
+            self.supervisor = Supervisor(self.processes, self.workdir / RECORD).start()
         return self
 
     def _start(self, timeout: float) -> None:
@@ -171,6 +180,8 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop every process, newest first (no orphans)."""
+        if self.supervisor is not None:
+            self.supervisor.stop()  # it stops them: it started some
         while self.processes:
             self.processes.pop().stop()
 
@@ -179,9 +190,6 @@ class ControlPlane:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    def dead(self) -> list[Process]:
-        return [p for p in self.processes if not p.alive()]
 
     # -- clients ---------------------------------------------------------
     def user_kubeconfig(self, user: str, group: str | None = None) -> Path:

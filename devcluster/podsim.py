@@ -6,6 +6,9 @@ it, and runs each pod's first container to completion, writing the pod status a
 kubelet would write (phase, container state, exit code, termination message).
 It finalises pod deletion the way a kubelet does, so Jobs,
 ``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
+A pod still ``Running`` when podsim starts ran under an earlier podsim that died
+(its process died too): it fails with exit code 137 and reason
+``ContainerStatusUnknown``, as a kubelet reports a container it cannot find.
 
 How a pod "runs" is chosen by its annotations: a local process (fast, for the
 controller's logic), a podman container of its image (where the image is the
@@ -63,7 +66,7 @@ from kubernetes.client.rest import ApiException
 from devcluster import podman
 from devcluster.controlplane import REPO
 from devcluster.processes import die_with_parent
-from runbooks.contract import now
+from runbooks.contract import format_time, now
 from runbooks.kube import api_client
 
 log = logging.getLogger("podsim")
@@ -88,6 +91,10 @@ def image_files(mounts: list[client.V1VolumeMount]) -> dict[str, str]:
     }
 
 
+def container_name(pod: client.V1Pod) -> str:
+    return f"podsim-{pod.metadata.uid}"
+
+
 class PodRun(threading.Thread):
     """Runs one pod to completion and reports its status."""
 
@@ -97,7 +104,7 @@ class PodRun(threading.Thread):
         self.pod = pod
         self.cancelled = threading.Event()
         self.process: subprocess.Popen | None = None
-        self.container = f"podsim-{pod.metadata.uid}"
+        self.container = container_name(pod)
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -356,14 +363,33 @@ class PodSim:
             self._finalise_deletion(key, pod)
         elif not pod.spec.node_name:
             self._bind(pod)
-        elif (
-            pod.spec.node_name == NODE
-            and key not in self.runs
-            and (pod.status.phase or "Pending") == "Pending"
-        ):
-            run = PodRun(self, pod)
-            self.runs[key] = run
-            run.start()
+        elif pod.spec.node_name == NODE and key not in self.runs:
+            phase = pod.status.phase or "Pending"
+            if phase == "Pending":
+                run = PodRun(self, pod)
+                self.runs[key] = run
+                run.start()
+            elif phase == "Running":
+                self._lost(pod)
+
+    def _lost(self, pod: client.V1Pod) -> None:
+        """A pod this node ran that no run of this process holds: it was running when an earlier podsim
+        died (its process died with it; a container is removed now). A kubelet that finds a container
+        gone reports it the same way, and the Job controller may then start another pod."""
+        log.info(
+            "pod %s/%s was running before podsim restarted: lost", pod.metadata.namespace, pod.metadata.name
+        )
+        if (pod.metadata.annotations or {}).get(PREFIX + "run") == "container":
+            podman.podman("rm", "--force", "--time=0", container_name(pod), check=False)
+        started = format_time(pod.status.start_time) if pod.status.start_time else now()
+        terminated = {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+            "startedAt": started,
+            "finishedAt": now(),
+        }
+        self.set_status(pod, "Failed", {"terminated": terminated}, started)
 
     def forget(self, pod: client.V1Pod) -> None:
         run = self.runs.pop(f"{pod.metadata.namespace}/{pod.metadata.name}", None)

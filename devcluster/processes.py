@@ -25,12 +25,35 @@ from devcluster.private import open_private
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent() -> None:
     """For ``preexec_fn``: the kernel kills the child when its parent dies."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def adopt_orphans() -> None:
+    """Make this process the one that its descendants' orphans are given to, instead of init (a "child
+    subreaper"): what a child started in a session of its own and left behind when it died (a run of a
+    killed controller) stays this process's to stop."""
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def adopts_orphans() -> bool:
+    flag = ctypes.c_int(0)
+    _libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag))
+    return bool(flag.value)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (of all its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def free_port() -> int:
@@ -46,17 +69,33 @@ class Process:
         self, name: str, argv: Sequence[str | os.PathLike], logs: Path, env: dict[str, str] | None = None
     ):
         self.name = name
+        self.argv = [str(a) for a in argv]
+        self.env = env
         self.log = logs / f"{name}.log"
+        self.popen = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        self.started = time.monotonic()
         with open_private(self.log) as out:  # a log may show what it was given: owner only
-            self.popen = subprocess.Popen(
-                [str(a) for a in argv],
+            return subprocess.Popen(
+                self.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=self.env,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+
+    def restart(self, marker: str) -> None:
+        """Start the exited process again as it was started (command, environment, so its ports too); its
+        log goes on after a line that says so. The kernel kills the new process when the *thread* that
+        calls this ends (``PR_SET_PDEATHSIG`` follows the thread): call it from one that outlives it."""
+        if self.alive():
+            raise RuntimeError(f"{self.name} is running (pid {self.popen.pid}): not restarting it")
+        with open_private(self.log) as out:
+            out.write(f"----- {marker} -----\n".encode())
+        self.popen = self._spawn()
 
     def alive(self) -> bool:
         return self.popen.poll() is None

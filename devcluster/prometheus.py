@@ -71,14 +71,16 @@ class Prometheus:
         scrape_interval: str = "1s",
         port: int | None = None,
         bin_path: Path | None = None,
+        logs: Path | None = None,
     ):
+        """Its configuration and data are in ``workdir``, its log in ``logs`` (``<workdir>/logs``)."""
         self.workdir = Path(workdir)
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
         self.port = port or free_port()
         self.bin = bin_path
         self.config_path = self.workdir / "prometheus.yml"
-        self.logs = self.workdir / "logs"
+        self.logs = Path(logs) if logs else self.workdir / "logs"
         self.process: Process | None = None
 
     @property
@@ -108,7 +110,8 @@ class Prometheus:
         }
 
     def start(self, timeout: float = 60.0) -> Prometheus:
-        self.logs.mkdir(parents=True, exist_ok=True)
+        for folder in (self.workdir, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         argv = [
             self.bin or binary(),

@@ -4,6 +4,10 @@
 
     with Stack(workdir) as stack:
         stack.api_url, stack.admin_token, stack.prometheus.url, ...
+
+Once it is up, its supervisor (:class:`devcluster.supervisor.Supervisor`) restarts every component that
+exits, the control plane's included, with the same ports, environment, state folder and log (appended):
+``<workdir>/components.json`` records each one's pid, restarts and last exits.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from devcluster.controlplane import REPO, ControlPlane
 from devcluster.private import write_private
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
+from devcluster.supervisor import RECORD, Backoff, Supervisor
 from runbooks import crd, keys
 
 NAMESPACE = "mdops"
@@ -41,17 +46,24 @@ def port(preferred: int | None) -> int:
 
 class Stack:
     def __init__(self, workdir: Path, bin_dir: Path | None = None, fixed_ports: bool = True,
-                 sim_args: tuple[str, ...] = ()):  # fmt: skip
+                 sim_args: tuple[str, ...] = (), scripts: Path = SCRIPTS,
+                 script_env: dict[str, str] | None = None, backoff: Backoff | None = None):  # fmt: skip
+        """``scripts`` (the runbook scripts), ``script_env`` (more of their environment) and ``backoff``
+        (the supervisor's) are for tests; ``make up`` keeps the defaults."""
         self.workdir = Path(workdir)
         self.logs = self.workdir / "logs"
         self.cluster = ControlPlane(self.workdir / "cluster", bin_dir)
         self.ports = {name: port(p if fixed_ports else None) for name, p in PREFERRED_PORTS.items()}
         self.sim_args = sim_args
+        self.scripts = scripts
+        self.script_env = script_env or {}
+        self.backoff = backoff
         self.admin_token = secrets.token_urlsafe(24)
         self.viewer_token = secrets.token_urlsafe(24)
         self.processes: list[Process] = []
         self.controller: ControllerProcess | None = None
         self.prometheus: Prometheus | None = None
+        self.supervisor: Supervisor | None = None
 
     @property
     def api_url(self) -> str:
@@ -72,6 +84,9 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        self.supervisor = Supervisor(
+            [*self.cluster.processes, *self.processes], self.workdir / RECORD, self.backoff
+        ).start()
         return self
 
     def _step(self, message: str) -> None:
@@ -102,9 +117,10 @@ class Stack:
             NAMESPACE,
             self.workdir,
             {
-                "MDOPS_SCRIPTS_DIR": str(SCRIPTS),
-                "MDOPS_SCRIPT_ENV": json.dumps({"MDOPS_SIM_URL": self.sim_url}),
+                "MDOPS_SCRIPTS_DIR": str(self.scripts),
+                "MDOPS_SCRIPT_ENV": json.dumps({"MDOPS_SIM_URL": self.sim_url, **self.script_env}),
             },
+            logs=self.logs,
         )
         self.processes.append(self.controller.process)
         wait_until(
@@ -121,6 +137,7 @@ class Stack:
             ],
             scrape_interval="2s",
             port=self.ports["prometheus"],
+            logs=self.logs,
         ).start()
         self.processes.append(self.prometheus.process)
 
@@ -145,12 +162,11 @@ class Stack:
         return process
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # it stops them all: it started some
         while self.processes:
             self.processes.pop().stop()
         self.cluster.stop()
-
-    def dead(self) -> list[Process]:
-        return [p for p in self.processes if not p.alive()] + self.cluster.dead()
 
     def __enter__(self) -> Stack:
         return self.start()

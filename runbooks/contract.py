@@ -174,3 +174,20 @@ def parse_time(value: Any) -> datetime.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+# -- log lines ----------------------------------------------------------------------------------------
+# A Runbook's status keeps the last lines of its run's log, a window that moves on as lines come. Whoever
+# compares two versions of that window (the API's live updates, mdops following a run) needs the same rule.
+
+
+def new_lines(old: list[dict[str, str]], new: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The lines of ``new`` that ``old`` did not show. Both are the last lines of one growing log, so ``new``
+    starts with a tail of ``old``: the longest one that matches (lines compared whole) is what they share;
+    with no overlap, every line of ``new`` is new. Lines that are equal in every field cannot be told apart:
+    when the windows repeat themselves line for line, the longest match (the fewest new lines) wins."""
+    for start in range(max(0, len(old) - len(new)), len(old)):
+        overlap = len(old) - start
+        if old[start:] == new[:overlap]:
+            return new[overlap:]
+    return list(new)

@@ -55,12 +55,24 @@ def cluster(tmp_path_factory) -> ControlPlane:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, cluster) -> Stack:
+def stack_options() -> dict:
+    """More arguments of the module's :class:`Stack` (its scripts, the supervisor's backoff): a module
+    overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, cluster, stack_options) -> Stack:
     """The local stack as ``make up`` starts it (its own control plane, the simulator, the controller,
-    Prometheus and the API), a fresh one for each module of tests/e2e, tests/cli and tests/browser; the
-    binaries are the session's. A shorter failover: the simulator's switches take 0.4 s instead of 1.5 s."""
+    Prometheus and the API, under its supervisor), a fresh one for each module of tests/e2e, tests/cli and
+    tests/browser; the binaries are the session's. A shorter failover: the simulator's switches take 0.4 s
+    instead of 1.5 s."""
     with Stack(
-        tmp_path_factory.mktemp("stack"), cluster.bin, fixed_ports=False, sim_args=("--failover-ms", "400")
+        tmp_path_factory.mktemp("stack"),
+        cluster.bin,
+        fixed_ports=False,
+        sim_args=("--failover-ms", "400"),
+        **stack_options,
     ) as started:
         yield started
 

@@ -1,5 +1,6 @@
-"""A TCP proxy in front of the kube-apiserver that a test can slow down or cut, as a network would: the API's
-view of the cluster falls behind (its watch stalls) or breaks, while everything else goes on.
+"""A TCP proxy in front of a server that a test can slow down or cut, as a network would: in front of the
+kube-apiserver, the API's view of the cluster falls behind (its watch stalls) or breaks, while everything
+else goes on; in front of the REST API, mdops loses its event stream.
 
     with Proxy(cluster.server) as proxy:
         kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "through-proxy")

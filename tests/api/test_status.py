@@ -20,7 +20,7 @@ from api.main import create_app
 from api.settings import ApiSettings
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import ControlPlane
-from devcluster.processes import Process, free_port, wait_until
+from devcluster.processes import free_port, wait_until
 from runbooks import crd, models
 from runbooks.kube import api_client as new_api_client
 from tests.api.conftest import (
@@ -329,19 +329,17 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
                 status_when(api, lambda s: s["active_profile"] == "primary", "the first run")
 
                 apiserver = next(p for p in plane.processes if p.name == "kube-apiserver")
-                argv = apiserver.popen.args
                 apiserver.stop()
                 wait_until(lambda: not cache.connected, 30, "the watch to notice")
                 during = api.get(STATUS, headers=auth())
                 assert during.status_code == 200 and during.json()["last_exit_codes"] == {"start": 0}
 
-                restarted = Process("kube-apiserver", argv, plane.logs)
-                plane.processes[plane.processes.index(apiserver)] = restarted  # stopped with the plane
+                apiserver.restart("started again by the test")
                 wait_until(
                     lambda: plane.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
                     60,
                     "the kube-apiserver to be ready again",
-                    [restarted],
+                    [apiserver],
                 )
                 made.create("after", command="failover", profile="backup")
                 made.delete("before")

@@ -226,7 +226,7 @@ def test_the_overview_shows_stale_badges_once_prometheus_is_stopped(page, stack,
     expect(tile(page, "Coverage").locator(".value")).to_have_text("100.00 %")
     expect(tile(page, "Failover latency").get_by_text("Stale", exact=True)).to_be_hidden()
     screenshot(page, "overview", tmp_path)
-    stack.prometheus.stop()
+    stack.supervisor.hold("prometheus")
     for name in ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code"):
         expect(tile(page, name).get_by_text("Stale", exact=True)).to_be_visible()
         expect(tile(page, name)).to_contain_text("prometheus unreachable")

@@ -1,7 +1,9 @@
 """The installed ``mdops`` (the venv's console script), run as a user runs it, against the local stack.
 
 Every run here is a real one: the controller runs the reference scripts against the simulator, and the
-log lines checked are the ones those scripts wrote. HOME and the config file are the test's own.
+log lines checked are the ones those scripts wrote; ``restart`` runs a script of this module's instead
+(:data:`WRITER`), which writes its lines over a few seconds and keeps a witness of them. HOME and the
+config file are the test's own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -21,13 +24,53 @@ import httpx
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.errors import Exit
-from devcluster.supervisor import write_env
+from devcluster.processes import wait_until
+from devcluster.stack import SCRIPTS
+from devcluster.supervisor import RECORD, write_env
+from tests.api.proxy import Proxy
+from tests.runbook_client import HOLD, lines, write_script
 
 BIN = Path(sys.executable).parent  # the venv's bin, where the package installs mdops and kubectl-mdops
 MDOPS = BIN / "mdops"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# The `restart` script of this module: 5 lines over a second, a hold until the test creates
+# $FILES/<request id>.go (at once if it exists), 8 more lines; each line also goes to the witness file
+# $FILES/<request id>.lines as the script writes it.
+WRITER = (
+    """
+    witness="$FILES/$MDOPS_REQUEST_ID.lines"
+    RELEASE="$FILES/$MDOPS_REQUEST_ID.go"
+    write() { echo "INFO: $1"; echo "$1" >> "$witness"; }
+    for i in 1 2 3 4 5; do write "line $i of $MDOPS_REQUEST_ID"; sleep 0.2; done
+    """
+    + HOLD
+    + """
+    for i in 6 7 8 9 10 11 12 13; do write "line $i of $MDOPS_REQUEST_ID"; sleep 0.2; done
+    """
+)
+WRITTEN = 13
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """The stack's scripts (the reference ones, linked, and WRITER as `restart`) and the files WRITER uses."""
+    folder = tmp_path_factory.mktemp("cli")
+    scripts = folder / "scripts"
+    scripts.mkdir()
+    for script in SCRIPTS.iterdir():
+        if script.name != "restart":
+            (scripts / script.name).symlink_to(script)
+    write_script(scripts, "restart", WRITER)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack_options(files) -> dict:
+    return {"scripts": files / "scripts", "script_env": {"FILES": str(files)}}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +114,54 @@ def admin(stack, tmp_path) -> User:
 
 def request_id() -> str:
     return f"cli-{uuid.uuid4().hex[:8]}"
+
+
+class Following:
+    """mdops following a run in the background; its standard output collected line by line as it comes."""
+
+    def __init__(self, user: User, *args: str):
+        self.process = subprocess.Popen(
+            [MDOPS, *args], env=user.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.printed: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.printed.append(line.rstrip("\n"))
+
+    def script_lines(self) -> list[str]:
+        """What mdops printed of WRITER's lines, as the script wrote them."""
+        return [line.removeprefix("INFO    ") for line in self.printed if line.startswith("INFO    line ")]
+
+    def end(self, timeout: float = 120) -> tuple[int, str]:
+        """Its exit code and standard error, once it has exited."""
+        code = self.process.wait(timeout)
+        self.reader.join(10)
+        return code, self.process.stderr.read()
+
+
+def behind(proxy: Proxy, user: User) -> User:
+    """``user``, with the API behind ``proxy``."""
+    return User(
+        user.home, MDOPS_API_URL=f"http://127.0.0.1:{proxy.port}", MDOPS_API_TOKEN=user.env["MDOPS_API_TOKEN"]
+    )
+
+
+def api_requests(stack, route: str) -> float:
+    """How many GET requests to ``route`` the API has answered (any status), from its own /metrics."""
+    text = httpx.get(
+        f"{stack.api_url}/metrics", headers={"Authorization": f"Bearer {stack.admin_token}"}
+    ).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mdops_api_requests_total"
+        and sample.labels["method"] == "GET"
+        and sample.labels["route"] == route
+    )
 
 
 def test_sourcing_the_stack_env_file_is_enough(stack, tmp_path):
@@ -247,3 +338,80 @@ def test_metrics_watch_refreshes_until_interrupted(admin):
     finally:
         watching.send_signal(signal.SIGINT)  # Ctrl-C
     assert watching.wait(timeout=30) == 0
+
+
+# -- following a run over the event stream ---------------------------------------------------------
+
+EVENTS = "/api/ops/events"
+RUNBOOK = "/api/ops/runbooks/{request_id}"
+
+
+def test_a_followed_run_loses_no_line_when_the_stream_drops_and_it_is_not_polled(stack, admin, files):
+    """mdops shows WRITER's lines as they come; the connection is cut while the script writes more, and
+    mdops resumes with Last-Event-ID: every line once, in the order the script wrote them. Over the stream,
+    not by polling: the API counts two streams and no GET of the run but the first and the last."""
+    rid = request_id()
+    streams, reads = api_requests(stack, EVENTS), api_requests(stack, RUNBOOK)
+    with Proxy(stack.api_url) as proxy:
+        following = Following(behind(proxy, admin), "run", "restart", "--request-id", rid, "--follow", "-v")
+        wait_until(lambda: len(following.script_lines()) >= 3, 60, "mdops to show the first lines")
+        proxy.cut()
+        (files / f"{rid}.go").touch()  # the script goes on while mdops cannot reach the API
+        witness = files / f"{rid}.lines"
+        wait_until(lambda: len(lines(witness)) == WRITTEN, 60, "the script to write its lines")
+        proxy.resume()
+        code, stderr = following.end()
+    assert code == 0, stderr
+    assert following.script_lines() == lines(witness)  # every line once, in order
+    assert following.printed[-1] == f"restart {rid}: success (exit code 0)"
+    assert f"event stream of {rid}: " in stderr and "reconnecting in" in stderr  # with -v
+    assert "polling" not in stderr
+    wait_until(lambda: api_requests(stack, EVENTS) - streams >= 2, 30, "the API to count both streams")
+    assert api_requests(stack, RUNBOOK) - reads <= 2  # polling reads it once a second for ~4 s and more
+
+
+def test_a_followed_run_loses_and_repeats_no_line_when_the_api_restarts(stack, admin, files):
+    """The API is killed mid-run and its supervisor starts it again: mdops reconnects, the new process
+    cannot resume after the last event id (its ids have another epoch), sends `reset` and the run as it is
+    now, and mdops shows only the lines it had not shown. The exit status is still the runbook's."""
+    rid = request_id()
+    following = Following(admin, "run", "restart", "--request-id", rid, "--follow", "-v")
+    wait_until(lambda: len(following.script_lines()) >= 3, 60, "mdops to show the first lines")
+    api = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+    os.kill(api["pid"], signal.SIGKILL)
+    (files / f"{rid}.go").touch()  # the script goes on while the API is down
+    code, stderr = following.end()
+    assert code == 0, stderr
+    assert following.script_lines() == lines(files / f"{rid}.lines")
+    assert following.printed[-1] == f"restart {rid}: success (exit code 0)"
+    assert f"event stream of {rid} reset (cannot resume after that event id)" in stderr
+    assert "may be missing" not in stderr
+    restarted = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+    assert restarted["restarts"] == api["restarts"] + 1  # the witness that it was a new process
+
+
+def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, admin, files):
+    """Past the token's streams the API answers 429: mdops follows the run by polling, as before; -v says
+    so in one line, without it standard error stays empty."""
+    client = httpx.Client(headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=30)
+    held: list[httpx.Response] = []
+    try:
+        while not held or held[-1].status_code == 200:  # every stream the token may have, and one refused
+            held.append(client.send(client.build_request("GET", stack.api_url + EVENTS), stream=True))
+        assert held[-1].status_code == 429
+        followed = {}
+        for flags in (("-v",), ()):
+            rid = request_id()
+            (files / f"{rid}.go").touch()
+            following = Following(admin, "run", "restart", "--request-id", rid, "--follow", *flags)
+            followed[flags] = (rid, following, *following.end())
+    finally:
+        for response in held:
+            response.close()
+        client.close()
+    for rid, following, code, stderr in followed.values():
+        assert code == 0, stderr
+        assert following.script_lines() == lines(files / f"{rid}.lines")
+    _, _, _, said = followed[("-v",)]
+    assert said.startswith("mdops: no event stream (the API is unavailable (429): ") and said.count("\n") == 1
+    assert followed[()][3] == ""

@@ -8,30 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from devcluster.controlplane import REPO
-from devcluster.processes import wait_until
-from devcluster.supervisor import read_env
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _all_gone(pids: list[int]) -> bool:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-        except FileNotFoundError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return not alive
+from devcluster.processes import children, wait_until
+from devcluster.supervisor import RECORD, read_env
+from tests.pids import all_gone
 
 
 def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
@@ -63,8 +44,27 @@ def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
     assert again.returncode == 0 and "already running" in again.stdout
 
     supervisor = int((tmp_path / "cluster.pid").read_text())
-    components = _children(supervisor)
-    assert len(components) == 4  # etcd, kube-apiserver, kube-controller-manager, podsim
+    assert len(children(supervisor)) == 4  # etcd, kube-apiserver, kube-controller-manager, podsim
+
+    # A killed component is restarted, and its restart recorded, shown by `devcluster status`.
+    record = tmp_path / "cluster" / RECORD
+    killed = json.loads(record.read_text())["components"]["podsim"]["pid"]
+    os.kill(killed, signal.SIGKILL)
+
+    def restarted():
+        entry = json.loads(record.read_text())["components"]["podsim"]
+        return entry["restarts"] == 1 and entry["state"] == "running" and entry
+
+    podsim = wait_until(restarted, 30, "podsim to be restarted")
+    assert podsim["last_exit"]["exit"] == "-9 (SIGKILL)" and podsim["pid"] in children(supervisor)
+    status = subprocess.run(
+        [sys.executable, "-m", "devcluster", "status"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert f"the cluster is running (pid {supervisor})" in status.stdout, status.stdout
+    row = next(line for line in status.stdout.splitlines() if line.startswith("podsim "))
+    assert row.split()[:4] == ["podsim", str(podsim["pid"]), "running", "1"]
+    components = children(supervisor)
+    assert len(components) == 4
 
     down = subprocess.run(
         [sys.executable, "-m", "devcluster", "down"],
@@ -75,24 +75,35 @@ def test_detached_cluster_is_ready_then_down_stops_everything(tmp_path):
         timeout=120,
     )
     assert down.returncode == 0, down.stderr
-    wait_until(lambda: _all_gone([supervisor, *components]), 30, "every process to exit")
+    wait_until(lambda: all_gone([supervisor, *components, killed]), 30, "every process to exit")
     assert not (tmp_path / "cluster.env").exists()
+    states = {entry["state"] for entry in json.loads(record.read_text())["components"].values()}
+    assert states == {"stopped"}
 
 
-def test_components_die_with_a_killed_parent(tmp_path):
+def test_components_die_with_a_killed_parent_those_its_supervisor_restarted_too(tmp_path):
     program = textwrap.dedent(f"""
         import json, signal
         from devcluster.controlplane import ControlPlane
-        cluster = ControlPlane({str(tmp_path)!r}).start()
+        cluster = ControlPlane({str(tmp_path)!r}, supervise=True).start()
         print(json.dumps([p.popen.pid for p in cluster.processes]), flush=True)
         signal.pause()  # until the test kills this parent
     """)
     parent = subprocess.Popen([sys.executable, "-c", program], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         pids = json.loads(parent.stdout.readline())
-        assert len(pids) == 4 and not _all_gone(pids)
+        assert len(pids) == 4 and not all_gone(pids)
+        # One restarted by the supervisor's thread: PR_SET_PDEATHSIG follows that thread, which lives on.
+        os.kill(pids[-1], signal.SIGKILL)
+
+        def restarted():
+            entry = json.loads((tmp_path / RECORD).read_text())["components"]["podsim"]
+            return entry["restarts"] == 1 and entry["state"] == "running" and entry["pid"]
+
+        pids.append(wait_until(restarted, 30, "podsim to be restarted"))
+        assert not all_gone(pids[-1:])
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        wait_until(lambda: _all_gone(pids), 30, "the components to die with their parent")
+        wait_until(lambda: all_gone(pids), 30, "the components to die with their parent")
     finally:
         parent.kill()

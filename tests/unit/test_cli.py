@@ -1,5 +1,6 @@
 """mdops's parts that need no API: exit codes of the API's answers, errors in one line, the config file
-and its contexts, new log lines, run filters and rendering; commands run with click's CliRunner.
+and its contexts, following a run (its events, resets, the stream's answers), run filters and rendering;
+commands run with click's CliRunner.
 
 tests/cli/test_mdops.py runs the installed mdops against the local stack."""
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from cli import render
 from cli.config import REDACTED, resolve
 from cli.errors import MEANINGS, CliError, Exit, answer_error
-from cli.follow import new_lines
+from cli.follow import POLL, READ, RECONNECTS, RETRY, Follower, reconnect_delay, stream_verdict
 from cli.main import cli, select
 from devcluster.processes import free_port
 
@@ -250,25 +251,122 @@ def test_no_api_at_all_is_a_configuration_error_with_a_hint(invoke):
 # -- following, filtering, rendering ---------------------------------------------------------------
 
 
-def _lines(*messages: str) -> list[dict]:
-    return [{"level": "INFO", "message": m} for m in messages]
+def _line(n: int, message: str | None = None) -> dict:
+    """A line as the event stream gives it: with its time."""
+    return {"time": f"2026-11-26T16:00:{n:02d}.000+08:00", "level": "INFO", "message": message or f"line {n}"}
+
+
+def _run(status: str = "running", lines: list[dict] = (), name: str = "rb-1") -> dict:
+    """A ``runbook`` event's data (the fields the follower reads)."""
+    return {"runbook": {"request_id": "r-1", "name": name, "status": status}, "lines": list(lines)}
+
+
+class Seen:
+    """What a follower shows and warns."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict] = []
+        self.warnings: list[str] = []
+
+    def follower(self) -> Follower:
+        return Follower("r-1", self.lines.append, self.warnings.append)
+
+
+def test_a_followed_run_shows_the_lines_of_its_events_once_in_order_until_finished():
+    seen = Seen()
+    follower = seen.follower()
+    follower.event("runbook", _run("running", [_line(1), _line(2)]))  # the run as it is now
+    follower.event("log", {"request_id": "r-1", "name": "rb-1", "lines": [_line(3)]})
+    follower.event("log", {"request_id": "r-1", "name": "rb-1", "lines": [_line(4), _line(5)]})
+    assert not follower.finished
+    follower.event("runbook", _run("success", [_line(n) for n in range(1, 6)]))  # a transition, same lines
+    assert follower.finished
+    assert seen.lines == [_line(n) for n in range(1, 6)] and seen.warnings == []
+
+
+def test_after_a_reset_the_run_as_it_is_now_shows_only_the_lines_not_shown():
+    seen = Seen()
+    follower = seen.follower()
+    follower.event("runbook", _run("running", [_line(n) for n in range(1, 4)]))
+    follower.event("reset", {"reason": "cannot resume after that event id"})
+    follower.event("runbook", _run("running", [_line(n) for n in range(2, 8)]))  # its last lines: 2 scrolled
+    follower.event("log", {"request_id": "r-1", "name": "rb-1", "lines": [_line(8)]})
+    assert seen.lines == [_line(n) for n in range(1, 9)] and seen.warnings == []
+
+
+def test_a_reset_after_more_lines_than_the_api_keeps_says_that_lines_may_be_missing():
+    seen = Seen()
+    follower = seen.follower()
+    follower.event("runbook", _run("running", [_line(1)]))
+    follower.event("reset", {"reason": "events were missed"})
+    follower.event("runbook", _run("running", [_line(n) for n in range(40, 60)]))  # nothing joins line 1
+    assert seen.lines == [_line(1)] + [_line(n) for n in range(40, 60)]
+    assert seen.warnings == ["log lines of r-1 may be missing here: more came than the API keeps"]
+
+
+def test_lines_equal_in_time_level_and_message_cannot_be_told_apart():
+    """Lines of one read of the script's output share their time (to the millisecond): their messages tell
+    them apart. A window that only repeats the lines shown reads as nothing new; one more line tells."""
+    seen = Seen()
+    follower = seen.follower()
+    follower.event("runbook", _run("running", [_line(1, "a"), _line(1, "b")]))
+    follower.event("reset", {"reason": "events were missed"})  # meanwhile the script wrote "a", "b" again
+    follower.event("runbook", _run("running", [_line(1, "a"), _line(1, "b")]))  # the last two lines
+    assert [line["message"] for line in seen.lines] == ["a", "b"]  # the repeat is taken as shown
+    follower.event("runbook", _run("running", [_line(1, "b"), _line(1, "a"), _line(1, "b")]))
+    assert [line["message"] for line in seen.lines] == ["a", "b", "a", "b"]
+
+
+def test_polled_lines_without_times_join_the_streamed_ones_by_level_and_message():
+    """After a fallback to polling, ``GET /api/ops/runbooks/{id}`` gives the lines without their times."""
+    seen = Seen()
+    follower = seen.follower()
+    follower.event("runbook", _run("running", [_line(1), _line(2)]))
+    polled = [{"level": "INFO", "message": f"line {n}"} for n in (1, 2, 3)]
+    follower.poll({"runbook": {"request_id": "r-1", "status": "success", "logs": polled}, "health": None})
+    assert seen.lines == [_line(1), _line(2), polled[2]] and follower.finished
+
+
+def test_the_deletion_of_the_followed_run_is_an_error_but_not_another_runbooks():
+    follower = Seen().follower()
+    follower.event("deleted", {"request_id": "r-1", "name": "rb-1"})  # not seen yet: not this run
+    follower.event("runbook", _run("running"))
+    follower.event("deleted", {"request_id": "r-1", "name": "rb-other"})  # another Runbook of this id
+    with pytest.raises(CliError) as raised:
+        follower.event("deleted", {"request_id": "r-1", "name": "rb-1"})
+    assert raised.value.exit_code == Exit.NOT_FOUND and "r-1 was deleted" in raised.value.message
+
+
+def test_without_follow_the_lines_are_kept_but_not_shown():
+    follower = Follower("r-1", None, lambda message: None)
+    follower.event("runbook", _run("running", [_line(1)]))
+    follower.event("runbook", _run("failed", [_line(1), _line(2)]))
+    assert follower.finished and follower.shown == [_line(1), _line(2)]
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "new"),
+    ("status", "content_type", "verdict"),
     [
-        ("", "ab", "ab"),
-        ("ab", "abc", "c"),
-        ("abc", "bcd", "d"),  # the window of the last lines moved on
-        ("abc", "cdef", "def"),
-        ("ab", "cd", "cd"),  # more new lines than the window holds: all of it is new
-        ("ab", "ab", ""),
-        ("xx", "xxx", "x"),
-        ("abab", "ababab", "ab"),
+        (200, "text/event-stream; charset=utf-8", READ),
+        (200, "text/html", POLL),  # not the mdops API's stream (a proxy's page)
+        (404, "application/json", POLL),  # an API older than /api/ops/events
+        (429, "application/json", POLL),  # too many streams open for this token
+        (403, "application/json", POLL),  # a permission the stream does not share with the run's GET
+        (500, "application/json", POLL),
+        (401, "application/json", POLL),  # polling meets it again and says so as every command does
+        (503, "application/json", RETRY),  # not ready (a restarted API syncing its cache)
+        (502, "text/html", RETRY),
+        (504, "text/html", RETRY),
     ],
 )
-def test_new_lines_are_those_a_poll_added(before, after, new):
-    assert new_lines(_lines(*before), _lines(*after)) == _lines(*new)
+def test_the_answer_to_the_event_stream_decides_read_retry_or_poll(status, content_type, verdict):
+    assert stream_verdict(status, content_type) == verdict
+
+
+def test_reconnects_back_off_to_8_seconds_and_give_up_within_about_a_minute():
+    delays = [reconnect_delay(n) for n in range(1, RECONNECTS + 1)]
+    assert delays[:5] == [0.5, 1, 2, 4, 8] and max(delays) == 8
+    assert 30 < sum(delays) < 60
 
 
 RUNS = [

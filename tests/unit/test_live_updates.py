@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from api import events
-from api.events import EventLog, StreamLimiter, TooManyStreams, changes, new_lines
+from api.events import EventLog, StreamLimiter, TooManyStreams, changes
 from api.records import record_of
 from api.render import event_data
+from runbooks.contract import new_lines
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -48,6 +49,8 @@ def version(lines=(), reason="Running", status="Unknown", rv="1", **more):
         ([1, 2], [1, 2], []),
         ([1, 2], [7, 8], [7, 8]),  # no overlap: more new lines than the status keeps arrived at once
         (list(range(50)), list(range(10, 60)), list(range(50, 60))),
+        ([1, 1], [1, 1, 1], [1]),  # equal lines cannot be told apart: the longest match (fewest new) wins
+        ([1, 2, 1, 2], [1, 2, 1, 2, 1, 2], [1, 2]),
     ],
 )
 def test_new_lines_are_the_ones_the_previous_version_did_not_show(old, new, added):
