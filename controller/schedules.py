@@ -10,8 +10,9 @@ create of it is AlreadyExists (another replica, a restart, a stale view of the s
 refuses a second run of its request id even after it was deleted. The status is written with the
 resourceVersion it was computed from, so a step computed from a stale view is refused (409) instead of
 counting its missed or skipped slots twice; the next look starts again from the status as it is. A
-Runbook created just before a crash, whose step was never recorded, is found by the index of the
-schedule's Runbooks: the next look starts after its slot instead of counting it missed.
+Runbook whose step was never recorded (created just before a crash, or its status write refused as
+stale) is found by the index of the schedule's Runbooks: the next look records it as created and starts
+after its slot instead of counting it missed.
 """
 
 from __future__ import annotations
@@ -78,8 +79,15 @@ def plan(
     runs = sorted(runs, key=lambda run: run.slot)
     last_slot = parse_time(status.last_slot) or created
     last_runbook, last_result = status.last_runbook, status.last_result
-    if runs and runs[-1].slot > last_slot:  # created before a crash, never recorded: it is handled
+    step = Step(status=status)
+    # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as
+    # stale): its slot is handled, and it is recorded now, once, as created.
+    if runs and runs[-1].slot > last_slot:
         last_slot, last_runbook = runs[-1].slot, runs[-1].name
+        step.events.append(
+            ("Normal", schedule.CREATED, f"created {last_runbook} for the slot {last_slot.isoformat()}")
+        )
+        step.counts["created"] = 1
     unfinished = [run.name for run in runs if not run.finished]
     due = schedule.due(spec, last_slot, now, calendar, active=bool(unfinished))
     missed, skipped = due.missed, due.skipped
@@ -87,13 +95,12 @@ def plan(
         due = schedule.due(spec, due.last_slot, now, calendar, active=bool(unfinished))
         missed, skipped = missed + due.missed, skipped + due.skipped
 
-    step = Step(status=status)
     if due.run is not None:
         step.create = schedule.slot_runbook(name, spec, due.run)
         last_runbook = step.create["metadata"]["name"]
         message = f"created {last_runbook} for the slot {due.run.isoformat()}"
         step.events.append(("Normal", schedule.CREATED, message))
-        step.counts["created"] = 1
+        step.counts["created"] = step.counts.get("created", 0) + 1
     if missed:
         why = "past their starting deadline, while suspended, or superseded by a later slot"
         step.events.append(("Warning", schedule.MISSED, f"{missed} slot(s) missed, never run late: {why}"))

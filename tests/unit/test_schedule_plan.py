@@ -100,6 +100,7 @@ def test_a_runbook_created_before_a_crash_counts_as_handled_not_missed(xhkg):
     ]
     step = _plan(_spec(), "2026-01-05 10:06:30", status, runs, xhkg)
     assert step.create is None and step.status.missed_slots == 0
+    assert step.counts == {"created": 1} and [reason for _, reason, _ in step.events] == ["SlotCreated"]
     assert (step.status.last_slot, step.status.last_runbook) == (
         "2026-01-05T02:05:00.000Z",
         "hc-20260105020500",
