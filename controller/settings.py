@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from runbooks.settings import CommonSettings
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class ControllerSettings(CommonSettings):
@@ -30,7 +32,16 @@ class ControllerSettings(CommonSettings):
     job_ttl_seconds: int = Field(3600, ge=0, description="Job executor: ttlSecondsAfterFinished.")
     job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
 
-    script_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for scripts.")
+    script_env: dict[EnvName, str] = Field(
+        default_factory=dict,
+        description="Variables for the scripts, beside the contract's MDOPS_* (which win over them).",
+    )
+    script_pass_env: list[EnvName] = Field(
+        default_factory=list,
+        description="Names of variables the scripts get from the runner's environment (the controller's "
+        "with the local executor, the Job pod's with the Job executor), beside PATH, HOME, LANG, TZ and "
+        "TMPDIR; nothing else of it reaches them.",
+    )
     gate_min_coverage: float = Field(0.99, ge=0, le=1, description="Health gate: lowest coverage ratio.")
     gate_max_backlog: int = Field(10000, ge=0, description="Health gate: largest consumer backlog.")
     gate_max_failover_latency_ms: int = Field(5000, ge=0, description="Health gate: slowest failover.")

@@ -114,6 +114,15 @@ class Process:
             self.popen.wait()
 
 
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has ended: gone, or a zombie (dead, waiting for whoever reaps orphans here)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return status.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def answers_200(url: str, context: ssl.SSLContext | None = None) -> bool:
     """Whether ``url`` answers 200 now (a readiness probe for ``wait_until``)."""
     try:

@@ -121,9 +121,18 @@ def openapi(model: type[BaseModel]) -> dict[str, Any]:
             out["items"] = convert(out["items"])
         if out.get("type") == "object" and "properties" not in out:
             out["x-kubernetes-preserve-unknown-fields"] = True
+        if out.get("pattern") in models.TEXT_PATTERNS:
+            out["x-kubernetes-validations"] = [_text_rule(out["pattern"])]
         return out
 
     return convert(schema)
+
+
+def _text_rule(pattern: str) -> dict[str, str]:
+    """The free-text pattern ``^[^...]*$`` as a CEL rule, whose message (the API server shows it beside the
+    pattern's) says in words which characters are refused."""
+    refused = pattern.removeprefix("^[^").removesuffix("]*$").replace("\\", "\\\\")
+    return {"rule": f"!self.matches('[{refused}]')", "message": models.TEXT_PATTERNS[pattern]}
 
 
 @dataclass(frozen=True)

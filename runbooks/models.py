@@ -7,28 +7,58 @@ below are declared once and shared by the CRD, the REST API's request schema and
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from runbooks import keys
 from runbooks.contract import LOG_LEVELS, Command, ConditionType, RunState, SessionState, finished, run_state
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-# Free text reaches scripts through their environment, which cannot carry a NUL character.
-TEXT_PATTERN = r"^[^\x00]*$"
+# Free text reaches scripts through their environment, which cannot carry a NUL character, and their logs
+# and terminals, which act on control characters: none (C0, DEL, C1) is allowed, but tab and newline in a
+# reason. The patterns are the schemas' (the CRD adds a CEL rule saying each in words: TEXT_PATTERNS); the
+# models' checks say it in words too.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+REASON_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+TEXT_PATTERNS = {
+    TEXT_PATTERN: "must not contain control characters",
+    REASON_PATTERN: "must not contain control characters (tab and newline are allowed)",
+}
+
+
+def _text(max_length: int, pattern: str) -> Any:
+    """Free text of at most ``max_length`` characters that ``pattern`` (one of ``TEXT_PATTERNS``) allows; its
+    error names the first character refused and where it is (never the text: the REST API echoes no value)."""
+    matches = re.compile(pattern).fullmatch
+
+    def check(value: str) -> str:
+        if matches(value) is None:
+            position, character = next((i, c) for i, c in enumerate(value) if matches(c) is None)
+            raise PydanticCustomError(
+                "control_character",
+                "{refused}: U+{code} at position {position}",
+                {"refused": TEXT_PATTERNS[pattern], "code": f"{ord(character):04X}", "position": position},
+            )
+        return value
+
+    schema = Field(max_length=max_length, json_schema_extra={"pattern": pattern})
+    return Annotated[str, schema, AfterValidator(check)]
+
 
 # -- field types shared by the CRD, the REST API and the settings -----------------------------------------
 Name = Annotated[str, Field(max_length=63, pattern=NAME_PATTERN)]  # an environment mode or a feed profile
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
-ConfigSet = Annotated[str, Field(max_length=253, pattern=TEXT_PATTERN)]
-ReasonText = Annotated[str, Field(max_length=1024, pattern=TEXT_PATTERN)]
+ConfigSet = _text(253, TEXT_PATTERN)
+ReasonText = _text(1024, REASON_PATTERN)
+Person = _text(253, TEXT_PATTERN)  # a Kubernetes user's or a REST API token's name
 TimeoutSeconds = Annotated[int, Field(ge=1, le=86400)]
 WindowChoice = Literal["day", "night", "auto"]
 Window = Literal["day", "night"]
 ApprovalDecision = Literal["Approve", "Reject"]  # a RunbookApproval's, and the status' record of it
-Person = Annotated[str, Field(max_length=253)]  # a Kubernetes user name or a REST API token's name
 
 
 def manifest(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:

@@ -1,14 +1,24 @@
-"""Running the script: its own process group, output read concurrently, timeout and cancellation."""
+"""Running the script: its own process group, output read concurrently, timeout and cancellation.
+
+The script never outlives the runner: the kernel kills it when the runner dies, even by ``SIGKILL`` or the
+OOM killer (``PR_SET_PDEATHSIG``). What the script started itself is in the runner's session (the script's
+process group is a new one in that session), so whoever started the runner in a session of its own (the
+local executor) finds what is left of a run by the runner's pid; in a Job pod the runner is the container's
+PID 1, and the kernel kills every process of the container's PID namespace when it dies.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +30,7 @@ KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL to the script's process 
 DRAIN_SECONDS = 2.0  # how long to read output left in the pipes once the script has exited
 POLL_SECONDS = 0.05
 MAX_LINE_BYTES = 8192  # longer lines are cut (messages are cut to 500 characters anyway)
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class Cancellation:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.signal_name = _signal_name(signum)
+        self.signal_name = signal_name(signum)
 
 
 class _NotRunnable(Exception):
@@ -63,12 +74,14 @@ def run_script(
     command: str,
     env: dict[str, str],
     *,
+    cwd: Path,
     timeout: float,
     log: LogSink,
     cancel: Cancellation,
     kill_grace: float = KILL_GRACE_SECONDS,
 ) -> Outcome:
-    """Run ``<scripts_dir>/<command>`` until it ends, times out or is cancelled; stream its output."""
+    """Run ``<scripts_dir>/<command>`` in ``cwd`` with exactly ``env`` until it ends, times out or is
+    cancelled; stream its output."""
     try:
         script = _locate(scripts_dir, command)
     except _NotRunnable as exc:
@@ -79,10 +92,12 @@ def run_script(
         process = subprocess.Popen(
             [str(script)],
             env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group, so that it can be stopped as a whole
+            process_group=0,  # its own process group, so that it can be stopped as a whole
+            preexec_fn=_dies_with(os.getpid()),
         )
     except OSError as exc:
         message = f"could not execute {script}: {exc.strerror or exc}"
@@ -99,6 +114,22 @@ def run_script(
     if ending == "cancelled":
         return _cancelled(cancel, log, script_ran=True)
     return _exited(process.returncode, log)
+
+
+def _dies_with(runner: int) -> Callable[[], None] | None:
+    """For ``preexec_fn``: the kernel sends the script ``SIGKILL`` when the runner's thread that started it
+    (the main thread, which lives as long as the runner) ends. A runner that died before the script asked
+    for that leaves the script an orphan already: then it ends itself at once."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != runner:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def _locate(scripts_dir: str | None, command: str) -> Path:
@@ -189,7 +220,7 @@ def _exited(returncode: int, log: LogSink) -> Outcome:
     if returncode == ExitCode.INVALID_ARGUMENTS:
         return _failed(ExitCode.INVALID_ARGUMENTS, "script exited with code 2 (invalid arguments)", log)
     if returncode < 0:
-        return _failed(ExitCode.SCRIPT_FAILED, f"script killed by {_signal_name(-returncode)}", log)
+        return _failed(ExitCode.SCRIPT_FAILED, f"script killed by {signal_name(-returncode)}", log)
     return _failed(ExitCode.SCRIPT_FAILED, f"script exited with code {returncode}", log)
 
 
@@ -202,7 +233,7 @@ def _failed(code: ExitCode, message: str, log: LogSink, *, script_ran: bool = Tr
     return Outcome(code, message, script_ran=script_ran)
 
 
-def _signal_name(signum: int) -> str:
+def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
     except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import threading
 from collections import deque
@@ -14,6 +15,8 @@ from runbooks.contract import now
 MAX_MESSAGE_CHARS = 500
 # The result (4 KiB) never holds more than about 60 lines, so keeping more would only cost memory.
 KEPT_LINES = 100
+# A log file (--log-file) holds at most this much, and its one older generation (<path>.1) as much again.
+LOG_FILE_MAX_BYTES = 1024 * 1024
 
 _LEVEL_PREFIX = re.compile(r"(DEBUG|INFO|WARNING|ERROR): ?")
 
@@ -31,15 +34,45 @@ def classify(text: str, default_level: str) -> tuple[str, str]:
     return default_level, text
 
 
+class RotatingFile:
+    """A log file that never holds more than ``max_bytes``: when the next line would pass that, the file
+    becomes ``<path>.1`` (replacing the one before) and a new one starts. So a script that writes without end
+    costs at most twice ``max_bytes`` of disk, and the newest lines are always at the end of ``path``.
+
+    A failure to write (a full disk) loses lines, never the run.
+    """
+
+    def __init__(self, path: str, max_bytes: int = LOG_FILE_MAX_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._file: BinaryIO | None = None
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            if self._file is not None and self._size and self._size + len(data) > self.max_bytes:
+                self._file.close()
+                self._file = None
+                os.replace(self.path, f"{self.path}.1")
+            if self._file is None:
+                self._file = open(self.path, "ab")  # noqa: SIM115 (open for the run's whole life)
+                self._size = self._file.tell()
+            self._file.write(data)
+            self._file.flush()
+            self._size += len(data)
+
+
 class LogSink:
-    """Streams each line to ``out`` as it comes (one JSON object per line) and keeps the last ones.
+    """Streams each line to ``out`` (and to ``file``, if any) as it comes (one JSON object per line) and
+    keeps the last ones.
 
     Safe to use from the two threads reading the script's stdout and stderr. After ``close()`` lines are
     dropped, so nothing is printed after the result line.
     """
 
-    def __init__(self, out: BinaryIO, keep: int = KEPT_LINES) -> None:
+    def __init__(self, out: BinaryIO, keep: int = KEPT_LINES, file: RotatingFile | None = None) -> None:
         self._out = out
+        self._file = file
         self._kept: deque[dict[str, str]] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._closed = False
@@ -55,6 +88,8 @@ class LogSink:
             with contextlib.suppress(OSError):
                 self._out.write(data)
                 self._out.flush()
+            if self._file is not None:
+                self._file.write(data)
 
     def script_line(self, raw: str, default_level: str) -> None:
         """One line of the script's output; blank lines are ignored."""

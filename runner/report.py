@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ HEALTH_NUMBERS = (
 HEALTH_KEYS = (*HEALTH_NUMBERS, "generated_at")
 STATE_KEYS = ("environment_mode", "active_profile", "active_window")
 MAX_REPORT_BYTES = 1024 * 1024
+# Deeper values are refused: a health report is flat, and whatever nests must still fit the status (and the
+# JSON encoders on its way there, whose recursion is bounded).
+MAX_DEPTH = 32
 
 
 class ReportError(ValueError):
@@ -35,24 +40,61 @@ class Report:
 
 
 def read_report(path: Path) -> Report:
-    """The script's report; an empty ``Report`` when the script wrote none."""
+    """The script's report; an empty ``Report`` when the script wrote none.
+
+    Whatever the script left at the path, this returns or raises ``ReportError`` at once: a FIFO is not
+    waited on, a directory or a device is not read.
+    """
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_REPORT_BYTES + 1)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return Report()
+    except OSError as error:
+        raise ReportError(f"cannot be opened: {error.strerror}") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise ReportError(f"not a regular file but {_kind(mode)}")
+        data = os.read(descriptor, MAX_REPORT_BYTES + 1)  # a regular file gives all that is asked for
+    except OSError as error:
+        raise ReportError(f"cannot be read: {error.strerror}") from None
+    finally:
+        os.close(descriptor)
     if len(data) > MAX_REPORT_BYTES:
         raise ReportError(f"larger than {MAX_REPORT_BYTES} bytes")
     try:
         document = json.loads(data.decode(), parse_constant=_reject_constant)
     except ValueError as exc:  # also UnicodeDecodeError
         raise ReportError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ReportError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(document) > MAX_DEPTH:
+        raise ReportError(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(document, dict):
         raise ReportError(f"expected a JSON object, got {type(document).__name__}")
     unknown = sorted(set(document) - {"health", "state"})
     if unknown:
         raise ReportError(f"unknown keys {unknown} (expected 'health' and/or 'state')")
     return Report(health=_health(document.get("health")), state=_state(document.get("state")))
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "a device")
+
+
+def _depth(document: Any) -> int:
+    """How deep arrays and objects nest in ``document`` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth + 1)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _reject_constant(name: str) -> None:

@@ -21,6 +21,19 @@ from runbooks.contract import ConditionType, finished
 # on a state they set, never for a time. At most a minute, so that a failed test leaves no script behind.
 HOLD = 'i=0; while [ ! -e "$RELEASE" ] && [ "$i" -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done\n'
 
+# Free text that command-line arguments, a shell or a kubelet would not pass on as it is (no control
+# character: the API server refuses them, but tab and newline in a reason). Scripts get it as written.
+AWKWARD_TEXTS = [
+    "--dry-run",
+    "-x",
+    "--",
+    "--enforce --timeout=1",
+    "it's \"quoted\" 'twice'",
+    "$(touch /tmp/mdops-never) `id` ${HOME} $$ $(TMPDIR)",
+    "Ünïcödé ✓ 日本語 \U0001f680",
+    " spaces around ",
+]
+
 # Python's names of the spec's fields to the Runbook's (``dry_run`` -> ``dryRun``).
 SPEC_KEYS = {name: field.alias or name for name, field in models.RunbookSpec.model_fields.items()}
 
@@ -93,6 +106,12 @@ class Runbooks:
 
     def gone(self, name: str) -> bool:
         return self.get(name) is None
+
+
+def recorded_environ(path: Path) -> dict[str, str]:
+    """The environment a script recorded with ``cat /proc/$$/environ > FILE``: its own, as it was started."""
+    items = [item.decode() for item in path.read_bytes().split(b"\0") if item]
+    return dict(item.split("=", 1) for item in items)
 
 
 def lines(path: Path) -> list[str]:

@@ -2,6 +2,10 @@
 
 An executor's ``start`` is idempotent: a run it already started (before a controller restart) is
 adopted, never started twice. ``wait`` returns the runner's result JSON.
+
+The runner gets the request as data (``$MDOPS_REQUEST``, JSON), never as arguments: its arguments are
+fixed tokens the controller controls, so a reason such as ``--dry-run`` or ``$(id)`` reaches the script
+exactly as written.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any, Protocol
 
 from controller.settings import ControllerSettings
 from runbooks.contract import now
+from runner.request import EXTRA_ENV, KEYS, PASS_ENV, REQUEST_ENV, dumps_for_env
 
 LogCallback = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
@@ -26,27 +31,30 @@ class RunRequest:
     window: str
     spec: dict[str, Any]  # the Runbook's spec, camelCase, defaults applied by the API server
 
+    def runner_request(self) -> dict[str, Any]:
+        """The request the runner runs (``runner.request``): the spec's fields, with the request id in
+        effect and the window resolved."""
+        fields = {key: self.spec[key] for key in KEYS if key in self.spec}
+        return fields | {"command": self.command, "requestId": self.request_id, "window": self.window}
+
     def runner_args(self, settings: ControllerSettings) -> list[str]:
-        spec = self.spec
-        args = [
-            "--command", self.command,
-            "--request-id", self.request_id,
-            "--mode", spec.get("mode", "live"),
-            "--window", self.window,
-            "--profile", spec.get("profile", "primary"),
-            "--config", spec.get("config", ""),
-            "--reason", spec.get("reason", ""),
-            "--requested-by", spec.get("requestedBy", ""),
-            "--timeout", str(spec.get("timeoutSeconds", 300)),
+        """The runner's options: the health gate's thresholds (numbers from the settings), nothing else."""
+        return [
             "--min-coverage", str(settings.gate_min_coverage),
             "--max-backlog", str(settings.gate_max_backlog),
             "--max-failover-latency-ms", str(settings.gate_max_failover_latency_ms),
         ]  # fmt: skip
-        if spec.get("enforce"):
-            args.append("--enforce")
-        if spec.get("dryRun"):
-            args.append("--dry-run")
-        return args
+
+    def runner_env(self, settings: ControllerSettings) -> dict[str, str]:
+        """The runner's environment variables for this run: the request, and what its script gets besides
+        the contract (``MDOPS_SCRIPT_ENV``, ``MDOPS_SCRIPT_PASS_ENV``), each as JSON safe from a kubelet's
+        ``$(NAME)`` expansion."""
+        env = {REQUEST_ENV: dumps_for_env(self.runner_request())}
+        if settings.script_env:
+            env[EXTRA_ENV] = dumps_for_env(settings.script_env)
+        if settings.script_pass_env:
+            env[PASS_ENV] = dumps_for_env(settings.script_pass_env)
+        return env
 
 
 def failure(code: int, message: str) -> dict[str, Any]:

@@ -54,10 +54,11 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
             "--result-file",
             TERMINATION_LOG,
         ],
-        # The root filesystem is read-only; the runner and the scripts get a writable temp dir.
+        # The root filesystem is read-only; the runner and the scripts get a writable temp dir. The request
+        # and the scripts' variables are JSON without a "$", which the kubelet passes on as it is.
         "env": [
             {"name": "TMPDIR", "value": TMP_MOUNT},
-            *({"name": k, "value": v} for k, v in sorted(settings.script_env.items())),
+            *({"name": k, "value": v} for k, v in request.runner_env(settings).items()),
         ],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -3,29 +3,43 @@
 Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
 is never started twice. The runner runs in its own session and outlives the controller: a controller
 killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
-lines go to ``runner.log``.
+lines go to ``runner.log`` (at most 1 MiB, the older lines in ``runner.log.1``), its own errors to
+``runner.err``.
+
+A runner that dies without a result (``kill -9``, the OOM killer) takes its script with it (the kernel
+kills it: ``PR_SET_PDEATHSIG``); what the script started is still in the runner's session, and is killed,
+and seen gone, before the run ends (and so before its lock is released): ``end_session``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from controller.executors import LogCallback, RunRequest, failure
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
+from runner.execute import signal_name
+from runner.request import BASE_ENV
 from runner.result import parse_log_line, parse_result
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 LOG_EVERY_SECONDS = 1.0
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_BYTES = 64 * 1024
+# A process killed with SIGKILL is gone at once, unless it is in an uninterruptible sleep (a hung disk): it
+# then dies when that ends, and can run nothing of its own before. Past this, the run ends all the same.
+SESSION_END_SECONDS = 30.0
 
 
 class LocalRun:
@@ -69,15 +83,21 @@ class LocalRun:
             return 0
 
     def _logs(self) -> list[dict[str, Any]]:
-        """The log lines at the end of ``runner.log``; only its tail is read (a chatty log is long)."""
-        try:
-            with (self.folder / "runner.log").open("rb") as log:
-                size = log.seek(0, os.SEEK_END)
-                log.seek(max(0, size - LOG_TAIL_BYTES))
-                lines = log.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-        if size > LOG_TAIL_BYTES:
+        """The log lines at the end of ``runner.log`` (and of ``runner.log.1`` when that is short): only
+        their last ``LOG_TAIL_BYTES`` are read."""
+        tail = b""
+        for name in ("runner.log", "runner.log.1"):
+            try:
+                with (self.folder / name).open("rb") as file:
+                    size = file.seek(0, os.SEEK_END)
+                    file.seek(max(0, size - (LOG_TAIL_BYTES - len(tail))))
+                    tail = file.read() + tail
+            except FileNotFoundError:
+                continue
+            if len(tail) >= LOG_TAIL_BYTES:
+                break
+        lines = tail.decode(errors="replace").splitlines()
+        if len(tail) >= LOG_TAIL_BYTES:
             lines = lines[1:]  # the first may be cut
         return [entry for entry in map(parse_log_line, lines) if entry is not None]
 
@@ -101,25 +121,50 @@ class LocalRun:
                         await on_logs(self._logs())
                 if loop.time() > deadline:
                     await self.cancel()
+                    await self._end_session()
                     return failure(
                         ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
                     )
-            return self._result()
+            return await self._result()
         finally:
             if self.slot is not None:
                 self.slot.release()
                 self.slot = None
 
-    def _result(self) -> dict[str, Any]:
+    async def _result(self) -> dict[str, Any]:
         try:
             return parse_result((self.folder / "result.json").read_text())
         except FileNotFoundError:
-            tail = "; ".join(line["message"] for line in self._logs()[-3:])
-            return failure(
-                ExitCode.NOT_EXECUTED, f"runner exited without a result{': ' + tail if tail else ''}"
-            )
+            return await self._lost()
         except ValueError as error:
             return failure(ExitCode.NOT_EXECUTED, f"runner wrote an invalid result: {error}")
+
+    async def _lost(self) -> dict[str, Any]:
+        """The result of a run whose runner is gone without one: what the run left is killed first."""
+        killed = await self._end_session()
+        code = self.process.returncode if self.process is not None else None
+        if code is None:  # adopted: it ended while no controller watched it
+            message = "the runner ended without writing a result"
+        elif code < 0:
+            message = f"the runner died (killed by {signal_name(-code)}) without writing a result"
+        else:
+            message = f"the runner exited with code {code} without writing a result"
+        if killed:
+            message += f"; killed what its script had left ({len(killed)} process{'es' * (len(killed) > 1)})"
+        said = [line["message"] for line in self._logs()[-3:]] + self._errors()[-1:]
+        return failure(ExitCode.NOT_EXECUTED, message + (": " + "; ".join(said) if said else ""))
+
+    def _errors(self) -> list[str]:
+        """The runner's own error output (a traceback when it crashed), non-blank lines."""
+        try:
+            text = (self.folder / "runner.err").read_bytes()[-LOG_TAIL_BYTES:]
+        except FileNotFoundError:
+            return []
+        return [line for line in text.decode(errors="replace").splitlines() if line.strip()]
+
+    async def _end_session(self) -> list[int]:
+        pid = self.pid
+        return await end_session(pid) if pid is not None else []
 
     async def cancel(self) -> None:
         pid = self.pid
@@ -158,19 +203,68 @@ class LocalExecutor:
             argv = [
                 sys.executable, "-m", "runner", *request.runner_args(self.settings),
                 "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
+                "--log-file", str(folder / "runner.log"),
             ]  # fmt: skip
-            with (folder / "runner.log").open("wb") as log:
+            with (folder / "runner.err").open("wb") as errors:
                 process = await asyncio.create_subprocess_exec(
                     *argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    stdout=subprocess.DEVNULL,  # the same lines as runner.log, unbounded
+                    stderr=errors,
                     stdin=subprocess.DEVNULL,
                     cwd=folder,
-                    env={**os.environ, **self.settings.script_env},
-                    start_new_session=True,
+                    env=runner_environment(request, self.settings, os.environ),
+                    start_new_session=True,  # its session: what is left of the run if the runner dies
                 )
             (folder / "pid").write_text(str(process.pid))
         except BaseException:
             self.slots.release()
             raise
         return LocalRun(folder, timeout, process, self.slots)
+
+
+def runner_environment(
+    request: RunRequest, settings: ControllerSettings, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The runner's whole environment: of the controller's (``environ``, which may hold its credentials)
+    only what the scripts may have (``BASE_ENV`` and the names of ``MDOPS_SCRIPT_PASS_ENV``), and the run's
+    variables; the runner hands its script no more than that either."""
+    names = [*BASE_ENV, *settings.script_pass_env]
+    return {name: environ[name] for name in names if name in environ} | request.runner_env(settings)
+
+
+def session_members(session: int) -> list[int]:
+    """The live processes of ``session`` (a zombie is dead already), from ``/proc``."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _, _, sid = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:4]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if int(sid) == session and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+async def end_session(session: int) -> list[int]:
+    """Kill (SIGKILL) every process left in the session of a runner that is gone, and wait until they are
+    gone; their pids. A session whose leader lives is not a dead runner's (its pid was used again): left
+    alone."""
+    if session <= 1 or session == os.getsid(0):
+        return []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SESSION_END_SECONDS
+    killed: set[int] = set()
+    while members := await asyncio.to_thread(session_members, session):
+        if session in members and not killed:
+            return []
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(members)
+        if loop.time() > deadline:
+            log.warning("session %d: %s survive SIGKILL; the run ends all the same", session, members)
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    return sorted(killed)

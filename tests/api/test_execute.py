@@ -16,7 +16,7 @@ from api.submission import object_name
 from devcluster.processes import wait_until
 from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
 from tests.api.proxy import Proxy
-from tests.runbook_client import HOLD
+from tests.runbook_client import AWKWARD_TEXTS, HOLD, recorded_environ
 
 EXECUTE = "/api/ops/runbooks/execute"
 HEALTH = {
@@ -294,6 +294,44 @@ def test_invalid_bodies_are_422_naming_the_field(api, runbooks, body, field):
     assert response.status_code == 422, response.text
     assert field in [str(part) for error in response.json()["detail"] for part in error["loc"]]
     assert runbooks.list() == []
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "refused"),
+    [
+        ("reason", "a\u0001b", "U+0001 at position 1"),
+        ("reason", "line\r\n", "U+000D at position 4"),
+        ("reason", "\u001b[2J", "U+001B at position 0"),
+        ("reason", "del\u007f", "U+007F at position 3"),
+        ("reason", "c1\u0085", "U+0085 at position 2"),
+        ("config", "a\tb", "U+0009 at position 1"),
+        ("config", "a\nb", "U+000A at position 1"),
+    ],
+)
+def test_control_characters_in_free_text_are_422_saying_so(api, runbooks, field, text, refused):
+    response = api.post(EXECUTE, json={"command": "start", field: text}, headers=auth())
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    allowed = " (tab and newline are allowed)" if field == "reason" else ""
+    assert error == {
+        "loc": ["body", field],
+        "msg": f"must not contain control characters{allowed}: {refused}",
+        "type": "control_character",
+    }
+    assert runbooks.list() == []
+
+
+def test_free_text_reaches_the_script_exactly_as_written(api, controller, scripts):
+    """A reason or config that command-line arguments would have taken for options (exit 2, or 125 and a
+    500 before) is data: the script's own record of its environment shows it as sent."""
+    scripts.write("drill", 'cat /proc/$$/environ > "$RUNS.$MDOPS_REQUEST_ID"\n')
+    for index, text in enumerate(AWKWARD_TEXTS):
+        reason = f"{text}\ttab\nnewline"
+        body = {"command": "drill", "request_id": f"text-{index}", "reason": reason, "config": text}
+        response = api.post(EXECUTE, json=body, headers=auth())
+        assert (response.status_code, response.json()["runbook"]["status"]) == (200, "success"), response.text
+        env = recorded_environ(scripts.runs_file.with_name(f"runs.log.text-{index}"))
+        assert (env["MDOPS_REASON"], env["MDOPS_CONFIG"]) == (reason, text)
 
 
 def test_a_body_that_is_not_json_is_422(api):

@@ -11,8 +11,17 @@ import pytest
 from kubernetes import client
 
 from devcluster.processes import answers_200, wait_until
+from runner.request import BASE_ENV, Request, contract_env
 from sim.process import run_sim
-from tests.runbook_client import HOLD, Runbooks, ran_in, wait_for_one_acting, write_script
+from tests.runbook_client import (
+    AWKWARD_TEXTS,
+    HOLD,
+    Runbooks,
+    ran_in,
+    recorded_environ,
+    wait_for_one_acting,
+    write_script,
+)
 
 # Held (see HOLD) only when the test gives the script a $RELEASE file to wait for.
 REPORTING = f"""
@@ -89,6 +98,28 @@ def test_job_executor_runs_the_images_reference_scripts_unless_a_configmap_is_na
     pod = job.spec.template.spec
     assert [v.name for v in pod.volumes] == ["tmp"]
     assert "/etc/mdops/scripts" in pod.containers[0].args
+
+
+def test_a_job_script_gets_the_request_text_verbatim_and_a_minimal_environment(
+    start_controller, cluster, namespace, rbs, tmp_path
+):
+    """In a Job the request is JSON in the runner's environment: a reason that argparse would take for an
+    option, or the kubelet for a variable reference, reaches the script as written (its own record)."""
+    folder, seen = tmp_path / "scripts", tmp_path / "seen"
+    seen.mkdir()
+    write_script(folder, "health_check", 'cat /proc/$$/environ > "$SEEN/$MDOPS_REQUEST_ID"\n')
+    cluster.kubectl("create", "configmap", "env-scripts", "-n", namespace, f"--from-file={folder}")
+    start_controller(**image_job_settings(SEEN=str(seen)), MDOPS_SCRIPTS_CONFIGMAP="env-scripts")
+    reasons = {"dash": "--dry-run", "all": " ".join(AWKWARD_TEXTS) + "\ttab\nnewline"}
+    for name, reason in reasons.items():
+        rbs.create(name, command="health_check", reason=reason, config="-x", timeoutSeconds=90)
+    for name, reason in reasons.items():
+        status = rbs.wait_finished(name, timeout=90)["status"]
+        assert status["result"] == "success", status
+        script = recorded_environ(seen / name)
+        assert (script["MDOPS_REASON"], script["MDOPS_CONFIG"]) == (reason, "-x")
+        contract = set(contract_env(Request("stop", "r", "day"), tmp_path))
+        assert set(script) - set(BASE_ENV) == {"SEEN"} | contract  # nothing of the pod's own environment
 
 
 def test_job_executor_reports_a_failing_script(start_controller, cluster, namespace, rbs, tmp_path):

@@ -8,6 +8,9 @@ import pytest
 
 from runbooks import crd, models
 
+TEXT_REFUSED = models.TEXT_PATTERNS[models.TEXT_PATTERN]
+REASON_REFUSED = 'spec.reason: Invalid value: "string": ' + models.TEXT_PATTERNS[models.REASON_PATTERN]
+
 
 def _apply(cluster, namespace, spec: dict, name: str = "rb1"):
     manifest = json.dumps(models.manifest(name, spec))
@@ -42,12 +45,29 @@ def test_valid_runbook_gets_its_defaults(mdops_crds, namespace):
         ({"command": "start", "requestId": "../etc"}, "spec.requestId: Invalid value"),
         ({"command": "start", "reason": "a\u0000b"}, "spec.reason: Invalid value"),  # scripts get it in env
         ({"command": "start", "config": "\u0000"}, "spec.config: Invalid value"),
+        # No other control character either (C0, DEL, C1), but tab and newline in a reason; said in words.
+        ({"command": "start", "reason": "a\u0001b"}, REASON_REFUSED),
+        ({"command": "start", "reason": "line\r\n"}, REASON_REFUSED),
+        ({"command": "start", "reason": "\u001b[2J"}, REASON_REFUSED),
+        ({"command": "start", "reason": "del\u007f"}, REASON_REFUSED),
+        ({"command": "start", "reason": "c1\u0085"}, REASON_REFUSED),
+        ({"command": "start", "config": "a\tb"}, 'spec.config: Invalid value: "string": ' + TEXT_REFUSED),
+        ({"command": "start", "config": "a\nb"}, 'spec.config: Invalid value: "string": ' + TEXT_REFUSED),
+        ({"command": "start", "requestedBy": "eve\u001b]0;root\u0007"}, "spec.requestedBy: Invalid value"),
     ],
 )
 def test_api_server_refuses_invalid_runbooks(mdops_crds, namespace, spec, message):
     result = _apply(mdops_crds, namespace, spec)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_free_text_keeps_tabs_newlines_and_any_printable_character(mdops_crds, namespace):
+    text = "--dry-run -x -- $(id) `id` 'q' \"qq\" Ünï ✓ 日本 \U0001f680 \u2028"
+    spec = {"command": "start", "reason": f"{text}\ttab\nnewline", "config": text, "requestedBy": text}
+    assert _apply(mdops_crds, namespace, spec).returncode == 0
+    got = json.loads(mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
+    assert {key: got["spec"][key] for key in spec} == spec
 
 
 def test_spec_is_immutable(mdops_crds, namespace):

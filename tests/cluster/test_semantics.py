@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devcluster.processes import answers_200, wait_until
+from devcluster.processes import answers_200, process_gone, wait_until
 from tests.runbook_client import HOLD, Runbooks, lines, runbook, write_script
 
 # Each run appends "<request id> start <epoch ns>" and "... end ..." to $RUNS, and is held in between until
@@ -45,6 +45,7 @@ def script_env(tmp_path: Path) -> dict[str, str]:
         "RUNS": str(tmp_path / "runs.log"),
         "PIDS": str(tmp_path / "pids"),
         "RELEASE": str(tmp_path / "go"),
+        "BEATS": str(tmp_path / "beats.log"),
     }
     return {"MDOPS_SCRIPTS_DIR": str(tmp_path / "scripts"), "MDOPS_SCRIPT_ENV": json.dumps(values)}
 
@@ -191,3 +192,45 @@ def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(star
     status = rbs.wait_finished("adopted", timeout=60)["status"]
     assert (status["result"], status["attempts"]) == ("success", 1)
     assert started(env) == ["adopted"]
+
+
+# RECORDING, after starting a child in the script's process group that appends a timestamp to $BEATS every
+# 50 ms for as long as it lives (as a daemon the script forgot would go on changing the platform), at most a
+# minute or so (so that a failed test leaves nothing behind).
+BEATING = (
+    """
+    (i=0; while [ "$i" -lt 1200 ]; do date +%s%N >> "$BEATS"; sleep 0.05; i=$((i + 1)); done) &
+    echo $! > "$PIDS/$MDOPS_REQUEST_ID.child"
+"""
+    + RECORDING
+)
+
+
+def test_a_killed_runner_leaves_nothing_running_when_the_next_run_starts(start_controller, rbs, env):
+    """``kill -9`` of the runner (as the OOM killer does): its script and what the script started are
+    killed, and seen gone, before the lock goes to the next mutating run; the run fails, never succeeds."""
+    write_script(env / "scripts", "failover", BEATING)
+    start_controller(**script_env(env))
+    rbs.create("a-failover", command="failover")
+    wait_started(env, "a-failover")
+    rbs.create("b-failback", command="failback")
+    rbs.wait_for("b-failback", "Queued", "True")
+    script = int((env / "pids" / "a-failover").read_text())
+    child = int((env / "pids" / "a-failover.child").read_text())
+    execution = rbs.get("a-failover")["status"]["execution"]["name"]  # pid/<the runner's pid>
+    wait_until(lambda: lines(env / "beats.log"), 30, "the child's first beat")
+
+    os.kill(int(execution.removeprefix("pid/")), signal.SIGKILL)
+
+    wait_started(env, "b-failback")
+    # The witnesses: the killed run's script and its child, and the child's own heartbeats.
+    assert process_gone(script) and process_gone(child)
+    runs = {(request, edge): int(stamp) for request, edge, stamp in map(str.split, lines(env / "runs.log"))}
+    assert max(int(beat) for beat in lines(env / "beats.log")) < runs["b-failback", "start"]
+    assert ("a-failover", "end") not in runs
+    status = rbs.wait_finished("a-failover")["status"]
+    assert (status["exitCode"], status["result"]) == (125, "failed")
+    died = "the runner died (killed by SIGKILL) without writing a result; killed what its script had left"
+    assert status["message"].startswith(died), status["message"]
+    release(env)
+    assert rbs.wait_finished("b-failback")["status"]["result"] == "success"

@@ -151,6 +151,7 @@ def test_job_executor_with_custom_images(helm):
     assert env["MDOPS_RUNNER_IMAGE"] == "registry.example.com/platform/mdops-runner:0.1.0-scripts"
     assert env["MDOPS_SCRIPTS_CONFIGMAP"] == "platform-runbook-scripts"
     assert env["MDOPS_SCRIPT_ENV"] == '{"MDOPS_SIM_URL":"http://feed-admin.market-data.svc:9100"}'
+    assert env["MDOPS_SCRIPT_PASS_ENV"] == '["HTTPS_PROXY","NO_PROXY"]'
     assert env["MDOPS_JOB_SERVICE_ACCOUNT"] == "runbook-runner"
     assert not [d for d in docs if d["kind"] == "ConfigMap"]
 
@@ -172,6 +173,7 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "replicaCount=2"), "replicaCount > 1 needs peering.enabled"),
         (("--set", "scripts.configMapName=My_Scripts"), "/scripts/configMapName"),
         (("--set", "scripts.create=false"), "additional properties 'create' not allowed"),
+        (("--set", "controller.scriptPassEnv={HTTPS-PROXY}"), "/controller/scriptPassEnv/0"),
     ]:
         result = helm.run("template", "mdops", str(CHART), *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -69,3 +70,46 @@ def test_the_scripts_are_the_images_unless_a_configmap_is_named(settings, config
 def test_the_image_scripts_are_the_default(settings):
     assert settings().scripts_configmap == ""
     assert [v["name"] for v in pod_of(build_job(REQUEST, settings()))["volumes"]] == ["tmp"]
+
+
+AWKWARD = "--dry-run -x -- $(TMPDIR) $$ ${HOME} `id` 'quoted' \"twice\" Ünïcödé\ttab\nnewline"
+
+
+def test_a_job_passes_the_request_as_data_that_the_kubelet_leaves_as_it_is(settings):
+    """Arguments hold fixed tokens only; the request and the scripts' variables are JSON in the
+    environment, without a ``$`` that the kubelet would expand (``$(NAME)``) or halve (``$$``)."""
+    spec = {"command": "failover", "reason": AWKWARD, "config": "-x", "dryRun": True, "timeoutSeconds": 60}
+    request = RunRequest("mdops", "failover-42", "0123456789abcdef", "req-42", "failover", "night", spec)
+    values = {"script_env": {"NOTE": "$(HOME) $$"}, "script_pass_env": ["HTTP_PROXY"]}
+    (container,) = pod_of(build_job(request, settings(**values)))["containers"]
+
+    assert container["args"] == [
+        "--min-coverage", "0.99", "--max-backlog", "10000", "--max-failover-latency-ms", "5000",
+        "--scripts", SCRIPTS_MOUNT, "--result-file", "/dev/termination-log",
+    ]  # fmt: skip
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert set(env) == {"TMPDIR", "MDOPS_REQUEST", "MDOPS_SCRIPT_ENV", "MDOPS_SCRIPT_PASS_ENV"}
+    assert not any("$" in value or not value.isascii() for value in env.values())
+    assert json.loads(env["MDOPS_REQUEST"]) == {
+        "command": "failover",
+        "requestId": "req-42",
+        "window": "night",
+        "reason": AWKWARD,
+        "config": "-x",
+        "dryRun": True,
+        "timeoutSeconds": 60,
+    }
+    assert json.loads(env["MDOPS_SCRIPT_ENV"]) == {"NOTE": "$(HOME) $$"}
+    assert json.loads(env["MDOPS_SCRIPT_PASS_ENV"]) == ["HTTP_PROXY"]
+
+
+def test_a_job_pod_holds_no_credentials_and_its_runner_is_pid_1(settings):
+    """What the README promises for scripts run as Jobs: no ServiceAccount token unless an account is named
+    for them, and the runner as the container's first process (its death ends every process of the
+    container: no process namespace shared with another container)."""
+    pod = pod_of(build_job(REQUEST, settings()))
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod and "shareProcessNamespace" not in pod
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "runner"]  # no init or shell in front of it
+    assert "serviceAccountName" in pod_of(build_job(REQUEST, settings(job_service_account="runner")))

@@ -49,6 +49,7 @@ def test_a_job_pod_runs_as_its_image_user_on_a_read_only_root_with_its_mounts_an
         "--cap-drop=ALL",
         f"--memory={256 * 2**20}",
         f"--env=TMPDIR={TMP_MOUNT}",
+        '--env=MDOPS_REQUEST={"command":"health_check","requestId":"req-1","window":"day"}',
         f"--volume={HOST / 'tmp'}:{TMP_MOUNT}",
         f"--volume={HOST / 'scripts'}:{SCRIPTS_MOUNT}:ro",
         '--entrypoint=["python", "-m", "runner"]',

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from devcluster.processes import wait_until
+from devcluster.processes import process_gone, wait_until
 from runbooks.contract import LOG_LEVELS, ExitCode
 from runner.cli import main
 from runner.gate import Thresholds, evaluate
-from runner.logs import MAX_MESSAGE_CHARS, dumps
+from runner.logs import LOG_FILE_MAX_BYTES, MAX_MESSAGE_CHARS, dumps
 from runner.report import HEALTH_KEYS, HEALTH_NUMBERS, STATE_KEYS
 from runner.result import (
     MAX_RESULT_BYTES,
@@ -34,6 +34,7 @@ from runner.result import (
     parse_log_line,
     parse_result,
 )
+from tests.runbook_client import AWKWARD_TEXTS, lines
 
 REPO = Path(__file__).resolve().parents[2]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # runbooks.contract's format
@@ -89,6 +90,11 @@ def runner_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+def given_to_script(**variables: str) -> dict[str, str]:
+    """The runner's environment, with ``variables`` for the script (``$MDOPS_SCRIPT_ENV``)."""
+    return runner_env(MDOPS_SCRIPT_ENV=json.dumps(variables))
+
+
 def runner_argv(scripts: Path | None, args: tuple[str, ...]) -> list[str]:
     argv = [sys.executable, "-m", "runner", "--request-id", "req-1"]
     if "--window" not in args:
@@ -110,25 +116,16 @@ def parse_output(returncode: int, stdout: str, stderr: str) -> Run:
     return Run(returncode, result, result_text, streamed, stderr)  # type: ignore[arg-type]
 
 
-def run_runner(scripts: Path | None, *args: str, env: dict[str, str] | None = None) -> Run:
+def run_runner(scripts: Path | None, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> Run:
     completed = subprocess.run(
         runner_argv(scripts, args),
-        cwd=REPO,
+        cwd=cwd,
         env=env or runner_env(),
         capture_output=True,
         encoding="utf-8",
         timeout=120,
     )
     return parse_output(completed.returncode, completed.stdout, completed.stderr)
-
-
-def process_gone(pid: int) -> bool:
-    """Gone, or a zombie (dead, waiting for whoever reaps orphans here)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return status.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def read_pid(path: Path) -> int | None:
@@ -317,7 +314,7 @@ def test_timeout_exits_124_and_kills_the_script_process_group(tmp_path: Path, ki
 
     started = time.monotonic()
     run = run_runner(
-        scripts, "--command", "health_check", "--timeout", "1", env=runner_env(PIDFILE=str(pidfile))
+        scripts, "--command", "health_check", "--timeout", "1", env=given_to_script(PIDFILE=str(pidfile))
     )
     elapsed = time.monotonic() - started
 
@@ -340,7 +337,7 @@ def test_timeout_escalates_to_sigkill_after_the_grace_period(tmp_path: Path, kil
     run = run_runner(
         scripts,
         *("--command", "drill", "--timeout", "1", "--kill-grace", "0.5"),
-        env=runner_env(PIDFILE=str(pidfile)),
+        env=given_to_script(PIDFILE=str(pidfile)),
     )
     elapsed = time.monotonic() - started
 
@@ -360,7 +357,7 @@ def test_signal_to_the_runner_cancels_the_run(tmp_path: Path, kill_after: list[i
     runner = subprocess.Popen(
         runner_argv(scripts, ("--command", "restart", "--timeout", "60")),
         cwd=REPO,
-        env=runner_env(PIDFILE=str(pidfile)),
+        env=given_to_script(PIDFILE=str(pidfile)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         encoding="utf-8",
@@ -384,6 +381,45 @@ def test_signal_to_the_runner_cancels_the_run(tmp_path: Path, kill_after: list[i
     wait_until(lambda: process_gone(child), 15, "the script's child to die")
 
 
+def session_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
+def test_the_script_dies_with_its_runner_and_what_it_started_stays_in_the_runners_session(
+    tmp_path: Path, kill_after: list[int]
+) -> None:
+    """``kill -9`` of the runner (or the OOM killer): the kernel kills the script; what the script started
+    is in the runner's session, where the one who started the runner in a session of its own (the local
+    executor) finds it by the runner's pid."""
+    scripts = tmp_path / "scripts"
+    pidfile, scriptfile = tmp_path / "child.pid", tmp_path / "script.pid"
+    write_script(
+        scripts, "failover", sh(f'echo $$ > "{scriptfile}"\n') + SPAWNS_CHILD.removeprefix("#!/bin/sh\n")
+    )
+    runner = subprocess.Popen(
+        runner_argv(scripts, ("--command", "failover", "--timeout", "60")),
+        cwd=REPO,
+        env=given_to_script(PIDFILE=str(pidfile)),
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # as the local executor starts it
+    )
+    try:
+        wait_until(lambda: read_pid(pidfile) is not None, 15, "the script to start its child")
+        child, script = read_pid(pidfile), read_pid(scriptfile)
+        assert child is not None and script is not None
+        kill_after.extend([child, script])
+        assert session_of(script) == session_of(child) == runner.pid
+        runner.kill()
+        runner.wait()
+        wait_until(lambda: process_gone(script), 15, "the script to die with its runner")
+        assert not process_gone(child)
+        assert session_of(child) == runner.pid  # gone with its leader, the session still has its id
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+
 def test_background_process_holding_the_output_does_not_hang_the_run(
     tmp_path: Path, kill_after: list[int]
 ) -> None:
@@ -391,7 +427,9 @@ def test_background_process_holding_the_output_does_not_hang_the_run(
     pidfile = tmp_path / "daemon.pid"
     write_script(scripts, "stop", sh('sleep 1000 &\necho $! > "$PIDFILE"\necho "daemon started"\n'))
 
-    run = run_runner(scripts, "--command", "stop", "--timeout", "60", env=runner_env(PIDFILE=str(pidfile)))
+    run = run_runner(
+        scripts, "--command", "stop", "--timeout", "60", env=given_to_script(PIDFILE=str(pidfile))
+    )
 
     daemon = read_pid(pidfile)
     assert daemon is not None
@@ -573,41 +611,149 @@ def test_malformed_report_keeps_the_exit_code_of_a_failed_script(tmp_path: Path)
     assert [level for level, _ in run.levelled()] == ["ERROR", "ERROR"]
 
 
-def test_environment_given_to_the_script(tmp_path: Path) -> None:
+# What a script may leave at its report path instead of a report: each ends the run at once, as a malformed
+# report (a FIFO is not waited on; a directory is not read).
+ODD_REPORTS = {
+    "fifo": 'mkfifo "$MDOPS_REPORT_FILE"',
+    "directory": 'mkdir "$MDOPS_REPORT_FILE"',
+    "symbolic link to a fifo": 'mkfifo fifo\nln -s "$PWD/fifo" "$MDOPS_REPORT_FILE"',
+    "device": 'ln -s /dev/zero "$MDOPS_REPORT_FILE"',
+    "nested 10,000 deep": 'printf "%10000s" "" | tr " " "[" > "$MDOPS_REPORT_FILE"',
+    "nested 33 deep in the health report": (
+        'printf \'{"health": {"vendor": %s1%s}}\' "$(printf "%32s" "" | tr " " "[")"'
+        ' "$(printf "%32s" "" | tr " " "]")" > "$MDOPS_REPORT_FILE"'
+    ),
+}
+ODD_REPORT_PROBLEMS = {
+    "fifo": "not a regular file but a FIFO",
+    "directory": "not a regular file but a directory",
+    "symbolic link to a fifo": "not a regular file but a FIFO",
+    "device": "not a regular file but a device",
+    "nested 10,000 deep": "nested deeper than 32 levels",
+    "nested 33 deep in the health report": "nested deeper than 32 levels",
+}
+
+
+@pytest.mark.parametrize("exit_code", [0, 7])
+@pytest.mark.parametrize("odd", list(ODD_REPORTS))
+def test_whatever_is_at_the_report_path_the_run_ends_with_the_scripts_own_failure(
+    tmp_path: Path, odd: str, exit_code: int
+) -> None:
+    """Never a hang, and never a 125 that hides how the script ended: a script that failed keeps its
+    failure, one that succeeded fails for its report."""
     scripts = tmp_path / "scripts"
-    seen = tmp_path / "seen.json"
+    write_script(scripts, "drill", sh(f"{ODD_REPORTS[odd]}\nexit {exit_code}\n"))
+
+    run = run_runner(scripts, "--command", "drill", "--timeout", "60")  # opening the FIFO would block
+
+    problem = f"malformed report file: {ODD_REPORT_PROBLEMS[odd]}"
+    assert ("ERROR", problem) in run.levelled()
+    assert run.returncode == 1
+    assert run.result["message"] == (problem if exit_code == 0 else "script exited with code 7")
+
+
+def test_a_report_nested_32_deep_is_kept(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    nested: Any = 1
+    for _ in range(30):
+        nested = [nested]
+    reporting_script(scripts, "health_check", {"health": {"coverage_ratio": 1.0, "vendor": nested}})
+
+    run = run_runner(scripts, "--command", "health_check")
+
+    assert run.returncode == 0, run.result
+    assert run.result["health"]["vendor"] == nested
+
+
+def test_the_scripts_working_directory_is_its_own_not_the_runners(tmp_path: Path) -> None:
+    """Run as the local executor runs it (in the run's folder, its result written there): a script that
+    writes ``pid`` and ``result.json`` into its working directory touches neither of the run's files."""
+    scripts = tmp_path / "scripts"
+    folder = tmp_path / "run-folder"
+    folder.mkdir()
+    (folder / "pid").write_text("4242")
     write_script(
         scripts,
-        "failover",
-        py("""
-            import json, os, sys
-            report = os.environ["MDOPS_REPORT_FILE"]
-            seen = {
-                "env": {key: value for key, value in os.environ.items() if key.startswith("MDOPS_")},
-                "argv": sys.argv[1:],
-                "inherited": os.environ.get("INHERITED"),
-                "report_dir": os.listdir(os.path.dirname(report)),
-            }
-            with open(os.environ["SEEN"], "w") as file:
-                json.dump(seen, file)
+        "stop",
+        sh("""
+            echo 1 > pid
+            echo '{"exitCode": 0, "result": "success"}' > result.json
+            echo "wrote in $PWD"
+            exit 5
         """),
     )
+
+    run = run_runner(scripts, "--command", "stop", "--result-file", str(folder / "result.json"), cwd=folder)
+
+    assert run.returncode == 1
+    assert (folder / "pid").read_text() == "4242"
+    assert parse_result((folder / "result.json").read_text()) == run.result
+    assert sorted(os.listdir(folder)) == ["pid", "result.json"]
+    [(_, wrote)] = [line for line in run.levelled() if line[1].startswith("wrote in")]
+    assert not wrote.startswith(f"wrote in {folder}")
+
+
+# A script that records what it was given: its whole environment (as it was exec'd: Python adds to its own),
+# arguments, standard input and working directory, in the file $SEEN (passed to it through $MDOPS_SCRIPT_ENV).
+RECORDS_WHAT_IT_GOT = py("""
+    import json, os, sys
+    with open("/proc/self/environ", "rb") as file:
+        environ = [item.decode().split("=", 1) for item in file.read().split(b"\\0") if item]
+    seen = {
+        "env": dict(environ),
+        "argv": sys.argv[1:],
+        "stdin": sys.stdin.read(),
+        "cwd": os.getcwd(),
+        "cwd_files": os.listdir("."),
+        "report_dir": sorted(os.listdir(os.path.dirname(os.environ["MDOPS_REPORT_FILE"]))),
+    }
+    with open(os.environ["SEEN"], "w", encoding="utf-8") as file:
+        json.dump(seen, file)
+""")
+
+
+def test_environment_given_to_the_script(tmp_path: Path) -> None:
+    """The script's whole environment: PATH, HOME, LANG, TZ and TMPDIR from the runner's, the names the
+    runner is told to pass, $MDOPS_SCRIPT_ENV's variables and the contract; nothing else of the runner's
+    (whatever secrets it holds)."""
+    scripts = tmp_path / "scripts"
+    seen = tmp_path / "seen.json"
+    write_script(scripts, "failover", RECORDS_WHAT_IT_GOT)
+    environ = {
+        **{name: f"{name.lower()}-value" for name in ("HOME", "LANG", "TZ", "TMPDIR")},
+        "PATH": os.environ["PATH"],
+        "OPS_API_TOKEN": "secret-token",
+        "MDOPS_KUBECONFIG": "/etc/admin.kubeconfig",
+        "PASSED": "asked for",
+        "NOT_PASSED": "never asked for",
+        "MDOPS_SCRIPT_PASS_ENV": json.dumps(["PASSED", "UNSET_NAME"]),
+        "MDOPS_SCRIPT_ENV": json.dumps({"SEEN": str(seen), "TZ": "UTC", "MDOPS_MODE": "overridden?"}),
+    }
+    (tmp_path / "tmpdir-value").mkdir()  # the runner's own temporary folder lives here
+    environ["TMPDIR"] = str(tmp_path / "tmpdir-value")
 
     run = run_runner(
         scripts,
         *("--command", "failover", "--mode", "uat", "--window", "night", "--profile", "backup"),
         *("--config", "cfg-b", "--reason", "it's night", "--requested-by", "alice"),
         *("--enforce", "--dry-run", "--timeout", "42"),
-        env=runner_env(SEEN=str(seen), INHERITED="yes"),
+        env=environ,
     )
 
-    assert run.returncode == 0
+    assert run.returncode == 0, run.result
     observed = json.loads(seen.read_text())
     report_file = Path(observed["env"].pop("MDOPS_REPORT_FILE"))
     assert observed["env"] == {
+        "PATH": os.environ["PATH"],
+        "HOME": "home-value",
+        "LANG": "lang-value",
+        "TZ": "UTC",  # MDOPS_SCRIPT_ENV wins over what the runner passes on
+        "TMPDIR": str(tmp_path / "tmpdir-value"),
+        "PASSED": "asked for",
+        "SEEN": str(seen),
         "MDOPS_COMMAND": "failover",
         "MDOPS_REQUEST_ID": "req-1",
-        "MDOPS_MODE": "uat",
+        "MDOPS_MODE": "uat",  # the contract wins over MDOPS_SCRIPT_ENV
         "MDOPS_WINDOW": "night",
         "MDOPS_PROFILE": "backup",
         "MDOPS_CONFIG": "cfg-b",
@@ -617,12 +763,140 @@ def test_environment_given_to_the_script(tmp_path: Path) -> None:
         "MDOPS_DRY_RUN": "1",
         "MDOPS_TIMEOUT_SECONDS": "42",
     }
-    assert observed["argv"] == []
-    assert observed["inherited"] == "yes"
-    assert observed["report_dir"] == []  # a fresh directory
+    assert (observed["argv"], observed["stdin"]) == ([], "")
+    assert observed["report_dir"] == ["work"]  # a fresh directory: the report is not there yet
+    assert (observed["cwd"], observed["cwd_files"]) == (str(report_file.parent / "work"), [])
+    assert report_file.parent.parent == tmp_path / "tmpdir-value"
     assert not report_file.parent.exists()  # removed after the run
     assert run.result["dryRun"] is True
     assert run.result["state"] == UAT_BACKUP_NIGHT
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "error"),
+    [
+        ("MDOPS_SCRIPT_ENV", "[1]", "MDOPS_SCRIPT_ENV: expected a JSON object of strings"),
+        ("MDOPS_SCRIPT_ENV", '{"A": 1}', "MDOPS_SCRIPT_ENV: expected a JSON object of strings"),
+        ("MDOPS_SCRIPT_ENV", '{"A=B": "x"}', "MDOPS_SCRIPT_ENV: 'A=B' is not a variable name"),
+        ("MDOPS_SCRIPT_ENV", '{"A": "x\\u0000"}', "MDOPS_SCRIPT_ENV.A: contains a NUL character"),
+        ("MDOPS_SCRIPT_ENV", "{", "MDOPS_SCRIPT_ENV: not JSON"),
+        ("MDOPS_SCRIPT_PASS_ENV", "PATH", "MDOPS_SCRIPT_PASS_ENV: not JSON"),
+        ("MDOPS_SCRIPT_PASS_ENV", '{"A": "B"}', "MDOPS_SCRIPT_PASS_ENV: expected a JSON list of variable"),
+    ],
+)
+def test_an_invalid_environment_for_the_script_exits_2(
+    tmp_path: Path, variable: str, value: str, error: str
+) -> None:
+    scripts = tmp_path / "scripts"
+    marker = tmp_path / "ran"
+    write_script(scripts, "stop", sh(f"touch {marker}\n"))
+
+    run = run_runner(scripts, "--command", "stop", env=runner_env(**{variable: value}))
+
+    assert run.returncode == 2
+    assert run.result["message"].startswith(f"invalid arguments: {error}")
+    assert not marker.exists()
+
+
+def json_request(**fields: Any) -> dict[str, Any]:
+    return {"command": "failover", "requestId": "req-1", "window": "day", **fields}
+
+
+def run_request(scripts: Path, request: Any, *args: str, via: str = "env", **script_env: str) -> Run:
+    """The runner given ``request`` as JSON: in $MDOPS_REQUEST (``via="env"``), in a file
+    (``via="file"``) or on standard input (``via="stdin"``)."""
+    text = request if isinstance(request, str) else json.dumps(request)
+    env = given_to_script(**script_env)
+    argv = [sys.executable, "-m", "runner", "--scripts", str(scripts), *args]
+    stdin = None
+    if via == "env":
+        env["MDOPS_REQUEST"] = text
+    elif via == "file":
+        path = scripts.parent / "request.json"
+        path.write_text(text, encoding="utf-8")
+        argv += ["--request", str(path)]
+    else:
+        argv += ["--request", "-"]
+        stdin = text
+    completed = subprocess.run(
+        argv, cwd=REPO, env=env, input=stdin, capture_output=True, encoding="utf-8", timeout=120
+    )
+    return parse_output(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.mark.parametrize("via", ["env", "file", "stdin"])
+def test_a_json_request_reaches_the_script_verbatim(tmp_path: Path, via: str) -> None:
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "failover", RECORDS_WHAT_IT_GOT)
+    for index, text in enumerate([*AWKWARD_TEXTS, "tab\tand\nnewline", ""]):
+        seen = tmp_path / f"seen-{index}.json"
+        request = json_request(reason=text, config=text[::-1], requestedBy=text, mode="uat", dryRun=True)
+
+        run = run_request(scripts, request, via=via, SEEN=str(seen))
+
+        assert run.returncode == 0, (text, run.result)
+        env = json.loads(seen.read_text(encoding="utf-8"))["env"]
+        got = (env["MDOPS_REASON"], env["MDOPS_CONFIG"], env["MDOPS_REQUESTED_BY"])
+        assert got == (text, text[::-1], text)
+        assert (env["MDOPS_MODE"], env["MDOPS_DRY_RUN"], env["MDOPS_ENFORCE"]) == ("uat", "1", "0")
+        assert "MDOPS_REQUEST" not in env
+    assert not Path("/tmp/mdops-never").exists()
+
+
+def test_a_json_request_takes_the_specs_defaults(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    write_script(
+        scripts, "stop", sh('echo "$MDOPS_MODE $MDOPS_PROFILE [$MDOPS_CONFIG] $MDOPS_TIMEOUT_SECONDS"\n')
+    )
+
+    run = run_request(scripts, {"command": "stop", "requestId": "r", "window": "night"})
+
+    assert run.returncode == 0
+    assert run.levelled() == [("INFO", "live primary [] 300")]
+
+
+@pytest.mark.parametrize(
+    ("request_text", "error"),
+    [
+        ("not json", "MDOPS_REQUEST: not JSON"),
+        ("[]", "MDOPS_REQUEST: expected a JSON object, got list"),
+        ('{"command": "stop"}', "MDOPS_REQUEST: missing keys ['requestId', 'window']"),
+        (json.dumps(json_request(colour="red")), "MDOPS_REQUEST: unknown keys ['colour']"),
+        (json.dumps(json_request(command="reboot")), "MDOPS_REQUEST: command: unknown command 'reboot'"),
+        (json.dumps(json_request(window="dusk")), "MDOPS_REQUEST: window: must be day or night"),
+        (json.dumps(json_request(requestId="")), "MDOPS_REQUEST: requestId: must not be empty"),
+        (json.dumps(json_request(reason=5)), "MDOPS_REQUEST: reason: must be a string"),
+        (json.dumps(json_request(enforce="yes")), "MDOPS_REQUEST: enforce: must be true or false"),
+        (json.dumps(json_request(timeoutSeconds=0)), "MDOPS_REQUEST: timeoutSeconds: must be greater than 0"),
+        (json.dumps(json_request(timeoutSeconds=True)), "MDOPS_REQUEST: timeoutSeconds: must be an integer"),
+        (json.dumps(json_request(config="a\x00b")), "MDOPS_REQUEST: config: contains a NUL character"),
+        ("[" * 10000, "MDOPS_REQUEST: not JSON"),
+    ],
+)
+def test_an_invalid_json_request_exits_2_without_running_the_script(
+    tmp_path: Path, request_text: str, error: str
+) -> None:
+    scripts = tmp_path / "scripts"
+    marker = tmp_path / "ran"
+    write_script(scripts, "stop", sh(f"touch {marker}\n"))
+    write_script(scripts, "failover", sh(f"touch {marker}\n"))
+
+    run = run_request(scripts, request_text)
+
+    assert run.returncode == 2
+    assert run.result["message"].startswith(f"invalid arguments: {error}")
+    assert not marker.exists()
+
+
+def test_a_json_request_and_the_request_options_together_exit_2(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "failover", sh("echo ran\n"))
+
+    run = run_request(scripts, json_request(), "--reason", "also here", via="file")
+
+    assert run.returncode == 2
+    assert run.result["message"] == "invalid arguments: unrecognized arguments: --reason also here"
+    assert run.levelled() == [("ERROR", run.result["message"])]
 
 
 def test_flags_default_to_off_in_the_environment(tmp_path: Path) -> None:
@@ -652,6 +926,24 @@ def test_result_keeps_the_last_lines_of_a_huge_output_within_4_kib(tmp_path: Pat
     assert kept
     assert kept == printed[-len(kept) :]
     assert result_file.read_text(encoding="utf-8") == run.result_text
+
+
+def test_the_log_file_of_an_endless_output_is_bounded_and_keeps_the_newest_lines(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # About 6 MiB of log lines, three times what the log file and its older generation may hold.
+    write_script(scripts, "stop", py("for i in range(12000):\n    print(f'{i:05d} ' + 'x' * 480)\n"))
+
+    run = run_runner(scripts, "--command", "stop", "--log-file", str(logs / "runner.log"), "--timeout", "120")
+
+    assert run.returncode == 0
+    assert len(run.streamed) == 12000  # standard output has them all
+    assert sorted(os.listdir(logs)) == ["runner.log", "runner.log.1"]
+    assert all((logs / name).stat().st_size <= LOG_FILE_MAX_BYTES for name in os.listdir(logs))
+    kept = [parse_log_line(line) for name in ("runner.log.1", "runner.log") for line in lines(logs / name)]
+    assert kept == run.streamed[-len(kept) :]  # the newest lines, whole, in order
+    assert len(kept) > LOG_FILE_MAX_BYTES // 600
 
 
 def test_output_on_both_streams_is_read_concurrently(tmp_path: Path) -> None:
@@ -725,6 +1017,33 @@ def test_runner_crash_still_gives_a_result(
     assert run.result["message"] == "runner error: RuntimeError: boom"
     assert run.levelled() == [("ERROR", "runner error: RuntimeError: boom")]
     assert result_file.read_text(encoding="utf-8") == run.result_text
+
+
+@pytest.mark.parametrize(("script_exit", "exit_code", "message"), [
+    (7, 1, "script exited with code 7"),
+    (0, 125, "runner error after the script ended: RuntimeError: boom"),
+])  # fmt: skip
+def test_a_runner_crash_after_the_script_ended_keeps_the_scripts_failure(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    script_exit: int,
+    exit_code: int,
+    message: str,
+) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("runner.cli.read_report", crash)
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "start", sh(f"exit {script_exit}\n"))
+
+    code = main(["--command", "start", "--request-id", "r", "--window", "day", "--scripts", str(scripts)])
+
+    run = parse_output(code, capsysbinary.readouterr().out.decode(), "")
+    assert code == exit_code
+    assert run.result["message"] == message
+    assert ("ERROR", "runner error after the script ended: RuntimeError: boom") in run.levelled()
 
 
 # --- the Python API: building, bounding and parsing results ------------------------------------------------
