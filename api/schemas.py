@@ -206,7 +206,7 @@ class DecisionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    comment: Annotated[str, Strict(), Field(max_length=1024)] = Field("", description="Why, for the audit.")
+    comment: Annotated[ReasonText, Strict()] = Field("", description="Why, for the audit.")
 
 
 class DecisionResponse(BaseModel):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from runbooks.contract import Reason
-from runbooks.models import ApprovalDecision, Person, RequestId, _Model
+from runbooks.models import ApprovalDecision, Person, ReasonText, RequestId, _Model
 
 KIND = "RunbookApproval"
 PLURAL = "runbookapprovals"
@@ -47,7 +47,7 @@ class RunbookApprovalSpec(_Model):
         description="Who asked for the run: the Runbook's spec.requestedBy (an approval naming anyone else "
         "does not count). Nobody approves their own request.",
     )
-    comment: str = Field("", max_length=1024, description="Why, for the audit.")
+    comment: ReasonText = Field("", description="Why, for the audit.")
 
 
 @dataclass(frozen=True)

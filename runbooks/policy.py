@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, ConfigDict, Field
 
 from runbooks.calendar import SessionCalendar, State
 from runbooks.contract import Command, Reason
-from runbooks.models import Name, RunbookSpec, _Model
+from runbooks.models import TEXT_PATTERN, Name, RunbookSpec, _Model, _text
 
 KIND = "RunbookPolicy"
 PLURAL = "runbookpolicies"
@@ -78,7 +78,7 @@ class Blackout(_Model):
         description="Start (RFC 3339 with an offset, e.g. 2026-12-24T00:00:00+08:00)."
     )
     end: AwareDatetime = Field(description="End, excluded.")
-    reason: str = Field("", max_length=256, description="Why, for the message of a held run.")
+    reason: _text(256, TEXT_PATTERN) = Field("", description="Why, for the message of a held run.")
 
     def covers(self, at: datetime.datetime) -> bool:
         return self.start <= at < self.end

@@ -109,6 +109,8 @@ def test_who_may_decide_and_on_what(api, identities, namespace):
     assert decide(api, "bob", "no-such-run") == (404, {"detail": "no runbook with request_id 'no-such-run'"})
     code, body = decide(api, "bob", "fo-2", body={"comment": "x" * 2000})
     assert code == 422 and "comment" in json.dumps(body)
+    code, body = decide(api, "bob", "fo-2", body={"comment": "\u001b[2J"})
+    assert (code, body["detail"][0]["type"]) == (422, "control_character")
     assert decide(api, "bob", "fo-2", body={"colour": "red"})[0] == 422
     assert approvals(identities, namespace) == []
 

@@ -18,6 +18,7 @@ from runbooks import approval, crd, schedule
 POLICY_RULE = {"name": "drills", "match": {"commands": ["drill"]}, "allowedStates": ["closed"]}
 APPROVAL = {"requestId": "fo-1", "decision": "Approve", "approver": "bob", "requester": "alice"}
 TEMPLATE = {"command": "health_check"}
+BLACKOUT = {"start": "2026-12-24T00:00:00+08:00", "end": "2026-12-25T00:00:00+08:00"}
 
 
 def _apply(cluster, namespace, kind: crd.Kind, spec: dict, name: str = "obj1", *flags: str):
@@ -95,6 +96,13 @@ def _schedule(**trigger) -> dict:
             "spec.requester: Required value",
         ),
         (crd.APPROVAL, {**APPROVAL, "requestId": "../etc"}, "spec.requestId: Invalid value"),
+        (crd.APPROVAL, {**APPROVAL, "approver": "bob\u001b[2J"}, "must not contain control characters"),
+        (crd.APPROVAL, {**APPROVAL, "comment": "ok\r"}, "must not contain control characters (tab"),
+        (
+            crd.POLICY,
+            {"rules": [{**POLICY_RULE, "blackouts": [{**BLACKOUT, "reason": "a\u0085"}]}]},
+            "must not contain control characters",
+        ),
         (
             crd.SCHEDULE,
             _schedule(cron="0 10 * * 6", every="5m"),
