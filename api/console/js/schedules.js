@@ -1,7 +1,7 @@
 // Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
 // again every few seconds while the view is open.
 import { ApiError, call } from "./api.js";
-import { el, when } from "./format.js";
+import { el, listTable, when } from "./format.js";
 
 const REFRESH_SECONDS = 5;
 const SLOTS = 3;
@@ -16,13 +16,7 @@ export function show(container, ctx) {
   container.append(
     el("h1", {}, "Schedules"),
     problem,
-    el(
-      "table",
-      { class: "history" },
-      caption,
-      el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
-      body,
-    ),
+    listTable(caption, columns, body),
   );
 
   function row(s) {
