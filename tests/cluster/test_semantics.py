@@ -108,6 +108,7 @@ def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_contro
     start_controller(**script_env(env))
     rbs.create("a-failover", command="failover")
     rbs.wait_for("a-failover", "Running", "True")
+    wait_started(env, "a-failover")  # its script's own record, before d-check's can come (a loaded machine)
     rbs.create("b-failback", command="failback")
     rbs.create("c-drill", command="drill")
     queued = rbs.wait_for("b-failback", "Queued", "True")
