@@ -206,6 +206,12 @@ def test_the_schedules_and_the_venues_session(page, stack):
         expect(table).to_contain_text("console-every5s")
         expect(table).to_contain_text("every 5s")
         expect(page.get_by_role("link", name=re.compile("^console-every5s-"))).to_be_visible(timeout=30_000)
+        # Suspended, its last run stays the last: a new slot every 5 s would hide each result as it comes.
+        suspend = json.dumps({"spec": {"suspend": True}})
+        stack.cluster.kubectl(
+            "patch", "rbs", "console-every5s", "-n", "mdops", "--type", "merge", "-p", suspend
+        )
+        expect(table).to_contain_text("suspended", timeout=30_000)
         expect(table).to_contain_text("success", timeout=30_000)
     finally:
         stack.cluster.kubectl("delete", "rbs", "console-every5s", "-n", "mdops")
