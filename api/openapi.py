@@ -34,7 +34,7 @@ ERRORS: dict[int, dict[str, Any]] = {
     422: {"model": ValidationErrorResponse, "description": "Invalid request: not strict JSON, or invalid."},
     429: {
         "description": "Too many Runbooks for this token: its rate (Retry-After says when to retry), or "
-        "its unfinished ones.",
+        "its unfinished ones; or the namespace held as many unfinished Runbooks as the controller allows.",
         "headers": {"Retry-After": _header("Seconds until the token's rate allows a new Runbook.")},
     },
     500: {"description": "Internal error; for execute, also a script execution error (exit code 125)."},

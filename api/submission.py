@@ -26,12 +26,12 @@ from kubernetes import client
 from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
-from api.quota import Quota
+from api.quota import Quota, TooManyRequests
 from api.records import RunbookRecord, record_of
 from api.schemas import ExecuteRequest
 from api.settings import ApiSettings
 from runbooks import keys, models
-from runbooks.contract import ExitCode, now
+from runbooks.contract import ExitCode, Reason, now
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # The spec fields that make a request: the same request id with another value of any is a conflict.
@@ -102,6 +102,8 @@ class Submitter:
         if original is not None and original.name != record.name:  # ours turned out a duplicate of it
             self._check_same_request(original, spec)
             record = original
+        if record.reason == Reason.QUOTA_EXCEEDED:  # the controller's namespace-wide cap: it never ran
+            raise TooManyRequests(f"request {request_id!r}: {record.message}")
         if record.execution_error:
             raise ScriptExecutionError(
                 f"script execution error (exit code {ExitCode.NOT_EXECUTED}) for request {request_id!r}, "

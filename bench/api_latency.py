@@ -38,11 +38,12 @@ from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from runbooks import keys, models
+from runbooks.contract import Command
 from runbooks.kube import api_client
 
 NAMESPACE = "bench"
 INSTANT = {"query": "md_throughput_mps"}  # one instant query, what a console would send without the API
-COMMANDS = [c.value for c in models.Command]
+COMMANDS = [c.value for c in Command]
 
 
 def timings(call: Callable[[], object], count: int) -> list[float]:
@@ -75,14 +76,14 @@ def describe(samples: list[float]) -> dict[str, float]:
     }
 
 
-def create_history(custom: client.CustomObjectsApi, count: int) -> None:
+def create_history(custom: client.CustomObjectsApi, count: int, namespace: str = NAMESPACE) -> None:
     """``count`` finished Runbooks, as the controller would have left them."""
 
     def one(index: int) -> None:
         name = f"hist-{index:05d}"
         command = COMMANDS[index % len(COMMANDS)]
         body = models.manifest(name, {"command": command, "reason": "bench history", "requestedBy": "bench"})
-        custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, body)
+        custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, namespace, keys.PLURAL, body)
         stamp = f"2026-11-26T{index // 3600 % 24:02d}:{index // 60 % 60:02d}:{index % 60:02d}Z"
         status = {"status": {
             "requestId": name, "window": "day", "exitCode": 0, "result": "success", "message": "ok",
@@ -94,7 +95,7 @@ def create_history(custom: client.CustomObjectsApi, count: int) -> None:
                             "lastTransitionTime": stamp, "observedGeneration": 1}],
         }}  # fmt: skip
         custom.patch_namespaced_custom_object_status(
-            keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, name, status
+            keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name, status
         )
 
     with ThreadPoolExecutor(16) as pool:

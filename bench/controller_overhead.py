@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
 
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
@@ -36,32 +37,54 @@ NAMESPACE = "bench"
 
 
 class Finishes:
-    """Records, from a watch, when each Runbook was first seen finished."""
+    """Records, from a list and a watch, when each Runbook of a namespace was first seen finished, and
+    how (the reason of its Succeeded condition).
 
-    def __init__(self, api: client.ApiClient):
+    Listed first, then watched from the list's resourceVersion (watched again when a watch ends, listed
+    again after 410 Gone), so that no finish is missed however long the benchmark runs."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
         self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
         self.seen: dict[str, float] = {}
+        self.reasons: dict[str, str] = {}
         self.ready = threading.Event()
         self.lock = threading.Lock()
-        threading.Thread(target=self._watch, daemon=True).start()
+        threading.Thread(target=self._follow, daemon=True).start()
 
-    def _watch(self) -> None:
-        stream = watch.Watch().stream(
-            self.custom.list_namespaced_custom_object, keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL,
-            timeout_seconds=3600,
-        )  # fmt: skip
-        self.ready.set()
+    def _record(self, body: dict) -> None:
+        conditions = (body.get("status") or {}).get("conditions") or []
+        for done in (c for c in conditions if c["type"] == "Succeeded" and c["status"] in ("True", "False")):
+            with self.lock:
+                self.seen.setdefault(body["metadata"]["name"], time.monotonic())
+                self.reasons.setdefault(body["metadata"]["name"], done.get("reason", ""))
+
+    def _follow(self) -> None:
+        args = (keys.GROUP, keys.VERSION, self.namespace, keys.PLURAL)
         with contextlib.suppress(Exception):  # the control plane stops at the end of the run
-            for event in stream:
-                body = event["object"]
-                conditions = (body.get("status") or {}).get("conditions") or []
-                if any(c["type"] == "Succeeded" and c["status"] in ("True", "False") for c in conditions):
-                    with self.lock:
-                        self.seen.setdefault(body["metadata"]["name"], time.monotonic())
+            while True:
+                listed = self.custom.list_namespaced_custom_object(*args)
+                for body in listed["items"]:
+                    self._record(body)
+                version = listed["metadata"]["resourceVersion"]
+                self.ready.set()
+                with contextlib.suppress(ApiException):  # 410 Gone: list again
+                    while True:
+                        stream = watch.Watch().stream(
+                            self.custom.list_namespaced_custom_object, *args,
+                            resource_version=version, timeout_seconds=600,
+                        )  # fmt: skip
+                        for event in stream:  # an expired version raises ApiException (410)
+                            version = event["object"]["metadata"]["resourceVersion"]
+                            self._record(event["object"])
 
     def at(self, name: str) -> float | None:
         with self.lock:
             return self.seen.get(name)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -69,11 +92,34 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process from /proc (VmHWM: its peak resident memory; VmRSS: the current)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def trivial_scripts(work: Path) -> Path:
+    """A scripts folder whose health_check exits 0 at once."""
+    scripts = work / "scripts"
+    scripts.mkdir()
+    (scripts / "health_check").write_text("#!/bin/sh\nexit 0\n")
+    (scripts / "health_check").chmod(0o755)
+    return scripts
+
+
+def install_crd(cluster: ControlPlane) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
+
+
+def create_runbook(custom: client.CustomObjectsApi, namespace: str, name: str) -> float:
+    """Create a trivial health_check Runbook; return when the create call began (time.monotonic)."""
+    body = models.manifest(name, {"command": "health_check", "window": "day"})
+    started = time.monotonic()
+    custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, namespace, keys.PLURAL, body)
+    return started
 
 
 def main() -> None:
@@ -83,13 +129,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mdops-bench-"))
-    scripts = work / "scripts"
-    scripts.mkdir()
-    (scripts / "health_check").write_text("#!/bin/sh\nexit 0\n")
-    (scripts / "health_check").chmod(0o755)
+    scripts = trivial_scripts(work)
     with ControlPlane(work / "cluster") as cluster:
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
+        install_crd(cluster)
         cluster.kubectl("create", "namespace", NAMESPACE)
         controller = ControllerProcess(
             cluster.kubeconfig, NAMESPACE, work, {"MDOPS_SCRIPTS_DIR": str(scripts)}
@@ -97,14 +139,11 @@ def main() -> None:
         try:
             api = api_client(cluster.kubeconfig)
             custom = client.CustomObjectsApi(api)
-            finishes = Finishes(api)
+            finishes = Finishes(api, NAMESPACE)
             finishes.ready.wait(10)
 
             def create(name: str) -> float:
-                body = models.manifest(name, {"command": "health_check", "window": "day"})
-                started = time.monotonic()
-                custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, body)
-                return started
+                return create_runbook(custom, NAMESPACE, name)
 
             # Warm-up: the controller is up and has run once.
             create("warmup")
@@ -124,7 +163,7 @@ def main() -> None:
             created_in = time.monotonic() - began
             wait_until(lambda: all(finishes.at(n) for n in names), 600, "the burst to finish", interval=0.2)
             burst = max(finishes.at(n) for n in names) - began
-            memory = peak_rss_mb(controller.process.popen.pid)
+            memory = memory_mb(controller.process.popen.pid)
         finally:
             controller.stop()
 

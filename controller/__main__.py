@@ -10,20 +10,28 @@ import sys
 import kopf
 from pydantic import ValidationError
 
+from controller import audit
 from controller.settings import get_settings
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf says "Handler 'runbook' succeeded" for every watch event: thousands of lines in a burst.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    audit.configure()
     try:
         settings = get_settings()
     except ValidationError as error:
         print(f"invalid controller settings:\n{error}", file=sys.stderr)
         return 2
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # window: auto needs it, in seconds
-    from controller import handlers, schedules  # noqa: F401  (registers the Runbooks' and schedules' handlers)
+    # Registers the handlers: the Runbooks' events (handlers) and the schedules' timer (schedules).
+    from controller import handlers, schedules  # noqa: F401
+
+    handlers.register(settings)
 
     kopf.run(
+        memories=handlers.MEMORIES,
         clusterwide=False,
         namespaces=[settings.namespace],
         standalone=not settings.peering,

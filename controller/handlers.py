@@ -1,43 +1,94 @@
-"""kopf handlers: thin, each delegating to plain functions in :mod:`controller.runs`."""
+"""kopf handlers, thin: kopf brings the watch events, peering and the liveness probe; the dispatcher
+(:mod:`controller.dispatcher`) and the runs (:mod:`controller.runs`) do the rest.
+
+Only ``@kopf.on.event`` handlers: no daemon, no timer, no index, no change handler. So kopf keeps no
+body and no task per Runbook, writes no annotation or finalizer of its own, and has no index to fill
+before the first event is handled. The Runbook watch asks the API server for unfinished Runbooks only
+(``status.result`` is empty; the CRD makes it a selectable field): finished Runbooks never reach the
+controller, not even as it starts. (The few RunbookSchedules have a timer each: :mod:`controller.schedules`,
+which uses the ``memo.api`` made here.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
+from kopf._core.engines.daemons import DaemonsMemory
+from kopf._core.reactor.inventory import ResourceMemories
 
-from controller import metrics, runs
+from controller import metrics
+from controller.dispatcher import Dispatcher
+from controller.events import Events
 from controller.executors.job import JobExecutor
 from controller.executors.local import LocalExecutor
 from controller.kubeapi import KubeApi
 from controller.ledger import Ledger
 from controller.lock import TargetLock
-from controller.settings import get_settings
+from controller.retention import Retention
+from controller.runs import Runs, Services
+from controller.settings import ControllerSettings, get_settings
 from runbooks import keys, kube
-from runbooks.models import RunbookStatus
 
 RUNBOOKS = (keys.GROUP, keys.VERSION, keys.PLURAL)
+UNFINISHED = "status.result="  # the selectable field is empty (absent) until the run has finished
+MANAGED = {keys.MANAGED_BY: keys.MANAGER}
+# An object's kopf worker lingers this long after its last event (kopf's default: 5 s); a burst's
+# thousands of Runbooks each have one, and each event is handled at once.
+IDLE_WORKER_SECONDS = 0.5
+
+
+class Memories(ResourceMemories):
+    """kopf's memory of the objects it watches, which also tells the dispatcher that kopf pauses.
+
+    kopf gives no public signal of its pause (another replica with a higher priority took over) to
+    anything but daemons: its daemon killer walks the operator's memories, for daemons to stop, at once
+    when the operator pauses, every second while it is paused, and once as it exits. That walk pauses
+    the dispatcher. kopf lists every watched resource again when it resumes: that listing resumes the
+    dispatcher (:func:`peering`). kopf is pinned exactly; tests/cluster/test_executors.py's peering tests
+    guard this."""
+
+    on_pause = staticmethod(lambda: None)
+
+    def iter_all_daemon_memories(self) -> Iterator[DaemonsMemory]:
+        self.on_pause()
+        return super().iter_all_daemon_memories()
+
+
+MEMORIES = Memories()
+
+
+class Blind(kopf.DiffBaseStorage):
+    """No diff-base: event handlers need none, and kopf would otherwise deep-copy every body it sees."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 @kopf.on.login()
-def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo | None:
+async def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo | None:
     settings = get_settings()
     if settings.in_cluster:
         return kopf.login_with_service_account(logger=logger, settings=None)
     cfg = kube.configuration(settings.kubeconfig)
-    keys = cfg.api_key or {}  # the client keeps a kubeconfig's token under "BearerToken"
-    token = (keys.get("BearerToken") or keys.get("authorization") or "").removeprefix(
-        "Bearer "
-    ).strip() or None
+    token = (cfg.auth_settings().get("BearerToken", {}).get("value") or "").removeprefix("Bearer ").strip()
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,
         certificate_path=cfg.cert_file,
         private_key_path=cfg.key_file,
         scheme="Bearer" if token else None,
-        token=token,
+        token=token or None,
         default_namespace=settings.namespace,
     )
 
@@ -45,82 +96,65 @@ def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = get_settings()
-    settings.persistence.finalizer = keys.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=keys.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=keys.KOPF_PREFIX)
     settings.posting.level = logging.WARNING  # transitions are posted as Events explicitly
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.mandatory = bool(config.peering)
     settings.watching.server_timeout = 300
+    settings.watching.field_selectors[keys.GROUP, keys.PLURAL] = UNFINISHED
+    settings.watching.label_selectors["batch", "jobs"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
+    settings.watching.label_selectors["", "pods"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
+    settings.persistence.diffbase_storage = Blind()
+    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
     # No cluster-wide discovery: the controller's role is namespaced; the CRD is installed before it.
     settings.scanning.disabled = True
-    settings.execution.max_workers = max(20, config.max_parallel * 4)
 
-    api = KubeApi(kube.api_client(config.kubeconfig, config.in_cluster))
+    api = KubeApi(kube.configuration(config.kubeconfig, config.in_cluster))
     executor = JobExecutor(config, api) if config.executor == "job" else LocalExecutor(config)
-
-    async def holder_active(namespace: str, name: str, uid: str) -> bool:
-        body = await api.get_runbook(namespace, name)
-        return bool(body) and body["metadata"]["uid"] == uid and not _status(body).finished
-
-    memo.services = runs.Services(
-        settings=config,
-        kube=api,
-        ledger=Ledger(api, config.ledger_size),
-        lock=TargetLock(api, holder_active),
-        executor=executor,
-        event=lambda body, kind, reason, message: kopf.event(body, type=kind, reason=reason, message=message),
-        wakeups={},
-    )
+    events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
+    runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))
+    dispatcher = Dispatcher(runs, config)
+    MEMORIES.on_pause = dispatcher.pause
+    memo.api, memo.dispatcher, memo.executor = api, dispatcher, executor
+    memo.tasks = [
+        asyncio.create_task(dispatcher.run(), name="dispatcher"),
+        asyncio.create_task(dispatcher.trimmer.run(), name="ledger trimmer"),
+        asyncio.create_task(Retention(api, config, lambda: dispatcher.paused).run(), name="retention"),
+        asyncio.create_task(events.run(), name="events"),
+    ]
     metrics.serve(config.metrics_host, config.metrics_port)
 
 
-@kopf.index(*RUNBOOKS)
-def waiting(body: kopf.Body, namespace: str, **_: Any) -> dict[str, runs.QueueEntry]:
-    """Runbooks that need their target's lock and have not finished, by target: the FIFO queues.
-
-    An empty dict (not None, which kopf ignores) removes a Runbook that left its queue."""
-    spec, current = body.get("spec") or {}, _status(body)
-    if "command" not in spec or not runs.needs_lock(spec):
-        return {}
-    if current.finished or current.duplicate_of:  # duplicates never take the lock
-        return {}
-    group = runs.lock_group(get_settings(), spec.get("profile", "primary"))
-    return {runs.queue_key(namespace, group): runs.queue_entry(body)}
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.tasks:
+        task.cancel()
+    await memo.api.close()
 
 
-def _status(body: kopf.Body | dict[str, Any]) -> RunbookStatus:
-    return RunbookStatus.read(body.get("status") or {})
+@kopf.on.event(*RUNBOOKS)
+async def runbook(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.dispatcher.observe(event["type"], event["object"])
 
 
-def _unfinished(body: kopf.Body, **_: Any) -> bool:
-    return not _status(body).finished
+async def job(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.executor.observe_job(event["type"], event["object"])
 
 
-@kopf.daemon(
-    *RUNBOOKS, when=_unfinished, errors=kopf.ErrorsMode.TEMPORARY, backoff=2, cancellation_timeout=None
-)
-async def run(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, waiting: kopf.Index, **_: Any
-) -> None:
-    """Run the Runbook once, or adopt its run after a restart; stop it if the Runbook is deleted."""
-    services: runs.Services = memo.services
-    stop = asyncio.Event()
-    watcher = asyncio.ensure_future(_relay(stopped, stop))
-    runbook = runs.RunbookRun(services, body)
-    key = runs.queue_key(runbook.namespace, runbook.group)
-
-    def deleted() -> bool:
-        return bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
-
-    try:
-        await runbook.reconcile(lambda: list(waiting.get(key, [])), stop, deleted)
-    except runs.Stopped:
-        return
-    finally:
-        watcher.cancel()
+async def pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.executor.observe_pod(event["type"], event["object"])
 
 
-async def _relay(stopped: kopf.DaemonStopped, event: asyncio.Event) -> None:
-    await stopped.wait()
-    event.set()
+async def peering(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """kopf lists again what it watches when it resumes: this replica is the active one now."""
+    if event["type"] is None:
+        memo.dispatcher.resume()
+
+
+def register(config: ControllerSettings) -> None:
+    """The handlers that only some settings need: the watch of Jobs and their pods (the Job executor),
+    and of the peering object (the resume signal)."""
+    if config.executor == "job":
+        kopf.on.event("batch", "v1", "jobs", labels=MANAGED)(job)
+        kopf.on.event("", "v1", "pods", labels=MANAGED)(pod)
+    if config.peering:
+        kopf.on.event("kopf.dev", "v1", "kopfpeerings")(peering)

@@ -1,176 +1,286 @@
-"""Every Kubernetes call the controller makes, in one place.
+"""Every Kubernetes call the controller makes, in one place: an asyncio client (aiohttp) that speaks JSON.
 
-Calls are blocking (the official client) and run in threads from the async handlers. Creates and
-deletes are idempotent where the caller wants them to be: "already exists" and "already gone" are
-answers, not errors.
+Not the official client: its calls block (a thread each, and every thread its own malloc arena) and it
+turns every answer into model objects, which cost more CPU than the call itself at a burst's rate. The
+controller needs a few verbs on a few resources, as plain dicts. The connection (server, CA, client
+certificate or token) still comes from :func:`runbooks.kube.configuration`, which refuses an API server
+off loopback.
+
+"Already exists", "already gone" and "changed meanwhile" are answers here, not errors: :class:`Conflict`
+(409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it. Other
+failures raise :class:`ApiError` after a few retries of what may pass (connection errors, 429, 5xx).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from runbooks import keys, schedule
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RUNBOOKS = f"/apis/{keys.GROUP}/{keys.VERSION}"
+LEASES = "/apis/coordination.k8s.io/v1"
+JOBS = "/apis/batch/v1"
+CORE = "/api/v1"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+# A list of objects' metadata only (their names, uids, labels, annotations), not their specs and statuses.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+RETRIES = (0.2, 0.5, 1.0, 2.0)
+TIMEOUT_SECONDS = 30
+PAGE = 500
 
 
-def _threaded(fn: Callable[..., T]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    async def wrapper(*args, **kwargs) -> T:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-    return wrapper
+class ApiError(Exception):
+    def __init__(self, status: int, method: str, path: str, detail: str):
+        super().__init__(f"{method} {path}: {status} {detail}")
+        self.status = status
 
 
-class Conflict(Exception):
-    """An optimistic-concurrency conflict or an object that already exists."""
+class Conflict(ApiError):
+    """409: the object exists already, or changed (or was replaced) since we read it."""
 
 
 class KubeApi:
-    def __init__(self, api: client.ApiClient):
-        self.custom = client.CustomObjectsApi(api)
-        self.coordination = client.CoordinationV1Api(api)
-        self.batch = client.BatchV1Api(api)
-        self.core = client.CoreV1Api(api)
+    def __init__(self, config: client.Configuration, connections: int = 16):
+        self.config = config
+        self.base = config.host.rstrip("/")
+        self.connections = connections
+        self._session: aiohttp.ClientSession | None = None
 
-    # -- Runbooks ---------------------------------------------------------
-    @_threaded
-    def get_runbook(self, namespace: str, name: str) -> dict | None:
-        try:
-            return self.custom.get_namespaced_custom_object(
-                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name
-            )
-        except ApiException as error:
-            if error.status == 404:
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.base.startswith("https"):
+            return False
+        context = ssl.create_default_context(cafile=self.config.ssl_ca_cert)
+        if self.config.cert_file:
+            context.load_cert_chain(self.config.cert_file, self.config.key_file)
+        if not self.config.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # in the running loop, at first use
+            connector = aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl())
+            timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _headers(self, content_type: str | None, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        # A kubeconfig's or the service account's token (refreshed by the client's hook in a pod).
+        token = self.config.auth_settings().get("BearerToken", {}).get("value")
+        if token:
+            headers["Authorization"] = token if " " in token else f"Bearer {token}"
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+        missing_ok: bool = False,
+    ) -> Any:
+        """One call; the decoded answer, or None for a 404 when ``missing_ok``."""
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        if data is not None and content_type is None:
+            content_type = "application/json"
+        for attempt, pause in enumerate((*RETRIES, None)):
+            try:
+                async with self.session.request(
+                    method,
+                    self.base + path,
+                    data=data,
+                    params=params,
+                    headers=self._headers(content_type, accept),
+                ) as response:
+                    text = await response.text()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as error:
+                status, text = 0, f"{type(error).__name__}: {error}"
+            if status < 300:
+                return json.loads(text) if text else None
+            if status == 404 and missing_ok:
                 return None
-            raise
+            if status == 409:
+                raise Conflict(status, method, path, _reason(text))
+            retriable = status in (0, 429) or status >= 500
+            if not retriable or pause is None:
+                raise ApiError(status, method, path, _reason(text))
+            log.debug("%s %s: %s, retrying (%d)", method, path, status, attempt + 1)
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
-    @_threaded
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict | None:
-        """Merge-patch the status subresource; None if the Runbook is gone."""
+    async def pages(
+        self, path: str, *, params: dict[str, str] | None = None, accept: str = "application/json"
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A list, page by page (so that a long one is never held whole)."""
+        token = ""
+        while True:
+            query = {**(params or {}), "limit": str(PAGE), **({"continue": token} if token else {})}
+            page = await self.request("GET", path, params=query, accept=accept)
+            yield page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+
+    # -- Runbooks ----------------------------------------------------------
+    def runbook_path(self, namespace: str, name: str = "") -> str:
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{keys.PLURAL}"
+        return f"{path}/{name}" if name else path
+
+    async def get_runbook(self, namespace: str, name: str) -> dict | None:
+        return await self.request("GET", self.runbook_path(namespace, name), missing_ok=True)
+
+    async def put_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> bool:
+        """Write the whole status of the Runbook ``uid``; False if it is gone (or replaced by another of
+        the same name)."""
+        return await self._patch_runbook(
+            namespace, name, uid, "/status", [{"op": "add", "path": "/status", "value": status}]
+        )
+
+    async def set_finalizers(self, namespace: str, name: str, uid: str, finalizers: list[str]) -> bool:
+        """Set the Runbook's finalizers; False if it is gone (or replaced by another of the same name)."""
+        change = [{"op": "add", "path": "/metadata/finalizers", "value": finalizers}]
+        return await self._patch_runbook(namespace, name, uid, "", change)
+
+    async def _patch_runbook(
+        self, namespace: str, name: str, uid: str, subresource: str, change: list[dict[str, Any]]
+    ) -> bool:
+        """A JSON patch that first tests the uid: a Runbook deleted and created again under the same name
+        is another one, and keeps what is written for it only."""
+        path = self.runbook_path(namespace, name) + subresource
+        patch = [{"op": "test", "path": "/metadata/uid", "value": uid}, *change]
         try:
-            return self.custom.patch_namespaced_custom_object_status(
-                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name, {"status": status}
+            return (
+                await self.request("PATCH", path, patch, content_type=JSON_PATCH, missing_ok=True) is not None
             )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        except ApiError as error:
+            if error.status != 422:
+                raise
+            current = await self.get_runbook(namespace, name)
+            if current is not None and current["metadata"]["uid"] == uid:
+                raise  # the change itself is invalid
+            return False
 
-    @_threaded
-    def create_runbook(self, namespace: str, body: dict) -> bool:
+    async def delete_runbook(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:
+        """Delete the Runbook ``uid`` as it was at ``resource_version``; False if it is gone or changed
+        (or was replaced by another of the same name) meanwhile."""
+        body = {"preconditions": {"uid": uid, "resourceVersion": resource_version}}
+        try:
+            path = self.runbook_path(namespace, name)
+            return await self.request("DELETE", path, body, missing_ok=True) is not None
+        except Conflict:
+            return False
+
+    async def runbook_uids(self, namespace: str) -> set[str]:
+        """The uids of every Runbook in the namespace, finished or not, from their metadata only."""
+        uids: set[str] = set()
+        async for items in self.pages(self.runbook_path(namespace), accept=METADATA_LIST):
+            uids.update(item["metadata"]["uid"] for item in items)
+        return uids
+
+    async def create_runbook(self, namespace: str, body: dict) -> bool:
         """Create the Runbook; False if it exists already (its name is its identity: a schedule's slot)."""
         try:
-            self.custom.create_namespaced_custom_object(
-                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, body
-            )
+            await self.request("POST", self.runbook_path(namespace), body)
             return True
-        except ApiException as error:
-            if error.status == 409:
-                return False
-            raise
+        except Conflict:
+            return False
 
-    @_threaded
-    def delete_runbook(self, namespace: str, name: str) -> None:
-        try:
-            self.custom.delete_namespaced_custom_object(
-                keys.GROUP, keys.VERSION, namespace, keys.PLURAL, name
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    async def labelled_runbooks(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Runbooks with these labels, finished or not, from the API server's watch cache
+        (resourceVersion 0): a schedule's few, which the controller's own watch (unfinished only) cannot
+        show."""
+        params = {"labelSelector": selector, "resourceVersion": "0"}
+        listed = await self.request("GET", self.runbook_path(namespace), params=params)
+        return listed.get("items") or []
 
-    # -- RunbookSchedules ------------------------------------------------
-    @_threaded
-    def patch_schedule_status(
+    # -- RunbookSchedules --------------------------------------------------
+    async def patch_schedule_status(
         self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
     ) -> dict | None:
         """Merge-patch a schedule's status if it is still at ``resource_version``; None if it changed
         meanwhile (409) or is gone (404)."""
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{schedule.PLURAL}/{name}/status"
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            return self.custom.patch_namespaced_custom_object_status(
-                keys.GROUP, keys.VERSION, namespace, schedule.PLURAL, name, body
-            )
-        except ApiException as error:
-            if error.status in (404, 409):
-                return None
-            raise
+            return await self.request("PATCH", path, body, content_type=MERGE, missing_ok=True)
+        except Conflict:
+            return None
 
-    # -- Leases (run lock and request ledger) ----------------------------
-    @_threaded
-    def get_lease(self, namespace: str, name: str) -> client.V1Lease | None:
-        try:
-            return self.coordination.read_namespaced_lease(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+    # -- Leases (run lock and request ledger) ------------------------------
+    def lease_path(self, namespace: str, name: str = "") -> str:
+        path = f"{LEASES}/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
 
-    @_threaded
-    def create_lease(self, namespace: str, body: dict) -> client.V1Lease:
-        try:
-            return self.coordination.create_namespaced_lease(namespace, body)
-        except ApiException as error:
-            if error.status == 409:
-                raise Conflict(body["metadata"]["name"]) from error
-            raise
+    async def get_lease(self, namespace: str, name: str) -> dict | None:
+        return await self.request("GET", self.lease_path(namespace, name), missing_ok=True)
 
-    @_threaded
-    def replace_lease(self, namespace: str, lease: client.V1Lease) -> client.V1Lease:
-        """Replace at the lease's resourceVersion; Conflict if someone else changed it first."""
-        try:
-            return self.coordination.replace_namespaced_lease(lease.metadata.name, namespace, lease)
-        except ApiException as error:
-            if error.status in (404, 409):
-                raise Conflict(lease.metadata.name) from error
-            raise
+    async def create_lease(self, namespace: str, body: dict) -> dict:
+        return await self.request("POST", self.lease_path(namespace), body)
 
-    @_threaded
-    def list_leases(self, namespace: str, selector: str) -> list[client.V1Lease]:
-        return self.coordination.list_namespaced_lease(namespace, label_selector=selector).items
+    async def replace_lease(self, namespace: str, lease: dict) -> dict:
+        """Replace at the lease's resourceVersion; Conflict if it changed or went meanwhile."""
+        name = lease["metadata"]["name"]
+        replaced = await self.request("PUT", self.lease_path(namespace, name), lease, missing_ok=True)
+        if replaced is None:
+            raise Conflict(404, "PUT", self.lease_path(namespace, name), "gone")
+        return replaced
 
-    @_threaded
-    def delete_lease(self, namespace: str, name: str) -> None:
-        try:
-            self.coordination.delete_namespaced_lease(name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    async def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+        """Delete the lease (at ``resource_version`` if given); gone or changed meanwhile is fine."""
+        body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else None
+        with contextlib.suppress(Conflict):
+            await self.request("DELETE", self.lease_path(namespace, name), body, missing_ok=True)
 
-    # -- Jobs and their pods ---------------------------------------------
-    @_threaded
-    def create_job(self, namespace: str, body: dict) -> None:
+    # -- Jobs and their pods -----------------------------------------------
+    async def create_job(self, namespace: str, body: dict) -> None:
         """Create the Job; one that already exists (an earlier attempt of ours) is fine."""
-        try:
-            self.batch.create_namespaced_job(namespace, body)
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        with contextlib.suppress(Conflict):
+            await self.request("POST", f"{JOBS}/namespaces/{namespace}/jobs", body)
 
-    @_threaded
-    def get_job(self, namespace: str, name: str) -> client.V1Job | None:
-        try:
-            return self.batch.read_namespaced_job(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+    async def patch_job(self, namespace: str, name: str, patch: dict) -> None:
+        path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
+        await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
 
-    @_threaded
-    def delete_job(self, namespace: str, name: str) -> None:
-        try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    async def delete_job(self, namespace: str, name: str) -> None:
+        body = {"propagationPolicy": "Background"}
+        await self.request("DELETE", f"{JOBS}/namespaces/{namespace}/jobs/{name}", body, missing_ok=True)
 
-    @_threaded
-    def job_pods(self, namespace: str, job: str) -> list[client.V1Pod]:
-        return self.core.list_namespaced_pod(namespace, label_selector=f"{keys.JOB_NAME_LABEL}={job}").items
+    async def job_pods(self, namespace: str, job: str) -> list[dict]:
+        params = {"labelSelector": f"{keys.JOB_NAME_LABEL}={job}"}
+        listed = await self.request("GET", f"{CORE}/namespaces/{namespace}/pods", params=params)
+        return listed.get("items") or []
+
+    # -- Events ------------------------------------------------------------
+    async def post_event(self, namespace: str, event: dict) -> None:
+        await self.request("POST", f"{CORE}/namespaces/{namespace}/events", event)
+
+
+def _reason(text: str) -> str:
+    try:
+        return json.loads(text).get("message") or text[:200]
+    except (ValueError, AttributeError):
+        return text[:200]

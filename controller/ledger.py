@@ -3,23 +3,37 @@
 One Lease per request id (``mdops-req-<hash>``) in the Runbook's namespace. Creating it is the atomic
 claim: whoever creates it first owns the request id, and every later Runbook with the same id (a
 re-apply under another name, a re-creation after deletion) is a duplicate that shows the recorded
-result instead of running. The ledger is bounded: past ``size`` entries, the oldest finished ones are
-deleted.
+result instead of running. The result is written into the Lease the claim returned (no read first).
+
+The ledger is bounded by one trimmer (:class:`Trimmer`), never by the runs themselves: it never deletes an
+entry whose request id a Runbook still names (its owner or a duplicate of it still exists, or an unfinished
+Runbook names it), and of the others (their Runbooks were deleted: by hand, or by retention, see
+:mod:`controller.retention`) it keeps the newest ``size`` finished ones and deletes the older, each once.
+So a Runbook that retention deleted and a GitOps tool re-creates is a duplicate, not a second run, as long
+as fewer than ``size`` newer deleted request ids came after it; retention itself bounds the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from controller.kubeapi import Conflict, KubeApi
 from runbooks import keys
-from runbooks.models import RunbookStatus
+
+log = logging.getLogger(__name__)
 
 # What the ledger keeps of a run's status: enough for a duplicate to show the result.
-KEPT = ("exit_code", "result", "message", "started_at", "finished_at", "health")
+KEPT = ("exitCode", "result", "message", "startedAt", "finishedAt", "health")
+# The duplicates a ledger entry remembers (they protect it from the trimmer while they exist).
+DUPLICATES_KEPT = 16
+TRIM_INTERVAL_SECONDS = 60.0
 
 
 def lease_name(request_id: str) -> str:
@@ -31,23 +45,28 @@ class Entry:
     uid: str
     runbook: str  # namespace/name
     result: dict[str, Any] | None
+    lease: dict[str, Any]  # as last read or written: the next write goes to its resourceVersion
 
     @classmethod
-    def from_lease(cls, lease) -> Entry:
-        annotations = lease.metadata.annotations or {}
+    def from_lease(cls, lease: dict[str, Any]) -> Entry:
+        annotations = lease["metadata"].get("annotations") or {}
         result = annotations.get(keys.RESULT)
         return cls(
-            lease.spec.holder_identity or "",
+            (lease.get("spec") or {}).get("holderIdentity") or "",
             annotations.get(keys.RUNBOOK, ""),
             json.loads(result) if result else None,
+            lease,
         )
 
 
+def summary(status: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger records of a finished status (camelCase, as the Runbook shows it)."""
+    return {key: status.get(key) for key in KEPT}
+
+
 class Ledger:
-    def __init__(self, kube: KubeApi, size: int):
+    def __init__(self, kube: KubeApi):
         self.kube = kube
-        self.size = size
-        self._since_trim: dict[str, int] = {}
 
     async def claim(self, namespace: str, request_id: str, uid: str, name: str) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``; return the entry of whoever owns it."""
@@ -64,55 +83,153 @@ class Ledger:
                 return Entry.from_lease(await self.kube.create_lease(namespace, body))
             except Conflict:
                 lease = await self.kube.get_lease(namespace, body["metadata"]["name"])
-                if lease is not None:  # else trimmed meanwhile: claim again
+                if lease is not None:  # else deleted meanwhile: claim again
                     return Entry.from_lease(lease)
 
     async def lookup(self, namespace: str, request_id: str) -> Entry | None:
         lease = await self.kube.get_lease(namespace, lease_name(request_id))
         return Entry.from_lease(lease) if lease else None
 
-    async def release(self, namespace: str, request_id: str, uid: str) -> None:
+    async def release(self, entry: Entry, namespace: str) -> None:
         """Give up an unfinished claim (its Runbook was deleted before it ran)."""
-        entry = await self.lookup(namespace, request_id)
-        if entry is not None and entry.uid == uid and entry.result is None:
-            await self.kube.delete_lease(namespace, lease_name(request_id))
+        if entry.result is None:
+            meta = entry.lease["metadata"]
+            await self.kube.delete_lease(namespace, meta["name"], meta.get("resourceVersion"))
 
-    async def finish(self, namespace: str, request_id: str, uid: str, status: RunbookStatus) -> None:
-        summary = status.model_dump(by_alias=True, include=set(KEPT), mode="json")
+    async def finish(self, entry: Entry, namespace: str, status: dict[str, Any]) -> Entry:
+        """Record the result of the owner's run (``status``: the finished status, camelCase)."""
+        recorded = summary(status)
+        return await self._update(
+            entry,
+            namespace,
+            lambda annotations: {
+                **annotations,
+                keys.RESULT: json.dumps(recorded, separators=(",", ":")),
+                keys.FINISHED_AT: recorded["finishedAt"] or "",
+            },
+        )
+
+    async def note_duplicate(self, entry: Entry, namespace: str, uid: str) -> None:
+        """Remember a duplicate of the entry: while it exists, the trimmer keeps the entry."""
+
+        def add(annotations: dict[str, str]) -> dict[str, str]:
+            known = [u for u in annotations.get(keys.DUPLICATES, "").split(",") if u]
+            if uid in known:
+                return annotations
+            return {**annotations, keys.DUPLICATES: ",".join([*known, uid][-DUPLICATES_KEPT:])}
+
+        await self._update(entry, namespace, add)
+
+    async def _update(
+        self, entry: Entry, namespace: str, change: Callable[[dict[str, str]], dict[str, str]]
+    ) -> Entry:
+        """Apply ``change`` to the entry's annotations, at the Lease's version (read again on a conflict)."""
+        lease = entry.lease
         while True:
-            lease = await self.kube.get_lease(namespace, lease_name(request_id))
-            if lease is None or lease.spec.holder_identity != uid:
-                return
-            lease.metadata.annotations = {
-                **(lease.metadata.annotations or {}),
-                keys.RESULT: json.dumps(summary, separators=(",", ":")),
-                keys.FINISHED_AT: summary["finishedAt"] or "",
-            }
+            annotations = lease["metadata"].get("annotations") or {}
+            changed = change(annotations)
+            if changed == annotations:
+                return Entry.from_lease(lease)
+            lease = {**lease, "metadata": {**lease["metadata"], "annotations": changed}}
             try:
-                await self.kube.replace_lease(namespace, lease)
-                break
+                return Entry.from_lease(await self.kube.replace_lease(namespace, lease))
             except Conflict:
-                continue
-        self._since_trim[namespace] = self._since_trim.get(namespace, 0) + 1
-        if self._since_trim[namespace] >= max(1, self.size // 10):
-            self._since_trim[namespace] = 0
-            await self.trim(namespace)
+                current = await self.kube.get_lease(namespace, lease["metadata"]["name"])
+                if current is None or (current.get("spec") or {}).get("holderIdentity") != entry.uid:
+                    return Entry.from_lease(lease)  # gone, or another's now: nothing of ours to write
+                lease = current
 
-    async def trim(self, namespace: str) -> int:
-        """Delete the oldest finished entries beyond ``size``; return how many were deleted."""
-        leases = await self.kube.list_leases(namespace, f"{keys.LEDGER_LABEL}=true")
-        doomed = oldest_finished(leases, self.size)
-        for lease in doomed:
-            await self.kube.delete_lease(namespace, lease.metadata.name)
+
+@dataclass(frozen=True)
+class Row:
+    """A ledger entry as the trimmer sees it."""
+
+    name: str
+    version: str
+    request_id: str
+    finished_at: str  # "" while its run has not finished
+    owners: frozenset[str]  # the uids of the owner and the duplicates it knows
+
+    @classmethod
+    def from_lease(cls, lease: dict[str, Any]) -> Row:
+        meta = lease["metadata"]
+        annotations = meta.get("annotations") or {}
+        owners = {(lease.get("spec") or {}).get("holderIdentity") or ""}
+        owners.update(u for u in annotations.get(keys.DUPLICATES, "").split(",") if u)
+        return cls(
+            meta["name"],
+            meta.get("resourceVersion", ""),
+            annotations.get(keys.REQUEST_ID, ""),
+            annotations.get(keys.FINISHED_AT, ""),
+            frozenset(owners - {""}),
+        )
+
+
+def trimmable(rows: list[Row], size: int, existing: set[str], named: Callable[[str], bool]) -> list[Row]:
+    """The entries to delete, oldest first: of the finished entries that no Runbook names, those beyond
+    the newest ``size``. An entry is named while its owner or a duplicate still exists (``existing``: the
+    uids of the Runbooks, finished or not) or an unfinished Runbook names its request id (``named``); named
+    entries are kept and do not count towards ``size``, so retained Runbooks never push out the request
+    ids of deleted ones. Unfinished entries are never deleted (their runs may be going on)."""
+    forgotten = sorted(
+        (
+            row
+            for row in rows
+            if row.finished_at and not (row.owners & existing) and not named(row.request_id)
+        ),
+        key=lambda row: row.finished_at,
+    )
+    return forgotten[: max(0, len(forgotten) - size)]
+
+
+class Trimmer:
+    """The one task that keeps the ledger of a namespace bounded (see :func:`trimmable`).
+
+    A pass lists the ledger and, when some entries are beyond the bound, the Runbooks' uids (metadata
+    only, page by page); it runs when ``size // 10`` runs finished since the last one, at most every
+    ``TRIM_INTERVAL_SECONDS``."""
+
+    def __init__(self, kube: KubeApi, namespace: str, size: int, named: Callable[[str], bool]):
+        self.kube = kube
+        self.namespace = namespace
+        self.size = size
+        self.named = named
+        self.finished = 0
+        self.due = asyncio.Event()
+
+    def note_finished(self) -> None:
+        self.finished += 1
+        if self.finished >= max(1, self.size // 10):
+            self.due.set()
+
+    async def run(self) -> None:
+        # A first pass once the start is over: a ledger left beyond its bound by an earlier controller.
+        await asyncio.sleep(TRIM_INTERVAL_SECONDS)
+        self.due.set()
+        while True:
+            await self.due.wait()
+            self.due.clear()
+            self.finished = 0
+            began = time.monotonic()
+            try:
+                deleted = await self.trim()
+            except Exception:  # a failed pass is retried with the next one
+                log.exception("trimming the ledger of %s failed", self.namespace)
+            else:
+                if deleted:
+                    log.info("ledger of %s: %d finished entries deleted", self.namespace, deleted)
+            await asyncio.sleep(max(0.0, TRIM_INTERVAL_SECONDS - (time.monotonic() - began)))
+
+    async def trim(self) -> int:
+        rows: list[Row] = []
+        params = {"labelSelector": f"{keys.LEDGER_LABEL}=true"}
+        async for items in self.kube.pages(self.kube.lease_path(self.namespace), params=params):
+            rows.extend(Row.from_lease(lease) for lease in items)
+        if not trimmable(rows, self.size, set(), lambda _: False):
+            return 0
+        existing = await self.kube.runbook_uids(self.namespace)
+        doomed = trimmable(rows, self.size, existing, self.named)
+        for row in doomed:
+            if not self.named(row.request_id):  # asked again: a Runbook may have come meanwhile
+                await self.kube.delete_lease(self.namespace, row.name, row.version)
         return len(doomed)
-
-
-def oldest_finished(leases: list, size: int) -> list:
-    """The entries to delete so that at most ``size`` remain: the finished ones, oldest first. Unfinished
-    entries are never deleted (their runs may still be going on)."""
-    excess = len(leases) - size
-    if excess <= 0:
-        return []
-    done = [lease for lease in leases if (lease.metadata.annotations or {}).get(keys.FINISHED_AT)]
-    done.sort(key=lambda lease: lease.metadata.annotations[keys.FINISHED_AT])
-    return done[:excess]

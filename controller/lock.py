@@ -1,9 +1,12 @@
-"""One mutating runbook at a time per target, first come first served.
+"""One mutating runbook at a time per target: the Lease that makes it exclusive and survives restarts.
 
-The lock is a Lease (``mdops-lock-<group>``) whose holder is the running Runbook's uid, so it survives
-controller restarts. Order comes from the controller's index of waiting Runbooks (oldest first);
-the Lease makes it exclusive. A holder that no longer exists or has finished is stale and is replaced,
-so the lock is always released, even after a crash.
+The lock is a Lease (``mdops-lock-<group>``) whose holder is the running Runbook's uid. The order in which
+Runbooks get it comes from the dispatcher's queue (:mod:`controller.dispatcher`), oldest first; the Lease
+is what a restarted controller finds. A holder that no longer exists or has finished is stale and is
+replaced, so the lock is always released, even after a crash.
+
+Each lock's Lease is kept as last written, so that taking and releasing it are one write each; a
+conflict (someone else wrote it) reads it again.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 from controller.kubeapi import Conflict, KubeApi
 from runbooks import keys
+from runbooks.models import RunbookStatus
 
 
 def lease_name(group: str) -> str:
@@ -22,57 +26,92 @@ def lease_name(group: str) -> str:
     return f"mdops-lock-{slug}-{hashlib.sha256(group.encode()).hexdigest()[:8]}"
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+def _now() -> str:
+    # A Lease's MicroTime: RFC 3339 with microseconds.
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class TargetLock:
-    def __init__(self, kube: KubeApi, holder_active: Callable[[str, str, str], Awaitable[bool]]):
-        """``holder_active(namespace, name, uid)`` says whether a holder still needs the lock."""
+    def __init__(self, kube: KubeApi):
         self.kube = kube
-        self.holder_active = holder_active
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def holder_active(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the holder still needs the lock: it exists and has not finished."""
+        body = await self.kube.get_runbook(namespace, name)
+        return (
+            body is not None
+            and body["metadata"]["uid"] == uid
+            and not RunbookStatus.read(body.get("status") or {}).finished
+        )
+
+    async def _current(self, namespace: str, group: str, fresh: bool) -> dict[str, Any] | None:
+        key = (namespace, group)
+        if fresh or key not in self.leases:
+            lease = await self.kube.get_lease(namespace, lease_name(group))
+            if lease is None:
+                self.leases.pop(key, None)
+                return None
+            self.leases[key] = lease
+        return self.leases[key]
 
     async def acquire(self, namespace: str, group: str, uid: str, name: str) -> str | None:
         """Take the lock for ``uid``; return None on success, else the name of the Runbook holding it."""
-        lease = await self.kube.get_lease(namespace, lease_name(group))
-        if lease is None:
-            body = {
+        fresh = False
+        while True:
+            lease = await self._current(namespace, group, fresh)
+            if lease is None:
+                body = {
+                    "metadata": {
+                        "name": lease_name(group),
+                        "labels": {keys.MANAGED_BY: keys.MANAGER, keys.LOCK_LABEL: "true"},
+                        "annotations": {keys.RUNBOOK: name, keys.LOCK_GROUP: group},
+                    },
+                    "spec": {"holderIdentity": uid, "acquireTime": _now()},
+                }
+                try:
+                    self.leases[(namespace, group)] = await self.kube.create_lease(namespace, body)
+                    return None
+                except Conflict:
+                    fresh = True
+                    continue
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity")
+            holder_name = (lease["metadata"].get("annotations") or {}).get(keys.RUNBOOK, "")
+            if holder == uid:
+                return None
+            if holder and not fresh:  # as we last knew it: read it again before judging the holder
+                fresh = True
+                continue
+            if holder and holder_name and await self.holder_active(namespace, holder_name, holder):
+                return holder_name
+            taken = {
+                **lease,
                 "metadata": {
-                    "name": lease_name(group),
-                    "labels": {keys.MANAGED_BY: keys.MANAGER, keys.LOCK_LABEL: "true"},
-                    "annotations": {keys.RUNBOOK: name, keys.LOCK_GROUP: group},
+                    **lease["metadata"],
+                    "annotations": {**(lease["metadata"].get("annotations") or {}), keys.RUNBOOK: name},
                 },
-                "spec": {"holderIdentity": uid, "acquireTime": _now()},
+                "spec": {**spec, "holderIdentity": uid, "acquireTime": _now()},
             }
             try:
-                await self.kube.create_lease(namespace, body)
+                self.leases[(namespace, group)] = await self.kube.replace_lease(namespace, taken)
                 return None
             except Conflict:
-                return "another runbook (just now)"
-        holder = lease.spec.holder_identity
-        holder_name = (lease.metadata.annotations or {}).get(keys.RUNBOOK, "")
-        if holder == uid:
-            return None
-        if holder and await self.holder_active(namespace, holder_name, holder):
-            return holder_name
-        lease.spec.holder_identity = uid
-        lease.spec.acquire_time = _now()
-        lease.metadata.annotations = {**(lease.metadata.annotations or {}), keys.RUNBOOK: name}
-        try:
-            await self.kube.replace_lease(namespace, lease)
-            return None
-        except Conflict:
-            return "another runbook (just now)"
+                fresh = True
 
     async def release(self, namespace: str, group: str, uid: str) -> None:
+        fresh = False
         while True:
-            lease = await self.kube.get_lease(namespace, lease_name(group))
-            if lease is None or lease.spec.holder_identity != uid:
-                return
-            lease.spec.holder_identity = None
-            lease.spec.acquire_time = None
+            lease = await self._current(namespace, group, fresh)
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != uid:
+                if fresh:
+                    return
+                fresh = True
+                continue
+            spec = {k: v for k, v in lease["spec"].items() if k not in ("holderIdentity", "acquireTime")}
             try:
-                await self.kube.replace_lease(namespace, lease)
+                released = await self.kube.replace_lease(namespace, {**lease, "spec": spec})
+                self.leases[(namespace, group)] = released
                 return
             except Conflict:
-                continue
+                fresh = True

@@ -1,299 +1,374 @@
-"""One Runbook, from accepted to finished: the controller's domain logic, free of kopf.
+"""One Runbook's way from admitted to finished: the controller's domain logic, free of kopf.
 
-Level-based: ``reconcile`` looks at the Runbook's status and the world (ledger, lock, executor) and
-moves it forward; run again after a restart, it picks up where the last controller stopped. Every
-request id runs at most once: the ledger claim decides who may run, the executor's idempotent start
-adopts a run that already started.
+The dispatcher (:mod:`controller.dispatcher`) decides *when*; this module does each step, level-based:
+run again after a restart (or after an error), every step looks at what is done already and picks up
+from there. Every request id runs at most once: the ledger claim decides who may run, the executor's
+idempotent start adopts a run that already started.
+
+The steps, and the writes each makes (a trivial run: two status patches, two finalizer patches, two
+ledger writes and two Events):
+
+1. :meth:`Runs.admit`: the ledger claim. A duplicate is settled here (it shows the earlier result, or
+   waits for it, parked, holding nothing). [The policy gate goes here: after the claim, before the
+   Runbook joins its target's lane and takes the lock.]
+2. :meth:`Runs.run`: the target's lock (for mutating runs), the finalizer (so that a deletion stops the
+   run, also while no controller runs), the executor's start and one status patch (Running, with the
+   request id, the resolved window and the target); then the run's log lines, patched as they come
+   (debounced, coalesced); then :meth:`Runs.finish`.
+3. :meth:`Runs.finish`: the result into the ledger first (the record that the request ran), the Job
+   left to its TTL, the finalizer removed, and last the finished status, which takes the Runbook out of
+   the controller's watch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import datetime
+import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes.client.rest import ApiException
-
-from controller import metrics, transitions
+from controller import audit, ledger, metrics, transitions
+from controller.events import Events, Ref
 from controller.executors import Executor, Run, RunRequest, failure
-from controller.kubeapi import KubeApi
-from controller.ledger import Entry, Ledger
+from controller.kubeapi import ApiError, KubeApi
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
+from runbooks import keys
 from runbooks.calendar import CalendarError
-from runbooks.contract import Command, ExitCode, now, parse_time, reason_of
+from runbooks.contract import ExitCode, Reason, now, parse_time, reason_of
 from runbooks.models import Execution, RunbookStatus, RunSession
+
+if TYPE_CHECKING:
+    from controller.dispatcher import Entry
 
 log = logging.getLogger(__name__)
 
-LOCK_POLL_SECONDS = 1.0
-DUPLICATE_POLL_SECONDS = 1.0
+LOCK_RETRY_SECONDS = 2.0
+WINDOW_RETRY_SECONDS = 30.0
+LOG_DEBOUNCE_SECONDS = 0.15
 
 
-class Stopped(Exception):
-    """The controller is stopping or pausing: leave the run to the next controller."""
+class Outcome(enum.Enum):
+    OWNER = "owner"  # admitted: it owns its request id and may run
+    PARKED = "parked"  # a duplicate whose original has not finished: it waits for that result
+    SETTLED = "settled"  # finished (or shown as a duplicate): it leaves the watch
+    GONE = "gone"  # the Runbook no longer exists
+    RETRY = "retry"  # not now: again after ``delay``
+    STOPPED = "stopped"  # the controller pauses or stops: the next one picks up from here
 
 
 @dataclass(frozen=True)
-class QueueEntry:
-    created: str
-    name: str
-    uid: str
-    started: bool = False  # it holds (or held) the lock and runs: no longer waiting
+class Next:
+    outcome: Outcome
+    delay: float = 0.0
+    owner: str = ""  # PARKED: the uid of the original
 
 
 def lock_group(settings: ControllerSettings, profile: str) -> str:
     return settings.lock_groups.get(profile, "default")
 
 
-def needs_lock(spec: dict[str, Any]) -> bool:
-    return Command(spec["command"]).mutating and not spec.get("dryRun", False)
-
-
 def queue_key(namespace: str, group: str) -> str:
     return f"{namespace}/{group}"
 
 
-def ahead_of(queue: Iterable[QueueEntry], uid: str) -> list[QueueEntry]:
-    """The Runbooks ahead of ``uid`` in its target's queue, first come first served (all of them when ``uid``
-    is not in the queue yet)."""
-    waiting = sorted(queue, key=lambda e: (e.created, e.name))
-    mine = next((i for i, e in enumerate(waiting) if e.uid == uid), len(waiting))
-    return waiting[:mine]
-
-
-def queue_entry(body: dict[str, Any]) -> QueueEntry:
-    meta = body["metadata"]
-    started = bool((body.get("status") or {}).get("execution"))
-    return QueueEntry(meta["creationTimestamp"], meta["name"], meta["uid"], started)
-
-
-def queue_depth(queue: Iterable[QueueEntry]) -> int:
-    """How many Runbooks of a target's queue wait for its lock (the one running is not waiting)."""
-    return sum(1 for entry in queue if not entry.started)
+def apply(status: RunbookStatus, change: RunbookStatus) -> RunbookStatus:
+    """The status after the merge patch ``change``, as the API server stores it (top-level fields)."""
+    return status.model_copy(update={name: getattr(change, name) for name in change.model_fields_set})
 
 
 @dataclass
 class Services:
     settings: ControllerSettings
     kube: KubeApi
-    ledger: Ledger
+    ledger: ledger.Ledger
     lock: TargetLock
     executor: Executor
-    event: Callable[[dict, str, str, str], None]  # (body, type, reason, message)
-    wakeups: dict[str, asyncio.Event]
-
-    def wakeup(self, key: str) -> asyncio.Event:
-        return self.wakeups.setdefault(key, asyncio.Event())
+    events: Events
 
 
-class RunbookRun:
-    def __init__(self, services: Services, body: dict[str, Any]):
+class LogPublisher:
+    """Puts a running run's newest log lines into its status: ``LOG_DEBOUNCE_SECONDS`` after they change,
+    with at most one patch in flight, the newest lines winning; so a chatty script costs the API server a
+    few patches a second, and a quiet one none."""
+
+    def __init__(self, publish: Callable[[], Awaitable[None]]):
+        self.publish = publish
+        self.dirty = False
+        self.closed = False
+        self.sleeping = False
+        self.task: asyncio.Task | None = None
+
+    def changed(self) -> None:
+        self.dirty = True
+        if not self.closed and (self.task is None or self.task.done()):
+            self.task = asyncio.ensure_future(self._loop())
+
+    async def _loop(self) -> None:
+        while self.dirty and not self.closed:
+            self.sleeping = True
+            await asyncio.sleep(LOG_DEBOUNCE_SECONDS)
+            self.sleeping = False
+            self.dirty = False
+            with contextlib.suppress(ApiError):  # the next change, or the finished status, shows them
+                await self.publish()
+
+    async def close(self) -> None:
+        """Stop publishing (the finished status carries the last lines); a patch in flight completes
+        first, so that it never lands after the status that follows."""
+        self.closed = True
+        if self.task is None:
+            return
+        if self.sleeping:
+            self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+class Runs:
+    def __init__(self, services: Services):
         self.services = services
-        self.body = body
-        meta = body["metadata"]
-        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
-        self.generation = meta.get("generation", 1)
-        self.spec = body["spec"]
-        self.status = RunbookStatus.read(body.get("status") or {})
-        self.command = self.spec["command"]
-        self.request_id = self.spec.get("requestId") or self.name
-        self.group = lock_group(self.services.settings, self.spec.get("profile", "primary"))
-        self.dry_run = bool(self.spec.get("dryRun"))
 
-    async def _patch(self, change: RunbookStatus) -> None:
-        updated = await self.services.kube.patch_status(self.namespace, self.name, transitions.patch(change))
-        if updated is not None:
-            self.status = RunbookStatus.read(updated.get("status") or {})
-        else:  # the Runbook is gone: keep what we meant to write
-            self.status = self.status.model_copy(
-                update={k: getattr(change, k) for k in change.model_fields_set}
-            )
+    # -- status and Events ---------------------------------------------------------------------
+    def status(self, entry: Entry) -> RunbookStatus:
+        if entry.status is None:
+            entry.status = RunbookStatus.read(entry.raw_status)
+        return entry.status
 
-    # -- the whole life ----------------------------------------------------
-    async def reconcile(
-        self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
+    async def patch(self, entry: Entry, change: RunbookStatus) -> bool:
+        """Apply ``change`` to the status (the controller writes it whole: it is its only writer); False
+        (and ``entry.gone``) if the Runbook no longer exists."""
+        status = apply(self.status(entry), change)
+        ok = await self.services.kube.put_status(entry.namespace, entry.name, entry.uid, status.to_k8s())
+        entry.status = status
+        entry.gone = entry.gone or not ok
+        return ok
+
+    def event(
+        self,
+        entry: Entry,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        status: RunbookStatus | None = None,
+        post: bool = True,
     ) -> None:
-        """Move the Runbook to its end; raise Stopped if the controller stops first."""
-        if self.status.finished:
-            return
-        try:
-            await self._reconcile(queue, stopped, deleted)
-        except Stopped:
-            if deleted() and not self.status.execution:  # never ran: the request id is free again
-                await self.services.ledger.release(self.namespace, self.request_id, self.uid)
-            raise
-
-    async def _reconcile(
-        self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event, deleted: Callable[[], bool]
-    ) -> None:
-        # The first auto window loads the venue's calendar (a child process): off the event loop.
-        window, session = (
-            (self.status.window, self.status.session)
-            if self.status.window
-            else await asyncio.to_thread(self._resolve_window)
+        """A transition: its audit line (``status``: the one it ends with, if not the one last written)
+        and, if ``post``, its Event."""
+        audit.write(
+            audit.line(reason, entry.namespace, entry.name, entry.spec, status or self.status(entry), message)
         )
-        resolved = {
-            "request_id": self.request_id,
-            "window": window,
-            "target": queue_key(self.namespace, self.group),
-            "session": session,
-        }
-        if not self.status.conditions:
-            await self._patch(transitions.pending(self.status, self.generation, **resolved))
-            self.services.event(
-                self.body, "Normal", "Accepted", f"{self.command} accepted as request {self.request_id}"
+        if post:
+            self.services.events.post(Ref(entry.namespace, entry.name, entry.uid), kind, reason, message)
+
+    async def show_queued(self, entry: Entry, behind: str) -> None:
+        """A Runbook waiting for its target's lock shows which Runbook it waits behind."""
+        message = f"waiting for {behind} to finish on target {entry.target}"
+        change = transitions.queued(self.status(entry), entry.generation, message)
+        change.request_id, change.target = entry.request_id, entry.target
+        if await self.patch(entry, change):
+            self.event(entry, "Normal", "Queued", message)
+
+    # -- 1. admission --------------------------------------------------------------------------
+    async def admit(self, entry: Entry, in_view: Callable[[str], bool]) -> Next:
+        """Claim the request id; settle or park a duplicate."""
+        claim = await self.services.ledger.claim(entry.namespace, entry.request_id, entry.uid, entry.name)
+        if claim.uid == entry.uid:
+            entry.claim = claim
+            return Next(Outcome.OWNER)
+        if claim.result is not None:
+            return await self.settle_duplicate(entry, claim)
+        if in_view(claim.uid):  # the original runs (or waits) here: wait for its result, holding nothing
+            return await self._park(entry, claim)
+        earlier_ns, _, earlier_name = claim.runbook.partition("/")
+        earlier = await self.services.kube.get_runbook(earlier_ns, earlier_name)
+        if earlier is None or earlier["metadata"]["uid"] != claim.uid:
+            cancelled = failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
+            return await self.settle_duplicate(entry, claim, cancelled)
+        status = RunbookStatus.read(earlier.get("status") or {})
+        if status.finished:  # finished, but its result never reached the ledger
+            return await self.settle_duplicate(entry, claim, ledger.summary(status.to_k8s()))
+        return await self._park(entry, claim)  # it comes into view soon
+
+    async def _park(self, entry: Entry, claim: ledger.Entry) -> Next:
+        if self.status(entry).duplicate_of != claim.runbook:
+            change = transitions.waiting_for_original(
+                self.status(entry), entry.generation, claim.runbook, entry.request_id
             )
-
-        owner = await self.services.ledger.claim(self.namespace, self.request_id, self.uid, self.name)
-        if owner.uid != self.uid:
-            await self._duplicate(owner, resolved, stopped)
-            return
-
-        locked = needs_lock(self.spec)
-        if locked and not self.status.execution:
-            await self._wait_for_lock(queue, stopped)
-        try:
-            run = await self._start(window)
-            if run is None:
-                return
-            result = await self._wait(run, stopped, deleted)
-            await self._finish(result)
-        finally:
-            if locked and (self.status.finished or deleted()):
-                await self.services.lock.release(self.namespace, self.group, self.uid)
-                self.services.wakeup(queue_key(self.namespace, self.group)).set()
-
-    def _resolve_window(self) -> tuple[str, RunSession | None]:
-        """The window (auto: from the venue's session now) and that session; an explicit window runs
-        without the calendar, so its session is recorded only when the calendar can tell."""
-        window, at = self.spec.get("window", "auto"), datetime.datetime.now(datetime.UTC)
-        try:
-            calendar = self.services.settings.calendar.at(at)
-            state = calendar.state(at)
-        except CalendarError:
-            if window == "auto":
-                raise
-            return window, None
-        session = RunSession(venue=calendar.venue, state=state)
-        return (calendar.windows[state] if window == "auto" else window), session
-
-    # -- duplicates ----------------------------------------------------------
-    async def _duplicate(self, owner: Entry, resolved: dict[str, Any], stopped: asyncio.Event) -> None:
-        while owner.result is None:
-            earlier_ns, _, earlier_name = owner.runbook.partition("/")
-            earlier = await self.services.kube.get_runbook(earlier_ns, earlier_name)
-            if earlier is None or earlier["metadata"]["uid"] != owner.uid:
-                owner = dataclasses.replace(
-                    owner, result=failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
+            if not await self.patch(entry, change):
+                return Next(Outcome.GONE)
+            message = change.succeeded.message if change.succeeded else ""
+            audit.write(
+                audit.line(
+                    Reason.QUEUED, entry.namespace, entry.name, entry.spec, self.status(entry), message
                 )
-                break
-            if not self.status.duplicate_of:
-                await self._patch(
-                    transitions.waiting_for_original(
-                        self.status, self.generation, owner.runbook, self.request_id
-                    )
+            )
+        return Next(Outcome.PARKED, owner=claim.uid)
+
+    async def settle_duplicate(
+        self, entry: Entry, claim: ledger.Entry, result: dict[str, Any] | None = None
+    ) -> Next:
+        """Show the earlier run's result: the duplicate never runs."""
+        result = result or claim.result or {}
+        change = transitions.duplicate(
+            self.status(entry),
+            entry.generation,
+            earlier=claim.runbook,
+            result=result,
+            request_id=entry.request_id,
+            window=entry.spec.get("window") if entry.spec.get("window") in ("day", "night") else None,
+            target=entry.target,
+        )
+        await self.services.ledger.note_duplicate(claim, entry.namespace, entry.uid)
+        if await self.patch(entry, change):
+            message = f"request id {entry.request_id} already ran as {claim.runbook}"
+            self.event(entry, "Normal", "Duplicate", message)
+        return Next(Outcome.SETTLED)
+
+    async def release_claim(self, entry: Entry) -> None:
+        """The Runbook was deleted before it ran: its request id is free again."""
+        if entry.claim is not None and not self.status(entry).execution:
+            await self.services.ledger.release(entry.claim, entry.namespace)
+
+    # -- 2. the run ----------------------------------------------------------------------------
+    async def run(self, entry: Entry, stopping: asyncio.Event) -> Next:
+        """Start (or adopt) the run, wait for it and finish it."""
+        assert entry.claim is not None
+        if entry.claim.result is not None:  # recorded before a restart: only the rest is left to do
+            run = self.services.executor.handle(self.request(entry))
+            return await self.finish(entry, run, entry.claim.result)
+        if entry.needs_lock:
+            holder = await self.services.lock.acquire(entry.namespace, entry.group, entry.uid, entry.name)
+            if holder is not None:
+                log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
+                return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
+        started = self.status(entry).execution is not None
+        if not started:
+            try:
+                status = self.status(entry)
+                window, session = (
+                    (status.window, status.session) if status.window else await self._window(entry)
                 )
-            if await _wait(stopped, DUPLICATE_POLL_SECONDS):
-                raise Stopped
-            owner = await self.services.ledger.lookup(self.namespace, self.request_id) or owner
-        await self._patch(
-            transitions.duplicate(
-                self.status, self.generation, earlier=owner.runbook, result=owner.result, **resolved
-            )
-        )
-        self.services.event(
-            self.body, "Normal", "Duplicate", f"request id {self.request_id} already ran as {owner.runbook}"
-        )
-
-    # -- the lock ------------------------------------------------------------
-    async def _wait_for_lock(self, queue: Callable[[], Iterable[QueueEntry]], stopped: asyncio.Event) -> None:
-        key = queue_key(self.namespace, self.group)
-        shown = ""
-        while True:
-            waiting = list(queue())
-            ahead = [e.name for e in ahead_of(waiting, self.uid)]
-            holder = (
-                None
-                if ahead
-                else await self.services.lock.acquire(self.namespace, self.group, self.uid, self.name)
-            )
-            if not ahead and holder is None:
-                metrics.QUEUE_DEPTH.labels(key).set(max(0, queue_depth(waiting) - 1))  # minus this one
-                return
-            blocker = holder or ahead[0]
-            message = f"waiting for {blocker} to finish on target {key} ({len(ahead) or 1} ahead)"
-            if message != shown:
-                shown = message
-                await self._patch(transitions.queued(self.status, self.generation, message))
-                self.services.event(self.body, "Normal", "Queued", message)
-            metrics.QUEUE_DEPTH.labels(key).set(queue_depth(waiting))
-            wakeup = self.services.wakeup(key)
-            wakeup.clear()
-            if await _wait(stopped, LOCK_POLL_SECONDS, wakeup):
-                raise Stopped
-
-    # -- running -------------------------------------------------------------
-    async def _start(self, window: str) -> Run | None:
-        request = RunRequest(
-            self.namespace, self.name, self.uid, self.request_id, self.command, window, self.spec
-        )
+            except CalendarError as error:
+                log.error("%s/%s cannot start: %s", entry.namespace, entry.name, error)
+                return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
+            if entry.deleting or not await self._protect(entry):
+                await self.release_claim(entry)
+                if entry.needs_lock:
+                    await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+                return Next(Outcome.GONE)
+            if stopping.is_set():  # paused meanwhile: the active controller starts it
+                return Next(Outcome.STOPPED)
+        else:
+            window, session = self.status(entry).window or "day", self.status(entry).session
         try:
-            run = await self.services.executor.start(request)
-        except (ApiException, OSError) as error:
-            detail = getattr(error, "reason", None) or str(error)
-            await self._finish(failure(ExitCode.NOT_EXECUTED, f"could not start the run: {detail}"))
-            return None
-        if not self.status.execution:
+            run = await self.services.executor.start(self.request(entry, window))
+        except (ApiError, OSError) as error:
+            return await self.finish(entry, None, failure(ExitCode.NOT_EXECUTED, f"could not start: {error}"))
+        if not started:
             execution = Execution(executor=self.services.executor.kind, name=run.name)
-            await self._patch(transitions.running(self.status, self.generation, execution, now()))
-            self.services.event(self.body, "Normal", "Started", f"{self.command} started ({run.name})")
-        return run
+            change = transitions.running(self.status(entry), entry.generation, execution, now())
+            change.request_id, change.window, change.target = entry.request_id, window, entry.target
+            change.session = session
+            await self.patch(entry, change)
+            self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
+        result = await self._wait(entry, run, stopping)
+        if result is None:
+            return Next(Outcome.STOPPED)
+        return await self.finish(entry, run, result)
 
-    async def _wait(self, run: Run, stopped: asyncio.Event, deleted: Callable[[], bool]) -> dict[str, Any]:
-        async def on_logs(lines: list[dict[str, Any]]) -> None:
-            await self._patch(transitions.progress_logs(lines))
+    @staticmethod
+    def request(entry: Entry, window: str = "") -> RunRequest:
+        return RunRequest(
+            entry.namespace, entry.name, entry.uid, entry.request_id, entry.command, window, entry.spec
+        )
 
+    async def _window(self, entry: Entry) -> tuple[str, RunSession | None]:
+        """The spec's window (auto: the one the venue's calendar gives now) and the venue's session now.
+        An auto window needs the calendar (its first use may load it: in a thread); an explicit one runs
+        without it, so its session is recorded only when the calendar is loaded already (it is loaded as
+        the controller starts)."""
+        window, at = entry.spec.get("window", "auto"), datetime.datetime.now(datetime.UTC)
+        venue = self.services.settings.calendar
+        if window == "auto":
+            calendar = await asyncio.to_thread(venue.at, at)
+        elif (calendar := venue.loaded(at)) is None:
+            return window, None
+        state = calendar.state(at)
+        return (calendar.windows[state] if window == "auto" else window), RunSession(
+            venue=calendar.venue, state=state
+        )
+
+    async def _protect(self, entry: Entry) -> bool:
+        """Add the finalizer before the run starts; False if the Runbook is gone."""
+        if keys.FINALIZER in entry.finalizers:
+            return True
+        finalizers = [*entry.finalizers, keys.FINALIZER]
+        ok = await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers)
+        if ok:
+            entry.finalizers = finalizers
+        return ok
+
+    async def _wait(self, entry: Entry, run: Run, stopping: asyncio.Event) -> dict[str, Any] | None:
+        """The run's result; None if the controller stops first. A deleted Runbook's run is stopped."""
+
+        async def publish() -> None:
+            if not entry.gone:
+                await self.patch(entry, transitions.progress_logs(run.logs()))
+
+        publisher = LogPublisher(publish)
         metrics.RUNNING.inc()
-        waiting = asyncio.ensure_future(run.wait(on_logs))
-        stop = asyncio.ensure_future(stopped.wait())
+        waiting = asyncio.ensure_future(run.wait(publisher.changed))
+        interrupts = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(entry.cancel.wait())]
         try:
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiting, *interrupts}, return_when=asyncio.FIRST_COMPLETED)
             if waiting.done():
                 return waiting.result()
-            if not deleted():
+            if stopping.is_set():
                 waiting.cancel()
-                raise Stopped
+                return None
             await run.cancel()  # the Runbook was deleted: stop its run
             result = await waiting
             if result.get("exitCode") == ExitCode.CANCELLED:
                 return result
             return failure(ExitCode.CANCELLED, "cancelled: the Runbook was deleted")
         finally:
-            stop.cancel()
+            for task in interrupts:
+                task.cancel()
+            await publisher.close()
             metrics.RUNNING.dec()
 
-    async def _finish(self, result: dict[str, Any]) -> None:
-        await self._patch(transitions.finished(self.status, self.generation, result, dry_run=self.dry_run))
-        await self.services.ledger.finish(self.namespace, self.request_id, self.uid, self.status)
-        started, finished = parse_time(self.status.started_at), parse_time(self.status.finished_at)
+    # -- 3. the end ----------------------------------------------------------------------------
+    async def finish(self, entry: Entry, run: Run | None, result: dict[str, Any]) -> Next:
+        assert entry.claim is not None
+        dry_run = bool(entry.spec.get("dryRun"))
+        if "logs" not in result:  # a result from the ledger: keep the lines the status shows
+            result = {**result, "logs": [line.to_k8s() for line in self.status(entry).logs]}
+        change = transitions.finished(self.status(entry), entry.generation, result, dry_run=dry_run)
+        final = apply(self.status(entry), change)
+        entry.claim = await self.services.ledger.finish(entry.claim, entry.namespace, final.to_k8s())
+        if run is not None:
+            await run.release()
+        if keys.FINALIZER in entry.finalizers and not entry.gone:
+            finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
+            if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
+                entry.finalizers = finalizers
+        entry.finishing = True
+        if not (entry.gone or entry.deleting):  # a deleted one is gone with its finalizer
+            await self.patch(entry, change)
+        if entry.needs_lock:
+            await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+        started, finished = parse_time(final.started_at), parse_time(final.finished_at)
         duration = (finished - started).total_seconds() if started and finished else 0.0
-        metrics.record_finish(self.command, result, duration, dry_run=self.dry_run)
-        code = self.status.exit_code
+        metrics.record_finish(entry.command, result, duration, dry_run=dry_run)
+        code = final.exit_code
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
-        self.services.event(self.body, kind, reason_of(code), self.status.message or f"exit code {code}")
-
-
-async def _wait(stopped: asyncio.Event, timeout: float, *others: asyncio.Event) -> bool:
-    """Sleep up to ``timeout`` or until an event is set; True if ``stopped`` was set."""
-    tasks = [asyncio.ensure_future(e.wait()) for e in (stopped, *others)]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-    return stopped.is_set()
+        message = final.message or f"exit code {code}"
+        gone = entry.gone or entry.deleting  # no Event (it would name nothing), but its audit line
+        self.event(entry, kind, reason_of(code), message, status=final, post=not gone)
+        return Next(Outcome.SETTLED)

@@ -1,9 +1,9 @@
 """RunbookSchedules: one Runbook per slot, at most once, at the venue's rhythm.
 
-Each schedule has a kopf timer (there are few schedules: a look each second costs little). A look
-computes what is due with the pure slot logic of :mod:`runbooks.schedule` (:func:`plan`), creates the
-slot's Runbook, then records the step in the schedule's status, and only then posts Events, counts
-metrics and trims the history.
+Each schedule has a kopf timer (there are few schedules: a look each second, with one list of its own
+Runbooks from the API server's watch cache, costs little). A look computes what is due with the pure slot
+logic of :mod:`runbooks.schedule` (:func:`plan`), creates the slot's Runbook, then records the step in the
+schedule's status, and only then posts Events, counts metrics and trims the history.
 
 Exactly once: the slot's Runbook is named and keyed by the schedule and the slot's instant, so a second
 create of it is AlreadyExists (another replica, a restart, a stale view of the status), and the ledger
@@ -11,8 +11,8 @@ refuses a second run of its request id even after it was deleted. The status is 
 resourceVersion it was computed from, so a step computed from a stale view is refused (409) instead of
 counting its missed or skipped slots twice; the next look starts again from the status as it is. A
 Runbook whose step was never recorded (created just before a crash, or its status write refused as
-stale) is found by the index of the schedule's Runbooks: the next look records it as created and starts
-after its slot instead of counting it missed.
+stale) is found among the schedule's Runbooks: the next look records it as created and starts after its
+slot instead of counting it missed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from controller import metrics, transitions
 from controller.kubeapi import KubeApi
 from controller.settings import get_settings
-from runbooks import keys, kube, schedule
+from runbooks import keys, schedule
 from runbooks.calendar import CalendarError, SessionCalendar
 from runbooks.contract import ConditionType, format_time, parse_time
 from runbooks.models import RunbookStatus
@@ -39,13 +39,12 @@ from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
 log = logging.getLogger(__name__)
 
 SCHEDULES = (keys.GROUP, keys.VERSION, schedule.PLURAL)
-RUNBOOKS = (keys.GROUP, keys.VERSION, keys.PLURAL)
 LOOK_SECONDS = 1.0  # how often each schedule is looked at: the latest a slot's Runbook is created
 
 
 @dataclass(frozen=True)
 class SlotRun:
-    """A Runbook of a schedule, as the index keeps it."""
+    """A Runbook of a schedule, as its slot logic sees it."""
 
     name: str
     slot: datetime.datetime
@@ -166,31 +165,20 @@ def _ready(status: RunbookScheduleStatus, generation: int, value: str, reason: s
 # -- the kopf side --------------------------------------------------------------------------------------
 
 
-@kopf.index(*RUNBOOKS, labels={schedule.SCHEDULE_LABEL: kopf.PRESENT})
-def schedule_runs(
-    body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
-) -> dict[tuple[str, str], SlotRun]:
-    """The Runbooks of each schedule (namespace, name), with their slots and results."""
-    slot = parse_time((body.metadata.annotations or {}).get(schedule.SLOT_ANNOTATION))
-    if slot is None:  # not made by a schedule
-        return {}
+def slot_run(body: dict[str, Any]) -> SlotRun | None:
+    """A schedule's Runbook as the slot logic sees it; None if it was not made by a schedule."""
+    meta = body["metadata"]
+    slot = parse_time((meta.get("annotations") or {}).get(schedule.SLOT_ANNOTATION))
+    if slot is None:
+        return None
     status = RunbookStatus.read(body.get("status") or {})
-    run = SlotRun(body.metadata.name, slot, status.finished, status.result)
-    return {(namespace, labels[schedule.SCHEDULE_LABEL]): run}
-
-
-@kopf.on.startup()
-async def schedules_startup(memo: kopf.Memo, **_: Any) -> None:
-    config = get_settings()
-    memo.schedules = KubeApi(kube.api_client(config.kubeconfig, config.in_cluster))
+    return SlotRun(meta["name"], slot, status.finished, status.result)
 
 
 @kopf.timer(*SCHEDULES, interval=LOOK_SECONDS, errors=kopf.ErrorsMode.TEMPORARY, backoff=2)
-async def look(
-    body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, schedule_runs: kopf.Index, **_: Any
-) -> None:
+async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Create the Runbook of a due slot, record the step, then announce it and trim the history."""
-    api: KubeApi = memo.schedules
+    api: KubeApi = memo.api
     status = RunbookScheduleStatus.model_validate(body.get("status") or {})
     generation = body.metadata.get("generation", 1)
     version = body.metadata["resourceVersion"]
@@ -204,6 +192,12 @@ async def look(
     now = datetime.datetime.now(datetime.UTC)
     created = parse_time(body.metadata["creationTimestamp"])
     start = min(parse_time(status.last_slot) or created, now)
+    # The schedule's Runbooks, finished ones too: the controller's Runbook watch has unfinished ones only.
+    bodies = {
+        item["metadata"]["name"]: item
+        for item in await api.labelled_runbooks(namespace, f"{schedule.SCHEDULE_LABEL}={name}")
+    }
+    runs = [run for run in map(slot_run, bodies.values()) if run is not None]
     try:  # the first look of a controller may wait for the calendar's load (a child process)
         calendar = await asyncio.to_thread(
             get_settings().calendar.covering, start, now + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
@@ -216,7 +210,7 @@ async def look(
             generation=generation,
             now=now,
             calendar=calendar,
-            runs=list(schedule_runs.get((namespace, name), [])),
+            runs=runs,
         )
     except CalendarError as error:
         await _record(
@@ -236,7 +230,8 @@ async def look(
         kopf.event(body, type=kind, reason=reason, message=message)
     metrics.record_schedule(namespace, name, step.status, step.counts)
     for doomed in step.delete:
-        await api.delete_runbook(namespace, doomed)
+        meta = bodies[doomed]["metadata"]
+        await api.delete_runbook(namespace, doomed, meta["uid"], meta["resourceVersion"])
 
 
 async def _record(

@@ -19,7 +19,7 @@ class ControllerSettings(CommonSettings):
     state_dir: Path = Field(
         Path("/var/lib/mdops"), description="Local executor: where runs keep their files."
     )
-    max_parallel: int = Field(8, ge=1, description="Local executor: runs executing at once.")
+    max_parallel: int = Field(8, ge=1, description="Runs executing at once (local processes or Jobs).")
 
     runner_image: str = Field("mdops:0.1.0", description="Job executor: image with the runner.")
     runner_command: list[str] = Field(["python", "-m", "runner"], description="Job executor: the runner.")
@@ -50,7 +50,37 @@ class ControllerSettings(CommonSettings):
         default_factory=dict,
         description="Profile -> lock group; profiles not listed share the group 'default'.",
     )
-    ledger_size: int = Field(1000, ge=10, description="Finished request ids remembered per namespace.")
+    ledger_size: int = Field(
+        1000,
+        ge=10,
+        description="Finished request ids remembered per namespace beyond those an existing Runbook names "
+        "(the ids of deleted Runbooks: newest first).",
+    )
+    max_unfinished_per_namespace: int = Field(
+        500,
+        ge=0,
+        description="Unfinished Runbooks the namespace may hold; one created beyond it fails at once "
+        "(reason QuotaExceeded) without using its request id. 0: no cap.",
+    )
+    retention_interval_seconds: int = Field(
+        300,
+        ge=0,
+        description="Retention: seconds between passes over the finished Runbooks (the first one a pass "
+        "after the start). 0: retention off, finished Runbooks stay.",
+    )
+    retention_ttl_seconds: int = Field(
+        604800,
+        ge=0,
+        description="Retention: a finished Runbook is deleted this long after it finished. 0: never by age.",
+    )
+    retention_successful_per_command: int = Field(
+        100,
+        ge=0,
+        description="Retention: successful Runbooks kept per command (the newest). 0: no limit.",
+    )
+    retention_failed_per_command: int = Field(
+        100, ge=0, description="Retention: failed Runbooks kept per command (the newest). 0: no limit."
+    )
     metrics_port: int = Field(9102, ge=0, description="Port of /metrics (0: none).")
     metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
     peering: str = Field("", description="kopf peering name; empty: standalone (one replica).")

@@ -252,11 +252,12 @@ def duplicate(
     earlier: str,
     result: dict[str, Any],
     request_id: str,
-    window: str,
+    window: str | None,
     target: str,
     session: RunSession | None = None,
 ) -> RunbookStatus:
-    """A Runbook whose request id already ran as ``earlier``: it shows that result and never runs."""
+    """A Runbook whose request id already ran as ``earlier``: it shows that result and never runs (so it
+    resolves no ``window: auto``)."""
     message = f"request id already ran as {earlier}; not run again"
     change = finished(old, generation, {**result, "message": message}, dry_run=True)
     for condition in change.conditions:
@@ -264,6 +265,21 @@ def duplicate(
             condition.reason = Reason.DUPLICATE
     change.request_id, change.window, change.target, change.duplicate_of = request_id, window, target, earlier
     change.session = session
+    return change
+
+
+def over_quota(old: RunbookStatus, generation: int, *, unfinished: int, cap: int) -> RunbookStatus:
+    """A Runbook created while its namespace holds ``cap`` unfinished Runbooks already: it fails at once,
+    never runs, and leaves its request id unused (deleted and created again later, it runs)."""
+    message = (
+        f"not run: {unfinished} Runbooks in this namespace are unfinished, at the cap of {cap} "
+        "(MDOPS_MAX_UNFINISHED_PER_NAMESPACE); create it again once fewer are"
+    )
+    result = {"exitCode": ExitCode.NOT_EXECUTED, "message": message}
+    change = finished(old, generation, result, dry_run=True)
+    for condition in change.conditions:
+        if condition.reason == reason_of(ExitCode.NOT_EXECUTED):
+            condition.reason = Reason.QUOTA_EXCEEDED
     return change
 
 

@@ -32,10 +32,12 @@ def install_rbac(cluster: ControlPlane, namespace: str, workdir: Path) -> str:
 
 
 class ControllerProcess:
-    """``python -m controller`` as a real process, with its own state folder and metrics port."""
+    """``python -m controller`` as a real process, with its own state folder and metrics port.
+
+    ``module`` runs another module instead that runs the controller in its process (``bench.heapdump``)."""
 
     def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, env: dict[str, str] | None = None,
-                 name: str = "controller", logs: Path | None = None):  # fmt: skip
+                 name: str = "controller", logs: Path | None = None, module: str = "controller"):  # fmt: skip
         """Its state folder is ``<workdir>/state``, its log ``<logs or workdir>/<name>.log``."""
         self.metrics_port = free_port()
         self.workdir = workdir
@@ -49,7 +51,7 @@ class ControllerProcess:
             "MDOPS_METRICS_PORT": str(self.metrics_port),
             **(env or {}),
         }
-        self.process = Process(name, [sys.executable, "-m", "controller"], logs or workdir, env=self.env)
+        self.process = Process(name, [sys.executable, "-m", module], logs or workdir, env=self.env)
 
     @property
     def metrics_url(self) -> str:

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     EXECUTION_ERROR = "ExecutionError"
     CANCELLED = "Cancelled"
     DUPLICATE = "Duplicate"
+    QUOTA_EXCEEDED = "QuotaExceeded"  # created beyond the namespace's cap of unfinished Runbooks: never run
     # Change windows and four eyes (RunbookPolicy, RunbookApproval): a run waits (Queued) with the first two,
     # and ends failed without executing with the last three (OutsideChangeWindow when its rule says Reject).
     OUTSIDE_CHANGE_WINDOW = "OutsideChangeWindow"

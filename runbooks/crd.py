@@ -168,6 +168,8 @@ RUNBOOK = Kind(
     models.RunbookStatus,
     PRINTER_COLUMNS,
     spec_rules=[{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}],
+    # Empty until the run has finished: the controller watches `status.result=` only (Kubernetes >= 1.31).
+    selectable_fields=[".status.result"],
 )
 POLICY = Kind(
     policy.KIND,

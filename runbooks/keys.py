@@ -13,8 +13,7 @@ PLURAL = "runbooks"
 SINGULAR = "runbook"
 SHORT_NAMES = ["rb"]
 
-# kopf keeps its own state under this prefix (progress and diff-base annotations).
-KOPF_PREFIX = GROUP
+# On a Runbook while its run may go on: deleting the Runbook then stops the run first.
 FINALIZER = f"{GROUP}/runbook"
 
 # -- labels -----------------------------------------------------------------------------------------------
@@ -34,5 +33,6 @@ REQUEST_ID = f"{GROUP}/request-id"
 RUNBOOK = f"{GROUP}/runbook"  # on a Lease: the Runbook (namespace/name or name) that holds it
 RESULT = f"{GROUP}/result"
 FINISHED_AT = f"{GROUP}/finished-at"
+DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks that showed its result
 LOCK_GROUP = f"{GROUP}/group"
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from devcluster.components import ControllerProcess
@@ -103,6 +103,22 @@ class Runbooks:
             return entry is not None and finished(entry["status"]) and self.get(name)
 
         return wait_until(check, timeout, f"runbook {name} to finish")
+
+    def watch_finished(self, name: str, timeout: int = 60) -> dict[str, Any]:
+        """Like :meth:`wait_finished`, through a watch: for tests that count the API server's requests
+        and must not add a GET every tenth of a second."""
+        stream = watch.Watch().stream(
+            self.custom.list_namespaced_custom_object,
+            *self._args(),
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=timeout,
+        )
+        for event in stream:
+            body = event["object"]
+            conditions = (body.get("status") or {}).get("conditions") or []
+            if any(c["type"] == ConditionType.SUCCEEDED and finished(c["status"]) for c in conditions):
+                return body
+        raise TimeoutError(f"timed out after {timeout}s waiting for runbook {name} to finish")
 
     def gone(self, name: str) -> bool:
         return self.get(name) is None

@@ -1,7 +1,10 @@
 """How a run executes: as a local process or as a Kubernetes Job. Both run the runner (``runner/``).
 
 An executor's ``start`` is idempotent: a run it already started (before a controller restart) is
-adopted, never started twice. ``wait`` returns the runner's result JSON.
+adopted, never started twice. ``wait`` returns the runner's result JSON, calling ``on_logs`` whenever
+the run's log lines change (``logs`` gives them). ``release`` is called once the result is recorded:
+whatever keeps it (a finished Job) may then go. How many runs go on at once is the dispatcher's
+business (``MDOPS_MAX_PARALLEL``), not the executors'.
 
 The runner gets the request as data (``$MDOPS_REQUEST``, JSON), never as arguments: its arguments are
 fixed tokens the controller controls, so a reason such as ``--dry-run`` or ``$(id)`` reaches the script
@@ -10,7 +13,7 @@ exactly as written.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +21,7 @@ from controller.settings import ControllerSettings
 from runbooks.contract import now
 from runner.request import EXTRA_ENV, KEYS, PASS_ENV, REQUEST_ENV, dumps_for_env
 
-LogCallback = Callable[[list[dict[str, Any]]], Awaitable[None]]
+LogCallback = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,18 @@ class Run(Protocol):
 
     async def wait(self, on_logs: LogCallback) -> dict[str, Any]: ...
 
+    def logs(self) -> list[dict[str, Any]]: ...
+
     async def cancel(self) -> None: ...
+
+    async def release(self) -> None: ...
 
 
 class Executor(Protocol):
     kind: str
 
     async def start(self, request: RunRequest) -> Run: ...
+
+    def handle(self, request: RunRequest) -> Run:
+        """The run of a request that started before, without starting anything."""
+        ...

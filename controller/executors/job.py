@@ -2,7 +2,13 @@
 
 The Job's name is derived from the Runbook's uid, so creating it is idempotent: after a controller
 restart the existing Job is adopted, never created twice. The runner writes its result JSON to the
-container's termination message, which the controller reads from the pod's status.
+container's termination message, which the controller reads from the pod's status as soon as the pod
+has ended: one watch on the Jobs and pods that mdops manages (the kopf handlers feed
+:meth:`JobExecutor.observe`), no polling per run.
+
+A Job is created without ``ttlSecondsAfterFinished``: the TTL controller would delete a finished Job
+and its pod (and with it the result) whether or not the controller has read it, for example while the
+controller is down. The TTL is set once the result is recorded (:meth:`JobRun.release`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from runner.result import parse_result
 SCRIPTS_MOUNT = "/etc/mdops/scripts"
 TERMINATION_LOG = "/dev/termination-log"
 TMP_MOUNT = "/run/mdops/tmp"  # not /tmp: podsim maps mount paths onto this machine by their names
-POLL_SECONDS = 0.5
 DEADLINE_GRACE_SECONDS = 30
 
 
@@ -106,7 +111,6 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
             "backoffLimit": 0,
             "podReplacementPolicy": "Failed",
             "activeDeadlineSeconds": timeout + DEADLINE_GRACE_SECONDS,
-            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
                 "metadata": {"labels": labels, "annotations": dict(settings.job_pod_annotations)},
                 "spec": pod_spec,
@@ -115,44 +119,60 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
     }
 
 
+def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The runner's result from its pod, once the container has ended (None before)."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated is None:
+            continue
+        message = terminated.get("message") or ""
+        try:
+            return parse_result(message)
+        except ValueError:
+            detail = message.strip()[-500:] or "no result in the termination message"
+            return failure(
+                terminated.get("exitCode") or ExitCode.NOT_EXECUTED, f"runner gave no result: {detail}"
+            )
+    return None
+
+
+def job_failure(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a Job that ended without a pod's result (None while it has not ended)."""
+    name = job["metadata"]["name"]
+    ended = {
+        c["type"]: c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+    }
+    if not ended:
+        return None
+    failed = ended.get("Failed")
+    if failed is not None and failed.get("reason") == "DeadlineExceeded":
+        return failure(ExitCode.TIMEOUT, f"Job {name} exceeded its deadline")
+    reason = (failed or {}).get("message") or "no pod ran"
+    return failure(ExitCode.NOT_EXECUTED, f"Job {name} could not run: {reason}")
+
+
 class JobRun:
-    def __init__(self, kube: KubeApi, namespace: str, name: str):
-        self.kube = kube
+    def __init__(self, executor: JobExecutor, namespace: str, name: str):
+        self.executor = executor
         self.namespace = namespace
         self.name = name
 
     async def wait(self, on_logs: LogCallback) -> dict[str, Any]:
-        while True:
-            job = await self.kube.get_job(self.namespace, self.name)
-            if job is None:
-                return failure(ExitCode.NOT_EXECUTED, f"Job {self.name} disappeared before it finished")
-            done = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
-            if "Complete" in done or "Failed" in done:
-                return await self._result(done.get("Failed"))
-            await asyncio.sleep(POLL_SECONDS)
+        """The result, from the watch (the pod's termination message). Log lines come with it."""
+        return await self.executor.outcome(self.namespace, self.name)
 
-    async def _result(self, failed) -> dict[str, Any]:
-        for pod in await self.kube.job_pods(self.namespace, self.name):
-            for container in pod.status.container_statuses or []:
-                terminated = container.state.terminated if container.state else None
-                if terminated is None:
-                    continue
-                try:
-                    return parse_result(terminated.message or "")
-                except ValueError:
-                    message = (terminated.message or "").strip()[
-                        -500:
-                    ] or "no result in the termination message"
-                    return failure(
-                        terminated.exit_code or ExitCode.NOT_EXECUTED, f"runner gave no result: {message}"
-                    )
-        if failed is not None and failed.reason == "DeadlineExceeded":
-            return failure(ExitCode.TIMEOUT, f"Job {self.name} exceeded its deadline")
-        reason = failed.message if failed is not None else "no pod ran"
-        return failure(ExitCode.NOT_EXECUTED, f"Job {self.name} could not run: {reason}")
+    def logs(self) -> list[dict[str, Any]]:
+        return []
 
     async def cancel(self) -> None:
-        await self.kube.delete_job(self.namespace, self.name)
+        await self.executor.kube.delete_job(self.namespace, self.name)
+
+    async def release(self) -> None:
+        """The result is recorded: the Job may now go after its TTL."""
+        ttl = {"spec": {"ttlSecondsAfterFinished": self.executor.settings.job_ttl_seconds}}
+        await self.executor.kube.patch_job(self.namespace, self.name, ttl)
 
 
 class JobExecutor:
@@ -161,8 +181,69 @@ class JobExecutor:
     def __init__(self, settings: ControllerSettings, kube: KubeApi):
         self.settings = settings
         self.kube = kube
+        self.results: dict[tuple[str, str], dict[str, Any]] = {}  # ended Jobs' results, until taken
+        self.waiters: dict[tuple[str, str], asyncio.Future] = {}
+        self.checks: set[asyncio.Task] = set()
+
+    def handle(self, request: RunRequest) -> JobRun:
+        return JobRun(self, request.namespace, job_name(request))
 
     async def start(self, request: RunRequest) -> JobRun:
         body = build_job(request, self.settings)
         await self.kube.create_job(request.namespace, body)
-        return JobRun(self.kube, request.namespace, body["metadata"]["name"])
+        return self.handle(request)
+
+    async def outcome(self, namespace: str, name: str) -> dict[str, Any]:
+        key = (namespace, name)
+        if key in self.results:
+            return self.results.pop(key)
+        future = self.waiters[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await future
+        finally:
+            if self.waiters.get(key) is future:
+                del self.waiters[key]
+
+    def _ended(self, key: tuple[str, str], result: dict[str, Any]) -> None:
+        future = self.waiters.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+        elif future is None:
+            self.results[key] = result
+
+    # -- the watch ------------------------------------------------------------------------------
+    def observe_pod(self, kind: str | None, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        job = (meta.get("labels") or {}).get(keys.JOB_NAME_LABEL)
+        if not job:
+            return
+        key = (meta["namespace"], job)
+        if kind == "DELETED":
+            self.results.pop(key, None)
+            return
+        result = pod_result(pod)
+        if result is not None and (key in self.waiters or not meta.get("deletionTimestamp")):
+            self._ended(key, result)
+
+    def observe_job(self, kind: str | None, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if kind == "DELETED":
+            self.results.pop(key, None)
+            if key in self.waiters:
+                self._ended(
+                    key, failure(ExitCode.NOT_EXECUTED, f"Job {key[1]} disappeared before it finished")
+                )
+        elif key in self.waiters and job_failure(job) is not None:
+            # Ended without a pod's result in the watch yet: the pod says why, if there is one.
+            task = asyncio.ensure_future(self._from_pods(key, job))
+            self.checks.add(task)
+            task.add_done_callback(self.checks.discard)
+
+    async def _from_pods(self, key: tuple[str, str], job: dict[str, Any]) -> None:
+        for pod in await self.kube.job_pods(*key):
+            result = pod_result(pod)
+            if result is not None:
+                self._ended(key, result)
+                return
+        self._ended(key, job_failure(job))

@@ -1,24 +1,29 @@
-"""The local executor: the runner as a child process (the local stack's default).
+"""The local executor: the runner as a process of its own (the local stack's default).
 
 Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the claim to start, so a run
 is never started twice. The runner runs in its own session and outlives the controller: a controller
 killed mid-run adopts it on restart through ``pid`` and waits for ``result.json``. Its streamed log
-lines go to ``runner.log`` (at most 1 MiB, the older lines in ``runner.log.1``), its own errors to
-``runner.err``.
+lines go to ``runner.log`` (at most 1 MiB, the older lines in ``runner.log.1``), which is watched (its
+size, every ``POLL_SECONDS``) for new lines; its own errors go to ``runner.err``.
 
 A runner that dies without a result (``kill -9``, the OOM killer) takes its script with it (the kernel
 kills it: ``PR_SET_PDEATHSIG``); what the script started is still in the runner's session, and is killed,
 and seen gone, before the run ends (and so before its lock is released): ``end_session``.
+
+Runners are forked by the launcher (:mod:`controller.executors.launcher`), which has the runner imported
+already, rather than started as new interpreters. No thread per run: each is polled from the event loop
+through ``/proc``, which also notices its log growing. The launcher writes how each runner ended (its
+exit status) to ``exit`` in the run's folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,26 +39,19 @@ from runner.result import parse_log_line, parse_result
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
-LOG_EVERY_SECONDS = 1.0
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_BYTES = 64 * 1024
 # A process killed with SIGKILL is gone at once, unless it is in an uninterruptible sleep (a hung disk): it
 # then dies when that ends, and can run nothing of its own before. Past this, the run ends all the same.
 SESSION_END_SECONDS = 30.0
+# The launcher writes a runner's exit status as it reaps it, a moment after the runner is seen gone.
+EXIT_STATUS_SECONDS = 1.0
 
 
 class LocalRun:
-    def __init__(
-        self,
-        folder: Path,
-        timeout: float,
-        process: asyncio.subprocess.Process | None = None,
-        slot: asyncio.Semaphore | None = None,
-    ):
+    def __init__(self, folder: Path, timeout: float):
         self.folder = folder
         self.timeout = timeout
-        self.process = process
-        self.slot = slot
         self.name = f"pid/{self.pid}" if self.pid else "pid/unknown"
 
     @property
@@ -64,17 +62,15 @@ class LocalRun:
             return None
 
     def _alive(self) -> bool:
-        if self.process is not None:
-            return self.process.returncode is None
         pid = self.pid
         if pid is None:
             return False
-        try:  # the pid is ours only while its command line names this run's folder
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        try:  # the pid is ours only while it works in this run's folder
+            cwd = os.readlink(f"/proc/{pid}/cwd")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
             return False
-        return str(self.folder).encode() in cmdline and state != "Z"
+        return cwd == str(self.folder) and state != "Z"
 
     def _log_size(self) -> int:
         try:
@@ -82,7 +78,7 @@ class LocalRun:
         except FileNotFoundError:
             return 0
 
-    def _logs(self) -> list[dict[str, Any]]:
+    def logs(self) -> list[dict[str, Any]]:
         """The log lines at the end of ``runner.log`` (and of ``runner.log.1`` when that is short): only
         their last ``LOG_TAIL_BYTES`` are read."""
         tail = b""
@@ -104,32 +100,22 @@ class LocalRun:
     async def wait(self, on_logs: LogCallback) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout + 30  # the runner enforces the timeout; this is a backstop
-        next_logs = loop.time() + LOG_EVERY_SECONDS
-        shown = 0  # the log's size when last shown
-        try:
-            while self._alive():
-                if self.process is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(self.process.wait()), LOG_EVERY_SECONDS)
-                else:
-                    await asyncio.sleep(POLL_SECONDS * 4)
-                if loop.time() >= next_logs:
-                    next_logs = loop.time() + LOG_EVERY_SECONDS
-                    size = self._log_size()
-                    if size != shown:
-                        shown = size
-                        await on_logs(self._logs())
-                if loop.time() > deadline:
-                    await self.cancel()
-                    await self._end_session()
-                    return failure(
-                        ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
-                    )
-            return await self._result()
-        finally:
-            if self.slot is not None:
-                self.slot.release()
-                self.slot = None
+        shown = 0  # the log's size when last announced
+        while True:
+            alive = self._alive()
+            size = self._log_size()
+            if size != shown:
+                shown = size
+                on_logs()
+            if not alive:
+                return await self._result()
+            if loop.time() > deadline:
+                await self.cancel()
+                await self._end_session()
+                return failure(
+                    ExitCode.TIMEOUT, f"runner did not stop after its {self.timeout:.0f}s timeout; killed"
+                )
+            await asyncio.sleep(POLL_SECONDS)
 
     async def _result(self) -> dict[str, Any]:
         try:
@@ -142,7 +128,7 @@ class LocalRun:
     async def _lost(self) -> dict[str, Any]:
         """The result of a run whose runner is gone without one: what the run left is killed first."""
         killed = await self._end_session()
-        code = self.process.returncode if self.process is not None else None
+        code = await self._exit_code()
         if code is None:  # adopted: it ended while no controller watched it
             message = "the runner ended without writing a result"
         elif code < 0:
@@ -151,8 +137,21 @@ class LocalRun:
             message = f"the runner exited with code {code} without writing a result"
         if killed:
             message += f"; killed what its script had left ({len(killed)} process{'es' * (len(killed) > 1)})"
-        said = [line["message"] for line in self._logs()[-3:]] + self._errors()[-1:]
+        said = [line["message"] for line in self.logs()[-3:]] + self._errors()[-1:]
         return failure(ExitCode.NOT_EXECUTED, message + (": " + "; ".join(said) if said else ""))
+
+    async def _exit_code(self) -> int | None:
+        """The runner's exit status as the launcher wrote it (negative: killed by that signal); None when
+        no launcher saw it end (a run adopted after a restart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_STATUS_SECONDS
+        while True:
+            try:
+                return int((self.folder / "exit").read_text())
+            except (FileNotFoundError, ValueError):
+                if loop.time() > deadline:
+                    return None
+            await asyncio.sleep(POLL_SECONDS)
 
     def _errors(self) -> list[str]:
         """The runner's own error output (a traceback when it crashed), non-blank lines."""
@@ -180,46 +179,72 @@ class LocalRun:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
+    async def release(self) -> None:
+        """Nothing to give up: the run's folder stays (its log and result)."""
+
+
+class Launcher:
+    """The launcher process (started at the first run, again if it ever exits), one request at a time."""
+
+    def __init__(self) -> None:
+        self.process: asyncio.subprocess.Process | None = None
+        self.lock = asyncio.Lock()
+
+    async def launch(self, argv: list[str], cwd: Path, env: dict[str, str], errors: Path) -> int:
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "errors": str(errors)}
+        async with self.lock:
+            if self.process is None or self.process.returncode is not None:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "controller.executors.launcher",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=launcher_environment(),
+                )  # fmt: skip
+            assert self.process.stdin is not None and self.process.stdout is not None
+            try:
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                await self.process.stdin.drain()
+                answer = json.loads(await self.process.stdout.readline() or b"{}")
+            except (OSError, ValueError) as error:
+                raise OSError(f"the launcher failed: {error}") from error
+        if "pid" not in answer:
+            raise OSError(f"the launcher could not start the runner: {answer.get('error', 'it exited')}")
+        return int(answer["pid"])
+
 
 class LocalExecutor:
     kind = "local"
 
     def __init__(self, settings: ControllerSettings):
         self.settings = settings
-        self.slots = asyncio.Semaphore(settings.max_parallel)
+        self.launcher = Launcher()
 
     def folder(self, request: RunRequest) -> Path:
         return self.settings.state_dir / request.namespace / request.uid
 
+    def handle(self, request: RunRequest) -> LocalRun:
+        return LocalRun(self.folder(request), float(request.spec.get("timeoutSeconds", 300)))
+
     async def start(self, request: RunRequest) -> LocalRun:
         folder = self.folder(request)
-        timeout = float(request.spec.get("timeoutSeconds", 300))
         if folder.exists():  # started before (by us or a controller before a restart): adopt
-            return LocalRun(folder, timeout)
-        await self.slots.acquire()
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            folder.mkdir()  # the claim: exists means started
-            argv = [
-                sys.executable, "-m", "runner", *request.runner_args(self.settings),
-                "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
-                "--log-file", str(folder / "runner.log"),
-            ]  # fmt: skip
-            with (folder / "runner.err").open("wb") as errors:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdout=subprocess.DEVNULL,  # the same lines as runner.log, unbounded
-                    stderr=errors,
-                    stdin=subprocess.DEVNULL,
-                    cwd=folder,
-                    env=runner_environment(request, self.settings, os.environ),
-                    start_new_session=True,  # its session: what is left of the run if the runner dies
-                )
-            (folder / "pid").write_text(str(process.pid))
-        except BaseException:
-            self.slots.release()
-            raise
-        return LocalRun(folder, timeout, process, self.slots)
+            return self.handle(request)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()  # the claim: exists means started
+        argv = [
+            *request.runner_args(self.settings),
+            "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
+            "--log-file", str(folder / "runner.log"),
+        ]  # fmt: skip
+        env = runner_environment(request, self.settings, os.environ)
+        pid = await self.launcher.launch(argv, folder, env, folder / "runner.err")
+        (folder / "pid").write_text(str(pid))
+        return self.handle(request)
+
+
+def launcher_environment() -> dict[str, str]:
+    """The launcher's environment: ``BASE_ENV`` (and ``PYTHONPATH``, to import what the controller does),
+    none of the controller's credentials. A forked runner's environment as the kernel shows it
+    (``/proc/<pid>/environ``, readable by its scripts) is its launcher's, whatever it runs with."""
+    return {name: os.environ[name] for name in (*BASE_ENV, "PYTHONPATH") if name in os.environ}
 
 
 def runner_environment(

@@ -195,6 +195,44 @@ def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(star
     assert started(env) == ["adopted"]
 
 
+def test_a_replica_that_pauses_leaves_its_runs_to_the_one_that_takes_over(
+    start_controller, peering, rbs, env
+):
+    """A replica with a higher priority comes: the running one pauses (kopf's peering), leaves its run and
+    its queue, and the new one adopts the run and runs the queue: each request once, in order."""
+    state = env / "state"  # both replicas on one machine: the run's folder is found again
+    common = {**peering, "MDOPS_STATE_DIR": str(state), **script_env(env)}
+    low = start_controller("low", MDOPS_PRIORITY="10", **common)
+    rbs.create("a-failover", command="failover")
+    rbs.wait_for("a-failover", "Running", "True")
+    wait_started(env, "a-failover")
+    rbs.create("b-failback", command="failback")
+    rbs.create("c-drill", command="drill")
+    rbs.wait_for("c-drill", "Queued", "True")
+
+    high = start_controller("high", MDOPS_PRIORITY="20", **common)
+
+    def running(controller) -> float | None:
+        if not answers_200(controller.metrics_url):
+            return None
+        found = re.search(r"^md_runbook_running (\S+)$", controller.metrics(), re.M)
+        return float(found.group(1)) if found else 0.0
+
+    # The witnesses of the handover: the new replica waits for the run, the old one no longer does.
+    wait_until(lambda: running(high) == 1.0 and running(low) == 0.0, 60, "the run to change replicas")
+    release(env)
+    for name in ("a-failover", "b-failback", "c-drill"):
+        status = rbs.wait_finished(name)["status"]
+        assert (status["result"], status["attempts"]) == ("success", 1)
+    assert started(env) == ["a-failover", "b-failback", "c-drill"]
+    spans = {}
+    for line in lines(env / "runs.log"):
+        request, edge, stamp = line.split()
+        spans.setdefault(request, {})[edge] = int(stamp)
+    for earlier, later in itertools.pairwise(["a-failover", "b-failback", "c-drill"]):
+        assert spans[earlier]["end"] <= spans[later]["start"], f"{later} overlapped {earlier}"
+
+
 # RECORDING, after starting a child in the script's process group that appends a timestamp to $BEATS every
 # 50 ms for as long as it lives (as a daemon the script forgot would go on changing the platform), at most a
 # minute or so (so that a failed test leaves nothing behind).

@@ -15,6 +15,7 @@ from runbooks.kube import api_client
 
 # What the controller and the API do, as (verb, group, resource, subresource).
 NEEDED = [
+    # delete: retention of finished Runbooks and schedules' history.
     *(
         (verb, keys.GROUP, "runbooks", "")
         for verb in ("get", "list", "watch", "patch", "create", "delete", "impersonate")
@@ -27,7 +28,8 @@ NEEDED = [
     ),
     *((verb, keys.GROUP, "runbookschedules", "") for verb in ("get", "list", "watch", "patch")),
     ("patch", keys.GROUP, "runbookschedules", "status"),
-    *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "delete")),
+    # patch: a Job's TTL, once its result is recorded.
+    *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "patch", "delete")),
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
     ("get", "", "pods", "log"),
     *((verb, group, "events", "") for verb in ("create", "patch") for group in ("", "events.k8s.io")),
@@ -47,7 +49,6 @@ REFUSED = [
     *((verb, keys.GROUP, "runbookschedules", "") for verb in ("create", "update", "delete")),
     ("create", "", "pods", ""),
     ("create", "", "pods", "exec"),
-    ("patch", "batch", "jobs", ""),
     ("get", "", "configmaps", ""),
     ("create", "rbac.authorization.k8s.io", "roles", ""),
     ("create", "rbac.authorization.k8s.io", "rolebindings", ""),

@@ -1,18 +1,30 @@
-"""The controller's pure decisions: which Runbooks need a lock and where they queue, and which ledger entries
-are trimmed. Data in, data out: no control plane."""
+"""The controller's pure decisions: which Runbooks need a lock, in which order they queue for it, which
+ledger entries are trimmed, which Runbooks the namespace's cap refuses, which finished ones retention
+deletes, and what an audit line says. Data in, data out: no control plane."""
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
-from kubernetes import client
 
-from controller import ledger, lock, runs
+from controller import audit, ledger, lock, quota, retention, runs
+from controller.dispatcher import Entry, Lane
 from controller.settings import ControllerSettings
-from runbooks import keys
+from runbooks.models import RunbookStatus
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SETTINGS = ControllerSettings(kubeconfig="/dev/null", lock_groups={"backup": "feed-b"})
+
+
+def entry(name: str, created: str = "2026-11-26T08:00:00Z", seq: int = 0, **spec) -> Entry:
+    body = {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": created},
+        "spec": {"command": "failover", **spec},
+        "status": spec.pop("status", {}),
+    }
+    return Entry.from_body(body, seq, SETTINGS)
 
 
 @pytest.mark.parametrize(
@@ -25,34 +37,46 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     ],
 )
 def test_mutating_runs_need_the_lock_and_dry_runs_and_health_checks_do_not(spec, locked):
-    assert runs.needs_lock(spec) is locked
+    assert entry("rb", **spec).needs_lock is locked
 
 
 def test_profiles_share_the_default_lock_group_unless_the_settings_say_otherwise():
-    settings = ControllerSettings(kubeconfig="/dev/null", lock_groups={"backup": "feed-b"})
-    assert runs.lock_group(settings, "backup") == "feed-b"
-    assert runs.lock_group(settings, "primary") == runs.lock_group(settings, "dr") == "default"
+    assert runs.lock_group(SETTINGS, "backup") == "feed-b"
+    assert runs.lock_group(SETTINGS, "primary") == runs.lock_group(SETTINGS, "dr") == "default"
+    assert entry("b", profile="backup").target == "ns/feed-b"
+    assert entry("a").target == "ns/default"
 
 
-def entry(created: str, name: str) -> runs.QueueEntry:
-    return runs.QueueEntry(created, name, f"uid-{name}")
+def test_the_lane_is_first_come_first_served_and_the_arrival_order_breaks_ties_within_a_second():
+    lane = Lane()
+    later = entry("a-later", "2026-11-26T08:00:02Z", seq=0)
+    first = entry("z-first", "2026-11-26T08:00:01Z", seq=2)
+    second = entry("b-second", "2026-11-26T08:00:01Z", seq=3)
+    for each in (later, second, first):  # the order in which they happen to be seen
+        lane.add(each)
+    assert [e.name for e in lane.entries] == ["z-first", "b-second", "a-later"]
+    assert lane.ahead(second) is first and lane.ahead(first) is None
 
 
-def test_the_queue_is_first_come_first_served():
-    queue = [
-        entry("2026-11-26T08:00:02Z", "c"),
-        entry("2026-11-26T08:00:01Z", "b"),
-        entry("2026-11-26T08:00:00Z", "a"),
-    ]
-    assert [e.name for e in runs.ahead_of(queue, "uid-c")] == ["a", "b"]
-    assert runs.ahead_of(queue, "uid-a") == []
-    assert [e.name for e in runs.ahead_of(queue, "uid-unknown")] == ["a", "b", "c"]
+def test_a_run_that_went_on_before_a_restart_heads_its_lane():
+    lane = Lane()
+    waiting = entry("waiting", "2026-11-26T08:00:00Z", seq=0)
+    running = entry("running", "2026-11-26T08:00:05Z", seq=1, status={"execution": {"executor": "local"}})
+    lane.add(waiting)
+    lane.add(running)
+    assert [e.name for e in lane.entries] == ["running", "waiting"]
 
 
-def test_the_queue_depth_counts_only_the_runbooks_that_have_not_started():
-    queue = [runs.QueueEntry("t", "running", "u1", started=True), entry("t", "a"), entry("t", "b")]
-    assert runs.queue_depth(queue) == 2
-    assert runs.queue_depth([]) == 0
+def test_leaving_the_lane_names_the_runbook_whose_predecessor_changed():
+    lane = Lane()
+    a, b, c = (entry(name, seq=index) for index, name in enumerate("abc"))
+    for each in (a, b, c):
+        lane.add(each)
+    lane.busy = a
+    assert lane.waiting() == 2
+    assert lane.remove(b) is c  # c now waits behind a
+    assert lane.remove(a) is None  # the head left: c heads the lane, nobody is behind a
+    assert lane.busy is None and lane.waiting() == 1
 
 
 @pytest.mark.parametrize("make", [lock.lease_name, ledger.lease_name])
@@ -63,23 +87,182 @@ def test_lease_names_are_valid_stable_and_distinct(make):
     assert make("default") == make("default")
 
 
-def lease(name: str, finished_at: str | None) -> client.V1Lease:
-    annotations = {keys.FINISHED_AT: finished_at} if finished_at else {}
-    return client.V1Lease(metadata=client.V1ObjectMeta(name=name, annotations=annotations))
+def row(name: str, finished_at: str = "", owners: tuple[str, ...] = ()) -> ledger.Row:
+    return ledger.Row(name, "1", f"req-{name}", finished_at, frozenset(owners or (f"uid-{name}",)))
 
 
 def test_the_ledger_trims_the_oldest_finished_entries_and_never_an_unfinished_one():
-    leases = [
-        lease("newest", "2026-11-26T08:00:03.000Z"),
-        lease("running", None),
-        lease("oldest", "2026-11-26T08:00:01.000Z"),
-        lease("middle", "2026-11-26T08:00:02.000Z"),
+    rows = [
+        row("newest", "2026-11-26T08:00:03.000Z"),
+        row("running"),
+        row("oldest", "2026-11-26T08:00:01.000Z"),
+        row("middle", "2026-11-26T08:00:02.000Z"),
     ]
-    assert [entry.metadata.name for entry in ledger.oldest_finished(leases, 2)] == ["oldest", "middle"]
-    assert ledger.oldest_finished(leases, 4) == []
-    # More unfinished entries than room: only finished ones go, even if that leaves more than the size.
-    assert [entry.metadata.name for entry in ledger.oldest_finished(leases, 0)] == [
-        "oldest",
-        "middle",
-        "newest",
+
+    def trimmed(size: int) -> list[str]:
+        return [r.name for r in ledger.trimmable(rows, size, set(), lambda _: False)]
+
+    # Unfinished claims do not count towards the size: a burst of claims trims nothing.
+    assert trimmed(3) == [] and trimmed(2) == ["oldest"]
+    assert trimmed(1) == ["oldest", "middle"]
+    assert trimmed(0) == ["oldest", "middle", "newest"]
+
+
+def test_the_ledger_keeps_an_entry_while_a_runbook_names_its_request_id():
+    rows = [row(name, f"2026-11-26T08:00:0{i}.000Z") for i, name in enumerate("abcd")]
+    rows[1] = row("b", rows[1].finished_at, owners=("uid-b", "uid-duplicate-of-b"))
+    existing = {"uid-a", "uid-duplicate-of-b"}  # a's owner and a duplicate of b still exist
+    unfinished = {"req-c"}  # an unfinished Runbook names c's request id
+
+    doomed = ledger.trimmable(rows, 0, existing, unfinished.__contains__)
+    assert [r.name for r in doomed] == ["d"]
+
+
+def test_request_ids_no_runbook_names_count_towards_the_size_and_named_ones_never_do():
+    """Retained Runbooks never push out the request ids of deleted ones: retention deletes a Runbook, a
+    GitOps tool creates it again, and its request id must still be in the ledger."""
+    rows = [row(name, f"2026-11-26T08:00:0{i}.000Z") for i, name in enumerate("abcdef")]
+    existing = {"uid-d", "uid-e", "uid-f"}  # the three newest are retained; a, b and c were deleted
+    doomed = ledger.trimmable(rows, 2, existing, lambda _: False)
+    assert [r.name for r in doomed] == ["a"]  # the newest two deleted ones are remembered
+
+
+def finished_runbook(name: str, minute: int, command: str = "drill", succeeded: bool = True):
+    moment = datetime.datetime(2026, 11, 26, 8, minute, tzinfo=datetime.UTC)
+    return retention.Finished(
+        name, f"uid-{name}", "1", command, succeeded, moment, {"command": command}, RunbookStatus()
+    )
+
+
+NOW = datetime.datetime(2026, 11, 26, 9, 0, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "successful", "failed", "expected"),
+    [
+        (0, 0, 0, []),  # everything off
+        (3600, 0, 0, ["d1"]),  # d1 finished at 08:00: an hour ago
+        (0, 2, 0, ["d1", "d2"]),  # the two newest successful drills stay; failed and other commands too
+        (0, 0, 1, ["f1"]),
+        (3600, 2, 1, [("d1", "TTLExpired"), ("f1", "HistoryLimit"), ("d2", "HistoryLimit")]),
+    ],
+)
+def test_retention_deletes_by_age_and_beyond_each_commands_history_oldest_first(
+    ttl, successful, failed, expected
+):
+    runbooks = [
+        finished_runbook("d3", 30),
+        finished_runbook("d1", 0),
+        finished_runbook("d4", 40),
+        finished_runbook("d2", 10),
+        finished_runbook("f1", 5, succeeded=False),
+        finished_runbook("f2", 6, succeeded=False),
+        finished_runbook("s1", 1, command="start"),
     ]
+    chosen = retention.doomed(runbooks, NOW, ttl, successful, failed)
+    if expected and isinstance(expected[0], tuple):
+        assert [(r.name, why) for r, why in chosen] == expected
+    else:
+        assert [r.name for r, _ in chosen] == expected
+
+
+def test_retention_times_a_runbook_from_its_own_finish_so_a_recreated_duplicate_is_not_deleted_at_once():
+    body = {
+        "metadata": {
+            "name": "again",
+            "uid": "u",
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-11-26T08:59:00Z",
+        },
+        "spec": {"command": "drill", "requestId": "req-1", "requestedBy": "ci"},
+        "status": {
+            "result": "success",
+            "exitCode": 0,
+            "finishedAt": "2026-11-20T08:00:00.000Z",  # the original's, shown by the duplicate
+            "logs": [{"time": "t", "level": "INFO", "message": "kept out"}],
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "True",
+                    "reason": "Duplicate",
+                    "message": "",
+                    "lastTransitionTime": "2026-11-26T08:59:30Z",
+                }
+            ],
+        },
+    }
+    runbook = retention.Finished.from_body(body)
+    assert runbook is not None and runbook.succeeded and runbook.status.logs == []
+    assert runbook.finished_at == datetime.datetime(2026, 11, 26, 8, 59, 30, tzinfo=datetime.UTC)
+    assert retention.doomed([runbook], NOW, 3600, 0, 0) == []
+    unfinished = {
+        **body,
+        "status": {"conditions": [{**body["status"]["conditions"][0], "status": "Unknown"}]},
+    }
+    assert retention.Finished.from_body(unfinished) is None
+    deleting = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-26T09:00:00Z"}}
+    assert retention.Finished.from_body(deleting) is None
+
+
+def test_the_namespace_cap_lets_in_the_oldest_and_never_refuses_what_an_earlier_controller_let_in():
+    cap = quota.Cap(2)
+    a, b, c = entry("a", seq=0), entry("b", seq=1), entry("c", seq=2)
+    queued_before = entry("q", seq=3, status={"requestId": "q"})
+    assert cap.admit(a) and cap.admit(b)
+    assert not cap.admit(c)
+    assert cap.admit(a)  # asked again (a retried admission): still in
+    assert cap.admit(queued_before)  # admitted before a restart: counted, not refused
+    cap.left("uid-a")
+    cap.left("uid-q")
+    assert cap.admit(c)
+    assert quota.Cap(0).admit(c)  # 0: no cap
+
+
+def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
+    spec = {
+        "command": "failover",
+        "requestId": "req-9",
+        "requestedBy": "alice",
+        "mode": "live",
+        "profile": "backup",
+    }
+    status = RunbookStatus.read(
+        {
+            "result": "failed",
+            "exitCode": 3,
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "False",
+                    "reason": "HealthGateFailed",
+                    "message": "gate",
+                    "lastTransitionTime": "2026-11-26T08:00:00.000Z",
+                }
+            ],
+        }
+    )
+    line = audit.line("HealthGateFailed", "ops", "fo-9", spec, status, "gate", "2026-11-26T08:00:01.000Z")
+    assert line == {
+        "logger": "mdops.audit",
+        "when": "2026-11-26T08:00:01.000Z",
+        "transition": "HealthGateFailed",
+        "who": "alice",
+        "command": "failover",
+        "namespace": "ops",
+        "name": "fo-9",
+        "requestId": "req-9",
+        "mode": "live",
+        "profile": "backup",
+        "dryRun": False,
+        "result": "failed",
+        "exitCode": 3,
+        "reason": "HealthGateFailed",
+        "message": "gate",
+    }
+    started = audit.line("Started", "ops", "fo-9", {"command": "drill"}, RunbookStatus(), "", "t")
+    assert (started["requestId"], started["result"], started["exitCode"], started["reason"]) == (
+        "fo-9",
+        None,
+        None,
+        None,
+    )

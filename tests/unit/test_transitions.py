@@ -146,6 +146,15 @@ def test_a_duplicate_shows_the_earlier_result_and_never_a_state():
     assert status.message == "request id already ran as ns/first; not run again"
 
 
+def test_a_runbook_beyond_the_namespaces_cap_fails_at_once_with_its_own_reason_and_the_numbers():
+    status = apply(RunbookStatus(), transitions.over_quota(RunbookStatus(), 1, unfinished=500, cap=500))
+    assert (status.result, status.exit_code, status.execution) == ("failed", ExitCode.NOT_EXECUTED, None)
+    assert conditions(status)["Succeeded"] == ("False", Reason.QUOTA_EXCEEDED)
+    assert conditions(status)["Stalled"] == ("True", Reason.QUOTA_EXCEEDED)
+    assert "500 Runbooks in this namespace are unfinished, at the cap of 500" in status.message
+    assert "MDOPS_MAX_UNFINISHED_PER_NAMESPACE" in status.message
+
+
 def test_a_patch_holds_only_what_changed():
     patch = transitions.patch(transitions.queued(RunbookStatus(), 2, "waiting"))
     assert patch.keys() == {"observedGeneration", "conditions"}

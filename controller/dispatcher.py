@@ -1,0 +1,486 @@
+"""The controller's queue, and the one dispatcher that decides what runs now.
+
+Every unfinished Runbook in the controller's watch is one small :class:`Entry`: its spec, its status as last
+seen, and where it stands. Finished Runbooks are not in the watch at all (its field selector, see
+:mod:`controller.handlers`), so they cost nothing but their place in the API server's cache.
+
+The dispatcher is driven by events (a watch event, the end of a step), never by polling:
+
+- each new Runbook is admitted (:meth:`controller.runs.Runs.admit`: the ledger claim), a few at a time,
+  oldest first; a duplicate is settled there or parked until its original has finished; one beyond the
+  namespace's cap of unfinished Runbooks fails instead (:mod:`controller.quota`);
+- the Runbooks that need their target's lock wait in that target's lane, in order of arrival (oldest
+  ``creationTimestamp`` first; within one second, the order in which the watch brought them); only the
+  lane's head may take the lock, and each of the others shows, once, the Runbook it waits behind;
+- at most ``max_parallel`` runs go on at once (local processes or Jobs alike), oldest first; a run that
+  was going on before a restart is adopted first, whatever the limit.
+
+When kopf's peering pauses this replica (another one with a higher priority is active), the dispatcher
+pauses: its runs are left to the active replica (they go on; it adopts them), and it forgets its queue,
+which the watch lists again when kopf resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import enum
+import heapq
+import itertools
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from controller import metrics
+from controller.ledger import Entry as Claim
+from controller.ledger import Trimmer
+from controller.quota import Cap
+from controller.runs import Next, Outcome, Runs, lock_group, queue_key
+from controller.settings import ControllerSettings
+from runbooks import keys
+from runbooks.contract import Command
+from runbooks.models import RunbookStatus
+
+log = logging.getLogger(__name__)
+
+ADMISSIONS = 4  # claims in flight at once
+WRITERS = 4  # Queued statuses in flight at once
+ERROR_RETRY_SECONDS = 5.0
+FORGET_SECONDS = 60.0  # a settled entry waits this long for its last watch event
+
+
+class Stage(enum.Enum):
+    NEW = "new"  # seen, not admitted yet
+    ADMITTING = "admitting"
+    PARKED = "parked"  # a duplicate waiting for its original's result
+    WAITING = "waiting"  # admitted: waits for its lane's head and a slot
+    READY = "ready"  # may start as soon as a slot is free
+    RUNNING = "running"
+    SETTLED = "settled"  # done: it leaves the watch
+
+
+BUSY = (Stage.READY, Stage.RUNNING)
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """What the controller keeps of an unfinished Runbook."""
+
+    uid: str
+    name: str
+    namespace: str
+    created: str
+    seq: int
+    spec: dict[str, Any]
+    generation: int
+    group: str
+    raw_status: dict[str, Any]
+    finalizers: list[str]
+    deleting: bool = False
+    stage: Stage = Stage.NEW
+    claim: Claim | None = None
+    status: RunbookStatus | None = None  # as the controller last wrote it (None: read raw_status)
+    shown_behind: str = ""  # the Runbook its Queued status names
+    left: bool = False  # it left the watch (deleted, or finished)
+    gone: bool = False  # it no longer exists
+    finishing: bool = False  # its finished status is being written: it leaves the watch
+    cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], seq: int, settings: ControllerSettings) -> Entry:
+        meta = body["metadata"]
+        spec = body.get("spec") or {}
+        return cls(
+            uid=meta["uid"],
+            name=meta["name"],
+            namespace=meta["namespace"],
+            created=meta.get("creationTimestamp", ""),
+            seq=seq,
+            spec=spec,
+            generation=meta.get("generation", 1),
+            group=lock_group(settings, spec.get("profile", "primary")),
+            raw_status=body.get("status") or {},
+            finalizers=list(meta.get("finalizers") or []),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+    def update(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self.raw_status = body.get("status") or {}
+        self.finalizers = list(meta.get("finalizers") or [])
+        self.deleting = bool(meta.get("deletionTimestamp"))
+        if self.deleting and self.cancel is not None:
+            self.cancel.set()
+
+    @property
+    def command(self) -> str:
+        return self.spec["command"]
+
+    @property
+    def request_id(self) -> str:
+        return self.spec.get("requestId") or self.name
+
+    @property
+    def needs_lock(self) -> bool:
+        return Command(self.spec["command"]).mutating and not self.spec.get("dryRun", False)
+
+    @property
+    def target(self) -> str:
+        return queue_key(self.namespace, self.group)
+
+    @property
+    def started(self) -> bool:
+        return bool((self.status.execution if self.status else None) or self.raw_status.get("execution"))
+
+    @property
+    def order(self) -> tuple[int, str, int]:
+        """First come, first served; a run that went on before a restart comes first of all."""
+        return (0 if self.started else 1, self.created, self.seq)
+
+
+class Lane:
+    """The Runbooks of one target that need its lock, in order; the head alone may hold it."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.keys: list[tuple[int, str, int]] = []
+        self.busy: Entry | None = None  # the head, once it may take the lock (until it is done)
+
+    def add(self, entry: Entry) -> None:
+        key = entry.order
+        index = bisect.bisect(self.keys, key)
+        self.keys.insert(index, key)
+        self.entries.insert(index, entry)
+
+    def remove(self, entry: Entry) -> Entry | None:
+        """Take ``entry`` out; return the entry that was behind it (its predecessor changed)."""
+        index = self.entries.index(entry)
+        del self.entries[index]
+        del self.keys[index]
+        if self.busy is entry:
+            self.busy = None
+        return self.entries[index] if 0 < index < len(self.entries) else None
+
+    def ahead(self, entry: Entry) -> Entry | None:
+        index = self.entries.index(entry)
+        return self.entries[index - 1] if index else None
+
+    def waiting(self) -> int:
+        return len(self.entries) - (1 if self.busy is not None else 0)
+
+
+class Dispatcher:
+    def __init__(self, runs: Runs, settings: ControllerSettings):
+        self.runs = runs
+        self.settings = settings
+        self.max_parallel = settings.max_parallel
+        self.entries: dict[str, Entry] = {}
+        self.lanes: dict[str, Lane] = {}
+        self.fresh: list[tuple[tuple[int, str, int], str]] = []  # heap: NEW entries to admit
+        self.ready: list[tuple[tuple[int, str, int], str]] = []  # heap: READY entries
+        self.parked: dict[str, list[Entry]] = collections.defaultdict(list)  # original's uid -> duplicates
+        self.request_ids: collections.Counter[str] = collections.Counter()
+        self.writes: collections.deque[Entry] = collections.deque()  # Queued statuses to show
+        self.showing: set[str] = set()  # uids whose Queued status is being written
+        self.dirty: set[str] = set()  # lanes to look at
+        self.tasks: dict[str, asyncio.Task] = {}  # uid -> its step in progress
+        self.running = 0
+        self.admitting = 0
+        self.seq = itertools.count()
+        self.paused = False
+        self.stopping = asyncio.Event()
+        self.wakeup = asyncio.Event()
+        self.trimmer = Trimmer(runs.services.kube, settings.namespace, settings.ledger_size, self.named)
+        self.cap = Cap(settings.max_unfinished_per_namespace)
+
+    # -- what the other parts ask ----------------------------------------------------------------
+    def named(self, request_id: str) -> bool:
+        """Whether an unfinished Runbook names this request id (the ledger must remember it)."""
+        return self.request_ids[request_id] > 0
+
+    def in_view(self, uid: str) -> bool:
+        entry = self.entries.get(uid)
+        return entry is not None and entry.stage is not Stage.SETTLED
+
+    # -- the watch --------------------------------------------------------------------------------
+    def observe(self, kind: str | None, body: dict[str, Any]) -> None:
+        """A watch event of a Runbook (``kind`` None: listed)."""
+        if self.paused and kind is not None:
+            return  # events that sneaked in as kopf paused; the watch lists everything again on resume
+        meta = body["metadata"]
+        entry = self.entries.get(meta["uid"])
+        if kind == "DELETED":
+            if entry is not None:
+                self._left(entry)
+        elif entry is not None:
+            if entry.stage is not Stage.SETTLED:
+                entry.update(body)
+        elif "command" in (body.get("spec") or {}):
+            if meta.get("deletionTimestamp") and keys.FINALIZER not in (meta.get("finalizers") or ()):
+                return  # deleted before it ran: it is gone in a moment
+            entry = Entry.from_body(body, next(self.seq), self.settings)
+            self.entries[entry.uid] = entry
+            self.request_ids[entry.request_id] += 1
+            if entry.needs_lock:
+                self._lane(entry).add(entry)
+                self.dirty.add(entry.target)
+            heapq.heappush(self.fresh, (entry.order, entry.uid))
+            self.wake()
+
+    def _left(self, entry: Entry) -> None:
+        """The Runbook left the watch: it finished (our doing, or another replica's) or was deleted."""
+        entry.left = True
+        if entry.stage is Stage.SETTLED:
+            self.entries.pop(entry.uid, None)
+        elif entry.finishing:
+            pass  # its last step settles it
+        elif entry.stage is Stage.RUNNING:
+            entry.gone = True  # a run holds its finalizer: only a forced deletion takes it away
+            if entry.cancel is not None:
+                entry.cancel.set()
+        elif entry.uid not in self.tasks:
+            self._check(entry)
+
+    def _check(self, entry: Entry) -> None:
+        """A Runbook that left the watch before it ran."""
+        if entry.claim is None:
+            self._settle(entry, gone=True)
+        else:
+            self._spawn(entry, self._check_gone(entry))
+
+    async def _check_gone(self, entry: Entry) -> Next:
+        """One read tells a deletion from a finish by someone else; a deleted one frees its claim."""
+        body = await self.runs.services.kube.get_runbook(entry.namespace, entry.name)
+        if body is not None and body["metadata"]["uid"] == entry.uid:
+            return Next(Outcome.SETTLED)  # finished elsewhere: nothing of it is ours any more
+        entry.gone = True
+        await self.runs.release_claim(entry)
+        return Next(Outcome.GONE)
+
+    # -- kopf's peering ---------------------------------------------------------------------------
+    def pause(self) -> None:
+        """kopf paused the operator (another replica is active) or is stopping it."""
+        if self.paused:
+            return
+        log.info("pausing (kopf pauses or stops the operator): runs going on are left as they are")
+        self.paused = True
+        self.stopping.set()
+        self.entries.clear()
+        self.lanes.clear()
+        self.fresh.clear()
+        self.ready.clear()
+        self.parked.clear()
+        self.request_ids.clear()
+        self.cap.clear()
+        self.writes.clear()
+        self.dirty.clear()
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        log.info("resuming: this controller is the active one")
+        self.paused = False
+        self.stopping = asyncio.Event()
+        self.wake()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            if not self.paused:
+                self._dispatch()
+
+    def _idle(self, uid: str) -> bool:
+        return uid not in self.tasks and uid not in self.showing
+
+    def _dispatch(self) -> None:
+        while self.fresh and self.admitting < ADMISSIONS:
+            _, uid = heapq.heappop(self.fresh)
+            entry = self.entries.get(uid)
+            if entry is not None and entry.stage is Stage.NEW and self._idle(uid):
+                entry.stage = Stage.ADMITTING
+                self.admitting += 1
+                if self.cap.admit(entry):
+                    self._spawn(entry, self.runs.admit(entry, self.in_view))
+                else:
+                    self._spawn(entry, self.cap.refuse(self.runs, entry))
+        for target in self.dirty:
+            self._advance(target)
+        self.dirty.clear()
+        while self.ready:
+            _, uid = self.ready[0]
+            entry = self.entries.get(uid)
+            if entry is None or entry.stage is not Stage.READY:
+                heapq.heappop(self.ready)
+                continue
+            if not self._idle(uid) or (self.running >= self.max_parallel and not entry.started):
+                break  # the oldest waits for its Queued status to be written, or for a slot
+            heapq.heappop(self.ready)
+            entry.stage = Stage.RUNNING
+            entry.cancel = asyncio.Event()
+            if entry.deleting or entry.gone:
+                entry.cancel.set()
+            self.running += 1
+            self._spawn(entry, self.runs.run(entry, self.stopping))
+        while self.writes and len(self.showing) < WRITERS:
+            entry = self.writes.popleft()
+            lane = self.lanes.get(entry.target)
+            ahead = lane.ahead(entry) if lane is not None and entry in lane.entries else None
+            if entry.stage is Stage.WAITING and ahead is not None and ahead.name != entry.shown_behind:
+                entry.shown_behind = ahead.name
+                self.showing.add(entry.uid)
+                task = asyncio.ensure_future(self.runs.show_queued(entry, ahead.name))
+                task.add_done_callback(lambda done, uid=entry.uid: self._shown(uid, done))
+
+    def _advance(self, target: str) -> None:
+        """Let the lane's head take the lock when nobody ahead holds it."""
+        lane = self.lanes.get(target)
+        if lane is None:
+            return
+        if lane.busy is None and lane.entries:
+            head = lane.entries[0]
+            if head.stage is Stage.WAITING and self._idle(head.uid):
+                lane.busy = head
+                self._make_ready(head)
+        metrics.QUEUE_DEPTH.labels(target).set(lane.waiting())
+
+    def _make_ready(self, entry: Entry) -> None:
+        entry.stage = Stage.READY
+        heapq.heappush(self.ready, (entry.order, entry.uid))
+
+    def _show_queued(self, entry: Entry) -> None:
+        self.writes.append(entry)
+        self.wake()
+
+    def _shown(self, uid: str, task: asyncio.Task) -> None:
+        self.showing.discard(uid)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a Queued status was not written: %s", task.exception())
+        self.wake()
+
+    # -- steps and their outcomes -----------------------------------------------------------------
+    def _spawn(self, entry: Entry, step: Coroutine[Any, Any, Next]) -> None:
+        epoch = self.stopping
+        task = asyncio.ensure_future(self._step(step))
+        self.tasks[entry.uid] = task
+        task.add_done_callback(lambda done: self._ended(entry, epoch, done))
+
+    @staticmethod
+    async def _step(step: Coroutine[Any, Any, Next]) -> Next:
+        try:
+            return await step
+        except Exception:
+            log.exception("a step failed; it is tried again in %.0fs", ERROR_RETRY_SECONDS)
+            return Next(Outcome.RETRY, ERROR_RETRY_SECONDS)
+
+    def _ended(self, entry: Entry, epoch: asyncio.Event, task: asyncio.Task) -> None:
+        if self.tasks.get(entry.uid) is task:
+            del self.tasks[entry.uid]
+        stage = entry.stage
+        if stage is Stage.ADMITTING:
+            self.admitting -= 1
+        elif stage is Stage.RUNNING:
+            self.running -= 1
+            entry.cancel = None
+        self.wake()
+        if epoch is not self.stopping or task.cancelled() or self.entries.get(entry.uid) is not entry:
+            return  # paused meanwhile: the entry is forgotten, the watch brings it again
+        outcome = task.result()
+        if outcome.outcome is Outcome.OWNER:
+            entry.stage = Stage.WAITING
+            if not entry.needs_lock:
+                self._make_ready(entry)
+            else:
+                self.dirty.add(entry.target)
+                if self.lanes[entry.target].ahead(entry) is not None:
+                    self._show_queued(entry)
+        elif outcome.outcome is Outcome.PARKED:
+            self._leave_lane(entry)
+            entry.stage = Stage.PARKED
+            self.parked[outcome.owner].append(entry)
+            if not self.in_view(outcome.owner):  # not in view yet: look again in a while
+                asyncio.get_running_loop().call_later(ERROR_RETRY_SECONDS, self._unpark, outcome.owner)
+        elif outcome.outcome in (Outcome.SETTLED, Outcome.GONE):
+            self._settle(entry, gone=outcome.outcome is Outcome.GONE)
+            return
+        elif outcome.outcome is Outcome.RETRY:
+            self._retry(entry, stage, outcome.delay)
+        if entry.left and not entry.finishing and self._idle(entry.uid):
+            self._check(entry)
+
+    def _retry(self, entry: Entry, stage: Stage, delay: float) -> None:
+        entry.stage = Stage.NEW if stage is Stage.ADMITTING else Stage.WAITING
+        lane = self.lanes.get(entry.target)
+        if lane is not None and lane.busy is entry:
+            lane.busy = None
+        asyncio.get_running_loop().call_later(delay, self._again, entry)
+
+    def _again(self, entry: Entry) -> None:
+        if self.entries.get(entry.uid) is not entry or not self._idle(entry.uid):
+            return
+        if entry.stage is Stage.NEW:
+            heapq.heappush(self.fresh, (entry.order, entry.uid))
+        elif entry.stage is Stage.WAITING:
+            if entry.needs_lock:
+                self.dirty.add(entry.target)
+            else:
+                self._make_ready(entry)
+        self.wake()
+
+    def _settle(self, entry: Entry, gone: bool) -> None:
+        """The entry is done: out of its lane, and its duplicates get their result (or their turn)."""
+        self.cap.left(entry.uid)
+        if entry.stage is not Stage.SETTLED:
+            self.request_ids[entry.request_id] -= 1
+            if self.request_ids[entry.request_id] <= 0:
+                del self.request_ids[entry.request_id]
+        self._leave_lane(entry)
+        entry.stage = Stage.SETTLED
+        if gone or entry.left:
+            self.entries.pop(entry.uid, None)
+        else:  # until the watch sees it leave: its late events must not bring it back
+            asyncio.get_running_loop().call_later(FORGET_SECONDS, self._forget, entry)
+        claim = entry.claim
+        if claim is not None and claim.uid == entry.uid:
+            if claim.result is not None:
+                self.trimmer.note_finished()
+            self._unpark(entry.uid)
+
+    def _leave_lane(self, entry: Entry) -> None:
+        lane = self.lanes.get(entry.target)
+        if lane is None or entry not in lane.entries:
+            return
+        behind = lane.remove(entry)
+        if behind is not None and behind.stage is Stage.WAITING:
+            self._show_queued(behind)
+        self.dirty.add(entry.target)
+        if not lane.entries:
+            metrics.QUEUE_DEPTH.labels(entry.target).set(0)
+            del self.lanes[entry.target]
+
+    def _forget(self, entry: Entry) -> None:
+        if self.entries.get(entry.uid) is entry:
+            del self.entries[entry.uid]
+
+    def _unpark(self, owner: str) -> None:
+        """The original finished, left or never came into view: its duplicates are admitted again (and
+        shown its result, or claim the request id that it freed)."""
+        for entry in self.parked.pop(owner, []):
+            if self.entries.get(entry.uid) is entry and entry.stage is Stage.PARKED:
+                entry.stage = Stage.NEW
+                if entry.needs_lock:
+                    self._lane(entry).add(entry)
+                heapq.heappush(self.fresh, (entry.order, entry.uid))
+        self.wake()
+
+    def _lane(self, entry: Entry) -> Lane:
+        lane = self.lanes.get(entry.target)
+        if lane is None:
+            lane = self.lanes[entry.target] = Lane()
+        return lane
