@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client
 
-from runbooks import keys, schedule
+from runbooks import approval, keys, policy, schedule
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,20 @@ class KubeApi:
         show."""
         params = {"labelSelector": selector, "resourceVersion": "0"}
         listed = await self.request("GET", self.runbook_path(namespace), params=params)
+        return listed.get("items") or []
+
+    # -- RunbookPolicies and RunbookApprovals -------------------------------
+    async def policies(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's RunbookPolicies, read when a run comes to the gate (a consistent read: a policy
+        applied a moment before a Runbook applies to it)."""
+        listed = await self.request("GET", f"{RUNBOOKS}/namespaces/{namespace}/{policy.PLURAL}")
+        return listed.get("items") or []
+
+    async def approvals(self, namespace: str, request_id: str) -> list[dict[str, Any]]:
+        """The RunbookApprovals of one request id (a selectable field of their CRD)."""
+        params = {"fieldSelector": f"spec.requestId={request_id}"}
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{approval.PLURAL}"
+        listed = await self.request("GET", path, params=params)
         return listed.get("items") or []
 
     # -- RunbookSchedules --------------------------------------------------

@@ -36,6 +36,19 @@ QUEUE_DEPTH = Gauge(
     "md_runbook_queue_depth", "Runbooks waiting for their target's lock.", ["target"], registry=REGISTRY
 )
 RUNNING = Gauge("md_runbook_running", "Runs executing now.", registry=REGISTRY)
+# The gate (RunbookPolicies, RunbookApprovals): what it decided, and the runs it holds now.
+GATE = Counter(
+    "md_runbook_gate_total",
+    "Decisions of the gate by outcome: held (outside the change window), awaiting (approvals), approved, "
+    "refused (outside the change window, Reject), rejected, expired (approvals).",
+    ["command", "outcome"],
+    registry=REGISTRY,
+)
+HELD = Gauge(
+    "md_runbook_held",
+    "Runs held at the gate now (outside their change window or awaiting approvals).",
+    registry=REGISTRY,
+)
 # Per schedule (namespace, schedule): as many series as schedules, removed with them.
 SCHEDULE_NEXT_SLOT = Gauge(
     "md_schedule_next_slot_timestamp_seconds",

@@ -173,6 +173,12 @@ def held(old: RunbookStatus, generation: int, wait: Wait) -> RunbookStatus:
     return change
 
 
+def released(old: RunbookStatus, generation: int, message: str) -> RunbookStatus:
+    """Through the gate (its window open, its approvals given): Pending, no longer held, until it takes its
+    lock or starts."""
+    return _waiting(old, generation, Reason.PENDING, message)
+
+
 def refused(old: RunbookStatus, generation: int, reject: Reject) -> RunbookStatus:
     """Outside its change window with ``outside: Reject``: the run ends at once, without executing."""
     return not_run(old, generation, Reason.OUTSIDE_CHANGE_WINDOW, reject.message)
