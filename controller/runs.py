@@ -421,19 +421,22 @@ class Runs:
 
     async def _window(self, entry: Entry) -> tuple[str, RunSession | None]:
         """The spec's window (auto: the one the venue's calendar gives now) and the venue's session now.
-        An auto window needs the calendar (its first use may load it: in a thread); an explicit one runs
-        without it, so its session is recorded only when the calendar is loaded already (it is loaded as
-        the controller starts)."""
+        The calendar is loaded as the controller starts; a run that comes before the load is done waits
+        for it in a thread (never on the event loop), and only then. An explicit window runs without the
+        calendar: its session is recorded when the calendar can tell."""
         window, at = entry.spec.get("window", "auto"), datetime.datetime.now(datetime.UTC)
         venue = self.services.settings.calendar
-        if window == "auto":
-            calendar = await asyncio.to_thread(venue.at, at)
-        elif (calendar := venue.loaded(at)) is None:
-            return window, None
+        calendar = venue.loaded(at)
+        if calendar is None:
+            try:
+                calendar = await asyncio.to_thread(venue.at, at)
+            except CalendarError:
+                if window == "auto":
+                    raise
+                return window, None
         state = calendar.state(at)
-        return (calendar.windows[state] if window == "auto" else window), RunSession(
-            venue=calendar.venue, state=state
-        )
+        session = RunSession(venue=calendar.venue, state=state)
+        return (calendar.windows[state] if window == "auto" else window), session
 
     async def _protect(self, entry: Entry) -> bool:
         """Add the finalizer before the run starts; False if the Runbook is gone."""
