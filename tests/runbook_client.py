@@ -149,3 +149,9 @@ def wait_for_one_acting(rbs: Runbooks, acting: ControllerProcess, standing_by: C
         if uid in ran_in(acting, rbs.namespace) and uid not in ran_in(standing_by, rbs.namespace):
             return attempt + 1
     raise AssertionError("the high-priority replica never took over alone")
+
+
+def event_reasons(api: client.ApiClient, namespace: str, kind: str, name: str) -> set[str]:
+    """The reasons of the Events on the object ``kind``/``name`` (a Runbook, a schedule, ...)."""
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return {e.reason for e in events if e.involved_object.kind == kind and e.involved_object.name == name}

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster.processes import wait_until
 from runbooks import crd, keys, schedule
 from runbooks.contract import parse_time
-from tests.runbook_client import HOLD, Runbooks, lines, wait_for_one_acting, write_script
+from tests.runbook_client import HOLD, Runbooks, event_reasons, lines, wait_for_one_acting, write_script
 
 EVERY = 5  # seconds between slots
 DEADLINE = 4  # startingDeadlineSeconds
@@ -65,14 +65,6 @@ class Schedules:
         """Suspend or resume; the time it was done."""
         self.custom.patch_namespaced_custom_object(*self._args(), name, {"spec": {"suspend": suspended}})
         return time.time()
-
-
-def event_reasons(api_client: client.ApiClient, namespace: str, name: str) -> set[str]:
-    """The reasons of the Events on the schedule ``name``."""
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    return {
-        e.reason for e in events if e.involved_object.kind == schedule.KIND and e.involved_object.name == name
-    }
 
 
 def schedule_series(controller, name: str) -> dict[str, float]:
@@ -228,7 +220,7 @@ def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
     wait_until(lambda: clock_past(middle), 4 * EVERY, "three more slots")
     assert [rb["metadata"]["name"] for rb in slot_runbooks(rbs, "held")] == [first["metadata"]["name"]]
     assert schedules.status("held")["skippedSlots"] >= 2
-    assert {"SlotCreated", "SlotsSkipped"} <= event_reasons(api_client, namespace, "held")
+    assert {"SlotCreated", "SlotsSkipped"} <= event_reasons(api_client, namespace, schedule.KIND, "held")
     released = time.time()
     release.touch()
     runs_after(rbs, "held", 1, released)
@@ -264,7 +256,7 @@ def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
     assert not [rb for rb in runbooks if suspended < slot_of(rb).timestamp() < resumed]
     assert schedules.status("paused")["missedSlots"] >= 3
     # Events and metrics say the same, per schedule; the metrics go with the schedule.
-    assert {"SlotCreated", "SlotsMissed"} <= event_reasons(api_client, namespace, "paused")
+    assert {"SlotCreated", "SlotsMissed"} <= event_reasons(api_client, namespace, schedule.KIND, "paused")
     series = schedule_series(controller, "paused")
     assert series["md_schedule_slots_total:created"] == len(runbooks)
     assert series["md_schedule_slots_total:missed"] >= 3 and series["md_schedule_last_result:"] == 1
