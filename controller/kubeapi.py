@@ -220,9 +220,11 @@ class KubeApi:
     # -- RunbookPolicies and RunbookApprovals -------------------------------
     async def policies(self, namespace: str) -> list[dict[str, Any]]:
         """The namespace's RunbookPolicies, read when a run comes to the gate (a consistent read: a policy
-        applied a moment before a Runbook applies to it)."""
-        listed = await self.request("GET", f"{RUNBOOKS}/namespaces/{namespace}/{policy.PLURAL}")
-        return listed.get("items") or []
+        applied a moment before a Runbook applies to it). Without their CRD (an install of the Runbook CRD
+        alone) there are none."""
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{policy.PLURAL}"
+        listed = await self.request("GET", path, missing_ok=True)
+        return (listed or {}).get("items") or []
 
     async def approvals(self, namespace: str, request_id: str) -> list[dict[str, Any]]:
         """The RunbookApprovals of one request id (a selectable field of their CRD)."""
