@@ -34,7 +34,10 @@ from runbooks.contract import Command
 STATUS_READ = "status:read"
 METRICS_READ = "metrics:read"
 EXECUTE = "runbooks:execute"
-PERMISSIONS = frozenset({STATUS_READ, METRICS_READ, EXECUTE} | {f"{EXECUTE}:{c.value}" for c in Command})
+APPROVE = "runbooks:approve"  # approve or reject others' runs (four eyes)
+PERMISSIONS = frozenset(
+    {STATUS_READ, METRICS_READ, EXECUTE, APPROVE} | {f"{EXECUTE}:{c.value}" for c in Command}
+)
 ADMIN = "admin"
 MIN_TOKEN_LENGTH = 16
 

@@ -1,6 +1,7 @@
 """Dependencies, as ``Annotated`` aliases: the settings, what the lifespan made (kept on ``app.state``: the
-Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics),
-and the principal the edge authenticated (:mod:`api.edge`) with its permissions."""
+Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics, the custom
+objects client of approvals and schedules), and the principal the edge authenticated (:mod:`api.edge`) with
+its permissions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kubernetes import client
 
 from api import auth
 from api.auth import Principal
@@ -46,6 +48,10 @@ async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
+async def get_objects(request: Request) -> client.CustomObjectsApi:
+    return request.app.state.objects
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 AnyCacheDep = Annotated[RunbookCache, Depends(get_cache)]  # synced or not (readiness)
 CacheDep = Annotated[RunbookCache, Depends(get_synced_cache)]
@@ -53,6 +59,7 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 PrometheusDep = Annotated[MetricsSource, Depends(get_prometheus)]
 StatusMemoDep = Annotated[StatusMemo, Depends(get_status_memo)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+ObjectsDep = Annotated[client.CustomObjectsApi, Depends(get_objects)]  # approvals, schedules
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -101,5 +108,6 @@ async def require_runbook_read(principal: PrincipalDep) -> Principal:
 
 StatusReader = Annotated[Principal, Depends(require(auth.STATUS_READ))]
 MetricsReader = Annotated[Principal, Depends(require(auth.METRICS_READ))]
+Approving = Annotated[Principal, Depends(require(auth.APPROVE))]
 Executing = Annotated[Principal, Depends(require_any_execute)]
 RunbookReader = Annotated[Principal, Depends(require_runbook_read)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import urllib.parse
@@ -23,7 +24,7 @@ from api.errors import ApiError
 from api.events import EventLog, StreamLimiter
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
-from api.routes import console, events, health, metrics, runbooks, status
+from api.routes import approvals, console, events, health, metrics, runbooks, schedules, status
 from api.settings import ApiSettings, get_settings
 from api.submission import Submitter
 from api.telemetry import ApiMetrics, MetricsMiddleware
@@ -62,6 +63,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.prometheus = prometheus
     app.state.status_memo = StatusMemo()
     app.state.streams = StreamLimiter(settings.api_events_streams_per_token)
+    app.state.objects = client.CustomObjectsApi(kube_requests)
+    settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # status' session, schedules' slots
     log.info(
         "serving Runbooks of namespace %s, metrics of %s, %d token(s)",
         settings.namespace,
@@ -148,14 +151,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
     app.add_exception_handler(Exception, _internal_error)
-    for router in (
-        status.router,
-        metrics.router,
-        runbooks.router,
-        events.router,
-        console.router,
-        health.router,
-    ):
+    routers = (status, metrics, runbooks, approvals, schedules, events, console, health)
+    for router in (module.router for module in routers):
         app.include_router(router)
     app.mount(console.PATH, console.files(), name="console")
     return app

@@ -16,6 +16,7 @@ from typing import Any
 from api import events
 from api.cache import RunbookCache
 from api.records import RunbookRecord
+from runbooks.calendar import SessionCalendar, library_version
 from runbooks.contract import Command, parse_time
 
 
@@ -134,7 +135,11 @@ def audit_entry(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
     what += f" window={record.window or spec.get('window', '')}"
     if record.dry_run:
         what += " dry_run"
-    outcome = f"{record.status} (exit code {record.exit_code})" if record.finished else record.status
+    outcome = record.status
+    if record.finished:  # a run refused without executing has no exit code: its reason says why
+        outcome += (
+            f" (exit code {record.exit_code})" if record.exit_code is not None else f" ({record.reason})"
+        )
     return {
         "request_id": record.request_id,
         "who": spec.get("requestedBy") or "unknown",
@@ -197,26 +202,54 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
     }
 
 
+def session_view(
+    venue: str,
+    calendar: SessionCalendar | None,
+    at: datetime.datetime,
+    zone: datetime.tzinfo,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """Status' ``session``: the venue's state at ``at`` and its next open and close, from ``calendar`` (None:
+    not loaded, ``note`` says why)."""
+    view: dict[str, Any] = {"venue": venue, "state": None, "next_open": None, "next_close": None}
+    view["calendar"] = library_version()
+    if calendar is None:
+        return {**view, "note": note or f"the {venue} calendar is loading"}
+    return {
+        **view,
+        "state": calendar.state(at).value,
+        "next_open": iso(calendar.next_open(at), zone),
+        "next_close": iso(calendar.next_close(at), zone),
+        "note": None,
+    }
+
+
 @dataclass
 class StatusMemo:
-    """``GET /api/ops/status`` is recomputed only when the Runbook cache changed (its version moved);
-    otherwise the body encoded last time is answered as is."""
+    """``GET /api/ops/status`` is recomputed only when the Runbook cache changed (its version moved) or the
+    venue's session did; otherwise the body encoded last time is answered as is."""
 
     version: int = -1
+    session: dict[str, Any] = field(default_factory=dict)
     body: bytes = b""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def get(self, cache: RunbookCache, zone: datetime.tzinfo, history: int) -> bytes:
-        if self.version == cache.version:
+    async def get(
+        self, cache: RunbookCache, zone: datetime.tzinfo, history: int, session: dict[str, Any]
+    ) -> bytes:
+        if (self.version, self.session) == (cache.version, session):
             return self.body
         async with self.lock:  # one recomputation at a time; the requests queued behind it reuse it
-            if self.version != cache.version:
+            if (self.version, self.session) != (cache.version, session):
                 # CPU work over every cached Runbook: off the event loop.
-                self.version, self.body = await asyncio.to_thread(_render, cache, zone, history)
+                self.version, self.body = await asyncio.to_thread(_render, cache, zone, history, session)
+                self.session = session
         return self.body
 
 
-def _render(cache: RunbookCache, zone: datetime.tzinfo, history: int) -> tuple[int, bytes]:
+def _render(
+    cache: RunbookCache, zone: datetime.tzinfo, history: int, session: dict[str, Any]
+) -> tuple[int, bytes]:
     version, records = cache.snapshot()
-    body = status_response(records, zone, history)
+    body = {**status_response(records, zone, history), "session": session}
     return version, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -7,8 +7,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
 
-from runbooks.contract import Command, RunState
-from runbooks.models import ConfigSet, Name, ReasonText, RequestId, TimeoutSeconds, WindowChoice
+from runbooks.contract import Command, RunState, SessionState
+from runbooks.models import (
+    ApprovalDecision,
+    ConfigSet,
+    Name,
+    ReasonText,
+    RequestId,
+    TimeoutSeconds,
+    WindowChoice,
+)
 
 # -- execute ---------------------------------------------------------------------------------------
 
@@ -122,6 +130,17 @@ class AuditEntry(BaseModel):
     outcome: str
 
 
+class SessionView(BaseModel):
+    """The venue's session now (``MDOPS_VENUE``), from the calendar library; nulls until it is loaded."""
+
+    venue: str
+    state: SessionState | None = Field(description="pre_open, open, lunch_break, closed or holiday.")
+    next_open: str | None = Field(description="The next session's open (ISO 8601, the configured zone).")
+    next_close: str | None = Field(description="The next close, of this session or the next.")
+    calendar: str = Field(description="The calendar library and its version, e.g. exchange_calendars 4.13.2.")
+    note: str | None = Field(None, description="Why the state is unknown: still loading, an unknown venue.")
+
+
 class StatusResponse(BaseModel):
     environment_mode: str | None
     active_profile: str | None
@@ -133,6 +152,7 @@ class StatusResponse(BaseModel):
     last_exit_codes: dict[str, int]
     last_updated_at: str | None
     audit: list[AuditEntry]
+    session: SessionView = Field(description="Added to the spec's shape: the venue's session now.")
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -173,6 +193,59 @@ class TimeseriesResponse(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(description="ready, or not ready")
     reason: str | None = Field(None, description="Why it is not ready.")
+    venue: str = Field(description="The venue whose sessions count (MDOPS_VENUE).")
+    session: SessionState | None = Field(description="Its state now; null until its calendar is loaded.")
+    calendar: str = Field(description="The calendar library and its version.")
+
+
+# -- approvals (four eyes) -------------------------------------------------------------------------
+
+
+class DecisionRequest(BaseModel):
+    """The body of approve and reject (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: Annotated[ReasonText, Strict()] = Field("", description="Why, for the audit.")
+
+
+class DecisionResponse(BaseModel):
+    """The RunbookApproval made for the token."""
+
+    name: str = Field(description="The RunbookApproval's name.")
+    request_id: str
+    decision: ApprovalDecision
+    approver: str = Field(description="The token's name.")
+    requester: str = Field(description="Who asked for the run (its requestedBy).")
+    comment: str
+    created_at: str | None
+
+
+# -- schedules -------------------------------------------------------------------------------------
+
+
+class ScheduleView(BaseModel):
+    name: str
+    schedule: str | None = Field(description="The trigger in words, e.g. every 5m during open.")
+    command: str | None
+    profile: str | None
+    mode: str | None
+    suspended: bool
+    concurrency_policy: str | None
+    next_slots: list[str] | None = Field(
+        description="The next slots that will run (none while suspended); null when they cannot be computed."
+    )
+    last_slot: str | None
+    last_runbook: str | None
+    last_result: str | None
+    missed_slots: int
+    skipped_slots: int
+    problem: str | None = Field(description="Why the schedule does not run as it says, if it does not.")
+
+
+class SchedulesResponse(BaseModel):
+    schedules: list[ScheduleView]
+    truncated: bool = Field(description="More schedules exist than one answer lists (see MAX_SCHEDULES).")
 
 
 # -- the console -----------------------------------------------------------------------------------

@@ -5,9 +5,9 @@
   ``# @schema {...}`` comment line. A map that is empty or whose ``@schema`` sets
   ``additionalProperties`` is free-form (its keys are examples, not schema); every other map is closed
   (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
-- ``charts/mdops/files/crd.yaml``, the Runbook CRD (as ``python -m runbooks.crd`` writes to manifests/),
-  ``charts/mdops/files/kopfpeering-crd.yaml`` and ``requested-by-policy.yaml``, from
-  ``manifests/components/``.
+- ``charts/mdops/files/crd*.yaml``, the CRDs of mdops (as ``python -m runbooks.crd`` writes them to
+  manifests/), ``charts/mdops/files/kopfpeering-crd.yaml`` (from ``manifests/components/peering/``) and
+  ``identities.yaml`` (from ``manifests/``).
 
 ``python charts/generate.py`` writes them (``make generate``); ``--check`` only reports drift (the tests).
 """
@@ -27,7 +27,7 @@ from runbooks import crd
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mdops"
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
-REQUESTED_BY_POLICY = REPO / "manifests" / "components" / "requested-by" / "policy.yaml"
+IDENTITIES = REPO / "manifests" / "identities.yaml"
 SCHEMA_MARK = "@schema"
 
 
@@ -99,9 +99,9 @@ def expected() -> dict[Path, bytes]:
     """Every generated file and its content."""
     return {
         CHART / "values.schema.json": render_schema().encode(),
-        CHART / "files" / "crd.yaml": crd.render().encode(),
+        **{CHART / "files" / kind.file: crd.render(kind).encode() for kind in crd.KINDS},
         CHART / "files" / "kopfpeering-crd.yaml": PEERING_CRD.read_bytes(),
-        CHART / "files" / "requested-by-policy.yaml": REQUESTED_BY_POLICY.read_bytes(),
+        CHART / "files" / "identities.yaml": IDENTITIES.read_bytes(),
     }
 
 

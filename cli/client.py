@@ -55,6 +55,9 @@ class Api:
         params = {"metric": metric, "minutes": minutes, "step_seconds": step_seconds}
         return self._json(self._call("GET", "/api/ops/metrics/timeseries", params=params))
 
+    def schedules(self, slots: int) -> dict[str, Any]:
+        return self._json(self._call("GET", "/api/ops/schedules", params={"slots": slots}))
+
     def runbook(self, request_id: str) -> dict[str, Any]:
         return self._json(self._call("GET", _runbook_path(request_id)))
 

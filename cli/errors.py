@@ -47,7 +47,7 @@ def runbook_meaning(code: int) -> str:
 
 def help_table() -> str:
     """The table at the end of ``mdops --help`` (click keeps the lines of a paragraph marked ``\\b``)."""
-    rows = [f"  {RUNBOOK_CODES}  mdops run: the runbook's exit code"]
+    rows = [f"  {RUNBOOK_CODES}  mdops run: the runbook's exit code (1: refused, not run)"]
     rows += [f"  {int(code):<{len(RUNBOOK_CODES)}}  {meaning}" for code, meaning in MEANINGS.items()]
     return "\b\nExit codes:\n" + "\n".join(rows)
 
@@ -55,7 +55,10 @@ def help_table() -> str:
 def markdown_table() -> str:
     """The same table for the README (``make generate``)."""
     rows = ["| code | meaning |", "|-----:|---------|"]
-    rows.append(f"| {RUNBOOK_CODES} | `mdops run`: the runbook's exit code ([Exit codes](#exit-codes)) |")
+    rows.append(
+        f"| {RUNBOOK_CODES} | `mdops run`: the runbook's exit code ([Exit codes](#exit-codes)); 1 for a run "
+        "refused without executing (its change window, a rejection, approvals expired: it has no exit code) |"
+    )
     rows += [f"| {int(code)} | {meaning} |" for code, meaning in MEANINGS.items()]
     return "\n".join(rows)
 

@@ -27,7 +27,7 @@ from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
-from runbooks.contract import Command, RunState, parse_time
+from runbooks.contract import Command, ExitCode, RunState, parse_time
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -297,6 +297,8 @@ def run(
         return
     out.show(view, render.result_line if follow else render.run_view)
     code = view["runbook"]["exit_code"]
+    if code is None and view["runbook"]["status"] == "failed":  # refused without executing: its log says why
+        code = ExitCode.SCRIPT_FAILED
     if code is None:
         raise CliError(f"the run {body['request_id']} finished without an exit code", Exit.API_FAILED)
     click.get_current_context().exit(code)
@@ -411,6 +413,19 @@ def status(api: Api, out: Output) -> None:
     command, the last health report and the most recent runs.
     """
     out.show(api.status(), render.status_view)
+
+
+@cli.command(
+    epilog="\b\nExamples:\n  mdops schedules\n  mdops schedules --slots 5 -o json | jq '.[].next_slots'"
+)
+@click.option("--slots", type=click.IntRange(0, 20), default=1, show_default=True, help="Next slots shown.")
+@api_options
+def schedules(api: Api, out: Output, slots: int) -> None:
+    """List the RunbookSchedules: their trigger, next slots, last run and result.
+
+    -o json gives the API's list of schedules.
+    """
+    out.show(api.schedules(slots)["schedules"], render.schedules_table)
 
 
 # -- metrics ---------------------------------------------------------------------------------------

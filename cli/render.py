@@ -37,11 +37,13 @@ def state(status: str) -> Text:
 
 
 def outcome(runbook: dict[str, Any]) -> Text:
-    """``failed (exit code 3: gate failed)``, ``success (exit code 0)``, ``running``."""
+    """``failed (exit code 3: gate failed)``, ``success (exit code 0)``, ``running``, ``failed (not run)``."""
     text = state(runbook["status"])
     code = runbook.get("exit_code")
     if code is not None:
         text.append(f" (exit code {code}" + ("" if code == 0 else f": {runbook_meaning(code)}") + ")")
+    elif runbook["status"] == "failed":  # refused by a change window or a person: its log says why
+        text.append(" (not run)")
     return text
 
 
@@ -122,6 +124,37 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
     return table
 
 
+def schedules_table(schedules: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NAME", "SCHEDULE", "COMMAND", "NEXT", "LAST", "RESULT", "MISSED", "SKIPPED", "NOTE"):
+        table.add_column(column, overflow="fold")
+    for schedule in schedules:
+        note = "suspended" if schedule["suspended"] else (schedule.get("problem") or "")
+        table.add_row(
+            schedule["name"],
+            _text(schedule.get("schedule")),
+            _text(schedule.get("command")),
+            "\n".join(schedule.get("next_slots") or []) or "-",
+            _text(schedule.get("last_slot")),
+            state(schedule["last_result"]) if schedule.get("last_result") else "-",
+            str(schedule["missed_slots"]),
+            str(schedule["skipped_slots"]),
+            note,
+        )
+    return table
+
+
+def session_line(session: dict[str, Any] | None) -> str:
+    """``XHKG open, closes 2026-01-05T16:00:00+08:00``: the venue's session in the status."""
+    if not session:
+        return "-"
+    if session.get("state") is None:
+        return f"{session['venue']} ({session.get('note') or 'unknown'})"
+    return (
+        f"{session['venue']} {session['state']}, opens {session['next_open']}, closes {session['next_close']}"
+    )
+
+
 def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
     last = status.get("last_runbook")
     environment = " / ".join(
@@ -131,6 +164,7 @@ def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
     fields = _fields(
         [
             ("environment", f"{environment}   (mode / profile / window)"),
+            ("venue", session_line(status.get("session"))),
             (
                 "last runbook",
                 Text.assemble(f"{last['command']} {last['request_id']}  ", outcome(last)) if last else "-",

@@ -25,7 +25,8 @@ def main() -> int:
         print(f"invalid controller settings:\n{error}", file=sys.stderr)
         return 2
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # window: auto needs it, in seconds
-    from controller import handlers  # (registers the handlers)
+    # Registers the handlers: the Runbooks' events (handlers) and the schedules' timer (schedules).
+    from controller import handlers, schedules  # noqa: F401
 
     handlers.register(settings)
 

@@ -6,9 +6,11 @@ seen, and where it stands. Finished Runbooks are not in the watch at all (its fi
 
 The dispatcher is driven by events (a watch event, the end of a step), never by polling:
 
-- each new Runbook is admitted (:meth:`controller.runs.Runs.admit`: the ledger claim), a few at a time,
-  oldest first; a duplicate is settled there or parked until its original has finished; one beyond the
-  namespace's cap of unfinished Runbooks fails instead (:mod:`controller.quota`);
+- each new Runbook is admitted (:meth:`controller.runs.Runs.admit`: the ledger claim, then the gate of
+  policies and approvals), a few at a time, oldest first; a duplicate is settled there or parked until its
+  original has finished; one beyond the namespace's cap of unfinished Runbooks fails instead
+  (:mod:`controller.quota`); one the gate holds leaves its lane, holding nothing, and is admitted again
+  when its wait ends or a policy or one of its approvals changes (:meth:`Dispatcher.gate_changed`);
 - the Runbooks that need their target's lock wait in that target's lane, in order of arrival (oldest
   ``creationTimestamp`` first; within one second, the order in which a controller first saw them, its
   arrival stamp, which the ledger claim keeps across restarts); only the lane's head may take the lock,
@@ -58,6 +60,7 @@ class Stage(enum.Enum):
     NEW = "new"  # seen, not admitted yet
     ADMITTING = "admitting"
     PARKED = "parked"  # a duplicate waiting for its original's result
+    HELD = "held"  # held by the gate (its change window, its approvals): admitted again later
     WAITING = "waiting"  # admitted: waits for its lane's head and a slot
     READY = "ready"  # may start as soon as a slot is free
     RUNNING = "running"
@@ -90,6 +93,7 @@ class Entry:
     gone: bool = False  # it no longer exists
     finishing: bool = False  # its finished status is being written: it leaves the watch
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
+    regate: bool = False  # a policy or approval changed while the gate looked at it: look again at once
 
     @classmethod
     def from_body(cls, body: dict[str, Any], seq: int, settings: ControllerSettings) -> Entry:
@@ -194,6 +198,7 @@ class Dispatcher:
         self.fresh: list[tuple[tuple[int, str, int], str]] = []  # heap: NEW entries to admit
         self.ready: list[tuple[tuple[int, str, int], str]] = []  # heap: READY entries
         self.parked: dict[str, list[Entry]] = collections.defaultdict(list)  # original's uid -> duplicates
+        self.held: dict[str, Entry] = {}  # uid -> an entry the gate holds
         self.request_ids: collections.Counter[str] = collections.Counter()
         self.writes: collections.deque[Entry] = collections.deque()  # Queued statuses to show
         self.showing: set[str] = set()  # uids whose Queued status is being written
@@ -278,6 +283,20 @@ class Dispatcher:
         await self.runs.release_claim(entry)
         return Next(Outcome.GONE)
 
+    def gate_changed(self, request_id: str | None = None) -> None:
+        """A RunbookPolicy changed (``request_id`` None) or a RunbookApproval of ``request_id`` did: the
+        runs it may concern pass the gate again, at once (those at the gate now, once more after it)."""
+        if self.paused:
+            return
+        for entry in list(self.held.values()):
+            if request_id is None or entry.request_id == request_id:
+                self._unhold(entry)
+        for uid in self.tasks:
+            entry = self.entries.get(uid)
+            concerned = entry is not None and (request_id is None or entry.request_id == request_id)
+            if concerned and entry.stage is Stage.ADMITTING:
+                entry.regate = True
+
     # -- kopf's peering ---------------------------------------------------------------------------
     def pause(self) -> None:
         """kopf paused the operator (another replica is active) or is stopping it."""
@@ -291,6 +310,8 @@ class Dispatcher:
         self.fresh.clear()
         self.ready.clear()
         self.parked.clear()
+        self.held.clear()
+        metrics.HELD.set(0)
         self.request_ids.clear()
         self.cap.clear()
         self.writes.clear()
@@ -324,6 +345,7 @@ class Dispatcher:
             entry = self.entries.get(uid)
             if entry is not None and entry.stage is Stage.NEW and self._idle(uid):
                 entry.stage = Stage.ADMITTING
+                entry.regate = False
                 self.admitting += 1
                 if self.cap.admit(entry):
                     self._spawn(entry, self.runs.admit(entry, self.in_view))
@@ -420,6 +442,13 @@ class Dispatcher:
                 self.dirty.add(entry.target)
                 if self.lanes[entry.target].ahead(entry) is not None:
                     self._show_queued(entry)
+        elif outcome.outcome is Outcome.HELD:
+            self._leave_lane(entry)
+            entry.stage = Stage.HELD
+            self.held[entry.uid] = entry
+            metrics.HELD.set(len(self.held))
+            delay = 0.0 if entry.regate else outcome.delay
+            asyncio.get_running_loop().call_later(delay, self._unhold, entry)
         elif outcome.outcome is Outcome.PARKED:
             self._leave_lane(entry)
             entry.stage = Stage.PARKED
@@ -467,9 +496,28 @@ class Dispatcher:
                 self._make_ready(entry)
         self.wake()
 
+    def _unhold(self, entry: Entry) -> None:
+        """A held entry's wait is over (or something it waits for changed): admitted again, in its lane."""
+        if (
+            self.held.get(entry.uid) is not entry
+            or entry.stage is not Stage.HELD
+            or not self._idle(entry.uid)
+        ):
+            return
+        del self.held[entry.uid]
+        metrics.HELD.set(len(self.held))
+        entry.stage = Stage.NEW
+        if entry.needs_lock:
+            self._lane(entry).add(entry)
+            self.dirty.add(entry.target)
+        heapq.heappush(self.fresh, (entry.order, entry.uid))
+        self.wake()
+
     def _settle(self, entry: Entry, gone: bool) -> None:
         """The entry is done: out of its lane, and its duplicates get their result (or their turn)."""
         self.cap.left(entry.uid)
+        if self.held.pop(entry.uid, None) is not None:
+            metrics.HELD.set(len(self.held))
         if entry.stage is not Stage.SETTLED:
             self.request_ids[entry.request_id] -= 1
             if self.request_ids[entry.request_id] <= 0:

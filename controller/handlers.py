@@ -5,7 +5,9 @@ Only ``@kopf.on.event`` handlers: no daemon, no timer, no index, no change handl
 body and no task per Runbook, writes no annotation or finalizer of its own, and has no index to fill
 before the first event is handled. The Runbook watch asks the API server for unfinished Runbooks only
 (``status.result`` is empty; the CRD makes it a selectable field): finished Runbooks never reach the
-controller, not even as it starts.
+controller, not even as it starts. RunbookPolicies and RunbookApprovals are watched only to wake the runs
+the gate holds (:meth:`controller.dispatcher.Dispatcher.gate_changed`). The few RunbookSchedules have a
+timer each (:mod:`controller.schedules`, which uses the ``memo.api`` made here).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from controller.lock import TargetLock
 from controller.retention import Retention
 from controller.runs import Runs, Services
 from controller.settings import ControllerSettings, get_settings
-from runbooks import keys, kube
+from runbooks import approval, keys, kube, policy
 
 RUNBOOKS = (keys.GROUP, keys.VERSION, keys.PLURAL)
 UNFINISHED = "status.result="  # the selectable field is empty (absent) until the run has finished
@@ -138,6 +140,20 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(*RUNBOOKS)
 async def runbook(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.dispatcher.observe(event["type"], event["object"])
+
+
+@kopf.on.event(keys.GROUP, keys.VERSION, policy.PLURAL)
+async def runbook_policy(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A policy changed: the runs held at the gate are looked at again (it applies to runs not started)."""
+    if event["type"] is not None:  # not the listing as the controller starts: nothing is held yet
+        memo.dispatcher.gate_changed()
+
+
+@kopf.on.event(keys.GROUP, keys.VERSION, approval.PLURAL)
+async def runbook_approval(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A decision on a request: its run, if the gate holds it, is counted again."""
+    if event["type"] is not None:
+        memo.dispatcher.gate_changed(event["object"]["spec"]["requestId"])
 
 
 async def job(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

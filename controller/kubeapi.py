@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client
 
-from runbooks import keys
+from runbooks import approval, keys, policy, schedule
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,51 @@ class KubeApi:
         async for items in self.pages(self.runbook_path(namespace), accept=METADATA_LIST):
             uids.update(item["metadata"]["uid"] for item in items)
         return uids
+
+    async def create_runbook(self, namespace: str, body: dict) -> bool:
+        """Create the Runbook; False if it exists already (its name is its identity: a schedule's slot)."""
+        try:
+            await self.request("POST", self.runbook_path(namespace), body)
+            return True
+        except Conflict:
+            return False
+
+    async def labelled_runbooks(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Runbooks with these labels, finished or not, from the API server's watch cache
+        (resourceVersion 0): a schedule's few, which the controller's own watch (unfinished only) cannot
+        show."""
+        params = {"labelSelector": selector, "resourceVersion": "0"}
+        listed = await self.request("GET", self.runbook_path(namespace), params=params)
+        return listed.get("items") or []
+
+    # -- RunbookPolicies and RunbookApprovals -------------------------------
+    async def policies(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's RunbookPolicies, read when a run comes to the gate (a consistent read: a policy
+        applied a moment before a Runbook applies to it). Without their CRD (an install of the Runbook CRD
+        alone) there are none."""
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{policy.PLURAL}"
+        listed = await self.request("GET", path, missing_ok=True)
+        return (listed or {}).get("items") or []
+
+    async def approvals(self, namespace: str, request_id: str) -> list[dict[str, Any]]:
+        """The RunbookApprovals of one request id (a selectable field of their CRD)."""
+        params = {"fieldSelector": f"spec.requestId={request_id}"}
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{approval.PLURAL}"
+        listed = await self.request("GET", path, params=params)
+        return listed.get("items") or []
+
+    # -- RunbookSchedules --------------------------------------------------
+    async def patch_schedule_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict | None:
+        """Merge-patch a schedule's status if it is still at ``resource_version``; None if it changed
+        meanwhile (409) or is gone (404)."""
+        path = f"{RUNBOOKS}/namespaces/{namespace}/{schedule.PLURAL}/{name}/status"
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            return await self.request("PATCH", path, body, content_type=MERGE, missing_ok=True)
+        except Conflict:
+            return None
 
     # -- Leases (run lock and request ledger) ------------------------------
     def lease_path(self, namespace: str, name: str = "") -> str:

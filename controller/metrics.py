@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from runbooks.contract import parse_time
+from runbooks.schedule import RunbookScheduleStatus
 
 REGISTRY = CollectorRegistry()
 
@@ -31,6 +36,39 @@ QUEUE_DEPTH = Gauge(
     "md_runbook_queue_depth", "Runbooks waiting for their target's lock.", ["target"], registry=REGISTRY
 )
 RUNNING = Gauge("md_runbook_running", "Runs executing now.", registry=REGISTRY)
+# The gate (RunbookPolicies, RunbookApprovals): what it decided, and the runs it holds now.
+GATE = Counter(
+    "md_runbook_gate_total",
+    "Decisions of the gate by outcome: held (outside the change window), awaiting (approvals), approved, "
+    "refused (outside the change window, Reject), rejected, expired (approvals).",
+    ["command", "outcome"],
+    registry=REGISTRY,
+)
+HELD = Gauge(
+    "md_runbook_held",
+    "Runs held at the gate now (outside their change window or awaiting approvals).",
+    registry=REGISTRY,
+)
+# Per schedule (namespace, schedule): as many series as schedules, removed with them.
+SCHEDULE_NEXT_SLOT = Gauge(
+    "md_schedule_next_slot_timestamp_seconds",
+    "When the schedule's next slot runs (absent while suspended or with none within 31 days).",
+    ["namespace", "schedule"],
+    registry=REGISTRY,
+)
+SCHEDULE_LAST_RESULT = Gauge(
+    "md_schedule_last_result",
+    "Result of the schedule's latest finished run: 1 success, 0 failed.",
+    ["namespace", "schedule"],
+    registry=REGISTRY,
+)
+SCHEDULE_SLOTS = Counter(
+    "md_schedule_slots_total",
+    "Slots of the schedule by outcome: created (its Runbook), missed, skipped.",
+    ["namespace", "schedule", "outcome"],
+    registry=REGISTRY,
+)
+SLOT_OUTCOMES = ("created", "missed", "skipped")
 
 
 def serve(host: str, port: int) -> None:
@@ -45,3 +83,28 @@ def record_finish(command: str, result: dict, duration: float, *, dry_run: bool)
     if not dry_run:
         EXIT_CODE.labels(command).set(int(result["exitCode"]))
         LAST_RUN.labels(command).set_to_current_time()
+
+
+def record_schedule(namespace: str, name: str, status: RunbookScheduleStatus, counts: dict[str, int]) -> None:
+    """A schedule's recorded step: its status and the slots it handled."""
+    next_slot = parse_time(status.next_slot)
+    if next_slot is None:
+        _remove(SCHEDULE_NEXT_SLOT, namespace, name)
+    else:
+        SCHEDULE_NEXT_SLOT.labels(namespace, name).set(next_slot.timestamp())
+    if status.last_result is not None:  # kept while the next run goes on
+        SCHEDULE_LAST_RESULT.labels(namespace, name).set(1 if status.last_result == "success" else 0)
+    for outcome, count in counts.items():
+        SCHEDULE_SLOTS.labels(namespace, name, outcome).inc(count)
+
+
+def forget_schedule(namespace: str, name: str) -> None:
+    _remove(SCHEDULE_NEXT_SLOT, namespace, name)
+    _remove(SCHEDULE_LAST_RESULT, namespace, name)
+    for outcome in SLOT_OUTCOMES:
+        _remove(SCHEDULE_SLOTS, namespace, name, outcome)
+
+
+def _remove(metric, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never set
+        metric.remove(*labels)

@@ -9,8 +9,10 @@ The steps, and the writes each makes (a trivial run: two status patches, two fin
 ledger writes and two Events):
 
 1. :meth:`Runs.admit`: the ledger claim. A duplicate is settled here (it shows the earlier result, or
-   waits for it, parked, holding nothing). [The policy gate goes here: after the claim, before the
-   Runbook joins its target's lane and takes the lock.]
+   waits for it, parked, holding nothing). Then :meth:`Runs.gate`, the namespace's RunbookPolicies and the
+   request's RunbookApprovals, before the Runbook joins its target's lane and takes the lock: it passes,
+   is held (outside its change window, or awaiting approvals; holding nothing, looked at again when its
+   wait ends or a policy or approval changes) or ends without executing (refused, rejected, expired).
 2. :meth:`Runs.run`: the target's lock (for mutating runs), the finalizer (so that a deletion stops the
    run, also while no controller runs), the executor's start and one status patch (Running, with the
    request id, the resolved window and the target); then the run's log lines, patched as they come
@@ -31,16 +33,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from controller import audit, ledger, metrics, transitions
 from controller.events import Events, Ref
 from controller.executors import Executor, Run, RunRequest, failure
 from controller.kubeapi import ApiError, KubeApi
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
-from runbooks import keys
+from runbooks import approval, keys, policy
 from runbooks.calendar import CalendarError
 from runbooks.contract import ExitCode, Reason, now, parse_time, reason_of
-from runbooks.models import Execution, RunbookStatus
+from runbooks.models import Execution, RunbookSpec, RunbookStatus, RunSession
+from runbooks.policy import RunbookPolicySpec
 
 if TYPE_CHECKING:
     from controller.dispatcher import Entry
@@ -49,11 +54,15 @@ log = logging.getLogger(__name__)
 
 LOCK_RETRY_SECONDS = 2.0
 WINDOW_RETRY_SECONDS = 30.0
+# A held run is looked at again at the latest after this long, whatever its wait: a safety net for a
+# missed watch event or a clock that jumped (the wait's end is a wall-clock time, asyncio's timers are not).
+HOLD_RECHECK_SECONDS = 300.0
 LOG_DEBOUNCE_SECONDS = 0.15
 
 
 class Outcome(enum.Enum):
     OWNER = "owner"  # admitted: it owns its request id and may run
+    HELD = "held"  # owns its request id, but the gate holds it: admitted again after ``delay``
     PARKED = "parked"  # a duplicate whose original has not finished: it waits for that result
     SETTLED = "settled"  # finished (or shown as a duplicate): it leaves the watch
     GONE = "gone"  # the Runbook no longer exists
@@ -66,6 +75,17 @@ class Next:
     outcome: Outcome
     delay: float = 0.0
     owner: str = ""  # PARKED: the uid of the original
+
+
+GATE_WAITS = (Reason.OUTSIDE_CHANGE_WINDOW, Reason.AWAITING_APPROVAL)
+
+
+def vote(item: dict[str, Any]) -> approval.Vote:
+    """A RunbookApproval as the count sees it."""
+    spec = item["spec"]
+    at = parse_time(item["metadata"]["creationTimestamp"])
+    assert at is not None
+    return approval.Vote(spec["approver"], spec["decision"], at, spec["requester"], spec.get("comment", ""))
 
 
 def lock_group(settings: ControllerSettings, profile: str) -> str:
@@ -182,7 +202,7 @@ class Runs:
         )
         if claim.uid == entry.uid:
             entry.claim = claim
-            return Next(Outcome.OWNER)
+            return await self.gate(entry)
         if claim.result is not None:
             return await self.settle_duplicate(entry, claim)
         if in_view(claim.uid):  # the original runs (or waits) here: wait for its result, holding nothing
@@ -197,6 +217,117 @@ class Runs:
             claim = await self.services.ledger.finish(claim, entry.namespace, status.to_k8s())
             return await self.settle_duplicate(entry, claim)
         return await self._park(entry, claim)  # it comes into view soon
+
+    # -- 1b. the gate: change windows and four eyes ---------------------------------------------
+    async def gate(self, entry: Entry) -> Next:
+        """What the namespace's RunbookPolicies say about starting now (:func:`runbooks.policy.evaluate`)
+        and, if it needs approvals, what its RunbookApprovals count to (:func:`runbooks.approval.tally`).
+
+        Level-based like every step: it reads the policies and approvals as they are now and the status as
+        last written (the approvals' deadline, set when the run began to wait for them), so a controller
+        restarted while a run waits decides the same again. A run that started, or whose result the ledger
+        has, went past the gate before: it is never held again. No policy: it passes, as without the gate."""
+        assert entry.claim is not None
+        status = self.status(entry)
+        if entry.claim.result is not None or status.execution is not None:
+            return Next(Outcome.OWNER)
+        items = await self.services.kube.policies(entry.namespace)
+        if not items:
+            return await self._pass(entry, None)
+        try:
+            policies = {
+                item["metadata"]["name"]: RunbookPolicySpec.model_validate(item["spec"]) for item in items
+            }
+            spec = RunbookSpec.model_validate(entry.spec)
+            at = datetime.datetime.now(datetime.UTC)
+            calendar = await asyncio.to_thread(self.services.settings.calendar.at, at)
+            decision = policy.evaluate(policies, spec, at, calendar)
+        except (ValidationError, CalendarError) as error:  # not decided: never run it ungated
+            log.error("%s/%s waits at the gate: %s", entry.namespace, entry.name, error)
+            return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
+        if isinstance(decision, policy.Reject):
+            return await self._not_run(
+                entry, transitions.refused(status, entry.generation, decision), "refused"
+            )
+        if isinstance(decision, policy.Wait):
+            change = transitions.held(status, entry.generation, decision)
+            await self._show_held(entry, change, Reason.OUTSIDE_CHANGE_WINDOW, decision.message, "held")
+            return self._hold((decision.until - at).total_seconds())
+        if decision.approvals == 0:
+            return await self._pass(entry, None)
+        return await self._count(entry, decision, at)
+
+    async def _count(self, entry: Entry, allowed: policy.Allowed, at: datetime.datetime) -> Next:
+        """Count the request's approvals; pass, hold or end the run by the tally."""
+        status = self.status(entry)
+        assert allowed.expire_after is not None
+        deadline = parse_time(status.policy.approvals_expire_at) if status.policy else None
+        votes = [vote(item) for item in await self.services.kube.approvals(entry.namespace, entry.request_id)]
+        counted = approval.tally(
+            votes,
+            requester=entry.spec.get("requestedBy") or "",
+            required=allowed.approvals,
+            requested_at=parse_time(entry.created) or at,
+            waiting_since=(deadline or at + allowed.expire_after) - allowed.expire_after,
+            now=at,
+            expire_after=allowed.expire_after,
+        )
+        expires = counted.expires_at or deadline or at + allowed.expire_after
+        change = transitions.approvals_counted(
+            status, entry.generation, counted, transitions.requirement(allowed, expires)
+        )
+        if counted.state == approval.APPROVED:
+            who = ", ".join(v.approver for v in counted.approved_by)
+            return await self._pass(entry, change, f"approved by {who} ({counted.summary})")
+        if counted.state == approval.PENDING:
+            message = change.succeeded.message if change.succeeded else counted.summary
+            await self._show_held(entry, change, Reason.AWAITING_APPROVAL, message, "awaiting")
+            return self._hold((expires - at).total_seconds())
+        outcome = "rejected" if counted.state == approval.REJECTED else "expired"
+        return await self._not_run(entry, change, outcome)
+
+    @staticmethod
+    def _hold(seconds: float) -> Next:
+        """Held until ``seconds`` from now (a moment after, so that the wait is over then)."""
+        return Next(Outcome.HELD, min(max(seconds, 0.0) + 0.05, HOLD_RECHECK_SECONDS))
+
+    async def _show_held(
+        self, entry: Entry, change: RunbookStatus, reason: Reason, message: str, outcome: str
+    ) -> None:
+        """Write a held status, with its Event, when it says something new (not at each look)."""
+        if apply(self.status(entry), change) == self.status(entry):
+            return
+        if await self.patch(entry, change):
+            self.event(entry, "Normal", reason, message)
+            metrics.GATE.labels(entry.command, outcome).inc()
+
+    async def _pass(self, entry: Entry, change: RunbookStatus | None, message: str = "") -> Next:
+        """Through the gate: the approvals recorded, and a held status no longer shown as held."""
+        status = self.status(entry)
+        held = status.succeeded is not None and status.succeeded.reason in GATE_WAITS
+        if change is None and not held:
+            return Next(Outcome.OWNER)
+        message = message or "the policies allow it now"
+        change = apply(change or RunbookStatus(), transitions.released(status, entry.generation, message))
+        if not await self.patch(entry, change):
+            return Next(Outcome.GONE)
+        if status.approvals != self.status(entry).approvals or status.policy != self.status(entry).policy:
+            self.event(entry, "Normal", Reason.APPROVED, message)
+            metrics.GATE.labels(entry.command, "approved").inc()
+        return Next(Outcome.OWNER)
+
+    async def _not_run(self, entry: Entry, change: RunbookStatus, outcome: str) -> Next:
+        """End the run without executing it. Its request id is freed first (it never ran: created again,
+        it asks again), then the finished status takes it out of the watch."""
+        assert entry.claim is not None
+        await self.services.ledger.release(entry.claim, entry.namespace)
+        entry.finishing = True
+        final = apply(self.status(entry), change)
+        await self.patch(entry, change)
+        reason = final.succeeded.reason if final.succeeded else Reason.FAILED
+        self.event(entry, "Warning", reason, final.message or reason, status=final, post=not entry.gone)
+        metrics.GATE.labels(entry.command, outcome).inc()
+        return Next(Outcome.SETTLED)
 
     async def _park(self, entry: Entry, claim: ledger.Entry) -> Next:
         if self.status(entry).duplicate_of != claim.runbook:
@@ -274,7 +405,10 @@ class Runs:
                 return await self.forget(entry)
         else:
             try:
-                window = self.status(entry).window or await self._window(entry)
+                status = self.status(entry)
+                window, session = (
+                    (status.window, status.session) if status.window else await self._window(entry)
+                )
             except CalendarError as error:
                 log.error("%s/%s cannot start: %s", entry.namespace, entry.name, error)
                 return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
@@ -290,6 +424,7 @@ class Runs:
                 execution = Execution(executor=self.services.executor.kind, name=run.name)
                 change = transitions.running(self.status(entry), entry.generation, execution, now())
                 change.request_id, change.window, change.target = entry.request_id, window, entry.target
+                change.session = session
                 await self.patch(entry, change)
                 self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
         if isinstance(run, dict):  # lost, never started, or could not start
@@ -305,14 +440,24 @@ class Runs:
             entry.namespace, entry.name, entry.uid, entry.request_id, entry.command, window, entry.spec
         )
 
-    async def _window(self, entry: Entry) -> str:
-        """The spec's window, or the one the venue's calendar gives now (its first use may load it: in
-        a thread)."""
-        window = entry.spec.get("window", "auto")
-        if window != "auto":
-            return window
-        calendar = self.services.settings.calendar
-        return await asyncio.to_thread(calendar.window, datetime.datetime.now(datetime.UTC))
+    async def _window(self, entry: Entry) -> tuple[str, RunSession | None]:
+        """The spec's window (auto: the one the venue's calendar gives now) and the venue's session now.
+        The calendar is loaded as the controller starts; a run that comes before the load is done waits
+        for it in a thread (never on the event loop), and only then. An explicit window runs without the
+        calendar: its session is recorded when the calendar can tell."""
+        window, at = entry.spec.get("window", "auto"), datetime.datetime.now(datetime.UTC)
+        venue = self.services.settings.calendar
+        calendar = venue.loaded(at)
+        if calendar is None:
+            try:
+                calendar = await asyncio.to_thread(venue.at, at)
+            except CalendarError:
+                if window == "auto":
+                    raise
+                return window, None
+        state = calendar.state(at)
+        session = RunSession(venue=calendar.venue, state=state)
+        return (calendar.windows[state] if window == "auto" else window), session
 
     async def _protect(self, entry: Entry) -> bool:
         """Add the finalizer before the run starts; False if the Runbook is gone."""

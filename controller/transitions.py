@@ -4,17 +4,44 @@ conventions (the types and reasons are in :mod:`runbooks.contract`).
 Each function takes the status as it is and returns the fields to change, as a :class:`RunbookStatus` whose
 set fields are the merge patch (:func:`patch`). ``Succeeded`` is Unknown while the run is pending, queued or
 running, then True or False; ``Ready``, ``Reconciling`` and ``Stalled`` summarise it for kstatus and Argo CD.
+
+A run may also wait for its change window (:func:`held`) or for approvals (:func:`approvals_counted`), both
+``Queued`` with their own reason, and may end without executing (:func:`not_run`): refused by a policy, by a
+person, or for want of approvals in time. Such a run has no exit code (no script ran) and result ``failed``.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from runbooks.contract import LOG_LEVELS, ConditionType, ExitCode, Reason, now, reason_of
-from runbooks.models import Condition, EnvironmentState, Execution, LogLine, RunbookStatus
+from runbooks.approval import Tally
+from runbooks.contract import (
+    LOG_LEVELS,
+    NOT_RUN,
+    WAITING,
+    ConditionType,
+    ExitCode,
+    Reason,
+    format_time,
+    now,
+    reason_of,
+)
+from runbooks.models import (
+    ApprovalRecord,
+    Condition,
+    EnvironmentState,
+    Execution,
+    LogLine,
+    PolicyRequirement,
+    RunbookStatus,
+    RunSession,
+)
+from runbooks.policy import Allowed, Reject, Wait
 
 LOG_LINES = 50
 MESSAGE_CHARS = 1024
+APPROVAL_RECORDS = 32  # the schema's bound of status.approvals
 
 Update = tuple[str, str, str]  # (status, reason, message)
 
@@ -24,9 +51,12 @@ def patch(change: RunbookStatus) -> dict[str, Any]:
     return change.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
-def _conditions(old: RunbookStatus, generation: int, updates: dict[ConditionType, Update]) -> list[Condition]:
-    """Merge ``updates`` into the old conditions; lastTransitionTime moves only when a status changes."""
-    by_type = {c.type: c for c in old.conditions}
+def conditions(
+    old: list[Condition], generation: int, updates: dict[ConditionType, Update]
+) -> list[Condition]:
+    """Merge ``updates`` into the old conditions (of a Runbook, or a schedule); lastTransitionTime moves only
+    when a status changes."""
+    by_type = {c.type: c for c in old}
     stamp = now()
     for kind, (status, reason, message) in updates.items():
         previous = by_type.get(kind)
@@ -43,7 +73,7 @@ def _conditions(old: RunbookStatus, generation: int, updates: dict[ConditionType
 
 
 def _in_progress(reason: Reason, message: str) -> dict[ConditionType, Update]:
-    queued, running = reason is Reason.QUEUED, reason is Reason.RUNNING
+    queued, running = reason in WAITING, reason is Reason.RUNNING
     return {
         ConditionType.SUCCEEDED: ("Unknown", reason, message),
         ConditionType.QUEUED: ("True", reason, message) if queued else ("False", Reason.NOT_QUEUED, ""),
@@ -54,34 +84,62 @@ def _in_progress(reason: Reason, message: str) -> dict[ConditionType, Update]:
     }
 
 
+def _waiting(old: RunbookStatus, generation: int, reason: Reason, message: str) -> RunbookStatus:
+    """A run that waits: for the lock, its change window or approvals. ``waitingUntil`` belongs to the wait
+    for the window only: it is cleared when the run waits for anything else."""
+    change = RunbookStatus(
+        observed_generation=generation,
+        conditions=conditions(old.conditions, generation, _in_progress(reason, message)),
+    )
+    if old.waiting_until is not None:
+        change.waiting_until = None
+    return change
+
+
+def _ended(
+    old: RunbookStatus, generation: int, success: bool, reason: Reason, message: str
+) -> list[Condition]:
+    return conditions(
+        old.conditions,
+        generation,
+        {
+            ConditionType.SUCCEEDED: ("True" if success else "False", reason, message),
+            ConditionType.QUEUED: ("False", Reason.NOT_QUEUED, ""),
+            ConditionType.RUNNING: ("False", reason, ""),
+            ConditionType.READY: ("True" if success else "False", reason, message),
+            ConditionType.RECONCILING: ("False", reason, ""),
+            ConditionType.STALLED: ("False" if success else "True", reason, "" if success else message),
+        },
+    )
+
+
 def pending(
-    old: RunbookStatus, generation: int, *, request_id: str, window: str, target: str
+    old: RunbookStatus,
+    generation: int,
+    *,
+    request_id: str,
+    window: str,
+    target: str,
+    session: RunSession | None = None,
 ) -> RunbookStatus:
     return RunbookStatus(
         observed_generation=generation,
         request_id=request_id,
         window=window,
         target=target,
-        conditions=_conditions(old, generation, _in_progress(Reason.PENDING, "accepted")),
+        session=session,
+        conditions=conditions(old.conditions, generation, _in_progress(Reason.PENDING, "accepted")),
     )
 
 
 def queued(old: RunbookStatus, generation: int, message: str) -> RunbookStatus:
-    return RunbookStatus(
-        observed_generation=generation,
-        conditions=_conditions(old, generation, _in_progress(Reason.QUEUED, message)),
-    )
+    return _waiting(old, generation, Reason.QUEUED, message)
 
 
 def running(old: RunbookStatus, generation: int, execution: Execution, started_at: str) -> RunbookStatus:
-    message = f"running as {execution.executor} {execution.name}"
-    return RunbookStatus(
-        observed_generation=generation,
-        execution=execution,
-        attempts=1,
-        started_at=started_at,
-        conditions=_conditions(old, generation, _in_progress(Reason.RUNNING, message)),
-    )
+    change = _waiting(old, generation, Reason.RUNNING, f"running as {execution.executor} {execution.name}")
+    change.execution, change.attempts, change.started_at = execution, 1, started_at
+    return change
 
 
 def finished(old: RunbookStatus, generation: int, result: dict[str, Any], *, dry_run: bool) -> RunbookStatus:
@@ -100,19 +158,97 @@ def finished(old: RunbookStatus, generation: int, result: dict[str, Any], *, dry
         logs=log_lines(result.get("logs") or []),
         health=result.get("health"),
         state=None if dry_run else _state(result.get("state")),
-        conditions=_conditions(
-            old,
-            generation,
-            {
-                ConditionType.SUCCEEDED: ("True" if success else "False", reason, message),
-                ConditionType.QUEUED: ("False", Reason.NOT_QUEUED, ""),
-                ConditionType.RUNNING: ("False", reason, ""),
-                ConditionType.READY: ("True" if success else "False", reason, message),
-                ConditionType.RECONCILING: ("False", reason, ""),
-                ConditionType.STALLED: ("False" if success else "True", reason, "" if success else message),
-            },
-        ),
+        conditions=_ended(old, generation, success, reason, message),
     )
+
+
+# -- change windows and four eyes ---------------------------------------------------------------------
+
+
+def held(old: RunbookStatus, generation: int, wait: Wait) -> RunbookStatus:
+    """Outside its change window (a rule with ``outside: Wait``): Queued, reason OutsideChangeWindow, until
+    ``wait.until``; the run holds no lock meanwhile."""
+    change = _waiting(old, generation, Reason.OUTSIDE_CHANGE_WINDOW, wait.message)
+    change.waiting_until = format_time(wait.until)
+    return change
+
+
+def released(old: RunbookStatus, generation: int, message: str) -> RunbookStatus:
+    """Through the gate (its window open, its approvals given): Pending, no longer held, until it takes its
+    lock or starts."""
+    return _waiting(old, generation, Reason.PENDING, message)
+
+
+def refused(old: RunbookStatus, generation: int, reject: Reject) -> RunbookStatus:
+    """Outside its change window with ``outside: Reject``: the run ends at once, without executing."""
+    return not_run(old, generation, Reason.OUTSIDE_CHANGE_WINDOW, reject.message)
+
+
+def requirement(allowed: Allowed, expires_at: datetime.datetime | None = None) -> PolicyRequirement:
+    """What the policies asked: the rules that matched, the approvals needed, when waiting for them ends."""
+    return PolicyRequirement(
+        rules=list(allowed.rules),
+        approvals_required=allowed.approvals,
+        approvals_expire_at=format_time(expires_at) if expires_at else None,
+    )
+
+
+def approvals_counted(
+    old: RunbookStatus, generation: int, tally: Tally, requirement: PolicyRequirement
+) -> RunbookStatus:
+    """The status after counting the decisions on a run that needs approvals (``tally``): still waiting
+    (AwaitingApproval, n of N), rejected or expired (the run ends without executing), or approved (only the
+    record of who approved: the run goes on to its lock)."""
+    records = approval_records(tally)
+    if tally.state == Reason.APPROVED:
+        return RunbookStatus(observed_generation=generation, approvals=records, policy=requirement)
+    if tally.state == Reason.AWAITING_APPROVAL:
+        expires = f" until {format_time(tally.expires_at)}" if tally.expires_at else ""
+        change = _waiting(old, generation, Reason.AWAITING_APPROVAL, f"waiting for {tally.summary}{expires}")
+    elif tally.state == Reason.REJECTED and tally.rejected_by is not None:
+        vote = tally.rejected_by
+        message = f"rejected by {vote.approver}" + (f": {vote.comment}" if vote.comment else "")
+        change = not_run(old, generation, Reason.REJECTED, message)
+    else:
+        change = not_run(old, generation, Reason.APPROVAL_EXPIRED, f"expired with {tally.summary}")
+    change.approvals, change.policy = records, requirement
+    return change
+
+
+def approval_records(tally: Tally) -> list[ApprovalRecord]:
+    """The decisions of a tally, oldest first: those that counted, and those that did not with why (the
+    latest of them, up to APPROVAL_RECORDS in all: at most six count, five approvals and a rejection)."""
+    counted = [(vote, None) for vote in (*tally.approved_by, tally.rejected_by) if vote is not None]
+    ignored = sorted(tally.ignored, key=lambda pair: pair[0].at)[-(APPROVAL_RECORDS - len(counted)) :]
+    return [
+        ApprovalRecord(
+            approver=vote.approver,
+            decision=vote.decision,
+            at=format_time(vote.at),
+            comment=vote.comment[:MESSAGE_CHARS],
+            ignored=why,
+        )
+        for vote, why in sorted([*counted, *ignored], key=lambda pair: pair[0].at)
+    ]
+
+
+def not_run(old: RunbookStatus, generation: int, reason: Reason, message: str) -> RunbookStatus:
+    """The end of a run that never executed (``reason`` is one of contract.NOT_RUN): result failed, no exit
+    code, one log line saying why; the REST API answers it as a failed run (200), not as an error (500)."""
+    if reason not in NOT_RUN:
+        raise ValueError(f"{reason} is not a reason to end a run without executing it")
+    stamp = now()
+    change = RunbookStatus(
+        observed_generation=generation,
+        result="failed",
+        message=message[:MESSAGE_CHARS],
+        finished_at=stamp,
+        logs=[LogLine(time=stamp, level="ERROR", message=message[:MESSAGE_CHARS])],
+        conditions=_ended(old, generation, False, reason, message),
+    )
+    if old.waiting_until is not None:
+        change.waiting_until = None
+    return change
 
 
 def duplicate(
@@ -124,6 +260,7 @@ def duplicate(
     request_id: str,
     window: str | None,
     target: str,
+    session: RunSession | None = None,
 ) -> RunbookStatus:
     """A Runbook whose request id already ran as ``earlier``: it shows that result and never runs (so it
     resolves no ``window: auto``)."""
@@ -133,6 +270,7 @@ def duplicate(
         if condition.type in (ConditionType.SUCCEEDED, ConditionType.READY):
             condition.reason = Reason.DUPLICATE
     change.request_id, change.window, change.target, change.duplicate_of = request_id, window, target, earlier
+    change.session = session
     return change
 
 

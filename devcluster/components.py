@@ -1,4 +1,5 @@
-"""mdops's own processes (the controller, the API), started for tests, benchmarks and the local stack."""
+"""mdops's own processes (the controller, the API), started for tests, benchmarks and the local stack, and
+the ServiceAccount they run as in a cluster."""
 
 from __future__ import annotations
 
@@ -7,7 +8,27 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import yaml
+
+from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import Process, free_port
+
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+
+
+def install_rbac(cluster: ControlPlane, namespace: str, workdir: Path) -> str:
+    """mdops's ServiceAccount, Role and RoleBinding as ``manifests/`` installs them (its kustomization,
+    moved to ``namespace`` by an overlay in ``workdir``), applied in ``namespace``; the account's name."""
+    overlay = workdir / f"rbac-{namespace}"
+    overlay.mkdir(parents=True, exist_ok=True)
+    resources = [os.path.relpath(REPO / "manifests", overlay)]
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": resources, "namespace": namespace})
+    )
+    built = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
+    docs = [doc for doc in built if doc and doc["kind"] in RBAC_KINDS]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    return next(doc["metadata"]["name"] for doc in docs if doc["kind"] == "ServiceAccount")
 
 
 class ControllerProcess:

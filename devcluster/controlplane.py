@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "tools" / "build-k8s.sh"
 
 CONTROLLERS = "job,garbagecollector,namespace,serviceaccount,serviceaccount-token,ttl-after-finished"
+ADMIN = "mdops-admin"  # the user of the control plane's own kubeconfig (system:masters)
 
 
 def binaries() -> Path:
@@ -71,7 +72,7 @@ class ControlPlane:
         return self
 
     def _start(self, timeout: float) -> None:
-        ca = pki.Authority(self.pki)
+        self.ca = ca = pki.Authority(self.pki)
         serving = ca.issue("apiserver", "kube-apiserver", server=True)
         admin = ca.issue("admin", "mdops-admin", organization="system:masters")
         sa = pki.service_account_keys(self.pki)
@@ -115,13 +116,10 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.96.0.0/24",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
-                # Beta in 1.34, off by default: lets a policy record who created a Runbook.
-                "--feature-gates=MutatingAdmissionPolicy=true",
-                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             ],
         )
         # Checked once, here: every client of this control plane uses this file.
-        write_kubeconfig(self.kubeconfig, self.server, ca.cert_path, admin, "mdops-admin")
+        write_kubeconfig(self.kubeconfig, self.server, ca.cert_path, admin, ADMIN)
         loopback_kubeconfig(self.kubeconfig)
         context = ssl.create_default_context(cafile=ca.cert_path)
         context.load_cert_chain(admin.cert, admin.key)
@@ -201,6 +199,26 @@ class ControlPlane:
         self.stop()
 
     # -- clients ---------------------------------------------------------
+    def user_kubeconfig(self, user: str, group: str | None = None) -> Path:
+        """A kubeconfig that logs in as ``user`` (in ``group``) with a client certificate of this control
+        plane's CA: a real user, whom RBAC knows by name and nothing else."""
+        folder = self.workdir / "users"
+        folder.mkdir(exist_ok=True)
+        pair = self.ca.issue(user, user, organization=group)
+        return write_kubeconfig(folder / f"{user}.kubeconfig", self.server, self.ca.cert_path, pair, user)
+
+    def service_account_kubeconfig(
+        self, namespace: str, service_account: str, path: Path, duration: str = "1h"
+    ) -> Path:
+        """A kubeconfig at ``path`` that logs in as the ServiceAccount with a token from the TokenRequest
+        API, for this (loopback) API server only: for a process that must run with its own credentials,
+        not the admin's."""
+        token = self.kubectl(
+            "create", "token", service_account, "-n", namespace, f"--duration={duration}"
+        ).stdout.strip()
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        return write_kubeconfig(path, self.server, self.ca.cert_path, token, user)
+
     def request_counts(self) -> Counter[str]:
         """The kube-apiserver's own count of the requests it has answered (``apiserver_request_total``),
         by "VERB resource[/subresource]", with " <code>" after it for those that failed ("DELETE leases
@@ -218,11 +236,18 @@ class ControlPlane:
         return counts
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess:
-        """Run the project's kubectl against this control plane only (its loopback kubeconfig)."""
+        """Run the project's kubectl against this control plane only: its loopback kubeconfig, or another
+        user's (checked to name loopback API servers only)."""
+        login = self.kubeconfig if kubeconfig is None else loopback_kubeconfig(kubeconfig)
         return subprocess.run(
-            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            [str(self.kubectl_path), f"--kubeconfig={login}", *args],
             input=input,
             capture_output=True,
             text=True,

@@ -1,4 +1,4 @@
-"""Writing the local control plane's kubeconfig."""
+"""Writing kubeconfigs of the local control plane: the admin's, real users' and ServiceAccounts'."""
 
 from __future__ import annotations
 
@@ -15,19 +15,19 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, client: Pair, user: str) -> Path:
+def write_kubeconfig(path: Path, server: str, ca: Path, credentials: Pair | str, user: str) -> Path:
+    """A kubeconfig for ``user``, who logs in with a client certificate (a Pair) or a bearer token."""
+    if isinstance(credentials, Pair):
+        login = {"client-certificate-data": _b64(credentials.cert), "client-key-data": _b64(credentials.key)}
+    else:
+        login = {"token": credentials}
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {"name": "mdops-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": _b64(client.cert), "client-key-data": _b64(client.key)},
-            }
-        ],
+        "users": [{"name": user, "user": login}],
         "contexts": [{"name": "mdops-local", "context": {"cluster": "mdops-local", "user": user}}],
         "current-context": "mdops-local",
     }

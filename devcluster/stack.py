@@ -28,7 +28,7 @@ from devcluster.private import write_private
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from devcluster.supervisor import RECORD, Backoff, Supervisor
-from runbooks import models
+from runbooks import crd, keys
 
 NAMESPACE = "mdops"
 SCRIPTS = REPO / "examples" / "scripts"
@@ -95,14 +95,15 @@ class Stack:
     def _start(self) -> None:
         self._step("starting the control plane (etcd, kube-apiserver, kube-controller-manager, podsim)")
         self.cluster.start()
-        self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-        self.cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
-        self.cluster.kubectl("create", "namespace", NAMESPACE)
-        requested_by = REPO / "manifests" / "components" / "requested-by"
+        for kind in crd.KINDS:
+            self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
         self.cluster.kubectl(
-            "apply", "-f", str(requested_by / "policy.yaml"), "-f", str(requested_by / "binding.yaml")
+            "wait", "--for=condition=Established", *(f"crd/{k.plural}.{keys.GROUP}" for k in crd.KINDS)
         )
-        wait_until(self._policy_in_effect, 60, "the requested-by policy", self.cluster.processes)
+        self.cluster.kubectl("create", "namespace", NAMESPACE)
+        # Who a Runbook or an approval may name. The stack's controller and API use the admin's kubeconfig,
+        # which may name anyone (a cluster's ServiceAccount may through its Role's "impersonate").
+        self.cluster.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
 
         self._step(f"starting the market-data simulator on {self.sim_url}")
         sim = self._run(
@@ -154,16 +155,6 @@ class Stack:
             "MDOPS_API_PORT": str(self.ports["api"]),
         })  # fmt: skip
         wait_until(lambda: answers_200(f"{self.api_url}/readyz"), 60, "the API", [api])
-
-    def _policy_in_effect(self) -> bool:
-        """Whether a Runbook created now gets its requestedBy from the policy. Until the policy is loaded a
-        create passes unmutated, and until the API server has the Runbook's schema for the policy's patch it
-        is refused (503 "Resource kind ... not found"): the README's first kubectl apply would fail."""
-        probe = json.dumps(models.manifest("policy-probe", {"command": "health_check"}))
-        result = self.cluster.kubectl(
-            "create", "--dry-run=server", "-n", NAMESPACE, "-o", "json", "-f", "-", input=probe, check=False
-        )
-        return result.returncode == 0 and bool(json.loads(result.stdout)["spec"].get("requestedBy"))
 
     def _run(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process(name, argv, self.logs, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})

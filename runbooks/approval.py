@@ -2,9 +2,10 @@
 
 Approvals are Kubernetes objects, so kubectl, RBAC, GitOps and the audit trail all apply to them. An
 approval names the request id it decides on (a request id runs at most once, and a Runbook's spec is
-immutable, so the id names exactly what is approved); its spec is immutable. Who may name whom as
-``approver`` (and ``requestedBy`` on Runbooks) is the API server's to enforce, with a
-ValidatingAdmissionPolicy; this module only counts.
+immutable, so the id names exactly what is approved) and the requester of that request (copied from the
+Runbook's ``requestedBy``); its spec is immutable. That ``approver`` is who creates the object, and that it
+is not the ``requester``, the API server enforces (manifests/identities.yaml, a ValidatingAdmissionPolicy);
+that ``requester`` is truly the Runbook's, the count does (an approval naming another is ignored).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import Field
 
-from runbooks.models import RequestId, _Model
+from runbooks.contract import Reason
+from runbooks.models import ApprovalDecision, Person, ReasonText, RequestId, _Model
 
 KIND = "RunbookApproval"
 PLURAL = "runbookapprovals"
@@ -24,20 +25,29 @@ SINGULAR = "runbookapproval"
 SHORT_NAMES = ["rba"]
 
 SPEC_IMMUTABLE = "spec is immutable: a decision is not changed; create another approval"
-APPROVED, PENDING, REJECTED, EXPIRED = "Approved", "AwaitingApproval", "Rejected", "ApprovalExpired"
+APPROVED, PENDING, REJECTED, EXPIRED = (
+    Reason.APPROVED,
+    Reason.AWAITING_APPROVAL,
+    Reason.REJECTED,
+    Reason.APPROVAL_EXPIRED,
+)
 
 
 class RunbookApprovalSpec(_Model):
     """One decision on one request. Immutable."""
 
     request_id: RequestId = Field(description="The request id (of the Runbook) decided on.")
-    decision: Literal["Approve", "Reject"] = Field(description="Approve, or Reject (the run then fails).")
-    approver: str = Field(
+    decision: ApprovalDecision = Field(description="Approve, or Reject (the run then fails).")
+    approver: Person = Field(
         min_length=1,
-        max_length=253,
         description="Who decides: the Kubernetes user who creates this object, or the REST API's token name.",
     )
-    comment: str = Field("", max_length=1024, description="Why, for the audit.")
+    requester: Person = Field(
+        min_length=1,
+        description="Who asked for the run: the Runbook's spec.requestedBy (an approval naming anyone else "
+        "does not count). Nobody approves their own request.",
+    )
+    comment: ReasonText = Field("", description="Why, for the audit.")
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,9 @@ class Vote:
     """An approval object as the count sees it; ``at`` is its creationTimestamp."""
 
     approver: str
-    decision: Literal["Approve", "Reject"]
+    decision: ApprovalDecision
     at: datetime.datetime
+    requester: str  # whose request the approval says it decides on
     comment: str = ""
 
 
@@ -82,7 +93,9 @@ def tally(
     - A decision made before the request is ignored (it cannot have been about this Runbook).
     - A rejection by anyone (the requester may withdraw) wins over any number of approvals.
     - An approval counts only from someone other than the requester (a request that names no requester
-      cannot be approved at all), once per person, and only for ``expire_after`` after it was given.
+      cannot be approved at all), if it names the requester (one naming another was not made for this
+      request: the API server checks an approval against the requester it names, so only that one can
+      be trusted), once per person, and only for ``expire_after`` after it was given.
     - Without enough approvals ``expire_after`` after ``waiting_since``, the request has expired.
     """
     counted: dict[str, Vote] = {}
@@ -97,6 +110,8 @@ def tally(
             ignored.append((vote, "the request names no requester"))
         elif vote.approver == requester:
             ignored.append((vote, "the requester cannot approve their own request"))
+        elif vote.requester != requester:
+            ignored.append((vote, f"it names another requester ({vote.requester})"))
         elif vote.at + expire_after <= now:
             ignored.append((vote, "expired"))
         elif vote.approver in counted:

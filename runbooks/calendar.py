@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import functools
 import json
 import logging
 import subprocess
@@ -31,11 +32,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from importlib.metadata import version
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from runbooks.contract import SessionState as State  # kept with the rest of the vocabulary
 from runbooks.models import Window
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ UTC = datetime.UTC
 LIBRARY = "exchange_calendars"
 DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")  # +08:00
 DEFAULT_PRE_OPEN = datetime.timedelta(minutes=30)  # XHKG's pre-opening session: 09:00-09:30
-
-
-class State(StrEnum):
-    PRE_OPEN = "pre_open"
-    OPEN = "open"
-    LUNCH_BREAK = "lunch_break"
-    CLOSED = "closed"
-    HOLIDAY = "holiday"
 
 
 # The spec's ``day``/``night`` windows from the session state: ``day`` is the venue's trading day from
@@ -132,6 +125,7 @@ class SessionTable:
         )
 
 
+@functools.cache
 def library_version() -> str:
     """The pinned calendar library, e.g. ``exchange_calendars 4.13.2``, without importing it."""
     return f"{LIBRARY} {version('exchange-calendars')}"
@@ -325,6 +319,8 @@ class VenueCalendar:
         self._lock = threading.Lock()
         self._current: SessionCalendar | None = None
         self._unknown: UnknownVenue | None = None  # remembered: no child process per question
+        self._prefetching: threading.Thread | None = None
+        self._prefetch_lock = threading.Lock()  # never held during a load: prefetch() does not wait
 
     def covering(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar:
         """A calendar that answers for every instant from ``start`` to ``end``."""
@@ -352,10 +348,27 @@ class VenueCalendar:
     def window(self, at: datetime.datetime) -> Window:
         return self.at(at).window(at)
 
+    def loaded(self, at: datetime.datetime) -> SessionCalendar | None:
+        """The calendar already loaded, if it answers for ``at``, without loading one: for readers that
+        must not wait seconds for a child process (the REST API's status). None otherwise: then a load
+        is started in the background, unless one is under way or the venue is unknown."""
+        current = self._current
+        if current is not None and current.covers(at):
+            return current
+        if self._unknown is None:
+            self.prefetch(at)
+        return None
+
+    @property
+    def unknown(self) -> str | None:
+        """Why the venue cannot be loaded at all (an unknown venue), or None."""
+        return None if self._unknown is None else str(self._unknown)
+
     def prefetch(self, at: datetime.datetime) -> threading.Thread:
         """Load the table now, in the background, so that the first question (the first run's
         ``window: auto``) does not wait seconds for it; that question waits for this load instead of
-        starting another. A failure is logged here and raised again to whoever asks next."""
+        starting another. A failure is logged here and raised again to whoever asks next. While a
+        prefetch is under way, asking for another returns it."""
 
         def load() -> None:
             try:
@@ -363,7 +376,12 @@ class VenueCalendar:
             except CalendarError as error:
                 log.error("%s", error)
 
-        thread = threading.Thread(target=load, name=f"{self.venue} calendar", daemon=True)
+        with self._prefetch_lock:
+            if self._prefetching is not None and self._prefetching.is_alive():
+                return self._prefetching
+            thread = self._prefetching = threading.Thread(
+                target=load, name=f"{self.venue} calendar", daemon=True
+            )
         thread.start()
         return thread
 

@@ -1,8 +1,8 @@
 """The contract between the runner, the controller and the API, in one place.
 
 The commands, the runner's exit codes, the condition types and reasons of a Runbook's status, the run states
-the REST API shows, the log levels, and one time format. Standard library only: the runner (which has no
-other dependency) imports it too.
+the REST API shows, the venue's session states, the log levels, and one time format. Standard library only:
+the runner (which has no other dependency) imports it too.
 """
 
 from __future__ import annotations
@@ -61,6 +61,22 @@ class Reason(StrEnum):
     DUPLICATE = "Duplicate"
     LOST = "Lost"  # what the run ran in (its Job, its folder) vanished: it is never started again
     QUOTA_EXCEEDED = "QuotaExceeded"  # created beyond the namespace's cap of unfinished Runbooks: never run
+    # Change windows and four eyes (RunbookPolicy, RunbookApproval): a run waits (Queued) with the first two,
+    # and ends failed without executing with the last three (OutsideChangeWindow when its rule says Reject).
+    OUTSIDE_CHANGE_WINDOW = "OutsideChangeWindow"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    APPROVAL_EXPIRED = "ApprovalExpired"
+
+
+# The reasons of a run that waits: the REST API shows it as queued. It holds no lock, but for Queued, which is
+# the wait for the lock itself.
+WAITING = frozenset({Reason.QUEUED, Reason.OUTSIDE_CHANGE_WINDOW, Reason.AWAITING_APPROVAL})
+# The reasons of a run that ended without executing: no script ran, so it has no exit code (exitCode is left
+# out, result is failed). Not a "script execution error" (125, the REST API's 500): the run was refused, by a
+# policy or by a person, which is a normal answer (200, status failed).
+NOT_RUN = frozenset({Reason.OUTSIDE_CHANGE_WINDOW, Reason.REJECTED, Reason.APPROVAL_EXPIRED})
 
 
 class ExitCode(IntEnum):
@@ -107,7 +123,7 @@ def run_state(succeeded: str | None, reason: str | None) -> RunState:
         return RunState.SUCCESS
     if succeeded == "False":
         return RunState.FAILED
-    if reason == Reason.QUEUED:
+    if reason in WAITING:
         return RunState.QUEUED
     if reason == Reason.RUNNING:
         return RunState.RUNNING
@@ -117,6 +133,16 @@ def run_state(succeeded: str | None, reason: str | None) -> RunState:
 def finished(succeeded: str | None) -> bool:
     """Whether a run has ended, from its ``Succeeded`` condition's status."""
     return succeeded in ("True", "False")
+
+
+class SessionState(StrEnum):
+    """A session state of the venue (runbooks.calendar computes it at an instant)."""
+
+    PRE_OPEN = "pre_open"
+    OPEN = "open"
+    LUNCH_BREAK = "lunch_break"
+    CLOSED = "closed"
+    HOLIDAY = "holiday"
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

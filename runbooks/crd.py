@@ -49,6 +49,7 @@ APPROVAL_PRINTER_COLUMNS = [
     {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
     {"name": "Approver", "type": "string", "jsonPath": ".spec.approver"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Requester", "type": "string", "priority": 1, "jsonPath": ".spec.requester"},
     {"name": "Comment", "type": "string", "priority": 1, "jsonPath": ".spec.comment"},
 ]
 

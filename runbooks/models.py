@@ -15,7 +15,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from runbooks import keys
-from runbooks.contract import LOG_LEVELS, Command, ConditionType, RunState, finished, run_state
+from runbooks.contract import LOG_LEVELS, Command, ConditionType, RunState, SessionState, finished, run_state
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # Free text reaches scripts through their environment, which cannot carry a NUL character, and their logs
@@ -54,10 +54,11 @@ Name = Annotated[str, Field(max_length=63, pattern=NAME_PATTERN)]  # an environm
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 ConfigSet = _text(253, TEXT_PATTERN)
 ReasonText = _text(1024, REASON_PATTERN)
-UserName = _text(253, TEXT_PATTERN)  # who asked: a token's or a Kubernetes user's name
+Person = _text(253, TEXT_PATTERN)  # a Kubernetes user's or a REST API token's name
 TimeoutSeconds = Annotated[int, Field(ge=1, le=86400)]
 WindowChoice = Literal["day", "night", "auto"]
 Window = Literal["day", "night"]
+ApprovalDecision = Literal["Approve", "Reject"]  # a RunbookApproval's, and the status' record of it
 
 
 def manifest(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -96,7 +97,11 @@ class RunbookSpec(_Model):
     )
     reason: ReasonText = Field("", description="Why this runbook is run (kept for the audit).")
     timeout_seconds: TimeoutSeconds = Field(300, description="Stop the run and fail it after this long.")
-    requested_by: UserName = Field("", description="Who asked for the run (set by the REST API).")
+    requested_by: Person = Field(
+        "",
+        description="Who asked for the run: the REST API's token name, or the Kubernetes user who creates "
+        "the Runbook (the API server refuses another name; empty: nobody is named, no approval can count).",
+    )
 
 
 class Condition(_Model):
@@ -125,6 +130,37 @@ class Execution(_Model):
     name: str = Field(description="The Job's name, or the local process id.")
 
 
+class RunSession(_Model):
+    """The venue's session when the window was resolved."""
+
+    venue: str = Field(max_length=16, description="The venue, an exchange_calendars name (e.g. XHKG).")
+    state: SessionState = Field(description="pre_open, open, lunch_break, closed or holiday.")
+
+
+class PolicyRequirement(_Model):
+    """What the RunbookPolicies of the namespace asked of the run."""
+
+    rules: list[str] = Field(
+        default_factory=list, max_length=64, description="The rules that matched (policy/rule)."
+    )
+    approvals_required: int = Field(0, ge=0, le=5, description="Approvals from distinct people needed.")
+    approvals_expire_at: str | None = Field(
+        None, description="When a run still short of its approvals fails (ApprovalExpired)."
+    )
+
+
+class ApprovalRecord(_Model):
+    """One decision on the run, from a RunbookApproval."""
+
+    approver: Person
+    decision: ApprovalDecision
+    at: str = Field(description="When it was given (the RunbookApproval's creation).")
+    comment: str = Field("", max_length=1024)
+    ignored: str | None = Field(
+        None, max_length=256, description="Why it did not count (the requester's own, expired, ...)."
+    )
+
+
 class RunbookStatus(_Model):
     """Written only by the controller, through the status subresource; read by the REST API."""
 
@@ -133,7 +169,11 @@ class RunbookStatus(_Model):
     request_id: str | None = Field(None, description="The request id in effect (spec.requestId or the name).")
     window: Window | None = Field(None, description="The trading window the run used (auto resolved).")
     target: str | None = Field(None, description="The lock target this run is serialised on.")
-    exit_code: int | None = Field(None, description="Runner exit code: 0, 1, 2, 3, 124, 125 or 130.")
+    exit_code: int | None = Field(
+        None,
+        description="Runner exit code: 0, 1, 2, 3, 124, 125 or 130; none for a run that ended without "
+        "executing (reason OutsideChangeWindow, Rejected or ApprovalExpired).",
+    )
     result: Literal["success", "failed"] | None = None
     message: str | None = Field(None, max_length=1024, description="Summary of the outcome.")
     started_at: str | None = None
@@ -149,6 +189,14 @@ class RunbookStatus(_Model):
     attempts: int = Field(0, ge=0, description="How many times an execution was started (at most 1).")
     duplicate_of: str | None = Field(
         None, description="The earlier Runbook (namespace/name) that already ran this request id."
+    )
+    session: RunSession | None = Field(None, description="The venue's session when the window was resolved.")
+    waiting_until: str | None = Field(
+        None, description="When a run held outside its change window expects to start (RFC 3339)."
+    )
+    policy: PolicyRequirement | None = Field(None, description="What the RunbookPolicies asked of the run.")
+    approvals: list[ApprovalRecord] = Field(
+        default_factory=list, max_length=32, description="The decisions on the run: who, when, why."
     )
 
     @classmethod

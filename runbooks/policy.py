@@ -20,15 +20,14 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, ConfigDict, Field
 
 from runbooks.calendar import SessionCalendar, State
-from runbooks.contract import Command
-from runbooks.models import Name, RunbookSpec, _Model
+from runbooks.contract import Command, Reason
+from runbooks.models import TEXT_PATTERN, Name, RunbookSpec, _Model, _text
 
 KIND = "RunbookPolicy"
 PLURAL = "runbookpolicies"
 SINGULAR = "runbookpolicy"
 SHORT_NAMES = ["rbp"]
 
-OUTSIDE_CHANGE_WINDOW = "OutsideChangeWindow"
 RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
@@ -79,7 +78,7 @@ class Blackout(_Model):
         description="Start (RFC 3339 with an offset, e.g. 2026-12-24T00:00:00+08:00)."
     )
     end: AwareDatetime = Field(description="End, excluded.")
-    reason: str = Field("", max_length=256, description="Why, for the message of a held run.")
+    reason: _text(256, TEXT_PATTERN) = Field("", description="Why, for the message of a held run.")
 
     def covers(self, at: datetime.datetime) -> bool:
         return self.start <= at < self.end
@@ -165,7 +164,7 @@ class Wait:
 
     until: datetime.datetime
     message: str
-    reason: str = OUTSIDE_CHANGE_WINDOW
+    reason: Reason = Reason.OUTSIDE_CHANGE_WINDOW
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ class Reject:
     """The run fails at once."""
 
     message: str
-    reason: str = OUTSIDE_CHANGE_WINDOW
+    reason: Reason = Reason.OUTSIDE_CHANGE_WINDOW
 
 
 Decision = Allowed | Wait | Reject

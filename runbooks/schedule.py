@@ -44,6 +44,10 @@ MAX_NAME_LENGTH = 48
 SLOT_FORMAT = "%Y%m%d%H%M%S"
 SCHEDULE_LABEL = f"{keys.GROUP}/schedule"
 SLOT_ANNOTATION = f"{keys.GROUP}/slot"
+REQUESTER_PREFIX = "schedule:"  # a slot's Runbook is requested by "schedule:<name>"
+# The reasons of a schedule's Events (and of its Ready condition).
+CREATED, MISSED, SKIPPED = "SlotCreated", "SlotsMissed", "SlotsSkipped"
+SCHEDULED, INVALID, NO_CALENDAR = "Scheduled", "InvalidSpec", "CalendarUnavailable"
 MAX_SLOTS = 10_000  # slots one call of `due` looks at: a long outage is caught up in bounded steps
 NEXT_HORIZON = datetime.timedelta(days=31)  # how far ahead the next slot is looked for
 
@@ -342,11 +346,12 @@ def slot_request_id(schedule: str, slot: datetime.datetime) -> str:
 
 
 def slot_runbook(schedule: str, spec: RunbookScheduleSpec, slot: datetime.datetime) -> dict[str, Any]:
-    """The Runbook of one slot, named after its request id and labelled with its schedule."""
+    """The Runbook of one slot, named after its request id, requested by ``schedule:<name>`` and labelled
+    with its schedule."""
     request_id = slot_request_id(schedule, slot)
     return models.manifest(
         request_id,
-        {**spec.template.to_k8s(), "requestId": request_id},
+        {**spec.template.to_k8s(), "requestId": request_id, "requestedBy": REQUESTER_PREFIX + schedule},
         labels={SCHEDULE_LABEL: schedule},
         annotations={SLOT_ANNOTATION: slot.isoformat()},
     )

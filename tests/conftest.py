@@ -95,34 +95,36 @@ def namespace(cluster, request) -> str:
 
 
 @pytest.fixture(scope="session")
-def runbook_crd(cluster) -> ControlPlane:
-    """The Runbook CRD, installed from its generated manifest."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
-    return cluster
-
-
-@pytest.fixture(scope="session")
-def trading_crds(cluster) -> ControlPlane:
-    """The RunbookPolicy, RunbookApproval and RunbookSchedule CRDs, installed from their generated
-    manifests."""
-    kinds = [kind for kind in crd.KINDS if kind is not crd.RUNBOOK]
-    for kind in kinds:
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
-    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in kinds]
+def mdops_crds(cluster) -> ControlPlane:
+    """The CRDs of mdops (Runbook, RunbookPolicy, RunbookApproval, RunbookSchedule), installed from their
+    generated manifests, as manifests/ and the chart install them."""
+    for kind in crd.KINDS:  # forced: the packaging tests' Helm release may have owned them last
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests" / kind.file)
+        )
+    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
     cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
     return cluster
 
 
+@pytest.fixture(scope="session")
+def identities(mdops_crds) -> ControlPlane:
+    """The identity policies (manifests/identities.yaml), as manifests/ installs them: for every namespace.
+    The admin, who runs the other tests' controllers and APIs, may name anyone, as a cluster admin may do
+    anything; so they change nothing for tests that do not ask for them."""
+    mdops_crds.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
+    return mdops_crds
+
+
 @pytest.fixture
-def kopf_peering(runbook_crd, namespace) -> str:
-    """kopf's peering CRD and the peering object ``mdops`` in the test's namespace, as the chart's
-    peering component installs them; its name, for ``MDOPS_PEERING``."""
+def peering(cluster, namespace) -> dict[str, str]:
+    """kopf peering in this test's namespace (the KopfPeering CRD and object of manifests/components/peering);
+    the controller settings that use it, with a short lifetime (4 s) for quick take-overs."""
     peering = REPO / "manifests" / "components" / "peering"
-    runbook_crd.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
-    runbook_crd.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
-    runbook_crd.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
-    return "mdops"
+    cluster.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
+    cluster.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
+    return {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": "4"}
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +138,7 @@ def stopping_controllers():
 
 
 @pytest.fixture
-def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
+def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers):
     """Start controllers for this test's namespace; each is stopped (SIGTERM) after the test, in the
     background (its namespace is never reused)."""
     started: list[ControllerProcess] = []
@@ -144,7 +146,7 @@ def start_controller(runbook_crd, namespace, tmp_path, stopping_controllers):
     def start(name: str = "controller", **env: str) -> ControllerProcess:
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
-        controller = ControllerProcess(runbook_crd.kubeconfig, namespace, workdir, env)
+        controller = ControllerProcess(mdops_crds.kubeconfig, namespace, workdir, env)
         started.append(controller)
         return controller
 

@@ -12,6 +12,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from devcluster.components import ControllerProcess
 from devcluster.processes import wait_until
 from runbooks import keys, models
 from runbooks.contract import ConditionType, finished
@@ -72,8 +73,8 @@ class Runbooks:
                 return None
             raise
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.custom.list_namespaced_custom_object(*self._args())["items"]
+    def list(self, selector: str | None = None) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object(*self._args(), label_selector=selector)["items"]
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(*self._args(), name)
@@ -137,3 +138,26 @@ def recorded_environ(path: Path) -> dict[str, str]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def ran_in(controller: ControllerProcess, namespace: str) -> set[str]:
+    """The uids of the Runbooks of ``namespace`` that ``controller``'s local executor ran (their folders)."""
+    folder = controller.workdir / "state" / namespace
+    return {path.name for path in folder.iterdir()} if folder.exists() else set()
+
+
+def wait_for_one_acting(rbs: Runbooks, acting: ControllerProcess, standing_by: ControllerProcess) -> int:
+    """Of two peering replicas, wait until ``standing_by`` has seen ``acting`` and paused: health checks are
+    created until one runs in ``acting`` only. The number of checks created (``check-<n>``)."""
+    for attempt in range(30):
+        uid = rbs.create(f"check-{attempt}", command="health_check")["metadata"]["uid"]
+        rbs.wait_finished(f"check-{attempt}")
+        if uid in ran_in(acting, rbs.namespace) and uid not in ran_in(standing_by, rbs.namespace):
+            return attempt + 1
+    raise AssertionError("the high-priority replica never took over alone")
+
+
+def event_reasons(api: client.ApiClient, namespace: str, kind: str, name: str) -> set[str]:
+    """The reasons of the Events on the object ``kind``/``name`` (a Runbook, a schedule, ...)."""
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return {e.reason for e in events if e.involved_object.kind == kind and e.involved_object.name == name}

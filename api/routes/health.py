@@ -3,6 +3,8 @@ and ``/openapi.json`` (for any valid token: only the health endpoints are open).
 
 from __future__ import annotations
 
+import datetime
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,6 +13,7 @@ from api.deps import AnyCacheDep, MetricsDep, MetricsReader, PrincipalDep, Setti
 from api.jsonbody import StrictJSONRoute
 from api.openapi import COMMON, PROTECTED, responses
 from api.schemas import Readiness
+from runbooks.calendar import library_version
 
 router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
@@ -22,19 +25,27 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="The Runbook cache has synced and its watch is open (no token)",
+    summary="The Runbook cache has synced and its watch is open (no token); the venue's session beside",
     response_model=Readiness,
     responses={**responses(*COMMON), 503: {"model": Readiness, "description": "Not ready, and why."}},
 )
 def readyz(cache: AnyCacheDep, settings: SettingsDep) -> JSONResponse:
-    """Open to probes, so it says nothing about the Runbooks themselves."""
+    """Open to probes, so it says nothing about the Runbooks themselves. The venue's session is detail:
+    the API is ready without it (the status says why it is missing)."""
+    now, venue = datetime.datetime.now(datetime.UTC), settings.calendar
+    calendar = venue.loaded(now)
+    session = {
+        "venue": venue.venue,
+        "session": calendar.state(now).value if calendar is not None else None,
+        "calendar": library_version(),
+    }
     if not cache.synced.is_set():
         reason = "the Runbook cache has not listed the Runbooks yet"
     elif cache.down_for() > settings.api_watch_grace_seconds:
         reason = f"the Runbook watch has been down for {cache.down_for():.0f}s"
     else:
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", **session})
+    return JSONResponse({"status": "not ready", "reason": reason, **session}, status_code=503)
 
 
 @router.get(

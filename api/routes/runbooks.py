@@ -9,10 +9,12 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from api import auth
+from api.cache import RunbookCache
 from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, SubmitterDep
 from api.errors import Forbidden, NotFound
 from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
+from api.records import RunbookRecord
 from api.render import execute_response
 from api.schemas import ExecuteRequest, ExecuteResponse
 from api.submission import object_name
@@ -59,10 +61,15 @@ async def get_runbook(
     cache: CacheDep,
     principal: RunbookReader,
 ) -> JSONResponse:
+    return JSONResponse(execute_response(lookup(cache, request_id), settings.zone))
+
+
+def lookup(cache: RunbookCache, request_id: str) -> RunbookRecord:
+    """The run of ``request_id``, or a 404."""
     record = cache.find(request_id)
     if record is None:
         byname = cache.get(object_name(request_id))
         record = byname if byname is not None and byname.request_id == request_id else None
     if record is None:
         raise NotFound(f"no runbook with request_id {request_id!r}")
-    return JSONResponse(execute_response(record, settings.zone))
+    return record

@@ -1,12 +1,16 @@
-"""``GET /api/ops/status``: served from the watch cache, recomputed only when the cache changed."""
+"""``GET /api/ops/status``: served from the watch cache, recomputed only when the cache or the venue's session
+changed."""
 
 from __future__ import annotations
+
+import datetime
 
 from fastapi import APIRouter, Response
 
 from api.deps import CacheDep, SettingsDep, StatusMemoDep, StatusReader
 from api.jsonbody import StrictJSONRoute
 from api.openapi import PROTECTED, responses
+from api.render import session_view
 from api.schemas import StatusResponse
 
 router = APIRouter(prefix="/api/ops", tags=["status"], route_class=StrictJSONRoute)
@@ -21,5 +25,7 @@ router = APIRouter(prefix="/api/ops", tags=["status"], route_class=StrictJSONRou
 async def get_status(
     settings: SettingsDep, cache: CacheDep, memo: StatusMemoDep, principal: StatusReader
 ) -> Response:
-    body = await memo.get(cache, settings.zone, settings.api_history)
+    now, venue = datetime.datetime.now(datetime.UTC), settings.calendar
+    session = session_view(venue.venue, venue.loaded(now), now, settings.zone, venue.unknown)
+    body = await memo.get(cache, settings.zone, settings.api_history, session)
     return Response(body, media_type="application/json")

@@ -26,7 +26,6 @@ from api.settings import ApiSettings
 from devcluster.components import ControllerProcess
 from devcluster.processes import Process, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
-from runbooks import crd
 from sim.process import run_sim
 from tests.runbook_client import Runbooks, lines, write_script
 
@@ -76,16 +75,8 @@ def _settings_from_the_tests_only():
 # -- Kubernetes ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def api_crd(cluster):
-    """The Runbook CRD, as generated from runbooks/models.py."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crd.render())
-    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
-    return cluster
-
-
 @pytest.fixture
-def runbooks(api_client, namespace, api_crd) -> Runbooks:
+def runbooks(api_client, namespace, mdops_crds) -> Runbooks:
     """The Runbooks of this test's namespace (the API's and the controller's)."""
     return Runbooks(api_client, namespace)
 
@@ -168,7 +159,7 @@ def tokens_file(tmp_path):
 
 
 @pytest.fixture
-def make_settings(cluster, api_crd, namespace, tokens_file) -> Callable[..., ApiSettings]:
+def make_settings(cluster, mdops_crds, namespace, tokens_file) -> Callable[..., ApiSettings]:
     def make(**overrides: Any) -> ApiSettings:
         values: dict[str, Any] = {
             "kubeconfig": cluster.kubeconfig,
@@ -286,7 +277,7 @@ class ApiProcess(Process):
 
 
 @pytest.fixture
-def start_server(cluster, api_crd, namespace, tokens_file, prometheus, tmp_path):
+def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_path):
     """``start_server(**env)``: ``python -m api`` on this test's namespace, ready; stopped at the end."""
     started: list[ApiProcess] = []
 

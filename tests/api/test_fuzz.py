@@ -42,7 +42,7 @@ PROTECTED = [
 
 
 @pytest.fixture(scope="module")
-def fuzz_api(cluster, api_crd, prometheus, tmp_path_factory):
+def fuzz_api(cluster, mdops_crds, prometheus, tmp_path_factory):
     """One app for all examples (hypothesis repeats a test body, not its fixtures)."""
     namespace = f"fuzz-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", namespace)

@@ -58,10 +58,15 @@ def run(runbooks, name: str, **spec) -> dict:
 PASSED = {"gate": {"passed": True, "enforced": False, "failures": []}}
 
 
+READY_SESSION = {"venue", "session", "calendar"}  # /readyz shows the venue's session too
+
+
 def test_empty_namespace(api):
     response = api.get(STATUS, headers=auth())
     assert response.status_code == 200
-    assert response.json() == {
+    body = response.json()
+    assert body.pop("session")["venue"] == "XHKG"  # the venue's session: tests/api/test_sessions.py
+    assert body == {
         "environment_mode": None,
         "active_profile": None,
         "active_window": None,
@@ -244,7 +249,7 @@ def test_the_watch_reconnects_after_its_connection_drops(api, runbooks, controll
     wait_until(lambda: cache.connected, 10, "the watch to be connected again")
 
 
-def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, namespace, runbooks):
+def test_a_gone_resource_version_makes_the_cache_list_again(cluster, mdops_crds, namespace, runbooks):
     """410 Gone from the real API server: a watch resumed from a resourceVersion it no longer keeps."""
     runbooks.create("seen", command="start")
     api = new_api_client(cluster.kubeconfig)
@@ -262,7 +267,7 @@ def test_a_gone_resource_version_makes_the_cache_list_again(cluster, api_crd, na
         api.close()
 
 
-def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, api_crd, namespace, runbooks):
+def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, mdops_crds, namespace, runbooks):
     """The API server closes a watch after its timeoutSeconds: the cache resumes from the last
     resourceVersion (no list, nothing missed)."""
     api = new_api_client(cluster.kubeconfig)
@@ -278,7 +283,7 @@ def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, api_c
         api.close()
 
 
-def test_waiting_for_the_first_sync_is_woken_by_it(cluster, api_crd, namespace):
+def test_waiting_for_the_first_sync_is_woken_by_it(cluster, mdops_crds, namespace):
     api = new_api_client(cluster.kubeconfig)
     cache = RunbookCache(api, namespace)
 
@@ -354,7 +359,8 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
 
 def test_a_namespace_that_does_not_exist_yet_syncs_empty(make_settings):
     with running_app(make_settings(namespace=f"absent-{uuid.uuid4().hex[:8]}")) as api:
-        assert api.get("/readyz").json() == {"status": "ready"}  # nothing about the Runbooks
+        ready = api.get("/readyz").json()  # nothing about the Runbooks; the venue's session beside
+        assert ready["status"] == "ready" and ready.keys() == {"status", *READY_SESSION}
         assert api.get(STATUS, headers=auth()).json()["runbook_history"] == []
 
 
@@ -403,7 +409,7 @@ def finished_status(request_id: str, exit_code: int) -> dict:
 
 
 @pytest.fixture
-def many_runbooks(api_client, cluster, api_crd, request) -> Runbooks:
+def many_runbooks(api_client, cluster, mdops_crds, request) -> Runbooks:
     """700 Runbooks in the real API server, a fifth of them finished. Their statuses are written by hand:
     a large population is the input here, not runs (latency with 10,000 is bench/api_latency.py's)."""
     name = f"many-{int(time.time())}"
@@ -473,7 +479,11 @@ def test_readyz_says_nothing_of_the_runbooks_and_fails_while_the_watch_is_broken
             MDOPS_API_WATCH_GRACE_SECONDS="1",
         )
         code, _, text = http("GET", server.url + "/readyz")
-        assert (code, json.loads(text)) == (200, {"status": "ready"})
+        assert (code, json.loads(text)["status"], json.loads(text).keys() - READY_SESSION) == (
+            200,
+            "ready",
+            {"status"},
+        )
         proxy.cut()
         code, _, text = wait_until(
             lambda: (answer := http("GET", server.url + "/readyz"))[0] == 503 and answer, 30, "readyz to fail"

@@ -4,6 +4,7 @@ click, the keyboard and axe-core. The last test stops Prometheus (the stale badg
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from devcluster.processes import wait_until
+from runbooks import crd
 from tests.browser.conftest import axe_violations, screenshot, sign_in
 
 EXECUTE = "/api/ops/runbooks/execute"
@@ -168,6 +170,7 @@ VIEWS = {
     "#/overview": re.compile("Last updated at"),
     "#/runbooks": re.compile("Live: updated as runs change"),
     "#/run": re.compile("Plan runs the command with dry_run"),
+    "#/schedules": re.compile("refreshed every 5 s"),
 }
 
 
@@ -187,6 +190,31 @@ def test_every_control_is_labelled_and_reachable_with_the_keyboard(page, stack, 
         reached.add(page.evaluate("document.activeElement.outerHTML.slice(0, 80)"))
     assert set(controls) <= reached, set(controls) - reached
     assert axe_violations(page) == []
+
+
+def test_the_schedules_and_the_venues_session(page, stack):
+    """A schedule of the stack's controller, with its trigger, next slots and its last run once it has
+    one; the header names the venue and its session state."""
+    body = {"template": {"command": "health_check"}, "trigger": {"every": "5s"}, "startingDeadlineSeconds": 4}
+    manifest = json.dumps(crd.SCHEDULE.manifest("console-every5s", body))
+    stack.cluster.kubectl("apply", "-n", "mdops", "-f", "-", input=manifest)
+    try:
+        sign_in(page, stack.admin_token)
+        expect(page.get_by_role("definition").filter(has_text="XHKG")).to_be_visible()
+        page.get_by_role("link", name="Schedules").click()
+        table = page.get_by_role("table")
+        expect(table).to_contain_text("console-every5s")
+        expect(table).to_contain_text("every 5s")
+        expect(page.get_by_role("link", name=re.compile("^console-every5s-"))).to_be_visible(timeout=30_000)
+        # Suspended, its last run stays the last: a new slot every 5 s would hide each result as it comes.
+        suspend = json.dumps({"spec": {"suspend": True}})
+        stack.cluster.kubectl(
+            "patch", "rbs", "console-every5s", "-n", "mdops", "--type", "merge", "-p", suspend
+        )
+        expect(table).to_contain_text("suspended", timeout=30_000)
+        expect(table).to_contain_text("success", timeout=30_000)
+    finally:
+        stack.cluster.kubectl("delete", "rbs", "console-every5s", "-n", "mdops")
 
 
 def test_a_runs_page_passes_axe_too(page, stack):

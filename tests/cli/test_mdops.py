@@ -28,8 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cli.errors import Exit
 from devcluster.processes import wait_until
-from devcluster.stack import SCRIPTS
+from devcluster.stack import NAMESPACE, SCRIPTS
 from devcluster.supervisor import RECORD, write_env
+from runbooks import crd
 from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD, lines, write_script
 
@@ -255,6 +256,51 @@ def test_json_and_yaml_output_are_the_apis_own_shapes(admin, openapi):
         conforms(openapi, schema, body)
         if args == ("status",):
             assert yaml.safe_load(admin.mdops(*args, "-o", "yaml").stdout).keys() == body.keys()
+
+
+def test_schedules_show_their_trigger_next_slots_and_last_run(stack, admin, openapi):
+    """Two schedules of the stack's controller as `mdops schedules` shows them: the API's shape with -o json,
+    and a table row each; the last run named is one the controller ran for the schedule."""
+    every, paused = f"{request_id()}-every5s", f"{request_id()}-paused"
+    body = {"template": {"command": "health_check"}, "trigger": {"every": "5s"}, "startingDeadlineSeconds": 4}
+    for name, spec in ((every, body), (paused, {**body, "suspend": True})):
+        manifest = json.dumps(crd.SCHEDULE.manifest(name, spec))
+        stack.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=manifest)
+    try:
+
+        def ran() -> dict | None:
+            listed = admin.mdops("schedules", "--slots", "3", "-o", "json")
+            assert listed.returncode == 0, listed.stderr
+            views = {view["name"]: view for view in json.loads(listed.stdout)}
+            return views.get(every, {}).get("last_result") == "success" and views
+
+        views = wait_until(ran, 60, f"a run of {every} in mdops schedules")
+        conforms(openapi, "ScheduleView", list(views.values()))
+        assert (views[every]["schedule"], len(views[every]["next_slots"])) == ("every 5s", 3)
+        assert (views[paused]["suspended"], views[paused]["next_slots"]) == (True, [])
+        last = json.loads(admin.mdops("get", views[every]["last_runbook"], "-o", "json").stdout)["runbook"]
+        assert last["status"] == "success"  # and the script itself says who asked for it:
+        assert any(f"health_check requested by schedule:{every}" in line["message"] for line in last["logs"])
+
+        table = admin.mdops("schedules").stdout.splitlines()
+        assert table[0].split() == [
+            "NAME",
+            "SCHEDULE",
+            "COMMAND",
+            "NEXT",
+            "LAST",
+            "RESULT",
+            "MISSED",
+            "SKIPPED",
+            "NOTE",
+        ]
+        rows = {line.split()[0]: line for line in table[1:]}
+        assert rows[every].split()[1:4] == ["every", "5s", "health_check"]
+        assert rows[paused].split()[1:5] == ["every", "5s", "health_check", "-"]  # no next slot
+        assert rows[paused].endswith(" suspended")
+    finally:
+        for name in (every, paused):
+            stack.cluster.kubectl("delete", "rbs", name, "-n", NAMESPACE)
 
 
 def test_contexts_switch_between_tokens(stack, tmp_path):

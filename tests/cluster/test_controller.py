@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
 
 from devcluster.processes import wait_until
+from runbooks.calendar import VenueCalendar
+from runbooks.contract import parse_time
 from tests.runbook_client import HOLD, Runbooks, lines, write_script
 
 HEALTHY = """
@@ -191,3 +194,19 @@ def test_auto_window_comes_from_the_venue_calendar_and_its_mapping(
         window,
         window,
     )
+
+
+def test_every_run_records_the_venues_session_it_was_accepted_in(controller, rbs):
+    """The session state beside the resolved window, for auto and explicit windows alike, as the venue's
+    real calendar has it at the time the run was accepted (checked against a calendar of the test's own)."""
+    rbs.create("auto-2", command="health_check")
+    rbs.create("explicit", command="health_check", window="night")
+    calendar = VenueCalendar("XHKG")
+    for name in ("auto-2", "explicit"):
+        status = rbs.wait_finished(name)["status"]
+        accepted = parse_time(rbs.get(name)["metadata"]["creationTimestamp"])
+        # The state around the creation (the run was accepted within seconds of it).
+        around = {calendar.at(accepted).state(accepted + datetime.timedelta(seconds=s)) for s in (-1, 10)}
+        assert status["session"]["venue"] == "XHKG"
+        assert status["session"]["state"] in around
+    assert rbs.get("explicit")["status"]["window"] == "night"

@@ -13,7 +13,15 @@ from kubernetes import client
 from devcluster.processes import answers_200, wait_until
 from runner.request import BASE_ENV, Request, contract_env
 from sim.process import run_sim
-from tests.runbook_client import AWKWARD_TEXTS, HOLD, Runbooks, recorded_environ, write_script
+from tests.runbook_client import (
+    AWKWARD_TEXTS,
+    HOLD,
+    Runbooks,
+    ran_in,
+    recorded_environ,
+    wait_for_one_acting,
+    write_script,
+)
 
 # Held (see HOLD) only when the test gives the script a $RELEASE file to wait for.
 REPORTING = f"""
@@ -150,33 +158,22 @@ def test_restarted_controller_adopts_the_job_instead_of_creating_another(
 
 
 def test_two_replicas_with_peering_only_one_acts_and_the_other_takes_over(
-    start_controller, kopf_peering, namespace, rbs, tmp_path
+    start_controller, peering, namespace, rbs, tmp_path
 ):
     scripts = tmp_path / "scripts"
     write_script(scripts, "health_check", "echo ok")
-    common = {"MDOPS_PEERING": kopf_peering, "MDOPS_PEERING_LIFETIME": "4", "MDOPS_SCRIPTS_DIR": str(scripts)}
+    common = {**peering, "MDOPS_SCRIPTS_DIR": str(scripts)}
     low = start_controller("low", MDOPS_PRIORITY="10", **common)
     high = start_controller("high", MDOPS_PRIORITY="20", **common)
 
-    def ran_in(controller) -> set[str]:
-        folder = controller.workdir / "state" / namespace
-        return {path.name for path in folder.iterdir()} if folder.exists() else set()
-
     # Wait until the low-priority replica has seen the high one and paused: a run then goes to "high" only.
-    for attempt in range(30):
-        name = f"check-{attempt}"
-        uid = rbs.create(name, command="health_check")["metadata"]["uid"]
-        rbs.wait_finished(name)
-        if uid in ran_in(high) and uid not in ran_in(low):
-            break
-    else:
-        pytest.fail("the high-priority replica never took over alone")
-    for later in range(attempt + 1, attempt + 4):
+    made = wait_for_one_acting(rbs, high, low)
+    for later in range(made, made + 3):
         uid = rbs.create(f"check-{later}", command="health_check")["metadata"]["uid"]
         rbs.wait_finished(f"check-{later}")
-        assert uid in ran_in(high) and uid not in ran_in(low)
+        assert uid in ran_in(high, namespace) and uid not in ran_in(low, namespace)
 
     os.kill(high.process.popen.pid, signal.SIGKILL)
     uid = rbs.create("after-failover", command="health_check")["metadata"]["uid"]
     rbs.wait_finished("after-failover", timeout=60)
-    assert uid in ran_in(low)
+    assert uid in ran_in(low, namespace)

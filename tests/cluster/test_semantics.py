@@ -108,6 +108,7 @@ def test_mutating_runbooks_on_one_target_run_one_at_a_time_in_order(start_contro
     start_controller(**script_env(env))
     rbs.create("a-failover", command="failover")
     rbs.wait_for("a-failover", "Running", "True")
+    wait_started(env, "a-failover")  # its script's own record, before d-check's can come (a loaded machine)
     rbs.create("b-failback", command="failback")
     rbs.create("c-drill", command="drill")
     queued = rbs.wait_for("b-failback", "Queued", "True")
@@ -195,12 +196,12 @@ def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(star
 
 
 def test_a_replica_that_pauses_leaves_its_runs_to_the_one_that_takes_over(
-    start_controller, kopf_peering, rbs, env
+    start_controller, peering, rbs, env
 ):
     """A replica with a higher priority comes: the running one pauses (kopf's peering), leaves its run and
     its queue, and the new one adopts the run and runs the queue: each request once, in order."""
     state = env / "state"  # both replicas on one machine: the run's folder is found again
-    common = {"MDOPS_PEERING": kopf_peering, "MDOPS_STATE_DIR": str(state), **script_env(env)}
+    common = {**peering, "MDOPS_STATE_DIR": str(state), **script_env(env)}
     low = start_controller("low", MDOPS_PRIORITY="10", **common)
     rbs.create("a-failover", command="failover")
     rbs.wait_for("a-failover", "Running", "True")

@@ -16,8 +16,9 @@ from devcluster.controlplane import REPO
 from runbooks import approval, crd, schedule
 
 POLICY_RULE = {"name": "drills", "match": {"commands": ["drill"]}, "allowedStates": ["closed"]}
-APPROVAL = {"requestId": "fo-1", "decision": "Approve", "approver": "bob"}
+APPROVAL = {"requestId": "fo-1", "decision": "Approve", "approver": "bob", "requester": "alice"}
 TEMPLATE = {"command": "health_check"}
+BLACKOUT = {"start": "2026-12-24T00:00:00+08:00", "end": "2026-12-25T00:00:00+08:00"}
 
 
 def _apply(cluster, namespace, kind: crd.Kind, spec: dict, name: str = "obj1", *flags: str):
@@ -29,16 +30,16 @@ def _get(cluster, namespace, kind: crd.Kind, name: str = "obj1") -> dict:
     return json.loads(cluster.kubectl("get", kind.plural, name, "-n", namespace, "-o", "json").stdout)
 
 
-def test_valid_objects_get_their_defaults(trading_crds, namespace):
-    assert _apply(trading_crds, namespace, crd.POLICY, {"rules": [POLICY_RULE]}).returncode == 0
-    assert _get(trading_crds, namespace, crd.POLICY)["spec"]["rules"][0]["outside"] == "Wait"
+def test_valid_objects_get_their_defaults(mdops_crds, namespace):
+    assert _apply(mdops_crds, namespace, crd.POLICY, {"rules": [POLICY_RULE]}).returncode == 0
+    assert _get(mdops_crds, namespace, crd.POLICY)["spec"]["rules"][0]["outside"] == "Wait"
 
-    assert _apply(trading_crds, namespace, crd.APPROVAL, APPROVAL).returncode == 0
-    assert _get(trading_crds, namespace, crd.APPROVAL)["spec"] == {**APPROVAL, "comment": ""}
+    assert _apply(mdops_crds, namespace, crd.APPROVAL, APPROVAL).returncode == 0
+    assert _get(mdops_crds, namespace, crd.APPROVAL)["spec"] == {**APPROVAL, "comment": ""}
 
     spec = {"template": TEMPLATE, "trigger": {"every": "5m", "during": ["open"]}}
-    assert _apply(trading_crds, namespace, crd.SCHEDULE, spec).returncode == 0
-    got = _get(trading_crds, namespace, crd.SCHEDULE)["spec"]
+    assert _apply(mdops_crds, namespace, crd.SCHEDULE, spec).returncode == 0
+    got = _get(mdops_crds, namespace, crd.SCHEDULE)["spec"]
     assert got["trigger"] == {"every": "5m", "during": ["open"], "tradingDaysOnly": False}
     assert got["template"]["timeoutSeconds"] == 300
     assert (got["suspend"], got["startingDeadlineSeconds"], got["concurrencyPolicy"]) == (False, 60, "Forbid")
@@ -88,7 +89,20 @@ def _schedule(**trigger) -> dict:
         (crd.APPROVAL, {**APPROVAL, "decision": "Maybe"}, 'spec.decision: Unsupported value: "Maybe"'),
         (crd.APPROVAL, {**APPROVAL, "approver": ""}, "spec.approver: Invalid value"),
         (crd.APPROVAL, {"requestId": "fo-1", "decision": "Approve"}, "spec.approver: Required value"),
+        (crd.APPROVAL, {**APPROVAL, "requester": ""}, "spec.requester: Invalid value"),
+        (
+            crd.APPROVAL,
+            {k: v for k, v in APPROVAL.items() if k != "requester"},
+            "spec.requester: Required value",
+        ),
         (crd.APPROVAL, {**APPROVAL, "requestId": "../etc"}, "spec.requestId: Invalid value"),
+        (crd.APPROVAL, {**APPROVAL, "approver": "bob\u001b[2J"}, "must not contain control characters"),
+        (crd.APPROVAL, {**APPROVAL, "comment": "ok\r"}, "must not contain control characters (tab"),
+        (
+            crd.POLICY,
+            {"rules": [{**POLICY_RULE, "blackouts": [{**BLACKOUT, "reason": "a\u0085"}]}]},
+            "must not contain control characters",
+        ),
         (
             crd.SCHEDULE,
             _schedule(cron="0 10 * * 6", every="5m"),
@@ -125,54 +139,51 @@ def _schedule(**trigger) -> dict:
         (crd.SCHEDULE, {**_schedule(every="5m"), "startingDeadlineSeconds": 0}, "startingDeadlineSeconds"),
     ],
 )
-def test_api_server_refuses_invalid_objects(trading_crds, namespace, kind, spec, message):
-    result = _apply(trading_crds, namespace, kind, spec)
+def test_api_server_refuses_invalid_objects(mdops_crds, namespace, kind, spec, message):
+    result = _apply(mdops_crds, namespace, kind, spec)
     assert result.returncode != 0
     assert message in result.stderr
 
 
-def test_a_schedule_name_leaves_room_for_the_slot(trading_crds, namespace):
+def test_a_schedule_name_leaves_room_for_the_slot(mdops_crds, namespace):
     longest = "s" * schedule.MAX_NAME_LENGTH
-    assert _apply(trading_crds, namespace, crd.SCHEDULE, _schedule(every="5m"), longest).returncode == 0
-    refused = _apply(trading_crds, namespace, crd.SCHEDULE, _schedule(every="5m"), longest + "s")
+    assert _apply(mdops_crds, namespace, crd.SCHEDULE, _schedule(every="5m"), longest).returncode == 0
+    refused = _apply(mdops_crds, namespace, crd.SCHEDULE, _schedule(every="5m"), longest + "s")
     assert refused.returncode != 0
     assert crd.SCHEDULE_NAME in refused.stderr
 
 
-def test_a_slot_runbook_of_the_longest_name_is_a_valid_runbook(trading_crds, runbook_crd, namespace):
+def test_a_slot_runbook_of_the_longest_name_is_a_valid_runbook(mdops_crds, namespace):
     spec = schedule.RunbookScheduleSpec.model_validate(_schedule(every="5m"))
     slot = datetime.datetime(2026, 12, 3, 9, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
     manifest = schedule.slot_runbook("s" * schedule.MAX_NAME_LENGTH, spec, slot)
     assert manifest["metadata"]["name"] == "s" * 48 + "-20261203010000"
-    created = runbook_crd.kubectl(
-        "apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False
-    )
+    created = mdops_crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
     assert created.returncode == 0, created.stderr
 
 
-def test_an_approval_is_immutable_and_selectable_by_request(trading_crds, namespace):
-    assert _apply(trading_crds, namespace, crd.APPROVAL, APPROVAL, "a1").returncode == 0
+def test_an_approval_is_immutable_and_selectable_by_request(mdops_crds, namespace):
+    assert _apply(mdops_crds, namespace, crd.APPROVAL, APPROVAL, "a1").returncode == 0
     assert (
-        _apply(trading_crds, namespace, crd.APPROVAL, {**APPROVAL, "requestId": "fo-2"}, "a2").returncode == 0
+        _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "requestId": "fo-2"}, "a2").returncode == 0
     )
-    changed = _apply(trading_crds, namespace, crd.APPROVAL, {**APPROVAL, "decision": "Reject"}, "a1")
+    changed = _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "decision": "Reject"}, "a1")
     assert changed.returncode != 0
     assert approval.SPEC_IMMUTABLE in changed.stderr
-    selected = trading_crds.kubectl(
+    selected = mdops_crds.kubectl(
         "get", "rba", "-n", namespace, "--field-selector", "spec.requestId=fo-2", "-o", "name"
     )
     assert selected.stdout.split() == [f"{crd.APPROVAL.singular}.{crd.keys.GROUP}/a2"]
 
 
-def test_printer_columns_and_explain(trading_crds, namespace):
-    _apply(trading_crds, namespace, crd.POLICY, {"rules": [POLICY_RULE]})
-    _apply(trading_crds, namespace, crd.APPROVAL, APPROVAL)
-    _apply(trading_crds, namespace, crd.SCHEDULE, {**_schedule(every="5m"), "suspend": True})
+def test_printer_columns_and_explain(mdops_crds, namespace):
+    _apply(mdops_crds, namespace, crd.POLICY, {"rules": [POLICY_RULE]})
+    _apply(mdops_crds, namespace, crd.APPROVAL, APPROVAL)
+    _apply(mdops_crds, namespace, crd.SCHEDULE, {**_schedule(every="5m"), "suspend": True})
 
     def table(short_name: str) -> list[list[str]]:
         return [
-            row.split()
-            for row in trading_crds.kubectl("get", short_name, "-n", namespace).stdout.splitlines()
+            row.split() for row in mdops_crds.kubectl("get", short_name, "-n", namespace).stdout.splitlines()
         ]
 
     policies, approvals, schedules = table("rbp"), table("rba"), table("rbs")
@@ -182,26 +193,26 @@ def test_printer_columns_and_explain(trading_crds, namespace):
     assert approvals[1][:4] == ["obj1", "fo-1", "Approve", "bob"]
     assert schedules[0] == ["NAME", "SCHEDULE", "NEXT", "LAST", "RESULT", "SUSPENDED", "AGE"]
     assert "true" in schedules[1]
-    explain = trading_crds.kubectl("explain", "runbookschedule.spec.trigger.session").stdout
+    explain = mdops_crds.kubectl("explain", "runbookschedule.spec.trigger.session").stdout
     assert "open-30m" in explain
 
 
-def test_examples_are_accepted_by_the_api_server(trading_crds, namespace):
+def test_examples_are_accepted_by_the_api_server(mdops_crds, namespace):
     files = sorted((REPO / "examples" / "policies").glob("*.yaml"))
     files += sorted((REPO / "examples" / "schedules").glob("*.yaml"))
     assert len(files) == 8
     for path in files:
-        result = trading_crds.kubectl(
+        result = mdops_crds.kubectl(
             "apply", "-n", namespace, "--dry-run=server", "--validate=strict", "-f", str(path), check=False
         )
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
 
 
-def test_what_only_the_models_check(trading_crds, namespace):
+def test_what_only_the_models_check(mdops_crds, namespace):
     """A cron expression and a time zone's name pass the API server's pattern but not the model, which
     the controller reads them with (a status condition then says why the schedule does not run)."""
     for trigger in ({"cron": "61 * * * *"}, {"cron": "0 10 * * 6", "timeZone": "Mars/Base"}):
         spec = _schedule(**trigger)
-        assert _apply(trading_crds, namespace, crd.SCHEDULE, spec, "obj1", "--dry-run=server").returncode == 0
+        assert _apply(mdops_crds, namespace, crd.SCHEDULE, spec, "obj1", "--dry-run=server").returncode == 0
         with pytest.raises(ValidationError):
             schedule.RunbookScheduleSpec.model_validate(spec)

@@ -59,7 +59,7 @@ def _kubeconfig_mounted(pod: dict, container: dict) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def deployed(image, cluster, runbook_crd, tmp_path_factory) -> Iterator[Deployed]:
+def deployed(image, cluster, mdops_crds, tmp_path_factory) -> Iterator[Deployed]:
     workdir = tmp_path_factory.mktemp("deployed")
     namespace = f"image-deployment-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)

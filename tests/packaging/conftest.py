@@ -3,7 +3,6 @@ installed for real, and credentials of the controller's own ServiceAccount (``sa
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 from collections.abc import Callable
@@ -18,11 +17,10 @@ from pkgtools import (
     SERVICEMONITOR_CRD,
     Docs,
     Helm,
-    controller_rbac_docs,
-    find,
     load_all,
 )
 
+from devcluster.components import install_rbac
 from devcluster.controlplane import ControlPlane, binaries
 from runbooks.kube import loopback_kubeconfig
 
@@ -87,59 +85,33 @@ def kustomize(kustomize_dir, tmp_path_factory) -> Callable[..., Docs]:
 
 
 @pytest.fixture(scope="session")
-def crds(cluster: ControlPlane) -> ControlPlane:
-    """The CRDs the rendered objects need, installed for real: the Runbook CRD (as generated), kopf's
-    KopfPeering and, for the ServiceMonitors, a subset of prometheus-operator's (see its file)."""
-    cluster.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "crd.yaml"))
+def crds(mdops_crds: ControlPlane) -> ControlPlane:
+    """The CRDs the rendered objects need, installed for real: mdops's (as generated), kopf's KopfPeering
+    and, for the ServiceMonitors, a subset of prometheus-operator's (see its file)."""
+    cluster = mdops_crds
     cluster.kubectl(
         "apply", "--server-side", "-f", str(MANIFESTS / "components/peering/kopfpeering-crd.yaml")
     )
     cluster.kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
-    names = ["runbooks.ops.mdops.io", "kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"]
+    names = ["kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"]
     cluster.kubectl("wait", "--for=condition=Established", *(f"crd/{n}" for n in names), "--timeout=30s")
     return cluster
 
 
 @pytest.fixture
-def controller_rbac(crds, kustomize, namespace) -> str:
+def controller_rbac(crds, namespace, tmp_path) -> str:
     """The controller's ServiceAccount and RBAC (from manifests/) in this test's namespace; its name."""
-    docs = controller_rbac_docs(kustomize, namespace)
-    crds.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
-    return find(docs, "ServiceAccount")["metadata"]["name"]
+    return install_rbac(crds, namespace, tmp_path)
 
 
 @pytest.fixture
 def sa_kubeconfig(cluster: ControlPlane, tmp_path) -> Callable[..., Path]:
     """``sa_kubeconfig(namespace, service_account="mdops")``: a kubeconfig that authenticates as the
-    ServiceAccount with a token from the TokenRequest API, for the loopback API server only. For
-    ``MDOPS_KUBECONFIG`` of a controller that must run with its own credentials, not the admin's."""
+    ServiceAccount (see ControlPlane.service_account_kubeconfig), e.g. for ``MDOPS_KUBECONFIG`` of a
+    controller that must run with its own credentials, not the admin's."""
 
-    def write(namespace: str, service_account: str = "mdops", duration: str = "1h") -> Path:
-        token = cluster.kubectl(
-            "create", "token", service_account, "-n", namespace, f"--duration={duration}"
-        ).stdout.strip()
-        admin = yaml.safe_load(cluster.kubeconfig.read_text())
-        ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
-        assert base64.b64decode(ca), "the admin kubeconfig has no CA"
-        user = f"system:serviceaccount:{namespace}:{service_account}"
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {"server": cluster.server, "certificate-authority-data": ca},
-                }
-            ],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [
-                {"name": "sa", "context": {"cluster": "local", "user": user, "namespace": namespace}}
-            ],
-            "current-context": "sa",
-        }
+    def write(namespace: str, service_account: str = "mdops") -> Path:
         path = tmp_path / f"kubeconfig-{namespace}-{service_account}"
-        path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
-        path.chmod(0o600)
-        return loopback_kubeconfig(path)
+        return loopback_kubeconfig(cluster.service_account_kubeconfig(namespace, service_account, path))
 
     return write

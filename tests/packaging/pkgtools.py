@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,21 +77,4 @@ def dry_run(cluster: ControlPlane, namespace: str, docs: Docs) -> subprocess.Com
     """``kubectl apply --dry-run=server`` of ``docs`` (strict field validation: kubectl's default)."""
     return cluster.kubectl(
         "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=False
-    )
-
-
-def controller_rbac_docs(kustomize: Callable[..., Docs], namespace: str) -> Docs:
-    """The ServiceAccount, Role and RoleBinding of manifests/, moved to ``namespace``."""
-    kinds = {"ServiceAccount", "Role", "RoleBinding"}
-    return [d for d in kustomize(namespace=namespace) if d["kind"] in kinds]
-
-
-def kubectl_as(cluster: ControlPlane, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess:
-    """The project's kubectl with another (loopback) kubeconfig, e.g. a ServiceAccount's."""
-    return subprocess.run(
-        [str(cluster.kubectl_path), f"--kubeconfig={loopback_kubeconfig(kubeconfig)}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(kubeconfig.parent)},
     )

@@ -7,12 +7,18 @@ import base64
 import json
 
 import pytest
-from pkgtools import CHART, CI_VALUES, COMPONENTS, SCRIPTS, dry_run
+from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, SCRIPTS, dry_run
 
-from runbooks import models
+from runbooks import crd, keys, models
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
-RUNBOOK_CRD = "runbooks.ops.mdops.io"
+CRDS = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
+IDENTITIES = MANIFESTS / "identities.yaml"  # cluster-wide: other tests of the session may have applied it
+POLICIES = [
+    f"{kind}/{name}"
+    for kind in ("validatingadmissionpolicy", "validatingadmissionpolicybinding")
+    for name in ("mdops-requested-by", "mdops-approver")
+]
 
 
 def restricted(cluster, namespace: str) -> None:
@@ -82,13 +88,15 @@ def _token(cluster, namespace: str) -> str:
 
 def test_install_upgrade_uninstall(crds, helm, namespace):
     cluster = crds
-    # The CRD is installed already (by the fixtures): let the release adopt it, as Helm does with an object
-    # that carries its ownership metadata, so that uninstalling shows whether it is kept.
-    cluster.kubectl("label", "crd", RUNBOOK_CRD, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    # The CRDs are installed already (by the fixtures), and the identity policies may be: let the release
+    # adopt them, as Helm does with objects that carry its ownership metadata, so that uninstalling shows
+    # which are kept.
+    cluster.kubectl("apply", "-f", str(IDENTITIES))
+    adopted = [*CRDS, *POLICIES]
+    cluster.kubectl("label", *adopted, "app.kubernetes.io/managed-by=Helm", "--overwrite")
     cluster.kubectl(
         "annotate",
-        "crd",
-        RUNBOOK_CRD,
+        *adopted,
         "meta.helm.sh/release-name=mdops",
         f"meta.helm.sh/release-namespace={namespace}",
         "--overwrite",
@@ -125,11 +133,11 @@ def test_install_upgrade_uninstall(crds, helm, namespace):
         helm.run("uninstall", "mdops", "-n", namespace, kubeconfig=cluster.kubeconfig)
         gone = cluster.kubectl("get", "deployment,secret,role", "-n", namespace, "-o", "name").stdout
         assert "mdops" not in gone
-        # The CRD and the Runbooks stay.
-        cluster.kubectl("get", "crd", RUNBOOK_CRD)
+        # The CRDs and the Runbooks stay; the identity policies go with the release.
+        cluster.kubectl("get", *CRDS)
         cluster.kubectl("get", "runbook", "kept", "-n", namespace)
+        assert cluster.kubectl("get", *POLICIES, "-o", "name", "--ignore-not-found").stdout == ""
     finally:
-        cluster.kubectl(
-            "annotate", "crd", RUNBOOK_CRD, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-"
-        )
-        cluster.kubectl("label", "crd", RUNBOOK_CRD, "app.kubernetes.io/managed-by-")
+        cluster.kubectl("apply", "-f", str(IDENTITIES))  # as the session had them
+        cluster.kubectl("annotate", *adopted, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-")
+        cluster.kubectl("label", *adopted, "app.kubernetes.io/managed-by-")

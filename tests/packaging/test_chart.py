@@ -1,4 +1,4 @@
-"""charts/mdops: lint, render, values schema, and agreement with manifests/ (CRD, RBAC, workload)."""
+"""charts/mdops: lint, render, values schema, and agreement with manifests/ (CRDs, RBAC, workload)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, SCRIPTS, find
 
-from runbooks import crd
+from runbooks import crd, keys
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 PEERING = next(c for c in COMPONENTS if c.name == "peering")
@@ -73,7 +73,7 @@ def test_default_install(helm):
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         [
-            "CustomResourceDefinition",
+            *["CustomResourceDefinition"] * len(crd.KINDS),
             "Deployment",
             "Pod",  # the helm test
             "Role",
@@ -81,6 +81,7 @@ def test_default_install(helm):
             "Secret",
             "Service",
             "ServiceAccount",
+            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2,
         ]
     )
     deployment = find(docs, "Deployment", "mdops")
@@ -110,14 +111,20 @@ def test_default_install(helm):
     assert "/healthz" in test_pod["spec"]["containers"][0]["command"][-1]
 
 
-def test_crd_is_the_generated_one_and_kept_on_uninstall(helm):
-    rendered = find(helm.template(), "CustomResourceDefinition")
-    assert rendered["spec"] == crd.build()["spec"]
-    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    not_kept = find(helm.template("--set", "crds.keep=false"), "CustomResourceDefinition")
-    assert "annotations" not in not_kept["metadata"]
-    without = helm.template("--set", "crds.enabled=false")
-    assert not [d for d in without if d["kind"] == "CustomResourceDefinition"]
+def crds_of(docs) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+
+
+def test_crds_are_the_generated_ones_and_kept_on_uninstall(helm):
+    rendered = crds_of(helm.template())
+    assert {name: d["spec"] for name, d in rendered.items()} == {
+        f"{kind.plural}.{keys.GROUP}": crd.build(kind)["spec"] for kind in crd.KINDS
+    }
+    for d in rendered.values():
+        assert d["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    for d in crds_of(helm.template("--set", "crds.keep=false")).values():
+        assert "annotations" not in d["metadata"]
+    assert not crds_of(helm.template("--set", "crds.enabled=false"))
 
 
 def test_existing_secret_is_used_and_none_is_generated(helm):
@@ -180,14 +187,21 @@ def test_fullname_is_cut_at_63_characters(helm):
     assert len(release) == 53 and max(len(n) for n in names) == 63
 
 
-def test_chart_and_kustomize_agree_on_the_crd(helm, kustomize):
-    chart, kustomized = helm.template(), kustomize()
-    chart_crd, kustomize_crd = (
-        find(chart, "CustomResourceDefinition"),
-        find(kustomized, "CustomResourceDefinition"),
-    )
-    assert chart_crd["spec"] == kustomize_crd["spec"] == crd.build()["spec"]
-    assert chart_crd["metadata"]["name"] == kustomize_crd["metadata"]["name"]
+def test_chart_and_kustomize_agree_on_the_crds(helm, kustomize):
+    chart, kustomized = crds_of(helm.template()), crds_of(kustomize())
+    assert chart.keys() == kustomized.keys() and len(chart) == len(crd.KINDS)
+    for name in chart:
+        assert chart[name]["spec"] == kustomized[name]["spec"], name
+
+
+def admission_policies(docs) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d["spec"] for d in docs if d["kind"].startswith("Validating")}
+
+
+def test_chart_and_kustomize_agree_on_the_identity_policies(helm, kustomize):
+    chart, kustomized = admission_policies(helm.template()), admission_policies(kustomize())
+    assert chart == kustomized and len(chart) == 4
+    assert not admission_policies(helm.template("--set", "identities.enabled=false"))
 
 
 def controller_env(docs) -> dict[str, str]:
@@ -247,7 +261,7 @@ def test_chart_and_kustomize_agree_on_rbac(helm, kustomize, peering):
             == 2
         )
         assert {d["kind"] for d in chart} >= {"KopfPeering", "CustomResourceDefinition"}
-        assert len([d for d in kustomized if d["kind"] == "CustomResourceDefinition"]) == 2
+        assert len(crds_of(kustomized)) == len(crd.KINDS) + 1
 
 
 def test_chart_and_kustomize_agree_on_the_workload(helm, kustomize):

@@ -9,16 +9,25 @@ import uuid
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from pkgtools import kubectl_as
 
 from runbooks import keys, models
 from runbooks.kube import api_client
 
 # What the controller and the API do, as (verb, group, resource, subresource).
 NEEDED = [
-    # delete: retention of finished Runbooks.
-    *((verb, keys.GROUP, "runbooks", "") for verb in ("get", "list", "watch", "patch", "create", "delete")),
+    # delete: retention of finished Runbooks and schedules' history.
+    *(
+        (verb, keys.GROUP, "runbooks", "")
+        for verb in ("get", "list", "watch", "patch", "create", "delete", "impersonate")
+    ),
     *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
+    *((verb, keys.GROUP, "runbookpolicies", "") for verb in ("get", "list", "watch")),
+    *(
+        (verb, keys.GROUP, "runbookapprovals", "")
+        for verb in ("get", "list", "watch", "create", "impersonate")
+    ),
+    *((verb, keys.GROUP, "runbookschedules", "") for verb in ("get", "list", "watch", "patch")),
+    ("patch", keys.GROUP, "runbookschedules", "status"),
     # patch: a Job's TTL, once its result is recorded.
     *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "patch", "delete")),
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
@@ -32,6 +41,12 @@ NEEDED = [
 REFUSED = [
     *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
     ("update", keys.GROUP, "runbooks", ""),
+    # Policies are the desk's (GitOps), approvals are decisions: the controller only reads them, and a
+    # decision once made is never changed or withdrawn by mdops.
+    *((verb, keys.GROUP, "runbookpolicies", "") for verb in ("create", "patch", "delete")),
+    *((verb, keys.GROUP, "runbookapprovals", "") for verb in ("patch", "update", "delete")),
+    # Schedules are the desk's too: mdops writes their status only.
+    *((verb, keys.GROUP, "runbookschedules", "") for verb in ("create", "update", "delete")),
     ("create", "", "pods", ""),
     ("create", "", "pods", "exec"),
     ("get", "", "configmaps", ""),
@@ -80,13 +95,15 @@ def other_namespace(cluster):
 
 def test_the_token_is_the_service_accounts(cluster, sa, namespace, controller_rbac):
     kubeconfig, _ = sa
-    whoami = kubectl_as(cluster, kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    whoami = cluster.kubectl(
+        "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", kubeconfig=kubeconfig
+    )
     assert whoami.stdout == f"system:serviceaccount:{namespace}:{controller_rbac}"
 
 
 def test_can_i_list_shows_what_the_controller_needs_and_no_secrets(cluster, sa, namespace):
     kubeconfig, _ = sa
-    result = kubectl_as(cluster, kubeconfig, "auth", "can-i", "--list", "-n", namespace)
+    result = cluster.kubectl("auth", "can-i", "--list", "-n", namespace, kubeconfig=kubeconfig, check=False)
     assert result.returncode == 0, result.stderr
     granted: dict[str, set[str]] = {}
     for line in result.stdout.splitlines()[1:]:

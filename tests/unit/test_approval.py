@@ -1,5 +1,5 @@
-"""Counting approvals: distinct people, never the requester, fresh ones only, a rejection wins, and a
-request that waits too long expires."""
+"""Counting approvals: distinct people, never the requester, only approvals made for this requester, fresh
+ones only, a rejection wins, and a request that waits too long expires."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ REQUESTED = at("2026-01-05 10:00")
 HOUR = datetime.timedelta(hours=1)
 
 
-def _vote(approver: str, minute: int, decision: str = "Approve") -> Vote:
-    return Vote(approver, decision, REQUESTED + datetime.timedelta(minutes=minute))
+def _vote(approver: str, minute: int, decision: str = "Approve", requester: str = "alice") -> Vote:
+    return Vote(approver, decision, REQUESTED + datetime.timedelta(minutes=minute), requester)
 
 
 def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED):
@@ -39,6 +39,11 @@ def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED):
         ([_vote("bob", 1), _vote("bob", 2)], {}, PENDING, ["bob"]),  # one person, one approval
         ([_vote("alice", 1), _vote("bob", 2)], {}, PENDING, ["bob"]),  # not the requester
         ([_vote("bob", -1), _vote("carol", 2)], {}, PENDING, ["carol"]),  # given before the request
+        # an approval that names another requester was not made for this request (the API server checked
+        # bob against "mallory", not against alice)
+        ([_vote("bob", 1, requester="mallory"), _vote("carol", 2)], {}, PENDING, ["carol"]),
+        # ... but a rejection stops the run whatever it names: ignoring one could only let a run start
+        ([_vote("bob", 1, "Reject", requester="mallory")], {}, REJECTED, []),
         # bob's approval is an hour old: it no longer counts (the request waits since half an hour)
         (
             [_vote("bob", 1), _vote("carol", 2)],
@@ -61,12 +66,21 @@ def test_tally(votes, kwargs, state, counted):
 
 
 def test_why_votes_did_not_count():
-    result = _tally([_vote("alice", 1), _vote("bob", -5), _vote("carol", 1), _vote("carol", 2)])
+    result = _tally(
+        [
+            _vote("alice", 1),
+            _vote("bob", -5),
+            _vote("carol", 1),
+            _vote("carol", 2),
+            _vote("dave", 3, requester="erin"),
+        ]
+    )
     reasons = {(vote.approver, vote.at.minute): why for vote, why in result.ignored}
     assert reasons == {
         ("alice", 1): "the requester cannot approve their own request",
         ("bob", 55): "given before the request",
         ("carol", 1): "repeated by the same person",
+        ("dave", 3): "it names another requester (erin)",
     }
 
 

@@ -4,6 +4,7 @@ minutes around the open, weekends; the day/night mapping; loading in a child pro
 from __future__ import annotations
 
 import datetime
+import threading
 
 import pytest
 
@@ -11,6 +12,7 @@ from runbooks.calendar import (
     DEFAULT_WINDOWS,
     CalendarError,
     SessionCalendar,
+    SessionTable,
     State,
     UnknownVenue,
     VenueCalendar,
@@ -169,14 +171,23 @@ def test_the_venue_calendar_loads_once_and_again_only_outside_its_range(xhkg_tab
     assert loads[1][0] <= datetime.date(2026, 12, 16)
 
 
+class Loads(list):
+    """A loader that records the venues it was asked for, each load held until ``gate`` (if any) is set."""
+
+    def __init__(self, load=build_table, gate: threading.Event | None = None):
+        super().__init__()
+        self.load, self.gate = load, gate
+
+    def __call__(self, venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
+        self.append(venue)
+        if self.gate is not None:
+            self.gate.wait(30)
+        return self.load(venue, first, last)
+
+
 def test_a_prefetched_table_is_the_one_the_first_question_gets():
-    loads: list[datetime.date] = []
-
-    def loader(venue: str, first: datetime.date, last: datetime.date):
-        loads.append(first)
-        return build_table(venue, first, last)
-
-    venue = VenueCalendar("XHKG", zone=HK, loader=loader)
+    loads = Loads()
+    venue = VenueCalendar("XHKG", zone=HK, loader=loads)
     prefetching = venue.prefetch(at("2026-01-05 08:00"))
     assert venue.window(at("2026-01-05 10:00")) == "day"  # waits for the prefetch, or loads first
     prefetching.join()
@@ -184,16 +195,32 @@ def test_a_prefetched_table_is_the_one_the_first_question_gets():
 
 
 def test_a_failed_prefetch_is_raised_to_the_next_question_without_loading_again(caplog):
-    loads: list[str] = []
-
-    def loader(venue: str, first: datetime.date, last: datetime.date):
-        loads.append(venue)
-        return load_table(venue, first, last)
-
-    venue = VenueCalendar("XXXX", loader=loader)
+    loads = Loads(load_table)
+    venue = VenueCalendar("XXXX", loader=loads)
     venue.prefetch(at("2026-01-05 08:00")).join()
     assert "unknown venue 'XXXX'" in caplog.text
     for _ in range(2):
         with pytest.raises(UnknownVenue, match="unknown venue"):
             venue.window(at("2026-01-05 10:00"))
     assert loads == ["XXXX"]  # an unknown venue stays unknown: one child process, not one per run
+
+
+def test_loaded_never_waits_and_starts_one_load_in_the_background():
+    """The REST API's status asks without waiting: nothing until the table is loaded, then the table; one
+    load however often it asks meanwhile."""
+    loads = Loads(gate=threading.Event())
+    venue = VenueCalendar("XHKG", zone=HK, loader=loads)
+    assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(5)] == [None] * 5
+    loads.gate.set()
+    venue.prefetch(at("2026-01-05 10:00")).join()
+    assert venue.loaded(at("2026-01-05 10:00")).state(at("2026-01-05 10:00")) == "open"
+    assert len(loads) == 1 and venue.unknown is None
+
+
+def test_an_unknown_venue_is_said_and_never_loaded_again_by_loaded():
+    loads = Loads(load_table)
+    venue = VenueCalendar("XXXX", loader=loads)
+    venue.prefetch(at("2026-01-05 08:00")).join()
+    assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(3)] == [None] * 3
+    assert "unknown venue 'XXXX'" in venue.unknown
+    assert loads == ["XXXX"]

@@ -460,3 +460,59 @@ def test_a_chart_is_drawn_with_its_title_and_times():
     assert "md_throughput_mps (msg/s)" in text
     assert "10:00:00" in text and "┤" in text
     assert "\x1b[" not in text  # no colour when the console has none
+
+
+def test_a_run_refused_without_executing_reads_as_not_run():
+    """A run its change window or a person refused has no exit code (no script ran): failed, not run."""
+    view = {
+        "runbook": {
+            "request_id": "rs-1",
+            "command": "restart",
+            "exit_code": None,
+            "status": "failed",
+            "finished_at": "2026-01-01T10:00:00+08:00",
+            "logs": [{"level": "ERROR", "message": "rejected by bob: not during the auction"}],
+        },
+        "health": None,
+    }
+    assert _text(render.result_line(view)).strip() == "restart rs-1: failed (not run)"
+    assert "ERROR   rejected by bob" in _text(render.run_view(view))
+
+
+def test_schedules_and_the_venues_session_read_in_words():
+    schedules = [
+        {
+            "name": "hc",
+            "schedule": "every 5m during open",
+            "command": "health_check",
+            "suspended": False,
+            "next_slots": ["2026-01-05T13:00:00+08:00"],
+            "last_slot": "2026-01-05T11:55:00+08:00",
+            "last_result": "success",
+            "missed_slots": 2,
+            "skipped_slots": 0,
+            "problem": None,
+        },
+        {
+            "name": "drill",
+            "schedule": "0 10 * * 6 (+08:00)",
+            "command": "drill",
+            "suspended": True,
+            "next_slots": [],
+            "last_slot": None,
+            "last_result": None,
+            "missed_slots": 0,
+            "skipped_slots": 0,
+            "problem": None,
+        },
+    ]
+    text = _text(render.schedules_table(schedules))  # long cells fold at 120 columns
+    header = ["NAME", "SCHEDULE", "COMMAND", "NEXT", "LAST", "RESULT", "MISSED", "SKIPPED", "NOTE"]
+    assert text.splitlines()[0].split() == header
+    assert "2026-01-05T13:00" in text and "success" in text and "suspended" in text
+    session = {"venue": "XHKG", "state": "lunch_break", "next_open": "2026-01-06T09:30:00+08:00"}
+    session["next_close"] = "2026-01-05T16:00:00+08:00"
+    assert render.session_line(session) == (
+        "XHKG lunch_break, opens 2026-01-06T09:30:00+08:00, closes 2026-01-05T16:00:00+08:00"
+    )
+    assert render.session_line({"venue": "XHKG", "state": None, "note": "loading"}) == "XHKG (loading)"

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runbooks.contract import Reason
 from runbooks.models import RunbookSpec
-from runbooks.policy import OUTSIDE_CHANGE_WINDOW, Allowed, Reject, RunbookPolicySpec, Wait, evaluate
+from runbooks.policy import Allowed, Reject, RunbookPolicySpec, Wait, evaluate
 from tests.unit.conftest import at
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
@@ -65,7 +66,7 @@ def test_the_example_policies(xhkg, command, fields, instant, expected):
     if isinstance(expected, Allowed):
         assert decision == expected
     else:
-        assert decision.reason == OUTSIDE_CHANGE_WINDOW
+        assert decision.reason == Reason.OUTSIDE_CHANGE_WINDOW
     if isinstance(expected, Wait):
         assert decision.until == expected.until
 

@@ -226,6 +226,7 @@ def test_the_longest_request_id_is_a_valid_runbook_name_and_request_id():
     manifest = slot_runbook(name, _example("start-before-open"), at("2026-01-05 09:00"))
     assert manifest["metadata"]["name"] == manifest["spec"]["requestId"] == request_id
     assert manifest["metadata"]["labels"] == {"ops.mdops.io/schedule": name}
+    assert manifest["spec"]["requestedBy"] == f"schedule:{name}"
     assert manifest["spec"]["command"] == "start" and manifest["spec"]["enforce"] is True
 
 

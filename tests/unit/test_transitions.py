@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from controller import transitions
-from runbooks.contract import ConditionType, ExitCode, Reason
-from runbooks.models import Execution, RunbookStatus
+from runbooks.approval import Tally, Vote, tally
+from runbooks.contract import NOT_RUN, ConditionType, ExitCode, Reason
+from runbooks.models import Execution, RunbookStatus, RunSession
+from runbooks.policy import Allowed, Reject, Wait
 
 TYPES = [c.value for c in ConditionType]
 
@@ -154,3 +158,147 @@ def test_a_runbook_beyond_the_namespaces_cap_fails_at_once_with_its_own_reason_a
 def test_a_patch_holds_only_what_changed():
     patch = transitions.patch(transitions.queued(RunbookStatus(), 2, "waiting"))
     assert patch.keys() == {"observedGeneration", "conditions"}
+
+
+# -- change windows and four eyes ---------------------------------------------------------------------
+
+HK = datetime.timezone(datetime.timedelta(hours=8))
+REQUESTED = datetime.datetime(2026, 1, 5, 10, 0, tzinfo=HK)
+RULES = Allowed(approvals=2, expire_after=datetime.timedelta(hours=1), rules=("four-eyes/failover",))
+
+
+def _vote(approver: str, minute: int, decision: str = "Approve", comment: str = "") -> Vote:
+    return Vote(approver, decision, REQUESTED + datetime.timedelta(minutes=minute), "alice", comment)
+
+
+def _counted(*votes: Vote, minute: int = 30) -> Tally:
+    return tally(
+        votes,
+        requester="alice",
+        required=2,
+        requested_at=REQUESTED,
+        waiting_since=REQUESTED,
+        now=REQUESTED + datetime.timedelta(minutes=minute),
+        expire_after=datetime.timedelta(hours=1),
+    )
+
+
+def test_a_run_held_outside_its_window_is_queued_until_a_time_and_then_no_longer():
+    wait = Wait(REQUESTED + datetime.timedelta(hours=6), "drill waits until 16:00")
+    held = apply(RunbookStatus(), transitions.held(RunbookStatus(), 1, wait))
+    assert conditions(held)["Succeeded"] == ("Unknown", Reason.OUTSIDE_CHANGE_WINDOW)
+    assert conditions(held)["Queued"] == ("True", Reason.OUTSIDE_CHANGE_WINDOW)
+    assert (held.waiting_until, held.run_state, held.finished) == (
+        "2026-01-05T08:00:00.000Z",
+        "queued",
+        False,
+    )
+    # Its window came: it waits for the lock, then runs; the time it waited for is gone from the status.
+    locked = apply(held, transitions.queued(held, 1, "waiting for x"))
+    assert (locked.waiting_until, conditions(locked)["Queued"]) == (None, ("True", Reason.QUEUED))
+    assert "waitingUntil" not in transitions.patch(transitions.queued(locked, 1, "waiting for y"))
+    assert (
+        apply(held, transitions.running(held, 1, Execution(executor="local", name="1"), "t")).waiting_until
+        is None
+    )
+
+
+@pytest.mark.parametrize("reason", sorted(NOT_RUN))
+def test_a_run_that_ends_without_executing_has_no_exit_code_and_failed(reason):
+    status = apply(RunbookStatus(), transitions.not_run(RunbookStatus(), 1, reason, "not now"))
+    assert (status.exit_code, status.result, status.run_state, status.finished) == (
+        None,
+        "failed",
+        "failed",
+        True,
+    )
+    assert conditions(status)["Succeeded"] == ("False", reason)
+    assert conditions(status)["Stalled"] == ("True", reason)
+    assert [(line.level, line.message) for line in status.logs] == [("ERROR", "not now")]
+    assert status.finished_at and status.started_at is None
+
+
+def test_only_the_reasons_of_a_refusal_end_a_run_without_executing():
+    with pytest.raises(ValueError, match="Failed"):
+        transitions.not_run(RunbookStatus(), 1, Reason.FAILED, "no")
+
+
+def test_a_rejecting_rule_ends_the_run_at_once():
+    reject = Reject("restart may not start now: live-restarts: blackout until 2027-01-02T00:00:00+08:00")
+    status = apply(RunbookStatus(), transitions.refused(RunbookStatus(), 1, reject))
+    assert (status.exit_code, status.result, status.message) == (None, "failed", reject.message)
+    assert conditions(status)["Succeeded"] == ("False", Reason.OUTSIDE_CHANGE_WINDOW)
+
+
+def test_approvals_counted_waiting_n_of_n_with_who_and_when():
+    counted = _counted(_vote("bob", 1, comment="checked"), _vote("alice", 2))
+    change = transitions.approvals_counted(
+        RunbookStatus(), 1, counted, transitions.requirement(RULES, counted.expires_at)
+    )
+    status = apply(RunbookStatus(), change)
+    assert conditions(status)["Queued"] == ("True", Reason.AWAITING_APPROVAL)
+    assert conditions(status)["Succeeded"][1] == Reason.AWAITING_APPROVAL
+    assert status.run_state == "queued"
+    assert status.conditions[0].message == "waiting for 1 of 2 approvals (bob) until 2026-01-05T03:00:00.000Z"
+    assert [(a.approver, a.decision, a.at, a.comment, a.ignored) for a in status.approvals] == [
+        ("bob", "Approve", "2026-01-05T02:01:00.000Z", "checked", None),
+        (
+            "alice",
+            "Approve",
+            "2026-01-05T02:02:00.000Z",
+            "",
+            "the requester cannot approve their own request",
+        ),
+    ]
+    assert (status.policy.approvals_required, status.policy.approvals_expire_at) == (
+        2,
+        "2026-01-05T03:00:00.000Z",
+    )
+
+
+def test_approvals_counted_approved_records_them_and_changes_no_condition():
+    change = transitions.approvals_counted(
+        RunbookStatus(), 1, _counted(_vote("bob", 1), _vote("carol", 2)), transitions.requirement(RULES)
+    )
+    assert transitions.patch(change).keys() == {"observedGeneration", "approvals", "policy"}
+    assert [a.approver for a in change.approvals] == ["bob", "carol"]
+
+
+def test_approvals_counted_rejected_or_expired_ends_the_run_without_executing():
+    rejected = transitions.approvals_counted(
+        RunbookStatus(),
+        1,
+        _counted(_vote("bob", 1), _vote("dave", 3, "Reject", "not today")),
+        transitions.requirement(RULES),
+    )
+    status = apply(RunbookStatus(), rejected)
+    assert (status.exit_code, status.result, status.message) == (
+        None,
+        "failed",
+        "rejected by dave: not today",
+    )
+    assert conditions(status)["Succeeded"] == ("False", Reason.REJECTED)
+    assert [(a.approver, a.decision) for a in status.approvals] == [("bob", "Approve"), ("dave", "Reject")]
+
+    expired = transitions.approvals_counted(
+        RunbookStatus(), 1, _counted(_vote("bob", 1), minute=60), transitions.requirement(RULES)
+    )
+    status = apply(RunbookStatus(), expired)
+    assert conditions(status)["Succeeded"] == ("False", Reason.APPROVAL_EXPIRED)
+    assert status.message == "expired with 1 of 2 approvals (bob)"
+
+
+def test_the_session_is_recorded_with_the_window():
+    session = RunSession(venue="XHKG", state="lunch_break")
+    change = transitions.pending(
+        RunbookStatus(), 1, request_id="r", window="day", target="t", session=session
+    )
+    assert transitions.patch(change)["session"] == {"venue": "XHKG", "state": "lunch_break"}
+
+
+def test_the_record_of_decisions_is_bounded_and_keeps_every_one_that_counted():
+    noise = [_vote("alice", minute) for minute in range(1, 41)]  # the requester, forty times
+    records = transitions.approval_records(_counted(_vote("bob", 0), *noise, _vote("carol", 45)))
+    assert len(records) == transitions.APPROVAL_RECORDS
+    assert [r.approver for r in records if r.ignored is None] == ["bob", "carol"]
+    assert records[1].at == "2026-01-05T02:11:00.000Z"  # the oldest ignored ones were left out

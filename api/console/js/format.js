@@ -64,3 +64,9 @@ export function el(tag, attributes = {}, ...children) {
   node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
   return node;
 }
+
+// The table of a list view (runs, schedules): its caption and body are filled in as the list is read.
+export function listTable(caption, columns, body) {
+  const headers = columns.map((c) => el("th", { scope: "col" }, c));
+  return el("table", { class: "history" }, caption, el("thead", {}, el("tr", {}, ...headers)), body);
+}

@@ -1,10 +1,11 @@
 // The console's frame: sign-in, the header (environment, who is signed in), the navigation, and the
-// view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/run).
+// view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
 import { ApiError, call, session } from "./api.js";
 import * as execute from "./execute.js";
 import * as overview from "./overview.js";
 import * as run from "./run.js";
 import * as runbooks from "./runbooks.js";
+import * as schedules from "./schedules.js";
 import * as signin from "./signin.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +21,8 @@ function showEnvironment(status) {
   $("env-mode").textContent = status.environment_mode || "–";
   $("env-profile").textContent = status.active_profile || "–";
   $("env-window").textContent = status.active_window || "–";
+  const session = status.session || {};
+  $("env-venue").textContent = session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–";
 }
 
 // Read the environment again (after a run changed it); a token without status:read shows none.
@@ -44,7 +47,7 @@ function route() {
   const hash = location.hash || "#/overview";
   const mayRun = me.commands.length > 0;
   const ctx = { me, showEnvironment, refreshEnvironment, title: (t) => (document.title = `${t} · mdops Ops Console`) };
-  const section = hash.split("/")[1]; // "overview", "runbooks" (a run's page too) or "run"
+  const section = hash.split("/")[1]; // "overview", "runbooks" (a run's page too), "schedules" or "run"
   for (const link of document.querySelectorAll("#nav a")) {
     if (link.getAttribute("href") === `#/${section}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -53,6 +56,7 @@ function route() {
   const runPage = hash.match(/^#\/runbooks\/(.+)$/);
   if (runPage) leave = run.show(main, ctx, decodeURIComponent(runPage[1]));
   else if (hash === "#/runbooks") leave = runbooks.show(main, ctx);
+  else if (hash === "#/schedules") leave = schedules.show(main, ctx);
   else if (hash === "#/run" && mayRun) leave = execute.show(main, ctx);
   else leave = overview.show(main, ctx);
   main.focus({ preventScroll: true });

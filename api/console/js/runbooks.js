@@ -1,7 +1,7 @@
 // Runbooks: the recent runs (status' runbook_history) with filters, read again whenever the live
 // updates say a run changed.
 import { ApiError, call, follow } from "./api.js";
-import { duration, el, when } from "./format.js";
+import { duration, el, listTable, when } from "./format.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
 
@@ -34,13 +34,7 @@ export function show(container, ctx) {
       commandLabel, command, resultLabel, result, el("label", { for: "filter-who" }, "Who"), who,
     ),
     problem,
-    el(
-      "table",
-      { class: "history" },
-      caption,
-      el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
-      body,
-    ),
+    listTable(caption, columns, body),
   );
 
   let runs = [];

@@ -1,0 +1,59 @@
+// Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
+// again every few seconds while the view is open.
+import { ApiError, call } from "./api.js";
+import { el, listTable, when } from "./format.js";
+
+const REFRESH_SECONDS = 5;
+const SLOTS = 3;
+
+export function show(container, ctx) {
+  ctx.title("Schedules");
+  const zone = ctx.me.time_zone;
+  const problem = el("p", { class: "message", role: "alert" });
+  const caption = el("caption", {});
+  const body = el("tbody", {});
+  const columns = ["Schedule", "Trigger", "Command", "Next slots", "Last slot", "Last run", "Result", "Missed", "Skipped", "Note"];
+  container.append(
+    el("h1", {}, "Schedules"),
+    problem,
+    listTable(caption, columns, body),
+  );
+
+  function row(s) {
+    const next = s.next_slots === null ? "–" : s.next_slots.map((at) => when(at, zone)).join(", ") || "–";
+    const last = s.last_runbook
+      ? el("a", { href: `#/runbooks/${encodeURIComponent(s.last_runbook)}` }, s.last_runbook)
+      : "–";
+    const result = s.last_result ? el("span", { class: `state state-${s.last_result}` }, s.last_result) : "–";
+    return el(
+      "tr",
+      {},
+      el("td", {}, s.name),
+      el("td", {}, s.schedule || "–"),
+      el("td", {}, s.command || "–"),
+      el("td", {}, next),
+      el("td", {}, when(s.last_slot, zone)),
+      el("td", {}, last),
+      el("td", {}, result),
+      el("td", {}, String(s.missed_slots)),
+      el("td", {}, String(s.skipped_slots)),
+      el("td", {}, s.suspended ? "suspended" : s.problem || ""),
+    );
+  }
+
+  let timer = null;
+  async function load() {
+    try {
+      const answer = (await call(`/api/ops/schedules?slots=${SLOTS}`)).data;
+      caption.textContent = `${answer.schedules.length} schedules${answer.truncated ? " (more exist)" : ""}; times in the exchange's zone, refreshed every ${REFRESH_SECONDS} s`;
+      body.replaceChildren(...answer.schedules.map(row));
+      problem.textContent = "";
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      problem.textContent = error.message;
+    }
+    timer = setTimeout(load, REFRESH_SECONDS * 1000);
+  }
+  load();
+  return () => clearTimeout(timer);
+}

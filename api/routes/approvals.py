@@ -1,0 +1,142 @@
+"""``POST /api/ops/runbooks/{request_id}/approve`` and ``/reject``: four eyes through the REST API.
+
+A decision is a ``RunbookApproval`` object made as the token's name (``runbooks:approve``), so that kubectl,
+RBAC, GitOps and the audit trail see it as they see one made with kubectl. The API's ServiceAccount may
+name the token as the approver (the identities policy lets it: its Role has ``impersonate`` on
+runbookapprovals); the API server still refuses an approval by the requester, which the API refuses first
+(403). One decision per person and request: the object's name comes from both, so a second one is a 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+from fastapi.responses import JSONResponse
+from kubernetes import client
+
+from api.cache import RunbookCache
+from api.deps import Approving, CacheDep, ObjectsDep, SettingsDep
+from api.errors import Conflict, Forbidden
+from api.jsonbody import StrictJSONRoute
+from api.openapi import PROTECTED, responses
+from api.render import iso
+from api.routes.runbooks import lookup
+from api.schemas import DecisionRequest, DecisionResponse
+from runbooks import approval, crd, keys
+from runbooks.contract import RunState, parse_time
+from runbooks.models import ApprovalDecision, RequestId
+
+router = APIRouter(prefix="/api/ops/runbooks", tags=["approvals"], route_class=StrictJSONRoute)
+RESPONSES = responses(
+    *PROTECTED,
+    404,
+    409,
+    422,
+    503,
+    c403="The token lacks runbooks:approve, or approves a run it asked for.",
+    c404="No run has this request_id.",
+    c409="Too late (the run has started or finished), already decided by this token, or the run names no "
+    "requester.",
+)
+RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
+Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
+
+
+def approval_name(request_id: str, approver: str) -> str:
+    """One name per request and person (a DNS-1123 label whatever either holds)."""
+    digest = hashlib.sha256(f"{request_id}\n{approver}".encode()).hexdigest()
+    return f"rba-{digest[:40]}"
+
+
+def _route(decision: ApprovalDecision, summary: str) -> None:
+    """``POST /api/ops/runbooks/{request_id}/<decision>``: the same route for both decisions."""
+
+    async def decide(
+        request_id: RequestIdPath,
+        settings: SettingsDep,
+        cache: CacheDep,
+        objects: ObjectsDep,
+        principal: Approving,
+        body: Comment = None,
+    ) -> JSONResponse:
+        return await _decide(decision, request_id, settings.zone, cache, objects, principal.name, body)
+
+    router.add_api_route(
+        f"/{{request_id}}/{decision.lower()}",
+        decide,
+        methods=["POST"],
+        name=decision.lower(),
+        status_code=201,
+        response_model=DecisionResponse,
+        summary=summary,
+        responses=RESPONSES,
+    )
+
+
+_route("Approve", "Approve another person's run that has not started (runbooks:approve)")
+_route(
+    "Reject", "Reject a run that has not started: it ends failed, Rejected (runbooks:approve; also one's own)"
+)
+
+
+async def _decide(
+    decision: ApprovalDecision,
+    request_id: str,
+    zone: datetime.tzinfo,
+    cache: RunbookCache,
+    objects: client.CustomObjectsApi,
+    approver: str,
+    body: DecisionRequest | None,
+) -> JSONResponse:
+    record = lookup(cache, request_id)
+    requester = record.spec.get("requestedBy") or ""
+    if decision == "Approve" and approver == requester:
+        raise Forbidden(f"{approver!r} asked for run {request_id!r}: nobody approves their own request")
+    if not requester:
+        raise Conflict(
+            f"run {request_id!r} names no requester (spec.requestedBy), so no approval can count for it; "
+            "delete the Runbook to cancel it"
+        )
+    if record.finished or record.status == RunState.RUNNING:
+        state = "has finished" if record.finished else "has started"
+        raise Conflict(f"run {request_id!r} {state}: too late to decide on it")
+    spec = approval.RunbookApprovalSpec(
+        request_id=request_id,
+        decision=decision,
+        approver=approver,
+        requester=requester,
+        comment=body.comment if body else "",
+    )
+    name = approval_name(request_id, approver)
+    manifest = crd.APPROVAL.manifest(name, spec.to_k8s(), labels={keys.MANAGED_BY: keys.API_MANAGER})
+    try:
+        made = await asyncio.to_thread(
+            objects.create_namespaced_custom_object,
+            keys.GROUP,
+            keys.VERSION,
+            cache.namespace,
+            approval.PLURAL,
+            manifest,
+            _request_timeout=(5, 30),
+        )
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+        raise Conflict(
+            f"{approver!r} has already decided on run {request_id!r} (RunbookApproval {name}); "
+            "a decision is not changed"
+        ) from error
+    answer = {
+        "name": name,
+        "request_id": request_id,
+        "decision": decision,
+        "approver": approver,
+        "requester": requester,
+        "comment": spec.comment,
+        "created_at": iso(parse_time(made["metadata"].get("creationTimestamp")), zone),
+    }
+    return JSONResponse(answer, status_code=201)

@@ -1,0 +1,262 @@
+"""RunbookSchedules: one Runbook per slot, at most once, at the venue's rhythm.
+
+Each schedule has a kopf timer (there are few schedules: a look each second, with one list of its own
+Runbooks from the API server's watch cache, costs little). A look computes what is due with the pure slot
+logic of :mod:`runbooks.schedule` (:func:`plan`), creates the slot's Runbook, then records the step in the
+schedule's status, and only then posts Events, counts metrics and trims the history.
+
+Exactly once: the slot's Runbook is named and keyed by the schedule and the slot's instant, so a second
+create of it is AlreadyExists (another replica, a restart, a stale view of the status), and the ledger
+refuses a second run of its request id even after it was deleted. The status is written with the
+resourceVersion it was computed from, so a step computed from a stale view is refused (409) instead of
+counting its missed or skipped slots twice; the next look starts again from the status as it is. A
+Runbook whose step was never recorded (created just before a crash, or its status write refused as
+stale) is found among the schedule's Runbooks: the next look records it as created and starts after its
+slot instead of counting it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from controller import metrics, transitions
+from controller.kubeapi import KubeApi
+from controller.settings import get_settings
+from runbooks import keys, schedule
+from runbooks.calendar import CalendarError, SessionCalendar
+from runbooks.contract import ConditionType, format_time, parse_time
+from runbooks.models import RunbookStatus
+from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = (keys.GROUP, keys.VERSION, schedule.PLURAL)
+LOOK_SECONDS = 1.0  # how often each schedule is looked at: the latest a slot's Runbook is created
+
+
+@dataclass(frozen=True)
+class SlotRun:
+    """A Runbook of a schedule, as its slot logic sees it."""
+
+    name: str
+    slot: datetime.datetime
+    finished: bool = False
+    result: str | None = None  # success | failed, once finished
+
+
+@dataclass
+class Step:
+    """One look at a schedule: the Runbook to create, the status to record, and what follows it."""
+
+    status: RunbookScheduleStatus
+    create: dict[str, Any] | None = None  # the due slot's Runbook
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    counts: dict[str, int] = field(default_factory=dict)  # slots created, missed, skipped
+    delete: list[str] = field(default_factory=list)  # finished Runbooks beyond the history limits
+
+
+def plan(
+    name: str,
+    spec: RunbookScheduleSpec,
+    status: RunbookScheduleStatus,
+    *,
+    created: datetime.datetime,
+    generation: int,
+    now: datetime.datetime,
+    calendar: SessionCalendar,
+    runs: Iterable[SlotRun],
+) -> Step:
+    """What to do about the schedule ``name`` at ``now``, given its status and its Runbooks ``runs``."""
+    runs = sorted(runs, key=lambda run: run.slot)
+    last_slot = parse_time(status.last_slot) or created
+    last_runbook, last_result = status.last_runbook, status.last_result
+    step = Step(status=status)
+    # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as
+    # stale): its slot is handled, and it is recorded now, once, as created.
+    if runs and runs[-1].slot > last_slot:
+        last_slot, last_runbook = runs[-1].slot, runs[-1].name
+        step.events.append(
+            ("Normal", schedule.CREATED, f"created {last_runbook} for the slot {last_slot.isoformat()}")
+        )
+        step.counts["created"] = 1
+    unfinished = [run.name for run in runs if not run.finished]
+    due = schedule.due(spec, last_slot, now, calendar, active=bool(unfinished))
+    missed, skipped = due.missed, due.skipped
+    while not due.complete:  # a long outage: caught up in bounded steps, none of them run late
+        due = schedule.due(spec, due.last_slot, now, calendar, active=bool(unfinished))
+        missed, skipped = missed + due.missed, skipped + due.skipped
+
+    if due.run is not None:
+        step.create = schedule.slot_runbook(name, spec, due.run)
+        last_runbook = step.create["metadata"]["name"]
+        message = f"created {last_runbook} for the slot {due.run.isoformat()}"
+        step.events.append(("Normal", schedule.CREATED, message))
+        step.counts["created"] = step.counts.get("created", 0) + 1
+    if missed:
+        why = "past their starting deadline, while suspended, or superseded by a later slot"
+        step.events.append(("Warning", schedule.MISSED, f"{missed} slot(s) missed, never run late: {why}"))
+        step.counts["missed"] = missed
+    if skipped:
+        why = "days the venue does not trade"
+        if unfinished and spec.concurrency_policy == "Forbid":
+            why += f", or the previous run ({unfinished[-1]}) unfinished with concurrencyPolicy Forbid"
+        step.events.append(("Normal", schedule.SKIPPED, f"{skipped} slot(s) skipped: {why}"))
+        step.counts["skipped"] = skipped
+
+    by_name = {run.name: run for run in runs}
+    if last_runbook != status.last_runbook:
+        last_result = None  # a new run: no result until it has one
+    if last_runbook in by_name:
+        last = by_name[last_runbook]
+        last_result = last.result if last.finished else None
+    step.status = RunbookScheduleStatus(
+        observed_generation=generation,
+        conditions=_ready(status, generation, "True", schedule.SCHEDULED, spec.trigger.describe()),
+        schedule=spec.trigger.describe(),
+        last_slot=format_time(due.last_slot),
+        next_slot=None if spec.suspend or due.next_slot is None else format_time(due.next_slot),
+        last_runbook=last_runbook,
+        last_result=last_result,
+        missed_slots=status.missed_slots + missed,
+        skipped_slots=status.skipped_slots + skipped,
+    )
+    step.delete = beyond_history(spec, runs)
+    return step
+
+
+def beyond_history(spec: RunbookScheduleSpec, runs: Iterable[SlotRun]) -> list[str]:
+    """The finished Runbooks to delete so that at most the history limits of succeeded and of failed ones
+    remain: the oldest slots first. Unfinished ones are never deleted."""
+    ordered = sorted((run for run in runs if run.finished), key=lambda run: run.slot)
+    doomed = []
+    for result, limit in (("success", spec.successful_history_limit), ("failed", spec.failed_history_limit)):
+        kept = [run.name for run in ordered if (run.result == "success") == (result == "success")]
+        doomed += kept[: max(0, len(kept) - limit)]
+    return doomed
+
+
+def problem(
+    status: RunbookScheduleStatus, generation: int, reason: str, message: str
+) -> RunbookScheduleStatus:
+    """The status of a schedule that cannot be looked at: its Ready condition says why; nothing else moves."""
+    return status.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": _ready(status, generation, "False", reason, message),
+            "next_slot": None,
+        }
+    )
+
+
+def _ready(status: RunbookScheduleStatus, generation: int, value: str, reason: str, message: str) -> list:
+    return transitions.conditions(
+        status.conditions, generation, {ConditionType.READY: (value, reason, message)}
+    )
+
+
+# -- the kopf side --------------------------------------------------------------------------------------
+
+
+def slot_run(body: dict[str, Any]) -> SlotRun | None:
+    """A schedule's Runbook as the slot logic sees it; None if it was not made by a schedule."""
+    meta = body["metadata"]
+    slot = parse_time((meta.get("annotations") or {}).get(schedule.SLOT_ANNOTATION))
+    if slot is None:
+        return None
+    status = RunbookStatus.read(body.get("status") or {})
+    return SlotRun(meta["name"], slot, status.finished, status.result)
+
+
+@kopf.timer(*SCHEDULES, interval=LOOK_SECONDS, errors=kopf.ErrorsMode.TEMPORARY, backoff=2)
+async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """Create the Runbook of a due slot, record the step, then announce it and trim the history."""
+    api: KubeApi = memo.api
+    status = RunbookScheduleStatus.model_validate(body.get("status") or {})
+    generation = body.metadata.get("generation", 1)
+    version = body.metadata["resourceVersion"]
+    try:
+        spec = RunbookScheduleSpec.model_validate(dict(body.spec))
+    except ValidationError as error:  # what only the models check: a cron expression, a time zone
+        await _record(
+            api, namespace, name, version, status, problem(status, generation, schedule.INVALID, str(error))
+        )
+        return
+    now = datetime.datetime.now(datetime.UTC)
+    created = parse_time(body.metadata["creationTimestamp"])
+    start = min(parse_time(status.last_slot) or created, now)
+    # The schedule's Runbooks, finished ones too: the controller's Runbook watch has unfinished ones only.
+    bodies = {
+        item["metadata"]["name"]: item
+        for item in await api.labelled_runbooks(namespace, f"{schedule.SCHEDULE_LABEL}={name}")
+    }
+    runs = [run for run in map(slot_run, bodies.values()) if run is not None]
+    try:  # the first look of a controller may wait for the calendar's load (a child process)
+        calendar = await asyncio.to_thread(
+            get_settings().calendar.covering, start, now + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
+        )
+        step = plan(
+            name,
+            spec,
+            status,
+            created=created,
+            generation=generation,
+            now=now,
+            calendar=calendar,
+            runs=runs,
+        )
+    except CalendarError as error:
+        await _record(
+            api,
+            namespace,
+            name,
+            version,
+            status,
+            problem(status, generation, schedule.NO_CALENDAR, str(error)),
+        )
+        return
+    if step.create is not None and not await api.create_runbook(namespace, step.create):
+        log.info("%s/%s: %s exists already", namespace, name, step.create["metadata"]["name"])
+    if not await _record(api, namespace, name, version, status, step.status):
+        return  # not recorded (a newer view exists): the next look decides again, and counts nothing twice
+    for kind, reason, message in step.events:
+        kopf.event(body, type=kind, reason=reason, message=message)
+    metrics.record_schedule(namespace, name, step.status, step.counts)
+    for doomed in step.delete:
+        meta = bodies[doomed]["metadata"]
+        await api.delete_runbook(namespace, doomed, meta["uid"], meta["resourceVersion"])
+
+
+async def _record(
+    api: KubeApi,
+    namespace: str,
+    name: str,
+    version: str,
+    old: RunbookScheduleStatus,
+    new: RunbookScheduleStatus,
+) -> bool:
+    """Write ``new`` if it differs from ``old``, at the resourceVersion it was computed from; whether the
+    step stands (written, or nothing to write)."""
+    change = _diff(old, new)
+    if not change:
+        return True
+    return await api.patch_schedule_status(namespace, name, version, change) is not None
+
+
+def _diff(old: RunbookScheduleStatus, new: RunbookScheduleStatus) -> dict[str, Any]:
+    """The merge patch from ``old`` to ``new`` (a field that became empty is deleted)."""
+    before, after = old.model_dump(by_alias=True, mode="json"), new.model_dump(by_alias=True, mode="json")
+    return {key: value for key, value in after.items() if before.get(key) != value}
+
+
+@kopf.on.delete(*SCHEDULES, optional=True)
+def forget(name: str, namespace: str, **_: Any) -> None:
+    """A deleted schedule's metrics go with it: their series stay as many as the schedules."""
+    metrics.forget_schedule(namespace, name)

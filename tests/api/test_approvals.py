@@ -1,0 +1,163 @@
+"""``POST /api/ops/runbooks/{request_id}/approve`` and ``/reject`` on the real API process, running as mdops's
+ServiceAccount with its packaged Role, under the identity policies: a decision is a RunbookApproval made as
+the token's name, which the API server accepts from that account only because its Role allows it.
+
+No controller runs here: the runs stay pending, waiting as a run waiting for approvals would (until phase
+B2, nothing holds a run for them); the states a run reaches later are written as only the controller does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devcluster.components import install_rbac
+from devcluster.processes import wait_until
+from runbooks import approval, keys, models
+from tests.api.conftest import http, write_tokens
+
+TOKENS = {
+    "alice": ("alice-token-for-tests", ["runbooks:execute", "runbooks:approve", "status:read"]),
+    "bob": ("bob-token-for-the-tests", ["runbooks:approve"]),
+    "carol": ("carol-token-for-tests", ["status:read"]),
+}
+
+
+def token(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[name][0]}"}
+
+
+@pytest.fixture
+def api(start_server, identities, namespace, tmp_path):
+    entries = [{"name": n, "token": t, "permissions": p} for n, (t, p) in TOKENS.items()]
+    tokens = write_tokens(tmp_path / "approvers.yaml", json.dumps({"tokens": entries}))
+    account = install_rbac(identities, namespace, tmp_path)
+    kubeconfig = identities.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
+    return start_server(
+        MDOPS_KUBECONFIG=str(kubeconfig),
+        MDOPS_API_TOKENS_FILE=str(tokens),
+        MDOPS_API_EXECUTE_WAIT_SECONDS="0",
+    )
+
+
+def execute(api, who: str, request_id: str) -> None:
+    body = {"command": "failover", "request_id": request_id, "reason": "four eyes"}
+    code, _, text = http("POST", f"{api.url}/api/ops/runbooks/execute", body, token(who))
+    assert code == 202, text  # pending: no controller
+
+
+def decide(api, who: str, request_id: str, decision: str = "approve", body: dict | None = None):
+    code, _, text = http("POST", f"{api.url}/api/ops/runbooks/{request_id}/{decision}", body, token(who))
+    return code, json.loads(text) if text else None
+
+
+def approvals(cluster, namespace: str) -> list[dict]:
+    listed = cluster.kubectl("get", approval.PLURAL, "-n", namespace, "-o", "json")
+    return [
+        item["spec"] | {"labels": item["metadata"].get("labels")}
+        for item in json.loads(listed.stdout)["items"]
+    ]
+
+
+def test_another_person_approves_and_the_requester_may_only_withdraw(api, identities, namespace):
+    execute(api, "alice", "fo-1")
+    assert decide(api, "alice", "fo-1") == (
+        403,
+        {"detail": "'alice' asked for run 'fo-1': nobody approves their own request"},
+    )
+    code, made = decide(api, "bob", "fo-1", body={"comment": "backup checked"})
+    assert code == 201, made
+    assert (made["approver"], made["requester"], made["decision"], made["comment"]) == (
+        "bob",
+        "alice",
+        "Approve",
+        "backup checked",
+    )
+    assert made["created_at"].endswith("+08:00")
+    assert decide(api, "bob", "fo-1", "reject")[0] == 409  # one decision per person: not changed
+    assert decide(api, "alice", "fo-1", "reject")[0] == 201  # withdrawing one's own request
+    # The decisions are Kubernetes objects, made as the tokens' names by the API's ServiceAccount.
+    assert sorted(approvals(identities, namespace), key=lambda a: a["approver"]) == [
+        {
+            "requestId": "fo-1",
+            "decision": "Reject",
+            "approver": "alice",
+            "requester": "alice",
+            "comment": "",
+            "labels": {keys.MANAGED_BY: keys.API_MANAGER},
+        },
+        {
+            "requestId": "fo-1",
+            "decision": "Approve",
+            "approver": "bob",
+            "requester": "alice",
+            "comment": "backup checked",
+            "labels": {keys.MANAGED_BY: keys.API_MANAGER},
+        },
+    ]
+    selected = identities.kubectl(
+        "get", "rba", "-n", namespace, "--field-selector", "spec.requestId=fo-1", "-o", "name"
+    ).stdout.split()
+    assert len(selected) == 2
+
+
+def test_who_may_decide_and_on_what(api, identities, namespace):
+    execute(api, "alice", "fo-2")
+    assert decide(api, "carol", "fo-2")[0] == 403  # no runbooks:approve
+    assert http("POST", f"{api.url}/api/ops/runbooks/fo-2/approve")[0] == 401
+    assert decide(api, "bob", "no-such-run") == (404, {"detail": "no runbook with request_id 'no-such-run'"})
+    code, body = decide(api, "bob", "fo-2", body={"comment": "x" * 2000})
+    assert code == 422 and "comment" in json.dumps(body)
+    code, body = decide(api, "bob", "fo-2", body={"comment": "\u001b[2J"})
+    assert (code, body["detail"][0]["type"]) == (422, "control_character")
+    assert decide(api, "bob", "fo-2", body={"colour": "red"})[0] == 422
+    assert approvals(identities, namespace) == []
+
+
+def _run_in(cluster, namespace: str, name: str, status: dict | None, requested_by: str = "alice") -> None:
+    spec = {"command": "restart", "requestedBy": requested_by} if requested_by else {"command": "restart"}
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(models.manifest(name, spec)))
+    if status is not None:
+        patch = json.dumps({"status": status})
+        cluster.kubectl(
+            "patch", "rb", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
+        )
+
+
+CONDITION = {"type": "Succeeded", "lastTransitionTime": "2026-01-05T02:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("status", "requested_by", "detail"),
+    [
+        (
+            {
+                "result": "success",
+                "exitCode": 0,
+                "conditions": [{**CONDITION, "status": "True", "reason": "Succeeded"}],
+            },
+            "alice",
+            "has finished: too late to decide on it",
+        ),
+        (
+            {"conditions": [{**CONDITION, "status": "Unknown", "reason": "Running"}]},
+            "alice",
+            "has started: too late to decide on it",
+        ),
+        (None, "", "names no requester"),
+    ],
+    ids=["finished", "running", "anonymous"],
+)
+def test_a_decision_comes_too_late_or_cannot_count(api, identities, namespace, status, requested_by, detail):
+    _run_in(identities, namespace, "rs-1", status, requested_by)
+
+    def seen() -> bool:  # the API's cache has the run in the state written
+        code, _, text = http("GET", f"{api.url}/api/ops/runbooks/rs-1", headers=token("alice"))
+        wanted = "pending" if status is None else ("success" if "exitCode" in status else "running")
+        return code == 200 and json.loads(text)["runbook"]["status"] == wanted
+
+    wait_until(seen, 30, "the API to see the run")
+    code, body = decide(api, "bob", "rs-1")
+    assert code == 409 and detail in body["detail"]
+    assert approvals(identities, namespace) == []

@@ -1,0 +1,100 @@
+"""The venue's session in ``GET /api/ops/status`` and ``/readyz``, and ``GET /api/ops/schedules``, on the real
+API process; the schedules' last runs come from the real controller."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from devcluster.processes import wait_until
+from runbooks import crd
+from runbooks.calendar import VenueCalendar
+from runbooks.contract import parse_time
+from tests.api.conftest import READER_TOKEN, RECORD, auth, http
+
+SPEC_KEYS = {
+    "environment_mode",
+    "active_profile",
+    "active_window",
+    "last_runbook",
+    "runbook_history",
+    "health_by_request",
+    "last_health",
+    "last_exit_codes",
+    "last_updated_at",
+    "audit",
+}
+
+
+def get(server, path: str, token: str = READER_TOKEN) -> tuple[int, dict]:
+    code, _, text = http("GET", server.url + path, headers=auth(token))
+    return code, json.loads(text) if text else {}
+
+
+def states_around(moment: datetime.datetime) -> set[str]:
+    """The XHKG state a second before and after ``moment``, from a calendar of the test's own."""
+    calendar = VenueCalendar("XHKG")
+    return {calendar.at(moment).state(moment + datetime.timedelta(seconds=s)).value for s in (-1, 1)}
+
+
+def test_status_shows_the_session_beside_the_specs_keys(server):
+    def loaded():
+        code, body = get(server, "/api/ops/status")
+        return code == 200 and body["session"]["state"] is not None and body
+
+    body = wait_until(loaded, 30, "the session in the status")
+    assert body.keys() == SPEC_KEYS | {"session"}  # the keys it had, and one more
+    session = body["session"]
+    assert (session["venue"], session["calendar"], session["note"]) == (
+        "XHKG",
+        "exchange_calendars 4.13.2",
+        None,
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    assert session["state"] in states_around(now)
+    opens, closes = parse_time(session["next_open"]), parse_time(session["next_close"])
+    assert session["next_open"].endswith("+08:00") and now < opens < now + datetime.timedelta(days=8)
+    assert now < closes < now + datetime.timedelta(days=8)
+
+    code, ready = get(server, "/readyz")
+    assert code == 200 and ready["status"] == "ready"
+    assert (ready["venue"], ready["calendar"]) == ("XHKG", "exchange_calendars 4.13.2")
+    assert ready["session"] in states_around(datetime.datetime.now(datetime.UTC))
+
+
+def _schedule(cluster, namespace: str, name: str, **spec) -> None:
+    body = {"template": {"command": "health_check", "profile": "backup"}, "trigger": {"every": "5m"}, **spec}
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(crd.SCHEDULE.manifest(name, body)))
+
+
+def test_schedules_their_next_slots_and_last_run(server, mdops_crds, namespace, controller, scripts):
+    scripts.write("health_check", RECORD)
+    _schedule(mdops_crds, namespace, "every5s", trigger={"every": "5s"})
+    _schedule(mdops_crds, namespace, "paused", suspend=True)
+    _schedule(mdops_crds, namespace, "broken", trigger={"cron": "61 * * * *"})  # only the models refuse it
+
+    def ran():
+        code, body = get(server, "/api/ops/schedules?slots=2")
+        views = {view["name"]: view for view in body.get("schedules", [])}
+        return code == 200 and views.get("every5s", {}).get("last_result") == "success" and views
+
+    views = wait_until(ran, 60, "a run of every5s in the schedules' list")
+    assert sorted(views) == ["broken", "every5s", "paused"]
+    every = views["every5s"]
+    assert (every["schedule"], every["command"], every["profile"], every["problem"]) == (
+        "every 5s",
+        "health_check",
+        "backup",
+        None,
+    )
+    slots = [parse_time(at) for at in every["next_slots"]]
+    assert len(slots) == 2 and slots[1] - slots[0] == datetime.timedelta(seconds=5)
+    assert all(at.endswith("+08:00") for at in every["next_slots"])
+    assert every["last_runbook"] in {line.split()[0] for line in scripts.runs()}  # the witness
+    assert every["last_slot"].endswith("+08:00")
+    assert (views["paused"]["suspended"], views["paused"]["next_slots"]) == (True, [])
+    assert views["broken"]["next_slots"] is None and views["broken"]["problem"].startswith("invalid spec")
+
+    assert get(server, "/api/ops/schedules", "token-with-no-permission")[0] == 403
+    assert http("GET", server.url + "/api/ops/schedules")[0] == 401
+    assert get(server, "/api/ops/schedules?slots=21")[0] == 422

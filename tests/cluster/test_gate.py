@@ -1,0 +1,262 @@
+"""The gate on the real control plane: RunbookPolicies hold or refuse a run before it takes its lock, and
+RunbookApprovals let it go, reject it or let it expire; a controller restarted meanwhile resumes each run,
+and none runs twice.
+
+The change windows are blackouts around now (a session state cannot be chosen by a test, a blackout can).
+What counts is what each run's script wrote to its own witness file, never the controller's report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+
+import pytest
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from devcluster.processes import answers_200, wait_until
+from runbooks import approval, crd, keys, policy
+from runbooks.contract import parse_time
+from tests.runbook_client import Runbooks, event_reasons, lines, write_script
+
+COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
+WITNESSED = 'echo "$MDOPS_REQUEST_ID $(date +%s.%N)" >> "$WITNESS"\n'
+
+
+@pytest.fixture
+def rbs(api_client, namespace):
+    return Runbooks(api_client, namespace)
+
+
+@pytest.fixture
+def scripts(tmp_path) -> dict[str, str]:
+    """Every command's script appends its request id and its own clock to the witness file."""
+    for command in COMMANDS:
+        write_script(tmp_path / "scripts", command, WITNESSED)
+    return {
+        "MDOPS_SCRIPTS_DIR": str(tmp_path / "scripts"),
+        "MDOPS_SCRIPT_ENV": json.dumps({"WITNESS": str(tmp_path / "witness.log")}),
+    }
+
+
+@pytest.fixture
+def witness(tmp_path):
+    """The runs as their scripts recorded them: request id -> the script's start time (epoch seconds)."""
+
+    def read() -> dict[str, list[float]]:
+        runs: dict[str, list[float]] = {}
+        for line in lines(tmp_path / "witness.log"):
+            request_id, at = line.split()
+            runs.setdefault(request_id, []).append(float(at))
+        return runs
+
+    return read
+
+
+class Gate:
+    """Policies and approvals in the test's namespace, made by the admin (who may name anyone)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def policy(self, name: str, *rules: dict) -> None:
+        body = crd.POLICY.manifest(name, {"rules": list(rules)})
+        self.custom.create_namespaced_custom_object(
+            keys.GROUP, keys.VERSION, self.namespace, policy.PLURAL, body
+        )
+
+    def delete_policy(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(
+            keys.GROUP, keys.VERSION, self.namespace, policy.PLURAL, name
+        )
+
+    def decide(
+        self, request_id: str, approver: str, decision: str = "Approve", requester: str = "alice"
+    ) -> None:
+        spec = {"requestId": request_id, "decision": decision, "approver": approver, "requester": requester}
+        body = crd.APPROVAL.manifest(f"{request_id}-{approver}-{decision.lower()}", spec)
+        self.custom.create_namespaced_custom_object(
+            keys.GROUP, keys.VERSION, self.namespace, approval.PLURAL, body
+        )
+
+
+@pytest.fixture
+def gate(api_client, namespace):
+    return Gate(api_client, namespace)
+
+
+def blackout(seconds_from_now: float, reason: str = "test freeze") -> dict:
+    """A blackout from an hour ago until ``seconds_from_now``."""
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "start": (now - datetime.timedelta(hours=1)).isoformat(),
+        "end": (now + datetime.timedelta(seconds=seconds_from_now)).isoformat(),
+        "reason": reason,
+    }
+
+
+def rule(name: str, commands: list[str], **fields) -> dict:
+    return {"name": name, "match": {"commands": commands}, **fields}
+
+
+def reason(runbook: dict, kind: str = "Succeeded") -> str:
+    return next(c["reason"] for c in runbook["status"]["conditions"] if c["type"] == kind)
+
+
+def wait_reason(rbs: Runbooks, name: str, kind: str, wanted: str, timeout: float = 60) -> dict:
+    def check():
+        found = rbs.get(name)
+        conditions = (found or {}).get("status", {}).get("conditions", [])
+        if any(c["type"] == kind and c["reason"] == wanted for c in conditions):
+            return found
+        return None
+
+    return wait_until(check, timeout, f"{name}: {kind} with reason {wanted}")
+
+
+def gate_counts(controller) -> dict[tuple[str, str], float]:
+    """md_runbook_gate_total by (command, outcome), from the controller's /metrics."""
+    found = {}
+    for family in text_string_to_metric_families(controller.metrics()):
+        for sample in family.samples:
+            if sample.name == "md_runbook_gate_total":
+                found[sample.labels["command"], sample.labels["outcome"]] = sample.value
+    return found
+
+
+def test_each_window_outcome_wait_reject_dry_run_and_a_policy_change(
+    start_controller, gate, rbs, scripts, witness, api_client, namespace
+):
+    controller = start_controller(**scripts)
+    gate.policy(
+        "windows",
+        rule("drills-wait", ["drill"], blackouts=[blackout(12)], outside="Wait"),
+        rule("restarts-refused", ["restart"], blackouts=[blackout(3600)], outside="Reject"),
+        rule("failbacks-wait-long", ["failback"], blackouts=[blackout(3600)], outside="Wait"),
+    )
+    rbs.create("drill-1", command="drill")
+    rbs.create("restart-1", command="restart")
+    rbs.create("restart-dry", command="restart", dry_run=True)
+    rbs.create("failback-1", command="failback")
+    rbs.create("check-1", command="health_check")  # no rule matches it
+
+    held = wait_reason(rbs, "drill-1", "Queued", "OutsideChangeWindow")
+    expected = parse_time(held["status"]["waitingUntil"])
+    assert expected is not None and expected > datetime.datetime.now(datetime.UTC)
+    queued = next(c for c in held["status"]["conditions"] if c["type"] == "Queued")
+    assert "blackout" in queued["message"] and "test freeze" in queued["message"]
+
+    refused = rbs.wait_finished("restart-1")["status"]
+    assert (refused["result"], reason(rbs.get("restart-1"))) == ("failed", "OutsideChangeWindow")
+    assert "exitCode" not in refused
+    assert rbs.wait_finished("restart-dry")["status"]["result"] == "success"
+    assert rbs.wait_finished("check-1")["status"]["result"] == "success"
+
+    # The held drill starts at its window, not before; the refused restart never ran.
+    rbs.wait_finished("drill-1", timeout=60)
+    runs = witness()
+    assert len(runs["drill-1"]) == 1 and runs["drill-1"][0] >= expected.timestamp()
+    assert "restart-1" not in runs and runs["restart-dry"] and runs["check-1"]
+
+    # A policy change applies to runs not started: without its policy, the failback runs at once.
+    assert "failback-1" not in witness()
+    assert reason(rbs.get("failback-1"), "Queued") == "OutsideChangeWindow"
+    gate.delete_policy("windows")
+    assert rbs.wait_finished("failback-1", timeout=30)["status"]["result"] == "success"
+    assert len(witness()["failback-1"]) == 1
+
+    assert {"OutsideChangeWindow", "Started", "Succeeded"} <= event_reasons(
+        api_client, namespace, keys.KIND, "drill-1"
+    )
+    assert "OutsideChangeWindow" in event_reasons(api_client, namespace, keys.KIND, "restart-1")
+    counts = gate_counts(controller)
+    assert counts[("drill", "held")] == 1 and counts[("restart", "refused")] == 1
+
+
+def test_approvals_by_others_let_the_run_go_and_a_rejection_ends_it(
+    start_controller, gate, rbs, scripts, witness, api_client, namespace
+):
+    controller = start_controller(**scripts)
+    four_eyes = {"required": 2, "expireAfterSeconds": 600}
+    gate.policy("four-eyes", rule("failovers", ["failover", "failback"], approvals=four_eyes))
+    rbs.create("failover-1", command="failover", requested_by="alice")
+    rbs.create("failback-1", command="failback", requested_by="alice")
+    awaiting = wait_reason(rbs, "failover-1", "Queued", "AwaitingApproval")
+    assert "0 of 2 approvals" in json.dumps(awaiting["status"]["conditions"])
+    assert awaiting["status"]["policy"]["approvalsRequired"] == 2
+
+    gate.decide("failover-1", "alice")  # her own: never counts
+    gate.decide("failover-1", "bob")
+
+    def counted() -> bool:
+        found = rbs.get("failover-1")["status"]
+        return "1 of 2 approvals (bob)" in json.dumps(found["conditions"]) and len(found["approvals"]) == 2
+
+    wait_until(counted, 30, "bob's approval counted and alice's recorded as ignored")
+    own = next(a for a in rbs.get("failover-1")["status"]["approvals"] if a["approver"] == "alice")
+    assert "own request" in own["ignored"]
+    assert "failover-1" not in witness()
+
+    gate.decide("failover-1", "carol")
+    assert rbs.wait_finished("failover-1")["status"]["result"] == "success"
+    assert len(witness()["failover-1"]) == 1
+    approvers = {a["approver"] for a in rbs.get("failover-1")["status"]["approvals"] if not a.get("ignored")}
+    assert approvers == {"bob", "carol"}
+
+    gate.decide("failback-1", "bob")
+    gate.decide("failback-1", "carol", "Reject")
+    rejected = rbs.wait_finished("failback-1")["status"]
+    assert (rejected["result"], reason(rbs.get("failback-1"))) == ("failed", "Rejected")
+    assert "rejected by carol" in rejected["message"]
+    assert "failback-1" not in witness()
+
+    assert {"AwaitingApproval", "Approved", "Succeeded"} <= event_reasons(
+        api_client, namespace, keys.KIND, "failover-1"
+    )
+    assert "Rejected" in event_reasons(api_client, namespace, keys.KIND, "failback-1")
+    counts = gate_counts(controller)
+    assert counts[("failover", "approved")] == 1 and counts[("failback", "rejected")] == 1
+
+
+def test_a_restarted_controller_resumes_held_runs_keeps_the_deadline_and_runs_each_once(
+    start_controller, gate, rbs, scripts, witness, api_client, namespace
+):
+    first = start_controller("first", **scripts)
+    gate.policy(
+        "desk",
+        rule("drills", ["drill"], blackouts=[blackout(25)], outside="Wait"),
+        rule("failovers", ["failover"], approvals={"required": 1, "expireAfterSeconds": 600}),
+        rule("failbacks", ["failback"], approvals={"required": 1, "expireAfterSeconds": 60}),
+    )
+    rbs.create("drill-1", command="drill")
+    rbs.create("failover-1", command="failover", requested_by="alice")
+    rbs.create("failback-1", command="failback", requested_by="alice")
+    expected = parse_time(
+        wait_reason(rbs, "drill-1", "Queued", "OutsideChangeWindow")["status"]["waitingUntil"]
+    )
+    wait_reason(rbs, "failover-1", "Queued", "AwaitingApproval")
+    deadline = wait_reason(rbs, "failback-1", "Queued", "AwaitingApproval")["status"]["policy"]
+    deadline = parse_time(deadline["approvalsExpireAt"])
+
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    gate.decide("failover-1", "bob")  # while no controller runs
+    second = start_controller("second", **scripts)
+    wait_until(lambda: answers_200(second.metrics_url), 30, "the second controller", [second.process])
+
+    assert rbs.wait_finished("failover-1", timeout=60)["status"]["result"] == "success"
+    assert rbs.wait_finished("drill-1", timeout=90)["status"]["result"] == "success"
+    expired = rbs.wait_finished("failback-1", timeout=120)
+    assert reason(expired) == "ApprovalExpired" and "exitCode" not in expired["status"]
+    assert parse_time(expired["status"]["finishedAt"]) >= deadline
+    # The deadline was set before the restart and kept: it did not start again from the restart.
+    assert parse_time(expired["status"]["policy"]["approvalsExpireAt"]) == deadline
+
+    runs = witness()
+    assert len(runs["failover-1"]) == 1 and len(runs["drill-1"]) == 1 and "failback-1" not in runs
+    assert runs["drill-1"][0] >= expected.timestamp()
+    assert "ApprovalExpired" in event_reasons(api_client, namespace, keys.KIND, "failback-1")
+    assert gate_counts(second)[("failback", "expired")] == 1

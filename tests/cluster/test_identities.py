@@ -1,0 +1,148 @@
+"""Who a Runbook and a RunbookApproval may name, enforced by the API server itself (the
+ValidatingAdmissionPolicies of manifests/identities.yaml): real users logging in with client certificates
+of the control plane's CA, real RBAC, and mdops's ServiceAccount with its packaged Role."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from devcluster.components import install_rbac
+from devcluster.processes import wait_until
+from runbooks import crd, keys, models
+
+USERS = ("alice", "bob")
+NOT_YOURS = "spec.requestedBy must be your own user name, alice, or empty"
+FORGED = "spec.approver must be your own user name, alice"
+SELF_APPROVAL = "nobody approves their own request"
+
+
+def _role(name: str, verbs: list[str], resources: list[str], users) -> list[dict]:
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [keys.GROUP], "resources": resources, "verbs": verbs}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
+    }
+    return [role, binding]
+
+
+@pytest.fixture
+def users(identities, namespace) -> dict:
+    """alice and bob: users who may create (and read) Runbooks and approvals in this namespace, and nothing
+    more; their kubeconfigs, once the policies are in effect."""
+    docs = _role("operators", ["create", "get"], ["runbooks", "runbookapprovals"], USERS)
+    identities.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    kubeconfigs = {user: identities.user_kubeconfig(user) for user in USERS}
+
+    def refused() -> bool:  # the API server loads a new policy within a second or so
+        result = create(
+            identities, namespace, kubeconfigs["alice"], runbook("probe", "bob"), "--dry-run=server"
+        )
+        return result.returncode != 0 and NOT_YOURS in result.stderr
+
+    wait_until(refused, 30, "the identity policies to take effect")
+    return kubeconfigs
+
+
+def runbook(name: str, requested_by: str | None) -> dict:
+    spec = {"command": "health_check"} | ({} if requested_by is None else {"requestedBy": requested_by})
+    return models.manifest(name, spec)
+
+
+def approval(name: str, approver: str, requester: str, decision: str = "Approve") -> dict:
+    spec = {"requestId": "fo-1", "decision": decision, "approver": approver, "requester": requester}
+    return crd.APPROVAL.manifest(name, spec)
+
+
+def create(cluster, namespace: str, kubeconfig, manifest: dict, *flags: str):
+    return cluster.kubectl(
+        "create",
+        "-n",
+        namespace,
+        *flags,
+        "-f",
+        "-",
+        input=json.dumps(manifest),
+        kubeconfig=kubeconfig,
+        check=False,
+    )
+
+
+def requested_by(cluster, namespace: str, name: str) -> str:
+    return cluster.kubectl("get", "rb", name, "-n", namespace, "-o", "jsonpath={.spec.requestedBy}").stdout
+
+
+def test_a_kubectl_user_names_only_themselves_or_nobody(identities, namespace, users):
+    alice = users["alice"]
+    forged = create(identities, namespace, alice, runbook("forged", "bob"))
+    assert forged.returncode != 0
+    assert NOT_YOURS in forged.stderr and "mdops-requested-by" in forged.stderr
+    assert create(identities, namespace, alice, runbook("mine", "alice")).returncode == 0
+    assert requested_by(identities, namespace, "mine") == "alice"
+    # Nobody named: allowed, and nothing fills it in (the API server only validates). Such a request
+    # can never be approved: no approval counts for a request that names no requester.
+    assert create(identities, namespace, alice, runbook("anonymous", None)).returncode == 0
+    assert requested_by(identities, namespace, "anonymous") == ""
+    assert identities.kubectl("get", "rb", "forged", "-n", namespace, check=False).returncode != 0
+
+
+def test_a_forged_approver_is_refused(identities, namespace, users):
+    forged = create(identities, namespace, users["alice"], approval("by-bob", "bob", "carol"))
+    assert forged.returncode != 0 and FORGED in forged.stderr
+    assert create(identities, namespace, users["bob"], approval("by-bob", "bob", "carol")).returncode == 0
+
+
+def test_nobody_approves_their_own_request_with_kubectl(identities, namespace, users):
+    alice, bob = users["alice"], users["bob"]
+    own = create(identities, namespace, alice, approval("own", "alice", "alice"))
+    assert own.returncode != 0 and SELF_APPROVAL in own.stderr
+    # Rejecting one's own request (withdrawing it) is allowed; someone else approves.
+    assert (
+        create(identities, namespace, alice, approval("withdrawn", "alice", "alice", "Reject")).returncode
+        == 0
+    )
+    assert create(identities, namespace, bob, approval("second-pair", "bob", "alice")).returncode == 0
+
+
+def test_rbac_decides_who_may_name_someone_else(identities, namespace, users):
+    """The policies let users allowed the verb impersonate on runbooks name anyone: an RBAC decision."""
+    docs = _role("speaks-for-others", ["impersonate"], ["runbooks"], ["alice"])
+    identities.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+
+    def allowed() -> bool:  # RBAC's cache takes a moment too
+        return create(identities, namespace, users["alice"], runbook("for-bob", "bob")).returncode == 0
+
+    wait_until(allowed, 30, "alice to be allowed to name bob")
+    assert requested_by(identities, namespace, "for-bob") == "bob"
+    # ... on runbooks only: approvals are another resource.
+    forged = create(identities, namespace, users["alice"], approval("by-bob", "bob", "carol"))
+    assert forged.returncode != 0 and FORGED in forged.stderr
+
+
+def test_mdops_service_account_acts_for_token_names_but_not_for_self_approval(
+    identities, namespace, tmp_path
+):
+    """The REST API creates Runbooks and approvals for its tokens, and the controller Runbooks for
+    schedules, under mdops's ServiceAccount: its packaged Role allows it to name them, never to approve a
+    request by the one who asked."""
+    account = install_rbac(identities, namespace, tmp_path)
+    sa = identities.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
+    assert create(identities, namespace, sa, runbook("for-a-token", "console-user")).returncode == 0
+    assert create(identities, namespace, sa, runbook("for-a-schedule", "schedule:nightly")).returncode == 0
+    assert requested_by(identities, namespace, "for-a-token") == "console-user"
+    assert (
+        create(identities, namespace, sa, approval("token-approves", "ops-bob", "console-user")).returncode
+        == 0
+    )
+    own = create(identities, namespace, sa, approval("token-self", "console-user", "console-user"))
+    assert own.returncode != 0 and SELF_APPROVAL in own.stderr

@@ -1,0 +1,281 @@
+"""RunbookSchedules on the real control plane: a schedule firing every 5 seconds makes one Runbook per slot,
+and each slot runs at most once, while the controller is killed and restarted and while two replicas run;
+Forbid skips while a run is unfinished; suspend stops and resumes without a burst of late runs.
+
+What counts is what exists and what the scripts wrote: the slot Runbooks in the API server and the witness
+file each run appends its request id to, never the controller's own counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import signal
+import time
+
+import pytest
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from devcluster.processes import wait_until
+from runbooks import crd, keys, schedule
+from runbooks.contract import parse_time
+from tests.runbook_client import HOLD, Runbooks, event_reasons, lines, wait_for_one_acting, write_script
+
+EVERY = 5  # seconds between slots
+DEADLINE = 4  # startingDeadlineSeconds
+WITNESSED = 'echo "$MDOPS_REQUEST_ID" >> "$WITNESS"\n'
+
+
+class Schedules:
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def _args(self):
+        return keys.GROUP, keys.VERSION, self.namespace, schedule.PLURAL
+
+    def create(self, name: str, **spec) -> None:
+        body = {
+            "template": {"command": "health_check", "timeoutSeconds": 120},
+            "trigger": {"every": f"{EVERY}s"},
+            "startingDeadlineSeconds": DEADLINE,
+            "successfulHistoryLimit": 100,
+            "failedHistoryLimit": 100,
+            **spec,
+        }
+        self.custom.create_namespaced_custom_object(*self._args(), crd.SCHEDULE.manifest(name, body))
+
+    def status(self, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(*self._args(), name).get("status") or {}
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(*self._args(), name)
+
+    def gone(self, name: str) -> bool:
+        return not [
+            s
+            for s in self.custom.list_namespaced_custom_object(*self._args())["items"]
+            if s["metadata"]["name"] == name
+        ]
+
+    def suspend(self, name: str, suspended: bool = True) -> float:
+        """Suspend or resume; the time it was done."""
+        self.custom.patch_namespaced_custom_object(*self._args(), name, {"spec": {"suspend": suspended}})
+        return time.time()
+
+
+def schedule_series(controller, name: str) -> dict[str, float]:
+    """The controller's md_schedule_* samples of the schedule ``name``, by metric and outcome."""
+    found = {}
+    for family in text_string_to_metric_families(controller.metrics()):
+        for sample in family.samples:
+            if sample.name.startswith("md_schedule_") and sample.labels.get("schedule") == name:
+                found[sample.name + ":" + sample.labels.get("outcome", "")] = sample.value
+    return found
+
+
+@pytest.fixture
+def rbs(api_client, namespace):
+    return Runbooks(api_client, namespace)
+
+
+@pytest.fixture
+def schedules(api_client, namespace):
+    return Schedules(api_client, namespace)
+
+
+@pytest.fixture
+def witness(tmp_path):
+    return tmp_path / "witness.log"
+
+
+@pytest.fixture
+def release(tmp_path):
+    return tmp_path / "release"
+
+
+@pytest.fixture
+def controller_env(tmp_path, witness) -> dict[str, str]:
+    """A health_check script that appends its request id to the witness."""
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "health_check", WITNESSED)
+    return {"MDOPS_SCRIPTS_DIR": str(scripts), "MDOPS_SCRIPT_ENV": json.dumps({"WITNESS": str(witness)})}
+
+
+@pytest.fixture
+def holding_env(controller_env, tmp_path, witness, release) -> dict[str, str]:
+    """The same script, held until the test creates ``release``."""
+    write_script(tmp_path / "scripts", "health_check", WITNESSED + HOLD)
+    env = {"WITNESS": str(witness), "RELEASE": str(release)}
+    return {**controller_env, "MDOPS_SCRIPT_ENV": json.dumps(env)}
+
+
+def slot_runbooks(rbs: Runbooks, name: str) -> list[dict]:
+    return rbs.list(f"{schedule.SCHEDULE_LABEL}={name}")
+
+
+def slot_of(runbook: dict) -> datetime.datetime:
+    return parse_time(runbook["metadata"]["annotations"][schedule.SLOT_ANNOTATION])
+
+
+def finished(runbook: dict) -> bool:
+    return bool((runbook.get("status") or {}).get("finishedAt"))
+
+
+def runs_after(rbs: Runbooks, name: str, count: int, moment: float, timeout: float = 90) -> list[dict]:
+    """Wait until ``count`` Runbooks of the schedule whose slots are after ``moment`` have finished."""
+
+    def enough():
+        later = [rb for rb in slot_runbooks(rbs, name) if slot_of(rb).timestamp() > moment and finished(rb)]
+        return len(later) >= count and later
+
+    return wait_until(enough, timeout, f"{count} finished runs of {name} after {moment}")
+
+
+def clock_past(moment: float) -> bool:
+    return time.time() > moment
+
+
+def next_runbook(rbs: Runbooks, name: str) -> None:
+    """Wait until the schedule's next slot has its Runbook: the slot after it is a whole interval away."""
+    seen = len(slot_runbooks(rbs, name))
+    wait_until(lambda: len(slot_runbooks(rbs, name)) > seen, 3 * EVERY, f"the next Runbook of {name}")
+
+
+def stop_and_check(rbs: Runbooks, schedules: Schedules, name: str, witness) -> list[dict]:
+    """Suspend the schedule, wait for every run of it to finish, then check: one Runbook per slot, on
+    slots of the trigger, none created late, each run once (the witness), none a duplicate."""
+    schedules.suspend(name)
+    wait_until(lambda: all(finished(rb) for rb in slot_runbooks(rbs, name)), 60, "every run to finish")
+    runbooks = slot_runbooks(rbs, name)
+    slots = [slot_of(rb) for rb in runbooks]
+    assert len(set(slots)) == len(runbooks)
+    for runbook, slot in zip(runbooks, slots, strict=True):
+        assert slot.timestamp() % EVERY == 0
+        assert runbook["metadata"]["name"] == schedule.slot_request_id(name, slot)
+        assert runbook["spec"]["requestId"] == runbook["metadata"]["name"]
+        assert runbook["spec"]["requestedBy"] == f"schedule:{name}"
+        created = parse_time(runbook["metadata"]["creationTimestamp"])
+        assert created - slot <= datetime.timedelta(seconds=DEADLINE + 1), "a slot ran late"
+        assert runbook["status"]["result"] == "success" and not runbook["status"].get("duplicateOf")
+    ran = collections.Counter(lines(witness))
+    assert set(ran.values()) == {1}, f"a slot ran more than once: {ran}"
+    assert set(ran) == {rb["metadata"]["name"] for rb in runbooks}
+    return runbooks
+
+
+def test_one_runbook_per_slot_while_the_controller_is_killed_and_restarted(
+    start_controller, controller_env, rbs, schedules, witness, tmp_path
+):
+    # The restarted controller has the killed one's runs' folder, as on the same machine: a run in
+    # progress is adopted, never started again (the Runbooks' guarantee, which the slots' rests on).
+    controller_env = {**controller_env, "MDOPS_STATE_DIR": str(tmp_path / "state")}
+    first = start_controller("first", **controller_env)
+    schedules.create("every5")
+    before = runs_after(rbs, "every5", 2, 0)
+    next_runbook(rbs, "every5")  # killed right after: it may not have recorded that slot yet
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    killed = time.time()
+    wait_until(lambda: clock_past(killed + 2 * EVERY), 3 * EVERY, "two slots to pass with no controller")
+    start_controller("second", **controller_env)
+    runs_after(rbs, "every5", 2, time.time())
+    runbooks = stop_and_check(rbs, schedules, "every5", witness)
+    assert len(runbooks) >= len(before) + 3
+    # The slots that passed while no controller ran were not run late (checked above) but missed.
+    status = schedules.status("every5")
+    assert status["missedSlots"] >= 1 and status["lastSlot"]
+
+
+def test_one_runbook_per_slot_while_two_replicas_run_and_one_takes_over(
+    start_controller, peering, controller_env, rbs, schedules, witness
+):
+    high = start_controller("high", MDOPS_PRIORITY="20", **peering, **controller_env)
+    low = start_controller("low", MDOPS_PRIORITY="10", **peering, **controller_env)
+    wait_for_one_acting(rbs, high, low)
+    witness.unlink()  # the probes' own runs
+    schedules.create("every5")
+    runs_after(rbs, "every5", 2, 0)
+    # Killed between runs: the replicas have runs' folders of their own, so a run in progress would
+    # not be adopted by the other (a limit of the local executor with replicas, not of the schedules).
+    next_runbook(rbs, "every5")
+    wait_until(lambda: all(finished(rb) for rb in slot_runbooks(rbs, "every5")), 30, "the run to finish")
+    os.kill(high.process.popen.pid, signal.SIGKILL)
+    runs_after(rbs, "every5", 2, time.time(), timeout=120)  # the standby takes over (lifetime 4 s)
+    stop_and_check(rbs, schedules, "every5", witness)
+
+
+def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
+    start_controller, holding_env, rbs, schedules, witness, release, api_client, namespace
+):
+    start_controller(**holding_env)
+    schedules.create("held")
+    wait_until(lambda: lines(witness), 60, "the first run to start")
+    [first] = slot_runbooks(rbs, "held")
+    # Released between two slots (a slot at the very moment of the release may rightly run: its look
+    # may see the first run finished).
+    middle = slot_of(first).timestamp() + 3.5 * EVERY
+    wait_until(lambda: clock_past(middle), 4 * EVERY, "three more slots")
+    assert [rb["metadata"]["name"] for rb in slot_runbooks(rbs, "held")] == [first["metadata"]["name"]]
+    assert schedules.status("held")["skippedSlots"] >= 2
+    assert {"SlotCreated", "SlotsSkipped"} <= event_reasons(api_client, namespace, schedule.KIND, "held")
+    released = time.time()
+    release.touch()
+    runs_after(rbs, "held", 1, released)
+    runbooks = stop_and_check(rbs, schedules, "held", witness)
+    # No slot between the first and the release ran: they were skipped, not queued for later.
+    early = [rb for rb in runbooks if slot_of(first) < slot_of(rb) and slot_of(rb).timestamp() < released]
+    assert not early
+
+
+def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
+    start_controller, controller_env, rbs, schedules, witness, api_client, namespace
+):
+    controller = start_controller(**controller_env)
+    schedules.create("paused")
+    runs_after(rbs, "paused", 1, 0)
+    next_runbook(rbs, "paused")  # suspended right after a slot: the next one is a whole interval away
+    suspended = schedules.suspend("paused")
+
+    def quiet_moment_after_three_slots() -> bool:
+        """Three slots have passed while suspended, the controller has handled the latest, and the next
+        is more than a second away: resuming now, no slot passes unhandled in between."""
+        now = time.time()
+        latest = datetime.datetime.fromtimestamp(now // EVERY * EVERY, datetime.UTC)
+        handled = parse_time(schedules.status("paused").get("lastSlot"))
+        return now > suspended + 3 * EVERY and handled == latest and now % EVERY < EVERY - 1.5
+
+    wait_until(quiet_moment_after_three_slots, 8 * EVERY, "three slots handled while suspended")
+    assert [rb for rb in slot_runbooks(rbs, "paused") if slot_of(rb).timestamp() > suspended] == []
+    resumed = schedules.suspend("paused", False)
+    runs_after(rbs, "paused", 2, resumed)
+    runbooks = stop_and_check(rbs, schedules, "paused", witness)
+    # None of the slots that passed while suspended ran after the resume: no burst of late runs.
+    assert not [rb for rb in runbooks if suspended < slot_of(rb).timestamp() < resumed]
+    assert schedules.status("paused")["missedSlots"] >= 3
+    # Events and metrics say the same, per schedule; the metrics go with the schedule.
+    assert {"SlotCreated", "SlotsMissed"} <= event_reasons(api_client, namespace, schedule.KIND, "paused")
+    series = schedule_series(controller, "paused")
+    assert series["md_schedule_slots_total:created"] == len(runbooks)
+    assert series["md_schedule_slots_total:missed"] >= 3 and series["md_schedule_last_result:"] == 1
+    schedules.delete("paused")
+    wait_until(lambda: schedules.gone("paused"), 30, "the schedule to be deleted")
+    assert schedule_series(controller, "paused") == {}
+
+
+def test_the_controller_says_why_a_schedule_does_not_run(start_controller, controller_env, schedules):
+    """A cron expression that only the models refuse (the API server cannot parse cron): the schedule's
+    Ready condition says so, and no slot is computed."""
+    start_controller(**controller_env)
+    schedules.create("broken", trigger={"cron": "61 * * * *"})
+
+    def ready():
+        status = schedules.status("broken")
+        return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    condition = wait_until(ready, 30, "the Ready condition of the broken schedule")
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert "Bad minute" in condition["message"]
+    assert "nextSlot" not in schedules.status("broken")

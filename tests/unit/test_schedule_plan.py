@@ -1,0 +1,150 @@
+"""The schedule reconciler's step, as a pure function of the schedule, its status, its Runbooks and the
+time (XHKG at fixed instants): what it creates, records, announces and deletes."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from controller.schedules import SlotRun, beyond_history, plan, problem
+from runbooks.contract import format_time
+from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
+from tests.unit.conftest import at
+
+CREATED = at("2026-01-05 10:00:30")  # a Monday, while XHKG is open
+
+
+def _spec(**fields) -> RunbookScheduleSpec:
+    return RunbookScheduleSpec.model_validate(
+        {"template": {"command": "health_check"}, "trigger": {"every": "5m"}, **fields}
+    )
+
+
+def _plan(spec, now: str, status=None, runs=(), calendar=None):
+    return plan(
+        "hc",
+        spec,
+        status or RunbookScheduleStatus(),
+        created=CREATED,
+        generation=2,
+        now=at(now),
+        calendar=calendar,
+        runs=runs,
+    )
+
+
+def _recorded(slot: str, **fields) -> RunbookScheduleStatus:
+    return RunbookScheduleStatus(last_slot=format_time(at(slot)), **fields)
+
+
+def test_a_due_slot_gets_its_runbook_and_the_step_is_recorded(xhkg):
+    step = _plan(_spec(), "2026-01-05 10:05:01", calendar=xhkg)
+    assert step.create["metadata"]["name"] == "hc-20260105020500"
+    assert step.create["spec"]["requestedBy"] == "schedule:hc"
+    status = step.status
+    assert (status.last_slot, status.next_slot) == ("2026-01-05T02:05:00.000Z", "2026-01-05T02:10:00.000Z")
+    assert (status.last_runbook, status.last_result, status.schedule) == (
+        "hc-20260105020500",
+        None,
+        "every 5m",
+    )
+    assert (status.missed_slots, status.skipped_slots, status.observed_generation) == (0, 0, 2)
+    assert [(c.type, c.status, c.reason) for c in status.conditions] == [("Ready", "True", "Scheduled")]
+    assert [reason for _, reason, _ in step.events] == ["SlotCreated"]
+    assert step.counts == {"created": 1}
+
+
+def test_looking_again_changes_nothing(xhkg):
+    first = _plan(_spec(), "2026-01-05 10:05:01", calendar=xhkg)
+    run = SlotRun("hc-20260105020500", at("2026-01-05 10:05"))
+    again = _plan(_spec(), "2026-01-05 10:05:02", first.status, [run], xhkg)
+    assert again.create is None and again.events == [] and again.counts == {}
+    assert again.status == first.status
+
+
+def test_after_an_outage_the_latest_slot_runs_if_on_time_and_the_others_are_missed(xhkg):
+    status = _recorded("2026-01-05 10:05", last_runbook="hc-20260105020500", last_result="success")
+    on_time = _plan(_spec(), "2026-01-05 10:20:30", status, calendar=xhkg)
+    assert on_time.create["metadata"]["name"] == "hc-20260105022000"
+    assert (on_time.status.missed_slots, on_time.counts) == (2, {"created": 1, "missed": 2})
+    assert on_time.status.last_result is None  # a new run: no result yet
+    late = _plan(_spec(), "2026-01-05 10:21:30", status, calendar=xhkg)  # 10:20 is 90 s late: never run
+    assert late.create is None and late.status.missed_slots == 3
+    assert late.status.last_slot == "2026-01-05T02:20:00.000Z"
+    assert [kind for kind, _, _ in late.events] == ["Warning"]
+
+
+def test_forbid_skips_while_the_previous_run_is_unfinished_and_queue_does_not(xhkg):
+    status = _recorded("2026-01-05 10:05", last_runbook="hc-20260105020500")
+    running = [SlotRun("hc-20260105020500", at("2026-01-05 10:05"))]
+    forbid = _plan(_spec(), "2026-01-05 10:10:01", status, running, xhkg)
+    assert forbid.create is None and forbid.status.skipped_slots == 1
+    assert "hc-20260105020500" in forbid.events[0][2]
+    queue = _plan(_spec(concurrencyPolicy="Queue"), "2026-01-05 10:10:01", status, running, xhkg)
+    assert queue.create["metadata"]["name"] == "hc-20260105021000"
+
+
+def test_suspended_slots_are_missed_and_there_is_no_next_one(xhkg):
+    status = _recorded("2026-01-05 10:05")
+    step = _plan(_spec(suspend=True), "2026-01-05 10:10:01", status, calendar=xhkg)
+    assert step.create is None and (step.status.missed_slots, step.status.next_slot) == (1, None)
+
+
+def test_a_runbook_created_before_a_crash_counts_as_handled_not_missed(xhkg):
+    """The controller created the 10:05 Runbook and died before recording it; back after the deadline."""
+    status = _recorded("2026-01-05 10:00", last_runbook="hc-20260105020000", last_result="success")
+    runs = [
+        SlotRun("hc-20260105020000", at("2026-01-05 10:00"), True, "success"),
+        SlotRun("hc-20260105020500", at("2026-01-05 10:05"), True, "failed"),
+    ]
+    step = _plan(_spec(), "2026-01-05 10:06:30", status, runs, xhkg)
+    assert step.create is None and step.status.missed_slots == 0
+    assert step.counts == {"created": 1} and [reason for _, reason, _ in step.events] == ["SlotCreated"]
+    assert (step.status.last_slot, step.status.last_runbook) == (
+        "2026-01-05T02:05:00.000Z",
+        "hc-20260105020500",
+    )
+    assert step.status.last_result == "failed"
+
+
+def test_slots_on_days_the_venue_does_not_trade_are_skipped(xhkg):
+    spec = _spec(trigger={"cron": "0 8 * * *", "tradingDaysOnly": True})
+    status = _recorded("2025-12-24 09:00")
+    step = _plan(spec, "2025-12-25 08:00:10", status, calendar=xhkg)  # Christmas
+    assert step.create is None and step.status.skipped_slots == 1
+    assert step.events[0][1] == "SlotsSkipped" and "does not trade" in step.events[0][2]
+    assert step.status.next_slot == format_time(at("2025-12-29 08:00"))  # the 26th, then a weekend
+
+
+@pytest.mark.parametrize(
+    ("limits", "doomed"),
+    [
+        ({}, ["s1", "s2", "f1", "f2"]),
+        (
+            {"successfulHistoryLimit": 0, "failedHistoryLimit": 0},
+            ["s1", "s2", "s3", "s4", "s5", "f1", "f2", "f3"],
+        ),
+    ],
+)
+def test_history_limits_delete_the_oldest_finished_runbooks(limits, doomed):
+    def run(name: str, minute: int, result: str | None) -> SlotRun:
+        return SlotRun(name, CREATED + datetime.timedelta(minutes=minute), result is not None, result)
+
+    runs = [run(f"s{i}", i, "success") for i in range(1, 6)] + [
+        run(f"f{i}", 10 + i, "failed") for i in range(1, 4)
+    ]
+    runs.append(run("running", 30, None))
+    assert sorted(beyond_history(_spec(**limits), runs)) == sorted(doomed)
+
+
+def test_a_schedule_that_cannot_be_looked_at_says_why_and_keeps_its_record():
+    status = _recorded("2026-01-05 10:05", next_slot="2026-01-05T02:10:00.000Z", missed_slots=4)
+    bad = problem(status, 3, "InvalidSpec", "cron '61 * * * *': Bad minute")
+    assert [(c.type, c.status, c.reason) for c in bad.conditions] == [("Ready", "False", "InvalidSpec")]
+    assert (bad.last_slot, bad.missed_slots, bad.next_slot, bad.observed_generation) == (
+        status.last_slot,
+        4,
+        None,
+        3,
+    )
