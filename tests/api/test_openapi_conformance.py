@@ -15,7 +15,7 @@ from runbooks.contract import Command
 from tests.api.conftest import ADMIN_TOKEN
 from tests.unit.test_openapi import DOCUMENT
 
-EXAMPLES = 20
+EXAMPLES = 10
 
 
 def test_the_api_answers_as_its_document_says(start_server, controller, scripts, tmp_path):
