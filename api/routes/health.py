@@ -19,7 +19,7 @@ router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
 
 @router.get("/healthz", summary="The process is alive (no token)", responses=responses(*COMMON))
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
