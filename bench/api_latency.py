@@ -103,16 +103,18 @@ def create_history(custom: client.CustomObjectsApi, count: int, namespace: str =
 
 
 def poll(http: httpx.Client, prometheus: Prometheus, clients: int, seconds: float) -> dict[str, float]:
-    """``clients`` threads polling the summary as fast as they are answered for ``seconds``: the requests
-    answered, and the batches of the summary's queries Prometheus received."""
+    """``clients`` threads, each a console with its own connection, polling the summary as fast as they are
+    answered for ``seconds``: the requests answered, and the batches of the summary's queries Prometheus
+    received."""
     before = prometheus.queries_answered()
     deadline = time.monotonic() + seconds
 
     def client_loop(_: int) -> int:
         answered = 0
-        while time.monotonic() < deadline:
-            http.get("/api/ops/metrics/summary").raise_for_status()
-            answered += 1
+        with httpx.Client(base_url=http.base_url, headers=http.headers, timeout=60) as console:
+            while time.monotonic() < deadline:
+                console.get("/api/ops/metrics/summary").raise_for_status()
+                answered += 1
         return answered
 
     began = time.monotonic()
