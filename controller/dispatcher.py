@@ -34,6 +34,7 @@ import heapq
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,7 @@ class Stage(enum.Enum):
 BUSY = (Stage.READY, Stage.RUNNING)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Entry:
     """What the controller keeps of an unfinished Runbook."""
 
@@ -526,8 +527,10 @@ class Dispatcher:
         entry.stage = Stage.SETTLED
         if gone or entry.left:
             self.entries.pop(entry.uid, None)
-        else:  # until the watch sees it leave: its late events must not bring it back
-            asyncio.get_running_loop().call_later(FORGET_SECONDS, self._forget, entry)
+        else:  # until the watch sees it leave (soon): its late events must not bring it back
+            # The timer is for a leave that never shows; it holds the entry weakly, or every run would
+            # be kept that long after it finished (a burst's worth of them).
+            asyncio.get_running_loop().call_later(FORGET_SECONDS, self._forget, weakref.ref(entry))
         claim = entry.claim
         if claim is not None and claim.uid == entry.uid:
             if claim.result is not None:
@@ -546,8 +549,9 @@ class Dispatcher:
             metrics.QUEUE_DEPTH.labels(entry.target).set(0)
             del self.lanes[entry.target]
 
-    def _forget(self, entry: Entry) -> None:
-        if self.entries.get(entry.uid) is entry:
+    def _forget(self, ref: weakref.ref[Entry]) -> None:
+        entry = ref()
+        if entry is not None and self.entries.get(entry.uid) is entry:
             del self.entries[entry.uid]
 
     def _unpark(self, owner: str) -> None:
