@@ -218,6 +218,12 @@ class Bench:
             starts = list(pool.map(lambda name: create_runbook(self.custom, self.namespace, name), names))
         return min(starts)
 
+    def machine_cpu(self, controller: ControllerProcess) -> dict[str, float]:
+        """CPU seconds so far of each process of the control plane and of the controller: where a burst's
+        work goes on this machine."""
+        processes = [*self.cluster.processes, controller.process]
+        return {process.name: cpu_seconds(process.popen.pid) for process in processes}
+
     def no_jobs(self) -> bool:
         return not self.batch.list_namespaced_job(self.namespace, limit=1).items
 
@@ -262,6 +268,7 @@ class Bench:
             }
             self.heapdump(controller, "before")
             calls_before, cpu_before = self.cluster.request_counts(), cpu_seconds(pid)
+            machine_before = self.machine_cpu(controller)
             events_before = self.controller_events()
 
             names = [f"rb-{index:05d}" for index in range(count)]
@@ -293,6 +300,10 @@ class Bench:
                 "settled_growth_mb": round(sampler.last() - result["rss_before_mb"], 1),
                 "vmhwm_mb": memory_mb(pid, "VmHWM"),
                 "cpu_s_per_run": round((cpu_seconds(pid) - cpu_before) / count, 4),
+                "cpu_ms_per_run_by_process": {
+                    name: round((seconds - machine_before.get(name, 0.0)) * 1000 / count, 1)
+                    for name, seconds in self.machine_cpu(controller).items()
+                },
                 "settle_s": round(time.monotonic() - settle_from, 1),
             }
             self.heapdump(controller, "settled")
@@ -534,6 +545,11 @@ def report(results: dict[str, Any], baseline: dict[str, Any]) -> str:
             lines.append(f"{title:<66} {fmt(value):>10} {before_text:>14}  {goal}{verdict}")
             if key in ("all_finished_s", "probe_finished_s") and now.get("stopped"):
                 lines.append(f"{'':<4}stopped early: {now['stopped']}")
+        for phase in ("throughput", "burst"):
+            by_process = phases.get(phase, {}).get("cpu_ms_per_run_by_process")
+            if by_process:
+                shares = ", ".join(f"{name} {ms:g}" for name, ms in by_process.items())
+                lines.append(f"{phase}: CPU ms per run by process: {shares}")
     return "\n".join(lines)
 
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import gc
 import json
 import os
+import re
 import runpy
 import signal
 import sys
+import tempfile
 import threading
 import tracemalloc
 from pathlib import Path
@@ -84,6 +87,57 @@ def _allocations() -> dict[str, Any]:
     }
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                     "fordblks", "keepcost")
+    ]  # fmt: skip
+
+
+def _malloc() -> dict[str, float]:
+    """glibc's view of the C heap (``mallinfo2``), in MB: what the heap holds (``arena``: the main heap and
+    the threads' arenas; ``mmapped``), how much of it is in use and how much is free but kept."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _Mallinfo2
+    info = libc.mallinfo2()
+    return {
+        "arena_mb": round(info.arena / 2**20, 1),
+        "mmapped_mb": round(info.hblkhd / 2**20, 1),
+        "in_use_mb": round(info.uordblks / 2**20, 1),
+        "free_kept_mb": round(info.fordblks / 2**20, 1),
+    }
+
+
+def _pymalloc() -> dict[str, float]:
+    """Python's small-object allocator (``sys._debugmallocstats``, which writes to the C stderr): its arenas
+    (1 MiB each since Python 3.10, given back only when wholly empty) and the bytes in live blocks, in MB."""
+    wanted = {
+        "# arenas allocated current": "arenas",
+        "# bytes in allocated blocks": "allocated_blocks_mb",
+        "# bytes in available blocks": "available_blocks_mb",
+        "# bytes lost to quantization": "quantization_mb",
+    }
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode()
+    stats: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        key = wanted.get(re.sub(r"\s+", " ", name).strip())
+        if key:
+            number = int(value.strip().replace(",", ""))
+            stats[key] = number if key == "arenas" else round(number / 2**20, 1)
+    return stats
+
+
 def install(folder: Path) -> None:
     """Write a heap report into ``folder`` on each SIGUSR1."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,7 +158,12 @@ def install(folder: Path) -> None:
             "asyncio_tasks_by_coroutine": tasks,
             "threads_by_name": threads.most_common(),
             "tracemalloc": _allocations(),
+            "malloc": _malloc(),
+            "pymalloc": _pymalloc(),
         }
+        if os.environ.get("MDOPS_HEAPDUMP_TRIM"):  # what glibc gives back when asked (changes what follows)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            data["rss_mb_after_malloc_trim"] = _resident_mb()
         path = folder / f"heap-{written}.json"
         path.with_suffix(".tmp").write_text(json.dumps(data, indent=1))
         path.with_suffix(".tmp").replace(path)  # complete once it has its name
