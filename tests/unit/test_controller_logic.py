@@ -4,13 +4,17 @@ deletes, and what an audit line says. Data in, data out: no control plane."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import gc
 import re
+import types
+import weakref
 
 import pytest
 
 from controller import audit, ledger, lock, quota, retention, runs
-from controller.dispatcher import Entry, Lane
+from controller.dispatcher import Dispatcher, Entry, Lane, Stage
 from controller.settings import ControllerSettings
 from runbooks.models import RunbookStatus
 
@@ -266,3 +270,30 @@ def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
         None,
         None,
     )
+
+
+def test_a_finished_run_is_freed_once_it_leaves_the_watch_whatever_its_fallback_timer():
+    """A settled entry stays in view until the watch sees it leave; the timer for a leave that never
+    shows must not keep it (or every run of a burst would stay in memory that long)."""
+
+    async def scenario() -> None:  # the timer lives as long as the loop: look while it runs
+        unused = types.SimpleNamespace(services=types.SimpleNamespace(kube=None))  # no step runs here
+        dispatcher = Dispatcher(unused, SETTINGS)
+        body = {
+            "metadata": {"name": "hc", "namespace": "ns", "uid": "uid-hc", "creationTimestamp": "2026"},
+            "spec": {"command": "health_check"},
+        }
+        dispatcher.observe(None, body)
+        settled = dispatcher.entries["uid-hc"]
+        dispatcher._settle(settled, gone=False)  # finished before its leave event came
+        assert dispatcher.in_view("uid-hc") is False and "uid-hc" in dispatcher.entries
+        dispatcher.observe("MODIFIED", body)  # a late event does not bring it back
+        assert dispatcher.entries["uid-hc"] is settled and settled.stage is Stage.SETTLED
+        dispatcher.observe("DELETED", body)  # it left the watch
+        assert "uid-hc" not in dispatcher.entries
+        freed = weakref.ref(settled)
+        del settled
+        gc.collect()
+        assert freed() is None
+
+    asyncio.run(scenario())
