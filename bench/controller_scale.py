@@ -19,7 +19,8 @@ Phases, for each executor (each in its own namespace, with its own controller):
    the first create to the last Runbook seen finished (a watch), and the API-server calls per run;
 2. burst: ``--count`` Runbooks (10,000) created at once; the controller's resident memory (VmRSS from
    /proc, every 0.5 s) before, throughout, when all have finished and after ``--settle`` seconds (Jobs
-   cleaned up first), VmHWM at the end, its CPU time per run, and the API-server calls per run;
+   cleaned up first), VmHWM at the end, its CPU time per run and that of each process of the control
+   plane, and the API-server calls per run;
 3. restart, over each namespace whose Runbooks all finished: a fresh controller, one Runbook created
    right after its process started; the time from the start to that Runbook finished, and the API calls
    made until the controller is quiet (per finished Runbook, after taking off what one run costs);
