@@ -73,15 +73,20 @@ bearer = HTTPBearer(
 )
 
 
-async def current_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Principal:
-    """Who the edge (:mod:`api.edge`) authenticated, before the body was read. ``credentials`` is not read
-    again: it declares the bearer scheme in the OpenAPI document."""
+def principal_of(request: Request) -> Principal:
+    """Who the edge (:mod:`api.edge`) authenticated, before the body was read."""
     principal = request.scope.get("state", {}).get("principal")
     if principal is None:  # a route outside the edge's protected paths asked for a principal
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     return principal
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """:func:`principal_of`, as a dependency. ``credentials`` is not read again: it declares the bearer
+    scheme in the OpenAPI document."""
+    return principal_of(request)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -103,10 +108,7 @@ def require(permission: str):
 def request_permitted(request: Request, permission: str) -> Principal:
     """The request's principal, with ``permission`` (else 403), read without dependency injection: for an
     endpoint every open console polls, where FastAPI's injection would cost as much as the answer."""
-    principal = request.scope.get("state", {}).get("principal")
-    if principal is None:
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    return permitted(principal, permission)
+    return permitted(principal_of(request), permission)
 
 
 async def require_any_execute(principal: PrincipalDep) -> Principal:
