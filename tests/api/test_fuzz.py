@@ -64,7 +64,9 @@ def fuzz_api(cluster, mdops_crds, prometheus, tmp_path_factory):
 def text(min_size: int = 0, max_size: int | None = None, alphabet=None) -> st.SearchStrategy[str]:
     """Text a JSON body can carry (no lone surrogates, which are not UTF-8)."""
     return st.text(
-        alphabet or st.characters(exclude_categories=("Cs",)), min_size=min_size, max_size=max_size
+        alphabet if alphabet is not None else st.characters(exclude_categories=("Cs",)),
+        min_size=min_size,
+        max_size=max_size,
     )
 
 
