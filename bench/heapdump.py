@@ -95,12 +95,14 @@ class _Mallinfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
+LIBC = ctypes.CDLL("libc.so.6")
+LIBC.mallinfo2.restype = _Mallinfo2
+
+
 def _malloc() -> dict[str, float]:
     """glibc's view of the C heap (``mallinfo2``), in MB: what the heap holds (``arena``: the main heap and
     the threads' arenas; ``mmapped``), how much of it is in use and how much is free but kept."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _Mallinfo2
-    info = libc.mallinfo2()
+    info = LIBC.mallinfo2()
     return {
         "arena_mb": round(info.arena / 2**20, 1),
         "mmapped_mb": round(info.hblkhd / 2**20, 1),
@@ -162,7 +164,7 @@ def install(folder: Path) -> None:
             "pymalloc": _pymalloc(),
         }
         if os.environ.get("MDOPS_HEAPDUMP_TRIM"):  # what glibc gives back when asked (changes what follows)
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            LIBC.malloc_trim(0)
             data["rss_mb_after_malloc_trim"] = _resident_mb()
         path = folder / f"heap-{written}.json"
         path.with_suffix(".tmp").write_text(json.dumps(data, indent=1))
