@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from api import server
 from api.main import create_app
 from api.settings import get_settings
 
@@ -29,6 +30,7 @@ def main() -> int:
         port=settings.api_port,
         log_level=settings.api_log_level,
         proxy_headers=False,
+        http=server.Protocol,
     )
     return 0
 
