@@ -45,12 +45,18 @@ class Entry:
     uid: str
     runbook: str  # namespace/name
     result: dict[str, Any] | None
-    lease: dict[str, Any]  # as last read or written: the next write goes to its resourceVersion
+    lease: dict[str, Any]  # as last read or written (the next write goes to its resourceVersion), without
+    # its managedFields: half its size in memory (3 of 6 KB, kept by every waiting run), and never needed
+    # (a replace without them keeps the server's)
     arrival: int  # its Runbook's place in the queue, as the controller that first claimed it saw it
 
     @classmethod
     def from_lease(cls, lease: dict[str, Any]) -> Entry:
-        annotations = lease["metadata"].get("annotations") or {}
+        meta = lease["metadata"]
+        if "managedFields" in meta:
+            meta = {key: value for key, value in meta.items() if key != "managedFields"}
+            lease = {**lease, "metadata": meta}
+        annotations = meta.get("annotations") or {}
         result = annotations.get(keys.RESULT)
         return cls(
             (lease.get("spec") or {}).get("holderIdentity") or "",
