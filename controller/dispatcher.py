@@ -34,7 +34,6 @@ import heapq
 import itertools
 import logging
 import time
-import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +53,7 @@ log = logging.getLogger(__name__)
 ADMISSIONS = 4  # claims in flight at once
 WRITERS = 4  # Queued statuses in flight at once
 ERROR_RETRY_SECONDS = 5.0
-FORGET_SECONDS = 60.0  # a settled entry waits this long for its last watch event
+FORGET_SECONDS = 60.0  # a settled entry waits this long (up to twice) for its last watch event
 
 
 class Stage(enum.Enum):
@@ -71,7 +70,7 @@ class Stage(enum.Enum):
 BUSY = (Stage.READY, Stage.RUNNING)
 
 
-@dataclass(eq=False, slots=True, weakref_slot=True)
+@dataclass(eq=False, slots=True)
 class Entry:
     """What the controller keeps of an unfinished Runbook."""
 
@@ -95,6 +94,7 @@ class Entry:
     finishing: bool = False  # its finished status is being written: it leaves the watch
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
     regate: bool = False  # a policy or approval changed while the gate looked at it: look again at once
+    settled_at: float = 0.0  # when it settled (monotonic), for the sweep of leave events that never show
 
     @classmethod
     def from_body(cls, body: dict[str, Any], seq: int, settings: ControllerSettings) -> Entry:
@@ -211,6 +211,7 @@ class Dispatcher:
         self.paused = False
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
+        self.sweep: asyncio.TimerHandle | None = None  # the next sweep of settled entries
         self.trimmer = Trimmer(runs.services.kube, settings.namespace, settings.ledger_size, self.named)
         self.cap = Cap(settings.max_unfinished_per_namespace)
 
@@ -528,9 +529,8 @@ class Dispatcher:
         if gone or entry.left:
             self.entries.pop(entry.uid, None)
         else:  # until the watch sees it leave (soon): its late events must not bring it back
-            # The timer is for a leave that never shows; it holds the entry weakly, or every run would
-            # be kept that long after it finished (a burst's worth of them).
-            asyncio.get_running_loop().call_later(FORGET_SECONDS, self._forget, weakref.ref(entry))
+            entry.settled_at = time.monotonic()
+            self._sweep_later()
         claim = entry.claim
         if claim is not None and claim.uid == entry.uid:
             if claim.result is not None:
@@ -549,10 +549,22 @@ class Dispatcher:
             metrics.QUEUE_DEPTH.labels(entry.target).set(0)
             del self.lanes[entry.target]
 
-    def _forget(self, ref: weakref.ref[Entry]) -> None:
-        entry = ref()
-        if entry is not None and self.entries.get(entry.uid) is entry:
-            del self.entries[entry.uid]
+    def _sweep_later(self) -> None:
+        if self.sweep is None:
+            self.sweep = asyncio.get_running_loop().call_later(FORGET_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Forget the settled entries whose leave event never showed. One timer for them all: a timer per
+        run would keep something of every run of a burst alive that long after it, scattered through
+        the memory the burst took, which could then not be given back."""
+        self.sweep = None
+        expired = time.monotonic() - FORGET_SECONDS
+        settled = [entry for entry in self.entries.values() if entry.stage is Stage.SETTLED]
+        for entry in settled:
+            if entry.settled_at <= expired:
+                del self.entries[entry.uid]
+        if any(entry.settled_at > expired for entry in settled):
+            self._sweep_later()
 
     def _unpark(self, owner: str) -> None:
         """The original finished, left or never came into view: its duplicates are admitted again (and

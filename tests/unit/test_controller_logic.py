@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import gc
 import re
 import types
-import weakref
 
 import pytest
 
 from controller import audit, ledger, lock, quota, retention, runs
-from controller.dispatcher import Dispatcher, Entry, Lane, Stage
+from controller.dispatcher import FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
 from controller.settings import ControllerSettings
 from runbooks.models import RunbookStatus
 
@@ -272,28 +270,36 @@ def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
     )
 
 
-def test_a_finished_run_is_freed_once_it_leaves_the_watch_whatever_its_fallback_timer():
-    """A settled entry stays in view until the watch sees it leave; the timer for a leave that never
-    shows must not keep it (or every run of a burst would stay in memory that long)."""
+def test_a_finished_run_is_forgotten_when_it_leaves_the_watch_or_by_one_sweep_if_its_leave_never_shows():
+    """A settled entry stays in view until the watch sees it leave (its late events must not bring it
+    back); for a leave that never shows there is one sweep for all such entries, never a timer per run
+    (which would keep something of every run of a burst alive long after it)."""
 
-    async def scenario() -> None:  # the timer lives as long as the loop: look while it runs
+    def body(name: str) -> dict:
+        meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": "2026"}
+        return {"metadata": meta, "spec": {"command": "health_check"}}
+
+    async def scenario() -> None:  # the sweep is a timer of the running loop
         unused = types.SimpleNamespace(services=types.SimpleNamespace(kube=None))  # no step runs here
         dispatcher = Dispatcher(unused, SETTINGS)
-        body = {
-            "metadata": {"name": "hc", "namespace": "ns", "uid": "uid-hc", "creationTimestamp": "2026"},
-            "spec": {"command": "health_check"},
-        }
-        dispatcher.observe(None, body)
-        settled = dispatcher.entries["uid-hc"]
-        dispatcher._settle(settled, gone=False)  # finished before its leave event came
-        assert dispatcher.in_view("uid-hc") is False and "uid-hc" in dispatcher.entries
-        dispatcher.observe("MODIFIED", body)  # a late event does not bring it back
-        assert dispatcher.entries["uid-hc"] is settled and settled.stage is Stage.SETTLED
-        dispatcher.observe("DELETED", body)  # it left the watch
-        assert "uid-hc" not in dispatcher.entries
-        freed = weakref.ref(settled)
-        del settled
-        gc.collect()
-        assert freed() is None
+        for name in ("left", "lost", "recent"):
+            dispatcher.observe(None, body(name))
+        sweeps = set()
+        for name in ("left", "lost", "recent"):
+            dispatcher._settle(dispatcher.entries[f"uid-{name}"], gone=False)  # finished, not left yet
+            sweeps.add(dispatcher.sweep)
+        assert len(sweeps) == 1 and None not in sweeps  # one timer for them all
+        assert not dispatcher.in_view("uid-left") and "uid-left" in dispatcher.entries
+        settled = dispatcher.entries["uid-left"]
+        dispatcher.observe("MODIFIED", body("left"))  # a late event does not bring it back
+        assert dispatcher.entries["uid-left"] is settled and settled.stage is Stage.SETTLED
+        dispatcher.observe("DELETED", body("left"))  # it left the watch: forgotten at once
+        assert "uid-left" not in dispatcher.entries
+
+        dispatcher.entries["uid-lost"].settled_at -= FORGET_SECONDS  # its leave never showed
+        dispatcher.sweep.cancel()
+        dispatcher._sweep()
+        assert "uid-lost" not in dispatcher.entries
+        assert "uid-recent" in dispatcher.entries and dispatcher.sweep is not None  # its turn comes later
 
     asyncio.run(scenario())
