@@ -127,6 +127,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(Retention(api, config, lambda: dispatcher.paused).run(), name="retention"),
         asyncio.create_task(events.run(), name="events"),
     ]
+    if isinstance(executor, LocalExecutor):  # ready before the first run, not started by it
+        memo.tasks.append(asyncio.create_task(executor.launcher.start(), name="launcher"))
     metrics.serve(config.metrics_host, config.metrics_port)
 
 
