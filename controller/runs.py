@@ -154,10 +154,11 @@ class Runs:
         self.services = services
 
     # -- status and Events ---------------------------------------------------------------------
-    def status(self, entry: Entry) -> RunbookStatus:
-        if entry.status is None:
-            entry.status = RunbookStatus.read(entry.raw_status)
-        return entry.status
+    @staticmethod
+    def status(entry: Entry) -> RunbookStatus:
+        """The status as the controller last wrote it, else as the watch last showed it: read each time, not
+        kept (a model costs 1 KB, and a burst's runs mostly wait before anything of theirs is written)."""
+        return entry.status if entry.status is not None else RunbookStatus.read(entry.raw_status)
 
     async def patch(self, entry: Entry, change: RunbookStatus) -> bool:
         """Apply ``change`` to the status (the controller writes it whole: it is its only writer); False
