@@ -33,6 +33,7 @@ import enum
 import heapq
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -99,7 +100,8 @@ class Entry:
     @classmethod
     def from_body(cls, body: dict[str, Any], seq: int, settings: ControllerSettings) -> Entry:
         meta = body["metadata"]
-        spec = body.get("spec") or {}
+        # Its keys shared with every other Runbook's (the schema's few names): each parsed body has its own.
+        spec = {sys.intern(key): value for key, value in (body.get("spec") or {}).items()}
         return cls(
             uid=meta["uid"],
             name=meta["name"],
