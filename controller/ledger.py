@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,31 +41,51 @@ def lease_name(request_id: str) -> str:
     return "mdops-req-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
 
 
+def lease_body(name: str, holder: str, annotations: dict[str, str], version: str = "") -> dict[str, Any]:
+    """A ledger Lease as written: all of it is the holder's uid and the annotations (a replace without
+    managedFields keeps the server's)."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": {keys.LEDGER_LABEL: "true", keys.MANAGED_BY: keys.MANAGER},
+        "annotations": annotations,
+    }
+    if version:
+        metadata["resourceVersion"] = version
+    return {"metadata": metadata, "spec": {"holderIdentity": holder}}
+
+
 @dataclass(frozen=True)
 class Entry:
+    """A ledger entry: what its Lease says, and the version the next write goes to. Only that is kept of
+    the Lease (every waiting run holds its entry: a Lease as read is 6 KB in memory, this under 1 KB)."""
+
     uid: str
     runbook: str  # namespace/name
     result: dict[str, Any] | None
-    lease: dict[str, Any]  # as last read or written (the next write goes to its resourceVersion), without
-    # its managedFields: half its size in memory (3 of 6 KB, kept by every waiting run), and never needed
-    # (a replace without them keeps the server's)
     arrival: int  # its Runbook's place in the queue, as the controller that first claimed it saw it
+    name: str  # the Lease's
+    version: str  # its resourceVersion as last read or written
+    annotations: dict[str, str]
 
     @classmethod
     def from_lease(cls, lease: dict[str, Any]) -> Entry:
         meta = lease["metadata"]
-        if "managedFields" in meta:
-            meta = {key: value for key, value in meta.items() if key != "managedFields"}
-            lease = {**lease, "metadata": meta}
-        annotations = meta.get("annotations") or {}
+        # Their names shared with every other entry's (each parsed Lease has its own copies).
+        annotations = {sys.intern(key): value for key, value in (meta.get("annotations") or {}).items()}
         result = annotations.get(keys.RESULT)
         return cls(
             (lease.get("spec") or {}).get("holderIdentity") or "",
             annotations.get(keys.RUNBOOK, ""),
             json.loads(result) if result else None,
-            lease,
             int(annotations.get(keys.ARRIVAL) or 0),
+            meta["name"],
+            meta.get("resourceVersion", ""),
+            annotations,
         )
+
+    def lease(self, annotations: dict[str, str]) -> dict[str, Any]:
+        """The entry's Lease with ``annotations``, at the entry's version."""
+        return lease_body(self.name, self.uid, annotations, self.version)
 
 
 def summary(status: dict[str, Any]) -> dict[str, Any]:
@@ -79,18 +100,12 @@ class Ledger:
     async def claim(self, namespace: str, request_id: str, uid: str, name: str, arrival: int) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival``; return the entry of
         whoever owns it (a claim made before a restart keeps its arrival)."""
-        body = {
-            "metadata": {
-                "name": lease_name(request_id),
-                "labels": {keys.LEDGER_LABEL: "true", keys.MANAGED_BY: keys.MANAGER},
-                "annotations": {
-                    keys.REQUEST_ID: request_id,
-                    keys.RUNBOOK: f"{namespace}/{name}",
-                    keys.ARRIVAL: str(arrival),
-                },
-            },
-            "spec": {"holderIdentity": uid},
+        annotations = {
+            keys.REQUEST_ID: request_id,
+            keys.RUNBOOK: f"{namespace}/{name}",
+            keys.ARRIVAL: str(arrival),
         }
+        body = lease_body(lease_name(request_id), uid, annotations)
         while True:
             try:
                 return Entry.from_lease(await self.kube.create_lease(namespace, body))
@@ -106,8 +121,7 @@ class Ledger:
     async def release(self, entry: Entry, namespace: str) -> None:
         """Give up an unfinished claim (its Runbook was deleted before it ran)."""
         if entry.result is None:
-            meta = entry.lease["metadata"]
-            await self.kube.delete_lease(namespace, meta["name"], meta.get("resourceVersion"))
+            await self.kube.delete_lease(namespace, entry.name, entry.version)
 
     async def finish(self, entry: Entry, namespace: str, status: dict[str, Any]) -> Entry:
         """Record the result of the owner's run (``status``: the finished status, camelCase)."""
@@ -137,20 +151,18 @@ class Ledger:
         self, entry: Entry, namespace: str, change: Callable[[dict[str, str]], dict[str, str]]
     ) -> Entry:
         """Apply ``change`` to the entry's annotations, at the Lease's version (read again on a conflict)."""
-        lease = entry.lease
         while True:
-            annotations = lease["metadata"].get("annotations") or {}
-            changed = change(annotations)
-            if changed == annotations:
-                return Entry.from_lease(lease)
-            lease = {**lease, "metadata": {**lease["metadata"], "annotations": changed}}
+            changed = change(entry.annotations)
+            if changed == entry.annotations:
+                return entry
+            lease = entry.lease(changed)
             try:
                 return Entry.from_lease(await self.kube.replace_lease(namespace, lease))
             except Conflict:
-                current = await self.kube.get_lease(namespace, lease["metadata"]["name"])
+                current = await self.kube.get_lease(namespace, entry.name)
                 if current is None or (current.get("spec") or {}).get("holderIdentity") != entry.uid:
                     return Entry.from_lease(lease)  # gone, or another's now: nothing of ours to write
-                lease = current
+                entry = Entry.from_lease(current)
 
 
 @dataclass(frozen=True)
