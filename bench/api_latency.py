@@ -3,8 +3,10 @@
 1. ``GET /api/ops/status`` with 10,000 finished Runbooks in the namespace (served from the API's
    watch-fed cache) against listing those Runbooks from the API server (what a naive status does).
 2. ``GET /api/ops/metrics/summary`` over HTTP against one instant query sent straight to Prometheus over
-   HTTP (what a console would cost without the API); and, in process through the API's own client, the
-   summary's queries (run concurrently) against the slowest of them alone.
+   HTTP (what a console would cost without the API), with ``GET /healthz`` beside them: one of each per
+   round, in a new (seeded) order each round, since the first request a server gets after the other's
+   is the slower one; and, in process through the API's own client, the summary's queries (run
+   concurrently) against the slowest of them alone.
 3. 50 concurrent clients polling the summary for a while: how many batches of its queries reached
    Prometheus (Prometheus' own request counter), against the number of reuse intervals
    (``MDOPS_API_METRICS_MAX_AGE_SECONDS``) in that time.
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import secrets
 import statistics
 import sys
@@ -176,15 +179,18 @@ def main() -> None:
                     args.lists,
                 )
                 with httpx.Client(base_url=prometheus.url, timeout=60) as direct:
-                    instant_ms, summary_ms, floor_ms = [], [], []
-                    for _ in range(args.requests):  # one of each in turn: all see the same load
-                        instant_ms += timings(
-                            lambda: direct.get("/api/v1/query", params=INSTANT).raise_for_status(), 1
-                        )
-                        summary_ms += timings(
-                            lambda: http.get("/api/ops/metrics/summary").raise_for_status(), 1
-                        )
-                        floor_ms += timings(lambda: http.get("/healthz").raise_for_status(), 1)
+                    calls = {
+                        "instant": lambda: direct.get("/api/v1/query", params=INSTANT).raise_for_status(),
+                        "summary": lambda: http.get("/api/ops/metrics/summary").raise_for_status(),
+                        "healthz": lambda: http.get("/healthz").raise_for_status(),
+                    }
+                    samples: dict[str, list[float]] = {name: [] for name in calls}
+                    order = random.Random(0)
+                    # One of each in turn, all under the same load, in a new order each round: the first
+                    # request a process gets after the other's is slower (it was idle), whichever it is.
+                    for _ in range(args.requests):
+                        for name in order.sample(list(calls), len(calls)):
+                            samples[name] += timings(calls[name], 1)
                 polling = poll(http, prometheus, args.pollers, args.poll_seconds)
             # The summary's queries concurrently against each alone, in process, through the API's own
             # client: what concurrency buys, without the HTTP layer on one side only.
@@ -206,8 +212,8 @@ def main() -> None:
             prometheus.stop()
             sim.stop()
 
-    status, listing, summary = describe(status_ms), describe(list_ms), describe(summary_ms)
-    instant = describe(instant_ms)
+    status, listing, summary = describe(status_ms), describe(list_ms), describe(samples["summary"])
+    instant = describe(samples["instant"])
     slowest = max(alone.values(), key=lambda d: d["p50_ms"])
     report = {
         "runbooks": args.runbooks,
@@ -217,7 +223,7 @@ def main() -> None:
         "summary_over_http": summary,
         "instant_query_straight_to_prometheus": instant,
         "summary_over_instant_query_p50": round(summary["p50_ms"] / instant["p50_ms"], 2),
-        "healthz_over_http": describe(floor_ms),  # the API's own floor: the smallest answer it gives
+        "healthz_over_http": describe(samples["healthz"]),  # the API's floor: its smallest answer
         "summary_max_age_seconds": args.summary_max_age,
         "pollers": polling,
         "summary_in_process": in_process,
