@@ -13,6 +13,7 @@ timer each (:mod:`controller.schedules`, which uses the ``memo.api`` made here).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import kopf
 from kopf._core.engines.daemons import DaemonsMemory
 from kopf._core.reactor.inventory import ResourceMemories
 
+from controller import login as controller_login
 from controller import metrics
 from controller.dispatcher import Dispatcher
 from controller.events import Events
@@ -33,7 +35,7 @@ from controller.lock import TargetLock
 from controller.retention import Retention
 from controller.runs import Runs, Services
 from controller.settings import ControllerSettings, get_settings
-from runbooks import approval, keys, kube, policy
+from runbooks import approval, keys, policy
 
 RUNBOOKS = (keys.GROUP, keys.VERSION, keys.PLURAL)
 UNFINISHED = "status.result="  # the selectable field is empty (absent) until the run has finished
@@ -81,21 +83,8 @@ class Blind(kopf.DiffBaseStorage):
 
 
 @kopf.on.login()
-async def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo | None:
-    settings = get_settings()
-    if settings.in_cluster:
-        return kopf.login_with_service_account(logger=logger, settings=None)
-    cfg = kube.configuration(settings.kubeconfig)
-    token = (cfg.auth_settings().get("BearerToken", {}).get("value") or "").removeprefix("Bearer ").strip()
-    return kopf.ConnectionInfo(
-        server=cfg.host,
-        ca_path=cfg.ssl_ca_cert,
-        certificate_path=cfg.cert_file,
-        private_key_path=cfg.key_file,
-        scheme="Bearer" if token else None,
-        token=token or None,
-        default_namespace=settings.namespace,
-    )
+async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    return controller_login.login(get_settings(), trust_env=settings.networking.trust_env)
 
 
 @kopf.on.startup()
@@ -114,7 +103,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # No cluster-wide discovery: the controller's role is namespaced; the CRD is installed before it.
     settings.scanning.disabled = True
 
-    api = KubeApi(kube.configuration(config.kubeconfig, config.in_cluster))
+    api = KubeApi(functools.partial(controller_login.login, config, trust_env=settings.networking.trust_env))
     executor = JobExecutor(config, api) if config.executor == "job" else LocalExecutor(config)
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
     runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))

@@ -3,8 +3,9 @@
 Not the official client: its calls block (a thread each, and every thread its own malloc arena) and it
 turns every answer into model objects, which cost more CPU than the call itself at a burst's rate. The
 controller needs a few verbs on a few resources, as plain dicts. The connection (server, CA, client
-certificate or token) still comes from :func:`runbooks.kube.configuration`, which refuses an API server
-off loopback.
+certificate or token) is kopf's, from :func:`controller.login.login` (a kubeconfig's API server must be on
+loopback; in a pod, the service account's); a refused token is read again once (the kubelet rotates a
+service account's).
 
 "Already exists", "already gone" and "changed meanwhile" are answers here, not errors: :class:`Conflict`
 (409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it. Other
@@ -18,11 +19,11 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-from kubernetes import client
+import kopf
 
 from runbooks import approval, keys, policy, schedule
 
@@ -52,22 +53,15 @@ class Conflict(ApiError):
 
 
 class KubeApi:
-    def __init__(self, config: client.Configuration, connections: int = 16):
-        self.config = config
-        self.base = config.host.rstrip("/")
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], connections: int = 16):
+        self.login = login
+        self.info = login()
+        self.base = self.info.server.rstrip("/")
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.base.startswith("https"):
-            return False
-        context = ssl.create_default_context(cafile=self.config.ssl_ca_cert)
-        if self.config.cert_file:
-            context.load_cert_chain(self.config.cert_file, self.config.key_file)
-        if not self.config.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return self.info.as_ssl_context() if self.base.startswith("https") else False
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -82,13 +76,9 @@ class KubeApi:
             await self._session.close()
 
     def _headers(self, content_type: str | None, accept: str) -> dict[str, str]:
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, **self.info.as_http_headers()}
         if content_type:
             headers["Content-Type"] = content_type
-        # A kubeconfig's or the service account's token (refreshed by the client's hook in a pod).
-        token = self.config.auth_settings().get("BearerToken", {}).get("value")
-        if token:
-            headers["Authorization"] = token if " " in token else f"Bearer {token}"
         return headers
 
     async def request(
@@ -125,12 +115,22 @@ class KubeApi:
                 return None
             if status == 409:
                 raise Conflict(status, method, path, _reason(text))
+            if status == 401 and self._token_rotated():
+                continue
             retriable = status in (0, 429) or status >= 500
             if not retriable or pause is None:
                 raise ApiError(status, method, path, _reason(text))
             log.debug("%s %s: %s, retrying (%d)", method, path, status, attempt + 1)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+    def _token_rotated(self) -> bool:
+        """Whether logging in again gives another token (and use it): a refused one may have expired."""
+        fresh = self.login()
+        if not fresh.token or fresh.token == self.info.token:
+            return False
+        self.info = fresh
+        return True
 
     async def pages(
         self, path: str, *, params: dict[str, str] | None = None, accept: str = "application/json"

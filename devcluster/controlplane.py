@@ -207,15 +207,20 @@ class ControlPlane:
         pair = self.ca.issue(user, user, organization=group)
         return write_kubeconfig(folder / f"{user}.kubeconfig", self.server, self.ca.cert_path, pair, user)
 
+    def service_account_token(self, namespace: str, service_account: str, duration: str = "1h") -> str:
+        """A token of the ServiceAccount from the TokenRequest API (``kubectl create token``), as a kubelet
+        gets one for a pod's token volume."""
+        return self.kubectl(
+            "create", "token", service_account, "-n", namespace, f"--duration={duration}"
+        ).stdout.strip()
+
     def service_account_kubeconfig(
         self, namespace: str, service_account: str, path: Path, duration: str = "1h"
     ) -> Path:
         """A kubeconfig at ``path`` that logs in as the ServiceAccount with a token from the TokenRequest
         API, for this (loopback) API server only: for a process that must run with its own credentials,
         not the admin's."""
-        token = self.kubectl(
-            "create", "token", service_account, "-n", namespace, f"--duration={duration}"
-        ).stdout.strip()
+        token = self.service_account_token(namespace, service_account, duration)
         user = f"system:serviceaccount:{namespace}:{service_account}"
         return write_kubeconfig(path, self.server, self.ca.cert_path, token, user)
 

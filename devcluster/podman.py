@@ -68,8 +68,9 @@ def container_options(
 ) -> list[str]:
     """The arguments of ``podman create`` (options, image, arguments) that run ``container`` of a pod
     with ``pod_spec`` (camelCase keys, as in a manifest), its volumes mounted from ``volumes`` (name
-    -> host folder). What a kubelet does and podman can: command and args (ENTRYPOINT and CMD), env,
-    volume mounts (read-only where declared, or a ConfigMap), runAsUser/runAsGroup, fsGroup as a
+    -> host folder, whose files the caller made). What a kubelet does and podman can: command and args
+    (ENTRYPOINT and CMD), env, volume mounts of ConfigMap, emptyDir and projected volumes (read-only
+    where declared, and a ConfigMap or projected one always), runAsUser/runAsGroup, fsGroup as a
     supplementary group, readOnlyRootFilesystem (and no tmpfs that podman would add, so that only the
     declared mounts are writable), allowPrivilegeEscalation, capabilities, memory and CPU limits.
     Never pulled: the image must be in podman's storage. Raises :class:`Unsupported` for what podman
@@ -110,10 +111,10 @@ def container_options(
     declared = {v["name"]: v for v in pod_spec.get("volumes") or []}
     for mount in container.get("volumeMounts") or []:
         volume = declared.get(mount["name"], {})
-        if not ("configMap" in volume or "emptyDir" in volume):
-            raise Unsupported(f"volume {mount['name']}: only configMap and emptyDir volumes")
+        if not ("configMap" in volume or "emptyDir" in volume or "projected" in volume):
+            raise Unsupported(f"volume {mount['name']}: only configMap, emptyDir and projected volumes")
         source = volumes[mount["name"]] / mount.get("subPath", "")
-        read_only = mount.get("readOnly") or "configMap" in volume
+        read_only = mount.get("readOnly") or "configMap" in volume or "projected" in volume
         options.append(f"--volume={source}:{mount['mountPath']}" + (":ro" if read_only else ""))
 
     if container.get("workingDir"):

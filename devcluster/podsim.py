@@ -278,6 +278,8 @@ class PodRun(threading.Thread):
                     (local / key).chmod(mode)
             elif volume.empty_dir is not None:
                 local.chmod(0o777)
+            elif volume.projected is not None:  # podman would mount it, empty: no token is made here
+                raise podman.Unsupported(f"volume {volume.name}: podsim makes no projected volume")
             folders[volume.name] = local
         return folders
 

@@ -4,16 +4,22 @@ A client comes from a kubeconfig given by explicit path, whose API servers must 
 be on loopback (the local control plane), or from the pod's service account when
 in-cluster mode is asked for explicitly. Nothing reads ``~/.kube/config``,
 ``$KUBECONFIG`` or in-cluster credentials by default.
+
+The official client is imported by the functions that hand one out, not with this module: the controller
+checks its kubeconfig here without that client (see :mod:`controller.login`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import yaml
-from kubernetes import client, config
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 
 class NotLoopbackError(RuntimeError):
@@ -47,21 +53,33 @@ def loopback_kubeconfig(path: str | Path) -> Path:
     return path
 
 
-def configuration(kubeconfig: str | Path | None, in_cluster: bool = False) -> client.Configuration:
-    """Client configuration from an explicit loopback kubeconfig, or, only when a deployment asks for it
-    with ``in_cluster`` (MDOPS_IN_CLUSTER=true, set by the chart and the manifests), the pod's service
-    account. Never both, and never a fallback from one to the other."""
-    cfg = client.Configuration()
+def chosen_kubeconfig(kubeconfig: str | Path | None, in_cluster: bool = False) -> Path | None:
+    """The loopback kubeconfig to log in with, or None for the pod's service account: only when a deployment
+    asks for it with ``in_cluster`` (MDOPS_IN_CLUSTER=true, set by the chart and the manifests). Never both,
+    and never a fallback from one to the other."""
     if in_cluster and kubeconfig:
         raise ValueError("MDOPS_KUBECONFIG and MDOPS_IN_CLUSTER=true both given: choose one")
     if in_cluster:
+        return None
+    if kubeconfig:
+        return loopback_kubeconfig(kubeconfig)
+    raise ValueError("no Kubernetes credentials: set MDOPS_KUBECONFIG (a path) or MDOPS_IN_CLUSTER=true")
+
+
+def configuration(kubeconfig: str | Path | None, in_cluster: bool = False) -> client.Configuration:
+    """The official client's configuration, from what :func:`chosen_kubeconfig` chooses."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    path = chosen_kubeconfig(kubeconfig, in_cluster)
+    if path is None:
         config.load_incluster_config(client_configuration=cfg)
-    elif kubeconfig:
-        config.load_kube_config(config_file=str(loopback_kubeconfig(kubeconfig)), client_configuration=cfg)
     else:
-        raise ValueError("no Kubernetes credentials: set MDOPS_KUBECONFIG (a path) or MDOPS_IN_CLUSTER=true")
+        config.load_kube_config(config_file=str(path), client_configuration=cfg)
     return cfg
 
 
 def api_client(kubeconfig: str | Path | None, in_cluster: bool = False) -> client.ApiClient:
+    from kubernetes import client
+
     return client.ApiClient(configuration(kubeconfig, in_cluster))

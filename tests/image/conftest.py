@@ -10,23 +10,43 @@ Their containers run as root's podman with ``tools/containers.conf``.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from devcluster import podman
-from devcluster.controlplane import REPO
+from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import answers_200
 
-UID = 10001  # the image's user (its Dockerfile's USER), the manifests' runAsUser
-KUBECONFIG_DIR = "/etc/mdops/kube"  # where a test mounts the control plane's kubeconfig, read-only
+UID = 10001  # the image's user (its Dockerfile's USER), the manifests' runAsUser and fsGroup
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where a pod's token volume is
+# The token volume that the ServiceAccount admission plugin adds to a pod whose ServiceAccount
+# automounts its token (the manifests' does), mounted read-only in each container at SERVICE_ACCOUNT_DIR.
+# The local control plane runs without that plugin (and without a kubelet): :func:`in_pod` adds it, and
+# :func:`service_account_volume` makes its files.
+KUBE_API_ACCESS = {
+    "name": "kube-api-access",
+    "projected": {
+        "defaultMode": 0o644,
+        "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {
+                "downwardAPI": {
+                    "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                }
+            },
+        ],
+    },
+}
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +65,10 @@ def deployment() -> dict[str, Any]:
 def with_env(container: dict[str, Any], **values: str) -> dict[str, Any]:
     """``container`` with its environment for this machine: the manifest's literal values, then
     ``values``. Every variable the manifest takes from a reference (the namespace, a Secret) must be
-    given, and ``MDOPS_IN_CLUSTER`` is dropped: the test's kubeconfig stands in for the pod's
-    ServiceAccount."""
-    env = {e["name"]: e.get("value") for e in container.get("env") or [] if e["name"] != "MDOPS_IN_CLUSTER"}
+    given. ``MDOPS_IN_CLUSTER=true`` stays: what a pod has stands in for the pod, its ServiceAccount's
+    token volume (:func:`service_account_volume`, mounted by :func:`in_pod`) and the API server's address
+    in ``KUBERNETES_SERVICE_HOST``/``_PORT`` (:func:`in_pod`: the loopback control plane's)."""
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
     missing = [name for name, value in env.items() if value is None and name not in values]
     assert not missing, f"the manifest takes {missing} from a reference: give them"
     merged = {**env, **values}
@@ -64,9 +85,11 @@ class Container:
     def state(self) -> dict[str, Any]:
         return json.loads(podman.podman("inspect", "--format", "{{json .State}}", self.name).stdout)
 
-    def logs(self) -> str:
+    def logs(self, last: int | None = 3000) -> str:
+        """Its output, the ``last`` characters of it (all with None)."""
         result = podman.podman("logs", self.name, check=False)
-        return (result.stdout + result.stderr)[-3000:]
+        output = result.stdout + result.stderr
+        return output if last is None else output[-last:]
 
     def exec(self, *argv: str) -> str:
         """Run ``argv`` in the container, as its user, and return its output."""
@@ -114,14 +137,50 @@ class Containers:
             podman.podman("rm", "--force", "--time=0", container.name, check=False)
 
 
-def kubeconfig_volume(kubeconfig: Path, workdir: Path) -> Path:
-    """A folder holding a copy of ``kubeconfig`` that only the image's user can read, to mount
-    read-only at :data:`KUBECONFIG_DIR` (in a cluster, the ServiceAccount's token is mounted instead)."""
-    folder = workdir / "kubeconfig"
-    folder.mkdir()
-    shutil.copy(kubeconfig, folder / "kubeconfig")
-    os.chown(folder / "kubeconfig", UID, UID)
-    (folder / "kubeconfig").chmod(0o600)
+def in_pod(pod: dict[str, Any], container: dict[str, Any], cluster: ControlPlane) -> tuple[dict, dict]:
+    """``pod`` and ``container`` as the API server and a kubelet complete them for a pod whose
+    ServiceAccount automounts its token: the :data:`KUBE_API_ACCESS` volume, mounted read-only at
+    :data:`SERVICE_ACCOUNT_DIR`, and ``KUBERNETES_SERVICE_HOST``/``_PORT``, here the address of
+    ``cluster``'s API server on loopback (the containers use the host's network), never another."""
+    server = urlsplit(cluster.server)
+    assert server.hostname == "127.0.0.1", f"{cluster.server}: not the loopback control plane's"
+    mount = {"name": KUBE_API_ACCESS["name"], "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}
+    service = {"KUBERNETES_SERVICE_HOST": server.hostname, "KUBERNETES_SERVICE_PORT": str(server.port)}
+    container = {
+        **container,
+        "env": [*(container.get("env") or []), *({"name": k, "value": v} for k, v in service.items())],
+        "volumeMounts": [*(container.get("volumeMounts") or []), mount],
+    }
+    return {**pod, "volumes": [*(pod.get("volumes") or []), KUBE_API_ACCESS]}, container
+
+
+def service_account_volume(
+    cluster: ControlPlane, namespace: str, service_account: str, workdir: Path
+) -> Path:
+    """A folder with the files of :data:`KUBE_API_ACCESS` as a kubelet makes them for a pod of
+    ``service_account`` in ``namespace`` whose containers all run as the image's user, with it as
+    fsGroup: ``token`` (from the TokenRequest API), ``ca.crt`` (the control plane's CA) and
+    ``namespace``, in a timestamped folder that ``..data`` links to, each file a link through it (the
+    kubelet's atomic writer). The token is the user's, 0600 and readable by the fsGroup (0640); the
+    others, and the folders (set-group-ID), root's in the fsGroup, 0644."""
+    folder = workdir / "kube-api-access"
+    stamp = datetime.datetime.now(datetime.UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
+    data = folder / stamp
+    data.mkdir(parents=True)
+    files = {
+        "token": cluster.service_account_token(namespace, service_account),
+        "ca.crt": cluster.ca.cert_path.read_text(),
+        "namespace": namespace,
+    }
+    for name, text in files.items():
+        (data / name).write_text(text)
+        os.chown(data / name, UID if name == "token" else 0, UID)
+        (data / name).chmod(0o640 if name == "token" else 0o644)
+        (folder / name).symlink_to(Path("..data") / name)
+    (folder / "..data").symlink_to(stamp)
+    for place, mode in ((folder, 0o3777), (data, 0o2755)):  # the volume's own root is a tmpfs's, 1777
+        os.chown(place, 0, UID)
+        place.chmod(mode)
     return folder
 
 

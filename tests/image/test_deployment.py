@@ -6,6 +6,10 @@ is a container of the image; a real Prometheus scrapes the simulator and the con
 The containers use this machine's network (``--network host``): the controller and the API reach the
 control plane on loopback, the reference scripts reach the simulator, the test reaches all three.
 Nothing else would reach them: every address they listen on is 127.0.0.1.
+
+The controller and the API log in as a pod's do (``MDOPS_IN_CLUSTER=true``, as the manifests set it): as
+the manifests' ServiceAccount, with its RBAC, from the token volume a kubelet mounts and the API server's
+address in ``KUBERNETES_SERVICE_HOST``/``_PORT`` (:func:`tests.image.conftest.in_pod`).
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ import httpx
 import pytest
 
 from devcluster import podman
+from devcluster.components import install_rbac
 from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from tests.image.conftest import (
-    KUBECONFIG_DIR,
+    KUBE_API_ACCESS,
     UID,
     Container,
     Containers,
     deployment,
-    kubeconfig_volume,
+    in_pod,
+    service_account_volume,
     uid_of_pid_1,
     with_env,
     writable_places,
@@ -51,26 +57,23 @@ class Deployed:
         return httpx.get(f"{self.sim_url}/admin/status").json()
 
 
-def _kubeconfig_mounted(pod: dict, container: dict) -> tuple[dict, dict]:
-    """``pod`` and ``container`` with the test's kubeconfig volume (read-only) added."""
-    pod = {**pod, "volumes": [*pod["volumes"], {"name": "kubeconfig", "configMap": {"name": "kubeconfig"}}]}
-    mount = {"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True}
-    return pod, {**container, "volumeMounts": [*container["volumeMounts"], mount]}
-
-
 @pytest.fixture(scope="module")
-def deployed(image, cluster, mdops_crds, tmp_path_factory) -> Iterator[Deployed]:
+def deployed(image, cluster, identities, tmp_path_factory) -> Iterator[Deployed]:
+    """The pod in a namespace of its own, as the manifests install it there: their ServiceAccount, RBAC
+    and identity policies; the controller and the API with that ServiceAccount's token volume."""
     workdir = tmp_path_factory.mktemp("deployed")
     namespace = f"image-deployment-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)
     containers = Containers(image, workdir)
-    kubeconfig = kubeconfig_volume(cluster.kubeconfig, workdir)
     pod = deployment()
     manifest = {c["name"]: c for c in pod["containers"]}
     ports = {name: free_port() for name in ("sim", "metrics", "liveness", "api")}
     sim_url = f"http://127.0.0.1:{ports['sim']}"
-    common = {"MDOPS_KUBECONFIG": f"{KUBECONFIG_DIR}/kubeconfig", "MDOPS_NAMESPACE": namespace}
+    common = {"MDOPS_NAMESPACE": namespace}
     try:
+        account = install_rbac(cluster, namespace, workdir)
+        assert account == pod["serviceAccountName"], "the pod runs as the manifests' ServiceAccount"
+        token = {KUBE_API_ACCESS["name"]: service_account_volume(cluster, namespace, account, workdir)}
         simulator = {
             "name": "simulator",
             "command": ["python", "-m", "sim", "--host", "127.0.0.1", "--port", str(ports["sim"])],
@@ -92,9 +95,7 @@ def deployed(image, cluster, mdops_crds, tmp_path_factory) -> Iterator[Deployed]
             MDOPS_SCRIPT_ENV=json.dumps({"MDOPS_SIM_URL": sim_url}),
         )
         controller["volumeMounts"] = [*controller["volumeMounts"], {"name": "state", "mountPath": STATE}]
-        controller = containers.run(
-            "controller", *_kubeconfig_mounted(controller_pod, controller), volumes={"kubeconfig": kubeconfig}
-        )
+        controller = containers.run("controller", *in_pod(controller_pod, controller, cluster), volumes=token)
 
         targets = [
             ScrapeTarget("sim", f"127.0.0.1:{ports['sim']}"),
@@ -109,7 +110,7 @@ def deployed(image, cluster, mdops_crds, tmp_path_factory) -> Iterator[Deployed]
                 MDOPS_PROMETHEUS_URL=prometheus.url,
                 OPS_API_TOKEN=TOKEN,
             )
-            api = containers.run("api", *_kubeconfig_mounted(pod, api), volumes={"kubeconfig": kubeconfig})
+            api = containers.run("api", *in_pod(pod, api, cluster), volumes=token)
             api_url = f"http://127.0.0.1:{ports['api']}"
             wait_until(lambda: sim.answers(f"{sim_url}/healthz"), 60, "the simulator container")
             wait_until(
@@ -203,3 +204,11 @@ def test_the_image_s_mdops_command_speaks_to_the_api(deployed):
     for command in ("mdops", "kubectl-mdops"):
         answer = podman.podman("exec", *env, deployed.api.name, command, "status", "-o", "json").stdout
         assert set(json.loads(answer)) >= {"environment_mode", "last_runbook", "audit"}
+
+
+def test_the_packaged_role_refused_neither_program_anything(deployed):
+    """Last in this module, after the runs above: the API server refused no call of the controller or the
+    API as the pod's ServiceAccount (kopf and the API's watches log a 403 and go on)."""
+    for container in (deployed.controller, deployed.api):
+        log = container.logs(last=None)
+        assert "forbidden" not in log.lower(), f"{container.name}: the Role lacks a permission:\n{log}"

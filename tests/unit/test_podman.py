@@ -75,6 +75,13 @@ def test_the_deployment_s_security_context_becomes_user_group_and_limits():
     assert options[-1] == "mdops:0.1.0" and '--entrypoint=["python", "-m", "controller"]' in options
 
 
+def test_a_projected_volume_is_mounted_read_only_as_a_kubelet_mounts_it():
+    pod = {"volumes": [{"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}
+    container = {"image": "i", "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/sa"}]}
+    options = options_of({**pod, "containers": [container]})
+    assert f"--volume={HOST / 'token'}:/var/run/secrets/sa:ro" in options
+
+
 def test_a_container_s_own_user_wins_over_the_pod_s():
     pod = {"securityContext": {"runAsUser": 10001, "runAsGroup": 10001}, "containers": []}
     container = {"image": "i", "securityContext": {"runAsUser": 20002}}
@@ -89,7 +96,7 @@ def test_a_container_s_own_user_wins_over_the_pod_s():
         (
             {"volumes": [{"name": "s", "secret": {"secretName": "x"}}]},
             {"image": "i", "volumeMounts": [{"name": "s", "mountPath": "/s"}]},
-            "only configMap and emptyDir",
+            "only configMap, emptyDir and projected",
         ),
         ({"securityContext": {"runAsGroup": 5}}, {"image": "i"}, "runAsGroup without runAsUser"),
     ],
