@@ -14,6 +14,7 @@ from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import Process, free_port
 
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+SESSIONS = "sessions.json"  # the venue's session table, kept between starts (MDOPS_CALENDAR_CACHE)
 
 
 def install_rbac(cluster: ControlPlane, namespace: str, workdir: Path) -> str:
@@ -47,6 +48,7 @@ class ControllerProcess:
             "MDOPS_KUBECONFIG": str(kubeconfig),
             "MDOPS_NAMESPACE": namespace,
             "MDOPS_STATE_DIR": str(workdir / "state"),
+            "MDOPS_CALENDAR_CACHE": str(workdir / SESSIONS),  # what a pod's /tmp keeps across restarts
             "MDOPS_METRICS_HOST": "127.0.0.1",
             "MDOPS_METRICS_PORT": str(self.metrics_port),
             **(env or {}),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from devcluster.components import ControllerProcess
+from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.private import write_private
 from devcluster.processes import Process, answers_200, free_port, wait_until
@@ -153,6 +153,7 @@ class Stack:
             "MDOPS_API_TOKENS_FILE": str(tokens),
             "MDOPS_PROMETHEUS_URL": self.prometheus.url,
             "MDOPS_API_PORT": str(self.ports["api"]),
+            "MDOPS_CALENDAR_CACHE": str(self.workdir / SESSIONS),
         })  # fmt: skip
         wait_until(lambda: answers_200(f"{self.api_url}/readyz"), 60, "the API", [api])
 

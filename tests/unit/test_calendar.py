@@ -224,3 +224,44 @@ def test_an_unknown_venue_is_said_and_never_loaded_again_by_loaded():
     assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(3)] == [None] * 3
     assert "unknown venue 'XXXX'" in venue.unknown
     assert loads == ["XXXX"]
+
+
+def test_a_kept_table_spares_the_next_process_its_load(tmp_path):
+    """A restarted process answers from the cache file, built by the first; not from a table that no
+    longer covers the weeks asked about, nor from one the pinned library did not build."""
+    cache = tmp_path / "sessions.json"
+    first = Loads()
+    assert VenueCalendar("XHKG", zone=HK, loader=first, cache=cache).window(at("2026-01-05 10:00")) == "day"
+    assert first == ["XHKG"] and SessionTable.from_json(cache.read_text()).venue == "XHKG"
+
+    again = Loads()
+    restarted = VenueCalendar("XHKG", zone=HK, loader=again, cache=cache)
+    assert restarted.at(at("2026-01-05 12:30")).state(at("2026-01-05 12:30")) == State.LUNCH_BREAK
+    assert restarted.window(at("2026-06-01 10:00")) == "day"  # a later day, still covered
+    assert again == []
+
+    restarted.at(at("2027-03-01 10:00"))  # beyond the kept table: loaded, and kept instead
+    assert again == ["XHKG"] and SessionTable.from_json(cache.read_text()).last > datetime.date(2027, 4, 1)
+
+    other = Loads()
+    VenueCalendar("XNYS", zone=HK, loader=other, cache=cache).window(at("2026-01-05 10:00"))
+    assert other == ["XNYS"]  # another venue's table is not this one's
+
+
+@pytest.mark.parametrize("kept", ["", "{not json", '{"venue": "XHKG"}', "library"])
+def test_a_kept_table_that_is_unreadable_or_from_another_library_is_built_again(tmp_path, kept):
+    cache = tmp_path / "sessions.json"
+    if kept == "library":
+        table = build_table("XHKG", FIRST, LAST)
+        kept = table.to_json().replace(library_version(), "exchange_calendars 0.0.1")
+    cache.write_text(kept)
+    loads = Loads()
+    assert VenueCalendar("XHKG", zone=HK, loader=loads, cache=cache).window(at("2026-01-05 10:00")) == "day"
+    assert loads == ["XHKG"] and library_version() in cache.read_text()
+
+
+def test_a_cache_it_cannot_write_costs_nothing_but_the_next_load(tmp_path, caplog):
+    cache = tmp_path / "missing-folder" / "sessions.json"
+    venue = VenueCalendar("XHKG", zone=HK, loader=Loads(), cache=cache)
+    assert venue.window(at("2026-01-05 10:00")) == "day"
+    assert "not kept" in caplog.text and not cache.exists()

@@ -90,4 +90,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.calendar.preOpenMinutes | quote }}
 - name: MDOPS_SESSION_WINDOWS
   value: {{ .Values.calendar.sessionWindows | toJson | quote }}
+{{- /* On the pod's /tmp (an emptyDir): a restarted container reads the table instead of building it. */}}
+- name: MDOPS_CALENDAR_CACHE
+  value: /tmp/mdops-sessions.json
 {{- end }}
