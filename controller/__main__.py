@@ -7,16 +7,10 @@ import logging
 import secrets
 import sys
 
-# kopf imports the official client when it is installed, only to recognise that client's objects (in
-# kopf.adopt() and the like), which the controller never hands it; the import alone is ~0.9 s of every
-# start. The controller logs in without it (controller/login.py), so, as far as kopf can tell, it is absent.
-sys.modules.setdefault("kubernetes", None)
+from pydantic import ValidationError
 
-import kopf  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-
-from controller import audit  # noqa: E402
-from controller.settings import get_settings  # noqa: E402
+from controller import audit
+from controller.settings import get_settings
 
 
 def main() -> int:
@@ -29,7 +23,17 @@ def main() -> int:
     except ValidationError as error:
         print(f"invalid controller settings:\n{error}", file=sys.stderr)
         return 2
-    settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # window: auto needs it, in seconds
+    # Every run records the venue's session it starts in (window: auto is chosen by it): started first,
+    # the calendar's load (a child process, unless MDOPS_CALENDAR_CACHE kept the table) overlaps the rest.
+    settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))
+
+    # kopf imports the official client when it is installed, only to recognise that client's objects (in
+    # kopf.adopt() and the like), which the controller never hands it; that import alone is ~0.9 s of
+    # every start. The controller logs in without it (controller/login.py): as far as kopf can tell, it
+    # is absent.
+    sys.modules.setdefault("kubernetes", None)
+    import kopf
+
     # Registers the handlers: the Runbooks' events (handlers) and the schedules' timer (schedules).
     from controller import handlers, schedules  # noqa: F401
 
