@@ -30,6 +30,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -350,13 +351,24 @@ class VenueCalendar:
             self._unknown = error
             raise
         if self._cache is not None:
-            try:  # whole or not at all: written aside, then renamed over the old one
-                aside = self._cache.with_name(f".{self._cache.name}.{os.getpid()}")
-                aside.write_text(table.to_json())
-                aside.replace(self._cache)
-            except OSError as error:
-                log.warning("the %s calendar is not kept in %s: %s", self.venue, self._cache, error)
+            self._keep(table, self._cache)
         return SessionCalendar(table, **self._options)
+
+    def _keep(self, table: SessionTable, cache: Path) -> None:
+        """Whole or not at all: written aside under a name of its own (another venue's calendar, or
+        another process, may be keeping its table at the same moment), then renamed over the old one."""
+        try:
+            handle, aside = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.")
+        except OSError as error:
+            log.warning("the %s calendar is not kept in %s: %s", self.venue, cache, error)
+            return
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(table.to_json())
+            os.replace(aside, cache)
+        except OSError as error:
+            Path(aside).unlink(missing_ok=True)
+            log.warning("the %s calendar is not kept in %s: %s", self.venue, cache, error)
 
     def _cached(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar | None:
         """The table an earlier process kept, if it answers from ``start`` to ``end``."""

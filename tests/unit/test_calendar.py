@@ -233,6 +233,7 @@ def test_a_kept_table_spares_the_next_process_its_load(tmp_path):
     first = Loads()
     assert VenueCalendar("XHKG", zone=HK, loader=first, cache=cache).window(at("2026-01-05 10:00")) == "day"
     assert first == ["XHKG"] and SessionTable.from_json(cache.read_text()).venue == "XHKG"
+    assert [kept.name for kept in tmp_path.iterdir()] == ["sessions.json"]  # nothing left aside
 
     again = Loads()
     restarted = VenueCalendar("XHKG", zone=HK, loader=again, cache=cache)
@@ -265,3 +266,12 @@ def test_a_cache_it_cannot_write_costs_nothing_but_the_next_load(tmp_path, caplo
     venue = VenueCalendar("XHKG", zone=HK, loader=Loads(), cache=cache)
     assert venue.window(at("2026-01-05 10:00")) == "day"
     assert "not kept" in caplog.text and not cache.exists()
+
+
+def test_a_table_that_cannot_replace_the_kept_one_leaves_nothing_aside(tmp_path, caplog):
+    cache = tmp_path / "sessions.json"
+    cache.mkdir()  # a folder where the file should be: the rename fails after the write
+    venue = VenueCalendar("XHKG", zone=HK, loader=Loads(), cache=cache)
+    assert venue.window(at("2026-01-05 10:00")) == "day"
+    assert "not kept" in caplog.text
+    assert [kept.name for kept in tmp_path.iterdir()] == ["sessions.json"] and cache.is_dir()
