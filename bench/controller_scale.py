@@ -92,6 +92,7 @@ sleep 1
 """
 TICK = re.compile(r"tick (\d+)")
 SAMPLE_SECONDS = 0.5
+PROGRESS_SECONDS = 30  # a line on stderr this often during a burst
 # The controller's writes, as "VERB resource[/subresource]" (the start of a ControlPlane.request_counts key).
 STATUS_PATCHES, RUNBOOK_PATCHES, JOBS_CREATED = "PATCH runbooks/status", "PATCH runbooks", "POST jobs"
 LEASE_WRITES = ("POST leases", "PUT leases", "PATCH leases", "DELETE leases")
@@ -414,8 +415,17 @@ class Bench:
                            controller: ControllerProcess) -> str | None:  # fmt: skip
         """Wait until every Runbook finished; or say why the burst stopped early."""
         halfway = False
+        shown = began
         while True:
             finished = finishes.count() - 1  # the warm-up
+            if time.monotonic() - shown >= PROGRESS_SECONDS:  # a long burst shows it is moving
+                shown = time.monotonic()
+                print(
+                    f"{self.executor}: {finished} of {len(names)} finished after {shown - began:.0f}s, "
+                    f"resident {sampler.last():.1f} MB (peak {sampler.peak():.1f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if finished >= len(names) and all(map(finishes.at, names)):
                 return None
             if not halfway and finished >= len(names) // 2:
