@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 from kopf._core.engines.daemons import DaemonsMemory
-from kopf._core.reactor.inventory import ResourceMemories
+from kopf._core.reactor.inventory import ResourceMemories, ResourceMemory
 
 from controller import login as controller_login
 from controller import metrics
@@ -50,7 +50,16 @@ ERROR_BACKOFFS = (0.5, 1.0, *(2.0,) * 30)
 
 
 class Memories(ResourceMemories):
-    """kopf's memory of the objects it watches, which also tells the dispatcher that kopf pauses.
+    """kopf's memory of the objects it watches, kept only for the objects that need one, which also
+    tells the dispatcher that kopf pauses.
+
+    kopf keeps a memory per object it has seen until the object's deletion (a copy of the memo, an error
+    throttler, an indexing and a daemons memory: about 1.7 KB). Only a RunbookSchedule's timer lives in
+    it; the other kinds have ``@kopf.on.event`` handlers only, which need nothing from one event to the
+    next. Their memory is made for the event and dropped with it: a burst's thousands of waiting
+    Runbooks (and their Jobs and pods) no longer each hold one, scattered through the memory the burst
+    filled, which kept that memory from being given back after the burst (see the README's performance
+    section). A kind not named here keeps kopf's memory: the safe side.
 
     kopf gives no public signal of its pause (another replica with a higher priority took over) to
     anything but daemons: its daemon killer walks the operator's memories, for daemons to stop, at once
@@ -60,6 +69,20 @@ class Memories(ResourceMemories):
     guard this."""
 
     on_pause = staticmethod(lambda: None)
+    EVENTS_ONLY = frozenset({keys.KIND, policy.KIND, approval.KIND, "Job", "Pod", "KopfPeering"})
+
+    async def recall(
+        self,
+        raw_body: kopf.RawBody,
+        *,
+        memobase: kopf.Memo | None = None,
+        noticed_by_listing: bool = False,
+        ephemeral: bool = False,
+    ) -> ResourceMemory:
+        ephemeral = ephemeral or raw_body.get("kind") in self.EVENTS_ONLY
+        return await super().recall(
+            raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing, ephemeral=ephemeral
+        )
 
     def iter_all_daemon_memories(self) -> Iterator[DaemonsMemory]:
         self.on_pause()

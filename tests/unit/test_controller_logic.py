@@ -303,3 +303,24 @@ def test_a_finished_run_is_forgotten_when_it_leaves_the_watch_or_by_one_sweep_if
         assert "uid-recent" in dispatcher.entries and dispatcher.sweep is not None  # its turn comes later
 
     asyncio.run(scenario())
+
+
+def test_kopf_keeps_a_memory_only_for_the_objects_whose_timers_live_in_it():
+    """A burst's waiting Runbooks, their Jobs and pods, policies and approvals have event handlers only:
+    kopf's memory of each is made per event and not kept; a RunbookSchedule's (its timer's) is kept."""
+    from controller.handlers import Memories  # imports kopf
+
+    def body(kind: str) -> dict:
+        return {"kind": kind, "metadata": {"uid": f"uid-{kind}", "name": kind.lower(), "namespace": "ns"}}
+
+    memories = Memories()
+
+    async def scenario() -> None:
+        for kind in ("Runbook", "Job", "Pod", "RunbookPolicy", "RunbookApproval", "KopfPeering"):
+            first = await memories.recall(body(kind), noticed_by_listing=True)
+            assert await memories.recall(body(kind)) is not first
+        kept = await memories.recall(body("RunbookSchedule"))
+        assert await memories.recall(body("RunbookSchedule")) is kept
+
+    asyncio.run(scenario())
+    assert len(list(memories.iter_all_memories())) == 1
