@@ -174,7 +174,9 @@ def install(folder: Path) -> None:
 
 
 def main() -> None:
-    # The controller's imports first: traced, they take long, and they are not what grows.
+    # The controller's imports first: traced, they take long, and they are not what grows. Without the
+    # official client, as `python -m controller` imports them (controller/__main__.py).
+    sys.modules.setdefault("kubernetes", None)
     import controller.handlers  # noqa: F401
 
     frames = int(os.environ.get("MDOPS_HEAPDUMP_FRAMES", "1"))
