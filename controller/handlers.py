@@ -1,13 +1,13 @@
 """kopf handlers, thin: kopf brings the watch events, peering and the liveness probe; the dispatcher
 (:mod:`controller.dispatcher`) and the runs (:mod:`controller.runs`) do the rest.
 
-Only ``@kopf.on.event`` handlers: no daemon, no timer, no index, no change handler. So kopf keeps no
-body and no task per Runbook, writes no annotation or finalizer of its own, and has no index to fill
-before the first event is handled. The Runbook watch asks the API server for unfinished Runbooks only
-(``status.result`` is empty; the CRD makes it a selectable field): finished Runbooks never reach the
-controller, not even as it starts. RunbookPolicies and RunbookApprovals are watched only to wake the runs
-the gate holds (:meth:`controller.dispatcher.Dispatcher.gate_changed`). The few RunbookSchedules have a
-timer each (:mod:`controller.schedules`, which uses the ``memo.api`` made here).
+Only ``@kopf.on.event`` handlers: no daemon, no timer, no index, no change handler. So kopf keeps no body,
+no task and no memory per Runbook (:class:`Memories`), writes no annotation or finalizer of its own, and has
+no index to fill before the first event is handled. The Runbook watch asks the API server for unfinished
+Runbooks only (``status.result`` is empty; the CRD makes it a selectable field): finished Runbooks never
+reach the controller, not even as it starts. RunbookPolicies and RunbookApprovals are watched only to wake
+the runs the gate holds (:meth:`controller.dispatcher.Dispatcher.gate_changed`). The few RunbookSchedules
+have a timer each (:mod:`controller.schedules`, which uses the ``memo.api`` made here).
 """
 
 from __future__ import annotations
