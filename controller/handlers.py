@@ -54,9 +54,9 @@ class Memories(ResourceMemories):
     tells the dispatcher that kopf pauses.
 
     kopf keeps a memory per object it has seen until the object's deletion (a copy of the memo, an error
-    throttler, an indexing and a daemons memory: about 1.7 KB). Only a RunbookSchedule's timer lives in
-    it; the other kinds have ``@kopf.on.event`` handlers only, which need nothing from one event to the
-    next. Their memory is made for the event and dropped with it: a burst's thousands of waiting
+    throttler, an indexing and a daemons memory with its set: about 0.7 KB). Only a RunbookSchedule's timer
+    lives in it; the other kinds have ``@kopf.on.event`` handlers only, which need nothing from one event to
+    the next. Their memory is made for the event and dropped with it: a burst's thousands of waiting
     Runbooks (and their Jobs and pods) no longer each hold one, scattered through the memory the burst
     filled, which kept that memory from being given back after the burst (see the README's performance
     section). A kind not named here keeps kopf's memory: the safe side.

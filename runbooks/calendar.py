@@ -357,17 +357,15 @@ class VenueCalendar:
     def _keep(self, table: SessionTable, cache: Path) -> None:
         """Whole or not at all: written aside under a name of its own (another venue's calendar, or
         another process, may be keeping its table at the same moment), then renamed over the old one."""
+        aside = None
         try:
             handle, aside = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.")
-        except OSError as error:
-            log.warning("the %s calendar is not kept in %s: %s", self.venue, cache, error)
-            return
-        try:
             with os.fdopen(handle, "w") as out:
                 out.write(table.to_json())
             os.replace(aside, cache)
         except OSError as error:
-            Path(aside).unlink(missing_ok=True)
+            if aside is not None:
+                Path(aside).unlink(missing_ok=True)
             log.warning("the %s calendar is not kept in %s: %s", self.venue, cache, error)
 
     def _cached(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar | None:
