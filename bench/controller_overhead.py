@@ -52,18 +52,30 @@ class Finishes:
         self.lock = threading.Lock()
         threading.Thread(target=self._follow, daemon=True).start()
 
-    def _record(self, body: dict) -> None:
+    @staticmethod
+    def finished(body: dict) -> str | None:
+        """How the object finished (its Succeeded condition's reason), or None while it has not."""
         conditions = (body.get("status") or {}).get("conditions") or []
         for done in (c for c in conditions if c["type"] == "Succeeded" and c["status"] in ("True", "False")):
+            return done.get("reason", "")
+        return None
+
+    def list(self, **options: object) -> dict:
+        return self.custom.list_namespaced_custom_object(
+            keys.GROUP, keys.VERSION, self.namespace, keys.PLURAL, **options
+        )
+
+    def _record(self, body: dict) -> None:
+        reason = self.finished(body)
+        if reason is not None:
             with self.lock:
                 self.seen.setdefault(body["metadata"]["name"], time.monotonic())
-                self.reasons.setdefault(body["metadata"]["name"], done.get("reason", ""))
+                self.reasons.setdefault(body["metadata"]["name"], reason)
 
     def _follow(self) -> None:
-        args = (keys.GROUP, keys.VERSION, self.namespace, keys.PLURAL)
         with contextlib.suppress(Exception):  # the control plane stops at the end of the run
             while True:
-                listed = self.custom.list_namespaced_custom_object(*args)
+                listed = self.list()
                 for body in listed["items"]:
                     self._record(body)
                 version = listed["metadata"]["resourceVersion"]
@@ -71,9 +83,8 @@ class Finishes:
                 with contextlib.suppress(ApiException):  # 410 Gone: list again
                     while True:
                         stream = watch.Watch().stream(
-                            self.custom.list_namespaced_custom_object, *args,
-                            resource_version=version, timeout_seconds=600,
-                        )  # fmt: skip
+                            self.list, resource_version=version, timeout_seconds=600
+                        )
                         for event in stream:  # an expired version raises ApiException (410)
                             version = event["object"]["metadata"]["resourceVersion"]
                             self._record(event["object"])

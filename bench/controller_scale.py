@@ -21,14 +21,17 @@ Phases, for each executor (each in its own namespace, with its own controller):
    /proc, every 0.5 s) before, throughout, when all have finished and after ``--settle`` seconds (Jobs
    cleaned up first), VmHWM at the end, its CPU time per run and that of each process of the control
    plane, and the API-server calls per run;
-3. restart, over each namespace whose Runbooks all finished: a fresh controller, one Runbook created
+3. bare Jobs (Job executor, ``--bare-jobs``, 2,000): Kubernetes alone, the floor under the Job executor's
+   throughput on this machine: Jobs as the controller builds them, created at once with no controller;
+   the time until all have ended, and the CPU per Job of each process until they are cleaned up;
+4. restart, over each namespace whose Runbooks all finished: a fresh controller, one Runbook created
    right after its process started; the time from the start to that Runbook finished, and the API calls
    made until the controller is quiet (per finished Runbook, after taking off what one run costs);
-4. with ``--restart-history N``: the same over N finished Runbooks written directly (created, then
+5. with ``--restart-history N``: the same over N finished Runbooks written directly (created, then
    their status written as a finished run's; ``bench.api_latency.create_history``), at a size the burst
    may not reach: first a start with nothing kept (a new pod: no session table kept, see
    ``MDOPS_CALENDAR_CACHE``), then a restart (the container restarted: the table kept by that start);
-5. live logs (local executor, ``--log-runs``, 4): dry-run drills whose script prints a line with its own
+6. live logs (local executor, ``--log-runs``, 4): dry-run drills whose script prints a line with its own
    clock (``tick <ns>``) every 0.25 s, twenty times, then 2,000 lines at once; a watch notes when each
    tick first shows in the Runbook's status: the script-write to status latency, and the status patches
    a run costs (the burst of lines must not cost one patch each).
@@ -64,6 +67,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +79,9 @@ from kubernetes import client, watch
 from bench.api_latency import create_history
 from bench.controller_overhead import Finishes, create_runbook, install_crd, memory_mb, trivial_scripts
 from controller.events import COMPONENT
+from controller.executors import RunRequest
+from controller.executors.job import build_job
+from controller.settings import ControllerSettings
 from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import wait_until
@@ -111,6 +118,27 @@ def job_result_message() -> str:
                      finished_at=stamp, dry_run=False, health=None, state=None,
                      logs=[{"time": stamp, "level": "INFO", "message": "podsim ran the pod"}])
     )  # fmt: skip
+
+
+ENDED = ("Complete", "Failed")  # a Job's conditions once it has ended
+
+
+class JobFinishes(Finishes):
+    """When each Job of a namespace was first seen ended (Complete or Failed)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.batch = client.BatchV1Api(api)
+        super().__init__(api, namespace)
+
+    @staticmethod
+    def finished(body: dict) -> str | None:
+        conditions = (body.get("status") or {}).get("conditions") or []
+        return next((c["type"] for c in conditions if c["type"] in ENDED and c["status"] == "True"), None)
+
+    def list(self, **options: object) -> dict:
+        options.setdefault("_preload_content", False)  # dicts, as for Runbooks; a watch reads the stream
+        response = self.batch.list_namespaced_job(self.namespace, **options)
+        return response if options.get("watch") else json.loads(response.data)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -189,10 +217,10 @@ class Bench:
         }
         if args.max_parallel:
             self.env["MDOPS_MAX_PARALLEL"] = str(args.max_parallel)
+        self.job_pod_annotations = {"podsim.mdops.io/termination-message": job_result_message()}
         if executor == "job":
-            annotations = {"podsim.mdops.io/termination-message": job_result_message()}
             self.env |= {"MDOPS_JOB_TTL_SECONDS": str(args.ttl),
-                         "MDOPS_JOB_POD_ANNOTATIONS": json.dumps(annotations)}  # fmt: skip
+                         "MDOPS_JOB_POD_ANNOTATIONS": json.dumps(self.job_pod_annotations)}  # fmt: skip
         self.namespace = ""
         self.dumps: dict[str, int] = {}
 
@@ -223,10 +251,10 @@ class Bench:
             starts = list(pool.map(lambda name: create_runbook(self.custom, self.namespace, name), names))
         return min(starts)
 
-    def machine_cpu(self, controller: ControllerProcess) -> dict[str, float]:
+    def machine_cpu(self, controller: ControllerProcess | None = None) -> dict[str, float]:
         """CPU seconds so far of each process of the control plane and of the controller: where a burst's
         work goes on this machine."""
-        processes = [*self.cluster.processes, controller.process]
+        processes = [*self.cluster.processes, *([controller.process] if controller else [])]
         return {process.name: cpu_seconds(process.popen.pid) for process in processes}
 
     def no_jobs(self) -> bool:
@@ -255,6 +283,52 @@ class Bench:
         return finishes
 
     # -- phases ---------------------------------------------------------------
+    def bare_jobs(self, namespace: str, count: int) -> dict[str, Any]:
+        """Kubernetes alone, the floor under the Job executor's throughput: ``count`` Jobs as the controller
+        builds them (:func:`build_job`, without the owner reference to a Runbook that does not exist, the
+        TTL set at creation instead of once a result is recorded) created at once with no controller.
+        The time until all have ended, and the CPU per Job of each process until they are cleaned up."""
+        self.namespace = namespace
+        self.cluster.kubectl("create", "namespace", namespace)
+        ended = JobFinishes(self.api, namespace)
+        wait_until(ended.ready.is_set, 120, f"the list of Jobs in {namespace}")
+        settings = ControllerSettings(
+            executor="job", kubeconfig=self.cluster.kubeconfig, job_pod_annotations=self.job_pod_annotations
+        )
+        spec = models.RunbookSpec(command="health_check", window="day").model_dump(mode="json", by_alias=True)
+
+        def create(name: str) -> None:
+            request = RunRequest(namespace, name, uuid.uuid4().hex, name, "health_check", "day", spec)
+            job = build_job(request, settings)
+            del job["metadata"]["ownerReferences"]
+            job["metadata"]["name"] = name  # not the run's (name-uid), to be found by the name it was given
+            job["spec"]["ttlSecondsAfterFinished"] = self.args.ttl
+            self.batch.create_namespaced_job(namespace, job, _preload_content=False)
+
+        processes = self.cluster.processes
+        create("warmup")
+        wait_until(lambda: ended.at("warmup"), 120, "the warm-up Job", processes)
+        wait_until(self.no_jobs, 120, "the warm-up Job's clean-up", processes, interval=1)
+        cpu_before = self.machine_cpu()
+        names = [f"job-{index:05d}" for index in range(count)]
+        began = time.monotonic()
+        with ThreadPoolExecutor(self.args.workers) as pool:
+            list(pool.map(create, names))
+        result: dict[str, Any] = {"count": count, "created_s": round(time.monotonic() - began, 1)}
+        wait_until(lambda: all(map(ended.at, names)), self.args.timeout, "the Jobs", processes, interval=0.5)
+        last = max(map(ended.at, names))
+        result |= {
+            "all_finished_s": round(last - began, 1),
+            "runs_per_s": round(count / (last - began), 2),
+            "failed": sum(ended.reasons[name] != "Complete" for name in names),
+        }
+        wait_until(self.no_jobs, 1800, "the Jobs' clean-up", processes, interval=1)
+        result["cpu_ms_per_run_by_process"] = {
+            name: round((seconds - cpu_before[name]) * 1000 / count, 1)
+            for name, seconds in self.machine_cpu().items()
+        }
+        return result
+
     def burst(self, namespace: str, count: int) -> dict[str, Any]:
         finishes = self.use_namespace(namespace, create=True)
         controller = self.start_controller(f"controller-{namespace}")
@@ -492,6 +566,9 @@ ROWS: list[tuple[str, str, str, str, Callable[[float], bool] | None, int | None]
     ("throughput", "jobs_created_per_run", "Jobs created per run", "", None, None),
     ("throughput", "failed_calls_per_run", "failed controller calls per run (404, 409)", "0", None, None),
     ("throughput", "controller_calls_per_run", "all controller API calls per run", "few", None, None),
+    ("bare-jobs", "all_finished_s", "Kubernetes alone: all Jobs ended after (s)", "", None, None),
+    ("bare-jobs", "runs_per_s", "Kubernetes alone: Jobs per second", "", None, None),
+    ("bare-jobs", "failed", "Kubernetes alone: Jobs that failed", "0", lambda v: v == 0, None),
     ("burst", "created_s", "created in (s)", "", None, None),
     ("burst", "all_finished_s", "all finished after (s)", "", None, None),
     ("burst", "failed", "runs that failed", "0", lambda v: v == 0, None),
@@ -564,7 +641,7 @@ def report(results: dict[str, Any], baseline: dict[str, Any]) -> str:
             lines.append(f"{title:<66} {fmt(value):>10} {before_text:>14}  {goal}{verdict}")
             if key in ("all_finished_s", "probe_finished_s") and now.get("stopped"):
                 lines.append(f"{'':<4}stopped early: {now['stopped']}")
-        for phase in ("throughput", "burst"):
+        for phase in ("throughput", "bare-jobs", "burst"):
             by_process = phases.get(phase, {}).get("cpu_ms_per_run_by_process")
             if by_process:
                 shares = ", ".join(f"{name} {ms:g}" for name, ms in by_process.items())
@@ -607,6 +684,9 @@ def run(args: argparse.Namespace, executor: str, work: Path) -> dict[str, Any]:
             run_cost = sum(results[phase]["controller_calls_by_kind_per_run"].values())
             results[f"restart-{phase}"] = bench.restart(phase, count + 1, run_cost)  # + the warm-up
             print(json.dumps({executor: {f"restart-{phase}": results[f"restart-{phase}"]}}), flush=True)
+        if executor == "job" and args.bare_jobs:
+            results["bare-jobs"] = bench.bare_jobs("bare-jobs", args.bare_jobs)
+            print(json.dumps({executor: {"bare-jobs": results["bare-jobs"]}}), flush=True)
         if args.restart_history:
             cluster.kubectl("create", "namespace", "history")
             began = time.monotonic()
@@ -629,6 +709,9 @@ def main() -> None:
     parser.add_argument("--executors", default="local,job", help="comma-separated: local, job")
     parser.add_argument("--count", type=int, default=10000, help="Runbooks of the burst (0: none)")
     parser.add_argument("--throughput", type=int, default=2000, help="Runbooks of the throughput burst")
+    parser.add_argument(
+        "--bare-jobs", type=int, default=2000, help="Job executor: Jobs created with no controller (0: none)"
+    )
     parser.add_argument("--workers", type=int, default=32, help="threads creating the Runbooks")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a burst may take")
     parser.add_argument("--restart-timeout", type=float, default=600, help="seconds a restart may take")
