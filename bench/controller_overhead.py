@@ -38,7 +38,8 @@ NAMESPACE = "bench"
 
 class Finishes:
     """Records, from a list and a watch, when each Runbook of a namespace was first seen finished, and
-    how (the reason of its Succeeded condition).
+    how (the reason of its Succeeded condition). A subclass follows another kind by its own ``list`` and
+    ``finished`` (``bench.controller_scale.JobFinishes``: Jobs).
 
     Listed first, then watched from the list's resourceVersion (watched again when a watch ends, listed
     again after 410 Gone), so that no finish is missed however long the benchmark runs."""
@@ -56,9 +57,8 @@ class Finishes:
     def finished(body: dict) -> str | None:
         """How the object finished (its Succeeded condition's reason), or None while it has not."""
         conditions = (body.get("status") or {}).get("conditions") or []
-        for done in (c for c in conditions if c["type"] == "Succeeded" and c["status"] in ("True", "False")):
-            return done.get("reason", "")
-        return None
+        ended = (c for c in conditions if c["type"] == "Succeeded" and c["status"] in ("True", "False"))
+        return next((done.get("reason", "") for done in ended), None)
 
     def list(self, **options: object) -> dict:
         return self.custom.list_namespaced_custom_object(
