@@ -92,6 +92,7 @@ class Entry:
     shown_behind: str = ""  # the Runbook its Queued status names
     left: bool = False  # it left the watch (deleted, or finished)
     gone: bool = False  # it no longer exists
+    final: bool = False  # another controller replica finished it: nothing more is written to its status
     finishing: bool = False  # its finished status is being written: it leaves the watch
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
     regate: bool = False  # a policy or approval changed while the gate looked at it: look again at once
@@ -265,7 +266,8 @@ class Dispatcher:
         elif entry.finishing:
             pass  # its last step settles it
         elif entry.stage is Stage.RUNNING:
-            entry.gone = True  # a run holds its finalizer: only a forced deletion takes it away
+            # A run holds its finalizer: a forced deletion took it away, or another replica finished it
+            # (kopf's peering settling); the run tells which (:meth:`controller.runs.Runs.run`).
             if entry.cancel is not None:
                 entry.cancel.set()
         elif entry.uid not in self.tasks:

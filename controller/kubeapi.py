@@ -8,7 +8,8 @@ loopback; in a pod, the service account's); a refused token is read again once (
 service account's).
 
 "Already exists", "already gone" and "changed meanwhile" are answers here, not errors: :class:`Conflict`
-(409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it. Other
+(409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it;
+:class:`Final` for a status write that the API server refused because the Runbook has finished. Other
 failures raise :class:`ApiError` after a few retries of what may pass (connection errors, 429, 5xx).
 """
 
@@ -50,6 +51,11 @@ class ApiError(Exception):
 
 class Conflict(ApiError):
     """409: the object exists already, or changed (or was replaced) since we read it."""
+
+
+class Final(Exception):
+    """The Runbook's status is final (the CRD's rule): it finished, another controller replica having run it
+    as kopf's peering settled. Its recorded result stands; nothing more is written to its status."""
 
 
 class KubeApi:
@@ -155,7 +161,7 @@ class KubeApi:
 
     async def put_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> bool:
         """Write the whole status of the Runbook ``uid``; False if it is gone (or replaced by another of
-        the same name)."""
+        the same name); :class:`Final` if it has finished meanwhile."""
         return await self._patch_runbook(
             namespace, name, uid, "/status", [{"op": "add", "path": "/status", "value": status}]
         )
@@ -180,9 +186,11 @@ class KubeApi:
             if error.status != 422:
                 raise
             current = await self.get_runbook(namespace, name)
-            if current is not None and current["metadata"]["uid"] == uid:
-                raise  # the change itself is invalid
-            return False
+            if current is None or current["metadata"]["uid"] != uid:
+                return False
+            if subresource == "/status" and (current.get("status") or {}).get("result"):
+                raise Final(error) from error
+            raise  # the change itself is invalid
 
     async def delete_runbook(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:
         """Delete the Runbook ``uid`` as it was at ``resource_version``; False if it is gone or changed

@@ -124,17 +124,21 @@ class Ledger:
             await self.kube.delete_lease(namespace, entry.name, entry.version)
 
     async def finish(self, entry: Entry, namespace: str, status: dict[str, Any]) -> Entry:
-        """Record the result of the owner's run (``status``: the finished status, camelCase)."""
+        """Record the result of the owner's run (``status``: the finished status, camelCase), unless one
+        is recorded already: the first stands (a second controller replica that ran the same Runbook as
+        kopf's peering settled finds it here). The entry as recorded: its ``result`` is the run's."""
         recorded = summary(status)
-        return await self._update(
-            entry,
-            namespace,
-            lambda annotations: {
+
+        def record(annotations: dict[str, str]) -> dict[str, str]:
+            if keys.RESULT in annotations:
+                return annotations
+            return {
                 **annotations,
                 keys.RESULT: json.dumps(recorded, separators=(",", ":")),
                 keys.FINISHED_AT: recorded["finishedAt"] or "",
-            },
-        )
+            }
+
+        return await self._update(entry, namespace, record)
 
     async def note_duplicate(self, entry: Entry, namespace: str, uid: str) -> None:
         """Remember a duplicate of the entry: while it exists, the trimmer keeps the entry."""

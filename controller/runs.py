@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from controller import audit, ledger, metrics, transitions
 from controller.events import Events, Ref
 from controller.executors import Executor, Run, RunRequest, failure
-from controller.kubeapi import ApiError, KubeApi
+from controller.kubeapi import ApiError, Final, KubeApi
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
 from runbooks import approval, keys, policy
@@ -162,9 +162,16 @@ class Runs:
 
     async def patch(self, entry: Entry, change: RunbookStatus) -> bool:
         """Apply ``change`` to the status (the controller writes it whole: it is its only writer); False
-        (and ``entry.gone``) if the Runbook no longer exists."""
+        if the Runbook no longer exists (``entry.gone``) or another replica finished it (``entry.final``)."""
+        if entry.final:
+            return False
         status = apply(self.status(entry), change)
-        ok = await self.services.kube.put_status(entry.namespace, entry.name, entry.uid, status.to_k8s())
+        try:
+            ok = await self.services.kube.put_status(entry.namespace, entry.name, entry.uid, status.to_k8s())
+        except Final:
+            log.warning("%s/%s was finished by another controller replica", entry.namespace, entry.name)
+            entry.final = True
+            return False
         entry.status = status
         entry.gone = entry.gone or not ok
         return ok
@@ -426,8 +433,8 @@ class Runs:
                 change = transitions.running(self.status(entry), entry.generation, execution, now())
                 change.request_id, change.window, change.target = entry.request_id, window, entry.target
                 change.session = session
-                await self.patch(entry, change)
-                self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})")
+                written = await self.patch(entry, change)
+                self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})", post=written)
         if isinstance(run, dict):  # lost, never started, or could not start
             return await self.finish(entry, None, run)
         result = await self._wait(entry, run, stopping)
@@ -475,7 +482,7 @@ class Runs:
 
         async def publish() -> None:
             if not entry.gone:
-                await self.patch(entry, transitions.progress_logs(run.logs()))
+                await self.patch(entry, transitions.progress_logs(run.logs()))  # none once it is final
 
         publisher = LogPublisher(publish)
         metrics.RUNNING.inc()
@@ -488,6 +495,8 @@ class Runs:
             if stopping.is_set():
                 waiting.cancel()
                 return None
+            if not entry.deleting and not await self._deleted(entry):
+                return await waiting  # another replica finished it: the same run, or a second one, ends
             await run.cancel()  # the Runbook was deleted: stop its run
             result = await waiting
             if result.get("exitCode") == ExitCode.CANCELLED:
@@ -499,8 +508,19 @@ class Runs:
             await publisher.close()
             metrics.RUNNING.dec()
 
+    async def _deleted(self, entry: Entry) -> bool:
+        """Whether a running Runbook that left the watch was deleted (by force: its finalizer taken away),
+        rather than finished by another controller replica (it ran as kopf's peering settled)."""
+        body = await self.services.kube.get_runbook(entry.namespace, entry.name)
+        if body is not None and body["metadata"]["uid"] == entry.uid:
+            entry.final = bool((body.get("status") or {}).get("result"))
+            return False
+        entry.gone = True
+        return True
+
     # -- 3. the end ----------------------------------------------------------------------------
     async def finish(self, entry: Entry, run: Run | None, result: dict[str, Any]) -> Next:
+        """Record the result in the ledger, where the first recorded stands, and show that one."""
         assert entry.claim is not None
         dry_run = bool(entry.spec.get("dryRun"))
         if "logs" not in result:  # a result from the ledger: keep the lines the status shows
@@ -508,6 +528,11 @@ class Runs:
         change = transitions.finished(self.status(entry), entry.generation, result, dry_run=dry_run)
         final = apply(self.status(entry), change)
         entry.claim = await self.services.ledger.finish(entry.claim, entry.namespace, final.to_k8s())
+        recorded = entry.claim.result
+        if recorded is not None and recorded != ledger.summary(final.to_k8s()):  # another replica's run
+            result = {**recorded, "logs": result["logs"]}
+            change = transitions.finished(self.status(entry), entry.generation, result, dry_run=dry_run)
+            final = apply(self.status(entry), change)
         if run is not None:
             await run.release()
         if keys.FINALIZER in entry.finalizers and not entry.gone:
@@ -525,7 +550,8 @@ class Runs:
         code = final.exit_code
         kind = "Normal" if code == ExitCode.SUCCESS else "Warning"
         message = final.message or f"exit code {code}"
-        gone = entry.gone or entry.deleting  # no Event (it would name nothing), but its audit line
+        # No Event (it would name nothing, or repeat another replica's), but its audit line.
+        gone = entry.gone or entry.deleting or entry.final
         reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
         self.event(entry, kind, reason, message, status=final, post=not gone)
         return Next(Outcome.SETTLED)

@@ -21,6 +21,9 @@ from pydantic import BaseModel
 from runbooks import approval, keys, models, policy, schedule
 
 SPEC_IMMUTABLE = "spec is immutable: create a new Runbook (with a new name) to run again"
+# A finished Runbook's status is its record: no writer changes it afterwards, not even a second controller
+# replica that ran the same Runbook while kopf's peering settled (the API server refuses the write).
+STATUS_FINAL = "status is final: the Runbook has finished and its result is recorded"
 
 PRINTER_COLUMNS = [
     {"name": "Command", "type": "string", "jsonPath": ".spec.command"},
@@ -149,6 +152,7 @@ class Kind:
     status: type[BaseModel] | None = None
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     spec_rules: list[dict[str, str]] = field(default_factory=list)
+    status_rules: list[dict[str, str]] = field(default_factory=list)
     rules: list[dict[str, str]] = field(default_factory=list)  # on the object: may read metadata.name
     selectable_fields: list[str] = field(default_factory=list)
 
@@ -168,6 +172,7 @@ RUNBOOK = Kind(
     models.RunbookStatus,
     PRINTER_COLUMNS,
     spec_rules=[{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}],
+    status_rules=[{"rule": "!has(oldSelf.result) || self == oldSelf", "message": STATUS_FINAL}],
     # Empty until the run has finished: the controller watches `status.result=` only (Kubernetes >= 1.31).
     selectable_fields=[".status.result"],
 )
@@ -223,6 +228,8 @@ def build(kind: Kind = RUNBOOK) -> dict[str, Any]:
         status = openapi(kind.status)
         status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
         status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+        if kind.status_rules:
+            status["x-kubernetes-validations"] = kind.status_rules
         properties["status"] = status
         version["subresources"] = {"status": {}}
     if kind.printer_columns:

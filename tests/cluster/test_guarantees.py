@@ -20,7 +20,7 @@ from kubernetes import client
 
 from controller.executors import RunRequest
 from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
-from controller.ledger import lease_name
+from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
 from devcluster.processes import wait_until
 from runbooks import keys
@@ -349,21 +349,35 @@ def test_status_and_ledger_reconcile_after_a_crash_between_them(
     release(env)
     first = start_controller("first", **script_env(env))
     rbs.create("status-only", command="failover", requestId="req-status")
-    rbs.create("ledger-only", command="failback", requestId="req-ledger")
-    finished = {name: rbs.wait_finished(name)["status"] for name in ("status-only", "ledger-only")}
+    finished = rbs.wait_finished("status-only")["status"]
     kill(first)
     # The status was patched, the ledger's result never written ...
     cluster.kubectl("annotate", "lease", lease_name("req-status"), "-n", namespace, f"{keys.RESULT}-")
-    # ... and the ledger's result written, the finished status never patched (it still says running).
-    rbs.set_status("ledger-only", {"result": None, "exitCode": None, "finishedAt": None})
+    # ... and (a finished status being final, a run that a dead controller left so) the ledger's result
+    # written, the finished status never patched: it still says running.
+    ledger_only = rbs.create("ledger-only", command="failback", requestId="req-ledger")
+    execution = {"executor": "local", "name": "pid/unknown"}
+    running = {"attempts": 1, "startedAt": "2026-12-03T01:00:00Z", "execution": execution}
+    rbs.set_status("ledger-only", running)
+    result = {
+        "exitCode": 0,
+        "result": "success",
+        "message": "switched back",
+        "finishedAt": "2026-12-03T01:00:07Z",
+    }
+    annotations = {
+        keys.REQUEST_ID: "req-ledger",
+        keys.RUNBOOK: f"{namespace}/ledger-only",
+        keys.RESULT: json.dumps(result),
+        keys.FINISHED_AT: result["finishedAt"],
+    }
+    lease = lease_body(lease_name("req-ledger"), ledger_only["metadata"]["uid"], annotations)
+    client.CoordinationV1Api(api_client).create_namespaced_lease(namespace, lease)
     rbs.create("status-twin", command="failover", requestId="req-status")
     rbs.create("ledger-twin", command="failback", requestId="req-ledger")
     start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
-    again = wait_until(
-        lambda: (found := rbs.get("ledger-only"))["status"].get("result") and found["status"],
-        60, "the status finished from the ledger",
-    )  # fmt: skip
-    assert (again["result"], again["exitCode"]) == ("success", 0)
+    again = rbs.wait_finished("ledger-only")["status"]
+    assert (again["result"], again["exitCode"], again["message"]) == ("success", 0, "switched back")
     for twin, original in (("status-twin", "status-only"), ("ledger-twin", "ledger-only")):
         status = rbs.wait_finished(twin)["status"]
         assert status["duplicateOf"] == f"{namespace}/{original}"
@@ -371,8 +385,46 @@ def test_status_and_ledger_reconcile_after_a_crash_between_them(
     recorded = wait_until(
         lambda: ledger_result(api_client, namespace, "req-status"), 30, "the ledger's result"
     )
-    assert recorded["finishedAt"] == finished["status-only"]["finishedAt"]
-    assert sorted(started(env)) == ["req-ledger", "req-status"]  # each ran once, neither again
+    assert recorded["finishedAt"] == finished["finishedAt"]
+    assert started(env) == ["req-status"]  # it ran once; req-ledger (its result recorded) never again
+
+
+def test_a_run_another_replica_finished_meanwhile_keeps_that_record_and_is_not_stopped(
+    start_controller, rbs, env, api_client, namespace
+):
+    """Two replicas may both run a Runbook while kopf's peering settles (one with a higher priority comes
+    up while the other acts). The one that finishes first records the result; the other's run is neither
+    taken for a deletion and stopped nor recorded over it: the first record stands in the status and the
+    ledger, and the target's lock and the Runbook's finalizer are given up."""
+    start_controller(**script_env(env))
+    body = rbs.create("twice", command="failover")
+    wait_started(env, "twice")
+    leases = client.CoordinationV1Api(api_client)
+    claim = leases.read_namespaced_lease(lease_name("twice"), namespace)  # made before the run started
+    # What the other replica wrote as its run of it ended: the ledger's result, then the finished status.
+    other = {
+        "exitCode": 0,
+        "result": "success",
+        "message": "by the other replica",
+        "startedAt": "2026-12-03T01:00:00Z",
+        "finishedAt": "2026-12-03T01:00:05Z",
+        "health": None,
+    }
+    claim.metadata.annotations[keys.RESULT] = json.dumps(other)
+    claim.metadata.annotations[keys.FINISHED_AT] = other["finishedAt"]
+    leases.replace_namespaced_lease(lease_name("twice"), namespace, claim)
+    rbs.set_finalizers("twice", [])
+    final = {**other, "attempts": 1, "observedGeneration": 1}
+    rbs.set_status("twice", {key: value for key, value in final.items() if value is not None})
+    release(env)
+    wait_until(lambda: "twice end" in " ".join(lines(env / "runs.log")), 30, "this replica's run to end")
+    rbs.create("next", command="failback")  # the same target: its lock was given up
+    assert rbs.wait_finished("next")["status"]["result"] == "success"
+    status = rbs.get("twice")["status"]
+    assert (status["message"], status["finishedAt"]) == ("by the other replica", other["finishedAt"])
+    assert ledger_result(api_client, namespace, "twice") == other
+    assert rbs.get("twice")["metadata"].get("finalizers") in (None, [])
+    assert rbs.get("twice")["metadata"]["uid"] == body["metadata"]["uid"]
 
 
 # -- 11. the standby replica takes over within 15 s -----------------------------------------------------

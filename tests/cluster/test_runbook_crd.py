@@ -84,3 +84,27 @@ def test_printer_columns_and_explain(mdops_crds, namespace):
     assert table[1].split()[:3] == ["rb1", "drill", "backup"]
     explain = mdops_crds.kubectl("explain", "runbook.spec.dryRun").stdout
     assert "changes nothing" in explain
+
+
+def _write_status(cluster, namespace, status: dict):
+    patch = json.dumps([{"op": "add", "path": "/status", "value": status}])
+    return cluster.kubectl(
+        "patch", "rb", "rb1", "-n", namespace, "--subresource=status", "--type=json", "-p", patch, check=False
+    )
+
+
+def test_a_finished_status_is_final(mdops_crds, namespace):
+    """Whoever writes it (a second controller replica that ran the same Runbook as peering settled, a
+    person with kubectl), a recorded result stands; an unfinished status changes freely until then."""
+    assert _apply(mdops_crds, namespace, {"command": "failover"}).returncode == 0
+    running = {"attempts": 1, "startedAt": "2026-12-03T01:00:00Z", "message": "running"}
+    assert _write_status(mdops_crds, namespace, running).returncode == 0
+    finished = {**running, "result": "success", "exitCode": 0, "finishedAt": "2026-12-03T01:00:05Z"}
+    assert _write_status(mdops_crds, namespace, finished).returncode == 0
+    for other in (running, {**finished, "result": "failed", "exitCode": 1}, {**finished, "message": "again"}):
+        refused = _write_status(mdops_crds, namespace, other)
+        assert refused.returncode != 0
+        assert crd.STATUS_FINAL in refused.stderr
+    assert _write_status(mdops_crds, namespace, finished).returncode == 0  # the same record again: no change
+    got = json.loads(mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
+    assert got["status"] == finished
