@@ -4,9 +4,10 @@ Each run has a folder ``<state_dir>/<namespace>/<uid>/``; creating it is the cla
 is never started twice. The runner runs in its own session and outlives the controller: a controller
 killed mid-run adopts it on restart through ``pid`` (which the runner claims itself before it runs
 anything, and the launcher's own pid, in ``launcher``, written before it is asked: see ``adopt``) and
-waits for ``result.json``. Its streamed log
-lines go to ``runner.log`` (at most 1 MiB, the older lines in ``runner.log.1``), which is watched (its
-size, every ``POLL_SECONDS``) for new lines; its own errors go to ``runner.err``.
+waits for ``result.json``; a run it finds provably never started (:func:`never_started`) it starts then,
+in its folder made afresh. Its streamed log lines go to ``runner.log`` (at most 1 MiB, the older lines
+in ``runner.log.1``), which is watched (its size, every ``POLL_SECONDS``) for new lines; its own errors
+go to ``runner.err``.
 
 A runner that dies without a result (``kill -9``, the OOM killer) takes its script with it (the kernel
 kills it: ``PR_SET_PDEATHSIG``); what the script started is still in the runner's session, and is killed,
@@ -25,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Mapping
@@ -80,6 +82,21 @@ async def launch_settled(folder: Path) -> None:
         if asyncio.get_running_loop().time() > deadline:
             return
         await asyncio.sleep(POLL_SECONDS)
+
+
+def never_started(folder: Path) -> bool:
+    """Whether the run in ``folder`` provably never started and no runner can come for it any more: its
+    ``pid`` file says so (a runner that claims it later runs nothing), and the launcher asked to start it,
+    if any was, is gone (it would fork a runner in the folder of that name)."""
+    try:
+        if (folder / PID_FILE).read_text() != NEVER_STARTED:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        return not launcher_alive(int((folder / LAUNCHER_FILE).read_text()))
+    except (FileNotFoundError, ValueError):
+        return True  # no launcher was asked
 
 
 class LocalRun:
@@ -296,7 +313,15 @@ class LocalExecutor:
     async def start(self, request: RunRequest) -> LocalRun | dict[str, Any]:
         folder = self.folder(request)
         if folder.exists():  # started before (by us or a controller before a restart): adopt
-            return await self.adopt(request)
+            run = await self.adopt(request)
+            if not never_started(folder):
+                return run
+            # A controller stopped between making the folder and starting the runner: the run starts now,
+            # once, in its folder made afresh (nothing was run, and nothing of that attempt can run now).
+            log.warning(
+                "%s/%s never started before a restart: it starts now", request.namespace, request.name
+            )
+            shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # the claim: exists means started
         argv = [
