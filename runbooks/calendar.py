@@ -85,7 +85,9 @@ class Session:
 
 @dataclass(frozen=True)
 class SessionTable:
-    """The sessions of ``venue`` on the venue-local days ``first``..``last`` (both included)."""
+    """The sessions of ``venue`` on the venue-local days ``first``..``last`` (both included). ``bounded``:
+    ``last`` is the last day the library knows the venue's holidays for, before the day asked for (XSHG's
+    end with 2026 in exchange_calendars 4.13.2): a table asked for later days would go no further."""
 
     venue: str
     tz: str
@@ -94,6 +96,7 @@ class SessionTable:
     last: datetime.date
     library: str  # "exchange_calendars 4.13.2", for the status endpoints
     sessions: tuple[Session, ...]
+    bounded: bool = False
 
     def to_json(self) -> str:
         def epoch(t: datetime.datetime | None) -> int | None:
@@ -125,6 +128,7 @@ class SessionTable:
             last=datetime.date.fromisoformat(data["last"]),
             library=data["library"],
             sessions=sessions,
+            bounded=data.get("bounded") == "True",
         )
 
 
@@ -149,10 +153,18 @@ def build_table(venue: str, first: datetime.date, last: datetime.date) -> Sessio
         # exchange_calendars 4.13 still uses pandas APIs that pandas announces it will remove
         # (Pandas4Warning); pandas is pinned with it, so these are not ours to act on.
         warnings.simplefilter("ignore")
+        end = last
         try:
             calendar = exchange_calendars.get_calendar(venue, start=first, end=last)
         except exchange_calendars.errors.InvalidCalendarName as error:
             raise UnknownVenue(f"unknown venue {venue!r}: not a calendar of {library_version()}") from error
+        except ValueError:  # past the last day the library knows (its default range never is)
+            bound = type(exchange_calendars.get_calendar(venue)).bound_max()
+            if bound is None or bound.date() >= last:
+                raise
+            end = bound.date()
+            first = min(first, end - datetime.timedelta(days=7))  # asked beyond it: its last week
+            calendar = exchange_calendars.get_calendar(venue, start=first, end=end)
         sessions = tuple(
             Session(
                 row.Index.date(),
@@ -163,7 +175,9 @@ def build_table(venue: str, first: datetime.date, last: datetime.date) -> Sessio
             )
             for row in calendar.schedule.itertuples()
         )
-    return SessionTable(venue, str(calendar.tz), calendar.weekmask, first, last, library_version(), sessions)
+    return SessionTable(
+        venue, str(calendar.tz), calendar.weekmask, first, end, library_version(), sessions, end < last
+    )
 
 
 def load_table(venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
@@ -234,11 +248,30 @@ class SessionCalendar:
         """Raise unless the table answers for ``at`` (an aware instant)."""
         if at.tzinfo is None:
             raise ValueError(f"{at!r} has no time zone")
+        if self.ended(at):
+            raise CalendarError(self.beyond(at))
         if not self.covers(at):
             raise CalendarError(
                 f"{at.isoformat()} is outside the loaded {self.venue} calendar "
                 f"({self.table.first}..{self.table.last})"
             )
+
+    def ended(self, at: datetime.datetime) -> bool:
+        """Whether ``at`` is past the last day the library knows the venue for: no table goes further."""
+        return self.table.bounded and self.venue_day(at) > self.table.last
+
+    def beyond(self, at: datetime.datetime) -> str:
+        """What to say of an instant past that day."""
+        return (
+            f"{at.isoformat()} is beyond the {self.venue} calendar: {self.table.library} records its "
+            f"holidays only up to {self.table.last}"
+        )
+
+    def answers(self, start: datetime.datetime, end: datetime.datetime) -> bool:
+        """Whether this table answers from ``start`` to ``end`` as well as any table could: it covers
+        both, or what it does not cover is past the library's knowledge of the venue (asked about, it
+        says so: :meth:`check`)."""
+        return (self.covers(start) and (self.covers(end) or self.table.bounded)) or self.ended(start)
 
     def session(self, day: datetime.date) -> Session | None:
         """The session of a venue-local day, or None when the venue does not trade that day."""
@@ -337,7 +370,7 @@ class VenueCalendar:
             if self._unknown is not None:
                 raise self._unknown
             current = self._current
-            if current is None or not (current.covers(start) and current.covers(end)):
+            if current is None or not current.answers(start, end):
                 current = self._cached(start, end) or self._load(start, end)
                 self._current = current
             return current
@@ -384,7 +417,7 @@ class VenueCalendar:
         if table.venue != self.venue or table.library != library_version():
             return None
         calendar = SessionCalendar(table, **self._options)
-        return calendar if calendar.covers(start) and calendar.covers(end) else None
+        return calendar if calendar.answers(start, end) else None
 
     def at(self, instant: datetime.datetime) -> SessionCalendar:
         """A calendar that answers for ``instant`` and the weeks around it (the waits of a policy, the
@@ -397,18 +430,22 @@ class VenueCalendar:
     def loaded(self, at: datetime.datetime) -> SessionCalendar | None:
         """The calendar already loaded, if it answers for ``at``, without loading one: for readers that
         must not wait seconds for a child process (the REST API's status). None otherwise: then a load
-        is started in the background, unless one is under way or the venue is unknown."""
+        is started in the background, unless one is under way, the venue is unknown or ``at`` is past
+        what the library knows of it (:meth:`note` says why)."""
         current = self._current
         if current is not None and current.covers(at):
             return current
-        if self._unknown is None:
+        if self._unknown is None and not (current is not None and current.ended(at)):
             self.prefetch(at)
         return None
 
-    @property
-    def unknown(self) -> str | None:
-        """Why the venue cannot be loaded at all (an unknown venue), or None."""
-        return None if self._unknown is None else str(self._unknown)
+    def note(self, at: datetime.datetime) -> str | None:
+        """Why no calendar answers for ``at`` (an unknown venue, or ``at`` past what the library knows of
+        the venue), or None: it does, or it is loading."""
+        if self._unknown is not None:
+            return str(self._unknown)
+        current = self._current
+        return current.beyond(at) if current is not None and current.ended(at) else None
 
     def prefetch(self, at: datetime.datetime) -> threading.Thread:
         """Load the table now, in the background, so that the first question (the first run's

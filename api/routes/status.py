@@ -26,6 +26,6 @@ async def get_status(
     settings: SettingsDep, cache: CacheDep, memo: StatusMemoDep, principal: StatusReader
 ) -> Response:
     now, venue = datetime.datetime.now(datetime.UTC), settings.calendar
-    session = session_view(venue.venue, venue.loaded(now), now, settings.zone, venue.unknown)
+    session = session_view(venue.venue, venue.loaded(now), now, settings.zone, venue.note(now))
     body = await memo.get(cache, settings.zone, settings.api_history, session)
     return Response(body, media_type="application/json")

@@ -171,6 +171,50 @@ def test_the_venue_calendar_loads_once_and_again_only_outside_its_range(xhkg_tab
     assert loads[1][0] <= datetime.date(2026, 12, 16)
 
 
+# exchange_calendars 4.13.2 records XSHG's holidays up to the end of 2026 (its class's bound_max).
+XSHG_KNOWN_UNTIL = datetime.date(2026, 12, 31)
+
+
+def test_a_venue_whose_holidays_end_gives_a_table_up_to_there_and_says_so_beyond(tmp_path):
+    """Asked for a year ahead (as every long-running process does), a venue the library knows less far
+    gives what it knows, not an error for all of it; an instant past that is refused in words a person
+    can act on."""
+    table = load_table("XSHG", datetime.date(2026, 11, 1), datetime.date(2027, 12, 1))
+    assert (table.last, table.bounded) == (XSHG_KNOWN_UNTIL, True)
+    assert SessionTable.from_json(table.to_json()) == table
+    calendar = SessionCalendar(table, zone=HK)
+    assert calendar.state(at("2026-12-31 10:00")) == State.OPEN
+    assert calendar.state(at("2026-12-25 10:00")) == State.OPEN  # no Christmas holiday in Shanghai
+    with pytest.raises(CalendarError, match=r"records its holidays only up to 2026-12-31$"):
+        calendar.state(at("2027-01-04 10:00"))
+    unbounded = build_table("XHKG", datetime.date(2026, 11, 1), datetime.date(2027, 12, 1))
+    assert (unbounded.last, unbounded.bounded) == (datetime.date(2027, 12, 1), False)
+
+
+def test_past_the_library_s_knowledge_the_venue_calendar_loads_no_more():
+    loads: list[tuple[datetime.date, datetime.date]] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append((first, last))
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XSHG", zone=HK, loader=loader)
+    assert venue.window(at("2026-12-03 10:00")) == "day"
+    assert venue.window(at("2026-12-30 21:00")) == "night"  # its last weeks
+    for instant in ("2027-01-04 10:00", "2027-06-01 10:00"):
+        with pytest.raises(CalendarError, match="beyond the XSHG calendar"):
+            venue.window(at(instant))
+    assert len(loads) == 1
+    assert venue.loaded(at("2027-06-01 10:00")) is None  # and no load in the background either
+    assert "only up to 2026-12-31" in venue.note(at("2027-06-01 10:00"))
+    assert venue.note(at("2026-12-30 10:00")) is None
+    started_later = VenueCalendar("XSHG", zone=HK, loader=loader)  # a process started in mid-2027
+    for _ in range(3):
+        with pytest.raises(CalendarError, match="only up to 2026-12-31"):
+            started_later.window(at("2027-06-01 10:00"))
+    assert len(loads) == 2
+
+
 class Loads(list):
     """A loader that records the venues it was asked for, each load held until ``gate`` (if any) is set."""
 
@@ -214,7 +258,7 @@ def test_loaded_never_waits_and_starts_one_load_in_the_background():
     loads.gate.set()
     venue.prefetch(at("2026-01-05 10:00")).join()
     assert venue.loaded(at("2026-01-05 10:00")).state(at("2026-01-05 10:00")) == "open"
-    assert len(loads) == 1 and venue.unknown is None
+    assert len(loads) == 1 and venue.note(at("2026-01-05 08:00")) is None
 
 
 def test_an_unknown_venue_is_said_and_never_loaded_again_by_loaded():
@@ -222,7 +266,7 @@ def test_an_unknown_venue_is_said_and_never_loaded_again_by_loaded():
     venue = VenueCalendar("XXXX", loader=loads)
     venue.prefetch(at("2026-01-05 08:00")).join()
     assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(3)] == [None] * 3
-    assert "unknown venue 'XXXX'" in venue.unknown
+    assert "unknown venue 'XXXX'" in venue.note(at("2026-01-05 08:00"))
     assert loads == ["XXXX"]
 
 
