@@ -251,8 +251,7 @@ class Runs:
             calendar = await asyncio.to_thread(self.services.settings.calendar.at, at)
             decision = policy.evaluate(policies, spec, at, calendar)
         except (ValidationError, CalendarError) as error:  # not decided: never run it ungated
-            log.error("%s/%s waits at the gate: %s", entry.namespace, entry.name, error)
-            return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
+            return await self._cannot_start(entry, f"waits at the gate: {error}")
         if isinstance(decision, policy.Reject):
             return await self._not_run(
                 entry, transitions.refused(status, entry.generation, decision), "refused"
@@ -294,6 +293,15 @@ class Runs:
         outcome = "rejected" if counted.state == approval.REJECTED else "expired"
         return await self._not_run(entry, change, outcome)
 
+    async def _cannot_start(self, entry: Entry, message: str) -> Next:
+        """Not startable yet (the venue's calendar cannot tell, a policy does not parse): said in its
+        status, once, and looked at again in a while."""
+        log.error("%s/%s %s", entry.namespace, entry.name, message)
+        change = transitions.pending_because(self.status(entry), entry.generation, message)
+        if apply(self.status(entry), change) != self.status(entry):
+            await self.patch(entry, change)
+        return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
+
     @staticmethod
     def _hold(seconds: float) -> Next:
         """Held until ``seconds`` from now (a moment after, so that the wait is over then)."""
@@ -316,7 +324,9 @@ class Runs:
         if change is None and not held:
             return Next(Outcome.OWNER)
         message = message or "the policies allow it now"
-        change = apply(change or RunbookStatus(), transitions.released(status, entry.generation, message))
+        change = apply(
+            change or RunbookStatus(), transitions.pending_because(status, entry.generation, message)
+        )
         if not await self.patch(entry, change):
             return Next(Outcome.GONE)
         if status.approvals != self.status(entry).approvals or status.policy != self.status(entry).policy:
@@ -417,9 +427,9 @@ class Runs:
                 window, session = (
                     (status.window, status.session) if status.window else await self._window(entry)
                 )
-            except CalendarError as error:
-                log.error("%s/%s cannot start: %s", entry.namespace, entry.name, error)
-                return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
+            except CalendarError as error:  # window auto: the calendar decides it
+                advice = "give its window (day or night) to run it without the calendar"
+                return await self._cannot_start(entry, f"cannot start: {error}; {advice}")
             if not await self._protect(entry):
                 return await self.forget(entry)
             if stopping.is_set():  # paused meanwhile: the active controller starts it

@@ -173,9 +173,10 @@ def held(old: RunbookStatus, generation: int, wait: Wait) -> RunbookStatus:
     return change
 
 
-def released(old: RunbookStatus, generation: int, message: str) -> RunbookStatus:
-    """Through the gate (its window open, its approvals given): Pending, no longer held, until it takes its
-    lock or starts."""
+def pending_because(old: RunbookStatus, generation: int, message: str) -> RunbookStatus:
+    """Pending, saying why: through the gate (its window open, its approvals given), no longer held, until
+    it takes its lock or starts; or not able to start yet for want of what only the controller can get
+    (the venue's calendar)."""
     return _waiting(old, generation, Reason.PENDING, message)
 
 

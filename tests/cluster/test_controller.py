@@ -196,6 +196,33 @@ def test_auto_window_comes_from_the_venue_calendar_and_its_mapping(
     )
 
 
+def test_a_venue_the_library_knows_for_less_than_a_year_runs_until_then_and_says_why_after(
+    start_controller, scripts, runs_file, rbs
+):
+    """exchange_calendars 4.13.2 records XSHG's holidays up to the end of 2026 only: the controller asks a
+    year ahead, and still resolves the window of a run while the library knows the venue; past that, the
+    run's status says why it cannot start (and how to run it), rather than nothing."""
+    start_controller(
+        MDOPS_SCRIPTS_DIR=str(scripts), MDOPS_SCRIPT_ENV=f'{{"RUNS": "{runs_file}"}}', MDOPS_VENUE="XSHG"
+    )
+    rbs.create("shanghai", command="health_check")
+    now = datetime.datetime.now(datetime.UTC)
+    calendar = VenueCalendar("XSHG").at(now)
+    if not calendar.ended(now + datetime.timedelta(minutes=1)):
+        status = rbs.wait_finished("shanghai")["status"]
+        assert (status["result"], status["session"]["venue"]) == ("success", "XSHG")
+        accepted = parse_time(rbs.get("shanghai")["metadata"]["creationTimestamp"])
+        started = parse_time(status["startedAt"])
+        assert status["window"] in {calendar.window(accepted), calendar.window(started)}
+    else:
+
+        def said() -> str | bool:
+            message = (rbs.condition("shanghai", "Succeeded") or {}).get("message", "")
+            return "records its holidays only up to" in message and message
+
+        assert "give its window (day or night)" in wait_until(said, 60, "the reason in the status")
+
+
 def test_every_run_records_the_venues_session_it_was_accepted_in(controller, rbs):
     """The session state beside the resolved window, for auto and explicit windows alike, as the venue's
     real calendar has it at the time the run was accepted (checked against a calendar of the test's own)."""
