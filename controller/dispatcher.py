@@ -236,7 +236,7 @@ class Dispatcher:
     # -- the watch --------------------------------------------------------------------------------
     def observe(self, kind: str | None, body: dict[str, Any]) -> None:
         """A watch event of a Runbook (``kind`` None: listed)."""
-        if self.paused and kind is not None:
+        if self.paused:
             return  # events that sneaked in as kopf paused; the watch lists everything again on resume
         meta = body["metadata"]
         entry = self.entries.get(meta["uid"])

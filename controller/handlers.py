@@ -16,11 +16,12 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import kopf
-from kopf._core.engines.daemons import DaemonsMemory
+from kopf._cogs.aiokits import aiotoggles
+from kopf._core.engines import daemons
 from kopf._core.reactor.inventory import ResourceMemories, ResourceMemory
 
 from controller import login as controller_login
@@ -59,17 +60,9 @@ class Memories(ResourceMemories):
     the next. Their memory is made for the event and dropped with it: a burst's thousands of waiting
     Runbooks (and their Jobs and pods) no longer each hold one, scattered through the memory the burst
     filled, which kept that memory from being given back after the burst (see the README's performance
-    section). A kind not named here keeps kopf's memory: the safe side.
+    section). A kind not named here keeps kopf's memory: the safe side."""
 
-    kopf gives no public signal of its pause (another replica with a higher priority took over) to
-    anything but daemons: its daemon killer walks the operator's memories, for daemons to stop, at once
-    when the operator pauses, every second while it is paused, and once as it exits. That walk pauses
-    the dispatcher. kopf lists every watched resource again when it resumes: that listing resumes the
-    dispatcher (:func:`peering`). kopf is pinned exactly; tests/cluster/test_executors.py's peering tests
-    guard this."""
-
-    on_pause = staticmethod(lambda: None)
-    EVENTS_ONLY = frozenset({keys.KIND, policy.KIND, approval.KIND, "Job", "Pod", "KopfPeering"})
+    EVENTS_ONLY = frozenset({keys.KIND, policy.KIND, approval.KIND, "Job", "Pod"})
 
     async def recall(
         self,
@@ -84,12 +77,53 @@ class Memories(ResourceMemories):
             raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing, ephemeral=ephemeral
         )
 
-    def iter_all_daemon_memories(self) -> Iterator[DaemonsMemory]:
-        self.on_pause()
-        return super().iter_all_daemon_memories()
-
 
 MEMORIES = Memories()
+
+
+class Pauses:
+    """kopf's pause, as kopf itself holds it, followed by the dispatcher.
+
+    kopf pauses the operator while a replica with a higher priority is active (peering) and tells only its
+    own parts: one set of toggles, ``operator_paused``, which its watchers and its daemon killer wait on. It
+    hands them to its daemon killer as it starts; wrapped here, the daemon killer hands them on, and
+    :meth:`follow` pauses the dispatcher when kopf pauses and resumes it when kopf resumes, on the same
+    toggles, so never out of step with kopf. (A signal of our own, kopf's listing of the peering object as
+    it resumes, once resumed a paused replica for a second: a listing already on its way when kopf paused.)
+    As kopf exits, the dispatcher pauses: its runs go on, for the next controller to adopt. kopf is pinned
+    exactly; the peering tests (tests/cluster/test_executors.py, test_guarantees.py) guard this."""
+
+    def __init__(self) -> None:
+        self.toggles: aiotoggles.ToggleSet | None = None
+        self.found = asyncio.Event()
+        self.on_exit: Callable[[], None] = lambda: None
+
+    def wrap(
+        self, killer: Callable[..., Coroutine[Any, Any, None]]
+    ) -> Callable[..., Coroutine[Any, Any, None]]:
+        @functools.wraps(killer)
+        async def daemon_killer(*, operator_paused: aiotoggles.ToggleSet, **options: Any) -> None:
+            self.toggles = operator_paused
+            self.found.set()
+            try:
+                await killer(operator_paused=operator_paused, **options)
+            finally:
+                self.on_exit()
+
+        return daemon_killer
+
+    async def follow(self, dispatcher: Dispatcher) -> None:
+        await self.found.wait()
+        assert self.toggles is not None
+        while True:
+            await self.toggles.wait_for(True)
+            dispatcher.pause()
+            await self.toggles.wait_for(False)
+            dispatcher.resume()
+
+
+PAUSES = Pauses()
+daemons.daemon_killer = PAUSES.wrap(daemons.daemon_killer)
 
 
 class Blind(kopf.DiffBaseStorage):
@@ -131,10 +165,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
     runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))
     dispatcher = Dispatcher(runs, config)
-    MEMORIES.on_pause = dispatcher.pause
+    PAUSES.on_exit = dispatcher.pause
     memo.api, memo.dispatcher, memo.executor = api, dispatcher, executor
     memo.tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
+        asyncio.create_task(PAUSES.follow(dispatcher), name="kopf's pause"),
         asyncio.create_task(dispatcher.trimmer.run(), name="ledger trimmer"),
         asyncio.create_task(Retention(api, config, lambda: dispatcher.paused).run(), name="retention"),
         asyncio.create_task(events.run(), name="events"),
@@ -178,17 +213,8 @@ async def pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.executor.observe_pod(event["type"], event["object"])
 
 
-async def peering(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """kopf lists again what it watches when it resumes: this replica is the active one now."""
-    if event["type"] is None:
-        memo.dispatcher.resume()
-
-
 def register(config: ControllerSettings) -> None:
-    """The handlers that only some settings need: the watch of Jobs and their pods (the Job executor),
-    and of the peering object (the resume signal)."""
+    """The handlers that only some settings need: the watch of Jobs and their pods (the Job executor)."""
     if config.executor == "job":
         kopf.on.event("batch", "v1", "jobs", labels=MANAGED)(job)
         kopf.on.event("", "v1", "pods", labels=MANAGED)(pod)
-    if config.peering:
-        kopf.on.event("kopf.dev", "v1", "kopfpeerings")(peering)

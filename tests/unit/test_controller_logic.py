@@ -316,7 +316,7 @@ def test_kopf_keeps_a_memory_only_for_the_objects_whose_timers_live_in_it():
     memories = Memories()
 
     async def scenario() -> None:
-        for kind in ("Runbook", "Job", "Pod", "RunbookPolicy", "RunbookApproval", "KopfPeering"):
+        for kind in ("Runbook", "Job", "Pod", "RunbookPolicy", "RunbookApproval"):
             first = await memories.recall(body(kind), noticed_by_listing=True)
             assert await memories.recall(body(kind)) is not first
         kept = await memories.recall(body("RunbookSchedule"))
