@@ -465,15 +465,13 @@ class Runs:
         calendar: its session is recorded when the calendar can tell."""
         window, at = entry.spec.get("window", "auto"), datetime.datetime.now(datetime.UTC)
         venue = self.services.settings.calendar
-        calendar = venue.loaded(at)
-        if calendar is None:
-            try:
-                calendar = await asyncio.to_thread(venue.at, at)
-            except CalendarError:
-                if window == "auto":
-                    raise
-                return window, None
-        state = calendar.state(at)
+        try:
+            calendar = venue.loaded(at) or await asyncio.to_thread(venue.at, at)
+            state = calendar.state(at)  # refused past what the library knows of the venue
+        except CalendarError:
+            if window == "auto":
+                raise
+            return window, None
         session = RunSession(venue=calendar.venue, state=state)
         return (calendar.windows[state] if window == "auto" else window), session
 

@@ -4,6 +4,8 @@ tier, ``make test`` everything)."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import re
 import threading
 import uuid
@@ -16,6 +18,7 @@ from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.stack import Stack
 from runbooks import crd, keys
+from runbooks.calendar import build_table
 from runbooks.kube import api_client as new_api_client
 
 TESTS = Path(__file__).parent
@@ -155,3 +158,14 @@ def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers):
         stopping = threading.Thread(target=controller.stop, name=f"stop controller of {namespace}")
         stopping.start()
         stopping_controllers.append(stopping)
+
+
+def keep_an_ended_calendar(cache: Path, venue: str = "XSHG") -> datetime.date:
+    """Write, as the session table a process keeps (``MDOPS_CALENDAR_CACHE``), the venue's real sessions up
+    to yesterday, marked as the end of what the library knows of it (as XSHG's will be in 2027 with
+    exchange_calendars 4.13.2). The last day it knows."""
+    yesterday = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)
+    known = build_table(venue, yesterday - datetime.timedelta(days=60), yesterday)
+    sessions = tuple(session for session in known.sessions if session.day <= yesterday)
+    cache.write_text(dataclasses.replace(known, last=yesterday, bounded=True, sessions=sessions).to_json())
+    return yesterday

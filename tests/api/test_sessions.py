@@ -11,6 +11,7 @@ from runbooks import crd
 from runbooks.calendar import VenueCalendar
 from runbooks.contract import parse_time
 from tests.api.conftest import READER_TOKEN, RECORD, auth, http
+from tests.conftest import keep_an_ended_calendar
 
 SPEC_KEYS = {
     "environment_mode",
@@ -60,6 +61,20 @@ def test_status_shows_the_session_beside_the_specs_keys(server):
     assert code == 200 and ready["status"] == "ready"
     assert (ready["venue"], ready["calendar"]) == ("XHKG", "exchange_calendars 4.13.2")
     assert ready["session"] in states_around(datetime.datetime.now(datetime.UTC))
+
+
+def test_past_what_the_library_knows_of_the_venue_the_status_says_so(start_api, tmp_path):
+    cache = tmp_path / "sessions.json"
+    last = keep_an_ended_calendar(cache)
+    api = start_api(venue="XSHG", calendar_cache=cache)
+
+    def noted() -> dict | None:  # the table is read in the background, as the API starts
+        session = api.get("/api/ops/status", headers=auth()).json()["session"]
+        return session if "records its holidays" in (session["note"] or "") else None
+
+    session = wait_until(noted, 30, "the note in the status")
+    assert (session["venue"], session["state"], session["next_open"]) == ("XSHG", None, None)
+    assert session["note"].endswith(f"exchange_calendars 4.13.2 records its holidays only up to {last}")
 
 
 def _schedule(cluster, namespace: str, name: str, **spec) -> None:
