@@ -535,9 +535,10 @@ class Runs:
             result = {**result, "logs": [line.to_k8s() for line in self.status(entry).logs]}
         change = transitions.finished(self.status(entry), entry.generation, result, dry_run=dry_run)
         final = apply(self.status(entry), change)
-        entry.claim = await self.services.ledger.finish(entry.claim, entry.namespace, final.to_k8s())
+        shown = final.to_k8s()
+        entry.claim = await self.services.ledger.finish(entry.claim, entry.namespace, shown)
         recorded = entry.claim.result
-        if recorded is not None and recorded != ledger.summary(final.to_k8s()):  # another replica's run
+        if recorded is not None and recorded != ledger.summary(shown):  # another replica's run
             result = {**recorded, "logs": result["logs"]}
             change = transitions.finished(self.status(entry), entry.generation, result, dry_run=dry_run)
             final = apply(self.status(entry), change)
