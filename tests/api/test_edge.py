@@ -138,6 +138,8 @@ ODD_BODIES = {
     "deep": b"[" * 15000 + b"]" * 15000,
     "huge-integer": b'{"command": "start", "timeout_seconds": ' + b"9" * 5000 + b"}",
     "truncated": b'{"command": "sta',
+    "duplicate-name": b'{"command": "health_check", "command": "failover"}',
+    "duplicate-nested": b'{"command": "start", "x": {"a": 1, "a": 2}}',
 }
 
 
