@@ -24,6 +24,11 @@ SPEC_IMMUTABLE = "spec is immutable: create a new Runbook (with a new name) to r
 # A finished Runbook's status is its record: no writer changes it afterwards, not even a second controller
 # replica that ran the same Runbook while kopf's peering settled (the API server refuses the write).
 STATUS_FINAL = "status is final: the Runbook has finished and its result is recorded"
+# As Kubernetes does for a Job (its name labels its pods): the Runbook's name labels its Job and pods.
+MAX_RUNBOOK_NAME_LENGTH = 63
+RUNBOOK_NAME = (
+    f"a Runbook's name is at most {MAX_RUNBOOK_NAME_LENGTH} characters: it labels the Job that runs it"
+)
 
 PRINTER_COLUMNS = [
     {"name": "Command", "type": "string", "jsonPath": ".spec.command"},
@@ -153,7 +158,7 @@ class Kind:
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     spec_rules: list[dict[str, str]] = field(default_factory=list)
     status_rules: list[dict[str, str]] = field(default_factory=list)
-    rules: list[dict[str, str]] = field(default_factory=list)  # on the object: may read metadata.name
+    rules: list[dict[str, Any]] = field(default_factory=list)  # on the object: may read metadata.name
     selectable_fields: list[str] = field(default_factory=list)
 
     def manifest(self, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -173,6 +178,14 @@ RUNBOOK = Kind(
     PRINTER_COLUMNS,
     spec_rules=[{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}],
     status_rules=[{"rule": "!has(oldSelf.result) || self == oldSelf", "message": STATUS_FINAL}],
+    # At creation only: a Runbook that exists is never refused a status write (the name cannot change).
+    rules=[
+        {
+            "rule": f"oldSelf.hasValue() || self.metadata.name.size() <= {MAX_RUNBOOK_NAME_LENGTH}",
+            "optionalOldSelf": True,
+            "message": RUNBOOK_NAME,
+        }
+    ],
     # Empty until the run has finished: the controller watches `status.result=` only (Kubernetes >= 1.31).
     selectable_fields=[".status.result"],
 )

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from runbooks import crd, models
+from devcluster.controlplane import REPO
+from devcluster.processes import wait_until
+from runbooks import crd, keys, models
 
 TEXT_REFUSED = models.TEXT_PATTERNS[models.TEXT_PATTERN]
 REASON_REFUSED = 'spec.reason: Invalid value: "string": ' + models.TEXT_PATTERNS[models.REASON_PATTERN]
@@ -68,6 +70,37 @@ def test_free_text_keeps_tabs_newlines_and_any_printable_character(mdops_crds, n
     assert _apply(mdops_crds, namespace, spec).returncode == 0
     got = json.loads(mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
     assert {key: got["spec"][key] for key in spec} == spec
+
+
+def test_a_name_too_long_to_label_a_job_is_refused(mdops_crds, namespace):
+    longest = "n" * crd.MAX_RUNBOOK_NAME_LENGTH
+    assert _apply(mdops_crds, namespace, {"command": "start"}, name=longest).returncode == 0
+    refused = _apply(mdops_crds, namespace, {"command": "start"}, name=longest + "x")
+    assert refused.returncode != 0
+    assert crd.RUNBOOK_NAME in refused.stderr
+
+
+def test_a_long_named_runbook_from_before_the_rule_still_gets_its_status(mdops_crds, namespace):
+    """An upgrade: a Runbook created before the name rule existed is never refused a status write."""
+    long_name, spec = "l" * 80, {"command": "start"}
+    rules = "/spec/versions/0/schema/openAPIV3Schema/x-kubernetes-validations"
+    removal = json.dumps([{"op": "remove", "path": rules}])
+    mdops_crds.kubectl("patch", "crd", f"{keys.PLURAL}.{keys.GROUP}", "--type=json", "-p", removal)
+    try:
+        wait_until(lambda: _apply(mdops_crds, namespace, spec, name=long_name).returncode == 0, 30, "no rule")
+    finally:
+        mdops_crds.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests/crd.yaml")
+        )
+    wait_until(
+        lambda: crd.RUNBOOK_NAME in _apply(mdops_crds, namespace, spec, name=long_name + "x").stderr,
+        30,
+        "the rule back",
+    )
+    status = json.dumps({"status": {"message": "queued"}})
+    patch = ("patch", "rb", long_name, "-n", namespace, "--subresource=status", "--type=merge", "-p", status)
+    patched = mdops_crds.kubectl(*patch, check=False)
+    assert patched.returncode == 0, patched.stderr
 
 
 def test_spec_is_immutable(mdops_crds, namespace):
