@@ -8,7 +8,8 @@ loopback; in a pod, the service account's); a refused token is read again once (
 service account's).
 
 "Already exists", "already gone" and "changed meanwhile" are answers here, not errors: :class:`Conflict`
-(409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it;
+(409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it (also for
+the 403 of a write that would create an object in a namespace being deleted: it is gone, or as good as);
 :class:`Final` for a status write that the API server refused because the Runbook has finished. Other
 failures raise :class:`ApiError` after a few retries of what may pass (connection errors, 429, 5xx).
 """
@@ -117,7 +118,7 @@ class KubeApi:
                 status, text = 0, f"{type(error).__name__}: {error}"
             if status < 300:
                 return json.loads(text) if text else None
-            if status == 404 and missing_ok:
+            if missing_ok and (status == 404 or (status == 403 and _namespace_terminating(text))):
                 return None
             if status == 409:
                 raise Conflict(status, method, path, _reason(text))
@@ -305,6 +306,16 @@ class KubeApi:
     # -- Events ------------------------------------------------------------
     async def post_event(self, namespace: str, event: dict) -> None:
         await self.request("POST", f"{CORE}/namespaces/{namespace}/events", event)
+
+
+def _namespace_terminating(text: str) -> bool:
+    """Whether a 403 is the API server refusing to create anything in a namespace being deleted (a PUT
+    to an object that the namespace's deletion removed is such a creation)."""
+    try:
+        causes = (json.loads(text).get("details") or {}).get("causes") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
 def _reason(text: str) -> str:

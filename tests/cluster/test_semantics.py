@@ -179,6 +179,30 @@ def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_co
     assert started(env) == ["long", "next"]
 
 
+def test_deleting_the_namespace_stops_its_runs_and_is_not_held_by_their_finalizers(
+    start_controller, cluster, rbs, env
+):
+    """Everything in a deleted namespace goes at once, the ledger's and the lock's Leases too, and nothing
+    can be created in it any more: the runs are stopped and their Runbooks let go all the same."""
+    start_controller(**script_env(env))
+    rbs.create("running", command="failover")
+    rbs.create("queued", command="failback")  # behind it, for the same target's lock
+    rbs.wait_for("running", "Running", "True")
+    pid = int(
+        wait_until(
+            lambda: (env / "pids" / "running").exists() and (env / "pids" / "running").read_text(), 30, "pid"
+        )
+    )
+    cluster.kubectl("delete", "namespace", rbs.namespace, "--wait=false")
+    wait_until(
+        lambda: cluster.kubectl("get", "namespace", rbs.namespace, check=False).returncode != 0,
+        60,
+        "the namespace to be gone",
+    )
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the script to be stopped")
+    assert started(env) == ["running"]
+
+
 def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(start_controller, rbs, env):
     first = start_controller("first", **script_env(env))
     rbs.create("adopted", command="drill")
