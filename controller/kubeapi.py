@@ -9,7 +9,8 @@ service account's).
 
 "Already exists", "already gone" and "changed meanwhile" are answers here, not errors: :class:`Conflict`
 (409, or a uid precondition that failed) and ``None`` for a 404 where the caller asked for it (also for
-the 403 of a write that would create an object in a namespace being deleted: it is gone, or as good as);
+the 403 of a write that would create an object in a namespace being deleted: it is gone, or as good as;
+elsewhere that 403 is :class:`NamespaceTerminating`);
 :class:`Final` for a status write that the API server refused because the Runbook has finished. Other
 failures raise :class:`ApiError` after a few retries of what may pass (connection errors, 429, 5xx).
 """
@@ -52,6 +53,10 @@ class ApiError(Exception):
 
 class Conflict(ApiError):
     """409: the object exists already, or changed (or was replaced) since we read it."""
+
+
+class NamespaceTerminating(ApiError):
+    """403: nothing can be created in a namespace being deleted."""
 
 
 class Final(Exception):
@@ -118,8 +123,11 @@ class KubeApi:
                 status, text = 0, f"{type(error).__name__}: {error}"
             if status < 300:
                 return json.loads(text) if text else None
-            if missing_ok and (status == 404 or (status == 403 and _namespace_terminating(text))):
+            terminating = status == 403 and _namespace_terminating(text)
+            if missing_ok and (status == 404 or terminating):
                 return None
+            if terminating:
+                raise NamespaceTerminating(status, method, path, _reason(text))
             if status == 409:
                 raise Conflict(status, method, path, _reason(text))
             if status == 401 and self._token_rotated():

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.kubeapi import Conflict, KubeApi
+from controller.kubeapi import Conflict, KubeApi, NamespaceTerminating
 from runbooks import keys
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,11 @@ class Entry:
             annotations,
         )
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the entry's Lease exists (was read or written), not only claimed in a dying namespace."""
+        return bool(self.version)
+
     def lease(self, annotations: dict[str, str]) -> dict[str, Any]:
         """The entry's Lease with ``annotations``, at the entry's version."""
         return lease_body(self.name, self.uid, annotations, self.version)
@@ -99,7 +104,9 @@ class Ledger:
 
     async def claim(self, namespace: str, request_id: str, uid: str, name: str, arrival: int) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival``; return the entry of
-        whoever owns it (a claim made before a restart keeps its arrival)."""
+        whoever owns it (a claim made before a restart keeps its arrival). In a namespace being deleted,
+        whose Leases went with it and where no Lease can be created, the claim is the Runbook's without a
+        Lease (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
         annotations = {
             keys.REQUEST_ID: request_id,
             keys.RUNBOOK: f"{namespace}/{name}",
@@ -113,6 +120,8 @@ class Ledger:
                 lease = await self.kube.get_lease(namespace, body["metadata"]["name"])
                 if lease is not None:  # else deleted meanwhile: claim again
                     return Entry.from_lease(lease)
+            except NamespaceTerminating:
+                return Entry.from_lease(body)
 
     async def lookup(self, namespace: str, request_id: str) -> Entry | None:
         lease = await self.kube.get_lease(namespace, lease_name(request_id))

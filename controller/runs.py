@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from controller import audit, ledger, metrics, transitions
 from controller.events import Events, Ref
 from controller.executors import Executor, Run, RunRequest, failure
-from controller.kubeapi import ApiError, Final, KubeApi
+from controller.kubeapi import ApiError, Final, KubeApi, NamespaceTerminating
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
 from runbooks import approval, keys, policy
@@ -209,6 +209,8 @@ class Runs:
             entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq
         )
         if claim.uid == entry.uid:
+            if not claim.recorded and not entry.deleting:  # its namespace is being deleted: so is it, soon
+                return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
             entry.claim = claim
             return await self.gate(entry)
         if claim.result is not None:
@@ -407,7 +409,12 @@ class Runs:
             run = self.services.executor.handle(self.request(entry))
             return await self.finish(entry, run, entry.claim.result)
         if entry.needs_lock:
-            holder = await self.services.lock.acquire(entry.namespace, entry.group, entry.uid, entry.name)
+            try:
+                holder = await self.services.lock.acquire(entry.namespace, entry.group, entry.uid, entry.name)
+            except NamespaceTerminating:  # its Lease went with the namespace, and cannot come back
+                if not entry.deleting:
+                    return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)  # it is deleted with the namespace soon
+                holder = None  # a deleted Runbook starts nothing: its run, if any, is only stopped
             if holder is not None:
                 log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)

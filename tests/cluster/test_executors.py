@@ -141,6 +141,20 @@ def test_deleting_a_runbook_deletes_its_job_and_pod(
     wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to be deleted")
 
 
+def test_deleting_the_namespace_of_a_running_job_is_not_held_by_its_finalizer(
+    start_controller, cluster, namespace, rbs, tmp_path
+):
+    start_controller(**job_settings(cluster, namespace, tmp_path, RELEASE=str(tmp_path / "never")))
+    rbs.create("in-a-dying-namespace", command="failover")
+    rbs.wait_for("in-a-dying-namespace", "Running", "True")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    wait_until(
+        lambda: cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0,
+        60,
+        "the namespace to be gone",
+    )
+
+
 def test_restarted_controller_adopts_the_job_instead_of_creating_another(
     start_controller, cluster, api_client, namespace, rbs, tmp_path
 ):

@@ -179,21 +179,31 @@ def test_deleting_a_running_runbook_stops_its_run_and_releases_the_lock(start_co
     assert started(env) == ["long", "next"]
 
 
+@pytest.mark.parametrize("controller_down", [False, True], ids=["controller-up", "controller-down"])
 def test_deleting_the_namespace_stops_its_runs_and_is_not_held_by_their_finalizers(
-    start_controller, cluster, rbs, env
+    start_controller, cluster, rbs, env, controller_down
 ):
     """Everything in a deleted namespace goes at once, the ledger's and the lock's Leases too, and nothing
-    can be created in it any more: the runs are stopped and their Runbooks let go all the same."""
-    start_controller(**script_env(env))
+    can be created in it any more: the runs are stopped and their Runbooks let go all the same, also by
+    a controller that starts only after that (it can claim no request id there)."""
+    first = start_controller("first", **script_env(env))
     rbs.create("running", command="failover")
-    rbs.create("queued", command="failback")  # behind it, for the same target's lock
     rbs.wait_for("running", "Running", "True")
+    rbs.create("queued", command="failback")
+    rbs.wait_for("queued", "Queued", "True")  # behind it, for the same target's lock
     pid = int(
         wait_until(
             lambda: (env / "pids" / "running").exists() and (env / "pids" / "running").read_text(), 30, "pid"
         )
     )
+    if controller_down:
+        os.kill(first.process.popen.pid, signal.SIGKILL)
+        first.process.popen.wait()
     cluster.kubectl("delete", "namespace", rbs.namespace, "--wait=false")
+    if controller_down:
+        leases = ("get", "leases", "-n", rbs.namespace, "-o", "name")
+        wait_until(lambda: not cluster.kubectl(*leases).stdout.strip(), 60, "the Leases to be deleted")
+        start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
     wait_until(
         lambda: cluster.kubectl("get", "namespace", rbs.namespace, check=False).returncode != 0,
         60,
