@@ -211,6 +211,12 @@ def test_deleting_the_namespace_stops_its_runs_and_is_not_held_by_their_finalize
     )
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the script to be stopped")
     assert started(env) == ["running"]
+    # A namespace of that name again is a new one: its first Runbook runs, whatever the old one held.
+    cluster.kubectl("create", "namespace", rbs.namespace)
+    release(env)
+    rbs.create("running", command="failover")
+    assert rbs.wait_finished("running", timeout=60)["status"]["result"] == "success"
+    assert started(env) == ["running", "running"]
 
 
 def test_controller_killed_mid_run_adopts_the_run_and_never_starts_it_twice(start_controller, rbs, env):
