@@ -409,6 +409,9 @@ class Dispatcher:
         self.showing.discard(uid)
         if not task.cancelled() and task.exception() is not None:
             log.warning("a Queued status was not written: %s", task.exception())
+        entry = self.entries.get(uid)
+        if entry is not None and entry.needs_lock:  # its lane was passed over while it was being written
+            self.dirty.add(entry.target)
         self.wake()
 
     # -- steps and their outcomes -----------------------------------------------------------------

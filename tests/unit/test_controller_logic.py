@@ -305,6 +305,65 @@ def test_a_finished_run_is_forgotten_when_it_leaves_the_watch_or_by_one_sweep_if
     asyncio.run(scenario())
 
 
+def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_is_being_written():
+    """The lane's next run may take the lock once the run ahead of it has ended and its own Queued status
+    is written, in whichever order these two come (the status may be slow: an API server just restarted)."""
+
+    def body(name: str) -> dict:
+        meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": "2026"}
+        return {"metadata": meta, "spec": {"command": "failover"}}
+
+    class ScriptedRuns:
+        """The run's steps as the dispatcher calls them, each ending when the scenario says."""
+
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.first_may_end = asyncio.Event()
+            self.queued_written = asyncio.Event()
+            self.showing = asyncio.Event()
+            self.started: list[str] = []
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            return runs.Next(runs.Outcome.OWNER)
+
+        async def show_queued(self, entry, behind: str) -> None:
+            self.showing.set()
+            await self.queued_written.wait()
+
+        async def run(self, entry, stopping) -> runs.Next:
+            self.started.append(entry.name)
+            if entry.name == "first":
+                await self.first_may_end.wait()
+            return runs.Next(runs.Outcome.SETTLED)
+
+    async def until(check, what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + 5
+        while not check():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            dispatcher.observe(None, body("first"))
+            await until(lambda: scripted.started == ["first"], "the first run")
+            dispatcher.observe(None, body("second"))
+            await until(scripted.showing.is_set, "the second's Queued status to be written")
+            scripted.first_may_end.set()  # the first ends while that status is being written
+            first = dispatcher.entries["uid-first"]
+            await until(lambda: first.stage is Stage.SETTLED, "the first to settle")
+            assert scripted.started == ["first"]
+            scripted.queued_written.set()
+            await until(lambda: scripted.started == ["first", "second"], "the second run")
+        finally:
+            loop.cancel()
+
+    asyncio.run(scenario())
+
+
 def test_kopf_keeps_a_memory_only_for_the_objects_whose_timers_live_in_it():
     """A burst's waiting Runbooks, their Jobs and pods, policies and approvals have event handlers only:
     kopf's memory of each is made per event and not kept; a RunbookSchedule's (its timer's) is kept."""
