@@ -122,7 +122,10 @@ class KubeApi:
             except (aiohttp.ClientError, TimeoutError) as error:
                 status, text = 0, f"{type(error).__name__}: {error}"
             if status < 300:
-                return json.loads(text) if text else None
+                try:
+                    return json.loads(text) if text else None
+                except ValueError:  # cut short (an API server killed as it answered): as a lost connection
+                    status, text = 0, f"a {status} answer that is not JSON: {text[:100]!r}"
             terminating = status == 403 and _namespace_terminating(text)
             if missing_ok and (status == 404 or terminating):
                 return None
