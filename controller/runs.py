@@ -169,7 +169,11 @@ class Runs:
         try:
             ok = await self.services.kube.put_status(entry.namespace, entry.name, entry.uid, status.to_k8s())
         except Final:
-            log.warning("%s/%s was finished by another controller replica", entry.namespace, entry.name)
+            log.warning(
+                "%s/%s has a final status already (another replica's, or an earlier attempt's of this run)",
+                entry.namespace,
+                entry.name,
+            )
             entry.final = True
             return False
         entry.status = status
