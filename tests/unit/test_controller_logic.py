@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import random
 import re
 import types
 
@@ -305,13 +306,22 @@ def test_a_finished_run_is_forgotten_when_it_leaves_the_watch_or_by_one_sweep_if
     asyncio.run(scenario())
 
 
+def failover(name: str, created: str = "2026") -> dict:
+    meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": created}
+    return {"metadata": meta, "spec": {"command": "failover"}}
+
+
+async def until(check, what: str, seconds: float = 5) -> None:
+    """Poll ``check`` on the running loop until it holds, for at most ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
 def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_is_being_written():
     """The lane's next run may take the lock once the run ahead of it has ended and its own Queued status
     is written, in whichever order these two come (the status may be slow: an API server just restarted)."""
-
-    def body(name: str) -> dict:
-        meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": "2026"}
-        return {"metadata": meta, "spec": {"command": "failover"}}
 
     class ScriptedRuns:
         """The run's steps as the dispatcher calls them, each ending when the scenario says."""
@@ -337,20 +347,14 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
                 await self.first_may_end.wait()
             return runs.Next(runs.Outcome.SETTLED)
 
-    async def until(check, what: str) -> None:
-        deadline = asyncio.get_running_loop().time() + 5
-        while not check():
-            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.001)
-
     async def scenario() -> None:
         scripted = ScriptedRuns()
         dispatcher = Dispatcher(scripted, SETTINGS)
         loop = asyncio.create_task(dispatcher.run())
         try:
-            dispatcher.observe(None, body("first"))
+            dispatcher.observe(None, failover("first"))
             await until(lambda: scripted.started == ["first"], "the first run")
-            dispatcher.observe(None, body("second"))
+            dispatcher.observe(None, failover("second"))
             await until(scripted.showing.is_set, "the second's Queued status to be written")
             scripted.first_may_end.set()  # the first ends while that status is being written
             first = dispatcher.entries["uid-first"]
@@ -360,6 +364,56 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
             await until(lambda: scripted.started == ["first", "second"], "the second run")
         finally:
             loop.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_on_one_target_runs_one_at_a_time_in_order_whatever_its_writes_and_runs_take():
+    """200 runs of one target, admitted as they come, each step taking a random few milliseconds (seeded):
+    every run starts, in creation order, never two at once."""
+
+    class RandomRuns:
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.random = random.Random(11)
+            self.started: list[str] = []
+            self.running = 0
+            self.most = 0
+
+        async def pause(self, *choices: float) -> None:
+            await asyncio.sleep(self.random.choice(choices or (0, 0, 0.001, 0.003)))
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            await self.pause()
+            return runs.Next(runs.Outcome.OWNER)
+
+        async def show_queued(self, entry, behind: str) -> None:
+            await self.pause(0, 0.002, 0.005)  # a status write is often slower than a run here
+
+        async def run(self, entry, stopping) -> runs.Next:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.started.append(entry.name)
+            await self.pause(0, 0, 0.001)
+            self.running -= 1
+            return runs.Next(runs.Outcome.SETTLED)
+
+    names = [f"run-{i:03d}" for i in range(200)]
+
+    async def scenario() -> None:
+        scripted = RandomRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            for i, name in enumerate(names):
+                dispatcher.observe(None, failover(name, f"2026-12-03T08:{i // 60:02d}:{i % 60:02d}Z"))
+                await scripted.pause()
+            await until(lambda: len(scripted.started) == len(names), "every run", seconds=30)
+        finally:
+            loop.cancel()
+        assert scripted.started == names
+        assert scripted.most == 1
 
     asyncio.run(scenario())
 
