@@ -204,6 +204,8 @@ def test_deleting_the_namespace_stops_its_runs_and_is_not_held_by_their_finalize
         "spec": {"trigger": {"every": "5s"}, "template": {"command": "health_check"}},
     }
     cluster.kubectl("apply", "-n", rbs.namespace, "-f", "-", input=json.dumps(schedule))
+    finalizers = ("get", "rbs", "checks", "-n", rbs.namespace, "-o", "jsonpath={.metadata.finalizers}")
+    wait_until(lambda: cluster.kubectl(*finalizers).stdout.strip(), 30, "the schedule's finalizer")
     if controller_down:
         os.kill(first.process.popen.pid, signal.SIGKILL)
         first.process.popen.wait()
