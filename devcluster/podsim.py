@@ -4,8 +4,9 @@ No kubelet runs on the machines mdops is developed on, so this process stands
 in for the node: it registers one Ready node, binds every unscheduled pod to
 it, and runs each pod's first container to completion, writing the pod status a
 kubelet would write (phase, container state, exit code, termination message).
-It finalises pod deletion the way a kubelet does (SIGTERM, the grace period, SIGKILL), so Jobs,
-``activeDeadlineSeconds`` and garbage collection behave as in a cluster.
+It finalises pod deletion the way a kubelet does (SIGTERM, the grace period, SIGKILL, then the pod's
+terminal phase, then its removal), so Jobs, ``activeDeadlineSeconds``, garbage collection and a
+namespace's deletion behave as in a cluster.
 A pod still ``Running`` when podsim starts ran under an earlier podsim that died
 (its process died too): it fails with exit code 137 and reason
 ``ContainerStatusUnknown``, as a kubelet reports a container it cannot find.
@@ -79,6 +80,7 @@ MESSAGE_LIMIT = 4096
 IMAGE_FILES = {"/etc/mdops/scripts": REPO / "examples" / "scripts"}
 LOG_FALLBACK_BYTES = 2048
 CONTAINER_TIMEOUT_SECONDS = 3600
+KILLED_REPORT_SECONDS = 30  # how long a killed pod's run may take to report its end
 LABEL = "io.mdops.podsim"
 
 
@@ -103,7 +105,8 @@ class PodRun(threading.Thread):
         super().__init__(name=f"pod-{pod.metadata.namespace}/{pod.metadata.name}", daemon=True)
         self.sim = sim
         self.pod = pod
-        self.cancelled = threading.Event()
+        self.stopping = threading.Event()  # deleted: it is to end (and podsim reports how it ended)
+        self.cancelled = threading.Event()  # its end is reported to no one: the pod is gone, or podsim stops
         self.process: subprocess.Popen | None = None
         self.container = container_name(pod)
 
@@ -140,7 +143,8 @@ class PodRun(threading.Thread):
 
     def _scripted(self) -> tuple[int, str]:
         duration = float(self.annotations.get(PREFIX + "duration-seconds", "0"))
-        self.cancelled.wait(duration)
+        if self.stopping.wait(duration):  # deleted: it ends on SIGTERM, as a process that handles it would
+            return 128 + signal.SIGTERM, ""
         code = int(self.annotations.get(PREFIX + "exit-code", "0"))
         return code, self.annotations.get(PREFIX + "termination-message", "")
 
@@ -214,7 +218,7 @@ class PodRun(threading.Thread):
             if created.returncode != 0:  # a kubelet would keep the pod waiting (ErrImageNeverPull, ...)
                 reason = created.stderr.strip()[-LOG_FALLBACK_BYTES:]
                 return 128, f"podsim: podman could not create the container: {reason}"
-            if self.cancelled.is_set():  # deleted while being created: cancel() found nothing to remove
+            if self.stopping.is_set():  # deleted while being created: nothing was there to stop
                 return 137, ""
             output = root / "output.log"
             with output.open("wb") as out:
@@ -284,21 +288,34 @@ class PodRun(threading.Thread):
         return folders
 
     def stop(self, grace: float) -> None:
-        """Stop the pod as a kubelet does: SIGTERM, then (after ``grace`` seconds) SIGKILL."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
-        self.cancel()
+        """Stop the deleted pod as a kubelet does: SIGTERM, then (after ``grace`` seconds) SIGKILL; and
+        report how it ended, a terminal phase, which a Job's controller waits for before it lets the pod
+        go (with ``podReplacementPolicy: Failed``)."""
+        self.stopping.set()
+        if self.annotations.get(PREFIX + "run") == "container":
+            podman.podman("kill", "--signal=TERM", self.container, check=False)
+        else:
+            self._signal(signal.SIGTERM)
+        self.join(grace)
+        if self.is_alive():
+            self._kill()
+            self.join(KILLED_REPORT_SECONDS)
 
     def cancel(self) -> None:
+        """Stop the pod at once, reporting nothing: the pod is gone, or podsim stops."""
         self.cancelled.set()
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self.stopping.set()
+        self._kill()
+
+    def _kill(self) -> None:
+        self._signal(signal.SIGKILL)
         if self.annotations.get(PREFIX + "run") == "container":
             podman.podman("rm", "--force", "--time=0", self.container, check=False)
+
+    def _signal(self, number: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, number)
 
 
 class PodSim:
@@ -437,6 +454,8 @@ class PodSim:
             return
         if run is not None:
             run.cancel()
+        elif pod.spec.node_name == NODE and pod.status.phase not in ("Succeeded", "Failed"):
+            self._lost(pod)  # it ran under an earlier podsim: its end is reported before it goes
         self._remove(pod)
 
     def _terminate(self, key: str, run: PodRun, pod: client.V1Pod, grace: float) -> None:

@@ -168,3 +168,32 @@ def test_deleting_a_job_garbage_collects_its_pod(api_client, namespace):
         return False
 
     wait_until(pod_gone, 60, "the garbage collector to delete the pod")
+
+
+@pytest.mark.parametrize(
+    "annotations, command",
+    [
+        ({"podsim.mdops.io/duration-seconds": "600"}, None),
+        # Ignores SIGTERM: killed when the grace period is over.
+        ({"podsim.mdops.io/run": "exec"}, ["sh", "-c", "trap '' TERM; sleep 600"]),
+    ],
+    ids=["scripted", "exec-ignoring-sigterm"],
+)
+def test_a_deleted_pod_ends_failed_so_that_its_job_lets_it_go(api_client, namespace, annotations, command):
+    """A kubelet reports a deleted pod's terminal phase before it goes. A Job that replaces only failed pods
+    (as mdops's are) waits for that phase to count the pod and take away its tracking finalizer: without it
+    the pod, and the namespace it is in, would stay for ever."""
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    job = _job("stopped", annotations, command)
+    job["spec"]["podReplacementPolicy"] = "Failed"
+    batch.create_namespaced_job(namespace, job)
+
+    def pod_running():
+        pods = core.list_namespaced_pod(namespace, label_selector="job-name=stopped").items
+        return pods and pods[0].status.phase == "Running" and pods[0]
+
+    pod = wait_until(pod_running, 60, "the job's pod to run")
+    core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=2)
+    assert wait_until(lambda: _job_condition(batch, "stopped", namespace), 60, "the job to end") == "Failed"
+    assert batch.read_namespaced_job_status("stopped", namespace).status.failed == 1
+    wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to be gone")
