@@ -7,6 +7,8 @@ kubelet would write (phase, container state, exit code, termination message).
 It finalises pod deletion the way a kubelet does (SIGTERM, the grace period, SIGKILL, then the pod's
 terminal phase, then its removal), so Jobs, ``activeDeadlineSeconds``, garbage collection and a
 namespace's deletion behave as in a cluster.
+While the API server is away (restarted, or a lost connection) the pods run on, as on a kubelet: podsim
+keeps trying its calls, lists the pods again once it is back, and stops the runs of pods deleted meanwhile.
 A pod still ``Running`` when podsim starts ran under an earlier podsim that died
 (its process died too): it fails with exit code 137 and reason
 ``ContainerStatusUnknown``, as a kubelet reports a container it cannot find.
@@ -62,6 +64,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
@@ -69,7 +72,7 @@ from devcluster import podman
 from devcluster.controlplane import REPO
 from devcluster.processes import die_with_parent
 from runbooks.contract import format_time, now
-from runbooks.kube import api_client
+from runbooks.kube import api_client, persistently, server_away
 
 log = logging.getLogger("podsim")
 
@@ -273,8 +276,10 @@ class PodRun(threading.Thread):
             local = root / "volumes" / volume.name
             local.mkdir(parents=True)
             if volume.config_map is not None:
-                config_map = self.sim.core.read_namespaced_config_map(
-                    volume.config_map.name, self.pod.metadata.namespace
+                config_map = persistently(
+                    self.sim.core.read_namespaced_config_map,
+                    volume.config_map.name,
+                    self.pod.metadata.namespace,
                 )
                 mode = volume.config_map.default_mode or 0o644
                 for key, value in (config_map.data or {}).items():
@@ -331,7 +336,7 @@ class PodSim:
             "status": {"capacity": capacity, "allocatable": capacity},
         }
         try:
-            self.core.create_node(node)
+            persistently(self.core.create_node, node)
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -349,7 +354,7 @@ class PodSim:
                 ]
             }
         }
-        self.core.patch_node_status(NODE, status)
+        persistently(self.core.patch_node_status, NODE, status)
 
     def set_status(self, pod: client.V1Pod, phase: str, state: dict, started: str) -> None:
         container = pod.spec.containers[0].name
@@ -383,7 +388,9 @@ class PodSim:
             }
         }
         try:
-            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, status)
+            persistently(
+                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, status
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -434,8 +441,12 @@ class PodSim:
         )
         try:
             # The generated client cannot decode the Binding it gets back: skip decoding.
-            self.core.create_namespaced_pod_binding(
-                pod.metadata.name, pod.metadata.namespace, body, _preload_content=False
+            persistently(
+                self.core.create_namespaced_pod_binding,
+                pod.metadata.name,
+                pod.metadata.namespace,
+                body,
+                _preload_content=False,
             )
         except ApiException as error:
             if error.status not in (404, 409):
@@ -468,8 +479,11 @@ class PodSim:
     def _remove(self, pod: client.V1Pod) -> None:
         if pod.spec.node_name == NODE:
             try:
-                self.core.delete_namespaced_pod(
-                    pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0
+                persistently(
+                    self.core.delete_namespaced_pod,
+                    pod.metadata.name,
+                    pod.metadata.namespace,
+                    grace_period_seconds=0,
                 )
             except ApiException as error:
                 if error.status != 404:
@@ -478,7 +492,10 @@ class PodSim:
     def serve(self) -> None:
         self.register_node()
         while True:
-            pods = self.core.list_pod_for_all_namespaces()
+            pods = persistently(self.core.list_pod_for_all_namespaces)
+            listed = {f"{pod.metadata.namespace}/{pod.metadata.name}" for pod in pods.items}
+            for key in self.runs.keys() - listed:  # deleted while the API server was away
+                self.runs.pop(key).cancel()
             for pod in pods.items:
                 self.handle(pod)
             stream = watch.Watch().stream(
@@ -493,10 +510,15 @@ class PodSim:
                         self.forget(pod)
                     else:
                         self.handle(pod)
-            except ApiException as error:
-                if error.status != 410:  # a stale resourceVersion: list again
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+                if getattr(error, "status", None) == 410:
+                    log.info("watch expired; listing again")
+                elif server_away(error):
+                    log.info(
+                        "the watch ended: the API server is away (%s); listing again", type(error).__name__
+                    )
+                else:
                     raise
-                log.info("watch expired; listing again")
 
 
 def main() -> None:

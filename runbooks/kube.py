@@ -12,14 +12,21 @@ checks its kubeconfig here without that client (see :mod:`controller.login`).
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
 if TYPE_CHECKING:
     from kubernetes import client
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0  # between two attempts of a call that the API server did not answer
+T = TypeVar("T")
 
 
 class NotLoopbackError(RuntimeError):
@@ -83,3 +90,29 @@ def api_client(kubeconfig: str | Path | None, in_cluster: bool = False) -> clien
     from kubernetes import client
 
     return client.ApiClient(configuration(kubeconfig, in_cluster))
+
+
+def server_away(error: BaseException) -> bool:
+    """Whether a call of the official client failed because the API server did not answer it (stopped,
+    starting again, overloaded: no connection, a 5xx or a 429) rather than because it refused it."""
+    import urllib3
+    from kubernetes.client.rest import ApiException
+
+    if isinstance(error, ApiException):
+        return error.status >= 500 or error.status in (0, 429)
+    return isinstance(error, urllib3.exceptions.HTTPError | OSError)
+
+
+def persistently(call: Callable[..., T], *args: Any, within: float | None = None, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, again every second while the API server is away (:func:`server_away`), for
+    ``within`` seconds at most (None: until it answers), as a kubelet keeps trying. A call that may have
+    been applied before its answer was lost is made again: it must be one that can be."""
+    deadline = None if within is None else time.monotonic() + within
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if not server_away(error) or (deadline is not None and time.monotonic() > deadline):
+                raise
+            log.info("the Kubernetes API server is away (%s); trying again", type(error).__name__)
+        time.sleep(RETRY_SECONDS)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
+from devcluster.supervisor import Backoff
+from runbooks.kube import api_client, persistently
 
 CRD = textwrap.dedent("""
     apiVersion: apiextensions.k8s.io/v1
@@ -197,3 +201,35 @@ def test_a_deleted_pod_ends_failed_so_that_its_job_lets_it_go(api_client, namesp
     assert wait_until(lambda: _job_condition(batch, "stopped", namespace), 60, "the job to end") == "Failed"
     assert batch.read_namespaced_job_status("stopped", namespace).status.failed == 1
     wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to be gone")
+
+
+def test_a_pod_runs_on_while_the_api_server_is_away_and_its_end_is_reported_when_it_is_back(tmp_path):
+    """podsim, as a kubelet, outlives the API server: the pod's process runs on, its end (while the server is
+    away) is reported once it is back, and podsim itself is not restarted (which would lose the pod)."""
+    release = tmp_path / "release"
+    backoff = Backoff(initial=0.25, cap=1.0)
+    with ControlPlane(tmp_path / "cluster", supervise=True, backoff=backoff) as plane:
+        kube = api_client(plane.kubeconfig)
+        batch, core = client.BatchV1Api(kube), client.CoreV1Api(kube)
+        script = f'while [ ! -e "{release}" ]; do sleep 0.05; done'
+        batch.create_namespaced_job(
+            "default", _job("outlives", {"podsim.mdops.io/run": "exec"}, ["sh", "-c", script])
+        )
+
+        def pod_running():
+            pods = core.list_namespaced_pod("default", label_selector="job-name=outlives").items
+            return pods and pods[0].status.phase == "Running"
+
+        wait_until(pod_running, 60, "the job's pod to run")
+        processes = {process.name: process for process in plane.processes}
+        podsim = processes["podsim"].popen.pid
+        processes["kube-apiserver"].popen.send_signal(signal.SIGKILL)
+        processes["kube-apiserver"].popen.wait()
+        release.touch()  # the pod's process ends while the API server is away
+        ended = wait_until(
+            lambda: persistently(_job_condition, batch, "outlives", "default", within=60),
+            90,
+            "the job to end",
+        )
+        assert ended == "Complete"
+        assert processes["podsim"].popen.pid == podsim and processes["podsim"].alive()
