@@ -28,7 +28,12 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
   once), counted;
 - the time from the first create to the last result, and the number of SIGKILLs.
 
-    python -m bench.soak [--executors local,job] [--count 100] [--seed 10]
+With ``--kill-control-plane`` the kube-apiserver is SIGKILLed too, every random 2-10 s (and etcd with it
+one time in three), and restarted by the control plane's supervisor: the controller's writes then meet a
+server that is gone, or that dies between applying a write and answering it. The soak's own calls are
+made again through it (a create that then meets its own Runbook was made).
+
+    python -m bench.soak [--executors local,job] [--count 100] [--seed 10] [--kill-control-plane]
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ from controller.ledger import lease_name
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
+from devcluster.supervisor import Backoff
 from runbooks import keys, models
-from runbooks.kube import api_client
+from runbooks.kube import api_client, persistently
 
 NAMESPACE = "soak"
 FAILED_EXIT = 7
@@ -72,6 +78,7 @@ echo "$MDOPS_PROFILE $MDOPS_REQUEST_ID end $(date +%s%N) $2" >> "$WITNESS"
 exit "$2"
 """
 COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
+OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
 
 
 @dataclass
@@ -137,6 +144,31 @@ class Killer(threading.Thread):
         return self.controller
 
 
+class ControlPlaneKiller(threading.Thread):
+    """SIGKILLs the kube-apiserver after a random 2-10 s, and etcd first one time in three; the control
+    plane's supervisor starts them again."""
+
+    def __init__(self, rng: random.Random, cluster: ControlPlane):
+        super().__init__(daemon=True)
+        self.rng = rng
+        self.components = {process.name: process for process in cluster.processes}
+        self.stopped = threading.Event()
+        self.kills = 0
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rng.uniform(2.0, 10.0)):
+            names = ["etcd", "kube-apiserver"] if self.rng.random() < 1 / 3 else ["kube-apiserver"]
+            for name in names:
+                if self.components[name].alive():  # else still down from the last time
+                    os.kill(self.components[name].popen.pid, signal.SIGKILL)
+                    self.kills += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
 class Witness:
     """The scripts' own records: ``target request-id edge ns [exit code]``."""
 
@@ -186,17 +218,25 @@ class Soak:
         return keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL
 
     def runbooks(self) -> dict[str, dict[str, Any]]:
-        return {
-            rb["metadata"]["name"]: rb
-            for rb in self.custom.list_namespaced_custom_object(*self._args())["items"]
-        }
+        listed = persistently(self.custom.list_namespaced_custom_object, *self._args(), within=OUTAGE_SECONDS)
+        return {rb["metadata"]["name"]: rb for rb in listed["items"]}
 
     def create(self, body: dict[str, Any]) -> None:
-        self.custom.create_namespaced_custom_object(*self._args(), body)
+        try:
+            persistently(
+                self.custom.create_namespaced_custom_object, *self._args(), body, within=OUTAGE_SECONDS
+            )
+        except ApiException as error:
+            # Made by an attempt whose answer was lost (only then does the soak meet its own name).
+            name = body["metadata"]["name"]
+            if error.status != 409 or (self.runbooks().get(name) or {}).get("spec") != body["spec"]:
+                raise
 
     def delete(self, name: str) -> None:
         try:
-            self.custom.delete_namespaced_custom_object(*self._args(), name)
+            persistently(
+                self.custom.delete_namespaced_custom_object, *self._args(), name, within=OUTAGE_SECONDS
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -210,7 +250,9 @@ class Soak:
 
     def ledger(self, request_id: str) -> dict[str, Any] | None:
         try:
-            lease = self.leases.read_namespaced_lease(lease_name(request_id), NAMESPACE)
+            lease = persistently(
+                self.leases.read_namespaced_lease, lease_name(request_id), NAMESPACE, within=OUTAGE_SECONDS
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -222,6 +264,11 @@ class Soak:
         rng = random.Random(self.args.seed)
         runs = plan(rng, self.args.count, self.args.targets)
         killer = Killer(random.Random(self.args.seed + 1), self.controller)
+        outages = (
+            ControlPlaneKiller(random.Random(self.args.seed + 2), self.cluster)
+            if self.args.kill_control_plane
+            else None
+        )
         began = time.monotonic()
         to_delete = [run for run in runs if run.delete_mid_run]
         deleted_before_start = 0
@@ -247,9 +294,12 @@ class Soak:
         wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the second round", interval=1)
         took = time.monotonic() - began
         final = killer.stop()
+        if outages is not None:
+            outages.stop()
         try:
             return {
-                "kills": killer.kills, "duration_s": round(took, 1),
+                "kills": killer.kills, "control_plane_kills": outages.kills if outages else 0,
+                "duration_s": round(took, 1),
                 "deleted_before_start": deleted_before_start, **self.check(runs, self.runbooks()),
             }  # fmt: skip
         finally:
@@ -362,11 +412,17 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=3, help="targets (lock groups)")
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900, help="seconds a round may take")
+    parser.add_argument(
+        "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
+    )
     args = parser.parse_args()
     results = {}
     for executor in args.executors.split(","):
         work = Path(tempfile.mkdtemp(prefix=f"mdops-soak-{executor}-"))
-        with ControlPlane(work / "cluster") as cluster:
+        supervised = (
+            {"supervise": True, "backoff": Backoff(initial=0.25, cap=1.0)} if args.kill_control_plane else {}
+        )
+        with ControlPlane(work / "cluster", **supervised) as cluster:
             install_crd(cluster)
             results[executor] = Soak(args, executor, cluster, work).run()
         print(json.dumps({executor: results[executor]}, indent=1), flush=True)

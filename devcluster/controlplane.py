@@ -7,8 +7,8 @@ Used by the test fixtures, ``make cluster`` and ``make up``::
         cluster.kubectl("get", "namespaces")
 
 With ``supervise=True`` (``make cluster``) a component that exits is restarted, with the same data folder,
-ports and certificates, so the kubeconfig stays valid (:class:`devcluster.supervisor.Supervisor`); the
-local stack supervises its control plane with its own components.
+ports and certificates, so the kubeconfig stays valid (:class:`devcluster.supervisor.Supervisor`, after
+its ``backoff``); the local stack supervises its control plane with its own components.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster import pki
 from devcluster.kubeconfig import write_kubeconfig
 from devcluster.processes import Process, answers_200, free_port, wait_until
-from devcluster.supervisor import RECORD, Supervisor
+from devcluster.supervisor import RECORD, Backoff, Supervisor
 from runbooks.kube import loopback_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,9 +43,16 @@ def binaries() -> Path:
 
 
 class ControlPlane:
-    def __init__(self, workdir: Path, bin_dir: Path | None = None, supervise: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        bin_dir: Path | None = None,
+        supervise: bool = False,
+        backoff: Backoff | None = None,
+    ):
         self.workdir = Path(workdir)
         self.supervise = supervise
+        self.backoff = backoff
         self.supervisor: Supervisor | None = None
         self.bin = bin_dir or binaries()
         self.logs = self.workdir / "logs"
@@ -68,7 +75,7 @@ class ControlPlane:
             raise
         self.started_in = time.monotonic() - began
         if self.supervise:
-            self.supervisor = Supervisor(self.processes, self.workdir / RECORD).start()
+            self.supervisor = Supervisor(self.processes, self.workdir / RECORD, self.backoff).start()
         return self
 
     def _start(self, timeout: float) -> None:
