@@ -37,7 +37,7 @@ import httpx
 from kubernetes import client
 
 from api.prometheus import SUMMARY_QUERIES, MetricsSource
-from devcluster.controlplane import REPO, ControlPlane
+from devcluster.controlplane import ControlPlane
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from runbooks import keys, models
@@ -143,8 +143,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mdops-bench-api-"))
     token = secrets.token_urlsafe(16)
     with ControlPlane(work / "cluster") as cluster:
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
+        cluster.install_crds()
         cluster.kubectl("create", "namespace", NAMESPACE)
         kube = api_client(cluster.kubeconfig)
         kube.configuration.connection_pool_maxsize = 16

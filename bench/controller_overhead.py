@@ -28,7 +28,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from devcluster.components import ControllerProcess
-from devcluster.controlplane import REPO, ControlPlane
+from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
 from runbooks import keys, models
 from runbooks.kube import api_client
@@ -120,11 +120,6 @@ def trivial_scripts(work: Path) -> Path:
     return scripts
 
 
-def install_crd(cluster: ControlPlane) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io")
-
-
 def create_runbook(custom: client.CustomObjectsApi, namespace: str, name: str) -> float:
     """Create a trivial health_check Runbook; return when the create call began (time.monotonic)."""
     body = models.manifest(name, {"command": "health_check", "window": "day"})
@@ -142,7 +137,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mdops-bench-"))
     scripts = trivial_scripts(work)
     with ControlPlane(work / "cluster") as cluster:
-        install_crd(cluster)
+        cluster.install_crds()
         cluster.kubectl("create", "namespace", NAMESPACE)
         controller = ControllerProcess(
             cluster.kubeconfig, NAMESPACE, work, {"MDOPS_SCRIPTS_DIR": str(scripts)}

@@ -77,7 +77,7 @@ from typing import Any
 from kubernetes import client, watch
 
 from bench.api_latency import create_history
-from bench.controller_overhead import Finishes, create_runbook, install_crd, memory_mb, trivial_scripts
+from bench.controller_overhead import Finishes, create_runbook, memory_mb, trivial_scripts
 from controller.events import COMPONENT
 from controller.executors import RunRequest
 from controller.executors.job import build_job
@@ -669,7 +669,7 @@ def record_baseline(results: dict[str, Any], command: str) -> None:
 def run(args: argparse.Namespace, executor: str, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with ControlPlane(work / "cluster") as cluster:
-        install_crd(cluster)
+        cluster.install_crds()
         bench = Bench(args, executor, cluster, work)
         if executor == "local" and args.log_runs:
             results["logs"] = bench.log_latency(args.log_runs)

@@ -56,7 +56,6 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from bench.controller_overhead import install_crd
 from controller.ledger import lease_name
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import ControlPlane
@@ -423,7 +422,7 @@ def main() -> None:
             {"supervise": True, "backoff": Backoff(initial=0.25, cap=1.0)} if args.kill_control_plane else {}
         )
         with ControlPlane(work / "cluster", **supervised) as cluster:
-            install_crd(cluster)
+            cluster.install_crds()
             results[executor] = Soak(args, executor, cluster, work).run()
         print(json.dumps({executor: results[executor]}, indent=1), flush=True)
     failed = [e for e, r in results.items() if r["max_runs_per_request_id"] > 1 or r["overlaps"] or r["lost"]

@@ -27,6 +27,7 @@ from devcluster import pki
 from devcluster.kubeconfig import write_kubeconfig
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.supervisor import RECORD, Backoff, Supervisor
+from runbooks import crd, keys
 from runbooks.kube import loopback_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,6 +182,16 @@ class ControlPlane:
         process = Process(name, argv, self.logs, env=env)
         self.processes.append(process)
         return process
+
+    def install_crds(self, force: bool = False) -> None:
+        """mdops's CRDs (every kind of :mod:`runbooks.crd`) from their generated manifests, as manifests/
+        and the chart install them; once the API server serves them. ``force`` takes over the fields that
+        another manager (a Helm release) owns."""
+        for kind in crd.KINDS:
+            forced = ["--force-conflicts"] if force else []
+            self.kubectl("apply", "--server-side", *forced, "-f", str(REPO / "manifests" / kind.file))
+        names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
+        self.kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
 
     def _node_ready(self) -> bool:
         result = self.kubectl(

@@ -28,7 +28,6 @@ from devcluster.private import write_private
 from devcluster.processes import Process, answers_200, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from devcluster.supervisor import RECORD, Backoff, Supervisor
-from runbooks import crd, keys
 
 NAMESPACE = "mdops"
 SCRIPTS = REPO / "examples" / "scripts"
@@ -95,11 +94,7 @@ class Stack:
     def _start(self) -> None:
         self._step("starting the control plane (etcd, kube-apiserver, kube-controller-manager, podsim)")
         self.cluster.start()
-        for kind in crd.KINDS:
-            self.cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / kind.file))
-        self.cluster.kubectl(
-            "wait", "--for=condition=Established", *(f"crd/{k.plural}.{keys.GROUP}" for k in crd.KINDS)
-        )
+        self.cluster.install_crds()
         self.cluster.kubectl("create", "namespace", NAMESPACE)
         # Who a Runbook or an approval may name. The stack's controller and API use the admin's kubeconfig,
         # which may name anyone (a cluster's ServiceAccount may through its Role's "impersonate").

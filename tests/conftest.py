@@ -17,7 +17,6 @@ from kubernetes import client
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.stack import Stack
-from runbooks import crd, keys
 from runbooks.calendar import build_table
 from runbooks.kube import api_client as new_api_client
 
@@ -101,12 +100,7 @@ def namespace(cluster, request) -> str:
 def mdops_crds(cluster) -> ControlPlane:
     """The CRDs of mdops (Runbook, RunbookPolicy, RunbookApproval, RunbookSchedule), installed from their
     generated manifests, as manifests/ and the chart install them."""
-    for kind in crd.KINDS:  # forced: the packaging tests' Helm release may have owned them last
-        cluster.kubectl(
-            "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "manifests" / kind.file)
-        )
-    names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
-    cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
+    cluster.install_crds(force=True)  # forced: the packaging tests' Helm release may have owned them last
     return cluster
 
 

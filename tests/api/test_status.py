@@ -21,7 +21,7 @@ from api.settings import ApiSettings
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import ControlPlane
 from devcluster.processes import free_port, wait_until
-from runbooks import crd, models
+from runbooks import models
 from runbooks.kube import api_client as new_api_client
 from tests.api.conftest import (
     ADMIN_TOKEN,
@@ -308,8 +308,7 @@ def test_the_status_recovers_when_the_kube_apiserver_restarts(tmp_path, tokens_f
     scripts.write("failover", RECORD)
     (tmp_path / "controller").mkdir()
     with ControlPlane(tmp_path / "cp") as plane:
-        plane.kubectl("apply", "--server-side", "-f", "-", input=crd.render())
-        plane.kubectl("wait", "--for=condition=Established", "crd/runbooks.ops.mdops.io", "--timeout=30s")
+        plane.install_crds()
         plane.kubectl("create", "namespace", "restart")
         controller = ControllerProcess(
             plane.kubeconfig, "restart", tmp_path / "controller", scripts.controller_env()
