@@ -41,6 +41,7 @@ def main() -> int:
 
     kopf.run(
         memories=handlers.MEMORIES,
+        insights=handlers.INSIGHTS,
         clusterwide=False,
         namespaces=[settings.namespace],
         standalone=not settings.peering,

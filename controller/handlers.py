@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -21,7 +22,10 @@ from typing import Any
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.clients import scanning
+from kopf._cogs.structs import references
 from kopf._core.engines import daemons
+from kopf._core.reactor import observation
 from kopf._core.reactor.inventory import ResourceMemories, ResourceMemory
 
 from controller import login as controller_login
@@ -48,6 +52,10 @@ IDLE_WORKER_SECONDS = 0.5
 # delays grow to 13 and 21 s, so a watch found the restarted API server up to 21 s late (a failover waited
 # that long); these retry every 2 s, for about a minute, as long as before.
 ERROR_BACKOFFS = (0.5, 1.0, *(2.0,) * 30)
+# Between two discoveries of the kinds kopf did not find (rediscover): then every minute.
+REDISCOVERY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+log = logging.getLogger(__name__)
 
 
 class Memories(ResourceMemories):
@@ -126,6 +134,50 @@ PAUSES = Pauses()
 daemons.daemon_killer = PAUSES.wrap(daemons.daemon_killer)
 
 
+INSIGHTS = references.Insights()  # what kopf serves, handed to it by kopf.run(): see rediscover()
+
+
+async def rediscover(settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry) -> None:
+    """Discover again the kinds that kopf did not find as it started, until it has found them all.
+
+    kopf discovers the kinds it serves once, as it starts: its scanning (a watch of the CRDs, which makes it
+    look again) is off, as the controller's role is namespaced. A starting API server (restarted, upgraded)
+    can answer that discovery without some groups, and a CRD applied together with the controller (GitOps)
+    can come after it: kopf then never watched the Runbooks, or the Jobs, and the controller looked alive
+    and ran nothing until restarted. What kopf found stays served: only the missing kinds are added."""
+    await INSIGHTS.ready_resources.wait()
+    selectors = (
+        registry._indexing.get_all_selectors()
+        | registry._watching.get_all_selectors()
+        | registry._spawning.get_all_selectors()
+        | registry._changing.get_all_selectors()
+    )
+    for attempt in itertools.count():
+        missing = [selector for selector in selectors if not selector.select(INSIGHTS.watched_resources)]
+        if not missing:
+            return
+        pause = REDISCOVERY_SECONDS[min(attempt, len(REDISCOVERY_SECONDS) - 1)]
+        kinds = (
+            f"{selector.plural or selector.any_name}.{selector.group}".rstrip(".") for selector in missing
+        )
+        names = ", ".join(sorted(kinds))
+        log.warning(
+            "the API server does not list %s (yet): not watched; discovering again in %.0f s", names, pause
+        )
+        await asyncio.sleep(pause)
+        groups = {selector.group for selector in missing}
+        found = await scanning.scan_resources(
+            groups=None if None in groups else groups, settings=settings, logger=log
+        )
+        resources = {*found, *INSIGHTS.watched_resources}
+        async with INSIGHTS.revised:
+            observation.revise_resources(
+                group=None, insights=INSIGHTS, registry=registry, resources=resources
+            )
+            await INSIGHTS.backbone.fill(resources=resources)
+            INSIGHTS.revised.notify_all()
+
+
 class Blind(kopf.DiffBaseStorage):
     """No diff-base: event handlers need none, and kopf would otherwise deep-copy every body it sees."""
 
@@ -157,7 +209,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.label_selectors["", "pods"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
     settings.persistence.diffbase_storage = Blind()
     settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
-    # No cluster-wide discovery: the controller's role is namespaced; the CRD is installed before it.
+    # No watch of the CRDs: the controller's role is namespaced (rediscover() looks for what is missing).
     settings.scanning.disabled = True
 
     api = KubeApi(functools.partial(controller_login.login, config, trust_env=settings.networking.trust_env))
@@ -173,6 +225,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(dispatcher.trimmer.run(), name="ledger trimmer"),
         asyncio.create_task(Retention(api, config, lambda: dispatcher.paused).run(), name="retention"),
         asyncio.create_task(events.run(), name="events"),
+        asyncio.create_task(rediscover(settings, kopf.get_default_registry()), name="rediscovery"),
     ]
     if isinstance(executor, LocalExecutor):  # ready before the first run, not started by it
         memo.tasks.append(asyncio.create_task(executor.launcher.start(), name="launcher"))

@@ -1,11 +1,17 @@
 """What a starting controller costs: finished Runbooks cost it nothing but their place in the API server's
-cache (no handler, no patch, no API call for each), whatever their number."""
+cache (no handler, no patch, no API call for each), whatever their number. And what it needs: not its
+CRDs before it, which it finds when they come."""
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
+from devcluster.components import ControllerProcess
+from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
+from runbooks import keys
+from runbooks.kube import api_client
 from tests.runbook_client import Runbooks, write_script
 
 FINISHED = 150
@@ -83,3 +89,32 @@ def test_finished_runbooks_cost_the_starting_controller_no_api_call(
     # each finished Runbook would cost FINISHED more.
     assert 0 < counted < FINISHED // 10, dict(calls - before)
     assert all(rbs.get(f"done-{index:03d}")["status"]["result"] == "success" for index in (0, FINISHED - 1))
+
+
+def test_a_controller_started_before_its_crds_serves_runbooks_once_they_are_applied(tmp_path):
+    """GitOps applies the CRDs and the controller together, in any order, and a starting API server can
+    answer discovery without some kinds: a controller that did not find its kinds as it started looks for
+    them again, and runs the Runbooks once their CRDs are there (it ran nothing until restarted before)."""
+    write_script(tmp_path / "scripts", "health_check", "echo ok")
+    with ControlPlane(tmp_path / "cluster") as plane:
+        plane.kubectl("create", "namespace", "early")
+        (tmp_path / "controller").mkdir()
+        env = {"MDOPS_SCRIPTS_DIR": str(tmp_path / "scripts")}
+        controller = ControllerProcess(plane.kubeconfig, "early", tmp_path / "controller", env)
+        try:
+            # kopf's own word that its discovery found no Runbooks (kopf is pinned).
+            unresolved = (
+                rf"Unresolved resources cannot be served.*group='{keys.GROUP}'.*any_name='{keys.PLURAL}'"
+            )
+            wait_until(
+                lambda: re.search(unresolved, controller.process.log.read_text()),
+                60,
+                "the controller to find no Runbooks",
+                [controller.process],
+            )
+            plane.install_crds()
+            rbs = Runbooks(api_client(plane.kubeconfig), "early")
+            rbs.create("after-its-crd", command="health_check")
+            assert rbs.wait_finished("after-its-crd", timeout=60)["status"]["result"] == "success"
+        finally:
+            controller.stop()
