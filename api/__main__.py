@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
@@ -30,7 +31,7 @@ def main() -> int:
         port=settings.api_port,
         log_level=settings.api_log_level,
         proxy_headers=False,
-        http=server.Protocol,
+        http=functools.partial(server.Protocol, read_seconds=settings.api_read_timeout_seconds),
     )
     return 0
 

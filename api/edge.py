@@ -10,7 +10,9 @@ so that it acts on the headers alone and before anything reads the body:
    read here, never more than the limit plus one chunk, and handed on to the route.
 
 A request refused with its body unread is answered with ``Connection: close``: uvicorn would otherwise
-read and discard the rest of it to keep the connection.
+read and discard the rest of it to keep the connection. A request whose client goes away before its body
+is whole (it disconnected, or ran out of time: :mod:`api.server`) is not handed on: no route acts on
+part of a request.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ class MethodNotAllowed(ApiError):
     status_code = 405
 
 
+class ClientGone(Exception):
+    """The client went away before its request's body was whole."""
+
+
 class ContentTooLarge(ApiError):
     status_code = 413
 
@@ -134,6 +140,8 @@ class EdgeMiddleware:
         except ApiError as error:
             await refuse(scope, receive, send, error)
             return
+        except ClientGone:
+            return  # nobody to answer, and nothing to act on
         await self.app(scope, receive, send)
 
 
@@ -149,13 +157,14 @@ def authenticate(tokens: TokenStore, scope: Scope) -> Principal:
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it is longer than ``limit`` (the rest is left unread)."""
+    """The whole body, or None as soon as it is longer than ``limit`` (the rest is left unread);
+    :class:`ClientGone` if the client goes away before its end."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
-        if message["type"] != "http.request":  # the client went away: let the route see it
-            return b"".join(chunks)
+        if message["type"] != "http.request":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

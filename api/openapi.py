@@ -29,6 +29,10 @@ ERRORS: dict[int, dict[str, Any]] = {
         "description": "A method this path does not serve, or one the API does not know.",
         "headers": {"Allow": _header("The methods this path serves.")},
     },
+    408: {
+        "description": "The request was not received whole within MDOPS_API_READ_TIMEOUT_SECONDS of its "
+        "first byte (or of its connection's start); the connection is closed."
+    },
     409: {"description": "The request_id was already used with other parameters."},
     413: {"description": "The request body is larger than MDOPS_API_MAX_BODY_BYTES."},
     422: {"model": ValidationErrorResponse, "description": "Invalid request: not strict JSON, or invalid."},
@@ -40,8 +44,9 @@ ERRORS: dict[int, dict[str, Any]] = {
     500: {"description": "Internal error; for execute, also a script execution error (exit code 125)."},
     503: {"description": "A dependency is unavailable (the Kubernetes API, its watch, or Prometheus)."},
 }
-# What any route may answer whatever it does: a method it does not serve, a body too large, a failure.
-COMMON = (405, 413, 500)
+# What any route may answer whatever it does: a method it does not serve, a request too slow or its body
+# too large, a failure.
+COMMON = (405, 408, 413, 500)
 # ... and any route that needs a token (every one under /api/, /metrics).
 PROTECTED = (*COMMON, 401, 403)
 

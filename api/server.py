@@ -7,6 +7,14 @@ Here the connection's transport holds a write until the next one made in the sam
 loop, and sends both at once, or sends it alone at the end of that step (a streamed answer's head, a
 stream's chunks): nothing waits longer than the step that wrote it, and the order is kept.
 
+It also gives a client a deadline for each request it sends: from the moment its connection opens, or
+its next request's first byte arrives, it has ``read_seconds`` to send the whole request, head and body
+(``MDOPS_API_READ_TIMEOUT_SECONDS``). uvicorn has none: a connection that sends nothing, or half a head, or
+half a body, is otherwise kept for good, and enough of them use up the process's file descriptors. When
+the deadline passes, a connection that has sent nothing of a request is closed (as an idle keep-alive
+connection is), one with part of a request is answered 408 with a JSON body and closed, and the
+application, if the head had reached it, sees the client gone and does nothing with the part it has.
+
 h11 and not httptools: httptools refuses a request with a method it does not know before the
 application sees it (a plain-text 400), where the API answers 405 with its JSON body (:mod:`api.edge`).
 """
@@ -14,9 +22,18 @@ application sees it (a plain-text 400), where the API answers 405 with its JSON 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+# The client's side of a request while it is still sending it (h11's states): before its first byte, or
+# with its head or body incomplete.
+RECEIVING = (h11.IDLE, h11.SEND_BODY)
 
 
 class GatheredWrites:
@@ -56,5 +73,51 @@ class GatheredWrites:
 
 
 class Protocol(H11Protocol):
+    def __init__(self, *args: Any, read_seconds: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.read_seconds = read_seconds
+        self.read_deadline: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(GatheredWrites(transport, self.loop))  # type: ignore[arg-type]
+        self.start_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.read_deadline is None and self.conn.their_state is h11.IDLE:
+            self.start_reading()  # the first byte of a next request on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state not in RECEIVING:  # the request is whole (or the connection done)
+            self.stop_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_reading()
+        super().connection_lost(exc)
+
+    def start_reading(self) -> None:
+        self.read_deadline = self.loop.call_later(self.read_seconds, self.read_timed_out)
+
+    def stop_reading(self) -> None:
+        if self.read_deadline is not None:
+            self.read_deadline.cancel()
+            self.read_deadline = None
+
+    def read_timed_out(self) -> None:
+        self.read_deadline = None
+        if self.transport.is_closing() or self.conn.their_state not in RECEIVING:
+            return
+        if self.conn.their_state is h11.SEND_BODY:  # the application has the head, the body is not whole
+            unanswered = not self.cycle.response_started
+            if not self.cycle.response_complete:  # it sees the client gone
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+        else:  # part of a head, or nothing yet
+            unanswered = bool(self.conn.trailing_data[0])
+        if unanswered:
+            detail = f"the request was not received whole within {self.read_seconds:g} s"
+            log.info("%s: %s: 408", ":".join(map(str, self.client or ("a client",))), detail)
+            body = json.dumps({"detail": detail}).encode()
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            )
+        self.transport.close()

@@ -39,6 +39,13 @@ class ApiSettings(CommonSettings):
     api_max_body_bytes: int = Field(
         32768, ge=1024, le=16 * 1024 * 1024, description="Largest request body; a larger one is a 413."
     )
+    api_read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a whole request (head and body) from its first byte or its "
+        "connection's start; then a 408 and the connection closed.",
+    )
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
     )

@@ -17,13 +17,15 @@ from prometheus_client.registry import Collector
 
 from api.edge import method_label, route_label
 
+CLIENT_GONE = 499  # nginx's status for a request whose client went away before it was answered
+
 
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "mdops_api_requests_total",
-            "HTTP requests answered, by method, route and status code.",
+            "HTTP requests, by method, route and status code (499: the client went away before the answer).",
             ["method", "route", "status"],
             registry=self.registry,
         )
@@ -81,17 +83,24 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        status = {"code": 500}
+        status: dict[str, int] = {}
 
         async def record_status(message: dict) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["answered"] = message["status"]
             await send(message)
 
+        async def note_gone() -> dict:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                status["gone"] = CLIENT_GONE
+            return message
+
         try:
-            await self.app(scope, receive, record_status)
+            await self.app(scope, note_gone, record_status)
         finally:
             template = route_label(scope["app"].routes, scope)
             method = method_label(scope["method"])
-            self.metrics.requests.labels(method, template, str(status["code"])).inc()
+            code = status.get("answered", status.get("gone", 500))  # an answer begun: its status stands
+            self.metrics.requests.labels(method, template, str(code)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - began)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import select
 import socket
+import time
 import urllib.parse
 from http import client as httpclient
+from pathlib import Path
 
 import pytest
 
+from devcluster.processes import wait_until
 from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, auth, http
 
 EXECUTE = "/api/ops/runbooks/execute"
@@ -188,3 +191,100 @@ def test_unknown_methods_are_405_and_never_a_metric_label(server):
     assert methods == {"GET", "other"}
     assert routes == {"/api/ops/status", "/healthz", "/readyz", "unmatched"}
     assert 'mdops_api_requests_total{method="other",route="/api/ops/status",status="405"} 4.0' in text
+
+
+# -- clients that are slow to send: each request has MDOPS_API_READ_TIMEOUT_SECONDS to arrive whole -------
+
+
+def slow_client(server, sent: bytes = b"") -> socket.socket:
+    """A connection that sends ``sent`` (nothing, part of a head or of a body) and then waits."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(sent)
+    return sock
+
+
+def received_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def timed_out(received: bytes) -> dict:
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), received
+    assert b"content-type: application/json" in head and b"connection: close" in head, head
+    return json.loads(body)
+
+
+def requests_counted(server, status: int) -> float:
+    _, _, text = http("GET", server.url + "/metrics", headers=auth(METRICS_TOKEN))
+    prefix = f'mdops_api_requests_total{{method="POST",route="{EXECUTE}",status="{status}"}} '
+    return next(
+        (float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)), 0
+    )
+
+
+def open_descriptors(server) -> int:
+    return len(list(Path(f"/proc/{server.popen.pid}/fd").iterdir()))
+
+
+def execute_head(length: int) -> bytes:
+    return (
+        f"POST {EXECUTE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_a_request_not_sent_whole_in_time_is_408_and_nothing_is_done_with_it(start_server, runbooks):
+    server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1")
+    valid_prefix = b'{"command": "health_check", "request_id": "half-sent"}'  # valid JSON, but not all of it
+    began = time.monotonic()
+    silent = slow_client(server)
+    half_head = slow_client(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    half_body = slow_client(server, execute_head(len(valid_prefix) + 40) + valid_prefix)
+    # A kept-alive connection: its first request is answered, its second arrives by half.
+    kept = slow_client(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while b"\r\n\r\n" not in first:
+        first += kept.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200 "), first
+    kept.sendall(b"GET /readyz HTTP/1.1\r\n")
+
+    assert received_until_closed(silent) == b""  # nothing of a request came: closed, as an idle one is
+    for sock in (half_head, half_body, kept):
+        assert "not received whole within 1 s" in timed_out(received_until_closed(sock))["detail"]
+    assert time.monotonic() - began >= 1
+    # The half-sent execute reached the application, which saw the client gone and created nothing.
+    wait_until(lambda: requests_counted(server, 499) == 1, 30, "the half-sent execute counted as 499")
+    assert runbooks.list() == []
+
+
+def test_a_client_gone_before_its_body_is_whole_creates_nothing(server, runbooks):
+    body = b'{"command": "health_check", "request_id": "cut-short"}'
+    sock = slow_client(server, execute_head(len(body) + 40) + body)  # a valid JSON prefix of what it declared
+    sock.close()
+    wait_until(lambda: requests_counted(server, 499) == 1, 30, "the cut-short execute counted as 499")
+    assert runbooks.list() == []
+
+
+def test_the_deadline_is_for_reading_a_request_not_for_answering_it(start_server, runbooks):
+    server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1", MDOPS_API_EXECUTE_WAIT_SECONDS="3")
+    began = time.monotonic()
+    # No controller runs it: execute waits its 3 s for the run's end, then answers 202.
+    code, _, body = http(
+        "POST", server.url + EXECUTE, {"command": "health_check", "request_id": "waited"}, auth()
+    )
+    assert code == 202 and time.monotonic() - began >= 3, body
+    assert [item["spec"]["requestId"] for item in runbooks.list()] == ["waited"]
+
+
+def test_slow_clients_hold_nothing_once_their_time_is_up(start_server):
+    server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1")
+    before = open_descriptors(server)
+    clients = [slow_client(server, b"" if n % 2 else b"GET /healthz HTTP/1.1\r\n") for n in range(300)]
+    for sock in clients:
+        received_until_closed(sock)
+    wait_until(lambda: open_descriptors(server) <= before, 30, "the API's descriptors back where they were")
+    assert http("GET", server.url + "/healthz")[0] == 200
