@@ -19,6 +19,7 @@ def _header(description: str) -> dict[str, Any]:
 
 LOCATION = {"Location": _header("Where to read the run: /api/ops/runbooks/{request_id}.")}
 ERRORS: dict[int, dict[str, Any]] = {
+    400: {"description": "Not a valid HTTP/1.1 request; the connection is closed."},
     401: {
         "description": "No valid bearer token (checked before the body is read).",
         "headers": {"WWW-Authenticate": _header('Bearer, or Bearer error="invalid_token".')},
@@ -44,9 +45,9 @@ ERRORS: dict[int, dict[str, Any]] = {
     500: {"description": "Internal error; for execute, also a script execution error (exit code 125)."},
     503: {"description": "A dependency is unavailable (the Kubernetes API, its watch, or Prometheus)."},
 }
-# What any route may answer whatever it does: a method it does not serve, a request too slow or its body
-# too large, a failure.
-COMMON = (405, 408, 413, 500)
+# What any route may answer whatever it does: a request that is not HTTP or too slow to arrive, a method
+# it does not serve, a body too large, a failure.
+COMMON = (400, 405, 408, 413, 500)
 # ... and any route that needs a token (every one under /api/, /metrics).
 PROTECTED = (*COMMON, 401, 403)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -115,9 +116,23 @@ class Protocol(H11Protocol):
         if unanswered:
             detail = f"the request was not received whole within {self.read_seconds:g} s"
             log.info("%s: %s: 408", ":".join(map(str, self.client or ("a client",))), detail)
-            body = json.dumps({"detail": detail}).encode()
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
-            )
+            self.answer_and_close(HTTPStatus.REQUEST_TIMEOUT, detail)
+        else:
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """What h11 cannot parse: uvicorn answers in plain text, the API's errors are JSON."""
+        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
+            self.transport.close()  # mid-answer (the request's body went bad): no second answer fits
+        else:
+            self.answer_and_close(HTTPStatus.BAD_REQUEST, msg)
+
+    def answer_and_close(self, status: HTTPStatus, detail: str) -> None:
+        """An error of the connection's own, with a JSON body, then the connection closed. Written as bytes:
+        h11 sends a response only once a whole request head has come."""
+        body = json.dumps({"detail": detail}).encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, status.phrase.encode(), len(body), body)
+        )
         self.transport.close()

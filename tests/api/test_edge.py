@@ -193,6 +193,26 @@ def test_unknown_methods_are_405_and_never_a_metric_label(server):
     assert 'mdops_api_requests_total{method="other",route="/api/ops/status",status="405"} 4.0' in text
 
 
+NOT_HTTP = {
+    "not-a-request-line": b"HELLO\r\n\r\n",
+    "control-character-in-a-header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX\x01y: z\r\n\r\n",
+    "no-host": b"GET /healthz HTTP/1.1\r\n\r\n",
+    "raw-utf8-in-the-path": "GET /api/ops/é HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "bad-chunk": f"POST {EXECUTE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+    "Transfer-Encoding: chunked\r\n\r\nzz\r\n".encode(),
+}
+
+
+@pytest.mark.parametrize("request_bytes", NOT_HTTP.values(), ids=NOT_HTTP.keys())
+def test_what_is_not_http_is_a_400_with_a_json_body(server, runbooks, request_bytes):
+    head, _, body = raw_request(server, request_bytes).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), head
+    assert b"content-type: application/json" in head and b"connection: close" in head, head
+    assert json.loads(body) == {"detail": "Invalid HTTP request received."}
+    assert http("GET", server.url + "/healthz")[0] == 200
+    assert runbooks.list() == []
+
+
 # -- clients that are slow to send: each request has MDOPS_API_READ_TIMEOUT_SECONDS to arrive whole -------
 
 
