@@ -78,6 +78,25 @@ class Next:
 
 
 GATE_WAITS = (Reason.OUTSIDE_CHANGE_WINDOW, Reason.AWAITING_APPROVAL)
+# The ends a run reaches by itself (its script's, or its timeout's); never what stopping it reports.
+OWN_ENDS = frozenset(
+    {
+        ExitCode.SUCCESS,
+        ExitCode.SCRIPT_FAILED,
+        ExitCode.INVALID_ARGUMENTS,
+        ExitCode.GATE_FAILED,
+        ExitCode.TIMEOUT,
+    }
+)
+
+
+def after_deletion(result: dict[str, Any]) -> dict[str, Any]:
+    """The result of a run stopped because its Runbook was deleted: the end it had reached when the stop
+    came (it finished as the deletion did: that is what happened), the runner's own report of the stop,
+    or, when the stop left no report (a runner killed, a Job gone), cancelled."""
+    if result.get("exitCode") in (*OWN_ENDS, ExitCode.CANCELLED):
+        return result
+    return failure(ExitCode.CANCELLED, "cancelled: the Runbook was deleted")
 
 
 def vote(item: dict[str, Any]) -> approval.Vote:
@@ -517,10 +536,7 @@ class Runs:
             if not entry.deleting and not await self._deleted(entry):
                 return await waiting  # another replica finished it: the same run, or a second one, ends
             await run.cancel()  # the Runbook was deleted: stop its run
-            result = await waiting
-            if result.get("exitCode") == ExitCode.CANCELLED:
-                return result
-            return failure(ExitCode.CANCELLED, "cancelled: the Runbook was deleted")
+            return after_deletion(await waiting)
         finally:
             for task in interrupts:
                 task.cancel()

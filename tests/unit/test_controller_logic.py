@@ -14,7 +14,9 @@ import pytest
 
 from controller import audit, ledger, lock, quota, retention, runs
 from controller.dispatcher import FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
+from controller.executors import failure, lost
 from controller.settings import ControllerSettings
+from runbooks.contract import ExitCode
 from runbooks.models import RunbookStatus
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -437,3 +439,21 @@ def test_kopf_keeps_a_memory_only_for_the_objects_whose_timers_live_in_it():
 
     asyncio.run(scenario())
     assert len(list(memories.iter_all_memories())) == 1
+
+
+def test_a_run_that_ended_as_its_runbook_was_deleted_is_recorded_as_it_ended():
+    """The deletion stops a run that may have just ended: its own end stands (the failover happened), the
+    runner's report of the stop stands, and a stop that left no report is recorded as cancelled."""
+    succeeded = {"exitCode": 0, "result": "success", "message": "", "logs": []}
+    script_failed = failure(ExitCode.SCRIPT_FAILED, "script exited with code 1")
+    timed_out = failure(ExitCode.TIMEOUT, "Job rb-1 exceeded its deadline")
+    stopped = failure(ExitCode.CANCELLED, "cancelled by SIGTERM")
+    for result in (succeeded, script_failed, timed_out, stopped):
+        assert runs.after_deletion(result) is result
+    for no_report in (
+        lost("its Job rb-1 was deleted before it finished"),
+        failure(137, "runner gave no result"),
+    ):
+        recorded = runs.after_deletion(no_report)
+        assert recorded["exitCode"] == ExitCode.CANCELLED
+        assert recorded["message"] == "cancelled: the Runbook was deleted"
