@@ -30,6 +30,13 @@ class ControllerSettings(CommonSettings):
     )
     job_service_account: str = Field("", description="Job executor: service account of Job pods.")
     job_ttl_seconds: int = Field(3600, ge=0, description="Job executor: ttlSecondsAfterFinished.")
+    job_start_failure_seconds: float = Field(
+        60,
+        ge=0,
+        description="Job executor: how long a run's pod may be unable to start (an image that cannot be "
+        "pulled, a container that cannot be created, no node for it) before the run fails with exit code "
+        "125 and its Job is deleted; 0: until the run's timeout.",
+    )
     job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
 
     script_env: dict[EnvName, str] = Field(

@@ -43,6 +43,10 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return result
 
 
+def image_exists(image: str) -> bool:
+    return podman("image", "exists", image, check=False).returncode == 0
+
+
 def build_image() -> str:
     """Build the image (``make image``'s script: cached, seconds when nothing changed); its id. It is
     tagged for this checkout alone (podman's storage is the machine's), so that a build from another

@@ -48,6 +48,12 @@ point), or a scripted outcome.
 otherwise (the default)
     ``podsim.mdops.io/exit-code`` (default 0), ``podsim.mdops.io/termination-message``
     and ``podsim.mdops.io/duration-seconds`` (default 0) decide the outcome.
+
+A pod whose container cannot start stays ``Pending`` with the container ``waiting`` and a kubelet's
+reason, until it is deleted (then ``Failed``, the container ``ContainerStatusUnknown``): in
+``container`` mode when its image is not in podman's storage (nothing is pulled here:
+``ErrImageNeverPull`` with ``imagePullPolicy: Never``, else ``ImagePullBackOff``), in any mode with
+``podsim.mdops.io/waiting-reason`` (and ``podsim.mdops.io/waiting-message``).
 """
 
 from __future__ import annotations
@@ -119,6 +125,10 @@ class PodRun(threading.Thread):
 
     def run(self) -> None:
         started = now()
+        waiting = self._cannot_start()
+        if waiting is not None:
+            self._wait_until_deleted(waiting, started)
+            return
         self.sim.set_status(self.pod, "Running", {"running": {"startedAt": started}}, started)
         try:
             mode = self.annotations.get(PREFIX + "run")
@@ -143,6 +153,33 @@ class PodRun(threading.Thread):
         self.sim.set_status(
             self.pod, "Succeeded" if code == 0 else "Failed", {"terminated": terminated}, started
         )
+
+    def _cannot_start(self) -> dict[str, str] | None:
+        """The container's waiting state when it cannot start, as a kubelet reports it; None if it can."""
+        reason = self.annotations.get(PREFIX + "waiting-reason")
+        if reason:
+            return {"reason": reason, "message": self.annotations.get(PREFIX + "waiting-message", "")}
+        container = self.pod.spec.containers[0]
+        if self.annotations.get(PREFIX + "run") != "container" or podman.image_exists(container.image):
+            return None
+        if container.image_pull_policy == "Never":
+            message = f'Container image "{container.image}" is not present with pull policy of Never'
+            return {"reason": "ErrImageNeverPull", "message": message}
+        return {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{container.image}"'}
+
+    def _wait_until_deleted(self, waiting: dict[str, str], started: str) -> None:
+        self.sim.set_status(self.pod, "Pending", {"waiting": waiting}, started)
+        self.stopping.wait()
+        if self.cancelled.is_set():
+            return
+        unknown = {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+            "startedAt": started,
+            "finishedAt": now(),
+        }
+        self.sim.set_status(self.pod, "Failed", {"terminated": unknown}, started)
 
     def _scripted(self) -> tuple[int, str]:
         duration = float(self.annotations.get(PREFIX + "duration-seconds", "0"))
@@ -218,7 +255,7 @@ class PodRun(threading.Thread):
                 *options,
                 check=False,
             )
-            if created.returncode != 0:  # a kubelet would keep the pod waiting (ErrImageNeverPull, ...)
+            if created.returncode != 0:
                 reason = created.stderr.strip()[-LOG_FALLBACK_BYTES:]
                 return 128, f"podsim: podman could not create the container: {reason}"
             if self.stopping.is_set():  # deleted while being created: nothing was there to stop

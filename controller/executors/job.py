@@ -9,18 +9,26 @@ has ended: one watch on the Jobs and pods that mdops manages (the kopf handlers 
 A Job is created without ``ttlSecondsAfterFinished``: the TTL controller would delete a finished Job
 and its pod (and with it the result) whether or not the controller has read it, for example while the
 controller is down. The TTL is set once the result is recorded (:meth:`JobRun.release`).
+
+A pod that cannot start (:func:`start_failure`: an image that cannot be pulled, a container that cannot
+be created, no node for it) would keep its run ``Running`` until the Job's deadline, with nothing to say
+why. The run's log says why as soon as the pod does; if the pod has not started
+``MDOPS_JOB_START_FAILURE_SECONDS`` later, its Job is deleted (and with it the pod, before anything of it
+can run) and the run fails with exit code 125: its script never ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.executors import LogCallback, RunRequest, failure, lost
-from controller.kubeapi import KubeApi
+from controller.kubeapi import ApiError, KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
-from runbooks.contract import ExitCode
+from runbooks.contract import ExitCode, now
 from runner.result import parse_result
 
 # Where the image has its reference scripts (the Dockerfile copies examples/scripts/ there), and where a
@@ -28,7 +36,23 @@ from runner.result import parse_result
 SCRIPTS_MOUNT = "/etc/mdops/scripts"
 TERMINATION_LOG = "/dev/termination-log"
 TMP_MOUNT = "/run/mdops/tmp"  # not /tmp: podsim maps mount paths onto this machine by their names
+log = logging.getLogger(__name__)
+
 DEADLINE_GRACE_SECONDS = 30
+GIVE_UP_RETRY_SECONDS = 5.0
+# A container's waiting reasons that the kubelet keeps giving until a person mends the cause (the image,
+# the registry's credentials, the container's configuration): a pod with one does not start by waiting.
+CANNOT_START = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 
 
 def job_name(request: RunRequest) -> str:
@@ -153,6 +177,35 @@ def job_failure(job: dict[str, Any]) -> dict[str, Any] | None:
     return failure(ExitCode.NOT_EXECUTED, f"Job {name} could not run: {reason}")
 
 
+def start_failure(pod: dict[str, Any]) -> str | None:
+    """Why a pending pod cannot start its container, in the kubelet's or the scheduler's words
+    (``ImagePullBackOff: Back-off pulling image "x"``); None while it may (being scheduled, its image being
+    pulled) and once it has started."""
+    status = pod.get("status") or {}
+    if status.get("phase", "Pending") != "Pending":
+        return None
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in CANNOT_START:
+            return ": ".join(filter(None, (waiting["reason"], waiting.get("message"))))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            return ": ".join(filter(None, ("Unschedulable", condition.get("message"))))
+    return None
+
+
+@dataclass
+class Stuck:
+    """A run's pod that cannot start: why, since when (the event loop's time), what the log says."""
+
+    pod: str
+    why: str
+    since: float
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    said: set[str] = field(default_factory=set)  # the reasons the lines give
+    timer: asyncio.TimerHandle | None = None
+
+
 class JobRun:
     def __init__(self, executor: JobExecutor, namespace: str, name: str):
         self.executor = executor
@@ -160,11 +213,13 @@ class JobRun:
         self.name = name
 
     async def wait(self, on_logs: LogCallback) -> dict[str, Any]:
-        """The result, from the watch (the pod's termination message). Log lines come with it."""
-        return await self.executor.outcome(self.namespace, self.name)
+        """The result, from the watch (the pod's termination message). Log lines come with it; before it,
+        only why the pod cannot start, if it cannot."""
+        return await self.executor.outcome(self.namespace, self.name, on_logs)
 
     def logs(self) -> list[dict[str, Any]]:
-        return []
+        stuck = self.executor.stuck.get((self.namespace, self.name))
+        return list(stuck.lines) if stuck is not None else []
 
     async def cancel(self) -> None:
         """Delete the Job and wait until it is gone, and with it every pod of the run (its pods are
@@ -187,6 +242,11 @@ class JobExecutor:
         self.waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.checks: set[asyncio.Task] = set()
         self.deletions: dict[tuple[str, str], asyncio.Future] = {}  # Jobs being deleted, until gone
+        self.stuck: dict[tuple[str, str], Stuck] = {}  # runs whose pod cannot start
+        self.log_callbacks: dict[tuple[str, str], LogCallback] = {}  # runs being waited for
+        # Runs failing because their pod could not start, while their Job is deleted: the runner's own
+        # report of its stop, if it did start meanwhile.
+        self.giving_up: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def handle(self, request: RunRequest) -> JobRun:
         return JobRun(self, request.namespace, job_name(request))
@@ -222,18 +282,23 @@ class JobExecutor:
             if self.deletions.get(key) is gone:
                 del self.deletions[key]
 
-    async def outcome(self, namespace: str, name: str) -> dict[str, Any]:
+    async def outcome(self, namespace: str, name: str, on_logs: LogCallback = lambda: None) -> dict[str, Any]:
         key = (namespace, name)
         if key in self.results:
             return self.results.pop(key)
         future = self.waiters[key] = asyncio.get_running_loop().create_future()
+        self.log_callbacks[key] = on_logs
         try:
             return await future
         finally:
             if self.waiters.get(key) is future:
                 del self.waiters[key]
+            if self.log_callbacks.get(key) is on_logs:
+                del self.log_callbacks[key]
 
     def _ended(self, key: tuple[str, str], result: dict[str, Any]) -> None:
+        if key in self.giving_up:  # the run's result is that its pod did not start (:meth:`_give_up`)
+            return
         future = self.waiters.pop(key, None)
         if future is not None and not future.done():
             future.set_result(result)
@@ -249,10 +314,73 @@ class JobExecutor:
         key = (meta["namespace"], job)
         if kind == "DELETED":
             self.results.pop(key, None)
+            self._started(key)
             return
         result = pod_result(pod)
+        if key in self.giving_up:
+            if result is not None and result.get("exitCode") == ExitCode.CANCELLED:
+                self.giving_up[key] = result  # its runner did start after all, and was stopped
+            return
+        why = start_failure(pod)
+        if why is None:
+            self._started(key)
+        else:
+            self._cannot_start(key, meta["name"], why)
         if result is not None and (key in self.waiters or not meta.get("deletionTimestamp")):
             self._ended(key, result)
+
+    def _cannot_start(self, key: tuple[str, str], pod: str, why: str) -> None:
+        limit = self.settings.job_start_failure_seconds
+        stuck = self.stuck.get(key)
+        if stuck is None:
+            loop = asyncio.get_running_loop()
+            stuck = self.stuck[key] = Stuck(pod, why, loop.time())
+            if limit:
+                stuck.timer = loop.call_later(limit, self._give_up_soon, key, stuck)
+        stuck.why = why
+        if why in stuck.said:  # the kubelet goes back and forth between ErrImagePull and ImagePullBackOff
+            return
+        stuck.said.add(why)
+        then = f"; the run fails if it has not started {limit:g} s after the first of these" if limit else ""
+        line = {"time": now(), "level": "WARNING", "message": f"pod {pod} cannot start: {why}{then}"}
+        stuck.lines.append(line)
+        self.log_callbacks.get(key, lambda: None)()
+
+    def _started(self, key: tuple[str, str]) -> None:
+        stuck = self.stuck.pop(key, None)
+        if stuck is not None and stuck.timer is not None:
+            stuck.timer.cancel()
+
+    def _give_up_soon(self, key: tuple[str, str], stuck: Stuck) -> None:
+        if self.stuck.get(key) is stuck and key in self.waiters:
+            task = asyncio.ensure_future(self._give_up(key, stuck))
+            self.checks.add(task)
+            task.add_done_callback(self.checks.discard)
+
+    async def _give_up(self, key: tuple[str, str], stuck: Stuck) -> None:
+        """Fail the run of a pod that has not started: its Job is deleted first, and with it the pod, so that
+        nothing of the run can start once its result says it never ran."""
+        self.giving_up[key] = None
+        try:
+            await self.delete(*key)
+            result = self.giving_up[key]
+        except ApiError as error:  # tried again soon: until then, the run waits as it did
+            log.warning("could not delete Job %s/%s, whose pod cannot start: %s", *key, error)
+            loop = asyncio.get_running_loop()
+            stuck.timer = loop.call_later(GIVE_UP_RETRY_SECONDS, self._give_up_soon, key, stuck)
+            return
+        finally:
+            del self.giving_up[key]
+        if result is None:
+            limit = self.settings.job_start_failure_seconds
+            result = failure(
+                ExitCode.NOT_EXECUTED,
+                f"could not start: pod {stuck.pod} did not start within {limit:g} s ({stuck.why}); "
+                "its Job was deleted",
+            )
+            result["logs"] = [*stuck.lines, *result["logs"]]
+        self._started(key)
+        self._ended(key, result)
 
     def observe_job(self, kind: str | None, job: dict[str, Any]) -> None:
         meta = job["metadata"]

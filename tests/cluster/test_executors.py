@@ -129,6 +129,56 @@ def test_job_executor_reports_a_failing_script(start_controller, cluster, namesp
     assert (status["exitCode"], status["result"]) == (1, "failed")
 
 
+def cannot_start_settings(cluster, namespace: str, tmp_path, message: str) -> dict[str, str]:
+    """The Job executor's settings, with pods that podsim keeps waiting as a kubelet keeps a pod whose image
+    cannot be pulled."""
+    annotations = {
+        "podsim.mdops.io/waiting-reason": "ImagePullBackOff",
+        "podsim.mdops.io/waiting-message": message,
+    }
+    return {
+        **job_settings(cluster, namespace, tmp_path),
+        "MDOPS_JOB_POD_ANNOTATIONS": json.dumps(annotations),
+    }
+
+
+def said_why(rbs: Runbooks, name: str) -> list[dict]:
+    logs = ((rbs.get(name) or {}).get("status") or {}).get("logs") or []
+    return [line for line in logs if "cannot start: ImagePullBackOff: " in line["message"]]
+
+
+def test_a_job_whose_pod_cannot_start_fails_with_the_kubelets_reason_once_its_job_is_gone(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    message = 'Back-off pulling image "registry.invalid/mdops:1"'
+    settings = cannot_start_settings(cluster, namespace, tmp_path, message)
+    start_controller(**settings, MDOPS_JOB_START_FAILURE_SECONDS="2")
+    rbs.create("no-start", command="failover", timeoutSeconds=600)
+    status = rbs.wait_finished("no-start")["status"]
+    assert (status["result"], status.get("exitCode")) == ("failed", 125), status
+    assert f"did not start within 2 s (ImagePullBackOff: {message}); its Job was deleted" in status["message"]
+    assert rbs.condition("no-start", "Succeeded")["reason"] == "ExecutionError"
+    assert [line["level"] for line in status["logs"]] == ["WARNING", "ERROR"], status["logs"]
+    assert said_why(rbs, "no-start")
+    assert not jobs(api_client, namespace)  # gone before the result said the run never started
+
+
+def test_a_pod_that_cannot_start_is_shown_and_waited_for_when_the_start_failure_limit_is_off(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    message = 'Back-off pulling image "registry.invalid/mdops:1"'
+    settings = cannot_start_settings(cluster, namespace, tmp_path, message)
+    start_controller(**settings, MDOPS_JOB_START_FAILURE_SECONDS="0")
+    rbs.create("waits", command="failover", timeoutSeconds=600)
+    (line,) = wait_until(lambda: said_why(rbs, "waits"), 30, "the run's log to say why its pod cannot start")
+    assert line["level"] == "WARNING" and line["message"].endswith(message), line
+    assert rbs.condition("waits", "Running")["status"] == "True"
+    assert len(jobs(api_client, namespace)) == 1
+    rbs.delete("waits")
+    wait_until(lambda: rbs.gone("waits"), 30, "the deleted Runbook to go")
+    wait_until(lambda: not jobs(api_client, namespace), 30, "its Job to go")
+
+
 def test_deleting_a_runbook_deletes_its_job_and_pod(
     start_controller, cluster, api_client, namespace, rbs, tmp_path
 ):

@@ -128,10 +128,16 @@ def test_deleting_a_running_runbook_removes_its_container(
     wait_until(lambda: not containers(), 60, "the container to be removed")
 
 
-def test_a_job_pod_whose_image_is_missing_fails_with_podman_s_reason(start_controller, namespace, rbs):
-    start_controller(**in_containers("localhost/mdops:no-such-tag", "", "none"))
-    rbs.create("no-image", command="health_check", timeoutSeconds=60)
+def test_a_job_pod_whose_image_is_missing_fails_soon_saying_so(start_controller, namespace, rbs):
+    """As on a node that cannot pull the image: the pod waits (ImagePullBackOff), the run fails after
+    MDOPS_JOB_START_FAILURE_SECONDS, not at its timeout."""
+    start_controller(
+        **in_containers("localhost/mdops:no-such-tag", "", "none"), MDOPS_JOB_START_FAILURE_SECONDS="3"
+    )
+    rbs.create("no-image", command="health_check", timeoutSeconds=600)
     status = rbs.wait_finished("no-image", timeout=120)["status"]
-    assert status["result"] == "failed"
-    assert "podman could not create the container" in status["message"], status["message"]
-    assert "localhost/mdops:no-such-tag" in status["message"], status["message"]
+    assert (status["result"], status.get("exitCode")) == ("failed", 125), status
+    expected = (
+        'did not start within 3 s (ImagePullBackOff: Back-off pulling image "localhost/mdops:no-such-tag")'
+    )
+    assert expected in status["message"], status["message"]

@@ -1,4 +1,5 @@
-"""The Job executor's ``build_job``, a pure function: where a Job pod finds its scripts."""
+"""The Job executor's pure functions: ``build_job`` (where a Job pod finds its scripts, what it holds) and
+``start_failure`` (whether a pod cannot start, and why)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import pytest
 
 from controller.executors import RunRequest
-from controller.executors.job import SCRIPTS_MOUNT, build_job
+from controller.executors.job import SCRIPTS_MOUNT, build_job, start_failure
 from controller.settings import ControllerSettings
 
 REQUEST = RunRequest(
@@ -113,3 +114,48 @@ def test_a_job_pod_holds_no_credentials_and_its_runner_is_pid_1(settings):
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "runner"]  # no init or shell in front of it
     assert "serviceAccountName" in pod_of(build_job(REQUEST, settings(job_service_account="runner")))
+
+
+def pod(phase: str, state: dict | None = None, scheduled: dict | None = None) -> dict:
+    status: dict = {
+        "phase": phase,
+        "conditions": [{"type": "PodScheduled", "status": "True", **(scheduled or {})}],
+    }
+    if state is not None:
+        status["containerStatuses"] = [{"name": "runner", "state": state}]
+    return {"metadata": {"name": "p"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        (
+            pod(
+                "Pending",
+                {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}},
+            ),
+            'ImagePullBackOff: Back-off pulling image "x"',
+        ),
+        (pod("Pending", {"waiting": {"reason": "ErrImageNeverPull"}}), "ErrImageNeverPull"),
+        (
+            pod(
+                "Pending",
+                {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}},
+            ),
+            'CreateContainerConfigError: secret "s" not found',
+        ),
+        (
+            pod("Pending", scheduled={"status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}),
+            "Unschedulable: 0/3 nodes",
+        ),
+        # What goes on by itself: being scheduled, pulling, creating; running; ended.
+        (pod("Pending"), None),
+        (pod("Pending", scheduled={"status": "False", "reason": "SchedulingGated"}), None),
+        (pod("Pending", {"waiting": {"reason": "ContainerCreating"}}), None),
+        (pod("Running", {"running": {"startedAt": "2026-12-03T08:00:00Z"}}), None),
+        (pod("Failed", {"waiting": {"reason": "ImagePullBackOff"}}), None),
+        ({"metadata": {"name": "p"}}, None),
+    ],
+)
+def test_a_pod_cannot_start_only_for_a_reason_that_does_not_mend_itself(given, why):
+    assert start_failure(given) == why
