@@ -7,7 +7,8 @@
   (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
 - ``charts/mdops/files/crd*.yaml``, the CRDs of mdops (as ``python -m runbooks.crd`` writes them to
   manifests/), ``charts/mdops/files/kopfpeering-crd.yaml`` (from ``manifests/components/peering/``) and
-  ``identities.yaml`` (from ``manifests/``).
+  ``identities.yaml`` (from ``manifests/``), ``charts/mdops/files/prometheusrule.yaml`` (mdops's alerts,
+  from ``manifests/components/alerts/``).
 
 ``python charts/generate.py`` writes them (``make generate``); ``--check`` only reports drift (the tests).
 """
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mdops"
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
 IDENTITIES = REPO / "manifests" / "identities.yaml"
+ALERTS = REPO / "manifests" / "components" / "alerts" / "prometheusrule.yaml"
 SCHEMA_MARK = "@schema"
 
 
@@ -102,6 +104,7 @@ def expected() -> dict[Path, bytes]:
         **{CHART / "files" / kind.file: crd.render(kind).encode() for kind in crd.KINDS},
         CHART / "files" / "kopfpeering-crd.yaml": PEERING_CRD.read_bytes(),
         CHART / "files" / "identities.yaml": IDENTITIES.read_bytes(),
+        CHART / "files" / "prometheusrule.yaml": ALERTS.read_bytes(),
     }
 
 

@@ -6,7 +6,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from runbooks.contract import parse_time
+from runbooks.contract import Command, RunState, parse_time
 from runbooks.schedule import RunbookScheduleStatus
 
 REGISTRY = CollectorRegistry()
@@ -24,6 +24,11 @@ LAST_RUN = Gauge(
     registry=REGISTRY,
 )
 RUNS = Counter("md_runbook_runs_total", "Finished runs.", ["command", "result"], registry=REGISTRY)
+# Each command's counts exist from the start, at 0: a series born at 1 shows Prometheus no increase, and the
+# first failed run after a controller's start would raise no alert (MdopsFailoverFailed, MdopsRunbookFailed).
+for _command in Command:
+    for _result in (RunState.SUCCESS, RunState.FAILED):
+        RUNS.labels(_command, _result)
 DURATION = Histogram(
     "md_runbook_duration_seconds",
     "Run duration, from start to finish.",

@@ -72,7 +72,7 @@ mdops is up.
   REST API     {stack.api_url}   (OpenAPI: {stack.api_url}/openapi.json, with the token)
   token        {stack.admin_token}
   viewer token {stack.viewer_token}   (may read, not execute)
-  Prometheus   {stack.prometheus.url}
+  Prometheus   {stack.prometheus.url}   (mdops's alerts: {stack.prometheus.url}/alerts)
   simulator    {stack.sim_url}/admin/status
   logs         {stack.logs}/ and {stack.cluster.logs}/
   settings     {env}

@@ -29,6 +29,8 @@ from devcluster.processes import Process, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = REPO / "tools" / "install-prometheus.sh"
+# mdops's alerts, a PrometheusRule (the kustomize component's, the chart's): its groups are a rules file.
+ALERTS = REPO / "manifests" / "components" / "alerts" / "prometheusrule.yaml"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,16 @@ def binary() -> Path:
         return Path(found)
     out = subprocess.run([INSTALL_SCRIPT], check=True, stdout=subprocess.PIPE, text=True).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+def promtool() -> Path:
+    """``promtool``, from the same package as :func:`binary`."""
+    return binary().parent / "promtool"
+
+
+def alert_rules() -> dict[str, Any]:
+    """mdops's alerts as a Prometheus rules file: the groups of :data:`ALERTS`, their one source."""
+    return yaml.safe_load(ALERTS.read_text())["spec"]
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -72,9 +84,12 @@ class Prometheus:
         port: int | None = None,
         bin_path: Path | None = None,
         logs: Path | None = None,
+        rules: dict[str, Any] | None = None,
     ):
-        """Its configuration and data are in ``workdir``, its log in ``logs`` (``<workdir>/logs``)."""
+        """Its configuration and data are in ``workdir``, its log in ``logs`` (``<workdir>/logs``); it
+        evaluates ``rules`` (a rules file's ``groups``, e.g. :func:`alert_rules`) if given."""
         self.workdir = Path(workdir)
+        self.rules = rules
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
         self.port = port or free_port()
@@ -100,7 +115,7 @@ class Prometheus:
                 job["authorization"] = {"type": "Bearer", "credentials_file": str(secret)}
             jobs.append(job)
         interval = self.scrape_interval
-        return {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": interval,
                 "scrape_timeout": interval,
@@ -108,6 +123,11 @@ class Prometheus:
             },
             "scrape_configs": jobs,
         }
+        if self.rules is not None:
+            rules = self.workdir / "rules.yml"
+            rules.write_text(yaml.safe_dump(self.rules, sort_keys=False))
+            config["rule_files"] = [str(rules)]
+        return config
 
     def start(self, timeout: float = 60.0) -> Prometheus:
         for folder in (self.workdir, self.logs):
@@ -172,6 +192,13 @@ class Prometheus:
             for line in body.decode().splitlines()
             if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
         )
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now (``labels``, ``annotations``, ``state``)."""
+        status, body = _get(f"{self.url}/api/v1/alerts")
+        if status != 200:
+            raise RuntimeError(f"prometheus /api/v1/alerts answered {status}")
+        return json.loads(body)["data"]["alerts"]
 
     def targets_up(self) -> bool:
         """Whether every configured target has been scraped successfully at least once."""

@@ -26,7 +26,7 @@ from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.private import write_private
 from devcluster.processes import Process, answers_200, free_port, wait_until
-from devcluster.prometheus import Prometheus, ScrapeTarget
+from devcluster.prometheus import Prometheus, ScrapeTarget, alert_rules
 from devcluster.supervisor import RECORD, Backoff, Supervisor
 
 NAMESPACE = "mdops"
@@ -133,6 +133,7 @@ class Stack:
             scrape_interval="2s",
             port=self.ports["prometheus"],
             logs=self.logs,
+            rules=alert_rules(),
         ).start()
         self.processes.append(self.prometheus.process)
 

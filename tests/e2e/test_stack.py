@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from devcluster.processes import wait_until
+from devcluster.prometheus import alert_rules
 from runbooks import models
 
 
@@ -131,3 +132,19 @@ def test_the_stacks_secrets_are_readable_by_their_owner_only(stack):
     assert len(secrets) > 5
     for path in secrets:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def rule_health(stack) -> dict[str, dict[str, str]]:
+    """The rule groups the stack's Prometheus evaluates: ``{group: {alert: health}}``."""
+    groups = httpx.get(f"{stack.prometheus.url}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    return {group["name"]: {rule["name"]: rule["health"] for rule in group["rules"]} for group in groups}
+
+
+def test_the_stacks_prometheus_evaluates_mdops_alerts(stack):
+    shipped = {group["name"]: [rule["alert"] for rule in group["rules"]] for group in alert_rules()["groups"]}
+    assert {name: list(rules) for name, rules in rule_health(stack).items()} == shipped
+
+    def evaluated() -> bool:  # "unknown" until a rule's first evaluation, "err" if it failed
+        return all(health == "ok" for rules in rule_health(stack).values() for health in rules.values())
+
+    wait_until(evaluated, 30, "every rule evaluated without an error")

@@ -14,6 +14,7 @@ from pkgtools import (
     BUILD_HELM,
     HELM_VERSION,
     MANIFESTS,
+    PROMETHEUSRULE_CRD,
     SERVICEMONITOR_CRD,
     Docs,
     Helm,
@@ -87,13 +88,19 @@ def kustomize(kustomize_dir, tmp_path_factory) -> Callable[..., Docs]:
 @pytest.fixture(scope="session")
 def crds(mdops_crds: ControlPlane) -> ControlPlane:
     """The CRDs the rendered objects need, installed for real: mdops's (as generated), kopf's KopfPeering
-    and, for the ServiceMonitors, a subset of prometheus-operator's (see its file)."""
+    and, for the ServiceMonitors and the PrometheusRules, subsets of prometheus-operator's (see their
+    files)."""
     cluster = mdops_crds
     cluster.kubectl(
         "apply", "--server-side", "-f", str(MANIFESTS / "components/peering/kopfpeering-crd.yaml")
     )
-    cluster.kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
-    names = ["kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"]
+    for operators in (SERVICEMONITOR_CRD, PROMETHEUSRULE_CRD):
+        cluster.kubectl("apply", "--server-side", "-f", str(operators))
+    names = [
+        "kopfpeerings.kopf.dev",
+        "servicemonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+    ]
     cluster.kubectl("wait", "--for=condition=Established", *(f"crd/{n}" for n in names), "--timeout=30s")
     return cluster
 

@@ -26,6 +26,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 BUILD_HELM = REPO / "tools" / "build-helm.sh"
 HELM_VERSION = "v3.19.5"
 SERVICEMONITOR_CRD = Path(__file__).parent / "servicemonitor-crd.yaml"
+PROMETHEUSRULE_CRD = Path(__file__).parent / "prometheusrule-crd.yaml"
 
 Docs = list[dict[str, Any]]
 

@@ -64,6 +64,14 @@ def test_the_api_server_refuses_what_the_schema_of_a_cr_refuses(crds, namespace)
     }
     result = dry_run(crds, namespace, [monitor])
     assert result.returncode != 0 and "intervall" in result.stderr
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "typo"},
+        "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "fro": "5m"}]}]},
+    }
+    result = dry_run(crds, namespace, [rule])
+    assert result.returncode != 0 and "fro" in result.stderr
 
 
 def test_restricted_pod_security_is_enforced_in_these_dry_runs(crds, namespace):

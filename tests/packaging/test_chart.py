@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, SCRIPTS, find
 
+from devcluster.prometheus import alert_rules
 from runbooks import crd, keys
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
@@ -163,6 +164,15 @@ def test_servicemonitor(helm):
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     service = find(docs, "Service")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_the_prometheusrule_is_the_alerts_of_manifests_for_this_release(helm):
+    docs = helm.template("-f", str(CHART / "ci" / "servicemonitor-values.yaml"))
+    rule = find(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["name"] == find(docs, "Deployment")["metadata"]["name"]
+    assert rule["spec"] == alert_rules()  # the local stack's Prometheus evaluates the same
+    assert not [d for d in helm.template() if d["kind"] == "PrometheusRule"]  # off by default
 
 
 def test_values_schema_refuses_mistakes(helm):
