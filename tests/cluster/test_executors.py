@@ -129,17 +129,27 @@ def test_job_executor_reports_a_failing_script(start_controller, cluster, namesp
     assert (status["exitCode"], status["result"]) == (1, "failed")
 
 
-def cannot_start_settings(cluster, namespace: str, tmp_path, message: str) -> dict[str, str]:
-    """The Job executor's settings, with pods that podsim keeps waiting as a kubelet keeps a pod whose image
-    cannot be pulled."""
-    annotations = {
-        "podsim.mdops.io/waiting-reason": "ImagePullBackOff",
-        "podsim.mdops.io/waiting-message": message,
-    }
-    return {
-        **job_settings(cluster, namespace, tmp_path),
-        "MDOPS_JOB_POD_ANNOTATIONS": json.dumps(annotations),
-    }
+PULL_FAILURE = 'Back-off pulling image "registry.invalid/mdops:1"'
+
+
+@pytest.fixture
+def unstartable(start_controller, cluster, namespace, tmp_path):
+    """``unstartable(limit)``: a controller with the Job executor and MDOPS_JOB_START_FAILURE_SECONDS
+    ``limit``, whose pods podsim keeps waiting, as a kubelet keeps a pod whose image cannot be pulled."""
+
+    def start(limit: str) -> None:
+        annotations = {
+            "podsim.mdops.io/waiting-reason": "ImagePullBackOff",
+            "podsim.mdops.io/waiting-message": PULL_FAILURE,
+        }
+        settings = {
+            **job_settings(cluster, namespace, tmp_path),
+            "MDOPS_JOB_POD_ANNOTATIONS": json.dumps(annotations),
+            "MDOPS_JOB_START_FAILURE_SECONDS": limit,
+        }
+        start_controller(**settings)
+
+    return start
 
 
 def said_why(rbs: Runbooks, name: str) -> list[dict]:
@@ -148,15 +158,14 @@ def said_why(rbs: Runbooks, name: str) -> list[dict]:
 
 
 def test_a_job_whose_pod_cannot_start_fails_with_the_kubelets_reason_once_its_job_is_gone(
-    start_controller, cluster, api_client, namespace, rbs, tmp_path
+    unstartable, api_client, namespace, rbs
 ):
-    message = 'Back-off pulling image "registry.invalid/mdops:1"'
-    settings = cannot_start_settings(cluster, namespace, tmp_path, message)
-    start_controller(**settings, MDOPS_JOB_START_FAILURE_SECONDS="2")
+    unstartable("2")
     rbs.create("no-start", command="failover", timeoutSeconds=600)
     status = rbs.wait_finished("no-start")["status"]
     assert (status["result"], status.get("exitCode")) == ("failed", 125), status
-    assert f"did not start within 2 s (ImagePullBackOff: {message}); its Job was deleted" in status["message"]
+    expected = f"did not start within 2 s (ImagePullBackOff: {PULL_FAILURE}); its Job was deleted"
+    assert expected in status["message"], status["message"]
     assert rbs.condition("no-start", "Succeeded")["reason"] == "ExecutionError"
     assert [line["level"] for line in status["logs"]] == ["WARNING", "ERROR"], status["logs"]
     assert said_why(rbs, "no-start")
@@ -164,14 +173,12 @@ def test_a_job_whose_pod_cannot_start_fails_with_the_kubelets_reason_once_its_jo
 
 
 def test_a_pod_that_cannot_start_is_shown_and_waited_for_when_the_start_failure_limit_is_off(
-    start_controller, cluster, api_client, namespace, rbs, tmp_path
+    unstartable, api_client, namespace, rbs
 ):
-    message = 'Back-off pulling image "registry.invalid/mdops:1"'
-    settings = cannot_start_settings(cluster, namespace, tmp_path, message)
-    start_controller(**settings, MDOPS_JOB_START_FAILURE_SECONDS="0")
+    unstartable("0")
     rbs.create("waits", command="failover", timeoutSeconds=600)
     (line,) = wait_until(lambda: said_why(rbs, "waits"), 30, "the run's log to say why its pod cannot start")
-    assert line["level"] == "WARNING" and line["message"].endswith(message), line
+    assert line["level"] == "WARNING" and line["message"].endswith(PULL_FAILURE), line
     assert rbs.condition("waits", "Running")["status"] == "True"
     assert len(jobs(api_client, namespace)) == 1
     rbs.delete("waits")
