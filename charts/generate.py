@@ -8,7 +8,8 @@
 - ``charts/mdops/files/crd*.yaml``, the CRDs of mdops (as ``python -m runbooks.crd`` writes them to
   manifests/), ``charts/mdops/files/kopfpeering-crd.yaml`` (from ``manifests/components/peering/``) and
   ``identities.yaml`` (from ``manifests/``), ``charts/mdops/files/prometheusrule.yaml`` (mdops's alerts,
-  from ``manifests/components/alerts/``).
+  from ``manifests/components/alerts/``) and ``charts/mdops/files/dashboard.json`` (its Grafana
+  dashboard, from ``manifests/components/dashboard/``).
 
 ``python charts/generate.py`` writes them (``make generate``); ``--check`` only reports drift (the tests).
 """
@@ -30,6 +31,7 @@ CHART = REPO / "charts" / "mdops"
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
 IDENTITIES = REPO / "manifests" / "identities.yaml"
 ALERTS = REPO / "manifests" / "components" / "alerts" / "prometheusrule.yaml"
+DASHBOARD = REPO / "manifests" / "components" / "dashboard" / "dashboard.json"
 SCHEMA_MARK = "@schema"
 
 
@@ -105,6 +107,7 @@ def expected() -> dict[Path, bytes]:
         CHART / "files" / "kopfpeering-crd.yaml": PEERING_CRD.read_bytes(),
         CHART / "files" / "identities.yaml": IDENTITIES.read_bytes(),
         CHART / "files" / "prometheusrule.yaml": ALERTS.read_bytes(),
+        CHART / "files" / "dashboard.json": DASHBOARD.read_bytes(),
     }
 
 

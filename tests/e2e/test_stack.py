@@ -4,12 +4,14 @@ the metrics summary (as Prometheus scrapes the simulator) and timeseries."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 
 import httpx
 import pytest
 
+from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
 from devcluster.prometheus import alert_rules
 from runbooks import models
@@ -148,3 +150,26 @@ def test_the_stacks_prometheus_evaluates_mdops_alerts(stack):
         return all(health == "ok" for rules in rule_health(stack).values() for health in rules.values())
 
     wait_until(evaluated, 30, "every rule evaluated without an error")
+
+
+DASHBOARD = REPO / "manifests" / "components" / "dashboard" / "dashboard.json"
+
+
+def test_every_query_of_the_dashboard_runs_on_what_the_stack_exports(stack, api):
+    # A drill (it ends on the source it started from): a finished run and a measured switch, the last
+    # series that exist only once something happened.
+    execute(api, command="drill")
+    prometheus = stack.prometheus.url
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    queries = [target["expr"] for panel in panels for target in panel.get("targets", [])]
+    read = {query: set(re.findall(r"\b(?:md|consumer)_[a-z_]+", query)) for query in queries}
+    assert len(queries) >= 10 and all(read.values())
+
+    def missing() -> set[str]:
+        exported = httpx.get(f"{prometheus}/api/v1/label/__name__/values", timeout=30).json()["data"]
+        return set().union(*read.values()) - set(exported)
+
+    wait_until(lambda: not missing(), 30, "Prometheus to have scraped every metric the dashboard reads")
+    for query in queries:
+        answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=30).json()
+        assert answer["status"] == "success", (query, answer)

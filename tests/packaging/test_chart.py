@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from devcluster.prometheus import alert_rules
 from runbooks import crd, keys
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
+DASHBOARD = MANIFESTS / "components" / "dashboard" / "dashboard.json"
 PEERING = next(c for c in COMPONENTS if c.name == "peering")
 SCRIPTS_COMPONENT = next(c for c in COMPONENTS if c.name == "scripts")
 
@@ -173,6 +175,14 @@ def test_the_prometheusrule_is_the_alerts_of_manifests_for_this_release(helm):
     assert rule["metadata"]["name"] == find(docs, "Deployment")["metadata"]["name"]
     assert rule["spec"] == alert_rules()  # the local stack's Prometheus evaluates the same
     assert not [d for d in helm.template() if d["kind"] == "PrometheusRule"]  # off by default
+
+
+def test_the_dashboard_configmap_holds_the_dashboard_of_manifests(helm):
+    docs = helm.template("-f", str(CHART / "ci" / "servicemonitor-values.yaml"))
+    (configmap,) = [d for d in docs if d["metadata"]["name"].endswith("-dashboard")]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["mdops.json"]) == json.loads(DASHBOARD.read_text())
+    assert not [d for d in helm.template() if d["metadata"]["name"].endswith("-dashboard")]  # off by default
 
 
 def test_values_schema_refuses_mistakes(helm):
