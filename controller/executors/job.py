@@ -288,6 +288,9 @@ class JobExecutor:
             return self.results.pop(key)
         future = self.waiters[key] = asyncio.get_running_loop().create_future()
         self.log_callbacks[key] = on_logs
+        stuck = self.stuck.get(key)
+        if stuck is not None and stuck.timer is None:  # it could not start while nobody waited for it
+            self._arm(key, stuck)
         try:
             return await future
         finally:
@@ -333,10 +336,8 @@ class JobExecutor:
         limit = self.settings.job_start_failure_seconds
         stuck = self.stuck.get(key)
         if stuck is None:
-            loop = asyncio.get_running_loop()
-            stuck = self.stuck[key] = Stuck(pod, why, loop.time())
-            if limit:
-                stuck.timer = loop.call_later(limit, self._give_up_soon, key, stuck)
+            stuck = self.stuck[key] = Stuck(pod, why, asyncio.get_running_loop().time())
+            self._arm(key, stuck)
         stuck.why = why
         if why in stuck.said:  # the kubelet goes back and forth between ErrImagePull and ImagePullBackOff
             return
@@ -351,11 +352,23 @@ class JobExecutor:
         if stuck is not None and stuck.timer is not None:
             stuck.timer.cancel()
 
+    def _arm(self, key: tuple[str, str], stuck: Stuck, delay: float | None = None) -> None:
+        """Give up on the run ``delay`` seconds from now (by default, when the limit is reached)."""
+        limit = self.settings.job_start_failure_seconds
+        if limit:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, stuck.since + limit - loop.time()) if delay is None else delay
+            stuck.timer = loop.call_later(delay, self._give_up_soon, key, stuck)
+
     def _give_up_soon(self, key: tuple[str, str], stuck: Stuck) -> None:
-        if self.stuck.get(key) is stuck and key in self.waiters:
-            task = asyncio.ensure_future(self._give_up(key, stuck))
-            self.checks.add(task)
-            task.add_done_callback(self.checks.discard)
+        stuck.timer = None
+        if self.stuck.get(key) is not stuck:  # it started, or went
+            return
+        if key not in self.waiters:  # nobody waits for the run now (a pause): armed again by the next
+            return
+        task = asyncio.ensure_future(self._give_up(key, stuck))
+        self.checks.add(task)
+        task.add_done_callback(self.checks.discard)
 
     async def _give_up(self, key: tuple[str, str], stuck: Stuck) -> None:
         """Fail the run of a pod that has not started: its Job is deleted first, and with it the pod, so that
@@ -366,8 +379,7 @@ class JobExecutor:
             result = self.giving_up[key]
         except ApiError as error:  # tried again soon: until then, the run waits as it did
             log.warning("could not delete Job %s/%s, whose pod cannot start: %s", *key, error)
-            loop = asyncio.get_running_loop()
-            stuck.timer = loop.call_later(GIVE_UP_RETRY_SECONDS, self._give_up_soon, key, stuck)
+            self._arm(key, stuck, GIVE_UP_RETRY_SECONDS)
             return
         finally:
             del self.giving_up[key]
