@@ -33,9 +33,10 @@ class ControllerSettings(CommonSettings):
     job_start_failure_seconds: float = Field(
         60,
         ge=0,
-        description="Job executor: how long a run's pod may be unable to start (an image that cannot be "
-        "pulled, a container that cannot be created, no node for it) before the run fails with exit code "
-        "125 and its Job is deleted; 0: until the run's timeout.",
+        description="Job executor: how long a run's pod may be unable to start for a cause that lasts until "
+        "someone mends it (an image that cannot be pulled, a container that cannot be created) before the "
+        "run fails with exit code 125 and its Job is deleted; 0: until the run's timeout. A pod that waits "
+        "for a node with room is waited for.",
     )
     job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
 

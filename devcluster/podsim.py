@@ -53,7 +53,10 @@ A pod whose container cannot start stays ``Pending`` with the container ``waitin
 reason, until it is deleted (then ``Failed``, the container ``ContainerStatusUnknown``): in
 ``container`` mode when its image is not in podman's storage (nothing is pulled here:
 ``ErrImageNeverPull`` with ``imagePullPolicy: Never``, else ``ImagePullBackOff``), in any mode with
-``podsim.mdops.io/waiting-reason`` (and ``podsim.mdops.io/waiting-message``).
+``podsim.mdops.io/waiting-reason`` (and ``podsim.mdops.io/waiting-message``). A pod with
+``podsim.mdops.io/unschedulable`` (the scheduler's message) is never bound: ``PodScheduled`` is
+``False``, reason ``Unschedulable``. A deleted pod that was never bound is marked ``Failed``, as the pod
+garbage collector of kube-controller-manager does (it does not run here), so that its Job lets it go.
 """
 
 from __future__ import annotations
@@ -472,6 +475,10 @@ class PodSim:
             run.cancel()
 
     def _bind(self, pod: client.V1Pod) -> None:
+        unschedulable = (pod.metadata.annotations or {}).get(PREFIX + "unschedulable")
+        if unschedulable is not None:
+            self._set_scheduled(pod, "False", "Unschedulable", unschedulable)
+            return
         body = client.V1Binding(
             metadata=client.V1ObjectMeta(name=pod.metadata.name),
             target=client.V1ObjectReference(kind="Node", name=NODE),
@@ -489,6 +496,32 @@ class PodSim:
             if error.status not in (404, 409):
                 raise
 
+    def _set_scheduled(self, pod: client.V1Pod, status: str, reason: str, message: str) -> None:
+        """The scheduler's condition on a pod it does not bind (written once: its change is an event too)."""
+        for condition in pod.status.conditions or []:
+            if (condition.type, condition.status, condition.reason) == ("PodScheduled", status, reason):
+                return
+        scheduled = {"type": "PodScheduled", "status": status, "reason": reason, "message": message}
+        body = {"status": {"conditions": [{**scheduled, "lastTransitionTime": now()}]}}
+        try:
+            persistently(
+                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, body
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _fail_unscheduled(self, pod: client.V1Pod) -> None:
+        """As the pod garbage collector marks a deleted pod that no node ran: ``Failed``."""
+        body = {"status": {"phase": "Failed"}}
+        try:
+            persistently(
+                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, body
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     def _finalise_deletion(self, key: str, pod: client.V1Pod) -> None:
         """A deleted pod's processes get its grace period to stop (in a thread of their own); the pod is
         removed once they are gone, as a kubelet does."""
@@ -502,8 +535,12 @@ class PodSim:
             return
         if run is not None:
             run.cancel()
-        elif pod.spec.node_name == NODE and pod.status.phase not in ("Succeeded", "Failed"):
+        elif pod.status.phase in ("Succeeded", "Failed"):
+            pass
+        elif pod.spec.node_name == NODE:
             self._lost(pod)  # it ran under an earlier podsim: its end is reported before it goes
+        elif not pod.spec.node_name:
+            self._fail_unscheduled(pod)
         self._remove(pod)
 
     def _terminate(self, key: str, run: PodRun, pod: client.V1Pod, grace: float) -> None:

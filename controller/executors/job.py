@@ -12,9 +12,10 @@ controller is down. The TTL is set once the result is recorded (:meth:`JobRun.re
 
 A pod that cannot start (:func:`start_failure`: an image that cannot be pulled, a container that cannot
 be created, no node for it) would keep its run ``Running`` until the Job's deadline, with nothing to say
-why. The run's log says why as soon as the pod does; if the pod has not started
-``MDOPS_JOB_START_FAILURE_SECONDS`` later, its Job is deleted (and with it the pod, before anything of it
-can run) and the run fails with exit code 125: its script never ran.
+why. The run's log says why as soon as the pod does. If the cause lasts until a person mends it (the image,
+the container's configuration) and the pod has not started ``MDOPS_JOB_START_FAILURE_SECONDS`` after it
+was first seen, its Job is deleted (and with it the pod, before anything of it can run) and the run fails
+with exit code 125: its script never ran. A pod that waits for a node with room waits on, as Jobs do.
 """
 
 from __future__ import annotations
@@ -177,30 +178,32 @@ def job_failure(job: dict[str, Any]) -> dict[str, Any] | None:
     return failure(ExitCode.NOT_EXECUTED, f"Job {name} could not run: {reason}")
 
 
-def start_failure(pod: dict[str, Any]) -> str | None:
+def start_failure(pod: dict[str, Any]) -> tuple[str, bool] | None:
     """Why a pending pod cannot start its container, in the kubelet's or the scheduler's words
-    (``ImagePullBackOff: Back-off pulling image "x"``); None while it may (being scheduled, its image being
-    pulled) and once it has started."""
+    (``ImagePullBackOff: Back-off pulling image "x"``), and whether that lasts until a person mends it
+    (:data:`CANNOT_START`) rather than until the cluster has room for it (``Unschedulable``); None while it
+    may start (being scheduled, its image being pulled) and once it has started."""
     status = pod.get("status") or {}
     if status.get("phase", "Pending") != "Pending":
         return None
     for container in status.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in CANNOT_START:
-            return ": ".join(filter(None, (waiting["reason"], waiting.get("message"))))
+            return ": ".join(filter(None, (waiting["reason"], waiting.get("message")))), True
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            return ": ".join(filter(None, ("Unschedulable", condition.get("message"))))
+            return ": ".join(filter(None, ("Unschedulable", condition.get("message")))), False
     return None
 
 
 @dataclass
 class Stuck:
-    """A run's pod that cannot start: why, since when (the event loop's time), what the log says."""
+    """A run's pod that cannot start: why, since when for a lasting cause (the event loop's time), what the
+    log says."""
 
     pod: str
     why: str
-    since: float
+    since: float | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
     said: set[str] = field(default_factory=set)  # the reasons the lines give
     timer: asyncio.TimerHandle | None = None
@@ -324,25 +327,27 @@ class JobExecutor:
             if result is not None and result.get("exitCode") == ExitCode.CANCELLED:
                 self.giving_up[key] = result  # its runner did start after all, and was stopped
             return
-        why = start_failure(pod)
-        if why is None:
+        failure = start_failure(pod)
+        if failure is None:
             self._started(key)
         else:
-            self._cannot_start(key, meta["name"], why)
+            self._cannot_start(key, meta["name"], *failure)
         if result is not None and (key in self.waiters or not meta.get("deletionTimestamp")):
             self._ended(key, result)
 
-    def _cannot_start(self, key: tuple[str, str], pod: str, why: str) -> None:
+    def _cannot_start(self, key: tuple[str, str], pod: str, why: str, lasting: bool) -> None:
         limit = self.settings.job_start_failure_seconds
-        stuck = self.stuck.get(key)
-        if stuck is None:
-            stuck = self.stuck[key] = Stuck(pod, why, asyncio.get_running_loop().time())
-            self._arm(key, stuck)
+        stuck = self.stuck.setdefault(key, Stuck(pod, why))
         stuck.why = why
+        if lasting and stuck.since is None:
+            stuck.since = asyncio.get_running_loop().time()
+            self._arm(key, stuck)
         if why in stuck.said:  # the kubelet goes back and forth between ErrImagePull and ImagePullBackOff
             return
         stuck.said.add(why)
-        then = f"; the run fails if it has not started {limit:g} s after the first of these" if limit else ""
+        then = ""
+        if lasting and limit:
+            then = f"; the run fails if it has not started {limit:g} s after the first of these"
         line = {"time": now(), "level": "WARNING", "message": f"pod {pod} cannot start: {why}{then}"}
         stuck.lines.append(line)
         self.log_callbacks.get(key, lambda: None)()
@@ -355,7 +360,7 @@ class JobExecutor:
     def _arm(self, key: tuple[str, str], stuck: Stuck, delay: float | None = None) -> None:
         """Give up on the run ``delay`` seconds from now (by default, when the limit is reached)."""
         limit = self.settings.job_start_failure_seconds
-        if limit:
+        if limit and stuck.since is not None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, stuck.since + limit - loop.time()) if delay is None else delay
             stuck.timer = loop.call_later(delay, self._give_up_soon, key, stuck)

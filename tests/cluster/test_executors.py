@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import pytest
 from kubernetes import client
@@ -134,11 +135,12 @@ PULL_FAILURE = 'Back-off pulling image "registry.invalid/mdops:1"'
 
 @pytest.fixture
 def unstartable(start_controller, cluster, namespace, tmp_path):
-    """``unstartable(limit)``: a controller with the Job executor and MDOPS_JOB_START_FAILURE_SECONDS
-    ``limit``, whose pods podsim keeps waiting, as a kubelet keeps a pod whose image cannot be pulled."""
+    """``unstartable(limit, annotations=None)``: a controller with the Job executor and
+    MDOPS_JOB_START_FAILURE_SECONDS ``limit``, whose pods podsim keeps waiting, by default as a kubelet keeps
+    a pod whose image cannot be pulled."""
 
-    def start(limit: str) -> None:
-        annotations = {
+    def start(limit: str, annotations: dict[str, str] | None = None) -> None:
+        annotations = annotations or {
             "podsim.mdops.io/waiting-reason": "ImagePullBackOff",
             "podsim.mdops.io/waiting-message": PULL_FAILURE,
         }
@@ -183,6 +185,33 @@ def test_a_pod_that_cannot_start_is_shown_and_waited_for_when_the_start_failure_
     assert len(jobs(api_client, namespace)) == 1
     rbs.delete("waits")
     wait_until(lambda: rbs.gone("waits"), 30, "the deleted Runbook to go")
+    wait_until(lambda: not jobs(api_client, namespace), 30, "its Job to go")
+
+
+def test_a_pod_waiting_for_a_node_is_said_and_waited_for_past_the_start_failure_limit(
+    unstartable, api_client, namespace, rbs
+):
+    """No node has room for it: that may change (other pods end, a node is added), so the run waits, as
+    its Job does, and says why."""
+    unstartable("1", {"podsim.mdops.io/unschedulable": "0/3 nodes are available: 3 Insufficient cpu."})
+    rbs.create("no-room", command="failover", timeoutSeconds=600)
+
+    def said() -> list[dict]:
+        logs = ((rbs.get("no-room") or {}).get("status") or {}).get("logs") or []
+        return [line for line in logs if "cannot start: Unschedulable: 0/3 nodes" in line["message"]]
+
+    (line,) = wait_until(said, 30, "the run's log to say its pod has no node")
+    assert "the run fails" not in line["message"], line
+    seen = time.monotonic()
+
+    def still_waiting() -> bool:  # watched for four times the limit: it never gives up
+        assert rbs.condition("no-room", "Running")["status"] == "True"
+        assert len(jobs(api_client, namespace)) == 1
+        return time.monotonic() - seen > 4
+
+    wait_until(still_waiting, 30, "four seconds of the run waiting for a node", interval=0.25)
+    rbs.delete("no-room")  # its unscheduled pod is let go as the pod garbage collector would
+    wait_until(lambda: rbs.gone("no-room"), 30, "the deleted Runbook to go")
     wait_until(lambda: not jobs(api_client, namespace), 30, "its Job to go")
 
 

@@ -134,19 +134,19 @@ def pod(phase: str, state: dict | None = None, scheduled: dict | None = None) ->
                 "Pending",
                 {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}},
             ),
-            'ImagePullBackOff: Back-off pulling image "x"',
+            ('ImagePullBackOff: Back-off pulling image "x"', True),
         ),
-        (pod("Pending", {"waiting": {"reason": "ErrImageNeverPull"}}), "ErrImageNeverPull"),
+        (pod("Pending", {"waiting": {"reason": "ErrImageNeverPull"}}), ("ErrImageNeverPull", True)),
         (
             pod(
                 "Pending",
                 {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}},
             ),
-            'CreateContainerConfigError: secret "s" not found',
+            ('CreateContainerConfigError: secret "s" not found', True),
         ),
         (
             pod("Pending", scheduled={"status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}),
-            "Unschedulable: 0/3 nodes",
+            ("Unschedulable: 0/3 nodes", False),  # said, and waited for: a node may have room later
         ),
         # What goes on by itself: being scheduled, pulling, creating; running; ended.
         (pod("Pending"), None),
@@ -157,5 +157,5 @@ def pod(phase: str, state: dict | None = None, scheduled: dict | None = None) ->
         ({"metadata": {"name": "p"}}, None),
     ],
 )
-def test_a_pod_cannot_start_only_for_a_reason_that_does_not_mend_itself(given, why):
+def test_why_a_pod_cannot_start_and_whether_that_lasts_until_a_person_mends_it(given, why):
     assert start_failure(given) == why
