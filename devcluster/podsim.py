@@ -120,6 +120,7 @@ class PodRun(threading.Thread):
         self.stopping = threading.Event()  # deleted: it is to end (and podsim reports how it ended)
         self.cancelled = threading.Event()  # its end is reported to no one: the pod is gone, or podsim stops
         self.process: subprocess.Popen | None = None
+        self.started = threading.Lock()  # a stop and the process's start: one before the other
         self.container = container_name(pod)
 
     @property
@@ -216,16 +217,19 @@ class PodRun(threading.Thread):
             env = {**os.environ, **{e.name: rewrite(e.value or "") for e in container.env or []}}
             output = root / "output.log"
             with output.open("wb") as out:
-                self.process = subprocess.Popen(
-                    [rewrite(a) for a in argv],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=root,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
-                )
+                with self.started:
+                    self.process = subprocess.Popen(
+                        [rewrite(a) for a in argv],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        cwd=root,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent,
+                    )
+                    if self.stopping.is_set():  # stopped while it was being started: it gets the stop too
+                        self._signal(signal.SIGKILL if self.cancelled.is_set() else signal.SIGTERM)
                 code = self.process.wait()
             if code < 0:  # killed by a signal, as a container runtime reports it
                 code = 128 - code
@@ -336,11 +340,12 @@ class PodRun(threading.Thread):
         """Stop the deleted pod as a kubelet does: SIGTERM, then (after ``grace`` seconds) SIGKILL; and
         report how it ended, a terminal phase, which a Job's controller waits for before it lets the pod
         go (with ``podReplacementPolicy: Failed``)."""
-        self.stopping.set()
+        with self.started:
+            self.stopping.set()
+            if self.annotations.get(PREFIX + "run") != "container":
+                self._signal(signal.SIGTERM)
         if self.annotations.get(PREFIX + "run") == "container":
             podman.podman("kill", "--signal=TERM", self.container, check=False)
-        else:
-            self._signal(signal.SIGTERM)
         self.join(grace)
         if self.is_alive():
             self._kill()
@@ -348,8 +353,9 @@ class PodRun(threading.Thread):
 
     def cancel(self) -> None:
         """Stop the pod at once, reporting nothing: the pod is gone, or podsim stops."""
-        self.cancelled.set()
-        self.stopping.set()
+        with self.started:
+            self.cancelled.set()
+            self.stopping.set()
         self._kill()
 
     def _kill(self) -> None:
