@@ -433,9 +433,13 @@ class PodSim:
                 ],
             }
         }
+        self._patch_status(pod, status)
+
+    def _patch_status(self, pod: client.V1Pod, body: dict) -> None:
+        """Patch the pod's status; a pod gone meanwhile has none to patch."""
         try:
             persistently(
-                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, status
+                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, body
             )
         except ApiException as error:
             if error.status != 404:
@@ -509,24 +513,12 @@ class PodSim:
                 return
         scheduled = {"type": "PodScheduled", "status": status, "reason": reason, "message": message}
         body = {"status": {"conditions": [{**scheduled, "lastTransitionTime": now()}]}}
-        try:
-            persistently(
-                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, body
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        self._patch_status(pod, body)
 
     def _fail_unscheduled(self, pod: client.V1Pod) -> None:
         """As the pod garbage collector marks a deleted pod that no node ran: ``Failed``."""
         body = {"status": {"phase": "Failed"}}
-        try:
-            persistently(
-                self.core.patch_namespaced_pod_status, pod.metadata.name, pod.metadata.namespace, body
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        self._patch_status(pod, body)
 
     def _finalise_deletion(self, key: str, pod: client.V1Pod) -> None:
         """A deleted pod's processes get its grace period to stop (in a thread of their own); the pod is
