@@ -24,14 +24,13 @@ from typing import Any
 
 import yaml
 
+from devcluster.prometheus import ALERTS, DASHBOARD
 from runbooks import crd
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mdops"
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
 IDENTITIES = REPO / "manifests" / "identities.yaml"
-ALERTS = REPO / "manifests" / "components" / "alerts" / "prometheusrule.yaml"
-DASHBOARD = REPO / "manifests" / "components" / "dashboard" / "dashboard.json"
 SCHEMA_MARK = "@schema"
 
 

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = REPO / "tools" / "install-prometheus.sh"
 # mdops's alerts, a PrometheusRule (the kustomize component's, the chart's): its groups are a rules file.
 ALERTS = REPO / "manifests" / "components" / "alerts" / "prometheusrule.yaml"
+# mdops's Grafana dashboard of the same metrics (the component's, the chart's).
+DASHBOARD = REPO / "manifests" / "components" / "dashboard" / "dashboard.json"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ import uuid
 import httpx
 import pytest
 
-from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
-from devcluster.prometheus import alert_rules
+from devcluster.prometheus import DASHBOARD, alert_rules
 from runbooks import models
 
 
@@ -150,9 +149,6 @@ def test_the_stacks_prometheus_evaluates_mdops_alerts(stack):
         return all(health == "ok" for rules in rule_health(stack).values() for health in rules.values())
 
     wait_until(evaluated, 30, "every rule evaluated without an error")
-
-
-DASHBOARD = REPO / "manifests" / "components" / "dashboard" / "dashboard.json"
 
 
 def test_every_query_of_the_dashboard_runs_on_what_the_stack_exports(stack, api):

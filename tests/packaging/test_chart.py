@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, SCRIPTS, find
 
-from devcluster.prometheus import alert_rules
+from devcluster.prometheus import DASHBOARD, alert_rules
 from runbooks import crd, keys
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
-DASHBOARD = MANIFESTS / "components" / "dashboard" / "dashboard.json"
 PEERING = next(c for c in COMPONENTS if c.name == "peering")
 SCRIPTS_COMPONENT = next(c for c in COMPONENTS if c.name == "scripts")
 
