@@ -84,8 +84,11 @@ console: $(CONSOLE_STAMP)
 screenshots: venv k8s prometheus chromium console
 	MDOPS_SCREENSHOTS=docs $(PY) -m pytest tests/browser -q
 
+# Most of a test's time is spent waiting (for a controller, a Job, a browser): three workers, each with
+# its own control plane, keep the two cores busy. TEST_WORKERS=0 runs the tests in this process.
+TEST_WORKERS ?= 3
 test: lint k8s helm prometheus podman chromium console
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The unit tier (tests/unit): no control plane, no Prometheus, no Helm.
 test-fast: venv console

@@ -1,6 +1,6 @@
 """Fixtures shared by every test: one real control plane per session, one namespace per test, the local
 stack per module that asks for it; and the test tiers, marked by folder (``make test-fast`` runs the unit
-tier, ``make test`` everything)."""
+tier, ``make test`` everything, in parallel workers, each with its own control plane)."""
 
 from __future__ import annotations
 
@@ -43,10 +43,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: tests/{folder}/ has no tier: add it to TIERS in {__file__}"
             )
         item.add_marker(TIERS[folder])
-        if "cluster" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "cluster" in fixtures:
             if TIERS[folder] == "unit":
                 raise pytest.UsageError(f"{item.nodeid}: a unit test must not need the control plane")
             item.add_marker("cluster")
+        # With ``-n N --dist loadgroup`` (make test) a file's tests share one worker, so its module
+        # fixtures (a stack, a controller) start once; the image's tests share one, so it is built once.
+        item.add_marker(pytest.mark.xdist_group("image" if "image" in fixtures else item.location[0]))
 
 
 @pytest.fixture(scope="session")
