@@ -39,6 +39,7 @@ made again through it (a create that then meets its own Runbook was made).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -421,7 +422,9 @@ def main() -> None:
         supervised = (
             {"supervise": True, "backoff": Backoff(initial=0.25, cap=1.0)} if args.kill_control_plane else {}
         )
-        with ControlPlane(work / "cluster", **supervised) as cluster:
+        # The supervisor says what it restarts on stdout: here, on stderr beside the progress, so that
+        # stdout is the JSON report alone.
+        with contextlib.redirect_stdout(sys.stderr), ControlPlane(work / "cluster", **supervised) as cluster:
             cluster.install_crds()
             results[executor] = Soak(args, executor, cluster, work).run()
         print(json.dumps({executor: results[executor]}, indent=1), flush=True)
