@@ -227,9 +227,10 @@ class Soak:
                 self.custom.create_namespaced_custom_object, *self._args(), body, within=OUTAGE_SECONDS
             )
         except ApiException as error:
-            # Made by an attempt whose answer was lost (only then does the soak meet its own name).
-            name = body["metadata"]["name"]
-            if error.status != 409 or (self.runbooks().get(name) or {}).get("spec") != body["spec"]:
+            # Made by an attempt whose answer was lost (only then does the soak meet its own name): the
+            # spec it sent, with the schema's defaults.
+            stored = (self.runbooks().get(body["metadata"]["name"]) or {}).get("spec") or {}
+            if error.status != 409 or any(stored.get(key) != value for key, value in body["spec"].items()):
                 raise
 
     def delete(self, name: str) -> None:
