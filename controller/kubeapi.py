@@ -314,6 +314,12 @@ class KubeApi:
         listed = await self.request("GET", f"{CORE}/namespaces/{namespace}/pods", params=params)
         return listed.get("items") or []
 
+    async def pod_create_failures(self, namespace: str) -> list[dict]:
+        """The Job controller's Events of pods it could not create (refused by admission, a quota)."""
+        params = {"fieldSelector": "involvedObject.kind=Job,reason=FailedCreate"}
+        listed = await self.request("GET", f"{CORE}/namespaces/{namespace}/events", params=params)
+        return listed.get("items") or []
+
     # -- Events ------------------------------------------------------------
     async def post_event(self, namespace: str, event: dict) -> None:
         await self.request("POST", f"{CORE}/namespaces/{namespace}/events", event)

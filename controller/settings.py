@@ -34,7 +34,8 @@ class ControllerSettings(CommonSettings):
         60,
         ge=0,
         description="Job executor: how long a run's pod may be unable to start for a cause that lasts until "
-        "someone mends it (an image that cannot be pulled, a container that cannot be created) before the "
+        "someone mends it (an image that cannot be pulled, a container that cannot be created, a pod the API "
+        "server refuses to create) before the "
         "run fails with exit code 125 and its Job is deleted; 0: until the run's timeout. A pod that waits "
         "for a node with room is waited for.",
     )

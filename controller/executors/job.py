@@ -16,6 +16,9 @@ why. The run's log says why as soon as the pod does. If the cause lasts until a 
 the container's configuration) and the pod has not started ``MDOPS_JOB_START_FAILURE_SECONDS`` after it
 was first seen, its Job is deleted (and with it the pod, before anything of it can run) and the run fails
 with exit code 125: its script never ran. A pod that waits for a node with room waits on, as Jobs do.
+So does a Job whose pod the API server refuses to create (an admission policy, a quota): the Job
+controller says so only in its ``FailedCreate`` Events, which are read for the runs that have had no pod
+for a while (one list per namespace every :data:`CREATE_CHECK_SECONDS`, only while there are such runs).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 
 DEADLINE_GRACE_SECONDS = 30
 GIVE_UP_RETRY_SECONDS = 5.0
+# How long a run may have no pod before its Job's FailedCreate Events are read, and how often then: under
+# a burst the Job controller takes seconds to create each Job's pod, and no pod yet is no failure.
+CREATE_CHECK_SECONDS = 10.0
 # A container's waiting reasons that the kubelet keeps giving until a person mends the cause (the image,
 # the registry's credentials, the container's configuration): a pod with one does not start by waiting.
 CANNOT_START = frozenset(
@@ -196,12 +202,17 @@ def start_failure(pod: dict[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
+def event_time(event: dict[str, Any]) -> str:
+    """When a core/v1 Event last happened (RFC 3339 in UTC, so the strings sort as the times do)."""
+    return event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
+
+
 @dataclass
 class Stuck:
-    """A run's pod that cannot start: why, since when for a lasting cause (the event loop's time), what the
-    log says."""
+    """A run's pod that cannot start (``what``: "pod NAME", or "the pod of Job NAME" when it cannot even be
+    created): why, since when for a lasting cause (the event loop's time), what the log says."""
 
-    pod: str
+    what: str
     why: str
     since: float | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
@@ -247,6 +258,8 @@ class JobExecutor:
         self.deletions: dict[tuple[str, str], asyncio.Future] = {}  # Jobs being deleted, until gone
         self.stuck: dict[tuple[str, str], Stuck] = {}  # runs whose pod cannot start
         self.log_callbacks: dict[tuple[str, str], LogCallback] = {}  # runs being waited for
+        self.podless: dict[tuple[str, str], float] = {}  # runs waited for with no pod seen: since when
+        self.podless_check: asyncio.Task | None = None
         # Runs failing because their pod could not start, while their Job is deleted: the runner's own
         # report of its stop, if it did start meanwhile.
         self.giving_up: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -289,16 +302,22 @@ class JobExecutor:
         key = (namespace, name)
         if key in self.results:
             return self.results.pop(key)
-        future = self.waiters[key] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = self.waiters[key] = loop.create_future()
         self.log_callbacks[key] = on_logs
         stuck = self.stuck.get(key)
         if stuck is not None and stuck.timer is None:  # it could not start while nobody waited for it
             self._arm(key, stuck)
+        if key not in self.stuck:  # its pod may have been seen before the wait: the check asks for it
+            self.podless.setdefault(key, loop.time())
+            if self.podless_check is None:
+                self.podless_check = asyncio.ensure_future(self._check_podless())
         try:
             return await future
         finally:
             if self.waiters.get(key) is future:
                 del self.waiters[key]
+                self.podless.pop(key, None)
             if self.log_callbacks.get(key) is on_logs:
                 del self.log_callbacks[key]
 
@@ -318,6 +337,7 @@ class JobExecutor:
         if not job:
             return
         key = (meta["namespace"], job)
+        self.podless.pop(key, None)
         if kind == "DELETED":
             self.results.pop(key, None)
             self._started(key)
@@ -331,24 +351,28 @@ class JobExecutor:
         if failure is None:
             self._started(key)
         else:
-            self._cannot_start(key, meta["name"], *failure)
+            self._cannot_start(key, f"pod {meta['name']}", *failure)
         if result is not None and (key in self.waiters or not meta.get("deletionTimestamp")):
             self._ended(key, result)
 
-    def _cannot_start(self, key: tuple[str, str], pod: str, why: str, lasting: bool) -> None:
+    def _cannot_start(self, key: tuple[str, str], what: str, why: str, lasting: bool) -> None:
         limit = self.settings.job_start_failure_seconds
-        stuck = self.stuck.setdefault(key, Stuck(pod, why))
+        stuck = self.stuck.setdefault(key, Stuck(what, why))
+        stuck.what = what
         stuck.why = why
         if lasting and stuck.since is None:
             stuck.since = asyncio.get_running_loop().time()
             self._arm(key, stuck)
-        if why in stuck.said:  # the kubelet goes back and forth between ErrImagePull and ImagePullBackOff
+        reason = why.split(":", 1)[0]
+        # The kubelet goes back and forth between ErrImagePull and ImagePullBackOff; each FailedCreate names
+        # another pod.
+        if reason in stuck.said:
             return
-        stuck.said.add(why)
+        stuck.said.add(reason)
         then = ""
         if lasting and limit:
             then = f"; the run fails if it has not started {limit:g} s after the first of these"
-        line = {"time": now(), "level": "WARNING", "message": f"pod {pod} cannot start: {why}{then}"}
+        line = {"time": now(), "level": "WARNING", "message": f"{what} cannot start: {why}{then}"}
         stuck.lines.append(line)
         self.log_callbacks.get(key, lambda: None)()
 
@@ -392,12 +416,54 @@ class JobExecutor:
             limit = self.settings.job_start_failure_seconds
             result = failure(
                 ExitCode.NOT_EXECUTED,
-                f"could not start: pod {stuck.pod} did not start within {limit:g} s ({stuck.why}); "
+                f"could not start: {stuck.what} did not start within {limit:g} s ({stuck.why}); "
                 "its Job was deleted",
             )
             result["logs"] = [*stuck.lines, *result["logs"]]
         self._started(key)
         self._ended(key, result)
+
+    async def _check_podless(self) -> None:
+        """While runs are waited for with no pod, every :data:`CREATE_CHECK_SECONDS`: those without one for
+        that long whose Job the Job controller failed to create a pod for cannot start, in its words (the
+        latest ``FailedCreate`` Event's message); the first pod of theirs seen ends it."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self.podless:
+                await asyncio.sleep(CREATE_CHECK_SECONDS)
+                due: dict[str, set[str]] = {}
+                for (namespace, job), since in self.podless.items():
+                    if loop.time() - since >= CREATE_CHECK_SECONDS:
+                        due.setdefault(namespace, set()).add(job)
+                for namespace, jobs in due.items():
+                    await self._podless_in(namespace, jobs)
+        finally:
+            self.podless_check = None
+
+    async def _podless_in(self, namespace: str, jobs: set[str]) -> None:
+        try:
+            events = await self.kube.pod_create_failures(namespace)
+        except ApiError as error:  # read again at the next check
+            log.warning("could not read the FailedCreate Events in %s: %s", namespace, error)
+            return
+        latest = {}
+        for event in sorted(events, key=event_time):
+            job = event["involvedObject"].get("name")
+            if job in jobs:
+                latest[job] = event.get("message") or ""
+        for job, message in latest.items():
+            key = (namespace, job)
+            if key not in self.podless:
+                continue
+            try:  # the pod may have been created (and seen) before the run was waited for
+                created = await self.kube.job_pods(namespace, job)
+            except ApiError as error:
+                log.warning("could not list the pods of Job %s/%s: %s", namespace, job, error)
+                continue
+            if created:
+                self.podless.pop(key, None)
+            elif key in self.podless:
+                self._cannot_start(key, f"the pod of Job {job}", f"FailedCreate: {message}", True)
 
     def observe_job(self, kind: str | None, job: dict[str, Any]) -> None:
         meta = job["metadata"]

@@ -215,6 +215,57 @@ def test_a_pod_waiting_for_a_node_is_said_and_waited_for_past_the_start_failure_
     wait_until(lambda: not jobs(api_client, namespace), 30, "its Job to go")
 
 
+@pytest.fixture
+def pods_refused(cluster, namespace):
+    """An admission policy that refuses every pod of the test's namespace (as a policy engine or a quota
+    would), in force once this fixture returns; the message it refuses them with."""
+    message = f"no pods in {namespace}: the test's policy"
+    manifest = f"""
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: no-pods-{namespace}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules: [{{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}}]
+  validations: [{{expression: "false", message: "{message}"}}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: no-pods-{namespace}}}
+spec:
+  policyName: no-pods-{namespace}
+  validationActions: [Deny]
+  matchResources: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {namespace}}}}}}}
+"""
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    probe = ("run", "probe", "-n", namespace, "--image=none", "--restart=Never", "--dry-run=server")
+
+    def refused() -> bool:
+        return message in cluster.kubectl(*probe, check=False).stderr
+
+    wait_until(refused, 30, "the policy to refuse pods")
+    yield message
+    cluster.kubectl("delete", "-f", "-", "--wait=false", input=manifest, check=False)
+
+
+def test_a_job_whose_pod_is_refused_fails_with_the_api_servers_words_once_its_job_is_gone(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path, pods_refused
+):
+    """The Job controller cannot create the pod: only its FailedCreate Events say so, read for a run that has
+    had no pod for a while."""
+    start_controller(**job_settings(cluster, namespace, tmp_path), MDOPS_JOB_START_FAILURE_SECONDS="2")
+    rbs.create("refused", command="failover", timeoutSeconds=600)
+    status = rbs.wait_finished("refused", timeout=60)["status"]
+    assert (status["result"], status.get("exitCode")) == ("failed", 125), status
+    assert "did not start within 2 s (FailedCreate: " in status["message"], status["message"]
+    assert pods_refused in status["message"], status["message"]
+    said = [line for line in status["logs"] if "cannot start: FailedCreate: " in line["message"]]
+    assert [line["level"] for line in said] == ["WARNING"], status["logs"]
+    assert "the pod of Job " in said[0]["message"], said
+    assert not jobs(api_client, namespace)  # gone before the result said the run never started
+
+
 def test_deleting_a_runbook_deletes_its_job_and_pod(
     start_controller, cluster, api_client, namespace, rbs, tmp_path
 ):

@@ -33,6 +33,7 @@ NEEDED = [
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
     ("get", "", "pods", "log"),
     *((verb, group, "events", "") for verb in ("create", "patch") for group in ("", "events.k8s.io")),
+    ("list", "", "events", ""),  # the Job controller's FailedCreate Events of a run's Job
     *(
         (verb, "coordination.k8s.io", "leases", "")
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
