@@ -88,7 +88,7 @@ screenshots: venv k8s prometheus chromium console
 # its own control plane, keep the two cores busy. TEST_WORKERS=0 runs the tests in this process.
 TEST_WORKERS ?= 3
 test: lint k8s helm prometheus podman chromium console
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The unit tier (tests/unit): no control plane, no Prometheus, no Helm.
 test-fast: venv console

@@ -22,16 +22,18 @@ from runbooks.kube import api_client as new_api_client
 
 TESTS = Path(__file__).parent
 # The tier of each folder. Every test that uses the control plane (the ``cluster`` fixture, directly or
-# through another fixture) is also marked ``cluster``, so ``-m "not cluster"`` never starts one.
+# through another fixture) is also marked ``cluster``, so ``-m "not cluster"`` never starts one. The
+# folders run in this order, the longest first, so that make test's workers (one file at a time, below)
+# end together, the unit tier's many short files filling the end.
 TIERS = {
-    "unit": "unit",  # pure functions and local processes (runner, simulator): no control plane
-    "packaging": "packaging",  # the chart, the manifests and the Dockerfile
-    "cluster": "cluster",  # the controller on the real control plane
-    "api": "cluster",  # the REST API with the real controller, Prometheus and simulator
-    "e2e": "e2e",  # the local stack, as `make up` runs it
     "image": "image",  # the image built and run with podman
-    "cli": "e2e",  # the installed mdops command against the local stack
+    "api": "cluster",  # the REST API with the real controller, Prometheus and simulator
+    "cluster": "cluster",  # the controller on the real control plane
+    "e2e": "e2e",  # the local stack, as `make up` runs it
     "browser": "e2e",  # the Ops Console in Debian's chromium, on the local stack
+    "cli": "e2e",  # the installed mdops command against the local stack
+    "packaging": "packaging",  # the chart, the manifests and the Dockerfile
+    "unit": "unit",  # pure functions and local processes (runner, simulator): no control plane
 }
 
 
@@ -43,14 +45,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: tests/{folder}/ has no tier: add it to TIERS in {__file__}"
             )
         item.add_marker(TIERS[folder])
-        fixtures = getattr(item, "fixturenames", ())
-        if "cluster" in fixtures:
+        if "cluster" in getattr(item, "fixturenames", ()):
             if TIERS[folder] == "unit":
                 raise pytest.UsageError(f"{item.nodeid}: a unit test must not need the control plane")
             item.add_marker("cluster")
-        # With ``-n N --dist loadgroup`` (make test) a file's tests share one worker, so its module
-        # fixtures (a stack, a controller) start once; the image's tests share one, so it is built once.
-        item.add_marker(pytest.mark.xdist_group("image" if "image" in fixtures else item.location[0]))
+    folders = list(TIERS)
+    items.sort(key=lambda item: folders.index(Path(item.fspath).relative_to(TESTS).parts[0]))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With ``-n N`` (make test), each of N workers with its own control plane: a file's tests go to one
+    worker, so that its module fixtures (a stack, a controller) start once, and tests/image/ to one, so that
+    the image is built once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # in the order of the collection (not by their numbers of tests)
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            image = (config.invocation_params.dir / path).resolve().is_relative_to(TESTS / "image")
+            return "the image" if image else path
+
+    return ByFile(config, log)
 
 
 @pytest.fixture(scope="session")
