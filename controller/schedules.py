@@ -189,9 +189,7 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
             api, namespace, name, version, status, problem(status, generation, schedule.INVALID, str(error))
         )
         return
-    now = datetime.datetime.now(datetime.UTC)
     created = parse_time(body.metadata["creationTimestamp"])
-    start = min(parse_time(status.last_slot) or created, now)
     # The schedule's Runbooks, finished ones too: the controller's Runbook watch has unfinished ones only.
     bodies = {
         item["metadata"]["name"]: item
@@ -199,9 +197,13 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
     }
     runs = [run for run in map(slot_run, bodies.values()) if run is not None]
     try:  # the first look of a controller may wait for the calendar's load (a child process)
-        calendar = await asyncio.to_thread(
-            get_settings().calendar.covering, start, now + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
-        )
+        clock = datetime.datetime.now(datetime.UTC)
+        start = min(parse_time(status.last_slot) or created, clock)
+        end = clock + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
+        calendar = await asyncio.to_thread(get_settings().calendar.covering, start, end)
+        # The clock is read after the waits above: a slow list or calendar load never lets a slot past its
+        # starting deadline run, nor a Forbid slot run on a view of the previous run older than the clock.
+        now = datetime.datetime.now(datetime.UTC)
         step = plan(
             name,
             spec,

@@ -26,6 +26,9 @@ from tests.runbook_client import HOLD, Runbooks, event_reasons, lines, wait_for_
 
 EVERY = 5  # seconds between slots
 DEADLINE = 4  # startingDeadlineSeconds
+# What a slot's creationTimestamp may exceed the deadline by: it is in whole seconds, and on a loaded machine
+# the create itself takes a moment after the controller looked at its clock.
+LANDING = 2
 WITNESSED = 'echo "$MDOPS_REQUEST_ID" >> "$WITNESS"\n'
 
 
@@ -159,7 +162,7 @@ def stop_and_check(rbs: Runbooks, schedules: Schedules, name: str, witness) -> l
         assert runbook["spec"]["requestId"] == runbook["metadata"]["name"]
         assert runbook["spec"]["requestedBy"] == f"schedule:{name}"
         created = parse_time(runbook["metadata"]["creationTimestamp"])
-        assert created - slot <= datetime.timedelta(seconds=DEADLINE + 1), "a slot ran late"
+        assert created - slot <= datetime.timedelta(seconds=DEADLINE + LANDING), "a slot ran late"
         assert runbook["status"]["result"] == "success" and not runbook["status"].get("duplicateOf")
     ran = collections.Counter(lines(witness))
     assert set(ran.values()) == {1}, f"a slot ran more than once: {ran}"
@@ -214,20 +217,21 @@ def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
     schedules.create("held")
     wait_until(lambda: lines(witness), 60, "the first run to start")
     [first] = slot_runbooks(rbs, "held")
-    # Released between two slots (a slot at the very moment of the release may rightly run: its look
-    # may see the first run finished).
     middle = slot_of(first).timestamp() + 3.5 * EVERY
     wait_until(lambda: clock_past(middle), 4 * EVERY, "three more slots")
     assert [rb["metadata"]["name"] for rb in slot_runbooks(rbs, "held")] == [first["metadata"]["name"]]
-    assert schedules.status("held")["skippedSlots"] >= 2
+    held = schedules.status("held")
+    assert held["skippedSlots"] >= 2
     assert {"SlotCreated", "SlotsSkipped"} <= event_reasons(api_client, namespace, schedule.KIND, "held")
     released = time.time()
     release.touch()
     runs_after(rbs, "held", 1, released)
     runbooks = stop_and_check(rbs, schedules, "held", witness)
-    # No slot between the first and the release ran: they were skipped, not queued for later.
-    early = [rb for rb in runbooks if slot_of(first) < slot_of(rb) and slot_of(rb).timestamp() < released]
-    assert not early
+    # The slots skipped while the first run held never ran: skipped, not queued for later. (A slot after
+    # the last one handled before the release may rightly run, on time, if its look saw the first finished.)
+    skipped = parse_time(held["lastSlot"])
+    assert skipped.timestamp() >= slot_of(first).timestamp() + 2 * EVERY
+    assert not [rb for rb in runbooks if slot_of(first) < slot_of(rb) <= skipped]
 
 
 def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
