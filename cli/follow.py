@@ -213,6 +213,8 @@ class EventStream:
                         reading = True
                         for event in source.iter_sse():
                             failures = 0
+                            if not event.data:  # a heartbeat (a comment): no event, as the SSE spec says
+                                continue
                             self.last_id = event.id or self.last_id
                             self.inbox.put((event.event, _data(event)))
                         lost = "the API ended the stream"

@@ -46,9 +46,11 @@ def port(preferred: int | None) -> int:
 class Stack:
     def __init__(self, workdir: Path, bin_dir: Path | None = None, fixed_ports: bool = True,
                  sim_args: tuple[str, ...] = (), scripts: Path = SCRIPTS,
-                 script_env: dict[str, str] | None = None, backoff: Backoff | None = None):  # fmt: skip
-        """``scripts`` (the runbook scripts), ``script_env`` (more of their environment) and ``backoff``
-        (the supervisor's) are for tests; ``make up`` keeps the defaults."""
+                 script_env: dict[str, str] | None = None, backoff: Backoff | None = None,
+                 api_env: dict[str, str] | None = None):  # fmt: skip
+        """``scripts`` (the runbook scripts), ``script_env`` (more of their environment), ``backoff``
+        (the supervisor's) and ``api_env`` (more of the API's environment: its settings) are for tests;
+        ``make up`` keeps the defaults."""
         self.workdir = Path(workdir)
         self.logs = self.workdir / "logs"
         self.cluster = ControlPlane(self.workdir / "cluster", bin_dir)
@@ -57,6 +59,7 @@ class Stack:
         self.scripts = scripts
         self.script_env = script_env or {}
         self.backoff = backoff
+        self.api_env = api_env or {}
         self.admin_token = secrets.token_urlsafe(24)
         self.viewer_token = secrets.token_urlsafe(24)
         self.processes: list[Process] = []
@@ -150,6 +153,7 @@ class Stack:
             "MDOPS_PROMETHEUS_URL": self.prometheus.url,
             "MDOPS_API_PORT": str(self.ports["api"]),
             "MDOPS_CALENDAR_CACHE": str(self.workdir / SESSIONS),
+            **self.api_env,
         })  # fmt: skip
         wait_until(lambda: answers_200(f"{self.api_url}/readyz"), 60, "the API", [api])
 

@@ -69,9 +69,16 @@ def files(tmp_path_factory) -> Path:
     return folder
 
 
+HEARTBEAT = 1  # seconds: the API's heartbeat here, so that a run followed is often silent for longer
+
+
 @pytest.fixture(scope="module")
 def stack_options(files) -> dict:
-    return {"scripts": files / "scripts", "script_env": {"FILES": str(files)}}
+    return {
+        "scripts": files / "scripts",
+        "script_env": {"FILES": str(files)},
+        "api_env": {"MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT)},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -434,6 +441,31 @@ def test_a_followed_run_loses_and_repeats_no_line_when_the_api_restarts(stack, a
     assert "may be missing" not in stderr
     restarted = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
     assert restarted["restarts"] == api["restarts"] + 1  # the witness that it was a new process
+
+
+def test_a_run_silent_for_longer_than_the_heartbeat_is_followed_to_its_end(stack, admin, files):
+    """WRITER holds after its first lines while the API sends heartbeats (comment lines) on the stream:
+    mdops takes them for no event, and exits with the run's code once the script goes on and ends."""
+    rid = request_id()
+    following = Following(admin, "run", "restart", "--request-id", rid, "--follow")
+    shown = lambda: len(following.script_lines()) == 5 or following.process.poll() is not None  # noqa: E731
+    wait_until(shown, 60, "mdops to show the lines before the hold")
+    assert following.process.poll() is None, following.end()
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    # A stream of the same run: the heartbeats the API sends while the script is silent (a witness that
+    # mdops's stream got them too, from the same server with the same setting).
+    with httpx.stream(
+        "GET", f"{stack.api_url}{EVENTS}", params={"request_id": rid}, headers=headers, timeout=30
+    ) as stream:
+        heartbeats = (line for line in stream.iter_lines() if line.startswith(":"))
+        for _ in range(3):
+            next(heartbeats)
+    assert following.process.poll() is None, following.end()  # still following through the silence
+    (files / f"{rid}.go").touch()
+    code, stderr = following.end()
+    assert code == 0, stderr
+    assert following.script_lines() == lines(files / f"{rid}.lines")
+    assert following.printed[-1] == f"restart {rid}: success (exit code 0)"
 
 
 def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, admin, files):
