@@ -93,7 +93,7 @@ class EventLog:
         """The number after which a client that saw ``last_event_id`` resumes, or None when it cannot
         without a gap: an id of another process, one older than the ring, or not an id of ours at all."""
         epoch, _, number = last_event_id.strip().partition("-")
-        if epoch != self.epoch or not number.isdigit():
+        if epoch != self.epoch or not (number.isascii() and number.isdigit()):  # int() refuses "²"
             return None
         seq = int(number)
         with self._lock:

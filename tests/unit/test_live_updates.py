@@ -87,6 +87,7 @@ def test_the_ring_resumes_after_an_id_of_its_own_within_it():
     assert log.resume_point(log.event_id(2)) is None
     assert log.resume_point(log.event_id(7)) is None  # from the future
     assert log.resume_point("0badc0de-4") is None  # another process
+    assert log.resume_point(f"{log.epoch}-\u00b2") is None  # a digit to str.isdigit, not to int()
     assert log.resume_point("nonsense") is None
 
 
