@@ -52,8 +52,9 @@ def page(browser, stack, console_errors) -> Page:
 
 
 def _expected(text: str) -> bool:
-    """Console errors a test causes on purpose: the API's 401 for a wrong token, a 403 or 409 it asks for."""
-    return bool(re.search(r"status of (401|403|409|422)", text))
+    """Console errors a test causes on purpose: the API's 401 for a wrong token, a 403, 404 or 409 it asks
+    for."""
+    return bool(re.search(r"status of (401|403|404|409|422)", text))
 
 
 def sign_in(page: Page, token: str) -> None:

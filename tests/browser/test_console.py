@@ -153,6 +153,32 @@ def test_the_apis_refusal_is_shown_in_words(page, stack):
     expect(page.get_by_role("region", name="Run")).to_have_count(0)
 
 
+def test_a_token_pasted_with_quotes_is_refused_in_words(page):
+    """A header cannot carry “quotes”: the browser would refuse the request as if the API were gone."""
+    page.goto("/console/")
+    page.get_by_label("API token").fill("\u201cabc\u201d")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("status")).to_have_text(re.compile("^A token has no spaces, quotes"))
+
+
+def test_a_link_to_a_run_that_does_not_exist_says_so(page, stack):
+    """A run page for an id no Runbook has says so, and waits for it."""
+    sign_in(page, stack.admin_token)
+    page.goto("/console/#/runbooks/no-such-run")
+    expected = "No run has the request id no-such-run: this page shows it if one is created."
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(expected)
+
+
+@pytest.mark.parametrize("link", ["%E0%A4%A", "%ZZ", "a%2Fb"])
+def test_a_link_with_an_id_the_api_refuses_shows_the_refusal(page, stack, link):
+    """A broken %-escape (typed, or cut short) or an id that cannot be one: the run page, with the API's
+    words, and the live updates stopped (asking again changes nothing)."""
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/#/runbooks/{link}")
+    refusal = re.compile("^Live updates paused: Invalid request: query.request_id")
+    expect(page.get_by_role("region", name="Run").get_by_text(refusal)).to_be_visible()
+
+
 def test_a_viewer_token_sees_no_run_controls(page, stack):
     sign_in(page, stack.viewer_token)
     expect(page.get_by_text("Signed in as viewer")).to_be_visible()

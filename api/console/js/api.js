@@ -113,8 +113,8 @@ export function follow(query, onEvent, onState = () => {}) {
         onState("reconnecting", "the live updates ended; reconnecting");
       } catch (error) {
         if (controller.signal.aborted) break;
-        if (error.status === 401 || error.status === 403) {
-          onState("stopped", error.message);
+        if (error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429) {
+          onState("stopped", error.message); // refused as asked (a token, an id): asking again changes nothing
           return;
         }
         onState("reconnecting", error.message);

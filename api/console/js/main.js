@@ -42,6 +42,15 @@ function showSignIn(message = "") {
   signin.show(main, message, start);
 }
 
+// A link's request id; one with a broken %-escape (typed, or cut short) is taken as it is written.
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 function route() {
   leave();
   const hash = location.hash || "#/overview";
@@ -54,7 +63,7 @@ function route() {
   }
   main.replaceChildren();
   const runPage = hash.match(/^#\/runbooks\/(.+)$/);
-  if (runPage) leave = run.show(main, ctx, decodeURIComponent(runPage[1]));
+  if (runPage) leave = run.show(main, ctx, decoded(runPage[1]));
   else if (hash === "#/runbooks") leave = runbooks.show(main, ctx);
   else if (hash === "#/schedules") leave = schedules.show(main, ctx);
   else if (hash === "#/run" && mayRun) leave = execute.show(main, ctx);

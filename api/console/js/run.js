@@ -1,7 +1,7 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
 // logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { follow } from "./api.js";
+import { call, follow } from "./api.js";
 import { clock, duration, el, when } from "./format.js";
 
 function pairs(entries) {
@@ -44,6 +44,7 @@ export function panel(zone, onChange = () => {}) {
   );
   logs.setAttribute("aria-labelledby", "logs-title");
   let lines = [];
+  let seen = false; // a runbook event came
 
   function showLines() {
     logs.replaceChildren(
@@ -56,6 +57,7 @@ export function panel(zone, onChange = () => {}) {
 
   function showRun(detail) {
     const r = detail.runbook;
+    seen = true;
     heading.textContent = `${r.command}${r.dry_run ? " (dry run)" : ""} · ${r.request_id}`;
     state.textContent = `Status: ${r.status}${r.exit_code === null ? "" : `, exit code ${r.exit_code}`}`;
     state.className = `run-state state-${r.status}`;
@@ -122,12 +124,21 @@ export function panel(zone, onChange = () => {}) {
     );
   }
 
-  return { element, start };
+  // The run does not exist (yet, or any more): say so while the live updates wait for it.
+  function absent(requestId) {
+    if (!seen) state.textContent = `No run has the request id ${requestId}: this page shows it if one is created.`;
+  }
+
+  return { element, start, absent };
 }
 
 export function show(container, ctx, requestId) {
   ctx.title(`Run ${requestId}`);
   const run = panel(ctx.me.time_zone, (detail) => detail.state && ctx.refreshEnvironment());
   container.append(el("h1", {}, "Run"), el("p", {}, el("a", { href: "#/runbooks" }, "← All runs")), run.element);
-  return run.start(requestId);
+  const stop = run.start(requestId);
+  call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`).catch((error) => {
+    if (error.status === 404) run.absent(requestId);
+  });
+  return stop;
 }

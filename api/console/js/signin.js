@@ -17,7 +17,13 @@ export function show(container, message, signedIn) {
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    session.signIn(token.value.trim());
+    const value = token.value.trim();
+    if (/[^\x21-\x7e]/.test(value)) {
+      // A header cannot carry it; the browser would refuse the request as if the API were unreachable.
+      status.textContent = "A token has no spaces, quotes like “ ” or other characters beyond ASCII: paste it again.";
+      return;
+    }
+    session.signIn(value);
     status.textContent = "Checking the token…";
     await signedIn();
   });
