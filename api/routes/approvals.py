@@ -27,7 +27,7 @@ from api.render import iso
 from api.routes.runbooks import lookup
 from api.schemas import DecisionRequest, DecisionResponse
 from runbooks import approval, crd, keys
-from runbooks.contract import RunState, parse_time
+from runbooks.contract import Reason, RunState, parse_time
 from runbooks.models import ApprovalDecision, RequestId
 
 router = APIRouter(prefix="/api/ops/runbooks", tags=["approvals"], route_class=StrictJSONRoute)
@@ -39,8 +39,8 @@ RESPONSES = responses(
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",
     c404="No run has this request_id.",
-    c409="Too late (the run has started or finished), already decided by this token, or the run names no "
-    "requester.",
+    c409="Too late (the run has passed the gate: it waits for its lock, runs or has finished), already "
+    "decided by this token, or the run names no requester.",
 )
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
@@ -104,6 +104,11 @@ async def _decide(
     if record.finished or record.status == RunState.RUNNING:
         state = "has finished" if record.finished else "has started"
         raise Conflict(f"run {request_id!r} {state}: too late to decide on it")
+    if record.reason == Reason.QUEUED:  # the gate is before the lock (or it is a duplicate, never run itself)
+        raise Conflict(
+            f"run {request_id!r} has passed the gate and waits for its target's lock: too late to decide on "
+            "it; delete the Runbook to cancel it"
+        )
     spec = approval.RunbookApprovalSpec(
         request_id=request_id,
         decision=decision,

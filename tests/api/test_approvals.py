@@ -145,16 +145,22 @@ CONDITION = {"type": "Succeeded", "lastTransitionTime": "2026-01-05T02:00:00Z"}
             "alice",
             "has started: too late to decide on it",
         ),
+        (
+            {"conditions": [{**CONDITION, "status": "Unknown", "reason": "Queued"}]},
+            "alice",
+            "has passed the gate and waits for its target's lock: too late to decide on it",
+        ),
         (None, "", "names no requester"),
     ],
-    ids=["finished", "running", "anonymous"],
+    ids=["finished", "running", "queued", "anonymous"],
 )
 def test_a_decision_comes_too_late_or_cannot_count(api, identities, namespace, status, requested_by, detail):
     _run_in(identities, namespace, "rs-1", status, requested_by)
 
     def seen() -> bool:  # the API's cache has the run in the state written
         code, _, text = http("GET", f"{api.url}/api/ops/runbooks/rs-1", headers=token("alice"))
-        wanted = "pending" if status is None else ("success" if "exitCode" in status else "running")
+        reason = status and status["conditions"][0]["reason"]
+        wanted = {None: "pending", "Succeeded": "success", "Running": "running", "Queued": "queued"}[reason]
         return code == 200 and json.loads(text)["runbook"]["status"] == wanted
 
     wait_until(seen, 30, "the API to see the run")
