@@ -104,6 +104,7 @@ _ANSWERS: dict[int, tuple[Exit, str, str]] = {
     404: (Exit.NOT_FOUND, "not found", "`mdops runs` lists the recent request ids"),
     409: (Exit.CONFLICT, "conflict", "give a new --request-id to run again"),
     422: (Exit.INVALID, "the API refused the request", "see the command's --help"),
+    429: (Exit.UNAVAILABLE, "too many requests for this token", "try again later"),
     503: (Exit.UNAVAILABLE, "the API is not ready", "try again in a moment; `mdops status` shows when it is"),
 }
 
@@ -114,7 +115,7 @@ def answer_error(status: int, body: Any, source: str) -> CliError:
     if status in _ANSWERS:
         code, words, hint = _ANSWERS[status]
         return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source))
-    if status in (429, 502, 504):
+    if status in (502, 504):
         return CliError(f"the API is unavailable ({status}): {detail}", Exit.UNAVAILABLE, "try again later")
     if 400 <= status < 500:
         return CliError(f"the API refused the request ({status}): {detail}", Exit.INVALID)

@@ -74,7 +74,7 @@ def invoke(config_file):
             "the API refused the request (422): window: Input should be 'day'",
         ),
         (400, None, Exit.INVALID, "the API refused the request (400): HTTP 400"),
-        (429, {"detail": "slow down"}, Exit.UNAVAILABLE, "the API is unavailable (429): slow down"),
+        (429, {"detail": "slow down"}, Exit.UNAVAILABLE, "too many requests for this token (429): slow down"),
         (500, {"detail": "boom"}, Exit.API_FAILED, "the API failed (500): boom"),
         (503, {"detail": "not synced"}, Exit.UNAVAILABLE, "the API is not ready (503): not synced"),
         (502, None, Exit.UNAVAILABLE, "the API is unavailable (502): HTTP 502"),
