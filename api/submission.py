@@ -34,8 +34,6 @@ from runbooks import keys, models
 from runbooks.contract import ExitCode, Reason, now
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# The spec fields that make a request: the same request id with another value of any is a conflict.
-COMPARED = ("command", "mode", "window", "profile", "config", "enforce", "dryRun", "reason", "timeoutSeconds")
 
 
 def object_name(request_id: str) -> str:
@@ -64,13 +62,6 @@ def runbook_spec(body: ExecuteRequest, settings: ApiSettings, principal: Princip
         requested_by=principal.name,
     )
     return spec.to_k8s()
-
-
-def differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    defaults = models.RunbookSpec(command=wanted["command"]).to_k8s()
-    return [
-        key for key in COMPARED if existing.get(key, defaults.get(key)) != wanted.get(key, defaults.get(key))
-    ]
 
 
 class Submitter:
@@ -138,7 +129,7 @@ class Submitter:
 
     @staticmethod
     def _check_same_request(record: RunbookRecord, spec: dict[str, Any]) -> None:
-        changed = differences(record.spec, spec)
+        changed = models.request_differences(record.spec, spec)
         if changed:
             raise Conflict(
                 f"request_id {spec['requestId']!r} was already used with other parameters "

@@ -83,6 +83,11 @@ class Entry:
             annotations,
         )
 
+    def other_request(self, request: str) -> bool:
+        """Whether the entry was claimed with other request fields than ``request`` (a fingerprint); an
+        entry claimed before fingerprints were kept is taken as the same request."""
+        return self.annotations.get(keys.REQUEST, request) != request
+
     @property
     def recorded(self) -> bool:
         """Whether the entry's Lease exists (was read or written), not only claimed in a dying namespace."""
@@ -102,15 +107,19 @@ class Ledger:
     def __init__(self, kube: KubeApi):
         self.kube = kube
 
-    async def claim(self, namespace: str, request_id: str, uid: str, name: str, arrival: int) -> Entry:
-        """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival``; return the entry of
-        whoever owns it (a claim made before a restart keeps its arrival). In a namespace being deleted,
+    async def claim(
+        self, namespace: str, request_id: str, uid: str, name: str, arrival: int, request: str
+    ) -> Entry:
+        """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival`` asking ``request`` (the
+        fingerprint of its request fields); return the entry of whoever owns it (a claim made before a
+        restart keeps its arrival). In a namespace being deleted,
         whose Leases went with it and where no Lease can be created, the claim is the Runbook's without a
         Lease (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
         annotations = {
             keys.REQUEST_ID: request_id,
             keys.RUNBOOK: f"{namespace}/{name}",
             keys.ARRIVAL: str(arrival),
+            keys.REQUEST: request,
         }
         body = lease_body(lease_name(request_id), uid, annotations)
         while True:

@@ -44,7 +44,14 @@ from controller.settings import ControllerSettings
 from runbooks import approval, keys, policy
 from runbooks.calendar import CalendarError
 from runbooks.contract import ExitCode, Reason, now, parse_time, reason_of
-from runbooks.models import Execution, RunbookSpec, RunbookStatus, RunSession
+from runbooks.models import (
+    REQUEST_FIELDS,
+    Execution,
+    RunbookSpec,
+    RunbookStatus,
+    RunSession,
+    request_fingerprint,
+)
 from runbooks.policy import RunbookPolicySpec
 
 if TYPE_CHECKING:
@@ -228,9 +235,17 @@ class Runs:
     # -- 1. admission --------------------------------------------------------------------------
     async def admit(self, entry: Entry, in_view: Callable[[str], bool]) -> Next:
         """Claim the request id; settle or park a duplicate."""
+        request = request_fingerprint(entry.spec)
         claim = await self.services.ledger.claim(
-            entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq
+            entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq, request
         )
+        if claim.uid != entry.uid and claim.other_request(request):  # never shown another request's result
+            message = (
+                f"not run: request id {entry.request_id} was used by {claim.runbook} with other parameters "
+                f"(one of {', '.join(REQUEST_FIELDS)}); give this Runbook a new request id"
+            )
+            refused = failure(ExitCode.INVALID_ARGUMENTS, message)
+            return await self.settle_duplicate(entry, claim, refused, message)
         if claim.uid == entry.uid:
             if not claim.recorded and not entry.deleting:  # its namespace is being deleted: so is it, soon
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
@@ -388,9 +403,9 @@ class Runs:
         return Next(Outcome.PARKED, owner=claim.uid)
 
     async def settle_duplicate(
-        self, entry: Entry, claim: ledger.Entry, result: dict[str, Any] | None = None
+        self, entry: Entry, claim: ledger.Entry, result: dict[str, Any] | None = None, message: str = ""
     ) -> Next:
-        """Show the earlier run's result: the duplicate never runs."""
+        """Show the earlier run's result (or ``result`` and ``message``): the duplicate never runs."""
         result = result or claim.result or {}
         change = transitions.duplicate(
             self.status(entry),
@@ -400,11 +415,12 @@ class Runs:
             request_id=entry.request_id,
             window=entry.spec.get("window") if entry.spec.get("window") in ("day", "night") else None,
             target=entry.target,
+            message=message or None,
         )
         await self.services.ledger.note_duplicate(claim, entry.namespace, entry.uid)
         if await self.patch(entry, change):
-            message = f"request id {entry.request_id} already ran as {claim.runbook}"
-            self.event(entry, "Normal", "Duplicate", message)
+            said = message or f"request id {entry.request_id} already ran as {claim.runbook}"
+            self.event(entry, "Warning" if message else "Normal", "Duplicate", said)
         return Next(Outcome.SETTLED)
 
     async def release_claim(self, entry: Entry) -> None:

@@ -262,10 +262,11 @@ def duplicate(
     window: str | None,
     target: str,
     session: RunSession | None = None,
+    message: str | None = None,
 ) -> RunbookStatus:
-    """A Runbook whose request id already ran as ``earlier``: it shows that result and never runs (so it
-    resolves no ``window: auto``)."""
-    message = f"request id already ran as {earlier}; not run again"
+    """A Runbook whose request id already ran as ``earlier``: it shows that result (or ``message`` with
+    ``result``, when it is not shown it) and never runs (so it resolves no ``window: auto``)."""
+    message = message or f"request id already ran as {earlier}; not run again"
     change = finished(old, generation, {**result, "message": message}, dry_run=True)
     for condition in change.conditions:
         if condition.type in (ConditionType.SUCCEEDED, ConditionType.READY):

@@ -7,6 +7,8 @@ below are declared once and shared by the CRD, the REST API's request schema and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -102,6 +104,38 @@ class RunbookSpec(_Model):
         description="Who asked for the run: the REST API's token name, or the Kubernetes user who creates "
         "the Runbook (the API server refuses another name; empty: nobody is named, no approval can count).",
     )
+
+
+# The spec fields that make a request: the same request id with another value of any is another request
+# (the REST API answers it 409; the controller never settles it as a duplicate of the first).
+REQUEST_FIELDS = (
+    "command",
+    "mode",
+    "window",
+    "profile",
+    "config",
+    "enforce",
+    "dryRun",
+    "reason",
+    "timeoutSeconds",
+)
+
+
+def request_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The request fields in which two specs differ (a field left out is its default)."""
+    defaults = RunbookSpec(command=wanted["command"]).to_k8s()
+    return [
+        key
+        for key in REQUEST_FIELDS
+        if existing.get(key, defaults.get(key)) != wanted.get(key, defaults.get(key))
+    ]
+
+
+def request_fingerprint(spec: dict[str, Any]) -> str:
+    """A short digest of a spec's request fields: the same for the same request, defaults or not."""
+    defaults = RunbookSpec(command=spec["command"]).to_k8s()
+    values = [spec.get(key, defaults.get(key)) for key in REQUEST_FIELDS]
+    return hashlib.sha256(json.dumps(values, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
 class Condition(_Model):

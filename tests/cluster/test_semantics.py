@@ -93,6 +93,30 @@ def test_recreated_runbook_with_a_finished_request_id_is_a_duplicate(start_contr
     assert started(env) == ["req-42"]
 
 
+def test_a_request_id_used_again_with_other_parameters_is_refused_not_shown_the_first_result(
+    start_controller, rbs, env
+):
+    """The first Runbook of a request id is gone (retention, a person), or still holds it: a Runbook with the
+    same id and another command never runs, and never shows the first's success as its own."""
+    start_controller(**script_env(env))
+    rbs.create("first", command="failover", requestId="req-44")
+    wait_started(env, "req-44")
+    rbs.create("waiting", command="drill", requestId="req-44")  # while the first runs (held)
+    assert rbs.wait_finished("waiting")["status"]["result"] == "failed"
+    release(env)
+    assert rbs.wait_finished("first")["status"]["result"] == "success"
+    rbs.delete("first")
+    wait_until(lambda: rbs.gone("first"), 30, "the Runbook to be deleted")
+    rbs.create("other", command="failback", requestId="req-44")
+    for name in ("waiting", "other"):
+        status = rbs.wait_finished(name)["status"]
+        assert (status["result"], status["exitCode"]) == ("failed", 2)
+        assert status["duplicateOf"].endswith("/first")
+        assert "not run: request id req-44 was used by" in status["message"]
+        assert "with other parameters" in status["message"]
+    assert started(env) == ["req-44"]
+
+
 def test_same_request_id_at_once_runs_once(start_controller, rbs, env):
     start_controller(**script_env(env))
     for index in range(5):

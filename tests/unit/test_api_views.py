@@ -11,7 +11,7 @@ from api.auth import PERMISSIONS, Principal
 from api.prometheus import number
 from api.records import record_of
 from api.render import execute_response, iso, status_response
-from api.submission import differences
+from runbooks import models
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -86,9 +86,18 @@ def test_malformed_status_fields_do_not_break_the_view():
 
 def test_differences_name_the_changed_fields():
     wanted = {"command": "start", "mode": "live", "profile": "primary", "dryRun": False}
+    differences = models.request_differences
     assert differences({"command": "start"}, wanted) == []  # the CRD's defaults are the same request
     assert differences({"command": "start", "profile": "backup"}, wanted) == ["profile"]
     assert differences({"command": "stop", "dryRun": True}, wanted) == ["command", "dryRun"]
+
+
+def test_a_fingerprint_is_the_same_for_the_same_request_only():
+    wanted = {"command": "start", "mode": "live", "profile": "primary", "dryRun": False, "requestedBy": "a"}
+    fingerprint = models.request_fingerprint
+    assert fingerprint({"command": "start"}) == fingerprint(wanted)  # defaults, and who asked, do not count
+    assert fingerprint({"command": "start", "reason": "x"}) != fingerprint(wanted)
+    assert fingerprint({"command": "stop"}) != fingerprint({"command": "start"})
 
 
 @pytest.mark.parametrize(
