@@ -31,7 +31,10 @@ MEANINGS = {
     Exit.USAGE: "usage: an unknown option or a bad value on mdops's command line",
     Exit.INVALID: "the API refused the request as invalid (422)",
     Exit.NOT_FOUND: "not found (404): no run has that request id",
-    Exit.UNAVAILABLE: "the API cannot be reached, timed out, or is not ready (503)",
+    Exit.UNAVAILABLE: (
+        "the API cannot be reached, timed out, or is not ready (503); "
+        "or the token is past its rate or its cap of unfinished runs (429)"
+    ),
     Exit.API_FAILED: "the API failed (500) or gave an answer mdops does not understand",
     Exit.CONFLICT: "conflict (409): the request id was already used with other parameters",
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
