@@ -202,7 +202,7 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         end = clock + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
         calendar = await asyncio.to_thread(get_settings().calendar.covering, start, end)
         # The clock is read after the waits above: a slow list or calendar load never lets a slot past its
-        # starting deadline run, nor a Forbid slot run on a view of the previous run older than the clock.
+        # starting deadline run, nor judges a Forbid slot on a view of the previous run newer than the clock.
         now = datetime.datetime.now(datetime.UTC)
         step = plan(
             name,
