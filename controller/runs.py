@@ -52,7 +52,6 @@ from runbooks.models import (
     RunSession,
     request_fingerprint,
 )
-from runbooks.policy import RunbookPolicySpec
 
 if TYPE_CHECKING:
     from controller.dispatcher import Entry
@@ -283,9 +282,7 @@ class Runs:
         if not items:
             return await self._pass(entry, None)
         try:
-            policies = {
-                item["metadata"]["name"]: RunbookPolicySpec.model_validate(item["spec"]) for item in items
-            }
+            policies = policy.parse(items)
             spec = RunbookSpec.model_validate(entry.spec)
             at = datetime.datetime.now(datetime.UTC)
             calendar = await asyncio.to_thread(self.services.settings.calendar.at, at)

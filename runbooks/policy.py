@@ -176,6 +176,13 @@ class Reject:
 
 
 Decision = Allowed | Wait | Reject
+
+
+def parse(items: list[dict[str, Any]]) -> dict[str, RunbookPolicySpec]:
+    """RunbookPolicy objects, as listed, by name (a ValidationError if one does not parse)."""
+    return {item["metadata"]["name"]: RunbookPolicySpec.model_validate(item["spec"]) for item in items}
+
+
 MAX_ROUNDS = 1000  # rounds of the search for a time every matched rule allows
 
 

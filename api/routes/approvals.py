@@ -5,6 +5,8 @@ RBAC, GitOps and the audit trail see it as they see one made with kubectl. The A
 name the token as the approver (the identities policy lets it: its Role has ``impersonate`` on
 runbookapprovals); the API server still refuses an approval by the requester, which the API refuses first
 (403). One decision per person and request: the object's name comes from both, so a second one is a 409.
+A decision counts only on a run the gate holds for approvals, or will: one that the namespace's policies,
+evaluated now as the gate does, let start at once is refused (409) rather than recorded and ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
 from kubernetes import client
+from pydantic import ValidationError
 
 from api.cache import RunbookCache
 from api.deps import Approving, CacheDep, ObjectsDep, SettingsDep
@@ -26,9 +29,10 @@ from api.openapi import PROTECTED, responses
 from api.render import iso
 from api.routes.runbooks import lookup
 from api.schemas import DecisionRequest, DecisionResponse
-from runbooks import approval, crd, keys
+from runbooks import approval, crd, keys, policy
+from runbooks.calendar import CalendarError, VenueCalendar
 from runbooks.contract import Reason, RunState, parse_time
-from runbooks.models import ApprovalDecision, RequestId
+from runbooks.models import ApprovalDecision, RequestId, RunbookSpec
 
 router = APIRouter(prefix="/api/ops/runbooks", tags=["approvals"], route_class=StrictJSONRoute)
 RESPONSES = responses(
@@ -39,8 +43,9 @@ RESPONSES = responses(
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",
     c404="No run has this request_id.",
-    c409="Too late (the run has passed the gate: it waits for its lock, runs or has finished), already "
-    "decided by this token, or the run names no requester.",
+    c409="Too late (the run has passed the gate: it waits for its lock, runs or has finished), no policy "
+    "asks for approvals for the run (the gate lets it start at once), already decided by this token, or "
+    "the run names no requester.",
 )
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
@@ -63,7 +68,9 @@ def _route(decision: ApprovalDecision, summary: str) -> None:
         principal: Approving,
         body: Comment = None,
     ) -> JSONResponse:
-        return await _decide(decision, request_id, settings.zone, cache, objects, principal.name, body)
+        return await _decide(
+            decision, request_id, settings.zone, settings.calendar, cache, objects, principal.name, body
+        )
 
     router.add_api_route(
         f"/{{request_id}}/{decision.lower()}",
@@ -87,6 +94,7 @@ async def _decide(
     decision: ApprovalDecision,
     request_id: str,
     zone: datetime.tzinfo,
+    calendar: VenueCalendar,
     cache: RunbookCache,
     objects: client.CustomObjectsApi,
     approver: str,
@@ -108,6 +116,13 @@ async def _decide(
         raise Conflict(
             f"run {request_id!r} has passed the gate and waits for its target's lock: too late to decide on "
             "it; delete the Runbook to cancel it"
+        )
+    if record.reason != Reason.AWAITING_APPROVAL and not await _gate_counts(
+        record.spec, cache, objects, calendar
+    ):
+        raise Conflict(
+            f"no RunbookPolicy asks for approvals for run {request_id!r}: the gate lets it start without "
+            "counting decisions, so this one would not count; delete the Runbook to cancel it"
         )
     spec = approval.RunbookApprovalSpec(
         request_id=request_id,
@@ -145,3 +160,37 @@ async def _decide(
         "created_at": iso(parse_time(made["metadata"].get("creationTimestamp")), zone),
     }
     return JSONResponse(answer, status_code=201)
+
+
+async def _gate_counts(
+    spec: dict, cache: RunbookCache, objects: client.CustomObjectsApi, calendar: VenueCalendar
+) -> bool:
+    """Whether the gate will count decisions on the run of ``spec``: the namespace's policies, evaluated
+    now as the gate evaluates them, hold it for approvals, or for its window (then they may), or refuse
+    it. Whatever keeps the gate from deciding (a policy or a calendar it cannot read) holds the run
+    there too, and it counts decisions once it can."""
+    try:
+        listed = await asyncio.to_thread(
+            objects.list_namespaced_custom_object,
+            keys.GROUP,
+            keys.VERSION,
+            cache.namespace,
+            policy.PLURAL,
+            _request_timeout=(5, 30),
+        )
+    except client.ApiException as error:
+        if error.status != 404:  # 404: no policy CRD installed, so no policy
+            raise
+        listed = {}
+    items = listed.get("items") or []
+    if not items:
+        return False
+    at = datetime.datetime.now(datetime.UTC)
+    try:
+        policies = policy.parse(items)
+        decision = policy.evaluate(
+            policies, RunbookSpec.model_validate(spec), at, await asyncio.to_thread(calendar.at, at)
+        )
+    except (ValidationError, CalendarError):
+        return True
+    return not (isinstance(decision, policy.Allowed) and decision.approvals == 0)

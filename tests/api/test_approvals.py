@@ -2,8 +2,9 @@
 ServiceAccount with its packaged Role, under the identity policies: a decision is a RunbookApproval made as
 the token's name, which the API server accepts from that account only because its Role allows it.
 
-No controller runs here: the runs stay pending, waiting as a run waiting for approvals would (until phase
-B2, nothing holds a run for them); the states a run reaches later are written as only the controller does.
+No controller runs here: the runs stay pending, as a run on its way to the gate; the states a run reaches
+later are written as only the controller does. A policy asks for approvals on failovers, as a namespace
+with four eyes has one: a decision on a run that no policy holds would not count, and is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from devcluster.components import install_rbac
 from devcluster.processes import wait_until
-from runbooks import approval, keys, models
+from runbooks import approval, keys, models, policy
 from tests.api.conftest import http, write_tokens
 
 TOKENS = {
@@ -28,8 +29,19 @@ def token(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[name][0]}"}
 
 
+FOUR_EYES = {
+    "apiVersion": f"{keys.GROUP}/{keys.VERSION}",
+    "kind": policy.KIND,
+    "metadata": {"name": "four-eyes"},
+    "spec": {
+        "rules": [{"name": "failover", "match": {"commands": ["failover"]}, "approvals": {"required": 1}}]
+    },
+}
+
+
 @pytest.fixture
 def api(start_server, identities, namespace, tmp_path):
+    identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(FOUR_EYES))
     entries = [{"name": n, "token": t, "permissions": p} for n, (t, p) in TOKENS.items()]
     tokens = write_tokens(tmp_path / "approvers.yaml", json.dumps({"tokens": entries}))
     account = install_rbac(identities, namespace, tmp_path)
@@ -166,4 +178,23 @@ def test_a_decision_comes_too_late_or_cannot_count(api, identities, namespace, s
     wait_until(seen, 30, "the API to see the run")
     code, body = decide(api, "bob", "rs-1")
     assert code == 409 and detail in body["detail"]
+    assert approvals(identities, namespace) == []
+
+
+def test_a_decision_no_policy_would_count_is_refused(api, identities, namespace):
+    """A run the policies let start at once passes the gate without counting decisions: a rejection
+    answered 201 would be ignored, and the run would go on."""
+    refused = "no RunbookPolicy asks for approvals for run"
+    _run_in(identities, namespace, "rs-2", None)  # a restart: the policy holds failovers only
+
+    def seen() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/rs-2", headers=token("alice"))[0] == 200
+
+    wait_until(seen, 30, "the API to see the run")
+    code, body = decide(api, "bob", "rs-2", "reject")
+    assert code == 409 and refused in body["detail"]
+    execute(api, "alice", "fo-3")
+    identities.kubectl("delete", policy.PLURAL, "four-eyes", "-n", namespace)
+    code, body = decide(api, "bob", "fo-3", "reject")  # no policy at all in the namespace now
+    assert code == 409 and refused in body["detail"]
     assert approvals(identities, namespace) == []
