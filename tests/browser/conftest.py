@@ -21,6 +21,7 @@ from devcluster.controlplane import REPO
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 # `make screenshots` sets this to docs/: the README's pictures; otherwise the test's own folder.
 SCREENSHOTS = os.environ.get("MDOPS_SCREENSHOTS")
+EXECUTE = "/api/ops/runbooks/execute"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,13 @@ def sign_in(page: Page, token: str) -> None:
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("Signed in as")).to_be_visible()
+
+
+def execute_requests(page: Page) -> list[str]:
+    """The execute requests the page sends, as the browser sent them (filled in as they go)."""
+    sent: list[str] = []
+    page.on("request", lambda r: r.url.endswith(EXECUTE) and sent.append(r.post_data or ""))
+    return sent
 
 
 def screenshot(page: Page, name: str, tmp_path: Path) -> Path:

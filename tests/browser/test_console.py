@@ -13,9 +13,8 @@ from playwright.sync_api import Page, expect
 
 from devcluster.processes import wait_until
 from runbooks import crd
-from tests.browser.conftest import axe_violations, screenshot, sign_in
+from tests.browser.conftest import axe_violations, execute_requests, screenshot, sign_in
 
-EXECUTE = "/api/ops/runbooks/execute"
 NOTHING = "\u2013"  # an en dash: what a tile shows without a value
 
 
@@ -26,13 +25,6 @@ def sim_status(stack) -> dict:
 def history(stack) -> list[dict]:
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
     return httpx.get(f"{stack.api_url}/api/ops/status", headers=headers).json()["runbook_history"]
-
-
-def execute_requests(page: Page) -> list[str]:
-    """The execute requests the page sends, as the browser sent them (filled in as they go)."""
-    sent: list[str] = []
-    page.on("request", lambda r: r.url.endswith(EXECUTE) and sent.append(r.post_data or ""))
-    return sent
 
 
 def tile(page: Page, name: str):
