@@ -2,7 +2,9 @@
 // from its OpenAPI document, so that they cannot drift). A mutating command is planned first (a dry run,
 // its result shown), then run for real after a confirmation that names the command and the profile.
 // The page makes each request id before sending: a double click or a retry is the same request, never a
-// second run.
+// second run. After a 5xx the page asks for the run: one that has ended (its script could not execute,
+// exit code 125, the API's 500, which the API keeps for its id) stays shown, and the next press is a new
+// request; one whose fate is unknown is retried with the same id.
 import { ApiError, call } from "./api.js";
 import { el } from "./format.js";
 import { panel } from "./run.js";
@@ -27,6 +29,17 @@ function newRequestId() {
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// Whether the run of requestId has ended, as GET /api/ops/runbooks/{request_id} says; not known is no.
+async function ended(requestId) {
+  try {
+    const { data } = await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`);
+    return data.runbook.finished_at !== null;
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    return false;
+  }
 }
 
 // The JSON schema of one field of ExecuteRequest, without its "or null".
@@ -98,6 +111,7 @@ export function show(container, ctx) {
   let stopFollowing = () => {};
 
   const value = (name) => read(fields.find((f) => f.name === name));
+  const renewRequestId = () => (fields.find((f) => f.name === "request_id").input.value = newRequestId());
   const mutating = () => me.mutating_commands.includes(value("command")); // planned first
 
   function showButtons() {
@@ -136,15 +150,20 @@ export function show(container, ctx) {
       await call("/api/ops/runbooks/execute", { method: "POST", body: request });
       if (dryRun) planned = true;
       else {
-        // This request is made: the next one gets a new id (a retry after a failure above keeps it).
-        fields.find((f) => f.name === "request_id").input.value = newRequestId();
+        // This request is made: the next one gets a new id (a failure keeps it, unless its run has ended).
+        renewRequestId();
         planned = false;
         planId = newRequestId();
       }
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       problem.textContent = error.message;
-      if (error.status !== 0) {
+      if (error.status >= 500 && (await ended(request.request_id))) {
+        // Its run has ended (the same id would only get this answer again): its panel stays, and the next
+        // press is a new request. What was planned stays planned: the parameters are the same.
+        if (dryRun) planId = newRequestId();
+        else renewRequestId();
+      } else if (error.status !== 0) {
         stopFollowing();
         result.replaceChildren();
       }

@@ -1,0 +1,104 @@
+"""The run form after the API's 5xx, in Debian's chromium against a local stack whose only script is this
+module's `restart` (made not executable by a test, then executable again). A run whose script could not
+execute has ended (exit code 125, the API's 500, kept under its request id): its panel stays, and the next
+press is a new request. A 5xx that says nothing of the run (a gateway's 502) is retried with the same
+request id, so that it never runs twice."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import EXECUTE, execute_requests, sign_in
+from tests.runbook_client import write_script
+
+
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("run-form")
+    write_script(folder, "restart", "echo 'INFO: restarted'\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack_options(scripts) -> dict:
+    return {"scripts": scripts}
+
+
+@pytest.fixture
+def restart(scripts) -> Path:
+    """This module's `restart` script, executable again after the test (whatever the test made it)."""
+    script = scripts / "restart"
+    yield script
+    script.chmod(0o755)
+
+
+def request_ids(sent: list[str]) -> list[str]:
+    return [json.loads(body)["request_id"] for body in sent]
+
+
+def plan_restart(page: Page) -> None:
+    page.goto("/console/#/run")
+    page.get_by_label("Command", exact=True).select_option("restart")
+    page.get_by_label("Reason").fill("browser test")
+    page.get_by_role("button", name="Plan (dry run)").click()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        "Status: success, exit code 0"
+    )
+
+
+def run_for_real(page: Page) -> None:
+    page.get_by_role("button", name="Run for real").click()
+    dialog = page.get_by_role("dialog", name="Run for real?")
+    dialog.get_by_role("button", name="Run restart for real").click()
+
+
+def test_a_run_that_could_not_execute_stays_shown_and_the_next_press_is_a_new_request(
+    page, stack, restart, console_errors
+):
+    sign_in(page, stack.admin_token)
+    plan_restart(page)
+    sent = execute_requests(page)
+    restart.chmod(0o644)  # the runner cannot execute it: exit code 125, the API's 500
+    run_for_real(page)
+    expect(page.get_by_role("alert")).to_have_text(
+        re.compile(r"^The run could not be executed: script execution error \(exit code 125\)")
+    )
+    run = page.get_by_role("region", name="Run")
+    (first,) = request_ids(sent)
+    expect(run.get_by_role("heading", name=f"restart · {first}")).to_be_visible()
+    expect(run.get_by_role("status")).to_have_text("Status: failed, exit code 125")
+    expect(run.get_by_role("list", name="Logs")).to_contain_text("script is not executable")
+    expect(page.get_by_label("Request id")).not_to_have_value(first)
+
+    restart.chmod(0o755)
+    run_for_real(page)
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    first, second = request_ids(sent)
+    assert second != first
+    expect(run.get_by_role("heading", name=f"restart · {second}")).to_be_visible()
+    console_errors[:] = [e for e in console_errors if "status of 500" not in e]  # the 500 asked for
+
+
+def test_a_5xx_that_says_nothing_of_the_run_is_retried_with_the_same_request_id(page, stack, console_errors):
+    """A gateway answers 502 before the API has the request: no run has its id, so the next press sends the
+    same id (had the API got it, the retry would be the same run, never a second one)."""
+    sign_in(page, stack.admin_token)
+    plan_restart(page)
+    sent = execute_requests(page)
+    page.route(f"**{EXECUTE}", lambda route: route.fulfill(status=502, body="Bad Gateway"), times=1)
+    run_for_real(page)
+    expect(page.get_by_role("alert")).to_have_text("HTTP 502")
+    (first,) = request_ids(sent)
+    expect(page.get_by_label("Request id")).to_have_value(first)
+
+    run_for_real(page)
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    assert request_ids(sent) == [first, first]
+    expect(run.get_by_role("heading", name=f"restart · {first}")).to_be_visible()
+    console_errors[:] = [e for e in console_errors if "status of 502" not in e]  # the 502 asked for
