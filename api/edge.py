@@ -1,7 +1,9 @@
 """The API's edge: what every HTTP request goes through before FastAPI sees it, as one pure ASGI middleware,
 so that it acts on the headers alone and before anything reads the body:
 
-1. **methods**: a method outside :data:`KNOWN_METHODS` is a 405 (so it never becomes a metric label);
+1. **methods**: a method outside :data:`KNOWN_METHODS` is a 405 (so it never becomes a metric label); HEAD
+   is served as GET is, without the body (:func:`head_only`), wherever GET is: FastAPI's routes serve GET
+   alone, and adding HEAD to them would list a HEAD operation for each in the OpenAPI document;
 2. **authentication**: a protected path (:func:`protected`: every ``/api/`` route, ``/metrics`` and
    ``/openapi.json``) without a valid bearer token is a 401 with ``WWW-Authenticate: Bearer``, before a
    byte of the body is read; the principal goes to ``scope["state"]`` for the routes' permission checks;
@@ -142,7 +144,22 @@ class EdgeMiddleware:
             return
         except ClientGone:
             return  # nobody to answer, and nothing to act on
+        if scope["method"] == "HEAD":  # a copy: the server and the metrics still see a HEAD
+            scope, send = {**scope, "method": "GET"}, head_only(send)
         await self.app(scope, receive, send)
+
+
+def head_only(send: Send) -> Send:
+    """A ``send`` for HEAD served as GET: the answer's head, and its end at once; the body is never sent.
+    An event stream ends there too: once the answer is whole, the server tells the route the client has
+    gone, as it does when a stream's client disconnects."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await send(message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return send_head
 
 
 def authenticate(tokens: TokenStore, scope: Scope) -> Principal:

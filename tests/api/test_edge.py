@@ -2,12 +2,13 @@
 
 Authentication before the body, bounded bodies (declared or streamed) with the process's memory flat, odd
 JSON answered with a 422 and a JSON body on a connection that stays usable, unknown methods refused and kept
-out of the metrics' labels.
+out of the metrics' labels, HEAD answered wherever GET is.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
@@ -16,7 +17,9 @@ from http import client as httpclient
 from pathlib import Path
 
 import pytest
+from fastapi.routing import iter_route_contexts
 
+from api.main import create_app
 from devcluster.processes import wait_until
 from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, auth, http
 
@@ -191,6 +194,49 @@ def test_unknown_methods_are_405_and_never_a_metric_label(server):
     assert methods == {"GET", "other"}
     assert routes == {"/api/ops/status", "/healthz", "/readyz", "unmatched"}
     assert 'mdops_api_requests_total{method="other",route="/api/ops/status",status="405"} 4.0' in text
+
+
+def get_paths() -> list[str]:
+    """A path of every GET route of the API (``no-such-run`` for a path parameter) and the console's."""
+    paths = [
+        re.sub(r"\{[^}]+\}", "no-such-run", route.path)
+        for route in iter_route_contexts(create_app().routes)
+        if "GET" in (route.methods or ())
+    ]
+    return [*paths, "/console/"]
+
+
+def test_head_answers_as_get_does_without_a_body(start_server):
+    """Monitoring tools and load balancers send HEAD: wherever GET serves, HEAD has its status and headers
+    and no body; an event stream's HEAD ends there and holds none of the token's streams."""
+    streams = 4
+    server = start_server(MDOPS_API_EVENTS_STREAMS_PER_TOKEN=str(streams))
+    heads = connect(server)  # one connection for every HEAD: a byte of body would garble the next answer
+    try:
+        for path in get_paths():
+            heads.request("HEAD", path, headers=auth())
+            response = heads.getresponse()
+            assert response.read() == b""
+            head = {k.lower(): v for k, v in response.getheaders()}
+            got = connect(server)
+            try:
+                got.request("GET", path, headers=auth())
+                answer = got.getresponse()  # its head only: an event stream's body never ends
+                gets = {k.lower(): v for k, v in answer.getheaders()}
+            finally:
+                got.close()
+            assert (response.status, head.keys()) == (answer.status, gets.keys()), path
+            assert head.get("content-type") == gets.get("content-type"), path
+            if path == "/healthz":  # a body that never changes: the same length is announced
+                assert head["content-length"] == gets["content-length"] == str(len(b'{"status":"ok"}'))
+        for _ in range(2 * streams):
+            heads.request("HEAD", "/api/ops/events", headers=auth())
+            response = heads.getresponse()
+            assert (response.status, response.read()) == (200, b"")
+        heads.request("GET", "/healthz")
+        assert json.loads(heads.getresponse().read()) == {"status": "ok"}
+    finally:
+        heads.close()
 
 
 NOT_HTTP = {
