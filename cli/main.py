@@ -305,16 +305,26 @@ def run(
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime.datetime | None:
-    """``30m``, ``2h``, ``1d`` ago, or an ISO 8601 time (local time when it names no zone)."""
+    """``30m``, ``2h``, ``1d`` ago, or an ISO 8601 time with its UTC offset. A time without one is refused:
+    the API's times carry their zone's offset (+08:00 by default), and one without could be meant in that
+    zone, in UTC or in the machine's, hours apart."""
     if value is None:
         return None
     if match := re.fullmatch(r"(\d+)([smhd])", value):
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
         return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match[1])})
     try:
-        return datetime.datetime.fromisoformat(value).astimezone()
+        when = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give a duration (30m, 2h, 1d) or an ISO 8601 time") from None
+        raise click.BadParameter(
+            f"{value!r}: give a duration (30m, 2h, 1d) or an ISO 8601 time with its UTC offset"
+        ) from None
+    if when.tzinfo is None:
+        raise click.BadParameter(
+            f"{value!r} has no UTC offset: give one, as the API's times do (2026-01-02T10:00+08:00, "
+            "or Z for UTC)"
+        )
+    return when
 
 
 def select(
@@ -348,7 +358,8 @@ Examples:
     "--since",
     metavar="WHEN",
     callback=_since,
-    help="Only runs created since: 30m, 2h, 1d, or an ISO 8601 time.",
+    help="Only runs created since: 30m, 2h, 1d, or an ISO 8601 time with its UTC offset "
+    "(2026-01-02T10:00+08:00, 2026-01-02T02:00Z).",
 )
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N runs.")
 @api_options

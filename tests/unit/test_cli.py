@@ -109,6 +109,15 @@ def test_a_usage_error_exits_64_not_a_runbooks_2(invoke, args):
     assert "Usage: mdops" in result.stderr
 
 
+def test_a_since_time_without_an_offset_is_refused_not_read_in_the_local_zone(invoke):
+    """The API's times carry their zone's offset (+08:00 by default): a time without one could be meant
+    in that zone, in UTC or in the machine's, hours apart; mdops asks for the offset before any request."""
+    for value in ("2026-01-02T10:00", "2026-01-02"):
+        result = invoke("runs", "--since", value)
+        assert result.exit_code == Exit.USAGE, result.output
+        assert "has no UTC offset" in result.stderr and "2026-01-02T10:00+08:00" in result.stderr
+
+
 def test_help_has_the_exit_codes_and_every_command_examples(invoke):
     main = invoke("--help")
     assert main.exit_code == 0
