@@ -14,6 +14,7 @@ readable by others, not even for a moment) and refused when its mode lets anyone
 from __future__ import annotations
 
 import stat
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,7 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
             token if token is not None else found.token,
             found.source + (f"; {overrides} from the command line" if overrides else ""),
         )
-    if not connection.url.startswith(("http://", "https://")):
+    if not is_api_url(connection.url):
         raise CliError(
             f"the API URL {connection.url!r} ({connection.source}) is not an http:// or https:// URL",
             Exit.CONFIG,
@@ -153,6 +154,15 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
     if not connection.token:
         raise _no_token(connection.url, connection.source)
     return connection
+
+
+def is_api_url(url: str) -> bool:
+    """Whether mdops can talk to ``url``: http:// or https://, with a host."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _no_token(url: str, source: str) -> CliError:

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cli import render
 from cli.client import Api
-from cli.config import CONFIG_ENV, TOKEN_ENV, URL_ENV, Config, ContextEntry, config_path, resolve
+from cli.config import CONFIG_ENV, TOKEN_ENV, URL_ENV, Config, ContextEntry, config_path, is_api_url, resolve
 from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
@@ -539,9 +539,17 @@ def _config() -> Config:
     return Config.load(config_path(os.environ))
 
 
+def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_api_url(value):
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
 @config.command("set-context")
 @click.argument("name")
-@click.option("--url", metavar="URL", help="The API's base URL (needed for a new context).")
+@click.option(
+    "--url", metavar="URL", callback=_api_url, help="The API's base URL, http(s) (needed for a new context)."
+)
 @click.option(
     "--token", metavar="TOKEN", help="Bearer token; - reads it from standard input (not seen in ps)."
 )
@@ -549,6 +557,8 @@ def set_context(name: str, url: str | None, token: str | None) -> None:
     """Add the context NAME, or change its URL or token."""
     if token == "-":
         token = sys.stdin.readline().strip()
+    if token == "":
+        raise click.BadParameter("the token is empty", param_hint="'--token'")
     settings = _config()
     entry = settings.file.contexts.get(name)
     if entry is None and url is None:

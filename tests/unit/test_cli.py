@@ -201,6 +201,31 @@ def test_contexts_switch_and_view_redacts_the_tokens(invoke):
     assert invoke("config", "current-context").exit_code == Exit.CONFIG
 
 
+@pytest.mark.parametrize(
+    ("args", "input", "words"),
+    [
+        (("--url", "ftp://127.0.0.1/api", "--token", SECRET), None, "is not an http:// or https:// URL"),
+        (("--url", "127.0.0.1:8080", "--token", SECRET), None, "is not an http:// or https:// URL"),
+        (("--url", "http://", "--token", SECRET), None, "is not an http:// or https:// URL"),
+        (("--url", "http://127.0.0.1:1", "--token", ""), None, "the token is empty"),
+        (("--url", "http://127.0.0.1:1", "--token", "-"), "\n", "the token is empty"),
+    ],
+    ids=["ftp", "no-scheme", "no-host", "empty-token", "empty-token-on-stdin"],
+)
+def test_set_context_refuses_what_no_command_could_use(invoke, config_file, args, input, words):
+    """A URL that is not http(s) or an empty token is refused when the context is set, a usage error,
+    not later by every command that uses it; nothing is written."""
+    result = invoke("config", "set-context", "local", *args, input=input)
+    assert result.exit_code == Exit.USAGE, result.output
+    assert words in result.stderr
+    assert not config_file.exists()
+    kept = {"url": "http://127.0.0.1:1", "token": SECRET}
+    assert invoke("config", "set-context", "local", "--url", kept["url"], "--token", SECRET).exit_code == 0
+    changed = invoke("config", "set-context", "local", *args, input=input)  # an existing context: the same
+    assert changed.exit_code == Exit.USAGE, changed.output
+    assert yaml.safe_load(config_file.read_text())["contexts"]["local"] == kept
+
+
 def test_a_malformed_config_file_is_refused_naming_the_problem(invoke, config_file):
     config_file.parent.mkdir()
     config_file.write_text("contexts:\n  local: {token: x}\n")
