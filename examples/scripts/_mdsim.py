@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 import tempfile
 import urllib.error
@@ -56,9 +57,15 @@ class SimError(ScriptError):
         self.status = status
 
 
+# Control characters (C0, DEL, C1): a newline or a carriage return in a message (a reason may hold newlines)
+# would start a line of its own, one that could pass for another log line; an escape sequence would act on
+# a terminal that shows the log.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def log(level: str, message: str) -> None:
-    """One log line in the runner's format: ``LEVEL: message``."""
-    print(f"{level}: {message}", flush=True)
+    """One log line in the runner's format: ``LEVEL: message``, its control characters escaped (``\\n``)."""
+    print(f"{level}: {CONTROL.sub(lambda m: repr(m[0])[1:-1], message)}", flush=True)
 
 
 def info(message: str) -> None:

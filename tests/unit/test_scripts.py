@@ -128,6 +128,16 @@ def test_health_check(sim: SimProcess, tmp_path: Path) -> None:
     assert run.report is not None and run.report["state"]["active_profile"] == "primary"
 
 
+def test_a_reason_cannot_forge_a_log_line(sim: SimProcess, tmp_path: Path) -> None:
+    """A reason may hold newlines (the models allow them): the scripts log it escaped, on its own line."""
+    reason = "primary down\nERROR: forged\r\x1b[2Jby them\tall"
+    run = run_script("health_check", tmp_path, sim.url, MDOPS_REASON=reason)
+    assert run.code == 0, run.output
+    assert run.lines("ERROR") == []
+    escaped = "primary down\\nERROR: forged\\r\\x1b[2Jby them\\tall"
+    assert f"INFO: health_check requested by tester: {escaped}" in run.output.splitlines()
+
+
 def test_failover_then_failback(sim: SimProcess, tmp_path: Path) -> None:
     run = run_script("failover", tmp_path, sim.url)
     assert run.code == 0, run.output
