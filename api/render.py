@@ -17,7 +17,7 @@ from api import events
 from api.cache import RunbookCache
 from api.records import RunbookRecord
 from runbooks.calendar import SessionCalendar, library_version
-from runbooks.contract import Command, parse_time
+from runbooks.contract import Command, parse_time, requester
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
@@ -142,7 +142,7 @@ def audit_entry(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
         )
     return {
         "request_id": record.request_id,
-        "who": spec.get("requestedBy") or "unknown",
+        "who": requester(spec),
         "what": what,
         "why": spec.get("reason", ""),
         "when": iso(record.created, zone),

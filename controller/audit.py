@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from runbooks.contract import now
+from runbooks.contract import now, requester
 from runbooks.models import RunbookStatus
 
 LOGGER = "mdops.audit"
@@ -48,7 +48,7 @@ def line(
         "logger": LOGGER,
         "when": when or now(),
         "transition": transition,
-        "who": spec.get("requestedBy") or "",
+        "who": requester(spec),
         "command": spec.get("command", ""),
         "namespace": namespace,
         "name": name,

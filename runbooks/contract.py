@@ -1,8 +1,8 @@
 """The contract between the runner, the controller and the API, in one place.
 
 The commands, the runner's exit codes, the condition types and reasons of a Runbook's status, the run states
-the REST API shows, the venue's session states, the log levels, and one time format. Standard library only:
-the runner (which has no other dependency) imports it too.
+the REST API shows, the venue's session states, the log levels, who the audit names, and one time format.
+Standard library only: the runner (which has no other dependency) imports it too.
 """
 
 from __future__ import annotations
@@ -146,6 +146,12 @@ class SessionState(StrEnum):
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def requester(spec: dict[str, Any]) -> str:
+    """Who asked for a run, as the audit names them (the controller's lines, the API's entries): the
+    spec's ``requestedBy``, or ``unknown`` for a Runbook that names nobody (one made with kubectl)."""
+    return spec.get("requestedBy") or "unknown"
 
 
 # -- time ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import types
 
 import pytest
 
+from api.records import record_of
+from api.render import audit_entry
 from controller import audit, ledger, lock, quota, retention, runs
 from controller.dispatcher import FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
 from controller.executors import failure, lost
@@ -271,6 +273,23 @@ def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
         None,
         None,
     )
+
+
+@pytest.mark.parametrize("spec", [{"command": "drill"}, {"command": "drill", "requestedBy": ""}])
+def test_a_runbook_that_names_nobody_is_unknown_in_the_controllers_audit_as_in_the_apis(spec):
+    """A Runbook made with kubectl need not name who asked: the controller's audit line and the API's
+    audit entry say the same of it."""
+    obj = {
+        "metadata": {
+            "name": "d-1",
+            "uid": "u",
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-05T01:00:00Z",
+        },
+        "spec": spec,
+    }
+    controllers = audit.line("Started", "ops", "d-1", spec, RunbookStatus(), "", "t")["who"]
+    assert controllers == audit_entry(record_of(obj), datetime.UTC)["who"] == "unknown"
 
 
 def test_a_finished_run_is_forgotten_when_it_leaves_the_watch_or_by_one_sweep_if_its_leave_never_shows():
