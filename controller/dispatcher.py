@@ -96,6 +96,7 @@ class Entry:
     finishing: bool = False  # its finished status is being written: it leaves the watch
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
     regate: bool = False  # a policy or approval changed while the gate looked at it: look again at once
+    refused_since: float = 0.0  # when the API server first refused its Job (the event loop's time)
     settled_at: float = 0.0  # when it settled (monotonic), for the sweep of leave events that never show
 
     @classmethod

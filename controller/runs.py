@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 LOCK_RETRY_SECONDS = 2.0
 WINDOW_RETRY_SECONDS = 30.0
+START_RETRY_SECONDS = 1.0  # a run whose Job the API server refused asks again after this, then less often
 # A held run is looked at again at the latest after this long, whatever its wait: a safety net for a
 # missed watch event or a clock that jumped (the wait's end is a wall-clock time, asyncio's timers are not).
 HOLD_RECHECK_SECONDS = 300.0
@@ -479,7 +480,16 @@ class Runs:
                 return Next(Outcome.STOPPED)
             try:
                 run = await self.services.executor.start(self.request(entry, window))
-            except (ApiError, OSError) as error:
+            except NamespaceTerminating as error:
+                run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+            except ApiError as error:
+                if error.status != 403:
+                    run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+                elif isinstance(refused := await self._refused(entry, error), Next):
+                    return refused
+                else:
+                    run = refused
+            except OSError as error:
                 run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
             if not isinstance(run, dict):
                 execution = Execution(executor=self.services.executor.kind, name=run.name)
@@ -494,6 +504,29 @@ class Runs:
         if result is None:
             return Next(Outcome.STOPPED)
         return await self.finish(entry, run, result)
+
+    async def _refused(self, entry: Entry, error: ApiError) -> Next | dict[str, Any]:
+        """The API server refused its Job (403: a quota, an admission policy). That may lift (a quota frees
+        up as other Jobs end, a policy is mended), so the run keeps its lock and asks again, less and less
+        often, its status saying why, for ``MDOPS_JOB_START_FAILURE_SECONDS`` (0: its timeout) from the
+        first refusal; then it fails, never having run."""
+        loop = asyncio.get_running_loop()
+        if not entry.refused_since:
+            entry.refused_since = loop.time()
+            log.warning("%s/%s cannot start yet, its Job is refused: %s", entry.namespace, entry.name, error)
+        waited = loop.time() - entry.refused_since
+        limit = self.services.settings.job_start_failure_seconds or float(
+            entry.spec.get("timeoutSeconds", 300)
+        )
+        if waited >= limit:
+            return failure(
+                ExitCode.NOT_EXECUTED, f"could not start: its Job was refused for {waited:.0f} s: {error}"
+            )
+        why = f"cannot start yet, its Job is refused (asked again for up to {limit:.0f} s): {error}"
+        change = transitions.pending_because(self.status(entry), entry.generation, why)
+        if apply(self.status(entry), change) != self.status(entry) and not await self.patch(entry, change):
+            return Next(Outcome.GONE)
+        return Next(Outcome.RETRY, min(max(waited / 2, START_RETRY_SECONDS), limit - waited, 30.0))
 
     @staticmethod
     def request(entry: Entry, window: str = "") -> RunRequest:

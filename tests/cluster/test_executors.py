@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
@@ -215,38 +217,47 @@ def test_a_pod_waiting_for_a_node_is_said_and_waited_for_past_the_start_failure_
     wait_until(lambda: not jobs(api_client, namespace), 30, "its Job to go")
 
 
-@pytest.fixture
-def pods_refused(cluster, namespace):
-    """An admission policy that refuses every pod of the test's namespace (as a policy engine or a quota
-    would), in force once this fixture returns; the message it refuses them with."""
-    message = f"no pods in {namespace}: the test's policy"
+@contextlib.contextmanager
+def refusing(cluster, namespace: str, group: str, resource: str, probe: tuple[str, ...]) -> Iterator[str]:
+    """An admission policy that refuses to create any ``resource`` of ``group`` in the test's namespace (403,
+    as a policy engine or a quota would), in force once this is entered (``probe``, a server-side dry run, is
+    refused) and gone once it is left; the message it refuses them with."""
+    name = f"no-{resource}-{namespace}"
+    message = f"no {resource} in {namespace}: the test's policy"
     manifest = f"""
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
-metadata: {{name: no-pods-{namespace}}}
+metadata: {{name: {name}}}
 spec:
   failurePolicy: Fail
   matchConstraints:
-    resourceRules: [{{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}}]
-  validations: [{{expression: "false", message: "{message}"}}]
+    resourceRules:
+    - {{apiGroups: ["{group}"], apiVersions: [v1], operations: [CREATE], resources: [{resource}]}}
+  validations: [{{expression: "false", message: "{message}", reason: Forbidden}}]
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: no-pods-{namespace}}}
+metadata: {{name: {name}}}
 spec:
-  policyName: no-pods-{namespace}
+  policyName: {name}
   validationActions: [Deny]
   matchResources: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {namespace}}}}}}}
 """
     cluster.kubectl("apply", "-f", "-", input=manifest)
-    probe = ("run", "probe", "-n", namespace, "--image=none", "--restart=Never", "--dry-run=server")
+    probe = (*probe, "-n", namespace, "--dry-run=server")
+    wait_until(
+        lambda: message in cluster.kubectl(*probe, check=False).stderr, 30, f"the policy on {resource}"
+    )
+    try:
+        yield message
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input=manifest, check=False)
 
-    def refused() -> bool:
-        return message in cluster.kubectl(*probe, check=False).stderr
 
-    wait_until(refused, 30, "the policy to refuse pods")
-    yield message
-    cluster.kubectl("delete", "-f", "-", "--wait=false", input=manifest, check=False)
+@pytest.fixture
+def pods_refused(cluster, namespace):
+    with refusing(cluster, namespace, "", "pods", ("run", "probe", "--image=none", "--restart=Never")) as why:
+        yield why
 
 
 def test_a_job_whose_pod_is_refused_fails_with_the_api_servers_words_once_its_job_is_gone(
@@ -264,6 +275,48 @@ def test_a_job_whose_pod_is_refused_fails_with_the_api_servers_words_once_its_jo
     assert [line["level"] for line in said] == ["WARNING"], status["logs"]
     assert "the pod of Job " in said[0]["message"], said
     assert not jobs(api_client, namespace)  # gone before the result said the run never started
+
+
+JOB_PROBE = ("create", "job", "probe", "--image=none")
+
+
+def test_a_run_whose_job_is_refused_asks_again_and_runs_once_the_refusal_lifts(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    """A quota on Jobs, or a policy, refuses the run's Job: that may lift (other Jobs end, the policy is
+    mended), so the run waits, saying why, and runs once it does, once."""
+    start_controller(**job_settings(cluster, namespace, tmp_path), MDOPS_JOB_START_FAILURE_SECONDS="600")
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE) as why:
+        rbs.create("refused", command="failover", timeoutSeconds=600)
+
+        def says_why() -> dict | None:
+            succeeded = rbs.condition("refused", "Succeeded") or {}
+            return (
+                succeeded if "cannot start yet, its Job is refused" in succeeded.get("message", "") else None
+            )
+
+        succeeded = wait_until(says_why, 30, "the run's status to say its Job is refused")
+        assert (succeeded["status"], succeeded["reason"]) == ("Unknown", "Pending")
+        assert why in succeeded["message"]
+        assert not jobs(api_client, namespace)
+    status = rbs.wait_finished("refused", timeout=60)["status"]
+    assert (status["result"], status["exitCode"]) == ("success", 0), status
+    assert any(line["message"] == "failover in a Job" for line in status["logs"])
+    assert len(jobs(api_client, namespace)) == 1
+
+
+def test_a_run_whose_job_stays_refused_fails_not_run_after_the_start_failure_limit(
+    start_controller, cluster, api_client, namespace, rbs, tmp_path
+):
+    start_controller(**job_settings(cluster, namespace, tmp_path), MDOPS_JOB_START_FAILURE_SECONDS="2")
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE) as why:
+        rbs.create("refused", command="failover", timeoutSeconds=600)
+        status = rbs.wait_finished("refused", timeout=60)["status"]
+    assert (status["result"], status["exitCode"]) == ("failed", 125), status
+    assert "could not start: its Job was refused for " in status["message"], status["message"]
+    assert why in status["message"], status["message"]
+    assert rbs.condition("refused", "Succeeded")["reason"] == "ExecutionError"
+    assert not jobs(api_client, namespace)
 
 
 def test_deleting_a_runbook_deletes_its_job_and_pod(
