@@ -190,6 +190,10 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "controler.executor=job"), "additional properties 'controler' not allowed"),
         (("--set", "service.port=http"), "/service/port"),
         (("--set", "replicaCount=2"), "replicaCount > 1 needs peering.enabled"),
+        (
+            ("-f", str(CHART / "ci" / "peering-values.yaml"), "--set", "controller.executor=local"),
+            "peering needs controller.executor=job",
+        ),
         (("--set", "scripts.configMapName=My_Scripts"), "/scripts/configMapName"),
         (("--set", "scripts.create=false"), "additional properties 'create' not allowed"),
         (("--set", "controller.scriptPassEnv={HTTPS-PROXY}"), "/controller/scriptPassEnv/0"),
