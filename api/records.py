@@ -47,6 +47,7 @@ class RunbookRecord:
     window: str | None
     duplicate_of: str | None
     updated: datetime.datetime
+    api_made: bool = False  # created by this API (its managed-by label), not by kubectl or GitOps
     requested: datetime.datetime | None = field(repr=False, default=None)
     seen: int = field(repr=False, default=0)
     created_key: tuple = field(repr=False, default=())
@@ -116,6 +117,7 @@ def record_of(obj: dict[str, Any]) -> RunbookRecord:
         window=status.window,
         duplicate_of=status.duplicate_of,
         updated=updated,
+        api_made=(metadata.get("labels") or {}).get(keys.MANAGED_BY) == keys.API_MANAGER,
     )
     record.requested = parse_time((metadata.get("annotations") or {}).get(keys.REQUESTED_AT)) or created
     order(record, 0)

@@ -11,6 +11,11 @@
 - The answer is always the original run's: when a Runbook with the same request id was created moments
   before (by kubectl, unseen by the cache yet), the controller's ledger makes ours a duplicate of it, and the
   answer follows it there.
+- A Runbook of ours that ended without running for a reason that binds nothing is replaced by a new one (its
+  Runbook deleted, a new one created): refused by the namespace's cap (its request id unused, so the request
+  is asked again, and runs once the cap allows), or refused by the ledger for other parameters than the
+  request id's first run (whose Runbook had the same name), when this request's parameters are not those
+  refused (they may be the first run's, whose result the new one then shows).
 """
 
 from __future__ import annotations
@@ -81,14 +86,19 @@ class Submitter:
         spec = runbook_spec(body, self.settings, principal)
         request_id = spec["requestId"]
         record = self.cache.find(request_id)
-        if record is None:
+        if record is None or self._replaceable(record, spec):
             async with self._creating.setdefault(principal.name, asyncio.Lock()):
-                record = self.cache.find(request_id) or await self._create_within_quota(spec, principal)
+                record = self.cache.find(request_id)
+                if record is not None and self._replaceable(record, spec):
+                    await asyncio.to_thread(self._delete, record)
+                    record = None
+                record = record or await self._create_within_quota(spec, principal)
         self._check_same_request(record, spec)
+        uid = record.uid
         final = await self.cache.wait_for(
-            record.name, lambda r: r.finished, self.settings.api_execute_wait_seconds
+            record.name, lambda r: r.uid == uid and r.finished, self.settings.api_execute_wait_seconds
         )
-        record = final or record
+        record = final if final is not None and final.uid == uid else record
         original = self.cache.find(request_id)
         if original is not None and original.name != record.name:  # ours turned out a duplicate of it
             self._check_same_request(original, spec)
@@ -118,7 +128,8 @@ class Submitter:
             obj = await asyncio.to_thread(self._read, name)  # a concurrent request created it
         else:
             self.quota.spend(principal)
-            await self.cache.wait_for(name, lambda r: True, self.settings.api_sync_wait_seconds)
+            uid = obj["metadata"]["uid"]
+            await self.cache.wait_for(name, lambda r: r.uid == uid, self.settings.api_sync_wait_seconds)
         record = record_of(obj)
         if record.request_id != request_id:
             raise Conflict(
@@ -126,6 +137,34 @@ class Submitter:
                 f"({record.request_id!r})"
             )
         return record
+
+    def _replaceable(self, record: RunbookRecord, spec: dict[str, Any]) -> bool:
+        """Whether ``record`` is a Runbook of ours that ended without running for a reason that binds
+        nothing for the request of ``spec`` (see the module's docstring)."""
+        if not (record.api_made and record.finished):
+            return False
+        if record.reason == Reason.QUOTA_EXCEEDED:
+            return True
+        here = f"{self.cache.namespace}/{record.name}"  # its request id's first run had this name too
+        refused = models.refused_for_other_parameters(record.message, record.request_id, here)
+        return record.duplicate_of == here and refused and bool(models.request_differences(record.spec, spec))
+
+    def _delete(self, record: RunbookRecord) -> None:
+        """Delete ``record``'s Runbook, if it is still that one (its uid); gone or replaced is fine."""
+        preconditions = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=record.uid))
+        try:
+            self.objects.delete_namespaced_custom_object(
+                keys.GROUP,
+                keys.VERSION,
+                self.cache.namespace,
+                keys.PLURAL,
+                record.name,
+                body=preconditions,
+                _request_timeout=(5, 30),
+            )
+        except client.ApiException as error:
+            if error.status not in (404, 409):
+                raise
 
     @staticmethod
     def _check_same_request(record: RunbookRecord, spec: dict[str, Any]) -> None:

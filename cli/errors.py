@@ -33,7 +33,7 @@ MEANINGS = {
     Exit.NOT_FOUND: "not found (404): no run has that request id",
     Exit.UNAVAILABLE: (
         "the API cannot be reached, timed out, or is not ready (503); "
-        "or the token is past its rate or its cap of unfinished runs (429)"
+        "or the token is past its rate or its cap of unfinished runs, or the namespace at its cap (429)"
     ),
     Exit.API_FAILED: "the API failed (500) or gave an answer mdops does not understand",
     Exit.CONFLICT: "conflict (409): the request id was already used with other parameters",
@@ -72,10 +72,11 @@ class CliError(click.ClickException):
     Messages are built from what the API answered and from the connection's URL and source; never from
     the token."""
 
-    def __init__(self, message: str, code: int, hint: str | None = None):
+    def __init__(self, message: str, code: int, hint: str | None = None, status: int | None = None):
         super().__init__(message)
         self.exit_code = int(code)
         self.hint = hint
+        self.status = status  # the API's HTTP status, when it answered
 
     def line(self) -> str:
         return f"mdops: {self.message}" + (f"; hint: {self.hint}" if self.hint else "")
@@ -107,7 +108,7 @@ _ANSWERS: dict[int, tuple[Exit, str, str]] = {
     404: (Exit.NOT_FOUND, "not found", "`mdops runs` lists the recent request ids"),
     409: (Exit.CONFLICT, "conflict", "give a new --request-id to run again"),
     422: (Exit.INVALID, "the API refused the request", "see the command's --help"),
-    429: (Exit.UNAVAILABLE, "too many requests for this token", "try again later"),
+    429: (Exit.UNAVAILABLE, "too many requests", "try again later"),
     503: (Exit.UNAVAILABLE, "the API is not ready", "try again in a moment; `mdops status` shows when it is"),
 }
 
@@ -117,11 +118,16 @@ def answer_error(status: int, body: Any, source: str) -> CliError:
     detail = detail_of(body) or f"HTTP {status}"
     if status in _ANSWERS:
         code, words, hint = _ANSWERS[status]
-        return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source))
+        return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source), status)
     if status in (502, 504):
-        return CliError(f"the API is unavailable ({status}): {detail}", Exit.UNAVAILABLE, "try again later")
+        return CliError(
+            f"the API is unavailable ({status}): {detail}", Exit.UNAVAILABLE, "try again later", status
+        )
     if 400 <= status < 500:
-        return CliError(f"the API refused the request ({status}): {detail}", Exit.INVALID)
+        return CliError(f"the API refused the request ({status}): {detail}", Exit.INVALID, status=status)
     return CliError(
-        f"the API failed ({status}): {detail}", Exit.API_FAILED, "the API's log says more; try again later"
+        f"the API failed ({status}): {detail}",
+        Exit.API_FAILED,
+        "the API's log says more; try again later",
+        status,
     )

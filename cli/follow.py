@@ -282,15 +282,15 @@ class Execution:
         self.answer.add_done_callback(lambda _: answered())
 
     def check(self, seen: bool) -> None:
-        """Raise when execute made no run (401, 403, 409, 422, ...). When the call failed after the run was
-        made (a 500 for exit code 125, a timeout, a lost connection) the run is followed on: ``seen``, or
-        the API has it."""
+        """Raise when execute made no run (401, 403, 409, 422, 429, ...). When the call failed after the run
+        was made (a 500 for exit code 125, a timeout, a lost connection) the run is followed on: ``seen``,
+        or the API has it. A 429 made none (the token's rate, or the namespace's cap: what the API has of
+        this request id is an earlier refusal, not this run)."""
         try:
             status, body = self.answer.result()
         except CliError as error:
-            if error.exit_code in (Exit.API_FAILED, Exit.UNAVAILABLE) and (
-                seen or self.api.find(self.request_id) is not None
-            ):
+            made = error.exit_code in (Exit.API_FAILED, Exit.UNAVAILABLE) and error.status != 429
+            if made and (seen or self.api.find(self.request_id) is not None):
                 return
             raise
         if status == 200:
@@ -308,7 +308,7 @@ def _over_stream(stream: EventStream, follower: Follower, execution: Execution |
         if kind == ANSWERED:
             execution.check(seen=follower.run is not None)
             waiting = False
-            for event in held:
+            for event in this_runs(held):
                 follower.event(*event)
             held.clear()
         elif waiting:
@@ -320,6 +320,16 @@ def _over_stream(stream: EventStream, follower: Follower, execution: Execution |
                     raise CliError(f"the run {follower.request_id} no longer exists", Exit.NOT_FOUND)
             follower.event(kind, data)
     return True
+
+
+def this_runs(held: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The events held until execute answered, less those of an earlier Runbook of the request id that went
+    meanwhile, when a Runbook came after it: the API replaces a refusal of its own that binds nothing (the
+    namespace's cap) with this run's Runbook, of the same name."""
+    gone = [index for index, (kind, _) in enumerate(held) if kind == DELETED]
+    if gone and any(kind == RUNBOOK for kind, _ in held[gone[-1] + 1 :]):
+        return held[gone[-1] + 1 :]
+    return held
 
 
 def _poll(

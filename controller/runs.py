@@ -45,11 +45,11 @@ from runbooks import approval, keys, policy
 from runbooks.calendar import CalendarError
 from runbooks.contract import ExitCode, Reason, now, parse_time, reason_of
 from runbooks.models import (
-    REQUEST_FIELDS,
     Execution,
     RunbookSpec,
     RunbookStatus,
     RunSession,
+    other_parameters,
     request_fingerprint,
 )
 
@@ -240,10 +240,7 @@ class Runs:
             entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq, request
         )
         if claim.uid != entry.uid and claim.other_request(request):  # never shown another request's result
-            message = (
-                f"not run: request id {entry.request_id} was used by {claim.runbook} with other parameters "
-                f"(one of {', '.join(REQUEST_FIELDS)}); give this Runbook a new request id"
-            )
+            message = other_parameters(entry.request_id, claim.runbook)
             refused = failure(ExitCode.INVALID_ARGUMENTS, message)
             return await self.settle_duplicate(entry, claim, refused, message)
         if claim.uid == entry.uid:

@@ -131,6 +131,22 @@ def request_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> lis
     ]
 
 
+OTHER_PARAMETERS = "not run: request id {request_id} was used by {runbook} with other parameters"
+
+
+def other_parameters(request_id: str, runbook: str) -> str:
+    """The message of a Runbook refused because its request id ran as ``runbook`` with other parameters."""
+    return (
+        OTHER_PARAMETERS.format(request_id=request_id, runbook=runbook)
+        + f" (one of {', '.join(REQUEST_FIELDS)}); give this Runbook a new request id"
+    )
+
+
+def refused_for_other_parameters(message: str | None, request_id: str, runbook: str) -> bool:
+    """Whether ``message`` is :func:`other_parameters`'s for this request id and first run."""
+    return (message or "").startswith(OTHER_PARAMETERS.format(request_id=request_id, runbook=runbook))
+
+
 def request_fingerprint(spec: dict[str, Any]) -> str:
     """A short digest of a spec's request fields: the same for the same request, defaults or not."""
     defaults = RunbookSpec(command=spec["command"]).to_k8s()

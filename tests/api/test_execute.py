@@ -192,6 +192,56 @@ def test_the_same_request_id_with_other_parameters_is_409(api, runbooks, control
     assert scripts.runs() == ["x-1 dry=0"]
 
 
+def test_a_request_refused_by_the_namespaces_cap_runs_when_asked_again_once_below_it(
+    start_api, runbooks, start_controller, scripts
+):
+    """The cap's refusal never ran and leaves the request id unused: the same request asked again is
+    asked anew (the API replaces its refused Runbook), and runs once the namespace is below the cap."""
+    start_controller(**scripts.controller_env(), MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")
+    api = start_api(api_execute_wait_seconds=5)
+    scripts.write("drill", RECORD + HOLD)
+    scripts.write("health_check", RECORD)
+    runbooks.create("holding", command="drill")
+    runbooks.wait_for("holding", "Running", "True")
+    request = {"command": "health_check", "request_id": "over-cap"}
+    refused = api.post(EXECUTE, json=request, headers=auth())
+    assert refused.status_code == 429, refused.text
+    assert "1 Runbooks in this namespace are unfinished, at the cap of 1" in refused.json()["detail"]
+    refused_uid = runbooks.get("over-cap")["metadata"]["uid"]
+    again = api.post(EXECUTE, json=request, headers=auth())  # still at the cap: refused afresh
+    assert again.status_code == 429, again.text
+    assert runbooks.get("over-cap")["metadata"]["uid"] != refused_uid
+    scripts.release()
+    runbooks.wait_finished("holding")
+    ran = api.post(EXECUTE, json=request, headers=auth())
+    assert ran.status_code == 200, ran.text
+    assert (ran.json()["runbook"]["status"], ran.json()["runbook"]["exit_code"]) == ("success", 0)
+    assert scripts.runs() == ["holding dry=0", "over-cap dry=0"]
+    assert sorted(rb["metadata"]["name"] for rb in runbooks.list()) == ["holding", "over-cap"]
+
+
+def test_the_first_request_again_after_a_refusal_of_other_parameters_gets_the_first_result(
+    api, runbooks, controller, scripts
+):
+    """Its first Runbook deleted, a request id asked with other parameters is refused, not run (exit 2),
+    by a Runbook of the same name; the first request asked again is the first run's, not a conflict with
+    that refusal."""
+    scripts.write("health_check", RECORD)
+    first = {"command": "health_check", "request_id": "asked-twice", "reason": "first"}
+    assert api.post(EXECUTE, json=first, headers=auth()).status_code == 200
+    runbooks.delete("asked-twice")
+    wait_until(lambda: runbooks.get("asked-twice") is None, 30, "the first Runbook to go")
+    other = api.post(EXECUTE, json={**first, "reason": "other"}, headers=auth())
+    assert other.status_code == 200, other.text
+    assert (other.json()["runbook"]["status"], other.json()["runbook"]["exit_code"]) == ("failed", 2)
+    again = api.post(EXECUTE, json=first, headers=auth())
+    assert again.status_code == 200, again.text
+    assert (again.json()["runbook"]["status"], again.json()["runbook"]["exit_code"]) == ("success", 0)
+    same_other = api.post(EXECUTE, json={**first, "reason": "other"}, headers=auth())
+    assert same_other.status_code == 409, same_other.text  # the id's run is the first request's
+    assert scripts.runs() == ["asked-twice dry=0"]  # executed once, whatever was asked
+
+
 def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks):
     """A Runbook applied by an operator with the same requestId is the same request (no second run)."""
     api = start_api(api_execute_wait_seconds=0.2)

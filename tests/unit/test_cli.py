@@ -19,7 +19,7 @@ from rich.console import Console
 from cli import render
 from cli.config import REDACTED, resolve
 from cli.errors import MEANINGS, CliError, Exit, answer_error
-from cli.follow import POLL, READ, RECONNECTS, RETRY, Follower, reconnect_delay, stream_verdict
+from cli.follow import POLL, READ, RECONNECTS, RETRY, Follower, reconnect_delay, stream_verdict, this_runs
 from cli.main import cli, select
 from devcluster.processes import free_port
 
@@ -74,7 +74,7 @@ def invoke(config_file):
             "the API refused the request (422): window: Input should be 'day'",
         ),
         (400, None, Exit.INVALID, "the API refused the request (400): HTTP 400"),
-        (429, {"detail": "slow down"}, Exit.UNAVAILABLE, "too many requests for this token (429): slow down"),
+        (429, {"detail": "slow down"}, Exit.UNAVAILABLE, "too many requests (429): slow down"),
         (500, {"detail": "boom"}, Exit.API_FAILED, "the API failed (500): boom"),
         (503, {"detail": "not synced"}, Exit.UNAVAILABLE, "the API is not ready (503): not synced"),
         (502, None, Exit.UNAVAILABLE, "the API is unavailable (502): HTTP 502"),
@@ -82,7 +82,7 @@ def invoke(config_file):
 )
 def test_an_api_answer_becomes_an_exit_code_and_words(status, body, code, words):
     error = answer_error(status, body, "the test")
-    assert error.exit_code == code
+    assert (error.exit_code, error.status) == (code, status)
     assert error.line().startswith(f"mdops: {words}")
     assert "\n" not in error.line()
 
@@ -304,6 +304,19 @@ class Seen:
 
     def follower(self) -> Follower:
         return Follower("r-1", self.lines.append, self.warnings.append)
+
+
+def test_events_held_until_execute_answered_drop_an_earlier_runbook_replaced_meanwhile():
+    """The API replaces a refusal of its own (the namespace's cap) with the run's Runbook of the same name:
+    the refusal's events, up to its deletion, are not the run's; a deletion with nothing after it is."""
+    refusal, gone = ("runbook", _run("failed")), ("deleted", {"request_id": "r-1", "name": "rb-1"})
+    new, line = (
+        ("runbook", _run("running")),
+        ("log", {"request_id": "r-1", "name": "rb-1", "lines": [_line(1)]}),
+    )
+    assert this_runs([refusal, gone, new, line]) == [new, line]
+    assert this_runs([refusal, gone]) == [refusal, gone]  # deleted while execute waited: it says so
+    assert this_runs([new, line]) == [new, line]
 
 
 def test_a_followed_run_shows_the_lines_of_its_events_once_in_order_until_finished():
