@@ -49,6 +49,7 @@ T = TypeVar("T")
 View = dict[str, Any]  # the execute response's shape: {"runbook": {...}, "health": ...}
 Say = Callable[[str], None]
 FINISHED = (RunState.SUCCESS, RunState.FAILED)
+WAITING = (RunState.PENDING, RunState.QUEUED)
 POLL_SECONDS = 1.0
 KEPT_LINES = 100  # lines remembered as shown: a Runbook's status holds at most 100 (the controller writes 50)
 RECONNECTS = 10  # connections in a row that bring no event (about a minute of backoff) before giving up
@@ -97,7 +98,8 @@ def reconnect_delay(failures: int) -> float:
 class Follower:
     """What has been shown of one run: each of its log lines handed to ``emit`` once, in order (pure).
 
-    ``warn`` is told where lines may be missing."""
+    ``warn`` is told where lines may be missing, and why the run waits (its lock, its change window,
+    approvals): a run held for approvals is otherwise silent for as long as it waits."""
 
     def __init__(self, request_id: str, emit: Callable[[dict], None] | None, warn: Say):
         self.request_id = request_id
@@ -105,6 +107,7 @@ class Follower:
         self.warn = warn
         self.run: dict[str, Any] | None = None  # the run's ``runbook`` object, as last seen
         self.shown: list[dict] = []  # the last lines shown, with their times when the stream gave them
+        self.waits: str | None = None  # why the run waits, as last said
 
     @property
     def finished(self) -> bool:
@@ -114,7 +117,7 @@ class Follower:
         """One event of the stream. After a ``reset`` the run as it is now comes next (a ``runbook`` event,
         if it still exists): :meth:`window` joins its lines to those shown."""
         if kind == RUNBOOK:
-            self.run = data["runbook"]
+            self.seen(data["runbook"])
             self.window(data["lines"])
         elif kind == LOG:
             self.show(data["lines"])
@@ -123,8 +126,16 @@ class Follower:
 
     def poll(self, view: View) -> None:
         """One answer of ``GET /api/ops/runbooks/{request_id}`` (its lines have no time)."""
-        self.run = view["runbook"]
+        self.seen(view["runbook"])
         self.window(view["runbook"]["logs"])
+
+    def seen(self, run: dict[str, Any]) -> None:
+        """The run as it is now; while it waits, why (once for each reason)."""
+        self.run = run
+        waits = run.get("message") if run["status"] in WAITING else None
+        if waits and waits != self.waits:
+            self.warn(f"{self.request_id} is {run['status']}: {waits}")
+        self.waits = waits
 
     def window(self, lines: list[dict]) -> None:
         """The run's last lines (a ``runbook`` event's or a poll's): show those after the lines shown. Lines

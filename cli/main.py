@@ -107,7 +107,8 @@ class Output:
 
 def verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``-v`` for the commands that follow a run: the command gets ``say`` (how the run is followed, with
-    -v only) and ``warn`` (what could not be shown, always), each a line on standard error."""
+    -v only) and ``warn`` (what could not be shown, and why a run waits: always), each a line on standard
+    error."""
 
     @click.option(
         "-v",

@@ -89,11 +89,13 @@ def _inline(mapping: dict[str, Any] | None) -> str:
 def run_view(view: dict[str, Any]) -> RenderableType:
     """One run (the execute response's shape): what, how it ended, health, logs."""
     runbook = view["runbook"]
+    waits = runbook.get("message") if runbook["status"] in (RunState.PENDING, RunState.QUEUED) else None
     fields = _fields(
         [
             ("request id", runbook["request_id"]),
             ("command", runbook["command"]),
             ("result", outcome(runbook)),
+            *([("waits", waits)] if waits else []),
             ("finished", _text(runbook.get("finished_at"))),
             ("health", _inline(view.get("health"))),
         ]

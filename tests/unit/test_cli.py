@@ -319,6 +319,22 @@ def test_events_held_until_execute_answered_drop_an_earlier_runbook_replaced_mea
     assert this_runs([new, line]) == [new, line]
 
 
+def test_a_followed_run_says_why_it_waits_once_for_each_reason():
+    """Held for approvals (or its window, or its lock), a run is silent: the follower says why it waits."""
+    seen = Seen()
+    follower = seen.follower()
+    follower.event("runbook", _run("pending"))  # nothing to say yet
+    held = {"runbook": {**_run("queued")["runbook"], "message": "waiting for 0 of 1 approvals"}, "lines": []}
+    follower.event("runbook", held)
+    follower.event("runbook", held)  # the same wait: said once
+    follower.poll({"runbook": {**held["runbook"], "message": "waiting for 1 of 2 approvals", "logs": []}})
+    follower.event("runbook", {"runbook": {**_run("running")["runbook"], "message": "started"}, "lines": []})
+    assert seen.warnings == [
+        "r-1 is queued: waiting for 0 of 1 approvals",
+        "r-1 is queued: waiting for 1 of 2 approvals",
+    ]
+
+
 def test_a_followed_run_shows_the_lines_of_its_events_once_in_order_until_finished():
     seen = Seen()
     follower = seen.follower()
@@ -471,6 +487,22 @@ def test_a_failed_gate_reads_in_words():
     assert "ERROR   health gate failed" in text
     ended = "health_check hc-1: failed (exit code 3: health gate failed)"
     assert _text(render.result_line(view)).strip() == ended
+
+
+def test_a_waiting_run_says_why():
+    runbook = {
+        "request_id": "fo-1",
+        "command": "failover",
+        "exit_code": None,
+        "finished_at": None,
+        "logs": [],
+    }
+    held = {**runbook, "status": "queued", "message": "waiting for 0 of 1 approvals (bob) until 10:15"}
+    assert "waits       waiting for 0 of 1 approvals (bob) until 10:15" in _text(
+        render.run_view({"runbook": held})
+    )
+    running = {**runbook, "status": "running", "message": "started"}
+    assert "waits" not in _text(render.run_view({"runbook": running}))
 
 
 def test_the_metrics_tiles_say_which_are_stale():
