@@ -491,6 +491,6 @@ def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, ad
         assert code == 0, stderr
         assert following.script_lines() == lines(files / f"{rid}.lines")
     _, _, _, said = followed[("-v",)]
-    assert said.startswith("mdops: no event stream (too many requests for this token (429): ")
+    assert said.startswith("mdops: no event stream (too many requests (429): token ")
     assert said.count("\n") == 1
     assert followed[()][3] == ""
