@@ -235,6 +235,31 @@ def test_the_schedules_and_the_venues_session(page, stack):
         stack.cluster.kubectl("delete", "rbs", "console-every5s", "-n", "mdops")
 
 
+def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
+    """whoami answers 503, then the connection is refused (the API restarting): the page says so and asks
+    again, the token kept; only a 401 signs out."""
+    sign_in(page, stack.admin_token)
+    answers = iter(["503", "refused"])
+
+    def whoami(route):
+        answer = next(answers, None)
+        if answer == "503":
+            route.fulfill(status=503, json={"detail": "the Runbook cache is not synced yet"})
+        elif answer == "refused":
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route("**/api/ops/whoami", whoami)
+    page.reload()
+    expect(page.get_by_role("alert")).to_contain_text("Unavailable: the Runbook cache is not synced yet")
+    expect(page.get_by_text("Signed in as admin")).to_be_visible(timeout=30_000)
+    assert page.evaluate("sessionStorage.getItem('mdops.token')") == stack.admin_token
+    console_errors[:] = [
+        e for e in console_errors if not re.search("status of 503|ERR_CONNECTION_REFUSED", e)
+    ]
+
+
 def test_a_runs_page_passes_axe_too(page, stack):
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{history(stack)[0]['request_id']}")

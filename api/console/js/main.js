@@ -2,6 +2,7 @@
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
 import { ApiError, call, session } from "./api.js";
 import * as execute from "./execute.js";
+import { el } from "./format.js";
 import * as overview from "./overview.js";
 import * as run from "./run.js";
 import * as runbooks from "./runbooks.js";
@@ -9,6 +10,7 @@ import * as schedules from "./schedules.js";
 import * as signin from "./signin.js";
 
 const $ = (id) => document.getElementById(id);
+const RETRY_SECONDS = 5; // whoami is asked again this long after a failure that is not the token's
 const main = $("main");
 let leave = () => {}; // stops the current view's timers and streams
 let me = null; // what /api/ops/whoami said of the session's token
@@ -71,13 +73,34 @@ function route() {
   main.focus({ preventScroll: true });
 }
 
+// whoami failed for a reason other than the token (a 503, a refused connection while the API restarts):
+// the token stays, and the page asks again.
+function showRetry(error) {
+  chrome(false);
+  const signOut = el("button", { type: "button" }, "Sign out");
+  signOut.addEventListener("click", () => {
+    session.signOut();
+    showSignIn("Signed out.");
+  });
+  main.replaceChildren(
+    el("h1", {}, "Signing in"),
+    el("p", { class: "message", role: "alert" }, `${error.message}. Asking again in ${RETRY_SECONDS} s.`),
+    signOut,
+  );
+  const timer = setTimeout(start, RETRY_SECONDS * 1000);
+  leave = () => clearTimeout(timer);
+}
+
 async function start() {
+  leave();
+  leave = () => {};
   if (!session.token()) return showSignIn();
   try {
     me = (await call("/api/ops/whoami")).data;
   } catch (error) {
-    session.signOut();
-    return showSignIn(error.message);
+    if (!(error instanceof ApiError)) throw error;
+    if (error.status === 401) return; // the token is refused: mdops:unauthorized signs out (below)
+    return showRetry(error);
   }
   $("who-name").textContent = `Signed in as ${me.name}`;
   $("nav-run").hidden = me.commands.length === 0;
