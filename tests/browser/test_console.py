@@ -260,6 +260,16 @@ def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     ]
 
 
+@pytest.mark.parametrize("address", ["#/bogus", "#/runbooks?x=1", "#/overview/more", "#/runbooks/"])
+def test_an_address_of_no_view_says_so(page, stack, address):
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/{address}")
+    expect(page.get_by_role("heading", name="No such page")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview")).to_be_hidden()
+    page.get_by_role("link", name="Go to the overview").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
 def test_a_runs_page_passes_axe_too(page, stack):
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{history(stack)[0]['request_id']}")

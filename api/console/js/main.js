@@ -69,8 +69,19 @@ function route() {
   else if (hash === "#/runbooks") leave = runbooks.show(main, ctx);
   else if (hash === "#/schedules") leave = schedules.show(main, ctx);
   else if (hash === "#/run" && mayRun) leave = execute.show(main, ctx);
-  else leave = overview.show(main, ctx);
+  else if (["#", "#/", "#/overview", "#/run"].includes(hash)) leave = overview.show(main, ctx);
+  else showNoSuchPage(ctx);
   main.focus({ preventScroll: true });
+}
+
+// An address of no view (a typo, a link from elsewhere): said, never another view under that address.
+function showNoSuchPage(ctx) {
+  ctx.title("No such page");
+  main.append(
+    el("h1", {}, "No such page"),
+    el("p", {}, `The console has no page at ${location.hash}. `, el("a", { href: "#/overview" }, "Go to the overview")),
+  );
+  leave = () => {};
 }
 
 // whoami failed for a reason other than the token (a 503, a refused connection while the API restarts):
