@@ -235,6 +235,23 @@ def test_the_schedules_and_the_venues_session(page, stack):
         stack.cluster.kubectl("delete", "rbs", "console-every5s", "-n", "mdops")
 
 
+def executed(stack, **body) -> str:
+    """The request id of a health_check run through the API (its answer comes once the run has ended)."""
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    answer = httpx.post(
+        f"{stack.api_url}/api/ops/runbooks/execute",
+        json={"command": "health_check", **body},
+        headers=headers,
+        timeout=120,
+    )
+    answer.raise_for_status()
+    return answer.json()["runbook"]["request_id"]
+
+
+def scroll_width(page: Page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     """whoami answers 503, then the connection is refused (the API restarting): the page says so and asks
     again, the token kept; only a 401 signs out."""
@@ -268,6 +285,37 @@ def test_an_address_of_no_view_says_so(page, stack, address):
     expect(page.get_by_role("heading", name="Overview")).to_be_hidden()
     page.get_by_role("link", name="Go to the overview").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+# A header's words and buttons, each inside the header's dark band (white text outside it is invisible).
+OUTSIDE_THE_HEADER = """() => {
+  const band = document.querySelector("header").getBoundingClientRect();
+  return [...document.querySelectorAll("header dt, header dd, header p, header span, header button")]
+    .filter((e) => e.offsetParent !== null)
+    .filter((e) => {
+      const r = e.getBoundingClientRect();
+      return r.left < band.left || r.right > band.right || r.top < band.top || r.bottom > band.bottom;
+    })
+    .map((e) => e.textContent);
+}"""
+
+
+def test_every_view_fits_a_phones_width(page, stack):
+    """At 375 px: no view is wider than the screen (tables scroll in their own box), the header wraps
+    with its words inside its band, and every link of the navigation is on the screen."""
+    rid = executed(stack, reason="narrow screen")
+    page.set_viewport_size({"width": 375, "height": 800})
+    sign_in(page, stack.admin_token)
+    views = {**VIEWS, f"#/runbooks/{rid}": re.compile("^Status: success")}
+    for view, ready in views.items():
+        page.goto(f"/console/{view}")
+        expect(page.get_by_text(ready)).to_be_visible()
+        expect(page.get_by_label("Environment")).to_contain_text("XHKG")
+        assert scroll_width(page) <= 375, (view, scroll_width(page))
+        assert page.evaluate(OUTSIDE_THE_HEADER) == [], view
+        for link in page.get_by_role("navigation", name="Views").get_by_role("link").all():
+            box = link.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, (view, link.text_content(), box)
 
 
 def test_a_runs_page_passes_axe_too(page, stack):

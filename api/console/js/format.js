@@ -66,7 +66,9 @@ export function el(tag, attributes = {}, ...children) {
 }
 
 // The table of a list view (runs, schedules): its caption and body are filled in as the list is read.
+// In a box of its own that scrolls sideways when the table is wider than the page (a phone).
 export function listTable(caption, columns, body) {
   const headers = columns.map((c) => el("th", { scope: "col" }, c));
-  return el("table", { class: "history" }, caption, el("thead", {}, el("tr", {}, ...headers)), body);
+  const table = el("table", { class: "history" }, caption, el("thead", {}, el("tr", {}, ...headers)), body);
+  return el("div", { class: "scroll" }, table);
 }

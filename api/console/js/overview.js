@@ -31,6 +31,7 @@ const RANGES = [
   [1440, 300, "24 h"],
 ];
 const DEFAULT_REFRESH_SECONDS = 5;
+const MIN_CHART_WIDTH = 200; // px: a chart is as wide as its box (a phone's is about 320 px), never less
 
 function tile(spec) {
   const id = `tile-${spec.key}`;
@@ -80,7 +81,7 @@ function chart(spec, zone) {
       }
       made = new uPlot(
         {
-          width: Math.max(plot.clientWidth, 280),
+          width: Math.max(plot.clientWidth, MIN_CHART_WIDTH),
           height: 180,
           tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), zone),
           legend: { show: false },
@@ -101,7 +102,7 @@ function chart(spec, zone) {
       message.textContent = error.message;
     },
     resize() {
-      if (made) made.setSize({ width: Math.max(plot.clientWidth, 280), height: 180 });
+      if (made) made.setSize({ width: Math.max(plot.clientWidth, MIN_CHART_WIDTH), height: 180 });
     },
     destroy() {
       if (made) made.destroy();

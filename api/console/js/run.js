@@ -9,13 +9,14 @@ function pairs(entries) {
 }
 
 function table(label, columns, rows) {
-  return el(
+  const made = el(
     "table",
     { class: "plain" },
     el("caption", {}, label),
     el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
     el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell ?? "–"))))),
   );
+  return el("div", { class: "scroll" }, made); // sideways within its own box on a narrow page
 }
 
 function gate(health) {
