@@ -318,6 +318,22 @@ def test_every_view_fits_a_phones_width(page, stack):
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, (view, link.text_content(), box)
 
 
+@pytest.mark.parametrize("reason", ["A" * 1024, "see https://example.com/" + "path/" * 150 + "?q=1"])
+def test_a_long_reason_keeps_the_runs_table_and_page_in_the_window(page, stack, reason):
+    rid = executed(stack, reason=reason)
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_role("link", name=rid)).to_be_visible()
+    assert scroll_width(page) <= 1200
+    assert page.get_by_role("table").bounding_box()["width"] <= 1200
+    page.get_by_role("link", name=rid).click()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        "Status: success, exit code 0"
+    )
+    expect(page.get_by_role("region", name="Run")).to_contain_text(reason[:40])
+    assert scroll_width(page) <= 1200
+
+
 def test_a_runs_page_passes_axe_too(page, stack):
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{history(stack)[0]['request_id']}")

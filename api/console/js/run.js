@@ -8,13 +8,15 @@ function pairs(entries) {
   return el("dl", { class: "pairs" }, ...entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "–")]));
 }
 
-function table(label, columns, rows) {
+// A table; the columns named in `free` hold free text (a message, a value), broken anywhere when long.
+function table(label, columns, rows, free = []) {
+  const cell = (value, i) => el("td", { class: free.includes(columns[i]) ? "wrap" : null }, value ?? "–");
   const made = el(
     "table",
     { class: "plain" },
     el("caption", {}, label),
     el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
-    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell ?? "–"))))),
+    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map(cell)))),
   );
   return el("div", { class: "scroll" }, made); // sideways within its own box on a narrow page
 }
@@ -85,6 +87,7 @@ export function panel(zone, onChange = () => {}) {
         "Conditions",
         ["Type", "Status", "Reason", "Message", "Since"],
         detail.conditions.map((c) => [c.type, c.status, c.reason, c.message || "–", when(c.last_transition_time, zone)]),
+        ["Message"],
       ),
       el("h3", {}, "Health"),
       gate(detail.health),
@@ -95,6 +98,7 @@ export function panel(zone, onChange = () => {}) {
             Object.entries(detail.health)
               .filter(([k]) => k !== "gate")
               .map(([k, v]) => [k, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "–")]),
+            ["Value"],
           )
         : el("p", {}, "No health report."),
       el("h3", {}, "Resulting state"),

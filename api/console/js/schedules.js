@@ -28,16 +28,16 @@ export function show(container, ctx) {
     return el(
       "tr",
       {},
-      el("td", {}, s.name),
+      el("td", { class: "wrap" }, s.name),
       el("td", {}, s.schedule || "–"),
       el("td", {}, s.command || "–"),
       el("td", {}, next),
       el("td", {}, when(s.last_slot, zone)),
-      el("td", {}, last),
+      el("td", { class: "wrap" }, last),
       el("td", {}, result),
       el("td", {}, String(s.missed_slots)),
       el("td", {}, String(s.skipped_slots)),
-      el("td", {}, s.suspended ? "suspended" : s.problem || ""),
+      el("td", { class: "wrap" }, s.suspended ? "suspended" : s.problem || ""),
     );
   }
 
