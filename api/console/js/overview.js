@@ -54,6 +54,12 @@ function tile(spec) {
         );
       }
     },
+    // The summary could not be read: the number shown (if any) is an old one.
+    stale(why) {
+      badge.hidden = false;
+      section.classList.add("is-stale");
+      note.textContent = why;
+    },
   };
 }
 
@@ -62,7 +68,8 @@ function chart(spec, zone) {
   const plot = el("div", { class: "plot" });
   const message = el("p", { class: "note" });
   const caption = el("figcaption", { id }, spec.title);
-  const figure = el("figure", { class: "chart", "aria-labelledby": id }, caption, plot, message);
+  const badge = el("p", { class: "badge stale", hidden: true }, "Stale");
+  const figure = el("figure", { class: "chart", "aria-labelledby": id }, caption, badge, plot, message);
   let made = null;
   let span = [0, 1]; // the x scale: the chosen range, however few samples there are in it
   return {
@@ -75,6 +82,7 @@ function chart(spec, zone) {
       const xs = body.points.map((p) => Date.parse(p.timestamp) / 1000);
       const ys = body.points.map((p) => p.value);
       message.textContent = body.points.length ? "" : "No samples in this range.";
+      badge.hidden = true;
       if (made) {
         made.setData([xs, ys]);
         return;
@@ -100,6 +108,7 @@ function chart(spec, zone) {
     },
     fail(error) {
       message.textContent = error.message;
+      badge.hidden = false; // what it draws (if anything) is from an earlier refresh
     },
     resize() {
       if (made) made.setSize({ width: Math.max(plot.clientWidth, MIN_CHART_WIDTH), height: 180 });
@@ -139,10 +148,12 @@ export function show(container, ctx) {
 
   let timer = null;
   let stopped = false;
+  let refreshSeconds = DEFAULT_REFRESH_SECONDS; // the API's max-age, once it has said it
+  let lastRead = null; // when the summary was last read: only a successful refresh moves "Last updated"
   async function refresh() {
     clearTimeout(timer);
     const [minutes, step, label] = RANGES.find(([m]) => String(m) === range.value);
-    let refreshSeconds = DEFAULT_REFRESH_SECONDS;
+    let read = null;
     // The summary and the four charts at once: the overview is drawn after the slowest of them.
     const summary = (async () => {
       try {
@@ -151,9 +162,12 @@ export function show(container, ctx) {
         if (maxAge && Number(maxAge[1]) > 0) refreshSeconds = Number(maxAge[1]);
         TILES.forEach((spec, i) => tiles[i].show(answer.data[spec.key]));
         problem.textContent = "";
+        read = new Date();
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         problem.textContent = error.message;
+        const since = lastRead ? `not refreshed since ${clock(lastRead, zone)}` : "not read yet";
+        tiles.forEach((t) => t.stale(since));
       }
     })();
     const series = CHARTS.map(async (spec, i) => {
@@ -168,7 +182,10 @@ export function show(container, ctx) {
     await Promise.all([summary, ...series]);
     ctx.refreshEnvironment();
     if (stopped) return;
-    updated.textContent = `Last updated at ${clock(new Date(), zone)} (${offset(zone)}); refreshed every ${refreshSeconds} s`;
+    if (read) lastRead = read;
+    updated.textContent = lastRead
+      ? `Last updated at ${clock(lastRead, zone)} (${offset(zone)}); refreshed every ${refreshSeconds} s`
+      : `Not read yet; trying again every ${refreshSeconds} s`;
     clearTimeout(timer); // a range change may have started another refresh meanwhile
     timer = setTimeout(refresh, refreshSeconds * 1000);
   }

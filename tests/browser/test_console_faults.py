@@ -1,0 +1,128 @@
+"""The Ops Console when the API or its event stream fails it, in Debian's chromium against a stack of its
+own: the API's heartbeat every second (a silent stream is noticed in 3 s), a token with status:read only,
+a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), and a supervisor that
+restarts a killed API after 8 s. The faults are real: the token's event streams all taken by other
+clients, the API stopped (SIGSTOP) or killed (SIGKILL)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import Page, expect
+
+from devcluster.private import write_private
+from devcluster.processes import answers_200, wait_until
+from devcluster.stack import SCRIPTS
+from devcluster.supervisor import RECORD, Backoff
+from tests.browser.conftest import sign_in
+from tests.runbook_client import HOLD, write_script
+
+HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
+STREAMS = 8  # the API's default MDOPS_API_EVENTS_STREAMS_PER_TOKEN
+READER = "reader-" + secrets.token_urlsafe(16)  # a token with status:read only
+SUMMARY = "/api/ops/metrics/summary"
+TILES = ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """The stack's scripts (the reference ones; health_check held while $FILES/hold exists) and its tokens."""
+    folder = tmp_path_factory.mktemp("faults")
+    scripts = folder / "scripts"
+    scripts.mkdir()
+    for script in SCRIPTS.iterdir():
+        if script.name != "health_check":
+            (scripts / script.name).symlink_to(script)
+    held = 'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\nif [ -e "$FILES/hold" ]; then\n' + HOLD + "fi\n"
+    write_script(scripts, "health_check", held + f"exec {SCRIPTS / 'health_check'}\n")
+    tokens = {"tokens": [{"name": "reader", "token": READER, "permissions": ["status:read"]}]}
+    write_private(folder / "tokens.yaml", yaml.safe_dump(tokens))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack_options(files) -> dict:
+    return {
+        "scripts": files / "scripts",
+        "script_env": {"FILES": str(files)},
+        "api_env": {
+            "MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT),
+            "MDOPS_API_TOKENS_FILE": str(files / "tokens.yaml"),
+        },
+        "backoff": Backoff(initial=8.0),
+    }
+
+
+def admin(stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.admin_token}"}
+
+
+def api_pid(stack) -> int:
+    return json.loads((stack.workdir / RECORD).read_text())["components"]["api"]["pid"]
+
+
+@contextlib.contextmanager
+def api_stopped(stack):
+    """The API process stopped (SIGSTOP): its port still accepts connections, it answers nothing."""
+    pid = api_pid(stack)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def kill_api(stack) -> None:
+    """SIGKILL the API; its supervisor starts it again 8 s later (16 s if killed again within 2 min)."""
+    os.kill(api_pid(stack), signal.SIGKILL)
+
+
+def api_ready(stack) -> None:
+    wait_until(lambda: answers_200(f"{stack.api_url}/readyz"), 90, "the API to be ready again")
+
+
+def tile(page: Page, name: str):
+    return page.get_by_role("region", name=name, exact=True)
+
+
+def without(console_errors: list[str], pattern: str) -> None:
+    """Remove the console errors a test caused on purpose (the browser logs each failed request)."""
+    console_errors[:] = [e for e in console_errors if not re.search(pattern, e)]
+
+
+def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(page, stack, console_errors):
+    """The API is killed (its supervisor starts it again after 8 s): each refresh that fails leaves "Last
+    updated" as it was and marks the tiles and charts stale; the first that succeeds clears them."""
+    wait_until(stack.prometheus.targets_up, 60, "Prometheus to scrape its targets")
+    sign_in(page, stack.admin_token)
+    expect(tile(page, "Coverage").locator(".value")).to_have_text("100.00 %")
+    updated = page.get_by_text(re.compile("^Last updated at"))
+    expect(page.get_by_role("figure", name=re.compile("^Throughput")).locator("canvas")).to_have_count(1)
+    kill_api(stack)
+    expect(page.get_by_role("alert")).to_have_text(re.compile(r"^The API cannot be reached"))
+    before = updated.text_content()
+    summary = lambda request: request.url.endswith(SUMMARY)  # noqa: E731
+    page.wait_for_event("requestfailed", summary)  # the next refresh fails too
+    page.wait_for_event("request", summary)  # and the one after it has begun
+    assert updated.text_content() == before
+    for name in TILES:
+        expect(tile(page, name).get_by_text("Stale", exact=True)).to_be_visible()
+    expect(
+        page.get_by_role("figure", name=re.compile("^Throughput")).get_by_text("Stale", exact=True)
+    ).to_be_visible()
+    api_ready(stack)
+    expect(page.get_by_role("alert")).to_be_hidden(timeout=30_000)
+    expect(tile(page, "Coverage").get_by_text("Stale", exact=True)).to_be_hidden()
+    expect(
+        page.get_by_role("figure", name=re.compile("^Throughput")).get_by_text("Stale", exact=True)
+    ).to_be_hidden()
+    expect(updated).not_to_have_text(before)
+    without(console_errors, "ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|status of 503")
