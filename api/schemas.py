@@ -269,3 +269,6 @@ class WhoamiResponse(BaseModel):
     )
     execute_defaults: ExecuteDefaults = Field(description="What execute fills in for a field left out.")
     time_zone: str = Field(description="The exchange's time zone (IANA name): the API's times are in it.")
+    events_heartbeat_seconds: float = Field(
+        description="Seconds between the event stream's heartbeats: a stream silent for three is dropped."
+    )

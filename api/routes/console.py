@@ -50,7 +50,8 @@ async def home() -> RedirectResponse:
 @router.get(
     "/api/ops/whoami",
     response_model=WhoamiResponse,
-    summary="The token's name and permissions, the commands it may run, execute's defaults, the time zone",
+    summary="The token's name and permissions, the commands it may run, execute's defaults, the time zone "
+    "and the event stream's heartbeat",
     responses=responses(*PROTECTED),
 )
 async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
@@ -68,6 +69,7 @@ async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
             "timeout_seconds": settings.api_default_timeout_seconds,
         },
         "time_zone": settings.timezone,
+        "events_heartbeat_seconds": settings.api_events_heartbeat_seconds,
     }
 
 

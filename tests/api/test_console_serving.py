@@ -34,6 +34,7 @@ def test_whoami_says_what_the_token_may_do(api):
         "timeout_seconds": 300,
     }  # fmt: skip
     assert admin["time_zone"] == "Asia/Shanghai"
+    assert admin["events_heartbeat_seconds"] == 15.0  # the console's stream is dropped after 3 silent ones
     reader = api.get("/api/ops/whoami", headers=auth(READER_TOKEN)).json()
     assert (reader["name"], reader["permissions"], reader["commands"]) == ("reader", ["status:read"], [])
     checker = api.get("/api/ops/whoami", headers=auth(HEALTH_CHECKER_TOKEN)).json()

@@ -98,6 +98,33 @@ def without(console_errors: list[str], pattern: str) -> None:
     console_errors[:] = [e for e in console_errors if not re.search(pattern, e)]
 
 
+def test_a_hung_api_is_noticed_by_the_live_updates_and_the_overview(page, stack, console_errors):
+    """The API stops answering (SIGSTOP), its connections open: the stream, silent for three heartbeats, is
+    dropped and asked again, and the overview's requests time out and mark its numbers stale; both come
+    back once the API answers again."""
+    wait_until(stack.prometheus.targets_up, 60, "Prometheus to scrape its targets")
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_role("status")).to_have_text("Live: updated as runs change.")
+    overview = page.context.new_page()
+    overview.on("pageerror", lambda error: console_errors.append(f"page error: {error}"))
+    sign_in(overview, stack.admin_token)
+    expect(tile(overview, "Coverage").locator(".value")).to_have_text("100.00 %")
+    expect(tile(overview, "Coverage").get_by_text("Stale", exact=True)).to_be_hidden()
+    with api_stopped(stack):
+        expect(page.get_by_role("status")).to_have_text(
+            re.compile(r"^Live updates paused: the API sent nothing for 3 s; reconnecting"), timeout=15_000
+        )
+        expect(overview.get_by_role("alert")).to_have_text(
+            re.compile("^The API did not answer within 10 s"), timeout=30_000
+        )
+        for name in TILES:
+            expect(tile(overview, name).get_by_text("Stale", exact=True)).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("Live: updated as runs change.", timeout=30_000)
+    expect(overview.get_by_role("alert")).to_be_hidden(timeout=30_000)
+    expect(tile(overview, "Coverage").get_by_text("Stale", exact=True)).to_be_hidden()
+
+
 def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(page, stack, console_errors):
     """The API is killed (its supervisor starts it again after 8 s): each refresh that fails leaves "Last
     updated" as it was and marks the tiles and charts stale; the first that succeeds clears them."""

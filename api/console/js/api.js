@@ -3,6 +3,8 @@
 import { EventSourceParserStream } from "../vendor/eventsource-parser/stream.js";
 
 const TOKEN_KEY = "mdops.token";
+const ANSWER_SECONDS = 10; // a call not answered by then has failed: a hung API must not freeze a view
+let silentSeconds = 45; // an event stream that sends nothing for this long is dropped: see heartbeat()
 
 // The token lives in this tab's sessionStorage only: sent as a bearer header, never in a URL or a cookie.
 export const session = {
@@ -54,29 +56,43 @@ function refused(error) {
   return error;
 }
 
+// The API's heartbeat on the event stream (whoami says it): as the mdops command does, a stream silent
+// for three heartbeats (45 s by default) is taken as dropped.
+export function heartbeat(seconds) {
+  silentSeconds = 3 * seconds;
+}
+
 // One API call: {data, headers} of a 2xx answer, else an ApiError whose message says what went wrong.
-export async function call(path, { method = "GET", body, signal } = {}) {
-  let response;
+// It fails after `timeout` seconds without its whole answer (0: no limit, for execute, which waits for
+// the run's end).
+export async function call(path, { method = "GET", body, signal, timeout = ANSWER_SECONDS } = {}) {
+  const signals = [signal, timeout && AbortSignal.timeout(timeout * 1000)].filter(Boolean);
+  let response, data;
   try {
     response = await fetch(path, {
       method,
-      signal,
+      signal: signals.length ? AbortSignal.any(signals) : undefined,
       cache: "no-store",
       headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+    data = await response.json().catch((error) => {
+      if (error.name === "SyntaxError") return null; // no JSON: the status alone says what it is
+      throw error;
+    });
   } catch (error) {
+    if (error.name === "TimeoutError") throw new ApiError(0, `The API did not answer within ${timeout} s`);
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, `The API cannot be reached (${error.message})`);
   }
-  const data = await response.json().catch(() => null);
   if (!response.ok) throw refused(new ApiError(response.status, describe(response.status, data)));
   return { status: response.status, data, headers: response.headers };
 }
 
 // Follow GET /api/ops/events (query: "" or "?request_id=..."). EventSource cannot send a bearer header,
 // so this is fetch with an SSE parser, reconnecting with Last-Event-ID: after a dropped connection the
-// stream resumes where it stopped (or sends `reset`, and the view reads its state again).
+// stream resumes where it stopped (or sends `reset`, and the view reads its state again). A connection
+// that brings no byte for three heartbeats (a hung API, a proxy that holds it) is dropped and made again.
 // onEvent(name, data); onState("live" | "reconnecting" | "stopped", message). Returns stop().
 export function follow(query, onEvent, onState = () => {}) {
   const controller = new AbortController();
@@ -84,25 +100,54 @@ export function follow(query, onEvent, onState = () => {}) {
   let delay = 500;
 
   async function connect() {
-    const extra = { Accept: "text/event-stream" };
-    if (lastId) extra["Last-Event-ID"] = lastId;
-    const response = await fetch(`/api/ops/events${query}`, {
-      headers: headers(extra),
-      signal: controller.signal,
-      cache: "no-store",
-    });
-    if (!response.ok) {
-      const data = await response.json().catch(() => null);
-      throw refused(new ApiError(response.status, describe(response.status, data)));
-    }
-    onState("live", "");
-    delay = 500;
-    const events = response.body
-      .pipeThrough(new TextDecoderStream())
-      .pipeThrough(new EventSourceParserStream());
-    for await (const event of events) {
-      if (event.id) lastId = event.id;
-      onEvent(event.event || "message", JSON.parse(event.data));
+    const connection = new AbortController();
+    const stop = () => connection.abort();
+    controller.signal.addEventListener("abort", stop);
+    let watchdog = null;
+    let silent = false;
+    const heard = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        silent = true;
+        connection.abort();
+      }, silentSeconds * 1000);
+    };
+    heard();
+    try {
+      const extra = { Accept: "text/event-stream" };
+      if (lastId) extra["Last-Event-ID"] = lastId;
+      const response = await fetch(`/api/ops/events${query}`, {
+        headers: headers(extra),
+        signal: connection.signal,
+        cache: "no-store",
+      });
+      if (!response.ok) {
+        const data = await response.json().catch(() => null);
+        throw refused(new ApiError(response.status, describe(response.status, data)));
+      }
+      onState("live", "");
+      delay = 500;
+      const tap = new TransformStream({
+        transform(bytes, next) {
+          heard(); // any byte counts, a heartbeat's (a comment line, which the parser passes over) too
+          next.enqueue(bytes);
+        },
+      });
+      const events = response.body
+        .pipeThrough(tap)
+        .pipeThrough(new TextDecoderStream())
+        .pipeThrough(new EventSourceParserStream());
+      for await (const event of events) {
+        if (event.id) lastId = event.id;
+        onEvent(event.event || "message", JSON.parse(event.data));
+      }
+    } catch (error) {
+      if (silent) throw new ApiError(0, `the API sent nothing for ${silentSeconds} s`);
+      if (error instanceof ApiError || controller.signal.aborted) throw error;
+      throw new ApiError(0, `The API cannot be reached (${error.message})`);
+    } finally {
+      clearTimeout(watchdog);
+      controller.signal.removeEventListener("abort", stop);
     }
   }
 
@@ -117,7 +162,7 @@ export function follow(query, onEvent, onState = () => {}) {
           onState("stopped", error.message); // refused as asked (a token, an id): asking again changes nothing
           return;
         }
-        onState("reconnecting", error.message);
+        onState("reconnecting", `${error.message}; reconnecting`);
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 10000);

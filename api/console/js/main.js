@@ -1,6 +1,6 @@
 // The console's frame: sign-in, the header (environment, who is signed in), the navigation, and the
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
-import { ApiError, call, session } from "./api.js";
+import { ApiError, call, heartbeat, session } from "./api.js";
 import * as execute from "./execute.js";
 import { el } from "./format.js";
 import * as overview from "./overview.js";
@@ -113,6 +113,7 @@ async function start() {
     if (error.status === 401) return; // the token is refused: mdops:unauthorized signs out (below)
     return showRetry(error);
   }
+  heartbeat(me.events_heartbeat_seconds);
   $("who-name").textContent = `Signed in as ${me.name}`;
   $("nav-run").hidden = me.commands.length === 0;
   chrome(true);
