@@ -14,6 +14,7 @@ import secrets
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from playwright.sync_api import Page, expect
@@ -96,6 +97,43 @@ def tile(page: Page, name: str):
 def without(console_errors: list[str], pattern: str) -> None:
     """Remove the console errors a test caused on purpose (the browser logs each failed request)."""
     console_errors[:] = [e for e in console_errors if not re.search(pattern, e)]
+
+
+def test_a_tab_past_the_tokens_event_streams_reads_and_shows_the_runs(page, stack, console_errors):
+    """Other clients hold all the token's event streams: this tab's list, run page and run form read the
+    API all the same and say that the live updates are paused; the list is live again once one is free."""
+    answer = httpx.post(
+        f"{stack.api_url}/api/ops/runbooks/execute",
+        json={"command": "health_check", "reason": "before the streams"},
+        headers=admin(stack),
+        timeout=120,
+    )
+    rid = answer.json()["runbook"]["request_id"]
+    client = httpx.Client(base_url=stack.api_url, headers=admin(stack), timeout=30)
+    with client, contextlib.ExitStack() as streams:
+        for _ in range(STREAMS):
+            opened = streams.enter_context(client.stream("GET", "/api/ops/events"))
+            assert opened.status_code == 200
+        assert client.get("/api/ops/events").status_code == 429  # a witness: the next one is refused
+
+        sign_in(page, stack.admin_token)
+        page.get_by_role("link", name="Runbooks").click()
+        expect(page.get_by_role("status")).to_have_text(re.compile("^Live updates paused: Too many requests"))
+        page.get_by_role("link", name=rid).click()
+        run = page.get_by_role("region", name="Run")
+        expect(run.get_by_role("heading", name=f"health_check · {rid}")).to_be_visible()
+        expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+
+        page.get_by_role("link", name="Run a command").click()
+        page.get_by_label("Command", exact=True).select_option("health_check")
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+        expect(run.get_by_role("heading", name=re.compile("^health_check · "))).to_be_visible()
+
+        page.get_by_role("link", name="Runbooks").click()
+        expect(page.get_by_role("status")).to_have_text(re.compile("^Live updates paused: Too many requests"))
+    expect(page.get_by_role("status")).to_have_text("Live: updated as runs change.", timeout=30_000)
+    without(console_errors, "status of 429")
 
 
 def test_a_hung_api_is_noticed_by_the_live_updates_and_the_overview(page, stack, console_errors):

@@ -89,6 +89,18 @@ export async function call(path, { method = "GET", body, signal, timeout = ANSWE
   return { status: response.status, data, headers: response.headers };
 }
 
+// A refusal that asking again does not change (the token, an id), unlike a 404, a 408, a 429 or a 5xx.
+export const refusal = (error) => error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status);
+
+export const POLL_SECONDS = 5; // while the live updates are paused, a view reads the API this often instead
+
+// What a view says while its live updates are paused: why, and that `what` is read meanwhile (while they
+// reconnect; not once they stopped, refused: reading would be refused too).
+export function paused(state, message, what) {
+  const meanwhile = state === "reconnecting" ? ` ${what} is read every ${POLL_SECONDS} s meanwhile.` : "";
+  return `Live updates paused: ${message}.${meanwhile}`;
+}
+
 // Follow GET /api/ops/events (query: "" or "?request_id=..."). EventSource cannot send a bearer header,
 // so this is fetch with an SSE parser, reconnecting with Last-Event-ID: after a dropped connection the
 // stream resumes where it stopped (or sends `reset`, and the view reads its state again). A connection
@@ -158,7 +170,7 @@ export function follow(query, onEvent, onState = () => {}) {
         onState("reconnecting", "the live updates ended; reconnecting");
       } catch (error) {
         if (controller.signal.aborted) break;
-        if (error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429) {
+        if (refusal(error) || error.status === 404) {
           onState("stopped", error.message); // refused as asked (a token, an id): asking again changes nothing
           return;
         }

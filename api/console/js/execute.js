@@ -147,7 +147,9 @@ export function show(container, ctx) {
     );
     stopFollowing = run.start(request.request_id); // before sending: no event of the run is missed
     try {
-      await call("/api/ops/runbooks/execute", { method: "POST", body: request, timeout: 0 }); // waits for the end
+      // The API answers once the run has ended (or its wait did): the run's result, shown even when the live
+      // updates could not follow it.
+      run.answer((await call("/api/ops/runbooks/execute", { method: "POST", body: request, timeout: 0 })).data);
       if (dryRun) planned = true;
       else {
         // This request is made: the next one gets a new id (a failure keeps it, unless its run has ended).

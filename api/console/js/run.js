@@ -1,8 +1,10 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
 // logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { call, follow } from "./api.js";
+import { ApiError, POLL_SECONDS, call, follow, paused, refusal } from "./api.js";
 import { clock, duration, el, when } from "./format.js";
+
+const yesNo = (value) => (value === undefined ? "–" : value ? "yes" : "no"); // undefined: not said
 
 function pairs(entries) {
   return el("dl", { class: "pairs" }, ...entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "–")]));
@@ -47,12 +49,22 @@ export function panel(zone, onChange = () => {}) {
   );
   logs.setAttribute("aria-labelledby", "logs-title");
   let lines = [];
-  let seen = false; // a runbook event came
+  let seen = false; // the run was shown
+  let shown = null; // what was shown of it: an event's detail, or execute's shape over it
+  let following = false; // the live updates are live: what they say is newer than a read of the API
 
   function showLines() {
     logs.replaceChildren(
       ...lines.map((l) =>
-        el("li", { class: `level-${l.level}` }, el("time", { datetime: l.time }, clock(l.time, zone)), " ", el("span", { class: "level" }, l.level), " ", l.message),
+        el(
+          "li",
+          { class: `level-${l.level}` },
+          l.time ? el("time", { datetime: l.time }, clock(l.time, zone)) : null, // the API's reads have none
+          l.time ? " " : null,
+          el("span", { class: "level" }, l.level),
+          " ",
+          l.message,
+        ),
       ),
     );
     if (!lines.length) logs.append(el("li", { class: "none" }, "No log lines yet."));
@@ -61,6 +73,7 @@ export function panel(zone, onChange = () => {}) {
   function showRun(detail) {
     const r = detail.runbook;
     seen = true;
+    shown = detail;
     heading.textContent = `${r.command}${r.dry_run ? " (dry run)" : ""} · ${r.request_id}`;
     state.textContent = `Status: ${r.status}${r.exit_code === null ? "" : `, exit code ${r.exit_code}`}`;
     state.className = `run-state state-${r.status}`;
@@ -75,20 +88,22 @@ export function panel(zone, onChange = () => {}) {
         ["Profile", r.profile],
         ["Window", r.window],
         ["Config", r.config || "–"],
-        ["Enforce", r.enforce ? "yes" : "no"],
-        ["Dry run", r.dry_run ? "yes" : "no"],
+        ["Enforce", yesNo(r.enforce)],
+        ["Dry run", yesNo(r.dry_run)],
         ["Created", when(r.created_at, zone)],
         ["Started", when(r.started_at, zone)],
         ["Finished", when(r.finished_at, zone)],
         ["Duration", duration(r.started_at, r.finished_at)],
         ["Message", r.message || "–"],
       ]),
-      table(
-        "Conditions",
-        ["Type", "Status", "Reason", "Message", "Since"],
-        detail.conditions.map((c) => [c.type, c.status, c.reason, c.message || "–", when(c.last_transition_time, zone)]),
-        ["Message"],
-      ),
+      detail.conditions === undefined
+        ? el("p", {}, "Conditions: shown with the live updates.")
+        : table(
+            "Conditions",
+            ["Type", "Status", "Reason", "Message", "Since"],
+            detail.conditions.map((c) => [c.type, c.status, c.reason, c.message || "–", when(c.last_transition_time, zone)]),
+            ["Message"],
+          ),
       el("h3", {}, "Health"),
       gate(detail.health),
       detail.health
@@ -104,18 +119,42 @@ export function panel(zone, onChange = () => {}) {
       el("h3", {}, "Resulting state"),
       s
         ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
-        : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : "None reported (yet)."),
+        : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : s === null ? "None reported (yet)." : "Shown with the live updates."),
     );
     lines = detail.lines;
     showLines();
     onChange(detail);
   }
 
-  // Follow the run of requestId; returns stop().
-  function start(requestId, onEvent = () => {}) {
+  // The run as execute answers it, or GET /api/ops/runbooks/{request_id}: less than an event says (no
+  // conditions, no resulting state, log lines without their times), so it is shown over the last event's
+  // detail, and only when it may be newer (the live updates paused, or nothing shown yet).
+  function showAnswer(answer) {
+    if (following && seen) return;
+    const last = shown || {};
+    const runbook = { ...last.runbook, ...answer.runbook };
+    showRun({ ...last, runbook, health: answer.health, lines: answer.runbook.logs });
+  }
+
+  // Follow the run of requestId, reading it from the API while the live updates are paused; `page`: read
+  // it at once too, and say so if there is no such run (the run page; the run form's run is not made
+  // yet). Returns stop().
+  function start(requestId, { page = false, onEvent = () => {} } = {}) {
     lines = [];
     showLines();
-    return follow(
+    let poll = null;
+    async function read() {
+      try {
+        showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data);
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        if (error.status === 404 && page && !seen) {
+          state.textContent = `No run has the request id ${requestId}: this page shows it if one is created.`;
+        }
+        if (refusal(error)) clearInterval(poll);
+      }
+    }
+    const stop = follow(
       `?request_id=${encodeURIComponent(requestId)}`,
       (name, data) => {
         if (name === "runbook") showRun(data);
@@ -125,25 +164,29 @@ export function panel(zone, onChange = () => {}) {
         } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
         onEvent(name, data);
       },
-      (s, message) => (live.textContent = s === "live" ? "Live: updated as the run goes on." : `Live updates paused: ${message}`),
+      (s, message) => {
+        following = s === "live";
+        live.textContent = following ? "Live: updated as the run goes on." : paused(s, message, "The run");
+        if (s === "reconnecting") poll = poll || setInterval(read, POLL_SECONDS * 1000);
+        else {
+          clearInterval(poll);
+          poll = null;
+        }
+      },
     );
+    if (page) read();
+    return () => {
+      stop();
+      clearInterval(poll);
+    };
   }
 
-  // The run does not exist (yet, or any more): say so while the live updates wait for it.
-  function absent(requestId) {
-    if (!seen) state.textContent = `No run has the request id ${requestId}: this page shows it if one is created.`;
-  }
-
-  return { element, start, absent };
+  return { element, start, answer: showAnswer };
 }
 
 export function show(container, ctx, requestId) {
   ctx.title(`Run ${requestId}`);
   const run = panel(ctx.me.time_zone, (detail) => detail.state && ctx.refreshEnvironment());
   container.append(el("h1", {}, "Run"), el("p", {}, el("a", { href: "#/runbooks" }, "← All runs")), run.element);
-  const stop = run.start(requestId);
-  call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`).catch((error) => {
-    if (error.status === 404) run.absent(requestId);
-  });
-  return stop;
+  return run.start(requestId, { page: true });
 }
