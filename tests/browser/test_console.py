@@ -334,6 +334,18 @@ def test_a_long_reason_keeps_the_runs_table_and_page_in_the_window(page, stack, 
     assert scroll_width(page) <= 1200
 
 
+def test_a_finished_runs_page_says_so_and_stops_following(page, stack):
+    rid = executed(stack, reason="finished")
+    sign_in(page, stack.admin_token)
+    stream = lambda request: "/api/ops/events" in request.url  # noqa: E731
+    with page.expect_event("requestfailed", stream):  # the page's fetch of the stream, aborted
+        page.goto(f"/console/#/runbooks/{rid}")
+        run = page.get_by_role("region", name="Run")
+        expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+        expect(run.get_by_text("This run has finished: it is not followed any more.")).to_be_visible()
+    expect(run.get_by_text("Live: updated as the run goes on.")).to_be_hidden()
+
+
 def test_a_runs_page_passes_axe_too(page, stack):
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{history(stack)[0]['request_id']}")

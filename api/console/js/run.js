@@ -52,6 +52,7 @@ export function panel(zone, onChange = () => {}) {
   let seen = false; // the run was shown
   let shown = null; // what was shown of it: an event's detail, or execute's shape over it
   let following = false; // the live updates are live: what they say is newer than a read of the API
+  let stopFollowing = () => {};
 
   function showLines() {
     logs.replaceChildren(
@@ -123,6 +124,11 @@ export function panel(zone, onChange = () => {}) {
     );
     lines = detail.lines;
     showLines();
+    if (r.finished_at) {
+      // Nothing more will change: the live updates (or the reads) stop.
+      stopFollowing();
+      live.textContent = "This run has finished: it is not followed any more.";
+    }
     onChange(detail);
   }
 
@@ -174,11 +180,12 @@ export function panel(zone, onChange = () => {}) {
         }
       },
     );
-    if (page) read();
-    return () => {
+    stopFollowing = () => {
       stop();
       clearInterval(poll);
     };
+    if (page) read();
+    return stopFollowing;
   }
 
   return { element, start, answer: showAnswer };
