@@ -23,13 +23,24 @@ from devcluster.private import write_private
 from devcluster.processes import answers_200, wait_until
 from devcluster.stack import SCRIPTS
 from devcluster.supervisor import RECORD, Backoff
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import execute_requests, sign_in
 from tests.runbook_client import HOLD, write_script
 
 HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
 STREAMS = 8  # the API's default MDOPS_API_EVENTS_STREAMS_PER_TOKEN
 READER = "reader-" + secrets.token_urlsafe(16)  # a token with status:read only
 SUMMARY = "/api/ops/metrics/summary"
+# What the browser logs of requests cut short by a killed API, refused while it is down, or answered 503
+# while it starts again.
+KILLED = "|".join(
+    (
+        "ERR_CONNECTION_REFUSED",
+        "ERR_EMPTY_RESPONSE",
+        "ERR_CONNECTION_RESET",
+        "ERR_INCOMPLETE_CHUNKED",
+        "of 503",
+    )
+)
 TILES = ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code")
 
 
@@ -190,4 +201,30 @@ def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(pa
         page.get_by_role("figure", name=re.compile("^Throughput")).get_by_text("Stale", exact=True)
     ).to_be_hidden()
     expect(updated).not_to_have_text(before)
-    without(console_errors, "ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|status of 503")
+    without(console_errors, KILLED)
+
+
+def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, files, console_errors):
+    """The API dies while execute waits for the run: the form says it cannot be reached; once the run's
+    panel has reconnected and shows the run finished, that error goes and the next press is a new id."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Run a command").click()
+    page.get_by_label("Command", exact=True).select_option("health_check")
+    sent = execute_requests(page)
+    run = page.get_by_role("region", name="Run")
+    (files / "hold").touch()
+    try:
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(run.get_by_role("status")).to_have_text("Status: running")
+        (rid,) = [json.loads(body)["request_id"] for body in sent]
+        kill_api(stack)
+        expect(page.get_by_role("alert")).to_have_text(re.compile(r"^The API cannot be reached"))
+        (files / f"{rid}.go").touch()
+    finally:
+        (files / "hold").unlink(missing_ok=True)
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0", timeout=60_000)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    expect(page.get_by_label("Request id")).not_to_have_value(rid)
+    api_ready(stack)
+    without(console_errors, KILLED)

@@ -132,6 +132,18 @@ export function show(container, ctx) {
     return out;
   }
 
+  // The request was made (answered, or its run shown finished): a plan holds for these parameters; a run
+  // for real is done, and the next press is a new request with a new id (a failure keeps the id, unless
+  // its run has ended).
+  function made(dryRun) {
+    if (dryRun) planned = true;
+    else {
+      renewRequestId();
+      planned = false;
+      planId = newRequestId();
+    }
+  }
+
   // Send one execute request, following its run live while the API waits for the run's end.
   async function send(dryRun) {
     if (busy || !form.reportValidity()) return;
@@ -140,7 +152,21 @@ export function show(container, ctx) {
     problem.textContent = "";
     const request = body(dryRun);
     stopFollowing();
-    const run = panel(me.time_zone, (detail) => detail.state && ctx.refreshEnvironment());
+    let finished = false; // the panel shows the run finished
+    let unknown = false; // the request failed without an answer (the API unreachable): its run's fate unknown
+    const run = panel(me.time_zone, (detail) => {
+      if (detail.state) ctx.refreshEnvironment();
+      finished = finished || Boolean(detail.runbook.finished_at);
+      if (finished && unknown) answered(); // it has reconnected and shows the run's end
+    });
+    // The run is shown finished after the request failed unanswered: that is the answer the API would have
+    // given. The error goes, and the request is made, as after a success.
+    function answered() {
+      unknown = false;
+      problem.textContent = "";
+      made(dryRun);
+      showButtons();
+    }
     result.replaceChildren(
       el("p", {}, el("a", { href: `#/runbooks/${encodeURIComponent(request.request_id)}` }, "Open this run's page")),
       run.element,
@@ -150,13 +176,7 @@ export function show(container, ctx) {
       // The API answers once the run has ended (or its wait did): the run's result, shown even when the live
       // updates could not follow it.
       run.answer((await call("/api/ops/runbooks/execute", { method: "POST", body: request, timeout: 0 })).data);
-      if (dryRun) planned = true;
-      else {
-        // This request is made: the next one gets a new id (a failure keeps it, unless its run has ended).
-        renewRequestId();
-        planned = false;
-        planId = newRequestId();
-      }
+      made(dryRun);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       problem.textContent = error.message;
@@ -168,6 +188,10 @@ export function show(container, ctx) {
       } else if (error.status !== 0) {
         stopFollowing();
         result.replaceChildren();
+      } else {
+        // No answer: the panel goes on following the run; the same id is sent again until it shows its end.
+        unknown = true;
+        if (finished) answered();
       }
     } finally {
       busy = false;
