@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from devcluster.private import write_private
 from devcluster.processes import answers_200, wait_until
@@ -228,3 +229,17 @@ def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, fi
     expect(page.get_by_label("Request id")).not_to_have_value(rid)
     api_ready(stack)
     without(console_errors, KILLED)
+
+
+def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):
+    api_ready(stack)
+    summaries: list[str] = []
+    page.on("request", lambda r: r.url.endswith(SUMMARY) and summaries.append(r.url))
+    sign_in(page, READER)
+    expect(page.get_by_role("alert")).to_contain_text(
+        "The overview needs the permission metrics:read, which this token lacks: it is not read again."
+    )
+    assert len(summaries) == 1
+    with pytest.raises(PlaywrightTimeout):  # longer than the overview's refresh (2 s, 5 s without an answer)
+        page.wait_for_event("request", lambda r: r.url.endswith(SUMMARY), timeout=7_000)
+    assert len(summaries) == 1

@@ -154,6 +154,7 @@ export function show(container, ctx) {
     clearTimeout(timer);
     const [minutes, step, label] = RANGES.find(([m]) => String(m) === range.value);
     let read = null;
+    let refused = false; // a 403: the token may not read the metrics, and asking again changes nothing
     // The summary and the four charts at once: the overview is drawn after the slowest of them.
     const summary = (async () => {
       try {
@@ -166,6 +167,11 @@ export function show(container, ctx) {
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         problem.textContent = error.message;
+        if (error.status === 403) {
+          refused = true;
+          problem.textContent += ". The overview needs the permission metrics:read, which this token lacks: it is not read again.";
+          return;
+        }
         const since = lastRead ? `not refreshed since ${clock(lastRead, zone)}` : "not read yet";
         tiles.forEach((t) => t.stale(since));
       }
@@ -183,6 +189,10 @@ export function show(container, ctx) {
     ctx.refreshEnvironment();
     if (stopped) return;
     if (read) lastRead = read;
+    if (refused) {
+      updated.textContent = "Not read.";
+      return; // not refreshed: only another token can read it
+    }
     updated.textContent = lastRead
       ? `Last updated at ${clock(lastRead, zone)} (${offset(zone)}); refreshed every ${refreshSeconds} s`
       : `Not read yet; trying again every ${refreshSeconds} s`;
