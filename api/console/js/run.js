@@ -124,8 +124,9 @@ export function panel(zone, onChange = () => {}) {
     );
     lines = detail.lines;
     showLines();
-    if (r.finished_at) {
-      // Nothing more will change: the live updates (or the reads) stop.
+    if (r.finished_at && detail.conditions !== undefined) {
+      // Nothing more will change: the live updates (or the reads) stop, once they have shown it whole (a
+      // read of the API has no conditions: a finished run read first is still shown by its event).
       stopFollowing();
       live.textContent = "This run has finished: it is not followed any more.";
     }
