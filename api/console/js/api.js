@@ -90,7 +90,7 @@ export async function call(path, { method = "GET", body, signal, timeout = ANSWE
 }
 
 // A refusal that asking again does not change (the token, an id), unlike a 404, a 408, a 429 or a 5xx.
-export const refusal = (error) => error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status);
+const refusal = (error) => error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status);
 
 export const POLL_SECONDS = 5; // while the live updates are paused, a view reads the API this often instead
 
@@ -105,11 +105,21 @@ export function paused(state, message, what) {
 // so this is fetch with an SSE parser, reconnecting with Last-Event-ID: after a dropped connection the
 // stream resumes where it stopped (or sends `reset`, and the view reads its state again). A connection
 // that brings no byte for three heartbeats (a hung API, a proxy that holds it) is dropped and made again.
-// onEvent(name, data); onState("live" | "reconnecting" | "stopped", message). Returns stop().
-export function follow(query, onEvent, onState = () => {}) {
+// onEvent(name, data); onState("live" | "reconnecting" | "stopped", message); read(), if given, every
+// POLL_SECONDS while reconnecting: the view reads the API meanwhile. Returns stop().
+export function follow(query, onEvent, onState = () => {}, read = null) {
   const controller = new AbortController();
   let lastId = null;
   let delay = 500;
+  let poll = null;
+  const state = (s, message) => {
+    if (s === "reconnecting" && read) poll = poll || setInterval(read, POLL_SECONDS * 1000);
+    else {
+      clearInterval(poll);
+      poll = null;
+    }
+    onState(s, message);
+  };
 
   async function connect() {
     const connection = new AbortController();
@@ -137,7 +147,7 @@ export function follow(query, onEvent, onState = () => {}) {
         const data = await response.json().catch(() => null);
         throw refused(new ApiError(response.status, describe(response.status, data)));
       }
-      onState("live", "");
+      state("live", "");
       delay = 500;
       const tap = new TransformStream({
         transform(bytes, next) {
@@ -167,18 +177,21 @@ export function follow(query, onEvent, onState = () => {}) {
     while (!controller.signal.aborted) {
       try {
         await connect();
-        onState("reconnecting", "the live updates ended; reconnecting");
+        state("reconnecting", "the live updates ended; reconnecting");
       } catch (error) {
         if (controller.signal.aborted) break;
         if (refusal(error) || error.status === 404) {
-          onState("stopped", error.message); // refused as asked (a token, an id): asking again changes nothing
+          state("stopped", error.message); // refused as asked (a token, an id): asking again changes nothing
           return;
         }
-        onState("reconnecting", `${error.message}; reconnecting`);
+        state("reconnecting", `${error.message}; reconnecting`);
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 10000);
     }
   })();
-  return () => controller.abort();
+  return () => {
+    controller.abort();
+    clearInterval(poll);
+  };
 }

@@ -1,7 +1,7 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
 // logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { ApiError, POLL_SECONDS, call, follow, paused, refusal } from "./api.js";
+import { ApiError, call, follow, paused } from "./api.js";
 import { clock, duration, el, when } from "./format.js";
 
 const yesNo = (value) => (value === undefined ? "–" : value ? "yes" : "no"); // undefined: not said
@@ -149,7 +149,6 @@ export function panel(zone, onChange = () => {}) {
   function start(requestId, { page = false, onEvent = () => {} } = {}) {
     lines = [];
     showLines();
-    let poll = null;
     async function read() {
       try {
         showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data);
@@ -158,10 +157,9 @@ export function panel(zone, onChange = () => {}) {
         if (error.status === 404 && page && !seen) {
           state.textContent = `No run has the request id ${requestId}: this page shows it if one is created.`;
         }
-        if (refusal(error)) clearInterval(poll);
       }
     }
-    const stop = follow(
+    stopFollowing = follow(
       `?request_id=${encodeURIComponent(requestId)}`,
       (name, data) => {
         if (name === "runbook") showRun(data);
@@ -174,17 +172,9 @@ export function panel(zone, onChange = () => {}) {
       (s, message) => {
         following = s === "live";
         live.textContent = following ? "Live: updated as the run goes on." : paused(s, message, "The run");
-        if (s === "reconnecting") poll = poll || setInterval(read, POLL_SECONDS * 1000);
-        else {
-          clearInterval(poll);
-          poll = null;
-        }
       },
+      read,
     );
-    stopFollowing = () => {
-      stop();
-      clearInterval(poll);
-    };
     if (page) read();
     return stopFollowing;
   }

@@ -1,6 +1,6 @@
 // Runbooks: the recent runs (status' runbook_history) with filters, read at once, then again whenever the
 // live updates say a run changed, and every few seconds while they are paused.
-import { ApiError, POLL_SECONDS, call, follow, paused } from "./api.js";
+import { ApiError, call, follow, paused } from "./api.js";
 import { duration, el, listTable, when } from "./format.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -82,24 +82,18 @@ export function show(container, ctx) {
   const changed = () => (pending = pending || setTimeout(load, 200));
   for (const input of [command, result, who]) input.addEventListener("input", render);
 
-  let poll = null;
   const stop = follow(
     "",
     (name) => name !== "log" && changed(),
     (state, message) => {
       live.textContent = state === "live" ? "Live: updated as runs change." : paused(state, message, "The list");
-      if (state === "reconnecting") poll = poll || setInterval(load, POLL_SECONDS * 1000);
-      else {
-        clearInterval(poll);
-        poll = null;
-      }
       if (state === "live") changed(); // (re)connected: read what may have changed meanwhile
     },
+    load,
   );
   load(); // at once, whatever the live updates do
   return () => {
     stop();
     clearTimeout(pending);
-    clearInterval(poll);
   };
 }
