@@ -14,6 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from devcluster.components import ControllerProcess
 from devcluster.processes import wait_until
+from devcluster.stack import SCRIPTS
 from runbooks import keys, models
 from runbooks.contract import ConditionType, finished
 
@@ -45,6 +46,18 @@ def write_script(folder: Path, command: str, body: str) -> Path:
     path.write_text("#!/bin/sh\nset -e\n" + textwrap.dedent(body))
     path.chmod(0o755)
     return path
+
+
+def reference_scripts(folder: Path, **own: str) -> Path:
+    """``folder`` with the reference scripts linked, but for the commands of ``own``, written from these
+    bodies (:func:`write_script`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for script in SCRIPTS.iterdir():
+        if script.name not in own:
+            (folder / script.name).symlink_to(script)
+    for command, body in own.items():
+        write_script(folder, command, body)
+    return folder
 
 
 def runbook(name: str, **spec: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from devcluster.processes import answers_200, wait_until
 from devcluster.stack import SCRIPTS
 from devcluster.supervisor import RECORD, Backoff
 from tests.browser.conftest import execute_requests, sign_in
-from tests.runbook_client import HOLD, write_script
+from tests.runbook_client import HOLD, reference_scripts
 
 HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
 STREAMS = 8  # the API's default MDOPS_API_EVENTS_STREAMS_PER_TOKEN
@@ -49,13 +49,8 @@ TILES = ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last
 def files(tmp_path_factory) -> Path:
     """The stack's scripts (the reference ones; health_check held while $FILES/hold exists) and its tokens."""
     folder = tmp_path_factory.mktemp("faults")
-    scripts = folder / "scripts"
-    scripts.mkdir()
-    for script in SCRIPTS.iterdir():
-        if script.name != "health_check":
-            (scripts / script.name).symlink_to(script)
     held = 'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\nif [ -e "$FILES/hold" ]; then\n' + HOLD + "fi\n"
-    write_script(scripts, "health_check", held + f"exec {SCRIPTS / 'health_check'}\n")
+    reference_scripts(folder / "scripts", health_check=held + f"exec {SCRIPTS / 'health_check'}\n")
     tokens = {"tokens": [{"name": "reader", "token": READER, "permissions": ["status:read"]}]}
     write_private(folder / "tokens.yaml", yaml.safe_dump(tokens))
     return folder

@@ -28,11 +28,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cli.errors import Exit
 from devcluster.processes import wait_until
-from devcluster.stack import NAMESPACE, SCRIPTS
+from devcluster.stack import NAMESPACE
 from devcluster.supervisor import RECORD, write_env
 from runbooks import crd
 from tests.api.proxy import Proxy
-from tests.runbook_client import HOLD, lines, write_script
+from tests.runbook_client import HOLD, lines, reference_scripts
 
 BIN = Path(sys.executable).parent  # the venv's bin, where the package installs mdops and kubectl-mdops
 MDOPS = BIN / "mdops"
@@ -60,12 +60,7 @@ WRITTEN = 13
 def files(tmp_path_factory) -> Path:
     """The stack's scripts (the reference ones, linked, and WRITER as `restart`) and the files WRITER uses."""
     folder = tmp_path_factory.mktemp("cli")
-    scripts = folder / "scripts"
-    scripts.mkdir()
-    for script in SCRIPTS.iterdir():
-        if script.name != "restart":
-            (scripts / script.name).symlink_to(script)
-    write_script(scripts, "restart", WRITER)
+    reference_scripts(folder / "scripts", restart=WRITER)
     return folder
 
 
