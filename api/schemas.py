@@ -121,6 +121,16 @@ class RunbookSummary(RunbookResult):
     message: str | None
 
 
+class RunbooksPage(BaseModel):
+    """A page of the runs list, newest first."""
+
+    runbooks: list[RunbookSummary]
+    matched: int = Field(description="How many runs pass the filters, on all pages together.")
+    next_cursor: str | None = Field(
+        description="The next (older) page: pass it as `cursor` with the same filters; null on the last page."
+    )
+
+
 class AuditEntry(BaseModel):
     request_id: str
     who: str

@@ -24,6 +24,7 @@ CONNECT_TIMEOUT = 5.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
 # heartbeat (every 15 s by default), is taken as lost.
 SILENT_STREAM_SECONDS = 45.0
+RUNS_PAGE = 200  # the most the runs list gives in one answer
 
 
 class Api:
@@ -57,6 +58,24 @@ class Api:
 
     def schedules(self, slots: int) -> dict[str, Any]:
         return self._json(self._call("GET", "/api/ops/schedules", params={"slots": slots}))
+
+    def runs(self, filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest runs that pass ``filters`` (the list's query parameters), newest first, read
+        a page at a time."""
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while len(found) < limit:
+            params = {
+                **filters,
+                "limit": min(limit - len(found), RUNS_PAGE),
+                **({"cursor": cursor} if cursor else {}),
+            }
+            page = self._json(self._call("GET", "/api/ops/runbooks", params=params))
+            found += page["runbooks"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        return found
 
     def runbook(self, request_id: str) -> dict[str, Any]:
         return self._json(self._call("GET", _runbook_path(request_id)))

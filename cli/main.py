@@ -27,7 +27,7 @@ from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
-from runbooks.contract import Command, ExitCode, RunState, parse_time
+from runbooks.contract import Command, ExitCode, RunState
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -328,30 +328,13 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
     return when
 
 
-def select(
-    runs: list[dict],
-    command: str | None,
-    result: str | None,
-    since: datetime.datetime | None,
-    limit: int | None,
-) -> list[dict]:
-    """The runs (newest first) that match every filter given."""
-    chosen = [
-        run
-        for run in runs
-        if (command is None or run["command"] == command)
-        and (result is None or run["status"] == result)
-        and (since is None or ((created := parse_time(run["created_at"])) is not None and created >= since))
-    ]
-    return chosen[:limit]
-
-
 @cli.command(
     epilog="""\b
 Examples:
   mdops runs
   mdops runs --command failover --result failed
-  mdops runs --since 2h -o json | jq -r '.[].request_id'"""
+  mdops runs --since 2h -o json | jq -r '.[].request_id'
+  mdops runs --who alice --limit 500"""
 )
 @click.option("--command", type=click.Choice([c.value for c in Command]), help="Only runs of this command.")
 @click.option("--result", type=click.Choice([s.value for s in RunState]), help="Only runs in this state.")
@@ -362,7 +345,10 @@ Examples:
     help="Only runs created since: 30m, 2h, 1d, or an ISO 8601 time with its UTC offset "
     "(2026-01-02T10:00+08:00, 2026-01-02T02:00Z).",
 )
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N runs.")
+@click.option("--who", metavar="NAME", help="Only runs whose requester's name contains NAME (any case).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N", help="At most N runs."
+)
 @api_options
 def runs(
     api: Api,
@@ -370,14 +356,22 @@ def runs(
     command: str | None,
     result: str | None,
     since: datetime.datetime | None,
-    limit: int | None,
+    who: str | None,
+    limit: int,
 ) -> None:
-    """List the recent runs, newest first.
+    """List the runs, newest first: the N newest that match every filter given.
 
-    They are the API's status history (its newest MDOPS_API_HISTORY runs, 20 by default), filtered here:
-    older runs are not listed. -o json gives a list of status' runbook_history entries.
+    They are read from the API's runs list (GET /api/ops/runbooks), a page at a time: every run the
+    namespace keeps, however old. -o json gives a list of its entries (status' runbook_history shape).
     """
-    out.show(select(api.status()["runbook_history"], command, result, since, limit), render.runs_table)
+    filters = {
+        "command": command,
+        "status": result,
+        "requested_by": who,
+        "since": since and since.isoformat(),
+    }
+    found = api.runs({k: v for k, v in filters.items() if v}, limit)
+    out.show(found, render.runs_table)
 
 
 @cli.command(

@@ -1,26 +1,85 @@
-"""``POST /api/ops/runbooks/execute`` and ``GET /api/ops/runbooks/{request_id}``."""
+"""``POST /api/ops/runbooks/execute``, ``GET /api/ops/runbooks/{request_id}`` and the runs list,
+``GET /api/ops/runbooks``."""
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
-from api import auth
+from api import auth, listing
 from api.cache import RunbookCache
-from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, SubmitterDep
+from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
 from api.errors import Forbidden, NotFound
 from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
 from api.records import RunbookRecord
-from api.render import execute_response
-from api.schemas import ExecuteRequest, ExecuteResponse
+from api.render import execute_response, runbook_summary
+from api.schemas import ExecuteRequest, ExecuteResponse, RunbooksPage
 from api.submission import object_name
+from runbooks.contract import Command, RunState
 from runbooks.models import RequestId
 
 router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"], route_class=StrictJSONRoute)
+MAX_PAGE = 200
+
+
+def _cursor(text: str | None) -> listing.Key | None:
+    return None if text is None else listing.decode_cursor(text)
+
+
+def _date_time(value: object) -> object:
+    """A time as RFC 3339 writes it; not a number of seconds, which pydantic would take too."""
+    if isinstance(value, str) and not re.match(r"[0-9]{4}-", value):
+        raise ValueError("not a date and time (2026-01-02T10:00:00+08:00)")
+    return value
+
+
+@router.get(
+    "",
+    response_model=RunbooksPage,
+    summary="The runs, newest first, filtered, a page at a time (status:read)",
+    responses=responses(*PROTECTED, 422, 503),
+)
+async def list_runbooks(
+    settings: SettingsDep,
+    cache: CacheDep,
+    principal: StatusReader,
+    command: Annotated[Command | None, Query(description="Only this command's runs.")] = None,
+    status: Annotated[RunState | None, Query(description="Only runs in this state.")] = None,
+    requested_by: Annotated[
+        str | None,
+        Query(max_length=253, description="Only runs whose requester's name contains this, in any case."),
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        BeforeValidator(_date_time),
+        Query(description="Only runs created at or after this time (with a UTC offset)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Runs per page.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            pattern=listing.CURSOR_PATTERN,
+            description="The previous page's next_cursor: the runs that come after its last.",
+        ),
+        AfterValidator(_cursor),
+    ] = None,
+) -> JSONResponse:
+    filters = listing.Filters(command, status, requested_by or None, since)
+    found = listing.page(cache.snapshot()[1], filters, limit, cursor)  # type: ignore[arg-type]
+    return JSONResponse(
+        {
+            "runbooks": [runbook_summary(r, settings.zone) for r in found.records],
+            "matched": found.matched,
+            "next_cursor": None if found.next_cursor is None else listing.encode_cursor(found.next_cursor),
+        }
+    )
 
 
 @router.post(

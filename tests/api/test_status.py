@@ -25,6 +25,7 @@ from runbooks import models
 from runbooks.kube import api_client as new_api_client
 from tests.api.conftest import (
     ADMIN_TOKEN,
+    EXECUTOR_TOKEN,
     READER_TOKEN,
     RECORD,
     Scripts,
@@ -37,6 +38,7 @@ from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD, Runbooks
 
 STATUS = "/api/ops/status"
+RUNS = "/api/ops/runbooks"
 
 
 def status_when(api, check, what: str, timeout: float = 15) -> dict:
@@ -464,6 +466,58 @@ def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_setting
     }
     assert after["last_runbook"]["request_id"] == "one-more"
     assert len(after["runbook_history"]) == 20
+
+
+def test_the_runs_list_pages_through_every_runbook_with_filters(make_settings, many_runbooks):
+    """GET /api/ops/runbooks: every Runbook of a large namespace once across its pages, newest first; the
+    filters apply before paging; a bad query is a 422 and a token without status:read a 403."""
+    app = create_app(make_settings(namespace=many_runbooks.namespace))
+
+    async def check() -> tuple[list[dict], dict, list[httpx.Response]]:
+        async with app.router.lifespan_context(app):
+            cache = app.state.cache
+            deadline = time.monotonic() + 60
+            while sum(r.finished for r in cache.snapshot()[1]) < 140 or len(cache) < 700:
+                assert time.monotonic() < deadline, "700 Runbooks, 140 finished, in the cache"
+                await asyncio.sleep(0.1)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+                pages, cursor = [], None
+                while len(pages) < 10:
+                    params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+                    pages.append((await http.get(RUNS, params=params, headers=auth())).json())
+                    cursor = pages[-1]["next_cursor"]
+                    if cursor is None:
+                        break
+                failed = await http.get(RUNS, params={"status": "failed", "command": "start"}, headers=auth())
+                refused = [
+                    await http.get(RUNS, params=params, headers=auth(token))
+                    for params, token in [
+                        ({"limit": 0}, ADMIN_TOKEN),
+                        ({"limit": 201}, ADMIN_TOKEN),
+                        ({"cursor": "bm90IGEgY3Vyc29y"}, ADMIN_TOKEN),  # base64: not a place
+                        ({"since": "2026-12-04T08:00:00"}, ADMIN_TOKEN),
+                        ({"since": "1733299200"}, ADMIN_TOKEN),  # seconds: not a time here
+                        ({"status": "done"}, ADMIN_TOKEN),
+                        ({}, EXECUTOR_TOKEN),
+                    ]
+                ]
+        return pages, failed.json(), refused
+
+    pages, failed, refused = asyncio.run(check())
+    listed = [r for p in pages for r in p["runbooks"]]
+    assert [len(p["runbooks"]) for p in pages] == [200, 200, 200, 100]
+    assert {p["matched"] for p in pages} == {700}
+    assert sorted(r["name"] for r in listed) == [f"rb-{i:05d}" for i in range(700)]
+    stamps = [r["created_at"] for r in listed]
+    assert stamps == sorted(stamps, reverse=True)
+    # rb-i is a start when i % 7 == 0, finished when i % 5 == 0, and then failed when i % 3 == 0
+    expected = sorted(f"rb-{i:05d}" for i in range(0, 700, 105))
+    assert sorted(r["name"] for r in failed["runbooks"]) == expected
+    assert (failed["matched"], failed["next_cursor"]) == (len(expected), None)
+    assert [r.status_code for r in refused] == [422, 422, 422, 422, 422, 422, 403]
+    assert all(r.headers["content-type"] == "application/json" for r in refused)
+    assert "query" in refused[2].text and "cursor" in refused[2].text
 
 
 def test_readyz_says_nothing_of_the_runbooks_and_fails_while_the_watch_is_broken(

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from devcluster.processes import wait_until
-from runbooks import crd
+from devcluster.stack import NAMESPACE
+from runbooks import crd, models
 from tests.browser.conftest import axe_violations, execute_requests, screenshot, sign_in
 
 NOTHING = "\u2013"  # an en dash: what a tile shows without a value
@@ -172,6 +174,7 @@ def test_a_link_with_an_id_the_api_refuses_shows_the_refusal(page, stack, link):
 
 
 def test_a_viewer_token_sees_no_run_controls(page, stack):
+    executed(stack, reason="a run for the viewer to read")
     sign_in(page, stack.viewer_token)
     expect(page.get_by_text("Signed in as viewer")).to_be_visible()
     expect(page.get_by_role("link", name="Run a command")).to_be_hidden()
@@ -332,6 +335,38 @@ def test_a_long_reason_keeps_the_runs_table_and_page_in_the_window(page, stack, 
     )
     expect(page.get_by_role("region", name="Run")).to_contain_text(reason[:40])
     assert scroll_width(page) <= 1200
+
+
+def applied(stack, *names: str) -> None:
+    """Runbooks made with kubectl, as an operator or GitOps makes them: dry-run health_checks."""
+    items = [models.manifest(n, {"command": "health_check", "dryRun": True}) for n in names]
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    stack.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=body)
+
+
+def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updates(page, stack):
+    """50 runs at first, 50 more at a press; the API filters; a focused row keeps the focus when a run
+    changes the list."""
+    tag = f"older-{uuid.uuid4().hex[:6]}"
+    applied(stack, *(f"{tag}-{i:02d}" for i in range(52)))  # created in this order: -51 is the newest
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_role("link", name=f"{tag}-51")).to_be_visible()
+    expect(page.get_by_role("table")).to_contain_text("The newest 50 of ")
+    expect(page.get_by_role("link", name=f"{tag}-00")).to_have_count(0)
+    page.get_by_role("button", name="Show older runs").click()
+    expect(page.get_by_role("link", name=f"{tag}-00")).to_be_visible()
+
+    page.get_by_label("Result").select_option("pending")  # the API answers: none waits by now
+    page.get_by_label("Command").select_option("health_check")
+    wait_until(lambda: page.locator("tbody tr").count() == 0 or None, 30, "no pending health_check")
+    expect(page.get_by_role("table")).to_contain_text("All 0 runs that match the filters")
+    page.get_by_label("Result").select_option("")
+
+    page.get_by_role("link", name=f"{tag}-40").focus()
+    applied(stack, f"{tag}-new")
+    expect(page.get_by_role("link", name=f"{tag}-new")).to_be_visible()
+    assert page.evaluate("document.activeElement.textContent") == f"{tag}-40"
 
 
 def test_a_finished_runs_page_says_so_and_stops_following(page, stack):

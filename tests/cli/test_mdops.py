@@ -230,6 +230,8 @@ def test_no_wait_gives_the_request_id_then_logs_follow_it_to_the_end(admin):
     assert [json.loads(line) for line in as_json.stdout.splitlines()] == final["runbook"]["logs"]
     drills = json.loads(admin.mdops("runs", "--command", "drill", "-o", "json").stdout)
     assert rid in [r["request_id"] for r in drills] and {r["command"] for r in drills} == {"drill"}
+    mine = json.loads(admin.mdops("runs", "--who", "ADM", "--limit", "1", "-o", "json").stdout)
+    assert [r["requested_by"] for r in mine] == ["admin"]
 
 
 def test_the_viewer_token_may_read_but_not_run(stack, tmp_path):

@@ -6,7 +6,6 @@ tests/cli/test_mdops.py runs the installed mdops against the local stack."""
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
 import stat
@@ -20,7 +19,7 @@ from cli import render
 from cli.config import REDACTED, resolve
 from cli.errors import MEANINGS, CliError, Exit, answer_error
 from cli.follow import POLL, READ, RECONNECTS, RETRY, Follower, reconnect_delay, stream_verdict, this_runs
-from cli.main import cli, select
+from cli.main import cli
 from devcluster.processes import free_port
 
 SECRET = "s3cret-token-never-shown"
@@ -430,34 +429,6 @@ def test_reconnects_back_off_to_8_seconds_and_give_up_within_about_a_minute():
     delays = [reconnect_delay(n) for n in range(1, RECONNECTS + 1)]
     assert delays[:5] == [0.5, 1, 2, 4, 8] and max(delays) == 8
     assert 30 < sum(delays) < 60
-
-
-RUNS = [
-    {"request_id": "c", "command": "drill", "status": "failed", "created_at": "2026-01-03T10:00+08:00"},
-    {
-        "request_id": "b",
-        "command": "health_check",
-        "status": "success",
-        "created_at": "2026-01-02T10:00+08:00",
-    },
-    {"request_id": "a", "command": "drill", "status": "success", "created_at": "2026-01-01T10:00+08:00"},
-]
-
-
-@pytest.mark.parametrize(
-    ("command", "result", "since", "limit", "ids"),
-    [
-        (None, None, None, None, "cba"),
-        ("drill", None, None, None, "ca"),
-        (None, "success", None, None, "ba"),
-        ("drill", "success", None, None, "a"),
-        (None, None, "2026-01-02T02:00:00+00:00", None, "cb"),
-        (None, None, None, 2, "cb"),
-    ],
-)
-def test_runs_are_filtered_by_every_option_given(command, result, since, limit, ids):
-    when = datetime.datetime.fromisoformat(since) if since else None
-    assert "".join(r["request_id"] for r in select(RUNS, command, result, when, limit)) == ids
 
 
 def _text(renderable) -> str:

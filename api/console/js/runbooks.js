@@ -1,9 +1,12 @@
-// Runbooks: the recent runs (status' runbook_history) with filters, read at once, then again whenever the
+// Runbooks: the runs, newest first, from the runs list (GET /api/ops/runbooks) with its filters, 50 at first
+// and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
 import { ApiError, call, follow, paused } from "./api.js";
 import { duration, el, listTable, when } from "./format.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
+const PAGE = 50; // runs shown at first, and added by "Show older runs"
+const MOST = 200; // the most the API lists in one answer
 
 function select(id, label, values) {
   return [
@@ -19,11 +22,12 @@ export function show(container, ctx) {
     "start", "stop", "restart", "failover", "failback", "drill", "health_check",
   ]);
   const [resultLabel, result] = select("filter-result", "Result", RESULTS);
-  const who = el("input", { id: "filter-who", type: "search", autocomplete: "off" });
+  const who = el("input", { id: "filter-who", type: "search", autocomplete: "off", maxlength: 253 });
   const live = el("p", { class: "live", role: "status" });
   const problem = el("p", { class: "message", role: "alert" });
   const caption = el("caption", {});
   const body = el("tbody", {});
+  const older = el("button", { type: "button", hidden: true }, "Show older runs");
   const columns = ["Command", "Result", "Exit code", "Who", "Why", "When", "Duration", "Request id"];
   container.append(
     el("h1", {}, "Runbooks"),
@@ -35,19 +39,19 @@ export function show(container, ctx) {
     ),
     problem,
     listTable(caption, columns, body),
+    older,
   );
 
-  let runs = [];
-  function render() {
-    const shown = runs.filter(
-      (r) =>
-        (!command.value || r.command === command.value) &&
-        (!result.value || r.status === result.value) &&
-        (!who.value || (r.requested_by || "").toLowerCase().includes(who.value.toLowerCase())),
-    );
-    caption.textContent = `${shown.length} of the ${runs.length} most recent runs, newest first (times in the exchange's zone)`;
+  let wanted = PAGE;
+  function render(runs, matched, more) {
+    const filtered = command.value || result.value || who.value.trim() ? " that match the filters" : "";
+    const which = more ? `The newest ${runs.length} of ${matched}` : `All ${matched}`;
+    caption.textContent = `${which} runs${filtered}, newest first (times in the exchange's zone)`;
+    older.hidden = !more;
+    // A row's link that has the keyboard focus keeps it when the rows are made again.
+    const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
     body.replaceChildren(
-      ...shown.map((r) =>
+      ...runs.map((r) =>
         el(
           "tr",
           {},
@@ -62,25 +66,53 @@ export function show(container, ctx) {
         ),
       ),
     );
+    if (focused) [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
+  }
+
+  // The `wanted` newest runs that pass the filters, a page of at most MOST at a time.
+  async function runs() {
+    const filters = { command: command.value, status: result.value, requested_by: who.value.trim() };
+    const found = [];
+    let cursor = null;
+    let matched = 0;
+    do {
+      const query = new URLSearchParams({ limit: Math.min(wanted - found.length, MOST) });
+      for (const [name, value] of Object.entries(filters)) if (value) query.set(name, value);
+      if (cursor) query.set("cursor", cursor);
+      const page = (await call(`/api/ops/runbooks?${query}`)).data;
+      found.push(...page.runbooks);
+      ({ matched, next_cursor: cursor } = page);
+    } while (cursor && found.length < wanted);
+    return [found, matched, cursor !== null];
   }
 
   let pending = null;
+  let reading = 0; // the newest read wins: an older answer (other filters) is dropped
   async function load() {
     pending = null;
+    const mine = ++reading;
     try {
-      const status = (await call("/api/ops/status")).data;
-      ctx.showEnvironment(status);
-      runs = status.runbook_history;
+      const [[found, matched, more], status] = await Promise.all([runs(), call("/api/ops/status")]);
+      if (mine !== reading) return;
+      ctx.showEnvironment(status.data);
       problem.textContent = "";
-      render();
+      render(found, matched, more);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      problem.textContent = error.message;
+      if (mine === reading) problem.textContent = error.message;
     }
   }
-  // Many events may come at once (a burst of runs): read the status once for them.
+  // Many events may come at once (a burst of runs), and a name is typed a key at a time: read once for them.
   const changed = () => (pending = pending || setTimeout(load, 200));
-  for (const input of [command, result, who]) input.addEventListener("input", render);
+  const filter = () => {
+    wanted = PAGE;
+    changed();
+  };
+  for (const input of [command, result, who]) input.addEventListener("input", filter);
+  older.addEventListener("click", () => {
+    wanted += PAGE;
+    load();
+  });
 
   const stop = follow(
     "",

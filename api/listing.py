@@ -1,0 +1,80 @@
+"""The runs list (``GET /api/ops/runbooks``): filters, order and the cursor of its pages. Pure functions of
+the cache's records.
+
+Newest first by creation: ``creationTimestamp`` (seconds), then the API's own request time (microseconds),
+then the name. A cursor is the place of a page's last run in that order (``<created>-<requested>-<name>``,
+times in microseconds since 1970): any place is a valid cursor, so a client may also start a list from a
+time it chose. Unlike the cache's own order (:func:`api.records.order`, which also uses the order in which
+one cache saw the objects), this order is the same in every replica and after a restart, so a cursor
+stays valid across them. Runs created after a page was read come
+before its cursor and are not in the next pages: a list is read again from its first page.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from api.records import RunbookRecord
+from runbooks.contract import Command, RunState
+
+# A run's place in the list: creation and request time in microseconds since 1970 (0 before), and its name.
+Key = tuple[int, int, str]
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_LATEST = 10**17 - 1  # 17 digits: past the year 5000
+# Every string of this form is a place in the list, whoever wrote it; what the API writes is of this form.
+CURSOR_PATTERN = r"^[0-9]{1,17}-[0-9]{1,17}-[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class Filters:
+    command: Command | None = None
+    status: RunState | None = None
+    requested_by: str | None = None  # a part of the name, in any case
+    since: datetime.datetime | None = None  # created at or after
+
+    def match(self, record: RunbookRecord) -> bool:
+        return (
+            (self.command is None or record.command == self.command)
+            and (self.status is None or record.status == self.status)
+            and (self.requested_by is None or self.requested_by.casefold() in record.requested_by.casefold())
+            and (self.since is None or record.created >= self.since)
+        )
+
+
+def _micros(moment: datetime.datetime) -> int:
+    return min(max((moment - _EPOCH) // datetime.timedelta(microseconds=1), 0), _LATEST)
+
+
+def key(record: RunbookRecord) -> Key:
+    return (_micros(record.created), _micros(record.requested or record.created), record.name)
+
+
+def encode_cursor(cursor: Key) -> str:
+    created, requested, name = cursor
+    return f"{created}-{requested}-{name}"
+
+
+def decode_cursor(text: str) -> Key:
+    """The place a cursor of :data:`CURSOR_PATTERN` names."""
+    created, requested, name = text.split("-", 2)
+    return int(created), int(requested), name
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[RunbookRecord]
+    matched: int  # runs that pass the filters, on every page
+    next_cursor: Key | None  # None: this is the last page
+
+
+def page(records: Iterable[RunbookRecord], filters: Filters, limit: int, after: Key | None = None) -> Page:
+    """The ``limit`` newest runs that pass ``filters`` and come after the cursor ``after`` (older than it)."""
+    matching = [r for r in records if filters.match(r)]
+    older = matching if after is None else [r for r in matching if key(r) < after]
+    newest = heapq.nlargest(limit + 1, older, key=key)
+    more = len(newest) > limit
+    shown = newest[:limit]
+    return Page(shown, len(matching), key(shown[-1]) if more else None)
