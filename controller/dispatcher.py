@@ -95,7 +95,9 @@ class Entry:
     final: bool = False  # another controller replica finished it: nothing more is written to its status
     finishing: bool = False  # its finished status is being written: it leaves the watch
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
-    regate: bool = False  # a policy or approval changed while the gate looked at it: look again at once
+    regate: bool = False  # a policy or approval changed since the gate looked at it: look again
+    gated_at: float = 0.0  # when the gate last let it through (the event loop's time)
+    gated_by_policies: bool = False  # the namespace had RunbookPolicies then
     refused_since: float = 0.0  # when the API server first refused its Job (the event loop's time)
     settled_at: float = 0.0  # when it settled (monotonic), for the sweep of leave events that never show
 
@@ -292,16 +294,16 @@ class Dispatcher:
 
     def gate_changed(self, request_id: str | None = None) -> None:
         """A RunbookPolicy changed (``request_id`` None) or a RunbookApproval of ``request_id`` did: the
-        runs it may concern pass the gate again, at once (those at the gate now, once more after it)."""
+        runs it may concern pass the gate again: those it holds at once, those at the gate now once more
+        after it, and those it let through before they start (:meth:`controller.runs.Runs.run`)."""
         if self.paused:
             return
         for entry in list(self.held.values()):
             if request_id is None or entry.request_id == request_id:
                 self._unhold(entry)
-        for uid in self.tasks:
-            entry = self.entries.get(uid)
-            concerned = entry is not None and (request_id is None or entry.request_id == request_id)
-            if concerned and entry.stage is Stage.ADMITTING:
+        for entry in self.entries.values():  # let through, not started: asked again before it starts
+            concerned = request_id is None or entry.request_id == request_id
+            if concerned and not entry.started and entry.stage is not Stage.HELD:
                 entry.regate = True
 
     # -- kopf's peering ---------------------------------------------------------------------------

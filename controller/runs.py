@@ -64,6 +64,9 @@ START_RETRY_SECONDS = 1.0  # a run whose Job the API server refused asks again a
 # A held run is looked at again at the latest after this long, whatever its wait: a safety net for a
 # missed watch event or a clock that jumped (the wait's end is a wall-clock time, asyncio's timers are not).
 HOLD_RECHECK_SECONDS = 300.0
+# A run the gate let through longer ago than this (it waited for its lock or a slot) is asked again just
+# before it starts, if the namespace has policies: a window may have closed, a blackout begun meanwhile.
+REGATE_AFTER_SECONDS = 1.0
 LOG_DEBOUNCE_SECONDS = 0.15
 
 
@@ -276,7 +279,9 @@ class Runs:
         status = self.status(entry)
         if entry.claim.result is not None or status.execution is not None:
             return Next(Outcome.OWNER)
+        entry.regate = False  # a change from now on is looked at again
         items = await self.services.kube.policies(entry.namespace)
+        entry.gated_at, entry.gated_by_policies = asyncio.get_running_loop().time(), bool(items)
         if not items:
             return await self._pass(entry, None)
         try:
@@ -313,6 +318,7 @@ class Runs:
             waiting_since=(deadline or at + allowed.expire_after) - allowed.expire_after,
             now=at,
             expire_after=allowed.expire_after,
+            approved_at=transitions.approved_at(status),
         )
         expires = counted.expires_at or deadline or at + allowed.expire_after
         change = transitions.approvals_counted(
@@ -452,6 +458,12 @@ class Runs:
             if holder is not None:
                 log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
+        if not entry.deleting and self.status(entry).execution is None and self._regate_due(entry):
+            verdict = await self.gate(entry)  # held, refused, rejected or expired now: it never starts
+            if verdict.outcome is not Outcome.OWNER:
+                if entry.needs_lock:
+                    await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+                return verdict
         run: Run | dict[str, Any] | None
         if self.status(entry).execution is not None:  # never started again: adopted, or lost
             run = await self.services.executor.adopt(self.request(entry))
@@ -501,6 +513,14 @@ class Runs:
         if result is None:
             return Next(Outcome.STOPPED)
         return await self.finish(entry, run, result)
+
+    @staticmethod
+    def _regate_due(entry: Entry) -> bool:
+        """Whether the gate must look again before the run starts: something it reads changed since it let
+        the run through (a policy, an approval: a rejection wins until the start), or the namespace has
+        policies and the run waited since (for its lock, for a slot: a window may have closed since)."""
+        waited = asyncio.get_running_loop().time() - entry.gated_at > REGATE_AFTER_SECONDS
+        return entry.regate or (entry.gated_by_policies and waited)
 
     async def _refused(self, entry: Entry, error: ApiError) -> Next | dict[str, Any]:
         """The API server refused its Job (403: a quota, an admission policy). That may lift (a quota frees

@@ -25,6 +25,7 @@ from runbooks.contract import (
     Reason,
     format_time,
     now,
+    parse_time,
     reason_of,
 )
 from runbooks.models import (
@@ -214,6 +215,17 @@ def approvals_counted(
         change = not_run(old, generation, Reason.APPROVAL_EXPIRED, f"expired with {tally.summary}")
     change.approvals, change.policy = records, requirement
     return change
+
+
+def approved_at(status: RunbookStatus) -> datetime.datetime | None:
+    """When the run was approved, if its status says it was (the approvals its policies required, counted):
+    the latest of those approvals."""
+    required = status.policy.approvals_required if status.policy else 0
+    counted = [r for r in status.approvals if r.decision == "Approve" and r.ignored is None]
+    if not required or len(counted) < required:
+        return None
+    times = [t for t in (parse_time(r.at) for r in counted) if t is not None]
+    return max(times) if times else None
 
 
 def approval_records(tally: Tally) -> list[ApprovalRecord]:

@@ -86,18 +86,26 @@ def tally(
     waiting_since: datetime.datetime,
     now: datetime.datetime,
     expire_after: datetime.timedelta,
+    approved_at: datetime.datetime | None = None,
 ) -> Tally:
     """Count the decisions on a request made by ``requester`` at ``requested_at`` that has waited for
-    its approvals since ``waiting_since``.
+    its approvals since ``waiting_since``; ``approved_at``: when it was approved, if it was (its status
+    says so), counted again while it waits for its lock or after a restart.
 
-    - A decision made before the request is ignored (it cannot have been about this Runbook).
+    - A decision made before the request is ignored (it cannot have been about this Runbook). Creation
+      times are whole seconds: an approval made in the request's second cannot be told from one made just
+      before it, and is ignored too (a rejection in that second counts: ignoring it could only let a run
+      start).
     - A rejection by anyone (the requester may withdraw) wins over any number of approvals.
     - An approval counts only from someone other than the requester (a request that names no requester
       cannot be approved at all), if it names the requester (one naming another was not made for this
       request: the API server checks an approval against the requester it names, so only that one can
       be trusted), once per person, and only for ``expire_after`` after it was given.
     - Without enough approvals ``expire_after`` after ``waiting_since``, the request has expired.
+    - Once approved, a request stays approved: its approvals are counted as of ``approved_at`` (they do not
+      expire while it waits for its turn), but a rejection still wins.
     """
+    counted_at = approved_at or now
     counted: dict[str, Vote] = {}
     ignored: list[tuple[Vote, str]] = []
     rejection: Vote | None = None
@@ -106,13 +114,15 @@ def tally(
             ignored.append((vote, "given before the request"))
         elif vote.decision == "Reject":
             rejection = rejection or vote
+        elif vote.at == requested_at:
+            ignored.append((vote, "given in the request's second: perhaps before it"))
         elif not requester:
             ignored.append((vote, "the request names no requester"))
         elif vote.approver == requester:
             ignored.append((vote, "the requester cannot approve their own request"))
         elif vote.requester != requester:
             ignored.append((vote, f"it names another requester ({vote.requester})"))
-        elif vote.at + expire_after <= now:
+        elif vote.at + expire_after <= counted_at:
             ignored.append((vote, "expired"))
         elif vote.approver in counted:
             ignored.append((counted[vote.approver], "repeated by the same person"))

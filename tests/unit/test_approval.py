@@ -18,7 +18,7 @@ def _vote(approver: str, minute: int, decision: str = "Approve", requester: str 
     return Vote(approver, decision, REQUESTED + datetime.timedelta(minutes=minute), requester)
 
 
-def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED):
+def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED, approved=None):
     now = REQUESTED + datetime.timedelta(minutes=minute)
     return tally(
         votes,
@@ -28,6 +28,7 @@ def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED):
         waiting_since=since,
         now=now,
         expire_after=HOUR,
+        approved_at=None if approved is None else REQUESTED + datetime.timedelta(minutes=approved),
     )
 
 
@@ -39,6 +40,18 @@ def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED):
         ([_vote("bob", 1), _vote("bob", 2)], {}, PENDING, ["bob"]),  # one person, one approval
         ([_vote("alice", 1), _vote("bob", 2)], {}, PENDING, ["bob"]),  # not the requester
         ([_vote("bob", -1), _vote("carol", 2)], {}, PENDING, ["carol"]),  # given before the request
+        # in the request's second (creation times are whole seconds): perhaps before it
+        ([_vote("bob", 0), _vote("carol", 2)], {}, PENDING, ["carol"]),
+        ([_vote("bob", 0, "Reject")], {}, REJECTED, []),  # ... but a rejection then counts
+        # approved at minute 2, then waiting for its lock past the approvals' hour: still approved
+        ([_vote("bob", 1), _vote("carol", 2)], {"minute": 90, "approved": 2}, APPROVED, ["bob", "carol"]),
+        # ... unless rejected since
+        (
+            [_vote("bob", 1), _vote("carol", 2), _vote("bob", 80, "Reject")],
+            {"minute": 90, "approved": 2},
+            REJECTED,
+            ["bob", "carol"],
+        ),
         # an approval that names another requester was not made for this request (the API server checked
         # bob against "mallory", not against alice)
         ([_vote("bob", 1, requester="mallory"), _vote("carol", 2)], {}, PENDING, ["carol"]),

@@ -298,7 +298,7 @@ def test_the_session_is_recorded_with_the_window():
 
 def test_the_record_of_decisions_is_bounded_and_keeps_every_one_that_counted():
     noise = [_vote("alice", minute) for minute in range(1, 41)]  # the requester, forty times
-    records = transitions.approval_records(_counted(_vote("bob", 0), *noise, _vote("carol", 45)))
+    records = transitions.approval_records(_counted(_vote("bob", 1), *noise, _vote("carol", 45)))
     assert len(records) == transitions.APPROVAL_RECORDS
     assert [r.approver for r in records if r.ignored is None] == ["bob", "carol"]
     assert records[1].at == "2026-01-05T02:11:00.000Z"  # the oldest ignored ones were left out
