@@ -33,6 +33,7 @@ from controller.kubeapi import ApiError, KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode, now
+from runner.execute import signal_name
 from runner.result import parse_result
 
 # Where the image has its reference scripts (the Dockerfile copies examples/scripts/ there), and where a
@@ -159,12 +160,17 @@ def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
         message = terminated.get("message") or ""
         try:
             return parse_result(message)
-        except ValueError:
-            detail = message.strip()[-500:] or "no result in the termination message"
-            return failure(
-                terminated.get("exitCode") or ExitCode.NOT_EXECUTED, f"runner gave no result: {detail}"
-            )
+        except ValueError:  # the runner died (killed: the OOM killer; the node lost it) before its result
+            said = message.strip()[-500:] or "no result in the termination message"
+            return failure(ExitCode.NOT_EXECUTED, f"{died(terminated.get('exitCode'))}: {said}")
     return None
+
+
+def died(code: int | None) -> str:
+    """How a runner's container that wrote no result ended, in words (137 is 128 + SIGKILL)."""
+    if code is not None and 128 < code < 160:
+        return f"the runner died (exit {code}: killed by {signal_name(code - 128)}) without writing a result"
+    return f"the runner exited with code {code} without writing a result"
 
 
 def job_failure(job: dict[str, Any]) -> dict[str, Any] | None:

@@ -471,7 +471,7 @@ def test_a_run_that_ended_as_its_runbook_was_deleted_is_recorded_as_it_ended():
         assert runs.after_deletion(result) is result
     for no_report in (
         lost("its Job rb-1 was deleted before it finished"),
-        failure(137, "runner gave no result"),
+        failure(ExitCode.NOT_EXECUTED, "the runner died (exit 137: killed by SIGKILL)"),
     ):
         recorded = runs.after_deletion(no_report)
         assert recorded["exitCode"] == ExitCode.CANCELLED

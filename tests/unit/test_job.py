@@ -9,8 +9,9 @@ import os
 import pytest
 
 from controller.executors import RunRequest
-from controller.executors.job import SCRIPTS_MOUNT, build_job, start_failure
+from controller.executors.job import SCRIPTS_MOUNT, build_job, pod_result, start_failure
 from controller.settings import ControllerSettings
+from runbooks.contract import ExitCode
 
 REQUEST = RunRequest(
     namespace="mdops",
@@ -159,3 +160,24 @@ def pod(phase: str, state: dict | None = None, scheduled: dict | None = None) ->
 )
 def test_why_a_pod_cannot_start_and_whether_that_lasts_until_a_person_mends_it(given, why):
     assert start_failure(given) == why
+
+
+def ended(code: int, message: str) -> dict:
+    terminated = {"exitCode": code, "message": message}
+    return {"status": {"containerStatuses": [{"state": {"terminated": terminated}}]}}
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "said"),
+    [
+        (137, '{"time": "t", "level": "INFO", "message": "start"}', "(exit 137: killed by SIGKILL)"),
+        (143, "", "(exit 143: killed by SIGTERM)"),
+        (1, "Traceback ...", "the runner exited with code 1 without writing a result: Traceback"),
+    ],
+)
+def test_a_runner_that_wrote_no_result_is_125_whatever_its_container_exited_with(code, message, said):
+    """The README's 125: the runner died without its result (killed, the OOM killer); the container's own
+    code is said in words, never recorded as the run's exit code."""
+    result = pod_result(ended(code, message))
+    assert result["exitCode"] == ExitCode.NOT_EXECUTED and result["result"] == "failed"
+    assert said in result["message"]
