@@ -49,6 +49,14 @@ class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, detail: str):
         super().__init__(f"{method} {path}: {status} {detail}")
         self.status = status
+        self.detail = detail
+
+    @property
+    def refused_by_admission(self) -> bool:
+        """Refused by a quota or an admission control (403), or by an admission policy or webhook that
+        denies as Invalid (422): a refusal that may lift, unlike an object the API server finds invalid."""
+        denied = "denied request" in self.detail or "denied the request" in self.detail
+        return self.status == 403 or (self.status == 422 and denied)
 
 
 class Conflict(ApiError):

@@ -492,7 +492,7 @@ class Runs:
             except NamespaceTerminating as error:
                 run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
             except ApiError as error:
-                if error.status != 403:
+                if not error.refused_by_admission:
                     run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
                 elif isinstance(refused := await self._refused(entry, error), Next):
                     return refused

@@ -218,10 +218,13 @@ def test_a_pod_waiting_for_a_node_is_said_and_waited_for_past_the_start_failure_
 
 
 @contextlib.contextmanager
-def refusing(cluster, namespace: str, group: str, resource: str, probe: tuple[str, ...]) -> Iterator[str]:
+def refusing(
+    cluster, namespace: str, group: str, resource: str, probe: tuple[str, ...], reason: str = "Forbidden"
+) -> Iterator[str]:
     """An admission policy that refuses to create any ``resource`` of ``group`` in the test's namespace (403,
-    as a policy engine or a quota would), in force once this is entered (``probe``, a server-side dry run, is
-    refused) and gone once it is left; the message it refuses them with."""
+    as a policy engine or a quota would; 422 with ``reason`` Invalid, a policy's default), in force once this
+    is entered (``probe``, a server-side dry run, is refused) and gone once it is left; the message it refuses
+    them with."""
     name = f"no-{resource}-{namespace}"
     message = f"no {resource} in {namespace}: the test's policy"
     manifest = f"""
@@ -233,7 +236,7 @@ spec:
   matchConstraints:
     resourceRules:
     - {{apiGroups: ["{group}"], apiVersions: [v1], operations: [CREATE], resources: [{resource}]}}
-  validations: [{{expression: "false", message: "{message}", reason: Forbidden}}]
+  validations: [{{expression: "false", message: "{message}", reason: {reason}}}]
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding
@@ -280,13 +283,15 @@ def test_a_job_whose_pod_is_refused_fails_with_the_api_servers_words_once_its_jo
 JOB_PROBE = ("create", "job", "probe", "--image=none")
 
 
+@pytest.mark.parametrize("reason", ["Forbidden", "Invalid"])
 def test_a_run_whose_job_is_refused_asks_again_and_runs_once_the_refusal_lifts(
-    start_controller, cluster, api_client, namespace, rbs, tmp_path
+    start_controller, cluster, api_client, namespace, rbs, tmp_path, reason
 ):
-    """A quota on Jobs, or a policy, refuses the run's Job: that may lift (other Jobs end, the policy is
-    mended), so the run waits, saying why, and runs once it does, once."""
+    """A quota on Jobs, or a policy (403; 422 when it denies as Invalid, a policy's default), refuses the
+    run's Job: that may lift (other Jobs end, the policy is mended), so the run waits, saying why, and runs
+    once it does, once."""
     start_controller(**job_settings(cluster, namespace, tmp_path), MDOPS_JOB_START_FAILURE_SECONDS="600")
-    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE) as why:
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE, reason) as why:
         rbs.create("refused", command="failover", timeoutSeconds=600)
 
         def says_why() -> dict | None:
