@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +197,7 @@ def start_failure(pod: dict[str, Any]) -> tuple[str, bool] | None:
     (:data:`CANNOT_START`) rather than until the cluster has room for it (``Unschedulable``); None while it
     may start (being scheduled, its image being pulled) and once it has started."""
     status = pod.get("status") or {}
-    if status.get("phase", "Pending") != "Pending":
+    if phase(pod) != "Pending":
         return None
     for container in status.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting") or {}
@@ -206,6 +207,10 @@ def start_failure(pod: dict[str, Any]) -> tuple[str, bool] | None:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
             return ": ".join(filter(None, ("Unschedulable", condition.get("message")))), False
     return None
+
+
+def phase(pod: dict[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase") or "Pending"
 
 
 def event_time(event: dict[str, Any]) -> str:
@@ -269,6 +274,9 @@ class JobExecutor:
         # Runs failing because their pod could not start, while their Job is deleted: the runner's own
         # report of its stop, if it did start meanwhile.
         self.giving_up: dict[tuple[str, str], dict[str, Any] | None] = {}
+        # Runs whose Job was deleted before their result was seen: they end once their pod has (its own
+        # result), or is gone (lost), never while it may still run the script.
+        self.jobless: set[tuple[str, str]] = set()
 
     def handle(self, request: RunRequest) -> JobRun:
         return JobRun(self, request.namespace, job_name(request))
@@ -324,6 +332,7 @@ class JobExecutor:
             if self.waiters.get(key) is future:
                 del self.waiters[key]
                 self.podless.pop(key, None)
+                self.jobless.discard(key)
             if self.log_callbacks.get(key) is on_logs:
                 del self.log_callbacks[key]
 
@@ -347,6 +356,8 @@ class JobExecutor:
         if kind == "DELETED":
             self.results.pop(key, None)
             self._started(key)
+            if key in self.jobless and key in self.waiters:
+                self._ended(key, lost(f"its Job {key[1]} was deleted before it finished, then its pod"))
             return
         result = pod_result(pod)
         if key in self.giving_up:
@@ -480,12 +491,36 @@ class JobExecutor:
             if gone is not None and not gone.done():
                 gone.set_result(None)
             if key in self.waiters:
-                self._ended(key, lost(f"its Job {key[1]} was deleted before it finished"))
+                self.jobless.add(key)
+                self._spawn(self._without_job(key))
         elif key in self.waiters and job_failure(job) is not None:
             # Ended without a pod's result in the watch yet: the pod says why, if there is one.
-            task = asyncio.ensure_future(self._from_pods(key, job))
-            self.checks.add(task)
-            task.add_done_callback(self.checks.discard)
+            self._spawn(self._from_pods(key, job))
+
+    def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(step)
+        self.checks.add(task)
+        task.add_done_callback(self.checks.discard)
+
+    async def _without_job(self, key: tuple[str, str]) -> None:
+        """The run's Job was deleted before its result was seen (by a person, with its pod orphaned or
+        left to the garbage collector): the run, and its lock, end only once no pod of it may still run
+        its script; with the pod's own result if it wrote one."""
+        while key in self.waiters:
+            try:
+                pods = await self.kube.job_pods(*key)
+            except ApiError as error:  # asked again: ending now could free the lock under a running pod
+                log.warning("could not list the pods of deleted Job %s/%s: %s", *key, error)
+                await asyncio.sleep(GIVE_UP_RETRY_SECONDS)
+                continue
+            if key not in self.waiters:
+                break
+            ended = [result for pod in pods if (result := pod_result(pod)) is not None]
+            if ended:
+                self._ended(key, ended[0])
+            elif not any(phase(pod) in ("Pending", "Running") for pod in pods):
+                self._ended(key, lost(f"its Job {key[1]} was deleted before it finished"))
+            break  # else: its pod's end, or its deletion, comes in the watch (observe_pod)
 
     async def _from_pods(self, key: tuple[str, str], job: dict[str, Any]) -> None:
         for pod in await self.kube.job_pods(*key):

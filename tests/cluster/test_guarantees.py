@@ -455,3 +455,29 @@ def test_the_standby_replica_runs_a_new_runbook_within_15_seconds_of_the_active_
     assert started(env).count("after") == 1 and started(env)[-1] == "after"
     assert takeover <= TAKEOVER_SECONDS + TAKEOVER_MARGIN_SECONDS, f"took over after {takeover:.1f}s"
     print(f"the standby ran the new Runbook {takeover:.1f}s after the active replica was killed")
+
+
+def test_a_job_deleted_with_its_pod_left_running_holds_the_lock_until_the_pod_ends(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A person deletes a running run's Job but not its pod (``--cascade=orphan``): the pod runs on, so
+    the run, its lock with it, ends when the pod does, with the script's own result."""
+    start_controller(**job_env(cluster, namespace, env))
+    rbs.create("orphaned", command="failover")
+    wait_started(env, "orphaned")
+    rbs.create("after", command="failback")
+    [job] = jobs(api_client, namespace)
+    cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=orphan")
+    core = client.CoreV1Api(api_client)
+
+    def orphaned_pod() -> bool:
+        [pod] = core.list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}").items
+        return not pod.metadata.owner_references
+
+    wait_until(orphaned_pod, 30, "the garbage collector to orphan the pod")  # the Job's deletion is seen
+    release(env)
+    orphaned = rbs.wait_finished("orphaned", timeout=90)["status"]
+    assert (orphaned["result"], orphaned["exitCode"]) == ("success", 0), orphaned
+    assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
+    found = spans(env)
+    assert found["orphaned"]["last"] < found["after"]["first"], "the next run overlapped the orphaned pod's"
