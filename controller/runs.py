@@ -284,9 +284,11 @@ class Runs:
         entry.gated_at, entry.gated_by_policies = asyncio.get_running_loop().time(), bool(items)
         if not items:
             return await self._pass(entry, None)
+        policies, unreadable = policy.parse(items)
         try:
-            policies = policy.parse(items)
             spec = RunbookSpec.model_validate(entry.spec)
+            if concerned := [u.message for u in unreadable if u.concerns(spec)]:
+                return await self._cannot_start(entry, f"waits at the gate: {'; '.join(concerned)}")
             at = datetime.datetime.now(datetime.UTC)
             calendar = await asyncio.to_thread(self.services.settings.calendar.at, at)
             decision = policy.evaluate(policies, spec, at, calendar)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
 from runbooks.calendar import SessionCalendar, State
 from runbooks.contract import Command, Reason
@@ -63,6 +63,14 @@ class Match(_Model):
         )
 
 
+# What the API server's date-time format takes and Python's datetime does not: the year 0, an offset of
+# 24 hours or more. RFC 3339 with a year from 0001 and an offset within a day.
+TIME_PATTERN = (
+    r"^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-[0-9]{2}-[0-9]{2}"
+    r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+
+
 class Blackout(_Model):
     """A period in which matched runbooks may not start, whatever the session."""
 
@@ -75,9 +83,10 @@ class Blackout(_Model):
     )
 
     start: AwareDatetime = Field(
-        description="Start (RFC 3339 with an offset, e.g. 2026-12-24T00:00:00+08:00)."
+        description="Start (RFC 3339 with an offset, e.g. 2026-12-24T00:00:00+08:00).",
+        json_schema_extra={"pattern": TIME_PATTERN},
     )
-    end: AwareDatetime = Field(description="End, excluded.")
+    end: AwareDatetime = Field(description="End, excluded.", json_schema_extra={"pattern": TIME_PATTERN})
     reason: _text(256, TEXT_PATTERN) = Field("", description="Why, for the message of a held run.")
 
     def covers(self, at: datetime.datetime) -> bool:
@@ -178,9 +187,53 @@ class Reject:
 Decision = Allowed | Wait | Reject
 
 
-def parse(items: list[dict[str, Any]]) -> dict[str, RunbookPolicySpec]:
-    """RunbookPolicy objects, as listed, by name (a ValidationError if one does not parse)."""
-    return {item["metadata"]["name"]: RunbookPolicySpec.model_validate(item["spec"]) for item in items}
+@dataclass(frozen=True)
+class Unreadable:
+    """A RunbookPolicy the API server accepted but the models refuse (its schema cannot say everything:
+    a year 0): which, why, and the commands its rules name (None: it may match any)."""
+
+    name: str
+    why: str
+    commands: frozenset[str] | None
+
+    def concerns(self, spec: RunbookSpec) -> bool:
+        """Whether it might hold this run: never a dry run, nor a command none of its rules names."""
+        return not spec.dry_run and (self.commands is None or spec.command in self.commands)
+
+    @property
+    def message(self) -> str:
+        return f"RunbookPolicy {self.name} cannot be read: {self.why}"
+
+
+def parse(items: list[dict[str, Any]]) -> tuple[dict[str, RunbookPolicySpec], list[Unreadable]]:
+    """RunbookPolicy objects, as listed: those that parse by name, and those that do not. One that does
+    not cannot be evaluated: a run it might concern waits (never run ungated), the others need not."""
+    policies: dict[str, RunbookPolicySpec] = {}
+    unreadable: list[Unreadable] = []
+    for item in items:
+        name = item["metadata"]["name"]
+        try:
+            policies[name] = RunbookPolicySpec.model_validate(item["spec"])
+        except ValidationError as error:
+            first = error.errors()[0]
+            why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+            unreadable.append(Unreadable(name, why, _commands(item.get("spec"))))
+    return policies, unreadable
+
+
+def _commands(spec: Any) -> frozenset[str] | None:
+    """The commands a policy's rules name, read from the raw object (None: a rule may match any)."""
+    rules = spec.get("rules") if isinstance(spec, dict) else None
+    if not isinstance(rules, list):
+        return None
+    named: set[str] = set()
+    for rule in rules:
+        match = rule.get("match") if isinstance(rule, dict) else None
+        commands = match.get("commands") if isinstance(match, dict) else None
+        if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+            return None  # no list of commands: the rule matches any
+        named.update(commands)
+    return frozenset(named)
 
 
 MAX_ROUNDS = 1000  # rounds of the search for a time every matched rule allows

@@ -186,11 +186,12 @@ async def _gate_counts(
     if not items:
         return False
     at = datetime.datetime.now(datetime.UTC)
+    policies, unreadable = policy.parse(items)
     try:
-        policies = policy.parse(items)
-        decision = policy.evaluate(
-            policies, RunbookSpec.model_validate(spec), at, await asyncio.to_thread(calendar.at, at)
-        )
+        run = RunbookSpec.model_validate(spec)
+        if any(u.concerns(run) for u in unreadable):
+            return True  # the gate cannot decide either: the run waits for it
+        decision = policy.evaluate(policies, run, at, await asyncio.to_thread(calendar.at, at))
     except (ValidationError, CalendarError):
         return True
     return not (isinstance(decision, policy.Allowed) and decision.approvals == 0)

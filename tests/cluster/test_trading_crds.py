@@ -86,6 +86,14 @@ def _schedule(**trigger) -> dict:
             },
             "end must be after start",
         ),
+        *(
+            (
+                crd.POLICY,
+                {"rules": [{**POLICY_RULE, "blackouts": [{"start": start, "end": "2027-01-01T00:00:00Z"}]}]},
+                "spec.rules[0].blackouts[0].start",
+            )
+            for start in ("0000-01-01T00:00:00Z", "2026-12-04T10:30:00+24:00")  # no datetime in Python
+        ),
         (crd.APPROVAL, {**APPROVAL, "decision": "Maybe"}, 'spec.decision: Unsupported value: "Maybe"'),
         (crd.APPROVAL, {**APPROVAL, "approver": ""}, "spec.approver: Invalid value"),
         (crd.APPROVAL, {"requestId": "fo-1", "decision": "Approve"}, "spec.approver: Required value"),

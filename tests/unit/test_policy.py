@@ -11,7 +11,7 @@ import yaml
 
 from runbooks.contract import Reason
 from runbooks.models import RunbookSpec
-from runbooks.policy import Allowed, Reject, RunbookPolicySpec, Wait, evaluate
+from runbooks.policy import Allowed, Reject, RunbookPolicySpec, Wait, evaluate, parse
 from tests.unit.conftest import at
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
@@ -148,3 +148,26 @@ def test_the_most_approvals_and_the_shortest_expiry_apply(xhkg):
     assert (backup.approvals, backup.expire_after) == (2, datetime.timedelta(minutes=10))
     closed = evaluate({"p": policy}, _spec("failover", profile="backup"), at("2026-01-05 20:00"), xhkg)
     assert (closed.approvals, closed.expire_after) == (2, datetime.timedelta(hours=1))
+
+
+def _item(name: str, spec) -> dict:
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def test_a_policy_that_does_not_parse_holds_only_the_runs_it_may_concern():
+    """The API server took it (its schema cannot refuse a year 0): the gate cannot evaluate it, so a run it
+    might hold waits, named; a dry run, or a command none of its rules names, need not."""
+    frozen = {"start": "0000-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+    items = [
+        _item("ok", {"rules": [{"name": "any", "match": {"commands": ["drill"]}}]}),
+        _item("bad", {"rules": [{"name": "fb", "match": {"commands": ["failback"]}, "blackouts": [frozen]}]}),
+        _item("worse", {"rules": [{"name": "all", "blackouts": [frozen]}]}),
+    ]
+    policies, unreadable = parse(items)
+    assert list(policies) == ["ok"]
+    bad, worse = unreadable
+    assert (bad.name, bad.commands, worse.commands) == ("bad", frozenset({"failback"}), None)
+    assert bad.message.startswith("RunbookPolicy bad cannot be read: rules.0.blackouts.0.start: ")
+    assert bad.concerns(_spec("failback")) and not bad.concerns(_spec("health_check"))
+    assert not bad.concerns(_spec("failback", dry_run=True))
+    assert worse.concerns(_spec("health_check")) and not worse.concerns(_spec("drill", dry_run=True))
