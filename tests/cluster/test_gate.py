@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster.processes import answers_200, wait_until
 from runbooks import approval, crd, keys, policy
 from runbooks.contract import parse_time
-from tests.runbook_client import Runbooks, event_reasons, lines, write_script
+from tests.runbook_client import HOLD, Runbooks, event_reasons, lines, write_script
 
 COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
 WITNESSED = 'echo "$MDOPS_REQUEST_ID $(date +%s.%N)" >> "$WITNESS"\n'
@@ -77,6 +77,13 @@ class Gate:
     def decide(
         self, request_id: str, approver: str, decision: str = "Approve", requester: str = "alice"
     ) -> None:
+        """A decision, made in a later second than the Runbook (named after its request id): creation times
+        are whole seconds, and an approval from the Runbook's own second does not count."""
+        runbook = self.custom.get_namespaced_custom_object(
+            keys.GROUP, keys.VERSION, self.namespace, keys.PLURAL, request_id
+        )
+        later = parse_time(runbook["metadata"]["creationTimestamp"]) + datetime.timedelta(seconds=1)
+        wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, "a second after the Runbook's")
         spec = {"requestId": request_id, "decision": decision, "approver": approver, "requester": requester}
         body = crd.APPROVAL.manifest(f"{request_id}-{approver}-{decision.lower()}", spec)
         self.custom.create_namespaced_custom_object(
@@ -262,3 +269,37 @@ def test_a_restarted_controller_resumes_held_runs_keeps_the_deadline_and_runs_ea
     assert runs["drill-1"][0] >= expected.timestamp()
     assert "ApprovalExpired" in event_reasons(api_client, namespace, keys.KIND, "failback-1")
     assert gate_counts(second)[("failback", "expired")] == 1
+
+
+def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
+    start_controller, gate, rbs, scripts, witness, tmp_path
+):
+    """A freeze that begins, and a withdrawal, while runs the gate let through wait for their target's lock:
+    they never start, and the lock goes on to the next."""
+    write_script(tmp_path / "scripts", "failover", WITNESSED + f"RELEASE={tmp_path / 'go'}\n" + HOLD)
+    start_controller(**scripts)
+    gate.policy("four-eyes", rule("drills", ["drill"], approvals={"required": 1, "expireAfterSeconds": 600}))
+    rbs.create("holder", command="failover")
+    wait_until(lambda: "holder" in witness(), 30, "the holder's script to start")
+    rbs.create("withdrawn", command="drill", requested_by="alice")
+    wait_reason(rbs, "withdrawn", "Queued", "AwaitingApproval")
+    gate.decide("withdrawn", "bob")
+    rbs.create("frozen", command="failback")
+    rbs.create("last", command="restart")
+
+    def queued_behind(name: str, ahead: str):
+        found = rbs.get(name)
+        queued = next((c for c in found["status"].get("conditions", []) if c["type"] == "Queued"), {})
+        return found if queued.get("reason") == "Queued" and ahead in queued.get("message", "") else None
+
+    wait_until(lambda: queued_behind("withdrawn", "holder"), 30, "the approved drill to queue for the lock")
+    wait_until(lambda: queued_behind("frozen", "withdrawn"), 30, "the failback to queue behind the drill")
+    gate.policy("freeze", rule("no-failbacks", ["failback"], blackouts=[blackout(3600)], outside="Reject"))
+    gate.decide("withdrawn", "alice", "Reject")  # the requester withdraws her approved request
+    (tmp_path / "go").touch()
+
+    assert rbs.wait_finished("holder")["status"]["result"] == "success"
+    assert reason(rbs.wait_finished("withdrawn")) == "Rejected"
+    assert reason(rbs.wait_finished("frozen")) == "OutsideChangeWindow"
+    assert rbs.wait_finished("last")["status"]["result"] == "success"
+    assert sorted(witness()) == ["holder", "last"]
