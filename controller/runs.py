@@ -383,6 +383,7 @@ class Runs:
         assert entry.claim is not None
         await self.services.ledger.release(entry.claim, entry.namespace)
         entry.finishing = True
+        change.request_id, change.target = entry.request_id, entry.target  # in effect, as a run's are
         final = apply(self.status(entry), change)
         await self.patch(entry, change)
         reason = final.succeeded.reason if final.succeeded else Reason.FAILED

@@ -160,6 +160,7 @@ def test_each_window_outcome_wait_reject_dry_run_and_a_policy_change(
     refused = rbs.wait_finished("restart-1")["status"]
     assert (refused["result"], reason(rbs.get("restart-1"))) == ("failed", "OutsideChangeWindow")
     assert "exitCode" not in refused
+    assert (refused["requestId"], refused["target"]) == ("restart-1", f"{namespace}/default")  # as a run's
     assert rbs.wait_finished("restart-dry")["status"]["result"] == "success"
     assert rbs.wait_finished("check-1")["status"]["result"] == "success"
 

@@ -9,8 +9,9 @@ import pytest
 from controller import transitions
 from runbooks.approval import Tally, Vote, tally
 from runbooks.contract import NOT_RUN, ConditionType, ExitCode, Reason
-from runbooks.models import Execution, RunbookStatus, RunSession
+from runbooks.models import ApprovalRecord, Execution, PolicyRequirement, RunbookStatus, RunSession
 from runbooks.policy import Allowed, Reject, Wait
+from tests.unit.conftest import at
 
 TYPES = [c.value for c in ConditionType]
 
@@ -302,3 +303,19 @@ def test_the_record_of_decisions_is_bounded_and_keeps_every_one_that_counted():
     assert len(records) == transitions.APPROVAL_RECORDS
     assert [r.approver for r in records if r.ignored is None] == ["bob", "carol"]
     assert records[1].at == "2026-01-05T02:11:00.000Z"  # the oldest ignored ones were left out
+
+
+def test_a_run_is_approved_when_its_status_counts_the_approvals_its_policies_required():
+    def status(required: int, *records: tuple[str, str, str | None]) -> RunbookStatus:  # who, when, why not
+        return RunbookStatus(
+            policy=PolicyRequirement(approvals_required=required),
+            approvals=[
+                ApprovalRecord(approver=who, decision="Approve", at=t, ignored=w) for who, t, w in records
+            ],
+        )
+
+    bob, carol = ("bob", "2026-01-05T02:01:00.000Z", None), ("carol", "2026-01-05T02:03:00.000Z", None)
+    own = ("alice", "2026-01-05T02:05:00.000Z", "the requester cannot approve their own request")
+    assert transitions.approved_at(status(2, bob, carol, own)) == at("2026-01-05 10:03")
+    assert transitions.approved_at(status(2, bob, own)) is None  # 1 of 2
+    assert transitions.approved_at(status(0)) is None and transitions.approved_at(RunbookStatus()) is None
