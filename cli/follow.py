@@ -26,6 +26,13 @@ log lines and their times), then sends each new line once, in order (``log`` eve
 ``POST /execute`` itself waits (a bounded time) for the run's end, so :func:`run` opens the stream first (it
 never misses the start), sends execute in the background and follows the run meanwhile: the logs show while
 the API waits, and ``--no-wait`` returns as soon as the API has the run.
+
+When execute's answer is lost (the API could not be reached, did not answer in time, or answered 502, 503,
+504: :func:`lost`), the run may have been made: mdops asks the API again, with the same backoff as the
+stream, whether it has the run of this request id, and sends execute again with the same request id
+(the API's execute is idempotent by request id: the same body is the same run, never a second one) until
+the API answers; the polls of the run wait for the API in the same way (:func:`persist`). Only then does
+mdops decide; when it gives up, its error names the request id, whose run may exist.
 """
 
 from __future__ import annotations
@@ -75,6 +82,36 @@ def watch(fetch: Callable[[], T], interval: float, wake: futures.Future | None =
             futures.wait([wake], timeout=interval)
         else:
             time.sleep(interval)
+
+
+def lost(error: CliError) -> bool:
+    """Whether ``error`` is a call's without the API's answer: it could not be reached, did not answer in
+    time, or was not ready (502, 503, 504). The call may have been done; asked again, the API may answer."""
+    return error.exit_code == Exit.UNAVAILABLE and error.status in (None, 502, 503, 504)
+
+
+def persist(call: Callable[[], T], request_id: str, say: Say) -> T:
+    """``call()`` until the API answers it: asked again after 0.5, 1, 2, 4, then 8 s while the answer is
+    :func:`lost`, at most ``RECONNECTS`` times; then an error that names the run, which may exist."""
+    failures = 0
+    while True:
+        try:
+            return call()
+        except CliError as error:
+            if not lost(error):
+                raise
+            failures += 1
+            if failures > RECONNECTS:
+                raise CliError(
+                    f"{error.message}; gave up after {RECONNECTS} attempts: the run {request_id} may exist "
+                    "and go on",
+                    Exit.UNAVAILABLE,
+                    f"mdops get {request_id} shows it, mdops logs {request_id} -f follows it "
+                    "(a new run needs a new --request-id: the same one never runs twice)",
+                ) from None
+            delay = reconnect_delay(failures)
+            say(f"{request_id}: {error.message}; asking again in {delay:g} s")
+            time.sleep(delay)
 
 
 def stream_verdict(status: int, content_type: str) -> str:
@@ -280,32 +317,63 @@ def in_background(call: Callable[[], T]) -> futures.Future[T]:
 class Execution:
     """``POST /execute``, sent in the background, and what its answer says. A run of this request id that
     existed before is ours only once the API has answered (the same parameters: the same run; others: a
-    409)."""
+    409).
+
+    When the answer is lost (:func:`lost`) it is asked for again until the API answers (:func:`persist`):
+    first whether the API has the run (a new request id's run, there now, is ours: made before the answer
+    was lost), else execute again with the same body (the same request id: the run made before, if it was,
+    or now)."""
 
     def __init__(
-        self, api: Api, body: dict[str, Any], existed: bool, answered: Callable[[], None] = lambda: None
+        self,
+        api: Api,
+        body: dict[str, Any],
+        existed: bool,
+        say: Say,
+        answered: Callable[[], None] = lambda: None,
     ):
         self.api = api
+        self.body = body
         self.request_id = body["request_id"]
         self.existed = existed
+        self.say = say
         self.final: View | None = None  # the finished run, when execute answered 200
-        self.answer = in_background(lambda: api.execute(body))
+        self.answer = in_background(self._execute)
         self.answer.add_done_callback(lambda _: answered())
 
+    def _execute(self) -> tuple[int | None, dict[str, Any] | None]:
+        """Execute's status and body; ``(None, None)`` when its answer was lost but the API has the run."""
+        sent = False
+
+        def ask() -> tuple[int | None, dict[str, Any] | None]:
+            nonlocal sent
+            if sent and not self.existed and self.api.find(self.request_id) is not None:
+                return None, None
+            sent = True
+            return self.api.execute(self.body)
+
+        return persist(ask, self.request_id, self.say)
+
     def check(self, seen: bool) -> None:
-        """Raise when execute made no run (401, 403, 409, 422, 429, ...). When the call failed after the run
-        was made (a 500 for exit code 125, a timeout, a lost connection) the run is followed on: ``seen``,
-        or the API has it. A 429 made none (the token's rate, or the namespace's cap: what the API has of
-        this request id is an earlier refusal, not this run)."""
+        """Raise when execute made no run (401, 403, 409, 422, 429, ...), or when its answer was lost and
+        asking again gave up while the run was not ``seen``. When the call failed after the run was made
+        (a 500 for exit code 125) the run is followed on: ``seen``, or the API has it. A 429 made none (the
+        token's rate, or the namespace's cap: what the API has of this request id is an earlier refusal,
+        not this run)."""
         try:
             status, body = self.answer.result()
         except CliError as error:
-            made = error.exit_code in (Exit.API_FAILED, Exit.UNAVAILABLE) and error.status != 429
-            if made and (seen or self.api.find(self.request_id) is not None):
+            if seen and (error.exit_code == Exit.API_FAILED or lost(error)):
+                return
+            if error.exit_code == Exit.API_FAILED and self.find() is not None:
                 return
             raise
         if status == 200:
             self.final = body
+
+    def find(self) -> View | None:
+        """The run, as ``GET /api/ops/runbooks/{request_id}`` gives it once the API answers (None: none)."""
+        return persist(lambda: self.api.find(self.request_id), self.request_id, self.say)
 
 
 def _over_stream(stream: EventStream, follower: Follower, execution: Execution | None = None) -> bool:
@@ -388,12 +456,13 @@ def run(
     request_id = body["request_id"]
     existed = api.find(request_id) is not None
     if not wait:
-        _poll(lambda: api.find(request_id), None, POLL_SECONDS / 5, Execution(api, body, existed))
+        execution = Execution(api, body, existed, say)
+        _poll(execution.find, None, POLL_SECONDS / 5, execution)
         return None
     follower = Follower(request_id, emit, warn)
     with EventStream(api, request_id, say) as stream:
         streaming = stream.opened()  # before execute: the stream never misses the start
-        execution = Execution(api, body, existed, lambda: stream.inbox.put((ANSWERED, None)))
+        execution = Execution(api, body, existed, say, lambda: stream.inbox.put((ANSWERED, None)))
         if streaming and _over_stream(stream, follower, execution):
-            return execution.final or api.runbook(request_id)
-    return _poll(lambda: api.find(request_id), follower, POLL_SECONDS, execution)
+            return execution.final or persist(lambda: api.runbook(request_id), request_id, say)
+    return _poll(execution.find, follower, POLL_SECONDS, execution)

@@ -18,7 +18,18 @@ from rich.console import Console
 from cli import render
 from cli.config import REDACTED, resolve
 from cli.errors import MEANINGS, CliError, Exit, answer_error
-from cli.follow import POLL, READ, RECONNECTS, RETRY, Follower, reconnect_delay, stream_verdict, this_runs
+from cli.follow import (
+    POLL,
+    READ,
+    RECONNECTS,
+    RETRY,
+    Follower,
+    lost,
+    persist,
+    reconnect_delay,
+    stream_verdict,
+    this_runs,
+)
 from cli.main import cli
 from devcluster.processes import free_port
 
@@ -429,6 +440,55 @@ def test_reconnects_back_off_to_8_seconds_and_give_up_within_about_a_minute():
     delays = [reconnect_delay(n) for n in range(1, RECONNECTS + 1)]
     assert delays[:5] == [0.5, 1, 2, 4, 8] and max(delays) == 8
     assert 30 < sum(delays) < 60
+
+
+@pytest.mark.parametrize(
+    ("error", "is_lost"),
+    [
+        (CliError("cannot reach the API at http://api", Exit.UNAVAILABLE), True),
+        (answer_error(503, {"detail": "not synced"}, "env"), True),
+        (answer_error(502, None, "env"), True),
+        (answer_error(504, None, "env"), True),
+        (answer_error(429, {"detail": "rate"}, "env"), False),  # an answer: no run was made
+        (answer_error(500, {"detail": "exit code 125"}, "env"), False),  # an answer: the run's
+        (answer_error(409, {"detail": "other parameters"}, "env"), False),
+    ],
+)
+def test_an_answer_is_lost_only_when_the_api_gave_none(error, is_lost):
+    assert lost(error) is is_lost
+
+
+def test_a_lost_answer_is_asked_for_again_with_backoff_then_the_error_names_the_run(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("cli.follow.time.sleep", slept.append)
+    said: list[str] = []
+    answers = iter([answer_error(503, {"detail": "not synced"}, "env"), "the answer"])
+
+    def call():
+        answer = next(answers)
+        if isinstance(answer, CliError):
+            raise answer
+        return answer
+
+    assert persist(call, "fo-1", said.append) == "the answer"
+    assert slept == [0.5] and said == ["fo-1: the API is not ready (503): not synced; asking again in 0.5 s"]
+
+    def unreachable():
+        raise CliError("cannot reach the API at http://api", Exit.UNAVAILABLE)
+
+    slept.clear()
+    with pytest.raises(CliError) as raised:
+        persist(unreachable, "fo-1", said.append)
+    assert slept == [reconnect_delay(n) for n in range(1, RECONNECTS + 1)]
+    assert raised.value.exit_code == Exit.UNAVAILABLE
+    assert "the run fo-1 may exist" in raised.value.message
+    assert "mdops get fo-1" in raised.value.hint and "mdops logs fo-1 -f" in raised.value.hint
+
+    def refused():
+        raise answer_error(409, {"detail": "other parameters"}, "env")
+
+    with pytest.raises(CliError, match="conflict"):  # an answer: not asked again
+        persist(refused, "fo-1", said.append)
 
 
 def _text(renderable) -> str:
