@@ -32,6 +32,7 @@ class Proxy:
         self._pairs: list[tuple[socket.socket, socket.socket, threading.Event]] = []
         self._refusing = False
         self._closed = False
+        self.refused = 0  # connections refused while cut: a witness that a client asked meanwhile
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def kubeconfig(self, original: Path, path: Path) -> Path:
@@ -82,6 +83,7 @@ class Proxy:
                 return
             with self._lock:
                 if self._refusing:
+                    self.refused += 1
                     client.close()
                     continue
                 upstream = socket.create_connection(self.target)

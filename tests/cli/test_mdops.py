@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -27,14 +29,18 @@ from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.errors import Exit
-from devcluster.processes import wait_until
+from devcluster.processes import answers_200, wait_until
 from devcluster.stack import NAMESPACE
 from devcluster.supervisor import RECORD, write_env
 from runbooks import crd
+from runbooks.kube import api_client as new_api_client
 from tests.api.proxy import Proxy
-from tests.runbook_client import HOLD, lines, reference_scripts
+from tests.runbook_client import HOLD, Runbooks, lines, reference_scripts
 
 BIN = Path(sys.executable).parent  # the venv's bin, where the package installs mdops and kubectl-mdops
+# The checkout under test, first on mdops's path: a worktree that shares another checkout's virtualenv
+# (whose editable install points there) tests its own cli/, not that checkout's.
+REPO = Path(__file__).resolve().parents[2]
 MDOPS = BIN / "mdops"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -98,7 +104,12 @@ class User:
     def __init__(self, home: Path, **env: str):
         self.home = home
         self.config = home / ".config" / "mdops" / "config.yaml"
-        self.env = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(home), **env}
+        self.env = {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(home),
+            "PYTHONPATH": str(REPO),
+            **env,
+        }
 
     def run(self, *argv: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -465,25 +476,32 @@ def test_a_run_silent_for_longer_than_the_heartbeat_is_followed_to_its_end(stack
     assert following.printed[-1] == f"restart {rid}: success (exit code 0)"
 
 
-def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, admin, files):
-    """Past the token's streams the API answers 429: mdops follows the run by polling, as before; -v says
-    so in one line, without it standard error stays empty."""
+@contextmanager
+def every_stream_held(stack) -> Iterator[None]:
+    """Every event stream the admin token may have, held open (the API refuses the next with a 429)."""
     client = httpx.Client(headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=30)
     held: list[httpx.Response] = []
     try:
         while not held or held[-1].status_code == 200:  # every stream the token may have, and one refused
             held.append(client.send(client.build_request("GET", stack.api_url + EVENTS), stream=True))
         assert held[-1].status_code == 429
+        yield
+    finally:
+        for response in held:
+            response.close()
+        client.close()
+
+
+def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, admin, files):
+    """Past the token's streams the API answers 429: mdops follows the run by polling, as before; -v says
+    so in one line, without it standard error stays empty."""
+    with every_stream_held(stack):
         followed = {}
         for flags in (("-v",), ()):
             rid = request_id()
             (files / f"{rid}.go").touch()
             following = Following(admin, "run", "restart", "--request-id", rid, "--follow", *flags)
             followed[flags] = (rid, following, *following.end())
-    finally:
-        for response in held:
-            response.close()
-        client.close()
     for rid, following, code, stderr in followed.values():
         assert code == 0, stderr
         assert following.script_lines() == lines(files / f"{rid}.lines")
@@ -491,3 +509,50 @@ def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, ad
     assert said.startswith("mdops: no event stream (too many requests (429): token ")
     assert said.count("\n") == 1
     assert followed[()][3] == ""
+
+
+@pytest.mark.parametrize("polled", [False, True], ids=["streamed", "polled"])
+def test_a_run_whose_answer_is_lost_when_the_api_dies_runs_once_and_exits_with_its_code(
+    stack, admin, files, polled
+):
+    """The API is SIGKILLed after it made the run and while execute waits for its end (WRITER holds): the
+    answer is lost. mdops, behind a proxy cut from just before the kill until the supervisor has started
+    the API again (so that the API is unreachable for a while, whatever its restart takes), asks the API
+    again until it answers, with the same request id, and exits with the runbook's exit code: the run ran
+    once, one Runbook of that request id. Followed over the event stream, or by polling (every stream of the
+    token held: the API refuses mdops's)."""
+    rid = request_id()
+    witness = files / f"{rid}.lines"
+    with every_stream_held(stack) if polled else nullcontext(), Proxy(stack.api_url) as proxy:
+        following = Following(behind(proxy, admin), "run", "restart", "--request-id", rid, "-v")
+        # The witness that the Runbook was made and runs: the script's first line. It holds until the test
+        # releases it, so execute (which waits 30 s for the end) has not answered.
+        wait_until(lambda: lines(witness) or following.process.poll() is not None, 60, "the run to start")
+        assert following.process.poll() is None, following.end()
+        api = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+        proxy.cut()
+        os.kill(api["pid"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            entry = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+            return entry["restarts"] == api["restarts"] + 1 and entry["state"] == "running"
+
+        wait_until(restarted, 30, "the supervisor to start the API again")
+        # Ready before the proxy lets mdops through: the proxy connects to the API as it accepts.
+        wait_until(lambda: answers_200(f"{stack.api_url}/readyz"), 60, "the restarted API to be ready")
+        asked = lambda: proxy.refused >= 2 or following.process.poll() is not None  # noqa: E731
+        wait_until(asked, 30, "mdops to ask again while the API cannot be reached")
+        assert following.process.poll() is None, following.end()
+        proxy.resume()
+        (files / f"{rid}.go").touch()
+        code, stderr = following.end()
+    assert code == 0, stderr
+    assert f"mdops: {rid}: cannot reach the API at http://127.0.0.1:{proxy.port}" in stderr
+    assert "asking again in 0.5 s" in stderr
+    assert lines(witness) == [f"line {i} of {rid}" for i in range(1, WRITTEN + 1)]  # the script ran once
+    kube = new_api_client(stack.cluster.kubeconfig)
+    try:
+        runbooks = Runbooks(kube, NAMESPACE).list()
+    finally:
+        kube.close()
+    assert [rb["spec"]["requestId"] for rb in runbooks].count(rid) == 1
