@@ -18,7 +18,7 @@ import httpx
 from httpx_sse import EventSource, connect_sse
 
 from cli.config import Connection
-from cli.errors import CliError, Exit, answer_error
+from cli.errors import CliError, Exit, answer_error, detail_of
 
 CONNECT_TIMEOUT = 5.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
@@ -81,9 +81,10 @@ class Api:
         return self._json(self._call("GET", _runbook_path(request_id)))
 
     def find(self, request_id: str) -> dict[str, Any] | None:
-        """The run of this request id, or None while the API knows none."""
+        """The run of this request id, or None while the API knows none (its 404, with its detail: another
+        server's 404 is an error)."""
         response = self._call("GET", _runbook_path(request_id))
-        return None if response.status_code == 404 else self._json(response)
+        return None if response.status_code == 404 and detail_of(_body(response)) else self._json(response)
 
     def execute(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """200 and the finished run, or 202 and its state so far (the API waits a bounded time)."""

@@ -116,6 +116,13 @@ _ANSWERS: dict[int, tuple[Exit, str, str]] = {
 def answer_error(status: int, body: Any, source: str) -> CliError:
     """The error for an API answer that is not a success (pure: status and body in, error out)."""
     detail = detail_of(body) or f"HTTP {status}"
+    if status == 404 and not detail_of(body):  # the API's 404s all say what is missing: another server's
+        return CliError(
+            "not found (404) without the API's detail: not an answer of the mdops API",
+            Exit.API_FAILED,
+            f"is the URL the mdops API's? ({source})",
+            status,
+        )
     if status in _ANSWERS:
         code, words, hint = _ANSWERS[status]
         return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source), status)
