@@ -454,7 +454,20 @@ def run(
     """``mdops run``: make the run of ``body`` (which names its request id) and, with ``wait``, follow it
     to its end (its final view, in execute's shape); without, return as soon as the API has it."""
     request_id = body["request_id"]
-    existed = api.find(request_id) is not None
+    try:
+        existed = api.find(request_id) is not None
+    except CliError as error:
+        if error.status != 403:
+            raise
+        # Reading one run needs status:read or a permission to execute: this token has neither, and the
+        # API names the first. What mdops run needs is the second.
+        raise CliError(
+            f"not allowed (403): the token may not run {body['command']}: that needs the permission "
+            f"'runbooks:execute:{body['command']}' (or 'runbooks:execute')",
+            Exit.NOT_ALLOWED,
+            error.hint,
+            403,
+        ) from None
     if not wait:
         execution = Execution(api, body, existed, say)
         _poll(execution.find, None, POLL_SECONDS / 5, execution)
