@@ -410,7 +410,8 @@ RUNBOOK = "/api/ops/runbooks/{request_id}"
 def test_a_followed_run_loses_no_line_when_the_stream_drops_and_it_is_not_polled(stack, admin, files):
     """mdops shows WRITER's lines as they come; the connection is cut while the script writes more, and
     mdops resumes with Last-Event-ID: every line once, in the order the script wrote them. Over the stream,
-    not by polling: the API counts two streams and no GET of the run but the first and the last."""
+    not by polling: the API counts two streams and no GET of the run but the first, the one that asks for
+    the run after execute's answer was lost in the cut, and the last."""
     rid = request_id()
     streams, reads = api_requests(stack, EVENTS), api_requests(stack, RUNBOOK)
     with Proxy(stack.api_url) as proxy:
@@ -428,7 +429,7 @@ def test_a_followed_run_loses_no_line_when_the_stream_drops_and_it_is_not_polled
     assert f"event stream of {rid}: " in stderr and "reconnecting in" in stderr  # with -v
     assert "polling" not in stderr
     wait_until(lambda: api_requests(stack, EVENTS) - streams >= 2, 30, "the API to count both streams")
-    assert api_requests(stack, RUNBOOK) - reads <= 2  # polling reads it once a second for ~4 s and more
+    assert api_requests(stack, RUNBOOK) - reads <= 3  # polling reads it once a second for ~4 s and more
 
 
 def test_a_followed_run_loses_and_repeats_no_line_when_the_api_restarts(stack, admin, files):
