@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from api.auth import MIN_TOKEN_LENGTH, TokensFileError, TokenStore
+from cli.errors import Exit
 from tests.api.conftest import (
     ADMIN_TOKEN,
     EXECUTOR_TOKEN,
@@ -253,3 +257,27 @@ def test_the_token_store_matches_exactly():
     assert store.authenticate(secret).name == "admin"
     for other in (secret[:-1], secret + " ", secret.upper(), "", secret + "\x00"):
         assert store.authenticate(other) is None
+
+
+def mdops(url: str, token: str, *args: str, home) -> subprocess.CompletedProcess:
+    """The installed command line, as a user with only these in the environment runs it."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "MDOPS_API_URL": url, "MDOPS_API_TOKEN": token}
+    command = [str(Path(sys.executable).parent / "mdops"), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_mdops_run_names_the_permission_the_command_needs(start_server, tmp_path):
+    """Its first look for the run (status:read, or any execute permission) is refused: the token is told
+    what running the command needs, not what the look did."""
+    server = start_server()
+    result = mdops(server.url, NOTHING_TOKEN, "run", "health_check", home=tmp_path)
+    assert result.returncode == Exit.NOT_ALLOWED, result.stderr
+    assert "'runbooks:execute:health_check' (or 'runbooks:execute')" in result.stderr
+    assert "status:read" not in result.stderr
+
+
+def test_mdops_says_when_its_url_is_not_the_mdops_apis(prometheus, tmp_path):
+    """Another server's 404 (here Prometheus') is a wrong URL, not a run that does not exist."""
+    result = mdops(prometheus.url, NOTHING_TOKEN, "get", "fo-1", home=tmp_path)
+    assert result.returncode == Exit.API_FAILED, result.stderr
+    assert "is the URL the mdops API's?" in result.stderr

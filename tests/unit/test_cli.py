@@ -10,15 +10,13 @@ import io
 import os
 import stat
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
 from cli import render
-from cli.client import Api
-from cli.config import REDACTED, Connection, resolve
+from cli.config import REDACTED, resolve
 from cli.errors import MEANINGS, CliError, Exit, answer_error
 from cli.follow import (
     POLL,
@@ -32,7 +30,6 @@ from cli.follow import (
     stream_verdict,
     this_runs,
 )
-from cli.follow import run as run_and_follow
 from cli.main import cli
 from devcluster.processes import free_port
 
@@ -631,36 +628,3 @@ def test_schedules_and_the_venues_session_read_in_words():
         "XHKG lunch_break, opens 2026-01-06T09:30:00+08:00, closes 2026-01-05T16:00:00+08:00"
     )
     assert render.session_line({"venue": "XHKG", "state": None, "note": "loading"}) == "XHKG (loading)"
-
-
-def _api(handler) -> Api:
-    """An Api whose answers come from ``handler`` (an httpx request in, a response out)."""
-    api = Api(Connection("http://api.test", "t", "the test"), 5)
-    api.http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(handler))
-    return api
-
-
-def test_a_token_without_permissions_is_told_the_permission_that_run_needs():
-    """The first lookup of ``mdops run`` (GET of the run: status:read or any execute permission) is
-    refused naming status:read; what the command needs is the command's execute permission."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.method == "GET"  # never an execute
-        return httpx.Response(403, json={"detail": "token 'nobody' lacks the permission 'status:read'"})
-
-    with pytest.raises(CliError) as raised:
-        run_and_follow(
-            _api(handler), {"command": "health_check", "request_id": "r-1"}, True, None, print, print
-        )
-    assert raised.value.exit_code == Exit.NOT_ALLOWED
-    assert "'runbooks:execute:health_check' (or 'runbooks:execute')" in raised.value.message
-    assert "status:read" not in raised.value.message
-
-
-def test_another_servers_404_is_not_taken_for_an_unknown_run():
-    api = _api(lambda request: httpx.Response(404, text="<html>Not Found</html>"))
-    with pytest.raises(CliError) as raised:
-        api.find("r-1")
-    assert raised.value.exit_code == Exit.API_FAILED and "is the URL the mdops API's?" in raised.value.hint
-    mdops = _api(lambda request: httpx.Response(404, json={"detail": "no runbook with request_id 'r-1'"}))
-    assert mdops.find("r-1") is None
