@@ -141,7 +141,7 @@ def test_each_window_outcome_wait_reject_dry_run_and_a_policy_change(
     controller = start_controller(**scripts)
     gate.policy(
         "windows",
-        rule("drills-wait", ["drill"], blackouts=[blackout(12)], outside="Wait"),
+        rule("drills-wait", ["drill"], blackouts=[blackout(20)], outside="Wait"),  # seen held when busy
         rule("restarts-refused", ["restart"], blackouts=[blackout(3600)], outside="Reject"),
         rule("failbacks-wait-long", ["failback"], blackouts=[blackout(3600)], outside="Wait"),
     )
@@ -289,8 +289,9 @@ def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     rbs.create("last", command="restart")
 
     def queued_behind(name: str, ahead: str):
-        found = rbs.get(name)
-        queued = next((c for c in found["status"].get("conditions", []) if c["type"] == "Queued"), {})
+        found = rbs.get(name) or {}
+        conditions = found.get("status", {}).get("conditions", [])
+        queued = next((c for c in conditions if c["type"] == "Queued"), {})
         return found if queued.get("reason") == "Queued" and ahead in queued.get("message", "") else None
 
     wait_until(lambda: queued_behind("withdrawn", "holder"), 30, "the approved drill to queue for the lock")
