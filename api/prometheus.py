@@ -1,9 +1,13 @@
 """Platform metrics from Prometheus, through ``prometheus-api-client``.
 
 Its calls block, so each query runs in a worker thread and the summary's queries run concurrently.
+The threads are Prometheus' own (``QUERY_WORKERS`` of them), never the event loop's default pool, which
+the rest of the API shares: a Prometheus that hangs holds only its own threads, never status' or execute's.
 A query fails fast (no retries, a short timeout): an unreachable Prometheus makes the summary's
-metrics stale, not the request slow. Where a query returns several series (several exporters), the
-summary reports their maximum and says so in the metric's ``context``.
+metrics stale, not the request slow. A query that would have to wait for a thread (all of them held by
+queries in flight, e.g. while Prometheus hangs) is not queued: its request is a prompt 503. Where a query
+returns several series (several exporters), the summary reports their maximum and says so in the metric's
+``context``.
 
 Consoles poll the summary and the charts' timeseries: requests that arrive while an answer's queries run
 share them (single flight), and the answer is reused for ``MDOPS_API_METRICS_MAX_AGE_SECONDS`` after it was
@@ -18,6 +22,9 @@ import asyncio
 import datetime
 import json
 import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +37,10 @@ from api.errors import PrometheusUnavailable
 from api.render import iso
 
 NO_SAMPLE = "no exporter sample"
+# Threads for Prometheus' queries: one console's overview at once (the summary's three and four charts) and
+# one more; as many queries in flight at most, the rest answered 503 at once rather than queued.
+QUERY_WORKERS = 8
+BUSY = "prometheus is slow or unreachable: its earlier queries have not answered yet; try again shortly"
 MAX_POINTS = 11000  # Prometheus refuses range queries of more points
 
 # The metrics a chart may ask for (never raw PromQL), with their units.
@@ -110,25 +121,54 @@ class MetricsSource:
             url=url.rstrip("/"), retry=Retry(total=0, raise_on_status=False), timeout=timeout
         )
         self.max_age = max_age
+        self._pool = ThreadPoolExecutor(QUERY_WORKERS, thread_name_prefix="prometheus")
+        self._lock = threading.Lock()
+        self._in_flight = 0  # queries given a thread of the pool, not finished yet
         # Failures are not kept (timeseries' 503): the next request tries again.
         self.summary = alru_cache(maxsize=1, ttl=max_age)(self._encoded_summary)
         self.timeseries = alru_cache(maxsize=64, ttl=max_age)(self._timeseries)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
-    async def _query(self, promql: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.client.custom_query, promql)
+    def _reserve(self, queries: int) -> None:
+        """Threads for ``queries`` queries, all or none: none is a 503 (PrometheusUnavailable) at once."""
+        with self._lock:
+            if self._in_flight + queries > QUERY_WORKERS:
+                raise PrometheusUnavailable(BUSY)
+            self._in_flight += queries
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _start(self, call: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``call(*args)`` started now in a thread reserved for it (``_reserve``), which it releases when
+        it returns, even if the request that asked went away meanwhile."""
+
+        def run() -> Any:
+            try:
+                return call(*args)
+            finally:
+                self._release()
+
+        try:
+            return asyncio.wrap_future(self._pool.submit(run))
+        except BaseException:
+            self._release()
+            raise
 
     async def _encoded_summary(self) -> bytes:
         """The summary as the answer's body: encoded once, however many clients it is reused for."""
         return json.dumps(await self.query_summary(), separators=(",", ":")).encode()
 
     async def query_summary(self) -> dict[str, dict[str, Any]]:
-        """The summary's queries, run now and concurrently (``summary``: shared and reused, encoded)."""
-        gauges, *answers = await asyncio.gather(
-            *(self._query(q) for q in SUMMARY_QUERIES), return_exceptions=True
-        )
+        """The summary's queries, run now and concurrently (``summary``: shared and reused, encoded); a 503
+        when the pool has no thread for each of them."""
+        self._reserve(len(SUMMARY_QUERIES))
+        started = [self._start(self.client.custom_query, q) for q in SUMMARY_QUERIES]
+        gauges, *answers = await asyncio.gather(*started, return_exceptions=True)
         own = dict(zip((m.query for m in SUMMARY if m.query), answers, strict=True))
 
         def answer(metric: SummaryMetric) -> list[dict[str, Any]] | BaseException:
@@ -175,8 +215,9 @@ class MetricsSource:
         """Samples of ``metric`` (its maximum over series) over the last ``minutes``."""
         end = datetime.datetime.now(datetime.UTC)
         start = end - datetime.timedelta(minutes=minutes)
+        self._reserve(1)
         try:
-            result = await asyncio.to_thread(
+            result = await self._start(
                 self.client.custom_query_range, f"max({metric})", start, end, f"{step_seconds}s"
             )
         except (requests.RequestException, PrometheusApiClientException) as error:

@@ -22,7 +22,12 @@ router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=Stri
     "/summary",
     response_model=SummaryResponse,
     summary="The console overview's metrics; stale (value null) when there is no sample or no Prometheus",
-    responses=responses(*PROTECTED),
+    responses=responses(
+        *PROTECTED,
+        503,
+        c503="Prometheus is slow or unreachable: the queries asked of it earlier have not answered yet "
+        "(an unreachable Prometheus that refuses at once makes the metrics stale instead).",
+    ),
     openapi_extra={"security": [{BEARER: []}]},
 )
 async def summary(request: Request) -> Response:
@@ -37,7 +42,12 @@ async def summary(request: Request) -> Response:
     "/timeseries",
     response_model=TimeseriesResponse,
     summary="Samples of one allowed metric (its maximum over series) for charts",
-    responses=responses(*PROTECTED, 422, 503, c503="Prometheus cannot be reached."),
+    responses=responses(
+        *PROTECTED,
+        422,
+        503,
+        c503="Prometheus cannot be reached, or is slow: the queries asked of it earlier have not answered.",
+    ),
 )
 async def timeseries(
     settings: SettingsDep,

@@ -8,16 +8,18 @@ import concurrent.futures
 import datetime
 import itertools
 import json
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from api.prometheus import SUMMARY_QUERIES
+from api.prometheus import QUERY_WORKERS, SUMMARY_QUERIES
 from devcluster.processes import free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from sim.process import run_sim
-from tests.api.conftest import METRICS_TOKEN, RECORD, auth, http, reporting
+from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, RECORD, auth, http, reporting
 
 SUMMARY = "/api/ops/metrics/summary"
 TIMESERIES = "/api/ops/metrics/timeseries"
@@ -309,3 +311,60 @@ def test_many_readers_cost_one_summary_per_interval(start_api, prometheus):
     assert len({a.text for a in answers}) == 1
     assert answers[0].headers["cache-control"] == "private, max-age=60"
     assert prometheus.queries_answered() - before == len(SUMMARY_QUERIES)
+
+
+def timed(
+    method: str, url: str, body: dict | None = None, token: str = ADMIN_TOKEN
+) -> tuple[int, str, float]:
+    """One request over a real socket: (status, body, seconds it took)."""
+    began = time.monotonic()
+    code, _, text = http(method, url, body, auth(token))
+    return code, text, time.monotonic() - began
+
+
+def test_a_hung_prometheus_holds_up_nothing_but_its_own_queries(start_server, tmp_path, sim):
+    """Prometheus stopped (SIGSTOP: its port accepts, it answers nothing) under many concurrent metrics
+    requests: status and execute still answer at once, and a metrics request that would wait behind the
+    queries in flight is a prompt 503, not an answer after a queue of timeouts."""
+    with Prometheus(tmp_path / "prom", [ScrapeTarget("sim", f"127.0.0.1:{sim.port}")]) as hung:
+        server = start_server(
+            MDOPS_PROMETHEUS_URL=hung.url,
+            MDOPS_PROMETHEUS_TIMEOUT_SECONDS="5",
+            MDOPS_API_METRICS_MAX_AGE_SECONDS="0",
+            MDOPS_API_EXECUTE_WAIT_SECONDS="0",  # 202 once created: no controller here
+        )
+        os.kill(hung.process.popen.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(48) as pool:
+                # Distinct windows: distinct queries, none shared; and summaries besides.
+                urls = [f"{TIMESERIES}?metric=md_throughput_mps&minutes={m}" for m in range(1, 41)]
+                urls += [SUMMARY] * 4
+                load = [pool.submit(timed, "GET", server.url + u, None, METRICS_TOKEN) for u in urls]
+
+                def busy() -> tuple[int, str, float] | None:  # every Prometheus thread holds a query
+                    code, text, took = timed("GET", server.url + f"{TIMESERIES}?metric=md_feed_up")
+                    return (code, text, took) if code == 503 else None
+
+                code, text, took = wait_until(busy, 15, "a metrics request refused while Prometheus hangs")
+                assert "prometheus is slow or unreachable" in json.loads(text)["detail"]
+                assert took < 3, took
+
+                code, text, took = timed("GET", server.url + "/api/ops/status")
+                assert code == 200, text
+                assert took < 3, took
+                execute = server.url + "/api/ops/runbooks/execute"
+                code, text, took = timed("POST", execute, {"command": "start"})
+                assert code == 202, text
+                assert took < 3, took
+
+                answers = [f.result() for f in load]
+        finally:
+            os.kill(hung.process.popen.pid, signal.SIGCONT)
+    # As many as the threads ran into Prometheus' timeout; the others were refused at once.
+    refused = [a for a in answers if a[0] == 503 and "slow or unreachable" in a[1]]
+    assert len(answers) - len(refused) <= QUERY_WORKERS + 4  # the summaries share their queries
+    assert all(took < 3 for _, _, took in refused), [round(a[2], 1) for a in refused]
+    for code, text, _ in answers:
+        assert code in (200, 503), text
+        if code == 200 and text.startswith('{"coverage_ratio"'):  # a summary that ran: stale, as before
+            assert all(m["stale"] for m in json.loads(text).values())
