@@ -279,6 +279,19 @@ def test_timeseries_validation_is_422(api, params, fragment):
     assert fragment in response.text
 
 
+def test_a_metric_not_allowed_is_not_echoed_back(api):
+    response = api.get(
+        TIMESERIES, params={"metric": "<script>alert(1)</script>"}, headers=auth(METRICS_TOKEN)
+    )
+    assert response.status_code == 422
+    assert "<script>" not in response.text and "alert(1)" not in response.text
+    [issue] = response.json()["detail"]
+    assert issue["loc"] == ["query", "metric"]
+    assert issue["msg"].startswith(
+        "this metric is not allowed; allowed metrics: md_subscription_coverage_ratio"
+    )
+
+
 @pytest.mark.parametrize(
     ("minutes", "step_seconds", "step"),
     [(183, 1, 1), (184, 1, 2), (367, 1, 3), (367, 2, 3), (367, 4, 4)],
