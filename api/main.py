@@ -22,6 +22,7 @@ from api.cache import RunbookCache
 from api.edge import EdgeMiddleware
 from api.errors import ApiError
 from api.events import EventLog, StreamLimiter
+from api.kube import requests_client
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
 from api.routes import approvals, console, events, health, metrics, runbooks, schedules, status
@@ -45,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tokens = TokenStore.load(settings.api_token, settings.api_tokens_file)
     if not len(tokens):
         log.warning("no token configured (OPS_API_TOKEN, MDOPS_API_TOKENS_FILE): every request gets 401")
-    kube_requests = api_client(settings.kubeconfig, settings.in_cluster)
+    kube_requests = requests_client(settings.kubeconfig, settings.in_cluster)  # api.kube: prompt 503s
     kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
     cache = RunbookCache(kube_watch, settings.namespace, events=EventLog(settings.api_events_buffer)).start()
     prometheus = MetricsSource(

@@ -31,6 +31,7 @@ from kubernetes import client
 from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
+from api.kube import REQUEST_TIMEOUT
 from api.quota import Quota, TooManyRequests
 from api.records import RunbookRecord, record_of
 from api.schemas import ExecuteRequest
@@ -160,7 +161,7 @@ class Submitter:
                 keys.PLURAL,
                 record.name,
                 body=preconditions,
-                _request_timeout=(5, 30),
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except client.ApiException as error:
             if error.status not in (404, 409):
@@ -182,7 +183,7 @@ class Submitter:
             self.cache.namespace,
             keys.PLURAL,
             manifest,
-            _request_timeout=(5, 30),
+            _request_timeout=REQUEST_TIMEOUT,
         )
 
     def _read(self, name: str) -> dict[str, Any]:
@@ -193,7 +194,7 @@ class Submitter:
                 self.cache.namespace,
                 keys.PLURAL,
                 name,
-                _request_timeout=(5, 30),
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except client.ApiException as error:
             raise KubernetesUnavailable(

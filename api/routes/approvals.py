@@ -25,6 +25,7 @@ from api.cache import RunbookCache
 from api.deps import Approving, CacheDep, ObjectsDep, SettingsDep
 from api.errors import Conflict, Forbidden
 from api.jsonbody import StrictJSONRoute
+from api.kube import REQUEST_TIMEOUT
 from api.openapi import PROTECTED, responses
 from api.render import iso
 from api.routes.runbooks import lookup
@@ -141,7 +142,7 @@ async def _decide(
             cache.namespace,
             approval.PLURAL,
             manifest,
-            _request_timeout=(5, 30),
+            _request_timeout=REQUEST_TIMEOUT,
         )
     except client.ApiException as error:
         if error.status != 409:
@@ -176,7 +177,7 @@ async def _gate_counts(
             keys.VERSION,
             cache.namespace,
             policy.PLURAL,
-            _request_timeout=(5, 30),
+            _request_timeout=REQUEST_TIMEOUT,
         )
     except client.ApiException as error:
         if error.status != 404:  # 404: no policy CRD installed, so no policy

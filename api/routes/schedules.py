@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from api.deps import ObjectsDep, SettingsDep, StatusReader
 from api.jsonbody import StrictJSONRoute
+from api.kube import REQUEST_TIMEOUT
 from api.openapi import PROTECTED, responses
 from api.render import iso, zoned
 from api.schemas import SchedulesResponse
@@ -50,7 +51,7 @@ async def list_schedules(
         settings.namespace,
         schedule.PLURAL,
         limit=MAX_SCHEDULES,
-        _request_timeout=(5, 30),
+        _request_timeout=REQUEST_TIMEOUT,
     )
     now = datetime.datetime.now(datetime.UTC)
     calendar: SessionCalendar | str

@@ -1,0 +1,101 @@
+"""The API while the kube-apiserver is frozen (SIGSTOP: its port accepts connections, it answers nothing),
+on a control plane of this module's own (never the shared one)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from api.settings import ApiSettings
+from devcluster.controlplane import ControlPlane
+from devcluster.processes import wait_until
+from runbooks.kube import api_client as new_api_client
+from tests.api.conftest import ADMIN_TOKEN, auth, running_app
+from tests.runbook_client import Runbooks
+
+NAMESPACE = "frozen"
+PROMPT = 16  # seconds: a read timeout of 10 s, and room for a loaded machine; the client's retries took 30-90
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory) -> Iterator[ControlPlane]:
+    with ControlPlane(tmp_path_factory.mktemp("frozen-plane")) as own:
+        own.install_crds()
+        own.kubectl("create", "namespace", NAMESPACE)
+        yield own
+
+
+@contextlib.contextmanager
+def frozen(plane: ControlPlane) -> Iterator[None]:
+    """The kube-apiserver stopped (SIGSTOP) meanwhile; always continued (SIGCONT) after."""
+    apiserver = next(p for p in plane.processes if p.name == "kube-apiserver")
+    os.kill(apiserver.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(apiserver.popen.pid, signal.SIGCONT)
+
+
+def settings_of(plane: ControlPlane, tokens_file, **overrides) -> ApiSettings:
+    values = {
+        "kubeconfig": plane.kubeconfig,
+        "namespace": NAMESPACE,
+        "OPS_API_TOKEN": ADMIN_TOKEN,
+        "api_tokens_file": tokens_file,
+        "api_execute_wait_seconds": 0,  # no controller here: 202 once created
+        **overrides,
+    }
+    return ApiSettings(**values)
+
+
+def timed(call, *args, **kwargs):
+    began = time.monotonic()
+    response = call(*args, **kwargs)
+    return response, time.monotonic() - began
+
+
+def test_requests_to_a_frozen_kube_apiserver_are_a_prompt_503(plane, tokens_file):
+    """Execute's create, the schedules' list and a decision's policies list give up within about the read
+    timeout, as a 503 naming Kubernetes; the create whose answer was lost is, asked again, the same run."""
+    kube = new_api_client(plane.kubeconfig)
+    try:
+        Runbooks(kube, NAMESPACE).create("waiting", command="start", requestId="waiting", requestedBy="ops")
+        with running_app(settings_of(plane, tokens_file)) as api:
+            wait_until(
+                lambda: api.get("/api/ops/runbooks/waiting", headers=auth()).status_code == 200,
+                30,
+                "the cache to hold the Runbook",
+            )
+            body = {"command": "start", "request_id": "made-while-frozen"}
+            with frozen(plane):
+                calls = {
+                    "execute": lambda: api.post("/api/ops/runbooks/execute", json=body, headers=auth()),
+                    "schedules": lambda: api.get("/api/ops/schedules", headers=auth()),
+                    "reject": lambda: api.post("/api/ops/runbooks/waiting/reject", headers=auth()),
+                }
+                for what, call in calls.items():
+                    response, took = timed(call)
+                    assert response.status_code == 503, (what, response.text)
+                    assert response.json()["detail"].startswith("Kubernetes API unreachable"), what
+                    assert took < PROMPT, (what, took)
+
+            def answered():
+                response = api.post("/api/ops/runbooks/execute", json=body, headers=auth())
+                return response if response.status_code != 503 else None
+
+            again = wait_until(answered, 60, "execute once the kube-apiserver answers again")
+            assert again.status_code == 202, again.text
+            assert again.json()["runbook"]["request_id"] == "made-while-frozen"
+            made = [
+                r
+                for r in Runbooks(kube, NAMESPACE).list()
+                if r["spec"].get("requestId") == "made-while-frozen"
+            ]
+            assert len(made) == 1
+    finally:
+        kube.close()
