@@ -36,6 +36,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 # RFC 9110's methods and PATCH: anything else is refused before routing and counted as "other".
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+MOUNTED = frozenset({"GET"})  # what a mount serves: the console's static files
 OTHER = "other"
 UNMATCHED = "unmatched"
 
@@ -60,10 +61,12 @@ def route_of(routes: list[BaseRoute], scope: Scope) -> RouteContext | None:
 
 
 def allowed(routes: list[BaseRoute], scope: Scope) -> list[str]:
-    """The methods of the request's route; of the whole API when the path is none of its routes'."""
+    """The methods of the request's route; of the whole API when the path is none of its routes'. A mount
+    (the console's files) has no methods of its own: it serves GET. HEAD is served wherever GET is."""
     route = route_of(routes, scope)
     chosen = [route] if route is not None else list(iter_route_contexts(routes))
-    return sorted(set().union(*(r.methods or () for r in chosen)))
+    methods = set().union(*(MOUNTED if r.methods is None else r.methods for r in chosen))
+    return sorted(methods | {"HEAD"} if "GET" in methods else methods)
 
 
 def route_label(routes: list[BaseRoute], scope: Scope) -> str:

@@ -15,6 +15,10 @@ the deadline passes, a connection that has sent nothing of a request is closed (
 connection is), one with part of a request is answered 408 with a JSON body and closed, and the
 application, if the head had reached it, sees the client gone and does nothing with the part it has.
 
+h11 (0.16) lets control characters other than NUL through in a header's value; :class:`StrictConnection`
+refuses them (400, as h11 refuses one in a header's name): RFC 9110 allows only visible characters, spaces
+and tabs there, and a value with an escape sequence or a bell would go on into logs and terminals.
+
 h11 and not httptools: httptools refuses a request with a method it does not know before the
 application sees it (a plain-text 400), where the API answers 405 with its JSON body (:mod:`api.edge`).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -35,6 +40,21 @@ log = logging.getLogger(__name__)
 # The client's side of a request while it is still sending it (h11's states): before its first byte, or
 # with its head or body incomplete.
 RECEIVING = (h11.IDLE, h11.SEND_BODY)
+
+
+# What RFC 9110 does not allow in a field value: the C0 controls but the tab, and DEL.
+CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class StrictConnection(h11.Connection):
+    """h11's server side that also refuses a request with a control character in a header's value (a
+    RemoteProtocolError, which uvicorn answers with a 400)."""
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request) and any(CONTROL.search(value) for _, value in event.headers):
+            raise h11.RemoteProtocolError("a control character in a header's value", error_status_hint=400)
+        return event
 
 
 class GatheredWrites:
@@ -76,6 +96,7 @@ class GatheredWrites:
 class Protocol(H11Protocol):
     def __init__(self, *args: Any, read_seconds: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.conn = StrictConnection(h11.SERVER, self.conn._max_incomplete_event_size)
         self.read_seconds = read_seconds
         self.read_deadline: asyncio.TimerHandle | None = None
 

@@ -196,6 +196,23 @@ def test_unknown_methods_are_405_and_never_a_metric_label(server):
     assert 'mdops_api_requests_total{method="other",route="/api/ops/status",status="405"} 4.0' in text
 
 
+def test_a_405_says_that_get_and_head_are_allowed_also_for_the_consoles_files(server):
+    for path in ("/console/", "/console/js/main.js", "/api/ops/status"):
+        received = raw_request(
+            server, f"PROPFIND {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = received.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 405"), received
+        assert b"\r\nallow: get, head\r\n" in head, head
+
+
+def test_a_header_value_with_a_tab_and_visible_characters_is_fine(server):
+    received = raw_request(
+        server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\tb \xe9 ~\r\nConnection: close\r\n\r\n"
+    )
+    assert received.startswith(b"HTTP/1.1 200"), received
+
+
 def get_paths() -> list[str]:
     """A path of every GET route of the API (``no-such-run`` for a path parameter) and the console's."""
     paths = [
@@ -242,6 +259,8 @@ def test_head_answers_as_get_does_without_a_body(start_server):
 NOT_HTTP = {
     "not-a-request-line": b"HELLO\r\n\r\n",
     "control-character-in-a-header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX\x01y: z\r\n\r\n",
+    "controls-in-a-header-value": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\x1b[31mb\x07\r\n\r\n",
+    "a-del-in-a-header-value": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\x7fb\r\n\r\n",
     "no-host": b"GET /healthz HTTP/1.1\r\n\r\n",
     "raw-utf8-in-the-path": "GET /api/ops/é HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
     "bad-chunk": f"POST {EXECUTE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
