@@ -6,6 +6,13 @@ resourceVersion seen (bookmarks keep it fresh); on 410 Gone, on any error (the A
 a dropped connection) it backs off and lists again, replacing the whole cache, so that objects deleted
 while it was not watching disappear too. The event loop only reads: requests never list.
 
+A frozen API server (stopped, or a connection that silently drops) ends no watch: the stream just stays
+quiet, as it does in a namespace where nothing changes. So a second thread asks the API server for its
+version every ``probe_seconds`` (with a client that does not try again, on a timeout of as long): while it
+does not answer, the watch counts as down since its last answer (:meth:`RunbookCache.down_for`, which
+/readyz compares with its grace). Once it answers again the watch is dropped and the cache lists again: a
+watch that outlived a silence cannot show what it missed.
+
 Every change bumps :attr:`RunbookCache.version`, so a reader can tell whether what it computed from the
 cache is still current, and wakes the coroutines waiting on that object (``execute`` waits for a run's
 end this way, without polling the API server). Each new version of a record also goes, with the one it
@@ -30,6 +37,7 @@ from kubernetes import client
 from api.events import EventLog
 from api.records import RunbookRecord, order, record_of
 from runbooks import keys
+from runbooks.kube import server_away
 
 log = logging.getLogger("api.cache")
 
@@ -54,8 +62,14 @@ class RunbookCache:
         watch_timeout_seconds: int = 240,
         max_backoff_seconds: float = 5.0,
         events: EventLog | None = None,
+        probe: client.ApiClient | None = None,
+        probe_seconds: float = 5.0,
     ):
+        """``probe``: the client to ask the API server whether it answers (see the module's docstring), one
+        that does not try a request again by itself; None: no probe."""
         self._objects = client.CustomObjectsApi(api)
+        self._version = client.VersionApi(probe) if probe is not None else None
+        self.probe_seconds = probe_seconds
         self.namespace = namespace
         self.watch_timeout_seconds = watch_timeout_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -72,6 +86,7 @@ class RunbookCache:
 
         self.synced = threading.Event()
         self._down_since: float | None = time.monotonic()  # None while the watch is open
+        self._unanswered_since: float | None = None  # the API server's last answer, while probes fail
         self.lists = 0
         self.watches = 0
         self.events = 0
@@ -89,6 +104,8 @@ class RunbookCache:
     def start(self) -> RunbookCache:
         self._thread = threading.Thread(target=self._run, name="runbook-cache", daemon=True)
         self._thread.start()
+        if self._version is not None:
+            threading.Thread(target=self._probe, name="runbook-cache-probe", daemon=True).start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -116,9 +133,33 @@ class RunbookCache:
 
     def down_for(self) -> float:
         """Seconds since the watch was last open (0 while it is): a resumed watch is down for moments, a
-        broken one (the API server unreachable, refusing) for longer."""
-        since = self._down_since
-        return 0.0 if since is None else time.monotonic() - since
+        broken one (the API server unreachable, refusing) for longer. An open watch on an API server that
+        does not answer the probe is down since its last answer."""
+        now = time.monotonic()
+        return max(
+            (now - s for s in (self._down_since, self._unanswered_since) if s is not None), default=0.0
+        )
+
+    def _probe(self) -> None:
+        """Ask the API server for its version every ``probe_seconds`` (the probe thread)."""
+        assert self._version is not None
+        answered = time.monotonic()
+        while not self._stopping.wait(self.probe_seconds):
+            try:
+                self._version.get_code(_request_timeout=(self.probe_seconds, self.probe_seconds))
+                away = False
+            except Exception as error:
+                away = server_away(error)  # else it answered, with a refusal: it is there
+            if away:
+                if self._unanswered_since is None:
+                    self._unanswered_since = answered
+                    log.warning("the Kubernetes API server does not answer: the Runbook watch counts as down")
+                continue
+            answered = time.monotonic()
+            if self._unanswered_since is not None:
+                self._unanswered_since = None
+                log.info("the Kubernetes API server answers again: listing the Runbooks again")
+                self.interrupt()
 
     def _set_connected(self, connected: bool) -> None:
         if connected:

@@ -48,7 +48,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning("no token configured (OPS_API_TOKEN, MDOPS_API_TOKENS_FILE): every request gets 401")
     kube_requests = requests_client(settings.kubeconfig, settings.in_cluster)  # api.kube: prompt 503s
     kube_watch = api_client(settings.kubeconfig, settings.in_cluster)
-    cache = RunbookCache(kube_watch, settings.namespace, events=EventLog(settings.api_events_buffer)).start()
+    cache = RunbookCache(
+        kube_watch, settings.namespace, events=EventLog(settings.api_events_buffer), probe=kube_requests
+    ).start()
     prometheus = MetricsSource(
         settings.prometheus_url, settings.prometheus_timeout_seconds, settings.api_metrics_max_age_seconds
     )

@@ -99,3 +99,28 @@ def test_requests_to_a_frozen_kube_apiserver_are_a_prompt_503(plane, tokens_file
             assert len(made) == 1
     finally:
         kube.close()
+
+
+def test_readyz_is_503_within_about_the_grace_while_the_kube_apiserver_is_frozen(plane, tokens_file):
+    """A frozen API server ends no watch (its stream just stays quiet): the cache's probe, unanswered, makes
+    /readyz a 503 once the grace has passed; once it answers again the cache lists again and is ready."""
+    grace = 5
+    with running_app(settings_of(plane, tokens_file, api_watch_grace_seconds=grace)) as api:
+        cache = api.app.state.cache
+        lists = cache.lists
+        with frozen(plane):
+            began = time.monotonic()
+
+            def not_ready():
+                response = api.get("/readyz")
+                return response if response.status_code == 503 else None
+
+            response = wait_until(not_ready, 45, "/readyz to say not ready")
+            took = time.monotonic() - began
+            assert response.json()["reason"].startswith("the Runbook watch has been down for")
+            assert took < grace + 2 * cache.probe_seconds + 5, (
+                took
+            )  # a probe's interval and timeout, and slack
+            assert api.get("/readyz").status_code == 503  # and it stays so
+        wait_until(lambda: api.get("/readyz").status_code == 200, 60, "/readyz to be ready again")
+        wait_until(lambda: cache.lists > lists, 30, "the cache to list again")
