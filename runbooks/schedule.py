@@ -55,6 +55,8 @@ DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 SESSION_PATTERN = r"^(open|close)([+-][0-9]{1,4}[hm])?$"
 ZONE_PATTERN = r"^([+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
 CRON_PATTERN = r"^\S+( \S+){4}$"
+MAX_SESSION_OFFSET = datetime.timedelta(hours=24)
+SESSION_OFFSET = "a session offset is at most 24h (1440m) before or after the event"
 
 TRIGGER_RULES = [
     {
@@ -68,6 +70,13 @@ TRIGGER_RULES = [
         "&& duration(self.every) <= duration('24h'))",
         "message": "every is from 5s to 24h",
     },
+    {
+        # The offset alone ("-30m" of "open-30m"): a Go duration, signed.
+        "rule": "!has(self.session) || self.session in ['open', 'close'] || "
+        "(duration(self.session.replace('open', '').replace('close', '')) <= duration('24h') && "
+        "duration(self.session.replace('open', '').replace('close', '')) >= duration('-24h'))",
+        "message": SESSION_OFFSET,
+    },
 ]
 
 
@@ -78,6 +87,15 @@ def parse_duration(text: str) -> datetime.timedelta:
         raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
     hours, minutes, seconds = (int(part[:-1]) if part else 0 for part in match.groups())
     return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def session_offset(event: str) -> datetime.timedelta:
+    """The offset of a session event (``open-30m``: -30 minutes; ``close``: none)."""
+    offset = re.fullmatch(SESSION_PATTERN, event).group(2)
+    if not offset:
+        return datetime.timedelta(0)
+    amount = int(offset[1:-1]) * (-1 if offset[0] == "-" else 1)
+    return datetime.timedelta(hours=amount) if offset[-1] == "h" else datetime.timedelta(minutes=amount)
 
 
 def parse_zone(text: str) -> datetime.tzinfo:
@@ -124,8 +142,8 @@ class Trigger(_Model):
         None,
         max_length=16,
         pattern=SESSION_PATTERN,
-        description="A session event of the venue, on trading days: open or close, with an offset "
-        "(open-30m, close+15m, open+1h).",
+        description="A session event of the venue, on trading days: open or close, with an offset of at "
+        "most 24h (open-30m, close+15m, open+1h).",
     )
     trading_days_only: bool = Field(
         False, description="With cron or every: a slot on a day the venue does not trade is skipped."
@@ -155,6 +173,13 @@ class Trigger(_Model):
             datetime.timedelta(seconds=5) <= parse_duration(value) <= datetime.timedelta(hours=24)
         ):
             raise ValueError("every is from 5s to 24h")
+        return value
+
+    @field_validator("session")
+    @classmethod
+    def _session(cls, value: str | None) -> str | None:
+        if value is not None and abs(session_offset(value)) > MAX_SESSION_OFFSET:
+            raise ValueError(SESSION_OFFSET)
         return value
 
     @property
@@ -277,11 +302,8 @@ def _every(
 def _session_events(
     event: str, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
 ) -> Iterator[datetime.datetime]:
-    name, offset = re.fullmatch(r"(open|close)(.*)", event).groups()
-    delta = datetime.timedelta(0)
-    if offset:
-        amount = int(offset[1:-1]) * (-1 if offset[0] == "-" else 1)
-        delta = datetime.timedelta(hours=amount) if offset[-1] == "h" else datetime.timedelta(minutes=amount)
+    name = "open" if event.startswith("open") else "close"
+    delta = session_offset(event)
     margin = abs(delta) + datetime.timedelta(days=1)  # an offset may move the event to another day
     for s in calendar.sessions_between(after - margin, until + margin):
         at = (s.open if name == "open" else s.close) + delta

@@ -123,6 +123,8 @@ def _schedule(**trigger) -> dict:
         (crd.SCHEDULE, _schedule(every="25h"), "every is from 5s to 24h"),
         (crd.SCHEDULE, _schedule(every="5x"), "spec.trigger.every: Invalid value"),
         (crd.SCHEDULE, _schedule(session="lunch+5m"), "spec.trigger.session: Invalid value"),
+        (crd.SCHEDULE, _schedule(session="open-9999h"), schedule.SESSION_OFFSET),
+        (crd.SCHEDULE, _schedule(session="close+1441m"), schedule.SESSION_OFFSET),
         (crd.SCHEDULE, _schedule(cron="0 10 *"), "spec.trigger.cron: Invalid value"),
         (
             crd.SCHEDULE,
@@ -151,6 +153,12 @@ def test_api_server_refuses_invalid_objects(mdops_crds, namespace, kind, spec, m
     result = _apply(mdops_crds, namespace, kind, spec)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("session", ["open", "close+1440m", "open-24h", "close-45m"])
+def test_session_offsets_up_to_a_day_are_accepted(mdops_crds, namespace, session):
+    result = _apply(mdops_crds, namespace, crd.SCHEDULE, _schedule(session=session))
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_schedule_name_leaves_room_for_the_slot(mdops_crds, namespace):

@@ -245,6 +245,8 @@ def test_the_template_is_a_runbook_spec_without_what_the_controller_sets():
         ({"cron": "0 10 * * 6", "timeZone": "Mars/Base"}, "not a known time zone"),
         ({"every": "2s"}, "every is from 5s to 24h"),
         ({"session": "lunch+5m"}, "should match pattern"),
+        ({"session": "open-9999h"}, "at most 24h"),
+        ({"session": "close+1441m"}, "at most 24h"),
     ],
 )
 def test_triggers_the_model_refuses(trigger, error):
