@@ -436,7 +436,9 @@ def _poll(
 
 
 def follow(api: Api, request_id: str, emit: Callable[[dict], None], say: Say, warn: Say) -> None:
-    """``mdops logs -f``: every log line of a run until it has finished."""
+    """``mdops logs -f``: every log line of a run until it has finished. Once following, an API that does
+    not answer for a while (restarted, behind a proxy that is) is waited for, as the stream's reconnects
+    wait for it; an API that cannot be reached at the start is an error at once."""
     view = api.runbook(request_id)  # an unknown request id is an error now: the stream would wait for it
     follower = Follower(request_id, emit, warn)
     if finished(view):
@@ -445,7 +447,7 @@ def follow(api: Api, request_id: str, emit: Callable[[dict], None], say: Say, wa
     with EventStream(api, request_id, say) as stream:
         if stream.opened() and _over_stream(stream, follower):
             return
-    _poll(lambda: api.runbook(request_id), follower, POLL_SECONDS)
+    _poll(lambda: persist(lambda: api.runbook(request_id), request_id, say), follower, POLL_SECONDS)
 
 
 def run(

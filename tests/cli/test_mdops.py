@@ -512,6 +512,29 @@ def test_without_a_stream_to_spare_mdops_polls_and_says_so_with_v_only(stack, ad
     assert followed[()][3] == ""
 
 
+def test_logs_followed_by_polling_wait_for_an_api_that_stops_answering(stack, admin, files):
+    """`mdops logs -f`, polling (no stream to spare), behind a proxy that is cut while the script goes on:
+    mdops asks again until the API answers, then shows every line once and exits 0."""
+    rid = request_id()
+    started = admin.mdops("run", "restart", "--request-id", rid, "--no-wait")
+    assert started.returncode == 0, started.stderr
+    with every_stream_held(stack), Proxy(stack.api_url) as proxy:
+        following = Following(behind(proxy, admin), "logs", rid, "-f", "-v")
+        wait_until(lambda: len(following.script_lines()) >= 3, 60, "mdops to show the first lines")
+        proxy.cut()
+        asked = lambda: proxy.refused >= 2 or following.process.poll() is not None  # noqa: E731
+        wait_until(asked, 30, "mdops to ask while the API is cut off")
+        assert following.process.poll() is None, following.end()  # it waits for the API, not gives up
+        (files / f"{rid}.go").touch()
+        wait_until(lambda: len(lines(files / f"{rid}.lines")) == WRITTEN, 60, "the script to write its lines")
+        proxy.resume()
+        code, stderr = following.end()
+    assert code == 0, stderr
+    assert following.script_lines() == lines(files / f"{rid}.lines")  # every line once, in order
+    assert f"{rid}: cannot reach the API at http://127.0.0.1:{proxy.port}" in stderr
+    assert "asking again in" in stderr
+
+
 @pytest.mark.parametrize("polled", [False, True], ids=["streamed", "polled"])
 def test_a_run_whose_answer_is_lost_when_the_api_dies_runs_once_and_exits_with_its_code(
     stack, admin, files, polled
