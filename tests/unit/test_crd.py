@@ -51,5 +51,11 @@ def test_the_rules_the_schema_cannot_say_are_cel():
     schedule = _schema(crd.SCHEDULE)
     assert "self.metadata.name.size() <= 48" in schedule["x-kubernetes-validations"][0]["rule"]
     trigger = schedule["properties"]["spec"]["properties"]["trigger"]
-    assert len(trigger["x-kubernetes-validations"]) == 4
+    assert [rule["message"] for rule in trigger["x-kubernetes-validations"]] == [
+        "give exactly one of cron, every and session",
+        "timeZone goes with cron only",
+        "during goes with every only",
+        "every is from 5s to 24h",
+        "a session offset is at most 24h (1440m) before or after the event",
+    ]
     assert "requestId" not in schedule["properties"]["spec"]["properties"]["template"]["properties"]
