@@ -109,6 +109,14 @@ def after_deletion(result: dict[str, Any]) -> dict[str, Any]:
     return failure(ExitCode.CANCELLED, "cancelled: the Runbook was deleted")
 
 
+def lost_when_deleted(entry: Entry, result: dict[str, Any]) -> dict[str, Any]:
+    """A deleted Runbook's run found lost was cancelled: a controller stopping it (its Job deleted in the
+    foreground, so its pods first; its run folder removed) died before it recorded that."""
+    if entry.deleting and result.get("reason") == Reason.LOST:
+        return failure(ExitCode.CANCELLED, f"cancelled: the Runbook was deleted; {result['message']}")
+    return result
+
+
 def vote(item: dict[str, Any]) -> approval.Vote:
     """A RunbookApproval as the count sees it."""
     spec = item["spec"]
@@ -470,9 +478,8 @@ class Runs:
         run: Run | dict[str, Any] | None
         if self.status(entry).execution is not None:  # never started again: adopted, or lost
             run = await self.services.executor.adopt(self.request(entry))
-            if entry.deleting and isinstance(run, dict) and run.get("reason") == Reason.LOST:
-                # a controller stopping it (its Job deleted in the foreground, so its pods first) died
-                run = failure(ExitCode.CANCELLED, f"cancelled: the Runbook was deleted; {run['message']}")
+            if isinstance(run, dict):
+                run = lost_when_deleted(entry, run)
         elif entry.deleting:  # a controller may have started it, and died before its status said so
             run = await self.services.executor.find(self.request(entry))
             if run is None:
@@ -515,7 +522,7 @@ class Runs:
         result = await self._wait(entry, run, stopping)
         if result is None:
             return Next(Outcome.STOPPED)
-        return await self.finish(entry, run, result)
+        return await self.finish(entry, run, lost_when_deleted(entry, result))
 
     @staticmethod
     def _regate_due(entry: Entry) -> bool:

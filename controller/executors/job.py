@@ -286,13 +286,13 @@ class JobExecutor:
         await self.kube.create_job(request.namespace, body)
         return self.handle(request)
 
-    async def adopt(self, request: RunRequest) -> JobRun | dict[str, Any]:
+    async def adopt(self, request: RunRequest) -> JobRun:
+        """The run of a Job started before; one whose Job was deleted while no controller watched it (by a
+        person, a TTL or a drain) is waited for as one deleted under a running controller is: it ends once
+        no pod of it may still run its script (:meth:`_without_job`)."""
         run = self.handle(request)
         if await self.kube.get_job(request.namespace, run.name) is None:
-            return lost(
-                f"its Job {run.name} is gone (deleted, by a person, a TTL or a drain, while no "
-                "controller watched it)"
-            )
+            self.jobless.add((request.namespace, run.name))
         return run
 
     async def find(self, request: RunRequest) -> JobRun | None:
@@ -322,7 +322,9 @@ class JobExecutor:
         stuck = self.stuck.get(key)
         if stuck is not None and stuck.timer is None:  # it could not start while nobody waited for it
             self._arm(key, stuck)
-        if key not in self.stuck:  # its pod may have been seen before the wait: the check asks for it
+        if key in self.jobless:  # adopted without its Job: its pods tell, or their end in the watch
+            self._spawn(self._without_job(key))
+        elif key not in self.stuck:  # its pod may have been seen before the wait: the check asks for it
             self.podless.setdefault(key, loop.time())
             if self.podless_check is None:
                 self.podless_check = asyncio.ensure_future(self._check_podless())

@@ -481,3 +481,39 @@ def test_a_job_deleted_with_its_pod_left_running_holds_the_lock_until_the_pod_en
     assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
     found = spans(env)
     assert found["orphaned"]["last"] < found["after"]["first"], "the next run overlapped the orphaned pod's"
+
+
+def test_a_job_deleted_with_its_pod_left_running_while_no_controller_ran_holds_the_lock_until_the_pod_ends(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The same while no controller runs: the next controller finds the Job gone and the pod running, so
+    the run, and its lock, end when the pod does, with the script's own result (not lost at once, which
+    would let the next run of its target start beside the pod's)."""
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("orphaned", command="failover")
+    wait_started(env, "orphaned")
+    kill(first)
+    [job] = jobs(api_client, namespace)
+    cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=orphan")
+    core = client.CoreV1Api(api_client)
+
+    def orphaned_pod() -> bool:
+        [pod] = core.list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}").items
+        return not pod.metadata.owner_references
+
+    wait_until(orphaned_pod, 30, "the garbage collector to orphan the pod")
+    rbs.create("after", command="failback")
+    start_controller("second", **settings)
+
+    def decided() -> bool:  # by the lock, or (the bug) by ending the run at once
+        queued = (rbs.condition("after", "Queued") or {}).get("status") == "True"
+        return queued or "result" in ((rbs.get("orphaned") or {}).get("status") or {})
+
+    wait_until(decided, 30, "the next controller to adopt the run, or end it")
+    release(env)
+    orphaned = rbs.wait_finished("orphaned", timeout=90)["status"]
+    assert (orphaned["result"], orphaned["exitCode"]) == ("success", 0), orphaned
+    assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
+    found = spans(env)
+    assert found["orphaned"]["last"] < found["after"]["first"], "the next run overlapped the orphaned pod's"
