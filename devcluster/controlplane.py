@@ -43,6 +43,13 @@ def binaries() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A kubectl that failed, with what it said (a bare CalledProcessError leaves out its stderr)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__().rstrip('.')}: {self.stderr.strip()}"
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -269,12 +276,14 @@ class ControlPlane:
         """Run the project's kubectl against this control plane only: its loopback kubeconfig, or another
         user's (checked to name loopback API servers only)."""
         login = self.kubeconfig if kubeconfig is None else loopback_kubeconfig(kubeconfig)
-        return subprocess.run(
+        result = subprocess.run(
             [str(self.kubectl_path), f"--kubeconfig={login}", *args],
             input=input,
             capture_output=True,
             text=True,
-            check=check,
             timeout=timeout,
             env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.workdir)},
         )
+        if check and result.returncode:
+            raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
+        return result

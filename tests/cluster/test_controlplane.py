@@ -47,7 +47,8 @@ CRD = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def widgets(cluster):
     cluster.kubectl("apply", "-f", "-", input=CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.test.mdops.io", "--timeout=30s")
+    established = ("--for=condition=Established", "crd/widgets.test.mdops.io", "--timeout=60s")
+    cluster.kubectl("wait", *established, timeout=90)
     return client.CustomObjectsApi
 
 
