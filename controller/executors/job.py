@@ -252,7 +252,9 @@ class JobRun:
         await self.executor.delete(self.namespace, self.name)
 
     async def release(self) -> None:
-        """The result is recorded: the Job may now go after its TTL."""
+        """The result is recorded: the Job may now go after its TTL, and its pod's events are not the
+        controller's concern any more."""
+        self.executor.forget((self.namespace, self.name))
         ttl = {"spec": {"ttlSecondsAfterFinished": self.executor.settings.job_ttl_seconds}}
         await self.executor.kube.patch_job(self.namespace, self.name, ttl)
 
@@ -263,7 +265,11 @@ class JobExecutor:
     def __init__(self, settings: ControllerSettings, kube: KubeApi):
         self.settings = settings
         self.kube = kube
-        self.results: dict[tuple[str, str], dict[str, Any]] = {}  # ended Jobs' results, until taken
+        # The runs this controller started, adopted or found, until their result is recorded: only their
+        # pods' events count. The others' (finished runs whose Jobs stay for their TTL, an hour by default;
+        # another replica's) cost nothing but their place in the watch.
+        self.expected: set[tuple[str, str]] = set()
+        self.results: dict[tuple[str, str], dict[str, Any]] = {}  # expected runs' results, until taken
         self.waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.checks: set[asyncio.Task] = set()
         self.deletions: dict[tuple[str, str], asyncio.Future] = {}  # Jobs being deleted, until gone
@@ -283,8 +289,15 @@ class JobExecutor:
 
     async def start(self, request: RunRequest) -> JobRun:
         body = build_job(request, self.settings)
-        await self.kube.create_job(request.namespace, body)
-        return self.handle(request)
+        run = self.handle(request)
+        key = (request.namespace, run.name)
+        self.expected.add(key)  # before the create: its pod's first events may come before the answer
+        try:
+            await self.kube.create_job(request.namespace, body)
+        except BaseException:
+            self.forget(key)
+            raise
+        return run
 
     async def adopt(self, request: RunRequest) -> JobRun:
         """The run of a Job started before; one whose Job was deleted while no controller watched it (by a
@@ -293,11 +306,27 @@ class JobExecutor:
         run = self.handle(request)
         if await self.kube.get_job(request.namespace, run.name) is None:
             self.jobless.add((request.namespace, run.name))
+        await self._expect(request.namespace, run.name)
         return run
 
     async def find(self, request: RunRequest) -> JobRun | None:
         run = self.handle(request)
-        return run if await self.kube.get_job(request.namespace, run.name) is not None else None
+        if await self.kube.get_job(request.namespace, run.name) is None:
+            return None
+        await self._expect(request.namespace, run.name)
+        return run
+
+    async def _expect(self, namespace: str, name: str) -> None:
+        """Count a run started before (by another process) as this controller's: its pods, as they are
+        now, are observed as the watch would show them (their events before now were not its concern)."""
+        key = (namespace, name)
+        self.expected.add(key)
+        for pod in await self.kube.job_pods(namespace, name):
+            self.observe_pod(None, pod)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.expected.discard(key)
+        self.results.pop(key, None)
 
     async def delete(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -354,6 +383,8 @@ class JobExecutor:
         if not job:
             return
         key = (meta["namespace"], job)
+        if key not in self.expected:  # a finished run's pod, or another replica's
+            return
         self.podless.pop(key, None)
         if kind == "DELETED":
             self.results.pop(key, None)

@@ -1,5 +1,5 @@
 """The Job executor's pure functions: ``build_job`` (where a Job pod finds its scripts, what it holds) and
-``start_failure`` (whether a pod cannot start, and why)."""
+``start_failure`` (whether a pod cannot start, and why); and what its watch of pods keeps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import pytest
 
 from controller.executors import RunRequest
-from controller.executors.job import SCRIPTS_MOUNT, build_job, pod_result, start_failure
+from controller.executors.job import SCRIPTS_MOUNT, JobExecutor, build_job, pod_result, start_failure
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
 
@@ -181,3 +181,28 @@ def test_a_runner_that_wrote_no_result_is_125_whatever_its_container_exited_with
     result = pod_result(ended(code, message))
     assert result["exitCode"] == ExitCode.NOT_EXECUTED and result["result"] == "failed"
     assert said in result["message"]
+
+
+def job_pod(job: str, phase: str, state: dict) -> dict:
+    """A pod of Job ``job`` in namespace mdops, as the watch shows it."""
+    labels = {"batch.kubernetes.io/job-name": job}
+    status = {"phase": phase, "containerStatuses": [{"name": "runner", "state": state}]}
+    return {"metadata": {"name": f"{job}-x", "namespace": "mdops", "labels": labels}, "status": status}
+
+
+def test_the_pods_of_runs_that_are_not_this_controllers_cost_it_nothing(settings):
+    """Finished runs' Jobs stay for their TTL (an hour by default) with their pods, and a restarted
+    controller's watch lists them all: only the pods of runs it started or adopted are kept track of."""
+    executor = JobExecutor(settings(), kube=None)
+    done = {"terminated": {"exitCode": 137, "message": ""}}  # a result: the runner was killed
+    stuck = {"waiting": {"reason": "ImagePullBackOff", "message": "back-off"}}
+    for index in range(100):
+        executor.observe_pod("ADDED", job_pod(f"old-{index}", "Succeeded", done))
+        executor.observe_pod("ADDED", job_pod(f"broken-{index}", "Pending", stuck))
+    assert (executor.results, executor.stuck, executor.podless) == ({}, {}, {})
+
+    executor.expected.add(("mdops", "mine"))  # what start() and adopt() do
+    executor.observe_pod("MODIFIED", job_pod("mine", "Succeeded", done))
+    assert executor.results[("mdops", "mine")]["exitCode"] == ExitCode.NOT_EXECUTED  # until its run waits
+    executor.forget(("mdops", "mine"))  # its result is recorded (release)
+    assert (executor.results, executor.expected) == ({}, set())
