@@ -7,7 +7,8 @@ the real controller process; every Runbook is a trivial health_check:
 - local: the runner runs ``health_check`` (``exit 0``) from a scripts folder, as the controller's child;
 - job: the controller creates a Job per run (ttlSecondsAfterFinished ``--ttl``, 60 s, so that the TTL
   controller deletes them; with 5 s it deleted Jobs and pods before the controller had read their result,
-  and runs failed); podsim runs its pod in its default mode: the pod exits 0 at once, and its termination
+  and runs failed; ``--keep-jobs``: the controller's default, an hour, as installed, so that the figures
+  leave out the clean-up, which comes after the benchmark); podsim runs its pod in its default mode: the pod exits 0 at once, and its termination
   message, which the controller reads as the runner's result, is the pod annotation
   ``podsim.mdops.io/termination-message`` that the controller puts on every Job pod
   (``MDOPS_JOB_POD_ANNOTATIONS``): a valid runner result (success, one log line), built here. The Job,
@@ -219,8 +220,9 @@ class Bench:
             self.env["MDOPS_MAX_PARALLEL"] = str(args.max_parallel)
         self.job_pod_annotations = {"podsim.mdops.io/termination-message": job_result_message()}
         if executor == "job":
-            self.env |= {"MDOPS_JOB_TTL_SECONDS": str(args.ttl),
-                         "MDOPS_JOB_POD_ANNOTATIONS": json.dumps(self.job_pod_annotations)}  # fmt: skip
+            self.env["MDOPS_JOB_POD_ANNOTATIONS"] = json.dumps(self.job_pod_annotations)
+            if not args.keep_jobs:
+                self.env["MDOPS_JOB_TTL_SECONDS"] = str(args.ttl)
         self.namespace = ""
         self.dumps: dict[str, int] = {}
 
@@ -257,8 +259,12 @@ class Bench:
         processes = [*self.cluster.processes, *([controller.process] if controller else [])]
         return {process.name: cpu_seconds(process.popen.pid) for process in processes}
 
-    def no_jobs(self) -> bool:
-        return not self.batch.list_namespaced_job(self.namespace, limit=1).items
+    def cleaned_up(self, what: str, timeout: float, processes: list) -> None:
+        """Wait until the namespace's Jobs are gone by their TTL; with ``--keep-jobs`` nothing waits (their
+        TTL is the controller's default, an hour: they go after the benchmark)."""
+        if not self.args.keep_jobs:
+            no_jobs = lambda: not self.batch.list_namespaced_job(self.namespace, limit=1).items  # noqa: E731
+            wait_until(no_jobs, timeout, what, processes, interval=1)
 
     def controller_events(self) -> int:
         """Events in the namespace posted by the controller, counted from the objects."""
@@ -302,13 +308,14 @@ class Bench:
             job = build_job(request, settings)
             del job["metadata"]["ownerReferences"]
             job["metadata"]["name"] = name  # not the run's (name-uid), to be found by the name it was given
-            job["spec"]["ttlSecondsAfterFinished"] = self.args.ttl
+            ttl = settings.job_ttl_seconds if self.args.keep_jobs else self.args.ttl
+            job["spec"]["ttlSecondsAfterFinished"] = ttl
             self.batch.create_namespaced_job(namespace, job, _preload_content=False)
 
         processes = self.cluster.processes
         create("warmup")
         wait_until(lambda: ended.at("warmup"), 120, "the warm-up Job", processes)
-        wait_until(self.no_jobs, 120, "the warm-up Job's clean-up", processes, interval=1)
+        self.cleaned_up("the warm-up Job's clean-up", 120, processes)
         cpu_before = self.machine_cpu()
         names = [f"job-{index:05d}" for index in range(count)]
         began = time.monotonic()
@@ -322,7 +329,7 @@ class Bench:
             "runs_per_s": round(count / (last - began), 2),
             "failed": sum(ended.reasons[name] != "Complete" for name in names),
         }
-        wait_until(self.no_jobs, 1800, "the Jobs' clean-up", processes, interval=1)
+        self.cleaned_up("the Jobs' clean-up", 1800, processes)
         result["cpu_ms_per_run_by_process"] = {
             name: round((seconds - cpu_before[name]) * 1000 / count, 1)
             for name, seconds in self.machine_cpu().items()
@@ -338,7 +345,7 @@ class Bench:
             create_runbook(self.custom, namespace, "warmup")
             wait_until(lambda: finishes.at("warmup"), 600, "the warm-up run", [controller.process])
             if self.executor == "job":
-                wait_until(self.no_jobs, 120, "the warm-up Job's clean-up", interval=1)
+                self.cleaned_up("the warm-up Job's clean-up", 120, [controller.process])
             time.sleep(5)  # a few samples of the idle controller
             result: dict[str, Any] = {
                 "count": count,
@@ -368,8 +375,8 @@ class Bench:
             if stopped:
                 result["stopped"] = stopped
                 return result
-            if self.executor == "job":
-                wait_until(self.no_jobs, 1800, "the Jobs' clean-up", [controller.process], interval=1)
+            if self.executor == "job" and not self.args.keep_jobs:
+                self.cleaned_up("the Jobs' clean-up", 1800, [controller.process])
                 result["jobs_cleaned_s"] = round(time.monotonic() - began, 1)
             settle_from = time.monotonic()
             time.sleep(self.args.settle)  # the interval after which memory should be back (sampled meanwhile)
@@ -724,6 +731,12 @@ def main() -> None:
     parser.add_argument("--max-rss-mb", type=float, default=4096, help="stop a burst past this memory")
     parser.add_argument("--settle", type=float, default=30, help="seconds after a burst before measuring")
     parser.add_argument("--ttl", type=int, default=60, help="the Job executor's ttlSecondsAfterFinished")
+    parser.add_argument(
+        "--keep-jobs",
+        action="store_true",
+        help="the Jobs keep the controller's default TTL (an hour) and are not waited for: the figures "
+        "without their clean-up (for --count 0)",
+    )
     parser.add_argument("--max-parallel", type=int, help="MDOPS_MAX_PARALLEL (default: the controller's)")
     parser.add_argument("--log-runs", type=int, default=4, help="runs of the live-log phase (0: none)")
     parser.add_argument("--heapdump", type=Path, help="write heap reports (bench.heapdump) here")
