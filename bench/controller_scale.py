@@ -8,11 +8,11 @@ the real controller process; every Runbook is a trivial health_check:
 - job: the controller creates a Job per run (ttlSecondsAfterFinished ``--ttl``, 60 s, so that the TTL
   controller deletes them; with 5 s it deleted Jobs and pods before the controller had read their result,
   and runs failed; ``--keep-jobs``: the controller's default, an hour, as installed, so that the figures
-  leave out the clean-up, which comes after the benchmark); podsim runs its pod in its default mode: the pod exits 0 at once, and its termination
-  message, which the controller reads as the runner's result, is the pod annotation
-  ``podsim.mdops.io/termination-message`` that the controller puts on every Job pod
-  (``MDOPS_JOB_POD_ANNOTATIONS``): a valid runner result (success, one log line), built here. The Job,
-  its pod, the termination message and the clean-up are real; the runner itself does not run.
+  leave out the clean-up, which comes after the benchmark); podsim runs its pod in its default mode:
+  the pod exits 0 at once, and its termination message, which the controller reads as the runner's
+  result, is the pod annotation ``podsim.mdops.io/termination-message`` that the controller puts on every
+  Job pod (``MDOPS_JOB_POD_ANNOTATIONS``): a valid runner result (success, one log line), built here.
+  The Job, its pod, the termination message and the clean-up are real; the runner itself does not run.
 
 Phases, for each executor (each in its own namespace, with its own controller):
 
