@@ -349,8 +349,10 @@ class JobExecutor:
         future = self.waiters[key] = loop.create_future()
         self.log_callbacks[key] = on_logs
         stuck = self.stuck.get(key)
-        if stuck is not None and stuck.timer is None:  # it could not start while nobody waited for it
-            self._arm(key, stuck)
+        if stuck is not None:  # it could not start while nobody waited for it
+            if stuck.timer is None:
+                self._arm(key, stuck)
+            on_logs()  # what was said of it then is shown now: a reason is said once only
         if key in self.jobless:  # adopted without its Job: its pods tell, or their end in the watch
             self._spawn(self._without_job(key))
         elif key not in self.stuck:  # its pod may have been seen before the wait: the check asks for it

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -206,3 +207,24 @@ def test_the_pods_of_runs_that_are_not_this_controllers_cost_it_nothing(settings
     assert executor.results[("mdops", "mine")]["exitCode"] == ExitCode.NOT_EXECUTED  # until its run waits
     executor.forget(("mdops", "mine"))  # its result is recorded (release)
     assert (executor.results, executor.expected) == ({}, set())
+
+
+def test_why_a_pod_cannot_start_is_shown_also_when_it_was_said_before_the_run_was_waited_for(settings):
+    """The pod is found unschedulable before the run's status says Running (its wait begins after that
+    patch): the reason, said once, is shown when the wait begins, not lost."""
+    executor = JobExecutor(settings(), kube=None)
+    executor.expected.add(("mdops", "mine"))
+    unschedulable = {"status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}
+    pending = job_pod("mine", "Pending", {"waiting": {"reason": "ContainerCreating"}})
+    pending["status"]["conditions"] = [{"type": "PodScheduled", **unschedulable}]
+    executor.observe_pod("MODIFIED", pending)
+    assert executor.stuck[("mdops", "mine")].lines  # said, with nobody to show it to yet
+
+    async def wait() -> int:
+        shown = []
+        waiting = asyncio.ensure_future(executor.outcome("mdops", "mine", lambda: shown.append(True)))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        return len(shown)
+
+    assert asyncio.run(wait()) == 1
