@@ -37,8 +37,6 @@ def main() -> int:
     # Registers the handlers: the Runbooks' events (handlers) and the schedules' timer (schedules).
     from controller import handlers, schedules  # noqa: F401
 
-    handlers.register(settings)
-
     kopf.run(
         memories=handlers.MEMORIES,
         insights=handlers.INSIGHTS,

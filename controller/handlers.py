@@ -39,12 +39,11 @@ from controller.ledger import Ledger
 from controller.lock import TargetLock
 from controller.retention import Retention
 from controller.runs import Runs, Services
-from controller.settings import ControllerSettings, get_settings
+from controller.settings import get_settings
 from runbooks import approval, keys, policy
 
 RUNBOOKS = (keys.GROUP, keys.VERSION, keys.PLURAL)
 UNFINISHED = "status.result="  # the selectable field is empty (absent) until the run has finished
-MANAGED = {keys.MANAGED_BY: keys.MANAGER}
 # An object's kopf worker lingers this long after its last event (kopf's default: 5 s); a burst's
 # thousands of Runbooks each have one, and each event is handled at once.
 IDLE_WORKER_SECONDS = 0.5
@@ -205,8 +204,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = ERROR_BACKOFFS
     settings.watching.field_selectors[keys.GROUP, keys.PLURAL] = UNFINISHED
-    settings.watching.label_selectors["batch", "jobs"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
-    settings.watching.label_selectors["", "pods"] = f"{keys.MANAGED_BY}={keys.MANAGER}"
     settings.persistence.diffbase_storage = Blind()
     settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
     # No watch of the CRDs: the controller's role is namespaced (rediscover() looks for what is missing).
@@ -229,6 +226,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ]
     if isinstance(executor, LocalExecutor):  # ready before the first run, not started by it
         memo.tasks.append(asyncio.create_task(executor.launcher.start(), name="launcher"))
+    else:  # its own watches of Jobs and pods, from now on (not kopf's, which lists them all first)
+        memo.tasks.append(asyncio.create_task(executor.follow(), name="jobs and pods"))
     metrics.serve(config.metrics_host, config.metrics_port)
 
 
@@ -256,18 +255,3 @@ async def runbook_approval(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     """A decision on a request: its run, if the gate holds it, is counted again."""
     if event["type"] is not None:
         memo.dispatcher.gate_changed(event["object"]["spec"]["requestId"])
-
-
-async def job(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo.executor.observe_job(event["type"], event["object"])
-
-
-async def pod(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo.executor.observe_pod(event["type"], event["object"])
-
-
-def register(config: ControllerSettings) -> None:
-    """The handlers that only some settings need: the watch of Jobs and their pods (the Job executor)."""
-    if config.executor == "job":
-        kopf.on.event("batch", "v1", "jobs", labels=MANAGED)(job)
-        kopf.on.event("", "v1", "pods", labels=MANAGED)(pod)

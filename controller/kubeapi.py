@@ -43,6 +43,8 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 RETRIES = (0.2, 0.5, 1.0, 2.0)
 TIMEOUT_SECONDS = 30
 PAGE = 500
+WATCH_SECONDS = 300  # a watch's length before the API server ends it (it is opened again at once)
+WATCH_RETRY = 1.0
 
 
 class ApiError(Exception):
@@ -170,6 +172,73 @@ class KubeApi:
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return
+
+    async def watch(
+        self,
+        path: str,
+        selector: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        on_start: Callable[[], None],
+    ) -> None:
+        """Follow the changes of a collection from now on, for ever: ``on_event(type, object)`` for each
+        ADDED, MODIFIED and DELETED, never for the objects there already (a watch from the current
+        resourceVersion sends none; whoever needs an object's present state reads it). ``on_start()`` once
+        the watch has its starting version: at first, and again whenever it must start from the present
+        (the API server no longer has the version it got to: 410), when changes may have been missed. A
+        broken stream is opened again from the last version seen, bookmarks included."""
+        version = ""
+        while True:
+            try:
+                if not version:
+                    listed = await self.request("GET", path, params={"labelSelector": selector, "limit": "1"})
+                    version = listed["metadata"]["resourceVersion"]
+                    on_start()
+                version = await self._watch_from(path, selector, version, on_event)
+            except (aiohttp.ClientError, TimeoutError, ValueError, ApiError) as error:
+                log.warning("the watch of %s broke (%s); watching again in %g s", path, error, WATCH_RETRY)
+                await asyncio.sleep(WATCH_RETRY)
+            except Exception:  # a handler's bug: said, and the watch goes on
+                log.exception("an event of the watch of %s could not be handled", path)
+                await asyncio.sleep(WATCH_RETRY)
+
+    async def _watch_from(
+        self, path: str, selector: str, version: str, on_event: Callable[[str, dict[str, Any]], None]
+    ) -> str:
+        """One watch connection from ``version``; the version to go on from ("": from the present)."""
+        params = {
+            "watch": "true",
+            "labelSelector": selector,
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=TIMEOUT_SECONDS, sock_read=WATCH_SECONDS + 30
+        )
+        headers = self._headers(None, "application/json")
+        async with self.session.get(
+            self.base + path, params=params, headers=headers, timeout=timeout
+        ) as response:
+            if response.status == 410:
+                return ""
+            if response.status == 401 and self._token_rotated():
+                return version
+            if response.status != 200:
+                raise ApiError(response.status, "WATCH", path, _reason(await response.text()))
+            pending = b""
+            async for chunk in response.content.iter_any():
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind, body = event["type"], event["object"]
+                    if kind == "ERROR":  # 410 Gone: the version is too old; others: start again from it
+                        return "" if body.get("code") == 410 else version
+                    version = body["metadata"]["resourceVersion"]
+                    if kind != "BOOKMARK":
+                        on_event(kind, body)
+        return version
 
     # -- Runbooks ----------------------------------------------------------
     def runbook_path(self, namespace: str, name: str = "") -> str:

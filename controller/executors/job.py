@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.executors import LogCallback, RunRequest, failure, lost
-from controller.kubeapi import ApiError, KubeApi
+from controller.kubeapi import CORE, JOBS, ApiError, KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode, now
@@ -269,6 +269,9 @@ class JobExecutor:
         # pods' events count. The others' (finished runs whose Jobs stay for their TTL, an hour by default;
         # another replica's) cost nothing but their place in the watch.
         self.expected: set[tuple[str, str]] = set()
+        # Set once the watches of Jobs and pods have their starting versions: a run started, or read as it
+        # is, before that could end unseen between its read and the watches' start.
+        self.watching = asyncio.Event()
         self.results: dict[tuple[str, str], dict[str, Any]] = {}  # expected runs' results, until taken
         self.waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.checks: set[asyncio.Task] = set()
@@ -287,7 +290,55 @@ class JobExecutor:
     def handle(self, request: RunRequest) -> JobRun:
         return JobRun(self, request.namespace, job_name(request))
 
+    # -- the watches ----------------------------------------------------------------------------
+    async def follow(self) -> None:
+        """Watch the namespace's Jobs and pods (mdops's label) from now on, for ever. Not their present
+        state: the finished runs' Jobs and pods stay for their TTL (an hour by default), and listing them
+        at every start would cost the controller each of them; the runs it adopts it reads itself."""
+        namespace = self.settings.namespace
+        selector = f"{keys.MANAGED_BY}={keys.MANAGER}"
+        started: set[str] = set()
+
+        def on_start(kind: str) -> Callable[[], None]:
+            def start() -> None:
+                if kind in started:  # started again from the present: changes may have been missed
+                    self.resync()
+                started.add(kind)
+                if len(started) == 2:
+                    self.watching.set()
+
+            return start
+
+        await asyncio.gather(
+            self.kube.watch(
+                f"{JOBS}/namespaces/{namespace}/jobs", selector, self.observe_job, on_start("jobs")
+            ),
+            self.kube.watch(
+                f"{CORE}/namespaces/{namespace}/pods", selector, self.observe_pod, on_start("pods")
+            ),
+        )
+
+    def resync(self) -> None:
+        """Read every expected run's Job and pods again, as the watch would have shown them."""
+        for key in list(self.expected):
+            self._spawn(self._read(*key))
+
+    async def _read(self, namespace: str, name: str) -> None:
+        try:
+            job = await self.kube.get_job(namespace, name)
+            pods = await self.kube.job_pods(namespace, name)
+        except ApiError as error:  # the run waits for its next event, as if the watch had not been broken
+            log.warning("could not read Job %s/%s again after its watch broke: %s", namespace, name, error)
+            return
+        if job is None:
+            self.observe_job("DELETED", {"metadata": {"namespace": namespace, "name": name}})
+        else:
+            self.observe_job("MODIFIED", job)
+        for pod in pods:
+            self.observe_pod(None, pod)
+
     async def start(self, request: RunRequest) -> JobRun:
+        await self.watching.wait()
         body = build_job(request, self.settings)
         run = self.handle(request)
         key = (request.namespace, run.name)
@@ -304,25 +355,29 @@ class JobExecutor:
         person, a TTL or a drain) is waited for as one deleted under a running controller is: it ends once
         no pod of it may still run its script (:meth:`_without_job`)."""
         run = self.handle(request)
-        if await self.kube.get_job(request.namespace, run.name) is None:
+        if await self._expect(request.namespace, run.name) is None:
             self.jobless.add((request.namespace, run.name))
-        await self._expect(request.namespace, run.name)
         return run
 
     async def find(self, request: RunRequest) -> JobRun | None:
         run = self.handle(request)
-        if await self.kube.get_job(request.namespace, run.name) is None:
+        if await self._expect(request.namespace, run.name) is None:
+            self.forget((request.namespace, run.name))
             return None
-        await self._expect(request.namespace, run.name)
         return run
 
-    async def _expect(self, namespace: str, name: str) -> None:
-        """Count a run started before (by another process) as this controller's: its pods, as they are
-        now, are observed as the watch would show them (their events before now were not its concern)."""
+    async def _expect(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Count a run started before (by another process) as this controller's from now on: its Job and
+        pods, read once the watches run, are observed as they are. Its Job (None: gone)."""
+        await self.watching.wait()
         key = (namespace, name)
         self.expected.add(key)
+        job = await self.kube.get_job(namespace, name)
         for pod in await self.kube.job_pods(namespace, name):
             self.observe_pod(None, pod)
+        if job is not None and key not in self.results and (failed := job_failure(job)) is not None:
+            self.results[key] = failed  # ended without its pod's result (its deadline): the Job says why
+        return job
 
     def forget(self, key: tuple[str, str]) -> None:
         self.expected.discard(key)
