@@ -302,6 +302,11 @@ class JobExecutor:
         def on_start(kind: str) -> Callable[[], None]:
             def start() -> None:
                 if kind in started:  # started again from the present: changes may have been missed
+                    log.info(
+                        "the watch of %s started again from the present: reading its %d runs again",
+                        kind,
+                        len(self.expected),
+                    )
                     self.resync()
                 started.add(kind)
                 if len(started) == 2:
@@ -321,21 +326,29 @@ class JobExecutor:
     def resync(self) -> None:
         """Read every expected run's Job and pods again, as the watch would have shown them."""
         for key in list(self.expected):
-            self._spawn(self._read(*key))
+            self._spawn(self._read(key))
 
-    async def _read(self, namespace: str, name: str) -> None:
-        try:
-            job = await self.kube.get_job(namespace, name)
-            pods = await self.kube.job_pods(namespace, name)
-        except ApiError as error:  # the run waits for its next event, as if the watch had not been broken
-            log.warning("could not read Job %s/%s again after its watch broke: %s", namespace, name, error)
-            return
+    async def _read(self, key: tuple[str, str]) -> None:
+        while key in self.expected:  # until read: its end may be in no event to come
+            try:
+                await self._observe_now(key)
+                return
+            except ApiError as error:
+                log.warning("could not read Job %s/%s again after its watch broke: %s", *key, error)
+                await asyncio.sleep(GIVE_UP_RETRY_SECONDS)
+
+    async def _observe_now(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        """Observe the run's Job, then its pods, as they are now, as the watch would have shown them (after
+        a 410, or on adoption). Its Job (None: gone)."""
+        job = await self.kube.get_job(*key)
+        pods = await self.kube.job_pods(*key)
         if job is None:
-            self.observe_job("DELETED", {"metadata": {"namespace": namespace, "name": name}})
+            self.observe_job("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
         else:
             self.observe_job("MODIFIED", job)
         for pod in pods:
             self.observe_pod(None, pod)
+        return job
 
     async def start(self, request: RunRequest) -> JobRun:
         await self.watching.wait()
@@ -355,8 +368,7 @@ class JobExecutor:
         person, a TTL or a drain) is waited for as one deleted under a running controller is: it ends once
         no pod of it may still run its script (:meth:`_without_job`)."""
         run = self.handle(request)
-        if await self._expect(request.namespace, run.name) is None:
-            self.jobless.add((request.namespace, run.name))
+        await self._expect(request.namespace, run.name)
         return run
 
     async def find(self, request: RunRequest) -> JobRun | None:
@@ -372,16 +384,12 @@ class JobExecutor:
         await self.watching.wait()
         key = (namespace, name)
         self.expected.add(key)
-        job = await self.kube.get_job(namespace, name)
-        for pod in await self.kube.job_pods(namespace, name):
-            self.observe_pod(None, pod)
-        if job is not None and key not in self.results and (failed := job_failure(job)) is not None:
-            self.results[key] = failed  # ended without its pod's result (its deadline): the Job says why
-        return job
+        return await self._observe_now(key)
 
     def forget(self, key: tuple[str, str]) -> None:
         self.expected.discard(key)
         self.results.pop(key, None)
+        self.jobless.discard(key)
 
     async def delete(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -576,16 +584,22 @@ class JobExecutor:
         meta = job["metadata"]
         key = (meta["namespace"], meta["name"])
         if kind == "DELETED":
-            self.results.pop(key, None)
             gone = self.deletions.get(key)
             if gone is not None and not gone.done():
                 gone.set_result(None)
             if key in self.waiters:
                 self.jobless.add(key)
                 self._spawn(self._without_job(key))
-        elif key in self.waiters and job_failure(job) is not None:
-            # Ended without a pod's result in the watch yet: the pod says why, if there is one.
+            elif key in self.expected:  # not waited for yet: its wait looks for its pods (outcome)
+                self.jobless.add(key)
+            return
+        failed = job_failure(job) if key in self.expected else None
+        if failed is None:
+            return
+        if key in self.waiters:  # ended without a pod's result in the watch yet: its pod says why, if any
             self._spawn(self._from_pods(key, job))
+        elif key not in self.results:  # ended before its wait (its deadline): the Job says why, unless its
+            self.results[key] = failed  # pod's result comes (observe_pod)
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(step)

@@ -22,12 +22,18 @@ from controller.executors import RunRequest
 from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
 from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
+from devcluster.components import ControllerProcess
+from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
+from devcluster.supervisor import Backoff
 from runbooks import keys
+from runbooks.kube import api_client as new_api_client
+from runbooks.kube import persistently
+from tests.api.proxy import Proxy
 from tests.cluster import test_semantics
 from tests.cluster.test_executors import image_job_settings, jobs
-from tests.cluster.test_semantics import release, script_env, started, wait_started
-from tests.runbook_client import lines, ran_in, wait_for_one_acting, write_script
+from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
+from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
 
 # The recording scripts and the Runbooks client of the semantics tests.
 env, rbs = test_semantics.env, test_semantics.rbs
@@ -497,3 +503,50 @@ def test_a_job_deleted_with_its_pod_left_running_holds_the_lock_until_the_pod_en
     assert rbs.wait_finished("after", timeout=90)["status"]["result"] == "success"
     found = spans(env)
     assert found["orphaned"]["last"] < found["after"]["first"], "the next run overlapped the orphaned pod's"
+
+
+def test_a_job_that_ended_unseen_while_the_api_server_restarted_is_read_again(tmp_path):
+    """The controller cannot reach the API server (cut off), the server restarts and the run's pod ends
+    meanwhile. Back in reach, the controller's watches of Jobs and pods resume from a version the restarted
+    server no longer keeps (410 Gone) and must start from the present, where that end is no event any
+    more: the controller reads the runs it waits for again, and records the script's own result instead of
+    waiting for ever."""
+    (tmp_path / "pids").mkdir()
+    write_script(tmp_path / "scripts", "failover", RECORDING)
+    backoff = Backoff(initial=0.25, cap=1.0)
+    with (
+        ControlPlane(tmp_path / "cluster", supervise=True, backoff=backoff) as plane,
+        Proxy(plane.server) as proxy,
+    ):
+        plane.install_crds()
+        api = new_api_client(plane.kubeconfig)
+        rbs = Runbooks(api, "default")
+        through_proxy = proxy.kubeconfig(plane.kubeconfig, tmp_path / "through-proxy")
+        (tmp_path / "controller").mkdir()
+        controller = ControllerProcess(
+            through_proxy, "default", tmp_path / "controller", job_env(plane, "default", tmp_path)
+        )
+        try:
+            rbs.create("unseen", command="failover")
+            wait_started(tmp_path, "unseen")
+            [job] = jobs(api, "default")
+            proxy.cut()
+            apiserver = next(process for process in plane.processes if process.name == "kube-apiserver")
+            apiserver.popen.send_signal(signal.SIGKILL)
+            apiserver.popen.wait()
+            release(tmp_path)  # the script ends while the API server is away; podsim reports it once back
+
+            def complete() -> bool:
+                read = client.BatchV1Api(api).read_namespaced_job_status(job.metadata.name, "default")
+                return any(c.type == "Complete" and c.status == "True" for c in read.status.conditions or [])
+
+            wait_until(lambda: persistently(complete, within=60), 90, "the Job to be complete")
+            proxy.resume()
+            status = rbs.wait_finished("unseen", timeout=60)["status"]
+            assert (status["result"], status["exitCode"]) == ("success", 0), status
+            assert started(tmp_path) == ["unseen"]
+            log = controller.process.log.read_text()
+            assert "the watch of pods started again from the present" in log, controller.process.log_tail(40)
+        finally:
+            controller.stop()
+            api.close()

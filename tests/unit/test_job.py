@@ -228,3 +228,25 @@ def test_why_a_pod_cannot_start_is_shown_also_when_it_was_said_before_the_run_wa
         return len(shown)
 
     assert asyncio.run(wait()) == 1
+
+
+def test_what_a_runs_job_says_before_its_wait_begins_is_kept_for_it(settings):
+    """Between a run's start (or adoption) and its wait (after the Running patch), its Job may end or go:
+    that is kept for the wait, the pod's own result first, instead of being seen by nobody."""
+    executor = JobExecutor(settings(), kube=None)
+    timed_out, deleted = ("mdops", "slow"), ("mdops", "gone")
+    executor.expected |= {timed_out, deleted}
+    deadline = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}
+    executor.observe_job("MODIFIED", {"metadata": {"namespace": "mdops", "name": "slow"}, "status": {
+        "conditions": [deadline]}})  # fmt: skip
+    assert executor.results[timed_out]["exitCode"] == ExitCode.TIMEOUT
+    killed = {"terminated": {"exitCode": 137, "message": ""}}
+    executor.observe_pod("MODIFIED", job_pod("slow", "Failed", killed))
+    assert "killed by SIGKILL" in executor.results[timed_out]["message"]  # the pod's own word wins
+
+    executor.observe_pod("MODIFIED", job_pod("gone", "Succeeded", killed))
+    executor.observe_job("DELETED", {"metadata": {"namespace": "mdops", "name": "gone"}})
+    assert deleted in executor.jobless  # its wait looks for its pods
+    assert asyncio.run(executor.outcome(*deleted))["message"].startswith("the runner died (exit 137")
+    executor.forget(deleted)
+    assert (executor.jobless, deleted in executor.results) == (set(), False)
