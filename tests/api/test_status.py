@@ -430,6 +430,14 @@ def many_runbooks(api_client, cluster, mdops_crds, request) -> Runbooks:
     return made
 
 
+async def filled(cache) -> None:
+    """Until the API's cache holds the Runbooks of ``many_runbooks`` (it fills from its own thread)."""
+    deadline = time.monotonic() + 60
+    while sum(r.finished for r in cache.snapshot()[1]) < 140 or len(cache) < 700:
+        assert time.monotonic() < deadline, "700 Runbooks, 140 finished, in the cache"
+        await asyncio.sleep(0.1)
+
+
 def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_settings, many_runbooks):
     """The cache holds every Runbook; the answer keeps MDOPS_API_HISTORY entries and is recomputed when
     the cache changes."""
@@ -440,13 +448,11 @@ def test_status_of_a_large_namespace_is_bounded_and_follows_changes(make_setting
             cache = app.state.cache
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-                deadline = time.monotonic() + 60
-                while sum(r.finished for r in cache.snapshot()[1]) < 140 or len(cache) < 700:
-                    assert time.monotonic() < deadline, "700 Runbooks, 140 finished, in the cache"
-                    await asyncio.sleep(0.1)  # the cache fills from its own thread
+                await filled(cache)
                 first = (await http.get(STATUS, headers=auth())).json()
                 version = cache.version
                 await asyncio.to_thread(many_runbooks.create, "one-more", command="start")
+                deadline = time.monotonic() + 30
                 while cache.version == version:
                     assert time.monotonic() < deadline, "the new Runbook in the cache"
                     await asyncio.sleep(0.01)
@@ -476,10 +482,7 @@ def test_the_runs_list_pages_through_every_runbook_with_filters(make_settings, m
     async def check() -> tuple[list[dict], dict, list[httpx.Response]]:
         async with app.router.lifespan_context(app):
             cache = app.state.cache
-            deadline = time.monotonic() + 60
-            while sum(r.finished for r in cache.snapshot()[1]) < 140 or len(cache) < 700:
-                assert time.monotonic() < deadline, "700 Runbooks, 140 finished, in the cache"
-                await asyncio.sleep(0.1)
+            await filled(cache)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
                 pages, cursor = [], None
