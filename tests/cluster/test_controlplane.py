@@ -108,7 +108,7 @@ def _job(name: str, annotations: dict[str, str], command: list[str] | None = Non
     }
 
 
-def _job_condition(batch: client.BatchV1Api, name: str, namespace: str):
+def job_condition(batch: client.BatchV1Api, name: str, namespace: str):
     job = batch.read_namespaced_job_status(name, namespace)
     done = [
         c.type for c in job.status.conditions or [] if c.type in ("Complete", "Failed") and c.status == "True"
@@ -125,7 +125,7 @@ def _terminated(core: client.CoreV1Api, job: str, namespace: str):
 def test_job_whose_pod_exits_zero_completes(api_client, namespace):
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
     batch.create_namespaced_job(namespace, _job("ok", {"podsim.mdops.io/termination-message": "all good"}))
-    assert wait_until(lambda: _job_condition(batch, "ok", namespace), 60, "job ok to finish") == "Complete"
+    assert wait_until(lambda: job_condition(batch, "ok", namespace), 60, "job ok to finish") == "Complete"
     terminated = _terminated(core, "ok", namespace)
     assert (terminated.exit_code, terminated.message) == (0, "all good")
 
@@ -134,7 +134,7 @@ def test_job_whose_pod_exits_three_fails_with_its_exit_code_and_message(api_clie
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
     annotations = {"podsim.mdops.io/exit-code": "3", "podsim.mdops.io/termination-message": "gate failed"}
     batch.create_namespaced_job(namespace, _job("bad", annotations))
-    assert wait_until(lambda: _job_condition(batch, "bad", namespace), 60, "job bad to finish") == "Failed"
+    assert wait_until(lambda: job_condition(batch, "bad", namespace), 60, "job bad to finish") == "Failed"
     terminated = _terminated(core, "bad", namespace)
     assert (terminated.exit_code, terminated.message) == (3, "gate failed")
     pod = core.list_namespaced_pod(namespace, label_selector="job-name=bad").items[0]
@@ -148,7 +148,7 @@ def test_exec_pod_runs_its_command_and_reports_the_termination_message(api_clien
     env = [{"name": "MESSAGE", "value": "/dev/termination-log"}]
     job = _job("exec", {"podsim.mdops.io/run": "exec"}, ["sh", "-c", script, "podsim-test"], env)
     batch.create_namespaced_job(namespace, job)
-    assert wait_until(lambda: _job_condition(batch, "exec", namespace), 60, "job exec to finish") == "Failed"
+    assert wait_until(lambda: job_condition(batch, "exec", namespace), 60, "job exec to finish") == "Failed"
     terminated = _terminated(core, "exec", namespace)
     assert (terminated.exit_code, terminated.message.strip()) == (7, "ran as podsim-test")
 
@@ -199,7 +199,7 @@ def test_a_deleted_pod_ends_failed_so_that_its_job_lets_it_go(api_client, namesp
 
     pod = wait_until(pod_running, 60, "the job's pod to run")
     core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=2)
-    assert wait_until(lambda: _job_condition(batch, "stopped", namespace), 60, "the job to end") == "Failed"
+    assert wait_until(lambda: job_condition(batch, "stopped", namespace), 60, "the job to end") == "Failed"
     assert batch.read_namespaced_job_status("stopped", namespace).status.failed == 1
     wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to be gone")
 
@@ -228,7 +228,7 @@ def test_a_pod_runs_on_while_the_api_server_is_away_and_its_end_is_reported_when
         processes["kube-apiserver"].popen.wait()
         release.touch()  # the pod's process ends while the API server is away
         ended = wait_until(
-            lambda: persistently(_job_condition, batch, "outlives", "default", within=60),
+            lambda: persistently(job_condition, batch, "outlives", "default", within=60),
             90,
             "the job to end",
         )

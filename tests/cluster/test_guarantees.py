@@ -31,6 +31,7 @@ from runbooks.kube import api_client as new_api_client
 from runbooks.kube import persistently
 from tests.api.proxy import Proxy
 from tests.cluster import test_semantics
+from tests.cluster.test_controlplane import job_condition
 from tests.cluster.test_executors import image_job_settings, jobs
 from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
 from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
@@ -536,11 +537,13 @@ def test_a_job_that_ended_unseen_while_the_api_server_restarted_is_read_again(tm
             apiserver.popen.wait()
             release(tmp_path)  # the script ends while the API server is away; podsim reports it once back
 
-            def complete() -> bool:
-                read = client.BatchV1Api(api).read_namespaced_job_status(job.metadata.name, "default")
-                return any(c.type == "Complete" and c.status == "True" for c in read.status.conditions or [])
-
-            wait_until(lambda: persistently(complete, within=60), 90, "the Job to be complete")
+            batch = client.BatchV1Api(api)
+            ended = wait_until(
+                lambda: persistently(job_condition, batch, job.metadata.name, "default", within=60),
+                90,
+                "the Job to end",
+            )
+            assert ended == "Complete"
             proxy.resume()
             status = rbs.wait_finished("unseen", timeout=60)["status"]
             assert (status["result"], status["exitCode"]) == ("success", 0), status
