@@ -51,6 +51,8 @@ IDLE_WORKER_SECONDS = 0.5
 # delays grow to 13 and 21 s, so a watch found the restarted API server up to 21 s late (a failover waited
 # that long); these retry every 2 s, for about a minute, as long as before.
 ERROR_BACKOFFS = (0.5, 1.0, *(2.0,) * 30)
+# How long a deleted schedule's kopf worker waits for a look under way (a few API calls) to end.
+LOOK_END_SECONDS = 5.0
 # Between two discoveries of the kinds kopf did not find (rediscover): then every minute.
 REDISCOVERY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -206,6 +208,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.field_selectors[keys.GROUP, keys.PLURAL] = UNFINISHED
     settings.persistence.diffbase_storage = Blind()
     settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
+    # A schedule deleted while its look is in an API call: kopf waits up to this long for the look to end,
+    # then looks again every second, rather than (its defaults) a few event-loop steps, then a minute.
+    settings.background.instant_exit_timeout = LOOK_END_SECONDS
+    settings.background.cancellation_polling = 1.0
     # No watch of the CRDs: the controller's role is namespaced (rediscover() looks for what is missing).
     settings.scanning.disabled = True
 

@@ -8,17 +8,25 @@ file each run appends its request id to, never the controller's own counts.
 
 from __future__ import annotations
 
+import base64
 import collections
+import contextlib
 import datetime
+import http.server
 import json
 import os
 import signal
+import ssl
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from devcluster import pki
 from devcluster.processes import wait_until
 from runbooks import crd, keys, schedule
 from runbooks.contract import parse_time
@@ -68,6 +76,90 @@ class Schedules:
         """Suspend or resume; the time it was done."""
         self.custom.patch_namespaced_custom_object(*self._args(), name, {"spec": {"suspend": suspended}})
         return time.time()
+
+
+class HeldCreates:
+    """A validating admission webhook that holds each Runbook create of one schedule until released: a
+    look stays in the middle of an API call as long as the test wants. ``asked`` is set once one came."""
+
+    def __init__(self, directory: Path):
+        self.asked, self.released = threading.Event(), threading.Event()
+        authority = pki.Authority(directory)
+        pair = authority.issue("webhook", "127.0.0.1", server=True)
+        self.ca_bundle = base64.b64encode(authority.cert_path.read_bytes()).decode()
+        held = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                held.asked.set()
+                held.released.wait(60)
+                response = {"uid": review["request"]["uid"], "allowed": True}
+                body = json.dumps(
+                    {"apiVersion": review["apiVersion"], "kind": review["kind"], "response": response}
+                )
+                body = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pair.cert, pair.key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="held creates").start()
+
+    def configuration(self, name: str, namespace: str, schedule_name: str) -> dict:
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "held.creates.test.mdops.io",
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{self.server.server_port}/",
+                        "caBundle": self.ca_bundle,
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": [keys.GROUP],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE"],
+                            "resources": [keys.PLURAL],
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                    "objectSelector": {"matchLabels": {schedule.SCHEDULE_LABEL: schedule_name}},
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 30,
+                }
+            ],
+        }
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextlib.contextmanager
+def held_creates(api_client, namespace: str, schedule_name: str, directory: Path) -> Iterator[HeldCreates]:
+    """The webhook, registered for the schedule's Runbooks in ``namespace``, for the ``with`` block."""
+    held = HeldCreates(directory)
+    admission = client.AdmissionregistrationV1Api(api_client)
+    admission.create_validating_webhook_configuration(held.configuration(namespace, namespace, schedule_name))
+    try:
+        yield held
+    finally:
+        admission.delete_validating_webhook_configuration(namespace)
+        held.close()
 
 
 def schedule_series(controller, name: str) -> dict[str, float]:
@@ -267,6 +359,24 @@ def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
     schedules.delete("paused")
     wait_until(lambda: schedules.gone("paused"), 30, "the schedule to be deleted")
     assert schedule_series(controller, "paused") == {}
+
+
+def test_a_schedule_deleted_in_the_middle_of_its_look_goes_as_soon_as_the_look_ends(
+    start_controller, controller_env, rbs, schedules, api_client, namespace, tmp_path
+):
+    """kopf waits for a timer that is busy when its object is deleted, and by default looks again only a
+    minute later: a schedule deleted while its look waited for the API server stayed a minute. Here the
+    look is held in its slot's create (a webhook) when the schedule is deleted, then released."""
+    with held_creates(api_client, namespace, "deleted", tmp_path) as held:
+        start_controller(**controller_env)
+        schedules.create("deleted")
+        wait_until(held.asked.is_set, 60, "the look to create the slot's Runbook")
+        schedules.delete("deleted")
+        held.released.set()
+        # Not a minute later, at kopf's next poll of the timer.
+        wait_until(lambda: schedules.gone("deleted"), 30, "the schedule to go once its look ended")
+    # The held create went through: the look ended as it would have without the deletion.
+    assert len(slot_runbooks(rbs, "deleted")) == 1
 
 
 def test_the_controller_says_why_a_schedule_does_not_run(start_controller, controller_env, schedules):
