@@ -139,7 +139,7 @@ def controller(start_controller, scripts) -> ControllerProcess:
         except OSError:
             return False
 
-    wait_until(serving, 30, "the controller to start", [started.process])
+    wait_until(serving, 60, "the controller to start", [started.process])
     return started
 
 
@@ -168,7 +168,8 @@ def make_settings(cluster, mdops_crds, namespace, tokens_file) -> Callable[..., 
             "api_tokens_file": tokens_file,
             "prometheus_url": f"http://127.0.0.1:{free_port()}",  # closed: tests that need one say so
             "prometheus_timeout_seconds": 2,
-            "api_execute_wait_seconds": 5,
+            # Long enough for a run's end on a loaded machine (a 200); tests that want a 202 say so.
+            "api_execute_wait_seconds": 60,
             "api_metrics_max_age_seconds": 0,  # every request sees Prometheus now; reuse is tested on its own
             **overrides,
         }
@@ -292,7 +293,7 @@ def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_pa
                 "OPS_API_TOKEN": ADMIN_TOKEN,
                 "MDOPS_API_TOKENS_FILE": str(tokens_file),
                 "MDOPS_PROMETHEUS_URL": prometheus.url,
-                "MDOPS_API_EXECUTE_WAIT_SECONDS": "10",
+                "MDOPS_API_EXECUTE_WAIT_SECONDS": "60",  # as make_settings: tests that want a 202 say so
                 "MDOPS_API_LOG_LEVEL": "debug",
                 **env,
             },

@@ -198,7 +198,7 @@ def test_a_request_refused_by_the_namespaces_cap_runs_when_asked_again_once_belo
     """The cap's refusal never ran and leaves the request id unused: the same request asked again is
     asked anew (the API replaces its refused Runbook), and runs once the namespace is below the cap."""
     start_controller(**scripts.controller_env(), MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")
-    api = start_api(api_execute_wait_seconds=5)
+    api = start_api()
     scripts.write("drill", RECORD + HOLD)
     scripts.write("health_check", RECORD)
     runbooks.create("holding", command="drill")
@@ -256,9 +256,7 @@ def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks
 
 
 def test_fifty_concurrent_identical_requests_make_one_runbook(start_api, runbooks, controller, scripts):
-    # Every answer waits for the run's end (a 200 with its result), however loaded the machine: 5 s, the
-    # tests' default, was once too short for a few of them (202) in make test.
-    api = start_api(api_execute_wait_seconds=60)
+    api = start_api()
     scripts.write("start", RECORD + "echo 'INFO: started'\n")
     request_id = f"burst-{uuid.uuid4().hex[:8]}"
     body = {"command": "start", "request_id": request_id, "reason": "burst"}
