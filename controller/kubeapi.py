@@ -43,7 +43,12 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 RETRIES = (0.2, 0.5, 1.0, 2.0)
 TIMEOUT_SECONDS = 30
 PAGE = 500
-WATCH_SECONDS = 300  # a watch's length before the API server ends it (it is opened again at once)
+# A watch's length before the API server ends it (it is opened again at once, from the bookmark the server
+# sends just before). A connection silent for SILENT_SECONDS is dead (a network partition that sends no
+# reset): it is given up and the watch opened again on a new one. Longer watches would leave a run's end
+# unseen for that long; the server's periodic bookmarks start only two minutes into a watch.
+WATCH_SECONDS = 60
+SILENT_SECONDS = WATCH_SECONDS + 30
 WATCH_RETRY = 1.0
 
 
@@ -212,9 +217,7 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=TIMEOUT_SECONDS, sock_read=WATCH_SECONDS + 30
-        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=SILENT_SECONDS)
         headers = self._headers(None, "application/json")
         async with self.session.get(
             self.base + path, params=params, headers=headers, timeout=timeout

@@ -506,6 +506,26 @@ def test_a_job_deleted_with_its_pod_left_running_holds_the_lock_until_the_pod_en
     assert found["orphaned"]["last"] < found["after"]["first"], "the next run overlapped the orphaned pod's"
 
 
+def test_a_job_that_ends_while_the_network_to_the_api_server_stalls_is_seen_soon_after(
+    start_controller, cluster, rbs, env, namespace, tmp_path
+):
+    """The controller's connections to the API server stop passing bytes without being closed (a
+    partition that sends no reset), and the run's pod ends meanwhile. The watches of Jobs and pods hear
+    nothing, not even a bookmark: they must give up on their silent connections and watch again on new
+    ones, so that the run's end is recorded within a couple of minutes, not at the watches' end (5 min)."""
+    settings = job_env(cluster, namespace, env)
+    with Proxy(cluster.server) as proxy:
+        through_proxy = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "through-proxy")
+        start_controller(**settings, MDOPS_KUBECONFIG=str(through_proxy))
+        rbs.create("stalled", command="failover")
+        wait_started(env, "stalled")
+        proxy.stall()  # every connection open now is silent from here on; new ones flow
+        release(env)
+        status = rbs.wait_finished("stalled", timeout=150)["status"]
+    assert (status["result"], status["exitCode"]) == ("success", 0), status
+    assert started(env) == ["stalled"]
+
+
 def test_a_job_that_ended_unseen_while_the_api_server_restarted_is_read_again(tmp_path):
     """The controller cannot reach the API server (cut off), the server restarts and the run's pod ends
     meanwhile. Back in reach, the controller's watches of Jobs and pods resume from a version the restarted
