@@ -412,7 +412,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="request ids")
     parser.add_argument("--targets", type=int, default=3, help="targets (lock groups)")
     parser.add_argument("--seed", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=900, help="seconds a round may take")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="seconds a round may take (the Job executor with --kill-control-plane needs over 900)",
+    )
     parser.add_argument(
         "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
     )
