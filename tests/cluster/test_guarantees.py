@@ -511,8 +511,8 @@ def test_a_job_that_ends_while_the_network_to_the_api_server_stalls_is_seen_soon
 ):
     """The controller's connections to the API server stop passing bytes without being closed (a
     partition that sends no reset), and the run's pod ends meanwhile. The watches of Jobs and pods hear
-    nothing, not even a bookmark: they must give up on their silent connections and watch again on new
-    ones, so that the run's end is recorded within a couple of minutes, not at the watches' end (5 min)."""
+    nothing, not even a bookmark or the server's end of the watch: they must give up on their silent
+    connections and watch again on new ones, so that the run's end is recorded within a couple of minutes."""
     settings = job_env(cluster, namespace, env)
     with Proxy(cluster.server) as proxy:
         through_proxy = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "through-proxy")

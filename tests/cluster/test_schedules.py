@@ -95,10 +95,8 @@ class HeldCreates:
                 held.asked.set()
                 held.released.wait(60)
                 response = {"uid": review["request"]["uid"], "allowed": True}
-                body = json.dumps(
-                    {"apiVersion": review["apiVersion"], "kind": review["kind"], "response": response}
-                )
-                body = body.encode()
+                answer = {"apiVersion": review["apiVersion"], "kind": review["kind"], "response": response}
+                body = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -114,11 +112,12 @@ class HeldCreates:
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="held creates").start()
 
-    def configuration(self, name: str, namespace: str, schedule_name: str) -> dict:
+    def configuration(self, namespace: str, schedule_name: str) -> dict:
+        """Registered under the namespace's name (one per test): for that namespace only."""
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": name},
+            "metadata": {"name": namespace},
             "webhooks": [
                 {
                     "name": "held.creates.test.mdops.io",
@@ -154,7 +153,7 @@ def held_creates(api_client, namespace: str, schedule_name: str, directory: Path
     """The webhook, registered for the schedule's Runbooks in ``namespace``, for the ``with`` block."""
     held = HeldCreates(directory)
     admission = client.AdmissionregistrationV1Api(api_client)
-    admission.create_validating_webhook_configuration(held.configuration(namespace, namespace, schedule_name))
+    admission.create_validating_webhook_configuration(held.configuration(namespace, schedule_name))
     try:
         yield held
     finally:
