@@ -516,7 +516,7 @@ def test_a_job_that_ends_while_the_network_to_the_api_server_stalls_is_seen_soon
     settings = job_env(cluster, namespace, env)
     with Proxy(cluster.server) as proxy:
         through_proxy = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "through-proxy")
-        start_controller(**settings, MDOPS_KUBECONFIG=str(through_proxy))
+        controller = start_controller(**settings, MDOPS_KUBECONFIG=str(through_proxy))
         rbs.create("stalled", command="failover")
         wait_started(env, "stalled")
         proxy.stall()  # every connection open now is silent from here on; new ones flow
@@ -524,6 +524,8 @@ def test_a_job_that_ends_while_the_network_to_the_api_server_stalls_is_seen_soon
         status = rbs.wait_finished("stalled", timeout=150)["status"]
     assert (status["result"], status["exitCode"]) == ("success", 0), status
     assert started(env) == ["stalled"]
+    # Seen through a new watch: the stall did hold the one the controller had.
+    assert f"the watch of /api/v1/namespaces/{namespace}/pods broke" in controller.process.log.read_text()
 
 
 def test_a_job_that_ended_unseen_while_the_api_server_restarted_is_read_again(tmp_path):
