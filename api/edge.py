@@ -9,7 +9,9 @@ so that it acts on the headers alone and before anything reads the body:
    byte of the body is read; the principal goes to ``scope["state"]`` for the routes' permission checks;
 3. **body size**: a body larger than ``MDOPS_API_MAX_BODY_BYTES`` is a 413, at once when its
    ``Content-Length`` says so, else as soon as the streamed (chunked) body passes the limit. The body is
-   read here, never more than the limit plus one chunk, and handed on to the route.
+   read here, never more than the limit plus one chunk, and handed on to the route. A request with both
+   a ``Content-Length`` and a ``Transfer-Encoding`` is a 400 (:class:`BadFraming`), before its token is
+   looked at.
 
 A request refused with its body unread is answered with ``Connection: close``: uvicorn would otherwise
 read and discard the rest of it to keep the connection. A request whose client goes away before its body
@@ -91,11 +93,25 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-def has_body(scope: Scope) -> bool:
-    length = declared_length(scope)
-    if length is not None:
-        return length > 0
+def chunked(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
+
+
+def has_body(scope: Scope) -> bool:
+    return chunked(scope) or (declared_length(scope) or 0) > 0
+
+
+class BadFraming(ApiError):
+    """Both Content-Length and Transfer-Encoding: the server reads the body by the latter (RFC 9112, 6.3),
+    a proxy in front of it may have read it by the former. Refused, as the RFC allows, and the connection
+    closed, as it requires."""
+
+    status_code = 400
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a request with both Content-Length and Transfer-Encoding is refused (RFC 9112, 6.3)"
+        )
 
 
 class MethodNotAllowed(ApiError):
@@ -133,6 +149,8 @@ class EdgeMiddleware:
         try:
             if scope["method"] not in KNOWN_METHODS:
                 raise MethodNotAllowed("Method Not Allowed", {"Allow": ", ".join(allowed(api.routes, scope))})
+            if chunked(scope) and declared_length(scope) is not None:
+                raise BadFraming
             if protected(scope["path"]):
                 scope.setdefault("state", {})["principal"] = authenticate(api.state.tokens, scope)
             if has_body(scope):

@@ -113,6 +113,22 @@ def test_a_200_mb_streamed_body_is_refused_with_memory_flat(server, token):
     assert http("GET", server.url + "/healthz")[0] == 200
 
 
+@pytest.mark.parametrize("token", [None, METRICS_TOKEN, ADMIN_TOKEN], ids=["no-token", "metrics", "admin"])
+def test_a_body_framed_both_ways_is_400_at_once_with_memory_flat(server, runbooks, token):
+    """Content-Length: 0 and Transfer-Encoding: chunked: the server would read the chunks, so the body
+    must not pass for empty (it once did, and was read whole past every limit). Refused from the headers,
+    whatever the token, and the connection closed."""
+    http("GET", server.url + "/healthz")
+    before = server.rss_kib()
+    headers = {"Content-Length": "0", **(auth(token) if token else {})}
+    code, answered, body = stream(server, 200 * MIB, headers)
+    assert code == 400 and "Content-Length and Transfer-Encoding" in body["detail"], body
+    assert answered["connection"] == "close"
+    grown = server.rss_kib() - before
+    assert grown < 20 * 1024, f"the API grew by {grown} KiB"
+    assert runbooks.list() == []
+
+
 def test_a_declared_body_over_the_limit_is_413_at_once(start_server):
     server = start_server(MDOPS_API_MAX_BODY_BYTES="2048")
     connection = connect(server)
