@@ -4,7 +4,9 @@ A decision is a ``RunbookApproval`` object made as the token's name (``runbooks:
 RBAC, GitOps and the audit trail see it as they see one made with kubectl. The API's ServiceAccount may
 name the token as the approver (the identities policy lets it: its Role has ``impersonate`` on
 runbookapprovals); the API server still refuses an approval by the requester, which the API refuses first
-(403). One decision per person and request: the object's name comes from both, so a second one is a 409.
+(403). One decision per person and Runbook: the object's name comes from the request id, the Runbook's uid
+and the person, so a second one is a 409, while a Runbook made again with the request id (after its first
+expired, was rejected or was deleted) may be decided on again.
 A decision counts only on a run the gate holds for approvals, or will: one that the namespace's policies,
 evaluated now as the gate does, let start at once is refused (409) rather than recorded and ignored.
 """
@@ -52,9 +54,9 @@ RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
 
 
-def approval_name(request_id: str, approver: str) -> str:
-    """One name per request and person (a DNS-1123 label whatever either holds)."""
-    digest = hashlib.sha256(f"{request_id}\n{approver}".encode()).hexdigest()
+def approval_name(request_id: str, uid: str, approver: str) -> str:
+    """One name per Runbook and person (a DNS-1123 label whatever they hold)."""
+    digest = hashlib.sha256(f"{request_id}\n{uid}\n{approver}".encode()).hexdigest()
     return f"rba-{digest[:40]}"
 
 
@@ -132,7 +134,7 @@ async def _decide(
         requester=requester,
         comment=body.comment if body else "",
     )
-    name = approval_name(request_id, approver)
+    name = approval_name(request_id, record.uid, approver)
     manifest = crd.APPROVAL.manifest(name, spec.to_k8s(), labels={keys.MANAGED_BY: keys.API_MANAGER})
     try:
         made = await asyncio.to_thread(

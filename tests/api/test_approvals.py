@@ -114,6 +114,25 @@ def test_another_person_approves_and_the_requester_may_only_withdraw(api, identi
     assert len(selected) == 2
 
 
+def test_a_runbook_made_again_with_a_request_id_is_decided_on_again(api, identities, namespace):
+    """Bob rejected the first failover; it was deleted and asked for again (its request id freed): his new
+    decision is on another Runbook, not a change of the old one."""
+    execute(api, "alice", "fo-4")
+    assert decide(api, "bob", "fo-4", "reject")[0] == 201
+    identities.kubectl("delete", "rb", "fo-4", "-n", namespace)
+
+    def gone() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/fo-4", headers=token("alice"))[0] == 404
+
+    wait_until(gone, 30, "the API to see the run deleted")
+    execute(api, "alice", "fo-4")
+    code, made = decide(api, "bob", "fo-4")
+    assert code == 201, made
+    assert decide(api, "bob", "fo-4", "reject")[0] == 409  # still one decision per person on this Runbook
+    decisions = sorted(a["decision"] for a in approvals(identities, namespace))
+    assert decisions == ["Approve", "Reject"]
+
+
 def test_who_may_decide_and_on_what(api, identities, namespace):
     execute(api, "alice", "fo-2")
     assert decide(api, "carol", "fo-2")[0] == 403  # no runbooks:approve

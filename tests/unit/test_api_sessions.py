@@ -73,12 +73,15 @@ def test_approving_is_a_permission_of_its_own():
     assert not Principal("ops", frozenset({"runbooks:execute"})).allows(APPROVE)
 
 
-def test_one_approval_name_per_request_and_person_and_a_valid_approval():
-    names = {approval_name(r, p) for r in ("fo-1", "fo-2") for p in ("bob", "carol")}
-    assert len(names) == 4 and all(len(n) <= 63 and n.startswith("rba-") for n in names)
-    assert approval_name("fo-1", "bob") == approval_name("fo-1", "bob")
+def test_one_approval_name_per_runbook_and_person_and_a_valid_approval():
+    names = {
+        approval_name(r, u, p) for r in ("fo-1", "fo-2") for u in ("uid-1", "uid-2") for p in ("bob", "carol")
+    }
+    assert len(names) == 8 and all(len(n) <= 63 and n.startswith("rba-") for n in names)
+    assert approval_name("fo-1", "uid-1", "bob") == approval_name("fo-1", "uid-1", "bob")
     spec = RunbookApprovalSpec(request_id="fo-1", decision="Approve", approver="bob", requester="alice")
-    assert crd.APPROVAL.manifest(approval_name("fo-1", "bob"), spec.to_k8s())["kind"] == "RunbookApproval"
+    made = crd.APPROVAL.manifest(approval_name("fo-1", "uid-1", "bob"), spec.to_k8s())
+    assert made["kind"] == "RunbookApproval"
 
 
 def _schedule(spec: dict, status: dict | None = None) -> dict:
