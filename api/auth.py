@@ -12,9 +12,11 @@ its permissions::
         permissions: [status:read, "runbooks:execute:health_check"]
 
 A presented token is compared, in constant time, with every configured one (no early exit), and is
-never logged or kept beyond the request. Refused at start: a token shorter than :data:`MIN_TOKEN_LENGTH`,
-two entries (or the admin token and an entry) with the same secret, and a tokens file that others may
-read (:func:`check_private`).
+never logged or kept beyond the request. Refused at start: a token shorter than :data:`MIN_TOKEN_LENGTH`
+or with a character outside visible ASCII (an HTTP header carries nothing else as it is), a name with a
+control character (it is recorded as the runs' ``requestedBy``), a name that is another's (``admin``
+beside ``OPS_API_TOKEN``; ``schedule:...``, the schedules' runs), two entries (or the admin token and an
+entry) with the same secret, and a tokens file that others may read (:func:`check_private`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from runbooks.contract import Command
+from runbooks.models import Person
+from runbooks.schedule import REQUESTER_PREFIX
 
 STATUS_READ = "status:read"
 METRICS_READ = "metrics:read"
@@ -40,6 +45,7 @@ PERMISSIONS = frozenset(
 )
 ADMIN = "admin"
 MIN_TOKEN_LENGTH = 16
+VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 class TokensFileError(ValueError):
@@ -70,10 +76,24 @@ class Principal:
 class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=253)
+    name: Person = Field(min_length=1)
     token: SecretStr | None = Field(None, min_length=MIN_TOKEN_LENGTH)
     token_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     permissions: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_schedule(cls, name: str) -> str:
+        if name.startswith(REQUESTER_PREFIX):
+            raise ValueError(f"{REQUESTER_PREFIX}... names the runs of RunbookSchedules")
+        return name
+
+    @field_validator("token")
+    @classmethod
+    def _visible_ascii(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None:
+            visible(token.get_secret_value(), "the token")
+        return token
 
     @field_validator("permissions")
     @classmethod
@@ -94,6 +114,13 @@ class TokenEntry(BaseModel):
             return bytes.fromhex(self.token_sha256)
         assert self.token is not None
         return hashlib.sha256(self.token.get_secret_value().encode()).digest()
+
+
+def visible(secret: str, what: str) -> None:
+    if not VISIBLE_ASCII.fullmatch(secret):
+        raise TokensFileError(
+            f"{what} has a character outside visible ASCII (! to ~): no client could send it"
+        )
 
 
 class TokensFile(BaseModel):
@@ -137,11 +164,15 @@ class TokenStore:
             secret = admin_token.get_secret_value()
             if len(secret) < MIN_TOKEN_LENGTH:
                 raise TokensFileError(f"OPS_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters")
+            visible(secret, "OPS_API_TOKEN")
             entries.append((hashlib.sha256(secret.encode()).digest(), Principal(ADMIN, PERMISSIONS)))
         if tokens_file is not None:
             check_private(Path(tokens_file))
             raw = yaml.safe_load(Path(tokens_file).read_text()) or {}
+            admin_named = bool(entries)  # by OPS_API_TOKEN
             for entry in TokensFile.model_validate(raw).tokens:
+                if entry.name == ADMIN and admin_named:
+                    raise TokensFileError(f"token {ADMIN!r}: the name of OPS_API_TOKEN's holder")
                 entries.append((entry.digest(), Principal(entry.name, frozenset(entry.permissions))))
         owners: dict[bytes, str] = {}
         for digest, principal in entries:

@@ -208,6 +208,10 @@ LONG = "x" * MIN_TOKEN_LENGTH
         (f"tokens: [{{name: a, token: {LONG}}}, {{name: a, token: {LONG}y}}]", "duplicate token name"),
         (f"tokens: [{{name: a, token: {LONG}, colour: red}}]", "colour"),
         ("tokens: [{name: a, token: short-token}]", f"at least {MIN_TOKEN_LENGTH} items"),
+        (f"tokens: [{{name: a, token: 'p\u00e4ss{LONG}'}}]", "outside visible ASCII"),
+        (f"tokens: [{{name: a, token: 'with space {LONG}'}}]", "outside visible ASCII"),
+        (f'tokens: [{{name: "ci\\abot", token: {LONG}}}]', r"control characters: U\+0007"),
+        (f"tokens: [{{name: 'schedule:nightly', token: {LONG}}}]", "names the runs of RunbookSchedules"),
     ],
 )
 def test_an_invalid_tokens_file_is_refused_at_start(tmp_path, text, error):
@@ -232,6 +236,18 @@ def test_two_tokens_with_the_same_secret_are_refused(tmp_path, admin, text):
 def test_a_short_admin_token_is_refused():
     with pytest.raises(TokensFileError, match="OPS_API_TOKEN is shorter"):
         TokenStore.load(SecretStr("s3cret"), None)
+    with pytest.raises(TokensFileError, match="OPS_API_TOKEN has a character outside visible ASCII"):
+        TokenStore.load(SecretStr(LONG + "\u00e9"), None)
+
+
+def test_a_token_named_admin_beside_the_admin_token_is_refused(tmp_path):
+    """Two holders would share one name: one identity in the audit, one quota, one set of streams."""
+    path = write_tokens(
+        tmp_path / "tokens.yaml", f"tokens: [{{name: b, token: {LONG}b}}, {{name: admin, token: {LONG}}}]"
+    )
+    with pytest.raises(TokensFileError, match="the name of OPS_API_TOKEN's holder"):
+        TokenStore.load(SecretStr(LONG + "-admin"), path)
+    assert len(TokenStore.load(None, path)) == 2
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o620, 0o602])
