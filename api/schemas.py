@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
 
 from runbooks.contract import Command, RunState, SessionState
 from runbooks.models import (
@@ -17,6 +17,7 @@ from runbooks.models import (
     TimeoutSeconds,
     WindowChoice,
 )
+from runbooks.schedule import SLOT_REQUEST_PREFIX
 
 # -- execute ---------------------------------------------------------------------------------------
 
@@ -24,6 +25,12 @@ from runbooks.models import (
 def _integral(value: Any) -> Any:
     """JSON has one kind of number: 300.0 is the integer 300 (so says JSON Schema's integer); 300.5 is not."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _not_a_slots(request_id: str) -> str:
+    if request_id.startswith(SLOT_REQUEST_PREFIX):
+        raise ValueError(f"request ids that begin with {SLOT_REQUEST_PREFIX} are the RunbookSchedules' own")
+    return request_id
 
 
 class ExecuteRequest(BaseModel):
@@ -55,8 +62,10 @@ class ExecuteRequest(BaseModel):
     )
     profile: Annotated[Name, Strict()] | None = Field(None, description="Feed profile.")
     config: Annotated[ConfigSet, Strict()] | None = Field(None, description="Configuration set.")
-    request_id: Annotated[RequestId, Strict()] | None = Field(
-        None, description="Idempotency key: the same id returns the same run. Default: a new UUID4."
+    request_id: Annotated[RequestId, Strict(), AfterValidator(_not_a_slots)] | None = Field(
+        None,
+        description="Idempotency key: the same id returns the same run. Default: a new UUID4. Ids that "
+        f"begin with {SLOT_REQUEST_PREFIX} are the schedules' own.",
     )
     enforce: StrictBool | None = Field(None, description="Fail the run when the health gate fails.")
     dry_run: StrictBool | None = Field(None, description="Plan only; changes nothing.")

@@ -301,13 +301,12 @@ class KubeApi:
             uids.update(item["metadata"]["uid"] for item in items)
         return uids
 
-    async def create_runbook(self, namespace: str, body: dict) -> bool:
-        """Create the Runbook; False if it exists already (its name is its identity: a schedule's slot)."""
+    async def create_runbook(self, namespace: str, body: dict) -> dict | None:
+        """Create the Runbook: the object made, or None if one of its name exists already."""
         try:
-            await self.request("POST", self.runbook_path(namespace), body)
-            return True
+            return await self.request("POST", self.runbook_path(namespace), body)
         except Conflict:
-            return False
+            return None
 
     async def labelled_runbooks(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """The Runbooks with these labels, finished or not, from the API server's watch cache

@@ -18,6 +18,7 @@ slot instead of counting it missed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from collections.abc import Iterable
@@ -83,9 +84,7 @@ def plan(
     # stale): its slot is handled, and it is recorded now, once, as created.
     if runs and runs[-1].slot > last_slot:
         last_slot, last_runbook = runs[-1].slot, runs[-1].name
-        step.events.append(
-            ("Normal", schedule.CREATED, f"created {last_runbook} for the slot {last_slot.isoformat()}")
-        )
+        step.events.append(created_event(last_runbook, last_slot))
         step.counts["created"] = 1
     unfinished = [run.name for run in runs if not run.finished]
     due = schedule.due(spec, last_slot, now, calendar, active=bool(unfinished))
@@ -97,8 +96,7 @@ def plan(
     if due.run is not None:
         step.create = schedule.slot_runbook(name, spec, due.run)
         last_runbook = step.create["metadata"]["name"]
-        message = f"created {last_runbook} for the slot {due.run.isoformat()}"
-        step.events.append(("Normal", schedule.CREATED, message))
+        step.events.append(created_event(last_runbook, due.run))
         step.counts["created"] = step.counts.get("created", 0) + 1
     if missed:
         why = "past their starting deadline, while suspended, or superseded by a later slot"
@@ -130,6 +128,26 @@ def plan(
     )
     step.delete = beyond_history(spec, runs)
     return step
+
+
+def created_event(runbook: str, slot: datetime.datetime) -> tuple[str, str, str]:
+    return ("Normal", schedule.CREATED, f"created {runbook} for the slot {slot.isoformat()}")
+
+
+def renamed(step: Step, made: str, taken_by: str) -> Step:
+    """The step of a slot whose Runbook was made under another name than planned (``made``), its name
+    taken by a Runbook that is not the slot's (requested by ``taken_by``)."""
+    planned = step.status.last_runbook
+    slot = parse_time(step.create["metadata"]["annotations"][schedule.SLOT_ANNOTATION])
+    events = [event for event in step.events if event != created_event(planned, slot)]
+    taken = (
+        f"the name {planned} is taken by a Runbook requested by {taken_by}, not this slot's: created {made}"
+    )
+    return dataclasses.replace(
+        step,
+        status=step.status.model_copy(update={"last_runbook": made}),
+        events=[*events, created_event(made, slot), ("Warning", schedule.NAME_TAKEN, taken)],
+    )
 
 
 def beyond_history(spec: RunbookScheduleSpec, runs: Iterable[SlotRun]) -> list[str]:
@@ -224,8 +242,8 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
             problem(status, generation, schedule.NO_CALENDAR, str(error)),
         )
         return
-    if step.create is not None and not await api.create_runbook(namespace, step.create):
-        log.info("%s/%s: %s exists already", namespace, name, step.create["metadata"]["name"])
+    if step.create is not None:
+        step = await _create(api, namespace, name, step)
     if not await _record(api, namespace, name, version, status, step.status):
         return  # not recorded (a newer view exists): the next look decides again, and counts nothing twice
     for kind, reason, message in step.events:
@@ -234,6 +252,36 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
     for doomed in step.delete:
         meta = bodies[doomed]["metadata"]
         await api.delete_runbook(namespace, doomed, meta["uid"], meta["resourceVersion"])
+
+
+async def _create(api: KubeApi, namespace: str, name: str, step: Step) -> Step:
+    """Create the due slot's Runbook. Made already (by another replica, or before a restart): nothing to
+    do. Its name taken by a Runbook that is not the slot's (anyone who may create Runbooks may choose any
+    name; a REST API token does, by its request id): the slot's is made under a name the API server
+    derives from it, and the step says so. Its request id is the schedules' own, so that the ledger still
+    lets it run once at most."""
+    body = step.create
+    assert body is not None
+    if await api.create_runbook(namespace, body) is not None:
+        return step
+    planned = body["metadata"]["name"]
+    existing = await api.get_runbook(namespace, planned)
+    if existing is None:  # deleted since: the next look creates it
+        raise kopf.TemporaryError(f"{planned} was there and is gone", delay=LOOK_SECONDS)
+    run = slot_run(existing)
+    if existing["metadata"].get("labels", {}).get(schedule.SCHEDULE_LABEL) == name and run is not None:
+        log.info("%s/%s: %s exists already", namespace, name, planned)
+        return step
+    metadata = {key: value for key, value in body["metadata"].items() if key != "name"}
+    made = await api.create_runbook(
+        namespace, {**body, "metadata": {**metadata, "generateName": f"{planned}-"}}
+    )
+    assert made is not None  # a generated name is never taken
+    taken_by = existing.get("spec", {}).get("requestedBy") or "nobody"
+    log.warning(
+        "%s/%s: %s is taken by another Runbook; made %s", namespace, name, planned, made["metadata"]["name"]
+    )
+    return renamed(step, made["metadata"]["name"], taken_by)
 
 
 async def _record(

@@ -45,8 +45,9 @@ SLOT_FORMAT = "%Y%m%d%H%M%S"
 SCHEDULE_LABEL = f"{keys.GROUP}/schedule"
 SLOT_ANNOTATION = f"{keys.GROUP}/slot"
 REQUESTER_PREFIX = "schedule:"  # a slot's Runbook is requested by "schedule:<name>"
+SLOT_REQUEST_PREFIX = "schedule."  # and its request id is "schedule.<name>.<slot>"
 # The reasons of a schedule's Events (and of its Ready condition).
-CREATED, MISSED, SKIPPED = "SlotCreated", "SlotsMissed", "SlotsSkipped"
+CREATED, MISSED, SKIPPED, NAME_TAKEN = "SlotCreated", "SlotsMissed", "SlotsSkipped", "SlotNameTaken"
 SCHEDULED, INVALID, NO_CALENDAR = "Scheduled", "InvalidSpec", "CalendarUnavailable"
 MAX_SLOTS = 10_000  # slots one call of `due` looks at: a long outage is caught up in bounded steps
 NEXT_HORIZON = datetime.timedelta(days=31)  # how far ahead the next slot is looked for
@@ -361,19 +362,28 @@ def due(
     return Due(run, missed, skipped, handled, next_slot, complete)
 
 
-def slot_request_id(schedule: str, slot: datetime.datetime) -> str:
-    """The request id (and name) of a slot's Runbook: the schedule's name and the slot in UTC, so that
-    every replica and every restart derives the same one, and the ledger refuses a second run."""
+def slot_name(schedule: str, slot: datetime.datetime) -> str:
+    """The name of a slot's Runbook: the schedule's name and the slot in UTC, as every replica and every
+    restart derives it (a second create of it is AlreadyExists)."""
     return f"{schedule}-{slot.astimezone(UTC).strftime(SLOT_FORMAT)}"
 
 
+def slot_request_id(schedule: str, slot: datetime.datetime) -> str:
+    """The request id of a slot's Runbook, so that the ledger refuses a second run of the slot. Its form,
+    ``schedule.<name>.<slot in UTC>``, is the schedules' own: the API server (``manifests/identities.yaml``)
+    and the REST API refuse it from anyone else, so nobody can take a slot's request id first."""
+    return f"{SLOT_REQUEST_PREFIX}{schedule}.{slot.astimezone(UTC).strftime(SLOT_FORMAT)}"
+
+
 def slot_runbook(schedule: str, spec: RunbookScheduleSpec, slot: datetime.datetime) -> dict[str, Any]:
-    """The Runbook of one slot, named after its request id, requested by ``schedule:<name>`` and labelled
-    with its schedule."""
-    request_id = slot_request_id(schedule, slot)
+    """The Runbook of one slot, requested by ``schedule:<name>`` and labelled with its schedule."""
     return models.manifest(
-        request_id,
-        {**spec.template.to_k8s(), "requestId": request_id, "requestedBy": REQUESTER_PREFIX + schedule},
+        slot_name(schedule, slot),
+        {
+            **spec.template.to_k8s(),
+            "requestId": slot_request_id(schedule, slot),
+            "requestedBy": REQUESTER_PREFIX + schedule,
+        },
         labels={SCHEDULE_LABEL: schedule},
         annotations={SLOT_ANNOTATION: slot.isoformat()},
     )

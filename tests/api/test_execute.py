@@ -335,6 +335,7 @@ def test_a_dns_label_request_id_is_the_name():
         ({"command": "start", "profile": "../etc"}, "profile"),
         ({"command": "start", "request_id": "a/b"}, "request_id"),
         ({"command": "start", "request_id": ""}, "request_id"),
+        ({"command": "health_check", "request_id": "schedule.nightly-drill.20260105013000"}, "request_id"),
         ({"command": "start", "timeout_seconds": 0}, "timeout_seconds"),
         ({"command": "start", "timeout_seconds": "60"}, "timeout_seconds"),
         ({"command": "start", "reason": "r" * 1025}, "reason"),

@@ -96,6 +96,21 @@ def test_a_kubectl_user_names_only_themselves_or_nobody(identities, namespace, u
     assert identities.kubectl("get", "rb", "forged", "-n", namespace, check=False).returncode != 0
 
 
+def test_a_schedules_request_id_is_refused_from_a_kubectl_user(identities, namespace, users):
+    """Taken first, a slot's request id would make the slot's run a Duplicate: never run."""
+    alice = users["alice"]
+    slot = models.manifest(
+        "nightly-x", {"command": "health_check", "requestId": "schedule.nightly.20260105013000"}
+    )
+    named = runbook("schedule.nightly.20260105013000", "alice")  # no requestId: the name is the request id
+    for manifest in (slot, named):
+        taken = create(identities, namespace, alice, manifest)
+        assert taken.returncode != 0 and "reserved for the slots of RunbookSchedules" in taken.stderr
+    # A request id that only looks like one is anyone's.
+    alike = models.manifest("alike", {"command": "health_check", "requestId": "schedules.nightly.1"})
+    assert create(identities, namespace, alice, alike).returncode == 0
+
+
 def test_a_forged_approver_is_refused(identities, namespace, users):
     forged = create(identities, namespace, users["alice"], approval("by-bob", "bob", "carol"))
     assert forged.returncode != 0 and FORGED in forged.stderr
@@ -138,7 +153,15 @@ def test_mdops_service_account_acts_for_token_names_but_not_for_self_approval(
     account = install_rbac(identities, namespace, tmp_path)
     sa = identities.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
     assert create(identities, namespace, sa, runbook("for-a-token", "console-user")).returncode == 0
-    assert create(identities, namespace, sa, runbook("for-a-schedule", "schedule:nightly")).returncode == 0
+    slot = models.manifest(
+        "nightly-20260105013000",
+        {
+            "command": "health_check",
+            "requestId": "schedule.nightly.20260105013000",
+            "requestedBy": "schedule:nightly",
+        },
+    )
+    assert create(identities, namespace, sa, slot).returncode == 0
     assert requested_by(identities, namespace, "for-a-token") == "console-user"
     assert (
         create(identities, namespace, sa, approval("token-approves", "ops-bob", "console-user")).returncode

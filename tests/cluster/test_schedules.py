@@ -19,7 +19,7 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -239,9 +239,12 @@ def next_runbook(rbs: Runbooks, name: str) -> None:
     wait_until(lambda: len(slot_runbooks(rbs, name)) > seen, 3 * EVERY, f"the next Runbook of {name}")
 
 
-def stop_and_check(rbs: Runbooks, schedules: Schedules, name: str, witness) -> list[dict]:
+def stop_and_check(
+    rbs: Runbooks, schedules: Schedules, name: str, witness, taken: Iterable[datetime.datetime] = ()
+) -> list[dict]:
     """Suspend the schedule, wait for every run of it to finish, then check: one Runbook per slot, on
-    slots of the trigger, none created late, each run once (the witness), none a duplicate."""
+    slots of the trigger, named after it (made from its name, for the ``taken`` slots whose name another
+    Runbook took), none created late, each run once (the witness), none a duplicate."""
     schedules.suspend(name)
     wait_until(lambda: all(finished(rb) for rb in slot_runbooks(rbs, name)), 60, "every run to finish")
     runbooks = slot_runbooks(rbs, name)
@@ -249,15 +252,20 @@ def stop_and_check(rbs: Runbooks, schedules: Schedules, name: str, witness) -> l
     assert len(set(slots)) == len(runbooks)
     for runbook, slot in zip(runbooks, slots, strict=True):
         assert slot.timestamp() % EVERY == 0
-        assert runbook["metadata"]["name"] == schedule.slot_request_id(name, slot)
-        assert runbook["spec"]["requestId"] == runbook["metadata"]["name"]
+        if slot in taken:
+            assert runbook["metadata"]["name"].startswith(schedule.slot_name(name, slot) + "-")
+        else:
+            assert runbook["metadata"]["name"] == schedule.slot_name(name, slot)
+        assert runbook["spec"]["requestId"] == schedule.slot_request_id(name, slot)
         assert runbook["spec"]["requestedBy"] == f"schedule:{name}"
         created = parse_time(runbook["metadata"]["creationTimestamp"])
         assert created - slot <= datetime.timedelta(seconds=DEADLINE + LANDING), "a slot ran late"
         assert runbook["status"]["result"] == "success" and not runbook["status"].get("duplicateOf")
-    ran = collections.Counter(lines(witness))
+    ran = collections.Counter(
+        line for line in lines(witness) if line.startswith(schedule.SLOT_REQUEST_PREFIX)
+    )
     assert set(ran.values()) == {1}, f"a slot ran more than once: {ran}"
-    assert set(ran) == {rb["metadata"]["name"] for rb in runbooks}
+    assert set(ran) == {rb["spec"]["requestId"] for rb in runbooks}
     return runbooks
 
 
@@ -358,6 +366,29 @@ def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
     schedules.delete("paused")
     wait_until(lambda: schedules.gone("paused"), 30, "the schedule to be deleted")
     assert schedule_series(controller, "paused") == {}
+
+
+def test_a_slot_whose_name_another_runbook_took_still_runs_once(
+    start_controller, controller_env, rbs, schedules, witness, api_client, namespace
+):
+    """Anyone who may create Runbooks may take the name a slot's Runbook will have (a REST API token does,
+    by its request id). The slot runs all the same, once, under a name the API server makes from it;
+    the squatter is left as it is."""
+    start_controller(**controller_env)
+    schedules.create("taken")
+    start = (int(time.time()) // EVERY + 3) * EVERY  # three intervals ahead: not yet looked at
+    slots = [datetime.datetime.fromtimestamp(start + i * EVERY, datetime.UTC) for i in range(2)]
+    for slot in slots:
+        rbs.create(schedule.slot_name("taken", slot), command="health_check")
+    wait_until(lambda: clock_past(start + 2 * EVERY), 10 * EVERY, "the taken slots to pass")
+    runs_after(rbs, "taken", 1, start + 2 * EVERY)
+    by_slot = {slot_of(rb): rb for rb in stop_and_check(rbs, schedules, "taken", witness, slots)}
+    for slot in slots:
+        assert slot in by_slot
+        squatter = rbs.get(schedule.slot_name("taken", slot))  # left as it is: not a slot's, run as itself
+        assert schedule.SLOT_ANNOTATION not in (squatter["metadata"].get("annotations") or {})
+        assert squatter["status"]["requestId"] in lines(witness)
+    assert "SlotNameTaken" in event_reasons(api_client, namespace, schedule.KIND, "taken")
 
 
 def test_a_schedule_deleted_in_the_middle_of_its_look_goes_as_soon_as_the_look_ends(

@@ -21,6 +21,7 @@ from runbooks.schedule import (
     Trigger,
     due,
     parse_duration,
+    slot_name,
     slot_request_id,
     slot_runbook,
     slots_between,
@@ -209,22 +210,24 @@ def test_every_during_jumps_over_closed_time(xhkg):
 # -- request ids, models -------------------------------------------------------------------------
 
 
-def test_the_request_id_of_a_slot_is_derived_from_the_name_and_the_instant():
+def test_the_name_and_request_id_of_a_slot_are_derived_from_the_schedule_and_the_instant():
     slot = at("2026-01-05 09:00")
-    assert slot_request_id("start-before-open", slot) == "start-before-open-20260105010000"
-    assert slot_request_id("start-before-open", slot.astimezone(datetime.UTC)) == slot_request_id(
-        "start-before-open", slot
-    )
-    assert slot_request_id("s", slot) != slot_request_id("s", slot + datetime.timedelta(seconds=5))
+    assert slot_name("start-before-open", slot) == "start-before-open-20260105010000"
+    assert slot_request_id("start-before-open", slot) == "schedule.start-before-open.20260105010000"
+    for derive in (slot_name, slot_request_id):
+        assert derive("start-before-open", slot.astimezone(datetime.UTC)) == derive("start-before-open", slot)
+        assert derive("s", slot) != derive("s", slot + datetime.timedelta(seconds=5))
 
 
-def test_the_longest_request_id_is_a_valid_runbook_name_and_request_id():
+def test_the_longest_slot_name_is_a_valid_runbook_name_and_its_request_id_valid():
     name = "a" * MAX_NAME_LENGTH
-    request_id = slot_request_id(name, at("2026-01-05 09:00"))
-    assert len(request_id) == 63 and DNS_LABEL.match(request_id)
+    slot = at("2026-01-05 09:00")
+    assert len(slot_name(name, slot)) == 63 and DNS_LABEL.match(slot_name(name, slot))
+    request_id = slot_request_id(name, slot)
     assert RunbookSpec(command="start", request_id=request_id).request_id == request_id
-    manifest = slot_runbook(name, _example("start-before-open"), at("2026-01-05 09:00"))
-    assert manifest["metadata"]["name"] == manifest["spec"]["requestId"] == request_id
+    manifest = slot_runbook(name, _example("start-before-open"), slot)
+    assert manifest["metadata"]["name"] == slot_name(name, slot)
+    assert manifest["spec"]["requestId"] == request_id
     assert manifest["metadata"]["labels"] == {"ops.mdops.io/schedule": name}
     assert manifest["spec"]["requestedBy"] == f"schedule:{name}"
     assert manifest["spec"]["command"] == "start" and manifest["spec"]["enforce"] is True

@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from controller.schedules import SlotRun, beyond_history, plan, problem
+from controller.schedules import SlotRun, beyond_history, plan, problem, renamed
 from runbooks.contract import format_time
 from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
 from tests.unit.conftest import at
@@ -61,6 +61,25 @@ def test_looking_again_changes_nothing(xhkg):
     again = _plan(_spec(), "2026-01-05 10:05:02", first.status, [run], xhkg)
     assert again.create is None and again.events == [] and again.counts == {}
     assert again.status == first.status
+
+
+def test_a_slot_made_under_another_name_is_recorded_and_announced_under_it(xhkg):
+    """Its planned name was taken by another's Runbook: the step records the name made, and says why."""
+    step = renamed(_plan(_spec(), "2026-01-05 10:05:01", calendar=xhkg), "hc-20260105020500-x7k2q", "mallory")
+    assert step.status.last_runbook == "hc-20260105020500-x7k2q"
+    assert step.events == [
+        ("Normal", "SlotCreated", "created hc-20260105020500-x7k2q for the slot 2026-01-05T10:05:00+08:00"),
+        (
+            "Warning",
+            "SlotNameTaken",
+            "the name hc-20260105020500 is taken by a Runbook requested by mallory, not this slot's: "
+            "created hc-20260105020500-x7k2q",
+        ),
+    ]
+    assert step.counts == {"created": 1}
+    run = SlotRun("hc-20260105020500-x7k2q", at("2026-01-05 10:05"), finished=True, result="success")
+    again = _plan(_spec(), "2026-01-05 10:05:02", step.status, [run], xhkg)
+    assert again.create is None and again.status.last_result == "success"
 
 
 def test_after_an_outage_the_latest_slot_runs_if_on_time_and_the_others_are_missed(xhkg):
