@@ -255,7 +255,11 @@ class ScheduleView(BaseModel):
         description="The next slots that will run (none while suspended); null when they cannot be computed."
     )
     last_slot: str | None
-    last_runbook: str | None
+    last_runbook: str | None = Field(description="The name of the Runbook of the latest slot run.")
+    last_request_id: str | None = Field(
+        description="Its request id, to read it by (/api/ops/runbooks/{request_id}); null if the API "
+        "does not hold it (deleted)."
+    )
     last_result: str | None
     missed_slots: int
     skipped_slots: int

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.deps import ObjectsDep, SettingsDep, StatusReader
+from api.deps import CacheDep, ObjectsDep, SettingsDep, StatusReader
 from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT
 from api.openapi import PROTECTED, responses
@@ -41,6 +41,7 @@ MAX_SCHEDULES = 200
 async def list_schedules(
     settings: SettingsDep,
     objects: ObjectsDep,
+    cache: CacheDep,
     principal: StatusReader,
     slots: Annotated[int, Query(ge=0, le=20, description="How many next slots to show per schedule.")] = 3,
 ) -> JSONResponse:
@@ -62,6 +63,9 @@ async def list_schedules(
     except CalendarError as error:
         calendar = str(error)
     views = [schedule_view(obj, now, calendar, slots, settings.zone) for obj in page.get("items", [])]
+    for view in views:  # the last run's request id, by which the API reads it (its name may differ)
+        last = cache.get(view["last_runbook"]) if view["last_runbook"] else None
+        view["last_request_id"] = last.request_id if last is not None else None
     truncated = bool((page.get("metadata") or {}).get("continue"))
     return JSONResponse({"schedules": views, "truncated": truncated})
 

@@ -105,7 +105,9 @@ def test_schedules_their_next_slots_and_last_run(server, mdops_crds, namespace, 
     slots = [parse_time(at) for at in every["next_slots"]]
     assert len(slots) == 2 and slots[1] - slots[0] == datetime.timedelta(seconds=5)
     assert all(at.endswith("+08:00") for at in every["next_slots"])
-    assert every["last_runbook"] in {line.split()[0] for line in scripts.runs()}  # the witness
+    assert every["last_request_id"] in {line.split()[0] for line in scripts.runs()}  # the witness
+    slot = every["last_request_id"].removeprefix("schedule.every5s.")  # the same slot, named and keyed
+    assert len(slot) == 14 and every["last_runbook"] == f"every5s-{slot}"
     assert every["last_slot"].endswith("+08:00")
     assert (views["paused"]["suspended"], views["paused"]["next_slots"]) == (True, [])
     assert views["broken"]["next_slots"] is None and views["broken"]["problem"].startswith("invalid spec")

@@ -293,7 +293,7 @@ def test_schedules_show_their_trigger_next_slots_and_last_run(stack, admin, open
         conforms(openapi, "ScheduleView", list(views.values()))
         assert (views[every]["schedule"], len(views[every]["next_slots"])) == ("every 5s", 3)
         assert (views[paused]["suspended"], views[paused]["next_slots"]) == (True, [])
-        last = json.loads(admin.mdops("get", views[every]["last_runbook"], "-o", "json").stdout)["runbook"]
+        last = json.loads(admin.mdops("get", views[every]["last_request_id"], "-o", "json").stdout)["runbook"]
         assert last["status"] == "success"  # and the script itself says who asked for it:
         assert any(f"health_check requested by schedule:{every}" in line["message"] for line in last["logs"])
 
