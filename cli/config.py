@@ -114,29 +114,33 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
     3. the config file's current context;
 
     then ``--url`` and ``--token`` replace what they give. A URL and a token are taken together from one
-    source, so that a token is never sent to another source's server unless the command line says so.
+    source, so that a token is never sent to another source's server unless the command line says so: with
+    ``--url`` to another server than a context's, the token is ``--token``'s or ``MDOPS_API_TOKEN``'s, never
+    the context's.
     """
-    if context is not None:
-        found = Config.load(config_path(env)).context(context)
-    elif env.get(URL_ENV):
+    away = ""  # why a context's token is not used
+    if context is None and env.get(URL_ENV):
         found = Connection(env[URL_ENV], env.get(TOKEN_ENV, ""), f"{URL_ENV} and {TOKEN_ENV}")
-    elif url is not None and token is not None:
+    elif context is None and url is not None and token is not None:
         found = None
     else:
         config = Config.load(config_path(env))
-        current = config.file.current_context
-        if current is not None:
-            found = config.context(current)
-        elif url is not None:
-            raise _no_token(url, "--url")
-        else:
+        name = context if context is not None else config.file.current_context
+        found = None if name is None else config.context(name)
+        if found is None and url is None:
             raise CliError(
                 "no API to talk to: no --url, no MDOPS_API_URL and no current context",
                 Exit.CONFIG,
                 "`. .mdops/stack.env` for the local stack, or `mdops config set-context` and `use-context`",
             )
+        if found is not None and url is not None and token is None and _server(url) != _server(found.url):
+            away = f"; the token of {found.source} is for {found.url} only"
+            found = None
     if found is None:
-        connection = Connection(url, token, "--url and --token")
+        given = "--token" if token is not None else TOKEN_ENV
+        connection = Connection(
+            url, token if token is not None else env.get(TOKEN_ENV, ""), f"--url and {given}{away}"
+        )
     else:
         overrides = " and ".join(
             flag for flag, value in (("--url", url), ("--token", token)) if value is not None
@@ -154,6 +158,15 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
     if not connection.token:
         raise _no_token(connection.url, connection.source)
     return connection
+
+
+def _server(url: str) -> str:
+    """Where a token sent to ``url`` goes: its scheme, host and port (``http://api:8080``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # not a URL: refused as such
+        return url
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def is_api_url(url: str) -> bool:

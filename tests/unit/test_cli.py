@@ -267,8 +267,14 @@ ENV = {"MDOPS_API_URL": "http://env", "MDOPS_API_TOKEN": "env-token"}
         (None, None, None, ENV, ("http://env", "env-token")),
         (None, None, "other", ENV, ("http://other", "other-token")),
         (None, "flag-token", None, ENV, ("http://env", "flag-token")),
-        ("http://flag", None, "other", {}, ("http://flag", "other-token")),
         ("http://flag", "flag-token", None, {}, ("http://flag", "flag-token")),
+        ("http://other/", None, "other", {}, ("http://other/", "other-token")),  # the context's own server
+        # --url to another server than the context's: a token given for it, never the context's.
+        ("http://flag", None, "other", {}, Exit.CONFIG),
+        ("http://flag", None, None, {}, Exit.CONFIG),
+        ("http://flag", None, "other", {"MDOPS_API_TOKEN": "env-token"}, ("http://flag", "env-token")),
+        ("http://flag", None, None, {"MDOPS_API_TOKEN": "env-token"}, ("http://flag", "env-token")),
+        ("http://flag", None, None, ENV, ("http://flag", "env-token")),
         # A URL from the environment never takes the context's token, nor the reverse.
         (None, None, None, {"MDOPS_API_URL": "http://env"}, Exit.CONFIG),
         ("127.0.0.1:8080", "flag-token", None, {}, Exit.CONFIG),  # no scheme
@@ -286,6 +292,18 @@ def test_the_connection_comes_from_one_source_then_the_flags(
         connection = resolve(url, token, context, environment)
         assert (connection.url, connection.token) == expected
         assert connection.token not in repr(connection)
+
+
+def test_url_to_another_server_says_that_the_contexts_token_is_not_sent_there(invoke, contexts, tmp_path):
+    result = invoke("status", "--url", "http://flag")
+    assert result.exit_code == Exit.CONFIG
+    assert (
+        "no token for http://flag (--url and MDOPS_API_TOKEN; the token of context 'current'" in result.stderr
+    )
+    assert "current-token" not in result.stderr
+    no_context = {"MDOPS_CONFIG": str(tmp_path / "none.yaml"), "MDOPS_API_TOKEN": "env-token"}
+    connection = resolve("http://flag", None, None, no_context)
+    assert (connection.url, connection.token) == ("http://flag", "env-token")
 
 
 def test_no_api_at_all_is_a_configuration_error_with_a_hint(invoke):
