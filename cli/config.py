@@ -13,6 +13,8 @@ readable by others, not even for a moment) and refused when its mode lets anyone
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import stat
 import urllib.parse
 from collections.abc import Mapping
@@ -28,6 +30,7 @@ from runner.result import write_atomically
 
 URL_ENV, TOKEN_ENV, CONFIG_ENV = "MDOPS_API_URL", "MDOPS_API_TOKEN", "MDOPS_CONFIG"
 REDACTED = "REDACTED"
+VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 class ContextEntry(BaseModel):
@@ -116,7 +119,7 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
     then ``--url`` and ``--token`` replace what they give. A URL and a token are taken together from one
     source, so that a token is never sent to another source's server unless the command line says so: with
     ``--url`` to another server than a context's, the token is ``--token``'s or ``MDOPS_API_TOKEN``'s, never
-    the context's.
+    the context's. The token is taken without the whitespace around it (a line end kept from a file).
     """
     away = ""  # why a context's token is not used
     if context is None and env.get(URL_ENV):
@@ -155,9 +158,22 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
             f"the API URL {connection.url!r} ({connection.source}) is not an http:// or https:// URL",
             Exit.CONFIG,
         )
+    connection = dataclasses.replace(connection, token=connection.token.strip())
     if not connection.token:
         raise _no_token(connection.url, connection.source)
+    if not is_token(connection.token):
+        raise CliError(
+            f"the token ({connection.source}) has a character outside visible ASCII (! to ~), which no API "
+            "token has and an HTTP header cannot carry: not sent",
+            Exit.CONFIG,
+            "copy the token again",
+        )
     return connection
+
+
+def is_token(token: str) -> bool:
+    """Whether ``token`` can be an API token: visible ASCII only (api/auth.py refuses any other)."""
+    return VISIBLE_ASCII.fullmatch(token) is not None
 
 
 def _server(url: str) -> str:

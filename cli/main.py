@@ -22,7 +22,17 @@ from rich.table import Table
 
 from cli import render
 from cli.client import Api
-from cli.config import CONFIG_ENV, TOKEN_ENV, URL_ENV, Config, ContextEntry, config_path, is_api_url, resolve
+from cli.config import (
+    CONFIG_ENV,
+    TOKEN_ENV,
+    URL_ENV,
+    Config,
+    ContextEntry,
+    config_path,
+    is_api_url,
+    is_token,
+    resolve,
+)
 from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
@@ -551,9 +561,16 @@ def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> s
 def set_context(name: str, url: str | None, token: str | None) -> None:
     """Add the context NAME, or change its URL or token."""
     if token == "-":
-        token = sys.stdin.readline().strip()
-    if token == "":
-        raise click.BadParameter("the token is empty", param_hint="'--token'")
+        token = sys.stdin.readline()
+    if token is not None:
+        token = token.strip()  # a line end kept from a file or a paste
+        if token == "":
+            raise click.BadParameter("the token is empty", param_hint="'--token'")
+        if not is_token(token):
+            raise click.BadParameter(
+                "the token has a character outside visible ASCII (! to ~), which no API token has",
+                param_hint="'--token'",
+            )
     settings = _config()
     entry = settings.file.contexts.get(name)
     if entry is None and url is None:

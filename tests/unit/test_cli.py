@@ -1,14 +1,21 @@
 """mdops's parts that need no API: exit codes of the API's answers, errors in one line, the config file
 and its contexts, following a run (its events, resets, the stream's answers), run filters and rendering;
-commands run with click's CliRunner.
+commands run with click's CliRunner, or as a process against a fake API of the test's own (:class:`FakeApi`)
+where what matters is how mdops behaves when the API does not (answers that never come, Ctrl-C, pipes).
 
 tests/cli/test_mdops.py runs the installed mdops against the local stack."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
+import threading
+from collections.abc import Callable
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -55,6 +62,71 @@ def invoke(config_file):
         return CliRunner().invoke(cli, list(args), input=input, env=environment, prog_name="mdops")
 
     return invoke
+
+
+class FakeApi(ThreadingHTTPServer):
+    """The mdops API as a test needs it, on a free port of 127.0.0.1: ``answers`` maps ``"GET /path"`` (no
+    query) to a function that answers such a request (its :class:`Answer` in); any other request gets the
+    API's 404. Each request is kept in ``requests`` with its headers."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Answer)
+        self.answers: dict[str, Callable[[Answer], None]] = {}
+        self.requests: list[tuple[str, Message]] = []
+        self.closing = threading.Event()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def asked(self, request: str) -> int:
+        return [asked for asked, _ in self.requests].count(request)
+
+    def handle_error(self, request, client_address) -> None:
+        if not self.closing.is_set():  # at the end, mdops is gone: writing to it fails
+            super().handle_error(request, client_address)
+
+    def close(self) -> None:
+        self.closing.set()  # ends the answers that hold
+        self.shutdown()
+        self.server_close()
+
+
+class Answer(BaseHTTPRequestHandler):
+    """One request to :class:`FakeApi`, and the ways to answer it."""
+
+    protocol_version = "HTTP/1.1"
+    server: FakeApi
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        request = f"{self.command} {urlsplit(self.path).path}"
+        self.server.requests.append((request, self.headers))
+        self.server.answers.get(request, lambda answer: answer.json(404, {"detail": f"no {request}"}))(self)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
+    def json(self, status: int, body) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def api():
+    fake = FakeApi()
+    yield fake
+    fake.close()
 
 
 # -- errors and exit codes ------------------------------------------------------------------------
@@ -236,6 +308,51 @@ def test_set_context_refuses_what_no_command_could_use(invoke, config_file, args
     changed = invoke("config", "set-context", "local", *args, input=input)  # an existing context: the same
     assert changed.exit_code == Exit.USAGE, changed.output
     assert yaml.safe_load(config_file.read_text())["contexts"]["local"] == kept
+
+
+def test_a_token_is_sent_without_the_whitespace_around_it(invoke, api, config_file):
+    """A token read with its line end (``$(cat token.txt)`` of a file with CRLF line ends keeps the CR)."""
+    api.answers["GET /api/ops/status"] = lambda answer: answer.json(200, {})
+    padded = f" {SECRET}\r\n"
+    config_file.parent.mkdir()
+    config_file.write_text(yaml.safe_dump({"contexts": {"c": {"url": api.url, "token": padded}}}))
+    config_file.chmod(0o600)
+    for args, env in (
+        ((), {"MDOPS_API_URL": api.url, "MDOPS_API_TOKEN": padded}),
+        (("--url", api.url, "--token", padded), {}),
+        (("--context", "c"), {}),
+    ):
+        result = invoke("status", "-o", "json", *args, **env)
+        assert result.exit_code == 0, result.output
+    assert [headers["Authorization"] for _, headers in api.requests] == [f"Bearer {SECRET}"] * 3
+    changed = invoke("config", "set-context", "c", "--token", padded)
+    assert (
+        changed.exit_code == 0 and yaml.safe_load(config_file.read_text())["contexts"]["c"]["token"] == SECRET
+    )
+
+
+@pytest.mark.parametrize(
+    "token", [f"{SECRET}\rx", f"{SECRET}\x1b", f"{SECRET[:6]}ø{SECRET[6:]}", f"{SECRET} x"]
+)
+def test_a_token_outside_visible_ascii_is_refused_and_never_shown(invoke, api, config_file, token):
+    """No API token has such a character, and an HTTP header cannot carry it: mdops says so without the
+    token, before any request, as a configuration error (set-context: a bad value, like an empty token)."""
+    config_file.parent.mkdir()
+    config_file.write_text(yaml.safe_dump({"contexts": {"c": {"url": api.url, "token": token}}}))
+    config_file.chmod(0o600)
+    for args, env in (
+        ((), {"MDOPS_API_URL": api.url, "MDOPS_API_TOKEN": token}),
+        (("--url", api.url, "--token", token), {}),
+        (("--context", "c"), {}),
+    ):
+        result = invoke("status", *args, **env)
+        assert result.exit_code == Exit.CONFIG, result.output
+        assert "has a character outside visible ASCII (! to ~)" in result.stderr
+        assert result.stderr.count("\n") == 1 and SECRET[:6] not in result.stdout + result.stderr
+    assert api.requests == []
+    refused = invoke("config", "set-context", "d", "--url", api.url, "--token", token)
+    assert refused.exit_code == Exit.USAGE and "outside visible ASCII" in refused.stderr
+    assert SECRET[:6] not in refused.stderr
 
 
 def test_a_malformed_config_file_is_refused_naming_the_problem(invoke, config_file):
