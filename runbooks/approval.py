@@ -18,6 +18,7 @@ from pydantic import Field
 
 from runbooks.contract import Reason
 from runbooks.models import ApprovalDecision, Person, ReasonText, RequestId, _Model
+from runbooks.schedule import REQUESTER_PREFIX
 
 KIND = "RunbookApproval"
 PLURAL = "runbookapprovals"
@@ -77,6 +78,13 @@ class Tally:
         return f"{len(self.approved_by)} of {self.required} approvals" + (f" ({who})" if who else "")
 
 
+def answerable(requester: str) -> bool:
+    """Whether approvals can count for a request by ``requester``: a person, not nobody (an empty
+    ``requestedBy``) and not a schedule that names nobody (``schedule:<name>``), whose runs anyone who may
+    write schedules could otherwise ask for and approve."""
+    return bool(requester) and not requester.startswith(REQUESTER_PREFIX)
+
+
 def tally(
     votes: Iterable[Vote],
     *,
@@ -97,10 +105,11 @@ def tally(
       before it, and is ignored too (a rejection in that second counts: ignoring it could only let a run
       start).
     - A rejection by anyone (the requester may withdraw) wins over any number of approvals.
-    - An approval counts only from someone other than the requester (a request that names no requester
-      cannot be approved at all), if it names the requester (one naming another was not made for this
-      request: the API server checks an approval against the requester it names, so only that one can
-      be trusted), once per person, and only for ``expire_after`` after it was given.
+    - An approval counts only from someone other than the requester (a request that names nobody who
+      answers for it cannot be approved at all: :func:`answerable`), if it names the requester (one
+      naming another was not made for this request: the API server checks an approval against the
+      requester it names, so only that one can be trusted), once per person, and only for
+      ``expire_after`` after it was given.
     - Without enough approvals ``expire_after`` after ``waiting_since``, the request has expired.
     - Once approved, a request stays approved: its approvals are counted as of ``approved_at`` (they do not
       expire while it waits for its turn), but a rejection still wins.
@@ -116,8 +125,10 @@ def tally(
             rejection = rejection or vote
         elif vote.at == requested_at:
             ignored.append((vote, "given in the request's second: perhaps before it"))
-        elif not requester:
-            ignored.append((vote, "the request names no requester"))
+        elif not answerable(requester):
+            ignored.append(
+                (vote, f"the request names nobody who answers for it ({requester or 'no requester'})")
+            )
         elif vote.approver == requester:
             ignored.append((vote, "the requester cannot approve their own request"))
         elif vote.requester != requester:

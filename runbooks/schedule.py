@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field, create_model, field_validator
 
 from runbooks import keys, models
 from runbooks.calendar import UTC, SessionCalendar, State
-from runbooks.models import Condition, RunbookSpec, _Model
+from runbooks.models import Condition, Person, RunbookSpec, _Model
 from runbooks.policy import states_field
 
 KIND = "RunbookSchedule"
@@ -44,7 +44,7 @@ MAX_NAME_LENGTH = 48
 SLOT_FORMAT = "%Y%m%d%H%M%S"
 SCHEDULE_LABEL = f"{keys.GROUP}/schedule"
 SLOT_ANNOTATION = f"{keys.GROUP}/slot"
-REQUESTER_PREFIX = "schedule:"  # a slot's Runbook is requested by "schedule:<name>"
+REQUESTER_PREFIX = "schedule:"  # a slot's Runbook names "schedule:<name>" when its schedule names nobody
 SLOT_REQUEST_PREFIX = "schedule."  # and its request id is "schedule.<name>.<slot>"
 # The reasons of a schedule's Events (and of its Ready condition).
 CREATED, MISSED, SKIPPED, NAME_TAKEN = "SlotCreated", "SlotsMissed", "SlotsSkipped", "SlotNameTaken"
@@ -219,6 +219,12 @@ class RunbookScheduleSpec(_Model):
 
     template: RunbookTemplate = Field(description="The spec of each slot's Runbook.")
     trigger: Trigger
+    requested_by: Person = Field(
+        "",
+        description="Who asks for the slots' runs, as the requester of each: the user who creates the "
+        "schedule or changes its template or trigger (the API server refuses another name), or empty: the "
+        "runs are then requested by schedule:<name>, for whom no approval can count.",
+    )
     suspend: bool = Field(False, description="No slot runs while suspended; the slots that pass are missed.")
     starting_deadline_seconds: int = Field(
         60, ge=1, le=86400, description="A slot that cannot start within this long after its time is missed."
@@ -376,13 +382,14 @@ def slot_request_id(schedule: str, slot: datetime.datetime) -> str:
 
 
 def slot_runbook(schedule: str, spec: RunbookScheduleSpec, slot: datetime.datetime) -> dict[str, Any]:
-    """The Runbook of one slot, requested by ``schedule:<name>`` and labelled with its schedule."""
+    """The Runbook of one slot, requested by the schedule's ``requestedBy`` (else ``schedule:<name>``) and
+    labelled with its schedule."""
     return models.manifest(
         slot_name(schedule, slot),
         {
             **spec.template.to_k8s(),
             "requestId": slot_request_id(schedule, slot),
-            "requestedBy": REQUESTER_PREFIX + schedule,
+            "requestedBy": spec.requested_by or REQUESTER_PREFIX + schedule,
         },
         labels={SCHEDULE_LABEL: schedule},
         annotations={SLOT_ANNOTATION: slot.isoformat()},

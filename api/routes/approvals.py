@@ -48,7 +48,7 @@ RESPONSES = responses(
     c404="No run has this request_id.",
     c409="Too late (the run has passed the gate: it waits for its lock, runs or has finished), no policy "
     "asks for approvals for the run (the gate lets it start at once), already decided by this token, or "
-    "the run names no requester.",
+    "the run names no requester (or, to approve, names a schedule that names nobody).",
 )
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
@@ -111,6 +111,12 @@ async def _decide(
         raise Conflict(
             f"run {request_id!r} names no requester (spec.requestedBy), so no approval can count for it; "
             "delete the Runbook to cancel it"
+        )
+    if decision == "Approve" and not approval.answerable(requester):
+        raise Conflict(
+            f"run {request_id!r} is requested by {requester}, a schedule that names nobody (its "
+            "spec.requestedBy), so no approval can count for it; reject it, or delete the Runbook, to "
+            "cancel it"
         )
     if record.finished or record.status == RunState.RUNNING:
         state = "has finished" if record.finished else "has started"

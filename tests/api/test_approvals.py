@@ -133,6 +133,21 @@ def test_a_runbook_made_again_with_a_request_id_is_decided_on_again(api, identit
     assert decisions == ["Approve", "Reject"]
 
 
+def test_a_run_of_a_schedule_that_names_nobody_may_be_rejected_never_approved(api, identities, namespace):
+    """Whoever wrote the schedule could otherwise approve the run they set up (it names schedule:<name>)."""
+    spec = {"command": "failover", "requestedBy": "schedule:nightly"}
+    identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(models.manifest("fo-s", spec)))
+
+    def seen() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/fo-s", headers=token("alice"))[0] == 200
+
+    wait_until(seen, 30, "the API to see the run")
+    code, body = decide(api, "bob", "fo-s")
+    assert code == 409 and "a schedule that names nobody" in body["detail"]
+    code, made = decide(api, "bob", "fo-s", "reject")
+    assert code == 201 and made["requester"] == "schedule:nightly"
+
+
 def test_who_may_decide_and_on_what(api, identities, namespace):
     execute(api, "alice", "fo-2")
     assert decide(api, "carol", "fo-2")[0] == 403  # no runbooks:approve

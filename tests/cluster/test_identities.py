@@ -111,6 +111,56 @@ def test_a_schedules_request_id_is_refused_from_a_kubectl_user(identities, names
     assert create(identities, namespace, alice, alike).returncode == 0
 
 
+SCHEDULE_NOT_YOURS = "spec.requestedBy must be your own user name"
+
+
+def test_a_schedule_names_as_its_runs_requester_only_who_made_them_what_they_are(
+    identities, namespace, users
+):
+    """Else whoever may write schedules could have a failover run at a time of their choosing, requested by
+    someone else (or by schedule:<name>), and approve it themselves."""
+    docs = _role("schedulers", ["create", "get", "patch"], ["runbookschedules"], USERS)
+    identities.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    body = {"template": {"command": "failover"}, "trigger": {"cron": "0 10 * * 6"}}
+
+    def as_alice(requested_by: str, *flags: str):
+        manifest = crd.SCHEDULE.manifest("fo", {**body, "requestedBy": requested_by})
+        return create(identities, namespace, users["alice"], manifest, *flags)
+
+    def may_create() -> bool:  # RBAC's cache takes a moment
+        return as_alice("alice", "--dry-run=server").returncode == 0
+
+    wait_until(may_create, 30, "alice to be allowed to create schedules")
+    forged = as_alice("bob")
+    assert forged.returncode != 0 and SCHEDULE_NOT_YOURS in forged.stderr
+    assert "mdops-schedule-requested-by" in forged.stderr
+    assert as_alice("alice").returncode == 0
+
+    def patch(who: str, change: dict):
+        return identities.kubectl(
+            "patch",
+            "rbs",
+            "fo",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": change}),
+            kubeconfig=users[who],
+            check=False,
+        )
+
+    # bob changes what runs (or when) under alice's name: refused; under his own, or nobody's: allowed.
+    assert SCHEDULE_NOT_YOURS in patch("bob", {"template": {"command": "drill"}}).stderr
+    assert SCHEDULE_NOT_YOURS in patch("bob", {"trigger": {"cron": "* * * * *"}}).stderr
+    assert SCHEDULE_NOT_YOURS in patch("bob", {"requestedBy": "carol"}).stderr
+    assert patch("bob", {"template": {"command": "drill"}, "requestedBy": "bob"}).returncode == 0
+    assert patch("alice", {"suspend": True}).returncode == 0  # neither what nor when: anyone who may patch
+    assert patch("alice", {"requestedBy": ""}).returncode == 0
+    spec = json.loads(identities.kubectl("get", "rbs", "fo", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert (spec["template"]["command"], spec["requestedBy"], spec["suspend"]) == ("drill", "", True)
+
+
 def test_a_forged_approver_is_refused(identities, namespace, users):
     forged = create(identities, namespace, users["alice"], approval("by-bob", "bob", "carol"))
     assert forged.returncode != 0 and FORGED in forged.stderr

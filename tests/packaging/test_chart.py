@@ -83,7 +83,7 @@ def test_default_install(helm):
             "Secret",
             "Service",
             "ServiceAccount",
-            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2,
+            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3,
         ]
     )
     deployment = find(docs, "Deployment", "mdops")
@@ -223,7 +223,7 @@ def admission_policies(docs) -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_chart_and_kustomize_agree_on_the_identity_policies(helm, kustomize):
     chart, kustomized = admission_policies(helm.template()), admission_policies(kustomize())
-    assert chart == kustomized and len(chart) == 4
+    assert chart == kustomized and len(chart) == 6
     assert not admission_policies(helm.template("--set", "identities.enabled=false"))
 
 

@@ -69,6 +69,19 @@ def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED, 
         ([_vote("bob", 1), _vote("carol", 2), _vote("dave", 3, "Reject")], {}, REJECTED, ["bob", "carol"]),
         ([_vote("alice", 3, "Reject")], {}, REJECTED, []),  # the requester may withdraw
         ([_vote("bob", 1)], {"required": 1, "requester": ""}, PENDING, []),  # no requester, no approval
+        # a schedule that names nobody: whoever wrote it could approve its runs, so nobody can
+        (
+            [_vote("bob", 1, requester="schedule:nightly")],
+            {"required": 1, "requester": "schedule:nightly"},
+            PENDING,
+            [],
+        ),
+        (
+            [_vote("bob", 1, "Reject", requester="schedule:nightly")],
+            {"requester": "schedule:nightly"},
+            REJECTED,
+            [],
+        ),
         ([], {"required": 1}, PENDING, []),
     ],
 )

@@ -230,6 +230,9 @@ def test_the_longest_slot_name_is_a_valid_runbook_name_and_its_request_id_valid(
     assert manifest["spec"]["requestId"] == request_id
     assert manifest["metadata"]["labels"] == {"ops.mdops.io/schedule": name}
     assert manifest["spec"]["requestedBy"] == f"schedule:{name}"
+    # A schedule that names its requester: its runs are that person's (who then may not approve them).
+    signed = _example("start-before-open").model_copy(update={"requested_by": "alice"})
+    assert slot_runbook(name, signed, slot)["spec"]["requestedBy"] == "alice"
     assert manifest["spec"]["command"] == "start" and manifest["spec"]["enforce"] is True
 
 
