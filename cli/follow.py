@@ -7,7 +7,9 @@ log lines and their times), then sends each new line once, in order (``log`` eve
 :class:`Follower` turns the events into lines shown once each (pure: events in, lines out).
 
 - A dropped connection is opened again with ``Last-Event-ID`` (after 0.5, 1, 2, 4, then 8 s; at most
-  ``RECONNECTS`` times in a row without an event): the API sends exactly the events after that one.
+  ``RECONNECTS`` times in a row whose stream did not open, or opened and brought nothing, not even a
+  heartbeat: an API that takes connections but does not answer is given up too): the API sends exactly
+  the events after that one.
 - When it cannot (another API process, after a restart, or an event older than those it keeps), it sends
   ``reset``, then the run as it is now: its last 50 lines, some of them shown already. mdops checks that the
   run still exists (``GET /api/ops/runbooks/{request_id}``) and :meth:`Follower.window` shows the lines after
@@ -59,7 +61,7 @@ FINISHED = (RunState.SUCCESS, RunState.FAILED)
 WAITING = (RunState.PENDING, RunState.QUEUED)
 POLL_SECONDS = 1.0
 KEPT_LINES = 100  # lines remembered as shown: a Runbook's status holds at most 100 (the controller writes 50)
-RECONNECTS = 10  # connections in a row that bring no event (about a minute of backoff) before giving up
+RECONNECTS = 10  # connections in a row that bring nothing (about a minute of backoff) before giving up
 MAX_DELAY_SECONDS = 8.0
 
 # The API's events (api/events.py), and what the stream's reader and execute's answer add in the inbox.
@@ -242,7 +244,7 @@ class EventStream:
 
     def _connections(self) -> None:
         opened = False
-        failures = 0
+        failures = 0  # connections in a row whose stream did not open, or brought nothing
         while not self._stopped.is_set():
             reading = False  # this connection's stream was open
             try:
@@ -260,7 +262,6 @@ class EventStream:
                             self.inbox.put((OPENED, None))
                         reading = True
                         for event in source.iter_sse():
-                            failures = 0
                             if not event.data:  # a heartbeat (a comment): no event, as the SSE spec says
                                 continue
                             self.last_id = event.id or self.last_id
@@ -270,11 +271,11 @@ class EventStream:
                 if not opened:
                     self.inbox.put((POLL, self.api.unreachable(error).message))
                     return
-                if isinstance(error, httpx.ReadTimeout):  # open all along, only silent: not a failure
-                    failures = 0
                 lost = f"the stream broke ({error})" if reading else self.api.unreachable(error).message
             if self._stopped.is_set():  # closed by the thread that followed the run, at its end
                 return
+            if reading and self._response.num_bytes_downloaded:  # it brought events or heartbeats
+                failures = 0
             failures += 1
             if failures > RECONNECTS:
                 raise CliError(

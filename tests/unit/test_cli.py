@@ -11,10 +11,13 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -121,12 +124,83 @@ class Answer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def stream(self, *events: tuple[str, dict]) -> None:
+        """An event stream's headers, then ``(name, data)`` events (ids 1, 2, ...), then nothing more."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for number, (name, data) in enumerate(events, 1):
+            self.wfile.write(f"id: {number}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+
+    def heartbeats(self) -> None:
+        """A heartbeat (a comment line) every 0.05 s until the end (of the test, or of mdops)."""
+        try:
+            while not self.server.closing.wait(0.05):
+                self.wfile.write(b": ping\n\n")
+                self.wfile.flush()
+        except OSError:  # mdops is gone
+            self.close_connection = True
+
+    def hold(self) -> None:
+        """No answer (or no more of it) until the test ends: a frozen API, a proxy waiting for it."""
+        self.server.closing.wait()
+        self.close_connection = True
+
 
 @pytest.fixture
 def api():
     fake = FakeApi()
     yield fake
     fake.close()
+
+
+# mdops as installed, but with a stream taken as lost after 0.3 s of silence and reconnects 0.05 s apart
+# (45 s and up to 8 s as installed): what takes minutes then takes seconds.
+QUICK_MDOPS = (
+    "import cli.client, cli.follow, cli.main; "
+    "cli.client.SILENT_STREAM_SECONDS = 0.3; cli.follow.MAX_DELAY_SECONDS = 0.05; cli.main.main()"
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mdops(api: FakeApi, *args: str) -> subprocess.Popen:
+    """``mdops ARGS`` as a process of its own (for Ctrl-C, pipes, and what must end), talking to ``api``
+    with --request-timeout 0.2."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
+    env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
+    return subprocess.Popen(
+        [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", "0.2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def ended(process: subprocess.Popen, within: float = 60) -> tuple[int, str]:
+    """Its exit code and standard error, once it has exited; a failure when it has not within ``within`` s."""
+    try:
+        _, stderr = process.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        pytest.fail(f"mdops still ran after {within} s; its standard error:\n{stderr}")
+    return process.returncode, stderr
+
+
+RUN = {
+    "request_id": "r-1",
+    "name": "rb-1",
+    "command": "restart",
+    "status": "running",
+    "exit_code": None,
+    "finished_at": None,
+    "logs": [{"level": "INFO", "message": "line 1"}],
+}
+RUNNING = ("runbook", {"runbook": RUN, "lines": RUN["logs"]})
 
 
 # -- errors and exit codes ------------------------------------------------------------------------
@@ -626,6 +700,30 @@ def test_a_lost_answer_is_asked_for_again_with_backoff_then_the_error_names_the_
 
     with pytest.raises(CliError, match="conflict"):  # an answer: not asked again
         persist(refused, "fo-1", said.append)
+
+
+@pytest.mark.parametrize("reconnects", ["unanswered", "open-but-silent"])
+def test_following_gives_up_on_an_api_that_takes_connections_but_does_not_answer(api, reconnects):
+    """The API freezes after the run's first event (stopped, a blocked event loop, behind a proxy that
+    waits for it): each reconnect gets no answer, or an event stream's headers and then nothing. Each
+    counts as an attempt in a row: mdops gives up after RECONNECTS, exit 69, as when it cannot connect."""
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+
+    def events(answer: Answer) -> None:
+        if api.asked("GET /api/ops/events") == 1:
+            answer.stream(RUNNING)
+        elif reconnects == "open-but-silent":
+            answer.stream()
+        answer.hold()
+
+    api.answers["GET /api/ops/events"] = events
+    code, stderr = ended(mdops(api, "logs", "r-1", "-f"))
+    assert code == Exit.UNAVAILABLE, stderr
+    assert stderr.startswith("mdops: lost the event stream of the run r-1: ")
+    assert stderr.endswith("; hint: mdops logs r-1 -f follows it again\n")
+    assert api.asked("GET /api/ops/events") == 1 + RECONNECTS
 
 
 def _text(renderable) -> str:
