@@ -357,16 +357,14 @@ class Execution:
 
     def check(self, seen: bool) -> None:
         """Raise when execute made no run (401, 403, 409, 422, 429, ...), or when its answer was lost and
-        asking again gave up while the run was not ``seen``. When the call failed after the run was made
-        (a 500 for exit code 125) the run is followed on: ``seen``, or the API has it. A 429 made none (the
-        token's rate, or the namespace's cap: what the API has of this request id is an earlier refusal,
-        not this run)."""
+        asking again gave up (seen or not, the API has not answered for as long as mdops waits for it).
+        When the call failed after the run was made (a 500 for exit code 125) the run is followed on:
+        ``seen``, or the API has it. A 429 made none (the token's rate, or the namespace's cap: what the API
+        has of this request id is an earlier refusal, not this run)."""
         try:
             status, body = self.answer.result()
         except CliError as error:
-            if seen and (error.exit_code == Exit.API_FAILED or lost(error)):
-                return
-            if error.exit_code == Exit.API_FAILED and self.find() is not None:
+            if error.exit_code == Exit.API_FAILED and (seen or self.find() is not None):
                 return
             raise
         if status == 200:

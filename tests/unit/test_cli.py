@@ -726,6 +726,26 @@ def test_following_gives_up_on_an_api_that_takes_connections_but_does_not_answer
     assert api.asked("GET /api/ops/events") == 1 + RECONNECTS
 
 
+def test_mdops_run_gives_up_on_executes_answer_lost_after_the_run_was_seen(api):
+    """The run shows on the stream, which goes on with heartbeats; execute's answer is lost (503) and the
+    run cannot be read (503): asking again gives up after RECONNECTS, and so does mdops (exit 69, the run
+    named), rather than wait on the stream of a run whose outcome it cannot learn."""
+    reads = iter([lambda answer: answer.json(404, {"detail": "no runbook r-1"})])
+    not_ready = lambda answer: answer.json(503, {"detail": "not synced"})  # noqa: E731
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: next(reads, not_ready)(answer)
+    api.answers["POST /api/ops/runbooks/execute"] = not_ready
+
+    def events(answer: Answer) -> None:
+        answer.stream(RUNNING)
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    code, stderr = ended(mdops(api, "run", "restart", "--request-id", "r-1"))
+    assert code == Exit.UNAVAILABLE, stderr
+    assert f"gave up after {RECONNECTS} attempts: the run r-1 may exist and go on" in stderr
+    assert stderr.count("\n") == 1
+
+
 def _text(renderable) -> str:
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(renderable)
