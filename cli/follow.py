@@ -45,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -470,13 +471,27 @@ def run(
             403,
         ) from None
     if not wait:
-        execution = Execution(api, body, existed, say)
-        _poll(execution.find, None, POLL_SECONDS / 5, execution)
+        with requested(request_id):
+            execution = Execution(api, body, existed, say)
+            _poll(execution.find, None, POLL_SECONDS / 5, execution)
         return None
     follower = Follower(request_id, emit, warn)
     with EventStream(api, request_id, say) as stream:
         streaming = stream.opened()  # before execute: the stream never misses the start
-        execution = Execution(api, body, existed, say, lambda: stream.inbox.put((ANSWERED, None)))
-        if streaming and _over_stream(stream, follower, execution):
-            return execution.final or persist(lambda: api.runbook(request_id), request_id, say)
-    return _poll(execution.find, follower, POLL_SECONDS, execution)
+        with requested(request_id):
+            execution = Execution(api, body, existed, say, lambda: stream.inbox.put((ANSWERED, None)))
+            if streaming and _over_stream(stream, follower, execution):
+                return execution.final or persist(lambda: api.runbook(request_id), request_id, say)
+            return _poll(execution.find, follower, POLL_SECONDS, execution)
+
+
+@contextmanager
+def requested(request_id: str) -> Iterator[None]:
+    """Once execute is sent, Ctrl-C leaves the run going and says how to follow it again. Before, no run
+    was asked for: mdops is only interrupted."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise CliError(
+            f"interrupted; the run {request_id} goes on", 130, f"mdops logs {request_id} -f"
+        ) from None

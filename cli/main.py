@@ -293,16 +293,11 @@ def run(
     body = {key: value for key, value in body.items() if value is not None}
     logs = out.console if out.human else console(stderr=True)  # with -o json|yaml, stdout has the result only
     emit = (lambda line: logs.print(render.log_line(line))) if follow else None
-    try:
-        if out.human and wait and not follow:
-            with console(stderr=True).status(f"{command} {body['request_id']}: waiting for the end"):
-                view = run_and_follow(api, body, wait, emit, say, warn)
-        else:
+    if out.human and wait and not follow:
+        with console(stderr=True).status(f"{command} {body['request_id']}: waiting for the end"):
             view = run_and_follow(api, body, wait, emit, say, warn)
-    except KeyboardInterrupt:
-        raise CliError(
-            f"interrupted; the run {body['request_id']} goes on", 130, f"mdops logs {body['request_id']} -f"
-        ) from None
+    else:
+        view = run_and_follow(api, body, wait, emit, say, warn)
     if view is None:
         out.item({"request_id": body["request_id"]}, lambda started: started["request_id"])
         return

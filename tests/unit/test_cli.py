@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from cli.follow import (
     this_runs,
 )
 from cli.main import cli
-from devcluster.processes import free_port
+from devcluster.processes import free_port, wait_until
 
 SECRET = "s3cret-token-never-shown"
 
@@ -744,6 +745,27 @@ def test_mdops_run_gives_up_on_executes_answer_lost_after_the_run_was_seen(api):
     assert code == Exit.UNAVAILABLE, stderr
     assert f"gave up after {RECONNECTS} attempts: the run r-1 may exist and go on" in stderr
     assert stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("held", "said"),
+    [
+        ("GET /api/ops/runbooks/r-1", "mdops: interrupted\n"),  # before execute: no run was asked for
+        (
+            "POST /api/ops/runbooks/execute",
+            "mdops: interrupted; the run r-1 goes on; hint: mdops logs r-1 -f\n",
+        ),
+    ],
+    ids=["before-execute", "after-execute"],
+)
+def test_ctrl_c_in_mdops_run_speaks_of_the_run_only_once_it_was_asked_for(api, held, said):
+    api.answers[held] = Answer.hold
+    api.answers["GET /api/ops/events"] = lambda answer: (answer.stream(), answer.heartbeats())
+    process = mdops(api, "run", "restart", "--request-id", "r-1")
+    wait_until(lambda: api.asked(held), 30, f"mdops to send {held}")
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert ended(process) == (130, said)
+    assert api.asked("POST /api/ops/runbooks/execute") == (held == "POST /api/ops/runbooks/execute")
 
 
 def _text(renderable) -> str:
