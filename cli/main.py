@@ -405,14 +405,11 @@ def logs(api: Api, out: Output, say: Say, warn: Say, request_id: str, follow: bo
     def emit(line: dict) -> None:
         out.item(line, render.log_line)
 
-    try:
-        if follow:
-            follow_logs(api, request_id, emit, say, warn)
-        else:
-            for line in api.runbook(request_id)["runbook"]["logs"]:
-                emit(line)
-    except KeyboardInterrupt:
-        return
+    if follow:
+        follow_logs(api, request_id, emit, say, warn)
+    else:
+        for line in api.runbook(request_id)["runbook"]["logs"]:
+            emit(line)
 
 
 @cli.command(epilog="\b\nExamples:\n  mdops status\n  mdops status -o json | jq .last_exit_codes")

@@ -768,6 +768,17 @@ def test_ctrl_c_in_mdops_run_speaks_of_the_run_only_once_it_was_asked_for(api, h
     assert api.asked("POST /api/ops/runbooks/execute") == (held == "POST /api/ops/runbooks/execute")
 
 
+def test_ctrl_c_in_logs_follow_exits_130_not_as_a_followed_end(api):
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["GET /api/ops/events"] = lambda answer: (answer.stream(RUNNING), answer.heartbeats())
+    process = mdops(api, "logs", "r-1", "-f")
+    wait_until(lambda: api.asked("GET /api/ops/events"), 30, "mdops to follow the run")
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert ended(process) == (130, "mdops: interrupted\n")
+
+
 def _text(renderable) -> str:
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(renderable)
