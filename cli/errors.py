@@ -2,7 +2,8 @@
 
 ``mdops run`` exits with the runbook's exit code (0, 1, 2, 3, 124, 125, 130: the runner's contract), so a
 pipeline can branch on it. When mdops could not get an answer about a run, it exits with one of its own
-codes instead, taken from the BSD ``sysexits`` range so that they never collide with a runbook's.
+codes instead, taken from the BSD ``sysexits`` range so that they never collide with a runbook's; and 141,
+as a shell reports a command that SIGPIPE ended, when what reads its output has gone (``mdops ... | head``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Exit(IntEnum):
     CONFLICT = 73
     NOT_ALLOWED = 77
     CONFIG = 78
+    PIPE = 141
 
 
 MEANINGS = {
@@ -35,10 +37,13 @@ MEANINGS = {
         "the API cannot be reached, timed out, or is not ready (503); "
         "or the token is past its rate or its cap of unfinished runs, or the namespace at its cap (429)"
     ),
-    Exit.API_FAILED: "the API failed (500) or gave an answer mdops does not understand",
+    Exit.API_FAILED: (
+        "the API failed (500) or gave an answer mdops does not understand; or mdops failed unexpectedly"
+    ),
     Exit.CONFLICT: "conflict (409): the request id was already used with other parameters",
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
     Exit.CONFIG: "configuration: no API URL or token, an unknown context, or an unsafe config file",
+    Exit.PIPE: "what read mdops's output (head, say) closed it first: mdops stopped, saying nothing",
 }
 RUNBOOK_CODES = ", ".join(str(int(code)) for code in ExitCode)
 

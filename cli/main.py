@@ -54,7 +54,8 @@ def _usage_is_64() -> Iterator[None]:
 
 
 class Mdops(click.Group):
-    """The top command: click's own failures get mdops's codes (usage: 64; Ctrl-C: 130)."""
+    """The top command: click's own failures get mdops's codes (usage: 64; Ctrl-C: 130), and so do those
+    that no command expected (1 would read as a runbook's "failed"): a closed pipe 141, others 70."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _usage_is_64():
@@ -64,14 +65,33 @@ class Mdops(click.Group):
         with _usage_is_64():
             try:
                 return super().invoke(ctx)
+            except (click.ClickException, click.exceptions.Exit, click.Abort):
+                raise
             except KeyboardInterrupt:
                 raise CliError("interrupted", 130) from None
+            except BrokenPipeError:
+                # Python's advice for SIGPIPE: what is still buffered for the closed pipe goes to /dev/null,
+                # not into another error as Python exits.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                ctx.exit(Exit.PIPE)
+            except Exception as error:
+                raise CliError(
+                    f"unexpected error: {type(error).__name__}: {error}",
+                    Exit.API_FAILED,
+                    "an answer mdops does not understand (is the URL the mdops API's?), or a bug of mdops",
+                ) from error
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich's own exits 1, a runbook's "failed": a closed pipe ends mdops as any command's (Mdops)."""
+        raise BrokenPipeError
 
 
 def console(stderr: bool = False) -> Console:
     """Rich decides on colour (a terminal only; never with NO_COLOR). Into a pipe or a file the width is
     not the terminal's: lines are kept whole for grep."""
-    out = Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+    out = _Console(stderr=stderr, markup=False, emoji=False, highlight=False)
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 200
     return out

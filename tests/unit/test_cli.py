@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -125,14 +126,19 @@ class Answer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    sent: int | None = None  # the events sent, once the stream's headers were
+
     def stream(self, *events: tuple[str, dict]) -> None:
-        """An event stream's headers, then ``(name, data)`` events (ids 1, 2, ...), then nothing more."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        for number, (name, data) in enumerate(events, 1):
-            self.wfile.write(f"id: {number}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        """An event stream: its headers (the first time), then these ``(name, data)`` events (ids 1, 2...)."""
+        if self.sent is None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.sent = 0
+        for name, data in events:
+            self.sent += 1
+            self.wfile.write(f"id: {self.sent}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode())
         self.wfile.flush()
 
     def heartbeats(self) -> None:
@@ -275,6 +281,47 @@ def test_a_since_time_without_an_offset_is_refused_not_read_in_the_local_zone(in
         result = invoke("runs", "--since", value)
         assert result.exit_code == Exit.USAGE, result.output
         assert "has no UTC offset" in result.stderr and "2026-01-02T10:00+08:00" in result.stderr
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
+    """An answer of another shape (an older or newer API, another JSON service at the URL)."""
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, {})
+    result = invoke("get", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == Exit.API_FAILED
+    assert result.stderr.startswith("mdops: unexpected error: KeyError: 'runbook'; hint: ")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("logs", "r-1", "-f"), ("run", "restart", "--request-id", "r-1", "--follow")],
+    ids=["logs", "run"],
+)
+def test_output_into_a_pipe_closed_early_ends_mdops_quietly_with_141(api, args):
+    """``mdops ... | head -1``: once head has its line and is gone, mdops's next line meets the closed pipe
+    (EPIPE). It stops saying nothing, and exits 141 as a shell reports a command that SIGPIPE ended (a 1
+    would read as a runbook's "failed"). Its log lines go through click (logs) or Rich (run --follow)."""
+    read = threading.Event()
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["POST /api/ops/runbooks/execute"] = Answer.hold
+    if args[0] == "run":
+        del api.answers["GET /api/ops/runbooks/r-1"]  # a new run: the API's 404 until execute
+
+    def events(answer: Answer) -> None:
+        answer.stream(RUNNING)
+        read.wait()
+        answer.stream(("log", {"request_id": "r-1", "name": "rb-1", "lines": [_line(2)]}))
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    process = mdops(api, *args)
+    assert select.select([process.stdout], [], [], 30)[0], "mdops printed no line"
+    assert process.stdout.readline().split() == ["INFO", "line", "1"]
+    process.stdout.close()  # head has its line
+    read.set()
+    assert ended(process) == (Exit.PIPE, "")
 
 
 def test_help_has_the_exit_codes_and_every_command_examples(invoke):
