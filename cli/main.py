@@ -298,6 +298,10 @@ def run(
     failed, 124 timeout, 125 could not execute, 130 cancelled); when the request could not be made,
     one of mdops's own codes (mdops --help). Interrupting mdops (Ctrl-C) leaves the run going.
     """
+    if follow and not wait:
+        raise click.UsageError(
+            "--follow shows the run's lines while mdops waits for its end: not with --no-wait"
+        )
     body = {
         "command": command,
         "mode": mode,

@@ -274,6 +274,14 @@ def test_a_usage_error_exits_64_not_a_runbooks_2(invoke, args):
     assert "Usage: mdops" in result.stderr
 
 
+def test_follow_without_waiting_is_a_usage_error_not_ignored(invoke):
+    result = invoke(
+        "run", "restart", "--no-wait", "--follow", "--url", "http://127.0.0.1:1", "--token", SECRET
+    )
+    assert result.exit_code == Exit.USAGE, result.output
+    assert "Usage: mdops run" in result.stderr and "not with --no-wait" in result.stderr
+
+
 def test_a_since_time_without_an_offset_is_refused_not_read_in_the_local_zone(invoke):
     """The API's times carry their zone's offset (+08:00 by default): a time without one could be meant
     in that zone, in UTC or in the machine's, hours apart; mdops asks for the offset before any request."""
