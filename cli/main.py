@@ -78,7 +78,7 @@ class Mdops(click.Group):
                 raise CliError(
                     f"unexpected error: {type(error).__name__}: {error}",
                     Exit.API_FAILED,
-                    "an answer mdops does not understand (is the URL the mdops API's?), or a bug of mdops",
+                    "an answer mdops does not understand (is the URL the mdops API's?), or a bug in mdops",
                 ) from error
 
 
