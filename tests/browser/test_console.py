@@ -11,6 +11,7 @@ import uuid
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from devcluster.processes import wait_until
 from devcluster.stack import NAMESPACE
@@ -253,6 +254,25 @@ def executed(stack, **body) -> str:
 
 def scroll_width(page: Page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
+
+
+def test_signing_out_while_the_schedules_are_read_ends_their_reads(page, stack):
+    """Signed out while a read of the schedules is on its way: no read follows it (a loop left running
+    would read on with no token, and its 401 would reset the sign-in form every 5 s)."""
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Schedules").click()
+    expect(page.get_by_text(VIEWS["#/schedules"])).to_be_visible()
+    schedules = re.compile(r"/api/ops/schedules\?")
+    held = []
+    page.route(schedules, lambda route: held.append(route))
+    page.wait_for_event("request", lambda r: schedules.search(r.url))  # the next read, held unanswered
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("status")).to_have_text("Signed out.")
+    held[0].continue_()
+    page.unroute(schedules)
+    with pytest.raises(PlaywrightTimeout):  # longer than the view's 5 s between reads
+        page.wait_for_event("request", lambda r: schedules.search(r.url), timeout=8_000)
+    expect(page.get_by_role("status")).to_have_text("Signed out.")
 
 
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):

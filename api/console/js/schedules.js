@@ -42,6 +42,7 @@ export function show(container, ctx) {
   }
 
   let timer = null;
+  let stopped = false; // left: a read still on its way must not start another
   async function load() {
     try {
       const answer = (await call(`/api/ops/schedules?slots=${SLOTS}`)).data;
@@ -52,8 +53,11 @@ export function show(container, ctx) {
       if (!(error instanceof ApiError)) throw error;
       problem.textContent = error.message;
     }
-    timer = setTimeout(load, REFRESH_SECONDS * 1000);
+    if (!stopped) timer = setTimeout(load, REFRESH_SECONDS * 1000);
   }
   load();
-  return () => clearTimeout(timer);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
