@@ -275,6 +275,22 @@ def test_signing_out_while_the_schedules_are_read_ends_their_reads(page, stack):
     expect(page.get_by_role("status")).to_have_text("Signed out.")
 
 
+def test_enter_in_the_who_filter_filters_at_once_on_the_same_page(page, stack):
+    """Enter in the only text field of the filters would submit their form, which reloads the page: it
+    reads the list with the filter instead."""
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_role("status")).to_have_text("Live: updated as runs change.")
+    page.evaluate("window.kept = true")  # gone if the page is loaded again
+    who = page.get_by_label("Who")
+    who.evaluate("(input) => { input.value = 'admin'; }")  # no input event: the read can only come from Enter
+    with page.expect_request(lambda r: "requested_by=admin" in r.url, timeout=10_000):
+        who.press("Enter")
+    expect(page.get_by_role("table")).to_contain_text("that match the filters")
+    expect(who).to_have_value("admin")
+    assert page.evaluate("window.kept") is True
+
+
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     """whoami answers 503, then the connection is refused (the API restarting): the page says so and asks
     again, the token kept; only a 401 signs out."""

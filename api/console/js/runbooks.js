@@ -28,15 +28,16 @@ export function show(container, ctx) {
   const caption = el("caption", {});
   const body = el("tbody", {});
   const older = el("button", { type: "button", hidden: true }, "Show older runs");
+  const filters = el(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter the runs" },
+    commandLabel, command, resultLabel, result, el("label", { for: "filter-who" }, "Who"), who,
+  );
   const columns = ["Command", "Result", "Exit code", "Who", "Why", "When", "Duration", "Request id"];
   container.append(
     el("h1", {}, "Runbooks"),
     live,
-    el(
-      "form",
-      { class: "filters", role: "search", "aria-label": "Filter the runs" },
-      commandLabel, command, resultLabel, result, el("label", { for: "filter-who" }, "Who"), who,
-    ),
+    filters,
     problem,
     listTable(caption, columns, body),
     older,
@@ -109,6 +110,12 @@ export function show(container, ctx) {
     changed();
   };
   for (const input of [command, result, who]) input.addEventListener("input", filter);
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault(); // Enter in "Who": the filter at once, never the browser's reload of the page
+    clearTimeout(pending);
+    wanted = PAGE;
+    load();
+  });
   older.addEventListener("click", () => {
     wanted += PAGE;
     load();
