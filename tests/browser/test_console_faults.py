@@ -2,7 +2,8 @@
 own: the API's heartbeat every second (a silent stream is noticed in 3 s), a token with status:read only,
 a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), and a supervisor that
 restarts a killed API after 8 s. The faults are real: the token's event streams all taken by other
-clients, the API stopped (SIGSTOP) or killed (SIGKILL)."""
+clients, the API stopped (SIGSTOP) or killed (SIGKILL); the browser's routes stand for what the stack
+cannot do on demand (a venue's session that changes, a read refused)."""
 
 from __future__ import annotations
 
@@ -224,6 +225,34 @@ def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, fi
     expect(page.get_by_label("Request id")).not_to_have_value(rid)
     api_ready(stack)
     without(console_errors, KILLED)
+
+
+def test_the_header_is_read_again_in_any_view_and_marked_stale_when_it_cannot_be(page, stack, console_errors):
+    """Schedules reads no status of its own: the header is read again all the same (here, the venue goes
+    to lunch); while it cannot be read it says since when it is stale, and once read again it is not."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Schedules").click()
+    environment = page.get_by_label("Environment")
+    expect(environment).to_contain_text("XHKG")
+
+    def lunch(route):
+        answer = route.fetch()
+        status = answer.json()
+        status["session"]["state"] = "at lunch"
+        route.fulfill(response=answer, json=status)
+
+    page.route("**/api/ops/status", lunch)
+    expect(environment).to_contain_text("XHKG at lunch", timeout=30_000)
+    page.unroute("**/api/ops/status")
+    page.route("**/api/ops/status", lambda route: route.abort("connectionrefused"))
+    stale = environment.get_by_text(re.compile(r"^as of \d\d:\d\d:\d\d: The API cannot be reached"))
+    expect(stale).to_be_visible(timeout=30_000)
+    expect(environment).to_contain_text("XHKG at lunch")  # what was read last, marked stale
+    page.unroute("**/api/ops/status")
+    expect(stale).to_be_hidden(timeout=30_000)
+    expect(environment).not_to_contain_text("at lunch")
+    without(console_errors, "ERR_CONNECTION_REFUSED")
 
 
 def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):

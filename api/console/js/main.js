@@ -2,7 +2,7 @@
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
 import { ApiError, call, heartbeat, session } from "./api.js";
 import * as execute from "./execute.js";
-import { el } from "./format.js";
+import { clock, el } from "./format.js";
 import * as overview from "./overview.js";
 import * as run from "./run.js";
 import * as runbooks from "./runbooks.js";
@@ -11,9 +11,12 @@ import * as signin from "./signin.js";
 
 const $ = (id) => document.getElementById(id);
 const RETRY_SECONDS = 5; // whoami is asked again this long after a failure that is not the token's
+const ENVIRONMENT_SECONDS = 10; // the header's environment is read this often, whatever the view
 const main = $("main");
 let leave = () => {}; // stops the current view's timers and streams
 let me = null; // what /api/ops/whoami said of the session's token
+let environmentTimer = null;
+let environmentRead = null; // when the header's environment was last read
 
 function chrome(visible) {
   for (const id of ["nav", "who", "environment"]) $(id).hidden = !visible;
@@ -25,20 +28,33 @@ function showEnvironment(status) {
   $("env-window").textContent = status.active_window || "–";
   const session = status.session || {};
   $("env-venue").textContent = session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–";
+  environmentRead = new Date();
+  $("env-stale").hidden = true;
 }
 
-// Read the environment again (after a run changed it); a token without status:read shows none.
+// Read the environment again (every ENVIRONMENT_SECONDS, and after a run changed it). A read that fails
+// marks what the header shows stale, with the time of the last read; a token without status:read shows
+// none, and is not asked again.
 async function refreshEnvironment() {
   try {
     showEnvironment((await call("/api/ops/status")).data);
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
+    if (error.status === 403) {
+      clearInterval(environmentTimer); // asking again changes nothing
+      return;
+    }
+    if (!me) return; // signed out meanwhile
+    const since = environmentRead ? `as of ${clock(environmentRead, me.time_zone)}` : "not read yet";
+    $("env-as-of").textContent = `${since}: ${error.message}`;
+    $("env-stale").hidden = false;
   }
 }
 
 function showSignIn(message = "") {
   leave();
   leave = () => {};
+  clearInterval(environmentTimer);
   me = null;
   chrome(false);
   signin.show(main, message, start);
@@ -117,6 +133,8 @@ async function start() {
   $("who-name").textContent = `Signed in as ${me.name}`;
   $("nav-run").hidden = me.commands.length === 0;
   chrome(true);
+  clearInterval(environmentTimer);
+  environmentTimer = setInterval(refreshEnvironment, ENVIRONMENT_SECONDS * 1000);
   refreshEnvironment();
   route();
 }

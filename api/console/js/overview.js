@@ -186,7 +186,6 @@ export function show(container, ctx) {
       }
     });
     await Promise.all([summary, ...series]);
-    ctx.refreshEnvironment();
     if (stopped) return;
     if (read) lastRead = read;
     if (refused) {
