@@ -106,6 +106,8 @@ def _health(health: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(health, dict):
         raise ReportError(f"'health' must be an object, got {type(health).__name__}")
+    if "gate" in health:  # the runner's verdict: one written by a script would be shown as the gate's
+        raise ReportError("health.gate is the health gate's verdict, written by the runner, not the script")
     for key in HEALTH_NUMBERS:
         if not _is_number_or_null(health.get(key)):
             raise ReportError(f"health.{key} must be a number or null")

@@ -569,6 +569,7 @@ def test_failed_script_reports_only_its_own_state_and_health(tmp_path: Path) -> 
         ("[1, 2]", "expected a JSON object, got list"),
         ('{"health": [1]}', "'health' must be an object, got list"),
         ('{"health": {"coverage_ratio": "high"}}', "health.coverage_ratio must be a number or null"),
+        ('{"health": {"gate": {"passed": true}}}', "health.gate is the health gate's verdict, written by"),
         ('{"health": {"coverage_ratio": NaN}}', "not JSON: NaN is not valid JSON"),
         ('{"health": {"coverage_ratio": 1.5}}', "health.coverage_ratio must be between 0 and 1"),
         ('{"health": {"failover_latency_ms": true}}', "health.failover_latency_ms must be a number or null"),
