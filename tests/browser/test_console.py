@@ -256,6 +256,10 @@ def scroll_width(page: Page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
 
 
+def runbook_name(stack, request_id: str) -> str:
+    return next(r["name"] for r in history(stack) if r["request_id"] == request_id)
+
+
 def test_signing_out_while_the_schedules_are_read_ends_their_reads(page, stack):
     """Signed out while a read of the schedules is on its way: no read follows it (a loop left running
     would read on with no token, and its 401 would reset the sign-in form every 5 s)."""
@@ -289,6 +293,35 @@ def test_enter_in_the_who_filter_filters_at_once_on_the_same_page(page, stack):
     expect(page.get_by_role("table")).to_contain_text("that match the filters")
     expect(who).to_have_value("admin")
     assert page.evaluate("window.kept") is True
+
+
+# Follows a run's live updates as a view does, with a view that fails to draw its first event.
+FOLLOW_WITH_A_FAILING_VIEW = """async (rid) => {
+  const { follow } = await import("/console/js/api.js");
+  window.followed = { events: [], states: [] };
+  follow(
+    `?request_id=${rid}`,
+    (name) => {
+      window.followed.events.push(name);
+      if (name === "runbook") throw new Error("the view could not draw it");
+    },
+    (state, message) => window.followed.states.push(`${state}: ${message}`),
+  );
+}"""
+
+
+def test_a_views_failure_on_a_live_update_is_not_taken_for_the_apis(page, stack, console_errors):
+    """The view's own exception on an event is the page's error: the stream goes on (its next event comes
+    on the same connection), and the API is not said to be unreachable."""
+    rid = executed(stack, reason="a view that fails")
+    sign_in(page, stack.admin_token)
+    page.evaluate(FOLLOW_WITH_A_FAILING_VIEW, rid)
+    page.wait_for_function("() => window.followed.events.includes('runbook')")
+    stack.cluster.kubectl("delete", "rb", runbook_name(stack, rid), "-n", NAMESPACE)
+    page.wait_for_function("() => window.followed.events.includes('deleted')")
+    assert page.evaluate("window.followed.states") == ["live: "]
+    assert any("the view could not draw it" in e for e in console_errors), console_errors
+    console_errors[:] = [e for e in console_errors if "the view could not draw it" not in e]
 
 
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):

@@ -2,8 +2,8 @@
 own: the API's heartbeat every second (a silent stream is noticed in 3 s), a token with status:read only,
 a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), and a supervisor that
 restarts a killed API after 8 s. The faults are real: the token's event streams all taken by other
-clients, the API stopped (SIGSTOP) or killed (SIGKILL); the browser's routes stand for what the stack
-cannot do on demand (a venue's session that changes, a read refused)."""
+clients, the API stopped (SIGSTOP) or killed (SIGKILL), a status written by hand; the browser's routes
+stand for what the stack cannot do on demand (a venue's session that changes, a read refused)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from devcluster.private import write_private
 from devcluster.processes import answers_200, wait_until
-from devcluster.stack import SCRIPTS
+from devcluster.stack import NAMESPACE, SCRIPTS
 from devcluster.supervisor import RECORD, Backoff
+from runbooks import models
 from tests.browser.conftest import execute_requests, sign_in
 from tests.runbook_client import HOLD, reference_scripts
 
@@ -253,6 +254,47 @@ def test_the_header_is_read_again_in_any_view_and_marked_stale_when_it_cannot_be
     expect(stale).to_be_hidden(timeout=30_000)
     expect(environment).not_to_contain_text("at lunch")
     without(console_errors, "ERR_CONNECTION_REFUSED")
+
+
+def runbook_status(stack, name: str) -> dict:
+    got = stack.cluster.kubectl("get", "rb", name, "-n", NAMESPACE, "-o", "json")
+    return json.loads(got.stdout).get("status") or {}
+
+
+def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
+    """Whoever may write a Runbook's status may put anything under health.gate or in a condition's time
+    (here over a held run's, written final: the run's own end cannot change it). The run's page shows it
+    as written, never as the gate's verdict, and the rest of the run with it."""
+    api_ready(stack)
+    rid = f"by-hand-{secrets.token_hex(4)}"
+    (files / "hold").touch()
+    try:
+        manifest = json.dumps(models.manifest(rid, {"command": "health_check"}))
+        stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+        wait_until(lambda: runbook_status(stack, rid).get("startedAt"), 60, "the run to start")
+        condition = {"type": "Succeeded", "status": "True", "reason": "Succeeded"}
+        by_hand = {
+            "result": "success",
+            "exitCode": 0,
+            "finishedAt": runbook_status(stack, rid)["startedAt"],
+            "conditions": [{**condition, "lastTransitionTime": "yesterday"}],
+            "health": {"coverage_ratio": 1.0, "gate": {"passed": False}},
+            "logs": [{"time": "2026-11-26T08:00:00.000Z", "level": "INFO", "message": "written by hand"}],
+        }
+        patch = json.dumps({"status": by_hand})
+        stack.cluster.kubectl(
+            "patch", "rb", rid, "-n", NAMESPACE, "--subresource=status", "--type=merge", "-p", patch
+        )
+    finally:
+        (files / "hold").unlink(missing_ok=True)
+        (files / f"{rid}.go").touch()
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/#/runbooks/{rid}")
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_text('Gate: {"passed":false}')).to_be_visible()
+    expect(run.get_by_role("table", name="Conditions")).to_contain_text("yesterday")
+    expect(run.get_by_role("list", name="Logs")).to_contain_text("written by hand")
+    expect(run.get_by_text("This run has finished: it is not followed any more.")).to_be_visible()
 
 
 def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):

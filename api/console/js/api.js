@@ -161,7 +161,12 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
         .pipeThrough(new EventSourceParserStream());
       for await (const event of events) {
         if (event.id) lastId = event.id;
-        onEvent(event.event || "message", JSON.parse(event.data));
+        const data = JSON.parse(event.data);
+        try {
+          onEvent(event.event || "message", data);
+        } catch (error) {
+          reportError(error); // the view's own failure, not the connection's: logged, and the stream goes on
+        }
       }
     } catch (error) {
       if (silent) throw new ApiError(0, `the API sent nothing for ${silentSeconds} s`);

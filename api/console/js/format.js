@@ -22,17 +22,25 @@ export function offset(zone, date = new Date()) {
   return name === "GMT" ? "+00:00" : name.replace("GMT", "");
 }
 
-// "2026-11-26 16:00:01" (a Date, or an ISO 8601 string from the API); "–" for nothing.
+// The Date of a time (a Date, or an ISO 8601 string from the API); null for text that is not one (a
+// status writer may put any text in a condition's time), which is shown as it is written.
+function moment(value) {
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+// "2026-11-26 16:00:01"; "–" for nothing.
 export function when(value, zone) {
   if (!value) return "–";
-  const date = value instanceof Date ? value : new Date(value);
+  const date = moment(value);
+  if (!date) return String(value);
   const p = Object.fromEntries(parts(zone).formatToParts(date).map((x) => [x.type, x.value]));
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
 }
 
 // "16:00:01"
 export function clock(value, zone) {
-  return when(value, zone).slice(11);
+  return moment(value) ? when(value, zone).slice(11) : when(value, zone);
 }
 
 // "1.2 s", "3 min 04 s"; "–" when it has not ended.

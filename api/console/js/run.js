@@ -23,9 +23,14 @@ function table(label, columns, rows, free = []) {
   return el("div", { class: "scroll" }, made); // sideways within its own box on a narrow page
 }
 
+// The gate's verdict as the runner writes it. Anything else under health.gate (a status writer's, which
+// nothing checks) is shown as it is, never as a verdict.
 function gate(health) {
   const verdict = health && health.gate;
-  if (!verdict) return el("p", {}, "Gate: not evaluated.");
+  if (verdict === undefined || verdict === null) return el("p", {}, "Gate: not evaluated.");
+  if (typeof verdict.passed !== "boolean" || !Array.isArray(verdict.failures)) {
+    return el("p", {}, `Gate: ${JSON.stringify(verdict)}`);
+  }
   const text = verdict.passed ? "Gate passed" : `Gate failed: ${verdict.failures.join("; ")}`;
   return el("p", { class: verdict.passed ? "gate passed" : "gate failed" }, `${text} (${verdict.enforced ? "enforced" : "not enforced"}).`);
 }
