@@ -3,7 +3,8 @@ own: the API's heartbeat every second (a silent stream is noticed in 3 s), a tok
 a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), and a supervisor that
 restarts a killed API after 8 s. The faults are real: the token's event streams all taken by other
 clients, the API stopped (SIGSTOP) or killed (SIGKILL), a status written by hand; the browser's routes
-stand for what the stack cannot do on demand (a venue's session that changes, a read refused)."""
+stand for what the stack cannot do on demand (a venue's session that changes, a read refused, an internal
+error)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import re
 import secrets
 import signal
+import threading
 from pathlib import Path
 
 import httpx
@@ -26,7 +28,7 @@ from devcluster.processes import answers_200, wait_until
 from devcluster.stack import NAMESPACE, SCRIPTS
 from devcluster.supervisor import RECORD, Backoff
 from runbooks import models
-from tests.browser.conftest import execute_requests, sign_in
+from tests.browser.conftest import EXECUTE, execute_requests, sign_in
 from tests.runbook_client import HOLD, reference_scripts
 
 HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
@@ -256,6 +258,16 @@ def test_the_header_is_read_again_in_any_view_and_marked_stale_when_it_cannot_be
     without(console_errors, "ERR_CONNECTION_REFUSED")
 
 
+def test_a_500_outside_execute_is_the_apis_failure(page, stack, console_errors):
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    failed = {"detail": "internal error: KeyError"}
+    page.route(re.compile(r"/api/ops/schedules\?"), lambda route: route.fulfill(status=500, json=failed))
+    page.get_by_role("link", name="Schedules").click()
+    expect(page.get_by_role("alert")).to_have_text("The API failed: internal error: KeyError")
+    without(console_errors, "status of 500")
+
+
 def runbook_status(stack, name: str) -> dict:
     got = stack.cluster.kubectl("get", "rb", name, "-n", NAMESPACE, "-o", "json")
     return json.loads(got.stdout).get("status") or {}
@@ -295,6 +307,50 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
     expect(run.get_by_role("table", name="Conditions")).to_contain_text("yesterday")
     expect(run.get_by_role("list", name="Logs")).to_contain_text("written by hand")
     expect(run.get_by_text("This run has finished: it is not followed any more.")).to_be_visible()
+
+
+def run_made(stack, request_id: str) -> bool:
+    answer = httpx.get(f"{stack.api_url}/api/ops/runbooks/{request_id}", headers=admin(stack))
+    return answer.status_code == 200
+
+
+def test_a_5xx_once_the_run_is_made_keeps_its_panel_until_it_ends(page, stack, files, console_errors):
+    """The API fails after it made the run (an internal error, a proxy's 500): the run goes on, so its
+    panel stays and the error says so; once the panel shows the run's end the error goes, and the next
+    press is a new request id."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Run a command").click()
+    page.get_by_label("Command", exact=True).select_option("health_check")
+    rid = page.get_by_label("Request id").input_value()
+
+    def made_then_failed(route):
+        """The request reaches the API, which makes its run (held); its answer is an internal error."""
+        body, headers = route.request.post_data, {**admin(stack), "Content-Type": "application/json"}
+
+        def send() -> None:  # answered once the run has ended
+            httpx.post(f"{stack.api_url}{EXECUTE}", content=body, headers=headers, timeout=120)
+
+        threading.Thread(target=send, daemon=True).start()
+        wait_until(lambda: run_made(stack, rid), 30, "the run to be made")
+        route.fulfill(status=500, json={"detail": "internal error: KeyError"})
+
+    page.route(f"**{EXECUTE}", made_then_failed, times=1)
+    run = page.get_by_role("region", name="Run")
+    (files / "hold").touch()
+    try:
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(page.get_by_role("alert")).to_have_text(
+            "The API failed: internal error: KeyError. The run is still running: it is shown below."
+        )
+        expect(run.get_by_role("status")).to_have_text("Status: running")
+        (files / f"{rid}.go").touch()
+    finally:
+        (files / "hold").unlink(missing_ok=True)
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0", timeout=60_000)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    expect(page.get_by_label("Request id")).not_to_have_value(rid)
+    without(console_errors, "status of 500")
 
 
 def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):

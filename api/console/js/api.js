@@ -14,9 +14,10 @@ export const session = {
 };
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, detail = "") {
     super(message);
     this.status = status;
+    this.detail = detail; // the API's own words, if it said any
   }
 }
 
@@ -27,13 +28,13 @@ const WHAT = {
   409: "Conflict",
   422: "Invalid request",
   429: "Too many requests",
-  500: "The run could not be executed",
+  500: "The API failed",
   503: "Unavailable",
 };
 
-// The API's answer in words: its `detail` (a sentence, or FastAPI's list of field errors), after what
-// the status means.
-export function describe(status, body) {
+// The API's refusal or failure in words: what the status means, then its `detail` (a sentence, or
+// FastAPI's list of field errors).
+function answerError(status, body) {
   let detail = body && body.detail;
   if (Array.isArray(detail)) {
     detail = detail
@@ -41,7 +42,7 @@ export function describe(status, body) {
       .join("; ");
   }
   const what = WHAT[status] || `HTTP ${status}`;
-  return detail ? `${what}: ${detail}` : what;
+  return refused(new ApiError(status, detail ? `${what}: ${detail}` : what, detail || ""));
 }
 
 function headers(extra = {}) {
@@ -85,7 +86,7 @@ export async function call(path, { method = "GET", body, signal, timeout = ANSWE
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, `The API cannot be reached (${error.message})`);
   }
-  if (!response.ok) throw refused(new ApiError(response.status, describe(response.status, data)));
+  if (!response.ok) throw answerError(response.status, data);
   return { status: response.status, data, headers: response.headers };
 }
 
@@ -145,7 +146,7 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
       });
       if (!response.ok) {
         const data = await response.json().catch(() => null);
-        throw refused(new ApiError(response.status, describe(response.status, data)));
+        throw answerError(response.status, data);
       }
       state("live", "");
       delay = 500;

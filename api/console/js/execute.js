@@ -4,10 +4,12 @@
 // The page makes each request id before sending: a double click or a retry is the same request, never a
 // second run. After a 5xx the page asks for the run: one that has ended (its script could not execute,
 // exit code 125, the API's 500, which the API keeps for its id) stays shown, and the next press is a new
-// request; one whose fate is unknown is retried with the same id.
+// request; one that runs on stays shown until it ends; one whose fate is unknown is retried with the same id.
 import { ApiError, call } from "./api.js";
 import { el } from "./format.js";
 import { panel } from "./run.js";
+
+const NOT_EXECUTED = 125; // the exit code of a run whose script could not execute
 
 const LABELS = {
   command: "Command",
@@ -31,14 +33,14 @@ function newRequestId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-// Whether the run of requestId has ended, as GET /api/ops/runbooks/{request_id} says; not known is no.
-async function ended(requestId) {
+// The run of requestId as GET /api/ops/runbooks/{request_id} says (execute's `runbook`); null: none, or
+// not known.
+async function runOf(requestId) {
   try {
-    const { data } = await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`);
-    return data.runbook.finished_at !== null;
+    return (await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data.runbook;
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
-    return false;
+    return null;
   }
 }
 
@@ -153,14 +155,14 @@ export function show(container, ctx) {
     const request = body(dryRun);
     stopFollowing();
     let finished = false; // the panel shows the run finished
-    let unknown = false; // the request failed without an answer (the API unreachable): its run's fate unknown
+    let unknown = false; // the request failed without an answer, or with a 5xx while its run went on
     const run = panel(me.time_zone, (detail) => {
       if (detail.state) ctx.refreshEnvironment();
       finished = finished || Boolean(detail.runbook.finished_at);
       if (finished && unknown) answered(); // it has reconnected and shows the run's end
     });
-    // The run is shown finished after the request failed unanswered: that is the answer the API would have
-    // given. The error goes, and the request is made, as after a success.
+    // The run is shown finished after the request failed without its answer: that is the answer the API
+    // would have given. The error goes, and the request is made, as after a success.
     function answered() {
       unknown = false;
       problem.textContent = "";
@@ -180,18 +182,24 @@ export function show(container, ctx) {
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       problem.textContent = error.message;
-      if (error.status >= 500 && (await ended(request.request_id))) {
+      const asked = error.status >= 500 ? await runOf(request.request_id) : null;
+      if (asked && asked.finished_at !== null) {
         // Its run has ended (the same id would only get this answer again): its panel stays, and the next
         // press is a new request. What was planned stays planned: the parameters are the same.
+        if (error.status === 500 && asked.exit_code === NOT_EXECUTED) {
+          problem.textContent = `The run could not be executed: ${error.detail}`;
+        }
         if (dryRun) planId = newRequestId();
         else renewRequestId();
-      } else if (error.status !== 0) {
-        stopFollowing();
-        result.replaceChildren();
-      } else {
-        // No answer: the panel goes on following the run; the same id is sent again until it shows its end.
+      } else if (asked || error.status === 0) {
+        // It runs on, or no answer: the panel goes on following the run, and the same id is sent again
+        // until it shows its end.
+        if (asked) problem.textContent = `${error.message}. The run is still running: it is shown below.`;
         unknown = true;
         if (finished) answered();
+      } else {
+        stopFollowing();
+        result.replaceChildren();
       }
     } finally {
       busy = false;
