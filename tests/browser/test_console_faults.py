@@ -1,10 +1,10 @@
 """The Ops Console when the API or its event stream fails it, in Debian's chromium against a stack of its
 own: the API's heartbeat every second (a silent stream is noticed in 3 s), a token with status:read only,
-a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), and a supervisor that
-restarts a killed API after 8 s. The faults are real: the token's event streams all taken by other
-clients, the API stopped (SIGSTOP) or killed (SIGKILL), a status written by hand; the browser's routes
-stand for what the stack cannot do on demand (a venue's session that changes, a read refused, an internal
-error)."""
+a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), a drill that logs a
+line every 0.2 s until $FILES/<request id>.go, and a supervisor that restarts a killed API after 8 s. The
+faults are real: the token's event streams all taken by other clients, the API stopped (SIGSTOP) or killed
+(SIGKILL), a status written by hand; the browser's routes stand for what the stack cannot do on demand (a
+venue's session that changes, a read refused, an internal error)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ KILLED = "|".join(
     )
 )
 TILES = ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code")
+# A drill that logs "line 1", "line 2", ... every 0.2 s until the test releases it (4 min at most).
+CHATTY = (
+    'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\ni=0\n'
+    'while [ ! -e "$RELEASE" ] && [ "$i" -lt 1200 ]; do i=$((i + 1)); echo "INFO: line $i"; sleep 0.2; done\n'
+)
+LOGS = "document.querySelector('.logs')"
+FULL_AND_AT_THE_END = f"""() => {{
+  const box = {LOGS};
+  const full = box.scrollHeight > box.clientHeight + 100;
+  return full && box.scrollTop + box.clientHeight >= box.scrollHeight - 1;
+}}"""
+SELECT_THE_NEWEST_LINE = f"""() => {{
+  getSelection().selectAllChildren({LOGS}.lastElementChild);
+  return getSelection().toString();
+}}"""
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +69,9 @@ def files(tmp_path_factory) -> Path:
     """The stack's scripts (the reference ones; health_check held while $FILES/hold exists) and its tokens."""
     folder = tmp_path_factory.mktemp("faults")
     held = 'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\nif [ -e "$FILES/hold" ]; then\n' + HOLD + "fi\n"
-    reference_scripts(folder / "scripts", health_check=held + f"exec {SCRIPTS / 'health_check'}\n")
+    reference_scripts(
+        folder / "scripts", health_check=held + f"exec {SCRIPTS / 'health_check'}\n", drill=CHATTY
+    )
     tokens = {"tokens": [{"name": "reader", "token": READER, "permissions": ["status:read"]}]}
     write_private(folder / "tokens.yaml", yaml.safe_dump(tokens))
     return folder
@@ -351,6 +368,47 @@ def test_a_5xx_once_the_run_is_made_keeps_its_panel_until_it_ends(page, stack, f
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(page.get_by_label("Request id")).not_to_have_value(rid)
     without(console_errors, "status of 500")
+
+
+def plan_a_chatty_drill(page: Page) -> str:
+    """Plan the drill that logs until released, from the form; its request id."""
+    page.get_by_role("link", name="Run a command").click()
+    page.get_by_label("Command", exact=True).select_option("drill")
+    sent = execute_requests(page)
+    page.get_by_role("button", name="Plan (dry run)").click()
+    expect(page.get_by_role("region", name="Run").get_by_role("list", name="Logs")).to_contain_text("line 3")
+    (rid,) = [json.loads(body)["request_id"] for body in sent]
+    return rid
+
+
+def newest_line(page: Page) -> str:
+    return page.evaluate(f"{LOGS}.lastElementChild.textContent")
+
+
+def wait_for_a_newer_line(page: Page, than: str) -> None:
+    page.wait_for_function(f"(line) => {LOGS}.lastElementChild.textContent !== line", arg=than)
+
+
+def test_live_log_lines_keep_a_selection_and_the_end_in_view(page, stack, files):
+    """Lines come every 0.2 s: once the box is full it stays scrolled to the newest line; a line selected
+    stays selected as lines come; a box scrolled up stays where it is."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    rid = plan_a_chatty_drill(page)
+    try:
+        page.wait_for_function(FULL_AND_AT_THE_END)
+        selected = page.evaluate(SELECT_THE_NEWEST_LINE)
+        wait_for_a_newer_line(page, newest_line(page))
+        assert page.evaluate("getSelection().toString()") == selected
+
+        page.evaluate(f"() => {{ {LOGS}.scrollTop = 0; }}")
+        wait_for_a_newer_line(page, newest_line(page))
+        assert page.evaluate(f"{LOGS}.scrollTop") == 0
+    finally:
+        (files / f"{rid}.go").touch()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        "Status: success, exit code 0"
+    )
 
 
 def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):

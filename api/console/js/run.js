@@ -4,6 +4,7 @@
 import { ApiError, call, follow, paused } from "./api.js";
 import { clock, duration, el, when } from "./format.js";
 
+const LOG_LINES = 200; // the most log lines a panel shows: the oldest go
 const yesNo = (value) => (value === undefined ? "–" : value ? "yes" : "no"); // undefined: not said
 
 function pairs(entries) {
@@ -53,27 +54,32 @@ export function panel(zone, onChange = () => {}) {
     logs,
   );
   logs.setAttribute("aria-labelledby", "logs-title");
-  let lines = [];
   let seen = false; // the run was shown
   let shown = null; // what was shown of it: an event's detail, or execute's shape over it
   let following = false; // the live updates are live: what they say is newer than a read of the API
   let stopFollowing = () => {};
 
-  function showLines() {
-    logs.replaceChildren(
-      ...lines.map((l) =>
-        el(
-          "li",
-          { class: `level-${l.level}` },
-          l.time ? el("time", { datetime: l.time }, clock(l.time, zone)) : null, // the API's reads have none
-          l.time ? " " : null,
-          el("span", { class: "level" }, l.level),
-          " ",
-          l.message,
-        ),
-      ),
+  const item = (l) =>
+    el(
+      "li",
+      { class: `level-${l.level}` },
+      l.time ? el("time", { datetime: l.time }, clock(l.time, zone)) : null, // the API's reads have none
+      l.time ? " " : null,
+      el("span", { class: "level" }, l.level),
+      " ",
+      l.message,
     );
-    if (!lines.length) logs.append(el("li", { class: "none" }, "No log lines yet."));
+
+  // Log lines: `more` after those in the box, or instead of them (`anew`). Only the new lines are drawn,
+  // so that a selection in the box survives them. A box scrolled to its end stays at the end.
+  function showLines(more, anew) {
+    const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 1;
+    if (anew) logs.replaceChildren();
+    logs.querySelector(".none")?.remove();
+    logs.append(...more.slice(-LOG_LINES).map(item));
+    while (logs.children.length > LOG_LINES) logs.firstElementChild.remove();
+    if (!logs.children.length) logs.append(el("li", { class: "none" }, "No log lines yet."));
+    if (atEnd) logs.scrollTop = logs.scrollHeight;
   }
 
   function showRun(detail) {
@@ -127,8 +133,7 @@ export function panel(zone, onChange = () => {}) {
         ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
         : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : s === null ? "None reported (yet)." : "Shown with the live updates."),
     );
-    lines = detail.lines;
-    showLines();
+    showLines(detail.lines, true);
     if (r.finished_at && detail.conditions !== undefined) {
       // Nothing more will change: the live updates (or the reads) stop, once they have shown it whole (a
       // read of the API has no conditions: a finished run read first is still shown by its event).
@@ -152,8 +157,7 @@ export function panel(zone, onChange = () => {}) {
   // it at once too, and say so if there is no such run (the run page; the run form's run is not made
   // yet). Returns stop().
   function start(requestId, { page = false, onEvent = () => {} } = {}) {
-    lines = [];
-    showLines();
+    showLines([], true);
     async function read() {
       try {
         showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data);
@@ -168,10 +172,8 @@ export function panel(zone, onChange = () => {}) {
       `?request_id=${encodeURIComponent(requestId)}`,
       (name, data) => {
         if (name === "runbook") showRun(data);
-        else if (name === "log") {
-          lines = [...lines, ...data.lines].slice(-200);
-          showLines();
-        } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
+        else if (name === "log") showLines(data.lines, false);
+        else if (name === "deleted") state.textContent = "This Runbook was deleted.";
         onEvent(name, data);
       },
       (s, message) => {
