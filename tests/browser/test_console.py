@@ -324,6 +324,16 @@ def test_a_views_failure_on_a_live_update_is_not_taken_for_the_apis(page, stack,
     console_errors[:] = [e for e in console_errors if "the view could not draw it" not in e]
 
 
+def test_the_run_form_asks_again_for_its_fields_after_a_failure(page, stack, console_errors):
+    sign_in(page, stack.admin_token)
+    page.route("**/openapi.json", lambda route: route.abort("connectionrefused"), times=1)
+    page.get_by_role("link", name="Run a command").click()
+    failed = re.compile(r"^The API cannot be reached .*Asking again in 5 s\.$")
+    expect(page.get_by_text(failed)).to_be_visible()
+    expect(page.get_by_label("Command", exact=True)).to_be_visible()
+    console_errors[:] = [e for e in console_errors if "ERR_CONNECTION_REFUSED" not in e]
+
+
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     """whoami answers 503, then the connection is refused (the API restarting): the page says so and asks
     again, the token kept; only a 401 signs out."""

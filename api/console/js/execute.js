@@ -10,6 +10,7 @@ import { el } from "./format.js";
 import { panel } from "./run.js";
 
 const NOT_EXECUTED = 125; // the exit code of a run whose script could not execute
+const RETRY_SECONDS = 5; // the form's fields are asked for again this long after a failure
 
 const LABELS = {
   command: "Command",
@@ -222,13 +223,16 @@ export function show(container, ctx) {
   });
   cancel.addEventListener("click", () => dialog.close());
 
-  (async () => {
+  let retry = null;
+  let stopped = false; // left: a read still on its way must not ask again
+  async function load() {
     let document;
     try {
       document = (await call("/openapi.json")).data;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      form.replaceChildren(el("p", { class: "message" }, error.message));
+      form.replaceChildren(el("p", { class: "message" }, `${error.message}. Asking again in ${RETRY_SECONDS} s.`));
+      if (!stopped) retry = setTimeout(load, RETRY_SECONDS * 1000);
       return;
     }
     const schema = document.components.schemas.ExecuteRequest;
@@ -257,6 +261,11 @@ export function show(container, ctx) {
     }
     form.addEventListener("submit", (event) => event.preventDefault());
     showButtons();
-  })();
-  return () => stopFollowing();
+  }
+  load();
+  return () => {
+    stopped = true;
+    clearTimeout(retry);
+    stopFollowing();
+  };
 }
