@@ -411,6 +411,35 @@ def test_live_log_lines_keep_a_selection_and_the_end_in_view(page, stack, files)
     )
 
 
+def test_a_stream_resumed_after_a_read_shows_each_log_line_once(page, stack, files, console_errors):
+    """A run's page loses its stream (the API stops: the watchdog drops it) and cannot open it again for a
+    while, so it reads the run meanwhile; the stream then resumes after its last event, with lines the read
+    showed already: each line is shown once."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    rid = plan_a_chatty_drill(page)
+    run = page.get_by_role("region", name="Run")
+    streams = re.compile(r"/api/ops/events\?")
+    try:
+        page.get_by_role("link", name="Open this run's page").click()
+        expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible()
+        page.route(streams, lambda route: route.abort("connectionrefused"))
+        with api_stopped(stack):  # the stream is silent: dropped after 3 s, and not opened again
+            expect(run.get_by_text(re.compile("^Live updates paused"))).to_be_visible(timeout=15_000)
+        with page.expect_response(
+            lambda r: r.url.endswith(f"/api/ops/runbooks/{rid}") and r.ok, timeout=30_000
+        ):
+            pass  # the page reads the run meanwhile
+        page.unroute(streams)
+        expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible(timeout=30_000)
+        wait_for_a_newer_line(page, newest_line(page))
+        messages = page.evaluate(f"[...{LOGS}.children].map((line) => line.lastChild.textContent)")
+        assert len(messages) == len(set(messages)), messages
+    finally:
+        (files / f"{rid}.go").touch()
+    without(console_errors, KILLED)
+
+
 def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):
     api_ready(stack)
     summaries: list[str] = []

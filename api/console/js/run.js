@@ -54,6 +54,8 @@ export function panel(zone, onChange = () => {}) {
     logs,
   );
   logs.setAttribute("aria-labelledby", "logs-title");
+  let lines = []; // the run's last lines as the live updates brought them
+  let readShown = false; // the box shows the lines of a read of the API instead (see the log event below)
   let seen = false; // the run was shown
   let shown = null; // what was shown of it: an event's detail, or execute's shape over it
   let following = false; // the live updates are live: what they say is newer than a read of the API
@@ -151,12 +153,14 @@ export function panel(zone, onChange = () => {}) {
     const last = shown || {};
     const runbook = { ...last.runbook, ...answer.runbook };
     showRun({ ...last, runbook, health: answer.health, lines: answer.runbook.logs });
+    readShown = true;
   }
 
   // Follow the run of requestId, reading it from the API while the live updates are paused; `page`: read
   // it at once too, and say so if there is no such run (the run page; the run form's run is not made
   // yet). Returns stop().
   function start(requestId, { page = false, onEvent = () => {} } = {}) {
+    lines = [];
     showLines([], true);
     async function read() {
       try {
@@ -171,9 +175,17 @@ export function panel(zone, onChange = () => {}) {
     stopFollowing = follow(
       `?request_id=${encodeURIComponent(requestId)}`,
       (name, data) => {
-        if (name === "runbook") showRun(data);
-        else if (name === "log") showLines(data.lines, false);
-        else if (name === "deleted") state.textContent = "This Runbook was deleted.";
+        if (name === "runbook") {
+          lines = data.lines;
+          readShown = false;
+          showRun(data);
+        } else if (name === "log") {
+          // A stream that resumes brings the lines after its last event, which a read meanwhile may have
+          // shown already: the box is drawn again from the live updates' own lines, never twice.
+          lines = [...lines, ...data.lines].slice(-LOG_LINES);
+          showLines(readShown ? lines : data.lines, readShown);
+          readShown = false;
+        } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
         onEvent(name, data);
       },
       (s, message) => {
