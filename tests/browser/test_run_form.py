@@ -1,8 +1,9 @@
 """The run form after the API's 5xx, in Debian's chromium against a local stack whose only script is this
-module's `restart` (made not executable by a test, then executable again). A run whose script could not
-execute has ended (exit code 125, the API's 500, kept under its request id): its panel stays, and the next
-press is a new request. A 5xx that says nothing of the run (a gateway's 502) is retried with the same
-request id, so that it never runs twice."""
+module's `restart` (made not executable, or failing, by a test, and put back after it). A run whose script
+could not execute has ended (exit code 125, the API's 500, kept under its request id): its panel stays, and
+the next press is a new request. A 5xx that says nothing of the run (a gateway's 502) is retried with the same
+request id, so that it never runs twice. "Run for real" is offered once a plan has finished, and its
+confirmation says when the plan did not succeed."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import EXECUTE, execute_requests, sign_in
 from tests.runbook_client import write_script
 
+RESTART = "echo 'INFO: restarted'\n"
+
 
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run-form")
-    write_script(folder, "restart", "echo 'INFO: restarted'\n")
+    write_script(folder, "restart", RESTART)
     return folder
 
 
@@ -31,24 +34,25 @@ def stack_options(scripts) -> dict:
 
 @pytest.fixture
 def restart(scripts) -> Path:
-    """This module's `restart` script, executable again after the test (whatever the test made it)."""
-    script = scripts / "restart"
-    yield script
-    script.chmod(0o755)
+    """This module's `restart` script, as it was again after the test (whatever the test made it)."""
+    yield scripts / "restart"
+    write_script(scripts, "restart", RESTART)
 
 
 def request_ids(sent: list[str]) -> list[str]:
     return [json.loads(body)["request_id"] for body in sent]
 
 
-def plan_restart(page: Page) -> None:
+def restart_form(page: Page) -> None:
     page.goto("/console/#/run")
     page.get_by_label("Command", exact=True).select_option("restart")
     page.get_by_label("Reason").fill("browser test")
+
+
+def plan_restart(page: Page, outcome: str = "success, exit code 0") -> None:
+    restart_form(page)
     page.get_by_role("button", name="Plan (dry run)").click()
-    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
-        "Status: success, exit code 0"
-    )
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(f"Status: {outcome}")
 
 
 def run_for_real(page: Page) -> None:
@@ -102,3 +106,41 @@ def test_a_5xx_that_says_nothing_of_the_run_is_retried_with_the_same_request_id(
     assert request_ids(sent) == [first, first]
     expect(run.get_by_role("heading", name=f"restart · {first}")).to_be_visible()
     console_errors[:] = [e for e in console_errors if "status of 502" not in e]  # the 502 asked for
+
+
+def test_run_for_real_is_offered_once_the_plan_has_finished(page, stack):
+    """The API's wait ends before the plan (its 202, the run still going): "Run for real" waits for the
+    plan's end."""
+    sign_in(page, stack.admin_token)
+    restart_form(page)
+
+    def still_running(route):  # the API's 202; the run is not made here
+        request_id = json.loads(route.request.post_data)["request_id"]
+        runbook = {"request_id": request_id, "command": "restart", "exit_code": None, "status": "running"}
+        route.fulfill(
+            status=202, json={"runbook": {**runbook, "finished_at": None, "logs": []}, "health": None}
+        )
+
+    page.route(f"**{EXECUTE}", still_running, times=1)
+    plan = page.get_by_role("button", name="Plan (dry run)")
+    plan.click()
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("status")).to_have_text("Status: running")
+    expect(plan).to_be_enabled()  # answered
+    expect(page.get_by_role("button", name="Run for real")).to_be_hidden()
+
+    plan.click()  # the same plan, made this time
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    expect(page.get_by_role("button", name="Run for real")).to_be_visible()
+
+
+def test_a_plan_that_did_not_succeed_is_said_in_the_confirmation(page, stack, restart):
+    write_script(restart.parent, "restart", "echo 'ERROR: the service would not stop'\nexit 1\n")
+    sign_in(page, stack.admin_token)
+    plan_restart(page, "failed, exit code 1")
+    page.get_by_role("button", name="Run for real").click()
+    dialog = page.get_by_role("dialog", name="Run for real?")
+    expect(dialog).to_contain_text(
+        "The plan did not succeed: failed, exit code 1. This runs restart for real"
+    )
+    dialog.get_by_role("button", name="Cancel").click()

@@ -7,7 +7,7 @@
 // request; one that runs on stays shown until it ends; one whose fate is unknown is retried with the same id.
 import { ApiError, call } from "./api.js";
 import { el } from "./format.js";
-import { panel } from "./run.js";
+import { outcome, panel } from "./run.js";
 
 const NOT_EXECUTED = 125; // the exit code of a run whose script could not execute
 const RETRY_SECONDS = 5; // the form's fields are asked for again this long after a failure
@@ -110,7 +110,8 @@ export function show(container, ctx) {
   let fields = [];
   let busy = false; // a request is on its way: further clicks do nothing
   let planId = newRequestId(); // the dry run's own request id, for the parameters as they are
-  let planned = false; // the current parameters have been planned
+  let edits = 0; // changes of the parameters: a plan made before the last one no longer holds
+  let planned = null; // the finished plan of the current parameters: its run
   let stopFollowing = () => {};
 
   const value = (name) => read(fields.find((f) => f.name === name));
@@ -135,16 +136,14 @@ export function show(container, ctx) {
     return out;
   }
 
-  // The request was made (answered, or its run shown finished): a plan holds for these parameters; a run
-  // for real is done, and the next press is a new request with a new id (a failure keeps the id, unless
-  // its run has ended).
+  // The request was made (answered, or its run shown finished): a run for real is done, and the next
+  // press is a new request with a new id (a failure keeps the id, unless its run has ended). A plan holds
+  // once its panel shows it finished.
   function made(dryRun) {
-    if (dryRun) planned = true;
-    else {
-      renewRequestId();
-      planned = false;
-      planId = newRequestId();
-    }
+    if (dryRun) return;
+    renewRequestId();
+    planned = null;
+    planId = newRequestId();
   }
 
   // Send one execute request, following its run live while the API waits for the run's end.
@@ -155,11 +154,16 @@ export function show(container, ctx) {
     problem.textContent = "";
     const request = body(dryRun);
     stopFollowing();
+    const version = edits; // the parameters as sent
     let finished = false; // the panel shows the run finished
     let unknown = false; // the request failed without an answer, or with a 5xx while its run went on
     const run = panel(me.time_zone, (detail) => {
       if (detail.state) ctx.refreshEnvironment();
       finished = finished || Boolean(detail.runbook.finished_at);
+      if (dryRun && finished && version === edits) {
+        planned = detail.runbook;
+        showButtons();
+      }
       if (finished && unknown) answered(); // it has reconnected and shows the run's end
     });
     // The run is shown finished after the request failed without its answer: that is the answer the API
@@ -212,7 +216,8 @@ export function show(container, ctx) {
   runNow.addEventListener("click", () => send(false));
   real.addEventListener("click", () => {
     if (busy || !form.reportValidity()) return;
-    confirmText.textContent = `This runs ${value("command")} for real on profile ${value("profile") || me.execute_defaults.profile} (mode ${value("mode") || me.execute_defaults.mode}). It changes the platform.`;
+    const warning = planned.status === "success" ? "" : `The plan did not succeed: ${outcome(planned)}. `;
+    confirmText.textContent = `${warning}This runs ${value("command")} for real on profile ${value("profile") || me.execute_defaults.profile} (mode ${value("mode") || me.execute_defaults.mode}). It changes the platform.`;
     confirmRun.textContent = `Run ${value("command")} for real`;
     dialog.showModal();
     cancel.focus();
@@ -254,7 +259,8 @@ export function show(container, ctx) {
       if (f.name === "request_id") continue;
       // Other parameters: what was planned no longer holds.
       f.input.addEventListener("input", () => {
-        planned = false;
+        edits += 1;
+        planned = null;
         planId = newRequestId();
         showButtons();
       });

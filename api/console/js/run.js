@@ -24,6 +24,9 @@ function table(label, columns, rows, free = []) {
   return el("div", { class: "scroll" }, made); // sideways within its own box on a narrow page
 }
 
+// "success, exit code 0"; a run that did not run has no exit code.
+export const outcome = (r) => `${r.status}${r.exit_code === null ? "" : `, exit code ${r.exit_code}`}`;
+
 // The gate's verdict as the runner writes it. Anything else under health.gate (a status writer's, which
 // nothing checks) is shown as it is, never as a verdict.
 function gate(health) {
@@ -89,7 +92,7 @@ export function panel(zone, onChange = () => {}) {
     seen = true;
     shown = detail;
     heading.textContent = `${r.command}${r.dry_run ? " (dry run)" : ""} · ${r.request_id}`;
-    state.textContent = `Status: ${r.status}${r.exit_code === null ? "" : `, exit code ${r.exit_code}`}`;
+    state.textContent = `Status: ${outcome(r)}`;
     state.className = `run-state state-${r.status}`;
     const s = detail.state;
     details.replaceChildren(
