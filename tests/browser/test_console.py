@@ -334,6 +334,18 @@ def test_the_run_form_asks_again_for_its_fields_after_a_failure(page, stack, con
     console_errors[:] = [e for e in console_errors if "ERR_CONNECTION_REFUSED" not in e]
 
 
+def test_a_runs_page_says_the_offset_of_its_times_and_whole_seconds(page, stack):
+    rid = executed(stack, reason="times")
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/#/runbooks/{rid}")
+    run = page.get_by_role("region", name="Run")
+    details = run.locator("dl.pairs").first
+    expect(details).to_contain_text(re.compile(r"Created\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+08:00Started"))
+    expect(details).to_contain_text(re.compile(r"Duration\d+ sMessage"))
+    expect(run.get_by_role("table", name="Conditions")).to_contain_text("+08:00")
+    expect(run.get_by_role("heading", name="Logs (times in +08:00)")).to_be_visible()
+
+
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     """whoami answers 503, then the connection is refused (the API restarting): the page says so and asks
     again, the token kept; only a 401 signs out."""

@@ -48,18 +48,23 @@ export function when(value, zone) {
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
 }
 
+// "2026-11-26 16:00:01 +08:00": for a page that does not say the zone elsewhere.
+export function whenWithOffset(value, zone) {
+  const date = value && moment(value);
+  return date ? `${when(date, zone)} ${offset(zone, date)}` : when(value, zone);
+}
+
 // "16:00:01"
 export function clock(value, zone) {
   return moment(value) ? when(value, zone).slice(11) : when(value, zone);
 }
 
-// "1.2 s", "3 min 04 s"; "–" when it has not ended.
+// "3 s", "3 min 04 s" (the API's times are whole seconds); "–" when it has not ended.
 export function duration(start, end) {
   if (!start || !end) return "–";
-  const seconds = (new Date(end) - new Date(start)) / 1000;
-  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
-  const minutes = Math.floor(seconds / 60);
-  return `${minutes} min ${String(Math.round(seconds % 60)).padStart(2, "0")} s`;
+  const seconds = Math.round((new Date(end) - new Date(start)) / 1000);
+  if (seconds < 60) return `${seconds} s`;
+  return `${Math.floor(seconds / 60)} min ${String(seconds % 60).padStart(2, "0")} s`;
 }
 
 // A metric's value with its unit: "5,400 msg/s", "99.90 %" for a ratio, "–" for none.

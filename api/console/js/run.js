@@ -2,7 +2,7 @@
 // logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
 // command form shows the same panel for the run it started.
 import { ApiError, call, follow, paused } from "./api.js";
-import { clock, duration, el, when } from "./format.js";
+import { clock, duration, el, offset, whenWithOffset } from "./format.js";
 
 const LOG_LINES = 200; // the most log lines a panel shows: the oldest go
 const yesNo = (value) => (value === undefined ? "–" : value ? "yes" : "no"); // undefined: not said
@@ -53,7 +53,7 @@ export function panel(zone, onChange = () => {}) {
     state,
     live,
     details,
-    el("h3", { id: "logs-title" }, "Logs"),
+    el("h3", { id: "logs-title" }, `Logs (times in ${offset(zone)})`),
     logs,
   );
   logs.setAttribute("aria-labelledby", "logs-title");
@@ -107,9 +107,9 @@ export function panel(zone, onChange = () => {}) {
         ["Config", r.config || "–"],
         ["Enforce", yesNo(r.enforce)],
         ["Dry run", yesNo(r.dry_run)],
-        ["Created", when(r.created_at, zone)],
-        ["Started", when(r.started_at, zone)],
-        ["Finished", when(r.finished_at, zone)],
+        ["Created", whenWithOffset(r.created_at, zone)],
+        ["Started", whenWithOffset(r.started_at, zone)],
+        ["Finished", whenWithOffset(r.finished_at, zone)],
         ["Duration", duration(r.started_at, r.finished_at)],
         ["Message", r.message || "–"],
       ]),
@@ -118,7 +118,7 @@ export function panel(zone, onChange = () => {}) {
         : table(
             "Conditions",
             ["Type", "Status", "Reason", "Message", "Since"],
-            detail.conditions.map((c) => [c.type, c.status, c.reason, c.message || "–", when(c.last_transition_time, zone)]),
+            detail.conditions.map((c) => [c.type, c.status, c.reason, c.message || "–", whenWithOffset(c.last_transition_time, zone)]),
             ["Message"],
           ),
       el("h3", {}, "Health"),
