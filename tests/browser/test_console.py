@@ -235,6 +235,9 @@ def test_the_schedules_and_the_venues_session(page, stack):
         )
         expect(table).to_contain_text("suspended", timeout=30_000)
         expect(table).to_contain_text("success", timeout=30_000)
+        # The last run's link reads it by its request id, which a slot's name is not.
+        page.get_by_role("link", name=re.compile("^console-every5s-")).click()
+        expect(page.get_by_role("heading", name=re.compile("schedule.console-every5s."))).to_be_visible()
     finally:
         stack.cluster.kubectl("delete", "rbs", "console-every5s", "-n", "mdops")
 

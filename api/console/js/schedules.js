@@ -21,9 +21,12 @@ export function show(container, ctx) {
 
   function row(s) {
     const next = s.next_slots === null ? "–" : s.next_slots.map((at) => when(at, zone)).join(", ") || "–";
-    const last = s.last_runbook
-      ? el("a", { href: `#/runbooks/${encodeURIComponent(s.last_runbook)}` }, s.last_runbook)
-      : "–";
+    // Named as kubectl names it, read by its request id (a slot's differs from its name).
+    const last = !s.last_runbook
+      ? "–"
+      : s.last_request_id
+        ? el("a", { href: `#/runbooks/${encodeURIComponent(s.last_request_id)}` }, s.last_runbook)
+        : s.last_runbook;
     const result = s.last_result ? el("span", { class: `state state-${s.last_result}` }, s.last_result) : "–";
     return el(
       "tr",
