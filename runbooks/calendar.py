@@ -267,6 +267,12 @@ class SessionCalendar:
             f"holidays only up to {self.table.last}"
         )
 
+    @property
+    def end(self) -> datetime.datetime:
+        """The first instant past the table: the midnight that ends its last venue-local day."""
+        after = self.table.last + datetime.timedelta(days=1)
+        return datetime.datetime.combine(after, datetime.time(), self._venue_zone).astimezone(self.zone)
+
     def answers(self, start: datetime.datetime, end: datetime.datetime) -> bool:
         """Whether this table answers from ``start`` to ``end`` as well as any table could: it covers
         both, or what it does not cover is past the library's knowledge of the venue (asked about, it

@@ -189,6 +189,12 @@ class Trigger(_Model):
             raise ValueError("give exactly one of cron, every and session")
         return given[0]
 
+    @property
+    def uses_sessions(self) -> bool:
+        """Whether its slots depend on the venue's sessions (then they need its calendar): session events,
+        ``during`` and ``tradingDaysOnly``; a plain ``cron`` or ``every`` does not."""
+        return self.kind == "session" or self.during is not None or self.trading_days_only
+
     def describe(self) -> str:
         """The trigger in a few words, for the SCHEDULE column."""
         if self.kind == "cron":
@@ -259,10 +265,10 @@ def slots_between(
     trigger: Trigger, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
 ) -> Iterator[Slot]:
     """The slots in (``after``, ``until``], in order, in the calendar's zone. ``calendar`` must cover
-    that range when the trigger depends on sessions (CalendarError otherwise); its zone is cron's
-    default time zone."""
+    that range when the trigger uses sessions (CalendarError otherwise); its zone is cron's default time
+    zone."""
     zone = calendar.zone
-    if trigger.kind != "cron" or trigger.trading_days_only:
+    if trigger.uses_sessions:
         calendar.check(after)  # never a slot silently missing or skipped for want of sessions
         calendar.check(until)
     if trigger.kind == "cron":
@@ -311,6 +317,18 @@ def _session_events(
             yield at.astimezone(calendar.zone)
 
 
+def upcoming(
+    trigger: Trigger, after: datetime.datetime, calendar: SessionCalendar
+) -> Iterator[datetime.datetime]:
+    """The slots after ``after`` that would run (not skipped), within NEXT_HORIZON, in order. For a
+    trigger that uses sessions, only up to the end of a calendar past which the library knows the venue
+    no further (XSHG's 2026 in exchange_calendars 4.13.2): the slots after it are not known, not none."""
+    until = after + NEXT_HORIZON
+    if trigger.uses_sessions and calendar.ended(until):
+        until = calendar.end - datetime.timedelta(microseconds=1)  # its last instant
+    return (slot.at for slot in slots_between(trigger, after, until, calendar) if not slot.skipped)
+
+
 @dataclass(frozen=True)
 class Due:
     """What to do about a schedule now; see :func:`due`."""
@@ -319,7 +337,7 @@ class Due:
     missed: int  # slots missed in this step
     skipped: int  # slots skipped in this step
     last_slot: datetime.datetime  # the latest slot handled: the next step's last_slot
-    next_slot: datetime.datetime | None  # the first slot after now that would run, within NEXT_HORIZON
+    next_slot: datetime.datetime | None  # the first slot after now that would run, if known: upcoming()
     complete: bool = True  # False: more than MAX_SLOTS slots were behind; step again
 
 
@@ -340,7 +358,9 @@ def due(
     - The clock going back never runs a slot twice: nothing after ``now`` is due, and nothing at or
       before ``last_slot`` is looked at again.
 
-    ``calendar`` must cover ``last_slot`` .. ``now`` + NEXT_HORIZON for triggers that use sessions.
+    ``calendar`` must cover ``last_slot`` .. ``now`` + NEXT_HORIZON for triggers that use sessions, or
+    as far as the library knows the venue (a slot that it cannot judge is an error, never run nor missed;
+    a next slot past it is not known: None).
     """
     slots = list(islice(slots_between(spec.trigger, last_slot, now, calendar), MAX_SLOTS + 1))
     complete = len(slots) <= MAX_SLOTS
@@ -355,9 +375,7 @@ def due(
     if run is not None and active and spec.concurrency_policy == "Forbid":
         run, skipped = None, skipped + 1
     handled = slots[-1].at if slots else last_slot
-    horizon = max(handled, now)
-    upcoming = slots_between(spec.trigger, horizon, horizon + NEXT_HORIZON, calendar)
-    next_slot = next((s.at for s in upcoming if not s.skipped), None) if complete else None
+    next_slot = next(upcoming(spec.trigger, max(handled, now), calendar), None) if complete else None
     return Due(run, missed, skipped, handled, next_slot, complete)
 
 

@@ -206,6 +206,53 @@ def test_every_during_jumps_over_closed_time(xhkg):
     )
 
 
+# -- a calendar that ends (XSHG's holidays are known up to 2026-12-31) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trigger", "last_slot", "now", "run", "next_slot"),
+    [
+        # 2026-12-04, a Friday, while XSHG is open: 27 days before the end, under NEXT_HORIZON.
+        ({"every": "5m", "during": ["open"]}, "12-04 09:55", "12-04 10:00:30", "12-04 10:00", "12-04 10:05"),
+        ({"session": "open-30m"}, "12-03 09:00", "12-04 09:00:30", "12-04 09:00", "12-07 09:00"),
+        (
+            {"cron": "0 10 * * *", "tradingDaysOnly": True},
+            "12-03 10:00",
+            "12-04 10:00:30",
+            "12-04 10:00",
+            "12-07 10:00",
+        ),
+        # Its last slots: the next ones are not known.
+        ({"every": "5m", "during": ["open"]}, "12-31 14:50", "12-31 14:55:30", "12-31 14:55", None),
+        ({"session": "close+15m"}, "12-30 15:15", "12-31 15:15:30", "12-31 15:15", None),
+    ],
+)
+def test_a_calendar_that_ends_runs_the_slots_it_can_judge_and_knows_no_next_slot_past_its_end(
+    xshg, trigger, last_slot, now, run, next_slot
+):
+    spec = _spec(trigger=Trigger.model_validate(trigger))
+    result = due(spec, at(f"2026-{last_slot}"), at(f"2026-{now}"), xshg)
+    assert (result.run, result.missed, result.skipped) == (at(f"2026-{run}"), 0, 0)
+    assert result.next_slot == (at(f"2026-{next_slot}") if next_slot else None)
+
+
+@pytest.mark.parametrize("trigger", [{"every": "5m"}, {"cron": "*/5 * * * *"}])
+def test_triggers_without_sessions_run_past_the_end_of_the_calendar(xshg, trigger):
+    spec = _spec(trigger=Trigger.model_validate(trigger))
+    result = due(spec, at("2027-01-05 09:55"), at("2027-01-05 10:00:30"), xshg)
+    assert (result.run, result.next_slot) == (at("2027-01-05 10:00"), at("2027-01-05 10:05"))
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [{"every": "5m", "during": ["open"]}, {"session": "open"}, {"every": "1h", "tradingDaysOnly": True}],
+)
+def test_past_the_end_of_the_calendar_slots_that_use_sessions_are_not_guessed(xshg, trigger):
+    spec = _spec(trigger=Trigger.model_validate(trigger))
+    with pytest.raises(CalendarError, match="beyond the XSHG calendar"):
+        due(spec, at("2026-12-31 15:00"), at("2027-01-04 10:00:30"), xshg)
+
+
 # -- request ids, models -------------------------------------------------------------------------
 
 
