@@ -87,7 +87,7 @@ def schedule_view(
     if spec is not None and isinstance(calendar, str):
         problem = problem or calendar
     elif spec is not None:
-        upcoming = schedule.slots_between(spec.trigger, now, now + schedule.NEXT_HORIZON, calendar)
+        upcoming = schedule.slots_between(spec.trigger, now, now + schedule.NEXT_HORIZON, zone, calendar)
         runnable = (slot.at for slot in upcoming if not slot.skipped)
         next_slots = [] if spec.suspend else [iso(at, zone) for at in islice(runnable, count)]
     return {
