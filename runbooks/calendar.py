@@ -361,6 +361,7 @@ class VenueCalendar:
     ):
         """``options``: the keyword arguments of :class:`SessionCalendar` (pre_open, windows, zone)."""
         self.venue = venue
+        self.zone: datetime.tzinfo = options.get("zone", DEFAULT_ZONE)  # its calendars' answers are in it
         self._options = options
         self._loader = loader
         self._cache = cache
