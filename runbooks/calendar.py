@@ -426,10 +426,10 @@ class VenueCalendar:
         calendar = SessionCalendar(table, **self._options)
         return calendar if calendar.answers(start, end) else None
 
-    def at(self, instant: datetime.datetime) -> SessionCalendar:
-        """A calendar that answers for ``instant`` and the weeks around it (the waits of a policy, the
-        next slots of a schedule)."""
-        return self.covering(instant - self.BEHIND, instant + self.BEHIND)
+    def at(self, instant: datetime.datetime, ahead: datetime.timedelta = BEHIND) -> SessionCalendar:
+        """A calendar that answers for ``instant``, the weeks before it and ``ahead`` after it (by default
+        the weeks after it: the waits of a policy, the next slots of a schedule)."""
+        return self.covering(instant - self.BEHIND, instant + ahead)
 
     def window(self, at: datetime.datetime) -> Window:
         return self.at(at).window(at)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
-from runbooks.calendar import SessionCalendar, State, VenueCalendar
+from runbooks.calendar import CalendarError, SessionCalendar, State, VenueCalendar
 from runbooks.contract import Command, Reason
 from runbooks.models import TEXT_PATTERN, Name, RunbookSpec, _Model, _text
 
@@ -251,6 +251,7 @@ def _commands(spec: Any) -> frozenset[str] | None:
 
 
 MAX_ROUNDS = 1000  # rounds of the search for a time every matched rule allows
+WAIT_HORIZON = datetime.timedelta(days=365)  # how far ahead that time is looked for
 
 
 def evaluate(
@@ -264,8 +265,10 @@ def evaluate(
     The venue's calendar is asked only if a rule that matches needs the session state (``allowedStates``,
     ``approvals.inStates``): a dry run, and a run that no rule matches or that only blackouts and
     approvals without inStates concern, are decided without it. A VenueCalendar may load its table then
-    (a child process: call this in a thread); a SessionCalendar answers as far as its table goes.
-    CalendarError: the calendar cannot answer, and the run cannot be decided."""
+    (a child process: call this in a thread), and again further ahead when the next allowed time lies
+    beyond it; a SessionCalendar answers as far as its table goes. CalendarError: the calendar cannot
+    answer (nor, past what the library knows of the venue, say when a wait would end), and the run
+    cannot be decided: it is never refused for that."""
     if spec.dry_run:
         return Allowed()
     matched = [
@@ -293,6 +296,14 @@ def evaluate(
     if any(rule.outside == "Reject" for _, rule in blocking):
         return Reject(f"{spec.command} may not start now: {why}")
     until = _next_common(matched, sessions, at)
+    if until is None and sessions is not None and not sessions.answers(at, at + WAIT_HORIZON):
+        sessions = _sessions(calendar, at, WAIT_HORIZON)  # a table that goes further, if one can be had
+        until = _next_common(matched, sessions, at)
+    if until is None and sessions is not None and sessions.ended(at + WAIT_HORIZON):
+        raise CalendarError(
+            f"{spec.command} may not start now ({why}) and no time until {sessions.table.last} allows it; "
+            f"after that, {sessions.beyond(sessions.end)}"
+        )
     if until is None:
         within = f" until {sessions.table.last}" if sessions is not None else ""
         return Reject(f"{spec.command} may not start now and no time{within} allows it: {why}")
@@ -300,9 +311,14 @@ def evaluate(
     return Wait(until, f"{spec.command} waits until {until.isoformat()}: {why}")
 
 
-def _sessions(calendar: SessionCalendar | VenueCalendar, at: datetime.datetime) -> SessionCalendar:
-    """The sessions around ``at``: a VenueCalendar loads them if it holds none (a child process)."""
-    return calendar.at(at) if isinstance(calendar, VenueCalendar) else calendar
+def _sessions(
+    calendar: SessionCalendar | VenueCalendar,
+    at: datetime.datetime,
+    ahead: datetime.timedelta = VenueCalendar.BEHIND,
+) -> SessionCalendar:
+    """The sessions around ``at`` and ``ahead`` after it: a VenueCalendar loads them if it holds none (a
+    child process); a SessionCalendar has what it has."""
+    return calendar.at(at, ahead) if isinstance(calendar, VenueCalendar) else calendar
 
 
 def _why(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks.calendar import CalendarError, SessionTable, VenueCalendar
+from runbooks.calendar import CalendarError, SessionTable, VenueCalendar, build_table
 from runbooks.contract import Reason
 from runbooks.models import RunbookSpec
 from runbooks.policy import Allowed, Reject, RunbookPolicySpec, Wait, evaluate, parse
@@ -214,6 +214,42 @@ def test_a_run_that_a_session_rule_concerns_is_not_decided_without_the_calendar(
         evaluate(POLICIES, _spec(command), at("2026-12-30 10:00"), _unloadable())
     with pytest.raises(CalendarError, match="beyond the XSHG calendar"):
         evaluate(POLICIES, _spec(command), at("2027-01-05 10:00"), xshg)
+
+
+HOLIDAY_DRILLS = {
+    "drills": _policy({"name": "on-holidays", "match": {"commands": ["drill"]}, "allowedStates": ["holiday"]})
+}
+
+
+def test_a_wait_past_the_table_held_is_found_in_a_table_that_goes_further():
+    """A controller that loaded its XHKG table on 2025-08-06 holds sessions up to 2026-08-07; the next
+    holiday after 2026-07-02 is National Day: the table is loaded further rather than the run refused, and
+    the answer does not depend on how long the controller has run."""
+    loads = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
+        loads.append(last)
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", loader=loader)
+    assert venue.at(at("2025-08-06 10:00")).table.last == datetime.date(2026, 8, 7)
+    decision = evaluate(HOLIDAY_DRILLS, _spec("drill"), at("2026-07-02 16:23"), venue)
+    assert (type(decision), decision.until) == (Wait, at("2026-10-01 00:00"))
+    assert len(loads) == 2 and loads[1] > datetime.date(2027, 7, 2)
+    fresh = evaluate(HOLIDAY_DRILLS, _spec("drill"), at("2026-07-02 16:23"), VenueCalendar("XHKG"))
+    assert fresh == decision
+
+
+def test_a_wait_past_what_the_library_knows_of_the_venue_holds_the_run_and_never_refuses_it(xshg):
+    """XSHG's next holiday after 2026-12-30 is New Year's Day, past the last day the library knows."""
+    for calendar in (xshg, VenueCalendar("XSHG")):
+        with pytest.raises(CalendarError) as raised:
+            evaluate(HOLIDAY_DRILLS, _spec("drill"), at("2026-12-30 10:00"), calendar)
+        assert str(raised.value) == (
+            "drill may not start now (drills/on-holidays: allowed while holiday; XSHG is open) and no time "
+            "until 2026-12-31 allows it; after that, 2027-01-01T00:00:00+08:00 is beyond the XSHG calendar: "
+            "exchange_calendars 4.13.2 records its holidays only up to 2026-12-31"
+        )
 
 
 def _item(name: str, spec) -> dict:
