@@ -298,8 +298,9 @@ class Runs:
             if concerned := [u.message for u in unreadable if u.concerns(spec)]:
                 return await self._cannot_start(entry, f"waits at the gate: {'; '.join(concerned)}")
             at = datetime.datetime.now(datetime.UTC)
-            calendar = await asyncio.to_thread(self.services.settings.calendar.at, at)
-            decision = policy.evaluate(policies, spec, at, calendar)
+            # In a thread: the venue's calendar, if a rule needs the session state, may load its table.
+            calendar = self.services.settings.calendar
+            decision = await asyncio.to_thread(policy.evaluate, policies, spec, at, calendar)
         except (ValidationError, CalendarError) as error:  # not decided: never run it ungated
             return await self._cannot_start(entry, f"waits at the gate: {error}")
         if isinstance(decision, policy.Reject):
@@ -346,12 +347,14 @@ class Runs:
 
     async def _cannot_start(self, entry: Entry, message: str) -> Next:
         """Not startable yet (the venue's calendar cannot tell, a policy does not parse): said in its
-        status, once, and looked at again in a while."""
+        status, once, and looked at again in a while; held meanwhile, as a run outside its window is, out
+        of its target's lane and holding no lock (the caller gives back one it took), so that the runs
+        behind it that can start do."""
         log.error("%s/%s %s", entry.namespace, entry.name, message)
         change = transitions.pending_because(self.status(entry), entry.generation, message)
         if apply(self.status(entry), change) != self.status(entry):
             await self.patch(entry, change)
-        return Next(Outcome.RETRY, WINDOW_RETRY_SECONDS)
+        return self._hold(WINDOW_RETRY_SECONDS)
 
     @staticmethod
     def _hold(seconds: float) -> Next:
@@ -491,6 +494,8 @@ class Runs:
                     (status.window, status.session) if status.window else await self._window(entry)
                 )
             except CalendarError as error:  # window auto: the calendar decides it
+                if entry.needs_lock:
+                    await self.services.lock.release(entry.namespace, entry.group, entry.uid)
                 advice = "give its window (day or night) to run it without the calendar"
                 return await self._cannot_start(entry, f"cannot start: {error}; {advice}")
             if not await self._protect(entry):

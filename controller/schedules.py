@@ -72,10 +72,12 @@ def plan(
     created: datetime.datetime,
     generation: int,
     now: datetime.datetime,
-    calendar: SessionCalendar,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar | None,
     runs: Iterable[SlotRun],
 ) -> Step:
-    """What to do about the schedule ``name`` at ``now``, given its status and its Runbooks ``runs``."""
+    """What to do about the schedule ``name`` at ``now``, given its status and its Runbooks ``runs``; the
+    venue's ``calendar`` only if its trigger uses sessions (see :func:`runbooks.schedule.due`)."""
     runs = sorted(runs, key=lambda run: run.slot)
     last_slot = parse_time(status.last_slot) or created
     last_runbook, last_result = status.last_runbook, status.last_result
@@ -87,10 +89,10 @@ def plan(
         step.events.append(created_event(last_runbook, last_slot))
         step.counts["created"] = 1
     unfinished = [run.name for run in runs if not run.finished]
-    due = schedule.due(spec, last_slot, now, calendar, active=bool(unfinished))
+    due = schedule.due(spec, last_slot, now, zone, calendar, active=bool(unfinished))
     missed, skipped = due.missed, due.skipped
     while not due.complete:  # a long outage: caught up in bounded steps, none of them run late
-        due = schedule.due(spec, due.last_slot, now, calendar, active=bool(unfinished))
+        due = schedule.due(spec, due.last_slot, now, zone, calendar, active=bool(unfinished))
         missed, skipped = missed + due.missed, skipped + due.skipped
 
     if due.run is not None:
@@ -214,11 +216,14 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         for item in await api.labelled_runbooks(namespace, f"{schedule.SCHEDULE_LABEL}={name}")
     }
     runs = [run for run in map(slot_run, bodies.values()) if run is not None]
-    try:  # the first look of a controller may wait for the calendar's load (a child process)
-        clock = datetime.datetime.now(datetime.UTC)
-        start = min(parse_time(status.last_slot) or created, clock)
-        end = clock + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
-        calendar = await asyncio.to_thread(get_settings().calendar.covering, start, end)
+    settings = get_settings()
+    try:
+        calendar = None
+        if spec.trigger.uses_sessions:  # a controller's first look may wait for its load (a child process)
+            clock = datetime.datetime.now(datetime.UTC)
+            start = min(parse_time(status.last_slot) or created, clock)
+            end = clock + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
+            calendar = await asyncio.to_thread(settings.calendar.covering, start, end)
         # The clock is read after the waits above: a slow list or calendar load never lets a slot past its
         # starting deadline run, nor judges a Forbid slot on a view of the previous run newer than the clock.
         now = datetime.datetime.now(datetime.UTC)
@@ -229,6 +234,7 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
             created=created,
             generation=generation,
             now=now,
+            zone=settings.zone,
             calendar=calendar,
             runs=runs,
         )

@@ -267,6 +267,12 @@ class SessionCalendar:
             f"holidays only up to {self.table.last}"
         )
 
+    @property
+    def end(self) -> datetime.datetime:
+        """The first instant past the table: the midnight that ends its last venue-local day."""
+        after = self.table.last + datetime.timedelta(days=1)
+        return datetime.datetime.combine(after, datetime.time(), self._venue_zone).astimezone(self.zone)
+
     def answers(self, start: datetime.datetime, end: datetime.datetime) -> bool:
         """Whether this table answers from ``start`` to ``end`` as well as any table could: it covers
         both, or what it does not cover is past the library's knowledge of the venue (asked about, it
@@ -355,6 +361,7 @@ class VenueCalendar:
     ):
         """``options``: the keyword arguments of :class:`SessionCalendar` (pre_open, windows, zone)."""
         self.venue = venue
+        self.zone: datetime.tzinfo = options.get("zone", DEFAULT_ZONE)  # its calendars' answers are in it
         self._options = options
         self._loader = loader
         self._cache = cache
@@ -419,10 +426,10 @@ class VenueCalendar:
         calendar = SessionCalendar(table, **self._options)
         return calendar if calendar.answers(start, end) else None
 
-    def at(self, instant: datetime.datetime) -> SessionCalendar:
-        """A calendar that answers for ``instant`` and the weeks around it (the waits of a policy, the
-        next slots of a schedule)."""
-        return self.covering(instant - self.BEHIND, instant + self.BEHIND)
+    def at(self, instant: datetime.datetime, ahead: datetime.timedelta = BEHIND) -> SessionCalendar:
+        """A calendar that answers for ``instant``, the weeks before it and ``ahead`` after it (by default
+        the weeks after it: the waits of a policy, the next slots of a schedule)."""
+        return self.covering(instant - self.BEHIND, instant + ahead)
 
     def window(self, at: datetime.datetime) -> Window:
         return self.at(at).window(at)

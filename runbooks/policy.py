@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
-from runbooks.calendar import SessionCalendar, State
+from runbooks.calendar import CalendarError, SessionCalendar, State, VenueCalendar
 from runbooks.contract import Command, Reason
 from runbooks.models import TEXT_PATTERN, Name, RunbookSpec, _Model, _text
 
@@ -129,21 +129,35 @@ class Rule(_Model):
     )
     approvals: Approvals | None = Field(None, description="Approvals needed before the run starts.")
 
-    def allows(self, calendar: SessionCalendar, at: datetime.datetime) -> bool:
-        in_state = self.allowed_states is None or calendar.state(at) in self.allowed_states
+    @property
+    def uses_sessions(self) -> bool:
+        """Whether it needs the venue's session state: to allow a start, or to ask for approvals."""
+        return self.allowed_states is not None or (
+            self.approvals is not None and self.approvals.in_states is not None
+        )
+
+    def allows(self, state: State | None, at: datetime.datetime) -> bool:
+        """Whether it allows a start at ``at``, the venue being in ``state`` then (None: not asked, for a
+        rule without allowedStates)."""
+        in_state = self.allowed_states is None or state in self.allowed_states
         return in_state and not any(b.covers(at) for b in self.blackouts)
 
-    def next_allowed(self, calendar: SessionCalendar, at: datetime.datetime) -> datetime.datetime | None:
-        """The first instant at or after ``at`` that this rule allows; None if not within the calendar."""
-        states = self.allowed_states or list(State)
-        candidate = calendar.next_start(at, states)
+    def next_allowed(
+        self, calendar: SessionCalendar | None, at: datetime.datetime
+    ) -> datetime.datetime | None:
+        """The first instant at or after ``at`` that this rule allows; None if that is past the calendar's
+        table. Only a rule with allowedStates needs the calendar: a blackout's end needs none."""
+        candidate = at
         for _ in range(len(self.blackouts) + 1):  # each turn moves past one blackout's end
-            if candidate is None:
-                return None
+            if self.allowed_states is not None:
+                covered = calendar.covers(candidate)
+                candidate = calendar.next_start(candidate, self.allowed_states) if covered else None
+                if candidate is None:
+                    return None
             blackout = next((b for b in self.blackouts if b.covers(candidate)), None)
             if blackout is None:
                 return candidate
-            candidate = calendar.next_start(blackout.end, states) if calendar.covers(blackout.end) else None
+            candidate = blackout.end
         return None
 
 
@@ -237,15 +251,24 @@ def _commands(spec: Any) -> frozenset[str] | None:
 
 
 MAX_ROUNDS = 1000  # rounds of the search for a time every matched rule allows
+WAIT_HORIZON = datetime.timedelta(days=365)  # how far ahead that time is looked for
 
 
 def evaluate(
     policies: Mapping[str, RunbookPolicySpec],
     spec: RunbookSpec,
     at: datetime.datetime,
-    calendar: SessionCalendar,
+    calendar: SessionCalendar | VenueCalendar,
 ) -> Decision:
-    """What the policies (by name) say about starting the run of ``spec`` at ``at``."""
+    """What the policies (by name) say about starting the run of ``spec`` at ``at``.
+
+    The venue's calendar is asked only if a rule that matches needs the session state (``allowedStates``,
+    ``approvals.inStates``): a dry run, and a run that no rule matches or that only blackouts and
+    approvals without inStates concern, are decided without it. A VenueCalendar may load its table then
+    (a child process: call this in a thread), and again further ahead when the next allowed time lies
+    beyond it; a SessionCalendar answers as far as its table goes. CalendarError: the calendar cannot
+    answer (nor, past what the library knows of the venue, say when a wait would end), and the run
+    cannot be decided: it is never refused for that."""
     if spec.dry_run:
         return Allowed()
     matched = [
@@ -255,9 +278,10 @@ def evaluate(
         if rule.match.matches(spec)
     ]
     names = tuple(name for name, _ in matched)
-    blocking = [(name, rule) for name, rule in matched if not rule.allows(calendar, at)]
+    sessions = _sessions(calendar, at) if any(rule.uses_sessions for _, rule in matched) else None
+    state = sessions.state(at) if sessions is not None else None
+    blocking = [(name, rule) for name, rule in matched if not rule.allows(state, at)]
     if not blocking:
-        state = calendar.state(at)
         needing = [
             r.approvals for _, r in matched if r.approvals is not None and r.approvals.needed_in(state)
         ]
@@ -268,35 +292,57 @@ def evaluate(
             expire_after=datetime.timedelta(seconds=min(a.expire_after_seconds for a in needing)),
             rules=names,
         )
-    why = _why(blocking, calendar, at)
+    why = _why(blocking, at, calendar.zone, sessions)
     if any(rule.outside == "Reject" for _, rule in blocking):
         return Reject(f"{spec.command} may not start now: {why}")
-    until = _next_common(matched, calendar, at)
-    if until is None:
-        return Reject(
-            f"{spec.command} may not start now and no time until {calendar.table.last} allows it: {why}"
+    until = _next_common(matched, sessions, at)
+    if until is None and sessions is not None and not sessions.answers(at, at + WAIT_HORIZON):
+        sessions = _sessions(calendar, at, WAIT_HORIZON)  # a table that goes further, if one can be had
+        until = _next_common(matched, sessions, at)
+    if until is None and sessions is not None and sessions.ended(at + WAIT_HORIZON):
+        raise CalendarError(
+            f"{spec.command} may not start now ({why}) and no time until {sessions.table.last} allows it; "
+            f"after that, {sessions.beyond(sessions.end)}"
         )
+    if until is None:
+        within = f" until {sessions.table.last}" if sessions is not None else ""
+        return Reject(f"{spec.command} may not start now and no time{within} allows it: {why}")
+    until = until.astimezone(calendar.zone)
     return Wait(until, f"{spec.command} waits until {until.isoformat()}: {why}")
 
 
-def _why(blocking: list[tuple[str, Rule]], calendar: SessionCalendar, at: datetime.datetime) -> str:
-    state = calendar.state(at)
+def _sessions(
+    calendar: SessionCalendar | VenueCalendar,
+    at: datetime.datetime,
+    ahead: datetime.timedelta = VenueCalendar.BEHIND,
+) -> SessionCalendar:
+    """The sessions around ``at`` and ``ahead`` after it: a VenueCalendar loads them if it holds none (a
+    child process); a SessionCalendar has what it has."""
+    return calendar.at(at, ahead) if isinstance(calendar, VenueCalendar) else calendar
+
+
+def _why(
+    blocking: list[tuple[str, Rule]],
+    at: datetime.datetime,
+    zone: datetime.tzinfo,
+    sessions: SessionCalendar | None,
+) -> str:
     reasons = []
     for name, rule in blocking:
         blackout = next((b for b in rule.blackouts if b.covers(at)), None)
         if blackout is not None:
-            until = blackout.end.astimezone(calendar.zone).isoformat()
+            until = blackout.end.astimezone(zone).isoformat()
             reasons.append(
                 f"{name}: blackout until {until}" + (f" ({blackout.reason})" if blackout.reason else "")
             )
         else:
             allowed = ", ".join(rule.allowed_states or [])
-            reasons.append(f"{name}: allowed while {allowed}; {calendar.venue} is {state}")
+            reasons.append(f"{name}: allowed while {allowed}; {sessions.venue} is {sessions.state(at)}")
     return "; ".join(reasons)
 
 
 def _next_common(
-    rules: list[tuple[str, Rule]], calendar: SessionCalendar, at: datetime.datetime
+    rules: list[tuple[str, Rule]], calendar: SessionCalendar | None, at: datetime.datetime
 ) -> datetime.datetime | None:
     """The first instant at or after ``at`` that every rule allows: each rule's next allowed instant
     from a candidate is never later than that common one, so moving to the latest of them converges."""
@@ -307,6 +353,6 @@ def _next_common(
             return None
         latest = max(nexts)
         if latest == candidate:
-            return latest.astimezone(calendar.zone)
+            return latest
         candidate = latest
     return None

@@ -190,6 +190,12 @@ class Trigger(_Model):
             raise ValueError("give exactly one of cron, every and session")
         return given[0]
 
+    @property
+    def uses_sessions(self) -> bool:
+        """Whether its slots depend on the venue's sessions (then they need its calendar): session events,
+        ``during`` and ``tradingDaysOnly``; a plain ``cron`` or ``every`` does not."""
+        return self.kind == "session" or self.during is not None or self.trading_days_only
+
     def describe(self) -> str:
         """The trigger in a few words, for the SCHEDULE column."""
         if self.kind == "cron":
@@ -263,13 +269,16 @@ class Slot:
 
 
 def slots_between(
-    trigger: Trigger, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
+    trigger: Trigger,
+    after: datetime.datetime,
+    until: datetime.datetime,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar | None = None,
 ) -> Iterator[Slot]:
-    """The slots in (``after``, ``until``], in order, in the calendar's zone. ``calendar`` must cover
-    that range when the trigger depends on sessions (CalendarError otherwise); its zone is cron's
-    default time zone."""
-    zone = calendar.zone
-    if trigger.kind != "cron" or trigger.trading_days_only:
+    """The slots in (``after``, ``until``], in order, in ``zone`` (also cron's default time zone). A
+    trigger that uses sessions needs the venue's ``calendar``, covering that range (CalendarError
+    otherwise); the others never look at it."""
+    if trigger.uses_sessions:
         calendar.check(after)  # never a slot silently missing or skipped for want of sessions
         calendar.check(until)
     if trigger.kind == "cron":
@@ -278,9 +287,9 @@ def slots_between(
             t.astimezone(zone) for t in CronSim(str(trigger.cron), after.astimezone(cron_zone))
         )
     elif trigger.kind == "every":
-        times = _every(trigger, after, until, calendar)
+        times = _every(trigger, after, until, zone, calendar)
     else:
-        times = _session_events(str(trigger.session), after, until, calendar)
+        times = _session_events(str(trigger.session), after, until, zone, calendar)
     for at in times:
         if at > until:
             return
@@ -289,12 +298,16 @@ def slots_between(
 
 
 def _every(
-    trigger: Trigger, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
+    trigger: Trigger,
+    after: datetime.datetime,
+    until: datetime.datetime,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar | None,
 ) -> Iterator[datetime.datetime]:
     step = int(parse_duration(str(trigger.every)).total_seconds())
     epoch = int(after.timestamp()) // step * step + step  # the first multiple after `after`
     while epoch <= until.timestamp():
-        at = datetime.datetime.fromtimestamp(epoch, calendar.zone)
+        at = datetime.datetime.fromtimestamp(epoch, zone)
         if trigger.during is None or calendar.state(at) in trigger.during:
             yield at
             epoch += step
@@ -307,7 +320,11 @@ def _every(
 
 
 def _session_events(
-    event: str, after: datetime.datetime, until: datetime.datetime, calendar: SessionCalendar
+    event: str,
+    after: datetime.datetime,
+    until: datetime.datetime,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar,
 ) -> Iterator[datetime.datetime]:
     name = "open" if event.startswith("open") else "close"
     delta = session_offset(event)
@@ -315,7 +332,19 @@ def _session_events(
     for s in calendar.sessions_between(after - margin, until + margin):
         at = (s.open if name == "open" else s.close) + delta
         if after < at:
-            yield at.astimezone(calendar.zone)
+            yield at.astimezone(zone)
+
+
+def upcoming(
+    trigger: Trigger, after: datetime.datetime, zone: datetime.tzinfo, calendar: SessionCalendar | None = None
+) -> Iterator[datetime.datetime]:
+    """The slots after ``after`` that would run (not skipped), within NEXT_HORIZON, in order. For a
+    trigger that uses sessions, only up to the end of a calendar past which the library knows the venue
+    no further (XSHG's 2026 in exchange_calendars 4.13.2): the slots after it are not known, not none."""
+    until = after + NEXT_HORIZON
+    if trigger.uses_sessions and calendar.ended(until):
+        until = calendar.end - datetime.timedelta(microseconds=1)  # its last instant
+    return (slot.at for slot in slots_between(trigger, after, until, zone, calendar) if not slot.skipped)
 
 
 @dataclass(frozen=True)
@@ -326,7 +355,7 @@ class Due:
     missed: int  # slots missed in this step
     skipped: int  # slots skipped in this step
     last_slot: datetime.datetime  # the latest slot handled: the next step's last_slot
-    next_slot: datetime.datetime | None  # the first slot after now that would run, within NEXT_HORIZON
+    next_slot: datetime.datetime | None  # the first slot after now that would run, if known: upcoming()
     complete: bool = True  # False: more than MAX_SLOTS slots were behind; step again
 
 
@@ -334,7 +363,8 @@ def due(
     spec: RunbookScheduleSpec,
     last_slot: datetime.datetime,
     now: datetime.datetime,
-    calendar: SessionCalendar,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar | None = None,
     *,
     active: bool = False,
 ) -> Due:
@@ -347,9 +377,11 @@ def due(
     - The clock going back never runs a slot twice: nothing after ``now`` is due, and nothing at or
       before ``last_slot`` is looked at again.
 
-    ``calendar`` must cover ``last_slot`` .. ``now`` + NEXT_HORIZON for triggers that use sessions.
+    ``calendar`` (only for triggers that use sessions) must cover ``last_slot`` .. ``now`` + NEXT_HORIZON,
+    or as far as the library knows the venue (a slot that it cannot judge is an error, never run nor
+    missed; a next slot past it is not known: None).
     """
-    slots = list(islice(slots_between(spec.trigger, last_slot, now, calendar), MAX_SLOTS + 1))
+    slots = list(islice(slots_between(spec.trigger, last_slot, now, zone, calendar), MAX_SLOTS + 1))
     complete = len(slots) <= MAX_SLOTS
     slots = slots[:MAX_SLOTS]
     skipped = sum(1 for s in slots if s.skipped)
@@ -362,9 +394,7 @@ def due(
     if run is not None and active and spec.concurrency_policy == "Forbid":
         run, skipped = None, skipped + 1
     handled = slots[-1].at if slots else last_slot
-    horizon = max(handled, now)
-    upcoming = slots_between(spec.trigger, horizon, horizon + NEXT_HORIZON, calendar)
-    next_slot = next((s.at for s in upcoming if not s.skipped), None) if complete else None
+    next_slot = next(upcoming(spec.trigger, max(handled, now), zone, calendar), None) if complete else None
     return Due(run, missed, skipped, handled, next_slot, complete)
 
 

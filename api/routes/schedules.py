@@ -77,7 +77,9 @@ def schedule_view(
     count: int,
     zone: datetime.tzinfo,
 ) -> dict[str, Any]:
-    """One schedule as the API shows it; ``calendar`` is the venue's, or why there is none."""
+    """One schedule as the API shows it; ``calendar`` is the venue's, or why there is none. A trigger that
+    uses sessions when the calendar cannot answer for its slots says why in its ``problem``; the others
+    need no calendar."""
     raw = obj.get("spec") or {}
     template = raw.get("template") or {}
     status = RunbookScheduleStatus.model_validate(obj.get("status") or {})
@@ -88,12 +90,15 @@ def schedule_view(
         spec = RunbookScheduleSpec.model_validate(raw)
     except ValidationError as error:
         spec, problem = None, f"invalid spec: {error.errors()[0]['msg']}"
-    if spec is not None and isinstance(calendar, str):
+    if spec is not None and spec.trigger.uses_sessions and isinstance(calendar, str):
         problem = problem or calendar
     elif spec is not None:
-        upcoming = schedule.slots_between(spec.trigger, now, now + schedule.NEXT_HORIZON, calendar)
-        runnable = (slot.at for slot in upcoming if not slot.skipped)
-        next_slots = [] if spec.suspend else [iso(at, zone) for at in islice(runnable, count)]
+        sessions = calendar if spec.trigger.uses_sessions else None
+        try:
+            runnable = schedule.upcoming(spec.trigger, now, zone, sessions)
+            next_slots = [] if spec.suspend else [iso(at, zone) for at in islice(runnable, count)]
+        except CalendarError as error:  # the calendar cannot answer for its slots
+            problem = problem or str(error)
     return {
         "name": obj["metadata"]["name"],
         "schedule": spec.trigger.describe() if spec is not None else status.schedule,

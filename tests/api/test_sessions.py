@@ -115,3 +115,23 @@ def test_schedules_their_next_slots_and_last_run(server, mdops_crds, namespace, 
     assert get(server, "/api/ops/schedules", "token-with-no-permission")[0] == 403
     assert http("GET", server.url + "/api/ops/schedules")[0] == 401
     assert get(server, "/api/ops/schedules?slots=21")[0] == 422
+
+
+def test_past_what_the_library_knows_of_the_venue_each_schedule_that_uses_sessions_says_so(
+    start_api, mdops_crds, namespace, tmp_path
+):
+    """As XSHG will be from 2027 with 4.13.2: the list answers, each schedule whose slots use sessions says
+    why it has none in its own entry, and the others show theirs."""
+    cache = tmp_path / "sessions.json"
+    last = keep_an_ended_calendar(cache)
+    api = start_api(venue="XSHG", calendar_cache=cache)
+    _schedule(mdops_crds, namespace, "plain")
+    _schedule(mdops_crds, namespace, "opens", trigger={"session": "open"})
+    response = api.get("/api/ops/schedules", headers=auth(READER_TOKEN))
+    assert response.status_code == 200
+    views = {view["name"]: view for view in response.json()["schedules"]}
+    assert (len(views["plain"]["next_slots"]), views["plain"]["problem"]) == (3, None)
+    assert views["opens"]["next_slots"] is None
+    assert views["opens"]["problem"].endswith(
+        f"exchange_calendars 4.13.2 records its holidays only up to {last}"
+    )

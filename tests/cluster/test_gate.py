@@ -305,3 +305,38 @@ def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     assert reason(rbs.wait_finished("frozen")) == "OutsideChangeWindow"
     assert rbs.wait_finished("last")["status"]["result"] == "success"
     assert sorted(witness()) == ["holder", "last"]
+
+
+def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_they_block_no_other(
+    start_controller, gate, rbs, scripts, witness
+):
+    """The venue's calendar cannot be loaded (a venue the library does not know; a load that fails is the
+    same). A dry run, a run that no rule matches and one that only a blackout concerns go on, giving their
+    window as a run must without the calendar. One that a rule of session states concerns waits at the
+    gate, and one with window auto cannot start: each says why, neither fails, and neither keeps the runs
+    behind it on their target (the same one) waiting."""
+    start_controller(**scripts, MDOPS_VENUE="XXXX")
+    freeze = blackout(10)
+    gate.policy(
+        "desk",
+        rule("drills-while-closed", ["drill"], allowedStates=["closed", "holiday"]),
+        rule("restart-freeze", ["restart"], blackouts=[freeze], outside="Wait"),
+    )
+    rbs.create("failback-auto", command="failback")  # no rule: through the gate, then its window
+    rbs.create("drill-1", command="drill", window="night")
+    rbs.create("check-1", command="health_check", window="night")
+    rbs.create("drill-dry", command="drill", dry_run=True, window="night")
+    rbs.create("restart-1", command="restart", window="night")
+
+    for name in ("check-1", "drill-dry", "restart-1"):
+        assert rbs.wait_finished(name)["status"]["result"] == "success"
+    assert witness()["restart-1"][0] >= parse_time(freeze["end"]).timestamp()  # not before the freeze's end
+
+    def said(name: str, start: str) -> bool:
+        condition = rbs.condition(name, "Succeeded") or {}
+        message = condition.get("message", "")
+        return condition.get("status") == "Unknown" and message.startswith(start) and "XXXX" in message
+
+    wait_until(lambda: said("drill-1", "waits at the gate: "), 30, "the held drill to say why")
+    wait_until(lambda: said("failback-auto", "cannot start: "), 30, "the auto window to say why")
+    assert "drill-1" not in witness() and "failback-auto" not in witness()

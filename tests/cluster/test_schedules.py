@@ -423,3 +423,24 @@ def test_the_controller_says_why_a_schedule_does_not_run(start_controller, contr
     assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
     assert "Bad minute" in condition["message"]
     assert "nextSlot" not in schedules.status("broken")
+
+
+def test_a_schedule_that_uses_no_sessions_runs_without_the_calendar(
+    start_controller, controller_env, rbs, schedules, witness
+):
+    """A venue whose calendar cannot be loaded (one the library does not know; a load that fails is the
+    same): a plain every runs its slots (their runs give their window, as a run must without the calendar),
+    and a schedule of session events says why it does not run."""
+    start_controller(**controller_env, MDOPS_VENUE="XXXX")
+    schedules.create("plain", template={"command": "health_check", "timeoutSeconds": 120, "window": "night"})
+    schedules.create("opens", trigger={"session": "open"})
+    runs_after(rbs, "plain", 2, 0)
+    stop_and_check(rbs, schedules, "plain", witness)
+
+    def ready():
+        conditions = schedules.status("opens").get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Ready"), None)
+
+    condition = wait_until(ready, 30, "the Ready condition of the session schedule")
+    assert (condition["status"], condition["reason"]) == ("False", "CalendarUnavailable")
+    assert "unknown venue 'XXXX'" in condition["message"] and slot_runbooks(rbs, "opens") == []

@@ -1,4 +1,5 @@
-"""Fixtures of the pure tests: the XHKG calendar over a fixed range, built once by the real library."""
+"""Fixtures of the pure tests: the XHKG calendar over a fixed range, and XSHG's up to the end of what the
+library knows of it, built once by the real library."""
 
 from __future__ import annotations
 
@@ -27,3 +28,20 @@ def xhkg_table() -> SessionTable:
 @pytest.fixture(scope="session")
 def xhkg(xhkg_table) -> SessionCalendar:
     return SessionCalendar(xhkg_table)
+
+
+# exchange_calendars 4.13.2 records XSHG's holidays up to the end of 2026 (its class's bound_max): asked for
+# 2027 too, as every long-running process asks for a year ahead, it gives a table that ends there, bounded.
+XSHG_KNOWN_UNTIL = datetime.date(2026, 12, 31)
+
+
+@pytest.fixture(scope="session")
+def xshg_table() -> SessionTable:
+    table = build_table("XSHG", datetime.date(2026, 11, 1), datetime.date(2027, 12, 1))
+    assert (table.last, table.bounded) == (XSHG_KNOWN_UNTIL, True)
+    return table
+
+
+@pytest.fixture(scope="session")
+def xshg(xshg_table) -> SessionCalendar:
+    return SessionCalendar(xshg_table)

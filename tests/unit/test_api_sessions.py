@@ -119,7 +119,7 @@ def test_a_schedule_with_its_next_slots_in_the_configured_zone(xhkg):
     [
         ({"trigger": {"every": "5m"}, "suspend": True}, "xhkg", [], None),
         ({"trigger": {"cron": "61 * * * *"}}, "xhkg", None, "invalid spec"),
-        ({"trigger": {"every": "5m"}}, "unknown venue 'XXXX'", None, "unknown venue 'XXXX'"),
+        ({"trigger": {"session": "open"}}, "unknown venue 'XXXX'", None, "unknown venue 'XXXX'"),
     ],
 )
 def test_a_schedule_that_will_not_run_says_so(xhkg, spec, calendar, next_slots, problem):
@@ -129,3 +129,41 @@ def test_a_schedule_that_will_not_run_says_so(xhkg, spec, calendar, next_slots, 
     assert view["next_slots"] == next_slots
     assert (view["problem"] or "").startswith(problem or "")
     assert (problem is None) == (view["problem"] is None)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "now", "next_slots", "problem"),
+    [
+        # XSHG's last day that the library knows: the slots up to its end, none guessed after it.
+        ({"session": "open"}, "2026-12-30 10:00", ["2026-12-31T09:30:00+08:00"], None),
+        # Past it: the schedules that use sessions say why, each in its own entry; the others go on.
+        ({"session": "open"}, "2027-01-05 10:00", None, "beyond the XSHG calendar"),
+        ({"every": "5m", "during": ["open"]}, "2027-01-05 10:00", None, "beyond the XSHG calendar"),
+        (
+            {"every": "5m"},
+            "2027-01-05 10:00",
+            ["2027-01-05T10:05:00+08:00", "2027-01-05T10:10:00+08:00"],
+            None,
+        ),
+    ],
+)
+def test_a_calendar_that_ends_is_a_problem_of_the_schedules_that_use_sessions_only(
+    xshg, trigger, now, next_slots, problem
+):
+    view = schedule_view(_schedule({"trigger": trigger}), at(now), xshg, 2, HK)
+    assert view["next_slots"] == next_slots
+    assert view["problem"] is None if problem is None else problem in view["problem"]
+
+
+def test_a_calendar_that_cannot_be_loaded_is_a_problem_of_the_schedules_that_use_sessions_only():
+    why = "the XHKG calendar took more than 120 s to build"
+    plain = schedule_view(_schedule({"trigger": {"cron": "0 10 * * 6"}}), at("2026-01-05 10:00"), why, 1, HK)
+    assert (plain["next_slots"], plain["problem"]) == (["2026-01-10T10:00:00+08:00"], None)
+    days = schedule_view(
+        _schedule({"trigger": {"cron": "0 10 * * *", "tradingDaysOnly": True}}),
+        at("2026-01-05 10:00"),
+        why,
+        1,
+        HK,
+    )
+    assert (days["next_slots"], days["problem"]) == (None, why)

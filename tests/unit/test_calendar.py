@@ -20,7 +20,7 @@ from runbooks.calendar import (
     library_version,
     load_table,
 )
-from tests.unit.conftest import FIRST, HK, LAST, at
+from tests.unit.conftest import FIRST, HK, LAST, XSHG_KNOWN_UNTIL, at
 
 
 @pytest.mark.parametrize(
@@ -171,10 +171,6 @@ def test_the_venue_calendar_loads_once_and_again_only_outside_its_range(xhkg_tab
     assert loads[1][0] <= datetime.date(2026, 12, 16)
 
 
-# exchange_calendars 4.13.2 records XSHG's holidays up to the end of 2026 (its class's bound_max).
-XSHG_KNOWN_UNTIL = datetime.date(2026, 12, 31)
-
-
 def test_a_venue_whose_holidays_end_gives_a_table_up_to_there_and_says_so_beyond(tmp_path):
     """Asked for a year ahead (as every long-running process does), a venue the library knows less far
     gives what it knows, not an error for all of it; an instant past that is refused in words a person
@@ -189,6 +185,13 @@ def test_a_venue_whose_holidays_end_gives_a_table_up_to_there_and_says_so_beyond
         calendar.state(at("2027-01-04 10:00"))
     unbounded = build_table("XHKG", datetime.date(2026, 11, 1), datetime.date(2027, 12, 1))
     assert (unbounded.last, unbounded.bounded) == (datetime.date(2027, 12, 1), False)
+
+
+def test_the_end_of_a_table_is_the_midnight_after_its_last_venue_day(xhkg, xshg):
+    assert (xhkg.end, xshg.end) == (at("2027-02-01 00:00"), at("2027-01-01 00:00"))
+    assert xshg.covers(xshg.end - datetime.timedelta(microseconds=1)) and not xshg.covers(xshg.end)
+    tokyo = SessionCalendar(build_table("XTKS", datetime.date(2026, 12, 28), datetime.date(2027, 1, 8)))
+    assert tokyo.end == at("2027-01-08 23:00")  # midnight in Tokyo
 
 
 def test_past_the_library_s_knowledge_the_venue_calendar_loads_no_more():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runbooks.calendar import CalendarError, SessionTable, VenueCalendar, build_table
 from runbooks.contract import Reason
 from runbooks.models import RunbookSpec
 from runbooks.policy import Allowed, Reject, RunbookPolicySpec, Wait, evaluate, parse
@@ -148,6 +149,107 @@ def test_the_most_approvals_and_the_shortest_expiry_apply(xhkg):
     assert (backup.approvals, backup.expire_after) == (2, datetime.timedelta(minutes=10))
     closed = evaluate({"p": policy}, _spec("failover", profile="backup"), at("2026-01-05 20:00"), xhkg)
     assert (closed.approvals, closed.expire_after) == (2, datetime.timedelta(hours=1))
+
+
+# -- a calendar that cannot answer ---------------------------------------------------------------
+
+DESK = _policy(
+    {
+        "name": "freeze",
+        "match": {"commands": ["stop"]},
+        "blackouts": [
+            {"start": "2026-12-31T00:00:00+08:00", "end": "2027-01-02T00:00:00+08:00", "reason": "year-end"}
+        ],
+    },
+    {"name": "starts", "match": {"commands": ["start"]}, "approvals": {"required": 1}},
+)
+POLICIES = {**EXAMPLE_POLICIES, "desk": DESK}
+FREEZE_ENDS = at("2027-01-02 00:00")
+
+
+def _unloadable() -> VenueCalendar:
+    """The venue's calendar whose load fails (its child process timed out, ran out of memory...)."""
+
+    def fail(venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
+        raise CalendarError(f"the {venue} calendar took more than 120 s to build")
+
+    return VenueCalendar("XHKG", loader=fail)
+
+
+@pytest.mark.parametrize(
+    ("command", "fields", "instant", "expected"),
+    [
+        ("drill", {"dry_run": True}, "2027-01-05 10:00", Allowed()),
+        ("health_check", {}, "2027-01-05 10:00", Allowed()),  # no rule matches it
+        ("restart", {"mode": "uat"}, "2027-01-05 10:00", Allowed()),
+        ("stop", {}, "2026-12-31 10:00", Wait(FREEZE_ENDS, "")),  # only a blackout concerns it
+        ("stop", {}, "2027-01-05 10:00", Allowed(rules=("desk/freeze",))),
+        ("start", {}, "2027-01-05 10:00", Allowed(1, datetime.timedelta(hours=1), ("desk/starts",))),
+    ],
+)
+def test_runs_that_no_session_rule_concerns_are_decided_without_the_calendar(
+    xshg, command, fields, instant, expected
+):
+    """A load that fails, and XSHG past the end of what the library knows of it (2026-12-31): neither
+    holds a run whose rules do not depend on the session state."""
+    for calendar in (_unloadable(), xshg):
+        decision = evaluate(POLICIES, _spec(command, **fields), at(instant), calendar)
+        if isinstance(expected, Wait):
+            assert (type(decision), decision.until) == (Wait, expected.until)
+        else:
+            assert decision == expected
+
+
+def test_a_wait_for_the_end_of_a_blackout_says_so_without_the_calendar():
+    decision = evaluate(POLICIES, _spec("stop"), at("2026-12-31 10:00"), _unloadable())
+    assert decision.message == (
+        "stop waits until 2027-01-02T00:00:00+08:00: desk/freeze: blackout until 2027-01-02T00:00:00+08:00 "
+        "(year-end)"
+    )
+
+
+@pytest.mark.parametrize("command", ["drill", "failover", "restart"])  # allowedStates, approvals.inStates
+def test_a_run_that_a_session_rule_concerns_is_not_decided_without_the_calendar(xshg, command):
+    with pytest.raises(CalendarError, match="took more than 120 s"):
+        evaluate(POLICIES, _spec(command), at("2026-12-30 10:00"), _unloadable())
+    with pytest.raises(CalendarError, match="beyond the XSHG calendar"):
+        evaluate(POLICIES, _spec(command), at("2027-01-05 10:00"), xshg)
+
+
+HOLIDAY_DRILLS = {
+    "drills": _policy({"name": "on-holidays", "match": {"commands": ["drill"]}, "allowedStates": ["holiday"]})
+}
+
+
+def test_a_wait_past_the_table_held_is_found_in_a_table_that_goes_further():
+    """A controller that loaded its XHKG table on 2025-08-06 holds sessions up to 2026-08-07; the next
+    holiday after 2026-07-02 is National Day: the table is loaded further rather than the run refused, and
+    the answer does not depend on how long the controller has run."""
+    loads = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
+        loads.append(last)
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", loader=loader)
+    assert venue.at(at("2025-08-06 10:00")).table.last == datetime.date(2026, 8, 7)
+    decision = evaluate(HOLIDAY_DRILLS, _spec("drill"), at("2026-07-02 16:23"), venue)
+    assert (type(decision), decision.until) == (Wait, at("2026-10-01 00:00"))
+    assert len(loads) == 2 and loads[1] > datetime.date(2027, 7, 2)
+    fresh = evaluate(HOLIDAY_DRILLS, _spec("drill"), at("2026-07-02 16:23"), VenueCalendar("XHKG"))
+    assert fresh == decision
+
+
+def test_a_wait_past_what_the_library_knows_of_the_venue_holds_the_run_and_never_refuses_it(xshg):
+    """XSHG's next holiday after 2026-12-30 is New Year's Day, past the last day the library knows."""
+    for calendar in (xshg, VenueCalendar("XSHG")):
+        with pytest.raises(CalendarError) as raised:
+            evaluate(HOLIDAY_DRILLS, _spec("drill"), at("2026-12-30 10:00"), calendar)
+        assert str(raised.value) == (
+            "drill may not start now (drills/on-holidays: allowed while holiday; XSHG is open) and no time "
+            "until 2026-12-31 allows it; after that, 2027-01-01T00:00:00+08:00 is beyond the XSHG calendar: "
+            "exchange_calendars 4.13.2 records its holidays only up to 2026-12-31"
+        )
 
 
 def _item(name: str, spec) -> dict:

@@ -26,7 +26,7 @@ from runbooks.schedule import (
     slot_runbook,
     slots_between,
 )
-from tests.unit.conftest import at
+from tests.unit.conftest import HK, at
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "schedules"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -39,7 +39,7 @@ def _example(name: str) -> RunbookScheduleSpec:
 def _slots(trigger: Trigger, after: str, until: str, calendar) -> list[tuple[str, bool]]:
     return [
         (s.at.strftime("%m-%d %H:%M"), s.skipped)
-        for s in slots_between(trigger, at(after), at(until), calendar)
+        for s in slots_between(trigger, at(after), at(until), HK, calendar)
     ]
 
 
@@ -95,9 +95,13 @@ def test_cron_in_another_time_zone_answers_in_the_calendar_zone(xhkg):
 
 def test_session_slots_outside_the_calendar_are_an_error_not_a_gap(xhkg):
     with pytest.raises(CalendarError, match="outside the loaded XHKG calendar"):
-        list(slots_between(Trigger(session="open-30m"), at("2027-01-20 00:00"), at("2027-02-20 00:00"), xhkg))
+        list(
+            slots_between(
+                Trigger(session="open-30m"), at("2027-01-20 00:00"), at("2027-02-20 00:00"), HK, xhkg
+            )
+        )
     plain_cron = Trigger(cron="0 10 * * 6")  # needs no sessions
-    assert len(list(slots_between(plain_cron, at("2030-01-01 00:00"), at("2030-01-08 00:00"), xhkg))) == 1
+    assert len(list(slots_between(plain_cron, at("2030-01-01 00:00"), at("2030-01-08 00:00"), HK, xhkg))) == 1
 
 
 def test_slots_are_after_the_start_and_up_to_the_end(xhkg):
@@ -120,15 +124,15 @@ def _spec(**changes) -> RunbookScheduleSpec:
 
 
 def test_a_slot_runs_once(xhkg):
-    first = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:05:02"), xhkg)
+    first = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:05:02"), HK, xhkg)
     assert (first.run, first.missed, first.skipped) == (at("2026-01-05 10:05"), 0, 0)
     assert (first.last_slot, first.next_slot) == (at("2026-01-05 10:05"), at("2026-01-05 10:10"))
-    again = due(EVERY_5M, first.last_slot, at("2026-01-05 10:05:30"), xhkg)  # the next reconcile
+    again = due(EVERY_5M, first.last_slot, at("2026-01-05 10:05:30"), HK, xhkg)  # the next reconcile
     assert (again.run, again.missed, again.last_slot) == (None, 0, at("2026-01-05 10:05"))
 
 
 def test_nothing_is_due_before_the_first_slot(xhkg):
-    result = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:04:59"), xhkg)
+    result = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:04:59"), HK, xhkg)
     assert (result.run, result.missed, result.skipped, result.last_slot) == (
         None,
         0,
@@ -139,49 +143,51 @@ def test_nothing_is_due_before_the_first_slot(xhkg):
 
 
 def test_a_controller_down_across_two_slots_runs_only_the_latest_in_time(xhkg):
-    back_in_time = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:10:30"), xhkg)
+    back_in_time = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:10:30"), HK, xhkg)
     assert (back_in_time.run, back_in_time.missed) == (at("2026-01-05 10:10"), 1)
-    too_late = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:11:30"), xhkg)  # deadline 60 s
+    too_late = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 10:11:30"), HK, xhkg)  # deadline 60 s
     assert (too_late.run, too_late.missed, too_late.last_slot) == (None, 2, at("2026-01-05 10:10"))
     assert too_late.next_slot == at("2026-01-05 10:15")
 
 
 def test_the_starting_deadline_is_the_schedules(xhkg):
-    result = due(_spec(starting_deadline_seconds=600), at("2026-01-05 10:00"), at("2026-01-05 10:19"), xhkg)
+    result = due(
+        _spec(starting_deadline_seconds=600), at("2026-01-05 10:00"), at("2026-01-05 10:19"), HK, xhkg
+    )
     assert (result.run, result.missed) == (at("2026-01-05 10:15"), 2)
 
 
 def test_a_holiday_slot_is_skipped_not_run(xhkg):
     spec = _spec(trigger=Trigger(cron="0 8 * * *", trading_days_only=True))
-    christmas = due(spec, at("2025-12-24 08:00"), at("2025-12-25 08:00:10"), xhkg)
+    christmas = due(spec, at("2025-12-24 08:00"), at("2025-12-25 08:00:10"), HK, xhkg)
     assert (christmas.run, christmas.skipped, christmas.missed) == (None, 1, 0)
     assert christmas.next_slot == at("2025-12-29 08:00")  # past the holidays and the weekend
 
 
 def test_suspended_slots_are_missed_and_resuming_runs_no_late_burst(xhkg):
-    suspended = due(_spec(suspend=True), at("2026-01-05 10:00"), at("2026-01-05 10:20:05"), xhkg)
+    suspended = due(_spec(suspend=True), at("2026-01-05 10:00"), at("2026-01-05 10:20:05"), HK, xhkg)
     assert (suspended.run, suspended.missed, suspended.last_slot) == (None, 4, at("2026-01-05 10:20"))
-    resumed = due(EVERY_5M, suspended.last_slot, at("2026-01-05 10:21"), xhkg)
+    resumed = due(EVERY_5M, suspended.last_slot, at("2026-01-05 10:21"), HK, xhkg)
     assert (resumed.run, resumed.missed) == (None, 0)
-    assert due(EVERY_5M, resumed.last_slot, at("2026-01-05 10:25:01"), xhkg).run == at("2026-01-05 10:25")
+    assert due(EVERY_5M, resumed.last_slot, at("2026-01-05 10:25:01"), HK, xhkg).run == at("2026-01-05 10:25")
 
 
 @pytest.mark.parametrize(("policy", "runs"), [("Forbid", False), ("Queue", True)])
 def test_concurrency_while_the_previous_run_is_unfinished(xhkg, policy, runs):
     spec = _spec(concurrency_policy=policy)
-    result = due(spec, at("2026-01-05 10:00"), at("2026-01-05 10:05:01"), xhkg, active=True)
+    result = due(spec, at("2026-01-05 10:00"), at("2026-01-05 10:05:01"), HK, xhkg, active=True)
     assert (result.run is not None, result.skipped) == (runs, 0 if runs else 1)
     assert result.last_slot == at("2026-01-05 10:05")  # a skipped slot is handled too
 
 
 def test_a_clock_that_jumps_back_never_reruns_a_slot(xhkg):
-    result = due(EVERY_5M, at("2026-01-05 10:10"), at("2026-01-05 10:01"), xhkg)
+    result = due(EVERY_5M, at("2026-01-05 10:10"), at("2026-01-05 10:01"), HK, xhkg)
     assert (result.run, result.missed, result.skipped) == (None, 0, 0)
     assert (result.last_slot, result.next_slot) == (at("2026-01-05 10:10"), at("2026-01-05 10:15"))
 
 
 def test_a_clock_that_jumps_forward_misses_what_it_skipped_over(xhkg):
-    result = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 13:00:30"), xhkg)
+    result = due(EVERY_5M, at("2026-01-05 10:00"), at("2026-01-05 13:00:30"), HK, xhkg)
     assert (result.run, result.missed) == (at("2026-01-05 13:00"), 35)
 
 
@@ -189,7 +195,7 @@ def test_a_long_outage_is_caught_up_in_bounded_steps(xhkg):
     spec = _spec(trigger=Trigger(every="5s"))
     last, now, steps, missed = at("2026-01-05 00:00"), at("2026-01-06 00:00:01"), 0, 0
     while True:
-        step = due(spec, last, now, xhkg)
+        step = due(spec, last, now, HK, xhkg)
         steps, missed, last = steps + 1, missed + step.missed, step.last_slot
         if step.complete:
             break
@@ -199,12 +205,60 @@ def test_a_long_outage_is_caught_up_in_bounded_steps(xhkg):
 
 def test_every_during_jumps_over_closed_time(xhkg):
     spec = _example("health-check-while-open")
-    result = due(spec, at("2026-01-02 15:55"), at("2026-01-05 09:30:10"), xhkg)  # a weekend later
+    result = due(spec, at("2026-01-02 15:55"), at("2026-01-05 09:30:10"), HK, xhkg)  # a weekend later
     assert (result.run, result.missed, result.next_slot) == (
         at("2026-01-05 09:30"),
         0,
         at("2026-01-05 09:35"),
     )
+
+
+# -- a calendar that ends (XSHG's holidays are known up to 2026-12-31) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trigger", "last_slot", "now", "run", "next_slot"),
+    [
+        # 2026-12-04, a Friday, while XSHG is open: 27 days before the end, under NEXT_HORIZON.
+        ({"every": "5m", "during": ["open"]}, "12-04 09:55", "12-04 10:00:30", "12-04 10:00", "12-04 10:05"),
+        ({"session": "open-30m"}, "12-03 09:00", "12-04 09:00:30", "12-04 09:00", "12-07 09:00"),
+        (
+            {"cron": "0 10 * * *", "tradingDaysOnly": True},
+            "12-03 10:00",
+            "12-04 10:00:30",
+            "12-04 10:00",
+            "12-07 10:00",
+        ),
+        # Its last slots: the next ones are not known.
+        ({"every": "5m", "during": ["open"]}, "12-31 14:50", "12-31 14:55:30", "12-31 14:55", None),
+        ({"session": "close+15m"}, "12-30 15:15", "12-31 15:15:30", "12-31 15:15", None),
+    ],
+)
+def test_a_calendar_that_ends_runs_the_slots_it_can_judge_and_knows_no_next_slot_past_its_end(
+    xshg, trigger, last_slot, now, run, next_slot
+):
+    spec = _spec(trigger=Trigger.model_validate(trigger))
+    result = due(spec, at(f"2026-{last_slot}"), at(f"2026-{now}"), HK, xshg)
+    assert (result.run, result.missed, result.skipped) == (at(f"2026-{run}"), 0, 0)
+    assert result.next_slot == (at(f"2026-{next_slot}") if next_slot else None)
+
+
+@pytest.mark.parametrize("trigger", [{"every": "5m"}, {"cron": "*/5 * * * *"}])
+def test_triggers_without_sessions_need_no_calendar(xshg, trigger):
+    spec = _spec(trigger=Trigger.model_validate(trigger))
+    for calendar in (xshg, None):  # past the end of what the library knows of XSHG, or none at all
+        result = due(spec, at("2027-01-05 09:55"), at("2027-01-05 10:00:30"), HK, calendar)
+        assert (result.run, result.next_slot) == (at("2027-01-05 10:00"), at("2027-01-05 10:05"))
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [{"every": "5m", "during": ["open"]}, {"session": "open"}, {"every": "1h", "tradingDaysOnly": True}],
+)
+def test_past_the_end_of_the_calendar_slots_that_use_sessions_are_not_guessed(xshg, trigger):
+    spec = _spec(trigger=Trigger.model_validate(trigger))
+    with pytest.raises(CalendarError, match="beyond the XSHG calendar"):
+        due(spec, at("2026-12-31 15:00"), at("2027-01-04 10:00:30"), HK, xshg)
 
 
 # -- request ids, models -------------------------------------------------------------------------

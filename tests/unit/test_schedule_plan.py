@@ -10,7 +10,7 @@ import pytest
 from controller.schedules import SlotRun, beyond_history, plan, problem, renamed
 from runbooks.contract import format_time
 from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
-from tests.unit.conftest import at
+from tests.unit.conftest import HK, at
 
 CREATED = at("2026-01-05 10:00:30")  # a Monday, while XHKG is open
 
@@ -29,6 +29,7 @@ def _plan(spec, now: str, status=None, runs=(), calendar=None):
         created=CREATED,
         generation=2,
         now=at(now),
+        zone=HK,
         calendar=calendar,
         runs=runs,
     )
@@ -53,6 +54,15 @@ def test_a_due_slot_gets_its_runbook_and_the_step_is_recorded(xhkg):
     assert [(c.type, c.status, c.reason) for c in status.conditions] == [("Ready", "True", "Scheduled")]
     assert [reason for _, reason, _ in step.events] == ["SlotCreated"]
     assert step.counts == {"created": 1}
+
+
+def test_a_trigger_without_sessions_is_planned_without_the_calendar():
+    without = _plan(_spec(), "2026-01-05 10:05:01")
+    assert without.create["metadata"]["name"] == "hc-20260105020500"
+    assert (without.status.last_slot, without.status.next_slot) == (
+        "2026-01-05T02:05:00.000Z",
+        "2026-01-05T02:10:00.000Z",
+    )
 
 
 def test_looking_again_changes_nothing(xhkg):
