@@ -43,6 +43,7 @@ KILLED = "|".join(
         "ERR_EMPTY_RESPONSE",
         "ERR_CONNECTION_RESET",
         "ERR_INCOMPLETE_CHUNKED",
+        "ERR_CONTENT_LENGTH_MISMATCH",
         "of 503",
     )
 )
