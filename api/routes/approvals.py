@@ -200,7 +200,7 @@ async def _gate_counts(
         run = RunbookSpec.model_validate(spec)
         if any(u.concerns(run) for u in unreadable):
             return True  # the gate cannot decide either: the run waits for it
-        decision = policy.evaluate(policies, run, at, await asyncio.to_thread(calendar.at, at))
+        decision = await asyncio.to_thread(policy.evaluate, policies, run, at, calendar)
     except (ValidationError, CalendarError):
         return True
     return not (isinstance(decision, policy.Allowed) and decision.approvals == 0)
