@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from api import events
-from api.deps import CacheDep, RunbookReader, SettingsDep
+from api.deps import CacheDep, RunbookReader, SettingsDep, reads
 from api.errors import ApiError
 from api.openapi import PROTECTED, responses
 from api.render import event_data, run_detail
@@ -106,7 +106,7 @@ async def stream_events(
         the client asked to resume), and the run asked for as it is at that event (if any)."""
         head, record = cache.follow(request_id)
         opening = [] if reset is None else [_event(log, head, events.RESET, {"reason": reset})]
-        if record is not None:
+        if record is not None and reads(principal, record):
             opening.append(_event(log, head, events.RUNBOOK, run_detail(record, zone)))
         return head, opening
 
@@ -130,7 +130,9 @@ async def stream_events(
                     continue
                 for change in batch:
                     after = change.seq
-                    if request_id is None or change.record.request_id == request_id:
+                    if (request_id is None or change.record.request_id == request_id) and reads(
+                        principal, change.record
+                    ):
                         yield _event(log, change.seq, change.kind, event_data(change, zone))
         finally:
             slot.close()

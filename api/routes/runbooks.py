@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from api import auth, listing
+from api.auth import Principal
 from api.cache import RunbookCache
-from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
+from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep, reads
 from api.errors import Forbidden, NotFound
 from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
@@ -120,15 +121,16 @@ async def get_runbook(
     cache: CacheDep,
     principal: RunbookReader,
 ) -> JSONResponse:
-    return JSONResponse(execute_response(lookup(cache, request_id), settings.zone))
+    return JSONResponse(execute_response(lookup(cache, request_id, principal), settings.zone))
 
 
-def lookup(cache: RunbookCache, request_id: str) -> RunbookRecord:
-    """The run of ``request_id``, or a 404."""
+def lookup(cache: RunbookCache, request_id: str, reader: Principal | None = None) -> RunbookRecord:
+    """The run of ``request_id``, or a 404; also when ``reader`` may not read it (its existence is not
+    told either)."""
     record = cache.find(request_id)
     if record is None:
         byname = cache.get(object_name(request_id))
         record = byname if byname is not None and byname.request_id == request_id else None
-    if record is None:
+    if record is None or (reader is not None and not reads(reader, record)):
         raise NotFound(f"no runbook with request_id {request_id!r}")
     return record

@@ -72,6 +72,11 @@ def finished(event: dict) -> bool:
     return event["event"] == "runbook" and event["data"]["runbook"]["status"] in ("success", "failed")
 
 
+def run_of(event: dict) -> str:
+    data = event["data"]
+    return data["runbook"]["request_id"] if event["event"] == "runbook" else data["request_id"]
+
+
 def lines_of(received: list[dict]) -> list[str]:
     return [line["message"] for e in received if e["event"] == "log" for line in e["data"]["lines"]]
 
@@ -179,6 +184,26 @@ def test_streams_are_limited_per_token_and_follow_the_runbook_permissions(start_
         assert response.status_code == code, token
         close(response)
     close(opened.pop())
+
+
+def test_a_token_without_status_read_follows_its_own_runs_only(server, controller, scripts):
+    """An execute permission lets a token follow its own runs (its 202s); others' runs, their logs and
+    their very existence, are status:read's."""
+    scripts.write("health_check", RECORD + "echo 'INFO: fine'\n")
+    mine = stream(server.url + EVENTS, HEALTH_CHECKER_TOKEN)
+    execute = server.url + "/api/ops/runbooks/execute"
+    assert http("POST", execute, {"command": "health_check", "request_id": "others-1"}, auth())[0] == 200
+    own = http(
+        "POST", execute, {"command": "health_check", "request_id": "own-1"}, auth(HEALTH_CHECKER_TOKEN)
+    )
+    assert own[0] == 200, own
+    seen = until(events(mine), finished)  # others-1 ended before own-1 began: its events came first
+    close(mine)
+    assert {run_of(event) for event in seen} == {"own-1"}
+    read = server.url + "/api/ops/runbooks/"
+    assert http("GET", read + "own-1", headers=auth(HEALTH_CHECKER_TOKEN))[0] == 200
+    assert http("GET", read + "others-1", headers=auth(HEALTH_CHECKER_TOKEN))[0] == 404
+    assert http("GET", read + "others-1", headers=auth(READER_TOKEN))[0] == 200
 
 
 def test_open_streams_end_when_the_api_stops(server):
