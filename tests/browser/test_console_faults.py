@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from devcluster.private import write_private
@@ -222,6 +222,14 @@ def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(pa
     without(console_errors, KILLED)
 
 
+def shown_to_its_end(page: Page, run: Locator, rid: str) -> None:
+    """The run held through a fault is shown to its end, the alert gone, and the form has a new request id:
+    the next press is a new run."""
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0", timeout=60_000)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    expect(page.get_by_label("Request id")).not_to_have_value(rid)
+
+
 def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, files, console_errors):
     """The API dies while execute waits for the run: the form says it cannot be reached; once the run's
     panel has reconnected and shows the run finished, that error goes and the next press is a new id."""
@@ -241,9 +249,7 @@ def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, fi
         (files / f"{rid}.go").touch()
     finally:
         (files / "hold").unlink(missing_ok=True)
-    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0", timeout=60_000)
-    expect(page.get_by_role("alert")).to_be_hidden()
-    expect(page.get_by_label("Request id")).not_to_have_value(rid)
+    shown_to_its_end(page, run, rid)
     api_ready(stack)
     without(console_errors, KILLED)
 
@@ -365,9 +371,7 @@ def test_a_5xx_once_the_run_is_made_keeps_its_panel_until_it_ends(page, stack, f
         (files / f"{rid}.go").touch()
     finally:
         (files / "hold").unlink(missing_ok=True)
-    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0", timeout=60_000)
-    expect(page.get_by_role("alert")).to_be_hidden()
-    expect(page.get_by_label("Request id")).not_to_have_value(rid)
+    shown_to_its_end(page, run, rid)
     without(console_errors, "status of 500")
 
 
