@@ -104,7 +104,7 @@ class Proxy:
                         return
                     flowing.wait()
                     peers[sock].sendall(data)
-        except OSError:  # closed by cut() or by a peer
+        except (OSError, ValueError):  # closed by cut() or by a peer (ValueError: closed while in select)
             return
         finally:
             for sock in peers:
