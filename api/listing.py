@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from api.records import RunbookRecord
 from runbooks.contract import Command, RunState
 
-# A run's place in the list: creation and request time in microseconds since 1970 (0 before), and its name.
+# A run's place in the list (RunbookRecord.list_key, set once per version of the object): creation and
+# request time in microseconds since 1970 (0 before, 17 digits at most), and its name.
 Key = tuple[int, int, str]
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_LATEST = 10**17 - 1  # 17 digits: past the year 5000
 # Every string of this form is a place in the list, whoever wrote it; what the API writes is of this form.
 CURSOR_PATTERN = r"^[0-9]{1,17}-[0-9]{1,17}-[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
@@ -44,12 +43,8 @@ class Filters:
         )
 
 
-def _micros(moment: datetime.datetime) -> int:
-    return min(max((moment - _EPOCH) // datetime.timedelta(microseconds=1), 0), _LATEST)
-
-
 def key(record: RunbookRecord) -> Key:
-    return (_micros(record.created), _micros(record.requested or record.created), record.name)
+    return record.list_key
 
 
 def encode_cursor(cursor: Key) -> str:

@@ -52,6 +52,7 @@ class RunbookRecord:
     seen: int = field(repr=False, default=0)
     created_key: tuple = field(repr=False, default=())
     finished_key: tuple = field(repr=False, default=())
+    list_key: tuple[int, int, str] = field(repr=False, default=(0, 0, ""))
 
     @property
     def command(self) -> str:
@@ -131,3 +132,10 @@ def order(record: RunbookRecord, seen: int) -> None:
     record.seen = seen
     record.created_key = (record.created, record.requested, seen, record.name)
     record.finished_key = (record.finished_at or record.created, record.created_key)
+    record.list_key = (micros(record.created), micros(record.requested or record.created), record.name)
+
+
+def micros(moment: datetime.datetime) -> int:
+    """Microseconds since 1970, in 0..10**17-1 (17 digits: past the year 5000)."""
+    since = moment - _EPOCH
+    return min(max((since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds, 0), 10**17 - 1)
