@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from runbooks.contract import Command
+from runbooks.contract import Command, is_token
 from runbooks.models import Person
 from runbooks.schedule import REQUESTER_PREFIX
 
@@ -45,7 +44,6 @@ PERMISSIONS = frozenset(
 )
 ADMIN = "admin"
 MIN_TOKEN_LENGTH = 16
-VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 class TokensFileError(ValueError):
@@ -117,7 +115,7 @@ class TokenEntry(BaseModel):
 
 
 def visible(secret: str, what: str) -> None:
-    if not VISIBLE_ASCII.fullmatch(secret):
+    if not is_token(secret):
         raise TokensFileError(
             f"{what} has a character outside visible ASCII (! to ~): no client could send it"
         )

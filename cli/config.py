@@ -14,7 +14,6 @@ readable by others, not even for a moment) and refused when its mode lets anyone
 from __future__ import annotations
 
 import dataclasses
-import re
 import stat
 import urllib.parse
 from collections.abc import Mapping
@@ -26,11 +25,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cli.errors import CliError, Exit
+from runbooks.contract import is_token
 from runner.result import write_atomically
 
 URL_ENV, TOKEN_ENV, CONFIG_ENV = "MDOPS_API_URL", "MDOPS_API_TOKEN", "MDOPS_CONFIG"
 REDACTED = "REDACTED"
-VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 class ContextEntry(BaseModel):
@@ -169,11 +168,6 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
             "copy the token again",
         )
     return connection
-
-
-def is_token(token: str) -> bool:
-    """Whether ``token`` can be an API token: visible ASCII only (api/auth.py refuses any other)."""
-    return VISIBLE_ASCII.fullmatch(token) is not None
 
 
 def _server(url: str) -> str:

@@ -30,14 +30,13 @@ from cli.config import (
     ContextEntry,
     config_path,
     is_api_url,
-    is_token,
     resolve,
 )
 from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
-from runbooks.contract import Command, ExitCode, RunState
+from runbooks.contract import Command, ExitCode, RunState, is_token
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -159,6 +159,12 @@ def requester(spec: dict[str, Any]) -> str:
 # milliseconds and a ``Z``: ``2026-11-26T08:00:00.123Z``. The REST API shows them in the exchange's zone.
 
 
+def is_token(text: str) -> bool:
+    """Whether ``text`` can be a bearer token of the REST API: visible ASCII (``!`` to ``~``) only, what an
+    HTTP header carries as it is. The API refuses another at start, the CLI before sending it."""
+    return all("!" <= character <= "~" for character in text) and text != ""
+
+
 def format_time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
