@@ -401,14 +401,18 @@ def due(
 def slot_name(schedule: str, slot: datetime.datetime) -> str:
     """The name of a slot's Runbook: the schedule's name and the slot in UTC, as every replica and every
     restart derives it (a second create of it is AlreadyExists)."""
-    return f"{schedule}-{slot.astimezone(UTC).strftime(SLOT_FORMAT)}"
+    return f"{schedule}-{_stamp(slot)}"
 
 
 def slot_request_id(schedule: str, slot: datetime.datetime) -> str:
     """The request id of a slot's Runbook, so that the ledger refuses a second run of the slot. Its form,
     ``schedule.<name>.<slot in UTC>``, is the schedules' own: the API server (``manifests/identities.yaml``)
     and the REST API refuse it from anyone else, so nobody can take a slot's request id first."""
-    return f"{SLOT_REQUEST_PREFIX}{schedule}.{slot.astimezone(UTC).strftime(SLOT_FORMAT)}"
+    return f"{SLOT_REQUEST_PREFIX}{schedule}.{_stamp(slot)}"
+
+
+def _stamp(slot: datetime.datetime) -> str:
+    return slot.astimezone(UTC).strftime(SLOT_FORMAT)
 
 
 def slot_runbook(schedule: str, spec: RunbookScheduleSpec, slot: datetime.datetime) -> dict[str, Any]:
