@@ -56,10 +56,31 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The sockets that hold free_port()'s ports, for as long as this process lives.
+_HELD: dict[int, socket.socket] = {}
+
+
+def free_port(preferred: int = 0) -> int:
+    """A loopback port (``preferred`` if it is free, else any) that stays this process's to give to a
+    server it starts, for as long as it lives; closed (refused) until that server listens on it.
+
+    A port found free and let go again can be given to any process's outgoing connection in the seconds
+    before the server binds it ("address already in use"). So a socket keeps it: bound without
+    SO_REUSEADDR, so that the kernel gives the port to no other bind or connect; then marked SO_REUSEADDR
+    and never listening, so that a server binding with SO_REUSEADDR (uvicorn, http.server, Go's listeners)
+    shares it."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", preferred))
+    except OSError:
+        sock.close()
+        if not preferred:
+            raise
+        return free_port()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    port = sock.getsockname()[1]
+    _HELD[port] = sock
+    return port
 
 
 class Process:

@@ -12,11 +12,9 @@ exits, the control plane's included, with the same ports, environment, state fol
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import socket
 import sys
 from pathlib import Path
 
@@ -35,14 +33,6 @@ SCRIPTS = REPO / "examples" / "scripts"
 PREFERRED_PORTS = {"api": 8080, "prometheus": 9090, "sim": 9200}
 
 
-def port(preferred: int | None) -> int:
-    if preferred:
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind(("127.0.0.1", preferred))
-            return preferred
-    return free_port()
-
-
 class Stack:
     def __init__(self, workdir: Path, bin_dir: Path | None = None, fixed_ports: bool = True,
                  sim_args: tuple[str, ...] = (), scripts: Path = SCRIPTS,
@@ -54,7 +44,7 @@ class Stack:
         self.workdir = Path(workdir)
         self.logs = self.workdir / "logs"
         self.cluster = ControlPlane(self.workdir / "cluster", bin_dir)
-        self.ports = {name: port(p if fixed_ports else None) for name, p in PREFERRED_PORTS.items()}
+        self.ports = {name: free_port(p if fixed_ports else 0) for name, p in PREFERRED_PORTS.items()}
         self.sim_args = sim_args
         self.scripts = scripts
         self.script_env = script_env or {}
