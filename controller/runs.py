@@ -319,7 +319,7 @@ class Runs:
         """Count the request's approvals; pass, hold or end the run by the tally."""
         status = self.status(entry)
         assert allowed.expire_after is not None
-        deadline = parse_time(status.policy.approvals_expire_at) if status.policy else None
+        deadline = transitions.approvals_deadline(status)
         votes = [vote(item) for item in await self.services.kube.approvals(entry.namespace, entry.request_id)]
         counted = approval.tally(
             votes,

@@ -217,6 +217,15 @@ def approvals_counted(
     return change
 
 
+def approvals_deadline(status: RunbookStatus) -> datetime.datetime | None:
+    """When the run's wait for approvals ends, if its status says it waits for them now (written when that
+    wait began, so that a restarted controller keeps it). A deadline left from an earlier wait is not this
+    wait's: a run that has waited for its window or its lock since begins a new wait, and is not expired
+    the moment it is counted again."""
+    waiting = status.succeeded is not None and status.succeeded.reason == Reason.AWAITING_APPROVAL
+    return parse_time(status.policy.approvals_expire_at) if waiting and status.policy else None
+
+
 def approved_at(status: RunbookStatus) -> datetime.datetime | None:
     """When the run was approved, if its status says it was (the approvals its policies required, counted):
     the latest of those approvals."""

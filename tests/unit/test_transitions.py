@@ -319,3 +319,22 @@ def test_a_run_is_approved_when_its_status_counts_the_approvals_its_policies_req
     assert transitions.approved_at(status(2, bob, carol, own)) == at("2026-01-05 10:03")
     assert transitions.approved_at(status(2, bob, own)) is None  # 1 of 2
     assert transitions.approved_at(status(0)) is None and transitions.approved_at(RunbookStatus()) is None
+
+
+def test_an_approvals_deadline_holds_only_while_the_run_waits_for_approvals():
+    expires = REQUESTED + datetime.timedelta(hours=1)
+    waiting = transitions.approvals_counted(
+        RunbookStatus(), 1, _counted(_vote("bob", 1)), transitions.requirement(RULES, expires)
+    )
+    awaiting = apply(RunbookStatus(), waiting)
+    assert transitions.approvals_deadline(awaiting) == expires  # kept across a restart
+
+    # Then held by a window that closed, or queued for the lock after approvals a stricter policy no
+    # longer finds enough: the old deadline is still written, but the next wait for approvals is a new one.
+    wait = Wait(REQUESTED + datetime.timedelta(hours=6), "failover waits until 16:00")
+    held = apply(awaiting, transitions.held(awaiting, 1, wait))
+    queued = apply(awaiting, transitions.queued(awaiting, 1, "waiting for failover-0 to finish on target t"))
+    for status in (held, queued):
+        assert status.policy is not None and status.policy.approvals_expire_at is not None
+        assert transitions.approvals_deadline(status) is None
+    assert transitions.approvals_deadline(RunbookStatus()) is None
