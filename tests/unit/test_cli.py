@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from cli import render
-from cli.config import REDACTED, resolve
+from cli.config import REDACTED, resolve, shown_url
 from cli.errors import MEANINGS, CliError, Exit, answer_error
 from cli.follow import (
     POLL,
@@ -172,11 +172,11 @@ QUICK_MDOPS = (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def mdops(api: FakeApi, *args: str) -> subprocess.Popen:
+def mdops(api: FakeApi, *args: str, url: str | None = None) -> subprocess.Popen:
     """``mdops ARGS`` as a process of its own (for Ctrl-C, pipes, and what must end), talking to ``api``
-    with --request-timeout 0.2."""
+    (at ``url``, if given) with --request-timeout 0.2."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
-    env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
+    env.update(MDOPS_API_URL=url or api.url, MDOPS_API_TOKEN=SECRET)
     return subprocess.Popen(
         [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", "0.2"],
         cwd=REPO,
@@ -263,6 +263,96 @@ def test_an_unreachable_api_is_one_line_that_never_shows_the_token(invoke):
     assert result.stderr.startswith("mdops: cannot reach the API at http://127.0.0.1:")
     assert "hint: " in result.stderr and result.stderr.count("\n") == 1
     assert SECRET not in result.stdout + result.stderr
+
+
+PASSWORD = "pa55-never-shown"
+
+
+def _with_password(url: str) -> str:
+    """``http://127.0.0.1:8080`` -> ``http://alice:PASSWORD@127.0.0.1:8080``."""
+    return url.replace("://", f"://alice:{PASSWORD}@", 1)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://alice:pa55@127.0.0.1:8080/api", "http://alice:***@127.0.0.1:8080/api"),
+        ("https://alice:p@s:s@api.example/x?y=1#z", "https://alice:***@api.example/x?y=1#z"),  # '@' in it
+        ("http://alice:@api", "http://alice:***@api"),
+        ("alice:pa55@api:8080", "alice:***@api:8080"),  # no scheme: refused, and said with the URL
+        ("http://alice:pa55@[::1", "http://alice:***@[::1"),  # not a URL at all: an unclosed bracket
+        ("http://alice@api:8080", "http://alice@api:8080"),  # a user name without a password
+        ("http://api:8080/a:b@c?d=e:f@g#h:i@j", "http://api:8080/a:b@c?d=e:f@g#h:i@j"),  # '@' after the host
+    ],
+)
+def test_a_url_is_shown_without_its_password(url, shown):
+    assert shown_url(url) == shown
+
+
+@pytest.mark.parametrize("source", ["--url", "MDOPS_API_URL", "context"])
+def test_an_unreachable_api_is_named_without_the_password_of_its_url(invoke, source):
+    """``http://user:password@host`` (a proxy's basic authentication, say), from any source."""
+    url = _with_password(f"http://127.0.0.1:{free_port()}")
+    if source == "--url":
+        result = invoke("status", "--url", url, "--token", SECRET)
+    elif source == "MDOPS_API_URL":
+        result = invoke("status", MDOPS_API_URL=url, MDOPS_API_TOKEN=SECRET)
+    else:
+        assert invoke("config", "set-context", "c", "--url", url, "--token", SECRET).exit_code == 0
+        result = invoke("status", "--context", "c")
+    assert result.exit_code == Exit.UNAVAILABLE, result.output
+    shown = url.replace(PASSWORD, "***")
+    assert result.stderr.startswith(f"mdops: cannot reach the API at {shown}: ")
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_no_message_and_no_listing_shows_the_password_of_an_api_url(invoke, api):
+    url, ftp = _with_password(api.url), _with_password("ftp://api")
+    shown = url.replace(PASSWORD, "***")
+    api.answers["GET /api/ops/status"] = Answer.hold
+    said = {
+        f"no answer from the API at {shown} within 0.2 s": invoke(
+            "status", "--url", url, "--token", SECRET, "--request-timeout", "0.2"
+        ),
+        f"no token for {shown} (MDOPS_API_URL": invoke("status", MDOPS_API_URL=url),
+        "the API URL 'ftp://alice:***@api' (--url and --token) is not an http": invoke(
+            "status", "--url", ftp, "--token", SECRET
+        ),
+        "'ftp://alice:***@api' is not an http:// or https:// URL": invoke(
+            "config", "set-context", "ftp", "--url", ftp, "--token", SECRET
+        ),
+    }
+    assert invoke("config", "set-context", "c", "--url", url, "--token", SECRET).exit_code == 0
+    assert invoke("config", "use-context", "c").exit_code == 0
+    said[f"is for {shown} only"] = invoke("status", "--url", "http://other")  # the context's token is not
+    for words, result in said.items():
+        assert words in result.stderr, result.output
+    listed = invoke("config", "get-contexts")
+    assert listed.stdout.splitlines()[1].split() == ["*", "c", shown]
+    viewed = invoke("config", "view")
+    assert yaml.safe_load(viewed.stdout)["contexts"]["c"] == {"url": shown, "token": REDACTED}
+    for result in (*said.values(), listed, viewed):
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_following_with_v_names_the_api_without_the_password_of_its_url(api):
+    """The stream's reconnects, said with -v, and the error that ends them name the API by its URL."""
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["GET /api/ops/events"] = lambda answer: (
+        answer.stream(RUNNING) if api.asked("GET /api/ops/events") == 1 else None,
+        answer.hold(),
+    )
+    url = _with_password(api.url)
+    code, stderr = ended(mdops(api, "logs", "r-1", "-f", "-v", url=url))
+    assert code == Exit.UNAVAILABLE, stderr
+    shown = url.replace(PASSWORD, "***")
+    assert f"event stream of r-1: no answer from the API at {shown} within 0.2 s" in stderr
+    assert stderr.splitlines()[-1].startswith(
+        f"mdops: lost the event stream of the run r-1: no answer from the API at {shown}"
+    )
+    assert PASSWORD not in stderr
 
 
 @pytest.mark.parametrize(
