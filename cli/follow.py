@@ -27,7 +27,9 @@ log lines and their times), then sends each new line once, in order (``log`` eve
 
 ``POST /execute`` itself waits (a bounded time) for the run's end, so :func:`run` opens the stream first (it
 never misses the start), sends execute in the background and follows the run meanwhile: the logs show while
-the API waits, and ``--no-wait`` returns as soon as the API has the run.
+the API waits, and ``--no-wait`` returns as soon as the API has the run. A run seen to end before execute has
+answered is decided with that answer (:meth:`Execution.check`): the namespace's cap ends a Runbook at once as
+one that could not execute (125), and execute answers 429.
 
 When execute's answer is lost (the API could not be reached, did not answer in time, or answered 502, 503,
 504: :func:`lost`), the run may have been made: mdops asks the API again, with the same backoff as the
@@ -357,11 +359,13 @@ class Execution:
         return persist(ask, self.request_id, self.say)
 
     def check(self, seen: bool) -> None:
-        """Raise when execute made no run (401, 403, 409, 422, 429, ...), or when its answer was lost and
-        asking again gave up (seen or not, the API has not answered for as long as mdops waits for it).
-        When the call failed after the run was made (a 500 for exit code 125) the run is followed on:
-        ``seen``, or the API has it. A 429 made none (the token's rate, or the namespace's cap: what the API
-        has of this request id is an earlier refusal, not this run)."""
+        """Wait for execute's answer; raise when it made no run (401, 403, 409, 422, 429, ...), or when its
+        answer was lost and asking again gave up (seen or not, the API has not answered for as long as mdops
+        waits for it). When the call failed after the run was made (a 500 for exit code 125) the run is
+        followed on: ``seen``, or the API has it. A 429 made none: the token's rate or its cap; or the
+        namespace's cap, whose Runbook the controller ends at once as failed with exit code 125, as a run
+        that could not execute would, and that the API replaces when the request id is asked for again.
+        So a run seen finished before execute answered is decided by this answer, never by its own look."""
         try:
             status, body = self.answer.result()
         except CliError as error:
@@ -377,16 +381,18 @@ class Execution:
 
 
 def _over_stream(stream: EventStream, follower: Follower, execution: Execution | None = None) -> bool:
-    """Follow the run over the stream until it has finished (True) or the stream is gone (False: poll)."""
+    """Follow the run over the stream until it has finished (True) or the stream is gone (False: poll).
+    With ``execution``, a run is finished only once execute has answered too (:meth:`Execution.check`)."""
     held: list[tuple[str, Any]] = []  # an earlier run's events, until execute's answer says it is ours
     waiting = execution is not None and execution.existed
+    answered = execution is None
     while not follower.finished:
         kind, data = stream.next()
         if kind == POLL:
             return False
         if kind == ANSWERED:
             execution.check(seen=follower.run is not None)
-            waiting = False
+            waiting, answered = False, True
             for event in this_runs(held):
                 follower.event(*event)
             held.clear()
@@ -398,6 +404,8 @@ def _over_stream(stream: EventStream, follower: Follower, execution: Execution |
                 if follower.run is not None and stream.api.find(follower.request_id) is None:
                     raise CliError(f"the run {follower.request_id} no longer exists", Exit.NOT_FOUND)
             follower.event(kind, data)
+    if not answered:  # it ended before execute answered: the answer decides (a refusal ends so: see check)
+        execution.check(seen=True)
     return True
 
 
@@ -418,13 +426,20 @@ def _poll(
     execution: Execution | None = None,
 ) -> View | None:
     """Poll the run until it has finished (its final view) or, without a follower (``--no-wait``), until
-    the API has it (None)."""
-    for view in watch(fetch, interval, execution.answer if execution else None):
+    the API has it (None). With ``execution``, a view read before execute answered never decides: not an
+    earlier run's (``existed``), nor a finished one (:meth:`Execution.check`); the next read comes as soon
+    as the answer does."""
+
+    def read() -> tuple[bool, View | None]:
+        answered = execution is not None and execution.answer.done()  # before the read, which is then newer
+        return answered, fetch()
+
+    for answered, view in watch(read, interval, execution.answer if execution else None):
         if execution is not None:
-            if execution.answer.done():
+            if answered:
                 execution.check(seen=view is not None)
                 view = execution.final or view
-            elif execution.existed:
+            elif execution.existed or finished(view):
                 continue
         if view is None:
             continue

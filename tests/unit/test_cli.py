@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -890,6 +891,77 @@ def test_mdops_run_gives_up_on_executes_answer_lost_after_the_run_was_seen(api):
     assert code == Exit.UNAVAILABLE, stderr
     assert f"gave up after {RECONNECTS} attempts: the run r-1 may exist and go on" in stderr
     assert stderr.count("\n") == 1
+
+
+# A run the namespace's cap refused (MDOPS_MAX_UNFINISHED_PER_NAMESPACE): the controller ends its Runbook at
+# once, failed as one that could not execute (125), and execute answers 429, its request id left unused.
+# A run whose script could not execute ends alike, and execute answers 500.
+ENDED_AT_ONCE = {
+    **RUN,
+    "name": "r-1",
+    "status": "failed",
+    "exit_code": 125,
+    "finished_at": "2026-11-26T16:00:01.000+08:00",
+    "logs": [],
+}
+EXECUTE_ANSWERS = {
+    429: "request 'r-1': not run: 2 Runbooks in this namespace are unfinished, at the cap of 2",
+    500: "script execution error (exit code 125) for request 'r-1', command 'restart': script not found",
+}
+
+
+def _answer_execute_once_the_run_was_read_again(api: FakeApi, status: int) -> None:
+    """Execute answers ``status`` once mdops has read the run again after its first look (which it does
+    only when it has decided without execute's answer), or when it has not 2 s on (it waits for the answer,
+    as it must); its first look finds none."""
+    read = "GET /api/ops/runbooks/r-1"
+    api.answers[read] = lambda answer: (
+        answer.json(404, {"detail": "no runbook with request_id 'r-1'"})
+        if api.asked(read) == 1
+        else answer.json(200, {"runbook": ENDED_AT_ONCE, "health": None})
+    )
+
+    def execute(answer: Answer) -> None:
+        deadline = time.monotonic() + 2
+        while api.asked(read) < 3 and time.monotonic() < deadline and not api.closing.wait(0.01):
+            pass
+        answer.json(status, {"detail": EXECUTE_ANSWERS[status]})
+
+    api.answers["POST /api/ops/runbooks/execute"] = execute
+
+
+@pytest.mark.parametrize(
+    ("how", "args"),
+    [("stream", ()), ("stream", ("--follow",)), ("polled", ()), ("no-wait", ("--no-wait",))],
+    ids=["stream", "stream-follow", "polled", "no-wait"],
+)
+@pytest.mark.parametrize(("status", "code"), [(429, Exit.UNAVAILABLE), (500, 125)], ids=["refused", "125"])
+def test_a_run_that_ends_before_executes_answer_exits_as_the_answer_says(
+    invoke, api, how, args, status, code
+):
+    """The end of the run shows (on the stream, or polled where the stream cannot be had or with --no-wait)
+    before execute's answer: the answer decides. A 429 made no run, try again later (69), not the run's 125;
+    a 500 is a run that could not execute (125; --no-wait: the API has it, 0)."""
+    _answer_execute_once_the_run_was_read_again(api, status)
+
+    def events(answer: Answer) -> None:
+        if how == "polled":  # the token's streams are all open
+            answer.json(429, {"detail": "token 'admin' holds 8 event streams"})
+            return
+        answer.stream()  # no run yet
+        while not api.asked("POST /api/ops/runbooks/execute") and not api.closing.wait(0.01):
+            pass
+        answer.stream(("runbook", {"runbook": ENDED_AT_ONCE, "lines": []}))
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    result = invoke("run", "restart", "--request-id", "r-1", *args, "--url", api.url, "--token", SECRET)
+    assert result.exit_code == (0 if how == "no-wait" and status == 500 else code), result.output
+    if status == 429:
+        assert result.stderr == (
+            f"mdops: too many requests (429): {EXECUTE_ANSWERS[429]}; hint: try again later\n"
+        )
+    assert api.asked("POST /api/ops/runbooks/execute") == 1
 
 
 @pytest.mark.parametrize(
