@@ -34,7 +34,8 @@ one that could not execute (125), and execute answers 429.
 When execute's answer is lost (the API could not be reached, did not answer in time, or answered 502, 503,
 504: :func:`lost`), the run may have been made: mdops asks the API again, with the same backoff as the
 stream, whether it has the run of this request id, and sends execute again with the same request id
-(the API's execute is idempotent by request id: the same body is the same run, never a second one) until
+(the API's execute is idempotent by request id: the same body is the same run, never a second one; a run
+found finished is asked for with execute too, whose answer says whether it ran or was refused) until
 the API answers; the polls of the run wait for the API in the same way (:func:`persist`). Only then does
 mdops decide; when it gives up, its error names the request id, whose run may exist.
 """
@@ -324,9 +325,11 @@ class Execution:
     409).
 
     When the answer is lost (:func:`lost`) it is asked for again until the API answers (:func:`persist`):
-    first whether the API has the run (a new request id's run, there now, is ours: made before the answer
-    was lost), else execute again with the same body (the same request id: the run made before, if it was,
-    or now)."""
+    first whether the API has the run (a new request id's run, there now and unfinished, is ours: made
+    before the answer was lost), else execute again with the same body (the same request id: the run made
+    before, if it was, or now). A run found finished is asked for with execute again too, which answers at
+    once: its result; or the refusal that ended it, a 429 for the namespace's cap, whose Runbook (failed, as
+    one that could not execute) the API replaces with a new one when there is room."""
 
     def __init__(
         self,
@@ -351,8 +354,10 @@ class Execution:
 
         def ask() -> tuple[int | None, dict[str, Any] | None]:
             nonlocal sent
-            if sent and not self.existed and self.api.find(self.request_id) is not None:
-                return None, None
+            if sent and not self.existed:
+                found = self.api.find(self.request_id)
+                if found is not None and not finished(found):
+                    return None, None
             sent = True
             return self.api.execute(self.body)
 
@@ -496,7 +501,11 @@ def run(
         with requested(request_id):
             execution = Execution(api, body, existed, say, lambda: stream.inbox.put((ANSWERED, None)))
             if streaming and _over_stream(stream, follower, execution):
-                return execution.final or persist(lambda: api.runbook(request_id), request_id, say)
+                view = execution.final or persist(lambda: api.runbook(request_id), request_id, say)
+                if finished(view):
+                    return view
+                # The API reads it unfinished: the end seen was a refusal that execute, asked again after
+                # a lost answer, replaced with this run (or the read came from a replica behind).
             return _poll(execution.find, follower, POLL_SECONDS, execution)
 
 

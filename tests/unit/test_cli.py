@@ -964,6 +964,56 @@ def test_a_run_that_ends_before_executes_answer_exits_as_the_answer_says(
     assert api.asked("POST /api/ops/runbooks/execute") == 1
 
 
+@pytest.mark.parametrize("how", ["stream", "polled"])
+@pytest.mark.parametrize(
+    ("again", "code"), [("refused", Exit.UNAVAILABLE), ("runs-on", 0)], ids=["refused-again", "runs-on"]
+)
+def test_a_lost_answer_and_a_run_found_finished_ask_execute_again(invoke, api, how, again, code):
+    """Execute's answer is lost (503) after the API made the Runbook, which the namespace's cap ended at
+    once (failed, 125). Asked again, mdops finds a finished run: not taken for its own on its look, it sends
+    execute again, whose answer says what it is: 429 while the cap is full (69, not 125); or, the cap having
+    room now, the API replaces the refusal with a run that goes on past execute's wait (202), followed to
+    its end (0, not 70 for a run read without an exit code)."""
+    read, execute = "GET /api/ops/runbooks/r-1", "POST /api/ops/runbooks/execute"
+    new_run = {**RUN, "name": "r-1"}
+    done = {**new_run, "status": "success", "exit_code": 0, "finished_at": "2026-11-26T16:00:09.000+08:00"}
+
+    replaced: list[Answer] = []  # the reads of the run that replaced the refusal
+
+    def reads(answer: Answer) -> None:
+        if api.asked(read) == 1:
+            answer.json(404, {"detail": "no runbook with request_id 'r-1'"})
+        elif api.asked(execute) < 2 or again == "refused":
+            answer.json(200, {"runbook": ENDED_AT_ONCE, "health": None})
+        else:  # running at its first read, then done
+            replaced.append(answer)
+            answer.json(200, {"runbook": new_run if len(replaced) == 1 else done, "health": None})
+
+    api.answers[read] = reads
+    api.answers[execute] = lambda answer: (
+        answer.json(503, {"detail": "not synced"})
+        if api.asked(execute) == 1
+        else answer.json(429, {"detail": EXECUTE_ANSWERS[429]})
+        if again == "refused"
+        else answer.json(202, {"runbook": new_run, "health": None})
+    )
+
+    def events(answer: Answer) -> None:
+        if how == "polled":
+            answer.json(429, {"detail": "token 'admin' holds 8 event streams"})
+            return
+        answer.stream()
+        while not api.asked(execute) and not api.closing.wait(0.01):
+            pass
+        answer.stream(("runbook", {"runbook": ENDED_AT_ONCE, "lines": []}))
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == code, result.output
+    assert api.asked(execute) == 2
+
+
 @pytest.mark.parametrize(
     ("held", "said"),
     [
