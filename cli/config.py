@@ -7,13 +7,15 @@ on Linux) holds named contexts, like a kubeconfig::
     contexts:
       local: {url: "http://127.0.0.1:8080", token: "..."}
 
-It holds tokens: it is written 0600 (a new file made 0600 and renamed over the old one, so it is never
+It holds tokens (and perhaps passwords in URLs: mdops shows a URL with its password as ``***``,
+:func:`shown_url`): it is written 0600 (a new file made 0600 and renamed over the old one, so it is never
 readable by others, not even for a moment) and refused when its mode lets anyone else read or write it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import stat
 import urllib.parse
 from collections.abc import Mapping
@@ -30,6 +32,7 @@ from runner.result import write_atomically
 
 URL_ENV, TOKEN_ENV, CONFIG_ENV = "MDOPS_API_URL", "MDOPS_API_TOKEN", "MDOPS_CONFIG"
 REDACTED = "REDACTED"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class ContextEntry(BaseModel):
@@ -90,10 +93,12 @@ class Config:
         write_atomically(str(self.path), text, mode=0o600)
 
     def dump(self, redact: bool = False) -> dict:
+        """The file's content; ``redact``: as shown, without tokens and the passwords of URLs."""
         data = self.file.model_dump(by_alias=True, exclude_none=True)
         if redact:
             for entry in data["contexts"].values():
                 entry["token"] = REDACTED if entry["token"] else ""
+                entry["url"] = shown_url(entry["url"])
         return data
 
     def context(self, name: str) -> Connection:
@@ -136,7 +141,7 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
                 "`. .mdops/stack.env` for the local stack, or `mdops config set-context` and `use-context`",
             )
         if found is not None and url is not None and token is None and _server(url) != _server(found.url):
-            away = f"; the token of {found.source} is for {found.url} only"
+            away = f"; the token of {found.source} is for {shown_url(found.url)} only"
             found = None
     if found is None:
         given = "--token" if token is not None else TOKEN_ENV
@@ -154,7 +159,8 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
         )
     if not is_api_url(connection.url):
         raise CliError(
-            f"the API URL {connection.url!r} ({connection.source}) is not an http:// or https:// URL",
+            f"the API URL {shown_url(connection.url)!r} ({connection.source}) is not an http:// or "
+            "https:// URL",
             Exit.CONFIG,
         )
     connection = dataclasses.replace(connection, token=connection.token.strip())
@@ -179,6 +185,20 @@ def _server(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+def shown_url(url: str) -> str:
+    """``url`` as mdops shows it, in messages and listings: a password in it replaced by ``***``
+    (``http://user:***@host:8080``). It reads the text as it is, a URL or not (one refused as no URL is
+    named in the error): the password is what comes between the first ``:`` and the last ``@`` of what
+    follows the scheme up to the first ``/``, ``?`` or ``#``, whatever the HTTP client would make of it."""
+    scheme = match.group() if (match := _SCHEME.match(url)) else ""
+    rest = url[len(scheme) :]
+    end = min((place for place in map(rest.find, "/?#") if place >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+
+
 def is_api_url(url: str) -> bool:
     """Whether mdops can talk to ``url``: http:// or https://, with a host."""
     try:
@@ -190,7 +210,7 @@ def is_api_url(url: str) -> bool:
 
 def _no_token(url: str, source: str) -> CliError:
     return CliError(
-        f"no token for {url} ({source})",
+        f"no token for {shown_url(url)} ({source})",
         Exit.CONFIG,
         f"give --token, set {TOKEN_ENV} or add a token to the context",
     )

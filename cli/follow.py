@@ -27,12 +27,15 @@ log lines and their times), then sends each new line once, in order (``log`` eve
 
 ``POST /execute`` itself waits (a bounded time) for the run's end, so :func:`run` opens the stream first (it
 never misses the start), sends execute in the background and follows the run meanwhile: the logs show while
-the API waits, and ``--no-wait`` returns as soon as the API has the run.
+the API waits, and ``--no-wait`` returns as soon as the API has the run. A run seen to end before execute has
+answered is decided with that answer (:meth:`Execution.check`): the namespace's cap ends a Runbook at once as
+one that could not execute (125), and execute answers 429.
 
 When execute's answer is lost (the API could not be reached, did not answer in time, or answered 502, 503,
 504: :func:`lost`), the run may have been made: mdops asks the API again, with the same backoff as the
 stream, whether it has the run of this request id, and sends execute again with the same request id
-(the API's execute is idempotent by request id: the same body is the same run, never a second one) until
+(the API's execute is idempotent by request id: the same body is the same run, never a second one; a run
+found finished is asked for with execute too, whose answer says whether it ran or was refused) until
 the API answers; the polls of the run wait for the API in the same way (:func:`persist`). Only then does
 mdops decide; when it gives up, its error names the request id, whose run may exist.
 """
@@ -322,9 +325,11 @@ class Execution:
     409).
 
     When the answer is lost (:func:`lost`) it is asked for again until the API answers (:func:`persist`):
-    first whether the API has the run (a new request id's run, there now, is ours: made before the answer
-    was lost), else execute again with the same body (the same request id: the run made before, if it was,
-    or now)."""
+    first whether the API has the run (a new request id's run, there now and unfinished, is ours: made
+    before the answer was lost), else execute again with the same body (the same request id: the run made
+    before, if it was, or now). A run found finished is asked for with execute again too, which answers at
+    once: its result; or the refusal that ended it, a 429 for the namespace's cap, whose Runbook (failed, as
+    one that could not execute) the API replaces with a new one when there is room."""
 
     def __init__(
         self,
@@ -349,19 +354,23 @@ class Execution:
 
         def ask() -> tuple[int | None, dict[str, Any] | None]:
             nonlocal sent
-            if sent and not self.existed and self.api.find(self.request_id) is not None:
-                return None, None
+            if sent and not self.existed:
+                found = self.api.find(self.request_id)
+                if found is not None and not finished(found):
+                    return None, None
             sent = True
             return self.api.execute(self.body)
 
         return persist(ask, self.request_id, self.say)
 
     def check(self, seen: bool) -> None:
-        """Raise when execute made no run (401, 403, 409, 422, 429, ...), or when its answer was lost and
-        asking again gave up (seen or not, the API has not answered for as long as mdops waits for it).
-        When the call failed after the run was made (a 500 for exit code 125) the run is followed on:
-        ``seen``, or the API has it. A 429 made none (the token's rate, or the namespace's cap: what the API
-        has of this request id is an earlier refusal, not this run)."""
+        """Wait for execute's answer; raise when it made no run (401, 403, 409, 422, 429, ...), or when its
+        answer was lost and asking again gave up (seen or not, the API has not answered for as long as mdops
+        waits for it). When the call failed after the run was made (a 500 for exit code 125) the run is
+        followed on: ``seen``, or the API has it. A 429 made none: the token's rate or its cap; or the
+        namespace's cap, whose Runbook the controller ends at once as failed with exit code 125, as a run
+        that could not execute would, and that the API replaces when the request id is asked for again.
+        So a run seen finished before execute answered is decided by this answer, never by its own look."""
         try:
             status, body = self.answer.result()
         except CliError as error:
@@ -377,16 +386,18 @@ class Execution:
 
 
 def _over_stream(stream: EventStream, follower: Follower, execution: Execution | None = None) -> bool:
-    """Follow the run over the stream until it has finished (True) or the stream is gone (False: poll)."""
+    """Follow the run over the stream until it has finished (True) or the stream is gone (False: poll).
+    With ``execution``, a run is finished only once execute has answered too (:meth:`Execution.check`)."""
     held: list[tuple[str, Any]] = []  # an earlier run's events, until execute's answer says it is ours
     waiting = execution is not None and execution.existed
+    answered = execution is None
     while not follower.finished:
         kind, data = stream.next()
         if kind == POLL:
             return False
         if kind == ANSWERED:
             execution.check(seen=follower.run is not None)
-            waiting = False
+            waiting, answered = False, True
             for event in this_runs(held):
                 follower.event(*event)
             held.clear()
@@ -398,6 +409,8 @@ def _over_stream(stream: EventStream, follower: Follower, execution: Execution |
                 if follower.run is not None and stream.api.find(follower.request_id) is None:
                     raise CliError(f"the run {follower.request_id} no longer exists", Exit.NOT_FOUND)
             follower.event(kind, data)
+    if not answered:  # it ended before execute answered: the answer decides (a refusal ends so: see check)
+        execution.check(seen=True)
     return True
 
 
@@ -418,13 +431,20 @@ def _poll(
     execution: Execution | None = None,
 ) -> View | None:
     """Poll the run until it has finished (its final view) or, without a follower (``--no-wait``), until
-    the API has it (None)."""
-    for view in watch(fetch, interval, execution.answer if execution else None):
+    the API has it (None). With ``execution``, a view read before execute answered never decides: not an
+    earlier run's (``existed``), nor a finished one (:meth:`Execution.check`); the next read comes as soon
+    as the answer does."""
+
+    def read() -> tuple[bool, View | None]:
+        answered = execution is not None and execution.answer.done()  # before the read, which is then newer
+        return answered, fetch()
+
+    for answered, view in watch(read, interval, execution.answer if execution else None):
         if execution is not None:
-            if execution.answer.done():
+            if answered:
                 execution.check(seen=view is not None)
                 view = execution.final or view
-            elif execution.existed:
+            elif execution.existed or finished(view):
                 continue
         if view is None:
             continue
@@ -481,7 +501,11 @@ def run(
         with requested(request_id):
             execution = Execution(api, body, existed, say, lambda: stream.inbox.put((ANSWERED, None)))
             if streaming and _over_stream(stream, follower, execution):
-                return execution.final or persist(lambda: api.runbook(request_id), request_id, say)
+                view = execution.final or persist(lambda: api.runbook(request_id), request_id, say)
+                if finished(view):
+                    return view
+                # The API reads it unfinished: the end seen was a refusal that execute, asked again after
+                # a lost answer, replaced with this run (or the read came from a replica behind).
             return _poll(execution.find, follower, POLL_SECONDS, execution)
 
 

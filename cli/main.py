@@ -31,6 +31,7 @@ from cli.config import (
     config_path,
     is_api_url,
     resolve,
+    shown_url,
 )
 from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
@@ -561,7 +562,7 @@ def _config() -> Config:
 
 def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not is_api_url(value):
-        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
+        raise click.BadParameter(f"{shown_url(value)!r} is not an http:// or https:// URL")
     return value
 
 
@@ -625,7 +626,7 @@ def get_contexts() -> None:
     for column in ("CURRENT", "NAME", "URL"):
         table.add_column(column)
     for name, entry in sorted(settings.file.contexts.items()):
-        table.add_row("*" if name == settings.file.current_context else "", name, entry.url)
+        table.add_row("*" if name == settings.file.current_context else "", name, shown_url(entry.url))
     Output("table").print(table)
 
 
@@ -644,7 +645,7 @@ def delete_context(name: str) -> None:
 
 @config.command("view")
 def view() -> None:
-    """Print the config file, tokens redacted."""
+    """Print the config file, tokens and the passwords of URLs redacted."""
     click.echo(yaml.safe_dump(_config().dump(redact=True), sort_keys=False), nl=False)
 
 

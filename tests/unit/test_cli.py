@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +29,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from cli import render
-from cli.config import REDACTED, resolve
+from cli.config import REDACTED, resolve, shown_url
 from cli.errors import MEANINGS, CliError, Exit, answer_error
 from cli.follow import (
     POLL,
@@ -172,11 +173,11 @@ QUICK_MDOPS = (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def mdops(api: FakeApi, *args: str) -> subprocess.Popen:
+def mdops(api: FakeApi, *args: str, url: str | None = None) -> subprocess.Popen:
     """``mdops ARGS`` as a process of its own (for Ctrl-C, pipes, and what must end), talking to ``api``
-    with --request-timeout 0.2."""
+    (at ``url``, if given) with --request-timeout 0.2."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
-    env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
+    env.update(MDOPS_API_URL=url or api.url, MDOPS_API_TOKEN=SECRET)
     return subprocess.Popen(
         [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", "0.2"],
         cwd=REPO,
@@ -263,6 +264,96 @@ def test_an_unreachable_api_is_one_line_that_never_shows_the_token(invoke):
     assert result.stderr.startswith("mdops: cannot reach the API at http://127.0.0.1:")
     assert "hint: " in result.stderr and result.stderr.count("\n") == 1
     assert SECRET not in result.stdout + result.stderr
+
+
+PASSWORD = "pa55-never-shown"
+
+
+def _with_password(url: str) -> str:
+    """``http://127.0.0.1:8080`` -> ``http://alice:PASSWORD@127.0.0.1:8080``."""
+    return url.replace("://", f"://alice:{PASSWORD}@", 1)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://alice:pa55@127.0.0.1:8080/api", "http://alice:***@127.0.0.1:8080/api"),
+        ("https://alice:p@s:s@api.example/x?y=1#z", "https://alice:***@api.example/x?y=1#z"),  # '@' in it
+        ("http://alice:@api", "http://alice:***@api"),
+        ("alice:pa55@api:8080", "alice:***@api:8080"),  # no scheme: refused, and said with the URL
+        ("http://alice:pa55@[::1", "http://alice:***@[::1"),  # not a URL at all: an unclosed bracket
+        ("http://alice@api:8080", "http://alice@api:8080"),  # a user name without a password
+        ("http://api:8080/a:b@c?d=e:f@g#h:i@j", "http://api:8080/a:b@c?d=e:f@g#h:i@j"),  # '@' after the host
+    ],
+)
+def test_a_url_is_shown_without_its_password(url, shown):
+    assert shown_url(url) == shown
+
+
+@pytest.mark.parametrize("source", ["--url", "MDOPS_API_URL", "context"])
+def test_an_unreachable_api_is_named_without_the_password_of_its_url(invoke, source):
+    """``http://user:password@host`` (a proxy's basic authentication, say), from any source."""
+    url = _with_password(f"http://127.0.0.1:{free_port()}")
+    if source == "--url":
+        result = invoke("status", "--url", url, "--token", SECRET)
+    elif source == "MDOPS_API_URL":
+        result = invoke("status", MDOPS_API_URL=url, MDOPS_API_TOKEN=SECRET)
+    else:
+        assert invoke("config", "set-context", "c", "--url", url, "--token", SECRET).exit_code == 0
+        result = invoke("status", "--context", "c")
+    assert result.exit_code == Exit.UNAVAILABLE, result.output
+    shown = url.replace(PASSWORD, "***")
+    assert result.stderr.startswith(f"mdops: cannot reach the API at {shown}: ")
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_no_message_and_no_listing_shows_the_password_of_an_api_url(invoke, api):
+    url, ftp = _with_password(api.url), _with_password("ftp://api")
+    shown = url.replace(PASSWORD, "***")
+    api.answers["GET /api/ops/status"] = Answer.hold
+    said = {
+        f"no answer from the API at {shown} within 0.2 s": invoke(
+            "status", "--url", url, "--token", SECRET, "--request-timeout", "0.2"
+        ),
+        f"no token for {shown} (MDOPS_API_URL": invoke("status", MDOPS_API_URL=url),
+        "the API URL 'ftp://alice:***@api' (--url and --token) is not an http": invoke(
+            "status", "--url", ftp, "--token", SECRET
+        ),
+        "'ftp://alice:***@api' is not an http:// or https:// URL": invoke(
+            "config", "set-context", "ftp", "--url", ftp, "--token", SECRET
+        ),
+    }
+    assert invoke("config", "set-context", "c", "--url", url, "--token", SECRET).exit_code == 0
+    assert invoke("config", "use-context", "c").exit_code == 0
+    said[f"is for {shown} only"] = invoke("status", "--url", "http://other")  # the context's token is not
+    for words, result in said.items():
+        assert words in result.stderr, result.output
+    listed = invoke("config", "get-contexts")
+    assert listed.stdout.splitlines()[1].split() == ["*", "c", shown]
+    viewed = invoke("config", "view")
+    assert yaml.safe_load(viewed.stdout)["contexts"]["c"] == {"url": shown, "token": REDACTED}
+    for result in (*said.values(), listed, viewed):
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_following_with_v_names_the_api_without_the_password_of_its_url(api):
+    """The stream's reconnects, said with -v, and the error that ends them name the API by its URL."""
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["GET /api/ops/events"] = lambda answer: (
+        answer.stream(RUNNING) if api.asked("GET /api/ops/events") == 1 else None,
+        answer.hold(),
+    )
+    url = _with_password(api.url)
+    code, stderr = ended(mdops(api, "logs", "r-1", "-f", "-v", url=url))
+    assert code == Exit.UNAVAILABLE, stderr
+    shown = url.replace(PASSWORD, "***")
+    assert f"event stream of r-1: no answer from the API at {shown} within 0.2 s" in stderr
+    assert stderr.splitlines()[-1].startswith(
+        f"mdops: lost the event stream of the run r-1: no answer from the API at {shown}"
+    )
+    assert PASSWORD not in stderr
 
 
 @pytest.mark.parametrize(
@@ -800,6 +891,127 @@ def test_mdops_run_gives_up_on_executes_answer_lost_after_the_run_was_seen(api):
     assert code == Exit.UNAVAILABLE, stderr
     assert f"gave up after {RECONNECTS} attempts: the run r-1 may exist and go on" in stderr
     assert stderr.count("\n") == 1
+
+
+# A run the namespace's cap refused (MDOPS_MAX_UNFINISHED_PER_NAMESPACE): the controller ends its Runbook at
+# once, failed as one that could not execute (125), and execute answers 429, its request id left unused.
+# A run whose script could not execute ends alike, and execute answers 500.
+ENDED_AT_ONCE = {
+    **RUN,
+    "name": "r-1",
+    "status": "failed",
+    "exit_code": 125,
+    "finished_at": "2026-11-26T16:00:01.000+08:00",
+    "logs": [],
+}
+EXECUTE_ANSWERS = {
+    429: "request 'r-1': not run: 2 Runbooks in this namespace are unfinished, at the cap of 2",
+    500: "script execution error (exit code 125) for request 'r-1', command 'restart': script not found",
+}
+
+
+def _answer_execute_once_the_run_was_read_again(api: FakeApi, status: int) -> None:
+    """Execute answers ``status`` once mdops has read the run again after its first look (which it does
+    only when it has decided without execute's answer), or when it has not 2 s on (it waits for the answer,
+    as it must); its first look finds none."""
+    read = "GET /api/ops/runbooks/r-1"
+    api.answers[read] = lambda answer: (
+        answer.json(404, {"detail": "no runbook with request_id 'r-1'"})
+        if api.asked(read) == 1
+        else answer.json(200, {"runbook": ENDED_AT_ONCE, "health": None})
+    )
+
+    def execute(answer: Answer) -> None:
+        deadline = time.monotonic() + 2
+        while api.asked(read) < 3 and time.monotonic() < deadline and not api.closing.wait(0.01):
+            pass
+        answer.json(status, {"detail": EXECUTE_ANSWERS[status]})
+
+    api.answers["POST /api/ops/runbooks/execute"] = execute
+
+
+@pytest.mark.parametrize(
+    ("how", "args"),
+    [("stream", ()), ("stream", ("--follow",)), ("polled", ()), ("no-wait", ("--no-wait",))],
+    ids=["stream", "stream-follow", "polled", "no-wait"],
+)
+@pytest.mark.parametrize(("status", "code"), [(429, Exit.UNAVAILABLE), (500, 125)], ids=["refused", "125"])
+def test_a_run_that_ends_before_executes_answer_exits_as_the_answer_says(
+    invoke, api, how, args, status, code
+):
+    """The end of the run shows (on the stream, or polled where the stream cannot be had or with --no-wait)
+    before execute's answer: the answer decides. A 429 made no run, try again later (69), not the run's 125;
+    a 500 is a run that could not execute (125; --no-wait: the API has it, 0)."""
+    _answer_execute_once_the_run_was_read_again(api, status)
+
+    def events(answer: Answer) -> None:
+        if how == "polled":  # the token's streams are all open
+            answer.json(429, {"detail": "token 'admin' holds 8 event streams"})
+            return
+        answer.stream()  # no run yet
+        while not api.asked("POST /api/ops/runbooks/execute") and not api.closing.wait(0.01):
+            pass
+        answer.stream(("runbook", {"runbook": ENDED_AT_ONCE, "lines": []}))
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    result = invoke("run", "restart", "--request-id", "r-1", *args, "--url", api.url, "--token", SECRET)
+    assert result.exit_code == (0 if how == "no-wait" and status == 500 else code), result.output
+    if status == 429:
+        assert result.stderr == (
+            f"mdops: too many requests (429): {EXECUTE_ANSWERS[429]}; hint: try again later\n"
+        )
+    assert api.asked("POST /api/ops/runbooks/execute") == 1
+
+
+@pytest.mark.parametrize("how", ["stream", "polled"])
+@pytest.mark.parametrize(
+    ("again", "code"), [("refused", Exit.UNAVAILABLE), ("runs-on", 0)], ids=["refused-again", "runs-on"]
+)
+def test_a_lost_answer_and_a_run_found_finished_ask_execute_again(invoke, api, how, again, code):
+    """Execute's answer is lost (503) after the API made the Runbook, which the namespace's cap ended at
+    once (failed, 125). Asked again, mdops finds a finished run: not taken for its own on its look, it sends
+    execute again, whose answer says what it is: 429 while the cap is full (69, not 125); or, the cap having
+    room now, the API replaces the refusal with a run that goes on past execute's wait (202), followed to
+    its end (0, not 70 for a run read without an exit code)."""
+    read, execute = "GET /api/ops/runbooks/r-1", "POST /api/ops/runbooks/execute"
+    new_run = {**RUN, "name": "r-1"}
+    done = {**new_run, "status": "success", "exit_code": 0, "finished_at": "2026-11-26T16:00:09.000+08:00"}
+
+    replaced: list[Answer] = []  # the reads of the run that replaced the refusal
+
+    def reads(answer: Answer) -> None:
+        if api.asked(read) == 1:
+            answer.json(404, {"detail": "no runbook with request_id 'r-1'"})
+        elif api.asked(execute) < 2 or again == "refused":
+            answer.json(200, {"runbook": ENDED_AT_ONCE, "health": None})
+        else:  # running at its first read, then done
+            replaced.append(answer)
+            answer.json(200, {"runbook": new_run if len(replaced) == 1 else done, "health": None})
+
+    api.answers[read] = reads
+    api.answers[execute] = lambda answer: (
+        answer.json(503, {"detail": "not synced"})
+        if api.asked(execute) == 1
+        else answer.json(429, {"detail": EXECUTE_ANSWERS[429]})
+        if again == "refused"
+        else answer.json(202, {"runbook": new_run, "health": None})
+    )
+
+    def events(answer: Answer) -> None:
+        if how == "polled":
+            answer.json(429, {"detail": "token 'admin' holds 8 event streams"})
+            return
+        answer.stream()
+        while not api.asked(execute) and not api.closing.wait(0.01):
+            pass
+        answer.stream(("runbook", {"runbook": ENDED_AT_ONCE, "lines": []}))
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == code, result.output
+    assert api.asked(execute) == 2
 
 
 @pytest.mark.parametrize(
