@@ -3,7 +3,7 @@
 An answer other than a success becomes a :class:`CliError` with the API's own message
 (:func:`cli.errors.answer_error`); an API that cannot be reached or does not answer within the timeouts
 is ``Exit.UNAVAILABLE``. The token goes in the ``Authorization`` header only (the event stream's too),
-never in a URL or a message; a message names the API by its URL without the URL's password.
+never in a URL or a message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import EventSource, connect_sse
 
-from cli.config import Connection, shown_url
+from cli.config import Connection
 from cli.errors import CliError, Exit, answer_error, detail_of
 
 CONNECT_TIMEOUT = 5.0
@@ -118,7 +118,7 @@ class Api:
         return answer_error(response.status_code, _body(response), self.connection.source)
 
     def unreachable(self, error: httpx.HTTPError) -> CliError:
-        url = shown_url(self.connection.url)
+        url = self.connection.url
         if isinstance(error, httpx.TimeoutException):
             return CliError(
                 f"no answer from the API at {url} within {self.timeout:g} s ({type(error).__name__})",

@@ -157,11 +157,9 @@ def resolve(url: str | None, token: str | None, context: str | None, env: Mappin
             token if token is not None else found.token,
             found.source + (f"; {overrides} from the command line" if overrides else ""),
         )
-    if not is_api_url(connection.url):
+    if problem := url_problem(connection.url):
         raise CliError(
-            f"the API URL {shown_url(connection.url)!r} ({connection.source}) is not an http:// or "
-            "https:// URL",
-            Exit.CONFIG,
+            f"the API URL {shown_url(connection.url)!r} ({connection.source}) {problem}", Exit.CONFIG
         )
     connection = dataclasses.replace(connection, token=connection.token.strip())
     if not connection.token:
@@ -199,13 +197,20 @@ def shown_url(url: str) -> str:
     return f"{scheme}{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
 
 
-def is_api_url(url: str) -> bool:
-    """Whether mdops can talk to ``url``: http:// or https://, with a host."""
+def url_problem(url: str) -> str | None:
+    """Why mdops cannot talk to ``url``, or None: it must be http:// or https://, with a host, a port (if
+    any) that is a port, and no user name or password, which the HTTP client would send in the place of
+    the token (as basic authentication), so that the API would never see the token."""
     try:
         parts = urllib.parse.urlsplit(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 (read for its ValueError: a port that is no number from 0 to 65535)
+    except ValueError:  # also an unclosed IPv6 bracket
+        return "is not an http:// or https:// URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL"
+    if parts.username is not None:
+        return "holds a user name or password: mdops sends its token instead, and could not send both"
+    return None
 
 
 def _no_token(url: str, source: str) -> CliError:

@@ -74,8 +74,8 @@ def markdown_table() -> str:
 class CliError(click.ClickException):
     """Every failure mdops reports: one line in words (with the API's own message), a hint, an exit code.
 
-    Messages are built from what the API answered and from the connection's URL (without its password:
-    :func:`cli.config.shown_url`) and source; never from the token."""
+    Messages are built from what the API answered and from the connection's URL and source; never from
+    the token."""
 
     def __init__(self, message: str, code: int, hint: str | None = None, status: int | None = None):
         super().__init__(message)

@@ -29,9 +29,9 @@ from cli.config import (
     Config,
     ContextEntry,
     config_path,
-    is_api_url,
     resolve,
     shown_url,
+    url_problem,
 )
 from cli.errors import CliError, Exit, help_table
 from cli.follow import Say, watch
@@ -561,8 +561,8 @@ def _config() -> Config:
 
 
 def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not is_api_url(value):
-        raise click.BadParameter(f"{shown_url(value)!r} is not an http:// or https:// URL")
+    if value is not None and (problem := url_problem(value)):
+        raise click.BadParameter(f"{shown_url(value)!r} {problem}")
     return value
 
 

@@ -173,11 +173,11 @@ QUICK_MDOPS = (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def mdops(api: FakeApi, *args: str, url: str | None = None) -> subprocess.Popen:
+def mdops(api: FakeApi, *args: str) -> subprocess.Popen:
     """``mdops ARGS`` as a process of its own (for Ctrl-C, pipes, and what must end), talking to ``api``
-    (at ``url``, if given) with --request-timeout 0.2."""
+    with --request-timeout 0.2."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
-    env.update(MDOPS_API_URL=url or api.url, MDOPS_API_TOKEN=SECRET)
+    env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
     return subprocess.Popen(
         [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", "0.2"],
         cwd=REPO,
@@ -290,32 +290,51 @@ def test_a_url_is_shown_without_its_password(url, shown):
     assert shown_url(url) == shown
 
 
+def _context_with(config_file: Path, url: str) -> None:
+    """A config file whose current context ``c`` has ``url`` (written by hand, or by an older mdops)."""
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(
+        yaml.safe_dump({"contexts": {"c": {"url": url, "token": SECRET}}, "current-context": "c"})
+    )
+    config_file.chmod(0o600)
+
+
 @pytest.mark.parametrize("source", ["--url", "MDOPS_API_URL", "context"])
-def test_an_unreachable_api_is_named_without_the_password_of_its_url(invoke, source):
-    """``http://user:password@host`` (a proxy's basic authentication, say), from any source."""
-    url = _with_password(f"http://127.0.0.1:{free_port()}")
+@pytest.mark.parametrize("credentials", [f"alice:{PASSWORD}@", "alice@", f":{PASSWORD}@"])
+def test_a_url_with_a_user_name_or_password_is_refused_and_its_password_never_shown(
+    invoke, config_file, api, source, credentials
+):
+    """The HTTP client would send them as basic authentication in the place of the token: the API would
+    never see the token, and answer 401 to a token that is right."""
+    url = api.url.replace("://", f"://{credentials}", 1)
     if source == "--url":
         result = invoke("status", "--url", url, "--token", SECRET)
     elif source == "MDOPS_API_URL":
         result = invoke("status", MDOPS_API_URL=url, MDOPS_API_TOKEN=SECRET)
     else:
-        assert invoke("config", "set-context", "c", "--url", url, "--token", SECRET).exit_code == 0
-        result = invoke("status", "--context", "c")
-    assert result.exit_code == Exit.UNAVAILABLE, result.output
-    shown = url.replace(PASSWORD, "***")
-    assert result.stderr.startswith(f"mdops: cannot reach the API at {shown}: ")
+        refused = invoke("config", "set-context", "c", "--url", url, "--token", SECRET)
+        assert refused.exit_code == Exit.USAGE and "holds a user name or password" in refused.stderr
+        assert PASSWORD not in refused.stdout + refused.stderr
+        _context_with(config_file, url)
+        result = invoke("status")
+    assert result.exit_code == Exit.CONFIG, result.output
+    assert f"the API URL '{url.replace(PASSWORD, '***')}'" in result.stderr
+    assert "holds a user name or password: mdops sends its token instead" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
+    assert not api.requests
 
 
-def test_no_message_and_no_listing_shows_the_password_of_an_api_url(invoke, api):
+@pytest.mark.parametrize("port", ["99999", "http", "-1"])
+def test_a_url_whose_port_is_no_port_is_a_configuration_error(invoke, port):
+    result = invoke("status", "--url", f"http://127.0.0.1:{port}", "--token", SECRET)
+    assert result.exit_code == Exit.CONFIG, result.output
+    assert "is not an http:// or https:// URL" in result.stderr
+
+
+def test_no_message_and_no_listing_shows_the_password_of_an_api_url(invoke, config_file, api):
     url, ftp = _with_password(api.url), _with_password("ftp://api")
     shown = url.replace(PASSWORD, "***")
-    api.answers["GET /api/ops/status"] = Answer.hold
     said = {
-        f"no answer from the API at {shown} within 0.2 s": invoke(
-            "status", "--url", url, "--token", SECRET, "--request-timeout", "0.2"
-        ),
-        f"no token for {shown} (MDOPS_API_URL": invoke("status", MDOPS_API_URL=url),
         "the API URL 'ftp://alice:***@api' (--url and --token) is not an http": invoke(
             "status", "--url", ftp, "--token", SECRET
         ),
@@ -323,8 +342,7 @@ def test_no_message_and_no_listing_shows_the_password_of_an_api_url(invoke, api)
             "config", "set-context", "ftp", "--url", ftp, "--token", SECRET
         ),
     }
-    assert invoke("config", "set-context", "c", "--url", url, "--token", SECRET).exit_code == 0
-    assert invoke("config", "use-context", "c").exit_code == 0
+    _context_with(config_file, url)
     said[f"is for {shown} only"] = invoke("status", "--url", "http://other")  # the context's token is not
     for words, result in said.items():
         assert words in result.stderr, result.output
@@ -334,26 +352,6 @@ def test_no_message_and_no_listing_shows_the_password_of_an_api_url(invoke, api)
     assert yaml.safe_load(viewed.stdout)["contexts"]["c"] == {"url": shown, "token": REDACTED}
     for result in (*said.values(), listed, viewed):
         assert PASSWORD not in result.stdout + result.stderr
-
-
-def test_following_with_v_names_the_api_without_the_password_of_its_url(api):
-    """The stream's reconnects, said with -v, and the error that ends them name the API by its URL."""
-    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
-        200, {"runbook": RUN, "health": None}
-    )
-    api.answers["GET /api/ops/events"] = lambda answer: (
-        answer.stream(RUNNING) if api.asked("GET /api/ops/events") == 1 else None,
-        answer.hold(),
-    )
-    url = _with_password(api.url)
-    code, stderr = ended(mdops(api, "logs", "r-1", "-f", "-v", url=url))
-    assert code == Exit.UNAVAILABLE, stderr
-    shown = url.replace(PASSWORD, "***")
-    assert f"event stream of r-1: no answer from the API at {shown} within 0.2 s" in stderr
-    assert stderr.splitlines()[-1].startswith(
-        f"mdops: lost the event stream of the run r-1: no answer from the API at {shown}"
-    )
-    assert PASSWORD not in stderr
 
 
 @pytest.mark.parametrize(
