@@ -1,7 +1,7 @@
 // Runbooks: the runs, newest first, from the runs list (GET /api/ops/runbooks) with its filters, 50 at first
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
-import { ApiError, call, follow, paused } from "./api.js";
+import { ApiError, call, follow, paused, stale } from "./api.js";
 import { duration, el, listTable, when } from "./format.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -124,9 +124,12 @@ export function show(container, ctx) {
   const stop = follow(
     "",
     (name) => name !== "log" && changed(),
-    (state, message) => {
-      live.textContent = state === "live" ? "Live: updated as runs change." : paused(state, message, "The list");
-      if (state === "live") changed(); // (re)connected: read what may have changed meanwhile
+    (state, message, since) => {
+      if (state === "live") live.textContent = "Live: updated as runs change.";
+      else if (state === "stale") live.textContent = stale(message, since, zone, "The list");
+      else live.textContent = paused(state, message, "The list");
+      live.classList.toggle("is-stale", state === "stale");
+      if (state === "live") changed(); // (re)connected, or current again: read what may have changed meanwhile
     },
     load,
   );
