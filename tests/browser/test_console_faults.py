@@ -307,6 +307,57 @@ def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, fi
     without(console_errors, KILLED)
 
 
+def test_an_execute_answer_lost_past_its_time_limit_is_said_so_and_asked_again_under_its_id(
+    page, stack, files, console_errors
+):
+    """The API makes the plan's run, but its answer never reaches the page (a proxy that holds it): past
+    its time limit (here 30 s: whoami says the API answers 202 at once) the form says the answer was lost
+    and the run may exist, links its request id to its page, and Plan sends the same request id again: the
+    same run, answered once it ends, never a second one."""
+    api_ready(stack)
+
+    def no_wait(route):  # an API whose execute answers 202 at once: the form's limit is its slack alone
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "execute_wait_seconds": 0})
+
+    def made_then_unanswered(route):
+        """The request reaches the API, which makes its run; the answer is never given to the page."""
+        body, headers = route.request.post_data, {**admin(stack), "Content-Type": "application/json"}
+        post = lambda: httpx.post(f"{stack.api_url}{EXECUTE}", content=body, headers=headers, timeout=300)  # noqa: E731
+        threading.Thread(target=post, daemon=True).start()
+
+    page.route("**/api/ops/whoami", no_wait)
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Run a command").click()
+    page.get_by_label("Command", exact=True).select_option("drill")
+    sent = execute_requests(page)
+    page.route(f"**{EXECUTE}", made_then_unanswered, times=1)
+    plan = page.get_by_role("button", name="Plan (dry run)")
+    plan.click()
+    run = page.get_by_role("region", name="Run")
+    alert = page.get_by_role("alert")
+    (rid,) = [json.loads(body)["request_id"] for body in sent]
+    try:
+        expect(run.get_by_role("list", name="Logs")).to_contain_text("line 3")  # made, and followed
+        expect(plan).to_be_disabled()  # waiting for the answer
+        expect(alert).to_have_text(
+            "The API did not answer within 30 s: the answer was lost, and the run may exist. Look it up by "
+            f'its request id: {rid}. Pressing "Plan (dry run)" again sends the same request id, never a '
+            "second run.",
+            timeout=60_000,
+        )
+        expect(alert.get_by_role("link", name=rid)).to_have_attribute("href", f"#/runbooks/{rid}")
+        plan.click()  # asked again: the API answers once the run has ended
+        expect(alert).to_be_hidden()
+    finally:
+        (files / f"{rid}.go").touch()
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    expect(page.get_by_role("button", name="Run for real")).to_be_visible()  # the plan answered
+    assert [json.loads(body)["request_id"] for body in sent] == [rid, rid]
+    runbooks = json.loads(stack.cluster.kubectl("get", "rb", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    assert [r["metadata"]["name"] for r in runbooks if r["spec"].get("requestId") == rid] == [rid]
+
+
 def test_the_header_is_read_again_in_any_view_and_marked_stale_when_it_cannot_be(page, stack, console_errors):
     """Schedules reads no status of its own: the header is read again all the same (here, the venue goes
     to lunch); while it cannot be read it says since when it is stale, and once read again it is not."""

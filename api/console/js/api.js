@@ -65,8 +65,8 @@ export function heartbeat(seconds) {
 }
 
 // One API call: {data, headers} of a 2xx answer, else an ApiError whose message says what went wrong.
-// It fails after `timeout` seconds without its whole answer (0: no limit, for execute, which waits for
-// the run's end).
+// It fails after `timeout` seconds without its whole answer (0: no limit; execute's is longer than the
+// API's wait for the run's end).
 export async function call(path, { method = "GET", body, signal, timeout = ANSWER_SECONDS } = {}) {
   const signals = [signal, timeout && AbortSignal.timeout(timeout * 1000)].filter(Boolean);
   let response, data;
