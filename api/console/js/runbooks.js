@@ -44,30 +44,51 @@ export function show(container, ctx) {
   );
 
   let wanted = PAGE;
+  let drawn = new Map(); // the rows shown, by what they show (see shows())
+  // What a run's row shows, and which Runbook it is (its name): a row is made again only when this changes.
+  const shows = (r) =>
+    JSON.stringify([
+      r.name, r.request_id, r.command, r.dry_run, r.status, r.exit_code, r.requested_by, r.reason,
+      r.created_at, r.started_at, r.finished_at,
+    ]);
+  const row = (r) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
+      el("td", {}, el("span", { class: `state state-${r.status}` }, r.status)),
+      el("td", {}, r.exit_code ?? "–"),
+      el("td", { class: "wrap" }, r.requested_by || "–"),
+      el("td", { class: "wrap" }, r.reason || "–"),
+      el("td", {}, when(r.created_at, zone)),
+      el("td", {}, duration(r.started_at, r.finished_at)),
+      el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
+    );
+
   function render(runs, matched, more) {
     const filtered = command.value || result.value || who.value.trim() ? " that match the filters" : "";
     const which = more ? `The newest ${runs.length} of ${matched}` : `All ${matched}`;
     caption.textContent = `${which} runs${filtered}, newest first (times in the exchange's zone)`;
     older.hidden = !more;
-    // A row's link that has the keyboard focus keeps it when the rows are made again.
+    // A row's link that has the keyboard focus keeps it when its row is made again.
     const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
-    body.replaceChildren(
-      ...runs.map((r) =>
-        el(
-          "tr",
-          {},
-          el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
-          el("td", {}, el("span", { class: `state state-${r.status}` }, r.status)),
-          el("td", {}, r.exit_code ?? "–"),
-          el("td", { class: "wrap" }, r.requested_by || "–"),
-          el("td", { class: "wrap" }, r.reason || "–"),
-          el("td", {}, when(r.created_at, zone)),
-          el("td", {}, duration(r.started_at, r.finished_at)),
-          el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
-        ),
-      ),
-    );
-    if (focused) [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
+    // A row that shows the same as before is kept where it is, untouched: a read of the list (at every
+    // change of any run) must not replace the row under the pointer (a click would fall between the old
+    // row and the new one), a selection or the focus. Only new and changed rows are made and put in place.
+    const rows = new Map();
+    for (const r of runs) {
+      const key = shows(r);
+      rows.set(key, drawn.get(key) || row(r));
+    }
+    drawn = rows;
+    const kept = new Set(rows.values());
+    for (const tr of [...body.children]) if (!kept.has(tr)) tr.remove();
+    [...rows.values()].forEach((tr, i) => {
+      if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+    });
+    if (focused && !body.contains(document.activeElement)) {
+      [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
+    }
   }
 
   // The `wanted` newest runs that pass the filters, a page of at most MOST at a time.
