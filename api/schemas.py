@@ -295,3 +295,7 @@ class WhoamiResponse(BaseModel):
     events_heartbeat_seconds: float = Field(
         description="Seconds between the event stream's heartbeats: a stream silent for three is dropped."
     )
+    execute_wait_seconds: float = Field(
+        description="How long execute waits for the run's end before it answers 202: a client waits longer "
+        "for its answer, then takes it as lost (the run may exist: look it up by its request id)."
+    )

@@ -50,8 +50,8 @@ async def home() -> RedirectResponse:
 @router.get(
     "/api/ops/whoami",
     response_model=WhoamiResponse,
-    summary="The token's name and permissions, the commands it may run, execute's defaults, the time zone "
-    "and the event stream's heartbeat",
+    summary="The token's name and permissions, the commands it may run, execute's defaults and wait, the "
+    "time zone and the event stream's heartbeat",
     responses=responses(*PROTECTED),
 )
 async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
@@ -70,6 +70,7 @@ async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
         },
         "time_zone": settings.timezone,
         "events_heartbeat_seconds": settings.api_events_heartbeat_seconds,
+        "execute_wait_seconds": settings.api_execute_wait_seconds,
     }
 
 

@@ -35,6 +35,7 @@ def test_whoami_says_what_the_token_may_do(api):
     }  # fmt: skip
     assert admin["time_zone"] == "Asia/Shanghai"
     assert admin["events_heartbeat_seconds"] == 15.0  # the console's stream is dropped after 3 silent ones
+    assert admin["execute_wait_seconds"] == 60.0  # these tests' setting: the console waits longer than it
     reader = api.get("/api/ops/whoami", headers=auth(READER_TOKEN)).json()
     assert (reader["name"], reader["permissions"], reader["commands"]) == ("reader", ["status:read"], [])
     checker = api.get("/api/ops/whoami", headers=auth(HEALTH_CHECKER_TOKEN)).json()

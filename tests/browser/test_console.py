@@ -463,6 +463,27 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
     assert page.evaluate("document.activeElement.textContent") == f"{tag}-40"
 
 
+def test_a_read_of_the_runs_list_keeps_the_rows_that_did_not_change(page, stack):
+    """Each change of any run reads the list again: a run's row that shows the same stays the same element
+    (a click on its link is not lost to a row drawn anew under the pointer, nor a selection in it), and a new
+    run's row is put above it."""
+    rid = executed(stack, reason="a row that stays")
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Runbooks").click()
+    link = page.get_by_role("link", name=rid)
+    expect(link).to_be_visible()
+    link.evaluate("(a) => { window.kept = a.closest('tr'); }")
+    newer = executed(stack, reason="a newer run")
+    newer_row = page.locator("tbody tr", has=page.get_by_role("link", name=newer))
+    expect(newer_row).to_contain_text("success")  # the list read again after the newer run's end
+    expect(page.locator("tbody tr").first).to_contain_text(newer)
+    assert page.evaluate("window.kept.isConnected") is True
+    link.click()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        "Status: success, exit code 0"
+    )
+
+
 def test_a_finished_runs_page_says_so_and_stops_following(page, stack):
     rid = executed(stack, reason="finished")
     sign_in(page, stack.admin_token)

@@ -1,10 +1,11 @@
 """The Ops Console when the API or its event stream fails it, in Debian's chromium against a stack of its
-own: the API's heartbeat every second (a silent stream is noticed in 3 s), a token with status:read only,
-a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), a drill that logs a
-line every 0.2 s until $FILES/<request id>.go, and a supervisor that restarts a killed API after 8 s. The
-faults are real: the token's event streams all taken by other clients, the API stopped (SIGSTOP) or killed
-(SIGKILL), a status written by hand; the browser's routes stand for what the stack cannot do on demand (a
-venue's session that changes, a read refused, an internal error)."""
+own: the API's heartbeat every second (a silent stream is noticed in 3 s), its watch said down (/readyz 503)
+2 s after the kube-apiserver's last answer, a token with status:read only, a health_check that holds while
+$FILES/hold exists (until $FILES/<request id>.go), a drill that logs a line every 0.2 s until
+$FILES/<request id>.go, and a supervisor that restarts a killed API after 8 s. The faults are real: the
+token's event streams all taken by other clients, the API or the kube-apiserver under it stopped (SIGSTOP),
+the API killed (SIGKILL), a status written by hand; the browser's routes stand for what the stack cannot do
+on demand (a venue's session that changes, a read refused, an internal error)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from tests.browser.conftest import EXECUTE, execute_requests, sign_in
 from tests.runbook_client import HOLD, reference_scripts
 
 HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
+WATCH_GRACE = 2  # seconds: how long the API's watch may be down before its /readyz says not ready
 STREAMS = 8  # the API's default MDOPS_API_EVENTS_STREAMS_PER_TOKEN
 READER = "reader-" + secrets.token_urlsafe(16)  # a token with status:read only
 SUMMARY = "/api/ops/metrics/summary"
@@ -85,6 +87,7 @@ def stack_options(files) -> dict:
         "script_env": {"FILES": str(files)},
         "api_env": {
             "MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT),
+            "MDOPS_API_WATCH_GRACE_SECONDS": str(WATCH_GRACE),
             "MDOPS_API_TOKENS_FILE": str(files / "tokens.yaml"),
         },
         "backoff": Backoff(initial=8.0),
@@ -108,6 +111,18 @@ def api_stopped(stack):
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def kube_apiserver_stopped(stack):
+    """The stack's kube-apiserver stopped (SIGSTOP): its port accepts connections, it answers nothing, and
+    the API's watch of it does not end (it just stays quiet); continued (SIGCONT) after."""
+    apiserver = next(p for p in stack.cluster.processes if p.name == "kube-apiserver")
+    os.kill(apiserver.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(apiserver.popen.pid, signal.SIGCONT)
 
 
 def kill_api(stack) -> None:
@@ -192,6 +207,44 @@ def test_a_hung_api_is_noticed_by_the_live_updates_and_the_overview(page, stack,
     expect(tile(overview, "Coverage").get_by_text("Stale", exact=True)).to_be_hidden()
 
 
+def test_the_live_updates_say_stale_while_the_api_has_lost_its_view_of_the_cluster(
+    page, stack, files, console_errors
+):
+    """The kube-apiserver stops answering (SIGSTOP): the API's streams stay open (their heartbeats go on),
+    but what the API serves is as of its watch's last answer, and its /readyz says so. The list and a run's
+    page say Stale, since when and why, not Live; once the kube-apiserver answers again they are Live."""
+    api_ready(stack)
+    rid = f"cluster-view-{secrets.token_hex(4)}"  # a drill that logs until released: followed throughout
+    manifest = json.dumps(models.manifest(rid, {"command": "drill", "dryRun": True}))
+    stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+    try:
+        sign_in(page, stack.admin_token)
+        page.get_by_role("link", name="Runbooks").click()
+        listed = page.get_by_role("status")
+        expect(listed).to_have_text("Live: updated as runs change.")
+        expect(page.get_by_role("link", name=rid)).to_be_visible()
+        run_page = page.context.new_page()
+        run_page.on("pageerror", lambda error: console_errors.append(f"page error: {error}"))
+        sign_in(run_page, stack.admin_token)
+        run_page.goto(f"/console/#/runbooks/{rid}")
+        run = run_page.get_by_role("region", name="Run")
+        expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible()
+        stale = re.compile(
+            r"^Stale since \d\d:\d\d:\d\d: the API has lost its view of the cluster \(the Runbook watch has "
+            r"been down for \d+s\)\. The (list|run) may be out of date"
+        )
+        with kube_apiserver_stopped(stack):
+            expect(listed).to_have_text(stale, timeout=45_000)
+            expect(run.get_by_text(stale)).to_be_visible(timeout=45_000)
+            expect(run.get_by_text("Live: updated as the run goes on.")).to_be_hidden()
+        expect(listed).to_have_text("Live: updated as runs change.", timeout=45_000)
+        expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible(timeout=45_000)
+        expect(run.get_by_text(stale)).to_be_hidden()
+    finally:
+        (files / f"{rid}.go").touch()
+    without(console_errors, "of 503")  # /readyz's, read while the API's view was not current
+
+
 def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(page, stack, console_errors):
     """The API is killed (its supervisor starts it again after 8 s): each refresh that fails leaves "Last
     updated" as it was and marks the tiles and charts stale; the first that succeeds clears them."""
@@ -252,6 +305,57 @@ def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, fi
     shown_to_its_end(page, run, rid)
     api_ready(stack)
     without(console_errors, KILLED)
+
+
+def test_an_execute_answer_lost_past_its_time_limit_is_said_so_and_asked_again_under_its_id(
+    page, stack, files, console_errors
+):
+    """The API makes the plan's run, but its answer never reaches the page (a proxy that holds it): past
+    its time limit (here 30 s: whoami says the API answers 202 at once) the form says the answer was lost
+    and the run may exist, links its request id to its page, and Plan sends the same request id again: the
+    same run, answered once it ends, never a second one."""
+    api_ready(stack)
+
+    def no_wait(route):  # an API whose execute answers 202 at once: the form's limit is its slack alone
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "execute_wait_seconds": 0})
+
+    def made_then_unanswered(route):
+        """The request reaches the API, which makes its run; the answer is never given to the page."""
+        body, headers = route.request.post_data, {**admin(stack), "Content-Type": "application/json"}
+        post = lambda: httpx.post(f"{stack.api_url}{EXECUTE}", content=body, headers=headers, timeout=300)  # noqa: E731
+        threading.Thread(target=post, daemon=True).start()
+
+    page.route("**/api/ops/whoami", no_wait)
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Run a command").click()
+    page.get_by_label("Command", exact=True).select_option("drill")
+    sent = execute_requests(page)
+    page.route(f"**{EXECUTE}", made_then_unanswered, times=1)
+    plan = page.get_by_role("button", name="Plan (dry run)")
+    plan.click()
+    run = page.get_by_role("region", name="Run")
+    alert = page.get_by_role("alert")
+    (rid,) = [json.loads(body)["request_id"] for body in sent]
+    try:
+        expect(run.get_by_role("list", name="Logs")).to_contain_text("line 3")  # made, and followed
+        expect(plan).to_be_disabled()  # waiting for the answer
+        expect(alert).to_have_text(
+            "The API did not answer within 30 s: the answer was lost, and the run may exist. Look it up by "
+            f'its request id: {rid}. Pressing "Plan (dry run)" again sends the same request id, never a '
+            "second run.",
+            timeout=60_000,
+        )
+        expect(alert.get_by_role("link", name=rid)).to_have_attribute("href", f"#/runbooks/{rid}")
+        plan.click()  # asked again: the API answers once the run has ended
+        expect(alert).to_be_hidden()
+    finally:
+        (files / f"{rid}.go").touch()
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    expect(page.get_by_role("button", name="Run for real")).to_be_visible()  # the plan answered
+    assert [json.loads(body)["request_id"] for body in sent] == [rid, rid]
+    runbooks = json.loads(stack.cluster.kubectl("get", "rb", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    assert [r["metadata"]["name"] for r in runbooks if r["spec"].get("requestId") == rid] == [rid]
 
 
 def test_the_header_is_read_again_in_any_view_and_marked_stale_when_it_cannot_be(page, stack, console_errors):

@@ -1,6 +1,7 @@
 // Talking to the API: the session's token (the only state the console keeps), fetch wrappers that turn
 // the API's errors into words, and the live updates of GET /api/ops/events.
 import { EventSourceParserStream } from "../vendor/eventsource-parser/stream.js";
+import { clock } from "./format.js";
 
 const TOKEN_KEY = "mdops.token";
 const ANSWER_SECONDS = 10; // a call not answered by then has failed: a hung API must not freeze a view
@@ -64,8 +65,8 @@ export function heartbeat(seconds) {
 }
 
 // One API call: {data, headers} of a 2xx answer, else an ApiError whose message says what went wrong.
-// It fails after `timeout` seconds without its whole answer (0: no limit, for execute, which waits for
-// the run's end).
+// It fails after `timeout` seconds without its whole answer (0: no limit; execute's is longer than the
+// API's wait for the run's end).
 export async function call(path, { method = "GET", body, signal, timeout = ANSWER_SECONDS } = {}) {
   const signals = [signal, timeout && AbortSignal.timeout(timeout * 1000)].filter(Boolean);
   let response, data;
@@ -102,25 +103,84 @@ export function paused(state, message, what) {
   return `Live updates paused: ${message}.${meanwhile}`;
 }
 
+// What a view says while the stream is open but the API's view of the cluster is not current (see
+// follow()): since when, the API's reason, and that `what` ("The list") may be out of date.
+export function stale(message, since, zone, what) {
+  return (
+    `Stale since ${clock(since, zone)}: the API has lost its view of the cluster (${message}). ` +
+    `${what} may be out of date; it is live again once the API sees the cluster again.`
+  );
+}
+
+// What the API's /readyz (no token) says of its view of the cluster: "" while it is current; the API's
+// reason while it is not (its watch of the Kubernetes API is down: it serves what it saw until then, and
+// its streams stay open, quiet but for their heartbeats); undefined when not known (no answer, or not
+// the API's: a hung API is the stream watchdog's to tell).
+async function clusterView(signal) {
+  try {
+    const response = await fetch("/readyz", {
+      cache: "no-store",
+      signal: AbortSignal.any([signal, AbortSignal.timeout(ANSWER_SECONDS * 1000)]),
+    });
+    const data = await response.json().catch(() => null);
+    if (response.ok) return "";
+    if (response.status === 503 && data && data.status === "not ready") return data.reason || "not ready";
+  } catch {
+    // no answer: not known
+  }
+  return undefined;
+}
+
 // Follow GET /api/ops/events (query: "" or "?request_id=..."). EventSource cannot send a bearer header,
 // so this is fetch with an SSE parser, reconnecting with Last-Event-ID: after a dropped connection the
 // stream resumes where it stopped (or sends `reset`, and the view reads its state again). A connection
 // that brings no byte for three heartbeats (a hung API, a proxy that holds it) is dropped and made again.
-// onEvent(name, data); onState("live" | "reconnecting" | "stopped", message); read(), if given, every
+// An open stream only says that the API is there: while it is, the API's /readyz is read every
+// POLL_SECONDS too, and a view that it says is not current (the API lost its watch of the Kubernetes API)
+// is "stale", not "live", until it is current again.
+// onEvent(name, data); onState("live" | "stale" | "reconnecting" | "stopped", message, since): message
+// says why it is not live (for "stale", the API's reason), since when it is stale; read(), if given, every
 // POLL_SECONDS while reconnecting: the view reads the API meanwhile. Returns stop().
 export function follow(query, onEvent, onState = () => {}, read = null) {
   const controller = new AbortController();
   let lastId = null;
   let delay = 500;
   let poll = null;
+  let current = null; // the state last told
+  let checks = null; // while the stream is open: the API's view of the cluster is read every POLL_SECONDS
+  let opened = 0; // the stream's states: a read of /readyz begun in an earlier one is dropped
+  let staleSince = null; // when the API's view was first said not current (kept through a reconnection)
+  const tell = (s, message) => {
+    current = s;
+    onState(s, message, staleSince);
+  };
   const state = (s, message) => {
     if (s === "reconnecting" && read) poll = poll || setInterval(read, POLL_SECONDS * 1000);
     else {
       clearInterval(poll);
       poll = null;
     }
-    onState(s, message);
+    clearInterval(checks);
+    checks = null;
+    opened += 1;
+    if (s === "live") {
+      checks = setInterval(check, POLL_SECONDS * 1000);
+      check();
+    }
+    tell(s, message);
   };
+  async function check() {
+    const mine = opened;
+    const reason = await clusterView(controller.signal);
+    if (mine !== opened || controller.signal.aborted || reason === undefined) return;
+    if (reason) {
+      staleSince = staleSince || new Date();
+      tell("stale", reason);
+    } else {
+      staleSince = null;
+      if (current === "stale") tell("live", "");
+    }
+  }
 
   async function connect() {
     const connection = new AbortController();
@@ -199,5 +259,6 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
   return () => {
     controller.abort();
     clearInterval(poll);
+    clearInterval(checks);
   };
 }

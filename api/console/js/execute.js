@@ -5,12 +5,18 @@
 // second run. After a 5xx the page asks for the run: one that has ended (its script could not execute,
 // exit code 125, the API's 500, which the API keeps for its id) stays shown, and the next press is a new
 // request; one that runs on stays shown until it ends; one whose fate is unknown is retried with the same id.
+// An answer that does not come within a time limit (longer than the API's own wait) is taken as lost: the
+// run may exist, and is looked up by its request id, never sent again under another.
 import { ApiError, call } from "./api.js";
 import { el } from "./format.js";
 import { outcome, panel } from "./run.js";
 
 const NOT_EXECUTED = 125; // the exit code of a run whose script could not execute
 const RETRY_SECONDS = 5; // the form's fields are asked for again this long after a failure
+// Execute's answer is awaited this much longer than the API waits for the run's end (whoami's
+// execute_wait_seconds, after which it answers 202): the API's making of the run (its cache's sync, the
+// create) and the way back. Past it the answer is lost.
+const EXECUTE_SLACK_SECONDS = 30;
 
 const LABELS = {
   command: "Command",
@@ -114,6 +120,7 @@ export function show(container, ctx) {
   let planned = null; // the finished plan of the current parameters: its run
   let stopFollowing = () => {};
 
+  const answerWithin = me.execute_wait_seconds + EXECUTE_SLACK_SECONDS; // execute's time limit
   const value = (name) => read(fields.find((f) => f.name === name));
   const renewRequestId = () => (fields.find((f) => f.name === "request_id").input.value = newRequestId());
   const mutating = () => me.mutating_commands.includes(value("command")); // planned first
@@ -146,6 +153,16 @@ export function show(container, ctx) {
     planId = newRequestId();
   }
 
+  // No answer (none within the time limit, or the API unreachable): the run may have been made. Where to
+  // look it up, and that the same button asks again under the same request id.
+  function lost(error, requestId, button) {
+    problem.replaceChildren(
+      `${error.message}: the answer was lost, and the run may exist. Look it up by its request id: `,
+      el("a", { href: `#/runbooks/${encodeURIComponent(requestId)}` }, requestId),
+      `. Pressing "${button}" again sends the same request id, never a second run.`,
+    );
+  }
+
   // Send one execute request, following its run live while the API waits for the run's end.
   async function send(dryRun) {
     if (busy || !form.reportValidity()) return;
@@ -153,6 +170,7 @@ export function show(container, ctx) {
     showButtons();
     problem.textContent = "";
     const request = body(dryRun);
+    const button = dryRun ? plan.textContent : mutating() ? real.textContent : runNow.textContent;
     stopFollowing();
     const version = edits; // the parameters as sent
     let finished = false; // the panel shows the run finished
@@ -182,7 +200,8 @@ export function show(container, ctx) {
     try {
       // The API answers once the run has ended (or its wait did): the run's result, shown even when the live
       // updates could not follow it.
-      run.answer((await call("/api/ops/runbooks/execute", { method: "POST", body: request, timeout: 0 })).data);
+      const answer = await call("/api/ops/runbooks/execute", { method: "POST", body: request, timeout: answerWithin });
+      run.answer(answer.data);
       made(dryRun);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
@@ -200,6 +219,7 @@ export function show(container, ctx) {
         // It runs on, or no answer: the panel goes on following the run, and the same id is sent again
         // until it shows its end.
         if (asked) problem.textContent = `${error.message}. The run is still running: it is shown below.`;
+        else lost(error, request.request_id, button);
         unknown = true;
         if (finished) answered();
       } else {

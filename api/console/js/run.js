@@ -1,7 +1,7 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
 // logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { ApiError, call, follow, paused } from "./api.js";
+import { ApiError, call, follow, paused, stale } from "./api.js";
 import { clock, duration, el, offset, whenWithOffset } from "./format.js";
 
 const LOG_LINES = 200; // the most log lines a panel shows: the oldest go
@@ -144,6 +144,7 @@ export function panel(zone, onChange = () => {}) {
       // read of the API has no conditions: a finished run read first is still shown by its event).
       stopFollowing();
       live.textContent = "This run has finished: it is not followed any more.";
+      live.classList.remove("is-stale");
     }
     onChange(detail);
   }
@@ -191,9 +192,12 @@ export function panel(zone, onChange = () => {}) {
         } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
         onEvent(name, data);
       },
-      (s, message) => {
-        following = s === "live";
-        live.textContent = following ? "Live: updated as the run goes on." : paused(s, message, "The run");
+      (s, message, since) => {
+        following = s === "live" || s === "stale"; // the stream is open: a read would say no more
+        if (s === "live") live.textContent = "Live: updated as the run goes on.";
+        else if (s === "stale") live.textContent = stale(message, since, zone, "The run");
+        else live.textContent = paused(s, message, "The run");
+        live.classList.toggle("is-stale", s === "stale");
       },
       read,
     );

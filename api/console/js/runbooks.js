@@ -1,7 +1,7 @@
 // Runbooks: the runs, newest first, from the runs list (GET /api/ops/runbooks) with its filters, 50 at first
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
-import { ApiError, call, follow, paused } from "./api.js";
+import { ApiError, call, follow, paused, stale } from "./api.js";
 import { duration, el, listTable, when } from "./format.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -44,30 +44,51 @@ export function show(container, ctx) {
   );
 
   let wanted = PAGE;
+  let drawn = new Map(); // the rows shown, by what they show (see shows())
+  // What a run's row shows, and which Runbook it is (its name): a row is made again only when this changes.
+  const shows = (r) =>
+    JSON.stringify([
+      r.name, r.request_id, r.command, r.dry_run, r.status, r.exit_code, r.requested_by, r.reason,
+      r.created_at, r.started_at, r.finished_at,
+    ]);
+  const row = (r) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
+      el("td", {}, el("span", { class: `state state-${r.status}` }, r.status)),
+      el("td", {}, r.exit_code ?? "–"),
+      el("td", { class: "wrap" }, r.requested_by || "–"),
+      el("td", { class: "wrap" }, r.reason || "–"),
+      el("td", {}, when(r.created_at, zone)),
+      el("td", {}, duration(r.started_at, r.finished_at)),
+      el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
+    );
+
   function render(runs, matched, more) {
     const filtered = command.value || result.value || who.value.trim() ? " that match the filters" : "";
     const which = more ? `The newest ${runs.length} of ${matched}` : `All ${matched}`;
     caption.textContent = `${which} runs${filtered}, newest first (times in the exchange's zone)`;
     older.hidden = !more;
-    // A row's link that has the keyboard focus keeps it when the rows are made again.
+    // A row's link that has the keyboard focus keeps it when its row is made again.
     const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
-    body.replaceChildren(
-      ...runs.map((r) =>
-        el(
-          "tr",
-          {},
-          el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
-          el("td", {}, el("span", { class: `state state-${r.status}` }, r.status)),
-          el("td", {}, r.exit_code ?? "–"),
-          el("td", { class: "wrap" }, r.requested_by || "–"),
-          el("td", { class: "wrap" }, r.reason || "–"),
-          el("td", {}, when(r.created_at, zone)),
-          el("td", {}, duration(r.started_at, r.finished_at)),
-          el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
-        ),
-      ),
-    );
-    if (focused) [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
+    // A row that shows the same as before is kept where it is, untouched: a read of the list (at every
+    // change of any run) must not replace the row under the pointer (a click would fall between the old
+    // row and the new one), a selection or the focus. Only new and changed rows are made and put in place.
+    const rows = new Map();
+    for (const r of runs) {
+      const key = shows(r);
+      rows.set(key, drawn.get(key) || row(r));
+    }
+    drawn = rows;
+    const kept = new Set(rows.values());
+    for (const tr of [...body.children]) if (!kept.has(tr)) tr.remove();
+    [...rows.values()].forEach((tr, i) => {
+      if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+    });
+    if (focused && !body.contains(document.activeElement)) {
+      [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
+    }
   }
 
   // The `wanted` newest runs that pass the filters, a page of at most MOST at a time.
@@ -124,9 +145,12 @@ export function show(container, ctx) {
   const stop = follow(
     "",
     (name) => name !== "log" && changed(),
-    (state, message) => {
-      live.textContent = state === "live" ? "Live: updated as runs change." : paused(state, message, "The list");
-      if (state === "live") changed(); // (re)connected: read what may have changed meanwhile
+    (state, message, since) => {
+      if (state === "live") live.textContent = "Live: updated as runs change.";
+      else if (state === "stale") live.textContent = stale(message, since, zone, "The list");
+      else live.textContent = paused(state, message, "The list");
+      live.classList.toggle("is-stale", state === "stale");
+      if (state === "live") changed(); // (re)connected, or current again: read what may have changed meanwhile
     },
     load,
   );
