@@ -212,7 +212,8 @@ def test_the_live_updates_say_stale_while_the_api_has_lost_its_view_of_the_clust
 ):
     """The kube-apiserver stops answering (SIGSTOP): the API's streams stay open (their heartbeats go on),
     but what the API serves is as of its watch's last answer, and its /readyz says so. The list and a run's
-    page say Stale, since when and why, not Live; once the kube-apiserver answers again they are Live."""
+    page say Stale, since when and why, not Live, and the header marks what it shows stale; once the
+    kube-apiserver answers again they are Live, and the header is not stale."""
     api_ready(stack)
     rid = f"cluster-view-{secrets.token_hex(4)}"  # a drill that logs until released: followed throughout
     manifest = json.dumps(models.manifest(rid, {"command": "drill", "dryRun": True}))
@@ -233,13 +234,19 @@ def test_the_live_updates_say_stale_while_the_api_has_lost_its_view_of_the_clust
             r"^Stale since \d\d:\d\d:\d\d: the API has lost its view of the cluster \(the Runbook watch has "
             r"been down for \d+s\)\. The (list|run) may be out of date"
         )
+        # The header's mode, profile, window and session come from the same view: marked stale too.
+        header = page.get_by_label("Environment").get_by_text(
+            re.compile(r"^the API has lost its view of the cluster \(the Runbook watch has been down")
+        )
         with kube_apiserver_stopped(stack):
             expect(listed).to_have_text(stale, timeout=45_000)
             expect(run.get_by_text(stale)).to_be_visible(timeout=45_000)
             expect(run.get_by_text("Live: updated as the run goes on.")).to_be_hidden()
+            expect(header).to_be_visible(timeout=45_000)
         expect(listed).to_have_text("Live: updated as runs change.", timeout=45_000)
         expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible(timeout=45_000)
         expect(run.get_by_text(stale)).to_be_hidden()
+        expect(header).to_be_hidden(timeout=45_000)
     finally:
         (files / f"{rid}.go").touch()
     without(console_errors, "of 503")  # /readyz's, read while the API's view was not current

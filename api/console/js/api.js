@@ -116,11 +116,12 @@ export function stale(message, since, zone, what) {
 // reason while it is not (its watch of the Kubernetes API is down: it serves what it saw until then, and
 // its streams stay open, quiet but for their heartbeats); undefined when not known (no answer, or not
 // the API's: a hung API is the stream watchdog's to tell).
-async function clusterView(signal) {
+export async function clusterView(signal = null) {
   try {
+    const limit = AbortSignal.timeout(ANSWER_SECONDS * 1000);
     const response = await fetch("/readyz", {
       cache: "no-store",
-      signal: AbortSignal.any([signal, AbortSignal.timeout(ANSWER_SECONDS * 1000)]),
+      signal: signal ? AbortSignal.any([signal, limit]) : limit,
     });
     const data = await response.json().catch(() => null);
     if (response.ok) return "";

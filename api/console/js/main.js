@@ -1,6 +1,6 @@
 // The console's frame: sign-in, the header (environment, who is signed in), the navigation, and the
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
-import { ApiError, call, heartbeat, session } from "./api.js";
+import { ApiError, call, clusterView, heartbeat, session } from "./api.js";
 import * as execute from "./execute.js";
 import { clock, el } from "./format.js";
 import * as overview from "./overview.js";
@@ -33,11 +33,17 @@ function showEnvironment(status) {
 }
 
 // Read the environment again (every ENVIRONMENT_SECONDS, and after a run changed it). A read that fails
-// marks what the header shows stale, with the time of the last read; a token without status:read shows
-// none, and is not asked again.
+// marks what the header shows stale, with the time of the last read; so does an API that has lost its
+// view of the cluster (its /readyz), whose answer is what it saw until then. A token without status:read
+// shows none, and is not asked again.
 async function refreshEnvironment() {
   try {
-    showEnvironment((await call("/api/ops/status")).data);
+    const [status, view] = await Promise.all([call("/api/ops/status"), clusterView()]);
+    showEnvironment(status.data);
+    if (view) {
+      $("env-as-of").textContent = `the API has lost its view of the cluster (${view})`;
+      $("env-stale").hidden = false;
+    }
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     if (error.status === 403) {
