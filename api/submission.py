@@ -1,7 +1,9 @@
 """Submitting a runbook request through the API: create the Runbook (idempotently), then wait for its end.
 
 - The object's name is the request id when that is a valid DNS-1123 label, else ``req-`` and the first
-  20 hex digits of its SHA-256, so the same request id always names the same object.
+  20 hex digits of its SHA-256, so the same request id always names the same object; when another
+  request's Runbook has that name (its request id is that name, or kubectl named it so), ours is made
+  under a name the API server derives from it (``generateName``).
 - A request id already known (to the cache, or to the API server when the create answers 409
   AlreadyExists: a concurrent identical request won) is the same run, not a second one; with other
   parameters it is a conflict.
@@ -126,18 +128,16 @@ class Submitter:
         except client.ApiException as error:
             if error.status != 409:
                 raise
-            obj = await asyncio.to_thread(self._read, name)  # a concurrent request created it
-        else:
-            self.quota.spend(principal)
-            uid = obj["metadata"]["uid"]
-            await self.cache.wait_for(name, lambda r: r.uid == uid, self.settings.api_sync_wait_seconds)
-        record = record_of(obj)
-        if record.request_id != request_id:
-            raise Conflict(
-                f"request_id {request_id!r}: the Runbook {name!r} exists for another request "
-                f"({record.request_id!r})"
-            )
-        return record
+            obj = await asyncio.to_thread(self._read, name)
+            if record_of(obj).request_id == request_id:  # a concurrent request created it
+                return record_of(obj)
+            # The name is another request's: one whose request id is that name, or a Runbook that kubectl
+            # named so. Ours is made under a name the API server derives from it.
+            obj = await asyncio.to_thread(self._create, models.named_after(manifest))
+        self.quota.spend(principal)
+        uid, made = obj["metadata"]["uid"], obj["metadata"]["name"]
+        await self.cache.wait_for(made, lambda r: r.uid == uid, self.settings.api_sync_wait_seconds)
+        return record_of(obj)
 
     def _replaceable(self, record: RunbookRecord, spec: dict[str, Any]) -> bool:
         """Whether ``record`` is a Runbook of ours that ended without running for a reason that binds

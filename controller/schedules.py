@@ -34,7 +34,7 @@ from controller.settings import get_settings
 from runbooks import keys, schedule
 from runbooks.calendar import CalendarError, SessionCalendar
 from runbooks.contract import ConditionType, format_time, parse_time
-from runbooks.models import RunbookStatus
+from runbooks.models import RunbookStatus, named_after
 from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
 
 log = logging.getLogger(__name__)
@@ -278,10 +278,7 @@ async def _create(api: KubeApi, namespace: str, name: str, step: Step) -> Step:
     if existing["metadata"].get("labels", {}).get(schedule.SCHEDULE_LABEL) == name and run is not None:
         log.info("%s/%s: %s exists already", namespace, name, planned)
         return step
-    metadata = {key: value for key, value in body["metadata"].items() if key != "name"}
-    made = await api.create_runbook(
-        namespace, {**body, "metadata": {**metadata, "generateName": f"{planned}-"}}
-    )
+    made = await api.create_runbook(namespace, named_after(body))
     assert made is not None  # a generated name is never taken
     taken_by = existing.get("spec", {}).get("requestedBy") or "nobody"
     log.warning(

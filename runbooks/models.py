@@ -73,6 +73,13 @@ def manifest(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]
     }
 
 
+def named_after(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` to be named by the API server after its name, which another object has: its name and a
+    dash (``generateName``, which the API server cuts to 58 characters), then 5 random characters."""
+    metadata = {key: value for key, value in manifest["metadata"].items() if key != "name"}
+    return {**manifest, "metadata": {**metadata, "generateName": f"{manifest['metadata']['name']}-"}}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 

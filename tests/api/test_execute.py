@@ -406,14 +406,26 @@ def test_a_dry_run_is_created_as_one(start_api, runbooks):
     assert runbooks.get("dry")["spec"]["dryRun"] is True
 
 
-def test_a_name_taken_by_another_request_is_409(start_api, runbooks):
-    """An operator's Runbook named like this request id, for another request id: not this run."""
+def test_a_name_that_another_requests_runbook_has_does_not_keep_a_request_id_out(start_api, runbooks):
+    """The name a request id gives its Runbook may be another request's: an operator's Runbook so named (for
+    another request id), or the hashed name of a request id that is no DNS label, sent as a request id. The
+    request runs all the same, under a name the API server derives from it, and is found by its id."""
     api = start_api(api_execute_wait_seconds=0.1)
     runbooks.create("taken", command="start", request_id="someone-else")
-    response = api.post(EXECUTE, json={"command": "start", "request_id": "taken"}, headers=auth())
-    assert response.status_code == 409
-    assert "another request" in response.json()["detail"]
-    assert len(runbooks.list()) == 1
+    hashed = object_name("Upper.Case")
+    assert api.post(EXECUTE, json={"command": "start", "request_id": "Upper.Case"}, headers=auth()).is_success
+    for request_id in ("taken", hashed):
+        body = {"command": "start", "request_id": request_id}
+        for _ in range(2):  # and again: the same run
+            response = api.post(EXECUTE, json=body, headers=auth())
+            assert response.status_code == 202, response.text
+            assert response.json()["runbook"]["request_id"] == request_id
+        found = api.get(f"/api/ops/runbooks/{request_id}", headers=auth())
+        assert found.status_code == 200 and found.json()["runbook"]["request_id"] == request_id
+    names = {rb["spec"]["requestId"]: rb["metadata"]["name"] for rb in runbooks.list()}
+    assert len(runbooks.list()) == 4 == len(names)
+    assert (names["someone-else"], names["Upper.Case"]) == ("taken", hashed)  # left as they are
+    assert names["taken"].startswith("taken-") and names[hashed].startswith(f"{hashed}-")
 
 
 def test_an_execute_moments_after_a_kubectl_create_answers_with_the_original_run(
