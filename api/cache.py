@@ -222,9 +222,11 @@ class RunbookCache:
     async def wait_for(
         self, name: str, done: Callable[[RunbookRecord], bool], timeout: float
     ) -> RunbookRecord | None:
-        """Wait until the cached ``name`` satisfies ``done`` or ``timeout`` passes; return what is cached."""
+        """Wait until the cached ``name`` satisfies ``done`` or ``timeout`` passes; return what is cached. A
+        record that was cached and is gone (deleted) ends the wait too (None): it never satisfies ``done``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        seen = False
         while True:
             event = asyncio.Event()
             waiter = (loop, event)
@@ -233,6 +235,9 @@ class RunbookCache:
             try:
                 record = self._records.get(name)
                 remaining = deadline - loop.time()
+                if record is None and seen:
+                    return None
+                seen = record is not None
                 if (record is not None and done(record)) or remaining <= 0:
                     return record
                 with contextlib.suppress(TimeoutError):

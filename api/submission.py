@@ -9,7 +9,8 @@
   parameters it is a conflict.
 - A new Runbook is made within the token's quota (:mod:`api.quota`), one at a time per token, and the token's
   next request waits until the cache holds it, so that what the cap counts is never behind.
-- The wait is on the watch cache (woken by its events), bounded by ``MDOPS_API_EXECUTE_WAIT_SECONDS``.
+- The wait is on the watch cache (woken by its events), bounded by ``MDOPS_API_EXECUTE_WAIT_SECONDS``; a
+  Runbook deleted meanwhile (its run cancelled) ends it with a conflict that says so.
 - The answer is always the original run's: when a Runbook with the same request id was created moments
   before (by kubectl, unseen by the cache yet), the controller's ledger makes ours a duplicate of it, and the
   answer follows it there.
@@ -101,6 +102,11 @@ class Submitter:
         final = await self.cache.wait_for(
             record.name, lambda r: r.uid == uid and r.finished, self.settings.api_execute_wait_seconds
         )
+        if final is None and await asyncio.to_thread(self._gone, record):
+            raise Conflict(
+                f"request_id {request_id!r}: its Runbook {record.name!r} was deleted before the run finished "
+                "(deleting a Runbook cancels its run)"
+            )
         record = final if final is not None and final.uid == uid else record
         original = self.cache.find(request_id)
         if original is not None and original.name != record.name:  # ours turned out a duplicate of it
@@ -129,6 +135,10 @@ class Submitter:
             if error.status != 409:
                 raise
             obj = await asyncio.to_thread(self._read, name)
+            if obj is None:  # there, and deleted since: rare enough to be asked again
+                raise KubernetesUnavailable(
+                    f"the Runbook {name!r} was deleted as this one was made: try again"
+                ) from None
             if record_of(obj).request_id == request_id:  # a concurrent request created it
                 return record_of(obj)
             # The name is another request's: one whose request id is that name, or a Runbook that kubectl
@@ -186,7 +196,13 @@ class Submitter:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
-    def _read(self, name: str) -> dict[str, Any]:
+    def _gone(self, record: RunbookRecord) -> bool:
+        """Whether ``record``'s Runbook is no longer in the API server (deleted, or replaced by another)."""
+        found = self._read(record.name)
+        return found is None or found["metadata"]["uid"] != record.uid
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        """The Runbook ``name`` (None: there is none)."""
         try:
             return self.objects.get_namespaced_custom_object(
                 keys.GROUP,
@@ -197,6 +213,8 @@ class Submitter:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except client.ApiException as error:
+            if error.status == 404:
+                return None
             raise KubernetesUnavailable(
                 f"cannot read Runbook {name!r}: {error.status} {error.reason}"
             ) from error

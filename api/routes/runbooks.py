@@ -94,7 +94,15 @@ async def list_runbooks(
             "description": "Still pending, queued or running past the wait",
             "headers": LOCATION,
         },
-        **responses(*PROTECTED, 409, 422, 429, 503),
+        **responses(
+            *PROTECTED,
+            409,
+            422,
+            429,
+            503,
+            c409="The request_id was already used with other parameters, or its Runbook was deleted before "
+            "the run finished (deleting a Runbook cancels its run).",
+        ),
     },
 )
 async def execute(

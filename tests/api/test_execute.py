@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import time
 import uuid
 
 import pytest
@@ -147,6 +148,31 @@ def test_past_the_wait_it_is_202_with_the_current_state_then_the_run_can_be_read
     assert {"level": "INFO", "message": "restarting"} in got["runbook"]["logs"]
     assert len(runbooks.list()) == 1
     assert scripts.runs() == ["slow-1 dry=0"]
+
+
+def test_a_runbook_deleted_while_its_execute_waits_is_a_409_that_says_so_at_once(
+    start_api, runbooks, controller, scripts
+):
+    """Deleting a Runbook cancels its run: the caller waiting for it is told so when it is gone, not handed
+    a state from before (and a Location that is a 404) once its wait is up."""
+    wait = 120
+    api = start_api(api_execute_wait_seconds=wait)
+    scripts.write("failover", RECORD + HOLD)
+    body = {"command": "failover", "request_id": "deleted-1"}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(api.post, EXECUTE, json=body, headers=auth())
+        runbooks.wait_for("deleted-1", "Running", "True")
+        deleted_at = time.monotonic()
+        runbooks.delete("deleted-1")
+        response = answer.result(timeout=wait)
+    assert time.monotonic() - deleted_at < wait / 2, "answered at the end of its wait, not when it was gone"
+    assert response.status_code == 409, response.text
+    assert response.json()["detail"] == (
+        "request_id 'deleted-1': its Runbook 'deleted-1' was deleted before the run finished (deleting a "
+        "Runbook cancels its run)"
+    )
+    assert runbooks.get("deleted-1") is None
+    assert scripts.runs() == ["deleted-1 dry=0"]
 
 
 def test_202_reports_running_and_queued(start_api, runbooks, controller, scripts):
