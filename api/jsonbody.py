@@ -7,6 +7,8 @@ wins: ``{"command": "health_check", "command": "failover"}`` would run a failove
 exceptions than ``JSONDecodeError`` on invalid UTF-8, numbers of more than 4300 digits and deep nesting,
 which FastAPI turns into a 400. :class:`StrictJSONRoute` (FastAPI's documented way to change how a route
 reads its request) makes every one of these a ``JSONDecodeError``: FastAPI's usual 422 with a JSON body.
+A body not sent as JSON, or encoded (gzip), is a 415 that says so (FastAPI reads no such body, and its 422
+would say only that the field is missing).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 
@@ -81,11 +84,29 @@ class StrictJSONRequest(Request):
         return self._json
 
 
+def unsupported(request: Request) -> str | None:
+    """Why a request's body is not one the API reads (a 415), or None: a body that is not sent as JSON
+    (``Content-Type: application/json``, or another ``+json`` type), or that is encoded (gzip)."""
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return None  # no body
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        return f"a body with Content-Encoding {encoding} is not read: send it as it is"
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        given = media or "none"
+        return f"the body is read as JSON only: send it with Content-Type: application/json, not {given}"
+    return None
+
+
 class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        reads_body = self.body_field is not None
 
         async def strict_handler(request: Request) -> Response:
+            if reads_body and (problem := unsupported(request)):
+                return JSONResponse({"detail": problem}, status_code=415)
             return await handler(StrictJSONRequest(request.scope, request.receive))
 
         return strict_handler

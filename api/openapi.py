@@ -36,6 +36,7 @@ ERRORS: dict[int, dict[str, Any]] = {
     },
     409: {"description": "The request_id was already used with other parameters."},
     413: {"description": "The request body is larger than MDOPS_API_MAX_BODY_BYTES."},
+    415: {"description": "A body not sent as JSON (Content-Type: application/json), or encoded (gzip)."},
     422: {"model": ValidationErrorResponse, "description": "Invalid request: not strict JSON, or invalid."},
     429: {
         "description": "Too many Runbooks for this token: its rate (Retry-After says when to retry), or "

@@ -42,6 +42,7 @@ RESPONSES = responses(
     *PROTECTED,
     404,
     409,
+    415,
     422,
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",

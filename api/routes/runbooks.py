@@ -97,6 +97,7 @@ async def list_runbooks(
         **responses(
             *PROTECTED,
             409,
+            415,
             422,
             429,
             503,

@@ -6,6 +6,7 @@ Runs are real: the controller runs the test's scripts in the API's namespace (se
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import hashlib
 import json
 import time
@@ -412,9 +413,43 @@ def test_free_text_reaches_the_script_exactly_as_written(api, controller, script
         assert (env["MDOPS_REASON"], env["MDOPS_CONFIG"]) == (reason, text)
 
 
-def test_a_body_that_is_not_json_is_422(api):
-    response = api.post(EXECUTE, content=b"command=start", headers={**auth(), "content-type": "text/plain"})
-    assert response.status_code == 422
+def test_a_body_that_is_not_json_is_422(api, runbooks):
+    response = api.post(
+        EXECUTE, content=b"command=start", headers={**auth(), "content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["detail"]
+    assert runbooks.list() == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "said"),
+    [
+        ({"content-type": "text/plain"}, "send it with Content-Type: application/json, not text/plain"),
+        ({}, "send it with Content-Type: application/json, not none"),  # as curl -d without -H sends it
+        ({"content-type": "application/x-www-form-urlencoded"}, "not application/x-www-form-urlencoded"),
+        (
+            {"content-type": "application/json", "content-encoding": "gzip"},
+            "Content-Encoding gzip is not read",
+        ),
+    ],
+)
+def test_a_body_not_sent_as_json_is_415_saying_how_to_send_it(api, runbooks, headers, said):
+    body = json.dumps({"command": "health_check", "request_id": "sent-badly"}).encode()
+    if headers.get("content-encoding") == "gzip":
+        body = gzip.compress(body)
+    response = api.post(EXECUTE, content=body, headers={**auth(), **headers})
+    assert response.status_code == 415, response.text
+    assert said in response.json()["detail"]
+    assert runbooks.list() == []
+
+
+@pytest.mark.parametrize("media", ["application/json; charset=utf-8", "application/vnd.mdops+json"])
+def test_a_json_body_of_any_json_type_is_read(start_api, runbooks, media):
+    api = start_api(api_execute_wait_seconds=0.1)
+    body = json.dumps({"command": "health_check", "request_id": "json-type"}).encode()
+    response = api.post(EXECUTE, content=body, headers={**auth(), "content-type": media})
+    assert response.status_code == 202, response.text
+    assert [rb["spec"]["requestId"] for rb in runbooks.list()] == ["json-type"]
 
 
 def test_an_unknown_request_id_is_404(api):
