@@ -319,7 +319,8 @@ class Runs:
         """Count the request's approvals; pass, hold or end the run by the tally."""
         status = self.status(entry)
         assert allowed.expire_after is not None
-        deadline = transitions.approvals_deadline(status)
+        deadline = transitions.approvals_deadline(status)  # this wait's, if the run waits for approvals
+        written = parse_time(status.policy.approvals_expire_at) if status.policy else None
         votes = [vote(item) for item in await self.services.kube.approvals(entry.namespace, entry.request_id)]
         counted = approval.tally(
             votes,
@@ -331,7 +332,8 @@ class Runs:
             expire_after=allowed.expire_after,
             approved_at=transitions.approved_at(status),
         )
-        expires = counted.expires_at or deadline or at + allowed.expire_after
+        # Approved: no deadline any more; the one written stays as it was (a new one would be a new status).
+        expires = counted.expires_at or written or at + allowed.expire_after
         change = transitions.approvals_counted(
             status, entry.generation, counted, transitions.requirement(allowed, expires)
         )
