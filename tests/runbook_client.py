@@ -170,7 +170,15 @@ def wait_for_one_acting(rbs: Runbooks, acting: ControllerProcess, standing_by: C
     raise AssertionError("the high-priority replica never took over alone")
 
 
-def event_reasons(api: client.ApiClient, namespace: str, kind: str, name: str) -> set[str]:
-    """The reasons of the Events on the object ``kind``/``name`` (a Runbook, a schedule, ...)."""
-    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
-    return {e.reason for e in events if e.involved_object.kind == kind and e.involved_object.name == name}
+def wait_events(api: client.ApiClient, namespace: str, kind: str, name: str, *reasons: str) -> None:
+    """Wait until the object ``kind``/``name`` (a Runbook, a schedule, ...) has an Event of each of
+    ``reasons``: the controller posts an Event after the status it goes with, a moment later."""
+
+    def seen() -> bool:
+        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+        found = {
+            e.reason for e in events if e.involved_object.kind == kind and e.involved_object.name == name
+        }
+        return set(reasons) <= found
+
+    wait_until(seen, 30, f"Events {', '.join(reasons)} on {kind} {name}")

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster.processes import answers_200, wait_until
 from runbooks import approval, crd, keys, policy
 from runbooks.contract import parse_time
-from tests.runbook_client import HOLD, Runbooks, event_reasons, lines, write_script
+from tests.runbook_client import HOLD, Runbooks, lines, wait_events, write_script
 
 COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
 WITNESSED = 'echo "$MDOPS_REQUEST_ID $(date +%s.%N)" >> "$WITNESS"\n'
@@ -177,10 +177,8 @@ def test_each_window_outcome_wait_reject_dry_run_and_a_policy_change(
     assert rbs.wait_finished("failback-1", timeout=30)["status"]["result"] == "success"
     assert len(witness()["failback-1"]) == 1
 
-    assert {"OutsideChangeWindow", "Started", "Succeeded"} <= event_reasons(
-        api_client, namespace, keys.KIND, "drill-1"
-    )
-    assert "OutsideChangeWindow" in event_reasons(api_client, namespace, keys.KIND, "restart-1")
+    wait_events(api_client, namespace, keys.KIND, "drill-1", "OutsideChangeWindow", "Started", "Succeeded")
+    wait_events(api_client, namespace, keys.KIND, "restart-1", "OutsideChangeWindow")
     counts = gate_counts(controller)
     assert counts[("drill", "held")] == 1 and counts[("restart", "refused")] == 1
 
@@ -224,10 +222,8 @@ def test_approvals_by_others_let_the_run_go_and_a_rejection_ends_it(
     assert "rejected by carol" in rejected["message"]
     assert "failback-1" not in witness()
 
-    assert {"AwaitingApproval", "Approved", "Succeeded"} <= event_reasons(
-        api_client, namespace, keys.KIND, "failover-1"
-    )
-    assert "Rejected" in event_reasons(api_client, namespace, keys.KIND, "failback-1")
+    wait_events(api_client, namespace, keys.KIND, "failover-1", "AwaitingApproval", "Approved", "Succeeded")
+    wait_events(api_client, namespace, keys.KIND, "failback-1", "Rejected")
     counts = gate_counts(controller)
     assert counts[("failover", "approved")] == 1 and counts[("failback", "rejected")] == 1
 
@@ -268,7 +264,7 @@ def test_a_restarted_controller_resumes_held_runs_keeps_the_deadline_and_runs_ea
     runs = witness()
     assert len(runs["failover-1"]) == 1 and len(runs["drill-1"]) == 1 and "failback-1" not in runs
     assert runs["drill-1"][0] >= expected.timestamp()
-    assert "ApprovalExpired" in event_reasons(api_client, namespace, keys.KIND, "failback-1")
+    wait_events(api_client, namespace, keys.KIND, "failback-1", "ApprovalExpired")
     assert gate_counts(second)[("failback", "expired")] == 1
 
 

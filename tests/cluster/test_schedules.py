@@ -30,7 +30,7 @@ from devcluster import pki
 from devcluster.processes import wait_until
 from runbooks import crd, keys, schedule
 from runbooks.contract import parse_time
-from tests.runbook_client import HOLD, Runbooks, event_reasons, lines, wait_for_one_acting, write_script
+from tests.runbook_client import HOLD, Runbooks, lines, wait_events, wait_for_one_acting, write_script
 
 EVERY = 5  # seconds between slots
 DEADLINE = 4  # startingDeadlineSeconds
@@ -327,7 +327,7 @@ def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
     assert [rb["metadata"]["name"] for rb in slot_runbooks(rbs, "held")] == [first["metadata"]["name"]]
     held = schedules.status("held")
     assert held["skippedSlots"] >= 2
-    assert {"SlotCreated", "SlotsSkipped"} <= event_reasons(api_client, namespace, schedule.KIND, "held")
+    wait_events(api_client, namespace, schedule.KIND, "held", "SlotCreated", "SlotsSkipped")
     released = time.time()
     release.touch()
     runs_after(rbs, "held", 1, released)
@@ -365,7 +365,7 @@ def test_suspend_stops_the_slots_and_resume_brings_no_burst_of_late_runs(
     assert not [rb for rb in runbooks if suspended < slot_of(rb).timestamp() < resumed]
     assert schedules.status("paused")["missedSlots"] >= 3
     # Events and metrics say the same, per schedule; the metrics go with the schedule.
-    assert {"SlotCreated", "SlotsMissed"} <= event_reasons(api_client, namespace, schedule.KIND, "paused")
+    wait_events(api_client, namespace, schedule.KIND, "paused", "SlotCreated", "SlotsMissed")
     series = schedule_series(controller, "paused")
     assert series["md_schedule_slots_total:created"] == len(runbooks)
     assert series["md_schedule_slots_total:missed"] >= 3 and series["md_schedule_last_result:"] == 1
@@ -396,7 +396,7 @@ def test_a_slot_whose_name_another_runbook_took_still_runs_once(
         squatter = rbs.get(schedule.slot_name("taken", slot))  # left as it is: not a slot's, run as itself
         assert schedule.SLOT_ANNOTATION not in (squatter["metadata"].get("annotations") or {})
         assert squatter["status"]["requestId"] in lines(witness)
-    assert "SlotNameTaken" in event_reasons(api_client, namespace, schedule.KIND, "taken")
+    wait_events(api_client, namespace, schedule.KIND, "taken", "SlotNameTaken")
 
 
 def test_a_schedule_deleted_in_the_middle_of_its_look_goes_as_soon_as_the_look_ends(

@@ -186,14 +186,17 @@ def test_a_component_that_keeps_crashing_is_restarted_less_and_less_often(stack)
         config.write_text(good)
 
     exits = crashing["exits"][-crashing["crashes_in_a_row"] :]
-    assert [e["restart_in_seconds"] for e in exits][:5] == [0.25, 0.5, 1, 2, 2]  # doubling up to the cap
+    waits = [e["restart_in_seconds"] for e in exits][:5]
+    assert waits == [0.25, 0.5, 1, 2, 2]  # doubling up to the cap
     assert re.search(r"it keeps crashing \(\d+ times in a row", crashing["message"])
-    # The witness: Prometheus's own log, an "Error loading config" at each start, further and further apart.
+    # The witness: Prometheus's own log, an "Error loading config" at each start (the first after the first
+    # wait). Each start came at least its wait after the one before: a start's own time (seconds on a loaded
+    # machine) comes on top, so the gaps themselves need not grow.
     log = Path(crashing["log"]).read_text()
     starts = re.findall(r"^ts=(\S+) .*Error loading config", log, re.MULTILINE)
     times = [datetime.datetime.fromisoformat(start).timestamp() for start in starts]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert len(gaps) >= 3 and gaps[2] > gaps[0] + 0.75, gaps  # 2 s and 0.5 s, plus a start each
+    assert len(gaps) >= 3 and all(gap >= wait for gap, wait in zip(gaps, waits[1:], strict=False)), gaps
 
     wait_until(lambda: answers_200(f"{stack.prometheus.url}/-/ready"), 30, "Prometheus to be back")
     assert record(stack)["prometheus"]["state"] == "running"
