@@ -7,18 +7,21 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from devcluster.components import ControllerProcess
+from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.stack import Stack
-from runbooks.calendar import build_table
+from runbooks.calendar import VenueCalendar, build_table
 from runbooks.kube import api_client as new_api_client
+from runbooks.settings import CommonSettings
 
 TESTS = Path(__file__).parent
 # The tier of each folder. Every test that uses the control plane (the ``cluster`` fixture, directly or
@@ -84,14 +87,36 @@ def stack_options() -> dict:
     return {}
 
 
+@pytest.fixture(scope="session")
+def kept_calendar(tmp_path_factory) -> Callable[[Path], Path]:
+    """``kept_calendar(path)`` writes at ``path`` the default venue's session table, as a process keeps it
+    (``MDOPS_CALENDAR_CACHE``): what a restarted controller or API finds there. The table is built once per
+    test session, by the library in a child process as every process builds it, then copied; building it
+    in each controller and API the tests start took a quarter of make test's CPU. Tests of the building
+    itself give their processes a cache of their own."""
+    table = tmp_path_factory.mktemp("calendar") / SESSIONS
+    VenueCalendar(CommonSettings.model_fields["venue"].default, cache=table).at(
+        datetime.datetime.now(datetime.UTC)
+    )
+
+    def keep(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(table, path)
+        return path
+
+    return keep
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, cluster, stack_options) -> Stack:
+def stack(tmp_path_factory, cluster, stack_options, kept_calendar) -> Stack:
     """The local stack as ``make up`` starts it (its own control plane, the simulator, the controller,
     Prometheus and the API, under its supervisor), a fresh one for each module of tests/e2e, tests/cli and
     tests/browser; the binaries are the session's. A shorter failover: the simulator's switches take 0.4 s
     instead of 1.5 s."""
+    workdir = tmp_path_factory.mktemp("stack")
+    kept_calendar(workdir / SESSIONS)
     with Stack(
-        tmp_path_factory.mktemp("stack"),
+        workdir,
         cluster.bin,
         fixed_ports=False,
         sim_args=("--failover-ms", "400"),
@@ -156,7 +181,7 @@ def stopping_controllers():
 
 
 @pytest.fixture
-def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers):
+def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers, kept_calendar):
     """Start controllers for this test's namespace; each is stopped (SIGTERM) after the test, in the
     background (its namespace is never reused)."""
     started: list[ControllerProcess] = []
@@ -164,6 +189,8 @@ def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers):
     def start(name: str = "controller", **env: str) -> ControllerProcess:
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
+        if not (workdir / SESSIONS).exists():  # a controller started again keeps what it kept
+            kept_calendar(workdir / SESSIONS)
         controller = ControllerProcess(mdops_crds.kubeconfig, namespace, workdir, env)
         started.append(controller)
         return controller

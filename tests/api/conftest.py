@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings
-from devcluster.components import ControllerProcess
+from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.processes import Process, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from sim.process import run_sim
@@ -159,9 +159,12 @@ def tokens_file(tmp_path):
 
 
 @pytest.fixture
-def make_settings(cluster, mdops_crds, namespace, tokens_file) -> Callable[..., ApiSettings]:
+def make_settings(
+    cluster, mdops_crds, namespace, tokens_file, kept_calendar, tmp_path
+) -> Callable[..., ApiSettings]:
     def make(**overrides: Any) -> ApiSettings:
         values: dict[str, Any] = {
+            "calendar_cache": kept_calendar(tmp_path / "api" / SESSIONS),
             "kubeconfig": cluster.kubeconfig,
             "namespace": namespace,
             "OPS_API_TOKEN": ADMIN_TOKEN,
@@ -278,7 +281,7 @@ class ApiProcess(Process):
 
 
 @pytest.fixture
-def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_path):
+def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_path, kept_calendar):
     """``start_server(**env)``: ``python -m api`` on this test's namespace, ready; stopped at the end."""
     started: list[ApiProcess] = []
 
@@ -295,6 +298,7 @@ def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_pa
                 "MDOPS_PROMETHEUS_URL": prometheus.url,
                 "MDOPS_API_EXECUTE_WAIT_SECONDS": "60",  # as make_settings: tests that want a 202 say so
                 "MDOPS_API_LOG_LEVEL": "debug",
+                "MDOPS_CALENDAR_CACHE": str(kept_calendar(folder / SESSIONS)),
                 **env,
             },
             folder,
