@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode, Reason, now
 from runner.request import EXTRA_ENV, KEYS, PASS_ENV, REQUEST_ENV, dumps_for_env
+
+if (
+    TYPE_CHECKING
+):  # not imported at run time: the launcher (standard library and runner only) imports this package
+    from controller.settings import ControllerSettings
 
 LogCallback = Callable[[], None]
 
