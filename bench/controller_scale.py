@@ -79,6 +79,7 @@ from kubernetes import client, watch
 
 from bench.api_latency import create_history
 from bench.controller_overhead import Finishes, create_runbook, memory_mb, trivial_scripts
+from bench.cpu_by_process import stat
 from controller.events import COMPONENT
 from controller.executors import RunRequest
 from controller.executors.job import build_job
@@ -140,11 +141,6 @@ class JobFinishes(Finishes):
         options.setdefault("_preload_content", False)  # dicts, as for Runbooks; a watch reads the stream
         response = self.batch.list_namespaced_job(self.namespace, **options)
         return response if options.get("watch") else json.loads(response.data)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 class Sampler(threading.Thread):
@@ -257,7 +253,7 @@ class Bench:
         """CPU seconds so far of each process of the control plane and of the controller: where a burst's
         work goes on this machine."""
         processes = [*self.cluster.processes, *([controller.process] if controller else [])]
-        return {process.name: cpu_seconds(process.popen.pid) for process in processes}
+        return {process.name: stat(process.popen.pid)[1] for process in processes}
 
     def cleaned_up(self, what: str, timeout: float, processes: list) -> None:
         """Wait until the namespace's Jobs are gone by their TTL; with ``--keep-jobs`` nothing waits (their

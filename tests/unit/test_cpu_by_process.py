@@ -1,0 +1,59 @@
+"""bench.cpu_by_process: the program each process's CPU counts under, and a real command's CPU, sampled."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from bench.cpu_by_process import Ledger, main, program
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["/usr/local/bin/kube-apiserver", "--etcd-servers=http://127.0.0.1:2379"], "kube-apiserver"),
+        (["/work/.venv/bin/python", "-m", "controller"], "python -m controller"),
+        (
+            ["python3.11", "-u", "-m", "controller.executors.launcher"],
+            "python -m controller.executors.launcher",
+        ),
+        (["python", "-u", "-c", "import sys;exec(eval(sys.stdin.readline()))"], "python -c"),
+        (["/work/.venv/bin/python", "/work/.venv/bin/mdops", "run", "health_check"], "python mdops"),
+        (["python", "-X", "importtime", "-m", "api"], "python -m api"),
+        (["python"], "python"),
+    ],
+)
+def test_each_process_counts_under_its_program_or_python_module(argv: list[str], name: str) -> None:
+    assert program(argv) == name
+
+
+def test_a_process_counts_by_its_last_reading_and_a_reused_pid_is_another_process() -> None:
+    ledger = Ledger(since=100)
+    ledger.observe("7", 50, 9.0, ["etcd"])  # started before the command: not counted
+    ledger.observe("8", 120, 1.0, ["etcd"])
+    ledger.observe("8", 120, 2.5, None)
+    ledger.observe("8", 300, 0.5, ["python", "-m", "api"])  # pid 8 again, a new process
+    ledger.observe("9", 130, 0.0, [])  # no command line yet: read again next time
+    ledger.observe("9", 130, 0.2, ["kubectl"])
+    assert ledger.totals() == {"etcd": 2.5, "python -m api": 0.5, "kubectl": 0.2}
+
+
+def test_a_commands_cpu_is_sampled_by_program_and_its_exit_code_kept(tmp_path) -> None:
+    """A command whose child burns 0.5 s of CPU in python -c, then exits 3."""
+    burn = "import time; end = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    script = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}]); sys.exit(3)"
+    out = tmp_path / "cpu.json"
+    code = main(
+        ["--interval", "0.05", "--out", str(out), "--", sys.executable, script_file(tmp_path, script)]
+    )
+    report = json.loads(out.read_text())
+    assert code == report["exit"] == 3
+    assert 0.4 <= report["cpu_s"]["python -c"] <= report["waited_cpu_s"], report
+
+
+def script_file(folder, text: str) -> str:
+    path = folder / "command.py"
+    path.write_text(text)
+    return str(path)
