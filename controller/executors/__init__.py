@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runbooks.contract import ExitCode, Reason, now
 from runner.request import EXTRA_ENV, KEYS, PASS_ENV, REQUEST_ENV, dumps_for_env
 
-if (
-    TYPE_CHECKING
-):  # not imported at run time: the launcher (standard library and runner only) imports this package
+# Not imported at run time: the launcher, which imports this package, keeps to the standard library and
+# the runner.
+if TYPE_CHECKING:
     from controller.settings import ControllerSettings
 
 LogCallback = Callable[[], None]
