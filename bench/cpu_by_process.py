@@ -6,10 +6,10 @@ Runs the command, and while it runs reads every process's CPU time (``/proc/<pid
 ``--interval`` seconds. Each process that started after the command did counts, under its program:
 the executable's name, or for Python the module it runs (``python -m controller`` is
 ``python -m controller``; a pytest-xdist worker, started with ``-c``, is ``python -c``). A process's
-last reading is its CPU: one that lives less than an interval may be missed, and what a process spent
-after its last reading is. The report compares the sum with the CPU of every process the command waited
-for (its ``rusage``), which misses none: their ratio is how much the sample saw. Processes of other
-work started meanwhile count too: run it on a quiet machine.
+last reading is its CPU: a process that lives less than an interval may be missed, and so is what one
+spends after its last reading. The report compares the sum with the CPU of the processes the command
+waited for, its children's and theirs (``rusage``), which misses none of those: about how much the
+sample saw. Processes of other work started meanwhile count too: run it on a quiet machine.
 
 The command's own exit code is this one's.
 """
