@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 
 import pytest
 
@@ -41,19 +42,16 @@ def test_a_process_counts_by_its_last_reading_and_a_reused_pid_is_another_proces
 
 
 def test_a_commands_cpu_is_sampled_by_program_and_its_exit_code_kept(tmp_path) -> None:
-    """A command whose child burns 0.5 s of CPU in python -c, then exits 3."""
-    burn = "import time; end = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
-    script = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}]); sys.exit(3)"
-    out = tmp_path / "cpu.json"
-    code = main(
-        ["--interval", "0.05", "--out", str(out), "--", sys.executable, script_file(tmp_path, script)]
+    """A command whose child burns 0.5 s of CPU, then exits 3. The child runs a script of a name no other
+    process has: the sample counts every process started meanwhile, other tests' too."""
+    burn = tmp_path / f"burn_{uuid.uuid4().hex}.py"
+    burn.write_text("import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n")
+    command = tmp_path / "command.py"
+    command.write_text(
+        f"import subprocess, sys\nsubprocess.run([sys.executable, {str(burn)!r}])\nsys.exit(3)\n"
     )
+    out = tmp_path / "cpu.json"
+    code = main(["--interval", "0.05", "--out", str(out), "--", sys.executable, str(command)])
     report = json.loads(out.read_text())
     assert code == report["exit"] == 3
-    assert 0.4 <= report["cpu_s"]["python -c"] <= report["waited_cpu_s"], report
-
-
-def script_file(folder, text: str) -> str:
-    path = folder / "command.py"
-    path.write_text(text)
-    return str(path)
+    assert 0.4 <= report["cpu_s"][f"python {burn.name}"] <= report["waited_cpu_s"], report
