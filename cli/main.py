@@ -342,7 +342,10 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
         return None
     if match := re.fullmatch(r"(\d+)([smhd])", value):
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
-        return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match[1])})
+        try:
+            return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match[1])})
+        except OverflowError:  # before the year 1
+            raise click.BadParameter(f"{value!r} is too far back") from None
     try:
         when = datetime.datetime.fromisoformat(value)
     except ValueError:

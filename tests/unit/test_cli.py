@@ -380,6 +380,12 @@ def test_a_since_time_without_an_offset_is_refused_not_read_in_the_local_zone(in
         assert "has no UTC offset" in result.stderr and "2026-01-02T10:00+08:00" in result.stderr
 
 
+def test_a_since_beyond_any_date_is_a_usage_error_not_an_unexpected_one(invoke):
+    result = invoke("runs", "--since", "999999999d")
+    assert result.exit_code == Exit.USAGE, result.output
+    assert "Invalid value for '--since': '999999999d' is too far back" in result.stderr
+
+
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
     """An answer of another shape (an older or newer API, another JSON service at the URL)."""
     api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, {})
