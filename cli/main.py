@@ -19,6 +19,7 @@ from click.shell_completion import get_completion_class
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from cli import render
 from cli.client import Api
@@ -318,7 +319,8 @@ def run(
     logs = out.console if out.human else console(stderr=True)  # with -o json|yaml, stdout has the result only
     emit = (lambda line: logs.print(render.log_line(line))) if follow else None
     if out.human and wait and not follow:
-        with console(stderr=True).status(f"{command} {body['request_id']}: waiting for the end"):
+        # Text, not a str, which Rich would read as markup: a request id may hold brackets ("[/x]").
+        with console(stderr=True).status(Text(f"{command} {body['request_id']}: waiting for the end")):
             view = run_and_follow(api, body, wait, emit, say, warn)
     else:
         view = run_and_follow(api, body, wait, emit, say, warn)

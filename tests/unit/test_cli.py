@@ -386,6 +386,15 @@ def test_a_since_beyond_any_date_is_a_usage_error_not_an_unexpected_one(invoke):
     assert "Invalid value for '--since': '999999999d' is too far back" in result.stderr
 
 
+def test_a_request_id_in_square_brackets_gets_the_apis_refusal_not_a_crash(invoke, api):
+    """The line that says what mdops waits for names the request id as it is: brackets are no markup."""
+    refusal = {"detail": [{"loc": ["path", "request_id"], "msg": "String should match pattern"}]}
+    api.answers["GET /api/ops/runbooks/%5B%2Fx%5D"] = lambda answer: answer.json(422, refusal)
+    result = invoke("run", "restart", "--request-id", "[/x]", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == Exit.INVALID, result.output
+    assert result.stderr.startswith("mdops: the API refused the request (422): path.request_id: String")
+
+
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
     """An answer of another shape (an older or newer API, another JSON service at the URL)."""
     api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, {})
