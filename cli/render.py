@@ -6,6 +6,7 @@ terminal, never with ``NO_COLOR``) is Rich's business. ``-o json|yaml`` bypasses
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -22,6 +23,9 @@ STATUS_STYLES = {
     RunState.QUEUED: "yellow",
 }
 LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red"}
+# Control characters (C0 but tab, DEL, C1) in a script's output: an escape sequence would act on the
+# terminal that shows the log (clear it, set its title or clipboard). They are shown escaped (\x1b).
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _text(value: Any) -> str:
@@ -56,8 +60,9 @@ def result_line(view: dict[str, Any]) -> Text:
 def log_line(line: dict[str, str]) -> Text:
     level = line.get("level", "INFO")
     # Never wrapped by Rich (a terminal wraps it; a pipe gets it whole).
+    message = CONTROL.sub(lambda m: repr(m[0])[1:-1], line.get("message", ""))
     return Text.assemble(
-        (f"{level:<8}", LEVEL_STYLES.get(level, "")), line.get("message", ""), no_wrap=True, overflow="ignore"
+        (f"{level:<8}", LEVEL_STYLES.get(level, "")), message, no_wrap=True, overflow="ignore"
     )
 
 

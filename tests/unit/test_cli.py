@@ -1126,6 +1126,15 @@ def test_the_metrics_tiles_say_which_are_stale():
     assert rows[2].split() == ["failover_latency_ms", "-", "ms", "stale;", "no", "exporter", "sample"]
 
 
+def test_a_log_lines_control_characters_are_shown_not_sent_to_the_terminal():
+    """A script's output is kept as it wrote it: an escape sequence in it (clear the screen, set the
+    clipboard) is shown as text, never acted on by the terminal that shows the log."""
+    line = {"level": "INFO", "message": "a\x1b[2J\x1b]52;c;cHduZWQ=\x07b\x9bc"}
+    console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
+    console.print(render.log_line(line))
+    assert console.file.getvalue() == "INFO    a\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07b\\x9bc\n"
+
+
 def test_a_chart_is_drawn_with_its_title_and_times():
     series = {
         "metric": "md_throughput_mps",
