@@ -156,6 +156,14 @@ def test_a_token_pasted_with_quotes_is_refused_in_words(page):
     expect(page.get_by_role("status")).to_have_text(re.compile("^A token has no spaces, quotes"))
 
 
+def test_a_token_of_spaces_only_is_refused_in_words(page):
+    """Spaces pass the field's "required"; without them nothing is left: said, never a silent new form."""
+    page.goto("/console/")
+    page.get_by_label("API token").fill("   ")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("status")).to_have_text("That is only spaces: paste your token.")
+
+
 def test_a_link_to_a_run_that_does_not_exist_says_so(page, stack):
     """A run page for an id no Runbook has says so, and waits for it."""
     sign_in(page, stack.admin_token)

@@ -18,6 +18,10 @@ export function show(container, message, signedIn) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const value = token.value.trim();
+    if (!value) {
+      status.textContent = "That is only spaces: paste your token."; // "required" lets spaces through
+      return;
+    }
     if (/[^\x21-\x7e]/.test(value)) {
       // A header cannot carry it; the browser would refuse the request as if the API were unreachable.
       status.textContent = "A token has no spaces, quotes like “ ” or other characters beyond ASCII: paste it again.";
