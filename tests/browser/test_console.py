@@ -357,6 +357,19 @@ def test_a_runs_page_says_the_offset_of_its_times_and_whole_seconds(page, stack)
     expect(run.get_by_role("heading", name="Logs (times in +08:00)")).to_be_visible()
 
 
+def test_the_lists_say_the_offset_of_their_times(page, stack):
+    """As a run's page and the overview do: someone on shift elsewhere reads +08:00, not a zone to look up."""
+    sign_in(page, stack.admin_token)
+    page.goto("/console/#/runbooks")
+    expect(page.get_by_role("table")).to_have_accessible_name(
+        re.compile(r"newest first \(times in \+08:00\)$")
+    )
+    page.goto("/console/#/schedules")
+    expect(page.get_by_role("table")).to_have_accessible_name(
+        re.compile(r"^\d+ schedules; times in \+08:00,")
+    )
+
+
 def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     """whoami answers 503, then the connection is refused (the API restarting): the page says so and asks
     again, the token kept; only a 401 signs out."""

@@ -2,7 +2,7 @@
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
 import { ApiError, call, follow, paused, stale } from "./api.js";
-import { duration, el, listTable, when } from "./format.js";
+import { duration, el, listTable, offset, when } from "./format.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
 const PAGE = 50; // runs shown at first, and added by "Show older runs"
@@ -68,7 +68,7 @@ export function show(container, ctx) {
   function render(runs, matched, more) {
     const filtered = command.value || result.value || who.value.trim() ? " that match the filters" : "";
     const which = more ? `The newest ${runs.length} of ${matched}` : `All ${matched}`;
-    caption.textContent = `${which} runs${filtered}, newest first (times in the exchange's zone)`;
+    caption.textContent = `${which} runs${filtered}, newest first (times in ${offset(zone)})`;
     older.hidden = !more;
     // A row's link that has the keyboard focus keeps it when its row is made again.
     const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;

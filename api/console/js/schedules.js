@@ -1,7 +1,7 @@
 // Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
 // again every few seconds while the view is open.
 import { ApiError, call } from "./api.js";
-import { el, listTable, when } from "./format.js";
+import { el, listTable, offset, when } from "./format.js";
 
 const REFRESH_SECONDS = 5;
 const SLOTS = 3;
@@ -49,7 +49,7 @@ export function show(container, ctx) {
   async function load() {
     try {
       const answer = (await call(`/api/ops/schedules?slots=${SLOTS}`)).data;
-      caption.textContent = `${answer.schedules.length} schedules${answer.truncated ? " (more exist)" : ""}; times in the exchange's zone, refreshed every ${REFRESH_SECONDS} s`;
+      caption.textContent = `${answer.schedules.length} schedules${answer.truncated ? " (more exist)" : ""}; times in ${offset(zone)}, refreshed every ${REFRESH_SECONDS} s`;
       body.replaceChildren(...answer.schedules.map(row));
       problem.textContent = "";
     } catch (error) {
