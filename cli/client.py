@@ -158,4 +158,9 @@ def _body(response: httpx.Response) -> Any:
 
 
 def _runbook_path(request_id: str) -> str:
-    return f"/api/ops/runbooks/{quote(request_id, safe='')}"
+    """The run's path. An id of dots only is sent as ``%2E``: the HTTP client would resolve ``.`` and ``..``
+    as path segments (``/runbooks/.`` is the runs list), and the API would never see it to refuse it."""
+    segment = quote(request_id, safe="")
+    if set(segment) == {"."}:
+        segment = segment.replace(".", "%2E")
+    return f"/api/ops/runbooks/{segment}"

@@ -408,10 +408,17 @@ def runs(
     out.show(found, render.runs_table)
 
 
+def _request_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An empty id would read the runs list's path (``/api/ops/runbooks/``), not a run's."""
+    if not value:
+        raise click.BadParameter("the request id is empty")
+    return value
+
+
 @cli.command(
     epilog="\b\nExamples:\n  mdops get hc-2025-09-22\n  mdops get hc-2025-09-22 -o json | jq .health"
 )
-@click.argument("request_id")
+@click.argument("request_id", callback=_request_id)
 @api_options
 def get(api: Api, out: Output, request_id: str) -> None:
     """Show one run: result, health, last log lines."""
@@ -421,7 +428,7 @@ def get(api: Api, out: Output, request_id: str) -> None:
 @cli.command(
     epilog='\b\nExamples:\n  mdops logs hc-2025-09-22\n  mdops logs "$(mdops run drill --no-wait)" -f'
 )
-@click.argument("request_id")
+@click.argument("request_id", callback=_request_id)
 @click.option("-f", "--follow", is_flag=True, help="Go on printing new lines until the run has finished.")
 @verbose_option
 @api_options

@@ -395,6 +395,26 @@ def test_a_request_id_in_square_brackets_gets_the_apis_refusal_not_a_crash(invok
     assert result.stderr.startswith("mdops: the API refused the request (422): path.request_id: String")
 
 
+@pytest.mark.parametrize("request_id", [".", ".."])
+def test_a_request_id_of_dots_reaches_the_api_not_another_path(invoke, api, request_id):
+    """``/runbooks/.`` would be resolved to the runs list (``/runbooks/``), and ``..`` above it: sent
+    escaped, the id reaches the API, which refuses it in words."""
+    escaped = request_id.replace(".", "%2E")
+    refusal = {"detail": [{"loc": ["path", "request_id"], "msg": "String should match pattern"}]}
+    api.answers[f"GET /api/ops/runbooks/{escaped}"] = lambda answer: answer.json(422, refusal)
+    for command in ("get", "logs"):
+        result = invoke(command, request_id, "--url", api.url, "--token", SECRET)
+        assert result.exit_code == Exit.INVALID, result.output
+        assert "path.request_id: String should match pattern" in result.stderr
+
+
+def test_an_empty_request_id_is_a_usage_error_not_the_runs_lists_path(invoke):
+    for command in ("get", "logs"):
+        result = invoke(command, "", "--url", "http://127.0.0.1:1", "--token", SECRET)
+        assert result.exit_code == Exit.USAGE, result.output
+        assert "Invalid value for 'REQUEST_ID': the request id is empty" in result.stderr
+
+
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
     """An answer of another shape (an older or newer API, another JSON service at the URL)."""
     api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, {})
