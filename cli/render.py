@@ -28,6 +28,11 @@ LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold 
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
+def _escaped(text: str) -> str:
+    """A script's text (a log line, its health report) as shown: its control characters escaped."""
+    return CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+
+
 def _text(value: Any) -> str:
     if value is None:
         return "-"
@@ -60,9 +65,11 @@ def result_line(view: dict[str, Any]) -> Text:
 def log_line(line: dict[str, str]) -> Text:
     level = line.get("level", "INFO")
     # Never wrapped by Rich (a terminal wraps it; a pipe gets it whole).
-    message = CONTROL.sub(lambda m: repr(m[0])[1:-1], line.get("message", ""))
     return Text.assemble(
-        (f"{level:<8}", LEVEL_STYLES.get(level, "")), message, no_wrap=True, overflow="ignore"
+        (f"{level:<8}", LEVEL_STYLES.get(level, "")),
+        _escaped(line.get("message", "")),
+        no_wrap=True,
+        overflow="ignore",
     )
 
 
@@ -88,7 +95,7 @@ def _inline(mapping: dict[str, Any] | None) -> str:
             parts.append(f"gate {verdict}" + (" (enforced)" if value.get("enforced") else ""))
         else:
             parts.append(f"{key} {_text(value)}")
-    return " · ".join(parts)
+    return _escaped(" · ".join(parts))
 
 
 def run_view(view: dict[str, Any]) -> RenderableType:

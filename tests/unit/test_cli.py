@@ -1155,6 +1155,12 @@ def test_a_log_lines_control_characters_are_shown_not_sent_to_the_terminal():
     assert console.file.getvalue() == "INFO    a\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07b\\x9bc\n"
 
 
+def test_a_health_reports_control_characters_are_shown_not_sent_to_the_terminal():
+    """A script writes its health report as it likes: its extra keys and values, as its log lines."""
+    view = {"runbook": {**RUN, "logs": []}, "health": {"coverage_ratio": 1.0, "venue\x1b[2J": "up\x07"}}
+    assert "venue\\x1b[2J up\\x07" in _text(render.run_view(view))
+
+
 def test_a_chart_is_drawn_with_its_title_and_times():
     series = {
         "metric": "md_throughput_mps",
