@@ -29,7 +29,8 @@ CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _escaped(text: str) -> str:
-    """A script's text (a log line, its health report) as shown: its control characters escaped."""
+    """Text from the API as shown (a log line, a health report, a status message, any field): its control
+    characters escaped."""
     return CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
 
 
@@ -38,7 +39,7 @@ def _text(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return _escaped(str(value))
 
 
 def state(status: str) -> Text:
@@ -107,7 +108,7 @@ def run_view(view: dict[str, Any]) -> RenderableType:
             ("request id", runbook["request_id"]),
             ("command", runbook["command"]),
             ("result", outcome(runbook)),
-            *([("waits", waits)] if waits else []),
+            *([("waits", _escaped(waits))] if waits else []),
             ("finished", _text(runbook.get("finished_at"))),
             ("health", _inline(view.get("health"))),
         ]

@@ -1161,6 +1161,14 @@ def test_a_health_reports_control_characters_are_shown_not_sent_to_the_terminal(
     assert "venue\\x1b[2J up\\x07" in _text(render.run_view(view))
 
 
+def test_a_status_message_and_a_runs_fields_are_shown_escaped_too():
+    """What the controller or a person wrote into a Runbook's status reaches the terminal as text."""
+    waiting = {**RUN, "status": "queued", "message": "waits for\x1b]0;owned\x07 rb-0", "logs": []}
+    assert "waits for\\x1b]0;owned\\x07 rb-0" in _text(render.run_view({"runbook": waiting}))
+    listed = {**RUN, "dry_run": False, "enforce": False, "requested_by": "ops\x1b[2J", "created_at": None}
+    assert "ops\\x1b[2J" in _text(render.runs_table([listed]))
+
+
 def test_a_chart_is_drawn_with_its_title_and_times():
     series = {
         "metric": "md_throughput_mps",
