@@ -8,12 +8,13 @@ loop, and sends both at once, or sends it alone at the end of that step (a strea
 stream's chunks): nothing waits longer than the step that wrote it, and the order is kept.
 
 It also gives a client a deadline for each request it sends: from the moment its connection opens, or
-its next request's first byte arrives, it has ``read_seconds`` to send the whole request, head and body
-(``MDOPS_API_READ_TIMEOUT_SECONDS``). uvicorn has none: a connection that sends nothing, or half a head, or
-half a body, is otherwise kept for good, and enough of them use up the process's file descriptors. When
-the deadline passes, a connection that has sent nothing of a request is closed (as an idle keep-alive
-connection is), one with part of a request is answered 408 with a JSON body and closed, and the
-application, if the head had reached it, sees the client gone and does nothing with the part it has.
+its next request's first byte arrives (or, for one pipelined behind another, the other is answered), it
+has ``read_seconds`` to send the whole request, head and body (``MDOPS_API_READ_TIMEOUT_SECONDS``).
+uvicorn has none: a connection that sends nothing, or half a head, or half a body, is otherwise kept for
+good, and enough of them use up the process's file descriptors. When the deadline passes, a connection that
+has sent nothing of a request is closed (as an idle keep-alive connection is), one with part of a request
+is answered 408 with a JSON body and closed, and the application, if the head had reached it, sees the
+client gone and does nothing with the part it has.
 
 h11 (0.16) lets control characters other than NUL through in a header's value; :class:`StrictConnection`
 refuses them (400, as h11 refuses one in a header's name): RFC 9110 allows only visible characters, spaces
@@ -110,6 +111,16 @@ class Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state not in RECEIVING:  # the request is whole (or the connection done)
             self.stop_reading()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn goes on to a request pipelined behind the one answered, from bytes that came with it: no
+        # data_received starts that request's deadline, and half of one would be kept for good.
+        pipelined = self.conn.their_state is h11.SEND_BODY or (
+            self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]
+        )
+        if self.read_deadline is None and pipelined and not self.transport.is_closing():
+            self.start_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_reading()

@@ -362,6 +362,24 @@ def test_a_request_not_sent_whole_in_time_is_408_and_nothing_is_done_with_it(sta
     assert runbooks.list() == []
 
 
+def test_a_request_pipelined_behind_another_has_the_same_deadline(start_server, runbooks):
+    """A client may send its next request before the answer to the first (pipelining): its head, or half of
+    it, arrives with the first, and the server reads it only once the first is answered."""
+    server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1")
+    valid_prefix = b'{"command": "health_check", "request_id": "pipelined-half"}'
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    half_body = slow_client(server, first + execute_head(len(valid_prefix) + 40) + valid_prefix)
+    half_head = slow_client(server, first + b"GET /readyz HTTP/1.1\r\n")
+    for sock in (half_body, half_head):
+        sock.settimeout(10)  # far past the 1 s deadline: a connection still open then is held for good
+        received = received_until_closed(sock)
+        answered, _, second = received.partition(b"HTTP/1.1 408 ")
+        assert answered.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1" not in answered[1:], received
+        assert "not received whole within 1 s" in timed_out(b"HTTP/1.1 408 " + second)["detail"]
+    wait_until(lambda: requests_counted(server, 499) == 1, 30, "the half-sent execute counted as 499")
+    assert runbooks.list() == []
+
+
 def test_a_client_gone_before_its_body_is_whole_creates_nothing(server, runbooks):
     body = b'{"command": "health_check", "request_id": "cut-short"}'
     sock = slow_client(server, execute_head(len(body) + 40) + body)  # a valid JSON prefix of what it declared
