@@ -1,7 +1,7 @@
 """Dependencies, as ``Annotated`` aliases: the settings, what the lifespan made (kept on ``app.state``: the
-Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics, the custom
-objects client of approvals and schedules), and the principal the edge authenticated (:mod:`api.edge`) with
-its permissions."""
+Runbook cache, the submitter, the Prometheus source, the status memo, the API's own metrics, the
+requests of approvals and schedules to the Kubernetes API), and the principal the edge authenticated
+(:mod:`api.edge`) with its permissions."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from kubernetes import client
 
 from api import auth
 from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Forbidden, NotReady, Unauthorized
+from api.kube import KubeRequests
 from api.prometheus import MetricsSource
 from api.records import RunbookRecord
 from api.render import StatusMemo
@@ -53,8 +53,8 @@ async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
-async def get_objects(request: Request) -> client.CustomObjectsApi:
-    return request.app.state.objects
+async def get_kube(request: Request) -> KubeRequests:
+    return request.app.state.kube
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
@@ -64,7 +64,7 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 PrometheusDep = Annotated[MetricsSource, Depends(get_prometheus)]
 StatusMemoDep = Annotated[StatusMemo, Depends(get_status_memo)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
-ObjectsDep = Annotated[client.CustomObjectsApi, Depends(get_objects)]  # approvals, schedules
+KubeDep = Annotated[KubeRequests, Depends(get_kube)]  # approvals, schedules
 
 BEARER = "bearer"  # the security scheme's name in the OpenAPI document
 bearer = HTTPBearer(

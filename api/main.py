@@ -22,7 +22,7 @@ from api.cache import RunbookCache
 from api.edge import EdgeMiddleware
 from api.errors import ApiError
 from api.events import EventLog, StreamLimiter
-from api.kube import requests_client
+from api.kube import KubeRequests, requests_client
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
 from api.routes import approvals, console, events, health, metrics, runbooks, schedules, status
@@ -56,11 +56,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.tokens = tokens
     app.state.cache = cache
-    app.state.submitter = Submitter(kube_requests, cache, settings)
+    app.state.kube = kube = KubeRequests(kube_requests)  # execute's, approvals', schedules'
+    app.state.submitter = Submitter(kube, cache, settings)
     app.state.prometheus = prometheus
     app.state.status_memo = StatusMemo()
     app.state.streams = StreamLimiter(settings.api_events_streams_per_token)
-    app.state.objects = client.CustomObjectsApi(kube_requests)
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))  # status' session, schedules' slots
     log.info(
         "serving Runbooks of namespace %s, metrics of %s, %d token(s)",
@@ -73,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await asyncio.to_thread(cache.stop)
         prometheus.close()
+        kube.close()
         kube_requests.close()
         kube_watch.close()
 

@@ -34,7 +34,7 @@ from kubernetes import client
 from api.auth import Principal
 from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
-from api.kube import REQUEST_TIMEOUT
+from api.kube import REQUEST_TIMEOUT, KubeRequests
 from api.quota import Quota, TooManyRequests
 from api.records import RunbookRecord, record_of
 from api.schemas import ExecuteRequest
@@ -76,8 +76,9 @@ def runbook_spec(body: ExecuteRequest, settings: ApiSettings, principal: Princip
 class Submitter:
     """Turns an execute request into its Runbook and waits, bounded, for the run's end."""
 
-    def __init__(self, api: client.ApiClient, cache: RunbookCache, settings: ApiSettings):
-        self.objects = client.CustomObjectsApi(api)
+    def __init__(self, kube: KubeRequests, cache: RunbookCache, settings: ApiSettings):
+        self.kube = kube
+        self.objects = kube.objects
         self.cache = cache
         self.settings = settings
         self.quota = Quota(settings.api_execute_rate, settings.api_max_unfinished_per_token, cache)
@@ -94,7 +95,7 @@ class Submitter:
             async with self._creating.setdefault(principal.name, asyncio.Lock()):
                 record = self.cache.find(request_id)
                 if record is not None and self._replaceable(record, spec):
-                    await asyncio.to_thread(self._delete, record)
+                    await self.kube(self._delete, record)
                     record = None
                 record = record or await self._create_within_quota(spec, principal)
         self._check_same_request(record, spec)
@@ -102,7 +103,7 @@ class Submitter:
         final = await self.cache.wait_for(
             record.name, lambda r: r.uid == uid and r.finished, self.settings.api_execute_wait_seconds
         )
-        if final is None and await asyncio.to_thread(self._gone, record):
+        if final is None and await self.kube(self._gone, record):
             raise Conflict(
                 f"request_id {request_id!r}: its Runbook {record.name!r} was deleted before the run finished "
                 "(deleting a Runbook cancels its run)"
@@ -130,11 +131,11 @@ class Submitter:
             name, spec, labels={keys.MANAGED_BY: keys.API_MANAGER}, annotations={keys.REQUESTED_AT: now()}
         )
         try:
-            obj = await asyncio.to_thread(self._create, manifest)
+            obj = await self.kube(self._create, manifest)
         except client.ApiException as error:
             if error.status != 409:
                 raise
-            obj = await asyncio.to_thread(self._read, name)
+            obj = await self.kube(self._read, name)
             if obj is None:  # there, and deleted since: rare enough to be asked again
                 raise KubernetesUnavailable(
                     f"the Runbook {name!r} was deleted as this one was made: try again"
@@ -143,7 +144,7 @@ class Submitter:
                 return record_of(obj)
             # The name is another request's: one whose request id is that name, or a Runbook that kubectl
             # named so. Ours is made under a name the API server derives from it.
-            obj = await asyncio.to_thread(self._create, models.named_after(manifest))
+            obj = await self.kube(self._create, models.named_after(manifest))
         self.quota.spend(principal)
         uid, made = obj["metadata"]["uid"], obj["metadata"]["name"]
         await self.cache.wait_for(made, lambda r: r.uid == uid, self.settings.api_sync_wait_seconds)

@@ -24,10 +24,10 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from api.cache import RunbookCache
-from api.deps import Approving, CacheDep, ObjectsDep, SettingsDep
+from api.deps import Approving, CacheDep, KubeDep, SettingsDep
 from api.errors import Conflict, Forbidden
 from api.jsonbody import StrictJSONRoute
-from api.kube import REQUEST_TIMEOUT
+from api.kube import REQUEST_TIMEOUT, KubeRequests
 from api.openapi import PROTECTED, responses
 from api.render import iso
 from api.routes.runbooks import lookup
@@ -68,12 +68,12 @@ def _route(decision: ApprovalDecision, summary: str) -> None:
         request_id: RequestIdPath,
         settings: SettingsDep,
         cache: CacheDep,
-        objects: ObjectsDep,
+        kube: KubeDep,
         principal: Approving,
         body: Comment = None,
     ) -> JSONResponse:
         return await _decide(
-            decision, request_id, settings.zone, settings.calendar, cache, objects, principal.name, body
+            decision, request_id, settings.zone, settings.calendar, cache, kube, principal.name, body
         )
 
     router.add_api_route(
@@ -100,7 +100,7 @@ async def _decide(
     zone: datetime.tzinfo,
     calendar: VenueCalendar,
     cache: RunbookCache,
-    objects: client.CustomObjectsApi,
+    kube: KubeRequests,
     approver: str,
     body: DecisionRequest | None,
 ) -> JSONResponse:
@@ -128,7 +128,7 @@ async def _decide(
             "it; delete the Runbook to cancel it"
         )
     if record.reason != Reason.AWAITING_APPROVAL and not await _gate_counts(
-        record.spec, cache, objects, calendar
+        record.spec, cache, kube, calendar
     ):
         raise Conflict(
             f"no RunbookPolicy asks for approvals for run {request_id!r}: the gate lets it start without "
@@ -144,8 +144,8 @@ async def _decide(
     name = approval_name(request_id, record.uid, approver)
     manifest = crd.APPROVAL.manifest(name, spec.to_k8s(), labels={keys.MANAGED_BY: keys.API_MANAGER})
     try:
-        made = await asyncio.to_thread(
-            objects.create_namespaced_custom_object,
+        made = await kube(
+            kube.objects.create_namespaced_custom_object,
             keys.GROUP,
             keys.VERSION,
             cache.namespace,
@@ -172,16 +172,14 @@ async def _decide(
     return JSONResponse(answer, status_code=201)
 
 
-async def _gate_counts(
-    spec: dict, cache: RunbookCache, objects: client.CustomObjectsApi, calendar: VenueCalendar
-) -> bool:
+async def _gate_counts(spec: dict, cache: RunbookCache, kube: KubeRequests, calendar: VenueCalendar) -> bool:
     """Whether the gate will count decisions on the run of ``spec``: the namespace's policies, evaluated
     now as the gate evaluates them, hold it for approvals, or for its window (then they may), or refuse
     it. Whatever keeps the gate from deciding (a policy or a calendar it cannot read) holds the run
     there too, and it counts decisions once it can."""
     try:
-        listed = await asyncio.to_thread(
-            objects.list_namespaced_custom_object,
+        listed = await kube(
+            kube.objects.list_namespaced_custom_object,
             keys.GROUP,
             keys.VERSION,
             cache.namespace,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.deps import CacheDep, ObjectsDep, SettingsDep, StatusReader
+from api.deps import CacheDep, KubeDep, SettingsDep, StatusReader
 from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT
 from api.openapi import PROTECTED, responses
@@ -40,13 +40,13 @@ MAX_SCHEDULES = 200
 )
 async def list_schedules(
     settings: SettingsDep,
-    objects: ObjectsDep,
+    kube: KubeDep,
     cache: CacheDep,
     principal: StatusReader,
     slots: Annotated[int, Query(ge=0, le=20, description="How many next slots to show per schedule.")] = 3,
 ) -> JSONResponse:
-    page = await asyncio.to_thread(
-        objects.list_namespaced_custom_object,
+    page = await kube(
+        kube.objects.list_namespaced_custom_object,
         keys.GROUP,
         keys.VERSION,
         settings.namespace,

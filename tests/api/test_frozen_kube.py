@@ -3,6 +3,7 @@ on a control plane of this module's own (never the shared one)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -99,6 +100,29 @@ def test_requests_to_a_frozen_kube_apiserver_are_a_prompt_503(plane, tokens_file
             assert len(made) == 1
     finally:
         kube.close()
+
+
+def test_many_requests_to_a_frozen_kube_apiserver_are_each_a_prompt_503(plane, tokens_file):
+    """Requests that arrive together while the API server answers none do not wait behind each other's
+    timeouts: each is a 503 within about one of them, and the endpoints that need no request to it answer
+    meanwhile."""
+    clients = 4 * min(32, (os.cpu_count() or 1) + 4)  # four times the threads of the event loop's own pool
+    with running_app(settings_of(plane, tokens_file)) as api:
+        with frozen(plane), concurrent.futures.ThreadPoolExecutor(clients + 1) as pool:
+            asked = [
+                pool.submit(timed, api.get, "/api/ops/schedules", headers=auth()) for _ in range(clients)
+            ]
+            status, took = timed(api.get, "/api/ops/status", headers=auth())
+            assert status.status_code == 200 and took < 2, took
+            for response, took in (future.result() for future in asked):
+                assert response.status_code == 503, response.text
+                assert response.json()["detail"].startswith("Kubernetes API unreachable")
+                assert took < PROMPT, took
+        wait_until(
+            lambda: api.get("/api/ops/schedules", headers=auth()).status_code == 200,
+            60,
+            "the schedules once the kube-apiserver answers again",
+        )
 
 
 def test_readyz_is_503_within_about_the_grace_while_the_kube_apiserver_is_frozen(plane, tokens_file):
