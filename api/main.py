@@ -137,6 +137,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         openapi_url=None,  # served by api.routes.health for a valid token; no interactive docs
         docs_url=None,
         redoc_url=None,
+        # A path with one more slash than a route's is unknown (a JSON 404), not a redirect: Starlette's had
+        # no body, and its Location was made from the request's Host header.
+        redirect_slashes=False,
         # No OpenTelemetry: the API's metrics are its own (api.telemetry), and FastAPI's native telemetry
         # would look for a configured provider on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -43,6 +43,7 @@ router = APIRouter(tags=["console"])
 
 
 @router.get("/", include_in_schema=False)
+@router.get(PATH, include_in_schema=False)
 async def home() -> RedirectResponse:
     return RedirectResponse(f"{PATH}/")
 

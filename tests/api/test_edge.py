@@ -222,6 +222,32 @@ def test_a_405_says_that_get_and_head_are_allowed_also_for_the_consoles_files(se
         assert b"\r\nallow: get, head\r\n" in head, head
 
 
+def test_a_trailing_slash_is_a_json_404_never_a_redirect_to_the_clients_host(server, runbooks):
+    """No route ends with a slash: a path with one more is an unknown path like any other, not a redirect
+    (which had an empty body, no place in the OpenAPI document, and a Location made from the Host header)."""
+    token = f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+    body = '{"command": "health_check"}'
+    for method, path, headers in (
+        ("GET", "/api/ops/status/", token),
+        ("GET", "/healthz/", ""),
+        ("GET", "/api/ops/runbooks/x/", token),
+        ("POST", f"{EXECUTE}/", f"{token}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"),
+    ):
+        received = raw_request(
+            server,
+            f"{method} {path} HTTP/1.1\r\nHost: elsewhere.example\r\n{headers}Connection: close\r\n\r\n"
+            f"{body if method == 'POST' else ''}".encode(),
+        )
+        head, _, answer = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 404 ") and b"location" not in head.lower(), received
+        assert json.loads(answer) == {"detail": "Not Found"}
+    console = raw_request(
+        server, b"GET /console HTTP/1.1\r\nHost: elsewhere.example\r\nConnection: close\r\n\r\n"
+    )
+    assert console.startswith(b"HTTP/1.1 307 ") and b"\r\nlocation: /console/\r\n" in console, console
+    assert runbooks.list() == []
+
+
 def test_a_header_value_with_a_tab_and_visible_characters_is_fine(server):
     received = raw_request(
         server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\tb \xe9 ~\r\nConnection: close\r\n\r\n"
