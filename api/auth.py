@@ -27,6 +27,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -34,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from runbooks.contract import Command, is_token
 from runbooks.models import Person
 from runbooks.schedule import REQUESTER_PREFIX
+
+if TYPE_CHECKING:
+    from api.records import RunbookRecord
 
 STATUS_READ = "status:read"
 METRICS_READ = "metrics:read"
@@ -69,6 +73,11 @@ class Principal:
 
     def may_execute_something(self) -> bool:
         return any(p == EXECUTE or p.startswith(f"{EXECUTE}:") for p in self.permissions)
+
+
+def reads(principal: Principal, record: RunbookRecord) -> bool:
+    """Whether ``principal`` may read the run of ``record``: any run with status:read, else its own."""
+    return principal.allows(STATUS_READ) or record.requested_by == principal.name
 
 
 class TokenEntry(BaseModel):

@@ -16,7 +16,6 @@ from api.cache import RunbookCache
 from api.errors import Forbidden, NotReady, Unauthorized
 from api.kube import KubeRequests
 from api.prometheus import MetricsSource
-from api.records import RunbookRecord
 from api.render import StatusMemo
 from api.settings import ApiSettings
 from api.submission import Submitter
@@ -122,15 +121,10 @@ async def require_any_execute(principal: PrincipalDep) -> Principal:
 
 async def require_runbook_read(principal: PrincipalDep) -> Principal:
     """Reading one run: status:read, or the right to execute something (to follow one's own 202: the runs
-    such a token may read are its own, :func:`reads`)."""
+    such a token may read are its own, :func:`api.auth.reads`)."""
     if not (principal.allows(auth.STATUS_READ) or principal.may_execute_something()):
         raise Forbidden(f"token {principal.name!r} lacks the permission {auth.STATUS_READ!r}")
     return principal
-
-
-def reads(principal: Principal, record: RunbookRecord) -> bool:
-    """Whether ``principal`` may read the run of ``record``: any run with status:read, else its own."""
-    return principal.allows(auth.STATUS_READ) or record.requested_by == principal.name
 
 
 StatusReader = Annotated[Principal, Depends(require(auth.STATUS_READ))]

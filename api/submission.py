@@ -31,7 +31,7 @@ from typing import Any
 
 from kubernetes import client
 
-from api.auth import Principal
+from api.auth import Principal, reads
 from api.cache import RunbookCache
 from api.errors import Conflict, KubernetesUnavailable, NotReady, ScriptExecutionError
 from api.kube import REQUEST_TIMEOUT, KubeRequests
@@ -98,7 +98,7 @@ class Submitter:
                     await self.kube(self._delete, record)
                     record = None
                 record = record or await self._create_within_quota(spec, principal)
-        self._check_same_request(record, spec)
+        self._check_same_request(record, spec, principal)
         uid = record.uid
         final = await self.cache.wait_for(
             record.name, lambda r: r.uid == uid and r.finished, self.settings.api_execute_wait_seconds
@@ -111,7 +111,7 @@ class Submitter:
         record = final if final is not None and final.uid == uid else record
         original = self.cache.find(request_id)
         if original is not None and original.name != record.name:  # ours turned out a duplicate of it
-            self._check_same_request(original, spec)
+            self._check_same_request(original, spec, principal)
             record = original
         if record.reason == Reason.QUOTA_EXCEEDED:  # the controller's namespace-wide cap: it never ran
             raise TooManyRequests(f"request {request_id!r}: {record.message}")
@@ -179,7 +179,11 @@ class Submitter:
                 raise
 
     @staticmethod
-    def _check_same_request(record: RunbookRecord, spec: dict[str, Any]) -> None:
+    def _check_same_request(record: RunbookRecord, spec: dict[str, Any], principal: Principal) -> None:
+        """A conflict unless ``record`` is the run of the request of ``spec``. Of a run the principal may not
+        read (another's, without status:read) nothing is told: not which parameters differ, nor its answer."""
+        if not reads(principal, record):
+            raise Conflict(f"request_id {spec['requestId']!r} is another requester's; use a new request_id")
         changed = models.request_differences(record.spec, spec)
         if changed:
             raise Conflict(

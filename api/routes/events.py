@@ -20,7 +20,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from api import events
-from api.deps import CacheDep, RunbookReader, SettingsDep, reads
+from api.auth import reads
+from api.deps import CacheDep, RunbookReader, SettingsDep
 from api.errors import ApiError
 from api.openapi import PROTECTED, responses
 from api.render import event_data, run_detail

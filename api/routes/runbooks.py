@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from api import auth, listing
-from api.auth import Principal
+from api.auth import Principal, reads
 from api.cache import RunbookCache
-from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep, reads
+from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
 from api.errors import Forbidden, NotFound
 from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
@@ -101,8 +101,9 @@ async def list_runbooks(
             422,
             429,
             503,
-            c409="The request_id was already used with other parameters, or its Runbook was deleted before "
-            "the run finished (deleting a Runbook cancels its run).",
+            c409="The request_id was already used with other parameters, or by another requester for a "
+            "token without status:read, or its Runbook was deleted before the run finished (deleting a "
+            "Runbook cancels its run).",
         ),
     },
 )

@@ -147,6 +147,26 @@ def test_a_per_command_permission_allows_that_command_only(start_api, runbooks):
     assert api.get("/api/ops/status", headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 403
 
 
+def test_execute_shows_a_token_without_status_read_nothing_of_anothers_run(start_api, runbooks):
+    """Asking again with a request id is the same run, for whoever may read it; to a token that may read
+    its own runs only, another's request id is a 409 that tells nothing of that run: neither its answer
+    (its logs, health, result) nor which of its parameters differ."""
+    api = start_api(api_execute_wait_seconds=0)
+    body = {"command": "health_check", "request_id": "admins-check", "reason": "nightly"}
+    assert api.post(EXECUTE, json=body, headers=auth()).status_code == 202
+    for token in (HEALTH_CHECKER_TOKEN, EXECUTOR_TOKEN):
+        for asked in (body, {**body, "reason": "a guess"}, {**body, "command": "drill"}):
+            response = api.post(EXECUTE, json=asked, headers=auth(token))
+            assert response.status_code == 409, response.text
+            assert response.json()["detail"] == (
+                "request_id 'admins-check' is another requester's; use a new request_id"
+            )
+        assert api.get("/api/ops/runbooks/admins-check", headers=auth(token)).status_code == 404
+    again = api.post(EXECUTE, json=body, headers=auth())
+    assert again.status_code == 202 and again.json()["runbook"]["request_id"] == "admins-check"
+    assert [rb["spec"]["requestedBy"] for rb in runbooks.list()] == ["admin"]
+
+
 def test_the_openapi_document_declares_the_bearer_scheme(api):
     assert api.get("/openapi.json").status_code == 401
     assert api.get("/docs").status_code == 404

@@ -16,7 +16,7 @@ import pytest
 
 from api.submission import object_name
 from devcluster.processes import wait_until
-from tests.api.conftest import EXECUTOR_TOKEN, HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
+from tests.api.conftest import HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
 from tests.api.proxy import Proxy
 from tests.runbook_client import AWKWARD_TEXTS, HOLD, recorded_environ
 
@@ -196,7 +196,7 @@ def test_202_reports_running_and_queued(start_api, runbooks, controller, scripts
 def test_the_same_request_id_is_the_same_run(api, runbooks, controller, scripts):
     scripts.write("stop", RECORD)
     first = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth())
-    second = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth(EXECUTOR_TOKEN))
+    second = api.post(EXECUTE, json={"command": "stop", "request_id": "once"}, headers=auth())
     assert first.status_code == second.status_code == 200, first.text
     assert first.json() == second.json()
     assert first.json()["runbook"]["status"] == "success"
