@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from api import auth
 from api.deps import PrincipalDep, SettingsDep
@@ -76,11 +76,18 @@ async def whoami(settings: SettingsDep, principal: PrincipalDep) -> dict:
 
 
 class ConsoleFiles(StaticFiles):
-    """The console's files, each answer with the security headers."""
+    """The console's files, each answer with the security headers, and whole: they are small, and Starlette
+    answers a Range it cannot serve in plain text (400, 416), where the API's errors are JSON. A server may
+    ignore a Range (RFC 9110, 14.2), and this one offers none."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name not in (b"range", b"if-range")]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers.update(SECURITY_HEADERS)
+        del response.headers["accept-ranges"]
         return response
 
 
