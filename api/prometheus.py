@@ -42,6 +42,7 @@ NO_SAMPLE = "no exporter sample"
 QUERY_WORKERS = 8
 BUSY = "prometheus is slow or unreachable: its earlier queries have not answered yet; try again shortly"
 MAX_POINTS = 11000  # Prometheus refuses range queries of more points
+LAST_TIME = 253402300800  # 10000-01-01 in seconds since 1970: a sample's time is before it
 
 # The metrics a chart may ask for (never raw PromQL), with their units.
 TIMESERIES_UNITS: dict[str, str | None] = {
@@ -109,6 +110,23 @@ def number(text: Any) -> float | int | None:
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
+def _checked(call: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
+    """``call(*args)``'s series, in the shape Prometheus answers a query with (labels, and a sample or
+    samples of ``[time, value]``); else a PrometheusApiClientException, as for a query Prometheus refused:
+    what answers at its URL may be a proxy's error or another service, which must not fail the request."""
+    try:
+        result = call(*args)
+        for series in result:
+            samples = series["values"] if "values" in series else [series["value"]]
+            if not isinstance(series["metric"], dict) or any(
+                len(s) != 2 or not 0 <= float(s[0]) < LAST_TIME for s in samples
+            ):
+                raise ValueError("a series without labels, or a sample not [time, value]")
+    except (LookupError, TypeError, ValueError) as error:
+        raise PrometheusApiClientException(f"not a Prometheus answer ({type(error).__name__})") from error
+    return result
+
+
 def _failure_note(error: BaseException) -> str:
     if isinstance(error, PrometheusApiClientException):
         return f"prometheus query failed: {str(error)[:200]}"
@@ -149,7 +167,7 @@ class MetricsSource:
 
         def run() -> Any:
             try:
-                return call(*args)
+                return _checked(call, *args)
             finally:
                 self._release()
 

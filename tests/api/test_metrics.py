@@ -5,13 +5,17 @@ and, for ``md_runbook_exit_code``, the real controller's /metrics after real run
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import itertools
 import json
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -178,6 +182,57 @@ def test_a_closed_port_is_stale_too(start_api):
     assert response.status_code == 200
     assert time.monotonic() - began < 2  # no retries with back-off
     assert all(m["stale"] for m in response.json().values())
+
+
+@contextlib.contextmanager
+def answering(body: bytes) -> Iterator[str]:
+    """An HTTP server that answers every request 200 with ``body`` as JSON (not Prometheus: a proxy's error,
+    another service at its URL); its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status": "success", "data": {}}',
+        b'{"status": "error", "errorType": "bad_data", "error": "a proxy says no"}',
+        b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}}',
+        b'{"status": "success", "data": {"result": [{"metric": {}, "values": [["x", "1"]]}]}}',
+        b"[]",
+    ],
+)
+def test_an_answer_not_of_prometheus_shape_is_stale_and_503_not_500(start_api, body):
+    with answering(body) as url:
+        api = start_api(prometheus_url=url)
+        response = api.get(SUMMARY, headers=auth(METRICS_TOKEN))
+        assert response.status_code == 200, response.text
+        for key, metric in response.json().items():
+            assert (metric["stale"], metric["value"]) == (True, None), key
+            assert metric["context"]["note"].startswith("prometheus query failed: not a Prometheus answer"), (
+                key
+            )
+        series = api.get(TIMESERIES, params={"metric": "md_throughput_mps"}, headers=auth(METRICS_TOKEN))
+        assert series.status_code == 503, series.text
+        assert series.json()["detail"].startswith("prometheus query failed: not a Prometheus answer")
 
 
 def test_concurrent_summaries_share_one_batch_of_queries_reused_for_the_max_age(start_server, prometheus):
