@@ -14,7 +14,8 @@ The dispatcher is driven by events (a watch event, the end of a step), never by 
 - the Runbooks that need their target's lock wait in that target's lane, in order of arrival (oldest
   ``creationTimestamp`` first; within one second, the order in which a controller first saw them, its
   arrival stamp, which the ledger claim keeps across restarts); only the lane's head may take the lock,
-  once no Runbook of its second behind it is still being admitted (its claim may place it earlier), and
+  once no Runbook of its second behind it is still being admitted (its claim may place it earlier), unless
+  one behind it holds the lock already (:meth:`Dispatcher._holder_first`), and
   each of the others shows, once, the Runbook it waits behind;
 - at most ``max_parallel`` runs go on at once (local processes or Jobs alike), oldest first; a run that
   was going on before a restart is adopted first, whatever the limit.
@@ -472,6 +473,8 @@ class Dispatcher:
             return
         elif outcome.outcome is Outcome.RETRY:
             self._retry(entry, stage, outcome.delay)
+            if outcome.holder:
+                self._holder_first(entry.target, outcome.holder)
         if entry.left and not entry.finishing and self._idle(entry.uid):
             self._check(entry)
 
@@ -495,6 +498,20 @@ class Dispatcher:
         if lane is not None and lane.busy is entry:
             lane.busy = None
         asyncio.get_running_loop().call_later(delay, self._again, entry)
+
+    def _holder_first(self, target: str, name: str) -> None:
+        """The lane's head waits for a lock that a Runbook behind it holds without having started: the
+        holder took it while the head, older, was held at the gate (and its Job is refused for now), or a
+        controller killed before it started the holder's run gave it the lock. The holder goes first (nobody
+        else can take the lock until it is done): else each waits for the other for ever."""
+        lane = self.lanes.get(target)
+        if lane is None or lane.busy is not None:
+            return
+        for entry in lane.entries:
+            if entry.name == name and entry.stage is Stage.WAITING and self._idle(entry.uid):
+                lane.busy = entry
+                self._make_ready(entry)
+                return
 
     def _again(self, entry: Entry) -> None:
         if self.entries.get(entry.uid) is not entry or not self._idle(entry.uid):

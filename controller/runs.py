@@ -85,6 +85,7 @@ class Next:
     outcome: Outcome
     delay: float = 0.0
     owner: str = ""  # PARKED: the uid of the original
+    holder: str = ""  # RETRY: the name of the Runbook that holds the lock it waits for
 
 
 GATE_WAITS = (Reason.OUTSIDE_CHANGE_WINDOW, Reason.AWAITING_APPROVAL)
@@ -473,7 +474,7 @@ class Runs:
                 holder = None  # a deleted Runbook starts nothing: its run, if any, is only stopped
             if holder is not None:
                 log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
-                return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
+                return Next(Outcome.RETRY, LOCK_RETRY_SECONDS, holder=holder)
         if not entry.deleting and self.status(entry).execution is None and self._regate_due(entry):
             verdict = await self.gate(entry)  # held, refused, rejected or expired now: it never starts
             if verdict.outcome is not Outcome.OWNER:

@@ -32,7 +32,8 @@ from runbooks.kube import persistently
 from tests.api.proxy import Proxy
 from tests.cluster import test_semantics
 from tests.cluster.test_controlplane import job_condition
-from tests.cluster.test_executors import image_job_settings, jobs
+from tests.cluster.test_executors import JOB_PROBE, image_job_settings, jobs, refusing
+from tests.cluster.test_gate import Gate, blackout, rule, wait_reason
 from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
 from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
 
@@ -351,6 +352,42 @@ def test_the_queue_keeps_the_arrival_order_within_a_second_across_a_restart(star
             assert rbs.wait_finished(name)["status"]["result"] == "success"
     order = started(env)
     assert order.index(f"z-early-{attempt}") < order.index(f"a-late-{attempt}"), order
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_run_that_holds_the_lock_goes_before_an_older_one_the_gate_let_through_after_it_took_it(
+    start_controller, cluster, rbs, env, api_client, namespace, restart
+):
+    """The gate holds an older failover; a newer drill takes the target's lock meanwhile, and its Job is
+    refused (a quota): it keeps the lock, not started. The failover, let through, is older, so it heads the
+    lane again, but the lock is the drill's: the drill goes first (once its Job is allowed), then the
+    failover. Also after a restart, which finds the same (as a controller killed between taking a lock and
+    starting its run leaves it)."""
+    release(env)
+    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
+    first = start_controller("first", **settings)
+    freeze = blackout(6)
+    Gate(api_client, namespace).policy("freeze", rule("failovers", ["failover"], blackouts=[freeze]))
+    rbs.create("older", command="failover")
+    wait_reason(rbs, "older", "Queued", "OutsideChangeWindow")
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
+        rbs.create("newer", command="drill")
+        wait_until(
+            lambda: "its Job is refused" in (rbs.condition("newer", "Succeeded") or {}).get("message", ""),
+            30,
+            "the drill's Job to be refused",
+        )
+        acting = first
+        if restart:
+            kill(first)
+            acting = start_controller("second", **settings)
+        waits = f"{namespace}/older waits: the lock is held by newer"
+        wait_until(lambda: waits in acting.process.log.read_text(), 60, "the failover to wait for the lock")
+    for name in ("newer", "older"):
+        assert rbs.wait_finished(name, timeout=90)["status"]["result"] == "success"
+    assert started(env) == ["newer", "older"]
+    found = spans(env)
+    assert found["newer"]["last"] < found["older"]["first"], "the failover overlapped the drill"
 
 
 # -- 6. a crash between the status and the ledger's result ----------------------------------------------
