@@ -396,6 +396,7 @@ class Runs:
         it asks again), then the finished status takes it out of the watch."""
         assert entry.claim is not None
         await self.services.ledger.release(entry.claim, entry.namespace)
+        await self._let_go(entry)  # before the finished status, which takes it out of the watch
         entry.finishing = True
         change.request_id, change.target = entry.request_id, entry.target  # in effect, as a run's are
         final = apply(self.status(entry), change)
@@ -452,10 +453,7 @@ class Runs:
         await self.release_claim(entry)
         if entry.needs_lock:
             await self.services.lock.release(entry.namespace, entry.group, entry.uid)
-        if keys.FINALIZER in entry.finalizers and not entry.gone:
-            finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
-            if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
-                entry.finalizers = finalizers
+        await self._let_go(entry)
         return Next(Outcome.GONE)
 
     # -- 2. the run ----------------------------------------------------------------------------
@@ -596,6 +594,13 @@ class Runs:
             entry.finalizers = finalizers
         return ok
 
+    async def _let_go(self, entry: Entry) -> None:
+        """Remove the finalizer: the run is over, or never started (a deleted Runbook then goes)."""
+        if keys.FINALIZER in entry.finalizers and not entry.gone:
+            finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
+            if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
+                entry.finalizers = finalizers
+
     async def _wait(self, entry: Entry, run: Run, stopping: asyncio.Event) -> dict[str, Any] | None:
         """The run's result; None if the controller stops first. A deleted Runbook's run is stopped."""
 
@@ -652,10 +657,7 @@ class Runs:
             final = apply(self.status(entry), change)
         if run is not None:
             await run.release()
-        if keys.FINALIZER in entry.finalizers and not entry.gone:
-            finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
-            if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
-                entry.finalizers = finalizers
+        await self._let_go(entry)
         entry.finishing = True
         if not (entry.gone or entry.deleting):  # a deleted one is gone with its finalizer
             await self.patch(entry, change)

@@ -264,6 +264,32 @@ def test_a_runbook_deleted_before_its_status_said_running_has_its_found_run_stop
     assert ledger_result(api_client, namespace, "unseen")["exitCode"] == 130  # remembered as cancelled
 
 
+def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The run's Job is refused (a quota): it has its finalizer, put on before the start. A freeze that
+    refuses failovers comes meanwhile, and the gate, asked again before the next start, ends the run not
+    run: its Runbook must not keep the finalizer, which nobody would remove (a finished Runbook leaves the
+    controller's watch), so that deleting it would leave it Terminating for ever."""
+    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
+    start_controller(**settings)
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
+        rbs.create("refused", command="failover")
+        wait_until(
+            lambda: "its Job is refused" in (rbs.condition("refused", "Succeeded") or {}).get("message", ""),
+            30,
+            "the failover's Job to be refused",
+        )
+        freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside="Reject")
+        Gate(api_client, namespace).policy("freeze", freeze)
+        finished = rbs.wait_finished("refused")
+    assert rbs.condition("refused", "Succeeded")["reason"] == "OutsideChangeWindow", finished["status"]
+    assert not finished["metadata"].get("finalizers")
+    rbs.delete("refused")
+    wait_until(lambda: rbs.gone("refused"), 30, "the deleted Runbook to go")
+    assert started(env) == []
+
+
 # -- 2. a deletion always stops the run, also while no controller runs ----------------------------------
 STUBBORN = """
     trap '' TERM
