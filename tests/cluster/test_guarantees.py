@@ -264,6 +264,27 @@ def test_a_runbook_deleted_before_its_status_said_running_has_its_found_run_stop
     assert ledger_result(api_client, namespace, "unseen")["exitCode"] == 130  # remembered as cancelled
 
 
+def test_a_run_started_before_its_status_said_so_is_adopted_not_refused_by_a_policy_made_since(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A controller killed after it started a run but before its status said Running; then a freeze that
+    refuses failovers. The gate is for runs not started: the next controller asks the executor (the
+    finalizer says a run may have started), finds the run and adopts it; it never reports it refused
+    while its script runs, nor frees its request id for a second run."""
+    body, folder = left_folder(rbs, env, namespace, "unseen")
+    rbs.set_finalizers("unseen", [keys.FINALIZER])
+    launch_runner(env, folder, body, cluster.kubeconfig)
+    wait_started(env, "unseen")
+    freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside="Reject")
+    Gate(api_client, namespace).policy("freeze", freeze)
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    release(env)
+    status = rbs.wait_finished("unseen")["status"]
+    assert (status["result"], status["exitCode"]) == ("success", 0), status["message"]
+    assert started(env) == ["unseen"]
+    assert ledger_result(api_client, namespace, "unseen")["exitCode"] == 0
+
+
 def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
     start_controller, cluster, rbs, env, api_client, namespace
 ):
