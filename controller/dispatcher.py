@@ -250,6 +250,8 @@ class Dispatcher:
         elif entry is not None:
             if entry.stage is not Stage.SETTLED:
                 entry.update(body)
+            if entry.deleting and entry.stage is Stage.HELD:  # the gate holds no deleted Runbook
+                self._unhold(entry)
         elif "command" in (body.get("spec") or {}):
             if meta.get("deletionTimestamp") and keys.FINALIZER not in (meta.get("finalizers") or ()):
                 return  # deleted before it ran: it is gone in a moment

@@ -283,11 +283,13 @@ class Runs:
         Level-based like every step: it reads the policies and approvals as they are now and the status as
         last written (the approvals' deadline, set when the run began to wait for them), so a controller
         restarted while a run waits decides the same again. A run that started (its status or its executor
-        says so), or whose result the ledger has, went past the gate before: it is never held again. No
-        policy: it passes, as without the gate."""
+        says so), or whose result the ledger has, went past the gate before: it is never held again; nor is a
+        deleted one, which starts nothing. No policy: it passes, as without the gate."""
         assert entry.claim is not None
         status = self.status(entry)
         if entry.claim.result is not None or status.execution is not None:
+            return Next(Outcome.OWNER)
+        if entry.deleting:  # its run, if a controller started one, is only stopped (run)
             return Next(Outcome.OWNER)
         # Its finalizer is put on just before the start: a controller may have started the run and died
         # before its status said so. The executor tells.

@@ -285,29 +285,51 @@ def test_a_run_started_before_its_status_said_so_is_adopted_not_refused_by_a_pol
     assert ledger_result(api_client, namespace, "unseen")["exitCode"] == 0
 
 
-def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
-    start_controller, cluster, rbs, env, api_client, namespace
-):
-    """The run's Job is refused (a quota): it has its finalizer, put on before the start. A freeze that
-    refuses failovers comes meanwhile, and the gate, asked again before the next start, ends the run not
-    run: its Runbook must not keep the finalizer, which nobody would remove (a finished Runbook leaves the
-    controller's watch), so that deleting it would leave it Terminating for ever."""
-    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
-    start_controller(**settings)
+def frozen_after_its_job_was_refused(
+    start_controller, cluster, rbs, env, api_client, namespace: str, outside: str
+) -> None:
+    """A failover ``frozen`` whose Job is refused (a quota), so that it has its finalizer (put on before the
+    start), then a freeze of failovers (``outside``: Wait or Reject), which the gate sees when it is asked
+    again before the next start (the namespace had a policy when the gate let the run through)."""
+    gate = Gate(api_client, namespace)
+    gate.policy("desk", rule("restarts", ["restart"], blackouts=[blackout(3600)]))
+    start_controller(**job_env(cluster, namespace, env), MDOPS_JOB_START_FAILURE_SECONDS="600")
     with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
-        rbs.create("refused", command="failover")
+        rbs.create("frozen", command="failover")
         wait_until(
-            lambda: "its Job is refused" in (rbs.condition("refused", "Succeeded") or {}).get("message", ""),
+            lambda: "its Job is refused" in (rbs.condition("frozen", "Succeeded") or {}).get("message", ""),
             30,
             "the failover's Job to be refused",
         )
-        freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside="Reject")
-        Gate(api_client, namespace).policy("freeze", freeze)
-        finished = rbs.wait_finished("refused")
-    assert rbs.condition("refused", "Succeeded")["reason"] == "OutsideChangeWindow", finished["status"]
+        freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside=outside)
+        gate.policy("freeze", freeze)
+
+
+def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The gate ends the run not run: its Runbook must not keep the finalizer, which nobody would remove (a
+    finished Runbook leaves the controller's watch), so that deleting it would leave it Terminating for
+    ever."""
+    frozen_after_its_job_was_refused(start_controller, cluster, rbs, env, api_client, namespace, "Reject")
+    finished = rbs.wait_finished("frozen")
+    assert rbs.condition("frozen", "Succeeded")["reason"] == "OutsideChangeWindow", finished["status"]
     assert not finished["metadata"].get("finalizers")
-    rbs.delete("refused")
-    wait_until(lambda: rbs.gone("refused"), 30, "the deleted Runbook to go")
+    rbs.delete("frozen")
+    wait_until(lambda: rbs.gone("frozen"), 30, "the deleted Runbook to go")
+    assert started(env) == []
+
+
+def test_a_runbook_the_gate_holds_with_its_finalizer_goes_when_deleted(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The gate holds the run until the freeze's end, an hour away. Deleted then, it starts nothing: it
+    goes at once, not Terminating until the freeze ends."""
+    frozen_after_its_job_was_refused(start_controller, cluster, rbs, env, api_client, namespace, "Wait")
+    held = wait_reason(rbs, "frozen", "Queued", "OutsideChangeWindow")
+    assert held["metadata"]["finalizers"] == [keys.FINALIZER]
+    rbs.delete("frozen")
+    wait_until(lambda: rbs.gone("frozen"), 30, "the deleted Runbook to go")
     assert started(env) == []
 
 
