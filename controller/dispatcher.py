@@ -299,8 +299,8 @@ class Dispatcher:
         """A RunbookPolicy changed (``request_id`` None) or a RunbookApproval of ``request_id`` did: the
         runs it may concern pass the gate again: those it holds at once, those at the gate now once more
         after it, and those it let through before they start (:meth:`controller.runs.Runs.run`)."""
-        if self.paused:
-            return
+        if self.paused or (request_id is not None and not self.named(request_id)):
+            return  # an approval of a finished run (a listing brings them all): nothing to look at
         for entry in list(self.held.values()):
             if request_id is None or entry.request_id == request_id:
                 self._unhold(entry)

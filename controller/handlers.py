@@ -251,13 +251,14 @@ async def runbook(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(keys.GROUP, keys.VERSION, policy.PLURAL)
 async def runbook_policy(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A policy changed: the runs held at the gate are looked at again (it applies to runs not started)."""
-    if event["type"] is not None:  # not the listing as the controller starts: nothing is held yet
-        memo.dispatcher.gate_changed()
+    """A policy changed: the runs held at the gate are looked at again (it applies to runs not started).
+    Listed ones too (type None): kopf lists again after a watch it could not resume (410 Gone, as after the
+    API server restarted), and a change made meanwhile comes only in that listing."""
+    memo.dispatcher.gate_changed()
 
 
 @kopf.on.event(keys.GROUP, keys.VERSION, approval.PLURAL)
 async def runbook_approval(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A decision on a request: its run, if the gate holds it, is counted again."""
-    if event["type"] is not None:
-        memo.dispatcher.gate_changed(event["object"]["spec"]["requestId"])
+    """A decision on a request: its run, if the gate holds it, is counted again (listed ones too, as
+    policies)."""
+    memo.dispatcher.gate_changed(event["object"]["spec"]["requestId"])

@@ -689,3 +689,45 @@ def test_a_job_that_ended_unseen_while_the_api_server_restarted_is_read_again(tm
         finally:
             controller.stop()
             api.close()
+
+
+def test_an_approval_made_while_the_api_server_restarted_is_counted_when_the_controller_lists_again(tmp_path):
+    """A failover waits for an approval. The controller cannot reach the API server (cut off), the server
+    restarts and the approval is made meanwhile. Back in reach, the controller's watch of approvals resumes
+    from a version the restarted server no longer keeps (410 Gone) and lists them again: the approval comes
+    in that listing, not as an event of the watch, and must let the run go now, not at the gate's next look
+    of its own (minutes later)."""
+    (tmp_path / "pids").mkdir()
+    write_script(tmp_path / "scripts", "failover", RECORDING)
+    release(tmp_path)
+    with (
+        ControlPlane(tmp_path / "cluster", supervise=True, backoff=Backoff(initial=0.25, cap=1.0)) as plane,
+        Proxy(plane.server) as proxy,
+    ):
+        plane.install_crds()
+        api = new_api_client(plane.kubeconfig)
+        rbs, gate = Runbooks(api, "default"), Gate(api, "default")
+        gate.policy(
+            "four-eyes", rule("failovers", ["failover"], approvals={"required": 1, "expireAfterSeconds": 600})
+        )
+        through_proxy = proxy.kubeconfig(plane.kubeconfig, tmp_path / "through-proxy")
+        (tmp_path / "controller").mkdir()
+        controller = ControllerProcess(
+            through_proxy, "default", tmp_path / "controller", script_env(tmp_path)
+        )
+        try:
+            rbs.create("failover-1", command="failover", requested_by="alice")
+            wait_reason(rbs, "failover-1", "Queued", "AwaitingApproval")
+            proxy.cut()
+            apiserver = next(process for process in plane.processes if process.name == "kube-apiserver")
+            apiserver.popen.send_signal(signal.SIGKILL)
+            apiserver.popen.wait()
+            persistently(rbs.get, "failover-1", within=60)  # the API server is back
+            gate.decide("failover-1", "bob")
+            proxy.resume()
+            status = rbs.wait_finished("failover-1", timeout=60)["status"]
+            assert (status["result"], status["exitCode"]) == ("success", 0), status
+            assert started(tmp_path) == ["failover-1"]
+        finally:
+            controller.stop()
+            api.close()
