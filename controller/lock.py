@@ -99,6 +99,13 @@ class TargetLock:
             except Conflict:
                 fresh = True
 
+    async def release_if_held(self, namespace: str, group: str, uid: str) -> None:
+        """Release the lock if ``uid`` holds it, as this controller last knew the Lease (read once if it
+        never did): after a restart, a run the gate holds may hold the lock it took before."""
+        lease = await self._current(namespace, group, fresh=False)
+        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == uid:
+            await self.release(namespace, group, uid)
+
     async def release(self, namespace: str, group: str, uid: str) -> None:
         fresh = False
         while True:

@@ -259,7 +259,13 @@ class Runs:
             if not claim.recorded and not entry.deleting:  # its namespace is being deleted: so is it, soon
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
             entry.claim = claim
-            return await self.gate(entry)
+            verdict = await self.gate(entry)
+            if verdict.outcome is Outcome.HELD and entry.needs_lock:
+                # A controller killed after taking the lock and before the gate held it leaves the lock
+                # taken (so does one whose Job was refused): a held run holds no lock, else its target's
+                # other runs wait for the hold's end.
+                await self.services.lock.release_if_held(entry.namespace, entry.group, entry.uid)
+            return verdict
         if claim.result is not None:
             return await self.settle_duplicate(entry, claim)
         if in_view(claim.uid):  # the original runs (or waits) here: wait for its result, holding nothing

@@ -33,7 +33,7 @@ from tests.api.proxy import Proxy
 from tests.cluster import test_semantics
 from tests.cluster.test_controlplane import job_condition
 from tests.cluster.test_executors import JOB_PROBE, image_job_settings, jobs, refusing
-from tests.cluster.test_gate import Gate, blackout, rule, wait_reason
+from tests.cluster.test_gate import Gate, blackout, reason, rule, wait_reason
 from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
 from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
 
@@ -457,6 +457,35 @@ def test_a_run_that_holds_the_lock_goes_before_an_older_one_the_gate_let_through
     assert started(env) == ["newer", "older"]
     found = spans(env)
     assert found["newer"]["last"] < found["older"]["first"], "the failover overlapped the drill"
+
+
+def test_a_run_the_gate_holds_after_a_restart_lets_go_of_the_lock_it_took_before(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """A failover took its target's lock and its Job is refused (a quota): it keeps the lock, not started,
+    as a controller killed between taking a lock and starting its run leaves it. The controller dies; a
+    freeze of failovers comes meanwhile. The next controller's gate holds the failover for an hour: it
+    must let go of the lock, so that a drill on the same target runs now, not after the freeze."""
+    release(env)
+    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
+    gate = Gate(api_client, namespace)
+    gate.policy("desk", rule("restarts", ["restart"], blackouts=[blackout(3600)]))
+    first = start_controller("first", **settings)
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
+        rbs.create("held", command="failover")
+        wait_until(
+            lambda: "its Job is refused" in (rbs.condition("held", "Succeeded") or {}).get("message", ""),
+            30,
+            "the failover's Job to be refused",
+        )
+        kill(first)
+    gate.policy("freeze", rule("no-failovers", ["failover"], blackouts=[blackout(3600)]))
+    start_controller("second", **settings)
+    wait_reason(rbs, "held", "Queued", "OutsideChangeWindow")
+    rbs.create("drill", command="drill")
+    assert rbs.wait_finished("drill", timeout=60)["status"]["result"] == "success"
+    assert started(env) == ["drill"]
+    assert reason(rbs.get("held"), "Queued") == "OutsideChangeWindow"
 
 
 # -- 6. a crash between the status and the ledger's result ----------------------------------------------
