@@ -186,10 +186,15 @@ def _ready(status: RunbookScheduleStatus, generation: int, value: str, reason: s
 
 
 def slot_run(body: dict[str, Any]) -> SlotRun | None:
-    """A schedule's Runbook as the slot logic sees it; None if it was not made by a schedule."""
+    """A schedule's Runbook as the slot logic sees it; None if it was not made by a schedule. Labels and
+    annotations are anyone's to set: only its request id, the slot's of the schedule its label names
+    (which only mdops may use), makes it the slot's."""
     meta = body["metadata"]
     slot = parse_time((meta.get("annotations") or {}).get(schedule.SLOT_ANNOTATION))
-    if slot is None:
+    owner = (meta.get("labels") or {}).get(schedule.SCHEDULE_LABEL)
+    if slot is None or owner is None:
+        return None
+    if (body.get("spec") or {}).get("requestId") != schedule.slot_request_id(owner, slot):
         return None
     status = RunbookStatus.read(body.get("status") or {})
     return SlotRun(meta["name"], slot, status.finished, status.result)
@@ -274,8 +279,7 @@ async def _create(api: KubeApi, namespace: str, name: str, step: Step) -> Step:
     existing = await api.get_runbook(namespace, planned)
     if existing is None:  # deleted since: the next look creates it
         raise kopf.TemporaryError(f"{planned} was there and is gone", delay=LOOK_SECONDS)
-    run = slot_run(existing)
-    if existing["metadata"].get("labels", {}).get(schedule.SCHEDULE_LABEL) == name and run is not None:
+    if existing["metadata"].get("labels", {}).get(schedule.SCHEDULE_LABEL) == name and slot_run(existing):
         log.info("%s/%s: %s exists already", namespace, name, planned)
         return step
     made = await api.create_runbook(namespace, named_after(body))

@@ -7,9 +7,15 @@ import datetime
 
 import pytest
 
-from controller.schedules import SlotRun, beyond_history, plan, problem, renamed
+from controller.schedules import SlotRun, beyond_history, plan, problem, renamed, slot_run
 from runbooks.contract import format_time
-from runbooks.schedule import RunbookScheduleSpec, RunbookScheduleStatus
+from runbooks.schedule import (
+    SCHEDULE_LABEL,
+    SLOT_ANNOTATION,
+    RunbookScheduleSpec,
+    RunbookScheduleStatus,
+    slot_runbook,
+)
 from tests.unit.conftest import HK, at
 
 CREATED = at("2026-01-05 10:00:30")  # a Monday, while XHKG is open
@@ -135,6 +141,27 @@ def test_a_runbook_created_before_a_crash_counts_as_handled_not_missed(xhkg):
         "hc-20260105020500",
     )
     assert step.status.last_result == "failed"
+
+
+def test_a_runbook_that_only_wears_a_schedule_s_label_and_slot_is_not_one_of_its_runs():
+    """Anyone who may create Runbooks may give one a schedule's label and a slot annotation (here far
+    ahead): its request id is not the slot's (only mdops may use those), so it is not the schedule's run.
+    Taken for one, it would move the schedule's last slot to 2099 (nothing runs until then), skip every
+    slot with Forbid while it is unfinished, and count against the history limits (then be deleted)."""
+    genuine = slot_runbook("hc", _spec(), at("2026-01-05 10:05"))
+    forged = {
+        "metadata": {
+            "name": "mine",
+            "labels": {SCHEDULE_LABEL: "hc"},
+            "annotations": {SLOT_ANNOTATION: "2099-01-01T00:00:00+08:00"},
+        },
+        "spec": {"command": "health_check", "requestId": "mine"},
+    }
+    assert slot_run(genuine) == SlotRun("hc-20260105020500", at("2026-01-05 10:05"))
+    assert slot_run(forged) is None
+    runs = [run for run in map(slot_run, [genuine, forged]) if run is not None]
+    step = _plan(_spec(concurrencyPolicy="Queue"), "2026-01-05 10:10:01", _recorded("2026-01-05 10:05"), runs)
+    assert step.create["metadata"]["name"] == "hc-20260105021000"
 
 
 def test_slots_on_days_the_venue_does_not_trade_are_skipped(xhkg):
