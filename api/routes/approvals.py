@@ -174,9 +174,9 @@ async def _decide(
 
 async def _gate_counts(spec: dict, cache: RunbookCache, kube: KubeRequests, calendar: VenueCalendar) -> bool:
     """Whether the gate will count decisions on the run of ``spec``: the namespace's policies, evaluated
-    now as the gate evaluates them, hold it for approvals, or for its window (then they may), or refuse
-    it. Whatever keeps the gate from deciding (a policy or a calendar it cannot read) holds the run
-    there too, and it counts decisions once it can."""
+    now as the gate evaluates them, hold it for approvals, or for its window (then they may, if a rule
+    that matches it asks for approvals), or refuse it. Whatever keeps the gate from deciding (a policy or
+    a calendar it cannot read) holds the run there too, and it counts decisions once it can."""
     try:
         listed = await kube(
             kube.objects.list_namespaced_custom_object,
@@ -202,4 +202,6 @@ async def _gate_counts(spec: dict, cache: RunbookCache, kube: KubeRequests, cale
         decision = await asyncio.to_thread(policy.evaluate, policies, run, at, calendar)
     except (ValidationError, CalendarError):
         return True
+    if isinstance(decision, policy.Wait):  # counted at the wait's end only if a rule may ask for approvals
+        return any(r.approvals and r.match.matches(run) for p in policies.values() for r in p.rules)
     return not (isinstance(decision, policy.Allowed) and decision.approvals == 0)

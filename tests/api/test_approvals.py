@@ -232,3 +232,43 @@ def test_a_decision_no_policy_would_count_is_refused(api, identities, namespace)
     code, body = decide(api, "bob", "fo-3", "reject")  # no policy at all in the namespace now
     assert code == 409 and refused in body["detail"]
     assert approvals(identities, namespace) == []
+
+
+def test_a_decision_on_a_run_held_for_its_window_is_refused_unless_approvals_may_count(
+    api, identities, namespace
+):
+    """A restart held for its window by a rule that asks for no approvals passes the gate at the window
+    without counting decisions: a rejection answered 201 would be ignored, and the run would start then."""
+    freeze = {
+        "apiVersion": f"{keys.GROUP}/{keys.VERSION}",
+        "kind": policy.KIND,
+        "metadata": {"name": "freeze"},
+        "spec": {
+            "rules": [
+                {
+                    "name": "restarts",
+                    "match": {"commands": ["restart"]},
+                    "blackouts": [{"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}],
+                }
+            ]
+        },
+    }
+    identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(freeze))
+    _run_in(identities, namespace, "rs-3", None)
+
+    def seen() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/rs-3", headers=token("alice"))[0] == 200
+
+    wait_until(seen, 30, "the API to see the run")
+    code, body = decide(api, "bob", "rs-3", "reject")
+    assert code == 409 and "no RunbookPolicy asks for approvals for run" in body["detail"]
+    assert approvals(identities, namespace) == []
+    # A rule that asks for approvals on restarts: counted when the wait ends, so it counts.
+    rules = [
+        *freeze["spec"]["rules"],
+        {"name": "four-eyes", "match": {"commands": ["restart"]}, "approvals": {}},
+    ]
+    patch = json.dumps({"spec": {"rules": rules}})
+    identities.kubectl("patch", policy.PLURAL, "freeze", "-n", namespace, "--type=merge", "-p", patch)
+    code, made = decide(api, "bob", "rs-3", "reject")
+    assert code == 201, made
