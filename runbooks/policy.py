@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError, model_validator
 
 from runbooks.calendar import CalendarError, SessionCalendar, State, VenueCalendar
 from runbooks.contract import Command, Reason
@@ -71,13 +71,27 @@ TIME_PATTERN = (
 )
 
 
+# A time on the first or last day a datetime holds may not exist in another zone, in which a blackout is
+# shown (+08:00) and the venue's sessions are looked up: its times lie between these.
+EARLIEST, LATEST = (
+    datetime.datetime(1, 1, 2, tzinfo=datetime.UTC),
+    datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC),
+)
+TIMES_RANGE = "start and end must lie from 0001-01-02 to 9999-12-30 (UTC)"
+
+
 class Blackout(_Model):
     """A period in which matched runbooks may not start, whatever the session."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.end > self.start", "message": "end must be after start"}
+                {"rule": "self.end > self.start", "message": "end must be after start"},
+                {
+                    "rule": f"self.start >= timestamp('{EARLIEST.isoformat()}') "
+                    f"&& self.end < timestamp('{LATEST.isoformat()}')",
+                    "message": TIMES_RANGE,
+                },
             ]
         }
     )
@@ -88,6 +102,12 @@ class Blackout(_Model):
     )
     end: AwareDatetime = Field(description="End, excluded.", json_schema_extra={"pattern": TIME_PATTERN})
     reason: _text(256, TEXT_PATTERN) = Field("", description="Why, for the message of a held run.")
+
+    @model_validator(mode="after")
+    def _within_range(self) -> Blackout:
+        if self.start < EARLIEST or self.end >= LATEST:
+            raise ValueError(TIMES_RANGE)
+        return self
 
     def covers(self, at: datetime.datetime) -> bool:
         return self.start <= at < self.end

@@ -94,6 +94,17 @@ def _schedule(**trigger) -> dict:
             )
             for start in ("0000-01-01T00:00:00Z", "2026-12-04T10:30:00+24:00")  # no datetime in Python
         ),
+        *(  # a time on the first or last day a datetime holds, not in every zone
+            (
+                crd.POLICY,
+                {"rules": [{**POLICY_RULE, "blackouts": [{"start": start, "end": end}]}]},
+                "start and end must lie from 0001-01-02 to 9999-12-30 (UTC)",
+            )
+            for start, end in (
+                ("2026-12-01T00:00:00Z", "9999-12-31T23:59:59Z"),
+                ("0001-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+            )
+        ),
         (crd.APPROVAL, {**APPROVAL, "decision": "Maybe"}, 'spec.decision: Unsupported value: "Maybe"'),
         (crd.APPROVAL, {**APPROVAL, "approver": ""}, "spec.approver: Invalid value"),
         (crd.APPROVAL, {"requestId": "fo-1", "decision": "Approve"}, "spec.approver: Required value"),

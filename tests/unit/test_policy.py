@@ -273,3 +273,20 @@ def test_a_policy_that_does_not_parse_holds_only_the_runs_it_may_concern():
     assert bad.concerns(_spec("failback")) and not bad.concerns(_spec("health_check"))
     assert not bad.concerns(_spec("failback", dry_run=True))
     assert worse.concerns(_spec("health_check")) and not worse.concerns(_spec("drill", dry_run=True))
+
+
+@pytest.mark.parametrize(
+    "blackout",
+    [
+        {"start": "2026-12-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"},  # a freeze "until further notice"
+        {"start": "0001-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+    ],
+)
+def test_a_blackout_on_the_first_or_last_day_a_datetime_holds_does_not_parse(blackout):
+    """Such a time cannot be shown in the +08:00 zone (nor looked up in the venue's): evaluated, it raised
+    OverflowError, which neither the gate nor the API expect (a run retried with a traceback every 5 s, a
+    500). Not parsed, the policy holds the runs it may concern, and says why."""
+    rule = {"name": "freeze", "blackouts": [blackout], "allowedStates": ["closed"]}
+    policies, [unreadable] = parse([_item("freeze", {"rules": [rule]})])
+    assert policies == {} and "from 0001-01-02 to 9999-12-30" in unreadable.message
+    assert unreadable.concerns(_spec("restart"))
