@@ -10,7 +10,7 @@ only that table, as plain datetimes, and never import pandas.
 The session states, at an instant ``t``:
 
 - ``pre_open``: the ``pre_open`` minutes (30 by default: XHKG's pre-opening session) before a
-  session's open;
+  session's open, while the previous session is closed (CME's close at 17:00 as the next one opens);
 - ``open``: from the open to the close, except the lunch break;
 - ``lunch_break``: between a session's break start and break end (XHKG: 12:00-13:00);
 - ``holiday``: the whole venue-local day of a weekday on which the venue does not trade, outside any
@@ -288,6 +288,8 @@ class SessionCalendar:
         index = bisect.bisect_right(self._starts, at) - 1
         if index >= 0:
             s = self.table.sessions[index]
+            if at < s.open and index > 0 and at < self.table.sessions[index - 1].close:
+                s = self.table.sessions[index - 1]  # still trading (CME's 17:00-17:00): open, not pre-open
             if at < s.close:
                 if at < s.open:
                     return State.PRE_OPEN

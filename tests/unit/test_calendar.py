@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -137,6 +138,24 @@ def test_a_venue_in_another_zone(xhkg):
     # the venue's own day counts, and the exchange is closed for the New Year.
     assert tokyo.state(at("2026-12-30 23:30")) == State.HOLIDAY
     assert tokyo.next_open(at("2026-12-30 16:00")) == at("2027-01-04 08:00")
+
+
+def test_a_session_that_opens_the_evening_before_its_day():
+    """CME's sessions run 17:00-17:00 Chicago time, each opening the evening before its day (across
+    midnight in +08:00 too): the pre-open of the next session begins while the previous one still
+    trades, and the venue is open then, not in its pre-open. Thanksgiving closes at 12:00."""
+    cme = SessionCalendar(build_table("CMES", datetime.date(2026, 11, 20), datetime.date(2026, 12, 4)))
+    chicago = ZoneInfo("America/Chicago")
+
+    def state(text: str) -> State:
+        return cme.state(datetime.datetime.fromisoformat(text).replace(tzinfo=chicago))
+
+    assert state("2026-11-24 16:40") == State.OPEN  # 30 minutes before the next session's open
+    assert state("2026-11-24 17:00") == State.OPEN  # the next session
+    assert state("2026-11-25 23:59:59") == State.OPEN  # Thanksgiving's session, opened the evening before
+    assert state("2026-11-26 12:00") == State.CLOSED
+    assert state("2026-11-26 16:40") == State.PRE_OPEN  # after the early close: a pre-open of its own
+    assert cme.next_start(at("2026-11-25 06:00"), [State.PRE_OPEN]) == at("2026-11-27 06:30")
 
 
 def test_the_child_process_builds_the_same_table(xhkg_table):
