@@ -16,6 +16,7 @@ import pytest
 from devcluster.components import install_rbac
 from devcluster.processes import wait_until
 from runbooks import approval, keys, models, policy
+from runbooks.contract import parse_time
 from tests.api.conftest import http, write_tokens
 
 TOKENS = {
@@ -272,3 +273,16 @@ def test_a_decision_on_a_run_held_for_its_window_is_refused_unless_approvals_may
     identities.kubectl("patch", policy.PLURAL, "freeze", "-n", namespace, "--type=merge", "-p", patch)
     code, made = decide(api, "bob", "rs-3", "reject")
     assert code == 201, made
+
+
+def test_an_approval_given_at_once_is_made_after_the_run_s_second(api, identities, namespace):
+    """Creation times are whole seconds, and the count ignores an approval from its Runbook's own second
+    (it cannot be told from one made before it). An approver as quick as a script would get a 201 for a
+    decision that never counts, and could not decide again (one decision per person and Runbook)."""
+    for n in range(3):
+        execute(api, "alice", f"fo-q{n}")
+        code, made = decide(api, "bob", f"fo-q{n}")
+        assert code == 201, made
+        listed = identities.kubectl("get", "rb", f"fo-q{n}", "-n", namespace, "-o", "json")
+        created = json.loads(listed.stdout)["metadata"]["creationTimestamp"]
+        assert parse_time(made["created_at"]) > parse_time(created)
