@@ -270,7 +270,11 @@ class SessionCalendar:
     @property
     def end(self) -> datetime.datetime:
         """The first instant past the table: the midnight that ends its last venue-local day."""
-        after = self.table.last + datetime.timedelta(days=1)
+        return self.day_end(self.table.last)
+
+    def day_end(self, day: datetime.date) -> datetime.datetime:
+        """The midnight that ends the venue-local ``day``."""
+        after = day + datetime.timedelta(days=1)
         return datetime.datetime.combine(after, datetime.time(), self._venue_zone).astimezone(self.zone)
 
     def answers(self, start: datetime.datetime, end: datetime.datetime) -> bool:

@@ -344,7 +344,28 @@ def upcoming(
     until = after + NEXT_HORIZON
     if trigger.uses_sessions and calendar.ended(until):
         until = calendar.end - datetime.timedelta(microseconds=1)  # its last instant
-    return (slot.at for slot in slots_between(trigger, after, until, zone, calendar) if not slot.skipped)
+    if trigger.trading_days_only:
+        return _on_trading_days(trigger, after, until, zone, calendar)
+    return (slot.at for slot in slots_between(trigger, after, until, zone, calendar))
+
+
+def _on_trading_days(
+    trigger: Trigger,
+    after: datetime.datetime,
+    until: datetime.datetime,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar,
+) -> Iterator[datetime.datetime]:
+    """The slots in (``after``, ``until``] on the days the venue trades, a venue-local day at a time: a
+    day it does not trade costs one question, not one per slot (every 5s over a long holiday: 69,120)."""
+    day = calendar.venue_day(after)
+    while after < until:
+        last = min(
+            calendar.day_end(day) - datetime.timedelta(microseconds=1), until
+        )  # the day's last instant
+        if calendar.session(day) is not None:
+            yield from (slot.at for slot in slots_between(trigger, after, last, zone, calendar))
+        after, day = last, day + datetime.timedelta(days=1)
 
 
 @dataclass(frozen=True)

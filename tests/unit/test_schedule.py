@@ -88,6 +88,20 @@ def test_cron_slots_on_days_without_trading_are_skipped(xhkg):
     ]
 
 
+def test_the_next_slot_on_trading_days_only_is_found_a_day_at_a_time(xhkg, monkeypatch):
+    """Every 5 s on trading days, looked at on Christmas: the next slot that runs is four days of skipped
+    slots away (69,120). The controller finds it at each look, once a second, on its event loop: it asks
+    the calendar about each day once, not about each slot (half a second a look)."""
+    spec = RunbookScheduleSpec.model_validate(
+        {"template": {"command": "health_check"}, "trigger": {"every": "5s", "tradingDaysOnly": True}}
+    )
+    session, asked = xhkg.session, []
+    monkeypatch.setattr(xhkg, "session", lambda day: asked.append(day) or session(day))
+    step = due(spec, at("2025-12-25 00:00:01"), at("2025-12-25 00:00:02"), HK, xhkg)
+    assert step.next_slot == at("2025-12-29 00:00")
+    assert len(asked) < 100
+
+
 def test_cron_in_another_time_zone_answers_in_the_calendar_zone(xhkg):
     trigger = Trigger(cron="0 9 * * 1", time_zone="Asia/Tokyo")
     assert _slots(trigger, "2026-01-04 00:00", "2026-01-06 00:00", xhkg) == [("01-05 08:00", False)]
