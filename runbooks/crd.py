@@ -22,7 +22,8 @@ from runbooks import approval, keys, models, policy, schedule
 
 SPEC_IMMUTABLE = "spec is immutable: create a new Runbook (with a new name) to run again"
 # A finished Runbook's status is its record: no writer changes it afterwards, not even a second controller
-# replica that ran the same Runbook while kopf's peering settled (the API server refuses the write).
+# replica that ran the same Runbook while kopf's peering settled (the API server refuses the write), nor
+# removes it whole (a rule on the status itself would only be evaluated while there is one: on the object).
 STATUS_FINAL = "status is final: the Runbook has finished and its result is recorded"
 # As Kubernetes does for a Job (its name labels its pods): the Runbook's name labels its Job and pods.
 MAX_RUNBOOK_NAME_LENGTH = 63
@@ -157,8 +158,7 @@ class Kind:
     status: type[BaseModel] | None = None
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     spec_rules: list[dict[str, str]] = field(default_factory=list)
-    status_rules: list[dict[str, str]] = field(default_factory=list)
-    rules: list[dict[str, Any]] = field(default_factory=list)  # on the object: may read metadata.name
+    rules: list[dict[str, Any]] = field(default_factory=list)  # on the object: may read metadata and status
     selectable_fields: list[str] = field(default_factory=list)
 
     def manifest(self, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -177,14 +177,19 @@ RUNBOOK = Kind(
     models.RunbookStatus,
     PRINTER_COLUMNS,
     spec_rules=[{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}],
-    status_rules=[{"rule": "!has(oldSelf.result) || self == oldSelf", "message": STATUS_FINAL}],
-    # At creation only: a Runbook that exists is never refused a status write (the name cannot change).
     rules=[
+        # At creation only: a Runbook that exists is never refused a status write (the name cannot change).
         {
             "rule": f"oldSelf.hasValue() || self.metadata.name.size() <= {MAX_RUNBOOK_NAME_LENGTH}",
             "optionalOldSelf": True,
             "message": RUNBOOK_NAME,
-        }
+        },
+        {
+            "rule": "!has(oldSelf.status) || !has(oldSelf.status.result)"
+            " || has(self.status) && self.status == oldSelf.status",
+            "fieldPath": ".status",
+            "message": STATUS_FINAL,
+        },
     ],
     # Empty until the run has finished: the controller watches `status.result=` only (Kubernetes >= 1.31).
     selectable_fields=[".status.result"],
@@ -241,8 +246,6 @@ def build(kind: Kind = RUNBOOK) -> dict[str, Any]:
         status = openapi(kind.status)
         status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
         status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
-        if kind.status_rules:
-            status["x-kubernetes-validations"] = kind.status_rules
         properties["status"] = status
         version["subresources"] = {"status": {}}
     if kind.printer_columns:

@@ -139,5 +139,15 @@ def test_a_finished_status_is_final(mdops_crds, namespace):
         assert refused.returncode != 0
         assert crd.STATUS_FINAL in refused.stderr
     assert _write_status(mdops_crds, namespace, finished).returncode == 0  # the same record again: no change
+    # Nor is it removed whole (then anything could be written again): a rule on the status itself is only
+    # evaluated while there is one.
+    for removal in (
+        ("--type=json", "-p", json.dumps([{"op": "remove", "path": "/status"}])),
+        ("--type=merge", "-p", json.dumps({"status": None})),
+    ):
+        patch = ("patch", "rb", "rb1", "-n", namespace, "--subresource=status", *removal)
+        refused = mdops_crds.kubectl(*patch, check=False)
+        assert refused.returncode != 0
+        assert "status: Invalid value" in refused.stderr and crd.STATUS_FINAL in refused.stderr
     got = json.loads(mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
     assert got["status"] == finished
