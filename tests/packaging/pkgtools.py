@@ -74,8 +74,19 @@ class Helm:
         return load_all(self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout)
 
 
-def dry_run(cluster: ControlPlane, namespace: str, docs: Docs) -> subprocess.CompletedProcess:
-    """``kubectl apply --dry-run=server`` of ``docs`` (strict field validation: kubectl's default)."""
+def dry_run(
+    cluster: ControlPlane, namespace: str, docs: Docs, kubeconfig: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``kubectl apply --dry-run=server`` of ``docs`` (strict field validation: kubectl's default), as the
+    admin or as the user of ``kubeconfig``."""
     return cluster.kubectl(
-        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=False
+        "apply",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs),
+        check=False,
+        kubeconfig=kubeconfig,
     )

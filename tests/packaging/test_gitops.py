@@ -8,6 +8,9 @@ import yaml
 from lupa.lua51 import LuaRuntime
 from pkgtools import REPO, dry_run, load_all
 
+from devcluster.processes import wait_until
+from runbooks import keys
+
 GITOPS = REPO / "examples" / "gitops"
 HEALTH_LUA = GITOPS / "argocd" / "runbook-health.lua"
 
@@ -78,11 +81,39 @@ def test_argocd_and_flux_apply_the_runbooks_folder():
     assert (GITOPS / "runbooks" / "kustomization.yaml").exists()
 
 
-def test_gitops_runbooks_are_accepted_by_the_api_server(crds, kustomize_dir, namespace):
+def test_gitops_runbooks_are_accepted_by_the_api_server(
+    crds, identities, kustomize_dir, namespace, sa_kubeconfig
+):
+    """Applied as a GitOps tool applies them: as its ServiceAccount, allowed to apply Runbooks and no more,
+    under the identity policies (manifests/identities.yaml), which let it name only itself or nobody."""
+    crds.kubectl("create", "serviceaccount", "gitops", "-n", namespace)
+    crds.kubectl(
+        "create",
+        "role",
+        "gitops",
+        "-n",
+        namespace,
+        "--verb=get,list,watch,create,patch",
+        f"--resource={keys.PLURAL}.{keys.GROUP}",
+    )
+    crds.kubectl(
+        "create",
+        "rolebinding",
+        "gitops",
+        "-n",
+        namespace,
+        "--role=gitops",
+        f"--serviceaccount={namespace}:gitops",
+    )
+    gitops = sa_kubeconfig(namespace, "gitops")
     docs = kustomize_dir(GITOPS / "runbooks")
     assert {d["kind"] for d in docs} == {"Runbook"}
-    result = dry_run(
-        crds, namespace, [{**d, "metadata": {**d["metadata"], "namespace": namespace}} for d in docs]
-    )
+    docs = [{**d, "metadata": {**d["metadata"], "namespace": namespace}} for d in docs]
+
+    def applied():  # RBAC's cache takes a moment; a refusal by a policy is final
+        result = dry_run(crds, namespace, docs, gitops)
+        return (result.returncode == 0 or "forbidden: User" not in result.stderr) and result
+
+    result = wait_until(applied, 30, "the GitOps ServiceAccount to be allowed to apply Runbooks")
     assert result.returncode == 0, result.stderr
     assert len({d["spec"]["requestId"] for d in docs}) == len(docs), "request ids must be unique"
