@@ -163,7 +163,7 @@ def request_fingerprint(spec: dict[str, Any]) -> str:
 
 class Condition(_Model):
     type: str = Field(description="Condition type: Succeeded, Running, Queued, Ready, Reconciling, Stalled.")
-    status: Literal["True", "False", "Unknown"]
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown (not yet known).")
     reason: str = Field(description="CamelCase reason for the last transition.")
     message: str = Field("", description="Human-readable detail.")
     last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
@@ -171,15 +171,15 @@ class Condition(_Model):
 
 
 class LogLine(_Model):
-    time: str
-    level: Literal[LOG_LEVELS]  # type: ignore[valid-type]
-    message: str = Field(max_length=1024)
+    time: str = Field(description="When the line was written (RFC 3339).")
+    level: Literal[LOG_LEVELS] = Field(description="DEBUG, INFO, WARNING or ERROR.")  # type: ignore[valid-type]
+    message: str = Field(max_length=1024, description="The line, cut to 1024 characters.")
 
 
 class EnvironmentState(_Model):
-    environment_mode: str | None = None
-    active_profile: str | None = None
-    active_window: str | None = None
+    environment_mode: str | None = Field(None, description="The environment mode, e.g. live.")
+    active_profile: str | None = Field(None, description="The feed profile in use, e.g. primary or backup.")
+    active_window: str | None = Field(None, description="The trading window in use: day or night.")
 
 
 class Execution(_Model):
@@ -209,10 +209,10 @@ class PolicyRequirement(_Model):
 class ApprovalRecord(_Model):
     """One decision on the run, from a RunbookApproval."""
 
-    approver: Person
-    decision: ApprovalDecision
+    approver: Person = Field(description="Who decided (the RunbookApproval's spec.approver).")
+    decision: ApprovalDecision = Field(description="Approve or Reject.")
     at: str = Field(description="When it was given (the RunbookApproval's creation).")
-    comment: str = Field("", max_length=1024)
+    comment: str = Field("", max_length=1024, description="Why, as the approver said it.")
     ignored: str | None = Field(
         None, max_length=256, description="Why it did not count (the requester's own, expired, ...)."
     )
@@ -221,8 +221,13 @@ class ApprovalRecord(_Model):
 class RunbookStatus(_Model):
     """Written only by the controller, through the status subresource; read by the REST API."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    observed_generation: int | None = Field(None, description="The generation this status was written for.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Succeeded (kubectl wait --for=condition=Succeeded), Queued, Running, and the summary "
+        "Ready, Reconciling and Stalled that kstatus and Argo CD read.",
+    )
     request_id: str | None = Field(None, description="The request id in effect (spec.requestId or the name).")
     window: Window | None = Field(None, description="The trading window the run used (auto resolved).")
     target: str | None = Field(None, description="The lock target this run is serialised on.")
@@ -231,10 +236,12 @@ class RunbookStatus(_Model):
         description="Runner exit code: 0, 1, 2, 3, 124, 125 or 130; none for a run that ended without "
         "executing (reason OutsideChangeWindow, Rejected or ApprovalExpired).",
     )
-    result: Literal["success", "failed"] | None = None
+    result: Literal["success", "failed"] | None = Field(
+        None, description="success or failed, once the run has finished; never changed afterwards."
+    )
     message: str | None = Field(None, max_length=1024, description="Summary of the outcome.")
-    started_at: str | None = None
-    finished_at: str | None = None
+    started_at: str | None = Field(None, description="When the run started (RFC 3339, UTC).")
+    finished_at: str | None = Field(None, description="When the run finished (RFC 3339, UTC).")
     logs: list[LogLine] = Field(default_factory=list, max_length=100, description="The run's last log lines.")
     health: dict[str, Any] | None = Field(
         None, description="The health report, when the command produced one."
@@ -242,7 +249,7 @@ class RunbookStatus(_Model):
     state: EnvironmentState | None = Field(
         None, description="Environment state after the run (not for dry runs)."
     )
-    execution: Execution | None = None
+    execution: Execution | None = Field(None, description="The Job or local process that ran it.")
     attempts: int = Field(0, ge=0, description="How many times an execution was started (at most 1).")
     duplicate_of: str | None = Field(
         None, description="The earlier Runbook (namespace/name) that already ran this request id."

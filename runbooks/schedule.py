@@ -251,8 +251,12 @@ class RunbookScheduleSpec(_Model):
 class RunbookScheduleStatus(_Model):
     """Written only by the controller."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list, max_length=8)
+    observed_generation: int | None = Field(None, description="The generation this status was written for.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Ready: True (Scheduled), or False and why it does not run.",
+    )
     schedule: str | None = Field(None, description="The trigger in words.")
     last_slot: str | None = Field(None, description="The latest slot handled: run, missed or skipped.")
     next_slot: str | None = Field(None, description="The next slot that will run (within 31 days).")

@@ -59,3 +59,19 @@ def test_the_rules_the_schema_cannot_say_are_cel():
         "a session offset is at most 24h (1440m) before or after the event",
     ]
     assert "requestId" not in schedule["properties"]["spec"]["properties"]["template"]["properties"]
+
+
+def _undescribed(node: dict, path: str) -> list[str]:
+    found = []
+    for name, sub in (node.get("properties") or {}).items():
+        found += [f"{path}.{name}"] * ("description" not in sub) + _undescribed(sub, f"{path}.{name}")
+    return found + (_undescribed(node["items"], f"{path}[]") if "items" in node else [])
+
+
+@pytest.mark.parametrize("kind", crd.KINDS, ids=lambda kind: kind.kind)
+def test_kubectl_explain_describes_every_field(kind):
+    """`kubectl explain runbook.status.result` says what it is, not <no description>."""
+    root = _schema(kind)
+    parts = [part for part in ("spec", "status") if part in root["properties"]]
+    assert [p for p in parts if "description" not in root["properties"][p]] == []
+    assert [f for p in parts for f in _undescribed(root["properties"][p], p)] == []
