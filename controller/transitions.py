@@ -43,6 +43,7 @@ from runbooks.policy import Allowed, Reject, Wait
 LOG_LINES = 50
 MESSAGE_CHARS = 1024
 APPROVAL_RECORDS = 32  # the schema's bound of status.approvals
+POLICY_RULES = 64  # the schema's bound of status.policy.rules (a namespace may hold more policies' rules)
 
 Update = tuple[str, str, str]  # (status, reason, message)
 
@@ -187,9 +188,10 @@ def refused(old: RunbookStatus, generation: int, reject: Reject) -> RunbookStatu
 
 
 def requirement(allowed: Allowed, expires_at: datetime.datetime | None = None) -> PolicyRequirement:
-    """What the policies asked: the rules that matched, the approvals needed, when waiting for them ends."""
+    """What the policies asked: the rules that matched (the first POLICY_RULES), the approvals needed, when
+    waiting for them ends."""
     return PolicyRequirement(
-        rules=list(allowed.rules),
+        rules=list(allowed.rules[:POLICY_RULES]),
         approvals_required=allowed.approvals,
         approvals_expire_at=format_time(expires_at) if expires_at else None,
     )

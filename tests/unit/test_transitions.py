@@ -257,6 +257,19 @@ def test_approvals_counted_waiting_n_of_n_with_who_and_when():
     )
 
 
+def test_the_rules_that_matched_are_kept_within_the_schemas_bound():
+    """Each policy holds at most 64 rules, but a namespace may hold many policies: more rules than
+    status.policy.rules may hold can match one run (the requirement could not be made: the gate failed on
+    every look, and the Runbook said nothing)."""
+    many = Allowed(
+        approvals=1, expire_after=datetime.timedelta(hours=1), rules=tuple(f"p/r{i}" for i in range(70))
+    )
+    requirement = transitions.requirement(many)
+    assert requirement.rules == [f"p/r{i}" for i in range(transitions.POLICY_RULES)]
+    change = transitions.approvals_counted(RunbookStatus(), 1, _counted(), requirement)
+    assert len(apply(RunbookStatus(), change).policy.rules) == transitions.POLICY_RULES
+
+
 def test_approvals_counted_approved_records_them_and_changes_no_condition():
     change = transitions.approvals_counted(
         RunbookStatus(), 1, _counted(_vote("bob", 1), _vote("carol", 2)), transitions.requirement(RULES)
