@@ -43,6 +43,7 @@ from runbooks.policy import Allowed, Reject, Wait
 LOG_LINES = 50
 MESSAGE_CHARS = 1024
 APPROVAL_RECORDS = 32  # the schema's bound of status.approvals
+IGNORED_CHARS = 256  # the schema's bound of status.approvals[].ignored (its reason may name a requester)
 POLICY_RULES = 64  # the schema's bound of status.policy.rules (a namespace may hold more policies' rules)
 
 Update = tuple[str, str, str]  # (status, reason, message)
@@ -250,7 +251,7 @@ def approval_records(tally: Tally) -> list[ApprovalRecord]:
             decision=vote.decision,
             at=format_time(vote.at),
             comment=vote.comment[:MESSAGE_CHARS],
-            ignored=why,
+            ignored=why if why is None else why[:IGNORED_CHARS],
         )
         for vote, why in sorted([*counted, *ignored], key=lambda pair: pair[0].at)
     ]

@@ -270,6 +270,19 @@ def test_the_rules_that_matched_are_kept_within_the_schemas_bound():
     assert len(apply(RunbookStatus(), change).policy.rules) == transitions.POLICY_RULES
 
 
+def test_why_an_approval_did_not_count_is_kept_within_the_schemas_bound():
+    """Anyone who may approve may name any requester, of up to 253 characters: the reason it did not count
+    names it, and was too long for status.approvals[].ignored (the gate failed on every look: the run was
+    never approved, nor expired)."""
+    stranger = Vote("bob", "Approve", REQUESTED + datetime.timedelta(minutes=1), "x" * 253)
+    [record] = transitions.approval_records(_counted(stranger))
+    assert record.ignored == f"it names another requester ({'x' * 253})"[: transitions.IGNORED_CHARS]
+    change = transitions.approvals_counted(
+        RunbookStatus(), 1, _counted(stranger), transitions.requirement(RULES)
+    )
+    assert apply(RunbookStatus(), change).approvals[0].ignored.startswith("it names another requester (xxx")
+
+
 def test_approvals_counted_approved_records_them_and_changes_no_condition():
     change = transitions.approvals_counted(
         RunbookStatus(), 1, _counted(_vote("bob", 1), _vote("carol", 2)), transitions.requirement(RULES)
