@@ -46,6 +46,15 @@ def kill(first) -> None:
     first.process.popen.wait()
 
 
+def wait_job_refused(rbs: Runbooks, name: str) -> None:
+    """Until the run of ``name`` says that its Job is refused (it keeps its lock and asks again)."""
+    wait_until(
+        lambda: "its Job is refused" in (rbs.condition(name, "Succeeded") or {}).get("message", ""),
+        30,
+        f"the Job of {name} to be refused",
+    )
+
+
 def job_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
     """A Job executor's settings with the recording scripts (a ConfigMap) and their variables."""
     cluster.kubectl(
@@ -296,11 +305,7 @@ def frozen_after_its_job_was_refused(
     start_controller(**job_env(cluster, namespace, env), MDOPS_JOB_START_FAILURE_SECONDS="600")
     with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
         rbs.create("frozen", command="failover")
-        wait_until(
-            lambda: "its Job is refused" in (rbs.condition("frozen", "Succeeded") or {}).get("message", ""),
-            30,
-            "the failover's Job to be refused",
-        )
+        wait_job_refused(rbs, "frozen")
         freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside=outside)
         gate.policy("freeze", freeze)
 
@@ -441,11 +446,7 @@ def test_a_run_that_holds_the_lock_goes_before_an_older_one_the_gate_let_through
     wait_reason(rbs, "older", "Queued", "OutsideChangeWindow")
     with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
         rbs.create("newer", command="drill")
-        wait_until(
-            lambda: "its Job is refused" in (rbs.condition("newer", "Succeeded") or {}).get("message", ""),
-            30,
-            "the drill's Job to be refused",
-        )
+        wait_job_refused(rbs, "newer")
         acting = first
         if restart:
             kill(first)
@@ -473,11 +474,7 @@ def test_a_run_the_gate_holds_after_a_restart_lets_go_of_the_lock_it_took_before
     first = start_controller("first", **settings)
     with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
         rbs.create("held", command="failover")
-        wait_until(
-            lambda: "its Job is refused" in (rbs.condition("held", "Succeeded") or {}).get("message", ""),
-            30,
-            "the failover's Job to be refused",
-        )
+        wait_job_refused(rbs, "held")
         kill(first)
     gate.policy("freeze", rule("no-failovers", ["failover"], blackouts=[blackout(3600)]))
     start_controller("second", **settings)
