@@ -56,6 +56,7 @@ from httpx_sse import ServerSentEvent
 
 from cli.client import Api
 from cli.errors import CliError, Exit
+from cli.render import escaped
 from runbooks.contract import RunState, new_lines
 
 T = TypeVar("T")
@@ -177,7 +178,7 @@ class Follower:
         self.run = run
         waits = run.get("message") if run["status"] in WAITING else None
         if waits and waits != self.waits:
-            self.warn(f"{self.request_id} is {run['status']}: {waits}")
+            self.warn(f"{self.request_id} is {run['status']}: {escaped(waits)}")
         self.waits = waits
 
     def window(self, lines: list[dict]) -> None:

@@ -28,7 +28,7 @@ LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold 
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
-def _escaped(text: str) -> str:
+def escaped(text: str) -> str:
     """Text from the API as shown (a log line, a health report, a status message, any field): its control
     characters escaped."""
     return CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
@@ -39,7 +39,7 @@ def _text(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return _escaped(str(value))
+    return escaped(str(value))
 
 
 def state(status: str) -> Text:
@@ -68,7 +68,7 @@ def log_line(line: dict[str, str]) -> Text:
     # Never wrapped by Rich (a terminal wraps it; a pipe gets it whole).
     return Text.assemble(
         (f"{level:<8}", LEVEL_STYLES.get(level, "")),
-        _escaped(line.get("message", "")),
+        escaped(line.get("message", "")),
         no_wrap=True,
         overflow="ignore",
     )
@@ -96,7 +96,7 @@ def _inline(mapping: dict[str, Any] | None) -> str:
             parts.append(f"gate {verdict}" + (" (enforced)" if value.get("enforced") else ""))
         else:
             parts.append(f"{key} {_text(value)}")
-    return _escaped(" · ".join(parts))
+    return escaped(" · ".join(parts))
 
 
 def run_view(view: dict[str, Any]) -> RenderableType:
@@ -108,7 +108,7 @@ def run_view(view: dict[str, Any]) -> RenderableType:
             ("request id", runbook["request_id"]),
             ("command", runbook["command"]),
             ("result", outcome(runbook)),
-            *([("waits", _escaped(waits))] if waits else []),
+            *([("waits", escaped(waits))] if waits else []),
             ("finished", _text(runbook.get("finished_at"))),
             ("health", _inline(view.get("health"))),
         ]
@@ -144,7 +144,7 @@ def schedules_table(schedules: list[dict[str, Any]]) -> Table:
     for column in ("NAME", "SCHEDULE", "COMMAND", "NEXT", "LAST", "RESULT", "MISSED", "SKIPPED", "NOTE"):
         table.add_column(column, overflow="fold")
     for schedule in schedules:
-        note = "suspended" if schedule["suspended"] else (schedule.get("problem") or "")
+        note = "suspended" if schedule["suspended"] else escaped(schedule.get("problem") or "")
         table.add_row(
             schedule["name"],
             _text(schedule.get("schedule")),

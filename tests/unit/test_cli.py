@@ -1237,3 +1237,30 @@ def test_schedules_and_the_venues_session_read_in_words():
         "XHKG lunch_break, opens 2026-01-06T09:30:00+08:00, closes 2026-01-05T16:00:00+08:00"
     )
     assert render.session_line({"venue": "XHKG", "state": None, "note": "loading"}) == "XHKG (loading)"
+
+
+def test_why_a_followed_run_waits_is_shown_escaped_as_its_log_lines_are():
+    """``mdops logs -f`` and ``run -f`` say why a run waits from its status message, which whoever may write
+    the status (or a refusal the controller quotes) fills: its control characters reach the terminal as
+    text, as in ``mdops get``."""
+    seen = Seen()
+    held = {"runbook": {**_run("queued")["runbook"], "message": "waits\x1b]0;owned\x07\x1b[2J"}, "lines": []}
+    seen.follower().event("runbook", held)
+    assert seen.warnings == ["r-1 is queued: waits\\x1b]0;owned\\x07\\x1b[2J"]
+
+
+def test_a_schedules_problem_is_shown_escaped():
+    """A schedule's problem is its Ready condition's message, from its status: shown as text too."""
+    listed = {
+        "name": "hc",
+        "schedule": "every 5s",
+        "command": "health_check",
+        "next_slots": [],
+        "last_slot": None,
+        "missed_slots": 0,
+        "skipped_slots": 0,
+        "suspended": False,
+        "problem": "cannot\x1b[2J run\x07",
+    }
+    shown = _text(render.schedules_table([listed]))
+    assert "cannot\\x1b[2J run\\x07" in shown and "\x1b" not in shown
