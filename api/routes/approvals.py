@@ -143,7 +143,9 @@ async def _decide(
     )
     if decision == "Approve":  # one from the run's own second would not count (whole seconds): the next
         early = record.created + datetime.timedelta(seconds=1) - datetime.datetime.now(datetime.UTC)
-        await asyncio.sleep(max(early.total_seconds(), 0.0))
+        # At most a second: the run was made before it was looked up, so a second from now is past its
+        # second by the API server's clock too, however far this process's clock lags behind that one.
+        await asyncio.sleep(min(max(early.total_seconds(), 0.0), 1.0))
     name = approval_name(request_id, record.uid, approver)
     manifest = crd.APPROVAL.manifest(name, spec.to_k8s(), labels={keys.MANAGED_BY: keys.API_MANAGER})
     try:
