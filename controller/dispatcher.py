@@ -100,6 +100,7 @@ class Entry:
     gated_at: float = 0.0  # when the gate last let it through (the event loop's time)
     gated_by_policies: bool = False  # the namespace had RunbookPolicies then
     refused_since: float = 0.0  # when the API server first refused its Job (the event loop's time)
+    retry_at: float = 0.0  # when its last RETRY asked to be tried again (the event loop's time)
     settled_at: float = 0.0  # when it settled (monotonic), for the sweep of leave events that never show
 
     @classmethod
@@ -499,20 +500,25 @@ class Dispatcher:
         lane = self.lanes.get(entry.target)
         if lane is not None and lane.busy is entry:
             lane.busy = None
-        asyncio.get_running_loop().call_later(delay, self._again, entry)
+        loop = asyncio.get_running_loop()
+        entry.retry_at = loop.time() + delay
+        loop.call_later(delay, self._again, entry)
 
     def _holder_first(self, target: str, name: str) -> None:
         """The lane's head waits for a lock that a Runbook behind it holds without having started: the
         holder took it while the head, older, was held at the gate (and its Job is refused for now), or a
         controller killed before it started the holder's run gave it the lock. The holder goes first (nobody
-        else can take the lock until it is done): else each waits for the other for ever."""
+        else can take the lock until it is done): else each waits for the other for ever. Not before its own
+        retry is due (a refused Job is asked again less and less often), else at each of the head's asks."""
         lane = self.lanes.get(target)
         if lane is None or lane.busy is not None:
             return
+        now = asyncio.get_running_loop().time()
         for entry in lane.entries:
             if entry.name == name and entry.stage is Stage.WAITING and self._idle(entry.uid):
-                lane.busy = entry
-                self._make_ready(entry)
+                if entry.retry_at <= now:
+                    lane.busy = entry
+                    self._make_ready(entry)
                 return
 
     def _again(self, entry: Entry) -> None:

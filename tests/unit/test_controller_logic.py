@@ -439,6 +439,46 @@ def test_a_burst_on_one_target_runs_one_at_a_time_in_order_whatever_its_writes_a
     asyncio.run(scenario())
 
 
+def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again():
+    """The lane's head waits for a lock that a newer run holds, not started: its Job is refused (a quota),
+    so it asks again less and less often (after its RETRY's delay). The head, asking for the lock every
+    LOCK_RETRY_SECONDS, makes the holder go first (f281246), but only once the holder's own delay is over:
+    not at every one of the head's asks, which would send a refused Job every 2 s, the refusal's backoff
+    undone."""
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.asked: dict[str, int] = {"older": 0, "newer": 0}
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            return runs.Next(runs.Outcome.OWNER)
+
+        async def show_queued(self, entry, behind: str) -> None:
+            pass
+
+        async def run(self, entry, stopping) -> runs.Next:
+            self.asked[entry.name] += 1
+            if entry.name == "older":  # the lock is the newer one's
+                return runs.Next(runs.Outcome.RETRY, 0.005, holder="newer")
+            return runs.Next(runs.Outcome.RETRY, 30.0)  # its Job refused: asked again in 30 s
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            dispatcher.observe(None, failover("older", "2026-12-03T08:00:00Z"))
+            dispatcher.observe(None, failover("newer", "2026-12-03T08:00:01Z"))
+            await until(lambda: scripted.asked["older"] >= 40, "the head's asks for the lock")
+        finally:
+            loop.cancel()
+        assert scripted.asked["newer"] == 1, scripted.asked
+
+    asyncio.run(scenario())
+
+
 def test_kopf_keeps_a_memory_only_for_the_objects_whose_timers_live_in_it():
     """A burst's waiting Runbooks, their Jobs and pods, policies and approvals have event handlers only:
     kopf's memory of each is made per event and not kept; a RunbookSchedule's (its timer's) is kept."""
