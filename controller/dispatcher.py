@@ -44,7 +44,7 @@ from controller import metrics
 from controller.ledger import Entry as Claim
 from controller.ledger import Trimmer
 from controller.quota import Cap
-from controller.runs import Next, Outcome, Runs, lock_group, queue_key
+from controller.runs import Next, Outcome, Runs, lock_group, queue_key, unstarted_deletion
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import Command
@@ -452,7 +452,7 @@ class Dispatcher:
         if outcome.outcome is Outcome.OWNER:
             entry.stage = Stage.WAITING
             self._place(entry)
-            if not entry.needs_lock:
+            if not entry.needs_lock or unstarted_deletion(entry):  # no turn to wait for
                 self._make_ready(entry)
             else:
                 self.dirty.add(entry.target)
@@ -527,7 +527,7 @@ class Dispatcher:
         if entry.stage is Stage.NEW:
             heapq.heappush(self.fresh, (entry.order, entry.uid))
         elif entry.stage is Stage.WAITING:
-            if entry.needs_lock:
+            if entry.needs_lock and not unstarted_deletion(entry):
                 self.dirty.add(entry.target)
             else:
                 self._make_ready(entry)

@@ -126,6 +126,14 @@ def vote(item: dict[str, Any]) -> approval.Vote:
     return approval.Vote(spec["approver"], spec["decision"], at, spec["requester"], spec.get("comment", ""))
 
 
+def unstarted_deletion(entry: Entry) -> bool:
+    """A deleted Runbook whose status names no run: it starts nothing, and a run a controller started
+    before its status said so is only looked for and stopped. It needs no lock for that, nor to wait for
+    a run on its target that holds it (the gate may have held it, holding no lock, while that run took
+    it)."""
+    return entry.deleting and Runs.status(entry).execution is None
+
+
 def lock_group(settings: ControllerSettings, profile: str) -> str:
     return settings.lock_groups.get(profile, "default")
 
@@ -479,7 +487,7 @@ class Runs:
         if entry.claim.result is not None:  # recorded before a restart: only the rest is left to do
             run = self.services.executor.handle(self.request(entry))
             return await self.finish(entry, run, entry.claim.result)
-        if entry.needs_lock:
+        if entry.needs_lock and not unstarted_deletion(entry):
             try:
                 holder = await self.services.lock.acquire(entry.namespace, entry.group, entry.uid, entry.name)
             except NamespaceTerminating:  # its Lease went with the namespace, and cannot come back

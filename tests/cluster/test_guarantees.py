@@ -338,6 +338,24 @@ def test_a_runbook_the_gate_holds_with_its_finalizer_goes_when_deleted(
     assert started(env) == []
 
 
+def test_a_runbook_the_gate_holds_with_its_finalizer_goes_when_deleted_while_another_run_holds_the_lock(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The held failover holds no lock, so a drill on its target runs meanwhile. Deleted then, the failover
+    starts nothing: it goes at once, not once the drill is done."""
+    frozen_after_its_job_was_refused(start_controller, cluster, rbs, env, api_client, namespace, "Wait")
+    wait_reason(rbs, "frozen", "Queued", "OutsideChangeWindow")
+    rbs.create("drill", command="drill")
+    wait_started(env, "drill")
+    try:
+        rbs.delete("frozen")
+        wait_until(lambda: rbs.gone("frozen"), 30, "the deleted Runbook to go")
+    finally:
+        release(env)
+    assert rbs.wait_finished("drill", timeout=60)["status"]["result"] == "success"
+    assert started(env) == ["drill"]
+
+
 # -- 2. a deletion always stops the run, also while no controller runs ----------------------------------
 STUBBORN = """
     trap '' TERM
