@@ -318,6 +318,7 @@ class Dispatcher:
         log.info("pausing (kopf pauses or stops the operator): runs going on are left as they are")
         self.paused = True
         self.stopping.set()
+        self.runs.services.lock.forget()  # the active replica writes the Leases meanwhile
         self.entries.clear()
         self.lanes.clear()
         self.fresh.clear()

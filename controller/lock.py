@@ -36,6 +36,12 @@ class TargetLock:
         self.kube = kube
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
 
+    def forget(self) -> None:
+        """Forget every Lease as last known: another replica may write them from now on (kopf's peering
+        paused this one), so each is read again before it is trusted (a holder of before the pause may
+        have let go since, and another run taken the lock)."""
+        self.leases.clear()
+
     async def holder_active(self, namespace: str, name: str, uid: str) -> bool:
         """Whether the holder still needs the lock: it exists and has not finished."""
         body = await self.kube.get_runbook(namespace, name)

@@ -5,6 +5,7 @@ deletes, and what an audit line says. Data in, data out: no control plane."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import random
 import re
@@ -17,6 +18,7 @@ from api.render import audit_entry
 from controller import audit, ledger, lock, quota, retention, runs
 from controller.dispatcher import FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
 from controller.executors import failure, lost
+from controller.kubeapi import Conflict
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
 from runbooks.models import RunbookStatus
@@ -475,6 +477,66 @@ def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again(
         finally:
             loop.cancel()
         assert scripted.asked["newer"] == 1, scripted.asked
+
+    asyncio.run(scenario())
+
+
+class Leases:
+    """The Lease API as two controller replicas share it: versions, conflicts, unfinished Runbooks."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, dict] = {}
+        self.version = 0
+
+    async def get_lease(self, namespace: str, name: str) -> dict | None:
+        return copy.deepcopy(self.stored.get(name))
+
+    async def create_lease(self, namespace: str, body: dict) -> dict:
+        name = body["metadata"]["name"]
+        if name in self.stored:
+            raise Conflict(409, "POST", name, "exists")
+        return self._store(body)
+
+    async def replace_lease(self, namespace: str, lease: dict) -> dict:
+        name = lease["metadata"]["name"]
+        if self.stored[name]["metadata"]["resourceVersion"] != lease["metadata"]["resourceVersion"]:
+            raise Conflict(409, "PUT", name, "changed")
+        return self._store(lease)
+
+    async def get_runbook(self, namespace: str, name: str) -> dict:
+        return {"metadata": {"name": name, "uid": f"uid-{name}"}, "status": {}}
+
+    def _store(self, body: dict) -> dict:
+        self.version += 1
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        self.stored[stored["metadata"]["name"]] = stored
+        return copy.deepcopy(stored)
+
+
+def test_a_replica_that_resumes_reads_the_locks_again_never_trusts_what_it_knew_before_its_pause():
+    """Replica B took the lock for x (its Job refused: x keeps it, not started), then kopf's peering paused
+    B. Replica A, active meanwhile, let go of x's lock (its gate held x) and z took it, and runs. A pauses,
+    B resumes, the hold ends: x asks for the lock again. B must not take its own Lease of before the pause
+    for the present one, else x starts while z runs."""
+
+    async def scenario() -> None:
+        kube = Leases()
+        b, a = lock.TargetLock(kube), lock.TargetLock(kube)
+        assert await b.acquire("ns", "default", "uid-x", "x") is None
+        dispatcher = Dispatcher(
+            types.SimpleNamespace(services=types.SimpleNamespace(kube=kube, lock=b)), SETTINGS
+        )
+        dispatcher.pause()
+        await a.release_if_held("ns", "default", "uid-x")
+        assert await a.acquire("ns", "default", "uid-z", "z") is None
+        dispatcher.resume()
+        assert await b.acquire("ns", "default", "uid-x", "x") == "z"
+        await b.release_if_held(
+            "ns", "default", "uid-x"
+        )  # x held by the gate again: nothing of z's is let go
+        [stored] = kube.stored.values()
+        assert stored["spec"]["holderIdentity"] == "uid-z"
 
     asyncio.run(scenario())
 
