@@ -409,7 +409,8 @@ def runs(
 
 
 def _request_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """An empty id would read the runs list's path (``/api/ops/runbooks/``), not a run's."""
+    """An empty id is no run's: refused here, in words, rather than sent as the path ``/api/ops/runbooks/``
+    (which the API answers 404, as it does an unknown run)."""
     if not value:
         raise click.BadParameter("the request id is empty")
     return value
