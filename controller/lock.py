@@ -5,8 +5,8 @@ Runbooks get it comes from the dispatcher's queue (:mod:`controller.dispatcher`)
 is what a restarted controller finds. A holder that no longer exists or has finished is stale and is
 replaced, so the lock is always released, even after a crash.
 
-Each lock's Lease is kept as last written, so that taking and releasing it are one write each; a
-conflict (someone else wrote it) reads it again.
+Each lock's Lease is kept as last written (or as absent, if it was read and there was none), so that
+taking and releasing it are one write each; a conflict (someone else wrote it) reads it again.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _now() -> str:
 class TargetLock:
     def __init__(self, kube: KubeApi):
         self.kube = kube
-        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        # None: read, and there was none (only this controller makes it while it is active).
+        self.leases: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def forget(self) -> None:
         """Forget every Lease as last known: another replica may write them from now on (kopf's peering
@@ -54,11 +55,7 @@ class TargetLock:
     async def _current(self, namespace: str, group: str, fresh: bool) -> dict[str, Any] | None:
         key = (namespace, group)
         if fresh or key not in self.leases:
-            lease = await self.kube.get_lease(namespace, lease_name(group))
-            if lease is None:
-                self.leases.pop(key, None)
-                return None
-            self.leases[key] = lease
+            self.leases[key] = await self.kube.get_lease(namespace, lease_name(group))
         return self.leases[key]
 
     async def acquire(self, namespace: str, group: str, uid: str, name: str) -> str | None:
@@ -106,8 +103,8 @@ class TargetLock:
                 fresh = True
 
     async def release_if_held(self, namespace: str, group: str, uid: str) -> None:
-        """Release the lock if ``uid`` holds it, as this controller last knew the Lease (read once if it
-        never did): after a restart, a run the gate holds may hold the lock it took before."""
+        """Release the lock if ``uid`` holds it, as this controller last knew the Lease (read once per
+        target if it never did): after a restart, a run the gate holds may hold the lock it took before."""
         lease = await self._current(namespace, group, fresh=False)
         if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == uid:
             await self.release(namespace, group, uid)

@@ -487,8 +487,10 @@ class Leases:
     def __init__(self) -> None:
         self.stored: dict[str, dict] = {}
         self.version = 0
+        self.reads = 0
 
     async def get_lease(self, namespace: str, name: str) -> dict | None:
+        self.reads += 1
         return copy.deepcopy(self.stored.get(name))
 
     async def create_lease(self, namespace: str, body: dict) -> dict:
@@ -537,6 +539,29 @@ def test_a_replica_that_resumes_reads_the_locks_again_never_trusts_what_it_knew_
         )  # x held by the gate again: nothing of z's is let go
         [stored] = kube.stored.values()
         assert stored["spec"]["holderIdentity"] == "uid-z"
+
+    asyncio.run(scenario())
+
+
+def test_held_runs_of_a_target_without_a_lease_read_it_once_and_the_lock_can_still_be_taken():
+    """After a restart, each run the gate holds asks whether it holds its target's lock. With no Lease
+    yet, that is one read per target, not one per held run at every look; taking the lock then creates
+    it, and a Lease made meanwhile by a replica before its pause is found by the conflict."""
+
+    async def scenario() -> None:
+        kube = Leases()
+        lock_ = lock.TargetLock(kube)
+        for uid in ("uid-a", "uid-b", "uid-c", "uid-a"):
+            await lock_.release_if_held("ns", "default", uid)
+        assert kube.reads == 1
+        assert await lock_.acquire("ns", "default", "uid-a", "a") is None
+        assert kube.reads == 1
+        await lock_.release("ns", "default", "uid-a")
+
+        other, late = lock.TargetLock(kube), lock.TargetLock(kube)
+        await late.release_if_held("ns", "blue", "uid-x")  # knows of no Lease for blue
+        assert await other.acquire("ns", "blue", "uid-y", "y") is None
+        assert await late.acquire("ns", "blue", "uid-x", "x") == "y"
 
     asyncio.run(scenario())
 
