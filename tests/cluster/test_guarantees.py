@@ -458,8 +458,8 @@ def test_a_run_that_holds_the_lock_goes_before_an_older_one_the_gate_let_through
     release(env)
     settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
     first = start_controller("first", **settings)
-    freeze = blackout(6)
-    Gate(api_client, namespace).policy("freeze", rule("failovers", ["failover"], blackouts=[freeze]))
+    gate = Gate(api_client, namespace)
+    gate.policy("freeze", rule("failovers", ["failover"], blackouts=[blackout(3600)]))
     rbs.create("older", command="failover")
     wait_reason(rbs, "older", "Queued", "OutsideChangeWindow")
     with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
@@ -469,6 +469,7 @@ def test_a_run_that_holds_the_lock_goes_before_an_older_one_the_gate_let_through
         if restart:
             kill(first)
             acting = start_controller("second", **settings)
+        gate.delete_policy("freeze")  # the freeze ends (not by the clock: a slow machine would miss it)
         waits = f"{namespace}/older waits: the lock is held by newer"
         wait_until(lambda: waits in acting.process.log.read_text(), 60, "the failover to wait for the lock")
     for name in ("newer", "older"):
