@@ -233,4 +233,6 @@ def chart(series: dict[str, Any], width: int, height: int) -> Text:
     plt.date_form("Y-m-d H:M:S", "H:M:S")
     times = [parse_time(p["timestamp"]).strftime("%Y-%m-%d %H:%M:%S") for p in points]
     plt.plot(times, [p["value"] for p in points], marker="braille")
+    if len(set(times)) == 1:  # no span (one sample): plotext would make up an axis, running backwards
+        plt.xticks(times[:1], [parse_time(points[0]["timestamp"]).strftime("%H:%M:%S")])
     return Text.from_ansi(plt.build())  # its colours are Rich's to show or not

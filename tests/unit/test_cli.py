@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -1181,6 +1182,18 @@ def test_a_chart_is_drawn_with_its_title_and_times():
     assert "md_throughput_mps (msg/s)" in text
     assert "10:00:00" in text and "┤" in text
     assert "\x1b[" not in text  # no colour when the console has none
+
+
+def test_a_chart_of_one_sample_shows_its_time_only():
+    """A fresh stack's Prometheus has one sample in a long window: plotext alone spread that one time into an
+    axis of its own making, running backwards (20:39 on the left, 13:59 on the right)."""
+    series = {
+        "metric": "md_subscription_coverage_ratio",
+        "unit": None,
+        "points": [{"timestamp": "2026-12-05T17:19:56+08:00", "value": 1}],
+    }
+    text = _text(render.chart(series, 80, 10))
+    assert re.findall(r"\d\d:\d\d:\d\d", text) == ["17:19:56"]
 
 
 def test_a_run_refused_without_executing_reads_as_not_run():
