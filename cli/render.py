@@ -195,7 +195,7 @@ def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
     return Group(
         fields,
         Text(""),
-        Text(f"recent runs (mdops runs lists up to {len(status['runbook_history'])})", style="bold"),
+        Text("recent runs (older ones: mdops runs --limit N)", style="bold"),
         runs_table(history),
     )
 

@@ -1196,6 +1196,16 @@ def test_a_chart_of_one_sample_shows_its_time_only():
     assert re.findall(r"\d\d:\d\d:\d\d", text) == ["17:19:56"]
 
 
+def test_the_status_points_to_mdops_runs_for_more_than_its_recent_runs():
+    """mdops runs reads the API's runs list a page at a time: it is not bound to the status' history (one
+    run on a new stack, MDOPS_API_HISTORY at most), as the heading said ("mdops runs lists up to 1")."""
+    listed = {**RUN, "dry_run": False, "enforce": False, "requested_by": "admin", "created_at": None}
+    status = {"environment_mode": "live", "last_runbook": listed, "runbook_history": [listed]}
+    text = _text(render.status_view(status))
+    assert "recent runs (older ones: mdops runs --limit N)" in text
+    assert "up to 1" not in text
+
+
 def test_a_run_refused_without_executing_reads_as_not_run():
     """A run its change window or a person refused has no exit code (no script ran): failed, not run."""
     view = {
