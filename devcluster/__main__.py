@@ -76,7 +76,7 @@ mdops is up.
   simulator    {stack.sim_url}/admin/status
   logs         {stack.logs}/ and {stack.cluster.logs}/
   settings     {env}
-  restarts     a component that exits is restarted (a line here says so); `make status` shows each one's
+  restarts     a component that exits is restarted (a line here says so; `make status` counts them)
 
 Try (in another shell):
   . {env}
