@@ -287,8 +287,10 @@ def slots_between(
         calendar.check(until)
     if trigger.kind == "cron":
         cron_zone = parse_zone(trigger.time_zone) if trigger.time_zone else zone
+        # A local time that happens twice (a DST change) has its slot at its first pass: cronsim, started
+        # within the second, gives that slot again, behind `after`.
         times: Iterator[datetime.datetime] = (
-            t.astimezone(zone) for t in CronSim(str(trigger.cron), after.astimezone(cron_zone))
+            t.astimezone(zone) for t in CronSim(str(trigger.cron), after.astimezone(cron_zone)) if t > after
         )
     elif trigger.kind == "every":
         times = _every(trigger, after, until, zone, calendar)

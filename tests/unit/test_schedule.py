@@ -107,6 +107,25 @@ def test_cron_in_another_time_zone_answers_in_the_calendar_zone(xhkg):
     assert _slots(trigger, "2026-01-04 00:00", "2026-01-06 00:00", xhkg) == [("01-05 08:00", False)]
 
 
+def test_cron_at_a_local_time_that_happens_twice_runs_once_and_never_before_the_start(xhkg):
+    """New York's 01:00-02:00 happens twice on 2026-11-01 (EDT, then EST): a daily 01:30 runs at its first
+    one (05:30 UTC), once. Asked from within the second one (a schedule created then, or its next slot
+    looked for then), that slot is behind: it is never due again, nor the next slot."""
+    trigger = Trigger(cron="30 1 * * *", time_zone="America/New_York")
+    utc = datetime.UTC
+    day = datetime.datetime(2026, 11, 1, 4, 0, tzinfo=utc)  # 00:00 EDT
+    first = [s.at for s in slots_between(trigger, day, day + datetime.timedelta(days=1), HK, xhkg)]
+    assert first == [datetime.datetime(2026, 11, 1, 5, 30, tzinfo=utc)]
+    second = datetime.datetime(2026, 11, 1, 6, 15, tzinfo=utc)  # 01:15 EST
+    assert [
+        s.at for s in slots_between(trigger, second, second + datetime.timedelta(hours=12), HK, xhkg)
+    ] == []
+    spec = RunbookScheduleSpec.model_validate({"template": {"command": "drill"}, "trigger": trigger.to_k8s()})
+    step = due(spec, second, second + datetime.timedelta(seconds=1), HK)
+    assert (step.run, step.missed, step.last_slot) == (None, 0, second)
+    assert step.next_slot == datetime.datetime(2026, 11, 2, 6, 30, tzinfo=utc)  # 01:30 EST
+
+
 def test_session_slots_outside_the_calendar_are_an_error_not_a_gap(xhkg):
     with pytest.raises(CalendarError, match="outside the loaded XHKG calendar"):
         list(
