@@ -390,7 +390,9 @@ class VenueCalendar:
 
     def _load(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar:
         first = start.date() - datetime.timedelta(days=1)
-        last = max(end, start + self.AHEAD).date() + datetime.timedelta(days=1)
+        # A year from its start, and at least the weeks after its end (what `at` asks beyond an instant):
+        # a range from long ago (a schedule's last slot) then also answers the runs of now.
+        last = max(end + self.BEHIND, start + self.AHEAD).date() + datetime.timedelta(days=1)
         try:
             table = self._loader(self.venue, first, last)
         except UnknownVenue as error:

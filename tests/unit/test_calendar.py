@@ -190,6 +190,25 @@ def test_the_venue_calendar_loads_once_and_again_only_outside_its_range(xhkg_tab
     assert loads[1][0] <= datetime.date(2026, 12, 16)
 
 
+def test_a_range_from_long_ago_and_the_weeks_around_now_share_one_load():
+    """A schedule whose last slot is a year behind (a cron on leap days, on trading days only) has the
+    controller ask, each second, for the sessions from that slot to a month after now; a run asks for the
+    weeks around now. One load answers both: not a child process of pandas (seconds of CPU) each time
+    one asks after the other."""
+    loads: list[tuple[datetime.date, datetime.date]] = []
+
+    def loader(venue: str, first: datetime.date, last: datetime.date):
+        loads.append((first, last))
+        return build_table(venue, first, last)
+
+    venue = VenueCalendar("XHKG", zone=HK, loader=loader)
+    last_slot, now = at("2025-12-05 00:00"), at("2026-12-10 10:00")
+    for _ in range(3):
+        venue.covering(last_slot, now + datetime.timedelta(days=32))  # the schedule's look
+        assert venue.window(now) == "day"  # a run's window: auto
+    assert len(loads) == 1
+
+
 def test_a_venue_whose_holidays_end_gives_a_table_up_to_there_and_says_so_beyond(tmp_path):
     """Asked for a year ahead (as every long-running process does), a venue the library knows less far
     gives what it knows, not an error for all of it; an instant past that is refused in words a person
