@@ -208,7 +208,8 @@ class Dispatcher:
         self.ready: list[tuple[tuple[int, str, int], str]] = []  # heap: READY entries
         self.parked: dict[str, list[Entry]] = collections.defaultdict(list)  # original's uid -> duplicates
         self.held: dict[str, Entry] = {}  # uid -> an entry the gate holds
-        self.request_ids: collections.Counter[str] = collections.Counter()
+        # request id -> the unsettled entries that name it: an approval wakes its own runs, not a search
+        self.requests: dict[str, list[Entry]] = collections.defaultdict(list)
         self.writes: collections.deque[Entry] = collections.deque()  # Queued statuses to show
         self.showing: set[str] = set()  # uids whose Queued status is being written
         self.dirty: set[str] = set()  # lanes to look at
@@ -232,7 +233,7 @@ class Dispatcher:
     # -- what the other parts ask ----------------------------------------------------------------
     def named(self, request_id: str) -> bool:
         """Whether an unfinished Runbook names this request id (the ledger must remember it)."""
-        return self.request_ids[request_id] > 0
+        return request_id in self.requests
 
     def in_view(self, uid: str) -> bool:
         entry = self.entries.get(uid)
@@ -258,7 +259,7 @@ class Dispatcher:
                 return  # deleted before it ran: it is gone in a moment
             entry = Entry.from_body(body, self.arrival(), self.settings)
             self.entries[entry.uid] = entry
-            self.request_ids[entry.request_id] += 1
+            self.requests[entry.request_id].append(entry)
             if entry.needs_lock:
                 self._lane(entry).add(entry)
                 self.dirty.add(entry.target)
@@ -300,14 +301,16 @@ class Dispatcher:
         """A RunbookPolicy changed (``request_id`` None) or a RunbookApproval of ``request_id`` did: the
         runs it may concern pass the gate again: those it holds at once, those at the gate now once more
         after it, and those it let through before they start (:meth:`controller.runs.Runs.run`)."""
-        if self.paused or (request_id is not None and not self.named(request_id)):
-            return  # an approval of a finished run (a listing brings them all): nothing to look at
-        for entry in list(self.held.values()):
-            if request_id is None or entry.request_id == request_id:
+        if self.paused:
+            return
+        # An approval concerns only the runs of its request (none for a finished run's: a listing brings
+        # them all), found without a look at every run: a burst of approvals over as many held runs cost
+        # the event loop seconds of CPU (quadratic) when each looked at them all.
+        concerned = self.entries.values() if request_id is None else self.requests.get(request_id, ())
+        for entry in list(concerned):
+            if entry.stage is Stage.HELD:
                 self._unhold(entry)
-        for entry in self.entries.values():  # let through, not started: asked again before it starts
-            concerned = request_id is None or entry.request_id == request_id
-            if concerned and not entry.started and entry.stage is not Stage.HELD:
+            elif not entry.started:  # let through, not started: asked again before it starts
                 entry.regate = True
 
     # -- kopf's peering ---------------------------------------------------------------------------
@@ -326,7 +329,7 @@ class Dispatcher:
         self.parked.clear()
         self.held.clear()
         metrics.HELD.set(0)
-        self.request_ids.clear()
+        self.requests.clear()
         self.cap.clear()
         self.writes.clear()
         self.dirty.clear()
@@ -557,9 +560,10 @@ class Dispatcher:
         if self.held.pop(entry.uid, None) is not None:
             metrics.HELD.set(len(self.held))
         if entry.stage is not Stage.SETTLED:
-            self.request_ids[entry.request_id] -= 1
-            if self.request_ids[entry.request_id] <= 0:
-                del self.request_ids[entry.request_id]
+            named = self.requests[entry.request_id]
+            named.remove(entry)
+            if not named:
+                del self.requests[entry.request_id]
         self._leave_lane(entry)
         entry.stage = Stage.SETTLED
         if gone or entry.left:

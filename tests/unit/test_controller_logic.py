@@ -9,6 +9,7 @@ import copy
 import datetime
 import random
 import re
+import time
 import types
 
 import pytest
@@ -325,6 +326,37 @@ def test_a_finished_run_is_forgotten_when_it_leaves_the_watch_or_by_one_sweep_if
         dispatcher._sweep()
         assert "uid-lost" not in dispatcher.entries
         assert "uid-recent" in dispatcher.entries and dispatcher.sweep is not None  # its turn comes later
+
+    asyncio.run(scenario())
+
+
+def test_an_approval_wakes_its_own_runs_without_a_look_at_every_held_run():
+    """A burst of approvals over as many runs held for them (a four-eyes rule, or a start-up, whose
+    listing brings every approval): each wakes the runs of its request id only, and the event loop does
+    not look at every held run for each (quadratic: 3,000 over 3,000 cost it 5 s of CPU)."""
+    held = 3000
+
+    def body(name: str) -> dict:
+        meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": "2026"}
+        return {"metadata": meta, "spec": {"command": "failover", "requestId": name}}
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(types.SimpleNamespace(services=types.SimpleNamespace(kube=None)), SETTINGS)
+        for index in range(held):
+            dispatcher.observe(None, body(f"fo-{index}"))
+        for entry in dispatcher.entries.values():  # all held at the gate, awaiting approvals
+            entry.stage = Stage.HELD
+            dispatcher.held[entry.uid] = entry
+        dispatcher.gate_changed("fo-7")
+        assert dispatcher.entries["uid-fo-7"].stage is Stage.NEW  # admitted again, to be counted
+        assert dispatcher.entries["uid-fo-8"].stage is Stage.HELD
+        dispatcher.gate_changed("a-finished-run")  # nothing to wake
+        assert len(dispatcher.held) == held - 1
+        began = time.process_time()
+        for index in range(held):
+            dispatcher.gate_changed(f"fo-{index}")
+        assert not dispatcher.held
+        assert time.process_time() - began < 1.0
 
     asyncio.run(scenario())
 
