@@ -254,9 +254,11 @@ class Runs:
 
     # -- 1. admission --------------------------------------------------------------------------
     async def admit(self, entry: Entry, in_view: Callable[[str], bool]) -> Next:
-        """Claim the request id; settle or park a duplicate."""
+        """Claim the request id; settle or park a duplicate. A run the gate held owns its claim already: it
+        is looked at again without claiming it again (a failed create and a read of its Lease each time,
+        twice the gate's own cost, for every held run at each look and in the herd at a freeze's end)."""
         request = request_fingerprint(entry.spec)
-        claim = await self.services.ledger.claim(
+        claim = entry.claim or await self.services.ledger.claim(
             entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq, request
         )
         if claim.uid != entry.uid and claim.other_request(request):  # never shown another request's result

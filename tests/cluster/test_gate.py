@@ -303,6 +303,34 @@ def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     assert sorted(witness()) == ["holder", "last"]
 
 
+def test_a_held_run_looked_at_again_reads_the_policies_and_claims_its_request_id_no_more(
+    start_controller, gate, rbs, scripts, witness, cluster
+):
+    """Each policy change (and the end of each wait, and every 5 minutes) looks again at every held run:
+    a look is one read of the policies. It also claimed the run's request id again, a create that failed
+    (409) and a read of its Lease: three times the cost, for each of 2,000 runs held by one freeze, again
+    in the herd at its end. The claim made at the first look is the run's while it is held."""
+    start_controller(**scripts)
+    gate.policy("freeze", rule("checks", ["health_check"], blackouts=[blackout(3600)]))
+    rbs.create("check-1", command="health_check")
+    wait_reason(rbs, "check-1", "Queued", "OutsideChangeWindow")
+
+    before = cluster.request_counts()
+    for index in range(1, 4):  # each change, once its look is over: three looks
+        gate.policy(f"other-{index}", rule("restarts", ["restart"], blackouts=[blackout(3600)]))
+        wait_until(
+            lambda index=index: (cluster.request_counts() - before)["LIST runbookpolicies"] >= index,
+            30,
+            f"look {index} at the held run",
+        )
+    calls = cluster.request_counts() - before
+    assert (calls["POST leases 409"], calls["POST leases"]) == (0, 0), dict(calls)
+
+    gate.delete_policy("freeze")
+    assert rbs.wait_finished("check-1", timeout=30)["status"]["result"] == "success"
+    assert len(witness()["check-1"]) == 1
+
+
 def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_they_block_no_other(
     start_controller, gate, rbs, scripts, witness
 ):
