@@ -7,7 +7,8 @@ seen, and where it stands. Finished Runbooks are not in the watch at all (its fi
 The dispatcher is driven by events (a watch event, the end of a step), never by polling:
 
 - each new Runbook is admitted (:meth:`controller.runs.Runs.admit`: the ledger claim, then the gate of
-  policies and approvals), a few at a time, oldest first; a duplicate is settled there or parked until its
+  policies and approvals), a few at a time, oldest first, those the gate held before after the others
+  (:attr:`Entry.admission`); a duplicate is settled there or parked until its
   original has finished; one beyond the namespace's cap of unfinished Runbooks fails instead
   (:mod:`controller.quota`); one the gate holds leaves its lane, holding nothing, and is admitted again
   when its wait ends or a policy or one of its approvals changes (:meth:`Dispatcher.gate_changed`);
@@ -44,7 +45,7 @@ from controller import metrics
 from controller.ledger import Entry as Claim
 from controller.ledger import Trimmer
 from controller.quota import Cap
-from controller.runs import Next, Outcome, Runs, lock_group, queue_key, unstarted_deletion
+from controller.runs import GATE_WAITS, Next, Outcome, Runs, lock_group, queue_key, unstarted_deletion
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import Command
@@ -97,6 +98,7 @@ class Entry:
     finishing: bool = False  # its finished status is being written: it leaves the watch
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
     regate: bool = False  # a policy or approval changed since the gate looked at it: look again
+    held_before: bool = False  # the gate held it (its status said so when it came into view)
     gated_at: float = 0.0  # when the gate last let it through (the event loop's time)
     gated_by_policies: bool = False  # the namespace had RunbookPolicies then
     refused_since: float = 0.0  # when the API server first refused its Job (the event loop's time)
@@ -120,6 +122,7 @@ class Entry:
             raw_status=body.get("status") or {},
             finalizers=list(meta.get("finalizers") or []),
             deleting=bool(meta.get("deletionTimestamp")),
+            held_before=shows_held(body.get("status") or {}),
         )
 
     def update(self, body: dict[str, Any]) -> None:
@@ -154,6 +157,22 @@ class Entry:
     def order(self) -> tuple[int, str, int]:
         """First come, first served; a run that went on before a restart comes first of all."""
         return (0 if self.started else 1, self.created, self.seq)
+
+    @property
+    def admission(self) -> tuple[int, str, int]:
+        """The order of admission: :attr:`order`, but a run the gate held before comes after every run it
+        did not. Each look at a held run is a claim and a read of the policies, and a restart over a
+        freeze's 2,000 held runs (or a policy change, which looks at all of them) kept a new run on
+        another target waiting minutes behind them. Its place in its lane stays its :attr:`order`."""
+        return (0 if self.started else 2 if self.held_before else 1, self.created, self.seq)
+
+
+def shows_held(status: dict[str, Any]) -> bool:
+    """Whether a status (as the watch shows it) says that the gate holds the run."""
+    return any(
+        condition.get("type") == "Succeeded" and condition.get("reason") in GATE_WAITS
+        for condition in status.get("conditions") or ()
+    )
 
 
 class Lane:
@@ -260,10 +279,11 @@ class Dispatcher:
             entry = Entry.from_body(body, self.arrival(), self.settings)
             self.entries[entry.uid] = entry
             self.requests[entry.request_id].append(entry)
+            self.cap.seen(entry)
             if entry.needs_lock:
                 self._lane(entry).add(entry)
                 self.dirty.add(entry.target)
-            heapq.heappush(self.fresh, (entry.order, entry.uid))
+            heapq.heappush(self.fresh, (entry.admission, entry.uid))
             self.wake()
 
     def _left(self, entry: Entry) -> None:
@@ -367,7 +387,7 @@ class Dispatcher:
                 if self.cap.admit(entry):
                     self._spawn(entry, self.runs.admit(entry, self.in_view))
                 else:
-                    self._spawn(entry, self.cap.refuse(self.runs, entry))
+                    self._spawn(entry, self.cap.refuse(self.runs, entry, self.in_view))
         for target in self.dirty:
             self._advance(target)
         self.dirty.clear()
@@ -465,6 +485,7 @@ class Dispatcher:
         elif outcome.outcome is Outcome.HELD:
             self._leave_lane(entry)
             entry.stage = Stage.HELD
+            entry.held_before = True
             self.held[entry.uid] = entry
             metrics.HELD.set(len(self.held))
             delay = 0.0 if entry.regate else outcome.delay
@@ -529,7 +550,7 @@ class Dispatcher:
         if self.entries.get(entry.uid) is not entry or not self._idle(entry.uid):
             return
         if entry.stage is Stage.NEW:
-            heapq.heappush(self.fresh, (entry.order, entry.uid))
+            heapq.heappush(self.fresh, (entry.admission, entry.uid))
         elif entry.stage is Stage.WAITING:
             if entry.needs_lock and not unstarted_deletion(entry):
                 self.dirty.add(entry.target)
@@ -551,7 +572,7 @@ class Dispatcher:
         if entry.needs_lock:
             self._lane(entry).add(entry)
             self.dirty.add(entry.target)
-        heapq.heappush(self.fresh, (entry.order, entry.uid))
+        heapq.heappush(self.fresh, (entry.admission, entry.uid))
         self.wake()
 
     def _settle(self, entry: Entry, gone: bool) -> None:
@@ -614,7 +635,7 @@ class Dispatcher:
                 entry.stage = Stage.NEW
                 if entry.needs_lock:
                     self._lane(entry).add(entry)
-                heapq.heappush(self.fresh, (entry.order, entry.uid))
+                heapq.heappush(self.fresh, (entry.admission, entry.uid))
         self.wake()
 
     def _lane(self, entry: Entry) -> Lane:

@@ -2,13 +2,16 @@
 
 The REST API caps each token; this cap holds for everyone, kubectl users and GitOps tools too, so that no
 one fills etcd or the controller's queue. It is counted where the Runbooks are admitted, in their order
-(oldest first): a Runbook is *let in* when the dispatcher admits it, and counts until it has finished or
-left. One that arrives while ``cap`` are let in fails at once (reason ``QuotaExceeded``) before it claims
-its request id in the ledger, so the same request id can be used again once there is room.
+(oldest first): a Runbook is *let in* when the dispatcher admits it (or as soon as it is seen, if its status
+shows that an earlier controller did), and counts until it has finished or left. One that arrives while
+``cap`` are let in fails at once (reason ``QuotaExceeded``) before it claims its request id in the ledger,
+so the same request id can be used again once there is room. One that claimed its request id before (a
+controller before a restart let it in) is never refused, whatever the cap is now.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from controller import transitions
@@ -20,10 +23,10 @@ if TYPE_CHECKING:
 
 
 def admitted_before(entry: Entry) -> bool:
-    """Whether an earlier controller admitted it already (its status shows its request id, or the run it
-    waits for): a restart, or a lower cap, never refuses what was let in."""
+    """Whether its status shows that an earlier controller admitted it (it started or was held, its
+    request id, or the run it waits for); :meth:`Cap.refuse` asks the ledger about the others."""
     status = entry.raw_status
-    return entry.started or bool(status.get("requestId") or status.get("duplicateOf"))
+    return entry.started or entry.held_before or bool(status.get("requestId") or status.get("duplicateOf"))
 
 
 class Cap:
@@ -31,10 +34,15 @@ class Cap:
         self.cap = cap
         self.let_in: set[str] = set()  # uids
 
+    def seen(self, entry: Entry) -> None:
+        """A Runbook came into view: one an earlier controller let in counts at once, not at its admission
+        (runs the gate held are admitted after new ones, which must find the namespace as full as it is)."""
+        if admitted_before(entry):
+            self.let_in.add(entry.uid)
+
     def admit(self, entry: Entry) -> bool:
         """Let ``entry`` in, or say it is beyond the cap."""
-        known = entry.uid in self.let_in or admitted_before(entry)
-        if self.cap and not known and len(self.let_in) >= self.cap:
+        if self.cap and entry.uid not in self.let_in and len(self.let_in) >= self.cap:
             return False
         self.let_in.add(entry.uid)
         return True
@@ -45,8 +53,14 @@ class Cap:
     def clear(self) -> None:
         self.let_in.clear()
 
-    async def refuse(self, runs: Runs, entry: Entry) -> Next:
-        """Fail ``entry`` at once: it never runs, and claims nothing."""
+    async def refuse(self, runs: Runs, entry: Entry, in_view: Callable[[str], bool]) -> Next:
+        """Fail ``entry`` at once: it never runs, and claims nothing. Unless the ledger shows that it
+        claimed its request id before, which its status may not say (queued for its lock, or nothing
+        written yet when that controller stopped): then it is let in and admitted."""
+        claim = await runs.services.ledger.lookup(entry.namespace, entry.request_id)
+        if claim is not None and claim.uid == entry.uid:
+            self.let_in.add(entry.uid)
+            return await runs.admit(entry, in_view)
         change = transitions.over_quota(
             runs.status(entry), entry.generation, unfinished=len(self.let_in), cap=self.cap
         )

@@ -268,6 +268,32 @@ def test_a_restarted_controller_resumes_held_runs_keeps_the_deadline_and_runs_ea
     assert gate_counts(second)[("failback", "expired")] == 1
 
 
+def test_a_controller_restarted_with_a_lower_cap_keeps_the_runs_it_held_and_refuses_a_new_one(
+    start_controller, gate, rbs, scripts, witness
+):
+    """Three runs a freeze holds were let in (each claimed its request id). The controller is restarted
+    with a cap of one: it refuses none of them (a lower cap never refuses what was let in), though it
+    admits a new Runbook before them (runs held before come last), and it refuses that one: the namespace
+    is over its cap. Ended, the freeze lets the three run, once each."""
+    held = ["held-1", "held-2", "held-3"]
+    first = start_controller("first", **scripts)
+    gate.policy("freeze", rule("checks", ["health_check"], blackouts=[blackout(3600)]))
+    for name in held:
+        rbs.create(name, command="health_check")
+    for name in held:
+        wait_reason(rbs, name, "Queued", "OutsideChangeWindow")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    start_controller("second", **scripts, MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")
+    rbs.create("over", command="health_check")
+    assert reason(rbs.wait_finished("over", timeout=60)) == "QuotaExceeded"
+    assert all(reason(rbs.get(name)) == "OutsideChangeWindow" for name in held)
+
+    gate.delete_policy("freeze")
+    for name in held:
+        assert rbs.wait_finished(name, timeout=60)["status"]["result"] == "success"
+    assert sorted(witness()) == held and all(len(times) == 1 for times in witness().values())
+
+
 def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     start_controller, gate, rbs, scripts, witness, tmp_path
 ):

@@ -5,6 +5,10 @@ controller's own output."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+
+from kubernetes import client
 
 from controller import audit, ledger
 from devcluster.processes import wait_until
@@ -108,3 +112,51 @@ def test_a_runbook_beyond_the_namespaces_cap_fails_at_once_and_its_request_id_st
     again = rbs.wait_finished("over")["status"]
     assert again["result"] == "success", again
     assert sorted(lines(witness)) == ["held-1", "held-2", "req-over"]
+
+
+def test_a_controller_restarted_with_a_lower_cap_refuses_none_of_the_runs_it_let_in_unseen(
+    start_controller, api_client, namespace, tmp_path
+):
+    """One run at a time: the first health check runs, two more were let in (each claimed its request id)
+    and wait for a slot, their statuses still empty. A controller restarted with a cap of one adopts the
+    first and refuses neither of the others, which the ledger shows were let in; a new Runbook is refused,
+    the namespace being over its cap. The three run, once each."""
+    witness, release = tmp_path / "runs.log", tmp_path / "release"
+    scripts = tmp_path / "scripts"
+    write_script(scripts, "health_check", WITNESS + HOLD)
+    settings = {
+        "MDOPS_SCRIPTS_DIR": str(scripts),
+        "MDOPS_SCRIPT_ENV": json.dumps({"RUNS": str(witness), "RELEASE": str(release)}),
+        "MDOPS_MAX_PARALLEL": "1",
+    }
+    first = start_controller(**settings)
+    rbs = Runbooks(api_client, namespace)
+    rbs.create("check-1", command="health_check")
+    wait_until(lambda: lines(witness) == ["check-1"], 30, "the first check to start")
+    leases = client.CoordinationV1Api(api_client)
+    for name in ("check-2", "check-3"):
+        rbs.create(name, command="health_check")
+    for name in ("check-2", "check-3"):
+        wait_until(lambda name=name: claimed(leases, namespace, name), 30, f"{name} to claim its request id")
+        assert not (rbs.get(name) or {}).get("status")  # nothing says so but the ledger
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    start_controller(**settings, MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")  # the same state: it adopts
+    rbs.create("over", command="health_check")
+    over = rbs.wait_finished("over", timeout=60)["status"]
+    assert {c["type"]: c["reason"] for c in over["conditions"]}["Succeeded"] == "QuotaExceeded"
+
+    release.touch()
+    for name in ("check-1", "check-2", "check-3"):
+        status = rbs.wait_finished(name, timeout=90)["status"]
+        assert status["result"] == "success", (name, status.get("message"))
+    assert sorted(lines(witness)) == ["check-1", "check-2", "check-3"]
+
+
+def claimed(leases: client.CoordinationV1Api, namespace: str, request_id: str) -> bool:
+    try:
+        leases.read_namespaced_lease(ledger.lease_name(request_id), namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True

@@ -16,7 +16,7 @@ import pytest
 from api.records import record_of
 from api.render import audit_entry
 from controller import audit, ledger, lock, quota, retention, runs
-from controller.dispatcher import FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
+from controller.dispatcher import ADMISSIONS, FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
 from controller.executors import failure, lost
 from controller.kubeapi import Conflict
 from controller.settings import ControllerSettings
@@ -519,6 +519,56 @@ def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again(
         finally:
             loop.cancel()
         assert scripted.asked["newer"] == 1, scripted.asked
+
+    asyncio.run(scenario())
+
+
+def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or_a_policy_change():
+    """A freeze holds many runs. Each look at one is a claim and a read of the policies; a restart (their
+    statuses say held) and a policy change (which looks at every held run again) admit them all anew. A
+    run that comes meanwhile, never held, is admitted before them, not after minutes of their looks."""
+    held = [f"held-{index}" for index in range(30)]
+    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.admitted: list[str] = []
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            self.admitted.append(entry.name)
+            await asyncio.sleep(0)  # a look takes its time: the others wait for a slot
+            if entry.name in held:
+                return runs.Next(runs.Outcome.HELD, 3600)
+            return runs.Next(runs.Outcome.OWNER)
+
+        async def run(self, entry, stopping) -> runs.Next:
+            return runs.Next(runs.Outcome.SETTLED)
+
+    def check(name: str, created: str) -> dict:
+        meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": created}
+        return {"metadata": meta, "spec": {"command": "health_check"}}
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        for name in held:  # as a restarted controller's watch lists them
+            dispatcher.observe(None, {**check(name, "2026-12-05T01:00:00Z"), "status": frozen})
+        dispatcher.observe(None, check("new", "2026-12-05T02:00:00Z"))
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            await until(lambda: len(dispatcher.held) == len(held), "every held run looked at")
+            assert scripted.admitted[0] == "new", scripted.admitted[:5]
+
+            scripted.admitted.clear()
+            dispatcher.gate_changed()  # a policy changed: every held run is looked at again
+            dispatcher.observe(None, check("newer", "2026-12-05T03:00:00Z"))
+            await until(lambda: "newer" in scripted.admitted, "the newer run admitted")
+            assert scripted.admitted.index("newer") <= ADMISSIONS, scripted.admitted[:8]
+            await until(lambda: len(dispatcher.held) == len(held), "every held run looked at again")
+        finally:
+            loop.cancel()
 
     asyncio.run(scenario())
 
