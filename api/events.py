@@ -20,7 +20,7 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from api.records import RunbookRecord
 from runbooks.contract import new_lines
@@ -31,12 +31,14 @@ DELETED = "deleted"  # the Runbook was removed
 RESET = "reset"  # the stream cannot resume where the client asked: read the state again
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
     seq: int
     kind: str
     record: RunbookRecord  # the version after the change (the last one known, for DELETED)
     lines: tuple[dict[str, str], ...] = ()  # LOG: the new lines
+    # The event as the streams send it, encoded by the first one that sends it: the others reuse it.
+    message: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def _transition(record: RunbookRecord) -> tuple:

@@ -10,6 +10,7 @@ gets a ``reset`` event first (then, with ``?request_id=``, the run as it is now 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -29,6 +30,9 @@ from runbooks.models import RequestId
 
 router = APIRouter(prefix="/api/ops", tags=["events"])
 SHUTDOWN_GRACE_SECONDS = 1.0
+# The events a stream has to send are sent together, up to this much at a time: each send costs as much
+# as encoding an event, and the most uvicorn holds for a client that does not read is about this much.
+CHUNK_BYTES = 64 * 1024
 
 STREAM_DESCRIPTION = """Server-Sent Events (`text/event-stream`), one per change of a Runbook, from the API's
 watch cache. Each event has an `id` (`<epoch>-<number>`: resume after it with the `Last-Event-ID` header),
@@ -71,6 +75,14 @@ def _event(log: events.EventLog, seq: int, kind: str, data: dict) -> ServerSentE
     )
 
 
+def message(log: events.EventLog, change: events.Change, zone: datetime.tzinfo) -> bytes:
+    """``change`` as every stream sends it, encoded once: each stream encoding it for itself took the
+    event loop's whole time with a few hundred streams open."""
+    if change.message is None:
+        change.message = _event(log, change.seq, change.kind, event_data(change, zone)).encode()
+    return change.message
+
+
 @router.get(
     "/events",
     summary="Live updates of the Runbooks (Server-Sent Events): transitions and new log lines",
@@ -111,7 +123,7 @@ async def stream_events(
             opening.append(_event(log, head, events.RUNBOOK, run_detail(record, zone)))
         return head, opening
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         try:
             after = log.resume_point(last_event_id) if last_event_id else None
             if after is None:
@@ -129,12 +141,20 @@ async def stream_events(
                     for event in opening:
                         yield event
                     continue
+                chunk: list[bytes] = []
+                size = 0
                 for change in batch:
                     after = change.seq
                     if (request_id is None or change.record.request_id == request_id) and reads(
                         principal, change.record
                     ):
-                        yield _event(log, change.seq, change.kind, event_data(change, zone))
+                        chunk.append(message(log, change, zone))
+                        size += len(chunk[-1])
+                        if size >= CHUNK_BYTES:
+                            yield b"".join(chunk)
+                            chunk, size = [], 0
+                if chunk:
+                    yield b"".join(chunk)
         finally:
             slot.close()
 

@@ -10,6 +10,7 @@ from api import events
 from api.events import EventLog, StreamLimiter, TooManyStreams, changes
 from api.records import record_of
 from api.render import event_data
+from api.routes import events as route
 from runbooks.contract import new_lines
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -120,3 +121,16 @@ def test_streams_are_limited_per_token():
     limiter.open("viewer")
     second.close()
     assert limiter.count("viewer") == 1
+
+
+def test_an_event_is_encoded_once_however_many_streams_send_it(monkeypatch):
+    """Each stream encoded each event for itself: with 200 streams, 200 runs took a minute and a half of the
+    API's event loop, and a status request waited as long."""
+    rendered = []
+    monkeypatch.setattr(route, "event_data", lambda change, zone: rendered.append(change) or {"n": 1})
+    log = EventLog()
+    log.record(None, version())
+    (change,) = log.since(0)
+    sent = [route.message(log, change, SHANGHAI) for _ in range(200)]
+    assert rendered == [change]
+    assert set(sent) == {f'id: {log.event_id(1)}\r\nevent: runbook\r\ndata: {{"n":1}}\r\n\r\n'.encode()}
