@@ -7,10 +7,13 @@ import logging
 import sys
 
 import uvicorn
+import yaml
+from kubernetes.config import ConfigException
 
 from api import server
 from api.main import create_app
 from api.settings import get_settings
+from runbooks.kube import NotLoopbackError, configuration
 
 
 def main() -> int:
@@ -18,6 +21,11 @@ def main() -> int:
         settings = get_settings()
     except Exception as error:  # a settings error: say which, without a traceback
         print(f"python -m api: invalid settings: {error}", file=sys.stderr)
+        return 2
+    try:  # what the app's start would read: unreadable credentials are a message, not a traceback
+        configuration(settings.kubeconfig, settings.in_cluster)
+    except (ConfigException, NotLoopbackError, OSError, ValueError, yaml.YAMLError) as error:
+        print(f"python -m api: cannot log in to the API server: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.api_log_level.upper(),

@@ -7,10 +7,12 @@ import logging
 import secrets
 import sys
 
+import yaml
 from pydantic import ValidationError
 
 from controller import audit
 from controller.settings import get_settings
+from runbooks.kube import NotLoopbackError
 
 
 def main() -> int:
@@ -35,8 +37,15 @@ def main() -> int:
     import kopf
 
     # Registers the handlers: the Runbooks' events (handlers) and the schedules' timer (schedules).
-    from controller import handlers, schedules  # noqa: F401
+    from controller import handlers, login, schedules  # noqa: F401
 
+    # Credentials that cannot be read (no service account mounted, no kubeconfig file) stay so: kopf would
+    # retry its startup every minute for ever, a traceback each time, in a pod that looks Running.
+    try:
+        login.login(settings)
+    except (kopf.LoginError, NotLoopbackError, OSError, ValueError, yaml.YAMLError) as error:
+        print(f"python -m controller: cannot log in to the API server: {error}", file=sys.stderr)
+        return 2
     kopf.run(
         memories=handlers.MEMORIES,
         insights=handlers.INSIGHTS,

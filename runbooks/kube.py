@@ -47,7 +47,7 @@ def loopback_kubeconfig(path: str | Path) -> Path:
     """Return ``path`` if every cluster it names is on loopback; raise otherwise."""
     path = Path(path)
     kubeconfig = yaml.safe_load(path.read_text()) or {}
-    clusters = kubeconfig.get("clusters") or []
+    clusters = kubeconfig.get("clusters") if isinstance(kubeconfig, dict) else None  # a file of text
     if not clusters:
         raise NotLoopbackError(f"{path}: names no cluster")
     for entry in clusters:

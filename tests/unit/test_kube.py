@@ -31,6 +31,13 @@ def test_kubeconfig_naming_a_remote_cluster_is_refused(tmp_path):
         loopback_kubeconfig(path)
 
 
+def test_a_file_that_is_no_kubeconfig_is_refused_saying_so(tmp_path):
+    path = tmp_path / "passwd"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(NotLoopbackError, match="names no cluster"):
+        loopback_kubeconfig(path)
+
+
 def test_loopback_kubeconfig_is_handed_out(tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text("clusters:\n- name: local\n  cluster: {server: 'https://127.0.0.1:6443'}\n")

@@ -1,5 +1,7 @@
 """The controller's credentials, read without the official client (controller/login.py)."""
 
+import os
+import re
 import subprocess
 import sys
 
@@ -105,3 +107,28 @@ def test_the_controller_does_without_the_official_client():
         "import kopf, controller.__main__, controller.handlers, controller.schedules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("program", ["controller", "api"])
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"MDOPS_IN_CLUSTER": "true"}, "service.host"),  # not in a pod: KUBERNETES_SERVICE_HOST unset
+        ({"MDOPS_KUBECONFIG": "/nonexistent/kubeconfig"}, "/nonexistent/kubeconfig"),
+        ({"MDOPS_KUBECONFIG": "/etc/passwd"}, "names no cluster"),
+    ],
+)
+def test_credentials_that_cannot_be_read_stop_the_program_with_a_message(program, setting, said):
+    """Not kopf's startup retried every minute for ever with a traceback, nor uvicorn's failed start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDOPS_", "KUBERNETES_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", program],
+        env={**env, "MDOPS_NAMESPACE": "md", **setting},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"python -m {program}: cannot log in to the API server: "), result.stderr
+    assert re.search(said, result.stderr, re.IGNORECASE) and "Traceback" not in result.stderr, result.stderr
