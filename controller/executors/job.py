@@ -163,12 +163,17 @@ def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
             return parse_result(message)
         except ValueError:  # the runner died (killed: the OOM killer; the node lost it) before its result
             said = message.strip()[-500:] or "no result in the termination message"
-            return failure(ExitCode.NOT_EXECUTED, f"{died(terminated.get('exitCode'))}: {said}")
+            how = died(terminated.get("exitCode"), terminated.get("reason"))
+            return failure(ExitCode.NOT_EXECUTED, f"{how}: {said}")
     return None
 
 
-def died(code: int | None) -> str:
-    """How a runner's container that wrote no result ended, in words (137 is 128 + SIGKILL)."""
+def died(code: int | None, reason: str | None) -> str:
+    """How a runner's container that wrote no result ended, in words (137 is 128 + SIGKILL; the kubelet's
+    reason says whether that was the OOM killer)."""
+    if reason == "OOMKilled":
+        over = "OOMKilled, its container went over its memory limit"
+        return f"the runner died (exit {code}: {over}) without writing a result"
     if code is not None and 128 < code < 160:
         return f"the runner died (exit {code}: killed by {signal_name(code - 128)}) without writing a result"
     return f"the runner exited with code {code} without writing a result"

@@ -163,23 +163,25 @@ def test_why_a_pod_cannot_start_and_whether_that_lasts_until_a_person_mends_it(g
     assert start_failure(given) == why
 
 
-def ended(code: int, message: str) -> dict:
-    terminated = {"exitCode": code, "message": message}
+def ended(code: int, message: str, reason: str = "Error") -> dict:
+    terminated = {"exitCode": code, "message": message, "reason": reason}
     return {"status": {"containerStatuses": [{"state": {"terminated": terminated}}]}}
 
 
 @pytest.mark.parametrize(
-    ("code", "message", "said"),
+    ("code", "message", "reason", "said"),
     [
-        (137, '{"time": "t", "level": "INFO", "message": "start"}', "(exit 137: killed by SIGKILL)"),
-        (143, "", "(exit 143: killed by SIGTERM)"),
-        (1, "Traceback ...", "the runner exited with code 1 without writing a result: Traceback"),
+        (137, '{"time": "t", "level": "INFO", "message": "start"}', "Error", "(exit 137: killed by SIGKILL)"),
+        (143, "", "Error", "(exit 143: killed by SIGTERM)"),
+        (1, "Traceback ...", "Error", "the runner exited with code 1 without writing a result: Traceback"),
+        # A kubelet on cgroup v2 kills the whole container (memory.oom.group): the runner with its script.
+        (137, "", "OOMKilled", "(exit 137: OOMKilled, its container went over its memory limit)"),
     ],
 )
-def test_a_runner_that_wrote_no_result_is_125_whatever_its_container_exited_with(code, message, said):
+def test_a_runner_that_wrote_no_result_is_125_whatever_its_container_exited_with(code, message, reason, said):
     """The README's 125: the runner died without its result (killed, the OOM killer); the container's own
     code is said in words, never recorded as the run's exit code."""
-    result = pod_result(ended(code, message))
+    result = pod_result(ended(code, message, reason))
     assert result["exitCode"] == ExitCode.NOT_EXECUTED and result["result"] == "failed"
     assert said in result["message"]
 
