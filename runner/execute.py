@@ -31,6 +31,10 @@ DRAIN_SECONDS = 2.0  # how long to read output left in the pipes once the script
 POLL_SECONDS = 0.05
 MAX_LINE_BYTES = 8192  # longer lines are cut (messages are cut to 500 characters anyway)
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+# Where a container's own memory cgroup counts the processes the OOM killer killed in it ("oom_kill N"):
+# cgroup v2, else v1. Read only by a runner that is its container's PID 1 (a Job pod's): on a machine's
+# own processes (the local executor) these are the whole machine's counts.
+OOM_COUNTERS = (Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control"))
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ def run_script(
     except OSError as exc:
         message = f"could not execute {script}: {exc.strerror or exc}"
         return _failed(ExitCode.NOT_EXECUTED, message, log, script_ran=False)
+    oom_kills_before = oom_kills()
     readers = [_reader(process.stdout, "INFO", log), _reader(process.stderr, "WARNING", log)]
     try:
         ending = _wait(process, timeout, cancel)
@@ -113,7 +118,28 @@ def run_script(
         return _failed(ExitCode.TIMEOUT, f"timed out after {timeout:g} s", log, script_ran=True)
     if ending == "cancelled":
         return _cancelled(cancel, log, script_ran=True)
-    return _exited(process.returncode, log)
+    return _exited(process.returncode, log, _count(oom_kills_before, oom_kills()))
+
+
+def oom_kills(counters: tuple[Path, ...] = OOM_COUNTERS) -> int | None:
+    """How many processes the OOM killer has killed in this container's memory cgroup (None where the
+    runner cannot tell: not a container's PID 1, no counter)."""
+    if os.getpid() != 1:
+        return None
+    for counter in counters:
+        try:
+            lines = counter.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    return None
+
+
+def _count(before: int | None, after: int | None) -> int:
+    return after - before if before is not None and after is not None else 0
 
 
 def _dies_with(runner: int) -> Callable[[], None] | None:
@@ -214,14 +240,20 @@ def _drain(readers: list[threading.Thread], log: LogSink) -> None:
         log.emit("WARNING", "stopped reading output: a background process holds the script's stdout/stderr")
 
 
-def _exited(returncode: int, log: LogSink) -> Outcome:
+def _exited(returncode: int, log: LogSink, oom_killed: int = 0) -> Outcome:
+    """How the script ended; ``oom_killed``: how many processes the OOM killer killed in the container
+    meanwhile (the script, or what it started: a shell then exits 137), said in words."""
     if returncode == 0:
         return Outcome(ExitCode.SUCCESS, "", script_ran=True)
     if returncode == ExitCode.INVALID_ARGUMENTS:
         return _failed(ExitCode.INVALID_ARGUMENTS, "script exited with code 2 (invalid arguments)", log)
     if returncode < 0:
-        return _failed(ExitCode.SCRIPT_FAILED, f"script killed by {signal_name(-returncode)}", log)
-    return _failed(ExitCode.SCRIPT_FAILED, f"script exited with code {returncode}", log)
+        message = f"script killed by {signal_name(-returncode)}"
+    else:
+        message = f"script exited with code {returncode}"
+    if oom_killed:
+        message += f" (OOMKilled: the OOM killer killed {oom_killed} of its processes at the memory limit)"
+    return _failed(ExitCode.SCRIPT_FAILED, message, log)
 
 
 def _cancelled(cancel: Cancellation, log: LogSink, *, script_ran: bool) -> Outcome:

@@ -110,6 +110,20 @@ def test_a_job_pod_runs_as_uid_10001_within_its_memory_limit_writing_only_to_its
     assert said["memory"] == str(256 * 2**20), "the Job's memory limit is the container's"
 
 
+def test_a_script_over_the_job_s_memory_limit_fails_saying_it_was_oomkilled(
+    start_controller, cluster, image, namespace, rbs, tmp_path
+):
+    """The OOM killer kills the script (the largest process), not the runner: the shell running it exits
+    137, which says nothing of memory; the container's memory cgroup counted the kill."""
+    grow = "python3 -c 'chunks = [bytearray(16 * 2**20) for _ in range(64)]'\n"
+    folder = write_script(tmp_path / "scripts", "health_check", grow).parent
+    start_controller(**in_containers(image, scripts_configmap(cluster, namespace, folder), "none"))
+    rbs.create("grows", command="health_check", timeoutSeconds=60)
+    status = rbs.wait_finished("grows", timeout=120)["status"]
+    assert (status["result"], status["exitCode"]) == ("failed", 1), status.get("message")
+    assert "OOMKilled" in status["message"], status["message"]
+
+
 def test_deleting_a_running_runbook_removes_its_container(
     start_controller, cluster, image, namespace, rbs, tmp_path
 ):

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from devcluster.processes import process_gone, wait_until
 from runbooks.contract import LOG_LEVELS, ExitCode
+from runner import execute
 from runner.cli import main
 from runner.gate import Thresholds, evaluate
 from runner.logs import LOG_FILE_MAX_BYTES, MAX_MESSAGE_CHARS, dumps
@@ -1233,3 +1234,16 @@ def test_the_runner_needs_only_the_standard_library_and_the_contract() -> None:
     assert {name for name in loaded if name.startswith("runbooks.")} == {"runbooks.contract"}
     others = {name.split(".")[0] for name in loaded} - sys.stdlib_module_names - {"runner", "runbooks"}
     assert others == set(), f"the runner imports more than the standard library: {sorted(others)}"
+
+
+def test_the_oom_kills_of_a_job_pod_s_container_are_read_from_its_memory_cgroup(tmp_path, monkeypatch):
+    """cgroup v2's memory.events, else v1's memory.oom_control; only by a container's PID 1 (the Job
+    pod's runner): elsewhere the files at /sys/fs/cgroup count the whole machine's kills."""
+    v2, v1 = tmp_path / "memory.events", tmp_path / "memory.oom_control"
+    v2.write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 3\noom_group_kill 0\n")
+    v1.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    assert execute.oom_kills((v2, v1)) is None, "not a container's PID 1"
+    monkeypatch.setattr(execute.os, "getpid", lambda: 1)
+    assert execute.oom_kills((v2, v1)) == 3
+    assert execute.oom_kills((tmp_path / "missing", v1)) == 2
+    assert execute.oom_kills((tmp_path / "missing",)) is None
