@@ -92,6 +92,7 @@ def run_script(
         return _failed(ExitCode.NOT_EXECUTED, str(exc), log, script_ran=False)
     if cancel.signal_name is not None:
         return _cancelled(cancel, log, script_ran=False)
+    oom_kills_before = oom_kills()
     try:
         process = subprocess.Popen(
             [str(script)],
@@ -106,7 +107,6 @@ def run_script(
     except OSError as exc:
         message = f"could not execute {script}: {exc.strerror or exc}"
         return _failed(ExitCode.NOT_EXECUTED, message, log, script_ran=False)
-    oom_kills_before = oom_kills()
     readers = [_reader(process.stdout, "INFO", log), _reader(process.stderr, "WARNING", log)]
     try:
         ending = _wait(process, timeout, cancel)
@@ -240,7 +240,7 @@ def _drain(readers: list[threading.Thread], log: LogSink) -> None:
         log.emit("WARNING", "stopped reading output: a background process holds the script's stdout/stderr")
 
 
-def _exited(returncode: int, log: LogSink, oom_killed: int = 0) -> Outcome:
+def _exited(returncode: int, log: LogSink, oom_killed: int) -> Outcome:
     """How the script ended; ``oom_killed``: how many processes the OOM killer killed in the container
     meanwhile (the script, or what it started: a shell then exits 137), said in words."""
     if returncode == 0:
