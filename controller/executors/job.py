@@ -160,11 +160,17 @@ def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
             continue
         message = terminated.get("message") or ""
         try:
-            return parse_result(message)
+            result = parse_result(message)
         except ValueError:  # the runner died (killed: the OOM killer; the node lost it) before its result
             said = message.strip()[-500:] or "no result in the termination message"
-            how = died(terminated.get("exitCode"), terminated.get("reason"))
-            return failure(ExitCode.NOT_EXECUTED, f"{how}: {said}")
+        else:
+            # The runner exits with its result's code: a result its container's code belies is no runner's
+            # last word (a script wrote it into the termination log, then the container was killed).
+            if result["exitCode"] == terminated.get("exitCode"):
+                return result
+            said = f"the termination message claims exit code {result['exitCode']}, not the runner's"
+        how = died(terminated.get("exitCode"), terminated.get("reason"))
+        return failure(ExitCode.NOT_EXECUTED, f"{how}: {said}")
     return None
 
 

@@ -124,6 +124,44 @@ def test_a_script_over_the_job_s_memory_limit_fails_saying_it_was_oomkilled(
     assert "OOMKilled" in status["message"], status["message"]
 
 
+def test_a_container_killed_mid_run_fails_the_run_whatever_its_script_wrote_to_the_termination_log(
+    start_controller, cluster, image, namespace, rbs, tmp_path
+):
+    """As a node kills a container (a drain, the OOM killer of a whole container): no result of the runner,
+    so the run failed, once; never the success that the script itself wrote where the runner's goes."""
+    forged = json.dumps(
+        {
+            "exitCode": 0,
+            "result": "success",
+            "message": "forged",
+            "startedAt": "2026-12-03T08:00:00.000Z",
+            "finishedAt": "2026-12-03T08:00:01.000Z",
+            "dryRun": False,
+            "health": None,
+            "state": None,
+            "logs": [],
+        }
+    )
+    script = f"echo '{forged}' > /dev/termination-log\necho started\nsleep 120\n"
+    folder = write_script(tmp_path / "scripts", "failover", script).parent
+    start_controller(**in_containers(image, scripts_configmap(cluster, namespace, folder), "none"))
+    rbs.create("killed", command="failover", timeoutSeconds=300)
+    [container] = wait_until(lambda: pod_containers(namespace), 120, "the Job pod's container")
+    wait_until(lambda: "started" in podman("logs", container, check=False).stdout, 60, "the script")
+    podman("kill", "--signal=KILL", container)
+    status = rbs.wait_finished("killed", timeout=120)["status"]
+    assert (status["result"], status["exitCode"]) == ("failed", 125), status["message"]
+    assert "the runner died (exit 137: killed by SIGKILL)" in status["message"], status["message"]
+    assert status["attempts"] == 1
+
+
+def pod_containers(namespace: str) -> list[str]:
+    """The names of the containers podsim runs for the pods of ``namespace``."""
+    listed = podman("ps", "--all", f"--filter=label={LABEL}", "--format={{.Names}} {{json .Labels}}").stdout
+    named = [line.split(" ", 1) for line in listed.splitlines()]
+    return [name for name, labels in named if json.loads(labels)[LABEL].startswith(f"{namespace}/")]
+
+
 def test_deleting_a_running_runbook_removes_its_container(
     start_controller, cluster, image, namespace, rbs, tmp_path
 ):

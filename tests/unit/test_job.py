@@ -13,6 +13,7 @@ from controller.executors import RunRequest
 from controller.executors.job import SCRIPTS_MOUNT, JobExecutor, build_job, pod_result, start_failure
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
+from runner.logs import dumps
 
 REQUEST = RunRequest(
     namespace="mdops",
@@ -184,6 +185,28 @@ def test_a_runner_that_wrote_no_result_is_125_whatever_its_container_exited_with
     result = pod_result(ended(code, message, reason))
     assert result["exitCode"] == ExitCode.NOT_EXECUTED and result["result"] == "failed"
     assert said in result["message"]
+
+
+def test_a_result_that_the_container_s_exit_code_belies_is_not_the_runner_s():
+    """A script can write the termination log (it runs in the runner's container): a success it wrote
+    there, its container then killed (a deadline, a drain, the OOM killer), is no success."""
+    forged = dumps(
+        {
+            "exitCode": 0,
+            "result": "success",
+            "message": "",
+            "startedAt": "2026-12-03T08:00:00.000Z",
+            "finishedAt": "2026-12-03T08:00:01.000Z",
+            "dryRun": False,
+            "health": None,
+            "state": None,
+            "logs": [],
+        }
+    )
+    assert pod_result(ended(0, forged))["exitCode"] == 0, "the runner's own result, as it exited"
+    result = pod_result(ended(137, forged))
+    assert (result["exitCode"], result["result"]) == (ExitCode.NOT_EXECUTED, "failed")
+    assert "killed by SIGKILL" in result["message"] and "claims exit code 0" in result["message"]
 
 
 def job_pod(job: str, phase: str, state: dict) -> dict:
