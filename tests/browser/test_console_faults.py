@@ -527,6 +527,24 @@ def test_live_log_lines_keep_a_selection_and_the_end_in_view(page, stack, files)
     )
 
 
+def test_the_lines_a_run_showed_stay_shown_when_it_finishes(page, stack, files):
+    """A run's status keeps its last 50 lines only, and each transition's event brings those: the box, which
+    shows up to 200, keeps the lines it showed before (the drill's first lines) through its end, each once."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    rid = plan_a_chatty_drill(page)
+    try:
+        page.wait_for_function(f"() => {LOGS}.children.length > 60")
+    finally:
+        (files / f"{rid}.go").touch()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        "Status: success, exit code 0"
+    )
+    messages = page.evaluate(f"[...{LOGS}.children].map((line) => line.lastChild.textContent)")
+    assert messages[0] == "line 1", messages[:3]
+    assert len(messages) == len(set(messages)) > 60, messages
+
+
 def test_a_stream_resumed_after_a_read_shows_each_log_line_once(page, stack, files, console_errors):
     """A run's page loses its stream (the API stops: the watchdog drops it) and cannot open it again for a
     while, so it reads the run meanwhile; the stream then resumes after its last event, with lines the read

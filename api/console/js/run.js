@@ -39,6 +39,16 @@ function gate(health) {
   return el("p", { class: verdict.passed ? "gate passed" : "gate failed" }, `${text} (${verdict.enforced ? "enforced" : "not enforced"}).`);
 }
 
+// The lines of `more` that `old` does not end with: both are the last lines of one growing log, so `more`
+// starts with a tail of `old` (the longest that matches is what they share), or shares none of it.
+const same = (a, b) => a.time === b.time && a.level === b.level && a.message === b.message;
+function after(old, more) {
+  for (let start = Math.max(0, old.length - more.length); start < old.length; start++) {
+    if (old.slice(start).every((line, i) => same(line, more[i]))) return more.slice(old.length - start);
+  }
+  return more;
+}
+
 // A panel that follows one run; onChange(detail) after each transition (e.g. to update the header).
 export function panel(zone, onChange = () => {}) {
   const heading = el("h2", {}, "Waiting for the run…");
@@ -180,9 +190,10 @@ export function panel(zone, onChange = () => {}) {
       `?request_id=${encodeURIComponent(requestId)}`,
       (name, data) => {
         if (name === "runbook") {
-          lines = data.lines;
+          // Its lines are the status' last 50 only: those the box showed before them stay, each once.
+          lines = [...lines, ...after(lines, data.lines)].slice(-LOG_LINES);
           readShown = false;
-          showRun(data);
+          showRun({ ...data, lines });
         } else if (name === "log") {
           // A stream that resumes brings the lines after its last event, which a read meanwhile may have
           // shown already: the box is drawn again from the live updates' own lines, never twice.
