@@ -41,8 +41,10 @@ class Cap:
             self.let_in.add(entry.uid)
 
     def admit(self, entry: Entry) -> bool:
-        """Let ``entry`` in, or say it is beyond the cap."""
-        if self.cap and entry.uid not in self.let_in and len(self.let_in) >= self.cap:
+        """Let ``entry`` in, or say it is beyond the cap. A deleted Runbook is always let in: it starts
+        nothing, and its admission takes its finalizer off (a controller killed as it let go of it left the
+        finalizer, its claim gone); refused, it would be finished, out of the watch, Terminating for ever."""
+        if self.cap and not entry.deleting and entry.uid not in self.let_in and len(self.let_in) >= self.cap:
             return False
         self.let_in.add(entry.uid)
         return True

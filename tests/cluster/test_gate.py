@@ -294,6 +294,26 @@ def test_a_controller_restarted_with_a_lower_cap_keeps_the_runs_it_held_and_refu
     assert sorted(witness()) == held and all(len(times) == 1 for times in witness().values())
 
 
+def test_a_deleted_runbook_is_never_refused_by_the_cap_and_goes_away(
+    start_controller, gate, rbs, scripts, witness
+):
+    """A controller killed as it let go of a deleted Runbook (its request id freed, its finalizer not yet
+    removed) leaves it Terminating with no claim in the ledger. The next controller, its namespace at the
+    cap, must still remove the finalizer: a cap's refusal would finish it as QuotaExceeded, out of the
+    watch, Terminating for ever."""
+    first = start_controller("first", **scripts)
+    gate.policy("freeze", rule("checks", ["health_check"], blackouts=[blackout(3600)]))
+    rbs.create("held-1", command="health_check")
+    wait_reason(rbs, "held-1", "Queued", "OutsideChangeWindow")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    rbs.create("withdrawn", command="drill")  # listed after held-1 (by name): held-1 fills the cap first
+    rbs.set_finalizers("withdrawn", [keys.FINALIZER])
+    rbs.delete("withdrawn")
+    second = start_controller("second", **scripts, MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")
+    wait_until(lambda: rbs.gone("withdrawn"), 60, "the deleted Runbook to go", [second.process])
+    assert "withdrawn" not in witness() and reason(rbs.get("held-1")) == "OutsideChangeWindow"
+
+
 def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     start_controller, gate, rbs, scripts, witness, tmp_path
 ):
