@@ -227,10 +227,8 @@ def test_the_namespace_cap_lets_in_the_oldest_and_never_refuses_what_an_earlier_
     assert cap.admit(c)
     assert quota.Cap(0).admit(c)  # 0: no cap
     deleted = entry("d", seq=4)
-    deleted.deleting = True
-    assert len(cap.let_in) == cap.cap and cap.admit(
-        deleted
-    )  # full, but it starts nothing: only its finalizer comes off
+    deleted.deleting = True  # the cap is full, but it starts nothing: only its finalizer comes off
+    assert len(cap.let_in) == cap.cap and cap.admit(deleted)
 
 
 def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
