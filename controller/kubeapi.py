@@ -364,11 +364,15 @@ class KubeApi:
             raise Conflict(404, "PUT", self.lease_path(namespace, name), "gone")
         return replaced
 
-    async def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> None:
-        """Delete the lease (at ``resource_version`` if given); gone or changed meanwhile is fine."""
+    async def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> bool:
+        """Delete the lease (at ``resource_version`` if given); gone meanwhile is fine. False if it changed
+        meanwhile (then it is kept)."""
         body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else None
-        with contextlib.suppress(Conflict):
+        try:
             await self.request("DELETE", self.lease_path(namespace, name), body, missing_ok=True)
+        except Conflict:
+            return False
+        return True
 
     # -- Jobs and their pods -----------------------------------------------
     async def create_job(self, namespace: str, body: dict) -> None:

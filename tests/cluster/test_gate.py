@@ -377,6 +377,35 @@ def test_a_held_run_looked_at_again_reads_the_policies_and_claims_its_request_id
     assert len(witness()["check-1"]) == 1
 
 
+def test_a_held_run_ended_not_run_or_deleted_frees_its_request_id_after_a_duplicate_wrote_its_claim(
+    start_controller, gate, rbs, scripts, witness
+):
+    """A held run keeps the claim it made at its first look. A Runbook with its request id but other
+    parameters (a re-apply with another reason) is refused, and noted in that claim's Lease, which changes
+    its version. Then the held run's approvals expire, or it is deleted: it never ran, so its request id is
+    freed, and created again it asks the gate anew. Freed at the version it first claimed, the Lease
+    stayed: the new Runbook became a Duplicate of a run that never ran."""
+    start_controller(**scripts)
+    gate.policy(
+        "four-eyes",
+        rule("failovers", ["failover"], approvals={"required": 1, "expireAfterSeconds": 60}),
+        rule("failbacks", ["failback"], approvals={"required": 1}),
+    )
+    for command, first in (("failover", "expired"), ("failback", "deleted")):
+        rbs.create(first, command=command, requested_by="alice")
+        wait_reason(rbs, first, "Queued", "AwaitingApproval")
+        rbs.create(f"{first}-other", command=command, request_id=first, reason="another reason")
+        assert reason(rbs.wait_finished(f"{first}-other")) == "Duplicate"
+        if first == "expired":
+            assert reason(rbs.wait_finished(first, timeout=90)) == "ApprovalExpired"
+        else:
+            rbs.delete(first)
+            wait_until(lambda first=first: rbs.get(first) is None, 30, f"{first} to go")
+        rbs.create(f"{first}-again", command=command, request_id=first, requested_by="alice")
+        wait_reason(rbs, f"{first}-again", "Queued", "AwaitingApproval")
+    assert not witness()
+
+
 def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_they_block_no_other(
     start_controller, gate, rbs, scripts, witness
 ):
