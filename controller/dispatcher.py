@@ -44,7 +44,7 @@ from typing import Any
 from controller import metrics
 from controller.ledger import Entry as Claim
 from controller.ledger import Trimmer
-from controller.quota import Cap
+from controller.quota import Cap, admitted_before
 from controller.runs import GATE_WAITS, Next, Outcome, Runs, lock_group, queue_key, unstarted_deletion
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -302,8 +302,10 @@ class Dispatcher:
             self._check(entry)
 
     def _check(self, entry: Entry) -> None:
-        """A Runbook that left the watch before it ran."""
-        if entry.claim is None:
+        """A Runbook that left the watch before it ran. One an earlier controller let in (a run the gate
+        held, which this one admits after the new ones) claimed its request id, also if this one has not
+        admitted it yet."""
+        if entry.claim is None and not admitted_before(entry):
             self._settle(entry, gone=True)
         else:
             self._spawn(entry, self._check_gone(entry))

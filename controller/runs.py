@@ -469,9 +469,13 @@ class Runs:
         return Next(Outcome.SETTLED)
 
     async def release_claim(self, entry: Entry) -> None:
-        """The Runbook was deleted before it ran: its request id is free again."""
-        if entry.claim is not None and not self.status(entry).execution:
-            await self.services.ledger.release(entry.claim, entry.namespace)
+        """The Runbook was deleted before it ran: its request id is free again. Its claim is read from the
+        ledger if this controller has not admitted it (an earlier one did)."""
+        if self.status(entry).execution:
+            return
+        claim = entry.claim or await self.services.ledger.lookup(entry.namespace, entry.request_id)
+        if claim is not None and claim.uid == entry.uid:
+            await self.services.ledger.release(claim, entry.namespace)
 
     async def forget(self, entry: Entry) -> Next:
         """The Runbook was deleted (or is gone) and no run of it was ever started: its request id, its

@@ -577,6 +577,39 @@ def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or
     asyncio.run(scenario())
 
 
+def test_a_held_run_deleted_before_a_restarted_controller_admitted_it_frees_its_request_id():
+    """A restarted controller admits the runs the gate held after the new ones: minutes, after a freeze's
+    thousands. One deleted meanwhile (it holds no finalizer: it goes at once) claimed its request id
+    before the restart; that claim is given up, else the request id created again is a duplicate of a run
+    that never ran. A Runbook never let in is forgotten without a call."""
+    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=types.SimpleNamespace(get_runbook=None))
+
+        def __init__(self) -> None:
+            self.released: list[str] = []
+
+        async def release_claim(self, entry) -> None:
+            self.released.append(entry.name)
+
+    async def gone(namespace: str, name: str) -> None:
+        return None
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        scripted.services.kube.get_runbook = gone
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        held, new = {**failover("held"), "status": frozen}, failover("new")
+        for body in (held, new):  # listed by the restarted controller's watch, not admitted yet
+            dispatcher.observe(None, body)
+            dispatcher.observe("DELETED", body)
+        await until(lambda: not dispatcher.entries, "both forgotten")
+        assert scripted.released == ["held"]
+
+    asyncio.run(scenario())
+
+
 class Leases:
     """The Lease API as two controller replicas share it: versions, conflicts, unfinished Runbooks."""
 
