@@ -48,11 +48,12 @@ def loopback_kubeconfig(path: str | Path) -> Path:
     path = Path(path)
     kubeconfig = yaml.safe_load(path.read_text()) or {}
     clusters = kubeconfig.get("clusters") if isinstance(kubeconfig, dict) else None  # a file of text
-    if not clusters:
+    if not clusters or not isinstance(clusters, list):
         raise NotLoopbackError(f"{path}: names no cluster")
-    for entry in clusters:
-        server = (entry.get("cluster") or {}).get("server", "")
-        if not is_loopback(server):
+    for entry in clusters:  # of any shape: what is not a loopback server's address is refused
+        cluster = entry.get("cluster") if isinstance(entry, dict) else None
+        server = cluster.get("server") if isinstance(cluster, dict) else None
+        if not isinstance(server, str) or not is_loopback(server):
             raise NotLoopbackError(
                 f"{path}: refusing API server {server!r}: "
                 "mdops dev tools only talk to a control plane on loopback"

@@ -31,10 +31,20 @@ def test_kubeconfig_naming_a_remote_cluster_is_refused(tmp_path):
         loopback_kubeconfig(path)
 
 
-def test_a_file_that_is_no_kubeconfig_is_refused_saying_so(tmp_path):
-    path = tmp_path / "passwd"
-    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    with pytest.raises(NotLoopbackError, match="names no cluster"):
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("root:x:0:0:root:/root:/bin/bash\n", "names no cluster"),  # a file of text
+        ("clusters: 5\n", "names no cluster"),
+        ("clusters: [foo]\n", "refusing API server None"),
+        ("clusters:\n- cluster: [127.0.0.1]\n", "refusing API server None"),
+        ("clusters:\n- cluster: {server: 6443}\n", "refusing API server 6443"),
+    ],
+)
+def test_a_file_that_is_no_kubeconfig_is_refused_saying_so(tmp_path, text, said):
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    with pytest.raises(NotLoopbackError, match=said):
         loopback_kubeconfig(path)
 
 
