@@ -275,6 +275,7 @@ class PodRun(threading.Thread):
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env=podman.environment(),
+                    cwd=root,  # conmon writes a file "oom" where it runs when the OOM killer kills in it
                     check=False,
                 )
             state = podman.podman(

@@ -122,6 +122,8 @@ def test_a_script_over_the_job_s_memory_limit_fails_saying_it_was_oomkilled(
     status = rbs.wait_finished("grows", timeout=120)["status"]
     assert (status["result"], status["exitCode"]) == ("failed", 1), status.get("message")
     assert "OOMKilled" in status["message"], status["message"]
+    # conmon's file of the kill stays in the pod's own folder, not where podsim runs (this checkout).
+    assert not (REPO / "oom").exists()
 
 
 def test_a_container_killed_mid_run_fails_the_run_whatever_its_script_wrote_to_the_termination_log(
