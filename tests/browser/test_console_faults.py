@@ -340,10 +340,11 @@ def test_an_execute_answer_lost_past_its_time_limit_is_said_so_and_asked_again_u
     sent = execute_requests(page)
     page.route(f"**{EXECUTE}", made_then_unanswered, times=1)
     plan = page.get_by_role("button", name="Plan (dry run)")
-    plan.click()
+    with page.expect_request(f"**{EXECUTE}") as first:  # the click returns before the request is sent
+        plan.click()
     run = page.get_by_role("region", name="Run")
     alert = page.get_by_role("alert")
-    (rid,) = [json.loads(body)["request_id"] for body in sent]
+    rid = json.loads(first.value.post_data or "{}")["request_id"]
     try:
         expect(run.get_by_role("list", name="Logs")).to_contain_text("line 3")  # made, and followed
         expect(plan).to_be_disabled()  # waiting for the answer
