@@ -32,6 +32,11 @@ Phases, for each executor (each in its own namespace, with its own controller):
    their status written as a finished run's; ``bench.api_latency.create_history``), at a size the burst
    may not reach: first a start with nothing kept (a new pod: no session table kept, see
    ``MDOPS_CALENDAR_CACHE``), then a restart (the container restarted: the table kept by that start);
+5b. with ``--restart-held N`` (local executor): a restart over a freeze: a RunbookPolicy blacks out every
+   failover of profile primary, N of them are created and held, the controller is restarted, and a failover
+   of profile backup (another target, which the blackout does not hold) is created right after the start:
+   the time from the start to that run finished,
+   to the controller holding all N again (its ``md_runbook_held`` gauge), and its API calls per held run;
 6. live logs (local executor, ``--log-runs``, 4): dry-run drills whose script prints a line with its own
    clock (``tick <ns>``) every 0.25 s, twenty times, then 2,000 lines at once; a watch notes when each
    tick first shows in the Runbook's status: the script-write to status latency, and the status patches
@@ -87,7 +92,7 @@ from controller.settings import ControllerSettings
 from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
 from devcluster.processes import wait_until
-from runbooks import keys, kube, models
+from runbooks import keys, kube, models, policy
 from runner.logs import dumps
 from runner.result import build_result
 
@@ -101,14 +106,16 @@ sleep 1
 """
 TICK = re.compile(r"tick (\d+)")
 SAMPLE_SECONDS = 0.5
+HOUR = datetime.timedelta(hours=1)
 PROGRESS_SECONDS = 30  # a line on stderr this often during a burst
 # The controller's writes, as "VERB resource[/subresource]" (the start of a ControlPlane.request_counts key).
 STATUS_PATCHES, RUNBOOK_PATCHES, JOBS_CREATED = "PATCH runbooks/status", "PATCH runbooks", "POST jobs"
 LEASE_WRITES = ("POST leases", "PUT leases", "PATCH leases", "DELETE leases")
-# Calls that only the controller makes here (the start-up count): Runbooks, Leases, Job creates, pod lists.
+# Calls that only the controller makes here (the start-up count): Runbooks, Leases, the gate's policies and
+# approvals, Job creates, pod lists.
 # Not its Job reads (on adoption) or its Job patch (the TTL, one per run): the controller-manager reads and
 # patches Jobs too (about 5 reads a Job), and the API server's count does not say who called.
-CONTROLLER_RESOURCES = ("runbooks", "runbooks/status", "leases")
+CONTROLLER_RESOURCES = ("runbooks", "runbooks/status", "leases", "runbookpolicies", "runbookapprovals")
 CONTROLLER_OTHERS = ("POST jobs", "LIST pods")
 
 
@@ -223,8 +230,8 @@ class Bench:
         self.dumps: dict[str, int] = {}
 
     # -- the controller ---------------------------------------------------
-    def start_controller(self, name: str) -> ControllerProcess:
-        env, module = dict(self.env), "controller"
+    def start_controller(self, name: str, **env: str) -> ControllerProcess:
+        env, module = self.env | env, "controller"
         if self.args.heapdump:
             module = "bench.heapdump"
             env |= {"MDOPS_HEAPDUMP_DIR": str(self.args.heapdump / f"{self.executor}-{name}"),
@@ -437,6 +444,79 @@ class Bench:
         finally:
             controller.stop()
 
+    def restart_held(self, count: int) -> dict[str, Any]:
+        """A restart over ``count`` runs that a blackout holds (see the module's phase 5b)."""
+        finishes = self.use_namespace("held", create=True)
+        now = datetime.datetime.now(datetime.UTC)
+        freeze = {"start": (now - HOUR).isoformat(), "end": (now + 24 * HOUR).isoformat(), "reason": "bench"}
+        match = {"commands": ["failover"], "profiles": ["primary"]}
+        rule = {"name": "freeze", "match": match, "outside": "Wait", "blackouts": [freeze]}
+        policy_body = {"apiVersion": keys.API_VERSION, "kind": policy.KIND, "metadata": {"name": "freeze"},
+                       "spec": {"rules": [rule]}}  # fmt: skip
+        self.custom.create_namespaced_custom_object(
+            keys.GROUP, keys.VERSION, "held", policy.PLURAL, policy_body
+        )
+        (self.work / "scripts" / "failover").write_text("#!/bin/sh\nexit 0\n")
+        (self.work / "scripts" / "failover").chmod(0o755)
+        targets = {"MDOPS_LOCK_GROUPS": json.dumps({"backup": "backup"})}  # the probe's own lock
+        controller = self.start_controller("controller-held", **targets)
+        try:
+            began = time.monotonic()
+
+            def create(name: str) -> None:
+                body = models.manifest(name, {"command": "failover", "window": "day"})
+                self.custom.create_namespaced_custom_object(
+                    keys.GROUP, keys.VERSION, "held", keys.PLURAL, body, _preload_content=False
+                )
+
+            with ThreadPoolExecutor(self.args.workers) as pool:
+                list(pool.map(create, [f"held-{index:05d}" for index in range(count)]))
+            wait_until(lambda: self._held(controller) >= count, self.args.timeout, "the held runs",
+                       [controller.process], interval=1)  # fmt: skip
+            result: dict[str, Any] = {"count": count, "held_s": round(time.monotonic() - began, 1)}
+        finally:
+            controller.stop()
+        calls_before = self.cluster.request_counts()
+        began = time.monotonic()
+        controller = self.start_controller("controller-held-restarted", **targets)
+        try:
+            probe = models.manifest(
+                "after-restart", {"command": "failover", "window": "day", "profile": "backup"}
+            )
+            self.custom.create_namespaced_custom_object(keys.GROUP, keys.VERSION, "held", keys.PLURAL, probe)
+            watched = [controller.process]
+            done = wait_until(lambda: finishes.at("after-restart"), self.args.restart_timeout,
+                              "the Runbook created after the restart", watched)  # fmt: skip
+            result["probe_finished_s"] = round(done - began, 2)
+            wait_until(lambda: self._held(controller) >= count, self.args.restart_timeout,
+                       "the held runs again", watched, interval=0.5)  # fmt: skip
+            result |= {"all_held_s": round(time.monotonic() - began, 1), "load": os.getloadavg()}
+            calls = self.cluster.request_counts() - calls_before
+            calls = controller_calls(
+                Counter({key: n for key, n in calls.items() if not key.startswith("WATCH ")})
+            )
+            calls["POST runbooks"] -= 1  # the benchmark's create
+            calls = +calls
+            result |= {
+                "startup_calls": dict(sorted(calls.items())),
+                "startup_calls_per_held": round(calls.total() / count, 2),
+                "rss_mb": memory_mb(controller.process.popen.pid, "VmRSS"),
+            }
+            return result
+        finally:
+            controller.stop()
+
+    @staticmethod
+    def _held(controller: ControllerProcess) -> float:
+        """The controller's own count of the runs it holds (``md_runbook_held``; 0 until it serves it)."""
+        try:
+            text = controller.metrics()
+        except OSError:
+            return 0
+        return next(
+            (float(line.split()[1]) for line in text.splitlines() if line.startswith("md_runbook_held ")), 0
+        )
+
     def log_latency(self, runs: int) -> dict[str, Any]:
         """How soon a script's log line shows in its Runbook's status (the script's clock is the witness)."""
         self.use_namespace("logs", create=True)
@@ -596,6 +676,12 @@ ROWS: list[tuple[str, str, str, str, Callable[[float], bool] | None, int | None]
     ("restart-history", "startup_calls_per_finished", "start-up API calls per finished Runbook", "0",
      lambda v: v < 0.01, None),
     ("restart-history", "rss_mb", "RSS after start-up (MB)", "< 200", lambda v: v < 200, 10000),
+    ("restart-held", "held_s", "held at first (s)", "", None, None),
+    ("restart-held", "probe_finished_s", "new Runbook finished after start (s)", "≤ 3",
+     lambda v: v <= 3, None),
+    ("restart-held", "all_held_s", "all held again after start (s)", "", None, None),
+    ("restart-held", "startup_calls_per_held", "start-up API calls per held run", "", None, None),
+    ("restart-held", "rss_mb", "RSS after start-up (MB)", "< 200", lambda v: v < 200, None),
     ("restart-throughput", "probe_finished_s", "new Runbook finished after start (s)", "≤ 3",
      lambda v: v <= 3, None),
     ("restart-throughput", "startup_calls_per_finished", "start-up API calls per finished Runbook", "0",
@@ -704,6 +790,9 @@ def run(args: argparse.Namespace, executor: str, work: Path) -> dict[str, Any]:
             print(json.dumps({executor: {"start-history": results["start-history"]}}), flush=True)
             results["restart-history"] = bench.restart("history", args.restart_history + 1, run_cost)
             print(json.dumps({executor: {"restart-history": results["restart-history"]}}), flush=True)
+        if executor == "local" and args.restart_held:
+            results["restart-held"] = bench.restart_held(args.restart_held)
+            print(json.dumps({executor: {"restart-held": results["restart-held"]}}), flush=True)
     return results
 
 
@@ -723,6 +812,9 @@ def main() -> None:
         type=int,
         default=0,
         help="also restart over this many finished Runbooks written directly (no runs)",
+    )
+    parser.add_argument(
+        "--restart-held", type=int, default=0, help="local executor: also restart over this many held runs"
     )
     parser.add_argument("--max-rss-mb", type=float, default=4096, help="stop a burst past this memory")
     parser.add_argument("--settle", type=float, default=30, help="seconds after a burst before measuring")
