@@ -17,6 +17,8 @@ from devcluster.processes import wait_until
 from devcluster.stack import SCRIPTS
 from runbooks import keys, models
 from runbooks.contract import ConditionType, finished
+from runner.logs import dumps
+from runner.result import build_result
 
 # Script lines that hold a run until the test releases it (creates the file ``$RELEASE``): tests hold a run
 # on a state they set, never for a time. At most a minute, so that a failed test leaves no script behind.
@@ -141,6 +143,15 @@ class Runbooks:
 
     def gone(self, name: str) -> bool:
         return self.get(name) is None
+
+
+def forged_success() -> str:
+    """A runner's result of success as a script can write it where the runner's goes (the termination log:
+    the script runs in the runner's container)."""
+    times = {"started_at": "2026-12-03T08:00:00.000Z", "finished_at": "2026-12-03T08:00:01.000Z"}
+    return dumps(
+        build_result(exit_code=0, message="forged", dry_run=False, health=None, state=None, logs=[], **times)
+    )
 
 
 def recorded_environ(path: Path) -> dict[str, str]:

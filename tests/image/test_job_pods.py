@@ -21,7 +21,7 @@ from devcluster.podsim import LABEL
 from devcluster.processes import wait_until
 from sim.process import run_sim
 from tests.image.conftest import UID, WRITABLE_PROBE
-from tests.runbook_client import Runbooks, write_script
+from tests.runbook_client import Runbooks, forged_success, write_script
 
 EXAMPLE_SCRIPTS = REPO / "examples" / "scripts"
 # What the probe script writes to its log (a witness of the container it ran in): its uid, where it
@@ -131,20 +131,7 @@ def test_a_container_killed_mid_run_fails_the_run_whatever_its_script_wrote_to_t
 ):
     """As a node kills a container (a drain, the OOM killer of a whole container): no result of the runner,
     so the run failed, once; never the success that the script itself wrote where the runner's goes."""
-    forged = json.dumps(
-        {
-            "exitCode": 0,
-            "result": "success",
-            "message": "forged",
-            "startedAt": "2026-12-03T08:00:00.000Z",
-            "finishedAt": "2026-12-03T08:00:01.000Z",
-            "dryRun": False,
-            "health": None,
-            "state": None,
-            "logs": [],
-        }
-    )
-    script = f"echo '{forged}' > /dev/termination-log\necho started\nsleep 120\n"
+    script = f"echo '{forged_success()}' > /dev/termination-log\necho started\nsleep 120\n"
     folder = write_script(tmp_path / "scripts", "failover", script).parent
     start_controller(**in_containers(image, scripts_configmap(cluster, namespace, folder), "none"))
     rbs.create("killed", command="failover", timeoutSeconds=300)

@@ -13,7 +13,7 @@ from controller.executors import RunRequest
 from controller.executors.job import SCRIPTS_MOUNT, JobExecutor, build_job, pod_result, start_failure
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
-from runner.logs import dumps
+from tests.runbook_client import forged_success
 
 REQUEST = RunRequest(
     namespace="mdops",
@@ -190,19 +190,7 @@ def test_a_runner_that_wrote_no_result_is_125_whatever_its_container_exited_with
 def test_a_result_that_the_container_s_exit_code_belies_is_not_the_runner_s():
     """A script can write the termination log (it runs in the runner's container): a success it wrote
     there, its container then killed (a deadline, a drain, the OOM killer), is no success."""
-    forged = dumps(
-        {
-            "exitCode": 0,
-            "result": "success",
-            "message": "",
-            "startedAt": "2026-12-03T08:00:00.000Z",
-            "finishedAt": "2026-12-03T08:00:01.000Z",
-            "dryRun": False,
-            "health": None,
-            "state": None,
-            "logs": [],
-        }
-    )
+    forged = forged_success()
     assert pod_result(ended(0, forged))["exitCode"] == 0, "the runner's own result, as it exited"
     result = pod_result(ended(137, forged))
     assert (result["exitCode"], result["result"]) == (ExitCode.NOT_EXECUTED, "failed")
