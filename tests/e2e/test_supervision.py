@@ -166,6 +166,46 @@ def test_killed_etcd_and_kube_apiserver_come_back_with_their_data_on_the_same_po
     assert drill("after-the-control-plane-died")["status"] == "success"
 
 
+def test_etcd_killed_while_runs_wait_and_run_leaves_each_request_run_once_one_at_a_time(stack, files, kube):
+    """etcd dies while a drill runs and others wait for the lock (two of them a request id again), and again
+    as the rest run: the kube-apiserver fails every write meanwhile, and can answer with an error one that
+    etcd committed. The scripts' own record is the witness: each request id ran once, one run at a time."""
+    (files / "go").unlink(missing_ok=True)  # the first drill is held until the first kill is over
+    runbooks = Runbooks(kube, NAMESPACE)
+    plan = {
+        "etcd-0": "etcd-a",
+        "etcd-1": "etcd-b",
+        "etcd-2": "etcd-a",
+        "etcd-3": "etcd-c",
+        "etcd-4": "etcd-b",
+    }
+    for name, request_id in plan.items():
+        runbooks.create(name, command="drill", requestId=request_id)
+
+    def witnessed() -> list[str]:
+        return [line for line in lines(files / "runs.log") if line.startswith("etcd-")]
+
+    wait_until(lambda: witnessed(), 60, "the first drill's script to start")
+    kill(stack, "etcd")
+    (files / "go").touch()
+    wait_until(lambda: len(witnessed()) >= 3, 60, "the second drill's script to start")
+    kill(stack, "etcd")
+
+    reasons = {}
+    for name in plan:
+        status = runbooks.wait_finished(name, timeout=120)["status"]
+        assert status["result"] == "success", status
+        reasons[name] = next(c["reason"] for c in status["conditions"] if c["type"] == "Succeeded")
+    started = [line.split()[0] for line in witnessed() if line.endswith(" start")]
+    assert sorted(started) == ["etcd-a", "etcd-b", "etcd-c"], witnessed()  # each once
+    assert witnessed() == [f"{rid} {mark}" for rid in started for mark in ("start", "end")]  # one at a time
+    for request_id in set(plan.values()):
+        named = [reasons[name] for name, rid in plan.items() if rid == request_id]
+        assert sorted(named, key="Succeeded".__ne__) == ["Succeeded", *["Duplicate"] * (len(named) - 1)], (
+            reasons
+        )
+
+
 def test_a_component_that_keeps_crashing_is_restarted_less_and_less_often(stack):
     """A broken Prometheus configuration: every restart exits at once, until it is mended."""
     config = stack.prometheus.config_path
