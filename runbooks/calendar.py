@@ -145,6 +145,13 @@ def build_table(venue: str, first: datetime.date, last: datetime.date) -> Sessio
 
     import exchange_calendars
     import pandas
+    from exchange_calendars.pandas_extensions.offsets import OrthodoxEaster
+
+    # exchange_calendars 4.13.2's Orthodox Easter offset (the holidays of ASEX, XBEL, XBSE and XCYS)
+    # implements `_apply`, which the pinned pandas no longer calls: it calls `_add_datetime`, and raises
+    # NotImplementedError for an offset without one, so these venues had no calendar at all.
+    if "_add_datetime" not in vars(OrthodoxEaster):
+        OrthodoxEaster._add_datetime = OrthodoxEaster._apply
 
     def instant(value: pandas.Timestamp) -> datetime.datetime | None:
         return None if pandas.isna(value) else value.to_pydatetime().astimezone(UTC)

@@ -7,6 +7,7 @@ import datetime
 import threading
 from zoneinfo import ZoneInfo
 
+import dateutil.easter
 import pytest
 
 from runbooks.calendar import (
@@ -360,3 +361,17 @@ def test_a_table_that_cannot_replace_the_kept_one_leaves_nothing_aside(tmp_path,
     assert venue.window(at("2026-01-05 10:00")) == "day"
     assert "not kept" in caplog.text
     assert [kept.name for kept in tmp_path.iterdir()] == ["sessions.json"] and cache.is_dir()
+
+
+@pytest.mark.parametrize("venue", ["ASEX", "XBEL", "XBSE", "XCYS"])
+def test_venues_that_close_for_orthodox_easter_build_and_close_then(venue):
+    """Their holidays are set from Orthodox Easter (2027: 2 May), through an offset of exchange_calendars'
+    own that the pinned pandas did not apply: the table could not be built at all. Good Friday and Easter
+    Monday, from dateutil's Orthodox Easter, are days these venues do not trade; the Thursday before
+    they do."""
+    table = load_table(venue, datetime.date(2027, 4, 1), datetime.date(2027, 5, 31))
+    easter = dateutil.easter.easter(2027, dateutil.easter.EASTER_ORTHODOX)
+    days = {s.day for s in table.sessions}
+    good_friday, easter_monday = easter - datetime.timedelta(days=2), easter + datetime.timedelta(days=1)
+    assert good_friday not in days and easter_monday not in days
+    assert good_friday - datetime.timedelta(days=1) in days
