@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -363,6 +364,7 @@ class VenueCalendar:
 
     BEHIND = datetime.timedelta(days=35)
     AHEAD = datetime.timedelta(days=400)
+    RETRY = datetime.timedelta(minutes=5)  # a failed load is raised again, not tried again, for this long
 
     def __init__(
         self,
@@ -370,6 +372,7 @@ class VenueCalendar:
         *,
         loader: Callable[[str, datetime.date, datetime.date], SessionTable] = load_table,
         cache: Path | None = None,
+        retry: datetime.timedelta = RETRY,
         **options: Any,
     ):
         """``options``: the keyword arguments of :class:`SessionCalendar` (pre_open, windows, zone)."""
@@ -381,6 +384,10 @@ class VenueCalendar:
         self._lock = threading.Lock()
         self._current: SessionCalendar | None = None
         self._unknown: UnknownVenue | None = None  # remembered: no child process per question
+        # A load that failed otherwise (the library cannot build the venue, a child that timed out) and
+        # when it did (time.monotonic): the same load fails again, so it is tried again only after retry.
+        self._failed: tuple[CalendarError, float] | None = None
+        self._retry = retry.total_seconds()
         self._prefetching: threading.Thread | None = None
         self._prefetch_lock = threading.Lock()  # never held during a load: prefetch() does not wait
 
@@ -391,9 +398,17 @@ class VenueCalendar:
                 raise self._unknown
             current = self._current
             if current is None or not current.answers(start, end):
+                if (failed := self._failure()) is not None:
+                    raise failed
                 current = self._cached(start, end) or self._load(start, end)
                 self._current = current
             return current
+
+    def _failure(self) -> CalendarError | None:
+        """The failure of the latest load, while it is too recent to try again."""
+        if self._failed is not None and time.monotonic() - self._failed[1] < self._retry:
+            return self._failed[0]
+        return None
 
     def _load(self, start: datetime.datetime, end: datetime.datetime) -> SessionCalendar:
         first = start.date() - datetime.timedelta(days=1)
@@ -405,6 +420,10 @@ class VenueCalendar:
         except UnknownVenue as error:
             self._unknown = error
             raise
+        except CalendarError as error:
+            self._failed = (error, time.monotonic())
+            raise
+        self._failed = None
         if self._cache is not None:
             self._keep(table, self._cache)
         return SessionCalendar(table, **self._options)
@@ -457,15 +476,16 @@ class VenueCalendar:
         current = self._current
         if current is not None and current.covers(at):
             return current
-        if self._unknown is None and not (current is not None and current.ended(at)):
+        if self.note(at) is None:
             self.prefetch(at)
         return None
 
     def note(self, at: datetime.datetime) -> str | None:
-        """Why no calendar answers for ``at`` (an unknown venue, or ``at`` past what the library knows of
-        the venue), or None: it does, or it is loading."""
-        if self._unknown is not None:
-            return str(self._unknown)
+        """Why no calendar answers for ``at`` (an unknown venue, a load that failed lately, or ``at`` past
+        what the library knows of the venue), or None: it does, or it is loading."""
+        failed = self._unknown or self._failure()
+        if failed is not None:
+            return str(failed)
         current = self._current
         return current.beyond(at) if current is not None and current.ended(at) else None
 

@@ -375,3 +375,30 @@ def test_venues_that_close_for_orthodox_easter_build_and_close_then(venue):
     good_friday, easter_monday = easter - datetime.timedelta(days=2), easter + datetime.timedelta(days=1)
     assert good_friday not in days and easter_monday not in days
     assert good_friday - datetime.timedelta(days=1) in days
+
+
+def test_a_calendar_that_failed_to_build_is_not_built_again_at_each_question(caplog):
+    """A venue the library fails to build fails again: each question that started another child process
+    (a schedule's look each second, each run's window, each status read) cost about half a second of CPU
+    and 85 MB for the same error. The failure is remembered, said by note(), and tried again only after
+    ``retry``."""
+
+    def broken(venue: str, first: datetime.date, last: datetime.date) -> SessionTable:
+        raise CalendarError(f"the {venue} calendar could not be built: NotImplementedError")
+
+    loads = Loads(broken)
+    venue = VenueCalendar("XHKG", zone=HK, loader=loads)
+    venue.prefetch(at("2026-01-05 08:00")).join()
+    for _ in range(3):
+        with pytest.raises(CalendarError, match="could not be built"):
+            venue.window(at("2026-01-05 10:00"))
+    assert [venue.loaded(at("2026-01-05 10:00")) for _ in range(3)] == [None] * 3
+    assert "could not be built" in venue.note(at("2026-01-05 10:00"))
+    assert loads == ["XHKG"]
+
+    again = Loads(broken)
+    impatient = VenueCalendar("XHKG", zone=HK, loader=again, retry=datetime.timedelta(0))
+    for _ in range(2):
+        with pytest.raises(CalendarError):
+            impatient.window(at("2026-01-05 10:00"))
+    assert again == ["XHKG", "XHKG"]  # once the retry interval has passed, it is built again
