@@ -295,6 +295,20 @@ class SessionCalendar:
         """The session of a venue-local day, or None when the venue does not trade that day."""
         return self._days.get(day)
 
+    def trades(self, at: datetime.datetime) -> bool:
+        """Whether ``at`` is on a day the venue trades, as exchange_calendars has it: a session is under
+        way (CME's Monday session from Sunday 17:00 Chicago time), or its venue-local date is a session's."""
+        return self.session(self.venue_day(at)) is not None or bool(self.sessions_over(at, at))
+
+    def sessions_over(self, start: datetime.datetime, end: datetime.datetime) -> list[Session]:
+        """The sessions under way at some instant from ``start`` to ``end`` (both included)."""
+        index = bisect.bisect_right(self._closes, start)  # the first session that closes after start
+        over = []
+        while index < len(self._opens) and self._opens[index] <= end:
+            over.append(self.table.sessions[index])
+            index += 1
+        return over
+
     def state(self, at: datetime.datetime) -> State:
         self.check(at)
         index = bisect.bisect_right(self._starts, at) - 1

@@ -299,7 +299,7 @@ def slots_between(
     for at in times:
         if at > until:
             return
-        skipped = trigger.trading_days_only and calendar.session(calendar.venue_day(at)) is None
+        skipped = trigger.trading_days_only and not calendar.trades(at)
         yield Slot(at, skipped)
 
 
@@ -362,15 +362,23 @@ def _on_trading_days(
     zone: datetime.tzinfo,
     calendar: SessionCalendar,
 ) -> Iterator[datetime.datetime]:
-    """The slots in (``after``, ``until``] on the days the venue trades, a venue-local day at a time: a
-    day it does not trade costs one question, not one per slot (every 5s over a long holiday: 69,120)."""
+    """The slots in (``after``, ``until``] on the days the venue trades (:meth:`SessionCalendar.trades`),
+    a venue-local day at a time: a day it does not trade costs one question, not one per slot (every 5s
+    over a long holiday: 69,120), and only the part of it a session is under way is looked at (CME's
+    Sunday from 17:00)."""
+    tick = datetime.timedelta(microseconds=1)
     day = calendar.venue_day(after)
     while after < until:
-        last = min(
-            calendar.day_end(day) - datetime.timedelta(microseconds=1), until
-        )  # the day's last instant
+        last = min(calendar.day_end(day) - tick, until)  # the day's last instant
         if calendar.session(day) is not None:
-            yield from (slot.at for slot in slots_between(trigger, after, last, zone, calendar))
+            spans = [(after, last)]
+        else:
+            spans = [
+                (max(after, s.open - tick), min(s.close - tick, last))
+                for s in calendar.sessions_over(after, last)
+            ]
+        for start, end in spans:
+            yield from (slot.at for slot in slots_between(trigger, start, end, zone, calendar))
         after, day = last, day + datetime.timedelta(days=1)
 
 

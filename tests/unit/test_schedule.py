@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from runbooks.calendar import CalendarError
+from runbooks.calendar import CalendarError, SessionCalendar, build_table
 from runbooks.models import RunbookSpec
 from runbooks.schedule import (
     MAX_NAME_LENGTH,
@@ -25,6 +26,7 @@ from runbooks.schedule import (
     slot_request_id,
     slot_runbook,
     slots_between,
+    upcoming,
 )
 from tests.unit.conftest import HK, at
 
@@ -376,3 +378,35 @@ def test_parse_duration_refuses(text):
 )
 def test_the_schedule_column_text(name, schedule):
     assert _example(name).trigger.describe() == schedule
+
+
+@pytest.mark.filterwarnings("ignore")  # exchange_calendars' own Pandas4Warnings, as in build_table
+def test_cme_trades_from_the_evening_before_its_day_as_exchange_calendars_says():
+    """CME's session for a day opens at 17:00 Chicago time the evening before (Sunday's evening for
+    Monday): a slot then is on a trading day, though the local date (Sunday) has no session. Whether an
+    instant is on a trading day is what exchange_calendars says: a trading minute, or a date that is a
+    session. Hourly over the year end (early close on the 24th, Christmas, New Year, two weekends)."""
+    import exchange_calendars
+
+    chicago = ZoneInfo("America/Chicago")
+    first, last = datetime.date(2026, 12, 18), datetime.date(2027, 1, 8)
+    cme = SessionCalendar(build_table("CMES", first - datetime.timedelta(days=3), last))
+    library = exchange_calendars.get_calendar("CMES", start=first - datetime.timedelta(days=3), end=last)
+    hourly = Trigger(cron="30 * * * *", time_zone="America/Chicago", trading_days_only=True)
+    start = datetime.datetime.combine(first, datetime.time(), chicago)
+    end = datetime.datetime.combine(last, datetime.time(), chicago)
+    slots = list(slots_between(hourly, start, end, HK, cme))
+    assert len(slots) == 21 * 24
+    for slot in slots:
+        local = slot.at.astimezone(chicago)
+        trading = library.is_trading_minute(slot.at) or library.is_session(local.date().isoformat())
+        assert slot.skipped is not trading, local
+    runs = {s.at.astimezone(chicago).strftime("%a %m-%d %H:%M") for s in slots if not s.skipped}
+    assert "Sun 12-27 17:30" in runs and "Sun 12-27 16:30" not in runs  # Monday's session opened at 17:00
+    assert "Fri 12-25 17:30" not in runs and "Sat 01-02 12:30" not in runs
+    # The next slot that runs, found a day at a time, is the same one.
+    assert next(upcoming(hourly, at("2026-12-27 00:00"), HK, cme)).astimezone(chicago).hour == 17
+    # Its night window: closed from Friday's close to Sunday's open, not from midnight to midnight.
+    assert cme.window(datetime.datetime(2027, 1, 3, 17, 30, tzinfo=chicago)) == "day"
+    assert cme.window(datetime.datetime(2027, 1, 3, 16, 0, tzinfo=chicago)) == "night"
+    assert cme.window(datetime.datetime(2027, 1, 1, 17, 30, tzinfo=chicago)) == "night"  # New Year's Day
