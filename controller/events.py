@@ -26,11 +26,12 @@ MESSAGE_CHARS = 1024
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """The Runbook an Event is about."""
+    """The object an Event is about: a Runbook, or a RunbookSchedule."""
 
     namespace: str
     name: str
     uid: str
+    kind: str = keys.KIND
 
 
 class Events:
@@ -61,7 +62,7 @@ class Events:
             "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
             "involvedObject": {
                 "apiVersion": keys.API_VERSION,
-                "kind": keys.KIND,
+                "kind": ref.kind,
                 "name": ref.name,
                 "namespace": ref.namespace,
                 "uid": ref.uid,

@@ -221,7 +221,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))
     dispatcher = Dispatcher(runs, config)
     PAUSES.on_exit = dispatcher.pause
-    memo.api, memo.dispatcher, memo.executor = api, dispatcher, executor
+    memo.api, memo.dispatcher, memo.executor, memo.events = api, dispatcher, executor, events
     memo.tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(PAUSES.follow(dispatcher), name="kopf's pause"),

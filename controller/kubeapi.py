@@ -404,8 +404,13 @@ class KubeApi:
         return listed.get("items") or []
 
     # -- Events ------------------------------------------------------------
-    async def post_event(self, namespace: str, event: dict) -> None:
-        await self.request("POST", f"{CORE}/namespaces/{namespace}/events", event)
+    async def post_event(self, namespace: str, event: dict) -> dict:
+        return await self.request("POST", f"{CORE}/namespaces/{namespace}/events", event)
+
+    async def patch_event(self, namespace: str, name: str, change: dict) -> dict | None:
+        """Merge ``change`` into the Event; None if it is gone (Events expire)."""
+        path = f"{CORE}/namespaces/{namespace}/events/{name}"
+        return await self.request("PATCH", path, change, content_type=MERGE, missing_ok=True)
 
 
 def _namespace_terminating(text: str) -> bool:

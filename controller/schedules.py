@@ -29,7 +29,8 @@ import kopf
 from pydantic import ValidationError
 
 from controller import metrics, transitions
-from controller.kubeapi import KubeApi
+from controller.events import Events, Ref
+from controller.kubeapi import ApiError, KubeApi
 from controller.settings import get_settings
 from runbooks import keys, schedule
 from runbooks.calendar import CalendarError, SessionCalendar
@@ -61,6 +62,7 @@ class Step:
     create: dict[str, Any] | None = None  # the due slot's Runbook
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     counts: dict[str, int] = field(default_factory=dict)  # slots created, missed, skipped
+    skipped_why: str = ""  # why its skipped slots were: told by the Event of their run (Skips), not in events
     delete: list[str] = field(default_factory=list)  # finished Runbooks beyond the history limits
 
 
@@ -108,7 +110,7 @@ def plan(
         why = "days the venue does not trade"
         if unfinished and spec.concurrency_policy == "Forbid":
             why += f", or the previous run ({unfinished[-1]}) unfinished with concurrencyPolicy Forbid"
-        step.events.append(("Normal", schedule.SKIPPED, f"{skipped} slot(s) skipped: {why}"))
+        step.skipped_why = why
         step.counts["skipped"] = skipped
 
     by_name = {run.name: run for run in runs}
@@ -130,6 +132,37 @@ def plan(
     )
     step.delete = beyond_history(spec, runs)
     return step
+
+
+@dataclass(frozen=True)
+class Skips:
+    """A run of skipped slots, told by one Event as Kubernetes' own Event series are: posted at the run's
+    first skip, then its count, message and last time updated at each look that skips more, until a slot
+    is created or missed. Not an Event per look: every 5s on trading days skips 34,560 slots a weekend.
+    Kept in the schedule's memo: a restarted controller begins another Event."""
+
+    since: datetime.datetime  # the look that skipped the first
+    count: int = 0
+    why: str = ""
+    event: str | None = None  # the Event's name, once posted
+
+    @property
+    def message(self) -> str:
+        return f"{self.count} slot(s) skipped since {format_time(self.since)}: {self.why}"
+
+
+def skips(run: Skips | None, step: Step, now: datetime.datetime) -> Skips | None:
+    """The run of skipped slots that ``step`` (at ``now``) lengthens or begins: None if it skips none."""
+    skipped = step.counts.get("skipped", 0)
+    if not skipped:
+        return None
+    run = run or Skips(now)
+    return dataclasses.replace(run, count=run.count + skipped, why=step.skipped_why)
+
+
+def ends_skips(step: Step) -> bool:
+    """Whether a slot was created or missed in ``step``: the run of skipped slots before it ends."""
+    return bool(step.counts.get("created") or step.counts.get("missed"))
 
 
 def created_event(runbook: str, slot: datetime.datetime) -> tuple[str, str, str]:
@@ -259,10 +292,45 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         return  # not recorded (a newer view exists): the next look decides again, and counts nothing twice
     for kind, reason, message in step.events:
         kopf.event(body, type=kind, reason=reason, message=message)
+    run = skips(memo.get("skips"), step, now)
+    if run is not None:
+        run = await _tell_skips(
+            api, memo.events, Ref(namespace, name, body.metadata["uid"], schedule.KIND), run
+        )
+    memo.skips = None if ends_skips(step) else run or memo.get("skips")
     metrics.record_schedule(namespace, name, step.status, step.counts)
     for doomed in step.delete:
         meta = bodies[doomed]["metadata"]
         await api.delete_runbook(namespace, doomed, meta["uid"], meta["resourceVersion"])
+
+
+async def _tell_skips(api: KubeApi, events: Events, ref: Ref, run: Skips) -> Skips:
+    """Update the Event of the run of skipped slots, or post it (at the run's first skip, or when it
+    expired: an hour after it was last updated); the run, with its Event's name. Events are auxiliary:
+    one the API server refuses is logged, and the next skip tries again."""
+    try:
+        if run.event is not None:
+            change = {
+                "count": run.count,
+                "message": run.message,
+                "lastTimestamp": format_time(datetime.datetime.now(datetime.UTC)),
+            }
+            if await api.patch_event(ref.namespace, run.event, change) is not None:
+                return run
+        event = events.event(ref, "Normal", schedule.SKIPPED, run.message)
+        made = await api.post_event(
+            ref.namespace, {**event, "count": run.count, "firstTimestamp": format_time(run.since)}
+        )
+    except ApiError as error:
+        log.warning(
+            "%s/%s: the Event of %d skipped slots is not posted: %s",
+            ref.namespace,
+            ref.name,
+            run.count,
+            error,
+        )
+        return run
+    return dataclasses.replace(run, event=made["metadata"]["name"])
 
 
 async def _create(api: KubeApi, namespace: str, name: str, step: Step) -> Step:

@@ -207,6 +207,16 @@ def holding_env(controller_env, tmp_path, witness, release) -> dict[str, str]:
     return {**controller_env, "MDOPS_SCRIPT_ENV": json.dumps(env)}
 
 
+def skipped_events(api_client, namespace: str, name: str) -> list:
+    """The SlotsSkipped Events of the schedule ``name``."""
+    return [
+        event
+        for event in client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+        if (event.involved_object.kind, event.involved_object.name) == (schedule.KIND, name)
+        and event.reason == schedule.SKIPPED
+    ]
+
+
 def slot_runbooks(rbs: Runbooks, name: str) -> list[dict]:
     return rbs.list(f"{schedule.SCHEDULE_LABEL}={name}")
 
@@ -328,6 +338,13 @@ def test_forbid_skips_slots_while_the_previous_run_is_unfinished(
     held = schedules.status("held")
     assert held["skippedSlots"] >= 2
     wait_events(api_client, namespace, schedule.KIND, "held", "SlotCreated", "SlotsSkipped")
+    # The run of skipped slots is one Event whose count grows (as Kubernetes' own Event series), not an
+    # Event per slot: a schedule every 5 s on trading days would post thousands over a weekend.
+    wait_until(lambda: schedules.status("held")["skippedSlots"] >= 3, 3 * EVERY, "a third skipped slot")
+    counted = lambda: sum(e.count or 1 for e in skipped_events(api_client, namespace, "held"))  # noqa: E731
+    wait_until(lambda: counted() >= 3, 30, "three skipped slots told by Events")
+    [series] = skipped_events(api_client, namespace, "held")
+    assert series.message.startswith(f"{series.count} slot(s) skipped since ")
     released = time.time()
     release.touch()
     runs_after(rbs, "held", 1, released)

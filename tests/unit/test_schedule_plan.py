@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from controller.schedules import SlotRun, beyond_history, plan, problem, renamed, slot_run
+from controller.schedules import SlotRun, beyond_history, ends_skips, plan, problem, renamed, skips, slot_run
 from runbooks.contract import format_time
 from runbooks.schedule import (
     SCHEDULE_LABEL,
@@ -115,7 +115,7 @@ def test_forbid_skips_while_the_previous_run_is_unfinished_and_queue_does_not(xh
     running = [SlotRun("hc-20260105020500", at("2026-01-05 10:05"))]
     forbid = _plan(_spec(), "2026-01-05 10:10:01", status, running, xhkg)
     assert forbid.create is None and forbid.status.skipped_slots == 1
-    assert "hc-20260105020500" in forbid.events[0][2]
+    assert forbid.events == [] and "hc-20260105020500" in forbid.skipped_why  # told by Skips' one Event
     queue = _plan(_spec(concurrencyPolicy="Queue"), "2026-01-05 10:10:01", status, running, xhkg)
     assert queue.create["metadata"]["name"] == "hc-20260105021000"
 
@@ -169,7 +169,7 @@ def test_slots_on_days_the_venue_does_not_trade_are_skipped(xhkg):
     status = _recorded("2025-12-24 09:00")
     step = _plan(spec, "2025-12-25 08:00:10", status, calendar=xhkg)  # Christmas
     assert step.create is None and step.status.skipped_slots == 1
-    assert step.events[0][1] == "SlotsSkipped" and "does not trade" in step.events[0][2]
+    assert step.events == [] and "does not trade" in step.skipped_why
     assert step.status.next_slot == format_time(at("2025-12-29 08:00"))  # the 26th, then a weekend
 
 
@@ -204,3 +204,24 @@ def test_a_schedule_that_cannot_be_looked_at_says_why_and_keeps_its_record():
         None,
         3,
     )
+
+
+def test_a_run_of_skipped_slots_is_one_event_whose_count_grows_until_a_slot_runs_or_is_missed(xhkg):
+    """Every 5 s on trading days, from Christmas Eve's close over Christmas: each look skips a slot or a
+    few; their run is told by one Event (Kubernetes' Event series), its count the run's length, and a
+    slot that runs ends it: the next skip begins another."""
+    spec = _spec(trigger={"every": "5s", "tradingDaysOnly": True})
+    run, looks = None, ["2025-12-25 00:00:05", "2025-12-25 00:00:11", "2025-12-25 00:00:30"]
+    status = _recorded("2025-12-25 00:00:00")
+    for look in looks:
+        step = _plan(spec, look, status, calendar=xhkg)
+        run = skips(run, step, at(look))
+        status = step.status
+    assert (run.count, run.since) == (6, at(looks[0]))
+    assert run.message == "6 slot(s) skipped since 2025-12-24T16:00:05.000Z: days the venue does not trade"
+    assert (
+        not ends_skips(step)
+        and skips(run, _plan(spec, "2025-12-25 00:00:31", status, calendar=xhkg), at(looks[-1])) is None
+    )
+    ran = _plan(spec, "2025-12-29 00:00:01", _recorded("2025-12-28 23:59:55"), calendar=xhkg)
+    assert ran.create is not None and ends_skips(ran)
