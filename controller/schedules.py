@@ -77,11 +77,18 @@ def plan(
     zone: datetime.tzinfo,
     calendar: SessionCalendar | None,
     runs: Iterable[SlotRun],
+    edited: datetime.datetime | None = None,
 ) -> Step:
     """What to do about the schedule ``name`` at ``now``, given its status and its Runbooks ``runs``; the
-    venue's ``calendar`` only if its trigger uses sessions (see :func:`runbooks.schedule.due`)."""
+    venue's ``calendar`` only if its trigger uses sessions (see :func:`runbooks.schedule.due`).
+
+    A trigger changed since the last step (its words differ from the status') has its slots from the
+    change on, ``edited`` (the spec's latest write; ``now`` if unknown): the new trigger's slots before
+    it were never due, and counted from the old trigger's last slot they would all be missed."""
     runs = sorted(runs, key=lambda run: run.slot)
     last_slot = parse_time(status.last_slot) or created
+    if status.schedule is not None and status.schedule != spec.trigger.describe():
+        last_slot = max(last_slot, edited or now)
     last_runbook, last_result = status.last_runbook, status.last_result
     step = Step(status=status)
     # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as
@@ -275,6 +282,7 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
             zone=settings.zone,
             calendar=calendar,
             runs=runs,
+            edited=edited(body.metadata),
         )
     except CalendarError as error:
         await _record(
@@ -331,6 +339,17 @@ async def _tell_skips(api: KubeApi, events: Events, ref: Ref, run: Skips) -> Ski
         )
         return run
     return dataclasses.replace(run, event=made["metadata"]["name"])
+
+
+def edited(meta: dict[str, Any]) -> datetime.datetime | None:
+    """When the schedule was last written, but for its status: the latest time of its managedFields
+    (whole seconds) other than the status subresource's; None without them."""
+    times = [
+        parse_time(entry.get("time"))
+        for entry in meta.get("managedFields") or []
+        if entry.get("subresource") != "status"
+    ]
+    return max((t for t in times if t is not None), default=None)
 
 
 async def _create(api: KubeApi, namespace: str, name: str, step: Step) -> Step:

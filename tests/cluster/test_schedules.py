@@ -469,3 +469,23 @@ def test_a_schedule_that_uses_no_sessions_runs_without_the_calendar(
     condition = wait_until(ready, 30, "the Ready condition of the session schedule")
     assert (condition["status"], condition["reason"]) == ("False", "CalendarUnavailable")
     assert "unknown venue 'XXXX'" in condition["message"] and slot_runbooks(rbs, "opens") == []
+
+
+def test_a_trigger_changed_has_its_slots_from_the_change_none_missed_before_it(
+    start_controller, controller_env, rbs, schedules, witness
+):
+    """A yearly schedule, changed after a while to every 5 s: the new trigger's slots before the change
+    were never due, so none is missed (counted from the old trigger's last slot, here its creation, every
+    5 s slot since was reported missed, with a Warning)."""
+    start_controller(**controller_env)
+    schedules.create("changed", trigger={"cron": "0 0 1 1 *"})
+    wait_until(lambda: schedules.status("changed").get("schedule"), 30, "the first look")
+    waited = time.time() + 3 * EVERY
+    wait_until(lambda: clock_past(waited), 4 * EVERY, "three slots of the next trigger")
+    patch = {"spec": {"trigger": {"cron": None, "every": f"{EVERY}s"}}}
+    schedules.custom.patch_namespaced_custom_object(*schedules._args(), "changed", patch)
+    changed = time.time()
+    runs_after(rbs, "changed", 1, changed)
+    stop_and_check(rbs, schedules, "changed", witness)
+    status = schedules.status("changed")
+    assert (status["missedSlots"], status["schedule"]) == (0, f"every {EVERY}s")

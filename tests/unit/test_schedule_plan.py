@@ -27,7 +27,7 @@ def _spec(**fields) -> RunbookScheduleSpec:
     )
 
 
-def _plan(spec, now: str, status=None, runs=(), calendar=None):
+def _plan(spec, now: str, status=None, runs=(), calendar=None, edited=None):
     return plan(
         "hc",
         spec,
@@ -38,6 +38,7 @@ def _plan(spec, now: str, status=None, runs=(), calendar=None):
         zone=HK,
         calendar=calendar,
         runs=runs,
+        edited=edited,
     )
 
 
@@ -225,3 +226,18 @@ def test_a_run_of_skipped_slots_is_one_event_whose_count_grows_until_a_slot_runs
     )
     ran = _plan(spec, "2025-12-29 00:00:01", _recorded("2025-12-28 23:59:55"), calendar=xhkg)
     assert ran.create is not None and ends_skips(ran)
+
+
+def test_a_trigger_changed_since_the_last_slot_starts_at_the_change_not_at_that_slot():
+    """A Saturday drill (cron) whose last slot was Saturday 10:00, changed on Thursday to every 5 m: the new
+    trigger's slots before the change were never due. Counted from the old trigger's last slot they were
+    1,428 missed slots and a Warning; from the change (the spec's latest write), none. A trigger not changed
+    (the template edited) keeps its last slot: its slot due meanwhile still runs."""
+    drill = _spec(trigger={"cron": "0 10 * * 6"})
+    status = _recorded("2026-01-03 10:00", schedule=drill.trigger.describe(), observed_generation=1)
+    changed = _plan(_spec(), "2026-01-08 09:05:01", status, edited=at("2026-01-08 09:04:59"))
+    assert changed.counts == {"created": 1} and changed.status.missed_slots == 0
+    assert changed.create["metadata"]["name"] == "hc-20260108010500"
+    template_only = _spec(trigger={"cron": "0 10 * * 6"}, startingDeadlineSeconds=600)
+    template = _plan(template_only, "2026-01-10 10:05:00", status, edited=at("2026-01-10 10:04:00"))
+    assert template.create["metadata"]["name"] == "hc-20260110020000"
