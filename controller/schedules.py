@@ -88,7 +88,7 @@ def plan(
     runs = sorted(runs, key=lambda run: run.slot)
     last_slot = parse_time(status.last_slot) or created
     if status.schedule is not None and status.schedule != spec.trigger.describe():
-        last_slot = max(last_slot, edited or now)
+        last_slot = max(last_slot, min(edited or now, now))  # an API server clock ahead: no later than now
     last_runbook, last_result = status.last_runbook, status.last_result
     step = Step(status=status)
     # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as

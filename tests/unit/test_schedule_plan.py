@@ -238,6 +238,9 @@ def test_a_trigger_changed_since_the_last_slot_starts_at_the_change_not_at_that_
     changed = _plan(_spec(), "2026-01-08 09:05:01", status, edited=at("2026-01-08 09:04:59"))
     assert changed.counts == {"created": 1} and changed.status.missed_slots == 0
     assert changed.create["metadata"]["name"] == "hc-20260108010500"
+    # The API server's clock ahead of the controller's: the change is taken as now, never later.
+    ahead = _plan(_spec(), "2026-01-08 09:05:01", status, edited=at("2026-01-08 09:05:30"))
+    assert ahead.status.last_slot == format_time(at("2026-01-08 09:05:01"))
     template_only = _spec(trigger={"cron": "0 10 * * 6"}, startingDeadlineSeconds=600)
     template = _plan(template_only, "2026-01-10 10:05:00", status, edited=at("2026-01-10 10:04:00"))
     assert template.create["metadata"]["name"] == "hc-20260110020000"
