@@ -82,13 +82,15 @@ def plan(
     """What to do about the schedule ``name`` at ``now``, given its status and its Runbooks ``runs``; the
     venue's ``calendar`` only if its trigger uses sessions (see :func:`runbooks.schedule.due`).
 
-    A trigger changed since the last step (its words differ from the status') has its slots from the
-    change on, ``edited`` (the spec's latest write; ``now`` if unknown): the new trigger's slots before
-    it were never due, and counted from the old trigger's last slot they would all be missed."""
+    A trigger changed since the last step (its words differ from the status', or no step recorded them:
+    a spec that was invalid until then) has its slots from the change on, ``edited`` (the spec's latest
+    write; if unknown, ``now``, or for a schedule never stepped its last slot): the new trigger's slots
+    before it were never due, and counted from the old trigger's last slot they would all be missed."""
     runs = sorted(runs, key=lambda run: run.slot)
     last_slot = parse_time(status.last_slot) or created
-    if status.schedule is not None and status.schedule != spec.trigger.describe():
-        last_slot = max(last_slot, min(edited or now, now))  # an API server clock ahead: no later than now
+    if status.schedule != spec.trigger.describe():  # changed since the last step, or none recorded yet
+        unknown = last_slot if status.schedule is None else now  # when it changed, without ``edited``
+        last_slot = max(last_slot, min(edited or unknown, now))  # an API server clock ahead: not after now
     last_runbook, last_result = status.last_runbook, status.last_result
     step = Step(status=status)
     # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as

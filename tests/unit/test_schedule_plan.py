@@ -244,3 +244,13 @@ def test_a_trigger_changed_since_the_last_slot_starts_at_the_change_not_at_that_
     template_only = _spec(trigger={"cron": "0 10 * * 6"}, startingDeadlineSeconds=600)
     template = _plan(template_only, "2026-01-10 10:05:00", status, edited=at("2026-01-10 10:04:00"))
     assert template.create["metadata"]["name"] == "hc-20260110020000"
+
+
+def test_a_schedule_fixed_after_an_invalid_spec_has_its_slots_from_the_fix():
+    """Created at 10:00:30 with a cron expression only the models refuse (InvalidSpec: no step, no
+    lastSlot, no words of its trigger in the status), fixed an hour later to every 5 m: its slots before
+    the fix were never due, not 12 missed ones."""
+    broken = problem(RunbookScheduleStatus(), 1, "InvalidSpec", "cron '0 25 * * *': Bad hour")
+    fixed = _plan(_spec(), "2026-01-05 11:00:31", broken, edited=at("2026-01-05 11:00:29"))
+    assert fixed.counts == {} and fixed.status.missed_slots == 0
+    assert fixed.status.next_slot == format_time(at("2026-01-05 11:05"))
