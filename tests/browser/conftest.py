@@ -1,6 +1,7 @@
 """The Ops Console in a real browser: Debian's chromium (``make chromium``), driven by Playwright from PyPI
 (never a browser download of Playwright's own), against the local stack (the ``stack`` fixture). One
-browser per module; each test gets a fresh browser context (its own sessionStorage).
+browser per module; each test gets a fresh browser context (its own sessionStorage), and its pages are tabs
+of that context.
 
 Tests assert on what a person sees (roles, labels, text). A page that logs an error (a script error, a
 request the Content-Security-Policy refused) fails its test.
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from devcluster import browser as chromium
 from devcluster.controlplane import REPO
@@ -22,6 +23,13 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 # `make screenshots` sets this to docs/: the README's pictures; otherwise the test's own folder.
 SCREENSHOTS = os.environ.get("MDOPS_SCREENSHOTS")
 EXECUTE = "/api/ops/runbooks/execute"
+# A drill that logs "line 1", "line 2", ... every 0.2 s until the test releases it ($FILES/<request id>.go;
+# 4 min at most).
+CHATTY = (
+    'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\ni=0\n'
+    'while [ ! -e "$RELEASE" ] && [ "$i" -lt 1200 ]; do i=$((i + 1)); echo "INFO: line $i"; sleep 0.2; done\n'
+)
+LOGS = "document.querySelector('.logs')"  # a run panel's log box
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +47,23 @@ def console_errors() -> list[str]:
 
 
 @pytest.fixture
-def page(browser, stack, console_errors) -> Page:
-    context = browser.new_context(viewport={"width": 1200, "height": 860}, base_url=stack.api_url)
-    opened = context.new_page()
-    opened.set_default_timeout(20_000)
+def context(browser, stack, console_errors) -> BrowserContext:
+    """A fresh browser context: its own sessionStorage, Web Locks and connections (its tabs share them, as a
+    browser's do). What any of its pages logs as an error fails the test."""
+    made = browser.new_context(viewport={"width": 1200, "height": 860}, base_url=stack.api_url)
+    made.set_default_timeout(20_000)
     expect.set_options(timeout=20_000)
     errors = console_errors
-    opened.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    opened.on("console", lambda m: m.type == "error" and not _expected(m.text) and errors.append(m.text))
-    yield opened
-    context.close()
+    made.on("weberror", lambda error: errors.append(f"page error: {error.error}"))
+    made.on("console", lambda m: m.type == "error" and not _expected(m.text) and errors.append(m.text))
+    yield made
+    made.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(context) -> Page:
+    return context.new_page()
 
 
 def _expected(text: str) -> bool:

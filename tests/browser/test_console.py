@@ -307,11 +307,10 @@ def test_enter_in_the_who_filter_filters_at_once_on_the_same_page(page, stack):
 
 
 # Follows a run's live updates as a view does, with a view that fails to draw its first event.
-FOLLOW_WITH_A_FAILING_VIEW = """async (rid) => {
-  const { follow } = await import("/console/js/api.js");
+FOLLOW_WITH_A_FAILING_VIEW = """async () => {
+  const { follow } = await import("/console/js/live.js");
   window.followed = { events: [], states: [] };
   follow(
-    `?request_id=${rid}`,
     (name) => {
       window.followed.events.push(name);
       if (name === "runbook") throw new Error("the view could not draw it");
@@ -324,9 +323,10 @@ FOLLOW_WITH_A_FAILING_VIEW = """async (rid) => {
 def test_a_views_failure_on_a_live_update_is_not_taken_for_the_apis(page, stack, console_errors):
     """The view's own exception on an event is the page's error: the stream goes on (its next event comes
     on the same connection), and the API is not said to be unreachable."""
-    rid = executed(stack, reason="a view that fails")
     sign_in(page, stack.admin_token)
-    page.evaluate(FOLLOW_WITH_A_FAILING_VIEW, rid)
+    page.evaluate(FOLLOW_WITH_A_FAILING_VIEW)
+    page.wait_for_function("() => window.followed.states.length > 0")
+    rid = executed(stack, reason="a view that fails")
     page.wait_for_function("() => window.followed.events.includes('runbook')")
     stack.cluster.kubectl("delete", "rb", runbook_name(stack, rid), "-n", NAMESPACE)
     page.wait_for_function("() => window.followed.events.includes('deleted')")

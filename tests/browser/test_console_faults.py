@@ -29,7 +29,7 @@ from devcluster.processes import answers_200, wait_until
 from devcluster.stack import NAMESPACE, SCRIPTS
 from devcluster.supervisor import RECORD, Backoff
 from runbooks import models
-from tests.browser.conftest import EXECUTE, execute_requests, sign_in
+from tests.browser.conftest import CHATTY, EXECUTE, LOGS, execute_requests, sign_in
 from tests.runbook_client import HOLD, reference_scripts
 
 HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
@@ -50,12 +50,6 @@ KILLED = "|".join(
     )
 )
 TILES = ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code")
-# A drill that logs "line 1", "line 2", ... every 0.2 s until the test releases it (4 min at most).
-CHATTY = (
-    'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\ni=0\n'
-    'while [ ! -e "$RELEASE" ] && [ "$i" -lt 1200 ]; do i=$((i + 1)); echo "INFO: line $i"; sleep 0.2; done\n'
-)
-LOGS = "document.querySelector('.logs')"
 FULL_AND_AT_THE_END = f"""() => {{
   const box = {LOGS};
   const full = box.scrollHeight > box.clientHeight + 100;
@@ -189,7 +183,6 @@ def test_a_hung_api_is_noticed_by_the_live_updates_and_the_overview(page, stack,
     page.get_by_role("link", name="Runbooks").click()
     expect(page.get_by_role("status")).to_have_text("Live: updated as runs change.")
     overview = page.context.new_page()
-    overview.on("pageerror", lambda error: console_errors.append(f"page error: {error}"))
     sign_in(overview, stack.admin_token)
     expect(tile(overview, "Coverage").locator(".value")).to_have_text("100.00 %")
     expect(tile(overview, "Coverage").get_by_text("Stale", exact=True)).to_be_hidden()
@@ -225,7 +218,6 @@ def test_the_live_updates_say_stale_while_the_api_has_lost_its_view_of_the_clust
         expect(listed).to_have_text("Live: updated as runs change.")
         expect(page.get_by_role("link", name=rid)).to_be_visible()
         run_page = page.context.new_page()
-        run_page.on("pageerror", lambda error: console_errors.append(f"page error: {error}"))
         sign_in(run_page, stack.admin_token)
         run_page.goto(f"/console/#/runbooks/{rid}")
         run = run_page.get_by_role("region", name="Run")
@@ -554,7 +546,7 @@ def test_a_stream_resumed_after_a_read_shows_each_log_line_once(page, stack, fil
     sign_in(page, stack.admin_token)
     rid = plan_a_chatty_drill(page)
     run = page.get_by_role("region", name="Run")
-    streams = re.compile(r"/api/ops/events\?")
+    streams = re.compile(r"/api/ops/events")  # the shared stream, and the one a run is read from
     try:
         page.get_by_role("link", name="Open this run's page").click()
         expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible()

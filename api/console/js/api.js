@@ -64,6 +64,8 @@ export function heartbeat(seconds) {
   silentSeconds = 3 * seconds;
 }
 
+export const silence = () => silentSeconds; // seconds
+
 // One API call: {data, headers} of a 2xx answer, else an ApiError whose message says what went wrong.
 // It fails after `timeout` seconds without its whole answer (0: no limit; execute's is longer than the
 // API's wait for the run's end).
@@ -92,7 +94,7 @@ export async function call(path, { method = "GET", body, signal, timeout = ANSWE
 }
 
 // A refusal that asking again does not change (the token, an id), unlike a 404, a 408, a 429 or a 5xx.
-const refusal = (error) => error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status);
+export const refusal = (error) => error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status);
 
 export const POLL_SECONDS = 5; // while the live updates are paused, a view reads the API this often instead
 
@@ -132,21 +134,22 @@ export async function clusterView(signal = null) {
   return undefined;
 }
 
-// Follow GET /api/ops/events (query: "" or "?request_id=..."). EventSource cannot send a bearer header,
-// so this is fetch with an SSE parser, reconnecting with Last-Event-ID: after a dropped connection the
-// stream resumes where it stopped (or sends `reset`, and the view reads its state again). A connection
-// that brings no byte for three heartbeats (a hung API, a proxy that holds it) is dropped and made again.
+// One stream of GET /api/ops/events, the live updates of every run the token may read (see live.js, which
+// shares it between the tabs of a browser). EventSource cannot send a bearer header, so this is fetch with
+// an SSE parser, reconnecting with Last-Event-ID: after a dropped connection the stream resumes where it
+// stopped (or sends `reset`, and the views read their state again); `from`, an event id, resumes after it
+// from the start. A connection that brings no byte for three heartbeats (a hung API, a proxy that holds it)
+// is dropped and made again.
 // An open stream only says that the API is there: while it is, the API's /readyz is read every
 // POLL_SECONDS too, and a view that it says is not current (the API lost its watch of the Kubernetes API)
 // is "stale", not "live", until it is current again.
-// onEvent(name, data); onState("live" | "stale" | "reconnecting" | "stopped", message, since): message
-// says why it is not live (for "stale", the API's reason), since when it is stale; read(), if given, every
-// POLL_SECONDS while reconnecting: the view reads the API meanwhile. Returns stop().
-export function follow(query, onEvent, onState = () => {}, read = null) {
+// onEvent(name, data, id); onState("live" | "stale" | "reconnecting" | "stopped", message, since): message
+// says why it is not live (for "stale", the API's reason), since when it is stale; onHeard() at each byte
+// that comes. Returns stop().
+export function stream(from, onEvent, onState, onHeard = () => {}) {
   const controller = new AbortController();
-  let lastId = null;
+  let lastId = from;
   let delay = 500;
-  let poll = null;
   let current = null; // the state last told
   let checks = null; // while the stream is open: the API's view of the cluster is read every POLL_SECONDS
   let opened = 0; // the stream's states: a read of /readyz begun in an earlier one is dropped
@@ -156,11 +159,6 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
     onState(s, message, staleSince);
   };
   const state = (s, message) => {
-    if (s === "reconnecting" && read) poll = poll || setInterval(read, POLL_SECONDS * 1000);
-    else {
-      clearInterval(poll);
-      poll = null;
-    }
     clearInterval(checks);
     checks = null;
     opened += 1;
@@ -200,7 +198,7 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
     try {
       const extra = { Accept: "text/event-stream" };
       if (lastId) extra["Last-Event-ID"] = lastId;
-      const response = await fetch(`/api/ops/events${query}`, {
+      const response = await fetch("/api/ops/events", {
         headers: headers(extra),
         signal: connection.signal,
         cache: "no-store",
@@ -214,6 +212,7 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
       const tap = new TransformStream({
         transform(bytes, next) {
           heard(); // any byte counts, a heartbeat's (a comment line, which the parser passes over) too
+          onHeard();
           next.enqueue(bytes);
         },
       });
@@ -225,7 +224,7 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
         if (event.id) lastId = event.id;
         const data = JSON.parse(event.data);
         try {
-          onEvent(event.event || "message", data);
+          onEvent(event.event || "message", data, event.id || null);
         } catch (error) {
           reportError(error); // the view's own failure, not the connection's: logged, and the stream goes on
         }
@@ -248,7 +247,7 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
       } catch (error) {
         if (controller.signal.aborted) break;
         if (refusal(error) || error.status === 404) {
-          state("stopped", error.message); // refused as asked (a token, an id): asking again changes nothing
+          state("stopped", error.message); // refused as asked (a token; no stream here): asking again changes nothing
           return;
         }
         state("reconnecting", `${error.message}; reconnecting`);
@@ -259,7 +258,42 @@ export function follow(query, onEvent, onState = () => {}, read = null) {
   })();
   return () => {
     controller.abort();
-    clearInterval(poll);
     clearInterval(checks);
   };
+}
+
+// A run as its `runbook` event shows it now (with its conditions, resulting state and its lines' times,
+// which GET /api/ops/runbooks/{request_id} lacks): the first event of the run's own stream
+// (`?request_id=`), which is closed once it has come. {data, id}; null when there is no such run (yet: its
+// stream would wait for it, so GET says whether there is one first), or when its stream says nothing within
+// three heartbeats. Throws an ApiError when it cannot be read (a 422: an id that cannot be one).
+export async function runNow(requestId, signal) {
+  const limit = AbortSignal.timeout(silentSeconds * 1000);
+  const connection = new AbortController();
+  const abort = AbortSignal.any([signal, limit, connection.signal].filter(Boolean));
+  try {
+    const response = await fetch(`/api/ops/events?request_id=${encodeURIComponent(requestId)}`, {
+      headers: headers({ Accept: "text/event-stream" }),
+      signal: abort,
+      cache: "no-store",
+    });
+    if (!response.ok) throw answerError(response.status, await response.json().catch(() => null));
+    try {
+      await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`, { signal: abort });
+    } catch (error) {
+      if (error.status === 404) return null; // its events, once it is made, come on the shared stream
+      throw error;
+    }
+    const events = response.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    for await (const event of events) {
+      if (event.event === "runbook") return { data: JSON.parse(event.data), id: event.id };
+    }
+    return null;
+  } catch (error) {
+    if (error instanceof ApiError || signal?.aborted) throw error;
+    if (limit.aborted) return null;
+    throw new ApiError(0, `The API cannot be reached (${error.message})`);
+  } finally {
+    connection.abort(); // the run's stream is not followed: its first event was all that was wanted
+  }
 }

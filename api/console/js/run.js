@@ -1,8 +1,9 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
-// logs, kept current by the live updates (GET /api/ops/events?request_id=...). The run page shows it; the
+// logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { ApiError, call, follow, paused, stale } from "./api.js";
+import { ApiError, call, paused, refusal, runNow, stale } from "./api.js";
 import { clock, duration, el, offset, whenWithOffset } from "./format.js";
+import { follow, newer } from "./live.js";
 
 const LOG_LINES = 200; // the most log lines a panel shows: the oldest go
 const yesNo = (value) => (value === undefined ? "–" : value ? "yes" : "no"); // undefined: not said
@@ -172,10 +173,17 @@ export function panel(zone, onChange = () => {}) {
 
   // Follow the run of requestId, reading it from the API while the live updates are paused; `page`: read
   // it at once too, and say so if there is no such run (the run page; the run form's run is not made
-  // yet). Returns stop().
-  function start(requestId, { page = false, onEvent = () => {} } = {}) {
+  // yet). Its events come on the stream the tabs share (live.js), whose other runs' events are passed
+  // over; each time that stream (re)opens without resuming, or resets, the run is read as it is now from
+  // its own stream's first event (runNow), and its events that come meanwhile are shown after it, those
+  // it holds already (by their ids) not again. Returns stop().
+  function start(requestId, { page = false } = {}) {
     lines = [];
     showLines([], true);
+    const leaving = new AbortController();
+    let last = null; // the id of the newest event of the run shown
+    let held = null; // while the run is read as it is now: its events that came meanwhile
+    let again = false; // a reset came while it was read: read it again
     async function read() {
       try {
         showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data);
@@ -186,24 +194,61 @@ export function panel(zone, onChange = () => {}) {
         }
       }
     }
-    stopFollowing = follow(
-      `?request_id=${encodeURIComponent(requestId)}`,
-      (name, data) => {
-        if (name === "runbook") {
-          // Its lines are the status' last 50 only: those the box showed before them stay, each once.
-          lines = [...lines, ...after(lines, data.lines)].slice(-LOG_LINES);
-          readShown = false;
-          showRun({ ...data, lines });
-        } else if (name === "log") {
-          // A stream that resumes brings the lines after its last event, which a read meanwhile may have
-          // shown already: the box is drawn again from the live updates' own lines, never twice.
-          lines = [...lines, ...data.lines].slice(-LOG_LINES);
-          showLines(readShown ? lines : data.lines, readShown);
-          readShown = false;
-        } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
-        onEvent(name, data);
+    function show(name, data, id) {
+      if (!newer(id, last)) return;
+      if (id) last = id;
+      if (name === "runbook") {
+        // Its lines are the status' last 50 only: those the box showed before them stay, each once.
+        lines = [...lines, ...after(lines, data.lines)].slice(-LOG_LINES);
+        readShown = false;
+        showRun({ ...data, lines });
+      } else if (name === "log") {
+        // A stream that resumes brings the lines after its last event, which a read meanwhile may have
+        // shown already: the box is drawn again from the live updates' own lines, never twice.
+        lines = [...lines, ...data.lines].slice(-LOG_LINES);
+        showLines(readShown ? lines : data.lines, readShown);
+        readShown = false;
+      } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
+    }
+    async function catchUp() {
+      if (held) {
+        again = true;
+        return;
+      }
+      held = [];
+      let now = null;
+      try {
+        now = await runNow(requestId, leaving.signal);
+      } catch (error) {
+        if (leaving.signal.aborted) return;
+        if (!(error instanceof ApiError)) throw error;
+        if (refusal(error)) {
+          // An id that cannot be one (a link cut short), or a run this token may not read: asking again
+          // changes nothing.
+          stopFollowing();
+          live.textContent = paused("stopped", error.message, "The run");
+          return;
+        } // else not read: the run's events go on as they come
+      }
+      if (leaving.signal.aborted) return;
+      const meanwhile = held;
+      held = null;
+      if (now) show("runbook", now.data, now.id);
+      for (const event of meanwhile) show(...event);
+      if (again) {
+        again = false;
+        catchUp();
+      }
+    }
+    const stop = follow(
+      (name, data, id) => {
+        if (name === "reset") return catchUp();
+        if ((data.runbook ? data.runbook.request_id : data.request_id) !== requestId) return;
+        if (held) held.push([name, data, id]);
+        else show(name, data, id);
       },
       (s, message, since) => {
+        if (s === "live" && !following) catchUp(); // (re)opened: what came meanwhile is not on it
         following = s === "live" || s === "stale"; // the stream is open: a read would say no more
         if (s === "live") live.textContent = "Live: updated as the run goes on.";
         else if (s === "stale") live.textContent = stale(message, since, zone, "The run");
@@ -212,6 +257,10 @@ export function panel(zone, onChange = () => {}) {
       },
       read,
     );
+    stopFollowing = () => {
+      stop();
+      leaving.abort();
+    };
     if (page) read();
     return stopFollowing;
   }

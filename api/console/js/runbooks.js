@@ -1,8 +1,9 @@
 // Runbooks: the runs, newest first, from the runs list (GET /api/ops/runbooks) with its filters, 50 at first
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
-import { ApiError, call, follow, paused, stale } from "./api.js";
+import { ApiError, call, paused, stale } from "./api.js";
 import { duration, el, listTable, offset, when } from "./format.js";
+import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
 const PAGE = 50; // runs shown at first, and added by "Show older runs"
@@ -143,7 +144,6 @@ export function show(container, ctx) {
   });
 
   const stop = follow(
-    "",
     (name) => name !== "log" && changed(),
     (state, message, since) => {
       if (state === "live") live.textContent = "Live: updated as runs change.";

@@ -1,0 +1,131 @@
+"""The Ops Console in many tabs of one browser, against a stack of its own (the API's heartbeat every second,
+a drill that logs a line every 0.2 s until $FILES/<request id>.go). A browser opens at most six HTTP/1.1
+connections to one origin, and an event stream holds one while it is open: the tabs signed in with one
+token share one stream (live.js), and when the tab that holds it closes another resumes it."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect
+
+from devcluster.stack import NAMESPACE
+from runbooks import models
+from tests.browser.conftest import CHATTY, LOGS, sign_in
+from tests.runbook_client import reference_scripts
+
+HEARTBEAT = 1  # seconds: a silent stream is noticed in 3 s
+TABS = 10
+LIST_LIVE = "Live: updated as runs change."
+RUN_LIVE = "Live: updated as the run goes on."
+SHARED = re.compile(r"/api/ops/events$")  # the shared stream (a run's own, ?request_id=, is read once)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tabs")
+    reference_scripts(folder / "scripts", drill=CHATTY)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack_options(files) -> dict:
+    return {
+        "scripts": files / "scripts",
+        "script_env": {"FILES": str(files)},
+        "api_env": {"MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT)},
+    }
+
+
+def chatty_drill(stack) -> str:
+    """A dry-run drill, made with kubectl, that logs until released; its request id."""
+    rid = f"tabs-{secrets.token_hex(4)}"
+    manifest = json.dumps(models.manifest(rid, {"command": "drill", "dryRun": True}))
+    stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+    return rid
+
+
+def tab(context: BrowserContext, stack, view: str) -> Page:
+    page = context.new_page()
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/{view}")
+    return page
+
+
+def run_panel(page: Page):
+    return page.get_by_role("region", name="Run")
+
+
+def shown_lines(page: Page) -> list[str]:
+    return page.evaluate(f"[...{LOGS}.children].map((line) => line.lastChild.textContent)")
+
+
+def test_ten_tabs_are_all_live_and_see_every_runs_end(context, stack, files):
+    """Ten tabs of one browser, half on the runs list, half on the pages of three running drills: every one
+    is live, and sees each drill's end."""
+    rids = [chatty_drill(stack) for _ in range(3)]
+    try:
+        tabs = []
+        for i in range(TABS):
+            tabs.append(tab(context, stack, "#/runbooks" if i % 2 == 0 else f"#/runbooks/{rids[i % 3]}"))
+        for i, page in enumerate(tabs):
+            if i % 2 == 0:
+                expect(page.get_by_role("status")).to_have_text(LIST_LIVE)
+            else:
+                expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
+                expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 3")
+    finally:
+        for rid in rids:
+            (files / f"{rid}.go").touch()
+    for i, page in enumerate(tabs):
+        if i % 2 == 0:
+            for rid in rids:
+                row = page.get_by_role("row").filter(has=page.get_by_role("link", name=rid))
+                expect(row).to_contain_text("success")
+        else:
+            expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
+
+
+def test_another_tab_resumes_the_stream_when_its_tab_closes_without_a_lost_or_doubled_line(
+    context, stack, files
+):
+    """Three tabs follow one drill's page; the first, which holds the stream, closes mid-run: another opens
+    it again after the last event it saw (Last-Event-ID), and both tabs left show every line once, in order,
+    to the run's end."""
+    rid = chatty_drill(stack)
+    streams: list[tuple[int, str | None]] = []  # (tab, Last-Event-ID) of each shared stream a tab opened
+    try:
+        tabs = []
+        for i in range(3):
+            page = tab(context, stack, f"#/runbooks/{rid}")
+            page.on(
+                "request",
+                lambda r, i=i: SHARED.search(r.url) and streams.append((i, r.headers.get("last-event-id"))),
+            )
+            expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
+            tabs.append(page)
+        for page in tabs:
+            expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 10")
+        leader = {i for i, _ in streams}
+        assert len(leader) == 1, streams  # one stream for the three tabs
+        (first,) = leader
+        tabs.pop(first).close()
+        for page in tabs:
+            expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
+        resumed = [(i, last) for i, last in streams if i != first]
+        assert len(resumed) == 1 and resumed[0][1], (
+            streams
+        )  # taken over by one tab, after the last event seen
+        for page in tabs:
+            seen = len(shown_lines(page))
+            page.wait_for_function(f"(seen) => {LOGS}.children.length > seen + 10", arg=seen)
+    finally:
+        (files / f"{rid}.go").touch()
+    for page in tabs:
+        expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
+        lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
+        assert lines == list(range(lines[0], lines[0] + len(lines))), lines  # each once, in order, none lost
