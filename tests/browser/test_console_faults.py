@@ -2,7 +2,8 @@
 own: the API's heartbeat every second (a silent stream is noticed in 3 s), its watch said down (/readyz 503)
 2 s after the kube-apiserver's last answer, a token with status:read only, a health_check that holds while
 $FILES/hold exists (until $FILES/<request id>.go), a drill that logs a line every 0.2 s until
-$FILES/<request id>.go, and a supervisor that restarts a killed API after 8 s. The faults are real: the
+$FILES/<request id>.go, a failback that writes 300 lines at once when told, and a supervisor that restarts
+a killed API after 8 s. The faults are real: the
 token's event streams all taken by other clients, the API or the kube-apiserver under it stopped (SIGSTOP),
 the API killed (SIGKILL), a status written by hand; the browser's routes stand for what the stack cannot do
 on demand (a venue's session that changes, a read refused, an internal error)."""
@@ -10,6 +11,7 @@ on demand (a venue's session that changes, a read refused, an internal error).""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -49,6 +51,17 @@ KILLED = "|".join(
         "of 503",
     )
 )
+# A failback that logs "first 1" to "first 10", then, once $FILES/<request id>.burst exists, "burst 1" to
+# "burst 300" at once (more than a run's status keeps between two of its updates), then "done" once released.
+BURST = (
+    'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\n'
+    'i=0; while [ "$i" -lt 10 ]; do i=$((i + 1)); echo "INFO: first $i"; done\n'
+    'BURST="$FILES/$MDOPS_REQUEST_ID.burst"\n'
+    'i=0; while [ ! -e "$BURST" ] && [ "$i" -lt 1200 ]; do i=$((i + 1)); sleep 0.05; done\n'
+    'i=0; while [ "$i" -lt 300 ]; do i=$((i + 1)); echo "INFO: burst $i"; done\n'
+    + HOLD
+    + 'echo "INFO: done"\n'
+)
 TILES = ("Coverage", "Throughput", "Failover latency", "Consumer backlog", "Last runbook exit code")
 FULL_AND_AT_THE_END = f"""() => {{
   const box = {LOGS};
@@ -67,7 +80,10 @@ def files(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("faults")
     held = 'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\nif [ -e "$FILES/hold" ]; then\n' + HOLD + "fi\n"
     reference_scripts(
-        folder / "scripts", health_check=held + f"exec {SCRIPTS / 'health_check'}\n", drill=CHATTY
+        folder / "scripts",
+        health_check=held + f"exec {SCRIPTS / 'health_check'}\n",
+        drill=CHATTY,
+        failback=BURST,
     )
     tokens = {"tokens": [{"name": "reader", "token": READER, "permissions": ["status:read"]}]}
     write_private(folder / "tokens.yaml", yaml.safe_dump(tokens))
@@ -579,3 +595,39 @@ def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_aga
     with pytest.raises(PlaywrightTimeout):  # longer than the overview's refresh (2 s, 5 s without an answer)
         page.wait_for_event("request", lambda r: r.url.endswith(SUMMARY), timeout=7_000)
     assert len(summaries) == 1
+
+
+def test_lines_a_run_wrote_faster_than_its_status_keeps_them_are_said_missing(page, stack, files):
+    """A run's status keeps its last 50 lines, written about once a second: of 300 lines written at once,
+    the box shows the last ones only, and says where lines may be missing (and where the whole log is),
+    never as if the lines around were one after another; its end comes after them, with no gap said."""
+    api_ready(stack)
+    rid = f"burst-{secrets.token_hex(4)}"
+    manifest = json.dumps(models.manifest(rid, {"command": "failback", "dryRun": True}))
+    stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+    try:
+        sign_in(page, stack.admin_token)
+        page.goto(f"/console/#/runbooks/{rid}")
+        logs = page.get_by_role("region", name="Run").get_by_role("list", name="Logs")
+        expect(logs).to_contain_text("first 10")
+        (files / f"{rid}.burst").touch()
+        expect(logs).to_contain_text("burst 300")
+        expect(
+            logs.get_by_text(re.compile("^… lines may be missing here: the API keeps a run's last 50"))
+        ).to_be_visible()
+    finally:
+        (files / f"{rid}.burst").touch()
+        (files / f"{rid}.go").touch()
+    expect(page.get_by_role("region", name="Run").get_by_role("status")).to_have_text(
+        "Status: success, exit code 0"
+    )
+    shown = page.evaluate(
+        f"[...{LOGS}.children].map((l) => l.className === 'gap' ? 'gap' : l.lastChild.textContent)"
+    )
+    ours = [line for line in shown if re.fullmatch(r"gap|(first|burst) \d+|done", line)]  # not the runner's
+    assert ours[:11] == [f"first {i}" for i in range(1, 11)] + ["gap"], shown
+    assert ours[-2:] == ["burst 300", "done"], shown
+    for before, after in itertools.pairwise(ours[11:-1]):  # lines one after another, or a gap between
+        if "gap" not in (before, after):
+            assert int(after.split()[1]) == int(before.split()[1]) + 1, shown
+    assert len(shown) == len(set(shown)) + shown.count("gap") - 1, shown  # each line once

@@ -6,6 +6,15 @@ import { clock, duration, el, offset, whenWithOffset } from "./format.js";
 import { follow, newer } from "./live.js";
 
 const LOG_LINES = 200; // the most log lines a panel shows: the oldest go
+const STATUS_LINES = 50; // the lines a run's status keeps, as its events bring them (the newest)
+// Where lines may be missing: between lines that two updates of the run's status brought, when more were
+// written between them than the status keeps (a chatty script, or lines written while the API or the
+// kube-apiserver was away). The status numbers no line, so how many is not known.
+const GAP = {
+  gap:
+    `… lines may be missing here: the API keeps a run's last ${STATUS_LINES} lines, and more came between two ` +
+    "of its updates. The whole log is the runner's own: its Job pod's (kubectl logs), or runner.log of a local run. …",
+};
 const yesNo = (value) => (value === undefined ? "–" : value ? "yes" : "no"); // undefined: not said
 
 function pairs(entries) {
@@ -76,15 +85,17 @@ export function panel(zone, onChange = () => {}) {
   let stopFollowing = () => {};
 
   const item = (l) =>
-    el(
-      "li",
-      { class: `level-${l.level}` },
-      l.time ? el("time", { datetime: l.time }, clock(l.time, zone)) : null, // the API's reads have none
-      l.time ? " " : null,
-      el("span", { class: "level" }, l.level),
-      " ",
-      l.message,
-    );
+    l.gap
+      ? el("li", { class: "gap" }, l.gap)
+      : el(
+          "li",
+          { class: `level-${l.level}` },
+          l.time ? el("time", { datetime: l.time }, clock(l.time, zone)) : null, // the API's reads have none
+          l.time ? " " : null,
+          el("span", { class: "level" }, l.level),
+          " ",
+          l.message,
+        );
 
   // Log lines: `more` after those in the box, or instead of them (`anew`). Only the new lines are drawn,
   // so that a selection in the box survives them. A box scrolled to its end stays at the end.
@@ -198,15 +209,21 @@ export function panel(zone, onChange = () => {}) {
       if (!newer(id, last)) return;
       if (id) last = id;
       if (name === "runbook") {
-        // Its lines are the status' last 50 only: those the box showed before them stay, each once.
-        lines = [...lines, ...after(lines, data.lines)].slice(-LOG_LINES);
+        // Its lines are the status' last 50 only: those the box showed before them stay, each once; when
+        // they share none of them, lines may be missing in between.
+        const more = after(lines, data.lines);
+        const gap = lines.length && more.length && more.length === data.lines.length ? [GAP] : [];
+        lines = [...lines, ...gap, ...more].slice(-LOG_LINES);
         readShown = false;
         showRun({ ...data, lines });
       } else if (name === "log") {
         // A stream that resumes brings the lines after its last event, which a read meanwhile may have
         // shown already: the box is drawn again from the live updates' own lines, never twice.
-        lines = [...lines, ...data.lines].slice(-LOG_LINES);
-        showLines(readShown ? lines : data.lines, readShown);
+        // The API sends the lines its previous version of the status did not have: all it keeps, when it
+        // shares none of them with that version, and lines may be missing before them.
+        const more = lines.length && data.lines.length >= STATUS_LINES ? [GAP, ...data.lines] : data.lines;
+        lines = [...lines, ...more].slice(-LOG_LINES);
+        showLines(readShown ? lines : more, readShown);
         readShown = false;
       } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
     }
