@@ -56,6 +56,16 @@ def tab(context: BrowserContext, stack, view: str) -> Page:
     return page
 
 
+def shared_streams(context: BrowserContext) -> list[tuple[Page, str | None]]:
+    """The shared streams the context's tabs open, as they open them: (tab, its Last-Event-ID)."""
+    opened: list[tuple[Page, str | None]] = []
+    context.on(
+        "request",
+        lambda r: SHARED.search(r.url) and opened.append((r.frame.page, r.headers.get("last-event-id"))),
+    )
+    return opened
+
+
 def run_panel(page: Page):
     return page.get_by_role("region", name="Run")
 
@@ -97,35 +107,52 @@ def test_another_tab_resumes_the_stream_when_its_tab_closes_without_a_lost_or_do
     it again after the last event it saw (Last-Event-ID), and both tabs left show every line once, in order,
     to the run's end."""
     rid = chatty_drill(stack)
-    streams: list[tuple[int, str | None]] = []  # (tab, Last-Event-ID) of each shared stream a tab opened
+    streams = shared_streams(context)
     try:
-        tabs = []
-        for i in range(3):
-            page = tab(context, stack, f"#/runbooks/{rid}")
-            page.on(
-                "request",
-                lambda r, i=i: SHARED.search(r.url) and streams.append((i, r.headers.get("last-event-id"))),
-            )
-            expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
-            tabs.append(page)
+        tabs = [tab(context, stack, f"#/runbooks/{rid}") for _ in range(3)]
         for page in tabs:
+            expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
             expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 10")
-        leader = {i for i, _ in streams}
-        assert len(leader) == 1, streams  # one stream for the three tabs
-        (first,) = leader
-        tabs.pop(first).close()
-        for page in tabs:
-            expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
-        resumed = [(i, last) for i, last in streams if i != first]
-        assert len(resumed) == 1 and resumed[0][1], (
-            streams
-        )  # taken over by one tab, after the last event seen
+        assert len(streams) == 1, streams  # one stream for the three tabs
+        ((first, _),) = streams
+        tabs.remove(first)
+        with context.expect_event("request", lambda r: bool(SHARED.search(r.url))):
+            first.close()
+        assert len(streams) == 2 and streams[1][1], streams  # another tab, after the last event it saw
         for page in tabs:
             seen = len(shown_lines(page))
             page.wait_for_function(f"(seen) => {LOGS}.children.length > seen + 10", arg=seen)
+        assert len(streams) == 2, streams
     finally:
         (files / f"{rid}.go").touch()
     for page in tabs:
         expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
         lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
         assert lines == list(range(lines[0], lines[0] + len(lines))), lines  # each once, in order, none lost
+
+
+def test_a_tab_that_stops_running_has_the_stream_taken_from_it_and_nothing_is_missed(context, stack, files):
+    """The tab that holds the stream stops running for 12 s (its main thread busy, as under a modal dialog or
+    a debugger): the other tab, hearing nothing for twice the stream's watchdog (6 s here), takes the lock
+    and opens the stream again after its last event; once the first tab runs again, it lets its own go, and
+    both show every line once, in order, to the run's end."""
+    rid = chatty_drill(stack)
+    streams = shared_streams(context)
+    try:
+        tabs = [tab(context, stack, f"#/runbooks/{rid}") for _ in range(2)]
+        for page in tabs:
+            expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 5")
+        ((leader, _),) = streams
+        with context.expect_event("request", lambda r: bool(SHARED.search(r.url))):
+            leader.evaluate("() => { const end = Date.now() + 12000; while (Date.now() < end); }")
+        assert streams[1][0] != leader and streams[1][1], streams  # the other tab, after its last event
+        for page in tabs:
+            seen = len(shown_lines(page))
+            page.wait_for_function(f"(seen) => {LOGS}.children.length > seen + 10", arg=seen)
+        assert len(streams) == 2, streams  # the first did not take it back
+    finally:
+        (files / f"{rid}.go").touch()
+    for page in tabs:
+        expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
+        lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
+        assert lines == list(range(lines[0], lines[0] + len(lines))), lines
