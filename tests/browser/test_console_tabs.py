@@ -156,3 +156,16 @@ def test_a_tab_that_stops_running_has_the_stream_taken_from_it_and_nothing_is_mi
         expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
         lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
         assert lines == list(range(lines[0], lines[0] + len(lines))), lines
+
+
+def test_tabs_signed_in_with_other_tokens_share_no_stream(context, stack):
+    """Two tabs of one browser, signed in with two tokens: each token's stream is its own (the API shows each
+    token only what it may read), both live."""
+    streams = shared_streams(context)
+    admin = tab(context, stack, "#/runbooks")
+    viewer = context.new_page()
+    sign_in(viewer, stack.viewer_token)
+    viewer.goto("/console/#/runbooks")
+    for page in (admin, viewer):
+        expect(page.get_by_role("status")).to_have_text(LIST_LIVE)
+    assert {page for page, _ in streams} == {admin, viewer}, streams
