@@ -9,6 +9,7 @@ as a shell reports a command that SIGPIPE ended, when what reads its output has 
 from __future__ import annotations
 
 import re
+import signal
 from enum import IntEnum
 from typing import Any
 
@@ -88,6 +89,13 @@ class CliError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(self.line(), err=True, file=file)
+
+
+def interrupted(message: str = "interrupted", hint: str | None = None) -> CliError:
+    """The error of a Ctrl-C (exit 130). A Ctrl-C again, while mdops says so and exits, changes nothing:
+    it would end mdops by the signal, or with a traceback, instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return CliError(message, 130, hint)
 
 
 def detail_of(body: Any) -> str:

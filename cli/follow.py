@@ -55,7 +55,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from cli.client import Api
-from cli.errors import CliError, Exit
+from cli.errors import CliError, Exit, interrupted
 from cli.render import escaped
 from runbooks.contract import RunState, new_lines
 
@@ -465,10 +465,11 @@ def follow(api: Api, request_id: str, emit: Callable[[dict], None], say: Say, wa
     if finished(view):
         follower.poll(view)
         return
-    with EventStream(api, request_id, say) as stream:
-        if stream.opened() and _over_stream(stream, follower):
-            return
-    _poll(lambda: persist(lambda: api.runbook(request_id), request_id, say), follower, POLL_SECONDS)
+    with requested(request_id):
+        with EventStream(api, request_id, say) as stream:
+            if stream.opened() and _over_stream(stream, follower):
+                return
+        _poll(lambda: persist(lambda: api.runbook(request_id), request_id, say), follower, POLL_SECONDS)
 
 
 def run(
@@ -512,11 +513,11 @@ def run(
 
 @contextmanager
 def requested(request_id: str) -> Iterator[None]:
-    """Once execute is sent, Ctrl-C leaves the run going and says how to follow it again. Before, no run
-    was asked for: mdops is only interrupted."""
+    """A Ctrl-C leaves the run going (once execute is sent, or while following a run known unfinished) and
+    says so, and how to follow it again. Before execute, no run was asked for: mdops is only interrupted."""
     try:
         yield
     except KeyboardInterrupt:
-        raise CliError(
-            f"interrupted; the run {request_id} goes on", 130, f"mdops logs {request_id} -f"
+        raise interrupted(
+            f"interrupted; the run {request_id} goes on", f"mdops logs {request_id} -f"
         ) from None

@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from cli import render
+from cli.commands import cli
 from cli.config import REDACTED, resolve, shown_url
 from cli.errors import MEANINGS, CliError, Exit, answer_error
 from cli.follow import (
@@ -44,7 +45,6 @@ from cli.follow import (
     stream_verdict,
     this_runs,
 )
-from cli.main import cli
 from devcluster.processes import free_port, wait_until
 
 SECRET = "s3cret-token-never-shown"
@@ -1069,7 +1069,7 @@ def test_ctrl_c_in_mdops_run_speaks_of_the_run_only_once_it_was_asked_for(api, h
     assert api.asked("POST /api/ops/runbooks/execute") == (held == "POST /api/ops/runbooks/execute")
 
 
-def test_ctrl_c_in_logs_follow_exits_130_not_as_a_followed_end(api):
+def test_ctrl_c_in_logs_follow_exits_130_not_as_a_followed_end_and_says_the_run_goes_on(api):
     api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
         200, {"runbook": RUN, "health": None}
     )
@@ -1077,7 +1077,52 @@ def test_ctrl_c_in_logs_follow_exits_130_not_as_a_followed_end(api):
     process = mdops(api, "logs", "r-1", "-f")
     wait_until(lambda: api.asked("GET /api/ops/events"), 30, "mdops to follow the run")
     process.send_signal(signal.SIGINT)  # Ctrl-C
-    assert ended(process) == (130, "mdops: interrupted\n")
+    assert ended(process) == (130, "mdops: interrupted; the run r-1 goes on; hint: mdops logs r-1 -f\n")
+
+
+def test_ctrl_c_again_while_mdops_says_it_was_interrupted_changes_nothing(api):
+    """People press Ctrl-C again when the first seems slow: while mdops stops (its threads, its connections)
+    and says so, another does not end it by the signal instead (-2 here, a shell's 130 with no word)."""
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["GET /api/ops/events"] = lambda answer: (answer.stream(RUNNING), answer.heartbeats())
+    process = mdops(api, "logs", "r-1", "-f")
+    assert process.stdout.readline().split() == ["INFO", "line", "1"]  # following
+    while process.poll() is None:  # Ctrl-C, again and again until mdops has exited
+        process.send_signal(signal.SIGINT)
+    code, stderr = ended(process)
+    assert (code, stderr.count("\n")) == (130, 1), stderr
+    assert stderr.startswith("mdops: interrupted")
+
+
+# Ctrl-C at the moment mdops imports Rich, as it starts: the finder, asked for Rich first, sends SIGINT to
+# its own process, whose handler runs then, in the middle of that import.
+CTRL_C_AT_START = """
+import os, signal, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "rich":
+            os.kill(os.getpid(), signal.SIGINT)
+
+sys.meta_path.insert(0, CtrlC())
+import cli.main
+cli.main.main()
+"""
+
+
+def test_ctrl_c_while_mdops_starts_is_one_line_and_130_not_an_imports_traceback():
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
+    started = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_START, "status"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (started.returncode, started.stderr) == (130, "mdops: interrupted\n")
 
 
 def _text(renderable) -> str:
