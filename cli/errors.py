@@ -9,12 +9,12 @@ as a shell reports a command that SIGPIPE ended, when what reads its output has 
 from __future__ import annotations
 
 import re
-import signal
 from enum import IntEnum
 from typing import Any
 
 import click
 
+from cli.main import INTERRUPTED
 from runbooks.contract import ExitCode, reason_of
 
 
@@ -92,10 +92,8 @@ class CliError(click.ClickException):
 
 
 def interrupted(message: str = "interrupted", hint: str | None = None) -> CliError:
-    """The error of a Ctrl-C (exit 130). A Ctrl-C again, while mdops says so and exits, changes nothing:
-    it would end mdops by the signal, or with a traceback, instead."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return CliError(message, 130, hint)
+    """The error of a Ctrl-C (exit 130; a Ctrl-C again changes nothing: :mod:`cli.main`)."""
+    return CliError(message, INTERRUPTED, hint)
 
 
 def detail_of(body: Any) -> str:
