@@ -18,7 +18,7 @@ import httpx
 from httpx_sse import EventSource, connect_sse
 
 from cli.config import Connection
-from cli.errors import CliError, Exit, answer_error, detail_of
+from cli.errors import CliError, Exit, answer_error, detail_of, retry_after
 
 CONNECT_TIMEOUT = 5.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
@@ -115,7 +115,7 @@ class Api:
     def refusal(self, response: httpx.Response) -> CliError:
         """The error of a streamed answer that is not a success, with the API's own message."""
         response.read()
-        return answer_error(response.status_code, _body(response), self.connection.source)
+        return self._refused(response)
 
     def unreachable(self, error: httpx.HTTPError) -> CliError:
         url = self.connection.url
@@ -135,12 +135,20 @@ class Api:
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
+            if (
+                self.http.is_closed
+            ):  # by mdops, as it stops (Ctrl-C): a call in the background is not made again
+                raise CliError("mdops stopped", Exit.API_FAILED) from error
             raise self.unreachable(error) from error
+
+    def _refused(self, response: httpx.Response) -> CliError:
+        retry = retry_after(response.headers.get("Retry-After"))
+        return answer_error(response.status_code, _body(response), self.connection.source, retry)
 
     def _json(self, response: httpx.Response) -> Any:
         body = _body(response)
         if not response.is_success:
-            raise answer_error(response.status_code, body, self.connection.source)
+            raise self._refused(response)
         if body is None:
             raise CliError(
                 f"the API's answer to {response.request.url.path} is not JSON ({response.status_code})",

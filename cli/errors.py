@@ -78,11 +78,19 @@ class CliError(click.ClickException):
     Messages are built from what the API answered and from the connection's URL and source; never from
     the token."""
 
-    def __init__(self, message: str, code: int, hint: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        code: int,
+        hint: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.exit_code = int(code)
         self.hint = hint
         self.status = status  # the API's HTTP status, when it answered
+        self.retry_after = retry_after  # the seconds its Retry-After said, if any
 
     def line(self) -> str:
         return f"mdops: {self.message}" + (f"; hint: {self.hint}" if self.hint else "")
@@ -124,8 +132,14 @@ _ANSWERS: dict[int, tuple[Exit, str, str]] = {
 }
 
 
-def answer_error(status: int, body: Any, source: str) -> CliError:
-    """The error for an API answer that is not a success (pure: status and body in, error out)."""
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header's seconds (the API's form; an HTTP date or anything else: None)."""
+    return float(value) if value is not None and value.strip().isdigit() else None
+
+
+def answer_error(status: int, body: Any, source: str, retry: float | None = None) -> CliError:
+    """The error for an API answer that is not a success (pure: status, body and Retry-After in, error
+    out)."""
     detail = detail_of(body) or f"HTTP {status}"
     if status == 404 and not detail_of(body):  # the API's 404s all say what is missing: another server's
         return CliError(
@@ -136,7 +150,7 @@ def answer_error(status: int, body: Any, source: str) -> CliError:
         )
     if status in _ANSWERS:
         code, words, hint = _ANSWERS[status]
-        return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source), status)
+        return CliError(f"{words} ({status}): {detail}", code, hint.format(source=source), status, retry)
     if status in (502, 504):
         return CliError(
             f"the API is unavailable ({status}): {detail}", Exit.UNAVAILABLE, "try again later", status

@@ -36,8 +36,9 @@ When execute's answer is lost (the API could not be reached, did not answer in t
 stream, whether it has the run of this request id, and sends execute again with the same request id
 (the API's execute is idempotent by request id: the same body is the same run, never a second one; a run
 found finished is asked for with execute too, whose answer says whether it ran or was refused) until
-the API answers; the polls of the run wait for the API in the same way (:func:`persist`). Only then does
-mdops decide; when it gives up, its error names the request id, whose run may exist.
+the API answers; the polls of the run, and mdops's first look for it, wait for the API in the same way
+(:func:`persist`), and so does a 429 that says when to ask again (:func:`again_in`). Only then does mdops
+decide; when it gives up, its error names the request id, whose run may exist.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ POLL_SECONDS = 1.0
 KEPT_LINES = 100  # lines remembered as shown: a Runbook's status holds at most 100 (the controller writes 50)
 RECONNECTS = 10  # connections in a row that bring nothing (about a minute of backoff) before giving up
 MAX_DELAY_SECONDS = 8.0
+MAX_RETRY_AFTER_SECONDS = 60.0  # a 429 whose Retry-After is further away is not waited for
+SAME_RUN = " (the same request id)"  # said when execute is sent again: it makes no second run
 
 # The API's events (api/events.py), and what the stream's reader and execute's answer add in the inbox.
 RUNBOOK, LOG, DELETED, RESET = "runbook", "log", "deleted", "reset"
@@ -97,15 +100,29 @@ def lost(error: CliError) -> bool:
     return error.exit_code == Exit.UNAVAILABLE and error.status in (None, 502, 503, 504)
 
 
-def persist(call: Callable[[], T], request_id: str, say: Say) -> T:
-    """``call()`` until the API answers it: asked again after 0.5, 1, 2, 4, then 8 s while the answer is
-    :func:`lost`, at most ``RECONNECTS`` times; then an error that names the run, which may exist."""
+def again_in(error: CliError, failures: int) -> float | None:
+    """Seconds before a call that failed with ``error`` (the ``failures``-th in a row) is made again, or
+    None: not again. A lost answer is asked for again after 0.5, 1, 2, 4, then 8 s; a 429 that says when
+    (Retry-After: the token's rate), then, if that is within ``MAX_RETRY_AFTER_SECONDS``. Any other answer
+    stands: a 429 without a time (a cap of unfinished runs, which frees up when one of them ends, maybe
+    hours on), 4xx and 500."""
+    if lost(error):
+        return reconnect_delay(failures)
+    if error.status == 429 and error.retry_after is not None and error.retry_after <= MAX_RETRY_AFTER_SECONDS:
+        return max(reconnect_delay(failures), error.retry_after)
+    return None
+
+
+def persist(call: Callable[[], T], request_id: str, say: Say, note: str = "") -> T:
+    """``call()`` until the API answers it, asked again as :func:`again_in` says, at most ``RECONNECTS``
+    times; then an error that names the run, which may exist. Each time is said, with ``note``."""
     failures = 0
     while True:
         try:
             return call()
         except CliError as error:
-            if not lost(error):
+            delay = again_in(error, failures + 1)
+            if delay is None:
                 raise
             failures += 1
             if failures > RECONNECTS:
@@ -116,8 +133,7 @@ def persist(call: Callable[[], T], request_id: str, say: Say) -> T:
                     f"mdops get {request_id} shows it, mdops logs {request_id} -f follows it "
                     "(a new run needs a new --request-id: the same one never runs twice)",
                 ) from None
-            delay = reconnect_delay(failures)
-            say(f"{request_id}: {error.message}; asking again in {delay:g} s")
+            say(f"{request_id}: {error.message}; asking again in {delay:g} s{note}")
             time.sleep(delay)
 
 
@@ -338,6 +354,7 @@ class Execution:
         body: dict[str, Any],
         existed: bool,
         say: Say,
+        warn: Say,
         answered: Callable[[], None] = lambda: None,
     ):
         self.api = api
@@ -345,6 +362,7 @@ class Execution:
         self.request_id = body["request_id"]
         self.existed = existed
         self.say = say
+        self.warn = warn  # says each time execute is sent again
         self.final: View | None = None  # the finished run, when execute answered 200
         self.answer = in_background(self._execute)
         self.answer.add_done_callback(lambda _: answered())
@@ -362,7 +380,7 @@ class Execution:
             sent = True
             return self.api.execute(self.body)
 
-        return persist(ask, self.request_id, self.say)
+        return persist(ask, self.request_id, self.warn, SAME_RUN)
 
     def check(self, seen: bool) -> None:
         """Wait for execute's answer; raise when it made no run (401, 403, 409, 422, 429, ...), or when its
@@ -479,7 +497,8 @@ def run(
     to its end (its final view, in execute's shape); without, return as soon as the API has it."""
     request_id = body["request_id"]
     try:
-        existed = api.find(request_id) is not None
+        # The first call: the API may be restarting as mdops starts, and is waited for as execute is.
+        existed = persist(lambda: api.find(request_id), request_id, warn, SAME_RUN) is not None
     except CliError as error:
         if error.status != 403:
             raise
@@ -494,14 +513,14 @@ def run(
         ) from None
     if not wait:
         with requested(request_id):
-            execution = Execution(api, body, existed, say)
+            execution = Execution(api, body, existed, say, warn)
             _poll(execution.find, None, POLL_SECONDS / 5, execution)
         return None
     follower = Follower(request_id, emit, warn)
     with EventStream(api, request_id, say) as stream:
         streaming = stream.opened()  # before execute: the stream never misses the start
         with requested(request_id):
-            execution = Execution(api, body, existed, say, lambda: stream.inbox.put((ANSWERED, None)))
+            execution = Execution(api, body, existed, say, warn, lambda: stream.inbox.put((ANSWERED, None)))
             if streaming and _over_stream(stream, follower, execution):
                 view = execution.final or persist(lambda: api.runbook(request_id), request_id, say)
                 if finished(view):

@@ -120,9 +120,11 @@ class Answer(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.do_GET()
 
-    def json(self, status: int, body) -> None:
+    def json(self, status: int, body, **headers: str) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -923,8 +925,9 @@ def test_mdops_run_gives_up_on_executes_answer_lost_after_the_run_was_seen(api):
     api.answers["GET /api/ops/events"] = events
     code, stderr = ended(mdops(api, "run", "restart", "--request-id", "r-1"))
     assert code == Exit.UNAVAILABLE, stderr
-    assert f"gave up after {RECONNECTS} attempts: the run r-1 may exist and go on" in stderr
-    assert stderr.count("\n") == 1
+    *attempts, gave_up = stderr.splitlines()
+    assert len(attempts) == RECONNECTS and all("asking again in" in line for line in attempts)
+    assert f"gave up after {RECONNECTS} attempts: the run r-1 may exist and go on" in gave_up
 
 
 # A run the namespace's cap refused (MDOPS_MAX_UNFINISHED_PER_NAMESPACE): the controller ends its Runbook at
@@ -1046,6 +1049,80 @@ def test_a_lost_answer_and_a_run_found_finished_ask_execute_again(invoke, api, h
     result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
     assert result.exit_code == code, result.output
     assert api.asked(execute) == 2
+
+
+def _a_run_that_succeeds_once_executed(api: FakeApi, execute: Callable[[int], tuple]) -> None:
+    """The API of a run of r-1 that no stream shows (the token's streams are all open: mdops polls), read as
+    the API's 404 until execute has answered 200, then as done. ``execute(n)`` gives the status, body and
+    headers of the n-th execute's answer."""
+    read, executed = "GET /api/ops/runbooks/r-1", "POST /api/ops/runbooks/execute"
+    made: list[bool] = []
+    api.answers["GET /api/ops/events"] = lambda answer: answer.json(429, {"detail": "8 event streams"})
+    api.answers[read] = lambda answer: (
+        answer.json(200, DONE) if made else answer.json(404, {"detail": "no runbook r-1"})
+    )
+
+    def answer_execute(answer: Answer) -> None:
+        status, body, headers = execute(api.asked(executed))
+        if status == 200:
+            made.append(True)
+        answer.json(status, body, **headers)
+
+    api.answers[executed] = answer_execute
+
+
+DONE = {"runbook": {**RUN, "status": "success", "exit_code": 0}, "health": None}
+
+
+def test_mdops_run_asks_again_when_its_first_call_finds_the_api_not_ready(invoke, api):
+    """The API restarts as mdops run starts: its first call, the look for the request id, gets a 503 (a
+    refused connection and a timeout alike). mdops asks again, says so, and runs it once."""
+    _a_run_that_succeeds_once_executed(api, lambda n: (200, DONE, {}))
+    read = "GET /api/ops/runbooks/r-1"
+    looked = api.answers[read]
+    api.answers[read] = lambda answer: (
+        answer.json(503, {"detail": "not synced"}) if api.asked(read) == 1 else looked(answer)
+    )
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "mdops: r-1: the API is not ready (503): not synced; asking again in 0.5 s (the same request id)\n"
+    )
+    assert api.asked("POST /api/ops/runbooks/execute") == 1
+
+
+def test_an_execute_past_the_tokens_rate_is_sent_again_when_the_api_says(invoke, api):
+    """A 429 with Retry-After (the token's rate): the API says when; mdops waits that long, says so, and
+    sends execute again with the same request id."""
+    rate = {"detail": "token 'admin' may create 1 per 1 second"}
+    _a_run_that_succeeds_once_executed(
+        api, lambda n: (429, rate, {"Retry_After": "1"}) if n == 1 else (200, DONE, {})
+    )
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"mdops: r-1: too many requests (429): {rate['detail']}; asking again in 1 s (the same request id)\n"
+    )
+    assert api.asked("POST /api/ops/runbooks/execute") == 2
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (429, {"detail": "token 'admin' may create 200 per 1 day"}, {"Retry_After": "86000"}),
+        (429, {"detail": "token 'admin' has 2 unfinished runbooks"}, {}),  # until one ends: hours, maybe
+        (409, {"detail": "request_id 'r-1' was used with other parameters"}, {}),
+        (422, {"detail": "timeout_seconds: too large"}, {}),
+    ],
+    ids=["429-a-day-away", "429-a-cap", "409", "422"],
+)
+def test_an_execute_refused_for_longer_than_mdops_waits_or_for_good_is_not_sent_again(invoke, api, refusal):
+    status, body, _ = refusal
+    _a_run_that_succeeds_once_executed(api, lambda n: refusal)
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == answer_error(status, body, "env").exit_code, result.output
+    assert result.stderr.count("\n") == 1 and body["detail"] in result.stderr
+    assert api.asked("POST /api/ops/runbooks/execute") == 1
 
 
 @pytest.mark.parametrize(
