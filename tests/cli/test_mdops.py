@@ -580,3 +580,60 @@ def test_a_run_whose_answer_is_lost_when_the_api_dies_runs_once_and_exits_with_i
     finally:
         kube.close()
     assert [rb["spec"]["requestId"] for rb in runbooks].count(rid) == 1
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+def test_mdops_run_started_while_the_api_is_down_waits_for_it_and_runs_once(stack, admin, files, how):
+    """The API is down as mdops run starts: SIGKILLed (its supervisor starts it again; a proxy in front,
+    cut until then, refuses mdops's connections whatever the restart takes), or SIGSTOPped (connections
+    are taken and not answered: each call times out). mdops asks again with the same request id, says so,
+    and once the API answers runs the runbook, once: the script's own witness has its lines once, and
+    there is one Runbook of that request id."""
+    rid = request_id()
+    (files / f"{rid}.go").touch()  # WRITER does not hold
+    witness = files / f"{rid}.lines"
+    api = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+    with Proxy(stack.api_url) as proxy:
+        user = behind(proxy, admin)
+        if how == "killed":
+            proxy.cut()
+            os.kill(api["pid"], signal.SIGKILL)
+        else:
+            os.kill(api["pid"], signal.SIGSTOP)
+        following = Following(user, "run", "restart", "--request-id", rid, "--request-timeout", "2")
+        try:
+            if how == "killed":
+                asked = lambda: proxy.refused >= 2 or following.process.poll() is not None  # noqa: E731
+                wait_until(asked, 30, "mdops to ask again while the API cannot be reached")
+                assert following.process.poll() is None, following.end()
+
+                def restarted() -> bool:
+                    entry = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+                    return entry["restarts"] == api["restarts"] + 1 and entry["state"] == "running"
+
+                wait_until(restarted, 30, "the supervisor to start the API again")
+                wait_until(
+                    lambda: answers_200(f"{stack.api_url}/readyz"), 60, "the restarted API to be ready"
+                )
+            else:  # its first call timed out, and mdops says that it asks again
+                said = following.process.stderr.readline()
+                assert said.startswith(
+                    f"mdops: {rid}: no answer from the API at http://127.0.0.1:{proxy.port}"
+                )
+                assert said.endswith("; asking again in 0.5 s (the same request id)\n")
+        finally:
+            proxy.resume()
+            if how == "stopped":
+                os.kill(api["pid"], signal.SIGCONT)
+        code, stderr = following.end()
+    assert code == 0, stderr
+    if how == "killed":
+        assert f"mdops: {rid}: cannot reach the API at http://127.0.0.1:{proxy.port}" in stderr
+        assert "asking again in 0.5 s (the same request id)" in stderr
+    assert lines(witness) == [f"line {i} of {rid}" for i in range(1, WRITTEN + 1)]  # the script ran once
+    kube = new_api_client(stack.cluster.kubeconfig)
+    try:
+        runbooks = Runbooks(kube, NAMESPACE).list()
+    finally:
+        kube.close()
+    assert [rb["spec"]["requestId"] for rb in runbooks].count(rid) == 1
