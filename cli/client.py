@@ -63,6 +63,7 @@ class Api:
         """The ``limit`` newest runs that pass ``filters`` (the list's query parameters), newest first, read
         a page at a time."""
         found: list[dict[str, Any]] = []
+        cursors: set[str] = set()
         cursor = None
         while len(found) < limit:
             params = {
@@ -75,6 +76,16 @@ class Api:
             cursor = page["next_cursor"]
             if cursor is None:
                 break
+            # The API's next page starts after the last run of this one: a page without runs, or a cursor
+            # given before, is another server's (or a broken one's), which would be asked for ever.
+            if not page["runbooks"] or cursor in cursors:
+                raise CliError(
+                    "the API's runs list gives a next page that does not go on (no runs, or a cursor given "
+                    "before)",
+                    Exit.API_FAILED,
+                    "is the URL the mdops API's?",
+                )
+            cursors.add(cursor)
         return found
 
     def runbook(self, request_id: str) -> dict[str, Any]:

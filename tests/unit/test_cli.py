@@ -212,6 +212,11 @@ RUN = {
     "logs": [{"level": "INFO", "message": "line 1"}],
 }
 RUNNING = ("runbook", {"runbook": RUN, "lines": RUN["logs"]})
+RUN_SUMMARY = {  # an entry of the runs list
+    **{key: RUN[key] for key in ("request_id", "name", "command", "status", "exit_code")},
+    "dry_run": False,
+    "enforce": False,
+}
 
 
 # -- errors and exit codes ------------------------------------------------------------------------
@@ -425,6 +430,21 @@ def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, 
     assert result.exit_code == Exit.API_FAILED
     assert result.stderr.startswith("mdops: unexpected error: KeyError: 'runbook'; hint: ")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "page",
+    [{"runbooks": [], "next_cursor": "c-1"}, {"runbooks": [RUN_SUMMARY], "next_cursor": "c-1"}],
+    ids=["empty-pages", "the-same-cursor"],
+)
+def test_runs_of_a_server_whose_pages_never_end_is_an_error_not_a_loop_without_end(api, page):
+    """A server (not the API, or a broken one) that answers the runs list with a next page for ever, empty
+    or at the same cursor: mdops runs stops at once with exit 70, rather than ask for ever."""
+    api.answers["GET /api/ops/runbooks"] = lambda answer: answer.json(200, page)
+    code, stderr = ended(mdops(api, "runs", "--limit", "500"), within=30)
+    assert code == Exit.API_FAILED, stderr
+    assert stderr.startswith("mdops: the API's runs list ") and stderr.count("\n") == 1
+    assert api.asked("GET /api/ops/runbooks") == (1 if not page["runbooks"] else 2)
 
 
 @pytest.mark.parametrize(
