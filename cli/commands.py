@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -138,6 +139,20 @@ class Output:
         click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
+class Seconds(click.FloatRange):
+    """Seconds, from ``least`` to a day. click's FloatRange takes nan (no comparison with it fails), and
+    inf without a maximum: the HTTP client and sleep would fail on them."""
+
+    def __init__(self, least: float):
+        super().__init__(min=least, max=86400.0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return seconds
+
+
 def verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``-v`` for the commands that follow a run: the command gets ``say`` (how the run is followed, with
     -v only) and ``warn`` (what could not be shown, and why a run waits: always), each a line on standard
@@ -179,7 +194,7 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--context", "context_name", metavar="NAME", help="Use this context of the config file.")
     @click.option(
         "--request-timeout",
-        type=click.FloatRange(min=0.1),
+        type=Seconds(0.1),
         default=60.0,
         show_default=True,
         metavar="SECONDS",
@@ -482,7 +497,7 @@ def schedules(api: Api, out: Output, slots: int) -> None:
 @click.option("-w", "--watch", "watching", is_flag=True, help="Refresh until interrupted (Ctrl-C).")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.5),
+    type=Seconds(0.5),
     default=5.0,
     show_default=True,
     metavar="SECONDS",

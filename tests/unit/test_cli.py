@@ -371,6 +371,16 @@ def test_a_usage_error_exits_64_not_a_runbooks_2(invoke, args):
     assert "Usage: mdops" in result.stderr
 
 
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e308", "-inf"])
+@pytest.mark.parametrize("option", [("status", "--request-timeout"), ("metrics", "--watch", "--interval")])
+def test_seconds_that_are_no_number_or_beyond_a_day_are_a_usage_error(invoke, option, seconds):
+    """click's FloatRange takes nan (no comparison with it fails) and, without a maximum, inf: the HTTP
+    client and sleep then failed (exit 70, "unexpected error")."""
+    result = invoke(*option, seconds, "--url", "http://127.0.0.1:1", "--token", SECRET)
+    assert result.exit_code == Exit.USAGE, result.output
+    assert f"Invalid value for '{option[-1]}'" in result.stderr
+
+
 def test_follow_without_waiting_is_a_usage_error_not_ignored(invoke):
     result = invoke(
         "run", "restart", "--no-wait", "--follow", "--url", "http://127.0.0.1:1", "--token", SECRET
