@@ -47,6 +47,17 @@ MEANINGS = {
     Exit.PIPE: "what read mdops's output (head, say) closed it first: mdops stopped, saying nothing",
 }
 RUNBOOK_CODES = ", ".join(str(int(code)) for code in ExitCode)
+# Control characters (C0 but tab, DEL, C1) in text from the API (a script's output, the API's messages,
+# which name what they were given): an escape sequence would act on the terminal that shows it (clear it,
+# set its title or clipboard), a line end would make two lines of one. They are shown escaped (\x1b).
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+DETAIL_CHARACTERS = 1000  # of the API's message in an error: the API's are far shorter; a broken server's
+
+
+def escaped(text: str) -> str:
+    """Text from the API as shown (a log line, a health report, a status message, an error, any field):
+    its control characters escaped."""
+    return CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def runbook_meaning(code: int) -> str:
@@ -93,7 +104,7 @@ class CliError(click.ClickException):
         self.retry_after = retry_after  # the seconds its Retry-After said, if any
 
     def line(self) -> str:
-        return f"mdops: {self.message}" + (f"; hint: {self.hint}" if self.hint else "")
+        return escaped(f"mdops: {self.message}" + (f"; hint: {self.hint}" if self.hint else ""))
 
     def show(self, file: Any = None) -> None:
         click.echo(self.line(), err=True, file=file)
@@ -141,6 +152,8 @@ def answer_error(status: int, body: Any, source: str, retry: float | None = None
     """The error for an API answer that is not a success (pure: status, body and Retry-After in, error
     out)."""
     detail = detail_of(body) or f"HTTP {status}"
+    if len(detail) > DETAIL_CHARACTERS:
+        detail = f"{detail[:DETAIL_CHARACTERS]}... ({len(detail) - DETAIL_CHARACTERS} more characters)"
     if status == 404 and not detail_of(body):  # the API's 404s all say what is missing: another server's
         return CliError(
             "not found (404) without the API's detail: not an answer of the mdops API",

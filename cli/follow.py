@@ -56,8 +56,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from cli.client import Api
-from cli.errors import CliError, Exit, interrupted
-from cli.render import escaped
+from cli.errors import CliError, Exit, escaped, interrupted
 from runbooks.contract import RunState, new_lines
 
 T = TypeVar("T")

@@ -6,14 +6,13 @@ terminal, never with ``NO_COLOR``) is Rich's business. ``-o json|yaml`` bypasses
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from cli.errors import runbook_meaning
+from cli.errors import escaped, runbook_meaning
 from runbooks.contract import RunState, parse_time
 
 STATUS_STYLES = {
@@ -23,15 +22,6 @@ STATUS_STYLES = {
     RunState.QUEUED: "yellow",
 }
 LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red"}
-# Control characters (C0 but tab, DEL, C1) in a script's output: an escape sequence would act on the
-# terminal that shows the log (clear it, set its title or clipboard). They are shown escaped (\x1b).
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
-def escaped(text: str) -> str:
-    """Text from the API as shown (a log line, a health report, a status message, any field): its control
-    characters escaped."""
-    return CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def _text(value: Any) -> str:

@@ -433,6 +433,19 @@ def test_an_empty_request_id_is_a_usage_error_not_the_runs_lists_path(invoke):
         assert "Invalid value for 'REQUEST_ID': the request id is empty" in result.stderr
 
 
+def test_an_apis_message_is_one_line_escaped_and_cut_not_sent_to_the_terminal_whole(invoke, api):
+    """The API's detail names what it was given (a request id with a line end, an escape sequence that
+    would set the terminal's title), or a broken server's is a megabyte long: the error is still one line,
+    its control characters shown escaped, the detail cut."""
+    detail = "no runbook 'a\nb\x1b]0;owned\x07'" + "x" * 1_000_000
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(404, {"detail": detail})
+    result = invoke("get", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == Exit.NOT_FOUND
+    assert result.stderr.startswith("mdops: not found (404): no runbook 'a\\nb\\x1b]0;owned\\x07'xxx")
+    assert result.stderr.count("\n") == 1 and len(result.stderr) < 2000
+    assert "(999" in result.stderr and " more characters)" in result.stderr
+
+
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
     """An answer of another shape (an older or newer API, another JSON service at the URL)."""
     api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, {})
