@@ -70,6 +70,8 @@ class Config:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
             return cls(path, ConfigFile())
+        except OSError as error:  # a path under a file, one mdops may not look at
+            raise CliError(f"cannot read the config file {path}: {error.strerror}", Exit.CONFIG) from error
         if mode & 0o077:
             raise CliError(
                 f"the config file {path} is open to others (mode {mode:04o}) and holds tokens: not used",
@@ -88,9 +90,14 @@ class Config:
             raise CliError(f"the config file {path} is malformed: {problems}", Exit.CONFIG) from error
 
     def save(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         text = yaml.safe_dump(self.dump(), sort_keys=False)
-        write_atomically(str(self.path), text, mode=0o600)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomically(str(self.path), text, mode=0o600)
+        except OSError as error:
+            raise CliError(
+                f"cannot write the config file {self.path}: {error.strerror}", Exit.CONFIG
+            ) from error
 
     def dump(self, redact: bool = False) -> dict:
         """The file's content; ``redact``: as shown, without tokens and the passwords of URLs."""

@@ -43,7 +43,10 @@ MEANINGS = {
     ),
     Exit.CONFLICT: "conflict (409): the request id was already used with other parameters",
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
-    Exit.CONFIG: "configuration: no API URL or token, an unknown context, or an unsafe config file",
+    Exit.CONFIG: (
+        "configuration: no API URL or token, an unknown context, or a config file unsafe, unreadable or "
+        "unwritable"
+    ),
     Exit.PIPE: "what read mdops's output (head, say) closed it first: mdops stopped, saying nothing",
 }
 RUNBOOK_CODES = ", ".join(str(int(code)) for code in ExitCode)

@@ -655,6 +655,38 @@ def test_a_token_outside_visible_ascii_is_refused_and_never_shown(invoke, api, c
     assert SECRET[:6] not in refused.stderr
 
 
+@pytest.mark.parametrize(
+    "args", [("status",), ("config", "view"), ("config", "set-context", "a", "--url", "http://api:8080")]
+)
+def test_a_config_file_where_none_can_be_is_a_configuration_error_not_an_unexpected_one(
+    invoke, tmp_path, args
+):
+    """$MDOPS_CONFIG under a file (a typo, a path meant for another tool): neither read nor written, exit
+    78 in words, not 70 as "an answer mdops does not understand"."""
+    (tmp_path / "file").write_text("")
+    result = invoke(*args, MDOPS_CONFIG=str(tmp_path / "file" / "config.yaml"))
+    assert result.exit_code == Exit.CONFIG, result.output
+    assert result.stderr.startswith("mdops: cannot read the config file ")
+    assert "Not a directory" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_config_file_that_cannot_be_written_is_a_configuration_error(invoke):
+    """/proc/self/ has no file of that name (read: no contexts yet) and takes none (written: refused)."""
+    result = invoke(
+        "config",
+        "set-context",
+        "a",
+        "--url",
+        "http://api:8080",
+        "--token",
+        SECRET,
+        MDOPS_CONFIG="/proc/self/m",
+    )
+    assert result.exit_code == Exit.CONFIG, result.output
+    assert result.stderr.startswith("mdops: cannot write the config file /proc/self/m: ")
+    assert result.stderr.count("\n") == 1 and SECRET not in result.stderr
+
+
 def test_a_malformed_config_file_is_refused_naming_the_problem(invoke, config_file):
     config_file.parent.mkdir()
     config_file.write_text("contexts:\n  local: {token: x}\n")
