@@ -18,7 +18,7 @@ import httpx
 from httpx_sse import EventSource, connect_sse
 
 from cli.config import Connection
-from cli.errors import CliError, Exit, answer_error, detail_of, retry_after
+from cli.errors import CliError, Exit, answer_error, detail_of
 
 CONNECT_TIMEOUT = 5.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
@@ -153,8 +153,7 @@ class Api:
             raise self.unreachable(error) from error
 
     def _refused(self, response: httpx.Response) -> CliError:
-        retry = retry_after(response.headers.get("Retry-After"))
-        return answer_error(response.status_code, _body(response), self.connection.source, retry)
+        return answer_error(response.status_code, _body(response), self.connection.source, response.headers)
 
     def _json(self, response: httpx.Response) -> Any:
         body = _body(response)

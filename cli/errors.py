@@ -9,6 +9,7 @@ as a shell reports a command that SIGPIPE ended, when what reads its output has 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
 
@@ -151,9 +152,18 @@ def retry_after(value: str | None) -> float | None:
     return float(value) if value is not None and value.strip().isdigit() else None
 
 
-def answer_error(status: int, body: Any, source: str, retry: float | None = None) -> CliError:
-    """The error for an API answer that is not a success (pure: status, body and Retry-After in, error
-    out)."""
+def answer_error(status: int, body: Any, source: str, headers: Mapping[str, str] | None = None) -> CliError:
+    """The error for an API answer that is not a success (pure: status, body and headers in, error out)."""
+    headers = headers or {}
+    if 300 <= status < 400:  # the API redirects nowhere: another server (https only, a sign-in page)
+        where = headers.get("Location", "nowhere said")
+        return CliError(
+            f"the server at the URL redirects ({status}) to {where}: not an answer of the mdops API",
+            Exit.API_FAILED,
+            f"is the URL the mdops API's? ({source})",
+            status,
+        )
+    retry = retry_after(headers.get("Retry-After"))
     detail = detail_of(body) or f"HTTP {status}"
     if len(detail) > DETAIL_CHARACTERS:
         detail = f"{detail[:DETAIL_CHARACTERS]}... ({len(detail) - DETAIL_CHARACTERS} more characters)"

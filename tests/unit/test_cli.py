@@ -261,6 +261,18 @@ def test_an_api_answer_becomes_an_exit_code_and_words(status, body, code, words)
     assert "\n" not in error.line()
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_another_servers_answer_not_a_failure_of_the_api_to_try_again(status):
+    """http:// to a server that wants https://, a proxy that sends to its sign-in page: the URL is not the
+    API's (exit 70), and the error says where it leads, not "the API failed ... try again later"."""
+    error = answer_error(status, None, "env", {"Location": "https://api.example/login"})
+    assert (error.exit_code, error.status) == (Exit.API_FAILED, status)
+    assert error.line() == (
+        f"mdops: the server at the URL redirects ({status}) to https://api.example/login: not an answer of "
+        "the mdops API; hint: is the URL the mdops API's? (env)"
+    )
+
+
 def test_mdops_codes_never_collide_with_a_runbooks():
     runbook_codes = {0, 1, 2, 3, 124, 125, 130}
     assert not runbook_codes & {int(code) for code in Exit}
