@@ -63,9 +63,15 @@ class Mdops(click.Group):
     """The top command: click's own failures get mdops's codes (usage: 64; Ctrl-C: 130), and so do those
     that no command expected (1 would read as a runbook's "failed"): a closed pipe 141, others 70."""
 
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+    def make_context(
+        self, info_name: str | None, args: list[str], *rest: Any, **kwargs: Any
+    ) -> click.Context:
         with _mdops_codes():
-            return super().make_context(*args, **kwargs)
+            for arg in args:
+                # Bytes that are not UTF-8 are kept by Python as surrogates, which no URL or JSON carries.
+                if not _utf_8(arg):
+                    raise click.UsageError(f"{arg!a} is not UTF-8 text: give it in UTF-8")
+            return super().make_context(info_name, args, *rest, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         with _mdops_codes():
@@ -84,6 +90,14 @@ class Mdops(click.Group):
                     Exit.API_FAILED,
                     "an answer mdops does not understand (is the URL the mdops API's?), or a bug in mdops",
                 ) from error
+
+
+def _utf_8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Console(Console):

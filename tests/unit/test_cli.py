@@ -393,6 +393,20 @@ def test_seconds_that_are_no_number_or_beyond_a_day_are_a_usage_error(invoke, op
     assert f"Invalid value for '{option[-1]}'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("get", "a\udcffb"), ("runs", "--who", "\udcff"), ("run", "restart", "--reason", "caf\udce9")],
+    ids=["request-id", "filter", "reason"],
+)
+def test_an_argument_that_is_not_utf_8_is_a_usage_error_not_an_unexpected_one(invoke, api, args):
+    """Bytes that are not UTF-8 (a Latin-1 terminal's \xe9, a file's): Python keeps them as surrogates,
+    which neither a URL nor JSON can carry. Refused before any request, exit 64."""
+    result = invoke(*args, "--url", api.url, "--token", SECRET)
+    assert result.exit_code == Exit.USAGE, result.output
+    assert "is not UTF-8 text" in result.stderr
+    assert api.requests == []
+
+
 def test_follow_without_waiting_is_a_usage_error_not_ignored(invoke):
     result = invoke(
         "run", "restart", "--no-wait", "--follow", "--url", "http://127.0.0.1:1", "--token", SECRET
