@@ -8,6 +8,7 @@ never in a URL or a message.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -143,8 +144,23 @@ class Api:
         )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer, read whole within the request timeout. httpx's timeouts are for each read: a server
+        (or proxy) that sends its answer a byte at a time, each within a read's timeout, would hold mdops
+        for as long as it likes (its headers still can)."""
+        deadline = time.monotonic() + self.timeout
         try:
-            return self.http.request(method, path, **kwargs)
+            with self.http.stream(method, path, **kwargs) as response:
+                raw = []
+                for chunk in response.iter_raw():
+                    raw.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("the answer came too slowly", request=response.request)
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                content=b"".join(raw),
+                request=response.request,
+            )
         except httpx.HTTPError as error:
             if (
                 self.http.is_closed

@@ -154,6 +154,22 @@ class Answer(BaseHTTPRequestHandler):
         except OSError:  # mdops is gone
             self.close_connection = True
 
+    def trickle(self, body) -> None:
+        """A JSON answer a byte at a time, 0.1 s apart: each byte comes well within a read's timeout."""
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for byte in data:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                if self.server.closing.wait(0.1):
+                    break
+        except OSError:  # mdops is gone
+            self.close_connection = True
+
     def hold(self) -> None:
         """No answer (or no more of it) until the test ends: a frozen API, a proxy waiting for it."""
         self.server.closing.wait()
@@ -470,6 +486,19 @@ def test_an_apis_message_is_one_line_escaped_and_cut_not_sent_to_the_terminal_wh
     assert result.stderr.startswith("mdops: not found (404): no runbook 'a\\nb\\x1b]0;owned\\x07'xxx")
     assert result.stderr.count("\n") == 1 and len(result.stderr) < 2000
     assert "(999" in result.stderr and " more characters)" in result.stderr
+
+
+def test_an_answer_sent_a_little_at_a_time_is_given_up_within_the_request_timeout(api):
+    """--request-timeout is how long mdops waits for an answer, not for each part of it: a server (or a
+    proxy) that trickles its answer, each byte within a read's timeout, took 80 s of a 2 s timeout."""
+    api.answers["GET /api/ops/status"] = lambda answer: answer.trickle(
+        {"environment_mode": "live" + " " * 40}
+    )
+    started = time.monotonic()
+    code, stderr = ended(mdops(api, "status"), within=30)
+    assert (code, stderr.count("\n")) == (Exit.UNAVAILABLE, 1), stderr
+    assert stderr.startswith(f"mdops: no answer from the API at {api.url} within 0.2 s (ReadTimeout)")
+    assert time.monotonic() - started < 4  # the answer takes 6 s
 
 
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
