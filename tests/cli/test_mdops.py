@@ -535,6 +535,28 @@ def test_logs_followed_by_polling_wait_for_an_api_that_stops_answering(stack, ad
     assert "asking again in" in stderr
 
 
+def wait_for_the_restarted_api(stack, api: dict) -> None:
+    """Until the supervisor has started the API again after ``api`` (its record then), and it is ready."""
+
+    def restarted() -> bool:
+        entry = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
+        return entry["restarts"] == api["restarts"] + 1 and entry["state"] == "running"
+
+    wait_until(restarted, 30, "the supervisor to start the API again")
+    wait_until(lambda: answers_200(f"{stack.api_url}/readyz"), 60, "the restarted API to be ready")
+
+
+def assert_ran_once(stack, files: Path, rid: str) -> None:
+    """WRITER ran once for ``rid`` (its own witness has each line once), and one Runbook has that id."""
+    assert lines(files / f"{rid}.lines") == [f"line {i} of {rid}" for i in range(1, WRITTEN + 1)]
+    kube = new_api_client(stack.cluster.kubeconfig)
+    try:
+        runbooks = Runbooks(kube, NAMESPACE).list()
+    finally:
+        kube.close()
+    assert [rb["spec"]["requestId"] for rb in runbooks].count(rid) == 1
+
+
 @pytest.mark.parametrize("polled", [False, True], ids=["streamed", "polled"])
 def test_a_run_whose_answer_is_lost_when_the_api_dies_runs_once_and_exits_with_its_code(
     stack, admin, files, polled
@@ -557,13 +579,8 @@ def test_a_run_whose_answer_is_lost_when_the_api_dies_runs_once_and_exits_with_i
         proxy.cut()
         os.kill(api["pid"], signal.SIGKILL)
 
-        def restarted() -> bool:
-            entry = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
-            return entry["restarts"] == api["restarts"] + 1 and entry["state"] == "running"
-
-        wait_until(restarted, 30, "the supervisor to start the API again")
         # Ready before the proxy lets mdops through: the proxy connects to the API as it accepts.
-        wait_until(lambda: answers_200(f"{stack.api_url}/readyz"), 60, "the restarted API to be ready")
+        wait_for_the_restarted_api(stack, api)
         asked = lambda: proxy.refused >= 2 or following.process.poll() is not None  # noqa: E731
         wait_until(asked, 30, "mdops to ask again while the API cannot be reached")
         assert following.process.poll() is None, following.end()
@@ -573,13 +590,7 @@ def test_a_run_whose_answer_is_lost_when_the_api_dies_runs_once_and_exits_with_i
     assert code == 0, stderr
     assert f"mdops: {rid}: cannot reach the API at http://127.0.0.1:{proxy.port}" in stderr
     assert "asking again in 0.5 s" in stderr
-    assert lines(witness) == [f"line {i} of {rid}" for i in range(1, WRITTEN + 1)]  # the script ran once
-    kube = new_api_client(stack.cluster.kubeconfig)
-    try:
-        runbooks = Runbooks(kube, NAMESPACE).list()
-    finally:
-        kube.close()
-    assert [rb["spec"]["requestId"] for rb in runbooks].count(rid) == 1
+    assert_ran_once(stack, files, rid)
 
 
 @pytest.mark.parametrize("how", ["killed", "stopped"])
@@ -591,7 +602,6 @@ def test_mdops_run_started_while_the_api_is_down_waits_for_it_and_runs_once(stac
     there is one Runbook of that request id."""
     rid = request_id()
     (files / f"{rid}.go").touch()  # WRITER does not hold
-    witness = files / f"{rid}.lines"
     api = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
     with Proxy(stack.api_url) as proxy:
         user = behind(proxy, admin)
@@ -606,15 +616,7 @@ def test_mdops_run_started_while_the_api_is_down_waits_for_it_and_runs_once(stac
                 asked = lambda: proxy.refused >= 2 or following.process.poll() is not None  # noqa: E731
                 wait_until(asked, 30, "mdops to ask again while the API cannot be reached")
                 assert following.process.poll() is None, following.end()
-
-                def restarted() -> bool:
-                    entry = json.loads((stack.workdir / RECORD).read_text())["components"]["api"]
-                    return entry["restarts"] == api["restarts"] + 1 and entry["state"] == "running"
-
-                wait_until(restarted, 30, "the supervisor to start the API again")
-                wait_until(
-                    lambda: answers_200(f"{stack.api_url}/readyz"), 60, "the restarted API to be ready"
-                )
+                wait_for_the_restarted_api(stack, api)
             else:  # its first call timed out, and mdops says that it asks again
                 said = following.process.stderr.readline()
                 assert said.startswith(
@@ -630,10 +632,4 @@ def test_mdops_run_started_while_the_api_is_down_waits_for_it_and_runs_once(stac
     if how == "killed":
         assert f"mdops: {rid}: cannot reach the API at http://127.0.0.1:{proxy.port}" in stderr
         assert "asking again in 0.5 s (the same request id)" in stderr
-    assert lines(witness) == [f"line {i} of {rid}" for i in range(1, WRITTEN + 1)]  # the script ran once
-    kube = new_api_client(stack.cluster.kubeconfig)
-    try:
-        runbooks = Runbooks(kube, NAMESPACE).list()
-    finally:
-        kube.close()
-    assert [rb["spec"]["requestId"] for rb in runbooks].count(rid) == 1
+    assert_ran_once(stack, files, rid)
