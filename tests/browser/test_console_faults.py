@@ -631,3 +631,28 @@ def test_lines_a_run_wrote_faster_than_its_status_keeps_them_are_said_missing(pa
         if "gap" not in (before, after):
             assert int(after.split()[1]) == int(before.split()[1]) + 1, shown
     assert len(shown) == len(set(shown)) + shown.count("gap") - 1, shown  # each line once
+
+
+def test_the_new_lines_of_a_status_are_found_wherever_the_box_began(page, stack):
+    """``after`` (run.js), pure: the status keeps a run's last 50 lines; a box may have begun after them (its
+    first lines came from the live updates) or within them, and only the status' lines past the box's last
+    are new. A box that began at line 9 once got lines 1 to 40 again at the run's next change."""
+    page.goto("/console/")
+    found = page.evaluate(
+        """async (cases) => {
+            const { after } = await import("/console/js/run.js");
+            const lines = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => ({
+                time: `2026-12-05T08:00:${String(a + i).padStart(2, "0")}.000Z`, level: "INFO",
+                message: `line ${a + i}` }));
+            return cases.map(([a, b, c, d]) => after(lines(a, b), lines(c, d)).map((l) => l.message));
+        }""",
+        [[9, 37, 1, 40], [1, 60, 21, 70], [1, 5, 1, 5], [1, 5, 8, 9], [3, 3, 1, 4], [1, 0, 1, 2]],
+    )
+    assert found == [
+        ["line 38", "line 39", "line 40"],  # the box began within the status' lines
+        [f"line {n}" for n in range(61, 71)],  # the status began within the box's
+        [],  # nothing new
+        ["line 8", "line 9"],  # nothing shared: all of it (the caller marks a gap)
+        ["line 4"],
+        ["line 1", "line 2"],  # an empty box
+    ]

@@ -49,12 +49,16 @@ function gate(health) {
   return el("p", { class: verdict.passed ? "gate passed" : "gate failed" }, `${text} (${verdict.enforced ? "enforced" : "not enforced"}).`);
 }
 
-// The lines of `more` that `old` does not end with: both are the last lines of one growing log, so `more`
-// starts with a tail of `old` (the longest that matches is what they share), or shares none of it.
+// The lines of `more` after those `old` ends with: both are last lines of one growing log, `more` the
+// later. `more` may begin within `old` (the status keeps the last 50 lines) or before it (a box whose first
+// lines came with the live updates, after a read that had none): the lines they share end `old`, and are
+// found where they end in `more`, the latest such place that shares the most. None shared: all of `more`.
 const same = (a, b) => a.time === b.time && a.level === b.level && a.message === b.message;
-function after(old, more) {
-  for (let start = Math.max(0, old.length - more.length); start < old.length; start++) {
-    if (old.slice(start).every((line, i) => same(line, more[i]))) return more.slice(old.length - start);
+export function after(old, more) {
+  for (let end = more.length; end > 0; end--) {
+    const shared = Math.min(end, old.length);
+    const tail = old.slice(old.length - shared);
+    if (shared && tail.every((line, i) => same(line, more[end - shared + i]))) return more.slice(end);
   }
   return more;
 }
