@@ -102,9 +102,6 @@ def plan(
     unfinished = [run.name for run in runs if not run.finished]
     due = schedule.due(spec, last_slot, now, zone, calendar, active=bool(unfinished))
     missed, skipped = due.missed, due.skipped
-    while not due.complete:  # a long outage: caught up in bounded steps, none of them run late
-        due = schedule.due(spec, due.last_slot, now, zone, calendar, active=bool(unfinished))
-        missed, skipped = missed + due.missed, skipped + due.skipped
 
     if due.run is not None:
         step.create = schedule.slot_runbook(name, spec, due.run)
