@@ -19,6 +19,7 @@ import signal
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -27,9 +28,9 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster import pki
-from devcluster.processes import wait_until
+from devcluster.processes import answers_200, free_port, wait_until
 from runbooks import crd, keys, schedule
-from runbooks.contract import parse_time
+from runbooks.contract import format_time, parse_time
 from tests.runbook_client import HOLD, Runbooks, lines, wait_events, wait_for_one_acting, write_script
 
 EVERY = 5  # seconds between slots
@@ -37,6 +38,7 @@ DEADLINE = 4  # startingDeadlineSeconds
 # What a slot's creationTimestamp may exceed the deadline by: it is in whole seconds, and on a loaded machine
 # the create itself takes a moment after the controller looked at its clock.
 LANDING = 2
+LIVENESS_TIMEOUT = 5  # the chart's livenessProbe timeoutSeconds
 WITNESSED = 'echo "$MDOPS_REQUEST_ID" >> "$WITNESS"\n'
 
 
@@ -489,3 +491,34 @@ def test_a_trigger_changed_has_its_slots_from_the_change_none_missed_before_it(
     stop_and_check(rbs, schedules, "changed", witness)
     status = schedules.status("changed")
     assert (status["missedSlots"], status["schedule"]) == (0, f"every {EVERY}s")
+
+
+def test_a_schedule_years_behind_is_caught_up_while_the_controller_answers_its_liveness_probe(
+    start_controller, controller_env, schedules
+):
+    """A schedule whose lastSlot is five years back (a status restored from an old backup, a controller
+    long down): every 5 s, 31.5 million slots, all missed while it is suspended. Its look counts them, and
+    kopf's /healthz answers within the chart's probe timeout all along. Walked slot by slot on kopf's
+    event loop, that look held the loop for minutes: no Runbook admitted, no status written, no probe
+    answered, and a kubelet would restart the controller to walk them again."""
+    port = free_port()
+    start_controller(**controller_env, MDOPS_LIVENESS_PORT=str(port))
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    wait_until(lambda: answers_200(healthz), 30, "the liveness endpoint")
+    schedules.create("behind", suspend=True)
+    wait_until(lambda: schedules.status("behind").get("lastSlot"), 30, "the first look")
+    behind = (int(time.time()) - 5 * 365 * 86400) // EVERY * EVERY
+    last_slot = format_time(datetime.datetime.fromtimestamp(behind, datetime.UTC))
+    patched = schedules.custom.patch_namespaced_custom_object_status(
+        *schedules._args(), "behind", {"status": {"lastSlot": last_slot}}
+    )
+
+    def caught_up():
+        with urllib.request.urlopen(healthz, timeout=LIVENESS_TIMEOUT) as response:  # raises if held
+            assert response.status == 200
+        status = schedules.status("behind")
+        return parse_time(status["lastSlot"]).timestamp() > behind + 86400 and status
+
+    status = wait_until(caught_up, 30, "the look that catches up")
+    slots = (parse_time(status["lastSlot"]).timestamp() - behind) // EVERY
+    assert status["missedSlots"] == patched["status"].get("missedSlots", 0) + slots
