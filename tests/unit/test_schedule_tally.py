@@ -157,3 +157,13 @@ def test_a_year_behind_is_caught_up_in_one_look_that_does_not_hold_the_event_loo
     assert step.create is not None and step.status.last_slot == format_time(at("2026-12-07 10:00"))
     counted = step.status.missed_slots + step.status.skipped_slots + 1
     assert counted == (365 * 86400 // 5 if "every" in trigger else 365 * 1440)
+
+
+@pytest.mark.parametrize("cron", ["*/10 * * * *", "30 0 * * *", "0 23 * * *"])
+@pytest.mark.parametrize(
+    ("after", "until"), [("2026-04-03 12:00", "2026-04-06 12:00"), ("2026-09-04", "2026-09-08")]
+)
+def test_counted_as_walked_where_midnight_is_skipped_or_repeated(cron, after, until):
+    """Santiago changes at midnight: on 2026-04-05 00:00 back to 23:00 (the 4th has 25 hours), on
+    2026-09-06 forward to 01:00 (the 6th begins at 01:00)."""
+    _compare({"cron": cron, "timeZone": "America/Santiago"}, at(after), at(until), None)
