@@ -7,7 +7,8 @@ seen, and where it stands. Finished Runbooks are not in the watch at all (its fi
 The dispatcher is driven by events (a watch event, the end of a step), never by polling:
 
 - each new Runbook is admitted (:meth:`controller.runs.Runs.admit`: the ledger claim, then the gate of
-  policies and approvals), a few at a time, oldest first, those the gate held before after the others
+  policies and approvals), a few at a time, oldest first, once kopf's listing of the Runbooks has been seen
+  whole (:meth:`Dispatcher.listing_ended`), those the gate held before after the others
   (:attr:`Entry.admission`); a duplicate is settled there or parked until its
   original has finished; one beyond the namespace's cap of unfinished Runbooks fails instead
   (:mod:`controller.quota`); one the gate holds leaves its lane, holding nothing, and is admitted again
@@ -237,6 +238,11 @@ class Dispatcher:
         self.admitting = 0
         self.last_arrival = 0
         self.paused = False
+        # Nothing is admitted until every Runbook of kopf's listing (as it starts, as it resumes) was seen:
+        # the runs let in before must be counted (:class:`Cap`) and queued ahead of newer ones first.
+        self.listed = False
+        self.seen: set[str] = set()  # the uids seen meanwhile
+        self.unseen: set[str] | None = None  # those of the listing not seen yet (None: not listed yet)
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
         self.sweep: asyncio.TimerHandle | None = None  # the next sweep of settled entries
@@ -261,9 +267,14 @@ class Dispatcher:
     # -- the watch --------------------------------------------------------------------------------
     def observe(self, kind: str | None, body: dict[str, Any]) -> None:
         """A watch event of a Runbook (``kind`` None: listed)."""
+        meta = body["metadata"]
+        if not self.listed:
+            self.seen.add(meta["uid"])
+            if self.unseen is not None:
+                self.unseen.discard(meta["uid"])
+                self._admit_once_listed()
         if self.paused:
             return  # events that sneaked in as kopf paused; the watch lists everything again on resume
-        meta = body["metadata"]
         entry = self.entries.get(meta["uid"])
         if kind == "DELETED":
             if entry is not None:
@@ -284,6 +295,22 @@ class Dispatcher:
                 self._lane(entry).add(entry)
                 self.dirty.add(entry.target)
             heapq.heappush(self.fresh, (entry.admission, entry.uid))
+            self.wake()
+
+    def listing_ended(self, uids: set[str]) -> None:
+        """kopf listed the Runbooks ``uids``. kopf hands each to a worker of its own, which brings it here
+        when it gets to it, in no set order: a new Runbook listed first (by name) was admitted before the
+        runs let in before a restart were seen, and let in beyond the cap. Admission begins once each listed
+        Runbook has been seen (a listing after it began, after a watch that could not resume, changes
+        nothing)."""
+        if self.paused or self.listed:
+            return
+        self.unseen = uids - self.seen
+        self._admit_once_listed()
+
+    def _admit_once_listed(self) -> None:
+        if self.unseen is not None and not self.unseen:
+            self.listed, self.seen, self.unseen = True, set(), None
             self.wake()
 
     def _left(self, entry: Entry) -> None:
@@ -342,6 +369,7 @@ class Dispatcher:
             return
         log.info("pausing (kopf pauses or stops the operator): runs going on are left as they are")
         self.paused = True
+        self.listed, self.seen, self.unseen = False, set(), None  # the watch lists everything again
         self.stopping.set()
         self.runs.services.lock.forget()  # the active replica writes the Leases meanwhile
         self.entries.clear()
@@ -379,7 +407,7 @@ class Dispatcher:
         return uid not in self.tasks and uid not in self.showing
 
     def _dispatch(self) -> None:
-        while self.fresh and self.admitting < ADMISSIONS:
+        while self.listed and self.fresh and self.admitting < ADMISSIONS:
             _, uid = heapq.heappop(self.fresh)
             entry = self.entries.get(uid)
             if entry is not None and entry.stage is Stage.NEW and self._idle(uid):

@@ -17,12 +17,12 @@ import functools
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
-from kopf._cogs.clients import scanning
+from kopf._cogs.clients import scanning, watching
 from kopf._cogs.structs import references
 from kopf._core.engines import daemons
 from kopf._core.reactor import observation
@@ -135,6 +135,45 @@ PAUSES = Pauses()
 daemons.daemon_killer = PAUSES.wrap(daemons.daemon_killer)
 
 
+class Listings:
+    """The end of each of kopf's listings of the Runbooks, told to the dispatcher with the uids it listed.
+
+    kopf lists the Runbooks as it starts and as it resumes, then watches them; it hands each listed Runbook
+    to a worker of its own, which calls the event handler when it gets to it, in no set order, and no handler
+    is told when the listing is over. Its watcher's stream says so (kopf's ``LISTED`` bookmark, which it
+    keeps for its indexes: the controller has none); wrapped here, it tells
+    :meth:`controller.dispatcher.Dispatcher.listing_ended`, which admits nothing before. By then every
+    listed Runbook is in the backlog of its worker. kopf is pinned exactly; the cap's restart tests
+    (tests/cluster/test_gate.py) guard this: without the wrap nothing would ever be admitted."""
+
+    def __init__(self) -> None:
+        self.ended: Callable[[set[str]], None] = lambda uids: None
+
+    def wrap(self, watch: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        @functools.wraps(watch)
+        def infinite_watch(*, resource: references.Resource, **options: Any) -> AsyncIterator[Any]:
+            stream = watch(resource=resource, **options)
+            if (resource.group, resource.plural) != (keys.GROUP, keys.PLURAL):
+                return stream
+            return self._follow(stream)
+
+        return infinite_watch
+
+    async def _follow(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        listed: set[str] = set()
+        async for event in stream:
+            if event is watching.Bookmark.LISTED:
+                self.ended(listed)
+                listed = set()
+            elif isinstance(event, dict) and event.get("type") is None:  # listed, not watched
+                listed.add(event["object"]["metadata"]["uid"])
+            yield event
+
+
+LISTINGS = Listings()
+watching.infinite_watch = LISTINGS.wrap(watching.infinite_watch)
+
+
 INSIGHTS = references.Insights()  # what kopf serves, handed to it by kopf.run(): see rediscover()
 
 
@@ -220,6 +259,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
     runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))
     dispatcher = Dispatcher(runs, config)
+    LISTINGS.ended = dispatcher.listing_ended
     PAUSES.on_exit = dispatcher.pause
     memo.api, memo.dispatcher, memo.executor, memo.events = api, dispatcher, executor, events
     memo.tasks = [

@@ -9,6 +9,7 @@ What counts is what each run's script wrote to its own witness file, never the c
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import signal
@@ -268,6 +269,17 @@ def test_a_restarted_controller_resumes_held_runs_keeps_the_deadline_and_runs_ea
     assert gate_counts(second)[("failback", "expired")] == 1
 
 
+def held_when_killed(start_controller, gate, rbs: Runbooks, held: list[str], **settings: str) -> None:
+    """Health checks ``held`` by a freeze (each claimed its request id), then their controller killed."""
+    first = start_controller("first", **settings)
+    gate.policy("freeze", rule("checks", ["health_check"], blackouts=[blackout(3600)]))
+    for name in held:
+        rbs.create(name, command="health_check")
+    for name in held:
+        wait_reason(rbs, name, "Queued", "OutsideChangeWindow")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+
+
 def test_a_controller_restarted_with_a_lower_cap_keeps_the_runs_it_held_and_refuses_a_new_one(
     start_controller, gate, rbs, scripts, witness
 ):
@@ -276,13 +288,7 @@ def test_a_controller_restarted_with_a_lower_cap_keeps_the_runs_it_held_and_refu
     admits a new Runbook before them (runs held before come last), and it refuses that one: the namespace
     is over its cap. Ended, the freeze lets the three run, once each."""
     held = ["held-1", "held-2", "held-3"]
-    first = start_controller("first", **scripts)
-    gate.policy("freeze", rule("checks", ["health_check"], blackouts=[blackout(3600)]))
-    for name in held:
-        rbs.create(name, command="health_check")
-    for name in held:
-        wait_reason(rbs, name, "Queued", "OutsideChangeWindow")
-    os.kill(first.process.popen.pid, signal.SIGKILL)
+    held_when_killed(start_controller, gate, rbs, held, **scripts)
     start_controller("second", **scripts, MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")
     rbs.create("over", command="health_check")
     assert reason(rbs.wait_finished("over", timeout=60)) == "QuotaExceeded"
@@ -294,6 +300,51 @@ def test_a_controller_restarted_with_a_lower_cap_keeps_the_runs_it_held_and_refu
     assert sorted(witness()) == held and all(len(times) == 1 for times in witness().values())
 
 
+def test_a_restarted_controller_counts_the_runs_let_in_before_it_admits_one_listed_ahead_of_them(
+    start_controller, gate, rbs, scripts, tmp_path
+):
+    """A cap of three, three runs a freeze holds (let in). A Runbook created while no controller runs, its
+    name listed first, came before the restarted controller had seen the held ones: it was let in too, and
+    at the freeze's end four ran at once. The scripts' own start and end times are the witness."""
+    spans, release = tmp_path / "spans.log", tmp_path / "release"
+    span = 'echo "$MDOPS_REQUEST_ID start $(date +%s.%N)" >> "$SPANS"\n'
+    write_script(tmp_path / "scripts", "health_check", span + HOLD + span.replace("start", "end"))
+    env = {**json.loads(scripts["MDOPS_SCRIPT_ENV"]), "SPANS": str(spans), "RELEASE": str(release)}
+    settings = {**scripts, "MDOPS_SCRIPT_ENV": json.dumps(env), "MDOPS_MAX_UNFINISHED_PER_NAMESPACE": "3"}
+    held = ["held-1", "held-2", "held-3"]
+    held_when_killed(start_controller, gate, rbs, held, **settings)
+    rbs.create("a-new", command="health_check")  # listed before the held runs
+    second = start_controller("second", **settings)
+    wait_until(
+        lambda: (
+            (rbs.condition("a-new", "Succeeded") or {}).get("reason")
+            in ("OutsideChangeWindow", "QuotaExceeded")
+        ),
+        60,
+        "the new Runbook let in or refused",
+        [second.process],
+    )
+
+    def started() -> set[str]:
+        return {line.split()[0] for line in lines(spans) if line.split()[1] == "start"}
+
+    gate.delete_policy("freeze")
+    wait_until(
+        lambda: set(held) <= started() and ("a-new" in started() or rbs.get("a-new")["status"].get("result")),
+        60,
+        "every run let in to start",
+        [second.process],
+    )
+    release.touch()
+    for name in held:
+        assert rbs.wait_finished(name, timeout=60)["status"]["result"] == "success"
+    changes = sorted(
+        (float(at), 1 if kind == "start" else -1) for _, kind, at in map(str.split, lines(spans))
+    )
+    at_once = max(itertools.accumulate(change for _, change in changes))
+    assert (at_once, reason(rbs.wait_finished("a-new"))) == (3, "QuotaExceeded"), lines(spans)
+
+
 def test_a_deleted_runbook_is_never_refused_by_the_cap_and_goes_away(
     start_controller, gate, rbs, scripts, witness
 ):
@@ -301,11 +352,7 @@ def test_a_deleted_runbook_is_never_refused_by_the_cap_and_goes_away(
     removed) leaves it Terminating with no claim in the ledger. The next controller, its namespace at the
     cap, must still remove the finalizer: a cap's refusal would finish it as QuotaExceeded, out of the
     watch, Terminating for ever."""
-    first = start_controller("first", **scripts)
-    gate.policy("freeze", rule("checks", ["health_check"], blackouts=[blackout(3600)]))
-    rbs.create("held-1", command="health_check")
-    wait_reason(rbs, "held-1", "Queued", "OutsideChangeWindow")
-    os.kill(first.process.popen.pid, signal.SIGKILL)
+    held_when_killed(start_controller, gate, rbs, ["held-1"], **scripts)
     rbs.create("withdrawn", command="drill")  # listed after held-1 (by name): held-1 fills the cap first
     rbs.set_finalizers("withdrawn", [keys.FINALIZER])
     rbs.delete("withdrawn")

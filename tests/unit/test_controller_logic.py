@@ -419,6 +419,7 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
     async def scenario() -> None:
         scripted = ScriptedRuns()
         dispatcher = Dispatcher(scripted, SETTINGS)
+        dispatcher.listing_ended(set())  # kopf listed none: the Runbooks come as they are made
         loop = asyncio.create_task(dispatcher.run())
         try:
             dispatcher.observe(None, failover("first"))
@@ -473,6 +474,7 @@ def test_a_burst_on_one_target_runs_one_at_a_time_in_order_whatever_its_writes_a
     async def scenario() -> None:
         scripted = RandomRuns()
         dispatcher = Dispatcher(scripted, SETTINGS)
+        dispatcher.listing_ended(set())  # kopf listed none: the Runbooks come as they are made
         loop = asyncio.create_task(dispatcher.run())
         try:
             for i, name in enumerate(names):
@@ -515,6 +517,7 @@ def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again(
     async def scenario() -> None:
         scripted = ScriptedRuns()
         dispatcher = Dispatcher(scripted, SETTINGS)
+        dispatcher.listing_ended(set())  # kopf listed none: the Runbooks come as they are made
         loop = asyncio.create_task(dispatcher.run())
         try:
             dispatcher.observe(None, failover("older", "2026-12-03T08:00:00Z"))
@@ -560,6 +563,7 @@ def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or
         for name in held:  # as a restarted controller's watch lists them
             dispatcher.observe(None, {**check(name, "2026-12-05T01:00:00Z"), "status": frozen})
         dispatcher.observe(None, check("new", "2026-12-05T02:00:00Z"))
+        dispatcher.listing_ended({f"uid-{name}" for name in [*held, "new"]})
         loop = asyncio.create_task(dispatcher.run())
         try:
             await until(lambda: len(dispatcher.held) == len(held), "every held run looked at")
@@ -573,6 +577,43 @@ def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or
             await until(lambda: len(dispatcher.held) == len(held), "every held run looked at again")
         finally:
             loop.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_nothing_is_admitted_before_every_runbook_of_kopfs_listing_was_seen_as_it_starts_and_resumes():
+    """kopf hands each listed Runbook to a worker of its own, which brings it in no set order: a new
+    Runbook listed first (by name) was admitted before the runs let in before a restart were seen, so
+    before the cap counted them. Admission waits for the listing's end and each Runbook it listed; after
+    a pause (another replica acted), for the next listing."""
+    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None, lock=types.SimpleNamespace(forget=lambda: None))
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            return runs.Next(runs.Outcome.HELD, 3600)
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(ScriptedRuns(), SETTINGS)
+        dispatcher.observe(None, failover("a-new"))
+        dispatcher._dispatch()
+        dispatcher.listing_ended({"uid-a-new", "uid-held"})
+        dispatcher._dispatch()
+        assert not dispatcher.tasks  # held is listed, not seen yet
+        dispatcher.observe(None, {**failover("held"), "status": frozen})
+        assert dispatcher.cap.let_in == {"uid-held"}
+        dispatcher._dispatch()
+        assert set(dispatcher.tasks) == {"uid-a-new", "uid-held"}
+
+        dispatcher.pause()
+        dispatcher.resume()
+        dispatcher.observe(None, failover("b-new"))
+        dispatcher._dispatch()
+        assert set(dispatcher.tasks) == {"uid-a-new", "uid-held"}  # those before the pause
+        dispatcher.listing_ended({"uid-b-new"})
+        dispatcher._dispatch()
+        assert "uid-b-new" in dispatcher.tasks
 
     asyncio.run(scenario())
 
