@@ -89,6 +89,11 @@ class Entry:
         return self.annotations.get(keys.REQUEST, request) != request
 
     @property
+    def held(self) -> bool:
+        """Whether the gate held its Runbook, which had no finalizer then and has not started since."""
+        return keys.HELD in self.annotations
+
+    @property
     def recorded(self) -> bool:
         """Whether the entry's Lease exists (was read or written), not only claimed in a dying namespace."""
         return bool(self.version)
@@ -165,6 +170,18 @@ class Ledger:
             }
 
         return await self._update(entry, namespace, record)
+
+    async def hold(self, entry: Entry, namespace: str, held: bool) -> Entry:
+        """Say in the entry whether the gate holds its run, which never started (``held``), or no more (its
+        run may start). A held run has no finalizer: deleted while no controller runs, it goes at once,
+        and a Runbook that meets its claim frees it (:meth:`controller.runs.Runs.admit`). No write when the
+        entry says so already."""
+
+        def mark(annotations: dict[str, str]) -> dict[str, str]:
+            kept = {key: value for key, value in annotations.items() if key != keys.HELD}
+            return {**kept, keys.HELD: "true"} if held else kept
+
+        return await self._update(entry, namespace, mark)
 
     async def note_duplicate(self, entry: Entry, namespace: str, uid: str) -> None:
         """Remember a duplicate of the entry: while it exists, the trimmer keeps the entry."""

@@ -261,6 +261,16 @@ class Runs:
         claim = entry.claim or await self.services.ledger.claim(
             entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq, request
         )
+        if (
+            claim.uid != entry.uid
+            and claim.held
+            and not in_view(claim.uid)
+            and await self._earlier(claim) is None
+        ):
+            # The gate held that Runbook, and it was deleted while no controller ran (it had no finalizer:
+            # it went at once): it never ran, and its request id is free.
+            await self.services.ledger.release(claim, entry.namespace)
+            return await self.admit(entry, in_view)
         if claim.uid != entry.uid and claim.other_request(request):  # never shown another request's result
             message = other_parameters(entry.request_id, claim.runbook)
             refused = failure(ExitCode.INVALID_ARGUMENTS, message)
@@ -280,9 +290,8 @@ class Runs:
             return await self.settle_duplicate(entry, claim)
         if in_view(claim.uid):  # the original runs (or waits) here: wait for its result, holding nothing
             return await self._park(entry, claim)
-        earlier_ns, _, earlier_name = claim.runbook.partition("/")
-        earlier = await self.services.kube.get_runbook(earlier_ns, earlier_name)
-        if earlier is None or earlier["metadata"]["uid"] != claim.uid:
+        earlier = await self._earlier(claim)
+        if earlier is None:
             cancelled = failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
             return await self.settle_duplicate(entry, claim, cancelled)
         status = RunbookStatus.read(earlier.get("status") or {})
@@ -290,6 +299,12 @@ class Runs:
             claim = await self.services.ledger.finish(claim, entry.namespace, status.to_k8s())
             return await self.settle_duplicate(entry, claim)
         return await self._park(entry, claim)  # it comes into view soon
+
+    async def _earlier(self, claim: ledger.Entry) -> dict[str, Any] | None:
+        """The Runbook that made ``claim``; None if it is gone."""
+        namespace, _, name = claim.runbook.partition("/")
+        earlier = await self.services.kube.get_runbook(namespace, name)
+        return earlier if earlier is not None and earlier["metadata"]["uid"] == claim.uid else None
 
     # -- 1b. the gate: change windows and four eyes ---------------------------------------------
     async def gate(self, entry: Entry) -> Next:
@@ -337,7 +352,7 @@ class Runs:
         if isinstance(decision, policy.Wait):
             change = transitions.held(status, entry.generation, decision)
             await self._show_held(entry, change, Reason.OUTSIDE_CHANGE_WINDOW, decision.message, "held")
-            return self._hold((decision.until - at).total_seconds())
+            return await self._hold(entry, (decision.until - at).total_seconds())
         if decision.approvals == 0:
             return await self._pass(entry, None)
         return await self._count(entry, decision, at)
@@ -370,7 +385,7 @@ class Runs:
         if counted.state == approval.PENDING:
             message = change.succeeded.message if change.succeeded else counted.summary
             await self._show_held(entry, change, Reason.AWAITING_APPROVAL, message, "awaiting")
-            return self._hold((expires - at).total_seconds())
+            return await self._hold(entry, (expires - at).total_seconds())
         outcome = "rejected" if counted.state == approval.REJECTED else "expired"
         return await self._not_run(entry, change, outcome)
 
@@ -383,11 +398,15 @@ class Runs:
         change = transitions.pending_because(self.status(entry), entry.generation, message)
         if apply(self.status(entry), change) != self.status(entry):
             await self.patch(entry, change)
-        return self._hold(WINDOW_RETRY_SECONDS)
+        return await self._hold(entry, WINDOW_RETRY_SECONDS)
 
-    @staticmethod
-    def _hold(seconds: float) -> Next:
-        """Held until ``seconds`` from now (a moment after, so that the wait is over then)."""
+    async def _hold(self, entry: Entry, seconds: float) -> Next:
+        """Held until ``seconds`` from now (a moment after, so that the wait is over then). Its claim says
+        so while it has no finalizer, which it gets before it starts (:meth:`_protect`): so never while a
+        run of it may go on."""
+        if keys.FINALIZER not in entry.finalizers:
+            assert entry.claim is not None
+            entry.claim = await self.services.ledger.hold(entry.claim, entry.namespace, held=True)
         return Next(Outcome.HELD, min(max(seconds, 0.0) + 0.05, HOLD_RECHECK_SECONDS))
 
     async def _show_held(
@@ -615,9 +634,12 @@ class Runs:
         return (calendar.windows[state] if window == "auto" else window), session
 
     async def _protect(self, entry: Entry) -> bool:
-        """Add the finalizer before the run starts; False if the Runbook is gone."""
+        """Add the finalizer before the run starts; False if the Runbook is gone. Its claim no longer says
+        that the gate holds it, first: deleted by force from now on, it may have run."""
         if keys.FINALIZER in entry.finalizers:
             return True
+        assert entry.claim is not None
+        entry.claim = await self.services.ledger.hold(entry.claim, entry.namespace, held=False)
         finalizers = [*entry.finalizers, keys.FINALIZER]
         ok = await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers)
         if ok:

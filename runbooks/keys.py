@@ -36,5 +36,7 @@ FINISHED_AT = f"{GROUP}/finished-at"
 ARRIVAL = f"{GROUP}/arrival"  # on a ledger entry: when its Runbook first arrived (microseconds), its place
 REQUEST = f"{GROUP}/request"  # on a ledger Lease: the fingerprint of the request fields it was claimed with
 DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks that showed its result
+# On a ledger Lease: the gate holds its Runbook, which has no finalizer (so it never started).
+HELD = f"{GROUP}/held"
 LOCK_GROUP = f"{GROUP}/group"
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering

@@ -361,6 +361,45 @@ def test_a_deleted_runbook_is_never_refused_by_the_cap_and_goes_away(
     assert "withdrawn" not in witness() and reason(rbs.get("held-1")) == "OutsideChangeWindow"
 
 
+def test_a_held_run_deleted_while_no_controller_ran_frees_its_request_id_and_a_run_that_started_never_does(
+    start_controller, gate, rbs, scripts, witness, tmp_path
+):
+    """A held run has no finalizer: deleted while no controller runs, it goes at once, and its claim stayed
+    in the ledger. Created again, its request id was a Duplicate ('the earlier run was deleted
+    unfinished') though nothing ever ran. A run held, then let through, that started and was deleted by
+    force (its finalizer taken away) while no controller ran, keeps its claim: created again, it is a
+    Duplicate, and its script ran once."""
+    write_script(tmp_path / "scripts", "drill", WITNESSED + f"RELEASE={tmp_path / 'go'}\n" + HOLD)
+    first = start_controller("first", **scripts)
+    gate.policy(
+        "desk",
+        rule("checks", ["health_check"], blackouts=[blackout(3600)]),
+        rule("drills", ["drill"], approvals={"required": 1, "expireAfterSeconds": 600}),
+    )
+    rbs.create("held", command="health_check")
+    rbs.create("ran", command="drill", requested_by="alice")
+    wait_reason(rbs, "held", "Queued", "OutsideChangeWindow")
+    wait_reason(rbs, "ran", "Queued", "AwaitingApproval")
+    gate.decide("ran", "bob")
+    wait_until(lambda: "ran" in witness(), 30, "the approved drill to start")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    rbs.delete("held")
+    rbs.set_finalizers("ran", [])
+    rbs.delete("ran")
+    wait_until(lambda: rbs.gone("held") and rbs.gone("ran"), 30, "both Runbooks to go")
+    gate.delete_policy("desk")
+
+    second = start_controller("second", **scripts)
+    rbs.create("held-again", command="health_check", request_id="held")
+    rbs.create("ran-again", command="drill", request_id="ran", requested_by="alice")
+    again = rbs.wait_finished("held-again", timeout=60)
+    assert reason(again) == "Succeeded", again["status"].get("message")
+    assert reason(rbs.wait_finished("ran-again", timeout=60)) == "Duplicate"
+    (tmp_path / "go").touch()
+    assert {name: len(times) for name, times in witness().items()} == {"held": 1, "ran": 1}
+    assert second.process.popen.poll() is None
+
+
 def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     start_controller, gate, rbs, scripts, witness, tmp_path
 ):
