@@ -62,6 +62,7 @@ class Cap:
         claim = await runs.services.ledger.lookup(entry.namespace, entry.request_id)
         if claim is not None and claim.uid == entry.uid:
             self.let_in.add(entry.uid)
+            entry.claim = claim  # admitted with it, not claimed again (a create refused, and a read)
             return await runs.admit(entry, in_view)
         change = transitions.over_quota(
             runs.status(entry), entry.generation, unfinished=len(self.let_in), cap=self.cap

@@ -115,12 +115,13 @@ def test_a_runbook_beyond_the_namespaces_cap_fails_at_once_and_its_request_id_st
 
 
 def test_a_controller_restarted_with_a_lower_cap_refuses_none_of_the_runs_it_let_in_unseen(
-    start_controller, api_client, namespace, tmp_path
+    start_controller, api_client, namespace, tmp_path, cluster
 ):
     """One run at a time: the first health check runs, two more were let in (each claimed its request id)
     and wait for a slot, their statuses still empty. A controller restarted with a cap of one adopts the
-    first and refuses neither of the others, which the ledger shows were let in; a new Runbook is refused,
-    the namespace being over its cap. The three run, once each."""
+    first and refuses neither of the others, which the ledger shows were let in (the claim it reads there
+    is theirs: not claimed again, a create refused and a read more each); a new Runbook is refused, the
+    namespace being over its cap. The three run, once each."""
     witness, release = tmp_path / "runs.log", tmp_path / "release"
     scripts = tmp_path / "scripts"
     write_script(scripts, "health_check", WITNESS + HOLD)
@@ -140,6 +141,7 @@ def test_a_controller_restarted_with_a_lower_cap_refuses_none_of_the_runs_it_let
         wait_until(lambda name=name: claimed(leases, namespace, name), 30, f"{name} to claim its request id")
         assert not (rbs.get(name) or {}).get("status")  # nothing says so but the ledger
     os.kill(first.process.popen.pid, signal.SIGKILL)
+    before = cluster.request_counts()
     start_controller(**settings, MDOPS_MAX_UNFINISHED_PER_NAMESPACE="1")  # the same state: it adopts
     rbs.create("over", command="health_check")
     over = rbs.wait_finished("over", timeout=60)["status"]
@@ -150,6 +152,8 @@ def test_a_controller_restarted_with_a_lower_cap_refuses_none_of_the_runs_it_let
         status = rbs.wait_finished(name, timeout=90)["status"]
         assert status["result"] == "success", (name, status.get("message"))
     assert sorted(lines(witness)) == ["check-1", "check-2", "check-3"]
+    # The run going on claims its request id again, as any adopted run; the two others, not.
+    assert (cluster.request_counts() - before)["POST leases 409"] == 1
 
 
 def claimed(leases: client.CoordinationV1Api, namespace: str, request_id: str) -> bool:
