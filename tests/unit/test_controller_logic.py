@@ -615,6 +615,16 @@ def test_nothing_is_admitted_before_every_runbook_of_kopfs_listing_was_seen_as_i
         dispatcher._dispatch()
         assert "uid-b-new" in dispatcher.tasks
 
+        # kopf's listing, as it resumes, can end before the dispatcher is told to resume (both follow
+        # kopf's toggles): it counts then, else nothing would be admitted until kopf listed again.
+        dispatcher.pause()
+        dispatcher.observe(None, failover("c-new"))  # as kopf resumed, not yet the dispatcher
+        dispatcher.listing_ended({"uid-c-new"})
+        dispatcher.resume()
+        dispatcher.observe(None, failover("c-new"))
+        dispatcher._dispatch()
+        assert "uid-c-new" in dispatcher.tasks
+
     asyncio.run(scenario())
 
 
