@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import difflib
 from functools import cached_property
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar
 from runbooks.models import Window
+from runbooks.venues import VENUES
 
 
 class CommonSettings(BaseSettings):
@@ -42,6 +44,28 @@ class CommonSettings(BaseSettings):
         description="The window (day or night) that window: auto resolves to in each session state; "
         "give all five states.",
     )
+
+    @field_validator("venue")
+    @classmethod
+    def _known_venue(cls, value: str) -> str:
+        """A venue exchange_calendars does not know is refused as the process starts, not at its first run
+        (where each run needing the sessions would fail with CalendarUnavailable)."""
+        if value not in VENUES:
+            close = difflib.get_close_matches(value.upper(), VENUES, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(f"unknown venue {value!r}: not an exchange_calendars name{hint}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"unknown time zone {value!r}: give an IANA name, e.g. Asia/Hong_Kong"
+            ) from error
+        return value
 
     @field_validator("session_windows")
     @classmethod

@@ -174,6 +174,18 @@ def peering(cluster, namespace) -> dict[str, str]:
     return {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": "4"}
 
 
+@pytest.fixture
+def unloadable_calendar(tmp_path) -> dict[str, str]:
+    """A controller's environment in which its venue's calendar cannot be loaded: the child process that
+    builds it (``python -m runbooks.calendar``) finds an exchange_calendars that fails to import, as a
+    broken install would. The venue is one no kept table holds (XSHG). (A venue the library does not know
+    is refused as the process starts.)"""
+    library = tmp_path / "broken-library" / "exchange_calendars"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text('raise ImportError("exchange_calendars is broken here")\n')
+    return {"PYTHONPATH": str(library.parent), "MDOPS_VENUE": "XSHG"}
+
+
 @pytest.fixture(scope="session")
 def stopping_controllers():
     """Controllers that tests are done with, stopping in the background (SIGTERM, then kopf's shutdown,

@@ -493,14 +493,13 @@ def test_a_held_run_ended_not_run_or_deleted_frees_its_request_id_after_a_duplic
 
 
 def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_they_block_no_other(
-    start_controller, gate, rbs, scripts, witness
+    start_controller, gate, rbs, scripts, witness, unloadable_calendar
 ):
-    """The venue's calendar cannot be loaded (a venue the library does not know; a load that fails is the
-    same). A dry run, a run that no rule matches and one that only a blackout concerns go on, giving their
-    window as a run must without the calendar. One that a rule of session states concerns waits at the
-    gate, and one with window auto cannot start: each says why, neither fails, and neither keeps the runs
-    behind it on their target (the same one) waiting."""
-    start_controller(**scripts, MDOPS_VENUE="XXXX")
+    """The venue's calendar cannot be loaded. A dry run, a run that no rule matches and one that only a
+    blackout concerns go on, giving their window as a run must without the calendar. One that a rule of
+    session states concerns waits at the gate, and one with window auto cannot start: each says why, neither
+    fails, and neither keeps the runs behind it on their target (the same one) waiting."""
+    start_controller(**scripts, **unloadable_calendar)
     freeze = blackout(10)
     gate.policy(
         "desk",
@@ -520,7 +519,11 @@ def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_t
     def said(name: str, start: str) -> bool:
         condition = rbs.condition(name, "Succeeded") or {}
         message = condition.get("message", "")
-        return condition.get("status") == "Unknown" and message.startswith(start) and "XXXX" in message
+        return (
+            condition.get("status") == "Unknown"
+            and message.startswith(start)
+            and "XSHG calendar could not be built" in message
+        )
 
     wait_until(lambda: said("drill-1", "waits at the gate: "), 30, "the held drill to say why")
     wait_until(lambda: said("failback-auto", "cannot start: "), 30, "the auto window to say why")

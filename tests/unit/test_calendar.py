@@ -4,11 +4,13 @@ minutes around the open, weekends; the day/night mapping; loading in a child pro
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 from zoneinfo import ZoneInfo
 
 import dateutil.easter
 import pytest
+from pydantic import ValidationError
 
 from runbooks.calendar import (
     DEFAULT_WINDOWS,
@@ -22,6 +24,8 @@ from runbooks.calendar import (
     library_version,
     load_table,
 )
+from runbooks.settings import CommonSettings
+from runbooks.venues import VENUES
 from tests.unit.conftest import FIRST, HK, LAST, XSHG_KNOWN_UNTIL, at
 
 
@@ -402,3 +406,28 @@ def test_a_calendar_that_failed_to_build_is_not_built_again_at_each_question(cap
         with pytest.raises(CalendarError):
             impatient.window(at("2026-01-05 10:00"))
     assert again == ["XHKG", "XHKG"]  # once the retry interval has passed, it is built again
+
+
+def test_the_venues_checked_by_the_settings_are_the_librarys():
+    import exchange_calendars
+
+    assert exchange_calendars.get_calendar_names(include_aliases=True) == sorted(VENUES)
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        (
+            {"venue": "XHGK"},
+            "unknown venue 'XHGK': not an exchange_calendars name; did you mean XSHG or XHKG?",
+        ),
+        ({"venue": "hkex"}, "did you mean HKEX?"),
+        ({"timezone": "Asia/Hongkong_"}, "unknown time zone 'Asia/Hongkong_': give an IANA name"),
+        ({"timezone": "../../etc/passwd"}, "unknown time zone '../../etc/passwd'"),
+    ],
+)
+def test_a_venue_or_time_zone_that_does_not_exist_is_refused_as_the_process_starts(values, said):
+    """Not at the first run that needs the sessions (CalendarUnavailable), or the first time shown."""
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        CommonSettings(in_cluster=True, **values)
+    assert CommonSettings(in_cluster=True, venue="NYSE", timezone="America/New_York").venue == "NYSE"
