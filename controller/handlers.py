@@ -151,19 +151,29 @@ class Listings:
 
     def wrap(self, watch: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         @functools.wraps(watch)
-        def infinite_watch(*, resource: references.Resource, **options: Any) -> AsyncIterator[Any]:
-            stream = watch(resource=resource, **options)
+        def infinite_watch(
+            *,
+            resource: references.Resource,
+            operator_paused: aiotoggles.ToggleSet | None = None,
+            **options: Any,
+        ) -> AsyncIterator[Any]:
+            stream = watch(resource=resource, operator_paused=operator_paused, **options)
             if (resource.group, resource.plural) != (keys.GROUP, keys.PLURAL):
                 return stream
-            return self._follow(stream)
+            return self._follow(stream, operator_paused)
 
         return infinite_watch
 
-    async def _follow(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _follow(
+        self, stream: AsyncIterator[Any], paused: aiotoggles.ToggleSet | None
+    ) -> AsyncIterator[Any]:
+        """A listing that ends while kopf is paused (its listing goes on as kopf pauses) is not told: the
+        dispatcher dropped what it brought, and kopf lists again as it resumes, the listing that counts."""
         listed: set[str] = set()
         async for event in stream:
             if event is watching.Bookmark.LISTED:
-                self.ended(listed)
+                if paused is None or paused.is_off():
+                    self.ended(listed)
                 listed = set()
             elif isinstance(event, dict) and event.get("type") is None:  # listed, not watched
                 listed.add(event["object"]["metadata"]["uid"])

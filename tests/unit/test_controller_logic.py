@@ -20,6 +20,7 @@ from controller.dispatcher import ADMISSIONS, FORGET_SECONDS, Dispatcher, Entry,
 from controller.executors import failure, lost
 from controller.kubeapi import Conflict
 from controller.settings import ControllerSettings
+from runbooks import keys
 from runbooks.contract import ExitCode
 from runbooks.models import RunbookStatus
 
@@ -742,6 +743,68 @@ def test_held_runs_of_a_target_without_a_lease_read_it_once_and_the_lock_can_sti
         await late.release_if_held("ns", "blue", "uid-x")  # knows of no Lease for blue
         assert await other.acquire("ns", "blue", "uid-y", "y") is None
         assert await late.acquire("ns", "blue", "uid-x", "x") == "y"
+
+    asyncio.run(scenario())
+
+
+def test_a_listing_that_kopf_paused_during_is_not_counted_when_it_resumes_but_the_next_one():
+    """kopf pauses (another replica is active) while its listing is on its way: the listing goes on and
+    ends while paused, and kopf lists again as it resumes, in no set order again. That stale listing was
+    counted as the dispatcher resumed: admission began with the first Runbook of the new listing, before
+    the runs the other replica let in were seen, so before the cap counted them."""
+    from kopf._cogs.aiokits import aiotoggles
+    from kopf._cogs.clients import watching
+    from kopf._cogs.structs import references
+
+    from controller.handlers import Listings  # imports kopf
+
+    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
+    held = {**failover("held"), "status": frozen}
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None, lock=types.SimpleNamespace(forget=lambda: None))
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            return runs.Next(runs.Outcome.HELD, 3600)
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(ScriptedRuns(), SETTINGS)
+        listings = Listings()
+        listings.ended = dispatcher.listing_ended
+        paused = aiotoggles.ToggleSet(any)
+        peering = await paused.make_toggle(False)
+        fed: asyncio.Queue = asyncio.Queue()
+
+        async def watch(**_: object):  # kopf's stream of the Runbooks, as the API server feeds it
+            while True:
+                yield await fed.get()
+
+        runbooks = references.Resource(keys.GROUP, keys.VERSION, keys.PLURAL)
+        stream = listings.wrap(watch)(resource=runbooks, operator_paused=paused)
+
+        async def kopf_brings(*events) -> None:  # through the wrapped stream to kopf's workers
+            for event in events:
+                fed.put_nowait(event)
+                assert await anext(stream) is event
+                if event is not watching.Bookmark.LISTED:
+                    dispatcher.observe(event["type"], event["object"])
+
+        await peering.turn_to(True)  # kopf pauses as its listing arrives
+        dispatcher.pause()
+        await kopf_brings(
+            {"type": None, "object": held},
+            {"type": None, "object": failover("new")},
+            watching.Bookmark.LISTED,
+        )
+        await peering.turn_to(False)  # kopf resumes and lists again
+        dispatcher.resume()
+        await kopf_brings({"type": None, "object": failover("new")})
+        dispatcher._dispatch()
+        assert not dispatcher.tasks  # the run the other replica let in is not seen yet
+        await kopf_brings({"type": None, "object": held}, watching.Bookmark.LISTED)
+        assert dispatcher.cap.let_in == {"uid-held"}
+        dispatcher._dispatch()
+        assert set(dispatcher.tasks) == {"uid-new", "uid-held"}
 
     asyncio.run(scenario())
 
