@@ -635,11 +635,12 @@ class Runs:
 
     async def _protect(self, entry: Entry) -> bool:
         """Add the finalizer before the run starts; False if the Runbook is gone. Its claim no longer says
-        that the gate holds it, first: deleted by force from now on, it may have run."""
-        if keys.FINALIZER in entry.finalizers:
-            return True
+        that the gate holds it, first, even if the finalizer is there (a client put it on while the gate
+        held it): deleted by force from now on, it may have run."""
         assert entry.claim is not None
         entry.claim = await self.services.ledger.hold(entry.claim, entry.namespace, held=False)
+        if keys.FINALIZER in entry.finalizers:
+            return True
         finalizers = [*entry.finalizers, keys.FINALIZER]
         ok = await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers)
         if ok:

@@ -400,6 +400,35 @@ def test_a_held_run_deleted_while_no_controller_ran_frees_its_request_id_and_a_r
     assert second.process.popen.poll() is None
 
 
+def test_a_held_run_that_a_client_put_the_finalizer_on_never_starts_with_its_claim_held(
+    start_controller, gate, rbs, scripts, witness, tmp_path
+):
+    """The claim says that the gate holds a run while it has no finalizer. A client put the controller's
+    finalizer on a held run: let through, it started with its claim still saying held, and deleted by
+    force while no controller ran, its request id was free again: created again, its script ran twice."""
+    write_script(tmp_path / "scripts", "drill", WITNESSED + f"RELEASE={tmp_path / 'go'}\n" + HOLD)
+    first = start_controller("first", **scripts)
+    gate.policy("desk", rule("drills", ["drill"], approvals={"required": 1, "expireAfterSeconds": 600}))
+    rbs.create("ran", command="drill", requested_by="alice")
+    wait_reason(rbs, "ran", "Queued", "AwaitingApproval")
+    rbs.set_finalizers("ran", [keys.FINALIZER])
+    gate.decide("ran", "bob")
+    wait_until(lambda: "ran" in witness(), 30, "the approved drill to start")
+    os.kill(first.process.popen.pid, signal.SIGKILL)
+    rbs.set_finalizers("ran", [])
+    rbs.delete("ran")
+    wait_until(lambda: rbs.gone("ran"), 30, "the Runbook to go")
+    gate.delete_policy("desk")
+
+    second = start_controller("second", **scripts)
+    rbs.create("ran-again", command="drill", request_id="ran", requested_by="alice")
+    (tmp_path / "go").touch()
+    again = rbs.wait_finished("ran-again", timeout=60)
+    assert {name: len(times) for name, times in witness().items()} == {"ran": 1}
+    assert reason(again) == "Duplicate"
+    assert second.process.popen.poll() is None
+
+
 def test_runs_queued_for_their_lock_are_asked_again_before_they_start(
     start_controller, gate, rbs, scripts, witness, tmp_path
 ):
