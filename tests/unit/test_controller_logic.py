@@ -381,6 +381,19 @@ def failover(name: str, created: str = "2026") -> dict:
     return {"metadata": meta, "spec": {"command": "failover"}}
 
 
+# A run held at the gate before a restart, as its status says (the cap counts it as let in).
+FROZEN = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
+
+
+class HeldRuns:
+    """Runs that the gate holds, each admitted one."""
+
+    services = types.SimpleNamespace(kube=None, lock=types.SimpleNamespace(forget=lambda: None))
+
+    async def admit(self, entry, in_view) -> runs.Next:
+        return runs.Next(runs.Outcome.HELD, 3600)
+
+
 async def until(check, what: str, seconds: float = 5) -> None:
     """Poll ``check`` on the running loop until it holds, for at most ``seconds``."""
     deadline = asyncio.get_running_loop().time() + seconds
@@ -536,7 +549,6 @@ def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or
     statuses say held) and a policy change (which looks at every held run again) admit them all anew. A
     run that comes meanwhile, never held, is admitted before them, not after minutes of their looks."""
     held = [f"held-{index}" for index in range(30)]
-    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
 
     class ScriptedRuns:
         services = types.SimpleNamespace(kube=None)
@@ -562,7 +574,7 @@ def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or
         scripted = ScriptedRuns()
         dispatcher = Dispatcher(scripted, SETTINGS)
         for name in held:  # as a restarted controller's watch lists them
-            dispatcher.observe(None, {**check(name, "2026-12-05T01:00:00Z"), "status": frozen})
+            dispatcher.observe(None, {**check(name, "2026-12-05T01:00:00Z"), "status": FROZEN})
         dispatcher.observe(None, check("new", "2026-12-05T02:00:00Z"))
         dispatcher.listing_ended({f"uid-{name}" for name in [*held, "new"]})
         loop = asyncio.create_task(dispatcher.run())
@@ -587,22 +599,15 @@ def test_nothing_is_admitted_before_every_runbook_of_kopfs_listing_was_seen_as_i
     Runbook listed first (by name) was admitted before the runs let in before a restart were seen, so
     before the cap counted them. Admission waits for the listing's end and each Runbook it listed; after
     a pause (another replica acted), for the next listing."""
-    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
-
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None, lock=types.SimpleNamespace(forget=lambda: None))
-
-        async def admit(self, entry, in_view) -> runs.Next:
-            return runs.Next(runs.Outcome.HELD, 3600)
 
     async def scenario() -> None:
-        dispatcher = Dispatcher(ScriptedRuns(), SETTINGS)
+        dispatcher = Dispatcher(HeldRuns(), SETTINGS)
         dispatcher.observe(None, failover("a-new"))
         dispatcher._dispatch()
         dispatcher.listing_ended({"uid-a-new", "uid-held"})
         dispatcher._dispatch()
         assert not dispatcher.tasks  # held is listed, not seen yet
-        dispatcher.observe(None, {**failover("held"), "status": frozen})
+        dispatcher.observe(None, {**failover("held"), "status": FROZEN})
         assert dispatcher.cap.let_in == {"uid-held"}
         dispatcher._dispatch()
         assert set(dispatcher.tasks) == {"uid-a-new", "uid-held"}
@@ -634,7 +639,6 @@ def test_a_held_run_deleted_before_a_restarted_controller_admitted_it_frees_its_
     thousands. One deleted meanwhile (it holds no finalizer: it goes at once) claimed its request id
     before the restart; that claim is given up, else the request id created again is a duplicate of a run
     that never ran. A Runbook never let in is forgotten without a call."""
-    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
 
     class ScriptedRuns:
         services = types.SimpleNamespace(kube=types.SimpleNamespace(get_runbook=None))
@@ -652,7 +656,7 @@ def test_a_held_run_deleted_before_a_restarted_controller_admitted_it_frees_its_
         scripted = ScriptedRuns()
         scripted.services.kube.get_runbook = gone
         dispatcher = Dispatcher(scripted, SETTINGS)
-        held, new = {**failover("held"), "status": frozen}, failover("new")
+        held, new = {**failover("held"), "status": FROZEN}, failover("new")
         for body in (held, new):  # listed by the restarted controller's watch, not admitted yet
             dispatcher.observe(None, body)
             dispatcher.observe("DELETED", body)
@@ -758,17 +762,10 @@ def test_a_listing_that_kopf_paused_during_is_not_counted_when_it_resumes_but_th
 
     from controller.handlers import Listings  # imports kopf
 
-    frozen = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
-    held = {**failover("held"), "status": frozen}
-
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None, lock=types.SimpleNamespace(forget=lambda: None))
-
-        async def admit(self, entry, in_view) -> runs.Next:
-            return runs.Next(runs.Outcome.HELD, 3600)
+    held = {**failover("held"), "status": FROZEN}
 
     async def scenario() -> None:
-        dispatcher = Dispatcher(ScriptedRuns(), SETTINGS)
+        dispatcher = Dispatcher(HeldRuns(), SETTINGS)
         listings = Listings()
         listings.ended = dispatcher.listing_ended
         paused = aiotoggles.ToggleSet(any)
