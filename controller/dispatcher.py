@@ -243,7 +243,6 @@ class Dispatcher:
         self.listed = False
         self.seen: set[str] = set()  # the uids seen meanwhile
         self.unseen: set[str] | None = None  # those of the listing not seen yet (None: not listed yet)
-        self.listed_while_paused: set[str] | None = None  # a listing that ended before resume() came
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
         self.sweep: asyncio.TimerHandle | None = None  # the next sweep of settled entries
@@ -303,12 +302,8 @@ class Dispatcher:
         when it gets to it, in no set order: a new Runbook listed first (by name) was admitted before the
         runs let in before a restart were seen, and let in beyond the cap. Admission begins once each listed
         Runbook has been seen (a listing after it began, after a watch that could not resume, changes
-        nothing). kopf lists again as it resumes, told by the same toggles as :meth:`resume`: a listing
-        that ended before resume() came is counted then, else nothing would be admitted until the next."""
-        if self.paused:
-            self.listed_while_paused = uids
-            return
-        if self.listed:
+        nothing). One that ends while paused is not counted: kopf lists again as it resumes."""
+        if self.paused or self.listed:
             return
         self.unseen = uids - self.seen
         self._admit_once_listed()
@@ -375,7 +370,6 @@ class Dispatcher:
         log.info("pausing (kopf pauses or stops the operator): runs going on are left as they are")
         self.paused = True
         self.listed, self.seen, self.unseen = False, set(), None  # the watch lists everything again
-        self.listed_while_paused = None
         self.stopping.set()
         self.runs.services.lock.forget()  # the active replica writes the Leases meanwhile
         self.entries.clear()
@@ -395,9 +389,6 @@ class Dispatcher:
             return
         log.info("resuming: this controller is the active one")
         self.paused = False
-        if self.listed_while_paused is not None:
-            uids, self.listed_while_paused = self.listed_while_paused, None
-            self.listing_ended(uids)
         self.stopping = asyncio.Event()
         self.wake()
 

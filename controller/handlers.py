@@ -121,6 +121,13 @@ class Pauses:
 
         return daemon_killer
 
+    def catch_up(self, dispatcher: Dispatcher) -> None:
+        """Resume the dispatcher now if kopf has resumed and :meth:`follow` has not come yet: kopf's events
+        (and the end of its listing) can come first, and the dispatcher would drop them. On kopf's own
+        toggles, as :meth:`follow`: never out of step with kopf."""
+        if dispatcher.paused and self.toggles is not None and self.toggles.is_off():
+            dispatcher.resume()
+
     async def follow(self, dispatcher: Dispatcher) -> None:
         await self.found.wait()
         assert self.toggles is not None
@@ -181,6 +188,13 @@ class Listings:
 
 
 LISTINGS = Listings()
+
+
+def listing_ended(dispatcher: Dispatcher, uids: set[str]) -> None:
+    PAUSES.catch_up(dispatcher)
+    dispatcher.listing_ended(uids)
+
+
 watching.infinite_watch = LISTINGS.wrap(watching.infinite_watch)
 
 
@@ -269,7 +283,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
     runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))
     dispatcher = Dispatcher(runs, config)
-    LISTINGS.ended = dispatcher.listing_ended
+    LISTINGS.ended = functools.partial(listing_ended, dispatcher)
     PAUSES.on_exit = dispatcher.pause
     memo.api, memo.dispatcher, memo.executor, memo.events = api, dispatcher, executor, events
     memo.tasks = [
@@ -296,6 +310,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*RUNBOOKS)
 async def runbook(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    PAUSES.catch_up(memo.dispatcher)
     memo.dispatcher.observe(event["type"], event["object"])
 
 
