@@ -16,6 +16,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from devcluster.stack import NAMESPACE
 from runbooks import models
 from tests.browser.conftest import CHATTY, LOGS, sign_in
+from tests.browser.test_console_faults import KILLED, api_ready, kill_api, without
 from tests.runbook_client import reference_scripts
 
 HEARTBEAT = 1  # seconds: a silent stream is noticed in 3 s
@@ -41,9 +42,9 @@ def stack_options(files) -> dict:
     }
 
 
-def chatty_drill(stack) -> str:
+def chatty_drill(stack, rid: str | None = None) -> str:
     """A dry-run drill, made with kubectl, that logs until released; its request id."""
-    rid = f"tabs-{secrets.token_hex(4)}"
+    rid = rid or f"tabs-{secrets.token_hex(4)}"
     manifest = json.dumps(models.manifest(rid, {"command": "drill", "dryRun": True}))
     stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
     return rid
@@ -54,6 +55,14 @@ def tab(context: BrowserContext, stack, view: str) -> Page:
     sign_in(page, stack.admin_token)
     page.goto(f"/console/{view}")
     return page
+
+
+def drill_tabs(context: BrowserContext, stack, rid: str, count: int) -> list[Page]:
+    """``count`` tabs on the page of the drill ``rid``, each once it shows the drill's lines."""
+    tabs = [tab(context, stack, f"#/runbooks/{rid}") for _ in range(count)]
+    for page in tabs:
+        expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 5")
+    return tabs
 
 
 def shared_streams(context: BrowserContext) -> list[tuple[Page, str | None]]:
@@ -139,9 +148,7 @@ def test_a_tab_that_stops_running_has_the_stream_taken_from_it_and_nothing_is_mi
     rid = chatty_drill(stack)
     streams = shared_streams(context)
     try:
-        tabs = [tab(context, stack, f"#/runbooks/{rid}") for _ in range(2)]
-        for page in tabs:
-            expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 5")
+        tabs = drill_tabs(context, stack, rid, 2)
         ((leader, _),) = streams
         with context.expect_event("request", lambda r: bool(SHARED.search(r.url))):
             leader.evaluate("() => { const end = Date.now() + 12000; while (Date.now() < end); }")
@@ -169,3 +176,44 @@ def test_tabs_signed_in_with_other_tokens_share_no_stream(context, stack):
     for page in (admin, viewer):
         expect(page.get_by_role("status")).to_have_text(LIST_LIVE)
     assert {page for page, _ in streams} == {admin, viewer}, streams
+
+
+def test_every_tab_recovers_from_an_api_killed_while_its_run_ends(context, stack, files, console_errors):
+    """Three tabs follow one drill's page and one the runs list; the API is killed (SIGKILL), the drill ends
+    while it is down, and its supervisor starts it again (a new epoch of event ids: the stream resumes with a
+    reset): every tab shows the run's end, and each line it shows once, in order."""
+    rid = chatty_drill(stack)
+    try:
+        tabs = drill_tabs(context, stack, rid, 3)
+        listing = tab(context, stack, "#/runbooks")
+        kill_api(stack)
+    finally:
+        (files / f"{rid}.go").touch()
+    api_ready(stack)
+    for page in tabs:
+        expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
+        lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
+        assert lines == sorted(set(lines)), lines  # each once, in order
+    row = listing.get_by_role("row").filter(has=listing.get_by_role("link", name=rid))
+    expect(row).to_contain_text("success")
+    without(console_errors, KILLED)
+
+
+def test_tabs_on_a_runs_page_before_the_run_exists_show_it_once_it_is_made(context, stack, files):
+    """Two tabs open a run's page before the run is made: each says there is no such run yet, then shows the
+    run once it is made, its lines live, to its end."""
+    rid = f"tabs-{secrets.token_hex(4)}"
+    tabs = [tab(context, stack, f"#/runbooks/{rid}") for _ in range(2)]
+    for page in tabs:
+        expect(run_panel(page).get_by_role("status")).to_contain_text("No run has the request id")
+        expect(run_panel(page).get_by_text(RUN_LIVE)).to_be_visible()
+    chatty_drill(stack, rid)
+    try:
+        for page in tabs:
+            expect(run_panel(page).get_by_role("list", name="Logs")).to_contain_text("line 10")
+    finally:
+        (files / f"{rid}.go").touch()
+    for page in tabs:
+        expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
+        lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
+        assert lines == list(range(1, len(lines) + 1)), lines
