@@ -178,14 +178,29 @@ def test_tabs_signed_in_with_other_tokens_share_no_stream(context, stack):
     assert {page for page, _ in streams} == {admin, viewer}, streams
 
 
-def test_every_tab_recovers_from_an_api_killed_while_its_run_ends(context, stack, files, console_errors):
+@pytest.mark.parametrize("refusals", [0, 4])
+def test_every_tab_recovers_from_an_api_killed_while_its_run_ends(
+    context, stack, files, console_errors, refusals
+):
     """Three tabs follow one drill's page and one the runs list; the API is killed (SIGKILL), the drill ends
     while it is down, and its supervisor starts it again (a new epoch of event ids: the stream resumes with a
-    reset): every tab shows the run's end, and each line it shows once, in order."""
+    reset): every tab shows the run's end, and each line it shows once, in order. With `refusals`, the
+    run's own stream, which says how the run is now, is refused that many times first once the API is back
+    (429: the token's streams all taken, as by other clients reconnecting at once): the tabs ask again."""
     rid = chatty_drill(stack)
+    refused = []
+
+    def refuse(route):
+        if len(refused) < refusals:
+            refused.append(route.request.url)
+            route.fulfill(status=429, json={"detail": "token 'admin' has 8 event streams open already"})
+        else:
+            route.continue_()
+
     try:
         tabs = drill_tabs(context, stack, rid, 3)
         listing = tab(context, stack, "#/runbooks")
+        context.route(re.compile(r"/api/ops/events\?request_id="), refuse)
         kill_api(stack)
     finally:
         (files / f"{rid}.go").touch()
@@ -194,9 +209,10 @@ def test_every_tab_recovers_from_an_api_killed_while_its_run_ends(context, stack
         expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
         lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
         assert lines == sorted(set(lines)), lines  # each once, in order
+    assert len(refused) == refusals, refused
     row = listing.get_by_role("row").filter(has=listing.get_by_role("link", name=rid))
     expect(row).to_contain_text("success")
-    without(console_errors, KILLED)
+    without(console_errors, KILLED + "|status of 429")
 
 
 def test_tabs_on_a_runs_page_before_the_run_exists_show_it_once_it_is_made(context, stack, files):

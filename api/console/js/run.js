@@ -1,7 +1,7 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { ApiError, call, paused, refusal, runNow, stale } from "./api.js";
+import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
 import { clock, duration, el, offset, whenWithOffset } from "./format.js";
 import { follow, newer } from "./live.js";
 
@@ -232,12 +232,14 @@ export function panel(zone, onChange = () => {}) {
       } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
     }
     async function catchUp() {
+      if (leaving.signal.aborted) return;
       if (held) {
         again = true;
         return;
       }
       held = [];
       let now = null;
+      let unread = false; // not read for a while only (the token's streams all taken, a 5xx): asked again
       try {
         now = await runNow(requestId, leaving.signal);
       } catch (error) {
@@ -249,7 +251,10 @@ export function panel(zone, onChange = () => {}) {
           stopFollowing();
           live.textContent = paused("stopped", error.message, "The run");
           return;
-        } // else not read: the run's events go on as they come
+        }
+        // Else not read: the run's events go on as they come, and it is read again in POLL_SECONDS (after a
+        // reset, nothing else would show what changed while the API was away: a run that ended then).
+        unread = true;
       }
       if (leaving.signal.aborted) return;
       const meanwhile = held;
@@ -259,7 +264,7 @@ export function panel(zone, onChange = () => {}) {
       if (again) {
         again = false;
         catchUp();
-      }
+      } else if (unread) setTimeout(catchUp, POLL_SECONDS * 1000);
     }
     const stop = follow(
       (name, data, id) => {
