@@ -2,7 +2,7 @@
 
 - ``charts/mdops/values.schema.json`` from ``charts/mdops/values.yaml``: types from the defaults,
   descriptions from the comment above each key, and extra JSON-schema keywords from a
-  ``# @schema {...}`` comment line. A map that is empty or whose ``@schema`` sets
+  ``# @schema {...}`` comment line, or from the code (``ENUMS``: the venues). A map that is empty or whose ``@schema`` sets
   ``additionalProperties`` is free-form (its keys are examples, not schema); every other map is closed
   (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
 - ``charts/mdops/files/crd*.yaml``, the CRDs of mdops (as ``python -m runbooks.crd`` writes them to
@@ -26,12 +26,16 @@ import yaml
 
 from devcluster.prometheus import ALERTS, DASHBOARD
 from runbooks import crd
+from runbooks.venues import VENUES
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mdops"
 PEERING_CRD = REPO / "manifests" / "components" / "peering" / "kopfpeering-crd.yaml"
 IDENTITIES = REPO / "manifests" / "identities.yaml"
 SCHEMA_MARK = "@schema"
+# Values whose allowed values come from the code, not from a comment: a venue's name is the library's
+# (a typo fails `helm install`, not the pod as it starts).
+ENUMS = {"calendar.venue": sorted(VENUES)}
 
 
 def _comment_above(lines: list[str], line: int) -> tuple[str, dict[str, Any]]:
@@ -74,6 +78,8 @@ def _schema(node: yaml.Node, lines: list[str], path: str, free_form: bool = Fals
                 raise ValueError(f"values.yaml: {where} has no comment")
             child_free = "additionalProperties" in keywords
             prop = {"description": description, **_schema(value, lines, where, child_free), **keywords}
+            if where in ENUMS:
+                prop["enum"] = ENUMS[where]
             if "type" not in prop:
                 raise ValueError(f"values.yaml: {where}: give its type in an @schema comment")
             properties[key.value] = prop

@@ -197,6 +197,7 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "scripts.configMapName=My_Scripts"), "/scripts/configMapName"),
         (("--set", "scripts.create=false"), "additional properties 'create' not allowed"),
         (("--set", "controller.scriptPassEnv={HTTPS-PROXY}"), "/controller/scriptPassEnv/0"),
+        (("--set", "calendar.venue=XHGK"), "/calendar/venue"),
     ]:
         result = helm.run("template", "mdops", str(CHART), *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
