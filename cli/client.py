@@ -162,9 +162,8 @@ class Api:
                 request=response.request,
             )
         except httpx.HTTPError as error:
-            if (
-                self.http.is_closed
-            ):  # by mdops, as it stops (Ctrl-C): a call in the background is not made again
+            # Closed by mdops as it stops (Ctrl-C): a call in the background is not made again.
+            if self.http.is_closed:
                 raise CliError("mdops stopped", Exit.API_FAILED) from error
             raise self.unreachable(error) from error
 
