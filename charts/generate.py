@@ -2,9 +2,10 @@
 
 - ``charts/mdops/values.schema.json`` from ``charts/mdops/values.yaml``: types from the defaults,
   descriptions from the comment above each key, and extra JSON-schema keywords from a
-  ``# @schema {...}`` comment line, or from the code (``ENUMS``: the venues). A map that is empty or whose ``@schema`` sets
-  ``additionalProperties`` is free-form (its keys are examples, not schema); every other map is closed
-  (``additionalProperties: false``), so a misspelt value fails ``helm install`` instead of being ignored.
+  ``# @schema {...}`` comment line, or from the code (``ENUMS``: the venues). A map that is empty or
+  whose ``@schema`` sets ``additionalProperties`` is free-form (its keys are examples, not schema); every
+  other map is closed (``additionalProperties: false``), so a misspelt value fails ``helm install``
+  instead of being ignored.
 - ``charts/mdops/files/crd*.yaml``, the CRDs of mdops (as ``python -m runbooks.crd`` writes them to
   manifests/), ``charts/mdops/files/kopfpeering-crd.yaml`` (from ``manifests/components/peering/``) and
   ``identities.yaml`` (from ``manifests/``), ``charts/mdops/files/prometheusrule.yaml`` (mdops's alerts,
