@@ -186,7 +186,9 @@ def test_every_tab_recovers_from_an_api_killed_while_its_run_ends(
     while it is down, and its supervisor starts it again (a new epoch of event ids: the stream resumes with a
     reset): every tab shows the run's end, and each line it shows once, in order. With `refusals`, the
     run's own stream, which says how the run is now, is refused that many times first once the API is back
-    (429: the token's streams all taken, as by other clients reconnecting at once): the tabs ask again."""
+    (429: the token's streams all taken, as by other clients reconnecting at once): the tabs ask again. How
+    many reads the tabs make is theirs to decide (none, when the shared stream brings the end first: seen
+    once in a full `make test`), so only what they show is checked."""
     rid = chatty_drill(stack)
     refused = []
 
@@ -209,7 +211,6 @@ def test_every_tab_recovers_from_an_api_killed_while_its_run_ends(
         expect(run_panel(page).get_by_role("status")).to_have_text("Status: success, exit code 0")
         lines = [int(m[5:]) for m in shown_lines(page) if re.fullmatch(r"line \d+", m)]
         assert lines == sorted(set(lines)), lines  # each once, in order
-    assert len(refused) == refusals, refused
     row = listing.get_by_role("row").filter(has=listing.get_by_role("link", name=rid))
     expect(row).to_contain_text("success")
     without(console_errors, KILLED + "|status of 429")
