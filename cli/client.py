@@ -1,9 +1,10 @@
 """The REST API over httpx: one method per endpoint, each returning the decoded JSON body.
 
 An answer other than a success becomes a :class:`CliError` with the API's own message
-(:func:`cli.errors.answer_error`); an API that cannot be reached or does not answer within the timeouts
-is ``Exit.UNAVAILABLE``. The token goes in the ``Authorization`` header only (the event stream's too),
-never in a URL or a message.
+(:func:`cli.errors.answer_error`), as does a success whose body is not of the contract's shape (the API's
+own response models, :mod:`api.schemas`: another server's JSON); an API that cannot be reached or does
+not answer within the timeouts is ``Exit.UNAVAILABLE``. The token goes in the ``Authorization`` header
+only (the event stream's too), never in a URL or a message.
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource, connect_sse
+from pydantic import BaseModel, ValidationError
 
+from api.schemas import (
+    ExecuteResponse,
+    RunbooksPage,
+    SchedulesResponse,
+    StatusResponse,
+    SummaryResponse,
+    TimeseriesResponse,
+)
 from cli.config import Connection
-from cli.errors import CliError, Exit, answer_error, detail_of
+from cli.errors import CliError, Exit, answer_error, detail_of, escaped
 
 CONNECT_TIMEOUT = 5.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
@@ -48,17 +58,17 @@ class Api:
         self.http.close()
 
     def status(self) -> dict[str, Any]:
-        return self._json(self._call("GET", "/api/ops/status"))
+        return self._json(self._call("GET", "/api/ops/status"), StatusResponse)
 
     def summary(self) -> dict[str, Any]:
-        return self._json(self._call("GET", "/api/ops/metrics/summary"))
+        return self._json(self._call("GET", "/api/ops/metrics/summary"), SummaryResponse)
 
     def timeseries(self, metric: str, minutes: int, step_seconds: int) -> dict[str, Any]:
         params = {"metric": metric, "minutes": minutes, "step_seconds": step_seconds}
-        return self._json(self._call("GET", "/api/ops/metrics/timeseries", params=params))
+        return self._json(self._call("GET", "/api/ops/metrics/timeseries", params=params), TimeseriesResponse)
 
     def schedules(self, slots: int) -> dict[str, Any]:
-        return self._json(self._call("GET", "/api/ops/schedules", params={"slots": slots}))
+        return self._json(self._call("GET", "/api/ops/schedules", params={"slots": slots}), SchedulesResponse)
 
     def runs(self, filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """The ``limit`` newest runs that pass ``filters`` (the list's query parameters), newest first, read
@@ -72,7 +82,7 @@ class Api:
                 "limit": min(limit - len(found), RUNS_PAGE),
                 **({"cursor": cursor} if cursor else {}),
             }
-            page = self._json(self._call("GET", "/api/ops/runbooks", params=params))
+            page = self._json(self._call("GET", "/api/ops/runbooks", params=params), RunbooksPage)
             found += page["runbooks"]
             cursor = page["next_cursor"]
             if cursor is None:
@@ -90,18 +100,22 @@ class Api:
         return found
 
     def runbook(self, request_id: str) -> dict[str, Any]:
-        return self._json(self._call("GET", _runbook_path(request_id)))
+        return self._json(self._call("GET", _runbook_path(request_id)), ExecuteResponse)
 
     def find(self, request_id: str) -> dict[str, Any] | None:
         """The run of this request id, or None while the API knows none (its 404, with its detail: another
         server's 404 is an error)."""
         response = self._call("GET", _runbook_path(request_id))
-        return None if response.status_code == 404 and detail_of(_body(response)) else self._json(response)
+        return (
+            None
+            if response.status_code == 404 and detail_of(_body(response))
+            else self._json(response, ExecuteResponse)
+        )
 
     def execute(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """200 and the finished run, or 202 and its state so far (the API waits a bounded time)."""
         response = self._call("POST", "/api/ops/runbooks/execute", json=body)
-        return response.status_code, self._json(response)
+        return response.status_code, self._json(response, ExecuteResponse)
 
     @contextmanager
     def events(self, request_id: str, last_event_id: str | None) -> Iterator[EventSource]:
@@ -170,16 +184,28 @@ class Api:
     def _refused(self, response: httpx.Response) -> CliError:
         return answer_error(response.status_code, _body(response), self.connection.source, response.headers)
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, response: httpx.Response, shape: type[BaseModel]) -> Any:
+        """The answer's JSON body, checked against the contract's ``shape`` (the views read it as given)."""
         body = _body(response)
         if not response.is_success:
             raise self._refused(response)
+        path = response.request.url.path
         if body is None:
             raise CliError(
-                f"the API's answer to {response.request.url.path} is not JSON ({response.status_code})",
+                f"the API's answer to {path} is not JSON ({response.status_code})",
                 Exit.API_FAILED,
                 "is the URL the mdops API's?",
             )
+        try:
+            shape.model_validate(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "its body"
+            raise CliError(
+                escaped(f"the API's answer to {path} is not the Ops Console API's: {where}: {first['msg']}"),
+                Exit.API_FAILED,
+                "is the URL the mdops API's, and of this version of mdops?",
+            ) from None
         return body
 
 

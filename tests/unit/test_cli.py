@@ -229,9 +229,9 @@ RUN = {
 }
 RUNNING = ("runbook", {"runbook": RUN, "lines": RUN["logs"]})
 RUN_SUMMARY = {  # an entry of the runs list
-    **{key: RUN[key] for key in ("request_id", "name", "command", "status", "exit_code")},
-    "dry_run": False,
-    "enforce": False,
+    **RUN,
+    **dict.fromkeys(("mode", "window", "profile", "config", "requested_by", "created_at", "started_at")),
+    **{"name": "rb-1", "dry_run": False, "enforce": False, "reason": "Running", "message": None},
 }
 
 
@@ -501,9 +501,34 @@ def test_an_answer_sent_a_little_at_a_time_is_given_up_within_the_request_timeou
     assert time.monotonic() - started < 4  # the answer takes 6 s
 
 
-def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api):
-    """An answer of another shape (an older or newer API, another JSON service at the URL)."""
-    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, {})
+@pytest.mark.parametrize(
+    ("args", "path", "body", "where"),
+    [
+        (("get", "r-1"), "/api/ops/runbooks/r-1", {}, "runbook: Field required"),
+        (("status",), "/api/ops/status", {"status": "ok"}, "environment_mode: Field required"),
+        (("runs",), "/api/ops/runbooks", {"runbooks": [{"id": 1}], "matched": 1}, "runbooks.0.request_id"),
+        (("metrics",), "/api/ops/metrics/summary", [], "Input should be a valid dictionary"),
+    ],
+    ids=["get", "status", "runs", "metrics"],
+)
+def test_an_answer_of_another_shape_is_exit_70_naming_what_is_amiss(invoke, api, args, path, body, where):
+    """An answer of another shape (an older or newer API, another JSON service at the URL) is an error,
+    not a view of dashes that exits 0."""
+    api.answers[f"GET {path}"] = lambda answer: answer.json(200, body)
+    result = invoke(*args, "--url", api.url, "--token", SECRET)
+    assert result.exit_code == Exit.API_FAILED, result.output
+    assert result.stderr.startswith(f"mdops: the API's answer to {path} is not the Ops Console API's: ")
+    assert where in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api, monkeypatch):
+    """A failure mdops did not foresee (here its view of a run fails) is one line, not a traceback."""
+
+    def fails(view):
+        raise KeyError("runbook")
+
+    monkeypatch.setattr(render, "run_view", fails)
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, DONE)
     result = invoke("get", "r-1", "--url", api.url, "--token", SECRET)
     assert result.exit_code == Exit.API_FAILED
     assert result.stderr.startswith("mdops: unexpected error: KeyError: 'runbook'; hint: ")
@@ -512,7 +537,10 @@ def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, 
 
 @pytest.mark.parametrize(
     "page",
-    [{"runbooks": [], "next_cursor": "c-1"}, {"runbooks": [RUN_SUMMARY], "next_cursor": "c-1"}],
+    [
+        {"runbooks": [], "matched": 1, "next_cursor": "c-1"},
+        {"runbooks": [RUN_SUMMARY], "matched": 2, "next_cursor": "c-1"},
+    ],
     ids=["empty-pages", "the-same-cursor"],
 )
 def test_runs_of_a_server_whose_pages_never_end_is_an_error_not_a_loop_without_end(api, page):
@@ -667,7 +695,7 @@ def test_set_context_refuses_what_no_command_could_use(invoke, config_file, args
 
 def test_a_token_is_sent_without_the_whitespace_around_it(invoke, api, config_file):
     """A token read with its line end (``$(cat token.txt)`` of a file with CRLF line ends keeps the CR)."""
-    api.answers["GET /api/ops/status"] = lambda answer: answer.json(200, {})
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, DONE)
     padded = f" {SECRET}\r\n"
     config_file.parent.mkdir()
     config_file.write_text(yaml.safe_dump({"contexts": {"c": {"url": api.url, "token": padded}}}))
@@ -677,7 +705,7 @@ def test_a_token_is_sent_without_the_whitespace_around_it(invoke, api, config_fi
         (("--url", api.url, "--token", padded), {}),
         (("--context", "c"), {}),
     ):
-        result = invoke("status", "-o", "json", *args, **env)
+        result = invoke("get", "r-1", "-o", "json", *args, **env)
         assert result.exit_code == 0, result.output
     assert [headers["Authorization"] for _, headers in api.requests] == [f"Bearer {SECRET}"] * 3
     changed = invoke("config", "set-context", "c", "--token", padded)
