@@ -361,9 +361,7 @@ def test_the_lists_say_the_offset_of_their_times(page, stack):
     """As a run's page and the overview do: someone on shift elsewhere reads +08:00, not a zone to look up."""
     sign_in(page, stack.admin_token)
     page.goto("/console/#/runbooks")
-    expect(page.get_by_role("table")).to_have_accessible_name(
-        re.compile(r"newest first \(times in \+08:00\)$")
-    )
+    expect(page.get_by_role("table")).to_have_accessible_name(re.compile(r"\(times in \+08:00\)$"))
     page.goto("/console/#/schedules")
     expect(page.get_by_role("table")).to_have_accessible_name(
         re.compile(r"^\d+ schedules; times in \+08:00,")
@@ -475,7 +473,7 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
     page.get_by_label("Result").select_option("pending")  # the API answers: none waits by now
     page.get_by_label("Command").select_option("health_check")
     wait_until(lambda: page.locator("tbody tr").count() == 0 or None, 30, "no pending health_check")
-    expect(page.get_by_role("table")).to_contain_text("All 0 runs that match the filters")
+    expect(page.get_by_role("table")).to_have_accessible_name("No runs that match the filters")
     page.get_by_label("Result").select_option("")
 
     page.get_by_role("link", name=f"{tag}-40").focus()

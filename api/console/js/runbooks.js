@@ -66,10 +66,19 @@ export function show(container, ctx) {
       el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
     );
 
+  // The table's caption (its accessible name): "All 3 runs, newest first (times in +08:00)", "The one run
+  // that matches the filters (...)", "No runs that match the filters".
+  function counted(shown, matched, more, filtered) {
+    const that = filtered ? ` that match${matched === 1 ? "es" : ""} the filters` : "";
+    if (matched === 0) return `No runs${that}`;
+    const times = `(times in ${offset(zone)})`;
+    if (matched === 1) return `The one run${that} ${times}`;
+    const which = more ? `The newest ${shown} of ${matched}` : `All ${matched}`;
+    return `${which} runs${that}, newest first ${times}`;
+  }
+
   function render(runs, matched, more) {
-    const filtered = command.value || result.value || who.value.trim() ? " that match the filters" : "";
-    const which = more ? `The newest ${runs.length} of ${matched}` : `All ${matched}`;
-    caption.textContent = `${which} runs${filtered}, newest first (times in ${offset(zone)})`;
+    caption.textContent = counted(runs.length, matched, more, command.value || result.value || who.value.trim());
     older.hidden = !more;
     // A row's link that has the keyboard focus keeps it when its row is made again.
     const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
