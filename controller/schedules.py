@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = (keys.GROUP, keys.VERSION, schedule.PLURAL)
 LOOK_SECONDS = 1.0  # how often each schedule is looked at: the latest a slot's Runbook is created
+CATCH_UP = datetime.timedelta(days=3653)  # ten years: slots are counted within them of now
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def plan(
     write; if unknown, ``now``, or for a schedule never stepped its last slot): the new trigger's slots
     before it were never due, and counted from the old trigger's last slot they would all be missed."""
     runs = sorted(runs, key=lambda run: run.slot)
-    last_slot = parse_time(status.last_slot) or created
+    last_slot = counted_from(status, created, now)
     if status.schedule != spec.trigger.describe():  # changed since the last step, or none recorded yet
         unknown = last_slot if status.schedule is None else now  # when it changed, without ``edited``
         last_slot = max(last_slot, min(edited or unknown, now))  # an API server clock ahead: not after now
@@ -265,7 +266,7 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         calendar = None
         if spec.trigger.uses_sessions:  # a controller's first look may wait for its load (a child process)
             clock = datetime.datetime.now(datetime.UTC)
-            start = min(parse_time(status.last_slot) or created, clock)
+            start = min(counted_from(status, created, clock), clock)
             end = clock + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
             calendar = await asyncio.to_thread(settings.calendar.covering, start, end)
         # The clock is read after the waits above: a slow list or calendar load never lets a slot past its
@@ -338,6 +339,16 @@ async def _tell_skips(api: KubeApi, events: Events, ref: Ref, run: Skips) -> Ski
         )
         return run
     return dataclasses.replace(run, event=made["metadata"]["name"])
+
+
+def counted_from(
+    status: RunbookScheduleStatus, created: datetime.datetime, now: datetime.datetime
+) -> datetime.datetime:
+    """Where a schedule's slots are counted from: its last slot (its creation until it has one), within
+    ``CATCH_UP`` of ``now``. Only a status written by hand, or a clock gone astray, is further: counted
+    from the year 1, a cron trigger's slots held the controller's loop 19 s, and the year 9999 (or a day
+    too early for the calendar) failed every look of the schedule."""
+    return min(max(parse_time(status.last_slot) or created, now - CATCH_UP), now + CATCH_UP)
 
 
 def edited(meta: dict[str, Any]) -> datetime.datetime | None:

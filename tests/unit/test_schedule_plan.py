@@ -7,7 +7,17 @@ import datetime
 
 import pytest
 
-from controller.schedules import SlotRun, beyond_history, ends_skips, plan, problem, renamed, skips, slot_run
+from controller.schedules import (
+    CATCH_UP,
+    SlotRun,
+    beyond_history,
+    ends_skips,
+    plan,
+    problem,
+    renamed,
+    skips,
+    slot_run,
+)
 from runbooks.contract import format_time
 from runbooks.schedule import (
     SCHEDULE_LABEL,
@@ -109,6 +119,29 @@ def test_after_an_outage_the_latest_slot_runs_if_on_time_and_the_others_are_miss
     assert late.create is None and late.status.missed_slots == 3
     assert late.status.last_slot == "2026-01-05T02:20:00.000Z"
     assert [kind for kind, _, _ in late.events] == ["Warning"]
+
+
+@pytest.mark.parametrize("trigger", [{"every": "5m"}, {"cron": "*/5 * * * *"}], ids=["every", "cron"])
+def test_a_last_slot_beyond_ten_years_back_or_ahead_is_taken_as_ten_years(trigger):
+    """A lastSlot written by hand (or by a clock gone astray): from the year 1, only the last ten years'
+    slots are counted, as from a lastSlot ten years back; one in the year 9999 is taken as ten years ahead
+    (the record says the slots until then were handled), not a look that fails."""
+    spec = _spec(trigger=trigger)
+    now = "2026-01-05 10:20:30"
+
+    def step(last_slot: str):
+        status = RunbookScheduleStatus(
+            last_slot=last_slot, schedule=spec.trigger.describe(), observed_generation=1
+        )
+        done = _plan(spec, now, status)
+        return done.create, done.status.missed_slots, done.status.last_slot, done.status.next_slot
+
+    ten_years_back = format_time(at(now) - CATCH_UP)
+    assert step("0001-01-01T00:00:00Z") == step(ten_years_back)
+    assert step(ten_years_back)[1] == CATCH_UP // datetime.timedelta(minutes=5) - 1
+    ten_years_ahead = format_time(at(now) + CATCH_UP)
+    ahead = step("9999-12-31T23:59:59Z")
+    assert ahead == step(ten_years_ahead) and ahead[:3] == (None, 0, ten_years_ahead)
 
 
 def test_forbid_skips_while_the_previous_run_is_unfinished_and_queue_does_not(xhkg):
