@@ -5,7 +5,8 @@ approval names the request id it decides on (a request id runs at most once, and
 immutable, so the id names exactly what is approved) and the requester of that request (copied from the
 Runbook's ``requestedBy``); its spec is immutable. That ``approver`` is who creates the object, and that it
 is not the ``requester``, the API server enforces (manifests/identities.yaml, a ValidatingAdmissionPolicy);
-that ``requester`` is truly the Runbook's, the count does (an approval naming another is ignored).
+that ``requester`` is truly the Runbook's, the count does (an approval naming another is ignored), and that
+the approver is a person, not a ServiceAccount whose token the requester may hold.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ class Tally:
         return f"{len(self.approved_by)} of {self.required} approvals" + (f" ({who})" if who else "")
 
 
+SYSTEM_PREFIX = "system:"  # Kubernetes' own identities: ServiceAccounts, nodes, the anonymous user
+
+
+def person(name: str) -> bool:
+    """Whether ``name`` may be a person's: not one of Kubernetes' own identities (``system:...``), above
+    all a ServiceAccount (``system:serviceaccount:NAMESPACE:NAME``), whose token whoever may create one
+    or a pod that mounts it holds: the requester too."""
+    return not name.startswith(SYSTEM_PREFIX)
+
+
 def answerable(requester: str) -> bool:
     """Whether approvals can count for a request by ``requester``: a person, not nobody (an empty
     ``requestedBy``) and not a schedule that names nobody (``schedule:<name>``), whose runs anyone who may
@@ -105,10 +116,10 @@ def tally(
       before it, and is ignored too (a rejection in that second counts: ignoring it could only let a run
       start).
     - A rejection by anyone (the requester may withdraw) wins over any number of approvals.
-    - An approval counts only from someone other than the requester (a request that names nobody who
-      answers for it cannot be approved at all: :func:`answerable`), if it names the requester (one
-      naming another was not made for this request: the API server checks an approval against the
-      requester it names, so only that one can be trusted), once per person, and only for
+    - An approval counts only from a person (:func:`person`) other than the requester (a request that
+      names nobody who answers for it cannot be approved at all: :func:`answerable`), if it names the
+      requester (one naming another was not made for this request: the API server checks an approval
+      against the requester it names, so only that one can be trusted), once per person, and only for
       ``expire_after`` after it was given.
     - Without enough approvals ``expire_after`` after ``waiting_since``, the request has expired.
     - Once approved, a request stays approved: its approvals are counted as of ``approved_at`` (they do not
@@ -131,6 +142,10 @@ def tally(
             )
         elif vote.approver == requester:
             ignored.append((vote, "the requester cannot approve their own request"))
+        elif not person(vote.approver):
+            ignored.append(
+                (vote, "not a person: whoever holds a ServiceAccount's token (the requester too) may give it")
+            )
         elif vote.requester != requester:
             ignored.append((vote, f"it names another requester ({vote.requester})"))
         elif vote.at + expire_after <= counted_at:

@@ -4,14 +4,18 @@ of the control plane's CA, real RBAC, and mdops's ServiceAccount with its packag
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
 import yaml
 
 from devcluster.components import install_rbac
+from devcluster.kubeconfig import write_kubeconfig
 from devcluster.processes import wait_until
 from runbooks import crd, keys, models
+from runbooks.contract import parse_time
+from tests.runbook_client import lines, write_script
 
 USERS = ("alice", "bob")
 NOT_YOURS = "spec.requestedBy must be your own user name, alice, or empty"
@@ -19,12 +23,12 @@ FORGED = "spec.approver must be your own user name, alice"
 SELF_APPROVAL = "nobody approves their own request"
 
 
-def _role(name: str, verbs: list[str], resources: list[str], users) -> list[dict]:
+def _role(name: str, verbs: list[str], resources: list[str], users, group: str = keys.GROUP) -> list[dict]:
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": {"name": name},
-        "rules": [{"apiGroups": [keys.GROUP], "resources": resources, "verbs": verbs}],
+        "rules": [{"apiGroups": [group], "resources": resources, "verbs": verbs}],
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -219,3 +223,61 @@ def test_mdops_service_account_acts_for_token_names_but_not_for_self_approval(
     )
     own = create(identities, namespace, sa, approval("token-self", "console-user", "console-user"))
     assert own.returncode != 0 and SELF_APPROVAL in own.stderr
+
+
+def test_an_approval_by_a_service_account_the_requester_holds_a_token_of_never_counts(
+    identities, start_controller, namespace, users, tmp_path
+):
+    """A ServiceAccount is no person: alice, who may get tokens of the desk's approval bot (as may anyone
+    who can create a pod that mounts it), approved her own failover as the bot, and it ran. The bot's
+    approval is recorded as ignored; bob's lets the failover run, once (its script's own witness)."""
+    witness = tmp_path / "witness.log"
+    write_script(tmp_path / "scripts", "failover", f'echo "$MDOPS_REQUEST_ID" >> {witness}\n')
+    start_controller(MDOPS_SCRIPTS_DIR=str(tmp_path / "scripts"))
+    identities.kubectl("create", "serviceaccount", "approval-bot", "-n", namespace)
+    bot = f"system:serviceaccount:{namespace}:approval-bot"
+    approves = _role("bot-approves", ["create"], ["runbookapprovals"], [])
+    approves[1]["subjects"] = [{"kind": "ServiceAccount", "name": "approval-bot", "namespace": namespace}]
+    holds = _role("holds-bot", ["create"], ["serviceaccounts/token"], ["alice"], group="")
+    four_eyes = {"name": "failovers", "match": {"commands": ["failover"]}, "approvals": {"required": 1}}
+    docs = [*approves, *holds, crd.POLICY.manifest("desk", {"rules": [four_eyes]})]
+    identities.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    manifest = models.manifest("fo-1", {"command": "failover", "requestedBy": "alice"})
+    assert create(identities, namespace, users["alice"], manifest).returncode == 0
+
+    def bot_token() -> str | None:  # alice's own request for one; RBAC's cache takes a moment
+        made = identities.kubectl(
+            "create", "token", "approval-bot", "-n", namespace, kubeconfig=users["alice"], check=False
+        )
+        return made.stdout.strip() if made.returncode == 0 else None
+
+    token = wait_until(bot_token, 30, "alice to be allowed tokens of the bot")
+    as_bot = write_kubeconfig(
+        tmp_path / "bot.kubeconfig", identities.server, identities.ca.cert_path, token, bot
+    )
+
+    def runbook_now() -> dict:
+        return json.loads(identities.kubectl("get", "rb", "fo-1", "-n", namespace, "-o", "json").stdout)
+
+    def status() -> dict:
+        return runbook_now().get("status") or {}
+
+    def awaiting() -> bool:
+        conditions = status().get("conditions") or []
+        return any(c["type"] == "Queued" and c["reason"] == "AwaitingApproval" for c in conditions)
+
+    wait_until(awaiting, 60, "the failover to wait for its approval")
+    # An approval from the Runbook's own second never counts (creation times are whole seconds).
+    later = parse_time(runbook_now()["metadata"]["creationTimestamp"]) + datetime.timedelta(seconds=1)
+    wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, "a second after the Runbook's")
+
+    def bot_approves() -> bool:  # RBAC's cache again
+        return create(identities, namespace, as_bot, approval("by-bot", bot, "alice")).returncode == 0
+
+    wait_until(bot_approves, 30, "the bot's approval to be made")
+    wait_until(lambda: status().get("approvals"), 30, "the bot's approval to be counted or ignored")
+    assert "not a person" in (status()["approvals"][0].get("ignored") or ""), status()
+    assert lines(witness) == []
+    assert create(identities, namespace, users["bob"], approval("by-bob", "bob", "alice")).returncode == 0
+    wait_until(lambda: status().get("result") == "success", 60, "the failover approved by bob to run")
+    assert lines(witness) == ["fo-1"]

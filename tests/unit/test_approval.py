@@ -69,6 +69,9 @@ def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED, 
         ([_vote("bob", 1), _vote("carol", 2), _vote("dave", 3, "Reject")], {}, REJECTED, ["bob", "carol"]),
         ([_vote("alice", 3, "Reject")], {}, REJECTED, []),  # the requester may withdraw
         ([_vote("bob", 1)], {"required": 1, "requester": ""}, PENDING, []),  # no requester, no approval
+        # a ServiceAccount is no person: its token may be the requester's (a rejection by one counts)
+        ([_vote("system:serviceaccount:desk:bot", 1)], {"required": 1}, PENDING, []),
+        ([_vote("system:serviceaccount:desk:bot", 1, "Reject")], {}, REJECTED, []),
         # a schedule that names nobody: whoever wrote it could approve its runs, so nobody can
         (
             [_vote("bob", 1, requester="schedule:nightly")],
@@ -99,6 +102,7 @@ def test_why_votes_did_not_count():
             _vote("carol", 1),
             _vote("carol", 2),
             _vote("dave", 3, requester="erin"),
+            _vote("system:serviceaccount:desk:bot", 4),
         ]
     )
     reasons = {(vote.approver, vote.at.minute): why for vote, why in result.ignored}
@@ -107,6 +111,8 @@ def test_why_votes_did_not_count():
         ("bob", 55): "given before the request",
         ("carol", 1): "repeated by the same person",
         ("dave", 3): "it names another requester (erin)",
+        ("system:serviceaccount:desk:bot", 4): "not a person: whoever holds a ServiceAccount's token (the "
+        "requester too) may give it",
     }
 
 
