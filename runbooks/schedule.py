@@ -231,8 +231,8 @@ class RunbookScheduleSpec(_Model):
     requested_by: Person = Field(
         "",
         description="Who asks for the slots' runs, as the requester of each: the user who creates the "
-        "schedule or changes its template or trigger (the API server refuses another name), or empty: the "
-        "runs are then requested by schedule:<name>, for whom no approval can count.",
+        "schedule, resumes it or changes its template or trigger (the API server refuses another name), or "
+        "empty: the runs are then requested by schedule:<name>, for whom no approval can count.",
     )
     suspend: bool = Field(False, description="No slot runs while suspended; the slots that pass are missed.")
     starting_deadline_seconds: int = Field(

@@ -159,7 +159,12 @@ def test_a_schedule_names_as_its_runs_requester_only_who_made_them_what_they_are
     assert SCHEDULE_NOT_YOURS in patch("bob", {"trigger": {"cron": "* * * * *"}}).stderr
     assert SCHEDULE_NOT_YOURS in patch("bob", {"requestedBy": "carol"}).stderr
     assert patch("bob", {"template": {"command": "drill"}, "requestedBy": "bob"}).returncode == 0
-    assert patch("alice", {"suspend": True}).returncode == 0  # neither what nor when: anyone who may patch
+    assert patch("alice", {"suspend": True}).returncode == 0  # it runs nothing: anyone who may patch
+    # Resuming decides that it runs: alice resumed bob's suspended schedule under his name, and approved
+    # its next run herself.
+    assert SCHEDULE_NOT_YOURS in patch("alice", {"suspend": False}).stderr
+    assert patch("bob", {"suspend": False}).returncode == 0
+    assert patch("alice", {"suspend": True}).returncode == 0
     assert patch("alice", {"requestedBy": ""}).returncode == 0
     spec = json.loads(identities.kubectl("get", "rbs", "fo", "-n", namespace, "-o", "json").stdout)["spec"]
     assert (spec["template"]["command"], spec["requestedBy"], spec["suspend"]) == ("drill", "", True)
