@@ -353,7 +353,7 @@ class Runs:
             change = transitions.held(status, entry.generation, decision)
             await self._show_held(entry, change, Reason.OUTSIDE_CHANGE_WINDOW, decision.message, "held")
             return await self._hold(entry, (decision.until - at).total_seconds())
-        if decision.approvals == 0:
+        if decision.expire_after is None:  # no rule asks for approvals: no decision counts
             return await self._pass(entry, None)
         return await self._count(entry, decision, at)
 
@@ -374,6 +374,8 @@ class Runs:
             expire_after=allowed.expire_after,
             approved_at=transitions.approved_at(status),
         )
+        if counted.state == approval.APPROVED and not allowed.approvals:  # none needed now, none rejected
+            return await self._pass(entry, None)
         # Approved: no deadline any more; the one written stays as it was (a new one would be a new status).
         expires = counted.expires_at or written or at + allowed.expire_after
         change = transitions.approvals_counted(

@@ -194,7 +194,10 @@ class RunbookPolicySpec(_Model):
 
 @dataclass(frozen=True)
 class Allowed:
-    """The run may start now, once it has ``approvals`` approvals (0: at once)."""
+    """The run may start now, once it has ``approvals`` approvals (0: at once, unless rejected).
+    ``expire_after`` is set when a rule that matches it asks for approvals, in some session state: then
+    decisions on it count, and a rejection stops it even when none are needed now (approvals asked for
+    while the venue is open, the run rejected at the lunch break)."""
 
     approvals: int = 0
     expire_after: datetime.timedelta | None = None
@@ -302,14 +305,13 @@ def evaluate(
     state = sessions.state(at) if sessions is not None else None
     blocking = [(name, rule) for name, rule in matched if not rule.allows(state, at)]
     if not blocking:
-        needing = [
-            r.approvals for _, r in matched if r.approvals is not None and r.approvals.needed_in(state)
-        ]
-        if not needing:
+        asking = [r.approvals for _, r in matched if r.approvals is not None]
+        if not asking:
             return Allowed(rules=names)
+        needing = [a for a in asking if a.needed_in(state)]
         return Allowed(
-            approvals=max(a.required for a in needing),
-            expire_after=datetime.timedelta(seconds=min(a.expire_after_seconds for a in needing)),
+            approvals=max((a.required for a in needing), default=0),
+            expire_after=datetime.timedelta(seconds=min(a.expire_after_seconds for a in needing or asking)),
             rules=names,
         )
     why = _why(blocking, at, calendar.zone, sessions)

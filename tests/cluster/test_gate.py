@@ -8,18 +8,23 @@ What counts is what each run's script wrote to its own witness file, never the c
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import json
 import os
 import signal
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from devcluster.components import SESSIONS
 from devcluster.processes import answers_200, wait_until
 from runbooks import approval, crd, keys, policy
+from runbooks.calendar import Session, SessionTable
 from runbooks.contract import parse_time
 from tests.runbook_client import HOLD, Runbooks, lines, wait_events, write_script
 
@@ -557,3 +562,39 @@ def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_t
     wait_until(lambda: said("drill-1", "waits at the gate: "), 30, "the held drill to say why")
     wait_until(lambda: said("failback-auto", "cannot start: "), 30, "the auto window to say why")
     assert "drill-1" not in witness() and "failback-auto" not in witness()
+
+
+def lunch_in(cache: Path, kept: Path, seconds: float) -> datetime.datetime:
+    """Keep at ``cache`` the default venue's session table (``kept``) with today's session made to be open
+    now and to break for lunch ``seconds`` from now, for an hour: a session state a test can time. The
+    lunch break's start."""
+    table = SessionTable.from_json(kept.read_text())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    today = now.astimezone(ZoneInfo(table.tz)).date()
+    hour, lunch = datetime.timedelta(hours=1), now + datetime.timedelta(seconds=seconds)
+    session = Session(today, now - hour, now + 2 * hour, lunch, lunch + hour)
+    others = [s for s in table.sessions if s.day != today]
+    sessions = tuple(sorted([*others, session], key=lambda s: s.open))
+    cache.write_text(dataclasses.replace(table, sessions=sessions).to_json())
+    return lunch
+
+
+def test_a_rejection_stops_a_run_held_for_approvals_though_none_are_needed_any_more(
+    start_controller, gate, rbs, scripts, witness, kept_calendar, tmp_path
+):
+    """Approvals are needed while the venue is open. A failover asked for then waits for one; at the lunch
+    break it needs none. bob rejected it then (the REST API answers such a rejection 201: the run waits
+    for approvals), and his rejection woke the run, which started at once: a rejection wins until the
+    start, whatever the session."""
+    lunch = lunch_in(tmp_path / "controller" / SESSIONS, kept_calendar(tmp_path / "kept.json"), 30)
+    start_controller(**scripts)
+    approvals = {"required": 1, "inStates": ["open"], "expireAfterSeconds": 600}
+    gate.policy("four-eyes", rule("failovers", ["failover"], approvals=approvals))
+    rbs.create("fo-1", command="failover", requested_by="alice")
+    wait_reason(rbs, "fo-1", "Queued", "AwaitingApproval")
+    assert datetime.datetime.now(datetime.UTC) < lunch, "the failover came to the gate too late to test"
+    wait_until(lambda: datetime.datetime.now(datetime.UTC) >= lunch, 60, "the lunch break")
+    gate.decide("fo-1", "bob", "Reject")
+    rejected = rbs.wait_finished("fo-1", timeout=60)
+    assert (reason(rejected), "fo-1" in witness()) == ("Rejected", False), rejected["status"]

@@ -16,6 +16,7 @@ from runbooks.policy import Allowed, Reject, RunbookPolicySpec, Wait, evaluate, 
 from tests.unit.conftest import at
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+QUARTER = datetime.timedelta(minutes=15)  # failover-four-eyes.yaml's expireAfterSeconds
 
 
 def _examples() -> dict[str, RunbookPolicySpec]:
@@ -54,10 +55,11 @@ def _spec(command: str, **fields) -> RunbookSpec:
             "failover",
             {},
             "2026-01-05 10:00",
-            Allowed(1, datetime.timedelta(minutes=15), ("failover-four-eyes/failover",)),
+            Allowed(1, QUARTER, ("failover-four-eyes/failover",)),
         ),
-        ("failover", {}, "2026-01-05 12:30", Allowed(rules=("failover-four-eyes/failover",))),
-        ("failback", {}, "2026-01-05 20:00", Allowed(rules=("failover-four-eyes/failover",))),
+        # ... none needed at the lunch break or closed, but a rejection still counts
+        ("failover", {}, "2026-01-05 12:30", Allowed(0, QUARTER, ("failover-four-eyes/failover",))),
+        ("failback", {}, "2026-01-05 20:00", Allowed(0, QUARTER, ("failover-four-eyes/failover",))),
         ("health_check", {}, "2026-01-05 10:00", Allowed()),
     ],
 )
