@@ -52,7 +52,10 @@ def _text(max_length: int, pattern: str) -> Any:
 
 
 # -- field types shared by the CRD, the REST API and the settings -----------------------------------------
-Name = Annotated[str, Field(max_length=63, pattern=NAME_PATTERN)]  # an environment mode or a feed profile
+# An environment mode or a feed profile: lower case only, as Kubernetes' names, so that one has one
+# spelling. `mode: Live` went past a policy's `modes: [live]`, and `profile: Primary` took another lock
+# than `primary`'s group, while a script may well read them alike.
+Name = Annotated[str, Field(max_length=63, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 ConfigSet = _text(253, TEXT_PATTERN)
 ReasonText = _text(1024, REASON_PATTERN)

@@ -360,6 +360,8 @@ def test_a_dns_label_request_id_is_the_name():
         ({"command": "start", "window": "lunch"}, "window"),
         ({"command": "start", "mode": 7}, "mode"),
         ({"command": "start", "profile": "../etc"}, "profile"),
+        ({"command": "start", "mode": "Live"}, "mode"),
+        ({"command": "start", "profile": "Primary"}, "profile"),
         ({"command": "start", "request_id": "a/b"}, "request_id"),
         ({"command": "start", "request_id": ""}, "request_id"),
         ({"command": "health_check", "request_id": "schedule.nightly-drill.20260105013000"}, "request_id"),

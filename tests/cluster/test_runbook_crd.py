@@ -45,6 +45,8 @@ def test_valid_runbook_gets_its_defaults(mdops_crds, namespace):
         ({"command": "start", "colour": "red"}, 'unknown field "spec.colour"'),
         ({"mode": "live"}, "spec.command: Required value"),
         ({"command": "start", "requestId": "../etc"}, "spec.requestId: Invalid value"),
+        ({"command": "failover", "mode": "Live"}, "spec.mode: Invalid value"),  # one spelling: a policy's
+        ({"command": "failover", "profile": "Primary"}, "spec.profile: Invalid value"),  # and the lock's
         ({"command": "start", "reason": "a\u0000b"}, "spec.reason: Invalid value"),  # scripts get it in env
         ({"command": "start", "config": "\u0000"}, "spec.config: Invalid value"),
         # No other control character either (C0, DEL, C1), but tab and newline in a reason; said in words.
