@@ -96,7 +96,18 @@ COPY cli/ cli/
 RUN /opt/mdops/bin/pip install --no-deps --no-build-isolation --target /opt/mdops/app . \
     && /opt/mdops/bin/python -m compileall -q /opt/mdops/app
 
-# -- runtime: the venv, the reference scripts, a non-root user -----------------------------------
+# -- init: tini (Debian's), the runtime's PID 1 ----------------------------------------------
+# A container's PID 1 inherits every orphan of the container: the background jobs a script leaves when
+# it ends (the local executor runs scripts in the controller's container). Python reaps only its own
+# children, so each such job would stay a zombie for the container's life; tini reaps them all, and
+# passes signals on to the program it runs. Installed here, so that the runtime stage has no apt-get.
+FROM ${PYTHON_IMAGE} AS init
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+
+# -- runtime: tini, the venv, the reference scripts, a non-root user -----------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="mdops" \
       org.opencontainers.image.description="Runbook controller, Ops Console API and runner for a market-data platform"
@@ -104,6 +115,7 @@ LABEL org.opencontainers.image.title="mdops" \
 RUN groupadd --system --gid 10001 mdops \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin mdops
+COPY --from=init /usr/bin/tini /usr/bin/tini
 COPY --from=dependencies /opt/mdops /opt/mdops
 COPY --from=build /opt/mdops/app /opt/mdops/app
 # The reference scripts: the local executor's, and the Job pods' unless a ConfigMap of scripts is
@@ -117,4 +129,6 @@ USER 10001:10001
 WORKDIR /tmp
 # 8080 API, 9102 controller metrics, 8081 controller liveness.
 EXPOSE 8080 9102 8081
+# tini runs the command: give Kubernetes' args (not command, which would replace tini).
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-m", "controller"]

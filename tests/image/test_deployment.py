@@ -76,8 +76,10 @@ def deployed(image, cluster, identities, tmp_path_factory) -> Iterator[Deployed]
         token = {KUBE_API_ACCESS["name"]: service_account_volume(cluster, namespace, account, workdir)}
         simulator = {
             "name": "simulator",
-            "command": ["python", "-m", "sim", "--host", "127.0.0.1", "--port", str(ports["sim"])],
-            "args": ["--failover-ms", "300", "--failover-jitter", "0"],
+            "args": [
+                *("python", "-m", "sim", "--host", "127.0.0.1", "--port", str(ports["sim"])),
+                *("--failover-ms", "300", "--failover-jitter", "0"),
+            ],
             "resources": {"limits": {"memory": "128Mi"}},
             "securityContext": manifest["controller"]["securityContext"],
         }
@@ -145,6 +147,24 @@ def test_each_program_runs_as_uid_10001_on_a_read_only_root_writing_only_to_its_
     places = writable_places(container)
     assert places["/"] == "EROFS", "the root filesystem is read-only"
     assert {place for place, outcome in places.items() if outcome == "ok"} == writable, places
+
+
+def process_state(container: Container, pid: int) -> str | None:
+    """The state letter of process ``pid`` in ``container`` (``Z``: a zombie), None once it is gone."""
+    result = podman.podman("exec", container.name, "cat", f"/proc/{pid}/stat", check=False)
+    return result.stdout.rsplit(")", 1)[1].split()[0] if result.returncode == 0 else None
+
+
+def test_the_controller_container_reaps_what_a_script_leaves_behind(deployed):
+    """A script's background job that outlives the script, and its runner, is orphaned to the container's
+    PID 1 (the local executor runs scripts in the controller's container). When it ends, PID 1 must reap
+    it, or every such run leaves a zombie for the container's life. Here a shell orphans its own job the
+    same way; the job ends at once."""
+    orphan = int(deployed.controller.exec("sh", "-c", "sleep 0.1 & echo $!"))
+    wait_until(lambda: process_state(deployed.controller, orphan) in (None, "Z"), 30, "the orphan to end")
+    wait_until(
+        lambda: process_state(deployed.controller, orphan) is None, 5, "PID 1 to reap the ended orphan"
+    )
 
 
 def test_the_api_answers_health_and_readiness_without_a_token(deployed):

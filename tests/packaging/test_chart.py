@@ -90,8 +90,10 @@ def test_default_install(helm):
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     pod = deployment["spec"]["template"]["spec"]
     controller, api = pod["containers"]
-    assert (controller["name"], controller["command"]) == ("controller", ["python", "-m", "controller"])
-    assert (api["name"], api["command"]) == ("api", ["python", "-m", "api"])
+    # args, not command: the image's entrypoint, tini, runs them (and reaps what scripts leave behind).
+    assert (controller["name"], controller["args"]) == ("controller", ["python", "-m", "controller"])
+    assert (api["name"], api["args"]) == ("api", ["python", "-m", "api"])
+    assert "command" not in controller and "command" not in api
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in controller["env"]}
     assert env["MDOPS_EXECUTOR"] == "job" and env["MDOPS_IN_CLUSTER"] == "true"
     assert env["MDOPS_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
@@ -295,7 +297,16 @@ def test_chart_and_kustomize_agree_on_the_workload(helm, kustomize):
     assert chart_pod["volumes"] == kustomize_pod["volumes"]
     pairs = zip(chart_pod["containers"], kustomize_pod["containers"], strict=True)
     for chart_container, kustomize_container in pairs:
-        for key in ("name", "image", "command", "ports", "livenessProbe", "readinessProbe", "resources"):
+        for key in (
+            "name",
+            "image",
+            "command",
+            "args",
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "resources",
+        ):
             assert chart_container.get(key) == kustomize_container.get(key), key
         assert chart_container["securityContext"] == kustomize_container["securityContext"]
         chart_env = {e["name"]: e for e in chart_container["env"]}
