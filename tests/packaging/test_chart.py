@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, SCRIPTS, find
+from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, REPO, SCRIPTS, find
 
 from devcluster.prometheus import DASHBOARD, alert_rules
 from runbooks import crd, keys
@@ -266,6 +266,26 @@ def test_local_executor_mounts_the_scripts_configmap_only_when_named(helm, confi
         assert volumes["scripts"]["configMap"] == {"name": configmap, "defaultMode": 0o755}
     else:
         assert "scripts" not in mounts and "scripts" not in volumes
+
+
+def readme_permissions() -> set[tuple]:
+    """The README's table of the Role's permissions (Permissions), as :func:`normalised_rules` has them: a
+    row's resources and verbs are lists separated by ";", one list of verbs per resource."""
+    section = (REPO / "README.md").read_text().split("\n### Permissions\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    permissions = set()
+    for group, resources, verbs, _ in rows[1:]:  # below the header
+        group = "" if group.strip() == "core" else group.strip().strip("`")
+        pairs = zip(resources.split(";"), verbs.split(";"), strict=True)
+        for resource, listed in pairs:
+            permissions |= {(group, resource.strip().strip("`"), verb, "*") for verb in listed.split()}
+    return permissions
+
+
+def test_the_readme_lists_the_permissions_the_role_grants(helm, kustomize):
+    with_peering = normalised_rules(find(kustomize(components=(PEERING,)), "Role"))
+    chart = normalised_rules(find(helm.template("-f", str(CHART / "ci" / "peering-values.yaml")), "Role"))
+    assert readme_permissions() == with_peering == chart
 
 
 @pytest.mark.parametrize("peering", [False, True], ids=["default", "peering"])
