@@ -310,6 +310,17 @@ def test_chart_and_kustomize_agree_on_rbac(helm, kustomize, peering):
         assert len(crds_of(kustomized)) == len(crd.KINDS) + 1
 
 
+def test_with_peering_a_disruption_evicts_one_replica_at_a_time(helm, kustomize):
+    """Without a budget a node drain evicts both peers at once, and no controller runs until one is back."""
+    chart = helm.template("-f", str(CHART / "ci" / "peering-values.yaml"))
+    for docs in (chart, kustomize(components=(PEERING,))):
+        budget, deployment = find(docs, "PodDisruptionBudget"), find(docs, "Deployment")
+        assert deployment["spec"]["replicas"] == 2 and budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    for docs in (helm.template(), kustomize()):  # one replica: a budget would only block drains
+        assert not [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+
+
 def test_chart_and_kustomize_agree_on_the_workload(helm, kustomize):
     chart_pod = find(helm.template(), "Deployment")["spec"]["template"]["spec"]
     kustomize_pod = find(kustomize(), "Deployment")["spec"]["template"]["spec"]
