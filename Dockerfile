@@ -121,6 +121,8 @@ COPY --from=build /opt/mdops/app /opt/mdops/app
 # The reference scripts: the local executor's, and the Job pods' unless a ConfigMap of scripts is
 # mounted over them.
 COPY --chmod=0755 examples/scripts/ /etc/mdops/scripts/
+# What tini runs: the command, or the list of the image's programs for what is not one (`--help`).
+COPY --chmod=0755 tools/image-entrypoint.sh /usr/local/bin/mdops-entrypoint
 ENV PATH=/opt/mdops/app/bin:/opt/mdops/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -130,5 +132,5 @@ WORKDIR /tmp
 # 8080 API, 9102 controller metrics, 8081 controller liveness.
 EXPOSE 8080 9102 8081
 # tini runs the command: give Kubernetes' args (not command, which would replace tini).
-ENTRYPOINT ["/usr/bin/tini", "--"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mdops-entrypoint"]
 CMD ["python", "-m", "controller"]

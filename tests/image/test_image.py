@@ -1,4 +1,5 @@
-"""What the image holds, read from its filesystem (``podman image mount``)."""
+"""What the image holds, read from its filesystem (``podman image mount``), and what it says when it is
+run with something that is not one of its commands."""
 
 from __future__ import annotations
 
@@ -40,3 +41,26 @@ def test_the_ca_bundle_given_to_the_build_is_in_no_file_of_the_image(root):
     holders = [path for path in files(root) if any(map(path.read_bytes().__contains__, needles))]
     assert not holders, f"the build's CA bundle was copied into {holders}"
     assert not (root / "run" / "secrets").exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["controller"], []], ids=["an-option", "a-bare-name", "nothing"]
+)
+def test_the_image_run_without_one_of_its_commands_lists_them(image, argv):
+    """``podman run IMAGE --help`` (an option for the image, not a command) says what to run instead of
+    the runtime's "executable file not found"; with no argument at all the image runs its default
+    command, the controller, which says what it lacks (settings) rather than a usage."""
+    run = podman("run", "--rm", "--network=none", "--read-only", image, *argv, check=False)
+    if argv:
+        assert run.returncode == 2, run.stderr
+        assert f'"{" ".join(argv)}" is not a command of this image' in run.stderr
+        for program in (
+            "python -m controller",
+            "python -m api",
+            "python -m runner",
+            "python -m sim",
+            "mdops",
+        ):
+            assert program in run.stderr
+    else:
+        assert run.returncode == 2 and "invalid controller settings" in run.stderr, run.stderr
