@@ -131,6 +131,8 @@ USER 10001:10001
 WORKDIR /tmp
 # 8080 API, 9102 controller metrics, 8081 controller liveness.
 EXPOSE 8080 9102 8081
-# tini runs the command: give Kubernetes' args (not command, which would replace tini).
-ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mdops-entrypoint"]
+# tini runs the command: give Kubernetes' args (not command, which would replace tini). -e 143: a
+# program that ends by the SIGTERM it was sent, as uvicorn (the API) does once it has shut down, has
+# stopped as asked: exit code 0, not 143.
+ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--", "/usr/local/bin/mdops-entrypoint"]
 CMD ["python", "-m", "controller"]

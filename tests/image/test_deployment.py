@@ -15,6 +15,7 @@ address in ``KUBERNETES_SERVICE_HOST``/``_PORT`` (:func:`tests.image.conftest.in
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from tests.image.conftest import (
 from tests.runbook_client import Runbooks
 
 TOKEN = "image-test-admin-token"
+GRACE_SECONDS = 30  # a pod's terminationGracePeriodSeconds (the manifests keep Kubernetes' default)
 STATE = "/var/lib/mdops"
 
 
@@ -227,8 +229,24 @@ def test_the_image_s_mdops_command_speaks_to_the_api(deployed):
 
 
 def test_the_packaged_role_refused_neither_program_anything(deployed):
-    """Last in this module, after the runs above: the API server refused no call of the controller or the
-    API as the pod's ServiceAccount (kopf and the API's watches log a 403 and go on)."""
+    """After the runs above: the API server refused no call of the controller or the API as the pod's
+    ServiceAccount (kopf and the API's watches log a 403 and go on)."""
     for container in (deployed.controller, deployed.api):
         log = container.logs(last=None)
         assert "forbidden" not in log.lower(), f"{container.name}: the Role lacks a permission:\n{log}"
+
+
+def test_each_program_stops_at_sigterm_and_exits_0(deployed):
+    """Last in this module: ``podman stop`` sends SIGTERM, as a kubelet does, which tini passes on. Each
+    program stops well within a pod's grace period (the API with an event stream open) and exits 0: a
+    stop that was asked for and went well is no error (a container's exit code is what a kubelet
+    reports)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.stream("GET", f"{deployed.api_url}/api/ops/events", headers=headers, timeout=60) as events:
+        assert events.status_code == 200
+        for container in (deployed.api, deployed.controller, deployed.sim):
+            began = time.monotonic()
+            podman.podman("stop", f"--time={GRACE_SECONDS}", container.name)
+            took = time.monotonic() - began
+            exit_code = container.state()["ExitCode"]
+            assert (exit_code, took < GRACE_SECONDS / 2) == (0, True), (took, container.logs())

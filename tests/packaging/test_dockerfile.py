@@ -65,7 +65,7 @@ def test_final_stage_runs_as_a_numeric_non_root_user_without_build_tools():
     assert not re.search(r"apt-get|gcc|build-essential|pip install", final)
     assert 'CMD ["python", "-m", "controller"]' in final
     # PID 1 reaps orphans; the manifests give args
-    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mdops-entrypoint"]' in final
+    assert 'ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--", "/usr/local/bin/mdops-entrypoint"]' in final
 
 
 def test_the_image_holds_the_reference_scripts_where_job_pods_and_podsim_look_for_them():
