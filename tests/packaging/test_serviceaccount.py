@@ -20,7 +20,7 @@ NEEDED = [
         (verb, keys.GROUP, "runbooks", "")
         for verb in ("get", "list", "watch", "patch", "create", "delete", "impersonate")
     ),
-    *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "patch", "update")),
+    ("patch", keys.GROUP, "runbooks", "status"),  # kopf's and the controller's patches, never a PUT
     *((verb, keys.GROUP, "runbookpolicies", "") for verb in ("get", "list", "watch")),
     *(
         (verb, keys.GROUP, "runbookapprovals", "")
@@ -30,14 +30,11 @@ NEEDED = [
     ("patch", keys.GROUP, "runbookschedules", "status"),
     # patch: a Job's TTL, once its result is recorded.
     *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "patch", "delete")),
-    *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
-    ("get", "", "pods", "log"),
-    *((verb, group, "events", "") for verb in ("create", "patch") for group in ("", "events.k8s.io")),
-    ("list", "", "events", ""),  # the Job controller's FailedCreate Events of a run's Job
-    *(
-        (verb, "coordination.k8s.io", "leases", "")
-        for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
-    ),
+    *((verb, "", "pods", "") for verb in ("list", "watch")),  # a run's pods, by its Job's label
+    # core/v1 Events (kopf's and the controller's); list: the Job controller's FailedCreate Events of a Job
+    *((verb, "", "events", "") for verb in ("create", "patch", "list")),
+    # The locks and the ledger: read, listed (the ledger's trim), created, replaced (PUT), deleted.
+    *((verb, "coordination.k8s.io", "leases", "") for verb in ("get", "list", "create", "update", "delete")),
 ]
 REFUSED = [
     *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
@@ -54,6 +51,13 @@ REFUSED = [
     ("create", "rbac.authorization.k8s.io", "roles", ""),
     ("create", "rbac.authorization.k8s.io", "rolebindings", ""),
     ("patch", "kopf.dev", "kopfpeerings", ""),  # only with the peering component
+    # What mdops never does (the kopf and HTTP calls of controller/ and api/): read any pod's log, get a
+    # pod by name, post events.k8s.io Events, PUT a status, watch or patch a Lease.
+    ("get", "", "pods", "log"),
+    ("get", "", "pods", ""),
+    *((verb, "events.k8s.io", "events", "") for verb in ("create", "patch")),
+    *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "update")),
+    *((verb, "coordination.k8s.io", "leases", "") for verb in ("watch", "patch")),
 ]
 
 
@@ -178,8 +182,8 @@ def test_real_requests_of_the_controller_and_the_api_succeed(sa, namespace):
     }
     batch.create_namespaced_job(namespace, job)
     core.list_namespaced_pod(namespace, label_selector="job-name=runner-test")
-    # Authorised (404: no such pod), where a refusal would be a 403.
-    assert status_of(lambda: core.read_namespaced_pod_log("no-such-pod", namespace)) == 404
+    # Not authorised (403, not the 404 of no such pod): the logs of the namespace's pods are not mdops's.
+    assert status_of(lambda: core.read_namespaced_pod_log("no-such-pod", namespace)) == 403
     core.create_namespaced_event(
         namespace,
         {
