@@ -21,6 +21,7 @@ from httpx_sse import EventSource, connect_sse
 from pydantic import BaseModel, ValidationError
 
 from api.schemas import (
+    DecisionResponse,
     ExecuteResponse,
     RunbooksPage,
     SchedulesResponse,
@@ -116,6 +117,11 @@ class Api:
         """200 and the finished run, or 202 and its state so far (the API waits a bounded time)."""
         response = self._call("POST", "/api/ops/runbooks/execute", json=body)
         return response.status_code, self._json(response, ExecuteResponse)
+
+    def decide(self, request_id: str, decision: str, comment: str) -> dict[str, Any]:
+        """``approve`` or ``reject`` a run that waits for approvals: the RunbookApproval made (201)."""
+        path = f"{_runbook_path(request_id)}/{decision}"
+        return self._json(self._call("POST", path, json={"comment": comment}), DecisionResponse)
 
     @contextmanager
     def events(self, request_id: str, last_event_id: str | None) -> Iterator[EventSource]:

@@ -480,6 +480,39 @@ def logs(api: Api, out: Output, say: Say, warn: Say, request_id: str, follow: bo
             emit(line)
 
 
+COMMENT = click.option("--comment", default="", metavar="TEXT", help="Why, for the audit.")
+
+
+@cli.command(
+    epilog="\b\nExamples:\n  mdops approve fo-2026-12-03 --comment 'checked with the desk'\n"
+    "  mdops runs --result queued   # what waits, approvals among it"
+)
+@click.argument("request_id", callback=_request_id)
+@COMMENT
+@api_options
+def approve(api: Api, out: Output, request_id: str, comment: str) -> None:
+    """Approve another person's run that waits for approvals (four eyes).
+
+    Needs a token with runbooks:approve; nobody approves their own run (exit 77). The run starts once
+    it has the approvals its RunbookPolicy asks for; too late (it started), already decided by this
+    token, or no approval asked for: exit 73.
+    """
+    out.show(api.decide(request_id, "approve", comment), render.decision_line)
+
+
+@cli.command(epilog="\b\nExamples:\n  mdops reject fo-2026-12-03 --comment 'not during the auction'")
+@click.argument("request_id", callback=_request_id)
+@COMMENT
+@api_options
+def reject(api: Api, out: Output, request_id: str, comment: str) -> None:
+    """Reject a run that has not started: it ends failed (Rejected), never run.
+
+    Needs a token with runbooks:approve; one's own run too (a withdrawal). A rejection wins over any
+    approvals, until the run starts.
+    """
+    out.show(api.decide(request_id, "reject", comment), render.decision_line)
+
+
 @cli.command(epilog="\b\nExamples:\n  mdops status\n  mdops status -o json | jq .last_exit_codes")
 @api_options
 def status(api: Api, out: Output) -> None:

@@ -42,7 +42,10 @@ MEANINGS = {
     Exit.API_FAILED: (
         "the API failed (500) or gave an answer mdops does not understand; or mdops failed unexpectedly"
     ),
-    Exit.CONFLICT: "conflict (409): the request id was already used with other parameters",
+    Exit.CONFLICT: (
+        "conflict (409): the request id was already used with other parameters; approve or reject: too "
+        "late, already decided, or no approval asked for"
+    ),
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
     Exit.CONFIG: (
         "configuration: no API URL or token, an unknown context, or a config file unsafe, unreadable or "

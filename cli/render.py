@@ -53,6 +53,19 @@ def result_line(view: dict[str, Any]) -> Text:
     return Text.assemble(f"{runbook['command']} {runbook['request_id']}: ", outcome(runbook))
 
 
+def decision_line(decision: dict[str, Any]) -> Text:
+    """``approved fo-1 (asked for by alice), as bob: checked with the desk``: a decision made."""
+    done = "approved" if decision["decision"] == "Approve" else "rejected"
+    comment = f": {decision['comment']}" if decision["comment"] else ""
+    return Text(
+        escaped(
+            f"{done} {decision['request_id']} (asked for by {decision['requester']}), "
+            f"as {decision['approver']}{comment}"
+        ),
+        style="green" if done == "approved" else "bold red",
+    )
+
+
 def log_line(line: dict[str, str]) -> Text:
     level = line.get("level", "INFO")
     # Never wrapped by Rich (a terminal wraps it; a pipe gets it whole).

@@ -10,9 +10,13 @@ with four eyes has one: a decision on a run that no policy holds would not count
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from cli.errors import Exit
 from devcluster.components import install_rbac
 from devcluster.processes import wait_until
 from runbooks import approval, keys, models, policy
@@ -71,6 +75,36 @@ def approvals(cluster, namespace: str) -> list[dict]:
         item["spec"] | {"labels": item["metadata"].get("labels")}
         for item in json.loads(listed.stdout)["items"]
     ]
+
+
+def mdops(api, who: str, *args: str, home: Path) -> subprocess.CompletedProcess:
+    """The command line as ``who`` at a shell that set MDOPS_API_URL and MDOPS_API_TOKEN (no config)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "MDOPS_API_URL": api.url,
+        "MDOPS_API_TOKEN": TOKENS[who][0],
+    }
+    command = [str(Path(sys.executable).parent / "mdops"), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_mdops_approve_and_reject_decide_as_the_rest_api_does(api, identities, namespace, tmp_path):
+    """The person on shift decides from the command line: one RunbookApproval each, made as the token's
+    name; the API's refusal of an approval of one's own run is exit 77 in its own words."""
+    execute(api, "alice", "fo-cli")
+    own = mdops(api, "alice", "approve", "fo-cli", home=tmp_path)
+    assert own.returncode == Exit.NOT_ALLOWED and "nobody approves their own request" in own.stderr
+    approved = mdops(api, "bob", "approve", "fo-cli", "--comment", "backup checked", home=tmp_path)
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == "approved fo-cli (asked for by alice), as bob: backup checked\n"
+    again = mdops(api, "bob", "reject", "fo-cli", home=tmp_path)
+    assert again.returncode == Exit.CONFLICT, again.stderr  # one decision per person
+    withdrawn = mdops(api, "alice", "reject", "fo-cli", "-o", "json", home=tmp_path)
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    assert json.loads(withdrawn.stdout)["decision"] == "Reject"
+    made = sorted((a["approver"], a["decision"], a["comment"]) for a in approvals(identities, namespace))
+    assert made == [("alice", "Reject", ""), ("bob", "Approve", "backup checked")]
 
 
 def test_another_person_approves_and_the_requester_may_only_withdraw(api, identities, namespace):

@@ -1450,6 +1450,15 @@ def test_a_status_message_and_a_runs_fields_are_shown_escaped_too():
     assert "ops\\x1b[2J" in _text(render.runs_table([listed]))
 
 
+def test_a_decision_reads_in_words_with_its_comment_escaped():
+    made = {"request_id": "fo-1", "decision": "Reject", "approver": "bob", "requester": "alice"}
+    assert (
+        _text(render.decision_line({**made, "comment": ""})) == "rejected fo-1 (asked for by alice), as bob\n"
+    )
+    shown = _text(render.decision_line({**made, "decision": "Approve", "comment": "ok\x1b]0;owned\x07"}))
+    assert shown == "approved fo-1 (asked for by alice), as bob: ok\\x1b]0;owned\\x07\n"
+
+
 def test_a_chart_is_drawn_with_its_title_and_times():
     series = {
         "metric": "md_throughput_mps",
