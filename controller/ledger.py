@@ -89,9 +89,10 @@ class Entry:
         return self.annotations.get(keys.REQUEST, request) != request
 
     @property
-    def held(self) -> bool:
-        """Whether the gate held its Runbook, which had no finalizer then and has not started since."""
-        return keys.HELD in self.annotations
+    def unstarted(self) -> bool:
+        """Whether its run has not started: its Runbook has had no finalizer since the claim, so it may have
+        gone unseen (deleted while no controller ran), and its request id may be freed then."""
+        return keys.UNSTARTED in self.annotations
 
     @property
     def recorded(self) -> bool:
@@ -117,7 +118,9 @@ class Ledger:
     ) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival`` asking ``request`` (the
         fingerprint of its request fields); return the entry of whoever owns it (a claim made before a
-        restart keeps its arrival). In a namespace being deleted,
+        restart keeps its arrival). The claim says that its run has not started (:attr:`Entry.unstarted`)
+        from the write that makes it: a run that waits (for its lock, a slot, the gate) has no finalizer, and
+        deleted while no controller runs it goes unseen. In a namespace being deleted,
         whose Leases went with it and where no Lease can be created, the claim is the Runbook's without a
         Lease (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
         annotations = {
@@ -125,6 +128,7 @@ class Ledger:
             keys.RUNBOOK: f"{namespace}/{name}",
             keys.ARRIVAL: str(arrival),
             keys.REQUEST: request,
+            keys.UNSTARTED: "true",
         }
         body = lease_body(lease_name(request_id), uid, annotations)
         while True:
@@ -171,15 +175,15 @@ class Ledger:
 
         return await self._update(entry, namespace, record)
 
-    async def hold(self, entry: Entry, namespace: str, held: bool) -> Entry:
-        """Say in the entry whether the gate holds its run, which never started (``held``), or no more (its
-        run may start). A held run has no finalizer: deleted while no controller runs, it goes at once,
-        and a Runbook that meets its claim frees it (:meth:`controller.runs.Runs.admit`). No write when the
-        entry says so already."""
+    async def mark_unstarted(self, entry: Entry, namespace: str, unstarted: bool) -> Entry:
+        """Say in the entry whether its run has not started (``unstarted``), or may start from now on. An
+        unstarted run has no finalizer: deleted while no controller runs, it goes at once, and a Runbook
+        that meets its claim frees it (:meth:`controller.runs.Runs.admit`). No write when the entry says so
+        already."""
 
         def mark(annotations: dict[str, str]) -> dict[str, str]:
-            kept = {key: value for key, value in annotations.items() if key != keys.HELD}
-            return {**kept, keys.HELD: "true"} if held else kept
+            kept = {key: value for key, value in annotations.items() if key != keys.UNSTARTED}
+            return {**kept, keys.UNSTARTED: "true"} if unstarted else kept
 
         return await self._update(entry, namespace, mark)
 

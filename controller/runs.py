@@ -5,18 +5,19 @@ run again after a restart (or after an error), every step looks at what is done 
 from there. Every request id runs at most once: the ledger claim decides who may run, the executor's
 idempotent start adopts a run that already started.
 
-The steps, and the writes each makes (a trivial run: two status patches, two finalizer patches, two
+The steps, and the writes each makes (a trivial run: two status patches, two finalizer patches, three
 ledger writes and two Events):
 
-1. :meth:`Runs.admit`: the ledger claim. A duplicate is settled here (it shows the earlier result, or
-   waits for it, parked, holding nothing). Then :meth:`Runs.gate`, the namespace's RunbookPolicies and the
-   request's RunbookApprovals, before the Runbook joins its target's lane and takes the lock: it passes,
-   is held (outside its change window, or awaiting approvals; holding nothing, looked at again when its
-   wait ends or a policy or approval changes) or ends without executing (refused, rejected, expired).
-2. :meth:`Runs.run`: the target's lock (for mutating runs), the finalizer (so that a deletion stops the
-   run, also while no controller runs), the executor's start and one status patch (Running, with the
-   request id, the resolved window and the target); then the run's log lines, patched as they come
-   (debounced, coalesced); then :meth:`Runs.finish`.
+1. :meth:`Runs.admit`: the ledger claim, saying that its run has not started. A duplicate is settled here
+   (it shows the earlier result, or waits for it, parked, holding nothing). Then :meth:`Runs.gate`, the
+   namespace's RunbookPolicies and the request's RunbookApprovals, before the Runbook joins its target's
+   lane and takes the lock: it passes, is held (outside its change window, or awaiting approvals; holding
+   nothing, looked at again when its wait ends or a policy or approval changes) or ends without executing
+   (refused, rejected, expired).
+2. :meth:`Runs.run`: the target's lock (for mutating runs), the claim's mark taken off and the finalizer
+   (so that a deletion stops the run, also while no controller runs), the executor's start and one status
+   patch (Running, with the request id, the resolved window and the target); then the run's log lines,
+   patched as they come (debounced, coalesced); then :meth:`Runs.finish`.
 3. :meth:`Runs.finish`: the result into the ledger first (the record that the request ran), the Job
    left to its TTL, the finalizer removed, and last the finished status, which takes the Runbook out of
    the controller's watch.
@@ -263,12 +264,12 @@ class Runs:
         )
         if (
             claim.uid != entry.uid
-            and claim.held
+            and claim.unstarted
             and not in_view(claim.uid)
             and await self._earlier(claim) is None
         ):
-            # The gate held that Runbook, and it was deleted while no controller ran (it had no finalizer:
-            # it went at once): it never ran, and its request id is free.
+            # That Runbook never started (it waited: for its lock, a slot, the gate), and it was deleted
+            # while no controller ran (it had no finalizer: it went at once): its request id is free.
             await self.services.ledger.release(claim, entry.namespace)
             return await self.admit(entry, in_view)
         if claim.uid != entry.uid and claim.other_request(request):  # never shown another request's result
@@ -278,7 +279,7 @@ class Runs:
         if claim.uid == entry.uid:
             if not claim.recorded and not entry.deleting:  # its namespace is being deleted: so is it, soon
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS)
-            entry.claim = claim
+            entry.claim = await self._unstarted_again(entry, claim)
             verdict = await self.gate(entry)
             if verdict.outcome is Outcome.HELD and entry.needs_lock:
                 # A controller killed after taking the lock and before the gate held it leaves the lock
@@ -299,6 +300,22 @@ class Runs:
             claim = await self.services.ledger.finish(claim, entry.namespace, status.to_k8s())
             return await self.settle_duplicate(entry, claim)
         return await self._park(entry, claim)  # it comes into view soon
+
+    async def _unstarted_again(self, entry: Entry, claim: ledger.Entry) -> ledger.Entry:
+        """The own claim, saying again that its run has not started if that is so: a controller killed after
+        it took the mark off and before the finalizer was on (or a claim made before claims carried the
+        mark) leaves a run that may wait without a finalizer, unseen if it is deleted then. Without the
+        finalizer, and with no run in its status nor found by the executor, it has not started."""
+        if (
+            claim.unstarted
+            or claim.result is not None
+            or keys.FINALIZER in entry.finalizers
+            or entry.deleting
+            or self.status(entry).execution is not None
+            or await self.services.executor.find(self.request(entry)) is not None
+        ):
+            return claim
+        return await self.services.ledger.mark_unstarted(claim, entry.namespace, unstarted=True)
 
     async def _earlier(self, claim: ledger.Entry) -> dict[str, Any] | None:
         """The Runbook that made ``claim``; None if it is gone."""
@@ -352,7 +369,7 @@ class Runs:
         if isinstance(decision, policy.Wait):
             change = transitions.held(status, entry.generation, decision)
             await self._show_held(entry, change, Reason.OUTSIDE_CHANGE_WINDOW, decision.message, "held")
-            return await self._hold(entry, (decision.until - at).total_seconds())
+            return self._hold((decision.until - at).total_seconds())
         if decision.expire_after is None:  # no rule asks for approvals: no decision counts
             return await self._pass(entry, None)
         return await self._count(entry, decision, at)
@@ -387,7 +404,7 @@ class Runs:
         if counted.state == approval.PENDING:
             message = change.succeeded.message if change.succeeded else counted.summary
             await self._show_held(entry, change, Reason.AWAITING_APPROVAL, message, "awaiting")
-            return await self._hold(entry, (expires - at).total_seconds())
+            return self._hold((expires - at).total_seconds())
         outcome = "rejected" if counted.state == approval.REJECTED else "expired"
         return await self._not_run(entry, change, outcome)
 
@@ -400,15 +417,12 @@ class Runs:
         change = transitions.pending_because(self.status(entry), entry.generation, message)
         if apply(self.status(entry), change) != self.status(entry):
             await self.patch(entry, change)
-        return await self._hold(entry, WINDOW_RETRY_SECONDS)
+        return self._hold(WINDOW_RETRY_SECONDS)
 
-    async def _hold(self, entry: Entry, seconds: float) -> Next:
+    @staticmethod
+    def _hold(seconds: float) -> Next:
         """Held until ``seconds`` from now (a moment after, so that the wait is over then). Its claim says
-        so while it has no finalizer, which it gets before it starts (:meth:`_protect`): so never while a
-        run of it may go on."""
-        if keys.FINALIZER not in entry.finalizers:
-            assert entry.claim is not None
-            entry.claim = await self.services.ledger.hold(entry.claim, entry.namespace, held=True)
+        that it has not started (:meth:`admit`) until it gets its finalizer, just before the start."""
         return Next(Outcome.HELD, min(max(seconds, 0.0) + 0.05, HOLD_RECHECK_SECONDS))
 
     async def _show_held(
@@ -637,10 +651,10 @@ class Runs:
 
     async def _protect(self, entry: Entry) -> bool:
         """Add the finalizer before the run starts; False if the Runbook is gone. Its claim no longer says
-        that the gate holds it, first, even if the finalizer is there (a client put it on while the gate
-        held it): deleted by force from now on, it may have run."""
+        that it has not started, first, even if the finalizer is there (a client put it on while it
+        waited): deleted by force from now on, it may have run."""
         assert entry.claim is not None
-        entry.claim = await self.services.ledger.hold(entry.claim, entry.namespace, held=False)
+        entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, unstarted=False)
         if keys.FINALIZER in entry.finalizers:
             return True
         finalizers = [*entry.finalizers, keys.FINALIZER]

@@ -36,7 +36,8 @@ FINISHED_AT = f"{GROUP}/finished-at"
 ARRIVAL = f"{GROUP}/arrival"  # on a ledger entry: when its Runbook first arrived (microseconds), its place
 REQUEST = f"{GROUP}/request"  # on a ledger Lease: the fingerprint of the request fields it was claimed with
 DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks that showed its result
-# On a ledger Lease: the gate holds its Runbook, which has no finalizer (so it never started).
-HELD = f"{GROUP}/held"
+# On a ledger Lease: its run has not started (it is written with the claim and taken off before the Runbook
+# gets its finalizer). Named when only the runs the gate held had it: claims written then still say so.
+UNSTARTED = f"{GROUP}/held"
 LOCK_GROUP = f"{GROUP}/group"
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering

@@ -406,6 +406,80 @@ def test_a_runbook_deleted_while_no_controller_ran_has_its_run_stopped_before_th
     assert ledger_result(api_client, namespace, "deleted")["exitCode"] == 130  # remembered as cancelled
 
 
+def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_free_their_request_ids(
+    start_controller, rbs, env, api_client, namespace
+):
+    """A run queued behind another (for its target's lock, or for a slot) has its claim and no finalizer:
+    deleted while no controller runs, it goes at once, and its claim stayed. Created again, its request id
+    was a Duplicate ('the earlier run was deleted unfinished') though nothing of it ever ran."""
+    settings = {"MDOPS_MAX_PARALLEL": "1", **script_env(env)}
+    first = start_controller("first", **settings)
+    rbs.create("holder", command="failover")
+    wait_started(env, "holder")
+    rbs.create("behind-lock", command="failback")
+    rbs.create("behind-slot", command="health_check")
+    rbs.wait_for("behind-lock", "Queued", "True")
+    leases = client.CoordinationV1Api(api_client)
+    wait_until(
+        lambda: any(
+            item.metadata.name == lease_name("behind-slot")
+            for item in leases.list_namespaced_lease(namespace).items
+        ),
+        30,
+        "the health check's claim",
+    )
+    kill(first)
+    assert not any(rbs.get(name)["metadata"].get("finalizers") for name in ("behind-lock", "behind-slot"))
+    for name in ("behind-lock", "behind-slot"):
+        rbs.delete(name)
+    wait_until(lambda: rbs.gone("behind-lock") and rbs.gone("behind-slot"), 30, "both Runbooks to go")
+
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **settings)
+    rbs.create("lock-again", command="failback", request_id="behind-lock")
+    rbs.create("slot-again", command="health_check", request_id="behind-slot")
+    release(env)
+    for name in ("lock-again", "slot-again"):
+        status = rbs.wait_finished(name)["status"]
+        assert status["result"] == "success", status.get("message")
+    assert sorted(started(env)) == ["behind-lock", "behind-slot", "holder"]
+
+
+def test_a_waiting_run_whose_claim_lost_its_unstarted_mark_gets_it_again_and_its_request_id_is_freed(
+    start_controller, rbs, env, api_client, namespace
+):
+    """A controller killed after it took a claim's mark off and before it put the finalizer on (or a claim
+    made before claims carried the mark) leaves a run without the finalizer whose claim may have started:
+    the next controller marks it again (no finalizer, no run in its status, none found), so deleted while
+    no controller runs it frees its request id too."""
+    first = start_controller("first", **script_env(env))
+    rbs.create("holder", command="failover")
+    wait_started(env, "holder")
+    rbs.create("behind", command="failback")
+    rbs.wait_for("behind", "Queued", "True")
+    kill(first)
+    leases = client.CoordinationV1Api(api_client)
+    claim = leases.read_namespaced_lease(lease_name("behind"), namespace)
+    del claim.metadata.annotations[keys.UNSTARTED]
+    leases.replace_namespaced_lease(claim.metadata.name, namespace, claim)
+
+    def marked() -> bool:
+        annotations = leases.read_namespaced_lease(lease_name("behind"), namespace).metadata.annotations
+        return keys.UNSTARTED in annotations
+
+    state = {"MDOPS_STATE_DIR": first.env["MDOPS_STATE_DIR"], **script_env(env)}
+    second = start_controller("second", **state)
+    wait_until(marked, 30, "the claim to say again that its run has not started", [second.process])
+    kill(second)
+    rbs.delete("behind")
+    wait_until(lambda: rbs.gone("behind"), 30, "the Runbook to go")
+    start_controller("third", **state)
+    rbs.create("again", command="failback", request_id="behind")
+    release(env)
+    status = rbs.wait_finished("again")["status"]
+    assert status["result"] == "success", status.get("message")
+    assert sorted(started(env)) == ["behind", "holder"]
+
+
 # -- 4. cancelling a Job frees the lock only once no pod of the run runs ---------------------------------
 def test_a_deleted_jobs_lock_is_free_only_once_its_pod_has_stopped(
     start_controller, cluster, rbs, env, api_client, namespace
