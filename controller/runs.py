@@ -14,10 +14,10 @@ ledger writes and two Events):
    lane and takes the lock: it passes, is held (outside its change window, or awaiting approvals; holding
    nothing, looked at again when its wait ends or a policy or approval changes) or ends without executing
    (refused, rejected, expired).
-2. :meth:`Runs.run`: the target's lock (for mutating runs), the claim's mark taken off and the finalizer
-   (so that a deletion stops the run, also while no controller runs), the executor's start and one status
-   patch (Running, with the request id, the resolved window and the target); then the run's log lines,
-   patched as they come (debounced, coalesced); then :meth:`Runs.finish`.
+2. :meth:`Runs.run`: the target's lock (for mutating runs), the finalizer (so that a deletion stops the
+   run, also while no controller runs) and then the claim's mark taken off, the executor's start and one
+   status patch (Running, with the request id, the resolved window and the target); then the run's log
+   lines, patched as they come (debounced, coalesced); then :meth:`Runs.finish`.
 3. :meth:`Runs.finish`: the result into the ledger first (the record that the request ran), the Job
    left to its TTL, the finalizer removed, and last the finished status, which takes the Runbook out of
    the controller's watch.
@@ -302,10 +302,10 @@ class Runs:
         return await self._park(entry, claim)  # it comes into view soon
 
     async def _unstarted_again(self, entry: Entry, claim: ledger.Entry) -> ledger.Entry:
-        """The own claim, saying again that its run has not started if that is so: a controller killed after
-        it took the mark off and before the finalizer was on (or a claim made before claims carried the
-        mark) leaves a run that may wait without a finalizer, unseen if it is deleted then. Without the
-        finalizer, and with no run in its status nor found by the executor, it has not started."""
+        """The own claim, saying again that its run has not started if that is so: a claim made before
+        claims carried the mark (a controller upgraded while runs waited) leaves a run that waits without
+        a finalizer, unseen if it is deleted while no controller runs. Without the finalizer, and with no
+        run in its status nor found by the executor, it has not started."""
         if (
             claim.unstarted
             or claim.result is not None
@@ -650,18 +650,22 @@ class Runs:
         return (calendar.windows[state] if window == "auto" else window), session
 
     async def _protect(self, entry: Entry) -> bool:
-        """Add the finalizer before the run starts; False if the Runbook is gone. Its claim no longer says
-        that it has not started, first, even if the finalizer is there (a client put it on while it
-        waited): deleted by force from now on, it may have run."""
+        """Add the finalizer before the run starts, then take off its claim's mark that it has not started
+        (also if a client put the finalizer on while it waited); False if the Runbook is gone. In that
+        order no moment leaves a run that has not started with neither: a controller killed between the
+        two leaves the finalizer (a deletion then waits for the next controller, which frees the claim),
+        and a deletion by force then leaves a claim that still says, truly, that its run never started.
+        Once the mark is off, a Runbook deleted by force may have run: its claim is never freed."""
         assert entry.claim is not None
-        entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, unstarted=False)
-        if keys.FINALIZER in entry.finalizers:
-            return True
-        finalizers = [*entry.finalizers, keys.FINALIZER]
-        ok = await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers)
-        if ok:
+        if keys.FINALIZER not in entry.finalizers:
+            finalizers = [*entry.finalizers, keys.FINALIZER]
+            if not await self.services.kube.set_finalizers(
+                entry.namespace, entry.name, entry.uid, finalizers
+            ):
+                return False
             entry.finalizers = finalizers
-        return ok
+        entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, unstarted=False)
+        return True
 
     async def _let_go(self, entry: Entry) -> None:
         """Remove the finalizer: the run is over, or never started (a deleted Runbook then goes)."""

@@ -444,13 +444,13 @@ def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_fr
     assert sorted(started(env)) == ["behind-lock", "behind-slot", "holder"]
 
 
-def test_a_waiting_run_whose_claim_lost_its_unstarted_mark_gets_it_again_and_its_request_id_is_freed(
+def test_a_waiting_run_whose_claim_has_no_unstarted_mark_gets_it_and_its_request_id_is_freed(
     start_controller, rbs, env, api_client, namespace
 ):
-    """A controller killed after it took a claim's mark off and before it put the finalizer on (or a claim
-    made before claims carried the mark) leaves a run without the finalizer whose claim may have started:
-    the next controller marks it again (no finalizer, no run in its status, none found), so deleted while
-    no controller runs it frees its request id too."""
+    """A claim made before claims carried the mark that its run has not started (a controller upgraded
+    while runs waited for their turn) belongs to a run without the finalizer: the next controller marks it
+    (no finalizer, no run in its status, none found), so deleted while no controller runs it frees its
+    request id too."""
     first = start_controller("first", **script_env(env))
     rbs.create("holder", command="failover")
     wait_started(env, "holder")
