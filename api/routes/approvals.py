@@ -47,7 +47,8 @@ RESPONSES = responses(
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",
     c404="No run has this request_id.",
-    c409="Too late (the run has passed the gate: it waits for its lock, runs or has finished), no policy "
+    c409="Too late (the run runs or has finished; to approve, it has passed the gate and waits for its "
+    "lock, where a rejection still stops it), no policy "
     "asks for approvals for the run (the gate lets it start at once), already decided by this token, or "
     "the run names no requester (or, to approve, names a schedule that names nobody).",
 )
@@ -122,10 +123,10 @@ async def _decide(
     if record.finished or record.status == RunState.RUNNING:
         state = "has finished" if record.finished else "has started"
         raise Conflict(f"run {request_id!r} {state}: too late to decide on it")
-    if record.reason == Reason.QUEUED:  # the gate is before the lock (or it is a duplicate, never run itself)
+    if record.reason == Reason.QUEUED and decision == "Approve":  # the gate is before the lock
         raise Conflict(
-            f"run {request_id!r} has passed the gate and waits for its target's lock: too late to decide on "
-            "it; delete the Runbook to cancel it"
+            f"run {request_id!r} has passed the gate and waits for its target's lock: too late to approve "
+            "it (a rejection still stops it until it starts)"
         )
     if record.reason != Reason.AWAITING_APPROVAL and not await _gate_counts(
         record.spec, cache, kube, calendar
@@ -181,7 +182,8 @@ async def _gate_counts(spec: dict, cache: RunbookCache, kube: KubeRequests, cale
     """Whether the gate will count decisions on the run of ``spec``: the namespace's policies, evaluated
     now as the gate evaluates them, hold it for approvals, or for its window (then they may, if a rule
     that matches it asks for approvals), or refuse it. Whatever keeps the gate from deciding (a policy or
-    a calendar it cannot read) holds the run there too, and it counts decisions once it can."""
+    a calendar it cannot read) holds the run there too, and it counts decisions once it can. A run it let
+    through (waiting for its lock) is asked again before it starts, when a rejection came meanwhile."""
     try:
         listed = await kube(
             kube.objects.list_namespaced_custom_object,
@@ -209,4 +211,4 @@ async def _gate_counts(spec: dict, cache: RunbookCache, kube: KubeRequests, cale
         return True
     if isinstance(decision, policy.Wait):  # counted at the wait's end only if a rule may ask for approvals
         return any(r.approvals and r.match.matches(run) for p in policies.values() for r in p.rules)
-    return not (isinstance(decision, policy.Allowed) and decision.approvals == 0)
+    return not (isinstance(decision, policy.Allowed) and decision.expire_after is None)

@@ -229,7 +229,7 @@ CONDITION = {"type": "Succeeded", "lastTransitionTime": "2026-01-05T02:00:00Z"}
         (
             {"conditions": [{**CONDITION, "status": "Unknown", "reason": "Queued"}]},
             "alice",
-            "has passed the gate and waits for its target's lock: too late to decide on it",
+            "has passed the gate and waits for its target's lock: too late to approve it",
         ),
         (None, "", "names no requester"),
     ],
@@ -248,6 +248,28 @@ def test_a_decision_comes_too_late_or_cannot_count(api, identities, namespace, s
     code, body = decide(api, "bob", "rs-1")
     assert code == 409 and detail in body["detail"]
     assert approvals(identities, namespace) == []
+
+
+def test_a_run_queued_for_its_lock_may_still_be_rejected(api, identities, namespace):
+    """A failover the gate let through waits for its target's lock; the gate asks again before it starts,
+    and a rejection then stops it (tests/cluster/test_gate.py): the API takes one, not 409."""
+    queued = {"conditions": [{**CONDITION, "status": "Unknown", "reason": "Queued"}]}
+    spec = {"command": "failover", "requestedBy": "alice"}
+    identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(models.manifest("fo-q", spec)))
+    patch = json.dumps({"status": queued})
+    identities.kubectl(
+        "patch", "rb", "fo-q", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
+    )
+
+    def seen() -> bool:
+        code, _, text = http("GET", f"{api.url}/api/ops/runbooks/fo-q", headers=token("alice"))
+        return code == 200 and json.loads(text)["runbook"]["status"] == "queued"
+
+    wait_until(seen, 30, "the API to see the run queued")
+    assert decide(api, "bob", "fo-q")[0] == 409  # its approvals are in: too late to approve
+    code, made = decide(api, "bob", "fo-q", "reject", body={"comment": "not now"})
+    assert code == 201, made
+    assert [(a["approver"], a["decision"]) for a in approvals(identities, namespace)] == [("bob", "Reject")]
 
 
 def test_a_decision_no_policy_would_count_is_refused(api, identities, namespace):
