@@ -272,6 +272,33 @@ def test_a_run_queued_for_its_lock_may_still_be_rejected(api, identities, namesp
     assert [(a["approver"], a["decision"]) for a in approvals(identities, namespace)] == [("bob", "Reject")]
 
 
+def test_a_rejection_counts_on_a_run_that_needs_approvals_in_another_session_state(
+    api, identities, namespace
+):
+    """A rule that asks approvals for drills only in a session state the venue is not in now: the gate
+    lets such a drill through without approvals, but counts the decisions on it (a rejection wins until
+    it starts), so the API takes a rejection rather than answer that no policy asks for approvals."""
+    code, _, text = http("GET", f"{api.url}/readyz")
+    now = json.loads(text)["session"]
+    assert code == 200 and now is not None, text
+    other = "holiday" if now != "holiday" else "open"
+    drills = {
+        **FOUR_EYES,
+        "metadata": {"name": "drills-elsewhere"},
+        "spec": {
+            "rules": [
+                {"name": "drills", "match": {"commands": ["drill"]}, "approvals": {"inStates": [other]}}
+            ]
+        },
+    }
+    identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(drills))
+    body = {"command": "drill", "request_id": "dr-1"}
+    code, _, text = http("POST", f"{api.url}/api/ops/runbooks/execute", body, token("alice"))
+    assert code == 202, text
+    code, made = decide(api, "bob", "dr-1", "reject")
+    assert code == 201, made
+
+
 def test_a_decision_no_policy_would_count_is_refused(api, identities, namespace):
     """A run the policies let start at once passes the gate without counting decisions: a rejection
     answered 201 would be ignored, and the run would go on."""
