@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from api.errors import Forbidden
 from runbooks.contract import Command, is_token
 from runbooks.models import Person
 from runbooks.schedule import REQUESTER_PREFIX
@@ -73,6 +75,25 @@ class Principal:
 
     def may_execute_something(self) -> bool:
         return any(p == EXECUTE or p.startswith(f"{EXECUTE}:") for p in self.permissions)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a route asks of a token, from its permissions alone: the edge (:mod:`api.edge`) checks it
+    before it reads a request's body, so that a token without it learns nothing from the body and makes
+    the server read none; the route's dependency (:mod:`api.deps`) checks it again."""
+
+    allows: Callable[[Principal], bool]
+    lacking: str  # what the 403 says the token lacks
+
+    def check(self, principal: Principal) -> Principal:
+        if not self.allows(principal):
+            raise Forbidden(f"token {principal.name!r} lacks the permission {self.lacking}")
+        return principal
+
+
+def permission(name: str) -> Requirement:
+    return Requirement(lambda principal: principal.allows(name), repr(name))
 
 
 def reads(principal: Principal, record: RunbookRecord) -> bool:

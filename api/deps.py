@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api import auth
 from api.auth import Principal
 from api.cache import RunbookCache
-from api.errors import Forbidden, NotReady, Unauthorized
+from api.errors import NotReady, Unauthorized
 from api.kube import KubeRequests
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
@@ -92,43 +92,33 @@ async def current_principal(
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def permitted(principal: Principal, permission: str) -> Principal:
-    if not principal.allows(permission):
-        raise Forbidden(f"token {principal.name!r} lacks the permission {permission!r}")
-    return principal
+def require(requirement: auth.Requirement):
+    """A dependency that checks ``requirement`` (403); the edge finds it as the dependency's
+    ``requirement`` and checks it before it reads a body (:func:`api.edge.requirements`)."""
 
-
-def require(permission: str):
     async def check(principal: PrincipalDep) -> Principal:
-        return permitted(principal, permission)
+        return requirement.check(principal)
 
+    check.requirement = requirement  # type: ignore[attr-defined]
     return check
 
 
 def request_permitted(request: Request, permission: str) -> Principal:
     """The request's principal, with ``permission`` (else 403), read without dependency injection: for an
     endpoint every open console polls, where FastAPI's injection would cost as much as the answer."""
-    return permitted(principal_of(request), permission)
+    return auth.permission(permission).check(principal_of(request))
 
 
-async def require_any_execute(principal: PrincipalDep) -> Principal:
-    if not principal.may_execute_something():
-        raise Forbidden(
-            f"token {principal.name!r} lacks the permission {auth.EXECUTE!r} (or {auth.EXECUTE}:<command>)"
-        )
-    return principal
-
-
-async def require_runbook_read(principal: PrincipalDep) -> Principal:
-    """Reading one run: status:read, or the right to execute something (to follow one's own 202: the runs
-    such a token may read are its own, :func:`api.auth.reads`)."""
-    if not (principal.allows(auth.STATUS_READ) or principal.may_execute_something()):
-        raise Forbidden(f"token {principal.name!r} lacks the permission {auth.STATUS_READ!r}")
-    return principal
-
-
-StatusReader = Annotated[Principal, Depends(require(auth.STATUS_READ))]
-MetricsReader = Annotated[Principal, Depends(require(auth.METRICS_READ))]
-Approving = Annotated[Principal, Depends(require(auth.APPROVE))]
-Executing = Annotated[Principal, Depends(require_any_execute)]
-RunbookReader = Annotated[Principal, Depends(require_runbook_read)]
+ANY_EXECUTE = auth.Requirement(
+    Principal.may_execute_something, f"{auth.EXECUTE!r} (or {auth.EXECUTE}:<command>)"
+)
+# Reading one run: status:read, or the right to execute something (to follow one's own 202: the runs such a
+# token may read are its own, :func:`api.auth.reads`).
+RUNBOOK_READ = auth.Requirement(
+    lambda p: p.allows(auth.STATUS_READ) or p.may_execute_something(), repr(auth.STATUS_READ)
+)
+StatusReader = Annotated[Principal, Depends(require(auth.permission(auth.STATUS_READ)))]
+MetricsReader = Annotated[Principal, Depends(require(auth.permission(auth.METRICS_READ)))]
+Approving = Annotated[Principal, Depends(require(auth.permission(auth.APPROVE)))]
+Executing = Annotated[Principal, Depends(require(ANY_EXECUTE))]
+RunbookReader = Annotated[Principal, Depends(require(RUNBOOK_READ))]

@@ -7,6 +7,9 @@ so that it acts on the headers alone and before anything reads the body:
 2. **authentication**: a protected path (:func:`protected`: every ``/api/`` route, ``/metrics`` and
    ``/openapi.json``) without a valid bearer token is a 401 with ``WWW-Authenticate: Bearer``, before a
    byte of the body is read; the principal goes to ``scope["state"]`` for the routes' permission checks;
+   a request with a body whose token lacks what its route requires of every token (:func:`requirements`:
+   execute's any execute permission, approve's ``runbooks:approve``) is a 403 before its body is read too:
+   such a client learns nothing of how the body would have been judged, and makes the server read none;
 3. **body size**: a body larger than ``MDOPS_API_MAX_BODY_BYTES`` is a 413, at once when its
    ``Content-Length`` says so, else as soon as the streamed (chunked) body passes the limit. The body is
    read here, never more than the limit plus one chunk, and handed on to the route. A request with both
@@ -28,7 +31,7 @@ from fastapi.routing import RouteContext, iter_route_contexts
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 
-from api.auth import Principal, TokenStore
+from api.auth import Principal, Requirement, TokenStore
 from api.errors import ApiError, Unauthorized
 
 Scope = MutableMapping[str, Any]
@@ -69,6 +72,17 @@ def allowed(routes: list[BaseRoute], scope: Scope) -> list[str]:
     chosen = [route] if route is not None else list(iter_route_contexts(routes))
     methods = set().union(*(MOUNTED if r.methods is None else r.methods for r in chosen))
     return sorted(methods | {"HEAD"} if "GET" in methods else methods)
+
+
+def requirements(routes: list[BaseRoute], scope: Scope) -> list[Requirement]:
+    """What the route that serves the request requires of its token before anything else (its
+    dependencies made by :func:`api.deps.require`)."""
+    for route in iter_route_contexts(routes):
+        if route.matches(scope)[0] is Match.FULL:
+            dependant = getattr(route, "dependant", None)  # a mount (the console's files) has none
+            calls = (dependency.call for dependency in dependant.dependencies) if dependant else ()
+            return [found for call in calls if (found := getattr(call, "requirement", None))]
+    return []
 
 
 def route_label(routes: list[BaseRoute], scope: Scope) -> str:
@@ -152,7 +166,11 @@ class EdgeMiddleware:
             if chunked(scope) and declared_length(scope) is not None:
                 raise BadFraming
             if protected(scope["path"]):
-                scope.setdefault("state", {})["principal"] = authenticate(api.state.tokens, scope)
+                principal = authenticate(api.state.tokens, scope)
+                scope.setdefault("state", {})["principal"] = principal
+                if has_body(scope):
+                    for requirement in requirements(api.routes, scope):
+                        requirement.check(principal)
             if has_body(scope):
                 limit = api.state.settings.api_max_body_bytes
                 length = declared_length(scope)

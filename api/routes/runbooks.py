@@ -15,7 +15,7 @@ from api import auth, listing
 from api.auth import Principal, reads
 from api.cache import RunbookCache
 from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
-from api.errors import Forbidden, NotFound
+from api.errors import NotFound
 from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
 from api.records import RunbookRecord
@@ -110,9 +110,7 @@ async def list_runbooks(
 async def execute(
     body: ExecuteRequest, settings: SettingsDep, submitter: SubmitterDep, principal: Executing
 ) -> JSONResponse:
-    permission = auth.execute_permission(body.command)
-    if not principal.allows(permission):
-        raise Forbidden(f"token {principal.name!r} lacks the permission {permission!r}")
+    auth.permission(auth.execute_permission(body.command)).check(principal)
     record = await submitter.submit(body, principal)
     code = HTTPStatus.OK if record.finished else HTTPStatus.ACCEPTED
     headers = {"Location": f"/api/ops/runbooks/{record.request_id}"}

@@ -124,6 +124,16 @@ def test_a_command_permission_is_checked_once_the_body_is_valid(api):
     invalid = {"command": "start", "dry_run": "no"}
     assert api.post(EXECUTE, json=invalid).status_code == 401
     assert api.post(EXECUTE, json=invalid, headers=auth(READER_TOKEN)).status_code == 403
+    # A token that may not execute learns nothing from the body: not whether it parses, nor how it is sent.
+    for content, kind in ((b'{"command": "start", "mode": [', "application/json"), (b"start", "text/plain")):
+        refused = api.post(EXECUTE, content=content, headers={**auth(READER_TOKEN), "Content-Type": kind})
+        assert refused.status_code == 403, refused.text
+    malformed = api.post(
+        "/api/ops/runbooks/some-id/approve",
+        content=b'{"comment": ',
+        headers={**auth(EXECUTOR_TOKEN), "Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 403, malformed.text
     assert api.post(EXECUTE, json=invalid, headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 422
     valid = {"command": "start"}
     assert api.post(EXECUTE, json=valid, headers=auth(HEALTH_CHECKER_TOKEN)).status_code == 403

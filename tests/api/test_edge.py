@@ -425,6 +425,25 @@ def test_the_deadline_is_for_reading_a_request_not_for_answering_it(start_server
     assert [item["spec"]["requestId"] for item in runbooks.list()] == ["waited"]
 
 
+@pytest.mark.parametrize(
+    ("token", "path"),
+    [(READER_TOKEN, EXECUTE), (METRICS_TOKEN, "/api/ops/runbooks/some-id/approve")],
+    ids=["execute", "approve"],
+)
+def test_a_token_without_the_permission_is_403_before_the_body_is_read(server, runbooks, token, path):
+    """The head alone is answered: the server does not wait for, nor read, a body that a token without the
+    route's permission declares (it never sends it here: waiting for it would end in a 408)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 30000\r\n\r\n"
+    ).encode()
+    received = received_until_closed(slow_client(server, head + b'{"command": "start", "mode": ['))
+    status, _, body = received.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 403 ") and b"connection: close" in status, received
+    assert "lacks the permission" in json.loads(body)["detail"]
+    assert runbooks.list() == []
+
+
 def test_slow_clients_hold_nothing_once_their_time_is_up(start_server):
     server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1")
     before = open_descriptors(server)
