@@ -4,10 +4,12 @@ Its calls block, so each query runs in a worker thread and the summary's queries
 The threads are Prometheus' own (``QUERY_WORKERS`` of them), never the event loop's default pool, which
 the rest of the API shares: a Prometheus that hangs holds only its own threads, never status' or execute's.
 A query fails fast (no retries, a short timeout): an unreachable Prometheus makes the summary's
-metrics stale, not the request slow. A query that would have to wait for a thread (all of them held by
-queries in flight, e.g. while Prometheus hangs) is not queued: its request is a prompt 503. Where a query
-returns several series (several exporters), the summary reports their maximum and says so in the metric's
-``context``.
+metrics stale, not the request slow. The timeout bounds a query's whole answer (``requests`` bounds each
+read only: a Prometheus that sent its answer a byte at a time held the request for as long as it went on);
+the thread of a query given up on goes on until it ends, and counts meanwhile. A query that would have to
+wait for a thread (all of them held by queries in flight, e.g. while Prometheus hangs) is not queued: its
+request is a prompt 503. Where a query returns several series (several exporters), the summary reports
+their maximum and says so in the metric's ``context``.
 
 Consoles poll the summary and the charts' timeseries: requests that arrive while an answer's queries run
 share them (single flight), and the answer is reused for ``MDOPS_API_METRICS_MAX_AGE_SECONDS`` after it was
@@ -23,7 +25,7 @@ import datetime
 import json
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -127,9 +129,15 @@ def _checked(call: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
     return result
 
 
+class Late(TimeoutError):
+    """A query whose whole answer did not come within the timeout."""
+
+
 def _failure_note(error: BaseException) -> str:
     if isinstance(error, PrometheusApiClientException):
         return f"prometheus query failed: {str(error)[:200]}"
+    if isinstance(error, Late):
+        return f"prometheus unreachable: {error}"
     return f"prometheus unreachable: {type(error).__name__}"
 
 
@@ -138,6 +146,7 @@ class MetricsSource:
         self.client = PrometheusConnect(
             url=url.rstrip("/"), retry=Retry(total=0, raise_on_status=False), timeout=timeout
         )
+        self.timeout = timeout
         self.max_age = max_age
         self._pool = ThreadPoolExecutor(QUERY_WORKERS, thread_name_prefix="prometheus")
         self._lock = threading.Lock()
@@ -161,9 +170,10 @@ class MetricsSource:
         with self._lock:
             self._in_flight -= 1
 
-    def _start(self, call: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def _start(self, call: Callable[..., Any], *args: Any) -> Coroutine[Any, Any, Any]:
         """``call(*args)`` started now in a thread reserved for it (``_reserve``), which it releases when
-        it returns, even if the request that asked went away meanwhile."""
+        it returns, even if the request that asked went away meanwhile or stopped waiting; its answer, to
+        await within the timeout (else :class:`Late`)."""
 
         def run() -> Any:
             try:
@@ -172,10 +182,17 @@ class MetricsSource:
                 self._release()
 
         try:
-            return asyncio.wrap_future(self._pool.submit(run))
+            answer = asyncio.wrap_future(self._pool.submit(run))
         except BaseException:
             self._release()
             raise
+        return self._within_timeout(answer)
+
+    async def _within_timeout(self, answer: asyncio.Future[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(answer, self.timeout)
+        except TimeoutError:
+            raise Late(f"no whole answer within {self.timeout:g} s") from None
 
     async def _encoded_summary(self) -> bytes:
         """The summary as the answer's body: encoded once, however many clients it is reused for."""
@@ -238,7 +255,7 @@ class MetricsSource:
             result = await self._start(
                 self.client.custom_query_range, f"max({metric})", start, end, f"{step_seconds}s"
             )
-        except (requests.RequestException, PrometheusApiClientException) as error:
+        except (requests.RequestException, PrometheusApiClientException, Late) as error:
             # Never Prometheus' URL: it may hold a password.
             raise PrometheusUnavailable(_failure_note(error)) from error
         if not result:

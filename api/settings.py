@@ -24,7 +24,7 @@ class ApiSettings(CommonSettings):
     )
     prometheus_url: str = Field("http://127.0.0.1:9090", description="Prometheus the metrics come from.")
     prometheus_timeout_seconds: float = Field(
-        5.0, gt=0, le=60, description="Timeout of one Prometheus query (no retries)."
+        5.0, gt=0, le=60, description="Timeout of one Prometheus query, its whole answer (no retries)."
     )
     api_metrics_max_age_seconds: float = Field(
         2.0,

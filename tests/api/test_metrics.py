@@ -210,6 +210,58 @@ def answering(body: bytes) -> Iterator[str]:
             server.shutdown()
 
 
+@contextlib.contextmanager
+def dripping() -> Iterator[str]:
+    """An HTTP server that answers every request 200 and then a byte of its body at a time, each well within
+    any read timeout, without end (a Prometheus behind a congested link or a stuck proxy); its URL."""
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.2):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+
+        do_POST = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            stop.set()
+            server.shutdown()
+
+
+def test_a_prometheus_that_drips_its_answer_is_stale_and_503_once_the_timeout_is_up(start_server):
+    """The timeout bounds a query's whole answer, not each read of it: a Prometheus that sends a byte at a
+    time made the metrics requests wait for as long as it went on (here: the client gave up first)."""
+    with dripping() as url:
+        server = start_server(MDOPS_PROMETHEUS_URL=url, MDOPS_PROMETHEUS_TIMEOUT_SECONDS="1")
+        code, _, text = http("GET", server.url + SUMMARY, headers=auth(METRICS_TOKEN))
+        assert code == 200, text
+        for key, metric in json.loads(text).items():
+            assert (metric["stale"], metric["value"]) == (True, None), key
+            assert metric["context"]["note"] == "prometheus unreachable: no whole answer within 1 s", key
+        code, _, text = http(
+            "GET", server.url + f"{TIMESERIES}?metric=md_feed_up", headers=auth(METRICS_TOKEN)
+        )
+        assert code == 503, text
+        assert json.loads(text)["detail"] in (
+            "prometheus unreachable: no whole answer within 1 s",
+            "prometheus is slow or unreachable: its earlier queries have not answered yet; try again shortly",
+        )
+
+
 @pytest.mark.parametrize(
     "body",
     [
