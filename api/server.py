@@ -14,7 +14,10 @@ uvicorn has none: a connection that sends nothing, or half a head, or half a bod
 good, and enough of them use up the process's file descriptors. When the deadline passes, a connection that
 has sent nothing of a request is closed (as an idle keep-alive connection is), one with part of a request
 is answered 408 with a JSON body and closed, and the application, if the head had reached it, sees the
-client gone and does nothing with the part it has.
+client gone and does nothing with the part it has. The same deadline bounds how long the server waits
+to write to a client that reads nothing of its answers (its buffers full: uvicorn waits for good there
+too, e.g. for a client that pipelines requests for large files and never reads): then the connection is
+dropped.
 
 h11 (0.16) lets control characters other than NUL through in a header's value; :class:`StrictConnection`
 refuses them (400, as h11 refuses one in a header's name): RFC 9110 allows only visible characters, spaces
@@ -100,6 +103,7 @@ class Protocol(H11Protocol):
         self.conn = StrictConnection(h11.SERVER, self.conn._max_incomplete_event_size)
         self.read_seconds = read_seconds
         self.read_deadline: asyncio.TimerHandle | None = None
+        self.write_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(GatheredWrites(transport, self.loop))  # type: ignore[arg-type]
@@ -124,7 +128,27 @@ class Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_reading()
+        self.resume_writing()  # no deadline left behind (uvicorn resumes its writers too)
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport holds more than it may of what the client has not read: it has
+        ``read_seconds`` to read some of it."""
+        super().pause_writing()
+        if self.write_deadline is None:
+            self.write_deadline = self.loop.call_later(self.read_seconds, self.write_timed_out)
+
+    def resume_writing(self) -> None:
+        if self.write_deadline is not None:
+            self.write_deadline.cancel()
+            self.write_deadline = None
+        super().resume_writing()
+
+    def write_timed_out(self) -> None:
+        self.write_deadline = None
+        who = ":".join(map(str, self.client or ("a client",)))
+        log.info("%s: read nothing of its answer within %g s: connection dropped", who, self.read_seconds)
+        self.transport.abort()
 
     def start_reading(self) -> None:
         self.read_deadline = self.loop.call_later(self.read_seconds, self.read_timed_out)

@@ -44,7 +44,8 @@ class ApiSettings(CommonSettings):
         gt=0,
         le=300,
         description="Seconds a client has to send a whole request (head and body) from its first byte or its "
-        "connection's start; then a 408 and the connection closed.",
+        "connection's start; then a 408 and the connection closed. Also how long the server waits for a "
+        "client that reads nothing of its answers (they fill the buffers); then the connection is dropped.",
     )
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."

@@ -20,6 +20,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 
 from api.main import create_app
+from api.routes.console import CONSOLE_DIR
 from devcluster.processes import wait_until
 from tests.api.conftest import ADMIN_TOKEN, METRICS_TOKEN, READER_TOKEN, auth, http
 
@@ -451,4 +452,26 @@ def test_slow_clients_hold_nothing_once_their_time_is_up(start_server):
     for sock in clients:
         received_until_closed(sock)
     wait_until(lambda: open_descriptors(server) <= before, 30, "the API's descriptors back where they were")
+    assert http("GET", server.url + "/healthz")[0] == 200
+
+
+def test_a_client_that_reads_none_of_its_answers_is_closed_once_its_time_is_up(start_server):
+    """A client that asks (no token needed: the console's largest file, pipelined) and then reads nothing:
+    once its answers fill the buffers, the server waits to write. uvicorn waits for good, and enough such
+    clients use up the process's file descriptors; here the connection is dropped when nothing of it has
+    been read for MDOPS_API_READ_TIMEOUT_SECONDS."""
+    server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1")
+    largest = max((p for p in CONSOLE_DIR.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    path = "/console/" + largest.relative_to(CONSOLE_DIR).as_posix()
+    before = open_descriptors(server)
+    clients = []
+    for _ in range(5):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 50)
+        clients.append(sock)
+    wait_until(lambda: open_descriptors(server) <= before, 30, "the non-reading clients' connections closed")
+    for sock in clients:
+        sock.close()
     assert http("GET", server.url + "/healthz")[0] == 200
