@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from api.errors import Forbidden
+from runbooks import approval
 from runbooks.contract import Command, is_token
 from runbooks.models import Person
 from runbooks.schedule import REQUESTER_PREFIX
@@ -111,9 +112,11 @@ class TokenEntry(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _not_a_schedule(cls, name: str) -> str:
+    def _a_persons(cls, name: str) -> str:
         if name.startswith(REQUESTER_PREFIX):
             raise ValueError(f"{REQUESTER_PREFIX}... names the runs of RunbookSchedules")
+        if not approval.person(name):  # its approvals would be made, and never count
+            raise ValueError(f"{approval.SYSTEM_PREFIX}... names Kubernetes' own identities, not a person")
         return name
 
     @field_validator("token")

@@ -242,6 +242,7 @@ LONG = "x" * MIN_TOKEN_LENGTH
         (f"tokens: [{{name: a, token: 'with space {LONG}'}}]", "outside visible ASCII"),
         (f'tokens: [{{name: "ci\\abot", token: {LONG}}}]', r"control characters: U\+0007"),
         (f"tokens: [{{name: 'schedule:nightly', token: {LONG}}}]", "names the runs of RunbookSchedules"),
+        (f"tokens: [{{name: 'system:serviceaccount:ops:ci', token: {LONG}}}]", "not a person"),
     ],
 )
 def test_an_invalid_tokens_file_is_refused_at_start(tmp_path, text, error):
