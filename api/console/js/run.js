@@ -3,6 +3,7 @@
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
 import { clock, duration, el, offset, whenWithOffset } from "./format.js";
+import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
 
 const LOG_LINES = 200; // the most log lines a panel shows: the oldest go
@@ -63,8 +64,9 @@ export function after(old, more) {
   return more;
 }
 
-// A panel that follows one run; onChange(detail) after each transition (e.g. to update the header).
-export function panel(zone, onChange = () => {}) {
+// A panel that follows one run; onChange(detail) after each transition (e.g. to update the header);
+// `actions`, if any, shown under the run's state (the run page's decision).
+export function panel(zone, onChange = () => {}, actions = null) {
   const heading = el("h2", {}, "Waiting for the run…");
   const state = el("p", { class: "run-state", role: "status" });
   const live = el("p", { class: "live" });
@@ -76,6 +78,7 @@ export function panel(zone, onChange = () => {}) {
     heading,
     state,
     live,
+    actions,
     details,
     el("h3", { id: "logs-title" }, `Logs (times in ${offset(zone)})`),
     logs,
@@ -296,7 +299,12 @@ export function panel(zone, onChange = () => {}) {
 
 export function show(container, ctx, requestId) {
   ctx.title(`Run ${requestId}`);
-  const run = panel(ctx.me.time_zone, (detail) => detail.state && ctx.refreshEnvironment());
+  const decide = decision(ctx.me, requestId);
+  const changed = (detail) => {
+    decide.update(detail);
+    if (detail.state) ctx.refreshEnvironment();
+  };
+  const run = panel(ctx.me.time_zone, changed, decide.element);
   container.append(el("h1", {}, "Run"), el("p", {}, el("a", { href: "#/runbooks" }, "← All runs")), run.element);
   return run.start(requestId, { page: true });
 }

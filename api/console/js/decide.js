@@ -1,0 +1,104 @@
+// Four eyes on a run's page: while the gate holds the run for approvals (its Succeeded condition's reason
+// is AwaitingApproval), a token with runbooks:approve approves or rejects it, with an optional comment
+// (POST /api/ops/runbooks/{request_id}/approve or /reject). Approve is not offered to the run's requester,
+// whom the API refuses (403): the page says why instead. Reject ends the run failed: it is confirmed first.
+// A press while a decision is on its way does nothing; the API keeps one decision per person and run, and
+// its refusals (403, 409) are shown as it words them.
+import { ApiError, call } from "./api.js";
+import { el } from "./format.js";
+
+const APPROVE = "runbooks:approve";
+
+// Whether the gate holds the run of `detail` (a run event's, or a read shown over one) for approvals.
+export function awaiting(detail) {
+  const succeeded = (detail.conditions || []).find((c) => c.type === "Succeeded");
+  return !detail.runbook.finished_at && Boolean(succeeded) && succeeded.reason === "AwaitingApproval";
+}
+
+// The decision's part of a run's page for the token `me` (whoami's answer): {element, update(detail)},
+// update at each change of the run. Nothing at all for a token without runbooks:approve.
+export function decision(me, requestId) {
+  const answer = el("p", { class: "decision-answer", role: "status", tabindex: -1 });
+  const element = el("section", { class: "decision", "aria-labelledby": "decision-title", hidden: true });
+  if (!me.permissions.includes(APPROVE)) return { element, update: () => {} };
+
+  const waiting = el("p", { id: "decision-waiting" });
+  const comment = el("textarea", { id: "decision-comment", rows: 2, "aria-describedby": "decision-comment-help" });
+  const own = el("p", { class: "note" }, "You asked for this run: another person approves it. You may reject it, to withdraw it.");
+  const approve = el("button", { type: "button" }, "Approve");
+  const reject = el("button", { type: "button", class: "danger" }, "Reject");
+  const controls = el(
+    "div",
+    { class: "decision-controls" },
+    el("div", { class: "field" }, el("label", { for: "decision-comment" }, "Comment (optional)"), comment,
+      el("small", { id: "decision-comment-help" }, "Why, for the audit: kept with the decision.")),
+    own,
+    el("div", { class: "actions" }, approve, reject),
+  );
+  const confirmReject = el("button", { type: "button", class: "danger" }, "Reject the run");
+  const cancel = el("button", { type: "button" }, "Cancel");
+  const dialog = el(
+    "dialog",
+    { "aria-labelledby": "reject-title", "aria-describedby": "reject-text" },
+    el("h2", { id: "reject-title" }, "Reject this run?"),
+    el("p", { id: "reject-text" }, `Run ${requestId} ends failed, Rejected: its script never runs. A decision is not changed.`),
+    el("div", { class: "actions" }, confirmReject, cancel),
+  );
+  element.append(el("h2", { id: "decision-title" }, "Approval"), waiting, controls, answer, dialog);
+
+  let busy = false; // a decision is on its way: further presses do nothing
+  let decided = false; // this token's decision is made: the API would refuse another (409)
+  let open = false; // the run waits for approvals
+
+  function show() {
+    controls.hidden = !open || decided;
+    for (const b of [approve, reject, confirmReject]) b.disabled = busy;
+  }
+
+  async function decide(verb) {
+    if (busy || decided) return;
+    busy = true;
+    show();
+    answer.textContent = verb === "approve" ? "Approving…" : "Rejecting…";
+    const body = comment.value ? { comment: comment.value } : undefined;
+    try {
+      await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}/${verb}`, { method: "POST", body });
+      decided = true;
+      answer.textContent = `${verb === "approve" ? "Approved" : "Rejected"} by you (${me.name}).`;
+      answer.className = "decision-answer";
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      answer.textContent = error.message; // the API's own words (its detail), or why there was no answer
+      answer.className = "decision-answer message";
+    } finally {
+      busy = false;
+      show();
+      answer.focus(); // the buttons may be gone: the answer is where the keyboard goes on from
+    }
+  }
+
+  approve.addEventListener("click", () => decide("approve"));
+  reject.addEventListener("click", () => {
+    if (busy || decided) return;
+    dialog.showModal();
+    cancel.focus();
+  });
+  confirmReject.addEventListener("click", () => {
+    dialog.close();
+    decide("reject");
+  });
+  cancel.addEventListener("click", () => dialog.close());
+
+  function update(detail) {
+    open = awaiting(detail);
+    const r = detail.runbook;
+    if (open) waiting.textContent = `This run waits for approvals: ${r.message || "–"}.`;
+    waiting.hidden = !open;
+    approve.hidden = r.requested_by === me.name;
+    own.hidden = !approve.hidden;
+    element.hidden = !open && !answer.textContent; // an answer stays shown once the run goes on
+    show();
+  }
+
+  return { element, update };
+}

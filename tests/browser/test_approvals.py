@@ -1,0 +1,194 @@
+"""Four eyes in the Ops Console, in Debian's chromium against a stack of its own whose namespace has a
+RunbookPolicy that holds every drill for one approval (a failback for two): the admin asks for runs
+(through the REST API, as the run form or mdops would), and bob (runbooks:approve) approves or rejects
+them on the run's page. What counts is what the drill's script itself wrote (its witness file), and the
+RunbookApprovals the API server holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from playwright.sync_api import Locator, Page, expect
+
+from devcluster.private import write_private
+from devcluster.stack import NAMESPACE
+from runbooks import approval, keys, policy
+from tests.browser.conftest import axe_violations, sign_in
+from tests.runbook_client import reference_scripts
+
+BOB = "bob-" + secrets.token_urlsafe(16)  # runbooks:approve
+READER = "reader-" + secrets.token_urlsafe(16)  # status:read only
+FOUR_EYES = {
+    "apiVersion": f"{keys.GROUP}/{keys.VERSION}",
+    "kind": policy.KIND,
+    "metadata": {"name": "drills-four-eyes"},
+    "spec": {
+        "rules": [
+            {"name": "drill", "match": {"commands": ["drill"]}, "approvals": {"required": 1}},
+            {"name": "failback", "match": {"commands": ["failback"]}, "approvals": {"required": 2}},
+        ]
+    },
+}
+WAITING = re.compile(r"This run waits for approvals: waiting for 0 of 1 approvals until ")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """The stack's scripts (a drill that writes its request id to the witness file) and its tokens."""
+    folder = tmp_path_factory.mktemp("approvals")
+    reference_scripts(folder / "scripts", drill='echo "$MDOPS_REQUEST_ID" >> "$FILES/witness"\n')
+    tokens = [
+        {"name": "bob", "token": BOB, "permissions": ["runbooks:approve", "status:read"]},
+        {"name": "reader", "token": READER, "permissions": ["status:read"]},
+    ]
+    write_private(folder / "tokens.yaml", yaml.safe_dump({"tokens": tokens}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack_options(files) -> dict:
+    return {
+        "scripts": files / "scripts",
+        "script_env": {"FILES": str(files)},
+        "api_env": {
+            "MDOPS_API_TOKENS_FILE": str(files / "tokens.yaml"),
+            "MDOPS_API_EXECUTE_WAIT_SECONDS": "0",  # execute answers 202 at once: the drill is held
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def four_eyes(stack) -> None:
+    stack.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(FOUR_EYES))
+
+
+def held_drill(stack, command: str = "drill") -> str:
+    """A run the admin asks for, which the gate holds for approvals: its request id."""
+    rid = f"{command}-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    body = {"command": command, "request_id": rid, "reason": "four eyes in the console"}
+    answer = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return rid
+
+
+def witnessed(files: Path) -> list[str]:
+    witness = files / "witness"
+    return witness.read_text().split() if witness.exists() else []
+
+
+def decisions(stack, rid: str) -> list[dict]:
+    listed = stack.cluster.kubectl(
+        "get", approval.PLURAL, "-n", NAMESPACE, "--field-selector", f"spec.requestId={rid}", "-o", "json"
+    )
+    return [item["spec"] for item in json.loads(listed.stdout)["items"]]
+
+
+def run_page(page: Page, token: str, rid: str):
+    sign_in(page, token)
+    page.goto(f"/console/#/runbooks/{rid}")
+    return page.get_by_role("region", name="Run")
+
+
+def held_page(page: Page, token: str, rid: str, waiting: re.Pattern = WAITING) -> tuple[Locator, Locator]:
+    """The page of a run held for approvals, once it says so: its Run region and its Approval box."""
+    run = run_page(page, token, rid)
+    box = run.get_by_role("region", name="Approval")
+    expect(box.get_by_text(waiting)).to_be_visible()
+    return run, box
+
+
+def decided(stack, token: str, rid: str, verb: str) -> None:
+    """A decision made elsewhere (mdops, another tab): through the REST API."""
+    headers = {"Authorization": f"Bearer {token}"}
+    made = httpx.post(f"{stack.api_url}/api/ops/runbooks/{rid}/{verb}", headers=headers, timeout=30)
+    assert made.status_code == 201, made.text
+
+
+def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files, four_eyes):
+    rid = held_drill(stack)
+    approving = []
+    page.on("request", lambda r: r.url.endswith(f"/{rid}/approve") and approving.append(r.post_data))
+    run, section = held_page(page, BOB, rid)
+    expect(run.get_by_role("status").first).to_have_text("Status: queued")
+    assert rid not in witnessed(files)
+
+    section.get_by_label("Comment (optional)").fill("drill checked with the desk")
+    section.get_by_role("button", name="Approve").dblclick()
+    expect(section.get_by_role("status")).to_have_text("Approved by you (bob).")
+    expect(section.get_by_role("status")).to_be_focused()
+    expect(run.get_by_role("status").first).to_have_text("Status: success, exit code 0")
+    expect(section.get_by_role("button")).to_have_count(0)  # the run passed the gate: nothing to decide
+    assert witnessed(files).count(rid) == 1
+    assert len(approving) == 1, approving  # a double click makes one decision
+    assert decisions(stack, rid) == [
+        {
+            "requestId": rid,
+            "decision": "Approve",
+            "approver": "bob",
+            "requester": "admin",
+            "comment": "drill checked with the desk",
+        }
+    ]
+
+
+def test_a_rejection_asks_first_and_ends_the_run_failed(page, stack, files, four_eyes):
+    rid = held_drill(stack)
+    run, section = held_page(page, BOB, rid)
+
+    section.get_by_role("button", name="Reject").click()
+    dialog = page.get_by_role("dialog", name="Reject this run?")
+    expect(dialog).to_contain_text(f"Run {rid} ends failed, Rejected")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Enter")  # Cancel: nothing is decided
+    expect(dialog).to_be_hidden()
+    assert decisions(stack, rid) == []
+
+    section.get_by_label("Comment (optional)").fill("not during the auction")
+    section.get_by_role("button", name="Reject").click()
+    dialog.get_by_role("button", name="Reject the run").click()
+    expect(section.get_by_role("status")).to_have_text("Rejected by you (bob).")
+    expect(run.get_by_role("status").first).to_have_text("Status: failed")
+    expect(run.get_by_role("table", name="Conditions")).to_contain_text("Rejected")
+    expect(run.get_by_text("rejected by bob: not during the auction").first).to_be_visible()
+    assert rid not in witnessed(files)
+
+
+def test_the_requester_is_told_why_approve_is_not_offered(page, stack, files, four_eyes):
+    rid = held_drill(stack)
+    _, section = held_page(page, stack.admin_token, rid)
+    expect(section.get_by_text("You asked for this run: another person approves it.")).to_be_visible()
+    expect(section.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(section.get_by_role("button", name="Reject")).to_be_visible()  # withdrawing one's own request
+    assert axe_violations(page) == []
+
+
+def test_a_token_without_runbooks_approve_sees_no_decision(page, stack, files, four_eyes):
+    rid = held_drill(stack)
+    run = run_page(page, READER, rid)
+    expect(run.get_by_role("table", name="Conditions")).to_contain_text("AwaitingApproval")
+    expect(run.get_by_role("region", name="Approval")).to_have_count(0)
+    assert page.get_by_role("button", name=re.compile("Approve|Reject")).count() == 0
+
+
+def test_the_apis_refusal_is_shown_in_its_words(page, stack, four_eyes):
+    """Bob approved the failback elsewhere (another tab, mdops), which waits for a second person: the page,
+    loaded before, shows the API's 409 when he presses Approve again, and the run waits on."""
+    rid = held_drill(stack, "failback")
+    run, section = held_page(page, BOB, rid, re.compile("waiting for 0 of 2 approvals until"))
+    decided(stack, BOB, rid, "approve")
+    expect(section.get_by_text(re.compile(r"waiting for 1 of 2 approvals \(bob\) until"))).to_be_visible()
+
+    section.get_by_role("button", name="Approve").click()
+    expect(section.get_by_role("status")).to_have_text(
+        re.compile(f"^Conflict: 'bob' has already decided on run '{rid}' .*a decision is not changed$")
+    )
+    expect(run.get_by_role("status").first).to_have_text("Status: queued")
+    assert [d["decision"] for d in decisions(stack, rid)] == ["Approve"]
