@@ -192,3 +192,24 @@ def test_the_apis_refusal_is_shown_in_its_words(page, stack, four_eyes):
     )
     expect(run.get_by_role("status").first).to_have_text("Status: queued")
     assert [d["decision"] for d in decisions(stack, rid)] == ["Approve"]
+
+
+def test_a_run_that_goes_on_while_the_rejection_is_asked_closes_the_question(page, stack, four_eyes):
+    """Bob is asked to confirm his rejection when the requester withdraws the run (mdops, another tab):
+    the question goes, the page says that nothing was decided here, and the page answers the keyboard."""
+    rid = held_drill(stack)
+    run, section = held_page(page, BOB, rid)
+    section.get_by_role("button", name="Reject").click()
+    dialog = page.get_by_role("dialog", name="Reject this run?")
+    expect(dialog).to_be_visible()
+    decided(stack, stack.admin_token, rid, "reject")
+
+    expect(run.get_by_role("status").first).to_have_text("Status: failed")
+    expect(dialog).to_be_hidden()
+    expect(section.get_by_role("status")).to_have_text(
+        "The run no longer waits for approvals: nothing was decided here."
+    )
+    expect(section.get_by_role("status")).to_be_focused()
+    page.get_by_role("link", name="← All runs").click()  # the page is not left inert under a lost dialog
+    expect(page).to_have_url(re.compile("#/runbooks$"))
+    assert [d["approver"] for d in decisions(stack, rid)] == ["admin"]

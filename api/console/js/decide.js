@@ -92,12 +92,21 @@ export function decision(me, requestId) {
   function update(detail) {
     open = awaiting(detail);
     const r = detail.runbook;
+    const unasked = !open && dialog.open;
+    if (unasked) {
+      // The run went on while Reject was asked (decided elsewhere, started): a modal dialog left open in a
+      // hidden box would leave the whole page inert, unseen. Nothing was decided here: the page says so.
+      dialog.close();
+      answer.textContent = "The run no longer waits for approvals: nothing was decided here.";
+      answer.className = "decision-answer";
+    }
     if (open) waiting.textContent = `This run waits for approvals: ${r.message || "–"}.`;
     waiting.hidden = !open;
     approve.hidden = r.requested_by === me.name;
     own.hidden = !approve.hidden;
     element.hidden = !open && !answer.textContent; // an answer stays shown once the run goes on
     show();
+    if (unasked) answer.focus(); // the focus was in the dialog
   }
 
   return { element, update };
