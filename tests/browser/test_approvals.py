@@ -69,9 +69,9 @@ def four_eyes(stack) -> None:
     stack.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(FOUR_EYES))
 
 
-def held_drill(stack, command: str = "drill") -> str:
+def held_run(stack, command: str = "drill", rid: str | None = None) -> str:
     """A run the admin asks for, which the gate holds for approvals: its request id."""
-    rid = f"{command}-{uuid.uuid4().hex[:8]}"
+    rid = rid or f"{command}-{uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
     body = {"command": command, "request_id": rid, "reason": "four eyes in the console"}
     answer = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", json=body, headers=headers, timeout=30)
@@ -113,7 +113,7 @@ def decided(stack, token: str, rid: str, verb: str) -> None:
 
 
 def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files, four_eyes):
-    rid = held_drill(stack)
+    rid = held_run(stack)
     approving = []
     page.on("request", lambda r: r.url.endswith(f"/{rid}/approve") and approving.append(r.post_data))
     run, section = held_page(page, BOB, rid)
@@ -140,7 +140,7 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
 
 
 def test_a_rejection_asks_first_and_ends_the_run_failed(page, stack, files, four_eyes):
-    rid = held_drill(stack)
+    rid = held_run(stack)
     run, section = held_page(page, BOB, rid)
 
     section.get_by_role("button", name="Reject").click()
@@ -173,7 +173,7 @@ def test_a_rejection_asks_first_and_ends_the_run_failed(page, stack, files, four
 
 
 def test_the_requester_is_told_why_approve_is_not_offered(page, stack, files, four_eyes):
-    rid = held_drill(stack)
+    rid = held_run(stack)
     _, section = held_page(page, stack.admin_token, rid)
     expect(section.get_by_text("You asked for this run: another person approves it.")).to_be_visible()
     expect(section.get_by_role("button", name="Approve")).to_have_count(0)
@@ -182,7 +182,7 @@ def test_the_requester_is_told_why_approve_is_not_offered(page, stack, files, fo
 
 
 def test_a_token_without_runbooks_approve_sees_no_decision(page, stack, files, four_eyes):
-    rid = held_drill(stack)
+    rid = held_run(stack)
     run = run_page(page, READER, rid)
     expect(run.get_by_role("table", name="Conditions")).to_contain_text("AwaitingApproval")
     expect(run.get_by_role("region", name="Approval")).to_have_count(0)
@@ -192,7 +192,7 @@ def test_a_token_without_runbooks_approve_sees_no_decision(page, stack, files, f
 def test_the_apis_refusal_is_shown_in_its_words(page, stack, four_eyes):
     """Bob approved the failback elsewhere (another tab, mdops), which waits for a second person: the page,
     loaded before, shows the API's 409 when he presses Approve again, and the run waits on."""
-    rid = held_drill(stack, "failback")
+    rid = held_run(stack, "failback")
     run, section = held_page(page, BOB, rid, re.compile("waiting for 0 of 2 approvals until"))
     decided(stack, BOB, rid, "approve")
     expect(section.get_by_text(re.compile(r"waiting for 1 of 2 approvals \(bob\) until"))).to_be_visible()
@@ -208,7 +208,7 @@ def test_the_apis_refusal_is_shown_in_its_words(page, stack, four_eyes):
 def test_a_run_that_goes_on_while_the_rejection_is_asked_closes_the_question(page, stack, four_eyes):
     """Bob is asked to confirm his rejection when the requester withdraws the run (mdops, another tab):
     the question goes, the page says that nothing was decided here, and the page answers the keyboard."""
-    rid = held_drill(stack)
+    rid = held_run(stack)
     run, section = held_page(page, BOB, rid)
     section.get_by_role("button", name="Reject").click()
     dialog = page.get_by_role("dialog", name="Reject this run?")
@@ -224,3 +224,21 @@ def test_a_run_that_goes_on_while_the_rejection_is_asked_closes_the_question(pag
     page.get_by_role("link", name="← All runs").click()  # the page is not left inert under a lost dialog
     expect(page).to_have_url(re.compile("#/runbooks$"))
     assert [d["approver"] for d in decisions(stack, rid)] == ["admin"]
+
+
+def test_a_runbook_made_again_with_the_request_id_is_decided_on_anew(page, stack, four_eyes):
+    """Bob approved a failback (it waits for a second person); the admin deletes it and asks again with the
+    same request id: a new Runbook, on which Bob's approval does not count. His page, open all along,
+    offers Approve again, not his answer on the old one."""
+    rid = held_run(stack, "failback")
+    run, section = held_page(page, BOB, rid, re.compile("waiting for 0 of 2 approvals until"))
+    section.get_by_role("button", name="Approve").click()
+    expect(section.get_by_role("status")).to_have_text("Approved by you (bob).")
+    expect(section.get_by_text(re.compile(r"waiting for 1 of 2 approvals \(bob\)"))).to_be_visible()
+
+    stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
+    expect(run.get_by_text("This Runbook was deleted.")).to_be_visible()
+    held_run(stack, "failback", rid)
+    expect(section.get_by_text(re.compile("waiting for 0 of 2 approvals until"))).to_be_visible()
+    expect(section.get_by_role("button", name="Approve")).to_be_visible()
+    expect(section.get_by_role("status")).to_have_text("")

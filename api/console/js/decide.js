@@ -49,6 +49,7 @@ export function decision(me, requestId) {
   let busy = false; // a decision is on its way: further presses do nothing
   let decided = false; // this token's decision is made: the API would refuse another (409)
   let open = false; // the run waits for approvals
+  let made = null; // the creation time of the Runbook shown: one made again with the request id is new
 
   function show() {
     controls.hidden = !open || decided;
@@ -92,6 +93,12 @@ export function decision(me, requestId) {
   function update(detail) {
     open = awaiting(detail);
     const r = detail.runbook;
+    if (made && r.created_at && r.created_at !== made) {
+      // Deleted and asked for again: a decision on the old Runbook does not count for this one.
+      decided = false;
+      answer.textContent = "";
+    }
+    made = r.created_at || made;
     const unasked = !open && dialog.open;
     if (unasked) {
       // The run went on while Reject was asked (decided elsewhere, started): a modal dialog left open in a
