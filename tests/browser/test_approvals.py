@@ -118,6 +118,9 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
     page.on("request", lambda r: r.url.endswith(f"/{rid}/approve") and approving.append(r.post_data))
     run, section = held_page(page, BOB, rid)
     expect(run.get_by_role("status").first).to_have_text("Status: queued")
+    # Its deadline as the page's other times: in the exchange's zone with its offset, whole seconds.
+    deadline = re.compile(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+08:00\.$")
+    expect(section.get_by_text(WAITING)).to_have_text(deadline)
     assert rid not in witnessed(files)
 
     section.get_by_label("Comment (optional)").fill("drill checked with the desk")

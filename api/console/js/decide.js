@@ -5,7 +5,7 @@
 // A press while a decision is on its way does nothing; the API keeps one decision per person and run, and
 // its refusals (403, 409) are shown as it words them.
 import { ApiError, call } from "./api.js";
-import { el } from "./format.js";
+import { el, whenWithOffset } from "./format.js";
 
 const APPROVE = "runbooks:approve";
 
@@ -14,6 +14,10 @@ export function awaiting(detail) {
   const succeeded = (detail.conditions || []).find((c) => c.type === "Succeeded");
   return !detail.runbook.finished_at && Boolean(succeeded) && succeeded.reason === "AwaitingApproval";
 }
+
+// The gate's "waiting for n of N approvals (who) until <deadline>" with the deadline as the page's other
+// times (the exchange's zone, its offset; the controller writes UTC to the millisecond).
+const zoned = (message, zone) => message.replace(/ until (\S+)$/, (_, at) => ` until ${whenWithOffset(at, zone)}`);
 
 // The decision's part of a run's page for the token `me` (whoami's answer): {element, update(detail)},
 // update at each change of the run. Nothing at all for a token without runbooks:approve.
@@ -107,7 +111,7 @@ export function decision(me, requestId) {
       answer.textContent = "The run no longer waits for approvals: nothing was decided here.";
       answer.className = "decision-answer";
     }
-    if (open) waiting.textContent = `This run waits for approvals: ${r.message || "–"}.`;
+    if (open) waiting.textContent = `This run waits for approvals: ${zoned(r.message || "–", me.time_zone)}.`;
     waiting.hidden = !open;
     approve.hidden = r.requested_by === me.name;
     own.hidden = !approve.hidden;
