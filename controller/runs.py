@@ -395,9 +395,9 @@ class Runs:
             return await self._pass(entry, None)
         # Approved: no deadline any more; the one written stays as it was (a new one would be a new status).
         expires = counted.expires_at or written or at + allowed.expire_after
-        change = transitions.approvals_counted(
-            status, entry.generation, counted, transitions.requirement(allowed, expires)
-        )
+        requirement = transitions.requirement(allowed, expires)
+        zone = self.services.settings.zone
+        change = transitions.approvals_counted(status, entry.generation, counted, requirement, zone)
         if counted.state == approval.APPROVED:
             who = ", ".join(v.approver for v in counted.approved_by)
             return await self._pass(entry, change, f"approved by {who} ({counted.summary})")

@@ -199,16 +199,18 @@ def requirement(allowed: Allowed, expires_at: datetime.datetime | None = None) -
 
 
 def approvals_counted(
-    old: RunbookStatus, generation: int, tally: Tally, requirement: PolicyRequirement
+    old: RunbookStatus, generation: int, tally: Tally, requirement: PolicyRequirement, zone: datetime.tzinfo
 ) -> RunbookStatus:
     """The status after counting the decisions on a run that needs approvals (``tally``): still waiting
-    (AwaitingApproval, n of N), rejected or expired (the run ends without executing), or approved (only the
-    record of who approved: the run goes on to its lock)."""
+    (AwaitingApproval, n of N, until a deadline said in ``zone``, as a change window's wait is), rejected
+    or expired (the run ends without executing), or approved (only the record of who approved: the run
+    goes on to its lock)."""
     records = approval_records(tally)
     if tally.state == Reason.APPROVED:
         return RunbookStatus(observed_generation=generation, approvals=records, policy=requirement)
     if tally.state == Reason.AWAITING_APPROVAL:
-        expires = f" until {format_time(tally.expires_at)}" if tally.expires_at else ""
+        until = tally.expires_at and tally.expires_at.astimezone(zone).isoformat(timespec="seconds")
+        expires = f" until {until}" if until else ""
         change = _waiting(old, generation, Reason.AWAITING_APPROVAL, f"waiting for {tally.summary}{expires}")
     elif tally.state == Reason.REJECTED and tally.rejected_by is not None:
         vote = tally.rejected_by

@@ -233,14 +233,16 @@ def test_a_rejecting_rule_ends_the_run_at_once():
 
 def test_approvals_counted_waiting_n_of_n_with_who_and_when():
     counted = _counted(_vote("bob", 1, comment="checked"), _vote("alice", 2))
-    change = transitions.approvals_counted(
-        RunbookStatus(), 1, counted, transitions.requirement(RULES, counted.expires_at)
-    )
+    requirement = transitions.requirement(RULES, counted.expires_at)
+    change = transitions.approvals_counted(RunbookStatus(), 1, counted, requirement, HK)
     status = apply(RunbookStatus(), change)
     assert conditions(status)["Queued"] == ("True", Reason.AWAITING_APPROVAL)
     assert conditions(status)["Succeeded"][1] == Reason.AWAITING_APPROVAL
     assert status.run_state == "queued"
-    assert status.conditions[0].message == "waiting for 1 of 2 approvals (bob) until 2026-01-05T03:00:00.000Z"
+    # The deadline in the exchange's zone, as a change window's wait says its time (the field keeps UTC).
+    assert (
+        status.conditions[0].message == "waiting for 1 of 2 approvals (bob) until 2026-01-05T11:00:00+08:00"
+    )
     assert [(a.approver, a.decision, a.at, a.comment, a.ignored) for a in status.approvals] == [
         ("bob", "Approve", "2026-01-05T02:01:00.000Z", "checked", None),
         (
@@ -266,7 +268,7 @@ def test_the_rules_that_matched_are_kept_within_the_schemas_bound():
     )
     requirement = transitions.requirement(many)
     assert requirement.rules == [f"p/r{i}" for i in range(transitions.POLICY_RULES)]
-    change = transitions.approvals_counted(RunbookStatus(), 1, _counted(), requirement)
+    change = transitions.approvals_counted(RunbookStatus(), 1, _counted(), requirement, HK)
     assert len(apply(RunbookStatus(), change).policy.rules) == transitions.POLICY_RULES
 
 
@@ -278,14 +280,14 @@ def test_why_an_approval_did_not_count_is_kept_within_the_schemas_bound():
     [record] = transitions.approval_records(_counted(stranger))
     assert record.ignored == f"it names another requester ({'x' * 253})"[: transitions.IGNORED_CHARS]
     change = transitions.approvals_counted(
-        RunbookStatus(), 1, _counted(stranger), transitions.requirement(RULES)
+        RunbookStatus(), 1, _counted(stranger), transitions.requirement(RULES), HK
     )
     assert apply(RunbookStatus(), change).approvals[0].ignored.startswith("it names another requester (xxx")
 
 
 def test_approvals_counted_approved_records_them_and_changes_no_condition():
     change = transitions.approvals_counted(
-        RunbookStatus(), 1, _counted(_vote("bob", 1), _vote("carol", 2)), transitions.requirement(RULES)
+        RunbookStatus(), 1, _counted(_vote("bob", 1), _vote("carol", 2)), transitions.requirement(RULES), HK
     )
     assert transitions.patch(change).keys() == {"observedGeneration", "approvals", "policy"}
     assert [a.approver for a in change.approvals] == ["bob", "carol"]
@@ -297,6 +299,7 @@ def test_approvals_counted_rejected_or_expired_ends_the_run_without_executing():
         1,
         _counted(_vote("bob", 1), _vote("dave", 3, "Reject", "not today")),
         transitions.requirement(RULES),
+        HK,
     )
     status = apply(RunbookStatus(), rejected)
     assert (status.exit_code, status.result, status.message) == (
@@ -308,7 +311,7 @@ def test_approvals_counted_rejected_or_expired_ends_the_run_without_executing():
     assert [(a.approver, a.decision) for a in status.approvals] == [("bob", "Approve"), ("dave", "Reject")]
 
     expired = transitions.approvals_counted(
-        RunbookStatus(), 1, _counted(_vote("bob", 1), minute=60), transitions.requirement(RULES)
+        RunbookStatus(), 1, _counted(_vote("bob", 1), minute=60), transitions.requirement(RULES), HK
     )
     status = apply(RunbookStatus(), expired)
     assert conditions(status)["Succeeded"] == ("False", Reason.APPROVAL_EXPIRED)
@@ -350,7 +353,7 @@ def test_a_run_is_approved_when_its_status_counts_the_approvals_its_policies_req
 def test_an_approvals_deadline_holds_only_while_the_run_waits_for_approvals():
     expires = REQUESTED + datetime.timedelta(hours=1)
     waiting = transitions.approvals_counted(
-        RunbookStatus(), 1, _counted(_vote("bob", 1)), transitions.requirement(RULES, expires)
+        RunbookStatus(), 1, _counted(_vote("bob", 1)), transitions.requirement(RULES, expires), HK
     )
     awaiting = apply(RunbookStatus(), waiting)
     assert transitions.approvals_deadline(awaiting) == expires  # kept across a restart
