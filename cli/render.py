@@ -125,9 +125,10 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
     for column in ("REQUEST ID", "COMMAND", "RESULT", "EXIT", "PROFILE", "WINDOW", "BY", "CREATED", "NOTE"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        note = ", ".join(
-            flag for flag, on in (("dry run", run["dry_run"]), ("enforce", run["enforce"])) if on
-        )
+        flags = [flag for flag, on in (("dry run", run["dry_run"]), ("enforce", run["enforce"])) if on]
+        # Why a run that has not started waits (its lock, its change window, approvals): its message.
+        waits = run["status"] in (RunState.PENDING, RunState.QUEUED) and run.get("message")
+        note = escaped(", ".join(flags + ([waits] if waits else [])))
         table.add_row(
             run["request_id"],
             run["command"],

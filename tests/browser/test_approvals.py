@@ -184,6 +184,17 @@ def test_the_requester_is_told_why_approve_is_not_offered(page, stack, files, fo
     assert axe_violations(page) == []
 
 
+def test_the_runs_list_says_which_runs_wait_for_approvals(page, stack, four_eyes):
+    """The person on shift finds in the list what waits for them: a held run's row says why it waits."""
+    rid = held_run(stack)
+    sign_in(page, BOB)
+    page.goto("/console/#/runbooks")
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=rid))
+    expect(row.get_by_role("cell").nth(1)).to_have_text(
+        re.compile(r"^queuedwaiting for 0 of 1 approvals until ")
+    )
+
+
 def test_a_token_without_runbooks_approve_sees_no_decision(page, stack, files, four_eyes):
     rid = held_run(stack)
     run = run_page(page, READER, rid)

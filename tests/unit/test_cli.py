@@ -1450,6 +1450,13 @@ def test_a_status_message_and_a_runs_fields_are_shown_escaped_too():
     assert "ops\\x1b[2J" in _text(render.runs_table([listed]))
 
 
+def test_the_runs_list_says_why_a_run_that_has_not_started_waits():
+    held = {**RUN_SUMMARY, "status": "queued", "message": "waiting for 0 of 1 approvals until 2026-12-06"}
+    shown = _text(render.runs_table([held, {**held, "status": "success", "dry_run": True}]))
+    assert "waiting for 0 of 1 approvals until 2026-12-06" in shown
+    assert shown.count("waiting for") == 1 and "dry run" in shown
+
+
 def test_a_decision_reads_in_words_with_its_comment_escaped():
     made = {"request_id": "fo-1", "decision": "Reject", "approver": "bob", "requester": "alice"}
     assert (

@@ -50,14 +50,22 @@ export function show(container, ctx) {
   const shows = (r) =>
     JSON.stringify([
       r.name, r.request_id, r.command, r.dry_run, r.status, r.exit_code, r.requested_by, r.reason,
-      r.created_at, r.started_at, r.finished_at,
+      r.created_at, r.started_at, r.finished_at, waits(r),
     ]);
+  // Why a run that has not started waits (its lock, its change window, approvals: the status' message), so
+  // that the person on shift sees in the list the runs that wait for them.
+  const waits = (r) => ((r.status === "pending" || r.status === "queued") && r.message) || "";
   const row = (r) =>
     el(
       "tr",
       {},
       el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
-      el("td", {}, el("span", { class: `state state-${r.status}` }, r.status)),
+      el(
+        "td",
+        { class: waits(r) ? "wrap" : false },
+        el("span", { class: `state state-${r.status}` }, r.status),
+        ...(waits(r) ? [el("br"), el("small", {}, waits(r))] : []),
+      ),
       el("td", {}, r.exit_code ?? "–"),
       el("td", { class: "wrap" }, r.requested_by || "–"),
       el("td", { class: "wrap" }, r.reason || "–"),
