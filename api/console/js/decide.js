@@ -16,7 +16,7 @@ export function awaiting(detail) {
 }
 
 // The gate's "waiting for n of N approvals (who) until <deadline>" with the deadline as the page's other
-// times (the exchange's zone, its offset; the controller writes UTC to the millisecond).
+// times ("2026-12-06 01:27:13 +08:00"; the controller writes it in ISO 8601, in MDOPS_TIMEZONE).
 const zoned = (message, zone) => message.replace(/ until (\S+)$/, (_, at) => ` until ${whenWithOffset(at, zone)}`);
 
 // The decision's part of a run's page for the token `me` (whoami's answer): {element, update(detail)},
