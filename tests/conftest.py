@@ -81,6 +81,12 @@ def cluster(tmp_path_factory) -> ControlPlane:
         yield control_plane
 
 
+def scripted(files: Path, **api_env: str) -> dict:
+    """A module's :func:`stack_options` for a stack that runs the scripts of ``files/scripts``, with that
+    folder as their ``$FILES`` (where they write their witness files), and these settings of its API."""
+    return {"scripts": files / "scripts", "script_env": {"FILES": str(files)}, "api_env": api_env}
+
+
 @pytest.fixture(scope="module")
 def stack_options() -> dict:
     """More arguments of the module's :class:`Stack` (its scripts, the supervisor's backoff): a module

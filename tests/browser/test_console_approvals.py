@@ -21,6 +21,7 @@ from devcluster.private import write_private
 from devcluster.stack import NAMESPACE
 from runbooks import approval, keys, policy
 from tests.browser.conftest import axe_violations, sign_in
+from tests.conftest import scripted
 from tests.runbook_client import reference_scripts
 
 BOB = "bob-" + secrets.token_urlsafe(16)  # runbooks:approve
@@ -54,14 +55,10 @@ def files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack_options(files) -> dict:
-    return {
-        "scripts": files / "scripts",
-        "script_env": {"FILES": str(files)},
-        "api_env": {
-            "MDOPS_API_TOKENS_FILE": str(files / "tokens.yaml"),
-            "MDOPS_API_EXECUTE_WAIT_SECONDS": "0",  # execute answers 202 at once: the drill is held
-        },
-    }
+    # MDOPS_API_EXECUTE_WAIT_SECONDS=0: execute answers 202 at once, while the gate holds the drill
+    return scripted(
+        files, MDOPS_API_TOKENS_FILE=str(files / "tokens.yaml"), MDOPS_API_EXECUTE_WAIT_SECONDS="0"
+    )
 
 
 @pytest.fixture(scope="module")

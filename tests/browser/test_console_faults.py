@@ -32,6 +32,7 @@ from devcluster.stack import NAMESPACE, SCRIPTS
 from devcluster.supervisor import RECORD, Backoff
 from runbooks import models
 from tests.browser.conftest import CHATTY, EXECUTE, LOGS, execute_requests, sign_in
+from tests.conftest import scripted
 from tests.runbook_client import HOLD, reference_scripts
 
 HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchdog fires after 3 s
@@ -92,16 +93,12 @@ def files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack_options(files) -> dict:
-    return {
-        "scripts": files / "scripts",
-        "script_env": {"FILES": str(files)},
-        "api_env": {
-            "MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT),
-            "MDOPS_API_WATCH_GRACE_SECONDS": str(WATCH_GRACE),
-            "MDOPS_API_TOKENS_FILE": str(files / "tokens.yaml"),
-        },
-        "backoff": Backoff(initial=8.0),
+    api_env = {
+        "MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT),
+        "MDOPS_API_WATCH_GRACE_SECONDS": str(WATCH_GRACE),
+        "MDOPS_API_TOKENS_FILE": str(files / "tokens.yaml"),
     }
+    return {**scripted(files, **api_env), "backoff": Backoff(initial=8.0)}
 
 
 def admin(stack) -> dict[str, str]:

@@ -35,6 +35,7 @@ from devcluster.supervisor import RECORD, write_env
 from runbooks import crd
 from runbooks.kube import api_client as new_api_client
 from tests.api.proxy import Proxy
+from tests.conftest import scripted
 from tests.runbook_client import HOLD, Runbooks, lines, reference_scripts
 
 BIN = Path(sys.executable).parent  # the venv's bin, where the package installs mdops and kubectl-mdops
@@ -75,11 +76,7 @@ HEARTBEAT = 1  # seconds: the API's heartbeat here, so that a run followed is of
 
 @pytest.fixture(scope="module")
 def stack_options(files) -> dict:
-    return {
-        "scripts": files / "scripts",
-        "script_env": {"FILES": str(files)},
-        "api_env": {"MDOPS_API_EVENTS_HEARTBEAT_SECONDS": str(HEARTBEAT)},
-    }
+    return scripted(files, MDOPS_API_EVENTS_HEARTBEAT_SECONDS=str(HEARTBEAT))
 
 
 @pytest.fixture(scope="module")
