@@ -339,9 +339,9 @@ class Runs:
             return Next(Outcome.OWNER)
         if entry.deleting:  # its run, if a controller started one, is only stopped (run)
             return Next(Outcome.OWNER)
-        # Its finalizer is put on just before the start: a controller may have started the run and died
-        # before its status said so. The executor tells.
-        if (
+        # Its claim's mark comes off, and its finalizer goes on, just before the start: a controller may have
+        # started the run and died before its status said so. The claim tells, or else the executor.
+        if not entry.claim.unstarted or (
             keys.FINALIZER in entry.finalizers
             and await self.services.executor.find(self.request(entry)) is not None
         ):
@@ -550,9 +550,11 @@ class Runs:
             if isinstance(run, dict):
                 run = lost_when_deleted(entry, run)
         elif entry.deleting:  # a controller may have started it, and died before its status said so
-            run = await self.services.executor.find(self.request(entry))
+            run = await self._found(entry)
             if run is None:
                 return await self.forget(entry)
+            if isinstance(run, dict):
+                run = lost_when_deleted(entry, run)
         else:
             try:
                 status = self.status(entry)
@@ -564,18 +566,26 @@ class Runs:
                     await self.services.lock.release(entry.namespace, entry.group, entry.uid)
                 advice = "give its window (day or night) to run it without the calendar"
                 return await self._cannot_start(entry, f"cannot start: {error}; {advice}")
+            # Its claim's mark is off: a controller got as far as starting it, and died before its status
+            # said so. It is adopted, or found lost; started only where the executor proves it never was.
+            may_have_started = not entry.claim.unstarted
             if not await self._protect(entry):
                 return await self.forget(entry)
             if stopping.is_set():  # paused meanwhile: the active controller starts it
+                await self._not_started_yet(entry, may_have_started)
                 return Next(Outcome.STOPPED)
+            executor = self.services.executor
             try:
-                run = await self.services.executor.start(self.request(entry, window))
+                run = await (executor.resume if may_have_started else executor.start)(
+                    self.request(entry, window)
+                )
             except NamespaceTerminating as error:
                 run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
             except ApiError as error:
                 if not error.refused_by_admission:
                     run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
                 elif isinstance(refused := await self._refused(entry, error), Next):
+                    await self._not_started_yet(entry, may_have_started)
                     return refused
                 else:
                     run = refused
@@ -594,6 +604,18 @@ class Runs:
         if result is None:
             return Next(Outcome.STOPPED)
         return await self.finish(entry, run, lost_when_deleted(entry, result))
+
+    async def _found(self, entry: Entry) -> Run | dict[str, Any] | None:
+        """The run of a deleted Runbook whose status names none, to be stopped: None if none was started.
+        With its claim's mark off, a controller may have started it: what it ran in, if gone, went with the
+        run (a Job deleted, a state folder lost), which is then lost, its request id never freed."""
+        assert entry.claim is not None
+        if entry.claim.unstarted:
+            return await self.services.executor.find(self.request(entry))
+        run = await self.services.executor.adopt(self.request(entry))
+        if isinstance(run, dict) and run.get("reason") != Reason.LOST:  # provably never started
+            return None
+        return run
 
     @staticmethod
     def _regate_due(entry: Entry) -> bool:
@@ -666,6 +688,15 @@ class Runs:
             entry.finalizers = finalizers
         entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, unstarted=False)
         return True
+
+    async def _not_started_yet(self, entry: Entry, may_have_started: bool) -> None:
+        """Put the claim's mark back on a run that stopped short of its start (paused; its Job refused, to be
+        asked again): else the next look, here or in another controller, takes it for one that may have
+        started, and never starts it."""
+        if not may_have_started and entry.claim is not None:
+            entry.claim = await self.services.ledger.mark_unstarted(
+                entry.claim, entry.namespace, unstarted=True
+            )
 
     async def _let_go(self, entry: Entry) -> None:
         """Remove the finalizer: the run is over, or never started (a deleted Runbook then goes)."""

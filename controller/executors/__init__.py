@@ -102,6 +102,12 @@ class Executor(Protocol):
         gone, its :func:`lost` result: a started run is never started again."""
         ...
 
+    async def resume(self, request: RunRequest) -> Run | dict[str, Any]:
+        """The run of a request that a controller may have started, dying before its status said so (its
+        claim no longer says it has not started): adopted if found, started only if the executor can prove
+        that it never was, else its :func:`lost` result."""
+        ...
+
     async def find(self, request: RunRequest) -> Run | None:
         """The run of a request whose status does not say it started, if one was (a controller may
         have died between starting it and writing its status); None if provably none was."""

@@ -382,6 +382,11 @@ class JobExecutor:
         await self._expect(request.namespace, run.name)
         return run
 
+    async def resume(self, request: RunRequest) -> JobRun:
+        """Nothing proves that a Job never was (it may have run and been deleted): the run is adopted, and
+        ends lost if its Job is gone (:meth:`adopt`)."""
+        return await self.adopt(request)
+
     async def find(self, request: RunRequest) -> JobRun | None:
         run = self.handle(request)
         if await self._expect(request.namespace, run.name) is None:

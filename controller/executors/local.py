@@ -296,11 +296,19 @@ class LocalExecutor:
         try:  # no pid yet: a runner on its way, or none ever (see controller.executors.launcher)
             claim(str(folder / PID_FILE), NEVER_STARTED)
         except FileExistsError:
-            return self.handle(request)
+            if (folder / PID_FILE).read_text() != NEVER_STARTED:  # not declared so by a controller before
+                return self.handle(request)
         return failure(
             ExitCode.NOT_EXECUTED,
             "never started: a controller stopped between making the run's folder and starting its runner",
         )
+
+    async def resume(self, request: RunRequest) -> LocalRun | dict[str, Any]:
+        """Its folder says what happened: one left is adopted (or, if its runner provably never started,
+        started afresh: :meth:`start`); none means it was lost with its state folder."""
+        if self.folder(request).exists():
+            return await self.start(request)
+        return await self.adopt(request)
 
     async def find(self, request: RunRequest) -> LocalRun | None:
         if not self.folder(request).is_dir():

@@ -64,14 +64,13 @@ def job_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
     return {**image_job_settings(**values), "MDOPS_SCRIPTS_CONFIGMAP": "test-scripts"}
 
 
-def killed_mid_job(start_controller, cluster, rbs, env: Path, api_client, name: str):
-    """A failover ``name`` whose Job a controller started, that controller killed then: the settings for
-    the next controller, and the Job."""
+def killed_mid_job(start_controller, cluster, rbs, env: Path, api_client, name: str, said_running=True):
+    """A failover ``name`` whose Job a controller started, that controller killed then (as if before its
+    status said Running, unless ``said_running``): the settings for the next controller, and the Job."""
     settings = job_env(cluster, rbs.namespace, env)
     first = start_controller("first", **settings)
     rbs.create(name, command="failover")
-    wait_started(env, name)
-    kill(first)
+    killed_after_the_start(first, rbs, env, name, said_running)
     [job] = jobs(api_client, rbs.namespace)
     return settings, job
 
@@ -97,25 +96,39 @@ def stop_process_group(pid: int) -> None:
 
 
 # -- 1. a run once started is never started again -------------------------------------------------------
-def test_a_local_run_whose_folder_vanished_while_no_controller_ran_is_lost_not_run_again(
-    start_controller,
-    rbs,
-    env,
-    api_client,
-    namespace,
-):
-    first = start_controller("first", **script_env(env))
-    uid = rbs.create("vanish", command="failover")["metadata"]["uid"]
-    wait_started(env, "vanish")
+def killed_after_the_start(first, rbs, env: Path, name: str, said_running: bool) -> None:
+    """Kill the controller ``first`` once the run ``name`` has started: after its status said Running, or
+    (``said_running`` false) as if before (the status loses what the Running patch wrote: the controller
+    died between starting the run and that patch)."""
+    wait_started(env, name)
+    if said_running:
+        rbs.wait_for(name, "Running", "True")
     kill(first)
-    # What an emptyDir's loss after a pod restart does: the run and its folder are gone.
+    if not said_running:
+        rbs.set_status(name, {"execution": None})
+
+
+def vanished_mid_run(start_controller, rbs, env: Path, namespace: str, name: str, said_running: bool) -> str:
+    """A failover ``name`` that a local controller started, killed then (see :func:`killed_after_the_start`);
+    then what an emptyDir's loss after a pod restart does: the run and its folder are gone. The state
+    folder for the next controller."""
+    first = start_controller("first", **script_env(env))
+    uid = rbs.create(name, command="failover")["metadata"]["uid"]
+    killed_after_the_start(first, rbs, env, name, said_running)
     folder = Path(first.env["MDOPS_STATE_DIR"]) / namespace / uid
-    runner = int((folder / "pid").read_text())
-    stop_process_group(runner)
-    stop_process_group(script_pid(env, "vanish"))
+    stop_process_group(int((folder / "pid").read_text()))
+    stop_process_group(script_pid(env, name))
     shutil.rmtree(folder)
     release(env)  # a run started again would run through
-    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    return first.env["MDOPS_STATE_DIR"]
+
+
+@pytest.mark.parametrize("said_running", [True, False], ids=["status-said-running", "status-did-not"])
+def test_a_local_run_whose_folder_vanished_while_no_controller_ran_is_lost_not_run_again(
+    start_controller, rbs, env, api_client, namespace, said_running
+):
+    state = vanished_mid_run(start_controller, rbs, env, namespace, "vanish", said_running)
+    start_controller("second", MDOPS_STATE_DIR=state, **script_env(env))
     status = rbs.wait_finished("vanish")["status"]
     assert started(env) == ["vanish"]
     assert (status["result"], succeeded(status)["reason"]) == ("failed", "Lost")
@@ -123,15 +136,31 @@ def test_a_local_run_whose_folder_vanished_while_no_controller_ran_is_lost_not_r
     assert ledger_result(api_client, namespace, "vanish")["message"] == status["message"]
 
 
-def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
-    start_controller,
-    cluster,
-    rbs,
-    env,
-    api_client,
-    namespace,
+def test_a_run_whose_folder_vanished_and_runbook_was_deleted_while_no_controller_ran_keeps_its_request_id(
+    start_controller, rbs, env, api_client, namespace
 ):
-    settings, job = killed_mid_job(start_controller, cluster, rbs, env, api_client, "vanish-job")
+    """As above, the controller killed before its status said Running, and the Runbook deleted meanwhile
+    (the finalizer keeps it): the run may have happened, so it is remembered as cancelled, and its request id
+    created again is a duplicate, not a second run."""
+    state = vanished_mid_run(start_controller, rbs, env, namespace, "vanish-deleted", said_running=False)
+    rbs.delete("vanish-deleted")
+    start_controller("second", MDOPS_STATE_DIR=state, **script_env(env))
+    wait_until(lambda: rbs.gone("vanish-deleted"), 60, "the deleted Runbook to go")
+    remembered = ledger_result(api_client, namespace, "vanish-deleted")
+    assert remembered["exitCode"] == 130 and "run folder" in remembered["message"], remembered
+    rbs.create("again", command="failover", request_id="vanish-deleted")
+    status = rbs.wait_finished("again")["status"]
+    assert succeeded(status)["reason"] == "Duplicate", status
+    assert started(env) == ["vanish-deleted"]
+
+
+@pytest.mark.parametrize("said_running", [True, False], ids=["status-said-running", "status-did-not"])
+def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
+    start_controller, cluster, rbs, env, api_client, namespace, said_running
+):
+    settings, job = killed_mid_job(
+        start_controller, cluster, rbs, env, api_client, "vanish-job", said_running
+    )
     cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace, "--cascade=foreground")
     wait_until(lambda: not jobs(api_client, namespace), 30, "the Job to be deleted")
     stop_process_group(script_pid(env, "vanish-job"))
