@@ -11,7 +11,10 @@ quiet, as it does in a namespace where nothing changes. So a second thread asks 
 version every ``probe_seconds`` (with a client that does not try again, on a timeout of as long): while it
 does not answer, the watch counts as down since its last answer (:meth:`RunbookCache.down_for`, which
 /readyz compares with its grace). Once it answers again the watch is dropped and the cache lists again: a
-watch that outlived a silence cannot show what it missed.
+watch that outlived a silence cannot show what it missed. A watch's own connection may go silent while the
+probe's answers (a connection tracker that dropped it): the server ends each watch after
+``watch_timeout_seconds`` (a minute), so one silent for half as long again is given up, and the cache lists
+again.
 
 Every change bumps :attr:`RunbookCache.version`, so a reader can tell whether what it computed from the
 cache is still current, and wakes the coroutines waiting on that object (``execute`` waits for a run's
@@ -59,7 +62,7 @@ class RunbookCache:
         api: client.ApiClient,
         namespace: str,
         *,
-        watch_timeout_seconds: int = 240,
+        watch_timeout_seconds: int = 60,
         max_backoff_seconds: float = 5.0,
         events: EventLog | None = None,
         probe: client.ApiClient | None = None,
@@ -347,7 +350,7 @@ class RunbookCache:
                 allow_watch_bookmarks=True,
                 timeout_seconds=self.watch_timeout_seconds,
                 _preload_content=False,
-                _request_timeout=(5, self.watch_timeout_seconds + 30),
+                _request_timeout=(5, self.watch_timeout_seconds * 1.5),  # silent longer: dead
             )
         except client.ApiException as error:
             if error.status == 410:

@@ -285,6 +285,26 @@ def test_a_watch_the_server_ends_is_resumed_without_listing_again(cluster, mdops
         api.close()
 
 
+def test_a_watch_whose_connection_goes_silent_is_given_up_and_listed_again(
+    cluster, mdops_crds, namespace, runbooks, tmp_path
+):
+    """Only the watch's connection goes silent (a connection tracker dropped it; no probe here to notice
+    the API server away): the server ends its watches after watch_timeout_seconds, so a watch silent for
+    half as long again is dead, and the cache lists again and sees what it missed."""
+    with Proxy(cluster.server) as proxy:
+        api = new_api_client(proxy.kubeconfig(cluster.kubeconfig, tmp_path / "proxied"))
+        cache = RunbookCache(api, namespace, watch_timeout_seconds=2).start()
+        try:
+            wait_until(cache.synced.is_set, 15, "the first list")
+            proxy.stall()  # the watch open now passes nothing more; a new connection flows
+            runbooks.create("while-silent", command="start")
+            wait_until(lambda: cache.get("while-silent") is not None, 15, "the cache to list again")
+            assert cache.lists >= 2 and "timed out" in (cache.last_error or ""), cache.last_error
+        finally:
+            cache.stop()
+            api.close()
+
+
 def test_waiting_for_the_first_sync_is_woken_by_it(cluster, mdops_crds, namespace):
     api = new_api_client(cluster.kubeconfig)
     cache = RunbookCache(api, namespace)
