@@ -33,7 +33,7 @@ from controller import metrics
 from controller.dispatcher import Dispatcher
 from controller.events import Events
 from controller.executors.job import JobExecutor
-from controller.executors.local import LocalExecutor
+from controller.executors.local import LocalExecutor, Sweeper
 from controller.kubeapi import KubeApi
 from controller.ledger import Ledger
 from controller.lock import TargetLock
@@ -296,6 +296,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ]
     if isinstance(executor, LocalExecutor):  # ready before the first run, not started by it
         memo.tasks.append(asyncio.create_task(executor.launcher.start(), name="launcher"))
+        # Only while this replica is the active one and has seen every unfinished Runbook (listed).
+        sweeper = Sweeper(config, lambda: dispatcher.listed, dispatcher.in_view)
+        memo.tasks.append(asyncio.create_task(sweeper.run(), name="run folders"))
     else:  # its own watches of Jobs and pods, from now on (not kopf's, which lists them all first)
         memo.tasks.append(asyncio.create_task(executor.follow(), name="jobs and pods"))
     metrics.serve(config.metrics_host, config.metrics_port)

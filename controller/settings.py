@@ -19,6 +19,13 @@ class ControllerSettings(CommonSettings):
     state_dir: Path = Field(
         Path("/var/lib/mdops"), description="Local executor: where runs keep their files."
     )
+    run_folder_ttl_seconds: int = Field(
+        3600,
+        ge=0,
+        description="Local executor: a finished run's folder (its log and result) is removed this long after "
+        "its result is recorded, as a Job after MDOPS_JOB_TTL_SECONDS; never while a process of the run "
+        "(one its script left behind) lives. 0: kept for good.",
+    )
     max_parallel: int = Field(8, ge=1, description="Runs executing at once (local processes or Jobs).")
 
     runner_image: str = Field("mdops:0.1.0", description="Job executor: image with the runner.")

@@ -3,8 +3,8 @@
 An executor's ``start`` is idempotent: a run it already started (before a controller restart) is
 adopted, never started twice. ``wait`` returns the runner's result JSON, calling ``on_logs`` whenever
 the run's log lines change (``logs`` gives them). ``release`` is called once the result is recorded:
-whatever keeps it (a finished Job) may then go. How many runs go on at once is the dispatcher's
-business (``MDOPS_MAX_PARALLEL``), not the executors'.
+whatever keeps it (a finished Job, a local run's folder) may then go, after its TTL. How many runs go on
+at once is the dispatcher's business (``MDOPS_MAX_PARALLEL``), not the executors'.
 
 The runner gets the request as data (``$MDOPS_REQUEST``, JSON), never as arguments: its arguments are
 fixed tokens the controller controls, so a reason such as ``--dry-run`` or ``$(id)`` reaches the script

@@ -17,6 +17,11 @@ Runners are forked by the launcher (:mod:`controller.executors.launcher`), which
 already, rather than started as new interpreters. No thread per run: each is polled from the event loop
 through ``/proc``, which also notices its log growing. The launcher writes how each runner ended (its
 exit status) to ``exit`` in the run's folder.
+
+A run's folder is the proof of what ran, and the only one until its result is recorded in the ledger: only
+then is it released (``released`` in it: :meth:`LocalRun.release`), and :class:`Sweeper` removes it
+``MDOPS_RUN_FOLDER_TTL_SECONDS`` later, as Kubernetes removes a Job after its ``ttlSecondsAfterFinished``;
+never while a process of its run lives, nor while the controller has its Runbook unfinished.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,11 @@ LAUNCH_WAIT_SECONDS = 60.0
 SESSION_END_SECONDS = 30.0
 # The launcher writes a runner's exit status as it reaps it, a moment after the runner is seen gone.
 EXIT_STATUS_SECONDS = 1.0
+# In a run's folder: made once its result is recorded (LocalRun.release). Its time is when the folder's TTL
+# began; a folder without it is never removed.
+RELEASED_FILE = "released"
+# Between two passes over the run folders (as often as the TTL, when it is shorter).
+SWEEP_SECONDS = 60.0
 
 
 def launcher_alive(pid: int) -> bool:
@@ -231,7 +242,10 @@ class LocalRun:
                 os.killpg(pid, signal.SIGKILL)
 
     async def release(self) -> None:
-        """Nothing to give up: the run's folder stays (its log and result)."""
+        """The result is recorded: the run's folder (its log and result) may go after its TTL
+        (:class:`Sweeper`), which begins now."""
+        with contextlib.suppress(FileNotFoundError):  # gone already: released before a restart
+            (self.folder / RELEASED_FILE).touch()
 
 
 class Launcher:
@@ -359,9 +373,9 @@ def runner_environment(
     return {name: environ[name] for name in names if name in environ} | request.runner_env(settings)
 
 
-def session_members(session: int) -> list[int]:
-    """The live processes of ``session`` (a zombie is dead already), from ``/proc``."""
-    members = []
+def live_sessions() -> dict[int, int]:
+    """The live processes (a zombie is dead already) and the session of each, from ``/proc``."""
+    sessions = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -369,9 +383,14 @@ def session_members(session: int) -> list[int]:
             state, _, _, sid = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:4]
         except (OSError, ValueError):  # gone meanwhile
             continue
-        if int(sid) == session and state != "Z":
-            members.append(int(entry.name))
-    return members
+        if state != "Z":
+            sessions[int(entry.name)] = int(sid)
+    return sessions
+
+
+def session_members(session: int) -> list[int]:
+    """The live processes of ``session``."""
+    return [pid for pid, sid in live_sessions().items() if sid == session]
 
 
 async def end_session(session: int) -> list[int]:
@@ -395,3 +414,90 @@ async def end_session(session: int) -> list[int]:
             break
         await asyncio.sleep(POLL_SECONDS)
     return sorted(killed)
+
+
+def due(released: Mapping[str, float], now: float, ttl: float) -> list[str]:
+    """The run folders (by name: the run's uid) whose TTL ``ttl`` is over at ``now``: ``released`` says
+    when each released folder was released (a folder not in it is kept). None with a TTL of 0: kept."""
+    if not ttl:
+        return []
+    return sorted(uid for uid, at in released.items() if now - at >= ttl)
+
+
+def released_folders(folder: Path) -> dict[str, float]:
+    """The released run folders in ``folder`` (a namespace's), each with when it was released: one look
+    per folder, at its ``released`` file."""
+    released = {}
+    with contextlib.suppress(FileNotFoundError):  # no run yet
+        for entry in os.scandir(folder):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # not released
+                released[entry.name] = os.stat(os.path.join(entry.path, RELEASED_FILE)).st_mtime
+    return released
+
+
+def remove_folders(folders: list[Path]) -> list[Path]:
+    """Remove each of ``folders`` (released run folders) unless a process of its run lives: its runner, or
+    one its script left in the runner's session (which is the runner's pid). Its ``released`` file goes
+    last, so that a controller killed meanwhile leaves a folder that is removed at the next pass. Those
+    removed."""
+    alive = set(live_sessions().values())
+    removed = []
+    for folder in folders:
+        try:
+            if int((folder / PID_FILE).read_text()) in alive:
+                continue
+        except (FileNotFoundError, ValueError):  # no runner ever started (or the folder is gone)
+            pass
+        try:
+            for entry in os.scandir(folder):
+                if entry.name != RELEASED_FILE:
+                    (shutil.rmtree if entry.is_dir(follow_symlinks=False) else os.unlink)(entry.path)
+            (folder / RELEASED_FILE).unlink()
+            folder.rmdir()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        except OSError as error:  # tried again at the next pass
+            log.warning("cannot remove the run folder %s: %s", folder, error)
+            continue
+        removed.append(folder)
+    return removed
+
+
+class Sweeper:
+    """The one task that removes the namespace's released run folders once their TTL is over
+    (``MDOPS_RUN_FOLDER_TTL_SECONDS``; 0: they stay): a pass every ``SWEEP_SECONDS`` (the TTL if
+    shorter), the first one a pass after the start, and only while ``active`` (this replica is the active
+    one and has seen every unfinished Runbook): ``unfinished`` tells it the Runbooks it has unfinished (one
+    may have been released by a controller killed before its status said finished), whose folders stay.
+    The disk work is done in threads, never on the event loop."""
+
+    def __init__(
+        self, settings: ControllerSettings, active: Callable[[], bool], unfinished: Callable[[str], bool]
+    ):
+        self.folder = settings.state_dir / settings.namespace
+        self.ttl = settings.run_folder_ttl_seconds
+        self.active = active
+        self.unfinished = unfinished
+
+    async def run(self) -> None:
+        if not self.ttl:
+            return
+        while True:
+            await asyncio.sleep(min(self.ttl, SWEEP_SECONDS))  # also before the first: the start is over
+            if not self.active():
+                continue
+            try:
+                removed = await self.sweep()
+            except Exception:  # a failed pass is tried again with the next one
+                log.exception("removing the run folders in %s failed", self.folder)
+            else:
+                if removed:
+                    log.info("removed %d run folders past their TTL", removed)
+
+    async def sweep(self) -> int:
+        """One pass; how many folders it removed."""
+        released = await asyncio.to_thread(released_folders, self.folder)
+        uids = [uid for uid in due(released, time.time(), self.ttl) if not self.unfinished(uid)]
+        if not uids:
+            return 0
+        return len(await asyncio.to_thread(remove_folders, [self.folder / uid for uid in uids]))
