@@ -261,6 +261,7 @@ def test_local_executor_mounts_the_scripts_configmap_only_when_named(helm, confi
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert controller_env(docs)["MDOPS_SCRIPTS_DIR"] == "/etc/mdops/scripts"
+    assert controller_env(docs)["MDOPS_RUN_FOLDER_TTL_SECONDS"] == "3600"  # they do not fill the emptyDir
     if configmap:
         assert mounts["scripts"] == "/etc/mdops/scripts"
         assert volumes["scripts"]["configMap"] == {"name": configmap, "defaultMode": 0o755}
