@@ -124,7 +124,14 @@ def vote(item: dict[str, Any]) -> approval.Vote:
     spec = item["spec"]
     at = parse_time(item["metadata"]["creationTimestamp"])
     assert at is not None
-    return approval.Vote(spec["approver"], spec["decision"], at, spec["requester"], spec.get("comment", ""))
+    return approval.Vote(
+        spec["approver"],
+        spec["decision"],
+        at,
+        spec["requester"],
+        spec.get("comment", ""),
+        spec.get("runbookUid", ""),
+    )
 
 
 def unstarted_deletion(entry: Entry) -> bool:
@@ -383,6 +390,7 @@ class Runs:
         votes = [vote(item) for item in await self.services.kube.approvals(entry.namespace, entry.request_id)]
         counted = approval.tally(
             votes,
+            runbook_uid=entry.uid,
             requester=entry.spec.get("requestedBy") or "",
             required=allowed.approvals,
             requested_at=parse_time(entry.created) or at,

@@ -2,8 +2,11 @@
 
 Approvals are Kubernetes objects, so kubectl, RBAC, GitOps and the audit trail all apply to them. An
 approval names the request id it decides on (a request id runs at most once, and a Runbook's spec is
-immutable, so the id names exactly what is approved) and the requester of that request (copied from the
-Runbook's ``requestedBy``); its spec is immutable. That ``approver`` is who creates the object, and that it
+immutable) and the requester of that request (copied from the Runbook's ``requestedBy``); its spec is
+immutable. A request id is freed again when its Runbook expires, is rejected or is deleted before it ran,
+and may then be asked for anew, with other parameters: an approval may therefore also name the Runbook
+decided on (``runbookUid``, its ``metadata.uid``; the REST API always does), and then counts for that one
+only. That ``approver`` is who creates the object, and that it
 is not the ``requester``, the API server enforces (manifests/identities.yaml, a ValidatingAdmissionPolicy);
 that ``requester`` is truly the Runbook's, the count does (an approval naming another is ignored), and that
 the approver is a person, not a ServiceAccount whose token the requester may hold.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import Field
 
@@ -26,6 +30,7 @@ PLURAL = "runbookapprovals"
 SINGULAR = "runbookapproval"
 SHORT_NAMES = ["rba"]
 
+RunbookUid = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9-]+$")]
 SPEC_IMMUTABLE = "spec is immutable: a decision is not changed; create another approval"
 APPROVED, PENDING, REJECTED, EXPIRED = (
     Reason.APPROVED,
@@ -50,6 +55,12 @@ class RunbookApprovalSpec(_Model):
         "does not count). Nobody approves their own request.",
     )
     comment: ReasonText = Field("", description="Why, for the audit.")
+    runbook_uid: RunbookUid | None = Field(
+        None,
+        description="The Runbook decided on (its metadata.uid): the approval then counts for that Runbook "
+        "only, not for another one made later with the request id. Without it, it counts for the request "
+        "id's Runbook (one made before the approval).",
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class Vote:
     at: datetime.datetime
     requester: str  # whose request the approval says it decides on
     comment: str = ""
+    runbook_uid: str = ""  # the Runbook it decides on, if it names one
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ def answerable(requester: str) -> bool:
 def tally(
     votes: Iterable[Vote],
     *,
+    runbook_uid: str,
     requester: str,
     required: int,
     requested_at: datetime.datetime,
@@ -107,15 +120,19 @@ def tally(
     expire_after: datetime.timedelta,
     approved_at: datetime.datetime | None = None,
 ) -> Tally:
-    """Count the decisions on a request made by ``requester`` at ``requested_at`` that has waited for
-    its approvals since ``waiting_since``; ``approved_at``: when it was approved, if it was (its status
-    says so), counted again while it waits for its lock or after a restart.
+    """Count the decisions on the Runbook ``runbook_uid``, a request made by ``requester`` at
+    ``requested_at`` that has waited for its approvals since ``waiting_since``; ``approved_at``: when it
+    was approved, if it was (its status says so), counted again while it waits for its lock or after a
+    restart.
 
     - A decision made before the request is ignored (it cannot have been about this Runbook). Creation
       times are whole seconds: an approval made in the request's second cannot be told from one made just
       before it, and is ignored too (a rejection in that second counts: ignoring it could only let a run
       start).
     - A rejection by anyone (the requester may withdraw) wins over any number of approvals.
+    - An approval that names another Runbook (``runbook_uid``: one its request id named before, which the
+      approver saw) is ignored; a rejection stops the run whatever Runbook it names, as whatever requester
+      (ignoring one could only let a run start).
     - An approval counts only from a person (:func:`person`) other than the requester (a request that
       names nobody who answers for it cannot be approved at all: :func:`answerable`), if it names the
       requester (one naming another was not made for this request: the API server checks an approval
@@ -134,6 +151,8 @@ def tally(
             ignored.append((vote, "given before the request"))
         elif vote.decision == "Reject":
             rejection = rejection or vote
+        elif vote.runbook_uid and vote.runbook_uid != runbook_uid:
+            ignored.append((vote, f"made for another Runbook with this request id (uid {vote.runbook_uid})"))
         elif vote.at == requested_at:
             ignored.append((vote, "given in the request's second: perhaps before it"))
         elif not answerable(requester):

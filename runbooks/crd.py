@@ -60,6 +60,7 @@ APPROVAL_PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Requester", "type": "string", "priority": 1, "jsonPath": ".spec.requester"},
     {"name": "Comment", "type": "string", "priority": 1, "jsonPath": ".spec.comment"},
+    {"name": "Runbook", "type": "string", "priority": 1, "jsonPath": ".spec.runbookUid"},
 ]
 
 # NEXT is a string: kubectl shows a future "date" as <invalid>.

@@ -81,16 +81,24 @@ class Gate:
         )
 
     def decide(
-        self, request_id: str, approver: str, decision: str = "Approve", requester: str = "alice"
+        self,
+        request_id: str,
+        approver: str,
+        decision: str = "Approve",
+        requester: str = "alice",
+        runbook_uid: str | None = None,
     ) -> None:
         """A decision, made in a later second than the Runbook (named after its request id): creation times
-        are whole seconds, and an approval from the Runbook's own second does not count."""
+        are whole seconds, and an approval from the Runbook's own second does not count. ``runbook_uid``:
+        the Runbook it names (none: whichever the request id names)."""
         runbook = self.custom.get_namespaced_custom_object(
             keys.GROUP, keys.VERSION, self.namespace, keys.PLURAL, request_id
         )
         later = parse_time(runbook["metadata"]["creationTimestamp"]) + datetime.timedelta(seconds=1)
         wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, "a second after the Runbook's")
         spec = {"requestId": request_id, "decision": decision, "approver": approver, "requester": requester}
+        if runbook_uid is not None:
+            spec["runbookUid"] = runbook_uid
         body = crd.APPROVAL.manifest(f"{request_id}-{approver}-{decision.lower()}", spec)
         self.custom.create_namespaced_custom_object(
             keys.GROUP, keys.VERSION, self.namespace, approval.PLURAL, body
@@ -524,6 +532,43 @@ def test_a_held_run_ended_not_run_or_deleted_frees_its_request_id_after_a_duplic
         rbs.create(f"{first}-again", command=command, request_id=first, requested_by="alice")
         wait_reason(rbs, f"{first}-again", "Queued", "AwaitingApproval")
     assert not witness()
+
+
+def test_an_approval_made_for_a_deleted_runbook_does_not_count_for_the_one_made_again_with_its_request_id(
+    start_controller, gate, rbs, scripts, witness
+):
+    """bob saw drill-1 held for approval; it was deleted and asked for again, with another reason. His
+    approval, made after that, names the Runbook he saw (its uid, as the REST API writes it): it does not
+    count for the new one, and says why. carol's, made with kubectl without a uid, counts as before."""
+    start_controller(**scripts)
+    gate.policy("desk", rule("drills", ["drill"], approvals={"required": 1, "expireAfterSeconds": 600}))
+    first = rbs.create("drill-1", command="drill", requested_by="alice", reason="the drill bob saw")
+    wait_reason(rbs, "drill-1", "Queued", "AwaitingApproval")
+    rbs.delete("drill-1")
+    wait_until(lambda: rbs.gone("drill-1"), 30, "the first drill-1 to go")
+    rbs.create("drill-1", command="drill", requested_by="alice", reason="another drill")
+    wait_reason(rbs, "drill-1", "Queued", "AwaitingApproval")
+
+    gate.decide("drill-1", "bob", runbook_uid=first["metadata"]["uid"])
+
+    def ignored() -> dict | None:
+        return next(
+            (a for a in rbs.get("drill-1")["status"].get("approvals", []) if a["approver"] == "bob"), None
+        )
+
+    bobs = wait_until(ignored, 30, "bob's approval recorded")
+    assert (
+        bobs.get("ignored")
+        == f"made for another Runbook with this request id (uid {first['metadata']['uid']})"
+    )
+    assert reason(rbs.get("drill-1"), "Queued") == "AwaitingApproval"
+    assert "drill-1" not in witness()
+
+    gate.decide("drill-1", "carol")
+    done = rbs.wait_finished("drill-1")
+    assert (reason(done), done["spec"]["reason"]) == ("Succeeded", "another drill")
+    assert len(witness()["drill-1"]) == 1
+    assert [a["approver"] for a in done["status"]["approvals"] if not a.get("ignored")] == ["carol"]
 
 
 def test_a_calendar_that_cannot_be_loaded_holds_only_the_runs_that_need_it_and_they_block_no_other(

@@ -12,16 +12,22 @@ from tests.unit.conftest import at
 
 REQUESTED = at("2026-01-05 10:00")
 HOUR = datetime.timedelta(hours=1)
+UID = "0b6c1c8e-1f1e-4a7e-9d4e-000000000002"  # the Runbook counted
+OLD_UID = "0b6c1c8e-1f1e-4a7e-9d4e-000000000001"  # the one its request id named before
 
 
-def _vote(approver: str, minute: int, decision: str = "Approve", requester: str = "alice") -> Vote:
-    return Vote(approver, decision, REQUESTED + datetime.timedelta(minutes=minute), requester)
+def _vote(
+    approver: str, minute: int, decision: str = "Approve", requester: str = "alice", runbook_uid: str = ""
+) -> Vote:
+    at = REQUESTED + datetime.timedelta(minutes=minute)
+    return Vote(approver, decision, at, requester, runbook_uid=runbook_uid)
 
 
 def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED, approved=None):
     now = REQUESTED + datetime.timedelta(minutes=minute)
     return tally(
         votes,
+        runbook_uid=UID,
         requester=requester,
         required=required,
         requested_at=REQUESTED,
@@ -86,6 +92,11 @@ def _tally(votes, *, required=2, requester="alice", minute=30, since=REQUESTED, 
             [],
         ),
         ([], {"required": 1}, PENDING, []),
+        # an approval bound to the Runbook its request id named before, which bob saw: not this one's
+        ([_vote("bob", 1, runbook_uid=OLD_UID)], {"required": 1}, PENDING, []),
+        ([_vote("bob", 1, runbook_uid=UID)], {"required": 1}, APPROVED, ["bob"]),  # bound to this one
+        # ... but a rejection stops the run whatever Runbook it names: ignoring one could only let it start
+        ([_vote("bob", 1, "Reject", runbook_uid=OLD_UID)], {}, REJECTED, []),
     ],
 )
 def test_tally(votes, kwargs, state, counted):
@@ -103,6 +114,7 @@ def test_why_votes_did_not_count():
             _vote("carol", 2),
             _vote("dave", 3, requester="erin"),
             _vote("system:serviceaccount:desk:bot", 4),
+            _vote("frank", 5, runbook_uid=OLD_UID),
         ]
     )
     reasons = {(vote.approver, vote.at.minute): why for vote, why in result.ignored}
@@ -113,6 +125,7 @@ def test_why_votes_did_not_count():
         ("dave", 3): "it names another requester (erin)",
         ("system:serviceaccount:desk:bot", 4): "not a person: whoever holds a ServiceAccount's token (the "
         "requester too) may give it",
+        ("frank", 5): f"made for another Runbook with this request id (uid {OLD_UID})",
     }
 
 

@@ -175,6 +175,7 @@ def _vote(approver: str, minute: int, decision: str = "Approve", comment: str = 
 def _counted(*votes: Vote, minute: int = 30) -> Tally:
     return tally(
         votes,
+        runbook_uid="",
         requester="alice",
         required=2,
         requested_at=REQUESTED,
