@@ -3,9 +3,19 @@ models), and of the API's errors."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+)
 
 from runbooks.contract import Command, RunState, SessionState
 from runbooks.models import (
@@ -18,6 +28,16 @@ from runbooks.models import (
     WindowChoice,
 )
 from runbooks.schedule import SLOT_REQUEST_PREFIX
+
+
+def _date_time(value: object) -> object:
+    """A time as RFC 3339 writes it; not a number of seconds, which pydantic would take too."""
+    if not isinstance(value, str) or not re.match(r"[0-9]{4}-", value):
+        raise ValueError("not a date and time (2026-01-02T10:00:00+08:00)")
+    return value
+
+
+DateTime = Annotated[AwareDatetime, BeforeValidator(_date_time)]  # with its UTC offset
 
 # -- execute ---------------------------------------------------------------------------------------
 
@@ -226,6 +246,14 @@ class DecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: Annotated[ReasonText, Strict()] = Field("", description="Why, for the audit.")
+    created_at: DateTime | None = Field(
+        None,
+        description="The run decided on: its created_at as the client was shown it (a run's page, the runs "
+        "list). A request id freed again (its run expired, was rejected or was deleted before it ran) may "
+        "be asked for anew, with other parameters: when its run now is another one, the decision is "
+        "refused (409) and nothing is recorded. Without it, the decision is on the run the request id names "
+        "now.",
+    )
 
 
 class DecisionResponse(BaseModel):

@@ -6,7 +6,10 @@ name the token as the approver (the identities policy lets it: its Role has ``im
 runbookapprovals); the API server still refuses an approval by the requester, which the API refuses first
 (403). One decision per person and Runbook: the object's name comes from the request id, the Runbook's uid
 and the person, so a second one is a 409, while a Runbook made again with the request id (after its first
-expired, was rejected or was deleted) may be decided on again.
+expired, was rejected or was deleted) may be decided on again. A decision is on the Runbook the client saw:
+given the run's ``created_at`` as it was shown, the API refuses (409) one whose request id names another
+Runbook now, and it writes the uid of the Runbook it checked into the approval (``runbookUid``), so that
+one made again between this check and the controller's count does not get the decision either.
 A decision counts only on a run the gate holds for approvals, or will: one that the namespace's policies,
 evaluated now as the gate does, let start at once is refused (409) rather than recorded and ignored.
 """
@@ -47,13 +50,16 @@ RESPONSES = responses(
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",
     c404="No run has this request_id.",
-    c409="Too late (the run runs or has finished; to approve, it has passed the gate and waits for its "
+    c409="The run was created again since the client looked (its created_at is not the one sent), too late "
+    "(the run runs or has finished; to approve, it has passed the gate and waits for its "
     "lock, where a rejection still stops it), no policy "
     "asks for approvals for the run (the gate lets it start at once), already decided by this token, or "
     "the run names no requester (or, to approve, names a schedule that names nobody).",
 )
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
-Comment = Annotated[DecisionRequest | None, Body(description="An optional comment.")]
+Comment = Annotated[
+    DecisionRequest | None, Body(description="An optional comment, and the run's created_at as it was shown.")
+]
 
 
 def approval_name(request_id: str, uid: str, approver: str) -> str:
@@ -106,6 +112,12 @@ async def _decide(
     body: DecisionRequest | None,
 ) -> JSONResponse:
     record = lookup(cache, request_id)
+    if body is not None and body.created_at is not None and body.created_at != record.created:
+        raise Conflict(
+            f"run {request_id!r} was created again since you looked (the run you saw was created at "
+            f"{iso(body.created_at, zone)}, this one at {iso(record.created, zone)}): look again; "
+            "nothing was decided"
+        )
     requester = record.spec.get("requestedBy") or ""
     if decision == "Approve" and approver == requester:
         raise Forbidden(f"{approver!r} asked for run {request_id!r}: nobody approves their own request")
@@ -141,6 +153,7 @@ async def _decide(
         approver=approver,
         requester=requester,
         comment=body.comment if body else "",
+        runbook_uid=record.uid or None,
     )
     if decision == "Approve":  # one from the run's own second would not count (whole seconds): the next
         early = record.created + datetime.timedelta(seconds=1) - datetime.datetime.now(datetime.UTC)

@@ -9,6 +9,7 @@ with four eyes has one: a decision on a run that no policy holds would not count
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def test_another_person_approves_and_the_requester_may_only_withdraw(api, identi
             "approver": "alice",
             "requester": "alice",
             "comment": "",
+            "runbookUid": uid(identities, namespace, "fo-1"),
             "labels": {keys.MANAGED_BY: keys.API_MANAGER},
         },
         {
@@ -140,6 +142,7 @@ def test_another_person_approves_and_the_requester_may_only_withdraw(api, identi
             "approver": "bob",
             "requester": "alice",
             "comment": "backup checked",
+            "runbookUid": uid(identities, namespace, "fo-1"),
             "labels": {keys.MANAGED_BY: keys.API_MANAGER},
         },
     ]
@@ -149,10 +152,24 @@ def test_another_person_approves_and_the_requester_may_only_withdraw(api, identi
     assert len(selected) == 2
 
 
+def shown(api, request_id: str) -> str:
+    """The run's created_at as the runs list (and a run's page) shows it."""
+    code, _, text = http("GET", f"{api.url}/api/ops/runbooks?limit=200", headers=token("alice"))
+    assert code == 200, text
+    return next(r["created_at"] for r in json.loads(text)["runbooks"] if r["request_id"] == request_id)
+
+
+def uid(cluster, namespace: str, name: str) -> str:
+    listed = cluster.kubectl("get", "rb", name, "-n", namespace, "-o", "json")
+    return json.loads(listed.stdout)["metadata"]["uid"]
+
+
 def test_a_runbook_made_again_with_a_request_id_is_decided_on_again(api, identities, namespace):
     """Bob rejected the first failover; it was deleted and asked for again (its request id freed): his new
-    decision is on another Runbook, not a change of the old one."""
+    decision is on another Runbook, not a change of the old one. Each approval names the Runbook the API
+    checked, so that the count never takes one for the other."""
     execute(api, "alice", "fo-4")
+    first = uid(identities, namespace, "fo-4")
     assert decide(api, "bob", "fo-4", "reject")[0] == 201
     identities.kubectl("delete", "rb", "fo-4", "-n", namespace)
 
@@ -164,8 +181,44 @@ def test_a_runbook_made_again_with_a_request_id_is_decided_on_again(api, identit
     code, made = decide(api, "bob", "fo-4")
     assert code == 201, made
     assert decide(api, "bob", "fo-4", "reject")[0] == 409  # still one decision per person on this Runbook
-    decisions = sorted(a["decision"] for a in approvals(identities, namespace))
-    assert decisions == ["Approve", "Reject"]
+    decisions = sorted((a["decision"], a["runbookUid"]) for a in approvals(identities, namespace))
+    assert decisions == [("Approve", uid(identities, namespace, "fo-4")), ("Reject", first)]
+    assert first != uid(identities, namespace, "fo-4")
+
+
+def test_a_decision_on_the_run_the_client_saw_is_refused_once_it_was_made_again(api, identities, namespace):
+    """Carol's page showed alice's failover fo-5; it was deleted and asked for again with the same request
+    id. Bob approving from the old page (its created_at) is refused, and nothing is recorded: the new
+    Runbook, perhaps with other parameters, is not what he saw. From the new page, it is his decision."""
+    execute(api, "alice", "fo-5")
+    seen = shown(api, "fo-5")
+    identities.kubectl("delete", "rb", "fo-5", "-n", namespace)
+    later = parse_time(seen) + datetime.timedelta(seconds=1)  # creation times are whole seconds
+
+    def gone() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/fo-5", headers=token("alice"))[0] == 404
+
+    wait_until(lambda: gone() and datetime.datetime.now(datetime.UTC) >= later, 30, "fo-5 gone, a second on")
+    execute(api, "alice", "fo-5")
+    now = shown(api, "fo-5")
+    for verb in ("approve", "reject"):
+        code, body = decide(api, "bob", "fo-5", verb, body={"created_at": seen, "comment": "as I saw it"})
+        assert code == 409, body
+        assert body["detail"] == (
+            f"run 'fo-5' was created again since you looked (the run you saw was created at {seen}, this "
+            f"one at {now}): look again; nothing was decided"
+        )
+    assert approvals(identities, namespace) == []
+    code, made = decide(api, "bob", "fo-5", body={"created_at": now})
+    assert code == 201, made
+    [approved] = approvals(identities, namespace)
+    assert approved["runbookUid"] == uid(identities, namespace, "fo-5")
+    # The same instant in another zone names the same Runbook; a time that is no date is refused.
+    utc = parse_time(now).astimezone(datetime.UTC).isoformat()
+    assert decide(api, "alice", "fo-5", "reject", body={"created_at": utc})[0] == 201
+    for wrong in (1764900000, "yesterday", "2026-12-05T10:00:00"):  # a number, no time, no offset
+        code, body = decide(api, "bob", "fo-5", "reject", body={"created_at": wrong})
+        assert (code, body["detail"][0]["loc"]) == (422, ["body", "created_at"]), body
 
 
 def test_a_run_of_a_schedule_that_names_nobody_may_be_rejected_never_approved(api, identities, namespace):
