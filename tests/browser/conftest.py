@@ -9,8 +9,11 @@ request the Content-Security-Policy refused) fails its test.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from devcluster import browser as chromium
 from devcluster.controlplane import REPO
+from devcluster.supervisor import RECORD
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 # `make screenshots` sets this to docs/: the README's pictures; otherwise the test's own folder.
@@ -30,6 +34,21 @@ CHATTY = (
     'while [ ! -e "$RELEASE" ] && [ "$i" -lt 1200 ]; do i=$((i + 1)); echo "INFO: line $i"; sleep 0.2; done\n'
 )
 LOGS = "document.querySelector('.logs')"  # a run panel's log box
+
+
+def api_pid(stack) -> int:
+    return json.loads((stack.workdir / RECORD).read_text())["components"]["api"]["pid"]
+
+
+@contextlib.contextmanager
+def api_stopped(stack):
+    """The API process stopped (SIGSTOP): its port still accepts connections, it answers nothing."""
+    pid = api_pid(stack)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ RunbookApprovals the API server holds."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import secrets
@@ -18,9 +19,11 @@ import yaml
 from playwright.sync_api import Locator, Page, expect
 
 from devcluster.private import write_private
+from devcluster.processes import wait_until
 from devcluster.stack import NAMESPACE
 from runbooks import approval, keys, policy
-from tests.browser.conftest import axe_violations, sign_in
+from runbooks.contract import parse_time
+from tests.browser.conftest import api_stopped, axe_violations, sign_in
 from tests.conftest import scripted
 from tests.runbook_client import reference_scripts
 
@@ -55,9 +58,13 @@ def files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack_options(files) -> dict:
-    # MDOPS_API_EXECUTE_WAIT_SECONDS=0: execute answers 202 at once, while the gate holds the drill
+    # MDOPS_API_EXECUTE_WAIT_SECONDS=0: execute answers 202 at once, while the gate holds the drill; a
+    # heartbeat every second: the console's watchdog drops a silent stream after 3 s
     return scripted(
-        files, MDOPS_API_TOKENS_FILE=str(files / "tokens.yaml"), MDOPS_API_EXECUTE_WAIT_SECONDS="0"
+        files,
+        MDOPS_API_TOKENS_FILE=str(files / "tokens.yaml"),
+        MDOPS_API_EXECUTE_WAIT_SECONDS="0",
+        MDOPS_API_EVENTS_HEARTBEAT_SECONDS="1",
     )
 
 
@@ -74,6 +81,14 @@ def held_run(stack, command: str = "drill", rid: str | None = None) -> str:
     answer = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", json=body, headers=headers, timeout=30)
     assert answer.status_code == 202, answer.text
     return rid
+
+
+def read(stack, rid: str) -> bool:
+    """Whether the API has a run with this request id."""
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    answer = httpx.get(f"{stack.api_url}/api/ops/runbooks/{rid}", headers=headers, timeout=30)
+    assert answer.status_code in (200, 404), answer.text
+    return answer.status_code == 200
 
 
 def witnessed(files: Path) -> list[str]:
@@ -102,6 +117,11 @@ def held_page(page: Page, token: str, rid: str, waiting: re.Pattern = WAITING) -
     return run, box
 
 
+def runbook(stack, rid: str) -> dict:
+    """The Runbook as the API server holds it (named after its request id)."""
+    return json.loads(stack.cluster.kubectl("get", "rb", rid, "-n", NAMESPACE, "-o", "json").stdout)
+
+
 def decided(stack, token: str, rid: str, verb: str) -> None:
     """A decision made elsewhere (mdops, another tab): through the REST API."""
     headers = {"Authorization": f"Bearer {token}"}
@@ -128,6 +148,12 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
     expect(section.get_by_role("button")).to_have_count(0)  # the run passed the gate: nothing to decide
     assert witnessed(files).count(rid) == 1
     assert len(approving) == 1, approving  # a double click makes one decision
+    # It names the run shown, by its creation time as the page had it; the API names its Runbook by uid.
+    sent = json.loads(approving[0])
+    assert parse_time(sent.pop("created_at")) == parse_time(
+        runbook(stack, rid)["metadata"]["creationTimestamp"]
+    )
+    assert sent == {"comment": "drill checked with the desk"}
     assert decisions(stack, rid) == [
         {
             "requestId": rid,
@@ -135,6 +161,7 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
             "approver": "bob",
             "requester": "admin",
             "comment": "drill checked with the desk",
+            "runbookUid": runbook(stack, rid)["metadata"]["uid"],
         }
     ]
 
@@ -253,3 +280,32 @@ def test_a_runbook_made_again_with_the_request_id_is_decided_on_anew(page, stack
     expect(section.get_by_text(re.compile("waiting for 0 of 2 approvals until"))).to_be_visible()
     expect(section.get_by_role("button", name="Approve")).to_be_visible()
     expect(section.get_by_role("status")).to_have_text("")
+
+
+def test_a_page_that_missed_the_run_made_again_is_refused_not_taken_for_it(page, stack, files, four_eyes):
+    """Bob's page shows a held drill when its live updates stop (the API hangs a moment: the watchdog drops
+    the stream; then the page cannot open it again, as behind a proxy that holds it). Meanwhile the admin
+    deletes the drill and asks for it again with its request id, another run: Approve on the page he still
+    sees is refused in the API's words, nothing is recorded, and the new drill waits on."""
+    rid = held_run(stack)
+    seen = runbook(stack, rid)["metadata"]["creationTimestamp"]
+    run, section = held_page(page, BOB, rid)
+    streams = re.compile(r"/api/ops/events")
+    held: list = []
+    page.route(streams, lambda route: held.append(route))  # asked for, never answered
+    try:
+        with api_stopped(stack):
+            expect(run.get_by_text(re.compile("^Live updates paused"))).to_be_visible()
+        stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
+        later = parse_time(seen) + datetime.timedelta(seconds=1)  # creation times are whole seconds
+        wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, "a second after the first run's")
+        wait_until(lambda: not read(stack, rid), 30, "the API to see the first run deleted")
+        held_run(stack, rid=rid)
+        section.get_by_role("button", name="Approve").click()
+        expect(section.get_by_role("status")).to_have_text(
+            re.compile(f"^Conflict: run '{rid}' was created again since you looked .*: look again; nothing")
+        )
+    finally:
+        page.unroute(streams)
+    assert decisions(stack, rid) == []
+    assert rid not in witnessed(files)

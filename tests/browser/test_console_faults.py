@@ -29,9 +29,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from devcluster.private import write_private
 from devcluster.processes import answers_200, wait_until
 from devcluster.stack import NAMESPACE, SCRIPTS
-from devcluster.supervisor import RECORD, Backoff
+from devcluster.supervisor import Backoff
 from runbooks import models
-from tests.browser.conftest import CHATTY, EXECUTE, LOGS, execute_requests, sign_in
+from tests.browser.conftest import CHATTY, EXECUTE, LOGS, api_pid, api_stopped, execute_requests, sign_in
 from tests.conftest import scripted
 from tests.runbook_client import HOLD, reference_scripts
 
@@ -103,21 +103,6 @@ def stack_options(files) -> dict:
 
 def admin(stack) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.admin_token}"}
-
-
-def api_pid(stack) -> int:
-    return json.loads((stack.workdir / RECORD).read_text())["components"]["api"]["pid"]
-
-
-@contextlib.contextmanager
-def api_stopped(stack):
-    """The API process stopped (SIGSTOP): its port still accepts connections, it answers nothing."""
-    pid = api_pid(stack)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 // (POST /api/ops/runbooks/{request_id}/approve or /reject). Approve is not offered to the run's requester,
 // whom the API refuses (403): the page says why instead. Reject ends the run failed: it is confirmed first.
 // A press while a decision is on its way does nothing; the API keeps one decision per person and run, and
-// its refusals (403, 409) are shown as it words them.
+// its refusals (403, 409) are shown as it words them. A decision names the run shown (its created_at): a
+// page that missed its deletion and a new run with the request id (a stream that could not follow) is
+// refused (409), not taken as a decision on a run the person never saw.
 import { ApiError, call } from "./api.js";
 import { el, whenWithOffset } from "./format.js";
 
@@ -65,7 +67,8 @@ export function decision(me, requestId) {
     busy = true;
     show();
     answer.textContent = verb === "approve" ? "Approving…" : "Rejecting…";
-    const body = comment.value ? { comment: comment.value } : undefined;
+    const body = { created_at: made };
+    if (comment.value) body.comment = comment.value;
     try {
       await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}/${verb}`, { method: "POST", body });
       decided = true;
