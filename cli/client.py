@@ -9,6 +9,7 @@ only (the event stream's too), never in a URL or a message.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,10 +119,14 @@ class Api:
         response = self._call("POST", "/api/ops/runbooks/execute", json=body)
         return response.status_code, self._json(response, ExecuteResponse)
 
-    def decide(self, request_id: str, decision: str, comment: str) -> dict[str, Any]:
-        """``approve`` or ``reject`` a run that waits for approvals: the RunbookApproval made (201)."""
+    def decide(
+        self, request_id: str, decision: str, comment: str, created_at: datetime.datetime | None = None
+    ) -> dict[str, Any]:
+        """``approve`` or ``reject`` a run that waits for approvals: the RunbookApproval made (201).
+        ``created_at``: the run's creation time as it was shown; the API refuses (409) another run."""
         path = f"{_runbook_path(request_id)}/{decision}"
-        return self._json(self._call("POST", path, json={"comment": comment}), DecisionResponse)
+        body = {"comment": comment} | ({"created_at": created_at.isoformat()} if created_at else {})
+        return self._json(self._call("POST", path, json=body), DecisionResponse)
 
     @contextmanager
     def events(self, request_id: str, last_event_id: str | None) -> Iterator[EventSource]:

@@ -379,18 +379,26 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
             return datetime.datetime.now(datetime.UTC) - datetime.timedelta(**{unit: int(match[1])})
         except OverflowError:  # before the year 1
             raise click.BadParameter(f"{value!r} is too far back") from None
+    return _time(value, "a duration (30m, 2h, 1d) or ")
+
+
+def _time(value: str, other: str = "") -> datetime.datetime:
+    """An ISO 8601 time with its UTC offset, as the API writes its times (``other``: what else the option
+    takes, as words)."""
     try:
         when = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: give a duration (30m, 2h, 1d) or an ISO 8601 time with its UTC offset"
-        ) from None
+        raise click.BadParameter(f"{value!r}: give {other}an ISO 8601 time with its UTC offset") from None
     if when.tzinfo is None:
         raise click.BadParameter(
             f"{value!r} has no UTC offset: give one, as the API's times do (2026-01-02T10:00+08:00, "
             "or Z for UTC)"
         )
     return when
+
+
+def _created_at(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime.datetime | None:
+    return None if value is None else _time(value)
 
 
 @cli.command(
@@ -481,36 +489,52 @@ def logs(api: Api, out: Output, say: Say, warn: Say, request_id: str, follow: bo
 
 
 COMMENT = click.option("--comment", default="", metavar="TEXT", help="Why, for the audit.")
+CREATED_AT = click.option(
+    "--created-at",
+    metavar="TIME",
+    callback=_created_at,
+    help="The run decided on: its creation time as mdops runs showed it (CREATED). If its request id names "
+    "another run now (deleted, or expired or rejected, and asked for again), nothing is decided (exit 73).",
+)
 
 
 @cli.command(
     epilog="\b\nExamples:\n  mdops approve fo-2026-12-03 --comment 'checked with the desk'\n"
-    "  mdops runs --result queued   # what waits, approvals among it"
+    "  mdops runs --result queued   # what waits, approvals among it\n"
+    "  mdops approve fo-2026-12-03 --created-at 2026-12-03T09:15:02+08:00   # that run, not one made again"
 )
 @click.argument("request_id", callback=_request_id)
 @COMMENT
+@CREATED_AT
 @api_options
-def approve(api: Api, out: Output, request_id: str, comment: str) -> None:
+def approve(
+    api: Api, out: Output, request_id: str, comment: str, created_at: datetime.datetime | None
+) -> None:
     """Approve another person's run that waits for approvals (four eyes).
 
     Needs a token with runbooks:approve; nobody approves their own run (exit 77). The run starts once
     it has the approvals its RunbookPolicy asks for; too late (it started), already decided by this
-    token, or no approval asked for: exit 73.
+    token, no approval asked for, or (--created-at) not the run seen: exit 73. Without --created-at, the
+    decision is on the run the request id names when the API looks (mdops reads no run first: what it
+    would read a moment before is what the API checks anyway).
     """
-    out.show(api.decide(request_id, "approve", comment), render.decision_line)
+    out.show(api.decide(request_id, "approve", comment, created_at), render.decision_line)
 
 
 @cli.command(epilog="\b\nExamples:\n  mdops reject fo-2026-12-03 --comment 'not during the auction'")
 @click.argument("request_id", callback=_request_id)
 @COMMENT
+@CREATED_AT
 @api_options
-def reject(api: Api, out: Output, request_id: str, comment: str) -> None:
+def reject(
+    api: Api, out: Output, request_id: str, comment: str, created_at: datetime.datetime | None
+) -> None:
     """Reject a run that has not started: it ends failed (Rejected), never run.
 
     Needs a token with runbooks:approve; one's own run too (a withdrawal). A rejection wins over any
     approvals, until the run starts.
     """
-    out.show(api.decide(request_id, "reject", comment), render.decision_line)
+    out.show(api.decide(request_id, "reject", comment, created_at), render.decision_line)
 
 
 @cli.command(epilog="\b\nExamples:\n  mdops status\n  mdops status -o json | jq .last_exit_codes")

@@ -19,6 +19,7 @@ import pytest
 
 from cli.errors import Exit
 from devcluster.components import install_rbac
+from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
 from runbooks import approval, keys, models, policy
 from runbooks.contract import parse_time
@@ -78,10 +79,24 @@ def approvals(cluster, namespace: str) -> list[dict]:
     ]
 
 
+def shown(api, request_id: str) -> str:
+    """The run's created_at as the runs list (and a run's page) shows it."""
+    code, _, text = http("GET", f"{api.url}/api/ops/runbooks?limit=200", headers=token("alice"))
+    assert code == 200, text
+    return next(r["created_at"] for r in json.loads(text)["runbooks"] if r["request_id"] == request_id)
+
+
+def uid(cluster, namespace: str, name: str) -> str:
+    listed = cluster.kubectl("get", "rb", name, "-n", namespace, "-o", "json")
+    return json.loads(listed.stdout)["metadata"]["uid"]
+
+
 def mdops(api, who: str, *args: str, home: Path) -> subprocess.CompletedProcess:
-    """The command line as ``who`` at a shell that set MDOPS_API_URL and MDOPS_API_TOKEN (no config)."""
+    """The command line as ``who`` at a shell that set MDOPS_API_URL and MDOPS_API_TOKEN (no config); this
+    checkout's (the venv's mdops may be installed, editable, from another)."""
     env = {
         "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
         "HOME": str(home),
         "MDOPS_API_URL": api.url,
         "MDOPS_API_TOKEN": TOKENS[who][0],
@@ -106,6 +121,36 @@ def test_mdops_approve_and_reject_decide_as_the_rest_api_does(api, identities, n
     assert json.loads(withdrawn.stdout)["decision"] == "Reject"
     made = sorted((a["approver"], a["decision"], a["comment"]) for a in approvals(identities, namespace))
     assert made == [("alice", "Reject", ""), ("bob", "Approve", "backup checked")]
+
+
+def test_mdops_decides_only_on_the_run_created_when_it_was_shown(api, identities, namespace, tmp_path):
+    """bob read alice's failover in mdops runs (its CREATED); it was deleted and asked for again. Approving
+    it --created-at that time is exit 73 in the API's words and decides nothing; with the new run's time
+    it is his decision, bound to that Runbook. A time without its UTC offset is refused before asking."""
+    execute(api, "alice", "fo-cli2")
+    listed = mdops(api, "alice", "runs", "-o", "json", home=tmp_path)
+    [seen] = [r["created_at"] for r in json.loads(listed.stdout) if r["request_id"] == "fo-cli2"]
+    identities.kubectl("delete", "rb", "fo-cli2", "-n", namespace)
+    later = parse_time(seen) + datetime.timedelta(seconds=1)  # creation times are whole seconds
+
+    def gone() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/fo-cli2", headers=token("alice"))[0] == 404
+
+    wait_until(
+        lambda: gone() and datetime.datetime.now(datetime.UTC) >= later, 30, "fo-cli2 gone, a second on"
+    )
+    execute(api, "alice", "fo-cli2")
+    stale = mdops(api, "bob", "approve", "fo-cli2", "--created-at", seen, home=tmp_path)
+    assert stale.returncode == Exit.CONFLICT, stale.stderr
+    assert "was created again since you looked" in stale.stderr and "nothing was decided" in stale.stderr
+    naive = mdops(api, "bob", "reject", "fo-cli2", "--created-at", seen[:19], home=tmp_path)
+    assert naive.returncode == Exit.USAGE and "no UTC offset" in naive.stderr
+    assert approvals(identities, namespace) == []
+    now = shown(api, "fo-cli2")
+    approved = mdops(api, "bob", "approve", "fo-cli2", "--created-at", now, home=tmp_path)
+    assert approved.returncode == 0, approved.stderr
+    [made] = approvals(identities, namespace)
+    assert (made["approver"], made["runbookUid"]) == ("bob", uid(identities, namespace, "fo-cli2"))
 
 
 def test_another_person_approves_and_the_requester_may_only_withdraw(api, identities, namespace):
@@ -150,18 +195,6 @@ def test_another_person_approves_and_the_requester_may_only_withdraw(api, identi
         "get", "rba", "-n", namespace, "--field-selector", "spec.requestId=fo-1", "-o", "name"
     ).stdout.split()
     assert len(selected) == 2
-
-
-def shown(api, request_id: str) -> str:
-    """The run's created_at as the runs list (and a run's page) shows it."""
-    code, _, text = http("GET", f"{api.url}/api/ops/runbooks?limit=200", headers=token("alice"))
-    assert code == 200, text
-    return next(r["created_at"] for r in json.loads(text)["runbooks"] if r["request_id"] == request_id)
-
-
-def uid(cluster, namespace: str, name: str) -> str:
-    listed = cluster.kubectl("get", "rb", name, "-n", namespace, "-o", "json")
-    return json.loads(listed.stdout)["metadata"]["uid"]
 
 
 def test_a_runbook_made_again_with_a_request_id_is_decided_on_again(api, identities, namespace):
