@@ -197,6 +197,17 @@ def test_an_approval_is_immutable_and_selectable_by_request(mdops_crds, namespac
     changed = _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "decision": "Reject"}, "a1")
     assert changed.returncode != 0
     assert approval.SPEC_IMMUTABLE in changed.stderr
+    # The Runbook it decides on is its spec too: neither bound afterwards (to count for a Runbook made
+    # again with its request id) nor changed.
+    uid = "6f1c2d9e-2b7a-4c8e-9d51-3f0e8a7b1c22"
+    bound = _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "runbookUid": uid}, "a1")
+    assert bound.returncode != 0 and approval.SPEC_IMMUTABLE in bound.stderr
+    assert _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "runbookUid": uid}, "a3").returncode == 0
+    rebound = _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "runbookUid": uid[::-1]}, "a3")
+    assert rebound.returncode != 0 and approval.SPEC_IMMUTABLE in rebound.stderr
+    assert (
+        _apply(mdops_crds, namespace, crd.APPROVAL, {**APPROVAL, "runbookUid": "a b"}, "a4").returncode != 0
+    )
     selected = mdops_crds.kubectl(
         "get", "rba", "-n", namespace, "--field-selector", "spec.requestId=fo-2", "-o", "name"
     )
