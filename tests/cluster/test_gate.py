@@ -129,14 +129,19 @@ def reason(runbook: dict, kind: str = "Succeeded") -> str:
 
 
 def wait_reason(rbs: Runbooks, name: str, kind: str, wanted: str, timeout: float = 60) -> dict:
+    last: list[dict] = []
+
     def check():
         found = rbs.get(name)
-        conditions = (found or {}).get("status", {}).get("conditions", [])
-        if any(c["type"] == kind and c["reason"] == wanted for c in conditions):
+        last[:] = [(found or {}).get("status", {})]
+        if any(c["type"] == kind and c["reason"] == wanted for c in last[0].get("conditions", [])):
             return found
         return None
 
-    return wait_until(check, timeout, f"{name}: {kind} with reason {wanted}")
+    try:
+        return wait_until(check, timeout, f"{name}: {kind} with reason {wanted}")
+    except TimeoutError as error:  # what it showed instead
+        raise TimeoutError(f"{error}; its status: {last}") from None
 
 
 def gate_counts(controller) -> dict[tuple[str, str], float]:
