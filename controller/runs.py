@@ -576,7 +576,9 @@ class Runs:
                 return await self._cannot_start(entry, f"cannot start: {error}; {advice}")
             # Its claim's mark is off: a controller got as far as starting it, and died before its status
             # said so. It is adopted, or found lost; started only where the executor proves it never was.
-            may_have_started = not entry.claim.unstarted
+            # Not so where this controller saw its own start refused: the run has not started, though its
+            # mark may not be back (that write failed); its next start is this one's again (idempotent).
+            may_have_started = not entry.claim.unstarted and not entry.refused_since
             if not await self._protect(entry):
                 return await self.forget(entry)
             if stopping.is_set():  # paused meanwhile: the active controller starts it

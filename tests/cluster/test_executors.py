@@ -219,12 +219,20 @@ def test_a_pod_waiting_for_a_node_is_said_and_waited_for_past_the_start_failure_
 
 @contextlib.contextmanager
 def refusing(
-    cluster, namespace: str, group: str, resource: str, probe: tuple[str, ...], reason: str = "Forbidden"
+    cluster,
+    namespace: str,
+    group: str,
+    resource: str,
+    probe: tuple[str, ...],
+    reason: str = "Forbidden",
+    operation: str = "CREATE",
+    allowed: str = "false",
 ) -> Iterator[str]:
     """An admission policy that refuses to create any ``resource`` of ``group`` in the test's namespace (403,
     as a policy engine or a quota would; 422 with ``reason`` Invalid, a policy's default), in force once this
     is entered (``probe``, a server-side dry run, is refused) and gone once it is left; the message it refuses
-    them with."""
+    them with. Another ``operation`` may be refused instead, and only where the CEL expression ``allowed``
+    is false."""
     name = f"no-{resource}-{namespace}"
     message = f"no {resource} in {namespace}: the test's policy"
     manifest = f"""
@@ -235,8 +243,8 @@ spec:
   failurePolicy: Fail
   matchConstraints:
     resourceRules:
-    - {{apiGroups: ["{group}"], apiVersions: [v1], operations: [CREATE], resources: [{resource}]}}
-  validations: [{{expression: "false", message: "{message}", reason: {reason}}}]
+    - {{apiGroups: ["{group}"], apiVersions: [v1], operations: [{operation}], resources: [{resource}]}}
+  validations: [{{expression: "{allowed}", message: "{message}", reason: {reason}}}]
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -337,6 +338,47 @@ def frozen_after_its_job_was_refused(
         wait_job_refused(rbs, "frozen")
         freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside=outside)
         gate.policy("freeze", freeze)
+
+
+@contextlib.contextmanager
+def refusing_the_mark(cluster, namespace: str) -> Iterator[str]:
+    """An admission policy that refuses to put a claim's 'not started' mark back on (a Lease update that
+    adds it): as a write the API server cannot take then (gone a moment, overloaded) fails."""
+    mark = keys.UNSTARTED
+    adds = (
+        f"has(object.metadata.annotations) && '{mark}' in object.metadata.annotations && "
+        f"!(has(oldObject.metadata.annotations) && '{mark}' in oldObject.metadata.annotations)"
+    )
+    probe_lease = "{apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {name: probe}}"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=probe_lease)
+    probe = ("annotate", "lease", "probe", f"{mark}=true")
+    with refusing(
+        cluster, namespace, "coordination.k8s.io", "leases", probe, operation="UPDATE", allowed=f"!({adds})"
+    ) as why:
+        yield why
+
+
+def test_a_run_whose_mark_was_not_put_back_after_its_job_was_refused_starts_once_the_refusal_lifts(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """Its Job refused (a quota), a run gets its claim's 'not started' mark back, and that write fails (the
+    API server gone a moment). The controller saw the refusal itself: the run has not started, and it must
+    not take it for one that may have (adopted, its Job not found: Lost) at its next attempt; it runs once
+    the refusal lifts, once."""
+    release(env)
+    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
+    controller = start_controller(**settings)
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE), refusing_the_mark(cluster, namespace):
+        rbs.create("refused", command="failover")
+
+        def tried_twice_or_ended() -> bool:
+            ended = bool((rbs.get("refused").get("status") or {}).get("result"))
+            return ended or controller.process.log.read_text().count("a step failed") >= 2
+
+        wait_until(tried_twice_or_ended, 60, "two attempts whose mark could not be put back")
+    status = rbs.wait_finished("refused", timeout=90)["status"]
+    assert (status["result"], status["exitCode"]) == ("success", 0), status["message"]
+    assert started(env) == ["refused"]
 
 
 def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
