@@ -381,6 +381,72 @@ def test_a_run_whose_mark_was_not_put_back_after_its_job_was_refused_starts_once
     assert started(env) == ["refused"]
 
 
+def test_a_run_whose_job_is_refused_runs_once_in_the_standby_after_the_active_replica_dies(
+    start_controller, cluster, peering, rbs, env, api_client, namespace
+):
+    """The active replica's run has its Job refused (a quota): not started, its claim's mark back on. The
+    replica dies; the standby takes over, asks again, and runs it once the refusal lifts: once, not Lost."""
+    release(env)
+    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600", **peering}
+    standby = start_controller("standby", MDOPS_PRIORITY="10", **settings)
+    active = start_controller("active", MDOPS_PRIORITY="20", **settings)
+    wait_until(lambda: "pausing" in standby.process.log.read_text(), 60, "the standby to pause")
+    leases = client.CoordinationV1Api(api_client)
+
+    def marked() -> bool:
+        claim = leases.read_namespaced_lease(lease_name("refused"), namespace)
+        return keys.UNSTARTED in (claim.metadata.annotations or {})
+
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
+        rbs.create("refused", command="failover")
+        wait_job_refused(rbs, "refused")
+        wait_until(marked, 30, "the claim's mark back on")  # the next attempt comes a second later at least
+        kill(active)
+        wait_until(
+            lambda: "its Job is refused" in standby.process.log.read_text(), 60, "the standby to ask again"
+        )
+    status = rbs.wait_finished("refused", timeout=90)["status"]
+    assert (status["result"], status["exitCode"]) == ("success", 0), status["message"]
+    assert started(env) == ["refused"]
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["deleted", "finalizer-removed"])
+@pytest.mark.parametrize("mark", [True, False], ids=["mark-back-on", "mark-off"])
+def test_a_refused_run_deleted_while_no_controller_ran_runs_again_only_if_it_provably_never_ran(
+    start_controller, cluster, rbs, env, api_client, namespace, forced, mark
+):
+    """A run whose Job was refused (a quota) has its finalizer and its claim's mark back on: deleted while
+    no controller runs (or its finalizer removed by hand), its request id is free, and created again it runs
+    once. With the mark off (a controller killed between taking it off and creating the Job leaves that),
+    it may have run: created again, it is a duplicate of a cancelled run, never run."""
+    release(env)
+    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
+    first = start_controller("first", **settings)
+    leases = client.CoordinationV1Api(api_client)
+    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE):
+        rbs.create("refused", command="failover")
+        wait_job_refused(rbs, "refused")
+        kill(first)
+        claim = leases.read_namespaced_lease(lease_name("refused"), namespace)
+        assert keys.UNSTARTED in claim.metadata.annotations
+        if not mark:
+            del claim.metadata.annotations[keys.UNSTARTED]
+            leases.replace_namespaced_lease(claim.metadata.name, namespace, claim)
+        rbs.delete("refused")
+        if forced:
+            rbs.set_finalizers("refused", [])
+    start_controller("second", **settings)
+    wait_until(lambda: rbs.gone("refused"), 60, "the deleted Runbook to go")
+    rbs.create("again", command="failover", request_id="refused")
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    if mark:
+        assert (status["result"], status["exitCode"]) == ("success", 0), status["message"]
+        assert started(env) == ["refused"]
+    else:
+        assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/refused"), status
+        assert started(env) == []
+
+
 def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
     start_controller, cluster, rbs, env, api_client, namespace
 ):
