@@ -513,11 +513,13 @@ class Runs:
 
     async def release_claim(self, entry: Entry) -> None:
         """The Runbook was deleted before it ran: its request id is free again. Its claim is read from the
-        ledger if this controller has not admitted it (an earlier one did)."""
+        ledger if this controller has not admitted it (an earlier one did). Not if its claim's mark is off:
+        a controller may have started its run (and died before its status said so), which a deletion by
+        force leaves going; its request id stays, a Runbook that comes with it a cancelled duplicate."""
         if self.status(entry).execution:
             return
         claim = entry.claim or await self.services.ledger.lookup(entry.namespace, entry.request_id)
-        if claim is not None and claim.uid == entry.uid:
+        if claim is not None and claim.uid == entry.uid and claim.unstarted:
             await self.services.ledger.release(claim, entry.namespace)
 
     async def forget(self, entry: Entry) -> Next:
@@ -623,7 +625,8 @@ class Runs:
         if entry.claim.unstarted:
             return await self.services.executor.find(self.request(entry))
         run = await self.services.executor.adopt(self.request(entry))
-        if isinstance(run, dict) and run.get("reason") != Reason.LOST:  # provably never started
+        if isinstance(run, dict) and run.get("reason") != Reason.LOST:  # provably never started: it says so
+            entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, True)
             return None
         return run
 
