@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -445,6 +446,34 @@ def test_a_refused_run_deleted_while_no_controller_ran_runs_again_only_if_it_pro
     else:
         assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/refused"), status
         assert started(env) == []
+
+
+def test_runs_queued_for_the_lock_behind_a_running_job_run_once_each_after_the_active_replica_dies(
+    start_controller, cluster, peering, rbs, env, api_client, namespace
+):
+    """A failover's Job runs, three runs wait for its target's lock (their claims say they have not
+    started); the active replica dies. The standby adopts the running one and runs the others after it, in
+    turn: each once, none Lost, none overlapping another."""
+    settings = {**job_env(cluster, namespace, env), **peering}
+    standby = start_controller("standby", MDOPS_PRIORITY="10", **settings)
+    active = start_controller("active", MDOPS_PRIORITY="20", **settings)
+    wait_until(lambda: "pausing" in standby.process.log.read_text(), 60, "the standby to pause")
+    names = ["running", "queued-1", "queued-2", "queued-3"]
+    rbs.create("running", command="failover")
+    wait_started(env, "running")
+    for name in names[1:]:
+        rbs.create(name, command="failback")
+        rbs.wait_for(name, "Queued", "True")
+    kill(active)
+    wait_until(lambda: "resuming" in standby.process.log.read_text(), 60, "the standby to take over")
+    release(env)
+    for name in names:
+        status = rbs.wait_finished(name, timeout=120)["status"]
+        assert (status["result"], status["exitCode"]) == ("success", 0), (name, status["message"])
+    assert sorted(started(env)) == sorted(names)
+    found = sorted(spans(env).values(), key=lambda span: span["first"])
+    for earlier, later in itertools.pairwise(found):
+        assert earlier["last"] < later["first"], "two runs on one target overlapped"
 
 
 def test_a_run_whose_job_was_refused_then_its_policy_refused_it_leaves_no_finalizer(
