@@ -285,6 +285,27 @@ def test_a_run_whose_runner_never_started_starts_once_after_the_restart(
     assert started(env) == ["never"]
 
 
+def test_a_deleted_run_whose_runner_provably_never_started_frees_its_request_id(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The controller died after taking its claim's mark off and making the run's folder, before it asked a
+    launcher; the Runbook is deleted meanwhile. The folder proves that nothing ran: its request id is
+    free, and created again it runs, once."""
+    body, _ = left_folder(rbs, env, namespace, "never")
+    annotations = {keys.REQUEST_ID: "never", keys.RUNBOOK: f"{namespace}/never"}  # no mark: it may start
+    lease = lease_body(lease_name("never"), body["metadata"]["uid"], annotations)
+    client.CoordinationV1Api(api_client).create_namespaced_lease(namespace, lease)
+    rbs.set_finalizers("never", [keys.FINALIZER])
+    rbs.delete("never")
+    release(env)
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), **script_env(env))
+    wait_until(lambda: rbs.gone("never"), 30, "the deleted Runbook to go")
+    rbs.create("again", command="failover", request_id="never")
+    status = rbs.wait_finished("again")["status"]
+    assert (status["result"], status.get("duplicateOf")) == ("success", None), status["message"]
+    assert started(env) == ["never"]
+
+
 def test_a_runbook_deleted_before_its_status_said_running_has_its_found_run_stopped_and_remembered(
     start_controller, cluster, rbs, env, api_client, namespace
 ):
