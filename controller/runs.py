@@ -685,12 +685,14 @@ class Runs:
         return (calendar.windows[state] if window == "auto" else window), session
 
     async def _protect(self, entry: Entry) -> bool:
-        """Add the finalizer before the run starts, then take off its claim's mark that it has not started
-        (also if a client put the finalizer on while it waited); False if the Runbook is gone. In that
-        order no moment leaves a run that has not started with neither: a controller killed between the
-        two leaves the finalizer (a deletion then waits for the next controller, which frees the claim),
-        and a deletion by force then leaves a claim that still says, truly, that its run never started.
-        Once the mark is off, a Runbook deleted by force may have run: its claim is never freed."""
+        """Add the finalizer before the run starts, then have the executor prepare what the run will run in
+        (a local run's folder), then take off its claim's mark that it has not started (also if a client
+        put the finalizer on while it waited); False if the Runbook is gone. In that order no moment leaves
+        a run that has not started with neither: a controller killed between the two leaves the finalizer
+        (a deletion then waits for the next controller, which frees the claim), and a deletion by force
+        then leaves a claim that still says, truly, that its run never started. Once the mark is off, a
+        Runbook deleted by force may have run: its claim is never freed; and a controller killed before
+        the start leaves what was prepared, which proves that nothing ran (:meth:`Executor.resume`)."""
         assert entry.claim is not None
         if keys.FINALIZER not in entry.finalizers:
             finalizers = [*entry.finalizers, keys.FINALIZER]
@@ -699,6 +701,8 @@ class Runs:
             ):
                 return False
             entry.finalizers = finalizers
+        if entry.claim.unstarted:  # else it was prepared before: what is missing of it went missing
+            await self.services.executor.prepare(self.request(entry))
         entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, unstarted=False)
         return True
 

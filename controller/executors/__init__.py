@@ -102,6 +102,13 @@ class Executor(Protocol):
         gone, its :func:`lost` result: a started run is never started again."""
         ...
 
+    async def prepare(self, request: RunRequest) -> None:
+        """Make what the run will run in, before its claim's mark that it has not started comes off, so
+        that a controller killed between that and the start leaves the proof that nothing ran (a local
+        run's folder without a runner); nothing where there is no such proof to make (a Job runs once
+        made)."""
+        ...
+
     async def resume(self, request: RunRequest) -> Run | dict[str, Any]:
         """The run of a request that a controller may have started, dying before its status said so (its
         claim no longer says it has not started): adopted if found, started only if the executor can prove

@@ -382,6 +382,9 @@ class JobExecutor:
         await self._expect(request.namespace, run.name)
         return run
 
+    async def prepare(self, request: RunRequest) -> None:
+        """Nothing: a Job runs as soon as it is made."""
+
     async def resume(self, request: RunRequest) -> JobRun:
         """Nothing proves that a Job never was (it may have run and been deleted): the run is adopted, and
         ends lost if its Job is gone (:meth:`adopt`)."""

@@ -317,9 +317,14 @@ class LocalExecutor:
             "never started: a controller stopped between making the run's folder and starting its runner",
         )
 
+    async def prepare(self, request: RunRequest) -> None:
+        """The run's folder, empty: no launcher asked for it yet."""
+        self.folder(request).mkdir(parents=True, exist_ok=True)
+
     async def resume(self, request: RunRequest) -> LocalRun | dict[str, Any]:
-        """Its folder says what happened: one left is adopted (or, if its runner provably never started,
-        started afresh: :meth:`start`); none means it was lost with its state folder."""
+        """Its folder says what happened (it is made before the claim's mark comes off): one left is
+        adopted, or, if its runner provably never started, started (:meth:`start`); none means it was lost
+        with its state folder."""
         if self.folder(request).exists():
             return await self.start(request)
         return await self.adopt(request)
@@ -334,7 +339,8 @@ class LocalExecutor:
 
     async def start(self, request: RunRequest) -> LocalRun | dict[str, Any]:
         folder = self.folder(request)
-        if folder.exists():  # started before (by us or a controller before a restart): adopt
+        if (folder / LAUNCHER_FILE).exists() or (folder / PID_FILE).exists():
+            # Asked for before (by us or a controller before a restart), or declared never started: adopt.
             run = await self.adopt(request)
             if not never_started(folder):
                 return run
@@ -344,8 +350,7 @@ class LocalExecutor:
                 "%s/%s never started before a restart: it starts now", request.namespace, request.name
             )
             shutil.rmtree(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir()  # the claim: exists means started
+        folder.mkdir(parents=True, exist_ok=True)  # prepared, or made afresh
         argv = [
             *request.runner_args(self.settings),
             "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),

@@ -138,6 +138,31 @@ def test_a_local_run_whose_folder_vanished_while_no_controller_ran_is_lost_not_r
     assert ledger_result(api_client, namespace, "vanish")["message"] == status["message"]
 
 
+def test_a_run_whose_controller_died_between_its_claims_mark_and_its_runner_starts_once_not_lost(
+    start_controller, rbs, env, api_client, namespace
+):
+    """What a controller killed just after it took the claim's mark off leaves: the finalizer, the claim
+    without the mark, and the run's folder made (before the mark came off) with no runner asked for. The
+    folder proves that nothing ran: the next controller starts the run, once, rather than find it lost."""
+    first = start_controller("first", **script_env(env))
+    rbs.create("holder", command="failover")
+    wait_started(env, "holder")
+    uid = rbs.create("prepared", command="failback")["metadata"]["uid"]
+    rbs.wait_for("prepared", "Queued", "True")
+    kill(first)
+    rbs.set_finalizers("prepared", [keys.FINALIZER])
+    leases = client.CoordinationV1Api(api_client)
+    claim = leases.read_namespaced_lease(lease_name("prepared"), namespace)
+    del claim.metadata.annotations[keys.UNSTARTED]
+    leases.replace_namespaced_lease(claim.metadata.name, namespace, claim)
+    (Path(first.env["MDOPS_STATE_DIR"]) / namespace / uid).mkdir()
+    release(env)
+    start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    status = rbs.wait_finished("prepared")["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["holder", "prepared"]
+
+
 def test_a_run_whose_folder_vanished_and_runbook_was_deleted_while_no_controller_ran_keeps_its_request_id(
     start_controller, rbs, env, api_client, namespace
 ):
