@@ -776,8 +776,8 @@ class Runs:
             result = {**recorded, "logs": result["logs"]}
             change = transitions.finished(self.status(entry), entry.generation, result, dry_run=dry_run)
             final = apply(self.status(entry), change)
-        if run is not None:
-            await run.release()
+        # What the run ran in (or was made to run in: a folder whose runner never started) may go now.
+        await (run or self.services.executor.handle(self.request(entry))).release()
         await self._let_go(entry)
         entry.finishing = True
         if not (entry.gone or entry.deleting):  # a deleted one is gone with its finalizer

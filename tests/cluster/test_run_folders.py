@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+from controller.executors.launcher import NEVER_STARTED, PID_FILE
 from devcluster.processes import wait_until
 from tests.api.proxy import Proxy
 from tests.cluster import test_semantics
@@ -72,3 +73,19 @@ def test_a_runs_folder_stays_while_a_process_its_script_left_lives(start_control
         with contextlib.suppress(ProcessLookupError):
             os.kill(left, signal.SIGKILL)
     wait_until(lambda: not lingering.exists(), 30, "the folder to go once that process is gone")
+
+
+def test_the_folder_of_a_run_that_never_started_goes_after_its_ttl_too(start_controller, rbs, env, namespace):
+    """A controller recorded a run as started and died having made its folder but asked no launcher: the
+    next one finds it never started and fails it (its status said Running: never started again). Its folder,
+    without a runner, is released with the result like any other, not kept for good."""
+    uid = rbs.create("never", command="failover")["metadata"]["uid"]
+    rbs.set_status("never", {"attempts": 1, "execution": {"executor": "local", "name": "pid/unknown"}})
+    folder = env / "state" / namespace / uid
+    folder.mkdir(parents=True)
+    (folder / PID_FILE).write_text(NEVER_STARTED)
+    start_controller(MDOPS_STATE_DIR=str(env / "state"), MDOPS_RUN_FOLDER_TTL_SECONDS="1", **script_env(env))
+    status = rbs.wait_finished("never")["status"]
+    assert status["message"].startswith("never started"), status["message"]
+    wait_until(lambda: not folder.exists(), 30, "the never-started run's folder to go")
+    assert started(env) == []
