@@ -120,7 +120,17 @@ def test_a_chatty_script_in_its_own_folder_leaves_the_runs_files_alone(
     assert status["execution"]["name"] == f"pid/{(folder / 'pid').read_text()}"
     assert json.loads((folder / "result.json").read_text())["exitCode"] == 1
     sizes = {path.name: path.stat().st_size for path in folder.iterdir()}
-    run_files = {"pid", "launcher", "exit", "result.json", "runner.err", "runner.log", "runner.log.1"}
+    # "released": the result is recorded, the folder may go after its TTL.
+    run_files = {
+        "pid",
+        "launcher",
+        "exit",
+        "result.json",
+        "runner.err",
+        "runner.log",
+        "runner.log.1",
+        "released",
+    }
     assert set(sizes) == run_files
     assert max(sizes["runner.log"], sizes["runner.log.1"]) <= LOG_FILE_MAX_BYTES
     assert sizes["runner.err"] == 0
