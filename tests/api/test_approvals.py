@@ -21,7 +21,7 @@ from cli.errors import Exit
 from devcluster.components import install_rbac
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
-from runbooks import approval, keys, models, policy
+from runbooks import approval, crd, keys, models, policy
 from runbooks.contract import parse_time
 from tests.api.conftest import http, write_tokens
 
@@ -409,20 +409,12 @@ def test_a_decision_on_a_run_held_for_its_window_is_refused_unless_approvals_may
 ):
     """A restart held for its window by a rule that asks for no approvals passes the gate at the window
     without counting decisions: a rejection answered 201 would be ignored, and the run would start then."""
-    freeze = {
-        "apiVersion": f"{keys.GROUP}/{keys.VERSION}",
-        "kind": policy.KIND,
-        "metadata": {"name": "freeze"},
-        "spec": {
-            "rules": [
-                {
-                    "name": "restarts",
-                    "match": {"commands": ["restart"]},
-                    "blackouts": [{"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}],
-                }
-            ]
-        },
+    restarts = {
+        "name": "restarts",
+        "match": {"commands": ["restart"]},
+        "blackouts": [{"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}],
     }
+    freeze = crd.POLICY.manifest("freeze", {"rules": [restarts]})
     identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(freeze))
     _run_in(identities, namespace, "rs-3", None)
 

@@ -21,7 +21,7 @@ from playwright.sync_api import Locator, Page, expect
 from devcluster.private import write_private
 from devcluster.processes import wait_until
 from devcluster.stack import NAMESPACE
-from runbooks import approval, keys, policy
+from runbooks import approval, crd
 from runbooks.contract import parse_time
 from tests.browser.conftest import api_stopped, axe_violations, sign_in
 from tests.conftest import scripted
@@ -29,17 +29,15 @@ from tests.runbook_client import reference_scripts
 
 BOB = "bob-" + secrets.token_urlsafe(16)  # runbooks:approve
 READER = "reader-" + secrets.token_urlsafe(16)  # status:read only
-FOUR_EYES = {
-    "apiVersion": f"{keys.GROUP}/{keys.VERSION}",
-    "kind": policy.KIND,
-    "metadata": {"name": "drills-four-eyes"},
-    "spec": {
+FOUR_EYES = crd.POLICY.manifest(
+    "drills-four-eyes",
+    {
         "rules": [
             {"name": "drill", "match": {"commands": ["drill"]}, "approvals": {"required": 1}},
             {"name": "failback", "match": {"commands": ["failback"]}, "approvals": {"required": 2}},
         ]
     },
-}
+)
 WAITING = re.compile(r"This run waits for approvals: waiting for 0 of 1 approvals until ")
 
 
