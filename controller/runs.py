@@ -688,9 +688,9 @@ class Runs:
         """Add the finalizer before the run starts, then have the executor prepare what the run will run in
         (a local run's folder), then take off its claim's mark that it has not started (also if a client
         put the finalizer on while it waited); False if the Runbook is gone. In that order no moment leaves
-        a run that has not started with neither: a controller killed between the two leaves the finalizer
-        (a deletion then waits for the next controller, which frees the claim), and a deletion by force
-        then leaves a claim that still says, truly, that its run never started. Once the mark is off, a
+        a run that has not started with neither: a controller killed before the mark's removal leaves the
+        finalizer (a deletion then waits for the next controller, which frees the claim), and a deletion by
+        force then leaves a claim that still says, truly, that its run never started. Once the mark is off, a
         Runbook deleted by force may have run: its claim is never freed; and a controller killed before
         the start leaves what was prepared, which proves that nothing ran (:meth:`Executor.resume`)."""
         assert entry.claim is not None

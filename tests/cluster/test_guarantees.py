@@ -388,21 +388,55 @@ def frozen_after_its_job_was_refused(
 
 
 @contextlib.contextmanager
-def refusing_the_mark(cluster, namespace: str) -> Iterator[str]:
+def refusing_the_mark(cluster, namespace: str, taken_off: bool = False) -> Iterator[str]:
     """An admission policy that refuses to put a claim's 'not started' mark back on (a Lease update that
-    adds it): as a write the API server cannot take then (gone a moment, overloaded) fails."""
+    adds it), or (``taken_off``) to take it off: as a write the API server cannot take then (gone a moment,
+    overloaded) fails."""
     mark = keys.UNSTARTED
-    adds = (
-        f"has(object.metadata.annotations) && '{mark}' in object.metadata.annotations && "
-        f"!(has(oldObject.metadata.annotations) && '{mark}' in oldObject.metadata.annotations)"
+    before, after = ("object", "oldObject") if taken_off else ("oldObject", "object")
+    changes = (
+        f"has({after}.metadata.annotations) && '{mark}' in {after}.metadata.annotations && "
+        f"!(has({before}.metadata.annotations) && '{mark}' in {before}.metadata.annotations)"
     )
-    probe_lease = "{apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {name: probe}}"
+    marked = f", annotations: {{{mark}: 'true'}}" if taken_off else ""
+    probe_lease = f"{{apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {{name: probe{marked}}}}}"
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=probe_lease)
-    probe = ("annotate", "lease", "probe", f"{mark}=true")
+    probe = ("annotate", "lease", "probe", f"{mark}-" if taken_off else f"{mark}=true")
     with refusing(
-        cluster, namespace, "coordination.k8s.io", "leases", probe, operation="UPDATE", allowed=f"!({adds})"
+        cluster,
+        namespace,
+        "coordination.k8s.io",
+        "leases",
+        probe,
+        operation="UPDATE",
+        allowed=f"!({changes})",
     ) as why:
         yield why
+
+
+def test_a_local_runs_folder_is_made_before_its_claims_mark_comes_off(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The write that takes the claim's mark off is refused: by then the run's folder is made, with no
+    runner asked for, so a controller killed at that moment leaves the proof that nothing ran (what the
+    next controller does with it: the test of a controller that died between the mark and the runner);
+    once the write goes through, the run starts, once."""
+    controller = start_controller(**script_env(env))
+    leases = client.CoordinationV1Api(api_client)
+    with refusing_the_mark(cluster, namespace, taken_off=True):
+        uid = rbs.create("prepared", command="failover")["metadata"]["uid"]
+        wait_until(
+            lambda: "a step failed" in controller.process.log.read_text(), 60, "the mark's removal refused"
+        )
+        folder = Path(controller.env["MDOPS_STATE_DIR"]) / namespace / uid
+        assert folder.is_dir() and not any(folder.iterdir()), "the folder made, and no runner asked for"
+        annotations = leases.read_namespaced_lease(lease_name("prepared"), namespace).metadata.annotations
+        assert keys.UNSTARTED in annotations
+        assert started(env) == []
+    release(env)
+    status = rbs.wait_finished("prepared", timeout=90)["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["prepared"]
 
 
 def test_a_run_whose_mark_was_not_put_back_after_its_job_was_refused_starts_once_the_refusal_lifts(
