@@ -280,10 +280,11 @@ class Dispatcher:
             if entry is not None:
                 self._left(entry)
         elif entry is not None:
+            was_deleting = entry.deleting
             if entry.stage is not Stage.SETTLED:
                 entry.update(body)
-            if entry.deleting and entry.stage is Stage.HELD:  # the gate holds no deleted Runbook
-                self._unhold(entry)
+            if entry.deleting and not was_deleting:
+                self._deleted(entry)
         elif "command" in (body.get("spec") or {}):
             if meta.get("deletionTimestamp") and keys.FINALIZER not in (meta.get("finalizers") or ()):
                 return  # deleted before it ran: it is gone in a moment
@@ -296,6 +297,16 @@ class Dispatcher:
                 self.dirty.add(entry.target)
             heapq.heappush(self.fresh, (entry.admission, entry.uid))
             self.wake()
+
+    def _deleted(self, entry: Entry) -> None:
+        """A Runbook with our finalizer was deleted: its next step, which starts nothing and stops what a
+        controller started, comes now, not when its wait would have ended (the gate's hold, up to
+        ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s). A step in progress is followed by
+        the next one at once (:meth:`_ended`)."""
+        if entry.stage is Stage.HELD:
+            self._unhold(entry)
+        elif entry.stage is Stage.WAITING:
+            self._again(entry)
 
     def listing_ended(self, uids: set[str]) -> None:
         """kopf listed the Runbooks ``uids``. kopf hands each to a worker of its own, which brings it here
@@ -477,10 +488,10 @@ class Dispatcher:
 
     # -- steps and their outcomes -----------------------------------------------------------------
     def _spawn(self, entry: Entry, step: Coroutine[Any, Any, Next]) -> None:
-        epoch = self.stopping
+        epoch, deleting = self.stopping, entry.deleting
         task = asyncio.ensure_future(self._step(step))
         self.tasks[entry.uid] = task
-        task.add_done_callback(lambda done: self._ended(entry, epoch, done))
+        task.add_done_callback(lambda done: self._ended(entry, epoch, done, deleting))
 
     @staticmethod
     async def _step(step: Coroutine[Any, Any, Next]) -> Next:
@@ -490,7 +501,10 @@ class Dispatcher:
             log.exception("a step failed; it is tried again in %.0fs", ERROR_RETRY_SECONDS)
             return Next(Outcome.RETRY, ERROR_RETRY_SECONDS)
 
-    def _ended(self, entry: Entry, epoch: asyncio.Event, task: asyncio.Task) -> None:
+    def _ended(self, entry: Entry, epoch: asyncio.Event, task: asyncio.Task, deleting: bool) -> None:
+        """A step ended: the entry goes on as its outcome says. ``deleting``: whether the Runbook was being
+        deleted as the step began; a deletion seen meanwhile did not wake it (:meth:`_deleted`), so its next
+        step comes at once."""
         if self.tasks.get(entry.uid) is task:
             del self.tasks[entry.uid]
         stage = entry.stage
@@ -503,6 +517,7 @@ class Dispatcher:
         if epoch is not self.stopping or task.cancelled() or self.entries.get(entry.uid) is not entry:
             return  # paused meanwhile: the entry is forgotten, the watch brings it again
         outcome = task.result()
+        deleted_meanwhile = entry.deleting and not deleting
         if outcome.outcome is Outcome.OWNER:
             entry.stage = Stage.WAITING
             self._place(entry)
@@ -518,7 +533,7 @@ class Dispatcher:
             entry.held_before = True
             self.held[entry.uid] = entry
             metrics.HELD.set(len(self.held))
-            delay = 0.0 if entry.regate else outcome.delay
+            delay = 0.0 if entry.regate or deleted_meanwhile else outcome.delay
             asyncio.get_running_loop().call_later(delay, self._unhold, entry)
         elif outcome.outcome is Outcome.PARKED:
             self._leave_lane(entry)
@@ -530,7 +545,7 @@ class Dispatcher:
             self._settle(entry, gone=outcome.outcome is Outcome.GONE)
             return
         elif outcome.outcome is Outcome.RETRY:
-            self._retry(entry, stage, outcome.delay)
+            self._retry(entry, stage, 0.0 if deleted_meanwhile else outcome.delay)
             if outcome.holder:
                 self._holder_first(entry.target, outcome.holder)
         if entry.left and not entry.finishing and self._idle(entry.uid):

@@ -544,6 +544,66 @@ def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again(
     asyncio.run(scenario())
 
 
+def deleted(body: dict) -> dict:
+    """``body`` as the watch shows it once deleted while our finalizer holds it."""
+    meta = {**body["metadata"], "deletionTimestamp": "2026-12-05T08:00:00Z", "finalizers": [keys.FINALIZER]}
+    return {**body, "metadata": meta}
+
+
+@pytest.mark.parametrize("during_the_step", [True, False], ids=["during-the-step", "after-it"])
+@pytest.mark.parametrize(
+    "wait", [runs.Next(runs.Outcome.HELD, 3600), runs.Next(runs.Outcome.RETRY, 30.0)], ids=["held", "retry"]
+)
+def test_a_deleted_runbook_takes_its_next_step_at_once_whatever_its_wait(during_the_step, wait):
+    """A run held by the gate (a freeze an hour long) or asking again later (its Job refused) is deleted,
+    its finalizer keeping it: its next step (which starts nothing) comes at once, also when the deletion is
+    seen while the step that made it wait is still going (its held status written, the lock given back:
+    CI once saw that Runbook Terminating for the hold's recheck, 300 s)."""
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.steps: list[bool] = []  # whether the Runbook was deleted, at each step
+            self.may_end = asyncio.Event()
+
+        async def step(self, entry) -> runs.Next:
+            self.steps.append(entry.deleting)
+            if entry.deleting:
+                return runs.Next(runs.Outcome.GONE)
+            await self.may_end.wait()
+            return wait
+
+        async def admit(self, entry, in_view) -> runs.Next:  # the gate holds it, or lets it through
+            return (
+                await self.step(entry) if wait.outcome is runs.Outcome.HELD else runs.Next(runs.Outcome.OWNER)
+            )
+
+        async def run(self, entry, stopping) -> runs.Next:  # its Job refused, asked again later
+            return await self.step(entry)
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        dispatcher.listing_ended(set())
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            body = failover("frozen")
+            dispatcher.observe(None, body)
+            await until(lambda: scripted.steps == [False], "the step that makes it wait")
+            if not during_the_step:
+                scripted.may_end.set()
+                await until(lambda: "uid-frozen" not in dispatcher.tasks, "the step's end")
+            dispatcher.observe("MODIFIED", deleted(body))
+            scripted.may_end.set()
+            await until(lambda: "uid-frozen" not in dispatcher.entries, "the deleted Runbook's next step", 2)
+        finally:
+            loop.cancel()
+        assert scripted.steps == [False, True]
+
+    asyncio.run(scenario())
+
+
 def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or_a_policy_change():
     """A freeze holds many runs. Each look at one is a claim and a read of the policies; a restart (their
     statuses say held) and a policy change (which looks at every held run again) admit them all anew. A
