@@ -383,9 +383,10 @@ class KubeApi:
     async def get_job(self, namespace: str, name: str) -> dict | None:
         return await self.request("GET", f"{JOBS}/namespaces/{namespace}/jobs/{name}", missing_ok=True)
 
-    async def patch_job(self, namespace: str, name: str, patch: dict) -> None:
+    async def patch_job(self, namespace: str, name: str, patch: dict) -> dict | None:
+        """The Job as patched; None if there is none."""
         path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
-        await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
+        return await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete the Job; it is gone (its DELETED event) only once its pods are (foreground)."""

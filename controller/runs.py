@@ -15,9 +15,10 @@ ledger writes and two Events):
    nothing, looked at again when its wait ends or a policy or approval changes) or ends without executing
    (refused, rejected, expired).
 2. :meth:`Runs.run`: the target's lock (for mutating runs), the finalizer (so that a deletion stops the
-   run, also while no controller runs) and then the claim's mark taken off, the executor's start and one
-   status patch (Running, with the request id, the resolved window and the target); then the run's log
-   lines, patched as they come (debounced, coalesced); then :meth:`Runs.finish`.
+   run, also while no controller runs), what the run will run in prepared (a folder, a suspended Job), then
+   the claim's mark taken off, the executor's start (a Job let run: one patch) and one status patch
+   (Running, with the request id, the resolved window and the target); then the run's log lines, patched
+   as they come (debounced, coalesced); then :meth:`Runs.finish`.
 3. :meth:`Runs.finish`: the result into the ledger first (the record that the request ran), the Job
    left to its TTL, the finalizer removed, and last the finished status, which takes the Runbook out of
    the controller's watch.
@@ -465,6 +466,7 @@ class Runs:
         it asks again), then the finished status takes it out of the watch."""
         assert entry.claim is not None
         await self.services.ledger.release(entry.claim, entry.namespace)
+        await self._release_prepared(entry)
         await self._let_go(entry)  # before the finished status, which takes it out of the watch
         entry.finishing = True
         change.request_id, change.target = entry.request_id, entry.target  # in effect, as a run's are
@@ -528,8 +530,15 @@ class Runs:
         await self.release_claim(entry)
         if entry.needs_lock:
             await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+        await self._release_prepared(entry)
         await self._let_go(entry)
         return Next(Outcome.GONE)
+
+    async def _release_prepared(self, entry: Entry) -> None:
+        """What was prepared for a run that never started goes (a suspended Job, a folder without a runner).
+        Only a run that got its finalizer (:meth:`_protect`) got as far as being prepared."""
+        if keys.FINALIZER in entry.finalizers and not entry.gone:
+            await self.services.executor.handle(self.request(entry)).release()
 
     # -- 2. the run ----------------------------------------------------------------------------
     async def run(self, entry: Entry, stopping: asyncio.Event) -> Next:
@@ -576,33 +585,32 @@ class Runs:
                     await self.services.lock.release(entry.namespace, entry.group, entry.uid)
                 advice = "give its window (day or night) to run it without the calendar"
                 return await self._cannot_start(entry, f"cannot start: {error}; {advice}")
-            # Its claim's mark is off: a controller got as far as starting it, and died before its status
-            # said so. It is adopted, or found lost; started only where the executor proves it never was.
-            # Not so where this controller saw its own start refused: the run has not started, though its
-            # mark may not be back (that write failed); its next start is this one's again (idempotent).
-            may_have_started = not entry.claim.unstarted and not entry.refused_since
+            # Its claim's mark is off: a controller got as far as preparing it, and may have started it and
+            # died before its status said so. It is adopted, or found lost; started only where what was
+            # prepared proves that nothing ran (:meth:`Executor.resume`).
+            may_have_started = not entry.claim.unstarted
             if not await self._protect(entry):
                 return await self.forget(entry)
-            if stopping.is_set():  # paused meanwhile: the active controller starts it
-                await self._not_started_yet(entry, may_have_started)
-                return Next(Outcome.STOPPED)
-            executor = self.services.executor
-            try:
-                run = await (executor.resume if may_have_started else executor.start)(
-                    self.request(entry, window)
-                )
-            except NamespaceTerminating as error:
-                run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
-            except ApiError as error:
-                if not error.refused_by_admission:
-                    run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
-                elif isinstance(refused := await self._refused(entry, error), Next):
+            executor, request = self.services.executor, self.request(entry, window)
+            begun: Run | dict[str, Any] | Next | None = None
+            if not may_have_started:
+                # Prepared first, then the mark comes off: a controller killed between the two leaves what
+                # proves that nothing ran (a folder without a runner, a suspended Job).
+                begun = await self._attempt(entry, executor.prepare(request), marked=True)
+                if begun is None:
+                    entry.claim = await self.services.ledger.mark_unstarted(
+                        entry.claim, entry.namespace, unstarted=False
+                    )
+            if begun is None:
+                if stopping.is_set():  # paused meanwhile: the active controller starts it
                     await self._not_started_yet(entry, may_have_started)
-                    return refused
-                else:
-                    run = refused
-            except OSError as error:
-                run = failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+                    return Next(Outcome.STOPPED)
+                step = executor.resume if may_have_started else executor.start
+                begun = await self._attempt(entry, step(request), marked=False)
+            if isinstance(begun, Next):  # its Job refused: asked again later
+                return begun
+            assert begun is not None
+            run = begun
             if not isinstance(run, dict):
                 execution = Execution(executor=self.services.executor.kind, name=run.name)
                 change = transitions.running(self.status(entry), entry.generation, execution, now())
@@ -637,6 +645,27 @@ class Runs:
         policies and the run waited since (for its lock, for a slot: a window may have closed since)."""
         waited = asyncio.get_running_loop().time() - entry.gated_at > REGATE_AFTER_SECONDS
         return entry.regate or (entry.gated_by_policies and waited)
+
+    async def _attempt(
+        self, entry: Entry, step: Awaitable[Run | dict[str, Any] | None], *, marked: bool
+    ) -> Run | dict[str, Any] | Next | None:
+        """What the executor's ``step`` gives; for a run that cannot start, its result (exit code 125), or
+        when to ask again while the API server refuses its Job (:meth:`_refused`). Another error of the API
+        server (a 5xx, a connection lost) may hide a write that was done: with the claim's mark still on
+        (``marked``: what it made proves nothing ran), the run could not start; with it off, the step fails
+        and is tried again, which adopts what the lost answer made."""
+        try:
+            return await step
+        except NamespaceTerminating as error:
+            return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+        except ApiError as error:
+            if error.refused_by_admission:
+                return await self._refused(entry, error)
+            if not marked:
+                raise
+            return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+        except OSError as error:
+            return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
 
     async def _refused(self, entry: Entry, error: ApiError) -> Next | dict[str, Any]:
         """The API server refused its Job (403: a quota, an admission policy). That may lift (a quota frees
@@ -685,15 +714,12 @@ class Runs:
         return (calendar.windows[state] if window == "auto" else window), session
 
     async def _protect(self, entry: Entry) -> bool:
-        """Add the finalizer before the run starts, then have the executor prepare what the run will run in
-        (a local run's folder), then take off its claim's mark that it has not started (also if a client
-        put the finalizer on while it waited); False if the Runbook is gone. In that order no moment leaves
-        a run that has not started with neither: a controller killed before the mark's removal leaves the
-        finalizer (a deletion then waits for the next controller, which frees the claim), and a deletion by
-        force then leaves a claim that still says, truly, that its run never started. Once the mark is off, a
-        Runbook deleted by force may have run: its claim is never freed; and a controller killed before
-        the start leaves what was prepared, which proves that nothing ran (:meth:`Executor.resume`)."""
-        assert entry.claim is not None
+        """Add the finalizer before the run is prepared and started (also if a client put it on while the
+        run waited); False if the Runbook is gone. The claim's mark that the run has not started comes off
+        after that: a controller killed before leaves the finalizer (a deletion then waits for the next
+        controller, which frees the claim), and a deletion by force then leaves a claim that still says,
+        truly, that its run never started. Once the mark is off, a Runbook deleted by force may have run:
+        its claim is never freed."""
         if keys.FINALIZER not in entry.finalizers:
             finalizers = [*entry.finalizers, keys.FINALIZER]
             if not await self.services.kube.set_finalizers(
@@ -701,15 +727,11 @@ class Runs:
             ):
                 return False
             entry.finalizers = finalizers
-        if entry.claim.unstarted:  # else it was prepared before: what is missing of it went missing
-            await self.services.executor.prepare(self.request(entry))
-        entry.claim = await self.services.ledger.mark_unstarted(entry.claim, entry.namespace, unstarted=False)
         return True
 
     async def _not_started_yet(self, entry: Entry, may_have_started: bool) -> None:
-        """Put the claim's mark back on a run that stopped short of its start (paused; its Job refused, to be
-        asked again): else the next look, here or in another controller, takes it for one that may have
-        started, and never starts it."""
+        """Put the claim's mark back on a run that stopped short of its start (its controller paused): else
+        the next look, here or in another controller, takes it for one that may have started."""
         if not may_have_started and entry.claim is not None:
             entry.claim = await self.services.ledger.mark_unstarted(
                 entry.claim, entry.namespace, unstarted=True

@@ -93,8 +93,8 @@ class Executor(Protocol):
     kind: str
 
     async def start(self, request: RunRequest) -> Run | dict[str, Any]:
-        """Start the run (or adopt it, if it was started before); or the result of a run that cannot
-        be adopted and is provably never started."""
+        """Start the run prepared (:meth:`prepare`), or adopt it, if it was started before; or the result
+        of a run that cannot be adopted and is provably never started."""
         ...
 
     async def adopt(self, request: RunRequest) -> Run | dict[str, Any]:
@@ -105,8 +105,8 @@ class Executor(Protocol):
     async def prepare(self, request: RunRequest) -> None:
         """Make what the run will run in, before its claim's mark that it has not started comes off, so
         that a controller killed between that and the start leaves the proof that nothing ran (a local
-        run's folder without a runner); nothing where there is no such proof to make (a Job runs once
-        made)."""
+        run's folder without a runner, a suspended Job). Idempotent; what it made goes with the run's
+        :meth:`Run.release`, also if the run never starts."""
         ...
 
     async def resume(self, request: RunRequest) -> Run | dict[str, Any]:

@@ -1,7 +1,9 @@
 """The Job executor: the runner as a ``batch/v1`` Job owned by the Runbook.
 
 The Job's name is derived from the Runbook's uid, so creating it is idempotent: after a controller
-restart the existing Job is adopted, never created twice. The runner writes its result JSON to the
+restart the existing Job is adopted, never created twice. It is created suspended, before the run's
+claim says that the run may have started, and let run after that (:meth:`JobExecutor.prepare`): a Job still
+suspended proves that nothing of its run ran. The runner writes its result JSON to the
 container's termination message, which the controller reads from the pod's status as soon as the pod
 has ended: one watch on the Jobs and pods that mdops manages (the kopf handlers feed
 :meth:`JobExecutor.observe`), no polling per run.
@@ -68,8 +70,9 @@ def job_name(request: RunRequest) -> str:
     return f"{request.name[:48].rstrip('-.')}-{request.uid[:8]}"
 
 
-def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, Any]:
-    """The Job for a run: a pure function of the request and the settings.
+def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool = False) -> dict[str, Any]:
+    """The Job for a run: a pure function of the request and the settings; ``suspended``, it has no pod
+    until it is let run (:meth:`JobExecutor.prepare`).
 
     The runner always reads the scripts at ``SCRIPTS_MOUNT``: the image's own, or the ConfigMap named by
     ``settings.scripts_configmap`` mounted there (so that no copy of the reference scripts is needed).
@@ -141,6 +144,7 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
             ],
         },
         "spec": {
+            "suspend": suspended,
             "backoffLimit": 0,
             "podReplacementPolicy": "Failed",
             "activeDeadlineSeconds": timeout + DEADLINE_GRACE_SECONDS,
@@ -150,6 +154,11 @@ def build_job(request: RunRequest, settings: ControllerSettings) -> dict[str, An
             },
         },
     }
+
+
+def suspended(job: dict[str, Any] | None) -> bool:
+    """Whether a Job is one made suspended that was never let run (:meth:`JobExecutor.prepare`)."""
+    return job is not None and bool(job["spec"].get("suspend"))
 
 
 def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -264,10 +273,13 @@ class JobRun:
 
     async def release(self) -> None:
         """The result is recorded: the Job may now go after its TTL, and its pod's events are not the
-        controller's concern any more."""
+        controller's concern any more. A Job never let run (:meth:`JobExecutor.prepare`) never finishes,
+        so no TTL would take it: it goes now."""
         self.executor.forget((self.namespace, self.name))
         ttl = {"spec": {"ttlSecondsAfterFinished": self.executor.settings.job_ttl_seconds}}
-        await self.executor.kube.patch_job(self.namespace, self.name, ttl)
+        job = await self.executor.kube.patch_job(self.namespace, self.name, ttl)
+        if job is not None and job["spec"].get("suspend"):
+            await self.executor.kube.delete_job(self.namespace, self.name)
 
 
 class JobExecutor:
@@ -362,13 +374,15 @@ class JobExecutor:
         return job
 
     async def start(self, request: RunRequest) -> JobRun:
+        """Let the prepared Job run (idempotent: one running already runs on); one gone since it was
+        prepared (it never ran) is made afresh."""
         await self.watching.wait()
-        body = build_job(request, self.settings)
         run = self.handle(request)
         key = (request.namespace, run.name)
-        self.expected.add(key)  # before the create: its pod's first events may come before the answer
+        self.expected.add(key)  # before the write: its pod's first events may come before the answer
         try:
-            await self.kube.create_job(request.namespace, body)
+            if await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}}) is None:
+                await self.kube.create_job(request.namespace, build_job(request, self.settings))
         except BaseException:
             self.forget(key)
             raise
@@ -383,16 +397,24 @@ class JobExecutor:
         return run
 
     async def prepare(self, request: RunRequest) -> None:
-        """Nothing: a Job runs as soon as it is made."""
+        """The run's Job, suspended: the Job controller makes no pod for it until :meth:`start` lets it
+        run. Made before the claim's mark comes off, it is what proves, after a controller died between
+        the two, that nothing ran. The API server may refuse it (a quota, an admission policy): the run
+        then has not started, and its mark is still on."""
+        await self.kube.create_job(request.namespace, build_job(request, self.settings, suspended=True))
 
     async def resume(self, request: RunRequest) -> JobRun:
-        """Nothing proves that a Job never was (it may have run and been deleted): the run is adopted, and
-        ends lost if its Job is gone (:meth:`adopt`)."""
+        """A Job still suspended never ran: it is let run (:meth:`start`). Any other is adopted, and one
+        gone, made before the claim's mark came off, may have run and been deleted: the run ends lost
+        (:meth:`adopt`)."""
+        if suspended(await self.kube.get_job(request.namespace, job_name(request))):
+            return await self.start(request)
         return await self.adopt(request)
 
     async def find(self, request: RunRequest) -> JobRun | None:
+        """The run of a Job that was let run; None if there is no Job, or only a suspended one."""
         run = self.handle(request)
-        if await self._expect(request.namespace, run.name) is None:
+        if suspended(job := await self._expect(request.namespace, run.name)) or job is None:
             self.forget((request.namespace, run.name))
             return None
         return run

@@ -439,27 +439,60 @@ def test_a_local_runs_folder_is_made_before_its_claims_mark_comes_off(
     assert started(env) == ["prepared"]
 
 
-def test_a_run_whose_mark_was_not_put_back_after_its_job_was_refused_starts_once_the_refusal_lifts(
+def test_a_jobs_run_is_made_suspended_before_its_claims_mark_comes_off_and_a_restart_lets_it_run_once(
     start_controller, cluster, rbs, env, api_client, namespace
 ):
-    """Its Job refused (a quota), a run gets its claim's 'not started' mark back, and that write fails (the
-    API server gone a moment). The controller saw the refusal itself: the run has not started, and it must
-    not take it for one that may have (adopted, its Job not found: Lost) at its next attempt; it runs once
-    the refusal lifts, once."""
+    """The Job twin of the test above. While the write that takes the mark off is refused, the run's Job is
+    there, suspended, with no pod. The controller is killed then, and the mark taken off by hand: what a
+    kill just after that write leaves. The suspended Job proves that nothing ran: the next controller lets
+    it run, once, rather than finding the run lost (a Job made without suspension ran as it was made, so a
+    kill between the mark and the Job left a run that never ran reported Lost)."""
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    leases = client.CoordinationV1Api(api_client)
+    with refusing_the_mark(cluster, namespace, taken_off=True):
+        rbs.create("prepared", command="failover")
+        wait_until(lambda: "a step failed" in first.process.log.read_text(), 60, "the mark's removal refused")
+        kill(first)
+    [job] = jobs(api_client, namespace)
+    assert job.spec.suspend, "the Job made suspended"
+    assert not client.CoreV1Api(api_client).list_namespaced_pod(namespace).items, "and no pod of it"
+
+    def mark_taken_off() -> bool:  # refused until the policy is gone
+        claim = leases.read_namespaced_lease(lease_name("prepared"), namespace)
+        del claim.metadata.annotations[keys.UNSTARTED]
+        try:
+            leases.replace_namespaced_lease(claim.metadata.name, namespace, claim)
+        except client.ApiException as error:
+            if error.status != 403:
+                raise
+            return False
+        return True
+
+    wait_until(mark_taken_off, 30, "the mark taken off by hand")
     release(env)
-    settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
-    controller = start_controller(**settings)
-    with refusing(cluster, namespace, "batch", "jobs", JOB_PROBE), refusing_the_mark(cluster, namespace):
-        rbs.create("refused", command="failover")
+    start_controller("second", **settings)
+    status = rbs.wait_finished("prepared", timeout=90)["status"]
+    assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+    assert started(env) == ["prepared"]
 
-        def tried_twice_or_ended() -> bool:
-            ended = bool((rbs.get("refused").get("status") or {}).get("result"))
-            return ended or controller.process.log.read_text().count("a step failed") >= 2
 
-        wait_until(tried_twice_or_ended, 60, "two attempts whose mark could not be put back")
-    status = rbs.wait_finished("refused", timeout=90)["status"]
-    assert (status["result"], status["exitCode"]) == ("success", 0), status["message"]
-    assert started(env) == ["refused"]
+def test_a_run_refused_by_a_policy_after_its_job_was_made_suspended_leaves_no_job(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """Its Job made suspended, the run stops short of its start (the write that takes its claim's mark off
+    refused), then a freeze refuses it: it ends refused, never having run, and its suspended Job, which no
+    TTL would take (it never finishes), is deleted."""
+    start_controller(**job_env(cluster, namespace, env))
+    with refusing_the_mark(cluster, namespace, taken_off=True):
+        rbs.create("frozen", command="failover")
+        wait_until(lambda: jobs(api_client, namespace), 60, "the Job made suspended")
+        freeze = rule("no-failovers", ["failover"], blackouts=[blackout(3600)], outside="Reject")
+        Gate(api_client, namespace).policy("freeze", freeze)
+        finished = rbs.wait_finished("frozen")
+    assert reason(finished) == "OutsideChangeWindow", finished["status"]
+    wait_until(lambda: not jobs(api_client, namespace), 30, "the suspended Job to be deleted")
+    assert started(env) == []
 
 
 def test_a_run_whose_job_is_refused_runs_once_in_the_standby_after_the_active_replica_dies(
@@ -498,8 +531,8 @@ def test_a_refused_run_deleted_while_no_controller_ran_runs_again_only_if_it_pro
 ):
     """A run whose Job was refused (a quota) has its finalizer and its claim's mark back on: deleted while
     no controller runs (or its finalizer removed by hand), its request id is free, and created again it runs
-    once. With the mark off (a controller killed between taking it off and creating the Job leaves that),
-    it may have run: created again, it is a duplicate of a cancelled run, never run."""
+    once. With the mark off and no Job (the mark comes off once the Job is made: that Job was deleted
+    since), it may have run: created again, it is a duplicate of a cancelled run, never run."""
     release(env)
     settings = {**job_env(cluster, namespace, env), "MDOPS_JOB_START_FAILURE_SECONDS": "600"}
     first = start_controller("first", **settings)
