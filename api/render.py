@@ -69,6 +69,7 @@ def runbook_summary(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, A
     return {
         **runbook_result(record, zone),
         "name": record.name,
+        "uid": record.uid or None,
         "mode": spec.get("mode"),
         "window": record.window or spec.get("window"),
         "profile": spec.get("profile"),
@@ -104,10 +105,10 @@ def _millis(value: str, zone: datetime.tzinfo) -> str:
     return value if parsed is None else parsed.astimezone(zone).isoformat(timespec="milliseconds")
 
 
-def run_detail(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
-    """A run as a ``runbook`` event shows it (the console's run page): execute's shape, its ``runbook``
-    extended as in status' history, with the resulting state, the status' conditions and the log lines
-    with their times (``lines``; execute's ``logs`` has none)."""
+def run_view(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
+    """A run as ``GET /api/ops/runbooks/{request_id}`` answers it: execute's shape, its ``runbook``
+    extended as in status' history (its parameters, ``created_at``, ``uid``, why it waits), with the
+    resulting state and the status' conditions."""
     return {
         "runbook": runbook_summary(record, zone),
         "health": health_view(record.health, zone),
@@ -115,8 +116,13 @@ def run_detail(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
         "conditions": [
             {**c, "last_transition_time": zoned(c["last_transition_time"], zone)} for c in record.conditions
         ],
-        "lines": log_view(record.lines, zone),
     }
+
+
+def run_detail(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
+    """A run as a ``runbook`` event shows it (the console's run page): :func:`run_view` with the log lines
+    with their times (``lines``; execute's ``logs`` has none)."""
+    return {**run_view(record, zone), "lines": log_view(record.lines, zone)}
 
 
 def event_data(change: events.Change, zone: datetime.tzinfo) -> dict[str, Any]:

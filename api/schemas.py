@@ -137,6 +137,10 @@ class ValidationErrorResponse(BaseModel):
 
 class RunbookSummary(RunbookResult):
     name: str
+    uid: str | None = Field(
+        description="The Runbook's metadata.uid: a run deleted and asked for again with its request id is "
+        "another Runbook, with another uid, even within the second its creation time is counted in."
+    )
     mode: str | None
     window: str | None
     profile: str | None
@@ -148,6 +152,34 @@ class RunbookSummary(RunbookResult):
     created_at: str | None
     started_at: str | None
     message: str | None
+
+
+class ResultingState(BaseModel):
+    """The environment state a run reported, named as in status (never for dry runs)."""
+
+    environment_mode: str | None
+    active_profile: str | None
+    active_window: str | None
+
+
+class ConditionView(BaseModel):
+    """One of the Runbook's status conditions, its time in the configured zone."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: str
+
+
+class RunView(BaseModel):
+    """One run: the execute response's shape, its ``runbook`` extended as in status' history, with the
+    resulting state and the Runbook's conditions (its Succeeded condition's reason says why it waits)."""
+
+    runbook: RunbookSummary
+    health: dict[str, Any] | None
+    state: ResultingState | None = Field(description="null until the run reports one, and for a dry run.")
+    conditions: list[ConditionView]
 
 
 class RunbooksPage(BaseModel):

@@ -102,14 +102,35 @@ def _inline(mapping: dict[str, Any] | None) -> str:
     return escaped(" · ".join(parts))
 
 
+def _parameters(runbook: dict[str, Any]) -> str:
+    """``profile primary · mode live · window auto · config backup · enforce · dry run``: what is set."""
+    named = [f"{key} {runbook[key]}" for key in ("profile", "mode", "window", "config") if runbook.get(key)]
+    flags = [flag for flag, key in (("enforce", "enforce"), ("dry run", "dry_run")) if runbook.get(key)]
+    return escaped(" · ".join(named + flags)) or "-"
+
+
 def run_view(view: dict[str, Any]) -> RenderableType:
-    """One run (the execute response's shape): what, how it ended, health, logs."""
+    """One run: what, how it ended, health, logs; as a read of it (``GET /api/ops/runbooks/{request_id}``)
+    also who asked for it and why, its parameters, when it was created (as ``--created-at`` takes it) and its
+    uid, which execute's answer does not say."""
     runbook = view["runbook"]
     waits = runbook.get("message") if runbook["status"] in (RunState.PENDING, RunState.QUEUED) else None
+    why = f": {runbook['reason']}" if runbook.get("reason") else ""
+    read = (
+        [
+            ("asked by", escaped(f"{runbook['requested_by'] or '-'}{why}")),
+            ("parameters", _parameters(runbook)),
+            ("created", _text(runbook["created_at"])),
+            ("uid", _text(runbook["uid"])),
+        ]
+        if "created_at" in runbook
+        else []
+    )
     fields = _fields(
         [
             ("request id", runbook["request_id"]),
             ("command", runbook["command"]),
+            *read,
             ("result", outcome(runbook)),
             *([("waits", escaped(waits))] if waits else []),
             ("finished", _text(runbook.get("finished_at"))),

@@ -18,8 +18,8 @@ from api.errors import NotFound
 from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
 from api.records import RunbookRecord
-from api.render import execute_response, runbook_summary
-from api.schemas import DateTime, ExecuteRequest, ExecuteResponse, RunbooksPage
+from api.render import execute_response, run_view, runbook_summary
+from api.schemas import DateTime, ExecuteRequest, ExecuteResponse, RunbooksPage, RunView
 from api.submission import object_name
 from runbooks.contract import Command, RunState
 from runbooks.models import RequestId
@@ -110,8 +110,8 @@ async def execute(
 
 @router.get(
     "/{request_id}",
-    response_model=ExecuteResponse,
-    summary="One run by request id, in the execute response's shape (a finished 125 is status failed)",
+    response_model=RunView,
+    summary="One run by request id: the execute response's shape and more (a finished 125 is status failed)",
     responses=responses(*PROTECTED, 404, 422, 503, c404="No run has this request_id."),
 )
 async def get_runbook(
@@ -120,7 +120,7 @@ async def get_runbook(
     cache: CacheDep,
     principal: RunbookReader,
 ) -> JSONResponse:
-    return JSONResponse(execute_response(lookup(cache, request_id, principal), settings.zone))
+    return JSONResponse(run_view(lookup(cache, request_id, principal), settings.zone))
 
 
 def lookup(cache: RunbookCache, request_id: str, reader: Principal | None = None) -> RunbookRecord:

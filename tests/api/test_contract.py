@@ -156,8 +156,13 @@ def test_execute_accepts_the_spec_request_and_answers_its_shape(api, controller,
     assert body["runbook"] == EXECUTE_RESPONSE_EXAMPLE["runbook"] | {
         "finished_at": body["runbook"]["finished_at"]
     }
-    # The 202 answer and the read-back have the same shape.
-    assert api.get("/api/ops/runbooks/uuid", headers=auth()).json() == body
+    # The read-back is the same, and says more: the run's parameters, creation time, uid, conditions.
+    read = api.get("/api/ops/runbooks/uuid", headers=auth()).json()
+    assert {key: read["runbook"][key] for key in body["runbook"]} == body["runbook"]
+    assert read["health"] == body["health"]
+    assert read["runbook"]["reason"] == EXECUTE_REQUEST_EXAMPLE["reason"]
+    assert TIMESTAMP.match(read["runbook"]["created_at"]) and read["runbook"]["uid"]
+    assert {c["type"]: c["reason"] for c in read["conditions"]}["Succeeded"] == "Succeeded"
 
 
 def test_error_responses_carry_a_detail(api, controller):

@@ -100,13 +100,11 @@ def test_a_script_execution_error_is_500_with_detail(api, controller, scripts):
     got = api.get("/api/ops/runbooks/start-125", headers=auth())
     assert got.status_code == 200
     runbook = got.json()["runbook"]
-    assert runbook | {"finished_at": None, "logs": None} == {
+    assert {k: runbook[k] for k in ("request_id", "command", "exit_code", "status")} == {
         "request_id": "start-125",
         "command": "start",
         "exit_code": 125,
         "status": "failed",
-        "finished_at": None,
-        "logs": None,
     }
     assert runbook["finished_at"].endswith("+08:00")
     assert [line["level"] for line in runbook["logs"]] == ["ERROR"]

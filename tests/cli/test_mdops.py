@@ -193,7 +193,7 @@ def test_a_health_check_followed_to_success_exits_0(admin, openapi):
     got = admin.mdops("get", rid, "-o", "json")
     assert got.returncode == 0
     view = json.loads(got.stdout)
-    conforms(openapi, "ExecuteResponse", view)
+    conforms(openapi, "RunView", view)
     logged = [f"{line['level']:<8}{line['message']}" for line in view["runbook"]["logs"]]
     assert printed[:-1] == logged
     assert any(line.endswith("health_check requested by admin: cli test") for line in printed)
@@ -240,6 +240,41 @@ def test_no_wait_gives_the_request_id_then_logs_follow_it_to_the_end(admin):
     assert rid in [r["request_id"] for r in drills] and {r["command"] for r in drills} == {"drill"}
     mine = json.loads(admin.mdops("runs", "--who", "ADM", "--limit", "1", "-o", "json").stdout)
     assert [r["requested_by"] for r in mine] == ["admin"]
+
+
+def test_get_shows_who_asked_for_a_run_when_what_and_why_it_waits(admin, files, openapi):
+    """Someone about to decide on a run reads it with mdops get: who asked for it and why, its parameters,
+    when it was created (exactly as --created-at takes it, as mdops runs lists it), its uid (--uid), and
+    what it waits for (here the lock of its target, which a restart holds)."""
+    first, second = request_id(), request_id()
+    try:
+        assert admin.mdops("run", "restart", "--no-wait", "--request-id", first).returncode == 0
+        started = admin.mdops("run", "restart", "--no-wait", "--request-id", second, "--reason", "after it")
+        assert started.returncode == 0, started.stderr
+
+        def read() -> dict:
+            return json.loads(admin.mdops("get", second, "-o", "json").stdout)["runbook"]
+
+        wait_until(lambda: read()["status"] == "queued", 60, "the second restart to queue for the lock")
+        view = json.loads(admin.mdops("get", second, "-o", "json").stdout)
+        conforms(openapi, "RunView", view)
+        [listed] = [
+            r for r in json.loads(admin.mdops("runs", "-o", "json").stdout) if r["request_id"] == second
+        ]
+        assert {k: view["runbook"][k] for k in ("created_at", "uid", "message")} == {
+            k: listed[k] for k in ("created_at", "uid", "message")
+        }
+        shown = admin.mdops("get", second)
+        assert shown.returncode == 0, shown.stderr
+        assert "asked by    admin: after it\n" in shown.stdout
+        assert "parameters  profile primary · mode live · window auto\n" in shown.stdout
+        assert f"created     {listed['created_at']}\n" in shown.stdout
+        assert f"uid         {listed['uid']}\n" in shown.stdout
+        assert f"waits       {listed['message']}\n" in shown.stdout
+    finally:
+        for rid in (first, second):
+            (files / f"{rid}.go").touch()
+    assert admin.mdops("logs", second, "-f").returncode == 0  # both ran, one after the other
 
 
 def test_the_viewer_token_may_read_but_not_run(stack, tmp_path):

@@ -231,7 +231,7 @@ RUNNING = ("runbook", {"runbook": RUN, "lines": RUN["logs"]})
 RUN_SUMMARY = {  # an entry of the runs list
     **RUN,
     **dict.fromkeys(("mode", "window", "profile", "config", "requested_by", "created_at", "started_at")),
-    **{"name": "rb-1", "dry_run": False, "enforce": False, "reason": "Running", "message": None},
+    **{"name": "rb-1", "uid": None, "dry_run": False, "enforce": False, "reason": "Running", "message": None},
 }
 
 
