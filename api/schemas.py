@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from uuid import UUID
 
 from pydantic import (
     AfterValidator,
@@ -285,6 +286,13 @@ class DecisionRequest(BaseModel):
         "be asked for anew, with other parameters: when its run now is another one, the decision is "
         "refused (409) and nothing is recorded. Without it, the decision is on the run the request id names "
         "now.",
+    )
+    uid: UUID | None = Field(
+        None,
+        description="The run decided on: its uid as the client was shown it (a run's page, mdops get, the "
+        "runs list). Creation times are whole seconds: a run deleted and asked for again within the second "
+        "the one shown was made in has its created_at, never its uid. When the request id names another "
+        "Runbook now, the decision is refused (409) and nothing is recorded.",
     )
 
 

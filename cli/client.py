@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -120,12 +121,18 @@ class Api:
         return response.status_code, self._json(response, ExecuteResponse)
 
     def decide(
-        self, request_id: str, decision: str, comment: str, created_at: datetime.datetime | None = None
+        self,
+        request_id: str,
+        decision: str,
+        comment: str,
+        created_at: datetime.datetime | None = None,
+        uid: uuid.UUID | None = None,
     ) -> dict[str, Any]:
         """``approve`` or ``reject`` a run that waits for approvals: the RunbookApproval made (201).
-        ``created_at``: the run's creation time as it was shown; the API refuses (409) another run."""
+        ``created_at``, ``uid``: the run's as they were shown; the API refuses (409) another run."""
         path = f"{_runbook_path(request_id)}/{decision}"
-        body = {"comment": comment} | ({"created_at": created_at.isoformat()} if created_at else {})
+        seen = {"created_at": created_at and created_at.isoformat(), "uid": uid and str(uid)}
+        body = {"comment": comment} | {key: value for key, value in seen.items() if value}
         return self._json(self._call("POST", path, json=body), DecisionResponse)
 
     @contextmanager

@@ -401,6 +401,14 @@ def _created_at(ctx: click.Context, param: click.Parameter, value: str | None) -
     return None if value is None else _time(value)
 
 
+def _uid(ctx: click.Context, param: click.Parameter, value: str | None) -> uuid.UUID | None:
+    """A Runbook's uid as mdops get shows it (any case)."""
+    try:
+        return None if value is None else uuid.UUID(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a uid (mdops get ID shows the run's)") from None
+
+
 @cli.command(
     epilog="""\b
 Examples:
@@ -493,48 +501,70 @@ CREATED_AT = click.option(
     "--created-at",
     metavar="TIME",
     callback=_created_at,
-    help="The run decided on: its creation time as mdops runs showed it (CREATED). If its request id names "
-    "another run now (deleted, or expired or rejected, and asked for again), nothing is decided (exit 73).",
+    help="The run decided on: its creation time as mdops runs or mdops get showed it (CREATED). If its "
+    "request id names another run now (deleted, or expired or rejected, and asked for again), nothing is "
+    "decided (exit 73).",
+)
+UID = click.option(
+    "--uid",
+    metavar="UID",
+    callback=_uid,
+    help="The run decided on: its uid as mdops get showed it. As --created-at, and it also tells apart a run "
+    "asked for again within the second the one seen was created in.",
 )
 
 
 @cli.command(
     epilog="\b\nExamples:\n  mdops approve fo-2026-12-03 --comment 'checked with the desk'\n"
     "  mdops runs --result queued   # what waits, approvals among it\n"
-    "  mdops approve fo-2026-12-03 --created-at 2026-12-03T09:15:02+08:00   # that run, not one made again"
+    "  mdops approve fo-2026-12-03 --created-at 2026-12-03T09:15:02+08:00   # that run, not one made again\n"
+    "  mdops get fo-2026-12-03   # who asked, its parameters, created, uid\n"
+    "  mdops approve fo-2026-12-03 --uid 3f0c9a2e-5b1d-4c7e-8f2a-6d4b1e9c0a37   # the run mdops get showed"
 )
 @click.argument("request_id", callback=_request_id)
 @COMMENT
 @CREATED_AT
+@UID
 @api_options
 def approve(
-    api: Api, out: Output, request_id: str, comment: str, created_at: datetime.datetime | None
+    api: Api,
+    out: Output,
+    request_id: str,
+    comment: str,
+    created_at: datetime.datetime | None,
+    uid: uuid.UUID | None,
 ) -> None:
     """Approve another person's run that waits for approvals (four eyes).
 
     Needs a token with runbooks:approve; nobody approves their own run (exit 77). The run starts once
     it has the approvals its RunbookPolicy asks for; too late (it started), already decided by this
-    token, no approval asked for, or (--created-at) not the run seen: exit 73. Without --created-at, the
+    token, no approval asked for, or (--created-at, --uid) not the run seen: exit 73. Without them, the
     decision is on the run the request id names when the API looks (mdops reads no run first: what it
     would read a moment before is what the API checks anyway).
     """
-    out.show(api.decide(request_id, "approve", comment, created_at), render.decision_line)
+    out.show(api.decide(request_id, "approve", comment, created_at, uid), render.decision_line)
 
 
 @cli.command(epilog="\b\nExamples:\n  mdops reject fo-2026-12-03 --comment 'not during the auction'")
 @click.argument("request_id", callback=_request_id)
 @COMMENT
 @CREATED_AT
+@UID
 @api_options
 def reject(
-    api: Api, out: Output, request_id: str, comment: str, created_at: datetime.datetime | None
+    api: Api,
+    out: Output,
+    request_id: str,
+    comment: str,
+    created_at: datetime.datetime | None,
+    uid: uuid.UUID | None,
 ) -> None:
     """Reject a run that has not started: it ends failed (Rejected), never run.
 
     Needs a token with runbooks:approve; one's own run too (a withdrawal). A rejection wins over any
     approvals, until the run starts.
     """
-    out.show(api.decide(request_id, "reject", comment, created_at), render.decision_line)
+    out.show(api.decide(request_id, "reject", comment, created_at, uid), render.decision_line)
 
 
 @cli.command(epilog="\b\nExamples:\n  mdops status\n  mdops status -o json | jq .last_exit_codes")

@@ -7,8 +7,9 @@ runbookapprovals); the API server still refuses an approval by the requester, wh
 (403). One decision per person and Runbook: the object's name comes from the request id, the Runbook's uid
 and the person, so a second one is a 409, while a Runbook made again with the request id (after its first
 expired, was rejected or was deleted) may be decided on again. A decision is on the Runbook the client saw:
-given the run's ``created_at`` as it was shown, the API refuses (409) one whose request id names another
-Runbook now, and it writes the uid of the Runbook it checked into the approval (``runbookUid``), so that
+given the run's ``created_at`` or ``uid`` as it was shown, the API refuses (409) one whose request id names
+another Runbook now (the uid tells apart one made again within the second the one shown was made in), and
+it writes the uid of the Runbook it checked into the approval (``runbookUid``), so that
 one made again between this check and the controller's count does not get the decision either.
 A decision counts only on a run the gate holds for approvals, or will: one that the namespace's policies,
 evaluated now as the gate does, let start at once is refused (409) rather than recorded and ignored.
@@ -32,6 +33,7 @@ from api.errors import Conflict, Forbidden
 from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT, KubeRequests
 from api.openapi import PROTECTED, responses
+from api.records import RunbookRecord
 from api.render import iso
 from api.routes.runbooks import lookup
 from api.schemas import DecisionRequest, DecisionResponse
@@ -50,15 +52,16 @@ RESPONSES = responses(
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",
     c404="No run has this request_id.",
-    c409="The run was created again since the client looked (its created_at is not the one sent), too late "
-    "(the run runs or has finished; to approve, it has passed the gate and waits for its "
+    c409="The run was created again since the client looked (its created_at or uid is not the one sent), too "
+    "late (the run runs or has finished; to approve, it has passed the gate and waits for its "
     "lock, where a rejection still stops it), no policy "
     "asks for approvals for the run (the gate lets it start at once), already decided by this token, or "
     "the run names no requester (or, to approve, names a schedule that names nobody).",
 )
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[
-    DecisionRequest | None, Body(description="An optional comment, and the run's created_at as it was shown.")
+    DecisionRequest | None,
+    Body(description="An optional comment, and the run's created_at and uid as they were shown."),
 ]
 
 
@@ -112,10 +115,9 @@ async def _decide(
     body: DecisionRequest | None,
 ) -> JSONResponse:
     record = lookup(cache, request_id)
-    if body is not None and body.created_at is not None and body.created_at != record.created:
+    if body is not None and (changed := _another(body, record, zone)):
         raise Conflict(
-            f"run {request_id!r} was created again since you looked (the run you saw was created at "
-            f"{iso(body.created_at, zone)}, this one at {iso(record.created, zone)}): look again; "
+            f"run {request_id!r} was created again since you looked ({changed}): look again; "
             "nothing was decided"
         )
     requester = record.spec.get("requestedBy") or ""
@@ -189,6 +191,17 @@ async def _decide(
         "created_at": iso(parse_time(made["metadata"].get("creationTimestamp")), zone),
     }
     return JSONResponse(answer, status_code=201)
+
+
+def _another(body: DecisionRequest, record: RunbookRecord, zone: datetime.tzinfo) -> str | None:
+    """How the run the client saw (its ``created_at``, its ``uid``) differs from ``record``, the Runbook its
+    request id names now; None if it does not."""
+    made = iso(record.created, zone)
+    if body.created_at is not None and body.created_at != record.created:
+        return f"the run you saw was created at {iso(body.created_at, zone)}, this one at {made}"
+    if body.uid is not None and str(body.uid) != record.uid:
+        return f"the run you saw is Runbook {body.uid}, this one {record.uid}, created at {made}"
+    return None
 
 
 async def _gate_counts(spec: dict, cache: RunbookCache, kube: KubeRequests, calendar: VenueCalendar) -> bool:

@@ -124,12 +124,14 @@ def test_mdops_approve_and_reject_decide_as_the_rest_api_does(api, identities, n
 
 
 def test_mdops_decides_only_on_the_run_created_when_it_was_shown(api, identities, namespace, tmp_path):
-    """bob read alice's failover in mdops runs (its CREATED); it was deleted and asked for again. Approving
-    it --created-at that time is exit 73 in the API's words and decides nothing; with the new run's time
-    it is his decision, bound to that Runbook. A time without its UTC offset is refused before asking."""
+    """bob read alice's failover in mdops runs (its CREATED) and mdops get (its uid); it was deleted and
+    asked for again. Approving it --created-at that time, or --uid that uid, is exit 73 in the API's words
+    and decides nothing; with the new run's, it is his decision, bound to that Runbook. A time without its
+    UTC offset, or a uid that is none, is refused before asking."""
     execute(api, "alice", "fo-cli2")
     listed = mdops(api, "alice", "runs", "-o", "json", home=tmp_path)
     [seen] = [r["created_at"] for r in json.loads(listed.stdout) if r["request_id"] == "fo-cli2"]
+    first = json.loads(mdops(api, "alice", "get", "fo-cli2", "-o", "json", home=tmp_path).stdout)
     identities.kubectl("delete", "rb", "fo-cli2", "-n", namespace)
     later = parse_time(seen) + datetime.timedelta(seconds=1)  # creation times are whole seconds
 
@@ -145,9 +147,27 @@ def test_mdops_decides_only_on_the_run_created_when_it_was_shown(api, identities
     assert "was created again since you looked" in stale.stderr and "nothing was decided" in stale.stderr
     naive = mdops(api, "bob", "reject", "fo-cli2", "--created-at", seen[:19], home=tmp_path)
     assert naive.returncode == Exit.USAGE and "no UTC offset" in naive.stderr
-    assert approvals(identities, namespace) == []
     now = shown(api, "fo-cli2")
-    approved = mdops(api, "bob", "approve", "fo-cli2", "--created-at", now, home=tmp_path)
+    other = mdops(api, "bob", "reject", "fo-cli2", "--uid", first["runbook"]["uid"], home=tmp_path)
+    assert other.returncode == Exit.CONFLICT, other.stderr
+    assert f"the run you saw is Runbook {first['runbook']['uid']}, this one " in other.stderr
+    for wrong in ("fo-cli2", ""):
+        refused = mdops(api, "bob", "reject", "fo-cli2", "--uid", wrong, home=tmp_path)
+        assert refused.returncode == Exit.USAGE and "not a uid" in refused.stderr, refused.stderr
+    assert approvals(identities, namespace) == []
+    made_again = json.loads(mdops(api, "alice", "get", "fo-cli2", "-o", "json", home=tmp_path).stdout)
+    assert made_again["runbook"]["created_at"] == now
+    approved = mdops(
+        api,
+        "bob",
+        "approve",
+        "fo-cli2",
+        "--created-at",
+        now,
+        "--uid",
+        made_again["runbook"]["uid"],
+        home=tmp_path,
+    )
     assert approved.returncode == 0, approved.stderr
     [made] = approvals(identities, namespace)
     assert (made["approver"], made["runbookUid"]) == ("bob", uid(identities, namespace, "fo-cli2"))
@@ -252,6 +272,38 @@ def test_a_decision_on_the_run_the_client_saw_is_refused_once_it_was_made_again(
     for wrong in (1764900000, "yesterday", "2026-12-05T10:00:00"):  # a number, no time, no offset
         code, body = decide(api, "bob", "fo-5", "reject", body={"created_at": wrong})
         assert (code, body["detail"][0]["loc"]) == (422, ["body", "created_at"]), body
+
+
+def test_a_run_made_again_within_the_second_of_the_one_seen_is_told_apart_by_its_uid(
+    api, identities, namespace
+):
+    """Creation times are whole seconds: a failover deleted and asked for again within the second it was
+    made in has the created_at of the one bob saw. The uid he was shown (a run's page, mdops get) tells
+    them apart: his approval is refused and nothing is recorded; with the new run's uid it is his."""
+    execute(api, "alice", "fo-6")
+    seen = uid(identities, namespace, "fo-6")
+    identities.kubectl("delete", "rb", "fo-6", "-n", namespace)
+
+    def gone() -> bool:
+        return http("GET", f"{api.url}/api/ops/runbooks/fo-6", headers=token("alice"))[0] == 404
+
+    wait_until(gone, 30, "the API to see the run deleted")
+    execute(api, "alice", "fo-6")
+    now, made_again = shown(api, "fo-6"), uid(identities, namespace, "fo-6")
+    for verb in ("approve", "reject"):  # as if within its second: the time is the new run's
+        code, body = decide(api, "bob", "fo-6", verb, body={"created_at": now, "uid": seen})
+        assert code == 409, body
+        assert body["detail"] == (
+            f"run 'fo-6' was created again since you looked (the run you saw is Runbook {seen}, this one "
+            f"{made_again}, created at {now}): look again; nothing was decided"
+        )
+    assert approvals(identities, namespace) == []
+    code, made = decide(api, "bob", "fo-6", body={"uid": made_again.upper()})  # a uid in any case
+    assert code == 201, made
+    assert [a["runbookUid"] for a in approvals(identities, namespace)] == [made_again]
+    for wrong in ("fo-6", 42, ""):
+        code, body = decide(api, "alice", "fo-6", "reject", body={"uid": wrong})
+        assert (code, body["detail"][0]["loc"]) == (422, ["body", "uid"]), body
 
 
 def test_a_run_of_a_schedule_that_names_nobody_may_be_rejected_never_approved(api, identities, namespace):

@@ -146,11 +146,13 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
     expect(section.get_by_role("button")).to_have_count(0)  # the run passed the gate: nothing to decide
     assert witnessed(files).count(rid) == 1
     assert len(approving) == 1, approving  # a double click makes one decision
-    # It names the run shown, by its creation time as the page had it; the API names its Runbook by uid.
+    # It names the run shown, by its creation time and uid as the page had them; the API names its Runbook
+    # by uid.
     sent = json.loads(approving[0])
     assert parse_time(sent.pop("created_at")) == parse_time(
         runbook(stack, rid)["metadata"]["creationTimestamp"]
     )
+    assert sent.pop("uid") == runbook(stack, rid)["metadata"]["uid"]
     assert sent == {"comment": "drill checked with the desk"}
     assert decisions(stack, rid) == [
         {

@@ -3,9 +3,10 @@
 // (POST /api/ops/runbooks/{request_id}/approve or /reject). Approve is not offered to the run's requester,
 // whom the API refuses (403): the page says why instead. Reject ends the run failed: it is confirmed first.
 // A press while a decision is on its way does nothing; the API keeps one decision per person and run, and
-// its refusals (403, 409) are shown as it words them. A decision names the run shown (its created_at): a
-// page that missed its deletion and a new run with the request id (a stream that could not follow) is
-// refused (409), not taken as a decision on a run the person never saw.
+// its refusals (403, 409) are shown as it words them. A decision names the run shown (its created_at and
+// uid, which tells apart one made again within the same second): a page that missed its deletion and a new
+// run with the request id (a stream that could not follow) is refused (409), not taken as a decision on a
+// run the person never saw.
 import { ApiError, call } from "./api.js";
 import { el, whenWithOffset } from "./format.js";
 
@@ -55,7 +56,7 @@ export function decision(me, requestId) {
   let busy = false; // a decision is on its way: further presses do nothing
   let decided = false; // this token's decision is made: the API would refuse another (409)
   let open = false; // the run waits for approvals
-  let made = null; // the creation time of the Runbook shown: one made again with the request id is new
+  let shown = null; // the Runbook shown, {created_at, uid}: one made again with the request id is new
 
   function show() {
     controls.hidden = !open || decided;
@@ -67,7 +68,7 @@ export function decision(me, requestId) {
     busy = true;
     show();
     answer.textContent = verb === "approve" ? "Approving…" : "Rejecting…";
-    const body = { created_at: made };
+    const body = { ...shown };
     if (comment.value) body.comment = comment.value;
     try {
       await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}/${verb}`, { method: "POST", body });
@@ -100,12 +101,12 @@ export function decision(me, requestId) {
   function update(detail) {
     open = awaiting(detail);
     const r = detail.runbook;
-    if (made && r.created_at && r.created_at !== made) {
+    if (shown && r.uid && r.uid !== shown.uid) {
       // Deleted and asked for again: a decision on the old Runbook does not count for this one.
       decided = false;
       answer.textContent = "";
     }
-    made = r.created_at || made;
+    if (r.uid) shown = { created_at: r.created_at, uid: r.uid };
     const unasked = !open && dialog.open;
     if (unasked) {
       // The run went on while Reject was asked (decided elsewhere, started): a modal dialog left open in a
