@@ -38,6 +38,7 @@ FOUR_EYES = crd.POLICY.manifest(
         ]
     },
 )
+HONG_KONG = datetime.timezone(datetime.timedelta(hours=8))  # the stack's zone, as the page shows its times
 WAITING = re.compile(r"This run waits for approvals: waiting for 0 of 1 approvals until ")
 
 
@@ -71,11 +72,13 @@ def four_eyes(stack) -> None:
     stack.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(FOUR_EYES))
 
 
-def held_run(stack, command: str = "drill", rid: str | None = None) -> str:
+def held_run(
+    stack, command: str = "drill", rid: str | None = None, reason: str = "four eyes in the console"
+) -> str:
     """A run the admin asks for, which the gate holds for approvals: its request id."""
     rid = rid or f"{command}-{uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
-    body = {"command": command, "request_id": rid, "reason": "four eyes in the console"}
+    body = {"command": command, "request_id": rid, "reason": reason}
     answer = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", json=body, headers=headers, timeout=30)
     assert answer.status_code == 202, answer.text
     return rid
@@ -267,7 +270,7 @@ def test_a_run_that_goes_on_while_the_rejection_is_asked_closes_the_question(pag
 def test_a_runbook_made_again_with_the_request_id_is_decided_on_anew(page, stack, four_eyes):
     """Bob approved a failback (it waits for a second person); the admin deletes it and asks again with the
     same request id: a new Runbook, on which Bob's approval does not count. His page, open all along,
-    offers Approve again, not his answer on the old one."""
+    offers Approve again and says that the run is a new one, not his answer on the old one."""
     rid = held_run(stack, "failback")
     run, section = held_page(page, BOB, rid, re.compile("waiting for 0 of 2 approvals until"))
     section.get_by_role("button", name="Approve").click()
@@ -279,33 +282,55 @@ def test_a_runbook_made_again_with_the_request_id_is_decided_on_anew(page, stack
     held_run(stack, "failback", rid)
     expect(section.get_by_text(re.compile("waiting for 0 of 2 approvals until"))).to_be_visible()
     expect(section.get_by_role("button", name="Approve")).to_be_visible()
-    expect(section.get_by_role("status")).to_have_text("")
+    expect(section.get_by_role("status")).to_have_text(
+        re.compile(f"^This is a new run: {rid} was asked for again \\(created .*\\) after the run this page ")
+    )
 
 
-def test_a_page_that_missed_the_run_made_again_is_refused_not_taken_for_it(page, stack, files, four_eyes):
+def test_a_page_that_missed_the_run_made_again_is_refused_then_shows_it_and_decides_on_it(
+    page, stack, files, four_eyes
+):
     """Bob's page shows a held drill when its live updates stop (the API hangs a moment: the watchdog drops
-    the stream; then the page cannot open it again, as behind a proxy that holds it). Meanwhile the admin
-    deletes the drill and asks for it again with its request id, another run: Approve on the page he still
-    sees is refused in the API's words, nothing is recorded, and the new drill waits on."""
+    the stream; then it cannot be opened again, as behind a proxy that does not pass it). Meanwhile the admin
+    deletes the drill and asks for it again with its request id, for another reason. Approve on the page he
+    still sees is refused and nothing is recorded; the page then shows the run as it is now (its reason, its
+    creation time) and says that it is a new one, so that his second press decides on what he sees: that
+    drill runs, once."""
     rid = held_run(stack)
-    seen = runbook(stack, rid)["metadata"]["creationTimestamp"]
+    first = runbook(stack, rid)["metadata"]
     run, section = held_page(page, BOB, rid)
+    expect(run.get_by_text("four eyes in the console")).to_be_visible()
     streams = re.compile(r"/api/ops/events")
-    held: list = []
-    page.route(streams, lambda route: held.append(route))  # asked for, never answered
+    page.route(
+        streams, lambda route: route.fulfill(status=404, json={"detail": "no stream behind this proxy"})
+    )
     try:
         with api_stopped(stack):
-            expect(run.get_by_text(re.compile("^Live updates paused"))).to_be_visible()
+            expect(
+                run.get_by_text("Live updates paused: Not found: no stream behind this proxy.")
+            ).to_be_visible()
         stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
-        later = parse_time(seen) + datetime.timedelta(seconds=1)  # creation times are whole seconds
+        later = parse_time(first["creationTimestamp"]) + datetime.timedelta(seconds=1)  # in whole seconds
         wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, "a second after the first run's")
         wait_until(lambda: not read(stack, rid), 30, "the API to see the first run deleted")
-        held_run(stack, rid=rid)
+        held_run(stack, rid=rid, reason="second thoughts")
+        again = runbook(stack, rid)["metadata"]
         section.get_by_role("button", name="Approve").click()
+        made = f"{parse_time(again['creationTimestamp']).astimezone(HONG_KONG):%Y-%m-%d %H:%M:%S} +08:00"
         expect(section.get_by_role("status")).to_have_text(
-            re.compile(f"^Conflict: run '{rid}' was created again since you looked .*: look again; nothing")
+            f"Nothing was decided. This is a new run: {rid} was asked for again (created {made}) after the "
+            "run this page showed was deleted. Look at it before you decide: decisions on that one do not "
+            "count for it."
         )
+        assert decisions(stack, rid) == []
+        expect(run.get_by_text("second thoughts")).to_be_visible()
+        expect(run.get_by_text("four eyes in the console")).to_have_count(0)
+        expect(section.get_by_text(WAITING)).to_be_visible()
+
+        section.get_by_role("button", name="Approve").click()
+        expect(section.get_by_role("status")).to_have_text("Approved by you (bob).")
     finally:
         page.unroute(streams)
-    assert decisions(stack, rid) == []
-    assert rid not in witnessed(files)
+    assert [(d["decision"], d["runbookUid"]) for d in decisions(stack, rid)] == [("Approve", again["uid"])]
+    wait_until(lambda: rid in witnessed(files), 60, "the drill to run")
+    assert witnessed(files).count(rid) == 1

@@ -6,7 +6,8 @@
 // its refusals (403, 409) are shown as it words them. A decision names the run shown (its created_at and
 // uid, which tells apart one made again within the same second): a page that missed its deletion and a new
 // run with the request id (a stream that could not follow) is refused (409), not taken as a decision on a
-// run the person never saw.
+// run the person never saw: after a 409 the page reads the run again (reread), and when it is another
+// Runbook the box says so, so that a second press decides on the run the page now shows.
 import { ApiError, call } from "./api.js";
 import { el, whenWithOffset } from "./format.js";
 
@@ -23,8 +24,9 @@ export function awaiting(detail) {
 const zoned = (message, zone) => message.replace(/ until (\S+)$/, (_, at) => ` until ${whenWithOffset(at, zone)}`);
 
 // The decision's part of a run's page for the token `me` (whoami's answer): {element, update(detail)},
-// update at each change of the run. Nothing at all for a token without runbooks:approve.
-export function decision(me, requestId) {
+// update at each change of the run; reread() reads the run again (after a refusal: the page may be out
+// of date). Nothing at all for a token without runbooks:approve.
+export function decision(me, requestId, reread = () => {}) {
   const answer = el("p", { class: "decision-answer", role: "status", tabindex: -1 });
   const element = el("section", { class: "decision", "aria-labelledby": "decision-title", hidden: true });
   if (!me.permissions.includes(APPROVE)) return { element, update: () => {} };
@@ -57,6 +59,7 @@ export function decision(me, requestId) {
   let decided = false; // this token's decision is made: the API would refuse another (409)
   let open = false; // the run waits for approvals
   let shown = null; // the Runbook shown, {created_at, uid}: one made again with the request id is new
+  let refused = false; // the last decision was refused (409): nothing was decided
 
   function show() {
     controls.hidden = !open || decided;
@@ -66,6 +69,7 @@ export function decision(me, requestId) {
   async function decide(verb) {
     if (busy || decided) return;
     busy = true;
+    refused = false;
     show();
     answer.textContent = verb === "approve" ? "Approving…" : "Rejecting…";
     const body = { ...shown };
@@ -79,6 +83,10 @@ export function decision(me, requestId) {
       if (!(error instanceof ApiError)) throw error;
       answer.textContent = error.message; // the API's own words (its detail), or why there was no answer
       answer.className = "decision-answer message";
+      if (error.status === 409) {
+        refused = true;
+        reread(); // made again, started, decided elsewhere: the page shows the run as it is now
+      }
     } finally {
       busy = false;
       show();
@@ -104,7 +112,12 @@ export function decision(me, requestId) {
     if (shown && r.uid && r.uid !== shown.uid) {
       // Deleted and asked for again: a decision on the old Runbook does not count for this one.
       decided = false;
-      answer.textContent = "";
+      answer.textContent =
+        `${refused ? "Nothing was decided. " : ""}This is a new run: ${requestId} was asked for again ` +
+        `(created ${whenWithOffset(r.created_at, me.time_zone)}) after the run this page showed was deleted. ` +
+        "Look at it before you decide: decisions on that one do not count for it.";
+      answer.className = "decision-answer message";
+      refused = false;
     }
     if (r.uid) shown = { created_at: r.created_at, uid: r.uid };
     const unasked = !open && dialog.open;

@@ -88,8 +88,12 @@ export function panel(zone, onChange = () => {}, actions = null) {
   let readShown = false; // the box shows the lines of a read of the API instead (see the log event below)
   let seen = false; // the run was shown
   let shown = null; // what was shown of it: an event's detail, or execute's shape over it
+  let evented = false; // an event of the Runbook shown was shown (its conditions, its lines' times)
   let following = false; // the live updates are live: what they say is newer than a read of the API
   let stopFollowing = () => {};
+  let reread = () => {};
+  // Whether `runbook` is another Runbook than the one shown: deleted and asked for again with its request id.
+  const another = (runbook) => Boolean(shown?.runbook.uid && runbook.uid && runbook.uid !== shown.runbook.uid);
 
   const item = (l) =>
     l.gap
@@ -116,7 +120,8 @@ export function panel(zone, onChange = () => {}, actions = null) {
     if (atEnd) logs.scrollTop = logs.scrollHeight;
   }
 
-  function showRun(detail) {
+  // `whole`: the run as an event shows it (its conditions and its lines' times), not only as a read does.
+  function showRun(detail, whole = true) {
     const r = detail.runbook;
     seen = true;
     shown = detail;
@@ -168,9 +173,9 @@ export function panel(zone, onChange = () => {}, actions = null) {
         : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : s === null ? "None reported (yet)." : "Shown with the live updates."),
     );
     showLines(detail.lines, true);
-    if (r.finished_at && detail.conditions !== undefined) {
+    if (r.finished_at && whole) {
       // Nothing more will change: the live updates (or the reads) stop, once they have shown it whole (a
-      // read of the API has no conditions: a finished run read first is still shown by its event).
+      // read of the API has no times on its lines: a finished run read first is still shown by its event).
       stopFollowing();
       live.textContent = "This run has finished: it is not followed any more.";
       live.classList.remove("is-stale");
@@ -178,14 +183,21 @@ export function panel(zone, onChange = () => {}, actions = null) {
     onChange(detail);
   }
 
-  // The run as execute answers it, or GET /api/ops/runbooks/{request_id}: less than an event says (no
-  // conditions, no resulting state, log lines without their times), so it is shown over the last event's
-  // detail, and only when it may be newer (the live updates paused, or nothing shown yet).
-  function showAnswer(answer) {
-    if (following && seen) return;
+  // The run as execute answers it, or GET /api/ops/runbooks/{request_id}: less than an event says (execute:
+  // no parameters, conditions or resulting state; both: log lines without their times), so it is shown
+  // over the last event's detail, and only when it may be newer (the live updates paused, nothing shown
+  // yet, or `force`: a refusal says that the page is out of date). Another Runbook's (made again with the
+  // request id) is shown instead, nothing of the one before kept.
+  function showAnswer(answer, force = false) {
+    if (following && seen && !force) return;
+    if (another(answer.runbook)) {
+      shown = null;
+      evented = false;
+      lines = [];
+    }
     const last = shown || {};
     const runbook = { ...last.runbook, ...answer.runbook };
-    showRun({ ...last, runbook, health: answer.health, lines: answer.runbook.logs });
+    showRun({ ...last, ...answer, runbook, lines: answer.runbook.logs }, evented);
     readShown = true;
   }
 
@@ -202,9 +214,9 @@ export function panel(zone, onChange = () => {}, actions = null) {
     let last = null; // the id of the newest event of the run shown
     let held = null; // while the run is read as it is now: its events that came meanwhile
     let again = false; // a reset came while it was read: read it again
-    async function read() {
+    async function read(force = false) {
       try {
-        showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data);
+        showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data, force === true);
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         if (error.status === 404 && page && !seen) {
@@ -216,6 +228,8 @@ export function panel(zone, onChange = () => {}, actions = null) {
       if (!newer(id, last)) return;
       if (id) last = id;
       if (name === "runbook") {
+        if (another(data.runbook)) lines = []; // made again: none of the old run's lines
+        evented = true;
         // Its lines are the status' last 50 only: those the box showed before them stay, each once; when
         // they share none of them, lines may be missing in between.
         const more = after(lines, data.lines);
@@ -290,16 +304,18 @@ export function panel(zone, onChange = () => {}, actions = null) {
       stop();
       leaving.abort();
     };
+    reread = () => read(true);
     if (page) read();
     return stopFollowing;
   }
 
-  return { element, start, answer: showAnswer };
+  // The run read again now, whatever the live updates say (a decision refused: the page may be out of date).
+  return { element, start, answer: showAnswer, reread: () => reread() };
 }
 
 export function show(container, ctx, requestId) {
   ctx.title(`Run ${requestId}`);
-  const decide = decision(ctx.me, requestId);
+  const decide = decision(ctx.me, requestId, () => run.reread());
   const changed = (detail) => {
     decide.update(detail);
     if (detail.state) ctx.refreshEnvironment();
