@@ -200,7 +200,12 @@ def test_a_health_check_followed_to_success_exits_0(admin, openapi):
 
     # The same request id again is the same run; with other parameters, a conflict.
     again = admin.mdops("run", "health_check", "--request-id", rid, "--reason", "cli test", "-o", "json")
-    assert again.returncode == 0 and json.loads(again.stdout) == view
+    assert again.returncode == 0, again.stderr
+    answer = json.loads(again.stdout)  # execute's shape, of which the read says more
+    assert answer == {
+        "runbook": {key: view["runbook"][key] for key in answer["runbook"]},
+        "health": view["health"],
+    }
     other = admin.mdops("run", "health_check", "--request-id", rid, "--reason", "another")
     assert other.returncode == Exit.CONFLICT
     assert other.stderr.startswith("mdops: conflict (409): ") and "differs in: reason" in other.stderr

@@ -1448,6 +1448,9 @@ def test_a_status_message_and_a_runs_fields_are_shown_escaped_too():
     assert "waits for\\x1b]0;owned\\x07 rb-0" in _text(render.run_view({"runbook": waiting}))
     listed = {**RUN, "dry_run": False, "enforce": False, "requested_by": "ops\x1b[2J", "created_at": None}
     assert "ops\\x1b[2J" in _text(render.runs_table([listed]))
+    read = {**RUN_SUMMARY, "reason": "why\x1b]0;owned\x07", "profile": "p\x1b[2J", "requested_by": None}
+    shown = _text(render.run_view({"runbook": read}))
+    assert "asked by    -: why\\x1b]0;owned\\x07" in shown and "parameters  profile p\\x1b[2J " in shown
 
 
 def test_the_runs_list_says_why_a_run_that_has_not_started_waits():
