@@ -469,7 +469,8 @@ def _request_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.argument("request_id", callback=_request_id)
 @api_options
 def get(api: Api, out: Output, request_id: str) -> None:
-    """Show one run: result, health, last log lines."""
+    """Show one run: who asked for it and why, its parameters, created (for --created-at), uid (for
+    --uid), result, what it waits for, health, last log lines."""
     out.show(api.runbook(request_id), render.run_view)
 
 
