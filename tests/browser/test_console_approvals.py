@@ -334,3 +334,28 @@ def test_a_page_that_missed_the_run_made_again_is_refused_then_shows_it_and_deci
     assert [(d["decision"], d["runbookUid"]) for d in decisions(stack, rid)] == [("Approve", again["uid"])]
     wait_until(lambda: rid in witnessed(files), 60, "the drill to run")
     assert witnessed(files).count(rid) == 1
+
+
+def test_a_page_that_missed_the_run_deleted_says_so_when_its_decision_is_refused(page, stack, four_eyes):
+    """Bob's page shows a held drill whose live updates cannot be had any more (as above) when the admin
+    deletes it: Approve is answered 404 in the API's words, and the page says that the run was deleted
+    instead of showing it still waiting."""
+    rid = held_run(stack)
+    run, section = held_page(page, BOB, rid)
+    streams = re.compile(r"/api/ops/events")
+    page.route(
+        streams, lambda route: route.fulfill(status=404, json={"detail": "no stream behind this proxy"})
+    )
+    try:
+        with api_stopped(stack):
+            expect(
+                run.get_by_text("Live updates paused: Not found: no stream behind this proxy.")
+            ).to_be_visible()
+        stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
+        wait_until(lambda: not read(stack, rid), 30, "the API to see the run deleted")
+        section.get_by_role("button", name="Approve").click()
+        expect(section.get_by_role("status")).to_have_text(f"Not found: no runbook with request_id '{rid}'")
+        expect(run.get_by_role("status").first).to_have_text("This Runbook was deleted.")
+    finally:
+        page.unroute(streams)
+    assert decisions(stack, rid) == []

@@ -6,8 +6,8 @@
 // its refusals (403, 409) are shown as it words them. A decision names the run shown (its created_at and
 // uid, which tells apart one made again within the same second): a page that missed its deletion and a new
 // run with the request id (a stream that could not follow) is refused (409), not taken as a decision on a
-// run the person never saw: after a 409 the page reads the run again (reread), and when it is another
-// Runbook the box says so, so that a second press decides on the run the page now shows.
+// run the person never saw: after a 409 (or a 404) the page reads the run again (reread), and when it is
+// another Runbook the box says so, so that a second press decides on the run the page now shows.
 import { ApiError, call } from "./api.js";
 import { el, whenWithOffset } from "./format.js";
 
@@ -59,7 +59,7 @@ export function decision(me, requestId, reread = () => {}) {
   let decided = false; // this token's decision is made: the API would refuse another (409)
   let open = false; // the run waits for approvals
   let shown = null; // the Runbook shown, {created_at, uid}: one made again with the request id is new
-  let refused = false; // the last decision was refused (409): nothing was decided
+  let refused = false; // the last decision was refused (409, 404): nothing was decided
 
   function show() {
     controls.hidden = !open || decided;
@@ -83,9 +83,9 @@ export function decision(me, requestId, reread = () => {}) {
       if (!(error instanceof ApiError)) throw error;
       answer.textContent = error.message; // the API's own words (its detail), or why there was no answer
       answer.className = "decision-answer message";
-      if (error.status === 409) {
+      if (error.status === 409 || error.status === 404) {
         refused = true;
-        reread(); // made again, started, decided elsewhere: the page shows the run as it is now
+        reread(); // made again, deleted, started, decided elsewhere: the page shows the run as it is now
       }
     } finally {
       busy = false;

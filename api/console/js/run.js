@@ -221,7 +221,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
         if (!(error instanceof ApiError)) throw error;
         if (error.status === 404 && page && !seen) {
           state.textContent = `No run has the request id ${requestId}: this page shows it if one is created.`;
-        }
+        } else if (error.status === 404 && force === true) state.textContent = "This Runbook was deleted.";
       }
     }
     function show(name, data, id) {
