@@ -117,8 +117,8 @@ export function decision(me, requestId, reread = () => {}) {
         `(created ${whenWithOffset(r.created_at, me.time_zone)}) after the run this page showed was deleted. ` +
         "Look at it before you decide: decisions on that one do not count for it.";
       answer.className = "decision-answer message";
-      refused = false;
     }
+    refused = false; // said with the run shown next only: the one read again after the refusal
     if (r.uid) shown = { created_at: r.created_at, uid: r.uid };
     const unasked = !open && dialog.open;
     if (unasked) {
