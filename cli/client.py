@@ -133,7 +133,12 @@ class Api:
         path = f"{_runbook_path(request_id)}/{decision}"
         seen = {"created_at": created_at and created_at.isoformat(), "uid": uid and str(uid)}
         body = {"comment": comment} | {key: value for key, value in seen.items() if value}
-        return self._json(self._call("POST", path, json=body), DecisionResponse)
+        response = self._call("POST", path, json=body)
+        if response.status_code == 409:  # made again, too late, decided: the run is to be looked at again
+            refused = self._refused(response)
+            refused.hint = f"mdops get {request_id} shows the run as it is now"
+            raise refused
+        return self._json(response, DecisionResponse)
 
     @contextmanager
     def events(self, request_id: str, last_event_id: str | None) -> Iterator[EventSource]:

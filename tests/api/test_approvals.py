@@ -145,6 +145,8 @@ def test_mdops_decides_only_on_the_run_created_when_it_was_shown(api, identities
     stale = mdops(api, "bob", "approve", "fo-cli2", "--created-at", seen, home=tmp_path)
     assert stale.returncode == Exit.CONFLICT, stale.stderr
     assert "was created again since you looked" in stale.stderr and "nothing was decided" in stale.stderr
+    # What to do next is to look at the run again: approve has no --request-id to give.
+    assert stale.stderr.endswith("; hint: mdops get fo-cli2 shows the run as it is now\n"), stale.stderr
     naive = mdops(api, "bob", "reject", "fo-cli2", "--created-at", seen[:19], home=tmp_path)
     assert naive.returncode == Exit.USAGE and "no UTC offset" in naive.stderr
     now = shown(api, "fo-cli2")
