@@ -43,8 +43,8 @@ MEANINGS = {
         "the API failed (500) or gave an answer mdops does not understand; or mdops failed unexpectedly"
     ),
     Exit.CONFLICT: (
-        "conflict (409): the request id was already used with other parameters; approve or reject: too "
-        "late, already decided, or no approval asked for"
+        "conflict (409): the request id was already used with other parameters; approve or reject: not "
+        "the run seen (--created-at, --uid), too late, already decided, or no approval asked for"
     ),
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
     Exit.CONFIG: (
