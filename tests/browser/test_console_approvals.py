@@ -267,6 +267,28 @@ def test_a_run_that_goes_on_while_the_rejection_is_asked_closes_the_question(pag
     assert [d["approver"] for d in decisions(stack, rid)] == ["admin"]
 
 
+def test_a_run_made_again_while_the_rejection_is_asked_closes_the_question(page, stack, four_eyes):
+    """Bob is asked to confirm his rejection when the admin deletes the drill and asks for it again with its
+    request id, for another reason: the question, asked about the run he saw, goes; the page shows the new
+    run and says that nothing was decided, so that a press of Enter does not reject a run he never read."""
+    rid = held_run(stack)
+    run, section = held_page(page, BOB, rid)
+    section.get_by_role("button", name="Reject").click()
+    dialog = page.get_by_role("dialog", name="Reject this run?")
+    expect(dialog).to_be_visible()
+    stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
+    expect(run.get_by_text("This Runbook was deleted.")).to_be_visible()
+    held_run(stack, rid=rid, reason="second thoughts")
+
+    expect(run.get_by_text("second thoughts")).to_be_visible()
+    expect(dialog).to_be_hidden()
+    expect(section.get_by_role("status")).to_have_text(
+        re.compile(r"^Nothing was decided\. This is a new run: ")
+    )
+    expect(section.get_by_role("status")).to_be_focused()
+    assert decisions(stack, rid) == []
+
+
 def test_a_runbook_made_again_with_the_request_id_is_decided_on_anew(page, stack, four_eyes):
     """Bob approved a failback (it waits for a second person); the admin deletes it and asks again with the
     same request id: a new Runbook, on which Bob's approval does not count. His page, open all along,

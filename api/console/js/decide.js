@@ -109,25 +109,26 @@ export function decision(me, requestId, reread = () => {}) {
   function update(detail) {
     open = awaiting(detail);
     const r = detail.runbook;
-    if (shown && r.uid && r.uid !== shown.uid) {
-      // Deleted and asked for again: a decision on the old Runbook does not count for this one.
+    const changed = Boolean(shown && r.uid && r.uid !== shown.uid); // deleted and asked for again
+    // The run went on while Reject was asked (decided elsewhere, started), or is another one now: a modal
+    // dialog left open in a hidden box would leave the whole page inert, unseen, and one about the run seen
+    // would reject a run the person never read. Nothing was decided here: the page says so.
+    const unasked = (!open || changed) && dialog.open;
+    if (unasked) dialog.close();
+    if (changed) {
+      // A decision on the old Runbook does not count for this one.
       decided = false;
       answer.textContent =
-        `${refused ? "Nothing was decided. " : ""}This is a new run: ${requestId} was asked for again ` +
-        `(created ${whenWithOffset(r.created_at, me.time_zone)}) after the run this page showed was deleted. ` +
-        "Look at it before you decide: decisions on that one do not count for it.";
+        `${refused || unasked ? "Nothing was decided. " : ""}This is a new run: ${requestId} was asked for ` +
+        `again (created ${whenWithOffset(r.created_at, me.time_zone)}) after the run this page showed was ` +
+        "deleted. Look at it before you decide: decisions on that one do not count for it.";
       answer.className = "decision-answer message";
-    }
-    refused = false; // said with the run shown next only: the one read again after the refusal
-    if (r.uid) shown = { created_at: r.created_at, uid: r.uid };
-    const unasked = !open && dialog.open;
-    if (unasked) {
-      // The run went on while Reject was asked (decided elsewhere, started): a modal dialog left open in a
-      // hidden box would leave the whole page inert, unseen. Nothing was decided here: the page says so.
-      dialog.close();
+    } else if (unasked) {
       answer.textContent = "The run no longer waits for approvals: nothing was decided here.";
       answer.className = "decision-answer";
     }
+    refused = false; // said with the run shown next only: the one read again after the refusal
+    if (r.uid) shown = { created_at: r.created_at, uid: r.uid };
     if (open) waiting.textContent = `This run waits for approvals: ${zoned(r.message || "–", me.time_zone)}.`;
     waiting.hidden = !open;
     approve.hidden = r.requested_by === me.name;
