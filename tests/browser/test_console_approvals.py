@@ -6,6 +6,7 @@ RunbookApprovals the API server holds."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
@@ -116,6 +117,24 @@ def held_page(page: Page, token: str, rid: str, waiting: re.Pattern = WAITING) -
     box = run.get_by_role("region", name="Approval")
     expect(box.get_by_text(waiting)).to_be_visible()
     return run, box
+
+
+@contextlib.contextmanager
+def streams_lost(page: Page, stack, run: Locator):
+    """The page's live updates stopped for good while the run is shown, as behind a proxy that does not pass
+    them: the API hangs a moment (its watchdog drops the stream), and the stream is answered 404 since."""
+    streams = re.compile(r"/api/ops/events")
+    page.route(
+        streams, lambda route: route.fulfill(status=404, json={"detail": "no stream behind this proxy"})
+    )
+    try:
+        with api_stopped(stack):
+            expect(
+                run.get_by_text("Live updates paused: Not found: no stream behind this proxy.")
+            ).to_be_visible()
+        yield
+    finally:
+        page.unroute(streams)
 
 
 def runbook(stack, rid: str) -> dict:
@@ -322,15 +341,7 @@ def test_a_page_that_missed_the_run_made_again_is_refused_then_shows_it_and_deci
     first = runbook(stack, rid)["metadata"]
     run, section = held_page(page, BOB, rid)
     expect(run.get_by_text("four eyes in the console")).to_be_visible()
-    streams = re.compile(r"/api/ops/events")
-    page.route(
-        streams, lambda route: route.fulfill(status=404, json={"detail": "no stream behind this proxy"})
-    )
-    try:
-        with api_stopped(stack):
-            expect(
-                run.get_by_text("Live updates paused: Not found: no stream behind this proxy.")
-            ).to_be_visible()
+    with streams_lost(page, stack, run):
         stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
         later = parse_time(first["creationTimestamp"]) + datetime.timedelta(seconds=1)  # in whole seconds
         wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, "a second after the first run's")
@@ -351,8 +362,6 @@ def test_a_page_that_missed_the_run_made_again_is_refused_then_shows_it_and_deci
 
         section.get_by_role("button", name="Approve").click()
         expect(section.get_by_role("status")).to_have_text("Approved by you (bob).")
-    finally:
-        page.unroute(streams)
     assert [(d["decision"], d["runbookUid"]) for d in decisions(stack, rid)] == [("Approve", again["uid"])]
     wait_until(lambda: rid in witnessed(files), 60, "the drill to run")
     assert witnessed(files).count(rid) == 1
@@ -364,20 +373,10 @@ def test_a_page_that_missed_the_run_deleted_says_so_when_its_decision_is_refused
     instead of showing it still waiting."""
     rid = held_run(stack)
     run, section = held_page(page, BOB, rid)
-    streams = re.compile(r"/api/ops/events")
-    page.route(
-        streams, lambda route: route.fulfill(status=404, json={"detail": "no stream behind this proxy"})
-    )
-    try:
-        with api_stopped(stack):
-            expect(
-                run.get_by_text("Live updates paused: Not found: no stream behind this proxy.")
-            ).to_be_visible()
+    with streams_lost(page, stack, run):
         stack.cluster.kubectl("delete", "rb", rid, "-n", NAMESPACE)
         wait_until(lambda: not read(stack, rid), 30, "the API to see the run deleted")
         section.get_by_role("button", name="Approve").click()
         expect(section.get_by_role("status")).to_have_text(f"Not found: no runbook with request_id '{rid}'")
         expect(run.get_by_role("status").first).to_have_text("This Runbook was deleted.")
-    finally:
-        page.unroute(streams)
     assert decisions(stack, rid) == []
