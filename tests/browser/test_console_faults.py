@@ -49,6 +49,7 @@ KILLED = "|".join(
         "ERR_CONNECTION_RESET",
         "ERR_INCOMPLETE_CHUNKED",
         "ERR_CONTENT_LENGTH_MISMATCH",
+        "ERR_SOCKET_NOT_CONNECTED",
         "of 503",
     )
 )
