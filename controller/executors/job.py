@@ -157,8 +157,13 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
 
 
 def suspended(job: dict[str, Any] | None) -> bool:
-    """Whether a Job is one made suspended that was never let run (:meth:`JobExecutor.prepare`)."""
-    return job is not None and bool(job["spec"].get("suspend"))
+    """Whether a Job is one made suspended that was never let run (:meth:`JobExecutor.prepare`): the Job
+    controller never started it. One suspended by a person after it started keeps its start time."""
+    return (
+        job is not None
+        and bool(job["spec"].get("suspend"))
+        and not (job.get("status") or {}).get("startTime")
+    )
 
 
 def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -388,12 +393,19 @@ class JobExecutor:
             raise
         return run
 
-    async def adopt(self, request: RunRequest) -> JobRun:
+    async def adopt(self, request: RunRequest) -> JobRun | dict[str, Any]:
         """The run of a Job started before; one whose Job was deleted while no controller watched it (by a
         person, a TTL or a drain) is waited for as one deleted under a running controller is: it ends once
-        no pod of it may still run its script (:meth:`_without_job`)."""
+        no pod of it may still run its script (:meth:`_without_job`). A Job still suspended was never let
+        run: its run provably never started (a controller stopped between :meth:`prepare` and
+        :meth:`start`)."""
         run = self.handle(request)
-        await self._expect(request.namespace, run.name)
+        if suspended(await self._expect(request.namespace, run.name)):
+            self.forget((request.namespace, run.name))
+            return failure(
+                ExitCode.NOT_EXECUTED,
+                "never started: a controller stopped between making its Job suspended and letting it run",
+            )
         return run
 
     async def prepare(self, request: RunRequest) -> None:
@@ -403,7 +415,7 @@ class JobExecutor:
         then has not started, and its mark is still on."""
         await self.kube.create_job(request.namespace, build_job(request, self.settings, suspended=True))
 
-    async def resume(self, request: RunRequest) -> JobRun:
+    async def resume(self, request: RunRequest) -> JobRun | dict[str, Any]:
         """A Job still suspended never ran: it is let run (:meth:`start`). Any other is adopted, and one
         gone, made before the claim's mark came off, may have run and been deleted: the run ends lost
         (:meth:`adopt`)."""

@@ -439,19 +439,16 @@ def test_a_local_runs_folder_is_made_before_its_claims_mark_comes_off(
     assert started(env) == ["prepared"]
 
 
-def test_a_jobs_run_is_made_suspended_before_its_claims_mark_comes_off_and_a_restart_lets_it_run_once(
-    start_controller, cluster, rbs, env, api_client, namespace
-):
-    """The Job twin of the test above. While the write that takes the mark off is refused, the run's Job is
-    there, suspended, with no pod. The controller is killed then, and the mark taken off by hand: what a
-    kill just after that write leaves. The suspended Job proves that nothing ran: the next controller lets
-    it run, once, rather than finding the run lost (a Job made without suspension ran as it was made, so a
-    kill between the mark and the Job left a run that never ran reported Lost)."""
+def prepared_and_killed(start_controller, cluster, rbs, env: Path, api_client, name: str) -> dict[str, str]:
+    """A failover ``name`` whose Job a controller made suspended, killed while the write that takes the
+    claim's mark off is refused; then the mark taken off by hand: what a kill just after that write leaves.
+    The settings for the next controller."""
+    namespace = rbs.namespace
     settings = job_env(cluster, namespace, env)
     first = start_controller("first", **settings)
     leases = client.CoordinationV1Api(api_client)
     with refusing_the_mark(cluster, namespace, taken_off=True):
-        rbs.create("prepared", command="failover")
+        rbs.create(name, command="failover")
         wait_until(lambda: "a step failed" in first.process.log.read_text(), 60, "the mark's removal refused")
         kill(first)
     [job] = jobs(api_client, namespace)
@@ -459,7 +456,7 @@ def test_a_jobs_run_is_made_suspended_before_its_claims_mark_comes_off_and_a_res
     assert not client.CoreV1Api(api_client).list_namespaced_pod(namespace).items, "and no pod of it"
 
     def mark_taken_off() -> bool:  # refused until the policy is gone
-        claim = leases.read_namespaced_lease(lease_name("prepared"), namespace)
+        claim = leases.read_namespaced_lease(lease_name(name), namespace)
         del claim.metadata.annotations[keys.UNSTARTED]
         try:
             leases.replace_namespaced_lease(claim.metadata.name, namespace, claim)
@@ -470,11 +467,39 @@ def test_a_jobs_run_is_made_suspended_before_its_claims_mark_comes_off_and_a_res
         return True
 
     wait_until(mark_taken_off, 30, "the mark taken off by hand")
+    return settings
+
+
+def test_a_jobs_run_is_made_suspended_before_its_claims_mark_comes_off_and_a_restart_lets_it_run_once(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The Job twin of the test above. While the write that takes the mark off is refused, the run's Job is
+    there, suspended, with no pod. The suspended Job proves that nothing ran: the next controller lets
+    it run, once, rather than finding the run lost (a Job made without suspension ran as it was made, so a
+    kill between the mark and the Job left a run that never ran reported Lost)."""
+    settings = prepared_and_killed(start_controller, cluster, rbs, env, api_client, "prepared")
     release(env)
     start_controller("second", **settings)
     status = rbs.wait_finished("prepared", timeout=90)["status"]
     assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
     assert started(env) == ["prepared"]
+
+
+def test_a_deleted_run_whose_job_is_still_suspended_frees_its_request_id(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The Job twin of the deleted run whose runner provably never started: its Job made suspended and its
+    claim's mark off, the controller died; the Runbook is deleted meanwhile. The suspended Job proves that
+    nothing ran: its request id is free (not a run cancelled), and created again it runs, once."""
+    settings = prepared_and_killed(start_controller, cluster, rbs, env, api_client, "never")
+    rbs.delete("never")
+    release(env)
+    start_controller("second", **settings)
+    wait_until(lambda: rbs.gone("never"), 60, "the deleted Runbook to go")
+    rbs.create("again", command="failover", request_id="never")
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert (status["result"], status.get("duplicateOf")) == ("success", None), status["message"]
+    assert started(env) == ["never"]
 
 
 def test_a_run_refused_by_a_policy_after_its_job_was_made_suspended_leaves_no_job(
