@@ -200,11 +200,20 @@ def died(code: int | None, reason: str | None) -> str:
 
 
 def job_failure(job: dict[str, Any]) -> dict[str, Any] | None:
-    """The result of a Job that ended without a pod's result (None while it has not ended)."""
+    """The result of a Job that ended without a pod's result (None while it has not ended). A Job that a
+    person suspended after it started has ended once its pods are stopped: suspended, it never finishes
+    (its deadline does not run), and resumed it would run the script again."""
     name = job["metadata"]["name"]
+    status = job.get("status") or {}
+    if (
+        (job.get("spec") or {}).get("suspend")
+        and status.get("startTime")
+        and not (status.get("active") or status.get("terminating"))
+    ):
+        return failure(ExitCode.CANCELLED, f"cancelled: Job {name} was suspended, and its pod stopped")
     ended = {
         c["type"]: c
-        for c in (job.get("status") or {}).get("conditions") or []
+        for c in status.get("conditions") or []
         if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
     }
     if not ended:

@@ -43,6 +43,9 @@ from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, w
 env, rbs = test_semantics.env, test_semantics.rbs
 
 
+SUSPEND = json.dumps({"spec": {"suspend": True}})
+
+
 def kill(first) -> None:
     os.kill(first.process.popen.pid, signal.SIGKILL)
     first.process.popen.wait()
@@ -199,6 +202,25 @@ def test_a_job_deleted_while_no_controller_ran_is_lost_not_run_again(
     assert f"Job {job.metadata.name}" in status["message"]
     assert ledger_result(api_client, namespace, "vanish-job")["message"] == status["message"]
     assert not jobs(api_client, namespace)
+
+
+@pytest.mark.parametrize("said_running", [True, False], ids=["status-said-running", "status-did-not"])
+def test_a_job_suspended_by_hand_while_no_controller_ran_ends_cancelled_not_running_for_ever(
+    start_controller, cluster, rbs, env, api_client, namespace, said_running
+):
+    """A person suspends a run's Job while no controller runs: the Job controller stops its pod, and the
+    Job, suspended, never ends (its deadline does not run while it is suspended). The next controller
+    ends the run cancelled, never lets it run again, and deletes the Job (resumed, it would run again)."""
+    settings, job = killed_mid_job(start_controller, cluster, rbs, env, api_client, "paused", said_running)
+    cluster.kubectl("patch", "job", job.metadata.name, "-n", namespace, "--type=merge", "-p", SUSPEND)
+    pods = client.CoreV1Api(api_client)
+    wait_until(lambda: not pods.list_namespaced_pod(namespace).items, 60, "the Job's pod to be stopped")
+    release(env)
+    start_controller("second", **settings)
+    status = rbs.wait_finished("paused", timeout=60)["status"]
+    assert (status["exitCode"], succeeded(status)["reason"]) == (130, "Cancelled"), status["message"]
+    assert started(env) == ["paused"]
+    wait_until(lambda: not jobs(api_client, namespace), 30, "the suspended Job to be deleted")
 
 
 def test_a_deleted_runbook_whose_job_a_dead_controller_deleted_is_remembered_as_cancelled(

@@ -10,7 +10,14 @@ import os
 import pytest
 
 from controller.executors import RunRequest
-from controller.executors.job import SCRIPTS_MOUNT, JobExecutor, build_job, pod_result, start_failure
+from controller.executors.job import (
+    SCRIPTS_MOUNT,
+    JobExecutor,
+    build_job,
+    job_failure,
+    pod_result,
+    start_failure,
+)
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
 from tests.runbook_client import forged_success
@@ -241,6 +248,22 @@ def test_why_a_pod_cannot_start_is_shown_also_when_it_was_said_before_the_run_wa
         return len(shown)
 
     assert asyncio.run(wait()) == 1
+
+
+def test_a_job_suspended_after_it_started_has_ended_once_its_pods_are_stopped():
+    """Suspended, a Job never finishes: one a person suspended after it started has ended once no pod of it
+    is active or terminating; one never let run (no start time) has not, nor one whose pod still stops."""
+    job = {
+        "metadata": {"name": "paused"},
+        "spec": {"suspend": True},
+        "status": {"startTime": "2026-12-05T22:00:00Z"},
+    }
+    ended = job_failure(job)
+    assert ended is not None and ended["exitCode"] == ExitCode.CANCELLED, ended
+    assert "Job paused was suspended" in ended["message"]
+    assert job_failure({**job, "status": {**job["status"], "terminating": 1}}) is None
+    assert job_failure({**job, "status": {}}) is None
+    assert job_failure({**job, "spec": {"suspend": False}}) is None
 
 
 def test_what_a_runs_job_says_before_its_wait_begins_is_kept_for_it(settings):
