@@ -389,14 +389,18 @@ class JobExecutor:
 
     async def start(self, request: RunRequest) -> JobRun:
         """Let the prepared Job run (idempotent: one running already runs on); one gone since it was
-        prepared (it never ran) is made afresh."""
+        prepared (it never ran) is made afresh. One that started before (let run by a person) is read as it
+        is: its pod's events came while the run was not this controller's to watch."""
         await self.watching.wait()
         run = self.handle(request)
         key = (request.namespace, run.name)
         self.expected.add(key)  # before the write: its pod's first events may come before the answer
         try:
-            if await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}}) is None:
+            job = await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}})
+            if job is None:
                 await self.kube.create_job(request.namespace, build_job(request, self.settings))
+            elif (job.get("status") or {}).get("startTime"):
+                await self._observe_now(key)
         except BaseException:
             self.forget(key)
             raise

@@ -1208,3 +1208,27 @@ def test_an_approval_made_while_the_api_server_restarted_is_counted_when_the_con
         finally:
             controller.stop()
             api.close()
+
+
+def test_a_job_let_run_by_hand_before_its_claims_mark_came_off_is_waited_for_and_not_run_again(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """While the write that takes the claim's mark off is refused, a person lets the suspended Job run, and
+    it ends. Once the write goes through, the controller's own start finds the Job run already: its result
+    is the run's, read from the Job as it is (its pod's events came while the run was not the controller's
+    to watch), and it is not run again."""
+    controller = start_controller(**job_env(cluster, namespace, env))
+    release(env)
+    with refusing_the_mark(cluster, namespace, taken_off=True):
+        rbs.create("early", command="failover")
+        wait_until(
+            lambda: "a step failed" in controller.process.log.read_text(), 60, "the mark's removal refused"
+        )
+        [job] = jobs(api_client, namespace)
+        resume = json.dumps({"spec": {"suspend": False}})
+        cluster.kubectl("patch", "job", job.metadata.name, "-n", namespace, "--type=merge", "-p", resume)
+        batch = client.BatchV1Api(api_client)
+        wait_until(lambda: job_condition(batch, job.metadata.name, namespace) == "Complete", 60, "its end")
+    status = rbs.wait_finished("early", timeout=60)["status"]
+    assert (status["result"], status["exitCode"]) == ("success", 0), status["message"]
+    assert started(env) == ["early"]
