@@ -439,7 +439,7 @@ class JobExecutor:
     async def find(self, request: RunRequest) -> JobRun | None:
         """The run of a Job that was let run; None if there is no Job, or only a suspended one."""
         run = self.handle(request)
-        if suspended(job := await self._expect(request.namespace, run.name)) or job is None:
+        if (job := await self._expect(request.namespace, run.name)) is None or suspended(job):
             self.forget((request.namespace, run.name))
             return None
         return run
