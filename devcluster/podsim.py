@@ -19,8 +19,12 @@ point), or a scripted outcome.
 
 ``podsim.mdops.io/run: exec``
     The first container's ``command`` + ``args`` run as a process on this
-    machine, with the container's literal ``env``. ConfigMap and emptyDir
-    volumes are materialised in a temporary directory, and every mount path
+    machine, with the container's ``env`` (values, and the pod's fields from
+    the Downward API) and, as a kubelet adds them, ``KUBERNETES_SERVICE_HOST``
+    and ``_PORT`` (the API server at the loopback address podsim reaches it
+    at). ConfigMap, emptyDir and projected volumes (a ServiceAccount token
+    bound to the pod, made by a TokenRequest; ConfigMaps) are materialised
+    in a temporary directory, and every mount path
     (and the container's ``terminationMessagePath``) found in the command, the
     arguments or an env value is rewritten to its local copy. The exit code
     and termination message are the process's own.
@@ -36,14 +40,14 @@ point), or a scripted outcome.
 
 ``podsim.mdops.io/run: container``
     The first container runs in podman (:mod:`devcluster.podman`), from its image (never pulled),
-    the way a kubelet runs it: command and args, env, ConfigMap and emptyDir volumes (materialised
-    as above and bind-mounted), the security context (user, read-only root filesystem, ...) and the
-    memory and CPU limits. A host file is mounted at the ``terminationMessagePath``; the exit code
-    and termination message are the container's (the end of its output with
-    ``FallbackToLogsOnError``). Deleting the pod removes the container. Its network is none, or the
-    host's with ``hostNetwork: true`` or ``podsim.mdops.io/network: host`` (to reach a service on
-    this machine's loopback). A container runs at most an hour (``podman --timeout``), so that one
-    left behind by a killed podsim stops by itself.
+    the way a kubelet runs it: command and args, env (as above), ConfigMap, emptyDir and projected
+    volumes (materialised as above and bind-mounted), the security context (user, read-only root
+    filesystem, ...) and the memory and CPU limits. A host file is mounted at the
+    ``terminationMessagePath``; the exit code and termination message are the container's (the end
+    of its output with ``FallbackToLogsOnError``). Deleting the pod removes the container. Its
+    network is none, or the host's with ``hostNetwork: true`` or ``podsim.mdops.io/network: host``
+    (to reach a service on this machine's loopback, the API server too). A container runs at most
+    an hour (``podman --timeout``), so that one left behind by a killed podsim stops by itself.
 
 otherwise (the default)
     ``podsim.mdops.io/exit-code`` (default 0), ``podsim.mdops.io/termination-message``
@@ -214,7 +218,7 @@ class PodRun(threading.Thread):
                         return rewrites[path] + value[len(path) :]
                 return value
 
-            env = {**os.environ, **{e.name: rewrite(e.value or "") for e in container.env or []}}
+            env = {**os.environ, **{name: rewrite(value) for name, value in self._env().items()}}
             output = root / "output.log"
             with output.open("wb") as out:
                 with self.started:
@@ -240,6 +244,7 @@ class PodRun(threading.Thread):
     def _container(self) -> tuple[int, str]:
         pod = self.sim.core.api_client.sanitize_for_serialization(self.pod)
         container = pod["spec"]["containers"][0]
+        container["env"] = [{"name": name, "value": value} for name, value in self._env().items()]
         network = self.annotations.get(PREFIX + "network", "none")
         if pod["spec"].get("hostNetwork"):
             network = "host"
@@ -332,10 +337,77 @@ class PodRun(threading.Thread):
                     (local / key).chmod(mode)
             elif volume.empty_dir is not None:
                 local.chmod(0o777)
-            elif volume.projected is not None:  # podman would mount it, empty: no token is made here
-                raise podman.Unsupported(f"volume {volume.name}: podsim makes no projected volume")
+            elif volume.projected is not None:
+                self._project(volume.projected.sources or [], local)
             folders[volume.name] = local
         return folders
+
+    def _project(self, sources: list[client.V1VolumeProjection], local: Path) -> None:
+        """A projected volume's files, as a kubelet writes them: a service account token bound to the pod
+        (a TokenRequest), a ConfigMap's keys; readable by any uid (its default mode)."""
+        meta = self.pod.metadata
+        for source in sources:
+            if source.service_account_token is not None:
+                wanted = source.service_account_token
+                bound = {"kind": "Pod", "apiVersion": "v1", "name": meta.name, "uid": meta.uid}
+                spec = {"boundObjectRef": bound, "expirationSeconds": wanted.expiration_seconds or 3600}
+                if wanted.audience:
+                    spec["audiences"] = [wanted.audience]
+                account = self.pod.spec.service_account_name or "default"
+                made = persistently(
+                    self.sim.core.create_namespaced_service_account_token,
+                    account,
+                    meta.namespace,
+                    {"spec": spec},
+                )
+                files = {wanted.path: made.status.token}
+            elif source.config_map is not None:
+                data = (
+                    persistently(
+                        self.sim.core.read_namespaced_config_map, source.config_map.name, meta.namespace
+                    ).data
+                    or {}
+                )
+                items = source.config_map.items or [client.V1KeyToPath(key=k, path=k) for k in data]
+                files = {item.path: data[item.key] for item in items}
+            else:
+                raise podman.Unsupported("a projected volume of other than a token and ConfigMaps")
+            for path, text in files.items():
+                (local / path).parent.mkdir(parents=True, exist_ok=True)
+                (local / path).write_text(text)
+                (local / path).chmod(0o644)
+
+    def _env(self) -> dict[str, str]:
+        """The container's variables as a kubelet gives them: its literal ones, those of the Downward API
+        (the pod's fields), and the API server's address (the ``kubernetes`` Service's variables; here
+        the loopback address podsim reaches it at)."""
+        server = urllib3.util.parse_url(self.sim.core.api_client.configuration.host)
+        env = {"KUBERNETES_SERVICE_HOST": server.host, "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
+        for variable in self.pod.spec.containers[0].env or []:
+            if variable.value_from is None:
+                env[variable.name] = variable.value or ""
+            elif variable.value_from.field_ref is not None:
+                env[variable.name] = self._field(variable.value_from.field_ref.field_path)
+            else:
+                raise podman.Unsupported(f"env {variable.name}: only values and the pod's fields")
+        return env
+
+    def _field(self, path: str) -> str:
+        meta = self.pod.metadata
+        fields = {
+            "metadata.name": meta.name,
+            "metadata.namespace": meta.namespace,
+            "metadata.uid": meta.uid,
+            "spec.serviceAccountName": self.pod.spec.service_account_name or "default",
+            "spec.nodeName": NODE,
+        }
+        if path in fields:
+            return fields[path] or ""
+        for kind, values in (("labels", meta.labels), ("annotations", meta.annotations)):
+            prefix = f"metadata.{kind}['"
+            if path.startswith(prefix) and path.endswith("']"):
+                return (values or {}).get(path[len(prefix) : -2], "")
+        raise podman.Unsupported(f"the pod's field {path}")
 
     def stop(self, grace: float) -> None:
         """Stop the deleted pod as a kubelet does: SIGTERM, then (after ``grace`` seconds) SIGKILL; and
