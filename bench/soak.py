@@ -201,6 +201,7 @@ class Soak:
             "MDOPS_SCRIPTS_DIR": str(scripts),
         }
         if executor == "job":
+            cluster.install_runner(NAMESPACE)
             cluster.kubectl("create", "configmap", "soak-scripts", "-n", NAMESPACE, f"--from-file={scripts}")
             self.env |= {
                 "MDOPS_EXECUTOR": "job",

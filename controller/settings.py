@@ -35,7 +35,18 @@ class ControllerSettings(CommonSettings):
         description="Job executor: ConfigMap of your own scripts, mounted over the image's; "
         "empty: the image's reference scripts.",
     )
-    job_service_account: str = Field("", description="Job executor: service account of Job pods.")
+    job_service_account: str = Field(
+        "mdops-runner",
+        description="Job executor: service account of Job pods (the manifests and the chart make "
+        "mdops-runner, with the rights the start claim needs); empty: the namespace's default.",
+    )
+    job_start_claim: bool = Field(
+        True,
+        description="Job executor: the runner in a Job's pod claims the run's start through the API server "
+        "(a Lease named after the Job, with the pod's own token) before it runs the script, so that a second "
+        "pod the Job controller makes for the same run never runs it too; the pods' service account needs "
+        "create and get on leases. false: no claim, and no token in the pods.",
+    )
     job_ttl_seconds: int = Field(3600, ge=0, description="Job executor: ttlSecondsAfterFinished.")
     job_start_failure_seconds: float = Field(
         60,

@@ -33,7 +33,18 @@ from runbooks.kube import loopback_kubeconfig
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "tools" / "build-k8s.sh"
 
-CONTROLLERS = "job,garbagecollector,namespace,serviceaccount,serviceaccount-token,ttl-after-finished"
+# root-ca-cert-publisher: the ConfigMap kube-root-ca.crt in every namespace (the CA of a Job pod's claim)
+CONTROLLERS = ",".join(
+    [
+        "job",
+        "garbagecollector",
+        "namespace",
+        "serviceaccount",
+        "serviceaccount-token",
+        "ttl-after-finished",
+        "root-ca-cert-publisher",
+    ]
+)
 ADMIN = "mdops-admin"  # the user of the control plane's own kubeconfig (system:masters)
 
 
@@ -199,6 +210,13 @@ class ControlPlane:
             self.kubectl("apply", "--server-side", *forced, "-f", str(REPO / "manifests" / kind.file))
         names = [f"crd/{kind.plural}.{keys.GROUP}" for kind in crd.KINDS]
         self.kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
+
+    def install_runner(self, namespace: str) -> None:
+        """What a Job executor's pods need in ``namespace``: their ServiceAccount, mdops-runner, and its
+        right to claim a run's start (manifests/runner.yaml); and the policy that keeps it to that
+        (manifests/identities.yaml, cluster-wide)."""
+        self.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
+        self.kubectl("apply", "-n", namespace, "-f", str(REPO / "manifests" / "runner.yaml"))
 
     def _node_ready(self) -> bool:
         result = self.kubectl(

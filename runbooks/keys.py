@@ -27,6 +27,7 @@ COMMAND_LABEL = f"{GROUP}/command"
 LEDGER_LABEL = f"{GROUP}/ledger"  # "true" on the ledger's Leases
 LOCK_LABEL = f"{GROUP}/lock"  # "true" on the target locks' Leases
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by Kubernetes on a Job's pods
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"  # set by Kubernetes on a Job's pods: the Job's uid
 
 # -- annotations ------------------------------------------------------------------------------------------
 REQUEST_ID = f"{GROUP}/request-id"
@@ -41,3 +42,10 @@ DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks th
 UNSTARTED = f"{GROUP}/held"
 LOCK_GROUP = f"{GROUP}/group"
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering
+
+# -- a Job run's start claim (runner/claim.py): a Lease, made by the pod that runs the script ---------
+START_CLAIM_PREFIX = "mdops-start-"  # manifests/identities.yaml's mdops-start-claims spells it too
+
+
+def start_claim_name(job: str) -> str:
+    return START_CLAIM_PREFIX + job

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from runbooks.contract import Command, ExitCode, now
+from runner.claim import CLAIMED_BY, ClaimError, Stopped, claim_from, claim_start
 from runner.execute import KILL_GRACE_SECONDS, Cancellation, Outcome, run_script
 from runner.gate import Thresholds, evaluate
 from runner.logs import LogSink, RotatingFile, dumps
@@ -30,6 +33,7 @@ from runner.request import (
 from runner.result import RESULT_PREFIX, build_result, write_result_file
 
 PROG = "python -m runner"
+STAND_BY_POLL_SECONDS = 0.5  # how soon a pod that does not run notices its SIGTERM
 
 
 class UsageError(Exception):
@@ -50,7 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Cancellation() as cancel:
         try:
             args, request, env = parse_arguments(argv, os.environ)
+            if (claim := claim_from(os.environ)) is not None:
+                holder = claim_start(claim, os.environ, cancel)
+                if holder is not None:
+                    return _stand_by(holder, hints.result_file, cancel)
             result = _run(args, request, env, log, cancel, started_at)
+        except ClaimError as exc:
+            result = _ended(ExitCode.NOT_EXECUTED, f"not run: {exc}", log, started_at)
+        except Stopped as exc:
+            result = _ended(ExitCode.CANCELLED, f"cancelled, not run: {exc}", log, started_at)
         except UsageError as exc:
             sys.stderr.write(f"{build_parser().format_usage()}{PROG}: error: {exc}\n")
             result = _ended(ExitCode.INVALID_ARGUMENTS, f"invalid arguments: {exc}", log, started_at)
@@ -59,6 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"runner error: {type(exc).__name__}: {exc}"
             result = _ended(ExitCode.NOT_EXECUTED, message, log, started_at)
         return _emit(result, hints.result_file, out)
+
+
+def _stand_by(holder: str, result_file: str | None, cancel: Cancellation) -> int:
+    """A second pod of the run's Job, whose start ``holder`` claimed: it never runs the script. It says so
+    (its termination message) and waits to be stopped with its Job; ended first, it would end the Job, and
+    the holder's run with it."""
+    if result_file:
+        write_result_file(result_file, json.dumps({CLAIMED_BY: holder}))
+    sys.stderr.write(f"{PROG}: not run in this pod: pod {holder} claimed the run's start\n")
+    sys.stderr.flush()
+    while cancel.signal_name is None:
+        time.sleep(STAND_BY_POLL_SECONDS)
+    return ExitCode.CANCELLED
 
 
 def parse_arguments(

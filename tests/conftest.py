@@ -213,6 +213,8 @@ def start_controller(mdops_crds, namespace, tmp_path, stopping_controllers, kept
         workdir.mkdir(exist_ok=True)
         if not (workdir / SESSIONS).exists():  # a controller started again keeps what it kept
             kept_calendar(workdir / SESSIONS)
+        if env.get("MDOPS_EXECUTOR") == "job" and not started:  # its pods claim their runs' starts
+            mdops_crds.install_runner(namespace)
         controller = ControllerProcess(mdops_crds.kubeconfig, namespace, workdir, env)
         started.append(controller)
         return controller

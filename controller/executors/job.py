@@ -36,6 +36,7 @@ from controller.kubeapi import CORE, JOBS, ApiError, KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode, now
+from runner.claim import CLAIM_ENV, FIELD_ENV, claimed_by
 from runner.execute import signal_name
 from runner.result import parse_result
 
@@ -43,6 +44,7 @@ from runner.result import parse_result
 # ConfigMap of the operator's own scripts (MDOPS_SCRIPTS_CONFIGMAP) is mounted over them.
 SCRIPTS_MOUNT = "/etc/mdops/scripts"
 TERMINATION_LOG = "/dev/termination-log"
+CLAIM_MOUNT = "/run/mdops/claim"  # the pod's token and the cluster's CA, for the start claim
 TMP_MOUNT = "/run/mdops/tmp"  # not /tmp: podsim maps mount paths onto this machine by their names
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
         )
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account
+    if settings.job_start_claim:
+        _claim_start(container, pod_spec)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -154,6 +158,26 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
             },
         },
     }
+
+
+def _claim_start(container: dict[str, Any], pod_spec: dict[str, Any]) -> None:
+    """What the runner needs to claim the run's start (:mod:`runner.claim`): the pod's own token, bound to
+    the pod, and the cluster's CA; the names of its pod and Job, and the Job's uid. The Job controller
+    names the pods ``<job>-<5 characters>`` (a Job name is at most 57 characters: never cut), which is how
+    the admission policy ties a claim to its pod's Job."""
+    container["env"] += [
+        {"name": CLAIM_ENV, "value": CLAIM_MOUNT},
+        *(
+            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+            for name, path in FIELD_ENV.values()
+        ),
+    ]
+    container["volumeMounts"].append({"name": "start-claim", "mountPath": CLAIM_MOUNT, "readOnly": True})
+    token = {"path": "token", "expirationSeconds": 3600}
+    ca = {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    pod_spec["volumes"].append(
+        {"name": "start-claim", "projected": {"sources": [{"serviceAccountToken": token}, {"configMap": ca}]}}
+    )
 
 
 def suspended(job: dict[str, Any] | None) -> bool:
@@ -185,6 +209,16 @@ def pod_result(pod: dict[str, Any]) -> dict[str, Any] | None:
             said = f"the termination message claims exit code {result['exitCode']}, not the runner's"
         how = died(terminated.get("exitCode"), terminated.get("reason"))
         return failure(ExitCode.NOT_EXECUTED, f"{how}: {said}")
+    return None
+
+
+def stood_by(pod: dict[str, Any]) -> str | None:
+    """The pod that claimed the run's start, if ``pod`` is a second pod of its Job that found the start
+    claimed and never ran the script (:func:`runner.claim.claimed_by`)."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if holder := claimed_by(terminated.get("message") or ""):
+            return holder
     return None
 
 
@@ -515,6 +549,9 @@ class JobExecutor:
             return
         key = (meta["namespace"], job)
         if key not in self.expected:  # a finished run's pod, or another replica's
+            return
+        if holder := stood_by(pod):  # its end is not the run's
+            log.info("%s/%s: pod %s did not run the script: %s claimed its start", *key, meta["name"], holder)
             return
         self.podless.pop(key, None)
         if kind == "DELETED":

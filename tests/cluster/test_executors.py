@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from devcluster.processes import answers_200, wait_until
+from runbooks.keys import start_claim_name
 from runner.request import BASE_ENV, Request, contract_env
 from sim.process import run_sim
 from tests.runbook_client import (
@@ -83,6 +84,13 @@ def test_job_executor_runs_the_runner_in_an_owned_job_and_reads_its_termination_
     assert (owner.kind, owner.uid, owner.controller) == ("Runbook", created["metadata"]["uid"], True)
     assert (job.spec.backoff_limit, job.spec.active_deadline_seconds) == (0, 120)
     assert (job.spec.pod_replacement_policy, job.spec.ttl_seconds_after_finished) == ("Failed", 3600)
+    # Its pod claimed the run's start before the script ran (runner/claim.py): the claim names the pod.
+    [pod] = client.CoreV1Api(api_client).list_namespaced_pod(namespace).items
+    claim = client.CoordinationV1Api(api_client).read_namespaced_lease(
+        start_claim_name(job.metadata.name), namespace
+    )
+    assert claim.spec.holder_identity == pod.metadata.name
+    assert [(o.kind, o.uid) for o in claim.metadata.owner_references] == [("Job", job.metadata.uid)]
 
 
 def test_job_executor_runs_the_images_reference_scripts_unless_a_configmap_is_named(
@@ -99,7 +107,7 @@ def test_job_executor_runs_the_images_reference_scripts_unless_a_configmap_is_na
     assert any(line["message"].startswith("failover completed in") for line in status["logs"])
     [job] = jobs(api_client, namespace)
     pod = job.spec.template.spec
-    assert [v.name for v in pod.volumes] == ["tmp"]
+    assert "scripts" not in [v.name for v in pod.volumes]
     assert "/etc/mdops/scripts" in pod.containers[0].args
 
 

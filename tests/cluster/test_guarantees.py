@@ -1123,6 +1123,7 @@ def test_a_job_that_ended_unseen_while_the_api_server_restarted_is_read_again(tm
         Proxy(plane.server) as proxy,
     ):
         plane.install_crds()
+        plane.install_runner("default")
         api = new_api_client(plane.kubeconfig)
         rbs = Runbooks(api, "default")
         through_proxy = proxy.kubeconfig(plane.kubeconfig, tmp_path / "through-proxy")

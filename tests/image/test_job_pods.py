@@ -52,6 +52,9 @@ def in_containers(image: str, scripts_configmap: str, network: str, **script_env
     """Settings of a controller whose Job pods podsim runs in ``image`` with podman."""
     annotations = {"podsim.mdops.io/run": "container", "podsim.mdops.io/network": network}
     return {
+        # Without a network no API server is reached, and the runner cannot claim its run's start (a pod of
+        # a cluster always has one): the claim, in a container, with the host's.
+        **({} if network == "host" else {"MDOPS_JOB_START_CLAIM": "false"}),
         "MDOPS_EXECUTOR": "job",
         "MDOPS_RUNNER_IMAGE": image,
         "MDOPS_SCRIPTS_CONFIGMAP": scripts_configmap,

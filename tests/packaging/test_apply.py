@@ -17,7 +17,7 @@ IDENTITIES = MANIFESTS / "identities.yaml"  # cluster-wide: other tests of the s
 POLICIES = [
     f"{kind}/{name}"
     for kind in ("validatingadmissionpolicy", "validatingadmissionpolicybinding")
-    for name in ("mdops-requested-by", "mdops-approver", "mdops-schedule-requested-by")
+    for name in ("mdops-requested-by", "mdops-approver", "mdops-schedule-requested-by", "mdops-start-claims")
 ]
 
 

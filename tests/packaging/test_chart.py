@@ -78,12 +78,10 @@ def test_default_install(helm):
             *["CustomResourceDefinition"] * len(crd.KINDS),
             "Deployment",
             "Pod",  # the helm test
-            "Role",
-            "RoleBinding",
+            *["Role", "RoleBinding", "ServiceAccount"] * 2,  # the controller's and the Job pods'
             "Secret",
             "Service",
-            "ServiceAccount",
-            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3,
+            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 4,
         ]
     )
     deployment = find(docs, "Deployment", "mdops")
@@ -226,7 +224,7 @@ def admission_policies(docs) -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_chart_and_kustomize_agree_on_the_identity_policies(helm, kustomize):
     chart, kustomized = admission_policies(helm.template()), admission_policies(kustomize())
-    assert chart == kustomized and len(chart) == 6
+    assert chart == kustomized and len(chart) == 8
     assert not admission_policies(helm.template("--set", "identities.enabled=false"))
 
 
@@ -284,8 +282,9 @@ def readme_permissions() -> set[tuple]:
 
 
 def test_the_readme_lists_the_permissions_the_role_grants(helm, kustomize):
-    with_peering = normalised_rules(find(kustomize(components=(PEERING,)), "Role"))
-    chart = normalised_rules(find(helm.template("-f", str(CHART / "ci" / "peering-values.yaml")), "Role"))
+    with_peering = normalised_rules(find(kustomize(components=(PEERING,)), "Role", "mdops-controller"))
+    peering_chart = helm.template("-f", str(CHART / "ci" / "peering-values.yaml"))
+    chart = normalised_rules(find(peering_chart, "Role", "mdops-controller"))
     assert readme_permissions() == with_peering == chart
 
 
@@ -293,14 +292,21 @@ def test_the_readme_lists_the_permissions_the_role_grants(helm, kustomize):
 def test_chart_and_kustomize_agree_on_rbac(helm, kustomize, peering):
     chart = helm.template(*(["-f", str(CHART / "ci" / "peering-values.yaml")] if peering else []))
     kustomized = kustomize(components=(PEERING,) if peering else ())
-    assert normalised_rules(find(chart, "Role")) == normalised_rules(find(kustomized, "Role"))
+    accounts = {"mdops-controller": "mdops", "mdops-runner": "mdops-runner"}  # Role: its ServiceAccount's
+    for role in accounts:
+        assert normalised_rules(find(chart, "Role", role)) == normalised_rules(find(kustomized, "Role", role))
     for docs in (chart, kustomized):
         assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-        binding, account = find(docs, "RoleBinding"), find(docs, "ServiceAccount")
-        assert binding["roleRef"]["name"] == find(docs, "Role")["metadata"]["name"]
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "mdops"}
-        ]
+        assert {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"} == set(
+            accounts.values()
+        )
+        for role, account in accounts.items():
+            binding = find(docs, "RoleBinding", role)
+            assert binding["roleRef"]["name"] == role
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "mdops"}]
+    assert normalised_rules(find(chart, "Role", "mdops-runner")) == {
+        ("coordination.k8s.io", "leases", verb, "*") for verb in ("create", "get")
+    }
     if peering:
         assert (
             find(chart, "Deployment")["spec"]["replicas"]

@@ -17,6 +17,7 @@ from controller.executors.job import (
     job_failure,
     pod_result,
     start_failure,
+    stood_by,
 )
 from controller.settings import ControllerSettings
 from runbooks.contract import ExitCode
@@ -68,7 +69,7 @@ def pod_of(job: dict) -> dict:
     ids=["image-scripts", "configmap"],
 )
 def test_the_scripts_are_the_images_unless_a_configmap_is_named(settings, configmap, volumes, mounts):
-    pod = pod_of(build_job(REQUEST, settings(scripts_configmap=configmap)))
+    pod = pod_of(build_job(REQUEST, settings(scripts_configmap=configmap, job_start_claim=False)))
     (container,) = pod["containers"]
     assert {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in pod["volumes"]} == volumes
     assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]} == mounts
@@ -80,7 +81,7 @@ def test_the_scripts_are_the_images_unless_a_configmap_is_named(settings, config
 
 def test_the_image_scripts_are_the_default(settings):
     assert settings().scripts_configmap == ""
-    assert [v["name"] for v in pod_of(build_job(REQUEST, settings()))["volumes"]] == ["tmp"]
+    assert [v["name"] for v in pod_of(build_job(REQUEST, settings()))["volumes"]] == ["tmp", "start-claim"]
 
 
 AWKWARD = "--dry-run -x -- $(TMPDIR) $$ ${HOME} `id` 'quoted' \"twice\" Ünïcödé\ttab\nnewline"
@@ -98,8 +99,10 @@ def test_a_job_passes_the_request_as_data_that_the_kubelet_leaves_as_it_is(setti
         "--min-coverage", "0.99", "--max-backlog", "10000", "--max-failover-latency-ms", "5000",
         "--scripts", SCRIPTS_MOUNT, "--result-file", "/dev/termination-log",
     ]  # fmt: skip
-    env = {item["name"]: item["value"] for item in container["env"]}
-    assert set(env) == {"TMPDIR", "MDOPS_REQUEST", "MDOPS_SCRIPT_ENV", "MDOPS_SCRIPT_PASS_ENV"}
+    env = {item["name"]: item["value"] for item in container["env"] if "valueFrom" not in item}
+    assert set(env) == {
+        "TMPDIR", "MDOPS_REQUEST", "MDOPS_SCRIPT_ENV", "MDOPS_SCRIPT_PASS_ENV", "MDOPS_START_CLAIM"
+    }  # fmt: skip
     assert not any("$" in value or not value.isascii() for value in env.values())
     assert json.loads(env["MDOPS_REQUEST"]) == {
         "command": "failover",
@@ -114,16 +117,36 @@ def test_a_job_passes_the_request_as_data_that_the_kubelet_leaves_as_it_is(setti
     assert json.loads(env["MDOPS_SCRIPT_PASS_ENV"]) == ["HTTP_PROXY"]
 
 
-def test_a_job_pod_holds_no_credentials_and_its_runner_is_pid_1(settings):
-    """What the README promises for scripts run as Jobs: no ServiceAccount token unless an account is named
-    for them, and the runner as the container's first process (its death ends every process of the
-    container: no process namespace shared with another container)."""
+def test_a_job_pod_holds_only_its_own_token_for_the_start_claim_and_its_runner_is_pid_1(settings):
+    """What the README promises for scripts run as Jobs: no ServiceAccount token but the one the runner
+    claims the run's start with (bound to the pod, of the account mdops-runner, whose only right that
+    is), none without the claim; and the runner as the container's first process (its death ends every
+    process of the container: no process namespace shared with another container)."""
     pod = pod_of(build_job(REQUEST, settings()))
-    assert pod["automountServiceAccountToken"] is False
-    assert "serviceAccountName" not in pod and "shareProcessNamespace" not in pod
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "mdops-runner"
+    assert "shareProcessNamespace" not in pod
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "runner"]  # no init or shell in front of it
-    assert "serviceAccountName" in pod_of(build_job(REQUEST, settings(job_service_account="runner")))
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tokens = [n for n, v in volumes.items() if "serviceAccountToken" in json.dumps(v)]
+    assert tokens == ["start-claim"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["start-claim"] == {"name": "start-claim", "mountPath": "/run/mdops/claim", "readOnly": True}
+    env = {item["name"]: item for item in container["env"]}
+    assert env["MDOPS_START_CLAIM"]["value"] == "/run/mdops/claim"
+    assert {
+        name: item["valueFrom"]["fieldRef"]["fieldPath"] for name, item in env.items() if "valueFrom" in item
+    } == {
+        "MDOPS_POD_NAME": "metadata.name",
+        "MDOPS_POD_NAMESPACE": "metadata.namespace",
+        "MDOPS_JOB_NAME": "metadata.labels['batch.kubernetes.io/job-name']",
+        "MDOPS_JOB_UID": "metadata.labels['batch.kubernetes.io/controller-uid']",
+    }
+    unclaimed = pod_of(build_job(REQUEST, settings(job_start_claim=False, job_service_account="")))
+    assert "serviceAccountToken" not in json.dumps(unclaimed) and "serviceAccountName" not in unclaimed
+    assert not [
+        e for e in unclaimed["containers"][0]["env"] if e["name"].startswith(("MDOPS_START", "MDOPS_POD"))
+    ]
 
 
 def pod(phase: str, state: dict | None = None, scheduled: dict | None = None) -> dict:
@@ -286,3 +309,22 @@ def test_what_a_runs_job_says_before_its_wait_begins_is_kept_for_it(settings):
     assert asyncio.run(executor.outcome(*deleted))["message"].startswith("the runner died (exit 137")
     executor.forget(deleted)
     assert (executor.jobless, deleted in executor.results) == (set(), False)
+
+
+def test_a_second_pod_of_the_job_that_stood_by_neither_ends_the_run_nor_drops_its_result(settings):
+    """A pod that found the run's start claimed by another (runner/claim.py) ends with its Job, stopped:
+    its end is not the run's, and its deletion loses nothing of the holder's result."""
+    executor = JobExecutor(settings(), kube=None)
+    key = ("mdops", "twice")
+    executor.expected.add(key)
+    idle = {"terminated": {"exitCode": 130, "message": '{"startClaimedBy": "twice-first"}'}}
+    assert stood_by(job_pod("twice", "Failed", idle)) == "twice-first"
+    executor.observe_pod("MODIFIED", job_pod("twice", "Failed", idle))
+    assert key not in executor.results
+    ran = forged_success()
+    executor.observe_pod(
+        "MODIFIED", job_pod("twice", "Succeeded", {"terminated": {"exitCode": 0, "message": ran}})
+    )
+    executor.observe_pod("DELETED", job_pod("twice", "Failed", idle))
+    assert executor.results[key]["exitCode"] == 0
+    assert stood_by(job_pod("twice", "Succeeded", {"terminated": {"exitCode": 0, "message": ran}})) is None

@@ -20,7 +20,9 @@ REQUEST = RunRequest("ns", "check", "0123456789abcdef", "req-1", "health_check",
 
 
 def job_pod(**settings) -> dict:
-    job = build_job(REQUEST, ControllerSettings(in_cluster=True, **settings))
+    """A Job pod without the start claim, whose variables from the Downward API podsim resolves before
+    podman sees them (the image tests run the claim in a container)."""
+    job = build_job(REQUEST, ControllerSettings(in_cluster=True, job_start_claim=False, **settings))
     return job["spec"]["template"]["spec"]
 
 
