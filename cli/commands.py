@@ -502,9 +502,9 @@ CREATED_AT = click.option(
     "--created-at",
     metavar="TIME",
     callback=_created_at,
-    help="The run decided on: its creation time as mdops runs or mdops get showed it (CREATED). If its "
-    "request id names another run now (deleted, or expired or rejected, and asked for again), nothing is "
-    "decided (exit 73).",
+    help="The run decided on: its creation time as mdops get showed it (created; mdops runs shows it whole "
+    "on a terminal wide enough, and with -o json). If its request id names another run now (deleted, or "
+    "expired or rejected, and asked for again), nothing is decided (exit 73).",
 )
 UID = click.option(
     "--uid",

@@ -6,9 +6,11 @@ terminal, never with ``NO_COLOR``) is Rich's business. ``-o json|yaml`` bypasses
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -141,27 +143,79 @@ def run_view(view: dict[str, Any]) -> RenderableType:
     return Group(fields, Text("logs", style="bold"), *logs) if logs else fields
 
 
-def runs_table(runs: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("REQUEST ID", "COMMAND", "RESULT", "EXIT", "PROFILE", "WINDOW", "BY", "CREATED", "NOTE"):
-        table.add_column(column, overflow="fold")
-    for run in runs:
-        flags = [flag for flag, on in (("dry run", run["dry_run"]), ("enforce", run["enforce"])) if on]
-        # Why a run that has not started waits (its lock, its change window, approvals): its message.
-        waits = run["status"] in (RunState.PENDING, RunState.QUEUED) and run.get("message")
-        note = escaped(", ".join(flags + ([waits] if waits else [])))
-        table.add_row(
-            run["request_id"],
-            run["command"],
-            state(run["status"]),
-            _text(run.get("exit_code")),
-            _text(run.get("profile")),
-            _text(run.get("window")),
-            _text(run.get("requested_by")),
-            _text(run.get("created_at")),
-            note,
-        )
-    return table
+RUNS_COLUMNS = ("REQUEST ID", "COMMAND", "RESULT", "EXIT", "PROFILE", "WINDOW", "BY", "CREATED", "NOTE")
+COMPACT_COLUMNS = ("REQUEST ID", "COMMAND", "RESULT", "EXIT", "CREATED")  # then a line of the others
+NOTE_ROOM = 20  # the least the table's NOTE column wraps in; with less room, the compact form
+BY_AND_PARAMETERS = (("by", "BY"), ("profile", "PROFILE"), ("window", "WINDOW"))
+GAP = 2  # between two columns (Rich's padding of one each side)
+
+
+def runs_table(runs: list[dict[str, Any]]) -> RenderableType:
+    return _RunsTable(runs)
+
+
+class _RunsTable:
+    """The runs as the console's width lets them read: a table, its notes wrapped in their column, where
+    every other column fits whole and the notes have room; else, compact, a line each with what tells a
+    run apart (request id, command, result, exit code, created as month-day hour:minute, in the API's
+    zone), and under it who asked, its parameters and its note, wrapped. Nothing is broken in the middle
+    of an id or a time (a table squeezed into 80 columns broke them over lines)."""
+
+    def __init__(self, runs: list[dict[str, Any]]):
+        self.runs = runs
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        rows = [_run_cells(run, whole_time=True) for run in self.runs]
+        widths = _widths(rows, RUNS_COLUMNS[:-1])
+        if sum(widths) + GAP * len(widths) + min(_widths(rows, ["NOTE"])[0], NOTE_ROOM) <= options.max_width:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for column in RUNS_COLUMNS:
+                table.add_column(column, no_wrap=column != "NOTE")
+            for row in rows:
+                table.add_row(*row.values())
+            yield table
+            return
+        rows = [_run_cells(run, whole_time=False) for run in self.runs]
+        widths = _widths(rows, COMPACT_COLUMNS)
+
+        def line(cells: list[Text]) -> Text:  # not wrapped by Rich: a terminal wraps what is too wide
+            text = Text(no_wrap=True, overflow="ignore")
+            for cell, width in zip(cells, widths, strict=True):
+                text.append_text(cell)
+                text.append(" " * (width - cell.cell_len + GAP))
+            text.rstrip()
+            return text
+
+        yield line([Text(column, style="bold") for column in COMPACT_COLUMNS])
+        for row in rows:
+            yield line([row[column] for column in COMPACT_COLUMNS])
+            said = [f"{key} {row[column]}" for key, column in BY_AND_PARAMETERS if row[column].plain != "-"]
+            yield Text("  " + " · ".join(said + ([row["NOTE"].plain] if row["NOTE"] else [])))
+
+
+def _run_cells(run: dict[str, Any], whole_time: bool) -> dict[str, Text]:
+    """The runs list's entry as the cells of its columns; created as given, or as month-day hour:minute."""
+    flags = [flag for flag, on in (("dry run", run["dry_run"]), ("enforce", run["enforce"])) if on]
+    # Why a run that has not started waits (its lock, its change window, approvals): its message.
+    waits = run["status"] in (RunState.PENDING, RunState.QUEUED) and run.get("message")
+    created = run.get("created_at")
+    if created and not whole_time:
+        created = parse_time(created).strftime("%m-%d %H:%M")  # parse_time keeps the API's offset
+    cells = [
+        *(_text(run[key]) for key in ("request_id", "command")),
+        state(run["status"]),
+        *(_text(run.get(key)) for key in ("exit_code", "profile", "window", "requested_by")),
+        _text(created),
+        escaped(", ".join(flags + ([waits] if waits else []))),
+    ]
+    return {
+        column: Text(cell) if isinstance(cell, str) else cell
+        for column, cell in zip(RUNS_COLUMNS, cells, strict=True)
+    }
+
+
+def _widths(rows: list[dict[str, Text]], columns: Sequence[str]) -> list[int]:
+    return [max([cell_len(column)] + [row[column].cell_len for row in rows]) for column in columns]
 
 
 def schedules_table(schedules: list[dict[str, Any]]) -> Table:

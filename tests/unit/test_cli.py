@@ -1586,3 +1586,83 @@ def test_a_schedules_problem_is_shown_escaped():
     }
     shown = _text(render.schedules_table([listed]))
     assert "cannot\\x1b[2J run\\x07" in shown and "\x1b" not in shown
+
+
+def _listed(request_id: str, **fields) -> dict:
+    created = {"created_at": "2026-12-05T23:47:49+08:00", "requested_by": "alice", "profile": "primary"}
+    return {**RUN_SUMMARY, **created, "window": "day", "request_id": request_id, **fields}
+
+
+RUNS_PAGE = {
+    "runbooks": [
+        _listed(
+            "9b1c5a2e-3f4d-4e6a-8b7c-1d2e3f4a5b6c", command="health_check", status="success", exit_code=0
+        ),
+        _listed(
+            "fo-2026-12-03",
+            command="failover",
+            status="queued",
+            profile="backup",
+            message="waiting for 0 of 1 approvals (bob) until 2026-12-06T00:17:49+08:00",
+        ),
+        _listed("hc-1", status="failed", exit_code=3, requested_by="schedule:nightly-health", dry_run=True),
+    ],
+    "matched": 3,
+    "next_cursor": None,
+}
+
+
+def test_the_runs_list_reads_whole_at_80_columns_and_as_a_table_when_wide(invoke, api):
+    """At 80 columns (an uuid for a request id, the default) every run is a line with its request id,
+    command, result, exit code and created time whole (month-day hour:minute), and under it who asked, its
+    parameters and why it waits; nothing broken in the middle of a word. Wide, a column each, times whole."""
+    api.answers["GET /api/ops/runbooks"] = lambda answer: answer.json(200, RUNS_PAGE)
+    narrow = invoke("runs", "--url", api.url, "--token", SECRET, COLUMNS="80")
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, narrow.stdout
+    uuid = RUNS_PAGE["runbooks"][0]["request_id"]
+    assert [line.split() for line in lines[:2]] == [
+        ["REQUEST", "ID", "COMMAND", "RESULT", "EXIT", "CREATED"],
+        [uuid, "health_check", "success", "0", "12-05", "23:47"],
+    ]
+    assert lines[2] == "  by alice · profile primary · window day"
+    assert lines[3].split() == ["fo-2026-12-03", "failover", "queued", "-", "12-05", "23:47"]
+    assert " ".join(lines[4:6]) == (
+        "  by alice · profile backup · window day · waiting for 0 of 1 approvals (bob) until "
+        "2026-12-06T00:17:49+08:00"
+    )
+    assert lines[6].split() == ["hc-1", "restart", "failed", "3", "12-05", "23:47"]
+    assert lines[7:] == ["  by schedule:nightly-health · profile primary · window day · dry run"]
+    wide = invoke("runs", "--url", api.url, "--token", SECRET, COLUMNS="240")
+    rows = [row.split() for row in wide.stdout.splitlines()]
+    assert rows[0] == [
+        "REQUEST",
+        "ID",
+        "COMMAND",
+        "RESULT",
+        "EXIT",
+        "PROFILE",
+        "WINDOW",
+        "BY",
+        "CREATED",
+        "NOTE",
+    ]
+    created = "2026-12-05T23:47:49+08:00"
+    waits = ["waiting", "for", "0", "of", "1", "approvals", "(bob)", "until", "2026-12-06T00:17:49+08:00"]
+    assert rows[1:] == [
+        [uuid, "health_check", "success", "0", "primary", "day", "alice", created],
+        ["fo-2026-12-03", "failover", "queued", "-", "backup", "day", "alice", created, *waits],
+        [
+            "hc-1",
+            "restart",
+            "failed",
+            "3",
+            "primary",
+            "day",
+            "schedule:nightly-health",
+            created,
+            "dry",
+            "run",
+        ],
+    ]
