@@ -134,11 +134,28 @@ class Api:
         seen = {"created_at": created_at and created_at.isoformat(), "uid": uid and str(uid)}
         body = {"comment": comment} | {key: value for key, value in seen.items() if value}
         response = self._call("POST", path, json=body)
-        if response.status_code == 409:  # made again, too late, decided: the run is to be looked at again
+        if response.status_code == 409:  # not the run named, too late, decided: look at the run again
             refused = self._refused(response)
-            refused.hint = f"mdops get {request_id} shows the run as it is now"
+            refused.hint = self._look_again(request_id)
             raise refused
         return self._json(response, DecisionResponse)
+
+    def _look_again(self, request_id: str) -> str | None:
+        """How this token sees the run of ``request_id`` as it is now, after a refused decision: ``mdops get``
+        when the API lets it read the run (a read of it says), else with a token that may read it (one with
+        runbooks:approve alone may not); none otherwise (the run gone meanwhile, another's, no answer)."""
+        try:
+            code = self._call("GET", _runbook_path(request_id)).status_code
+        except CliError:
+            return None
+        if code == 200:
+            return f"mdops get {request_id} shows the run as it is now"
+        if code == 403:
+            return (
+                f"this token may not read the run (it lacks status:read): mdops get {request_id} with a "
+                "token that has it shows the run as it is now"
+            )
+        return None
 
     @contextmanager
     def events(self, request_id: str, last_event_id: str | None) -> Iterator[EventSource]:

@@ -27,8 +27,9 @@ from fastapi.responses import JSONResponse
 from kubernetes import client
 from pydantic import ValidationError
 
+from api.auth import Principal, reads
 from api.cache import RunbookCache
-from api.deps import Approving, CacheDep, KubeDep, SettingsDep
+from api.deps import RUNBOOK_READ, Approving, CacheDep, KubeDep, SettingsDep
 from api.errors import Conflict, Forbidden
 from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT, KubeRequests
@@ -52,11 +53,11 @@ RESPONSES = responses(
     503,
     c403="The token lacks runbooks:approve, or approves a run it asked for.",
     c404="No run has this request_id.",
-    c409="The run was created again since the client looked (its created_at or uid is not the one sent), too "
-    "late (the run runs or has finished; to approve, it has passed the gate and waits for its "
-    "lock, where a rejection still stops it), no policy "
-    "asks for approvals for the run (the gate lets it start at once), already decided by this token, or "
-    "the run names no requester (or, to approve, names a schedule that names nobody).",
+    c409="The run is not the one the client named (its created_at or uid is not the one sent: made again "
+    "since the client looked, or mistyped), too late (the run runs or has finished; to approve, it has "
+    "passed the gate and waits for its lock, where a rejection still stops it), no policy asks for "
+    "approvals for the run (the gate lets it start at once), already decided by this token, or the run "
+    "names no requester (or, to approve, names a schedule that names nobody).",
 )
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
 Comment = Annotated[
@@ -83,7 +84,7 @@ def _route(decision: ApprovalDecision, summary: str) -> None:
         body: Comment = None,
     ) -> JSONResponse:
         return await _decide(
-            decision, request_id, settings.zone, settings.calendar, cache, kube, principal.name, body
+            decision, request_id, settings.zone, settings.calendar, cache, kube, principal, body
         )
 
     router.add_api_route(
@@ -111,14 +112,22 @@ async def _decide(
     calendar: VenueCalendar,
     cache: RunbookCache,
     kube: KubeRequests,
-    approver: str,
+    principal: Principal,
     body: DecisionRequest | None,
 ) -> JSONResponse:
     record = lookup(cache, request_id)
-    if body is not None and (changed := _another(body, record, zone)):
+    approver = principal.name
+    if body is not None and (named := _another(body, record, zone)):
+        # Which run the request id names now, only to a token that may read it (as GET would show it).
+        now = (
+            f": its request id names Runbook {record.uid}, created at {iso(record.created, zone)}"
+            if RUNBOOK_READ.allows(principal) and reads(principal, record)
+            else ""
+        )
         raise Conflict(
-            f"run {request_id!r} was created again since you looked ({changed}): look again; "
-            "nothing was decided"
+            f"run {request_id!r} is not the one you named ({named}){now}; "
+            "either the run you named was deleted and its request id asked for again since you looked, or "
+            "what you gave is mistyped: nothing was decided"
         )
     requester = record.spec.get("requestedBy") or ""
     if decision == "Approve" and approver == requester:
@@ -194,13 +203,13 @@ async def _decide(
 
 
 def _another(body: DecisionRequest, record: RunbookRecord, zone: datetime.tzinfo) -> str | None:
-    """How the run the client saw (its ``created_at``, its ``uid``) differs from ``record``, the Runbook its
-    request id names now; None if it does not."""
-    made = iso(record.created, zone)
+    """The run the client named (``created at ...``, ``Runbook <uid>``) if it is not ``record``, the
+    Runbook its request id names now; None if it is. The API cannot tell a run made again since the client
+    looked from a time or uid mistyped: it keeps no deleted Runbook."""
     if body.created_at is not None and body.created_at != record.created:
-        return f"the run you saw was created at {iso(body.created_at, zone)}, this one at {made}"
+        return f"created at {iso(body.created_at, zone)}"
     if body.uid is not None and str(body.uid) != record.uid:
-        return f"the run you saw is Runbook {body.uid}, this one {record.uid}, created at {made}"
+        return f"Runbook {body.uid}"
     return None
 
 

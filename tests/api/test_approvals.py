@@ -13,6 +13,7 @@ import datetime
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -144,15 +145,20 @@ def test_mdops_decides_only_on_the_run_created_when_it_was_shown(api, identities
     execute(api, "alice", "fo-cli2")
     stale = mdops(api, "bob", "approve", "fo-cli2", "--created-at", seen, home=tmp_path)
     assert stale.returncode == Exit.CONFLICT, stale.stderr
-    assert "was created again since you looked" in stale.stderr and "nothing was decided" in stale.stderr
-    # What to do next is to look at the run again: approve has no --request-id to give.
-    assert stale.stderr.endswith("; hint: mdops get fo-cli2 shows the run as it is now\n"), stale.stderr
+    assert f"run 'fo-cli2' is not the one you named (created at {seen})" in stale.stderr
+    assert stale.stderr.count("nothing was decided") == 1
+    # What to do next is to look at the run again (approve has no --request-id to give), which bob, with
+    # runbooks:approve alone, does with another token.
+    assert stale.stderr.endswith(
+        "; hint: this token may not read the run (it lacks status:read): mdops get fo-cli2 with a token that "
+        "has it shows the run as it is now\n"
+    ), stale.stderr
     naive = mdops(api, "bob", "reject", "fo-cli2", "--created-at", seen[:19], home=tmp_path)
     assert naive.returncode == Exit.USAGE and "no UTC offset" in naive.stderr
     now = shown(api, "fo-cli2")
     other = mdops(api, "bob", "reject", "fo-cli2", "--uid", first["runbook"]["uid"], home=tmp_path)
     assert other.returncode == Exit.CONFLICT, other.stderr
-    assert f"the run you saw is Runbook {first['runbook']['uid']}, this one " in other.stderr
+    assert f"run 'fo-cli2' is not the one you named (Runbook {first['runbook']['uid']}); " in other.stderr
     for wrong in ("fo-cli2", ""):
         refused = mdops(api, "bob", "reject", "fo-cli2", "--uid", wrong, home=tmp_path)
         assert refused.returncode == Exit.USAGE and "not a uid" in refused.stderr, refused.stderr
@@ -173,6 +179,44 @@ def test_mdops_decides_only_on_the_run_created_when_it_was_shown(api, identities
     assert approved.returncode == 0, approved.stderr
     [made] = approvals(identities, namespace)
     assert (made["approver"], made["runbookUid"]) == ("bob", uid(identities, namespace, "fo-cli2"))
+
+
+def test_a_mistyped_uid_is_said_to_name_another_run_and_only_a_reader_is_told_the_run_s(
+    api, identities, namespace, tmp_path
+):
+    """fo-mt was never asked for again: a uid (or a time) that is not its own is a typo, or a run made again.
+    The API says that it names another run than the request id's, not that the run was created again; the
+    run's own uid and time only to a token that may read it (alice, status:read), not to bob (runbooks:approve
+    alone). mdops's hint is what the token may do: mdops get for alice; for bob, another token."""
+    execute(api, "alice", "fo-mt")
+    now, real, typo = shown(api, "fo-mt"), uid(identities, namespace, "fo-mt"), str(uuid.uuid4())
+    later = (parse_time(now) + datetime.timedelta(hours=1)).isoformat()
+    for named, body in ((f"Runbook {typo}", {"uid": typo}), (f"created at {later}", {"created_at": later})):
+        code, refused = decide(api, "bob", "fo-mt", body=body)
+        assert code == 409, refused
+        assert refused["detail"] == (
+            f"run 'fo-mt' is not the one you named ({named}); either the run you named was deleted and its "
+            "request id asked for again since you looked, or what you gave is mistyped: nothing was decided"
+        )
+        code, refused = decide(api, "alice", "fo-mt", "reject", body=body)
+        assert code == 409, refused
+        assert refused["detail"].startswith(
+            f"run 'fo-mt' is not the one you named ({named}): its request id names Runbook {real}, created "
+            f"at {now}; either the run you named"
+        ), refused
+    bob = mdops(api, "bob", "approve", "fo-mt", "--uid", typo, home=tmp_path)
+    assert bob.returncode == Exit.CONFLICT, bob.stderr
+    assert "created again" not in bob.stderr and real not in bob.stderr
+    assert bob.stderr.endswith(
+        "; hint: this token may not read the run (it lacks status:read): mdops get fo-mt with a token that "
+        "has it shows the run as it is now\n"
+    ), bob.stderr
+    alice = mdops(api, "alice", "reject", "fo-mt", "--uid", typo, home=tmp_path)
+    assert alice.returncode == Exit.CONFLICT, alice.stderr
+    assert real in alice.stderr and alice.stderr.endswith(
+        "; hint: mdops get fo-mt shows the run as it is now\n"
+    )
+    assert approvals(identities, namespace) == []
 
 
 def test_another_person_approves_and_the_requester_may_only_withdraw(api, identities, namespace):
@@ -260,9 +304,15 @@ def test_a_decision_on_the_run_the_client_saw_is_refused_once_it_was_made_again(
         code, body = decide(api, "bob", "fo-5", verb, body={"created_at": seen, "comment": "as I saw it"})
         assert code == 409, body
         assert body["detail"] == (
-            f"run 'fo-5' was created again since you looked (the run you saw was created at {seen}, this "
-            f"one at {now}): look again; nothing was decided"
-        )
+            f"run 'fo-5' is not the one you named (created at {seen}); either the run you named was deleted "
+            "and its request id asked for again since you looked, or what you gave is mistyped: nothing was "
+            "decided"
+        )  # bob may not read alice's run (runbooks:approve alone): the API says nothing of it
+    code, body = decide(api, "alice", "fo-5", "reject", body={"created_at": seen})
+    assert code == 409 and body["detail"].startswith(
+        f"run 'fo-5' is not the one you named (created at {seen}): its request id names Runbook "
+        f"{uid(identities, namespace, 'fo-5')}, created at {now}; either "
+    ), body
     assert approvals(identities, namespace) == []
     code, made = decide(api, "bob", "fo-5", body={"created_at": now})
     assert code == 201, made
@@ -295,10 +345,12 @@ def test_a_run_made_again_within_the_second_of_the_one_seen_is_told_apart_by_its
     for verb in ("approve", "reject"):  # as if within its second: the time is the new run's
         code, body = decide(api, "bob", "fo-6", verb, body={"created_at": now, "uid": seen})
         assert code == 409, body
-        assert body["detail"] == (
-            f"run 'fo-6' was created again since you looked (the run you saw is Runbook {seen}, this one "
-            f"{made_again}, created at {now}): look again; nothing was decided"
-        )
+        assert body["detail"].startswith(f"run 'fo-6' is not the one you named (Runbook {seen}); either")
+    code, body = decide(api, "alice", "fo-6", "reject", body={"created_at": now, "uid": seen})
+    assert code == 409 and body["detail"].startswith(
+        f"run 'fo-6' is not the one you named (Runbook {seen}): its request id names Runbook {made_again}, "
+        f"created at {now}; either"
+    ), body
     assert approvals(identities, namespace) == []
     code, made = decide(api, "bob", "fo-6", body={"uid": made_again.upper()})  # a uid in any case
     assert code == 201, made

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from api.auth import APPROVE, Principal
 from api.records import record_of
 from api.routes import approvals
 from runbooks.calendar import VenueCalendar
 from runbooks.contract import format_time
 
 UTC = datetime.UTC
+BOB = Principal("bob", frozenset({APPROVE}))
 
 
 class Cache:
@@ -77,7 +79,7 @@ def test_an_approval_waits_at_most_a_second_for_the_runs_next_second(monkeypatch
     kube = Kube()
     answer = asyncio.run(
         approvals._decide(
-            "Approve", "fo-1", UTC, VenueCalendar("XHKG"), Cache(awaiting(created)), kube, "bob", None
+            "Approve", "fo-1", UTC, VenueCalendar("XHKG"), Cache(awaiting(created)), kube, BOB, None
         )
     )
     assert answer.status_code == 201 and len(kube.made) == 1
