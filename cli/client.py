@@ -22,6 +22,7 @@ import httpx
 from httpx_sse import EventSource, connect_sse
 from pydantic import BaseModel, ValidationError
 
+from api.auth import APPROVE, STATUS_READ
 from api.schemas import (
     DecisionResponse,
     ExecuteResponse,
@@ -30,6 +31,7 @@ from api.schemas import (
     StatusResponse,
     SummaryResponse,
     TimeseriesResponse,
+    WhoamiResponse,
 )
 from cli.config import Connection
 from cli.errors import CliError, Exit, answer_error, detail_of, escaped
@@ -103,7 +105,20 @@ class Api:
         return found
 
     def runbook(self, request_id: str) -> dict[str, Any]:
-        return self._json(self._call("GET", _runbook_path(request_id)), ExecuteResponse)
+        try:
+            return self._json(self._call("GET", _runbook_path(request_id)), ExecuteResponse)
+        except CliError as error:
+            if error.exit_code == Exit.NOT_FOUND:
+                self._found_by_others(error)
+            raise
+
+    def permissions(self) -> set[str] | None:
+        """The token's permissions (``GET /api/ops/whoami``), None when the API does not say: for a hint
+        that fits what the token may do."""
+        try:
+            return set(self._json(self._call("GET", "/api/ops/whoami"), WhoamiResponse)["permissions"])
+        except CliError:
+            return None
 
     def find(self, request_id: str) -> dict[str, Any] | None:
         """The run of this request id, or None while the API knows none (its 404, with its detail: another
@@ -134,11 +149,30 @@ class Api:
         seen = {"created_at": created_at and created_at.isoformat(), "uid": uid and str(uid)}
         body = {"comment": comment} | {key: value for key, value in seen.items() if value}
         response = self._call("POST", path, json=body)
-        if response.status_code == 409:  # not the run named, too late, decided: look at the run again
-            refused = self._refused(response)
+        if response.is_success:
+            return self._json(response, DecisionResponse)
+        refused = self._refused(response)
+        # The API's refusal, with a hint of what this token may do next (the API's permissions say).
+        if refused.exit_code == Exit.CONFLICT:  # not the run named, too late, decided: look at it again
             refused.hint = self._look_again(request_id)
-            raise refused
-        return self._json(response, DecisionResponse)
+        elif refused.exit_code == Exit.NOT_FOUND:
+            self._found_by_others(refused)
+        elif (
+            refused.exit_code == Exit.NOT_ALLOWED
+            and refused.status == 403
+            and APPROVE in (self.permissions() or ())
+        ):
+            # The token may decide: its own run, which another person approves (four eyes), not a token
+            # of someone else's that has the permission.
+            refused.hint = f"another person approves it (four eyes); mdops reject {request_id} withdraws it"
+        raise refused
+
+    def _found_by_others(self, error: CliError) -> None:
+        """A 404's hint is the runs list, which only a token with status:read may read: for another (as the
+        API says), with such a token."""
+        permissions = self.permissions()
+        if permissions is not None and STATUS_READ not in permissions:
+            error.hint = "`mdops runs`, with a token that has status:read, lists the recent request ids"
 
     def _look_again(self, request_id: str) -> str | None:
         """How this token sees the run of ``request_id`` as it is now, after a refused decision: ``mdops get``

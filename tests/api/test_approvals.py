@@ -112,6 +112,24 @@ def test_mdops_approve_and_reject_decide_as_the_rest_api_does(api, identities, n
     execute(api, "alice", "fo-cli")
     own = mdops(api, "alice", "approve", "fo-cli", home=tmp_path)
     assert own.returncode == Exit.NOT_ALLOWED and "nobody approves their own request" in own.stderr
+    # Not "use a token that has the permission": alice's has it, and another person's is not hers to use.
+    assert own.stderr.endswith(
+        "; hint: another person approves it (four eyes); mdops reject fo-cli withdraws it\n"
+    )
+    lacking = mdops(api, "carol", "approve", "fo-cli", home=tmp_path)
+    assert (
+        lacking.returncode == Exit.NOT_ALLOWED and "lacks the permission 'runbooks:approve'" in lacking.stderr
+    )
+    assert lacking.stderr.endswith("; hint: use a token that has the permission (--context, --token)\n")
+    # An unknown request id: the runs list has the recent ones, for a token that may read it (not bob's).
+    for who, hint in (
+        ("alice", "`mdops runs` lists the recent request ids"),
+        ("bob", "`mdops runs`, with a token that has status:read, lists the recent request ids"),
+    ):
+        unknown = mdops(api, who, "approve", "fo-cli-typo", home=tmp_path)
+        assert unknown.returncode == Exit.NOT_FOUND and unknown.stderr.endswith(f"; hint: {hint}\n"), (
+            unknown.stderr
+        )
     approved = mdops(api, "bob", "approve", "fo-cli", "--comment", "backup checked", home=tmp_path)
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout == "approved fo-cli (asked for by alice), as bob: backup checked\n"

@@ -1666,3 +1666,42 @@ def test_the_runs_list_reads_whole_at_80_columns_and_as_a_table_when_wide(invoke
             "run",
         ],
     ]
+
+
+def _whoami(permissions: list[str]) -> dict:
+    defaults = {"mode": "live", "window": "auto", "profile": "primary", "config": "default", "enforce": False}
+    return {
+        "name": "ci",
+        "permissions": permissions,
+        "commands": ["health_check"],
+        "mutating_commands": [],
+        "execute_defaults": {**defaults, "timeout_seconds": 600},
+        "time_zone": "Asia/Hong_Kong",
+        "events_heartbeat_seconds": 15.0,
+        "execute_wait_seconds": 10.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("whoami", "hint"),
+    [
+        (
+            _whoami(["runbooks:execute:health_check"]),
+            "`mdops runs`, with a token that has status:read, lists",
+        ),
+        (_whoami(["status:read"]), "`mdops runs` lists"),
+        (None, "`mdops runs` lists"),  # an API that does not say: the hint as it was
+    ],
+    ids=["execute-only", "reader", "unknown"],
+)
+def test_an_unknown_runs_hint_is_the_runs_list_for_a_token_that_may_read_it(invoke, api, whoami, hint):
+    """A token that may execute but not read others' runs (no status:read) cannot list them either."""
+    if whoami is not None:
+        api.answers["GET /api/ops/whoami"] = lambda answer: answer.json(200, whoami)
+    api.answers["GET /api/ops/runbooks/hc-9"] = lambda answer: answer.json(404, {"detail": "no runbook hc-9"})
+    for command in ("get", "logs"):
+        result = invoke(command, "hc-9", "--url", api.url, "--token", SECRET)
+        assert result.exit_code == Exit.NOT_FOUND, result.output
+        assert (
+            result.stderr == f"mdops: not found (404): no runbook hc-9; hint: {hint} the recent request ids\n"
+        )
