@@ -6,7 +6,7 @@ terminal, never with ``NO_COLOR``) is Rich's business. ``-o json|yaml`` bypasses
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.cells import cell_len
@@ -159,7 +159,7 @@ class _RunsTable:
     every other column fits whole and the notes have room; else, compact, a line each with what tells a
     run apart (request id, command, result, exit code, created as month-day hour:minute, in the API's
     zone), and under it who asked, its parameters and its note, wrapped. Nothing is broken in the middle
-    of an id or a time (a table squeezed into 80 columns broke them over lines)."""
+    of an id or a time (a table squeezed into 80 columns broke them over lines), nor cut at the edge."""
 
     def __init__(self, runs: list[dict[str, Any]]):
         self.runs = runs
@@ -177,18 +177,24 @@ class _RunsTable:
             return
         rows = [_run_cells(run, whole_time=False) for run in self.runs]
         widths = _widths(rows, COMPACT_COLUMNS)
+        rest = sum(widths[1:]) + GAP * len(widths[1:])
+        # A request id too long for the line (a schedule's) is a line of its own, its run's cells under it.
+        widths[0] = min(widths[0], max(options.max_width - rest, cell_len(COMPACT_COLUMNS[0])))
 
-        def line(cells: list[Text]) -> Text:  # not wrapped by Rich: a terminal wraps what is too wide
-            text = Text(no_wrap=True, overflow="ignore")
+        def lines(cells: list[Text]) -> Iterator[Text]:
+            text = Text()
             for cell, width in zip(cells, widths, strict=True):
+                if cell.cell_len > width:
+                    yield cell
+                    cell = Text()
                 text.append_text(cell)
                 text.append(" " * (width - cell.cell_len + GAP))
             text.rstrip()
-            return text
+            yield text
 
-        yield line([Text(column, style="bold") for column in COMPACT_COLUMNS])
+        yield from lines([Text(column, style="bold") for column in COMPACT_COLUMNS])
         for row in rows:
-            yield line([row[column] for column in COMPACT_COLUMNS])
+            yield from lines([row[column] for column in COMPACT_COLUMNS])
             said = [f"{key} {row[column]}" for key, column in BY_AND_PARAMETERS if row[column].plain != "-"]
             yield Text("  " + " · ".join(said + ([row["NOTE"].plain] if row["NOTE"] else [])))
 
@@ -199,8 +205,8 @@ def _run_cells(run: dict[str, Any], whole_time: bool) -> dict[str, Text]:
     # Why a run that has not started waits (its lock, its change window, approvals): its message.
     waits = run["status"] in (RunState.PENDING, RunState.QUEUED) and run.get("message")
     created = run.get("created_at")
-    if created and not whole_time:
-        created = parse_time(created).strftime("%m-%d %H:%M")  # parse_time keeps the API's offset
+    if not whole_time and (when := parse_time(created)):  # in the API's zone: parse_time keeps its offset
+        created = when.strftime("%m-%d %H:%M")
     cells = [
         *(_text(run[key]) for key in ("request_id", "command")),
         state(run["status"]),

@@ -1705,3 +1705,26 @@ def test_an_unknown_runs_hint_is_the_runs_list_for_a_token_that_may_read_it(invo
         assert (
             result.stderr == f"mdops: not found (404): no runbook hc-9; hint: {hint} the recent request ids\n"
         )
+
+
+def test_a_runs_time_that_is_none_is_shown_as_written_at_any_width():
+    """The API shows a creation time no zone can hold as written (api.render.iso): the compact form, which
+    shortens a time, keeps one it cannot read as it is, rather than fail."""
+    odd = {**RUNS_PAGE["runbooks"][0], "created_at": "+10000-01-01T00:00:00Z"}
+    for width in (80, 240):
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        console.print(render.runs_table([odd]))
+        assert "+10000-01-01T00:00:00Z" in console.file.getvalue()
+
+
+def test_a_request_id_too_long_for_80_columns_is_a_line_of_its_own_the_time_kept_whole():
+    """A schedule's run (``schedule.<name>.<slot>``): its id does not push every run's cells past 80
+    columns, where a time would be broken over two lines; it has a line of its own, its cells under it."""
+    scheduled = {**RUNS_PAGE["runbooks"][0], "request_id": "schedule.nightly-health.20261205t154700z"}
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(render.runs_table([RUNS_PAGE["runbooks"][0], scheduled]))
+    lines = console.file.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[3] == "schedule.nightly-health.20261205t154700z"
+    assert lines[1].split()[1:] == lines[4].split() == ["health_check", "success", "0", "12-05", "23:47"]
+    assert lines[1].index("health_check") == lines[4].index("health_check")
