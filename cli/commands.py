@@ -451,7 +451,11 @@ def runs(
         "requested_by": who,
         "since": since and since.isoformat(),
     }
-    found = api.runs({k: v for k, v in filters.items() if v}, limit)
+    given = {k: v for k, v in filters.items() if v}
+    found = api.runs(given, limit)
+    if out.human and not found:  # not a table of headers alone
+        out.console.print("no runs match the filters" if given else "no runs")
+        return
     out.show(found, render.runs_table)
 
 

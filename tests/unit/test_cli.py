@@ -1728,3 +1728,13 @@ def test_a_request_id_too_long_for_80_columns_is_a_line_of_its_own_the_time_kept
     assert lines[3] == "schedule.nightly-health.20261205t154700z"
     assert lines[1].split()[1:] == lines[4].split() == ["health_check", "success", "0", "12-05", "23:47"]
     assert lines[1].index("health_check") == lines[4].index("health_check")
+
+
+def test_no_runs_is_said_in_words_and_an_empty_list_in_json(invoke, api):
+    api.answers["GET /api/ops/runbooks"] = lambda answer: answer.json(
+        200, {"runbooks": [], "matched": 0, "next_cursor": None}
+    )
+    connection = ("--url", api.url, "--token", SECRET)
+    assert invoke("runs", *connection).stdout == "no runs\n"
+    assert invoke("runs", "--who", "bob", *connection).stdout == "no runs match the filters\n"
+    assert json.loads(invoke("runs", "--who", "bob", "-o", "json", *connection).stdout) == []
