@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -196,14 +197,17 @@ class _RunsTable:
         for row in rows:
             yield from lines([row[column] for column in COMPACT_COLUMNS])
             said = [f"{key} {row[column]}" for key, column in BY_AND_PARAMETERS if row[column].plain != "-"]
-            yield Text("  " + " · ".join(said + ([row["NOTE"].plain] if row["NOTE"] else [])))
+            details = Text(" · ".join(said + ([row["NOTE"].plain] if row["NOTE"] else [])))
+            yield Padding(details, (0, 0, 0, 2), expand=False)  # its lines wrapped under its first
 
 
 def _run_cells(run: dict[str, Any], whole_time: bool) -> dict[str, Text]:
     """The runs list's entry as the cells of its columns; created as given, or as month-day hour:minute."""
     flags = [flag for flag, on in (("dry run", run["dry_run"]), ("enforce", run["enforce"])) if on]
-    # Why a run that has not started waits (its lock, its change window, approvals): its message.
-    waits = run["status"] in (RunState.PENDING, RunState.QUEUED) and run.get("message")
+    # Why a run that has not started waits (its lock, its change window, approvals), or why one ended
+    # without running (refused by its window, a person, its approvals expired): its message.
+    refused = run["status"] == RunState.FAILED and run.get("exit_code") is None
+    waits = (run["status"] in (RunState.PENDING, RunState.QUEUED) or refused) and run.get("message")
     created = run.get("created_at")
     if not whole_time and (when := parse_time(created)):  # in the API's zone: parse_time keeps its offset
         created = when.strftime("%m-%d %H:%M")

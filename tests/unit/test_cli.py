@@ -1453,11 +1453,16 @@ def test_a_status_message_and_a_runs_fields_are_shown_escaped_too():
     assert "asked by    -: why\\x1b]0;owned\\x07" in shown and "parameters  profile p\\x1b[2J " in shown
 
 
-def test_the_runs_list_says_why_a_run_that_has_not_started_waits():
+def test_the_runs_list_says_why_a_run_that_has_not_started_waits_or_was_never_run():
     held = {**RUN_SUMMARY, "status": "queued", "message": "waiting for 0 of 1 approvals until 2026-12-06"}
     shown = _text(render.runs_table([held, {**held, "status": "success", "dry_run": True}]))
     assert "waiting for 0 of 1 approvals until 2026-12-06" in shown
     assert shown.count("waiting for") == 1 and "dry run" in shown
+    # Refused without executing (no exit code): why, as mdops get's log says; a script that failed: not.
+    rejected = {**held, "status": "failed", "message": "rejected by bob: not during the auction"}
+    failed = {**held, "request_id": "r-2", "status": "failed", "exit_code": 1, "message": "exit code 1"}
+    shown = _text(render.runs_table([rejected, failed]))
+    assert "rejected by bob: not during the auction" in shown and "exit code 1" not in shown
 
 
 def test_a_decision_reads_in_words_with_its_comment_escaped():
@@ -1628,10 +1633,10 @@ def test_the_runs_list_reads_whole_at_80_columns_and_as_a_table_when_wide(invoke
     ]
     assert lines[2] == "  by alice · profile primary · window day"
     assert lines[3].split() == ["fo-2026-12-03", "failover", "queued", "-", "12-05", "23:47"]
-    assert " ".join(lines[4:6]) == (
-        "  by alice · profile backup · window day · waiting for 0 of 1 approvals (bob) until "
-        "2026-12-06T00:17:49+08:00"
-    )
+    assert lines[4:6] == [  # wrapped under its first line
+        "  by alice · profile backup · window day · waiting for 0 of 1 approvals (bob)",
+        "  until 2026-12-06T00:17:49+08:00",
+    ]
     assert lines[6].split() == ["hc-1", "restart", "failed", "3", "12-05", "23:47"]
     assert lines[7:] == ["  by schedule:nightly-health · profile primary · window day · dry run"]
     wide = invoke("runs", "--url", api.url, "--token", SECRET, COLUMNS="240")
