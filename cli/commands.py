@@ -497,8 +497,11 @@ def logs(api: Api, out: Output, say: Say, warn: Say, request_id: str, follow: bo
     if follow:
         follow_logs(api, request_id, emit, say, warn)
     else:
-        for line in api.runbook(request_id)["runbook"]["logs"]:
+        lines = api.runbook(request_id)["runbook"]["logs"]
+        for line in lines:
             emit(line)
+        if not lines:  # said on standard error: standard output stays the lines, none
+            warn(f"run {request_id} has no log lines (yet: -f waits for them)")
 
 
 COMMENT = click.option("--comment", default="", metavar="TEXT", help="Why, for the audit.")

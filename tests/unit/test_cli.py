@@ -468,6 +468,17 @@ def test_a_request_id_of_dots_reaches_the_api_not_another_path(invoke, api, requ
         assert "path.request_id: String should match pattern" in result.stderr
 
 
+def test_logs_of_a_run_without_lines_says_so_on_standard_error(invoke, api):
+    """Nothing printed and exit 0 looked like a hang or a lost run; standard output stays the lines."""
+    quiet = {"runbook": {**RUN, "request_id": "r-quiet", "logs": []}, "health": None}
+    api.answers["GET /api/ops/runbooks/r-quiet"] = lambda answer: answer.json(200, quiet)
+    result = invoke("logs", "r-quiet", "--url", api.url, "--token", SECRET)
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == "mdops: run r-quiet has no log lines (yet: -f waits for them)\n"
+    result = invoke("logs", "r-quiet", "-o", "json", "--url", api.url, "--token", SECRET)
+    assert (result.exit_code, result.stdout) == (0, "")
+
+
 def test_an_empty_request_id_is_a_usage_error_not_the_runs_lists_path(invoke):
     for command in ("get", "logs"):
         result = invoke(command, "", "--url", "http://127.0.0.1:1", "--token", SECRET)
