@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from controller import audit, ledger, metrics, transitions
 from controller.events import Events, Ref
-from controller.executors import Executor, Run, RunRequest, failure
+from controller.executors import Executor, Run, RunbookGone, RunRequest, failure
 from controller.kubeapi import ApiError, Final, KubeApi, NamespaceTerminating
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
@@ -607,7 +607,7 @@ class Runs:
                     return Next(Outcome.STOPPED)
                 step = executor.resume if may_have_started else executor.start
                 begun = await self._attempt(entry, step(request), marked=False)
-            if isinstance(begun, Next):  # its Job refused: asked again later
+            if isinstance(begun, Next):  # its Job refused (asked again later), or its Runbook gone
                 return begun
             assert begun is not None
             run = begun
@@ -653,9 +653,12 @@ class Runs:
         when to ask again while the API server refuses its Job (:meth:`_refused`). Another error of the API
         server (a 5xx, a connection lost) may hide a write that was done: with the claim's mark still on
         (``marked``: what it made proves nothing ran), the run could not start; with it off, the step fails
-        and is tried again, which adopts what the lost answer made."""
+        and is tried again, which adopts what the lost answer made. A Runbook deleted by force before its
+        run started, what was prepared for it gone with it, ends here (:meth:`_gone_unstarted`)."""
         try:
             return await step
+        except RunbookGone:
+            return await self._gone_unstarted(entry)
         except NamespaceTerminating as error:
             return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
         except ApiError as error:
@@ -666,6 +669,14 @@ class Runs:
             return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
         except OSError as error:
             return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
+
+    async def _gone_unstarted(self, entry: Entry) -> Next:
+        """The Runbook was deleted by force after its claim's mark came off and before its run started, and
+        what was prepared for the run went with it (:class:`RunbookGone`): nothing ran. Its claim says so
+        again, and is freed as a run's that never started is (:meth:`forget`): its request id may run."""
+        entry.gone = True
+        await self._not_started_yet(entry, may_have_started=False)
+        return await self.forget(entry)
 
     async def _refused(self, entry: Entry, error: ApiError) -> Next | dict[str, Any]:
         """The API server refused its Job (403: a quota, an admission policy). That may lift (a quota frees
@@ -730,8 +741,9 @@ class Runs:
         return True
 
     async def _not_started_yet(self, entry: Entry, may_have_started: bool) -> None:
-        """Put the claim's mark back on a run that stopped short of its start (its controller paused): else
-        the next look, here or in another controller, takes it for one that may have started."""
+        """Put the claim's mark back on a run that stopped short of its start (its controller paused, its
+        Runbook gone): else the next look, here or in another controller, takes it for one that may have
+        started."""
         if not may_have_started and entry.claim is not None:
             entry.claim = await self.services.ledger.mark_unstarted(
                 entry.claim, entry.namespace, unstarted=True

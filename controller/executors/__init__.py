@@ -77,6 +77,11 @@ def lost(what: str) -> dict[str, Any]:
     return {**failure(ExitCode.NOT_EXECUTED, f"lost: {what}; not started again"), "reason": Reason.LOST}
 
 
+class RunbookGone(Exception):
+    """The Runbook went (deleted by force) before its run started, and what was prepared for the run went
+    with it: nothing of the run was started, and nothing is started for a Runbook that is gone."""
+
+
 class Run(Protocol):
     name: str
 
@@ -94,7 +99,8 @@ class Executor(Protocol):
 
     async def start(self, request: RunRequest) -> Run | dict[str, Any]:
         """Start the run prepared (:meth:`prepare`), or adopt it, if it was started before; or the result
-        of a run that cannot be adopted and is provably never started."""
+        of a run that cannot be adopted and is provably never started. :class:`RunbookGone` if what was
+        prepared went with its Runbook."""
         ...
 
     async def adopt(self, request: RunRequest) -> Run | dict[str, Any]:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.executors import LogCallback, RunRequest, failure, lost
+from controller.executors import LogCallback, RunbookGone, RunRequest, failure, lost
 from controller.kubeapi import CORE, JOBS, ApiError, KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -423,8 +423,10 @@ class JobExecutor:
 
     async def start(self, request: RunRequest) -> JobRun:
         """Let the prepared Job run (idempotent: one running already runs on); one gone since it was
-        prepared (it never ran) is made afresh. One that started before (let run by a person) is read as it
-        is: its pod's events came while the run was not this controller's to watch."""
+        prepared (it never ran) is made afresh, but not for a Runbook that is gone too (deleted by force: the
+        garbage collector took its suspended Job), whose pod would run the script for a request nobody can
+        see: :class:`RunbookGone`. One that started before (let run by a person) is read as it is: its pod's
+        events came while the run was not this controller's to watch."""
         await self.watching.wait()
         run = self.handle(request)
         key = (request.namespace, run.name)
@@ -432,6 +434,9 @@ class JobExecutor:
         try:
             job = await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}})
             if job is None:
+                runbook = await self.kube.get_runbook(request.namespace, request.name)
+                if runbook is None or runbook["metadata"]["uid"] != request.uid:
+                    raise RunbookGone(f"{request.namespace}/{request.name}")
                 await self.kube.create_job(request.namespace, build_job(request, self.settings))
             elif (job.get("status") or {}).get("startTime"):
                 await self._observe_now(key)

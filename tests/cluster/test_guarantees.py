@@ -24,7 +24,7 @@ from controller.executors import RunRequest
 from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
 from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
-from devcluster.components import ControllerProcess
+from devcluster.components import ControllerProcess, install_rbac
 from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
 from devcluster.supervisor import Backoff
@@ -520,6 +520,93 @@ def test_a_deleted_run_whose_job_is_still_suspended_frees_its_request_id(
     status = rbs.wait_finished("again", timeout=90)["status"]
     assert (status["result"], status.get("duplicateOf")) == ("success", None), status["message"]
     assert started(env) == ["never"]
+
+
+@contextlib.contextmanager
+def pods_unlisted(cluster, namespace: str, account: str) -> Iterator[None]:
+    """The controller's Role (``install_rbac``) without the list of pods, then as it was: the Job executor's
+    watch of pods cannot begin meanwhile, and a run's start, which waits for it, waits after the claim's mark
+    came off. RBAC's cache takes a moment: in force once a check of the account says so."""
+    role = json.loads(
+        cluster.kubectl("get", "role", "mdops-controller", "-n", namespace, "-o", "json").stdout
+    )
+    unlisted = json.loads(json.dumps(role))
+    for granted in unlisted["rules"]:
+        if granted.get("resources") == ["pods"]:
+            granted["verbs"].remove("list")
+    cluster.kubectl("replace", "-f", "-", input=json.dumps(unlisted))
+    can_i = (
+        "auth",
+        "can-i",
+        "list",
+        "pods",
+        "-n",
+        namespace,
+        f"--as=system:serviceaccount:{namespace}:{account}",
+    )
+    wait_until(lambda: cluster.kubectl(*can_i, check=False).stdout.strip() == "no", 30, "pods unlisted")
+    try:
+        yield
+    finally:
+        del role["metadata"]["resourceVersion"]
+        cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
+
+
+@pytest.mark.parametrize("gone", ["job", "runbook"], ids=["job-deleted", "runbook-deleted-by-force"])
+def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_still_there(
+    start_controller, cluster, rbs, env, api_client, namespace, tmp_path, gone
+):
+    """The run's Job made suspended and its claim's mark off, the controller has yet to let the Job run (held
+    there: its watch of pods cannot begin) when the Job goes: deleted by a person, or by the garbage
+    collector once the Runbook is deleted by force (its finalizer removed by hand, then deleted). Nothing
+    ran. A Runbook still there has its Job made afresh, and runs once. For one gone the start makes none (its
+    pod would run the script for a request nobody can see, and the ledger kept the request id as cancelled):
+    its request id is free, and created again it runs, once."""
+    release(env)
+    account = install_rbac(cluster, namespace, tmp_path)
+    kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
+    leases = client.CoordinationV1Api(api_client)
+
+    def claim() -> client.V1Lease | None:
+        try:
+            return leases.read_namespaced_lease(lease_name("forced"), namespace)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            return None
+
+    with pods_unlisted(cluster, namespace, account):
+        start_controller(**job_env(cluster, namespace, env), MDOPS_KUBECONFIG=str(kubeconfig))
+        rbs.create("forced", command="failover")
+        wait_until(
+            lambda: (lease := claim()) and keys.UNSTARTED not in (lease.metadata.annotations or {}),
+            60,
+            "the claim's mark to come off",
+        )
+        [job] = jobs(api_client, namespace)
+        assert job.spec.suspend, "its Job made suspended, not let run yet"
+        if gone == "job":
+            cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace)
+        else:
+            rbs.set_finalizers("forced", [])
+            rbs.delete("forced")
+        wait_until(lambda: not jobs(api_client, namespace), 60, "the suspended Job to be deleted")
+    if gone == "job":
+        status = rbs.wait_finished("forced", timeout=90)["status"]
+        assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
+        assert started(env) == ["forced"]
+        return
+
+    def settled() -> bool:  # its claim freed, or a result recorded in it
+        lease = claim()
+        return lease is None or keys.RESULT in (lease.metadata.annotations or {})
+
+    wait_until(settled, 60, "the claim of the deleted run to be settled")
+    assert claim() is None, f"the request id is kept: {ledger_result(api_client, namespace, 'forced')}"
+    rbs.create("again", command="failover", request_id="forced")
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert (status["result"], status.get("duplicateOf")) == ("success", None), status["message"]
+    assert started(env) == ["forced"]
 
 
 def test_a_run_refused_by_a_policy_after_its_job_was_made_suspended_leaves_no_job(
