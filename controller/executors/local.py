@@ -344,10 +344,13 @@ class LocalExecutor:
             run = await self.adopt(request)
             if not never_started(folder):
                 return run
-            # A controller stopped between making the folder and starting the runner: the run starts now,
-            # once, in its folder made afresh (nothing was run, and nothing of that attempt can run now).
+            # No runner started in the folder, and none can now, whatever stopped the controller that made it
+            # (the log says no more than the folder proves): the run starts now, once, in its folder made
+            # afresh.
             log.warning(
-                "%s/%s never started before a restart: it starts now", request.namespace, request.name
+                "%s/%s never started (no runner claimed its folder, and none can now): it starts now, once",
+                request.namespace,
+                request.name,
             )
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)  # prepared, or made afresh
