@@ -56,7 +56,8 @@ class ControllerSettings(CommonSettings):
         "server refuses to create) before the "
         "run fails with exit code 125 and its Job is deleted; 0: until the run's timeout. A pod that waits "
         "for a node with room is waited for. Also how long a run whose Job the API server refuses (a quota "
-        "on Jobs, an admission policy) asks again before it fails, never having run.",
+        "on Jobs, an admission policy) asks again before it fails, never having run, and how long a Job "
+        "pod's runner asks again when the API server refuses its start claim.",
     )
     job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
 

@@ -36,13 +36,18 @@ FIELD_ENV = {
     "job": ("MDOPS_JOB_NAME", f"metadata.labels['{JOB_NAME_LABEL}']"),
     "job_uid": ("MDOPS_JOB_UID", f"metadata.labels['{JOB_UID_LABEL}']"),
 }
+# How long a refusal (401, 403, 422...) is asked again before the run ends not run: an API server just
+# restarted refuses until its authorizer has read the roles. The controller's MDOPS_JOB_START_FAILURE_SECONDS;
+# 0: until the pod is stopped.
+REFUSED_ENV = "MDOPS_START_CLAIM_REFUSED_SECONDS"
+REFUSED_SECONDS = 60.0
 CLAIMED_BY = "startClaimedBy"  # the termination message of a pod that did not run: {"startClaimedBy": pod}
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # between tries while the API server does not answer
 TIMEOUT_SECONDS = 10.0
 
 
 class ClaimError(Exception):
-    """The API server refused the claim, for a reason that lasts (no permission, a policy): not run."""
+    """The claim cannot be made, for a reason that lasts (no permission, a policy): not run."""
 
 
 class Stopped(Exception):
@@ -56,6 +61,7 @@ class Claim:
     job: str
     job_uid: str
     credentials: Path
+    refused_seconds: float = REFUSED_SECONDS
 
     @property
     def lease(self) -> dict[str, Any]:
@@ -78,7 +84,11 @@ def claim_from(environ: Mapping[str, str]) -> Claim | None:
     if not all(fields.values()):
         lacking = ", ".join(f"${FIELD_ENV[field][0]}" for field, value in fields.items() if not value)
         raise ClaimError(f"the pod's Downward API variables are missing: {lacking}")
-    return Claim(credentials=Path(folder), **fields)
+    try:
+        refused_seconds = float(environ.get(REFUSED_ENV) or REFUSED_SECONDS)
+    except ValueError:
+        raise ClaimError(f"${REFUSED_ENV} is not a number of seconds: {environ[REFUSED_ENV]!r}") from None
+    return Claim(credentials=Path(folder), refused_seconds=refused_seconds, **fields)
 
 
 def claimed_by(message: str) -> str | None:
@@ -94,11 +104,11 @@ def claimed_by(message: str) -> str | None:
 def claim_start(claim: Claim, environ: Mapping[str, str], cancel: Cancellation) -> str | None:
     """Claim the run's start: None once this pod holds it, else the pod that does.
 
-    Raises :class:`ClaimError` when the API server refuses it, :class:`Stopped` when the pod is stopped
-    while the API server does not answer."""
+    Raises :class:`ClaimError` when the API server still refuses it after ``claim.refused_seconds``,
+    :class:`Stopped` when the pod is stopped before it is made."""
     api = _Api(claim.credentials, environ)
     path = f"/apis/coordination.k8s.io/v1/namespaces/{claim.namespace}/leases"
-    tries, said = 0, ""
+    tries, said, refused_since = 0, "", None
     while True:
         try:
             status, body = api.call("POST", path, claim.lease)
@@ -109,11 +119,18 @@ def claim_start(claim: Claim, environ: Mapping[str, str], cancel: Cancellation) 
                     return None if holder == claim.pod else holder
             if status == 201:
                 return None
-            if status < 500 and status not in (404, 429):  # 404: made and gone with its Job; ask again
-                raise ClaimError(f"the API server refused the run's start claim ({status}: {_said(body)})")
             problem = f"{status}: {_said(body)}"
+            # 404: made, then gone with its Job, or a namespace the restarted server has not read yet.
+            refused = status < 500 and status not in (404, 429)
         except (OSError, http.client.HTTPException) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+            problem, refused = f"{type(exc).__name__}: {exc}", False
+        refused_since = (refused_since or time.monotonic()) if refused else None
+        if (
+            refused_since
+            and claim.refused_seconds
+            and time.monotonic() - refused_since >= claim.refused_seconds
+        ):
+            raise ClaimError(f"the API server refused the run's start claim ({problem})")
         if problem != said:  # the pod's log says what it waits for, once for each new problem
             said = problem
             sys.stderr.write(f"the run's start claim is asked again: {problem}\n")

@@ -36,7 +36,7 @@ from controller.kubeapi import CORE, JOBS, ApiError, KubeApi
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode, now
-from runner.claim import CLAIM_ENV, FIELD_ENV, claimed_by
+from runner.claim import CLAIM_ENV, FIELD_ENV, REFUSED_ENV, claimed_by
 from runner.execute import signal_name
 from runner.result import parse_result
 
@@ -129,7 +129,7 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account
     if settings.job_start_claim:
-        _claim_start(container, pod_spec)
+        _claim_start(settings, container, pod_spec)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -160,13 +160,16 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
     }
 
 
-def _claim_start(container: dict[str, Any], pod_spec: dict[str, Any]) -> None:
+def _claim_start(settings: ControllerSettings, container: dict[str, Any], pod_spec: dict[str, Any]) -> None:
     """What the runner needs to claim the run's start (:mod:`runner.claim`): the pod's own token, bound to
     the pod, and the cluster's CA; the names of its pod and Job, and the Job's uid. The Job controller
     names the pods ``<job>-<5 characters>`` (a Job name is at most 57 characters: never cut), which is how
-    the admission policy ties a claim to its pod's Job."""
+    the admission policy ties a claim to its pod's Job. A refusal is asked again for as long as a refused
+    Job is (``job_start_failure_seconds``): an API server just restarted refuses until it has read the
+    roles."""
     container["env"] += [
         {"name": CLAIM_ENV, "value": CLAIM_MOUNT},
+        {"name": REFUSED_ENV, "value": f"{settings.job_start_failure_seconds:g}"},
         *(
             {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
             for name, path in FIELD_ENV.values()

@@ -21,7 +21,7 @@ from devcluster.processes import wait_until
 from runbooks.contract import ExitCode
 from runbooks.keys import start_claim_name
 from runbooks.kube import api_client as new_api_client
-from runner.claim import CLAIM_ENV, FIELD_ENV, claimed_by
+from runner.claim import CLAIM_ENV, FIELD_ENV, REFUSED_ENV, claimed_by
 from tests.runbook_client import HOLD, lines, write_script
 
 JOB = "failover-7-0123abcd"
@@ -75,7 +75,15 @@ class Runner:
     """``python -m runner`` as a Job pod's runner: its request, the claim's variables, a result file."""
 
     def __init__(
-        self, cluster, namespace: str, job: client.V1Job, pod: str, folder: Path, work: Path, server: str = ""
+        self,
+        cluster,
+        namespace: str,
+        job: client.V1Job,
+        pod: str,
+        folder: Path,
+        work: Path,
+        server: str = "",
+        refused_seconds: str = "1",  # a refusal asked again for a second (the controller's default: 60)
     ):
         self.result_file, self.stderr = work / f"{pod}.result", work / f"{pod}.stderr"
         host, port = (server or cluster.server).removeprefix("https://").rsplit(":", 1)
@@ -85,6 +93,7 @@ class Runner:
             "KUBERNETES_SERVICE_HOST": host,
             "KUBERNETES_SERVICE_PORT": port,
             CLAIM_ENV: str(folder),
+            REFUSED_ENV: refused_seconds,
             **{FIELD_ENV[field][0]: value for field, value in fields.items()},
             "MDOPS_REQUEST": json.dumps({"command": "failover", "requestId": "req-7", "window": "day"}),
             "MDOPS_SCRIPT_ENV": json.dumps({"RUNS": str(work / "runs.log"), "RELEASE": str(work / "go")}),
@@ -159,16 +168,42 @@ def test_a_pod_whose_claim_was_made_but_its_answer_lost_runs_the_script(
     assert len(started(work)) == 2
 
 
-def test_a_runner_without_the_right_to_claim_does_not_run_and_says_why(
+def test_a_runner_without_the_right_to_claim_asks_again_then_does_not_run_and_says_why(
     cluster, api_client, namespace, job, work
 ):
+    """A refusal may lift (an API server just restarted refuses until it has read the roles: a soak saw
+    it), so it is asked again, for as long as the controller asks again for a refused Job; then not run."""
     pod = f"{JOB}-norbc"
     folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod, account="default"))
     runner = Runner(cluster, namespace, job, pod, folder, work)
     assert runner.end() == ExitCode.NOT_EXECUTED
     message = runner.result()["message"]
     assert "not run: the API server refused the run's start claim (403" in message, message
+    assert "the run's start claim is asked again: 403" in runner.stderr.read_text()
     assert not started(work)
+
+
+def test_a_refusal_that_lifts_while_it_is_asked_again_lets_the_script_run_once(
+    cluster, api_client, namespace, job, work
+):
+    """As after an API server's restart, before it has read the roles: the right comes while the runner
+    asks again, and the run goes on."""
+    pod = f"{JOB}-later"
+    folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod, account="default"))
+    (work / "go").touch()
+    runner = Runner(cluster, namespace, job, pod, folder, work, refused_seconds="60")
+    wait_until(lambda: "asked again: 403" in runner.stderr.read_text(), 30, "the claim to be refused")
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "late",
+        "-n",
+        namespace,
+        "--role=mdops-runner",
+        f"--serviceaccount={namespace}:default",
+    )
+    assert runner.end() == ExitCode.SUCCESS, runner.said()
+    assert len(started(work)) == 1
 
 
 def test_a_runner_that_cannot_reach_the_api_server_does_not_run_and_ends_when_stopped(

@@ -101,7 +101,8 @@ def test_a_job_passes_the_request_as_data_that_the_kubelet_leaves_as_it_is(setti
     ]  # fmt: skip
     env = {item["name"]: item["value"] for item in container["env"] if "valueFrom" not in item}
     assert set(env) == {
-        "TMPDIR", "MDOPS_REQUEST", "MDOPS_SCRIPT_ENV", "MDOPS_SCRIPT_PASS_ENV", "MDOPS_START_CLAIM"
+        "TMPDIR", "MDOPS_REQUEST", "MDOPS_SCRIPT_ENV", "MDOPS_SCRIPT_PASS_ENV", "MDOPS_START_CLAIM",
+        "MDOPS_START_CLAIM_REFUSED_SECONDS",
     }  # fmt: skip
     assert not any("$" in value or not value.isascii() for value in env.values())
     assert json.loads(env["MDOPS_REQUEST"]) == {
@@ -134,6 +135,7 @@ def test_a_job_pod_holds_only_its_own_token_for_the_start_claim_and_its_runner_i
     assert mounts["start-claim"] == {"name": "start-claim", "mountPath": "/run/mdops/claim", "readOnly": True}
     env = {item["name"]: item for item in container["env"]}
     assert env["MDOPS_START_CLAIM"]["value"] == "/run/mdops/claim"
+    assert env["MDOPS_START_CLAIM_REFUSED_SECONDS"]["value"] == "60"  # as long as a refused Job asks again
     assert {
         name: item["valueFrom"]["fieldRef"]["fieldPath"] for name, item in env.items() if "valueFrom" in item
     } == {
