@@ -125,17 +125,33 @@ def work(tmp_path) -> Path:
     (tmp_path / "go").touch()
 
 
+@pytest.fixture
+def start_runner(cluster, namespace, job, work):
+    """``start_runner(pod, folder, **options)``: a :class:`Runner` of the test's Job, killed after the test
+    if it still runs (one whose API server has gone asks again until it is stopped, as in a pod)."""
+    started: list[Runner] = []
+
+    def start(pod: str, folder: Path, **options: str) -> Runner:
+        started.append(Runner(cluster, namespace, job, pod, folder, work, **options))
+        return started[-1]
+
+    yield start
+    for made in started:
+        made.process.kill()
+        made.process.wait()
+
+
 def started(work: Path) -> list[str]:
     return [line for line in lines(work / "runs.log") if " start " in line]
 
 
 def test_of_two_pods_of_a_job_only_the_one_that_claims_the_start_runs_the_script(
-    cluster, api_client, namespace, job, work
+    cluster, api_client, namespace, job, work, start_runner
 ):
     runners = {}
     for pod in (f"{JOB}-first", f"{JOB}-again"):
         folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod))
-        runners[pod] = Runner(cluster, namespace, job, pod, folder, work)
+        runners[pod] = start_runner(pod, folder)
     wait_until(lambda: started(work), 30, "a runner to start the script")
     wait_until(lambda: any(r.said() for r in runners.values()), 30, "the other runner to stand by")
     [(idle, stand_by)] = [(pod, r) for pod, r in runners.items() if r.said()]
@@ -156,26 +172,26 @@ def test_of_two_pods_of_a_job_only_the_one_that_claims_the_start_runs_the_script
 
 
 def test_a_pod_whose_claim_was_made_but_its_answer_lost_runs_the_script(
-    cluster, api_client, namespace, job, work
+    cluster, api_client, namespace, work, start_runner
 ):
     """The claim found made, by this very pod: the API server made it, and its answer was lost."""
     pod = f"{JOB}-lost1"
     folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod))
     (work / "go").touch()
-    assert Runner(cluster, namespace, job, pod, folder, work).end() == ExitCode.SUCCESS
-    again = Runner(cluster, namespace, job, pod, folder, work)
+    assert start_runner(pod, folder).end() == ExitCode.SUCCESS
+    again = start_runner(pod, folder)
     assert again.end() == ExitCode.SUCCESS and again.result()["exitCode"] == 0
     assert len(started(work)) == 2
 
 
 def test_a_runner_without_the_right_to_claim_asks_again_then_does_not_run_and_says_why(
-    cluster, api_client, namespace, job, work
+    cluster, api_client, namespace, work, start_runner
 ):
     """A refusal may lift (an API server just restarted refuses until it has read the roles: a soak saw
     it), so it is asked again, for as long as the controller asks again for a refused Job; then not run."""
     pod = f"{JOB}-norbc"
     folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod, account="default"))
-    runner = Runner(cluster, namespace, job, pod, folder, work)
+    runner = start_runner(pod, folder)
     assert runner.end() == ExitCode.NOT_EXECUTED
     message = runner.result()["message"]
     assert "not run: the API server refused the run's start claim (403" in message, message
@@ -184,14 +200,14 @@ def test_a_runner_without_the_right_to_claim_asks_again_then_does_not_run_and_sa
 
 
 def test_a_refusal_that_lifts_while_it_is_asked_again_lets_the_script_run_once(
-    cluster, api_client, namespace, job, work
+    cluster, api_client, namespace, work, start_runner
 ):
     """As after an API server's restart, before it has read the roles: the right comes while the runner
     asks again, and the run goes on."""
     pod = f"{JOB}-later"
     folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod, account="default"))
     (work / "go").touch()
-    runner = Runner(cluster, namespace, job, pod, folder, work, refused_seconds="60")
+    runner = start_runner(pod, folder, refused_seconds="60")
     wait_until(lambda: "asked again: 403" in runner.stderr.read_text(), 30, "the claim to be refused")
     cluster.kubectl(
         "create",
@@ -207,11 +223,11 @@ def test_a_refusal_that_lifts_while_it_is_asked_again_lets_the_script_run_once(
 
 
 def test_a_runner_that_cannot_reach_the_api_server_does_not_run_and_ends_when_stopped(
-    cluster, api_client, namespace, job, work
+    cluster, api_client, namespace, work, start_runner
 ):
     pod = f"{JOB}-away1"
     folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod))
-    runner = Runner(cluster, namespace, job, pod, folder, work, server="https://127.0.0.1:9")  # no server
+    runner = start_runner(pod, folder, server="https://127.0.0.1:9")  # no server
     wait_until(lambda: "ConnectionRefusedError" in runner.stderr.read_text(), 30, "a refused connection")
     assert runner.process.poll() is None, "it asks again"
     runner.process.send_signal(signal.SIGTERM)  # its Job's deadline
