@@ -60,7 +60,9 @@ class Claim:
     namespace: str
     job: str
     job_uid: str
-    credentials: Path
+    credentials: Path  # the pod's token and the cluster's CA
+    host: str  # the API server, as the kubelet names it (KUBERNETES_SERVICE_HOST and _PORT)
+    port: int
     refused_seconds: float = REFUSED_SECONDS
 
     @property
@@ -86,9 +88,15 @@ def claim_from(environ: Mapping[str, str]) -> Claim | None:
         raise ClaimError(f"the pod's Downward API variables are missing: {lacking}")
     try:
         refused_seconds = float(environ.get(REFUSED_ENV) or REFUSED_SECONDS)
-    except ValueError:
-        raise ClaimError(f"${REFUSED_ENV} is not a number of seconds: {environ[REFUSED_ENV]!r}") from None
-    return Claim(credentials=Path(folder), refused_seconds=refused_seconds, **fields)
+        port = int(environ.get("KUBERNETES_SERVICE_PORT") or 443)
+    except ValueError as exc:
+        raise ClaimError(f"${REFUSED_ENV} or $KUBERNETES_SERVICE_PORT is not a number: {exc}") from None
+    credentials, host = Path(folder), environ.get("KUBERNETES_SERVICE_HOST", "")
+    missing = [str(f) for f in (credentials / "token", credentials / "ca.crt") if not f.is_file()]
+    if missing or not host:
+        lacking = [*missing, *([] if host else ["$KUBERNETES_SERVICE_HOST"])]
+        raise ClaimError(f"no way to the API server to claim the run's start: no {', '.join(lacking)}")
+    return Claim(credentials=credentials, host=host, port=port, refused_seconds=refused_seconds, **fields)
 
 
 def claimed_by(message: str) -> str | None:
@@ -101,12 +109,12 @@ def claimed_by(message: str) -> str | None:
     return holder if isinstance(holder, str) else None
 
 
-def claim_start(claim: Claim, environ: Mapping[str, str], cancel: Cancellation) -> str | None:
+def claim_start(claim: Claim, cancel: Cancellation) -> str | None:
     """Claim the run's start: None once this pod holds it, else the pod that does.
 
     Raises :class:`ClaimError` when the API server still refuses it after ``claim.refused_seconds``,
     :class:`Stopped` when the pod is stopped before it is made."""
-    api = _Api(claim.credentials, environ)
+    api = _Api(claim)
     path = f"/apis/coordination.k8s.io/v1/namespaces/{claim.namespace}/leases"
     tries, said, refused_since = 0, "", None
     while True:
@@ -146,28 +154,22 @@ def _said(body: dict[str, Any]) -> str:
 
 
 class _Api:
-    """The API server as a pod reaches it: the kubelet's ``KUBERNETES_SERVICE_HOST`` and ``_PORT``, the
-    pod's token and the cluster's CA (both read again for each call, as the kubelet renews the token)."""
+    """The API server as a pod reaches it, with the pod's token and the cluster's CA (both read again for
+    each call, as the kubelet renews the token)."""
 
-    def __init__(self, credentials: Path, environ: Mapping[str, str]):
-        self.credentials = credentials
-        self.host = environ.get("KUBERNETES_SERVICE_HOST", "")
-        self.port = int(environ.get("KUBERNETES_SERVICE_PORT") or 443)
-        missing = [str(f) for f in (credentials / "token", credentials / "ca.crt") if not f.is_file()]
-        if missing or not self.host:
-            lacking = [*missing, *([] if self.host else ["$KUBERNETES_SERVICE_HOST"])]
-            raise ClaimError(f"no way to the API server to claim the run's start: no {', '.join(lacking)}")
+    def __init__(self, claim: Claim):
+        self.claim = claim
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        context = ssl.create_default_context(cafile=self.credentials / "ca.crt")
-        token = (self.credentials / "token").read_text().strip()
+        context = ssl.create_default_context(cafile=self.claim.credentials / "ca.crt")
+        token = (self.claim.credentials / "token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         connection = http.client.HTTPSConnection(
-            self.host, self.port, timeout=TIMEOUT_SECONDS, context=context
+            self.claim.host, self.claim.port, timeout=TIMEOUT_SECONDS, context=context
         )
         try:
             connection.request(method, path, body=data, headers=headers)

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args, request, env = parse_arguments(argv, os.environ)
             if (claim := claim_from(os.environ)) is not None:
-                holder = claim_start(claim, os.environ, cancel)
+                holder = claim_start(claim, cancel)
                 if holder is not None:
                     return _stand_by(holder, hints.result_file, cancel)
             result = _run(args, request, env, log, cancel, started_at)
