@@ -250,20 +250,35 @@ class ControlPlane:
         pair = self.ca.issue(user, user, organization=group)
         return write_kubeconfig(folder / f"{user}.kubeconfig", self.server, self.ca.cert_path, pair, user)
 
-    def service_account_token(self, namespace: str, service_account: str, duration: str = "1h") -> str:
+    def service_account_token(
+        self, namespace: str, service_account: str, duration: str = "1h", pod: tuple[str, str] | None = None
+    ) -> str:
         """A token of the ServiceAccount from the TokenRequest API (``kubectl create token``), as a kubelet
-        gets one for a pod's token volume."""
+        gets one for a pod's token volume; with ``pod`` (its name and uid), bound to that pod, as a
+        kubelet's is (the API server then names the pod in the requests the token makes)."""
+        bound = []
+        if pod is not None:
+            bound = [
+                "--bound-object-kind=Pod",
+                f"--bound-object-name={pod[0]}",
+                f"--bound-object-uid={pod[1]}",
+            ]
         return self.kubectl(
-            "create", "token", service_account, "-n", namespace, f"--duration={duration}"
+            "create", "token", service_account, "-n", namespace, f"--duration={duration}", *bound
         ).stdout.strip()
 
     def service_account_kubeconfig(
-        self, namespace: str, service_account: str, path: Path, duration: str = "1h"
+        self,
+        namespace: str,
+        service_account: str,
+        path: Path,
+        duration: str = "1h",
+        pod: tuple[str, str] | None = None,
     ) -> Path:
         """A kubeconfig at ``path`` that logs in as the ServiceAccount with a token from the TokenRequest
-        API, for this (loopback) API server only: for a process that must run with its own credentials,
-        not the admin's."""
-        token = self.service_account_token(namespace, service_account, duration)
+        API (bound to ``pod``, if named), for this (loopback) API server only: for a process that must run
+        with its own credentials, not the admin's."""
+        token = self.service_account_token(namespace, service_account, duration, pod)
         user = f"system:serviceaccount:{namespace}:{service_account}"
         return write_kubeconfig(path, self.server, self.ca.cert_path, token, user)
 

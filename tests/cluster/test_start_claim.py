@@ -46,22 +46,23 @@ def job(cluster, api_client, namespace) -> client.V1Job:
     return client.BatchV1Api(api_client).create_namespaced_job(namespace, body)
 
 
-def pod_token(api_client, namespace: str, name: str, account: str = "mdops-runner") -> str:
-    """A pod named ``name`` (podsim keeps it running, its container doing nothing) and a token bound to it,
-    as the kubelet makes for a projected volume."""
-    core = client.CoreV1Api(api_client)
-    pod = core.create_namespaced_pod(
+def runner_pod(api_client, namespace: str, name: str, account: str = "mdops-runner") -> tuple[str, str]:
+    """A pod named ``name`` (podsim keeps it running, its container doing nothing): its name and uid."""
+    pod = client.CoreV1Api(api_client).create_namespaced_pod(
         namespace,
         {
             "metadata": {"name": name, "annotations": {"podsim.mdops.io/duration-seconds": "600"}},
             "spec": {"serviceAccountName": account, "containers": [{"name": "c", "image": "none"}]},
         },
     )
-    bound = {"kind": "Pod", "apiVersion": "v1", "name": name, "uid": pod.metadata.uid}
-    made = core.create_namespaced_service_account_token(
-        account, namespace, {"spec": {"boundObjectRef": bound}}
+    return name, pod.metadata.uid
+
+
+def pod_token(cluster, api_client, namespace: str, name: str, account: str = "mdops-runner") -> str:
+    """A token bound to a new pod ``name``, as the kubelet makes one for a projected volume."""
+    return cluster.service_account_token(
+        namespace, account, pod=runner_pod(api_client, namespace, name, account)
     )
-    return made.status.token
 
 
 def credentials(cluster, folder: Path, token: str) -> Path:
@@ -150,7 +151,7 @@ def test_of_two_pods_of_a_job_only_the_one_that_claims_the_start_runs_the_script
 ):
     runners = {}
     for pod in (f"{JOB}-first", f"{JOB}-again"):
-        folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod))
+        folder = credentials(cluster, work / pod, pod_token(cluster, api_client, namespace, pod))
         runners[pod] = start_runner(pod, folder)
     wait_until(lambda: started(work), 30, "a runner to start the script")
     wait_until(lambda: any(r.said() for r in runners.values()), 30, "the other runner to stand by")
@@ -176,7 +177,7 @@ def test_a_pod_whose_claim_was_made_but_its_answer_lost_runs_the_script(
 ):
     """The claim found made, by this very pod: the API server made it, and its answer was lost."""
     pod = f"{JOB}-lost1"
-    folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod))
+    folder = credentials(cluster, work / pod, pod_token(cluster, api_client, namespace, pod))
     (work / "go").touch()
     assert start_runner(pod, folder).end() == ExitCode.SUCCESS
     again = start_runner(pod, folder)
@@ -190,7 +191,9 @@ def test_a_runner_without_the_right_to_claim_asks_again_then_does_not_run_and_sa
     """A refusal may lift (an API server just restarted refuses until it has read the roles: a soak saw
     it), so it is asked again, for as long as the controller asks again for a refused Job; then not run."""
     pod = f"{JOB}-norbc"
-    folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod, account="default"))
+    folder = credentials(
+        cluster, work / pod, pod_token(cluster, api_client, namespace, pod, account="default")
+    )
     runner = start_runner(pod, folder)
     assert runner.end() == ExitCode.NOT_EXECUTED
     message = runner.result()["message"]
@@ -205,7 +208,9 @@ def test_a_refusal_that_lifts_while_it_is_asked_again_lets_the_script_run_once(
     """As after an API server's restart, before it has read the roles: the right comes while the runner
     asks again, and the run goes on."""
     pod = f"{JOB}-later"
-    folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod, account="default"))
+    folder = credentials(
+        cluster, work / pod, pod_token(cluster, api_client, namespace, pod, account="default")
+    )
     (work / "go").touch()
     runner = start_runner(pod, folder, refused_seconds="60")
     wait_until(lambda: "asked again: 403" in runner.stderr.read_text(), 30, "the claim to be refused")
@@ -226,7 +231,7 @@ def test_a_runner_that_cannot_reach_the_api_server_does_not_run_and_ends_when_st
     cluster, api_client, namespace, work, start_runner
 ):
     pod = f"{JOB}-away1"
-    folder = credentials(cluster, work / pod, pod_token(api_client, namespace, pod))
+    folder = credentials(cluster, work / pod, pod_token(cluster, api_client, namespace, pod))
     runner = start_runner(pod, folder, server="https://127.0.0.1:9")  # no server
     wait_until(lambda: "ConnectionRefusedError" in runner.stderr.read_text(), 30, "a refused connection")
     assert runner.process.poll() is None, "it asks again"
@@ -251,14 +256,12 @@ def lease(name: str, holder: str | None = None) -> dict:
     ids=["another-job-s-claim", "another-holder", "not-a-claim"],
 )
 def test_a_job_pod_makes_only_its_own_job_s_claim_in_its_own_name(
-    cluster, api_client, namespace, job, name, holder, refusal
+    cluster, api_client, namespace, job, tmp_path, name, holder, refusal
 ):
     pod = f"{JOB}-polcy"
-    token = pod_token(api_client, namespace, pod)
-    config = client.Configuration()
-    config.host, config.ssl_ca_cert = cluster.server, str(cluster.ca.cert_path)
-    config.api_key = {"authorization": f"Bearer {token}"}
-    with client.ApiClient(config) as as_pod:
+    bound = runner_pod(api_client, namespace, pod)
+    kubeconfig = cluster.service_account_kubeconfig(namespace, "mdops-runner", tmp_path / "as-pod", pod=bound)
+    with new_api_client(kubeconfig) as as_pod:
         leases = client.CoordinationV1Api(as_pod)
         with pytest.raises(client.ApiException) as refused:
             leases.create_namespaced_lease(namespace, lease(name, holder.format(pod=pod)))
