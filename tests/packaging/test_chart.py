@@ -198,6 +198,7 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "scripts.create=false"), "additional properties 'create' not allowed"),
         (("--set", "controller.scriptPassEnv={HTTPS-PROXY}"), "/controller/scriptPassEnv/0"),
         (("--set", "calendar.venue=XHGK"), "/calendar/venue"),
+        (("--set-string", "controller.jobServiceAccount=x') || ('"), "/controller/jobServiceAccount"),
     ]:
         result = helm.run("template", "mdops", str(CHART), *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
@@ -226,6 +227,16 @@ def test_chart_and_kustomize_agree_on_the_identity_policies(helm, kustomize):
     chart, kustomized = admission_policies(helm.template()), admission_policies(kustomize())
     assert chart == kustomized and len(chart) == 8
     assert not admission_policies(helm.template("--set", "identities.enabled=false"))
+
+
+def test_the_start_claims_policy_keeps_the_releases_job_service_account_to_claims(helm, kustomize):
+    def runner_clauses(docs) -> str:
+        spec = admission_policies(docs)[("ValidatingAdmissionPolicy", "mdops-start-claims")]
+        return json.dumps([spec["variables"], spec["matchConditions"]])
+
+    custom = runner_clauses(helm.template("--set", "controller.jobServiceAccount=runbook-runner"))
+    assert custom.count("endsWith(':runbook-runner')") == 2 and "mdops-runner" not in custom
+    assert custom == runner_clauses(kustomize()).replace(":mdops-runner'", ":runbook-runner'")
 
 
 def controller_env(docs) -> dict[str, str]:
