@@ -602,8 +602,11 @@ class Runs:
                         entry.claim, entry.namespace, unstarted=False
                     )
             if begun is None:
-                if stopping.is_set():  # paused meanwhile: the active controller starts it
-                    await self._not_started_yet(entry, may_have_started)
+                if stopping.is_set():
+                    # Paused meanwhile: the active replica starts it (what was prepared proves that nothing
+                    # ran, :meth:`Executor.resume`). The mark stays off: that replica may have read the claim
+                    # without it and started the run already, and a mark put back on would then say "not
+                    # started" of a run going on, which a forced deletion would free to run again.
                     return Next(Outcome.STOPPED)
                 step = executor.resume if may_have_started else executor.start
                 begun = await self._attempt(entry, step(request), marked=False)
@@ -675,7 +678,10 @@ class Runs:
         what was prepared for the run went with it (:class:`RunbookGone`): nothing ran. Its claim says so
         again, and is freed as a run's that never started is (:meth:`forget`): its request id may run."""
         entry.gone = True
-        await self._not_started_yet(entry, may_have_started=False)
+        if entry.claim is not None:
+            entry.claim = await self.services.ledger.mark_unstarted(
+                entry.claim, entry.namespace, unstarted=True
+            )
         return await self.forget(entry)
 
     async def _refused(self, entry: Entry, error: ApiError) -> Next | dict[str, Any]:
@@ -739,15 +745,6 @@ class Runs:
                 return False
             entry.finalizers = finalizers
         return True
-
-    async def _not_started_yet(self, entry: Entry, may_have_started: bool) -> None:
-        """Put the claim's mark back on a run that stopped short of its start (its controller paused, its
-        Runbook gone): else the next look, here or in another controller, takes it for one that may have
-        started."""
-        if not may_have_started and entry.claim is not None:
-            entry.claim = await self.services.ledger.mark_unstarted(
-                entry.claim, entry.namespace, unstarted=True
-            )
 
     async def _let_go(self, entry: Entry) -> None:
         """Remove the finalizer: the run is over, or never started (a deleted Runbook then goes)."""

@@ -36,6 +36,7 @@ from tests.cluster import test_semantics
 from tests.cluster.test_controlplane import job_condition
 from tests.cluster.test_executors import JOB_PROBE, image_job_settings, jobs, refusing
 from tests.cluster.test_gate import Gate, blackout, reason, rule, wait_reason
+from tests.cluster.test_schedules import HeldWrites, held_writes
 from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
 from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
 
@@ -409,15 +410,22 @@ def frozen_after_its_job_was_refused(
         gate.policy("freeze", freeze)
 
 
+def changes_the_mark(taken_off: bool) -> str:
+    """CEL, true of a Lease update that takes a claim's 'not started' mark off (or, not ``taken_off``, puts
+    it back on)."""
+    before, after = ("oldObject", "object") if taken_off else ("object", "oldObject")
+    mark = keys.UNSTARTED
+    return (
+        f"has({before}.metadata.annotations) && '{mark}' in {before}.metadata.annotations && "
+        f"!(has({after}.metadata.annotations) && '{mark}' in {after}.metadata.annotations)"
+    )
+
+
 @contextlib.contextmanager
 def refusing_the_mark(cluster, namespace: str) -> Iterator[str]:
     """An admission policy that refuses to take a claim's 'not started' mark off (a Lease update that removes
     it): as a write the API server cannot take then (gone a moment, overloaded) fails."""
     mark = keys.UNSTARTED
-    removes = (
-        f"has(oldObject.metadata.annotations) && '{mark}' in oldObject.metadata.annotations && "
-        f"!(has(object.metadata.annotations) && '{mark}' in object.metadata.annotations)"
-    )
     marked = f"{{name: probe, annotations: {{{mark}: 'true'}}}}"
     probe_lease = f"{{apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {marked}}}"
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=probe_lease)
@@ -429,7 +437,7 @@ def refusing_the_mark(cluster, namespace: str) -> Iterator[str]:
         "leases",
         probe,
         operation="UPDATE",
-        allowed=f"!({removes})",
+        allowed=f"!({changes_the_mark(taken_off=True)})",
     ) as why:
         yield why
 
@@ -1104,6 +1112,76 @@ def test_a_run_another_replica_finished_meanwhile_keeps_that_record_and_is_not_s
     assert ledger_result(api_client, namespace, "twice") == other
     assert rbs.get("twice")["metadata"].get("finalizers") in (None, [])
     assert rbs.get("twice")["metadata"]["uid"] == body["metadata"]["uid"]
+
+
+@contextlib.contextmanager
+def held_marks(api_client, namespace: str, directory: Path) -> Iterator[tuple[HeldWrites, HeldWrites]]:
+    """The Lease updates that take a claim's mark off, and those that put it back on, each held (a webhook)
+    until the test releases them."""
+    rule = {
+        "apiGroups": ["coordination.k8s.io"],
+        "apiVersions": ["v1"],
+        "operations": ["UPDATE"],
+        "resources": ["leases"],
+    }
+    with (
+        held_writes(
+            api_client,
+            directory / "off",
+            f"{namespace}-off",
+            namespace,
+            rule,
+            condition=changes_the_mark(True),
+        ) as off,
+        held_writes(
+            api_client,
+            directory / "on",
+            f"{namespace}-on",
+            namespace,
+            rule,
+            condition=changes_the_mark(False),
+        ) as on,
+    ):
+        yield off, on
+
+
+def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_active_one_unmarked(
+    start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
+):
+    """The replica acting takes a run's claim's mark off (its Job made suspended) and is paused by peering
+    before it lets the Job run (a replica with a higher priority came up). The active replica reads the claim
+    without the mark and lets the Job run: the script runs. The paused replica put the mark back on, which
+    then said "not started" of a run going on, and a forced deletion (the finalizer removed by hand) freed
+    its request id while no controller ran: created again, it ran a second time. The paused replica now
+    writes nothing there: the claim says the run may have started, and the request id is never run again."""
+    settings = {**job_env(cluster, namespace, env), **peering}
+    leases = client.CoordinationV1Api(api_client)
+    with held_marks(api_client, namespace, tmp_path) as (off, on):
+        first = start_controller("first", MDOPS_PRIORITY="10", **settings)
+        rbs.create("paused", command="failover")
+        wait_until(off.asked.is_set, 60, "the first replica to take the claim's mark off")
+        second = start_controller("second", MDOPS_PRIORITY="20", **settings)
+        paused = "Pausing operations in favour of"  # kopf's, as it pauses for a replica of a higher priority
+        wait_until(lambda: paused in first.process.log.read_text(), 60, "the first replica to pause")
+        off.released.set()
+        wait_started(env, "paused")  # its Job let run by the second replica
+        # Asked of the paused replica as soon as its mark's removal was answered, long before the script ran.
+        on.released.set()
+        wait_until(lambda: on.answered or not on.asked.is_set(), 30, "the mark put back on, if asked")
+        kill(first)
+        kill(second)
+    claim = leases.read_namespaced_lease(lease_name("paused"), namespace)
+    marked = keys.UNSTARTED in claim.metadata.annotations
+    rbs.set_finalizers("paused", [])  # deleted by force while no controller runs
+    rbs.delete("paused")
+    wait_until(lambda: rbs.gone("paused"), 30, "the Runbook to go")
+    release(env)
+    start_controller("third", **settings)
+    rbs.create("again", command="failover", request_id="paused")
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert started(env) == ["paused"], f"run again (the claim said 'not started': {marked}): {status}"
+    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/paused"), status
+    assert not marked
 
 
 # -- 11. the standby replica takes over within 15 s -----------------------------------------------------

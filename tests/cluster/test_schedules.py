@@ -80,12 +80,15 @@ class Schedules:
         return time.time()
 
 
-class HeldCreates:
-    """A validating admission webhook that holds each Runbook create of one schedule until released: a
-    look stays in the middle of an API call as long as the test wants. ``asked`` is set once one came."""
+class HeldWrites:
+    """A validating admission webhook that holds each write it is registered for (:meth:`configuration`)
+    until released: a caller stays in the middle of an API call as long as the test wants. ``asked`` is set
+    once one came, ``answered`` counts those let through."""
 
     def __init__(self, directory: Path):
         self.asked, self.released = threading.Event(), threading.Event()
+        self.answered = 0
+        directory.mkdir(parents=True, exist_ok=True)
         authority = pki.Authority(directory)
         pair = authority.issue("webhook", "127.0.0.1", server=True)
         self.ca_bundle = base64.b64encode(authority.cert_path.read_bytes()).decode()
@@ -95,7 +98,7 @@ class HeldCreates:
             def do_POST(self) -> None:
                 review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 held.asked.set()
-                held.released.wait(60)
+                held.released.wait(120)  # the API server gives up after the webhook's timeout; asked again
                 response = {"uid": review["request"]["uid"], "allowed": True}
                 answer = {"apiVersion": review["apiVersion"], "kind": review["kind"], "response": response}
                 body = json.dumps(answer).encode()
@@ -104,6 +107,7 @@ class HeldCreates:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                held.answered += 1
 
             def log_message(self, *_) -> None:
                 pass
@@ -112,36 +116,33 @@ class HeldCreates:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(pair.cert, pair.key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="held creates").start()
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="held writes").start()
 
-    def configuration(self, namespace: str, schedule_name: str) -> dict:
-        """Registered under the namespace's name (one per test): for that namespace only."""
+    def configuration(
+        self, name: str, namespace: str, rule: dict, objects: dict | None = None, condition: str = ""
+    ) -> dict:
+        """Registered as ``name``, for the writes of ``rule`` in ``namespace`` only: of the objects with the
+        labels ``objects``, and, given a CEL ``condition``, only those it is true of."""
+        webhook = {
+            "name": "held.writes.test.mdops.io",
+            "clientConfig": {
+                "url": f"https://127.0.0.1:{self.server.server_port}/",
+                "caBundle": self.ca_bundle,
+            },
+            "rules": [rule],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "objectSelector": {"matchLabels": objects or {}},
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 30,
+        }
+        if condition:
+            webhook["matchConditions"] = [{"name": "held", "expression": condition}]
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": namespace},
-            "webhooks": [
-                {
-                    "name": "held.creates.test.mdops.io",
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{self.server.server_port}/",
-                        "caBundle": self.ca_bundle,
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": [keys.GROUP],
-                            "apiVersions": ["*"],
-                            "operations": ["CREATE"],
-                            "resources": [keys.PLURAL],
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                    "objectSelector": {"matchLabels": {schedule.SCHEDULE_LABEL: schedule_name}},
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                    "timeoutSeconds": 30,
-                }
-            ],
+            "metadata": {"name": name},
+            "webhooks": [webhook],
         }
 
     def close(self) -> None:
@@ -151,16 +152,30 @@ class HeldCreates:
 
 
 @contextlib.contextmanager
-def held_creates(api_client, namespace: str, schedule_name: str, directory: Path) -> Iterator[HeldCreates]:
-    """The webhook, registered for the schedule's Runbooks in ``namespace``, for the ``with`` block."""
-    held = HeldCreates(directory)
+def held_writes(
+    api_client, directory: Path, name: str, namespace: str, rule: dict, **kind
+) -> Iterator[HeldWrites]:
+    """The webhook, registered as ``name`` (:meth:`HeldWrites.configuration`), for the ``with`` block."""
+    held = HeldWrites(directory)
     admission = client.AdmissionregistrationV1Api(api_client)
-    admission.create_validating_webhook_configuration(held.configuration(namespace, schedule_name))
+    admission.create_validating_webhook_configuration(held.configuration(name, namespace, rule, **kind))
     try:
         yield held
     finally:
-        admission.delete_validating_webhook_configuration(namespace)
+        admission.delete_validating_webhook_configuration(name)
         held.close()
+
+
+def held_creates(api_client, namespace: str, schedule_name: str, directory: Path) -> Iterator[HeldWrites]:
+    """Each Runbook create of the schedule ``schedule_name`` held (registered under the namespace's name)."""
+    rule = {
+        "apiGroups": [keys.GROUP],
+        "apiVersions": ["*"],
+        "operations": ["CREATE"],
+        "resources": [keys.PLURAL],
+    }
+    objects = {schedule.SCHEDULE_LABEL: schedule_name}
+    return held_writes(api_client, directory, namespace, namespace, rule, objects=objects)
 
 
 def schedule_series(controller, name: str) -> dict[str, float]:
