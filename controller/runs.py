@@ -596,7 +596,7 @@ class Runs:
             if not may_have_started:
                 # Prepared first, then the mark comes off: a controller killed between the two leaves what
                 # proves that nothing ran (a folder without a runner, a suspended Job).
-                begun = await self._attempt(entry, executor.prepare(request), marked=True)
+                begun = await self._attempt(entry, executor.prepare(request), stopping, marked=True)
                 if begun is None:
                     entry.claim = await self.services.ledger.mark_unstarted(
                         entry.claim, entry.namespace, unstarted=False
@@ -609,7 +609,7 @@ class Runs:
                     # started" of a run going on, which a forced deletion would free to run again.
                     return Next(Outcome.STOPPED)
                 step = executor.resume if may_have_started else executor.start
-                begun = await self._attempt(entry, step(request), marked=False)
+                begun = await self._attempt(entry, step(request), stopping, marked=False)
             if isinstance(begun, Next):  # its Job refused (asked again later), or its Runbook gone
                 return begun
             assert begun is not None
@@ -650,7 +650,12 @@ class Runs:
         return entry.regate or (entry.gated_by_policies and waited)
 
     async def _attempt(
-        self, entry: Entry, step: Awaitable[Run | dict[str, Any] | None], *, marked: bool
+        self,
+        entry: Entry,
+        step: Awaitable[Run | dict[str, Any] | None],
+        stopping: asyncio.Event,
+        *,
+        marked: bool,
     ) -> Run | dict[str, Any] | Next | None:
         """What the executor's ``step`` gives; for a run that cannot start, its result (exit code 125), or
         when to ask again while the API server refuses its Job (:meth:`_refused`). Another error of the API
@@ -661,7 +666,7 @@ class Runs:
         try:
             return await step
         except RunbookGone:
-            return await self._gone_unstarted(entry)
+            return await self._gone_unstarted(entry, stopping)
         except NamespaceTerminating as error:
             return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
         except ApiError as error:
@@ -673,12 +678,22 @@ class Runs:
         except OSError as error:
             return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")
 
-    async def _gone_unstarted(self, entry: Entry) -> Next:
+    async def _gone_unstarted(self, entry: Entry, stopping: asyncio.Event) -> Next:
         """The Runbook was deleted by force after its claim's mark came off and before its run started, and
-        what was prepared for the run went with it (:class:`RunbookGone`): nothing ran. Its claim says so
-        again, and is freed as a run's that never started is (:meth:`forget`): its request id may run."""
+        what was prepared for the run went with it (:class:`RunbookGone`): this controller started nothing.
+        Its claim says so again, and is freed as a run's that never started is (:meth:`forget`): its request
+        id may run. Not if this replica was paused meanwhile: the active one, which read the claim without its
+        mark, may have let the prepared run start (a suspended Job let run), and what ran went with the
+        Runbook; the request id is kept, never freed for a second run."""
         entry.gone = True
-        if entry.claim is not None:
+        if stopping.is_set():
+            log.warning(
+                "%s/%s is gone, its run not started here; paused meanwhile, the active replica may have"
+                " started it: the request id is kept",
+                entry.namespace,
+                entry.name,
+            )
+        elif entry.claim is not None:
             entry.claim = await self.services.ledger.mark_unstarted(
                 entry.claim, entry.namespace, unstarted=True
             )

@@ -1184,6 +1184,66 @@ def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_a
     assert not marked
 
 
+def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keeps_its_request_id(
+    start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
+):
+    """The first replica took the claim's mark off and waits to let the suspended Job run (its watch of pods
+    cannot begin) when a replica with a higher priority pauses it. That one lets the Job run (the mark is
+    off, the Job suspended): the script runs; it dies, and the Runbook is deleted by force, its Job with it.
+    The first replica then finds Job and Runbook gone: it started nothing, but the other one may have (it
+    did). It freed the request id as never run, and created again the request ran a second time; now the
+    request id is kept, and a Runbook that comes with it is a cancelled duplicate."""
+    account = install_rbac(cluster, namespace, tmp_path)
+    cluster.kubectl(
+        "create",
+        "role",
+        "peering",
+        "-n",
+        namespace,
+        "--verb=get,list,watch,patch",
+        "--resource=kopfpeerings.kopf.dev",
+    )
+    cluster.kubectl(
+        "create", "rolebinding", "peering", "-n", namespace, "--role=peering",
+        f"--serviceaccount={namespace}:{account}",
+    )  # fmt: skip
+    kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
+    settings = {**job_env(cluster, namespace, env), **peering}
+    leases = client.CoordinationV1Api(api_client)
+
+    def claim() -> client.V1Lease | None:
+        try:
+            return leases.read_namespaced_lease(lease_name("forced"), namespace)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            return None
+
+    with pods_unlisted(cluster, namespace, account):
+        first = start_controller("first", MDOPS_PRIORITY="10", MDOPS_KUBECONFIG=str(kubeconfig), **settings)
+        rbs.create("forced", command="failover")
+        wait_until(
+            lambda: (lease := claim()) and keys.UNSTARTED not in (lease.metadata.annotations or {}),
+            60,
+            "the claim's mark to come off",
+        )
+        second = start_controller("second", MDOPS_PRIORITY="20", **settings)
+        wait_started(env, "forced")  # its Job let run by the second replica
+        assert "Pausing operations in favour of" in first.process.log.read_text()
+        kill(second)
+        rbs.set_finalizers("forced", [])
+        rbs.delete("forced")
+        wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go with its Runbook")
+    kept = "the request id is kept"  # the first replica's word, once it found the Runbook gone
+
+    wait_until(lambda: claim() is None or kept in first.process.log.read_text(), 60, "the claim settled")
+    release(env)
+    rbs.create("again", command="failover", request_id="forced")
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert started(env) == ["forced"], f"run again: {status}"
+    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/forced"), status
+
+
 # -- 11. the standby replica takes over within 15 s -----------------------------------------------------
 TAKEOVER_SECONDS = 15  # the README's promise, with MDOPS_PEERING_LIFETIME at its default (10)
 TAKEOVER_MARGIN_SECONDS = 5  # a loaded machine: kopf lists again as it resumes, then the run starts
