@@ -87,6 +87,21 @@ def ledger_result(api_client, namespace: str, request_id: str) -> dict | None:
     return json.loads(recorded) if recorded else None
 
 
+def claim_of(api_client, namespace: str, request_id: str) -> client.V1Lease | None:
+    """The ledger's Lease of ``request_id``; None if there is none."""
+    try:
+        return client.CoordinationV1Api(api_client).read_namespaced_lease(lease_name(request_id), namespace)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        return None
+
+
+def mark_off(claim: client.V1Lease | None) -> bool:
+    """Whether ``claim`` exists without its 'not started' mark."""
+    return claim is not None and keys.UNSTARTED not in (claim.metadata.annotations or {})
+
+
 def succeeded(status: dict) -> dict:
     return {c["type"]: c for c in status["conditions"]}["Succeeded"]
 
@@ -573,24 +588,14 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
     release(env)
     account = install_rbac(cluster, namespace, tmp_path)
     kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
-    leases = client.CoordinationV1Api(api_client)
 
     def claim() -> client.V1Lease | None:
-        try:
-            return leases.read_namespaced_lease(lease_name("forced"), namespace)
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
-            return None
+        return claim_of(api_client, namespace, "forced")
 
     with pods_unlisted(cluster, namespace, account):
         start_controller(**job_env(cluster, namespace, env), MDOPS_KUBECONFIG=str(kubeconfig))
         rbs.create("forced", command="failover")
-        wait_until(
-            lambda: (lease := claim()) and keys.UNSTARTED not in (lease.metadata.annotations or {}),
-            60,
-            "the claim's mark to come off",
-        )
+        wait_until(lambda: mark_off(claim()), 60, "the claim's mark to come off")
         [job] = jobs(api_client, namespace)
         assert job.spec.suspend, "its Job made suspended, not let run yet"
         if gone == "job":
@@ -1114,6 +1119,12 @@ def test_a_run_another_replica_finished_meanwhile_keeps_that_record_and_is_not_s
     assert rbs.get("twice")["metadata"]["uid"] == body["metadata"]["uid"]
 
 
+def wait_paused(replica) -> None:
+    """Until kopf's peering has paused ``replica`` for one of a higher priority (not as it starts)."""
+    said = "Pausing operations in favour of"
+    wait_until(lambda: said in replica.process.log.read_text(), 60, "the replica to pause")
+
+
 @contextlib.contextmanager
 def held_marks(api_client, namespace: str, directory: Path) -> Iterator[tuple[HeldWrites, HeldWrites]]:
     """The Lease updates that take a claim's mark off, and those that put it back on, each held (a webhook)
@@ -1155,14 +1166,12 @@ def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_a
     its request id while no controller ran: created again, it ran a second time. The paused replica now
     writes nothing there: the claim says the run may have started, and the request id is never run again."""
     settings = {**job_env(cluster, namespace, env), **peering}
-    leases = client.CoordinationV1Api(api_client)
     with held_marks(api_client, namespace, tmp_path) as (off, on):
         first = start_controller("first", MDOPS_PRIORITY="10", **settings)
         rbs.create("paused", command="failover")
         wait_until(off.asked.is_set, 60, "the first replica to take the claim's mark off")
         second = start_controller("second", MDOPS_PRIORITY="20", **settings)
-        paused = "Pausing operations in favour of"  # kopf's, as it pauses for a replica of a higher priority
-        wait_until(lambda: paused in first.process.log.read_text(), 60, "the first replica to pause")
+        wait_paused(first)
         off.released.set()
         wait_started(env, "paused")  # its Job let run by the second replica
         # Asked of the paused replica as soon as its mark's removal was answered, long before the script ran.
@@ -1170,8 +1179,7 @@ def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_a
         wait_until(lambda: on.answered or not on.asked.is_set(), 30, "the mark put back on, if asked")
         kill(first)
         kill(second)
-    claim = leases.read_namespaced_lease(lease_name("paused"), namespace)
-    marked = keys.UNSTARTED in claim.metadata.annotations
+    marked = not mark_off(claim_of(api_client, namespace, "paused"))
     rbs.set_finalizers("paused", [])  # deleted by force while no controller runs
     rbs.delete("paused")
     wait_until(lambda: rbs.gone("paused"), 30, "the Runbook to go")
@@ -1209,33 +1217,22 @@ def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keep
     )  # fmt: skip
     kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
     settings = {**job_env(cluster, namespace, env), **peering}
-    leases = client.CoordinationV1Api(api_client)
 
     def claim() -> client.V1Lease | None:
-        try:
-            return leases.read_namespaced_lease(lease_name("forced"), namespace)
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
-            return None
+        return claim_of(api_client, namespace, "forced")
 
     with pods_unlisted(cluster, namespace, account):
         first = start_controller("first", MDOPS_PRIORITY="10", MDOPS_KUBECONFIG=str(kubeconfig), **settings)
         rbs.create("forced", command="failover")
-        wait_until(
-            lambda: (lease := claim()) and keys.UNSTARTED not in (lease.metadata.annotations or {}),
-            60,
-            "the claim's mark to come off",
-        )
+        wait_until(lambda: mark_off(claim()), 60, "the claim's mark to come off")
         second = start_controller("second", MDOPS_PRIORITY="20", **settings)
+        wait_paused(first)
         wait_started(env, "forced")  # its Job let run by the second replica
-        assert "Pausing operations in favour of" in first.process.log.read_text()
         kill(second)
         rbs.set_finalizers("forced", [])
         rbs.delete("forced")
         wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go with its Runbook")
     kept = "the request id is kept"  # the first replica's word, once it found the Runbook gone
-
     wait_until(lambda: claim() is None or kept in first.process.log.read_text(), 60, "the claim settled")
     release(env)
     rbs.create("again", command="failover", request_id="forced")
