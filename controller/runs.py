@@ -601,13 +601,18 @@ class Runs:
                     entry.claim = await self.services.ledger.mark_unstarted(
                         entry.claim, entry.namespace, unstarted=False
                     )
+            if stopping.is_set() and not isinstance(begun, Next):
+                # Paused meanwhile: the active replica runs it, from what was prepared (which proves that
+                # nothing ran, :meth:`Executor.resume`), or prepares it again (here it could not be: a 5xx
+                # may hide a Job made). Nothing more is written here: that replica may have started the run
+                # already. A mark put back on would say "not started" of a run going on, which a forced
+                # deletion would free to run again; a result 'could not start' would end the record of a
+                # run whose script runs, and free its target's lock.
+                log.info(
+                    "%s/%s: paused before its start, left to the active replica", entry.namespace, entry.name
+                )
+                return Next(Outcome.STOPPED)
             if begun is None:
-                if stopping.is_set():
-                    # Paused meanwhile: the active replica starts it (what was prepared proves that nothing
-                    # ran, :meth:`Executor.resume`). The mark stays off: that replica may have read the claim
-                    # without it and started the run already, and a mark put back on would then say "not
-                    # started" of a run going on, which a forced deletion would free to run again.
-                    return Next(Outcome.STOPPED)
                 step = executor.resume if may_have_started else executor.start
                 begun = await self._attempt(entry, step(request), stopping, marked=False)
             if isinstance(begun, Next):  # its Job refused (asked again later), or its Runbook gone

@@ -1192,6 +1192,19 @@ def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_a
     assert not marked
 
 
+def peering_account(cluster, namespace: str, directory: Path) -> tuple[str, Path]:
+    """mdops's ServiceAccount (``install_rbac``) with the right to peer (the peering component's): its name,
+    and a kubeconfig of it for a controller replica that the test's RBAC or webhooks single out."""
+    account = install_rbac(cluster, namespace, directory)
+    peers = ("-n", namespace, "--verb=get,list,watch,patch", "--resource=kopfpeerings.kopf.dev")
+    cluster.kubectl("create", "role", "peering", *peers)
+    who = f"--serviceaccount={namespace}:{account}"
+    cluster.kubectl("create", "rolebinding", "peering", "-n", namespace, "--role=peering", who)
+    return account, cluster.service_account_kubeconfig(
+        namespace, account, directory / "controller.kubeconfig"
+    )
+
+
 def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keeps_its_request_id(
     start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
 ):
@@ -1201,21 +1214,7 @@ def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keep
     The first replica then finds Job and Runbook gone: it started nothing, but the other one may have (it
     did). It freed the request id as never run, and created again the request ran a second time; now the
     request id is kept, and a Runbook that comes with it is a cancelled duplicate."""
-    account = install_rbac(cluster, namespace, tmp_path)
-    cluster.kubectl(
-        "create",
-        "role",
-        "peering",
-        "-n",
-        namespace,
-        "--verb=get,list,watch,patch",
-        "--resource=kopfpeerings.kopf.dev",
-    )
-    cluster.kubectl(
-        "create", "rolebinding", "peering", "-n", namespace, "--role=peering",
-        f"--serviceaccount={namespace}:{account}",
-    )  # fmt: skip
-    kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
+    account, kubeconfig = peering_account(cluster, namespace, tmp_path)
     settings = {**job_env(cluster, namespace, env), **peering}
 
     def claim() -> client.V1Lease | None:
@@ -1239,6 +1238,50 @@ def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keep
     status = rbs.wait_finished("again", timeout=90)["status"]
     assert started(env) == ["forced"], f"run again: {status}"
     assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/forced"), status
+
+
+def test_a_replica_paused_while_its_job_could_not_be_made_leaves_the_run_to_the_active_one(
+    start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
+):
+    """The first replica's create of the run's Job fails (500: an API server that fails it, which may hide a
+    Job made), its claim's mark still on; a replica with a higher priority pauses it meanwhile, makes the
+    Job and lets it run: the script runs. The paused replica then ended the run 'could not start' (125):
+    the ledger and the final status said so of a run whose script ran, and it let go of the target's lock,
+    so a failback on that target ran beside the failover. A paused replica now leaves the run to the active
+    one, which records the script's own result and keeps the lock until it ends."""
+    account, kubeconfig = peering_account(cluster, namespace, tmp_path)
+    settings = {**job_env(cluster, namespace, env), **peering}
+    rule = {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["jobs"]}
+    its_own = f"request.userInfo.username == 'system:serviceaccount:{namespace}:{account}'"
+    held = held_writes(api_client, tmp_path / "jobs", namespace, namespace, rule, 500, condition=its_own)
+    with held as made:
+        first = start_controller("first", MDOPS_PRIORITY="10", MDOPS_KUBECONFIG=str(kubeconfig), **settings)
+        rbs.create("failover", command="failover")
+        wait_until(made.asked.is_set, 60, "the first replica to make the Job")
+        second = start_controller("second", MDOPS_PRIORITY="20", **settings)
+        wait_paused(first)
+        wait_started(env, "failover")  # its Job made and let run by the second replica
+        made.released.set()  # the first replica's create fails, each time it asks
+        left = "left to the active replica"  # the first replica's word, once its create failed
+        wait_until(
+            lambda: left in first.process.log.read_text() or rbs.get("failover")["status"].get("result"),
+            60,
+            "the first replica to leave the failover, or to end it",
+        )
+    kill(second)  # the first replica takes over, and a failback comes on the failover's target
+    rbs.create("failback", command="failback")
+
+    def queued() -> bool:  # behind the failover, for its target's lock
+        return "waiting for failover" in (rbs.condition("failback", "Queued") or {}).get("message", "")
+
+    wait_until(lambda: "failback" in started(env) or queued(), 60, "the failback to start, or to wait")
+    release(env)
+    failover = rbs.wait_finished("failover", timeout=90)["status"]
+    rbs.wait_finished("failback", timeout=90)
+    runs = [line.split()[:2] for line in lines(env / "runs.log")]
+    expected = [["failover", "start"], ["failover", "end"], ["failback", "start"], ["failback", "end"]]
+    assert runs == expected, "the failback ran beside the failover"
+    assert (failover["exitCode"], failover["result"]) == (0, "success"), failover["message"]
 
 
 # -- 11. the standby replica takes over within 15 s -----------------------------------------------------

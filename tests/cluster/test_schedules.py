@@ -83,11 +83,13 @@ class Schedules:
 class HeldWrites:
     """A validating admission webhook that holds each write it is registered for (:meth:`configuration`)
     until released: a caller stays in the middle of an API call as long as the test wants. ``asked`` is set
-    once one came, ``answered`` counts those let through."""
+    once one came, ``answered`` counts those answered. Released, they go through; or, given a ``refusal``,
+    each is refused with that HTTP code (500: as an API server that fails them)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, refusal: int = 0):
         self.asked, self.released = threading.Event(), threading.Event()
         self.answered = 0
+        self.refusal = refusal
         directory.mkdir(parents=True, exist_ok=True)
         authority = pki.Authority(directory)
         pair = authority.issue("webhook", "127.0.0.1", server=True)
@@ -99,7 +101,9 @@ class HeldWrites:
                 review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 held.asked.set()
                 held.released.wait(120)  # the API server gives up after the webhook's timeout; asked again
-                response = {"uid": review["request"]["uid"], "allowed": True}
+                response = {"uid": review["request"]["uid"], "allowed": not held.refusal}
+                if held.refusal:
+                    response["status"] = {"code": held.refusal, "message": "refused by the test's webhook"}
                 answer = {"apiVersion": review["apiVersion"], "kind": review["kind"], "response": response}
                 body = json.dumps(answer).encode()
                 self.send_response(200)
@@ -153,10 +157,10 @@ class HeldWrites:
 
 @contextlib.contextmanager
 def held_writes(
-    api_client, directory: Path, name: str, namespace: str, rule: dict, **kind
+    api_client, directory: Path, name: str, namespace: str, rule: dict, refusal: int = 0, **kind
 ) -> Iterator[HeldWrites]:
     """The webhook, registered as ``name`` (:meth:`HeldWrites.configuration`), for the ``with`` block."""
-    held = HeldWrites(directory)
+    held = HeldWrites(directory, refusal)
     admission = client.AdmissionregistrationV1Api(api_client)
     admission.create_validating_webhook_configuration(held.configuration(name, namespace, rule, **kind))
     try:
