@@ -313,7 +313,10 @@ class Runs:
         """The own claim, saying again that its run has not started if that is so: a claim made before
         claims carried the mark (a controller upgraded while runs waited) leaves a run that waits without
         a finalizer, unseen if it is deleted while no controller runs. Without the finalizer, and with no
-        run in its status nor found by the executor, it has not started."""
+        run in its status nor found by the executor, it has not started. The Runbook is read again first:
+        this controller's view may be old (a paused replica sees no more events), and the claim read since
+        may lack the mark because the active replica put the finalizer on, took the mark off and is starting
+        the run (its Job still suspended); a mark put on then says "not started" of a run going on."""
         if (
             claim.unstarted
             or claim.result is not None
@@ -321,6 +324,14 @@ class Runs:
             or entry.deleting
             or self.status(entry).execution is not None
             or await self.services.executor.find(self.request(entry)) is not None
+        ):
+            return claim
+        current = await self.services.kube.get_runbook(entry.namespace, entry.name)
+        if (
+            current is None
+            or current["metadata"]["uid"] != entry.uid
+            or keys.FINALIZER in (current["metadata"].get("finalizers") or ())
+            or (current.get("status") or {}).get("execution")
         ):
             return claim
         return await self.services.ledger.mark_unstarted(claim, entry.namespace, unstarted=True)

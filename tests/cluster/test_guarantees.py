@@ -1156,6 +1156,23 @@ def held_marks(api_client, namespace: str, directory: Path) -> Iterator[tuple[He
         yield off, on
 
 
+def forced_then_asked_again(start_controller, rbs, env: Path, api_client, name: str, settings: dict) -> None:
+    """The failover ``name``, whose script started, deleted by force while no controller runs, then asked for
+    again with its request id under another name: a cancelled duplicate, never run again; its claim, as the
+    deletion found it, said that the run may have started."""
+    marked = not mark_off(claim_of(api_client, rbs.namespace, name))
+    rbs.set_finalizers(name, [])
+    rbs.delete(name)
+    wait_until(lambda: rbs.gone(name), 30, "the Runbook to go")
+    release(env)
+    start_controller("third", **settings)
+    rbs.create("again", command="failover", request_id=name)
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert started(env) == [name], f"run again (the claim said 'not started': {marked}): {status}"
+    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{rbs.namespace}/{name}"), status
+    assert not marked
+
+
 def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_active_one_unmarked(
     start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
 ):
@@ -1179,17 +1196,7 @@ def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_a
         wait_until(lambda: on.answered or not on.asked.is_set(), 30, "the mark put back on, if asked")
         kill(first)
         kill(second)
-    marked = not mark_off(claim_of(api_client, namespace, "paused"))
-    rbs.set_finalizers("paused", [])  # deleted by force while no controller runs
-    rbs.delete("paused")
-    wait_until(lambda: rbs.gone("paused"), 30, "the Runbook to go")
-    release(env)
-    start_controller("third", **settings)
-    rbs.create("again", command="failover", request_id="paused")
-    status = rbs.wait_finished("again", timeout=90)["status"]
-    assert started(env) == ["paused"], f"run again (the claim said 'not started': {marked}): {status}"
-    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/paused"), status
-    assert not marked
+    forced_then_asked_again(start_controller, rbs, env, api_client, "paused", settings)
 
 
 def peering_account(cluster, namespace: str, directory: Path) -> tuple[str, Path]:
@@ -1282,6 +1289,59 @@ def test_a_replica_paused_while_its_job_could_not_be_made_leaves_the_run_to_the_
     expected = [["failover", "start"], ["failover", "end"], ["failback", "start"], ["failback", "end"]]
     assert runs == expected, "the failback ran beside the failover"
     assert (failover["exitCode"], failover["result"]) == (0, "success"), failover["message"]
+
+
+def test_a_replica_paused_while_it_claimed_a_run_never_marks_it_unstarted_from_what_it_saw_before(
+    start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
+):
+    """The first replica lists a Runbook (no finalizer yet) and claims its request id (held: a webhook); a
+    replica with a higher priority pauses it (a paused replica sees no more events), claims it, puts the
+    finalizer on, takes the claim's mark off and lets the Job run (held until the first one is done). The
+    first one's claim finds the second's without the mark, on a Runbook that, as it last saw it, has no
+    finalizer, and its Job is still suspended: it took the claim for one made before claims carried the mark
+    and put the mark on, which then said "not started" of a run going on; deleted by force while no
+    controller ran, the request id ran a second time. The finalizer is read again before the mark goes on."""
+    account, kubeconfig = peering_account(cluster, namespace, tmp_path)
+    settings = {**job_env(cluster, namespace, env), **peering}
+    leases = {
+        "apiGroups": ["coordination.k8s.io"],
+        "apiVersions": ["v1"],
+        "operations": ["CREATE"],
+        "resources": ["leases"],
+    }
+    its_claim = (
+        f"request.userInfo.username == 'system:serviceaccount:{namespace}:{account}' && "
+        "object.metadata.name.startsWith('mdops-req-')"
+    )
+    jobs_updated = {
+        "apiGroups": ["batch"],
+        "apiVersions": ["v1"],
+        "operations": ["UPDATE"],
+        "resources": ["jobs"],
+    }
+    let_run = "oldObject.spec.suspend == true && object.spec.suspend == false"
+    with (
+        held_writes(
+            api_client, tmp_path / "claims", f"{namespace}-claims", namespace, leases, condition=its_claim
+        ) as claimed,
+        held_writes(
+            api_client, tmp_path / "starts", f"{namespace}-starts", namespace, jobs_updated, condition=let_run
+        ) as started_job,
+    ):
+        first = start_controller("first", MDOPS_PRIORITY="10", MDOPS_KUBECONFIG=str(kubeconfig), **settings)
+        rbs.create("stale", command="failover")
+        wait_until(claimed.asked.is_set, 60, "the first replica to claim the request id")
+        second = start_controller("second", MDOPS_PRIORITY="20", **settings)
+        wait_paused(first)
+        wait_until(started_job.asked.is_set, 60, "the second replica to let the Job run")
+        assert mark_off(claim_of(api_client, namespace, "stale"))
+        claimed.released.set()  # the first replica reads the second's claim
+        wait_until(lambda: claimed.answered, 30, "the first replica's claim answered")
+        started_job.released.set()
+        wait_started(env, "stale")  # long after the first replica's admission ended
+        kill(first)
+        kill(second)
+    forced_then_asked_again(start_controller, rbs, env, api_client, "stale", settings)
 
 
 # -- 11. the standby replica takes over within 15 s -----------------------------------------------------
