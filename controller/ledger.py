@@ -149,14 +149,20 @@ class Ledger:
         """Give up an unfinished claim (its Runbook was deleted before it ran, or the gate ended it). The
         Lease may have changed since the claim (a duplicate noted in it while the gate held the run): read
         again, it goes if it is still the entry's and unfinished, else a re-created request id would be a
-        duplicate of a run that never ran."""
+        duplicate of a run that never ran. Not if its "not started" mark came off meanwhile: another
+        controller replica (peering settling) is starting its run, and the request id stays taken."""
         while entry.result is None:
             if await self.kube.delete_lease(namespace, entry.name, entry.version):
                 return
             current = await self.kube.get_lease(namespace, entry.name)
             if current is None or (current.get("spec") or {}).get("holderIdentity") != entry.uid:
                 return  # gone, or another's now
-            entry = Entry.from_lease(current)
+            marked, entry = entry.unstarted, Entry.from_lease(current)
+            if marked and not entry.unstarted:
+                log.warning(
+                    "%s: its claim's mark came off since it was read: its request id is kept", entry.runbook
+                )
+                return
 
     async def finish(self, entry: Entry, namespace: str, status: dict[str, Any]) -> Entry:
         """Record the result of the owner's run (``status``: the finished status, camelCase), unless one

@@ -1,0 +1,61 @@
+"""The ledger's writes against a Lease that another controller replica changed since it was read, on the
+real API server (two replicas act at once while kopf's peering settles)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kubernetes import client
+
+from controller import ledger, login
+from controller.kubeapi import KubeApi
+from runbooks import keys
+
+
+def claims_then_released(cluster, namespace: str, change) -> None:
+    """A claim read by one replica; ``change`` done to it by another (with its own entry of the claim); then
+    the first replica gives the claim up with the entry it read."""
+
+    async def scenario() -> None:
+        kube = KubeApi(lambda: login.from_kubeconfig(cluster.kubeconfig))
+        try:
+            book = ledger.Ledger(kube)
+            claim = await book.claim(namespace, "req-1", "uid-1", "first", 1, "request")
+            assert claim.unstarted
+            await change(book, await book.lookup(namespace, "req-1"))
+            await book.release(claim, namespace)
+        finally:
+            await kube.close()
+
+    asyncio.run(scenario())
+
+
+def lease(api_client, namespace: str) -> client.V1Lease | None:
+    try:
+        return client.CoordinationV1Api(api_client).read_namespaced_lease(
+            ledger.lease_name("req-1"), namespace
+        )
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        return None
+
+
+def test_a_claim_whose_mark_came_off_since_it_was_read_is_kept(cluster, namespace, api_client):
+    """The other replica took the mark off to start the run: freeing the request id then would let it run
+    again. Before, the release read the Lease again after its conflict and deleted it all the same."""
+
+    async def starts(book: ledger.Ledger, entry: ledger.Entry) -> None:
+        await book.mark_unstarted(entry, namespace, unstarted=False)
+
+    claims_then_released(cluster, namespace, starts)
+    kept = lease(api_client, namespace)
+    assert kept is not None and keys.UNSTARTED not in (kept.metadata.annotations or {})
+
+
+def test_a_claim_that_only_noted_a_duplicate_since_it_was_read_is_released(cluster, namespace, api_client):
+    async def notes(book: ledger.Ledger, entry: ledger.Entry) -> None:
+        await book.note_duplicate(entry, namespace, "uid-2")
+
+    claims_then_released(cluster, namespace, notes)
+    assert lease(api_client, namespace) is None
