@@ -25,6 +25,7 @@ replaces, to the :class:`~api.events.EventLog` of the live updates (not the firs
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -37,6 +38,7 @@ from typing import Any
 
 from kubernetes import client
 
+from api import listing
 from api.events import EventLog
 from api.records import RunbookRecord, order, record_of
 from runbooks import keys
@@ -80,6 +82,7 @@ class RunbookCache:
 
         self._lock = threading.Lock()
         self._records: dict[str, RunbookRecord] = {}
+        self._ordered: list[RunbookRecord] = []  # the runs list's order (api.listing.key), oldest first
         self._by_request: dict[str, set[str]] = {}
         self._unfinished: Counter[str] = Counter()  # by requestedBy
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
@@ -204,6 +207,12 @@ class RunbookCache:
         with self._lock:
             return self.version, list(self._records.values())
 
+    def ordered(self) -> list[RunbookRecord]:
+        """Every cached Runbook in the runs list's order (:func:`api.listing.key`), oldest first: kept in
+        order as they change, so that a page of the list costs what it shows, not a sort of them all."""
+        with self._lock:
+            return list(self._ordered)
+
     async def wait_synced(self, timeout: float) -> bool:
         """Wait (woken by the first list, without holding a worker thread) until the cache has synced."""
         if self.synced.is_set():
@@ -324,8 +333,9 @@ class RunbookCache:
             self._records = {}
             self._by_request = {}
             self._unfinished = Counter()
+            self._ordered = sorted(records.values(), key=listing.key)
             for record in records.values():
-                self._add(record)
+                self._index(record)
             self.version += 1
             self._wake(changed)
         self.resource_version = resource_version
@@ -397,7 +407,12 @@ class RunbookCache:
         self.events += 1
 
     def _add(self, record: RunbookRecord) -> None:
-        """Index ``record`` (called with the lock held)."""
+        """Index ``record`` and put it in its place in the list's order (called with the lock held)."""
+        self._index(record)
+        bisect.insort(self._ordered, record, key=listing.key)  # a new run: at the end, the newest
+
+    def _index(self, record: RunbookRecord) -> None:
+        """Index ``record`` by name, request id and requester (called with the lock held)."""
         self._records[record.name] = record
         self._by_request.setdefault(record.request_id, set()).add(record.name)
         if not record.finished:
@@ -406,6 +421,7 @@ class RunbookCache:
     def _remove(self, record: RunbookRecord) -> None:
         """Forget ``record`` (called with the lock held)."""
         del self._records[record.name]
+        del self._ordered[bisect.bisect_left(self._ordered, record.list_key, key=listing.key)]
         names = self._by_request.get(record.request_id, set())
         names.discard(record.name)
         if not names:

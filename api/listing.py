@@ -12,9 +12,9 @@ before its cursor and are not in the next pages: a list is read again from its f
 
 from __future__ import annotations
 
+import bisect
 import datetime
-import heapq
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from api.records import RunbookRecord
@@ -33,6 +33,11 @@ class Filters:
     status: RunState | None = None
     requested_by: str | None = None  # a part of the name, in any case
     since: datetime.datetime | None = None  # created at or after
+
+    @property
+    def everything(self) -> bool:
+        """No filter: every run matches."""
+        return self == Filters()
 
     def match(self, record: RunbookRecord) -> bool:
         return (
@@ -65,11 +70,14 @@ class Page:
     next_cursor: Key | None  # None: this is the last page
 
 
-def page(records: Iterable[RunbookRecord], filters: Filters, limit: int, after: Key | None = None) -> Page:
-    """The ``limit`` newest runs that pass ``filters`` and come after the cursor ``after`` (older than it)."""
-    matching = [r for r in records if filters.match(r)]
-    older = matching if after is None else [r for r in matching if key(r) < after]
-    newest = heapq.nlargest(limit + 1, older, key=key)
+def page(ordered: Sequence[RunbookRecord], filters: Filters, limit: int, after: Key | None = None) -> Page:
+    """The ``limit`` newest runs that pass ``filters`` and come after the cursor ``after`` (older than it),
+    of ``ordered``, every run in the order of :func:`key`, oldest first (as the cache keeps them). Without
+    filters a page reads only the runs it shows (and a few to find its cursor's place), however many there
+    are; filters read every run, to count those that match."""
+    matching = ordered if filters.everything else [r for r in ordered if filters.match(r)]
+    end = len(matching) if after is None else bisect.bisect_left(matching, after, key=key)
+    newest = matching[max(0, end - limit - 1) : end][::-1]
     more = len(newest) > limit
     shown = newest[:limit]
     return Page(shown, len(matching), key(shown[-1]) if more else None)

@@ -64,7 +64,7 @@ async def list_runbooks(
     ] = None,
 ) -> JSONResponse:
     filters = listing.Filters(command, status, requested_by or None, since)
-    found = listing.page(cache.snapshot()[1], filters, limit, cursor)  # type: ignore[arg-type]
+    found = listing.page(cache.ordered(), filters, limit, cursor)  # type: ignore[arg-type]
     return JSONResponse(
         {
             "runbooks": [runbook_summary(r, settings.zone) for r in found.records],

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from api import listing
 from api.cache import RunbookCache
 from api.main import create_app
 from api.settings import ApiSettings
@@ -264,6 +265,39 @@ def test_a_gone_resource_version_makes_the_cache_list_again(cluster, mdops_crds,
         assert cache.get("seen") is not None
         runbooks.create("later", command="stop")
         wait_until(lambda: cache.get("later") is not None, 10, "the watch to follow")
+    finally:
+        cache.stop()
+        api.close()
+
+
+def test_the_cache_keeps_the_runs_list_order_through_changes_deletions_and_lists(
+    cluster, mdops_crds, namespace, runbooks
+):
+    """The runs list pages from the order the cache keeps (api.listing.key) as Runbooks are made, change,
+    go, and as it lists again: always every cached Runbook once, in that order."""
+    for name in ("b", "a", "c"):  # within a second or two: the order is then by name
+        runbooks.create(name, command="start")
+    api = new_api_client(cluster.kubeconfig)
+    cache = RunbookCache(api, namespace).start()
+
+    def in_order(*names: str) -> bool:
+        ordered = cache.ordered()
+        return [r.name for r in ordered] == list(names) and ordered == sorted(
+            cache.snapshot()[1], key=listing.key
+        )
+
+    try:
+        wait_until(cache.synced.is_set, 15, "the first list")
+        first = sorted(("a", "b", "c"), key=lambda n: cache.get(n).list_key)
+        assert in_order(*first)
+        runbooks.set_status("b", finished_status("b", 0))  # a new version of a run keeps its place
+        runbooks.create("d", command="stop")
+        runbooks.delete(first[0])
+        wait_until(lambda: in_order(*first[1:], "d"), 15, "the cache to follow, in order")
+        assert cache.get("b").finished
+        cache.interrupt()  # lists again
+        runbooks.create("e", command="stop")
+        wait_until(lambda: cache.lists == 2 and in_order(*first[1:], "d", "e"), 15, "a second list, in order")
     finally:
         cache.stop()
         api.close()

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from api.listing import CURSOR_PATTERN, Filters, decode_cursor, encode_cursor, key, page
+from api import listing
+from api.listing import CURSOR_PATTERN, Filters, decode_cursor, encode_cursor, key
 from api.records import record_of
 from runbooks import keys
 from runbooks.contract import Command, RunState
@@ -33,6 +34,11 @@ def record(name, command="start", second=0, micro=None, requested_by="", finishe
 
 def names(found):
     return [r.name for r in found.records]
+
+
+def page(records, filters, limit, after=None):
+    """A page of ``records`` (in any order), ordered as the cache keeps them."""
+    return listing.page(sorted(records, key=key), filters, limit, after)
 
 
 def test_newest_first_by_creation_then_request_time_then_name():
@@ -88,6 +94,29 @@ def test_filters_combine_and_count_every_match():
     assert names(page(records, Filters(status=RunState.SUCCESS), 10)) == ["s3", "s2"]
     assert names(page(records, Filters(since=T0 + datetime.timedelta(seconds=3)), 10)) == ["s3", "f1"]
     assert page(records, Filters(command=Command.DRILL), 10) == page([], Filters(), 10)
+
+
+class Watched(list):
+    """A list that counts the runs read from it, and refuses to be walked whole."""
+
+    reads = 0
+
+    def __getitem__(self, index):
+        Watched.reads += 1
+        return super().__getitem__(index)
+
+    def __iter__(self):
+        raise AssertionError("the page walked every run")
+
+
+def test_a_page_without_filters_reads_the_runs_it_shows_not_every_run():
+    """The console's list, at every change of any run: its cost must not grow with the namespace."""
+    records = Watched(sorted((record(f"r{i:05d}", second=i) for i in range(5000)), key=key))
+    first = listing.page(records, Filters(), 50)
+    second = listing.page(records, Filters(), 50, first.next_cursor)
+    assert names(second) == [f"r{i:05d}" for i in range(4949, 4899, -1)]
+    assert (first.matched, second.matched) == (5000, 5000)
+    assert Watched.reads <= 2 * 51 + 13  # the runs shown and the next cursor's, and a bisection (log2 5000)
 
 
 def test_a_cursor_keeps_microseconds_and_names_its_place():
