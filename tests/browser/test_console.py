@@ -4,6 +4,7 @@ click, the keyboard and axe-core. The last test stops Prometheus (the stale badg
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import uuid
@@ -480,6 +481,31 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
     applied(stack, f"{tag}-new")
     expect(page.get_by_role("link", name=f"{tag}-new")).to_be_visible()
     assert page.evaluate("document.activeElement.textContent") == f"{tag}-40"
+
+
+def test_a_change_of_a_run_reads_the_runs_list_not_the_status(page, stack):
+    """Status is a pass over every Runbook the API holds (tens of thousands), recomputed at each change of
+    any of them: the runs list, read again at every change, does not read it too; the header reads it on
+    its own clock. The page's clock is stopped (its timers fire only as the test moves it), so that the
+    header's clock, every 10 s, is not what the test counts."""
+    page.clock.install()
+    page.clock.pause_at(datetime.datetime.now(datetime.UTC))
+    sign_in(page, stack.admin_token)
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_text("Live: updated as runs change.")).to_be_visible()
+    reads: list[str] = []
+    page.on("request", lambda r: "/api/ops/" in r.url and reads.append(r.url.split("/api/ops/")[1]))
+    tag = f"changes-{uuid.uuid4().hex[:6]}"
+    applied(stack, tag)  # a dry run, which reports no state of the environment
+    link = page.get_by_role("link", name=tag)
+    # The list is read 200 ms after a change (one read for a burst of them): 45 such steps stay short of
+    # the header's 10 s.
+    for _ in range(45):
+        page.clock.run_for(200)
+        if link.is_visible():
+            break
+    expect(link).to_be_visible(timeout=1)
+    assert [r for r in reads if r.startswith("runbooks?")] and not [r for r in reads if r == "status"], reads
 
 
 def test_a_read_of_the_runs_list_keeps_the_rows_that_did_not_change(page, stack):

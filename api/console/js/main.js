@@ -79,7 +79,7 @@ function route() {
   leave();
   const hash = location.hash || "#/overview";
   const mayRun = me.commands.length > 0;
-  const ctx = { me, showEnvironment, refreshEnvironment, title: (t) => (document.title = `${t} · mdops Ops Console`) };
+  const ctx = { me, refreshEnvironment, title: (t) => (document.title = `${t} · mdops Ops Console`) };
   const section = hash.split("/")[1]; // "overview", "runbooks" (a run's page too), "schedules" or "run"
   for (const link of document.querySelectorAll("#nav a")) {
     if (link.getAttribute("href") === `#/${section}`) link.setAttribute("aria-current", "page");

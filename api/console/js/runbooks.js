@@ -128,13 +128,20 @@ export function show(container, ctx) {
 
   let pending = null;
   let reading = 0; // the newest read wins: an older answer (other filters) is dropped
+  // A run reported the environment's state since the last read: the header reads it again with the list.
+  // Not at every change of any run: status is a pass over every Runbook the API holds (tens of
+  // thousands), the list's first page is not; the header reads it on its own clock besides.
+  let environment = false;
   async function load() {
     pending = null;
     const mine = ++reading;
+    if (environment) {
+      environment = false;
+      ctx.refreshEnvironment();
+    }
     try {
-      const [[found, matched, more], status] = await Promise.all([runs(), call("/api/ops/status")]);
+      const [found, matched, more] = await runs();
       if (mine !== reading) return;
-      ctx.showEnvironment(status.data);
       problem.textContent = "";
       render(found, matched, more);
     } catch (error) {
@@ -161,7 +168,11 @@ export function show(container, ctx) {
   });
 
   const stop = follow(
-    (name) => name !== "log" && changed(),
+    (name, data) => {
+      if (name === "log") return;
+      if (data.state) environment = true;
+      changed();
+    },
     (state, message, since) => {
       if (state === "live") live.textContent = "Live: updated as runs change.";
       else if (state === "stale") live.textContent = stale(message, since, zone, "The list");
