@@ -82,7 +82,7 @@ class EventLog:
         self._ring: deque[Change] = deque(maxlen=size)
         self._lock = threading.Lock()
         self._head = 0  # the number of the newest event (0: none yet)
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters: dict[asyncio.AbstractEventLoop, set[asyncio.Event]] = {}  # the streams', by loop
 
     @property
     def head(self) -> int:
@@ -113,10 +113,10 @@ class EventLog:
             for kind, record, lines in found:
                 self._head += 1
                 self._ring.append(Change(self._head, kind, record, tuple(lines)))
-            waiters = list(self._waiters)
-        for loop, event in waiters:
+            waiters = [(loop, tuple(events)) for loop, events in self._waiters.items()]
+        for loop, events in waiters:  # one callback per loop, not one per stream: hundreds may be open
             with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(_set_all, events)
 
     def since(self, seq: int) -> list[Change] | None:
         """The events after ``seq``, oldest first; None if some of them have left the ring."""
@@ -125,20 +125,32 @@ class EventLog:
                 return []
             if not self._ring or self._ring[0].seq > seq + 1:
                 return None
-            return [change for change in self._ring if change.seq > seq]
+            # The ring's numbers follow each other: the events after seq are its last head - seq, read
+            # from its end (a stream wakes at each event: reading the whole ring each time cost more than
+            # sending).
+            return [self._ring[i] for i in range(seq - self._head, 0)]
 
     @contextlib.contextmanager
     def waiter(self) -> Iterator[asyncio.Event]:
-        """An event set whenever a new event is recorded, for as long as the ``with`` block lasts."""
+        """An event set whenever a new event is recorded, for as long as the ``with`` block lasts (a
+        stream's life: it clears the event before it reads what is new)."""
         event = asyncio.Event()
-        entry = (asyncio.get_running_loop(), event)
+        loop = asyncio.get_running_loop()
         with self._lock:
-            self._waiters.add(entry)
+            self._waiters.setdefault(loop, set()).add(event)
         try:
             yield event
         finally:
             with self._lock:
-                self._waiters.discard(entry)
+                events = self._waiters.get(loop, set())
+                events.discard(event)
+                if not events:
+                    self._waiters.pop(loop, None)
+
+
+def _set_all(events: tuple[asyncio.Event, ...]) -> None:
+    for event in events:
+        event.set()
 
 
 class TooManyStreams(Exception):

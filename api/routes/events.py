@@ -124,39 +124,45 @@ async def stream_events(
         return head, opening
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
-        try:
-            after = log.resume_point(last_event_id) if last_event_id else None
-            if after is None:
-                after, opening = start_now("cannot resume after that event id" if last_event_id else None)
-                for event in opening:
-                    yield event
-            while not shutdown.is_set():
-                with log.waiter() as woken:
-                    batch = log.since(after)
-                    if batch == []:
-                        await _first(woken.wait(), shutdown.wait())
-                        continue
-                if batch is None:  # this stream fell behind the ring: say so, and start again from now
-                    after, opening = start_now("events were missed")
+        # Woken at each new event, and when the API stops: one event and one task for the stream's life,
+        # not one of each per wait (with hundreds of streams open, a burst of runs made them by millions).
+        with log.waiter() as woken:
+            stopping = asyncio.ensure_future(_set_when(shutdown, woken))
+            try:
+                after = log.resume_point(last_event_id) if last_event_id else None
+                if after is None:
+                    reset = "cannot resume after that event id" if last_event_id else None
+                    after, opening = start_now(reset)
                     for event in opening:
                         yield event
-                    continue
-                chunk: list[bytes] = []
-                size = 0
-                for change in batch:
-                    after = change.seq
-                    if (request_id is None or change.record.request_id == request_id) and reads(
-                        principal, change.record
-                    ):
-                        chunk.append(message(log, change, zone))
-                        size += len(chunk[-1])
-                        if size >= CHUNK_BYTES:
-                            yield b"".join(chunk)
-                            chunk, size = [], 0
-                if chunk:
-                    yield b"".join(chunk)
-        finally:
-            slot.close()
+                while not shutdown.is_set():
+                    woken.clear()  # before reading: an event recorded from now on wakes the wait below
+                    batch = log.since(after)
+                    if batch == []:
+                        await woken.wait()
+                        continue
+                    if batch is None:  # this stream fell behind the ring: say so, and start again from now
+                        after, opening = start_now("events were missed")
+                        for event in opening:
+                            yield event
+                        continue
+                    chunk: list[bytes] = []
+                    size = 0
+                    for change in batch:
+                        after = change.seq
+                        if (request_id is None or change.record.request_id == request_id) and reads(
+                            principal, change.record
+                        ):
+                            chunk.append(message(log, change, zone))
+                            size += len(chunk[-1])
+                            if size >= CHUNK_BYTES:
+                                yield b"".join(chunk)
+                                chunk, size = [], 0
+                    if chunk:
+                        yield b"".join(chunk)
+            finally:
+                stopping.cancel()
+                slot.close()
 
     return EventSourceResponse(
         stream(),
@@ -167,11 +173,7 @@ async def stream_events(
     )
 
 
-async def _first(*waits) -> None:
-    """Wait until the first of ``waits`` is done; cancel the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
+async def _set_when(shutdown: anyio.Event, woken: asyncio.Event) -> None:
+    """Set ``woken`` once ``shutdown`` is set: the API stops."""
+    await shutdown.wait()
+    woken.set()

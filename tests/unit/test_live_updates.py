@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections import deque
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -134,3 +138,39 @@ def test_an_event_is_encoded_once_however_many_streams_send_it(monkeypatch):
     sent = [route.message(log, change, SHANGHAI) for _ in range(200)]
     assert rendered == [change]
     assert set(sent) == {f'id: {log.event_id(1)}\r\nevent: runbook\r\ndata: {{"n":1}}\r\n\r\n'.encode()}
+
+
+def test_the_events_after_an_id_are_read_from_the_rings_end_not_the_whole_ring():
+    """Each stream reads what is new at each event: with hundreds of streams open, walking the whole ring
+    each time cost the API more than sending the events."""
+
+    class Unwalked(deque):
+        def __iter__(self):
+            raise AssertionError("the whole ring was walked")
+
+    log = EventLog(size=1000)
+    log._ring = Unwalked(maxlen=log.size)
+    for _ in range(1200):
+        log.record(None, version())  # a Runbook made: an event
+    assert log.head == 1200
+    assert [c.seq for c in log.since(log.head - 3)] == [log.head - 2, log.head - 1, log.head]
+    assert log.since(log.head - 1000) is not None and log.since(log.head - 1001) is None
+
+
+def test_an_event_wakes_the_streams_of_a_loop_with_one_callback():
+    """A callback per stream and event (a write to the loop's wake-up pipe each) was millions of them when
+    hundreds of streams followed a burst of runs."""
+
+    async def woken() -> tuple[int, bool]:
+        log = EventLog()
+        loop = asyncio.get_running_loop()
+        calls = []
+        send = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *args: calls.append(args) or send(*args)
+        with contextlib.ExitStack() as stack:
+            streams = [stack.enter_context(log.waiter()) for _ in range(300)]
+            threading.Thread(target=log.record, args=(None, version())).start()  # the cache's watch thread
+            await asyncio.wait_for(asyncio.gather(*(s.wait() for s in streams)), 10)
+            return len(calls), all(s.is_set() for s in streams)
+
+    assert asyncio.run(woken()) == (1, True)
