@@ -483,11 +483,10 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
     assert page.evaluate("document.activeElement.textContent") == f"{tag}-40"
 
 
-def test_a_change_of_a_run_reads_the_runs_list_not_the_status(page, stack):
-    """Status is a pass over every Runbook the API holds (tens of thousands), recomputed at each change of
-    any of them: the runs list, read again at every change, does not read it too; the header reads it on
-    its own clock. The page's clock is stopped (its timers fire only as the test moves it), so that the
-    header's clock, every 10 s, is not what the test counts."""
+def runs_list_on_a_stopped_clock(page: Page, stack) -> list[str]:
+    """The runs list, live, in a page whose clock is stopped (its timers fire only as the test moves it:
+    the header's own clock, every 10 s, is not what the test counts); the API requests it makes from now
+    on (their paths under /api/ops/, filled in as they go)."""
     page.clock.install()
     page.clock.pause_at(datetime.datetime.now(datetime.UTC))
     sign_in(page, stack.admin_token)
@@ -495,6 +494,14 @@ def test_a_change_of_a_run_reads_the_runs_list_not_the_status(page, stack):
     expect(page.get_by_text("Live: updated as runs change.")).to_be_visible()
     reads: list[str] = []
     page.on("request", lambda r: "/api/ops/" in r.url and reads.append(r.url.split("/api/ops/")[1]))
+    return reads
+
+
+def test_a_change_of_a_run_reads_the_runs_list_not_the_status(page, stack):
+    """Status is a pass over every Runbook the API holds (tens of thousands), recomputed at each change of
+    any of them: the runs list, read again at every change, does not read it too; the header reads it on
+    its own clock."""
+    reads = runs_list_on_a_stopped_clock(page, stack)
     tag = f"changes-{uuid.uuid4().hex[:6]}"
     applied(stack, tag)  # a dry run, which reports no state of the environment
     link = page.get_by_role("link", name=tag)
@@ -506,6 +513,27 @@ def test_a_change_of_a_run_reads_the_runs_list_not_the_status(page, stack):
             break
     expect(link).to_be_visible(timeout=1)
     assert [r for r in reads if r.startswith("runbooks?")] and not [r for r in reads if r == "status"], reads
+
+
+def test_runs_that_report_the_environments_state_have_the_header_read_once_for_them(page, stack):
+    """Runs that report a state change the header: it reads the status again 2 s after the first, once for
+    all of them (in a burst, the list's read at each change read the status too)."""
+    reads = runs_list_on_a_stopped_clock(page, stack)
+    runs = [executed(stack, reason=f"reports a state {n}") for n in range(2)]
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    for rid in runs:
+        answer = httpx.get(f"{stack.api_url}/api/ops/runbooks/{rid}", headers=headers).json()
+        assert answer["state"]["environment_mode"], answer  # the stack's scripts report the environment
+    status = lambda: [r for r in reads if r == "status"]  # noqa: E731
+    for _ in range(9):  # 1.8 s: the list is read at each step that follows a change
+        page.clock.run_for(200)
+    expect(page.get_by_role("link", name=runs[-1])).to_be_visible()
+    assert [r for r in reads if r.startswith("runbooks?")] and not status(), reads
+    for _ in range(20):
+        page.clock.run_for(200)
+        if status():
+            break
+    assert len(status()) == 1, reads
 
 
 def test_a_read_of_the_runs_list_keeps_the_rows_that_did_not_change(page, stack):

@@ -176,7 +176,7 @@ export function show(container, ctx) {
     let finished = false; // the panel shows the run finished
     let unknown = false; // the request failed without an answer, or with a 5xx while its run went on
     const run = panel(me.time_zone, (detail) => {
-      if (detail.state) ctx.refreshEnvironment();
+      if (detail.state) ctx.environmentChanged();
       finished = finished || Boolean(detail.runbook.finished_at);
       if (dryRun && finished && version === edits) {
         planned = detail.runbook;

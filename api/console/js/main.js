@@ -15,7 +15,9 @@ const ENVIRONMENT_SECONDS = 10; // the header's environment is read this often, 
 const main = $("main");
 let leave = () => {}; // stops the current view's timers and streams
 let me = null; // what /api/ops/whoami said of the session's token
+const CHANGED_SECONDS = 2; // the header's environment is read again this long after a run reported one
 let environmentTimer = null;
+let environmentSoon = null; // the read after runs reported the environment's state
 let environmentRead = null; // when the header's environment was last read
 
 function chrome(visible) {
@@ -57,10 +59,24 @@ async function refreshEnvironment() {
   }
 }
 
+// A run reported the environment's state (a view's live update): the header reads it again, once for all
+// the runs that report one within CHANGED_SECONDS. The status is a pass over every Runbook the API holds:
+// read at each of a burst of runs, by each open view, it cost the API a third of a core.
+function environmentChanged() {
+  environmentSoon =
+    environmentSoon ||
+    setTimeout(() => {
+      environmentSoon = null;
+      refreshEnvironment();
+    }, CHANGED_SECONDS * 1000);
+}
+
 function showSignIn(message = "") {
   leave();
   leave = () => {};
   clearInterval(environmentTimer);
+  clearTimeout(environmentSoon);
+  environmentSoon = null;
   me = null;
   chrome(false);
   signin.show(main, message, start);
@@ -79,7 +95,7 @@ function route() {
   leave();
   const hash = location.hash || "#/overview";
   const mayRun = me.commands.length > 0;
-  const ctx = { me, refreshEnvironment, title: (t) => (document.title = `${t} · mdops Ops Console`) };
+  const ctx = { me, environmentChanged, title: (t) => (document.title = `${t} · mdops Ops Console`) };
   const section = hash.split("/")[1]; // "overview", "runbooks" (a run's page too), "schedules" or "run"
   for (const link of document.querySelectorAll("#nav a")) {
     if (link.getAttribute("href") === `#/${section}`) link.setAttribute("aria-current", "page");

@@ -318,7 +318,7 @@ export function show(container, ctx, requestId) {
   const decide = decision(ctx.me, requestId, () => run.reread());
   const changed = (detail) => {
     decide.update(detail);
-    if (detail.state) ctx.refreshEnvironment();
+    if (detail.state) ctx.environmentChanged();
   };
   const run = panel(ctx.me.time_zone, changed, decide.element);
   container.append(el("h1", {}, "Run"), el("p", {}, el("a", { href: "#/runbooks" }, "← All runs")), run.element);

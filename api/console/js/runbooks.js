@@ -128,17 +128,9 @@ export function show(container, ctx) {
 
   let pending = null;
   let reading = 0; // the newest read wins: an older answer (other filters) is dropped
-  // A run reported the environment's state since the last read: the header reads it again with the list.
-  // Not at every change of any run: status is a pass over every Runbook the API holds (tens of
-  // thousands), the list's first page is not; the header reads it on its own clock besides.
-  let environment = false;
   async function load() {
     pending = null;
     const mine = ++reading;
-    if (environment) {
-      environment = false;
-      ctx.refreshEnvironment();
-    }
     try {
       const [found, matched, more] = await runs();
       if (mine !== reading) return;
@@ -170,7 +162,9 @@ export function show(container, ctx) {
   const stop = follow(
     (name, data) => {
       if (name === "log") return;
-      if (data.state) environment = true;
+      // The list only: the header reads the status (a pass over every Runbook the API holds, where the
+      // list's first page is not) on its own clock, and once for the runs that report a state meanwhile.
+      if (data.state) ctx.environmentChanged();
       changed();
     },
     (state, message, since) => {
