@@ -146,11 +146,18 @@ class Output:
     def print(self, renderable: RenderableType) -> None:
         """Rich pads table cells to their column's width: into a pipe or a file, lines lose that padding."""
         if self.console.is_terminal:
-            self.console.print(renderable)
+            whole(self.console, renderable)
             return
         with self.console.capture() as captured:
-            self.console.print(renderable)
+            whole(self.console, renderable)
         click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def whole(out: Console, renderable: RenderableType) -> None:
+    """Print with no line cut at the width: a log line (render.log_line, never wrapped) goes out whole, for
+    a terminal to wrap and a pipe to get as one line. Rich would cut it at the width, and a text printed
+    alone it would wrap between words (its no_wrap is lost when Rich joins what it prints)."""
+    out.print(renderable, crop=False, soft_wrap=isinstance(renderable, Text))
 
 
 class Seconds(click.FloatRange):
@@ -348,7 +355,7 @@ def run(
     }
     body = {key: value for key, value in body.items() if value is not None}
     logs = out.console if out.human else console(stderr=True)  # with -o json|yaml, stdout has the result only
-    emit = (lambda line: logs.print(render.log_line(line))) if follow else None
+    emit = (lambda line: whole(logs, render.log_line(line))) if follow else None
     if out.human and wait and not follow:
         # Text, not a str, which Rich would read as markup: a request id may hold brackets ("[/x]").
         with console(stderr=True).status(Text(f"{command} {body['request_id']}: waiting for the end")):

@@ -479,6 +479,32 @@ def test_logs_of_a_run_without_lines_says_so_on_standard_error(invoke, api):
     assert (result.exit_code, result.stdout) == (0, "")
 
 
+LONG = (  # the line that says why a failover failed, longer than any terminal
+    "the runner died (killed by SIGKILL) without writing a result: GET http://127.0.0.1:9200/admin/status; "
+    "failover: switching from primary to backup; POST http://127.0.0.1:9200/admin/failover?wait=true"
+)
+
+
+@pytest.mark.parametrize(
+    "where", [{}, {"TTY_COMPATIBLE": "1", "COLUMNS": "80"}], ids=["into-a-pipe", "on-a-terminal"]
+)
+@pytest.mark.parametrize(
+    "command", [("get", "r-1"), ("logs", "r-1"), ("run", "restart"), ("run", "restart", "--follow")]
+)
+def test_a_long_log_line_is_printed_whole_never_cut_nor_broken_by_mdops(invoke, api, command, where):
+    """The ERROR line that says what happened is the one a person needs whole: into a pipe, one line for
+    grep; on a terminal, written whole for the terminal to wrap. mdops get and mdops run's result cut it at
+    the width; mdops logs and run --follow broke it between words."""
+    failed = {**RUN, "status": "failed", "exit_code": 125, "logs": [{"level": "ERROR", "message": LONG}]}
+    view = {"runbook": failed, "health": None}
+    _a_run_that_succeeds_once_executed(api, lambda n: (200, view, {}))
+    if command[0] != "run":
+        api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(200, view)
+    request_id = ("--request-id", "r-1") if command[0] == "run" else ()
+    result = invoke(*command, *request_id, "--url", api.url, "--token", SECRET, **where)
+    assert f"ERROR   {LONG}\n" in re.sub(r"\x1b\[[0-9;]*m", "", result.stdout), result.output  # bold
+
+
 def test_an_empty_request_id_is_a_usage_error_not_the_runs_lists_path(invoke):
     for command in ("get", "logs"):
         result = invoke(command, "", "--url", "http://127.0.0.1:1", "--token", SECRET)
