@@ -367,11 +367,26 @@ def run(
         return
     out.show(view, render.result_line if follow else render.run_view)
     code = view["runbook"]["exit_code"]
+    if code and command in render.MUTATING and not dry_run and _unreported(api, body["request_id"]):
+        warn(
+            f"{command} {body['request_id']} ended without reporting the state it left: what it changed is "
+            "not known, and mdops status shows the state from before it; hint: mdops run health_check "
+            "reports it now"
+        )
     if code is None and view["runbook"]["status"] == "failed":  # refused without executing: its log says why
         code = ExitCode.SCRIPT_FAILED
     if code is None:
         raise CliError(f"the run {body['request_id']} finished without an exit code", Exit.API_FAILED)
     click.get_current_context().exit(code)
+
+
+def _unreported(api: Api, request_id: str) -> bool:
+    """Whether the finished run left no state it reported (``render.unreported``); execute's answer does
+    not say, a read of the run does. A read that fails says nothing: the run's own result stands."""
+    try:
+        return render.unreported(api.runbook(request_id))
+    except CliError:
+        return False
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime.datetime | None:
@@ -481,7 +496,7 @@ def _request_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @api_options
 def get(api: Api, out: Output, request_id: str) -> None:
     """Show one run: who asked for it and why, its parameters, created (for --created-at), uid (for
-    --uid), result, what it waits for, health, last log lines."""
+    --uid), result, what it waits for, health, the state it left, last log lines."""
     out.show(api.runbook(request_id), render.run_view)
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import escaped, runbook_meaning
-from runbooks.contract import RunState, parse_time
+from runbooks.contract import Command, RunState, parse_time
 
 STATUS_STYLES = {
     RunState.SUCCESS: "green",
@@ -112,6 +112,37 @@ def _parameters(runbook: dict[str, Any]) -> str:
     return escaped(" · ".join(named + flags)) or "-"
 
 
+MUTATING = {command.value for command in Command if command.mutating}
+
+
+def unreported(view: dict[str, Any]) -> bool:
+    """Whether a run (as ``GET /api/ops/runbooks/{request_id}`` shows it) may have changed the platform and
+    ended without reporting the state it left: a command that changes it, not a dry run, that ran (it has
+    an exit code) and failed with no state (its runner stopped it at its timeout, was cancelled or died).
+    The status still shows the state that a run before it reported."""
+    runbook = view["runbook"]
+    return (
+        "state" in view
+        and view["state"] is None
+        and runbook["status"] == RunState.FAILED
+        and runbook.get("exit_code") is not None
+        and not runbook.get("dry_run")
+        and runbook["command"] in MUTATING
+    )
+
+
+def _left(view: dict[str, Any]) -> RenderableType:
+    """The environment state a run reported (mode / profile / window), or, when it may have changed the
+    platform without reporting one, that it is not known."""
+    if unreported(view):
+        return Text(
+            "not reported: what it changed is not known (mdops run health_check reports it)", style="yellow"
+        )
+    state = view["state"] or {}
+    keys = ("environment_mode", "active_profile", "active_window")
+    return " / ".join(_text(state.get(k)) for k in keys) + "   (mode / profile / window)" if state else "-"
+
+
 def run_view(view: dict[str, Any]) -> RenderableType:
     """One run: what, how it ended, health, logs; as a read of it (``GET /api/ops/runbooks/{request_id}``)
     also who asked for it and why, its parameters, when it was created (as ``--created-at`` takes it) and its
@@ -138,6 +169,7 @@ def run_view(view: dict[str, Any]) -> RenderableType:
             *([("waits", escaped(waits))] if waits else []),
             ("finished", _text(runbook.get("finished_at"))),
             ("health", _inline(view.get("health"))),
+            *([("state", _left(view))] if "state" in view else []),
         ]
     )
     logs = [log_line(line) for line in runbook.get("logs", [])]

@@ -1780,3 +1780,41 @@ def test_no_runs_is_said_in_words_and_an_empty_list_in_json(invoke, api):
     assert invoke("runs", *connection).stdout == "no runs\n"
     assert invoke("runs", "--who", "bob", *connection).stdout == "no runs match the filters\n"
     assert json.loads(invoke("runs", "--who", "bob", "-o", "json", *connection).stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "state", "flags", "said"),
+    [
+        ("failover", 124, None, (), True),  # stopped at its timeout: the switch may have happened
+        ("failover", 125, None, (), True),  # its runner died
+        ("failover", 1, {"active_profile": "primary"}, (), False),  # it failed and said where it left things
+        ("health_check", 124, None, (), False),  # it changes nothing
+        ("failover", 124, None, ("--dry-run",), False),  # nor does a dry run
+        ("failover", 0, {"active_profile": "backup"}, (), False),
+    ],
+    ids=["timed-out", "runner-died", "reported", "health-check", "dry-run", "success"],
+)
+def test_a_run_that_ended_without_reporting_the_state_it_left_says_what_to_do(
+    invoke, api, command, code, state, flags, said
+):
+    """A failover stopped at its timeout (or whose runner died) may have switched the feed, but reported
+    nothing: mdops status still shows the source from before it. The person on shift is told so, and how to
+    learn the state now; mdops get shows what a run left."""
+    ended = {**RUN, "command": command, "exit_code": code, "status": "success" if code == 0 else "failed"}
+    read = {"runbook": {**RUN_SUMMARY, **ended, "dry_run": bool(flags)}, "health": None, "state": state}
+    _a_run_that_succeeds_once_executed(api, lambda n: (200, {"runbook": ended, "health": None}, {}))
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: (
+        answer.json(200, read)
+        if api.asked("POST /api/ops/runbooks/execute")
+        else answer.json(404, {"detail": "no"})
+    )
+    result = invoke("run", command, *flags, "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == code, result.output
+    note = (
+        f"mdops: {command} r-1 ended without reporting the state it left: what it changed is not known, and "
+        "mdops status shows the state from before it; hint: mdops run health_check reports it now\n"
+    )
+    assert result.stderr == (note if said else ""), result.output
+    shown = invoke("get", "r-1", "--url", api.url, "--token", SECRET).stdout
+    left = "not reported: what it changed is not known (mdops run health_check reports it)"
+    assert (left in " ".join(shown.split())) == said, shown
