@@ -618,7 +618,11 @@ def schedules(api: Api, out: Output, slots: int) -> None:
 
     -o json gives the API's list of schedules.
     """
-    out.show(api.schedules(slots)["schedules"], render.schedules_table)
+    found = api.schedules(slots)["schedules"]
+    if out.human and not found:  # not a table of headers alone
+        out.console.print("no schedules")
+        return
+    out.show(found, render.schedules_table)
 
 
 # -- metrics ---------------------------------------------------------------------------------------

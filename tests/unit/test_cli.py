@@ -1782,6 +1782,16 @@ def test_no_runs_is_said_in_words_and_an_empty_list_in_json(invoke, api):
     assert json.loads(invoke("runs", "--who", "bob", "-o", "json", *connection).stdout) == []
 
 
+def test_no_schedules_is_said_in_words_and_an_empty_list_in_json(invoke, api):
+    """A header line alone read as a listing cut short, or a table still to come."""
+    api.answers["GET /api/ops/schedules"] = lambda answer: answer.json(
+        200, {"schedules": [], "truncated": False}
+    )
+    connection = ("--url", api.url, "--token", SECRET)
+    assert invoke("schedules", *connection).stdout == "no schedules\n"
+    assert json.loads(invoke("schedules", "-o", "json", *connection).stdout) == []
+
+
 @pytest.mark.parametrize(
     ("command", "code", "state", "flags", "said"),
     [
