@@ -213,6 +213,25 @@ def test_drill_fails_when_the_other_source_delivers_nothing(
     assert run.report is not None and run.report["state"]["active_profile"] == home
 
 
+@pytest.mark.parametrize(("home", "out", "away", "back"), DRILLS, ids=["from-primary", "from-backup"])
+@pytest.mark.parametrize("dry_run", ["0", "1"], ids=["run", "dry-run"])
+def test_drill_refuses_to_start_from_a_source_that_delivers_nothing(
+    sim: SimProcess, tmp_path: Path, home: str, out: str, away: str, back: str, dry_run: str
+) -> None:
+    """The active source is down: a drill would switch to the other, healthy one, then back to the dead
+    one, and succeed (exit 0) with the feed delivering nothing, where a moment before it delivered. It
+    changes nothing, fails, and says what to do instead: a failover (or failback) to the other source."""
+    activate(sim, home)
+    assert sim.request("POST", "/admin/faults", {"stall_source": home})[0] == 200
+    before = stable(sim.status())
+    run = run_script("drill", tmp_path, sim.url, MDOPS_DRY_RUN=dry_run)
+    assert run.code == 1, run.output
+    assert stable(sim.status()) == before
+    said = f"the active source {home} delivers no data (0/1280 matched): a drill would switch back to it"
+    assert any(said in line and f"run {out} instead" in line for line in run.lines("ERROR")), run.output
+    assert run.report is not None and run.report["state"]["active_profile"] == home
+
+
 def test_stop_start_restart(sim: SimProcess, tmp_path: Path) -> None:
     run = run_script("stop", tmp_path, sim.url)
     assert run.code == 0, run.output
