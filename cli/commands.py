@@ -188,7 +188,9 @@ def verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def with_notices(verbose: bool, **kwargs: Any) -> Any:
         def warn(message: str) -> None:
-            click.echo(f"mdops: {message}", err=True)
+            # To sys.stderr as it is now: under mdops run's spinner, Rich's proxy of it, which writes the line
+            # above the spinner (click.echo wrote into the spinner's own line).
+            print(f"mdops: {message}", file=sys.stderr, flush=True)
 
         def quiet(message: str) -> None:
             pass

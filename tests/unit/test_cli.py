@@ -1828,3 +1828,37 @@ def test_a_run_that_ended_without_reporting_the_state_it_left_says_what_to_do(
     shown = invoke("get", "r-1", "--url", api.url, "--token", SECRET).stdout
     left = "not reported: what it changed is not known (mdops run health_check reports it)"
     assert (left in " ".join(shown.split())) == said, shown
+
+
+def test_why_a_run_waits_is_a_line_of_its_own_under_the_spinner(api):
+    """mdops run on a terminal shows a spinner on standard error while it waits; the line that says why the
+    run waits (approvals, at 3 a.m.) was written into the spinner's own line, glued to its text."""
+    queued = {**RUN, "status": "queued", "message": "waiting for 0 of 1 approvals (bob) until 11:05"}
+    reads = {"after": 0}
+    api.answers["GET /api/ops/events"] = lambda answer: answer.json(429, {"detail": "8 event streams"})
+
+    def read(answer: Answer) -> None:
+        if not api.asked("POST /api/ops/runbooks/execute"):
+            return answer.json(404, {"detail": "no runbook r-1"})
+        reads["after"] += 1
+        answer.json(200, DONE if reads["after"] > 2 else {"runbook": queued, "health": None})
+
+    api.answers["GET /api/ops/runbooks/r-1"] = read
+    api.answers["POST /api/ops/runbooks/execute"] = lambda answer: answer.json(
+        202, {"runbook": queued, "health": None}
+    )
+    screen, terminal = os.openpty()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
+    env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET, TERM="xterm", COLUMNS="100")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", QUICK_MDOPS, "run", "restart", "--request-id", "r-1"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=terminal, timeout=60,
+        )  # fmt: skip
+        shown = os.read(screen, 65536).decode()
+    finally:
+        os.close(screen)
+        os.close(terminal)
+    assert done.returncode == 0
+    pieces = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown))
+    assert f"mdops: r-1 is queued: {queued['message']}" in pieces, pieces
