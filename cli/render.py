@@ -291,7 +291,11 @@ def session_line(session: dict[str, Any] | None) -> str:
     )
 
 
-def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
+def status_view(
+    status: dict[str, Any], recent: int = 5, stale: dict[str, Any] | None = None
+) -> RenderableType:
+    """The status; ``stale``: the run since the environment's state was reported that may have changed it
+    without reporting one (``mdops status`` finds it)."""
     last = status.get("last_runbook")
     environment = " / ".join(
         _text(status.get(k)) for k in ("environment_mode", "active_profile", "active_window")
@@ -300,6 +304,7 @@ def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
     fields = _fields(
         [
             ("environment", f"{environment}   (mode / profile / window)"),
+            *([("", _stale(stale))] if stale else []),
             ("venue", session_line(status.get("session"))),
             (
                 "last runbook",
@@ -318,6 +323,17 @@ def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
         Text(""),
         Text("recent runs (older ones: mdops runs --limit N)", style="bold"),
         runs_table(history),
+    )
+
+
+def _stale(run: dict[str, Any]) -> Text:
+    code = run["exit_code"]
+    return Text(
+        escaped(
+            f"may be stale: {run['command']} {run['request_id']} ended without reporting the state it left "
+            f"(exit code {code}: {runbook_meaning(code)}); mdops run health_check reports it now"
+        ),
+        style="yellow",
     )
 
 
