@@ -363,6 +363,7 @@ class Execution:
         self.say = say
         self.warn = warn  # says each time execute is sent again
         self.final: View | None = None  # the finished run, when execute answered 200
+        self.looked = False  # whether a run answered pending was looked at for a controller (untaken)
         self.answer = in_background(self._execute)
         self.answer.add_done_callback(lambda _: answered())
 
@@ -397,6 +398,23 @@ class Execution:
             raise
         if status == 200:
             self.final = body
+        elif body["runbook"]["status"] == RunState.PENDING and not self.looked:
+            self.looked = True
+            self.untaken()
+
+    def untaken(self) -> None:
+        """Say so when execute answered 202 pending and the run has no condition at all: no controller took
+        it up while the API waited for it (the controller is down, or crash-looping). A read that fails
+        says nothing: following goes on as before."""
+        try:
+            view = self.api.find(self.request_id)
+        except CliError:
+            return
+        if view is not None and view["runbook"]["status"] == RunState.PENDING and not view.get("conditions"):
+            self.warn(
+                f"{self.request_id} is pending: no controller has taken it up while the API waited for it "
+                "(is the controller running?); waiting on"
+            )
 
     def find(self) -> View | None:
         """The run, as ``GET /api/ops/runbooks/{request_id}`` gives it once the API answers (None: none)."""

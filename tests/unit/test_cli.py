@@ -1946,3 +1946,31 @@ def test_the_status_says_when_a_run_since_the_state_shown_may_have_changed_it(
     assert json.loads(invoke("status", "-o", "json", "--url", api.url, "--token", SECRET).stdout) == _status(
         *history
     )
+
+
+@pytest.mark.parametrize("accepted", [False, True], ids=["no-controller", "accepted"])
+def test_a_run_no_controller_took_up_while_the_api_waited_is_said_to_be(invoke, api, accepted):
+    """The controller is down (killed, crash-looping: restarted at most once a minute): the run has no status
+    at all, execute answers 202 pending after its wait, and mdops run waited on without a word."""
+    pending = {**RUN_SUMMARY, "status": "pending", "logs": []}
+    conditions = [{"type": "Succeeded", "status": "Unknown", "reason": "Pending", "message": "accepted"}]
+    view = {"runbook": pending, "health": None, "state": None, "conditions": conditions if accepted else []}
+    _a_run_that_succeeds_once_executed(
+        api, lambda n: (202, {"runbook": RUN | {"status": "pending"}, "health": None}, {})
+    )
+    reads = {"after": 0}
+
+    def read(answer: Answer) -> None:
+        if not api.asked("POST /api/ops/runbooks/execute"):
+            return answer.json(404, {"detail": "no runbook r-1"})
+        reads["after"] += 1
+        answer.json(200, DONE if reads["after"] > 4 else view)
+
+    api.answers["GET /api/ops/runbooks/r-1"] = read
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == 0, result.output
+    said = (
+        "mdops: r-1 is pending: no controller has taken it up while the API waited for it (is the "
+        "controller running?); waiting on\n"
+    )
+    assert result.stderr == ("" if accepted else said)  # once, though mdops polled on
