@@ -398,7 +398,7 @@ class Execution:
             raise
         if status == 200:
             self.final = body
-        elif body["runbook"]["status"] == RunState.PENDING and not self.looked:
+        elif status == 202 and body["runbook"]["status"] == RunState.PENDING and not self.looked:
             self.looked = True
             self.untaken()
 

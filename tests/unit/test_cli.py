@@ -1974,3 +1974,24 @@ def test_a_run_no_controller_took_up_while_the_api_waited_is_said_to_be(invoke, 
         "controller running?); waiting on\n"
     )
     assert result.stderr == ("" if accepted else said)  # once, though mdops polled on
+
+
+def test_a_lost_answer_whose_run_is_found_unfinished_is_followed_to_its_end(invoke, api):
+    """Execute's answer is lost (503) after the API made the run; asked again, mdops finds it running: its
+    own, made before the answer was lost. It follows it to its end, with no answer of execute to read."""
+    read, execute = "GET /api/ops/runbooks/r-1", "POST /api/ops/runbooks/execute"
+    answers = iter([(404, {"detail": "no runbook r-1"}), (200, {"runbook": RUN, "health": None})])
+    api.answers[read] = lambda answer: answer.json(*next(answers, (200, DONE)))
+    api.answers[execute] = lambda answer: answer.json(503, {"detail": "not synced"})
+
+    def events(answer: Answer) -> None:  # the run, then its end once execute was sent
+        answer.stream(RUNNING)
+        while not api.asked(execute) and not api.closing.wait(0.01):
+            pass
+        answer.stream(("runbook", {"runbook": DONE["runbook"], "lines": []}))
+        answer.heartbeats()
+
+    api.answers["GET /api/ops/events"] = events
+    result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == 0, result.output
+    assert api.asked(execute) == 1
