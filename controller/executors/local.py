@@ -199,8 +199,11 @@ class LocalRun:
             message = f"the runner exited with code {code} without writing a result"
         if killed:
             message += f"; killed what its script had left ({len(killed)} process{'es' * (len(killed) > 1)})"
-        said = [line["message"] for line in self.logs()[-3:]] + self._errors()[-1:]
-        return failure(ExitCode.NOT_EXECUTED, message + (": " + "; ".join(said) if said else ""))
+        lines = self.logs()
+        said = [line["message"] for line in lines[-3:]] + self._errors()[-1:]
+        result = failure(ExitCode.NOT_EXECUTED, message + (": " + "; ".join(said) if said else ""))
+        result["logs"] = [*lines, *result["logs"]]  # what the run said before it died stays in its status
+        return result
 
     async def _exit_code(self) -> int | None:
         """The runner's exit status as the launcher wrote it (negative: killed by that signal); None when

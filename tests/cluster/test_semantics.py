@@ -312,6 +312,7 @@ def test_a_replica_that_pauses_leaves_its_runs_to_the_one_that_takes_over(
 # minute or so (so that a failed test leaves nothing behind).
 BEATING = (
     """
+    echo "the child beats"
     (i=0; while [ "$i" -lt 1200 ]; do date +%s%N >> "$BEATS"; sleep 0.05; i=$((i + 1)); done) &
     echo $! > "$PIDS/$MDOPS_REQUEST_ID.child"
 """
@@ -333,6 +334,11 @@ def test_a_killed_runner_leaves_nothing_running_when_the_next_run_starts(start_c
     execution = rbs.get("a-failover")["status"]["execution"]["name"]  # pid/<the runner's pid>
     wait_until(lambda: lines(env / "beats.log"), 30, "the child's first beat")
 
+    def said() -> list[str]:
+        return [line["message"] for line in rbs.get("a-failover")["status"].get("logs") or []]
+
+    wait_until(lambda: "the child beats" in said(), 30, "the script's line in the run's status")
+
     os.kill(int(execution.removeprefix("pid/")), signal.SIGKILL)
 
     wait_started(env, "b-failback")
@@ -345,5 +351,8 @@ def test_a_killed_runner_leaves_nothing_running_when_the_next_run_starts(start_c
     assert (status["exitCode"], status["result"]) == (125, "failed")
     died = "the runner died (killed by SIGKILL) without writing a result; killed what its script had left"
     assert status["message"].startswith(died), status["message"]
+    # What the script said before its runner died stays in the run's log, the controller's word after it.
+    logged = [(line["level"], line["message"]) for line in status["logs"]]
+    assert ("INFO", "the child beats") in logged and logged[-1] == ("ERROR", status["message"]), logged
     release(env)
     assert rbs.wait_finished("b-failback")["status"]["result"] == "success"
