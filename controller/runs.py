@@ -386,6 +386,11 @@ class Runs:
                 entry, transitions.refused(status, entry.generation, decision), "refused"
             )
         if isinstance(decision, policy.Wait):
+            if decision.expire_after is not None:  # a rejection wins while it waits for its window too
+                rejection = policy.Allowed(expire_after=decision.expire_after)
+                counted, change, _ = await self._tally(entry, rejection, at)
+                if counted.state == approval.REJECTED:
+                    return await self._not_run(entry, change, "rejected")
             change = transitions.held(status, entry.generation, decision)
             await self._show_held(entry, change, Reason.OUTSIDE_CHANGE_WINDOW, decision.message, "held")
             return self._hold((decision.until - at).total_seconds())
@@ -395,6 +400,24 @@ class Runs:
 
     async def _count(self, entry: Entry, allowed: policy.Allowed, at: datetime.datetime) -> Next:
         """Count the request's approvals; pass, hold or end the run by the tally."""
+        counted, change, expires = await self._tally(entry, allowed, at)
+        if counted.state == approval.APPROVED and not allowed.approvals:  # none needed now, none rejected
+            return await self._pass(entry, None)
+        if counted.state == approval.APPROVED:
+            who = ", ".join(v.approver for v in counted.approved_by)
+            return await self._pass(entry, change, f"approved by {who} ({counted.summary})")
+        if counted.state == approval.PENDING:
+            message = change.succeeded.message if change.succeeded else counted.summary
+            await self._show_held(entry, change, Reason.AWAITING_APPROVAL, message, "awaiting")
+            return self._hold((expires - at).total_seconds())
+        outcome = "rejected" if counted.state == approval.REJECTED else "expired"
+        return await self._not_run(entry, change, outcome)
+
+    async def _tally(
+        self, entry: Entry, allowed: policy.Allowed, at: datetime.datetime
+    ) -> tuple[approval.Tally, RunbookStatus, datetime.datetime]:
+        """The request's decisions counted as ``allowed`` asks, the status that says so, and when its wait
+        for approvals ends."""
         status = self.status(entry)
         assert allowed.expire_after is not None
         deadline = transitions.approvals_deadline(status)  # this wait's, if the run waits for approvals
@@ -411,22 +434,15 @@ class Runs:
             expire_after=allowed.expire_after,
             approved_at=transitions.approved_at(status),
         )
-        if counted.state == approval.APPROVED and not allowed.approvals:  # none needed now, none rejected
-            return await self._pass(entry, None)
         # Approved: no deadline any more; the one written stays as it was (a new one would be a new status).
         expires = counted.expires_at or written or at + allowed.expire_after
         requirement = transitions.requirement(allowed, expires)
         zone = self.services.settings.zone
-        change = transitions.approvals_counted(status, entry.generation, counted, requirement, zone)
-        if counted.state == approval.APPROVED:
-            who = ", ".join(v.approver for v in counted.approved_by)
-            return await self._pass(entry, change, f"approved by {who} ({counted.summary})")
-        if counted.state == approval.PENDING:
-            message = change.succeeded.message if change.succeeded else counted.summary
-            await self._show_held(entry, change, Reason.AWAITING_APPROVAL, message, "awaiting")
-            return self._hold((expires - at).total_seconds())
-        outcome = "rejected" if counted.state == approval.REJECTED else "expired"
-        return await self._not_run(entry, change, outcome)
+        return (
+            counted,
+            transitions.approvals_counted(status, entry.generation, counted, requirement, zone),
+            expires,
+        )
 
     async def _cannot_start(self, entry: Entry, message: str) -> Next:
         """Not startable yet (the venue's calendar cannot tell, a policy does not parse): said in its

@@ -206,11 +206,14 @@ class Allowed:
 
 @dataclass(frozen=True)
 class Wait:
-    """The run waits, holding no lock, until ``until`` (then it is evaluated again)."""
+    """The run waits, holding no lock, until ``until`` (then it is evaluated again). ``expire_after`` is set
+    when a rule that matches it asks for approvals, in some session state: a rejection stops it while it
+    waits, as it does when none are needed now (:class:`Allowed`)."""
 
     until: datetime.datetime
     message: str
     reason: Reason = Reason.OUTSIDE_CHANGE_WINDOW
+    expire_after: datetime.timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -304,8 +307,8 @@ def evaluate(
     sessions = _sessions(calendar, at) if any(rule.uses_sessions for _, rule in matched) else None
     state = sessions.state(at) if sessions is not None else None
     blocking = [(name, rule) for name, rule in matched if not rule.allows(state, at)]
+    asking = [r.approvals for _, r in matched if r.approvals is not None]
     if not blocking:
-        asking = [r.approvals for _, r in matched if r.approvals is not None]
         if not asking:
             return Allowed(rules=names)
         needing = [a for a in asking if a.needed_in(state)]
@@ -330,7 +333,8 @@ def evaluate(
         within = f" until {sessions.table.last}" if sessions is not None else ""
         return Reject(f"{spec.command} may not start now and no time{within} allows it: {why}")
     until = until.astimezone(calendar.zone)
-    return Wait(until, f"{spec.command} waits until {until.isoformat()}: {why}")
+    decided = datetime.timedelta(seconds=min(a.expire_after_seconds for a in asking)) if asking else None
+    return Wait(until, f"{spec.command} waits until {until.isoformat()}: {why}", expire_after=decided)
 
 
 def _sessions(

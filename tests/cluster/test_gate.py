@@ -648,3 +648,23 @@ def test_a_rejection_stops_a_run_held_for_approvals_though_none_are_needed_any_m
     gate.decide("fo-1", "bob", "Reject")
     rejected = rbs.wait_finished("fo-1", timeout=60)
     assert (reason(rejected), "fo-1" in witness()) == ("Rejected", False), rejected["status"]
+
+
+def test_a_rejection_ends_a_run_held_for_its_change_window_that_will_need_approvals(
+    start_controller, gate, rbs, scripts, witness
+):
+    """A failover held by a freeze, which a four-eyes rule also matches: bob rejects it while it waits for
+    its window (the REST API answers 201). It waited on, queued, until the freeze's end, and would then have
+    been rejected; now the rejection ends it at once."""
+    start_controller(**scripts)
+    gate.policy(
+        "freeze-and-four-eyes",
+        rule("freeze", ["failover"], blackouts=[blackout(3600)], outside="Wait"),
+        rule("four-eyes", ["failover"], approvals={"required": 1, "expireAfterSeconds": 600}),
+    )
+    rbs.create("fo-1", command="failover", requested_by="alice")
+    wait_reason(rbs, "fo-1", "Queued", "OutsideChangeWindow")
+    gate.decide("fo-1", "bob", "Reject")
+    rejected = rbs.wait_finished("fo-1", timeout=30)
+    assert (reason(rejected), "fo-1" in witness()) == ("Rejected", False), rejected["status"]
+    assert "rejected by bob" in rejected["status"]["message"]

@@ -110,6 +110,20 @@ def test_every_matching_rule_must_allow_the_start(xhkg):
     assert "desk/closed" in decision.message and "ops/evening" not in decision.message  # not yet blocking
 
 
+def test_a_wait_says_whether_decisions_count_as_it_waits(xhkg):
+    """A rule asking for approvals in some state (open) matches a run held while closed: a rejection
+    stops it as it waits (the shortest expiry of those asking), and without such a rule none counts."""
+    freeze = {"name": "closed-only", "allowedStates": ["closed"]}
+    asking = {
+        "name": "four-eyes",
+        "approvals": {"required": 1, "inStates": ["open"], "expireAfterSeconds": 90},
+    }
+    held = evaluate({"p": _policy(freeze, asking)}, _spec("failover"), at("2026-01-05 10:00"), xhkg)
+    assert isinstance(held, Wait) and held.expire_after == datetime.timedelta(seconds=90)
+    alone = evaluate({"p": _policy(freeze)}, _spec("failover"), at("2026-01-05 10:00"), xhkg)
+    assert isinstance(alone, Wait) and alone.expire_after is None
+
+
 def test_a_blackout_over_a_whole_window_moves_the_wait_to_the_next_one(xhkg):
     policy = _policy(
         {
