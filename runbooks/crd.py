@@ -35,15 +35,11 @@ PRINTER_COLUMNS = [
     {"name": "Command", "type": "string", "jsonPath": ".spec.command"},
     {"name": "Profile", "type": "string", "jsonPath": ".spec.profile"},
     {"name": "Window", "type": "string", "jsonPath": ".status.window"},
+    # Where the run is (Queued, AwaitingApproval, Running, ...) before it has a result, and why it ended.
+    {"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Succeeded')].reason"},
     {"name": "Result", "type": "string", "jsonPath": ".status.result"},
     {"name": "Exit", "type": "integer", "jsonPath": ".status.exitCode"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {
-        "name": "Status",
-        "type": "string",
-        "priority": 1,
-        "jsonPath": ".status.conditions[?(@.type=='Succeeded')].reason",
-    },
     {"name": "Request", "type": "string", "priority": 1, "jsonPath": ".status.requestId"},
     {"name": "By", "type": "string", "priority": 1, "jsonPath": ".spec.requestedBy"},
 ]

@@ -115,8 +115,14 @@ def test_spec_is_immutable(mdops_crds, namespace):
 def test_printer_columns_and_explain(mdops_crds, namespace):
     _apply(mdops_crds, namespace, {"command": "drill", "profile": "backup"})
     table = mdops_crds.kubectl("get", "rb", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "COMMAND", "PROFILE", "WINDOW", "RESULT", "EXIT", "AGE"]
+    assert table[0].split() == ["NAME", "COMMAND", "PROFILE", "WINDOW", "STATUS", "RESULT", "EXIT", "AGE"]
     assert table[1].split()[:3] == ["rb1", "drill", "backup"]
+    # A run without a result yet says where it is.
+    running = {"reason": "Running", "message": "running", "lastTransitionTime": "2026-12-06T01:00:00Z"}
+    condition = {"type": "Succeeded", "status": "Unknown", **running}
+    assert _write_status(mdops_crds, namespace, {"conditions": [condition]}).returncode == 0
+    row = mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "--no-headers").stdout.split()
+    assert row[:4] == ["rb1", "drill", "backup", "Running"]  # no window yet: an empty cell
     explain = mdops_crds.kubectl("explain", "runbook.spec.dryRun").stdout
     assert "changes nothing" in explain
 
