@@ -28,18 +28,26 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
   once), counted;
 - the time from the first create to the last result, and the number of SIGKILLs.
 
+With ``--replicas N`` (2; the Job executor only) N controllers run at once with kopf's peering (a
+``KopfPeering`` object, a 4 s lifetime, priorities 10, 20, …), each SIGKILLed and started again by its own
+killer, after a random 0-8 s down: a higher replica down for over 4 s lets a lower one resume, and its return
+pauses it again, while runs go on (the replicas' logs, in ``replica-<index>/`` of the soak's folder, say
+when).
+
 With ``--kill-control-plane`` the kube-apiserver is SIGKILLed too, a random 2-10 s after it serves again
 (and etcd with it one time in three), and restarted by the control plane's supervisor: the controller's
 writes then meet a server that is gone, or that dies between applying a write and answering it. The
 soak's own calls are made again through it (a create that then meets its own Runbook was made).
 
     python -m bench.soak [--executors local,job] [--count 100] [--seed 10] [--kill-control-plane]
+        [--replicas 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -79,6 +87,8 @@ echo "$MDOPS_PROFILE $MDOPS_REQUEST_ID end $(date +%s%N) $2" >> "$WITNESS"
 exit "$2"
 """
 COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
+PEERING_LIFETIME = 4  # s, with --replicas: a replica killed is taken for gone after it
+PEERING = Path(__file__).resolve().parent.parent / "manifests" / "components" / "peering"
 OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
 
 
@@ -121,12 +131,12 @@ def plan(rng: random.Random, count: int, targets: int) -> list[Planned]:
 
 
 class Killer(threading.Thread):
-    """Starts the controller, SIGKILLs it after a random 0.5-5 s, starts it again, until stopped; the
-    controller it leaves running then goes on alone."""
+    """Starts the controller, SIGKILLs it after a random 0.5-5 s, starts it again (after a random 0 to
+    ``down`` s), until stopped; the controller it leaves running then goes on alone."""
 
-    def __init__(self, rng: random.Random, start: Any):
+    def __init__(self, rng: random.Random, start: Any, down: float = 0):
         super().__init__(daemon=True)
-        self.rng, self.start_controller = rng, start
+        self.rng, self.start_controller, self.down = rng, start, down
         self.stopped = threading.Event()
         self.kills = 0
         self.controller: ControllerProcess = start(0)
@@ -137,6 +147,8 @@ class Killer(threading.Thread):
             os.kill(self.controller.process.popen.pid, signal.SIGKILL)
             self.controller.process.popen.wait()
             self.kills += 1
+            if self.down:
+                self.stopped.wait(self.rng.uniform(0, self.down))
             self.controller = self.start_controller(self.kills)
 
     def stop(self) -> ControllerProcess:
@@ -216,10 +228,27 @@ class Soak:
                 "MDOPS_RUNNER_COMMAND": json.dumps([sys.executable, "-m", "runner"]),
                 "MDOPS_JOB_POD_ANNOTATIONS": json.dumps({"podsim.mdops.io/run": "exec"}),
             }
+        if args.replicas > 1:
+            cluster.kubectl("apply", "-f", str(PEERING / "kopfpeering-crd.yaml"))
+            cluster.kubectl(
+                "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s"
+            )
+            cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(PEERING / "kopfpeering.yaml"))
+            self.env |= {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": str(PEERING_LIFETIME)}
 
-    def controller(self, generation: int) -> ControllerProcess:
+    def controller(self, generation: int, replica: int = 0) -> ControllerProcess:
+        """Replica ``replica``'s ``generation``-th start: with one replica in the soak's folder, else in its
+        own (its state, as a pod's, is its own) with its own priority."""
+        if self.args.replicas == 1:
+            workdir, env = self.work, self.env
+        else:
+            workdir, env = (
+                self.work / f"replica-{replica}",
+                self.env | {"MDOPS_PRIORITY": str(10 * (replica + 1))},
+            )
+            workdir.mkdir(exist_ok=True)
         return ControllerProcess(
-            self.cluster.kubeconfig, NAMESPACE, self.work, self.env, name=f"controller-{generation}"
+            self.cluster.kubeconfig, NAMESPACE, workdir, env, name=f"controller-{generation}"
         )
 
     def _args(self) -> tuple[str, str, str, str]:
@@ -272,7 +301,14 @@ class Soak:
     def run(self) -> dict[str, Any]:
         rng = random.Random(self.args.seed)
         runs = plan(rng, self.args.count, self.args.targets)
-        killer = Killer(random.Random(self.args.seed + 1), self.controller)
+        killers = [
+            Killer(
+                random.Random(self.args.seed + 1 + 1000 * replica),
+                functools.partial(self.controller, replica=replica),
+                down=0 if self.args.replicas == 1 else 2 * PEERING_LIFETIME,
+            )
+            for replica in range(self.args.replicas)
+        ]
         outages = (
             ControlPlaneKiller(random.Random(self.args.seed + 2), self.cluster)
             if self.args.kill_control_plane
@@ -302,17 +338,19 @@ class Soak:
         kept |= {f"{run.name}-again" for run in again}
         wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the second round", interval=1)
         took = time.monotonic() - began
-        final = killer.stop()
+        finals = [killer.stop() for killer in killers]
         if outages is not None:
             outages.stop()
         try:
             return {
-                "kills": killer.kills, "control_plane_kills": outages.kills if outages else 0,
+                "kills": sum(killer.kills for killer in killers),
+                "control_plane_kills": outages.kills if outages else 0,
                 "duration_s": round(took, 1),
                 "deleted_before_start": deleted_before_start, **self.check(runs, self.runbooks()),
             }  # fmt: skip
         finally:
-            final.stop()
+            for final in finals:
+                final.stop()
 
     def _delete_started(self, pending: list[Planned], force: bool) -> int:
         """Delete the pending Runbooks whose script has started (all of them when ``force``); return how
@@ -421,6 +459,12 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=3, help="targets (lock groups)")
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="controllers at once, with kopf's peering (each killed on its own)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=1800,
@@ -430,6 +474,9 @@ def main() -> None:
         "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
     )
     args = parser.parse_args()
+    if args.replicas > 1 and "local" in args.executors.split(","):
+        # Each replica would run scripts in its own folder and could not adopt another's runs.
+        parser.error("--replicas above 1 needs --executors job, as peering does in the chart")
     results = {}
     for executor in args.executors.split(","):
         work = Path(tempfile.mkdtemp(prefix=f"mdops-soak-{executor}-"))
