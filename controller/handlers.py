@@ -24,7 +24,7 @@ import kopf
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import scanning, watching
 from kopf._cogs.structs import references
-from kopf._core.engines import daemons
+from kopf._core.engines import daemons, peering
 from kopf._core.reactor import observation
 from kopf._core.reactor.inventory import ResourceMemories, ResourceMemory
 
@@ -208,7 +208,9 @@ async def rediscover(settings: kopf.OperatorSettings, registry: kopf.OperatorReg
     look again) is off, as the controller's role is namespaced. A starting API server (restarted, upgraded)
     can answer that discovery without some groups, and a CRD applied together with the controller (GitOps)
     can come after it: kopf then never watched the Runbooks, or the Jobs, and the controller looked alive
-    and ran nothing until restarted. What kopf found stays served: only the missing kinds are added."""
+    and ran nothing until restarted. What kopf found stays served: only the missing kinds are added. So is
+    the KopfPeering kind with peering: kopf keeps a replica paused while it lacks it, for good (it looked
+    alive, and never acted)."""
     await INSIGHTS.ready_resources.wait()
     selectors = (
         registry._indexing.get_all_selectors()
@@ -216,8 +218,11 @@ async def rediscover(settings: kopf.OperatorSettings, registry: kopf.OperatorReg
         | registry._spawning.get_all_selectors()
         | registry._changing.get_all_selectors()
     )
+    peerings = list(peering.guess_selectors(settings=settings)) if settings.peering.mandatory else []
     for attempt in itertools.count():
         missing = [selector for selector in selectors if not selector.select(INSIGHTS.watched_resources)]
+        if not any(selector in INSIGHTS.backbone for selector in peerings):  # kopf needs one of them
+            missing += peerings
         if not missing:
             return
         pause = REDISCOVERY_SECONDS[min(attempt, len(REDISCOVERY_SECONDS) - 1)]
