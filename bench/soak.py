@@ -88,7 +88,6 @@ exit "$2"
 """
 COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
 PEERING_LIFETIME = 4  # s, with --replicas: a replica killed is taken for gone after it
-PEERING = Path(__file__).resolve().parent.parent / "manifests" / "components" / "peering"
 OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
 
 
@@ -229,11 +228,7 @@ class Soak:
                 "MDOPS_JOB_POD_ANNOTATIONS": json.dumps({"podsim.mdops.io/run": "exec"}),
             }
         if args.replicas > 1:
-            cluster.kubectl("apply", "-f", str(PEERING / "kopfpeering-crd.yaml"))
-            cluster.kubectl(
-                "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s"
-            )
-            cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(PEERING / "kopfpeering.yaml"))
+            cluster.install_peering(NAMESPACE)
             self.env |= {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": str(PEERING_LIFETIME)}
 
     def controller(self, generation: int, replica: int = 0) -> ControllerProcess:

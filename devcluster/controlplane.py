@@ -218,6 +218,14 @@ class ControlPlane:
         self.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
         self.kubectl("apply", "-n", namespace, "-f", str(REPO / "manifests" / "runner.yaml"))
 
+    def install_peering(self, namespace: str) -> None:
+        """kopf's peering for the controllers in ``namespace``: the KopfPeering CRD (cluster-wide) and its
+        object, ``mdops`` (manifests/components/peering), as the chart's peering.enabled installs them."""
+        peering = REPO / "manifests" / "components" / "peering"
+        self.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
+        self.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
+        self.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
+
     def _node_ready(self) -> bool:
         result = self.kubectl(
             "get",

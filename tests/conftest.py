@@ -173,10 +173,7 @@ def identities(mdops_crds) -> ControlPlane:
 def peering(cluster, namespace) -> dict[str, str]:
     """kopf peering in this test's namespace (the KopfPeering CRD and object of manifests/components/peering);
     the controller settings that use it, with a short lifetime (4 s) for quick take-overs."""
-    peering = REPO / "manifests" / "components" / "peering"
-    cluster.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
-    cluster.kubectl("apply", "-n", namespace, "-f", str(peering / "kopfpeering.yaml"))
+    cluster.install_peering(namespace)
     return {"MDOPS_PEERING": "mdops", "MDOPS_PEERING_LIFETIME": "4"}
 
 

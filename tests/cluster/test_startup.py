@@ -8,7 +8,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from devcluster.components import ControllerProcess
-from devcluster.controlplane import REPO, ControlPlane
+from devcluster.controlplane import ControlPlane
 from devcluster.processes import wait_until
 from runbooks import keys
 from runbooks.kube import api_client
@@ -125,7 +125,6 @@ def test_a_replica_started_before_the_peering_crd_acts_once_it_is_applied(tmp_pa
     once: a replica started while a restarting API server listed the Runbooks but not kopf.dev's kinds (or
     before the peering component was applied) stayed paused for good, looking alive, and ran nothing."""
     write_script(tmp_path / "scripts", "health_check", "echo ok")
-    peering = REPO / "manifests" / "components" / "peering"
     with ControlPlane(tmp_path / "cluster") as plane:
         plane.install_crds()
         plane.kubectl("create", "namespace", "early")
@@ -137,9 +136,7 @@ def test_a_replica_started_before_the_peering_crd_acts_once_it_is_applied(tmp_pa
             wait_until(
                 lambda: "pausing" in controller.process.log.read_text(), 60, "the pause", [controller.process]
             )
-            plane.kubectl("apply", "-f", str(peering / "kopfpeering-crd.yaml"))
-            plane.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
-            plane.kubectl("apply", "-n", "early", "-f", str(peering / "kopfpeering.yaml"))
+            plane.install_peering("early")
             rbs = Runbooks(api_client(plane.kubeconfig), "early")
             rbs.create("after-the-peering-crd", command="health_check")
             assert rbs.wait_finished("after-the-peering-crd", timeout=60)["status"]["result"] == "success"
