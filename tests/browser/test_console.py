@@ -487,8 +487,11 @@ def runs_list_on_a_stopped_clock(page: Page, stack) -> list[str]:
     """The runs list, live, in a page whose clock is stopped (its timers fire only as the test moves it:
     the header's own clock, every 10 s, is not what the test counts); the API requests it makes from now
     on (their paths under /api/ops/, filled in as they go)."""
-    page.clock.install()
-    page.clock.pause_at(datetime.datetime.now(datetime.UTC))
+    # The installed clock runs until it is paused, and cannot be paused at a time it has passed: it is
+    # paused a minute on from where it was put, whatever this machine's load makes of the time between.
+    installed = datetime.datetime.now(datetime.UTC)
+    page.clock.install(time=installed)
+    page.clock.pause_at(installed + datetime.timedelta(minutes=1))
     sign_in(page, stack.admin_token)
     page.get_by_role("link", name="Runbooks").click()
     expect(page.get_by_text("Live: updated as runs change.")).to_be_visible()
