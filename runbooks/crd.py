@@ -17,10 +17,14 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from runbooks import approval, keys, models, policy, schedule
 
 SPEC_IMMUTABLE = "spec is immutable: create a new Runbook (with a new name) to run again"
+# spec.cancel is the one field a Runbook may be given after its creation: once, while it has not finished.
+CANCEL_ONCE = "spec.cancel is set once: it is never changed or removed"
+CANCEL_FINISHED = "the Runbook has finished: there is no run to cancel"
 # A finished Runbook's status is its record: no writer changes it afterwards, not even a second controller
 # replica that ran the same Runbook while kopf's peering settled (the API server refuses the write), nor
 # removes it whole (a rule on the status itself would only be evaluated while there is one: on the object).
@@ -163,6 +167,14 @@ class Kind:
         return {**models.manifest(name, spec, **metadata), "kind": self.kind}
 
 
+def _all_but_cancel_unchanged() -> str:
+    """A CEL rule on a Runbook's spec: each field but ``cancel`` as it was, present or absent alike."""
+    names = [to_camel(name) for name in models.RunbookSpec.model_fields if name != "cancel"]
+    return " && ".join(
+        f"has(self.{n}) == has(oldSelf.{n}) && (!has(self.{n}) || self.{n} == oldSelf.{n})" for n in names
+    )
+
+
 RUNBOOK = Kind(
     keys.KIND,
     keys.PLURAL,
@@ -173,7 +185,13 @@ RUNBOOK = Kind(
     "crd.yaml",
     models.RunbookStatus,
     PRINTER_COLUMNS,
-    spec_rules=[{"rule": "self == oldSelf", "message": SPEC_IMMUTABLE}],
+    spec_rules=[
+        {"rule": _all_but_cancel_unchanged(), "message": SPEC_IMMUTABLE},
+        {
+            "rule": "!has(oldSelf.cancel) || has(self.cancel) && self.cancel == oldSelf.cancel",
+            "message": CANCEL_ONCE,
+        },
+    ],
     rules=[
         # At creation only: a Runbook that exists is never refused a status write (the name cannot change).
         {
@@ -186,6 +204,12 @@ RUNBOOK = Kind(
             " || has(self.status) && self.status == oldSelf.status",
             "fieldPath": ".status",
             "message": STATUS_FINAL,
+        },
+        {
+            "rule": "!has(self.spec.cancel) || has(oldSelf.spec.cancel)"
+            " || !has(oldSelf.status) || !has(oldSelf.status.result)",
+            "fieldPath": ".spec.cancel",
+            "message": CANCEL_FINISHED,
         },
     ],
     # Empty until the run has finished: the controller watches `status.result=` only (Kubernetes >= 1.31).

@@ -90,8 +90,19 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class Cancel(_Model):
+    """A request to stop a run, or to never start it."""
+
+    requested_by: Person = Field(
+        "",
+        description="Who cancels: the REST API's token name, or the Kubernetes user who sets it (the API "
+        "server refuses another name; empty: nobody is named).",
+    )
+    reason: ReasonText = Field("", description="Why the run is cancelled (kept for the audit).")
+
+
 class RunbookSpec(_Model):
-    """What to run. Immutable once created: to run again, create a new Runbook."""
+    """What to run. Immutable once created, but for ``cancel``: to run again, create a new Runbook."""
 
     command: Command = Field(description="The runbook command to run.")
     mode: Name = Field("live", description="Environment mode, e.g. live or uat.")
@@ -113,6 +124,11 @@ class RunbookSpec(_Model):
         "",
         description="Who asked for the run: the REST API's token name, or the Kubernetes user who creates "
         "the Runbook (the API server refuses another name; empty: nobody is named, no approval can count).",
+    )
+    cancel: Cancel | None = Field(
+        None,
+        description="Set once to cancel the run: one that has not started never starts, one running is "
+        "stopped (exit code 130); refused on a finished Runbook, and never changed or removed once set.",
     )
 
 

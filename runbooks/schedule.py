@@ -214,11 +214,11 @@ RunbookTemplate = create_model(
     "RunbookTemplate",
     __base__=_Model,
     __doc__="The spec of each slot's Runbook: a Runbook's spec without requestId and requestedBy, "
-    "which the controller sets.",
+    "which the controller sets, and cancel, which a slot's Runbook may be given later.",
     **{
         name: (field.annotation, field)
         for name, field in RunbookSpec.model_fields.items()
-        if name not in ("request_id", "requested_by")
+        if name not in ("request_id", "requested_by", "cancel")
     },
 )
 

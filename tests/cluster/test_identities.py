@@ -21,6 +21,7 @@ USERS = ("alice", "bob")
 NOT_YOURS = "spec.requestedBy must be your own user name, alice, or empty"
 FORGED = "spec.approver must be your own user name, alice"
 SELF_APPROVAL = "nobody approves their own request"
+CANCEL_NOT_YOURS = "spec.cancel.requestedBy must be your own user name, alice, or empty"
 
 
 def _role(name: str, verbs: list[str], resources: list[str], users, group: str = keys.GROUP) -> list[dict]:
@@ -168,6 +169,47 @@ def test_a_schedule_names_as_its_runs_requester_only_who_made_them_what_they_are
     assert patch("alice", {"requestedBy": ""}).returncode == 0
     spec = json.loads(identities.kubectl("get", "rbs", "fo", "-n", namespace, "-o", "json").stdout)["spec"]
     assert (spec["template"]["command"], spec["requestedBy"], spec["suspend"]) == ("drill", "", True)
+
+
+def test_a_kubectl_user_cancels_in_their_own_name_or_nobodys(identities, namespace, users):
+    """Who cancelled a run is kept for the audit: a person names only themselves, or nobody."""
+    docs = _role("cancellers", ["patch"], ["runbooks"], USERS)
+    identities.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    for name in ("by-bob", "by-alice", "by-nobody"):
+        assert create(identities, namespace, users["bob"], runbook(name, "bob")).returncode == 0
+
+    def cancel(name: str, cancelled_by: str | None, *flags: str):
+        cancel = {"reason": "not now"} | ({} if cancelled_by is None else {"requestedBy": cancelled_by})
+        return identities.kubectl(
+            "patch",
+            "rb",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"cancel": cancel}}),
+            *flags,
+            kubeconfig=users["alice"],
+            check=False,
+        )
+
+    wait_until(lambda: cancel("by-alice", "alice", "--dry-run=server").returncode == 0, 30, "alice may patch")
+    forged = cancel("by-bob", "bob")
+    assert forged.returncode != 0 and CANCEL_NOT_YOURS in forged.stderr
+    assert cancel("by-alice", "alice").returncode == 0
+    assert cancel("by-nobody", None).returncode == 0
+
+    def spec(name: str) -> dict:
+        return json.loads(identities.kubectl("get", "rb", name, "-n", namespace, "-o", "json").stdout)["spec"]
+
+    assert (
+        spec("by-alice")["cancel"]["requestedBy"] == "alice"
+        and spec("by-nobody")["cancel"]["requestedBy"] == ""
+    )
+    assert "cancel" not in spec("by-bob")
+    # bob's own name on the Runbook is not looked at again as alice changes it.
+    assert spec("by-alice")["requestedBy"] == "bob"
 
 
 def test_a_forged_approver_is_refused(identities, namespace, users):

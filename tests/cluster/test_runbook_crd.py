@@ -112,6 +112,37 @@ def test_spec_is_immutable(mdops_crds, namespace):
     assert crd.SPEC_IMMUTABLE in changed.stderr
 
 
+def _cancel(cluster, namespace, cancel: dict | None, name: str = "rb1"):
+    patch = json.dumps({"spec": {"cancel": cancel}})
+    return cluster.kubectl("patch", "rb", name, "-n", namespace, "--type=merge", "-p", patch, check=False)
+
+
+def test_a_runbook_is_cancelled_once_and_only_before_it_finished(mdops_crds, namespace):
+    assert _apply(mdops_crds, namespace, {"command": "failover"}).returncode == 0
+    # Nothing else changes with it; it is set once, and stays as it was set.
+    both = json.dumps({"spec": {"cancel": {}, "profile": "backup"}})
+    changed = mdops_crds.kubectl(
+        "patch", "rb", "rb1", "-n", namespace, "--type=merge", "-p", both, check=False
+    )
+    assert changed.returncode != 0 and crd.SPEC_IMMUTABLE in changed.stderr
+    assert _cancel(mdops_crds, namespace, {"reason": "wrong feed"}).returncode == 0
+    got = json.loads(mdops_crds.kubectl("get", "rb", "rb1", "-n", namespace, "-o", "json").stdout)
+    assert got["spec"]["cancel"] == {"requestedBy": "", "reason": "wrong feed"}
+    again = _cancel(mdops_crds, namespace, {"reason": "another"})
+    assert again.returncode != 0 and crd.CANCEL_ONCE in again.stderr
+    removed = _cancel(mdops_crds, namespace, None)
+    assert removed.returncode != 0 and crd.CANCEL_ONCE in removed.stderr
+    bad = _cancel(mdops_crds, namespace, {"reason": "\u001b[2J"}, name="rb1")
+    assert bad.returncode != 0
+    # A finished Runbook has no run to cancel.
+    assert _apply(mdops_crds, namespace, {"command": "drill"}, name="rb2").returncode == 0
+    assert (
+        _write_status(mdops_crds, namespace, {"result": "success", "exitCode": 0}, name="rb2").returncode == 0
+    )
+    late = _cancel(mdops_crds, namespace, {"reason": "too late"}, name="rb2")
+    assert late.returncode != 0 and crd.CANCEL_FINISHED in late.stderr
+
+
 def test_printer_columns_and_explain(mdops_crds, namespace):
     _apply(mdops_crds, namespace, {"command": "drill", "profile": "backup"})
     table = mdops_crds.kubectl("get", "rb", "-n", namespace).stdout.splitlines()
@@ -127,10 +158,10 @@ def test_printer_columns_and_explain(mdops_crds, namespace):
     assert "changes nothing" in explain
 
 
-def _write_status(cluster, namespace, status: dict):
+def _write_status(cluster, namespace, status: dict, name: str = "rb1"):
     patch = json.dumps([{"op": "add", "path": "/status", "value": status}])
     return cluster.kubectl(
-        "patch", "rb", "rb1", "-n", namespace, "--subresource=status", "--type=json", "-p", patch, check=False
+        "patch", "rb", name, "-n", namespace, "--subresource=status", "--type=json", "-p", patch, check=False
     )
 
 
