@@ -357,11 +357,23 @@ class KubeApi:
         return await self.request("POST", self.lease_path(namespace), body)
 
     async def replace_lease(self, namespace: str, lease: dict) -> dict:
-        """Replace at the lease's resourceVersion; Conflict if it changed or went meanwhile."""
-        name = lease["metadata"]["name"]
-        replaced = await self.request("PUT", self.lease_path(namespace, name), lease, missing_ok=True)
+        """Write the lease's labels, annotations and spec whole, at its resourceVersion; Conflict if it
+        changed or went meanwhile. A JSON patch, not a PUT: the API server creates a Lease that a PUT
+        names and that is gone, whatever resourceVersion it gives (a freed ledger claim came back)."""
+        meta = lease["metadata"]
+        path = self.lease_path(namespace, meta["name"])
+        # The version the patch writes is the one the update must find (else 409), as for a PUT.
+        version = meta.get("resourceVersion")
+        patch = [
+            *([{"op": "replace", "path": "/metadata/resourceVersion", "value": version}] if version else []),
+            {"op": "add", "path": "/metadata/labels", "value": meta.get("labels") or {}},
+            {"op": "add", "path": "/metadata/annotations", "value": meta.get("annotations") or {}},
+            {"op": "add", "path": "/spec", "value": lease.get("spec") or {}},
+        ]
+        kind = "application/json-patch+json"
+        replaced = await self.request("PATCH", path, patch, content_type=kind, missing_ok=True)
         if replaced is None:
-            raise Conflict(404, "PUT", self.lease_path(namespace, name), "gone")
+            raise Conflict(404, "PATCH", path, "gone")
         return replaced
 
     async def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> bool:

@@ -16,6 +16,7 @@ as fewer than ``size`` newer deleted request ids came after it; retention itself
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -104,6 +105,11 @@ class Entry:
         return lease_body(self.name, self.uid, annotations, self.version)
 
 
+class ClaimGone(Exception):
+    """An entry's Lease is gone, or another Runbook's: it was freed (another controller replica saw its
+    Runbook deleted before the run started) and may have been claimed again since."""
+
+
 def summary(status: dict[str, Any]) -> dict[str, Any]:
     """What the ledger records of a finished status (camelCase, as the Runbook shows it)."""
     return {key: status.get(key) for key in KEPT}
@@ -179,19 +185,39 @@ class Ledger:
                 keys.FINISHED_AT: recorded["finishedAt"] or "",
             }
 
-        return await self._update(entry, namespace, record)
+        try:
+            return await self._update(entry, namespace, record)
+        except ClaimGone:
+            pass
+        # Freed while the run ran (another replica took its Runbook for one deleted before the start): the
+        # request id ran, and stays taken. Claimed again meanwhile, it is that claim's.
+        body = lease_body(entry.name, entry.uid, record(entry.annotations))
+        try:
+            return Entry.from_lease(await self.kube.create_lease(namespace, body))
+        except Conflict:
+            lease = await self.kube.get_lease(namespace, entry.name)
+            return Entry.from_lease(lease) if lease is not None else entry
+        except NamespaceTerminating:
+            return Entry.from_lease(body)
 
     async def mark_unstarted(self, entry: Entry, namespace: str, unstarted: bool) -> Entry:
         """Say in the entry whether its run has not started (``unstarted``), or may start from now on. An
         unstarted run has no finalizer: deleted while no controller runs, it goes at once, and a Runbook
         that meets its claim frees it (:meth:`controller.runs.Runs.admit`). No write when the entry says so
-        already."""
+        already. The mark taken off a claim that is gone or another's raises :class:`ClaimGone`: the request
+        id was freed, and the run must not start (it could run again under that id); put on such a claim,
+        it changes nothing."""
 
         def mark(annotations: dict[str, str]) -> dict[str, str]:
             kept = {key: value for key, value in annotations.items() if key != keys.UNSTARTED}
             return {**kept, keys.UNSTARTED: "true"} if unstarted else kept
 
-        return await self._update(entry, namespace, mark)
+        try:
+            return await self._update(entry, namespace, mark)
+        except ClaimGone:
+            if not unstarted:
+                raise
+            return entry
 
     async def note_duplicate(self, entry: Entry, namespace: str, uid: str) -> None:
         """Remember a duplicate of the entry: while it exists, the trimmer keeps the entry."""
@@ -202,23 +228,24 @@ class Ledger:
                 return annotations
             return {**annotations, keys.DUPLICATES: ",".join([*known, uid][-DUPLICATES_KEPT:])}
 
-        await self._update(entry, namespace, add)
+        with contextlib.suppress(ClaimGone):  # the earlier run's claim freed: nothing to protect
+            await self._update(entry, namespace, add)
 
     async def _update(
         self, entry: Entry, namespace: str, change: Callable[[dict[str, str]], dict[str, str]]
     ) -> Entry:
-        """Apply ``change`` to the entry's annotations, at the Lease's version (read again on a conflict)."""
+        """Apply ``change`` to the entry's annotations, at the Lease's version (read again on a conflict);
+        :class:`ClaimGone` if the Lease is gone or another's."""
         while True:
             changed = change(entry.annotations)
             if changed == entry.annotations:
                 return entry
-            lease = entry.lease(changed)
             try:
-                return Entry.from_lease(await self.kube.replace_lease(namespace, lease))
+                return Entry.from_lease(await self.kube.replace_lease(namespace, entry.lease(changed)))
             except Conflict:
                 current = await self.kube.get_lease(namespace, entry.name)
                 if current is None or (current.get("spec") or {}).get("holderIdentity") != entry.uid:
-                    return Entry.from_lease(lease)  # gone, or another's now: nothing of ours to write
+                    raise ClaimGone(entry.runbook) from None
                 entry = Entry.from_lease(current)
 
 

@@ -625,9 +625,17 @@ class Runs:
                 # proves that nothing ran (a folder without a runner, a suspended Job).
                 begun = await self._attempt(entry, executor.prepare(request), stopping, marked=True)
                 if begun is None:
-                    entry.claim = await self.services.ledger.mark_unstarted(
-                        entry.claim, entry.namespace, unstarted=False
-                    )
+                    try:
+                        entry.claim = await self.services.ledger.mark_unstarted(
+                            entry.claim, entry.namespace, unstarted=False
+                        )
+                    except ledger.ClaimGone:  # another replica saw it deleted first, and freed its request id
+                        log.warning(
+                            "%s/%s: its claim was freed as its run was to start: not started",
+                            entry.namespace,
+                            entry.name,
+                        )
+                        return await self.forget(entry)
             if stopping.is_set() and not isinstance(begun, Next):
                 # Paused meanwhile: the active replica runs it, from what was prepared (which proves that
                 # nothing ran, :meth:`Executor.resume`), or prepares it again (here it could not be: a 5xx

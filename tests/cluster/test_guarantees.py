@@ -1156,6 +1156,30 @@ def held_marks(api_client, namespace: str, directory: Path) -> Iterator[tuple[He
         yield off, on
 
 
+def test_a_run_whose_claim_another_replica_freed_as_its_mark_came_off_never_starts(
+    start_controller, rbs, env, api_client, namespace, tmp_path
+):
+    """Another replica saw the Runbook deleted before its run started and freed its request id, while this
+    one took the claim's mark off: the write met no Lease. It made the Lease again (the API server creates a
+    Lease that a PUT names, whatever version it gives), the run started, and its request id, asked for again
+    meanwhile, would have run twice. Now the run never starts, and the Runbook goes."""
+    with held_marks(api_client, namespace, tmp_path) as (off, on):
+        on.released.set()
+        start_controller("first", **script_env(env))
+        rbs.create("freed", command="failover")
+        wait_until(off.asked.is_set, 60, "the claim's mark to be taken off")
+        rbs.delete("freed")  # its finalizer is on: it stays, deleting, until the controller lets it go
+        # What the other replica's release does.
+        client.CoordinationV1Api(api_client).delete_namespaced_lease(lease_name("freed"), namespace)
+        off.released.set()
+        wait_until(lambda: rbs.gone("freed"), 60, "the Runbook to go")
+    assert claim_of(api_client, namespace, "freed") is None
+    release(env)
+    rbs.create("again", command="failover", request_id="freed")
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert (status["exitCode"], started(env)) == (0, ["freed"]), status
+
+
 def forced_then_asked_again(start_controller, rbs, env: Path, api_client, name: str, settings: dict) -> None:
     """The failover ``name``, whose script started, deleted by force while no controller runs, then asked for
     again with its request id under another name: a cancelled duplicate, never run again; its claim, as the

@@ -59,3 +59,57 @@ def test_a_claim_that_only_noted_a_duplicate_since_it_was_read_is_released(clust
 
     claims_then_released(cluster, namespace, notes)
     assert lease(api_client, namespace) is None
+
+
+def freed_then(cluster, namespace: str, step):
+    """A claim that another replica freed (as it does for a Runbook deleted before its run started) after
+    this replica read it; then ``step`` with the entry read, its outcome."""
+
+    async def scenario():
+        kube = KubeApi(lambda: login.from_kubeconfig(cluster.kubeconfig))
+        try:
+            book = ledger.Ledger(kube)
+            claim = await book.claim(namespace, "req-1", "uid-1", "first", 1, "request")
+            await book.release(await book.lookup(namespace, "req-1"), namespace)
+            return await step(book, claim)
+        finally:
+            await kube.close()
+
+    return asyncio.run(scenario())
+
+
+def test_the_mark_taken_off_a_freed_claim_says_it_is_gone(cluster, namespace, api_client):
+    """The run must not start: its request id is free, and would run again. Before, the write went on as if
+    done, and the run started."""
+
+    async def takes_off(book: ledger.Ledger, claim: ledger.Entry) -> str:
+        try:
+            await book.mark_unstarted(claim, namespace, unstarted=False)
+        except ledger.ClaimGone:
+            return "gone"
+        return "written"
+
+    assert freed_then(cluster, namespace, takes_off) == "gone"
+    assert lease(api_client, namespace) is None
+
+    async def puts_on(book: ledger.Ledger, claim: ledger.Entry) -> ledger.Entry:
+        return await book.mark_unstarted(claim, namespace, unstarted=True)
+
+    assert freed_then(cluster, namespace, puts_on).unstarted
+    assert lease(api_client, namespace) is None
+
+
+def test_the_result_of_a_run_whose_claim_was_freed_meanwhile_takes_its_request_id_again(
+    cluster, namespace, api_client
+):
+    """The run went on (its start came before the claim was freed): the request id ran, and a Runbook that
+    comes with it is a duplicate of that run, not a second one."""
+
+    async def finishes(book: ledger.Ledger, claim: ledger.Entry) -> ledger.Entry:
+        return await book.finish(claim, namespace, {"result": "success", "exitCode": 0, "finishedAt": "now"})
+
+    recorded = freed_then(cluster, namespace, finishes)
+    assert recorded.result is not None and recorded.result["exitCode"] == 0
+    kept = lease(api_client, namespace)
+    assert kept is not None and kept.spec.holder_identity == "uid-1"
+    assert keys.RESULT in (kept.metadata.annotations or {})

@@ -33,8 +33,8 @@ NEEDED = [
     *((verb, "", "pods", "") for verb in ("list", "watch")),  # a run's pods, by its Job's label
     # core/v1 Events (kopf's and the controller's); list: the Job controller's FailedCreate Events of a Job
     *((verb, "", "events", "") for verb in ("create", "patch", "list")),
-    # The locks and the ledger: read, listed (the ledger's trim), created, replaced (PUT), deleted.
-    *((verb, "coordination.k8s.io", "leases", "") for verb in ("get", "list", "create", "update", "delete")),
+    # The locks and the ledger: read, listed (the ledger's trim), created, patched at a version, deleted.
+    *((verb, "coordination.k8s.io", "leases", "") for verb in ("get", "list", "create", "patch", "delete")),
 ]
 REFUSED = [
     *((verb, "", "secrets", "") for verb in ("get", "list", "watch", "create")),
@@ -52,12 +52,13 @@ REFUSED = [
     ("create", "rbac.authorization.k8s.io", "rolebindings", ""),
     ("patch", "kopf.dev", "kopfpeerings", ""),  # only with the peering component
     # What mdops never does (the kopf and HTTP calls of controller/ and api/): read any pod's log, get a
-    # pod by name, post events.k8s.io Events, PUT a status, watch or patch a Lease.
+    # pod by name, post events.k8s.io Events, PUT a status or a Lease (which makes one that went again), watch
+    # a Lease.
     ("get", "", "pods", "log"),
     ("get", "", "pods", ""),
     *((verb, "events.k8s.io", "events", "") for verb in ("create", "patch")),
     *((verb, keys.GROUP, "runbooks", "status") for verb in ("get", "update")),
-    *((verb, "coordination.k8s.io", "leases", "") for verb in ("watch", "patch")),
+    *((verb, "coordination.k8s.io", "leases", "") for verb in ("watch", "update")),
 ]
 
 
@@ -162,8 +163,12 @@ def test_real_requests_of_the_controller_and_the_api_succeed(sa, namespace):
     lease = coordination.create_namespaced_lease(
         namespace, {"metadata": {"name": "mdops-lock-test"}, "spec": {"holderIdentity": "by-the-api"}}
     )
-    lease.spec.holder_identity = "someone-else"
-    coordination.replace_namespaced_lease("mdops-lock-test", namespace, lease)
+    version = lease.metadata.resource_version
+    taken = [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
+        {"op": "add", "path": "/spec", "value": {"holderIdentity": "someone-else"}},
+    ]
+    coordination.patch_namespaced_lease("mdops-lock-test", namespace, taken)  # as KubeApi.replace_lease
     coordination.delete_namespaced_lease("mdops-lock-test", namespace)
 
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
