@@ -36,8 +36,8 @@ from tests.cluster import test_semantics
 from tests.cluster.test_controlplane import job_condition
 from tests.cluster.test_executors import JOB_PROBE, image_job_settings, jobs, refusing
 from tests.cluster.test_gate import Gate, blackout, reason, rule, wait_reason
-from tests.cluster.test_schedules import HeldWrites, held_writes
 from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
+from tests.cluster.webhooks import HeldWrites, held_writes
 from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
 
 # The recording scripts and the Runbooks client of the semantics tests.
