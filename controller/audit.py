@@ -2,9 +2,9 @@
 
 Events expire within the hour and retention deletes finished Runbooks (:mod:`controller.retention`); a
 log pipeline keeps what happened. Each line says who asked (``requestedBy``), what (command, namespace,
-name, request id, mode, profile, dry run), when, which transition, and its outcome (result, exit code,
-reason). The logger has its own handler (:func:`configure`), so that a line is the JSON object alone and a
-pipeline picks the lines whose ``logger`` is ``mdops.audit``.
+name, request id, mode, profile, dry run), who cancelled it, when, which transition, and its outcome
+(result, exit code, reason). The logger has its own handler (:func:`configure`), so that a line is the JSON
+object alone and a pipeline picks the lines whose ``logger`` is ``mdops.audit``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def line(
 ) -> dict[str, Any]:
     """One audit line's fields: ``transition`` is the reason the Runbook's condition or Event shows
     (``Queued``, ``Started``, ``Succeeded``, ``Failed``..., ``Duplicate``, ``QuotaExceeded``) or
-    ``Deleted`` (by retention); ``when``: now, unless given."""
+    ``Deleted`` (by retention); ``when``: now, unless given. ``cancelledBy``: who set ``spec.cancel``
+    (None while it is not set)."""
     finished = status is not None and status.finished
     succeeded = status.succeeded if status is not None else None
     return {
@@ -56,6 +57,7 @@ def line(
         "mode": spec.get("mode", ""),
         "profile": spec.get("profile", ""),
         "dryRun": bool(spec.get("dryRun", False)),
+        "cancelledBy": None if spec.get("cancel") is None else requester(spec["cancel"]),
         "result": status.result if finished else None,
         "exitCode": status.exit_code if finished else None,
         "reason": succeeded.reason if succeeded is not None else None,

@@ -46,7 +46,7 @@ from controller import metrics
 from controller.ledger import Entry as Claim
 from controller.ledger import Trimmer
 from controller.quota import Cap, admitted_before
-from controller.runs import GATE_WAITS, Next, Outcome, Runs, lock_group, queue_key, unstarted_deletion
+from controller.runs import GATE_WAITS, Next, Outcome, Runs, lock_group, queue_key, unstarted_stop
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import Command
@@ -97,7 +97,7 @@ class Entry:
     gone: bool = False  # it no longer exists
     final: bool = False  # another controller replica finished it: nothing more is written to its status
     finishing: bool = False  # its finished status is being written: it leaves the watch
-    cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted
+    cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted or cancelled
     regate: bool = False  # a policy or approval changed since the gate looked at it: look again
     held_before: bool = False  # the gate held it (its status said so when it came into view)
     gated_at: float = 0.0  # when the gate last let it through (the event loop's time)
@@ -131,8 +131,21 @@ class Entry:
         self.raw_status = body.get("status") or {}
         self.finalizers = list(meta.get("finalizers") or [])
         self.deleting = bool(meta.get("deletionTimestamp"))
-        if self.deleting and self.cancel is not None:
+        cancel = (body.get("spec") or {}).get("cancel")
+        if cancel is not None:  # the one field of the spec set after its creation (once)
+            self.spec["cancel"] = cancel
+        if self.stop_asked and self.cancel is not None:
             self.cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether its ``spec.cancel`` is set: it never starts, or its run is stopped."""
+        return self.spec.get("cancel") is not None
+
+    @property
+    def stop_asked(self) -> bool:
+        """Deleted or cancelled: nothing of it starts, and its run, if one started, is stopped."""
+        return self.deleting or self.cancelled
 
     @property
     def command(self) -> str:
@@ -280,11 +293,11 @@ class Dispatcher:
             if entry is not None:
                 self._left(entry)
         elif entry is not None:
-            was_deleting = entry.deleting
+            was_asked = entry.stop_asked
             if entry.stage is not Stage.SETTLED:
                 entry.update(body)
-            if entry.deleting and not was_deleting:
-                self._deleted(entry)
+            if entry.stop_asked and not was_asked:
+                self._stop_asked(entry)
         elif "command" in (body.get("spec") or {}):
             if meta.get("deletionTimestamp") and keys.FINALIZER not in (meta.get("finalizers") or ()):
                 return  # deleted before it ran: it is gone in a moment
@@ -298,11 +311,11 @@ class Dispatcher:
             heapq.heappush(self.fresh, (entry.admission, entry.uid))
             self.wake()
 
-    def _deleted(self, entry: Entry) -> None:
-        """A Runbook with our finalizer was deleted: its next step, which starts nothing and stops what a
-        controller started, comes now, not when its wait would have ended (the gate's hold, up to
-        ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s). A step in progress is followed by
-        the next one at once (:meth:`_ended`)."""
+    def _stop_asked(self, entry: Entry) -> None:
+        """A Runbook with our finalizer was deleted, or one was cancelled: its next step, which starts
+        nothing and stops what a controller started, comes now, not when its wait would have ended (the
+        gate's hold, up to ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s). A step in
+        progress is followed by the next one at once (:meth:`_ended`)."""
         if entry.stage is Stage.HELD:
             self._unhold(entry)
         elif entry.stage is Stage.WAITING:
@@ -438,12 +451,14 @@ class Dispatcher:
             if entry is None or entry.stage is not Stage.READY:
                 heapq.heappop(self.ready)
                 continue
-            if not self._idle(uid) or (self.running >= self.max_parallel and not entry.started):
+            if not self._idle(uid) or (
+                self.running >= self.max_parallel and not (entry.started or unstarted_stop(entry))
+            ):
                 break  # the oldest waits for its Queued status to be written, or for a slot
             heapq.heappop(self.ready)
             entry.stage = Stage.RUNNING
             entry.cancel = asyncio.Event()
-            if entry.deleting or entry.gone:
+            if entry.stop_asked or entry.gone:
                 entry.cancel.set()
             self.running += 1
             self._spawn(entry, self.runs.run(entry, self.stopping))
@@ -470,8 +485,11 @@ class Dispatcher:
         metrics.QUEUE_DEPTH.labels(target).set(lane.waiting())
 
     def _make_ready(self, entry: Entry) -> None:
+        """Ready to start as soon as a slot is free; one that starts nothing (:func:`unstarted_stop`) needs
+        none, and goes first with the runs adopted after a restart."""
         entry.stage = Stage.READY
-        heapq.heappush(self.ready, (entry.order, entry.uid))
+        key = (0, entry.created, entry.seq) if unstarted_stop(entry) else entry.order
+        heapq.heappush(self.ready, (key, entry.uid))
 
     def _show_queued(self, entry: Entry) -> None:
         self.writes.append(entry)
@@ -488,10 +506,10 @@ class Dispatcher:
 
     # -- steps and their outcomes -----------------------------------------------------------------
     def _spawn(self, entry: Entry, step: Coroutine[Any, Any, Next]) -> None:
-        epoch, deleting = self.stopping, entry.deleting
+        epoch, asked = self.stopping, entry.stop_asked
         task = asyncio.ensure_future(self._step(step))
         self.tasks[entry.uid] = task
-        task.add_done_callback(lambda done: self._ended(entry, epoch, done, deleting))
+        task.add_done_callback(lambda done: self._ended(entry, epoch, done, asked))
 
     @staticmethod
     async def _step(step: Coroutine[Any, Any, Next]) -> Next:
@@ -501,10 +519,10 @@ class Dispatcher:
             log.exception("a step failed; it is tried again in %.0fs", ERROR_RETRY_SECONDS)
             return Next(Outcome.RETRY, ERROR_RETRY_SECONDS)
 
-    def _ended(self, entry: Entry, epoch: asyncio.Event, task: asyncio.Task, deleting: bool) -> None:
-        """A step ended: the entry goes on as its outcome says. ``deleting``: whether the Runbook was being
-        deleted as the step began; a deletion seen meanwhile did not wake it (:meth:`_deleted`), so its next
-        step comes at once."""
+    def _ended(self, entry: Entry, epoch: asyncio.Event, task: asyncio.Task, asked: bool) -> None:
+        """A step ended: the entry goes on as its outcome says. ``asked``: whether the Runbook was being
+        deleted or was cancelled as the step began; a deletion or cancel seen meanwhile did not wake it
+        (:meth:`_stop_asked`), so its next step comes at once."""
         if self.tasks.get(entry.uid) is task:
             del self.tasks[entry.uid]
         stage = entry.stage
@@ -517,11 +535,11 @@ class Dispatcher:
         if epoch is not self.stopping or task.cancelled() or self.entries.get(entry.uid) is not entry:
             return  # paused meanwhile: the entry is forgotten, the watch brings it again
         outcome = task.result()
-        deleted_meanwhile = entry.deleting and not deleting
+        asked_meanwhile = entry.stop_asked and not asked
         if outcome.outcome is Outcome.OWNER:
             entry.stage = Stage.WAITING
             self._place(entry)
-            if not entry.needs_lock or unstarted_deletion(entry):  # no turn to wait for
+            if not entry.needs_lock or unstarted_stop(entry):  # no turn to wait for
                 self._make_ready(entry)
             else:
                 self.dirty.add(entry.target)
@@ -533,7 +551,7 @@ class Dispatcher:
             entry.held_before = True
             self.held[entry.uid] = entry
             metrics.HELD.set(len(self.held))
-            delay = 0.0 if entry.regate or deleted_meanwhile else outcome.delay
+            delay = 0.0 if entry.regate or asked_meanwhile else outcome.delay
             asyncio.get_running_loop().call_later(delay, self._unhold, entry)
         elif outcome.outcome is Outcome.PARKED:
             self._leave_lane(entry)
@@ -545,7 +563,7 @@ class Dispatcher:
             self._settle(entry, gone=outcome.outcome is Outcome.GONE)
             return
         elif outcome.outcome is Outcome.RETRY:
-            self._retry(entry, stage, 0.0 if deleted_meanwhile else outcome.delay)
+            self._retry(entry, stage, 0.0 if asked_meanwhile else outcome.delay)
             if outcome.holder:
                 self._holder_first(entry.target, outcome.holder)
         if entry.left and not entry.finishing and self._idle(entry.uid):
@@ -597,7 +615,7 @@ class Dispatcher:
         if entry.stage is Stage.NEW:
             heapq.heappush(self.fresh, (entry.admission, entry.uid))
         elif entry.stage is Stage.WAITING:
-            if entry.needs_lock and not unstarted_deletion(entry):
+            if entry.needs_lock and not unstarted_stop(entry):
                 self.dirty.add(entry.target)
             else:
                 self._make_ready(entry)

@@ -170,17 +170,29 @@ class Ledger:
                 )
                 return
 
-    async def finish(self, entry: Entry, namespace: str, status: dict[str, Any]) -> Entry:
+    async def finish(
+        self, entry: Entry, namespace: str, status: dict[str, Any], *, unstarted: bool = False
+    ) -> Entry:
         """Record the result of the owner's run (``status``: the finished status, camelCase), unless one
         is recorded already: the first stands (a second controller replica that ran the same Runbook as
-        kopf's peering settled finds it here). The entry as recorded: its ``result`` is the run's."""
+        kopf's peering settled finds it here). The entry as recorded: its ``result`` is the run's.
+
+        ``unstarted``: the end of a run cancelled before it started, recorded only while the entry's mark
+        says that its run has not started, and the mark goes with the same write: a controller that takes
+        the mark off to start the run meanwhile keeps it from being recorded (the entry's ``result`` stays
+        None), and one that takes it off after finds the result and starts nothing. The request id stays
+        used up (a Runbook that meets a marked claim whose Runbook is gone frees it). A claim gone then
+        raises :class:`ClaimGone`: it was freed (its Runbook seen deleted), and no run of it started."""
         recorded = summary(status)
 
         def record(annotations: dict[str, str]) -> dict[str, str]:
-            if keys.RESULT in annotations:
+            if keys.RESULT in annotations or (unstarted and keys.UNSTARTED not in annotations):
                 return annotations
+            kept = {
+                key: value for key, value in annotations.items() if not unstarted or key != keys.UNSTARTED
+            }
             return {
-                **annotations,
+                **kept,
                 keys.RESULT: json.dumps(recorded, separators=(",", ":")),
                 keys.FINISHED_AT: recorded["finishedAt"] or "",
             }
@@ -188,7 +200,8 @@ class Ledger:
         try:
             return await self._update(entry, namespace, record)
         except ClaimGone:
-            pass
+            if unstarted:
+                raise
         # Freed while the run ran (another replica took its Runbook for one deleted before the start): the
         # request id ran, and stays taken. Claimed again meanwhile, it is that claim's.
         body = lease_body(entry.name, entry.uid, record(entry.annotations))

@@ -103,20 +103,30 @@ OWN_ENDS = frozenset(
 )
 
 
-def after_deletion(result: dict[str, Any]) -> dict[str, Any]:
-    """The result of a run stopped because its Runbook was deleted: the end it had reached when the stop
-    came (it finished as the deletion did: that is what happened), the runner's own report of the stop,
-    or, when the stop left no report (a runner killed, a Job gone), cancelled."""
-    if result.get("exitCode") in (*OWN_ENDS, ExitCode.CANCELLED):
+def stop_message(cancel: dict[str, Any] | None) -> str:
+    """Why a run was stopped: its ``spec.cancel`` (who, why), else its Runbook's deletion."""
+    if cancel is not None:
+        return transitions.cancel_message(cancel, started=True)
+    return "cancelled: the Runbook was deleted"
+
+
+def after_stop(result: dict[str, Any], cancel: dict[str, Any] | None) -> dict[str, Any]:
+    """The result of a run stopped because its Runbook was deleted, or cancelled (``cancel``: its
+    ``spec.cancel``): the end it had reached when the stop came (it finished as the stop did: that is what
+    happened), the runner's own report of the stop (a cancel's saying who cancelled and why), or, when the
+    stop left no report (a runner killed, a Job gone), cancelled."""
+    if result.get("exitCode") in OWN_ENDS:
         return result
-    return failure(ExitCode.CANCELLED, "cancelled: the Runbook was deleted")
+    if result.get("exitCode") == ExitCode.CANCELLED:
+        return result if cancel is None else {**result, "message": stop_message(cancel)}
+    return failure(ExitCode.CANCELLED, stop_message(cancel))
 
 
-def lost_when_deleted(entry: Entry, result: dict[str, Any]) -> dict[str, Any]:
-    """A deleted Runbook's run found lost was cancelled: a controller stopping it (its Job deleted in the
-    foreground, so its pods first; its run folder removed) died before it recorded that."""
-    if entry.deleting and result.get("reason") == Reason.LOST:
-        return failure(ExitCode.CANCELLED, f"cancelled: the Runbook was deleted; {result['message']}")
+def lost_when_stopped(entry: Entry, result: dict[str, Any]) -> dict[str, Any]:
+    """A deleted or cancelled Runbook's run found lost was cancelled: a controller stopping it (its Job
+    deleted in the foreground, so its pods first; its run folder removed) died before it recorded that."""
+    if entry.stop_asked and result.get("reason") == Reason.LOST:
+        return failure(ExitCode.CANCELLED, f"{stop_message(entry.spec.get('cancel'))}; {result['message']}")
     return result
 
 
@@ -135,12 +145,12 @@ def vote(item: dict[str, Any]) -> approval.Vote:
     )
 
 
-def unstarted_deletion(entry: Entry) -> bool:
-    """A deleted Runbook whose status names no run: it starts nothing, and a run a controller started
-    before its status said so is only looked for and stopped. It needs no lock for that, nor to wait for
-    a run on its target that holds it (the gate may have held it, holding no lock, while that run took
-    it)."""
-    return entry.deleting and Runs.status(entry).execution is None
+def unstarted_stop(entry: Entry) -> bool:
+    """A deleted or cancelled Runbook whose status names no run: it starts nothing, and a run a controller
+    started before its status said so is only looked for and stopped. It needs no lock for that, nor to
+    wait for a run on its target that holds it (the gate may have held it, holding no lock, while that run
+    took it), nor for a slot."""
+    return entry.stop_asked and Runs.status(entry).execution is None
 
 
 def lock_group(settings: ControllerSettings, profile: str) -> str:
@@ -351,12 +361,12 @@ class Runs:
         last written (the approvals' deadline, set when the run began to wait for them), so a controller
         restarted while a run waits decides the same again. A run that started (its status or its executor
         says so), or whose result the ledger has, went past the gate before: it is never held again; nor is a
-        deleted one, which starts nothing. No policy: it passes, as without the gate."""
+        deleted or cancelled one, which starts nothing. No policy: it passes, as without the gate."""
         assert entry.claim is not None
         status = self.status(entry)
         if entry.claim.result is not None or status.execution is not None:
             return Next(Outcome.OWNER)
-        if entry.deleting:  # its run, if a controller started one, is only stopped (run)
+        if entry.stop_asked:  # its run, if a controller started one, is only stopped (run)
             return Next(Outcome.OWNER)
         # Its claim's mark comes off, and its finalizer goes on, just before the start: a controller may have
         # started the run and died before its status said so. The claim tells, or else the executor.
@@ -493,6 +503,35 @@ class Runs:
         it asks again), then the finished status takes it out of the watch."""
         assert entry.claim is not None
         await self.services.ledger.release(entry.claim, entry.namespace)
+        await self._end_unstarted(entry, change)
+        metrics.GATE.labels(entry.command, outcome).inc()
+        return Next(Outcome.SETTLED)
+
+    async def _cancelled_unstarted(self, entry: Entry) -> Next:
+        """End a run cancelled before it started: it never starts. Unlike a refused run, its request id is
+        used up: its end is recorded in the ledger first, while the claim's mark still says that it has not
+        started (:meth:`controller.ledger.Ledger.finish`); a mark taken off meanwhile (another replica
+        starting it) leaves it to be looked for and stopped (:meth:`run`, again). Its lock, if it took it,
+        is released."""
+        assert entry.claim is not None
+        message = transitions.cancel_message(entry.spec["cancel"], started=False)
+        change = transitions.not_run(self.status(entry), entry.generation, Reason.CANCELLED, message)
+        shown = apply(self.status(entry), change).to_k8s()
+        claim = entry.claim = await self.services.ledger.finish(
+            entry.claim, entry.namespace, shown, unstarted=True
+        )
+        if claim.result is None:
+            return Next(Outcome.RETRY)
+        if claim.result.get("exitCode") is not None:  # another replica ran it, and recorded its end
+            return await self.finish(entry, None, claim.result)
+        await self._end_unstarted(entry, change)
+        if entry.needs_lock:
+            await self.services.lock.release(entry.namespace, entry.group, entry.uid)
+        return Next(Outcome.SETTLED)
+
+    async def _end_unstarted(self, entry: Entry, change: RunbookStatus) -> None:
+        """The finished status ``change`` of a run that never executed, its Event and audit line; what was
+        prepared for it, and its finalizer, go first."""
         await self._release_prepared(entry)
         await self._let_go(entry)  # before the finished status, which takes it out of the watch
         entry.finishing = True
@@ -501,8 +540,6 @@ class Runs:
         await self.patch(entry, change)
         reason = final.succeeded.reason if final.succeeded else Reason.FAILED
         self.event(entry, "Warning", reason, final.message or reason, status=final, post=not entry.gone)
-        metrics.GATE.labels(entry.command, outcome).inc()
-        return Next(Outcome.SETTLED)
 
     async def _park(self, entry: Entry, claim: ledger.Entry) -> Next:
         if self.status(entry).duplicate_of != claim.runbook:
@@ -572,9 +609,11 @@ class Runs:
         """Start (or adopt) the run, wait for it and finish it."""
         assert entry.claim is not None
         if entry.claim.result is not None:  # recorded before a restart: only the rest is left to do
+            if entry.claim.result.get("exitCode") is None:  # cancelled before it started
+                return await self._cancelled_unstarted(entry)
             run = self.services.executor.handle(self.request(entry))
             return await self.finish(entry, run, entry.claim.result)
-        if entry.needs_lock and not unstarted_deletion(entry):
+        if entry.needs_lock and not unstarted_stop(entry):
             try:
                 holder = await self.services.lock.acquire(entry.namespace, entry.group, entry.uid, entry.name)
             except NamespaceTerminating:  # its Lease went with the namespace, and cannot come back
@@ -584,7 +623,7 @@ class Runs:
             if holder is not None:
                 log.info("%s/%s waits: the lock is held by %s", entry.namespace, entry.name, holder)
                 return Next(Outcome.RETRY, LOCK_RETRY_SECONDS, holder=holder)
-        if not entry.deleting and self.status(entry).execution is None and self._regate_due(entry):
+        if not entry.stop_asked and self.status(entry).execution is None and self._regate_due(entry):
             verdict = await self.gate(entry)  # held, refused, rejected or expired now: it never starts
             if verdict.outcome is not Outcome.OWNER:
                 if entry.needs_lock:
@@ -594,13 +633,13 @@ class Runs:
         if self.status(entry).execution is not None:  # never started again: adopted, or lost
             run = await self.services.executor.adopt(self.request(entry))
             if isinstance(run, dict):
-                run = lost_when_deleted(entry, run)
-        elif entry.deleting:  # a controller may have started it, and died before its status said so
+                run = lost_when_stopped(entry, run)
+        elif entry.stop_asked:  # a controller may have started it, and died before its status said so
             run = await self._found(entry)
-            if run is None:
-                return await self.forget(entry)
+            if run is None:  # never started: a deleted one goes, a cancelled one never starts
+                return await (self.forget(entry) if entry.deleting else self._cancelled_unstarted(entry))
             if isinstance(run, dict):
-                run = lost_when_deleted(entry, run)
+                run = lost_when_stopped(entry, run)
         else:
             try:
                 status = self.status(entry)
@@ -636,6 +675,8 @@ class Runs:
                             entry.name,
                         )
                         return await self.forget(entry)
+                    if entry.claim.result is not None:  # another replica recorded its cancel meanwhile
+                        return await self._cancelled_unstarted(entry)
             if stopping.is_set() and not isinstance(begun, Next):
                 # Paused meanwhile: the active replica runs it, from what was prepared (which proves that
                 # nothing ran, :meth:`Executor.resume`), or prepares it again (here it could not be: a 5xx
@@ -666,7 +707,7 @@ class Runs:
         result = await self._wait(entry, run, stopping)
         if result is None:
             return Next(Outcome.STOPPED)
-        return await self.finish(entry, run, lost_when_deleted(entry, result))
+        return await self.finish(entry, run, lost_when_stopped(entry, result))
 
     async def _found(self, entry: Entry) -> Run | dict[str, Any] | None:
         """The run of a deleted Runbook whose status names none, to be stopped: None if none was started.
@@ -809,7 +850,8 @@ class Runs:
                 entry.finalizers = finalizers
 
     async def _wait(self, entry: Entry, run: Run, stopping: asyncio.Event) -> dict[str, Any] | None:
-        """The run's result; None if the controller stops first. A deleted Runbook's run is stopped."""
+        """The run's result; None if the controller stops first. A deleted or cancelled Runbook's run is
+        stopped."""
 
         async def publish() -> None:
             if not entry.gone:
@@ -826,10 +868,10 @@ class Runs:
             if stopping.is_set():
                 waiting.cancel()
                 return None
-            if not entry.deleting and not await self._deleted(entry):
+            if not entry.stop_asked and not await self._deleted(entry):
                 return await waiting  # another replica finished it: the same run, or a second one, ends
-            await run.cancel()  # the Runbook was deleted: stop its run
-            return after_deletion(await waiting)
+            await run.cancel()  # the Runbook was deleted or cancelled: stop its run
+            return after_stop(await waiting, entry.spec.get("cancel"))
         finally:
             for task in interrupts:
                 task.cancel()

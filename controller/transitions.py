@@ -146,8 +146,9 @@ def running(old: RunbookStatus, generation: int, execution: Execution, started_a
 
 
 def finished(old: RunbookStatus, generation: int, result: dict[str, Any], *, dry_run: bool) -> RunbookStatus:
-    """The terminal status from a runner result (see runner/README.md)."""
-    code = int(result["exitCode"])
+    """The terminal status from a runner result (see runner/README.md), or from a ledger's record of a run
+    that never executed (no exit code: a duplicate of a run cancelled before it started shows it so)."""
+    code = None if result.get("exitCode") is None else int(result["exitCode"])
     success = code == ExitCode.SUCCESS
     reason = Reason.LOST if result.get("reason") == Reason.LOST else reason_of(code)
     message = result.get("message") or ("succeeded" if success else f"failed with exit code {code}")
@@ -257,6 +258,19 @@ def approval_records(tally: Tally) -> list[ApprovalRecord]:
         )
         for vote, why in sorted([*counted, *ignored], key=lambda pair: pair[0].at)
     ]
+
+
+def cancel_message(cancel: dict[str, Any], *, started: bool) -> str:
+    """What a cancelled run's status says: who cancelled (``spec.cancel.requestedBy``), whether it had
+    started, and why (``spec.cancel.reason``); each part only when there is one."""
+    who = cancel.get("requestedBy") or ""
+    why = cancel.get("reason") or ""
+    return (
+        "cancelled"
+        + (f" by {who}" if who else "")
+        + ("" if started else " before it started")
+        + (f": {why}" if why else "")
+    )
 
 
 def not_run(old: RunbookStatus, generation: int, reason: Reason, message: str) -> RunbookStatus:

@@ -75,8 +75,11 @@ class Reason(StrEnum):
 WAITING = frozenset({Reason.QUEUED, Reason.OUTSIDE_CHANGE_WINDOW, Reason.AWAITING_APPROVAL})
 # The reasons of a run that ended without executing: no script ran, so it has no exit code (exitCode is left
 # out, result is failed). Not a "script execution error" (125, the REST API's 500): the run was refused, by a
-# policy or by a person, which is a normal answer (200, status failed).
-NOT_RUN = frozenset({Reason.OUTSIDE_CHANGE_WINDOW, Reason.REJECTED, Reason.APPROVAL_EXPIRED})
+# policy or by a person, or cancelled before it started, which is a normal answer (200, status failed).
+# (Cancelled is also the reason of a run stopped while it ran: that one has its exit code, 130.)
+NOT_RUN = frozenset(
+    {Reason.OUTSIDE_CHANGE_WINDOW, Reason.REJECTED, Reason.APPROVAL_EXPIRED, Reason.CANCELLED}
+)
 
 
 class ExitCode(IntEnum):

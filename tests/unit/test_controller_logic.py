@@ -268,6 +268,7 @@ def test_an_audit_line_says_who_what_when_the_transition_and_its_outcome():
         "mode": "live",
         "profile": "backup",
         "dryRun": False,
+        "cancelledBy": None,
         "result": "failed",
         "exitCode": 3,
         "reason": "HealthGateFailed",
@@ -877,22 +878,27 @@ def test_kopf_keeps_a_memory_only_for_the_objects_whose_timers_live_in_it():
     assert len(list(memories.iter_all_memories())) == 1
 
 
-def test_a_run_that_ended_as_its_runbook_was_deleted_is_recorded_as_it_ended():
-    """The deletion stops a run that may have just ended: its own end stands (the failover happened), the
-    runner's report of the stop stands, and a stop that left no report is recorded as cancelled."""
+def test_a_run_that_ended_as_its_runbook_was_deleted_or_cancelled_is_recorded_as_it_ended():
+    """The deletion (or cancel) stops a run that may have just ended: its own end stands (the failover
+    happened), the runner's report of the stop stands (a cancel's saying who cancelled), and a stop that
+    left no report is recorded as cancelled."""
     succeeded = {"exitCode": 0, "result": "success", "message": "", "logs": []}
     script_failed = failure(ExitCode.SCRIPT_FAILED, "script exited with code 1")
     timed_out = failure(ExitCode.TIMEOUT, "Job rb-1 exceeded its deadline")
     stopped = failure(ExitCode.CANCELLED, "cancelled by SIGTERM")
+    cancel = {"requestedBy": "alice", "reason": "wrong venue"}
     for result in (succeeded, script_failed, timed_out, stopped):
-        assert runs.after_deletion(result) is result
+        assert runs.after_stop(result, None) is result
+    for result in (succeeded, script_failed, timed_out):
+        assert runs.after_stop(result, cancel) is result
+    assert runs.after_stop(stopped, cancel) == {**stopped, "message": "cancelled by alice: wrong venue"}
     for no_report in (
         lost("its Job rb-1 was deleted before it finished"),
         failure(ExitCode.NOT_EXECUTED, "the runner died (exit 137: killed by SIGKILL)"),
     ):
-        recorded = runs.after_deletion(no_report)
-        assert recorded["exitCode"] == ExitCode.CANCELLED
-        assert recorded["message"] == "cancelled: the Runbook was deleted"
+        for stop, message in ((None, "cancelled: the Runbook was deleted"), ({}, "cancelled")):
+            recorded = runs.after_stop(no_report, stop)
+            assert (recorded["exitCode"], recorded["message"]) == (ExitCode.CANCELLED, message)
 
 
 def test_kopfs_events_and_listing_that_come_before_the_dispatcher_is_told_kopf_resumed_resume_it(monkeypatch):

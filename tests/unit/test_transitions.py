@@ -368,3 +368,38 @@ def test_an_approvals_deadline_holds_only_while_the_run_waits_for_approvals():
         assert status.policy is not None and status.policy.approvals_expire_at is not None
         assert transitions.approvals_deadline(status) is None
     assert transitions.approvals_deadline(RunbookStatus()) is None
+
+
+@pytest.mark.parametrize(
+    ("cancel", "started", "message"),
+    [
+        (
+            {"requestedBy": "alice", "reason": "wrong venue"},
+            False,
+            "cancelled by alice before it started: wrong venue",
+        ),
+        ({"requestedBy": "alice"}, False, "cancelled by alice before it started"),
+        ({"reason": "wrong venue"}, False, "cancelled before it started: wrong venue"),
+        ({}, False, "cancelled before it started"),
+        ({"requestedBy": "alice", "reason": "wrong venue"}, True, "cancelled by alice: wrong venue"),
+        ({"requestedBy": "", "reason": ""}, True, "cancelled"),
+    ],
+)
+def test_a_cancelled_runs_message_names_who_and_why_only_when_given(cancel, started, message):
+    assert transitions.cancel_message(cancel, started=started) == message
+
+
+def test_a_duplicate_of_a_run_cancelled_before_it_started_shows_that_end_without_an_exit_code():
+    cancelled = apply(
+        RunbookStatus(),
+        transitions.not_run(RunbookStatus(), 1, Reason.CANCELLED, "cancelled by alice before it started"),
+    )
+    recorded = {key: cancelled.to_k8s().get(key) for key in ("exitCode", "result", "message", "finishedAt")}
+    status = apply(
+        RunbookStatus(),
+        transitions.duplicate(
+            RunbookStatus(), 1, earlier="ops/rb-1", result=recorded, request_id="r", window=None, target="t"
+        ),
+    )
+    assert (status.exit_code, status.result, status.duplicate_of) == (None, "failed", "ops/rb-1")
+    assert conditions(status)["Succeeded"] == ("False", Reason.DUPLICATE)
