@@ -313,13 +313,18 @@ class Dispatcher:
 
     def _stop_asked(self, entry: Entry) -> None:
         """A Runbook with our finalizer was deleted, or one was cancelled: its next step, which starts
-        nothing and stops what a controller started, comes now, not when its wait would have ended (the
-        gate's hold, up to ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s). A step in
+        nothing and stops what a controller started (or ends a cancelled duplicate that waits for its
+        original), comes now, not when its wait would have ended (the gate's hold, up to
+        ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s; the original's end). A step in
         progress is followed by the next one at once (:meth:`_ended`)."""
         if entry.stage is Stage.HELD:
             self._unhold(entry)
         elif entry.stage is Stage.WAITING:
             self._again(entry)
+        elif entry.stage is Stage.PARKED and entry.cancelled:  # admitted again: it waits no more
+            entry.stage = Stage.NEW
+            heapq.heappush(self.fresh, (entry.admission, entry.uid))
+            self.wake()
 
     def listing_ended(self, uids: set[str]) -> None:
         """kopf listed the Runbooks ``uids``. kopf hands each to a worker of its own, which brings it here
@@ -559,6 +564,8 @@ class Dispatcher:
             self.parked[outcome.owner].append(entry)
             if not self.in_view(outcome.owner):  # not in view yet: look again in a while
                 asyncio.get_running_loop().call_later(ERROR_RETRY_SECONDS, self._unpark, outcome.owner)
+            if asked_meanwhile:
+                self._stop_asked(entry)
         elif outcome.outcome in (Outcome.SETTLED, Outcome.GONE):
             self._settle(entry, gone=outcome.outcome is Outcome.GONE)
             return

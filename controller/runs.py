@@ -307,6 +307,9 @@ class Runs:
             return verdict
         if claim.result is not None:
             return await self.settle_duplicate(entry, claim)
+        if entry.cancelled:  # a duplicate that would wait for its original's result: it ends now
+            await self._end_unstarted(entry, self._cancelled(entry))
+            return Next(Outcome.SETTLED)
         if in_view(claim.uid):  # the original runs (or waits) here: wait for its result, holding nothing
             return await self._park(entry, claim)
         earlier = await self._earlier(claim)
@@ -514,8 +517,7 @@ class Runs:
         starting it) leaves it to be looked for and stopped (:meth:`run`, again). Its lock, if it took it,
         is released."""
         assert entry.claim is not None
-        message = transitions.cancel_message(entry.spec["cancel"], started=False)
-        change = transitions.not_run(self.status(entry), entry.generation, Reason.CANCELLED, message)
+        change = self._cancelled(entry)
         shown = apply(self.status(entry), change).to_k8s()
         claim = entry.claim = await self.services.ledger.finish(
             entry.claim, entry.namespace, shown, unstarted=True
@@ -528,6 +530,11 @@ class Runs:
         if entry.needs_lock:
             await self.services.lock.release(entry.namespace, entry.group, entry.uid)
         return Next(Outcome.SETTLED)
+
+    def _cancelled(self, entry: Entry) -> RunbookStatus:
+        """The finished status of a run cancelled before it started."""
+        message = transitions.cancel_message(entry.spec["cancel"], started=False)
+        return transitions.not_run(self.status(entry), entry.generation, Reason.CANCELLED, message)
 
     async def _end_unstarted(self, entry: Entry, change: RunbookStatus) -> None:
         """The finished status ``change`` of a run that never executed, its Event and audit line; what was

@@ -207,3 +207,20 @@ def test_a_running_runs_cancel_its_controller_did_not_live_to_carry_out_is_done_
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the script to be stopped")
     assert_stopped(rbs, env, "long")
     assert [line.split()[:2] for line in (env / "runs.log").read_text().splitlines()] == [["long", "start"]]
+
+
+def test_a_duplicate_waiting_for_its_originals_result_cancelled_ends_at_once_and_the_original_runs_on(
+    start_controller, rbs, env, api_client, namespace
+):
+    start_controller(**script_env(env))
+    rbs.create("original", command="failover", requestId="req-o")
+    wait_started(env, "req-o")
+    rbs.create("twin", command="failover", requestId="req-o")
+    wait_reason(rbs, "twin", "Queued", "Queued")  # waiting for the original's result
+    cancel(rbs, "twin", **WHO)
+    assert_cancelled_unstarted(rbs.wait_finished("twin", timeout=30)["status"])
+    assert rbs.get("original")["status"].get("result") is None
+    release(env)
+    assert rbs.wait_finished("original")["status"]["result"] == "success"
+    assert ledger_result(api_client, namespace, "req-o")["result"] == "success"  # the original's record
+    assert started(env) == ["req-o"]
