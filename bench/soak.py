@@ -8,7 +8,9 @@ again each time, while ``--count`` request ids (100) go through it:
   exits 0, or 7 (a failed run) for about one in eight;
 - about one in twelve, long (3 s), deleted as soon as its script has started (deleted mid-run);
 - about one in ten, once finished, deleted and created again with its name and request id, and once more
-  under a new name with the same request id (both must be duplicates: the script does not run again).
+  under a new name with the same request id (both must be duplicates: the script does not run again);
+- with ``--cancel F``, a fraction F of the others cancelled (``spec.cancel``): half as soon as the next run
+  is created (most of them not started yet: pending, queued), half, long (3 s), once their script started.
 
 The local executor runs the scripts from a folder, the Job executor from a ConfigMap in Jobs whose pods
 podsim runs (``podsim.mdops.io/run: exec``: the runner really runs, on this machine).
@@ -26,6 +28,9 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
   ledger does not remember as cancelled or as what its script did (must be 0);
 - not run: request ids that never started and ended failed (``never started``, ``Lost``): allowed (at most
   once), counted;
+- cancelled: a run recorded "cancelled before it started" whose script started, or one whose script
+  started and did not end recorded other than cancelled (130), is a result lost; how many ended before
+  their start, stopped, or had ended as the cancel came (refused then by the API server: 422), counted;
 - the time from the first create to the last result, and the number of SIGKILLs.
 
 With ``--replicas N`` (2; the Job executor only) N controllers run at once with kopf's peering (a
@@ -40,7 +45,7 @@ writes then meet a server that is gone, or that dies between applying a write an
 soak's own calls are made again through it (a create that then meets its own Runbook was made).
 
     python -m bench.soak [--executors local,job] [--count 100] [--seed 10] [--kill-control-plane]
-        [--replicas 1]
+        [--replicas 1] [--cancel 0.2]
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class Planned:
     exit_code: int
     delete_mid_run: bool = False
     recreate: bool = False
+    cancel: str = ""  # "early": as the next run is created; "running": once its script has started
 
     @property
     def mutating(self) -> bool:
@@ -114,18 +120,23 @@ class Planned:
         })  # fmt: skip
 
 
-def plan(rng: random.Random, count: int, targets: int) -> list[Planned]:
+def plan(rng: random.Random, count: int, targets: int, cancel: float = 0.0) -> list[Planned]:
     runs = []
     for index in range(count):
         command = rng.choice(COMMANDS)
         dry_run = command == "drill" and rng.random() < 0.3
         delete = command != "health_check" and not dry_run and rng.random() < 0.08
-        runs.append(Planned(
+        run = Planned(
             name=f"soak-{index:03d}", request_id=f"req-{index:03d}", command=command,
             target=f"p{rng.randrange(targets)}", dry_run=dry_run, beats=30 if delete else rng.randint(2, 10),
             exit_code=FAILED_EXIT if rng.random() < 0.12 else 0, delete_mid_run=delete,
             recreate=not delete and rng.random() < 0.1,
-        ))  # fmt: skip
+        )  # fmt: skip
+        # Drawn only with --cancel: the plans of a seed without it stay as they were.
+        if cancel and not (run.delete_mid_run or run.recreate) and rng.random() < cancel:
+            run.cancel = rng.choice(("early", "running"))
+            run.beats = 30 if run.cancel == "running" else run.beats
+        runs.append(run)
     return runs
 
 
@@ -206,6 +217,7 @@ class Soak:
         self.custom = client.CustomObjectsApi(api_client(cluster.kubeconfig))
         self.leases = client.CoordinationV1Api(self.custom.api_client)
         self.witness = Witness(work / "witness.log")
+        self.cancels_refused = 0  # cancels the API server refused: the run had finished
         scripts = work / "scripts"
         scripts.mkdir()
         for command in COMMANDS:
@@ -295,7 +307,7 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         rng = random.Random(self.args.seed)
-        runs = plan(rng, self.args.count, self.args.targets)
+        runs = plan(rng, self.args.count, self.args.targets, self.args.cancel)
         killers = [
             Killer(
                 random.Random(self.args.seed + 1 + 1000 * replica),
@@ -311,14 +323,21 @@ class Soak:
         )
         began = time.monotonic()
         to_delete = [run for run in runs if run.delete_mid_run]
+        to_cancel = [run for run in runs if run.cancel == "running"]
         deleted_before_start = 0
-        for run in runs:
+        for run, earlier in zip(runs, [None, *runs], strict=False):
             self.create(run.manifest())
+            if earlier is not None and earlier.cancel == "early":
+                self.cancel(earlier.name)
             time.sleep(rng.uniform(0, 0.3))
             deleted_before_start += self._delete_started(to_delete, force=False)
+            self._cancel_started(to_cancel, force=False)
+        if runs and runs[-1].cancel == "early":
+            self.cancel(runs[-1].name)
         deadline = time.monotonic() + 180
-        while to_delete:
+        while to_delete or to_cancel:
             deleted_before_start += self._delete_started(to_delete, force=time.monotonic() > deadline)
+            self._cancel_started(to_cancel, force=time.monotonic() > deadline)
             time.sleep(0.2)
         kept = {run.name for run in runs if not run.delete_mid_run}
         gone = {run.name for run in runs if run.delete_mid_run}
@@ -341,7 +360,8 @@ class Soak:
                 "kills": sum(killer.kills for killer in killers),
                 "control_plane_kills": outages.kills if outages else 0,
                 "duration_s": round(took, 1),
-                "deleted_before_start": deleted_before_start, **self.check(runs, self.runbooks()),
+                "deleted_before_start": deleted_before_start,
+                "cancels_refused_finished": self.cancels_refused, **self.check(runs, self.runbooks()),
             }  # fmt: skip
         finally:
             for final in finals:
@@ -359,6 +379,28 @@ class Soak:
                 pending.remove(run)
         return before
 
+    def cancel(self, name: str) -> None:
+        """Cancel ``name`` as a person on shift does; one that has finished meanwhile is refused (422)."""
+        body = {"spec": {"cancel": {"requestedBy": "soak", "reason": "soak"}}}
+        try:
+            persistently(
+                self.custom.patch_namespaced_custom_object, *self._args(), name, body, within=OUTAGE_SECONDS
+            )
+        except ApiException as error:
+            stored = ((self.runbooks().get(name) or {}).get("spec") or {}).get("cancel")
+            if error.status == 422 and stored is None:
+                self.cancels_refused += 1
+            elif stored is None:  # else set by an attempt whose answer was lost
+                raise
+
+    def _cancel_started(self, pending: list[Planned], force: bool) -> None:
+        """Cancel the pending Runbooks whose script has started (all of them when ``force``)."""
+        started = self.witness.started()
+        for run in list(pending):
+            if run.request_id in started or force:
+                self.cancel(run.name)
+                pending.remove(run)
+
     def check(self, runs: list[Planned], listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
         records = self.witness.records()
         starts = Counter(fields[1] for fields in records if fields[2] == "start")
@@ -370,6 +412,7 @@ class Soak:
         problems: list[str] = []
         lost = not_run = duplicates = 0
         not_run_why: Counter[str] = Counter()
+        cancelled: Counter[str] = Counter()
 
         def expected(code: int) -> tuple[str, int]:
             return ("success", 0) if code == 0 else ("failed", 1)
@@ -389,6 +432,30 @@ class Soak:
                 ):
                     lost += 1
                     problems.append(f"{run.name}: ended {ends[run.request_id]}, ledger says {result}")
+                continue
+            if run.cancel:
+                status = (listed.get(run.name) or {}).get("status") or {}
+                before = status.get("exitCode") is None and "before it started" in status.get("message", "")
+                if not status.get("result"):
+                    problem = "no result"
+                elif before:
+                    problem = "ran" if starts[run.request_id] else ""
+                    cancelled["before_start"] += 1
+                elif starts[run.request_id] and run.request_id not in ends:
+                    problem = "" if status.get("exitCode") == 130 else "stopped, not recorded cancelled"
+                    cancelled["stopped"] += 1
+                elif run.request_id in ends:
+                    problem = (
+                        "" if (status["result"], status.get("exitCode")) == expected(ends[run.request_id])
+                        else f"ended {ends[run.request_id]}"
+                    )  # fmt: skip
+                    cancelled["ended_first"] += 1
+                else:  # its runner stopped before its script started
+                    problem = "" if status.get("exitCode") == 130 else "never started"
+                    cancelled["stopped_before_its_script"] += 1
+                if problem:
+                    lost += 1
+                    problems.append(f"{run.name}: cancelled, {problem}; the Runbook says {status}")
                 continue
             for name in names:
                 status = (listed.get(name) or {}).get("status") or {}
@@ -443,6 +510,8 @@ class Soak:
             "not_run_why": dict(not_run_why),
             "duplicates": duplicates,
             "deleted_mid_run": sum(run.delete_mid_run for run in runs),
+            "cancelled": sum(bool(run.cancel) for run in runs),
+            "cancelled_as": dict(cancelled),
             "problems": problems,
         }
 
@@ -468,6 +537,7 @@ def main() -> None:
     parser.add_argument(
         "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
     )
+    parser.add_argument("--cancel", type=float, default=0.0, help="the fraction of the runs cancelled")
     args = parser.parse_args()
     if args.replicas > 1 and "local" in args.executors.split(","):
         # Each replica would run scripts in its own folder and could not adopt another's runs.
