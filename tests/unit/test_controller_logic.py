@@ -551,15 +551,23 @@ def deleted(body: dict) -> dict:
     return {**body, "metadata": meta}
 
 
+def cancelled(body: dict) -> dict:
+    """``body`` as the watch shows it once cancelled."""
+    return {**body, "spec": {**body["spec"], "cancel": {"requestedBy": "alice"}}}
+
+
 @pytest.mark.parametrize("during_the_step", [True, False], ids=["during-the-step", "after-it"])
 @pytest.mark.parametrize(
     "wait", [runs.Next(runs.Outcome.HELD, 3600), runs.Next(runs.Outcome.RETRY, 30.0)], ids=["held", "retry"]
 )
-def test_a_deleted_runbook_takes_its_next_step_at_once_whatever_its_wait(during_the_step, wait):
+@pytest.mark.parametrize("stop", [deleted, cancelled])
+def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its_wait(
+    during_the_step, wait, stop
+):
     """A run held by the gate (a freeze an hour long) or asking again later (its Job refused) is deleted,
-    its finalizer keeping it: its next step (which starts nothing) comes at once, also when the deletion is
-    seen while the step that made it wait is still going (its held status written, the lock given back:
-    CI once saw that Runbook Terminating for the hold's recheck, 300 s)."""
+    its finalizer keeping it, or cancelled: its next step (which starts nothing) comes at once, also when the
+    deletion is seen while the step that made it wait is still going (its held status written, the lock
+    given back: CI once saw that Runbook Terminating for the hold's recheck, 300 s)."""
 
     class ScriptedRuns:
         services = types.SimpleNamespace(kube=None)
@@ -569,8 +577,8 @@ def test_a_deleted_runbook_takes_its_next_step_at_once_whatever_its_wait(during_
             self.may_end = asyncio.Event()
 
         async def step(self, entry) -> runs.Next:
-            self.steps.append(entry.deleting)
-            if entry.deleting:
+            self.steps.append(entry.stop_asked)
+            if entry.stop_asked:
                 return runs.Next(runs.Outcome.GONE)
             await self.may_end.wait()
             return wait
@@ -595,9 +603,52 @@ def test_a_deleted_runbook_takes_its_next_step_at_once_whatever_its_wait(during_
             if not during_the_step:
                 scripted.may_end.set()
                 await until(lambda: "uid-frozen" not in dispatcher.tasks, "the step's end")
-            dispatcher.observe("MODIFIED", deleted(body))
+            dispatcher.observe("MODIFIED", stop(body))
             scripted.may_end.set()
             await until(lambda: "uid-frozen" not in dispatcher.entries, "the deleted Runbook's next step", 2)
+        finally:
+            loop.cancel()
+        assert scripted.steps == [False, True]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("during_the_step", [True, False], ids=["during-the-step", "after-it"])
+def test_a_cancelled_duplicate_waiting_for_its_original_is_admitted_again_at_once(during_the_step):
+    """A duplicate parked until its original ends, cancelled (as it is parked, or while its admission
+    parks it), is admitted again at once (and ends), not when the original ends."""
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.steps: list[bool] = []  # whether the Runbook was cancelled, at each admission
+            self.may_end = asyncio.Event()
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            self.steps.append(entry.cancelled)
+            if entry.cancelled and len(self.steps) > 1:
+                return runs.Next(runs.Outcome.SETTLED)
+            await self.may_end.wait()
+            return runs.Next(runs.Outcome.PARKED, owner="uid-original")
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        dispatcher.listing_ended(set())
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            body = failover("twin")
+            dispatcher.observe(None, body)
+            await until(lambda: scripted.steps == [False], "its admission")
+            if not during_the_step:
+                scripted.may_end.set()
+                await until(lambda: dispatcher.entries["uid-twin"].stage is Stage.PARKED, "it parked")
+            dispatcher.observe("MODIFIED", cancelled(body))
+            scripted.may_end.set()
+            await until(
+                lambda: dispatcher.entries["uid-twin"].stage is Stage.SETTLED, "its next admission", 2
+            )
         finally:
             loop.cancel()
         assert scripted.steps == [False, True]
