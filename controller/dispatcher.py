@@ -315,12 +315,15 @@ class Dispatcher:
         """A Runbook with our finalizer was deleted, or one was cancelled: its next step, which starts
         nothing and stops what a controller started (or ends a cancelled duplicate that waits for its
         original), comes now, not when its wait would have ended (the gate's hold, up to
-        ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s; the original's end). A step in
-        progress is followed by the next one at once (:meth:`_ended`)."""
+        ``HOLD_RECHECK_SECONDS``; a refused Job's next ask, up to 30 s; a slot; the original's end). A
+        step in progress is followed by the next one at once (:meth:`_ended`)."""
         if entry.stage is Stage.HELD:
             self._unhold(entry)
         elif entry.stage is Stage.WAITING:
             self._again(entry)
+        elif entry.stage is Stage.READY:  # it needs a slot no more: it goes first (:meth:`_make_ready`)
+            self._make_ready(entry)
+            self.wake()
         elif entry.stage is Stage.PARKED and entry.cancelled:  # admitted again: it waits no more
             entry.stage = Stage.NEW
             heapq.heappush(self.fresh, (entry.admission, entry.uid))

@@ -13,7 +13,7 @@ from runbooks import keys
 from tests.cluster import test_semantics
 from tests.cluster.test_executors import jobs
 from tests.cluster.test_gate import Gate, blackout, reason, rule, wait_reason
-from tests.cluster.test_guarantees import job_env, kill, ledger_result, script_pid
+from tests.cluster.test_guarantees import claim_of, job_env, kill, ledger_result, script_pid
 from tests.cluster.test_semantics import release, script_env, started, wait_started
 from tests.runbook_client import Runbooks, wait_events
 
@@ -224,3 +224,17 @@ def test_a_duplicate_waiting_for_its_originals_result_cancelled_ends_at_once_and
     assert rbs.wait_finished("original")["status"]["result"] == "success"
     assert ledger_result(api_client, namespace, "req-o")["result"] == "success"  # the original's record
     assert started(env) == ["req-o"]
+
+
+def test_a_run_waiting_for_a_slot_cancelled_ends_at_once(start_controller, rbs, env, api_client, namespace):
+    start_controller(MDOPS_MAX_PARALLEL="1", **script_env(env))
+    rbs.create("a-running", command="failover")
+    wait_started(env, "a-running")
+    rbs.create("b-for-a-slot", command="drill", dryRun=True)  # no lock: admitted, it waits for a slot
+    wait_until(lambda: claim_of(api_client, namespace, "b-for-a-slot"), 30, "its claim")
+    cancel(rbs, "b-for-a-slot", **WHO)
+    assert_cancelled_unstarted(rbs.wait_finished("b-for-a-slot", timeout=20)["status"])
+    assert rbs.get("a-running")["status"].get("result") is None  # not after the run that held the slot
+    release(env)
+    assert rbs.wait_finished("a-running")["status"]["result"] == "success"
+    assert started(env) == ["a-running"]
