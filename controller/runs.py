@@ -514,14 +514,19 @@ class Runs:
         """End a run cancelled before it started: it never starts. Unlike a refused run, its request id is
         used up: its end is recorded in the ledger first, while the claim's mark still says that it has not
         started (:meth:`controller.ledger.Ledger.finish`); a mark taken off meanwhile (another replica
-        starting it) leaves it to be looked for and stopped (:meth:`run`, again). Its lock, if it took it,
-        is released."""
+        starting it) leaves it to be looked for and stopped (:meth:`run`, again), a claim freed meanwhile
+        (another replica saw it deleted first) a Runbook that goes, as one deleted before its start does. Its
+        lock, if it took it, is released."""
         assert entry.claim is not None
         change = self._cancelled(entry)
         shown = apply(self.status(entry), change).to_k8s()
-        claim = entry.claim = await self.services.ledger.finish(
-            entry.claim, entry.namespace, shown, unstarted=True
-        )
+        try:
+            claim = entry.claim = await self.services.ledger.finish(
+                entry.claim, entry.namespace, shown, unstarted=True
+            )
+        except ledger.ClaimGone:
+            log.warning("%s/%s: its claim was freed as its cancel was recorded", entry.namespace, entry.name)
+            return await self.forget(entry)
         if claim.result is None:
             return Next(Outcome.RETRY)
         if claim.result.get("exitCode") is not None:  # another replica ran it, and recorded its end
