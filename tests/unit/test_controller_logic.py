@@ -556,18 +556,24 @@ def cancelled(body: dict) -> dict:
     return {**body, "spec": {**body["spec"], "cancel": {"requestedBy": "alice"}}}
 
 
+HELD, RETRY = runs.Next(runs.Outcome.HELD, 3600), runs.Next(runs.Outcome.RETRY, 30.0)
+PARKED = runs.Next(runs.Outcome.PARKED, owner="uid-original")
+
+
 @pytest.mark.parametrize("during_the_step", [True, False], ids=["during-the-step", "after-it"])
 @pytest.mark.parametrize(
-    "wait", [runs.Next(runs.Outcome.HELD, 3600), runs.Next(runs.Outcome.RETRY, 30.0)], ids=["held", "retry"]
+    ("stop", "wait"),
+    [(deleted, HELD), (deleted, RETRY), (cancelled, HELD), (cancelled, RETRY), (cancelled, PARKED)],
+    ids=["deleted-held", "deleted-retry", "cancelled-held", "cancelled-retry", "cancelled-parked"],
 )
-@pytest.mark.parametrize("stop", [deleted, cancelled])
 def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its_wait(
-    during_the_step, wait, stop
+    during_the_step, stop, wait
 ):
-    """A run held by the gate (a freeze an hour long) or asking again later (its Job refused) is deleted,
-    its finalizer keeping it, or cancelled: its next step (which starts nothing) comes at once, also when the
-    deletion is seen while the step that made it wait is still going (its held status written, the lock
-    given back: CI once saw that Runbook Terminating for the hold's recheck, 300 s)."""
+    """A run held by the gate (a freeze an hour long), asking again later (its Job refused), or a
+    duplicate parked until its original ends, is deleted (its finalizer keeping it) or cancelled: its next
+    step (which starts nothing) comes at once, also when the deletion is seen while the step that made it
+    wait is still going (its held status written, the lock given back: CI once saw that Runbook
+    Terminating for the hold's recheck, 300 s)."""
 
     class ScriptedRuns:
         services = types.SimpleNamespace(kube=None)
@@ -583,10 +589,10 @@ def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its
             await self.may_end.wait()
             return wait
 
-        async def admit(self, entry, in_view) -> runs.Next:  # the gate holds it, or lets it through
-            return (
-                await self.step(entry) if wait.outcome is runs.Outcome.HELD else runs.Next(runs.Outcome.OWNER)
-            )
+        async def admit(self, entry, in_view) -> runs.Next:  # the gate holds it or lets it through; parked
+            if wait.outcome in (runs.Outcome.HELD, runs.Outcome.PARKED):
+                return await self.step(entry)
+            return runs.Next(runs.Outcome.OWNER)
 
         async def run(self, entry, stopping) -> runs.Next:  # its Job refused, asked again later
             return await self.step(entry)
@@ -606,49 +612,6 @@ def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its
             dispatcher.observe("MODIFIED", stop(body))
             scripted.may_end.set()
             await until(lambda: "uid-frozen" not in dispatcher.entries, "the deleted Runbook's next step", 2)
-        finally:
-            loop.cancel()
-        assert scripted.steps == [False, True]
-
-    asyncio.run(scenario())
-
-
-@pytest.mark.parametrize("during_the_step", [True, False], ids=["during-the-step", "after-it"])
-def test_a_cancelled_duplicate_waiting_for_its_original_is_admitted_again_at_once(during_the_step):
-    """A duplicate parked until its original ends, cancelled (as it is parked, or while its admission
-    parks it), is admitted again at once (and ends), not when the original ends."""
-
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None)
-
-        def __init__(self) -> None:
-            self.steps: list[bool] = []  # whether the Runbook was cancelled, at each admission
-            self.may_end = asyncio.Event()
-
-        async def admit(self, entry, in_view) -> runs.Next:
-            self.steps.append(entry.cancelled)
-            if entry.cancelled and len(self.steps) > 1:
-                return runs.Next(runs.Outcome.SETTLED)
-            await self.may_end.wait()
-            return runs.Next(runs.Outcome.PARKED, owner="uid-original")
-
-    async def scenario() -> None:
-        scripted = ScriptedRuns()
-        dispatcher = Dispatcher(scripted, SETTINGS)
-        dispatcher.listing_ended(set())
-        loop = asyncio.create_task(dispatcher.run())
-        try:
-            body = failover("twin")
-            dispatcher.observe(None, body)
-            await until(lambda: scripted.steps == [False], "its admission")
-            if not during_the_step:
-                scripted.may_end.set()
-                await until(lambda: dispatcher.entries["uid-twin"].stage is Stage.PARKED, "it parked")
-            dispatcher.observe("MODIFIED", cancelled(body))
-            scripted.may_end.set()
-            await until(
-                lambda: dispatcher.entries["uid-twin"].stage is Stage.SETTLED, "its next admission", 2
-            )
         finally:
             loop.cancel()
         assert scripted.steps == [False, True]
