@@ -25,7 +25,7 @@ from api.events import EventLog, StreamLimiter
 from api.kube import KubeRequests, requests_client
 from api.prometheus import MetricsSource
 from api.render import StatusMemo
-from api.routes import approvals, console, events, health, metrics, runbooks, schedules, status
+from api.routes import approvals, cancel, console, events, health, metrics, runbooks, schedules, status
 from api.settings import ApiSettings, get_settings
 from api.submission import Submitter
 from api.telemetry import ApiMetrics, MetricsMiddleware
@@ -156,7 +156,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)
     app.add_exception_handler(Exception, _internal_error)
-    routers = (status, metrics, runbooks, approvals, schedules, events, console, health)
+    routers = (status, metrics, runbooks, cancel, approvals, schedules, events, console, health)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.mount(console.PATH, console.files(), name="console")

@@ -108,7 +108,7 @@ def _millis(value: str, zone: datetime.tzinfo) -> str:
 def run_view(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
     """A run as ``GET /api/ops/runbooks/{request_id}`` answers it: execute's shape, its ``runbook``
     extended as in status' history (its parameters, ``created_at``, ``uid``, why it waits), with the
-    resulting state and the status' conditions."""
+    resulting state, the status' conditions and the spec's cancel."""
     return {
         "runbook": runbook_summary(record, zone),
         "health": health_view(record.health, zone),
@@ -116,7 +116,15 @@ def run_view(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
         "conditions": [
             {**c, "last_transition_time": zoned(c["last_transition_time"], zone)} for c in record.conditions
         ],
+        "cancel": cancel_view(record.spec.get("cancel")),
     }
+
+
+def cancel_view(cancel: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Runbook's ``spec.cancel`` as the API shows it."""
+    if cancel is None:
+        return None
+    return {"requested_by": cancel.get("requestedBy") or None, "reason": cancel.get("reason", "")}
 
 
 def run_detail(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:

@@ -173,14 +173,28 @@ class ConditionView(BaseModel):
     last_transition_time: str
 
 
+class CancelView(BaseModel):
+    """The Runbook's spec.cancel: who cancelled the run, and why."""
+
+    requested_by: str | None = Field(
+        description="The token's (or Kubernetes user's) name; null: nobody named."
+    )
+    reason: str
+
+
 class RunView(BaseModel):
     """One run: the execute response's shape, its ``runbook`` extended as in status' history, with the
-    resulting state and the Runbook's conditions (its Succeeded condition's reason says why it waits)."""
+    resulting state, the Runbook's conditions (its Succeeded condition's reason says why it waits) and
+    its cancel."""
 
     runbook: RunbookSummary
     health: dict[str, Any] | None
     state: ResultingState | None = Field(description="null until the run reports one, and for a dry run.")
     conditions: list[ConditionView]
+    cancel: CancelView | None = Field(
+        description="Added to execute's shape: set once the run was asked to be cancelled (it may still be "
+        "running until the stop reaches it); null otherwise."
+    )
 
 
 class RunbooksPage(BaseModel):
@@ -306,6 +320,23 @@ class DecisionResponse(BaseModel):
     requester: str = Field(description="Who asked for the run (its requestedBy).")
     comment: str
     created_at: str | None
+
+
+# -- cancel ----------------------------------------------------------------------------------------
+
+
+class CancelRequest(BaseModel):
+    """The body of cancel (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[ReasonText, Strict()] = Field("", description="Why, for the audit.")
+
+
+class CancelRefused(RunView):
+    """A cancel refused because the run has finished: why, and the run as it ended."""
+
+    detail: str
 
 
 # -- schedules -------------------------------------------------------------------------------------

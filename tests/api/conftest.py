@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings
-from devcluster.components import SESSIONS, ControllerProcess
+from devcluster.components import SESSIONS, ControllerProcess, install_rbac
 from devcluster.processes import Process, free_port, wait_until
 from devcluster.prometheus import Prometheus, ScrapeTarget
 from sim.process import run_sim
@@ -315,3 +315,19 @@ def start_server(cluster, mdops_crds, namespace, tokens_file, prometheus, tmp_pa
 @pytest.fixture
 def server(start_server) -> ApiProcess:
     return start_server()
+
+
+def as_service_account(
+    start_server, cluster, namespace: str, tmp_path: Path, tokens: dict[str, tuple[str, list[str]]]
+) -> ApiProcess:
+    """``python -m api`` as mdops's ServiceAccount with its packaged Role (under the identity policies, if
+    installed), with ``tokens`` (name: (token, permissions)); execute answers at once (no controller)."""
+    entries = [{"name": n, "token": t, "permissions": p} for n, (t, p) in tokens.items()]
+    tokens_file = write_tokens(tmp_path / "account-tokens.yaml", json.dumps({"tokens": entries}))
+    account = install_rbac(cluster, namespace, tmp_path)
+    kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
+    return start_server(
+        MDOPS_KUBECONFIG=str(kubeconfig),
+        MDOPS_API_TOKENS_FILE=str(tokens_file),
+        MDOPS_API_EXECUTE_WAIT_SECONDS="0",
+    )

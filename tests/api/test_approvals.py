@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from cli.errors import Exit
-from devcluster.components import install_rbac
 from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
 from runbooks import approval, crd, keys, models, policy
 from runbooks.contract import parse_time
-from tests.api.conftest import http, write_tokens
+from tests.api.conftest import as_service_account, http
 
 TOKENS = {
     "alice": ("alice-token-for-tests", ["runbooks:execute", "runbooks:approve", "status:read"]),
@@ -50,15 +49,7 @@ FOUR_EYES = {
 @pytest.fixture
 def api(start_server, identities, namespace, tmp_path):
     identities.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(FOUR_EYES))
-    entries = [{"name": n, "token": t, "permissions": p} for n, (t, p) in TOKENS.items()]
-    tokens = write_tokens(tmp_path / "approvers.yaml", json.dumps({"tokens": entries}))
-    account = install_rbac(identities, namespace, tmp_path)
-    kubeconfig = identities.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
-    return start_server(
-        MDOPS_KUBECONFIG=str(kubeconfig),
-        MDOPS_API_TOKENS_FILE=str(tokens),
-        MDOPS_API_EXECUTE_WAIT_SECONDS="0",
-    )
+    return as_service_account(start_server, identities, namespace, tmp_path, TOKENS)
 
 
 def execute(api, who: str, request_id: str) -> None:
