@@ -24,15 +24,18 @@ from pydantic import BaseModel, ValidationError
 
 from api.auth import APPROVE, STATUS_READ
 from api.schemas import (
+    CancelRefused,
     DecisionResponse,
     ExecuteResponse,
     RunbooksPage,
+    RunView,
     SchedulesResponse,
     StatusResponse,
     SummaryResponse,
     TimeseriesResponse,
     WhoamiResponse,
 )
+from cli import render
 from cli.config import Connection
 from cli.errors import CliError, Exit, answer_error, detail_of, escaped
 
@@ -167,6 +170,27 @@ class Api:
             refused.hint = f"another person approves it (four eyes); mdops reject {request_id} withdraws it"
         raise refused
 
+    def cancel(self, request_id: str, reason: str) -> tuple[int, dict[str, Any]]:
+        """Cancel a run: 202 and the run once the cancel is recorded, 200 and the run when it was already
+        cancelled. A run that has finished is an error that says how it ended (exit 73)."""
+        response = self._call("POST", f"{_runbook_path(request_id)}/cancel", json={"reason": reason})
+        if response.is_success:
+            return response.status_code, self._json(response, RunView)
+        body = _body(response)
+        if response.status_code == 409 and isinstance(body, dict) and "runbook" in body:
+            self._shaped(body, CancelRefused, response)
+            raise CliError(
+                escaped(f"{request_id} has finished: {render.ending(body)}; nothing to cancel"),
+                Exit.CONFLICT,
+                status=409,
+            )
+        refused = self._refused(response)
+        if refused.exit_code == Exit.CONFLICT:  # made again as it was cancelled: look at it again
+            refused.hint = self._look_again(request_id)
+        elif refused.exit_code == Exit.NOT_FOUND:
+            self._found_by_others(refused)
+        raise refused
+
     def _found_by_others(self, error: CliError) -> None:
         """A 404's hint is the runs list, which only a token with status:read may read: for another (as the
         API says), with such a token."""
@@ -263,6 +287,10 @@ class Api:
         body = _body(response)
         if not response.is_success:
             raise self._refused(response)
+        return self._shaped(body, shape, response)
+
+    def _shaped(self, body: Any, shape: type[BaseModel], response: httpx.Response) -> Any:
+        """``body``, the JSON of ``response``, checked against the contract's ``shape``."""
         path = response.request.url.path
         if body is None:
             raise CliError(

@@ -40,7 +40,7 @@ from cli.errors import CliError, Exit, help_table, interrupted
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
-from runbooks.contract import Command, ExitCode, RunState, is_token, parse_time
+from runbooks.contract import Command, ExitCode, Reason, RunState, is_token, parse_time
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -597,6 +597,50 @@ def reject(
     approvals, until the run starts.
     """
     out.show(api.decide(request_id, "reject", comment, created_at, uid), render.decision_line)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  mdops cancel fo-2026-12-03 --reason 'primary is back'   wait for the run's end; exit 0 once cancelled
+  mdops cancel fo-2026-12-03 --no-wait                     return once the cancel is recorded"""
+)
+@click.argument("request_id", callback=_request_id)
+@click.option("--reason", default="", metavar="TEXT", help="Why, for the audit.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Follow the run to its end, or return as soon as the cancel is recorded.",
+)
+@verbose_option
+@api_options
+def cancel(api: Api, out: Output, say: Say, warn: Say, request_id: str, reason: str, wait: bool) -> None:
+    """Cancel a run: one not started never starts, one running is stopped (exit code 130).
+
+    Needs the execute permission for the run's command. The Runbook stays, with its record. Unless
+    --no-wait, follows the run to its end and exits 0 once it ended cancelled; a run that had finished
+    (nothing to cancel), or that ended otherwise before the stop reached it, is said with its outcome, and
+    the exit status is 73. Interrupting mdops (Ctrl-C) leaves the cancel recorded.
+    """
+    code, view = api.cancel(request_id, reason)
+    if code == 200:
+        warn(f"{request_id} was already cancelled: nothing changed")
+    if not wait:
+        out.show(view, render.cancel_line)
+        return
+    if out.human:
+        with console(stderr=True).status(Text(f"{request_id}: cancelled, waiting for the end")):
+            view = follow_logs(api, request_id, None, say, warn)
+    else:
+        view = follow_logs(api, request_id, None, say, warn)
+    out.show(view, render.run_view)
+    if render.succeeded_reason(view) != Reason.CANCELLED:
+        raise CliError(
+            f"{request_id} ended before the cancel reached it: {render.ending(view)}",
+            Exit.CONFLICT,
+            status=409,
+        )
 
 
 @cli.command(epilog="\b\nExamples:\n  mdops status\n  mdops status -o json | jq .last_exit_codes")

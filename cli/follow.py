@@ -491,20 +491,27 @@ def _poll(
             return view
 
 
-def follow(api: Api, request_id: str, emit: Callable[[dict], None], say: Say, warn: Say) -> None:
-    """``mdops logs -f``: every log line of a run until it has finished. Once following, an API that does
-    not answer for a while (restarted, behind a proxy that is) is waited for, as the stream's reconnects
-    wait for it; an API that cannot be reached at the start is an error at once."""
+def follow(api: Api, request_id: str, emit: Callable[[dict], None] | None, say: Say, warn: Say) -> View:
+    """``mdops logs -f`` (every log line of a run, to ``emit``) and ``mdops cancel``: follow a run until it
+    has finished, and return it as a read of it gives it then. Once following, an API that does not answer
+    for a while (restarted, behind a proxy that is) is waited for, as the stream's reconnects wait for it;
+    an API that cannot be reached at the start is an error at once."""
     view = api.runbook(request_id)  # an unknown request id is an error now: the stream would wait for it
     follower = Follower(request_id, emit, warn)
     if finished(view):
         follower.poll(view)
-        return
+        return view
+
+    def read() -> View:
+        return persist(lambda: api.runbook(request_id), request_id, say)
+
     with requested(request_id):
         with EventStream(api, request_id, say) as stream:
             if stream.opened() and _over_stream(stream, follower):
-                return
-        _poll(lambda: persist(lambda: api.runbook(request_id), request_id, say), follower, POLL_SECONDS)
+                return read()
+        final = _poll(read, follower, POLL_SECONDS)
+        assert final is not None  # with a follower, _poll returns the finished run only
+        return final
 
 
 def run(

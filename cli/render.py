@@ -50,6 +50,36 @@ def outcome(runbook: dict[str, Any]) -> Text:
     return text
 
 
+def ending(view: dict[str, Any]) -> str:
+    """How a finished run ended, in words: ``success, exit code 0``; ``failed, Rejected`` (no exit code:
+    refused without executing, its reason says why)."""
+    runbook = view["runbook"]
+    if runbook.get("exit_code") is not None:
+        return f"{runbook['status']}, exit code {runbook['exit_code']}"
+    reason = succeeded_reason(view)
+    return f"{runbook['status']}, {reason}" if reason else runbook["status"]
+
+
+def succeeded_reason(view: dict[str, Any]) -> str | None:
+    """The reason of the run's Succeeded condition (why it ended, or waits), if it has one."""
+    return next((c["reason"] for c in view.get("conditions") or [] if c.get("type") == "Succeeded"), None)
+
+
+def _cancelled(cancel: dict[str, Any]) -> str:
+    """``by bob: wrong venue``: who cancelled a run, and why."""
+    why = f": {cancel['reason']}" if cancel.get("reason") else ""
+    return escaped(f"by {cancel.get('requested_by') or '-'}{why}")
+
+
+def cancel_line(view: dict[str, Any]) -> Text:
+    """``cancel of fo-1 recorded, by bob: wrong venue (running)``: a cancel asked for, not followed."""
+    runbook = view["runbook"]
+    recorded = (
+        f"cancel of {escaped(runbook['request_id'])} recorded, {_cancelled(view.get('cancel') or {})} ("
+    )
+    return Text.assemble(recorded, state(runbook["status"]), ")")
+
+
 def result_line(view: dict[str, Any]) -> Text:
     """``health_check hc-1: success (exit code 0)``: the end of a followed run."""
     runbook = view["runbook"]
@@ -167,6 +197,7 @@ def run_view(view: dict[str, Any]) -> RenderableType:
             *read,
             ("result", outcome(runbook)),
             *([("waits", escaped(waits))] if waits else []),
+            *([("cancelled", _cancelled(view["cancel"]))] if view.get("cancel") else []),
             ("finished", _text(runbook.get("finished_at"))),
             ("health", _inline(view.get("health"))),
             *([("state", _left(view))] if "state" in view else []),

@@ -282,6 +282,46 @@ def test_get_shows_who_asked_for_a_run_when_what_and_why_it_waits(admin, files, 
     assert admin.mdops("logs", second, "-f").returncode == 0  # both ran, one after the other
 
 
+def test_cancel_of_a_finished_run_says_how_it_ended_and_exits_73(admin):
+    done = request_id()
+    assert admin.mdops("run", "health_check", "--request-id", done).returncode == 0
+    refused = admin.mdops("cancel", done, "--reason", "too late")
+    assert (refused.returncode, refused.stdout) == (Exit.CONFLICT, "")
+    assert refused.stderr == f"mdops: {done} has finished: success, exit code 0; nothing to cancel\n"
+    assert json.loads(admin.mdops("get", done, "-o", "json").stdout)["cancel"] is None
+    unknown = admin.mdops("cancel", "no-such-run")
+    assert unknown.returncode == Exit.NOT_FOUND, unknown.stderr
+
+
+def test_cancel_stops_a_running_run_and_follows_it_to_its_end(admin, files, openapi):
+    """The person on shift cancels a restart that runs (held by its script): --no-wait says the cancel is
+    recorded; mdops cancel again changes nothing, says so, follows the run to its end (exit code 130,
+    Cancelled) and exits 0; the run stays, with who cancelled it and why."""
+    rid = request_id()
+    try:
+        assert admin.mdops("run", "restart", "--no-wait", "--request-id", rid).returncode == 0
+        wait_until(
+            lambda: (
+                json.loads(admin.mdops("get", rid, "-o", "json").stdout)["runbook"]["status"] == "running"
+            ),
+            60,
+            "the restart to run",
+        )
+        recorded = admin.mdops("cancel", rid, "--reason", "wrong venue", "--no-wait")
+        assert recorded.returncode == 0, recorded.stderr
+        assert recorded.stdout == f"cancel of {rid} recorded, by admin: wrong venue (running)\n"
+        followed = admin.mdops("cancel", rid, "--reason", "again")
+    finally:
+        (files / f"{rid}.go").touch()  # whatever happened, nothing held outlives the test
+    assert followed.stderr == f"mdops: {rid} was already cancelled: nothing changed\n"
+    assert followed.returncode == 0, followed.stdout
+    assert "cancelled   by admin: wrong venue\n" in followed.stdout
+    view = json.loads(admin.mdops("get", rid, "-o", "json").stdout)
+    conforms(openapi, "RunView", view)
+    assert (view["runbook"]["status"], view["runbook"]["exit_code"]) == ("failed", 130)
+    assert view["cancel"] == {"requested_by": "admin", "reason": "wrong venue"}
+
+
 def test_the_viewer_token_may_read_but_not_run(stack, tmp_path):
     viewer = User(tmp_path, MDOPS_API_URL=stack.api_url, MDOPS_API_TOKEN=stack.viewer_token)
     assert viewer.mdops("status").returncode == 0
