@@ -1,9 +1,10 @@
 """Live updates (``GET /api/ops/events``): the changes of the Runbooks, derived from the watch cache.
 
 The cache's watch thread hands every new version of a Runbook's record to :meth:`EventLog.record`, next
-to the version it replaces. :func:`changes` compares the two: a changed condition, result, health or state
-is a ``runbook`` event (the run as it is now), log lines the old version did not have are a ``log`` event,
-a removed Runbook a ``deleted`` event. Nothing polls the Kubernetes API, whatever the number of streams.
+to the version it replaces. :func:`changes` compares the two: a changed condition, result, health, state
+or cancel is a ``runbook`` event (the run as it is now), log lines the old version did not have are a
+``log`` event, a removed Runbook a ``deleted`` event. Nothing polls the Kubernetes API, whatever the
+number of streams.
 
 The events are numbered within this process and kept in a bounded ring, so that a client that lost its
 connection resumes after the last event it saw (``Last-Event-ID``) without losses or repeats. An id is
@@ -42,8 +43,10 @@ class Change:
 
 
 def _transition(record: RunbookRecord) -> tuple:
-    """What a ``runbook`` event reports, but the logs (they have events of their own)."""
+    """What a ``runbook`` event reports, but the logs (they have events of their own): also the spec's
+    cancel, the one field of a spec set after its creation."""
     return (
+        record.spec.get("cancel"),
         record.conditions,
         record.exit_code,
         record.message,

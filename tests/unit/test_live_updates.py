@@ -75,6 +75,20 @@ def test_a_version_makes_log_events_then_a_transition():
     assert [kind for kind, _, _ in changes(done, None)] == [events.DELETED]
 
 
+def test_a_cancel_is_a_transition_with_the_run_s_cancel():
+    """Setting spec.cancel changes no status: it is a ``runbook`` event all the same, which shows it (a
+    page that follows the run says who cancelled it at once, not when the controller acts on it)."""
+    running = version()
+    cancelled = version(rv="2")
+    cancelled.spec = {**cancelled.spec, "cancel": {"requestedBy": "bob", "reason": "wrong venue"}}
+    [(kind, record, _)] = changes(running, cancelled)
+    assert kind == events.RUNBOOK
+    assert event_data(events.Change(1, kind, record), SHANGHAI)["cancel"] == {
+        "requested_by": "bob",
+        "reason": "wrong venue",
+    }
+
+
 def test_the_ring_resumes_after_an_id_of_its_own_within_it():
     log = EventLog(size=3)
     assert log.resume_point(log.event_id(0)) == 0  # nothing happened yet: resume from the start
