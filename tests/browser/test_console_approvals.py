@@ -1,8 +1,8 @@
 """Four eyes in the Ops Console, in Debian's chromium against a stack of its own whose namespace has a
 RunbookPolicy that holds every drill for one approval (a failback for two): the admin asks for runs
 (through the REST API, as the run form or mdops would), and bob (runbooks:approve) approves or rejects
-them on the run's page. What counts is what the drill's script itself wrote (its witness file), and the
-RunbookApprovals the API server holds."""
+them on the run's page, or the admin cancels one. What counts is what the drill's script itself wrote (its
+witness file), and the RunbookApprovals (and the Runbooks' spec.cancel) the API server holds."""
 
 from __future__ import annotations
 
@@ -380,3 +380,60 @@ def test_a_page_that_missed_the_run_deleted_says_so_when_its_decision_is_refused
         expect(section.get_by_role("status")).to_have_text(f"Not found: no runbook with request_id '{rid}'")
         expect(run.get_by_role("status").first).to_have_text("This Runbook was deleted.")
     assert decisions(stack, rid) == []
+
+
+def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_runs(
+    page, stack, files, four_eyes
+):
+    """The admin (who may run drills) cancels a drill the gate holds: the question's "Keep the run" has the
+    focus, and keeps it; then, with the keyboard only, a reason and "Cancel the run". The Runbook has
+    spec.cancel in the admin's name; the run ends failed, Cancelled, its script never run."""
+    rid = held_run(stack)
+    run, _ = held_page(page, stack.admin_token, rid)
+    section = run.get_by_role("region", name="Cancel")
+    section.get_by_role("button", name="Cancel run").click()
+    dialog = page.get_by_role("dialog", name="Cancel this run?")
+    expect(dialog).to_contain_text(
+        f"Run {rid} ends failed, Cancelled: if it has not started, it never starts"
+    )
+    expect(dialog.get_by_role("button", name="Keep the run")).to_be_focused()
+    assert axe_violations(page) == []
+    page.keyboard.press("Enter")  # kept: nothing is cancelled
+    expect(dialog).to_be_hidden()
+    assert "cancel" not in runbook(stack, rid)["spec"]
+
+    expect(section.get_by_role("button", name="Cancel run")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("button", name="Keep the run")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(dialog.get_by_role("button", name="Cancel the run")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(dialog.get_by_label("Reason (optional)")).to_be_focused()
+    page.keyboard.type("the desk says no drill today")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    answer = section.get_by_role("status")
+    expect(answer).to_have_text(
+        "Cancelled by you (admin): the run stops, or never starts; this page shows its end."
+    )
+    expect(answer).to_be_focused()
+    expect(section.get_by_role("button")).to_have_count(0)  # cancelled: nothing more to press
+    assert runbook(stack, rid)["spec"]["cancel"] == {
+        "requestedBy": "admin",
+        "reason": "the desk says no drill today",
+    }
+    expect(run.get_by_text("by admin: the desk says no drill today")).to_be_visible()
+    assert axe_violations(page) == []
+    expect(run.get_by_role("status").first).to_have_text("Status: failed")
+    expect(run.get_by_role("table", name="Conditions")).to_contain_text("Cancelled")
+    assert rid not in witnessed(files)
+
+
+def test_cancel_is_offered_only_to_a_token_that_may_run_the_command(page, stack, files, four_eyes):
+    rid = held_run(stack)
+    for token in (READER, BOB):  # status:read only; runbooks:approve, no execute permission
+        run = run_page(page, token, rid)
+        expect(run.get_by_role("table", name="Conditions")).to_contain_text("AwaitingApproval")
+        expect(run.get_by_role("region", name="Cancel")).to_have_count(0)
+        expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+        page.get_by_role("button", name="Sign out").click()

@@ -3,6 +3,7 @@
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
 import { clock, duration, el, offset, whenWithOffset } from "./format.js";
+import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
 
@@ -65,7 +66,7 @@ export function after(old, more) {
 }
 
 // A panel that follows one run; onChange(detail) after each transition (e.g. to update the header);
-// `actions`, if any, shown under the run's state (the run page's decision).
+// `actions`, if any, shown under the run's state (the run page's decision and cancel).
 export function panel(zone, onChange = () => {}, actions = null) {
   const heading = el("h2", {}, "Waiting for the run…");
   const state = el("p", { class: "run-state", role: "status" });
@@ -146,6 +147,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
         ["Finished", whenWithOffset(r.finished_at, zone)],
         ["Duration", duration(r.started_at, r.finished_at)],
         ["Message", r.message || "–"],
+        ...(detail.cancel ? [["Cancelled", cancelledBy(detail.cancel)]] : []),
       ]),
       detail.conditions === undefined
         ? el("p", {}, "Conditions: shown with the live updates.")
@@ -316,11 +318,14 @@ export function panel(zone, onChange = () => {}, actions = null) {
 export function show(container, ctx, requestId) {
   ctx.title(`Run ${requestId}`);
   const decide = decision(ctx.me, requestId, () => run.reread());
+  const cancel = cancelling(ctx.me, requestId, () => run.reread());
   const changed = (detail) => {
     decide.update(detail);
+    cancel.update(detail);
     if (detail.state) ctx.environmentChanged();
   };
-  const run = panel(ctx.me.time_zone, changed, decide.element);
+  const actions = el("div", { class: "run-actions" }, decide.element, cancel.element);
+  const run = panel(ctx.me.time_zone, changed, actions);
   container.append(el("h1", {}, "Run"), el("p", {}, el("a", { href: "#/runbooks" }, "← All runs")), run.element);
   return run.start(requestId, { page: true });
 }
