@@ -432,7 +432,12 @@ CONDITION = {"type": "Succeeded", "lastTransitionTime": "2026-01-05T02:00:00Z"}
             "alice",
             "has passed the gate and waits for its target's lock: too late to approve it",
         ),
-        (None, "", "names no requester"),
+        (
+            None,
+            "",
+            "names no requester (spec.requestedBy), so no approval can count for it; cancel it "
+            "(mdops cancel rs-1) to stop it",
+        ),
     ],
     ids=["finished", "running", "queued", "anonymous"],
 )
@@ -512,6 +517,7 @@ def test_a_decision_no_policy_would_count_is_refused(api, identities, namespace)
     wait_until(seen, 30, "the API to see the run")
     code, body = decide(api, "bob", "rs-2", "reject")
     assert code == 409 and refused in body["detail"]
+    assert body["detail"].endswith("so this one would not count; cancel it (mdops cancel rs-2) to stop it")
     execute(api, "alice", "fo-3")
     identities.kubectl("delete", policy.PLURAL, "four-eyes", "-n", namespace)
     code, body = decide(api, "bob", "fo-3", "reject")  # no policy at all in the namespace now
