@@ -331,6 +331,13 @@ class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[ReasonText, Strict()] = Field("", description="Why, for the audit.")
+    uid: UUID | None = Field(
+        None,
+        description="The run cancelled: its uid as the client was shown it (a run's page, mdops get). When "
+        "the request id names another Runbook now (the one shown deleted and asked for again), the cancel "
+        "is refused (409) and nothing is cancelled. Without it, the cancel is of the run the request id "
+        "names now.",
+    )
 
 
 class CancelRefused(RunView):

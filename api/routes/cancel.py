@@ -38,7 +38,10 @@ from runbooks.models import RequestId
 
 router = APIRouter(prefix="/api/ops/runbooks", tags=["runbooks"], route_class=StrictJSONRoute)
 RequestIdPath = Annotated[RequestId, Path(description="The run's request id.")]
-Reason = Annotated[CancelRequest | None, Body(description="An optional reason, for the audit.")]
+Reason = Annotated[
+    CancelRequest | None,
+    Body(description="An optional reason, for the audit, and the run's uid as it was shown."),
+]
 
 
 @router.post(
@@ -64,8 +67,8 @@ Reason = Annotated[CancelRequest | None, Body(description="An optional reason, f
         409: {
             "model": CancelRefused | ErrorResponse,
             "description": "The run has finished: nothing to cancel (its record is in the body, with why); "
-            "or its Runbook was deleted and made again as it was cancelled (only detail: nothing was "
-            "cancelled).",
+            "or (only detail: nothing was cancelled) the request id names another Runbook than the uid "
+            "sent, or its Runbook was deleted and made again as it was cancelled.",
         },
     },
 )
@@ -80,6 +83,12 @@ async def cancel(
     record = lookup(cache, request_id, principal)
     auth.permission(auth.execute_permission(record.command)).check(principal)
     zone = settings.zone
+    if body is not None and body.uid is not None and str(body.uid) != record.uid:
+        raise Conflict(
+            f"run {request_id!r} is not the one you named (Runbook {body.uid}): either the run you named was "
+            "deleted and its request id asked for again since you looked, or the uid is mistyped: nothing "
+            "was cancelled"
+        )
     if record.spec.get("cancel") is not None:
         return JSONResponse(run_view(record, zone), status_code=200)
     if record.finished:

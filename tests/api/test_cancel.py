@@ -105,7 +105,38 @@ def test_who_may_cancel_and_what_is_refused(api, identities, namespace):
     assert (code, body["detail"][0]["type"]) == (422, "extra_forbidden")
     code, body = cancel(api, "bob", "fo-2", {"reason": 7})
     assert code == 422, body
+    code, body = cancel(api, "bob", "fo-2", {"uid": "not-a-uid"})
+    assert (code, body["detail"][0]["loc"]) == (422, ["body", "uid"])
     assert spec_cancel(identities, namespace, "fo-2") is None
+
+
+def test_a_cancel_of_the_run_shown_is_refused_once_its_request_id_names_another(api, identities, namespace):
+    """The page (or script) shows a run, which is deleted and asked for again with its request id: a cancel
+    that names the run shown by its uid cancels nothing, rather than the new run nobody looked at."""
+    execute(api, "alice", "fo-shown")
+    got = identities.kubectl("get", "rb", "fo-shown", "-n", namespace, "-o", "json")
+    shown = json.loads(got.stdout)["metadata"]["uid"]
+    identities.kubectl("delete", "rb", "fo-shown", "-n", namespace)
+    execute(api, "alice", "fo-shown")
+
+    def made_again() -> bool:
+        code, _, text = http("GET", f"{api.url}/api/ops/runbooks/fo-shown", headers=token("alice"))
+        return code == 200 and json.loads(text)["runbook"]["uid"] != shown
+
+    wait_until(made_again, 30, "the API to see the run made again")
+    code, body = cancel(api, "bob", "fo-shown", {"reason": "not that one", "uid": shown})
+    assert (code, body) == (
+        409,
+        {
+            "detail": f"run 'fo-shown' is not the one you named (Runbook {shown}): either the run you named "
+            "was deleted and its request id asked for again since you looked, or the uid is mistyped: "
+            "nothing was cancelled"
+        },
+    )
+    assert spec_cancel(identities, namespace, "fo-shown") is None
+    now = json.loads(identities.kubectl("get", "rb", "fo-shown", "-n", namespace, "-o", "json").stdout)
+    code, body = cancel(api, "bob", "fo-shown", {"uid": now["metadata"]["uid"]})
+    assert code == 202, body
 
 
 CONDITION = {"type": "Succeeded", "lastTransitionTime": "2026-01-05T02:00:00Z"}

@@ -389,6 +389,8 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
     focus, and keeps it; then, with the keyboard only, a reason and "Cancel the run". The Runbook has
     spec.cancel in the admin's name; the run ends failed, Cancelled, its script never run."""
     rid = held_run(stack)
+    cancelling = []
+    page.on("request", lambda r: r.url.endswith(f"/{rid}/cancel") and cancelling.append(r.post_data))
     run, _ = held_page(page, stack.admin_token, rid)
     section = run.get_by_role("region", name="Cancel")
     section.get_by_role("button", name="Cancel run").click()
@@ -422,6 +424,11 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
         "requestedBy": "admin",
         "reason": "the desk says no drill today",
     }
+    assert json.loads(cancelling[0]) == {  # it names the run shown, by its uid
+        "uid": runbook(stack, rid)["metadata"]["uid"],
+        "reason": "the desk says no drill today",
+    }
+    assert len(cancelling) == 1, cancelling
     expect(run.get_by_text("by admin: the desk says no drill today")).to_be_visible()
     assert axe_violations(page) == []
     expect(run.get_by_role("status").first).to_have_text("Status: failed")

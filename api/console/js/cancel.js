@@ -4,7 +4,8 @@
 // (exit code 130); the live updates show its end. A press while the cancel is on its way does nothing;
 // once the run is cancelled (by anyone: its `cancel`, which the run's details show) the button goes. The
 // API's refusals are shown as it words them; after a 409 (finished meanwhile, or made again) or a 404 the
-// page reads the run again.
+// page reads the run again. A cancel names the run shown (its uid): a page that missed its deletion and a
+// new run with the request id is refused (409), never taken as a cancel of a run the person never saw.
 import { ApiError, call } from "./api.js";
 import { el } from "./format.js";
 
@@ -37,6 +38,7 @@ export function cancelling(me, requestId, reread = () => {}) {
   element.append(el("h2", { id: "cancel-title" }, "Cancel"), ask, answer, dialog);
 
   let busy = false; // the cancel is on its way: further presses do nothing
+  let shown = null; // the uid of the Runbook shown: one made again with the request id is another run
 
   async function send() {
     if (busy) return;
@@ -44,7 +46,7 @@ export function cancelling(me, requestId, reread = () => {}) {
     ask.disabled = confirm.disabled = true;
     answer.textContent = "Cancelling…";
     answer.className = "cancel-answer";
-    const body = reason.value ? { reason: reason.value } : {};
+    const body = { ...(shown && { uid: shown }), ...(reason.value && { reason: reason.value }) };
     try {
       const { status, data } = await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}/cancel`, {
         method: "POST",
@@ -80,6 +82,7 @@ export function cancelling(me, requestId, reread = () => {}) {
 
   function update(detail) {
     const r = detail.runbook;
+    if (r.uid) shown = r.uid;
     const open = !r.finished_at && !detail.cancel && me.commands.includes(r.command);
     // The run ended, or was cancelled elsewhere, while the question was asked: a modal dialog left open in
     // a hidden part would leave the whole page inert, unseen. Nothing was cancelled here: the page says so.
