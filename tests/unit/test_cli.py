@@ -1564,6 +1564,29 @@ def test_a_run_refused_without_executing_reads_as_not_run():
     assert "ERROR   rejected by bob" in _text(render.run_view(view))
 
 
+def test_a_cancel_and_how_a_run_ended_read_in_words():
+    def view(status, exit_code, reason, cancel=None):
+        condition = {"type": "Succeeded", "status": "False", "reason": reason, "message": ""}
+        runbook = {
+            "request_id": "fo\x1b[2J-1",
+            "command": "failover",
+            "status": status,
+            "exit_code": exit_code,
+        }
+        return {"runbook": runbook, "conditions": [condition], "cancel": cancel}
+
+    assert render.ending(view("success", 0, "Succeeded")) == "success, exit code 0"
+    assert render.ending(view("failed", None, "Rejected")) == "failed, Rejected"  # refused: no exit code
+    assert render.ending({"runbook": {"status": "failed", "exit_code": None}}) == "failed"
+    assert render.succeeded_reason(view("failed", 130, "Cancelled")) == "Cancelled"
+    cancelled = view("running", None, "Running", {"requested_by": "bob", "reason": "wrong\x07 venue"})
+    assert _text(render.cancel_line(cancelled)).strip() == (
+        "cancel of fo\\x1b[2J-1 recorded, by bob: wrong\\x07 venue (running)"  # escaped, never acted on
+    )
+    nobody = view("pending", None, "Pending", {"requested_by": None, "reason": ""})
+    assert _text(render.cancel_line(nobody)).strip() == "cancel of fo\\x1b[2J-1 recorded, by - (pending)"
+
+
 def test_schedules_and_the_venues_session_read_in_words():
     schedules = [
         {
