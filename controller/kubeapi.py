@@ -37,6 +37,7 @@ LEASES = "/apis/coordination.k8s.io/v1"
 JOBS = "/apis/batch/v1"
 CORE = "/api/v1"
 MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"  # built-in kinds: adds to a list, or takes from it
 JSON_PATCH = "application/json-patch+json"
 # A list of objects' metadata only (their names, uids, labels, annotations), not their specs and statuses.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -409,6 +410,26 @@ class KubeApi:
         params = {"labelSelector": f"{keys.JOB_NAME_LABEL}={job}"}
         listed = await self.request("GET", f"{CORE}/namespaces/{namespace}/pods", params=params)
         return listed.get("items") or []
+
+    async def keep_pod(self, namespace: str, name: str) -> None:
+        """Put the result finalizer on a pod: deleted, it stays, its end readable, until :meth:`let_pod_go`.
+        A pod gone, or being deleted already (no finalizer can be added then), is left as it is."""
+        patch = {"metadata": {"finalizers": [keys.RESULT_FINALIZER]}}
+        try:
+            await self._patch_pod(namespace, name, patch)
+        except ApiError as error:
+            if error.status != 422:
+                raise
+
+    async def let_pod_go(self, namespace: str, name: str) -> None:
+        """Take the result finalizer off a pod (:meth:`keep_pod`)."""
+        await self._patch_pod(
+            namespace, name, {"metadata": {"$deleteFromPrimitiveList/finalizers": [keys.RESULT_FINALIZER]}}
+        )
+
+    async def _patch_pod(self, namespace: str, name: str, patch: dict) -> None:
+        path = f"{CORE}/namespaces/{namespace}/pods/{name}"
+        await self.request("PATCH", path, patch, content_type=STRATEGIC, missing_ok=True)
 
     async def pod_create_failures(self, namespace: str) -> list[dict]:
         """The Job controller's Events of pods it could not create (refused by admission, a quota)."""

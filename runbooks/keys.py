@@ -15,6 +15,9 @@ SHORT_NAMES = ["rb"]
 
 # On a Runbook while its run may go on: deleting the Runbook then stops the run first.
 FINALIZER = f"{GROUP}/runbook"
+# On the pods of a run being stopped (its Job deleted): a pod's end stays readable until the run's result is
+# recorded (a controller that stopped it may die before it reads that end).
+RESULT_FINALIZER = f"{GROUP}/result"
 
 # -- labels -----------------------------------------------------------------------------------------------
 MANAGED_BY = "app.kubernetes.io/managed-by"

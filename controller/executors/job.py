@@ -10,7 +10,10 @@ has ended: one watch on the Jobs and pods that mdops manages (the kopf handlers 
 
 A Job is created without ``ttlSecondsAfterFinished``: the TTL controller would delete a finished Job
 and its pod (and with it the result) whether or not the controller has read it, for example while the
-controller is down. The TTL is set once the result is recorded (:meth:`JobRun.release`).
+controller is down. The TTL is set once the result is recorded (:meth:`JobRun.release`). For the same
+reason a stopped run's pods are kept once deleted (the finalizer ``ops.mdops.io/result``) until then: a run
+that ended as it was stopped is recorded as it ended, also by a controller that comes after one that died
+while it stopped the run (:meth:`JobRun.cancel`).
 
 A pod that cannot start (:func:`start_failure`: an image that cannot be pulled, a container that cannot
 be created, no node for it) would keep its run ``Running`` until the Job's deadline, with nothing to say
@@ -280,6 +283,14 @@ def start_failure(pod: dict[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
+def ran(pod: dict[str, Any]) -> bool:
+    """Whether a pod's container has started: it runs, or has ended."""
+    return any(
+        {"running", "terminated"} & (container.get("state") or {}).keys()
+        for container in (pod.get("status") or {}).get("containerStatuses") or []
+    )
+
+
 def phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase") or "Pending"
 
@@ -318,19 +329,33 @@ class JobRun:
         return list(stuck.lines) if stuck is not None else []
 
     async def cancel(self) -> None:
-        """Delete the Job and wait until it is gone, and with it every pod of the run (its pods are
-        deleted first, each once it has stopped): only then may the run's lock go."""
-        await self.executor.delete(self.namespace, self.name)
+        """Stop the run: its pods that ran are kept once deleted (:meth:`KubeApi.keep_pod`; one that never
+        started has no end of its own, and may never get one: unscheduled, it ends with no container), then
+        its Job is deleted (in the foreground: its pods first, each once it has stopped). A pod's end is then
+        read from the pod, which stays until the run's result is recorded (:meth:`release`), also by a
+        controller that comes after this one dies: a run that ended before its stop is recorded as it ended.
+        The run's result (a pod's end, or its Job gone with no pod) comes once no pod of it runs: only then
+        may its lock go."""
+        for pod in await self.executor.kube.job_pods(self.namespace, self.name):
+            if ran(pod):
+                await self.executor.kube.keep_pod(self.namespace, pod["metadata"]["name"])
+        await self.executor.kube.delete_job(self.namespace, self.name)
 
     async def release(self) -> None:
         """The result is recorded: the Job may now go after its TTL, and its pod's events are not the
-        controller's concern any more. A Job never let run (:meth:`JobExecutor.prepare`) never finishes,
-        so no TTL would take it: it goes now."""
+        controller's concern any more. A stopped run's pods (:meth:`cancel`) may go now, and its Job with
+        them. A Job never let run (:meth:`JobExecutor.prepare`) never finishes, so no TTL would take it: it
+        goes now."""
         self.executor.forget((self.namespace, self.name))
+        kube = self.executor.kube
         ttl = {"spec": {"ttlSecondsAfterFinished": self.executor.settings.job_ttl_seconds}}
-        job = await self.executor.kube.patch_job(self.namespace, self.name, ttl)
-        if job is not None and job["spec"].get("suspend"):
-            await self.executor.kube.delete_job(self.namespace, self.name)
+        job = await kube.patch_job(self.namespace, self.name, ttl)
+        if job is None or job["metadata"].get("deletionTimestamp"):  # stopped: its pods kept (cancel)
+            for pod in await kube.job_pods(self.namespace, self.name):
+                if keys.RESULT_FINALIZER in (pod["metadata"].get("finalizers") or []):
+                    await kube.let_pod_go(self.namespace, pod["metadata"]["name"])
+        elif job["spec"].get("suspend"):
+            await kube.delete_job(self.namespace, self.name)
 
 
 class JobExecutor:
@@ -578,7 +603,7 @@ class JobExecutor:
             self._started(key)
         else:
             self._cannot_start(key, f"pod {meta['name']}", *failure)
-        if result is not None and (key in self.waiters or not meta.get("deletionTimestamp")):
+        if result is not None:
             self._ended(key, result)
 
     def _cannot_start(self, key: tuple[str, str], what: str, why: str, lasting: bool) -> None:

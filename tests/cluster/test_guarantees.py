@@ -254,6 +254,47 @@ def test_a_deleted_runbook_whose_job_a_dead_controller_deleted_is_remembered_as_
     assert ledger_result(api_client, namespace, "cancelled-job")["exitCode"] == 130
 
 
+def test_a_deleted_runbooks_run_that_ended_as_its_stopping_controller_died_is_recorded_as_it_ended(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The soak's soak-042: a deleted Runbook's script ends 0, but its pod's end is not written yet (the
+    kubelet's write held, as by an API server that died) when the controller stops the run (its Job
+    deleted in the foreground); that controller dies before it reads the end. The pod's end is kept until
+    a controller has recorded it: the run is remembered as it ended, not as cancelled."""
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("ended", command="failover")
+    wait_started(env, "ended")
+    rule = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/status"]}
+    pods = client.CoreV1Api(api_client)
+    with held_writes(api_client, env / "webhook", f"{namespace}-pod-ends", namespace, rule) as held:
+        release(env)
+        wait_until(lambda: ["ended", "end"] in [line.split()[:2] for line in lines(env / "runs.log")], 30,
+                   "the script to end")  # fmt: skip
+        assert held.asked.wait(30), "podsim did not write the pod's end"
+        rbs.delete("ended")
+        wait_until(
+            lambda: all(job.metadata.deletion_timestamp for job in jobs(api_client, namespace)),
+            60,
+            "the controller to stop the run",
+        )
+        kill(first)
+        held.released.set()
+
+        def settled() -> bool:  # the pod's end written, and the pod gone or kept for its end to be read
+            listed = pods.list_namespaced_pod(namespace).items
+            return not jobs(api_client, namespace) or all(
+                pod.status.phase == "Succeeded" and keys.RESULT_FINALIZER in (pod.metadata.finalizers or [])
+                for pod in listed
+            )
+
+        wait_until(settled, 60, "the stopped pod to be written and removed, or kept")
+    start_controller("second", **settings)
+    wait_until(lambda: rbs.gone("ended"), 60, "the deleted Runbook to go")
+    assert ledger_result(api_client, namespace, "ended")["exitCode"] == 0
+    wait_until(lambda: not jobs(api_client, namespace), 60, "the Job and its pod to go")
+
+
 # -- 7. the local executor's crash window ---------------------------------------------------------------
 def runner_argv(env: Path, folder: Path, body: dict, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
     """The runner's arguments and environment, as the controller asks its launcher for them."""

@@ -30,7 +30,8 @@ NEEDED = [
     ("patch", keys.GROUP, "runbookschedules", "status"),
     # patch: a Job's TTL, once its result is recorded.
     *((verb, "batch", "jobs", "") for verb in ("create", "get", "list", "watch", "patch", "delete")),
-    *((verb, "", "pods", "") for verb in ("list", "watch")),  # a run's pods, by its Job's label
+    # A run's pods, by its Job's label; patch: a stopped run's pods kept until their end is recorded.
+    *((verb, "", "pods", "") for verb in ("list", "watch", "patch")),
     # core/v1 Events (kopf's and the controller's); list: the Job controller's FailedCreate Events of a Job
     *((verb, "", "events", "") for verb in ("create", "patch", "list")),
     # The locks and the ledger: read, listed (the ledger's trim), created, patched at a version, deleted.

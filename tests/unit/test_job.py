@@ -16,6 +16,7 @@ from controller.executors.job import (
     build_job,
     job_failure,
     pod_result,
+    ran,
     start_failure,
     stood_by,
 )
@@ -194,6 +195,19 @@ def pod(phase: str, state: dict | None = None, scheduled: dict | None = None) ->
 )
 def test_why_a_pod_cannot_start_and_whether_that_lasts_until_a_person_mends_it(given, why):
     assert start_failure(given) == why
+
+
+@pytest.mark.parametrize(
+    ("given", "started"),
+    [
+        (pod("Pending"), False),  # not scheduled yet, or never: it will end with no container
+        (pod("Pending", {"waiting": {"reason": "ImagePullBackOff"}}), False),
+        (pod("Running", {"running": {"startedAt": "t"}}), True),
+        (pod("Succeeded", {"terminated": {"exitCode": 0}}), True),
+    ],
+)
+def test_only_a_pod_that_started_is_kept_for_its_end_when_its_run_is_stopped(given, started):
+    assert ran(given) is started
 
 
 def ended(code: int, message: str, reason: str = "Error") -> dict:
