@@ -102,7 +102,7 @@ def assert_stopped(
     assert status["message"].startswith(message), status  # "; lost: ..." when its Job went with the stop
     assert reason({"status": status}) == "Cancelled"
     assert status["logs"], status  # the run's lines, kept
-    assert started(env) == [name]
+    assert started(env).count(name) == 1  # once (the next run on its target may start as soon as it ends)
 
 
 def test_a_running_local_run_cancelled_is_stopped_kept_with_its_logs_and_frees_the_lock(

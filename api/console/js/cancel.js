@@ -16,7 +16,13 @@ export const cancelledBy = (c) => `by ${c.requested_by || "–"}${c.reason ? `: 
 // update at each change of the run; reread() reads the run again (after a refusal).
 export function cancelling(me, requestId, reread = () => {}) {
   const element = el("section", { class: "cancel", "aria-labelledby": "cancel-title", hidden: true });
-  const answer = el("p", { class: "cancel-answer", role: "status", tabindex: -1 });
+  // Hidden while it says nothing: the run's own state is the one status of a run's page until then.
+  const answer = el("p", { class: "cancel-answer", role: "status", tabindex: -1, hidden: true });
+  const say = (text, message = false) => {
+    answer.textContent = text;
+    answer.className = message ? "cancel-answer message" : "cancel-answer";
+    answer.hidden = false;
+  };
   const ask = el("button", { type: "button", class: "danger" }, "Cancel run");
   const reason = el("textarea", { id: "cancel-reason", rows: 2, "aria-describedby": "cancel-reason-help" });
   const confirm = el("button", { type: "button", class: "danger" }, "Cancel the run");
@@ -44,23 +50,22 @@ export function cancelling(me, requestId, reread = () => {}) {
     if (busy) return;
     busy = true;
     ask.disabled = confirm.disabled = true;
-    answer.textContent = "Cancelling…";
-    answer.className = "cancel-answer";
+    say("Cancelling…");
     const body = { ...(shown && { uid: shown }), ...(reason.value && { reason: reason.value }) };
     try {
       const { status, data } = await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}/cancel`, {
         method: "POST",
         body,
       });
-      answer.textContent =
+      say(
         status === 202
           ? `Cancelled by you (${me.name}): the run stops, or never starts; this page shows its end.`
-          : `Nothing changed: the run was already cancelled ${cancelledBy(data.cancel)}.`;
+          : `Nothing changed: the run was already cancelled ${cancelledBy(data.cancel)}.`,
+      );
       update(data);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      answer.textContent = error.message; // the API's own words (its detail), or why there was no answer
-      answer.className = "cancel-answer message";
+      say(error.message, true); // the API's own words (its detail), or why there was no answer
       if (error.status === 409 || error.status === 404) reread(); // finished, made again, deleted
     } finally {
       busy = false;
@@ -89,10 +94,11 @@ export function cancelling(me, requestId, reread = () => {}) {
     const unasked = !open && dialog.open;
     if (unasked) {
       dialog.close();
-      answer.textContent = detail.cancel
-        ? `Nothing was cancelled here: the run was cancelled meanwhile ${cancelledBy(detail.cancel)}.`
-        : "Nothing was cancelled here: the run has finished.";
-      answer.className = "cancel-answer";
+      say(
+        detail.cancel
+          ? `Nothing was cancelled here: the run was cancelled meanwhile ${cancelledBy(detail.cancel)}.`
+          : "Nothing was cancelled here: the run has finished.",
+      );
     }
     ask.hidden = !open;
     element.hidden = !open && !answer.textContent; // an answer stays shown once the run goes on
