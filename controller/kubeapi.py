@@ -413,12 +413,21 @@ class KubeApi:
 
     async def keep_pod(self, namespace: str, name: str) -> None:
         """Put the result finalizer on a pod: deleted, it stays, its end readable, until :meth:`let_pod_go`.
-        A pod gone, or being deleted already (no finalizer can be added then), is left as it is."""
+        A pod gone, or being deleted already (no finalizer can be added then), is left as it is; so is one
+        the Role may not patch (an older Role than the controller): the run is stopped all the same, and
+        its end, if it ended as it was stopped, may be lost with the pod, as before the finalizer."""
         patch = {"metadata": {"finalizers": [keys.RESULT_FINALIZER]}}
         try:
             await self._patch_pod(namespace, name, patch)
         except ApiError as error:
-            if error.status != 422:
+            if error.status == 403:
+                log.warning(
+                    "pod %s/%s is not kept for its end (the Role needs patch on pods): %s",
+                    namespace,
+                    name,
+                    error,
+                )
+            elif error.status != 422:
                 raise
 
     async def let_pod_go(self, namespace: str, name: str) -> None:
