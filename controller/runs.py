@@ -122,12 +122,17 @@ def after_stop(result: dict[str, Any], cancel: dict[str, Any] | None) -> dict[st
     return failure(ExitCode.CANCELLED, stop_message(cancel))
 
 
-def lost_when_stopped(entry: Entry, result: dict[str, Any]) -> dict[str, Any]:
-    """A deleted or cancelled Runbook's run found lost was cancelled: a controller stopping it (its Job
-    deleted in the foreground, so its pods first; its run folder removed) died before it recorded that."""
-    if entry.stop_asked and result.get("reason") == Reason.LOST:
-        return failure(ExitCode.CANCELLED, f"{stop_message(entry.spec.get('cancel'))}; {result['message']}")
-    return result
+def stopped_result(entry: Entry, result: dict[str, Any]) -> dict[str, Any]:
+    """The result of a deleted or cancelled Runbook's run, however it came: stopped here (:meth:`Runs._wait`),
+    found ended as the stop was asked (its runner killed meanwhile: no report of its own), or found lost (a
+    controller stopping it, its Job deleted in the foreground or its run folder removed, died before it
+    recorded that): as :func:`after_stop` says, a lost one's message saying what was found."""
+    if not entry.stop_asked:
+        return result
+    cancel = entry.spec.get("cancel")
+    if result.get("reason") == Reason.LOST:
+        return failure(ExitCode.CANCELLED, f"{stop_message(cancel)}; {result['message']}")
+    return after_stop(result, cancel)
 
 
 def vote(item: dict[str, Any]) -> approval.Vote:
@@ -645,13 +650,13 @@ class Runs:
         if self.status(entry).execution is not None:  # never started again: adopted, or lost
             run = await self.services.executor.adopt(self.request(entry))
             if isinstance(run, dict):
-                run = lost_when_stopped(entry, run)
+                run = stopped_result(entry, run)
         elif entry.stop_asked:  # a controller may have started it, and died before its status said so
             run = await self._found(entry)
             if run is None:  # never started: a deleted one goes, a cancelled one never starts
                 return await (self.forget(entry) if entry.deleting else self._cancelled_unstarted(entry))
             if isinstance(run, dict):
-                run = lost_when_stopped(entry, run)
+                run = stopped_result(entry, run)
         else:
             try:
                 status = self.status(entry)
@@ -719,7 +724,7 @@ class Runs:
         result = await self._wait(entry, run, stopping)
         if result is None:
             return Next(Outcome.STOPPED)
-        return await self.finish(entry, run, lost_when_stopped(entry, result))
+        return await self.finish(entry, run, stopped_result(entry, result))
 
     async def _found(self, entry: Entry) -> Run | dict[str, Any] | None:
         """The run of a deleted Runbook whose status names none, to be stopped: None if none was started.

@@ -942,3 +942,24 @@ def test_kopfs_events_and_listing_that_come_before_the_dispatcher_is_told_kopf_r
         assert set(dispatcher.tasks) == {"uid-new"}
 
     asyncio.run(scenario())
+
+
+def test_a_stopped_runs_end_found_without_its_own_report_is_recorded_cancelled_however_it_came():
+    """The soak (seed 13): a cancelled run's runner was killed as its node restarted, and the replica that
+    adopted it found the pod ended 137 before any stop of its own: it recorded the runner's death (125), as a
+    run never asked to stop would be. A run asked to stop that ends with no report of its own was cancelled,
+    whichever end is read first; its own end, and one of a run not asked to stop, stand."""
+    died = failure(
+        ExitCode.NOT_EXECUTED, "the runner died (exit 137: killed by SIGKILL) without writing a result"
+    )
+    cancelled = entry("cancelled", cancel={"requestedBy": "alice", "reason": "wrong venue"})
+    recorded = runs.stopped_result(cancelled, died)
+    assert (recorded["exitCode"], recorded["message"]) == (
+        ExitCode.CANCELLED,
+        "cancelled by alice: wrong venue",
+    )
+    found_lost = runs.stopped_result(cancelled, lost("its Job rb-1 was deleted before it finished"))
+    assert found_lost["message"].startswith("cancelled by alice: wrong venue; ")
+    succeeded = {"exitCode": 0, "result": "success", "message": "", "logs": []}
+    assert runs.stopped_result(cancelled, succeeded) is succeeded
+    assert runs.stopped_result(entry("running"), died) is died
