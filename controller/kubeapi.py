@@ -401,10 +401,17 @@ class KubeApi:
         path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
         return await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete the Job; it is gone (its DELETED event) only once its pods are (foreground)."""
-        body = {"propagationPolicy": "Foreground"}
-        await self.request("DELETE", f"{JOBS}/namespaces/{namespace}/jobs/{name}", body, missing_ok=True)
+    async def delete_job(self, namespace: str, name: str, resource_version: str | None = None) -> bool:
+        """Delete the Job (as it was at ``resource_version``, if given); it is gone (its DELETED event) only
+        once its pods are (foreground). False if it was gone, or changed meanwhile (then it is kept)."""
+        body: dict[str, Any] = {"propagationPolicy": "Foreground"}
+        if resource_version:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
+        try:
+            return await self.request("DELETE", path, body, missing_ok=True) is not None
+        except Conflict:
+            return False
 
     async def job_pods(self, namespace: str, job: str) -> list[dict]:
         params = {"labelSelector": f"{keys.JOB_NAME_LABEL}={job}"}

@@ -760,10 +760,14 @@ class Runs:
         server (a 5xx, a connection lost) may hide a write that was done: with the claim's mark still on
         (``marked``: what it made proves nothing ran), the run could not start; with it off, the step fails
         and is tried again, which adopts what the lost answer made. A Runbook deleted by force before its
-        run started, what was prepared for it gone with it, ends here (:meth:`_gone_unstarted`)."""
+        run started, what was prepared for it gone with it, ends here (:meth:`_gone_unstarted`); one deleted
+        or cancelled meanwhile whose suspended Job went (another replica deleted it: its run never starts)
+        is looked at again, as one asked to stop."""
         try:
             return await step
-        except RunbookGone:
+        except RunbookGone as gone:
+            if gone.stopped:  # deleted or cancelled meanwhile: looked at again as such (:meth:`_found`)
+                return Next(Outcome.RETRY, START_RETRY_SECONDS)
             return await self._gone_unstarted(entry, stopping)
         except NamespaceTerminating as error:
             return failure(ExitCode.NOT_EXECUTED, f"could not start: {error}")

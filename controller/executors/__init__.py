@@ -79,7 +79,13 @@ def lost(what: str) -> dict[str, Any]:
 
 class RunbookGone(Exception):
     """The Runbook went (deleted by force) before its run started, and what was prepared for the run went
-    with it: nothing of the run was started, and nothing is started for a Runbook that is gone."""
+    with it: nothing of the run was started, and nothing is started for a Runbook that is gone. Or
+    (``stopped``) it is still there, deleted or cancelled, and what was prepared went: nothing is started
+    for it either."""
+
+    def __init__(self, runbook: str, *, stopped: bool = False):
+        super().__init__(runbook)
+        self.stopped = stopped
 
 
 class Run(Protocol):

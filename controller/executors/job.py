@@ -354,8 +354,8 @@ class JobRun:
             for pod in await kube.job_pods(self.namespace, self.name):
                 if keys.RESULT_FINALIZER in (pod["metadata"].get("finalizers") or []):
                     await kube.let_pod_go(self.namespace, pod["metadata"]["name"])
-        elif job["spec"].get("suspend"):
-            await kube.delete_job(self.namespace, self.name)
+        elif job["spec"].get("suspend"):  # as patched: not if another replica let it run since
+            await kube.delete_job(self.namespace, self.name, job["metadata"]["resourceVersion"])
 
 
 class JobExecutor:
@@ -453,20 +453,26 @@ class JobExecutor:
         """Let the prepared Job run (idempotent: one running already runs on); one gone since it was
         prepared (it never ran) is made afresh, but not for a Runbook that is gone too (deleted by force: the
         garbage collector took its suspended Job), whose pod would run the script for a request nobody can
-        see: :class:`RunbookGone`. One that started before (let run by a person) is read as it is: its pod's
-        events came while the run was not this controller's to watch."""
+        see, nor for one deleted or cancelled (another replica found its Job suspended and deleted it, and
+        ends the run as never started: :meth:`adopt`; a Job let run as it is deleted gets no pod):
+        :class:`RunbookGone`. One
+        that started before (let run by a person) is read as it is: its pod's events came while the run was
+        not this controller's to watch."""
         await self.watching.wait()
         run = self.handle(request)
         key = (request.namespace, run.name)
         self.expected.add(key)  # before the write: its pod's first events may come before the answer
         try:
             job = await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}})
-            if job is None:
+            started = bool(((job or {}).get("status") or {}).get("startTime"))
+            if job is None or (job["metadata"].get("deletionTimestamp") and not started):  # no pod comes
                 runbook = await self.kube.get_runbook(request.namespace, request.name)
                 if runbook is None or runbook["metadata"]["uid"] != request.uid:
                     raise RunbookGone(f"{request.namespace}/{request.name}")
+                if runbook["metadata"].get("deletionTimestamp") or runbook["spec"].get("cancel"):
+                    raise RunbookGone(f"{request.namespace}/{request.name}", stopped=True)
                 await self.kube.create_job(request.namespace, build_job(request, self.settings))
-            elif (job.get("status") or {}).get("startTime"):
+            elif started:
                 await self._observe_now(key)
         except BaseException:
             self.forget(key)
@@ -477,15 +483,21 @@ class JobExecutor:
         """The run of a Job started before; one whose Job was deleted while no controller watched it (by a
         person, a TTL or a drain) is waited for as one deleted under a running controller is: it ends once
         no pod of it may still run its script (:meth:`_without_job`). A Job still suspended was never let
-        run: its run provably never started (a controller stopped between :meth:`prepare` and
-        :meth:`start`)."""
+        run (a controller stopped between :meth:`prepare` and :meth:`start`): it is deleted as it was read,
+        which proves that its run never starts (another replica may be letting it run: then the deletion
+        fails, and the Job is read again)."""
         run = self.handle(request)
-        if suspended(await self._expect(request.namespace, run.name)):
-            self.forget((request.namespace, run.name))
-            return failure(
-                ExitCode.NOT_EXECUTED,
-                "never started: a controller stopped between making its Job suspended and letting it run",
-            )
+        key = (request.namespace, run.name)
+        job = await self._expect(*key)
+        while suspended(job):
+            assert job is not None
+            if await self.kube.delete_job(*key, job["metadata"]["resourceVersion"]):
+                self.forget(key)
+                return failure(
+                    ExitCode.NOT_EXECUTED,
+                    "never started: a controller stopped between making its Job suspended and letting it run",
+                )
+            job = await self._observe_now(key)
         return run
 
     async def prepare(self, request: RunRequest) -> None:

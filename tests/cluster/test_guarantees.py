@@ -1264,6 +1264,66 @@ def test_a_replica_paused_as_it_took_the_claims_mark_off_leaves_the_run_to_the_a
     forced_then_asked_again(start_controller, rbs, env, api_client, "paused", settings)
 
 
+def test_a_suspended_job_let_run_as_another_replica_frees_its_deleted_runbooks_claim_never_runs(
+    start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path
+):
+    """The first replica took the claim's mark off and is letting the suspended Job run when the Runbook is
+    deleted and a replica with a higher priority pauses it. That one found the Job suspended (never let run),
+    put the mark back on and freed the request id, while the first let the Job run: its script ran for a
+    request id that was free again, and a Runbook that came with it ran a second time. Now the replica that
+    frees the claim deletes the suspended Job first, as it was read (a Job let run since is not deleted but
+    stopped, its request id kept), and the first finds it gone, its Runbook being deleted, and starts nothing:
+    the request id runs once, in the Runbook that comes with it after."""
+    settings = {**job_env(cluster, namespace, env), **peering}
+    jobs_rule = {
+        "apiGroups": ["batch"],
+        "apiVersions": ["v1"],
+        "operations": ["UPDATE"],
+        "resources": ["jobs"],
+    }
+    lets_run = "oldObject.spec.suspend == true && !(has(object.spec.suspend) && object.spec.suspend == true)"
+    resumed = namespace + "-resumed"
+    with (
+        held_writes(
+            api_client, tmp_path / "resume", resumed, namespace, jobs_rule, condition=lets_run
+        ) as resume,
+        held_marks(api_client, namespace, tmp_path) as (off, on),
+    ):
+        off.released.set()
+        first = start_controller("first", MDOPS_PRIORITY="10", **settings)
+        rbs.create("raced", command="failover")
+        wait_until(resume.asked.is_set, 60, "the first replica to let the suspended Job run")
+        rbs.delete("raced")  # its finalizer is on: it stays, deleting, until a replica lets it go
+        second = start_controller("second", MDOPS_PRIORITY="20", **settings)
+        wait_paused(first)
+        wait_until(on.asked.is_set, 60, "the second replica to put the claim's mark back on")
+        resume.released.set()
+        wait_until(lambda: resume.answered, 30, "the first replica's write that lets the Job run")
+
+        def left(suspend: bool) -> list[str]:
+            """The Jobs not being deleted that are (or are not) suspended."""
+            listed = jobs(api_client, namespace)
+            return [
+                j.metadata.name
+                for j in listed
+                if j.spec.suspend == suspend and not j.metadata.deletion_timestamp
+            ]
+
+        wait_until(
+            lambda: not left(suspend=True), 30, "the write that lets the Job run to be done, or its Job gone"
+        )
+        let_run = left(suspend=False)
+        on.released.set()
+        wait_until(lambda: rbs.gone("raced"), 60, "the Runbook to go")
+        kill(first)
+    assert let_run == [], "the Job was let run while its claim was being freed"
+    release(env)
+    rbs.create("again", command="failover", request_id="raced")  # the second replica runs it
+    status = rbs.wait_finished("again", timeout=90)["status"]
+    assert (status["exitCode"], started(env)) == (0, ["raced"]), status
+    kill(second)
+
+
 def peering_account(cluster, namespace: str, directory: Path) -> tuple[str, Path]:
     """mdops's ServiceAccount (``install_rbac``) with the right to peer (the peering component's): its name,
     and a kubeconfig of it for a controller replica that the test's RBAC or webhooks single out."""
