@@ -891,8 +891,20 @@ class Runs:
                 return None
             if not entry.stop_asked and not await self._deleted(entry):
                 return await waiting  # another replica finished it: the same run, or a second one, ends
+            cancel = entry.spec.get("cancel")
+            log.info(
+                "%s/%s: stopping its run %s (%s)", entry.namespace, entry.name, run.name, stop_message(cancel)
+            )
             await run.cancel()  # the Runbook was deleted or cancelled: stop its run
-            return after_stop(await waiting, entry.spec.get("cancel"))
+            result = after_stop(await waiting, cancel)
+            log.info(
+                "%s/%s: its run %s stopped: exit code %s",
+                entry.namespace,
+                entry.name,
+                run.name,
+                result.get("exitCode"),
+            )
+            return result
         finally:
             for task in interrupts:
                 task.cancel()

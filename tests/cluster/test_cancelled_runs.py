@@ -108,7 +108,7 @@ def assert_stopped(
 def test_a_running_local_run_cancelled_is_stopped_kept_with_its_logs_and_frees_the_lock(
     start_controller, rbs, env, api_client, namespace
 ):
-    start_controller(**script_env(env))
+    controller = start_controller(**script_env(env))
     rbs.create("long", command="failover")
     rbs.wait_for("long", "Running", "True")
     pid = script_pid(env, "long")
@@ -117,6 +117,9 @@ def test_a_running_local_run_cancelled_is_stopped_kept_with_its_logs_and_frees_t
     cancel(rbs, "long", **WHO)
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the script to be stopped")
     assert_stopped(rbs, env, "long")
+    said = controller.process.log.read_text()  # the person on shift reads who stopped it in the log
+    assert f"{namespace}/long: stopping its run" in said and "cancelled by" in said, said[-2000:]
+    assert f"{namespace}/long: its run" in said and "stopped: exit code 130" in said
     assert keys.FINALIZER not in (rbs.get("long")["metadata"].get("finalizers") or [])
     wait_started(env, "next")  # the lock was freed
     release(env)
