@@ -354,8 +354,10 @@ class JobRun:
             for pod in await kube.job_pods(self.namespace, self.name):
                 if keys.RESULT_FINALIZER in (pod["metadata"].get("finalizers") or []):
                     await kube.let_pod_go(self.namespace, pod["metadata"]["name"])
-        elif job["spec"].get("suspend"):  # as patched: not if another replica let it run since
-            await kube.delete_job(self.namespace, self.name, job["metadata"]["resourceVersion"])
+        else:
+            await self.executor.delete_suspended(
+                self.namespace, self.name, job, lambda job: job["spec"].get("suspend")
+            )
 
 
 class JobExecutor:
@@ -488,17 +490,25 @@ class JobExecutor:
         fails, and the Job is read again)."""
         run = self.handle(request)
         key = (request.namespace, run.name)
-        job = await self._expect(*key)
-        while suspended(job):
-            assert job is not None
-            if await self.kube.delete_job(*key, job["metadata"]["resourceVersion"]):
-                self.forget(key)
-                return failure(
-                    ExitCode.NOT_EXECUTED,
-                    "never started: a controller stopped between making its Job suspended and letting it run",
-                )
-            job = await self._observe_now(key)
+        if await self.delete_suspended(*key, await self._expect(*key), suspended):
+            self.forget(key)
+            return failure(
+                ExitCode.NOT_EXECUTED,
+                "never started: a controller stopped between making its Job suspended and letting it run",
+            )
         return run
+
+    async def delete_suspended(
+        self, namespace: str, name: str, job: dict[str, Any] | None, still: Callable[[dict[str, Any]], bool]
+    ) -> bool:
+        """Delete the Job while it is ``still`` suspended, as it was read: True once deleted, False if it is
+        gone or was let run meanwhile (another replica started its run). A write of the Job controller's
+        since it was read (its status) changes nothing: it is read again."""
+        while job is not None and still(job):
+            if await self.kube.delete_job(namespace, name, job["metadata"]["resourceVersion"]):
+                return True
+            job = await self.kube.get_job(namespace, name)
+        return False
 
     async def prepare(self, request: RunRequest) -> None:
         """The run's Job, suspended: the Job controller makes no pod for it until :meth:`start` lets it
