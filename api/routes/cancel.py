@@ -99,9 +99,7 @@ async def cancel(
         patched = await kube(_patch, kube, cache, record.name, patch)
     except client.ApiException as error:
         if error.status == 404:
-            raise NotFound(
-                f"no runbook with request_id {request_id!r}: deleted as it was cancelled"
-            ) from error
+            raise _deleted(request_id) from error
         refusal = _refusal(error)
         if error.status != 422:
             raise
@@ -113,11 +111,21 @@ async def cancel(
         if not (crd.CANCEL_FINISHED in refusal.message or crd.CANCEL_ONCE in refusal.message):
             raise
         # The API server knew better than the cache: the run has finished, or been cancelled, meanwhile.
-        now = record_of(await kube(_read, kube, cache, record.name))
+        try:
+            now = record_of(await kube(_read, kube, cache, record.name))
+        except client.ApiException as gone:
+            if gone.status != 404:
+                raise
+            raise _deleted(request_id) from gone  # and deleted since: as if it had been before the patch
         if crd.CANCEL_FINISHED in refusal.message:
             return finished(now, zone)
         return JSONResponse(run_view(now, zone), status_code=200)
     return JSONResponse(run_view(record_of(patched), zone), status_code=202)
+
+
+def _deleted(request_id: str) -> NotFound:
+    """The 404 of a run whose Runbook the API server no longer has: as for a run that does not exist."""
+    return NotFound(f"no runbook with request_id {request_id!r}: deleted as it was cancelled")
 
 
 def finished(record: RunbookRecord, zone: datetime.tzinfo) -> JSONResponse:

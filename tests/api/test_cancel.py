@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from api.routes import cancel as cancel_route
 from devcluster.processes import wait_until
 from runbooks import models
 from tests.api.conftest import RECORD, as_service_account, auth, http
@@ -211,6 +212,51 @@ def test_what_the_cache_has_not_seen_yet_the_api_server_tells(start_server, clus
     assert now["metadata"]["uid"] == again["metadata"]["uid"] and "cancel" not in now["spec"]
     assert "cancel" not in runbooks.get("ends-unseen")["spec"]
     assert runbooks.get("cancelled-unseen")["spec"]["cancel"] == {"requestedBy": "", "reason": "by kubectl"}
+
+
+class Meanwhile:
+    """The API's requests to the Kubernetes API (:class:`api.kube.KubeRequests`), each as it is, but with what
+    another client does (for real, on the same API server) just before the API's request of a given kind:
+    the moment between two requests of one API call that no test can hit from outside."""
+
+    def __init__(self, kube, before: dict):
+        self.kube = kube
+        self.before = before  # the function the API's request calls (e.g. cancel._read): what happens first
+
+    async def __call__(self, call, *args, **kwargs):
+        if (happens := self.before.pop(call, None)) is not None:
+            happens()
+        return await self.kube(call, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.kube, name)
+
+
+def test_a_run_deleted_after_the_api_server_refused_its_cancel_is_not_found(start_api, runbooks):
+    """The run finishes as the cancel is asked for (the API server refuses the patch: the cache had not seen
+    the end), then its Runbook is deleted before the API reads it again: a 404, as for a run that does not
+    exist, never a 503 that tells the client to try again."""
+    api = start_api()
+    runbooks.create("ends-then-goes", command="restart")
+    wait_until(
+        lambda: api.get("/api/ops/runbooks/ends-then-goes", headers=auth()).status_code == 200,
+        30,
+        "the API to see the run",
+    )
+    ended = {**FINISHED, "conditions": [{**CONDITION, **SUCCEEDED}]}
+    api.app.state.kube = Meanwhile(
+        api.app.state.kube,
+        {
+            cancel_route._patch: lambda: runbooks.set_status("ends-then-goes", ended),
+            cancel_route._read: lambda: runbooks.delete("ends-then-goes"),
+        },
+    )
+    answer = api.post("/api/ops/runbooks/ends-then-goes/cancel", json={"reason": "late"}, headers=auth())
+    assert (answer.status_code, answer.json()) == (
+        404,
+        {"detail": "no runbook with request_id 'ends-then-goes': deleted as it was cancelled"},
+    )
+    assert runbooks.gone("ends-then-goes")
 
 
 @pytest.fixture
