@@ -135,13 +135,12 @@ async def _decide(
     if not requester:
         raise Conflict(
             f"run {request_id!r} names no requester (spec.requestedBy), so no approval can count for it; "
-            f"cancel it (mdops cancel {request_id}) to stop it"
+            "cancel the run to stop it"
         )
     if decision == "Approve" and not approval.answerable(requester):
         raise Conflict(
             f"run {request_id!r} is requested by {requester}, a schedule that names nobody (its "
-            f"spec.requestedBy), so no approval can count for it; reject it, or cancel it (mdops cancel "
-            f"{request_id}), to stop it"
+            "spec.requestedBy), so no approval can count for it; reject it, or cancel the run, to stop it"
         )
     if record.finished or record.status == RunState.RUNNING:
         state = "has finished" if record.finished else "has started"
@@ -156,8 +155,7 @@ async def _decide(
     ):
         raise Conflict(
             f"no RunbookPolicy asks for approvals for run {request_id!r}: the gate lets it start without "
-            "counting decisions, so this one would not count; "
-            f"cancel it (mdops cancel {request_id}) to stop it"
+            "counting decisions, so this one would not count; cancel the run to stop it"
         )
     spec = approval.RunbookApprovalSpec(
         request_id=request_id,
