@@ -170,10 +170,14 @@ class Api:
             refused.hint = f"another person approves it (four eyes); mdops reject {request_id} withdraws it"
         raise refused
 
-    def cancel(self, request_id: str, reason: str) -> tuple[int, dict[str, Any]]:
+    def cancel(
+        self, request_id: str, reason: str, uid: uuid.UUID | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Cancel a run: 202 and the run once the cancel is recorded, 200 and the run when it was already
-        cancelled. A run that has finished is an error that says how it ended (exit 73)."""
-        response = self._call("POST", f"{_runbook_path(request_id)}/cancel", json={"reason": reason})
+        cancelled. A run that has finished is an error that says how it ended (exit 73). ``uid``: the run's
+        as it was shown; the API refuses (409) to cancel another run that its request id names now."""
+        body = {"reason": reason} | ({"uid": str(uid)} if uid else {})
+        response = self._call("POST", f"{_runbook_path(request_id)}/cancel", json=body)
         if response.is_success:
             return response.status_code, self._json(response, RunView)
         body = _body(response)
@@ -185,7 +189,7 @@ class Api:
                 status=409,
             )
         refused = self._refused(response)
-        if refused.exit_code == Exit.CONFLICT:  # made again as it was cancelled: look at it again
+        if refused.exit_code == Exit.CONFLICT:  # not the run named, or made again as it was cancelled
             refused.hint = self._look_again(request_id)
         elif refused.exit_code == Exit.NOT_FOUND:
             self._found_by_others(refused)

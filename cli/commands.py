@@ -603,10 +603,19 @@ def reject(
     epilog="""\b
 Examples:
   mdops cancel fo-2026-12-03 --reason 'primary is back'   wait for the run's end; exit 0 once cancelled
-  mdops cancel fo-2026-12-03 --no-wait                     return once the cancel is recorded"""
+  mdops cancel fo-2026-12-03 --no-wait                     return once the cancel is recorded
+  mdops get fo-2026-12-03                                  who asked, its parameters, created, uid
+  mdops cancel fo-2026-12-03 --uid 3f0c9a2e-5b1d-4c7e-8f2a-6d4b1e9c0a37   only the run mdops get showed"""
 )
 @click.argument("request_id", callback=_request_id)
 @click.option("--reason", default="", metavar="TEXT", help="Why, for the audit.")
+@click.option(
+    "--uid",
+    metavar="UID",
+    callback=_uid,
+    help="The run cancelled: its uid as mdops get showed it. If its request id names another run now (the "
+    "one seen was deleted and asked for again), nothing is cancelled (exit 73).",
+)
 @click.option(
     "--wait/--no-wait",
     default=True,
@@ -615,15 +624,26 @@ Examples:
 )
 @verbose_option
 @api_options
-def cancel(api: Api, out: Output, say: Say, warn: Say, request_id: str, reason: str, wait: bool) -> None:
+def cancel(
+    api: Api,
+    out: Output,
+    say: Say,
+    warn: Say,
+    request_id: str,
+    reason: str,
+    uid: uuid.UUID | None,
+    wait: bool,
+) -> None:
     """Cancel a run: one not started never starts, one running is stopped (exit code 130).
 
     Needs the execute permission for the run's command. The Runbook stays, with its record. Unless
     --no-wait, follows the run to its end and exits 0 once it ended cancelled; a run that had finished
     (nothing to cancel), or that ended otherwise before the stop reached it, is said with its outcome, and
-    the exit status is 73. Interrupting mdops (Ctrl-C) leaves the cancel recorded.
+    the exit status is 73; so is, with --uid, a run that is not the one seen (nothing cancelled). Without
+    --uid, the cancel is of the run the request id names when the API looks. Interrupting mdops (Ctrl-C)
+    leaves the cancel recorded.
     """
-    code, view = api.cancel(request_id, reason)
+    code, view = api.cancel(request_id, reason, uid)
     if code == 200:
         warn(f"{request_id} was already cancelled: nothing changed")
     if not wait:

@@ -45,7 +45,7 @@ MEANINGS = {
     Exit.CONFLICT: (
         "conflict (409): the request id was already used with other parameters; approve or reject: not "
         "the run seen (--created-at, --uid), too late, already decided, or no approval asked for; cancel: "
-        "the run had finished, or ended otherwise before the stop reached it"
+        "not the run seen (--uid), the run had finished, or ended otherwise before the stop reached it"
     ),
     Exit.NOT_ALLOWED: "not allowed: the token is missing or wrong (401) or lacks the permission (403)",
     Exit.CONFIG: (

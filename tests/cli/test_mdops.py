@@ -294,7 +294,8 @@ def test_cancel_of_a_finished_run_says_how_it_ended_and_exits_73(admin):
 
 
 def test_cancel_stops_a_running_run_and_follows_it_to_its_end(admin, files, openapi):
-    """The person on shift cancels a restart that runs (held by its script): --no-wait says the cancel is
+    """The person on shift cancels a restart that runs (held by its script), the one mdops get showed (--uid):
+    a uid that is not the run's cancels nothing (exit 73, in the API's words); --no-wait says the cancel is
     recorded; mdops cancel again changes nothing, says so, follows the run to its end (exit code 130,
     Cancelled) and exits 0; the run stays, with who cancelled it and why."""
     rid = request_id()
@@ -307,7 +308,21 @@ def test_cancel_stops_a_running_run_and_follows_it_to_its_end(admin, files, open
             60,
             "the restart to run",
         )
-        recorded = admin.mdops("cancel", rid, "--reason", "wrong venue", "--no-wait")
+        uid = json.loads(admin.mdops("get", rid, "-o", "json").stdout)["runbook"]["uid"]
+        other = str(
+            uuid.uuid4()
+        )  # a run made again since mdops get showed it, or a typo: the API cannot tell
+        refused = admin.mdops("cancel", rid, "--uid", other, "--no-wait")
+        assert (refused.returncode, refused.stdout) == (Exit.CONFLICT, ""), refused.stderr
+        assert refused.stderr == (
+            f"mdops: conflict (409): run '{rid}' is not the one you named (Runbook {other}): either the run "
+            "you named was deleted and its request id asked for again since you looked, or the uid is "
+            f"mistyped: nothing was cancelled; hint: mdops get {rid} shows the run as it is now\n"
+        )
+        assert json.loads(admin.mdops("get", rid, "-o", "json").stdout)["cancel"] is None
+        malformed = admin.mdops("cancel", rid, "--uid", rid)
+        assert malformed.returncode == Exit.USAGE and "not a uid" in malformed.stderr, malformed.stderr
+        recorded = admin.mdops("cancel", rid, "--reason", "wrong venue", "--uid", uid.upper(), "--no-wait")
         assert recorded.returncode == 0, recorded.stderr
         assert recorded.stdout == f"cancel of {rid} recorded, by admin: wrong venue (running)\n"
         followed = admin.mdops("cancel", rid, "--reason", "again")
