@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
+from starlette.datastructures import URL
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -86,6 +87,9 @@ class ConsoleFiles(StaticFiles):
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
+        if isinstance(response, RedirectResponse):  # a folder without its slash (``/console/.``): add it
+            # to the path alone; Starlette's Location names the server of the request's Host header.
+            response = RedirectResponse(URL(scope=scope).path + "/")
         response.headers.update(SECURITY_HEADERS)
         del response.headers["accept-ranges"]
         return response

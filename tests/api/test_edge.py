@@ -246,6 +246,18 @@ def test_a_trailing_slash_is_a_json_404_never_a_redirect_to_the_clients_host(ser
         server, b"GET /console HTTP/1.1\r\nHost: elsewhere.example\r\nConnection: close\r\n\r\n"
     )
     assert console.startswith(b"HTTP/1.1 307 ") and b"\r\nlocation: /console/\r\n" in console, console
+    # The console's folder by another name (a client that does not normalise dot segments): the static
+    # files' redirect to it with a slash names the path alone, never the Host header's server.
+    for path, location in (
+        ("/console/%2e", b"/console/./"),
+        ("/console/vendor/%2e%2e", b"/console/vendor/../"),
+    ):
+        folder = raw_request(
+            server, f"GET {path} HTTP/1.1\r\nHost: elsewhere.example\r\nConnection: close\r\n\r\n".encode()
+        )
+        assert folder.startswith(b"HTTP/1.1 307 ") and b"\r\nlocation: " + location + b"\r\n" in folder, (
+            folder
+        )
     assert runbooks.list() == []
 
 
