@@ -316,9 +316,10 @@ class Api:
 
 
 def _body(response: httpx.Response) -> Any:
+    """The answer's JSON, or None: not JSON, or nested too deeply to read (no answer of the API is)."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

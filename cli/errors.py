@@ -132,9 +132,13 @@ def detail_of(body: Any) -> str:
     if isinstance(detail, list):
         parts = []
         for error in detail:
-            if isinstance(error, dict):
-                where = ".".join(str(p) for p in error.get("loc", []) if p != "body")
-                parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
+            if not isinstance(error, dict):  # another server's list: what it holds is not said
+                continue
+            loc, message = error.get("loc"), error.get("msg")
+            where = ".".join(str(p) for p in loc if p != "body") if isinstance(loc, list) else ""
+            message = message if isinstance(message, str) else ""
+            if where or message:
+                parts.append(f"{where}: {message}" if where else message)
         return "; ".join(parts)
     return ""
 

@@ -121,7 +121,10 @@ class Answer(BaseHTTPRequestHandler):
         self.do_GET()
 
     def json(self, status: int, body, **headers: str) -> None:
-        data = json.dumps(body).encode()
+        self.raw(status, json.dumps(body).encode(), **headers)
+
+    def raw(self, status: int, data: bytes, **headers: str) -> None:
+        """``data`` as the body, said to be JSON: what another server, or a broken one, may send."""
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name.replace("_", "-"), value)
@@ -262,6 +265,18 @@ RUN_SUMMARY = {  # an entry of the runs list
             {"detail": [{"loc": ["body", "window"], "msg": "Input should be 'day'", "type": "enum"}]},
             Exit.INVALID,
             "the API refused the request (422): window: Input should be 'day'",
+        ),
+        (
+            422,  # another server's list: what is not a {loc, msg} is left out, never a crash
+            {"detail": [5, {"loc": 5, "msg": None}, {"loc": ["query", "limit"], "msg": "too big"}]},
+            Exit.INVALID,
+            "the API refused the request (422): query.limit: too big",
+        ),
+        (
+            422,
+            {"detail": [{"loc": "body", "msg": 7}]},
+            Exit.INVALID,
+            "the API refused the request (422): HTTP 422",
         ),
         (400, None, Exit.INVALID, "the API refused the request (400): HTTP 400"),
         (429, {"detail": "slow down"}, Exit.UNAVAILABLE, "too many requests (429): slow down"),
@@ -556,6 +571,21 @@ def test_an_answer_of_another_shape_is_exit_70_naming_what_is_amiss(invoke, api,
     assert result.exit_code == Exit.API_FAILED, result.output
     assert result.stderr.startswith(f"mdops: the API's answer to {path} is not the Ops Console API's: ")
     assert where in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("status", [200, 404])
+def test_an_answer_nested_deeper_than_json_can_be_read_is_not_json_not_an_unexpected_error(
+    invoke, api, status
+):
+    """A broken or hostile server's answer of 100,000 nested arrays (Python's JSON reader gives up on it with
+    a RecursionError): not an answer of the API, said as any other that is not JSON."""
+    api.answers["GET /api/ops/status"] = lambda answer: answer.raw(status, b"[" * 100_000)
+    result = invoke("status", "--url", api.url, "--token", SECRET)
+    assert result.exit_code == Exit.API_FAILED, result.output
+    assert "unexpected" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        "mdops: not found (404) without the API's detail" if status == 404 else "mdops: the API"
+    )
 
 
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api, monkeypatch):
