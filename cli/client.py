@@ -302,17 +302,27 @@ class Api:
                 Exit.API_FAILED,
                 "is the URL the mdops API's?",
             )
-        try:
-            shape.model_validate(body)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "its body"
+        if (wrong := amiss(body, shape)) is not None:
             raise CliError(
-                escaped(f"the API's answer to {path} is not the Ops Console API's: {where}: {first['msg']}"),
+                escaped(f"the API's answer to {path} is not the Ops Console API's: {wrong}"),
                 Exit.API_FAILED,
-                "is the URL the mdops API's, and of this version of mdops?",
-            ) from None
+                OTHER_API,
+            )
         return body
+
+
+OTHER_API = "is the URL the mdops API's, and of this version of mdops?"
+
+
+def amiss(body: Any, shape: type[BaseModel]) -> str | None:
+    """What in ``body`` (JSON) is not of the contract's ``shape``, as ``where: why``; None when nothing is."""
+    try:
+        shape.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "its body"
+        return f"{where}: {first['msg']}"
+    return None
 
 
 def _body(response: httpx.Response) -> Any:

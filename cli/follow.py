@@ -54,8 +54,10 @@ from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import ServerSentEvent
+from pydantic import BaseModel
 
-from cli.client import Api
+from api.schemas import LogEntry, RunbookResult
+from cli.client import OTHER_API, Api, amiss
 from cli.errors import CliError, Exit, escaped, interrupted
 from runbooks.contract import RunState, new_lines
 
@@ -313,11 +315,47 @@ class EventStream:
         return self.api.refusal(response).message
 
 
+class TimedLine(LogEntry):
+    time: str | None = None
+
+
+class EventRun(RunbookResult):
+    name: str
+
+
+class RunbookEvent(BaseModel):  # what mdops reads of it: the run, and its last lines
+    runbook: EventRun
+    lines: list[TimedLine]
+
+
+class DeletedEvent(BaseModel):
+    request_id: str
+    name: str
+
+
+class LogEvent(DeletedEvent):
+    lines: list[TimedLine]
+
+
+# The data of the events mdops reads, as the API sends them (README: the REST API's live updates).
+EVENT_SHAPES: dict[str, type[BaseModel]] = {RUNBOOK: RunbookEvent, LOG: LogEvent, DELETED: DeletedEvent}
+
+
 def _data(event: ServerSentEvent) -> dict[str, Any]:
+    """An event's data, checked against its shape: another server's (or a broken one's) is an error that
+    says so, never a failure of mdops as it reads the data."""
     try:
-        return json.loads(event.data)
-    except ValueError:
+        data = json.loads(event.data)
+    except (ValueError, RecursionError):
         raise CliError(f"a {event.event!r} event of the API's stream is not JSON", Exit.API_FAILED) from None
+    shape = EVENT_SHAPES.get(event.event)
+    if shape is not None and (wrong := amiss(data, shape)) is not None:
+        raise CliError(
+            escaped(f"a {event.event!r} event of the API's stream is not the Ops Console API's: {wrong}"),
+            Exit.API_FAILED,
+            OTHER_API,
+        )
+    return data
 
 
 def in_background(call: Callable[[], T]) -> futures.Future[T]:

@@ -588,6 +588,32 @@ def test_an_answer_nested_deeper_than_json_can_be_read_is_not_json_not_an_unexpe
     )
 
 
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        (("runbook", [1]), "its body: Input should be a valid dictionary"),
+        (("runbook", {"runbook": 5, "lines": []}), "runbook: Input should be a valid dictionary"),
+        (("runbook", {"runbook": RUN, "lines": [{"level": "INFO"}]}), "lines.0.message: Field required"),
+        (("log", {"request_id": "r-1", "name": "rb-1", "lines": 5}), "lines: Input should be a valid list"),
+        (("deleted", {"request_id": "r-1"}), "name: Field required"),
+    ],
+    ids=["runbook-list", "runbook-number", "line-without-message", "lines-number", "deleted-nameless"],
+)
+def test_an_event_of_another_shape_is_exit_70_naming_what_is_amiss(api, event, where):
+    """A stream's event that mdops cannot read (another server's, a broken one's) is said as an answer of
+    another shape is, not as an unexpected failure of mdops."""
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["GET /api/ops/events"] = lambda answer: (answer.stream(event), answer.heartbeats())
+    code, stderr = ended(mdops(api, "logs", "r-1", "-f"), within=30)
+    assert (code, stderr.count("\n")) == (Exit.API_FAILED, 1), stderr
+    assert stderr.startswith(
+        f"mdops: a {event[0]!r} event of the API's stream is not the Ops Console API's: {where}"
+    ), stderr
+    assert stderr.endswith("; hint: is the URL the mdops API's, and of this version of mdops?\n")
+
+
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api, monkeypatch):
     """A failure mdops did not foresee (here its view of a run fails) is one line, not a traceback."""
 
