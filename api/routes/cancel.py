@@ -104,10 +104,7 @@ async def cancel(
         if error.status != 422:
             raise
         if "metadata.uid" in refusal.fields:  # the precondition: another Runbook has its name now
-            raise Conflict(
-                f"run {request_id!r} was deleted and its Runbook made again as it was cancelled: nothing was "
-                "cancelled; look at the run again"
-            ) from error
+            raise _made_again(request_id) from error
         if not (crd.CANCEL_FINISHED in refusal.message or crd.CANCEL_ONCE in refusal.message):
             raise
         # The API server knew better than the cache: the run has finished, or been cancelled, meanwhile.
@@ -117,6 +114,8 @@ async def cancel(
             if gone.status != 404:
                 raise
             raise _deleted(request_id) from gone  # and deleted since: as if it had been before the patch
+        if now.uid != record.uid:  # deleted and made again since: not the run refused, nor one cancelled
+            raise _made_again(request_id) from error
         if crd.CANCEL_FINISHED in refusal.message:
             return finished(now, zone)
         return JSONResponse(run_view(now, zone), status_code=200)
@@ -126,6 +125,14 @@ async def cancel(
 def _deleted(request_id: str) -> NotFound:
     """The 404 of a run whose Runbook the API server no longer has: as for a run that does not exist."""
     return NotFound(f"no runbook with request_id {request_id!r}: deleted as it was cancelled")
+
+
+def _made_again(request_id: str) -> Conflict:
+    """The 409 of a run whose Runbook was deleted, and made again with its request id, as it was cancelled."""
+    return Conflict(
+        f"run {request_id!r} was deleted and its Runbook made again as it was cancelled: nothing was "
+        "cancelled; look at the run again"
+    )
 
 
 def finished(record: RunbookRecord, zone: datetime.tzinfo) -> JSONResponse:

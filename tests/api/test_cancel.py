@@ -259,6 +259,43 @@ def test_a_run_deleted_after_the_api_server_refused_its_cancel_is_not_found(star
     assert runbooks.gone("ends-then-goes")
 
 
+def test_a_run_made_again_after_the_api_server_refused_its_cancel_is_not_shown_in_its_place(
+    start_api, runbooks
+):
+    """As above, but the request id is asked for again before the API reads the Runbook: the Runbook read is
+    another run, which nobody asked to cancel; the answer says so (409, nothing cancelled), never that run
+    as the one that had finished."""
+    api = start_api()
+    runbooks.create("ends-then-again", command="restart")
+    wait_until(
+        lambda: api.get("/api/ops/runbooks/ends-then-again", headers=auth()).status_code == 200,
+        30,
+        "the API to see the run",
+    )
+    ended = {**FINISHED, "conditions": [{**CONDITION, **SUCCEEDED}]}
+
+    def made_again() -> None:
+        runbooks.delete("ends-then-again")
+        runbooks.create("ends-then-again", command="restart")
+
+    api.app.state.kube = Meanwhile(
+        api.app.state.kube,
+        {
+            cancel_route._patch: lambda: runbooks.set_status("ends-then-again", ended),
+            cancel_route._read: made_again,
+        },
+    )
+    answer = api.post("/api/ops/runbooks/ends-then-again/cancel", json={"reason": "late"}, headers=auth())
+    assert (answer.status_code, answer.json()) == (
+        409,
+        {
+            "detail": "run 'ends-then-again' was deleted and its Runbook made again as it was cancelled: "
+            "nothing was cancelled; look at the run again"
+        },
+    )
+    assert "cancel" not in runbooks.get("ends-then-again")["spec"]
+
+
 @pytest.fixture
 def admin_api(start_api):
     return start_api(api_execute_wait_seconds=0)
