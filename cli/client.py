@@ -44,6 +44,10 @@ CONNECT_TIMEOUT = 5.0
 # heartbeat (every 15 s by default), is taken as lost.
 SILENT_STREAM_SECONDS = 45.0
 RUNS_PAGE = 200  # the most the runs list gives in one answer
+ENCODING_HEADERS = ("content-encoding", "content-length")  # of the answer as sent, not as decoded
+# The most of an answer mdops reads, decoded (its largest, a page of 200 runs with their last lines, is a few
+# MiB): another server's endless or decompressing answer would otherwise fill mdops's memory.
+MAX_ANSWER_BYTES = 64 * 2**20
 
 
 class Api:
@@ -260,22 +264,28 @@ class Api:
         )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """The answer, read whole within the request timeout. httpx's timeouts are for each read: a server
-        (or proxy) that sends its answer a byte at a time, each within a read's timeout, would hold mdops
-        for as long as it likes (its headers still can)."""
+        """The answer, read whole within the request timeout, and decoded (gzip) as it comes, at most
+        ``MAX_ANSWER_BYTES`` of it. httpx's timeouts are for each read: a server (or proxy) that sends its
+        answer a byte at a time, each within a read's timeout, would hold mdops for as long as it likes (its
+        headers still can)."""
         deadline = time.monotonic() + self.timeout
         try:
             with self.http.stream(method, path, **kwargs) as response:
-                raw = []
-                for chunk in response.iter_raw():
-                    raw.append(chunk)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise CliError(
+                            f"the answer to {path} is larger than {MAX_ANSWER_BYTES // 2**20} MiB: not an "
+                            "answer of the mdops API",
+                            Exit.API_FAILED,
+                            f"is the URL the mdops API's? ({self.connection.source})",
+                        )
                     if time.monotonic() > deadline:
                         raise httpx.ReadTimeout("the answer came too slowly", request=response.request)
+            decoded = [(k, v) for k, v in response.headers.multi_items() if k not in ENCODING_HEADERS]
             return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                content=b"".join(raw),
-                request=response.request,
+                response.status_code, headers=decoded, content=bytes(body), request=response.request
             )
         except httpx.HTTPError as error:
             # Closed by mdops as it stops (Ctrl-C): a call in the background is not made again.

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -170,6 +171,24 @@ class Answer(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if self.server.closing.wait(0.1):
                     break
+        except OSError:  # mdops is gone
+            self.close_connection = True
+
+    def endless(self, gzipped: bool = False) -> None:
+        """An answer without end, a MiB at a time, as fast as mdops reads it (gzipped: of a MiB of zeros each,
+        which gzip makes a thousand times smaller), until mdops goes away."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        packer = zlib.compressobj(wbits=31)  # gzip's framing
+        mib = bytes(2**20) if gzipped else b"[" * 2**20
+        try:
+            while not self.server.closing.is_set():
+                data = packer.compress(mib) + packer.flush(zlib.Z_SYNC_FLUSH) if gzipped else mib
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         except OSError:  # mdops is gone
             self.close_connection = True
 
@@ -612,6 +631,23 @@ def test_an_event_of_another_shape_is_exit_70_naming_what_is_amiss(api, event, w
         f"mdops: a {event[0]!r} event of the API's stream is not the Ops Console API's: {where}"
     ), stderr
     assert stderr.endswith("; hint: is the URL the mdops API's, and of this version of mdops?\n")
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["endless", "gzip-bomb"])
+def test_an_answer_without_end_is_given_up_at_its_limit_with_memory_flat(api, gzipped):
+    """Another server's endless answer (at loopback's speed, gigabytes within the request timeout), or one
+    that gzip decompresses a thousandfold, is read up to MAX_ANSWER_BYTES, then is an answer of another
+    server: mdops, with a gigabyte of memory, ends in words, not out of memory."""
+    api.answers["GET /api/ops/status"] = lambda answer: answer.endless(gzipped)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
+    env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
+    limited = f"ulimit -v {2**20}; exec {sys.executable} -c '{QUICK_MDOPS}' status --request-timeout 60"
+    ran = subprocess.run(["sh", "-c", limited], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert (ran.returncode, ran.stderr) == (
+        Exit.API_FAILED,
+        "mdops: the answer to /api/ops/status is larger than 64 MiB: not an answer of the mdops API; hint: "
+        "is the URL the mdops API's? (MDOPS_API_URL and MDOPS_API_TOKEN)\n",
+    )
 
 
 def test_an_unexpected_failure_is_one_line_and_exit_70_not_a_runbooks_1(invoke, api, monkeypatch):
