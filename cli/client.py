@@ -242,7 +242,7 @@ class Api:
             headers=headers,
             timeout=timeout,
         ) as source:
-            yield source
+            yield EventSource(EventText(source.response, self.connection.source))
 
     def refusal(self, response: httpx.Response) -> CliError:
         """The error of a streamed answer that is not a success, with the API's own message."""
@@ -275,12 +275,7 @@ class Api:
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > MAX_ANSWER_BYTES:
-                        raise CliError(
-                            f"the answer to {path} is larger than {MAX_ANSWER_BYTES // 2**20} MiB: not an "
-                            "answer of the mdops API",
-                            Exit.API_FAILED,
-                            f"is the URL the mdops API's? ({self.connection.source})",
-                        )
+                        raise too_large(f"the answer to {path}", self.connection.source)
                     if time.monotonic() > deadline:
                         raise httpx.ReadTimeout("the answer came too slowly", request=response.request)
             decoded = [(k, v) for k, v in response.headers.multi_items() if k not in ENCODING_HEADERS]
@@ -322,6 +317,40 @@ class Api:
 
 
 OTHER_API = "is the URL the mdops API's, and of this version of mdops?"
+
+
+def too_large(what: str, source: str) -> CliError:
+    return CliError(
+        f"{what} is larger than {MAX_ANSWER_BYTES // 2**20} MiB: not an answer of the mdops API",
+        Exit.API_FAILED,
+        f"is the URL the mdops API's? ({source})",
+    )
+
+
+class EventText:
+    """An event stream's answer, whose text httpx-sse reads, given up (:func:`too_large`) once more than
+    ``MAX_ANSWER_BYTES`` of it come without an event's end (a blank line): httpx-sse would keep a line
+    without end, or data lines without an event's end, whole. The rest is the answer's own."""
+
+    EVENT_ENDS = ("\n\n", "\r\r", "\r\n\r\n")
+
+    def __init__(self, response: httpx.Response, source: str):
+        self._response = response
+        self._source = source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    def iter_text(self) -> Iterator[str]:
+        pending, tail = 0, ""  # the text since the last event's end; the end of what came, to find one across
+        for text in self._response.iter_text():
+            seen = tail + text
+            ends = [found + len(end) for end in self.EVENT_ENDS if (found := seen.rfind(end)) >= 0]
+            pending = len(seen) - max(ends) if ends else pending + len(text)
+            if pending > MAX_ANSWER_BYTES:
+                raise too_large("an event of the API's stream", self._source)
+            tail = seen[-3:]
+            yield text
 
 
 def amiss(body: Any, shape: type[BaseModel]) -> str | None:

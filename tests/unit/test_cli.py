@@ -174,17 +174,19 @@ class Answer(BaseHTTPRequestHandler):
         except OSError:  # mdops is gone
             self.close_connection = True
 
-    def endless(self, gzipped: bool = False) -> None:
-        """An answer without end, a MiB at a time, as fast as mdops reads it (gzipped: of a MiB of zeros each,
-        which gzip makes a thousand times smaller), until mdops goes away."""
+    def endless(self, kind: str = "json") -> None:
+        """An answer without end, a MiB at a time, as fast as mdops reads it, until mdops goes away: JSON; or
+        gzip, of a MiB of zeros each, which gzip makes a thousand times smaller; or an event stream's data
+        lines that no blank line ends as an event."""
+        gzipped = kind == "gzip"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/event-stream" if kind == "events" else "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
         self.end_headers()
         packer = zlib.compressobj(wbits=31)  # gzip's framing
-        mib = bytes(2**20) if gzipped else b"[" * 2**20
+        mib = {"gzip": bytes(2**20), "events": b"data: [" + b"1," * 2**19 + b"\n"}.get(kind, b"[" * 2**20)
         try:
             while not self.server.closing.is_set():
                 data = packer.compress(mib) + packer.flush(zlib.Z_SYNC_FLUSH) if gzipped else mib
@@ -633,20 +635,40 @@ def test_an_event_of_another_shape_is_exit_70_naming_what_is_amiss(api, event, w
     assert stderr.endswith("; hint: is the URL the mdops API's, and of this version of mdops?\n")
 
 
-@pytest.mark.parametrize("gzipped", [False, True], ids=["endless", "gzip-bomb"])
-def test_an_answer_without_end_is_given_up_at_its_limit_with_memory_flat(api, gzipped):
-    """Another server's endless answer (at loopback's speed, gigabytes within the request timeout), or one
-    that gzip decompresses a thousandfold, is read up to MAX_ANSWER_BYTES, then is an answer of another
-    server: mdops, with a gigabyte of memory, ends in words, not out of memory."""
-    api.answers["GET /api/ops/status"] = lambda answer: answer.endless(gzipped)
+@pytest.mark.parametrize(
+    ("kind", "args", "what"),
+    [
+        ("json", ("status",), "the answer to /api/ops/status"),
+        ("gzip", ("status",), "the answer to /api/ops/status"),
+        ("events", ("logs", "r-1", "-f"), "an event of the API's stream"),
+    ],
+    ids=["endless", "gzip-bomb", "endless-event"],
+)
+def test_an_answer_without_end_is_given_up_at_its_limit_with_memory_flat(api, kind, args, what):
+    """Another server's endless answer (at loopback's speed, gigabytes within the request timeout), one that
+    gzip decompresses a thousandfold, or an event stream's event without end, is read up to
+    MAX_ANSWER_BYTES, then is an answer of another server: mdops, with a gigabyte of memory, ends in words,
+    not out of memory."""
+    api.answers["GET /api/ops/status"] = lambda answer: answer.endless(kind)
+    api.answers["GET /api/ops/runbooks/r-1"] = lambda answer: answer.json(
+        200, {"runbook": RUN, "health": None}
+    )
+    api.answers["GET /api/ops/events"] = lambda answer: answer.endless(kind)
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
     env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
-    limited = f"ulimit -v {2**20}; exec {sys.executable} -c '{QUICK_MDOPS}' status --request-timeout 60"
-    ran = subprocess.run(["sh", "-c", limited], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    command = " ".join([f"{sys.executable} -c '{QUICK_MDOPS}'", *args, "--request-timeout 60"])
+    ran = subprocess.run(
+        ["sh", "-c", f"ulimit -v {2**20}; exec {command}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (ran.returncode, ran.stderr) == (
         Exit.API_FAILED,
-        "mdops: the answer to /api/ops/status is larger than 64 MiB: not an answer of the mdops API; hint: "
-        "is the URL the mdops API's? (MDOPS_API_URL and MDOPS_API_TOKEN)\n",
+        f"mdops: {what} is larger than 64 MiB: not an answer of the mdops API; hint: is the URL the mdops "
+        "API's? (MDOPS_API_URL and MDOPS_API_TOKEN)\n",
     )
 
 
