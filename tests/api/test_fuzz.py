@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from api.listing import CURSOR_PATTERN
 from api.prometheus import TIMESERIES_UNITS
 from api.settings import ApiSettings
-from runbooks.contract import Command
+from runbooks.contract import Command, RunState
 from tests.api.conftest import (
     ADMIN_TOKEN,
     EXECUTOR_TOKEN,
@@ -24,6 +25,7 @@ from tests.api.conftest import (
     write_tokens,
 )
 
+RUN_ID = "fuzz-run"
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -57,6 +59,13 @@ def fuzz_api(cluster, mdops_crds, prometheus, tmp_path_factory):
         api_execute_wait_seconds=0,
     )
     with running_app(settings_) as api:
+        # A run for the cancels and decisions to act on (no controller: it stays pending).
+        made = api.post(
+            "/api/ops/runbooks/execute",
+            json={"command": "failover", "request_id": RUN_ID},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert made.status_code == 202, made.text
         yield api
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -221,6 +230,75 @@ def test_any_path_and_method_is_never_a_server_error(fuzz_api, method, path, tok
         assert (
             response.status_code == 401 or path in ("/healthz", "/readyz") or path.startswith("/console/")
         ), path
+
+
+times = st.builds(
+    lambda moment, offset: moment.isoformat() + offset,
+    st.datetimes(),
+    st.sampled_from(["", "Z", "+00:00", "+08:00", "+14:00", "-12:00", "+99:99"]),
+)
+list_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "limit": query_values,
+        "cursor": st.from_regex(CURSOR_PATTERN, fullmatch=True) | text(max_size=40),
+        "since": times | query_values,
+        "requested_by": text(max_size=300),
+        "command": st.sampled_from([c.value for c in Command]) | text(max_size=12),
+        "status": st.sampled_from([s.value for s in RunState]) | text(max_size=12),
+    },
+)
+
+
+@FUZZ
+@given(params=list_params, token=tokens)
+def test_the_runs_list_never_fails_with_a_server_error(fuzz_api, params, token):
+    """Limits, forged cursors (any string of the cursor's form is a place in the list), times at the ends of
+    the calendar in any offset: a page or a 422, never a 5xx."""
+    response = fuzz_api.get("/api/ops/runbooks", params=params, headers={"Authorization": f"Bearer {token}"})
+    event(f"status {response.status_code}")
+    no_server_error(response)
+    assert response.status_code in (200, 403, 422), response.text
+    if response.status_code == 200:
+        page = response.json()
+        assert len(page["runbooks"]) <= page["matched"] or "cursor" in params
+        assert page["next_cursor"] is None or urllib.parse.quote(page["next_cursor"]) == page["next_cursor"]
+
+
+decision_fields = {
+    "reason": text(max_size=1100) | json_scalars,
+    "comment": text(max_size=1100) | json_scalars,
+    "uid": st.uuids().map(str) | json_scalars,
+    "created_at": times | json_scalars,
+}
+decision_bodies = (
+    st.none()
+    | st.fixed_dictionaries({}, optional=decision_fields)
+    | st.dictionaries(text(max_size=12), json_values, max_size=4)
+    | json_values
+)
+
+
+@FUZZ
+@given(
+    action=st.sampled_from(["cancel", "approve", "reject"]),
+    request_id=st.just(RUN_ID) | text(min_size=1, max_size=60),
+    body=decision_bodies,
+    token=tokens,
+)
+def test_cancels_and_decisions_never_fail_with_a_server_error(fuzz_api, action, request_id, body, token):
+    """Cancel, approve and reject of a pending run or of anything else, with any body: an answer the API
+    specifies for them, never a 500."""
+    path = f"/api/ops/runbooks/{urllib.parse.quote(request_id, safe='')}/{action}"
+    headers = {"Authorization": f"Bearer {token}"}
+    response = fuzz_api.post(path, headers=headers, **({} if body is None else {"json": body}))
+    event(f"{action} {response.status_code}")
+    if response.status_code == 503:  # the Kubernetes API would not serve now (it throttles, or has just
+        # (re)initialised the storage of a resource): the API's documented answer, in JSON
+        assert response.json()["detail"].startswith("Kubernetes API"), response.text
+    else:
+        no_server_error(response)
+    assert response.status_code in (200, 201, 202, 403, 404, 409, 422, 503), response.text
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
