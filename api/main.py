@@ -90,7 +90,11 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
 
 
 async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
+    headers: dict[str, str] = {}
     if isinstance(error, client.ApiException):
+        if error.status == 429:  # the API server is overloaded (its priority and fairness): say when to retry
+            after = str((error.headers or {}).get("Retry-After", ""))
+            headers["Retry-After"] = after if after.isdigit() else "1"
         if error.status in (400, 422):  # the API server refused the Runbook: the request's fault
             try:
                 message = json.loads(error.body)["message"]
@@ -102,7 +106,7 @@ async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     else:
         detail = f"Kubernetes API unreachable: {type(error).__name__}"
     log.warning("%s %s: %s", request.method, request.url.path, detail)
-    return JSONResponse({"detail": detail}, status_code=503)
+    return JSONResponse({"detail": detail}, status_code=503, headers=headers)
 
 
 def issues(errors: Sequence[Any]) -> list[dict[str, Any]]:

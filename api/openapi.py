@@ -44,7 +44,11 @@ ERRORS: dict[int, dict[str, Any]] = {
         "headers": {"Retry-After": _header("Seconds until the token's rate allows a new Runbook.")},
     },
     500: {"description": "Internal error; for execute, also a script execution error (exit code 125)."},
-    503: {"description": "A dependency is unavailable (the Kubernetes API, its watch, or Prometheus)."},
+    503: {
+        "description": "A dependency is unavailable (the Kubernetes API, its watch, or Prometheus); when the "
+        "Kubernetes API sheds load (its 429), Retry-After says when to retry.",
+        "headers": {"Retry-After": _header("Seconds until the Kubernetes API may take the request again.")},
+    },
 }
 # What any route may answer whatever it does: a request that is not HTTP or too slow to arrive, a method
 # it does not serve, a body too large, a failure.

@@ -16,8 +16,10 @@ import pytest
 
 from api.submission import object_name
 from devcluster.processes import wait_until
+from runbooks import keys
 from tests.api.conftest import HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
 from tests.api.proxy import Proxy
+from tests.cluster.webhooks import held_writes
 from tests.runbook_client import AWKWARD_TEXTS, HOLD, recorded_environ
 
 EXECUTE = "/api/ops/runbooks/execute"
@@ -518,3 +520,20 @@ def test_an_execute_moments_after_a_kubectl_create_answers_with_the_original_run
     assert {"level": "INFO", "message": "the original run"} in runbook["logs"]
     assert scripts.runs() == ["shared dry=0"]
     assert runbooks.wait_finished("shared")["status"]["duplicateOf"].endswith("/by-kubectl")
+
+
+def test_a_kubernetes_429_is_a_503_that_says_when_to_retry(api, runbooks, api_client, namespace, tmp_path):
+    """An API server that sheds load answers 429 (its priority and fairness, or an admission webhook that
+    says so): the client is told, by a 503 naming Kubernetes, when to ask again."""
+    rule = {
+        "apiGroups": [keys.GROUP],
+        "apiVersions": ["*"],
+        "operations": ["CREATE"],
+        "resources": ["runbooks"],
+    }
+    with held_writes(api_client, tmp_path, f"{namespace}-shed", namespace, rule, refusal=429) as shed:
+        shed.released.set()
+        response = api.post("/api/ops/runbooks/execute", json={"command": "start"}, headers=auth())
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"].isdigit(), response.headers
+    assert response.json()["detail"].startswith("Kubernetes API error: 429"), response.text
