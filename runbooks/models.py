@@ -22,13 +22,18 @@ from runbooks.contract import LOG_LEVELS, Command, ConditionType, RunState, Sess
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # Free text reaches scripts through their environment, which cannot carry a NUL character, and their logs
 # and terminals, which act on control characters: none (C0, DEL, C1) is allowed, but tab and newline in a
-# reason. The patterns are the schemas' (the CRD adds a CEL rule saying each in words: TEXT_PATTERNS); the
-# models' checks say it in words too.
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
-REASON_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+# reason. Nor are the bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they
+# reorder what a reader sees (an approver reading a reason) against what was written, invisibly. Right-to-
+# left text itself is allowed. Those are written as themselves, not escaped: the patterns are the schemas'
+# too, which the API server reads as Go's regular expressions (no \u), and the CRD adds a CEL rule saying
+# each in words (TEXT_PATTERNS); the models' checks say it in words too.
+BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f" + BIDI_CONTROLS + r"]*$"
+REASON_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f" + BIDI_CONTROLS + r"]*$"
 TEXT_PATTERNS = {
-    TEXT_PATTERN: "must not contain control characters",
-    REASON_PATTERN: "must not contain control characters (tab and newline are allowed)",
+    TEXT_PATTERN: "must not contain control characters or bidirectional controls",
+    REASON_PATTERN: "must not contain control characters or bidirectional controls (tab and newline are "
+    "allowed)",
 }
 
 

@@ -387,6 +387,9 @@ def test_invalid_bodies_are_422_naming_the_field(api, runbooks, body, field):
         ("reason", "c1\u0085", "U+0085 at position 2"),
         ("config", "a\tb", "U+0009 at position 1"),
         ("config", "a\nb", "U+000A at position 1"),
+        # Reordering what an approver reads: "approve\u202e...'" would read backwards from there.
+        ("reason", "approve \u202eevil", "U+202E at position 8"),
+        ("config", "\u2066x\u2069", "U+2066 at position 0"),
     ],
 )
 def test_control_characters_in_free_text_are_422_saying_so(api, runbooks, field, text, refused):
@@ -396,7 +399,7 @@ def test_control_characters_in_free_text_are_422_saying_so(api, runbooks, field,
     allowed = " (tab and newline are allowed)" if field == "reason" else ""
     assert error == {
         "loc": ["body", field],
-        "msg": f"must not contain control characters{allowed}: {refused}",
+        "msg": f"must not contain control characters or bidirectional controls{allowed}: {refused}",
         "type": "control_character",
     }
     assert runbooks.list() == []

@@ -58,6 +58,12 @@ def test_valid_runbook_gets_its_defaults(mdops_crds, namespace):
         ({"command": "start", "config": "a\tb"}, 'spec.config: Invalid value: "string": ' + TEXT_REFUSED),
         ({"command": "start", "config": "a\nb"}, 'spec.config: Invalid value: "string": ' + TEXT_REFUSED),
         ({"command": "start", "requestedBy": "eve\u001b]0;root\u0007"}, "spec.requestedBy: Invalid value"),
+        # Nor a bidirectional control, which reorders what a reader sees.
+        ({"command": "start", "reason": "approve \u202eevil"}, REASON_REFUSED),
+        (
+            {"command": "start", "config": "\u2066x\u2069"},
+            'spec.config: Invalid value: "string": ' + TEXT_REFUSED,
+        ),
     ],
 )
 def test_api_server_refuses_invalid_runbooks(mdops_crds, namespace, spec, message):
