@@ -240,7 +240,7 @@ LONG = "x" * MIN_TOKEN_LENGTH
         ("tokens: [{name: a, token: short-token}]", f"at least {MIN_TOKEN_LENGTH} items"),
         (f"tokens: [{{name: a, token: 'p\u00e4ss{LONG}'}}]", "outside visible ASCII"),
         (f"tokens: [{{name: a, token: 'with space {LONG}'}}]", "outside visible ASCII"),
-        (f'tokens: [{{name: "ci\\abot", token: {LONG}}}]', r"control characters: U\+0007"),
+        (f'tokens: [{{name: "ci\\abot", token: {LONG}}}]', r"bidirectional controls: U\+0007"),
         (f"tokens: [{{name: 'schedule:nightly', token: {LONG}}}]", "names the runs of RunbookSchedules"),
         (f"tokens: [{{name: 'system:serviceaccount:ops:ci', token: {LONG}}}]", "not a person"),
     ],
