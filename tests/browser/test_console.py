@@ -75,6 +75,29 @@ def test_the_overview_shows_the_simulators_numbers(page, stack, tmp_path):
     expect(page.get_by_role("figure", name="Throughput, last 15 min").locator("canvas")).to_have_count(1)
 
 
+def test_a_range_chosen_while_another_is_read_is_the_one_drawn(page, stack):
+    """The charts of a range chosen first (24 h, slow to answer) come after those of the range chosen next:
+    the charts stay those of the range the page says, never the older answers under its name."""
+    wait_until(stack.prometheus.targets_up, 60, "Prometheus to scrape its targets")
+    sign_in(page, stack.admin_token)
+    expect(page.get_by_role("figure", name="Throughput, last 1 h")).to_be_visible()
+    held = []
+    page.route(re.compile(r"/api/ops/metrics/timeseries\?.*minutes=1440"), lambda route: held.append(route))
+    page.get_by_label("Range").select_option("24 h")
+    page.get_by_label("Range").select_option("15 min")
+    expect(page.get_by_role("figure", name="Throughput, last 15 min")).to_be_visible()
+    assert len(held) == 4, held
+    for route in held:
+        with page.expect_response(route.request.url):
+            route.continue_()
+    drawn_24h = (
+        "() => [...document.querySelectorAll('figcaption')].some((c) => c.textContent.endsWith('24 h'))"
+    )
+    with pytest.raises(PlaywrightTimeout):  # drawn at once, if at all: a margin of seconds
+        page.wait_for_function(drawn_24h, timeout=2_000)
+    expect(page.get_by_role("figure", name="Throughput, last 15 min")).to_be_visible()
+
+
 def test_a_health_check_from_the_form_succeeds_with_its_logs_arriving_live(page, stack, tmp_path):
     sign_in(page, stack.admin_token)
     page.get_by_role("link", name="Run a command").click()

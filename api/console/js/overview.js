@@ -150,8 +150,11 @@ export function show(container, ctx) {
   let stopped = false;
   let refreshSeconds = DEFAULT_REFRESH_SECONDS; // the API's max-age, once it has said it
   let lastRead = null; // when the summary was last read: only a successful refresh moves "Last updated"
+  let latest = 0; // the newest refresh: an older one's answers (another range, an older summary) are dropped
   async function refresh() {
     clearTimeout(timer);
+    const mine = ++latest;
+    const current = () => mine === latest && !stopped;
     const [minutes, step, label] = RANGES.find(([m]) => String(m) === range.value);
     let read = null;
     let refused = false; // a 403: the token may not read the metrics, and asking again changes nothing
@@ -159,6 +162,7 @@ export function show(container, ctx) {
     const summary = (async () => {
       try {
         const answer = await call("/api/ops/metrics/summary");
+        if (!current()) return;
         const maxAge = /max-age=([\d.]+)/.exec(answer.headers.get("Cache-Control") || "");
         if (maxAge && Number(maxAge[1]) > 0) refreshSeconds = Number(maxAge[1]);
         TILES.forEach((spec, i) => tiles[i].show(answer.data[spec.key]));
@@ -166,6 +170,7 @@ export function show(container, ctx) {
         read = new Date();
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
+        if (!current()) return;
         problem.textContent = error.message;
         if (error.status === 403) {
           refused = true;
@@ -179,14 +184,15 @@ export function show(container, ctx) {
     const series = CHARTS.map(async (spec, i) => {
       try {
         const query = new URLSearchParams({ metric: spec.metric, minutes, step_seconds: step });
-        charts[i].show((await call(`/api/ops/metrics/timeseries?${query}`)).data, minutes, label);
+        const answer = await call(`/api/ops/metrics/timeseries?${query}`);
+        if (current()) charts[i].show(answer.data, minutes, label);
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
-        charts[i].fail(error);
+        if (current()) charts[i].fail(error);
       }
     });
     await Promise.all([summary, ...series]);
-    if (stopped) return;
+    if (!current()) return; // left, or another range chosen meanwhile: the newer refresh says it
     if (read) lastRead = read;
     if (refused) {
       updated.textContent = "Not read.";
@@ -195,7 +201,6 @@ export function show(container, ctx) {
     updated.textContent = lastRead
       ? `Last updated at ${clock(lastRead, zone)} (${offset(zone)}); refreshed every ${refreshSeconds} s`
       : `Not read yet; trying again every ${refreshSeconds} s`;
-    clearTimeout(timer); // a range change may have started another refresh meanwhile
     timer = setTimeout(refresh, refreshSeconds * 1000);
   }
   range.addEventListener("change", refresh);
