@@ -8,6 +8,7 @@ import datetime
 import json
 import re
 import uuid
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -75,6 +76,16 @@ def test_the_overview_shows_the_simulators_numbers(page, stack, tmp_path):
     expect(page.get_by_role("figure", name="Throughput, last 15 min").locator("canvas")).to_have_count(1)
 
 
+# How many pixels of a chart's canvas are its line's blue (#1d4ed8, give or take the edges' blending).
+LINE_PIXELS = """(figure) => {
+  const canvas = figure.querySelector("canvas");
+  const rgba = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let blue = 0;
+  for (let i = 0; i < rgba.length; i += 4) if (rgba[i] < 80 && rgba[i + 2] > 170 && rgba[i + 3] > 200) blue++;
+  return blue;
+}"""
+
+
 def test_a_range_chosen_while_another_is_read_is_the_one_drawn(page, stack):
     """The charts of a range chosen first (24 h, slow to answer) come after those of the range chosen next:
     the charts stay those of the range the page says, never the older answers under its name."""
@@ -96,6 +107,27 @@ def test_a_range_chosen_while_another_is_read_is_the_one_drawn(page, stack):
     with pytest.raises(PlaywrightTimeout):  # drawn at once, if at all: a margin of seconds
         page.wait_for_function(drawn_24h, timeout=2_000)
     expect(page.get_by_role("figure", name="Throughput, last 15 min")).to_be_visible()
+
+
+def test_the_consoles_own_times_are_the_apis_whatever_the_browsers_clock(page, stack):
+    """A browser whose clock is an hour fast: the overview says when it was last read by the API's clock
+    (the runs' times are by it), and its charts end at the API's now, not an hour on where no sample is."""
+    wait_until(stack.prometheus.targets_up, 60, "Prometheus to scrape its targets")
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    zone = httpx.get(f"{stack.api_url}/api/ops/whoami", headers=headers).json()["time_zone"]
+    page.clock.install(time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))
+    sign_in(page, stack.admin_token)
+    page.get_by_label("Range").select_option("15 min")
+    throughput = page.get_by_role("figure", name="Throughput, last 15 min")
+    expect(throughput).to_be_visible()
+    page.wait_for_function(LINE_PIXELS, arg=throughput.element_handle())
+    updated = page.get_by_text(re.compile(r"^Last updated at \d\d:\d\d:\d\d")).text_content()
+    at = datetime.datetime.strptime(updated.split()[3], "%H:%M:%S")
+    real = datetime.datetime.now(ZoneInfo(zone))
+    apart = (real.hour * 3600 + real.minute * 60 + real.second) - (
+        at.hour * 3600 + at.minute * 60 + at.second
+    )
+    assert apart % 86_400 <= 30 or apart % 86_400 >= 86_395, (updated, real)  # within -5 s .. 30 s
 
 
 def test_a_health_check_from_the_form_succeeds_with_its_logs_arriving_live(page, stack, tmp_path):

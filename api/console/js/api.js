@@ -6,6 +6,7 @@ import { clock } from "./format.js";
 const TOKEN_KEY = "mdops.token";
 const ANSWER_SECONDS = 10; // a call not answered by then has failed: a hung API must not freeze a view
 let silentSeconds = 45; // an event stream that sends nothing for this long is dropped: see heartbeat()
+let skew = 0; // ms the API's clock is ahead of this browser's: see now()
 
 // The token lives in this tab's sessionStorage only: sent as a bearer header, never in a URL or a cookie.
 export const session = {
@@ -66,6 +67,19 @@ export function heartbeat(seconds) {
 
 export const silence = () => silentSeconds; // seconds
 
+// The time now by the API's clock, which the runs' times are in: what the console says of its own reads
+// ("Last updated at", "Stale since") and the charts' spans, which end now, are by it, however wrong this
+// computer's clock is (a chart would miss its last minutes, or end in a gap that looks like a stopped
+// feed). Taken from each answer's Date header, which says whole seconds: less than 2 s apart is the same.
+export const now = () => new Date(Date.now() + skew);
+
+function clockOf(response) {
+  const said = Date.parse(response.headers.get("Date")); // NaN without one
+  if (Number.isNaN(said)) return;
+  const ahead = said + 500 - Date.now(); // the header's second, half of it gone on average
+  skew = Math.abs(ahead) < 2000 ? 0 : ahead;
+}
+
 // One API call: {data, headers} of a 2xx answer, else an ApiError whose message says what went wrong.
 // It fails after `timeout` seconds without its whole answer (0: no limit; execute's is longer than the
 // API's wait for the run's end).
@@ -80,6 +94,7 @@ export async function call(path, { method = "GET", body, signal, timeout = ANSWE
       headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+    clockOf(response);
     data = await response.json().catch((error) => {
       if (error.name === "SyntaxError") return null; // no JSON: the status alone says what it is
       throw error;
@@ -173,7 +188,7 @@ export function stream(from, onEvent, onState, onHeard = () => {}) {
     const reason = await clusterView(controller.signal);
     if (mine !== opened || controller.signal.aborted || reason === undefined) return;
     if (reason) {
-      staleSince = staleSince || new Date();
+      staleSince = staleSince || now();
       tell("stale", reason);
     } else {
       staleSince = null;

@@ -1,6 +1,6 @@
 // The console's frame: sign-in, the header (environment, who is signed in), the navigation, and the
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
-import { ApiError, call, clusterView, heartbeat, session } from "./api.js";
+import { ApiError, call, clusterView, heartbeat, now, session } from "./api.js";
 import * as execute from "./execute.js";
 import { clock, el } from "./format.js";
 import * as overview from "./overview.js";
@@ -30,7 +30,7 @@ function showEnvironment(status) {
   $("env-window").textContent = status.active_window || "–";
   const session = status.session || {};
   $("env-venue").textContent = session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–";
-  environmentRead = new Date();
+  environmentRead = now();
   $("env-stale").hidden = true;
 }
 

@@ -1,7 +1,7 @@
 // Overview: the five summary metrics as tiles, charts of four metrics over a chosen range, refreshed
 // as often as the API renews its answers (their Cache-Control max-age).
 import uPlot from "../vendor/uPlot.esm.js";
-import { ApiError, call } from "./api.js";
+import { ApiError, call, now } from "./api.js";
 import { clock, el, offset, quantity } from "./format.js";
 
 const TILES = [
@@ -75,8 +75,8 @@ function chart(spec, zone) {
   return {
     figure,
     show(body, minutes, label) {
-      const now = Date.now() / 1000;
-      span = [now - minutes * 60, now];
+      const end = now().getTime() / 1000;
+      span = [end - minutes * 60, end];
       caption.textContent = `${spec.title}, last ${label}`;
       const unit = spec.unit || body.unit;
       const xs = body.points.map((p) => Date.parse(p.timestamp) / 1000);
@@ -167,7 +167,7 @@ export function show(container, ctx) {
         if (maxAge && Number(maxAge[1]) > 0) refreshSeconds = Number(maxAge[1]);
         TILES.forEach((spec, i) => tiles[i].show(answer.data[spec.key]));
         problem.textContent = "";
-        read = new Date();
+        read = now();
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         if (!current()) return;
