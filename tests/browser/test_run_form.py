@@ -144,3 +144,32 @@ def test_a_plan_that_did_not_succeed_is_said_in_the_confirmation(page, stack, re
         "The plan did not succeed: failed, exit code 1. This runs restart for real"
     )
     dialog.get_by_role("button", name="Cancel").click()
+
+
+def test_the_keyboard_stays_on_the_button_pressed_then_goes_to_the_run(page, stack):
+    """Plan, then Run for real, with the keyboard: the button pressed keeps the focus through its request
+    (unavailable meanwhile, not disabled: a disabled button drops the focus to the top of the page), Run
+    for real is the next Tab once the plan has finished, and once the run for real is done (its button
+    gone: the plan no longer holds) the focus is on the run's panel."""
+    sign_in(page, stack.admin_token)
+    restart_form(page)
+    plan = page.get_by_role("button", name="Plan (dry run)")
+    plan.focus()
+    page.keyboard.press("Enter")
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    real = page.get_by_role("button", name="Run for real")
+    expect(real).to_be_enabled()
+    expect(plan).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(real).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Run for real?")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(dialog.get_by_role("button", name="Run restart for real")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(run.get_by_role("heading", name=re.compile(r"^restart · "))).to_be_visible()
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    expect(real).to_be_hidden()
+    expect(run).to_be_focused()

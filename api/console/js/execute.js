@@ -119,17 +119,27 @@ export function show(container, ctx) {
   let edits = 0; // changes of the parameters: a plan made before the last one no longer holds
   let planned = null; // the finished plan of the current parameters: its run
   let stopFollowing = () => {};
+  let shown = null; // the panel of the run last sent
 
   const answerWithin = me.execute_wait_seconds + EXECUTE_SLACK_SECONDS; // execute's time limit
   const value = (name) => read(fields.find((f) => f.name === name));
   const renewRequestId = () => (fields.find((f) => f.name === "request_id").input.value = newRequestId());
   const mutating = () => me.mutating_commands.includes(value("command")); // planned first
 
+  // While a request is on its way the buttons say they are unavailable (aria-disabled; a press does
+  // nothing), but are not disabled: a disabled button loses the keyboard's focus to the top of the page.
+  // A button that goes with the focus on it (Run for real, once its run is done: the plan no longer holds)
+  // leaves it on the run's panel.
   function showButtons() {
+    const focused = [plan, real, runNow].find((b) => b === document.activeElement);
     plan.hidden = !mutating();
     runNow.hidden = mutating();
     real.hidden = !(mutating() && planned);
-    for (const b of [plan, real, runNow, confirmRun]) b.disabled = busy;
+    for (const b of [plan, real, runNow, confirmRun]) {
+      if (busy) b.setAttribute("aria-disabled", "true");
+      else b.removeAttribute("aria-disabled");
+    }
+    if (focused?.hidden) shown?.focus();
   }
 
   function body(dryRun) {
@@ -196,6 +206,7 @@ export function show(container, ctx) {
       el("p", {}, el("a", { href: `#/runbooks/${encodeURIComponent(request.request_id)}` }, "Open this run's page")),
       run.element,
     );
+    shown = run.element;
     stopFollowing = run.start(request.request_id); // before sending: no event of the run is missed
     try {
       // The API answers once the run has ended (or its wait did): the run's result, shown even when the live

@@ -75,7 +75,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
   const logs = el("ol", { class: "logs" });
   const element = el(
     "section",
-    { class: "run", "aria-label": "Run" },
+    { class: "run", "aria-label": "Run", tabindex: -1 }, // the run form's keyboard goes on from it
     heading,
     state,
     live,
