@@ -1,12 +1,12 @@
 """The Ops Console when the API or its event stream fails it, in Debian's chromium against a stack of its
-own: the API's heartbeat every second (a silent stream is noticed in 3 s), its watch said down (/readyz 503)
-2 s after the kube-apiserver's last answer, a token with status:read only, a health_check that holds while
-$FILES/hold exists (until $FILES/<request id>.go), a drill that logs a line every 0.2 s until
-$FILES/<request id>.go, a failback that writes 300 lines at once when told, and a supervisor that restarts
-a killed API after 8 s. The faults are real: the
-token's event streams all taken by other clients, the API or the kube-apiserver under it stopped (SIGSTOP),
-the API killed (SIGKILL), a status written by hand; the browser's routes stand for what the stack cannot do
-on demand (a venue's session that changes, a read refused, an internal error)."""
+own: the API's heartbeat every second (a silent stream is noticed in 3 s), its watch said down (/readyz
+503) 2 s after the kube-apiserver's last answer, a token with status:read only (and two that a test
+revokes), a health_check that holds while $FILES/hold exists (until $FILES/<request id>.go), a drill that
+logs a line every 0.2 s until $FILES/<request id>.go, a failback that writes 300 lines at once when told,
+and a supervisor that restarts a killed API after 8 s. The faults are real: the token's event streams all
+taken by other clients, the API or the kube-apiserver under it stopped (SIGSTOP), the API killed
+(SIGKILL), a status written by hand; the browser's routes stand for what the stack cannot do on demand (a
+venue's session that changes, a read refused, an internal error)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ HEARTBEAT = 1  # seconds: the API's heartbeat here, so that the console's watchd
 WATCH_GRACE = 2  # seconds: how long the API's watch may be down before its /readyz says not ready
 STREAMS = 8  # the API's default MDOPS_API_EVENTS_STREAMS_PER_TOKEN
 READER = "reader-" + secrets.token_urlsafe(16)  # a token with status:read only
+SHIFT = "shift-" + secrets.token_urlsafe(16)  # status:read and runbooks:execute: revoked by a test
+CHECKER = "checker-" + secrets.token_urlsafe(16)  # runbooks:execute:health_check only: revoked by a test
+TOKENS = [{"name": "reader", "token": READER, "permissions": ["status:read"]}]
+REVOKED = [
+    {"name": "shift", "token": SHIFT, "permissions": ["status:read", "runbooks:execute"]},
+    {"name": "checker", "token": CHECKER, "permissions": ["runbooks:execute:health_check"]},
+]
 SUMMARY = "/api/ops/metrics/summary"
 # What the browser logs of requests cut short by a killed API, refused while it is down, or answered 503
 # while it starts again.
@@ -87,8 +94,7 @@ def files(tmp_path_factory) -> Path:
         drill=CHATTY,
         failback=BURST,
     )
-    tokens = {"tokens": [{"name": "reader", "token": READER, "permissions": ["status:read"]}]}
-    write_private(folder / "tokens.yaml", yaml.safe_dump(tokens))
+    write_private(folder / "tokens.yaml", yaml.safe_dump({"tokens": TOKENS + REVOKED}))
     return folder
 
 
@@ -639,3 +645,29 @@ def test_the_new_lines_of_a_status_are_found_wherever_the_box_began(page, stack)
         ["line 4"],
         ["line 1", "line 2"],  # an empty box
     ]
+
+
+def test_a_token_revoked_while_its_pages_are_open_signs_them_out(context, stack, files, console_errors):
+    """The API restarts without two tokens (taken out of its tokens file): the runs list of one, which follows
+    the live updates, and the run form of the other, which may not read the status and reads nothing by
+    itself, both sign out without a press, saying that the API refused the token."""
+    api_ready(stack)
+    listing, form = context.new_page(), context.new_page()
+    sign_in(listing, SHIFT)
+    listing.get_by_role("link", name="Runbooks").click()
+    expect(listing.get_by_role("status")).to_have_text("Live: updated as runs change.")
+    sign_in(form, CHECKER)
+    form.get_by_role("link", name="Run a command").click()
+    expect(form.get_by_role("button", name="Run", exact=True)).to_be_visible()
+    write_private(files / "tokens.yaml", yaml.safe_dump({"tokens": TOKENS}))
+    try:
+        kill_api(stack)
+        api_ready(stack)
+        for page in (listing, form):
+            expect(page.get_by_role("status")).to_have_text(
+                "The API refused the token: invalid bearer token", timeout=30_000
+            )
+            expect(page.get_by_label("API token")).to_be_focused()
+    finally:
+        write_private(files / "tokens.yaml", yaml.safe_dump({"tokens": TOKENS + REVOKED}))
+    without(console_errors, KILLED)

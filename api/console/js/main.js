@@ -34,10 +34,21 @@ function showEnvironment(status) {
   $("env-stale").hidden = true;
 }
 
+// Whether the token is still good, for a token without status:read: whoami (any token's) is asked every
+// ENVIRONMENT_SECONDS instead of the status, so that a token revoked meanwhile (the API restarted without
+// it) signs out (its 401) whatever the view, even one that reads nothing by itself (the run form).
+async function checkToken() {
+  try {
+    await call("/api/ops/whoami");
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+  }
+}
+
 // Read the environment again (every ENVIRONMENT_SECONDS, and after a run changed it). A read that fails
 // marks what the header shows stale, with the time of the last read; so does an API that has lost its
 // view of the cluster (its /readyz), whose answer is what it saw until then. A token without status:read
-// shows none, and is not asked again.
+// shows none, and is not asked again (checkToken instead).
 async function refreshEnvironment() {
   try {
     const [status, view] = await Promise.all([call("/api/ops/status"), clusterView()]);
@@ -48,11 +59,12 @@ async function refreshEnvironment() {
     }
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
+    if (!me) return; // signed out meanwhile
     if (error.status === 403) {
       clearInterval(environmentTimer); // asking again changes nothing
+      environmentTimer = setInterval(checkToken, ENVIRONMENT_SECONDS * 1000);
       return;
     }
-    if (!me) return; // signed out meanwhile
     const since = environmentRead ? `as of ${clock(environmentRead, me.time_zone)}` : "not read yet";
     $("env-as-of").textContent = `${since}: ${error.message}`;
     $("env-stale").hidden = false;
