@@ -154,9 +154,13 @@ export function show(container, ctx) {
     wanted = PAGE;
     load();
   });
-  older.addEventListener("click", () => {
+  older.addEventListener("click", async () => {
     wanted += PAGE;
-    load();
+    const before = body.children.length;
+    await load();
+    // The button goes once the oldest run is shown: the keyboard's focus, lost with it, goes to the first run
+    // it added, where one reads on.
+    if (older.hidden && document.activeElement === document.body) body.children[before]?.querySelector("a")?.focus();
   });
 
   const stop = follow(
