@@ -31,7 +31,16 @@ from devcluster.processes import answers_200, wait_until
 from devcluster.stack import NAMESPACE, SCRIPTS
 from devcluster.supervisor import Backoff
 from runbooks import models
-from tests.browser.conftest import CHATTY, EXECUTE, LOGS, api_pid, api_stopped, execute_requests, sign_in
+from tests.browser.conftest import (
+    CHATTY,
+    EXECUTE,
+    LOGS,
+    api_pid,
+    api_stopped,
+    axe_violations,
+    execute_requests,
+    sign_in,
+)
 from tests.conftest import scripted
 from tests.runbook_client import HOLD, reference_scripts
 
@@ -511,6 +520,7 @@ def test_live_log_lines_keep_a_selection_and_the_end_in_view(page, stack, files)
     rid = plan_a_chatty_drill(page)
     try:
         page.wait_for_function(FULL_AND_AT_THE_END)
+        assert axe_violations(page) == []  # a full box scrolls: it takes the keyboard
         selected = page.evaluate(SELECT_THE_NEWEST_LINE)
         wait_for_a_newer_line(page, newest_line(page))
         assert page.evaluate("getSelection().toString()") == selected

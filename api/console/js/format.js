@@ -88,10 +88,15 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// A table in a box of its own that scrolls sideways when the table is wider than the page (a phone). The
+// box takes the keyboard's focus, so that the arrow keys scroll it, and is named as the table (`name`: its
+// aria-label or aria-labelledby).
+export const scrolling = (table, name) => el("div", { class: "scroll", role: "region", tabindex: 0, ...name }, table);
+
 // The table of a list view (runs, schedules): its caption and body are filled in as the list is read.
-// In a box of its own that scrolls sideways when the table is wider than the page (a phone).
 export function listTable(caption, columns, body) {
   const headers = columns.map((c) => el("th", { scope: "col" }, c));
+  caption.id = "list-caption";
   const table = el("table", { class: "history" }, caption, el("thead", {}, el("tr", {}, ...headers)), body);
-  return el("div", { class: "scroll" }, table);
+  return scrolling(table, { "aria-labelledby": caption.id });
 }

@@ -2,7 +2,7 @@
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
-import { clock, duration, el, offset, whenWithOffset } from "./format.js";
+import { clock, duration, el, offset, scrolling, whenWithOffset } from "./format.js";
 import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
@@ -33,7 +33,7 @@ function table(label, columns, rows, free = []) {
     el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
     el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map(cell)))),
   );
-  return el("div", { class: "scroll" }, made); // sideways within its own box on a narrow page
+  return scrolling(made, { "aria-label": label });
 }
 
 // "success, exit code 0"; a run that did not run has no exit code.
@@ -72,7 +72,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
   const state = el("p", { class: "run-state", role: "status" });
   const live = el("p", { class: "live" });
   const details = el("div", { class: "details" });
-  const logs = el("ol", { class: "logs" });
+  const logs = el("ol", { class: "logs", tabindex: 0 }); // it scrolls: the keyboard's arrow keys scroll it
   const element = el(
     "section",
     { class: "run", "aria-label": "Run", tabindex: -1 }, // the run form's keyboard goes on from it
