@@ -400,13 +400,31 @@ def test_the_header_is_read_again_in_any_view_and_marked_stale_when_it_cannot_be
     without(console_errors, "ERR_CONNECTION_REFUSED")
 
 
-def test_a_500_outside_execute_is_the_apis_failure(page, stack, console_errors):
+def test_a_500_outside_execute_is_the_apis_failure_and_what_was_read_before_says_when(
+    page, stack, console_errors
+):
+    """The schedules cannot be read: the API's failure in words; once they were read, the table is what was
+    read then, and says so, never taken for current."""
     api_ready(stack)
     sign_in(page, stack.admin_token)
     failed = {"detail": "internal error: KeyError"}
-    page.route(re.compile(r"/api/ops/schedules\?"), lambda route: route.fulfill(status=500, json=failed))
+    schedules = re.compile(r"/api/ops/schedules\?")
+    page.route(schedules, lambda route: route.fulfill(status=500, json=failed))
     page.get_by_role("link", name="Schedules").click()
-    expect(page.get_by_role("alert")).to_have_text("The API failed: internal error: KeyError")
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text(
+        "The API failed: internal error: KeyError. No schedule read yet; asking again every 5 s."
+    )
+    page.unroute(schedules)
+    expect(page.get_by_role("table")).to_have_accessible_name(re.compile(r"refreshed every 5 s$"))
+    expect(alert).to_be_hidden()
+    page.route(schedules, lambda route: route.fulfill(status=500, json=failed))
+    expect(alert).to_have_text(
+        re.compile(
+            r"^The API failed: internal error: KeyError\. The schedules shown are as of \d\d:\d\d:\d\d; "
+            r"asking again every 5 s\.$"
+        )
+    )
     without(console_errors, "status of 500")
 
 

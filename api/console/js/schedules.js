@@ -1,7 +1,7 @@
 // Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
 // again every few seconds while the view is open.
-import { ApiError, call } from "./api.js";
-import { el, listTable, offset, when } from "./format.js";
+import { ApiError, call, now } from "./api.js";
+import { clock, el, listTable, offset, when } from "./format.js";
 
 const REFRESH_SECONDS = 5;
 const SLOTS = 3;
@@ -46,15 +46,20 @@ export function show(container, ctx) {
 
   let timer = null;
   let stopped = false; // left: a read still on its way must not start another
+  let lastRead = null; // when the schedules shown were read
   async function load() {
     try {
       const answer = (await call(`/api/ops/schedules?slots=${SLOTS}`)).data;
-      caption.textContent = `${answer.schedules.length} schedules${answer.truncated ? " (more exist)" : ""}; times in ${offset(zone)}, refreshed every ${REFRESH_SECONDS} s`;
+      const count = answer.schedules.length;
+      caption.textContent = `${count} schedule${count === 1 ? "" : "s"}${answer.truncated ? " (more exist)" : ""}; times in ${offset(zone)}, refreshed every ${REFRESH_SECONDS} s`;
       body.replaceChildren(...answer.schedules.map(row));
       problem.textContent = "";
+      lastRead = now();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      problem.textContent = error.message;
+      // The table (its next slots, its last runs) is as it was last read: said, never shown as current.
+      const shown = lastRead ? `The schedules shown are as of ${clock(lastRead, zone)}` : "No schedule read yet";
+      problem.textContent = `${error.message}. ${shown}; asking again every ${REFRESH_SECONDS} s.`;
     }
     if (!stopped) timer = setTimeout(load, REFRESH_SECONDS * 1000);
   }
