@@ -433,10 +433,15 @@ def runbook_status(stack, name: str) -> dict:
     return json.loads(got.stdout).get("status") or {}
 
 
+# A line as a script that colours its output writes it (and sets its terminal's title).
+COLOURED = "\x1b[1;31mFAILED\x1b[0m: failover \x1b]0;mdops\x07aborted \x1b[2K(see the log)"
+
+
 def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
     """Whoever may write a Runbook's status may put anything under health.gate or in a condition's time
     (here over a held run's, written final: the run's own end cannot change it). The run's page shows it
-    as written, never as the gate's verdict, and the rest of the run with it."""
+    as written, never as the gate's verdict, and the rest of the run with it; its log lines without the
+    escape sequences a terminal acts on."""
     api_ready(stack)
     rid = f"by-hand-{secrets.token_hex(4)}"
     (files / "hold").touch()
@@ -451,7 +456,10 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
             "finishedAt": runbook_status(stack, rid)["startedAt"],
             "conditions": [{**condition, "lastTransitionTime": "yesterday"}],
             "health": {"coverage_ratio": 1.0, "gate": {"passed": False}},
-            "logs": [{"time": "2026-11-26T08:00:00.000Z", "level": "INFO", "message": "written by hand"}],
+            "logs": [
+                {"time": "2026-11-26T08:00:00.000Z", "level": "INFO", "message": "written by hand"},
+                {"time": "2026-11-26T08:00:01.000Z", "level": "ERROR", "message": COLOURED},
+            ],
         }
         patch = json.dumps({"status": by_hand})
         stack.cluster.kubectl(
@@ -466,6 +474,10 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
     expect(run.get_by_text('Gate: {"passed":false}')).to_be_visible()
     expect(run.get_by_role("table", name="Conditions")).to_contain_text("yesterday")
     expect(run.get_by_role("list", name="Logs")).to_contain_text("written by hand")
+    # A terminal's escape sequences (a script's colours, its window's title) are not shown.
+    expect(run.get_by_role("listitem").filter(has_text="failover aborted")).to_have_text(
+        "16:00:01 ERROR FAILED: failover aborted (see the log)"
+    )
     expect(run.get_by_text("This run has finished: it is not followed any more.")).to_be_visible()
 
 

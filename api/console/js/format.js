@@ -75,6 +75,12 @@ export function quantity(value, unit) {
   return unit ? `${text} ${unit}` : text;
 }
 
+// A script's log line as a person reads it: without the escape sequences a terminal acts on instead of
+// showing (colours, a cursor's moves, a window's title: "\x1b[1;31mFAILED\x1b[0m" is "FAILED"), which a
+// page would show as stray boxes and brackets.
+const ESCAPES = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+export const readable = (message) => message.replace(ESCAPES, "");
+
 // An element with text: el("td", {class: "x"}, "text", child, ...).
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);

@@ -2,7 +2,7 @@
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
-import { clock, duration, el, offset, scrolling, whenWithOffset } from "./format.js";
+import { clock, duration, el, offset, readable, scrolling, whenWithOffset } from "./format.js";
 import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
@@ -106,7 +106,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
           l.time ? " " : null,
           el("span", { class: "level" }, l.level),
           " ",
-          l.message,
+          readable(l.message),
         );
 
   // Log lines: `more` after those in the box, or instead of them (`anew`). Only the new lines are drawn,
