@@ -258,6 +258,14 @@ def test_the_live_updates_say_stale_while_the_api_has_lost_its_view_of_the_clust
     without(console_errors, "of 503")  # /readyz's, read while the API's view was not current
 
 
+# Counts the changes of the nodes of the page's alert (a live region) from now on.
+COUNT_ALERTS = """() => {
+  window.alerts = 0;
+  new MutationObserver((changes) => { window.alerts += changes.length; })
+    .observe(document.querySelector("[role=alert]"), {childList: true, characterData: true, subtree: true});
+}"""
+
+
 def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(page, stack, console_errors):
     """The API is killed (its supervisor starts it again after 8 s): each refresh that fails leaves "Last
     updated" as it was and marks the tiles and charts stale; the first that succeeds clears them."""
@@ -268,11 +276,14 @@ def test_the_overview_marks_its_numbers_stale_while_the_api_cannot_be_reached(pa
     expect(page.get_by_role("figure", name=re.compile("^Throughput")).locator("canvas")).to_have_count(1)
     kill_api(stack)
     expect(page.get_by_role("alert")).to_have_text(re.compile(r"^The API cannot be reached"))
+    page.evaluate(COUNT_ALERTS)
     before = updated.text_content()
     summary = lambda request: request.url.endswith(SUMMARY)  # noqa: E731
     page.wait_for_event("requestfailed", summary)  # the next refresh fails too
     page.wait_for_event("request", summary)  # and the one after it has begun
     assert updated.text_content() == before
+    # The same words are not written again: a screen reader would say the alert again at every refresh.
+    assert page.evaluate("window.alerts") == 0
     for name in TILES:
         expect(tile(page, name).get_by_text("Stale", exact=True)).to_be_visible()
     expect(

@@ -81,6 +81,13 @@ export function quantity(value, unit) {
 const ESCAPES = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
 export const readable = (message) => message.replace(ESCAPES, "");
 
+// The text of a live region (role status or alert), put there only when it changes: a screen reader says
+// the region again at each change of its nodes, even to the same words (a run's status at each of its
+// updates, about once a second; an error at each failed refresh).
+export function say(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 // An element with text: el("td", {class: "x"}, "text", child, ...).
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);

@@ -2,7 +2,7 @@
 // as often as the API renews its answers (their Cache-Control max-age).
 import uPlot from "../vendor/uPlot.esm.js";
 import { ApiError, call, now } from "./api.js";
-import { clock, el, offset, quantity } from "./format.js";
+import { clock, el, offset, quantity, say } from "./format.js";
 
 const TILES = [
   { key: "coverage_ratio", title: "Coverage", unit: "ratio" },
@@ -166,17 +166,17 @@ export function show(container, ctx) {
         const maxAge = /max-age=([\d.]+)/.exec(answer.headers.get("Cache-Control") || "");
         if (maxAge && Number(maxAge[1]) > 0) refreshSeconds = Number(maxAge[1]);
         TILES.forEach((spec, i) => tiles[i].show(answer.data[spec.key]));
-        problem.textContent = "";
+        say(problem, "");
         read = now();
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         if (!current()) return;
-        problem.textContent = error.message;
         if (error.status === 403) {
           refused = true;
-          problem.textContent += ". The overview needs the permission metrics:read, which this token lacks: it is not read again.";
+          say(problem, `${error.message}. The overview needs the permission metrics:read, which this token lacks: it is not read again.`);
           return;
         }
+        say(problem, error.message);
         const since = lastRead ? `not refreshed since ${clock(lastRead, zone)}` : "not read yet";
         tiles.forEach((t) => t.stale(since));
       }

@@ -2,7 +2,7 @@
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
-import { clock, duration, el, offset, readable, scrolling, whenWithOffset } from "./format.js";
+import { clock, duration, el, offset, readable, say, scrolling, whenWithOffset } from "./format.js";
 import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
@@ -127,7 +127,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
     seen = true;
     shown = detail;
     heading.textContent = `${r.command}${r.dry_run ? " (dry run)" : ""} · ${r.request_id}`;
-    state.textContent = `Status: ${outcome(r)}`;
+    say(state, `Status: ${outcome(r)}`);
     state.className = `run-state state-${r.status}`;
     const s = detail.state;
     details.replaceChildren(
@@ -222,8 +222,8 @@ export function panel(zone, onChange = () => {}, actions = null) {
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         if (error.status === 404 && page && !seen) {
-          state.textContent = `No run has the request id ${requestId}: this page shows it if one is created.`;
-        } else if (error.status === 404 && force === true) state.textContent = "This Runbook was deleted.";
+          say(state, `No run has the request id ${requestId}: this page shows it if one is created.`);
+        } else if (error.status === 404 && force === true) say(state, "This Runbook was deleted.");
       }
     }
     function show(name, data, id) {
@@ -248,7 +248,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
         lines = [...lines, ...more].slice(-LOG_LINES);
         showLines(readShown ? lines : more, readShown);
         readShown = false;
-      } else if (name === "deleted") state.textContent = "This Runbook was deleted.";
+      } else if (name === "deleted") say(state, "This Runbook was deleted.");
     }
     async function catchUp() {
       if (leaving.signal.aborted) return;

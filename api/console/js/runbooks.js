@@ -2,7 +2,7 @@
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
 import { ApiError, call, paused, stale } from "./api.js";
-import { duration, el, listTable, offset, when } from "./format.js";
+import { duration, el, listTable, offset, say, when } from "./format.js";
 import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -134,11 +134,11 @@ export function show(container, ctx) {
     try {
       const [found, matched, more] = await runs();
       if (mine !== reading) return;
-      problem.textContent = "";
+      say(problem, "");
       render(found, matched, more);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (mine === reading) problem.textContent = error.message;
+      if (mine === reading) say(problem, error.message);
     }
   }
   // Many events may come at once (a burst of runs), and a name is typed a key at a time: read once for them.
@@ -172,9 +172,9 @@ export function show(container, ctx) {
       changed();
     },
     (state, message, since) => {
-      if (state === "live") live.textContent = "Live: updated as runs change.";
-      else if (state === "stale") live.textContent = stale(message, since, zone, "The list");
-      else live.textContent = paused(state, message, "The list");
+      if (state === "live") say(live, "Live: updated as runs change.");
+      else if (state === "stale") say(live, stale(message, since, zone, "The list"));
+      else say(live, paused(state, message, "The list"));
       live.classList.toggle("is-stale", state === "stale");
       if (state === "live") changed(); // (re)connected, or current again: read what may have changed meanwhile
     },

@@ -1,7 +1,7 @@
 // Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
 // again every few seconds while the view is open.
 import { ApiError, call, now } from "./api.js";
-import { clock, el, listTable, offset, when } from "./format.js";
+import { clock, el, listTable, offset, say, when } from "./format.js";
 
 const REFRESH_SECONDS = 5;
 const SLOTS = 3;
@@ -53,13 +53,13 @@ export function show(container, ctx) {
       const count = answer.schedules.length;
       caption.textContent = `${count} schedule${count === 1 ? "" : "s"}${answer.truncated ? " (more exist)" : ""}; times in ${offset(zone)}, refreshed every ${REFRESH_SECONDS} s`;
       body.replaceChildren(...answer.schedules.map(row));
-      problem.textContent = "";
+      say(problem, "");
       lastRead = now();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       // The table (its next slots, its last runs) is as it was last read: said, never shown as current.
       const shown = lastRead ? `The schedules shown are as of ${clock(lastRead, zone)}` : "No schedule read yet";
-      problem.textContent = `${error.message}. ${shown}; asking again every ${REFRESH_SECONDS} s.`;
+      say(problem, `${error.message}. ${shown}; asking again every ${REFRESH_SECONDS} s.`);
     }
     if (!stopped) timer = setTimeout(load, REFRESH_SECONDS * 1000);
   }
