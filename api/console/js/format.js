@@ -82,8 +82,8 @@ const ESCAPES = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\
 export const readable = (message) => message.replace(ESCAPES, "");
 
 // The text of a live region (role status or alert), put there only when it changes: a screen reader says
-// the region again at each change of its nodes, even to the same words (a run's status at each of its
-// updates, about once a second; an error at each failed refresh).
+// the region again at each change of its nodes, even to the same words (an error at each failed refresh,
+// every 2 s while the API is away; a list's state at each check while it is stale).
 export function say(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
