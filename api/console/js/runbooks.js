@@ -45,6 +45,7 @@ export function show(container, ctx) {
   );
 
   let wanted = PAGE;
+  let firstAdded = 0; // the row of the first run the last press of "Show older runs" added
   let drawn = new Map(); // the rows shown, by what they show (see shows())
   // What a run's row shows, and which Runbook it is (its name): a row is made again only when this changes.
   const shows = (r) =>
@@ -87,6 +88,7 @@ export function show(container, ctx) {
 
   function render(runs, matched, more) {
     caption.textContent = counted(runs.length, matched, more, command.value || result.value || who.value.trim());
+    const going = !more && older === document.activeElement; // the button goes with the keyboard's focus
     older.hidden = !more;
     // A row's link that has the keyboard focus keeps it when its row is made again.
     const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
@@ -107,6 +109,9 @@ export function show(container, ctx) {
     if (focused && !body.contains(document.activeElement)) {
       [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
     }
+    // "Show older runs" goes once the oldest run is shown: its focus goes to the first run it added, where one
+    // reads on, never to the top of the page.
+    if (going) body.children[Math.min(firstAdded, body.children.length - 1)]?.querySelector("a")?.focus();
   }
 
   // The `wanted` newest runs that pass the filters, a page of at most MOST at a time.
@@ -154,13 +159,10 @@ export function show(container, ctx) {
     wanted = PAGE;
     load();
   });
-  older.addEventListener("click", async () => {
+  older.addEventListener("click", () => {
     wanted += PAGE;
-    const before = body.children.length;
-    await load();
-    // The button goes once the oldest run is shown: the keyboard's focus, lost with it, goes to the first run
-    // it added, where one reads on.
-    if (older.hidden && document.activeElement === document.body) body.children[before]?.querySelector("a")?.focus();
+    firstAdded = body.children.length;
+    load();
   });
 
   const stop = follow(
