@@ -449,6 +449,28 @@ def test_an_api_hiccup_at_a_reload_keeps_the_token(page, stack, console_errors):
     ]
 
 
+def test_asking_again_for_whoami_keeps_the_focus_and_the_alert(page, stack, console_errors):
+    """whoami cannot be reached for a while (the API restarting): the page asks again every 5 s, and at each
+    try its Sign out keeps the keyboard's focus and its alert stays the same element (one made again is
+    said again by a screen reader, every 5 s)."""
+    sign_in(page, stack.admin_token)
+    whoami = "**/api/ops/whoami"
+    page.route(whoami, lambda route: route.abort("connectionrefused"))
+    page.reload()
+    expect(page.get_by_role("alert")).to_have_text(
+        re.compile(r"^The API cannot be reached .*Asking again in 5 s")
+    )
+    page.get_by_role("button", name="Sign out").focus()
+    page.get_by_role("alert").evaluate("(alert) => { window.kept = alert; }")
+    for _ in range(2):  # the next try, and the one after it: the next try's failure has been shown
+        page.wait_for_event("request", lambda r: r.url.endswith("/api/ops/whoami"), timeout=15_000)
+    expect(page.get_by_role("button", name="Sign out")).to_be_focused()
+    assert page.evaluate("window.kept.isConnected") is True
+    page.unroute(whoami)
+    expect(page.get_by_text("Signed in as admin")).to_be_visible(timeout=30_000)
+    console_errors[:] = [e for e in console_errors if "ERR_CONNECTION_REFUSED" not in e]
+
+
 @pytest.mark.parametrize("address", ["#/bogus", "#/runbooks?x=1", "#/overview/more", "#/runbooks/"])
 def test_an_address_of_no_view_says_so(page, stack, address):
     sign_in(page, stack.admin_token)

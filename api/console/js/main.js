@@ -2,7 +2,7 @@
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
 import { ApiError, call, clusterView, heartbeat, now, session } from "./api.js";
 import * as execute from "./execute.js";
-import { clock, el } from "./format.js";
+import { clock, el, say } from "./format.js";
 import * as overview from "./overview.js";
 import * as run from "./run.js";
 import * as runbooks from "./runbooks.js";
@@ -135,19 +135,22 @@ function showNoSuchPage(ctx) {
 }
 
 // whoami failed for a reason other than the token (a 503, a refused connection while the API restarts):
-// the token stays, and the page asks again.
+// the token stays, and the page asks again. While it asks the view is kept, only its words change: made
+// again at each try, it took the keyboard's focus off Sign out, and a screen reader said its alert again
+// every RETRY_SECONDS.
+let retrying = null; // the alert of the view that asks again, while it is shown
 function showRetry(error) {
   chrome(false);
-  const signOut = el("button", { type: "button" }, "Sign out");
-  signOut.addEventListener("click", () => {
-    session.signOut();
-    showSignIn("Signed out.");
-  });
-  main.replaceChildren(
-    el("h1", {}, "Signing in"),
-    el("p", { class: "message", role: "alert" }, `${error.message}. Asking again in ${RETRY_SECONDS} s.`),
-    signOut,
-  );
+  if (!retrying?.isConnected) {
+    const signOut = el("button", { type: "button" }, "Sign out");
+    signOut.addEventListener("click", () => {
+      session.signOut();
+      showSignIn("Signed out.");
+    });
+    retrying = el("p", { class: "message", role: "alert" });
+    main.replaceChildren(el("h1", {}, "Signing in"), retrying, signOut);
+  }
+  say(retrying, `${error.message}. Asking again in ${RETRY_SECONDS} s.`);
   const timer = setTimeout(start, RETRY_SECONDS * 1000);
   leave = () => clearTimeout(timer);
 }
