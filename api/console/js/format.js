@@ -106,6 +106,30 @@ export function el(tag, attributes = {}, ...children) {
 // aria-label or aria-labelledby).
 export const scrolling = (table, name) => el("div", { class: "scroll", role: "region", tabindex: 0, ...name }, table);
 
+// The rows of a list's table body (`body`), one per item, as a read of the list says them. A row that shows
+// the same as before (its `key`, among the rows `drawn` last time) is kept where it is, untouched: a read
+// (every few seconds, or at every change of any run) must not replace the row under the pointer (a click
+// would fall between the old row and the new one), a selection or the keyboard's focus. Only new and changed
+// rows are made (`make`) and put in place; a link that had the focus in a row made again has it again.
+// Returns the rows by key: `drawn` of the next read.
+export function placeRows(body, drawn, items, key, make) {
+  const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+  const rows = new Map();
+  for (const item of items) {
+    const shows = key(item);
+    rows.set(shows, drawn.get(shows) || make(item));
+  }
+  const kept = new Set(rows.values());
+  for (const tr of [...body.children]) if (!kept.has(tr)) tr.remove();
+  [...rows.values()].forEach((tr, i) => {
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+  });
+  if (focused && !body.contains(document.activeElement)) {
+    [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
+  }
+  return rows;
+}
+
 // The table of a list view (runs, schedules): its caption and body are filled in as the list is read.
 export function listTable(caption, columns, body) {
   const headers = columns.map((c) => el("th", { scope: "col" }, c));

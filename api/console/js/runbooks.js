@@ -2,7 +2,7 @@
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
 // live updates say a run changed, and every few seconds while they are paused.
 import { ApiError, call, paused, stale } from "./api.js";
-import { duration, el, listTable, offset, say, when } from "./format.js";
+import { duration, el, listTable, offset, placeRows, say, when } from "./format.js";
 import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -90,25 +90,7 @@ export function show(container, ctx) {
     caption.textContent = counted(runs.length, matched, more, command.value || result.value || who.value.trim());
     const going = !more && older === document.activeElement; // the button goes with the keyboard's focus
     older.hidden = !more;
-    // A row's link that has the keyboard focus keeps it when its row is made again.
-    const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
-    // A row that shows the same as before is kept where it is, untouched: a read of the list (at every
-    // change of any run) must not replace the row under the pointer (a click would fall between the old
-    // row and the new one), a selection or the focus. Only new and changed rows are made and put in place.
-    const rows = new Map();
-    for (const r of runs) {
-      const key = shows(r);
-      rows.set(key, drawn.get(key) || row(r));
-    }
-    drawn = rows;
-    const kept = new Set(rows.values());
-    for (const tr of [...body.children]) if (!kept.has(tr)) tr.remove();
-    [...rows.values()].forEach((tr, i) => {
-      if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
-    });
-    if (focused && !body.contains(document.activeElement)) {
-      [...body.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused)?.focus();
-    }
+    drawn = placeRows(body, drawn, runs, shows, row);
     // "Show older runs" goes once the oldest run is shown: its focus goes to the first run it added, where one
     // reads on, never to the top of the page.
     if (going) body.children[Math.min(firstAdded, body.children.length - 1)]?.querySelector("a")?.focus();

@@ -1,7 +1,7 @@
 // Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
 // again every few seconds while the view is open.
 import { ApiError, call, now } from "./api.js";
-import { clock, el, listTable, offset, say, when } from "./format.js";
+import { clock, el, listTable, offset, placeRows, say, when } from "./format.js";
 
 const REFRESH_SECONDS = 5;
 const SLOTS = 3;
@@ -47,12 +47,13 @@ export function show(container, ctx) {
   let timer = null;
   let stopped = false; // left: a read still on its way must not start another
   let lastRead = null; // when the schedules shown were read
+  let drawn = new Map(); // the rows shown, by what they show
   async function load() {
     try {
       const answer = (await call(`/api/ops/schedules?slots=${SLOTS}`)).data;
       const count = answer.schedules.length;
       caption.textContent = `${count} schedule${count === 1 ? "" : "s"}${answer.truncated ? " (more exist)" : ""}; times in ${offset(zone)}, refreshed every ${REFRESH_SECONDS} s`;
-      body.replaceChildren(...answer.schedules.map(row));
+      drawn = placeRows(body, drawn, answer.schedules, (s) => JSON.stringify(s), row);
       say(problem, "");
       lastRead = now();
     } catch (error) {
