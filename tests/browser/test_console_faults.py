@@ -492,6 +492,29 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
     expect(run.get_by_text("This run has finished: it is not followed any more.")).to_be_visible()
 
 
+def test_a_tables_box_keeps_the_focus_when_the_run_changes(page, stack, files):
+    """The keyboard is on the conditions' box (to scroll it) when the run ends: the run's details are drawn
+    anew, and the box has the focus again."""
+    api_ready(stack)
+    rid = f"focus-{secrets.token_hex(4)}"
+    (files / "hold").touch()
+    try:
+        manifest = json.dumps(models.manifest(rid, {"command": "health_check"}))
+        stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+        wait_until(lambda: runbook_status(stack, rid).get("startedAt"), 60, "the run to start")
+    finally:
+        (files / "hold").unlink(missing_ok=True)
+    sign_in(page, stack.admin_token)
+    page.goto(f"/console/#/runbooks/{rid}")
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("status")).to_have_text("Status: running")
+    conditions = run.get_by_role("region", name="Conditions")
+    conditions.focus()
+    (files / f"{rid}.go").touch()
+    expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
+    expect(conditions).to_be_focused()
+
+
 def run_made(stack, request_id: str) -> bool:
     answer = httpx.get(f"{stack.api_url}/api/ops/runbooks/{request_id}", headers=admin(stack))
     return answer.status_code == 200

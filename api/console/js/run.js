@@ -130,6 +130,8 @@ export function panel(zone, onChange = () => {}, actions = null) {
     say(state, `Status: ${outcome(r)}`);
     state.className = `run-state state-${r.status}`;
     const s = detail.state;
+    // A table's box that has the keyboard's focus (to scroll it) has it again once the details are drawn anew.
+    const focused = details.contains(document.activeElement) ? document.activeElement.getAttribute("aria-label") : null;
     details.replaceChildren(
       pairs([
         ["Command", r.command],
@@ -174,6 +176,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
         ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
         : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : s === null ? "None reported (yet)." : "Shown with the live updates."),
     );
+    if (focused) [...details.querySelectorAll(".scroll")].find((box) => box.getAttribute("aria-label") === focused)?.focus();
     showLines(detail.lines, true);
     if (r.finished_at && whole) {
       // Nothing more will change: the live updates (or the reads) stop, once they have shown it whole (a
