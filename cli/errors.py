@@ -57,8 +57,10 @@ MEANINGS = {
 RUNBOOK_CODES = ", ".join(str(int(code)) for code in ExitCode)
 # Control characters (C0 but tab, DEL, C1) in text from the API (a script's output, the API's messages,
 # which name what they were given): an escape sequence would act on the terminal that shows it (clear it,
-# set its title or clipboard), a line end would make two lines of one. They are shown escaped (\x1b).
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# set its title or clipboard), a line end would make two lines of one. They are shown escaped (\x1b), and
+# so are the bidirectional embeddings, overrides and isolates (\u202e), which would reorder what the
+# reader sees (a script's log line may hold them; the Runbook's own fields may not).
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 DETAIL_CHARACTERS = 1000  # of the API's message in an error: the API's are far shorter; a broken server's
 
 

@@ -1604,6 +1604,13 @@ def test_a_status_message_and_a_runs_fields_are_shown_escaped_too():
     assert "asked by    -: why\\x1b]0;owned\\x07" in shown and "parameters  profile p\\x1b[2J " in shown
 
 
+def test_a_log_lines_bidirectional_controls_are_shown_escaped_not_reordering_the_line():
+    """A script's line "ok \u202eliaf" would read "ok fail" in a terminal that honours the override."""
+    line = {"timestamp": "2026-12-06T10:00:00+08:00", "level": "INFO", "message": "ok \u202eliaf\u2069"}
+    shown = _text(render.run_view({"runbook": {**RUN, "logs": [line]}}))
+    assert "ok \\u202eliaf\\u2069" in shown and "\u202e" not in shown
+
+
 def test_the_runs_list_says_why_a_run_that_has_not_started_waits_or_was_never_run():
     held = {**RUN_SUMMARY, "status": "queued", "message": "waiting for 0 of 1 approvals until 2026-12-06"}
     shown = _text(render.runs_table([held, {**held, "status": "success", "dry_run": True}]))
