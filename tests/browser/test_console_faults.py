@@ -444,8 +444,9 @@ def runbook_status(stack, name: str) -> dict:
     return json.loads(got.stdout).get("status") or {}
 
 
-# A line as a script that colours its output writes it (and sets its terminal's title).
-COLOURED = "\x1b[1;31mFAILED\x1b[0m: failover \x1b]0;mdops\x07aborted \x1b[2K(see the log)"
+# A line as a script that colours its output writes it (and sets its terminal's title, and isolates a part
+# of it right to left).
+COLOURED = "\x1b[1;31mFAILED\x1b[0m: failover \x1b]0;mdops\x07aborted \x1b[2K\u2067(see the log)\u2069"
 
 
 def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
@@ -485,7 +486,8 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
     expect(run.get_by_text('Gate: {"passed":false}')).to_be_visible()
     expect(run.get_by_role("table", name="Conditions")).to_contain_text("yesterday")
     expect(run.get_by_role("list", name="Logs")).to_contain_text("written by hand")
-    # A terminal's escape sequences (a script's colours, its window's title) are not shown.
+    # A terminal's escape sequences (a script's colours, its window's title) are not shown, nor its
+    # bidirectional controls.
     expect(run.get_by_role("listitem").filter(has_text="failover aborted")).to_have_text(
         "16:00:01 ERROR FAILED: failover aborted (see the log)"
     )

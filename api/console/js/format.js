@@ -77,8 +77,10 @@ export function quantity(value, unit) {
 
 // A script's log line as a person reads it: without the escape sequences a terminal acts on instead of
 // showing (colours, a cursor's moves, a window's title: "\x1b[1;31mFAILED\x1b[0m" is "FAILED"), which a
-// page would show as stray boxes and brackets.
-const ESCAPES = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+// page would show as stray boxes and brackets; nor the bidirectional embeddings, overrides and isolates
+// (U+202A-U+202E, U+2066-U+2069), which would show the line in another order than it was written (a
+// Runbook's own fields may not hold them; a script's output may).
+const ESCAPES = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|[\u202a-\u202e\u2066-\u2069]/g;
 export const readable = (message) => message.replace(ESCAPES, "");
 
 // The text of a live region (role status or alert), put there only when it changes: a screen reader says
