@@ -457,9 +457,8 @@ class JobExecutor:
         garbage collector took its suspended Job), whose pod would run the script for a request nobody can
         see, nor for one deleted or cancelled (another replica found its Job suspended and deleted it, and
         ends the run as never started: :meth:`adopt`; a Job let run as it is deleted gets no pod):
-        :class:`RunbookGone`. One
-        that started before (let run by a person) is read as it is: its pod's events came while the run was
-        not this controller's to watch."""
+        :class:`RunbookGone`. One that started before (let run by a person) is read as it is: its pod's
+        events came while the run was not this controller's to watch."""
         await self.watching.wait()
         run = self.handle(request)
         key = (request.namespace, run.name)

@@ -232,18 +232,23 @@ class Meanwhile:
         return getattr(self.kube, name)
 
 
+def seen_then_ended(api, runbooks, name: str) -> dict:
+    """A restart ``name`` made and seen by the API; the finished status the test then ends it with."""
+    runbooks.create(name, command="restart")
+    wait_until(
+        lambda: api.get(f"/api/ops/runbooks/{name}", headers=auth()).status_code == 200,
+        30,
+        "the API to see the run",
+    )
+    return {**FINISHED, "conditions": [{**CONDITION, **SUCCEEDED}]}
+
+
 def test_a_run_deleted_after_the_api_server_refused_its_cancel_is_not_found(start_api, runbooks):
     """The run finishes as the cancel is asked for (the API server refuses the patch: the cache had not seen
     the end), then its Runbook is deleted before the API reads it again: a 404, as for a run that does not
     exist, never a 503 that tells the client to try again."""
     api = start_api()
-    runbooks.create("ends-then-goes", command="restart")
-    wait_until(
-        lambda: api.get("/api/ops/runbooks/ends-then-goes", headers=auth()).status_code == 200,
-        30,
-        "the API to see the run",
-    )
-    ended = {**FINISHED, "conditions": [{**CONDITION, **SUCCEEDED}]}
+    ended = seen_then_ended(api, runbooks, "ends-then-goes")
     api.app.state.kube = Meanwhile(
         api.app.state.kube,
         {
@@ -266,13 +271,7 @@ def test_a_run_made_again_after_the_api_server_refused_its_cancel_is_not_shown_i
     another run, which nobody asked to cancel; the answer says so (409, nothing cancelled), never that run
     as the one that had finished."""
     api = start_api()
-    runbooks.create("ends-then-again", command="restart")
-    wait_until(
-        lambda: api.get("/api/ops/runbooks/ends-then-again", headers=auth()).status_code == 200,
-        30,
-        "the API to see the run",
-    )
-    ended = {**FINISHED, "conditions": [{**CONDITION, **SUCCEEDED}]}
+    ended = seen_then_ended(api, runbooks, "ends-then-again")
 
     def made_again() -> None:
         runbooks.delete("ends-then-again")
