@@ -565,13 +565,12 @@ def test_an_answer_sent_a_little_at_a_time_is_given_up_within_the_request_timeou
     """--request-timeout is how long mdops waits for an answer, not for each part of it: a server (or a
     proxy) that trickles its answer, each byte within a read's timeout, took 80 s of a 2 s timeout."""
     api.answers["GET /api/ops/status"] = lambda answer: answer.trickle(
-        {"environment_mode": "live" + " " * 40}
+        {"environment_mode": "live" + " " * 600}
     )
-    started = time.monotonic()
+    # The answer takes a minute: mdops must have given up long before, however slowly it starts.
     code, stderr = ended(mdops(api, "status"), within=30)
     assert (code, stderr.count("\n")) == (Exit.UNAVAILABLE, 1), stderr
     assert stderr.startswith(f"mdops: no answer from the API at {api.url} within 0.2 s (ReadTimeout)")
-    assert time.monotonic() - started < 4  # the answer takes 6 s
 
 
 @pytest.mark.parametrize(
