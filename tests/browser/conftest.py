@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 
 from devcluster import browser as chromium
 from devcluster.controlplane import REPO
@@ -103,6 +103,20 @@ def execute_requests(page: Page) -> list[str]:
     sent: list[str] = []
     page.on("request", lambda r: r.url.endswith(EXECUTE) and sent.append(r.post_data or ""))
     return sent
+
+
+@contextlib.contextmanager
+def held_requests(page: Page, url: str):
+    """The page's requests to `url` (a glob) held on their way to the API while in the block, then sent on:
+    what a slow answer leaves the page doing meanwhile."""
+    held: list[Route] = []
+    page.route(url, lambda route: held.append(route))
+    try:
+        yield held
+    finally:
+        for route in held:
+            route.continue_()
+        page.unroute(url)
 
 
 def screenshot(page: Page, name: str, tmp_path: Path) -> Path:

@@ -24,7 +24,7 @@ from devcluster.processes import wait_until
 from devcluster.stack import NAMESPACE
 from runbooks import approval, crd
 from runbooks.contract import parse_time
-from tests.browser.conftest import api_stopped, axe_violations, sign_in
+from tests.browser.conftest import api_stopped, axe_violations, held_requests, sign_in
 from tests.conftest import scripted
 from tests.runbook_client import reference_scripts
 
@@ -161,13 +161,20 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
     assert rid not in witnessed(files)
 
     section.get_by_label("Comment (optional)").fill("drill checked with the desk")
-    section.get_by_role("button", name="Approve").dblclick()
+    approve = section.get_by_role("button", name="Approve")
+    with held_requests(page, f"**/{rid}/approve"):
+        approve.dblclick()
+        # On its way: the buttons say so, and the keyboard stays on the one pressed; a press does nothing.
+        expect(approve).to_have_attribute("aria-disabled", "true")
+        expect(section.get_by_role("button", name="Reject")).to_have_attribute("aria-disabled", "true")
+        expect(approve).to_be_focused()
+        page.keyboard.press("Enter")
     expect(section.get_by_role("status")).to_have_text("Approved by you (bob).")
     expect(section.get_by_role("status")).to_be_focused()
     expect(run.get_by_role("status").first).to_have_text("Status: success, exit code 0")
     expect(section.get_by_role("button")).to_have_count(0)  # the run passed the gate: nothing to decide
     assert witnessed(files).count(rid) == 1
-    assert len(approving) == 1, approving  # a double click makes one decision
+    assert len(approving) == 1, approving  # a double click and a press more make one decision
     # It names the run shown, by its creation time and uid as the page had them; the API names its Runbook
     # by uid.
     sent = json.loads(approving[0])
@@ -413,7 +420,14 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
     expect(dialog.get_by_label("Reason (optional)")).to_be_focused()
     page.keyboard.type("the desk says no drill today")
     page.keyboard.press("Tab")
-    page.keyboard.press("Enter")
+    ask = section.get_by_role("button", name="Cancel run")
+    with held_requests(page, f"**/{rid}/cancel"):
+        page.keyboard.press("Enter")
+        # On its way: the keyboard is back on Cancel run, which says it is unavailable; a press asks nothing.
+        expect(ask).to_have_attribute("aria-disabled", "true")
+        expect(ask).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(dialog).to_be_hidden()
     answer = section.get_by_role("status")
     expect(answer).to_have_text(
         "Cancelled by you (admin): the run stops, or never starts; this page shows its end."

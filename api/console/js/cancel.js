@@ -7,7 +7,7 @@
 // page reads the run again. A cancel names the run shown (its uid): a page that missed its deletion and a
 // new run with the request id is refused (409), never taken as a cancel of a run the person never saw.
 import { ApiError, call } from "./api.js";
-import { el } from "./format.js";
+import { el, unavailable } from "./format.js";
 
 // "by bob: wrong venue": who cancelled a run, and why.
 export const cancelledBy = (c) => `by ${c.requested_by || "–"}${c.reason ? `: ${c.reason}` : ""}`;
@@ -49,7 +49,7 @@ export function cancelling(me, requestId, reread = () => {}) {
   async function send() {
     if (busy) return;
     busy = true;
-    ask.disabled = confirm.disabled = true;
+    unavailable(true, ask, confirm);
     say("Cancelling…");
     const body = { ...(shown && { uid: shown }), ...(reason.value && { reason: reason.value }) };
     try {
@@ -69,7 +69,7 @@ export function cancelling(me, requestId, reread = () => {}) {
       if (error.status === 409 || error.status === 404) reread(); // finished, made again, deleted
     } finally {
       busy = false;
-      ask.disabled = confirm.disabled = false;
+      unavailable(false, ask, confirm);
       answer.focus(); // the button may be gone: the answer is where the keyboard goes on from
     }
   }

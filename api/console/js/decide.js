@@ -9,7 +9,7 @@
 // run the person never saw: after a 409 (or a 404) the page reads the run again (reread), and when it is
 // another Runbook the box says so, so that a second press decides on the run the page now shows.
 import { ApiError, call } from "./api.js";
-import { el, whenWithOffset } from "./format.js";
+import { el, unavailable, whenWithOffset } from "./format.js";
 
 const APPROVE = "runbooks:approve";
 
@@ -63,7 +63,7 @@ export function decision(me, requestId, reread = () => {}) {
 
   function show() {
     controls.hidden = !open || decided;
-    for (const b of [approve, reject, confirmReject]) b.disabled = busy;
+    unavailable(busy, approve, reject, confirmReject);
   }
 
   async function decide(verb) {

@@ -8,7 +8,7 @@
 // An answer that does not come within a time limit (longer than the API's own wait) is taken as lost: the
 // run may exist, and is looked up by its request id, never sent again under another.
 import { ApiError, call } from "./api.js";
-import { el } from "./format.js";
+import { el, unavailable } from "./format.js";
 import { outcome, panel } from "./run.js";
 
 const NOT_EXECUTED = 125; // the exit code of a run whose script could not execute
@@ -126,19 +126,15 @@ export function show(container, ctx) {
   const renewRequestId = () => (fields.find((f) => f.name === "request_id").input.value = newRequestId());
   const mutating = () => me.mutating_commands.includes(value("command")); // planned first
 
-  // While a request is on its way the buttons say they are unavailable (aria-disabled; a press does
-  // nothing), but are not disabled: a disabled button loses the keyboard's focus to the top of the page.
-  // A button that goes with the focus on it (Run for real, once its run is done: the plan no longer holds)
-  // leaves it on the run's panel.
+  // While a request is on its way the buttons say they are unavailable (see unavailable()). A button that
+  // goes with the focus on it (Run for real, once its run is done: the plan no longer holds) leaves it on
+  // the run's panel.
   function showButtons() {
     const focused = [plan, real, runNow].find((b) => b === document.activeElement);
     plan.hidden = !mutating();
     runNow.hidden = mutating();
     real.hidden = !(mutating() && planned);
-    for (const b of [plan, real, runNow, confirmRun]) {
-      if (busy) b.setAttribute("aria-disabled", "true");
-      else b.removeAttribute("aria-disabled");
-    }
+    unavailable(busy, plan, real, runNow, confirmRun);
     if (focused?.hidden) shown?.focus();
   }
 

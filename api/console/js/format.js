@@ -90,6 +90,16 @@ export function say(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+// Buttons that say whether they are unavailable while a request of theirs is on its way (`busy`): marked
+// aria-disabled, a press doing nothing (their handlers check), but never disabled, which would throw the
+// keyboard's focus off the button pressed, to the top of the page, until the answer.
+export function unavailable(busy, ...buttons) {
+  for (const b of buttons) {
+    if (busy) b.setAttribute("aria-disabled", "true");
+    else b.removeAttribute("aria-disabled");
+  }
+}
+
 // An element with text: el("td", {class: "x"}, "text", child, ...).
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
