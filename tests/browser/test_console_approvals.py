@@ -19,6 +19,7 @@ import pytest
 import yaml
 from playwright.sync_api import Locator, Page, expect
 
+from api.auth import PERMISSIONS
 from devcluster.private import write_private
 from devcluster.processes import wait_until
 from devcluster.stack import NAMESPACE
@@ -30,6 +31,10 @@ from tests.runbook_client import reference_scripts
 
 BOB = "bob-" + secrets.token_urlsafe(16)  # runbooks:approve
 READER = "reader-" + secrets.token_urlsafe(16)  # status:read only
+LONG = "long-" + secrets.token_urlsafe(
+    16
+)  # a token with the longest name a token may have, and every permission
+LONG_NAME = "shift-lead-" + "n" * 242  # 253 characters, none a place to break a line
 FOUR_EYES = crd.POLICY.manifest(
     "drills-four-eyes",
     {
@@ -51,6 +56,7 @@ def files(tmp_path_factory) -> Path:
     tokens = [
         {"name": "bob", "token": BOB, "permissions": ["runbooks:approve", "status:read"]},
         {"name": "reader", "token": READER, "permissions": ["status:read"]},
+        {"name": LONG_NAME, "token": LONG, "permissions": sorted(PERMISSIONS)},
     ]
     write_private(folder / "tokens.yaml", yaml.safe_dump({"tokens": tokens}))
     return folder
@@ -74,11 +80,15 @@ def four_eyes(stack) -> None:
 
 
 def held_run(
-    stack, command: str = "drill", rid: str | None = None, reason: str = "four eyes in the console"
+    stack,
+    command: str = "drill",
+    rid: str | None = None,
+    reason: str = "four eyes in the console",
+    token: str | None = None,
 ) -> str:
-    """A run the admin asks for, which the gate holds for approvals: its request id."""
+    """A run the admin (or the holder of `token`) asks for, which the gate holds for approvals: its id."""
     rid = rid or f"{command}-{uuid.uuid4().hex[:8]}"
-    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    headers = {"Authorization": f"Bearer {token or stack.admin_token}"}
     body = {"command": command, "request_id": rid, "reason": reason}
     answer = httpx.post(f"{stack.api_url}/api/ops/runbooks/execute", json=body, headers=headers, timeout=30)
     assert answer.status_code == 202, answer.text
@@ -458,3 +468,49 @@ def test_cancel_is_offered_only_to_a_token_that_may_run_the_command(page, stack,
         expect(run.get_by_role("region", name="Cancel")).to_have_count(0)
         expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
         page.get_by_role("button", name="Sign out").click()
+
+
+# Whether the page scrolls sideways as a whole (its tables may, each in its own box).
+PAGE_SCROLLS = "document.scrollingElement.scrollWidth > document.scrollingElement.clientWidth"
+
+
+def test_the_longest_names_fit_a_phones_width(page, stack, four_eyes):
+    """At 375 px, the longest names the API takes (a token's, 253 characters without a space; a request id,
+    128; an environment's mode and profile, 63) widen neither the header nor a view: the page never scrolls
+    sideways. What is cut short in the header is whole for a screen reader and in a tooltip."""
+    rid = "held-" + "r" * 115 + uuid.uuid4().hex[:8]
+    held_run(stack, rid=rid, token=LONG)
+    names = {"environment_mode": "m" * 63, "active_profile": "p" * 63}
+
+    def long_names(route):  # the stack's scripts report short ones: the status as if they were long
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), **names})
+
+    page.route("**/api/ops/status", long_names)
+    page.set_viewport_size({"width": 375, "height": 800})
+    sign_in(page, LONG)
+    environment = page.get_by_label("Environment")
+    views = {
+        "#/overview": page.get_by_text(re.compile("^Last updated at")),
+        "#/runbooks": page.get_by_role("link", name=rid),
+        f"#/runbooks/{rid}": page.get_by_role("region", name="Approval").get_by_text(WAITING),
+        "#/schedules": page.get_by_text(re.compile("refreshed every 5 s")),
+        "#/run": page.get_by_text("Plan runs the command with dry_run"),
+    }
+    for view, ready in views.items():
+        page.goto(f"/console/{view}")
+        expect(ready).to_be_visible()
+        expect(environment).to_contain_text(names["environment_mode"])
+        assert not page.evaluate(PAGE_SCROLLS), view
+        assert axe_violations(page) == [], view
+    for name in (f"Signed in as {LONG_NAME}", names["environment_mode"], names["active_profile"]):
+        expect(page.locator("header").get_by_text(name, exact=True)).to_have_attribute("title", name)
+    # The run's page: its requester, and the question that names the run, in the window too.
+    page.goto(f"/console/#/runbooks/{rid}")
+    expect(page.get_by_role("region", name="Run").get_by_text(LONG_NAME).first).to_be_visible()
+    page.get_by_role("button", name="Reject").click()
+    dialog = page.get_by_role("dialog", name="Reject this run?")
+    expect(dialog).to_contain_text(rid)
+    assert dialog.evaluate("(d) => d.scrollWidth <= d.clientWidth && d.getBoundingClientRect().right <= 375")
+    dialog.get_by_role("button", name="Cancel").click()
+    assert not page.evaluate(PAGE_SCROLLS)

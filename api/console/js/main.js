@@ -24,12 +24,18 @@ function chrome(visible) {
   for (const id of ["nav", "who", "environment"]) $(id).hidden = !visible;
 }
 
+// A name in the header, cut short with an ellipsis when longer than the band (a phone): whole in its tooltip.
+function name(id, text) {
+  $(id).textContent = text;
+  $(id).title = text;
+}
+
 function showEnvironment(status) {
-  $("env-mode").textContent = status.environment_mode || "–";
-  $("env-profile").textContent = status.active_profile || "–";
-  $("env-window").textContent = status.active_window || "–";
+  name("env-mode", status.environment_mode || "–");
+  name("env-profile", status.active_profile || "–");
+  name("env-window", status.active_window || "–");
   const session = status.session || {};
-  $("env-venue").textContent = session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–";
+  name("env-venue", session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–");
   environmentRead = now();
   $("env-stale").hidden = true;
 }
@@ -167,7 +173,7 @@ async function start() {
     return showRetry(error);
   }
   heartbeat(me.events_heartbeat_seconds);
-  $("who-name").textContent = `Signed in as ${me.name}`;
+  name("who-name", `Signed in as ${me.name}`);
   $("nav-run").hidden = me.commands.length === 0;
   chrome(true);
   clearInterval(environmentTimer);
