@@ -575,11 +575,71 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
     wait_until(lambda: page.locator("tbody tr").count() == 0 or None, 30, "no pending health_check")
     expect(page.get_by_role("table")).to_have_accessible_name("No runs that match the filters")
     page.get_by_label("Result").select_option("")
+    expect(page.get_by_role("table")).to_contain_text("The newest 50 of ")
+    page.get_by_role("button", name="Show older runs").click()
+    expect(page.get_by_role("link", name=f"{tag}-00")).to_be_visible()
 
     page.get_by_role("link", name=f"{tag}-40").focus()
+    reads: list[str] = []
+    page.on("request", lambda r: "/api/ops/runbooks?" in r.url and reads.append(r.url.split("?")[1]))
     applied(stack, f"{tag}-new")
     expect(page.get_by_role("link", name=f"{tag}-new")).to_be_visible()
     assert page.evaluate("document.activeElement.textContent") == f"{tag}-40"
+    # Live updates of the 100 runs shown: the new run made the newest 50 read again, once; its changes
+    # since (queued, running, success) were drawn as their events show them, without a read.
+    expect(page.locator("tbody tr", has=page.get_by_role("link", name=f"{tag}-new"))).to_contain_text(
+        "success"
+    )
+    expect(page.get_by_role("link", name=f"{tag}-00")).to_be_visible()
+    assert reads == ["limit=50&command=health_check"], reads
+
+
+LIVE_LIST = """async () => {
+  const { applied, merged } = await import("/console/js/runbooks.js");
+  const run = (name, status = "success") => ({ name, status });
+  const shown = (runs) => runs.map((r) => `${r.name}:${r.status}`).join(" ");
+  const names = (list) => list && [shown(list.runs), list.matched, list.more];
+  const list = { runs: [run("c", "running"), run("b"), run("a")], matched: 9, more: true };
+  const event = (r) => ["runbook", { runbook: r }];
+  const deleted = (name) => ["deleted", { name, request_id: name }];
+  const apply = (events, status = "") => {
+    const { list: after, read } = applied(list, events, status);
+    return [...names(after), read];
+  };
+  const page = (runs, matched, next_cursor) => ({ runbooks: runs.map((n) => run(n)), matched, next_cursor });
+  return {
+    shown: apply([event(run("c", "success")), event(run("b", "failed"))]),
+    leaves: apply([event(run("c", "success"))], "running"),
+    stays: apply([event(run("c", "running"))], "running"),
+    unshown: apply([event(run("d", "queued")), event(run("c", "success"))]),
+    filtered: apply([event(run("z", "running"))], "running"),
+    gone: apply([deleted("b")]),
+    goneElsewhere: apply([deleted("z")]),
+    newer: names(merged(list, page(["e", "d", "c"], 11, "cursor"), 4)),
+    whole: names(merged(list, page(["d", "c", "a"], 3, null), 4)),
+    beyond: names(merged(list, page(["g", "f", "e"], 12, "cursor"), 4)),
+  };
+}"""
+
+
+def test_the_runs_lists_live_updates_are_drawn_without_a_read_where_they_say_all(page):
+    """What the runs list does with the live updates: a run shown is drawn as its event says; a new run,
+    a deletion of a run not shown, make the newest runs read again; with the result filtered on, a run not
+    shown may now be anywhere in the list: it is read whole. The newest runs read are put above the rest."""
+    page.goto("/console/")
+    found = page.evaluate(LIVE_LIST)
+    assert found == {
+        "shown": ["c:success b:failed a:success", 9, True, "none"],
+        "leaves": ["b:success a:success", 8, True, "none"],
+        "stays": ["c:running b:success a:success", 9, True, "none"],
+        "unshown": ["c:success b:success a:success", 9, True, "head"],
+        "filtered": ["c:running b:success a:success", 9, True, "all"],
+        "gone": ["c:running a:success", 8, True, "none"],
+        "goneElsewhere": ["c:running b:success a:success", 9, True, "head"],
+        "newer": ["e:success d:success c:success b:success", 11, True],
+        "whole": ["d:success c:success a:success", 3, False],
+        "beyond": None,
+    }
 
 
 def runs_list_on_a_stopped_clock(page: Page, stack) -> list[str]:

@@ -1,6 +1,7 @@
 // Runbooks: the runs, newest first, from the runs list (GET /api/ops/runbooks) with its filters, 50 at first
-// and 50 more at each press of "Show older runs"; read at once, again when a filter changes, whenever the
-// live updates say a run changed, and every few seconds while they are paused.
+// and 50 more at each press of "Show older runs"; read at once, again when a filter changes, and every few
+// seconds while the live updates are paused; kept current by them: a run shown as its event shows it, the
+// newest runs read again for a new one (however many are shown).
 import { ApiError, call, paused, stale } from "./api.js";
 import { duration, el, listTable, offset, placeRows, say, when } from "./format.js";
 import { follow } from "./live.js";
@@ -8,6 +9,39 @@ import { follow } from "./live.js";
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
 const PAGE = 50; // runs shown at first, and added by "Show older runs"
 const MOST = 200; // the most the API lists in one answer
+
+// The runs list `list` ({runs, matched, more}: the newest runs that pass the filters, as drawn) after the live
+// updates `events` ([name, data] of runbook and deleted events, in order), where they say all that changed: a
+// run shown is drawn as its event shows it, and goes once deleted, or once it no longer has the result
+// filtered on (`status`; a run's command and requester do not change). `read` says what they do not:
+// "head" (a run not shown: a new one, or a deletion that may change the count), "all" (a run not shown
+// that may now have the result filtered on, wherever it is in the list), or "none".
+export function applied(list, events, status) {
+  const runs = [...list.runs];
+  let matched = list.matched;
+  let read = "none";
+  for (const [name, data] of events) {
+    const at = runs.findIndex((r) => r.name === (data.runbook || data).name);
+    if (at < 0) read = read === "all" || (status && name === "runbook") ? "all" : "head";
+    else if (name === "runbook" && (!status || data.runbook.status === status)) runs[at] = data.runbook;
+    else {
+      runs.splice(at, 1);
+      matched -= 1;
+    }
+  }
+  return { list: { ...list, runs, matched }, read };
+}
+
+// The runs list `list` after a read of its newest runs (`page`, an answer of GET /api/ops/runbooks): the
+// page's runs, then those of the list older than its last, `wanted` at most. null when the page does not
+// reach a run of the list (more new runs than it holds): the list is read whole.
+export function merged(list, page, wanted) {
+  if (page.next_cursor === null) return { runs: page.runbooks, matched: page.matched, more: false };
+  const at = list.runs.findIndex((r) => r.name === page.runbooks.at(-1).name);
+  if (at < 0) return null;
+  const runs = [...page.runbooks, ...list.runs.slice(at + 1)].slice(0, wanted);
+  return { runs, matched: page.matched, more: page.matched > runs.length };
+}
 
 function select(id, label, values) {
   return [
@@ -86,7 +120,7 @@ export function show(container, ctx) {
     return `${which} runs${that}, newest first ${times}`;
   }
 
-  function render(runs, matched, more) {
+  function render({ runs, matched, more }) {
     caption.textContent = counted(runs.length, matched, more, command.value || result.value || who.value.trim());
     const going = !more && older === document.activeElement; // the button goes with the keyboard's focus
     older.hidden = !more;
@@ -96,63 +130,104 @@ export function show(container, ctx) {
     if (going) body.children[Math.min(firstAdded, body.children.length - 1)]?.querySelector("a")?.focus();
   }
 
+  // A query of the runs list with the filters: `limit` runs after `cursor` (null: the newest).
+  function query(limit, cursor = null) {
+    const filters = { command: command.value, status: result.value, requested_by: who.value.trim(), cursor };
+    const made = new URLSearchParams({ limit });
+    for (const [name, value] of Object.entries(filters)) if (value) made.set(name, value);
+    return `/api/ops/runbooks?${made}`;
+  }
+
   // The `wanted` newest runs that pass the filters, a page of at most MOST at a time.
   async function runs() {
-    const filters = { command: command.value, status: result.value, requested_by: who.value.trim() };
     const found = [];
     let cursor = null;
     let matched = 0;
     do {
-      const query = new URLSearchParams({ limit: Math.min(wanted - found.length, MOST) });
-      for (const [name, value] of Object.entries(filters)) if (value) query.set(name, value);
-      if (cursor) query.set("cursor", cursor);
-      const page = (await call(`/api/ops/runbooks?${query}`)).data;
+      const page = (await call(query(Math.min(wanted - found.length, MOST), cursor))).data;
       found.push(...page.runbooks);
       ({ matched, next_cursor: cursor } = page);
     } while (cursor && found.length < wanted);
-    return [found, matched, cursor !== null];
+    return { runs: found, matched, more: cursor !== null };
   }
 
+  let list = null; // the runs drawn: {runs, matched, more}
+  let queue = []; // the live updates (runbook, deleted) since the list, or the read on its way, was read
+  let whole = true; // the list is read whole next: at first, after a filter, "Show older runs", a reconnection
   let pending = null;
   let reading = 0; // the newest read wins: an older answer (other filters) is dropped
+  let onItsWay = 0; // the read on its way, if any: its answer takes the updates that come meanwhile
+  // Draw the list as the live updates say it, reading the API only for what they do not say (see applied()):
+  // a change of a run shown costs no request, a new run one of the newest PAGE runs, however many are shown.
   async function load() {
     pending = null;
+    if (onItsWay && !whole) return;
+    let read = "all";
+    if (list && !whole) {
+      ({ list, read } = applied(list, queue, result.value));
+      queue = [];
+      render(list);
+      if (read === "none") return;
+    }
+    whole = false;
+    queue = []; // what came until now is in the read
     const mine = ++reading;
+    onItsWay = mine;
     try {
-      const [found, matched, more] = await runs();
+      const head = read === "head" ? merged(list, (await call(query(PAGE))).data, wanted) : null;
+      const found = head || (mine === reading ? await runs() : null);
       if (mine !== reading) return;
+      const updated = applied(found, queue, result.value);
+      queue = [];
+      list = updated.list;
       say(problem, "");
-      render(found, matched, more);
+      render(list);
+      if (updated.read !== "none") {
+        whole = updated.read === "all";
+        changed();
+      }
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (mine === reading) say(problem, error.message);
+      if (mine !== reading) return;
+      whole = true; // what the live updates said meanwhile is not drawn: the next read is of the whole list
+      say(problem, error.message);
+    } finally {
+      if (onItsWay === mine) onItsWay = 0;
     }
   }
   // Many events may come at once (a burst of runs), and a name is typed a key at a time: read once for them.
   const changed = () => (pending = pending || setTimeout(load, 200));
+  const anew = () => {
+    whole = true;
+    changed();
+  };
   const filter = () => {
     wanted = PAGE;
-    changed();
+    anew();
   };
   for (const input of [command, result, who]) input.addEventListener("input", filter);
   filters.addEventListener("submit", (event) => {
     event.preventDefault(); // Enter in "Who": the filter at once, never the browser's reload of the page
     clearTimeout(pending);
     wanted = PAGE;
+    whole = true;
     load();
   });
   older.addEventListener("click", () => {
     wanted += PAGE;
     firstAdded = body.children.length;
+    whole = true;
     load();
   });
 
   const stop = follow(
     (name, data) => {
       if (name === "log") return;
+      if (name === "reset") return anew(); // what changed meanwhile is not said: the list is read whole
       // The list only: the header reads the status (a pass over every Runbook the API holds, where the
       // list's first page is not) on its own clock, and once for the runs that report a state meanwhile.
       if (data.state) ctx.environmentChanged();
+      queue.push([name, data]);
       changed();
     },
     (state, message, since) => {
@@ -160,9 +235,12 @@ export function show(container, ctx) {
       else if (state === "stale") say(live, stale(message, since, zone, "The list"));
       else say(live, paused(state, message, "The list"));
       live.classList.toggle("is-stale", state === "stale");
-      if (state === "live") changed(); // (re)connected, or current again: read what may have changed meanwhile
+      if (state === "live") anew(); // (re)connected, or current again: read what may have changed meanwhile
     },
-    load,
+    () => {
+      whole = true; // paused: no update says what changes
+      load();
+    },
   );
   load(); // at once, whatever the live updates do
   return () => {
