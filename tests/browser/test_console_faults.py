@@ -436,6 +436,25 @@ def test_a_500_outside_execute_is_the_apis_failure_and_what_was_read_before_says
             r"asking again every 5 s\.$"
         )
     )
+    page.unroute(schedules)
+    # The runs list, live, cannot be read again after a change: it says as of when its runs are, and reads
+    # them again without waiting for another change.
+    runs = re.compile(r"/api/ops/runbooks\?")
+    page.get_by_role("link", name="Runbooks").click()
+    expect(page.get_by_role("status")).to_have_text("Live: updated as runs change.")
+    page.route(runs, lambda route: route.fulfill(status=500, json=failed))
+    name = f"unread-{secrets.token_hex(4)}"
+    made = models.manifest(name, {"command": "health_check", "dryRun": True})
+    stack.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(made))
+    expect(alert).to_have_text(
+        re.compile(
+            r"^The API failed: internal error: KeyError\. The runs shown are as of \d\d:\d\d:\d\d; "
+            r"asking again every 5 s\.$"
+        )
+    )
+    page.unroute(runs)
+    expect(page.get_by_role("link", name=name)).to_be_visible()
+    expect(alert).to_be_hidden()
     without(console_errors, "status of 500")
 
 

@@ -2,8 +2,8 @@
 // and 50 more at each press of "Show older runs"; read at once, again when a filter changes, and every few
 // seconds while the live updates are paused; kept current by them: a run shown as its event shows it, the
 // newest runs read again for a new one (however many are shown).
-import { ApiError, call, paused, stale } from "./api.js";
-import { duration, el, listTable, offset, placeRows, say, when } from "./format.js";
+import { ApiError, POLL_SECONDS, call, now, paused, stale } from "./api.js";
+import { clock, duration, el, listTable, offset, placeRows, say, when } from "./format.js";
 import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -157,6 +157,8 @@ export function show(container, ctx) {
   let pending = null;
   let reading = 0; // the newest read wins: an older answer (other filters) is dropped
   let onItsWay = 0; // the read on its way, if any: its answer takes the updates that come meanwhile
+  let lastRead = null; // when the runs drawn were read
+  let stopped = false; // left: a read that fails does not ask again
   // Draw the list as the live updates say it, reading the API only for what they do not say (see applied()):
   // a change of a run shown costs no request, a new run one of the newest PAGE runs, however many are shown.
   async function load() {
@@ -173,6 +175,7 @@ export function show(container, ctx) {
     queue = []; // what came until now is in the read
     const mine = ++reading;
     onItsWay = mine;
+    const started = now();
     try {
       const head = read === "head" ? merged(list, (await call(query(PAGE))).data, wanted) : null;
       const found = head || (mine === reading ? await runs() : null);
@@ -180,6 +183,7 @@ export function show(container, ctx) {
       const updated = applied(found, queue, result.value);
       queue = [];
       list = updated.list;
+      lastRead = started;
       say(problem, "");
       render(list);
       if (updated.read !== "none") {
@@ -189,8 +193,12 @@ export function show(container, ctx) {
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       if (mine !== reading) return;
-      whole = true; // what the live updates said meanwhile is not drawn: the next read is of the whole list
-      say(problem, error.message);
+      // What the live updates said meanwhile is not drawn: the list, as of its last read (said, never shown as
+      // current), is read whole again soon.
+      whole = true;
+      const shown = lastRead ? `The runs shown are as of ${clock(lastRead, zone)}` : "No run read yet";
+      say(problem, `${error.message}. ${shown}; asking again every ${POLL_SECONDS} s.`);
+      if (!stopped) pending = pending || setTimeout(load, POLL_SECONDS * 1000);
     } finally {
       if (onItsWay === mine) onItsWay = 0;
     }
@@ -244,6 +252,7 @@ export function show(container, ctx) {
   );
   load(); // at once, whatever the live updates do
   return () => {
+    stopped = true;
     stop();
     clearTimeout(pending);
   };
