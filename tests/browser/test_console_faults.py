@@ -657,6 +657,20 @@ def test_a_stream_resumed_after_a_read_shows_each_log_line_once(page, stack, fil
             lambda r: r.url.endswith(f"/api/ops/runbooks/{rid}") and r.ok, timeout=30_000
         ):
             pass  # the page reads the run meanwhile
+        # A read that fails too: the page says that the run shown is not current, and as of when.
+        reads = re.compile(f"/api/ops/runbooks/{rid}$")
+        page.route(
+            reads, lambda route: route.fulfill(status=500, json={"detail": "internal error: KeyError"})
+        )
+        unread = run.get_by_text(
+            re.compile(
+                r"It cannot be read either \(The API failed: internal error: KeyError\): what is shown is as "
+                r"of \d\d:\d\d:\d\d\.$"
+            )
+        )
+        expect(unread).to_be_visible(timeout=15_000)
+        page.unroute(reads)
+        expect(unread).to_be_hidden(timeout=15_000)
         page.unroute(streams)
         expect(run.get_by_text("Live: updated as the run goes on.")).to_be_visible(timeout=30_000)
         wait_for_a_newer_line(page, newest_line(page))
@@ -665,6 +679,7 @@ def test_a_stream_resumed_after_a_read_shows_each_log_line_once(page, stack, fil
     finally:
         (files / f"{rid}.go").touch()
     without(console_errors, KILLED)
+    without(console_errors, "status of 500")
 
 
 def test_a_token_without_metrics_read_is_told_which_permission_and_not_asked_again(page, stack):

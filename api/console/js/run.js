@@ -1,7 +1,7 @@
 // One run: its request, state, conditions, health report with the gate's verdict, resulting state and
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
-import { ApiError, POLL_SECONDS, call, paused, refusal, runNow, stale } from "./api.js";
+import { ApiError, POLL_SECONDS, call, now, paused, refusal, runNow, stale } from "./api.js";
 import { clock, duration, el, offset, readable, say, scrolling, whenWithOffset } from "./format.js";
 import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
@@ -219,14 +219,27 @@ export function panel(zone, onChange = () => {}, actions = null) {
     let last = null; // the id of the newest event of the run shown
     let held = null; // while the run is read as it is now: its events that came meanwhile
     let again = false; // a reset came while it was read: read it again
+    let currentAt = null; // when the run shown was last known current: its last read, or the stream's end
+    let pausedText = ""; // what `live` says while the live updates are paused
+    let unread = ""; // and, while the run cannot be read either, why, and as of when the run shown is
+    const sayPaused = () => !following && say(live, pausedText + unread);
     async function read(force = false) {
       try {
         showAnswer((await call(`/api/ops/runbooks/${encodeURIComponent(requestId)}`)).data, force === true);
+        currentAt = now();
+        unread = "";
+        sayPaused();
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
         if (error.status === 404 && page && !seen) {
           say(state, `No run has the request id ${requestId}: this page shows it if one is created.`);
         } else if (error.status === 404 && force === true) say(state, "This Runbook was deleted.");
+        else if (error.status !== 404 && seen) {
+          // The run shown is not current, and nothing says so but this (its state reads as if it were).
+          const since = currentAt ? `what is shown is as of ${clock(currentAt, zone)}` : "what is shown is older";
+          unread = ` It cannot be read either (${error.message}): ${since}.`;
+          sayPaused();
+        }
       }
     }
     function show(name, data, id) {
@@ -297,10 +310,16 @@ export function panel(zone, onChange = () => {}, actions = null) {
       },
       (s, message, since) => {
         if (s === "live" && !following) catchUp(); // (re)opened: what came meanwhile is not on it
-        following = s === "live" || s === "stale"; // the stream is open: a read would say no more
+        const open = s === "live" || s === "stale";
+        if (following && !open) currentAt = now(); // what it showed was current until now
+        following = open; // the stream is open: a read would say no more
+        if (open) unread = "";
         if (s === "live") live.textContent = "Live: updated as the run goes on.";
         else if (s === "stale") live.textContent = stale(message, since, zone, "The run");
-        else live.textContent = paused(s, message, "The run");
+        else {
+          pausedText = paused(s, message, "The run");
+          live.textContent = pausedText + unread;
+        }
         live.classList.toggle("is-stale", s === "stale");
       },
       read,
