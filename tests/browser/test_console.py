@@ -41,7 +41,7 @@ def test_sign_in_keeps_the_token_for_the_tab_only(page, stack):
     page.get_by_label("API token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("status")).to_have_text(
-        re.compile("The API refused the token: invalid bearer token")
+        "The API refused the token: invalid bearer token. Paste a token the API knows to sign in."
     )
     expect(page.get_by_role("link", name="Overview")).to_be_hidden()
 

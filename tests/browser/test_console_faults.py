@@ -775,7 +775,8 @@ def test_a_token_revoked_while_its_pages_are_open_signs_them_out(context, stack,
         api_ready(stack)
         for page in (listing, form):
             expect(page.get_by_role("status")).to_have_text(
-                "The API refused the token: invalid bearer token", timeout=30_000
+                "The API refused the token: invalid bearer token. Paste a token the API knows to sign in.",
+                timeout=30_000,
             )
             expect(page.get_by_label("API token")).to_be_focused()
     finally:

@@ -187,8 +187,9 @@ $("sign-out").addEventListener("click", () => {
   showSignIn("Signed out.");
 });
 window.addEventListener("hashchange", () => me && route());
+// The token is refused (mistyped, revoked, another installation's): signed out, saying what to do.
 window.addEventListener("mdops:unauthorized", (event) => {
   session.signOut();
-  showSignIn(event.detail);
+  showSignIn(`${event.detail}. Paste a token the API knows to sign in.`);
 });
 start();
