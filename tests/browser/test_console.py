@@ -596,14 +596,14 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
 
 LIVE_LIST = """async () => {
   const { applied, merged } = await import("/console/js/runbooks.js");
-  const run = (name, status = "success") => ({ name, status });
+  const run = (name, status = "success", command = "drill") => ({ name, status, command });
   const shown = (runs) => runs.map((r) => `${r.name}:${r.status}`).join(" ");
   const names = (list) => list && [shown(list.runs), list.matched, list.more];
   const list = { runs: [run("c", "running"), run("b"), run("a")], matched: 9, more: true };
   const event = (r) => ["runbook", { runbook: r }];
   const deleted = (name) => ["deleted", { name, request_id: name }];
-  const apply = (events, status = "") => {
-    const { list: after, read } = applied(list, events, status);
+  const apply = (events, status = "", command = "") => {
+    const { list: after, read } = applied(list, events, { status, command });
     return [...names(after), read];
   };
   const page = (runs, matched, next_cursor) => ({ runbooks: runs.map((n) => run(n)), matched, next_cursor });
@@ -613,6 +613,7 @@ LIVE_LIST = """async () => {
     stays: apply([event(run("c", "running"))], "running"),
     unshown: apply([event(run("d", "queued")), event(run("c", "success"))]),
     filtered: apply([event(run("z", "running"))], "running"),
+    otherCommand: apply([event(run("z", "running", "failover"))], "running", "drill"),
     gone: apply([deleted("b")]),
     goneElsewhere: apply([deleted("z")]),
     newer: names(merged(list, page(["e", "d", "c"], 11, "cursor"), 4)),
@@ -625,7 +626,8 @@ LIVE_LIST = """async () => {
 def test_the_runs_lists_live_updates_are_drawn_without_a_read_where_they_say_all(page):
     """What the runs list does with the live updates: a run shown is drawn as its event says; a new run,
     a deletion of a run not shown, make the newest runs read again; with the result filtered on, a run not
-    shown may now be anywhere in the list: it is read whole. The newest runs read are put above the rest."""
+    shown may now be anywhere in the list: it is read whole; a run of another command than the one filtered
+    on is none of the list's. The newest runs read are put above the rest."""
     page.goto("/console/")
     found = page.evaluate(LIVE_LIST)
     assert found == {
@@ -634,6 +636,7 @@ def test_the_runs_lists_live_updates_are_drawn_without_a_read_where_they_say_all
         "stays": ["c:running b:success a:success", 9, True, "none"],
         "unshown": ["c:success b:success a:success", 9, True, "head"],
         "filtered": ["c:running b:success a:success", 9, True, "all"],
+        "otherCommand": ["c:running b:success a:success", 9, True, "none"],
         "gone": ["c:running a:success", 8, True, "none"],
         "goneElsewhere": ["c:running b:success a:success", 9, True, "head"],
         "newer": ["e:success d:success c:success b:success", 11, True],

@@ -13,15 +13,17 @@ const MOST = 200; // the most the API lists in one answer
 // The runs list `list` ({runs, matched, more}: the newest runs that pass the filters, as drawn) after the live
 // updates `events` ([name, data] of runbook and deleted events, in order), where they say all that changed: a
 // run shown is drawn as its event shows it, and goes once deleted, or once it no longer has the result
-// filtered on (`status`; a run's command and requester do not change). `read` says what they do not:
+// filtered on (`filters.status`; a run's command and requester do not change); a run not shown of another
+// command than the one filtered on (`filters.command`) is none of the list's. `read` says what they do not:
 // "head" (a run not shown: a new one, or a deletion that may change the count), "all" (a run not shown
 // that may now have the result filtered on, wherever it is in the list), or "none".
-export function applied(list, events, status) {
+export function applied(list, events, { command = "", status = "" } = {}) {
   const runs = [...list.runs];
   let matched = list.matched;
   let read = "none";
   for (const [name, data] of events) {
     const at = runs.findIndex((r) => r.name === (data.runbook || data).name);
+    if (at < 0 && command && data.runbook && data.runbook.command !== command) continue;
     if (at < 0) read = read === "all" || (status && name === "runbook") ? "all" : "head";
     else if (name === "runbook" && (!status || data.runbook.status === status)) runs[at] = data.runbook;
     else {
@@ -166,7 +168,7 @@ export function show(container, ctx) {
     if (onItsWay && !whole) return;
     let read = "all";
     if (list && !whole) {
-      ({ list, read } = applied(list, queue, result.value));
+      ({ list, read } = applied(list, queue, { command: command.value, status: result.value }));
       queue = [];
       render(list);
       if (read === "none") return;
@@ -180,7 +182,7 @@ export function show(container, ctx) {
       const head = read === "head" ? merged(list, (await call(query(PAGE))).data, wanted) : null;
       const found = head || (mine === reading ? await runs() : null);
       if (mine !== reading) return;
-      const updated = applied(found, queue, result.value);
+      const updated = applied(found, queue, { command: command.value, status: result.value });
       queue = [];
       list = updated.list;
       lastRead = started;
