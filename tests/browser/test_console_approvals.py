@@ -227,6 +227,12 @@ def test_a_rejection_asks_first_and_ends_the_run_failed(page, stack, files, four
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")  # as Cancel: the focus back on Reject, the comment kept
+    expect(dialog).to_be_hidden()
+    expect(section.get_by_role("button", name="Reject")).to_be_focused()
+    assert decisions(stack, rid) == []
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
     page.keyboard.press("Shift+Tab")
     expect(dialog.get_by_role("button", name="Reject the run")).to_be_focused()
     page.keyboard.press("Enter")
