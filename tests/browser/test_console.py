@@ -244,7 +244,9 @@ def test_a_link_with_an_id_the_api_refuses_shows_the_refusal(page, stack, link):
     words, and the live updates stopped (asking again changes nothing)."""
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{link}")
-    refusal = re.compile("^Live updates paused: Invalid request: query.request_id")
+    refusal = re.compile(
+        r"^Live updates stopped: Invalid request: query\.request_id.*\. The run is not updated any more\.$"
+    )
     expect(page.get_by_role("region", name="Run").get_by_text(refusal)).to_be_visible()
 
 

@@ -140,7 +140,10 @@ def streams_lost(page: Page, stack, run: Locator):
     try:
         with api_stopped(stack):
             expect(
-                run.get_by_text("Live updates paused: Not found: no stream behind this proxy.")
+                run.get_by_text(
+                    "Live updates stopped: Not found: no stream behind this proxy. "
+                    "The run is not updated any more."
+                )
             ).to_be_visible()
         yield
     finally:

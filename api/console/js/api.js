@@ -114,8 +114,10 @@ export const refusal = (error) => error.status >= 400 && error.status < 500 && !
 export const POLL_SECONDS = 5; // while the live updates are paused, a view reads the API this often instead
 
 // What a view says while its live updates are paused: why, and that `what` is read meanwhile (while they
-// reconnect; not once they stopped, refused: reading would be refused too).
+// reconnect); once they stopped, refused (asking again changes nothing, and reading would be refused too),
+// that they will not come back: `what` is shown as it was, never taken for current.
 export function paused(state, message, what) {
+  if (state === "stopped") return `Live updates stopped: ${message}. ${what} is not updated any more.`;
   const meanwhile = state === "reconnecting" ? ` ${what} is read every ${POLL_SECONDS} s meanwhile.` : "";
   return `Live updates paused: ${message}.${meanwhile}`;
 }
