@@ -215,8 +215,8 @@ def test_a_rejection_asks_first_and_ends_the_run_failed(page, stack, files, four
     section.get_by_role("button", name="Reject").click()
     dialog = page.get_by_role("dialog", name="Reject this run?")
     expect(dialog).to_contain_text(f"Run {rid} ends failed, Rejected")
-    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
-    page.keyboard.press("Enter")  # Cancel: nothing is decided
+    expect(dialog.get_by_role("button", name="Do not reject")).to_be_focused()
+    page.keyboard.press("Enter")  # Do not reject: nothing is decided
     expect(dialog).to_be_hidden()
     assert decisions(stack, rid) == []
 
@@ -229,13 +229,13 @@ def test_a_rejection_asks_first_and_ends_the_run_failed(page, stack, files, four
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
-    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
-    page.keyboard.press("Escape")  # as Cancel: the focus back on Reject, the comment kept
+    expect(dialog.get_by_role("button", name="Do not reject")).to_be_focused()
+    page.keyboard.press("Escape")  # as Do not reject: the focus back on Reject, the comment kept
     expect(dialog).to_be_hidden()
     expect(section.get_by_role("button", name="Reject")).to_be_focused()
     assert decisions(stack, rid) == []
     page.keyboard.press("Enter")
-    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    expect(dialog.get_by_role("button", name="Do not reject")).to_be_focused()
     page.keyboard.press("Shift+Tab")
     expect(dialog.get_by_role("button", name="Reject the run")).to_be_focused()
     page.keyboard.press("Enter")
@@ -521,5 +521,5 @@ def test_the_longest_names_fit_a_phones_width(page, stack, four_eyes):
     dialog = page.get_by_role("dialog", name="Reject this run?")
     expect(dialog).to_contain_text(rid)
     assert dialog.evaluate("(d) => d.scrollWidth <= d.clientWidth && d.getBoundingClientRect().right <= 375")
-    dialog.get_by_role("button", name="Cancel").click()
+    dialog.get_by_role("button", name="Do not reject").click()
     assert not page.evaluate(PAGE_SCROLLS)

@@ -45,13 +45,14 @@ export function decision(me, requestId, reread = () => {}) {
     el("div", { class: "actions" }, approve, reject),
   );
   const confirmReject = el("button", { type: "button", class: "danger" }, "Reject the run");
-  const cancel = el("button", { type: "button" }, "Cancel");
+  // Not "Cancel": the page has a Cancel box, whose Cancel run stops the run.
+  const keep = el("button", { type: "button" }, "Do not reject");
   const dialog = el(
     "dialog",
     { "aria-labelledby": "reject-title", "aria-describedby": "reject-text" },
     el("h2", { id: "reject-title" }, "Reject this run?"),
     el("p", { id: "reject-text" }, `Run ${requestId} ends failed, Rejected: its script never runs. A decision is not changed.`),
-    el("div", { class: "actions" }, confirmReject, cancel),
+    el("div", { class: "actions" }, confirmReject, keep),
   );
   element.append(el("h2", { id: "decision-title" }, "Approval"), waiting, controls, answer, dialog);
 
@@ -98,13 +99,13 @@ export function decision(me, requestId, reread = () => {}) {
   reject.addEventListener("click", () => {
     if (busy || decided) return;
     dialog.showModal();
-    cancel.focus();
+    keep.focus();
   });
   confirmReject.addEventListener("click", () => {
     dialog.close();
     decide("reject");
   });
-  cancel.addEventListener("click", () => dialog.close());
+  keep.addEventListener("click", () => dialog.close());
 
   function update(detail) {
     open = awaiting(detail);
