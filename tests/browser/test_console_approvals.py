@@ -164,8 +164,6 @@ def decided(stack, token: str, rid: str, verb: str) -> None:
 
 def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files, four_eyes):
     rid = held_run(stack)
-    approving = []
-    page.on("request", lambda r: r.url.endswith(f"/{rid}/approve") and approving.append(r.post_data))
     run, section = held_page(page, BOB, rid)
     expect(run.get_by_role("status").first).to_have_text("Status: queued")
     # Its deadline as the page's other times: in the exchange's zone with its offset, whole seconds.
@@ -175,13 +173,15 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
 
     section.get_by_label("Comment (optional)").fill("drill checked with the desk")
     approve = section.get_by_role("button", name="Approve")
-    with held_requests(page, f"**/{rid}/approve"):
-        approve.dblclick()
+    with held_requests(page, f"**/{rid}/approve") as approving:
+        with page.expect_request(f"**/{rid}/approve") as first:
+            approve.dblclick()
         # On its way: the buttons say so, and the keyboard stays on the one pressed; a press does nothing.
         expect(approve).to_have_attribute("aria-disabled", "true")
         expect(section.get_by_role("button", name="Reject")).to_have_attribute("aria-disabled", "true")
         expect(approve).to_be_focused()
         page.keyboard.press("Enter")
+        expect(approve).to_be_focused()
     expect(section.get_by_role("status")).to_have_text("Approved by you (bob).")
     expect(section.get_by_role("status")).to_be_focused()
     expect(run.get_by_role("status").first).to_have_text("Status: success, exit code 0")
@@ -190,7 +190,7 @@ def test_another_person_approves_a_held_run_and_it_runs_once(page, stack, files,
     assert len(approving) == 1, approving  # a double click and a press more make one decision
     # It names the run shown, by its creation time and uid as the page had them; the API names its Runbook
     # by uid.
-    sent = json.loads(approving[0])
+    sent = json.loads(first.value.post_data)
     assert parse_time(sent.pop("created_at")) == parse_time(
         runbook(stack, rid)["metadata"]["creationTimestamp"]
     )
@@ -415,8 +415,6 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
     focus, and keeps it; then, with the keyboard only, a reason and "Cancel the run". The Runbook has
     spec.cancel in the admin's name; the run ends failed, Cancelled, its script never run."""
     rid = held_run(stack)
-    cancelling = []
-    page.on("request", lambda r: r.url.endswith(f"/{rid}/cancel") and cancelling.append(r.post_data))
     run, _ = held_page(page, stack.admin_token, rid)
     section = run.get_by_role("region", name="Cancel")
     section.get_by_role("button", name="Cancel run").click()
@@ -440,8 +438,9 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
     page.keyboard.type("the desk says no drill today")
     page.keyboard.press("Tab")
     ask = section.get_by_role("button", name="Cancel run")
-    with held_requests(page, f"**/{rid}/cancel"):
-        page.keyboard.press("Enter")
+    with held_requests(page, f"**/{rid}/cancel") as cancelling:
+        with page.expect_request(f"**/{rid}/cancel") as first:
+            page.keyboard.press("Enter")
         # On its way: the keyboard is back on Cancel run, which says it is unavailable; a press asks nothing.
         expect(ask).to_have_attribute("aria-disabled", "true")
         expect(ask).to_be_focused()
@@ -457,7 +456,7 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
         "requestedBy": "admin",
         "reason": "the desk says no drill today",
     }
-    assert json.loads(cancelling[0]) == {  # it names the run shown, by its uid
+    assert json.loads(first.value.post_data) == {  # it names the run shown, by its uid
         "uid": runbook(stack, rid)["metadata"]["uid"],
         "reason": "the desk says no drill today",
     }
