@@ -17,6 +17,7 @@ from pydantic import (
     Strict,
     StrictBool,
 )
+from pydantic_core import PydanticCustomError
 
 from runbooks.contract import Command, RunState, SessionState
 from runbooks.models import (
@@ -39,6 +40,17 @@ def _date_time(value: object) -> object:
 
 
 DateTime = Annotated[AwareDatetime, BeforeValidator(_date_time)]  # with its UTC offset
+
+
+def _decimal(value: object) -> object:
+    """A query's integer as decimal digits, with a minus or not: pydantic would take ``1.0``, ``1_0``,
+    ``+1`` and `` 1`` as integers too, and a careless client would never learn that its value is wrong."""
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value):
+        raise PydanticCustomError("int_parsing", "Input should be a valid integer: decimal digits, e.g. 5")
+    return value
+
+
+DECIMAL = BeforeValidator(_decimal)  # of every integer query parameter: Annotated[int, Query(...), DECIMAL]
 
 # -- execute ---------------------------------------------------------------------------------------
 

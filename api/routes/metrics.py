@@ -13,7 +13,7 @@ from api.deps import BEARER, MetricsReader, PrometheusDep, SettingsDep, request_
 from api.jsonbody import StrictJSONRoute
 from api.openapi import PROTECTED, responses
 from api.prometheus import MAX_POINTS, TIMESERIES_UNITS, MetricsSource
-from api.schemas import SummaryResponse, TimeseriesResponse
+from api.schemas import DECIMAL, SummaryResponse, TimeseriesResponse
 
 router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=StrictJSONRoute)
 
@@ -57,7 +57,7 @@ async def timeseries(
         str,
         Query(description="A metric name (never PromQL).", json_schema_extra={"enum": [*TIMESERIES_UNITS]}),
     ],
-    minutes: Annotated[int, Query(ge=1, le=10080, description="Lookback window.")] = 60,
+    minutes: Annotated[int, Query(ge=1, le=10080, description="Lookback window."), DECIMAL] = 60,
     step_seconds: Annotated[
         int,
         Query(
@@ -66,6 +66,7 @@ async def timeseries(
             description=f"Sampling step; raised to minutes * 60 / {MAX_POINTS} (rounded up) when it would "
             f"ask for more than {MAX_POINTS} points, Prometheus' limit.",
         ),
+        DECIMAL,
     ] = 60,
 ) -> JSONResponse:
     if metric not in TIMESERIES_UNITS:

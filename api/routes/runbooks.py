@@ -19,7 +19,7 @@ from api.jsonbody import StrictJSONRoute
 from api.openapi import LOCATION, PROTECTED, responses
 from api.records import RunbookRecord
 from api.render import execute_response, run_view, runbook_summary
-from api.schemas import DateTime, ExecuteRequest, ExecuteResponse, RunbooksPage, RunView
+from api.schemas import DECIMAL, DateTime, ExecuteRequest, ExecuteResponse, RunbooksPage, RunView
 from api.submission import object_name
 from runbooks.contract import Command, RunState
 from runbooks.models import RequestId
@@ -52,7 +52,7 @@ async def list_runbooks(
         DateTime | None,
         Query(description="Only runs created at or after this time (with a UTC offset)."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Runs per page.")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Runs per page."), DECIMAL] = 50,
     cursor: Annotated[
         str | None,
         Query(

@@ -22,7 +22,7 @@ from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT
 from api.openapi import PROTECTED, responses
 from api.render import iso, zoned
-from api.schemas import SchedulesResponse
+from api.schemas import DECIMAL, SchedulesResponse
 from runbooks import keys, schedule
 from runbooks.calendar import CalendarError, SessionCalendar
 from runbooks.contract import ConditionType
@@ -43,7 +43,9 @@ async def list_schedules(
     kube: KubeDep,
     cache: CacheDep,
     principal: StatusReader,
-    slots: Annotated[int, Query(ge=0, le=20, description="How many next slots to show per schedule.")] = 3,
+    slots: Annotated[
+        int, Query(ge=0, le=20, description="How many next slots to show per schedule."), DECIMAL
+    ] = 3,
 ) -> JSONResponse:
     page = await kube(
         kube.objects.list_namespaced_custom_object,
