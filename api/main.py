@@ -109,17 +109,26 @@ async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers=headers)
 
 
+MAX_ISSUES = 20  # a 422 lists this many problems, then says how many more
+
+
 def issues(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Validation errors as the 422's ``detail``: where (``loc``), what (``msg``) and which kind (``type``).
-    The client's input is never echoed back, so no input can make the answer fail to encode."""
+    The client's input is never echoed back, so no input can make the answer fail to encode. The first
+    ``MAX_ISSUES`` only, then one that says how many more: a body of thousands of unknown fields got an
+    answer nine times its size."""
     out = []
-    for error in errors:
+    for error in errors[:MAX_ISSUES]:
         message = str(error.get("msg", ""))
         reason = (error.get("ctx") or {}).get("error")
         if isinstance(reason, str):  # e.g. why the JSON did not parse
             message = f"{message}: {reason}"
         loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
         out.append({"loc": loc, "msg": message, "type": str(error.get("type", ""))})
+    if (more := len(errors) - MAX_ISSUES) > 0:
+        out.append(
+            {"loc": [], "msg": f"and {more} more problem{'s' * (more > 1)}", "type": "too_many_errors"}
+        )
     return out
 
 

@@ -1,6 +1,11 @@
-"""422s: what a careless client learns of its request (every integer of a query read as one, or refused)."""
+"""422s: what a careless client learns of its request (every integer of a query read as one, or refused),
+and what a hostile one costs (the answer bounded, however many problems its request has)."""
 
 from __future__ import annotations
+
+import json
+
+import pytest
 
 from tests.api.conftest import METRICS_TOKEN, READER_TOKEN, auth
 
@@ -46,3 +51,29 @@ def test_every_integer_query_parameter_takes_decimal_digits_only(api):
                 "type": "greater_than_equal",
             }
         ]
+
+
+@pytest.mark.parametrize(
+    ("count", "more"),
+    [
+        (3000, [{"loc": [], "msg": "and 2980 more problems", "type": "too_many_errors"}]),
+        (21, [{"loc": [], "msg": "and 1 more problem", "type": "too_many_errors"}]),
+        (20, []),
+    ],
+)
+def test_a_body_with_thousands_of_problems_gets_a_bounded_422_of_the_same_shape(api, runbooks, count, more):
+    """A 29 KB body of 3,000 unknown fields got a 266 KB 422 (9 times the body): the first 20 problems are
+    said, and one more issue says how many others there are."""
+    body = {"command": "health_check", **{f"x{i}": 0 for i in range(count)}}
+    sent = json.dumps(body, separators=(",", ":"))
+    headers = {"Content-Type": "application/json", **auth()}
+    response = api.post("/api/ops/runbooks/execute", content=sent, headers=headers)
+    assert response.status_code == 422, response.text[:500]
+    assert len(response.content) < 2500, (len(sent), len(response.content))
+    detail = response.json()["detail"]
+    assert detail[:20] == [
+        {"loc": ["body", f"x{i}"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+        for i in range(20)
+    ]
+    assert detail[20:] == more
+    assert runbooks.list() == []
