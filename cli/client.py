@@ -10,6 +10,7 @@ only (the event stream's too), never in a URL or a message.
 from __future__ import annotations
 
 import datetime
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -301,7 +302,7 @@ class Api:
     def _shaped(self, body: Any, shape: type[BaseModel], response: httpx.Response) -> Any:
         """``body``, the JSON of ``response``, checked against the contract's ``shape``."""
         path = response.request.url.path
-        if body is None:
+        if body is NOT_JSON:
             raise CliError(
                 f"the API's answer to {path} is not JSON ({response.status_code})",
                 Exit.API_FAILED,
@@ -354,7 +355,10 @@ class EventText:
 
 
 def amiss(body: Any, shape: type[BaseModel]) -> str | None:
-    """What in ``body`` (JSON) is not of the contract's ``shape``, as ``where: why``; None when nothing is."""
+    """What in ``body`` (JSON) is not of the contract's ``shape``, as ``where: why``; None when nothing is.
+    Every shape is an object: another JSON value is named as JSON names it (``null``, an array...)."""
+    if not isinstance(body, dict):
+        return f"its body is {_json_kind(body)}, not an object"
     try:
         shape.model_validate(body)
     except ValidationError as error:
@@ -364,12 +368,23 @@ def amiss(body: Any, shape: type[BaseModel]) -> str | None:
     return None
 
 
+def _json_kind(value: Any) -> str:
+    """JSON's name of a value that is not an object."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
+    return {str: "a string", list: "an array"}.get(type(value), "a number")
+
+
+NOT_JSON = object()  # what _body gives for an answer that is not JSON (null is JSON: None)
+
+
 def _body(response: httpx.Response) -> Any:
-    """The answer's JSON, or None: not JSON, or nested too deeply to read (no answer of the API is)."""
+    """The answer's JSON, or ``NOT_JSON``: not JSON, or nested too deeply to read (no answer of the API
+    is)."""
     try:
         return response.json()
     except (ValueError, RecursionError):
-        return None
+        return NOT_JSON
 
 
 def _runbook_path(request_id: str) -> str:

@@ -579,13 +579,18 @@ def test_an_answer_sent_a_little_at_a_time_is_given_up_within_the_request_timeou
         (("get", "r-1"), "/api/ops/runbooks/r-1", {}, "runbook: Field required"),
         (("status",), "/api/ops/status", {"status": "ok"}, "environment_mode: Field required"),
         (("runs",), "/api/ops/runbooks", {"runbooks": [{"id": 1}], "matched": 1}, "runbooks.0.request_id"),
-        (("metrics",), "/api/ops/metrics/summary", [], "Input should be a valid dictionary"),
+        (("metrics",), "/api/ops/metrics/summary", [], "its body is an array, not an object"),
+        (("status",), "/api/ops/status", None, "its body is null, not an object"),
+        (("get", "r-1"), "/api/ops/runbooks/r-1", "ok", "its body is a string, not an object"),
+        (("metrics",), "/api/ops/metrics/summary", 0.5, "its body is a number, not an object"),
+        (("status",), "/api/ops/status", False, "its body is false, not an object"),
     ],
-    ids=["get", "status", "runs", "metrics"],
+    ids=["get", "status", "runs", "metrics", "null", "string", "number", "false"],
 )
 def test_an_answer_of_another_shape_is_exit_70_naming_what_is_amiss(invoke, api, args, path, body, where):
     """An answer of another shape (an older or newer API, another JSON service at the URL) is an error,
-    not a view of dashes that exits 0."""
+    not a view of dashes that exits 0. A body that is JSON but no object (null too: it was said to be
+    "not JSON") is said as such, in words."""
     api.answers[f"GET {path}"] = lambda answer: answer.json(200, body)
     result = invoke(*args, "--url", api.url, "--token", SECRET)
     assert result.exit_code == Exit.API_FAILED, result.output
@@ -611,13 +616,21 @@ def test_an_answer_nested_deeper_than_json_can_be_read_is_not_json_not_an_unexpe
 @pytest.mark.parametrize(
     ("event", "where"),
     [
-        (("runbook", [1]), "its body: Input should be a valid dictionary"),
+        (("runbook", [1]), "its body is an array, not an object"),
+        (("runbook", None), "its body is null, not an object"),
         (("runbook", {"runbook": 5, "lines": []}), "runbook: Input should be a valid dictionary"),
         (("runbook", {"runbook": RUN, "lines": [{"level": "INFO"}]}), "lines.0.message: Field required"),
         (("log", {"request_id": "r-1", "name": "rb-1", "lines": 5}), "lines: Input should be a valid list"),
         (("deleted", {"request_id": "r-1"}), "name: Field required"),
     ],
-    ids=["runbook-list", "runbook-number", "line-without-message", "lines-number", "deleted-nameless"],
+    ids=[
+        "runbook-list",
+        "runbook-null",
+        "runbook-number",
+        "line-without-message",
+        "lines-number",
+        "deleted-nameless",
+    ],
 )
 def test_an_event_of_another_shape_is_exit_70_naming_what_is_amiss(api, event, where):
     """A stream's event that mdops cannot read (another server's, a broken one's) is said as an answer of
