@@ -337,8 +337,17 @@ class LogEvent(DeletedEvent):
     lines: list[TimedLine]
 
 
+class ResetEvent(BaseModel):
+    reason: str
+
+
 # The data of the events mdops reads, as the API sends them (README: the REST API's live updates).
-EVENT_SHAPES: dict[str, type[BaseModel]] = {RUNBOOK: RunbookEvent, LOG: LogEvent, DELETED: DeletedEvent}
+EVENT_SHAPES: dict[str, type[BaseModel]] = {
+    RUNBOOK: RunbookEvent,
+    LOG: LogEvent,
+    DELETED: DeletedEvent,
+    RESET: ResetEvent,
+}
 
 
 def _data(event: ServerSentEvent) -> dict[str, Any]:

@@ -622,6 +622,8 @@ def test_an_answer_nested_deeper_than_json_can_be_read_is_not_json_not_an_unexpe
         (("runbook", {"runbook": RUN, "lines": [{"level": "INFO"}]}), "lines.0.message: Field required"),
         (("log", {"request_id": "r-1", "name": "rb-1", "lines": 5}), "lines: Input should be a valid list"),
         (("deleted", {"request_id": "r-1"}), "name: Field required"),
+        (("reset", None), "its body is null, not an object"),
+        (("reset", {"why": "x"}), "reason: Field required"),
     ],
     ids=[
         "runbook-list",
@@ -630,6 +632,8 @@ def test_an_answer_nested_deeper_than_json_can_be_read_is_not_json_not_an_unexpe
         "line-without-message",
         "lines-number",
         "deleted-nameless",
+        "reset-null",
+        "reset-reasonless",
     ],
 )
 def test_an_event_of_another_shape_is_exit_70_naming_what_is_amiss(api, event, where):
