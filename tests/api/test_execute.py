@@ -162,7 +162,9 @@ def test_a_runbook_deleted_while_its_execute_waits_is_a_409_that_says_so_at_once
     body = {"command": "failover", "request_id": "deleted-1"}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(api.post, EXECUTE, json=body, headers=auth())
-        runbooks.wait_for("deleted-1", "Running", "True")
+        # Running is said as the runner starts, maybe before the script's first line: deleted before that
+        # line, the run never records itself.
+        wait_until(lambda: scripts.runs() == ["deleted-1 dry=0"], 30, "the script to have begun")
         deleted_at = time.monotonic()
         runbooks.delete("deleted-1")
         response = answer.result(timeout=wait)
