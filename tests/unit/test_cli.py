@@ -216,13 +216,14 @@ QUICK_MDOPS = (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def mdops(api: FakeApi, *args: str) -> subprocess.Popen:
+def mdops(api: FakeApi, *args: str, request_timeout: float = 5) -> subprocess.Popen:
     """``mdops ARGS`` as a process of its own (for Ctrl-C, pipes, and what must end), talking to ``api``
-    with --request-timeout 0.2."""
+    with ``--request-timeout``: long enough for a loaded machine by default, short where a test waits for
+    it to pass."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
     env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
     return subprocess.Popen(
-        [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", "0.2"],
+        [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", str(request_timeout)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -568,7 +569,7 @@ def test_an_answer_sent_a_little_at_a_time_is_given_up_within_the_request_timeou
         {"environment_mode": "live" + " " * 600}
     )
     # The answer takes a minute: mdops must have given up long before, however slowly it starts.
-    code, stderr = ended(mdops(api, "status"), within=30)
+    code, stderr = ended(mdops(api, "status", request_timeout=0.2), within=30)
     assert (code, stderr.count("\n")) == (Exit.UNAVAILABLE, 1), stderr
     assert stderr.startswith(f"mdops: no answer from the API at {api.url} within 0.2 s (ReadTimeout)")
 
@@ -1227,7 +1228,7 @@ def test_following_gives_up_on_an_api_that_takes_connections_but_does_not_answer
         answer.hold()
 
     api.answers["GET /api/ops/events"] = events
-    code, stderr = ended(mdops(api, "logs", "r-1", "-f"))
+    code, stderr = ended(mdops(api, "logs", "r-1", "-f", request_timeout=0.2))
     assert code == Exit.UNAVAILABLE, stderr
     assert stderr.startswith("mdops: lost the event stream of the run r-1: ")
     assert stderr.endswith("; hint: mdops logs r-1 -f follows it again\n")
