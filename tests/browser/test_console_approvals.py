@@ -31,9 +31,8 @@ from tests.runbook_client import reference_scripts
 
 BOB = "bob-" + secrets.token_urlsafe(16)  # runbooks:approve
 READER = "reader-" + secrets.token_urlsafe(16)  # status:read only
-LONG = "long-" + secrets.token_urlsafe(
-    16
-)  # a token with the longest name a token may have, and every permission
+# A token with the longest name a token may have, and every permission.
+LONG = "long-" + secrets.token_urlsafe(16)
 LONG_NAME = "shift-lead-" + "n" * 242  # 253 characters, none a place to break a line
 FOUR_EYES = crd.POLICY.manifest(
     "drills-four-eyes",
