@@ -138,6 +138,16 @@ def kill_api(stack) -> None:
     os.kill(api_pid(stack), signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def holding(files: Path):
+    """health_checks that start in the block hold until released (``$FILES/<request id>.go``)."""
+    (files / "hold").touch()
+    try:
+        yield
+    finally:
+        (files / "hold").unlink(missing_ok=True)
+
+
 def api_ready(stack) -> None:
     wait_until(lambda: answers_200(f"{stack.api_url}/readyz"), 90, "the API to be ready again")
 
@@ -316,16 +326,13 @@ def test_the_run_forms_error_goes_once_its_run_is_shown_finished(page, stack, fi
     page.get_by_label("Command", exact=True).select_option("health_check")
     sent = execute_requests(page)
     run = page.get_by_role("region", name="Run")
-    (files / "hold").touch()
-    try:
+    with holding(files):
         page.get_by_role("button", name="Run", exact=True).click()
         expect(run.get_by_role("status")).to_have_text("Status: running")
         (rid,) = [json.loads(body)["request_id"] for body in sent]
         kill_api(stack)
         expect(page.get_by_role("alert")).to_have_text(re.compile(r"^The API cannot be reached"))
         (files / f"{rid}.go").touch()
-    finally:
-        (files / "hold").unlink(missing_ok=True)
     shown_to_its_end(page, run, rid)
     api_ready(stack)
     without(console_errors, KILLED)
@@ -463,6 +470,15 @@ def runbook_status(stack, name: str) -> dict:
     return json.loads(got.stdout).get("status") or {}
 
 
+def started_check(stack, prefix: str) -> str:
+    """A health_check made with kubectl, once it has started: its request id."""
+    rid = f"{prefix}-{secrets.token_hex(4)}"
+    manifest = json.dumps(models.manifest(rid, {"command": "health_check"}))
+    stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+    wait_until(lambda: runbook_status(stack, rid).get("startedAt"), 60, "the run to start")
+    return rid
+
+
 # A line as a script that colours its output writes it (and sets its terminal's title, and isolates a part
 # of it right to left).
 COLOURED = "\x1b[1;31mFAILED\x1b[0m: failover \x1b]0;mdops\x07aborted \x1b[2K\u2067(see the log)\u2069"
@@ -474,12 +490,8 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
     as written, never as the gate's verdict, and the rest of the run with it; its log lines without the
     escape sequences a terminal acts on."""
     api_ready(stack)
-    rid = f"by-hand-{secrets.token_hex(4)}"
-    (files / "hold").touch()
-    try:
-        manifest = json.dumps(models.manifest(rid, {"command": "health_check"}))
-        stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
-        wait_until(lambda: runbook_status(stack, rid).get("startedAt"), 60, "the run to start")
+    with holding(files):
+        rid = started_check(stack, "by-hand")
         condition = {"type": "Succeeded", "status": "True", "reason": "Succeeded"}
         by_hand = {
             "result": "success",
@@ -493,12 +505,12 @@ def test_a_status_written_by_hand_is_shown_as_it_is_written(page, stack, files):
             ],
         }
         patch = json.dumps({"status": by_hand})
-        stack.cluster.kubectl(
-            "patch", "rb", rid, "-n", NAMESPACE, "--subresource=status", "--type=merge", "-p", patch
-        )
-    finally:
-        (files / "hold").unlink(missing_ok=True)
-        (files / f"{rid}.go").touch()
+        try:
+            stack.cluster.kubectl(
+                "patch", "rb", rid, "-n", NAMESPACE, "--subresource=status", "--type=merge", "-p", patch
+            )
+        finally:
+            (files / f"{rid}.go").touch()
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{rid}")
     run = page.get_by_role("region", name="Run")
@@ -517,14 +529,8 @@ def test_a_tables_box_keeps_the_focus_when_the_run_changes(page, stack, files):
     """The keyboard is on the conditions' box (to scroll it) when the run ends: the run's details are drawn
     anew, and the box has the focus again."""
     api_ready(stack)
-    rid = f"focus-{secrets.token_hex(4)}"
-    (files / "hold").touch()
-    try:
-        manifest = json.dumps(models.manifest(rid, {"command": "health_check"}))
-        stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
-        wait_until(lambda: runbook_status(stack, rid).get("startedAt"), 60, "the run to start")
-    finally:
-        (files / "hold").unlink(missing_ok=True)
+    with holding(files):
+        rid = started_check(stack, "focus")
     sign_in(page, stack.admin_token)
     page.goto(f"/console/#/runbooks/{rid}")
     run = page.get_by_role("region", name="Run")
@@ -564,16 +570,13 @@ def test_a_5xx_once_the_run_is_made_keeps_its_panel_until_it_ends(page, stack, f
 
     page.route(f"**{EXECUTE}", made_then_failed, times=1)
     run = page.get_by_role("region", name="Run")
-    (files / "hold").touch()
-    try:
+    with holding(files):
         page.get_by_role("button", name="Run", exact=True).click()
         expect(page.get_by_role("alert")).to_have_text(
             "The API failed: internal error: KeyError. The run is still running: it is shown below."
         )
         expect(run.get_by_role("status")).to_have_text("Status: running")
         (files / f"{rid}.go").touch()
-    finally:
-        (files / "hold").unlink(missing_ok=True)
     shown_to_its_end(page, run, rid)
     without(console_errors, "status of 500")
 
