@@ -35,20 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from api.errors import Forbidden
 from runbooks import approval
-from runbooks.contract import Command, is_token
+from runbooks.contract import EXECUTE, PERMISSIONS, STATUS_READ, Command, is_token
 from runbooks.models import Person
 from runbooks.schedule import REQUESTER_PREFIX
 
 if TYPE_CHECKING:
     from api.records import RunbookRecord
 
-STATUS_READ = "status:read"
-METRICS_READ = "metrics:read"
-EXECUTE = "runbooks:execute"
-APPROVE = "runbooks:approve"  # approve or reject others' runs (four eyes)
-PERMISSIONS = frozenset(
-    {STATUS_READ, METRICS_READ, EXECUTE, APPROVE} | {f"{EXECUTE}:{c.value}" for c in Command}
-)
 ADMIN = "admin"
 MIN_TOKEN_LENGTH = 16
 

@@ -20,6 +20,7 @@ from api.render import StatusMemo
 from api.settings import ApiSettings
 from api.submission import Submitter
 from api.telemetry import ApiMetrics
+from runbooks.contract import APPROVE, EXECUTE, METRICS_READ, STATUS_READ
 
 
 async def get_app_settings(request: Request) -> ApiSettings:
@@ -109,16 +110,14 @@ def request_permitted(request: Request, permission: str) -> Principal:
     return auth.permission(permission).check(principal_of(request))
 
 
-ANY_EXECUTE = auth.Requirement(
-    Principal.may_execute_something, f"{auth.EXECUTE!r} (or {auth.EXECUTE}:<command>)"
-)
+ANY_EXECUTE = auth.Requirement(Principal.may_execute_something, f"{EXECUTE!r} (or {EXECUTE}:<command>)")
 # Reading one run: status:read, or the right to execute something (to follow one's own 202: the runs such a
 # token may read are its own, :func:`api.auth.reads`).
 RUNBOOK_READ = auth.Requirement(
-    lambda p: p.allows(auth.STATUS_READ) or p.may_execute_something(), repr(auth.STATUS_READ)
+    lambda p: p.allows(STATUS_READ) or p.may_execute_something(), repr(STATUS_READ)
 )
-StatusReader = Annotated[Principal, Depends(require(auth.permission(auth.STATUS_READ)))]
-MetricsReader = Annotated[Principal, Depends(require(auth.permission(auth.METRICS_READ)))]
-Approving = Annotated[Principal, Depends(require(auth.permission(auth.APPROVE)))]
+StatusReader = Annotated[Principal, Depends(require(auth.permission(STATUS_READ)))]
+MetricsReader = Annotated[Principal, Depends(require(auth.permission(METRICS_READ)))]
+Approving = Annotated[Principal, Depends(require(auth.permission(APPROVE)))]
 Executing = Annotated[Principal, Depends(require(ANY_EXECUTE))]
 RunbookReader = Annotated[Principal, Depends(require(RUNBOOK_READ))]

@@ -23,7 +23,6 @@ import httpx
 from httpx_sse import EventSource, connect_sse
 from pydantic import BaseModel, ValidationError
 
-from api.auth import APPROVE, STATUS_READ
 from api.schemas import (
     CancelRefused,
     DecisionResponse,
@@ -39,6 +38,7 @@ from api.schemas import (
 from cli import render
 from cli.config import Connection
 from cli.errors import CliError, Exit, answer_error, detail_of, escaped
+from runbooks.contract import APPROVE, STATUS_READ
 
 CONNECT_TIMEOUT = 5.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's

@@ -1,7 +1,8 @@
 """The contract between the runner, the controller and the API, in one place.
 
 The commands, the runner's exit codes, the condition types and reasons of a Runbook's status, the run states
-the REST API shows, the venue's session states, the log levels, who the audit names, and one time format.
+the REST API shows, the venue's session states, the log levels, who the audit names, the REST API's
+permissions, and one time format.
 Standard library only: the runner (which has no other dependency) imports it too.
 """
 
@@ -160,6 +161,17 @@ def requester(spec: dict[str, Any]) -> str:
 # -- time ---------------------------------------------------------------------------------------------
 # Every timestamp mdops writes (status, conditions, logs, results, annotations) is RFC 3339 in UTC with
 # milliseconds and a ``Z``: ``2026-11-26T08:00:00.123Z``. The REST API shows them in the exchange's zone.
+
+
+# The REST API's permissions, which a token is given in its tokens file; `mdops` names the one an answer
+# lacks. A token with EXECUTE runs every command, one with ``runbooks:execute:<command>`` that one only.
+STATUS_READ = "status:read"
+METRICS_READ = "metrics:read"
+EXECUTE = "runbooks:execute"
+APPROVE = "runbooks:approve"  # approve or reject others' runs (four eyes)
+PERMISSIONS = frozenset(
+    {STATUS_READ, METRICS_READ, EXECUTE, APPROVE} | {f"{EXECUTE}:{c.value}" for c in Command}
+)
 
 
 def is_token(text: str) -> bool:

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import auth
 from api.deps import BEARER, MetricsReader, PrometheusDep, SettingsDep, request_permitted
 from api.jsonbody import StrictJSONRoute
 from api.openapi import PROTECTED, responses
 from api.prometheus import MAX_POINTS, TIMESERIES_UNITS, MetricsSource
 from api.schemas import DECIMAL, SummaryResponse, TimeseriesResponse
+from runbooks.contract import METRICS_READ
 
 router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=StrictJSONRoute)
 
@@ -33,7 +33,7 @@ router = APIRouter(prefix="/api/ops/metrics", tags=["metrics"], route_class=Stri
 async def summary(request: Request) -> Response:
     # Every open console polls this: the answer is reused bytes, and the route asks for no dependencies
     # (FastAPI's injection of the usual two would double its time; bench/api_latency.py).
-    request_permitted(request, auth.METRICS_READ)
+    request_permitted(request, METRICS_READ)
     prometheus: MetricsSource = request.app.state.prometheus
     return Response(await prometheus.summary(), media_type="application/json", headers=_reused(prometheus))
 

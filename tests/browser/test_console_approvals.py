@@ -19,12 +19,11 @@ import pytest
 import yaml
 from playwright.sync_api import Locator, Page, expect
 
-from api.auth import PERMISSIONS
 from devcluster.private import write_private
 from devcluster.processes import wait_until
 from devcluster.stack import NAMESPACE
 from runbooks import approval, crd
-from runbooks.contract import parse_time
+from runbooks.contract import PERMISSIONS, parse_time
 from tests.browser.conftest import api_stopped, axe_violations, held_requests, sign_in
 from tests.conftest import scripted
 from tests.runbook_client import reference_scripts

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from api.auth import APPROVE, Principal
+from api.auth import Principal
 from api.records import record_of
 from api.routes import approvals
 from runbooks.calendar import VenueCalendar
-from runbooks.contract import format_time
+from runbooks.contract import APPROVE, format_time
 
 UTC = datetime.UTC
 BOB = Principal("bob", frozenset({APPROVE}))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from api.auth import APPROVE, PERMISSIONS, Principal
+from api.auth import Principal
 from api.records import record_of
 from api.render import audit_entry, execute_response, session_view
 from api.routes.approvals import approval_name
 from api.routes.schedules import schedule_view
 from runbooks import crd
 from runbooks.approval import RunbookApprovalSpec
+from runbooks.contract import APPROVE, PERMISSIONS
 from tests.unit.conftest import HK, at
 
 

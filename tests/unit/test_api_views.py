@@ -7,11 +7,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from api.auth import PERMISSIONS, Principal
+from api.auth import Principal
 from api.prometheus import number
 from api.records import record_of
 from api.render import execute_response, iso, status_response
 from runbooks import models
+from runbooks.contract import PERMISSIONS
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
