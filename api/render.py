@@ -17,7 +17,7 @@ from api import events
 from api.cache import RunbookCache
 from api.records import RunbookRecord
 from runbooks.calendar import SessionCalendar, library_version
-from runbooks.contract import Command, parse_time, requester
+from runbooks.contract import Command, Reason, left_state_unreported, parse_time, requester
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
@@ -175,8 +175,12 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
     - ``last_health``: the health report of the most recently finished run with one (not dry runs);
       ``health_by_request``: the reports of the runs in the history, by request id.
     - ``last_updated_at``: the latest creation, start, finish or condition change of any Runbook.
+    - ``state_reported_by``: the run whose state the three environment fields show; ``state_stale_by``: the
+      newest run that finished after it and may have changed the platform without reporting the state it
+      left (:func:`_left_state_unreported`), or null: the three fields may be stale.
     """
     last_state: RunbookRecord | None = None
+    last_unreported: RunbookRecord | None = None
     last_health: RunbookRecord | None = None
     last_by_command: dict[str, RunbookRecord] = {}
     updated: datetime.datetime | None = None
@@ -188,6 +192,8 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
         key = record.finished_key
         if record.state is not None and (last_state is None or key > last_state.finished_key):
             last_state = record
+        if _left_state_unreported(record) and (last_unreported is None or key > last_unreported.finished_key):
+            last_unreported = record
         if record.health is not None and (last_health is None or key > last_health.finished_key):
             last_health = record
         if record.exit_code is not None:
@@ -196,6 +202,12 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
                 last_by_command[record.command] = record
     recent = heapq.nlargest(history, records, key=lambda r: r.created_key)
     state = last_state.state if last_state is not None else {}
+    if (
+        last_unreported is not None
+        and last_state is not None
+        and last_state.finished_key > last_unreported.finished_key
+    ):
+        last_unreported = None
     commands = [c.value for c in Command]
     return {
         "environment_mode": state.get("environmentMode"),
@@ -212,7 +224,37 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
             for c in sorted(last_by_command, key=lambda c: commands.index(c) if c in commands else 99)
         },
         "last_updated_at": iso(updated, zone),
+        "state_reported_by": run_reference(last_state, zone),
+        "state_stale_by": run_reference(last_unreported, zone),
         "audit": [audit_entry(r, zone) for r in recent],
+    }
+
+
+def _left_state_unreported(record: RunbookRecord) -> bool:
+    """:func:`left_state_unreported` of a finished run that ran: not a duplicate (it shows an earlier
+    run's result and ran nothing), nor a Runbook refused over its namespace's cap."""
+    return (
+        record.finished
+        and record.duplicate_of is None
+        and record.reason != Reason.QUOTA_EXCEEDED
+        and left_state_unreported(
+            record.command,
+            record.status,
+            record.exit_code,
+            reported=record.state is not None,
+            dry_run=record.dry_run,
+        )
+    )
+
+
+def run_reference(record: RunbookRecord | None, zone: datetime.tzinfo) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "request_id": record.request_id,
+        "command": record.command,
+        "exit_code": record.exit_code,
+        "finished_at": iso(record.finished_at, zone),
     }
 
 

@@ -239,6 +239,13 @@ class SessionView(BaseModel):
     note: str | None = Field(None, description="Why the state is unknown: still loading, an unknown venue.")
 
 
+class RunReference(BaseModel):
+    request_id: str
+    command: str
+    exit_code: int | None
+    finished_at: str | None = Field(description="ISO 8601 with the configured zone's offset.")
+
+
 class StatusResponse(BaseModel):
     environment_mode: str | None
     active_profile: str | None
@@ -251,6 +258,17 @@ class StatusResponse(BaseModel):
     last_updated_at: str | None
     audit: list[AuditEntry]
     session: SessionView = Field(description="Added to the spec's shape: the venue's session now.")
+    state_reported_by: RunReference | None = Field(
+        description="Added to the spec's shape: the run whose reported state environment_mode, "
+        "active_profile and active_window show (the newest finished run, not a dry run, that reported one); "
+        "null if none did."
+    )
+    state_stale_by: RunReference | None = Field(
+        description="Added to the spec's shape: the newest run since state_reported_by that may have changed "
+        "the platform without reporting the state it left (a command that changes it, not a dry run, that "
+        "ran and failed without a report: stopped at its timeout, cancelled, its runner dead); null if none. "
+        "Otherwise the three environment fields may be stale: a health_check reports the state as it is."
+    )
 
 
 # -- metrics ---------------------------------------------------------------------------------------

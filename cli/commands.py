@@ -40,7 +40,7 @@ from cli.errors import CliError, Exit, help_table, interrupted
 from cli.follow import Say, watch
 from cli.follow import follow as follow_logs
 from cli.follow import run as run_and_follow
-from runbooks.contract import Command, ExitCode, Reason, RunState, is_token, parse_time
+from runbooks.contract import Command, ExitCode, Reason, RunState, is_token
 
 COMPLETE_VAR = "_MDOPS_COMPLETE"
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -369,7 +369,7 @@ def run(
         return
     out.show(view, render.result_line if follow else render.run_view)
     code = view["runbook"]["exit_code"]
-    if code and command in render.MUTATING and not dry_run and _unreported(api, body["request_id"]):
+    if code and Command(command).mutating and not dry_run and _unreported(api, body["request_id"]):
         warn(
             f"{command} {body['request_id']} ended without reporting the state it left: what it changed is "
             "not known, and mdops status shows the state from before it; hint: mdops run health_check "
@@ -672,32 +672,7 @@ def status(api: Api, out: Output) -> None:
     command, the last health report and the most recent runs.
     """
     body = api.status()
-    stale = _changed_since(api, body["runbook_history"]) if out.human else None
-    out.show(body, lambda shown: render.status_view(shown, stale=stale))
-
-
-def _changed_since(api: Api, history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run, if any, that may have changed the platform since the environment's state the status shows was
-    reported. That state is the newest finished run's that reported one (not a dry run; every success
-    does); a run that changes the platform and failed without reporting one (stopped at its timeout,
-    cancelled, its runner dead) that finished after it may have changed it. Looked for among the recent
-    runs, newest finished first; the status does not say which failed run reported a state: a read of each
-    does, until one did."""
-    ended = [
-        r for r in history if r["exit_code"] is not None and not r["dry_run"] and parse_time(r["finished_at"])
-    ]
-    for run in sorted(ended, key=lambda r: parse_time(r["finished_at"]), reverse=True):
-        if run["status"] == RunState.SUCCESS:
-            return None
-        try:
-            view = api.runbook(run["request_id"])
-        except CliError:  # a run gone since, or an API that does not answer: nothing to say
-            return None
-        if render.unreported(view):
-            return run
-        if view.get("state") is not None:
-            return None
-    return None
+    out.show(body, render.status_view)
 
 
 @cli.command(

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import escaped, runbook_meaning
-from runbooks.contract import Command, RunState, parse_time
+from runbooks.contract import RunState, left_state_unreported, parse_time
 
 STATUS_STYLES = {
     RunState.SUCCESS: "green",
@@ -142,22 +142,16 @@ def _parameters(runbook: dict[str, Any]) -> str:
     return escaped(" · ".join(named + flags)) or "-"
 
 
-MUTATING = {command.value for command in Command if command.mutating}
-
-
 def unreported(view: dict[str, Any]) -> bool:
     """Whether a run (as ``GET /api/ops/runbooks/{request_id}`` shows it) may have changed the platform and
-    ended without reporting the state it left: a command that changes it, not a dry run, that ran (it has
-    an exit code) and failed with no state (its runner stopped it at its timeout, was cancelled or died).
-    The status still shows the state that a run before it reported."""
+    ended without reporting the state it left (:func:`left_state_unreported`)."""
     runbook = view["runbook"]
-    return (
-        "state" in view
-        and view["state"] is None
-        and runbook["status"] == RunState.FAILED
-        and runbook.get("exit_code") is not None
-        and not runbook.get("dry_run")
-        and runbook["command"] in MUTATING
+    return "state" in view and left_state_unreported(
+        runbook["command"],
+        runbook["status"],
+        runbook.get("exit_code"),
+        reported=view["state"] is not None,
+        dry_run=bool(runbook.get("dry_run")),
     )
 
 
@@ -322,20 +316,24 @@ def session_line(session: dict[str, Any] | None) -> str:
     )
 
 
-def status_view(
-    status: dict[str, Any], recent: int = 5, stale: dict[str, Any] | None = None
-) -> RenderableType:
-    """The status; ``stale``: the run since the environment's state was reported that may have changed it
-    without reporting one (``mdops status`` finds it)."""
+def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:
+    """The status: the environment's state with the run that reported it, and the run since then that may
+    have changed it without reporting one, if any."""
     last = status.get("last_runbook")
     environment = " / ".join(
         _text(status.get(k)) for k in ("environment_mode", "active_profile", "active_window")
     )
+    notes: list[RenderableType] = []
+    if reported := status.get("state_reported_by"):
+        when = _text(reported["finished_at"])
+        notes.append(Text(escaped(f"reported by {reported['command']} {reported['request_id']} at {when}")))
+    if stale := status.get("state_stale_by"):
+        notes.append(_stale(stale))
     codes = " · ".join(f"{command} {code}" for command, code in status.get("last_exit_codes", {}).items())
     fields = _fields(
         [
             ("environment", f"{environment}   (mode / profile / window)"),
-            *([("", _stale(stale))] if stale else []),
+            *(("", note) for note in notes),
             ("venue", session_line(status.get("session"))),
             (
                 "last runbook",

@@ -121,6 +121,22 @@ class RunState(StrEnum):
     FAILED = "failed"
 
 
+def left_state_unreported(
+    command: str, status: str, exit_code: int | None, *, reported: bool, dry_run: bool
+) -> bool:
+    """Whether a finished run may have changed the platform and left no report of the state it left: a
+    command that changes it, not a dry run, that ran (it has an exit code: a run refused before it started
+    has none) and failed without reporting a state (stopped at its timeout, cancelled, its runner dead).
+    The environment's state that the status shows is then the one a run before it reported."""
+    return (
+        status == RunState.FAILED
+        and exit_code is not None
+        and not reported
+        and not dry_run
+        and command in {c.value for c in Command if c.mutating}
+    )
+
+
 def run_state(succeeded: str | None, reason: str | None) -> RunState:
     """The run state from the ``Succeeded`` condition's status and reason."""
     if succeeded == "True":

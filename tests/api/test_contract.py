@@ -136,7 +136,10 @@ def test_status_has_the_spec_shape(api, runbooks, controller, scripts):
     status = wait_until(full, 15, "both runs in the status")
     same_shape(STATUS_EXAMPLE, status, data_keys=frozenset({"$.health_by_request", "$.last_exit_codes"}))
     same_shape(STATUS_EXAMPLE["last_runbook"], status["runbook_history"][0], "$.runbook_history[0]")
-    assert set(status) == set(STATUS_EXAMPLE) | {"audit", "session"}  # two keys added to the spec's
+    # Keys added to the spec's: the audit, the venue's session, and the run whose reported state the
+    # environment's fields show (the health check, which ended last), and none that changed it since.
+    assert set(status) == set(STATUS_EXAMPLE) | {"audit", "session", "state_reported_by", "state_stale_by"}
+    assert (status["state_reported_by"]["request_id"], status["state_stale_by"]) == ("hc", None)
     assert set(status["audit"][0]) == {"request_id", "who", "what", "why", "when", "outcome"}
     assert TIMESTAMP.match(status["audit"][0]["when"])
 

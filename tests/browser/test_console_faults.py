@@ -94,7 +94,8 @@ SELECT_THE_NEWEST_LINE = f"""() => {{
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
-    """The stack's scripts (the reference ones; health_check held while $FILES/hold exists) and its tokens."""
+    """The stack's scripts (the reference ones; health_check held while $FILES/hold exists, restart until
+    released) and its tokens."""
     folder = tmp_path_factory.mktemp("faults")
     held = 'RELEASE="$FILES/$MDOPS_REQUEST_ID.go"\nif [ -e "$FILES/hold" ]; then\n' + HOLD + "fi\n"
     reference_scripts(
@@ -102,6 +103,7 @@ def files(tmp_path_factory) -> Path:
         health_check=held + f"exec {SCRIPTS / 'health_check'}\n",
         drill=CHATTY,
         failback=BURST,
+        restart=HOLD,  # until released: one with a short timeout is stopped at it, reporting nothing
     )
     write_private(folder / "tokens.yaml", yaml.safe_dump({"tokens": TOKENS + REVOKED}))
     return folder
@@ -477,6 +479,32 @@ def started_check(stack, prefix: str) -> str:
     stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
     wait_until(lambda: runbook_status(stack, rid).get("startedAt"), 60, "the run to start")
     return rid
+
+
+def test_a_run_that_may_have_changed_the_platform_unreported_is_said_in_the_header(page, stack):
+    """A restart stopped at its timeout may have switched the feed, and reported nothing: the header,
+    which shows the state the last run reported, says so in every view and links to the run, whose page
+    says that what it changed is not known. A health_check since reports the state as it is: the header
+    says it no more."""
+    api_ready(stack)
+    sign_in(page, stack.admin_token)
+    rid = f"stopped-{secrets.token_hex(4)}"
+    manifest = json.dumps(models.manifest(rid, {"command": "restart", "timeoutSeconds": 2}))
+    stack.cluster.kubectl("create", "-n", NAMESPACE, "-f", "-", input=manifest)
+    header = page.get_by_label("Environment")
+    said = f"restart {rid} ended without reporting the state it left (exit code 124): what it changed is not"
+    expect(header).to_contain_text(f"May have changed{said}", timeout=30_000)
+    header.get_by_role("link", name=f"restart {rid}").click()
+    run = page.get_by_role("region", name="Run")
+    expect(run.get_by_role("status")).to_have_text("Status: failed, exit code 124")
+    expect(run.get_by_text("None reported: what it changed is not known")).to_be_visible()
+    assert axe_violations(page) == []
+
+    answer = httpx.post(
+        f"{stack.api_url}{EXECUTE}", json={"command": "health_check"}, headers=admin(stack), timeout=120
+    )
+    assert answer.json()["runbook"]["status"] == "success", answer.text
+    expect(header.get_by_text("May have changed")).to_be_hidden(timeout=30_000)
 
 
 # A line as a script that colours its output writes it (and sets its terminal's title, and isolates a part

@@ -137,3 +137,76 @@ def test_a_time_no_zone_can_hold_never_fails_the_status(odd):
     assert shown["odd"]["finished_at"] == written
     assert body["health_by_request"]["odd"]["generated_at"] == written
     assert body["health_by_request"]["fine"]["generated_at"] == "2025-09-22T08:00:00+08:00"
+
+
+def ended(name: str, command: str, reason: str, code: int | None, at: str, **fields) -> dict:
+    """A finished Runbook: the Succeeded condition's ``reason``, its exit code, finished at ``at`` (UTC)."""
+    status = "True" if code == 0 else "False"
+    exit_code = {} if code is None else {"exitCode": code}
+    spec = {"command": command, **fields.pop("spec", {})}
+    body = {**succeeded(status, reason), **exit_code, "finishedAt": f"2026-12-06T{at}Z", **fields}
+    return runbook(name, spec=spec, status=body, created=f"2026-12-06T{at}Z")
+
+
+BACKUP = {"environmentMode": "live", "activeProfile": "backup", "activeWindow": "night"}
+FAILBACK = ended("fb-1", "failback", "Succeeded", 0, "18:59:00", state=BACKUP)
+
+
+TIMED_OUT = ended("fo-2", "failover", "TimedOut", 124, "19:01:00")
+
+
+@pytest.mark.parametrize(
+    ("later", "reporter", "stale"),
+    [
+        ([], "fb-1", None),
+        # a failover stopped at its timeout, cancelled while it ran, its runner dead: each may have
+        # switched the feed and reported nothing
+        ([TIMED_OUT], "fb-1", "fo-2"),
+        ([ended("fo-2", "failover", "Cancelled", 130, "19:01:00")], "fb-1", "fo-2"),
+        ([ended("fo-2", "failover", "ExecutionError", 125, "19:01:00")], "fb-1", "fo-2"),
+        # the newest of two such runs
+        ([TIMED_OUT, ended("rs-3", "restart", "Failed", 1, "19:02:00")], "fb-1", "rs-3"),
+        # a health check since reported the state as it is; one that timed out too reported nothing
+        ([TIMED_OUT, ended("hc-3", "health_check", "Succeeded", 0, "19:02:00", state=BACKUP)], "hc-3", None),
+        ([TIMED_OUT, ended("hc-3", "health_check", "TimedOut", 124, "19:02:00")], "fb-1", "fo-2"),
+        # a failed failover that reported where it left the feed: that is the state shown
+        ([ended("fo-2", "failover", "Failed", 1, "19:01:00", state=BACKUP)], "fo-2", None),
+        # runs that changed nothing: refused before they started (no exit code), a dry run, a health check,
+        # a duplicate of a timed-out run (it shows that result, and ran nothing), one over the cap
+        ([ended("fo-2", "failover", "OutsideChangeWindow", None, "19:01:00")], "fb-1", None),
+        ([ended("fo-2", "failover", "TimedOut", 124, "19:01:00", spec={"dryRun": True})], "fb-1", None),
+        ([ended("hc-2", "health_check", "TimedOut", 124, "19:01:00")], "fb-1", None),
+        ([ended("fo-2", "failover", "Duplicate", 124, "19:01:00", duplicateOf="fo-1")], "fb-1", None),
+        ([ended("fo-2", "failover", "QuotaExceeded", 125, "19:01:00")], "fb-1", None),
+        # one that ended before the state shown was reported
+        ([ended("fo-0", "failover", "TimedOut", 124, "18:58:00")], "fb-1", None),
+    ],
+    ids=[
+        "reported", "timed-out", "cancelled", "runner-died", "newest", "checked-since", "check-timed-out-too",
+        "failed-reported", "refused", "dry-run", "health-check", "duplicate", "over-cap", "before",
+    ],
+)  # fmt: skip
+def test_the_status_names_the_run_that_reported_its_state_and_one_that_may_have_changed_it_since(
+    later, reporter, stale
+):
+    """The environment's state is the one the newest run that reported one left. A failover stopped at its
+    timeout may have switched the feed: the status says that its state may be stale, and which run."""
+    records = [record_of(body) for body in [FAILBACK, *later]]
+    body = status_response(records, SHANGHAI, 20)
+    assert body["state_reported_by"]["request_id"] == reporter
+    assert body["active_profile"] == "backup"
+    assert (body["state_stale_by"] or {}).get("request_id") == stale, body["state_stale_by"]
+    if stale:
+        [run] = [record for record in records if record.request_id == stale]
+        assert body["state_stale_by"] == {
+            "request_id": stale,
+            "command": run.command,
+            "exit_code": run.exit_code,
+            "finished_at": iso(run.finished_at, SHANGHAI),
+        }
+
+
+def test_no_state_reported_names_no_run():
+    body = status_response([record_of(TIMED_OUT)], SHANGHAI, 20)
+    assert (body["active_profile"], body["state_reported_by"]) == (None, None)
+    assert body["state_stale_by"]["request_id"] == "fo-2"  # whatever was there before it, it may have changed

@@ -8,7 +8,7 @@
 // An answer that does not come within a time limit (longer than the API's own wait) is taken as lost: the
 // run may exist, and is looked up by its request id, never sent again under another.
 import { ApiError, call } from "./api.js";
-import { el, unavailable } from "./format.js";
+import { changesEnvironment, el, unavailable } from "./format.js";
 import { outcome, panel } from "./run.js";
 
 const NOT_EXECUTED = 125; // the exit code of a run whose script could not execute
@@ -182,7 +182,7 @@ export function show(container, ctx) {
     let finished = false; // the panel shows the run finished
     let unknown = false; // the request failed without an answer, or with a 5xx while its run went on
     const run = panel(me.time_zone, (detail) => {
-      if (detail.state) ctx.environmentChanged();
+      if (changesEnvironment(detail)) ctx.environmentChanged();
       finished = finished || Boolean(detail.runbook.finished_at);
       if (dryRun && finished && version === edits) {
         planned = detail.runbook;

@@ -38,6 +38,17 @@ function showEnvironment(status) {
   name("env-venue", session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–");
   environmentRead = now();
   $("env-stale").hidden = true;
+  // A run since the state shown was reported may have changed the platform without a report of its own.
+  const since = status.state_stale_by;
+  $("env-unreported").hidden = !since;
+  $("env-unreported-by").replaceChildren(
+    ...(since
+      ? [
+          el("a", { href: `#/runbooks/${encodeURIComponent(since.request_id)}` }, `${since.command} ${since.request_id}`),
+          ` ended without reporting the state it left (exit code ${since.exit_code}): what it changed is not known`,
+        ]
+      : []),
+  );
 }
 
 // Whether the token is still good, for a token without status:read: whoami (any token's) is asked every

@@ -2,7 +2,7 @@
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, now, paused, refusal, runNow, stale } from "./api.js";
-import { clock, duration, el, offset, readable, say, scrolling, whenWithOffset } from "./format.js";
+import { changesEnvironment, clock, duration, el, leftStateUnreported, offset, readable, say, scrolling, whenWithOffset } from "./format.js";
 import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
@@ -174,7 +174,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
       el("h3", {}, "Resulting state"),
       s
         ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
-        : el("p", {}, r.dry_run ? "None: a dry run changes nothing." : s === null ? "None reported (yet)." : "Shown with the live updates."),
+        : el("p", { class: leftStateUnreported(r, s) ? "caution" : null }, resultingState(r, s)),
     );
     if (focused) [...details.querySelectorAll(".scroll")].find((box) => box.getAttribute("aria-label") === focused)?.focus();
     showLines(detail.lines, true);
@@ -337,6 +337,15 @@ export function panel(zone, onChange = () => {}, actions = null) {
   return { element, start, answer: showAnswer, reread: () => reread() };
 }
 
+// What a run's page says of the state it left, when it reported none.
+function resultingState(runbook, state) {
+  if (runbook.dry_run) return "None: a dry run changes nothing.";
+  if (leftStateUnreported(runbook, state)) {
+    return "None reported: what it changed is not known, and the header shows the state from before it. A health_check reports the state as it is.";
+  }
+  return state === null ? "None reported (yet)." : "Shown with the live updates.";
+}
+
 export function show(container, ctx, requestId) {
   ctx.title(`Run ${requestId}`);
   const decide = decision(ctx.me, requestId, () => run.reread());
@@ -344,7 +353,7 @@ export function show(container, ctx, requestId) {
   const changed = (detail) => {
     decide.update(detail);
     cancel.update(detail);
-    if (detail.state) ctx.environmentChanged();
+    if (changesEnvironment(detail)) ctx.environmentChanged();
   };
   const actions = el("div", { class: "run-actions" }, decide.element, cancel.element);
   const run = panel(ctx.me.time_zone, changed, actions);

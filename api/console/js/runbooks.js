@@ -3,7 +3,7 @@
 // seconds while the live updates are paused; kept current by them: a run shown as its event shows it, the
 // newest runs read again for a new one (however many are shown).
 import { ApiError, POLL_SECONDS, call, now, paused, stale } from "./api.js";
-import { clock, duration, el, listTable, offset, placeRows, say, when } from "./format.js";
+import { changesEnvironment, clock, duration, el, listTable, offset, placeRows, say, when } from "./format.js";
 import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -236,7 +236,7 @@ export function show(container, ctx) {
       if (name === "reset") return anew(); // what changed meanwhile is not said: the list is read whole
       // The list only: the header reads the status (a pass over every Runbook the API holds, where the
       // list's first page is not) on its own clock, and once for the runs that report a state meanwhile.
-      if (data.state) ctx.environmentChanged();
+      if (changesEnvironment(data)) ctx.environmentChanged();
       queue.push([name, data]);
       changed();
     },
