@@ -15,6 +15,7 @@ the approver is a person, not a ServiceAccount whose token the requester may hol
 from __future__ import annotations
 
 import datetime
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
@@ -101,6 +102,17 @@ def person(name: str) -> bool:
     return not name.startswith(SYSTEM_PREFIX)
 
 
+def identity(name: str) -> str:
+    """Who ``name`` is, as the count tells people apart: without case, compatibility forms (full-width
+    letters, ligatures), spaces and invisible format characters (a zero-width space). Kubernetes compares
+    user names byte for byte, but an identity provider may not (LDAP and e-mail addresses ignore case), and
+    a REST API token may be named otherwise than its holder's Kubernetes user: ``Alice`` approving alice's
+    run, or ``bob`` and `` bob`` giving two of its approvals, would be one person's four eyes. Letters of
+    other scripts that look alike (a Cyrillic a, U+0430) are not told apart here."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return "".join(c for c in folded if not c.isspace() and unicodedata.category(c) != "Cf")
+
+
 def answerable(requester: str) -> bool:
     """Whether approvals can count for a request by ``requester``: a person, not nobody (an empty
     ``requestedBy``) and not a schedule that names nobody (``schedule:<name>``), whose runs anyone who may
@@ -137,16 +149,19 @@ def tally(
       names nobody who answers for it cannot be approved at all: :func:`answerable`), if it names the
       requester (one naming another was not made for this request: the API server checks an approval
       against the requester it names, so only that one can be trusted), once per person, and only for
-      ``expire_after`` after it was given.
+      ``expire_after`` after it was given. People are told apart by :func:`identity`: another spelling
+      of the requester's name is the requester.
     - Without enough approvals ``expire_after`` after ``waiting_since``, the request has expired.
     - Once approved, a request stays approved: its approvals are counted as of ``approved_at`` (they do not
       expire while it waits for its turn), but a rejection still wins.
     """
     counted_at = approved_at or now
-    counted: dict[str, Vote] = {}
+    who = identity(requester)
+    counted: dict[str, Vote] = {}  # by identity()
     ignored: list[tuple[Vote, str]] = []
     rejection: Vote | None = None
     for vote in sorted(votes, key=lambda v: v.at):
+        approver = identity(vote.approver)
         if vote.at < requested_at:
             ignored.append((vote, "given before the request"))
         elif vote.decision == "Reject":
@@ -159,7 +174,7 @@ def tally(
             ignored.append(
                 (vote, f"the request names nobody who answers for it ({requester or 'no requester'})")
             )
-        elif vote.approver == requester:
+        elif approver == who:
             ignored.append((vote, "the requester cannot approve their own request"))
         elif not person(vote.approver):
             ignored.append(
@@ -169,11 +184,11 @@ def tally(
             ignored.append((vote, f"it names another requester ({vote.requester})"))
         elif vote.at + expire_after <= counted_at:
             ignored.append((vote, "expired"))
-        elif vote.approver in counted:
-            ignored.append((counted[vote.approver], "repeated by the same person"))
-            counted[vote.approver] = vote
+        elif approver in counted:
+            ignored.append((counted[approver], "repeated by the same person"))
+            counted[approver] = vote
         else:
-            counted[vote.approver] = vote
+            counted[approver] = vote
     approved_by = tuple(counted.values())
     if rejection is not None:
         return Tally(REJECTED, required, approved_by, rejection, tuple(ignored))

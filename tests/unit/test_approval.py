@@ -139,3 +139,33 @@ def test_summary_and_expiry_time():
     assert pending.summary == "1 of 2 approvals (bob)"
     assert pending.expires_at == REQUESTED + HOUR
     assert _tally([], required=1).summary == "0 of 1 approvals"
+
+
+# One person's name as another identity may spell it: another case (an identity provider that ignores
+# case, as LDAP and e-mail addresses do), spaces around it, full-width letters (NFKC), an invisible
+# zero-width space inside it.
+SPELLINGS = [
+    str.upper,
+    str.title,
+    lambda n: f" {n} ",
+    lambda n: n.translate(WIDE),
+    lambda n: f"{n[:2]}\u200b{n[2:]}",
+]
+SPELLING_IDS = ["upper", "title", "spaces", "full-width", "zero-width-space"]
+WIDE = {c: c + 0xFEE0 for c in range(ord("!"), ord("~") + 1)}  # ASCII to its full-width forms
+
+
+@pytest.mark.parametrize("spell", SPELLINGS, ids=SPELLING_IDS)
+def test_the_requester_under_another_spelling_of_their_name_does_not_approve(spell):
+    name = spell("alice")
+    result = _tally([_vote(name, 1), _vote("bob", 2)])
+    assert (result.state, [v.approver for v in result.approved_by]) == (PENDING, ["bob"])
+    assert dict((v.approver, why) for v, why in result.ignored)[name] == (
+        "the requester cannot approve their own request"
+    )
+
+
+@pytest.mark.parametrize("spell", SPELLINGS, ids=SPELLING_IDS)
+def test_one_approver_under_two_spellings_of_their_name_approves_once(spell):
+    result = _tally([_vote("bob", 1), _vote(spell("bob"), 2)])
+    assert (result.state, [v.approver for v in result.approved_by]) == (PENDING, [spell("bob")])
