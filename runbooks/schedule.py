@@ -234,7 +234,11 @@ class RunbookScheduleSpec(_Model):
         "schedule, resumes it or changes its template or trigger (the API server refuses another name), or "
         "empty: the runs are then requested by schedule:<name>, for whom no approval can count.",
     )
-    suspend: bool = Field(False, description="No slot runs while suspended; the slots that pass are missed.")
+    suspend: bool = Field(
+        False,
+        description="No slot's Runbook is made while suspended; the slots that pass are missed. A Runbook "
+        "made before (waiting at the gate or for its lock) is not stopped: cancel it (spec.cancel).",
+    )
     starting_deadline_seconds: int = Field(
         60, ge=1, le=86400, description="A slot that cannot start within this long after its time is missed."
     )
