@@ -57,8 +57,12 @@ TICK = datetime.timedelta(microseconds=1)  # slots are whole seconds: [a, b) is 
 
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 SESSION_PATTERN = r"^(open|close)([+-][0-9]{1,4}[hm])?$"
-ZONE_PATTERN = r"^([+-][0-9]{2}:[0-9]{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
+ZONE_PATTERN = r"^([+-]([01][0-9]|2[0-3]):[0-5][0-9]|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$"
 CRON_PATTERN = r"^\S+( \S+){4}$"
+# The zones Etc/GMT+N have POSIX's sign, the opposite of ISO's: Etc/GMT+8 is UTC-08:00, sixteen hours from
+# the +08:00 that whoever writes it most likely means. The offset itself says the same without the doubt.
+ETC_GMT = "Etc/GMT+N is UTC-N, Etc/GMT-N is UTC+N (POSIX's sign): give the offset itself, e.g. +08:00"
+ETC_GMT_PATTERN = r"^Etc/GMT[+-]0*[1-9]"
 MAX_SESSION_OFFSET = datetime.timedelta(hours=24)
 SESSION_OFFSET = "a session offset is at most 24h (1440m) before or after the event"
 
@@ -68,6 +72,7 @@ TRIGGER_RULES = [
         "message": "give exactly one of cron, every and session",
     },
     {"rule": "!has(self.timeZone) || has(self.cron)", "message": "timeZone goes with cron only"},
+    {"rule": f"!has(self.timeZone) || !self.timeZone.matches('{ETC_GMT_PATTERN}')", "message": ETC_GMT},
     {"rule": "!has(self.during) || has(self.every)", "message": "during goes with every only"},
     {
         "rule": "!has(self.every) || (duration(self.every) >= duration('5s') "
@@ -130,7 +135,8 @@ class Trigger(_Model):
         None,
         max_length=64,
         pattern=ZONE_PATTERN,
-        description="The cron expression's time zone: +08:00 or an IANA name. Default: MDOPS_TIMEZONE.",
+        description="The cron expression's time zone: an offset (+08:00) or an IANA name, but not "
+        "Etc/GMT+N (POSIX's sign: UTC-N). Default: MDOPS_TIMEZONE.",
     )
     every: str | None = Field(
         None,
@@ -166,6 +172,8 @@ class Trigger(_Model):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
+        if value is not None and re.match(ETC_GMT_PATTERN, value):
+            raise ValueError(ETC_GMT)
         if value is not None:
             parse_zone(value)
         return value

@@ -140,6 +140,17 @@ def _schedule(**trigger) -> dict:
         (crd.SCHEDULE, _schedule(session="open-9999h"), schedule.SESSION_OFFSET),
         (crd.SCHEDULE, _schedule(session="close+1441m"), schedule.SESSION_OFFSET),
         (crd.SCHEDULE, _schedule(cron="0 10 *"), "spec.trigger.cron: Invalid value"),
+        (crd.SCHEDULE, _schedule(cron="0 10 * * 6", timeZone="Etc/GMT+8"), schedule.ETC_GMT),
+        (
+            crd.SCHEDULE,
+            _schedule(cron="0 10 * * 6", timeZone="+24:00"),
+            "spec.trigger.timeZone: Invalid value",
+        ),
+        (
+            crd.SCHEDULE,
+            _schedule(cron="0 10 * * 6", timeZone="+08:60"),
+            "spec.trigger.timeZone: Invalid value",
+        ),
         (
             crd.SCHEDULE,
             _schedule(cron="0 10 * * 6", timeZone="Mars Base"),

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from runbooks import crd
+from runbooks.schedule import ETC_GMT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,6 +56,7 @@ def test_the_rules_the_schema_cannot_say_are_cel():
     assert [rule["message"] for rule in trigger["x-kubernetes-validations"]] == [
         "give exactly one of cron, every and session",
         "timeZone goes with cron only",
+        ETC_GMT,
         "during goes with every only",
         "every is from 5s to 24h",
         "a session offset is at most 24h (1440m) before or after the event",

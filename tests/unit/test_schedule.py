@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from runbooks.calendar import CalendarError, SessionCalendar, build_table
 from runbooks.models import RunbookSpec
 from runbooks.schedule import (
+    ETC_GMT,
     MAX_NAME_LENGTH,
     RunbookScheduleSpec,
     RunbookTemplate,
@@ -339,6 +340,11 @@ def test_the_template_is_a_runbook_spec_without_what_the_controller_sets():
         ({"cron": "61 * * * *"}, "Bad minute"),
         ({"cron": "0 0 * * * *"}, "should match pattern"),  # no seconds field: use every
         ({"cron": "0 10 * * 6", "timeZone": "Mars/Base"}, "not a known time zone"),
+        # POSIX's sign: Etc/GMT+8 is UTC-08:00, sixteen hours from the +08:00 its writer likely meant
+        ({"cron": "0 10 * * 6", "timeZone": "Etc/GMT+8"}, re.escape(ETC_GMT)),
+        ({"cron": "0 10 * * 6", "timeZone": "Etc/GMT-8"}, re.escape(ETC_GMT)),
+        ({"cron": "0 10 * * 6", "timeZone": "+24:00"}, "should match pattern"),  # no such offset
+        ({"cron": "0 10 * * 6", "timeZone": "+08:60"}, "should match pattern"),
         ({"every": "2s"}, "every is from 5s to 24h"),
         ({"session": "lunch+5m"}, "should match pattern"),
         ({"session": "open-9999h"}, "at most 24h"),
