@@ -126,9 +126,12 @@ def plan(
     if last_runbook in by_name:
         last = by_name[last_runbook]
         last_result = last.result if last.finished else None
+    ready = ("True", schedule.SCHEDULED, spec.trigger.describe())
+    if not step.counts.get("created") and (refused := _refused(status)) is not None:
+        ready = ("False", schedule.REFUSED, refused)  # no slot made since the API server refused one
     step.status = RunbookScheduleStatus(
         observed_generation=generation,
-        conditions=_ready(status, generation, "True", schedule.SCHEDULED, spec.trigger.describe()),
+        conditions=_ready(status, generation, *ready),
         schedule=spec.trigger.describe(),
         last_slot=format_time(due.last_slot),
         next_slot=None if spec.suspend or due.next_slot is None else format_time(due.next_slot),
@@ -216,6 +219,21 @@ def problem(
     )
 
 
+def refused(status: RunbookScheduleStatus, generation: int, slot: str, why: str) -> RunbookScheduleStatus:
+    """The status of a schedule whose due slot's Runbook the API server refused (a quota, an admission
+    policy): its Ready condition says so until a slot's Runbook is made; the slot is tried again at the
+    next look, and missed once past its starting deadline."""
+    return problem(
+        status, generation, schedule.REFUSED, f"the API server refuses the Runbook of the slot {slot}: {why}"
+    )
+
+
+def _refused(status: RunbookScheduleStatus) -> str | None:
+    """The message of a Ready condition that says a slot's Runbook was refused, if it does."""
+    ready = next((c for c in status.conditions if c.type == ConditionType.READY), None)
+    return ready.message if ready is not None and ready.reason == schedule.REFUSED else None
+
+
 def _ready(status: RunbookScheduleStatus, generation: int, value: str, reason: str, message: str) -> list:
     return transitions.conditions(
         status.conditions, generation, {ConditionType.READY: (value, reason, message)}
@@ -295,7 +313,17 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         )
         return
     if step.create is not None:
-        step = await _create(api, namespace, name, step)
+        try:
+            step = await _create(api, namespace, name, step)
+        except ApiError as error:
+            if not error.refused_by_admission:
+                raise
+            slot = step.create["metadata"]["annotations"][schedule.SLOT_ANNOTATION]
+            log.warning("%s/%s: the Runbook of the slot %s is refused: %s", namespace, name, slot, error)
+            await _record(
+                api, namespace, name, version, status, refused(status, generation, slot, error.detail)
+            )
+            return
     if not await _record(api, namespace, name, version, status, step.status):
         return  # not recorded (a newer view exists): the next look decides again, and counts nothing twice
     for kind, reason, message in step.events:

@@ -51,7 +51,7 @@ REQUESTER_PREFIX = "schedule:"  # a slot's Runbook names "schedule:<name>" when 
 SLOT_REQUEST_PREFIX = "schedule."  # and its request id is "schedule.<name>.<slot>"
 # The reasons of a schedule's Events (and of its Ready condition).
 CREATED, MISSED, SKIPPED, NAME_TAKEN = "SlotCreated", "SlotsMissed", "SlotsSkipped", "SlotNameTaken"
-SCHEDULED, INVALID, NO_CALENDAR = "Scheduled", "InvalidSpec", "CalendarUnavailable"
+SCHEDULED, INVALID, NO_CALENDAR, REFUSED = "Scheduled", "InvalidSpec", "CalendarUnavailable", "SlotRefused"
 NEXT_HORIZON = datetime.timedelta(days=31)  # how far ahead the next slot is looked for
 TICK = datetime.timedelta(microseconds=1)  # slots are whole seconds: [a, b) is (a - TICK, b - TICK]
 

@@ -75,8 +75,11 @@ class Schedules:
         return time.time()
 
 
-def held_creates(api_client, namespace: str, schedule_name: str, directory: Path) -> Iterator[HeldWrites]:
-    """Each Runbook create of the schedule ``schedule_name`` held (registered under the namespace's name)."""
+def held_creates(
+    api_client, namespace: str, schedule_name: str, directory: Path, refusal: int = 0
+) -> Iterator[HeldWrites]:
+    """Each Runbook create of the schedule ``schedule_name`` held (registered under the namespace's name);
+    given a ``refusal``, refused with that HTTP code once released."""
     rule = {
         "apiGroups": [keys.GROUP],
         "apiVersions": ["*"],
@@ -84,7 +87,7 @@ def held_creates(api_client, namespace: str, schedule_name: str, directory: Path
         "resources": [keys.PLURAL],
     }
     objects = {schedule.SCHEDULE_LABEL: schedule_name}
-    return held_writes(api_client, directory, namespace, namespace, rule, objects=objects)
+    return held_writes(api_client, directory, namespace, namespace, rule, refusal, objects=objects)
 
 
 def schedule_series(controller, name: str) -> dict[str, float]:
@@ -453,3 +456,46 @@ def test_a_schedule_years_behind_is_caught_up_while_the_controller_answers_its_l
     slots = (parse_time(status["lastSlot"]).timestamp() - behind) // EVERY
     counted = status["missedSlots"] + status["skippedSlots"]
     assert counted == before.get("missedSlots", 0) + before.get("skippedSlots", 0) + slots
+
+
+def test_a_slot_whose_runbook_the_api_server_refuses_is_said_in_the_ready_condition(
+    api_client, namespace, start_controller, controller_env, rbs, schedules, tmp_path
+):
+    """An admission webhook (or a policy, a quota) that refuses the slots' Runbooks: the schedule's Ready
+    condition says so, in the API server's words, not Scheduled while each slot is missed; lifted, the slots
+    run."""
+    start_controller(**controller_env)
+    with held_creates(api_client, namespace, "refused", tmp_path / "webhook", refusal=403) as refusal:
+        refusal.released.set()  # each answered at once: refused
+        probe = crd.RUNBOOK.manifest(
+            "probe", {"command": "health_check"}, labels={schedule.SCHEDULE_LABEL: "refused"}
+        )
+
+        def in_force() -> bool:
+            try:
+                rbs.custom.create_namespaced_custom_object(*rbs._args(), probe, dry_run="All")
+            except client.ApiException as error:
+                return error.status == 403
+            return False
+
+        wait_until(in_force, 30, "the webhook in force")
+        schedules.create("refused")
+
+        def ready() -> dict | None:
+            conditions = schedules.status("refused").get("conditions", [])
+            return next((c for c in conditions if c["type"] == "Ready" and c["status"] == "False"), None)
+
+        condition = wait_until(ready, 3 * EVERY, "a Ready condition that says why the slots do not run")
+        assert condition["reason"] == schedule.REFUSED
+        assert "the API server refuses the Runbook of the slot" in condition["message"], condition
+        assert "refused by the test's webhook" in condition["message"], condition
+        assert slot_runbooks(rbs, "refused") == []
+    runs_after(rbs, "refused", 1, 0, timeout=3 * EVERY)
+    wait_until(
+        lambda: (
+            next(c for c in schedules.status("refused")["conditions"] if c["type"] == "Ready")["status"]
+            == "True"
+        ),
+        3 * EVERY,
+        "the schedule Ready again",
+    )

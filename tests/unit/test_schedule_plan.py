@@ -14,6 +14,7 @@ from controller.schedules import (
     ends_skips,
     plan,
     problem,
+    refused,
     renamed,
     skips,
     slot_run,
@@ -287,3 +288,20 @@ def test_a_schedule_fixed_after_an_invalid_spec_has_its_slots_from_the_fix():
     fixed = _plan(_spec(), "2026-01-05 11:00:31", broken, edited=at("2026-01-05 11:00:29"))
     assert fixed.counts == {} and fixed.status.missed_slots == 0
     assert fixed.status.next_slot == format_time(at("2026-01-05 11:05"))
+
+
+def test_a_refused_slot_is_said_until_a_slot_s_runbook_is_made():
+    """The API server refused the Runbook of the 10:05 slot (a quota, an admission policy): looks that make
+    none keep saying so (the slot missed past its deadline), not Scheduled; the next slot made ends it."""
+    status = refused(_recorded("2026-01-05 10:00"), 2, "2026-01-05T10:05:00+08:00", "exceeded quota: q")
+    missed = _plan(_spec(), "2026-01-05 10:06:01", status)
+    assert (missed.create, missed.counts) == (None, {"missed": 1})
+    ready = missed.status.conditions[0]
+    assert (ready.status, ready.reason) == ("False", "SlotRefused")
+    assert (
+        ready.message
+        == "the API server refuses the Runbook of the slot 2026-01-05T10:05:00+08:00: exceeded quota: q"
+    )
+    made = _plan(_spec(), "2026-01-05 10:10:01", missed.status)
+    assert made.create is not None
+    assert [(c.status, c.reason) for c in made.status.conditions] == [("True", "Scheduled")]
