@@ -63,6 +63,14 @@ CRON_PATTERN = r"^\S+( \S+){4}$"
 # the +08:00 that whoever writes it most likely means. The offset itself says the same without the doubt.
 ETC_GMT = "Etc/GMT+N is UTC-N, Etc/GMT-N is UTC+N (POSIX's sign): give the offset itself, e.g. +08:00"
 ETC_GMT_PATTERN = r"^Etc/GMT[+-]0*[1-9]"
+# The controller looks at a schedule once a second, each look a second after the last one ended: a slot on
+# time may be looked at a second and a little later, past a deadline of one second. The API server refuses
+# a shorter one when it is set; a schedule that has one already keeps it (a rule on changes), and parses.
+MIN_STARTING_DEADLINE = 2
+SHORT_DEADLINE = (
+    f"startingDeadlineSeconds is at least {MIN_STARTING_DEADLINE}: the controller looks at a schedule once a "
+    "second, so a shorter deadline misses slots that were on time"
+)
 MAX_SESSION_OFFSET = datetime.timedelta(hours=24)
 SESSION_OFFSET = "a session offset is at most 24h (1440m) before or after the event"
 
@@ -248,7 +256,21 @@ class RunbookScheduleSpec(_Model):
         "made before (waiting at the gate or for its lock) is not stopped: cancel it (spec.cancel).",
     )
     starting_deadline_seconds: int = Field(
-        60, ge=1, le=86400, description="A slot that cannot start within this long after its time is missed."
+        60,
+        ge=1,
+        le=86400,
+        description=f"A slot that cannot start within this long after its time is missed; at least "
+        f"{MIN_STARTING_DEADLINE} (a schedule is looked at once a second).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self >= {MIN_STARTING_DEADLINE} || oldSelf.hasValue() && oldSelf.value() == "
+                    "self",
+                    "optionalOldSelf": True,
+                    "message": SHORT_DEADLINE,
+                }
+            ]
+        },
     )
     concurrency_policy: Literal["Forbid", "Queue"] = Field(
         "Forbid",

@@ -172,6 +172,8 @@ def _schedule(**trigger) -> dict:
             'spec.concurrencyPolicy: Unsupported value: "Allow"',
         ),
         (crd.SCHEDULE, {**_schedule(every="5m"), "startingDeadlineSeconds": 0}, "startingDeadlineSeconds"),
+        # the controller looks once a second: a slot on time could be missed by its own cadence
+        (crd.SCHEDULE, {**_schedule(every="5m"), "startingDeadlineSeconds": 1}, schedule.SHORT_DEADLINE),
     ],
 )
 def test_api_server_refuses_invalid_objects(mdops_crds, namespace, kind, spec, message):
