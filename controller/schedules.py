@@ -110,7 +110,7 @@ def plan(
         step.events.append(created_event(last_runbook, due.run))
         step.counts["created"] = step.counts.get("created", 0) + 1
     if missed:
-        why = "past their starting deadline, while suspended, or superseded by a later slot"
+        why = due.why_missed(spec)
         step.events.append(("Warning", schedule.MISSED, f"{missed} slot(s) missed, never run late: {why}"))
         step.counts["missed"] = missed
     if skipped:

@@ -585,6 +585,18 @@ class Due:
     skipped: int  # slots skipped in this step
     last_slot: datetime.datetime  # the latest slot handled: the next step's last_slot
     next_slot: datetime.datetime | None  # the first slot after now that would run, if known: upcoming()
+    latest: datetime.datetime | None = None  # the latest slot that would run: the others were superseded
+    late: bool = False  # that one missed, past its starting deadline
+
+    def why_missed(self, spec: RunbookScheduleSpec) -> str:
+        """Why its missed slots were, for whoever asks why a slot did not run."""
+        if spec.suspend:
+            return "while suspended"
+        superseded, latest = self.missed - self.late, self.latest.isoformat() if self.latest else ""
+        late = f"{latest} past its starting deadline ({spec.starting_deadline_seconds} s)"
+        if not self.late:
+            return f"superseded by the later slot {latest}"
+        return f"{superseded} superseded by the later slot {latest}, and {late}" if superseded else late
 
 
 def due(
@@ -613,13 +625,14 @@ def due(
     run = counted.last_run
     missed, skipped = counted.runs - (run is not None), counted.skipped
     deadline = datetime.timedelta(seconds=spec.starting_deadline_seconds)
-    if run is not None and (spec.suspend or now - run > deadline):
+    late = run is not None and now - run > deadline
+    if run is not None and (spec.suspend or late):
         run, missed = None, missed + 1
     if run is not None and active and spec.concurrency_policy == "Forbid":
         run, skipped = None, skipped + 1
     handled = counted.last or last_slot
     next_slot = next(upcoming(spec.trigger, max(handled, now), zone, calendar), None)
-    return Due(run, missed, skipped, handled, next_slot)
+    return Due(run, missed, skipped, handled, next_slot, counted.last_run, late)
 
 
 def slot_name(schedule: str, slot: datetime.datetime) -> str:

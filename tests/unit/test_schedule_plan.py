@@ -120,6 +120,15 @@ def test_after_an_outage_the_latest_slot_runs_if_on_time_and_the_others_are_miss
     assert late.create is None and late.status.missed_slots == 3
     assert late.status.last_slot == "2026-01-05T02:20:00.000Z"
     assert [kind for kind, _, _ in late.events] == ["Warning"]
+    # Which slot was missed for which reason, for whoever asks why the 10:20 did not run.
+    assert (
+        on_time.events[-1][2]
+        == "2 slot(s) missed, never run late: superseded by the later slot 2026-01-05T10:20:00+08:00"
+    )
+    assert late.events[-1][2] == (
+        "3 slot(s) missed, never run late: 2 superseded by the later slot 2026-01-05T10:20:00+08:00, and "
+        "2026-01-05T10:20:00+08:00 past its starting deadline (60 s)"
+    )
 
 
 @pytest.mark.parametrize("trigger", [{"every": "5m"}, {"cron": "*/5 * * * *"}], ids=["every", "cron"])
@@ -159,6 +168,7 @@ def test_suspended_slots_are_missed_and_there_is_no_next_one(xhkg):
     status = _recorded("2026-01-05 10:05")
     step = _plan(_spec(suspend=True), "2026-01-05 10:10:01", status, calendar=xhkg)
     assert step.create is None and (step.status.missed_slots, step.status.next_slot) == (1, None)
+    assert step.events == [("Warning", "SlotsMissed", "1 slot(s) missed, never run late: while suspended")]
 
 
 def test_a_runbook_created_before_a_crash_counts_as_handled_not_missed(xhkg):
