@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import re
 import shutil
 import threading
@@ -19,7 +20,9 @@ from kubernetes import client
 
 from devcluster.components import SESSIONS, ControllerProcess
 from devcluster.controlplane import REPO, ControlPlane
+from devcluster.processes import wait_until
 from devcluster.stack import Stack
+from runbooks import crd
 from runbooks.calendar import VenueCalendar, build_table
 from runbooks.kube import api_client as new_api_client
 from runbooks.settings import CommonSettings
@@ -166,6 +169,18 @@ def identities(mdops_crds) -> ControlPlane:
     The admin, who runs the other tests' controllers and APIs, may name anyone, as a cluster admin may do
     anything; so they change nothing for tests that do not ask for them."""
     mdops_crds.kubectl("apply", "-f", str(REPO / "manifests" / "identities.yaml"))
+    # The API server loads a policy applied a moment ago within a second or so: until it refuses what the
+    # newest rule refuses (an approval by the requester under another case), the policies are not in effect.
+    probe = crd.APPROVAL.manifest(
+        "probe", {"requestId": "probe", "decision": "Approve", "approver": "Probe", "requester": "probe"}
+    )
+
+    def refused() -> bool:
+        create = ("create", "-n", "default", "--dry-run=server", "-f", "-")
+        made = mdops_crds.kubectl(*create, input=json.dumps(probe), check=False)
+        return made.returncode != 0 and "nobody approves their own request" in made.stderr
+
+    wait_until(refused, 30, "the identity policies to take effect")
     return mdops_crds
 
 

@@ -130,8 +130,14 @@ async def _decide(
             "what you gave is mistyped: nothing was decided"
         )
     requester = record.spec.get("requestedBy") or ""
-    if decision == "Approve" and approver == requester:
-        raise Forbidden(f"{approver!r} asked for run {request_id!r}: nobody approves their own request")
+    if decision == "Approve" and approval.identity(approver) == approval.identity(requester):
+        who = (
+            repr(approver)
+            if approver == requester
+            else f"{approver!r} is {requester!r} to the count (names are told apart without case, spaces or "
+            "invisible characters), who"
+        )
+        raise Forbidden(f"{who} asked for run {request_id!r}: nobody approves their own request")
     if not requester:
         raise Conflict(
             f"run {request_id!r} names no requester (spec.requestedBy), so no approval can count for it; "

@@ -29,6 +29,7 @@ TOKENS = {
     "alice": ("alice-token-for-tests", ["runbooks:execute", "runbooks:approve", "status:read"]),
     "bob": ("bob-token-for-the-tests", ["runbooks:approve"]),
     "carol": ("carol-token-for-tests", ["status:read"]),
+    "Alice": ("alice-token-in-capitals", ["runbooks:approve"]),  # alice's name, another spelling
 }
 
 
@@ -233,6 +234,14 @@ def test_another_person_approves_and_the_requester_may_only_withdraw(api, identi
     assert decide(api, "alice", "fo-1") == (
         403,
         {"detail": "'alice' asked for run 'fo-1': nobody approves their own request"},
+    )
+    # The count tells names apart without case: Alice's approval would not count, so it is not made.
+    assert decide(api, "Alice", "fo-1") == (
+        403,
+        {
+            "detail": "'Alice' is 'alice' to the count (names are told apart without case, spaces or "
+            "invisible characters), who asked for run 'fo-1': nobody approves their own request"
+        },
     )
     code, made = decide(api, "bob", "fo-1", body={"comment": "backup checked"})
     assert code == 201, made

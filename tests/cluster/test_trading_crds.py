@@ -270,3 +270,17 @@ def test_what_only_the_models_check(mdops_crds, namespace):
         assert _apply(mdops_crds, namespace, crd.SCHEDULE, spec, "obj1", "--dry-run=server").returncode == 0
         with pytest.raises(ValidationError):
             schedule.RunbookScheduleSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize("approver", ["Alice", "ALICE", " alice", "alice\u3000"])
+def test_the_api_server_refuses_an_approval_by_the_requester_under_another_case_or_spaces(
+    identities, namespace, approver
+):
+    """Even from one who may name anyone (the admin): that is one person, to an identity provider that
+    ignores case, or a name with a space around it. The count ignores more spellings (runbooks.approval)."""
+    own = _apply(
+        identities, namespace, crd.APPROVAL, {**APPROVAL, "approver": approver, "requester": "alice"}
+    )
+    assert own.returncode != 0 and "nobody approves their own request" in own.stderr
+    withdrawn = {**APPROVAL, "decision": "Reject", "approver": approver, "requester": "alice"}
+    assert _apply(identities, namespace, crd.APPROVAL, withdrawn, "withdrawn").returncode == 0
