@@ -83,6 +83,10 @@ NOT_RUN = frozenset(
 )
 
 
+# The commands that change the platform, by name.
+MUTATING = frozenset(command.value for command in Command if command.mutating)
+
+
 class ExitCode(IntEnum):
     """The runner's exit codes (see runner/README.md)."""
 
@@ -133,7 +137,7 @@ def left_state_unreported(
         and exit_code is not None
         and not reported
         and not dry_run
-        and command in {c.value for c in Command if c.mutating}
+        and command in MUTATING
     )
 
 
