@@ -89,19 +89,28 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
 
+# What the API server's message says of a refusal by the cluster's own rules, not of the API's rights.
+ADMISSION_DENIALS = ("denied request", "denied the request", "exceeded quota")
+
+
 async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(error, client.ApiException):
         if error.status == 429:  # the API server is overloaded (its priority and fairness): say when to retry
             after = str((error.headers or {}).get("Retry-After", ""))
             headers["Retry-After"] = after if after.isdigit() else "1"
-        if error.status in (400, 422):  # the API server refused the Runbook: the request's fault
+        if error.status in (400, 403, 422):
             try:
-                message = json.loads(error.body)["message"]
+                message = str(json.loads(error.body)["message"])
             except (TypeError, ValueError, KeyError):
                 message = str(error.reason)
-            issue = {"loc": ["body"], "msg": f"the Kubernetes API refused the Runbook: {message}"}
-            return JSONResponse({"detail": [{**issue, "type": "kubernetes_refused"}]}, status_code=422)
+            # The API server refused the object: as invalid, or by an admission policy, a webhook or a quota
+            # of the cluster's own (a 403 that says it denied the request, or that a quota is exceeded):
+            # the request's fault, and asking again changes nothing until the cluster's rules do. Any other
+            # 403 (the API's own ServiceAccount may not do it) is the API's.
+            if error.status != 403 or any(mark in message for mark in ADMISSION_DENIALS):
+                issue = {"loc": ["body"], "msg": f"the Kubernetes API server refused it: {message}"}
+                return JSONResponse({"detail": [{**issue, "type": "kubernetes_refused"}]}, status_code=422)
         detail = f"Kubernetes API error: {error.status} {error.reason}"
     else:
         detail = f"Kubernetes API unreachable: {type(error).__name__}"

@@ -16,7 +16,7 @@ import pytest
 
 from api.submission import object_name
 from devcluster.processes import wait_until
-from runbooks import keys
+from runbooks import keys, models
 from tests.api.conftest import HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
 from tests.api.proxy import Proxy
 from tests.cluster.webhooks import held_writes
@@ -542,3 +542,58 @@ def test_a_kubernetes_429_is_a_503_that_says_when_to_retry(api, runbooks, api_cl
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"].isdigit(), response.headers
     assert response.json()["detail"].startswith("Kubernetes API error: 429"), response.text
+
+
+@pytest.mark.parametrize("reason", ["Forbidden", "Invalid"])
+def test_a_runbook_the_clusters_own_policy_refuses_is_a_422_in_the_policys_words(
+    api, runbooks, cluster, namespace, reason
+):
+    """A ValidatingAdmissionPolicy of the cluster's own (no failovers in this namespace) refuses the Runbook
+    the API makes, as Forbidden (403) or as Invalid (422): the request's fault, not the API's. Both are a
+    422 that says why; the 403 was a 503 'Kubernetes API error: 403 Forbidden', which said neither why nor
+    that asking again changes nothing. No Runbook is made."""
+    name = f"no-failovers-{namespace}"
+    rule = {
+        "apiGroups": [keys.GROUP],
+        "apiVersions": ["*"],
+        "operations": ["CREATE"],
+        "resources": ["runbooks"],
+    }
+    said = "no failovers in this namespace today"
+    validation = {"expression": "object.spec.command != 'failover'", "message": said, "reason": reason}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [rule]},
+            "validations": [validation],
+        },
+    }
+    here = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": here},
+    }
+    cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
+    )
+    try:
+        probe = json.dumps(models.manifest("probe", {"command": "failover"}))
+        create = ("create", "-n", namespace, "--dry-run=server", "-f", "-")
+        wait_until(
+            lambda: said in cluster.kubectl(*create, input=probe, check=False).stderr, 30, "the policy"
+        )
+        answer = api.post(EXECUTE, json={"command": "failover", "request_id": "fo-1"}, headers=auth())
+        assert answer.status_code == 422, answer.text
+        [issue] = answer.json()["detail"]
+        assert issue["type"] == "kubernetes_refused" and said in issue["msg"], issue
+        assert issue["msg"].startswith("the Kubernetes API server refused it: "), issue
+        assert runbooks.list() == []
+    finally:
+        cluster.kubectl(
+            "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False
+        )
