@@ -93,6 +93,14 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
 ADMISSION_DENIALS = ("denied request", "denied the request", "exceeded quota")
 
 
+def refused_by_cluster(status: int, message: str) -> bool:
+    """Whether the API server refused an object for the request's sake, so that asking again changes nothing
+    until the cluster's rules do: as invalid (400, 422), or by an admission policy, a webhook or a quota of
+    the cluster's own (a 403 that says it denied the request, or that a quota is exceeded). Not another
+    403: the API's own ServiceAccount lacks a right, a namespace is being deleted, a quota not counted yet."""
+    return status in (400, 422) or (status == 403 and any(mark in message for mark in ADMISSION_DENIALS))
+
+
 async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(error, client.ApiException):
@@ -104,11 +112,7 @@ async def _kubernetes_error(request: Request, error: Exception) -> JSONResponse:
                 message = str(json.loads(error.body)["message"])
             except (TypeError, ValueError, KeyError):
                 message = str(error.reason)
-            # The API server refused the object: as invalid, or by an admission policy, a webhook or a quota
-            # of the cluster's own (a 403 that says it denied the request, or that a quota is exceeded):
-            # the request's fault, and asking again changes nothing until the cluster's rules do. Any other
-            # 403 (the API's own ServiceAccount may not do it) is the API's.
-            if error.status != 403 or any(mark in message for mark in ADMISSION_DENIALS):
+            if refused_by_cluster(error.status, message):
                 issue = {"loc": ["body"], "msg": f"the Kubernetes API server refused it: {message}"}
                 return JSONResponse({"detail": [{**issue, "type": "kubernetes_refused"}]}, status_code=422)
         detail = f"Kubernetes API error: {error.status} {error.reason}"

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from api.auth import Principal
+from api.main import refused_by_cluster
 from api.prometheus import number
 from api.records import record_of
 from api.render import execute_response, iso, status_response
@@ -210,3 +211,33 @@ def test_no_state_reported_names_no_run():
     body = status_response([record_of(TIMED_OUT)], SHANGHAI, 20)
     assert (body["active_profile"], body["state_reported_by"]) == (None, None)
     assert body["state_stale_by"]["request_id"] == "fo-2"  # whatever was there before it, it may have changed
+
+
+FORBIDDEN = 'runbooks.ops.mdops.io "fo-1" is forbidden: '
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "refused"),
+    [
+        (422, 'Runbook.ops.mdops.io "fo-1" is invalid: spec.command: Unsupported value', True),
+        (400, "the body of the request was in an unknown format", True),
+        (403, FORBIDDEN + "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: not today", True),
+        (403, 'admission webhook "deny.example.com" denied the request: not today', True),
+        (403, FORBIDDEN + "exceeded quota: q, requested: count/runbooks.ops.mdops.io=1, used: …", True),
+        # the API's own rights, a namespace going, a quota not counted yet: not the request's to hear
+        (
+            403,
+            'runbooks.ops.mdops.io is forbidden: User "system:serviceaccount:m:mdops" cannot create',
+            False,
+        ),
+        (
+            403,
+            FORBIDDEN + "unable to create new content in namespace m because it is being terminated",
+            False,
+        ),
+        (403, FORBIDDEN + "status unknown for quota: q, resource: count/runbooks.ops.mdops.io", False),
+        (500, "Internal error occurred: denied request", False),
+    ],
+)
+def test_what_the_api_server_refused_for_the_requests_sake(status, message, refused):
+    assert refused_by_cluster(status, message) is refused
