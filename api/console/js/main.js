@@ -44,7 +44,7 @@ function showEnvironment(status) {
   $("env-unreported-by").replaceChildren(
     ...(since
       ? [
-          el("a", { href: `#/runbooks/${encodeURIComponent(since.request_id)}` }, `${since.command} ${since.request_id}`),
+          el("a", { href: `#/runbooks/${encodeURIComponent(since.request_id)}` }, since.command, " ", since.request_id),
           ` ended without reporting the state it left (exit code ${since.exit_code}): what it changed is not known`,
         ]
       : []),

@@ -2,7 +2,18 @@
 // logs, kept current by the live updates (GET /api/ops/events). The run page shows it; the
 // command form shows the same panel for the run it started.
 import { ApiError, POLL_SECONDS, call, now, paused, refusal, runNow, stale } from "./api.js";
-import { changesEnvironment, clock, duration, el, leftStateUnreported, offset, readable, say, scrolling, whenWithOffset } from "./format.js";
+import {
+  changesEnvironment,
+  clock,
+  duration,
+  el,
+  leftStateUnreported,
+  offset,
+  readable,
+  say,
+  scrolling,
+  whenWithOffset,
+} from "./format.js";
 import { cancelledBy, cancelling } from "./cancel.js";
 import { decision } from "./decide.js";
 import { follow, newer } from "./live.js";
@@ -341,7 +352,10 @@ export function panel(zone, onChange = () => {}, actions = null) {
 function resultingState(runbook, state) {
   if (runbook.dry_run) return "None: a dry run changes nothing.";
   if (leftStateUnreported(runbook, state)) {
-    return "None reported: what it changed is not known, and the header shows the state from before it. A health_check reports the state as it is.";
+    return (
+      "None reported: what it changed is not known, and the header shows the state from before it. " +
+      "A health_check reports the state as it is."
+    );
   }
   return state === null ? "None reported (yet)." : "Shown with the live updates.";
 }
