@@ -17,7 +17,7 @@ from api import events
 from api.cache import RunbookCache
 from api.records import RunbookRecord
 from runbooks.calendar import SessionCalendar, library_version
-from runbooks.contract import Command, Reason, left_state_unreported, parse_time, requester
+from runbooks.contract import Command, left_state_unreported, parse_time, requester
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
@@ -231,19 +231,14 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
 
 
 def _left_state_unreported(record: RunbookRecord) -> bool:
-    """:func:`left_state_unreported` of a finished run that ran: not a duplicate (it shows an earlier
-    run's result and ran nothing), nor a Runbook refused over its namespace's cap."""
-    return (
-        record.finished
-        and record.duplicate_of is None
-        and record.reason != Reason.QUOTA_EXCEEDED
-        and left_state_unreported(
-            record.command,
-            record.status,
-            record.exit_code,
-            reported=record.state is not None,
-            dry_run=record.dry_run,
-        )
+    """:func:`left_state_unreported` of a finished run."""
+    return record.finished and left_state_unreported(
+        record.command,
+        record.status,
+        record.exit_code,
+        record.reason,
+        reported=record.state is not None,
+        dry_run=record.dry_run,
     )
 
 

@@ -185,7 +185,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
       el("h3", {}, "Resulting state"),
       s
         ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
-        : el("p", { class: leftStateUnreported(r, s) ? "caution" : null }, resultingState(r, s)),
+        : el("p", { class: leftStateUnreported(detail) ? "caution" : null }, resultingState(detail)),
     );
     if (focused) [...details.querySelectorAll(".scroll")].find((box) => box.getAttribute("aria-label") === focused)?.focus();
     showLines(detail.lines, true);
@@ -349,15 +349,15 @@ export function panel(zone, onChange = () => {}, actions = null) {
 }
 
 // What a run's page says of the state it left, when it reported none.
-function resultingState(runbook, state) {
-  if (runbook.dry_run) return "None: a dry run changes nothing.";
-  if (leftStateUnreported(runbook, state)) {
+function resultingState(detail) {
+  if (detail.runbook.dry_run) return "None: a dry run changes nothing.";
+  if (leftStateUnreported(detail)) {
     return (
       "None reported: what it changed is not known, and the header shows the state from before it. " +
       "A health_check reports the state as it is."
     );
   }
-  return state === null ? "None reported (yet)." : "Shown with the live updates.";
+  return detail.state === null ? "None reported (yet)." : "Shown with the live updates.";
 }
 
 export function show(container, ctx, requestId) {
