@@ -17,7 +17,7 @@ from api import events
 from api.cache import RunbookCache
 from api.records import RunbookRecord
 from runbooks.calendar import SessionCalendar, library_version
-from runbooks.contract import Command, left_state_unreported, parse_time, requester
+from runbooks.contract import Command, Reason, RunState, parse_time, requester
 
 
 def iso(moment: datetime.datetime | None, zone: datetime.tzinfo) -> str | None:
@@ -108,7 +108,8 @@ def _millis(value: str, zone: datetime.tzinfo) -> str:
 def run_view(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
     """A run as ``GET /api/ops/runbooks/{request_id}`` answers it: execute's shape, its ``runbook``
     extended as in status' history (its parameters, ``created_at``, ``uid``, why it waits), with the
-    resulting state, the status' conditions and the spec's cancel."""
+    resulting state (or that it may have changed the platform without reporting one), the status'
+    conditions and the spec's cancel."""
     return {
         "runbook": runbook_summary(record, zone),
         "health": health_view(record.health, zone),
@@ -117,6 +118,7 @@ def run_view(record: RunbookRecord, zone: datetime.tzinfo) -> dict[str, Any]:
             {**c, "last_transition_time": zoned(c["last_transition_time"], zone)} for c in record.conditions
         ],
         "cancel": cancel_view(record.spec.get("cancel")),
+        "state_unreported": _left_state_unreported(record),
     }
 
 
@@ -230,15 +232,25 @@ def status_response(records: list[RunbookRecord], zone: datetime.tzinfo, history
     }
 
 
+# A finished run's reasons that come with an exit code though no script of its own ran: a duplicate shows
+# its original's result, and a Runbook over its namespace's cap is refused with 125.
+RAN_NOTHING = frozenset({Reason.DUPLICATE, Reason.QUOTA_EXCEEDED})
+MUTATING = frozenset(command.value for command in Command if command.mutating)
+
+
 def _left_state_unreported(record: RunbookRecord) -> bool:
-    """:func:`left_state_unreported` of a finished run."""
-    return record.finished and left_state_unreported(
-        record.command,
-        record.status,
-        record.exit_code,
-        record.reason,
-        reported=record.state is not None,
-        dry_run=record.dry_run,
+    """Whether a finished run may have changed the platform and left no report of the state it left: a
+    command that changes it, not a dry run, that ran (it has an exit code: a run refused before it started
+    has none; not a duplicate, nor one over the cap) and failed without reporting a state (stopped at its
+    timeout, cancelled, its runner dead). The status' environment is then the state a run before it left."""
+    return (
+        record.finished
+        and record.status == RunState.FAILED
+        and record.exit_code is not None
+        and record.reason not in RAN_NOTHING
+        and record.state is None
+        and not record.dry_run
+        and record.command in MUTATING
     )
 
 

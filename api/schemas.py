@@ -207,6 +207,12 @@ class RunView(BaseModel):
         description="Added to execute's shape: set once the run was asked to be cancelled (it may still be "
         "running until the stop reaches it); null otherwise."
     )
+    state_unreported: bool = Field(
+        description="Added to execute's shape: the run may have changed the platform without reporting the "
+        "state it left (a command that changes it, not a dry run, that ran and failed without a report: "
+        "stopped at its timeout, cancelled, its runner dead); the status names the newest such run in "
+        "state_stale_by until a run reports the state again."
+    )
 
 
 class RunbooksPage(BaseModel):

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import escaped, runbook_meaning
-from runbooks.contract import ConditionType, RunState, left_state_unreported, parse_time
+from runbooks.contract import RunState, parse_time
 
 STATUS_STYLES = {
     RunState.SUCCESS: "green",
@@ -144,17 +144,8 @@ def _parameters(runbook: dict[str, Any]) -> str:
 
 def unreported(view: dict[str, Any]) -> bool:
     """Whether a run (as ``GET /api/ops/runbooks/{request_id}`` shows it) may have changed the platform and
-    ended without reporting the state it left (:func:`left_state_unreported`)."""
-    runbook = view["runbook"]
-    succeeded = next((c for c in view.get("conditions", ()) if c["type"] == ConditionType.SUCCEEDED), {})
-    return "state" in view and left_state_unreported(
-        runbook["command"],
-        runbook["status"],
-        runbook.get("exit_code"),
-        succeeded.get("reason"),
-        reported=view["state"] is not None,
-        dry_run=bool(runbook.get("dry_run")),
-    )
+    ended without reporting the state it left: the API says so (``state_unreported``)."""
+    return view.get("state_unreported") is True
 
 
 def _left(view: dict[str, Any]) -> RenderableType:

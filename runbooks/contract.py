@@ -83,13 +83,6 @@ NOT_RUN = frozenset(
 )
 
 
-# The reasons of a finished run that has an exit code though no script of its own ran: a duplicate shows its
-# original's, and a Runbook over its namespace's cap is refused with 125.
-RAN_NOTHING = frozenset({Reason.DUPLICATE, Reason.QUOTA_EXCEEDED})
-# The commands that change the platform, by name.
-MUTATING = frozenset(command.value for command in Command if command.mutating)
-
-
 class ExitCode(IntEnum):
     """The runner's exit codes (see runner/README.md)."""
 
@@ -126,25 +119,6 @@ class RunState(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
-
-
-def left_state_unreported(
-    command: str, status: str, exit_code: int | None, reason: str | None, *, reported: bool, dry_run: bool
-) -> bool:
-    """Whether a finished run may have changed the platform and left no report of the state it left: a
-    command that changes it, not a dry run, that ran (it has an exit code: a run refused before it started
-    has none) and failed without reporting a state (stopped at its timeout, cancelled, its runner dead).
-    Not a duplicate (``reason``: its Succeeded condition's), which shows an earlier run's result and ran
-    nothing, nor a Runbook refused over its namespace's cap. The environment's state that the status shows
-    is then the one a run before it reported."""
-    return (
-        status == RunState.FAILED
-        and exit_code is not None
-        and reason not in RAN_NOTHING
-        and not reported
-        and not dry_run
-        and command in MUTATING
-    )
 
 
 def run_state(succeeded: str | None, reason: str | None) -> RunState:

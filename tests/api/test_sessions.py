@@ -44,7 +44,8 @@ def test_status_shows_the_session_beside_the_specs_keys(server):
         return code == 200 and body["session"]["state"] is not None and body
 
     body = wait_until(loaded, 30, "the session in the status")
-    assert body.keys() == SPEC_KEYS | {"session"}  # the keys it had, and one more
+    # the keys it had, the session, and the runs that reported the environment's state or may have changed it
+    assert body.keys() == SPEC_KEYS | {"session", "state_reported_by", "state_stale_by"}
     session = body["session"]
     assert (session["venue"], session["calendar"], session["note"]) == (
         "XHKG",

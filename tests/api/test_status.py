@@ -79,6 +79,8 @@ def test_empty_namespace(api):
         "last_health": None,
         "last_exit_codes": {},
         "last_updated_at": None,
+        "state_reported_by": None,
+        "state_stale_by": None,
         "audit": [],
     }
 

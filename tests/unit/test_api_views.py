@@ -11,7 +11,7 @@ from api.auth import Principal
 from api.main import refused_by_cluster
 from api.prometheus import number
 from api.records import record_of
-from api.render import execute_response, iso, status_response
+from api.render import execute_response, iso, run_view, status_response
 from runbooks import models
 from runbooks.contract import PERMISSIONS
 
@@ -205,6 +205,30 @@ def test_the_status_names_the_run_that_reported_its_state_and_one_that_may_have_
             "exit_code": run.exit_code,
             "finished_at": iso(run.finished_at, SHANGHAI),
         }
+
+
+@pytest.mark.parametrize(
+    ("run", "unreported"),
+    [
+        (TIMED_OUT, True),
+        (ended("fo-2", "failover", "Cancelled", 130, "19:01:00"), True),
+        (ended("rs-2", "restart", "ExecutionError", 125, "19:01:00"), True),
+        (ended("fo-2", "failover", "Failed", 1, "19:01:00", state=BACKUP), False),
+        (ended("fo-2", "failover", "Succeeded", 0, "19:01:00", state=BACKUP), False),
+        (ended("fo-2", "failover", "OutsideChangeWindow", None, "19:01:00"), False),
+        (ended("fo-2", "failover", "TimedOut", 124, "19:01:00", spec={"dryRun": True}), False),
+        (ended("hc-2", "health_check", "TimedOut", 124, "19:01:00"), False),
+        (ended("fo-2", "failover", "Duplicate", 124, "19:01:00", duplicateOf="fo-1"), False),
+        (ended("fo-2", "failover", "QuotaExceeded", 125, "19:01:00"), False),
+    ],
+    ids=[
+        "timed-out", "cancelled", "runner-died", "failed-reported", "success", "refused", "dry-run",
+        "health-check", "duplicate", "over-cap",
+    ],
+)  # fmt: skip
+def test_a_runs_view_says_whether_it_may_have_changed_the_platform_unreported(run, unreported):
+    """What the status counts for state_stale_by, a run's view says of it: mdops and the console show it."""
+    assert run_view(record_of(run), SHANGHAI)["state_unreported"] is unreported
 
 
 def test_no_state_reported_names_no_run():

@@ -100,23 +100,10 @@ export function unavailable(busy, ...buttons) {
   }
 }
 
-// Whether a finished run may have changed the platform and left no report of the state it left (the
-// status names the newest such run since the state it shows: state_stale_by): a command that changes it,
-// not a dry run, that ran (it has an exit code) and failed without reporting a state (stopped at its
-// timeout, cancelled, its runner dead); not a duplicate, nor one over its namespace's cap (by its
-// Succeeded condition's reason), which ran nothing.
-export function leftStateUnreported(detail) {
-  const { runbook, state } = detail;
-  const ran = runbook.status === "failed" && runbook.exit_code !== null && runbook.exit_code !== undefined;
-  const reason = (detail.conditions || []).find((c) => c.type === "Succeeded")?.reason;
-  const nothing = reason === "Duplicate" || reason === "QuotaExceeded";
-  return ran && !nothing && state === null && !runbook.dry_run && runbook.command !== "health_check";
-}
-
 // Whether a run's event may change what the header says of the environment: it reported a state, or it
-// may have changed the platform without one.
+// may have changed the platform without one (the API says so of a run: state_unreported).
 export function changesEnvironment(detail) {
-  return Boolean(detail.state) || (Boolean(detail.runbook) && leftStateUnreported(detail));
+  return Boolean(detail.state) || detail.state_unreported === true;
 }
 
 // An element with text: el("td", {class: "x"}, "text", child, ...).

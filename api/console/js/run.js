@@ -7,7 +7,6 @@ import {
   clock,
   duration,
   el,
-  leftStateUnreported,
   offset,
   readable,
   say,
@@ -185,7 +184,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
       el("h3", {}, "Resulting state"),
       s
         ? pairs([["Mode", s.environment_mode], ["Active profile", s.active_profile], ["Active window", s.active_window]])
-        : el("p", { class: leftStateUnreported(detail) ? "caution" : null }, resultingState(detail)),
+        : el("p", { class: detail.state_unreported ? "caution" : null }, resultingState(detail)),
     );
     if (focused) [...details.querySelectorAll(".scroll")].find((box) => box.getAttribute("aria-label") === focused)?.focus();
     showLines(detail.lines, true);
@@ -351,7 +350,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
 // What a run's page says of the state it left, when it reported none.
 function resultingState(detail) {
   if (detail.runbook.dry_run) return "None: a dry run changes nothing.";
-  if (leftStateUnreported(detail)) {
+  if (detail.state_unreported) {
     return (
       "None reported: what it changed is not known, and the header shows the state from before it. " +
       "A health_check reports the state as it is."
