@@ -44,8 +44,18 @@ With ``--kill-control-plane`` the kube-apiserver is SIGKILLed too, a random 2-10
 writes then meet a server that is gone, or that dies between applying a write and answering it. The
 soak's own calls are made again through it (a create that then meets its own Runbook was made).
 
+With ``--freeze F`` a fraction F of those turns (seeded; 1: all of them) freezes the process instead of
+killing it: SIGSTOP, then SIGCONT, as a VM paused, a long GC or swap stall, a container's cgroup frozen.
+Its connections stay open and it answers nothing, then it wakes with what it knew before. A controller
+stays frozen 0.2-3 s (two in five), 4-15 s (two in five: over the peering lifetime, so that with
+``--replicas`` the other replica takes over and the frozen one, if it was the active one, wakes believing
+it still is), or 30-40 s (one in five: over the controller's 30 s request timeout, which a call under way
+meets as it wakes); with ``--kill-control-plane`` the kube-apiserver (etcd one time in three) stays frozen
+1-20 s, which its supervisor does not notice. The report counts the freezes and the seconds the
+controllers stayed frozen; its zeros keep their meaning.
+
     python -m bench.soak [--executors local,job] [--count 100] [--seed 10] [--kill-control-plane]
-        [--replicas 1] [--cancel 0.2]
+        [--replicas 1] [--cancel 0.2] [--freeze 0.5]
 """
 
 from __future__ import annotations
@@ -93,6 +103,10 @@ exit "$2"
 """
 COMMANDS = ("failover", "failback", "drill", "restart", "health_check")
 PEERING_LIFETIME = 4  # s, with --replicas: a replica killed is taken for gone after it
+# With --freeze, how long a process stays stopped (SIGSTOP): a short stall (a GC, a page-in), one over the
+# peering lifetime and the lock's retry (a VM paused, a cgroup frozen), one over the controller's request
+# timeout (30 s: a call under way meets its timeout as the process wakes, its answer perhaps unread).
+FREEZE_SECONDS = ((0.4, (0.2, 3.0)), (0.4, (4.0, 15.0)), (0.2, (30.0, 40.0)))
 OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
 
 
@@ -140,20 +154,49 @@ def plan(rng: random.Random, count: int, targets: int, cancel: float = 0.0) -> l
     return runs
 
 
+def freeze_seconds(rng: random.Random) -> float:
+    """How long a freeze lasts (:data:`FREEZE_SECONDS`)."""
+    ((low, high),) = rng.choices(
+        [span for _, span in FREEZE_SECONDS], [weight for weight, _ in FREEZE_SECONDS]
+    )
+    return rng.uniform(low, high)
+
+
+def freeze(pid: int, seconds: float, stopped: threading.Event) -> None:
+    """Stop ``pid`` (SIGSTOP: its connections stay open, it answers nothing) for ``seconds``, or
+    until ``stopped``; continued (SIGCONT) whatever happens."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped.wait(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 class Killer(threading.Thread):
     """Starts the controller, SIGKILLs it after a random 0.5-5 s, starts it again (after a random 0 to
-    ``down`` s), until stopped; the controller it leaves running then goes on alone."""
+    ``down`` s), until stopped; the controller it leaves running then goes on alone. A fraction ``frozen``
+    of the turns freezes it instead (:func:`freeze`), for :func:`freeze_seconds`."""
 
-    def __init__(self, rng: random.Random, start: Any, down: float = 0):
+    def __init__(self, rng: random.Random, start: Any, down: float = 0, frozen: float = 0):
         super().__init__(daemon=True)
-        self.rng, self.start_controller, self.down = rng, start, down
+        self.rng, self.start_controller, self.down, self.frozen = rng, start, down, frozen
         self.stopped = threading.Event()
-        self.kills = 0
+        self.kills = self.freezes = 0
+        self.frozen_s = 0.0
         self.controller: ControllerProcess = start(0)
         self.start()
 
     def run(self) -> None:
         while not self.stopped.wait(self.rng.uniform(0.5, 5.0)):
+            # Drawn only with --freeze: the turns of a seed without it stay as they were.
+            if self.frozen and self.rng.random() < self.frozen:
+                seconds, began = freeze_seconds(self.rng), time.monotonic()
+                controller = self.controller
+                log(f"{controller.workdir.name}/{controller.process.name} frozen for {seconds:.1f} s")
+                freeze(self.controller.process.popen.pid, seconds, self.stopped)
+                self.freezes += 1
+                self.frozen_s += time.monotonic() - began
+                continue
             os.kill(self.controller.process.popen.pid, signal.SIGKILL)
             self.controller.process.popen.wait()
             self.kills += 1
@@ -171,21 +214,31 @@ class ControlPlaneKiller(threading.Thread):
     """SIGKILLs the kube-apiserver a random 2-10 s after it serves again, and etcd first one time in
     three; the control plane's supervisor starts them again. Counted from its return, not from the kill:
     on a busy machine the kube-apiserver may take longer to start than the longest interval, and would
-    then never serve, which tests nothing but the soak's patience."""
+    then never serve, which tests nothing but the soak's patience. A fraction ``frozen`` of the turns
+    freezes the kube-apiserver (etcd one time in three) instead, for 1-20 s: a frozen server is not a dead
+    one (its connections stay open, nothing answers, and the supervisor sees nothing wrong)."""
 
-    def __init__(self, rng: random.Random, cluster: ControlPlane):
+    def __init__(self, rng: random.Random, cluster: ControlPlane, frozen: float = 0):
         super().__init__(daemon=True)
-        self.rng = rng
+        self.rng, self.frozen = rng, frozen
         self.components = {process.name: process for process in cluster.processes}
         self.readyz = f"{cluster.server}/readyz"
         self.context = ssl.create_default_context(cafile=cluster.ca.cert_path)
         self.stopped = threading.Event()
-        self.kills = 0
+        self.kills = self.freezes = 0
         self.start()
 
     def run(self) -> None:
         while not self.stopped.wait(self.rng.uniform(2.0, 10.0)):
             names = ["etcd", "kube-apiserver"] if self.rng.random() < 1 / 3 else ["kube-apiserver"]
+            if self.frozen and self.rng.random() < self.frozen:  # drawn only with --freeze
+                component = self.components[names[0]]
+                if component.alive():
+                    seconds = self.rng.uniform(1.0, 20.0)
+                    log(f"{names[0]} frozen for {seconds:.1f} s")
+                    freeze(component.popen.pid, seconds, self.stopped)
+                    self.freezes += 1
+                continue
             for name in names:
                 if self.components[name].alive():  # else still down from the last time
                     os.kill(self.components[name].popen.pid, signal.SIGKILL)
@@ -196,6 +249,11 @@ class ControlPlaneKiller(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join()
+
+
+def log(line: str) -> None:
+    """A line of the soak's progress, on stderr (stdout is the report), with the time the logs use."""
+    print(f"{time.strftime('%H:%M:%S')} soak: {line}", file=sys.stderr, flush=True)
 
 
 class Witness:
@@ -313,11 +371,12 @@ class Soak:
                 random.Random(self.args.seed + 1 + 1000 * replica),
                 functools.partial(self.controller, replica=replica),
                 down=0 if self.args.replicas == 1 else 2 * PEERING_LIFETIME,
+                frozen=self.args.freeze,
             )
             for replica in range(self.args.replicas)
         ]
         outages = (
-            ControlPlaneKiller(random.Random(self.args.seed + 2), self.cluster)
+            ControlPlaneKiller(random.Random(self.args.seed + 2), self.cluster, self.args.freeze)
             if self.args.kill_control_plane
             else None
         )
@@ -358,7 +417,10 @@ class Soak:
         try:
             return {
                 "kills": sum(killer.kills for killer in killers),
+                "freezes": sum(killer.freezes for killer in killers),
+                "frozen_s": round(sum(killer.frozen_s for killer in killers), 1),
                 "control_plane_kills": outages.kills if outages else 0,
+                "control_plane_freezes": outages.freezes if outages else 0,
                 "duration_s": round(took, 1),
                 "deleted_before_start": deleted_before_start,
                 "cancels_refused_finished": self.cancels_refused, **self.check(runs, self.runbooks()),
@@ -538,6 +600,12 @@ def main() -> None:
         "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
     )
     parser.add_argument("--cancel", type=float, default=0.0, help="the fraction of the runs cancelled")
+    parser.add_argument(
+        "--freeze",
+        type=float,
+        default=0.0,
+        help="the fraction of the kills that freeze (SIGSTOP, then SIGCONT) instead; 1: freezes only",
+    )
     args = parser.parse_args()
     if args.replicas > 1 and "local" in args.executors.split(","):
         # Each replica would run scripts in its own folder and could not adopt another's runs.
@@ -545,6 +613,7 @@ def main() -> None:
     results = {}
     for executor in args.executors.split(","):
         work = Path(tempfile.mkdtemp(prefix=f"mdops-soak-{executor}-"))
+        log(f"{executor}: the witness, the controllers' logs and the control plane's in {work}")
         supervised = (
             {"supervise": True, "backoff": Backoff(initial=0.25, cap=1.0)} if args.kill_control_plane else {}
         )
