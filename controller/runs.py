@@ -626,10 +626,7 @@ class Runs:
         """Start (or adopt) the run, wait for it and finish it."""
         assert entry.claim is not None
         if entry.claim.result is not None:  # recorded before a restart: only the rest is left to do
-            if entry.claim.result.get("exitCode") is None:  # cancelled before it started
-                return await self._cancelled_unstarted(entry)
-            run = self.services.executor.handle(self.request(entry))
-            return await self.finish(entry, run, entry.claim.result)
+            return await self._recorded(entry)
         if entry.needs_lock and not unstarted_stop(entry):
             try:
                 holder = await self.services.lock.acquire(entry.namespace, entry.group, entry.uid, entry.name)
@@ -692,8 +689,8 @@ class Runs:
                             entry.name,
                         )
                         return await self.forget(entry)
-                    if entry.claim.result is not None:  # another replica recorded its cancel meanwhile
-                        return await self._cancelled_unstarted(entry)
+                    if entry.claim.result is not None:  # another replica recorded its end meanwhile
+                        return await self._recorded(entry)
             if stopping.is_set() and not isinstance(begun, Next):
                 # Paused meanwhile: the active replica runs it, from what was prepared (which proves that
                 # nothing ran, :meth:`Executor.resume`), or prepares it again (here it could not be: a 5xx
@@ -725,6 +722,17 @@ class Runs:
         if result is None:
             return Next(Outcome.STOPPED)
         return await self.finish(entry, run, stopped_result(entry, result))
+
+    async def _recorded(self, entry: Entry) -> Next:
+        """Finish a run whose end the ledger holds already: recorded before a restart, or by another replica
+        while this one did not act (paused, or frozen: a replica stopped by SIGSTOP past the peering lifetime
+        wakes believing itself the active one, with its view of before). That end is its cancel before the
+        start (no exit code), or its run's: the other replica ran it meanwhile."""
+        assert entry.claim is not None and entry.claim.result is not None
+        if entry.claim.result.get("exitCode") is None:  # cancelled before it started
+            return await self._cancelled_unstarted(entry)
+        run = self.services.executor.handle(self.request(entry))
+        return await self.finish(entry, run, entry.claim.result)
 
     async def _found(self, entry: Entry) -> Run | dict[str, Any] | None:
         """The run of a deleted Runbook whose status names none, to be stopped: None if none was started.

@@ -1,0 +1,75 @@
+"""Controller replicas frozen (SIGSTOP: a VM paused, a long GC or swap stall, a container's cgroup frozen),
+not killed: the connections stay open, nothing answers, and the replica wakes with what it knew before,
+believing itself the active one, while the other took over meanwhile (kopf's peering, 4 s)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from devcluster.components import ControllerProcess
+from devcluster.processes import wait_until
+from tests.cluster import test_semantics
+from tests.cluster.test_cancelled_runs import WHO, assert_cancelled_unstarted, cancel
+from tests.cluster.test_guarantees import job_env, wait_paused
+from tests.cluster.test_semantics import release, started
+from tests.cluster.webhooks import held_writes
+
+env, rbs = test_semantics.env, test_semantics.rbs
+
+
+@contextlib.contextmanager
+def frozen(controller: ControllerProcess) -> Iterator[None]:
+    """``controller`` stopped (SIGSTOP) for the ``with`` block, continued (SIGCONT) after."""
+    os.kill(controller.process.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(controller.process.popen.pid, signal.SIGCONT)
+
+
+def acting_pair(start_controller, settings: dict) -> tuple[ControllerProcess, ControllerProcess]:
+    """The active replica (priority 20) and the standby (10), paused for it."""
+    standby = start_controller("standby", MDOPS_PRIORITY="10", **settings)
+    wait_until(lambda: "resuming" in standby.process.log.read_text(), 60, "the standby to act alone")
+    active = start_controller("active", MDOPS_PRIORITY="20", **settings)
+    wait_paused(standby)
+    return active, standby
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["ran", "cancelled"])
+def test_a_replica_frozen_before_its_runs_start_wakes_to_the_others_end_and_records_it_once(
+    start_controller, cluster, peering, rbs, env, api_client, namespace, tmp_path, cancelled
+):
+    """The active replica makes a run's Job (suspended) and freezes before it takes the claim's mark off.
+    The standby takes over and runs it (or, the Runbook cancelled meanwhile, ends it cancelled before it
+    started), and records its end. The frozen replica wakes and takes the mark off: the claim has a result.
+    It took any for a cancel recorded by the other replica and failed on the spec's missing cancel (a
+    KeyError, the step tried again 5 s later, then dropped as the Runbook left the watch). Now it finishes
+    the run from the recorded end at once: the run ran once (or never), the other's end stands."""
+    settings = {**job_env(cluster, namespace, env), **peering}
+    active, standby = acting_pair(start_controller, settings)
+    release(env)  # the scripts run through
+    rule = {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["jobs"]}
+    with held_writes(api_client, tmp_path / "jobs", f"{namespace}-jobs", namespace, rule) as creates:
+        rbs.create("elsewhere", command="failover")
+        wait_until(creates.asked.is_set, 30, "the active replica to make the run's Job")
+        with frozen(active):
+            if cancelled:
+                cancel(rbs, "elsewhere", **WHO)
+            creates.released.set()  # the Job is made, the answer waits in the frozen replica's socket
+            wait_until(lambda: "resuming" in standby.process.log.read_text(), 30, "the standby to take over")
+            status = rbs.wait_finished("elsewhere", timeout=30)["status"]
+    ended = ('"transition": "Cancelled"' if cancelled else '"transition": "Succeeded"', "a step failed")
+    wait_until(lambda: any(e in active.process.log.read_text() for e in ended), 30, "the woken replica's end")
+    assert "a step failed" not in active.process.log.read_text()
+    if cancelled:
+        assert_cancelled_unstarted(status)
+    else:
+        assert (status["result"], status["exitCode"]) == ("success", 0)
+    assert started(env) == ([] if cancelled else ["elsewhere"])
+    assert rbs.get("elsewhere")["status"] == status
