@@ -31,7 +31,12 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
 - cancelled: a run recorded "cancelled before it started" whose script started, or one whose script
   started and did not end recorded other than cancelled (130), is a result lost; how many ended before
   their start, stopped, or had ended as the cancel came (refused then by the API server: 422), counted;
-- the time from the first create to the last result, and the number of SIGKILLs.
+- the time from the first create to the last result, and the number of SIGKILLs;
+- what a status showed and a later one took back before the run ended, from a listing every 0.5 s: a run
+  named (``status.execution``) then none (``status_unnamed_run``: a Running status overwritten from an
+  older view), a ``startedAt`` moved while it ran (``status_moved_start``: its start recorded again,
+  later), each with the longest time it lasted (until a status showed it again, or the run ended). Not
+  guarantees (the finished status is final, and checked above): how long a person watching saw it wrong.
 
 With ``--replicas N`` (2; the Job executor only) N controllers run at once with kopf's peering (a
 ``KopfPeering`` object, a 4 s lifetime, priorities 10, 20, …), each SIGKILLed and started again by its own
@@ -107,6 +112,7 @@ PEERING_LIFETIME = 4  # s, with --replicas: a replica killed is taken for gone a
 # peering lifetime and the lock's retry (a VM paused, a cgroup frozen), one over the controller's request
 # timeout (30 s: a call under way meets its timeout as the process wakes, its answer perhaps unread).
 FREEZE_SECONDS = ((0.4, (0.2, 3.0)), (0.4, (4.0, 15.0)), (0.2, (30.0, 40.0)))
+SAMPLE_SECONDS = 0.5  # between two listings of the Runbooks' statuses (:class:`Sampler`)
 OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
 
 
@@ -251,6 +257,75 @@ class ControlPlaneKiller(threading.Thread):
         self.join()
 
 
+class Sampler(threading.Thread):
+    """Lists the Runbooks every ``SAMPLE_SECONDS`` while the soak runs, as a person watching them would, and
+    counts what a status showed that a later one took back before the run ended: a run named (``execution``)
+    then none (a Running status overwritten by an older view: Queued, Pending), and a ``startedAt`` moved
+    while it ran (its start recorded again, later). Each with how long it lasted until a status showed it
+    again, or the run ended. Seen only at the samples: a shorter one goes unseen."""
+
+    def __init__(self, custom: client.CustomObjectsApi):
+        super().__init__(daemon=True)
+        self.custom = custom
+        self.stopped = threading.Event()
+        self.named: dict[str, str] = {}  # uid: the run its status named
+        self.started: dict[str, str] = {}  # uid: the startedAt its Running status first showed
+        self.unnamed: dict[str, float] = {}  # uid: since when its status names no run any more
+        self.unnamed_s: list[float] = []
+        self.moved: dict[str, float] = {}  # uid: since when its startedAt is another than first shown
+        self.moved_s: list[float] = []
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(SAMPLE_SECONDS):
+            try:
+                listed = self.custom.list_namespaced_custom_object(
+                    keys.GROUP, keys.VERSION, NAMESPACE, keys.PLURAL, _request_timeout=5
+                )
+            except Exception:  # the API server away, or frozen: the next sample
+                continue
+            self.sample(listed["items"], time.monotonic())
+        now = time.monotonic()
+        self.unnamed_s += [now - since for since in self.unnamed.values()]
+        self.moved_s += [now - since for since in self.moved.values()]
+
+    def sample(self, items: list[dict[str, Any]], now: float) -> None:
+        listed = {runbook["metadata"]["uid"] for runbook in items}
+        for spans, durations in ((self.unnamed, self.unnamed_s), (self.moved, self.moved_s)):
+            for uid in spans.keys() - listed:  # deleted
+                durations.append(now - spans.pop(uid))
+        for runbook in items:
+            uid, status = runbook["metadata"]["uid"], runbook.get("status") or {}
+            execution = (status.get("execution") or {}).get("name")
+            if status.get("result"):  # ended: what it showed last counts until now
+                if uid in self.unnamed:
+                    self.unnamed_s.append(now - self.unnamed.pop(uid))
+                if uid in self.moved:
+                    self.moved_s.append(now - self.moved.pop(uid))
+                continue
+            if execution:
+                self.named.setdefault(uid, execution)
+                if uid in self.unnamed:
+                    self.unnamed_s.append(now - self.unnamed.pop(uid))
+            elif uid in self.named:
+                self.unnamed.setdefault(uid, now)
+            started = status.get("startedAt")
+            if execution and started:
+                first = self.started.setdefault(uid, started)
+                if started != first:
+                    self.moved.setdefault(uid, now)
+
+    def stop(self) -> dict[str, Any]:
+        self.stopped.set()
+        self.join()
+        return {
+            "status_unnamed_run": len(self.unnamed_s),
+            "status_unnamed_run_max_s": round(max(self.unnamed_s, default=0.0), 1),
+            "status_moved_start": len(self.moved_s),
+            "status_moved_start_max_s": round(max(self.moved_s, default=0.0), 1),
+        }
+
+
 def log(line: str) -> None:
     """A line of the soak's progress, on stderr (stdout is the report), with the time the logs use."""
     print(f"{time.strftime('%H:%M:%S')} soak: {line}", file=sys.stderr, flush=True)
@@ -380,6 +455,7 @@ class Soak:
             if self.args.kill_control_plane
             else None
         )
+        sampler = Sampler(client.CustomObjectsApi(api_client(self.cluster.kubeconfig)))
         began = time.monotonic()
         to_delete = [run for run in runs if run.delete_mid_run]
         to_cancel = [run for run in runs if run.cancel == "running"]
@@ -411,6 +487,7 @@ class Soak:
         kept |= {f"{run.name}-again" for run in again}
         wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the second round", interval=1)
         took = time.monotonic() - began
+        seen = sampler.stop()
         finals = [killer.stop() for killer in killers]
         if outages is not None:
             outages.stop()
@@ -423,7 +500,7 @@ class Soak:
                 "control_plane_freezes": outages.freezes if outages else 0,
                 "duration_s": round(took, 1),
                 "deleted_before_start": deleted_before_start,
-                "cancels_refused_finished": self.cancels_refused, **self.check(runs, self.runbooks()),
+                "cancels_refused_finished": self.cancels_refused, **self.check(runs, self.runbooks()), **seen,
             }  # fmt: skip
         finally:
             for final in finals:
