@@ -319,6 +319,7 @@ class Sampler(threading.Thread):
         self.stopped.set()
         self.join()
         return {
+            "status_seen_running": len(self.named),  # the runs a sample saw running
             "status_unnamed_run": len(self.unnamed_s),
             "status_unnamed_run_max_s": round(max(self.unnamed_s, default=0.0), 1),
             "status_moved_start": len(self.moved_s),
