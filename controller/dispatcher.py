@@ -129,6 +129,12 @@ class Entry:
     def update(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         self.raw_status = body.get("status") or {}
+        if self.status is not None and self.status.execution is None and self.raw_status.get("execution"):
+            # Another replica started the run and said so, while this one did not act (frozen: a replica
+            # stopped past the peering lifetime wakes believing itself the active one). Its status is the one
+            # to go on from: the run is adopted, never started again nor its Running written over (no write
+            # of this controller's takes a run's execution away, so this is never its own, seen late).
+            self.status = None
         self.finalizers = list(meta.get("finalizers") or [])
         self.deleting = bool(meta.get("deletionTimestamp"))
         cancel = (body.get("spec") or {}).get("cancel")

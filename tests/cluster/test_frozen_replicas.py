@@ -5,6 +5,7 @@ believing itself the active one, while the other took over meanwhile (kopf's pee
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from devcluster.processes import wait_until
 from tests.cluster import test_semantics
 from tests.cluster.test_cancelled_runs import WHO, assert_cancelled_unstarted, cancel
 from tests.cluster.test_guarantees import job_env, wait_paused
-from tests.cluster.test_semantics import release, started
+from tests.cluster.test_semantics import release, started, wait_started
 from tests.cluster.webhooks import held_writes
 
 env, rbs = test_semantics.env, test_semantics.rbs
@@ -73,3 +74,49 @@ def test_a_replica_frozen_before_its_runs_start_wakes_to_the_others_end_and_reco
         assert (status["result"], status["exitCode"]) == ("success", 0)
     assert started(env) == ([] if cancelled else ["elsewhere"])
     assert rbs.get("elsewhere")["status"] == status
+
+
+def audited(controller: ControllerProcess, name: str) -> list[str]:
+    """The transitions of Runbook ``name`` in the controller's audit lines, in order."""
+    lines = (json.loads(line) for line in controller.process.log.read_text().splitlines() if line[:1] == "{")
+    return [
+        line["transition"] for line in lines if line.get("logger") == "mdops.audit" and line["name"] == name
+    ]
+
+
+def test_a_replica_frozen_while_the_other_starts_its_queued_run_adopts_it_and_keeps_its_recorded_start(
+    start_controller, cluster, peering, rbs, env, api_client, namespace
+):
+    """A run waits for its target's lock behind a running one when the active replica freezes. The standby
+    takes over, the running one is deleted (stopped), and the standby starts the waiting one and says so
+    (Running, its start). The frozen replica wakes, believing itself the active one, with its view of before:
+    the waiting run had not started. It started it again (its Job found running, so its script ran once), and
+    wrote its own Running over the other's: a second `Started` in the audit, and a start moved to when it
+    woke. Now it takes the other's Running from its watch and adopts the run, as a restarted controller
+    does: one `Started`, the start the other recorded."""
+    settings = {**job_env(cluster, namespace, env), **peering}
+    active, standby = acting_pair(start_controller, settings)
+    rbs.create("first", command="failover")
+    wait_started(env, "first")
+    rbs.create("second", command="failback")
+    rbs.wait_for("second", "Queued", "True")
+    with frozen(active):
+        wait_until(lambda: "resuming" in standby.process.log.read_text(), 30, "the standby to take over")
+        rbs.delete("first")
+        wait_started(env, "second")
+        recorded = rbs.wait_for("second", "Running", "True")["status"]["startedAt"]
+    wait_until(lambda: "Cancelled" in audited(active, "first"), 30, "the woken replica to end the first")
+    shown = set()  # the starts its Running statuses show
+
+    def ended() -> bool:
+        status = rbs.get("second")["status"]
+        if status.get("result"):
+            return True
+        shown.add(status["startedAt"])
+        return False
+
+    release(env)
+    wait_until(ended, 30, "the second to end", interval=0.02)
+    assert started(env) == ["first", "second"]
+    assert audited(standby, "second").count("Started") + audited(active, "second").count("Started") == 1
+    assert shown == {recorded}
