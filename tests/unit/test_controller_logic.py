@@ -77,6 +77,22 @@ def test_a_run_that_went_on_before_a_restart_heads_its_lane():
     assert [e.name for e in lane.entries] == ["running", "waiting"]
 
 
+def test_a_watched_status_that_names_a_run_replaces_an_own_written_one_that_names_none():
+    """Another replica started the run while this one was frozen: its Running, not this one's older
+    Queued, is what this one goes on from. A late event of this one's own older writes never takes a run
+    away from what it wrote."""
+    queued = entry("frozen")
+    queued.status = RunbookStatus.read({"message": "waiting for earlier to finish on target t"})
+    running = {"execution": {"executor": "job", "name": "frozen-1"}, "startedAt": "2026-11-26T08:00:07Z"}
+    body = {"metadata": {"name": "frozen", "uid": "uid-frozen"}, "spec": {}, "status": running}
+    queued.update(body)
+    assert queued.status is None and runs.Runs.status(queued).execution.name == "frozen-1"
+    ours = entry("ours")
+    ours.status = RunbookStatus.read(running)
+    ours.update({**body, "status": {"message": "waiting for earlier to finish on target t"}})
+    assert ours.status is not None and runs.Runs.status(ours).execution.name == "frozen-1"
+
+
 def test_leaving_the_lane_names_the_runbook_whose_predecessor_changed():
     lane = Lane()
     a, b, c = (entry(name, seq=index) for index, name in enumerate("abc"))
