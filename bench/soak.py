@@ -274,6 +274,7 @@ class Sampler(threading.Thread):
         self.unnamed_s: list[float] = []
         self.moved: dict[str, float] = {}  # uid: since when its startedAt is another than first shown
         self.moved_s: list[float] = []
+        self.seen: set[str] = set()  # the Runbooks that showed either, and which
         self.start()
 
     def run(self) -> None:
@@ -309,11 +310,13 @@ class Sampler(threading.Thread):
                     self.unnamed_s.append(now - self.unnamed.pop(uid))
             elif uid in self.named:
                 self.unnamed.setdefault(uid, now)
+                self.seen.add(f"{runbook['metadata']['name']}: unnamed")
             started = status.get("startedAt")
             if execution and started:
                 first = self.started.setdefault(uid, started)
                 if started != first:
                     self.moved.setdefault(uid, now)
+                    self.seen.add(f"{runbook['metadata']['name']}: moved")
 
     def stop(self) -> dict[str, Any]:
         self.stopped.set()
@@ -324,6 +327,7 @@ class Sampler(threading.Thread):
             "status_unnamed_run_max_s": round(max(self.unnamed_s, default=0.0), 1),
             "status_moved_start": len(self.moved_s),
             "status_moved_start_max_s": round(max(self.moved_s, default=0.0), 1),
+            "status_taken_back": sorted(self.seen),
         }
 
 
