@@ -35,8 +35,9 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
 - what a status showed and a later one took back before the run ended, from a listing every 0.5 s: a run
   named (``status.execution``) then none (``status_unnamed_run``: a Running status overwritten from an
   older view), a ``startedAt`` moved while it ran (``status_moved_start``: its start recorded again,
-  later), each with the longest time it lasted (until a status showed it again, or the run ended). Not
-  guarantees (the finished status is final, and checked above): how long a person watching saw it wrong.
+  later), each with the longest time it lasted (until a status showed it again, or the run ended), and the
+  Runbooks that showed them (``status_taken_back``). Not guarantees (the finished status is final, and
+  checked above): how long a person watching saw it wrong.
 
 With ``--replicas N`` (2; the Job executor only) N controllers run at once with kopf's peering (a
 ``KopfPeering`` object, a 4 s lifetime, priorities 10, 20, …), each SIGKILLed and started again by its own
