@@ -80,6 +80,15 @@ class Final(Exception):
     as kopf's peering settled. Its recorded result stands; nothing more is written to its status."""
 
 
+class Started(Exception):
+    """The Runbook's status names a run that its writer did not see start: another controller replica started
+    it meanwhile (the writer was frozen, or is being paused). ``body``: the Runbook as it is now."""
+
+    def __init__(self, body: dict[str, Any]):
+        super().__init__(body["metadata"]["name"])
+        self.body = body
+
+
 class KubeApi:
     def __init__(self, login: Callable[[], kopf.ConnectionInfo], connections: int = 16):
         self.login = login
@@ -252,12 +261,27 @@ class KubeApi:
     async def get_runbook(self, namespace: str, name: str) -> dict | None:
         return await self.request("GET", self.runbook_path(namespace, name), missing_ok=True)
 
-    async def put_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> bool:
+    async def put_status(
+        self, namespace: str, name: str, uid: str, status: dict[str, Any], unstarted: bool | None = None
+    ) -> bool:
         """Write the whole status of the Runbook ``uid``; False if it is gone (or replaced by another of
-        the same name); :class:`Final` if it has finished meanwhile."""
-        return await self._patch_runbook(
-            namespace, name, uid, "/status", [{"op": "add", "path": "/status", "value": status}]
-        )
+        the same name); :class:`Final` if it has finished meanwhile. ``unstarted`` (not None): the writer saw
+        no run of it start, and had seen a status (True) or none (False): written only while the status
+        names no run, else :class:`Started` (a JSON patch's test of an absent member, which the API server
+        passes while its parent exists)."""
+        add = {"op": "add", "path": "/status", "value": status}
+        if unstarted is None:
+            return await self._patch_runbook(namespace, name, uid, "/status", [add])
+        test = {"op": "test", "path": "/status/execution" if unstarted else "/status", "value": None}
+        try:
+            return await self._patch_runbook(namespace, name, uid, "/status", [test, add])
+        except Started:
+            raise
+        except ApiError as error:
+            if error.status != 422 or unstarted:
+                raise
+        # Seen with none, it has a status now that names no run (this controller's own write, not seen yet).
+        return await self.put_status(namespace, name, uid, status, unstarted=True)
 
     async def set_finalizers(self, namespace: str, name: str, uid: str, finalizers: list[str]) -> bool:
         """Set the Runbook's finalizers; False if it is gone (or replaced by another of the same name)."""
@@ -281,8 +305,11 @@ class KubeApi:
             current = await self.get_runbook(namespace, name)
             if current is None or current["metadata"]["uid"] != uid:
                 return False
-            if subresource == "/status" and (current.get("status") or {}).get("result"):
+            status = current.get("status") or {}
+            if subresource == "/status" and status.get("result"):
                 raise Final(error) from error
+            if subresource == "/status" and status.get("execution") and change[0]["op"] == "test":
+                raise Started(current) from error  # the test of put_status(unstarted=...)
             raise  # the change itself is invalid
 
     async def delete_runbook(self, namespace: str, name: str, uid: str, resource_version: str) -> bool:

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from controller import audit, ledger, metrics, transitions
 from controller.events import Events, Ref
 from controller.executors import Executor, Run, RunbookGone, RunRequest, failure
-from controller.kubeapi import ApiError, Final, KubeApi, NamespaceTerminating
+from controller.kubeapi import ApiError, Final, KubeApi, NamespaceTerminating, Started
 from controller.lock import TargetLock
 from controller.settings import ControllerSettings
 from runbooks import approval, keys, policy
@@ -236,8 +236,24 @@ class Runs:
         if entry.final:
             return False
         status = apply(self.status(entry), change)
+        # A status that names no run, written over one that does, would hide a run another replica started
+        # while this one did not see it (frozen: it wakes believing itself the active one, with its old view):
+        # written only while the status names none, and the finished status is final anyway.
+        unstarted = None
+        if self.status(entry).execution is None and not status.finished:
+            unstarted = entry.status is not None or bool(entry.raw_status)  # whether it saw a status
         try:
-            ok = await self.services.kube.put_status(entry.namespace, entry.name, entry.uid, status.to_k8s())
+            ok = await self.services.kube.put_status(
+                entry.namespace, entry.name, entry.uid, status.to_k8s(), unstarted
+            )
+        except Started as started:
+            log.warning(
+                "%s/%s: another replica started its run meanwhile: its status stands",
+                entry.namespace,
+                entry.name,
+            )
+            entry.update(started.body)  # its Running is the status to go on from (Entry.update)
+            return True
         except Final:
             log.warning(
                 "%s/%s has a final status already (another replica's, or an earlier attempt's of this run)",
