@@ -1,10 +1,12 @@
 // Command kube is a multi-call binary holding the Kubernetes components that
-// mdops runs for its local control plane: kube-apiserver,
-// kube-controller-manager and kubectl. One binary shares one compile of the
-// Kubernetes packages, which halves the cold build on a small machine.
+// mdops runs for its local control plane: kube-apiserver and
+// kube-controller-manager. One binary shares one compile of the Kubernetes
+// packages, which halves the cold build on a small machine. kubectl is built
+// on its own from the same module (tools/build-k8s.sh): a multi-call binary
+// pays every component's start-up in each kubectl call.
 //
-// It dispatches on the name it was called by (a symlink named kubectl) or on
-// its first argument (kube apiserver ...).
+// It dispatches on the name it was called by (a symlink named kube-apiserver)
+// or on its first argument (kube kube-apiserver ...).
 package main
 
 import (
@@ -14,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/component-base/cli"
-	kubectl "k8s.io/kubectl/pkg/cmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 )
@@ -22,7 +23,6 @@ import (
 var commands = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
-	"kubectl":                 kubectl.NewDefaultKubectlCommand,
 }
 
 func main() {
@@ -33,7 +33,7 @@ func main() {
 	}
 	newCommand, ok := commands[name]
 	if !ok {
-		fmt.Fprintln(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kubectl} [flags]")
+		fmt.Fprintln(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager} [flags]")
 		os.Exit(2)
 	}
 	os.Exit(cli.Run(newCommand()))
