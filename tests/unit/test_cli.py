@@ -84,7 +84,8 @@ class FakeApi(ThreadingHTTPServer):
         self.answers: dict[str, Callable[[Answer], None]] = {}
         self.requests: list[tuple[str, Message]] = []
         self.closing = threading.Event()
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        # shutdown() waits for the loop to look at it: every 0.5 s by default, in each of these tests.
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def url(self) -> str:
