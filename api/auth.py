@@ -5,10 +5,10 @@ its permissions::
 
     tokens:
       - name: console
-        token_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+        token_sha256: e82e2f1f2a2ad3562c7cda1a94a49d74c7b72d41f07128a289d95ff8b039168f
         permissions: [status:read, metrics:read]
       - name: ci
-        token: s3cret
+        token: change-me-to-16-or-more-characters
         permissions: [status:read, "runbooks:execute:health_check"]
 
 A presented token is compared, in constant time, with every configured one (no early exit), and is
