@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -252,14 +253,18 @@ def test_printer_columns_and_explain(mdops_crds, namespace):
 
 
 def test_examples_are_accepted_by_the_api_server(mdops_crds, namespace):
-    files = sorted((REPO / "examples" / "policies").glob("*.yaml"))
-    files += sorted((REPO / "examples" / "schedules").glob("*.yaml"))
-    assert len(files) == 8
-    for path in files:
-        result = mdops_crds.kubectl(
-            "apply", "-n", namespace, "--dry-run=server", "--validate=strict", "-f", str(path), check=False
-        )
-        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+    """The objects of examples/ and the README's own Runbook (The Runbook resource), as users apply them."""
+    folders = ("policies", "runbooks", "schedules", "gitops/runbooks")
+    files = sorted(path for folder in folders for path in (REPO / "examples" / folder).glob("*.yaml"))
+    manifests = {path.name: path.read_text() for path in files if path.name != "kustomization.yaml"}
+    readme = (REPO / "README.md").read_text()
+    inline = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "apiVersion: ops.mdops.io/" in b]
+    manifests |= {f"README's Runbook {n}": block for n, block in enumerate(inline)}
+    assert len(manifests) == 14
+    for name, manifest in manifests.items():
+        flags = ("--dry-run=server", "--validate=strict", "-f", "-")
+        result = mdops_crds.kubectl("apply", "-n", namespace, *flags, input=manifest, check=False)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
 def test_what_only_the_models_check(mdops_crds, namespace):

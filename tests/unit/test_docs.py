@@ -1,10 +1,9 @@
 """Docs that match the code: the README's generated tables (settings, mdops's exit codes) are up to date,
-every mdops command line that the README and mdops's own help show parses, and the README's tokens file
-is one the API loads."""
+every mdops command line that the README and mdops's own help show parses, the README's tokens file is
+one the API loads, and its policy rules are those of examples/policies/."""
 
 import re
 import shlex
-from pathlib import Path
 
 import click
 import pytest
@@ -14,7 +13,7 @@ from api.auth import TokenStore
 from cli.commands import cli
 from devcluster import settings_doc
 
-README = Path(settings_doc.README).read_text()
+README = settings_doc.README.read_text()
 # What the shell would put in place of the README's variables: a value of the right kind for each.
 SHELL_VALUES = {"$MDOPS_API_URL": "http://127.0.0.1:8080"}
 SHELL_VALUE = "fo-2026-12-03"  # $id and the tokens: a request id and a token both parse as this
@@ -136,3 +135,14 @@ def test_the_readme_tokens_file_loads(tmp_path):
     for entry in yaml.safe_load(example)["tokens"]:
         if "token" in entry:
             assert store.authenticate(entry["token"]).name == entry["name"]
+
+
+def test_the_readme_policy_rules_are_the_examples():
+    """The README's change windows show the rules of examples/policies/, each under its file's name."""
+    excerpt = next(b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "allowedStates" in b)
+    files = re.findall(r"^# (\S+\.yaml):", excerpt, re.M)
+    examples = settings_doc.README.parent / "examples" / "policies"
+    rules = [
+        rule for name in files for rule in yaml.safe_load((examples / name).read_text())["spec"]["rules"]
+    ]
+    assert len(files) == 3 and yaml.safe_load(excerpt)["spec"]["rules"] == rules
