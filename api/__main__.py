@@ -9,18 +9,20 @@ import sys
 import uvicorn
 import yaml
 from kubernetes.config import ConfigException
+from pydantic import ValidationError
 
 from api import server
 from api.main import create_app
-from api.settings import get_settings
+from api.settings import ApiSettings, get_settings
 from runbooks.kube import NotLoopbackError, configuration
+from runbooks.settings import problems
 
 
 def main() -> int:
     try:
         settings = get_settings()
-    except Exception as error:  # a settings error: say which, without a traceback
-        print(f"python -m api: invalid settings: {error}", file=sys.stderr)
+    except ValidationError as error:  # a settings error: which variable, without a traceback or the values
+        print(f"python -m api: invalid settings: {problems(error, ApiSettings)}", file=sys.stderr)
         return 2
     try:  # what the app's start would read: unreadable credentials are a message, not a traceback
         configuration(settings.kubeconfig, settings.in_cluster)

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar
@@ -97,3 +97,24 @@ class CommonSettings(BaseSettings):
             zone=self.zone,
             cache=self.calendar_cache,
         )
+
+
+def variable(settings: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets ``field`` of ``settings``: its alias, else the prefixed name."""
+    alias = settings.model_fields[field].validation_alias if field in settings.model_fields else None
+    return (
+        alias if isinstance(alias, str) else f"{settings.model_config.get('env_prefix', '')}{field}".upper()
+    )
+
+
+def problems(error: ValidationError, settings: type[BaseSettings]) -> str:
+    """``error``'s problems on one line, each after the variable it is of (``MDOPS_API_PORT: Input should
+    be a valid integer ...``); never the values given, which pydantic's own message shows (a token's
+    too, when the problem is the whole environment's)."""
+    said = []
+    for problem in error.errors(include_url=False, include_input=False, include_context=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        field, *within = problem["loc"] or ("",)
+        where = [variable(settings, str(field))] if field else []
+        said.append(": ".join([*where, *map(str, within), message]))
+    return "; ".join(said)
