@@ -1,7 +1,9 @@
 """Docs that match the code: the README's generated tables (settings, mdops's exit codes) are up to date,
-every mdops command line that the README and mdops's own help show parses, the README's tokens file is
-one the API loads, and its policy rules are those of examples/policies/."""
+every mdops command line that the README and mdops's own help show parses, every curl request and route it
+shows is one of the API's (docs/openapi.json), the README's tokens file is one the API loads, and its
+policy rules are those of examples/policies/."""
 
+import json
 import re
 import shlex
 
@@ -146,3 +148,72 @@ def test_the_readme_policy_rules_are_the_examples():
         rule for name in files for rule in yaml.safe_load((examples / name).read_text())["spec"]["rules"]
     ]
     assert len(files) == 3 and yaml.safe_load(excerpt)["spec"]["rules"] == rules
+
+
+OPENAPI = json.loads((settings_doc.README.parent / "docs" / "openapi.json").read_text())
+
+
+def _operation(method: str, path: str) -> dict:
+    """The OpenAPI operation that ``method path`` (a concrete path, or one with ``{names}``) is."""
+    for template, operations in OPENAPI["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", r"[^/]+", template), path) and method.lower() in operations:
+            return operations[method.lower()]
+    raise AssertionError(f"the API has no {method} {path}")
+
+
+def _schema(schema: dict) -> dict:
+    """A request body's object schema: its $ref followed, null left out of an anyOf."""
+    for option in schema.get("anyOf", [schema]):
+        if "$ref" in option:
+            return OPENAPI["components"]["schemas"][option["$ref"].rsplit("/", 1)[1]]
+        if option.get("type") == "object":
+            return option
+    raise AssertionError(f"no object schema in {schema}")
+
+
+BASE = re.compile(r"\$API|\$MDOPS_API_URL|http://127\.0\.0\.1:30080")  # the API's URL in the README
+
+
+def curls(lines: list[str]) -> list[tuple[str, str, dict, dict]]:
+    """The README's curl requests to the API: method, path, query and JSON body."""
+    requests = []
+    for line in re.sub(r"\\\n\s*", " ", "\n".join(lines)).splitlines():  # continued lines joined
+        for command in re.split(r";|&&", line):
+            if not command.strip().startswith("curl "):
+                continue
+            words = shlex.split(command, comments=True)
+            data = words[words.index("-d") + 1] if "-d" in words else None
+            method = words[words.index("-X") + 1] if "-X" in words else ("POST" if data else "GET")
+            for url in [BASE.sub("", word) for word in words if BASE.match(word)]:
+                path, _, query = url.partition("?")
+                params = dict(pair.split("=", 1) for pair in query.split("&") if pair)
+                requests.append((method, path, params, json.loads(data) if data else {}))
+    return requests
+
+
+README_CURLS = curls(_shell_blocks(README))
+
+
+def test_the_readme_shows_curl_requests():
+    assert len(README_CURLS) >= 20
+    with pytest.raises(AssertionError, match="the API has no POST /api/ops/status"):
+        _operation("POST", "/api/ops/status")
+
+
+@pytest.mark.parametrize(("method", "path", "query", "body"), README_CURLS, ids=lambda v: str(v)[:60])
+def test_every_curl_the_readme_shows_is_an_operation_of_the_api(method, path, query, body):
+    operation = _operation(method, path)
+    assert set(query) <= {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+    if body:
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert set(body) <= set(_schema(schema)["properties"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    sorted(
+        set(re.findall(r"\b(GET|POST|PUT|PATCH|DELETE) (/api/[a-z_/{}]+[a-z}]|/healthz|/readyz)", README))
+    ),
+)
+def test_every_route_the_readme_names_is_one(method, path):
+    _operation(method, path)
