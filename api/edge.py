@@ -70,7 +70,11 @@ def allowed(routes: list[BaseRoute], scope: Scope) -> list[str]:
     (the console's files) has no methods of its own: it serves GET. HEAD is served wherever GET is."""
     route = route_of(routes, scope)
     chosen = [route] if route is not None else list(iter_route_contexts(routes))
-    methods = set().union(*(MOUNTED if r.methods is None else r.methods for r in chosen))
+    return served(set().union(*(MOUNTED if r.methods is None else r.methods for r in chosen)))
+
+
+def served(methods: set[str]) -> list[str]:
+    """The methods served where a route's are: HEAD too wherever GET is (:class:`EdgeMiddleware`)."""
     return sorted(methods | {"HEAD"} if "GET" in methods else methods)
 
 

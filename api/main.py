@@ -13,13 +13,15 @@ from typing import Any
 
 import urllib3.exceptions
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from kubernetes import client
+from starlette.exceptions import HTTPException
 
 from api.auth import TokenStore
 from api.cache import RunbookCache
-from api.edge import EdgeMiddleware
+from api.edge import EdgeMiddleware, served
 from api.errors import ApiError
 from api.events import EventLog, StreamLimiter
 from api.kube import KubeRequests, requests_client
@@ -87,6 +89,15 @@ def without_credentials(url: str) -> str:
 
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    """The router's own errors, as FastAPI answers them; but its 405 (a method the path does not serve)
+    lists HEAD wherever it lists GET, as the edge's 405 does: the edge serves HEAD as GET."""
+    if error.status_code == 405 and "Allow" in (error.headers or {}):
+        methods = ", ".join(served(set(error.headers["Allow"].split(", "))))
+        error = HTTPException(405, error.detail, headers={**error.headers, "Allow": methods})
+    return await http_exception_handler(request, error)
 
 
 # What the API server's message says of a refusal by the cluster's own rules, not of the API's rights.
@@ -178,6 +189,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # the outermost: counts the edge's too
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(client.ApiException, _kubernetes_error)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _kubernetes_error)

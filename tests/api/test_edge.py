@@ -213,10 +213,13 @@ def test_unknown_methods_are_405_and_never_a_metric_label(server):
     assert 'mdops_api_requests_total{method="other",route="/api/ops/status",status="405"} 4.0' in text
 
 
-def test_a_405_says_that_get_and_head_are_allowed_also_for_the_consoles_files(server):
-    for path in ("/console/", "/console/js/main.js", "/api/ops/status"):
+@pytest.mark.parametrize("method", ["PROPFIND", "DELETE", "PUT"])
+def test_a_405_says_that_get_and_head_are_allowed_also_for_the_consoles_files(server, method):
+    """An unknown method (the edge's 405) or a known one that the path does not serve (the router's)."""
+    token = f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+    for path in ("/console/", "/console/js/main.js", "/api/ops/status", "/healthz"):
         received = raw_request(
-            server, f"PROPFIND {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            server, f"{method} {path} HTTP/1.1\r\nHost: x\r\n{token}Connection: close\r\n\r\n".encode()
         )
         head = received.partition(b"\r\n\r\n")[0].lower()
         assert head.startswith(b"http/1.1 405"), received
