@@ -25,7 +25,9 @@ help:
 	@echo "make console   the Ops Console's front-end libraries (npm ci, copied into api/console/vendor/)"
 	@echo "make screenshots  the README's pictures of the console (docs/*.png), from the browser tests"
 
-$(STAMP): pyproject.toml
+# The stamp's name holds pyproject.toml's hash: new content is a new stamp, installed again; not a newer
+# file (a fresh checkout, or a git worktree sharing this virtualenv, whose install would then point at it).
+$(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
