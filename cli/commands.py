@@ -685,7 +685,10 @@ def schedules(api: Api, out: Output, slots: int) -> None:
 
     -o json gives the API's list of schedules.
     """
-    found = api.schedules(slots)["schedules"]
+    answer = api.schedules(slots)
+    found = answer["schedules"]
+    if answer["truncated"]:  # the API lists one page of them (200): not every schedule is here
+        click.echo(f"mdops: the API listed its first {len(found)} schedules only: there are more", err=True)
     if out.human and not found:  # not a table of headers alone
         out.console.print("no schedules")
         return

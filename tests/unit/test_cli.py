@@ -1954,6 +1954,27 @@ def test_no_schedules_is_said_in_words_and_an_empty_list_in_json(invoke, api):
     assert json.loads(invoke("schedules", "-o", "json", *connection).stdout) == []
 
 
+def test_schedules_the_api_listed_in_part_are_said_to_be_more(invoke, api):
+    """The API lists at most 200 schedules an answer (``truncated``): mdops says so, the listing being the
+    API's first page, not every schedule."""
+    listed = {
+        "name": "hc",
+        **dict.fromkeys(("schedule", "command", "profile", "mode", "concurrency_policy", "next_slots")),
+        **dict.fromkeys(("last_slot", "last_runbook", "last_request_id", "last_result", "problem")),
+        **{"suspended": False, "missed_slots": 0, "skipped_slots": 0},
+    }
+    answers = {"truncated": {"schedules": [listed], "truncated": True}, "whole": {"schedules": [listed]}}
+    answers["whole"]["truncated"] = False
+    connection = ("--url", api.url, "--token", SECRET)
+    for case, answer in answers.items():
+        api.answers["GET /api/ops/schedules"] = lambda request, answer=answer: request.json(200, answer)
+        for form in ("table", "json"):
+            done = invoke("schedules", "-o", form, *connection)
+            assert done.exit_code == 0 and "hc" in done.stdout, done.output
+            said = "mdops: the API listed its first 1 schedules only: there are more\n"
+            assert done.stderr == (said if case == "truncated" else ""), done.stderr
+
+
 @pytest.mark.parametrize(
     ("command", "code", "state", "flags", "said"),
     [
