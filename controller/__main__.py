@@ -11,8 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from controller import audit
-from controller.settings import get_settings
+from controller.settings import ControllerSettings, get_settings
 from runbooks.kube import NotLoopbackError
+from runbooks.settings import problems
 
 
 def main() -> int:
@@ -22,8 +23,10 @@ def main() -> int:
     audit.configure()
     try:
         settings = get_settings()
-    except ValidationError as error:
-        print(f"invalid controller settings:\n{error}", file=sys.stderr)
+    except ValidationError as error:  # which variable, without a traceback or the values (a script's secrets)
+        print(
+            f"python -m controller: invalid settings: {problems(error, ControllerSettings)}", file=sys.stderr
+        )
         return 2
     # Every run records the venue's session it starts in (window: auto is chosen by it): started first,
     # the calendar's load (a child process, unless MDOPS_CALENDAR_CACHE kept the table) overlaps the rest.

@@ -63,4 +63,4 @@ def test_the_image_run_without_one_of_its_commands_lists_them(image, argv):
         ):
             assert program in run.stderr
     else:
-        assert run.returncode == 2 and "invalid controller settings" in run.stderr, run.stderr
+        assert run.returncode == 2 and "python -m controller: invalid settings" in run.stderr, run.stderr

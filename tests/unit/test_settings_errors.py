@@ -1,5 +1,6 @@
-"""An invalid setting stops the API with a message that names its environment variable, as the README's
-Configuration says, and shows none of the values it was given (the admin token among them)."""
+"""An invalid setting stops the API or the controller with a message that names its environment variable,
+as the README's Configuration says, and shows none of the values it was given (the admin token, a script's
+secrets)."""
 
 import os
 import subprocess
@@ -47,21 +48,32 @@ def test_a_setting_without_the_prefix_is_named_by_its_alias():
     assert variable(ApiSettings, "api_port") == "MDOPS_API_PORT"
 
 
+SECRET = '{"FEED_PASSWORD": "hunter2-not-to-be-shown"}'  # what a script's environment may hold
+
+
 @pytest.mark.parametrize(
-    ("env", "said"),
-    [({"MDOPS_IN_CLUSTER": "true", "MDOPS_API_PORT": "abc"}, "MDOPS_API_PORT: "), ({}, "MDOPS_KUBECONFIG")],
-    ids=["a-bad-port", "no-credentials"],
+    ("program", "env", "said"),
+    [
+        ("api", {"MDOPS_IN_CLUSTER": "true", "MDOPS_API_PORT": "abc"}, "MDOPS_API_PORT: "),
+        ("api", {}, "MDOPS_KUBECONFIG"),
+        ("controller", {"MDOPS_IN_CLUSTER": "true", "MDOPS_MAX_PARALLEL": "abc"}, "MDOPS_MAX_PARALLEL: "),
+        ("controller", {"MDOPS_SCRIPT_ENV": SECRET}, "MDOPS_KUBECONFIG"),
+    ],
+    ids=["api-a-bad-port", "api-no-credentials", "controller-a-bad-number", "controller-no-credentials"],
 )
-def test_the_api_says_so_in_one_line_without_the_token(env, said):
+def test_the_process_says_so_in_one_line_without_the_values(program, env, said):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_")}
     done = subprocess.run(
-        [sys.executable, "-m", "api"],
-        env={**clean, "OPS_API_TOKEN": TOKEN, **env},
+        [sys.executable, "-m", program],
+        env={**clean, "OPS_API_TOKEN": TOKEN, "MDOPS_SCRIPT_ENV": SECRET, **env},
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("python -m api: invalid settings: ") and done.stderr.count("\n") == 1
-    assert said in done.stderr and TOKEN[:6] not in done.stderr and TOKEN[-5:] not in done.stderr
+    assert done.stderr.startswith(f"python -m {program}: invalid settings: "), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert said in done.stderr, done.stderr
+    for secret in (TOKEN, "hunter2"):
+        assert secret[:6] not in done.stderr and secret[-5:] not in done.stderr, done.stderr
