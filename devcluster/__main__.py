@@ -112,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="each component's pid, state, restarts and last exit")
     args = parser.parse_args(argv)
     if args.action == "status":
-        return _status()
+        try:
+            code = _status()
+            sys.stdout.flush()  # here, where a closed pipe is caught, not as Python exits
+            return code
+        except BrokenPipeError:  # `make status | head`: what read it has gone; a shell says 141 (SIGPIPE)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor an error as Python exits
+            return 141
     if args.action == "down":
         running = [name for name in NAMES if running_pid(STATE / f"{name}.pid")]
         if not running:

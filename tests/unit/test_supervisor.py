@@ -143,3 +143,22 @@ def test_a_held_component_stays_stopped_while_the_others_are_restarted(tmp_path)
         assert not held.alive()
     finally:
         supervisor.stop()
+
+
+def test_make_status_into_a_pipe_closed_early_ends_as_a_shells_commands_do(tmp_path):
+    """``make status | head -1``: what reads the table has gone before it is written. Exit 141 (SIGPIPE, as
+    a shell says), and no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "devcluster", "status"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "MDOPS_STATE_DIR": str(tmp_path)},
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, b"")
