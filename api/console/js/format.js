@@ -148,10 +148,18 @@ export function placeRows(body, drawn, items, key, make) {
   return rows;
 }
 
+// A row of a table of `columns` (a list's, a run's conditions) whose cells say their column's name
+// (data-label): a narrow screen (a phone) stacks a row's cells, each under that name, instead of a table
+// wider than the screen (console.css's .stacked).
+export function labelled(columns, tr) {
+  [...tr.children].forEach((td, i) => (td.dataset.label = columns[i]));
+  return tr;
+}
+
 // The table of a list view (runs, schedules): its caption and body are filled in as the list is read.
 export function listTable(caption, columns, body) {
   const headers = columns.map((c) => el("th", { scope: "col" }, c));
   caption.id = "list-caption";
-  const table = el("table", { class: "history" }, caption, el("thead", {}, el("tr", {}, ...headers)), body);
+  const table = el("table", { class: "history stacked" }, caption, el("thead", {}, el("tr", {}, ...headers)), body);
   return scrolling(table, { "aria-labelledby": caption.id });
 }

@@ -7,6 +7,7 @@ import {
   clock,
   duration,
   el,
+  labelled,
   offset,
   readable,
   say,
@@ -33,15 +34,16 @@ function pairs(entries) {
   return el("dl", { class: "pairs" }, ...entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "–")]));
 }
 
-// A table; the columns named in `free` hold free text (a message, a value), broken anywhere when long.
+// A table; the columns named in `free` hold free text (a message, a value), broken anywhere when long. One
+// of more than two columns is stacked on a narrow screen (see labelled()); one of two fits it as it is.
 function table(label, columns, rows, free = []) {
   const cell = (value, i) => el("td", { class: free.includes(columns[i]) ? "wrap" : null }, value ?? "–");
   const made = el(
     "table",
-    { class: "plain" },
+    { class: columns.length > 2 ? "plain stacked" : "plain" },
     el("caption", {}, label),
     el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { scope: "col" }, c)))),
-    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map(cell)))),
+    el("tbody", {}, ...rows.map((row) => labelled(columns, el("tr", {}, ...row.map(cell))))),
   );
   return scrolling(made, { "aria-label": label });
 }
@@ -178,7 +180,7 @@ export function panel(zone, onChange = () => {}, actions = null) {
             Object.entries(detail.health)
               .filter(([k]) => k !== "gate")
               .map(([k, v]) => [k, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "–")]),
-            ["Value"],
+            ["Measure", "Value"],
           )
         : el("p", {}, "No health report."),
       el("h3", {}, "Resulting state"),

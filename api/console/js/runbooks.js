@@ -3,7 +3,7 @@
 // seconds while the live updates are paused; kept current by them: a run shown as its event shows it, the
 // newest runs read again for a new one (however many are shown).
 import { ApiError, POLL_SECONDS, call, now, paused, stale } from "./api.js";
-import { changesEnvironment, clock, duration, el, listTable, offset, placeRows, say, when } from "./format.js";
+import { changesEnvironment, clock, duration, el, labelled, listTable, offset, placeRows, say, when } from "./format.js";
 import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -93,22 +93,25 @@ export function show(container, ctx) {
   // that the person on shift sees in the list the runs that wait for them.
   const waits = (r) => ((r.status === "pending" || r.status === "queued") && r.message) || "";
   const row = (r) =>
-    el(
-      "tr",
-      {},
-      el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
+    labelled(
+      columns,
       el(
-        "td",
-        { class: waits(r) ? "wrap" : false },
-        el("span", { class: `state state-${r.status}` }, r.status),
-        ...(waits(r) ? [el("br"), el("small", {}, waits(r))] : []),
+        "tr",
+        {},
+        el("td", {}, r.command + (r.dry_run ? " (dry run)" : "")),
+        el(
+          "td",
+          { class: waits(r) ? "wrap" : false },
+          el("span", { class: `state state-${r.status}` }, r.status),
+          ...(waits(r) ? [el("br"), el("small", {}, waits(r))] : []),
+        ),
+        el("td", {}, r.exit_code ?? "–"),
+        el("td", { class: "wrap" }, r.requested_by || "–"),
+        el("td", { class: "wrap" }, r.reason || "–"),
+        el("td", {}, when(r.created_at, zone)),
+        el("td", {}, duration(r.started_at, r.finished_at)),
+        el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
       ),
-      el("td", {}, r.exit_code ?? "–"),
-      el("td", { class: "wrap" }, r.requested_by || "–"),
-      el("td", { class: "wrap" }, r.reason || "–"),
-      el("td", {}, when(r.created_at, zone)),
-      el("td", {}, duration(r.started_at, r.finished_at)),
-      el("td", { class: "wrap" }, el("a", { href: `#/runbooks/${encodeURIComponent(r.request_id)}` }, r.request_id)),
     );
 
   // The table's caption (its accessible name): "All 3 runs, newest first (times in +08:00)", "The one run

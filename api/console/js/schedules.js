@@ -1,7 +1,7 @@
 // Schedules: the RunbookSchedules with their next slots and last run (GET /api/ops/schedules), read
 // again every few seconds while the view is open.
 import { ApiError, call, now } from "./api.js";
-import { clock, el, listTable, offset, placeRows, say, when } from "./format.js";
+import { clock, el, labelled, listTable, offset, placeRows, say, when } from "./format.js";
 
 const REFRESH_SECONDS = 5;
 const SLOTS = 3;
@@ -28,19 +28,22 @@ export function show(container, ctx) {
         ? el("a", { href: `#/runbooks/${encodeURIComponent(s.last_request_id)}` }, s.last_runbook)
         : s.last_runbook;
     const result = s.last_result ? el("span", { class: `state state-${s.last_result}` }, s.last_result) : "–";
-    return el(
-      "tr",
-      {},
-      el("td", { class: "wrap" }, s.name),
-      el("td", {}, s.schedule || "–"),
-      el("td", {}, s.command || "–"),
-      el("td", {}, next),
-      el("td", {}, when(s.last_slot, zone)),
-      el("td", { class: "wrap" }, last),
-      el("td", {}, result),
-      el("td", {}, String(s.missed_slots)),
-      el("td", {}, String(s.skipped_slots)),
-      el("td", { class: "wrap" }, s.suspended ? "suspended" : s.problem || ""),
+    return labelled(
+      columns,
+      el(
+        "tr",
+        {},
+        el("td", { class: "wrap" }, s.name),
+        el("td", {}, s.schedule || "–"),
+        el("td", {}, s.command || "–"),
+        el("td", {}, next),
+        el("td", {}, when(s.last_slot, zone)),
+        el("td", { class: "wrap" }, last),
+        el("td", {}, result),
+        el("td", {}, String(s.missed_slots)),
+        el("td", {}, String(s.skipped_slots)),
+        el("td", { class: "wrap" }, s.suspended ? "suspended" : s.problem || ""),
+      ),
     );
   }
 
