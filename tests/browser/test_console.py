@@ -519,13 +519,23 @@ SIDEWAYS = """() => [...document.querySelectorAll('.scroll')]
   .map((box) => [box.getAttribute('aria-label') || box.querySelector('caption').textContent,
                  box.scrollWidth - box.clientWidth])"""
 PHONE = 360  # px: a small phone's screen, held upright
+# The labels of the page that are apart from their control: neither on its line nor right above it (a
+# label at the end of a line, its control at the start of the next, reads as the next control's).
+APART = """() => [...document.querySelectorAll('main label[for]')].filter((l) => l.offsetParent !== null)
+  .filter((label) => {
+    const l = label.getBoundingClientRect();
+    const c = document.getElementById(label.htmlFor).getBoundingClientRect();
+    const sameLine = l.top < c.bottom && c.top < l.bottom;
+    return !sameLine && !(c.top >= l.bottom - 1 && Math.abs(c.left - l.left) < 2);
+  }).map((label) => label.textContent)"""
 
 
 def test_every_view_fits_a_phones_width(page, stack):
     """At 360 px: no view is wider than the screen, nor is any of its tables wider than its box (a narrow
     screen stacks each row's cells, each under its column's name, as a person reads them, where a box
-    scrolled sideways squeezed the rows tall), the header wraps with its words inside its band, and every
-    link of the navigation is on the screen. The tables are still tables for a screen reader."""
+    scrolled sideways squeezed the rows tall), a label is beside or above its control, the header wraps
+    with its words inside its band, and every link of the navigation is on the screen. The tables are
+    still tables for a screen reader."""
     rid = executed(stack, reason="narrow screen")
     page.set_viewport_size({"width": PHONE, "height": 740})
     sign_in(page, stack.admin_token)
@@ -537,6 +547,7 @@ def test_every_view_fits_a_phones_width(page, stack):
         expect(page.get_by_label("Environment")).to_contain_text("XHKG")
         assert scroll_width(page) <= PHONE, (view, scroll_width(page))
         assert page.evaluate(SIDEWAYS) == [], view
+        assert page.evaluate(APART) == [], view
         assert page.evaluate(OUTSIDE_THE_HEADER) == [], view
         assert axe_violations(page) == [], view  # a table's box that scrolls sideways takes the keyboard
         for link in page.get_by_role("navigation", name="Views").get_by_role("link").all():

@@ -140,8 +140,7 @@ export function show(container, ctx) {
       "div",
       { class: "charts-head" },
       el("h2", {}, `Charts (times in ${offset(zone)})`),
-      el("label", { for: "range" }, "Range"),
-      range,
+      el("span", { class: "control" }, el("label", { for: "range" }, "Range"), range),
     ),
     el("div", { class: "charts" }, ...charts.map((c) => c.figure)),
   );

@@ -52,6 +52,9 @@ function select(id, label, values) {
   ];
 }
 
+// A filter's label and its control, kept on one line (a narrow screen wraps between filters, never inside one).
+const control = (label, input) => el("span", { class: "control" }, label, input);
+
 export function show(container, ctx) {
   ctx.title("Runbooks");
   const zone = ctx.me.time_zone;
@@ -68,7 +71,9 @@ export function show(container, ctx) {
   const filters = el(
     "form",
     { class: "filters", role: "search", "aria-label": "Filter the runs" },
-    commandLabel, command, resultLabel, result, el("label", { for: "filter-who" }, "Who"), who,
+    control(commandLabel, command),
+    control(resultLabel, result),
+    control(el("label", { for: "filter-who" }, "Who"), who),
   );
   const columns = ["Command", "Result", "Exit code", "Who", "Why", "When", "Duration", "Request id"];
   container.append(
