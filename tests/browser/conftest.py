@@ -35,6 +35,22 @@ CHATTY = (
 )
 LOGS = "document.querySelector('.logs')"  # a run panel's log box
 
+# The tables whose box scrolls sideways: [name, how much wider the table is than its box] of each.
+SIDEWAYS = """() => [...document.querySelectorAll('.scroll')]
+  .filter((box) => box.scrollWidth > box.clientWidth)
+  .map((box) => [box.getAttribute('aria-label') || box.querySelector('caption').textContent,
+                 box.scrollWidth - box.clientWidth])"""
+PHONE = 360  # px: a small phone's screen, held upright
+# The labels of the page that are apart from their control: neither on its line nor right above it (a
+# label at the end of a line, its control at the start of the next, reads as the next control's).
+APART = """() => [...document.querySelectorAll('main label[for]')].filter((l) => l.offsetParent !== null)
+  .filter((label) => {
+    const l = label.getBoundingClientRect();
+    const c = document.getElementById(label.htmlFor).getBoundingClientRect();
+    const sameLine = l.top < c.bottom && c.top < l.bottom;
+    return !sameLine && !(c.top >= l.bottom - 1 && Math.abs(c.left - l.left) < 2);
+  }).map((label) => label.textContent)"""
+
 
 def api_pid(stack) -> int:
     return json.loads((stack.workdir / RECORD).read_text())["components"]["api"]["pid"]
