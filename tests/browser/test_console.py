@@ -625,14 +625,19 @@ def test_the_runs_list_reaches_older_runs_and_keeps_the_focus_through_live_updat
 
 LIVE_LIST = """async () => {
   const { applied, merged } = await import("/console/js/runbooks.js");
-  const run = (name, status = "success", command = "drill") => ({ name, status, command });
+  // Created a second apart, "a" first; by "admin".
+  const run = (name, status = "success", command = "drill", requested_by = "admin") => {
+    const created_at = `2026-12-01T08:00:0${name.charCodeAt(0) - 96}+08:00`;
+    return { name, status, command, requested_by, created_at };
+  };
   const shown = (runs) => runs.map((r) => `${r.name}:${r.status}`).join(" ");
   const names = (list) => list && [shown(list.runs), list.matched, list.more];
   const list = { runs: [run("c", "running"), run("b"), run("a")], matched: 9, more: true };
   const event = (r) => ["runbook", { runbook: r }];
+  const older = { ...run("a", "failed"), name: "0", created_at: "2026-12-01T08:00:00+08:00" };
   const deleted = (name) => ["deleted", { name, request_id: name }];
-  const apply = (events, status = "", command = "") => {
-    const { list: after, read } = applied(list, events, { status, command });
+  const apply = (events, status = "", command = "", who = "") => {
+    const { list: after, read } = applied(list, events, { status, command, who });
     return [...names(after), read];
   };
   const page = (runs, matched, next_cursor) => ({ runbooks: runs.map((n) => run(n)), matched, next_cursor });
@@ -643,6 +648,17 @@ LIVE_LIST = """async () => {
     unshown: apply([event(run("d", "queued")), event(run("c", "success"))]),
     filtered: apply([event(run("z", "running"))], "running"),
     otherCommand: apply([event(run("z", "running", "failover"))], "running", "drill"),
+    // Runs not shown created before the oldest shown ("a", at 08:00:01): past the runs shown, whatever they
+    // show, unless the result is filtered on (the count changes); one created within its second may be
+    // before it.
+    older: apply([event({ ...older, status: "running" }), event(older)]),
+    olderFiltered: apply([event(older)], "failed"),
+    sameSecond: apply([event({ ...older, created_at: "2026-12-01T00:00:01Z" })]),
+    // A requester filtered on (a part of the name, in any case): a run not shown of another is none of it.
+    otherRequester: apply([event(run("z", "queued", "drill", "alice"))], "", "", "Bob"),
+    sameRequester: apply([event(run("z", "queued", "drill", "bobby"))], "", "", "Bob"),
+    // Lowercase is the API's casefold for ASCII only: otherwise the list is read.
+    notAscii: apply([event(run("z", "queued", "drill", "stra\u00dfe"))], "", "", "SS"),
     gone: apply([deleted("b")]),
     goneElsewhere: apply([deleted("z")]),
     newer: names(merged(list, page(["e", "d", "c"], 11, "cursor"), 4)),
@@ -655,8 +671,10 @@ LIVE_LIST = """async () => {
 def test_the_runs_lists_live_updates_are_drawn_without_a_read_where_they_say_all(page):
     """What the runs list does with the live updates: a run shown is drawn as its event says; a new run,
     a deletion of a run not shown, make the newest runs read again; with the result filtered on, a run not
-    shown may now be anywhere in the list: it is read whole; a run of another command than the one filtered
-    on is none of the list's. The newest runs read are put above the rest."""
+    shown may now be anywhere in the list: it is read whole; a run of another command or requester than the
+    one filtered on is none of the list's, nor, without a result filtered on, a run created before those
+    shown (a backlog run through while the newest are shown read the list again at every change, every
+    200 ms). The newest runs read are put above the rest."""
     page.goto("/console/")
     found = page.evaluate(LIVE_LIST)
     assert found == {
@@ -666,6 +684,12 @@ def test_the_runs_lists_live_updates_are_drawn_without_a_read_where_they_say_all
         "unshown": ["c:success b:success a:success", 9, True, "head"],
         "filtered": ["c:running b:success a:success", 9, True, "all"],
         "otherCommand": ["c:running b:success a:success", 9, True, "none"],
+        "older": ["c:running b:success a:success", 9, True, "none"],
+        "olderFiltered": ["c:running b:success a:success", 9, True, "all"],
+        "sameSecond": ["c:running b:success a:success", 9, True, "head"],
+        "otherRequester": ["c:running b:success a:success", 9, True, "none"],
+        "sameRequester": ["c:running b:success a:success", 9, True, "head"],
+        "notAscii": ["c:running b:success a:success", 9, True, "head"],
         "gone": ["c:running a:success", 8, True, "none"],
         "goneElsewhere": ["c:running b:success a:success", 9, True, "head"],
         "newer": ["e:success d:success c:success b:success", 11, True],

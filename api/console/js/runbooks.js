@@ -10,20 +10,34 @@ const RESULTS = ["success", "failed", "running", "queued", "pending"];
 const PAGE = 50; // runs shown at first, and added by "Show older runs"
 const MOST = 200; // the most the API lists in one answer
 
+// Whether the API's filter on the requester (a part of the name, in any case: Python's casefold) may match
+// `name`: said no only where lowercase is the same (ASCII), else taken as a match (the list is read).
+const ASCII = /^[\x00-\x7f]*$/;
+function mayBeBy(name, part) {
+  return !part || !ASCII.test(name + part) || name.toLowerCase().includes(part.toLowerCase());
+}
+
 // The runs list `list` ({runs, matched, more}: the newest runs that pass the filters, as drawn) after the live
 // updates `events` ([name, data] of runbook and deleted events, in order), where they say all that changed: a
 // run shown is drawn as its event shows it, and goes once deleted, or once it no longer has the result
 // filtered on (`filters.status`; a run's command and requester do not change); a run not shown of another
-// command than the one filtered on (`filters.command`) is none of the list's. `read` says what they do not:
-// "head" (a run not shown: a new one, or a deletion that may change the count), "all" (a run not shown
-// that may now have the result filtered on, wherever it is in the list), or "none".
-export function applied(list, events, { command = "", status = "" } = {}) {
+// command or requester than the one filtered on (`filters.command`, `filters.who`) is none of the list's,
+// nor, without a result filtered on, one created in an earlier second than the oldest run shown (the list
+// is newest first by creation, to the second first): it is past the runs shown, and the count is the same
+// (a backlog of runs run through while the list shows the newest read the list at every change). `read`
+// says what they do not: "head" (a run not shown: a new one, or a deletion that may change the count),
+// "all" (a run not shown that may now have the result filtered on, wherever it is in the list), or "none".
+export function applied(list, events, { command = "", status = "", who = "" } = {}) {
   const runs = [...list.runs];
   let matched = list.matched;
   let read = "none";
+  const before = (r) => runs.length > 0 && Date.parse(r.created_at) < Date.parse(runs.at(-1).created_at);
   for (const [name, data] of events) {
     const at = runs.findIndex((r) => r.name === (data.runbook || data).name);
-    if (at < 0 && command && data.runbook && data.runbook.command !== command) continue;
+    const other = data.runbook;
+    if (at < 0 && other && command && other.command !== command) continue;
+    if (at < 0 && other && !mayBeBy(other.requested_by || "", who)) continue;
+    if (at < 0 && other && !status && before(other)) continue;
     if (at < 0) read = read === "all" || (status && name === "runbook") ? "all" : "head";
     else if (name === "runbook" && (!status || data.runbook.status === status)) runs[at] = data.runbook;
     else {
@@ -140,6 +154,9 @@ export function show(container, ctx) {
     if (going) body.children[Math.min(firstAdded, body.children.length - 1)]?.querySelector("a")?.focus();
   }
 
+  // The filters as applied() takes them.
+  const filtersOn = () => ({ command: command.value, status: result.value, who: who.value.trim() });
+
   // A query of the runs list with the filters: `limit` runs after `cursor` (null: the newest).
   function query(limit, cursor = null) {
     const filters = { command: command.value, status: result.value, requested_by: who.value.trim(), cursor };
@@ -176,7 +193,7 @@ export function show(container, ctx) {
     if (onItsWay && !whole) return;
     let read = "all";
     if (list && !whole) {
-      ({ list, read } = applied(list, queue, { command: command.value, status: result.value }));
+      ({ list, read } = applied(list, queue, filtersOn()));
       queue = [];
       render(list);
       if (read === "none") return;
@@ -190,7 +207,7 @@ export function show(container, ctx) {
       const head = read === "head" ? merged(list, (await call(query(PAGE))).data, wanted) : null;
       const found = head || (mine === reading ? await runs() : null);
       if (mine !== reading) return;
-      const updated = applied(found, queue, { command: command.value, status: result.value });
+      const updated = applied(found, queue, filtersOn());
       queue = [];
       list = updated.list;
       lastRead = started;
