@@ -143,14 +143,15 @@ def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     return path
 
 
-def axe_violations(page: Page) -> list[dict]:
-    """axe-core's serious and critical violations on the page as it is now. axe is evaluated through the
-    DevTools protocol (the page's Content-Security-Policy refuses an injected script tag, rightly)."""
+def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
+    """axe-core's violations of these impacts (serious and critical, unless asked for more: "minor",
+    "moderate") on the page as it is now. axe is evaluated through the DevTools protocol (the page's
+    Content-Security-Policy refuses an injected script tag, rightly)."""
     assert AXE.exists(), f"{AXE} is missing: run `make console` (npm ci)"
     page.evaluate(AXE.read_text())
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
     return [
         {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
         for v in result["violations"]
-        if v["impact"] in ("serious", "critical")
+        if v["impact"] in impacts
     ]

@@ -541,7 +541,9 @@ def test_every_view_fits_a_phones_width(page, stack):
         assert page.evaluate(SIDEWAYS) == [], view
         assert page.evaluate(APART) == [], view
         assert page.evaluate(OUTSIDE_THE_HEADER) == [], view
-        assert axe_violations(page) == [], view  # a table's box that scrolls sideways takes the keyboard
+        # Of any impact: a table's box that scrolls sideways takes the keyboard; headings go down a level at
+        # a time (a screen reader's list of them is the page's outline).
+        assert axe_violations(page, ("minor", "moderate", "serious", "critical")) == [], view
         for link in page.get_by_role("navigation", name="Views").get_by_role("link").all():
             box = link.bounding_box()
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE, (

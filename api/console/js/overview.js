@@ -39,7 +39,7 @@ function tile(spec) {
   const badge = el("p", { class: "badge stale", hidden: true }, "Stale");
   const note = el("p", { class: "note" });
   const totals = spec.key === "coverage_ratio" ? el("dl", { class: "totals" }) : null;
-  const section = el("section", { class: "tile", "aria-labelledby": id }, el("h3", { id }, spec.title), value, badge, note, totals);
+  const section = el("section", { class: "tile", "aria-labelledby": id }, el("h2", { id }, spec.title), value, badge, note, totals);
   return {
     section,
     show(metric) {
