@@ -483,7 +483,8 @@ PAGE_SCROLLS = "document.scrollingElement.scrollWidth > document.scrollingElemen
 def test_the_longest_names_fit_a_phones_width(page, stack, four_eyes):
     """At 360 px, the longest names the API takes (a token's, 253 characters without a space; a request id,
     128; an environment's mode and profile, 63) widen neither the header nor a view: neither the page nor a
-    table scrolls sideways. What is cut short in the header is whole for a screen reader and in a tooltip."""
+    table scrolls sideways. What is cut short in the header is whole for a screen reader, in a tooltip, and
+    once tapped (a phone has no pointer to hover with)."""
     rid = "held-" + "r" * 115 + uuid.uuid4().hex[:8]
     held_run(stack, rid=rid, token=LONG)
     names = {"environment_mode": "m" * 63, "active_profile": "p" * 63}
@@ -510,8 +511,20 @@ def test_the_longest_names_fit_a_phones_width(page, stack, four_eyes):
         assert not page.evaluate(PAGE_SCROLLS), view
         assert page.evaluate(SIDEWAYS) == [], view
         assert axe_violations(page) == [], view
+    # A phone has no pointer to hover with for the tooltip: a name cut short is tapped (or reached with the
+    # keyboard), and shown whole, in the window, while it has the focus; one that fits takes no focus.
+    whole = f"(e) => e.scrollWidth <= e.clientWidth && e.getBoundingClientRect().right <= {PHONE}"
     for name in (f"Signed in as {LONG_NAME}", names["environment_mode"], names["active_profile"]):
-        expect(page.locator("header").get_by_text(name, exact=True)).to_have_attribute("title", name)
+        shown = page.locator("header").get_by_text(name, exact=True)
+        expect(shown).to_have_attribute("title", name)
+        assert not shown.evaluate(whole), name  # cut short
+        shown.click()
+        expect(shown).to_be_focused()
+        assert shown.evaluate(whole), name
+        assert not page.evaluate(PAGE_SCROLLS)
+    page.locator("main").click()
+    venue = page.get_by_label("Environment").get_by_role("definition").filter(has_text="XHKG")
+    expect(venue).not_to_have_attribute("tabindex", "0")
     # The run's page: its requester, and the question that names the run, in the window too.
     page.goto(f"/console/#/runbooks/{rid}")
     expect(page.get_by_role("region", name="Run").get_by_text(LONG_NAME).first).to_be_visible()

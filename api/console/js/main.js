@@ -24,11 +24,22 @@ function chrome(visible) {
   for (const id of ["nav", "who", "environment"]) $(id).hidden = !visible;
 }
 
-// A name in the header, cut short with an ellipsis when longer than the band (a phone): whole in its tooltip.
+// A name in the header, cut short with an ellipsis when longer than the band (a phone): whole in its tooltip,
+// and, as a phone has no pointer to hover with, once tapped or reached with the keyboard: one cut short takes
+// the focus, and shows whole while it has it (console.css). One that fits takes none.
+const NAMES = ["env-mode", "env-profile", "env-window", "env-venue", "who-name"];
+function reachable(node) {
+  if (node === document.activeElement || node.scrollWidth > node.clientWidth) node.tabIndex = 0;
+  else node.removeAttribute("tabindex");
+}
+
 function name(id, text) {
   $(id).textContent = text;
   $(id).title = text;
+  reachable($(id));
 }
+// The band's width changes (a phone turned, the header shown, a name shown whole or cut short again).
+new ResizeObserver(() => NAMES.forEach((id) => reachable($(id)))).observe(document.querySelector("header"));
 
 function showEnvironment(status) {
   name("env-mode", status.environment_mode || "–");
