@@ -544,13 +544,12 @@ def test_every_view_fits_a_phones_width(page, stack):
         # Of any impact: a table's box that scrolls sideways takes the keyboard; headings go down a level at
         # a time (a screen reader's list of them is the page's outline).
         assert axe_violations(page, ("minor", "moderate", "serious", "critical")) == [], view
+        # On the screen, and a finger's target: at least 24 px high (WCAG's minimum), not a line of text.
         for link in page.get_by_role("navigation", name="Views").get_by_role("link").all():
             box = link.bounding_box()
-            assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE, (
-                view,
-                link.text_content(),
-                box,
-            )
+            where = (view, link.text_content(), box)
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE, where
+            assert box["height"] >= 24, where
     # The run's conditions: each a block of lines, its message at least half the screen wide.
     conditions = page.get_by_role("table", name="Conditions")
     expect(conditions.get_by_role("columnheader", name="Message")).to_have_count(1)
