@@ -148,6 +148,10 @@ export function placeRows(body, drawn, items, key, make) {
   return rows;
 }
 
+// A label and its control, kept on one line: a narrow screen wraps between such pairs, never inside one (a
+// label at the end of a line, its control at the start of the next, reads as the next one's).
+export const control = (label, input) => el("span", { class: "control" }, label, input);
+
 // A row of a table of `columns` (a list's, a run's conditions) whose cells say their column's name
 // (data-label): a narrow screen (a phone) stacks a row's cells, each under that name, instead of a table
 // wider than the screen (console.css's .stacked).

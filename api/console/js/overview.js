@@ -2,7 +2,7 @@
 // as often as the API renews its answers (their Cache-Control max-age).
 import uPlot from "../vendor/uPlot.esm.js";
 import { ApiError, call, now } from "./api.js";
-import { clock, el, offset, quantity, say } from "./format.js";
+import { clock, control, el, offset, quantity, say } from "./format.js";
 
 const TILES = [
   { key: "coverage_ratio", title: "Coverage", unit: "ratio" },
@@ -140,7 +140,7 @@ export function show(container, ctx) {
       "div",
       { class: "charts-head" },
       el("h2", {}, `Charts (times in ${offset(zone)})`),
-      el("span", { class: "control" }, el("label", { for: "range" }, "Range"), range),
+      control(el("label", { for: "range" }, "Range"), range),
     ),
     el("div", { class: "charts" }, ...charts.map((c) => c.figure)),
   );

@@ -3,7 +3,19 @@
 // seconds while the live updates are paused; kept current by them: a run shown as its event shows it, the
 // newest runs read again for a new one (however many are shown).
 import { ApiError, POLL_SECONDS, call, now, paused, stale } from "./api.js";
-import { changesEnvironment, clock, duration, el, labelled, listTable, offset, placeRows, say, when } from "./format.js";
+import {
+  changesEnvironment,
+  clock,
+  control,
+  duration,
+  el,
+  labelled,
+  listTable,
+  offset,
+  placeRows,
+  say,
+  when,
+} from "./format.js";
 import { follow } from "./live.js";
 
 const RESULTS = ["success", "failed", "running", "queued", "pending"];
@@ -65,9 +77,6 @@ function select(id, label, values) {
     el("select", { id }, el("option", { value: "" }, "All"), ...values.map((v) => el("option", { value: v }, v))),
   ];
 }
-
-// A filter's label and its control, kept on one line (a narrow screen wraps between filters, never inside one).
-const control = (label, input) => el("span", { class: "control" }, label, input);
 
 export function show(container, ctx) {
   ctx.title("Runbooks");
