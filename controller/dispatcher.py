@@ -97,6 +97,10 @@ class Entry:
     gone: bool = False  # it no longer exists
     final: bool = False  # another controller replica finished it: nothing more is written to its status
     finishing: bool = False  # its finished status is being written: it leaves the watch
+    # This controller put its finalizer on and has not taken it off: an event of an earlier write, handled
+    # late, does not say that it went (the run's end would then leave it on a finished Runbook, which no
+    # controller watches: deleted, it would never go).
+    protected: bool = False
     cancel: asyncio.Event | None = None  # while it runs: set when the Runbook is deleted or cancelled
     regate: bool = False  # a policy or approval changed since the gate looked at it: look again
     held_before: bool = False  # the gate held it (its status said so when it came into view)
@@ -136,6 +140,8 @@ class Entry:
             # of this controller's takes a run's execution away, so this is never its own, seen late).
             self.status = None
         self.finalizers = list(meta.get("finalizers") or [])
+        if self.protected and keys.FINALIZER not in self.finalizers:
+            self.finalizers.append(keys.FINALIZER)
         self.deleting = bool(meta.get("deletionTimestamp"))
         cancel = (body.get("spec") or {}).get("cancel")
         if cancel is not None:  # the one field of the spec set after its creation (once)

@@ -885,6 +885,7 @@ class Runs:
             ):
                 return False
             entry.finalizers = finalizers
+        entry.protected = True
         return True
 
     async def _let_go(self, entry: Entry) -> None:
@@ -892,7 +893,7 @@ class Runs:
         if keys.FINALIZER in entry.finalizers and not entry.gone:
             finalizers = [f for f in entry.finalizers if f != keys.FINALIZER]
             if await self.services.kube.set_finalizers(entry.namespace, entry.name, entry.uid, finalizers):
-                entry.finalizers = finalizers
+                entry.finalizers, entry.protected = finalizers, False
 
     async def _wait(self, entry: Entry, run: Run, stopping: asyncio.Event) -> dict[str, Any] | None:
         """The run's result; None if the controller stops first. A deleted or cancelled Runbook's run is

@@ -979,3 +979,27 @@ def test_a_stopped_runs_end_found_without_its_own_report_is_recorded_cancelled_h
     succeeded = {"exitCode": 0, "result": "success", "message": "", "logs": []}
     assert runs.stopped_result(cancelled, succeeded) is succeeded
     assert runs.stopped_result(entry("running"), died) is died
+
+
+def test_a_late_event_of_a_write_before_the_finalizer_went_on_never_keeps_it_on_a_finished_run():
+    """The controller puts its finalizer on, then handles an event of a write made before that (its
+    Queued status: kopf hands events over late, and a kube-apiserver restarted between them holds the next
+    one back while the run goes on). The run's end still takes the finalizer off: a finished Runbook leaves
+    the controller's watch, so one finished with the finalizer on would never go when deleted."""
+    sent: list[list[str]] = []
+
+    async def set_finalizers(namespace, name, uid, finalizers):
+        sent.append(finalizers)
+        return True
+
+    steps = runs.Runs(types.SimpleNamespace(kube=types.SimpleNamespace(set_finalizers=set_finalizers)))
+    late = entry("late")
+    queued = {"metadata": {"name": "late", "uid": "uid-late"}, "spec": {}, "status": {"message": "queued"}}
+
+    async def scenario():
+        assert await steps._protect(late)
+        late.update(queued)  # its event, handled after the finalizer went on
+        await steps._let_go(late)
+
+    asyncio.run(scenario())
+    assert sent == [[keys.FINALIZER], []]
