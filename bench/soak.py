@@ -486,7 +486,7 @@ class Soak:
         again = [run for run in runs if run.recreate]
         for run in again:
             self.delete(run.name)
-        wait_until(lambda: not {run.name for run in again} & self.runbooks().keys(), 120, "the deletions")
+        self._wait_gone({run.name for run in again})
         for run in again:
             self.create(run.manifest())
             self.create(run.manifest(f"{run.name}-again"))
@@ -511,6 +511,26 @@ class Soak:
         finally:
             for final in finals:
                 final.stop()
+
+    def _wait_gone(self, names: set[str]) -> None:
+        """Wait for the deleted finished Runbooks ``names`` to go (no finalizer of a finished run holds one);
+        those still there when the round's time is up are said, with what holds them."""
+        began = time.monotonic()
+        try:
+            wait_until(lambda: not names & self.runbooks().keys(), self.args.timeout, "the deletions")
+            log(f"the {len(names)} finished Runbooks deleted went after {time.monotonic() - began:.1f} s")
+        except TimeoutError as error:
+            left = {
+                name: {
+                    "finalizers": rb["metadata"].get("finalizers"),
+                    "deletionTimestamp": rb["metadata"].get("deletionTimestamp"),
+                    "result": (rb.get("status") or {}).get("result"),
+                    "reason": (rb.get("status") or {}).get("reason"),
+                }
+                for name, rb in self.runbooks().items()
+                if name in names
+            }
+            raise TimeoutError(f"{error}: still there: {json.dumps(left)}") from error
 
     def _delete_started(self, pending: list[Planned], force: bool) -> int:
         """Delete the pending Runbooks whose script has started (all of them when ``force``); return how
