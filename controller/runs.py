@@ -726,18 +726,28 @@ class Runs:
             assert begun is not None
             run = begun
             if not isinstance(run, dict):
-                execution = Execution(executor=self.services.executor.kind, name=run.name)
-                change = transitions.running(self.status(entry), entry.generation, execution, now())
-                change.request_id, change.window, change.target = entry.request_id, window, entry.target
-                change.session = session
-                written = await self.patch(entry, change)
-                self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})", post=written)
+                await self._announce(entry, run, window, session)
         if isinstance(run, dict):  # lost, never started, or could not start
             return await self.finish(entry, None, run)
         result = await self._wait(entry, run, stopping)
         if result is None:
             return Next(Outcome.STOPPED)
         return await self.finish(entry, run, stopped_result(entry, result))
+
+    async def _announce(self, entry: Entry, run: Run, window: str, session: RunSession | None) -> None:
+        """Say that the run started: its Running status (its start) and its Event, unless the status says so
+        already. Another replica may have started it and said so while this one got it ready (this one
+        frozen meanwhile, it woke believing itself the active one), and the watch brought that Running
+        since (:meth:`Entry.update`): it stands, its start neither moved nor told again."""
+        execution = Execution(executor=self.services.executor.kind, name=run.name)
+        if self.status(entry).execution == execution:
+            log.info("%s/%s: another replica started its run meanwhile: adopted", entry.namespace, entry.name)
+            return
+        change = transitions.running(self.status(entry), entry.generation, execution, now())
+        change.request_id, change.window, change.target = entry.request_id, window, entry.target
+        change.session = session
+        written = await self.patch(entry, change)
+        self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})", post=written)
 
     async def _recorded(self, entry: Entry) -> Next:
         """Finish a run whose end the ledger holds already: recorded before a restart, or by another replica

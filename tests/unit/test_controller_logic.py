@@ -1003,3 +1003,37 @@ def test_a_late_event_of_a_write_before_the_finalizer_went_on_never_keeps_it_on_
 
     asyncio.run(scenario())
     assert sent == [[keys.FINALIZER], []]
+
+
+def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_not_announced_again():
+    """This replica checked that the run had not started, froze while it got it ready (its finalizer, its
+    Job), and woke to the other's Running brought by its watch: its own start found that Job running. It
+    wrote its Running over the other's, moving the start to its own clock, and a second `Started` (a soak
+    with two replicas, three runs of 200). That Running stands; one that names no run is said."""
+    written: list[dict] = []
+    posted: list[str] = []
+
+    async def put_status(namespace, name, uid, status, unstarted=None):
+        written.append(status)
+        return True
+
+    services = types.SimpleNamespace(
+        kube=types.SimpleNamespace(put_status=put_status),
+        executor=types.SimpleNamespace(kind="job"),
+        events=types.SimpleNamespace(post=lambda ref, kind, reason, message: posted.append(reason)),
+    )
+    steps = runs.Runs(services)
+    other = {"execution": {"executor": "job", "name": "woken-1"}, "startedAt": "2026-11-26T08:00:07Z"}
+    woken = entry("woken", status={"message": "waiting for earlier to finish on target t"})
+    woken.update({"metadata": {"name": "woken", "uid": "uid-woken"}, "spec": {}, "status": other})
+    fresh = entry("fresh")
+    run = types.SimpleNamespace(name="woken-1")
+
+    async def scenario():
+        await steps._announce(woken, run, "day", None)
+        assert (written, posted) == ([], [])
+        await steps._announce(fresh, types.SimpleNamespace(name="fresh-1"), "day", None)
+
+    asyncio.run(scenario())
+    assert [status["execution"]["name"] for status in written] == ["fresh-1"] and posted == ["Started"]
+    assert runs.Runs.status(woken).started_at == "2026-11-26T08:00:07Z"
