@@ -737,8 +737,9 @@ class Runs:
     async def _announce(self, entry: Entry, run: Run, window: str, session: RunSession | None) -> None:
         """Say that the run started: its Running status (its start) and its Event, unless the status says so
         already. Another replica may have started it and said so while this one got it ready (this one
-        frozen meanwhile, it woke believing itself the active one), and the watch brought that Running
-        since (:meth:`Entry.update`): it stands, its start neither moved nor told again."""
+        frozen meanwhile, it woke believing itself the active one): its Running, brought by the watch since
+        (:meth:`Entry.update`) or met by this one's write (:meth:`patch`), stands, its start neither moved
+        nor told again."""
         execution = Execution(executor=self.services.executor.kind, name=run.name)
         if self.status(entry).execution == execution:
             log.info("%s/%s: another replica started its run meanwhile: adopted", entry.namespace, entry.name)
@@ -747,6 +748,8 @@ class Runs:
         change.request_id, change.window, change.target = entry.request_id, window, entry.target
         change.session = session
         written = await self.patch(entry, change)
+        if written and self.status(entry).started_at != change.started_at:  # the other's, adopted
+            return
         self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})", post=written)
 
     async def _recorded(self, entry: Entry) -> Next:

@@ -18,7 +18,7 @@ from api.render import audit_entry
 from controller import audit, ledger, lock, quota, retention, runs
 from controller.dispatcher import ADMISSIONS, FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
 from controller.executors import failure, lost
-from controller.kubeapi import Conflict
+from controller.kubeapi import Conflict, Started
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode
@@ -1009,11 +1009,15 @@ def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_no
     """This replica checked that the run had not started, froze while it got it ready (its finalizer, its
     Job), and woke to the other's Running brought by its watch: its own start found that Job running. It
     wrote its Running over the other's, moving the start to its own clock, and a second `Started` (a soak
-    with two replicas, three runs of 200). That Running stands; one that names no run is said."""
+    with two replicas, three runs of 200). That Running stands, seen on the watch or met by the write (its
+    JSON patch's test that no run is named), and is not told again; a status that names no run is said."""
     written: list[dict] = []
     posted: list[str] = []
+    other = {"execution": {"executor": "job", "name": "woken-1"}, "startedAt": "2026-11-26T08:00:07Z"}
 
     async def put_status(namespace, name, uid, status, unstarted=None):
+        if name == "late":  # its write met the other's Running (the JSON patch's test of no run)
+            raise Started({"metadata": {"name": name, "uid": uid}, "spec": {}, "status": other})
         written.append(status)
         return True
 
@@ -1023,17 +1027,19 @@ def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_no
         events=types.SimpleNamespace(post=lambda ref, kind, reason, message: posted.append(reason)),
     )
     steps = runs.Runs(services)
-    other = {"execution": {"executor": "job", "name": "woken-1"}, "startedAt": "2026-11-26T08:00:07Z"}
     woken = entry("woken", status={"message": "waiting for earlier to finish on target t"})
     woken.update({"metadata": {"name": "woken", "uid": "uid-woken"}, "spec": {}, "status": other})
+    late = entry("late")  # its watch had not brought the other's Running yet
     fresh = entry("fresh")
     run = types.SimpleNamespace(name="woken-1")
 
     async def scenario():
         await steps._announce(woken, run, "day", None)
+        await steps._announce(late, run, "day", None)
         assert (written, posted) == ([], [])
         await steps._announce(fresh, types.SimpleNamespace(name="fresh-1"), "day", None)
 
     asyncio.run(scenario())
     assert [status["execution"]["name"] for status in written] == ["fresh-1"] and posted == ["Started"]
-    assert runs.Runs.status(woken).started_at == "2026-11-26T08:00:07Z"
+    for adopted in (woken, late):
+        assert runs.Runs.status(adopted).started_at == "2026-11-26T08:00:07Z"
