@@ -7,11 +7,11 @@ import logging
 import sys
 
 import uvicorn
-import yaml
 from kubernetes.config import ConfigException
 from pydantic import ValidationError
 
 from api import server
+from api.auth import TokenStore
 from api.main import create_app
 from api.settings import ApiSettings, get_settings
 from runbooks.kube import NotLoopbackError, configuration
@@ -26,8 +26,13 @@ def main() -> int:
         return 2
     try:  # what the app's start would read: unreadable credentials are a message, not a traceback
         configuration(settings.kubeconfig, settings.in_cluster)
-    except (ConfigException, NotLoopbackError, OSError, ValueError, yaml.YAMLError) as error:
+    except (ConfigException, NotLoopbackError, OSError, ValueError) as error:
         print(f"python -m api: cannot log in to the API server: {error}", file=sys.stderr)
+        return 2
+    try:  # what the app's start would load: a refusal in one line, without the tokens
+        TokenStore.load(settings.api_token, settings.api_tokens_file)
+    except (OSError, ValueError) as error:
+        print(f"python -m api: invalid tokens: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.api_log_level.upper(),

@@ -30,14 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from api.errors import Forbidden
 from runbooks import approval
 from runbooks.contract import EXECUTE, PERMISSIONS, STATUS_READ, Command, is_token
 from runbooks.models import Person
 from runbooks.schedule import REQUESTER_PREFIX
+from runbooks.settings import problems
+from runbooks.yamlfile import load_yaml
 
 if TYPE_CHECKING:
     from api.records import RunbookRecord
@@ -192,9 +201,12 @@ class TokenStore:
             entries.append((hashlib.sha256(secret.encode()).digest(), Principal(ADMIN, PERMISSIONS)))
         if tokens_file is not None:
             check_private(Path(tokens_file))
-            raw = yaml.safe_load(Path(tokens_file).read_text()) or {}
+            try:  # pydantic's message would show the values given: the tokens
+                listed = TokensFile.model_validate(load_yaml(tokens_file) or {}).tokens
+            except ValidationError as error:
+                raise TokensFileError(f"{tokens_file}: {problems(error)}") from None
             admin_named = bool(entries)  # by OPS_API_TOKEN
-            for entry in TokensFile.model_validate(raw).tokens:
+            for entry in listed:
                 if entry.name == ADMIN and admin_named:
                     raise TokensFileError(f"token {ADMIN!r}: the name of OPS_API_TOKEN's holder")
                 entries.append((entry.digest(), Principal(entry.name, frozenset(entry.permissions))))

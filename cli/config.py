@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cli.errors import CliError, Exit
 from runbooks.contract import is_token
+from runbooks.yamlfile import YamlFileError, load_yaml
 from runner.result import write_atomically
 
 URL_ENV, TOKEN_ENV, CONFIG_ENV = "MDOPS_API_URL", "MDOPS_API_TOKEN", "MDOPS_CONFIG"
@@ -79,9 +80,9 @@ class Config:
                 f"chmod 600 {path}",
             )
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path) or {}
             return cls(path, ConfigFile.model_validate(data))
-        except (OSError, yaml.YAMLError) as error:
+        except (OSError, UnicodeDecodeError, YamlFileError) as error:
             raise CliError(f"cannot read the config file {path}: {error}", Exit.CONFIG) from error
         except ValidationError as error:
             problems = "; ".join(

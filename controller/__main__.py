@@ -7,7 +7,6 @@ import logging
 import secrets
 import sys
 
-import yaml
 from pydantic import ValidationError
 
 from controller import audit
@@ -46,7 +45,7 @@ def main() -> int:
     # retry its startup every minute for ever, a traceback each time, in a pod that looks Running.
     try:
         login.login(settings)
-    except (kopf.LoginError, NotLoopbackError, OSError, ValueError, yaml.YAMLError) as error:
+    except (kopf.LoginError, NotLoopbackError, OSError, ValueError) as error:
         print(f"python -m controller: cannot log in to the API server: {error}", file=sys.stderr)
         return 2
     kopf.run(

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-import yaml
 
 from controller.settings import ControllerSettings
 from runbooks import kube
+from runbooks.yamlfile import load_yaml
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PLUGINS = ("exec", "auth-provider")
@@ -37,7 +37,7 @@ def login(settings: ControllerSettings, *, trust_env: bool = False) -> kopf.Conn
 
 def from_kubeconfig(path: Path, *, trust_env: bool = False) -> kopf.ConnectionInfo:
     """The kubeconfig's current context; the files it names are relative to the kubeconfig's folder."""
-    config = yaml.safe_load(path.read_text()) or {}
+    config = load_yaml(path) or {}
     current = config.get("current-context")
     if not current:
         raise kopf.LoginError(f"{path}: no current-context")

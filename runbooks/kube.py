@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import yaml
+from runbooks.yamlfile import load_yaml
 
 if TYPE_CHECKING:
     from kubernetes import client
@@ -46,7 +46,7 @@ def is_loopback(server: str) -> bool:
 def loopback_kubeconfig(path: str | Path) -> Path:
     """Return ``path`` if every cluster it names is on loopback; raise otherwise."""
     path = Path(path)
-    kubeconfig = yaml.safe_load(path.read_text()) or {}
+    kubeconfig = load_yaml(path) or {}
     clusters = kubeconfig.get("clusters") if isinstance(kubeconfig, dict) else None  # a file of text
     if not clusters or not isinstance(clusters, list):
         raise NotLoopbackError(f"{path}: names no cluster")

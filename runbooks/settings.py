@@ -107,14 +107,15 @@ def variable(settings: type[BaseSettings], field: str) -> str:
     )
 
 
-def problems(error: ValidationError, settings: type[BaseSettings]) -> str:
+def problems(error: ValidationError, settings: type[BaseSettings] | None = None) -> str:
     """``error``'s problems on one line, each after the variable it is of (``MDOPS_API_PORT: Input should
-    be a valid integer ...``); never the values given, which pydantic's own message shows (a token's
+    be a valid integer ...``), or after the place in the document it is of when ``settings`` is None
+    (``tokens: 0: token: ...``); never the values given, which pydantic's own message shows (a token's
     too, when the problem is the whole environment's)."""
     said = []
     for problem in error.errors(include_url=False, include_input=False, include_context=False):
         message = problem["msg"].removeprefix("Value error, ")
         field, *within = problem["loc"] or ("",)
-        where = [variable(settings, str(field))] if field else []
+        where = [variable(settings, str(field)) if settings else str(field)] if field != "" else []
         said.append(": ".join([*where, *map(str, within), message]))
     return "; ".join(said)

@@ -2156,3 +2156,14 @@ def test_a_lost_answer_whose_run_is_found_unfinished_is_followed_to_its_end(invo
     result = invoke("run", "restart", "--request-id", "r-1", "--url", api.url, "--token", SECRET)
     assert result.exit_code == 0, result.output
     assert api.asked(execute) == 1
+
+
+def test_a_config_file_that_is_no_yaml_is_refused_without_its_text(invoke, config_file):
+    """PyYAML's message quotes the line it stopped at: here the token's."""
+    config_file.parent.mkdir()
+    config_file.write_text(f"contexts:\n  local: {{url: http://api:8080, token: {SECRET}: x}}\n")
+    config_file.chmod(0o600)
+    result = invoke("config", "view")
+    assert result.exit_code == Exit.CONFIG, result.output
+    assert "not YAML: " in result.stderr and "at line 2, column " in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and SECRET[:6] not in result.stderr, result.stderr

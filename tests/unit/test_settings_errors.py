@@ -77,3 +77,50 @@ def test_the_process_says_so_in_one_line_without_the_values(program, env, said):
     assert said in done.stderr, done.stderr
     for secret in (TOKEN, "hunter2"):
         assert secret[:6] not in done.stderr and secret[-5:] not in done.stderr, done.stderr
+
+
+KUBECONFIG_TOKEN = "kube-token-not-to-be-shown-0123456789"
+ALICE = "alice-token-not-to-be-shown-0123"
+LOOPBACK_KUBECONFIG = """\
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: a-token-of-a-server-that-is-not-there}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+"""
+
+
+@pytest.mark.parametrize(
+    ("program", "files", "said"),
+    [
+        ("controller", {"kubeconfig": f"users:\n- user: {{token: {KUBECONFIG_TOKEN}: x}}\n"}, "not YAML"),
+        ("api", {"kubeconfig": f"users:\n- user: {{token: {KUBECONFIG_TOKEN}: x}}\n"}, "not YAML"),
+        ("api", {"tokens": f'tokens:\n  - {{name: alice, token: "{ALICE}}}\n'}, "not YAML"),
+        ("api", {"tokens": "tokens: [{name: alice, token: hunter2-short}]"}, "tokens: 0: token: "),
+        ("api", {"tokens": f"tokens: [{{name: alice, token: {ALICE}, permissions: [all]}}]"}, "unknown"),
+    ],
+    ids=["controller-kubeconfig", "api-kubeconfig", "api-tokens-yaml", "api-short-token", "api-permission"],
+)
+def test_a_file_that_holds_secrets_is_refused_in_one_line_without_them(tmp_path, program, files, said):
+    """PyYAML's message quotes the line it stopped at, pydantic's the values given: both the secrets."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(files.get("kubeconfig", LOOPBACK_KUBECONFIG))
+    env = {"MDOPS_KUBECONFIG": str(kubeconfig)}
+    if "tokens" in files:
+        tokens = tmp_path / "tokens.yaml"
+        tokens.write_text(files["tokens"])
+        tokens.chmod(0o600)
+        env["MDOPS_API_TOKENS_FILE"] = str(tokens)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_")}
+    done = subprocess.run(
+        [sys.executable, "-m", program],
+        env={**clean, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith(f"python -m {program}: ")]
+    assert said in line and done.stderr.endswith(line + "\n"), done.stderr
+    for secret in (KUBECONFIG_TOKEN, ALICE, "hunter2"):
+        assert secret[:6] not in done.stderr and secret[-5:] not in done.stderr, done.stderr
