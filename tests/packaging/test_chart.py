@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pkgtools import CHART, CI_VALUES, COMPONENTS, MANIFESTS, REPO, SCRIPTS, find
 
+from api.settings import ApiSettings
+from controller.settings import ControllerSettings
 from devcluster.prometheus import DASHBOARD, alert_rules
 from runbooks import crd, keys
+from runbooks.settings import CommonSettings, variable
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 PEERING = next(c for c in COMPONENTS if c.name == "peering")
@@ -199,9 +204,81 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "controller.scriptPassEnv={HTTPS-PROXY}"), "/controller/scriptPassEnv/0"),
         (("--set", "calendar.venue=XHGK"), "/calendar/venue"),
         (("--set-string", "controller.jobServiceAccount=x') || ('"), "/controller/jobServiceAccount"),
+        # What would install and then crash-loop, or fail every run:
+        (("--set", "controller.scriptEnv.feed-password=x"), "'feed-password' does not match pattern"),
+        (("--set", "controller.jobPodAnnotations.Bad_Key/x=y"), "'Bad_Key/x' does not match pattern"),
+        (("--set", "image.repository="), "/image/repository"),
+        (("--set", "image.digest=latest"), "/image/digest"),
+        (("--set", "runner.image.tag=a:b"), "/runner/image/tag"),
+        (("--set", "api.port=9102"), "controller.metricsPort and api.port are both 9102"),
+        (("--set", "controller.livenessPort=8080"), "controller.livenessPort and api.port are both 8080"),
+        (("--set", "controller.resources=null"), "controller.resources.limits.memory is required"),
+        (("--set", "api.resources.limits=null"), "api.resources.limits.memory is required"),
+        (("--set", "controller.jobServiceAccount=mdops"), "the controller's own ServiceAccount"),
+        (
+            ("--set", "controller.jobServiceAccount="),
+            "controller.jobStartClaim needs controller.jobServiceAc",
+        ),
     ]:
         result = helm.run("template", "mdops", str(CHART), *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+
+
+def test_what_the_render_refuses_is_allowed_where_it_does_no_harm(helm):
+    for args in [
+        ("--set", "api.enabled=false", "--set", "api.port=9102", "--set", "api.resources=null"),
+        ("--set", "controller.jobServiceAccount=", "--set", "controller.jobStartClaim=false"),
+        ("--set", "controller.executor=local", "--set", "controller.jobServiceAccount="),
+        ("--set", "image.repository=registry.example.com:5000/platform/mdops", "--set", "image.tag=1.2_rc-1"),
+    ]:
+        assert helm.template(*args), args
+
+
+def settings_of(container: dict[str, Any], settings: type[CommonSettings], monkeypatch) -> CommonSettings:
+    """The settings a container of the chart starts with: its environment's values (what the kubelet
+    fills in from the pod's fields and Secrets is left out)."""
+    for name in [n for n in os.environ if n.startswith("MDOPS_") or n == "OPS_API_TOKEN"]:
+        monkeypatch.delenv(name)
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    return settings()
+
+
+# Where the chart's defaults are not the programs' own, and why.
+CHART_NOT_PROGRAM_DEFAULTS = {
+    "in_cluster": True,  # in a pod
+    "calendar_cache": Path("/tmp/mdops-sessions.json"),  # on the pod's emptyDir: a restart reads it
+    "liveness_port": 8081,  # the kubelet's probe
+    "api_host": "0.0.0.0",  # reached through the Service
+    "prometheus_url": "http://prometheus-operated.monitoring.svc:9090",  # prometheus-operator's
+}
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_the_charts_environment_is_settings_the_programs_accept(helm, monkeypatch, values):
+    """A value the programs refuse would be a pod that installs and then crash-loops (exit 2)."""
+    pod = find(helm.template("-f", str(values)), "Deployment", "mdops")["spec"]["template"]["spec"]
+    for container in pod["containers"]:
+        settings = {"controller": ControllerSettings, "api": ApiSettings}[container["name"]]
+        assert settings_of(container, settings, monkeypatch).in_cluster
+
+
+@pytest.mark.parametrize("executor", ["job", "local"])
+def test_the_charts_defaults_are_the_programs_defaults(helm, monkeypatch, executor):
+    """values.yaml repeats the settings' defaults (ledgerSize, retention, the gate, ...): they stay equal,
+    but for CHART_NOT_PROGRAM_DEFAULTS."""
+    pod = find(helm.template("--set", f"controller.executor={executor}"), "Deployment")
+    for container in pod["spec"]["template"]["spec"]["containers"]:
+        cls = {"controller": ControllerSettings, "api": ApiSettings}[container["name"]]
+        settings = settings_of(container, cls, monkeypatch)
+        fields = {variable(cls, field): field for field in cls.model_fields}
+        given = [fields[env["name"]] for env in container["env"] if env["name"] in fields]
+        assert len(given) > 8, container["name"]
+        for field in set(given) - {"namespace", "executor"}:  # the pod's own; chosen here
+            info = cls.model_fields[field]
+            default = info.default_factory() if info.default_factory else info.default
+            assert getattr(settings, field) == CHART_NOT_PROGRAM_DEFAULTS.get(field, default), field
 
 
 def test_fullname_is_cut_at_63_characters(helm):
