@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from types import FrameType
@@ -15,16 +16,26 @@ log = logging.getLogger("sim")
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+def _port(text: str) -> int:
+    """A port to listen on (0: any free one): Python's bind() would refuse others with a traceback."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = Config()
     p = argparse.ArgumentParser(prog="python -m sim", description="Market-data feed handler simulator.")
-    p.add_argument("--port", type=int, required=True, help="TCP port (0 = pick a free one)")
+    p.add_argument("--port", type=_port, required=True, help="TCP port (0 = pick a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     p.add_argument("--instruments", type=int, default=defaults.instruments, help="universe size")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random generators")

@@ -76,6 +76,9 @@ class Config:
     start_running: bool = True
 
     def validate(self) -> None:
+        numbers = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type == "float"}
+        if not_finite := [name for name, value in numbers.items() if not math.isfinite(value)]:
+            raise ValueError(f"{', '.join(not_finite)}: not a finite number")
         if self.instruments < 0:
             raise ValueError("instruments must be >= 0")
         if not 0.0 <= self.both_sessions_share <= 1.0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -12,6 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devcluster.controlplane import REPO
 from devcluster.processes import wait_until
 from sim.metrics import METRIC_NAMES, make_registry
 from sim.model import Config, FeedModel, SimError
@@ -318,3 +321,23 @@ def test_server_rejects_bad_json(sim: SimProcess) -> None:
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req, timeout=5)
         assert exc.value.code == 400
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--port", "99999"], "argument --port: must be a port from 0 to 65535, got '99999'"),
+        (["--port", "-1"], "argument --port: must be a port from 0 to 65535, got '-1'"),
+        (["--port", "0", "--tick", "inf"], "argument --tick: must be a finite number > 0, got 'inf'"),
+        (["--port", "0", "--msg-rate", "nan"], "error: msg_rate: not a finite number"),
+        (["--port", "0", "--failover-ms", "inf"], "error: failover_ms: not a finite number"),
+    ],
+)
+def test_invalid_options_are_refused_in_a_line_without_a_traceback(args, said) -> None:
+    """Not bind()'s OverflowError, nor a ticker thread that dies of an infinite sleep while the server
+    serves on (a NaN rate: metrics of NaN for ever)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sim", *args], capture_output=True, text=True, timeout=30, cwd=REPO
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.rstrip().endswith(said) and "Traceback" not in done.stderr, done.stderr
