@@ -80,12 +80,13 @@ from pathlib import Path
 import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+from kubernetes.config import ConfigException
 
 from devcluster import podman
 from devcluster.controlplane import REPO
 from devcluster.processes import die_with_parent
 from runbooks.contract import format_time, now
-from runbooks.kube import api_client, persistently, server_away
+from runbooks.kube import NotLoopbackError, api_client, persistently, server_away
 
 log = logging.getLogger("podsim")
 
@@ -667,11 +668,14 @@ class PodSim:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devcluster.podsim", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the local control plane")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    api = api_client(args.kubeconfig)
+    try:
+        api = api_client(args.kubeconfig)
+    except (ConfigException, NotLoopbackError, OSError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: cannot log in to the API server: {error}\n")
     sim = PodSim(api)
 
     def stop(*_):

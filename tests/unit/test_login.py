@@ -132,3 +132,20 @@ def test_credentials_that_cannot_be_read_stop_the_program_with_a_message(program
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"python -m {program}: cannot log in to the API server: "), result.stderr
     assert re.search(said, result.stderr, re.IGNORECASE) and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "said"),
+    [("/nonexistent/kubeconfig", "No such file"), ("/etc/passwd", "names no cluster")],
+)
+def test_podsim_with_credentials_that_cannot_be_read_stops_with_a_message(kubeconfig, said):
+    result = subprocess.run(
+        [sys.executable, "-m", "devcluster.podsim", "--kubeconfig", kubeconfig],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("python -m devcluster.podsim: cannot log in to the API server: ")
+    assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
