@@ -11,6 +11,19 @@ from pydantic import Field
 from runbooks.settings import CommonSettings
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# What the API server takes as an object's name (a DNS subdomain), or empty: a name it refuses would fail
+# every Job (or the peering) at the first run, not the controller at its start.
+ObjectName = Annotated[
+    str, Field(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
+]
+AnnotationKey = Annotated[
+    str,
+    Field(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    ),
+]
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 
 class ControllerSettings(CommonSettings):
@@ -28,14 +41,18 @@ class ControllerSettings(CommonSettings):
     )
     max_parallel: int = Field(8, ge=1, description="Runs executing at once (local processes or Jobs).")
 
-    runner_image: str = Field("mdops:0.1.0", description="Job executor: image with the runner.")
-    runner_command: list[str] = Field(["python", "-m", "runner"], description="Job executor: the runner.")
-    scripts_configmap: str = Field(
+    runner_image: str = Field(
+        "mdops:0.1.0", pattern=r"^\S+$", description="Job executor: image with the runner."
+    )
+    runner_command: list[str] = Field(
+        ["python", "-m", "runner"], min_length=1, description="Job executor: the runner."
+    )
+    scripts_configmap: ObjectName = Field(
         "",
         description="Job executor: ConfigMap of your own scripts, mounted over the image's; "
         "empty: the image's reference scripts.",
     )
-    job_service_account: str = Field(
+    job_service_account: ObjectName = Field(
         "mdops-runner",
         description="Job executor: service account of Job pods (the manifests and the chart make "
         "mdops-runner, with the rights the start claim needs); empty: the namespace's default.",
@@ -59,7 +76,9 @@ class ControllerSettings(CommonSettings):
         "on Jobs, an admission policy) asks again before it fails, never having run, and how long a Job "
         "pod's runner asks again when the API server refuses its start claim.",
     )
-    job_pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations for Job pods.")
+    job_pod_annotations: dict[AnnotationKey, str] = Field(
+        default_factory=dict, description="Annotations for Job pods."
+    )
 
     script_env: dict[EnvName, str] = Field(
         default_factory=dict,
@@ -110,9 +129,9 @@ class ControllerSettings(CommonSettings):
     retention_failed_per_command: int = Field(
         100, ge=0, description="Retention: failed Runbooks kept per command (the newest). 0: no limit."
     )
-    metrics_port: int = Field(9102, ge=0, description="Port of /metrics (0: none).")
+    metrics_port: Port = Field(9102, description="Port of /metrics (0: none).")
     metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
-    peering: str = Field("", description="kopf peering name; empty: standalone (one replica).")
+    peering: ObjectName = Field("", description="kopf peering name; empty: standalone (one replica).")
     peering_lifetime: int = Field(
         10, ge=1, description="Seconds before a silent peer is considered dead (the standby takes over)."
     )
@@ -121,7 +140,7 @@ class ControllerSettings(CommonSettings):
         description="kopf peering priority of this replica; unset: random. Replicas with equal priorities "
         "all pause (kopf's rule), so replicas of one Deployment must not share one.",
     )
-    liveness_port: int = Field(0, ge=0, description="Port of kopf's /healthz liveness endpoint (0: none).")
+    liveness_port: Port = Field(0, description="Port of kopf's /healthz liveness endpoint (0: none).")
 
 
 @cache

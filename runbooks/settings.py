@@ -21,7 +21,12 @@ class CommonSettings(BaseSettings):
 
     kubeconfig: Path | None = Field(None, description="Kubeconfig of a loopback API server (local use).")
     in_cluster: bool = Field(False, description="Use the pod's service account instead of a kubeconfig.")
-    namespace: str = Field("mdops", description="Namespace the Runbooks live in.")
+    namespace: str = Field(
+        "mdops",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Namespace the Runbooks live in.",
+    )
     timezone: str = Field(
         "Asia/Shanghai",
         description="Time zone of the times shown (API timestamps, sessions) and of cron triggers.",

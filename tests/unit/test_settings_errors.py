@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.settings import ApiSettings
+from controller.settings import ControllerSettings
 from devcluster.controlplane import REPO
 from runbooks.settings import CommonSettings, problems, variable
 
@@ -41,6 +42,27 @@ def test_each_problem_names_its_variable(monkeypatch, env, said):
     message = problems(_refusal(ApiSettings, {**base, **env}, monkeypatch), ApiSettings)
     assert said in message and "\n" not in message
     assert TOKEN not in message and TOKEN[:6] not in message and "Value error" not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"MDOPS_METRICS_PORT": "70000"}, "MDOPS_METRICS_PORT: Input should be less than or equal to 65535"),
+        ({"MDOPS_LIVENESS_PORT": "-1"}, "MDOPS_LIVENESS_PORT: Input should be greater than or equal to 0"),
+        ({"MDOPS_NAMESPACE": "Market_Data"}, "MDOPS_NAMESPACE: String should match pattern"),
+        ({"MDOPS_JOB_SERVICE_ACCOUNT": "Runner"}, "MDOPS_JOB_SERVICE_ACCOUNT: String should match"),
+        ({"MDOPS_SCRIPTS_CONFIGMAP": "my_scripts"}, "MDOPS_SCRIPTS_CONFIGMAP: String should match"),
+        ({"MDOPS_PEERING": "mdops peers"}, "MDOPS_PEERING: String should match"),
+        ({"MDOPS_RUNNER_IMAGE": ""}, "MDOPS_RUNNER_IMAGE: String should match"),
+        ({"MDOPS_RUNNER_COMMAND": "[]"}, "MDOPS_RUNNER_COMMAND: List should have at least 1 item"),
+        ({"MDOPS_JOB_POD_ANNOTATIONS": '{"a b": "c"}'}, "MDOPS_JOB_POD_ANNOTATIONS: a b: [key]: String"),
+    ],
+)
+def test_what_would_fail_later_is_refused_at_the_start(monkeypatch, env, said):
+    """A port beyond 65535 failed kopf's startup every minute, with a traceback, in a pod that looked
+    Running; a name the API server refuses failed every run (or every request) instead."""
+    refused = _refusal(ControllerSettings, {"MDOPS_IN_CLUSTER": "true", **env}, monkeypatch)
+    assert said in problems(refused, ControllerSettings)
 
 
 def test_a_setting_without_the_prefix_is_named_by_its_alias():
