@@ -149,3 +149,29 @@ def test_install_upgrade_uninstall(crds, helm, namespace):
         cluster.kubectl("apply", "-f", str(IDENTITIES))  # as the session had them
         cluster.kubectl("annotate", *adopted, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-")
         cluster.kubectl("label", *adopted, "app.kubernetes.io/managed-by-")
+
+
+def test_a_secret_the_api_reads_must_be_there_to_install(crds, helm, namespace):
+    """Not a pod that waits for ever (CreateContainerConfigError, a volume never mounted): Helm looks, where
+    it can (install, upgrade, a server dry run)."""
+    cluster = crds
+
+    def install(*values: str):
+        # The cluster-wide objects are the session's already: this release would not own them.
+        args = ("--set", "crds.enabled=false", "--set", "identities.enabled=false", *values)
+        return helm.run(
+            "install", "mdops", str(CHART), "-n", namespace, "--dry-run=server", *args,
+            kubeconfig=cluster.kubeconfig, check=False,
+        )  # fmt: skip
+
+    missing = install("--set", "api.tokensSecret=mdops-tokens")
+    assert missing.returncode != 0
+    assert f"api.tokensSecret: there is no Secret mdops-tokens in namespace {namespace}" in missing.stderr
+    cluster.kubectl("create", "secret", "generic", "mdops-tokens", "-n", namespace, "--from-literal=x=y")
+    no_key = install("--set", "api.tokensSecret=mdops-tokens")
+    assert "the Secret mdops-tokens has no key tokens.yaml" in no_key.stderr, no_key.stderr
+    cluster.kubectl("create", "secret", "generic", "admin", "-n", namespace, "--from-literal=token=t")
+    assert install("--set", "api.existingSecret=admin").returncode == 0
+    wrong = install("--set", "api.existingSecret=admin", "--set", "api.existingSecretKey=admin-token")
+    assert "api.existingSecret: the Secret admin has no key admin-token" in wrong.stderr, wrong.stderr
+    assert install().returncode == 0  # the generated token's Secret: made by the release
