@@ -151,9 +151,9 @@ def test_install_upgrade_uninstall(crds, helm, namespace):
         cluster.kubectl("label", *adopted, "app.kubernetes.io/managed-by-")
 
 
-def test_a_secret_the_api_reads_must_be_there_to_install(crds, helm, namespace):
-    """Not a pod that waits for ever (CreateContainerConfigError, a volume never mounted): Helm looks, where
-    it can (install, upgrade, a server dry run)."""
+def test_a_secret_or_service_account_the_pods_need_must_be_there_to_install(crds, helm, namespace):
+    """Not a pod that waits for ever (CreateContainerConfigError, a volume never mounted), nor pods never
+    made (no ServiceAccount): Helm looks, where it can (install, upgrade, a server dry run)."""
     cluster = crds
 
     def install(*values: str):
@@ -175,3 +175,10 @@ def test_a_secret_the_api_reads_must_be_there_to_install(crds, helm, namespace):
     wrong = install("--set", "api.existingSecret=admin", "--set", "api.existingSecretKey=admin-token")
     assert "api.existingSecret: the Secret admin has no key admin-token" in wrong.stderr, wrong.stderr
     assert install().returncode == 0  # the generated token's Secret: made by the release
+    accounts = {"serviceAccount.name": "serviceAccount.create", "controller.jobServiceAccount": "rbac.create"}
+    for value, made in accounts.items():
+        refused = install("--set", f"{made}=false", "--set", f"{value}=ops")
+        assert f"{value}: there is no ServiceAccount ops in namespace {namespace}" in refused.stderr, value
+    cluster.kubectl("create", "serviceaccount", "ops", "-n", namespace)
+    for value, made in accounts.items():
+        assert install("--set", f"{made}=false", "--set", f"{value}=ops").returncode == 0, value
