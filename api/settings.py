@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
@@ -85,6 +86,20 @@ class ApiSettings(CommonSettings):
         8, ge=1, le=1000, description="Event streams one token may hold open at once (429 past it)."
     )
     api_log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """Refused at the start, not at every metrics request; the message never repeats the URL (it may
+        hold a password)."""
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (read for its ValueError: a port that is no number from 0 to 65535)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http:// or https:// URL with a host")
+        return value
 
     @field_validator("api_execute_rate")
     @classmethod

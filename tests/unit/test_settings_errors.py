@@ -35,6 +35,8 @@ def _refusal(settings: type[CommonSettings], env: dict[str, str], monkeypatch) -
         ({"MDOPS_SESSION_WINDOWS": '{"open": "day"}'}, "MDOPS_SESSION_WINDOWS: give a window for every"),
         ({"MDOPS_SESSION_WINDOWS": '{"open": "noon"}'}, "MDOPS_SESSION_WINDOWS: open: Input should be"),
         ({}, "set MDOPS_KUBECONFIG (a path to a loopback kubeconfig) or MDOPS_IN_CLUSTER=true"),
+        ({"MDOPS_PROMETHEUS_URL": "prometheus:9090"}, "MDOPS_PROMETHEUS_URL: not an http:// or https:// URL"),
+        ({"MDOPS_PROMETHEUS_URL": f"http://u:{TOKEN}@[::1"}, "MDOPS_PROMETHEUS_URL: not an http:// or https"),
     ],
 )
 def test_each_problem_names_its_variable(monkeypatch, env, said):
