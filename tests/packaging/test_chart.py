@@ -219,6 +219,13 @@ def test_values_schema_refuses_mistakes(helm):
             ("--set", "controller.jobServiceAccount="),
             "controller.jobStartClaim needs controller.jobServiceAc",
         ),
+        (("--set", "api.prometheusUrl=prometheus:9090"), "/api/prometheusUrl"),  # the API would exit 2
+        # What the API server would refuse half-way through an install:
+        (("--set", "fullnameOverride=Market_Data"), "/fullnameOverride"),
+        (("--set", "api.tokensSecret=Tokens"), "/api/tokensSecret"),
+        (("--set", "api.existingSecretKey="), "/api/existingSecretKey"),
+        (("--set", "peering.name="), "/peering/name"),
+        (("--set-string", "serviceMonitor.interval=30"), "/serviceMonitor/interval"),
     ]:
         result = helm.run("template", "mdops", str(CHART), *args, check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
