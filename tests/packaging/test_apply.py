@@ -174,6 +174,12 @@ def test_a_secret_or_service_account_the_pods_need_must_be_there_to_install(crds
     assert install("--set", "api.existingSecret=admin").returncode == 0
     wrong = install("--set", "api.existingSecret=admin", "--set", "api.existingSecretKey=admin-token")
     assert "api.existingSecret: the Secret admin has no key admin-token" in wrong.stderr, wrong.stderr
+    no_url = install("--set", "api.prometheusUrlSecret.name=admin")
+    assert "api.prometheusUrlSecret: the Secret admin has no key url" in no_url.stderr, no_url.stderr
+    in_token = install(
+        "--set", "api.prometheusUrlSecret.name=admin", "--set", "api.prometheusUrlSecret.key=token"
+    )
+    assert in_token.returncode == 0, in_token.stderr
     assert install().returncode == 0  # the generated token's Secret: made by the release
     accounts = {"serviceAccount.name": "serviceAccount.create", "controller.jobServiceAccount": "rbac.create"}
     for value, made in accounts.items():

@@ -150,6 +150,17 @@ def test_existing_secret_is_used_and_none_is_generated(helm):
     assert tokens["secret"]["defaultMode"] == 0o440  # the API refuses a tokens file others may read
 
 
+def test_a_prometheus_url_with_a_password_is_read_from_a_secret(helm):
+    """Not a value in plain text in the Deployment, which whoever may read Deployments reads."""
+    docs = helm.template("--set", "api.prometheusUrlSecret.name=prometheus-credentials")
+    api = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][1]
+    (url,) = [e for e in api["env"] if e["name"] == "MDOPS_PROMETHEUS_URL"]
+    assert url == {
+        "name": "MDOPS_PROMETHEUS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "prometheus-credentials", "key": "url"}},
+    }
+
+
 def test_job_executor_with_custom_images(helm):
     docs = helm.template("-f", str(CHART / "ci" / "job-custom-image-values.yaml"))
     controller = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -220,6 +231,7 @@ def test_values_schema_refuses_mistakes(helm):
             "controller.jobStartClaim needs controller.jobServiceAc",
         ),
         (("--set", "api.prometheusUrl=prometheus:9090"), "/api/prometheusUrl"),  # the API would exit 2
+        (("--set", "api.prometheusUrl=https://mdops:pw@prometheus:9090"), "/api/prometheusUrl"),  # a Secret's
         # What the API server would refuse half-way through an install:
         (("--set", "fullnameOverride=Market_Data"), "/fullnameOverride"),
         (("--set", "api.tokensSecret=Tokens"), "/api/tokensSecret"),
