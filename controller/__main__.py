@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
+import socket
 import sys
 
 from pydantic import ValidationError
@@ -27,6 +28,17 @@ def main() -> int:
             f"python -m controller: invalid settings: {problems(error, ControllerSettings)}", file=sys.stderr
         )
         return 2
+    # A port that cannot be listened on (taken, an address not of this host) would fail kopf's startup
+    # activity, retried every minute for ever (its tasks started again each time) in a pod that looks Running.
+    for host, port, names in (
+        (settings.metrics_host, settings.metrics_port, "MDOPS_METRICS_HOST, MDOPS_METRICS_PORT"),
+        ("0.0.0.0", settings.liveness_port, "MDOPS_LIVENESS_PORT"),
+    ):
+        if problem := cannot_listen(host, port):
+            print(
+                f"python -m controller: cannot listen on {host}:{port} ({names}): {problem}", file=sys.stderr
+            )
+            return 2
     # Every run records the venue's session it starts in (window: auto is chosen by it): started first,
     # the calendar's load (a child process, unless MDOPS_CALENDAR_CACHE kept the table) overlaps the rest.
     settings.calendar.prefetch(datetime.datetime.now(datetime.UTC))
@@ -61,6 +73,18 @@ def main() -> int:
         else None,
     )
     return 0
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` now (None: it could, or port 0: no server)."""
+    if not port:
+        return None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        with socket.create_server((host, port), family=family):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)
 
 
 if __name__ == "__main__":

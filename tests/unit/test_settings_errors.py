@@ -3,6 +3,7 @@ as the README's Configuration says, and shows none of the values it was given (t
 secrets)."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -148,3 +149,35 @@ def test_a_file_that_holds_secrets_is_refused_in_one_line_without_them(tmp_path,
     assert said in line and done.stderr.endswith(line + "\n"), done.stderr
     for secret in (KUBECONFIG_TOKEN, ALICE, "hunter2"):
         assert secret[:6] not in done.stderr and secret[-5:] not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        (
+            {"MDOPS_METRICS_HOST": "127.0.0.1", "MDOPS_METRICS_PORT": "{taken}"},
+            "(MDOPS_METRICS_HOST, MDOPS_M",
+        ),
+        ({"MDOPS_METRICS_PORT": "0", "MDOPS_LIVENESS_PORT": "{taken}"}, "(MDOPS_LIVENESS_PORT): "),
+        ({"MDOPS_METRICS_HOST": "192.0.2.1"}, "cannot listen on 192.0.2.1:9102 (MDOPS_METRICS_HOST"),
+    ],
+    ids=["metrics-port-taken", "liveness-port-taken", "not-this-hosts-address"],
+)
+def test_a_port_the_controller_cannot_listen_on_stops_it_at_once(env, said):
+    """Not kopf's startup activity failed and retried every minute for ever, its tasks started again each
+    time, in a pod that looks Running."""
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_")}
+        filled = {name: value.format(taken=port) for name, value in env.items()}
+        done = subprocess.run(
+            [sys.executable, "-m", "controller"],
+            env={**clean, "MDOPS_IN_CLUSTER": "true", **filled},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("python -m controller: cannot listen on "), done.stderr
+    assert said in done.stderr and done.stderr.count("\n") == 1, done.stderr
