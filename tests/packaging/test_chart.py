@@ -231,6 +231,8 @@ def test_values_schema_refuses_mistakes(helm):
             "controller.jobStartClaim needs controller.jobServiceAc",
         ),
         (("--set", "api.prometheusUrl=prometheus:9090"), "/api/prometheusUrl"),  # the API would exit 2
+        (("--set", "calendar.timezone=Asia/Hongkong"), 'unknown time zone "Asia/Hongkong"'),  # both would
+        (("--set", "calendar.timezone=Local"), 'unknown time zone "Local"'),
         (("--set", "api.prometheusUrl=https://mdops:pw@prometheus:9090"), "/api/prometheusUrl"),  # a Secret's
         # What the API server would refuse half-way through an install:
         (("--set", "fullnameOverride=Market_Data"), "/fullnameOverride"),
@@ -249,6 +251,7 @@ def test_what_the_render_refuses_is_allowed_where_it_does_no_harm(helm):
         ("--set", "controller.jobServiceAccount=", "--set", "controller.jobStartClaim=false"),
         ("--set", "controller.executor=local", "--set", "controller.jobServiceAccount="),
         ("--set", "image.repository=registry.example.com:5000/platform/mdops", "--set", "image.tag=1.2_rc-1"),
+        *(("--set", f"calendar.timezone={zone}") for zone in ("UTC", "Etc/GMT+5", "Europe/London")),
     ]:
         assert helm.template(*args), args
 
