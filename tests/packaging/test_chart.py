@@ -233,6 +233,15 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "api.prometheusUrl=prometheus:9090"), "/api/prometheusUrl"),  # the API would exit 2
         (("--set", "calendar.timezone=Asia/Hongkong"), 'unknown time zone "Asia/Hongkong"'),  # both would
         (("--set", "calendar.timezone=Local"), 'unknown time zone "Local"'),
+        (
+            (
+                "--set",
+                "controller.extraEnv[0].name=MDOPS_EXECUTOR",
+                "--set",
+                "controller.extraEnv[0].value=local",
+            ),
+            "controller.extraEnv: MDOPS_EXECUTOR is one the chart sets from its values",
+        ),
         (("--set", "api.prometheusUrl=https://mdops:pw@prometheus:9090"), "/api/prometheusUrl"),  # a Secret's
         # What the API server would refuse half-way through an install:
         (("--set", "fullnameOverride=Market_Data"), "/fullnameOverride"),
@@ -252,6 +261,7 @@ def test_what_the_render_refuses_is_allowed_where_it_does_no_harm(helm):
         ("--set", "controller.executor=local", "--set", "controller.jobServiceAccount="),
         ("--set", "image.repository=registry.example.com:5000/platform/mdops", "--set", "image.tag=1.2_rc-1"),
         *(("--set", f"calendar.timezone={zone}") for zone in ("UTC", "Etc/GMT+5", "Europe/London")),
+        ("--set", "api.extraEnv[0].name=MDOPS_API_HISTORY", "--set-string", "api.extraEnv[0].value=50"),
     ]:
         assert helm.template(*args), args
 
