@@ -15,7 +15,7 @@ from api.auth import TokenStore
 from api.main import create_app
 from api.settings import ApiSettings, get_settings
 from runbooks.kube import NotLoopbackError, configuration
-from runbooks.settings import problems
+from runbooks.settings import cannot_listen, problems
 
 
 def main() -> int:
@@ -33,6 +33,10 @@ def main() -> int:
         TokenStore.load(settings.api_token, settings.api_tokens_file)
     except (OSError, ValueError) as error:
         print(f"python -m api: invalid tokens: {error}", file=sys.stderr)
+        return 2
+    if problem := cannot_listen(settings.api_host, settings.api_port):  # uvicorn: exit 3, no variable named
+        where = f"{settings.api_host}:{settings.api_port} (MDOPS_API_HOST, MDOPS_API_PORT)"
+        print(f"python -m api: cannot listen on {where}: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.api_log_level.upper(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
-import socket
 import sys
 
 from pydantic import ValidationError
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 from controller import audit
 from controller.settings import ControllerSettings, get_settings
 from runbooks.kube import NotLoopbackError
-from runbooks.settings import problems
+from runbooks.settings import cannot_listen, problems
 
 
 def main() -> int:
@@ -73,18 +72,6 @@ def main() -> int:
         else None,
     )
     return 0
-
-
-def cannot_listen(host: str, port: int) -> str | None:
-    """Why a server could not listen on ``host:port`` now (None: it could, or port 0: no server)."""
-    if not port:
-        return None
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        with socket.create_server((host, port), family=family):
-            return None
-    except OSError as error:
-        return error.strerror or str(error)
 
 
 if __name__ == "__main__":

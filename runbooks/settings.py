@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import socket
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -124,3 +125,15 @@ def problems(error: ValidationError, settings: type[BaseSettings] | None = None)
         where = [variable(settings, str(field)) if settings else str(field)] if field != "" else []
         said.append(": ".join([*where, *map(str, within), message]))
     return "; ".join(said)
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` now (None: it could, or port 0: any free one)."""
+    if not port:
+        return None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        with socket.create_server((host, port), family=family):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)

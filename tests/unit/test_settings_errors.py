@@ -166,18 +166,38 @@ def test_a_file_that_holds_secrets_is_refused_in_one_line_without_them(tmp_path,
 def test_a_port_the_controller_cannot_listen_on_stops_it_at_once(env, said):
     """Not kopf's startup activity failed and retried every minute for ever, its tasks started again each
     time, in a pod that looks Running."""
+    done = _started_beside_a_taken_port("controller", env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("python -m controller: cannot listen on "), done.stderr
+    assert said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"MDOPS_API_HOST": "127.0.0.1", "MDOPS_API_PORT": "{taken}"}, {"MDOPS_API_HOST": "192.0.2.1"}],
+    ids=["port-taken", "not-this-hosts-address"],
+)
+def test_a_port_the_api_cannot_listen_on_stops_it_naming_its_variables(tmp_path, env):
+    """uvicorn's own: exit 3 and its error, without the variables."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(LOOPBACK_KUBECONFIG)
+    done = _started_beside_a_taken_port("api", {"MDOPS_KUBECONFIG": str(kubeconfig), **env})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("python -m api: cannot listen on "), done.stderr
+    assert "(MDOPS_API_HOST, MDOPS_API_PORT): " in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def _started_beside_a_taken_port(program: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``python -m program`` with ``env``, where ``{taken}`` is a port in use meanwhile."""
     with socket.create_server(("0.0.0.0", 0)) as taken:
         port = str(taken.getsockname()[1])
         clean = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_")}
         filled = {name: value.format(taken=port) for name, value in env.items()}
-        done = subprocess.run(
-            [sys.executable, "-m", "controller"],
-            env={**clean, "MDOPS_IN_CLUSTER": "true", **filled},
+        return subprocess.run(
+            [sys.executable, "-m", program],
+            env={**clean, **({} if "MDOPS_KUBECONFIG" in env else {"MDOPS_IN_CLUSTER": "true"}), **filled},
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=60,
         )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("python -m controller: cannot listen on "), done.stderr
-    assert said in done.stderr and done.stderr.count("\n") == 1, done.stderr
