@@ -223,6 +223,8 @@ def test_values_schema_refuses_mistakes(helm):
         (("--set", "runner.image.tag=a:b"), "/runner/image/tag"),
         (("--set", "api.port=9102"), "controller.metricsPort and api.port are both 9102"),
         (("--set", "controller.livenessPort=8080"), "controller.livenessPort and api.port are both 8080"),
+        (("--set", "service.metricsPort=8080"), "service.port and service.metricsPort are both 8080"),
+        (("--set", "service.type=NodePort", "--set", "service.nodePort=8080"), "/service/nodePort"),
         (("--set", "controller.resources=null"), "controller.resources.limits.memory is required"),
         (("--set", "api.resources.limits=null"), "api.resources.limits.memory is required"),
         (("--set", "controller.jobServiceAccount=mdops"), "the controller's own ServiceAccount"),
