@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Any, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar
@@ -18,7 +20,9 @@ from runbooks.venues import VENUES
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MDOPS_", extra="ignore")
+    # JSON values (dicts, lists) are decoded by _json below, not by pydantic-settings, whose error for one
+    # that is no JSON is a traceback (SettingsError) that names the field but not the variable.
+    model_config = SettingsConfigDict(env_prefix="MDOPS_", extra="ignore", enable_decoding=False)
 
     kubeconfig: Path | None = Field(None, description="Kubeconfig of a loopback API server (local use).")
     in_cluster: bool = Field(False, description="Use the pod's service account instead of a kubeconfig.")
@@ -50,6 +54,18 @@ class CommonSettings(BaseSettings):
         description="The window (day or night) that window: auto resolves to in each session state; "
         "give all five states.",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        """The JSON of a dict or list setting given as text (an environment variable's)."""
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, str) and get_origin(annotation) in (dict, list):
+            try:
+                return json.loads(value)
+            except ValueError as error:  # its message has the place, never the text (a secret's)
+                raise ValueError(f"not JSON: {error}") from None
+        return value
 
     @field_validator("venue")
     @classmethod

@@ -83,8 +83,26 @@ SECRET = '{"FEED_PASSWORD": "hunter2-not-to-be-shown"}'  # what a script's envir
         ("api", {}, "MDOPS_KUBECONFIG"),
         ("controller", {"MDOPS_IN_CLUSTER": "true", "MDOPS_MAX_PARALLEL": "abc"}, "MDOPS_MAX_PARALLEL: "),
         ("controller", {"MDOPS_SCRIPT_ENV": SECRET}, "MDOPS_KUBECONFIG"),
+        # Not JSON: pydantic-settings' own decoding ended in a traceback (exit 1) naming the field.
+        (
+            "controller",
+            {"MDOPS_IN_CLUSTER": "true", "MDOPS_SCRIPT_ENV": SECRET[:-1]},
+            "MDOPS_SCRIPT_ENV: not JSON",
+        ),
+        (
+            "api",
+            {"MDOPS_IN_CLUSTER": "true", "MDOPS_SESSION_WINDOWS": "{open: day}"},
+            "MDOPS_SESSION_WINDOWS: ",
+        ),
     ],
-    ids=["api-a-bad-port", "api-no-credentials", "controller-a-bad-number", "controller-no-credentials"],
+    ids=[
+        "api-a-bad-port",
+        "api-no-credentials",
+        "controller-a-bad-number",
+        "controller-no-credentials",
+        "controller-no-json",
+        "api-no-json",
+    ],
 )
 def test_the_process_says_so_in_one_line_without_the_values(program, env, said):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MDOPS_")}
