@@ -90,6 +90,13 @@ class ControllerSettings(CommonSettings):
         "with the local executor, the Job pod's with the Job executor), beside PATH, HOME, LANG, TZ and "
         "TMPDIR; nothing else of it reaches them.",
     )
+    job_script_secret: ObjectName = Field(
+        "",
+        description="Job executor: a Secret of the namespace whose keys become variables of every Job pod "
+        "(envFrom), for the scripts to get those named in MDOPS_SCRIPT_PASS_ENV: secrets that "
+        "MDOPS_SCRIPT_ENV would put in plain text in each Job. The Job names the Secret only; the "
+        "controller never reads it. Empty: none.",
+    )
     gate_min_coverage: float = Field(0.99, ge=0, le=1, description="Health gate: lowest coverage ratio.")
     gate_max_backlog: int = Field(10000, ge=0, description="Health gate: largest consumer backlog.")
     gate_max_failover_latency_ms: int = Field(5000, ge=0, description="Health gate: slowest failover.")

@@ -78,7 +78,7 @@ def container_options(
     supplementary group, readOnlyRootFilesystem (and no tmpfs that podman would add, so that only the
     declared mounts are writable), allowPrivilegeEscalation, capabilities, memory and CPU limits.
     Never pulled: the image must be in podman's storage. Raises :class:`Unsupported` for what podman
-    cannot run like a kubelet (env from a reference, other volume kinds)."""
+    cannot run like a kubelet (env from a reference that podsim did not resolve, other volume kinds)."""
     if network not in NETWORKS:
         raise Unsupported(f"network {network!r}: one of {', '.join(NETWORKS)}")
     options = ["--pull=never", f"--network={network}"]

@@ -20,7 +20,9 @@ point), or a scripted outcome.
 ``podsim.mdops.io/run: exec``
     The first container's ``command`` + ``args`` run as a process on this
     machine, with the container's ``env`` (values, and the pod's fields from
-    the Downward API) and, as a kubelet adds them, ``KUBERNETES_SERVICE_HOST``
+    the Downward API) over its ``envFrom`` (a Secret's or a ConfigMap's keys;
+    one that is not there leaves the pod waiting, ``CreateContainerConfigError``,
+    as a kubelet does) and, as a kubelet adds them, ``KUBERNETES_SERVICE_HOST``
     and ``_PORT`` (the API server at the loopback address podsim reaches it
     at). ConfigMap, emptyDir and projected volumes (a ServiceAccount token
     bound to the pod, made by a TokenRequest; ConfigMaps) are materialised
@@ -66,6 +68,7 @@ garbage collector of kube-controller-manager does (it does not run here), so tha
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -169,6 +172,18 @@ class PodRun(threading.Thread):
         if reason:
             return {"reason": reason, "message": self.annotations.get(PREFIX + "waiting-message", "")}
         container = self.pod.spec.containers[0]
+        for source in container.env_from or []:
+            try:
+                self._env_source(source)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                kind, name = (
+                    ("secret", source.secret_ref.name)
+                    if source.secret_ref
+                    else ("configmap", source.config_map_ref.name)
+                )
+                return {"reason": "CreateContainerConfigError", "message": f'{kind} "{name}" not found'}
         if self.annotations.get(PREFIX + "run") != "container" or podman.image_exists(container.image):
             return None
         if container.image_pull_policy == "Never":
@@ -246,6 +261,7 @@ class PodRun(threading.Thread):
         pod = self.sim.core.api_client.sanitize_for_serialization(self.pod)
         container = pod["spec"]["containers"][0]
         container["env"] = [{"name": name, "value": value} for name, value in self._env().items()]
+        container.pop("envFrom", None)  # in its variables now
         network = self.annotations.get(PREFIX + "network", "none")
         if pod["spec"].get("hostNetwork"):
             network = "host"
@@ -384,6 +400,8 @@ class PodRun(threading.Thread):
         the loopback address podsim reaches it at)."""
         server = urllib3.util.parse_url(self.sim.core.api_client.configuration.host)
         env = {"KUBERNETES_SERVICE_HOST": server.host, "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
+        for source in self.pod.spec.containers[0].env_from or []:  # before its own variables, which win
+            env |= {(source.prefix or "") + key: value for key, value in self._env_source(source).items()}
         for variable in self.pod.spec.containers[0].env or []:
             if variable.value_from is None:
                 env[variable.name] = variable.value or ""
@@ -392,6 +410,25 @@ class PodRun(threading.Thread):
             else:
                 raise podman.Unsupported(f"env {variable.name}: only values and the pod's fields")
         return env
+
+    def _env_source(self, source: client.V1EnvFromSource) -> dict[str, str]:
+        """The variables of an ``envFrom`` source, a Secret's or a ConfigMap's keys (ApiException 404: it
+        is not there); none of a missing optional one."""
+        namespace = self.pod.metadata.namespace
+        reference = source.secret_ref or source.config_map_ref
+        try:
+            if source.secret_ref is not None:
+                data = (
+                    persistently(self.sim.core.read_namespaced_secret, reference.name, namespace).data or {}
+                )
+                return {key: base64.b64decode(value).decode() for key, value in data.items()}
+            return (
+                persistently(self.sim.core.read_namespaced_config_map, reference.name, namespace).data or {}
+            )
+        except ApiException as error:
+            if error.status == 404 and reference.optional:
+                return {}
+            raise
 
     def _field(self, path: str) -> str:
         meta = self.pod.metadata

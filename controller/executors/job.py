@@ -129,6 +129,8 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
         pod_spec["volumes"].append(
             {"name": "scripts", "configMap": {"name": settings.scripts_configmap, "defaultMode": 0o755}}
         )
+    if settings.job_script_secret:  # its name only: the kubelet reads it, as the pod starts
+        container["envFrom"] = [{"secretRef": {"name": settings.job_script_secret}}]
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account
     if settings.job_start_claim:

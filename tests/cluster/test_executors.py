@@ -133,6 +133,43 @@ def test_a_job_script_gets_the_request_text_verbatim_and_a_minimal_environment(
         assert set(script) - set(BASE_ENV) == {"SEEN"} | contract  # nothing of the pod's own environment
 
 
+def test_a_job_script_gets_a_secrets_variables_it_is_passed_and_the_job_names_the_secret_only(
+    start_controller, cluster, namespace, rbs, api_client, tmp_path
+):
+    """MDOPS_JOB_SCRIPT_SECRET: the Secret's keys are the Job pod's variables (envFrom, read by the kubelet),
+    and a script gets those MDOPS_SCRIPT_PASS_ENV names (its own record); the Job holds the Secret's name,
+    never its value. A Secret that is not there leaves the pod waiting, as a kubelet does, and the run
+    fails with its reason."""
+    password = "feed-password-never-in-a-job"
+    folder, seen = tmp_path / "scripts", tmp_path / "seen"
+    seen.mkdir()
+    write_script(folder, "health_check", 'cat /proc/$$/environ > "$SEEN/$MDOPS_REQUEST_ID"\n')
+    cluster.kubectl("create", "configmap", "env-scripts", "-n", namespace, f"--from-file={folder}")
+    secret = {"metadata": {"name": "feed"}, "stringData": {"FEED_PASSWORD": password, "NOT_PASSED": "x"}}
+    client.CoreV1Api(api_client).create_namespaced_secret(namespace, secret)
+    settings = {
+        **image_job_settings(SEEN=str(seen)),
+        "MDOPS_SCRIPTS_CONFIGMAP": "env-scripts",
+        "MDOPS_SCRIPT_PASS_ENV": json.dumps(["FEED_PASSWORD"]),
+        "MDOPS_JOB_START_FAILURE_SECONDS": "2",
+    }
+    first = start_controller(**settings, MDOPS_JOB_SCRIPT_SECRET="feed")
+    rbs.create("with-secret", command="health_check")
+    assert rbs.wait_finished("with-secret", timeout=90)["status"]["result"] == "success"
+    script = recorded_environ(seen / "with-secret")
+    assert script["FEED_PASSWORD"] == password and "NOT_PASSED" not in script
+    [job] = jobs(api_client, namespace)
+    spec = json.dumps(api_client.sanitize_for_serialization(job))
+    assert password not in spec and '"envFrom": [{"secretRef": {"name": "feed"}}]' in spec
+
+    first.stop()
+    start_controller("second", **settings, MDOPS_JOB_SCRIPT_SECRET="missing")
+    rbs.create("without-secret", command="health_check", timeoutSeconds=600)
+    status = rbs.wait_finished("without-secret", timeout=90)["status"]
+    assert (status["result"], status.get("exitCode")) == ("failed", 125), status
+    assert 'CreateContainerConfigError: secret "missing" not found' in status["message"], status["message"]
+
+
 def test_job_executor_reports_a_failing_script(start_controller, cluster, namespace, rbs, tmp_path):
     start_controller(**job_settings(cluster, namespace, tmp_path, EXIT="1"))
     rbs.create("fails", command="failover")

@@ -169,8 +169,9 @@ def test_job_executor_with_custom_images(helm):
     assert env["MDOPS_RUNNER_IMAGE"] == "registry.example.com/platform/mdops-runner:0.1.0-scripts"
     assert env["MDOPS_SCRIPTS_CONFIGMAP"] == "platform-runbook-scripts"
     assert env["MDOPS_SCRIPT_ENV"] == '{"MDOPS_SIM_URL":"http://feed-admin.market-data.svc:9100"}'
-    assert env["MDOPS_SCRIPT_PASS_ENV"] == '["HTTPS_PROXY","NO_PROXY"]'
+    assert env["MDOPS_SCRIPT_PASS_ENV"] == '["HTTPS_PROXY","NO_PROXY","FEED_PASSWORD"]'
     assert env["MDOPS_JOB_SERVICE_ACCOUNT"] == "runbook-runner"
+    assert env["MDOPS_JOB_SCRIPT_SECRET"] == "feed-credentials"
     assert not [d for d in docs if d["kind"] == "ConfigMap"]
 
 

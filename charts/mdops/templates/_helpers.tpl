@@ -162,6 +162,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.controller.jobStartFailureSeconds | quote }}
 - name: MDOPS_JOB_SERVICE_ACCOUNT
   value: {{ .Values.controller.jobServiceAccount | quote }}
+{{- with .Values.controller.jobScriptSecret }}
+- name: MDOPS_JOB_SCRIPT_SECRET
+  value: {{ . | quote }}
+{{- end }}
 {{- if not .Values.controller.jobStartClaim }}
 - name: MDOPS_JOB_START_CLAIM
   value: "false"
