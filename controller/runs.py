@@ -748,8 +748,8 @@ class Runs:
         change.request_id, change.window, change.target = entry.request_id, window, entry.target
         change.session = session
         written = await self.patch(entry, change)
-        if written and self.status(entry).started_at != change.started_at:  # the other's, adopted
-            return
+        if entry.final or (written and self.status(entry).started_at != change.started_at):
+            return  # the other's Running, adopted, or its end, recorded: told by that replica
         self.event(entry, "Normal", "Started", f"{entry.command} started ({run.name})", post=written)
 
     async def _recorded(self, entry: Entry) -> Next:

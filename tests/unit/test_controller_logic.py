@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import json
+import logging
 import random
 import re
 import types
@@ -18,7 +20,7 @@ from api.render import audit_entry
 from controller import audit, ledger, lock, quota, retention, runs
 from controller.dispatcher import ADMISSIONS, FORGET_SECONDS, Dispatcher, Entry, Lane, Stage
 from controller.executors import failure, lost
-from controller.kubeapi import Conflict, Started
+from controller.kubeapi import Conflict, Final, Started
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode
@@ -1005,7 +1007,7 @@ def test_a_late_event_of_a_write_before_the_finalizer_went_on_never_keeps_it_on_
     assert sent == [[keys.FINALIZER], []]
 
 
-def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_not_announced_again():
+def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_not_announced_again(caplog):
     """This replica checked that the run had not started, froze while it got it ready (its finalizer, its
     Job), and woke to the other's Running brought by its watch: its own start found that Job running. It
     wrote its Running over the other's, moving the start to its own clock, and a second `Started` (a soak
@@ -1018,6 +1020,8 @@ def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_no
     async def put_status(namespace, name, uid, status, unstarted=None):
         if name == "late":  # its write met the other's Running (the JSON patch's test of no run)
             raise Started({"metadata": {"name": name, "uid": uid}, "spec": {}, "status": other})
+        if name == "ended":  # or the other's end, recorded meanwhile
+            raise Final("its status is final")
         written.append(status)
         return True
 
@@ -1030,16 +1034,21 @@ def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_no
     woken = entry("woken", status={"message": "waiting for earlier to finish on target t"})
     woken.update({"metadata": {"name": "woken", "uid": "uid-woken"}, "spec": {}, "status": other})
     late = entry("late")  # its watch had not brought the other's Running yet
+    ended = entry("ended")
     fresh = entry("fresh")
     run = types.SimpleNamespace(name="woken-1")
 
     async def scenario():
         await steps._announce(woken, run, "day", None)
         await steps._announce(late, run, "day", None)
+        await steps._announce(ended, run, "day", None)
         assert (written, posted) == ([], [])
         await steps._announce(fresh, types.SimpleNamespace(name="fresh-1"), "day", None)
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.INFO, logger=audit.LOGGER):
+        asyncio.run(scenario())
     assert [status["execution"]["name"] for status in written] == ["fresh-1"] and posted == ["Started"]
+    told = [json.loads(r.message) for r in caplog.records if r.name == audit.LOGGER]
+    assert [(line["name"], line["transition"]) for line in told] == [("fresh", "Started")]
     for adopted in (woken, late):
         assert runs.Runs.status(adopted).started_at == "2026-11-26T08:00:07Z"
