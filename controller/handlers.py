@@ -283,6 +283,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # No watch of the CRDs: the controller's role is namespaced (rediscover() looks for what is missing).
     settings.scanning.disabled = True
 
+    # First: a port taken since python -m controller looked fails the startup, which kopf tries again,
+    # before anything is started that a second attempt would start again beside it.
+    metrics.serve(config.metrics_host, config.metrics_port)
     api = KubeApi(functools.partial(controller_login.login, config, trust_env=settings.networking.trust_env))
     executor = JobExecutor(config, api) if config.executor == "job" else LocalExecutor(config)
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
@@ -306,7 +309,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.tasks.append(asyncio.create_task(sweeper.run(), name="run folders"))
     else:  # its own watches of Jobs and pods, from now on (not kopf's, which lists them all first)
         memo.tasks.append(asyncio.create_task(executor.follow(), name="jobs and pods"))
-    metrics.serve(config.metrics_host, config.metrics_port)
 
 
 @kopf.on.cleanup()

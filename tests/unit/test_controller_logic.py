@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import socket
 import types
 
 import pytest
@@ -1052,3 +1053,50 @@ def test_a_run_another_replica_said_it_started_while_this_one_got_it_ready_is_no
     assert [(line["name"], line["transition"]) for line in told] == [("fresh", "Started")]
     for adopted in (woken, late):
         assert runs.Runs.status(adopted).started_at == "2026-11-26T08:00:07Z"
+
+
+def test_a_metrics_port_taken_fails_the_startup_before_it_starts_anything(monkeypatch, tmp_path):
+    """The port was free when ``python -m controller`` looked, and taken before the startup handler served
+    /metrics there: kopf retries a failed startup, and each attempt had started the dispatcher, the
+    retention and the rest again beside those of the one before. Now nothing is started before it."""
+    import kopf
+
+    from controller import handlers, settings  # imports kopf
+
+    kubeconfig = tmp_path / "kubeconfig"  # a loopback API server that is not there: nothing is asked of it
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        for name, value in {
+            "MDOPS_KUBECONFIG": str(kubeconfig),
+            "MDOPS_METRICS_HOST": "127.0.0.1",
+            "MDOPS_METRICS_PORT": str(taken.getsockname()[1]),
+            "MDOPS_STATE_DIR": str(tmp_path / "state"),
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings.get_settings.cache_clear()
+        memo = kopf.Memo()
+
+        async def scenario() -> set[str]:
+            before = asyncio.all_tasks()
+            with pytest.raises(OSError, match="in use"):
+                await handlers.startup(settings=kopf.OperatorSettings(), memo=memo)
+            started = asyncio.all_tasks() - before
+            for task in started:
+                task.cancel()
+            if started:
+                await asyncio.wait(started, timeout=5)
+            return {task.get_name() for task in started}
+
+        try:
+            assert asyncio.run(scenario()) == set() and "tasks" not in memo
+        finally:
+            settings.get_settings.cache_clear()
