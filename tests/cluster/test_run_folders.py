@@ -13,6 +13,7 @@ from controller.executors.launcher import NEVER_STARTED, PID_FILE
 from devcluster.processes import wait_until
 from tests.api.proxy import Proxy
 from tests.cluster import test_semantics
+from tests.cluster.test_frozen_replicas import audited
 from tests.cluster.test_semantics import release, script_env, started, wait_started
 from tests.runbook_client import write_script
 
@@ -44,6 +45,9 @@ def test_a_finished_runs_folder_goes_after_its_ttl_and_one_whose_result_is_not_r
         wait_started(env, "held")
         finished = create(controller, rbs, namespace, "done", "health_check")
         rbs.wait_finished("done")
+        # Its end told (after its finished status's answer came back): cut sooner, that answer may be lost,
+        # and the controller then keeps the folder, its end not known to be recorded, until it is back.
+        wait_until(lambda: "Succeeded" in audited(controller, "done"), 30, "the controller to see done's end")
         proxy.cut()  # what ends from now on cannot be recorded
         release(env)
         wait_until(lambda: (unrecorded / "exit").exists(), 30, "the held run's runner to end")
