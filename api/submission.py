@@ -6,7 +6,8 @@
   under a name the API server derives from it (``generateName``).
 - A request id already known (to the cache, or to the API server when the create answers 409
   AlreadyExists: a concurrent identical request won) is the same run, not a second one; with other
-  parameters it is a conflict.
+  parameters it is a conflict, unless the API server no longer has that Runbook: the cache may be moments
+  behind a deletion, which frees the request id.
 - A new Runbook is made within the token's quota (:mod:`api.quota`), one at a time per token, and the token's
   next request waits until the cache holds it, so that what the cap counts is never behind.
 - The wait is on the watch cache (woken by its events), bounded by ``MDOPS_API_EXECUTE_WAIT_SECONDS``; a
@@ -91,6 +92,8 @@ class Submitter:
         spec = runbook_spec(body, self.settings, principal)
         request_id = spec["requestId"]
         record = self.cache.find(request_id)
+        if record is not None and not self._replaceable(record, spec):
+            record = await self._still_there(record, spec, principal)
         if record is None or self._replaceable(record, spec):
             async with self._creating.setdefault(principal.name, asyncio.Lock()):
                 record = self.cache.find(request_id)
@@ -149,6 +152,24 @@ class Submitter:
         uid, made = obj["metadata"]["uid"], obj["metadata"]["name"]
         await self.cache.wait_for(made, lambda r: r.uid == uid, self.settings.api_sync_wait_seconds)
         return record_of(obj)
+
+    async def _still_there(
+        self, record: RunbookRecord, spec: dict[str, Any], principal: Principal
+    ) -> RunbookRecord | None:
+        """``record``, or what the cache holds for its request id once it has seen the deletion of
+        ``record``: a record that conflicts with the request of ``spec`` is asked of the API server first,
+        for the cache may be moments behind a deletion that freed the request id."""
+        try:
+            self._check_same_request(record, spec, principal)
+        except Conflict:
+            if not await self.kube(self._gone, record):
+                raise
+            uid = record.uid
+            await self.cache.wait_for(
+                record.name, lambda r: r.uid != uid, self.settings.api_sync_wait_seconds
+            )
+            return self.cache.find(record.request_id)
+        return record
 
     def _replaceable(self, record: RunbookRecord, spec: dict[str, Any]) -> bool:
         """Whether ``record`` is a Runbook of ours that ended without running for a reason that binds

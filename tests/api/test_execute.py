@@ -9,6 +9,7 @@ import concurrent.futures
 import gzip
 import hashlib
 import json
+import threading
 import time
 import uuid
 
@@ -269,6 +270,40 @@ def test_the_first_request_again_after_a_refusal_of_other_parameters_gets_the_fi
     same_other = api.post(EXECUTE, json={**first, "reason": "other"}, headers=auth())
     assert same_other.status_code == 409, same_other.text  # the id's run is the first request's
     assert scripts.runs() == ["asked-twice dry=0"]  # executed once, whatever was asked
+
+
+def test_a_request_id_freed_by_a_deletion_the_cache_has_not_seen_yet_is_free(
+    api, runbooks, controller, scripts
+):
+    """The cache may be moments behind a deletion: a request that its stale record would refuse as a
+    conflict is asked of the API server first, and once the cache has seen the deletion it is a new request.
+    Here the cache is held back until the API has asked the API server."""
+    scripts.write("health_check", RECORD)
+    first = {"command": "health_check", "request_id": "freed", "reason": "first"}
+    assert api.post(EXECUTE, json=first, headers=auth()).status_code == 200
+    cache, submitter = api.app.state.cache, api.app.state.submitter
+    asked = threading.Event()
+    apply, gone = cache._apply, submitter._gone
+
+    def held_apply(event):
+        if event.get("type") == "DELETED":
+            asked.wait(30)  # the deletion reaches the cache only once the API server has been asked
+        apply(event)
+
+    def asking_gone(record):
+        try:
+            return gone(record)
+        finally:
+            asked.set()
+
+    cache._apply, submitter._gone = held_apply, asking_gone
+    runbooks.delete("freed")
+    wait_until(lambda: runbooks.get("freed") is None, 30, "the first Runbook to go")
+    assert cache.find("freed") is not None  # the cache is behind the deletion
+    other = api.post(EXECUTE, json={**first, "reason": "other"}, headers=auth())
+    assert other.status_code == 200, other.text
+    assert (other.json()["runbook"]["status"], other.json()["runbook"]["exit_code"]) == ("failed", 2)
+    assert scripts.runs() == ["freed dry=0"]  # the ledger still refuses other parameters: run once
 
 
 def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks):
