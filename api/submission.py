@@ -43,7 +43,7 @@ from api.settings import ApiSettings
 from runbooks import keys, models
 from runbooks.contract import ExitCode, Reason, now
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(keys.DNS_LABEL)
 
 
 def object_name(request_id: str) -> str:

@@ -8,20 +8,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from runbooks import keys
 from runbooks.settings import CommonSettings
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 # What the API server takes as an object's name (a DNS subdomain), or empty: a name it refuses would fail
 # every Job (or the peering) at the first run, not the controller at its start.
-ObjectName = Annotated[
-    str, Field(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
-]
+ObjectName = Annotated[str, Field(pattern=rf"^({keys.DNS_SUBDOMAIN_FORM})?$")]
 AnnotationKey = Annotated[
     str,
-    Field(
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-    ),
+    Field(pattern=rf"^({keys.DNS_SUBDOMAIN_FORM}/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"),
 ]
 Port = Annotated[int, Field(ge=0, le=65535)]
 

@@ -19,6 +19,13 @@ FINALIZER = f"{GROUP}/runbook"
 # recorded (a controller that stopped it may die before it reads that end).
 RESULT_FINALIZER = f"{GROUP}/result"
 
+# -- Kubernetes' name forms ---------------------------------------------------------------------------------
+# A DNS-1123 label (a namespace's name, a policy rule's, an object name that must also be a label value) and a
+# DNS-1123 subdomain (most objects' names, an annotation key's prefix); the forms unanchored, to be composed.
+DNS_LABEL_FORM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_SUBDOMAIN_FORM = rf"{DNS_LABEL_FORM}(\.{DNS_LABEL_FORM})*"
+DNS_LABEL = rf"^{DNS_LABEL_FORM}$"
+
 # -- labels -----------------------------------------------------------------------------------------------
 MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "app.kubernetes.io/name"

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError, model_validator
 
+from runbooks import keys
 from runbooks.calendar import CalendarError, SessionCalendar, State, VenueCalendar
 from runbooks.contract import Command, Reason
 from runbooks.models import TEXT_PATTERN, Name, RunbookSpec, _Model, _text
@@ -28,7 +29,6 @@ PLURAL = "runbookpolicies"
 SINGULAR = "runbookpolicy"
 SHORT_NAMES = ["rbp"]
 
-RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
 
@@ -133,7 +133,7 @@ class Approvals(_Model):
 
 
 class Rule(_Model):
-    name: str = Field(max_length=63, pattern=RULE_NAME_PATTERN, description="Unique within the policy.")
+    name: str = Field(max_length=63, pattern=keys.DNS_LABEL, description="Unique within the policy.")
     match: Match = Field(default_factory=Match, description="Which Runbooks the rule applies to.")
     allowed_states: list[State] | None = states_field(
         "Session states in which matched Runbooks may start: pre_open, open, lunch_break, closed, "

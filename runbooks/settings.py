@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runbooks import keys
 from runbooks.calendar import DEFAULT_WINDOWS, State, VenueCalendar
 from runbooks.models import Window
 from runbooks.venues import VENUES
@@ -28,7 +29,7 @@ class CommonSettings(BaseSettings):
     in_cluster: bool = Field(False, description="Use the pod's service account instead of a kubeconfig.")
     namespace: str = Field(
         "mdops",
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        pattern=keys.DNS_LABEL,
         max_length=63,
         description="Namespace the Runbooks live in.",
     )

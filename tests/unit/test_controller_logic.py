@@ -27,7 +27,7 @@ from runbooks import keys
 from runbooks.contract import ExitCode
 from runbooks.models import RunbookStatus
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(keys.DNS_LABEL)
 SETTINGS = ControllerSettings(kubeconfig="/dev/null", lock_groups={"backup": "feed-b"})
 
 

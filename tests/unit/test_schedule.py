@@ -12,6 +12,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from runbooks import keys
 from runbooks.calendar import CalendarError, SessionCalendar, build_table
 from runbooks.models import RunbookSpec
 from runbooks.schedule import (
@@ -31,7 +32,7 @@ from runbooks.schedule import (
 from tests.unit.conftest import HK, at
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "schedules"
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(keys.DNS_LABEL)
 
 
 def _example(name: str) -> RunbookScheduleSpec:
