@@ -118,6 +118,10 @@ def container_name(pod: client.V1Pod) -> str:
     return f"podsim-{pod.metadata.uid}"
 
 
+class MissingSource(Exception):
+    """An ``envFrom`` source (Secret, ConfigMap) that is not there: the container cannot start."""
+
+
 class PodRun(threading.Thread):
     """Runs one pod to completion and reports its status."""
 
@@ -130,6 +134,7 @@ class PodRun(threading.Thread):
         self.process: subprocess.Popen | None = None
         self.started = threading.Lock()  # a stop and the process's start: one before the other
         self.container = container_name(pod)
+        self.env_from: dict[str, str] = {}  # its envFrom sources' variables, read as it starts
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -172,18 +177,10 @@ class PodRun(threading.Thread):
         if reason:
             return {"reason": reason, "message": self.annotations.get(PREFIX + "waiting-message", "")}
         container = self.pod.spec.containers[0]
-        for source in container.env_from or []:
-            try:
-                self._env_source(source)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                kind, name = (
-                    ("secret", source.secret_ref.name)
-                    if source.secret_ref
-                    else ("configmap", source.config_map_ref.name)
-                )
-                return {"reason": "CreateContainerConfigError", "message": f'{kind} "{name}" not found'}
+        try:
+            self.env_from = self._env_from()
+        except MissingSource as missing:
+            return {"reason": "CreateContainerConfigError", "message": str(missing)}
         if self.annotations.get(PREFIX + "run") != "container" or podman.image_exists(container.image):
             return None
         if container.image_pull_policy == "Never":
@@ -400,8 +397,7 @@ class PodRun(threading.Thread):
         the loopback address podsim reaches it at)."""
         server = urllib3.util.parse_url(self.sim.core.api_client.configuration.host)
         env = {"KUBERNETES_SERVICE_HOST": server.host, "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
-        for source in self.pod.spec.containers[0].env_from or []:  # before its own variables, which win
-            env |= {(source.prefix or "") + key: value for key, value in self._env_source(source).items()}
+        env |= self.env_from  # before its own variables, which win
         for variable in self.pod.spec.containers[0].env or []:
             if variable.value_from is None:
                 env[variable.name] = variable.value or ""
@@ -409,6 +405,25 @@ class PodRun(threading.Thread):
                 env[variable.name] = self._field(variable.value_from.field_ref.field_path)
             else:
                 raise podman.Unsupported(f"env {variable.name}: only values and the pod's fields")
+        return env
+
+    def _env_from(self) -> dict[str, str]:
+        """The variables of the container's ``envFrom`` sources, read once as the pod starts (MissingSource:
+        one that is not there and not optional)."""
+        env: dict[str, str] = {}
+        for source in self.pod.spec.containers[0].env_from or []:
+            try:
+                values = self._env_source(source)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                kind, name = (
+                    ("secret", source.secret_ref.name)
+                    if source.secret_ref
+                    else ("configmap", source.config_map_ref.name)
+                )
+                raise MissingSource(f'{kind} "{name}" not found') from None
+            env |= {(source.prefix or "") + key: value for key, value in values.items()}
         return env
 
     def _env_source(self, source: client.V1EnvFromSource) -> dict[str, str]:
