@@ -87,6 +87,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from api.submission import object_name
+from bench.soak_api import ApiProcess, ApiServer, Client, answer_problems, script_result
 from controller.ledger import lease_name
 from devcluster.components import ControllerProcess
 from devcluster.controlplane import ControlPlane
@@ -180,41 +182,52 @@ def freeze(pid: int, seconds: float, stopped: threading.Event) -> None:
 
 
 class Killer(threading.Thread):
-    """Starts the controller, SIGKILLs it after a random 0.5-5 s, starts it again (after a random 0 to
-    ``down`` s), until stopped; the controller it leaves running then goes on alone. A fraction ``frozen``
-    of the turns freezes it instead (:func:`freeze`), for :func:`freeze_seconds`."""
+    """Starts a process (the controller; with ``--via-api`` the REST API too), SIGKILLs it after a random
+    ``life`` (0.5-5 s) and starts it again (after a random 0 to ``down`` s), until stopped; the process it
+    leaves running then goes on alone. With ``ready``, a life counts from when ``ready(process)`` first says
+    so (a slow start on a busy machine would otherwise leave it no time to serve). A fraction ``frozen`` of
+    the turns freezes it instead (:func:`freeze`), for :func:`freeze_seconds`. ``start(generation)`` returns
+    what has the process (``.process``, ``.workdir``, ``.stop()``)."""
 
-    def __init__(self, rng: random.Random, start: Any, down: float = 0, frozen: float = 0):
+    def __init__(self, rng: random.Random, start: Any, down: float = 0, frozen: float = 0,
+                 life: tuple[float, float] = (0.5, 5.0), ready: Any = None):  # fmt: skip
         super().__init__(daemon=True)
-        self.rng, self.start_controller, self.down, self.frozen = rng, start, down, frozen
+        self.rng, self.start_process, self.down, self.frozen = rng, start, down, frozen
+        self.life, self.ready = life, ready
         self.stopped = threading.Event()
         self.kills = self.freezes = 0
         self.frozen_s = 0.0
-        self.controller: ControllerProcess = start(0)
+        self.current = start(0)
         self.start()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.rng.uniform(0.5, 5.0)):
+        while not self._served() and not self.stopped.wait(self.rng.uniform(*self.life)):
             # Drawn only with --freeze: the turns of a seed without it stay as they were.
             if self.frozen and self.rng.random() < self.frozen:
                 seconds, began = freeze_seconds(self.rng), time.monotonic()
-                controller = self.controller
-                log(f"{controller.workdir.name}/{controller.process.name} frozen for {seconds:.1f} s")
-                freeze(self.controller.process.popen.pid, seconds, self.stopped)
+                current = self.current
+                log(f"{current.workdir.name}/{current.process.name} frozen for {seconds:.1f} s")
+                freeze(current.process.popen.pid, seconds, self.stopped)
                 self.freezes += 1
                 self.frozen_s += time.monotonic() - began
                 continue
-            os.kill(self.controller.process.popen.pid, signal.SIGKILL)
-            self.controller.process.popen.wait()
+            os.kill(self.current.process.popen.pid, signal.SIGKILL)
+            self.current.process.popen.wait()
             self.kills += 1
             if self.down:
                 self.stopped.wait(self.rng.uniform(0, self.down))
-            self.controller = self.start_controller(self.kills)
+            self.current = self.start_process(self.kills)
 
-    def stop(self) -> ControllerProcess:
+    def _served(self) -> bool:
+        """Wait until ``ready`` says the process serves (at once without it); whether stopped meanwhile."""
+        while self.ready is not None and not self.ready(self.current) and not self.stopped.wait(0.2):
+            pass
+        return self.stopped.is_set()
+
+    def stop(self) -> Any:
         self.stopped.set()
         self.join()
-        return self.controller
+        return self.current
 
 
 class ControlPlaneKiller(threading.Thread):
@@ -349,6 +362,12 @@ class Witness:
     def started(self) -> set[str]:
         return {fields[1] for fields in self.records() if fields[2] == "start"}
 
+    @staticmethod
+    def tally(records: list[list[str]]) -> tuple[Counter[str], dict[str, int]]:
+        """Of each request id in ``records``: how many times its script started, and its exit code."""
+        starts = Counter(fields[1] for fields in records if fields[2] == "start")
+        return starts, {fields[1]: int(fields[4]) for fields in records if fields[2] == "end"}
+
 
 class Soak:
     def __init__(self, args: argparse.Namespace, executor: str, cluster: ControlPlane, work: Path):
@@ -357,6 +376,9 @@ class Soak:
         self.leases = client.CoordinationV1Api(self.custom.api_client)
         self.witness = Witness(work / "witness.log")
         self.cancels_refused = 0  # cancels the API server refused: the run had finished
+        # With --via-api, the REST API the requests go through, and its careful client.
+        self.api = ApiServer(cluster.kubeconfig, NAMESPACE, work) if args.via_api else None
+        self.client = Client(self.api.url, args.timeout) if self.api else None
         scripts = work / "scripts"
         scripts.mkdir()
         for command in COMMANDS:
@@ -426,11 +448,39 @@ class Soak:
                 raise
 
     def settled(self, present: set[str], gone: set[str]) -> bool:
-        """Whether every Runbook of ``present`` has a result and every one of ``gone`` is gone."""
+        """Whether every Runbook of ``present`` has a result and every one of ``gone`` is gone; with
+        ``--via-api``, or made again and finished: a client whose answer was lost as its Runbook was deleted
+        asks again, and the API makes the Runbook again (the ledger's duplicate: nothing runs again)."""
         listed = self.runbooks()
-        return not gone & listed.keys() and all(
-            (listed.get(name, {}).get("status") or {}).get("result") for name in present
-        )
+
+        def finished(name: str) -> bool:
+            return bool((listed.get(name, {}).get("status") or {}).get("result"))
+
+        again = {name for name in gone & listed.keys() if self.api is not None and finished(name)}
+        return not (gone & listed.keys()) - again and all(finished(name) for name in present)
+
+    def submit(self, run: Planned, again: bool = False) -> None:
+        """Ask for ``run``: its Runbook created in the API server, or with ``--via-api`` through the REST
+        API's execute (in a thread of the client, asked again until a final answer)."""
+        if self.client is None:
+            self.create(run.manifest())
+            return
+        self.client.execute(run.request_id, {
+            "command": run.command, "window": "day", "profile": run.target, "request_id": run.request_id,
+            "dry_run": run.dry_run, "reason": f"{run.beats} {run.exit_code}", "timeout_seconds": 60,
+        }, again)  # fmt: skip
+
+    def _answered(self) -> None:
+        """With ``--via-api``, wait for the client's final answers (each within its deadline)."""
+        if self.client is not None:
+            self.client.wait(self.args.timeout)
+
+    def answers_wrong(self, runs: list[Planned]) -> list[str]:
+        """The client's final answers that the witness contradicts (:func:`answer_problems`)."""
+        starts, ends = Witness.tally(self.witness.records())
+        stopped = {run.request_id for run in runs if run.cancel or run.delete_mid_run}
+        deleted = {run.request_id for run in runs if run.delete_mid_run}
+        return answer_problems(self.client.answers, starts, ends, stopped, deleted)
 
     def ledger(self, request_id: str) -> dict[str, Any] | None:
         try:
@@ -447,6 +497,9 @@ class Soak:
     def run(self) -> dict[str, Any]:
         rng = random.Random(self.args.seed)
         runs = plan(rng, self.args.count, self.args.targets, self.args.cancel)
+        if self.api is not None:  # the API names a Runbook after its request id
+            for run in runs:
+                run.name = object_name(run.request_id)
         killers = [
             Killer(
                 random.Random(self.args.seed + 1 + 1000 * replica),
@@ -456,6 +509,11 @@ class Soak:
             )
             for replica in range(self.args.replicas)
         ]
+        if self.api is not None:  # its life counted from when it serves, as the kube-apiserver's
+            killers.append(
+                Killer(random.Random(self.args.seed + 3), self.api.start, frozen=self.args.freeze,
+                       life=(2.0, 10.0), ready=ApiProcess.ready)
+            )  # fmt: skip
         outages = (
             ControlPlaneKiller(random.Random(self.args.seed + 2), self.cluster, self.args.freeze)
             if self.args.kill_control_plane
@@ -467,14 +525,14 @@ class Soak:
         to_cancel = [run for run in runs if run.cancel == "running"]
         deleted_before_start = 0
         for run, earlier in zip(runs, [None, *runs], strict=False):
-            self.create(run.manifest())
+            self.submit(run)
             if earlier is not None and earlier.cancel == "early":
-                self.cancel(earlier.name)
+                self.cancel(earlier)
             time.sleep(rng.uniform(0, 0.3))
             deleted_before_start += self._delete_started(to_delete, force=False)
             self._cancel_started(to_cancel, force=False)
         if runs and runs[-1].cancel == "early":
-            self.cancel(runs[-1].name)
+            self.cancel(runs[-1])
         deadline = time.monotonic() + 180
         while to_delete or to_cancel:
             deleted_before_start += self._delete_started(to_delete, force=time.monotonic() > deadline)
@@ -483,30 +541,39 @@ class Soak:
         kept = {run.name for run in runs if not run.delete_mid_run}
         gone = {run.name for run in runs if run.delete_mid_run}
         wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the first round", interval=1)
+        self._answered()
         again = [run for run in runs if run.recreate]
         for run in again:
             self.delete(run.name)
         self._wait_gone({run.name for run in again})
         for run in again:
-            self.create(run.manifest())
+            self.submit(run, again=True)
             self.create(run.manifest(f"{run.name}-again"))
         kept |= {f"{run.name}-again" for run in again}
         wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the second round", interval=1)
+        self._answered()
         took = time.monotonic() - began
         seen = sampler.stop()
         finals = [killer.stop() for killer in killers]
         if outages is not None:
             outages.stop()
+        controllers = killers[: self.args.replicas]
         try:
+            checked = self.check(runs, self.runbooks())
+            if self.client is not None:
+                wrong = self.answers_wrong(runs)
+                checked |= {"answers_wrong": len(wrong), "problems": checked["problems"] + wrong}
+                checked |= {"api_kills": killers[-1].kills, "api_freezes": killers[-1].freezes}
+                checked |= self.client.report()
             return {
-                "kills": sum(killer.kills for killer in killers),
-                "freezes": sum(killer.freezes for killer in killers),
-                "frozen_s": round(sum(killer.frozen_s for killer in killers), 1),
+                "kills": sum(killer.kills for killer in controllers),
+                "freezes": sum(killer.freezes for killer in controllers),
+                "frozen_s": round(sum(killer.frozen_s for killer in controllers), 1),
                 "control_plane_kills": outages.kills if outages else 0,
                 "control_plane_freezes": outages.freezes if outages else 0,
                 "duration_s": round(took, 1),
                 "deleted_before_start": deleted_before_start,
-                "cancels_refused_finished": self.cancels_refused, **self.check(runs, self.runbooks()), **seen,
+                "cancels_refused_finished": self.cancels_refused, **checked, **seen,
             }  # fmt: skip
         finally:
             for final in finals:
@@ -544,8 +611,13 @@ class Soak:
                 pending.remove(run)
         return before
 
-    def cancel(self, name: str) -> None:
-        """Cancel ``name`` as a person on shift does; one that has finished meanwhile is refused (422)."""
+    def cancel(self, run: Planned) -> None:
+        """Cancel ``run`` as a person on shift does; one that has finished meanwhile is refused (422; with
+        ``--via-api``, through the REST API's cancel, in a thread of the client: 409)."""
+        if self.client is not None:
+            self.client.cancel(run.request_id)
+            return
+        name = run.name
         body = {"spec": {"cancel": {"requestedBy": "soak", "reason": "soak"}}}
         try:
             persistently(
@@ -563,13 +635,12 @@ class Soak:
         started = self.witness.started()
         for run in list(pending):
             if run.request_id in started or force:
-                self.cancel(run.name)
+                self.cancel(run)
                 pending.remove(run)
 
     def check(self, runs: list[Planned], listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
         records = self.witness.records()
-        starts = Counter(fields[1] for fields in records if fields[2] == "start")
-        ends = {fields[1]: int(fields[4]) for fields in records if fields[2] == "end"}
+        starts, ends = Witness.tally(records)
         spans: dict[str, list[int]] = {}
         for fields in records:
             span = spans.setdefault(fields[1], [int(fields[3]), int(fields[3])])
@@ -578,9 +649,6 @@ class Soak:
         lost = not_run = duplicates = 0
         not_run_why: Counter[str] = Counter()
         cancelled: Counter[str] = Counter()
-
-        def expected(code: int) -> tuple[str, int]:
-            return ("success", 0) if code == 0 else ("failed", 1)
 
         for run in runs:
             names = [run.name, f"{run.name}-again"] if run.recreate else [run.name]
@@ -593,7 +661,7 @@ class Soak:
                 elif (
                     run.request_id in ends
                     and result
-                    and result.get("exitCode") != expected(ends[run.request_id])[1]
+                    and result.get("exitCode") != script_result(ends[run.request_id])[1]
                 ):
                     lost += 1
                     problems.append(f"{run.name}: ended {ends[run.request_id]}, ledger says {result}")
@@ -610,10 +678,8 @@ class Soak:
                     problem = "" if status.get("exitCode") == 130 else "stopped, not recorded cancelled"
                     cancelled["stopped"] += 1
                 elif run.request_id in ends:
-                    problem = (
-                        "" if (status["result"], status.get("exitCode")) == expected(ends[run.request_id])
-                        else f"ended {ends[run.request_id]}"
-                    )  # fmt: skip
+                    same = (status["result"], status.get("exitCode")) == script_result(ends[run.request_id])
+                    problem = "" if same else f"ended {ends[run.request_id]}"
                     cancelled["ended_first"] += 1
                 else:  # its runner stopped before its script started
                     problem = "" if status.get("exitCode") == 130 else "never started"
@@ -637,7 +703,7 @@ class Soak:
                 elif run.request_id not in ends:
                     lost += 1
                     problems.append(f"{name}: its script has no end, the Runbook says {status['result']}")
-                elif (status["result"], status.get("exitCode")) != expected(ends[run.request_id]):
+                elif (status["result"], status.get("exitCode")) != script_result(ends[run.request_id]):
                     lost += 1
                     said = f"{status['result']} ({status.get('exitCode')}): {status.get('message')}"
                     problems.append(f"{name}: script exited {ends[run.request_id]}, the Runbook says {said}")
@@ -709,6 +775,11 @@ def main() -> None:
         default=0.0,
         help="the fraction of the kills that freeze (SIGSTOP, then SIGCONT) instead; 1: freezes only",
     )
+    parser.add_argument(
+        "--via-api",
+        action="store_true",
+        help="send the requests through the REST API's execute (python -m api, killed and frozen too)",
+    )
     args = parser.parse_args()
     if args.replicas > 1 and "local" in args.executors.split(","):
         # Each replica would run scripts in its own folder and could not adopt another's runs.
@@ -727,7 +798,7 @@ def main() -> None:
             results[executor] = Soak(args, executor, cluster, work).run()
         print(json.dumps({executor: results[executor]}, indent=1), flush=True)
     failed = [e for e, r in results.items() if r["max_runs_per_request_id"] > 1 or r["overlaps"] or r["lost"]
-              or r["successes_not_run_exactly_once"]]  # fmt: skip
+              or r["successes_not_run_exactly_once"] or r.get("answers_wrong")]  # fmt: skip
     sys.exit(f"guarantees broken under {', '.join(failed)}" if failed else 0)
 
 
