@@ -474,6 +474,7 @@ class Soak:
         """With ``--via-api``, wait for the client's final answers (each within its deadline)."""
         if self.client is not None:
             self.client.wait(self.args.timeout)
+            log(f"the client's answers so far: {json.dumps(self.client.report())}")
 
     def answers_wrong(self, runs: list[Planned]) -> list[str]:
         """The client's final answers that the witness contradicts (:func:`answer_problems`)."""
@@ -548,8 +549,14 @@ class Soak:
         self._wait_gone({run.name for run in again})
         for run in again:
             self.submit(run, again=True)
+        # With --via-api, answered first: asked while its "-again" Runbook is there, the API finds that one
+        # (the request id's duplicate) and makes none; made again or not, its answer is what is checked.
+        self._answered()
+        for run in again:
             self.create(run.manifest(f"{run.name}-again"))
         kept |= {f"{run.name}-again" for run in again}
+        if self.api is not None:  # an API whose cache was behind the deletion answers from what it held
+            kept, gone = kept - {run.name for run in again}, gone | {run.name for run in again}
         wait_until(lambda: self.settled(kept, gone), self.args.timeout, "the second round", interval=1)
         self._answered()
         took = time.monotonic() - began
@@ -652,6 +659,8 @@ class Soak:
 
         for run in runs:
             names = [run.name, f"{run.name}-again"] if run.recreate else [run.name]
+            if self.api is not None and run.recreate and run.name not in listed:  # not made again: see run
+                names.remove(run.name)
             if run.delete_mid_run:
                 result = self.ledger(run.request_id)
                 if starts[run.request_id] and run.request_id not in ends:

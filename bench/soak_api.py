@@ -189,7 +189,8 @@ class Client:
             with self._lock:
                 self.cancels[code] += 1
             unseen = code == "404" and time.monotonic() - began < CANCEL_UNSEEN_SECONDS
-            if (final(code, got) and not unseen) or time.monotonic() - began > self.deadline_s:
+            done = code == "202" or final(code, got)  # a cancel's 202: cancelled
+            if (done and not unseen) or time.monotonic() - began > self.deadline_s:
                 with self._lock:
                     self.cancel_finals[code] += 1
                 return
