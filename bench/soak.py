@@ -60,8 +60,26 @@ meets as it wakes); with ``--kill-control-plane`` the kube-apiserver (etcd one t
 1-20 s, which its supervisor does not notice. The report counts the freezes and the seconds the
 controllers stayed frozen; its zeros keep their meaning.
 
+With ``--via-api`` the requests go through the REST API (:mod:`bench.soak_api`), as the Ops Console's and
+scripts' do: ``python -m api`` as ``make up`` starts it (the admin token, a tokens file), SIGKILLed by a
+killer of its own a random 2-10 s after it serves again, and started again at once on its port (with
+``--freeze``, frozen as a controller is instead). Each request is a careful client's ``POST
+/api/ops/runbooks/execute``, in a thread of its own, asked again with its ``request_id`` on a lost answer
+(refused, cut, unreadable), a 5xx, a timeout (45 s: the API's 30 s wait and more) or a 202, until a final
+answer: a 200, a 4xx, or the spec's 500 of a script that could not be executed. The cancels go through the
+API's cancel; the deletions, as a person's kubectl, through the API server; the Runbooks are named as the API
+names them (after the request id), and a recreated request id is asked again through the API (answered
+before its ``-again`` Runbook is made). Each final answer is held against the witness
+(:func:`bench.soak_api.answer_problems`): a 200 ``success`` whose script did not run once and end 0, a 200
+whose result is not what its script's end makes it (cancelled, 130, only for a run cancelled or deleted),
+a 500 of a script that started, a 409 but for a Runbook deleted mid-run, any other refusal, or no final
+answer within the round's time is an answer wrong (``answers_wrong``: must be 0; in ``problems``). The
+report adds the API's kills and freezes, the client's answers by status code (every attempt; ``lost``,
+``timeout``), its final answers, how often it asked again, its longest wait for a final answer, and the
+cancels' answers.
+
     python -m bench.soak [--executors local,job] [--count 100] [--seed 10] [--kill-control-plane]
-        [--replicas 1] [--cancel 0.2] [--freeze 0.5]
+        [--replicas 1] [--cancel 0.2] [--freeze 0.5] [--via-api]
 """
 
 from __future__ import annotations
