@@ -31,7 +31,7 @@ from api.kube import REQUEST_TIMEOUT, KubeRequests
 from api.openapi import PROTECTED, responses
 from api.records import RunbookRecord, record_of
 from api.render import run_view
-from api.routes.runbooks import lookup
+from api.routes.runbooks import find_run, read_runbook
 from api.schemas import CancelRefused, CancelRequest, ErrorResponse, RunView
 from runbooks import crd, keys
 from runbooks.models import RequestId
@@ -80,7 +80,7 @@ async def cancel(
     principal: Executing,
     body: Reason = None,
 ) -> JSONResponse:
-    record = lookup(cache, request_id, principal)
+    record = await find_run(cache, kube, request_id, principal)
     auth.permission(auth.execute_permission(record.command)).check(principal)
     zone = settings.zone
     if body is not None and body.uid is not None and str(body.uid) != record.uid:
@@ -109,7 +109,7 @@ async def cancel(
             raise
         # The API server knew better than the cache: the run has finished, or been cancelled, meanwhile.
         try:
-            now = record_of(await kube(_read, kube, cache, record.name))
+            now = record_of(await kube(read_runbook, kube, cache, record.name))
         except client.ApiException as gone:
             if gone.status != 404:
                 raise
@@ -169,10 +169,4 @@ def _patch(kube: KubeRequests, cache: RunbookCache, name: str, patch: dict[str, 
         patch,
         _content_type="application/merge-patch+json",
         _request_timeout=REQUEST_TIMEOUT,
-    )
-
-
-def _read(kube: KubeRequests, cache: RunbookCache, name: str) -> dict[str, Any]:
-    return kube.objects.get_namespaced_custom_object(
-        keys.GROUP, keys.VERSION, cache.namespace, keys.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
     )

@@ -4,23 +4,26 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
+from kubernetes import client
 from pydantic import AfterValidator
 
 from api import auth, listing
 from api.auth import Principal, reads
 from api.cache import RunbookCache
-from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
+from api.deps import CacheDep, Executing, KubeDep, RunbookReader, SettingsDep, StatusReader, SubmitterDep
 from api.errors import NotFound
 from api.jsonbody import StrictJSONRoute
+from api.kube import REQUEST_TIMEOUT, KubeRequests
 from api.openapi import LOCATION, PROTECTED, responses
-from api.records import RunbookRecord
+from api.records import RunbookRecord, record_of
 from api.render import execute_response, run_view, runbook_summary
 from api.schemas import DECIMAL, DateTime, ExecuteRequest, ExecuteResponse, RunbooksPage, RunView
 from api.submission import object_name
+from runbooks import keys
 from runbooks.contract import Command, RunState
 from runbooks.models import RequestId
 
@@ -118,18 +121,54 @@ async def get_runbook(
     request_id: Annotated[RequestId, Path(description="The run's request id.")],
     settings: SettingsDep,
     cache: CacheDep,
+    kube: KubeDep,
     principal: RunbookReader,
 ) -> JSONResponse:
-    return JSONResponse(run_view(lookup(cache, request_id, principal), settings.zone))
+    return JSONResponse(run_view(await find_run(cache, kube, request_id, principal), settings.zone))
 
 
 def lookup(cache: RunbookCache, request_id: str, reader: Principal | None = None) -> RunbookRecord:
     """The run of ``request_id``, or a 404; also when ``reader`` may not read it (its existence is not
     told either)."""
+    return readable(cached(cache, request_id), request_id, reader)
+
+
+async def find_run(
+    cache: RunbookCache, kube: KubeRequests, request_id: str, reader: Principal | None = None
+) -> RunbookRecord:
+    """:func:`lookup`, but a run the cache does not hold is asked of the API server (by the name the API
+    gives its request id) before the 404 that says there is none: the cache may be behind its create (the
+    watch stalled, or down while the kube-apiserver restarts), and a client takes a 404 for final."""
+    record = cached(cache, request_id)
+    if record is None:
+        try:
+            found = record_of(await kube(read_runbook, kube, cache, object_name(request_id)))
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+        else:
+            record = found if found.request_id == request_id else None
+    return readable(record, request_id, reader)
+
+
+def cached(cache: RunbookCache, request_id: str) -> RunbookRecord | None:
+    """The run of ``request_id`` in the cache: by its request id, else by the name the API gives it."""
     record = cache.find(request_id)
     if record is None:
         byname = cache.get(object_name(request_id))
         record = byname if byname is not None and byname.request_id == request_id else None
+    return record
+
+
+def readable(record: RunbookRecord | None, request_id: str, reader: Principal | None) -> RunbookRecord:
+    """``record``, or a 404 when there is none or ``reader`` may not read it."""
     if record is None or (reader is not None and not reads(reader, record)):
         raise NotFound(f"no runbook with request_id {request_id!r}")
     return record
+
+
+def read_runbook(kube: KubeRequests, cache: RunbookCache, name: str) -> dict[str, Any]:
+    """The Runbook ``name`` as the API server has it now (an ApiException 404: there is none)."""
+    return kube.objects.get_namespaced_custom_object(
+        keys.GROUP, keys.VERSION, cache.namespace, keys.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+    )

@@ -214,6 +214,31 @@ def test_what_the_cache_has_not_seen_yet_the_api_server_tells(start_server, clus
     assert runbooks.get("cancelled-unseen")["spec"]["cancel"] == {"requestedBy": "", "reason": "by kubectl"}
 
 
+def test_a_run_the_cache_has_not_seen_yet_is_cancelled_not_a_404(start_server, cluster, runbooks, tmp_path):
+    """The API's watch behind a create (stalled here; in the soak, a kube-apiserver killed or frozen): reading
+    or cancelling a run that the API server has, and the cache not yet, asks the API server before a 404
+    that says there is no such run (before, that 404: a final answer, and the run went on uncancelled)."""
+    with Proxy(cluster.server) as proxy:
+        server = start_server(
+            MDOPS_KUBECONFIG=str(proxy.kubeconfig(cluster.kubeconfig, tmp_path / "proxied"))
+        )
+        runbooks.create("seen-first", command="restart")
+        seen = f"{server.url}/api/ops/runbooks/seen-first"
+        wait_until(lambda: http("GET", seen, headers=auth())[0] == 200, 30, "the API to see a run")
+        proxy.stall()  # the API's watch (open now) stops; its requests (new connections) still go through
+        runbooks.create("made-unseen", command="restart")
+        code, _, text = http("GET", f"{server.url}/api/ops/runbooks/made-unseen", headers=auth())
+        assert code == 200 and json.loads(text)["runbook"]["status"] == "pending", text
+        url = f"{server.url}/api/ops/runbooks/{{}}/cancel"
+        code, _, text = http("POST", url.format("made-unseen"), {"reason": "not now"}, auth())
+        assert code == 202, text
+        assert json.loads(text)["cancel"] == {"requested_by": "admin", "reason": "not now"}
+        code, _, text = http("POST", url.format("never-made"), None, auth())
+        assert code == 404, text
+        proxy.resume()
+    assert runbooks.get("made-unseen")["spec"]["cancel"] == {"requestedBy": "admin", "reason": "not now"}
+
+
 class Meanwhile:
     """The API's requests to the Kubernetes API (:class:`api.kube.KubeRequests`), each as it is, but with what
     another client does (for real, on the same API server) just before the API's request of a given kind:
@@ -221,7 +246,7 @@ class Meanwhile:
 
     def __init__(self, kube, before: dict):
         self.kube = kube
-        self.before = before  # the function the API's request calls (e.g. cancel._read): what happens first
+        self.before = before  # the function the API's request calls (e.g. read_runbook): what happens first
 
     async def __call__(self, call, *args, **kwargs):
         if (happens := self.before.pop(call, None)) is not None:
@@ -253,7 +278,7 @@ def test_a_run_deleted_after_the_api_server_refused_its_cancel_is_not_found(star
         api.app.state.kube,
         {
             cancel_route._patch: lambda: runbooks.set_status("ends-then-goes", ended),
-            cancel_route._read: lambda: runbooks.delete("ends-then-goes"),
+            cancel_route.read_runbook: lambda: runbooks.delete("ends-then-goes"),
         },
     )
     answer = api.post("/api/ops/runbooks/ends-then-goes/cancel", json={"reason": "late"}, headers=auth())
@@ -281,7 +306,7 @@ def test_a_run_made_again_after_the_api_server_refused_its_cancel_is_not_shown_i
         api.app.state.kube,
         {
             cancel_route._patch: lambda: runbooks.set_status("ends-then-again", ended),
-            cancel_route._read: made_again,
+            cancel_route.read_runbook: made_again,
         },
     )
     answer = api.post("/api/ops/runbooks/ends-then-again/cancel", json={"reason": "late"}, headers=auth())
