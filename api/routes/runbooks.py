@@ -14,7 +14,7 @@ from pydantic import AfterValidator
 from api import auth, listing
 from api.auth import Principal, reads
 from api.cache import RunbookCache
-from api.deps import CacheDep, Executing, KubeDep, RunbookReader, SettingsDep, StatusReader, SubmitterDep
+from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
 from api.errors import NotFound
 from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT, KubeRequests
@@ -121,10 +121,9 @@ async def get_runbook(
     request_id: Annotated[RequestId, Path(description="The run's request id.")],
     settings: SettingsDep,
     cache: CacheDep,
-    kube: KubeDep,
     principal: RunbookReader,
 ) -> JSONResponse:
-    return JSONResponse(run_view(await find_run(cache, kube, request_id, principal), settings.zone))
+    return JSONResponse(run_view(lookup(cache, request_id, principal), settings.zone))
 
 
 def lookup(cache: RunbookCache, request_id: str, reader: Principal | None = None) -> RunbookRecord:
