@@ -41,7 +41,7 @@ EXECUTE_WAIT_SECONDS = 30.0  # MDOPS_API_EXECUTE_WAIT_SECONDS as make up leaves 
 ATTEMPT_SECONDS = EXECUTE_WAIT_SECONDS + 15  # the client's timeout of one request: the API's wait and more
 RETRY_SECONDS = 0.5  # between a lost answer (or a 5xx, a timeout) and the next ask
 NOT_EXECUTED = "script execution error"  # the spec's final 500 (exit code 125) begins so
-CANCEL_UNSEEN_SECONDS = 30  # how long a cancel's 404 is asked again: the API's cache behind the create
+CANCEL_UNSEEN_SECONDS = 30  # how long a cancel's 404 is asked again: its run's execute not through yet
 
 
 @dataclass
@@ -139,7 +139,7 @@ def final(code: str, body: Mapping[str, Any]) -> bool:
 
 class Client:
     """Asks the API for the soak's runs, each request in its own thread, until a final answer or
-    ``deadline_s`` after its first ask; :attr:`answers` holds them, once :meth:`wait` has returned."""
+    ``deadline_s`` after its first ask; :attr:`answers` holds them (one still asking has no ``code``)."""
 
     def __init__(self, url: str, deadline_s: float):
         self.url, self.deadline_s = url, deadline_s
@@ -151,6 +151,7 @@ class Client:
 
     def execute(self, request_id: str, body: dict[str, Any], again: bool = False) -> None:
         answer = Answer(request_id, again)
+        self.answers.append(answer)
         thread = threading.Thread(target=self._execute, args=(answer, body), daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -172,12 +173,10 @@ class Client:
             if code != "202":
                 time.sleep(RETRY_SECONDS)
         answer.wait_s = time.monotonic() - began
-        with self._lock:
-            self.answers.append(answer)
 
     def cancel(self, request_id: str) -> None:
         """Cancel ``request_id``'s run through the API, in a thread, asked again as an execute is (and on a
-        404 for :data:`CANCEL_UNSEEN_SECONDS`: its execute not made yet, or the API's cache behind it)."""
+        404 for :data:`CANCEL_UNSEEN_SECONDS`: its execute may not have made its Runbook yet)."""
         thread = threading.Thread(target=self._cancel, args=(request_id,), daemon=True)
         self._threads.append(thread)
         thread.start()
