@@ -53,7 +53,10 @@ point), or a scripted outcome.
 
 otherwise (the default)
     ``podsim.mdops.io/exit-code`` (default 0), ``podsim.mdops.io/termination-message``
-    and ``podsim.mdops.io/duration-seconds`` (default 0) decide the outcome.
+    and ``podsim.mdops.io/duration-seconds`` (default 0) decide the outcome. A pod that runs for no
+    time is reported once, ended, never ``Running``: a kubelet, which looks at its containers once a
+    second, sees a container that exits at once only when it has ended, and reports it so (a Job's
+    controller then has no ready pod to count and write).
 
 A pod whose container cannot start stays ``Pending`` with the container ``waiting`` and a kubelet's
 reason, until it is deleted (then ``Failed``, the container ``ContainerStatusUnknown``): in
@@ -146,9 +149,10 @@ class PodRun(threading.Thread):
         if waiting is not None:
             self._wait_until_deleted(waiting, started)
             return
-        self.sim.set_status(self.pod, "Running", {"running": {"startedAt": started}}, started)
+        mode = self.annotations.get(PREFIX + "run")
         try:
-            mode = self.annotations.get(PREFIX + "run")
+            if mode in ("exec", "container") or self._duration() > 0:
+                self.sim.set_status(self.pod, "Running", {"running": {"startedAt": started}}, started)
             if mode == "exec":
                 code, message = self._exec()
             elif mode == "container":
@@ -202,9 +206,12 @@ class PodRun(threading.Thread):
         }
         self.sim.set_status(self.pod, "Failed", {"terminated": unknown}, started)
 
+    def _duration(self) -> float:
+        return float(self.annotations.get(PREFIX + "duration-seconds", "0"))
+
     def _scripted(self) -> tuple[int, str]:
-        duration = float(self.annotations.get(PREFIX + "duration-seconds", "0"))
-        if self.stopping.wait(duration):  # deleted: it ends on SIGTERM, as a process that handles it would
+        # Deleted meanwhile: it ends on SIGTERM, as a process that handles it would.
+        if self.stopping.wait(self._duration()):
             return 128 + signal.SIGTERM, ""
         code = int(self.annotations.get(PREFIX + "exit-code", "0"))
         return code, self.annotations.get(PREFIX + "termination-message", "")
@@ -675,7 +682,10 @@ class PodSim:
             self.terminating.discard(key)
 
     def _remove(self, pod: client.V1Pod) -> None:
-        if pod.spec.node_name == NODE:
+        """Remove the pod once it has stopped, as a kubelet does after a graceful deletion. One deleted with
+        no grace period (as every pod that has ended is) the API server removes itself, at once or once
+        its finalizers are gone: a DELETE would only find it gone."""
+        if pod.spec.node_name == NODE and pod.metadata.deletion_grace_period_seconds != 0:
             try:
                 persistently(
                     self.core.delete_namespaced_pod,

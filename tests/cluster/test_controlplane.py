@@ -130,6 +130,28 @@ def test_job_whose_pod_exits_zero_completes(api_client, namespace):
     assert (terminated.exit_code, terminated.message) == (0, "all good")
 
 
+def test_a_pod_that_runs_for_no_time_is_reported_once_ended_never_running(api_client, namespace):
+    """As a kubelet, which looks at its containers once a second, reports a container that exited at once:
+    ended, never ``Running`` (each report is a write of the pod, and a Job's controller writes the Job
+    again for a pod that is ready). A pod that runs for a while is reported ``Running`` first."""
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    version = core.list_namespaced_pod(namespace).metadata.resource_version
+    batch.create_namespaced_job(namespace, _job("quick", {}))
+    batch.create_namespaced_job(namespace, _job("slow", {"podsim.mdops.io/duration-seconds": "0.5"}))
+    phases: dict[str, list[str]] = {"quick": [], "slow": []}
+    stream = watch.Watch().stream(
+        core.list_namespaced_pod, namespace, resource_version=version, timeout_seconds=60
+    )
+    for event in stream:
+        pod = event["object"]
+        seen = phases[pod.metadata.labels["job-name"]]
+        if not seen or seen[-1] != pod.status.phase:
+            seen.append(pod.status.phase)
+        if all(seen and seen[-1] == "Succeeded" for seen in phases.values()):
+            break
+    assert phases == {"quick": ["Pending", "Succeeded"], "slow": ["Pending", "Running", "Succeeded"]}
+
+
 def test_job_whose_pod_exits_three_fails_with_its_exit_code_and_message(api_client, namespace):
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
     annotations = {"podsim.mdops.io/exit-code": "3", "podsim.mdops.io/termination-message": "gate failed"}
@@ -202,6 +224,26 @@ def test_a_deleted_pod_ends_failed_so_that_its_job_lets_it_go(api_client, namesp
     assert wait_until(lambda: job_condition(batch, "stopped", namespace), 60, "the job to end") == "Failed"
     assert batch.read_namespaced_job_status("stopped", namespace).status.failed == 1
     wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to be gone")
+
+
+def test_a_pod_that_has_ended_is_removed_by_the_api_server_alone(tmp_path):
+    """A pod that has ended is deleted with no grace period, and the API server removes it itself: the node
+    sends no DELETE of its own, which would only find it gone (404). Its own control plane: the API server
+    counts every client's requests, and no other test's may be among them."""
+    with ControlPlane(tmp_path / "cluster") as plane:
+        kube = api_client(plane.kubeconfig)
+        batch, core = client.BatchV1Api(kube), client.CoreV1Api(kube)
+        batch.create_namespaced_job("default", _job("ended", {}))
+        ended = wait_until(lambda: job_condition(batch, "ended", "default"), 60, "the Job to end")
+        assert ended == "Complete"
+        pod = core.list_namespaced_pod("default", label_selector="job-name=ended").items[0]
+        before = plane.request_counts()
+        core.delete_namespaced_pod(pod.metadata.name, "default")
+        # podsim handles the events in order: once it has run the next pod, it has seen the deletion.
+        batch.create_namespaced_job("default", _job("next", {}))
+        wait_until(lambda: job_condition(batch, "next", "default"), 60, "the next Job to end")
+        calls = plane.request_counts() - before
+        assert {key: n for key, n in calls.items() if key.startswith("DELETE ")} == {"DELETE pods": 1}
 
 
 def test_a_pod_runs_on_while_the_api_server_is_away_and_its_end_is_reported_when_it_is_back(tmp_path):
