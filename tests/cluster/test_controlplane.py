@@ -80,6 +80,13 @@ def test_custom_resource_is_served_watched_and_its_status_patched(widgets, api_c
     assert current["metadata"]["generation"] == created["metadata"]["generation"]
 
 
+def test_the_api_server_collects_its_garbage_half_as_often(cluster):
+    """Go's collector took a fifth of the API server's CPU in a burst of Jobs: it runs with GOGC=200, as
+    the API server itself says (its Go runtime's metrics)."""
+    metrics = cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines()
+    assert "go_gc_gogc_percent 200" in metrics
+
+
 def test_api_server_rejects_an_object_that_violates_the_schema(widgets, cluster, namespace):
     manifest = json.dumps(_widget("too-big", 11))
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
