@@ -55,7 +55,9 @@ which counts as noise); Events are counted as the Event objects whose source is 
 Every figure is printed next to the goal of the scale issue and next to the figure measured before its
 fix (``bench/controller_scale_baseline.json``, written by ``--record-baseline``: date, commit, command).
 ``--heapdump DIR`` runs the controllers under ``bench.heapdump`` and writes heap reports at each
-measuring point (slower: for finding where memory goes, not for the tables).
+measuring point (slower: for finding where memory goes, not for the tables). ``--profile DIR`` writes the
+kube-apiserver's own CPU profile of each burst (``--profile-seconds``, 30, from when a tenth has finished):
+``go tool pprof -top -cum <kube-apiserver binary> DIR/job-burst-kube-apiserver.pprof``.
 
     python -m bench.controller_scale [--executors local,job] [--count 10000] [--throughput 2000]
 """
@@ -238,6 +240,22 @@ class Bench:
                     "MDOPS_HEAPDUMP_FRAMES": str(self.args.heapdump_frames)}  # fmt: skip
         return ControllerProcess(self.cluster.kubeconfig, self.namespace, self.work, env, name, module=module)
 
+    def profile(self, namespace: str, finishes: Finishes, count: int) -> threading.Thread | None:
+        """With --profile: the kube-apiserver's CPU profile over --profile-seconds from when a tenth of the
+        burst has finished, written as ``<executor>-<namespace>-kube-apiserver.pprof``."""
+        if not self.args.profile:
+            return None
+        path = self.args.profile / f"{self.executor}-{namespace}-kube-apiserver.pprof"
+
+        def take() -> None:
+            wait_until(lambda: finishes.count() > count // 10, self.args.timeout, "a tenth of the burst")
+            path.write_bytes(self.cluster.cpu_profile(self.args.profile_seconds))
+            print(f"wrote {path}", file=sys.stderr, flush=True)
+
+        thread = threading.Thread(target=take, daemon=True)
+        thread.start()
+        return thread
+
     def heapdump(self, controller: ControllerProcess, label: str) -> None:
         """With --heapdump: have the controller write a heap report, named after ``label``."""
         if not self.args.heapdump:
@@ -363,7 +381,10 @@ class Bench:
             began = self.create_all(names)
             result["created_s"] = round(time.monotonic() - began, 1)
             self.heapdump(controller, "created")
+            profiler = self.profile(namespace, finishes, count)
             stopped = self._wait_for_finishes(finishes, names, began, sampler, controller)
+            if profiler is not None and not stopped:
+                profiler.join()
             done = [at for at in map(finishes.at, names) if at]
             reasons = Counter(finishes.reasons.get(name) for name in names if finishes.at(name))
             result |= {
@@ -829,11 +850,19 @@ def main() -> None:
     parser.add_argument("--log-runs", type=int, default=4, help="runs of the live-log phase (0: none)")
     parser.add_argument("--heapdump", type=Path, help="write heap reports (bench.heapdump) here")
     parser.add_argument("--heapdump-frames", type=int, default=1, help="tracemalloc frames (0: off)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write the kube-apiserver's CPU profile of each burst here (go tool pprof)",
+    )
+    parser.add_argument("--profile-seconds", type=int, default=30, help="how long each profile lasts")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument(
         "--record-baseline", action="store_true", help=f"store the figures in {BASELINE.name}"
     )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     results = {}
     for executor in args.executors.split(","):

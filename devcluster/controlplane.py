@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -309,6 +310,15 @@ class ControlPlane:
                     failed = "" if labels["code"].startswith("2") else f" {labels['code']}"
                     counts[f"{labels['verb']} {labels['resource']}{sub}{failed}"] += int(sample.value)
         return counts
+
+    def cpu_profile(self, seconds: int) -> bytes:
+        """The kube-apiserver's own CPU profile over the next ``seconds`` (``/debug/pprof/profile``, read
+        with the admin's certificate), in Go's pprof format: ``go tool pprof -top <kube-apiserver> FILE``."""
+        context = ssl.create_default_context(cafile=self.ca.cert_path)
+        context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        url = f"{self.server}/debug/pprof/profile?seconds={seconds}"
+        with urllib.request.urlopen(url, context=context, timeout=seconds + 60) as response:
+            return response.read()
 
     def kubectl(
         self,

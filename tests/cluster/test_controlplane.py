@@ -87,6 +87,11 @@ def test_the_api_server_collects_its_garbage_half_as_often(cluster):
     assert "go_gc_gogc_percent 200" in metrics
 
 
+def test_the_api_server_gives_its_cpu_profile(cluster):
+    """Where the API server's CPU goes, in its own words (Go's pprof format: gzipped)."""
+    assert cluster.cpu_profile(1)[:2] == b"\x1f\x8b"
+
+
 def test_api_server_rejects_an_object_that_violates_the_schema(widgets, cluster, namespace):
     manifest = json.dumps(_widget("too-big", 11))
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
