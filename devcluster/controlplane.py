@@ -152,8 +152,7 @@ class ControlPlane:
         # Checked once, here: every client of this control plane uses this file.
         write_kubeconfig(self.kubeconfig, self.server, ca.cert_path, admin, ADMIN)
         loopback_kubeconfig(self.kubeconfig)
-        context = ssl.create_default_context(cafile=ca.cert_path)
-        context.load_cert_chain(admin.cert, admin.key)
+        context = self._admin_tls()
         wait_until(
             lambda: answers_200(f"{self.server}/readyz", context),
             timeout,
@@ -314,11 +313,16 @@ class ControlPlane:
     def cpu_profile(self, seconds: int) -> bytes:
         """The kube-apiserver's own CPU profile over the next ``seconds`` (``/debug/pprof/profile``, read
         with the admin's certificate), in Go's pprof format: ``go tool pprof -top <kube-apiserver> FILE``."""
+        url = f"{self.server}/debug/pprof/profile?seconds={seconds}"
+        with urllib.request.urlopen(url, context=self._admin_tls(), timeout=seconds + 60) as response:
+            return response.read()
+
+    def _admin_tls(self) -> ssl.SSLContext:
+        """TLS to the kube-apiserver as the admin (its client certificate), trusting this control plane's CA
+        only."""
         context = ssl.create_default_context(cafile=self.ca.cert_path)
         context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
-        url = f"{self.server}/debug/pprof/profile?seconds={seconds}"
-        with urllib.request.urlopen(url, context=context, timeout=seconds + 60) as response:
-            return response.read()
+        return context
 
     def kubectl(
         self,
