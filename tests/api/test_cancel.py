@@ -351,6 +351,8 @@ def test_a_running_run_is_stopped_and_keeps_its_record(admin_api, runbooks, cont
     )
     assert answer.status_code == 202, answer.text
     runbooks.wait_for("stop-1", "Running", "True")
+    # Running is said as the runner starts: the script itself has begun once it has written its record.
+    wait_until(lambda: scripts.runs() == ["stop-1 dry=0"], 30, "the script to have begun")
     cancelled = admin_api.post(
         "/api/ops/runbooks/stop-1/cancel", json={"reason": "drill over"}, headers=auth()
     )
