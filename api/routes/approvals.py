@@ -36,7 +36,7 @@ from api.kube import REQUEST_TIMEOUT, KubeRequests
 from api.openapi import PROTECTED, responses
 from api.records import RunbookRecord
 from api.render import iso
-from api.routes.runbooks import lookup
+from api.routes.runbooks import find_run
 from api.schemas import DecisionRequest, DecisionResponse
 from runbooks import approval, crd, keys, policy
 from runbooks.calendar import CalendarError, VenueCalendar
@@ -115,7 +115,7 @@ async def _decide(
     principal: Principal,
     body: DecisionRequest | None,
 ) -> JSONResponse:
-    record = lookup(cache, request_id)
+    record = await find_run(cache, kube, request_id)
     approver = principal.name
     if body is not None and (named := _another(body, record, zone)):
         # Which run the request id names now, only to a token that may read it (as GET would show it).

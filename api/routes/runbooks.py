@@ -14,7 +14,7 @@ from pydantic import AfterValidator
 from api import auth, listing
 from api.auth import Principal, reads
 from api.cache import RunbookCache
-from api.deps import CacheDep, Executing, RunbookReader, SettingsDep, StatusReader, SubmitterDep
+from api.deps import CacheDep, Executing, KubeDep, RunbookReader, SettingsDep, StatusReader, SubmitterDep
 from api.errors import NotFound
 from api.jsonbody import StrictJSONRoute
 from api.kube import REQUEST_TIMEOUT, KubeRequests
@@ -121,23 +121,20 @@ async def get_runbook(
     request_id: Annotated[RequestId, Path(description="The run's request id.")],
     settings: SettingsDep,
     cache: CacheDep,
+    kube: KubeDep,
     principal: RunbookReader,
 ) -> JSONResponse:
-    return JSONResponse(run_view(lookup(cache, request_id, principal), settings.zone))
-
-
-def lookup(cache: RunbookCache, request_id: str, reader: Principal | None = None) -> RunbookRecord:
-    """The run of ``request_id``, or a 404; also when ``reader`` may not read it (its existence is not
-    told either)."""
-    return readable(cached(cache, request_id), request_id, reader)
+    return JSONResponse(run_view(await find_run(cache, kube, request_id, principal), settings.zone))
 
 
 async def find_run(
     cache: RunbookCache, kube: KubeRequests, request_id: str, reader: Principal | None = None
 ) -> RunbookRecord:
-    """:func:`lookup`, but a run the cache does not hold is asked of the API server (by the name the API
-    gives its request id) before the 404 that says there is none: the cache may be behind its create (the
-    watch stalled, or down while the kube-apiserver restarts), and a client takes a 404 for final."""
+    """The run of ``request_id``, or a 404; also when ``reader`` may not read it (its existence is not told
+    either). A run the cache does not hold is asked of the API server (by the name the API gives its request
+    id) before the 404 that says there is none: the cache may be behind its create (the watch stalled, or
+    down while the kube-apiserver restarts; another API replica made it), and a client takes a 404 for
+    final."""
     record = cached(cache, request_id)
     if record is None:
         try:

@@ -206,6 +206,13 @@ def api(start_api) -> TestClient:
     return start_api()
 
 
+def wait_cached(api: TestClient, request_id: str) -> None:
+    """Until the API's cache holds the run of ``request_id`` (its GET may read it from the API server)."""
+    wait_until(
+        lambda: api.app.state.cache.find(request_id) is not None, 30, f"the API's cache to hold {request_id}"
+    )
+
+
 # -- metrics: a real simulator, the real controller's /metrics, real Prometheus ---------------------
 
 

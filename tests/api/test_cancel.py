@@ -16,7 +16,7 @@ import pytest
 from api.routes import cancel as cancel_route
 from devcluster.processes import wait_until
 from runbooks import models
-from tests.api.conftest import RECORD, as_service_account, auth, http
+from tests.api.conftest import EXECUTOR_TOKEN, RECORD, as_service_account, auth, http, wait_cached
 from tests.api.proxy import Proxy
 from tests.runbook_client import HOLD
 
@@ -214,27 +214,49 @@ def test_what_the_cache_has_not_seen_yet_the_api_server_tells(start_server, clus
     assert runbooks.get("cancelled-unseen")["spec"]["cancel"] == {"requestedBy": "", "reason": "by kubectl"}
 
 
-def test_a_run_the_cache_has_not_seen_yet_is_cancelled_not_a_404(start_server, cluster, runbooks, tmp_path):
-    """The API's watch behind a create (stalled here; in the soak, a kube-apiserver killed or frozen): the
-    cancel of a run that the API server has, and the cache not yet, asks the API server before a 404 that
-    says there is no such run (before, that 404: a final answer, and the run went on uncancelled)."""
+def test_a_run_the_cache_has_not_seen_yet_is_read_and_cancelled_not_a_404(
+    start_server, cluster, runbooks, tmp_path
+):
+    """The API's watch behind a create (stalled here; in the soak, a kube-apiserver killed or frozen; or
+    another API replica made the run): the read and the cancel of a run that the API server has, and the
+    cache not yet, ask the API server before a 404 that says there is no such run (before, that 404: a final
+    answer, and the run went on uncancelled; a console that had the 202 of its execute was told that its run
+    did not exist)."""
     with Proxy(cluster.server) as proxy:
         server = start_server(
             MDOPS_KUBECONFIG=str(proxy.kubeconfig(cluster.kubeconfig, tmp_path / "proxied"))
         )
         runbooks.create("seen-first", command="restart")
-        seen = f"{server.url}/api/ops/runbooks/seen-first"
-        wait_until(lambda: http("GET", seen, headers=auth())[0] == 200, 30, "the API to see a run")
+        wait_until(lambda: "seen-first" in listed(server.url), 30, "the API's cache to hold a run")
         proxy.stall()  # the API's watch (open now) stops; its requests (new connections) still go through
-        runbooks.create("made-unseen", command="restart")
+        runbooks.create("made-unseen", command="restart", requestedBy="ops")
+        code, _, text = http("GET", f"{server.url}/api/ops/runbooks/made-unseen", headers=auth())
+        assert code == 200, text
+        run = json.loads(text)["runbook"]
+        assert (run["request_id"], run["requested_by"], run["status"]) == ("made-unseen", "ops", "pending")
+        assert "made-unseen" not in listed(server.url)  # the cache has still not seen it
+        code, _, text = http(
+            "GET", f"{server.url}/api/ops/runbooks/made-unseen", headers=auth(EXECUTOR_TOKEN)
+        )
+        assert code == 404, text  # a token without status:read reads its own runs only, as from the cache
         url = f"{server.url}/api/ops/runbooks/{{}}/cancel"
         code, _, text = http("POST", url.format("made-unseen"), {"reason": "not now"}, auth())
         assert code == 202, text
         assert json.loads(text)["cancel"] == {"requested_by": "admin", "reason": "not now"}
-        code, _, text = http("POST", url.format("never-made"), None, auth())
-        assert code == 404, text
+        for asked in ("GET", "POST"):
+            where = "/api/ops/runbooks/never-made" + ("/cancel" if asked == "POST" else "")
+            code, _, text = http(asked, server.url + where, None, auth())
+            assert (code, json.loads(text)) == (404, {"detail": "no runbook with request_id 'never-made'"})
         proxy.resume()
     assert runbooks.get("made-unseen")["spec"]["cancel"] == {"requestedBy": "admin", "reason": "not now"}
+
+
+def listed(url: str) -> set[str]:
+    """The request ids of the runs list's first page: the API's cache alone (a run's GET may ask the API
+    server)."""
+    code, _, text = http("GET", f"{url}/api/ops/runbooks?limit=200", headers=auth())
+    assert code == 200, text
+    return {run["request_id"] for run in json.loads(text)["runbooks"]}
 
 
 class Meanwhile:
@@ -258,11 +280,7 @@ class Meanwhile:
 def seen_then_ended(api, runbooks, name: str) -> dict:
     """A restart ``name`` made and seen by the API; the finished status the test then ends it with."""
     runbooks.create(name, command="restart")
-    wait_until(
-        lambda: api.get(f"/api/ops/runbooks/{name}", headers=auth()).status_code == 200,
-        30,
-        "the API to see the run",
-    )
+    wait_cached(api, name)
     return {**FINISHED, "conditions": [{**CONDITION, **SUCCEEDED}]}
 
 

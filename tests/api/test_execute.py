@@ -18,7 +18,7 @@ import pytest
 from api.submission import object_name
 from devcluster.processes import wait_until
 from runbooks import keys, models
-from tests.api.conftest import HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting
+from tests.api.conftest import HEALTH_CHECKER_TOKEN, RECORD, auth, http, reporting, wait_cached
 from tests.api.proxy import Proxy
 from tests.cluster.webhooks import held_writes
 from tests.runbook_client import AWKWARD_TEXTS, HOLD, recorded_environ
@@ -310,10 +310,7 @@ def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks
     """A Runbook applied by an operator with the same requestId is the same request (no second run)."""
     api = start_api(api_execute_wait_seconds=0.2)
     runbooks.create("applied-by-hand", command="health_check", request_id="shared-id")
-    # Once the API has seen it (its cache follows the API server within moments).
-    wait_until(
-        lambda: api.get("/api/ops/runbooks/shared-id", headers=auth()).status_code == 200, 10, "the cache"
-    )
+    wait_cached(api, "shared-id")  # its cache follows the API server within moments
     response = api.post(EXECUTE, json={"command": "health_check", "request_id": "shared-id"}, headers=auth())
     assert response.status_code == 202
     assert [rb["metadata"]["name"] for rb in runbooks.list()] == ["applied-by-hand"]
