@@ -313,12 +313,22 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         )
         return
     if step.create is not None:
+        slot = step.create["metadata"]["annotations"][schedule.SLOT_ANNOTATION]
+        # Made within the slot's starting deadline or not at all: the API server may hold the create (an
+        # admission webhook; its queue when overloaded) and the client tries a failed call again for
+        # minutes; this process may have been frozen since it read its clock. Past the deadline, the call
+        # is given up (the API server drops a call whose client went), and the next look misses the slot.
+        start_by = parse_time(slot) + datetime.timedelta(seconds=spec.starting_deadline_seconds)
         try:
-            step = await _create(api, namespace, name, step)
+            step = await _create_by(api, namespace, name, step, start_by)
+        except TimeoutError:
+            log.warning(
+                "%s/%s: the Runbook of the slot %s is not made by its deadline", namespace, name, slot
+            )
+            return
         except ApiError as error:
             if not error.refused_by_admission:
                 raise
-            slot = step.create["metadata"]["annotations"][schedule.SLOT_ANNOTATION]
             log.warning("%s/%s: the Runbook of the slot %s is refused: %s", namespace, name, slot, error)
             await _record(
                 api, namespace, name, version, status, refused(status, generation, slot, error.detail)
@@ -388,6 +398,19 @@ def edited(meta: dict[str, Any]) -> datetime.datetime | None:
         if entry.get("subresource") != "status"
     ]
     return max((t for t in times if t is not None), default=None)
+
+
+async def _create_by(
+    api: KubeApi, namespace: str, name: str, step: Step, start_by: datetime.datetime
+) -> Step:
+    """:func:`_create`, given up at ``start_by`` (TimeoutError), and never begun after it: the clock is read
+    again here, since the slot's plan read it (a process frozen in between wakes up late), and an expired
+    timeout would still let the create be sent before the event loop notices."""
+    left = (start_by - datetime.datetime.now(datetime.UTC)).total_seconds()
+    if left <= 0:
+        raise TimeoutError
+    async with asyncio.timeout(left):
+        return await _create(api, namespace, name, step)
 
 
 async def _create(api: KubeApi, namespace: str, name: str, step: Step) -> Step:

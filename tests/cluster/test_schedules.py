@@ -353,7 +353,9 @@ def test_a_schedule_deleted_in_the_middle_of_its_look_goes_as_soon_as_the_look_e
     look is held in its slot's create (a webhook) when the schedule is deleted, then released."""
     with held_creates(api_client, namespace, "deleted", tmp_path) as held:
         start_controller(**controller_env)
-        schedules.create("deleted")
+        # Held for as long as the test takes to delete it: within the slot's deadline, or the create is
+        # given up.
+        schedules.create("deleted", startingDeadlineSeconds=6 * EVERY)
         wait_until(held.asked.is_set, 60, "the look to create the slot's Runbook")
         schedules.delete("deleted")
         held.released.set()
@@ -361,6 +363,39 @@ def test_a_schedule_deleted_in_the_middle_of_its_look_goes_as_soon_as_the_look_e
         wait_until(lambda: schedules.gone("deleted"), 30, "the schedule to go once its look ended")
     # The held create went through: the look ended as it would have without the deletion.
     assert len(slot_runbooks(rbs, "deleted")) == 1
+
+
+def test_a_slot_whose_create_the_api_server_holds_past_its_deadline_is_missed_not_run_late(
+    start_controller, controller_env, rbs, schedules, witness, api_client, namespace, tmp_path
+):
+    """The API server holds the creates of the slots' Runbooks (a slow admission webhook; an overloaded API
+    server queues calls as well) for longer than the slots' starting deadline. The slots held past it are
+    missed, as they would be without the wait: their Runbooks are never made, their scripts never run (the
+    witness). The client gave the create up at the deadline no sooner than it went through at the release,
+    and a Runbook whose creationTimestamp was on time ran 12 s after its slot."""
+    start_controller(**controller_env)
+    with held_creates(api_client, namespace, "slow", tmp_path / "webhook") as held:
+        schedules.create("slow")
+        created = parse_time(
+            schedules.custom.get_namespaced_custom_object(*schedules._args(), "slow")["metadata"][
+                "creationTimestamp"
+            ]
+        ).timestamp()
+        first = (int(created) // EVERY + 1) * EVERY  # the schedule's first slot
+        wait_until(held.asked.is_set, 60, "the look to create the first slot's Runbook")
+        released = first + 2 * EVERY + 2  # the first two slots held past their deadline, the third not
+        wait_until(lambda: clock_past(released), 4 * EVERY, "the held slots to pass their deadline")
+        held.released.set()
+        runs_after(rbs, "slow", 1, released)
+    late = [
+        schedule.slot_request_id("slow", datetime.datetime.fromtimestamp(first + i * EVERY, datetime.UTC))
+        for i in range(2)
+    ]
+    runbooks = stop_and_check(rbs, schedules, "slow", witness)
+    assert not [rb for rb in runbooks if rb["spec"]["requestId"] in late]
+    assert not set(late) & set(lines(witness)), "a slot ran past its starting deadline"
+    assert schedules.status("slow")["missedSlots"] >= 2
+    wait_events(api_client, namespace, schedule.KIND, "slow", "SlotsMissed")
 
 
 def test_the_controller_says_why_a_schedule_does_not_run(start_controller, controller_env, schedules):
