@@ -1,7 +1,8 @@
 """RunbookSchedules: one Runbook per slot, at most once, at the venue's rhythm.
 
-Each schedule has a kopf timer (there are few schedules: a look each second, with one list of its own
-Runbooks from the API server's watch cache, costs little). A look computes what is due with the pure slot
+Each schedule has a kopf timer (there are few schedules: a look each second costs little). A look lists
+the schedule's own Runbooks from the API server's watch cache only when they may change its step (a slot
+has come since the last one handled, or its last run's result is not known yet: :func:`idle`). It computes what is due with the pure slot
 logic of :mod:`runbooks.schedule` (:func:`plan`), creates the slot's Runbook, then records the step in the
 schedule's status, and only then posts Events, counts metrics and trims the history.
 
@@ -88,10 +89,7 @@ def plan(
     write; if unknown, ``now``, or for a schedule never stepped its last slot): the new trigger's slots
     before it were never due, and counted from the old trigger's last slot they would all be missed."""
     runs = sorted(runs, key=lambda run: run.slot)
-    last_slot = counted_from(status, created, now)
-    if status.schedule != spec.trigger.describe():  # changed since the last step, or none recorded yet
-        unknown = last_slot if status.schedule is None else now  # when it changed, without ``edited``
-        last_slot = max(last_slot, min(edited or unknown, now))  # an API server clock ahead: not after now
+    last_slot = handled(spec, status, created, now, edited)
     last_runbook, last_result = status.last_runbook, status.last_result
     step = Step(status=status)
     # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as
@@ -142,6 +140,44 @@ def plan(
     )
     step.delete = beyond_history(spec, runs)
     return step
+
+
+def handled(
+    spec: RunbookScheduleSpec,
+    status: RunbookScheduleStatus,
+    created: datetime.datetime,
+    now: datetime.datetime,
+    edited: datetime.datetime | None,
+) -> datetime.datetime:
+    """The instant up to which the schedule's slots are handled, as :func:`plan` takes it: its last slot
+    (:func:`counted_from`), or the change of a trigger changed since the last step."""
+    last_slot = counted_from(status, created, now)
+    if status.schedule != spec.trigger.describe():  # changed since the last step, or none recorded yet
+        unknown = last_slot if status.schedule is None else now  # when it changed, without ``edited``
+        last_slot = max(last_slot, min(edited or unknown, now))  # an API server clock ahead: not after now
+    return last_slot
+
+
+def idle(
+    spec: RunbookScheduleSpec,
+    status: RunbookScheduleStatus,
+    *,
+    created: datetime.datetime,
+    now: datetime.datetime,
+    zone: datetime.tzinfo,
+    calendar: SessionCalendar | None,
+    edited: datetime.datetime | None = None,
+) -> bool:
+    """Whether a look at ``now`` has nothing to learn from the schedule's Runbooks: no slot has come since
+    the last one handled (none to create, miss or skip, and so no Runbook of one made by a look whose step
+    was never recorded), and the result of its last run is known, or it has none. Such a look plans
+    without them (its status' trigger, next slot, Ready condition); the others list them. A look a second
+    that listed every time cost the API server as many lists a second as there are schedules, daily or
+    not."""
+    if status.last_runbook is not None and status.last_result is None:
+        return False
+    since = handled(spec, status, created, now, edited)
+    return schedule.tally(spec.trigger, since, now, zone, calendar).last is None
 
 
 @dataclass(frozen=True)
@@ -273,13 +309,8 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
         )
         return
     created = parse_time(body.metadata["creationTimestamp"])
-    # The schedule's Runbooks, finished ones too: the controller's Runbook watch has unfinished ones only.
-    bodies = {
-        item["metadata"]["name"]: item
-        for item in await api.labelled_runbooks(namespace, f"{schedule.SCHEDULE_LABEL}={name}")
-    }
-    runs = [run for run in map(slot_run, bodies.values()) if run is not None]
     settings = get_settings()
+    bodies: dict[str, dict[str, Any]] = {}
     try:
         calendar = None
         if spec.trigger.uses_sessions:  # a controller's first look may wait for its load (a child process)
@@ -287,9 +318,19 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
             start = min(counted_from(status, created, clock), clock)
             end = clock + schedule.NEXT_HORIZON + datetime.timedelta(days=1)
             calendar = await asyncio.to_thread(settings.calendar.covering, start, end)
-        # The clock is read after the waits above: a slow list or calendar load never lets a slot past its
-        # starting deadline run, nor judges a Forbid slot on a view of the previous run newer than the clock.
+        # The clock is read after the waits: a slow calendar load never lets a slot past its deadline run.
         now = datetime.datetime.now(datetime.UTC)
+        change = edited(body.metadata)
+        if not idle(
+            spec, status, created=created, now=now, zone=settings.zone, calendar=calendar, edited=change
+        ):
+            # The schedule's Runbooks, finished ones too: the controller's Runbook watch has unfinished ones
+            # only. The clock is read again after the list: a slow list never lets a slot past its
+            # deadline run, nor judges a Forbid slot on a view of the previous run newer than the clock.
+            listed = await api.labelled_runbooks(namespace, f"{schedule.SCHEDULE_LABEL}={name}")
+            bodies = {item["metadata"]["name"]: item for item in listed}
+            now = datetime.datetime.now(datetime.UTC)
+        runs = [run for run in map(slot_run, bodies.values()) if run is not None]
         step = plan(
             name,
             spec,
@@ -300,7 +341,7 @@ async def look(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_:
             zone=settings.zone,
             calendar=calendar,
             runs=runs,
-            edited=edited(body.metadata),
+            edited=change,
         )
     except CalendarError as error:
         await _record(

@@ -398,6 +398,30 @@ def test_a_slot_whose_create_the_api_server_holds_past_its_deadline_is_missed_no
     wait_events(api_client, namespace, schedule.KIND, "slow", "SlotsMissed")
 
 
+def test_looks_with_no_slot_to_handle_list_no_runbooks(cluster, start_controller, controller_env, schedules):
+    """Each schedule is looked at once a second. A look with no slot come since the last one handled, and
+    the last run's result known, has nothing to learn from the schedule's Runbooks, and lists none: the API
+    server's own count of its lists says so. Before, every look listed them: a list a second per schedule,
+    daily or not; here 5 yearly schedules, 50 lists in 10 s."""
+
+    def lists_in_ten_seconds() -> int:
+        before = cluster.request_counts()["LIST runbooks"]
+        later = time.time() + 10
+        wait_until(lambda: clock_past(later), 20, "ten seconds")
+        return cluster.request_counts()["LIST runbooks"] - before
+
+    # Others list Runbooks too: the namespace controller, over the earlier tests' namespaces being deleted.
+    others = lists_in_ten_seconds()
+    start_controller(**controller_env)
+    names = [f"yearly-{i}" for i in range(5)]
+    for name in names:
+        schedules.create(name, trigger={"cron": "0 0 1 1 *"})
+    for name in names:
+        wait_until(lambda name=name: schedules.status(name).get("schedule"), 30, f"the first look at {name}")
+    # And the controller's ledger trimmer and retention, a minute apart or more.
+    assert lists_in_ten_seconds() <= others + 5
+
+
 def test_the_controller_says_why_a_schedule_does_not_run(start_controller, controller_env, schedules):
     """A cron expression that only the models refuse (the API server cannot parse cron): the schedule's
     Ready condition says so, and no slot is computed."""
