@@ -2,9 +2,10 @@
 
 Each schedule has a kopf timer (there are few schedules: a look each second costs little). A look lists
 the schedule's own Runbooks from the API server's watch cache only when they may change its step (a slot
-has come since the last one handled, or its last run's result is not known yet: :func:`idle`). It computes what is due with the pure slot
-logic of :mod:`runbooks.schedule` (:func:`plan`), creates the slot's Runbook, then records the step in the
-schedule's status, and only then posts Events, counts metrics and trims the history.
+has come since the last one handled, or its last run's result is not known yet: :func:`idle`). It
+computes what is due with the pure slot logic of :mod:`runbooks.schedule` (:func:`plan`), creates the
+slot's Runbook, then records the step in the schedule's status, and only then posts Events, counts
+metrics and trims the history.
 
 Exactly once: the slot's Runbook is named and keyed by the schedule and the slot's instant, so a second
 create of it is AlreadyExists (another replica, a restart, a stale view of the status), and the ledger
