@@ -93,24 +93,43 @@ def plan(
     last_slot = handled(spec, status, created, now, edited)
     last_runbook, last_result = status.last_runbook, status.last_result
     step = Step(status=status)
-    # A Runbook created by a look whose step was never recorded (a crash, or its status write refused as
-    # stale): its slot is handled, and it is recorded now, once, as created.
-    if runs and runs[-1].slot > last_slot:
-        last_slot, last_runbook = runs[-1].slot, runs[-1].name
-        step.events.append(created_event(last_runbook, last_slot))
-        step.counts["created"] = 1
+    # Runbooks created by looks whose step was never recorded (a crash, or its status write refused as
+    # stale): their slots are handled, and recorded now, once, as created. The other slots up to the latest
+    # of them were handled by those looks too, and are counted now: skipped on a day the venue does not
+    # trade, else missed (superseded, or past the deadline; with Forbid, a slot skipped between two such
+    # Runbooks, the first unfinished, is counted missed: which it was is not known any more).
+    unrecorded = [run for run in runs if run.slot > last_slot]
+    missed = skipped = 0
+    if unrecorded:
+        handled_then = schedule.tally(spec.trigger, last_slot, unrecorded[-1].slot, zone, calendar)
+        missed, skipped = max(handled_then.runs - len(unrecorded), 0), handled_then.skipped
+        last_slot, last_runbook = unrecorded[-1].slot, unrecorded[-1].name
+        step.events.extend(created_event(run.name, run.slot) for run in unrecorded)
+        step.counts["created"] = len(unrecorded)
+    if missed:
+        step.events.append(
+            (
+                "Warning",
+                schedule.MISSED,
+                f"{missed} slot(s) missed before the slot {last_slot.isoformat()}, never run late (counted "
+                "late: the look that handled them could not record its step)",
+            )
+        )
     unfinished = [run.name for run in runs if not run.finished]
     due = schedule.due(spec, last_slot, now, zone, calendar, active=bool(unfinished))
-    missed, skipped = due.missed, due.skipped
+    missed, skipped = missed + due.missed, skipped + due.skipped
 
     if due.run is not None:
         step.create = schedule.slot_runbook(name, spec, due.run)
         last_runbook = step.create["metadata"]["name"]
         step.events.append(created_event(last_runbook, due.run))
         step.counts["created"] = step.counts.get("created", 0) + 1
-    if missed:
+    if due.missed:
         why = due.why_missed(spec)
-        step.events.append(("Warning", schedule.MISSED, f"{missed} slot(s) missed, never run late: {why}"))
+        step.events.append(
+            ("Warning", schedule.MISSED, f"{due.missed} slot(s) missed, never run late: {why}")
+        )
+    if missed:
         step.counts["missed"] = missed
     if skipped:
         why = "days the venue does not trade"

@@ -394,9 +394,9 @@ def test_a_slot_whose_create_the_api_server_holds_past_its_deadline_is_missed_no
     runbooks = stop_and_check(rbs, schedules, "slow", witness)
     assert not [rb for rb in runbooks if rb["spec"]["requestId"] in late]
     assert not set(late) & set(lines(witness)), "a slot ran past its starting deadline"
-    # Missed, counted (at least the first: a status write refused as stale, under load, leaves the next look
-    # to record the slot's Runbook it finds, without counting the slots before it).
-    assert schedules.status("slow")["missedSlots"] >= 1
+    # Missed, and counted also when the look that made the next slot's Runbook could not record its step
+    # (its status write refused as stale, under load): the next look counts them.
+    assert schedules.status("slow")["missedSlots"] >= 2
     wait_events(api_client, namespace, schedule.KIND, "slow", "SlotsMissed")
 
 

@@ -188,6 +188,34 @@ def test_a_runbook_created_before_a_crash_counts_as_handled_not_missed(xhkg):
     assert step.status.last_result == "failed"
 
 
+def test_the_slots_a_look_handled_but_could_not_record_are_counted_by_the_next_one(xhkg):
+    """Back at 10:15:05 after an outage, a look missed 10:05 and 10:10, made the 10:15 Runbook, and its
+    status write was refused as stale (or it died). The next look records the Runbook, and the two slots
+    missed too: before, only the Runbook, and the missed slots were never counted."""
+    status = _recorded("2026-01-05 10:00", last_runbook="hc-20260105020000", last_result="success")
+    made = SlotRun("hc-20260105021500", at("2026-01-05 10:15"))
+    step = _plan(_spec(), "2026-01-05 10:15:06", status, [made], xhkg)
+    assert step.create is None
+    assert (step.status.missed_slots, step.counts) == (2, {"created": 1, "missed": 2})
+    assert [reason for _, reason, _ in step.events] == ["SlotCreated", "SlotsMissed"]
+    assert step.events[-1][2] == (
+        "2 slot(s) missed before the slot 2026-01-05T10:15:00+08:00, never run late (counted late: the look "
+        "that handled them could not record its step)"
+    )
+    assert (step.status.last_slot, step.status.last_runbook) == ("2026-01-05T02:15:00.000Z", made.name)
+    # Two looks lost their steps: each Runbook is recorded, and the slot between them counted missed.
+    first = SlotRun("hc-20260105020500", at("2026-01-05 10:05"), True, "success")
+    step = _plan(_spec(), "2026-01-05 10:15:06", status, [first, made], xhkg)
+    assert (step.status.missed_slots, step.counts) == (1, {"created": 2, "missed": 1})
+    assert [event[2] for event in step.events][:2] == [
+        "created hc-20260105020500 for the slot 2026-01-05T10:05:00+08:00",
+        "created hc-20260105021500 for the slot 2026-01-05T10:15:00+08:00",
+    ]
+    # Looking again once recorded counts nothing more.
+    again = _plan(_spec(), "2026-01-05 10:15:07", step.status, [first, made], xhkg)
+    assert (again.counts, again.status.missed_slots) == ({}, 1)
+
+
 def test_a_runbook_that_only_wears_a_schedule_s_label_and_slot_is_not_one_of_its_runs():
     """Anyone who may create Runbooks may give one a schedule's label and a slot annotation (here far
     ahead): its request id is not the slot's (only mdops may use those), so it is not the schedule's run.
