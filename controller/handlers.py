@@ -286,7 +286,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # First: a port taken since python -m controller looked fails the startup, which kopf tries again,
     # before anything is started that a second attempt would start again beside it.
     metrics.serve(config.metrics_host, config.metrics_port)
-    api = KubeApi(functools.partial(controller_login.login, config, trust_env=settings.networking.trust_env))
+    api = KubeApi(
+        functools.partial(controller_login.login, config, trust_env=settings.networking.trust_env),
+        watch_seconds=config.watch_seconds,
+    )
     executor = JobExecutor(config, api) if config.executor == "job" else LocalExecutor(config)
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
     runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from controller.settings import ControllerSettings
 from runbooks import approval, keys, policy, schedule
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,12 @@ RETRIES = (0.2, 0.5, 1.0, 2.0)
 TIMEOUT_SECONDS = 30
 PAGE = 500
 # A watch's length before the API server ends it (it is opened again at once, from the bookmark the server
-# sends just before). A connection silent for SILENT_SECONDS is dead (a network partition that sends no
-# reset): it is given up and the watch opened again on a new one. Longer watches would leave a run's end
-# unseen for that long; the server's periodic bookmarks start only two minutes into a watch.
-WATCH_SECONDS = 60
-SILENT_SECONDS = WATCH_SECONDS + 30
+# sends just before): MDOPS_WATCH_SECONDS, 60 by default. A connection silent for half as long again (90 s)
+# is dead (a network partition that sends no reset): it is given up and the watch opened again on a new
+# one. Longer watches would leave a run's end unseen for that long; the server's periodic bookmarks start
+# only two minutes into a watch. Tests shorten it to see a stalled watch given up in seconds.
+WATCH_SECONDS = ControllerSettings.model_fields["watch_seconds"].default
+SILENT_RATIO = 1.5
 WATCH_RETRY = 1.0
 
 
@@ -90,8 +92,14 @@ class Started(Exception):
 
 
 class KubeApi:
-    def __init__(self, login: Callable[[], kopf.ConnectionInfo], connections: int = 16):
+    def __init__(
+        self,
+        login: Callable[[], kopf.ConnectionInfo],
+        connections: int = 16,
+        watch_seconds: int = WATCH_SECONDS,
+    ):
         self.login = login
+        self.watch_seconds = watch_seconds
         self.info = login()
         self.base = self.info.server.rstrip("/")
         self.connections = connections
@@ -225,9 +233,10 @@ class KubeApi:
             "labelSelector": selector,
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(WATCH_SECONDS),
+            "timeoutSeconds": str(self.watch_seconds),
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=SILENT_SECONDS)
+        silent = self.watch_seconds * SILENT_RATIO
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=silent)
         headers = self._headers(None, "application/json")
         async with self.session.get(
             self.base + path, params=params, headers=headers, timeout=timeout

@@ -144,6 +144,15 @@ class ControllerSettings(CommonSettings):
         "all pause (kopf's rule), so replicas of one Deployment must not share one.",
     )
     liveness_port: Port = Field(0, description="Port of kopf's /healthz liveness endpoint (0: none).")
+    watch_seconds: int = Field(
+        60,
+        ge=2,
+        le=600,
+        description="Seconds (2 to 600) each of the controller's own watches (Job executor: of Jobs and "
+        "pods) lasts before the API server ends it and it is opened again from where it got to. One silent "
+        "for half as long again (90 s by default: a network partition that sends no reset) is given up and "
+        "opened again on a new connection.",
+    )
 
 
 @cache

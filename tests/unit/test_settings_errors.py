@@ -59,6 +59,8 @@ def test_each_problem_names_its_variable(monkeypatch, env, said):
         ({"MDOPS_RUNNER_IMAGE": ""}, "MDOPS_RUNNER_IMAGE: String should match"),
         ({"MDOPS_RUNNER_COMMAND": "[]"}, "MDOPS_RUNNER_COMMAND: List should have at least 1 item"),
         ({"MDOPS_JOB_POD_ANNOTATIONS": '{"a b": "c"}'}, "MDOPS_JOB_POD_ANNOTATIONS: a b: [key]: String"),
+        ({"MDOPS_WATCH_SECONDS": "1"}, "MDOPS_WATCH_SECONDS: Input should be greater than or equal to 2"),
+        ({"MDOPS_WATCH_SECONDS": "601"}, "MDOPS_WATCH_SECONDS: Input should be less than or equal to 600"),
     ],
 )
 def test_what_would_fail_later_is_refused_at_the_start(monkeypatch, env, said):
