@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cli.errors import Exit
 from devcluster.processes import answers_200, wait_until
 from devcluster.stack import NAMESPACE
-from devcluster.supervisor import RECORD, write_env
+from devcluster.supervisor import RECORD, Backoff, write_env
 from runbooks import crd
 from runbooks.kube import api_client as new_api_client
 from tests.api.proxy import Proxy
@@ -76,7 +76,11 @@ HEARTBEAT = 1  # seconds: the API's heartbeat here, so that a run followed is of
 
 @pytest.fixture(scope="module")
 def stack_options(files) -> dict:
-    return scripted(files, MDOPS_API_EVENTS_HEARTBEAT_SECONDS=str(HEARTBEAT))
+    # A killed API comes back after 1 s each time: its tests kill it within two minutes of each other,
+    # and the supervisor's default backoff waited 2, 4 and then 8 s (each test's proxy makes the API
+    # unreachable for a while, whatever its restart takes).
+    backoff = Backoff(reset_after=1.0)
+    return {**scripted(files, MDOPS_API_EVENTS_HEARTBEAT_SECONDS=str(HEARTBEAT)), "backoff": backoff}
 
 
 @pytest.fixture(scope="module")
