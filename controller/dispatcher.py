@@ -382,11 +382,14 @@ class Dispatcher:
             self._spawn(entry, self._check_gone(entry))
 
     async def _check_gone(self, entry: Entry) -> Next:
-        """One read tells a deletion from a finish by someone else; a deleted one frees its claim."""
+        """One read tells a deletion from a finish by someone else; a deleted one frees its claim, unless
+        its run may have started: that is stopped first (:meth:`controller.runs.Runs.stop_unseen`)."""
         body = await self.runs.services.kube.get_runbook(entry.namespace, entry.name)
         if body is not None and body["metadata"]["uid"] == entry.uid:
             return Next(Outcome.SETTLED)  # finished elsewhere: nothing of it is ours any more
         entry.gone = True
+        if await self.runs.stop_unseen(entry):
+            return Next(Outcome.OWNER)  # ready at once: a stop needs no lock nor slot (unstarted_stop)
         await self.runs.release_claim(entry)
         return Next(Outcome.GONE)
 
@@ -588,8 +591,13 @@ class Dispatcher:
             self._retry(entry, stage, 0.0 if asked_meanwhile else outcome.delay)
             if outcome.holder:
                 self._holder_first(entry.target, outcome.holder)
-        if entry.left and not entry.finishing and self._idle(entry.uid):
-            self._check(entry)
+        if (
+            entry.left
+            and not entry.finishing
+            and self._idle(entry.uid)
+            and not (entry.gone and entry.deleting)
+        ):
+            self._check(entry)  # it left during the step (one known gone and deleted: its stop comes next)
 
     def _place(self, entry: Entry) -> None:
         """An admitted entry takes the arrival its claim recorded (a controller before a restart saw

@@ -621,6 +621,19 @@ class Runs:
         if claim is not None and claim.uid == entry.uid and claim.unstarted:
             await self.services.ledger.release(claim, entry.namespace)
 
+    async def stop_unseen(self, entry: Entry) -> bool:
+        """Whether a Runbook deleted by force before its run here may have a run going, which is then looked
+        for and stopped as a deleted Runbook's is (:meth:`run`), and its end recorded for its request id:
+        its claim, this Runbook's, has no result and its mark is off (a controller started the run, or was
+        about to, and died before its status said so, or this one had not adopted it yet). Left alone, a
+        local run went on unseen, its end never recorded, and a Runbook that came with its request id said
+        that it was cancelled."""
+        claim = entry.claim or await self.services.ledger.lookup(entry.namespace, entry.request_id)
+        if claim is None or claim.uid != entry.uid or claim.unstarted or claim.result is not None:
+            return False
+        entry.claim, entry.deleting = claim, True  # deleted: its next step stops what it finds
+        return True
+
     async def forget(self, entry: Entry) -> Next:
         """The Runbook was deleted (or is gone) and no run of it was ever started: its request id, its
         lock and its finalizer go."""

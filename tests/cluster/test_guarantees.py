@@ -909,14 +909,16 @@ def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_fr
     assert sorted(started(env)) == ["behind-lock", "behind-slot", "holder"]
 
 
-def test_a_run_that_may_have_started_deleted_by_force_while_it_waits_for_a_slot_keeps_its_request_id(
+def test_a_run_that_may_have_started_deleted_by_force_while_it_waits_for_a_slot_is_stopped_and_recorded(
     start_controller, rbs, env, api_client, namespace
 ):
     """A controller died after starting a run and before its status said so: its claim's mark is off. The
     next controller has no slot for it yet (runs that said they started take theirs first) when its
-    finalizer is removed by hand and it is deleted: its run may go on (a forced deletion stops nothing), so
-    its request id is never freed; a Runbook waiting for its result, created with its request id, shows
-    it cancelled and never runs it again."""
+    finalizer is removed by hand and it is deleted. Its run is found and stopped, as a deleted Runbook's is,
+    and its end recorded: its request id is never freed, and a Runbook waiting for its result, created with
+    its request id, shows it cancelled and never runs it again. Before, the run went on unseen after the
+    deletion (here until its script was let go), its end never recorded, while the duplicate said that it
+    was cancelled (or, when the controller saw the deletion late, showed the script's own end)."""
     first = start_controller("first", **script_env(env))
     holders = [f"holder-{n}" for n in range(3)]
     for name in holders:
@@ -925,6 +927,7 @@ def test_a_run_that_may_have_started_deleted_by_force_while_it_waits_for_a_slot_
         rbs.wait_for(name, "Running", "True")
     rbs.create("started", command="failover")
     killed_after_the_start(first, rbs, env, "started", said_running=False)
+    pid = script_pid(env, "started")
     settings = {"MDOPS_STATE_DIR": first.env["MDOPS_STATE_DIR"], "MDOPS_MAX_PARALLEL": "1", **script_env(env)}
     start_controller("second", **settings)
     rbs.create("again", command="failover", request_id="started")
@@ -933,12 +936,17 @@ def test_a_run_that_may_have_started_deleted_by_force_while_it_waits_for_a_slot_
     rbs.set_finalizers("started", [])
     rbs.delete("started")
     wait_until(lambda: rbs.gone("started"), 30, "the Runbook deleted by force to go")
+    wait_until(lambda: not alive(pid), 30, "the deleted Runbook's run to be stopped")
     release(env)
     status = rbs.wait_finished("again", timeout=90)["status"]
     assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/started"), status
+    recorded = ledger_result(api_client, namespace, "started")
+    assert recorded["exitCode"] == 130 and recorded["message"].startswith("cancelled"), recorded
     for name in holders:
         rbs.wait_finished(name, timeout=60)
     assert started(env).count("started") == 1, started(env)
+    ends = [line for line in lines(env / "runs.log") if line.startswith("started end")]
+    assert not ends, "the deleted Runbook's script ran to its end"
 
 
 def test_a_waiting_run_whose_claim_has_no_unstarted_mark_gets_it_and_its_request_id_is_freed(

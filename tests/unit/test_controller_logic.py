@@ -730,6 +730,9 @@ def test_a_held_run_deleted_before_a_restarted_controller_admitted_it_frees_its_
         def __init__(self) -> None:
             self.released: list[str] = []
 
+        async def stop_unseen(self, entry) -> bool:
+            return False  # held: its claim says that its run has not started
+
         async def release_claim(self, entry) -> None:
             self.released.append(entry.name)
 
