@@ -12,14 +12,18 @@ real controller (local executor) and ``python -m api`` as a process.
 3. ``--slow`` (3000) slowloris connections (a request's head a byte at a time) beside one normal client
    reading ``/api/ops/status``: its latencies with and without them, and the descriptors once their time
    (``MDOPS_API_READ_TIMEOUT_SECONDS``, 10 s) is up.
+4. Executes one after the other for 20 s, alone and then beside ``--unknown`` (200) clients that ask for
+   runs that never existed as fast as they are answered (each a read of the API server, the cache being
+   possibly behind): the executes' answers and times, the made-up asks' answers, the API's CPU.
 
-    python -m bench.api_hostile [--clients 200] [--streams 200] [--slow 3000]
+    python -m bench.api_hostile [--clients 200] [--streams 200] [--slow 3000] [--unknown 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -342,17 +346,98 @@ def slow_phase(url: str, port: int, pid: int, token: str, count: int) -> dict:
     }
 
 
+async def made_up(url: str, token: str, clients: int, seconds: float) -> dict:
+    """``clients`` loops, each asking for runs that never existed (a new request id each time) for
+    ``seconds``: the count of each answer."""
+    limits = httpx.Limits(max_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as http:
+        deadline = time.monotonic() + seconds
+
+        async def ask() -> Counter:
+            counts: Counter = Counter()
+            while time.monotonic() < deadline:
+                try:
+                    counts[classify(await http.get(f"/api/ops/runbooks/made-up-{secrets.token_hex(8)}"))] += 1
+                except httpx.HTTPError as error:
+                    counts[classify(error)] += 1
+            return counts
+
+        answers = sum(await asyncio.gather(*(ask() for _ in range(clients))), Counter())
+    return dict(answers)
+
+
+def made_up_process(url: str, token: str, clients: int, seconds: float) -> dict:
+    """:func:`made_up` in a process of its own, so that the executes beside it are timed by a loop of
+    their own."""
+    return asyncio.run(made_up(url, token, clients, seconds))
+
+
+async def one_by_one(url: str, token: str, label: str, seconds: float) -> tuple[Counter, list[float]]:
+    """Executes of a health check one after the other for ``seconds``, each answered with its result: the
+    answers, and how long each took (ms)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    answers: Counter = Counter()
+    took = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
+        deadline = time.monotonic() + seconds
+        for n in itertools.count():
+            if time.monotonic() >= deadline:
+                break
+            began = time.perf_counter()
+            body = {"command": "health_check", "request_id": f"{label}-{n}"}
+            try:
+                answer: httpx.Response | BaseException = await http.post(
+                    "/api/ops/runbooks/execute", json=body
+                )
+            except httpx.HTTPError as error:
+                answer = error
+            took.append((time.perf_counter() - began) * 1000)
+            answers[classify(answer)] += 1
+    return answers, took
+
+
+def unknown_phase(url: str, pid: int, token: str, clients: int, seconds: float = 20) -> dict:
+    """Executes one after the other, alone and then beside ``clients`` loops asking for runs that do not
+    exist (each such ask is a read of the API server: the API's cache may be behind): whether the executes
+    are still answered, and how fast; what the made-up asks were answered; the API's CPU."""
+    used = cpu_seconds(pid)
+    alone, alone_ms = asyncio.run(one_by_one(url, token, "alone", seconds))
+    alone_cpu = cpu_seconds(pid) - used
+    with ProcessPoolExecutor(1) as pool:
+        flood = pool.submit(made_up_process, url, token, clients, seconds + 2)
+        used = cpu_seconds(pid)
+        beside, beside_ms = asyncio.run(one_by_one(url, token, "beside", seconds))
+        beside_cpu = cpu_seconds(pid) - used
+        asked = flood.result()
+    return {
+        "clients": clients,
+        "made_up_answers": asked,
+        "made_up_per_s": round(sum(asked.values()) / (seconds + 2), 1),
+        "executes_alone": {"answers": dict(alone), **describe(alone_ms), "api_cpu_s": round(alone_cpu, 2)},
+        "executes_beside": {
+            "answers": dict(beside),
+            **describe(beside_ms),
+            "api_cpu_s": round(beside_cpu, 2),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slow", type=int, default=3000)
+    parser.add_argument("--unknown", type=int, default=200)
     parser.add_argument(
-        "--only", choices=["execute", "streams", "burst", "slow"], action="append", help="these phases"
+        "--only",
+        choices=["execute", "streams", "burst", "slow", "unknown"],
+        action="append",
+        help="these phases",
     )
     args = parser.parse_args()
-    phases = set(args.only or ["execute", "streams", "burst", "slow"])
+    phases = set(args.only or ["execute", "streams", "burst", "slow", "unknown"])
 
     work = Path(tempfile.mkdtemp(prefix="mdops-bench-hostile-"))
     admin = secrets.token_urlsafe(16)
@@ -400,6 +485,8 @@ def main() -> None:
             if "slow" in phases:
                 port = int(open_url.rsplit(":", 1)[1])
                 report["slowloris"] = slow_phase(open_url, port, open_api.popen.pid, admin, args.slow)
+            if "unknown" in phases:
+                report["unknown"] = unknown_phase(open_url, open_api.popen.pid, admin, args.unknown)
         finally:
             for process in (quota_api, open_api):
                 process.stop()
