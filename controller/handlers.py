@@ -292,7 +292,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     executor = JobExecutor(config, api) if config.executor == "job" else LocalExecutor(config)
     events = Events(api, f"{config.namespace}-{secrets.token_hex(4)}")
-    runs = Runs(Services(config, api, Ledger(api), TargetLock(api), executor, events))
+    runs = Runs(Services(config, api, Ledger(api), TargetLock(api, executor.may_run), executor, events))
     dispatcher = Dispatcher(runs, config)
     LISTINGS.ended = functools.partial(listing_ended, dispatcher)
     PAUSES.on_exit = dispatcher.pause

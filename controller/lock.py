@@ -2,8 +2,10 @@
 
 The lock is a Lease (``mdops-lock-<group>``) whose holder is the running Runbook's uid. The order in which
 Runbooks get it comes from the dispatcher's queue (:mod:`controller.dispatcher`), oldest first; the Lease
-is what a restarted controller finds. A holder that no longer exists or has finished is stale and is
-replaced, so the lock is always released, even after a crash.
+is what a restarted controller finds. A holder that has finished, or no longer exists and left no process
+of its run that may still run, is stale and is replaced, so the lock is always released, even after a
+crash, and never while the run of a Runbook deleted by force (its finalizer taken away while no controller
+ran, so that none stopped its run) goes on.
 
 Each lock's Lease is kept as last written (or as absent, if it was read and there was none), so that
 taking and releasing it are one write each; a conflict (someone else wrote it) reads it again.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.kubeapi import Conflict, KubeApi
@@ -32,8 +35,11 @@ def _now() -> str:
 
 
 class TargetLock:
-    def __init__(self, kube: KubeApi):
+    def __init__(self, kube: KubeApi, may_run: Callable[[str, str, str], Awaitable[bool]]):
+        """``may_run(namespace, name, uid)``: whether a process of the run of that Runbook, gone, may still
+        run (:meth:`controller.executors.Executor.may_run`)."""
         self.kube = kube
+        self.may_run = may_run
         # None: read, and there was none (only this controller makes it while it is active).
         self.leases: dict[tuple[str, str], dict[str, Any] | None] = {}
 
@@ -44,13 +50,12 @@ class TargetLock:
         self.leases.clear()
 
     async def holder_active(self, namespace: str, name: str, uid: str) -> bool:
-        """Whether the holder still needs the lock: it exists and has not finished."""
+        """Whether the holder still needs the lock: it exists and has not finished, or it is gone and a
+        process of its run may still run (deleted by force while no controller ran: nobody stopped it)."""
         body = await self.kube.get_runbook(namespace, name)
-        return (
-            body is not None
-            and body["metadata"]["uid"] == uid
-            and not RunbookStatus.read(body.get("status") or {}).finished
-        )
+        if body is None or body["metadata"]["uid"] != uid:
+            return await self.may_run(namespace, name, uid)
+        return not RunbookStatus.read(body.get("status") or {}).finished
 
     async def _current(self, namespace: str, group: str, fresh: bool) -> dict[str, Any] | None:
         key = (namespace, group)

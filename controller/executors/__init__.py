@@ -135,3 +135,9 @@ class Executor(Protocol):
     def handle(self, request: RunRequest) -> Run:
         """The run of a request that started before, without starting anything."""
         ...
+
+    async def may_run(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether a process of the run of the Runbook ``name`` (``uid``), which is gone, may still run:
+        deleted by force while no controller ran, nobody stopped its run. Its target's lock, which it
+        holds, goes to the next run only once none may."""
+        ...

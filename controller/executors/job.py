@@ -72,7 +72,12 @@ CANNOT_START = frozenset(
 
 
 def job_name(request: RunRequest) -> str:
-    return f"{request.name[:48].rstrip('-.')}-{request.uid[:8]}"
+    return runbook_job(request.name, request.uid)
+
+
+def runbook_job(name: str, uid: str) -> str:
+    """The name of the Job of the Runbook ``name`` (``uid``)."""
+    return f"{name[:48].rstrip('-.')}-{uid[:8]}"
 
 
 def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool = False) -> dict[str, Any]:
@@ -297,6 +302,11 @@ def phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase") or "Pending"
 
 
+def may_run(pod: dict[str, Any]) -> bool:
+    """Whether a pod may still run its script (also one being deleted, in its grace period)."""
+    return phase(pod) in ("Pending", "Running")
+
+
 def event_time(event: dict[str, Any]) -> str:
     """When a core/v1 Event last happened (RFC 3339 in UTC, so the strings sort as the times do)."""
     return event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
@@ -392,6 +402,11 @@ class JobExecutor:
 
     def handle(self, request: RunRequest) -> JobRun:
         return JobRun(self, request.namespace, job_name(request))
+
+    async def may_run(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether a pod of its Job may still run: the garbage collector deletes a gone Runbook's Job and
+        its pods, which stop within their grace period."""
+        return any(map(may_run, await self.kube.job_pods(namespace, runbook_job(name, uid))))
 
     # -- the watches ----------------------------------------------------------------------------
     async def follow(self) -> None:
@@ -781,7 +796,7 @@ class JobExecutor:
             ended = [result for pod in pods if (result := pod_result(pod)) is not None]
             if ended:
                 self._ended(key, ended[0])
-            elif not any(phase(pod) in ("Pending", "Running") for pod in pods):
+            elif not any(map(may_run, pods)):
                 self._ended(key, lost(f"its Job {key[1]} was deleted before it finished"))
             break  # else: its pod's end, or its deletion, comes in the watch (observe_pod)
 

@@ -320,6 +320,20 @@ class LocalExecutor:
             "never started: a controller stopped between making the run's folder and starting its runner",
         )
 
+    async def may_run(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether a process of its run lives (its runner, or what its script left in the runner's session),
+        or a launcher asked to start its runner may still do so."""
+        folder = self.settings.state_dir / namespace / uid
+        session = LocalRun(folder, 0).pid
+        if session is not None:
+            return bool(await asyncio.to_thread(session_members, session))
+        if (folder / PID_FILE).exists():  # declared never started: a runner that comes runs nothing
+            return False
+        try:
+            return launcher_alive(int((folder / LAUNCHER_FILE).read_text()))
+        except (FileNotFoundError, ValueError):
+            return False
+
     async def prepare(self, request: RunRequest) -> None:
         """The run's folder, empty: no launcher asked for it yet."""
         self.folder(request).mkdir(parents=True, exist_ok=True)

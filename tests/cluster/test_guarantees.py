@@ -871,6 +871,40 @@ def test_a_runbook_deleted_while_no_controller_ran_has_its_run_stopped_before_th
     assert ledger_result(api_client, namespace, "deleted")["exitCode"] == 130  # remembered as cancelled
 
 
+def test_a_runbook_deleted_by_force_while_no_controller_ran_keeps_its_targets_lock_until_its_run_ends(
+    start_controller, rbs, env, namespace
+):
+    """A failover's finalizer taken away and the Runbook deleted while no controller ran: no controller saw
+    it go, so nobody stopped its run, whose script goes on. The next failover on its target takes the lock
+    once that run has ended, not before: the lock's holder being gone, it took it at once, and the two ran
+    together."""
+    first = start_controller("first", **script_env(env))
+    rbs.create("forced", command="failover")
+    wait_started(env, "forced")
+    kill(first)
+    rbs.set_finalizers("forced", [])
+    rbs.delete("forced")
+    wait_until(lambda: rbs.gone("forced"), 30, "the Runbook deleted by force to go")
+    second = start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
+    rbs.create("after", command="failback")
+    wait_until(
+        lambda: "after waits: the lock is held by forced" in second.process.log.read_text(),
+        30,
+        "the next failover to wait for the lock of the one deleted by force",
+        [second.process],
+    )
+    assert "after" not in started(env)
+    release(env)
+    assert rbs.wait_finished("after")["status"]["result"] == "success"
+    found = spans(env)
+    assert found["forced"]["last"] < found["after"]["first"], (
+        "the next run overlapped the one deleted by force"
+    )
+    assert any(line.startswith("forced end") for line in lines(env / "runs.log")), (
+        "its script was not let end"
+    )
+
+
 def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_free_their_request_ids(
     start_controller, rbs, env, api_client, namespace
 ):

@@ -753,6 +753,11 @@ def test_a_held_run_deleted_before_a_restarted_controller_admitted_it_frees_its_
     asyncio.run(scenario())
 
 
+async def nothing_runs(namespace: str, name: str, uid: str) -> bool:
+    """No process of a gone Runbook's run lives (:meth:`controller.executors.Executor.may_run`)."""
+    return False
+
+
 class Leases:
     """The Lease API as two controller replicas share it: versions, conflicts, unfinished Runbooks."""
 
@@ -796,7 +801,7 @@ def test_a_replica_that_resumes_reads_the_locks_again_never_trusts_what_it_knew_
 
     async def scenario() -> None:
         kube = Leases()
-        b, a = lock.TargetLock(kube), lock.TargetLock(kube)
+        b, a = lock.TargetLock(kube, nothing_runs), lock.TargetLock(kube, nothing_runs)
         assert await b.acquire("ns", "default", "uid-x", "x") is None
         dispatcher = Dispatcher(
             types.SimpleNamespace(services=types.SimpleNamespace(kube=kube, lock=b)), SETTINGS
@@ -822,7 +827,7 @@ def test_held_runs_of_a_target_without_a_lease_read_it_once_and_the_lock_can_sti
 
     async def scenario() -> None:
         kube = Leases()
-        lock_ = lock.TargetLock(kube)
+        lock_ = lock.TargetLock(kube, nothing_runs)
         for uid in ("uid-a", "uid-b", "uid-c", "uid-a"):
             await lock_.release_if_held("ns", "default", uid)
         assert kube.reads == 1
@@ -830,10 +835,37 @@ def test_held_runs_of_a_target_without_a_lease_read_it_once_and_the_lock_can_sti
         assert kube.reads == 1
         await lock_.release("ns", "default", "uid-a")
 
-        other, late = lock.TargetLock(kube), lock.TargetLock(kube)
+        other, late = lock.TargetLock(kube, nothing_runs), lock.TargetLock(kube, nothing_runs)
         await late.release_if_held("ns", "blue", "uid-x")  # knows of no Lease for blue
         assert await other.acquire("ns", "blue", "uid-y", "y") is None
         assert await late.acquire("ns", "blue", "uid-x", "x") == "y"
+
+    asyncio.run(scenario())
+
+
+def test_the_lock_of_a_holder_that_is_gone_is_taken_only_once_no_process_of_its_run_may_run():
+    """A Runbook deleted by force while no controller ran still holds its target's lock, and nobody stopped
+    its run: the next run takes the lock once no process of that run may run (the executor says), not
+    as soon as the holder is found gone."""
+
+    async def scenario() -> None:
+        kube = Leases()
+        running = {"uid-x": True}
+
+        async def may_run(namespace: str, name: str, uid: str) -> bool:
+            return running.get(uid, False)
+
+        async def gone(namespace: str, name: str) -> None:
+            return None
+
+        kube.get_runbook = gone
+        assert await lock.TargetLock(kube, may_run).acquire("ns", "default", "uid-x", "x") is None
+        after = lock.TargetLock(kube, may_run)
+        assert await after.acquire("ns", "default", "uid-y", "y") == "x"
+        running["uid-x"] = False
+        assert await after.acquire("ns", "default", "uid-y", "y") is None
+        [stored] = kube.stored.values()
+        assert stored["spec"]["holderIdentity"] == "uid-y"
 
     asyncio.run(scenario())
 

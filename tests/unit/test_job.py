@@ -15,6 +15,7 @@ from controller.executors.job import (
     JobExecutor,
     build_job,
     job_failure,
+    may_run,
     pod_result,
     ran,
     start_failure,
@@ -344,3 +345,11 @@ def test_a_second_pod_of_the_job_that_stood_by_neither_ends_the_run_nor_drops_it
     executor.observe_pod("DELETED", job_pod("twice", "Failed", idle))
     assert executor.results[key]["exitCode"] == 0
     assert stood_by(job_pod("twice", "Succeeded", {"terminated": {"exitCode": 0, "message": ran}})) is None
+
+
+def test_a_pod_may_run_its_script_until_it_has_ended():
+    """What keeps a gone Runbook's lock taken (:meth:`JobExecutor.may_run`), and a run whose Job was
+    deleted unended."""
+    phases = ("Pending", "Running", "Succeeded", "Failed")
+    assert [may_run({"status": {"phase": p}}) for p in phases] == [True, True, False, False]
+    assert may_run({})  # no status yet: pending
