@@ -10,7 +10,10 @@ again each time, while ``--count`` request ids (100) go through it:
 - about one in ten, once finished, deleted and created again with its name and request id, and once more
   under a new name with the same request id (both must be duplicates: the script does not run again);
 - with ``--cancel F``, a fraction F of the others cancelled (``spec.cancel``): half as soon as the next run
-  is created (most of them not started yet: pending, queued), half, long (3 s), once their script started.
+  is created (most of them not started yet: pending, queued), half, long (3 s), once their script started;
+- with ``--force-delete F``, a fraction F of the runs deleted mid-run deleted by force: their finalizer
+  taken off first (as a person's ``kubectl patch`` would), so that they go at once, their run stopped by
+  the controller that sees them go, or by none if none runs then.
 
 The local executor runs the scripts from a folder, the Job executor from a ConfigMap in Jobs whose pods
 podsim runs (``podsim.mdops.io/run: exec``: the runner really runs, on this machine).
@@ -25,7 +28,8 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
   first to its last record, so an overlap shorter than a beat can go unseen);
 - results lost: a Runbook whose result disagrees with its script's exit code, a started run with no
   result (never finished, or no ``end`` record while its Runbook says it ended), a deleted run that the
-  ledger does not remember as cancelled or as what its script did (must be 0);
+  ledger does not remember as cancelled or as what its script did (must be 0; one deleted by force while
+  no controller ran is never seen, and may have no result at all: counted, ``forced_unrecorded``);
 - not run: request ids that never started and ended failed (``never started``, ``Lost``): allowed (at most
   once), counted;
 - cancelled: a run recorded "cancelled before it started" whose script started, or one whose script
@@ -147,6 +151,7 @@ class Planned:
     beats: int
     exit_code: int
     delete_mid_run: bool = False
+    force: bool = False  # deleted mid-run by force: its finalizer taken off first
     recreate: bool = False
     cancel: str = ""  # "early": as the next run is created; "running": once its script has started
 
@@ -161,7 +166,9 @@ class Planned:
         })  # fmt: skip
 
 
-def plan(rng: random.Random, count: int, targets: int, cancel: float = 0.0) -> list[Planned]:
+def plan(
+    rng: random.Random, count: int, targets: int, cancel: float = 0.0, force_delete: float = 0.0
+) -> list[Planned]:
     runs = []
     for index in range(count):
         command = rng.choice(COMMANDS)
@@ -177,6 +184,8 @@ def plan(rng: random.Random, count: int, targets: int, cancel: float = 0.0) -> l
         if cancel and not (run.delete_mid_run or run.recreate) and rng.random() < cancel:
             run.cancel = rng.choice(("early", "running"))
             run.beats = 30 if run.cancel == "running" else run.beats
+        # Drawn only with --force-delete, likewise.
+        run.force = bool(force_delete and run.delete_mid_run and rng.random() < force_delete)
         runs.append(run)
     return runs
 
@@ -456,8 +465,17 @@ class Soak:
             if error.status != 409 or any(stored.get(key) != value for key, value in body["spec"].items()):
                 raise
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, force: bool = False) -> None:
+        """Delete the Runbook ``name``; ``force``: its finalizers taken off first, so that it goes at once."""
         try:
+            if force:
+                persistently(
+                    self.custom.patch_namespaced_custom_object,
+                    *self._args(),
+                    name,
+                    {"metadata": {"finalizers": None}},
+                    within=OUTAGE_SECONDS,
+                )
             persistently(
                 self.custom.delete_namespaced_custom_object, *self._args(), name, within=OUTAGE_SECONDS
             )
@@ -515,7 +533,7 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         rng = random.Random(self.args.seed)
-        runs = plan(rng, self.args.count, self.args.targets, self.args.cancel)
+        runs = plan(rng, self.args.count, self.args.targets, self.args.cancel, self.args.force_delete)
         if self.api is not None:  # the API names a Runbook after its request id
             for run in runs:
                 run.name = object_name(run.request_id)
@@ -632,7 +650,7 @@ class Soak:
         for run in list(pending):
             if run.request_id in started or force:
                 before += run.request_id not in started
-                self.delete(run.name)
+                self.delete(run.name, force=run.force)
                 pending.remove(run)
         return before
 
@@ -671,7 +689,7 @@ class Soak:
             span = spans.setdefault(fields[1], [int(fields[3]), int(fields[3])])
             span[1] = max(span[1], int(fields[3]))
         problems: list[str] = []
-        lost = not_run = duplicates = 0
+        lost = not_run = duplicates = forced_unrecorded = 0
         not_run_why: Counter[str] = Counter()
         cancelled: Counter[str] = Counter()
 
@@ -681,7 +699,9 @@ class Soak:
                 names.remove(run.name)
             if run.delete_mid_run:
                 result = self.ledger(run.request_id)
-                if starts[run.request_id] and run.request_id not in ends:
+                if run.force and starts[run.request_id] and not result:
+                    forced_unrecorded += 1  # gone while no controller ran: nobody saw it go
+                elif starts[run.request_id] and run.request_id not in ends:
                     if not result or result.get("exitCode") != 130:
                         lost += 1
                         problems.append(f"{run.name}: deleted mid-run, ledger says {result}")
@@ -768,6 +788,8 @@ class Soak:
             "not_run_why": dict(not_run_why),
             "duplicates": duplicates,
             "deleted_mid_run": sum(run.delete_mid_run for run in runs),
+            "deleted_by_force": sum(run.force for run in runs),
+            "forced_unrecorded": forced_unrecorded,
             "cancelled": sum(bool(run.cancel) for run in runs),
             "cancelled_as": dict(cancelled),
             "problems": problems,
@@ -796,6 +818,12 @@ def main() -> None:
         "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
     )
     parser.add_argument("--cancel", type=float, default=0.0, help="the fraction of the runs cancelled")
+    parser.add_argument(
+        "--force-delete",
+        type=float,
+        default=0.0,
+        help="the fraction of the runs deleted mid-run whose finalizer is taken off first",
+    )
     parser.add_argument(
         "--freeze",
         type=float,
