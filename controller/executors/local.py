@@ -244,6 +244,17 @@ class LocalRun:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
+    async def over(self) -> bool:
+        """Whether nothing of the run may run any more (no controller watching it: its Runbook went unseen):
+        its runner is gone. What a runner that died without a result left in its session is ended first,
+        as for a run a controller watches (:meth:`_lost`); what a script left running after its runner's
+        own end is left alone, as it is then."""
+        if self._alive():
+            return False
+        if not (self.folder / "result.json").exists():
+            await self._end_session()
+        return True
+
     async def release(self) -> None:
         """The result is recorded: the run's folder (its log and result) may go after its TTL
         (:class:`Sweeper`), which begins now."""
@@ -321,12 +332,12 @@ class LocalExecutor:
         )
 
     async def may_run(self, namespace: str, name: str, uid: str) -> bool:
-        """Whether a process of its run lives (its runner, or what its script left in the runner's session),
-        or a launcher asked to start its runner may still do so."""
+        """Whether its runner lives (:meth:`LocalRun.over`), or a launcher asked to start its runner may
+        still do so."""
         folder = self.settings.state_dir / namespace / uid
-        session = LocalRun(folder, 0).pid
-        if session is not None:
-            return bool(await asyncio.to_thread(session_members, session))
+        run = LocalRun(folder, 0)
+        if run.pid is not None:
+            return not await run.over()
         if (folder / PID_FILE).exists():  # declared never started: a runner that comes runs nothing
             return False
         try:
