@@ -496,13 +496,20 @@ class Dispatcher:
                 task.add_done_callback(lambda done, uid=entry.uid: self._shown(uid, done))
 
     def _advance(self, target: str) -> None:
-        """Let the lane's head take the lock when nobody ahead holds it."""
+        """Let the lane's head take the lock when nobody ahead holds it, and its last try's wait is over (a
+        lock held outside the lane, a refused Job's next ask): the lane's other events (an arrival, a Queued
+        status written) made it try again at once, a Lease and a Runbook read, or a Job create, each time."""
         lane = self.lanes.get(target)
         if lane is None:
             return
         if lane.busy is None and lane.entries:
             head = lane.entries[0]
-            if head.stage is Stage.WAITING and self._idle(head.uid) and not lane.unsettled(head):
+            if (
+                head.stage is Stage.WAITING
+                and self._idle(head.uid)
+                and not head.retry_at
+                and not lane.unsettled(head)
+            ):
                 lane.busy = head
                 self._make_ready(head)
         metrics.QUEUE_DEPTH.labels(target).set(lane.waiting())
@@ -640,7 +647,13 @@ class Dispatcher:
                 return
 
     def _again(self, entry: Entry) -> None:
-        if self.entries.get(entry.uid) is not entry or not self._idle(entry.uid):
+        """Its wait is over (or a deletion or cancel cut it short): its next step may come; if a step of it
+        is in progress, or its Queued status is being written, when that ends (:meth:`_ended`,
+        :meth:`_shown`)."""
+        if self.entries.get(entry.uid) is not entry:
+            return
+        entry.retry_at = 0.0
+        if not self._idle(entry.uid):
             return
         if entry.stage is Stage.NEW:
             heapq.heappush(self.fresh, (entry.admission, entry.uid))

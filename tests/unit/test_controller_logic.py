@@ -472,6 +472,51 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
     asyncio.run(scenario())
 
 
+def test_a_lane_head_waiting_for_a_lock_held_elsewhere_asks_again_once_its_wait_is_over_not_at_each_arrival():
+    """The head of a target's lane whose lock a Runbook outside the lane holds (one deleted by force whose
+    run goes on, a refused Job's next ask alike) asks again after its wait, not each time something else
+    happens on its target: each arrival behind it, and each of their Queued statuses written, made it ask
+    at once (a Lease and a Runbook read each time; for a refused Job, a create)."""
+
+    class ScriptedRuns:
+        services = types.SimpleNamespace(kube=None)
+
+        def __init__(self) -> None:
+            self.asks = 0
+            self.shown: list[str] = []
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            return runs.Next(runs.Outcome.OWNER)
+
+        async def show_queued(self, entry, behind: str) -> None:
+            self.shown.append(entry.name)
+
+        async def run(self, entry, stopping) -> runs.Next:
+            assert entry.name == "head", entry.name
+            self.asks += 1
+            return runs.Next(runs.Outcome.RETRY, 1.0, holder="gone-holder")
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        dispatcher.listing_ended(set())
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            dispatcher.observe(None, failover("head", created="2026-01"))
+            await until(lambda: scripted.asks == 1, "the head's first ask")
+            behind = [f"behind-{n}" for n in range(5)]
+            for name in behind:
+                dispatcher.observe(None, failover(name, created="2026-02"))
+            await until(lambda: sorted(scripted.shown) == behind, "the Queued statuses of those behind")
+            await until(lambda: not dispatcher.tasks and not dispatcher.showing, "their steps to end")
+            assert scripted.asks == 1
+            await until(lambda: scripted.asks == 2, "the head's ask once its wait is over", seconds=5)
+        finally:
+            loop.cancel()
+
+    asyncio.run(scenario())
+
+
 def test_a_burst_on_one_target_runs_one_at_a_time_in_order_whatever_its_writes_and_runs_take():
     """200 runs of one target, admitted as they come, each step taking a random few milliseconds (seeded):
     every run starts, in creation order, never two at once."""
