@@ -5,6 +5,7 @@ deletes, and what an audit line says. Data in, data out: no control plane."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import json
@@ -13,6 +14,7 @@ import random
 import re
 import socket
 import types
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -422,6 +424,19 @@ async def until(check, what: str, seconds: float = 5) -> None:
         await asyncio.sleep(0.001)
 
 
+@contextlib.asynccontextmanager
+async def dispatching(scripted) -> AsyncIterator[Dispatcher]:
+    """A dispatcher over the scripted ``Runs``, its loop running, after a listing of none (the Runbooks come
+    as they are made)."""
+    dispatcher = Dispatcher(scripted, SETTINGS)
+    dispatcher.listing_ended(set())
+    loop = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher
+    finally:
+        loop.cancel()
+
+
 def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_is_being_written():
     """The lane's next run may take the lock once the run ahead of it has ended and its own Queued status
     is written, in whichever order these two come (the status may be slow: an API server just restarted)."""
@@ -452,10 +467,7 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
 
     async def scenario() -> None:
         scripted = ScriptedRuns()
-        dispatcher = Dispatcher(scripted, SETTINGS)
-        dispatcher.listing_ended(set())  # kopf listed none: the Runbooks come as they are made
-        loop = asyncio.create_task(dispatcher.run())
-        try:
+        async with dispatching(scripted) as dispatcher:
             dispatcher.observe(None, failover("first"))
             await until(lambda: scripted.started == ["first"], "the first run")
             dispatcher.observe(None, failover("second"))
@@ -466,8 +478,6 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
             assert scripted.started == ["first"]
             scripted.queued_written.set()
             await until(lambda: scripted.started == ["first", "second"], "the second run")
-        finally:
-            loop.cancel()
 
     asyncio.run(scenario())
 
@@ -498,10 +508,7 @@ def test_a_lane_head_waiting_for_a_lock_held_elsewhere_asks_again_once_its_wait_
 
     async def scenario() -> None:
         scripted = ScriptedRuns()
-        dispatcher = Dispatcher(scripted, SETTINGS)
-        dispatcher.listing_ended(set())
-        loop = asyncio.create_task(dispatcher.run())
-        try:
+        async with dispatching(scripted) as dispatcher:
             dispatcher.observe(None, failover("head", created="2026-01"))
             await until(lambda: scripted.asks == 1, "the head's first ask")
             behind = [f"behind-{n}" for n in range(5)]
@@ -511,8 +518,6 @@ def test_a_lane_head_waiting_for_a_lock_held_elsewhere_asks_again_once_its_wait_
             await until(lambda: not dispatcher.tasks and not dispatcher.showing, "their steps to end")
             assert scripted.asks == 1
             await until(lambda: scripted.asks == 2, "the head's ask once its wait is over", seconds=5)
-        finally:
-            loop.cancel()
 
     asyncio.run(scenario())
 
@@ -552,16 +557,11 @@ def test_a_burst_on_one_target_runs_one_at_a_time_in_order_whatever_its_writes_a
 
     async def scenario() -> None:
         scripted = RandomRuns()
-        dispatcher = Dispatcher(scripted, SETTINGS)
-        dispatcher.listing_ended(set())  # kopf listed none: the Runbooks come as they are made
-        loop = asyncio.create_task(dispatcher.run())
-        try:
+        async with dispatching(scripted) as dispatcher:
             for i, name in enumerate(names):
                 dispatcher.observe(None, failover(name, f"2026-12-03T08:{i // 60:02d}:{i % 60:02d}Z"))
                 await scripted.pause()
             await until(lambda: len(scripted.started) == len(names), "every run", seconds=30)
-        finally:
-            loop.cancel()
         assert scripted.started == names
         assert scripted.most == 1
 
@@ -595,15 +595,10 @@ def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again(
 
     async def scenario() -> None:
         scripted = ScriptedRuns()
-        dispatcher = Dispatcher(scripted, SETTINGS)
-        dispatcher.listing_ended(set())  # kopf listed none: the Runbooks come as they are made
-        loop = asyncio.create_task(dispatcher.run())
-        try:
+        async with dispatching(scripted) as dispatcher:
             dispatcher.observe(None, failover("older", "2026-12-03T08:00:00Z"))
             dispatcher.observe(None, failover("newer", "2026-12-03T08:00:01Z"))
             await until(lambda: scripted.asked["older"] >= 40, "the head's asks for the lock")
-        finally:
-            loop.cancel()
         assert scripted.asked["newer"] == 1, scripted.asked
 
     asyncio.run(scenario())
@@ -663,10 +658,7 @@ def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its
 
     async def scenario() -> None:
         scripted = ScriptedRuns()
-        dispatcher = Dispatcher(scripted, SETTINGS)
-        dispatcher.listing_ended(set())
-        loop = asyncio.create_task(dispatcher.run())
-        try:
+        async with dispatching(scripted) as dispatcher:
             body = failover("frozen")
             dispatcher.observe(None, body)
             await until(lambda: scripted.steps == [False], "the step that makes it wait")
@@ -676,8 +668,6 @@ def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its
             dispatcher.observe("MODIFIED", stop(body))
             scripted.may_end.set()
             await until(lambda: "uid-frozen" not in dispatcher.entries, "the deleted Runbook's next step", 2)
-        finally:
-            loop.cancel()
         assert scripted.steps == [False, True]
 
     asyncio.run(scenario())
