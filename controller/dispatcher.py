@@ -109,6 +109,7 @@ class Entry:
     refused_since: float = 0.0  # when the API server first refused its Job (the event loop's time)
     retry_at: float = 0.0  # when its last RETRY asked to be tried again (the event loop's time)
     settled_at: float = 0.0  # when it settled (monotonic), for the sweep of leave events that never show
+    orphan: bool = False  # taken from its claim: its Runbook went unseen (:meth:`Dispatcher.take_orphan`)
 
     @classmethod
     def from_body(cls, body: dict[str, Any], seq: int, settings: ControllerSettings) -> Entry:
@@ -270,6 +271,7 @@ class Dispatcher:
         self.unseen: set[str] | None = None  # those of the listing not seen yet (None: not listed yet)
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
+        self.orphan_look: asyncio.Task | None = None  # the last look for orphans (:meth:`_take_orphans`)
         self.sweep: asyncio.TimerHandle | None = None  # the next sweep of settled entries
         self.trimmer = Trimmer(runs.services.kube, settings.namespace, settings.ledger_size, self.named)
         self.cap = Cap(settings.max_unfinished_per_namespace)
@@ -356,6 +358,62 @@ class Dispatcher:
         if self.unseen is not None and not self.unseen:
             self.listed, self.seen, self.unseen = True, set(), None
             self.wake()
+            self.orphan_look = asyncio.ensure_future(self._take_orphans(self.stopping))
+
+    async def _take_orphans(self, epoch: asyncio.Event) -> None:
+        """Once every unfinished Runbook is in view (as the controller starts, as it resumes), take the
+        orphans that the ledger holds (:meth:`controller.runs.Runs.orphans`): one list of the unfinished
+        claims, nothing per finished run."""
+        while not epoch.is_set():  # set once paused: the active replica looks
+            try:
+                async for claim in self.runs.orphans(self.settings.namespace, self.in_view):
+                    if not epoch.is_set():
+                        self.take_orphan(claim)
+                return
+            except Exception:  # tried again: nobody else ends those runs
+                log.exception(
+                    "looking for the runs of Runbooks gone unseen failed; again in %.0fs", ERROR_RETRY_SECONDS
+                )
+                await asyncio.sleep(ERROR_RETRY_SECONDS)
+
+    def take_orphan(self, claim: Claim) -> None:
+        """Take the claim of a Runbook that went while no controller saw it (found after a listing, or by
+        a duplicate's admission): its run, if one started, is stopped as a deleted Runbook's is, at once and
+        without a lock or a slot (:meth:`controller.runs.Runs.run`), its end recorded for its request id and
+        its lock released; one that provably never started frees its request id. The duplicates of its
+        request id wait for that (parked)."""
+        known = self.entries.get(claim.uid)
+        if self.paused or (known is not None and known.stage is not Stage.SETTLED):
+            return
+        namespace, _, name = claim.runbook.partition("/")
+        spec = {"command": claim.command, "requestId": claim.annotations.get(keys.REQUEST_ID, name)}
+        entry = Entry(
+            uid=claim.uid,
+            name=name,
+            namespace=namespace,
+            created="",
+            seq=claim.arrival,
+            spec=spec,
+            generation=1,
+            group=claim.annotations.get(keys.LOCK_GROUP, "default"),
+            raw_status={},
+            finalizers=[],
+            deleting=True,
+            claim=claim,
+            left=True,
+            gone=True,
+            orphan=True,
+        )
+        log.warning(
+            "%s/%s went while no controller saw it, after its run may have started: its run is looked for,"
+            " stopped and recorded",
+            namespace,
+            name,
+        )
+        self.entries[entry.uid] = entry
+        self.requests[entry.request_id].append(entry)
+        self._make_ready(entry)
+        self.wake()
 
     def _left(self, entry: Entry) -> None:
         """The Runbook left the watch: it finished (our doing, or another replica's) or was deleted."""
@@ -586,6 +644,8 @@ class Dispatcher:
         elif outcome.outcome is Outcome.PARKED:
             self._leave_lane(entry)
             entry.stage = Stage.PARKED
+            if outcome.orphan is not None:
+                self.take_orphan(outcome.orphan)
             self.parked[outcome.owner].append(entry)
             if not self.in_view(outcome.owner):  # not in view yet: look again in a while
                 asyncio.get_running_loop().call_later(ERROR_RETRY_SECONDS, self._unpark, outcome.owner)

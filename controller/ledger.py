@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +44,13 @@ def lease_name(request_id: str) -> str:
 
 def lease_body(name: str, holder: str, annotations: dict[str, str], version: str = "") -> dict[str, Any]:
     """A ledger Lease as written: all of it is the holder's uid and the annotations (a replace without
-    managedFields keeps the server's)."""
-    metadata: dict[str, Any] = {
-        "name": name,
-        "labels": {keys.LEDGER_LABEL: "true", keys.MANAGED_BY: keys.MANAGER},
-        "annotations": annotations,
-    }
+    managedFields keeps the server's). Labelled unfinished until its run's end is recorded, so that the
+    claims of runs whose Runbook went unseen are found without reading the finished ones
+    (:meth:`Ledger.unfinished`), in the writes that make and finish the claim."""
+    labels = {keys.LEDGER_LABEL: "true", keys.MANAGED_BY: keys.MANAGER}
+    if keys.RESULT not in annotations:
+        labels[keys.UNFINISHED_LABEL] = "true"
+    metadata: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
     if version:
         metadata["resourceVersion"] = version
     return {"metadata": metadata, "spec": {"holderIdentity": holder}}
@@ -90,6 +91,11 @@ class Entry:
         return self.annotations.get(keys.REQUEST, request) != request
 
     @property
+    def command(self) -> str:
+        """Its Runbook's command ("" in a claim made before claims named it)."""
+        return self.annotations.get(keys.COMMAND_LABEL, "")
+
+    @property
     def unstarted(self) -> bool:
         """Whether its run has not started: its Runbook has had no finalizer since the claim, so it may have
         gone unseen (deleted while no controller ran), and its request id may be freed then."""
@@ -120,13 +126,23 @@ class Ledger:
         self.kube = kube
 
     async def claim(
-        self, namespace: str, request_id: str, uid: str, name: str, arrival: int, request: str
+        self,
+        namespace: str,
+        request_id: str,
+        uid: str,
+        name: str,
+        arrival: int,
+        request: str,
+        command: str,
+        group: str,
     ) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival`` asking ``request`` (the
-        fingerprint of its request fields); return the entry of whoever owns it (a claim made before a
-        restart keeps its arrival). The claim says that its run has not started (:attr:`Entry.unstarted`)
-        from the write that makes it: a run that waits (for its lock, a slot, the gate) has no finalizer, and
-        deleted while no controller runs it goes unseen. In a namespace being deleted,
+        fingerprint of its request fields) to run ``command`` under the lock of ``group``; return the entry of
+        whoever owns it (a claim made before a restart keeps its arrival). The claim says that its run has
+        not started (:attr:`Entry.unstarted`) from the write that makes it: a run that waits (for its lock, a
+        slot, the gate) has no finalizer, and deleted while no controller runs it goes unseen. Its command
+        and group are what a controller needs to end a run whose Runbook went unseen
+        (:meth:`controller.dispatcher.Dispatcher.take_unseen`). In a namespace being deleted,
         whose Leases went with it and where no Lease can be created, the claim is the Runbook's without a
         Lease (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
         annotations = {
@@ -134,6 +150,8 @@ class Ledger:
             keys.RUNBOOK: f"{namespace}/{name}",
             keys.ARRIVAL: str(arrival),
             keys.REQUEST: request,
+            keys.COMMAND_LABEL: command,
+            keys.LOCK_GROUP: group,
             keys.UNSTARTED: "true",
         }
         body = lease_body(lease_name(request_id), uid, annotations)
@@ -150,6 +168,19 @@ class Ledger:
     async def lookup(self, namespace: str, request_id: str) -> Entry | None:
         lease = await self.kube.get_lease(namespace, lease_name(request_id))
         return Entry.from_lease(lease) if lease else None
+
+    async def read(self, entry: Entry, namespace: str) -> Entry | None:
+        """The entry as its Lease is now; None if it is gone."""
+        lease = await self.kube.get_lease(namespace, entry.name)
+        return Entry.from_lease(lease) if lease else None
+
+    async def unfinished(self, namespace: str) -> AsyncIterator[Entry]:
+        """The entries whose run's end is not recorded (their label says so), page by page: the runs going
+        on or waiting, not the finished ones."""
+        params = {"labelSelector": f"{keys.LEDGER_LABEL}=true,{keys.UNFINISHED_LABEL}=true"}
+        async for items in self.kube.pages(self.kube.lease_path(namespace), params=params):
+            for lease in items:
+                yield Entry.from_lease(lease)
 
     async def release(self, entry: Entry, namespace: str) -> None:
         """Give up an unfinished claim (its Runbook was deleted before it ran, or the gate ended it). The

@@ -31,7 +31,7 @@ import contextlib
 import datetime
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,8 @@ class Next:
     outcome: Outcome
     delay: float = 0.0
     owner: str = ""  # PARKED: the uid of the original
+    # PARKED: the original's claim if its Runbook went unseen: its run is ended first (Dispatcher.take_orphan)
+    orphan: ledger.Entry | None = None
     holder: str = ""  # RETRY: the name of the Runbook that holds the lock it waits for
 
 
@@ -299,7 +301,14 @@ class Runs:
         twice the gate's own cost, for every held run at each look and in the herd at a freeze's end)."""
         request = request_fingerprint(entry.spec)
         claim = entry.claim or await self.services.ledger.claim(
-            entry.namespace, entry.request_id, entry.uid, entry.name, entry.seq, request
+            entry.namespace,
+            entry.request_id,
+            entry.uid,
+            entry.name,
+            entry.seq,
+            request,
+            entry.command,
+            entry.group,
         )
         if (
             claim.uid != entry.uid
@@ -334,7 +343,10 @@ class Runs:
         if in_view(claim.uid):  # the original runs (or waits) here: wait for its result, holding nothing
             return await self._park(entry, claim)
         earlier = await self._earlier(claim)
-        if earlier is None:
+        if earlier is None:  # deleted by force, unseen, after its run may have started: it is ended first
+            if claim.command:
+                return Next(Outcome.PARKED, owner=claim.uid, orphan=claim)
+            # A claim made before claims named their command: its run cannot be ended here.
             cancelled = failure(ExitCode.CANCELLED, "the earlier run was deleted unfinished")
             return await self.settle_duplicate(entry, claim, cancelled)
         status = RunbookStatus.read(earlier.get("status") or {})
@@ -634,6 +646,18 @@ class Runs:
         entry.claim, entry.deleting = claim, True  # deleted: its next step stops what it finds
         return True
 
+    async def orphans(self, namespace: str, in_view: Callable[[str], bool]) -> AsyncIterator[ledger.Entry]:
+        """The claims whose run's end is not recorded and whose Runbook went while no controller saw it
+        (deleted by force while none ran, or while the one stopping its run died before it recorded the
+        end): nobody else ends their runs. Each is read again once its Runbook was found gone: a run that
+        this controller saw go may have been ended meanwhile."""
+        async for claim in self.services.ledger.unfinished(namespace):
+            if in_view(claim.uid) or await self._earlier(claim) is not None:
+                continue
+            current = await self.services.ledger.read(claim, namespace)
+            if current is not None and current.uid == claim.uid and current.result is None:
+                yield current
+
     async def forget(self, entry: Entry) -> Next:
         """The Runbook was deleted (or is gone) and no run of it was ever started: its request id, its
         lock and its finalizer go."""
@@ -646,8 +670,9 @@ class Runs:
 
     async def _release_prepared(self, entry: Entry) -> None:
         """What was prepared for a run that never started goes (a suspended Job, a folder without a runner).
-        Only a run that got its finalizer (:meth:`_protect`) got as far as being prepared."""
-        if keys.FINALIZER in entry.finalizers and not entry.gone:
+        Only a run that got its finalizer (:meth:`_protect`) got as far as being prepared, or an orphan's
+        (its Runbook gone, it may have been)."""
+        if (keys.FINALIZER in entry.finalizers and not entry.gone) or entry.orphan:
             await self.services.executor.handle(self.request(entry)).release()
 
     # -- 2. the run ----------------------------------------------------------------------------

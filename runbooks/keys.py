@@ -33,8 +33,9 @@ MANAGER = "mdops"  # the controller's objects (Leases, Jobs)
 API_MANAGER = "mdops-api"  # Runbooks the REST API created
 RUNNER_NAME = "mdops-runner"
 RUNBOOK_LABEL = f"{GROUP}/runbook"  # on a Job and its pods: the Runbook's name
-COMMAND_LABEL = f"{GROUP}/command"
+COMMAND_LABEL = f"{GROUP}/command"  # on a Job and its pods; an annotation on a ledger Lease (its Runbook's)
 LEDGER_LABEL = f"{GROUP}/ledger"  # "true" on the ledger's Leases
+UNFINISHED_LABEL = f"{GROUP}/unfinished"  # "true" on a ledger Lease whose run's end is not recorded yet
 LOCK_LABEL = f"{GROUP}/lock"  # "true" on the target locks' Leases
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by Kubernetes on a Job's pods
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"  # set by Kubernetes on a Job's pods: the Job's uid
@@ -50,7 +51,7 @@ DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks th
 # On a ledger Lease: its run has not started (it is written with the claim and taken off before the Runbook
 # gets its finalizer). Named when only the runs the gate held had it: claims written then still say so.
 UNSTARTED = f"{GROUP}/held"
-LOCK_GROUP = f"{GROUP}/group"
+LOCK_GROUP = f"{GROUP}/group"  # on a target lock's Lease, and on a ledger Lease: its Runbook's lock group
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering
 
 # -- a Job run's start claim (runner/claim.py): a Lease, made by the pod that runs the script ---------

@@ -871,38 +871,89 @@ def test_a_runbook_deleted_while_no_controller_ran_has_its_run_stopped_before_th
     assert ledger_result(api_client, namespace, "deleted")["exitCode"] == 130  # remembered as cancelled
 
 
-def test_a_runbook_deleted_by_force_while_no_controller_ran_keeps_its_targets_lock_until_its_run_ends(
-    start_controller, rbs, env, namespace
+def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recorded_at_the_next_start(
+    start_controller, rbs, env, api_client, namespace
 ):
     """A failover's finalizer taken away and the Runbook deleted while no controller ran: no controller saw
-    it go, so nobody stopped its run, whose script goes on. The next failover on its target takes the lock
-    once that run has ended, not before: the lock's holder being gone, it took it at once, and the two ran
-    together."""
+    it go. Its claim (no result, its run may have started) is found as the next controller starts: the
+    run is stopped, its end recorded (a Runbook with its request id shows it), its folder released and its
+    target's lock let go, so that the next failover runs after it, never beside it. Before, nobody stopped
+    it: the next failover waited for its script's own end, which was never recorded."""
     first = start_controller("first", **script_env(env))
-    rbs.create("forced", command="failover")
+    uid = rbs.create("forced", command="failover")["metadata"]["uid"]
     wait_started(env, "forced")
+    pid = script_pid(env, "forced")
     kill(first)
     rbs.set_finalizers("forced", [])
     rbs.delete("forced")
     wait_until(lambda: rbs.gone("forced"), 30, "the Runbook deleted by force to go")
     second = start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
     rbs.create("after", command="failback")
-    wait_until(
-        lambda: "after waits: the lock is held by forced" in second.process.log.read_text(),
-        30,
-        "the next failover to wait for the lock of the one deleted by force",
-        [second.process],
-    )
-    assert "after" not in started(env)
+    wait_until(lambda: not alive(pid), 30, "the forced one's script to be stopped", [second.process])
+    wait_until(lambda: ledger_result(api_client, namespace, "forced"), 30, "its end to be recorded")
+    recorded = ledger_result(api_client, namespace, "forced")
+    assert recorded["exitCode"] == 130 and recorded["message"].startswith("cancelled"), recorded
     release(env)
     assert rbs.wait_finished("after")["status"]["result"] == "success"
     found = spans(env)
-    assert found["forced"]["last"] < found["after"]["first"], (
-        "the next run overlapped the one deleted by force"
+    assert found["forced"]["last"] < found["after"]["first"], "the next run overlapped the forced one"
+    assert not [line for line in lines(env / "runs.log") if line.startswith("forced end")]
+    assert (Path(first.env["MDOPS_STATE_DIR"]) / namespace / uid / "released").exists()
+    rbs.create("again", command="failover", request_id="forced")
+    status = rbs.wait_finished("again")["status"]
+    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/forced"), status
+    assert started(env) == ["forced", "after"]
+
+
+def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recorded_and_its_pods_go(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The seed-76 soak's unrecorded forced deletions: a controller stops a deleted Runbook's run (its Job
+    deleted, its pods kept until their end is read) and dies before it reads the end; then the Runbook's
+    finalizer is taken away. No controller sees the Runbook any more. The next one finds its claim as it
+    starts, reads the pod's end (the runner's report of its stop) and records it, and lets the pods go:
+    before, they kept their finalizer for ever, and the request id had no result."""
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create("forced-job", command="failover")
+    wait_started(env, "forced-job")
+    rule = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/status"]}
+    pods = client.CoreV1Api(api_client)
+    with held_writes(api_client, env / "webhook", f"{namespace}-pod-ends", namespace, rule) as held:
+        rbs.delete("forced-job")  # our finalizer keeps it: the controller stops its run
+        wait_until(
+            lambda: all(job.metadata.deletion_timestamp for job in jobs(api_client, namespace)),
+            60,
+            "the controller to stop the run",
+        )
+        assert held.asked.wait(30), "podsim did not write the pod's end"
+        kill(first)
+        held.released.set()
+
+        def kept() -> bool:  # the pod's end written; the pod kept for its end to be read
+            listed = pods.list_namespaced_pod(namespace).items
+            return bool(listed) and all(
+                pod.status.phase in ("Succeeded", "Failed")
+                and keys.RESULT_FINALIZER in (pod.metadata.finalizers or [])
+                for pod in listed
+            )
+
+        wait_until(kept, 60, "the stopped pod's end to be written, the pod kept")
+    rbs.set_finalizers("forced-job", [])
+    wait_until(lambda: rbs.gone("forced-job"), 30, "the Runbook deleted by force to go")
+    assert ledger_result(api_client, namespace, "forced-job") is None
+    second = start_controller("second", **settings)
+    wait_until(
+        lambda: ledger_result(api_client, namespace, "forced-job"),
+        60,
+        "its end to be recorded",
+        [second.process],
     )
-    assert any(line.startswith("forced end") for line in lines(env / "runs.log")), (
-        "its script was not let end"
-    )
+    recorded = ledger_result(api_client, namespace, "forced-job")
+    assert recorded["exitCode"] == 130 and recorded["message"].startswith("cancelled"), recorded
+    wait_until(lambda: not pods.list_namespaced_pod(namespace).items, 60, "the kept pods to go")
+    wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go")
+    assert started(env) == ["forced-job"]
 
 
 def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_free_their_request_ids(

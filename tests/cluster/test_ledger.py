@@ -20,7 +20,9 @@ def claims_then_released(cluster, namespace: str, change) -> None:
         kube = KubeApi(lambda: login.from_kubeconfig(cluster.kubeconfig))
         try:
             book = ledger.Ledger(kube)
-            claim = await book.claim(namespace, "req-1", "uid-1", "first", 1, "request")
+            claim = await book.claim(
+                namespace, "req-1", "uid-1", "first", 1, "request", "failover", "default"
+            )
             assert claim.unstarted
             await change(book, await book.lookup(namespace, "req-1"))
             await book.release(claim, namespace)
@@ -69,7 +71,9 @@ def freed_then(cluster, namespace: str, step):
         kube = KubeApi(lambda: login.from_kubeconfig(cluster.kubeconfig))
         try:
             book = ledger.Ledger(kube)
-            claim = await book.claim(namespace, "req-1", "uid-1", "first", 1, "request")
+            claim = await book.claim(
+                namespace, "req-1", "uid-1", "first", 1, "request", "failover", "default"
+            )
             await book.release(await book.lookup(namespace, "req-1"), namespace)
             return await step(book, claim)
         finally:

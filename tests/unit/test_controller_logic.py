@@ -407,7 +407,17 @@ def failover(name: str, created: str = "2026") -> dict:
 FROZEN = {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "OutsideChangeWindow"}]}
 
 
-class HeldRuns:
+class StandIn:
+    """What each stand-in for :class:`runs.Runs` has: no API server, and no orphans in the ledger."""
+
+    services = types.SimpleNamespace(kube=None)
+
+    async def orphans(self, namespace, in_view):
+        return
+        yield
+
+
+class HeldRuns(StandIn):
     """Runs that the gate holds, each admitted one."""
 
     services = types.SimpleNamespace(kube=None, lock=types.SimpleNamespace(forget=lambda: None))
@@ -441,10 +451,8 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
     """The lane's next run may take the lock once the run ahead of it has ended and its own Queued status
     is written, in whichever order these two come (the status may be slow: an API server just restarted)."""
 
-    class ScriptedRuns:
+    class ScriptedRuns(StandIn):
         """The run's steps as the dispatcher calls them, each ending when the scenario says."""
-
-        services = types.SimpleNamespace(kube=None)
 
         def __init__(self) -> None:
             self.first_may_end = asyncio.Event()
@@ -482,15 +490,89 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
     asyncio.run(scenario())
 
 
+def orphan_claim(name: str, request_id: str) -> ledger.Entry:
+    """The claim of a Runbook ``name`` whose run may have started (its mark is off), with no result."""
+    annotations = {
+        keys.REQUEST_ID: request_id,
+        keys.RUNBOOK: f"ns/{name}",
+        keys.COMMAND_LABEL: "failover",
+        keys.LOCK_GROUP: "default",
+    }
+    lease = {
+        "metadata": {
+            "name": ledger.lease_name(request_id),
+            "resourceVersion": "7",
+            "annotations": annotations,
+        }
+    }
+    return ledger.Entry.from_lease({**lease, "spec": {"holderIdentity": f"uid-{name}"}})
+
+
+def test_an_orphan_is_ended_once_at_once_and_the_duplicates_of_its_request_id_wait_for_its_end():
+    """A claim whose Runbook went unseen, found after the listing and again by a duplicate's admission, is
+    ended once, as a deleted Runbook's run (nothing of it starts, no slot is waited for: every slot is
+    taken); the duplicate waits for that end, then is admitted again (and shows it)."""
+
+    class ScriptedRuns(StandIn):
+        def __init__(self) -> None:
+            self.steps: list[tuple[str, bool, bool, bool]] = []  # name, gone, deleting, orphan
+            self.admitted: list[str] = []
+            self.orphan_may_end = asyncio.Event()
+            self.busy_may_end = asyncio.Event()
+
+        async def orphans(self, namespace, in_view):
+            await until(lambda: len(self.steps) == SETTINGS.max_parallel, "every slot taken")
+            assert not in_view("uid-gone")
+            yield orphan_claim("gone", "req-x")
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            self.admitted.append(entry.name)
+            if entry.name == "again" and len(self.admitted) <= SETTINGS.max_parallel + 1:
+                return runs.Next(runs.Outcome.PARKED, owner="uid-gone", orphan=orphan_claim("gone", "req-x"))
+            return runs.Next(runs.Outcome.OWNER if entry.name != "again" else runs.Outcome.SETTLED)
+
+        async def run(self, entry, stopping) -> runs.Next:
+            self.steps.append((entry.name, entry.gone, entry.deleting, entry.orphan))
+            await (self.orphan_may_end if entry.orphan else self.busy_may_end).wait()
+            return runs.Next(runs.Outcome.SETTLED)
+
+    def check(body: dict) -> dict:
+        return {**body, "spec": {"command": "health_check"}}
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        dispatcher = Dispatcher(scripted, SETTINGS)
+        busy = [f"busy-{n}" for n in range(SETTINGS.max_parallel)]
+        for name in busy:
+            dispatcher.observe(None, check(failover(name)))
+        dispatcher.listing_ended({f"uid-{name}" for name in busy})
+        loop = asyncio.create_task(dispatcher.run())
+        try:
+            await until(lambda: len(scripted.steps) == SETTINGS.max_parallel + 1, "the orphan's step")
+            assert scripted.steps[-1] == ("gone", True, True, True)  # beside the busy runs, in no slot
+            dispatcher.observe(None, failover("again"))
+            await until(
+                lambda: dispatcher.entries["uid-again"].stage is Stage.PARKED, "the duplicate to wait"
+            )
+            assert [step[0] for step in scripted.steps].count("gone") == 1  # taken once
+            scripted.orphan_may_end.set()
+            await until(lambda: dispatcher.entries["uid-again"].stage is Stage.SETTLED, "the duplicate's end")
+            assert scripted.admitted.count("again") == 2  # once more, after the orphan's end
+            assert "uid-gone" not in dispatcher.entries and not dispatcher.named("req-x")
+        finally:
+            scripted.busy_may_end.set()
+            loop.cancel()
+
+    asyncio.run(scenario())
+
+
 def test_a_lane_head_waiting_for_a_lock_held_elsewhere_asks_again_once_its_wait_is_over_not_at_each_arrival():
     """The head of a target's lane whose lock a Runbook outside the lane holds (one deleted by force whose
     run goes on, a refused Job's next ask alike) asks again after its wait, not each time something else
     happens on its target: each arrival behind it, and each of their Queued statuses written, made it ask
     at once (a Lease and a Runbook read each time; for a refused Job, a create)."""
 
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None)
-
+    class ScriptedRuns(StandIn):
         def __init__(self) -> None:
             self.asks = 0
             self.shown: list[str] = []
@@ -526,9 +608,7 @@ def test_a_burst_on_one_target_runs_one_at_a_time_in_order_whatever_its_writes_a
     """200 runs of one target, admitted as they come, each step taking a random few milliseconds (seeded):
     every run starts, in creation order, never two at once."""
 
-    class RandomRuns:
-        services = types.SimpleNamespace(kube=None)
-
+    class RandomRuns(StandIn):
         def __init__(self) -> None:
             self.random = random.Random(11)
             self.started: list[str] = []
@@ -575,9 +655,7 @@ def test_a_lock_holder_behind_its_lanes_head_keeps_its_own_pace_of_asking_again(
     not at every one of the head's asks, which would send a refused Job every 2 s, the refusal's backoff
     undone."""
 
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None)
-
+    class ScriptedRuns(StandIn):
         def __init__(self) -> None:
             self.asked: dict[str, int] = {"older": 0, "newer": 0}
 
@@ -634,9 +712,7 @@ def test_a_deleted_or_cancelled_runbook_takes_its_next_step_at_once_whatever_its
     wait is still going (its held status written, the lock given back: CI once saw that Runbook
     Terminating for the hold's recheck, 300 s)."""
 
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None)
-
+    class ScriptedRuns(StandIn):
         def __init__(self) -> None:
             self.steps: list[bool] = []  # whether the Runbook was deleted, at each step
             self.may_end = asyncio.Event()
@@ -679,9 +755,7 @@ def test_a_new_run_is_admitted_before_the_runs_the_gate_held_before_a_restart_or
     run that comes meanwhile, never held, is admitted before them, not after minutes of their looks."""
     held = [f"held-{index}" for index in range(30)]
 
-    class ScriptedRuns:
-        services = types.SimpleNamespace(kube=None)
-
+    class ScriptedRuns(StandIn):
         def __init__(self) -> None:
             self.admitted: list[str] = []
 
@@ -759,7 +833,7 @@ def test_a_held_run_deleted_before_a_restarted_controller_admitted_it_frees_its_
     before the restart; that claim is given up, else the request id created again is a duplicate of a run
     that never ran. A Runbook never let in is forgotten without a call."""
 
-    class ScriptedRuns:
+    class ScriptedRuns(StandIn):
         services = types.SimpleNamespace(kube=types.SimpleNamespace(get_runbook=None))
 
         def __init__(self) -> None:
