@@ -348,8 +348,19 @@ class Dispatcher:
         when it gets to it, in no set order: a new Runbook listed first (by name) was admitted before the
         runs let in before a restart were seen, and let in beyond the cap. Admission begins once each listed
         Runbook has been seen (a listing after it began, after a watch that could not resume, changes
-        nothing). One that ends while paused is not counted: kopf lists again as it resumes."""
-        if self.paused or self.listed:
+        nothing). One that ends while paused is not counted: kopf lists again as it resumes.
+
+        A listing after that (kopf lists again when its watch cannot resume: a 410 after the API server
+        restarted) brings no event for the Runbooks that went meanwhile: one in view that it does not list
+        was deleted, or finished by another replica, before it (it lists the unfinished ones), and is taken
+        as having left the watch. Before, a run whose Runbook went by force in such a gap went on to its
+        end, never stopped."""
+        if self.paused:
+            return
+        if self.listed:
+            for entry in [entry for uid, entry in self.entries.items() if uid not in uids]:
+                if entry.stage is not Stage.SETTLED and not (entry.left or entry.finishing):
+                    self._left(entry)
             return
         self.unseen = uids - self.seen
         self._admit_once_listed()

@@ -490,6 +490,40 @@ def test_the_next_run_starts_when_its_predecessor_ends_while_its_queued_status_i
     asyncio.run(scenario())
 
 
+def test_a_running_runbook_that_a_listing_again_does_not_list_is_taken_as_gone_and_its_run_asked_to_stop():
+    """kopf lists the Runbooks again when its watch cannot resume (a 410 after the API server restarted),
+    and a Runbook deleted by force in that gap brings no event: the running one that the listing lacks is
+    told that it left (its run then asks the API server whether it was deleted, and is stopped if so); the
+    one it lists goes on untouched."""
+
+    class ScriptedRuns(StandIn):
+        def __init__(self) -> None:
+            self.may_end = asyncio.Event()
+
+        async def admit(self, entry, in_view) -> runs.Next:
+            return runs.Next(runs.Outcome.OWNER)
+
+        async def run(self, entry, stopping) -> runs.Next:
+            await self.may_end.wait()
+            return runs.Next(runs.Outcome.SETTLED)
+
+    async def scenario() -> None:
+        scripted = ScriptedRuns()
+        async with dispatching(scripted) as dispatcher:
+            dispatcher.observe(None, failover("forced"))
+            dispatcher.observe(None, {**failover("kept"), "spec": {"command": "health_check"}})  # no lock
+            await until(
+                lambda: all(e.stage is Stage.RUNNING for e in dispatcher.entries.values()), "both to run"
+            )
+            dispatcher.listing_ended({"uid-kept"})  # listed again, without "forced"
+            forced, kept = dispatcher.entries["uid-forced"], dispatcher.entries["uid-kept"]
+            assert forced.left and forced.cancel.is_set()
+            assert not kept.left and not kept.cancel.is_set()
+            scripted.may_end.set()
+
+    asyncio.run(scenario())
+
+
 def orphan_claim(name: str, request_id: str) -> ledger.Entry:
     """The claim of a Runbook ``name`` whose run may have started (its mark is off), with no result."""
     annotations = {
