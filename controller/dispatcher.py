@@ -416,8 +416,7 @@ class Dispatcher:
             orphan=True,
         )
         log.warning(
-            "%s/%s went while no controller saw it, after its run may have started: its run is looked for,"
-            " stopped and recorded",
+            "%s/%s went while no controller saw it: its run, if one started, is stopped and its end recorded",
             namespace,
             name,
         )

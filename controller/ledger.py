@@ -142,7 +142,7 @@ class Ledger:
         not started (:attr:`Entry.unstarted`) from the write that makes it: a run that waits (for its lock, a
         slot, the gate) has no finalizer, and deleted while no controller runs it goes unseen. Its command
         and group are what a controller needs to end a run whose Runbook went unseen
-        (:meth:`controller.dispatcher.Dispatcher.take_unseen`). In a namespace being deleted,
+        (:meth:`controller.dispatcher.Dispatcher.take_orphan`). In a namespace being deleted,
         whose Leases went with it and where no Lease can be created, the claim is the Runbook's without a
         Lease (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
         annotations = {

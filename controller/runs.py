@@ -652,8 +652,8 @@ class Runs:
         end): nobody else ends their runs. Each is read again once its Runbook was found gone: a run that
         this controller saw go may have been ended meanwhile."""
         async for claim in self.services.ledger.unfinished(namespace):
-            if in_view(claim.uid) or await self._earlier(claim) is not None:
-                continue
+            if not claim.command or in_view(claim.uid) or await self._earlier(claim) is not None:
+                continue  # (no command: a claim made before claims named it, whose run cannot be ended)
             current = await self.services.ledger.read(claim, namespace)
             if current is not None and current.uid == claim.uid and current.result is None:
                 yield current
