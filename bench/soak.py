@@ -29,7 +29,8 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
 - results lost: a Runbook whose result disagrees with its script's exit code, a started run with no
   result (never finished, or no ``end`` record while its Runbook says it ended), a deleted run that the
   ledger does not remember as cancelled or as what its script did (must be 0; one deleted by force while
-  no controller ran is never seen, and may have no result at all: counted, ``forced_unrecorded``);
+  no controller ran has a result only once a controller has started since and found its claim, which
+  the soak does not wait for: counted, ``forced_unrecorded``, expected 0);
 - not run: request ids that never started and ended failed (``never started``, ``Lost``): allowed (at most
   once), counted;
 - cancelled: a run recorded "cancelled before it started" whose script started, or one whose script
@@ -700,7 +701,7 @@ class Soak:
             if run.delete_mid_run:
                 result = self.ledger(run.request_id)
                 if run.force and starts[run.request_id] and not result:
-                    forced_unrecorded += 1  # gone while no controller ran: nobody saw it go
+                    forced_unrecorded += 1  # gone while no controller ran, no controller started since
                 elif starts[run.request_id] and run.request_id not in ends:
                     if not result or result.get("exitCode") != 130:
                         lost += 1
