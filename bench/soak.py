@@ -31,6 +31,8 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
   ledger does not remember as cancelled or as what its script did (must be 0; one deleted by force while
   no controller ran has a result only once a controller has started since and found its claim, which
   the soak does not wait for: counted, ``forced_unrecorded``, expected 0);
+- pods kept (the Job executor): pods still holding the finalizer ``ops.mdops.io/result`` once every run has
+  finished, their end never recorded (must be none);
 - not run: request ids that never started and ended failed (``never started``, ``Lost``): allowed (at most
   once), counted;
 - cancelled: a run recorded "cancelled before it started" whose script started, or one whose script
@@ -140,6 +142,7 @@ PEERING_LIFETIME = 4  # s, with --replicas: a replica killed is taken for gone a
 FREEZE_SECONDS = ((0.4, (0.2, 3.0)), (0.4, (4.0, 15.0)), (0.2, (30.0, 40.0)))
 SAMPLE_SECONDS = 0.5  # between two listings of the Runbooks' statuses (:class:`Sampler`)
 OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
+KEPT_PODS_SECONDS = 30  # how long the Job executor's kept pods may take to go once every run has finished
 
 
 @dataclass
@@ -682,6 +685,26 @@ class Soak:
                 self.cancel(run)
                 pending.remove(run)
 
+    def kept_pods(self) -> list[str]:
+        """The Job executor's pods still kept for their end to be read (the finalizer ``ops.mdops.io/result``)
+        once every run has finished, after up to ``KEPT_PODS_SECONDS`` for a recording in progress: each is a
+        run whose end no controller recorded, its pod and Job held for ever (must be none)."""
+        pods = client.CoreV1Api(self.custom.api_client)
+
+        def kept() -> list[str]:
+            listed = persistently(pods.list_namespaced_pod, NAMESPACE, within=OUTAGE_SECONDS).items
+            return sorted(
+                pod.metadata.name
+                for pod in listed
+                if keys.RESULT_FINALIZER in (pod.metadata.finalizers or [])
+            )
+
+        try:
+            wait_until(lambda: not kept(), KEPT_PODS_SECONDS, "the kept pods to go", interval=1)
+        except TimeoutError:
+            return kept()
+        return []
+
     def check(self, runs: list[Planned], listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
         records = self.witness.records()
         starts, ends = Witness.tally(records)
@@ -791,6 +814,7 @@ class Soak:
             "deleted_mid_run": sum(run.delete_mid_run for run in runs),
             "deleted_by_force": sum(run.force for run in runs),
             "forced_unrecorded": forced_unrecorded,
+            "pods_kept": self.kept_pods() if self.executor == "job" else [],
             "cancelled": sum(bool(run.cancel) for run in runs),
             "cancelled_as": dict(cancelled),
             "problems": problems,
