@@ -876,9 +876,10 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
 ):
     """A failover's finalizer taken away and the Runbook deleted while no controller ran: no controller saw
     it go. Its claim (no result, its run may have started) is found as the next controller starts: the
-    run is stopped, its end recorded (a Runbook with its request id shows it), its folder released and its
-    target's lock let go, so that the next failover runs after it, never beside it. Before, nobody stopped
-    it: the next failover waited for its script's own end, which was never recorded."""
+    run is stopped, its end recorded, its folder released and its target's lock let go, so that the next
+    failover runs after it, never beside it. A Runbook created with its request id before that start waits
+    for that end and shows it. Before, nobody stopped the run: the next failover waited for its script's
+    own end, which was never recorded, and the duplicate said that the earlier run was deleted unfinished."""
     first = start_controller("first", **script_env(env))
     uid = rbs.create("forced", command="failover")["metadata"]["uid"]
     wait_started(env, "forced")
@@ -887,6 +888,7 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     rbs.set_finalizers("forced", [])
     rbs.delete("forced")
     wait_until(lambda: rbs.gone("forced"), 30, "the Runbook deleted by force to go")
+    rbs.create("again", command="failover", request_id="forced")
     second = start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
     rbs.create("after", command="failback")
     wait_until(lambda: not alive(pid), 30, "the forced one's script to be stopped", [second.process])
@@ -899,9 +901,10 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     assert found["forced"]["last"] < found["after"]["first"], "the next run overlapped the forced one"
     assert not [line for line in lines(env / "runs.log") if line.startswith("forced end")]
     assert (Path(first.env["MDOPS_STATE_DIR"]) / namespace / uid / "released").exists()
-    rbs.create("again", command="failover", request_id="forced")
     status = rbs.wait_finished("again")["status"]
     assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/forced"), status
+    shown = (status["startedAt"], status["finishedAt"])
+    assert shown == (recorded["startedAt"], recorded["finishedAt"]), (status, recorded)  # the run's own
     assert started(env) == ["forced", "after"]
 
 
