@@ -360,6 +360,7 @@ class Dispatcher:
         if self.listed:
             for entry in [entry for uid, entry in self.entries.items() if uid not in uids]:
                 if entry.stage is not Stage.SETTLED and not (entry.left or entry.finishing):
+                    log.info("%s/%s is not listed again: it left the watch", entry.namespace, entry.name)
                     self._left(entry)
             return
         self.unseen = uids - self.seen
