@@ -888,6 +888,7 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     rbs.set_finalizers("forced", [])
     rbs.delete("forced")
     wait_until(lambda: rbs.gone("forced"), 30, "the Runbook deleted by force to go")
+    assert keys.UNFINISHED_LABEL in claim_of(api_client, namespace, "forced").metadata.labels
     rbs.create("again", command="failover", request_id="forced")
     second = start_controller("second", MDOPS_STATE_DIR=first.env["MDOPS_STATE_DIR"], **script_env(env))
     rbs.create("after", command="failback")
@@ -905,6 +906,8 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     assert (status["exitCode"], status["duplicateOf"]) == (130, f"{namespace}/forced"), status
     shown = (status["startedAt"], status["finishedAt"])
     assert shown == (recorded["startedAt"], recorded["finishedAt"]), (status, recorded)  # the run's own
+    for request_id in ("forced", "after"):  # recorded: no longer among the claims a start looks at
+        assert keys.UNFINISHED_LABEL not in claim_of(api_client, namespace, request_id).metadata.labels
     assert started(env) == ["forced", "after"]
 
 
