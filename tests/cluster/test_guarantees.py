@@ -1761,6 +1761,53 @@ def test_an_approval_made_while_the_api_server_restarted_is_counted_when_the_con
             api.close()
 
 
+def test_a_runbook_deleted_by_force_while_the_api_server_restarted_is_stopped_when_the_controller_lists_again(
+    tmp_path,
+):
+    """A failover runs. The controller cannot reach the API server (cut off), the server restarts and the
+    Runbook is deleted by force meanwhile. Back in reach, the controller's watch of the Runbooks resumes from
+    a version the restarted server no longer keeps (410 Gone) and lists them again: the deletion is in no
+    event, only in the listing's lack of the Runbook. Its run must be stopped and recorded, not left to run
+    to its end."""
+    (tmp_path / "pids").mkdir()
+    write_script(tmp_path / "scripts", "failover", RECORDING)
+    with (
+        ControlPlane(tmp_path / "cluster", supervise=True, backoff=Backoff(initial=0.25, cap=1.0)) as plane,
+        Proxy(plane.server) as proxy,
+    ):
+        plane.install_crds()
+        api = new_api_client(plane.kubeconfig)
+        rbs = Runbooks(api, "default")
+        through_proxy = proxy.kubeconfig(plane.kubeconfig, tmp_path / "through-proxy")
+        (tmp_path / "controller").mkdir()
+        controller = ControllerProcess(
+            through_proxy, "default", tmp_path / "controller", script_env(tmp_path)
+        )
+        try:
+            rbs.create("forced", command="failover")
+            wait_started(tmp_path, "forced")
+            pid = script_pid(tmp_path, "forced")
+            proxy.cut()
+            apiserver = next(process for process in plane.processes if process.name == "kube-apiserver")
+            apiserver.popen.send_signal(signal.SIGKILL)
+            apiserver.popen.wait()
+            persistently(rbs.set_finalizers, "forced", [], within=60)  # the API server is back
+            rbs.delete("forced")
+            wait_until(lambda: rbs.gone("forced"), 30, "the Runbook deleted by force to go")
+            proxy.resume()
+            wait_until(
+                lambda: not alive(pid), 60, "the forced one's script to be stopped", [controller.process]
+            )
+            wait_until(lambda: ledger_result(api, "default", "forced"), 30, "its end to be recorded")
+            assert ledger_result(api, "default", "forced")["exitCode"] == 130
+            assert "default/forced is not listed again" in controller.process.log.read_text()
+            assert not [line for line in lines(tmp_path / "runs.log") if line.startswith("forced end")]
+        finally:
+            release(tmp_path)
+            controller.stop()
+            api.close()
+
+
 def test_a_job_let_run_by_hand_before_its_claims_mark_came_off_is_waited_for_and_not_run_again(
     start_controller, cluster, rbs, env, api_client, namespace
 ):
