@@ -81,6 +81,40 @@ def killed_mid_job(start_controller, cluster, rbs, env: Path, api_client, name: 
     return settings, job
 
 
+# The kubelet's (podsim's) writes of pods' ends, held by an admission webhook (:func:`held_writes`).
+POD_ENDS = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/status"]}
+
+
+@contextlib.contextmanager
+def job_run_with_pod_ends_held(
+    start_controller, cluster, rbs: Runbooks, env: Path, api_client, name: str
+) -> Iterator[tuple[dict[str, str], ControllerProcess, HeldWrites]]:
+    """A failover ``name`` whose Job a controller (the first) started, and from then on its pod's end
+    writes held (:data:`POD_ENDS`): the settings for the next controller, the first, the held writes."""
+    settings = job_env(cluster, rbs.namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create(name, command="failover")
+    wait_started(env, name)
+    hook = f"{rbs.namespace}-pod-ends"
+    with held_writes(api_client, env / "webhook", hook, rbs.namespace, POD_ENDS) as held:
+        yield settings, first, held
+
+
+def killed_while_stopping(first, rbs: Runbooks, api_client, name: str, held: HeldWrites) -> None:
+    """Delete the running ``name`` (its finalizer keeps it), wait for the controller ``first`` to stop its
+    run (its Job deleted) with its pod's end write held (``held``: :data:`POD_ENDS`), kill ``first`` before
+    it can read that end, then let the write go."""
+    rbs.delete(name)
+    wait_until(
+        lambda: all(job.metadata.deletion_timestamp for job in jobs(api_client, rbs.namespace)),
+        60,
+        "the controller to stop the run",
+    )
+    assert held.asked.wait(30), "podsim did not write the pod's end"
+    kill(first)
+    held.released.set()
+
+
 def ledger_result(api_client, namespace: str, request_id: str) -> dict | None:
     lease = client.CoordinationV1Api(api_client).read_namespaced_lease(lease_name(request_id), namespace)
     recorded = (lease.metadata.annotations or {}).get(keys.RESULT)
@@ -261,25 +295,14 @@ def test_a_deleted_runbooks_run_that_ended_as_its_stopping_controller_died_is_re
     kubelet's write held, as by an API server that died) when the controller stops the run (its Job
     deleted in the foreground); that controller dies before it reads the end. The pod's end is kept until
     a controller has recorded it: the run is remembered as it ended, not as cancelled."""
-    settings = job_env(cluster, namespace, env)
-    first = start_controller("first", **settings)
-    rbs.create("ended", command="failover")
-    wait_started(env, "ended")
-    rule = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/status"]}
     pods = client.CoreV1Api(api_client)
-    with held_writes(api_client, env / "webhook", f"{namespace}-pod-ends", namespace, rule) as held:
+    with job_run_with_pod_ends_held(start_controller, cluster, rbs, env, api_client, "ended") as running:
+        settings, first, held = running
         release(env)
         wait_until(lambda: ["ended", "end"] in [line.split()[:2] for line in lines(env / "runs.log")], 30,
                    "the script to end")  # fmt: skip
         assert held.asked.wait(30), "podsim did not write the pod's end"
-        rbs.delete("ended")
-        wait_until(
-            lambda: all(job.metadata.deletion_timestamp for job in jobs(api_client, namespace)),
-            60,
-            "the controller to stop the run",
-        )
-        kill(first)
-        held.released.set()
+        killed_while_stopping(first, rbs, api_client, "ended", held)
 
         def settled() -> bool:  # the pod's end written, and the pod gone or kept for its end to be read
             listed = pods.list_namespaced_pod(namespace).items
@@ -919,22 +942,10 @@ def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recor
     finalizer is taken away. No controller sees the Runbook any more. The next one finds its claim as it
     starts, reads the pod's end (the runner's report of its stop) and records it, and lets the pods go:
     before, they kept their finalizer for ever, and the request id had no result."""
-    settings = job_env(cluster, namespace, env)
-    first = start_controller("first", **settings)
-    rbs.create("forced-job", command="failover")
-    wait_started(env, "forced-job")
-    rule = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/status"]}
     pods = client.CoreV1Api(api_client)
-    with held_writes(api_client, env / "webhook", f"{namespace}-pod-ends", namespace, rule) as held:
-        rbs.delete("forced-job")  # our finalizer keeps it: the controller stops its run
-        wait_until(
-            lambda: all(job.metadata.deletion_timestamp for job in jobs(api_client, namespace)),
-            60,
-            "the controller to stop the run",
-        )
-        assert held.asked.wait(30), "podsim did not write the pod's end"
-        kill(first)
-        held.released.set()
+    with job_run_with_pod_ends_held(start_controller, cluster, rbs, env, api_client, "forced-job") as running:
+        settings, first, held = running
+        killed_while_stopping(first, rbs, api_client, "forced-job", held)
 
         def kept() -> bool:  # the pod's end written; the pod kept for its end to be read
             listed = pods.list_namespaced_pod(namespace).items
