@@ -29,8 +29,8 @@ Runbooks (or, for the deleted ones, the request-id ledger) recorded, the report 
 - results lost: a Runbook whose result disagrees with its script's exit code, a started run with no
   result (never finished, or no ``end`` record while its Runbook says it ended), a deleted run that the
   ledger does not remember as cancelled or as what its script did (must be 0; one deleted by force while
-  no controller ran has a result only once a controller has started since and found its claim, which
-  the soak does not wait for: counted, ``forced_unrecorded``, expected 0);
+  no controller ran has a result only once a controller has started since and found its claim: waited
+  for up to ``RECORD_SECONDS`` at the end, then counted, ``forced_unrecorded``, expected 0);
 - pods kept (the Job executor): pods still holding the finalizer ``ops.mdops.io/result`` once every run has
   finished, their end never recorded (must be none);
 - not run: request ids that never started and ended failed (``never started``, ``Lost``): allowed (at most
@@ -142,6 +142,7 @@ PEERING_LIFETIME = 4  # s, with --replicas: a replica killed is taken for gone a
 FREEZE_SECONDS = ((0.4, (0.2, 3.0)), (0.4, (4.0, 15.0)), (0.2, (30.0, 40.0)))
 SAMPLE_SECONDS = 0.5  # between two listings of the Runbooks' statuses (:class:`Sampler`)
 OUTAGE_SECONDS = 120  # how long the soak's own calls are tried again while the kube-apiserver is away
+RECORD_SECONDS = 30  # how long the ends of runs deleted by force may take to be recorded, at the end
 KEPT_PODS_SECONDS = 30  # how long the Job executor's kept pods may take to go once every run has finished
 
 
@@ -705,7 +706,22 @@ class Soak:
             return kept()
         return []
 
+    def _wait_recorded(self, runs: list[Planned]) -> None:
+        """Wait up to ``RECORD_SECONDS`` for the end of every started run deleted by force to be in the
+        ledger: a controller may be stopping one as the last round settles (its runner reports the stop a
+        moment later), and the soak then stops the controllers before it can record it."""
+        started = self.witness.started()
+        pending = [run.request_id for run in runs if run.force and run.request_id in started]
+        with contextlib.suppress(TimeoutError):  # those left are counted (forced_unrecorded)
+            wait_until(
+                lambda: not [rid for rid in pending if not self.ledger(rid)],
+                RECORD_SECONDS,
+                "the forced deletions' ends to be recorded",
+                interval=1,
+            )
+
     def check(self, runs: list[Planned], listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        self._wait_recorded(runs)
         records = self.witness.records()
         starts, ends = Witness.tally(records)
         spans: dict[str, list[int]] = {}
