@@ -91,6 +91,10 @@ class Entry:
         return self.annotations.get(keys.REQUEST, request) != request
 
     @property
+    def request_id(self) -> str:
+        return self.annotations.get(keys.REQUEST_ID, "")
+
+    @property
     def command(self) -> str:
         """Its Runbook's command ("" in a claim made before claims named it)."""
         return self.annotations.get(keys.COMMAND_LABEL, "")
@@ -167,11 +171,6 @@ class Ledger:
 
     async def lookup(self, namespace: str, request_id: str) -> Entry | None:
         lease = await self.kube.get_lease(namespace, lease_name(request_id))
-        return Entry.from_lease(lease) if lease else None
-
-    async def read(self, entry: Entry, namespace: str) -> Entry | None:
-        """The entry as its Lease is now; None if it is gone."""
-        lease = await self.kube.get_lease(namespace, entry.name)
         return Entry.from_lease(lease) if lease else None
 
     async def unfinished(self, namespace: str) -> AsyncIterator[Entry]:

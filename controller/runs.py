@@ -654,7 +654,7 @@ class Runs:
         async for claim in self.services.ledger.unfinished(namespace):
             if not claim.command or in_view(claim.uid) or await self._earlier(claim) is not None:
                 continue  # (no command: a claim made before claims named it, whose run cannot be ended)
-            current = await self.services.ledger.read(claim, namespace)
+            current = await self.services.ledger.lookup(namespace, claim.request_id)
             if current is not None and current.uid == claim.uid and current.result is None:
                 yield current
 
