@@ -55,11 +55,15 @@ def stat(pid: int | str) -> tuple[int, float]:
 
 
 def command_line(pid: str) -> list[str]:
+    """A process's arguments, the first one its executable's path: chromium's helpers (a browser test's)
+    write their own title over their command line, which then names no program."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        executable = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return []
-    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+    argv = [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+    return [executable, *argv[1:]] if argv else []
 
 
 class Ledger:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import uuid
 
 import pytest
 
-from bench.cpu_by_process import Ledger, main, program
+from bench.cpu_by_process import Ledger, command_line, main, program
+from devcluster.processes import wait_until
 
 
 @pytest.mark.parametrize(
@@ -28,6 +31,24 @@ from bench.cpu_by_process import Ledger, main, program
 )
 def test_each_process_counts_under_its_program_or_python_module(argv: list[str], name: str) -> None:
     assert program(argv) == name
+
+
+def test_a_process_is_named_by_its_executable_whatever_its_first_argument_says() -> None:
+    """exec -a gives a process a first argument of its own choosing, as chromium's helpers write their
+    title over their command line: the executable still names it."""
+    child = subprocess.Popen(["bash", "-c", "exec -a 'profile-x --type=renderer' sleep 30"])
+    try:
+
+        def execd() -> list[str]:
+            argv = command_line(str(child.pid))
+            return [] if argv and argv[0].endswith("bash") else argv
+
+        argv = wait_until(execd, 10, "bash to exec sleep")
+        assert argv == [os.path.realpath("/bin/sleep"), "30"]
+        assert program(argv) == "sleep"
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_process_counts_by_its_last_reading_and_a_reused_pid_is_another_process() -> None:
