@@ -299,14 +299,20 @@ def schedules_table(schedules: list[dict[str, Any]]) -> Table:
 
 
 def session_line(session: dict[str, Any] | None) -> str:
-    """``XHKG open, closes 2026-01-05T16:00:00+08:00``: the venue's session in the status."""
+    """``XHKG open, closes 2026-01-05T16:00:00+08:00, opens 2026-01-06T09:30:00+08:00``: the venue's session
+    in the status, its next close and next open in the order they come."""
     if not session:
         return "-"
     if session.get("state") is None:
         return f"{session['venue']} ({session.get('note') or 'unknown'})"
-    return (
-        f"{session['venue']} {session['state']}, opens {session['next_open']}, closes {session['next_close']}"
-    )
+    changes = [
+        (session[key], word)
+        for key, word in (("next_close", "closes"), ("next_open", "opens"))
+        if session[key]
+    ]
+    if all(parse_time(at) for at, _ in changes):
+        changes.sort(key=lambda change: parse_time(change[0]))
+    return ", ".join([f"{session['venue']} {session['state']}", *(f"{word} {at}" for at, word in changes)])
 
 
 def status_view(status: dict[str, Any], recent: int = 5) -> RenderableType:

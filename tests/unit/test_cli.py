@@ -1757,11 +1757,17 @@ def test_schedules_and_the_venues_session_read_in_words():
     header = ["NAME", "SCHEDULE", "COMMAND", "NEXT", "LAST", "RESULT", "MISSED", "SKIPPED", "NOTE"]
     assert text.splitlines()[0].split() == header
     assert "2026-01-05T13:00" in text and "success" in text and "suspended" in text
-    session = {"venue": "XHKG", "state": "lunch_break", "next_open": "2026-01-06T09:30:00+08:00"}
+    session = {"venue": "XHKG", "state": "open", "next_open": "2026-01-06T09:30:00+08:00"}
     session["next_close"] = "2026-01-05T16:00:00+08:00"
     assert render.session_line(session) == (
-        "XHKG lunch_break, opens 2026-01-06T09:30:00+08:00, closes 2026-01-05T16:00:00+08:00"
+        "XHKG open, closes 2026-01-05T16:00:00+08:00, opens 2026-01-06T09:30:00+08:00"
     )
+    closed = {**session, "state": "closed", "next_open": "2026-01-05T01:30:00Z"}  # another zone: by instant
+    assert render.session_line(closed) == (
+        "XHKG closed, opens 2026-01-05T01:30:00Z, closes 2026-01-05T16:00:00+08:00"
+    )
+    past_the_table = {**session, "state": "closed", "next_open": None, "next_close": None}
+    assert render.session_line(past_the_table) == "XHKG closed"
     assert render.session_line({"venue": "XHKG", "state": None, "note": "loading"}) == "XHKG (loading)"
 
 
