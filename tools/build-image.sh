@@ -49,7 +49,9 @@ secret=()
 log "building $tag on $base"
 previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 began=$(date +%s)
-podman build --layers --network=host --pull=never "${secret[@]}" \
+# The stages that do not need each other (the console's libraries, the dependencies, tini) are built at
+# once: a build with no cached layer took 56-59 s so on this 2-core machine, 87 s one stage at a time.
+podman build --jobs "$(nproc)" --layers --network=host --pull=never "${secret[@]}" \
 	--build-arg "PYTHON_IMAGE=$base" \
 	--label "org.opencontainers.image.version=$version" \
 	--label "org.opencontainers.image.base.name=$base" \
