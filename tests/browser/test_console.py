@@ -302,13 +302,21 @@ def test_every_control_is_labelled_and_reachable_with_the_keyboard(page, stack, 
 def test_the_schedules_and_the_venues_session(page, stack):
     """A schedule of the stack's controller, with its trigger, next slots and its last run once it has
     one (its link keeps the keyboard's focus as the table is read again); the header names the venue and
-    its session state."""
+    its session state, and its tooltip the next close and the next open, in the order they come."""
     body = {"template": {"command": "health_check"}, "trigger": {"every": "5s"}, "startingDeadlineSeconds": 4}
     manifest = json.dumps(crd.SCHEDULE.manifest("console-every5s", body))
     stack.cluster.kubectl("apply", "-n", "mdops", "-f", "-", input=manifest)
     try:
         sign_in(page, stack.admin_token)
-        expect(page.get_by_role("definition").filter(has_text="XHKG")).to_be_visible()
+        venue = page.get_by_role("definition").filter(has_text="XHKG")
+        expect(venue).to_be_visible()
+        at = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d)"
+        expect(venue).to_have_attribute(
+            "title", re.compile(rf"^XHKG [a-z_]+: (closes|opens) {at}, (opens|closes) {at}$")
+        )
+        times = re.findall(at, venue.get_attribute("title"))
+        moments = [datetime.datetime.strptime(t, "%Y-%m-%d %H:%M:%S %z") for t in times]
+        assert moments == sorted(moments), times
         page.get_by_role("link", name="Schedules").click()
         table = page.get_by_role("table")
         expect(table).to_contain_text("console-every5s")

@@ -2,7 +2,7 @@
 // view of the current address (#/overview, #/runbooks, #/runbooks/<request id>, #/schedules, #/run).
 import { ApiError, call, clusterView, heartbeat, now, session } from "./api.js";
 import * as execute from "./execute.js";
-import { clock, el, say } from "./format.js";
+import { clock, el, say, whenWithOffset } from "./format.js";
 import * as overview from "./overview.js";
 import * as run from "./run.js";
 import * as runbooks from "./runbooks.js";
@@ -33,11 +33,25 @@ function reachable(node) {
   else node.removeAttribute("tabindex");
 }
 
-function name(id, text) {
+function name(id, text, title = text) {
   $(id).textContent = text;
-  $(id).title = text;
+  $(id).title = title;
   reachable($(id));
 }
+
+// "XHKG open: closes 2026-12-07 16:00:00 +08:00, opens 2026-12-08 09:30:00 +08:00": the venue's next
+// close and next open, in the order they come, in its tooltip.
+function venueTitle(text, session) {
+  const changes = [
+    ["closes", session.next_close],
+    ["opens", session.next_open],
+  ].filter(([, at]) => at && !Number.isNaN(Date.parse(at)));
+  changes.sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
+  const zone = me ? me.time_zone : undefined;
+  const said = changes.map(([verb, at]) => `${verb} ${whenWithOffset(at, zone)}`);
+  return said.length ? `${text}: ${said.join(", ")}` : text;
+}
+
 // The band's width changes (a phone turned, the header shown, a name shown whole or cut short again).
 new ResizeObserver(() => NAMES.forEach((id) => reachable($(id)))).observe(document.querySelector("header"));
 
@@ -46,7 +60,8 @@ function showEnvironment(status) {
   name("env-profile", status.active_profile || "–");
   name("env-window", status.active_window || "–");
   const session = status.session || {};
-  name("env-venue", session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–");
+  const venue = session.venue ? `${session.venue} ${session.state || "(unknown)"}` : "–";
+  name("env-venue", venue, venueTitle(venue, session));
   environmentRead = now();
   $("env-stale").hidden = true;
   // A run since the state shown was reported may have changed the platform without a report of its own.
