@@ -17,6 +17,7 @@ The command's own exit code is this one's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -55,15 +56,16 @@ def stat(pid: int | str) -> tuple[int, float]:
 
 
 def command_line(pid: str) -> list[str]:
-    """A process's arguments, the first one its executable's path: chromium's helpers (a browser test's)
-    write their own title over their command line, which then names no program."""
+    """A process's arguments, the first one its executable's path where it can be read: chromium's helpers
+    (a browser test's) write their own title over their command line, which then names no program."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        executable = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return []
     argv = [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
-    return [executable, *argv[1:]] if argv else []
+    with contextlib.suppress(OSError):
+        argv[:1] = [os.readlink(f"/proc/{pid}/exe")] if argv else []
+    return argv
 
 
 class Ledger:

@@ -308,7 +308,7 @@ def session_line(session: dict[str, Any] | None) -> str:
     changes = [
         (session[key], word)
         for key, word in (("next_close", "closes"), ("next_open", "opens"))
-        if session[key]
+        if session.get(key)
     ]
     if all(parse_time(at) for at, _ in changes):
         changes.sort(key=lambda change: parse_time(change[0]))
