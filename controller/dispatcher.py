@@ -398,7 +398,7 @@ class Dispatcher:
         if self.paused or (known is not None and known.stage is not Stage.SETTLED):
             return
         namespace, _, name = claim.runbook.partition("/")
-        spec = {"command": claim.command, "requestId": claim.request_id}
+        spec = {**claim.asked, "command": claim.command, "requestId": claim.request_id}
         entry = Entry(
             uid=claim.uid,
             name=name,

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # What the ledger keeps of a run's status: enough for a duplicate to show the result.
 KEPT = ("exitCode", "result", "message", "startedAt", "finishedAt", "health")
+# What a claim keeps of its Runbook's spec, besides its command and lock group: what the audit line of a run
+# whose Runbook went unseen says (controller/audit.py), the Runbook gone.
+ASKED = ("requestedBy", "mode", "profile", "dryRun")
 # The duplicates a ledger entry remembers (they protect it from the trimmer while they exist).
 DUPLICATES_KEPT = 16
 TRIM_INTERVAL_SECONDS = 60.0
@@ -100,6 +103,16 @@ class Entry:
         return self.annotations.get(keys.COMMAND_LABEL, "")
 
     @property
+    def asked(self) -> dict[str, Any]:
+        """Who asked for its run, and with what mode, profile and dry run: the spec's :data:`ASKED` fields
+        (none in a claim made before claims kept them), for the audit of a run whose Runbook went unseen."""
+        try:
+            asked = json.loads(self.annotations.get(keys.ASKED) or "{}")
+        except ValueError:
+            return {}
+        return {key: asked[key] for key in ASKED if key in asked} if isinstance(asked, dict) else {}
+
+    @property
     def unstarted(self) -> bool:
         """Whether its run has not started: its Runbook has had no finalizer since the claim, so it may have
         gone unseen (deleted while no controller ran), and its request id may be freed then."""
@@ -139,16 +152,18 @@ class Ledger:
         request: str,
         command: str,
         group: str,
+        spec: dict[str, Any],
     ) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival`` asking ``request`` (the
-        fingerprint of its request fields) to run ``command`` under the lock of ``group``; return the entry of
-        whoever owns it (a claim made before a restart keeps its arrival). The claim says that its run has
-        not started (:attr:`Entry.unstarted`) from the write that makes it: a run that waits (for its lock, a
-        slot, the gate) has no finalizer, and deleted while no controller runs it goes unseen. Its command
-        and group are what a controller needs to end a run whose Runbook went unseen
-        (:meth:`controller.dispatcher.Dispatcher.take_orphan`). In a namespace being deleted,
-        whose Leases went with it and where no Lease can be created, the claim is the Runbook's without a
-        Lease (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
+        fingerprint of its request fields) to run ``command`` under the lock of ``group``, with ``spec`` (of
+        which the claim keeps :attr:`Entry.asked`); return the entry of whoever owns it (a claim made before
+        a restart keeps its arrival). The claim says that its run has not started (:attr:`Entry.unstarted`)
+        from the write that makes it: a run that waits (for its lock, a slot, the gate) has no finalizer,
+        and deleted while no controller runs it goes unseen. Its command and group are what a controller
+        needs to end a run whose Runbook went unseen (:meth:`controller.dispatcher.Dispatcher.take_orphan`),
+        and what was asked is what that end's audit line says. In a namespace being deleted, whose Leases
+        went with it and where no Lease can be created, the claim is the Runbook's without a Lease
+        (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
         annotations = {
             keys.REQUEST_ID: request_id,
             keys.RUNBOOK: f"{namespace}/{name}",
@@ -156,6 +171,7 @@ class Ledger:
             keys.REQUEST: request,
             keys.COMMAND_LABEL: command,
             keys.LOCK_GROUP: group,
+            keys.ASKED: json.dumps({key: spec[key] for key in ASKED if key in spec}, separators=(",", ":")),
             keys.UNSTARTED: "true",
         }
         body = lease_body(lease_name(request_id), uid, annotations)

@@ -309,6 +309,7 @@ class Runs:
             request,
             entry.command,
             entry.group,
+            entry.spec,
         )
         if (
             claim.uid != entry.uid

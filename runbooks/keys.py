@@ -52,6 +52,7 @@ DUPLICATES = f"{GROUP}/duplicates"  # on a ledger Lease: uids of the Runbooks th
 # gets its finalizer). Named when only the runs the gate held had it: claims written then still say so.
 UNSTARTED = f"{GROUP}/held"
 LOCK_GROUP = f"{GROUP}/group"  # on a target lock's Lease, and on a ledger Lease: its Runbook's lock group
+ASKED = f"{GROUP}/asked"  # on a ledger Lease: who asked for its run, and its mode, profile and dry run (JSON)
 REQUESTED_AT = f"{GROUP}/requested-at"  # when the REST API received the request (ms), for ordering
 
 # -- a Job run's start claim (runner/claim.py): a Lease, made by the pod that runs the script ---------

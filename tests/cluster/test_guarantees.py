@@ -36,6 +36,7 @@ from tests.cluster import test_semantics
 from tests.cluster.test_controlplane import job_condition
 from tests.cluster.test_executors import JOB_PROBE, image_job_settings, jobs, refusing
 from tests.cluster.test_gate import Gate, blackout, reason, rule, wait_reason
+from tests.cluster.test_retention import audit_lines
 from tests.cluster.test_semantics import RECORDING, release, script_env, started, wait_started
 from tests.cluster.webhooks import HeldWrites, held_writes
 from tests.runbook_client import Runbooks, lines, ran_in, wait_for_one_acting, write_script
@@ -904,7 +905,8 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     for that end and shows it. Before, nobody stopped the run: the next failover waited for its script's
     own end, which was never recorded, and the duplicate said that the earlier run was deleted unfinished."""
     first = start_controller("first", **script_env(env))
-    uid = rbs.create("forced", command="failover")["metadata"]["uid"]
+    made = rbs.create("forced", command="failover", requested_by="alice")
+    uid = made["metadata"]["uid"]
     wait_started(env, "forced")
     pid = script_pid(env, "forced")
     kill(first)
@@ -932,6 +934,11 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     for request_id in ("forced", "after"):  # recorded: no longer among the claims a start looks at
         assert keys.UNFINISHED_LABEL not in claim_of(api_client, namespace, request_id).metadata.labels
     assert started(env) == ["forced", "after"]
+    # Its audit line says who asked for it and with what, as the claim kept it: the Runbook is gone.
+    ended = [line for line in audit_lines(second) if line["name"] == "forced"]
+    spec = made["spec"]
+    asked = [(line["who"], line["mode"], line["profile"], line["exitCode"]) for line in ended]
+    assert asked == [("alice", spec["mode"], spec["profile"], 130)], ended
 
 
 def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recorded_and_its_pods_go(

@@ -531,6 +531,9 @@ def orphan_claim(name: str, request_id: str) -> ledger.Entry:
         keys.RUNBOOK: f"ns/{name}",
         keys.COMMAND_LABEL: "failover",
         keys.LOCK_GROUP: "default",
+        keys.ASKED: json.dumps(
+            {"requestedBy": "alice", "mode": "live", "profile": "backup", "dryRun": False}
+        ),
     }
     lease = {
         "metadata": {
@@ -540,6 +543,24 @@ def orphan_claim(name: str, request_id: str) -> ledger.Entry:
         }
     }
     return ledger.Entry.from_lease({**lease, "spec": {"holderIdentity": f"uid-{name}"}})
+
+
+@pytest.mark.parametrize(
+    ("written", "asked"),
+    [
+        (
+            '{"requestedBy":"alice","profile":"backup","other":1}',
+            {"requestedBy": "alice", "profile": "backup"},
+        ),
+        (None, {}),  # a claim made before claims kept it
+        ("not JSON", {}),
+        ('["alice"]', {}),
+    ],
+)
+def test_a_claim_says_who_asked_for_its_run_from_what_it_kept(written, asked):
+    annotations = {keys.ASKED: written} if written is not None else {}
+    entry = ledger.Entry.from_lease({"metadata": {"name": "n", "annotations": annotations}})
+    assert entry.asked == asked
 
 
 def test_an_orphan_is_ended_once_at_once_and_the_duplicates_of_its_request_id_wait_for_its_end():
@@ -567,6 +588,9 @@ def test_an_orphan_is_ended_once_at_once_and_the_duplicates_of_its_request_id_wa
 
         async def run(self, entry, stopping) -> runs.Next:
             self.steps.append((entry.name, entry.gone, entry.deleting, entry.orphan))
+            if entry.orphan:  # what its audit lines say of it, though its Runbook is gone
+                asked = {"requestedBy": "alice", "mode": "live", "profile": "backup", "dryRun": False}
+                assert entry.spec == {**asked, "command": "failover", "requestId": "req-x"}, entry.spec
             await (self.orphan_may_end if entry.orphan else self.busy_may_end).wait()
             return runs.Next(runs.Outcome.SETTLED)
 
