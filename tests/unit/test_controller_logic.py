@@ -524,6 +524,10 @@ def test_a_running_runbook_that_a_listing_again_does_not_list_is_taken_as_gone_a
     asyncio.run(scenario())
 
 
+# Who asked for an orphan's run, and with what, as its claim keeps it (the audit of its end says so).
+ORPHAN_ASKED = {"requestedBy": "alice", "mode": "live", "profile": "backup", "dryRun": False}
+
+
 def orphan_claim(name: str, request_id: str) -> ledger.Entry:
     """The claim of a Runbook ``name`` whose run may have started (its mark is off), with no result."""
     annotations = {
@@ -531,9 +535,7 @@ def orphan_claim(name: str, request_id: str) -> ledger.Entry:
         keys.RUNBOOK: f"ns/{name}",
         keys.COMMAND_LABEL: "failover",
         keys.LOCK_GROUP: "default",
-        keys.ASKED: json.dumps(
-            {"requestedBy": "alice", "mode": "live", "profile": "backup", "dryRun": False}
-        ),
+        keys.ASKED: json.dumps(ORPHAN_ASKED),
     }
     lease = {
         "metadata": {
@@ -589,8 +591,7 @@ def test_an_orphan_is_ended_once_at_once_and_the_duplicates_of_its_request_id_wa
         async def run(self, entry, stopping) -> runs.Next:
             self.steps.append((entry.name, entry.gone, entry.deleting, entry.orphan))
             if entry.orphan:  # what its audit lines say of it, though its Runbook is gone
-                asked = {"requestedBy": "alice", "mode": "live", "profile": "backup", "dryRun": False}
-                assert entry.spec == {**asked, "command": "failover", "requestId": "req-x"}, entry.spec
+                assert entry.spec == {**ORPHAN_ASKED, "command": "failover", "requestId": "req-x"}, entry.spec
             await (self.orphan_may_end if entry.orphan else self.busy_may_end).wait()
             return runs.Next(runs.Outcome.SETTLED)
 
