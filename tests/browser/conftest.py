@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from devcluster import browser as chromium
 from devcluster.controlplane import REPO
@@ -99,6 +100,30 @@ def context(browser, stack, console_errors) -> BrowserContext:
 @pytest.fixture
 def page(context) -> Page:
     return context.new_page()
+
+
+# What a failed test's page showed, for a failure seen only in CI's output: its address, where the keyboard
+# was, and its text (its dialogs' too).
+PAGE_STATE = """() => {
+  const focused = document.activeElement;
+  const where = focused && focused !== document.body
+    ? `${focused.tagName.toLowerCase()} "${(focused.textContent || focused.value || "").trim().slice(0, 80)}"`
+    : "nothing";
+  return `${location.href}\nfocus: ${where}\n${document.body.innerText}`;
+}"""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.when == "call" and report.failed and page is not None and not page.is_closed():
+        try:
+            shown = page.evaluate(PAGE_STATE)
+        except PlaywrightError as error:
+            shown = f"not read: {error.message}"
+        report.sections.append(("the page as the test failed", shown[:4000]))
+    return report
 
 
 def _expected(text: str) -> bool:

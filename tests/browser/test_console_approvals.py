@@ -435,6 +435,7 @@ def test_a_held_run_is_cancelled_after_a_question_with_the_keyboard_and_never_ru
     expect(dialog.get_by_label("Reason (optional)")).to_be_focused()
     page.keyboard.type("the desk says no drill today")
     page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Cancel the run")).to_be_focused()
     ask = section.get_by_role("button", name="Cancel run")
     with held_requests(page, f"**/{rid}/cancel") as cancelling:
         with page.expect_request(f"**/{rid}/cancel") as first:
