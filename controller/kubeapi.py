@@ -459,7 +459,7 @@ class KubeApi:
         A pod gone, or being deleted already (no finalizer can be added then), is left as it is; so is one
         the Role may not patch (an older Role than the controller): the run is stopped all the same, and
         its end, if it ended as it was stopped, may be lost with the pod, as before the finalizer."""
-        patch = {"metadata": {"finalizers": [keys.RESULT_FINALIZER]}}
+        patch = {"metadata": {"finalizers": [keys.RESULT_FINALIZER], "labels": {keys.KEPT_LABEL: "true"}}}
         try:
             await self._patch_pod(namespace, name, patch)
         except ApiError as error:
@@ -472,6 +472,12 @@ class KubeApi:
                 )
             elif error.status != 422:
                 raise
+
+    async def kept_pods(self, namespace: str) -> list[dict]:
+        """The pods that :meth:`keep_pod` kept (its label): those let go since too, until they are gone."""
+        params = {"labelSelector": f"{keys.KEPT_LABEL}=true"}
+        listed = await self.request("GET", f"{CORE}/namespaces/{namespace}/pods", params=params)
+        return listed.get("items") or []
 
     async def let_pod_go(self, namespace: str, name: str) -> None:
         """Take the result finalizer off a pod (:meth:`keep_pod`)."""

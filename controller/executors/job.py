@@ -36,6 +36,7 @@ from typing import Any
 
 from controller.executors import LogCallback, RunbookGone, RunRequest, failure, lost
 from controller.kubeapi import CORE, JOBS, ApiError, KubeApi
+from controller.ledger import lease_name
 from controller.settings import ControllerSettings
 from runbooks import keys
 from runbooks.contract import ExitCode, now
@@ -93,6 +94,7 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
         keys.MANAGED_BY: keys.MANAGER,
         keys.RUNBOOK_LABEL: request.name,
         keys.COMMAND_LABEL: request.command,
+        keys.CLAIM_LABEL: lease_name(request.request_id),
     }
     container = {
         "name": "runner",
@@ -298,6 +300,32 @@ def ran(pod: dict[str, Any]) -> bool:
     )
 
 
+def kept_claim(pod: dict[str, Any]) -> str | None:
+    """The claim (the ledger Lease's name, from its label) of a pod kept for its run's end
+    (:meth:`JobRun.cancel`) and deleted since; None for any other pod, and for one from before pods named
+    their claim."""
+    meta = pod["metadata"]
+    if keys.RESULT_FINALIZER not in (meta.get("finalizers") or []) or not meta.get("deletionTimestamp"):
+        return None
+    return (meta.get("labels") or {}).get(keys.CLAIM_LABEL)
+
+
+def kept_for_nothing(pod: dict[str, Any], claim: dict[str, Any] | None) -> bool:
+    """Whether a kept pod (:func:`kept_claim`) is kept for nothing: its run's end is recorded in its
+    claim (``claim``, the Lease as read), or that claim is gone (trimmed once finished) or is another
+    run's (its request id claimed again since). Such a pod stayed for ever when the controller that
+    recorded its run's end died before it let the pod go and the Runbook was deleted by force meanwhile:
+    nothing waited for that run any more. A claim without the end is an orphan's
+    (:meth:`controller.dispatcher.Dispatcher.take_orphan`), whose end is read from the pod."""
+    if claim is None:
+        return True
+    labels = pod["metadata"].get("labels") or {}
+    holder = (claim.get("spec") or {}).get("holderIdentity") or ""
+    if runbook_job(labels.get(keys.RUNBOOK_LABEL, ""), holder) != labels.get(keys.JOB_NAME_LABEL):
+        return True
+    return keys.RESULT in ((claim.get("metadata") or {}).get("annotations") or {})
+
+
 def phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase") or "Pending"
 
@@ -432,6 +460,7 @@ class JobExecutor:
 
             return start
 
+        self._spawn(self._let_go_kept_for_nothing(namespace))
         await asyncio.gather(
             self.kube.watch(
                 f"{JOBS}/namespaces/{namespace}/jobs", selector, self.observe_job, on_start("jobs")
@@ -440,6 +469,24 @@ class JobExecutor:
                 f"{CORE}/namespaces/{namespace}/pods", selector, self.observe_pod, on_start("pods")
             ),
         )
+
+    async def _let_go_kept_for_nothing(self, namespace: str) -> None:
+        """Let go the kept pods (:meth:`KubeApi.kept_pods`) that are kept for nothing
+        (:func:`kept_for_nothing`): one list of them as the controller starts (there are few: those of
+        stopped runs, until their ends are recorded), and one read of the claim of each deleted one."""
+        try:
+            for pod in await self.kube.kept_pods(namespace):
+                claim = kept_claim(pod)
+                if claim and kept_for_nothing(pod, await self.kube.get_lease(namespace, claim)):
+                    name = pod["metadata"]["name"]
+                    log.info(
+                        "%s/%s: kept for its run's end, which is recorded (or its claim gone): it goes",
+                        namespace,
+                        name,
+                    )
+                    await self.kube.let_pod_go(namespace, name)
+        except ApiError as error:  # looked for again as the next controller starts
+            log.warning("could not let the kept pods go whose runs' ends are recorded: %s", error)
 
     def resync(self) -> None:
         """Read every expected run's Job and pods again, as the watch would have shown them."""

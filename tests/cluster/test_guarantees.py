@@ -941,6 +941,28 @@ def test_a_runbook_deleted_by_force_while_no_controller_ran_is_stopped_and_recor
     assert asked == [("alice", spec["mode"], spec["profile"], 130)], ended
 
 
+def forced_while_stopping(start_controller, cluster, rbs, env: Path, api_client, name: str) -> dict[str, str]:
+    """A Job run ``name`` that a controller stopped, its Runbook deleted (its pods kept for their end,
+    which is written), the controller killed before it read that end, and the Runbook's finalizer then
+    taken away (deleted by force): the settings for the next controller."""
+    pods = client.CoreV1Api(api_client)
+    with job_run_with_pod_ends_held(start_controller, cluster, rbs, env, api_client, name) as running:
+        settings, first, held = running
+        killed_while_stopping(first, rbs, api_client, name, held)
+
+        def kept() -> bool:  # the pod's end written; the pod kept for its end to be read
+            listed = pods.list_namespaced_pod(rbs.namespace).items
+            return bool(listed) and all(
+                pod.status.phase in ("Succeeded", "Failed")
+                and keys.RESULT_FINALIZER in (pod.metadata.finalizers or [])
+                for pod in listed
+            )
+
+        wait_until(kept, 60, "the stopped pod's end to be written, the pod kept")
+    rbs.set_finalizers(name, [])
+    return settings
+
+
 def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recorded_and_its_pods_go(
     start_controller, cluster, rbs, env, api_client, namespace
 ):
@@ -950,20 +972,7 @@ def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recor
     starts, reads the pod's end (the runner's report of its stop) and records it, and lets the pods go:
     before, they kept their finalizer for ever, and the request id had no result."""
     pods = client.CoreV1Api(api_client)
-    with job_run_with_pod_ends_held(start_controller, cluster, rbs, env, api_client, "forced-job") as running:
-        settings, first, held = running
-        killed_while_stopping(first, rbs, api_client, "forced-job", held)
-
-        def kept() -> bool:  # the pod's end written; the pod kept for its end to be read
-            listed = pods.list_namespaced_pod(namespace).items
-            return bool(listed) and all(
-                pod.status.phase in ("Succeeded", "Failed")
-                and keys.RESULT_FINALIZER in (pod.metadata.finalizers or [])
-                for pod in listed
-            )
-
-        wait_until(kept, 60, "the stopped pod's end to be written, the pod kept")
-    rbs.set_finalizers("forced-job", [])
+    settings = forced_while_stopping(start_controller, cluster, rbs, env, api_client, "forced-job")
     wait_until(lambda: rbs.gone("forced-job"), 30, "the Runbook deleted by force to go")
     assert ledger_result(api_client, namespace, "forced-job") is None
     second = start_controller("second", **settings)
@@ -978,6 +987,44 @@ def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recor
     wait_until(lambda: not pods.list_namespaced_pod(namespace).items, 60, "the kept pods to go")
     wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go")
     assert started(env) == ["forced-job"]
+
+
+def test_the_kept_pods_of_a_run_whose_end_was_recorded_go_after_its_runbook_was_deleted_by_force(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """As above, but the controller recorded the run's end (the pod's) and died before it let the pods go;
+    then the Runbook was deleted by force. The claim has its end, so it is no orphan, and nothing waited for
+    the run any more: its pods kept their finalizer for ever (a namespace with them is never deleted).
+    The next controller reads the claim of each kept pod it sees, and lets it go; the end stands."""
+    pods = client.CoreV1Api(api_client)
+    settings = forced_while_stopping(start_controller, cluster, rbs, env, api_client, "recorded-job")
+    leases = client.CoordinationV1Api(api_client)
+    claim = leases.read_namespaced_lease(lease_name("recorded-job"), namespace)
+    ended = pods.list_namespaced_pod(namespace).items[0].status.container_statuses[0].state.terminated
+    recorded = {  # what the first controller recorded of the pod's end (the runner's report of its stop)
+        "exitCode": ended.exit_code,
+        "result": "failed",
+        "message": "cancelled: the Runbook was deleted",
+        "startedAt": ended.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finishedAt": ended.finished_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    annotations = {
+        **claim.metadata.annotations,
+        keys.RESULT: json.dumps(recorded),
+        keys.FINISHED_AT: recorded["finishedAt"],
+    }
+    body = lease_body(
+        claim.metadata.name, claim.spec.holder_identity, annotations, claim.metadata.resource_version
+    )
+    leases.replace_namespaced_lease(claim.metadata.name, namespace, body)
+    wait_until(lambda: rbs.gone("recorded-job"), 30, "the Runbook deleted by force to go")
+    second = start_controller("second", **settings)
+    wait_until(
+        lambda: not pods.list_namespaced_pod(namespace).items, 60, "the kept pods to go", [second.process]
+    )
+    wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go")
+    assert ledger_result(api_client, namespace, "recorded-job") == recorded
+    assert started(env) == ["recorded-job"]
 
 
 def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_free_their_request_ids(

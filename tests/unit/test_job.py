@@ -15,13 +15,17 @@ from controller.executors.job import (
     JobExecutor,
     build_job,
     job_failure,
+    kept_claim,
+    kept_for_nothing,
     may_run,
     pod_result,
     ran,
     start_failure,
     stood_by,
 )
+from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
+from runbooks import keys
 from runbooks.contract import ExitCode
 from tests.runbook_client import forged_success
 
@@ -267,6 +271,66 @@ def test_the_pods_of_runs_that_are_not_this_controllers_cost_it_nothing(settings
     assert executor.results[("mdops", "mine")]["exitCode"] == ExitCode.NOT_EXECUTED  # until its run waits
     executor.forget(("mdops", "mine"))  # its result is recorded (release)
     assert (executor.results, executor.expected) == ({}, set())
+
+
+def test_a_jobs_pods_name_their_runs_claim(settings):
+    """What a kept pod whose Runbook went is matched with its run's end by (:func:`kept_for_nothing`)."""
+    job = build_job(REQUEST, settings())
+    assert job["spec"]["template"]["metadata"]["labels"][keys.CLAIM_LABEL] == lease_name("req-42")
+
+
+# A pod of REQUEST's run, kept for its end (JobRun.cancel) and deleted since.
+KEPT = {
+    "metadata": {
+        "uid": "pod-uid",
+        "name": "failover-42-01234567-x",
+        "namespace": "mdops",
+        "labels": {
+            keys.JOB_NAME_LABEL: "failover-42-01234567",
+            keys.RUNBOOK_LABEL: "failover-42",
+            keys.CLAIM_LABEL: lease_name("req-42"),
+        },
+        "finalizers": [keys.RESULT_FINALIZER],
+        "deletionTimestamp": "2026-12-07T10:00:00Z",
+    }
+}
+
+
+def with_meta(pod: dict, **changes) -> dict:
+    return {**pod, "metadata": {**pod["metadata"], **changes}}
+
+
+@pytest.mark.parametrize(
+    ("given", "claim"),
+    [
+        (KEPT, lease_name("req-42")),
+        (with_meta(KEPT, deletionTimestamp=None), None),  # kept while its Job is deleted: not yet let go
+        (with_meta(KEPT, finalizers=[]), None),  # let go already, or never kept
+        (
+            with_meta(KEPT, labels={keys.JOB_NAME_LABEL: "failover-42-01234567"}),
+            None,
+        ),  # from before the label
+    ],
+)
+def test_only_a_pod_kept_for_its_end_and_deleted_since_has_its_claim_read(given, claim):
+    assert kept_claim(given) == claim
+
+
+def claim(holder: str, **annotations: str) -> dict:
+    return lease_body(lease_name("req-42"), holder, {keys.REQUEST_ID: "req-42", **annotations})
+
+
+@pytest.mark.parametrize(
+    ("lease", "for_nothing"),
+    [
+        (claim("0123456789abcdef"), False),  # its end not recorded: an orphan's, whose end the pod gives
+        (claim("0123456789abcdef", **{keys.RESULT: '{"exitCode": 130}'}), True),  # recorded
+        (None, True),  # the claim trimmed once finished
+        (claim("fedcba9876543210"), True),  # the request id claimed again by another Runbook's run
+    ],
+)
+def test_a_kept_pod_goes_once_its_runs_end_is_recorded_or_its_claim_is_gone(lease, for_nothing):
+    assert kept_for_nothing(KEPT, lease) is for_nothing
 
 
 def test_why_a_pod_cannot_start_is_shown_also_when_it_was_said_before_the_run_was_waited_for(settings):
