@@ -150,26 +150,26 @@ class Ledger:
         name: str,
         arrival: int,
         request: str,
-        command: str,
         group: str,
         spec: dict[str, Any],
     ) -> Entry:
         """Claim ``request_id`` for the Runbook ``uid``, which arrived at ``arrival`` asking ``request`` (the
-        fingerprint of its request fields) to run ``command`` under the lock of ``group``, with ``spec`` (of
-        which the claim keeps :attr:`Entry.asked`); return the entry of whoever owns it (a claim made before
-        a restart keeps its arrival). The claim says that its run has not started (:attr:`Entry.unstarted`)
-        from the write that makes it: a run that waits (for its lock, a slot, the gate) has no finalizer,
-        and deleted while no controller runs it goes unseen. Its command and group are what a controller
-        needs to end a run whose Runbook went unseen (:meth:`controller.dispatcher.Dispatcher.take_orphan`),
-        and what was asked is what that end's audit line says. In a namespace being deleted, whose Leases
-        went with it and where no Lease can be created, the claim is the Runbook's without a Lease
-        (:attr:`Entry.recorded` false): no other Runbook can come there any more."""
+        fingerprint of its request fields) to run its ``spec``'s command under the lock of ``group`` (the
+        claim keeps that command, and :attr:`Entry.asked` of the spec); return the entry of whoever owns it (a
+        claim made before a restart keeps its arrival). The claim says that its run has not started
+        (:attr:`Entry.unstarted`) from the write that makes it: a run that waits (for its lock, a slot, the
+        gate) has no finalizer, and deleted while no controller runs it goes unseen. Its command and group are
+        what a controller needs to end a run whose Runbook went unseen
+        (:meth:`controller.dispatcher.Dispatcher.take_orphan`), and what was asked is what that end's audit
+        line says. In a namespace being deleted, whose Leases went with it and where no Lease can be created,
+        the claim is the Runbook's without a Lease (:attr:`Entry.recorded` false): no other Runbook can come
+        there any more."""
         annotations = {
             keys.REQUEST_ID: request_id,
             keys.RUNBOOK: f"{namespace}/{name}",
             keys.ARRIVAL: str(arrival),
             keys.REQUEST: request,
-            keys.COMMAND_LABEL: command,
+            keys.COMMAND_LABEL: spec["command"],
             keys.LOCK_GROUP: group,
             keys.ASKED: json.dumps({key: spec[key] for key in ASKED if key in spec}, separators=(",", ":")),
             keys.UNSTARTED: "true",

@@ -307,7 +307,6 @@ class Runs:
             entry.name,
             entry.seq,
             request,
-            entry.command,
             entry.group,
             entry.spec,
         )

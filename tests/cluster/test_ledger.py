@@ -21,7 +21,7 @@ def claims_then_released(cluster, namespace: str, change) -> None:
         try:
             book = ledger.Ledger(kube)
             claim = await book.claim(
-                namespace, "req-1", "uid-1", "first", 1, "request", "failover", "default", {}
+                namespace, "req-1", "uid-1", "first", 1, "request", "default", {"command": "failover"}
             )
             assert claim.unstarted
             await change(book, await book.lookup(namespace, "req-1"))
@@ -72,7 +72,7 @@ def freed_then(cluster, namespace: str, step):
         try:
             book = ledger.Ledger(kube)
             claim = await book.claim(
-                namespace, "req-1", "uid-1", "first", 1, "request", "failover", "default", {}
+                namespace, "req-1", "uid-1", "first", 1, "request", "default", {"command": "failover"}
             )
             await book.release(await book.lookup(namespace, "req-1"), namespace)
             return await step(book, claim)
