@@ -104,12 +104,12 @@ def page(context) -> Page:
 
 # What a failed test's page showed, for a failure seen only in CI's output: its address, where the keyboard
 # was, and its text (its dialogs' too).
-PAGE_STATE = """() => {
+PAGE_STATE = """(root) => {
   const focused = document.activeElement;
   const where = focused && focused !== document.body
     ? `${focused.tagName.toLowerCase()} "${(focused.textContent || focused.value || "").trim().slice(0, 80)}"`
     : "nothing";
-  return `${location.href}\nfocus: ${where}\n${document.body.innerText}`;
+  return `${location.href}\nfocus: ${where}\n${root.innerText}`;
 }"""
 
 
@@ -118,8 +118,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     page = getattr(item, "funcargs", {}).get("page")
     if report.when == "call" and report.failed and page is not None and not page.is_closed():
-        try:
-            shown = page.evaluate(PAGE_STATE)
+        try:  # a locator's timeout: a page whose script hangs would hang page.evaluate, and the run with it
+            shown = page.locator("body").evaluate(PAGE_STATE, timeout=5_000)
         except PlaywrightError as error:
             shown = f"not read: {error.message}"
         report.sections.append(("the page as the test failed", shown[:4000]))
