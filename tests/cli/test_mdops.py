@@ -36,6 +36,7 @@ from runbooks import crd
 from runbooks.kube import api_client as new_api_client
 from tests.api.proxy import Proxy
 from tests.conftest import scripted
+from tests.pids import WITH_CTRL_C
 from tests.runbook_client import HOLD, Runbooks, lines, reference_scripts
 
 BIN = Path(sys.executable).parent  # the venv's bin, where the package installs mdops and kubectl-mdops
@@ -474,7 +475,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(admin):
 
 def test_metrics_watch_refreshes_until_interrupted(admin):
     watching = subprocess.Popen(
-        [MDOPS, "metrics", "--watch", "--interval", "0.5", "-o", "json"],
+        [*WITH_CTRL_C, MDOPS, "metrics", "--watch", "--interval", "0.5", "-o", "json"],
         env=admin.env,
         stdout=subprocess.PIPE,
         text=True,

@@ -47,6 +47,7 @@ from cli.follow import (
     this_runs,
 )
 from devcluster.processes import free_port, wait_until
+from tests.pids import WITH_CTRL_C
 
 SECRET = "s3cret-token-never-shown"
 
@@ -224,7 +225,7 @@ def mdops(api: FakeApi, *args: str, request_timeout: float = 5) -> subprocess.Po
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
     env.update(MDOPS_API_URL=api.url, MDOPS_API_TOKEN=SECRET)
     return subprocess.Popen(
-        [sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", str(request_timeout)],
+        [*WITH_CTRL_C, sys.executable, "-c", QUICK_MDOPS, *args, "--request-timeout", str(request_timeout)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -1493,7 +1494,9 @@ def test_ctrl_c_again_while_mdops_says_it_was_interrupted_changes_nothing(api):
     api.answers["GET /api/ops/events"] = lambda answer: (answer.stream(RUNNING), answer.heartbeats())
     process = mdops(api, "logs", "r-1", "-f")
     assert process.stdout.readline().split() == ["INFO", "line", "1"]  # following
+    deadline = time.monotonic() + 30
     while process.poll() is None:  # Ctrl-C, again and again until mdops has exited
+        assert time.monotonic() < deadline, "mdops still ran 30 s after its first Ctrl-C"
         process.send_signal(signal.SIGINT)
     code, stderr = ended(process)
     assert (code, stderr.count("\n")) == (130, 1), stderr
@@ -1519,7 +1522,7 @@ cli.main.main()
 def test_ctrl_c_while_mdops_starts_is_one_line_and_130_not_an_imports_traceback():
     env = {name: value for name, value in os.environ.items() if not name.startswith("MDOPS_")}
     started = subprocess.run(
-        [sys.executable, "-c", CTRL_C_AT_START, "status"],
+        [*WITH_CTRL_C, sys.executable, "-c", CTRL_C_AT_START, "status"],
         cwd=REPO,
         env=env,
         capture_output=True,
