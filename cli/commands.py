@@ -174,6 +174,12 @@ class Seconds(click.FloatRange):
         return seconds
 
 
+def warn(message: str) -> None:
+    """A line on standard error. To sys.stderr as it is now: under mdops run's spinner, or a --watch's live
+    table, Rich's proxy of it, which writes the line above them (click.echo wrote into the spinner's line)."""
+    print(f"mdops: {message}", file=sys.stderr, flush=True)
+
+
 def verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``-v`` for the commands that follow a run: the command gets ``say`` (how the run is followed, with
     -v only) and ``warn`` (what could not be shown, and why a run waits: always), each a line on standard
@@ -187,11 +193,6 @@ def verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )
     @functools.wraps(command)
     def with_notices(verbose: bool, **kwargs: Any) -> Any:
-        def warn(message: str) -> None:
-            # To sys.stderr as it is now: under mdops run's spinner, Rich's proxy of it, which writes the line
-            # above the spinner (click.echo wrote into the spinner's own line).
-            print(f"mdops: {message}", file=sys.stderr, flush=True)
-
         def quiet(message: str) -> None:
             pass
 
@@ -714,18 +715,20 @@ def metrics(api: Api, out: Output, watching: bool, interval: float) -> None:
 
     From Prometheus, through the API; a metric without a recent sample is stale.
 
-    With --watch and -o json: one JSON object per refresh, a line each.
+    With --watch and -o json: one JSON object per refresh, a line each. While watching, an API that cannot
+    be reached for a while (restarting, say) is said on standard error and asked again until it answers.
     """
     if not watching:
         out.show(api.summary(), render.metrics_table)
         return
+    refreshes = watch(api.summary, interval, say=warn)
     try:
         if out.human and out.console.is_terminal:
             with Live(console=out.console, auto_refresh=False) as live:
-                for summary in watch(api.summary, interval):
+                for summary in refreshes:
                     live.update(render.metrics_table(summary), refresh=True)
         else:
-            for summary in watch(api.summary, interval):
+            for summary in refreshes:
                 out.item(summary, render.metrics_table)
     except KeyboardInterrupt:
         return

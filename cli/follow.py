@@ -84,11 +84,17 @@ def finished(view: View | None) -> bool:
     return view is not None and view["runbook"]["status"] in FINISHED
 
 
-def watch(fetch: Callable[[], T], interval: float, wake: futures.Future | None = None) -> Iterator[T]:
+def watch(
+    fetch: Callable[[], T], interval: float, wake: futures.Future | None = None, say: Say | None = None
+) -> Iterator[T]:
     """``fetch()`` now and every ``interval`` seconds, without end (the caller stops iterating); a pause
-    ends early when ``wake`` completes."""
+    ends early when ``wake`` completes. With ``say``, a later fetch whose answer is lost is said and asked
+    for again (:func:`answered`) for as long as it takes, as a watch runs until interrupted; the first is
+    not: an API that cannot be reached at the start is an error at once."""
+    first = True
     while True:
-        yield fetch()
+        yield fetch() if first or say is None else answered(fetch, say)
+        first = False
         if wake is not None and not wake.done():
             futures.wait([wake], timeout=interval)
         else:
@@ -115,8 +121,24 @@ def again_in(error: CliError, failures: int) -> float | None:
 
 
 def persist(call: Callable[[], T], request_id: str, say: Say, note: str = "") -> T:
-    """``call()`` until the API answers it, asked again as :func:`again_in` says, at most ``RECONNECTS``
-    times; then an error that names the run, which may exist. Each time is said, with ``note``."""
+    """``call()`` until the API answers it (:func:`answered`), at most ``RECONNECTS`` times; then an error
+    that names the run, which may exist. Each time is said, with ``note``."""
+
+    def give_up(error: CliError) -> CliError:
+        return CliError(
+            f"{error.message}; gave up after {RECONNECTS} attempts: the run {request_id} may exist and go on",
+            Exit.UNAVAILABLE,
+            f"mdops get {request_id} shows it, mdops logs {request_id} -f follows it "
+            "(a new run needs a new --request-id: the same one never runs twice)",
+        )
+
+    return answered(call, lambda message: say(f"{request_id}: {message}{note}"), give_up)
+
+
+def answered(call: Callable[[], T], say: Say, give_up: Callable[[CliError], CliError] | None = None) -> T:
+    """``call()`` until the API answers it: a lost answer, or a 429 that says when, is said and asked for
+    again as :func:`again_in` says. After ``RECONNECTS`` of them in a row, ``give_up``'s error; without it,
+    never. Any other error stands."""
     failures = 0
     while True:
         try:
@@ -126,15 +148,9 @@ def persist(call: Callable[[], T], request_id: str, say: Say, note: str = "") ->
             if delay is None:
                 raise
             failures += 1
-            if failures > RECONNECTS:
-                raise CliError(
-                    f"{error.message}; gave up after {RECONNECTS} attempts: the run {request_id} may exist "
-                    "and go on",
-                    Exit.UNAVAILABLE,
-                    f"mdops get {request_id} shows it, mdops logs {request_id} -f follows it "
-                    "(a new run needs a new --request-id: the same one never runs twice)",
-                ) from None
-            say(f"{request_id}: {error.message}; asking again in {delay:g} s{note}")
+            if give_up is not None and failures > RECONNECTS:
+                raise give_up(error) from None
+            say(f"{error.message}; asking again in {delay:g} s")
             time.sleep(delay)
 
 

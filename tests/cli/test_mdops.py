@@ -137,7 +137,11 @@ class Following:
 
     def __init__(self, user: User, *args: str):
         self.process = subprocess.Popen(
-            [MDOPS, *args], env=user.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*WITH_CTRL_C, MDOPS, *args],
+            env=user.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.printed: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -473,6 +477,15 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(admin):
     assert not ANSI.search(admin.mdops("runs", "--limit", "1").stdout)  # into a pipe
 
 
+SUMMARY_KEYS = {
+    "coverage_ratio",
+    "throughput_mps",
+    "failover_latency_ms",
+    "runbook_exit_code",
+    "consumer_backlog_messages",
+}
+
+
 def test_metrics_watch_refreshes_until_interrupted(admin):
     watching = subprocess.Popen(
         [*WITH_CTRL_C, MDOPS, "metrics", "--watch", "--interval", "0.5", "-o", "json"],
@@ -482,20 +495,31 @@ def test_metrics_watch_refreshes_until_interrupted(admin):
     )
     try:
         refreshes = [json.loads(watching.stdout.readline()) for _ in range(2)]
-        assert all(
-            set(r)
-            == {
-                "coverage_ratio",
-                "throughput_mps",
-                "failover_latency_ms",
-                "runbook_exit_code",
-                "consumer_backlog_messages",
-            }
-            for r in refreshes
-        )
+        assert all(set(r) == SUMMARY_KEYS for r in refreshes)
     finally:
         watching.send_signal(signal.SIGINT)  # Ctrl-C
     assert watching.wait(timeout=30) == 0
+
+
+def test_metrics_watch_goes_on_through_a_while_the_api_cannot_be_reached(admin, stack):
+    """While the API cannot be reached (a proxy in front of it cut, as an API restarting is), a --watch
+    says so on standard error and asks again; the refreshes go on once it answers, until Ctrl-C."""
+    with Proxy(stack.api_url) as proxy:
+        watching = Following(behind(proxy, admin), "metrics", "--watch", "--interval", "0.5", "-o", "json")
+        ended = lambda: watching.process.poll() is not None  # noqa: E731
+        wait_until(lambda: watching.printed or ended(), 30, "a first refresh")
+        proxy.cut()
+        wait_until(lambda: proxy.refused >= 2 or ended(), 30, "mdops to ask again while the API is away")
+        assert not ended(), watching.end()
+        refreshed = len(watching.printed)
+        proxy.resume()
+        wait_until(lambda: len(watching.printed) >= refreshed + 2 or ended(), 30, "refreshes again")
+        watching.process.send_signal(signal.SIGINT)  # Ctrl-C
+        code, stderr = watching.end()
+    assert code == 0, stderr
+    assert all(json.loads(line).keys() == SUMMARY_KEYS for line in watching.printed)
+    assert f"mdops: cannot reach the API at http://127.0.0.1:{proxy.port}" in stderr
+    assert "; asking again in 0.5 s\n" in stderr
 
 
 # -- following a run over the event stream ---------------------------------------------------------

@@ -448,6 +448,44 @@ def test_seconds_that_are_no_number_or_beyond_a_day_are_a_usage_error(invoke, op
     assert f"Invalid value for '{option[-1]}'" in result.stderr
 
 
+SUMMARY = {  # the API's summary, as GET /api/ops/metrics/summary answers it
+    name: {"metric": name, "value": 1, "unit": None, "stale": False}
+    for name in (
+        "coverage_ratio",
+        "throughput_mps",
+        "failover_latency_ms",
+        "runbook_exit_code",
+        "consumer_backlog_messages",
+    )
+}
+
+
+def test_metrics_watch_outlasts_lost_answers_and_ends_at_a_refusal(api):
+    """A --watch runs until interrupted: a refresh whose answer is lost (503: an API restarting) is said and
+    asked for again, and the refreshes go on once the API answers; a refusal (401: the token revoked) ends
+    the watch with its exit code."""
+    answers = iter([(200, SUMMARY), (503, {"detail": "not ready"}), (503, {"detail": "not ready"}),
+                    (200, SUMMARY), (401, {"detail": "unknown token"})])  # fmt: skip
+    api.answers["GET /api/ops/metrics/summary"] = lambda answer: answer.json(*next(answers))
+    process = mdops(api, "metrics", "--watch", "--interval", "0.5", "-o", "json")
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == Exit.NOT_ALLOWED, stderr
+    assert [json.loads(line) for line in stdout.splitlines()] == [SUMMARY, SUMMARY]
+    said = stderr.splitlines()
+    assert len(said) == 3 and all(line.endswith("; asking again in 0.05 s") for line in said[:2]), stderr
+    assert "not ready" in said[0] and "unknown token" in said[2]
+    assert api.asked("GET /api/ops/metrics/summary") == 5
+
+
+def test_metrics_watch_whose_first_answer_is_lost_is_an_error_at_once(api):
+    """At the start, an API that cannot answer is an error, as for any command: not a wait without end
+    for an API that may be the wrong one."""
+    api.answers["GET /api/ops/metrics/summary"] = lambda answer: answer.json(503, {"detail": "not ready"})
+    code, stderr = ended(mdops(api, "metrics", "--watch", "--interval", "0.5"))
+    assert code == Exit.UNAVAILABLE and "asking again" not in stderr, stderr
+    assert api.asked("GET /api/ops/metrics/summary") == 1
+
+
 @pytest.mark.parametrize(
     "args",
     [("get", "a\udcffb"), ("runs", "--who", "\udcff"), ("run", "restart", "--reason", "caf\udce9")],
