@@ -259,7 +259,7 @@ class Api:
                 "--request-timeout waits longer",
             )
         return CliError(
-            f"cannot reach the API at {url}: {error}",
+            f"cannot reach the API at {url}: {str(error).rstrip('.')}",  # httpx's may end a sentence
             Exit.UNAVAILABLE,
             f"is the API running at this URL? ({self.connection.source})",
         )

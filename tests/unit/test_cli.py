@@ -464,16 +464,26 @@ def test_metrics_watch_outlasts_lost_answers_and_ends_at_a_refusal(api):
     """A --watch runs until interrupted: a refresh whose answer is lost (503: an API restarting) is said and
     asked for again, and the refreshes go on once the API answers; a refusal (401: the token revoked) ends
     the watch with its exit code."""
-    answers = iter([(200, SUMMARY), (503, {"detail": "not ready"}), (503, {"detail": "not ready"}),
-                    (200, SUMMARY), (401, {"detail": "unknown token"})])  # fmt: skip
-    api.answers["GET /api/ops/metrics/summary"] = lambda answer: answer.json(*next(answers))
+
+    def dropped(answer: Answer) -> None:  # the connection closed without an answer
+        answer.close_connection = True
+
+    answers = iter([(200, SUMMARY), None, (503, {"detail": "not ready"}), (200, SUMMARY),
+                    (401, {"detail": "unknown token"})])  # fmt: skip
+    api.answers["GET /api/ops/metrics/summary"] = lambda answer: (
+        answer.json(*answered) if (answered := next(answers)) else dropped(answer)
+    )
     process = mdops(api, "metrics", "--watch", "--interval", "0.5", "-o", "json")
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == Exit.NOT_ALLOWED, stderr
     assert [json.loads(line) for line in stdout.splitlines()] == [SUMMARY, SUMMARY]
     said = stderr.splitlines()
     assert len(said) == 3 and all(line.endswith("; asking again in 0.05 s") for line in said[:2]), stderr
-    assert "not ready" in said[0] and "unknown token" in said[2]
+    assert said[0] == (
+        f"mdops: cannot reach the API at {api.url}: Server disconnected without sending a response; "
+        "asking again in 0.05 s"
+    )
+    assert "not ready" in said[1] and "unknown token" in said[2]
     assert api.asked("GET /api/ops/metrics/summary") == 5
 
 
