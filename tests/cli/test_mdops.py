@@ -501,7 +501,7 @@ def test_metrics_watch_refreshes_until_interrupted(admin):
     assert watching.wait(timeout=30) == 0
 
 
-def test_metrics_watch_goes_on_through_a_while_the_api_cannot_be_reached(admin, stack):
+def test_metrics_watch_waits_out_an_api_that_cannot_be_reached_for_a_while(admin, stack):
     """While the API cannot be reached (a proxy in front of it cut, as an API restarting is), a --watch
     says so on standard error and asks again; the refreshes go on once it answers, until Ctrl-C."""
     with Proxy(stack.api_url) as proxy:
