@@ -30,6 +30,7 @@ import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
+from api.schemas import SummaryResponse
 from cli import render
 from cli.commands import cli
 from cli.config import REDACTED, resolve, shown_url
@@ -449,14 +450,7 @@ def test_seconds_that_are_no_number_or_beyond_a_day_are_a_usage_error(invoke, op
 
 
 SUMMARY = {  # the API's summary, as GET /api/ops/metrics/summary answers it
-    name: {"metric": name, "value": 1, "unit": None, "stale": False}
-    for name in (
-        "coverage_ratio",
-        "throughput_mps",
-        "failover_latency_ms",
-        "runbook_exit_code",
-        "consumer_backlog_messages",
-    )
+    name: {"metric": name, "value": 1, "unit": None, "stale": False} for name in SummaryResponse.model_fields
 }
 
 
@@ -471,7 +465,7 @@ def test_metrics_watch_outlasts_lost_answers_and_ends_at_a_refusal(api):
     answers = iter([(200, SUMMARY), None, (503, {"detail": "not ready"}), (200, SUMMARY),
                     (401, {"detail": "unknown token"})])  # fmt: skip
     api.answers["GET /api/ops/metrics/summary"] = lambda answer: (
-        answer.json(*answered) if (answered := next(answers)) else dropped(answer)
+        answer.json(*given) if (given := next(answers)) else dropped(answer)
     )
     process = mdops(api, "metrics", "--watch", "--interval", "0.5", "-o", "json")
     stdout, stderr = process.communicate(timeout=60)
