@@ -312,6 +312,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.tasks.append(asyncio.create_task(sweeper.run(), name="run folders"))
     else:  # its own watches of Jobs and pods, from now on (not kopf's, which lists them all first)
         memo.tasks.append(asyncio.create_task(executor.follow(), name="jobs and pods"))
+        kept = executor.let_go_kept_for_nothing(lambda: not dispatcher.paused)
+        memo.tasks.append(asyncio.create_task(kept, name="kept pods"))
 
 
 @kopf.on.cleanup()

@@ -474,8 +474,9 @@ class KubeApi:
                 raise
 
     async def kept_pods(self, namespace: str) -> list[dict]:
-        """The pods that :meth:`keep_pod` kept (its label): those let go since too, until they are gone."""
-        params = {"labelSelector": f"{keys.KEPT_LABEL}=true"}
+        """The pods that :meth:`keep_pod` kept (its label): those let go since too, until they are gone. From
+        the API server's cache: one missed is seen at the next look."""
+        params = {"labelSelector": f"{keys.KEPT_LABEL}=true", "resourceVersion": "0"}
         listed = await self.request("GET", f"{CORE}/namespaces/{namespace}/pods", params=params)
         return listed.get("items") or []
 

@@ -57,6 +57,8 @@ GIVE_UP_RETRY_SECONDS = 5.0
 # How long a run may have no pod before its Job's FailedCreate Events are read, and how often then: under
 # a burst the Job controller takes seconds to create each Job's pod, and no pod yet is no failure.
 CREATE_CHECK_SECONDS = 10.0
+# How often the active replica looks for pods kept for nothing (:func:`kept_for_nothing`) besides its start.
+KEPT_LOOK_SECONDS = 20.0
 # A container's waiting reasons that the kubelet keeps giving until a person mends the cause (the image,
 # the registry's credentials, the container's configuration): a pod with one does not start by waiting.
 CANNOT_START = frozenset(
@@ -460,7 +462,6 @@ class JobExecutor:
 
             return start
 
-        self._spawn(self._let_go_kept_for_nothing(namespace))
         await asyncio.gather(
             self.kube.watch(
                 f"{JOBS}/namespaces/{namespace}/jobs", selector, self.observe_job, on_start("jobs")
@@ -470,23 +471,42 @@ class JobExecutor:
             ),
         )
 
-    async def _let_go_kept_for_nothing(self, namespace: str) -> None:
+    async def let_go_kept_for_nothing(self, active: Callable[[], bool]) -> None:
         """Let go the kept pods (:meth:`KubeApi.kept_pods`) that are kept for nothing
-        (:func:`kept_for_nothing`): one list of them as the controller starts (there are few: those of
-        stopped runs, until their ends are recorded), and one read of the claim of each deleted one."""
-        try:
-            for pod in await self.kube.kept_pods(namespace):
-                claim = kept_claim(pod)
-                if claim and kept_for_nothing(pod, await self.kube.get_lease(namespace, claim)):
-                    name = pod["metadata"]["name"]
+        (:func:`kept_for_nothing`), for ever: as the controller starts, then every :data:`KEPT_LOOK_SECONDS`
+        while ``active()`` (this replica is the active one). A pod becomes kept for nothing while a
+        controller runs too: the replica that takes over from one that died after recording the run's end
+        was already running, and a claim that could not be read is read at the next look. Each look is one
+        list of the kept pods (few: those of stopped runs, until their ends are recorded) and one read of the
+        claim of each deleted one."""
+        namespace = self.settings.namespace
+        while True:
+            try:
+                await self._let_go_kept(namespace)
+            except ApiError as error:  # looked for again at the next look
+                log.warning("could not list the kept pods to let go those kept for nothing: %s", error)
+            await asyncio.sleep(KEPT_LOOK_SECONDS)
+            while not active():
+                await asyncio.sleep(KEPT_LOOK_SECONDS)
+
+    async def _let_go_kept(self, namespace: str) -> None:
+        for pod in await self.kube.kept_pods(namespace):
+            claim = kept_claim(pod)
+            if not claim:
+                continue
+            name = pod["metadata"]["name"]
+            try:
+                if kept_for_nothing(pod, await self.kube.get_lease(namespace, claim)):
                     log.info(
                         "%s/%s: kept for its run's end, which is recorded (or its claim gone): it goes",
                         namespace,
                         name,
                     )
                     await self.kube.let_pod_go(namespace, name)
-        except ApiError as error:  # looked for again as the next controller starts
-            log.warning("could not let the kept pods go whose runs' ends are recorded: %s", error)
+            except ApiError as error:  # the others are looked at all the same; this one at the next look
+                log.warning(
+                    "%s/%s: could not tell whether it is kept for nothing: %s", namespace, name, error
+                )
 
     def resync(self) -> None:
         """Read every expected run's Job and pods again, as the watch would have shown them."""

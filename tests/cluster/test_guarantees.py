@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 
 from controller.executors import RunRequest
+from controller.executors.job import KEPT_LOOK_SECONDS
 from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
 from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
@@ -1025,6 +1026,48 @@ def test_the_kept_pods_of_a_run_whose_end_was_recorded_go_after_its_runbook_was_
     wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go")
     assert ledger_result(api_client, namespace, "recorded-job") == recorded
     assert started(env) == ["recorded-job"]
+
+
+def kept_for_nothing(pods: client.CoreV1Api, namespace: str, name: str) -> None:
+    """A pod as the Job executor keeps one for its run's end (the finalizer, the label of its claim),
+    deleted, and whose claim does not exist: kept for nothing."""
+    meta = {
+        "name": name,
+        "labels": {keys.KEPT_LABEL: "true", keys.CLAIM_LABEL: lease_name(name)},
+        "finalizers": [keys.RESULT_FINALIZER],
+    }
+    spec = {"containers": [{"name": "runner", "image": "mdops"}], "automountServiceAccountToken": False}
+    pods.create_namespaced_pod(namespace, {"metadata": meta, "spec": spec})
+    pods.delete_namespaced_pod(name, namespace)
+
+
+def test_a_pod_kept_for_nothing_since_the_controller_started_goes_at_its_next_look(
+    start_controller, cluster, env, api_client, namespace
+):
+    """A kept pod can become kept for nothing while a controller runs: the replica that takes over from one
+    that recorded the run's end and died before it let the pod go had started before that, and a claim
+    that could not be read as it started is read later. The active controller looks every
+    KEPT_LOOK_SECONDS, not only as it starts; before, such a pod kept its finalizer until a controller
+    started. The first pod goes at the start's look; the second, made once the first has gone (so after
+    that look's list), at a later one."""
+    pods = client.CoreV1Api(api_client)
+
+    def kept() -> list[str]:
+        return [pod.metadata.name for pod in pods.list_namespaced_pod(namespace).items]
+
+    kept_for_nothing(pods, namespace, "kept-before")
+    controller = start_controller("only", **job_env(cluster, namespace, env))
+    wait_until(
+        lambda: not kept(), 30, "the pod kept for nothing before the start to go", [controller.process]
+    )
+    kept_for_nothing(pods, namespace, "kept-since")
+    assert kept() == ["kept-since"]
+    wait_until(
+        lambda: not kept(),
+        KEPT_LOOK_SECONDS + 30,
+        "the pod kept for nothing since the start to go",
+        [controller.process],
+    )
 
 
 def test_runs_queued_for_their_lock_or_a_slot_deleted_while_no_controller_ran_free_their_request_ids(

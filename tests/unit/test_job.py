@@ -23,6 +23,7 @@ from controller.executors.job import (
     start_failure,
     stood_by,
 )
+from controller.kubeapi import ApiError
 from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -331,6 +332,33 @@ def claim(holder: str, **annotations: str) -> dict:
 )
 def test_a_kept_pod_goes_once_its_runs_end_is_recorded_or_its_claim_is_gone(lease, for_nothing):
     assert kept_for_nothing(KEPT, lease) is for_nothing
+
+
+def test_a_claim_that_cannot_be_read_leaves_the_other_kept_pods_looked_at(settings):
+    """One look at the kept pods: a claim read that fails (the API server restarting) leaves that pod for the
+    next look and goes on with the others; it used to end the look, and the look came only at the start."""
+    unreadable = with_meta(
+        KEPT, name="unreadable", labels={**KEPT["metadata"]["labels"], keys.CLAIM_LABEL: "x"}
+    )
+
+    class Kube:
+        def __init__(self) -> None:
+            self.let_go: list[str] = []
+
+        async def kept_pods(self, namespace: str) -> list[dict]:
+            return [unreadable, KEPT]
+
+        async def get_lease(self, namespace: str, name: str) -> dict | None:
+            if name == "x":
+                raise ApiError(503, "GET", name, "the API server is restarting")
+            return None  # trimmed once finished: kept for nothing
+
+        async def let_pod_go(self, namespace: str, name: str) -> None:
+            self.let_go.append(name)
+
+    kube = Kube()
+    asyncio.run(JobExecutor(settings(), kube=kube)._let_go_kept("mdops"))
+    assert kube.let_go == [KEPT["metadata"]["name"]]
 
 
 def test_why_a_pod_cannot_start_is_shown_also_when_it_was_said_before_the_run_was_waited_for(settings):
