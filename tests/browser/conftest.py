@@ -88,8 +88,8 @@ def context(browser, stack, console_errors) -> BrowserContext:
     browser's do). What any of its pages logs as an error fails the test."""
     made = browser.new_context(viewport={"width": 1200, "height": 860}, base_url=stack.api_url)
     # Chromium puts request interception into a running page's loaders a moment after Fetch.enable has
-    # answered, so a page's first route could miss the requests just after it (seen: a POST sent 30 ms after
-    # page.route returned, neither held nor reported as a request). Interception is on from each page's
+    # answered, so a page's first route could miss the requests just after it (seen: a POST sent 38 ms after
+    # that answer, neither held nor reported as a request). Interception is on from each page's
     # start instead, by a route nothing requests; Playwright passes the rest on without asking this process.
     made.route("**/no-request-has-this-path", lambda route: route.abort())
     made.set_default_timeout(20_000)

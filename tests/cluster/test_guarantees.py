@@ -1028,7 +1028,7 @@ def test_the_kept_pods_of_a_run_whose_end_was_recorded_go_after_its_runbook_was_
     assert started(env) == ["recorded-job"]
 
 
-def kept_for_nothing(pods: client.CoreV1Api, namespace: str, name: str) -> None:
+def make_kept_for_nothing(pods: client.CoreV1Api, namespace: str, name: str) -> None:
     """A pod as the Job executor keeps one for its run's end (the finalizer, the label of its claim),
     deleted, and whose claim does not exist: kept for nothing."""
     meta = {
@@ -1055,12 +1055,12 @@ def test_a_pod_kept_for_nothing_since_the_controller_started_goes_at_its_next_lo
     def kept() -> list[str]:
         return [pod.metadata.name for pod in pods.list_namespaced_pod(namespace).items]
 
-    kept_for_nothing(pods, namespace, "kept-before")
+    make_kept_for_nothing(pods, namespace, "kept-before")
     controller = start_controller("only", **job_env(cluster, namespace, env))
     wait_until(
         lambda: not kept(), 30, "the pod kept for nothing before the start to go", [controller.process]
     )
-    kept_for_nothing(pods, namespace, "kept-since")
+    make_kept_for_nothing(pods, namespace, "kept-since")
     assert kept() == ["kept-since"]
     wait_until(
         lambda: not kept(),
