@@ -39,6 +39,10 @@ function hub(name) {
   let candidate = null; // this tab's request of the lock (an AbortController), or its turn holding it
   let leading = null; // the same, while this tab holds the stream
   let frozen = false; // the browser froze this tab: it runs nothing, so it neither leads nor asks to
+  // Events other tabs relayed while this one led: a tab that took the lock from this one (which has not
+  // heard yet, its stream's last events still on their way to it), or one that has just lost it. Taken
+  // once this tab stops leading: its own stream may stop short of them, and they are the events between.
+  let relayed = [];
   let silenceTimer = null;
 
   function take(name, data, id) {
@@ -72,7 +76,10 @@ function hub(name) {
       if (leading && told) channel.postMessage({ type: "state", ...told, lastId });
       return;
     }
-    if (leading) return; // another tab's leftovers: this one holds the stream
+    if (leading) {
+      if (message.type === "event") relayed.push(message);
+      return;
+    }
     if (message.type === "event") take(message.name, message.data, message.id);
     else if (message.type === "state") {
       if (newer(message.lastId, lastId)) lastId = message.lastId; // where a new leader resumes
@@ -96,6 +103,7 @@ function hub(name) {
         const relay = (event, data, id) => {
           channel.postMessage({ type: "event", name: event, data, id });
           take(event, data, id);
+          if (relayed.length) relayed = relayed.filter((m) => newer(m.id, lastId)); // this stream has them
         };
         const tell = (state, message, since) => {
           const said = { state, message, since };
@@ -107,7 +115,10 @@ function hub(name) {
       })
       .catch(() => mine.abort()) // taken by another tab, or no longer asked for
       .finally(() => {
-        if (leading === mine) leading = null;
+        if (leading === mine) {
+          leading = null;
+          for (const m of relayed.splice(0)) take(m.name, m.data, m.id);
+        }
         if (candidate === mine && subscribers.size && !frozen) lead(); // taken: this tab waits for its turn again
       });
   }
