@@ -485,6 +485,8 @@ class JobExecutor:
                 await self._let_go_kept(namespace)
             except ApiError as error:  # looked for again at the next look
                 log.warning("could not list the kept pods to let go those kept for nothing: %s", error)
+            except Exception:  # a failed look must not end the looking, as the run folders' sweep's
+                log.exception("looking for the pods kept for nothing failed")
             await asyncio.sleep(KEPT_LOOK_SECONDS)
             while not active():
                 await asyncio.sleep(KEPT_LOOK_SECONDS)
