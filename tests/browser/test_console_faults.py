@@ -559,15 +559,16 @@ def test_a_tables_box_keeps_the_focus_when_the_run_changes(page, stack, files):
     """The keyboard is on the conditions' box (to scroll it) when the run ends: the run's details are drawn
     anew, and the box has the focus again."""
     api_ready(stack)
+    # Held until released: a run says Running before its script has looked for the hold.
     with holding(files):
         rid = started_check(stack, "focus")
-    sign_in(page, stack.admin_token)
-    page.goto(f"/console/#/runbooks/{rid}")
-    run = page.get_by_role("region", name="Run")
-    expect(run.get_by_role("status")).to_have_text("Status: running")
-    conditions = run.get_by_role("region", name="Conditions")
-    conditions.focus()
-    (files / f"{rid}.go").touch()
+        sign_in(page, stack.admin_token)
+        page.goto(f"/console/#/runbooks/{rid}")
+        run = page.get_by_role("region", name="Run")
+        expect(run.get_by_role("status")).to_have_text("Status: running")
+        conditions = run.get_by_role("region", name="Conditions")
+        conditions.focus()
+        (files / f"{rid}.go").touch()
     expect(run.get_by_role("status")).to_have_text("Status: success, exit code 0")
     expect(conditions).to_be_focused()
 
