@@ -50,6 +50,7 @@ def main() -> int:
         port=settings.api_port,
         log_level=settings.api_log_level,
         proxy_headers=False,
+        timeout_keep_alive=settings.api_keep_alive_seconds,
         http=functools.partial(server.Protocol, read_seconds=settings.api_read_timeout_seconds),
     )
     return 0

@@ -48,6 +48,14 @@ class ApiSettings(CommonSettings):
         "connection's start; then a 408 and the connection closed. Also how long the server waits for a "
         "client that reads nothing of its answers (they fill the buffers); then the connection is dropped.",
     )
+    api_keep_alive_seconds: int = Field(
+        5,
+        ge=5,
+        le=3600,
+        description="Seconds an idle kept-alive connection stays open. A request sent on a connection as the "
+        "server closes it is lost to its client: behind a proxy or load balancer that keeps its connections "
+        "to the API idle for up to N s, make this longer than N. mdops keeps its own for 4 s.",
+    )
     api_execute_wait_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long execute waits for the run's end before answering 202."
     )

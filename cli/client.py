@@ -41,6 +41,10 @@ from cli.errors import CliError, Exit, answer_error, detail_of, escaped
 from runbooks.contract import APPROVE, STATUS_READ
 
 CONNECT_TIMEOUT = 5.0
+# mdops reuses a connection idle for less than this, which is less than the API keeps an idle one open
+# (MDOPS_API_KEEP_ALIVE_SECONDS, at least 5): a request sent on a connection as the server closes it would be
+# lost ("Server disconnected without sending a response").
+KEEP_ALIVE_SECONDS = 4.0
 # An event stream that sends nothing for this long (or --request-timeout, if longer), not even the API's
 # heartbeat (every 15 s by default), is taken as lost.
 SILENT_STREAM_SECONDS = 45.0
@@ -62,6 +66,7 @@ class Api:
                 "User-Agent": f"mdops/{version('mdops')}",
             },
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+            limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE_SECONDS),
         )  # shared by the threads of `mdops run`: httpx's Client may be
 
     def __enter__(self) -> Api:

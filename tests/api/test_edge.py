@@ -460,6 +460,20 @@ def test_a_token_without_the_permission_is_403_before_the_body_is_read(server, r
     assert runbooks.list() == []
 
 
+def test_an_answered_connection_is_kept_open_for_the_keep_alive_seconds_then_closed(start_server):
+    """MDOPS_API_KEEP_ALIVE_SECONDS (7 here, where uvicorn's own would close it after 5 s): a client may send
+    its next request on the connection until then (mdops reuses one for less: cli.client)."""
+    server = start_server(MDOPS_API_KEEP_ALIVE_SECONDS="7")
+    sock = slow_client(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answered = b""
+    while b"\r\n\r\n" not in answered:
+        answered += sock.recv(65536)
+    answered_at = time.monotonic()
+    assert answered.startswith(b"HTTP/1.1 200 "), answered
+    received_until_closed(sock)  # the rest of the answer, if any, then nothing until the server closes it
+    assert 6.5 < time.monotonic() - answered_at < 10
+
+
 def test_slow_clients_hold_nothing_once_their_time_is_up(start_server):
     server = start_server(MDOPS_API_READ_TIMEOUT_SECONDS="1")
     before = open_descriptors(server)

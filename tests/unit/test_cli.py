@@ -31,7 +31,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from api.schemas import SummaryResponse
+from api.settings import ApiSettings
 from cli import render
+from cli.client import KEEP_ALIVE_SECONDS
 from cli.commands import cli
 from cli.config import REDACTED, resolve, shown_url
 from cli.errors import MEANINGS, CliError, Exit, answer_error
@@ -332,6 +334,14 @@ def test_a_redirect_is_another_servers_answer_not_a_failure_of_the_api_to_try_ag
 def test_mdops_codes_never_collide_with_a_runbooks():
     runbook_codes = {0, 1, 2, 3, 124, 125, 130}
     assert not runbook_codes & {int(code) for code in Exit}
+
+
+def test_mdops_reuses_a_connection_for_less_time_than_the_api_keeps_one_open():
+    """A request sent on a connection as the API closes it is lost to mdops: it never reuses one that long."""
+    shortest = next(
+        rule.ge for rule in ApiSettings.model_fields["api_keep_alive_seconds"].metadata if hasattr(rule, "ge")
+    )
+    assert shortest > KEEP_ALIVE_SECONDS
 
 
 def test_an_unreachable_api_is_one_line_that_never_shows_the_token(invoke):
