@@ -33,9 +33,9 @@ from rich.console import Console
 from api.schemas import SummaryResponse
 from api.settings import ApiSettings
 from cli import render
-from cli.client import KEEP_ALIVE_SECONDS
+from cli.client import KEEP_ALIVE_SECONDS, Api
 from cli.commands import cli
-from cli.config import REDACTED, resolve, shown_url
+from cli.config import REDACTED, Connection, resolve, shown_url
 from cli.errors import MEANINGS, CliError, Exit, answer_error
 from cli.follow import (
     POLL,
@@ -342,6 +342,9 @@ def test_mdops_reuses_a_connection_for_less_time_than_the_api_keeps_one_open():
         rule.ge for rule in ApiSettings.model_fields["api_keep_alive_seconds"].metadata if hasattr(rule, "ge")
     )
     assert shortest > KEEP_ALIVE_SECONDS
+    with Api(Connection("http://127.0.0.1:1", "t", "test"), timeout=5) as api:
+        # httpx has no public view of its pool's expiry (pinned: this is where 0.28 keeps it)
+        assert api.http._transport._pool._keepalive_expiry == KEEP_ALIVE_SECONDS
 
 
 def test_an_unreachable_api_is_one_line_that_never_shows_the_token(invoke):
