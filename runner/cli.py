@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
             message = f"runner error: {type(exc).__name__}: {exc}"
             result = _ended(ExitCode.NOT_EXECUTED, message, log, started_at)
-        return _emit(result, hints.result_file, out)
+        return _emit(result, hints, out)
 
 
 def _stand_by(holder: str, result_file: str | None, cancel: Cancellation) -> int:
@@ -192,6 +192,12 @@ def _add_hinted(parser: argparse.ArgumentParser) -> None:
         "--log-file",
         metavar="PATH",
         help="also write the log lines here, at most 1 MiB in it and 1 MiB in PATH.1",
+    )
+    parser.add_argument(
+        "--room-file",
+        metavar="PATH",
+        help="a file that keeps room for the result on its disk: removed just before the result file is "
+        "written, so that a disk the script filled still takes the result",
     )
 
 
@@ -369,13 +375,16 @@ def _ended(
     )
 
 
-def _emit(result: dict[str, Any], result_file: str | None, out: BinaryIO) -> int:
+def _emit(result: dict[str, Any], hints: argparse.Namespace, out: BinaryIO) -> int:
     text = dumps(result)
-    if result_file:
+    if hints.room_file:
+        with contextlib.suppress(OSError):
+            os.unlink(hints.room_file)
+    if hints.result_file:
         try:
-            write_result_file(result_file, text)
+            write_result_file(hints.result_file, text)
         except OSError as exc:
-            sys.stderr.write(f"{PROG}: could not write the result file {result_file}: {exc}\n")
+            sys.stderr.write(f"{PROG}: could not write the result file {hints.result_file}: {exc}\n")
     with contextlib.suppress(OSError):
         out.write(f"{RESULT_PREFIX}{text}\n".encode())
         out.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -101,16 +102,20 @@ def write_result_file(path: str, text: str) -> None:
     """Write atomically (temporary file, then rename) where possible, else in place.
 
     In place is for ``/dev/termination-log`` and the like: a file in a directory we may not write, a
-    mount point (rename fails), or something that is not a regular file (never replaced by one).
+    mount point (rename fails), or something that is not a regular file (never replaced by one). Not for
+    a full disk, where it would leave an empty file (OSError).
     """
     try:
         regular = stat.S_ISREG(os.stat(path).st_mode)
     except FileNotFoundError:
         regular = True
     if regular:
-        with contextlib.suppress(OSError):
+        try:
             write_atomically(path, text)
             return
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
 

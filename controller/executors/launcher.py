@@ -36,14 +36,20 @@ from runbooks.contract import ExitCode
 
 PID_FILE = "pid"  # in the run's folder: the runner's pid, or NEVER_STARTED
 NEVER_STARTED = "never started"
+READY = b"1"  # the child's word to the launcher: it claimed the pid file
 
 
 def child(request: dict[str, Any], ready: int) -> int:
     """In the forked child: claim the run's ``pid`` file, say so on ``ready``, become the run's runner."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the runner waits for its script
     os.setsid()
-    claim(PID_FILE, str(os.getpid()))  # in the run's folder; raises if it was declared never started
-    os.write(ready, b"1")
+    try:
+        claim(PID_FILE, str(os.getpid()))  # in the run's folder
+    except OSError as error:  # declared never started, or no room on its disk: nothing runs
+        why = "was taken" if isinstance(error, FileExistsError) else f"could not be written: {error}"
+        os.write(ready, f"its pid file {why}".encode())
+        return ExitCode.NOT_EXECUTED
+    os.write(ready, READY)
     os.close(ready)
     errors = os.open(request["errors"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     null = os.open(os.devnull, os.O_RDWR)
@@ -108,8 +114,10 @@ def launch(request: dict[str, Any]) -> int:
     if pid:
         os.close(told)
         with os.fdopen(ready, "rb") as answer:
-            if answer.read(1) != b"1":
-                raise OSError(f"the run in {request['cwd']} was not started: its pid file was taken")
+            said = answer.read()  # until the child says it claimed the pid file, or why not, or dies
+        if said != READY:
+            why = said.decode(errors="replace") or "its runner died first"
+            raise OSError(f"the run in {request['cwd']} was not started: {why}")
         return pid
     os.close(ready)
     code = ExitCode.NOT_EXECUTED

@@ -7,7 +7,8 @@ anything, and the launcher's own pid, in ``launcher``, written before it is aske
 waits for ``result.json``; a run it finds provably never started (:func:`never_started`) it starts then,
 in its folder made afresh. Its streamed log lines go to ``runner.log`` (at most 1 MiB, the older lines
 in ``runner.log.1``), which is watched (its size, every ``POLL_SECONDS``) for new lines; its own errors
-go to ``runner.err``.
+go to ``runner.err``. The folder keeps room for its result (``room``, which the runner frees just before it
+writes its result), so that a script that fills the disk does not lose it.
 
 A runner that dies without a result (``kill -9``, the OOM killer) takes its script with it (the kernel
 kills it: ``PR_SET_PDEATHSIG``); what the script started is still in the runner's session, and is killed,
@@ -61,6 +62,10 @@ LAUNCH_WAIT_SECONDS = 60.0
 SESSION_END_SECONDS = 30.0
 # The launcher writes a runner's exit status as it reaps it, a moment after the runner is seen gone.
 EXIT_STATUS_SECONDS = 1.0
+# In a run's folder: room kept for its last files (its result, its exit status), made with the folder, which
+# its runner frees just before it writes its result: a script that fills the disk does not lose its result.
+ROOM_FILE = "room"
+ROOM_BYTES = 32 * 1024
 # In a run's folder: made once its result is recorded (LocalRun.release). Its time is when the folder's TTL
 # began; a folder without it is never removed.
 RELEASED_FILE = "released"
@@ -346,8 +351,8 @@ class LocalExecutor:
             return False
 
     async def prepare(self, request: RunRequest) -> None:
-        """The run's folder, empty: no launcher asked for it yet."""
-        self.folder(request).mkdir(parents=True, exist_ok=True)
+        """The run's folder, with no launcher asked for it yet (:func:`make_folder`)."""
+        make_folder(self.folder(request))
 
     async def resume(self, request: RunRequest) -> LocalRun | dict[str, Any]:
         """Its folder says what happened (it is made before the claim's mark comes off): one left is
@@ -381,15 +386,30 @@ class LocalExecutor:
                 request.name,
             )
             shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)  # prepared, or made afresh
+        make_folder(folder)  # prepared, or made afresh
         argv = [
             *request.runner_args(self.settings),
             "--scripts", str(self.settings.scripts_dir), "--result-file", str(folder / "result.json"),
-            "--log-file", str(folder / "runner.log"),
+            "--log-file", str(folder / "runner.log"), "--room-file", str(folder / ROOM_FILE),
         ]  # fmt: skip
         env = runner_environment(request, self.settings, os.environ)
         await self.launcher.launch(argv, folder, env, folder / "runner.err")  # it wrote the pid file
         return self.handle(request)
+
+
+def make_folder(folder: Path) -> None:
+    """A run's folder, with ``ROOM_BYTES`` kept in it for the run's last files (``ROOM_FILE``); OSError
+    (its disk full already) before anything runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    room = folder / ROOM_FILE
+    try:
+        with room.open("xb") as file:
+            file.write(bytes(ROOM_BYTES))
+    except FileExistsError:  # made when it was prepared
+        pass
+    except OSError as error:
+        room.unlink(missing_ok=True)
+        raise OSError(error.errno, f"no room for the run's files in {folder}: {error.strerror}") from error
 
 
 def launcher_environment() -> dict[str, str]:
