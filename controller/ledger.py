@@ -74,15 +74,28 @@ class Entry:
 
     @classmethod
     def from_lease(cls, lease: dict[str, Any]) -> Entry:
+        """The entry its Lease holds; :class:`UnreadableClaim` if its result or arrival is not as mdops writes
+        them (the Lease edited by hand)."""
         meta = lease["metadata"]
         # Their names shared with every other entry's (each parsed Lease has its own copies).
         annotations = {sys.intern(key): value for key, value in (meta.get("annotations") or {}).items()}
-        result = annotations.get(keys.RESULT)
+        try:
+            result = json.loads(annotations[keys.RESULT]) if annotations.get(keys.RESULT) else None
+            if result is not None and not (
+                isinstance(result, dict) and valid_exit_code(result.get("exitCode"))
+            ):
+                raise ValueError("not a run's result")
+        except ValueError as error:
+            raise UnreadableClaim(meta["name"], keys.RESULT, error) from None
+        try:
+            arrival = int(annotations.get(keys.ARRIVAL) or 0)
+        except ValueError as error:
+            raise UnreadableClaim(meta["name"], keys.ARRIVAL, error) from None
         return cls(
             (lease.get("spec") or {}).get("holderIdentity") or "",
             annotations.get(keys.RUNBOOK, ""),
-            json.loads(result) if result else None,
-            int(annotations.get(keys.ARRIVAL) or 0),
+            result,
+            arrival,
             meta["name"],
             meta.get("resourceVersion", ""),
             annotations,
@@ -126,6 +139,23 @@ class Entry:
     def lease(self, annotations: dict[str, str]) -> dict[str, Any]:
         """The entry's Lease with ``annotations``, at the entry's version."""
         return lease_body(self.name, self.uid, annotations, self.version)
+
+
+def valid_exit_code(code: Any) -> bool:
+    """An exit code as a result records it: none (cancelled before the start), or 0 to 255."""
+    return code is None or (isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255)
+
+
+class UnreadableClaim(ValueError):
+    """A ledger Lease whose annotation is not as mdops writes it (edited by hand): which run it records, and
+    how that ended, cannot be told. Nothing of its request id runs until a person mends the Lease, or
+    deletes it to free the request id."""
+
+    def __init__(self, lease: str, annotation: str, error: ValueError):
+        super().__init__(
+            f"the ledger's Lease {lease} cannot be read, its annotation {annotation} is not as mdops "
+            f"writes it ({error}): mend that Lease, or delete it to free its request id"
+        )
 
 
 class ClaimGone(Exception):
@@ -195,7 +225,12 @@ class Ledger:
         params = {"labelSelector": f"{keys.LEDGER_LABEL}=true,{keys.UNFINISHED_LABEL}=true"}
         async for items in self.kube.pages(self.kube.lease_path(namespace), params=params):
             for lease in items:
-                yield Entry.from_lease(lease)
+                try:
+                    entry = Entry.from_lease(lease)
+                except UnreadableClaim as error:  # the others are still looked at
+                    log.warning("a claim is passed over: %s", error)
+                    continue
+                yield entry
 
     async def release(self, entry: Entry, namespace: str) -> None:
         """Give up an unfinished claim (its Runbook was deleted before it ran, or the gate ended it). The

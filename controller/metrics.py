@@ -51,7 +51,8 @@ GATE = Counter(
 )
 HELD = Gauge(
     "md_runbook_held",
-    "Runs held at the gate now (outside their change window or awaiting approvals).",
+    "Runs held now: at the gate (outside their change window or awaiting approvals), or until a person "
+    "mends their request id's claim.",
     registry=REGISTRY,
 )
 # Per schedule (namespace, schedule): as many series as schedules, removed with them.

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 LOCK_RETRY_SECONDS = 2.0
 WINDOW_RETRY_SECONDS = 30.0
+UNREADABLE_RETRY_SECONDS = 10.0  # a Runbook whose request id's claim cannot be read looks at it again
 START_RETRY_SECONDS = 1.0  # a run whose Job the API server refused asks again after this, then less often
 # A held run is looked at again at the latest after this long, whatever its wait: a safety net for a
 # missed watch event or a clock that jumped (the wait's end is a wall-clock time, asyncio's timers are not).
@@ -74,7 +75,9 @@ LOG_DEBOUNCE_SECONDS = 0.15
 
 class Outcome(enum.Enum):
     OWNER = "owner"  # admitted: it owns its request id and may run
-    HELD = "held"  # owns its request id, but the gate holds it: admitted again after ``delay``
+    # owns its request id, but the gate holds it; or its request id's claim cannot be read (edited by hand):
+    # out of its target's lane, holding nothing, admitted again after ``delay``
+    HELD = "held"
     PARKED = "parked"  # a duplicate whose original has not finished: it waits for that result
     SETTLED = "settled"  # finished (or shown as a duplicate): it leaves the watch
     GONE = "gone"  # the Runbook no longer exists
@@ -300,16 +303,19 @@ class Runs:
         is looked at again without claiming it again (a failed create and a read of its Lease each time,
         twice the gate's own cost, for every held run at each look and in the herd at a freeze's end)."""
         request = request_fingerprint(entry.spec)
-        claim = entry.claim or await self.services.ledger.claim(
-            entry.namespace,
-            entry.request_id,
-            entry.uid,
-            entry.name,
-            entry.seq,
-            request,
-            entry.group,
-            entry.spec,
-        )
+        try:
+            claim = entry.claim or await self.services.ledger.claim(
+                entry.namespace,
+                entry.request_id,
+                entry.uid,
+                entry.name,
+                entry.seq,
+                request,
+                entry.group,
+                entry.spec,
+            )
+        except ledger.UnreadableClaim as error:
+            return await self._unreadable(entry, error)
         if (
             claim.uid != entry.uid
             and claim.unstarted
@@ -354,6 +360,19 @@ class Runs:
             claim = await self.services.ledger.finish(claim, entry.namespace, status.to_k8s())
             return await self.settle_duplicate(entry, claim)
         return await self._park(entry, claim)  # it comes into view soon
+
+    async def _unreadable(self, entry: Entry, error: ledger.UnreadableClaim) -> Next:
+        """Its request id's claim cannot be read (edited by hand): whether that request id ran, and how,
+        cannot be told, so the Runbook is held, its status saying why, and looked at again now and then (the
+        Lease mended, or deleted to free the request id). As a run the gate holds, it holds up no other run
+        of its target."""
+        log.warning("%s/%s waits: %s", entry.namespace, entry.name, error)
+        change = transitions.pending_because(
+            self.status(entry), entry.generation, f"cannot be admitted: {error}"
+        )
+        if apply(self.status(entry), change) != self.status(entry) and not await self.patch(entry, change):
+            return Next(Outcome.GONE)
+        return Next(Outcome.HELD, UNREADABLE_RETRY_SECONDS)
 
     async def _unstarted_again(self, entry: Entry, claim: ledger.Entry) -> ledger.Entry:
         """The own claim, saying again that its run has not started if that is so: a claim made before

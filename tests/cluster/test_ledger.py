@@ -117,3 +117,27 @@ def test_the_result_of_a_run_whose_claim_was_freed_meanwhile_takes_its_request_i
     kept = lease(api_client, namespace)
     assert kept is not None and kept.spec.holder_identity == "uid-1"
     assert keys.RESULT in (kept.metadata.annotations or {})
+
+
+def test_the_look_for_unfinished_claims_passes_over_one_edited_unreadable(cluster, namespace, api_client):
+    """A claim a person edited into something mdops cannot read (here its arrival) is passed over, with a
+    warning; the others are still found. Before, it stopped the look at every try, and with it the ending
+    of every run whose Runbook went unseen."""
+
+    async def scenario() -> list[str]:
+        kube = KubeApi(lambda: login.from_kubeconfig(cluster.kubeconfig))
+        try:
+            book = ledger.Ledger(kube)
+            for request_id in ("req-1", "req-2", "req-3"):
+                await book.claim(
+                    namespace, request_id, request_id, request_id, 1, "r", "default", {"command": "drill"}
+                )
+            edited = {"metadata": {"annotations": {keys.ARRIVAL: "soon"}}}
+            client.CoordinationV1Api(api_client).patch_namespaced_lease(
+                ledger.lease_name("req-2"), namespace, edited
+            )
+            return sorted([entry.request_id async for entry in book.unfinished(namespace)])
+        finally:
+            await kube.close()
+
+    assert asyncio.run(scenario()) == ["req-1", "req-3"]

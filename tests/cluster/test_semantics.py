@@ -10,8 +10,11 @@ import signal
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
+from controller.ledger import lease_name
 from devcluster.processes import answers_200, process_gone, wait_until
+from runbooks import keys
 from tests.runbook_client import HOLD, Runbooks, lines, runbook, write_script
 
 # Each run appends "<request id> start <epoch ns>" and "... end ..." to $RUNS, and is held in between until
@@ -115,6 +118,36 @@ def test_a_request_id_used_again_with_other_parameters_is_refused_not_shown_the_
         assert "not run: request id req-44 was used by" in status["message"]
         assert "with other parameters" in status["message"]
     assert started(env) == ["req-44"]
+
+
+def test_a_request_id_whose_claim_was_edited_unreadable_waits_saying_so_until_the_claim_is_mended(
+    start_controller, rbs, env, api_client, namespace
+):
+    """A person edited the ledger's Lease of a finished request id into something mdops cannot read: whether
+    that request id ran, and how, cannot be told. A Runbook of it waits, saying which Lease to mend (before,
+    it stayed without a word in its status, a traceback in the controller's log every 5 s); the runs of other
+    request ids go on; deleted by the person, the Lease frees the request id."""
+    release(env)
+    start_controller(**script_env(env))
+    rbs.create("first", command="drill", requestId="req-45")
+    rbs.wait_finished("first")
+    leases, name = client.CoordinationV1Api(api_client), lease_name("req-45")
+    leases.patch_namespaced_lease(name, namespace, {"metadata": {"annotations": {keys.RESULT: "{not json"}}})
+    rbs.create("again", command="drill", requestId="req-45")
+
+    def why() -> str:
+        return (rbs.condition("again", "Succeeded") or {}).get("message", "")
+
+    wait_until(lambda: "mend that Lease" in why(), 30, "the waiting Runbook to say why")
+    assert f"the ledger's Lease {name} cannot be read" in why() and keys.RESULT in why(), why()
+    assert rbs.condition("again", "Succeeded")["status"] == "Unknown"
+    rbs.create("other", command="drill", requestId="req-46")
+    assert rbs.wait_finished("other")["status"]["result"] == "success"
+    assert rbs.condition("again", "Succeeded")["status"] == "Unknown"
+    assert started(env) == ["req-45", "req-46"]
+    leases.delete_namespaced_lease(name, namespace)
+    assert rbs.wait_finished("again")["status"]["result"] == "success"
+    assert started(env) == ["req-45", "req-46", "req-45"]
 
 
 def test_same_request_id_at_once_runs_once(start_controller, rbs, env):
