@@ -116,3 +116,17 @@ def test_a_pid_file_that_cannot_be_written_is_said_so_not_taken(tmp_path: Path):
     assert "result" not in seen
     assert "its pid file could not be written" in seen["error"], seen
     assert "No space left on device" in seen["error"]
+
+
+def test_a_result_that_finds_no_room_leaves_no_empty_result_file(tmp_path: Path):
+    """The room gone (here the script removed it), the runner cannot write its result: the run ends as one
+    whose runner wrote none, never with an empty result file read as 'an invalid result'."""
+    script = """
+        rm -f STATE/ns/uid-1/room
+        cat /dev/zero > STATE/filled 2>/dev/null || true
+        exit 0
+    """
+    seen = scenario("fill-in-run", tmp_path, script)
+    assert seen["result"]["exitCode"] == 125, seen
+    assert "without writing a result" in seen["result"]["message"], seen
+    assert "result.json" not in seen["files"]
