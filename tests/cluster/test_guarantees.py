@@ -22,7 +22,7 @@ from kubernetes import client
 
 from controller.executors import RunRequest
 from controller.executors.job import KEPT_LOOK_SECONDS
-from controller.executors.local import LAUNCHER_FILE, Launcher, runner_environment
+from controller.executors.local import LAUNCHER_FILE, ROOM_FILE, Launcher, runner_environment
 from controller.ledger import lease_body, lease_name
 from controller.settings import ControllerSettings
 from devcluster.components import ControllerProcess, install_rbac
@@ -538,7 +538,8 @@ def test_a_local_runs_folder_is_made_before_its_claims_mark_comes_off(
             lambda: "a step failed" in controller.process.log.read_text(), 60, "the mark's removal refused"
         )
         folder = Path(controller.env["MDOPS_STATE_DIR"]) / namespace / uid
-        assert folder.is_dir() and not any(folder.iterdir()), "the folder made, and no runner asked for"
+        made = sorted(path.name for path in folder.iterdir())
+        assert made == [ROOM_FILE], "the folder made, with the room for the result, and no runner asked for"
         annotations = leases.read_namespaced_lease(lease_name("prepared"), namespace).metadata.annotations
         assert keys.UNSTARTED in annotations
         assert started(env) == []
