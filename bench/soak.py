@@ -57,6 +57,10 @@ With ``--kill-control-plane`` the kube-apiserver is SIGKILLed too, a random 2-10
 writes then meet a server that is gone, or that dies between applying a write and answering it. The
 soak's own calls are made again through it (a create that then meets its own Runbook was made).
 
+With ``--kill-controller-manager`` the kube-controller-manager is SIGKILLed too, a random 5-20 s after the
+last kill, and restarted by the supervisor: its Job controller, garbage collector and TTL controller start
+over (:class:`ManagerKiller`).
+
 With ``--freeze F`` a fraction F of those turns (seeded; 1: all of them) freezes the process instead of
 killing it: SIGSTOP, then SIGCONT, as a VM paused, a long GC or swap stall, a container's cgroup frozen.
 Its connections stay open and it answers nothing, then it wakes with what it knew before. A controller
@@ -297,6 +301,31 @@ class ControlPlaneKiller(threading.Thread):
                     self.kills += 1
             while not answers_200(self.readyz, self.context) and not self.stopped.wait(0.2):
                 pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+class ManagerKiller(threading.Thread):
+    """SIGKILLs the kube-controller-manager a random 5-20 s after the last kill; the control plane's
+    supervisor starts it again. Its Job controller, garbage collector and TTL controller start over: Jobs,
+    their pods and their clean-up wait meanwhile, and a Job's pod may be made again before the restarted
+    Job controller's watch shows the first (the runner's start claim lets one of them run the script)."""
+
+    def __init__(self, rng: random.Random, cluster: ControlPlane):
+        super().__init__(daemon=True)
+        self.rng = rng
+        self.manager = {process.name: process for process in cluster.processes}["kube-controller-manager"]
+        self.stopped = threading.Event()
+        self.kills = 0
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rng.uniform(5.0, 20.0)):
+            if self.manager.alive():  # else still down from the last time
+                os.kill(self.manager.popen.pid, signal.SIGKILL)
+                self.kills += 1
 
     def stop(self) -> None:
         self.stopped.set()
@@ -561,6 +590,11 @@ class Soak:
             if self.args.kill_control_plane
             else None
         )
+        managers = (
+            ManagerKiller(random.Random(self.args.seed + 4), self.cluster)
+            if self.args.kill_controller_manager
+            else None
+        )
         sampler = Sampler(client.CustomObjectsApi(api_client(self.cluster.kubeconfig)))
         began = time.monotonic()
         to_delete = [run for run in runs if run.delete_mid_run]
@@ -603,8 +637,9 @@ class Soak:
         took = time.monotonic() - began
         seen = sampler.stop()
         finals = [killer.stop() for killer in killers]
-        if outages is not None:
-            outages.stop()
+        for outage in (outages, managers):
+            if outage is not None:
+                outage.stop()
         controllers = killers[: self.args.replicas]
         try:
             checked = self.check(runs, self.runbooks())
@@ -619,6 +654,7 @@ class Soak:
                 "frozen_s": round(sum(killer.frozen_s for killer in controllers), 1),
                 "control_plane_kills": outages.kills if outages else 0,
                 "control_plane_freezes": outages.freezes if outages else 0,
+                "controller_manager_kills": managers.kills if managers else 0,
                 "duration_s": round(took, 1),
                 "deleted_before_start": deleted_before_start,
                 "cancels_refused_finished": self.cancels_refused, **checked, **seen,
@@ -858,6 +894,11 @@ def main() -> None:
     parser.add_argument(
         "--kill-control-plane", action="store_true", help="SIGKILL the kube-apiserver (at times etcd) too"
     )
+    parser.add_argument(
+        "--kill-controller-manager",
+        action="store_true",
+        help="SIGKILL the kube-controller-manager (the Job controller, its garbage collector) too",
+    )
     parser.add_argument("--cancel", type=float, default=0.0, help="the fraction of the runs cancelled")
     parser.add_argument(
         "--force-delete",
@@ -885,7 +926,9 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"mdops-soak-{executor}-"))
         log(f"{executor}: the witness, the controllers' logs and the control plane's in {work}")
         supervised = (
-            {"supervise": True, "backoff": Backoff(initial=0.25, cap=1.0)} if args.kill_control_plane else {}
+            {"supervise": True, "backoff": Backoff(initial=0.25, cap=1.0)}
+            if args.kill_control_plane or args.kill_controller_manager
+            else {}
         )
         # The supervisor says what it restarts on stdout: here, on stderr beside the progress, so that
         # stdout is the JSON report alone.
