@@ -28,6 +28,7 @@ from typing import Any
 
 from controller.kubeapi import Conflict, KubeApi, NamespaceTerminating
 from runbooks import keys
+from runbooks.contract import is_exit_code
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,11 @@ class Entry:
         annotations = {sys.intern(key): value for key, value in (meta.get("annotations") or {}).items()}
         try:
             result = json.loads(annotations[keys.RESULT]) if annotations.get(keys.RESULT) else None
-            if result is not None and not (
-                isinstance(result, dict) and valid_exit_code(result.get("exitCode"))
-            ):
-                raise ValueError("not a run's result")
+            if result is not None and not isinstance(result, dict):
+                raise ValueError("not a JSON object")
+            code = (result or {}).get("exitCode")  # none: cancelled before it started
+            if code is not None and not is_exit_code(code):
+                raise ValueError(f"its exitCode is not an exit code: {code!r}")
         except ValueError as error:
             raise UnreadableClaim(meta["name"], keys.RESULT, error) from None
         try:
@@ -139,11 +141,6 @@ class Entry:
     def lease(self, annotations: dict[str, str]) -> dict[str, Any]:
         """The entry's Lease with ``annotations``, at the entry's version."""
         return lease_body(self.name, self.uid, annotations, self.version)
-
-
-def valid_exit_code(code: Any) -> bool:
-    """An exit code as a result records it: none (cancelled before the start), or 0 to 255."""
-    return code is None or (isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255)
 
 
 class UnreadableClaim(ValueError):

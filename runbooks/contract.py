@@ -106,6 +106,11 @@ _REASONS = {
 }
 
 
+def is_exit_code(value: Any) -> bool:
+    """Whether ``value`` is an exit code as a result carries it: an integer from 0 to 255 (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
+
+
 def reason_of(exit_code: int) -> Reason:
     """The ``Succeeded`` condition's reason for a run that ended with ``exit_code``."""
     return _REASONS.get(exit_code, Reason.FAILED)  # type: ignore[call-overload]

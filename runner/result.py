@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runbooks.contract import LOG_LEVELS, ExitCode, parse_time
+from runbooks.contract import LOG_LEVELS, ExitCode, is_exit_code, parse_time
 from runner.logs import dumps
 from runner.report import HEALTH_KEYS
 
@@ -159,7 +159,7 @@ def parse_result(text: str) -> dict[str, Any]:
     if set(result) != _RESULT_KEYS:
         raise ValueError(f"result keys are {sorted(result)}, expected {sorted(_RESULT_KEYS)}")
     code = result["exitCode"]
-    if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
+    if not is_exit_code(code):
         raise ValueError(f"result exitCode is not an exit code: {code!r}")
     if result["result"] != ("success" if code == 0 else "failed"):
         raise ValueError(f"result {result['result']!r} does not match exitCode {code}")

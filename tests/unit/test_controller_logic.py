@@ -565,6 +565,31 @@ def test_a_claim_says_who_asked_for_its_run_from_what_it_kept(written, asked):
     assert entry.asked == asked
 
 
+@pytest.mark.parametrize(
+    ("annotation", "written", "why"),
+    [
+        (keys.RESULT, "{not json", "Expecting property name"),
+        (keys.RESULT, "[0]", "not a JSON object"),
+        (keys.RESULT, '{"exitCode": true}', "its exitCode is not an exit code: True"),
+        (keys.RESULT, '{"exitCode": 256}', "its exitCode is not an exit code: 256"),
+        (keys.ARRIVAL, "soon", "invalid literal"),
+    ],
+)
+def test_a_claim_edited_into_what_mdops_does_not_write_is_unreadable_and_says_where(annotation, written, why):
+    lease = {"metadata": {"name": "mdops-req-x", "annotations": {annotation: written}}}
+    with pytest.raises(ledger.UnreadableClaim) as raised:
+        ledger.Entry.from_lease(lease)
+    assert f"the ledger's Lease mdops-req-x cannot be read, its annotation {annotation}" in str(raised.value)
+    assert why in str(raised.value) and "mend that Lease, or delete it" in str(raised.value)
+
+
+@pytest.mark.parametrize("written", ['{"exitCode": 0, "result": "success"}', '{"exitCode": null}', ""])
+def test_a_claims_result_as_mdops_writes_it_is_read(written):
+    lease = {"metadata": {"name": "n", "annotations": {keys.RESULT: written, keys.ARRIVAL: "12"}}}
+    entry = ledger.Entry.from_lease(lease)
+    assert entry.arrival == 12 and entry.result == (json.loads(written) if written else None)
+
+
 def test_an_orphan_is_ended_once_at_once_and_the_duplicates_of_its_request_id_wait_for_its_end():
     """A claim whose Runbook went unseen, found after the listing and again by a duplicate's admission, is
     ended once, as a deleted Runbook's run (nothing of it starts, no slot is waited for: every slot is
