@@ -16,15 +16,18 @@ never logged or kept beyond the request. Refused at start: a token shorter than 
 or with a character outside visible ASCII (an HTTP header carries nothing else as it is), a name with a
 control character (it is recorded as the runs' ``requestedBy``), a name that is another's (``admin``
 beside ``OPS_API_TOKEN``; ``schedule:...``, the schedules' runs), two entries (or the admin token and an
-entry) with the same secret, and a tokens file that others may read (:func:`check_private`).
+entry) with the same secret, and a tokens file that others may read (:func:`check_private`). The tokens
+file is read again when it changes (:class:`TokenStore`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +54,11 @@ from runbooks.yamlfile import load_yaml
 if TYPE_CHECKING:
     from api.records import RunbookRecord
 
+log = logging.getLogger(__name__)
+
 ADMIN = "admin"
 MIN_TOKEN_LENGTH = 16
+RELOAD_CHECK_SECONDS = 1.0  # how often, at most, the tokens file is looked at for a change
 
 
 class TokensFileError(ValueError):
@@ -170,6 +176,16 @@ class TokensFile(BaseModel):
         return self
 
 
+def file_version(path: Path | None) -> tuple[int, ...] | None:
+    """What tells that a file changed: its device and inode (a Secret's update swaps a link to a new file),
+    size and time; None for no file, or one that is not there."""
+    try:
+        info = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_mode) if info else None
+
+
 def check_private(path: Path) -> None:
     """Refuse a tokens file that others may read or change. Owner-only (0600 or less), as ssh asks of its
     keys; group read is allowed only for a file owned by root read by another user, as PostgreSQL allows
@@ -185,13 +201,51 @@ def check_private(path: Path) -> None:
 
 
 class TokenStore:
-    """The configured tokens, kept as SHA-256 digests; ``authenticate`` is constant time in the token."""
+    """The configured tokens, kept as SHA-256 digests; ``authenticate`` is constant time in the token.
 
-    def __init__(self, entries: list[tuple[bytes, Principal]]):
-        self._entries = entries
+    The tokens file is read again once it changed (looked at, by its inode, size and time, at most every
+    ``RELOAD_CHECK_SECONDS`` as requests come): a token added or revoked takes effect without a restart, as
+    Kubernetes updates a mounted Secret in place. A changed file that cannot be used (malformed, open to
+    others, gone) is refused with an error in the log, once per change, and the tokens read before stay in
+    effect, as they would after a restart refused."""
+
+    def __init__(
+        self,
+        admin_token: SecretStr | None,
+        tokens_file: Path | None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._admin_token, self._tokens_file, self._clock = admin_token, tokens_file, clock
+        self._version = file_version(tokens_file)
+        self._entries = self._read(admin_token, tokens_file)
+        self._looked = clock()
 
     @classmethod
     def load(cls, admin_token: SecretStr | None, tokens_file: Path | None) -> TokenStore:
+        """The tokens; :class:`TokensFileError` if they may not be used (the API does not start)."""
+        return cls(admin_token, tokens_file)
+
+    def _reload(self) -> None:
+        """Read the tokens file again if it changed since it was last read (or refused)."""
+        now = self._clock()
+        if self._tokens_file is None or now - self._looked < RELOAD_CHECK_SECONDS:
+            return
+        self._looked = now
+        version = file_version(self._tokens_file)
+        if version == self._version:
+            return
+        self._version = version
+        try:
+            self._entries = self._read(self._admin_token, self._tokens_file)
+        except (ValueError, OSError) as error:  # TokensFileError, not YAML, not UTF-8; unreadable, gone
+            log.error(
+                "the tokens file changed and cannot be used, the tokens before stay in effect: %s", error
+            )
+            return
+        log.info("the tokens file changed: %d tokens in effect", len(self._entries))
+
+    @staticmethod
+    def _read(admin_token: SecretStr | None, tokens_file: Path | None) -> list[tuple[bytes, Principal]]:
         entries: list[tuple[bytes, Principal]] = []
         if admin_token is not None and admin_token.get_secret_value():
             secret = admin_token.get_secret_value()
@@ -215,13 +269,14 @@ class TokenStore:
             if digest in owners:
                 raise TokensFileError(f"tokens {owners[digest]!r} and {principal.name!r} are the same secret")
             owners[digest] = principal.name
-        return cls(entries)
+        return entries
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal whose token this is, or None. Every entry is compared, matched or not."""
+        self._reload()
         presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found = None
         for digest, principal in self._entries:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from api.auth import MIN_TOKEN_LENGTH, TokensFileError, TokenStore
 from cli.errors import Exit
+from devcluster.processes import wait_until
 from tests.api.conftest import (
     ADMIN_TOKEN,
     EXECUTOR_TOKEN,
@@ -22,6 +24,7 @@ from tests.api.conftest import (
     METRICS_TOKEN,
     NOTHING_TOKEN,
     READER_TOKEN,
+    TOKENS_FILE,
     auth,
     running_app,
     write_tokens,
@@ -306,6 +309,91 @@ def test_the_token_store_matches_exactly():
     assert store.authenticate(secret).name == "admin"
     for other in (secret[:-1], secret + " ", secret.upper(), "", secret + "\x00"):
         assert store.authenticate(other) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def replace_tokens(path: Path, text: str) -> None:
+    """The tokens file changed as Kubernetes changes a mounted Secret: a new file put in its place."""
+    os.replace(write_tokens(path.with_name("tokens.new"), text), path)
+
+
+def test_a_token_revoked_or_added_in_the_tokens_file_takes_effect_without_a_restart(tmp_path, caplog):
+    path = write_tokens(
+        tmp_path / "tokens.yaml", f"tokens: [{{name: a, token: {LONG}a}}, {{name: b, token: {LONG}b}}]"
+    )
+    clock = Clock()
+    store = TokenStore(None, path, clock)
+    assert store.authenticate(LONG + "a").name == "a"
+    replace_tokens(path, f"tokens: [{{name: b, token: {LONG}b}}, {{name: c, token: {LONG}c}}]")
+    clock.now = 0.5  # looked at no more than once a second
+    assert store.authenticate(LONG + "a").name == "a" and store.authenticate(LONG + "c") is None
+    clock.now = 1.0
+    caplog.set_level(logging.INFO)
+    assert store.authenticate(LONG + "a") is None
+    assert store.authenticate(LONG + "c").name == "c" and store.authenticate(LONG + "b").name == "b"
+    assert "the tokens file changed: 2 tokens in effect" in caplog.text and LONG not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["malformed", "not YAML", "not UTF-8", "open to others", "gone"],
+)
+def test_a_tokens_file_changed_into_one_that_cannot_be_used_leaves_the_tokens_before(
+    tmp_path, caplog, change
+):
+    """As a restart would be refused; said in the log once per change, the tokens not shown."""
+    path = write_tokens(tmp_path / "tokens.yaml", f"tokens: [{{name: a, token: {LONG}a}}]")
+    clock = Clock()
+    store = TokenStore(None, path, clock)
+    if change == "malformed":
+        replace_tokens(path, f"tokens: [{{name: a, token: {LONG}a, permissions: [root]}}]")
+    elif change == "not YAML":
+        replace_tokens(path, f"tokens: [{{name: a, token: {LONG}a")
+    elif change == "not UTF-8":
+        latin = write_tokens(path.with_name("tokens.new"), "tokens: []\n# caf")
+        with latin.open("ab") as file:
+            file.write(b"\xe9")
+        os.replace(latin, path)
+    elif change == "open to others":
+        os.chmod(path, 0o644)
+    else:
+        path.unlink()
+    for second in (1, 2, 3):
+        clock.now = second
+        assert store.authenticate(LONG + "a").name == "a"
+    refused = [r for r in caplog.records if "the tokens before stay in effect" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.ERROR, caplog.text
+    assert LONG not in caplog.text
+    if change == "gone":
+        write_tokens(path, f"tokens: [{{name: d, token: {LONG}d}}]")
+    else:
+        replace_tokens(path, f"tokens: [{{name: d, token: {LONG}d}}]")
+    clock.now = 4
+    assert store.authenticate(LONG + "a") is None and store.authenticate(LONG + "d").name == "d"
+
+
+def test_the_api_takes_a_token_revoked_in_its_tokens_file_without_a_restart(start_server, tokens_file):
+    """The real API process: a token taken out of its tokens file is refused within seconds (before, until
+    the API restarted: a Secret updated in place changed nothing)."""
+    server = start_server()
+    status = f"{server.url}/api/ops/status"
+    assert httpx.get(status, headers=auth(READER_TOKEN), timeout=30).status_code == 200
+    reader = f"  - name: reader\n    token: {READER_TOKEN}\n    permissions: [status:read]\n"
+    assert reader in TOKENS_FILE
+    replace_tokens(tokens_file, TOKENS_FILE.replace(reader, ""))
+
+    def refused() -> bool:
+        return httpx.get(status, headers=auth(READER_TOKEN), timeout=30).status_code == 401
+
+    wait_until(refused, 30, "the revoked token to be refused")
+    assert httpx.get(status, headers=auth(METRICS_TOKEN), timeout=30).status_code == 403  # the others stay
 
 
 def mdops(url: str, token: str, *args: str, home) -> subprocess.CompletedProcess:
