@@ -242,7 +242,7 @@ class TokenStore:
                 "the tokens file changed and cannot be used, the tokens before stay in effect: %s", error
             )
             return
-        log.info("the tokens file changed: %d tokens in effect", len(self._entries))
+        log.info("the tokens file changed and was read again; tokens in effect: %d", len(self._entries))
 
     @staticmethod
     def _read(admin_token: SecretStr | None, tokens_file: Path | None) -> list[tuple[bytes, Principal]]:
