@@ -236,13 +236,25 @@ class TokenStore:
             return
         self._version = version
         try:
-            self._entries = self._read(self._admin_token, self._tokens_file)
+            entries = self._read(self._admin_token, self._tokens_file)
         except (ValueError, OSError) as error:  # TokensFileError, not YAML, not UTF-8; unreadable, gone
             log.error(
                 "the tokens file changed and cannot be used, the tokens before stay in effect: %s", error
             )
             return
+        # A token kept as it was keeps its principal (:meth:`holds`); a revoked one's goes.
+        before = dict(self._entries)
+        self._entries = [
+            (digest, before[digest] if before.get(digest) == principal else principal)
+            for digest, principal in entries
+        ]
         log.info("the tokens file changed and was read again; tokens in effect: %d", len(self._entries))
+
+    def holds(self, principal: Principal) -> bool:
+        """Whether ``principal`` (as :meth:`authenticate` gave it) is still in effect: its token was not
+        revoked, nor its name or permissions changed, since (the file read again if it changed)."""
+        self._reload()
+        return any(held is principal for _, held in self._entries)
 
     @staticmethod
     def _read(admin_token: SecretStr | None, tokens_file: Path | None) -> list[tuple[bytes, Principal]]:

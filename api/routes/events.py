@@ -10,6 +10,7 @@ gets a ``reset`` event first (then, with ``?request_id=``, the run as it is now 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from api import events
-from api.auth import reads
+from api.auth import TokenStore, reads
 from api.deps import CacheDep, RunbookReader, SettingsDep
 from api.errors import ApiError
 from api.openapi import PROTECTED, responses
@@ -30,6 +31,8 @@ from runbooks.models import RequestId
 
 router = APIRouter(prefix="/api/ops", tags=["events"])
 SHUTDOWN_GRACE_SECONDS = 1.0
+# How often, at most, an idle stream looks whether its token is still in effect (the tokens file read again).
+TOKEN_RECHECK_SECONDS = 5.0
 # The events a stream has to send are sent together, up to this much at a time: each send costs as much
 # as encoding an event, and the most uvicorn holds for a client that does not read is about this much.
 CHUNK_BYTES = 64 * 1024
@@ -50,7 +53,9 @@ an `event` name and JSON `data`:
 With `request_id`, only that run's events, and the stream starts with its current `runbook` event (if it
 exists yet). A comment line (`: ping ...`) is sent when nothing happened for a while (the heartbeat).
 Permissions: those of `GET /api/ops/runbooks/{request_id}` (status:read, or any execute permission).
-A token may hold a bounded number of streams open at once: past it, 429."""
+A token may hold a bounded number of streams open at once: past it, 429. A stream ends once its token is
+taken out of the tokens file, or its permissions change (within seconds): asked again, it is 401, or opened
+with the permissions in effect."""
 
 
 # One event of the stream, as Server-Sent Events parse it (per event: OpenAPI 3.1 has no itemSchema yet).
@@ -104,6 +109,7 @@ async def stream_events(
     ] = None,
 ) -> EventSourceResponse:
     limiter: events.StreamLimiter = request.app.state.streams
+    tokens: TokenStore = request.app.state.tokens
     try:
         slot = limiter.open(principal.name)
     except events.TooManyStreams:
@@ -136,10 +142,14 @@ async def stream_events(
                     for event in opening:
                         yield event
                 while not shutdown.is_set():
+                    if not tokens.holds(principal):  # revoked, or its permissions changed: it ends
+                        return
                     woken.clear()  # before reading: an event recorded from now on wakes the wait below
                     batch = log.since(after)
                     if batch == []:
-                        await woken.wait()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(TOKEN_RECHECK_SECONDS):  # a timer, not a task
+                                await woken.wait()
                         continue
                     if batch is None:  # this stream fell behind the ring: say so, and start again from now
                         after, opening = start_now("events were missed")

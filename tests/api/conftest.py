@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -151,6 +152,18 @@ def write_tokens(path: Path, text: str = TOKENS_FILE) -> Path:
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
         file.write(text)
     return path
+
+
+def replace_tokens(path: Path, text: str) -> None:
+    """The tokens file changed as Kubernetes changes a mounted Secret: a new file put in its place."""
+    os.replace(write_tokens(path.with_name("tokens.new"), text), path)
+
+
+def tokens_without(name: str) -> str:
+    """:data:`TOKENS_FILE` without the token named ``name``: that token revoked."""
+    listed = yaml.safe_load(TOKENS_FILE)["tokens"]
+    assert name in {token["name"] for token in listed}
+    return yaml.safe_dump({"tokens": [token for token in listed if token["name"] != name]})
 
 
 @pytest.fixture

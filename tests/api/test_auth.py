@@ -24,9 +24,10 @@ from tests.api.conftest import (
     METRICS_TOKEN,
     NOTHING_TOKEN,
     READER_TOKEN,
-    TOKENS_FILE,
     auth,
+    replace_tokens,
     running_app,
+    tokens_without,
     write_tokens,
 )
 
@@ -319,11 +320,6 @@ class Clock:
         return self.now
 
 
-def replace_tokens(path: Path, text: str) -> None:
-    """The tokens file changed as Kubernetes changes a mounted Secret: a new file put in its place."""
-    os.replace(write_tokens(path.with_name("tokens.new"), text), path)
-
-
 def test_a_token_revoked_or_added_in_the_tokens_file_takes_effect_without_a_restart(tmp_path, caplog):
     path = write_tokens(
         tmp_path / "tokens.yaml", f"tokens: [{{name: a, token: {LONG}a}}, {{name: b, token: {LONG}b}}]"
@@ -380,15 +376,33 @@ def test_a_tokens_file_changed_into_one_that_cannot_be_used_leaves_the_tokens_be
     assert store.authenticate(LONG + "a") is None and store.authenticate(LONG + "d").name == "d"
 
 
+def test_a_principal_is_held_while_its_token_stays_as_it_was(tmp_path):
+    """What an open event stream asks (:meth:`TokenStore.holds`): a token kept as it was through a change of
+    the file keeps its principal; one revoked, or whose permissions changed, does not."""
+    path = write_tokens(
+        tmp_path / "tokens.yaml",
+        f"tokens: [{{name: a, token: {LONG}a}}, {{name: b, token: {LONG}b}}, {{name: c, token: {LONG}c}}]",
+    )
+    clock = Clock()
+    store = TokenStore(SecretStr(LONG + "admin"), path, clock)
+    a, b, c, admin = (store.authenticate(LONG + suffix) for suffix in ("a", "b", "c", "admin"))
+    replace_tokens(
+        path,
+        f"tokens: [{{name: a, token: {LONG}a}}, {{name: c, token: {LONG}c, permissions: [metrics:read]}}]",
+    )
+    clock.now = 1
+    assert store.holds(a) and store.holds(admin)
+    assert not store.holds(b) and not store.holds(c)
+    assert store.holds(store.authenticate(LONG + "c"))
+
+
 def test_the_api_takes_a_token_revoked_in_its_tokens_file_without_a_restart(start_server, tokens_file):
     """The real API process: a token taken out of its tokens file is refused within seconds (before, until
     the API restarted: a Secret updated in place changed nothing)."""
     server = start_server()
     status = f"{server.url}/api/ops/status"
     assert httpx.get(status, headers=auth(READER_TOKEN), timeout=30).status_code == 200
-    reader = f"  - name: reader\n    token: {READER_TOKEN}\n    permissions: [status:read]\n"
-    assert reader in TOKENS_FILE
-    replace_tokens(tokens_file, TOKENS_FILE.replace(reader, ""))
+    replace_tokens(tokens_file, tokens_without("reader"))
 
     def refused() -> bool:
         return httpx.get(status, headers=auth(READER_TOKEN), timeout=30).status_code == 401

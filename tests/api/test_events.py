@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -20,6 +21,8 @@ from tests.api.conftest import (
     RECORD,
     auth,
     http,
+    replace_tokens,
+    tokens_without,
 )
 from tests.runbook_client import HOLD
 
@@ -222,3 +225,28 @@ def test_open_streams_end_when_the_api_stops(server):
     server.popen.wait(15)
     assert "Application shutdown complete" in server.log.read_text()
     close(response)
+
+
+def test_a_stream_ends_once_its_token_is_revoked_and_another_tokens_goes_on(start_server, tokens_file):
+    """A token taken out of the tokens file: its open stream ends within seconds, and opened again it is
+    401 (before, it went on for as long as its client kept it open); another token's stream goes on."""
+    server = start_server(MDOPS_API_EVENTS_HEARTBEAT_SECONDS="1")
+    revoked, kept = stream(server.url + EVENTS, READER_TOKEN), stream(server.url + EVENTS)
+    assert revoked.status_code == kept.status_code == 200
+    ended = threading.Event()
+
+    def read() -> None:
+        for _ in events(revoked):
+            pass
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    replace_tokens(tokens_file, tokens_without("reader"))
+    assert ended.wait(30), "the revoked token's stream did not end"
+    again = stream(server.url + EVENTS, READER_TOKEN)
+    assert again.status_code == 401
+    close(again)
+    beats_until = time.monotonic() + 7  # past the streams' look at their token (every 5 s at most)
+    assert any("comment" in event and time.monotonic() > beats_until for event in events(kept))
+    close(kept)
+    close(revoked)
