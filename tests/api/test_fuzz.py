@@ -8,7 +8,7 @@ import urllib.parse
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from api.listing import CURSOR_PATTERN
@@ -286,6 +286,8 @@ decision_bodies = (
     body=decision_bodies,
     token=tokens,
 )
+@example(action="cancel", request_id=".", body=None, token=ADMIN_TOKEN)  # found by the fuzzing: a 405
+@example(action="approve", request_id="..", body=None, token=ADMIN_TOKEN)
 def test_cancels_and_decisions_never_fail_with_a_server_error(fuzz_api, action, request_id, body, token):
     """Cancel, approve and reject of a pending run or of anything else, with any body: an answer the API
     specifies for them, never a 500."""
@@ -298,7 +300,10 @@ def test_cancels_and_decisions_never_fail_with_a_server_error(fuzz_api, action, 
         assert response.json()["detail"].startswith("Kubernetes API"), response.text
     else:
         no_server_error(response)
-    assert response.status_code in (200, 201, 202, 403, 404, 409, 422, 503), response.text
+    # A request id that is a dot segment ("." or "..", no run's: a request id starts with a letter or digit)
+    # is not sent as written: the client takes it out of the path (RFC 3986), which names another route.
+    dot_segment = (405,) if request_id in (".", "..") else ()
+    assert response.status_code in (200, 201, 202, 403, 404, 409, 422, 503, *dot_segment), response.text
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
