@@ -31,7 +31,7 @@ from runbooks.models import RequestId
 
 router = APIRouter(prefix="/api/ops", tags=["events"])
 SHUTDOWN_GRACE_SECONDS = 1.0
-# How often, at most, an idle stream looks whether its token is still in effect (the tokens file read again).
+# How long, at most, an idle stream goes without looking whether its token is still in effect.
 TOKEN_RECHECK_SECONDS = 5.0
 # The events a stream has to send are sent together, up to this much at a time: each send costs as much
 # as encoding an event, and the most uvicorn holds for a client that does not read is about this much.
