@@ -157,19 +157,21 @@ class Submitter:
         self, record: RunbookRecord, spec: dict[str, Any], principal: Principal
     ) -> RunbookRecord | None:
         """``record``, or what the cache holds for its request id once it has seen the deletion of
-        ``record``: a record that conflicts with the request of ``spec`` is asked of the API server first,
-        for the cache may be moments behind a deletion that freed the request id."""
+        ``record``: the cache may be moments behind a deletion that freed the request id. Asked of the API
+        server first: a record that conflicts with the request of ``spec``, and one whose run has not
+        finished (answered from the cache, a request made again just after its Runbook's deletion was told
+        that the deleted run was pending, and no run was made)."""
         try:
             self._check_same_request(record, spec, principal)
         except Conflict:
             if not await self.kube(self._gone, record):
                 raise
-            uid = record.uid
-            await self.cache.wait_for(
-                record.name, lambda r: r.uid != uid, self.settings.api_sync_wait_seconds
-            )
-            return self.cache.find(record.request_id)
-        return record
+        else:
+            if record.finished or not await self.kube(self._gone, record):
+                return record
+        uid = record.uid
+        await self.cache.wait_for(record.name, lambda r: r.uid != uid, self.settings.api_sync_wait_seconds)
+        return self.cache.find(record.request_id)
 
     def _replaceable(self, record: RunbookRecord, spec: dict[str, Any]) -> bool:
         """Whether ``record`` is a Runbook of ours that ended without running for a reason that binds

@@ -306,6 +306,43 @@ def test_a_request_id_freed_by_a_deletion_the_cache_has_not_seen_yet_is_free(
     assert scripts.runs() == ["freed dry=0"]  # the ledger still refuses other parameters: run once
 
 
+def test_a_request_asked_again_after_a_deletion_the_cache_has_not_seen_yet_makes_a_new_run(
+    start_api, runbooks
+):
+    """The same request asked again just after its pending Runbook was deleted, the cache still holding it:
+    the API asks the API server, and makes a new Runbook. Before, it answered 202 with the deleted run, and
+    no run was made (a full `make test` met it once, under load). Here the cache is held back until the API
+    has asked the API server."""
+    api = start_api(api_execute_wait_seconds=0)  # no controller: the run stays pending, a 202
+    request = {"command": "failover", "request_id": "pending-freed"}
+    assert api.post(EXECUTE, json=request, headers=auth()).status_code == 202
+    wait_cached(api, "pending-freed")
+    shown = runbooks.get("pending-freed")["metadata"]["uid"]
+    cache, submitter = api.app.state.cache, api.app.state.submitter
+    asked = threading.Event()
+    apply, gone = cache._apply, submitter._gone
+
+    def held_apply(event):
+        if event.get("type") == "DELETED":
+            asked.wait(30)  # the deletion reaches the cache only once the API server has been asked
+        apply(event)
+
+    def asking_gone(record):
+        try:
+            return gone(record)
+        finally:
+            asked.set()
+
+    cache._apply, submitter._gone = held_apply, asking_gone
+    runbooks.delete("pending-freed")
+    wait_until(lambda: runbooks.get("pending-freed") is None, 30, "the first Runbook to go")
+    assert cache.find("pending-freed") is not None  # the cache is behind the deletion
+    again = api.post(EXECUTE, json=request, headers=auth())
+    assert again.status_code == 202, again.text
+    made = runbooks.get("pending-freed")
+    assert made is not None and made["metadata"]["uid"] != shown
+
+
 def test_a_request_id_taken_by_a_kubectl_runbook_is_that_run(start_api, runbooks):
     """A Runbook applied by an operator with the same requestId is the same request (no second run)."""
     api = start_api(api_execute_wait_seconds=0.2)
