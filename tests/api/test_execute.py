@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from api.cache import RunbookCache
 from api.submission import object_name
 from devcluster.processes import wait_until
 from runbooks import keys, models
@@ -272,15 +273,9 @@ def test_the_first_request_again_after_a_refusal_of_other_parameters_gets_the_fi
     assert scripts.runs() == ["asked-twice dry=0"]  # executed once, whatever was asked
 
 
-def test_a_request_id_freed_by_a_deletion_the_cache_has_not_seen_yet_is_free(
-    api, runbooks, controller, scripts
-):
-    """The cache may be moments behind a deletion: a request that its stale record would refuse as a
-    conflict is asked of the API server first, and once the cache has seen the deletion it is a new request.
-    Here the cache is held back until the API has asked the API server."""
-    scripts.write("health_check", RECORD)
-    first = {"command": "health_check", "request_id": "freed", "reason": "first"}
-    assert api.post(EXECUTE, json=first, headers=auth()).status_code == 200
+def behind_deletions(api) -> RunbookCache:
+    """The API's cache, from now on held back from each deletion until the API has asked the API server
+    whether the deleted Runbook is gone (as a cache a moment behind a deletion is)."""
     cache, submitter = api.app.state.cache, api.app.state.submitter
     asked = threading.Event()
     apply, gone = cache._apply, submitter._gone
@@ -297,6 +292,19 @@ def test_a_request_id_freed_by_a_deletion_the_cache_has_not_seen_yet_is_free(
             asked.set()
 
     cache._apply, submitter._gone = held_apply, asking_gone
+    return cache
+
+
+def test_a_request_id_freed_by_a_deletion_the_cache_has_not_seen_yet_is_free(
+    api, runbooks, controller, scripts
+):
+    """The cache may be moments behind a deletion: a request that its stale record would refuse as a
+    conflict is asked of the API server first, and once the cache has seen the deletion it is a new request.
+    Here the cache is held back until the API has asked the API server."""
+    scripts.write("health_check", RECORD)
+    first = {"command": "health_check", "request_id": "freed", "reason": "first"}
+    assert api.post(EXECUTE, json=first, headers=auth()).status_code == 200
+    cache = behind_deletions(api)
     runbooks.delete("freed")
     wait_until(lambda: runbooks.get("freed") is None, 30, "the first Runbook to go")
     assert cache.find("freed") is not None  # the cache is behind the deletion
@@ -318,22 +326,7 @@ def test_a_request_asked_again_after_a_deletion_the_cache_has_not_seen_yet_makes
     assert api.post(EXECUTE, json=request, headers=auth()).status_code == 202
     wait_cached(api, "pending-freed")
     shown = runbooks.get("pending-freed")["metadata"]["uid"]
-    cache, submitter = api.app.state.cache, api.app.state.submitter
-    asked = threading.Event()
-    apply, gone = cache._apply, submitter._gone
-
-    def held_apply(event):
-        if event.get("type") == "DELETED":
-            asked.wait(30)  # the deletion reaches the cache only once the API server has been asked
-        apply(event)
-
-    def asking_gone(record):
-        try:
-            return gone(record)
-        finally:
-            asked.set()
-
-    cache._apply, submitter._gone = held_apply, asking_gone
+    cache = behind_deletions(api)
     runbooks.delete("pending-freed")
     wait_until(lambda: runbooks.get("pending-freed") is None, 30, "the first Runbook to go")
     assert cache.find("pending-freed") is not None  # the cache is behind the deletion
