@@ -77,6 +77,11 @@ class NamespaceTerminating(ApiError):
     """403: nothing can be created in a namespace being deleted."""
 
 
+class Disowned(Exception):
+    """The Job is not its Runbook's any more: the garbage collector took the Runbook, gone, off its owners (it
+    is kept by its other owner, its request id's claim), or a person edited its owners."""
+
+
 class Final(Exception):
     """The Runbook's status is final (the CRD's rule): it finished, another controller replica having run it
     as kopf's peering settled. Its recorded result stands; nothing more is written to its status."""
@@ -436,6 +441,22 @@ class KubeApi:
         """The Job as patched; None if there is none."""
         path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
         return await self.request("PATCH", path, patch, content_type=MERGE, missing_ok=True)
+
+    async def let_job_run(self, namespace: str, name: str, runbook_uid: str) -> dict | None:
+        """Let the suspended Job run while its first owner is still the Runbook ``runbook_uid``, in one patch
+        that tests it: the Job as patched; None if there is none; :class:`Disowned` if it has another first
+        owner, or none."""
+        path = f"{JOBS}/namespaces/{namespace}/jobs/{name}"
+        patch = [
+            {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": runbook_uid},
+            {"op": "add", "path": "/spec/suspend", "value": False},
+        ]
+        try:
+            return await self.request("PATCH", path, patch, content_type=JSON_PATCH, missing_ok=True)
+        except ApiError as error:
+            if error.status != 422 or error.refused_by_admission:
+                raise
+            raise Disowned(path) from error
 
     async def delete_job(self, namespace: str, name: str, resource_version: str | None = None) -> bool:
         """Delete the Job (as it was at ``resource_version``, if given); it is gone (its DELETED event) only

@@ -72,6 +72,7 @@ class Entry:
     name: str  # the Lease's
     version: str  # its resourceVersion as last read or written
     annotations: dict[str, str]
+    lease_uid: str = ""  # the Lease's own uid (none for a claim without a Lease): what a Job run's Job names
 
     @classmethod
     def from_lease(cls, lease: dict[str, Any]) -> Entry:
@@ -101,6 +102,7 @@ class Entry:
             meta["name"],
             meta.get("resourceVersion", ""),
             annotations,
+            meta.get("uid", ""),
         )
 
     def other_request(self, request: str) -> bool:

@@ -920,8 +920,9 @@ class Runs:
 
     @staticmethod
     def request(entry: Entry, window: str = "") -> RunRequest:
+        claim = entry.claim.lease_uid if entry.claim else ""
         return RunRequest(
-            entry.namespace, entry.name, entry.uid, entry.request_id, entry.command, window, entry.spec
+            entry.namespace, entry.name, entry.uid, entry.request_id, entry.command, window, entry.spec, claim
         )
 
     async def _window(self, entry: Entry) -> tuple[str, RunSession | None]:

@@ -37,6 +37,7 @@ class RunRequest:
     command: str
     window: str
     spec: dict[str, Any]  # the Runbook's spec, camelCase, defaults applied by the API server
+    claim_uid: str = ""  # the uid of its request id's claim, the ledger's Lease (none: not claimed)
 
     def runner_request(self) -> dict[str, Any]:
         """The request the runner runs (``runner.request``): the spec's fields, with the request id in

@@ -1,4 +1,5 @@
-"""The Job executor: the runner as a ``batch/v1`` Job owned by the Runbook.
+"""The Job executor: the runner as a ``batch/v1`` Job owned by the Runbook and by its request id's claim
+(:func:`owners`).
 
 The Job's name is derived from the Runbook's uid, so creating it is idempotent: after a controller
 restart the existing Job is adopted, never created twice. It is created suspended, before the run's
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.executors import LogCallback, RunbookGone, RunRequest, failure, lost
-from controller.kubeapi import CORE, JOBS, ApiError, KubeApi
+from controller.kubeapi import CORE, JOBS, ApiError, Disowned, KubeApi
 from controller.ledger import lease_name
 from controller.settings import ControllerSettings
 from runbooks import keys
@@ -150,16 +151,7 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
         "metadata": {
             "name": job_name(request),
             "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": keys.API_VERSION,
-                    "kind": keys.KIND,
-                    "name": request.name,
-                    "uid": request.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": owners(request),
         },
         "spec": {
             "suspend": suspended,
@@ -172,6 +164,32 @@ def build_job(request: RunRequest, settings: ControllerSettings, suspended: bool
             },
         },
     }
+
+
+def owners(request: RunRequest) -> list[dict[str, Any]]:
+    """The Job's owners: its Runbook, which controls it, and its request id's claim (the ledger's Lease). The
+    garbage collector deletes a Job only once all its owners are gone: a Runbook deleted by force (its
+    finalizer taken off) while no controller runs leaves its Job and its pods, with the end the runner
+    wrote, for the controller that finds the claim and records that end (then the Job goes after its TTL,
+    as every finished run's). With the Runbook as its only owner, the Job and a pod that had ended went with
+    it, and that controller recorded a run whose script had ended by itself as stopped by the deletion. A
+    claim is deleted only when its run never started (its Job goes with it) or, finished, by the ledger's
+    bound."""
+    runbook = {
+        "apiVersion": keys.API_VERSION,
+        "kind": keys.KIND,
+        "name": request.name,
+        "uid": request.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    if not request.claim_uid:
+        return [runbook]
+    lease = lease_name(request.request_id)
+    return [
+        runbook,
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "name": lease, "uid": request.claim_uid},
+    ]
 
 
 def _claim_start(settings: ControllerSettings, container: dict[str, Any], pod_spec: dict[str, Any]) -> None:
@@ -434,8 +452,8 @@ class JobExecutor:
         return JobRun(self, request.namespace, job_name(request))
 
     async def may_run(self, namespace: str, name: str, uid: str) -> bool:
-        """Whether a pod of its Job may still run: the garbage collector deletes a gone Runbook's Job and
-        its pods, which stop within their grace period."""
+        """Whether a pod of its Job may still run: a gone Runbook's Job stays (its request id's claim owns it
+        too) until a controller stops its run, and its pods stop within their grace period."""
         return any(map(may_run, await self.kube.job_pods(namespace, runbook_job(name, uid))))
 
     # -- the watches ----------------------------------------------------------------------------
@@ -539,18 +557,23 @@ class JobExecutor:
 
     async def start(self, request: RunRequest) -> JobRun:
         """Let the prepared Job run (idempotent: one running already runs on); one gone since it was
-        prepared (it never ran) is made afresh, but not for a Runbook that is gone too (deleted by force: the
-        garbage collector took its suspended Job), whose pod would run the script for a request nobody can
-        see, nor for one deleted or cancelled (another replica found its Job suspended and deleted it, and
-        ends the run as never started: :meth:`adopt`; a Job let run as it is deleted gets no pod):
-        :class:`RunbookGone`. One that started before (let run by a person) is read as it is: its pod's
-        events came while the run was not this controller's to watch."""
+        prepared (it never ran) is made afresh. Not for a Runbook that is gone (deleted by force: the garbage
+        collector takes it off its suspended Job's owners, and the patch that lets the Job run tests that
+        owner), whose pod would run the script for a request nobody can see, nor for one deleted or cancelled
+        (another replica found its Job suspended and deleted it, and ends the run as never started:
+        :meth:`adopt`; a Job let run as it is deleted gets no pod): :class:`RunbookGone`. One that started
+        before (let run by a person) is read as it is: its pod's events came while the run was not this
+        controller's to watch."""
         await self.watching.wait()
         run = self.handle(request)
         key = (request.namespace, run.name)
         self.expected.add(key)  # before the write: its pod's first events may come before the answer
         try:
-            job = await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}})
+            try:
+                job = await self.kube.let_job_run(request.namespace, run.name, request.uid)
+                disowned = False
+            except Disowned:
+                job, disowned = None, True
             started = bool(((job or {}).get("status") or {}).get("startTime"))
             if job is None or (job["metadata"].get("deletionTimestamp") and not started):  # no pod comes
                 runbook = await self.kube.get_runbook(request.namespace, request.name)
@@ -558,7 +581,10 @@ class JobExecutor:
                     raise RunbookGone(f"{request.namespace}/{request.name}")
                 if runbook["metadata"].get("deletionTimestamp") or runbook["spec"].get("cancel"):
                     raise RunbookGone(f"{request.namespace}/{request.name}", stopped=True)
-                await self.kube.create_job(request.namespace, build_job(request, self.settings))
+                if disowned:  # its owners edited by a person: it runs all the same
+                    await self.kube.patch_job(request.namespace, run.name, {"spec": {"suspend": False}})
+                else:
+                    await self.kube.create_job(request.namespace, build_job(request, self.settings))
             elif started:
                 await self._observe_now(key)
         except BaseException:

@@ -647,11 +647,12 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
     start_controller, cluster, rbs, env, api_client, namespace, tmp_path, gone
 ):
     """The run's Job made suspended and its claim's mark off, the controller has yet to let the Job run (held
-    there: its watch of pods cannot begin) when the Job goes: deleted by a person, or by the garbage
-    collector once the Runbook is deleted by force (its finalizer removed by hand, then deleted). Nothing
-    ran. A Runbook still there has its Job made afresh, and runs once. For one gone the start makes none (its
-    pod would run the script for a request nobody can see, and the ledger kept the request id as cancelled):
-    its request id is free, and created again it runs, once."""
+    there: its watch of pods cannot begin) when the Job is deleted by a person, or the Runbook is deleted by
+    force (its finalizer removed by hand, then deleted): the garbage collector then takes the Runbook off the
+    Job's owners, and the claim keeps the Job. Nothing ran. A Runbook still there has its Job made afresh,
+    and runs once. For one gone the start lets nothing run (its pod would run the script for a request
+    nobody can see, and the ledger kept the request id as cancelled): its request id is free, the Job goes
+    with its claim, and created again the request id runs, once."""
     release(env)
     account = install_rbac(cluster, namespace, tmp_path)
     kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
@@ -667,10 +668,16 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
         assert job.spec.suspend, "its Job made suspended, not let run yet"
         if gone == "job":
             cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace)
+            wait_until(lambda: not jobs(api_client, namespace), 60, "the suspended Job to be deleted")
         else:
             rbs.set_finalizers("forced", [])
             rbs.delete("forced")
-        wait_until(lambda: not jobs(api_client, namespace), 60, "the suspended Job to be deleted")
+
+            def disowned() -> bool:
+                [job] = jobs(api_client, namespace)
+                return [owner.kind for owner in job.metadata.owner_references] == ["Lease"]
+
+            wait_until(disowned, 60, "the garbage collector to take the Runbook off the Job's owners")
     if gone == "job":
         status = rbs.wait_finished("forced", timeout=90)["status"]
         assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
@@ -683,6 +690,7 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
 
     wait_until(settled, 60, "the claim of the deleted run to be settled")
     assert claim() is None, f"the request id is kept: {ledger_result(api_client, namespace, 'forced')}"
+    wait_until(lambda: not jobs(api_client, namespace), 60, "the suspended Job to go with its claim")
     rbs.create("again", command="failover", request_id="forced")
     status = rbs.wait_finished("again", timeout=90)["status"]
     assert (status["result"], status.get("duplicateOf")) == ("success", None), status["message"]
@@ -989,6 +997,55 @@ def test_a_job_runbook_deleted_by_force_as_its_stopping_controller_died_is_recor
     wait_until(lambda: not pods.list_namespaced_pod(namespace).items, 60, "the kept pods to go")
     wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go")
     assert started(env) == ["forced-job"]
+
+
+def test_a_job_run_that_ended_unseen_then_went_by_force_is_recorded_as_its_script_ended(
+    start_controller, cluster, rbs, env, api_client, namespace
+):
+    """The seed-99 soak's wrong answer: a failover's controller died as its script ran, the script ended
+    (exit 0) while no controller ran, and then the Runbook was deleted by force. The garbage collector took
+    its Job, and with it the pod that held the runner's result; the next controller, finding the claim,
+    recorded a run stopped by the deletion (130, cancelled) of a failover that had happened. The claim owns
+    the Job too now: the Job and its pod stay until the end is read, and the end recorded is the script's."""
+    pods, name = client.CoreV1Api(api_client), "ended-unseen"
+    settings = job_env(cluster, namespace, env)
+    first = start_controller("first", **settings)
+    rbs.create(name, command="failover")
+    wait_started(env, name)
+    kill(first)
+    release(env)
+
+    def ended() -> bool:  # the runner's result written: the pod's end
+        listed = pods.list_namespaced_pod(namespace).items
+        return bool(listed) and all(pod.status.phase == "Succeeded" for pod in listed)
+
+    wait_until(ended, 60, "the pod to end with its script")
+    rbs.set_finalizers(name, [])
+    rbs.delete(name)
+    wait_until(lambda: rbs.gone(name), 30, "the Runbook deleted by force to go")
+
+    def collected() -> bool:  # the garbage collector has seen the Runbook go: its Job went, or is not its
+        owners = [
+            owner.kind for job in jobs(api_client, namespace) for owner in job.metadata.owner_references
+        ]
+        return "Runbook" not in owners
+
+    wait_until(collected, 60, "the garbage collector to act on the Runbook's Job")
+    second = start_controller("second", **settings)
+    wait_until(
+        lambda: ledger_result(api_client, namespace, name), 60, "its end to be recorded", [second.process]
+    )
+    recorded = ledger_result(api_client, namespace, name)
+    assert (recorded["exitCode"], recorded["result"]) == (0, "success"), recorded
+    # Released as every finished run's: its Job goes after its TTL, and no pod of it is kept for its end.
+    wait_until(
+        lambda: all(job.spec.ttl_seconds_after_finished for job in jobs(api_client, namespace)),
+        60,
+        "its Job's TTL to be set",
+    )
+    kept = [pod for pod in pods.list_namespaced_pod(namespace).items if pod.metadata.finalizers]
+    assert not kept, [(pod.metadata.name, pod.metadata.finalizers) for pod in kept]
+    assert started(env) == [name]
 
 
 def test_the_kept_pods_of_a_run_whose_end_was_recorded_go_after_its_runbook_was_deleted_by_force(
@@ -1430,19 +1487,22 @@ def test_a_run_whose_claim_another_replica_freed_as_its_mark_came_off_never_star
 
 
 def forced_then_asked_again(start_controller, rbs, env: Path, api_client, name: str, settings: dict) -> None:
-    """The failover ``name``, whose script started, deleted by force while no controller runs, then asked for
-    again with its request id under another name: a cancelled duplicate, never run again; its claim, as the
-    deletion found it, said that the run may have started."""
+    """The failover ``name``, whose script started, deleted by force while no controller runs (its Job stays,
+    its script runs on to its end), then asked for again with its request id under another name: a
+    duplicate of the run as its script ended, never run again; its claim, as the deletion found it, said
+    that the run may have started."""
     marked = not mark_off(claim_of(api_client, rbs.namespace, name))
     rbs.set_finalizers(name, [])
     rbs.delete(name)
     wait_until(lambda: rbs.gone(name), 30, "the Runbook to go")
     release(env)
+    ended = lambda: any(line.startswith(f"{name} end") for line in lines(env / "runs.log"))  # noqa: E731
+    wait_until(ended, 60, "its script to end (nothing stops it)")
     start_controller("third", **settings)
     rbs.create("again", command="failover", request_id=name)
     status = rbs.wait_finished("again", timeout=90)["status"]
     assert started(env) == [name], f"run again (the claim said 'not started': {marked}): {status}"
-    assert (status["exitCode"], status["duplicateOf"]) == (130, f"{rbs.namespace}/{name}"), status
+    assert (status["exitCode"], status["duplicateOf"]) == (0, f"{rbs.namespace}/{name}"), status
     assert not marked
 
 
@@ -1550,10 +1610,11 @@ def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keep
 ):
     """The first replica took the claim's mark off and waits to let the suspended Job run (its watch of pods
     cannot begin) when a replica with a higher priority pauses it. That one lets the Job run (the mark is
-    off, the Job suspended): the script runs; it dies, and the Runbook is deleted by force, its Job with it.
-    The first replica then finds Job and Runbook gone: it started nothing, but the other one may have (it
-    did). It freed the request id as never run, and created again the request ran a second time; now the
-    request id is kept, and a Runbook that comes with it is a cancelled duplicate."""
+    off, the Job suspended): the script runs; it dies, and the Runbook is deleted by force (the garbage
+    collector takes it off the Job's owners). The first replica then finds the Runbook gone: it started
+    nothing, but the other one may have (it did). It freed the request id as never run, and created again
+    the request ran a second time; now the request id is kept, the run is stopped as the first replica,
+    active again, finds its claim, and a Runbook that comes with it is a cancelled duplicate."""
     account, kubeconfig = peering_account(cluster, namespace, tmp_path)
     settings = {**job_env(cluster, namespace, env), **peering}
 
@@ -1570,9 +1631,19 @@ def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keep
         kill(second)
         rbs.set_finalizers("forced", [])
         rbs.delete("forced")
-        wait_until(lambda: not jobs(api_client, namespace), 60, "the Job to go with its Runbook")
+
+        def disowned() -> bool:
+            return all(
+                "Runbook" not in [o.kind for o in job.metadata.owner_references]
+                for job in jobs(api_client, namespace)
+            )
+
+        wait_until(disowned, 60, "the garbage collector to take the Runbook off the Job's owners")
     kept = "the request id is kept"  # the first replica's word, once it found the Runbook gone
     wait_until(lambda: claim() is None or kept in first.process.log.read_text(), 60, "the claim settled")
+    wait_until(
+        lambda: claim() is None or ledger_result(api_client, namespace, "forced"), 60, "its end recorded"
+    )
     release(env)
     rbs.create("again", command="failover", request_id="forced")
     status = rbs.wait_finished("again", timeout=90)["status"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 
@@ -272,6 +273,29 @@ def test_the_pods_of_runs_that_are_not_this_controllers_cost_it_nothing(settings
     assert executor.results[("mdops", "mine")]["exitCode"] == ExitCode.NOT_EXECUTED  # until its run waits
     executor.forget(("mdops", "mine"))  # its result is recorded (release)
     assert (executor.results, executor.expected) == ({}, set())
+
+
+def test_a_job_is_owned_by_its_runbook_and_by_its_request_ids_claim_while_it_has_one(settings):
+    """The claim keeps the Job (and the runner's result in its pod) when the Runbook is deleted by force: the
+    garbage collector deletes a Job only once every owner is gone. The Runbook stays the first owner, the one
+    that controls it, which the patch that lets the Job run tests."""
+    runbook = {
+        "apiVersion": keys.API_VERSION,
+        "kind": keys.KIND,
+        "name": "failover-42",
+        "uid": "0123456789abcdef",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert build_job(REQUEST, settings())["metadata"]["ownerReferences"] == [runbook]
+    claimed = dataclasses.replace(REQUEST, claim_uid="lease-uid")
+    claim = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "name": lease_name("req-42"),
+        "uid": "lease-uid",
+    }
+    assert build_job(claimed, settings())["metadata"]["ownerReferences"] == [runbook, claim]
 
 
 def test_a_jobs_pods_name_their_runs_claim(settings):
