@@ -188,18 +188,21 @@ def _read(pipe: IO[bytes], default_level: str, log: LogSink) -> None:
 
 
 def _wait(process: subprocess.Popen[bytes], timeout: float, cancel: Cancellation) -> str:
+    """How the wait for the script ended: ``exited``, ``cancelled`` or ``timeout``. A script that exited by
+    itself has its own end, also when a stop or the deadline came as it exited (seen first by the loop); one
+    killed by a signal while a stop was asked was stopped (the pod's group killed, the runner's SIGTERM
+    passed on)."""
     deadline = time.monotonic() + timeout
     while True:
+        if process.poll() is not None and (cancel.signal_name is None or process.returncode >= 0):
+            return "exited"
         if cancel.signal_name is not None:
             return "cancelled"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "timeout"
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=min(remaining, POLL_SECONDS))
-        except subprocess.TimeoutExpired:
-            continue
-        return "exited"
 
 
 def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:

@@ -350,6 +350,29 @@ def test_timeout_escalates_to_sigkill_after_the_grace_period(tmp_path: Path, kil
     wait_until(lambda: process_gone(child), 15, "the TERM-ignoring child to be killed")
 
 
+def test_a_script_that_ended_by_itself_as_the_stop_or_the_deadline_came_keeps_its_own_end() -> None:
+    """Soak seed 99: a script exited 7 by itself just as its pod was stopped; the runner's wait saw the stop
+    first and reported the run cancelled (130) with no script left to stop. Its own end is its result; a
+    script that a signal killed while a stop was asked was stopped."""
+    cancel = execute.Cancellation()
+    cancel.signal_name = "SIGTERM"
+    exited = subprocess.Popen(["sh", "-c", "exit 7"])
+    exited.wait()
+    assert execute._wait(exited, 60, cancel) == "exited"
+    assert execute._wait(exited, 0, execute.Cancellation()) == "exited"  # as the deadline came
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.terminate()
+    killed.wait()
+    assert execute._wait(killed, 60, cancel) == "cancelled"
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        assert execute._wait(running, 60, cancel) == "cancelled"
+        assert execute._wait(running, 0, execute.Cancellation()) == "timeout"
+    finally:
+        running.kill()
+        running.wait()
+
+
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_signal_to_the_runner_cancels_the_run(tmp_path: Path, kill_after: list[int], name: str) -> None:
     scripts = tmp_path / "scripts"
