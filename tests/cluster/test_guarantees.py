@@ -642,7 +642,9 @@ def pods_unlisted(cluster, namespace: str, account: str) -> Iterator[None]:
         cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
 
 
-@pytest.mark.parametrize("gone", ["job", "runbook"], ids=["job-deleted", "runbook-deleted-by-force"])
+@pytest.mark.parametrize(
+    "gone", ["job", "runbook", "owners"], ids=["job-deleted", "runbook-deleted-by-force", "owners-edited"]
+)
 def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_still_there(
     start_controller, cluster, rbs, env, api_client, namespace, tmp_path, gone
 ):
@@ -652,7 +654,8 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
     Job's owners, and the claim keeps the Job. Nothing ran. A Runbook still there has its Job made afresh,
     and runs once. For one gone the start lets nothing run (its pod would run the script for a request
     nobody can see, and the ledger kept the request id as cancelled): its request id is free, the Job goes
-    with its claim, and created again the request id runs, once."""
+    with its claim, and created again the request id runs, once. A Job whose owners a person reordered (the
+    Runbook no longer the first, which the start's patch tests) is let run all the same."""
     release(env)
     account = install_rbac(cluster, namespace, tmp_path)
     kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "controller.kubeconfig")
@@ -669,6 +672,13 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
         if gone == "job":
             cluster.kubectl("delete", "job", job.metadata.name, "-n", namespace)
             wait_until(lambda: not jobs(api_client, namespace), 60, "the suspended Job to be deleted")
+        elif gone == "owners":
+            first = [
+                {"op": "move", "from": "/metadata/ownerReferences/1", "path": "/metadata/ownerReferences/0"}
+            ]
+            cluster.kubectl(
+                "patch", "job", job.metadata.name, "-n", namespace, "--type=json", "-p", json.dumps(first)
+            )
         else:
             rbs.set_finalizers("forced", [])
             rbs.delete("forced")
@@ -678,7 +688,7 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
                 return [owner.kind for owner in job.metadata.owner_references] == ["Lease"]
 
             wait_until(disowned, 60, "the garbage collector to take the Runbook off the Job's owners")
-    if gone == "job":
+    if gone in ("job", "owners"):
         status = rbs.wait_finished("forced", timeout=90)["status"]
         assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
         assert started(env) == ["forced"]
