@@ -1034,7 +1034,8 @@ def test_a_job_run_that_ended_unseen_then_went_by_force_is_recorded_as_its_scrip
     rbs.delete(name)
     wait_until(lambda: rbs.gone(name), 30, "the Runbook deleted by force to go")
 
-    def collected() -> bool:  # the garbage collector has seen the Runbook go: its Job went, or is not its
+    def collected() -> bool:
+        """The garbage collector has seen the Runbook go: its Job went, or lost that owner."""
         owners = [
             owner.kind for job in jobs(api_client, namespace) for owner in job.metadata.owner_references
         ]
@@ -1506,7 +1507,10 @@ def forced_then_asked_again(start_controller, rbs, env: Path, api_client, name: 
     rbs.delete(name)
     wait_until(lambda: rbs.gone(name), 30, "the Runbook to go")
     release(env)
-    ended = lambda: any(line.startswith(f"{name} end") for line in lines(env / "runs.log"))  # noqa: E731
+
+    def ended() -> bool:
+        return any(line.startswith(f"{name} end") for line in lines(env / "runs.log"))
+
     wait_until(ended, 60, "its script to end (nothing stops it)")
     start_controller("third", **settings)
     rbs.create("again", command="failover", request_id=name)
