@@ -189,9 +189,8 @@ def _read(pipe: IO[bytes], default_level: str, log: LogSink) -> None:
 
 def _wait(process: subprocess.Popen[bytes], timeout: float, cancel: Cancellation) -> str:
     """How the wait for the script ended: ``exited``, ``cancelled`` or ``timeout``. A script that exited by
-    itself has its own end, also when a stop or the deadline came as it exited (seen first by the loop); one
-    killed by a signal while a stop was asked was stopped (the pod's group killed, the runner's SIGTERM
-    passed on)."""
+    itself has its own end, also when a stop or the deadline came in the same moment; one that a signal
+    killed while a stop was asked counts as stopped."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None and (cancel.signal_name is None or process.returncode >= 0):
