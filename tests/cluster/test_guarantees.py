@@ -117,6 +117,17 @@ def killed_while_stopping(first, rbs: Runbooks, api_client, name: str, held: Hel
     held.released.set()
 
 
+def owner_kinds(api_client, namespace: str) -> list[list[str]]:
+    """The kinds of each Job's owners, Job by Job."""
+    return [[owner.kind for owner in job.metadata.owner_references] for job in jobs(api_client, namespace)]
+
+
+def disowned(api_client, namespace: str) -> bool:
+    """No Job is a Runbook's: the garbage collector has seen the Runbook go (its Job went, or lost that
+    owner, kept by its claim)."""
+    return all("Runbook" not in kinds for kinds in owner_kinds(api_client, namespace))
+
+
 def ledger_result(api_client, namespace: str, request_id: str) -> dict | None:
     lease = client.CoordinationV1Api(api_client).read_namespaced_lease(lease_name(request_id), namespace)
     recorded = (lease.metadata.annotations or {}).get(keys.RESULT)
@@ -683,11 +694,11 @@ def test_a_job_gone_before_it_was_let_run_is_made_afresh_only_for_a_runbook_stil
             rbs.set_finalizers("forced", [])
             rbs.delete("forced")
 
-            def disowned() -> bool:
-                [job] = jobs(api_client, namespace)
-                return [owner.kind for owner in job.metadata.owner_references] == ["Lease"]
-
-            wait_until(disowned, 60, "the garbage collector to take the Runbook off the Job's owners")
+            wait_until(
+                lambda: owner_kinds(api_client, namespace) == [["Lease"]],
+                60,
+                "the garbage collector to take the Runbook off the Job's owners",
+            )
     if gone in ("job", "owners"):
         status = rbs.wait_finished("forced", timeout=90)["status"]
         assert (status["result"], status["attempts"]) == ("success", 1), status["message"]
@@ -1034,14 +1045,9 @@ def test_a_job_run_that_ended_unseen_then_went_by_force_is_recorded_as_its_scrip
     rbs.delete(name)
     wait_until(lambda: rbs.gone(name), 30, "the Runbook deleted by force to go")
 
-    def collected() -> bool:
-        """The garbage collector has seen the Runbook go: its Job went, or lost that owner."""
-        owners = [
-            owner.kind for job in jobs(api_client, namespace) for owner in job.metadata.owner_references
-        ]
-        return "Runbook" not in owners
-
-    wait_until(collected, 60, "the garbage collector to act on the Runbook's Job")
+    wait_until(
+        lambda: disowned(api_client, namespace), 60, "the garbage collector to act on the Runbook's Job"
+    )
     second = start_controller("second", **settings)
     wait_until(
         lambda: ledger_result(api_client, namespace, name), 60, "its end to be recorded", [second.process]
@@ -1646,13 +1652,11 @@ def test_a_runbook_gone_while_a_paused_replica_was_about_to_let_its_job_run_keep
         rbs.set_finalizers("forced", [])
         rbs.delete("forced")
 
-        def disowned() -> bool:
-            return all(
-                "Runbook" not in [o.kind for o in job.metadata.owner_references]
-                for job in jobs(api_client, namespace)
-            )
-
-        wait_until(disowned, 60, "the garbage collector to take the Runbook off the Job's owners")
+        wait_until(
+            lambda: disowned(api_client, namespace),
+            60,
+            "the garbage collector to take the Runbook off the Job",
+        )
     kept = "the request id is kept"  # the first replica's word, once it found the Runbook gone
     wait_until(lambda: claim() is None or kept in first.process.log.read_text(), 60, "the claim settled")
     wait_until(
